@@ -1,0 +1,17 @@
+//! Pure parsers: `&[u8]` in, borrowed views or caller-owned fixed structs out. No I/O, no clock,
+//! no allocation, no panic on any input (each has a fuzz target in `fuzz/`).
+
+pub mod cursor;
+pub mod diskstats;
+pub mod file_nr;
+pub mod loadavg;
+pub mod meminfo;
+pub mod mountinfo;
+pub mod net_dev;
+pub mod proc_stat;
+pub mod snmp;
+
+pub use cursor::ParseError;
+
+#[cfg(test)]
+mod reference;
