@@ -2,4 +2,10 @@
 //! from one thread and one `mio` event loop. See `README.md` and `../shared/design.md`.
 #![deny(unsafe_code)]
 
+#[macro_use]
+pub mod log;
+pub mod config;
+pub mod model;
 pub mod parse;
+pub mod sources;
+pub mod url;

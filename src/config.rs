@@ -1,0 +1,440 @@
+//! Every `STS_*` variable of the StackState ECS manifest (and a few of our own), parsed once,
+//! typed and validated. An error names the variable, what is wrong with the value and the
+//! expected form; it never echoes the API key.
+
+use crate::log::Level;
+use crate::url::Url;
+use regex::Regex;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One documented variable: the single source for `--help` and for the README table.
+pub struct VarDoc {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+pub const VARS: &[VarDoc] = &[
+    VarDoc { name: "STS_API_KEY", default: "(none; required with a URL)", meaning: "API key of the StackState receiver; sent in the sts-api-key header, never logged" },
+    VarDoc { name: "STS_STS_URL", default: "(none: dry run)", meaning: "receiver base URL, e.g. https://<host>:7077/stsAgent; host metrics and topology go to /api/v1/series and /intake/. Unset: print payloads instead of sending" },
+    VarDoc { name: "STS_PROCESS_AGENT_URL", default: "STS_STS_URL", meaning: "base URL for process and connection data (/api/v1/collector, /api/v1/connections)" },
+    VarDoc { name: "STS_APM_URL", default: "STS_STS_URL", meaning: "base URL for traces (/api/v0.2/traces)" },
+    VarDoc { name: "STS_SKIP_SSL_VALIDATION", default: "false", meaning: "true accepts any server certificate (self-signed receivers); verification is on otherwise" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_PATTERNS", default: "(the StackState process agent's list)", meaning: "comma-separated regexes matched against the space-joined command line; when set it replaces the default list" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", default: "0", meaning: "report this many top CPU processes even if blacklisted" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_IO_READ", default: "0", meaning: "report this many top IO-read processes even if blacklisted" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_IO_WRITE", default: "0", meaning: "report this many top IO-write processes even if blacklisted" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_MEM", default: "0", meaning: "report this many top memory processes even if blacklisted" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_CPU_THRESHOLD", default: "0 (no gate)", meaning: "top-CPU inclusions apply only when the summed process CPU % reaches this" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_MEM_THRESHOLD", default: "0 (no gate)", meaning: "top-memory inclusions apply only when the summed process memory reaches this" },
+    VarDoc { name: "STS_PROCESS_AGENT_ENABLED", default: "true", meaning: "true: processes and containers; false: containers only; disabled: neither" },
+    VarDoc { name: "STS_APM_ENABLED", default: "true", meaning: "accept traces on the trace intake and forward them" },
+    VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
+    VarDoc { name: "STS_HOSTNAME", default: "EC2 instance id, else OS hostname", meaning: "the host name used in every payload, URN and header" },
+    VarDoc { name: "HOST_PROC", default: "/proc", meaning: "where the host's procfs is mounted (/host/proc in the ECS task)" },
+    VarDoc { name: "HOST_SYS", default: "/sys", meaning: "where the host's sysfs is mounted (/host/sys in the ECS task)" },
+    VarDoc { name: "STS_LOG_LEVEL", default: "info", meaning: "off, error, warn, info, debug or trace" },
+    VarDoc { name: "STS_HOST_CHECK_INTERVAL", default: "15", meaning: "seconds between host checks (system.* metrics, host topology)" },
+    VarDoc { name: "STS_PROCESS_CHECK_INTERVAL", default: "30", meaning: "seconds between process checks" },
+    VarDoc { name: "STS_CONNECTION_CHECK_INTERVAL", default: "30", meaning: "seconds between connection checks" },
+    VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
+];
+
+/// The API key. It cannot be printed: `Debug` and `Display` show only whether it is set.
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<String>);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        self.0.as_deref().unwrap_or("")
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "ApiKey(<set>)" } else { "ApiKey(<unset>)" })
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessAgentMode {
+    /// Processes and containers.
+    Enabled,
+    /// Containers only (`false`).
+    ContainersOnly,
+    /// Neither (`disabled`).
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inclusions {
+    pub top_cpu: u32,
+    pub top_io_read: u32,
+    pub top_io_write: u32,
+    pub top_mem: u32,
+    pub cpu_threshold: u64,
+    pub mem_threshold: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_key: ApiKey,
+    /// `None`: dry run (print what would be sent).
+    pub sts_url: Option<Url>,
+    pub process_agent_url: Option<Url>,
+    pub apm_url: Option<Url>,
+    pub skip_ssl_validation: bool,
+    pub blacklist: Vec<Regex>,
+    pub inclusions: Inclusions,
+    pub process_agent: ProcessAgentMode,
+    pub apm_enabled: bool,
+    pub network_tracing_enabled: bool,
+    pub hostname: Option<String>,
+    pub host_proc: PathBuf,
+    pub host_sys: PathBuf,
+    pub log_level: Option<Level>,
+    pub host_check_interval: Duration,
+    pub process_check_interval: Duration,
+    pub connection_check_interval: Duration,
+    pub ec2_metadata_url: Url,
+}
+
+/// A rejected variable. `Display` is the one line printed before exiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    /// The offending value, already made safe to print (never the API key).
+    pub shown_value: Option<String>,
+    pub problem: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.var)?;
+        if let Some(v) = &self.shown_value {
+            write!(f, "={v:?}")?;
+        }
+        write!(f, ": {}; expected {}", self.problem, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Shows at most 80 characters of a rejected value.
+fn shown(v: &str) -> Option<String> {
+    let mut s: String = v.chars().take(80).collect();
+    if s.len() < v.len() {
+        s.push('…');
+    }
+    Some(s)
+}
+
+fn err(var: &'static str, value: &str, problem: impl Into<String>, expected: &'static str) -> ConfigError {
+    ConfigError { var, shown_value: shown(value), problem: problem.into(), expected }
+}
+
+/// The StackState process agent's default blacklist (stackstate-process-agent
+/// `config/config_nix.go`, `defaultBlacklistPatterns`).
+pub const DEFAULT_BLACKLIST: &[&str] = &[
+    r"^/usr/bin/stress", r"^stress", r"^/usr/bin/yes", r"^yes\s.*$", r"^-bash", r"^-sh", r"^su\s.*$",
+    r"^/lib/systemd/", r"^/usr/lib/systemd/", r"^pickup", r"^/sbin/", r"^/usr/sbin/.*", r"^/usr/sbin/sshd", r"^qmgr",
+    r"^sshd:", r"^/usr/bin/vi(?:m|m.basic)?\s", r"^/usr/bin/tail", r"^\(sd-pam\)", r"^/compose-controller\s",
+    r"^/api-server", r"^containerd-shim", r"^docker-container-shim", r"^docker-containerd",
+    r"^docker-containerd-shim", r"^pause", r"^/pause",
+    r"^/usr/lib/accountsservice/accounts-daemon", r"^/adapter", r"^/sbin/agetty", r"^/bin/alertmanager*",
+    r"^/usr/bin/amazon-ssm-agent", r"^/usr/lib/at-spi2-core/at-spi-bus-launcher",
+    r"^/usr/lib/at-spi2-core/at-spi2-registryd", r"^atlantis", r"^avahi-daemon.", r"^awk",
+    r"^/app/aws-k8s-agent", r"^bash", r"^/bin/bash", r"^/usr/bin/bash", r"^sh", r"^/bin/sh", r"^/usr/bin/sh",
+    r"^/bin/busybox", r"^/usr/lib/bluetooth/bluetoothd", r"^/app/cmd/cainjector/cainjector", r"^calico-node",
+    r"^calico-typha", r"^/bin/chaoskube", r"^./cluster-autoscaler", r"^/usr/lib/colord/colord",
+    r"^/configmap-reload", r"^/usr/bin/containerd", r"^/usr/local/bin/containerd", r"^./controller",
+    r"^/coredns", r"^crond", r"^/usr/bin/dbus-daemon", r"^/usr/lib/dconf/dconf-service", r"^/sbin/dhclient",
+    r"^/usr/bin/dockerd", r"^dotnet", r"^.*dumb-init", r"^/usr/bin/exporter", r"^external-dns",
+    r"^/usr/lib/x86_64-linux-gnu/fwupd/fwupd", r"^/usr/bin/ghostunnel", r"^/usr/lib/gvfs/gvfsd-fuse",
+    r"^/usr/lib/gvfs/gvfsd", r"^.*indicator-application/indicator-application-service",
+    r"^.*indicator-bluetooth/indicator-bluetooth-service", r"^.*indicator-datetime/indicator-datetime-service",
+    r"^.*indicator-keyboard/indicator-keyboard-service", r"^.*indicator-messages/indicator-messages-service",
+    r"^.*indicator-power/indicator-power-service", r"^.*indicator-session/indicator-session-service",
+    r"^.indicator-sound/indicator-sound-service", r"^/bin/IngressMonitorController", r"^/sbin/init", r"^lightdm",
+    r"^/usr/bin/lsmd", r"^/sbin/lvmetad", r"^/usr/libexec/postfix/master", r"^nm-applet",
+    r"^/usr/lib/x86_64-linux-gnu/notify-osd", r"^/bin/oauth2_proxy", r"^/usr/lib/policykit-1/polkitd",
+    r"^/usr/bin/pulseaudio", r"^rescheduler", r"^/usr/lib/rtkit/rtkit-daemon", r"^ruby", r"^/usr/local/bin/ruby",
+    r"^runsv", r"^/usr/bin/runsvdir", r"^/home/weave/runsvinit", r"^/bin/operator", r"^s6-", r"^sleep", r"^/lib/systemd",
+    r"^tail", r"^/tiller", r"^/usr/bin/tini", r"^tini", r"^/usr/lib/udisks2/udisksd", r"^.*unity-settings-daemon",
+    r"^/usr/bin/unpigz", r"^/usr/lib/upower/upowerd", r"^upstart", r"^/app/cmd/webhook/webhook", r"^/usr/bin/whoopsie",
+    r"^/sbin/wpa_supplicant", r"^/usr/lib/xorg/Xorg", r"^/usr/lib/snapd/snapd",
+    r"^(/usr(/local)?/bin/)?kubelet.*--config=.*/kubelet.conf", r"^/usr/local/bin/k3s",
+];
+
+const BOOL_FORM: &str = "true or false (also 1/0, yes/no, on/off)";
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "y" | "on" => Some(true),
+        "false" | "f" | "0" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `get` (tests pass a map). Empty values count as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+
+        let url = |var: &'static str| -> Result<Option<Url>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => Url::parse(v.trim())
+                    .map(Some)
+                    .map_err(|p| err(var, &v, p, "an absolute http:// or https:// URL such as https://stackstate.example.com:7077/stsAgent")),
+            }
+        };
+        let boolean = |var: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => parse_bool(&v).ok_or_else(|| err(var, &v, "not a boolean", BOOL_FORM)),
+            }
+        };
+        let count = |var: &'static str| -> Result<u64, ConfigError> {
+            match get(var) {
+                None => Ok(0),
+                Some(v) => v.trim().parse::<u64>().map_err(|_| err(var, &v, "not a whole number", "a whole number ≥ 0, e.g. 5")),
+            }
+        };
+        let seconds = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(var) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(s @ 1..=86_400) => Ok(Duration::from_secs(s)),
+                    _ => Err(err(var, &v, "not a number of seconds in range", "whole seconds from 1 to 86400, e.g. 15")),
+                },
+            }
+        };
+
+        let sts_url = url("STS_STS_URL")?;
+        let process_agent_url = url("STS_PROCESS_AGENT_URL")?.or_else(|| sts_url.clone());
+        let apm_url = url("STS_APM_URL")?.or_else(|| sts_url.clone());
+
+        let api_key = match get("STS_API_KEY") {
+            Some(k) if k.trim().chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(ConfigError {
+                    var: "STS_API_KEY",
+                    shown_value: None,
+                    problem: "contains whitespace or control characters (value not shown)".into(),
+                    expected: "the API key from the StackState UI, with no spaces",
+                });
+            }
+            Some(k) => ApiKey(Some(k.trim().to_string())),
+            None => ApiKey(None),
+        };
+        if !api_key.is_set() && (sts_url.is_some() || process_agent_url.is_some() || apm_url.is_some()) {
+            return Err(ConfigError {
+                var: "STS_API_KEY",
+                shown_value: None,
+                problem: "is not set, but a receiver URL is".into(),
+                expected: "the API key from the StackState UI (or unset STS_STS_URL for a dry run)",
+            });
+        }
+
+        let blacklist = match get("STS_PROCESS_BLACKLIST_PATTERNS") {
+            None => DEFAULT_BLACKLIST.iter().map(|p| Regex::new(p).expect("default blacklist compiles")).collect(),
+            Some(v) => {
+                let mut out = Vec::new();
+                for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let re = Regex::new(p).map_err(|e| {
+                        // The regex error is multi-line; keep its last line, which says what is wrong.
+                        let why = e.to_string();
+                        let why = why.lines().last().unwrap_or("does not compile").trim().to_string();
+                        err("STS_PROCESS_BLACKLIST_PATTERNS", &v, format!("pattern {p:?} does not compile ({why})"), "comma-separated regular expressions (RE2 syntax), e.g. ^/usr/bin/dockerd,^s6-")
+                    })?;
+                    out.push(re);
+                }
+                out
+            }
+        };
+
+        let top = |var| count(var).map(|v| v.min(u64::from(u32::MAX)) as u32);
+        let inclusions = Inclusions {
+            top_cpu: top("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU")?,
+            top_io_read: top("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_IO_READ")?,
+            top_io_write: top("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_IO_WRITE")?,
+            top_mem: top("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_MEM")?,
+            cpu_threshold: count("STS_PROCESS_BLACKLIST_INCLUSIONS_CPU_THRESHOLD")?,
+            mem_threshold: count("STS_PROCESS_BLACKLIST_INCLUSIONS_MEM_THRESHOLD")?,
+        };
+
+        let process_agent = match get("STS_PROCESS_AGENT_ENABLED") {
+            None => ProcessAgentMode::Enabled,
+            Some(v) if v.trim().eq_ignore_ascii_case("disabled") => ProcessAgentMode::Disabled,
+            Some(v) => match parse_bool(&v) {
+                Some(true) => ProcessAgentMode::Enabled,
+                Some(false) => ProcessAgentMode::ContainersOnly,
+                None => return Err(err("STS_PROCESS_AGENT_ENABLED", &v, "not a known mode", "true, false (containers only) or disabled")),
+            },
+        };
+
+        let hostname = match get("STS_HOSTNAME") {
+            None => None,
+            Some(v) => {
+                let h = v.trim();
+                let ok = h.len() <= 255
+                    && h.split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'))
+                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+                if !ok {
+                    return Err(err("STS_HOSTNAME", &v, "not a valid host name", "an RFC 1123 host name such as i-0123456789abcdef0 or web-1.example.com"));
+                }
+                Some(h.to_string())
+            }
+        };
+
+        let dir = |var: &'static str, default: &str| -> Result<PathBuf, ConfigError> {
+            let v = get(var).unwrap_or_else(|| default.to_string());
+            let p = PathBuf::from(v.trim());
+            if p.is_dir() {
+                Ok(p)
+            } else {
+                Err(err(var, &v, "is not a directory", "the path where the host's filesystem is mounted, e.g. /host/proc"))
+            }
+        };
+        let host_proc = dir("HOST_PROC", "/proc")?;
+        let host_sys = dir("HOST_SYS", "/sys")?;
+
+        let log_level = match get("STS_LOG_LEVEL") {
+            None => Some(Level::Info),
+            Some(v) => Level::parse(v.trim()).ok_or_else(|| err("STS_LOG_LEVEL", &v, "not a log level", "off, error, warn, info, debug or trace"))?,
+        };
+
+        let ec2_metadata_url = match get("STS_EC2_METADATA_URL") {
+            None => Url::parse("http://169.254.169.254").expect("literal URL parses"),
+            Some(v) => match Url::parse(v.trim()) {
+                Ok(u) if u.scheme == crate::url::Scheme::Http => u,
+                Ok(_) => return Err(err("STS_EC2_METADATA_URL", &v, "https is not supported by the metadata service", "an http:// URL such as http://169.254.169.254")),
+                Err(p) => return Err(err("STS_EC2_METADATA_URL", &v, p, "an http:// URL such as http://169.254.169.254")),
+            },
+        };
+
+        Ok(Config {
+            api_key,
+            sts_url,
+            process_agent_url,
+            apm_url,
+            skip_ssl_validation: boolean("STS_SKIP_SSL_VALIDATION", false)?,
+            blacklist,
+            inclusions,
+            process_agent,
+            apm_enabled: boolean("STS_APM_ENABLED", true)?,
+            network_tracing_enabled: boolean("STS_NETWORK_TRACING_ENABLED", true)?,
+            hostname,
+            host_proc,
+            host_sys,
+            log_level,
+            host_check_interval: seconds("STS_HOST_CHECK_INTERVAL", 15)?,
+            process_check_interval: seconds("STS_PROCESS_CHECK_INTERVAL", 30)?,
+            connection_check_interval: seconds("STS_CONNECTION_CHECK_INTERVAL", 30)?,
+            ec2_metadata_url,
+        })
+    }
+}
+
+/// The `--help` text: usage, flags, and every variable with its default and meaning.
+pub fn help_text() -> String {
+    let mut s = String::from(
+        "sts-agent: reports this host's topology and telemetry to StackState.\n\n\
+         USAGE: sts-agent [--once] [--dry-run] [--help] [--version]\n\n\
+         FLAGS:\n  --once      run each enabled check once (twice where a rate needs two samples), send or print, exit\n  \
+         --dry-run   print every payload as one JSON line {\"endpoint\":…,\"payload\":…} instead of sending (also when STS_STS_URL is unset)\n  \
+         --help      this text\n  --version   the version\n\nENVIRONMENT (default in brackets):\n",
+    );
+    for v in VARS {
+        s.push_str(&format!("  {:<48} [{}]\n      {}\n", v.name, v.default, v.meaning));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_a_dry_run() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.sts_url.is_none() && c.apm_url.is_none());
+        assert_eq!(c.host_check_interval, Duration::from_secs(15));
+        assert_eq!(c.process_check_interval, Duration::from_secs(30));
+        assert_eq!(c.blacklist.len(), DEFAULT_BLACKLIST.len());
+        assert_eq!(c.process_agent, ProcessAgentMode::Enabled);
+        assert!(c.apm_enabled && c.network_tracing_enabled && !c.skip_ssl_validation);
+    }
+
+    #[test]
+    fn urls_fall_back_to_sts_url() {
+        let c = cfg(&[("STS_STS_URL", "https://h:7077/stsAgent"), ("STS_API_KEY", "k")]).unwrap();
+        assert_eq!(c.process_agent_url, c.sts_url);
+        assert_eq!(c.apm_url, c.sts_url);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable_and_form() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("STS_STS_URL", "localhost:7077", "http"),
+            ("STS_SKIP_SSL_VALIDATION", "maybe", "true or false"),
+            ("STS_PROCESS_BLACKLIST_PATTERNS", "^ok,(unclosed", "regular expressions"),
+            ("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", "-3", "whole number"),
+            ("STS_PROCESS_AGENT_ENABLED", "sometimes", "disabled"),
+            ("STS_HOST_CHECK_INTERVAL", "0", "seconds"),
+            ("STS_LOG_LEVEL", "loud", "debug"),
+            ("STS_HOSTNAME", "bad host", "RFC 1123"),
+            ("HOST_PROC", "/nonexistent-proc", "mounted"),
+        ];
+        for (var, val, form) in cases {
+            let e = cfg(&[(var, val)]).unwrap_err();
+            assert_eq!(e.var, *var);
+            let line = e.to_string();
+            assert!(line.contains(var) && line.contains(form) && !line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn api_key_is_never_shown() {
+        let e = cfg(&[("STS_STS_URL", "https://h"), ("STS_API_KEY", "sec ret")]).unwrap_err();
+        assert!(!e.to_string().contains("sec"));
+        let c = cfg(&[("STS_STS_URL", "https://h"), ("STS_API_KEY", "topsecret")]).unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+        assert_eq!(c.api_key.expose(), "topsecret");
+        assert_eq!(cfg(&[("STS_STS_URL", "https://h")]).unwrap_err().var, "STS_API_KEY");
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let h = help_text();
+        for v in VARS {
+            assert!(h.contains(v.name));
+        }
+        for name in ["STS_PROCESS_BLACKLIST_INCLUSIONS_MEM_THRESHOLD", "STS_NETWORK_TRACING_ENABLED", "STS_APM_URL"] {
+            assert!(h.contains(name));
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Plain data: this cycle's snapshot and the previous one for deltas. Storage is reused.
+
+pub mod host;
+pub mod names;

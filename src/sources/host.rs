@@ -1,0 +1,195 @@
+//! Reads the host files of one host check into a reused [`HostSample`].
+
+use super::procfs::{ProcRoot, ReadBuf};
+use crate::model::host::{Disk, Filesystem, HostSample, Iface, ProblemSet, SnmpFile, SNMP_RATES};
+use crate::parse::{self, diskstats, mountinfo, net_dev, snmp};
+use std::ffi::CStr;
+use std::io;
+use std::path::Path;
+
+/// Files a host check reads, in problem-bit order.
+pub const HOST_FILES: &[&str] = &[
+    "stat", "meminfo", "loadavg", "uptime", "net/dev", "diskstats", "net/snmp", "net/netstat", "sys/fs/file-nr",
+    "self/mountinfo",
+];
+
+pub struct HostSource {
+    root: ProcRoot,
+    buf: ReadBuf,
+    /// Filesystem types that need a block device (from `/proc/filesystems`, read once).
+    device_fs: Vec<u8>,
+}
+
+impl HostSource {
+    pub fn open(host_proc: &Path) -> io::Result<HostSource> {
+        let root = ProcRoot::open(host_proc)?;
+        let mut buf = ReadBuf::with_capacity(64 * 1024);
+        let mut device_fs = Vec::new();
+        if let Ok(list) = buf.read_file(root.fd(), c"filesystems") {
+            for (nodev, name) in mountinfo::filesystems(list) {
+                if !nodev {
+                    device_fs.extend_from_slice(name);
+                    device_fs.push(b'\n');
+                }
+            }
+        }
+        Ok(HostSource { root, buf, device_fs })
+    }
+
+    fn is_device_fs(&self, fs_type: &[u8]) -> bool {
+        self.device_fs.split(|b| *b == b'\n').any(|n| n == fs_type)
+    }
+
+    /// Fills `s` (cleared first). A file that cannot be read or parsed sets its problem bit and
+    /// the rest is still collected.
+    pub fn collect(&mut self, s: &mut HostSample, mono_secs: f64, unix_secs: u64) {
+        s.clear();
+        s.mono_secs = mono_secs;
+        s.unix_secs = unix_secs;
+        let mut problems: ProblemSet = 0;
+        let mut mark = |bit: usize, ok: bool| {
+            if !ok {
+                problems |= 1 << bit;
+            }
+        };
+
+        mark(0, self.read(c"stat", parse::proc_stat::parse).map(|v| s.stat = Some(v)).is_some());
+        mark(1, self.read(c"meminfo", parse::meminfo::parse).map(|v| s.mem = Some(v)).is_some());
+        mark(2, self.read(c"loadavg", parse::loadavg::parse_loadavg).map(|v| s.load = Some(v)).is_some());
+        mark(3, self.read(c"uptime", parse::loadavg::parse_uptime).map(|v| s.uptime = Some(v)).is_some());
+        mark(4, self.net_dev(s));
+        mark(5, self.diskstats(s));
+        mark(6, self.snmp(s, SnmpFile::Snmp, c"net/snmp"));
+        mark(7, self.snmp(s, SnmpFile::Netstat, c"net/netstat"));
+        mark(8, self.read(c"sys/fs/file-nr", parse::file_nr::parse).map(|v| s.file_nr = Some(v)).is_some());
+        mark(9, self.filesystems(s));
+        s.problems = problems;
+        s.valid = true;
+    }
+
+    fn read<T>(&mut self, path: &CStr, p: fn(&[u8]) -> Result<T, parse::ParseError>) -> Option<T> {
+        p(self.buf.read_file(self.root.fd(), path).ok()?).ok()
+    }
+
+    fn net_dev(&mut self, s: &mut HostSample) -> bool {
+        let Ok(bytes) = self.buf.read_file(self.root.fd(), c"net/dev") else { return false };
+        let mut ok = true;
+        for d in net_dev::iter(bytes) {
+            match d {
+                Ok(d) => {
+                    let name = s.names.push(d.name);
+                    s.ifaces.push(Iface { name, counters: d.counters });
+                }
+                Err(_) => ok = false,
+            }
+        }
+        ok
+    }
+
+    fn diskstats(&mut self, s: &mut HostSample) -> bool {
+        let Ok(bytes) = self.buf.read_file(self.root.fd(), c"diskstats") else { return false };
+        let mut ok = true;
+        for d in diskstats::iter(bytes) {
+            match d {
+                Ok(d) => {
+                    let name = s.names.push(d.name);
+                    s.disks.push(Disk { name, counters: d.counters });
+                }
+                Err(_) => ok = false,
+            }
+        }
+        ok
+    }
+
+    fn snmp(&mut self, s: &mut HostSample, file: SnmpFile, path: &CStr) -> bool {
+        let Ok(bytes) = self.buf.read_file(self.root.fd(), path) else { return false };
+        for t in snmp::tables(bytes).filter_map(Result::ok) {
+            for (slot, (_, f, proto, key)) in s.snmp.iter_mut().zip(SNMP_RATES) {
+                if *f == file && t.proto == *proto {
+                    // Counters are unsigned in the kernel; a negative one is a sentinel, not data.
+                    *slot = t.get(key).and_then(|v| u64::try_from(v).ok());
+                }
+            }
+        }
+        true
+    }
+
+    fn filesystems(&mut self, s: &mut HostSample) -> bool {
+        let Ok(bytes) = self.buf.read_file(self.root.fd(), c"self/mountinfo") else { return false };
+        let mut ok = true;
+        let mut seen_devices: smallvec::SmallVec<[(u32, u32); 16]> = smallvec::SmallVec::new();
+        for m in mountinfo::iter(bytes) {
+            let Ok(m) = m else {
+                ok = false;
+                continue;
+            };
+            // Block-device filesystems only, each device once (bind mounts repeat it).
+            if !self.is_device_fs(m.fs_type) {
+                continue;
+            }
+            if seen_devices.contains(&(m.major, m.minor)) {
+                continue;
+            }
+            // NUL-terminated in the arena so statvfs can take it as a C string without copying.
+            let mp = s.names.push_with(|v| {
+                mountinfo::unescape(m.mount_point, v);
+                v.push(0);
+            });
+            let Some(c_path) = CStr::from_bytes_with_nul(s.names.get(mp)).ok() else { continue };
+            let Ok(st) = rustix::fs::statvfs(c_path) else { continue };
+            if st.f_blocks == 0 {
+                continue;
+            }
+            seen_devices.push((m.major, m.minor));
+            let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+            let device = s.names.push(m.source);
+            let fs_type = s.names.push(m.fs_type);
+            s.filesystems.push(Filesystem {
+                device,
+                mount_point: mp,
+                fs_type,
+                total_bytes: st.f_blocks.saturating_mul(frsize),
+                used_bytes: st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(frsize),
+                free_bytes: st.f_bavail.saturating_mul(frsize),
+                inodes_total: st.f_files,
+                inodes_free: st.f_ffree,
+            });
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_this_machines_host_files() {
+        let mut src = HostSource::open(Path::new("/proc")).unwrap();
+        let mut s = HostSample::default();
+        src.collect(&mut s, 1.0, 1_700_000_000);
+        assert_eq!(s.problems, 0, "problems: {:b}", s.problems);
+        assert!(s.stat.unwrap().cpu_count >= 1);
+        assert!(s.mem.unwrap().total > 0);
+        assert!(s.iface_named(b"lo").is_some());
+        assert!(!s.filesystems.is_empty(), "no block-device filesystem found");
+        let root = s.filesystems.iter().find(|f| s.names.get(f.mount_point) == b"/\0").unwrap();
+        assert!(root.total_bytes >= root.used_bytes);
+        assert!(s.snmp[0].is_some(), "Tcp InSegs");
+    }
+
+    #[test]
+    fn a_missing_file_is_a_problem_bit_not_a_failure() {
+        let dir = std::env::temp_dir().join(format!("sts-agent-fakeproc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("loadavg"), "0.5 0.25 0.1 1/2 3\n").unwrap();
+        let mut src = HostSource::open(&dir).unwrap();
+        let mut s = HostSample::default();
+        src.collect(&mut s, 1.0, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.load.unwrap().one, 0.5);
+        assert!(s.stat.is_none());
+        assert_eq!(s.problems & (1 << 2), 0);
+        assert_ne!(s.problems & 1, 0);
+    }
+}

@@ -1,0 +1,4 @@
+//! Sources own file descriptors and reused scratch buffers and call the pure parsers.
+
+pub mod host;
+pub mod procfs;
