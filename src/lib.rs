@@ -4,7 +4,9 @@
 
 #[macro_use]
 pub mod log;
+pub mod checks;
 pub mod config;
+pub mod encode;
 pub mod model;
 pub mod parse;
 pub mod sources;

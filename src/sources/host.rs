@@ -36,9 +36,6 @@ impl HostSource {
         Ok(HostSource { root, buf, device_fs })
     }
 
-    fn is_device_fs(&self, fs_type: &[u8]) -> bool {
-        self.device_fs.split(|b| *b == b'\n').any(|n| n == fs_type)
-    }
 
     /// Fills `s` (cleared first). A file that cannot be read or parsed sets its problem bit and
     /// the rest is still collected.
@@ -124,7 +121,7 @@ impl HostSource {
                 continue;
             };
             // Block-device filesystems only, each device once (bind mounts repeat it).
-            if !self.is_device_fs(m.fs_type) {
+            if !is_device_fs(&self.device_fs, m.fs_type) {
                 continue;
             }
             if seen_devices.contains(&(m.major, m.minor)) {
@@ -157,6 +154,10 @@ impl HostSource {
         }
         ok
     }
+}
+
+fn is_device_fs(list: &[u8], fs_type: &[u8]) -> bool {
+    list.split(|b| *b == b'\n').any(|n| n == fs_type)
 }
 
 #[cfg(test)]

@@ -1,0 +1,4 @@
+//! Checks turn snapshots into what StackState wants. Pure: no I/O, no clock.
+
+pub mod host_metrics;
+pub mod metric;

@@ -1,0 +1,6 @@
+//! Encoders append bytes to a caller's buffer; nothing here does I/O.
+
+pub mod compress;
+pub mod intake;
+pub mod json;
+pub mod series;

@@ -1,0 +1,93 @@
+//! `POST /api/v1/series` body: `{"series":[{"metric","points":[[ts,v]],"tags","host","type","interval"}]}`
+//! (spec/protocol.md §3.2), written straight into a reused buffer.
+
+use super::json;
+use crate::checks::metric::{Kind, MetricSink, Tag};
+
+pub struct SeriesEncoder<'a> {
+    out: &'a mut Vec<u8>,
+    host: &'a str,
+    unix_secs: u64,
+    interval_secs: u64,
+    count: usize,
+}
+
+impl<'a> SeriesEncoder<'a> {
+    /// Starts a payload in `out` (cleared first).
+    pub fn begin(out: &'a mut Vec<u8>, host: &'a str, unix_secs: u64, interval_secs: u64) -> Self {
+        out.clear();
+        out.extend_from_slice(b"{\"series\":[");
+        SeriesEncoder { out, host, unix_secs, interval_secs, count: 0 }
+    }
+
+    /// Closes the payload; returns how many series it holds.
+    pub fn finish(self) -> usize {
+        self.out.extend_from_slice(b"]}");
+        self.count
+    }
+}
+
+impl MetricSink for SeriesEncoder<'_> {
+    fn metric(&mut self, name: &str, kind: Kind, value: f64, tags: &[Tag<'_>]) {
+        if !value.is_finite() {
+            return;
+        }
+        let o = &mut *self.out;
+        if self.count > 0 {
+            o.push(b',');
+        }
+        self.count += 1;
+        o.extend_from_slice(b"{\"metric\":");
+        json::str(o, name);
+        o.extend_from_slice(b",\"points\":[[");
+        json::u64(o, self.unix_secs);
+        o.push(b',');
+        json::f64(o, value);
+        o.extend_from_slice(b"]],\"tags\":[");
+        for (i, t) in tags.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            o.push(b'"');
+            json::escape_into(o, t.key.as_bytes());
+            o.push(b':');
+            json::escape_into(o, t.value);
+            o.push(b'"');
+        }
+        o.extend_from_slice(b"],\"host\":");
+        json::str(o, self.host);
+        o.extend_from_slice(b",\"type\":\"");
+        o.extend_from_slice(kind.as_str().as_bytes());
+        o.extend_from_slice(b"\",\"interval\":");
+        json::u64(o, self.interval_secs);
+        o.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_as_the_documented_shape() {
+        let mut buf = Vec::new();
+        let mut e = SeriesEncoder::begin(&mut buf, "i-0abc", 1_700_000_000, 15);
+        e.metric("system.load.1", Kind::Gauge, 0.5, &[]);
+        e.metric("system.net.bytes_rcvd", Kind::Rate, 12.25, &[Tag { key: "device", value: b"eth\"0" }]);
+        e.metric("skipped.nan", Kind::Gauge, f64::NAN, &[]);
+        assert_eq!(e.finish(), 2);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let s = &v["series"];
+        assert_eq!(s.as_array().unwrap().len(), 2);
+        assert_eq!(s[0]["metric"], "system.load.1");
+        assert_eq!(s[0]["points"][0][0], 1_700_000_000u64);
+        assert_eq!(s[0]["points"][0][1], 0.5);
+        assert_eq!(s[0]["host"], "i-0abc");
+        assert_eq!(s[0]["type"], "gauge");
+        assert_eq!(s[0]["interval"], 15);
+        assert_eq!(s[0]["tags"], serde_json::json!([]));
+        assert_eq!(s[1]["type"], "rate");
+        assert_eq!(s[1]["tags"][0], "device:eth\"0");
+        assert!(s[0].get("device").is_none());
+    }
+}
