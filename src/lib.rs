@@ -4,10 +4,13 @@
 
 #[macro_use]
 pub mod log;
+pub mod app;
 pub mod checks;
 pub mod config;
 pub mod encode;
 pub mod model;
+pub mod outbox;
 pub mod parse;
 pub mod sources;
+pub mod transport;
 pub mod url;

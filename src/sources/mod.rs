@@ -1,4 +1,5 @@
 //! Sources own file descriptors and reused scratch buffers and call the pure parsers.
 
 pub mod host;
+pub mod meta;
 pub mod procfs;

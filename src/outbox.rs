@@ -1,0 +1,383 @@
+//! Encoded payloads waiting for delivery, per route, within one byte budget; one request in
+//! flight per origin; status classification and jittered exponential backoff.
+//!
+//! Status rules follow the StackState core forwarder (spec/protocol.md §2): 2xx delivered;
+//! 400, 404 and 413 dropped with an error; 403 dropped as an API-key problem; every other status
+//! and every transport failure retried after a backoff (1 s doubling to 60 s, `Retry-After`
+//! honoured up to that cap). When the budget is full the oldest payload of the fullest queue
+//! is dropped; every drop is counted and logged.
+
+use crate::transport::client::{Failure, FailureKind, HttpClient, Outcome};
+use crate::url::Url;
+use mio::{Registry, Token};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+/// What a route sends and where.
+pub struct RouteSpec {
+    /// Short name for logs, e.g. `series`.
+    pub name: &'static str,
+    pub base: Url,
+    /// Path after the base URL, e.g. `/api/v1/series`.
+    pub path: &'static str,
+    pub api_key_query: bool,
+    pub content_type: &'static str,
+    pub content_encoding: &'static str,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteStats {
+    pub delivered: u64,
+    pub dropped_overflow: u64,
+    pub dropped_rejected: u64,
+    pub retries: u64,
+}
+
+struct Route {
+    spec: RouteSpec,
+    origin: usize,
+    /// Base path + path + query; holds the API key, so it is never logged.
+    target: String,
+    queue: VecDeque<Vec<u8>>,
+    stats: RouteStats,
+}
+
+struct Origin {
+    client: HttpClient,
+    in_flight: Option<(usize, Vec<u8>)>,
+    retry_at: Option<Instant>,
+    failures: u32,
+    last_logged: Option<(FailureKind, String)>,
+    next_route: usize,
+}
+
+pub struct Forwarder {
+    routes: Vec<Route>,
+    origins: Vec<Origin>,
+    api_key: String,
+    user_agent: String,
+    budget: usize,
+    queued: usize,
+    spare: Vec<Vec<u8>>,
+    rng: u64,
+}
+
+pub type RouteId = usize;
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Forwarder {
+    /// `first_token`: origins get consecutive tokens from here.
+    pub fn new(
+        specs: Vec<RouteSpec>,
+        api_key: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        budget: usize,
+        first_token: usize,
+        seed: u64,
+    ) -> Result<Forwarder, String> {
+        let mut origins: Vec<Origin> = Vec::new();
+        let mut routes = Vec::new();
+        for spec in specs {
+            let key = |u: &Url| (u.scheme, u.host.clone(), u.port);
+            let origin = match origins.iter().position(|o| key(o.client.origin()) == key(&spec.base)) {
+                Some(i) => i,
+                None => {
+                    let client = HttpClient::new(spec.base.clone(), tls.clone(), Token(first_token + origins.len()))?;
+                    origins.push(Origin { client, in_flight: None, retry_at: None, failures: 0, last_logged: None, next_route: 0 });
+                    origins.len() - 1
+                }
+            };
+            let mut target = format!("{}{}", spec.base.base_path, spec.path);
+            if spec.api_key_query {
+                target.push_str("?api_key=");
+                target.push_str(&percent_encode(api_key));
+            }
+            routes.push(Route { spec, origin, target, queue: VecDeque::new(), stats: RouteStats::default() });
+        }
+        Ok(Forwarder {
+            routes,
+            origins,
+            api_key: api_key.to_string(),
+            user_agent: format!("sts-agent/{}", env!("CARGO_PKG_VERSION")),
+            budget,
+            queued: 0,
+            spare: Vec::new(),
+            rng: seed | 1,
+        })
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
+        self.origins.iter().map(|o| o.client.token())
+    }
+
+    pub fn stats(&self, route: RouteId) -> RouteStats {
+        self.routes.get(route).map(|r| r.stats).unwrap_or_default()
+    }
+
+    pub fn route_name(&self, route: RouteId) -> &'static str {
+        self.routes.get(route).map_or("?", |r| r.spec.name)
+    }
+
+    /// Nothing queued and nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.queued == 0 && self.origins.iter().all(|o| o.in_flight.is_none())
+    }
+
+    pub fn queued_payloads(&self) -> usize {
+        self.routes.iter().map(|r| r.queue.len()).sum::<usize>()
+            + self.origins.iter().filter(|o| o.in_flight.is_some()).count()
+    }
+
+    /// Queues a copy of `body` (a buffer from the spare pool, so steady state does not allocate).
+    pub fn enqueue(&mut self, route: RouteId, body: &[u8]) {
+        if route >= self.routes.len() {
+            return;
+        }
+        if body.len() > self.budget {
+            self.routes[route].stats.dropped_overflow += 1;
+            error!("{}: dropped a {} byte payload larger than the whole outbox budget ({} bytes)", self.routes[route].spec.name, body.len(), self.budget);
+            return;
+        }
+        self.make_room(body.len());
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(body);
+        self.queued += buf.len();
+        self.routes[route].queue.push_back(buf);
+    }
+
+    /// The earliest time `on_timeout` should run.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.origins
+            .iter()
+            .flat_map(|o| [o.client.deadline(), o.retry_at.filter(|_| self.routes.iter().any(|r| !r.queue.is_empty()))])
+            .flatten()
+            .min()
+    }
+
+    /// Starts a request on every idle origin that has work and is not backing off.
+    pub fn pump(&mut self, registry: &Registry, now: Instant) {
+        for oi in 0..self.origins.len() {
+            loop {
+                let o = &self.origins[oi];
+                if o.in_flight.is_some() || o.client.is_busy() || o.retry_at.is_some_and(|t| now < t) {
+                    break;
+                }
+                let n = self.routes.len();
+                let start = o.next_route;
+                let Some(ri) = (0..n).map(|k| (start + k) % n).find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty()) else {
+                    break;
+                };
+                let Some(body) = self.routes[ri].queue.pop_front() else { break };
+                self.queued -= body.len();
+                self.origins[oi].next_route = (ri + 1) % n;
+                let r = &self.routes[ri];
+                let headers = [
+                    ("sts-api-key", self.api_key.as_str()),
+                    ("User-Agent", self.user_agent.as_str()),
+                    ("Content-Type", r.spec.content_type),
+                    ("Content-Encoding", r.spec.content_encoding),
+                    ("DD-Agent-Version", env!("CARGO_PKG_VERSION")),
+                ];
+                match self.origins[oi].client.send(registry, "POST", &r.target, &headers, &body, now) {
+                    Ok(()) => {
+                        self.origins[oi].in_flight = Some((ri, body));
+                        break;
+                    }
+                    Err(f) => {
+                        self.origins[oi].in_flight = Some((ri, body));
+                        self.settle(oi, Outcome::Failed(f), now);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn on_event(&mut self, registry: &Registry, token: Token, now: Instant) {
+        if let Some(oi) = self.origins.iter().position(|o| o.client.token() == token) {
+            if let Some(outcome) = self.origins[oi].client.on_ready(registry, now) {
+                self.settle(oi, outcome, now);
+            }
+        }
+    }
+
+    pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
+        for oi in 0..self.origins.len() {
+            if let Some(outcome) = self.origins[oi].client.on_timeout(registry, now) {
+                self.settle(oi, outcome, now);
+            }
+        }
+    }
+
+    pub fn close_all(&mut self, registry: &Registry) {
+        for o in &mut self.origins {
+            o.client.close(registry);
+        }
+    }
+
+    fn settle(&mut self, oi: usize, outcome: Outcome, now: Instant) {
+        let Some((ri, body)) = self.origins[oi].in_flight.take() else { return };
+        let name = self.routes[ri].spec.name;
+        let base = self.routes[ri].spec.base.to_string();
+        match outcome {
+            Outcome::Response { status, .. } if (200..300).contains(&status) => {
+                self.routes[ri].stats.delivered += 1;
+                let o = &mut self.origins[oi];
+                if o.failures > 0 {
+                    info!("{name}: delivered to {base} again after {} failed attempts", o.failures);
+                }
+                o.failures = 0;
+                o.retry_at = None;
+                o.last_logged = None;
+                self.recycle(body);
+            }
+            Outcome::Response { status, body_excerpt, .. } if matches!(status, 400 | 403 | 404 | 413) => {
+                self.routes[ri].stats.dropped_rejected += 1;
+                let why = match status {
+                    403 => "the API key was rejected (check STS_API_KEY)",
+                    413 => "payload too large",
+                    404 => "endpoint not found (check the base URL)",
+                    _ => "rejected as malformed",
+                };
+                error!("{name}: {base} answered {status}: {why}; payload dropped ({} bytes); response: {:?}", body.len(), body_excerpt);
+                self.recycle(body);
+            }
+            Outcome::Response { status, retry_after, body_excerpt } => {
+                let reason = Failure { kind: FailureKind::Protocol, detail: format!("HTTP {status} {body_excerpt:?}") };
+                let hint = retry_after.map(Duration::from_secs);
+                self.retry(oi, ri, body, reason, hint, now);
+            }
+            Outcome::Failed(f) => self.retry(oi, ri, body, f, None, now),
+        }
+    }
+
+    fn retry(&mut self, oi: usize, ri: usize, body: Vec<u8>, why: Failure, hint: Option<Duration>, now: Instant) {
+        let name = self.routes[ri].spec.name;
+        let base = self.routes[ri].spec.base.to_string();
+        self.routes[ri].stats.retries += 1;
+        self.queued += body.len();
+        self.routes[ri].queue.push_front(body);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let o = &mut self.origins[oi];
+        o.failures = o.failures.saturating_add(1);
+        let exp = BACKOFF_BASE.saturating_mul(1u32 << (o.failures - 1).min(16)).min(BACKOFF_CAP);
+        // Full jitter between half and all of the step, so agents do not retry in lockstep.
+        let jittered = exp / 2 + Duration::from_millis(self.rng % (exp.as_millis() as u64 / 2 + 1));
+        let delay = hint.map_or(jittered, |h| h.min(BACKOFF_CAP).max(jittered));
+        o.retry_at = Some(now + delay);
+        let key = (why.kind, why.detail.clone());
+        if o.last_logged.as_ref() != Some(&key) {
+            error!("{name}: sending to {base} failed: {why}; retrying with backoff (next in {:.1}s)", delay.as_secs_f64());
+            o.last_logged = Some(key);
+        } else {
+            debug!("{name}: still failing ({} attempts): {why}", o.failures);
+        }
+        // Keep the budget even when retried payloads come back.
+        self.make_room(0);
+    }
+
+    /// Drops the oldest payloads of the fullest queue until `need` more bytes fit the budget.
+    fn make_room(&mut self, need: usize) {
+        while self.queued + need > self.budget {
+            let fullest = (0..self.routes.len()).max_by_key(|&i| self.routes[i].queue.len());
+            let Some(victim) = fullest.filter(|&i| !self.routes[i].queue.is_empty()) else { break };
+            let Some(old) = self.routes[victim].queue.pop_front() else { break };
+            self.queued -= old.len();
+            let r = &mut self.routes[victim];
+            r.stats.dropped_overflow += 1;
+            warn!("{}: outbox full ({} byte budget); dropped the oldest payload ({} dropped so far)", r.spec.name, self.budget, r.stats.dropped_overflow);
+            self.spare.push(old);
+        }
+    }
+
+    fn recycle(&mut self, body: Vec<u8>) {
+        // A few spare buffers are enough: one payload per route per cycle.
+        if self.spare.len() < 8 {
+            self.spare.push(body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(budget: usize) -> Forwarder {
+        let base = Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
+        let spec = |name, path| RouteSpec { name, base: base.clone(), path, api_key_query: true, content_type: "application/json", content_encoding: "deflate" };
+        Forwarder::new(vec![spec("series", "/api/v1/series"), spec("intake", "/intake/")], "k y", None, budget, 10, 7).unwrap()
+    }
+
+    #[test]
+    fn routes_share_one_origin_and_carry_the_key_in_the_query() {
+        let f = fwd(100);
+        assert_eq!(f.origins.len(), 1);
+        assert_eq!(f.routes[0].target, "/stsAgent/api/v1/series?api_key=k%20y");
+        assert_eq!(f.routes[1].target, "/stsAgent/intake/?api_key=k%20y");
+    }
+
+    #[test]
+    fn budget_drops_oldest_of_the_fullest_queue() {
+        let mut f = fwd(100);
+        f.enqueue(0, &[1; 40]);
+        f.enqueue(0, &[2; 40]);
+        f.enqueue(1, &[3; 10]);
+        assert_eq!(f.queued, 90);
+        f.enqueue(1, &[4; 30]);
+        assert_eq!(f.stats(0).dropped_overflow, 1);
+        assert_eq!(f.routes[0].queue.front().unwrap()[0], 2);
+        assert_eq!(f.queued, 80);
+        f.enqueue(1, &[5; 101]);
+        assert_eq!(f.stats(1).dropped_overflow, 1);
+        assert!(!f.is_idle());
+    }
+
+    #[test]
+    fn status_classification_and_backoff() {
+        let mut f = fwd(1000);
+        let now = Instant::now();
+        let resp = |status| Outcome::Response { status, retry_after: None, body_excerpt: String::new() };
+        f.origins[0].in_flight = Some((0, vec![0; 10]));
+        f.settle(0, resp(202), now);
+        assert_eq!(f.stats(0).delivered, 1);
+        for (i, s) in [400, 403, 404, 413].into_iter().enumerate() {
+            f.origins[0].in_flight = Some((1, vec![0; 10]));
+            f.settle(0, resp(s), now);
+            assert_eq!(f.stats(1).dropped_rejected, i as u64 + 1);
+        }
+        assert!(f.is_idle());
+        let mut last = Duration::ZERO;
+        for n in 1..=8u32 {
+            f.origins[0].in_flight = Some((0, vec![0; 10]));
+            f.settle(0, resp(503), now);
+            let d = f.origins[0].retry_at.unwrap() - now;
+            let step = BACKOFF_BASE.saturating_mul(1 << (n - 1)).min(BACKOFF_CAP);
+            assert!(d >= step / 2 && d <= step, "attempt {n}: {d:?}");
+            assert!(d >= last / 2);
+            last = d;
+            f.routes[0].queue.clear();
+            f.queued = 0;
+        }
+        assert_eq!(f.stats(0).retries, 8);
+        f.origins[0].in_flight = Some((0, vec![0; 10]));
+        f.settle(0, Outcome::Response { status: 429, retry_after: Some(30), body_excerpt: String::new() }, now);
+        assert!(f.origins[0].retry_at.unwrap() - now >= Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,400 @@
+//! One HTTP/1.1 keep-alive connection to one origin, over a non-blocking mio `TcpStream`, with
+//! rustls in between for `https://`. It carries one request at a time and never blocks: the loop
+//! calls [`HttpClient::on_ready`] on readiness and [`HttpClient::on_timeout`] at [`HttpClient::deadline`].
+
+use super::http1::{self, parse_response};
+use crate::url::{Scheme, Url};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+use std::io::{self, Read, Write};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_RESPONSE: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Resolve,
+    Connect,
+    Tls,
+    Io,
+    Timeout,
+    Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            FailureKind::Resolve => "name resolution failed",
+            FailureKind::Connect => "connect failed",
+            FailureKind::Tls => "TLS failed",
+            FailureKind::Io => "connection error",
+            FailureKind::Timeout => "timed out",
+            FailureKind::Protocol => "bad HTTP response",
+        };
+        write!(f, "{what}: {}", self.detail)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Response { status: u16, retry_after: Option<u64>, body_excerpt: String },
+    Failed(Failure),
+}
+
+struct Conn {
+    sock: TcpStream,
+    tls: Option<ClientConnection>,
+    tcp_connected: bool,
+    /// Served at least one response, so a failure before any reply may just be a stale keep-alive.
+    reused: bool,
+}
+
+impl Conn {
+    fn ready(&self) -> bool {
+        self.tcp_connected && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
+    }
+}
+
+pub struct HttpClient {
+    origin: Url,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    token: Token,
+    conn: Option<Conn>,
+    tx: Vec<u8>,
+    tx_off: usize,
+    rx: Vec<u8>,
+    busy: bool,
+    retried_stale: bool,
+    deadline: Option<Instant>,
+    connect_deadline: Option<Instant>,
+}
+
+fn fail(kind: FailureKind, detail: impl std::fmt::Display) -> Failure {
+    Failure { kind, detail: detail.to_string() }
+}
+
+impl HttpClient {
+    pub fn new(origin: Url, tls_config: Option<Arc<ClientConfig>>, token: Token) -> Result<HttpClient, String> {
+        let tls = match (origin.scheme, tls_config) {
+            (Scheme::Https, Some(cfg)) => {
+                let name = ServerName::try_from(origin.host.clone()).map_err(|e| format!("{}: {e}", origin.host))?;
+                Some((cfg, name))
+            }
+            (Scheme::Https, None) => return Err("https URL without a TLS configuration".into()),
+            (Scheme::Http, _) => None,
+        };
+        Ok(HttpClient {
+            origin,
+            tls,
+            token,
+            conn: None,
+            tx: Vec::with_capacity(64 * 1024),
+            tx_off: 0,
+            rx: Vec::with_capacity(4096),
+            busy: false,
+            retried_stale: false,
+            deadline: None,
+            connect_deadline: None,
+        })
+    }
+
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
+    pub fn origin(&self) -> &Url {
+        &self.origin
+    }
+
+    /// The earliest time [`Self::on_timeout`] must be called.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.deadline, self.connect_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Starts a request. Any outcome arrives later through `on_ready`/`on_timeout`, except an
+    /// immediate failure (name resolution, socket creation), which is returned here.
+    pub fn send(
+        &mut self,
+        registry: &Registry,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        debug_assert!(!self.busy);
+        self.tx.clear();
+        self.tx_off = 0;
+        let host = self.origin.host_header();
+        http1::write_request_head(&mut self.tx, method, path, &host, headers, body.len());
+        self.tx.extend_from_slice(body);
+        self.busy = true;
+        self.retried_stale = false;
+        self.deadline = Some(now + REQUEST_TIMEOUT);
+        if self.conn.is_none() {
+            if let Err(f) = self.connect(registry, now) {
+                self.finish_request();
+                return Err(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, registry: &Registry, now: Instant) -> Result<(), Failure> {
+        // Resolution is a blocking libc call; receivers are usually literal IPs or cached names.
+        let addr = (self.origin.host.as_str(), self.origin.port)
+            .to_socket_addrs()
+            .map_err(|e| fail(FailureKind::Resolve, format!("{}: {e}", self.origin.host)))?
+            .next()
+            .ok_or_else(|| fail(FailureKind::Resolve, format!("{}: no addresses", self.origin.host)))?;
+        let mut sock = TcpStream::connect(addr).map_err(|e| fail(FailureKind::Connect, format!("{addr}: {e}")))?;
+        registry
+            .register(&mut sock, self.token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| fail(FailureKind::Connect, e))?;
+        let _ = sock.set_nodelay(true);
+        let tls = match &self.tls {
+            Some((cfg, name)) => Some(ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| fail(FailureKind::Tls, e))?),
+            None => None,
+        };
+        self.rx.clear();
+        self.conn = Some(Conn { sock, tls, tcp_connected: false, reused: false });
+        self.connect_deadline = Some(now + CONNECT_TIMEOUT);
+        Ok(())
+    }
+
+    /// Drops the connection (the loop calls this at shutdown, and it happens on any failure).
+    pub fn close(&mut self, registry: &Registry) {
+        if let Some(mut c) = self.conn.take() {
+            if let Some(tls) = c.tls.as_mut() {
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut c.sock);
+            }
+            let _ = registry.deregister(&mut c.sock);
+        }
+        self.connect_deadline = None;
+        self.rx.clear();
+    }
+
+    fn finish_request(&mut self) {
+        self.busy = false;
+        self.deadline = None;
+        self.tx_off = 0;
+    }
+
+    pub fn on_timeout(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
+        let connecting = self.connect_deadline.is_some_and(|d| now >= d);
+        let request = self.deadline.is_some_and(|d| now >= d);
+        if !connecting && !request {
+            return None;
+        }
+        self.close(registry);
+        if !self.busy {
+            return None;
+        }
+        self.finish_request();
+        let what = if connecting { "connecting or TLS handshake" } else { "waiting for the response" };
+        Some(Outcome::Failed(fail(FailureKind::Timeout, format!("{what} to {}", self.origin))))
+    }
+
+    /// Handles readiness of this client's socket.
+    pub fn on_ready(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
+        match self.drive() {
+            Ok(Some(outcome)) => Some(outcome),
+            Ok(None) => None,
+            Err(f) => {
+                let stale = self.conn.as_ref().is_some_and(|c| c.reused) && self.rx.is_empty();
+                self.close(registry);
+                if !self.busy {
+                    return None;
+                }
+                // A kept-alive connection the server closed while idle: retry once on a new one.
+                if stale && !self.retried_stale && matches!(f.kind, FailureKind::Io) {
+                    self.retried_stale = true;
+                    self.tx_off = 0;
+                    match self.connect(registry, now) {
+                        Ok(()) => return None,
+                        Err(f) => {
+                            self.finish_request();
+                            return Some(Outcome::Failed(f));
+                        }
+                    }
+                }
+                self.finish_request();
+                Some(Outcome::Failed(f))
+            }
+        }
+    }
+
+    fn drive(&mut self) -> Result<Option<Outcome>, Failure> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(None) };
+        if !conn.tcp_connected {
+            if let Ok(Some(e)) | Err(e) = conn.sock.take_error() {
+                return Err(fail(FailureKind::Connect, format!("{}: {e}", self.origin)));
+            }
+            match conn.sock.peer_addr() {
+                Ok(_) => conn.tcp_connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
+                Err(e) => return Err(fail(FailureKind::Connect, format!("{}: {e}", self.origin))),
+            }
+        }
+        flush(conn, &self.tx, &mut self.tx_off)?;
+        let eof = fill(conn, &mut self.rx)?;
+        flush(conn, &self.tx, &mut self.tx_off)?;
+        if conn.ready() {
+            self.connect_deadline = None;
+        }
+        if !self.busy {
+            if eof {
+                return Err(fail(FailureKind::Io, "closed by the server while idle"));
+            }
+            return Ok(None);
+        }
+        match parse_response(&self.rx, eof) {
+            Ok(None) => {
+                if eof {
+                    return Err(fail(FailureKind::Io, "closed by the server before responding"));
+                }
+                if self.rx.len() > MAX_RESPONSE {
+                    return Err(fail(FailureKind::Protocol, "response larger than 1 MiB"));
+                }
+                Ok(None)
+            }
+            Ok(Some(r)) => {
+                let excerpt = if (200..300).contains(&r.status) {
+                    String::new()
+                } else {
+                    let body = self.rx.get(r.body_excerpt.clone()).unwrap_or(&[]);
+                    String::from_utf8_lossy(body.get(..body.len().min(256)).unwrap_or(&[])).into_owned()
+                };
+                self.rx.drain(..r.consumed.min(self.rx.len()));
+                if let Some(c) = self.conn.as_mut() {
+                    c.reused = true;
+                }
+                self.finish_request();
+                if !r.keep_alive || eof {
+                    // Closing is done by the next drive or send: mark by dropping now.
+                    self.conn = None;
+                }
+                Ok(Some(Outcome::Response { status: r.status, retry_after: r.retry_after, body_excerpt: excerpt }))
+            }
+            Err(e) => Err(fail(FailureKind::Protocol, e)),
+        }
+    }
+}
+
+/// Writes as much of `tx[*off..]` as the socket (and TLS) will take now.
+fn flush(conn: &mut Conn, tx: &[u8], off: &mut usize) -> Result<(), Failure> {
+    if !conn.tcp_connected {
+        return Ok(());
+    }
+    let io_err = |e: io::Error| fail(FailureKind::Io, e);
+    match conn.tls.as_mut() {
+        Some(tls) => loop {
+            let mut progress = false;
+            if let Some(rest) = tx.get(*off..).filter(|r| !r.is_empty()) {
+                let n = tls.writer().write(rest).map_err(io_err)?;
+                *off += n;
+                progress |= n > 0;
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut conn.sock) {
+                    Ok(0) => break,
+                    Ok(_) => progress = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+            if !progress {
+                return Ok(());
+            }
+        },
+        None => {
+            while let Some(rest) = tx.get(*off..).filter(|r| !r.is_empty()) {
+                match conn.sock.write(rest) {
+                    Ok(0) => return Err(fail(FailureKind::Io, "socket accepted no bytes")),
+                    Ok(n) => *off += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reads everything available into `rx`; returns whether the peer has closed.
+fn fill(conn: &mut Conn, rx: &mut Vec<u8>) -> Result<bool, Failure> {
+    if !conn.tcp_connected {
+        return Ok(false);
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    match conn.tls.as_mut() {
+        Some(tls) => loop {
+            let mut eof = false;
+            let mut would_block = false;
+            match tls.read_tls(&mut conn.sock) {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => would_block = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(fail(FailureKind::Io, e)),
+            }
+            let state = match tls.process_new_packets() {
+                Ok(s) => s,
+                Err(e) => {
+                    // Tell the server why (the alert rustls queued), then report the cause.
+                    let _ = tls.write_tls(&mut conn.sock);
+                    return Err(fail(FailureKind::Tls, e));
+                }
+            };
+            let mut avail = state.plaintext_bytes_to_read();
+            while avail > 0 {
+                let n = tls.reader().read(&mut chunk).map_err(|e| fail(FailureKind::Io, e))?;
+                if n == 0 {
+                    break;
+                }
+                rx.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                avail = avail.saturating_sub(n);
+            }
+            if state.peer_has_closed() || eof {
+                if tls.is_handshaking() {
+                    return Err(fail(FailureKind::Tls, "server closed the connection during the TLS handshake"));
+                }
+                return Ok(true);
+            }
+            if would_block {
+                return Ok(false);
+            }
+        },
+        None => loop {
+            match conn.sock.read(&mut chunk) {
+                Ok(0) => return Ok(true),
+                Ok(n) => rx.extend_from_slice(chunk.get(..n).unwrap_or(&[])),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(FailureKind::Io, e)),
+            }
+        },
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP/1.1 over TCP or rustls, non-blocking, driven by the loop.
+
+pub mod client;
+pub mod http1;
+pub mod tls;
