@@ -197,6 +197,11 @@ impl Forwarder {
                 match self.origins[oi].client.send(registry, "POST", &r.target, &headers, &body, now) {
                     Ok(()) => {
                         self.origins[oi].in_flight = Some((ri, body));
+                        // Readiness is edge-triggered: a kept-alive socket that is already
+                        // writable gives no new event, so write now.
+                        if let Some(outcome) = self.origins[oi].client.on_ready(registry, now) {
+                            self.settle(oi, outcome, now);
+                        }
                         break;
                     }
                     Err(f) => {

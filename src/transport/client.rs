@@ -268,11 +268,11 @@ impl HttpClient {
             }
             return Ok(None);
         }
+        if eof && self.rx.is_empty() {
+            return Err(fail(FailureKind::Io, "closed by the server before responding"));
+        }
         match parse_response(&self.rx, eof) {
             Ok(None) => {
-                if eof {
-                    return Err(fail(FailureKind::Io, "closed by the server before responding"));
-                }
                 if self.rx.len() > MAX_RESPONSE {
                     return Err(fail(FailureKind::Protocol, "response larger than 1 MiB"));
                 }

@@ -1,0 +1,233 @@
+//! Shared integration-test fixtures: a real HTTPS (or HTTP) receiver on loopback that records
+//! and decodes what the agent sends with code independent of the agent's encoders, and helpers
+//! to run the agent binary.
+#![allow(dead_code)]
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_sts-agent");
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body, inflated per its Content-Encoding (deflate = zlib, as the Datadog forwarder sends).
+    pub fn json(&self) -> serde_json::Value {
+        let raw = match self.header("content-encoding") {
+            Some("deflate") => {
+                let mut out = Vec::new();
+                flate2::read::ZlibDecoder::new(&self.body[..]).read_to_end(&mut out).expect("zlib body");
+                out
+            }
+            _ => self.body.clone(),
+        };
+        serde_json::from_slice(&raw).expect("JSON body")
+    }
+}
+
+/// A temporary directory removed on drop, named uniquely per test.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("sts-agent-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A CA and a leaf certificate for 127.0.0.1 signed by it, made fresh for each test.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub leaf_der: CertificateDer<'static>,
+    pub leaf_key: PrivatePkcs8KeyDer<'static>,
+}
+
+pub fn make_pki() -> TestPki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "sts-agent test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        leaf_der: leaf.der().clone(),
+        leaf_key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+    }
+}
+
+#[derive(Default)]
+pub struct Recorded {
+    pub requests: Vec<Request>,
+    pub tls_errors: Vec<String>,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub recorded: Arc<Mutex<Recorded>>,
+    pub pki: Option<TestPki>,
+}
+
+impl Receiver {
+    /// Starts a receiver that answers each request with the next status of `statuses`
+    /// (the last one repeats). `tls`: serve HTTPS with a fresh test PKI.
+    pub fn start(tls: bool, statuses: Vec<u16>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let pki = tls.then(make_pki);
+        let server_cfg = pki.as_ref().map(|p| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            Arc::new(
+                rustls::ServerConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(vec![p.leaf_der.clone()], PrivateKeyDer::Pkcs8(p.leaf_key.clone_key()))
+                    .unwrap(),
+            )
+        });
+        let rec = recorded.clone();
+        let statuses = Arc::new(Mutex::new(statuses.into_iter().collect::<std::collections::VecDeque<u16>>()));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let rec = rec.clone();
+                let cfg = server_cfg.clone();
+                let statuses = statuses.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                    match cfg {
+                        Some(cfg) => {
+                            let conn = rustls::ServerConnection::new(cfg).unwrap();
+                            let mut tls = rustls::StreamOwned::new(conn, stream);
+                            serve(&mut tls, &rec, &statuses, true);
+                        }
+                        None => {
+                            let mut s = stream;
+                            serve(&mut s, &rec, &statuses, false);
+                        }
+                    }
+                });
+            }
+        });
+        Receiver { addr, recorded, pki }
+    }
+
+    pub fn url(&self, base_path: &str) -> String {
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{base_path}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.recorded.lock().unwrap().requests.clone()
+    }
+
+    pub fn tls_errors(&self) -> Vec<String> {
+        self.recorded.lock().unwrap().tls_errors.clone()
+    }
+}
+
+fn serve<S: Read + Write>(s: &mut S, rec: &Mutex<Recorded>, statuses: &Mutex<std::collections::VecDeque<u16>>, tls: bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        // Read one request: head, then Content-Length bytes of body.
+        let req = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = r.parse(&buf) {
+                let hs: Vec<(String, String)> =
+                    r.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                let len: usize = hs.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map_or(0, |(_, v)| v.parse().unwrap());
+                if buf.len() >= head + len {
+                    let req = Request {
+                        method: r.method.unwrap().to_string(),
+                        target: r.path.unwrap().to_string(),
+                        headers: hs,
+                        body: buf[head..head + len].to_vec(),
+                    };
+                    buf.drain(..head + len);
+                    break req;
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => {
+                    if tls {
+                        rec.lock().unwrap().tls_errors.push(e.to_string());
+                    }
+                    return;
+                }
+            }
+        };
+        let status = {
+            let mut q = statuses.lock().unwrap();
+            if q.len() > 1 { q.pop_front().unwrap() } else { *q.front().unwrap_or(&202) }
+        };
+        rec.lock().unwrap().requests.push(req);
+        let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
+        if s.write_all(reply.as_bytes()).and_then(|_| s.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the agent to completion with `env` (and a clean environment otherwise).
+pub fn run_agent(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
+    let child = spawn_agent(args, env);
+    wait_with_timeout(child, timeout)
+}
+
+pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(AGENT);
+    cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // No IMDS here: keep the look-up from waiting on 169.254.169.254 unless a test points it somewhere.
+    cmd.env("STS_EC2_METADATA_URL", "http://127.0.0.1:9");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn agent")
+}
+
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("agent did not exit within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
