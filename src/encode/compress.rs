@@ -19,8 +19,12 @@ impl Zlib {
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.c.reset();
         out.clear();
-        // Compressed output rarely exceeds input + a small header; grow if it does.
-        out.reserve(input.len() / 2 + 64);
+        // Compressed output is usually well under half the input. Grow with headroom so a
+        // payload a few bytes longer than the last one does not reallocate.
+        let want = input.len() / 2 + 64;
+        if out.capacity() < want {
+            out.reserve(want * 2);
+        }
         loop {
             let consumed = self.c.total_in() as usize;
             let rest = input.get(consumed..).unwrap_or(&[]);
