@@ -60,7 +60,15 @@ impl HostCheck {
 
     /// Takes a sample and encodes the series payload into `series` and the host topology into
     /// `topology`. Allocates nothing once the buffers have grown to size.
-    pub fn run(&mut self, mono_secs: f64, unix_secs: u64, host: &str, interval: u64, series: &mut Vec<u8>, topology: &mut Vec<u8>) -> usize {
+    pub fn run(
+        &mut self,
+        mono_secs: f64,
+        unix_secs: u64,
+        host: &str,
+        interval: u64,
+        series: &mut Vec<u8>,
+        topology: &mut Vec<u8>,
+    ) -> usize {
         std::mem::swap(&mut self.prev, &mut self.cur);
         self.source.collect(&mut self.cur, mono_secs, unix_secs);
         if self.cur.problems != self.reported_problems {
@@ -109,7 +117,8 @@ impl App {
             mask.add(s);
         }
         mask.thread_block().map_err(io::Error::from)?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
+        let signals =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNAL, Interest::READABLE)?;
 
         let (hostname, source) = resolve_hostname(cfg.hostname.as_deref(), &cfg.ec2_metadata_url);
@@ -142,8 +151,9 @@ impl App {
                 };
                 let routes = vec![spec("series", ROUTE_PATHS[SERIES]), spec("intake", ROUTE_PATHS[INTAKE])];
                 let seed = u64::from(std::process::id()) ^ unix_now().rotate_left(17);
-                let f = Forwarder::new(routes, cfg.api_key.expose(), Some(tls), OUTBOX_BUDGET, FIRST_ORIGIN_TOKEN, seed)
-                    .map_err(io::Error::other)?;
+                let f =
+                    Forwarder::new(routes, cfg.api_key.expose(), Some(tls), OUTBOX_BUDGET, FIRST_ORIGIN_TOKEN, seed)
+                        .map_err(io::Error::other)?;
                 info!("sending to {base}");
                 Output::Forward(f)
             }
@@ -246,7 +256,9 @@ impl App {
     fn on_signal(&mut self, now: Instant) {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGHUP) => info!("SIGHUP: configuration comes from the environment; restart the agent to change it"),
+                Ok(Signal::SIGHUP) => {
+                    info!("SIGHUP: configuration comes from the environment; restart the agent to change it")
+                }
                 Ok(sig) => {
                     if self.stop_by.is_none() || self.next_host_check.is_some() {
                         info!("{sig}: flushing pending payloads (up to {}s) and exiting", SHUTDOWN_GRACE.as_secs());

@@ -148,34 +148,121 @@ fn err(var: &'static str, value: &str, problem: impl Into<String>, expected: &'s
 /// The StackState process agent's default blacklist (stackstate-process-agent
 /// `config/config_nix.go`, `defaultBlacklistPatterns`).
 pub const DEFAULT_BLACKLIST: &[&str] = &[
-    r"^/usr/bin/stress", r"^stress", r"^/usr/bin/yes", r"^yes\s.*$", r"^-bash", r"^-sh", r"^su\s.*$",
-    r"^/lib/systemd/", r"^/usr/lib/systemd/", r"^pickup", r"^/sbin/", r"^/usr/sbin/.*", r"^/usr/sbin/sshd", r"^qmgr",
-    r"^sshd:", r"^/usr/bin/vi(?:m|m.basic)?\s", r"^/usr/bin/tail", r"^\(sd-pam\)", r"^/compose-controller\s",
-    r"^/api-server", r"^containerd-shim", r"^docker-container-shim", r"^docker-containerd",
-    r"^docker-containerd-shim", r"^pause", r"^/pause",
-    r"^/usr/lib/accountsservice/accounts-daemon", r"^/adapter", r"^/sbin/agetty", r"^/bin/alertmanager*",
-    r"^/usr/bin/amazon-ssm-agent", r"^/usr/lib/at-spi2-core/at-spi-bus-launcher",
-    r"^/usr/lib/at-spi2-core/at-spi2-registryd", r"^atlantis", r"^avahi-daemon.", r"^awk",
-    r"^/app/aws-k8s-agent", r"^bash", r"^/bin/bash", r"^/usr/bin/bash", r"^sh", r"^/bin/sh", r"^/usr/bin/sh",
-    r"^/bin/busybox", r"^/usr/lib/bluetooth/bluetoothd", r"^/app/cmd/cainjector/cainjector", r"^calico-node",
-    r"^calico-typha", r"^/bin/chaoskube", r"^./cluster-autoscaler", r"^/usr/lib/colord/colord",
-    r"^/configmap-reload", r"^/usr/bin/containerd", r"^/usr/local/bin/containerd", r"^./controller",
-    r"^/coredns", r"^crond", r"^/usr/bin/dbus-daemon", r"^/usr/lib/dconf/dconf-service", r"^/sbin/dhclient",
-    r"^/usr/bin/dockerd", r"^dotnet", r"^.*dumb-init", r"^/usr/bin/exporter", r"^external-dns",
-    r"^/usr/lib/x86_64-linux-gnu/fwupd/fwupd", r"^/usr/bin/ghostunnel", r"^/usr/lib/gvfs/gvfsd-fuse",
-    r"^/usr/lib/gvfs/gvfsd", r"^.*indicator-application/indicator-application-service",
-    r"^.*indicator-bluetooth/indicator-bluetooth-service", r"^.*indicator-datetime/indicator-datetime-service",
-    r"^.*indicator-keyboard/indicator-keyboard-service", r"^.*indicator-messages/indicator-messages-service",
-    r"^.*indicator-power/indicator-power-service", r"^.*indicator-session/indicator-session-service",
-    r"^.indicator-sound/indicator-sound-service", r"^/bin/IngressMonitorController", r"^/sbin/init", r"^lightdm",
-    r"^/usr/bin/lsmd", r"^/sbin/lvmetad", r"^/usr/libexec/postfix/master", r"^nm-applet",
-    r"^/usr/lib/x86_64-linux-gnu/notify-osd", r"^/bin/oauth2_proxy", r"^/usr/lib/policykit-1/polkitd",
-    r"^/usr/bin/pulseaudio", r"^rescheduler", r"^/usr/lib/rtkit/rtkit-daemon", r"^ruby", r"^/usr/local/bin/ruby",
-    r"^runsv", r"^/usr/bin/runsvdir", r"^/home/weave/runsvinit", r"^/bin/operator", r"^s6-", r"^sleep", r"^/lib/systemd",
-    r"^tail", r"^/tiller", r"^/usr/bin/tini", r"^tini", r"^/usr/lib/udisks2/udisksd", r"^.*unity-settings-daemon",
-    r"^/usr/bin/unpigz", r"^/usr/lib/upower/upowerd", r"^upstart", r"^/app/cmd/webhook/webhook", r"^/usr/bin/whoopsie",
-    r"^/sbin/wpa_supplicant", r"^/usr/lib/xorg/Xorg", r"^/usr/lib/snapd/snapd",
-    r"^(/usr(/local)?/bin/)?kubelet.*--config=.*/kubelet.conf", r"^/usr/local/bin/k3s",
+    r"^/usr/bin/stress",
+    r"^stress",
+    r"^/usr/bin/yes",
+    r"^yes\s.*$",
+    r"^-bash",
+    r"^-sh",
+    r"^su\s.*$",
+    r"^/lib/systemd/",
+    r"^/usr/lib/systemd/",
+    r"^pickup",
+    r"^/sbin/",
+    r"^/usr/sbin/.*",
+    r"^/usr/sbin/sshd",
+    r"^qmgr",
+    r"^sshd:",
+    r"^/usr/bin/vi(?:m|m.basic)?\s",
+    r"^/usr/bin/tail",
+    r"^\(sd-pam\)",
+    r"^/compose-controller\s",
+    r"^/api-server",
+    r"^containerd-shim",
+    r"^docker-container-shim",
+    r"^docker-containerd",
+    r"^docker-containerd-shim",
+    r"^pause",
+    r"^/pause",
+    r"^/usr/lib/accountsservice/accounts-daemon",
+    r"^/adapter",
+    r"^/sbin/agetty",
+    r"^/bin/alertmanager*",
+    r"^/usr/bin/amazon-ssm-agent",
+    r"^/usr/lib/at-spi2-core/at-spi-bus-launcher",
+    r"^/usr/lib/at-spi2-core/at-spi2-registryd",
+    r"^atlantis",
+    r"^avahi-daemon.",
+    r"^awk",
+    r"^/app/aws-k8s-agent",
+    r"^bash",
+    r"^/bin/bash",
+    r"^/usr/bin/bash",
+    r"^sh",
+    r"^/bin/sh",
+    r"^/usr/bin/sh",
+    r"^/bin/busybox",
+    r"^/usr/lib/bluetooth/bluetoothd",
+    r"^/app/cmd/cainjector/cainjector",
+    r"^calico-node",
+    r"^calico-typha",
+    r"^/bin/chaoskube",
+    r"^./cluster-autoscaler",
+    r"^/usr/lib/colord/colord",
+    r"^/configmap-reload",
+    r"^/usr/bin/containerd",
+    r"^/usr/local/bin/containerd",
+    r"^./controller",
+    r"^/coredns",
+    r"^crond",
+    r"^/usr/bin/dbus-daemon",
+    r"^/usr/lib/dconf/dconf-service",
+    r"^/sbin/dhclient",
+    r"^/usr/bin/dockerd",
+    r"^dotnet",
+    r"^.*dumb-init",
+    r"^/usr/bin/exporter",
+    r"^external-dns",
+    r"^/usr/lib/x86_64-linux-gnu/fwupd/fwupd",
+    r"^/usr/bin/ghostunnel",
+    r"^/usr/lib/gvfs/gvfsd-fuse",
+    r"^/usr/lib/gvfs/gvfsd",
+    r"^.*indicator-application/indicator-application-service",
+    r"^.*indicator-bluetooth/indicator-bluetooth-service",
+    r"^.*indicator-datetime/indicator-datetime-service",
+    r"^.*indicator-keyboard/indicator-keyboard-service",
+    r"^.*indicator-messages/indicator-messages-service",
+    r"^.*indicator-power/indicator-power-service",
+    r"^.*indicator-session/indicator-session-service",
+    r"^.indicator-sound/indicator-sound-service",
+    r"^/bin/IngressMonitorController",
+    r"^/sbin/init",
+    r"^lightdm",
+    r"^/usr/bin/lsmd",
+    r"^/sbin/lvmetad",
+    r"^/usr/libexec/postfix/master",
+    r"^nm-applet",
+    r"^/usr/lib/x86_64-linux-gnu/notify-osd",
+    r"^/bin/oauth2_proxy",
+    r"^/usr/lib/policykit-1/polkitd",
+    r"^/usr/bin/pulseaudio",
+    r"^rescheduler",
+    r"^/usr/lib/rtkit/rtkit-daemon",
+    r"^ruby",
+    r"^/usr/local/bin/ruby",
+    r"^runsv",
+    r"^/usr/bin/runsvdir",
+    r"^/home/weave/runsvinit",
+    r"^/bin/operator",
+    r"^s6-",
+    r"^sleep",
+    r"^/lib/systemd",
+    r"^tail",
+    r"^/tiller",
+    r"^/usr/bin/tini",
+    r"^tini",
+    r"^/usr/lib/udisks2/udisksd",
+    r"^.*unity-settings-daemon",
+    r"^/usr/bin/unpigz",
+    r"^/usr/lib/upower/upowerd",
+    r"^upstart",
+    r"^/app/cmd/webhook/webhook",
+    r"^/usr/bin/whoopsie",
+    r"^/sbin/wpa_supplicant",
+    r"^/usr/lib/xorg/Xorg",
+    r"^/usr/lib/snapd/snapd",
+    r"^(/usr(/local)?/bin/)?kubelet.*--config=.*/kubelet.conf",
+    r"^/usr/local/bin/k3s",
 ];
 
 const BOOL_FORM: &str = "true or false (also 1/0, yes/no, on/off)";
@@ -201,9 +288,14 @@ impl Config {
         let url = |var: &'static str| -> Result<Option<Url>, ConfigError> {
             match get(var) {
                 None => Ok(None),
-                Some(v) => Url::parse(v.trim())
-                    .map(Some)
-                    .map_err(|p| err(var, &v, p, "an absolute http:// or https:// URL such as https://stackstate.example.com:7077/stsAgent")),
+                Some(v) => Url::parse(v.trim()).map(Some).map_err(|p| {
+                    err(
+                        var,
+                        &v,
+                        p,
+                        "an absolute http:// or https:// URL such as https://stackstate.example.com:7077/stsAgent",
+                    )
+                }),
             }
         };
         let boolean = |var: &'static str, default: bool| -> Result<bool, ConfigError> {
@@ -215,7 +307,10 @@ impl Config {
         let count = |var: &'static str| -> Result<u64, ConfigError> {
             match get(var) {
                 None => Ok(0),
-                Some(v) => v.trim().parse::<u64>().map_err(|_| err(var, &v, "not a whole number", "a whole number ≥ 0, e.g. 5")),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| err(var, &v, "not a whole number", "a whole number ≥ 0, e.g. 5")),
             }
         };
         let seconds = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
@@ -223,7 +318,9 @@ impl Config {
                 None => Ok(Duration::from_secs(default)),
                 Some(v) => match v.trim().parse::<u64>() {
                     Ok(s @ 1..=86_400) => Ok(Duration::from_secs(s)),
-                    _ => Err(err(var, &v, "not a number of seconds in range", "whole seconds from 1 to 86400, e.g. 15")),
+                    _ => {
+                        Err(err(var, &v, "not a number of seconds in range", "whole seconds from 1 to 86400, e.g. 15"))
+                    }
                 },
             }
         };
@@ -262,7 +359,12 @@ impl Config {
                         // The regex error is multi-line; keep its last line, which says what is wrong.
                         let why = e.to_string();
                         let why = why.lines().last().unwrap_or("does not compile").trim().to_string();
-                        err("STS_PROCESS_BLACKLIST_PATTERNS", &v, format!("pattern {p:?} does not compile ({why})"), "comma-separated regular expressions (RE2 syntax), e.g. ^/usr/bin/dockerd,^s6-")
+                        err(
+                            "STS_PROCESS_BLACKLIST_PATTERNS",
+                            &v,
+                            format!("pattern {p:?} does not compile ({why})"),
+                            "comma-separated regular expressions (RE2 syntax), e.g. ^/usr/bin/dockerd,^s6-",
+                        )
                     })?;
                     out.push(re);
                 }
@@ -286,7 +388,14 @@ impl Config {
             Some(v) => match parse_bool(&v) {
                 Some(true) => ProcessAgentMode::Enabled,
                 Some(false) => ProcessAgentMode::ContainersOnly,
-                None => return Err(err("STS_PROCESS_AGENT_ENABLED", &v, "not a known mode", "true, false (containers only) or disabled")),
+                None => {
+                    return Err(err(
+                        "STS_PROCESS_AGENT_ENABLED",
+                        &v,
+                        "not a known mode",
+                        "true, false (containers only) or disabled",
+                    ))
+                }
             },
         };
 
@@ -298,7 +407,12 @@ impl Config {
                     && h.split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'))
                     && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
                 if !ok {
-                    return Err(err("STS_HOSTNAME", &v, "not a valid host name", "an RFC 1123 host name such as i-0123456789abcdef0 or web-1.example.com"));
+                    return Err(err(
+                        "STS_HOSTNAME",
+                        &v,
+                        "not a valid host name",
+                        "an RFC 1123 host name such as i-0123456789abcdef0 or web-1.example.com",
+                    ));
                 }
                 Some(h.to_string())
             }
@@ -310,7 +424,12 @@ impl Config {
             if p.is_dir() {
                 Ok(p)
             } else {
-                Err(err(var, &v, "is not a directory", "the path where the host's filesystem is mounted, e.g. /host/proc"))
+                Err(err(
+                    var,
+                    &v,
+                    "is not a directory",
+                    "the path where the host's filesystem is mounted, e.g. /host/proc",
+                ))
             }
         };
         let host_proc = dir("HOST_PROC", "/proc")?;
@@ -318,15 +437,25 @@ impl Config {
 
         let log_level = match get("STS_LOG_LEVEL") {
             None => Some(Level::Info),
-            Some(v) => Level::parse(v.trim()).ok_or_else(|| err("STS_LOG_LEVEL", &v, "not a log level", "off, error, warn, info, debug or trace"))?,
+            Some(v) => Level::parse(v.trim())
+                .ok_or_else(|| err("STS_LOG_LEVEL", &v, "not a log level", "off, error, warn, info, debug or trace"))?,
         };
 
         let ec2_metadata_url = match get("STS_EC2_METADATA_URL") {
             None => Url::parse("http://169.254.169.254").expect("literal URL parses"),
             Some(v) => match Url::parse(v.trim()) {
                 Ok(u) if u.scheme == crate::url::Scheme::Http => u,
-                Ok(_) => return Err(err("STS_EC2_METADATA_URL", &v, "https is not supported by the metadata service", "an http:// URL such as http://169.254.169.254")),
-                Err(p) => return Err(err("STS_EC2_METADATA_URL", &v, p, "an http:// URL such as http://169.254.169.254")),
+                Ok(_) => {
+                    return Err(err(
+                        "STS_EC2_METADATA_URL",
+                        &v,
+                        "https is not supported by the metadata service",
+                        "an http:// URL such as http://169.254.169.254",
+                    ))
+                }
+                Err(p) => {
+                    return Err(err("STS_EC2_METADATA_URL", &v, p, "an http:// URL such as http://169.254.169.254"))
+                }
             },
         };
 

@@ -50,9 +50,7 @@ pub fn enabled(level: Level) -> bool {
 }
 
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let (y, mo, d, h, mi, s) = civil(now.as_secs());
     let mut err = std::io::stderr().lock();
     // A failed write to stderr has nowhere else to go.

@@ -98,7 +98,14 @@ impl Forwarder {
                 Some(i) => i,
                 None => {
                     let client = HttpClient::new(spec.base.clone(), tls.clone(), Token(first_token + origins.len()))?;
-                    origins.push(Origin { client, in_flight: None, retry_at: None, failures: 0, last_logged: None, next_route: 0 });
+                    origins.push(Origin {
+                        client,
+                        in_flight: None,
+                        retry_at: None,
+                        failures: 0,
+                        last_logged: None,
+                        next_route: 0,
+                    });
                     origins.len() - 1
                 }
             };
@@ -150,7 +157,12 @@ impl Forwarder {
         }
         if body.len() > self.budget {
             self.routes[route].stats.dropped_overflow += 1;
-            error!("{}: dropped a {} byte payload larger than the whole outbox budget ({} bytes)", self.routes[route].spec.name, body.len(), self.budget);
+            error!(
+                "{}: dropped a {} byte payload larger than the whole outbox budget ({} bytes)",
+                self.routes[route].spec.name,
+                body.len(),
+                self.budget
+            );
             return;
         }
         self.make_room(body.len());
@@ -180,7 +192,10 @@ impl Forwarder {
                 }
                 let n = self.routes.len();
                 let start = o.next_route;
-                let Some(ri) = (0..n).map(|k| (start + k) % n).find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty()) else {
+                let Some(ri) = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty())
+                else {
                     break;
                 };
                 let Some(body) = self.routes[ri].queue.pop_front() else { break };
@@ -259,7 +274,11 @@ impl Forwarder {
                     404 => "endpoint not found (check the base URL)",
                     _ => "rejected as malformed",
                 };
-                error!("{name}: {base} answered {status}: {why}; payload dropped ({} bytes); response: {:?}", body.len(), body_excerpt);
+                error!(
+                    "{name}: {base} answered {status}: {why}; payload dropped ({} bytes); response: {:?}",
+                    body.len(),
+                    body_excerpt
+                );
                 self.recycle(body);
             }
             Outcome::Response { status, retry_after, body_excerpt } => {
@@ -289,7 +308,10 @@ impl Forwarder {
         o.retry_at = Some(now + delay);
         let key = (why.kind, why.detail.clone());
         if o.last_logged.as_ref() != Some(&key) {
-            error!("{name}: sending to {base} failed: {why}; retrying with backoff (next in {:.1}s)", delay.as_secs_f64());
+            error!(
+                "{name}: sending to {base} failed: {why}; retrying with backoff (next in {:.1}s)",
+                delay.as_secs_f64()
+            );
             o.last_logged = Some(key);
         } else {
             debug!("{name}: still failing ({} attempts): {why}", o.failures);
@@ -307,7 +329,10 @@ impl Forwarder {
             self.queued -= old.len();
             let r = &mut self.routes[victim];
             r.stats.dropped_overflow += 1;
-            warn!("{}: outbox full ({} byte budget); dropped the oldest payload ({} dropped so far)", r.spec.name, self.budget, r.stats.dropped_overflow);
+            warn!(
+                "{}: outbox full ({} byte budget); dropped the oldest payload ({} dropped so far)",
+                r.spec.name, self.budget, r.stats.dropped_overflow
+            );
             self.spare.push(old);
         }
     }
@@ -326,8 +351,16 @@ mod tests {
 
     fn fwd(budget: usize) -> Forwarder {
         let base = Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
-        let spec = |name, path| RouteSpec { name, base: base.clone(), path, api_key_query: true, content_type: "application/json", content_encoding: "deflate" };
-        Forwarder::new(vec![spec("series", "/api/v1/series"), spec("intake", "/intake/")], "k y", None, budget, 10, 7).unwrap()
+        let spec = |name, path| RouteSpec {
+            name,
+            base: base.clone(),
+            path,
+            api_key_query: true,
+            content_type: "application/json",
+            content_encoding: "deflate",
+        };
+        Forwarder::new(vec![spec("series", "/api/v1/series"), spec("intake", "/intake/")], "k y", None, budget, 10, 7)
+            .unwrap()
     }
 
     #[test]

@@ -64,25 +64,13 @@ impl Url {
         if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
             return Err("path has whitespace or control characters");
         }
-        Ok(Url {
-            scheme,
-            host: host.to_ascii_lowercase(),
-            port,
-            base_path: path.trim_end_matches('/').to_string(),
-        })
+        Ok(Url { scheme, host: host.to_ascii_lowercase(), port, base_path: path.trim_end_matches('/').to_string() })
     }
 
     /// `host` or `host:port` as the HTTP `Host` header wants it.
     pub fn host_header(&self) -> String {
-        let default = matches!(
-            (self.scheme, self.port),
-            (Scheme::Http, 80) | (Scheme::Https, 443)
-        );
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let default = matches!((self.scheme, self.port), (Scheme::Http, 80) | (Scheme::Https, 443));
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         if default {
             host
         } else {
@@ -115,7 +103,10 @@ mod tests {
     #[test]
     fn parses_the_documented_forms() {
         let u = Url::parse("https://sts.example.com:7077/stsAgent/").unwrap();
-        assert_eq!((u.scheme, u.host.as_str(), u.port, u.base_path.as_str()), (Scheme::Https, "sts.example.com", 7077, "/stsAgent"));
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.base_path.as_str()),
+            (Scheme::Https, "sts.example.com", 7077, "/stsAgent")
+        );
         assert_eq!(u.to_string(), "https://sts.example.com:7077/stsAgent");
         let u = Url::parse("http://localhost").unwrap();
         assert_eq!((u.port, u.base_path.as_str(), u.host_header()), (80, "", "localhost".to_string()));
@@ -126,7 +117,17 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_use() {
-        for bad in ["ftp://x", "localhost:7077", "https://", "https://h:0", "https://h:99999", "https://u:p@h/", "https://h/?a=b", "https://h h/", "https://[::1"] {
+        for bad in [
+            "ftp://x",
+            "localhost:7077",
+            "https://",
+            "https://h:0",
+            "https://h:99999",
+            "https://u:p@h/",
+            "https://h/?a=b",
+            "https://h h/",
+            "https://[::1",
+        ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
     }

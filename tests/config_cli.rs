@@ -42,7 +42,11 @@ fn each_bad_value_exits_nonzero_with_one_clear_line() {
 #[test]
 fn the_api_key_is_never_echoed() {
     // A key with a space is rejected without showing it.
-    let out = run_agent(&[], &[("STS_STS_URL", "https://127.0.0.1:9"), ("STS_API_KEY", "abc def-secret")], Duration::from_secs(10));
+    let out = run_agent(
+        &[],
+        &[("STS_STS_URL", "https://127.0.0.1:9"), ("STS_API_KEY", "abc def-secret")],
+        Duration::from_secs(10),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("STS_API_KEY") && !stderr.contains("def-secret"), "{stderr}");
@@ -50,7 +54,15 @@ fn the_api_key_is_never_echoed() {
     let out = run_agent(&[], &[("STS_STS_URL", "https://127.0.0.1:9")], Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(2));
     // A run that fails to connect, at debug level, logs the failure but never the key.
-    let child = spawn_agent(&[], &[("STS_STS_URL", "http://127.0.0.1:9/stsAgent"), ("STS_API_KEY", SECRET), ("STS_HOSTNAME", "h"), ("STS_LOG_LEVEL", "debug")]);
+    let child = spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", "http://127.0.0.1:9/stsAgent"),
+            ("STS_API_KEY", SECRET),
+            ("STS_HOSTNAME", "h"),
+            ("STS_LOG_LEVEL", "debug"),
+        ],
+    );
     std::thread::sleep(Duration::from_millis(2500));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let out = wait_with_timeout(child, Duration::from_secs(10));

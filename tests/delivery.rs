@@ -32,11 +32,27 @@ fn check_delivery(rx: &Receiver, host: &str) {
     let all = v["series"].as_array().unwrap();
     let names: BTreeSet<&str> = all.iter().map(|s| s["metric"].as_str().unwrap()).collect();
     for want in [
-        "system.cpu.user", "system.cpu.system", "system.cpu.iowait", "system.cpu.idle", "system.cpu.stolen",
-        "system.cpu.guest", "system.mem.total", "system.mem.usable", "system.mem.pct_usable", "system.swap.total",
-        "system.load.1", "system.load.norm.15", "system.net.bytes_rcvd", "system.net.tcp.in_segs",
-        "system.net.udp.in_datagrams", "system.disk.total", "system.disk.in_use", "system.fs.inodes.in_use",
-        "system.uptime", "system.fs.file_handles.in_use", "system.fs.file_handles.max",
+        "system.cpu.user",
+        "system.cpu.system",
+        "system.cpu.iowait",
+        "system.cpu.idle",
+        "system.cpu.stolen",
+        "system.cpu.guest",
+        "system.mem.total",
+        "system.mem.usable",
+        "system.mem.pct_usable",
+        "system.swap.total",
+        "system.load.1",
+        "system.load.norm.15",
+        "system.net.bytes_rcvd",
+        "system.net.tcp.in_segs",
+        "system.net.udp.in_datagrams",
+        "system.disk.total",
+        "system.disk.in_use",
+        "system.fs.inodes.in_use",
+        "system.uptime",
+        "system.fs.file_handles.in_use",
+        "system.fs.file_handles.max",
     ] {
         assert!(names.contains(want), "missing {want}; have {names:?}");
     }
@@ -60,7 +76,9 @@ fn check_delivery(rx: &Receiver, host: &str) {
     assert!((total - kib / 1024.0).abs() < 1.0, "system.mem.total {total} MiB vs /proc/meminfo {kib} KiB");
     let cpu: f64 = ["user", "system", "iowait", "idle", "stolen"]
         .iter()
-        .map(|k| all.iter().find(|s| s["metric"] == format!("system.cpu.{k}")).unwrap()["points"][0][1].as_f64().unwrap())
+        .map(|k| {
+            all.iter().find(|s| s["metric"] == format!("system.cpu.{k}")).unwrap()["points"][0][1].as_f64().unwrap()
+        })
         .sum();
     assert!((cpu - 100.0).abs() < 1.0, "cpu states add to {cpu}");
 
@@ -79,7 +97,12 @@ fn delivers_series_and_host_topology_over_tls_without_verification() {
     let url = rx.url("/stsAgent/");
     let out = run_agent(
         &["--once"],
-        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "i-0abc1234test"), ("STS_SKIP_SSL_VALIDATION", "true")],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "i-0abc1234test"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+        ],
         Duration::from_secs(30),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -97,7 +120,12 @@ fn verification_on_trusts_a_configured_ca() {
     let url = rx.url("/stsAgent");
     let out = run_agent(
         &["--once"],
-        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "verified-host"), ("SSL_CERT_FILE", ca.to_str().unwrap())],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "verified-host"),
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+        ],
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -108,7 +136,10 @@ fn verification_on_trusts_a_configured_ca() {
 fn verification_on_refuses_an_unknown_certificate_and_sigterm_exits_cleanly() {
     let rx = Receiver::start(true, vec![202]);
     let url = rx.url("/stsAgent");
-    let child = spawn_agent(&[], &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h1"), ("STS_HOST_CHECK_INTERVAL", "1")]);
+    let child = spawn_agent(
+        &[],
+        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h1"), ("STS_HOST_CHECK_INTERVAL", "1")],
+    );
     let pid = child.id() as i32;
     // Let it try (and back off) a few times.
     std::thread::sleep(Duration::from_millis(3500));
@@ -130,7 +161,11 @@ fn verification_on_refuses_an_unknown_certificate_and_sigterm_exits_cleanly() {
 fn retries_after_a_server_error_then_delivers() {
     let rx = Receiver::start(false, vec![503, 202]);
     let url = rx.url("/stsAgent");
-    let out = run_agent(&["--once"], &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h2")], Duration::from_secs(30));
+    let out = run_agent(
+        &["--once"],
+        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h2")],
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stderr:\n{stderr}");
     let reqs = rx.requests();
@@ -146,7 +181,11 @@ fn retries_after_a_server_error_then_delivers() {
 fn a_rejected_payload_is_dropped_not_retried() {
     let rx = Receiver::start(false, vec![400]);
     let url = rx.url("");
-    let out = run_agent(&["--once"], &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h3")], Duration::from_secs(30));
+    let out = run_agent(
+        &["--once"],
+        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h3")],
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stderr:\n{stderr}");
     assert_eq!(rx.requests().len(), 2);

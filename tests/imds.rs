@@ -31,17 +31,18 @@ fn fake_imds(instance_id: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
             let line = req.lines().next().unwrap_or("").to_string();
             let has = |h: &str| req.lines().any(|l| l.to_ascii_lowercase().starts_with(&h.to_ascii_lowercase()));
             log2.lock().unwrap().push(line.clone());
-            let (status, body) = if line.starts_with("PUT /latest/api/token ") && has("x-aws-ec2-metadata-token-ttl-seconds:") {
-                ("200 OK", TOKEN.to_string())
-            } else if line.starts_with("GET /latest/meta-data/instance-id ") {
-                if req.lines().any(|l| l.eq_ignore_ascii_case(&format!("x-aws-ec2-metadata-token: {TOKEN}"))) {
-                    ("200 OK", instance_id.to_string())
+            let (status, body) =
+                if line.starts_with("PUT /latest/api/token ") && has("x-aws-ec2-metadata-token-ttl-seconds:") {
+                    ("200 OK", TOKEN.to_string())
+                } else if line.starts_with("GET /latest/meta-data/instance-id ") {
+                    if req.lines().any(|l| l.eq_ignore_ascii_case(&format!("x-aws-ec2-metadata-token: {TOKEN}"))) {
+                        ("200 OK", instance_id.to_string())
+                    } else {
+                        ("401 Unauthorized", String::new())
+                    }
                 } else {
-                    ("401 Unauthorized", String::new())
-                }
-            } else {
-                ("400 Bad Request", String::new())
-            };
+                    ("400 Bad Request", String::new())
+                };
             let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         }
     });
@@ -53,7 +54,8 @@ fn instance_id_becomes_the_hostname() {
     let (url, log) = fake_imds("i-0123456789abcdef0");
     let out = run_agent(&["--once"], &[("STS_EC2_METADATA_URL", &url)], Duration::from_secs(20));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let first: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(first["payload"]["series"][0]["host"], "i-0123456789abcdef0");
     let log = log.lock().unwrap();
     assert!(log[0].starts_with("PUT /latest/api/token"), "{log:?}");
@@ -63,7 +65,8 @@ fn instance_id_becomes_the_hostname() {
 #[test]
 fn configured_hostname_wins_and_garbage_falls_back_to_the_os_name() {
     let (url, log) = fake_imds("i-0123456789abcdef0");
-    let out = run_agent(&["--once"], &[("STS_EC2_METADATA_URL", &url), ("STS_HOSTNAME", "given")], Duration::from_secs(20));
+    let out =
+        run_agent(&["--once"], &[("STS_EC2_METADATA_URL", &url), ("STS_HOSTNAME", "given")], Duration::from_secs(20));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"host\":\"given\""));
     assert!(log.lock().unwrap().is_empty(), "IMDS asked although STS_HOSTNAME is set");
 

@@ -219,15 +219,23 @@ mod tests {
     use super::*;
     use crate::checks::metric::MetricRows;
     use crate::model::host::{Disk, Iface};
-    use crate::parse::{diskstats::DiskCounters, net_dev::NetDevCounters, proc_stat::{CpuTimes, ProcStat}};
+    use crate::parse::{
+        diskstats::DiskCounters,
+        net_dev::NetDevCounters,
+        proc_stat::{CpuTimes, ProcStat},
+    };
 
     fn sample(t: f64, user: u64, idle: u64, rx: u64, reads: u64, read_ms: u64, io_ms: u64) -> HostSample {
         let mut s = HostSample { valid: true, mono_secs: t, unix_secs: 1_700_000_000 + t as u64, ..Default::default() };
-        s.stat = Some(ProcStat { cpu: CpuTimes { user, idle, ..Default::default() }, cpu_count: 2, ..Default::default() });
+        s.stat =
+            Some(ProcStat { cpu: CpuTimes { user, idle, ..Default::default() }, cpu_count: 2, ..Default::default() });
         let n = s.names.push(b"eth0");
         s.ifaces.push(Iface { name: n, counters: NetDevCounters { rx_bytes: rx, ..Default::default() } });
         let n = s.names.push(b"vda");
-        s.disks.push(Disk { name: n, counters: DiskCounters { reads, read_ms, io_ms, sectors_read: reads * 8, ..Default::default() } });
+        s.disks.push(Disk {
+            name: n,
+            counters: DiskCounters { reads, read_ms, io_ms, sectors_read: reads * 8, ..Default::default() },
+        });
         s.snmp[0] = Some(rx / 100);
         s
     }

@@ -34,10 +34,7 @@ pub struct MetricRows(pub Vec<(String, Kind, f64, Vec<String>)>);
 
 impl MetricSink for MetricRows {
     fn metric(&mut self, name: &str, kind: Kind, value: f64, tags: &[Tag<'_>]) {
-        let tags = tags
-            .iter()
-            .map(|t| format!("{}:{}", t.key, String::from_utf8_lossy(t.value)))
-            .collect();
+        let tags = tags.iter().map(|t| format!("{}:{}", t.key, String::from_utf8_lossy(t.value))).collect();
         self.0.push((name.to_string(), kind, value, tags));
     }
 }

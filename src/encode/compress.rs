@@ -51,7 +51,12 @@ mod tests {
     fn round_trips_through_an_independent_decoder() {
         let mut z = Zlib::default();
         let mut out = Vec::new();
-        for input in [&b""[..], b"hello", &vec![b'x'; 300_000], &(0..100_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<_>>()] {
+        for input in [
+            &b""[..],
+            b"hello",
+            &vec![b'x'; 300_000],
+            &(0..100_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<_>>(),
+        ] {
             z.compress(input, &mut out);
             let mut back = Vec::new();
             flate2::read::ZlibDecoder::new(&out[..]).read_to_end(&mut back).unwrap();

@@ -11,11 +11,8 @@ pub struct FileNr {
 
 pub fn parse(buf: &[u8]) -> Result<FileNr, ParseError> {
     let mut f = fields(buf.strip_suffix(b"\n").unwrap_or(buf));
-    let mut next = || {
-        f.next()
-            .and_then(u64_dec)
-            .ok_or(ParseError::new("/proc/sys/fs/file-nr", "expected three numbers"))
-    };
+    let mut next =
+        || f.next().and_then(u64_dec).ok_or(ParseError::new("/proc/sys/fs/file-nr", "expected three numbers"));
     Ok(FileNr { allocated: next()?, unused: next()?, max: next()? })
 }
 

@@ -12,11 +12,7 @@ pub struct LoadAvg {
 pub fn parse_loadavg(buf: &[u8]) -> Result<LoadAvg, ParseError> {
     const FILE: &str = "/proc/loadavg";
     let mut f = fields(buf.strip_suffix(b"\n").unwrap_or(buf));
-    let mut next = || {
-        f.next()
-            .and_then(f64_dec)
-            .ok_or(ParseError::new(FILE, "expected three load averages"))
-    };
+    let mut next = || f.next().and_then(f64_dec).ok_or(ParseError::new(FILE, "expected three load averages"));
     Ok(LoadAvg { one: next()?, five: next()?, fifteen: next()? })
 }
 
@@ -34,11 +30,9 @@ mod tests {
 
     #[test]
     fn parses_captured_files() {
-        let l = parse_loadavg(include_bytes!("../../tests/fixtures/proc/debian12-6.18/loadavg"))
-            .unwrap();
+        let l = parse_loadavg(include_bytes!("../../tests/fixtures/proc/debian12-6.18/loadavg")).unwrap();
         assert!(l.one >= 0.0 && l.five >= 0.0 && l.fifteen >= 0.0);
-        let u = parse_uptime(include_bytes!("../../tests/fixtures/proc/debian12-6.18/uptime"))
-            .unwrap();
+        let u = parse_uptime(include_bytes!("../../tests/fixtures/proc/debian12-6.18/uptime")).unwrap();
         assert!(u > 0.0);
     }
 

@@ -48,10 +48,7 @@ pub fn parse(buf: &[u8]) -> Result<MemInfo, ParseError> {
             b"Committed_AS" => &mut m.committed_as,
             _ => continue,
         };
-        *slot = fields(rest)
-            .next()
-            .and_then(u64_dec)
-            .ok_or(ParseError::new(FILE, "value is not a number"))?;
+        *slot = fields(rest).next().and_then(u64_dec).ok_or(ParseError::new(FILE, "value is not a number"))?;
     }
     if !seen_total {
         return Err(ParseError::new(FILE, "no MemTotal line"));

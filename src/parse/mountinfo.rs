@@ -128,9 +128,7 @@ mod tests {
 
     #[test]
     fn filesystems_list() {
-        let fs: Vec<_> =
-            filesystems(include_bytes!("../../tests/fixtures/proc/debian12-6.18/filesystems"))
-                .collect();
+        let fs: Vec<_> = filesystems(include_bytes!("../../tests/fixtures/proc/debian12-6.18/filesystems")).collect();
         assert!(fs.contains(&(true, &b"proc"[..])));
         assert!(fs.contains(&(false, &b"ext4"[..])));
     }

@@ -75,9 +75,7 @@ pub fn parse(buf: &[u8]) -> Result<ProcStat, ParseError> {
 }
 
 fn value(field: Option<&[u8]>) -> Result<u64, ParseError> {
-    field
-        .and_then(u64_dec)
-        .ok_or(ParseError::new(FILE, "counter is not a number"))
+    field.and_then(u64_dec).ok_or(ParseError::new(FILE, "counter is not a number"))
 }
 
 fn cpu_times<'a>(mut f: impl Iterator<Item = &'a [u8]>) -> Result<CpuTimes, ParseError> {
@@ -92,18 +90,7 @@ fn cpu_times<'a>(mut f: impl Iterator<Item = &'a [u8]>) -> Result<CpuTimes, Pars
         return Err(ParseError::new(FILE, "cpu line has fewer than 4 columns"));
     }
     let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice] = cols;
-    Ok(CpuTimes {
-        user,
-        nice,
-        system,
-        idle,
-        iowait,
-        irq,
-        softirq,
-        steal,
-        guest,
-        guest_nice,
-    })
+    Ok(CpuTimes { user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice })
 }
 
 #[cfg(test)]

@@ -64,8 +64,16 @@ fn naive_proc_stat(buf: &[u8]) -> Option<proc_stat::ProcStat> {
                 }
                 let g = |i: usize| nums.get(i).copied().unwrap_or(0);
                 out.cpu = proc_stat::CpuTimes {
-                    user: g(0), nice: g(1), system: g(2), idle: g(3), iowait: g(4), irq: g(5),
-                    softirq: g(6), steal: g(7), guest: g(8), guest_nice: g(9),
+                    user: g(0),
+                    nice: g(1),
+                    system: g(2),
+                    idle: g(3),
+                    iowait: g(4),
+                    irq: g(5),
+                    softirq: g(6),
+                    steal: g(7),
+                    guest: g(8),
+                    guest_nice: g(9),
                 };
                 seen = true;
             }
@@ -89,7 +97,10 @@ fn naive_meminfo(buf: &[u8]) -> Option<meminfo::MemInfo> {
         let (k, v) = (&line[..c], &line[c + 1..]);
         let val = || naive_fields(v).first().and_then(|x| naive_u64(x));
         match k {
-            b"MemTotal" => { m.total = val()?; seen = true; }
+            b"MemTotal" => {
+                m.total = val()?;
+                seen = true;
+            }
             b"MemFree" => m.free = val()?,
             b"MemAvailable" => m.available = Some(val()?),
             b"Buffers" => m.buffers = val()?,
@@ -116,13 +127,17 @@ fn naive_net_dev(buf: &[u8]) -> Vec<Option<(Vec<u8>, [u64; 16])>> {
         .map(|l| {
             let c = l.iter().rposition(|b| *b == b':')?;
             let name = naive_fields(&l[..c]).first()?.to_vec();
-            let nums: Vec<u64> = naive_fields(&l[c + 1..]).into_iter().take(16).map(naive_u64).collect::<Option<_>>()?;
+            let nums: Vec<u64> =
+                naive_fields(&l[c + 1..]).into_iter().take(16).map(naive_u64).collect::<Option<_>>()?;
             Some((name, nums.try_into().ok()?))
         })
         .collect()
 }
 
-fn naive_diskstats(buf: &[u8]) -> Vec<Option<(u32, u32, Vec<u8>, [u64; 11])>> {
+type DiskRow = (u32, u32, Vec<u8>, [u64; 11]);
+type MountRow = (u32, u32, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn naive_diskstats(buf: &[u8]) -> Vec<Option<DiskRow>> {
     naive_lines(buf)
         .into_iter()
         .filter(|l| !l.iter().all(|b| b.is_ascii_whitespace()))
@@ -162,7 +177,7 @@ fn naive_snmp(buf: &[u8], proto: &[u8], name: &[u8]) -> Option<i64> {
     None
 }
 
-fn naive_mounts(buf: &[u8]) -> Vec<Option<(u32, u32, Vec<u8>, Vec<u8>, Vec<u8>)>> {
+fn naive_mounts(buf: &[u8]) -> Vec<Option<MountRow>> {
     naive_lines(buf)
         .into_iter()
         .filter(|l| !l.is_empty())
@@ -196,17 +211,25 @@ impl Rng {
 /// Mutations that stress the edges of these formats: digits, blanks, newlines, colons, signs,
 /// dots, huge numbers, truncation, and raw bytes.
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
-    const TOKENS: &[&[u8]] = &[
-        b"0", b"9", b" ", b"\t", b"\n", b":", b"-", b"+", b".", b"|", b"99999999999999999999", b"\xff", b"cpu", b"x",
-    ];
+    const TOKENS: &[&[u8]] =
+        &[b"0", b"9", b" ", b"\t", b"\n", b":", b"-", b"+", b".", b"|", b"99999999999999999999", b"\xff", b"cpu", b"x"];
     let mut v = input.to_vec();
     for _ in 0..1 + rng.below(4) {
         let at = rng.below(v.len() + 1);
         match rng.below(4) {
-            0 => { v.truncate(at); }
-            1 => { let t = TOKENS[rng.below(TOKENS.len())]; v.splice(at..at, t.iter().copied()); }
-            2 if at < v.len() => { v.remove(at); }
-            _ if at < v.len() => { v[at] = TOKENS[rng.below(TOKENS.len())][0]; }
+            0 => {
+                v.truncate(at);
+            }
+            1 => {
+                let t = TOKENS[rng.below(TOKENS.len())];
+                v.splice(at..at, t.iter().copied());
+            }
+            2 if at < v.len() => {
+                v.remove(at);
+            }
+            _ if at < v.len() => {
+                v[at] = TOKENS[rng.below(TOKENS.len())][0];
+            }
             _ => {}
         }
     }
@@ -224,22 +247,40 @@ fn for_mutations(name: &str, mut check: impl FnMut(&[u8])) {
 
 #[test]
 fn proc_stat_agrees_with_naive() {
-    for_mutations("stat", |b| assert_eq!(proc_stat::parse(b).ok(), naive_proc_stat(b), "{:?}", String::from_utf8_lossy(b)));
+    for_mutations("stat", |b| {
+        assert_eq!(proc_stat::parse(b).ok(), naive_proc_stat(b), "{:?}", String::from_utf8_lossy(b))
+    });
 }
 
 #[test]
 fn meminfo_agrees_with_naive() {
-    for_mutations("meminfo", |b| assert_eq!(meminfo::parse(b).ok(), naive_meminfo(b), "{:?}", String::from_utf8_lossy(b)));
+    for_mutations("meminfo", |b| {
+        assert_eq!(meminfo::parse(b).ok(), naive_meminfo(b), "{:?}", String::from_utf8_lossy(b))
+    });
 }
 
 #[test]
 fn net_dev_agrees_with_naive() {
     for_mutations("net/dev", |b| {
         let ours: Vec<_> = net_dev::iter(b)
-            .map(|r| r.ok().map(|d| {
-                let c = d.counters;
-                (d.name.to_vec(), [c.rx_bytes, c.rx_packets, c.rx_errs, c.rx_drop, c.tx_bytes, c.tx_packets, c.tx_errs, c.tx_drop])
-            }))
+            .map(|r| {
+                r.ok().map(|d| {
+                    let c = d.counters;
+                    (
+                        d.name.to_vec(),
+                        [
+                            c.rx_bytes,
+                            c.rx_packets,
+                            c.rx_errs,
+                            c.rx_drop,
+                            c.tx_bytes,
+                            c.tx_packets,
+                            c.tx_errs,
+                            c.tx_drop,
+                        ],
+                    )
+                })
+            })
             .collect();
         let naive: Vec<_> = naive_net_dev(b)
             .into_iter()
@@ -253,11 +294,29 @@ fn net_dev_agrees_with_naive() {
 fn diskstats_agrees_with_naive() {
     for_mutations("diskstats", |b| {
         let ours: Vec<_> = diskstats::iter(b)
-            .map(|r| r.ok().map(|d| {
-                let c = d.counters;
-                (d.major, d.minor, d.name.to_vec(), [c.reads, c.reads_merged, c.sectors_read, c.read_ms, c.writes,
-                    c.writes_merged, c.sectors_written, c.write_ms, c.in_flight, c.io_ms, c.weighted_io_ms])
-            }))
+            .map(|r| {
+                r.ok().map(|d| {
+                    let c = d.counters;
+                    (
+                        d.major,
+                        d.minor,
+                        d.name.to_vec(),
+                        [
+                            c.reads,
+                            c.reads_merged,
+                            c.sectors_read,
+                            c.read_ms,
+                            c.writes,
+                            c.writes_merged,
+                            c.sectors_written,
+                            c.write_ms,
+                            c.in_flight,
+                            c.io_ms,
+                            c.weighted_io_ms,
+                        ],
+                    )
+                })
+            })
             .collect();
         assert_eq!(ours, naive_diskstats(b), "{:?}", String::from_utf8_lossy(b));
     });
@@ -265,7 +324,8 @@ fn diskstats_agrees_with_naive() {
 
 #[test]
 fn snmp_agrees_with_naive() {
-    let keys: &[(&[u8], &[u8])] = &[(b"Tcp", b"InSegs"), (b"Tcp", b"MaxConn"), (b"Udp", b"InErrors"), (b"Ip", b"Forwarding")];
+    let keys: &[(&[u8], &[u8])] =
+        &[(b"Tcp", b"InSegs"), (b"Tcp", b"MaxConn"), (b"Udp", b"InErrors"), (b"Ip", b"Forwarding")];
     for_mutations("net/snmp", |b| {
         for (p, k) in keys {
             // Both stop at the first table of the protocol that parses.

@@ -14,17 +14,12 @@ pub struct SnmpTable<'a> {
 impl<'a> SnmpTable<'a> {
     /// The value of one named counter. `None` if the kernel does not have it or it is not a number.
     pub fn get(&self, name: &[u8]) -> Option<i64> {
-        fields(self.names)
-            .zip(fields(self.values))
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| i64_dec(v))
+        fields(self.names).zip(fields(self.values)).find(|(n, _)| *n == name).and_then(|(_, v)| i64_dec(v))
     }
 
     /// Every `(name, value)` pair, in file order; values that are not numbers are skipped.
     pub fn pairs(&self) -> impl Iterator<Item = (&'a [u8], i64)> + 'a {
-        fields(self.names)
-            .zip(fields(self.values))
-            .filter_map(|(n, v)| Some((n, i64_dec(v)?)))
+        fields(self.names).zip(fields(self.values)).filter_map(|(n, v)| Some((n, i64_dec(v)?)))
     }
 }
 
@@ -54,8 +49,7 @@ impl<'a> Iterator for SnmpTables<'a> {
 fn pair<'a>(names_line: &'a [u8], values_line: Option<&'a [u8]>) -> Result<SnmpTable<'a>, ParseError> {
     let (proto, names) = split_proto(names_line).ok_or(ParseError::new(FILE, "no protocol prefix"))?;
     let values_line = values_line.ok_or(ParseError::new(FILE, "names line without values line"))?;
-    let (proto2, values) =
-        split_proto(values_line).ok_or(ParseError::new(FILE, "no protocol prefix"))?;
+    let (proto2, values) = split_proto(values_line).ok_or(ParseError::new(FILE, "no protocol prefix"))?;
     if proto != proto2 {
         return Err(ParseError::new(FILE, "values line belongs to another protocol"));
     }

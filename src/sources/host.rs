@@ -9,7 +9,15 @@ use std::path::Path;
 
 /// Files a host check reads, in problem-bit order.
 pub const HOST_FILES: &[&str] = &[
-    "stat", "meminfo", "loadavg", "uptime", "net/dev", "diskstats", "net/snmp", "net/netstat", "sys/fs/file-nr",
+    "stat",
+    "meminfo",
+    "loadavg",
+    "uptime",
+    "net/dev",
+    "diskstats",
+    "net/snmp",
+    "net/netstat",
+    "sys/fs/file-nr",
     "self/mountinfo",
 ];
 
@@ -35,7 +43,6 @@ impl HostSource {
         }
         Ok(HostSource { root, buf, device_fs })
     }
-
 
     /// Fills `s` (cleared first). A file that cannot be read or parsed sets its problem bit and
     /// the rest is still collected.

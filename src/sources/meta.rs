@@ -32,11 +32,8 @@ pub fn resolve_hostname(configured: Option<&str>, imds: &Url) -> (String, Hostna
 
 /// IMDSv2: `PUT /latest/api/token`, then `GET /latest/meta-data/instance-id` with the token.
 pub fn ec2_instance_id(imds: &Url, timeout: Duration) -> Result<String, String> {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(true)
-        .max_redirects(0)
-        .build();
+    let config =
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(true).max_redirects(0).build();
     let agent = ureq::Agent::new_with_config(config);
     let base = imds.to_string();
     let token = agent
@@ -56,7 +53,8 @@ pub fn ec2_instance_id(imds: &Url, timeout: Duration) -> Result<String, String> 
         .read_to_string()
         .map_err(|e| format!("instance-id: {e}"))?;
     let id = id.trim();
-    let valid = id.len() <= 32 && id.starts_with("i-") && id[2..].bytes().all(|b| b.is_ascii_alphanumeric()) && id.len() > 2;
+    let valid =
+        id.len() <= 32 && id.starts_with("i-") && id[2..].bytes().all(|b| b.is_ascii_alphanumeric()) && id.len() > 2;
     if valid {
         Ok(id.to_string())
     } else {

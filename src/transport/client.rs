@@ -172,7 +172,9 @@ impl HttpClient {
             .map_err(|e| fail(FailureKind::Connect, e))?;
         let _ = sock.set_nodelay(true);
         let tls = match &self.tls {
-            Some((cfg, name)) => Some(ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| fail(FailureKind::Tls, e))?),
+            Some((cfg, name)) => {
+                Some(ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| fail(FailureKind::Tls, e))?)
+            }
             None => None,
         };
         self.rx.clear();

@@ -179,7 +179,14 @@ mod tests {
     #[test]
     fn request_head() {
         let mut out = Vec::new();
-        write_request_head(&mut out, "POST", "/stsAgent/api/v1/series?api_key=k", "h:7077", &[("Content-Encoding", "deflate")], 12);
+        write_request_head(
+            &mut out,
+            "POST",
+            "/stsAgent/api/v1/series?api_key=k",
+            "h:7077",
+            &[("Content-Encoding", "deflate")],
+            12,
+        );
         assert_eq!(
             out,
             b"POST /stsAgent/api/v1/series?api_key=k HTTP/1.1\r\nHost: h:7077\r\nContent-Encoding: deflate\r\nContent-Length: 12\r\n\r\n"
@@ -207,7 +214,10 @@ mod tests {
         let r = parse_response(full, false).unwrap().unwrap();
         assert_eq!((r.status, r.consumed, r.keep_alive, r.retry_after), (500, full.len(), false, Some(7)));
         assert_eq!(&full[r.body_excerpt], b"boom");
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false), Err(HttpError::BadChunk));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false),
+            Err(HttpError::BadChunk)
+        );
     }
 
     #[test]
@@ -218,8 +228,14 @@ mod tests {
         assert_eq!((r.consumed, r.keep_alive), (b.len(), false));
         let r = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().unwrap();
         assert!(r.keep_alive && r.body_excerpt.is_empty());
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false), Err(HttpError::BadContentLength));
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false), Err(HttpError::BadContentLength));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            Err(HttpError::BadContentLength)
+        );
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false),
+            Err(HttpError::BadContentLength)
+        );
         assert_eq!(parse_response(b"garbage\r\n\r\n", false), Err(HttpError::BadHead));
     }
 }

@@ -74,7 +74,8 @@ pub fn make_pki() -> TestPki {
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "sts-agent test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
     TestPki {
         ca_pem: ca.pem(),
         leaf_der: leaf.der().clone(),
@@ -154,7 +155,12 @@ impl Receiver {
     }
 }
 
-fn serve<S: Read + Write>(s: &mut S, rec: &Mutex<Recorded>, statuses: &Mutex<std::collections::VecDeque<u16>>, tls: bool) {
+fn serve<S: Read + Write>(
+    s: &mut S,
+    rec: &Mutex<Recorded>,
+    statuses: &Mutex<std::collections::VecDeque<u16>>,
+    tls: bool,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     loop {
@@ -163,9 +169,15 @@ fn serve<S: Read + Write>(s: &mut S, rec: &Mutex<Recorded>, statuses: &Mutex<std
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut r = httparse::Request::new(&mut headers);
             if let Ok(httparse::Status::Complete(head)) = r.parse(&buf) {
-                let hs: Vec<(String, String)> =
-                    r.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
-                let len: usize = hs.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map_or(0, |(_, v)| v.parse().unwrap());
+                let hs: Vec<(String, String)> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                let len: usize = hs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.parse().unwrap());
                 if buf.len() >= head + len {
                     let req = Request {
                         method: r.method.unwrap().to_string(),
@@ -190,7 +202,11 @@ fn serve<S: Read + Write>(s: &mut S, rec: &Mutex<Recorded>, statuses: &Mutex<std
         };
         let status = {
             let mut q = statuses.lock().unwrap();
-            if q.len() > 1 { q.pop_front().unwrap() } else { *q.front().unwrap_or(&202) }
+            if q.len() > 1 {
+                q.pop_front().unwrap()
+            } else {
+                *q.front().unwrap_or(&202)
+            }
         };
         rec.lock().unwrap().requests.push(req);
         let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
