@@ -97,3 +97,11 @@ fn dry_run_prints_one_decodable_json_line_per_payload() {
     assert_eq!(lines[1]["endpoint"], "/intake/");
     assert_eq!(lines[1]["payload"]["topologies"][0]["components"][0]["externalId"], "urn:host:/dry-host");
 }
+
+#[test]
+fn readme_documents_every_variable() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for v in sts_agent::config::VARS {
+        assert!(readme.contains(&format!("`{}`", v.name)), "README lacks {}", v.name);
+    }
+}
