@@ -89,10 +89,14 @@ fn parsers(c: &mut Criterion) {
     g.bench_function("proc_stat", |b| b.iter(|| parse::proc_stat::parse(black_box(&stat))));
     g.bench_function("meminfo", |b| b.iter(|| parse::meminfo::parse(black_box(&meminfo))));
     g.bench_function("net_dev", |b| b.iter(|| parse::net_dev::iter(black_box(&netdev)).filter_map(Result::ok).count()));
-    g.bench_function("diskstats", |b| b.iter(|| parse::diskstats::iter(black_box(&disk)).filter_map(Result::ok).count()));
+    g.bench_function("diskstats", |b| {
+        b.iter(|| parse::diskstats::iter(black_box(&disk)).filter_map(Result::ok).count())
+    });
     g.bench_function("snmp", |b| b.iter(|| parse::snmp::find(black_box(&snmp), b"Tcp", b"RetransSegs")));
     g.bench_function("netstat", |b| b.iter(|| parse::snmp::find(black_box(&netstat), b"TcpExt", b"TCPRetransFail")));
-    g.bench_function("mountinfo", |b| b.iter(|| parse::mountinfo::iter(black_box(&mounts)).filter_map(Result::ok).count()));
+    g.bench_function("mountinfo", |b| {
+        b.iter(|| parse::mountinfo::iter(black_box(&mounts)).filter_map(Result::ok).count())
+    });
     g.finish();
 }
 
