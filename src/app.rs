@@ -264,6 +264,9 @@ impl App {
                         info!("{sig}: flushing pending payloads (up to {}s) and exiting", SHUTDOWN_GRACE.as_secs());
                     }
                     self.next_host_check = None;
+                    if let Output::Forward(f) = &mut self.output {
+                        f.retry_now();
+                    }
                     let by = now + SHUTDOWN_GRACE;
                     self.stop_by = Some(self.stop_by.map_or(by, |t| t.min(by)));
                 }

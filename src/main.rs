@@ -1,4 +1,5 @@
 //! Arguments, configuration, run the loop; nothing else.
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 use sts_agent::app::{App, RunOptions};

@@ -244,6 +244,13 @@ impl Forwarder {
         }
     }
 
+    /// Ends every backoff, so a shutdown makes one last attempt at what is queued.
+    pub fn retry_now(&mut self) {
+        for o in &mut self.origins {
+            o.retry_at = None;
+        }
+    }
+
     pub fn close_all(&mut self, registry: &Registry) {
         for o in &mut self.origins {
             o.client.close(registry);
