@@ -141,14 +141,7 @@ impl App {
                     tls::client_config(false)
                 }
                 .map_err(|e| io::Error::other(format!("TLS setup: {e}")))?;
-                let spec = |name, path| RouteSpec {
-                    name,
-                    base: base.clone(),
-                    path,
-                    api_key_query: true,
-                    content_type: "application/json",
-                    content_encoding: "deflate",
-                };
+                let spec = |name, path| RouteSpec::core_json(name, base, path);
                 let routes = vec![spec("series", ROUTE_PATHS[SERIES]), spec("intake", ROUTE_PATHS[INTAKE])];
                 let seed = u64::from(std::process::id()) ^ unix_now().rotate_left(17);
                 let f =

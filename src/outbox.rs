@@ -29,6 +29,20 @@ pub struct RouteSpec {
     pub content_encoding: &'static str,
 }
 
+impl RouteSpec {
+    /// The core forwarder's framing (spec/protocol.md E1/E2): zlib JSON, key in header and query.
+    pub fn core_json(name: &'static str, base: &Url, path: &'static str) -> RouteSpec {
+        RouteSpec {
+            name,
+            base: base.clone(),
+            path,
+            api_key_query: true,
+            content_type: "application/json",
+            content_encoding: "deflate",
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RouteStats {
     pub delivered: u64,
@@ -358,14 +372,7 @@ mod tests {
 
     fn fwd(budget: usize) -> Forwarder {
         let base = Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
-        let spec = |name, path| RouteSpec {
-            name,
-            base: base.clone(),
-            path,
-            api_key_query: true,
-            content_type: "application/json",
-            content_encoding: "deflate",
-        };
+        let spec = |name, path| RouteSpec::core_json(name, &base, path);
         Forwarder::new(vec![spec("series", "/api/v1/series"), spec("intake", "/intake/")], "k y", None, budget, 10, 7)
             .unwrap()
     }

@@ -76,6 +76,8 @@ pub struct HttpClient {
     tx_off: usize,
     rx: Vec<u8>,
     busy: bool,
+    /// The server said `Connection: close` (or closed): drop the connection once the outcome is out.
+    close_after_response: bool,
     retried_stale: bool,
     deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
@@ -104,6 +106,7 @@ impl HttpClient {
             tx_off: 0,
             rx: Vec::with_capacity(4096),
             busy: false,
+            close_after_response: false,
             retried_stale: false,
             deadline: None,
             connect_deadline: None,
@@ -220,7 +223,12 @@ impl HttpClient {
     /// Handles readiness of this client's socket.
     pub fn on_ready(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
         match self.drive() {
-            Ok(Some(outcome)) => Some(outcome),
+            Ok(Some(outcome)) => {
+                if std::mem::take(&mut self.close_after_response) {
+                    self.close(registry);
+                }
+                Some(outcome)
+            }
             Ok(None) => None,
             Err(f) => {
                 let stale = self.conn.as_ref().is_some_and(|c| c.reused) && self.rx.is_empty();
@@ -292,10 +300,7 @@ impl HttpClient {
                     c.reused = true;
                 }
                 self.finish_request();
-                if !r.keep_alive || eof {
-                    // Closing is done by the next drive or send: mark by dropping now.
-                    self.conn = None;
-                }
+                self.close_after_response = !r.keep_alive || eof;
                 Ok(Some(Outcome::Response { status: r.status, retry_after: r.retry_after, body_excerpt: excerpt }))
             }
             Err(e) => Err(fail(FailureKind::Protocol, e)),
