@@ -191,3 +191,53 @@ fn a_rejected_payload_is_dropped_not_retried() {
     assert_eq!(rx.requests().len(), 2);
     assert_eq!(stderr.matches("answered 400").count(), 2, "{stderr}");
 }
+
+#[test]
+fn a_receiver_that_never_answers_does_not_stall_collection() {
+    // Accepts TCP (from the kernel backlog) but never speaks TLS or HTTP.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/stsAgent", silent.local_addr().unwrap());
+    let child = spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "h4"),
+            ("STS_HOST_CHECK_INTERVAL", "1"),
+            ("STS_LOG_LEVEL", "debug"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(4500));
+    let t = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(15));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // One check a second went on while the only request hung.
+    let checks = stderr.matches("host check:").count();
+    assert!(checks >= 4, "only {checks} host checks in 4.5 s:\n{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(7), "stop took {:?}", t.elapsed());
+    assert!(stderr.contains("undelivered"), "{stderr}");
+    drop(silent);
+}
+
+#[test]
+fn sigterm_flushes_payloads_waiting_in_backoff() {
+    let rx = Receiver::start(false, vec![503, 202]);
+    let url = rx.url("/stsAgent");
+    let child = spawn_agent(&[], &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h5")]);
+    let start = std::time::Instant::now();
+    while rx.requests().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no request arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The first payload was refused and is now waiting out its backoff; the second is queued.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:#?}\n{stderr}");
+    assert!(reqs.iter().any(|r| r.target.contains("/intake/")));
+    assert!(!stderr.contains("undelivered"), "{stderr}");
+}
