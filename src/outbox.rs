@@ -280,7 +280,7 @@ impl Forwarder {
                 self.routes[ri].stats.delivered += 1;
                 let o = &mut self.origins[oi];
                 if o.failures > 0 {
-                    info!("{name}: delivered to {base} again after {} failed attempts", o.failures);
+                    info!("{base} accepts payloads again (after {} failed attempts)", o.failures);
                 }
                 o.failures = 0;
                 o.retry_at = None;

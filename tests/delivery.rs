@@ -174,7 +174,7 @@ fn retries_after_a_server_error_then_delivers() {
     let series: Vec<_> = reqs.iter().filter(|r| r.target.contains("/api/v1/series")).collect();
     assert_eq!(series.len(), 2, "{reqs:#?}");
     assert_eq!(series[0].body, series[1].body, "retry must resend the same payload");
-    assert!(stderr.contains("HTTP 503") && stderr.contains("delivered"), "{stderr}");
+    assert!(stderr.contains("HTTP 503") && stderr.contains("accepts payloads again"), "{stderr}");
 }
 
 #[test]
@@ -225,7 +225,10 @@ fn a_receiver_that_never_answers_does_not_stall_collection() {
 fn sigterm_flushes_payloads_waiting_in_backoff() {
     let rx = Receiver::start(false, vec![503, 202]);
     let url = rx.url("/stsAgent");
-    let child = spawn_agent(&[], &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h5")]);
+    let child = spawn_agent(
+        &[],
+        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h5"), ("STS_LOG_LEVEL", "debug")],
+    );
     let start = std::time::Instant::now();
     while rx.requests().is_empty() {
         assert!(start.elapsed() < Duration::from_secs(10), "no request arrived");
@@ -237,7 +240,10 @@ fn sigterm_flushes_payloads_waiting_in_backoff() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let reqs = rx.requests();
-    assert_eq!(reqs.len(), 3, "{reqs:#?}\n{stderr}");
-    assert!(reqs.iter().any(|r| r.target.contains("/intake/")));
+    let targets: Vec<&str> = reqs.iter().map(|r| r.target.as_str()).collect();
+    // The refused series payload, its retry, and the intake payload: nothing lost.
+    let series = targets.iter().filter(|t| t.contains("/api/v1/series")).count();
+    let intake = targets.iter().filter(|t| t.contains("/intake/")).count();
+    assert!(series >= 2 && intake >= 1, "{targets:#?}\n{stderr}");
     assert!(!stderr.contains("undelivered"), "{stderr}");
 }
