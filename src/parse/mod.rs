@@ -1,6 +1,7 @@
 //! Pure parsers: `&[u8]` in, borrowed views or caller-owned fixed structs out. No I/O, no clock,
 //! no allocation, no panic on any input (each has a fuzz target in `fuzz/`).
 
+pub mod cgroup;
 pub mod cursor;
 pub mod diskstats;
 pub mod file_nr;
@@ -8,6 +9,8 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod mountinfo;
 pub mod net_dev;
+pub mod passwd;
+pub mod pid;
 pub mod proc_stat;
 pub mod snmp;
 

@@ -366,3 +366,141 @@ fn small_files_agree_with_naive() {
         assert_eq!(ours, n, "{:?}", String::from_utf8_lossy(b));
     });
 }
+
+fn naive_pid_stat(b: &[u8]) -> Option<(u32, Vec<u8>, u8, i32, [u64; 4], i64, u64, u64, Option<u32>)> {
+    let open = b.iter().position(|c| *c == b'(')?;
+    let close = b.iter().rposition(|c| *c == b')')?;
+    if close < open {
+        return None;
+    }
+    let pid = u32::try_from(naive_u64(naive_fields(&b[..open]).first()?)?).ok()?;
+    let rest = &b[close + 1..];
+    let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
+    let f = naive_fields(rest);
+    let state = *f.first()?.first()?;
+    let nums: Vec<i64> =
+        f[1..].iter().take(36).map(|x| naive_i64(x).or_else(|| naive_u64(x).map(|u| u as i64))).collect::<Option<_>>()?;
+    if nums.len() < 21 {
+        return None;
+    }
+    let processor = if nums.len() > 35 { u32::try_from(nums[35]).ok() } else { None };
+    Some((
+        pid,
+        b[open + 1..close].to_vec(),
+        state,
+        i32::try_from(nums[0]).ok()?,
+        [nums[10] as u64, nums[11] as u64, nums[18] as u64, nums[20] as u64],
+        nums[15],
+        nums[16] as u64,
+        nums[19] as u64,
+        processor,
+    ))
+}
+
+#[test]
+fn pid_stat_agrees_with_naive() {
+    for name in ["pid/evil/stat", "pid/1/stat", "pid/self/stat"] {
+        for_mutations(name, |b| {
+            let ours = pid::parse_stat(b).ok().map(|s| {
+                (
+                    s.pid,
+                    s.comm.to_vec(),
+                    s.state,
+                    s.ppid,
+                    [s.utime, s.stime, s.start_time, s.rss_pages],
+                    s.nice,
+                    s.num_threads as u64,
+                    s.vsize,
+                    s.processor,
+                )
+            });
+            assert_eq!(ours, naive_pid_stat(b), "{:?}", String::from_utf8_lossy(b));
+        });
+    }
+}
+
+#[test]
+fn pid_statm_status_io_agree_with_naive() {
+    for_mutations("pid/self/statm", |b| {
+        let ours = pid::parse_statm(b).ok().map(|m| vec![m.size, m.resident, m.shared, m.text, m.lib, m.data, m.dirty]);
+        let f = naive_fields(b.strip_suffix(b"\n").unwrap_or(b));
+        let naive: Option<Vec<u64>> = f.get(..7).and_then(|s| s.iter().map(|x| naive_u64(x)).collect());
+        assert_eq!(ours, naive, "{:?}", String::from_utf8_lossy(b));
+    });
+    for_mutations("pid/evil/status", |b| {
+        let ours = pid::parse_status(b).ok().map(|s| (s.uid, s.gid, s.vm_swap_kib, s.voluntary_ctxt_switches));
+        let naive = (|| {
+            let mut uid = None;
+            let mut gid = None;
+            let (mut swap, mut vol) = (None, None);
+            for line in naive_lines(b) {
+                let Some(c) = line.iter().position(|x| *x == b':') else { continue };
+                let (k, v) = (&line[..c], &line[c + 1..]);
+                let first = || naive_fields(v).first().and_then(|x| naive_u64(x));
+                match k {
+                    b"Uid" | b"Gid" => {
+                        let mut ids = [0u32; 4];
+                        for (slot, x) in ids.iter_mut().zip(naive_fields(v)) {
+                            *slot = u32::try_from(naive_u64(x)?).ok()?;
+                        }
+                        if k == b"Uid" {
+                            uid = Some(ids)
+                        } else {
+                            gid = Some(ids)
+                        }
+                    }
+                    b"VmSwap" => swap = Some(first()?),
+                    b"voluntary_ctxt_switches" => vol = Some(first()?),
+                    b"nonvoluntary_ctxt_switches" => {
+                        first()?;
+                    }
+                    _ => {}
+                }
+            }
+            Some((uid?, gid?, swap, vol))
+        })();
+        assert_eq!(ours, naive, "{:?}", String::from_utf8_lossy(b));
+    });
+    for_mutations("pid/self/io", |b| {
+        let ours = pid::parse_io(b).ok().map(|i| [i.syscr, i.syscw, i.read_bytes, i.write_bytes]);
+        let naive = (|| {
+            let mut out = [None; 4];
+            for line in naive_lines(b) {
+                let Some(c) = line.iter().position(|x| *x == b':') else { continue };
+                let idx = match &line[..c] {
+                    b"syscr" => 0,
+                    b"syscw" => 1,
+                    b"read_bytes" => 2,
+                    b"write_bytes" => 3,
+                    _ => continue,
+                };
+                out[idx] = Some(naive_fields(&line[c + 1..]).first().and_then(|x| naive_u64(x))?);
+            }
+            Some([out[0]?, out[1]?, out[2]?, out[3]?])
+        })();
+        assert_eq!(ours, naive, "{:?}", String::from_utf8_lossy(b));
+    });
+}
+
+#[test]
+fn cmdline_and_cgroup_agree_with_naive() {
+    for_mutations("pid/evil/cmdline", |b| {
+        let ours: Vec<&[u8]> = pid::cmdline_args(b).collect();
+        let trimmed = b.strip_suffix(b"\0").unwrap_or(b);
+        let naive: Vec<&[u8]> = if trimmed.is_empty() { vec![] } else { trimmed.split(|x| *x == 0).collect() };
+        assert_eq!(ours, naive);
+    });
+    for_mutations("pid/1/cgroup", |b| {
+        let ours: Vec<_> =
+            cgroup::iter(b).map(|r| r.ok().map(|l| (l.hierarchy.to_vec(), l.controllers.to_vec(), l.path.to_vec()))).collect();
+        let naive: Vec<_> = naive_lines(b)
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let s: Vec<&[u8]> = l.splitn(3, |x| *x == b':').collect();
+                (s.len() == 3).then(|| (s[0].to_vec(), s[1].to_vec(), s[2].to_vec()))
+            })
+            .collect();
+        assert_eq!(ours, naive, "{:?}", String::from_utf8_lossy(b));
+    });
+}

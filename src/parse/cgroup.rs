@@ -1,0 +1,81 @@
+//! `/proc/<pid>/cgroup` (`hierarchy:controllers:path` per line) and container ids in cgroup paths.
+
+use super::cursor::{lines, ParseError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLine<'a> {
+    pub hierarchy: &'a [u8],
+    /// Comma-separated controllers; empty for the v2 unified line (`0::/path`).
+    pub controllers: &'a [u8],
+    pub path: &'a [u8],
+}
+
+pub fn iter(buf: &[u8]) -> impl Iterator<Item = Result<CgroupLine<'_>, ParseError>> {
+    lines(buf).filter(|l| !l.is_empty()).map(|line| {
+        let bad = ParseError::new("/proc/<pid>/cgroup", "expected hierarchy:controllers:path");
+        let c1 = memchr::memchr(b':', line).ok_or(bad)?;
+        let rest = line.get(c1 + 1..).ok_or(bad)?;
+        let c2 = memchr::memchr(b':', rest).ok_or(bad)?;
+        Ok(CgroupLine {
+            hierarchy: line.get(..c1).ok_or(bad)?,
+            controllers: rest.get(..c2).ok_or(bad)?,
+            // The path may itself contain colons; it is everything after the second one.
+            path: rest.get(c2 + 1..).ok_or(bad)?,
+        })
+    })
+}
+
+/// The container id in a cgroup path: the last run of exactly 64 lowercase hex digits, as in
+/// `/docker/<id>`, `/ecs/<task>/<id>` and `…/docker-<id>.scope`.
+pub fn container_id(path: &[u8]) -> Option<&[u8]> {
+    let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    let mut found = None;
+    let mut i = 0;
+    while i < path.len() {
+        if path.get(i).is_some_and(is_hex) {
+            let start = i;
+            while path.get(i).is_some_and(is_hex) {
+                i += 1;
+            }
+            if i - start == 64 {
+                found = path.get(start..i);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f5a2e1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+    #[test]
+    fn parses_captured_v1_and_v2_lines() {
+        let lines: Vec<_> =
+            iter(include_bytes!("../../tests/fixtures/proc/debian12-6.18/pid/1/cgroup")).collect::<Result<_, _>>().unwrap();
+        assert!(lines.iter().any(|l| l.controllers == b"memory"));
+        assert!(lines.iter().any(|l| l.hierarchy == b"0" && l.controllers.is_empty()));
+        assert!(iter(b"garbage\n").next().unwrap().is_err());
+        let l = iter(b"0::/a:b\n").next().unwrap().unwrap();
+        assert_eq!(l.path, b"/a:b");
+    }
+
+    #[test]
+    fn container_ids_in_every_layout() {
+        for path in [
+            format!("/docker/{ID}"),
+            format!("/ecs/0123456789abcdef0123456789abcdef/{ID}"),
+            format!("/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{ID}.scope"),
+            format!("/kubepods/burstable/pod1/{ID}"),
+        ] {
+            assert_eq!(container_id(path.as_bytes()), Some(ID.as_bytes()), "{path}");
+        }
+        assert_eq!(container_id(b"/user.slice/session-1.scope"), None);
+        assert_eq!(container_id(format!("/x/{ID}0").as_bytes()), None, "65 hex digits is not an id");
+        assert_eq!(container_id(format!("/ecs/{}", &ID[..32]).as_bytes()), None, "a task id is not a container id");
+    }
+}
