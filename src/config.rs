@@ -4,7 +4,7 @@
 
 use crate::log::Level;
 use crate::url::Url;
-use regex::Regex;
+use regex::bytes::{Regex, RegexSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,8 +27,9 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_IO_READ", default: "0", meaning: "report this many top IO-read processes even if blacklisted" },
     VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_IO_WRITE", default: "0", meaning: "report this many top IO-write processes even if blacklisted" },
     VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_MEM", default: "0", meaning: "report this many top memory processes even if blacklisted" },
-    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_CPU_THRESHOLD", default: "0 (no gate)", meaning: "top-CPU inclusions apply only when the summed process CPU % reaches this" },
-    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_MEM_THRESHOLD", default: "0 (no gate)", meaning: "top-memory inclusions apply only when the summed process memory reaches this" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_CPU_THRESHOLD", default: "0 (no gate)", meaning: "top-CPU inclusions apply only while the host-wide CPU percent (sum over processes, top's units: 100 = one core) is at least this" },
+    VarDoc { name: "STS_PROCESS_BLACKLIST_INCLUSIONS_MEM_THRESHOLD", default: "0 (no gate)", meaning: "top-memory inclusions apply only while the host's used memory (MemTotal - MemAvailable) is at least this percent" },
+    VarDoc { name: "STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", default: "60", meaning: "processes both created and first seen less than this many seconds ago are not reported; 0 disables" },
     VarDoc { name: "STS_PROCESS_AGENT_ENABLED", default: "true", meaning: "true: processes and containers; false: containers only; disabled: neither" },
     VarDoc { name: "STS_APM_ENABLED", default: "true", meaning: "accept traces on the trace intake and forward them" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
@@ -95,7 +96,9 @@ pub struct Config {
     pub process_agent_url: Option<Url>,
     pub apm_url: Option<Url>,
     pub skip_ssl_validation: bool,
-    pub blacklist: Vec<Regex>,
+    /// The blacklist, matched against the space-joined (scrubbed) command line.
+    pub blacklist: RegexSet,
+    pub short_lived_secs: u64,
     pub inclusions: Inclusions,
     pub process_agent: ProcessAgentMode,
     pub apm_enabled: bool,
@@ -350,12 +353,13 @@ impl Config {
             });
         }
 
-        let blacklist = match get("STS_PROCESS_BLACKLIST_PATTERNS") {
-            None => DEFAULT_BLACKLIST.iter().map(|p| Regex::new(p).expect("default blacklist compiles")).collect(),
+        let patterns: Vec<String> = match get("STS_PROCESS_BLACKLIST_PATTERNS") {
+            None => DEFAULT_BLACKLIST.iter().map(|p| p.to_string()).collect(),
             Some(v) => {
                 let mut out = Vec::new();
                 for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    let re = Regex::new(p).map_err(|e| {
+                    // Compiled one by one first, so the error names the pattern at fault.
+                    Regex::new(p).map_err(|e| {
                         // The regex error is multi-line; keep its last line, which says what is wrong.
                         let why = e.to_string();
                         let why = why.lines().last().unwrap_or("does not compile").trim().to_string();
@@ -366,10 +370,29 @@ impl Config {
                             "comma-separated regular expressions (RE2 syntax), e.g. ^/usr/bin/dockerd,^s6-",
                         )
                     })?;
-                    out.push(re);
+                    out.push(p.to_string());
                 }
                 out
             }
+        };
+        let blacklist = RegexSet::new(&patterns).map_err(|e| {
+            err(
+                "STS_PROCESS_BLACKLIST_PATTERNS",
+                "",
+                format!("the patterns together are too large ({e})"),
+                "fewer or simpler patterns",
+            )
+        })?;
+        let short_lived_secs = match get("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS") {
+            None => 60,
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                err(
+                    "STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS",
+                    &v,
+                    "not a whole number",
+                    "whole seconds ≥ 0 (0 disables), e.g. 60",
+                )
+            })?,
         };
 
         let top = |var| count(var).map(|v| v.min(u64::from(u32::MAX)) as u32);
@@ -466,6 +489,7 @@ impl Config {
             apm_url,
             skip_ssl_validation: boolean("STS_SKIP_SSL_VALIDATION", false)?,
             blacklist,
+            short_lived_secs,
             inclusions,
             process_agent,
             apm_enabled: boolean("STS_APM_ENABLED", true)?,

@@ -25,9 +25,12 @@ pub struct RouteSpec {
     /// Path after the base URL, e.g. `/api/v1/series`.
     pub path: &'static str,
     pub api_key_query: bool,
-    pub content_type: &'static str,
-    pub content_encoding: &'static str,
+    /// Sent with every request besides `sts-api-key` and `User-Agent`.
+    pub headers: Vec<(&'static str, String)>,
 }
+
+/// The version the process-agent endpoints are told (`sts-processagentversion`).
+pub const PROCESS_AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl RouteSpec {
     /// The core forwarder's framing (spec/protocol.md E1/E2): zlib JSON, key in header and query.
@@ -37,8 +40,41 @@ impl RouteSpec {
             base: base.clone(),
             path,
             api_key_query: true,
-            content_type: "application/json",
-            content_encoding: "deflate",
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                ("Content-Encoding", "deflate".into()),
+                ("DD-Agent-Version", env!("CARGO_PKG_VERSION").into()),
+            ],
+        }
+    }
+
+    /// The process agent's messages (E5/E6): header + zstd(protobuf), `x-zip` as a label only.
+    pub fn process_agent(name: &'static str, base: &Url, path: &'static str, host: &str) -> RouteSpec {
+        RouteSpec {
+            name,
+            base: base.clone(),
+            path,
+            api_key_query: false,
+            headers: vec![
+                ("Content-Encoding", "x-zip".into()),
+                ("sts-hostname", host.into()),
+                ("sts-processagentversion", PROCESS_AGENT_VERSION.into()),
+            ],
+        }
+    }
+
+    /// The process agent's `/intake` side channel (E8): gzip JSON, key in header and query.
+    pub fn process_intake(base: &Url, host: &str) -> RouteSpec {
+        RouteSpec {
+            name: "process-intake",
+            base: base.clone(),
+            path: "/intake",
+            api_key_query: true,
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                ("Content-Encoding", "gzip".into()),
+                ("sts-hostname", host.into()),
+            ],
         }
     }
 }
@@ -216,14 +252,13 @@ impl Forwarder {
                 self.queued -= body.len();
                 self.origins[oi].next_route = (ri + 1) % n;
                 let r = &self.routes[ri];
-                let headers = [
-                    ("sts-api-key", self.api_key.as_str()),
-                    ("User-Agent", self.user_agent.as_str()),
-                    ("Content-Type", r.spec.content_type),
-                    ("Content-Encoding", r.spec.content_encoding),
-                    ("DD-Agent-Version", env!("CARGO_PKG_VERSION")),
-                ];
-                match self.origins[oi].client.send(registry, "POST", &r.target, &headers, &body, now) {
+                let mut headers: smallvec::SmallVec<[(&str, &str); 8]> = smallvec::SmallVec::new();
+                headers.push(("sts-api-key", self.api_key.as_str()));
+                headers.push(("User-Agent", self.user_agent.as_str()));
+                headers.extend(r.spec.headers.iter().map(|(k, v)| (*k, v.as_str())));
+                let sent = self.origins[oi].client.send(registry, "POST", &r.target, &headers, &body, now);
+                drop(headers);
+                match sent {
                     Ok(()) => {
                         self.origins[oi].in_flight = Some((ri, body));
                         // Readiness is edge-triggered: a kept-alive socket that is already

@@ -2,3 +2,5 @@
 
 pub mod host_metrics;
 pub mod metric;
+pub mod process;
+pub mod scrub;

@@ -3,4 +3,8 @@
 pub mod compress;
 pub mod intake;
 pub mod json;
+pub mod process_intake;
+pub mod process_json;
+pub mod process_msg;
+pub mod proto;
 pub mod series;

@@ -55,8 +55,9 @@ mod tests {
 
     #[test]
     fn parses_captured_v1_and_v2_lines() {
-        let lines: Vec<_> =
-            iter(include_bytes!("../../tests/fixtures/proc/debian12-6.18/pid/1/cgroup")).collect::<Result<_, _>>().unwrap();
+        let lines: Vec<_> = iter(include_bytes!("../../tests/fixtures/proc/debian12-6.18/pid/1/cgroup"))
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert!(lines.iter().any(|l| l.controllers == b"memory"));
         assert!(lines.iter().any(|l| l.hierarchy == b"0" && l.controllers.is_empty()));
         assert!(iter(b"garbage\n").next().unwrap().is_err());

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod cursor;
 pub mod diskstats;
 pub mod file_nr;
+pub mod keyval;
 pub mod loadavg;
 pub mod meminfo;
 pub mod mountinfo;

@@ -9,6 +9,8 @@ pub struct PidStat<'a> {
     pub comm: &'a [u8],
     pub state: u8,
     pub ppid: i32,
+    /// Kernel `PF_*` flags; [`PF_KTHREAD`] marks kernel threads.
+    pub flags: u64,
     pub utime: u64,
     pub stime: u64,
     pub nice: i64,
@@ -20,6 +22,9 @@ pub struct PidStat<'a> {
     /// CPU last run on (field 39); absent on very old kernels.
     pub processor: Option<u32>,
 }
+
+/// `PF_KTHREAD` (include/linux/sched.h): the process is a kernel thread.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// `/proc/<pid>/stat`. The command name is found by the *last* `)`, so any name parses.
 pub fn parse_stat(buf: &[u8]) -> Result<PidStat<'_>, ParseError> {
@@ -52,6 +57,7 @@ pub fn parse_stat(buf: &[u8]) -> Result<PidStat<'_>, ParseError> {
         comm,
         state,
         ppid: i32::try_from(cols[0]).map_err(|_| bad)?,
+        flags: u(5),
         utime: u(10),
         stime: u(11),
         nice: cols[15],

@@ -378,8 +378,11 @@ fn naive_pid_stat(b: &[u8]) -> Option<(u32, Vec<u8>, u8, i32, [u64; 4], i64, u64
     let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
     let f = naive_fields(rest);
     let state = *f.first()?.first()?;
-    let nums: Vec<i64> =
-        f[1..].iter().take(36).map(|x| naive_i64(x).or_else(|| naive_u64(x).map(|u| u as i64))).collect::<Option<_>>()?;
+    let nums: Vec<i64> = f[1..]
+        .iter()
+        .take(36)
+        .map(|x| naive_i64(x).or_else(|| naive_u64(x).map(|u| u as i64)))
+        .collect::<Option<_>>()?;
     if nums.len() < 21 {
         return None;
     }
@@ -491,8 +494,9 @@ fn cmdline_and_cgroup_agree_with_naive() {
         assert_eq!(ours, naive);
     });
     for_mutations("pid/1/cgroup", |b| {
-        let ours: Vec<_> =
-            cgroup::iter(b).map(|r| r.ok().map(|l| (l.hierarchy.to_vec(), l.controllers.to_vec(), l.path.to_vec()))).collect();
+        let ours: Vec<_> = cgroup::iter(b)
+            .map(|r| r.ok().map(|l| (l.hierarchy.to_vec(), l.controllers.to_vec(), l.path.to_vec())))
+            .collect();
         let naive: Vec<_> = naive_lines(b)
             .into_iter()
             .filter(|l| !l.is_empty())

@@ -2,4 +2,6 @@
 
 pub mod host;
 pub mod meta;
+pub mod process;
 pub mod procfs;
+pub mod sysinfo;

@@ -1,0 +1,414 @@
+//! The one `mio` loop: owns all state, reads the clock, and calls into sources, checks,
+//! encoders and the outbox. Timers are a handful of deadlines; `poll` sleeps until the earliest.
+//! Signals (SIGTERM, SIGINT, SIGHUP) arrive through a signalfd registered with the poll.
+
+use crate::config::Config;
+use crate::config::ProcessAgentMode;
+use crate::encode::compress::{Gzip, Zlib};
+use crate::outbox::{Forwarder, RouteId, RouteSpec};
+use crate::sources::host::HostSource;
+use crate::sources::meta::{resolve_hostname, HostnameSource};
+use crate::transport::tls;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+mod host;
+mod process;
+pub use host::HostCheck;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+pub use process::{Encoded, ProcessCheck};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SIGNAL: Token = Token(0);
+const FIRST_ORIGIN_TOKEN: usize = 16;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// In `--once` mode: the gap between the two samples a rate needs, and how long to try sending.
+const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
+const ONCE_SEND_LIMIT: Duration = Duration::from_secs(30);
+/// Total bytes of encoded payloads held for delivery (issue 7 makes this configurable).
+const OUTBOX_BUDGET: usize = 8 << 20;
+
+/// The kinds of payload the agent sends; each maps to one route (endpoint) when sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// `/api/v1/series`, zlib JSON.
+    Series = 0,
+    /// `/intake/` (core agent), zlib JSON.
+    Intake = 1,
+    /// `/api/v1/collector`, header + zstd(protobuf), sent as is.
+    Collector = 2,
+    /// `/intake` (process agent), gzip JSON.
+    ProcessIntake = 3,
+}
+
+const ENDPOINTS: [&str; 4] = ["/api/v1/series", "/intake/", "/api/v1/collector", "/intake"];
+
+/// A periodic check's schedule.
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    next: Option<Instant>,
+    runs: u32,
+    interval: Duration,
+}
+
+impl Timer {
+    fn new(start: Option<Instant>, interval: Duration) -> Timer {
+        Timer { next: start, runs: 0, interval }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.next.is_some_and(|t| now >= t)
+    }
+
+    /// After a run: the next one, or none (`--once` runs each check twice, one second apart,
+    /// so rates have two samples).
+    fn ran(&mut self, now: Instant, once: bool) {
+        self.runs += 1;
+        self.next = match (once, self.runs) {
+            (true, 1) => Some(now + ONCE_RATE_GAP),
+            (true, _) => None,
+            (false, _) => Some(now + self.interval),
+        };
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub once: bool,
+    pub dry_run: bool,
+}
+
+/// Where encoded payloads go.
+enum Output {
+    /// Print `{"endpoint":…,"payload":…}` lines on stdout.
+    DryRun,
+    Forward(Forwarder),
+}
+
+pub struct App {
+    cfg: Config,
+    opts: RunOptions,
+    hostname: String,
+    poll: Poll,
+    signals: SignalFd,
+    host: HostCheck,
+    process: Option<ProcessCheck>,
+    series_buf: Vec<u8>,
+    topology_buf: Vec<u8>,
+    msg_buf: Vec<u8>,
+    sink: Sink,
+    clock_origin: Instant,
+    host_timer: Timer,
+    process_timer: Timer,
+    stop_by: Option<Instant>,
+}
+
+/// Compresses and hands payloads to the output; separate from `App` so a check runner can
+/// emit while the app's other fields are borrowed.
+struct Sink {
+    output: Output,
+    /// Route ids by `Payload` when sending.
+    routes: [Option<RouteId>; 4],
+    zlib: Zlib,
+    gzip: Gzip,
+    zbuf: Vec<u8>,
+}
+
+impl Sink {
+    fn deliver(&mut self, kind: Payload, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.output {
+            Output::DryRun => print_dry_run(ENDPOINTS[kind as usize], bytes),
+            Output::Forward(f) => {
+                let Some(route) = self.routes[kind as usize] else { return Ok(()) };
+                match kind {
+                    Payload::Series | Payload::Intake => {
+                        self.zlib.compress(bytes, &mut self.zbuf);
+                        f.enqueue(route, &self.zbuf);
+                    }
+                    Payload::ProcessIntake => {
+                        self.gzip.compress(bytes, &mut self.zbuf);
+                        f.enqueue(route, &self.zbuf);
+                    }
+                    Payload::Collector => f.enqueue(route, bytes),
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl App {
+    pub fn new(cfg: Config, opts: RunOptions) -> io::Result<App> {
+        let poll = Poll::new()?;
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(s);
+        }
+        mask.thread_block().map_err(io::Error::from)?;
+        let signals =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
+        poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNAL, Interest::READABLE)?;
+
+        let (hostname, source) = resolve_hostname(cfg.hostname.as_deref(), &cfg.ec2_metadata_url);
+        let how = match source {
+            HostnameSource::Configured => "from STS_HOSTNAME",
+            HostnameSource::Ec2InstanceId => "the EC2 instance id",
+            HostnameSource::Os => "the OS host name",
+        };
+        info!("sts-agent {} starting; hostname {hostname:?} ({how})", env!("CARGO_PKG_VERSION"));
+
+        let source = HostSource::open(&cfg.host_proc)
+            .map_err(|e| io::Error::new(e.kind(), format!("HOST_PROC={}: {e}", cfg.host_proc.display())))?;
+
+        let process_enabled = cfg.process_agent != ProcessAgentMode::Disabled;
+        let mut routes = [None; 4];
+        let output = match (&cfg.sts_url, opts.dry_run) {
+            (Some(base), false) => {
+                if cfg.skip_ssl_validation {
+                    warn!("STS_SKIP_SSL_VALIDATION=true: server certificates are NOT verified");
+                }
+                let tls = tls::client_config(cfg.skip_ssl_validation)
+                    .map_err(|e| io::Error::other(format!("TLS setup: {e}")))?;
+                let mut specs = vec![
+                    RouteSpec::core_json("series", base, ENDPOINTS[Payload::Series as usize]),
+                    RouteSpec::core_json("intake", base, ENDPOINTS[Payload::Intake as usize]),
+                ];
+                routes[Payload::Series as usize] = Some(0);
+                routes[Payload::Intake as usize] = Some(1);
+                if let (true, Some(pa)) = (process_enabled, &cfg.process_agent_url) {
+                    routes[Payload::Collector as usize] = Some(specs.len());
+                    specs.push(RouteSpec::process_agent(
+                        "collector",
+                        pa,
+                        ENDPOINTS[Payload::Collector as usize],
+                        &hostname,
+                    ));
+                    routes[Payload::ProcessIntake as usize] = Some(specs.len());
+                    specs.push(RouteSpec::process_intake(pa, &hostname));
+                }
+                let seed = u64::from(std::process::id()) ^ unix_now().rotate_left(17);
+                let f = Forwarder::new(specs, cfg.api_key.expose(), Some(tls), OUTBOX_BUDGET, FIRST_ORIGIN_TOKEN, seed)
+                    .map_err(io::Error::other)?;
+                info!("sending to {base}");
+                Output::Forward(f)
+            }
+            _ => {
+                info!("dry run: printing payloads on stdout instead of sending (set STS_STS_URL to send)");
+                Output::DryRun
+            }
+        };
+        let process = if process_enabled {
+            raise_fd_limit();
+            let containers_only = cfg.process_agent == ProcessAgentMode::ContainersOnly;
+            Some(
+                ProcessCheck::new(&cfg, containers_only)
+                    .map_err(|e| io::Error::new(e.kind(), format!("process check: {e}")))?,
+            )
+        } else {
+            info!("STS_PROCESS_AGENT_ENABLED=disabled: no process check");
+            None
+        };
+
+        let now = Instant::now();
+        let host_timer = Timer::new(Some(now), cfg.host_check_interval);
+        let process_timer = Timer::new(process.as_ref().map(|_| now), cfg.process_check_interval);
+        Ok(App {
+            cfg,
+            opts,
+            hostname,
+            poll,
+            signals,
+            host: HostCheck::new(source),
+            process,
+            series_buf: Vec::with_capacity(64 * 1024),
+            topology_buf: Vec::with_capacity(4 * 1024),
+            msg_buf: Vec::with_capacity(64 * 1024),
+            sink: Sink {
+                output,
+                routes,
+                zlib: Zlib::default(),
+                gzip: Gzip::default(),
+                zbuf: Vec::with_capacity(16 * 1024),
+            },
+            clock_origin: now,
+            host_timer,
+            process_timer,
+            stop_by: None,
+        })
+    }
+
+    /// Runs until a signal (exit 0 after flushing) or, with `--once`, until the checks ran and
+    /// their payloads were delivered (exit 0) or could not be (exit 1).
+    pub fn run(mut self) -> io::Result<bool> {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            if self.host_timer.due(now) {
+                self.host_check(now)?;
+            }
+            if self.process_timer.due(now) {
+                self.process_check(now)?;
+            }
+            if self.opts.once
+                && self.stop_by.is_none()
+                && self.host_timer.next.is_none()
+                && self.process_timer.next.is_none()
+            {
+                self.stop_by = Some(now + ONCE_SEND_LIMIT);
+            }
+            if let Output::Forward(f) = &mut self.sink.output {
+                f.pump(self.poll.registry(), now);
+            }
+            if let Some(done) = self.finished(now) {
+                if let Output::Forward(f) = &mut self.sink.output {
+                    f.close_all(self.poll.registry());
+                }
+                return Ok(done);
+            }
+            let forward = match &self.sink.output {
+                Output::Forward(f) => f.deadline(),
+                Output::DryRun => None,
+            };
+            let wake =
+                [self.host_timer.next, self.process_timer.next, forward, self.stop_by].into_iter().flatten().min();
+            let timeout = wake.map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNAL => self.on_signal(now),
+                    t => {
+                        if let Output::Forward(f) = &mut self.sink.output {
+                            f.on_event(self.poll.registry(), t, now);
+                        }
+                    }
+                }
+            }
+            if let Output::Forward(f) = &mut self.sink.output {
+                f.on_timeout(self.poll.registry(), now);
+            }
+        }
+    }
+
+    /// `Some(success)` when the loop should end.
+    fn finished(&self, now: Instant) -> Option<bool> {
+        let idle = match &self.sink.output {
+            Output::Forward(f) => f.is_idle(),
+            Output::DryRun => true,
+        };
+        let checks_over = self.host_timer.next.is_none() && self.process_timer.next.is_none();
+        if checks_over && idle {
+            return Some(true);
+        }
+        if self.stop_by.is_some_and(|t| now >= t) {
+            if let Output::Forward(f) = &self.sink.output {
+                warn!("stopping with {} payload(s) undelivered", f.queued_payloads());
+            }
+            // A signal-initiated stop is still a clean exit; `--once` reports failure.
+            return Some(!self.opts.once);
+        }
+        None
+    }
+
+    fn on_signal(&mut self, now: Instant) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGHUP) => {
+                    info!("SIGHUP: configuration comes from the environment; restart the agent to change it")
+                }
+                Ok(sig) => {
+                    if self.stop_by.is_none() || self.host_timer.next.is_some() {
+                        info!("{sig}: flushing pending payloads (up to {}s) and exiting", SHUTDOWN_GRACE.as_secs());
+                    }
+                    self.host_timer.next = None;
+                    self.process_timer.next = None;
+                    if let Output::Forward(f) = &mut self.sink.output {
+                        f.retry_now();
+                    }
+                    let by = now + SHUTDOWN_GRACE;
+                    self.stop_by = Some(self.stop_by.map_or(by, |t| t.min(by)));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn host_check(&mut self, now: Instant) -> io::Result<()> {
+        let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        let interval = self.cfg.host_check_interval.as_secs();
+        let n = self.host.run(mono, unix_now(), &self.hostname, interval, &mut self.series_buf, &mut self.topology_buf);
+        self.host_timer.ran(now, self.opts.once);
+        debug!("host check: {n} series");
+        // In `--once` mode the first run only primes the rates.
+        if self.opts.once && self.host_timer.runs == 1 {
+            return Ok(());
+        }
+        self.sink.deliver(Payload::Series, &self.series_buf)?;
+        self.sink.deliver(Payload::Intake, &self.topology_buf)
+    }
+
+    fn process_check(&mut self, now: Instant) -> io::Result<()> {
+        self.process_timer.ran(now, self.opts.once);
+        let Some(check) = self.process.as_mut() else { return Ok(()) };
+        let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let dry = matches!(self.sink.output, Output::DryRun);
+        let sink = &mut self.sink;
+        let mut result = Ok(());
+        check.run(mono, unix_ms, &self.hostname, dry, &mut self.msg_buf, &mut |e| {
+            let r = match e {
+                Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
+                Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        });
+        let s = check.stats();
+        debug!(
+            "process check: {} processes, {} reported ({} by usage), {} vanished mid-read",
+            s.total, s.reported, s.included_by_usage, check.table.vanished
+        );
+        result
+    }
+}
+
+/// One `O_PATH` descriptor is kept per process: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            debug!("could not raise the open-file limit: {e}");
+        }
+    }
+}
+
+fn print_dry_run(endpoint: &str, payload: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let r = out
+        .write_all(b"{\"endpoint\":\"")
+        .and_then(|_| out.write_all(endpoint.as_bytes()))
+        .and_then(|_| out.write_all(b"\",\"payload\":"))
+        .and_then(|_| out.write_all(payload))
+        .and_then(|_| out.write_all(b"}\n"))
+        .and_then(|_| out.flush());
+    match r {
+        // A closed stdout (`| head`) ends a dry run; it is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,142 @@
+//! The process check runner: list and sample processes, select what to report, enrich those,
+//! encode `CollectorProc` messages of at most 100 processes (header + zstd(protobuf)) and the
+//! `/intake` side channel. All buffers are reused.
+
+use crate::checks::process::{select, ProcessFilter, Selection, SelectionStats};
+use crate::config::Config;
+use crate::encode::process_intake::{side_channel, CheckHealth};
+use crate::encode::{process_json, process_msg};
+use crate::model::process::ProcessTable;
+use crate::sources::process::ProcessSource;
+use std::io::{self, Cursor};
+
+/// At most this many processes per message (spec/protocol.md §7).
+pub const MAX_PER_MESSAGE: usize = 100;
+/// Level 1: the process payload is small and this keeps compression well under a millisecond.
+const ZSTD_LEVEL: i32 = 1;
+
+pub struct ProcessCheck {
+    source: ProcessSource,
+    pub table: ProcessTable,
+    filter: ProcessFilter,
+    pub selection: Selection,
+    system_info: Vec<u8>,
+    proto: Vec<u8>,
+    zstd: zstd::bulk::Compressor<'static>,
+    group_id: i32,
+    runs: u64,
+    /// `STS_PROCESS_AGENT_ENABLED=false`: containers only, no processes.
+    containers_only: bool,
+    interval_s: u64,
+}
+
+/// What one run produced.
+pub enum Encoded<'a> {
+    /// A `/api/v1/collector` body (binary) or, in a dry run, its JSON view.
+    Collector(&'a [u8]),
+    /// A `/intake` JSON side-channel payload (uncompressed).
+    Intake(&'a [u8]),
+}
+
+impl ProcessCheck {
+    pub fn new(cfg: &Config, containers_only: bool) -> io::Result<ProcessCheck> {
+        Ok(ProcessCheck {
+            source: ProcessSource::open(&cfg.host_proc)?,
+            table: ProcessTable::default(),
+            filter: ProcessFilter {
+                blacklist: cfg.blacklist.clone(),
+                inclusions: cfg.inclusions,
+                short_lived_secs: cfg.short_lived_secs,
+            },
+            selection: Selection::default(),
+            system_info: crate::sources::sysinfo::encode_system_info(&cfg.host_proc),
+            proto: Vec::with_capacity(64 * 1024),
+            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            group_id: (std::process::id() as i32).wrapping_mul(7919),
+            runs: 0,
+            containers_only,
+            interval_s: cfg.process_check_interval.as_secs(),
+        })
+    }
+
+    pub fn stats(&self) -> SelectionStats {
+        self.selection.stats
+    }
+
+    /// Collects and, from the second run on, hands each encoded payload to `emit`. The first run
+    /// only primes the rates (as the original agent does). `json`: emit JSON views (dry run).
+    pub fn run(
+        &mut self,
+        mono_secs: f64,
+        unix_ms: i64,
+        host: &str,
+        json: bool,
+        msg: &mut Vec<u8>,
+        emit: &mut dyn FnMut(Encoded<'_>),
+    ) {
+        self.runs += 1;
+        self.source.collect(&mut self.table, mono_secs, unix_ms);
+        select(&mut self.table, &self.filter, &mut self.selection);
+        if self.containers_only {
+            self.selection.reported.clear();
+        }
+        self.source.enrich(&mut self.table, &self.selection.reported);
+        if self.runs == 1 {
+            return;
+        }
+        self.group_id = self.group_id.wrapping_add(1);
+        let chunks = self.selection.reported.len().div_ceil(MAX_PER_MESSAGE).max(1);
+        let source = &self.source;
+        let user = |uid| source.user_name(uid);
+        for k in 0..chunks {
+            let lo = (k * MAX_PER_MESSAGE).min(self.selection.reported.len());
+            let hi = ((k + 1) * MAX_PER_MESSAGE).min(self.selection.reported.len());
+            let part = &self.selection.reported[lo..hi];
+            if json {
+                process_json::collector_proc(msg, host, &self.table, part, user, self.group_id, chunks as i32);
+            } else {
+                self.proto.clear();
+                process_msg::collector_proc(
+                    &mut self.proto,
+                    host,
+                    &self.table,
+                    part,
+                    user,
+                    &self.system_info,
+                    self.group_id,
+                    chunks as i32,
+                );
+                msg.clear();
+                process_msg::header(msg, process_msg::TYPE_COLLECTOR_PROC, unix_ms);
+                let bound = zstd::zstd_safe::compress_bound(self.proto.len()) + msg.len();
+                if msg.capacity() < bound {
+                    msg.reserve(bound * 2 - msg.len());
+                }
+                let mut cursor = Cursor::new(&mut *msg);
+                cursor.set_position(16);
+                if self.zstd.compress_to_buffer(&self.proto, &mut cursor).is_err() {
+                    continue;
+                }
+            }
+            emit(Encoded::Collector(msg));
+        }
+
+        let s = self.selection.stats;
+        let me = std::process::id();
+        let my_create = self
+            .table
+            .procs
+            .binary_search_by_key(&me, |p| p.pid)
+            .ok()
+            .map_or(0, |i| self.table.procs[i].create_time_ms);
+        let metrics = [
+            ("stackstate.process_agent.processes.total_count", f64::from(s.total)),
+            ("stackstate.process_agent.processes.reported_count", f64::from(s.reported)),
+            ("stackstate.process_agent.processes.top_usage_count", f64::from(s.included_by_usage)),
+            ("stackstate.process_agent.processes.white_listed_count", f64::from(s.allowed)),
+        ];
+        let health = CheckHealth { check: "process", interval_s: self.interval_s, health: "CLEAR", message: "" };
+        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &health, &metrics);
+        emit(Encoded::Intake(msg));
+    }
+}

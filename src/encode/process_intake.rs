@@ -1,0 +1,149 @@
+//! The process agent's `/intake` side channel (spec/protocol.md §4.4): the agent's own topology,
+//! the check's health stream, and self-metrics as raw metric tuples.
+
+use super::json;
+
+pub struct CheckHealth<'a> {
+    pub check: &'a str,
+    pub interval_s: u64,
+    /// `CLEAR`, `DEVIATING` or `CRITICAL`.
+    pub health: &'a str,
+    pub message: &'a str,
+}
+
+/// Writes the payload into `out` (cleared first).
+#[allow(clippy::too_many_arguments)]
+pub fn side_channel(
+    out: &mut Vec<u8>,
+    host: &str,
+    agent_pid: u32,
+    agent_create_ms: i64,
+    unix_secs: u64,
+    h: &CheckHealth<'_>,
+    metrics: &[(&str, f64)],
+) {
+    out.clear();
+    let agent_urn = |o: &mut Vec<u8>| {
+        o.extend_from_slice(b"\"urn:stackstate-agent:process:/");
+        json::escape_into(o, host.as_bytes());
+        o.push(b'"');
+    };
+    let integration_urn = |o: &mut Vec<u8>| {
+        o.extend_from_slice(b"\"urn:agent-integration:/");
+        json::escape_into(o, host.as_bytes());
+        o.extend_from_slice(b":process-agent:");
+        json::escape_into(o, h.check.as_bytes());
+        o.push(b'"');
+    };
+    out.extend_from_slice(b"{\"internalHostname\":");
+    json::str(out, host);
+    out.extend_from_slice(b",\"topologies\":[{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"agent\",\"url\":\"integrations\"},\"components\":[{\"externalId\":");
+    agent_urn(out);
+    out.extend_from_slice(
+        b",\"type\":{\"name\":\"stackstate-agent\"},\"data\":{\"name\":\"StackState process agent\",\"hostname\":",
+    );
+    json::str(out, host);
+    out.extend_from_slice(b",\"identifiers\":[\"urn:process:/");
+    json::escape_into(out, host.as_bytes());
+    out.push(b':');
+    json::u64(out, u64::from(agent_pid));
+    out.push(b':');
+    json::u64(out, agent_create_ms.max(0) as u64);
+    out.extend_from_slice(b"\"]},\"sourceProperties\":null},{\"externalId\":");
+    integration_urn(out);
+    out.extend_from_slice(b",\"type\":{\"name\":\"agent-integration\"},\"data\":{\"name\":");
+    json::str(out, h.check);
+    out.extend_from_slice(b",\"integration\":\"process-agent\",\"hostname\":");
+    json::str(out, host);
+    out.extend_from_slice(b"},\"sourceProperties\":null}],\"relations\":[{\"externalId\":\"");
+    // `<src> -> <dst>`
+    out.extend_from_slice(b"urn:stackstate-agent:process:/");
+    json::escape_into(out, host.as_bytes());
+    out.extend_from_slice(b" -> urn:agent-integration:/");
+    json::escape_into(out, host.as_bytes());
+    out.extend_from_slice(b":process-agent:");
+    json::escape_into(out, h.check.as_bytes());
+    out.extend_from_slice(b"\",\"sourceId\":");
+    agent_urn(out);
+    out.extend_from_slice(b",\"targetId\":");
+    integration_urn(out);
+    out.extend_from_slice(b",\"type\":{\"name\":\"runs\"},\"data\":{}}],\"delete_ids\":[]}],\"health\":[{\"start_snapshot\":{\"repeat_interval_s\":");
+    json::u64(out, h.interval_s);
+    out.extend_from_slice(b",\"expiry_interval_s\":");
+    json::u64(out, h.interval_s * 2);
+    out.extend_from_slice(b"},\"stop_snapshot\":{},\"stream\":{\"urn\":\"urn:health:stackstate-process-agent:");
+    json::escape_into(out, host.as_bytes());
+    out.extend_from_slice(b"\",\"sub_stream_id\":");
+    json::str(out, h.check);
+    out.extend_from_slice(b"},\"check_states\":[{\"checkStateId\":");
+    integration_urn(out);
+    if !h.message.is_empty() {
+        out.extend_from_slice(b",\"message\":");
+        json::str(out, h.message);
+    }
+    out.extend_from_slice(b",\"health\":");
+    json::str(out, h.health);
+    out.extend_from_slice(b",\"topologyElementIdentifier\":");
+    integration_urn(out);
+    out.extend_from_slice(b",\"name\":");
+    json::str(out, h.check);
+    out.extend_from_slice(b"}]}],\"metrics\":[");
+    for (i, (name, value)) in metrics.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        json::str(out, name);
+        out.push(b',');
+        json::u64(out, unix_secs);
+        out.push(b',');
+        json::f64(out, *value);
+        out.extend_from_slice(b",{\"hostname\":");
+        json::str(out, host);
+        out.extend_from_slice(b",\"type\":\"raw\"}]");
+    }
+    out.extend_from_slice(b"]}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_shape() {
+        let mut b = Vec::new();
+        let h = CheckHealth { check: "process", interval_s: 30, health: "CLEAR", message: "" };
+        side_channel(
+            &mut b,
+            "i-1",
+            42,
+            1_700_000_000_123,
+            1_700_000_100,
+            &h,
+            &[("stackstate.process_agent.processes.total_count", 7.0)],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        let t = &v["topologies"][0];
+        assert_eq!(t["instance"], serde_json::json!({"type":"agent","url":"integrations"}));
+        assert_eq!(t["components"][0]["externalId"], "urn:stackstate-agent:process:/i-1");
+        assert_eq!(t["components"][0]["data"]["identifiers"][0], "urn:process:/i-1:42:1700000000123");
+        assert_eq!(t["components"][1]["externalId"], "urn:agent-integration:/i-1:process-agent:process");
+        assert_eq!(
+            t["relations"][0]["externalId"],
+            "urn:stackstate-agent:process:/i-1 -> urn:agent-integration:/i-1:process-agent:process"
+        );
+        assert_eq!(t["relations"][0]["type"]["name"], "runs");
+        let hs = &v["health"][0];
+        assert_eq!(
+            hs["stream"],
+            serde_json::json!({"urn":"urn:health:stackstate-process-agent:i-1","sub_stream_id":"process"})
+        );
+        assert_eq!(hs["start_snapshot"], serde_json::json!({"repeat_interval_s":30,"expiry_interval_s":60}));
+        assert_eq!(hs["check_states"][0]["health"], "CLEAR");
+        assert!(hs["check_states"][0].get("message").is_none());
+        assert_eq!(
+            v["metrics"][0],
+            serde_json::json!(["stackstate.process_agent.processes.total_count", 1_700_000_100u64, 7.0, {"hostname":"i-1","type":"raw"}])
+        );
+    }
+}

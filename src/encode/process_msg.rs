@@ -1,0 +1,155 @@
+//! Process-agent messages (spec/protocol.md §4.1–§4.2): the 16-byte big-endian header, then the
+//! protobuf body (`CollectorProc`, type 12), which the caller compresses with zstd.
+
+use super::proto::{bytes, int32, int64, message, repeated_bytes, uint64};
+use crate::checks::process::{cpu_pct, io_rates};
+use crate::model::process::{Proc, ProcessTable};
+
+pub const TYPE_COLLECTOR_PROC: u8 = 12;
+pub const TYPE_COLLECTOR_CONNECTIONS: u8 = 22;
+/// Encoding byte: zstd-compressed protobuf (StackState keeps 2 for zstd 1.x frames).
+const ENCODING_ZSTD_PROTOBUF: u8 = 2;
+
+/// Version 3, encoding, type, subscription 0, org 0 (i32 BE), timestamp ms (i64 BE).
+pub fn header(out: &mut Vec<u8>, msg_type: u8, timestamp_ms: i64) {
+    out.extend_from_slice(&[3, ENCODING_ZSTD_PROTOBUF, msg_type, 0]);
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&timestamp_ms.to_be_bytes());
+}
+
+/// The `ProcessState` enum from the state letter of `/proc/<pid>/stat`.
+pub fn state_enum(c: u8) -> i32 {
+    match c {
+        b'D' => 1,
+        b'R' => 2,
+        b'S' | b'I' => 3,
+        b'T' | b't' => 4,
+        b'W' => 5,
+        b'X' | b'x' => 6,
+        b'Z' => 7,
+        _ => 0,
+    }
+}
+
+/// One `CollectorProc` body for the processes at `indices` of `t`.
+#[allow(clippy::too_many_arguments)]
+pub fn collector_proc<'u>(
+    out: &mut Vec<u8>,
+    host: &str,
+    t: &ProcessTable,
+    indices: &[u32],
+    user_name: impl Fn(u32) -> Option<&'u [u8]>,
+    system_info: &[u8],
+    group_id: i32,
+    group_size: i32,
+) {
+    bytes(out, 2, host.as_bytes());
+    for &i in indices {
+        if let Some(p) = t.procs.get(i as usize) {
+            message(out, 3, |o| process(o, p, t, user_name(p.uid)));
+        }
+    }
+    // `system_info` is an encoded SystemInfo, made once at start.
+    message(out, 5, |o| o.extend_from_slice(system_info));
+    int32(out, 6, group_id);
+    int32(out, 7, group_size);
+}
+
+fn process(o: &mut Vec<u8>, p: &Proc, t: &ProcessTable, user: Option<&[u8]>) {
+    let page = t.page_size;
+    let s = &p.cur;
+    int32(o, 2, p.pid as i32);
+    message(o, 4, |c| {
+        for a in p.args() {
+            repeated_bytes(c, 1, a);
+        }
+        bytes(c, 3, p.cwd());
+        int32(c, 6, s.ppid);
+        bytes(c, 8, p.exe());
+    });
+    message(o, 5, |u| {
+        bytes(u, 1, user.unwrap_or(&[]));
+        int32(u, 2, p.uid as i32);
+        int32(u, 3, p.gid as i32);
+    });
+    message(o, 7, |m| {
+        uint64(m, 1, s.statm.resident.saturating_mul(page));
+        uint64(m, 2, s.statm.size.saturating_mul(page));
+        uint64(m, 3, p.detail.swap_kib.unwrap_or(0).saturating_mul(1024));
+        uint64(m, 4, s.statm.shared.saturating_mul(page));
+        uint64(m, 5, s.statm.text.saturating_mul(page));
+        uint64(m, 6, s.statm.lib.saturating_mul(page));
+        uint64(m, 7, s.statm.data.saturating_mul(page));
+        uint64(m, 8, s.statm.dirty.saturating_mul(page));
+    });
+    message(o, 8, |c| {
+        if let Some(cpu) = s.processor {
+            let mut name = [0u8; 16];
+            bytes(c, 1, cpu_name(cpu, &mut name));
+        }
+        let (total, user, system) = cpu_pct(p, t).unwrap_or((0.0, 0.0, 0.0));
+        super::proto::float(c, 2, total);
+        super::proto::float(c, 3, user);
+        super::proto::float(c, 4, system);
+        int32(c, 5, s.threads.clamp(0, i64::from(i32::MAX)) as i32);
+        int32(c, 7, s.nice as i32);
+        let tck = t.clk_tck.max(1);
+        int64(c, 8, (s.utime / tck) as i64);
+        int64(c, 9, (s.stime / tck) as i64);
+    });
+    int64(o, 9, p.create_time_ms);
+    if let Some(n) = p.detail.open_fds {
+        int32(o, 11, n as i32);
+    }
+    int32(o, 12, state_enum(s.state));
+    let io = io_rates(p, t);
+    message(o, 13, |m| {
+        for (f, v) in (1..).zip(io) {
+            super::proto::float(m, f, v);
+        }
+    });
+    if let Some(id) = &p.container_id {
+        bytes(o, 14, id);
+    }
+    uint64(o, 16, p.detail.voluntary_ctxt_switches.unwrap_or(0));
+    uint64(o, 17, p.detail.nonvoluntary_ctxt_switches.unwrap_or(0));
+}
+
+/// `cpu<N>` on the stack.
+fn cpu_name(n: u32, buf: &mut [u8; 16]) -> &[u8] {
+    buf[..3].copy_from_slice(b"cpu");
+    let mut digits = [0u8; 10];
+    let (mut v, mut len) = (n, 0);
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[3 + i] = digits[len - 1 - i];
+    }
+    &buf[..3 + len]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_big_endian() {
+        let mut h = Vec::new();
+        header(&mut h, TYPE_COLLECTOR_PROC, 0x0102_0304_0506_0708);
+        assert_eq!(h, [3, 2, 12, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn cpu_names_and_states() {
+        let mut b = [0u8; 16];
+        assert_eq!(cpu_name(0, &mut b), b"cpu0");
+        assert_eq!(cpu_name(4_000_000_000, &mut b), b"cpu4000000000");
+        assert_eq!([state_enum(b'R'), state_enum(b'Z'), state_enum(b'?')], [2, 7, 0]);
+    }
+}

@@ -1,0 +1,128 @@
+//! The process table: one entry per live `(pid, start time)`, sorted by pid, carried from cycle
+//! to cycle (entries move between two vectors; nothing is cloned). What never changes for a
+//! process (command line, exe, cwd, ids, container) is read once and kept in one buffer.
+
+use crate::parse::pid::{PidIo, PidStatm};
+use rustix::fd::OwnedFd;
+
+/// What is read every cycle.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ProcSample {
+    pub state: u8,
+    pub ppid: i32,
+    pub threads: i64,
+    pub nice: i64,
+    pub processor: Option<u32>,
+    pub utime: u64,
+    pub stime: u64,
+    /// In pages.
+    pub statm: PidStatm,
+    /// `None`: not readable (no ptrace access) or a kernel thread.
+    pub io: Option<PidIo>,
+}
+
+/// Read only for reported processes, after filtering.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProcDetail {
+    pub voluntary_ctxt_switches: Option<u64>,
+    pub nonvoluntary_ctxt_switches: Option<u64>,
+    pub swap_kib: Option<u64>,
+    pub open_fds: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Proc {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub create_time_ms: i64,
+    /// `O_PATH` handle on `/proc/<pid>`: later opens are relative to it, and a reused pid cannot
+    /// be confused with this process (its files then fail with ESRCH).
+    pub dir: OwnedFd,
+    /// Scrubbed arguments joined by NUL, then exe, then cwd; see the accessors.
+    text: Vec<u8>,
+    args_end: u32,
+    exe_end: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub container_id: Option<[u8; 64]>,
+    pub first_seen_mono: f64,
+    /// Set by the process check the first time it sees the process.
+    pub blacklisted: Option<bool>,
+    pub cur: ProcSample,
+    /// The sample of the previous cycle, when the process was seen then.
+    pub prev: Option<ProcSample>,
+    pub detail: ProcDetail,
+}
+
+impl Proc {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(pid: u32, start_ticks: u64, create_time_ms: i64, dir: OwnedFd, first_seen_mono: f64) -> Proc {
+        Proc {
+            pid,
+            start_ticks,
+            create_time_ms,
+            dir,
+            text: Vec::new(),
+            args_end: 0,
+            exe_end: 0,
+            uid: 0,
+            gid: 0,
+            container_id: None,
+            first_seen_mono,
+            blacklisted: None,
+            cur: ProcSample::default(),
+            prev: None,
+            detail: ProcDetail::default(),
+        }
+    }
+
+    /// Stores the text fields; `args` are NUL-joined already.
+    pub fn set_text(&mut self, args: &[u8], exe: &[u8], cwd: &[u8]) {
+        self.text.clear();
+        self.text.reserve_exact(args.len() + exe.len() + cwd.len());
+        self.text.extend_from_slice(args);
+        self.args_end = self.text.len() as u32;
+        self.text.extend_from_slice(exe);
+        self.exe_end = self.text.len() as u32;
+        self.text.extend_from_slice(cwd);
+    }
+
+    /// The arguments, NUL-separated (empty for kernel threads).
+    pub fn args_raw(&self) -> &[u8] {
+        self.text.get(..self.args_end as usize).unwrap_or(&[])
+    }
+
+    pub fn args(&self) -> impl Iterator<Item = &[u8]> {
+        let raw = self.args_raw();
+        raw.split(|b| *b == 0).take(if raw.is_empty() { 0 } else { usize::MAX })
+    }
+
+    pub fn exe(&self) -> &[u8] {
+        self.text.get(self.args_end as usize..self.exe_end as usize).unwrap_or(&[])
+    }
+
+    pub fn cwd(&self) -> &[u8] {
+        self.text.get(self.exe_end as usize..).unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    /// Sorted by pid.
+    pub procs: Vec<Proc>,
+    /// The other half of the double buffer (empty between cycles).
+    pub(crate) next: Vec<Proc>,
+    pub mono_secs: f64,
+    pub prev_mono_secs: Option<f64>,
+    pub unix_ms: i64,
+    /// Host CPU jiffies (all CPUs) since the previous cycle: the denominator of CPU percentages.
+    pub host_cpu_delta: u64,
+    pub host_cpu_total: u64,
+    pub cpu_count: u32,
+    pub mem_total_kib: u64,
+    pub mem_available_kib: u64,
+    pub page_size: u64,
+    pub clk_tck: u64,
+    /// Processes that vanished between listing and reading this cycle (normal, counted).
+    pub vanished: u32,
+}

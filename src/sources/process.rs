@@ -1,0 +1,306 @@
+//! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
+//! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
+//! Each cycle reads `stat`, `statm` and `io`; `cmdline`, `status`, `cgroup`, `exe` and `cwd`
+//! are read once per new `(pid, start time)`. A process that vanishes mid-read is counted and
+//! skipped. Kernel threads are listed (their CPU counts) but their `statm`/`io` are not read.
+
+use super::procfs::ReadBuf;
+use crate::checks::scrub::scrub_args;
+use crate::model::names::{Names, Span};
+use crate::model::process::{Proc, ProcSample, ProcessTable};
+use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::path::Path;
+
+/// `<pid>` as a NUL-terminated name, formatted on the stack (no heap).
+struct PidPath {
+    buf: [u8; 12],
+}
+
+impl PidPath {
+    fn new(pid: u32) -> PidPath {
+        let mut buf = [0u8; 12];
+        let mut digits = [0u8; 10];
+        let mut n = pid;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            buf[i] = digits[len - 1 - i];
+        }
+        PidPath { buf }
+    }
+
+    fn as_cstr(&self) -> &CStr {
+        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"")
+    }
+}
+
+/// uid → user name, from the host's passwd file, re-read when it changes.
+struct Users {
+    path: Option<CString>,
+    mtime: Option<(i64, i64)>,
+    names: Names,
+    by_uid: Vec<(u32, Span)>,
+}
+
+impl Users {
+    fn new(host_proc: &Path) -> Users {
+        // Inside the agent's container, the host's passwd is reachable through pid 1's root.
+        let candidates = [host_proc.join("1/root/etc/passwd"), Path::new("/etc/passwd").to_path_buf()];
+        let path =
+            candidates.iter().find(|p| p.is_file()).and_then(|p| CString::new(p.as_os_str().as_encoded_bytes()).ok());
+        let mut u = Users { path, mtime: None, names: Names::default(), by_uid: Vec::new() };
+        u.refresh();
+        u
+    }
+
+    fn refresh(&mut self) {
+        let Some(path) = &self.path else { return };
+        let Ok(st) = rustix::fs::statat(CWD, path.as_c_str(), rustix::fs::AtFlags::empty()) else { return };
+        let mtime = (st.st_mtime as i64, st.st_mtime_nsec as i64);
+        if self.mtime == Some(mtime) {
+            return;
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(bytes) = std::fs::read(std::ffi::OsStr::from_bytes(path.to_bytes())) else { return };
+        self.mtime = Some(mtime);
+        self.names.clear();
+        self.by_uid.clear();
+        for (name, uid) in passwd::users(&bytes) {
+            if !self.by_uid.iter().any(|(u, _)| *u == uid) {
+                let span = self.names.push(name);
+                self.by_uid.push((uid, span));
+            }
+        }
+    }
+
+    fn name(&self, uid: u32) -> Option<&[u8]> {
+        self.by_uid.iter().find(|(u, _)| *u == uid).map(|(_, s)| self.names.get(*s))
+    }
+}
+
+pub struct ProcessSource {
+    root: OwnedFd,
+    dents: Vec<MaybeUninit<u8>>,
+    link: Vec<MaybeUninit<u8>>,
+    pids: Vec<u32>,
+    buf: ReadBuf,
+    args: Vec<u8>,
+    exe: Vec<u8>,
+    clk_tck: u64,
+    boot_time: u64,
+    users: Users,
+}
+
+enum Gone {
+    /// ENOENT/ESRCH: the process exited (normal).
+    Vanished,
+    /// Anything else; skipped this cycle.
+    Other,
+}
+
+fn classify(e: io::Error) -> Gone {
+    if e.kind() == io::ErrorKind::NotFound {
+        Gone::Vanished
+    } else {
+        Gone::Other
+    }
+}
+
+impl ProcessSource {
+    pub fn open(host_proc: &Path) -> io::Result<ProcessSource> {
+        let root = openat(CWD, host_proc, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(ProcessSource {
+            root,
+            dents: vec![MaybeUninit::uninit(); 32 * 1024],
+            link: vec![MaybeUninit::uninit(); 4096],
+            pids: Vec::with_capacity(1024),
+            buf: ReadBuf::with_capacity(16 * 1024),
+            args: Vec::with_capacity(4096),
+            exe: Vec::with_capacity(256),
+            clk_tck: rustix::param::clock_ticks_per_second().max(1),
+            boot_time: 0,
+            users: Users::new(host_proc),
+        })
+    }
+
+    pub fn user_name(&self, uid: u32) -> Option<&[u8]> {
+        self.users.name(uid)
+    }
+
+    /// Refreshes `t` to the processes alive now.
+    pub fn collect(&mut self, t: &mut ProcessTable, mono_secs: f64, unix_ms: i64) {
+        t.prev_mono_secs = if t.procs.is_empty() && t.host_cpu_total == 0 { None } else { Some(t.mono_secs) };
+        t.mono_secs = mono_secs;
+        t.unix_ms = unix_ms;
+        t.vanished = 0;
+        t.page_size = rustix::param::page_size() as u64;
+        t.clk_tck = self.clk_tck;
+        self.users.refresh();
+        if let Ok(Ok(s)) = self.buf.read_file(self.root.as_fd(), c"stat").map(proc_stat::parse) {
+            let total = s.cpu.total();
+            t.host_cpu_delta = total.saturating_sub(t.host_cpu_total);
+            t.host_cpu_total = total;
+            t.cpu_count = s.cpu_count.max(1);
+            self.boot_time = s.boot_time;
+        }
+        if let Ok(Ok(m)) = self.buf.read_file(self.root.as_fd(), c"meminfo").map(meminfo::parse) {
+            t.mem_total_kib = m.total;
+            t.mem_available_kib = m.available.unwrap_or(m.free + m.buffers + m.cached);
+        }
+        self.list_pids();
+
+        let mut old = std::mem::take(&mut t.procs);
+        t.next.clear();
+        {
+            let mut old_iter = old.drain(..).peekable();
+            for i in 0..self.pids.len() {
+                let pid = self.pids[i];
+                while old_iter.next_if(|o| o.pid < pid).is_some() {}
+                let existing = old_iter.next_if(|o| o.pid == pid);
+                match self.refresh_one(pid, existing, mono_secs) {
+                    Ok(p) => t.next.push(p),
+                    Err(Gone::Vanished) => t.vanished += 1,
+                    Err(Gone::Other) => {}
+                }
+            }
+        }
+        t.procs = std::mem::replace(&mut t.next, old);
+    }
+
+    /// Reads what is only needed for reported processes: context switches and swap from
+    /// `status`, and the number of open file descriptors (entries of `fd/`).
+    pub fn enrich(&mut self, t: &mut ProcessTable, indices: &[u32]) {
+        for &i in indices {
+            let Some(p) = t.procs.get_mut(i as usize) else { continue };
+            if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
+                p.detail.voluntary_ctxt_switches = st.voluntary_ctxt_switches;
+                p.detail.nonvoluntary_ctxt_switches = st.nonvoluntary_ctxt_switches;
+                p.detail.swap_kib = st.vm_swap_kib;
+            }
+            p.detail.open_fds =
+                openat(&p.dir, c"fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok().map(
+                    |fd| {
+                        let mut n = 0u32;
+                        let mut dir = RawDir::new(&fd, &mut self.dents);
+                        while let Some(Ok(e)) = dir.next() {
+                            let name = e.file_name().to_bytes();
+                            if name != b"." && name != b".." {
+                                n += 1;
+                            }
+                        }
+                        n
+                    },
+                );
+        }
+    }
+
+    fn list_pids(&mut self) {
+        self.pids.clear();
+        if rustix::fs::seek(&self.root, rustix::fs::SeekFrom::Start(0)).is_err() {
+            return;
+        }
+        let mut dir = RawDir::new(&self.root, &mut self.dents);
+        while let Some(Ok(entry)) = dir.next() {
+            if let Some(pid) = u64_dec(entry.file_name().to_bytes()).and_then(|p| u32::try_from(p).ok()) {
+                self.pids.push(pid);
+            }
+        }
+        // procfs lists pids in ascending order; sorting keeps the merge right if it ever does not.
+        self.pids.sort_unstable();
+    }
+
+    fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64) -> Result<Proc, Gone> {
+        if let Some(mut p) = existing {
+            let stat = self.buf.read_file(p.dir.as_fd(), c"stat").map_err(classify)?;
+            let (base, start, kthread) = stat_core(stat)?;
+            if start == p.start_ticks {
+                let sample = self.fill_sample(p.dir.as_fd(), base, kthread)?;
+                p.prev = Some(p.cur);
+                p.cur = sample;
+                return Ok(p);
+            }
+            // The pid was reused by a new process: forget the old one.
+        }
+        self.discover(pid, mono)
+    }
+
+    /// Adds `statm` and `io` to what `stat` gave.
+    fn fill_sample(&mut self, dir: BorrowedFd<'_>, mut out: ProcSample, kthread: bool) -> Result<ProcSample, Gone> {
+        if kthread {
+            return Ok(out);
+        }
+        let statm = self.buf.read_file(dir, c"statm").map_err(classify)?;
+        out.statm = pid::parse_statm(statm).map_err(|_| Gone::Other)?;
+        // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1.
+        out.io = self.buf.read_file(dir, c"io").ok().and_then(|b| pid::parse_io(b).ok());
+        Ok(out)
+    }
+
+    fn discover(&mut self, pid: u32, mono: f64) -> Result<Proc, Gone> {
+        let name = PidPath::new(pid);
+        let dir = openat(&self.root, name.as_cstr(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| classify(e.into()))?;
+        let stat = self.buf.read_file(dir.as_fd(), c"stat").map_err(classify)?;
+        let (base, start, kthread) = stat_core(stat)?;
+        let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
+        let sample = self.fill_sample(dir.as_fd(), base, kthread)?;
+        let mut p = Proc::new(pid, start, create_ms, dir, mono);
+        p.cur = sample;
+
+        self.args.clear();
+        self.exe.clear();
+        if !kthread {
+            if let Ok(cmd) = self.buf.read_file(p.dir.as_fd(), c"cmdline") {
+                scrub_args(pid::cmdline_args(cmd), &mut self.args);
+            }
+            if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
+                p.uid = st.uid[0];
+                p.gid = st.gid[0];
+            }
+            if let Ok(cg) = self.buf.read_file(p.dir.as_fd(), c"cgroup") {
+                p.container_id = cgroup::iter(cg)
+                    .filter_map(Result::ok)
+                    .find_map(|l| cgroup::container_id(l.path))
+                    .and_then(|id| <[u8; 64]>::try_from(id).ok());
+            }
+            // Unreadable links (no ptrace access, kernel threads) leave exe/cwd empty.
+            if let Ok((exe, _)) = rustix::fs::readlinkat_raw(p.dir.as_fd(), c"exe", &mut self.link) {
+                self.exe.extend_from_slice(exe);
+            }
+        }
+        let cwd: &[u8] = match (kthread, rustix::fs::readlinkat_raw(p.dir.as_fd(), c"cwd", &mut self.link)) {
+            (false, Ok((cwd, _))) => cwd,
+            _ => &[],
+        };
+        p.set_text(&self.args, &self.exe, cwd);
+        Ok(p)
+    }
+}
+
+/// The per-cycle fields of `stat`, its start time, and whether it is a kernel thread.
+fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool), Gone> {
+    let s = pid::parse_stat(stat).map_err(|_| Gone::Other)?;
+    let sample = ProcSample {
+        state: s.state,
+        ppid: s.ppid,
+        threads: s.num_threads,
+        nice: s.nice,
+        processor: s.processor,
+        utime: s.utime,
+        stime: s.stime,
+        ..Default::default()
+    };
+    Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0))
+}
