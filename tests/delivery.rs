@@ -163,7 +163,12 @@ fn retries_after_a_server_error_then_delivers() {
     let url = rx.url("/stsAgent");
     let out = run_agent(
         &["--once"],
-        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h2")],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "h2"),
+            ("STS_PROCESS_AGENT_ENABLED", "disabled"),
+        ],
         Duration::from_secs(30),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -183,7 +188,12 @@ fn a_rejected_payload_is_dropped_not_retried() {
     let url = rx.url("");
     let out = run_agent(
         &["--once"],
-        &[("STS_STS_URL", &url), ("STS_API_KEY", KEY), ("STS_HOSTNAME", "h3")],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "h3"),
+            ("STS_PROCESS_AGENT_ENABLED", "disabled"),
+        ],
         Duration::from_secs(30),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

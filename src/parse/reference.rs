@@ -367,7 +367,9 @@ fn small_files_agree_with_naive() {
     });
 }
 
-fn naive_pid_stat(b: &[u8]) -> Option<(u32, Vec<u8>, u8, i32, [u64; 4], i64, u64, u64, Option<u32>)> {
+type StatRow = (u32, Vec<u8>, u8, i32, [u64; 4], i64, u64, u64, Option<u32>);
+
+fn naive_pid_stat(b: &[u8]) -> Option<StatRow> {
     let open = b.iter().position(|c| *c == b'(')?;
     let close = b.iter().rposition(|c| *c == b')')?;
     if close < open {
