@@ -3,6 +3,8 @@
 //! to run the agent binary.
 #![allow(dead_code)]
 
+pub mod pa_proto;
+
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::io::{Read, Write};
@@ -33,6 +35,11 @@ impl Request {
             Some("deflate") => {
                 let mut out = Vec::new();
                 flate2::read::ZlibDecoder::new(&self.body[..]).read_to_end(&mut out).expect("zlib body");
+                out
+            }
+            Some("gzip") => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&self.body[..]).read_to_end(&mut out).expect("gzip body");
                 out
             }
             _ => self.body.clone(),

@@ -1,0 +1,248 @@
+//! The process check against real processes this test spawns, sent to a real TLS receiver and
+//! decoded independently (ruzstd + prost structs written from the spec).
+
+mod common;
+use common::pa_proto::{self, CollectorProc, Process};
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const KEY: &str = "proc-test-key-0123456789";
+/// The CPU-based tests must not see each other's busy loops.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Children killed on drop, so a failing assertion leaves nothing running.
+struct Kids(Vec<Child>);
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(cmd: &str, args: &[&str]) -> Child {
+    Command::new(cmd).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+fn marker(tag: &str) -> String {
+    format!(
+        "sts-test-{tag}-{}-{}",
+        std::process::id(),
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    )
+}
+
+/// Runs `--once` against a fresh receiver; returns the decoded messages and the raw requests.
+fn run_once(extra: &[(&str, &str)]) -> (Vec<CollectorProc>, Vec<Request>) {
+    let rx = Receiver::start(true, vec![202]);
+    let url = rx.url("/stsAgent");
+    let mut env = vec![
+        ("STS_STS_URL", url.as_str()),
+        ("STS_API_KEY", KEY),
+        ("STS_HOSTNAME", "proc-host"),
+        ("STS_SKIP_SSL_VALIDATION", "true"),
+    ];
+    env.extend_from_slice(extra);
+    let out = run_agent(&["--once"], &env, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reqs = rx.requests();
+    let msgs = reqs
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v1/collector")
+        .map(|r| {
+            let (version, encoding, kind, sub, org, ts) = pa_proto::header(&r.body);
+            assert_eq!((version, encoding, kind, sub, org), (3, 2, 12, 0, 0));
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+            assert!((now - 120_000..=now).contains(&ts), "timestamp {ts}");
+            pa_proto::collector_proc(&r.body)
+        })
+        .collect();
+    (msgs, reqs)
+}
+
+fn find<'a>(msgs: &'a [CollectorProc], pid: u32) -> Option<&'a Process> {
+    msgs.iter().flat_map(|m| &m.processes).find(|p| p.pid == pid as i32)
+}
+
+fn proc_file(pid: u32, f: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap()
+}
+
+/// createTime the naive way: boot time + start ticks / CLK_TCK, in ms.
+fn create_time_ms(pid: u32) -> i64 {
+    let stat = proc_file(pid, "stat");
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let start: i64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let btime: i64 =
+        proc_file(1, "../stat").lines().find(|l| l.starts_with("btime")).unwrap()[6..].trim().parse().unwrap();
+    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap();
+    btime * 1000 + start * 1000 / tck
+}
+
+#[test]
+fn reports_real_processes_with_their_fields() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let m = marker("fields");
+    let mem_code = "import time; x = b'\\x01' * (64 << 20); time.sleep(120)";
+    let kids = Kids(vec![
+        spawn("python3", &["-c", mem_code, "--password", "hunter2", &m]),
+        spawn("python3", &["-c", "while True: pass", &format!("{m}-busy")]),
+        spawn("bash", &["-c", &format!("sleep 120; echo {m}-blacklisted")]),
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (msgs, reqs) = run_once(&[("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")]);
+    assert!(!msgs.is_empty());
+
+    let mem_pid = kids.0[0].id();
+    let p = find(&msgs, mem_pid).expect("the python process is reported");
+    let cmd = p.command.as_ref().unwrap();
+    // `python3` may be a shim that re-executes the interpreter by its full path.
+    assert!(cmd.args[0].ends_with("python3") && cmd.args[1] == "-c", "{:?}", cmd.args);
+    let pw = cmd.args.iter().position(|a| a == "--password").unwrap();
+    assert_eq!(cmd.args[pw + 1], "********", "the password is scrubbed");
+    assert!(msgs
+        .iter()
+        .flat_map(|m| &m.processes)
+        .all(|p| p.command.as_ref().is_none_or(|c| !c.args.iter().any(|a| a.contains("hunter2")))));
+    assert_eq!(cmd.args.last().unwrap(), &m);
+    assert_eq!(cmd.ppid, std::process::id() as i32);
+    assert!(cmd.exe.contains("python3"), "{}", cmd.exe);
+    assert_eq!(cmd.cwd, std::env::current_dir().unwrap().to_str().unwrap());
+    let user = p.user.as_ref().unwrap();
+    let uid = proc_file(mem_pid, "status")
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    assert_eq!(user.uid, uid);
+    let name = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(':').nth(2) == Some(&uid.to_string()))
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(user.name, name);
+    assert!(
+        (p.create_time - create_time_ms(mem_pid)).abs() <= 1000,
+        "{} vs {}",
+        p.create_time,
+        create_time_ms(mem_pid)
+    );
+    let vm_rss_kib: f64 = proc_file(mem_pid, "status")
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rss = p.memory.as_ref().unwrap().rss as f64;
+    assert!(rss >= 64.0 * 1024.0 * 1024.0, "rss {rss}");
+    assert!((rss / (vm_rss_kib * 1024.0) - 1.0).abs() < 0.15, "rss {rss} vs VmRSS {vm_rss_kib} KiB");
+    assert_eq!(p.state, 3, "sleeping");
+    assert!(p.open_fd_count >= 3, "fds {}", p.open_fd_count);
+    assert!(p.voluntary_ctx_switches > 0);
+    let io = p.io_stat.as_ref().unwrap();
+    assert!(io.read_rate >= 0.0, "io readable as root");
+
+    let busy = find(&msgs, kids.0[1].id()).expect("the busy process is reported");
+    let cpu = busy.cpu.as_ref().unwrap();
+    assert!(cpu.total_pct > 50.0 && cpu.total_pct <= 100.5, "busy loop at {}%", cpu.total_pct);
+    assert!(cpu.user_pct > 40.0 && cpu.num_threads >= 1 && cpu.last_cpu.starts_with("cpu"));
+    assert_eq!(busy.state, 2, "running");
+
+    assert!(find(&msgs, kids.0[2].id()).is_none(), "bash is blacklisted (^bash)");
+
+    let info = msgs[0].info.as_ref().unwrap();
+    let os = info.os.as_ref().unwrap();
+    assert_eq!(os.kernel_version, nix::sys::utsname::uname().unwrap().release().to_str().unwrap());
+    assert_eq!(os.name, "linux");
+    assert_eq!(info.cpus.len(), std::thread::available_parallelism().unwrap().get());
+    assert!(info.total_memory > 0);
+    assert!(msgs.iter().all(|m| m.host_name == "proc-host"));
+
+    let collector = reqs.iter().find(|r| r.target == "/stsAgent/api/v1/collector").unwrap();
+    assert_eq!(collector.header("content-encoding"), Some("x-zip"));
+    assert_eq!(collector.header("sts-api-key"), Some(KEY));
+    assert_eq!(collector.header("sts-hostname"), Some("proc-host"));
+    assert!(collector.header("sts-processagentversion").is_some());
+    let side =
+        reqs.iter().find(|r| r.target.starts_with("/stsAgent/intake?api_key=")).expect("the /intake side channel");
+    assert_eq!(side.header("content-encoding"), Some("gzip"));
+    let v = side.json();
+    assert_eq!(v["topologies"][0]["components"][0]["externalId"], "urn:stackstate-agent:process:/proc-host");
+    assert_eq!(v["health"][0]["check_states"][0]["health"], "CLEAR");
+    let total = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "stackstate.process_agent.processes.total_count")
+        .unwrap();
+    assert!(total[2].as_f64().unwrap() >= 3.0);
+}
+
+#[test]
+fn top_cpu_inclusion_overrides_the_blacklist() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let m = marker("incl");
+    let kids = Kids(vec![spawn("bash", &["-c", "while :; do :; done", &m])]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (msgs, _) = run_once(&[("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")]);
+    assert!(find(&msgs, kids.0[0].id()).is_none(), "blacklisted without an inclusion");
+    let (msgs, _) = run_once(&[
+        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", "1"),
+    ]);
+    let p = find(&msgs, kids.0[0].id()).expect("the busy blacklisted bash is included as top CPU");
+    assert!(p.cpu.as_ref().unwrap().total_pct > 50.0);
+    // A threshold above what the host uses disables the list.
+    let (msgs, _) = run_once(&[
+        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", "1"),
+        ("STS_PROCESS_BLACKLIST_INCLUSIONS_CPU_THRESHOLD", "100000"),
+    ]);
+    assert!(find(&msgs, kids.0[0].id()).is_none());
+}
+
+#[test]
+fn fresh_processes_are_short_lived_by_default() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let m = marker("fresh");
+    let kids = Kids(vec![spawn("python3", &["-c", "import time; time.sleep(60)", &m])]);
+    let (msgs, _) = run_once(&[]);
+    assert!(find(&msgs, kids.0[0].id()).is_none(), "a process seconds old is short-lived under the 60 s default");
+    assert!(
+        find(&msgs, 1).is_some() || msgs.iter().map(|m| m.processes.len()).sum::<usize>() > 0,
+        "older processes are still reported"
+    );
+}
+
+#[test]
+fn more_than_100_processes_are_chunked() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let kids = Kids((0..130).map(|_| spawn("cat", &[])).collect());
+    std::thread::sleep(Duration::from_millis(200));
+    let (msgs, _) = run_once(&[("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")]);
+    assert!(msgs.len() >= 2, "{} messages", msgs.len());
+    let gid = msgs[0].group_id;
+    for m in &msgs {
+        assert_eq!(m.group_id, gid, "one groupId per cycle");
+        assert_eq!(m.group_size as usize, msgs.len());
+        assert!(m.processes.len() <= 100);
+    }
+    for k in &kids.0 {
+        let n = msgs.iter().flat_map(|m| &m.processes).filter(|p| p.pid == k.id() as i32).count();
+        assert_eq!(n, 1, "pid {} reported {n} times", k.id());
+    }
+}
