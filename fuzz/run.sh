@@ -8,8 +8,11 @@ fix=../tests/fixtures/proc/debian12-6.18
 declare -A seeds=(
   [proc_stat]=stat [meminfo]=meminfo [loadavg]=loadavg [uptime]=uptime [file_nr]=sys/fs/file-nr
   [net_dev]=net/dev [diskstats]=diskstats [snmp]=net/snmp [mountinfo]=self/mountinfo
+  [pid_stat]=pid/evil/stat [pid_statm]=pid/self/statm [pid_status]=pid/evil/status [pid_io]=pid/self/io
+  [cmdline]=pid/evil/cmdline [cgroup]=pid/1/cgroup [keyval]=cpuinfo
 )
-mkdir -p corpus/http_response corpus/url corpus/snmp
+mkdir -p corpus/http_response corpus/url corpus/snmp corpus/passwd
+printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/:/sbin/nologin\n' > corpus/passwd/seed
 printf 'HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}' > corpus/http_response/seed-cl
 printf 'HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboom\r\n0\r\n\r\n' > corpus/http_response/seed-chunked
 printf 'https://stackstate.example.com:7077/stsAgent' > corpus/url/seed

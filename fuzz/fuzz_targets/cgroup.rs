@@ -1,0 +1,11 @@
+#![no_main]
+//! Fuzz target: cgroup must not panic on any input.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for l in sts_agent::parse::cgroup::iter(data).flatten() {
+        if let Some(id) = sts_agent::parse::cgroup::container_id(l.path) {
+            assert_eq!(id.len(), 64);
+        }
+    }
+});
