@@ -90,6 +90,9 @@ impl Users {
     }
 }
 
+/// Reported processes get `status` re-read once every this many cycles (see [`ProcessSource::enrich`]).
+pub const STATUS_REFRESH_CYCLES: u64 = 4;
+
 pub struct ProcessSource {
     root: OwnedFd,
     dents: Vec<MaybeUninit<u8>>,
@@ -100,6 +103,7 @@ pub struct ProcessSource {
     exe: Vec<u8>,
     clk_tck: u64,
     boot_time: u64,
+    cycle: u64,
     users: Users,
 }
 
@@ -131,6 +135,7 @@ impl ProcessSource {
             exe: Vec::with_capacity(256),
             clk_tck: rustix::param::clock_ticks_per_second().max(1),
             boot_time: 0,
+            cycle: 0,
             users: Users::new(host_proc),
         })
     }
@@ -179,15 +184,21 @@ impl ProcessSource {
         t.procs = std::mem::replace(&mut t.next, old);
     }
 
-    /// Reads what is only needed for reported processes: context switches and swap from
-    /// `status`, and the number of open file descriptors (entries of `fd/`).
+    /// Reads what is only needed for reported processes: the number of open file descriptors
+    /// (entries of `fd/`) every cycle, and context switches and swap from `status` for a
+    /// quarter of them per cycle (round-robin by pid). `status` is the costliest file; reading
+    /// it for every reported process every cycle would double the cycle's cost (measured in
+    /// `benches/process_cycle.rs`), so these cumulative counters are at most
+    /// [`STATUS_REFRESH_CYCLES`] cycles old.
     pub fn enrich(&mut self, t: &mut ProcessTable, indices: &[u32]) {
+        self.cycle = self.cycle.wrapping_add(1);
         for &i in indices {
             let Some(p) = t.procs.get_mut(i as usize) else { continue };
-            if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
-                p.detail.voluntary_ctxt_switches = st.voluntary_ctxt_switches;
-                p.detail.nonvoluntary_ctxt_switches = st.nonvoluntary_ctxt_switches;
-                p.detail.swap_kib = st.vm_swap_kib;
+            let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0;
+            if due {
+                if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
+                    set_status_detail(p, &st);
+                }
             }
             p.detail.open_fds =
                 openat(&p.dir, c"fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok().map(
@@ -268,6 +279,7 @@ impl ProcessSource {
             if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
                 p.uid = st.uid[0];
                 p.gid = st.gid[0];
+                set_status_detail(&mut p, &st);
             }
             if let Ok(cg) = self.buf.read_file(p.dir.as_fd(), c"cgroup") {
                 p.container_id = cgroup::iter(cg)
@@ -287,6 +299,12 @@ impl ProcessSource {
         p.set_text(&self.args, &self.exe, cwd);
         Ok(p)
     }
+}
+
+fn set_status_detail(p: &mut Proc, st: &pid::PidStatus) {
+    p.detail.voluntary_ctxt_switches = st.voluntary_ctxt_switches;
+    p.detail.nonvoluntary_ctxt_switches = st.nonvoluntary_ctxt_switches;
+    p.detail.swap_kib = st.vm_swap_kib;
 }
 
 /// The per-cycle fields of `stat`, its start time, and whether it is a kernel thread.

@@ -1,0 +1,67 @@
+//! A steady-state process cycle (list, sample, select, enrich, encode protobuf, zstd, encode the
+//! /intake side channel) performs no heap allocation, except at most one per process that is
+//! new in that cycle (its command line, exe and cwd are stored once).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use sts_agent::app::{Encoded, ProcessCheck};
+use sts_agent::config::Config;
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarding the caller's layout to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from `alloc` above with the same layout.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `dealloc`; `n` is the caller's new size.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+#[test]
+fn steady_state_process_cycle_allocates_only_for_new_processes() {
+    let env: HashMap<String, String> =
+        [("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"), ("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let mut check = ProcessCheck::new(&cfg, false).unwrap();
+    let mut msg = Vec::new();
+    let mut bytes_out = 0usize;
+    let mut run = |check: &mut ProcessCheck, i: u64, bytes_out: &mut usize| {
+        check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &mut msg, &mut |e| {
+            *bytes_out += match e {
+                Encoded::Collector(b) | Encoded::Intake(b) => b.len(),
+            }
+        });
+    };
+    for i in 0..4 {
+        run(&mut check, i, &mut bytes_out);
+    }
+    let (mut allocs, mut new_procs, mut reported) = (0, 0, 0);
+    for i in 4..24 {
+        let before = ALLOCS.load(Ordering::Relaxed);
+        run(&mut check, i, &mut bytes_out);
+        allocs += ALLOCS.load(Ordering::Relaxed) - before;
+        new_procs += check.table.procs.iter().filter(|p| p.prev.is_none()).count() as u64;
+        reported += check.stats().reported;
+    }
+    assert!(reported >= 20 * 3, "only {reported} processes reported over 20 cycles");
+    assert!(bytes_out > 0);
+    assert!(allocs <= new_procs, "{allocs} allocations in 20 cycles with {new_procs} new processes");
+    eprintln!("20 steady cycles: {allocs} allocations, {new_procs} new processes, {reported} reports");
+}
