@@ -63,7 +63,7 @@ fn run_once(extra: &[(&str, &str)]) -> (Vec<CollectorProc>, Vec<Request>) {
     (msgs, reqs)
 }
 
-fn find<'a>(msgs: &'a [CollectorProc], pid: u32) -> Option<&'a Process> {
+fn find(msgs: &[CollectorProc], pid: u32) -> Option<&Process> {
     msgs.iter().flat_map(|m| &m.processes).find(|p| p.pid == pid as i32)
 }
 
