@@ -246,3 +246,16 @@ fn more_than_100_processes_are_chunked() {
         assert_eq!(n, 1, "pid {} reported {n} times", k.id());
     }
 }
+
+#[test]
+fn process_agent_modes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (msgs, reqs) =
+        run_once(&[("STS_PROCESS_AGENT_ENABLED", "false"), ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")]);
+    assert!(!msgs.is_empty() && msgs.iter().all(|m| m.processes.is_empty()), "containers only: no processes");
+    assert!(reqs.iter().any(|r| r.target.contains("/api/v1/series")));
+    let (msgs, reqs) = run_once(&[("STS_PROCESS_AGENT_ENABLED", "disabled")]);
+    assert!(msgs.is_empty());
+    assert!(!reqs.iter().any(|r| r.target.starts_with("/stsAgent/intake?")), "no process-agent side channel");
+    assert!(reqs.iter().any(|r| r.target.contains("/api/v1/series")), "host metrics still flow");
+}

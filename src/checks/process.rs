@@ -152,3 +152,104 @@ fn mark_top(sel: &mut Selection, t: &ProcessTable, n: u32, score: impl Fn(&Proc)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::process::{Proc, ProcSample};
+    use crate::parse::pid::{PidIo, PidStatm};
+
+    fn proc(pid: u32, args: &[u8], cpu_ticks: u64, rss_pages: u64, seen_before: bool, age_s: f64) -> Proc {
+        let dir =
+            rustix::fs::openat(rustix::fs::CWD, "/proc/self", rustix::fs::OFlags::PATH, rustix::fs::Mode::empty())
+                .unwrap();
+        let mut p = Proc::new(pid, 1, 1_000_000 - (age_s * 1000.0) as i64, dir, 100.0 - age_s);
+        p.set_text(args, b"", b"");
+        let io = Some(PidIo { syscr: 10, syscw: 0, read_bytes: 0, write_bytes: 0 });
+        p.cur = ProcSample {
+            utime: cpu_ticks,
+            statm: PidStatm { resident: rss_pages, ..Default::default() },
+            io,
+            ..Default::default()
+        };
+        if seen_before {
+            p.prev = Some(ProcSample { io: Some(PidIo::default()), ..Default::default() });
+        }
+        p
+    }
+
+    fn table(procs: Vec<Proc>) -> ProcessTable {
+        ProcessTable {
+            procs,
+            mono_secs: 100.0,
+            prev_mono_secs: Some(90.0),
+            unix_ms: 1_000_000,
+            host_cpu_delta: 1000,
+            cpu_count: 2,
+            mem_total_kib: 1000,
+            mem_available_kib: 400,
+            page_size: 4096,
+            clk_tck: 100,
+            ..Default::default()
+        }
+    }
+
+    fn filter(top_cpu: u32, cpu_threshold: u64, top_mem: u32, mem_threshold: u64) -> ProcessFilter {
+        ProcessFilter {
+            blacklist: RegexSet::new([r"^bash", r"^/usr/sbin/"]).unwrap(),
+            inclusions: Inclusions { top_cpu, cpu_threshold, top_mem, mem_threshold, ..Default::default() },
+            short_lived_secs: 60,
+        }
+    }
+
+    fn reported(t: &ProcessTable, sel: &Selection) -> Vec<u32> {
+        sel.reported.iter().map(|&i| t.procs[i as usize].pid).collect()
+    }
+
+    #[test]
+    fn blacklist_short_lived_and_priming() {
+        let mut t = table(vec![
+            proc(1, b"java\0-jar\0app.jar", 10, 100, true, 3600.0),
+            proc(2, b"bash\0-c\0loop", 900, 10, true, 3600.0),
+            proc(3, b"", 0, 0, true, 3600.0),
+            proc(4, b"python3\0new.py", 5, 10, true, 5.0),
+            proc(5, b"nginx", 5, 10, false, 3600.0),
+        ]);
+        let mut sel = Selection::default();
+        select(&mut t, &filter(0, 0, 0, 0), &mut sel);
+        // 2 blacklisted, 3 has no command line, 4 is short-lived, 5 was not seen before.
+        assert_eq!(reported(&t, &sel), [1]);
+        assert_eq!(sel.stats, SelectionStats { total: 5, eligible: 4, allowed: 1, included_by_usage: 0, reported: 1 });
+        assert_eq!(t.procs[1].blacklisted, Some(true));
+        // CPU: 900 of 1000 host ticks on 2 CPUs = 180 in top's units (100 = one core).
+        assert_eq!(cpu_pct(&t.procs[1], &t).unwrap().0, 180.0);
+        assert_eq!(io_rates(&t.procs[0], &t), [1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn inclusions_override_exclusions_and_thresholds_gate_them() {
+        let mk = || {
+            table(vec![
+                proc(1, b"java", 10, 100, true, 3600.0),
+                proc(2, b"bash\0busy", 900, 10, true, 3600.0),
+                proc(3, b"/usr/sbin/bigmem", 0, 5000, true, 5.0),
+            ])
+        };
+        let mut sel = Selection::default();
+        let mut t = mk();
+        select(&mut t, &filter(1, 0, 1, 0), &mut sel);
+        assert_eq!(reported(&t, &sel), [1, 2, 3]);
+        assert_eq!(sel.stats.included_by_usage, 2);
+        // Host CPU is 182 %: a threshold of 200 turns the top-CPU list off.
+        let mut t = mk();
+        select(&mut t, &filter(1, 200, 0, 0), &mut sel);
+        assert_eq!(reported(&t, &sel), [1]);
+        // Host memory used is 60 %: a threshold of 50 keeps the top-memory list, 70 drops it.
+        let mut t = mk();
+        select(&mut t, &filter(0, 0, 1, 50), &mut sel);
+        assert_eq!(reported(&t, &sel), [1, 3]);
+        let mut t = mk();
+        select(&mut t, &filter(0, 0, 1, 70), &mut sel);
+        assert_eq!(reported(&t, &sel), [1]);
+    }
+}
