@@ -8,6 +8,7 @@ pub mod app;
 pub mod checks;
 pub mod config;
 pub mod encode;
+pub mod fmt;
 pub mod model;
 pub mod outbox;
 pub mod parse;

@@ -1,31 +1,12 @@
 //! A steady-state host cycle (read /proc, compute, encode both payloads, compress) performs
 //! zero heap allocations after warm-up. The test binary counts every allocation.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{allocations, Counting};
 use sts_agent::app::HostCheck;
 use sts_agent::encode::compress::Zlib;
 use sts_agent::sources::host::HostSource;
-
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `alloc` above with the same layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `dealloc`; `n` is the caller's new size.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -45,12 +26,12 @@ fn steady_state_host_cycle_allocates_nothing() {
     for i in 0..3 {
         cycle(i);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocations();
     let mut emitted = 0;
     for i in 3..23 {
         emitted += cycle(i);
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = allocations();
     assert!(emitted > 20 * 50, "the cycles emitted only {emitted} series");
     assert_eq!(after - before, 0, "{} allocations in 20 steady-state cycles", after - before);
 }

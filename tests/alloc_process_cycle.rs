@@ -2,31 +2,12 @@
 //! /intake side channel) performs no heap allocation, except at most one per process that is
 //! new in that cycle (its command line, exe and cwd are stored once).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{allocations, Counting};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use sts_agent::app::{Encoded, ProcessCheck};
 use sts_agent::config::Config;
-
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `alloc` above with the same layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `dealloc`; `n` is the caller's new size.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -54,9 +35,9 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
     }
     let (mut allocs, mut new_procs, mut reported) = (0, 0, 0);
     for i in 4..24 {
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = allocations();
         run(&mut check, i, &mut bytes_out);
-        allocs += ALLOCS.load(Ordering::Relaxed) - before;
+        allocs += allocations() - before;
         new_procs += check.table.procs.iter().filter(|p| p.prev.is_none()).count() as u64;
         reported += check.stats().reported;
     }

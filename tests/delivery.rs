@@ -13,12 +13,13 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-fn check_delivery(rx: &Receiver, host: &str) {
+fn check_delivery(rx: &Receiver, host: &str, stderr: &str) {
     let reqs = rx.requests();
     let series: Vec<_> = reqs.iter().filter(|r| r.target.starts_with("/stsAgent/api/v1/series")).collect();
     let intake: Vec<_> = reqs.iter().filter(|r| r.target.starts_with("/stsAgent/intake/")).collect();
-    assert_eq!(series.len(), 1, "{reqs:#?}");
-    assert_eq!(intake.len(), 1, "{reqs:#?}");
+    let targets: Vec<&str> = reqs.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(series.len(), 1, "{targets:#?}\n{stderr}");
+    assert_eq!(intake.len(), 1, "{targets:#?}\n{stderr}");
     for r in [series[0], intake[0]] {
         assert_eq!(r.method, "POST");
         assert!(r.target.ends_with(&format!("?api_key={KEY}")), "{}", r.target);
@@ -101,13 +102,14 @@ fn delivers_series_and_host_topology_over_tls_without_verification() {
             ("STS_STS_URL", &url),
             ("STS_API_KEY", KEY),
             ("STS_HOSTNAME", "i-0abc1234test"),
+            ("STS_LOG_LEVEL", "debug"),
             ("STS_SKIP_SSL_VALIDATION", "true"),
         ],
         Duration::from_secs(30),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}; stderr:\n{stderr}", out.status);
-    check_delivery(&rx, "i-0abc1234test");
+    check_delivery(&rx, "i-0abc1234test", &stderr);
     assert!(!stderr.contains(KEY) && !String::from_utf8_lossy(&out.stdout).contains(KEY), "API key in output");
 }
 
@@ -128,8 +130,9 @@ fn verification_on_trusts_a_configured_ca() {
         ],
         Duration::from_secs(30),
     );
-    assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    check_delivery(&rx, "verified-host");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr:\n{stderr}");
+    check_delivery(&rx, "verified-host", &stderr);
 }
 
 #[test]

@@ -19,25 +19,27 @@ impl Zlib {
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.c.reset();
         out.clear();
-        // Compressed output is usually well under half the input. Grow with headroom so a
-        // payload a few bytes longer than the last one does not reallocate.
-        let want = input.len() / 2 + 64;
-        if out.capacity() < want {
-            out.reserve(want * 2);
+        if !deflate_into(&mut self.c, input, out) {
+            out.clear();
         }
-        loop {
-            let consumed = self.c.total_in() as usize;
-            let rest = input.get(consumed..).unwrap_or(&[]);
-            match self.c.compress_vec(rest, out, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => return,
-                Ok(_) => out.reserve(out.capacity().max(64)),
-                // Finish on a fresh stream with room to grow cannot fail; give the raw input
-                // an empty stream rather than panic.
-                Err(_) => {
-                    out.clear();
-                    return;
-                }
-            }
+    }
+}
+
+/// Runs a freshly reset compressor over `input`, appending to `out`; `false` if it failed
+/// (Finish on a fresh stream with room to grow does not fail in practice).
+fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> bool {
+    // Compressed output is usually well under half the input. Grow with headroom so a
+    // payload a few bytes longer than the last one does not reallocate.
+    let want = out.len() + input.len() / 2 + 64;
+    if out.capacity() < want {
+        out.reserve(want * 2 - out.len());
+    }
+    loop {
+        let rest = input.get(c.total_in() as usize..).unwrap_or(&[]);
+        match c.compress_vec(rest, out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => return true,
+            Ok(_) => out.reserve(out.capacity().max(64)),
+            Err(_) => return false,
         }
     }
 }
@@ -80,22 +82,11 @@ impl Gzip {
     pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.c.reset();
         out.clear();
-        let want = input.len() / 2 + 64;
-        if out.capacity() < want {
-            out.reserve(want * 2);
-        }
         // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=unknown
         out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
-        loop {
-            let rest = input.get(self.c.total_in() as usize..).unwrap_or(&[]);
-            match self.c.compress_vec(rest, out, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => break,
-                Ok(_) => out.reserve(out.capacity().max(64)),
-                Err(_) => {
-                    out.clear();
-                    return;
-                }
-            }
+        if !deflate_into(&mut self.c, input, out) {
+            out.clear();
+            return;
         }
         let mut crc = flate2::Crc::new();
         crc.update(input);

@@ -118,19 +118,7 @@ fn process(o: &mut Vec<u8>, p: &Proc, t: &ProcessTable, user: Option<&[u8]>) {
 /// `cpu<N>` on the stack.
 fn cpu_name(n: u32, buf: &mut [u8; 16]) -> &[u8] {
     buf[..3].copy_from_slice(b"cpu");
-    let mut digits = [0u8; 10];
-    let (mut v, mut len) = (n, 0);
-    loop {
-        digits[len] = b'0' + (v % 10) as u8;
-        len += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for i in 0..len {
-        buf[3 + i] = digits[len - 1 - i];
-    }
+    let len = crate::fmt::decimal(u64::from(n), &mut buf[3..]);
     &buf[..3 + len]
 }
 

@@ -24,20 +24,7 @@ struct PidPath {
 impl PidPath {
     fn new(pid: u32) -> PidPath {
         let mut buf = [0u8; 12];
-        let mut digits = [0u8; 10];
-        let mut n = pid;
-        let mut len = 0;
-        loop {
-            digits[len] = b'0' + (n % 10) as u8;
-            len += 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for i in 0..len {
-            buf[i] = digits[len - 1 - i];
-        }
+        crate::fmt::decimal(u64::from(pid), &mut buf[..11]);
         PidPath { buf }
     }
 

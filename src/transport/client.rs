@@ -202,6 +202,9 @@ impl HttpClient {
     fn finish_request(&mut self) {
         self.busy = false;
         self.deadline = None;
+        // Forget the request itself: a later readiness event on the idle connection must not
+        // write it again.
+        self.tx.clear();
         self.tx_off = 0;
     }
 
@@ -238,6 +241,10 @@ impl HttpClient {
                 }
                 // A kept-alive connection the server closed while idle: retry once on a new one.
                 if stale && !self.retried_stale && matches!(f.kind, FailureKind::Io) {
+                    debug!(
+                        "{}: kept-alive connection failed before any reply ({f}); resending on a new one",
+                        self.origin
+                    );
                     self.retried_stale = true;
                     self.tx_off = 0;
                     match self.connect(registry, now) {
@@ -403,5 +410,70 @@ fn fill(conn: &mut Conn, rx: &mut Vec<u8>) -> Result<bool, Failure> {
                 Err(e) => return Err(fail(FailureKind::Io, e)),
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    /// A loopback HTTP server that records request lines and answers 202 with keep-alive.
+    fn server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.starts_with("POST") {
+                    seen2.lock().unwrap().push(line.trim().to_string());
+                }
+                if line == "\r\n" {
+                    // Body: "hi" (Content-Length: 2).
+                    let mut body = [0u8; 2];
+                    r.read_exact(&mut body).unwrap();
+                    w.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").unwrap();
+                }
+                line.clear();
+            }
+        });
+        (addr, seen)
+    }
+
+    fn until_outcome(c: &mut HttpClient, poll: &mut Poll) -> Outcome {
+        let mut events = Events::with_capacity(8);
+        let start = Instant::now();
+        loop {
+            if let Some(o) = c.on_ready(poll.registry(), Instant::now()) {
+                return o;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no outcome");
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_idle_kept_alive_connection_never_resends_the_last_request() {
+        let (addr, seen) = server();
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("http://{addr}/base")).unwrap();
+        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
+        for path in ["/one", "/two"] {
+            c.send(poll.registry(), "POST", path, &[], b"hi", Instant::now()).unwrap();
+            assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
+            // Spurious readiness on the idle connection (as edge-triggered polls deliver).
+            for _ in 0..5 {
+                assert_eq!(c.on_ready(poll.registry(), Instant::now()), None);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1", "POST /two HTTP/1.1"]);
     }
 }
