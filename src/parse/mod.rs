@@ -2,6 +2,7 @@
 //! no allocation, no panic on any input (each has a fuzz target in `fuzz/`).
 
 pub mod cgroup;
+pub mod cgroup_stats;
 pub mod cursor;
 pub mod diskstats;
 pub mod file_nr;
