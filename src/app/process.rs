@@ -6,7 +6,9 @@ use crate::checks::process::{select, ProcessFilter, Selection, SelectionStats};
 use crate::config::Config;
 use crate::encode::process_intake::{side_channel, CheckHealth};
 use crate::encode::{process_json, process_msg};
+use crate::model::container::ContainerTable;
 use crate::model::process::ProcessTable;
+use crate::sources::cgroups::ContainerSource;
 use crate::sources::process::ProcessSource;
 use std::io::{self, Cursor};
 
@@ -18,6 +20,8 @@ const ZSTD_LEVEL: i32 = 1;
 pub struct ProcessCheck {
     source: ProcessSource,
     pub table: ProcessTable,
+    containers_src: Option<ContainerSource>,
+    pub containers: ContainerTable,
     filter: ProcessFilter,
     pub selection: Selection,
     system_info: Vec<u8>,
@@ -43,6 +47,9 @@ impl ProcessCheck {
         Ok(ProcessCheck {
             source: ProcessSource::open(&cfg.host_proc)?,
             table: ProcessTable::default(),
+            // No cgroups (or an unreadable HOST_SYS) is normal: processes are still reported.
+            containers_src: ContainerSource::open(&cfg.host_proc, &cfg.host_sys).ok(),
+            containers: ContainerTable::default(),
             filter: ProcessFilter {
                 blacklist: cfg.blacklist.clone(),
                 inclusions: cfg.inclusions,
@@ -81,6 +88,9 @@ impl ProcessCheck {
             self.selection.reported.clear();
         }
         self.source.enrich(&mut self.table, &self.selection.reported);
+        if let Some(cs) = self.containers_src.as_mut() {
+            cs.update(&mut self.containers, &self.table);
+        }
         if self.runs == 1 {
             return;
         }
@@ -96,6 +106,8 @@ impl ProcessCheck {
                 process_json::collector_proc(msg, host, &self.table, part, user, self.group_id, chunks as i32);
             } else {
                 self.proto.clear();
+                // All containers ride in the first message of the cycle.
+                let ctrs = (k == 0).then_some(&self.containers);
                 process_msg::collector_proc(
                     &mut self.proto,
                     host,
@@ -103,6 +115,7 @@ impl ProcessCheck {
                     part,
                     user,
                     &self.system_info,
+                    ctrs,
                     self.group_id,
                     chunks as i32,
                 );
@@ -134,9 +147,10 @@ impl ProcessCheck {
             ("stackstate.process_agent.processes.reported_count", f64::from(s.reported)),
             ("stackstate.process_agent.processes.top_usage_count", f64::from(s.included_by_usage)),
             ("stackstate.process_agent.processes.white_listed_count", f64::from(s.allowed)),
+            ("stackstate.process_agent.containers.total_count", self.containers.containers.len() as f64),
         ];
         let health = CheckHealth { check: "process", interval_s: self.interval_s, health: "CLEAR", message: "" };
-        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &health, &metrics);
+        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &health, &metrics, Some(&self.containers));
         emit(Encoded::Intake(msg));
     }
 }

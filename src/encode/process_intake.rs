@@ -2,6 +2,7 @@
 //! the check's health stream, and self-metrics as raw metric tuples.
 
 use super::json;
+use crate::model::container::{rates, ContainerTable, METRIC_NAMES};
 
 pub struct CheckHealth<'a> {
     pub check: &'a str,
@@ -21,6 +22,7 @@ pub fn side_channel(
     unix_secs: u64,
     h: &CheckHealth<'_>,
     metrics: &[(&str, f64)],
+    containers: Option<&ContainerTable>,
 ) {
     out.clear();
     let agent_urn = |o: &mut Vec<u8>| {
@@ -67,7 +69,11 @@ pub fn side_channel(
     agent_urn(out);
     out.extend_from_slice(b",\"targetId\":");
     integration_urn(out);
-    out.extend_from_slice(b",\"type\":{\"name\":\"runs\"},\"data\":{}}],\"delete_ids\":[]}],\"health\":[{\"start_snapshot\":{\"repeat_interval_s\":");
+    out.extend_from_slice(b",\"type\":{\"name\":\"runs\"},\"data\":{}}],\"delete_ids\":[]}");
+    if let Some(t) = containers.filter(|t| !t.containers.is_empty()) {
+        container_topology(out, host, t);
+    }
+    out.extend_from_slice(b"],\"health\":[{\"start_snapshot\":{\"repeat_interval_s\":");
     json::u64(out, h.interval_s);
     out.extend_from_slice(b",\"expiry_interval_s\":");
     json::u64(out, h.interval_s * 2);
@@ -102,7 +108,62 @@ pub fn side_channel(
         json::str(out, host);
         out.extend_from_slice(b",\"type\":\"raw\"}]");
     }
+    if let Some(t) = containers {
+        let mut first = metrics.is_empty();
+        for c in &t.containers {
+            let r = rates(c, t);
+            let values =
+                [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
+            for (name, v) in METRIC_NAMES.iter().zip(values) {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                out.push(b'[');
+                json::str(out, name);
+                out.push(b',');
+                json::u64(out, unix_secs);
+                out.push(b',');
+                json::f64(out, v);
+                out.extend_from_slice(b",{\"hostname\":");
+                json::str(out, host);
+                out.extend_from_slice(b",\"type\":\"raw\",\"tags\":[\"containerId:");
+                out.extend_from_slice(&c.id);
+                out.extend_from_slice(b"\"]}]");
+            }
+        }
+    }
     out.extend_from_slice(b"]}");
+}
+
+/// Container components as the core agent's container topology check sends them
+/// (spec/protocol.md §3.3): `urn:container:<runtime>:/<host>:<id>`, identifier
+/// `urn:container:/<host>:<id>` (the identity shared with the process agent).
+fn container_topology(out: &mut Vec<u8>, host: &str, t: &ContainerTable) {
+    out.extend_from_slice(b",{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"container\",\"url\":\"agents\"},\"components\":[");
+    for (i, c) in t.containers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let runtime = if c.runtime.is_empty() { "unknown" } else { c.runtime };
+        out.extend_from_slice(b"{\"externalId\":\"urn:container:");
+        out.extend_from_slice(runtime.as_bytes());
+        out.extend_from_slice(b":/");
+        json::escape_into(out, host.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(&c.id);
+        out.extend_from_slice(b"\",\"type\":{\"name\":\"container\"},\"data\":{\"type\":");
+        json::str(out, runtime);
+        out.extend_from_slice(b",\"containerId\":\"");
+        out.extend_from_slice(&c.id);
+        out.extend_from_slice(b"\",\"state\":\"running\",\"labels\":[\"runtime:");
+        out.extend_from_slice(runtime.as_bytes());
+        out.extend_from_slice(b"\"],\"identifiers\":[\"urn:container:/");
+        json::escape_into(out, host.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(&c.id);
+        out.extend_from_slice(b"\"]},\"sourceProperties\":null}");
+    }
+    out.extend_from_slice(b"],\"relations\":[],\"delete_ids\":[]}");
 }
 
 #[cfg(test)]
@@ -121,6 +182,7 @@ mod tests {
             1_700_000_100,
             &h,
             &[("stackstate.process_agent.processes.total_count", 7.0)],
+            None,
         );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         let t = &v["topologies"][0];

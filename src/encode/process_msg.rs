@@ -3,6 +3,7 @@
 
 use super::proto::{bytes, int32, int64, message, repeated_bytes, uint64};
 use crate::checks::process::{cpu_pct, io_rates};
+use crate::model::container::{Container, ContainerTable};
 use crate::model::process::{Proc, ProcessTable};
 
 pub const TYPE_COLLECTOR_PROC: u8 = 12;
@@ -40,6 +41,7 @@ pub fn collector_proc<'u>(
     indices: &[u32],
     user_name: impl Fn(u32) -> Option<&'u [u8]>,
     system_info: &[u8],
+    containers: Option<&ContainerTable>,
     group_id: i32,
     group_size: i32,
 ) {
@@ -53,6 +55,28 @@ pub fn collector_proc<'u>(
     message(out, 5, |o| o.extend_from_slice(system_info));
     int32(out, 6, group_id);
     int32(out, 7, group_size);
+    for c in containers.map_or(&[][..], |t| &t.containers[..]) {
+        message(out, 10, |o| container(o, c));
+    }
+}
+
+/// A `Container` as the process agent sends it: rates stay 0 here (they go to `/intake` as raw
+/// metrics, spec/protocol.md §4.2); `created`/`started` in epoch seconds as Docker gives them.
+fn container(o: &mut Vec<u8>, c: &Container) {
+    bytes(o, 1, c.runtime.as_bytes());
+    bytes(o, 2, &c.id);
+    if let Some(l) = c.cur.cpu_limit_pct {
+        super::proto::float(o, 5, l as f32);
+    }
+    uint64(o, 6, c.cur.mem_limit.unwrap_or(0));
+    // A container with processes in it is running.
+    int32(o, 8, 3);
+    int64(o, 10, c.created_ms / 1000);
+    int64(o, 24, c.created_ms / 1000);
+    let mut tag = [0u8; 13 + 64];
+    tag[..13].copy_from_slice(b"container_id:");
+    tag[13..].copy_from_slice(&c.id);
+    repeated_bytes(o, 26, &tag);
 }
 
 fn process(o: &mut Vec<u8>, p: &Proc, t: &ProcessTable, user: Option<&[u8]>) {

@@ -125,7 +125,8 @@ mod tests {
         assert_eq!(cpu_max(b"max 100000\n"), Some((None, 100000)));
         assert_eq!(cpu_max(b"50000 100000\n"), Some((Some(50000), 100000)));
         assert_eq!(cpu_max(b"x 1"), None);
-        let io = b"259:0 rbytes=1048576 wbytes=4096 rios=10 wios=1 dbytes=0 dios=0\n8:0 rbytes=1 wbytes=2 rios=1 wios=1\n";
+        let io =
+            b"259:0 rbytes=1048576 wbytes=4096 rios=10 wios=1 dbytes=0 dios=0\n8:0 rbytes=1 wbytes=2 rios=1 wios=1\n";
         assert_eq!(io_stat_bytes(io), (1048577, 4098));
         assert_eq!(io_stat_bytes(b"garbage\n8:0 rbytes=x\n"), (0, 0));
     }

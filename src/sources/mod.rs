@@ -1,5 +1,6 @@
 //! Sources own file descriptors and reused scratch buffers and call the pure parsers.
 
+pub mod cgroups;
 pub mod host;
 pub mod meta;
 pub mod process;
