@@ -18,6 +18,28 @@ pub struct CollectorProc {
     pub group_id: i32,
     #[prost(int32, tag = "7")]
     pub group_size: i32,
+    #[prost(message, repeated, tag = "10")]
+    pub containers: Vec<Container>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Container {
+    #[prost(string, tag = "1")]
+    pub r#type: String,
+    #[prost(string, tag = "2")]
+    pub id: String,
+    #[prost(float, tag = "5")]
+    pub cpu_limit: f32,
+    #[prost(uint64, tag = "6")]
+    pub memory_limit: u64,
+    #[prost(int32, tag = "8")]
+    pub state: i32,
+    #[prost(int64, tag = "10")]
+    pub created: i64,
+    #[prost(int64, tag = "24")]
+    pub started: i64,
+    #[prost(string, repeated, tag = "26")]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -1,0 +1,176 @@
+//! Containers from real cgroups made by this test (cgroup v1 controllers are mounted here; we
+//! are root), laid out the Docker way (`…docker/<id>`) and the ECS way (`…/ecs/<task>/<id>`),
+//! with real processes moved in and limits set. The agent runs against a TLS receiver; what
+//! arrives is decoded independently and compared with the cgroup files.
+
+mod common;
+use common::pa_proto::{self, CollectorProc};
+use common::*;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const CONTROLLERS: [&str; 4] = ["memory", "cpuacct", "cpu", "blkio"];
+
+/// A cgroup in every v1 controller, removed (after its process is killed) on drop.
+struct TestCgroup {
+    rel: String,
+    parents: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestCgroup {
+    fn new(parents: &[String], id: &str) -> Option<TestCgroup> {
+        if !PathBuf::from("/sys/fs/cgroup/memory").is_dir() {
+            return None;
+        }
+        let rel = format!("{}/{id}", parents.last().unwrap());
+        for c in CONTROLLERS {
+            std::fs::create_dir_all(format!("/sys/fs/cgroup/{c}/{rel}")).unwrap();
+        }
+        Some(TestCgroup { rel, parents: parents.to_vec(), child: None })
+    }
+
+    fn path(&self, c: &str, f: &str) -> String {
+        format!("/sys/fs/cgroup/{c}/{}/{f}", self.rel)
+    }
+
+    fn run(&mut self, code: &str) -> u32 {
+        let child = Command::new("python3").args(["-c", code]).stdin(Stdio::null()).spawn().unwrap();
+        let pid = child.id();
+        for c in CONTROLLERS {
+            std::fs::write(self.path(c, "cgroup.procs"), pid.to_string()).unwrap();
+        }
+        self.child = Some(child);
+        pid
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for c in CONTROLLERS {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{}", self.rel));
+            for p in self.parents.iter().rev() {
+                let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{p}"));
+            }
+        }
+    }
+}
+
+fn hex_id(seed: &str, len: usize) -> String {
+    let mut x = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 ^ std::process::id() as u64;
+    for b in seed.bytes() {
+        x = x.wrapping_mul(0x100_0000_01b3) ^ u64::from(b);
+    }
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
+fn cgroup_value(cg: &TestCgroup, c: &str, f: &str, key: &str) -> f64 {
+    let s = std::fs::read_to_string(cg.path(c, f)).unwrap();
+    s.lines().find_map(|l| l.strip_prefix(&format!("{key} "))).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn docker_and_ecs_layouts_on_real_cgroups() {
+    let tag = format!("sts-test-{}", std::process::id());
+    let docker_id = hex_id("docker", 64);
+    let ecs_id = hex_id("ecs", 64);
+    let task = hex_id("task", 32);
+    let Some(mut docker) = TestCgroup::new(&[format!("{tag}-docker")], &docker_id) else {
+        eprintln!("no cgroup v1 memory controller here; skipped");
+        return;
+    };
+    let mut ecs = TestCgroup::new(&[format!("{tag}-ecs"), format!("{tag}-ecs/{task}")], &ecs_id).unwrap();
+    std::fs::write(docker.path("memory", "memory.limit_in_bytes"), "268435456").unwrap();
+    std::fs::write(docker.path("cpu", "cpu.cfs_quota_us"), "50000").unwrap();
+    let docker_pid = docker.run("import time; x = b'1' * (48 << 20); time.sleep(60)");
+    let ecs_pid = ecs.run("import time\nwhile True: pass");
+    std::thread::sleep(Duration::from_millis(700));
+
+    let rx = Receiver::start(true, vec![202]);
+    let url = rx.url("/stsAgent");
+    let out = run_agent(
+        &["--once"],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", "k"),
+            ("STS_HOSTNAME", "ctr-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reqs = rx.requests();
+    let msgs: Vec<CollectorProc> = reqs
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v1/collector")
+        .map(|r| pa_proto::collector_proc(&r.body))
+        .collect();
+    let ctrs: Vec<_> = msgs.iter().flat_map(|m| &m.containers).collect();
+    let d = ctrs.iter().find(|c| c.id == docker_id).expect("the docker-layout container is reported");
+    let e = ctrs.iter().find(|c| c.id == ecs_id).expect("the ECS-layout container is reported");
+    assert_eq!(d.r#type, "docker");
+    assert_eq!(d.memory_limit, 268_435_456);
+    assert!((d.cpu_limit - 50.0).abs() < 0.01, "cpu limit {}", d.cpu_limit);
+    assert_eq!(e.memory_limit, 0, "no limit set");
+    assert_eq!(d.state, 3);
+    assert!(d.tags.contains(&format!("container_id:{docker_id}")));
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now_s - 120..=now_s).contains(&d.created), "created {}", d.created);
+    // Process → container.
+    let procs: Vec<_> = msgs.iter().flat_map(|m| &m.processes).collect();
+    assert_eq!(procs.iter().find(|p| p.pid == docker_pid as i32).unwrap().container_id, docker_id);
+    assert_eq!(procs.iter().find(|p| p.pid == ecs_pid as i32).unwrap().container_id, ecs_id);
+
+    // Raw metrics against the cgroup files.
+    let side = reqs.iter().find(|r| r.target.starts_with("/stsAgent/intake?")).unwrap().json();
+    let metric = |name: &str, id: &str| -> f64 {
+        side["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m[0] == name && m[3]["tags"][0] == format!("containerId:{id}"))
+            .unwrap_or_else(|| panic!("no {name} for {id}"))[2]
+            .as_f64()
+            .unwrap()
+    };
+    let rss_now = cgroup_value(&docker, "memory", "memory.stat", "rss");
+    let rss = metric("memRss", &docker_id);
+    assert!(
+        rss >= 48.0 * 1024.0 * 1024.0 && (rss / rss_now - 1.0).abs() < 0.1,
+        "memRss {rss} vs memory.stat rss {rss_now}"
+    );
+    let busy = metric("totalPct", &ecs_id);
+    assert!(busy > 50.0 && busy < 120.0, "the busy container at {busy}%");
+    assert!(metric("userPct", &ecs_id) > 40.0);
+    assert!(metric("totalPct", &docker_id) < 20.0);
+    let total = side["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "stackstate.process_agent.containers.total_count")
+        .unwrap();
+    assert!(total[2].as_f64().unwrap() >= 2.0);
+    // Topology with the identity shared by core and process agent.
+    let comps: Vec<_> = side["topologies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["components"].as_array().unwrap().clone())
+        .collect();
+    let c = comps.iter().find(|c| c["externalId"] == format!("urn:container:docker:/ctr-host:{docker_id}")).unwrap();
+    assert_eq!(c["type"]["name"], "container");
+    assert_eq!(c["data"]["identifiers"][0], format!("urn:container:/ctr-host:{docker_id}"));
+}
