@@ -17,6 +17,12 @@ printf 'HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}' > corpus/http_resp
 printf 'HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboom\r\n0\r\n\r\n' > corpus/http_response/seed-chunked
 printf 'https://stackstate.example.com:7077/stsAgent' > corpus/url/seed
 cp "$fix/net/netstat" corpus/snmp/seed-netstat
+mkdir -p corpus/cgroup_stats
+cg=../tests/fixtures/cgroup
+cp "$cg/debian12-v1/memory/memory.stat" corpus/cgroup_stats/memory.stat
+cp "$cg/debian12-v1/cpu/cpu.stat" corpus/cgroup_stats/cpu.stat
+find "$cg/al2023-v2" -name io.stat -exec cp {} corpus/cgroup_stats/io.stat \;
+find "$cg/al2023-v2" -name cpu.max -exec cp {} corpus/cgroup_stats/cpu.max \;
 for t in "${!seeds[@]}"; do
   mkdir -p "corpus/$t"
   cp "$fix/${seeds[$t]}" "corpus/$t/seed"

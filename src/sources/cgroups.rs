@@ -282,3 +282,79 @@ impl ContainerSource {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(hay, needle).is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::process::{Proc, ProcessTable};
+    use crate::parse::cgroup_stats as cs;
+
+    const ID: &[u8; 64] = b"3f5a2e1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cgroup").join(name)
+    }
+
+    /// One process, as the process source would have it, whose `/proc/<pid>` is the fixture's.
+    fn run(name: &str, pid: u32) -> (ContainerTable, Layout) {
+        let root = fixture(name);
+        let dir = open_dir(CWD, &root.join(format!("proc/{pid}"))).unwrap();
+        let mut p = Proc::new(pid, 1, 0, dir, 0.0);
+        p.container_id = Some(*ID);
+        let procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+        let mut src = ContainerSource::open(&root.join("proc"), &root.join("sys")).unwrap();
+        let mut t = ContainerTable::default();
+        src.update(&mut t, &procs);
+        let layout = std::mem::replace(&mut src.layout, Layout::Absent);
+        (t, layout)
+    }
+
+    fn v1_fixture(file: &str) -> Vec<u8> {
+        std::fs::read(fixture("debian12-v1").join(file)).unwrap()
+    }
+
+    #[test]
+    fn al2023_cgroup_v2_ecstasks_layout() {
+        let (t, layout) = run("al2023-v2", 4242);
+        assert!(matches!(layout, Layout::V2(_)));
+        let c = &t.containers[0];
+        assert_eq!((c.runtime, c.member_pid, c.samples), ("docker", 4242, 1));
+        let s = c.cur;
+        assert_eq!((s.cpu_total_ns, s.cpu_user_ns, s.cpu_system_ns), (2_000_000_000, 1_500_000_000, 500_000_000));
+        assert_eq!((s.throttled_periods, s.throttled_ns), (5, 250_000_000));
+        assert_eq!((s.mem_rss, s.mem_cache, s.mem_usage, s.mem_limit, s.mem_failcnt), (41_943_040, 10_485_760, 53_477_376, Some(268_435_456), 3));
+        assert_eq!((s.io_read_bytes, s.io_write_bytes), (1_048_576, 2_097_152));
+        assert_eq!(s.cpu_limit_pct, Some(50.0));
+        assert!(s.net_rx_bytes > 0, "net/dev of the member pid");
+    }
+
+    #[test]
+    fn v1_with_separate_and_combined_controllers() {
+        let hz = rustix::param::clock_ticks_per_second();
+        for name in ["al1-v1", "al2-v1"] {
+            let (t, layout) = run(name, 4243);
+            let Layout::V1(roots) = layout else { panic!("{name}: not v1") };
+            assert!(roots.memory.is_some() && roots.cpu.is_some() && roots.cpuacct.is_some() && roots.blkio.is_some(), "{name}");
+            let c = &t.containers[0];
+            assert_eq!(c.runtime, "docker");
+            let s = c.cur;
+            let acct = v1_fixture("cpuacct/cpuacct.stat");
+            assert_eq!(s.cpu_user_ns, cs::get(&acct, b"user").unwrap() * 1_000_000_000 / hz, "{name}");
+            assert_eq!(s.cpu_system_ns, cs::get(&acct, b"system").unwrap() * 1_000_000_000 / hz);
+            assert_eq!(s.cpu_total_ns, cs::single(&v1_fixture("cpuacct/cpuacct.usage")).unwrap());
+            assert_eq!(s.throttled_periods, 14);
+            assert_eq!(s.mem_limit, Some(268_435_456));
+            assert_eq!((s.mem_rss, s.mem_cache), (0, 37_408_768));
+            assert_eq!(s.mem_usage, cs::single(&v1_fixture("memory/memory.usage_in_bytes")).unwrap());
+            assert_eq!(s.cpu_limit_pct, Some(50.0));
+        }
+    }
+
+    #[test]
+    fn no_cgroups_is_absent_not_an_error() {
+        let dir = std::env::temp_dir().join(format!("sts-agent-nocg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("fs/cgroup")).unwrap();
+        assert!(matches!(detect(&dir), Layout::Absent));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
