@@ -5,6 +5,8 @@
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::{allocations, Counting};
+#[path = "support/test_cgroup.rs"]
+mod test_cgroup;
 use std::collections::HashMap;
 use sts_agent::app::{Encoded, ProcessCheck};
 use sts_agent::config::Config;
@@ -20,6 +22,12 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
     let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    // A container (a Docker-style cgroup with a process in it), where cgroup v1 is mounted.
+    let id = test_cgroup::hex_id("alloc", 64);
+    let mut ctr = test_cgroup::TestCgroup::new(&[format!("sts-test-{}-docker", std::process::id())], &id);
+    if let Some(c) = ctr.as_mut() {
+        c.run("import time; time.sleep(60)");
+    }
     let mut check = ProcessCheck::new(&cfg, false).unwrap();
     let mut msg = Vec::new();
     let mut bytes_out = 0usize;
@@ -42,7 +50,16 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
         reported += check.stats().reported;
     }
     assert!(reported >= 20 * 3, "only {reported} processes reported over 20 cycles");
+    if ctr.is_some() {
+        assert!(
+            check.containers.get(id.as_bytes()).is_some_and(|c| c.samples >= 20),
+            "the container was sampled every cycle"
+        );
+    }
     assert!(bytes_out > 0);
     assert!(allocs <= new_procs, "{allocs} allocations in 20 cycles with {new_procs} new processes");
-    eprintln!("20 steady cycles: {allocs} allocations, {new_procs} new processes, {reported} reports");
+    eprintln!(
+        "20 steady cycles: {allocs} allocations, {new_procs} new processes, {reported} reports, {} containers",
+        check.containers.containers.len()
+    );
 }

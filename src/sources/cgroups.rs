@@ -322,7 +322,10 @@ mod tests {
         let s = c.cur;
         assert_eq!((s.cpu_total_ns, s.cpu_user_ns, s.cpu_system_ns), (2_000_000_000, 1_500_000_000, 500_000_000));
         assert_eq!((s.throttled_periods, s.throttled_ns), (5, 250_000_000));
-        assert_eq!((s.mem_rss, s.mem_cache, s.mem_usage, s.mem_limit, s.mem_failcnt), (41_943_040, 10_485_760, 53_477_376, Some(268_435_456), 3));
+        assert_eq!(
+            (s.mem_rss, s.mem_cache, s.mem_usage, s.mem_limit, s.mem_failcnt),
+            (41_943_040, 10_485_760, 53_477_376, Some(268_435_456), 3)
+        );
         assert_eq!((s.io_read_bytes, s.io_write_bytes), (1_048_576, 2_097_152));
         assert_eq!(s.cpu_limit_pct, Some(50.0));
         assert!(s.net_rx_bytes > 0, "net/dev of the member pid");
@@ -334,7 +337,10 @@ mod tests {
         for name in ["al1-v1", "al2-v1"] {
             let (t, layout) = run(name, 4243);
             let Layout::V1(roots) = layout else { panic!("{name}: not v1") };
-            assert!(roots.memory.is_some() && roots.cpu.is_some() && roots.cpuacct.is_some() && roots.blkio.is_some(), "{name}");
+            assert!(
+                roots.memory.is_some() && roots.cpu.is_some() && roots.cpuacct.is_some() && roots.blkio.is_some(),
+                "{name}"
+            );
             let c = &t.containers[0];
             assert_eq!(c.runtime, "docker");
             let s = c.cur;

@@ -1,0 +1,73 @@
+//! A cgroup in each v1 controller (memory, cpuacct, cpu, blkio) under a test-unique name, with a
+//! process moved in; everything is killed and removed on drop, even when the test fails.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const CONTROLLERS: [&str; 4] = ["memory", "cpuacct", "cpu", "blkio"];
+
+/// A cgroup in every v1 controller, removed (after its process is killed) on drop.
+pub struct TestCgroup {
+    rel: String,
+    parents: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestCgroup {
+    pub fn new(parents: &[String], id: &str) -> Option<TestCgroup> {
+        if !PathBuf::from("/sys/fs/cgroup/memory").is_dir() {
+            return None;
+        }
+        let rel = format!("{}/{id}", parents.last().unwrap());
+        for c in CONTROLLERS {
+            std::fs::create_dir_all(format!("/sys/fs/cgroup/{c}/{rel}")).unwrap();
+        }
+        Some(TestCgroup { rel, parents: parents.to_vec(), child: None })
+    }
+
+    pub fn path(&self, c: &str, f: &str) -> String {
+        format!("/sys/fs/cgroup/{c}/{}/{f}", self.rel)
+    }
+
+    pub fn run(&mut self, code: &str) -> u32 {
+        let child = Command::new("python3").args(["-c", code]).stdin(Stdio::null()).spawn().unwrap();
+        let pid = child.id();
+        for c in CONTROLLERS {
+            std::fs::write(self.path(c, "cgroup.procs"), pid.to_string()).unwrap();
+        }
+        self.child = Some(child);
+        pid
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for c in CONTROLLERS {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{}", self.rel));
+            for p in self.parents.iter().rev() {
+                let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{p}"));
+            }
+        }
+    }
+}
+
+pub fn hex_id(seed: &str, len: usize) -> String {
+    let mut x = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 ^ std::process::id() as u64;
+    for b in seed.bytes() {
+        x = x.wrapping_mul(0x100_0000_01b3) ^ u64::from(b);
+    }
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
