@@ -102,12 +102,12 @@ impl ProcessCheck {
             let lo = (k * MAX_PER_MESSAGE).min(self.selection.reported.len());
             let hi = ((k + 1) * MAX_PER_MESSAGE).min(self.selection.reported.len());
             let part = &self.selection.reported[lo..hi];
+            // All containers ride in the first message of the cycle.
+            let ctrs = (k == 0).then_some(&self.containers);
             if json {
-                process_json::collector_proc(msg, host, &self.table, part, user, self.group_id, chunks as i32);
+                process_json::collector_proc(msg, host, &self.table, part, user, ctrs, self.group_id, chunks as i32);
             } else {
                 self.proto.clear();
-                // All containers ride in the first message of the cycle.
-                let ctrs = (k == 0).then_some(&self.containers);
                 process_msg::collector_proc(
                     &mut self.proto,
                     host,

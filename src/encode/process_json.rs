@@ -3,14 +3,17 @@
 
 use super::json;
 use crate::checks::process::{cpu_pct, io_rates};
+use crate::model::container::ContainerTable;
 use crate::model::process::ProcessTable;
 
+#[allow(clippy::too_many_arguments)]
 pub fn collector_proc<'u>(
     out: &mut Vec<u8>,
     host: &str,
     t: &ProcessTable,
     indices: &[u32],
     user_name: impl Fn(u32) -> Option<&'u [u8]>,
+    containers: Option<&ContainerTable>,
     group_id: i32,
     group_size: i32,
 ) {
@@ -84,6 +87,23 @@ pub fn collector_proc<'u>(
         json::f64(out, f64::from(io[3]));
         out.extend_from_slice(b"},\"containerId\":");
         json::bytes_as_str(out, p.container_id.as_ref().map_or(&[][..], |c| &c[..]));
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"containers\":[");
+    for (n, c) in containers.map_or(&[][..], |t| &t.containers[..]).iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"type\":");
+        json::str(out, c.runtime);
+        out.extend_from_slice(b",\"id\":");
+        json::bytes_as_str(out, &c.id);
+        out.extend_from_slice(b",\"cpuLimit\":");
+        json::f64(out, c.cur.cpu_limit_pct.unwrap_or(0.0));
+        out.extend_from_slice(b",\"memoryLimit\":");
+        json::u64(out, c.cur.mem_limit.unwrap_or(0));
+        out.extend_from_slice(b",\"state\":\"running\",\"created\":");
+        json::u64(out, (c.created_ms / 1000).max(0) as u64);
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
