@@ -41,14 +41,27 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
     for i in 0..4 {
         run(&mut check, i, &mut bytes_out);
     }
-    let (mut allocs, mut new_procs, mut reported) = (0, 0, 0);
+    let (mut allocs, mut discovered, mut reported, mut quiet_cycles) = (0, 0, 0, 0);
     for i in 4..24 {
         let before = allocations();
         run(&mut check, i, &mut bytes_out);
-        allocs += allocations() - before;
-        new_procs += check.table.procs.iter().filter(|p| p.prev.is_none()).count() as u64;
+        let n = allocations() - before;
+        let d = u64::from(check.table.discovered);
+        if d == 0 {
+            // The budget: a cycle with no new process allocates nothing at all.
+            assert_eq!(n, 0, "cycle {i}: {n} allocations without any new process");
+            quiet_cycles += 1;
+        }
+        allocs += n;
+        discovered += d;
         reported += check.stats().reported;
     }
+    assert!(
+        quiet_cycles >= 5,
+        "only {quiet_cycles} of 20 cycles had no process churn; the zero-allocation claim went untested"
+    );
+    // A new process stores its text once; scratch buffers and tables may grow past high-water.
+    assert!(allocs <= 3 * discovered, "{allocs} allocations for {discovered} new processes");
     assert!(reported >= 20 * 3, "only {reported} processes reported over 20 cycles");
     if ctr.is_some() {
         assert!(
@@ -57,9 +70,8 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
         );
     }
     assert!(bytes_out > 0);
-    assert!(allocs <= new_procs, "{allocs} allocations in 20 cycles with {new_procs} new processes");
     eprintln!(
-        "20 steady cycles: {allocs} allocations, {new_procs} new processes, {reported} reports, {} containers",
+        "20 cycles ({quiet_cycles} without churn): {allocs} allocations, {discovered} new processes, {reported} reports, {} containers",
         check.containers.containers.len()
     );
 }

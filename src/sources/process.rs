@@ -137,6 +137,7 @@ impl ProcessSource {
         t.mono_secs = mono_secs;
         t.unix_ms = unix_ms;
         t.vanished = 0;
+        t.discovered = 0;
         t.page_size = rustix::param::page_size() as u64;
         t.clk_tck = self.clk_tck;
         self.users.refresh();
@@ -161,8 +162,12 @@ impl ProcessSource {
                 let pid = self.pids[i];
                 while old_iter.next_if(|o| o.pid < pid).is_some() {}
                 let existing = old_iter.next_if(|o| o.pid == pid);
+                let known = existing.is_some();
                 match self.refresh_one(pid, existing, mono_secs) {
-                    Ok(p) => t.next.push(p),
+                    Ok(p) => {
+                        t.discovered += u32::from(!known || p.prev.is_none());
+                        t.next.push(p);
+                    }
                     Err(Gone::Vanished) => t.vanished += 1,
                     Err(Gone::Other) => {}
                 }
