@@ -337,7 +337,7 @@ impl Forwarder {
                 );
                 self.recycle(body);
             }
-            Outcome::Response { status, retry_after, body_excerpt } => {
+            Outcome::Response { status, retry_after, body_excerpt, .. } => {
                 let reason = Failure { kind: FailureKind::Protocol, detail: format!("HTTP {status} {body_excerpt:?}") };
                 let hint = retry_after.map(Duration::from_secs);
                 self.retry(oi, ri, body, reason, hint, now);
@@ -440,7 +440,8 @@ mod tests {
     fn status_classification_and_backoff() {
         let mut f = fwd(1000);
         let now = Instant::now();
-        let resp = |status| Outcome::Response { status, retry_after: None, body_excerpt: String::new() };
+        let resp =
+            |status| Outcome::Response { status, retry_after: None, body_excerpt: String::new(), body: Vec::new() };
         f.origins[0].in_flight = Some((0, vec![0; 10]));
         f.settle(0, resp(202), now);
         assert_eq!(f.stats(0).delivered, 1);
@@ -464,7 +465,11 @@ mod tests {
         }
         assert_eq!(f.stats(0).retries, 8);
         f.origins[0].in_flight = Some((0, vec![0; 10]));
-        f.settle(0, Outcome::Response { status: 429, retry_after: Some(30), body_excerpt: String::new() }, now);
+        f.settle(
+            0,
+            Outcome::Response { status: 429, retry_after: Some(30), body_excerpt: String::new(), body: Vec::new() },
+            now,
+        );
         assert!(f.origins[0].retry_at.unwrap() - now >= Duration::from_secs(30));
     }
 }

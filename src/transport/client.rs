@@ -1,15 +1,17 @@
-//! One HTTP/1.1 keep-alive connection to one origin, over a non-blocking mio `TcpStream`, with
+//! One HTTP/1.1 keep-alive connection to one origin, over a non-blocking mio `TcpStream` (or a
+//! Unix stream, for the Docker Engine API), with
 //! rustls in between for `https://`. It carries one request at a time and never blocks: the loop
 //! calls [`HttpClient::on_ready`] on readiness and [`HttpClient::on_timeout`] at [`HttpClient::deadline`].
 
 use super::http1::{self, parse_response};
 use crate::url::{Scheme, Url};
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,12 +51,77 @@ impl std::fmt::Display for Failure {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Response { status: u16, retry_after: Option<u64>, body_excerpt: String },
+    Response {
+        status: u16,
+        retry_after: Option<u64>,
+        body_excerpt: String,
+        /// The whole (de-chunked) body, only for clients that keep bodies.
+        body: Vec<u8>,
+    },
     Failed(Failure),
 }
 
+/// The byte stream under HTTP: TCP, or a Unix socket.
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Sock {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(b),
+            Sock::Unix(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(b),
+            Sock::Unix(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.flush(),
+            Sock::Unix(s) => s.flush(),
+        }
+    }
+}
+
+impl Sock {
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Sock::Tcp(s) => s.take_error(),
+            Sock::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// Whether a non-blocking connect has completed.
+    fn connected(&self) -> io::Result<bool> {
+        match self {
+            Sock::Tcp(s) => match s.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                Err(e) => Err(e),
+            },
+            // A local connect completes (or fails) at once.
+            Sock::Unix(_) => Ok(true),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        let _ = match self {
+            Sock::Tcp(s) => registry.deregister(s),
+            Sock::Unix(s) => registry.deregister(s),
+        };
+    }
+}
+
 struct Conn {
-    sock: TcpStream,
+    sock: Sock,
     tls: Option<ClientConnection>,
     tcp_connected: bool,
     /// Served at least one response, so a failure before any reply may just be a stale keep-alive.
@@ -69,6 +136,10 @@ impl Conn {
 
 pub struct HttpClient {
     origin: Url,
+    /// Connect here instead of `origin`'s host and port (the Docker socket).
+    unix_path: Option<PathBuf>,
+    /// Keep the response body (metadata look-ups); the forwarder does not need it.
+    want_body: bool,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     token: Token,
     conn: Option<Conn>,
@@ -99,6 +170,8 @@ impl HttpClient {
         };
         Ok(HttpClient {
             origin,
+            unix_path: None,
+            want_body: false,
             tls,
             token,
             conn: None,
@@ -111,6 +184,15 @@ impl HttpClient {
             deadline: None,
             connect_deadline: None,
         })
+    }
+
+    /// A plain-HTTP client on a Unix socket (`Host: localhost`) that keeps response bodies.
+    pub fn unix(path: PathBuf, token: Token) -> HttpClient {
+        let origin = Url::parse("http://localhost").expect("literal URL parses");
+        let mut c = HttpClient::new(origin, None, token).expect("plain http needs no TLS");
+        c.unix_path = Some(path);
+        c.want_body = true;
+        c
     }
 
     pub fn token(&self) -> Token {
@@ -163,17 +245,28 @@ impl HttpClient {
     }
 
     fn connect(&mut self, registry: &Registry, now: Instant) -> Result<(), Failure> {
-        // Resolution is a blocking libc call; receivers are usually literal IPs or cached names.
-        let addr = (self.origin.host.as_str(), self.origin.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(FailureKind::Resolve, format!("{}: {e}", self.origin.host)))?
-            .next()
-            .ok_or_else(|| fail(FailureKind::Resolve, format!("{}: no addresses", self.origin.host)))?;
-        let mut sock = TcpStream::connect(addr).map_err(|e| fail(FailureKind::Connect, format!("{addr}: {e}")))?;
-        registry
-            .register(&mut sock, self.token, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| fail(FailureKind::Connect, e))?;
-        let _ = sock.set_nodelay(true);
+        let mut sock = if let Some(path) = &self.unix_path {
+            Sock::Unix(
+                UnixStream::connect(path)
+                    .map_err(|e| fail(FailureKind::Connect, format!("{}: {e}", path.display())))?,
+            )
+        } else {
+            // Resolution is a blocking libc call; receivers are usually literal IPs or cached names.
+            let addr = (self.origin.host.as_str(), self.origin.port)
+                .to_socket_addrs()
+                .map_err(|e| fail(FailureKind::Resolve, format!("{}: {e}", self.origin.host)))?
+                .next()
+                .ok_or_else(|| fail(FailureKind::Resolve, format!("{}: no addresses", self.origin.host)))?;
+            let s = TcpStream::connect(addr).map_err(|e| fail(FailureKind::Connect, format!("{addr}: {e}")))?;
+            let _ = s.set_nodelay(true);
+            Sock::Tcp(s)
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match &mut sock {
+            Sock::Tcp(s) => registry.register(s, self.token, interest),
+            Sock::Unix(s) => registry.register(s, self.token, interest),
+        }
+        .map_err(|e| fail(FailureKind::Connect, e))?;
         let tls = match &self.tls {
             Some((cfg, name)) => {
                 Some(ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| fail(FailureKind::Tls, e))?)
@@ -193,7 +286,7 @@ impl HttpClient {
                 tls.send_close_notify();
                 let _ = tls.write_tls(&mut c.sock);
             }
-            let _ = registry.deregister(&mut c.sock);
+            c.sock.deregister(registry);
         }
         self.connect_deadline = None;
         self.rx.clear();
@@ -267,9 +360,9 @@ impl HttpClient {
             if let Ok(Some(e)) | Err(e) = conn.sock.take_error() {
                 return Err(fail(FailureKind::Connect, format!("{}: {e}", self.origin)));
             }
-            match conn.sock.peer_addr() {
-                Ok(_) => conn.tcp_connected = true,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
+            match conn.sock.connected() {
+                Ok(true) => conn.tcp_connected = true,
+                Ok(false) => return Ok(None),
                 Err(e) => return Err(fail(FailureKind::Connect, format!("{}: {e}", self.origin))),
             }
         }
@@ -302,13 +395,22 @@ impl HttpClient {
                     let body = self.rx.get(r.body_excerpt.clone()).unwrap_or(&[]);
                     String::from_utf8_lossy(body.get(..body.len().min(256)).unwrap_or(&[])).into_owned()
                 };
+                let mut body = Vec::new();
+                if self.want_body {
+                    http1::body_into(&self.rx, &r, &mut body);
+                }
                 self.rx.drain(..r.consumed.min(self.rx.len()));
                 if let Some(c) = self.conn.as_mut() {
                     c.reused = true;
                 }
                 self.finish_request();
                 self.close_after_response = !r.keep_alive || eof;
-                Ok(Some(Outcome::Response { status: r.status, retry_after: r.retry_after, body_excerpt: excerpt }))
+                Ok(Some(Outcome::Response {
+                    status: r.status,
+                    retry_after: r.retry_after,
+                    body_excerpt: excerpt,
+                    body,
+                }))
             }
             Err(e) => Err(fail(FailureKind::Protocol, e)),
         }

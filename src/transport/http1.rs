@@ -39,6 +39,30 @@ pub struct Response {
     pub retry_after: Option<u64>,
     /// The body, or for a chunked body its first chunk (enough for an error log line).
     pub body_excerpt: Range<usize>,
+    /// Where the body starts, and whether it is chunked (see [`body_into`]).
+    pub body_start: usize,
+    pub chunked: bool,
+}
+
+/// Appends the whole body of `r` (parsed from `buf`) to `out`, de-chunking when needed.
+pub fn body_into(buf: &[u8], r: &Response, out: &mut Vec<u8>) {
+    let raw = buf.get(r.body_start..r.consumed).unwrap_or(&[]);
+    if !r.chunked {
+        out.extend_from_slice(buf.get(r.body_excerpt.clone()).unwrap_or(&[]));
+        return;
+    }
+    let mut pos = 0;
+    while let Some(eol) = raw.get(pos..).and_then(|r| memchr::memmem::find(r, b"\r\n")) {
+        let line = raw.get(pos..pos + eol).unwrap_or(&[]);
+        let hex = line.split(|b| *b == b';').next().unwrap_or(&[]).trim_ascii();
+        let Some(size) = std::str::from_utf8(hex).ok().and_then(|h| usize::from_str_radix(h, 16).ok()) else { return };
+        pos += eol + 2;
+        if size == 0 {
+            return;
+        }
+        out.extend_from_slice(raw.get(pos..pos + size).unwrap_or(&[]));
+        pos += size + 2;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +149,15 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpErr
         }
         (head_len..buf.len(), body.len(), false)
     };
-    Ok(Some(Response { status, consumed: head_len + body_len, keep_alive, retry_after, body_excerpt }))
+    Ok(Some(Response {
+        status,
+        consumed: head_len + body_len,
+        keep_alive,
+        retry_after,
+        body_excerpt,
+        body_start: head_len,
+        chunked: chunked && !no_body,
+    }))
 }
 
 /// Walks a chunked body: `Some((first chunk's data range, total encoded length))` once the
@@ -213,7 +245,10 @@ mod tests {
         }
         let r = parse_response(full, false).unwrap().unwrap();
         assert_eq!((r.status, r.consumed, r.keep_alive, r.retry_after), (500, full.len(), false, Some(7)));
-        assert_eq!(&full[r.body_excerpt], b"boom");
+        assert_eq!(&full[r.body_excerpt.clone()], b"boom");
+        let mut body = Vec::new();
+        body_into(full, &r, &mut body);
+        assert_eq!(body, b"boom!!!");
         assert_eq!(
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false),
             Err(HttpError::BadChunk)
