@@ -84,11 +84,12 @@ fn process_cycle(c: &mut Criterion) {
     let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let mut check = ProcessCheck::new(&cfg, false).unwrap();
     let mut msg = Vec::new();
+    let meta = sts_agent::sources::docker::Metadata::default();
     let mut i = 0u64;
     let mut ours = move |check: &mut ProcessCheck| {
         i += 1;
         let mut bytes = 0;
-        check.run(i as f64, 1_700_000_000_000 + i as i64, "i-0abc", false, &mut msg, &mut |e| {
+        check.run(i as f64, 1_700_000_000_000 + i as i64, "i-0abc", false, &meta, &mut msg, &mut |e| {
             bytes += match e {
                 Encoded::Collector(b) | Encoded::Intake(b) => b.len(),
             }

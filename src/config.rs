@@ -40,6 +40,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_HOST_CHECK_INTERVAL", default: "15", meaning: "seconds between host checks (system.* metrics, host topology)" },
     VarDoc { name: "STS_PROCESS_CHECK_INTERVAL", default: "30", meaning: "seconds between process checks" },
     VarDoc { name: "STS_CONNECTION_CHECK_INTERVAL", default: "30", meaning: "seconds between connection checks" },
+    VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
 ];
 
@@ -111,6 +112,8 @@ pub struct Config {
     pub process_check_interval: Duration,
     pub connection_check_interval: Duration,
     pub ec2_metadata_url: Url,
+    /// The Docker Engine API's Unix socket.
+    pub docker_socket: PathBuf,
 }
 
 /// A rejected variable. `Display` is the one line printed before exiting.
@@ -482,7 +485,23 @@ impl Config {
             },
         };
 
+        let docker_socket = match get("DOCKER_HOST") {
+            None => PathBuf::from("/var/run/docker.sock"),
+            Some(v) => match v.trim().strip_prefix("unix://") {
+                Some(p) if p.starts_with('/') => PathBuf::from(p),
+                _ => {
+                    return Err(err(
+                        "DOCKER_HOST",
+                        &v,
+                        "only a Unix socket is supported",
+                        "unix:///path/to/docker.sock, e.g. unix:///var/run/docker.sock",
+                    ))
+                }
+            },
+        };
+
         Ok(Config {
+            docker_socket,
             api_key,
             sts_url,
             process_agent_url,

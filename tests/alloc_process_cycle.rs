@@ -30,9 +30,10 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
     }
     let mut check = ProcessCheck::new(&cfg, false).unwrap();
     let mut msg = Vec::new();
+    let meta = sts_agent::sources::docker::Metadata::default();
     let mut bytes_out = 0usize;
     let mut run = |check: &mut ProcessCheck, i: u64, bytes_out: &mut usize| {
-        check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &mut msg, &mut |e| {
+        check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &meta, &mut msg, &mut |e| {
             *bytes_out += match e {
                 Encoded::Collector(b) | Encoded::Intake(b) => b.len(),
             }

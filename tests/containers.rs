@@ -110,3 +110,129 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
     assert_eq!(c["type"]["name"], "container");
     assert_eq!(c["data"]["identifiers"][0], format!("urn:container:/ctr-host:{docker_id}"));
 }
+
+/// A local Docker Engine API on a Unix socket: `GET /containers/json` answers `list` (the
+/// documented container-list JSON); anything else is a 404. Records request lines.
+fn fake_docker(dir: &std::path::Path, list: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let sock = dir.join("docker.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { break };
+            let (seen, list) = (seen2.clone(), list.clone());
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                let mut request = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if request.is_empty() {
+                        request = line.trim().to_string();
+                    }
+                    if line == "\r\n" {
+                        seen.lock().unwrap().push(request.clone());
+                        let (status, body) = if request.starts_with("GET /containers/json ") {
+                            ("200 OK", list.as_str())
+                        } else {
+                            ("404 Not Found", "{}")
+                        };
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        request.clear();
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (format!("unix://{}", sock.display()), seen)
+}
+
+#[test]
+fn docker_metadata_names_images_and_ecs_task_tags() {
+    let tag = format!("sts-test-{}-meta", std::process::id());
+    let web_id = hex_id("web", 64);
+    let task = hex_id("task2", 32);
+    let Some(mut web) = TestCgroup::new(&[format!("{tag}-ecs"), format!("{tag}-ecs/{task}")], &web_id) else {
+        eprintln!("no cgroup v1 memory controller here; skipped");
+        return;
+    };
+    let bare_id = hex_id("bare", 64);
+    let mut bare = TestCgroup::new(&[format!("{tag}-docker")], &bare_id).unwrap();
+    web.run("import time; time.sleep(60)");
+    bare.run("import time; time.sleep(60)");
+    let dir = TempDir::new("docker");
+    let list = format!(
+        r#"[{{"Id":"{web_id}","Names":["/ecs-web-3-web-8ab1"],"Image":"nginx:1.25","ImageID":"sha256:1","Command":"nginx","Created":1700000000,
+             "State":"running","Status":"Up 3 minutes (healthy)","Ports":[],"Labels":{{
+               "com.amazonaws.ecs.cluster":"prod","com.amazonaws.ecs.container-name":"web",
+               "com.amazonaws.ecs.task-arn":"arn:aws:ecs:eu-west-1:123456789012:task/prod/{task}",
+               "com.amazonaws.ecs.task-definition-family":"web","com.amazonaws.ecs.task-definition-version":"3"}},
+             "HostConfig":{{"NetworkMode":"bridge"}},"Mounts":[]}}]"#
+    );
+    let (docker_host, seen) = fake_docker(&dir.0, list);
+    let rx = Receiver::start(true, vec![202]);
+    let url = rx.url("/stsAgent");
+    let out = run_agent(
+        &["--once"],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", "k"),
+            ("STS_HOSTNAME", "meta-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("DOCKER_HOST", &docker_host),
+            ("STS_LOG_LEVEL", "debug"),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(seen.lock().unwrap().iter().any(|r| r.starts_with("GET /containers/json")), "{:?}", seen.lock().unwrap());
+    let reqs = rx.requests();
+    let msgs: Vec<CollectorProc> = reqs
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v1/collector")
+        .map(|r| pa_proto::collector_proc(&r.body))
+        .collect();
+    let ctrs: Vec<_> = msgs.iter().flat_map(|m| &m.containers).collect();
+    let w = ctrs.iter().find(|c| c.id == web_id).expect("described container");
+    assert_eq!((w.r#type.as_str(), w.state, w.created), ("docker", 3, 1_700_000_000), "{stderr}");
+    for t in [
+        format!("container_id:{web_id}"),
+        "container_name:ecs-web-3-web-8ab1".into(),
+        "docker_image:nginx:1.25".into(),
+        "image_name:nginx".into(),
+        "short_image:nginx".into(),
+        "image_tag:1.25".into(),
+        format!("task_arn:arn:aws:ecs:eu-west-1:123456789012:task/prod/{task}"),
+        "task_family:web".into(),
+        "task_name:web".into(),
+        "task_version:3".into(),
+        "ecs_container_name:web".into(),
+        "cluster_name:prod".into(),
+    ] {
+        assert!(w.tags.contains(&t), "missing {t} in {:?}", w.tags);
+    }
+    // Docker does not know the other one: still reported, from its cgroup.
+    let b = ctrs.iter().find(|c| c.id == bare_id).expect("undescribed container still reported");
+    assert_eq!(b.tags, [format!("container_id:{bare_id}")]);
+    let side = reqs.iter().find(|r| r.target.starts_with("/stsAgent/intake?")).unwrap().json();
+    let comps: Vec<_> = side["topologies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["components"].as_array().unwrap().clone())
+        .collect();
+    let c = comps.iter().find(|c| c["externalId"] == format!("urn:container:docker:/meta-host:{web_id}")).unwrap();
+    assert_eq!(
+        (c["data"]["name"].as_str(), c["data"]["image"].as_str()),
+        (Some("ecs-web-3-web-8ab1"), Some("nginx:1.25"))
+    );
+}

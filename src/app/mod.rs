@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::config::ProcessAgentMode;
 use crate::encode::compress::{Gzip, Zlib};
 use crate::outbox::{Forwarder, RouteId, RouteSpec};
+use crate::sources::docker::{DockerSource, Metadata};
 use crate::sources::host::HostSource;
 use crate::sources::meta::{resolve_hostname, HostnameSource};
 use crate::transport::tls;
@@ -23,11 +24,14 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SIGNAL: Token = Token(0);
+const DOCKER: Token = Token(1);
 const FIRST_ORIGIN_TOKEN: usize = 16;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// In `--once` mode: the gap between the two samples a rate needs, and how long to try sending.
 const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
 const ONCE_SEND_LIMIT: Duration = Duration::from_secs(30);
+/// In `--once` mode: how long the reporting process check may wait for Docker metadata.
+const ONCE_METADATA_WAIT: Duration = Duration::from_secs(4);
 /// Total bytes of encoded payloads held for delivery (issue 7 makes this configurable).
 const OUTBOX_BUDGET: usize = 8 << 20;
 
@@ -96,6 +100,9 @@ pub struct App {
     signals: SignalFd,
     host: HostCheck,
     process: Option<ProcessCheck>,
+    docker: Option<DockerSource>,
+    /// Used when Docker is absent or disabled.
+    no_metadata: Metadata,
     series_buf: Vec<u8>,
     topology_buf: Vec<u8>,
     msg_buf: Vec<u8>,
@@ -213,6 +220,7 @@ impl App {
         };
 
         let now = Instant::now();
+        let docker = process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), DOCKER, now));
         let host_timer = Timer::new(Some(now), cfg.host_check_interval);
         let process_timer = Timer::new(process.as_ref().map(|_| now), cfg.process_check_interval);
         Ok(App {
@@ -223,6 +231,8 @@ impl App {
             signals,
             host: HostCheck::new(source),
             process,
+            docker,
+            no_metadata: Metadata::default(),
             series_buf: Vec::with_capacity(64 * 1024),
             topology_buf: Vec::with_capacity(4 * 1024),
             msg_buf: Vec::with_capacity(64 * 1024),
@@ -250,7 +260,16 @@ impl App {
                 self.host_check(now)?;
             }
             if self.process_timer.due(now) {
-                self.process_check(now)?;
+                // `--once` reports right away, so give a Docker look-up in flight a moment to land.
+                let wait_for_docker = self.opts.once
+                    && self.process_timer.runs == 1
+                    && now < self.clock_origin + ONCE_METADATA_WAIT
+                    && self.docker.as_ref().is_some_and(|d| d.refreshing(now));
+                if wait_for_docker {
+                    self.process_timer.next = Some(now + Duration::from_millis(50));
+                } else {
+                    self.process_check(now)?;
+                }
             }
             if self.opts.once
                 && self.stop_by.is_none()
@@ -285,6 +304,11 @@ impl App {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNAL => self.on_signal(now),
+                    DOCKER => {
+                        if let Some(d) = self.docker.as_mut() {
+                            d.on_event(self.poll.registry(), now);
+                        }
+                    }
                     t => {
                         if let Output::Forward(f) = &mut self.sink.output {
                             f.on_event(self.poll.registry(), t, now);
@@ -294,6 +318,9 @@ impl App {
             }
             if let Output::Forward(f) = &mut self.sink.output {
                 f.on_timeout(self.poll.registry(), now);
+            }
+            if let Some(d) = self.docker.as_mut() {
+                d.on_timeout(self.poll.registry(), now);
             }
         }
     }
@@ -362,8 +389,9 @@ impl App {
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let dry = matches!(self.sink.output, Output::DryRun);
         let sink = &mut self.sink;
+        let meta = self.docker.as_ref().map_or(&self.no_metadata, |d| &d.meta);
         let mut result = Ok(());
-        check.run(mono, unix_ms, &self.hostname, dry, &mut self.msg_buf, &mut |e| {
+        check.run(mono, unix_ms, &self.hostname, dry, meta, &mut self.msg_buf, &mut |e| {
             let r = match e {
                 Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
                 Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
@@ -372,6 +400,12 @@ impl App {
                 result = r;
             }
         });
+        // A container Docker has not described yet: ask for the list again soon.
+        if let Some(d) = self.docker.as_mut() {
+            if check.containers.containers.iter().any(|c| d.meta.get(&c.id).is_none()) {
+                d.request_refresh(now);
+            }
+        }
         let s = check.stats();
         debug!(
             "process check: {} processes, {} reported ({} by usage), {} vanished mid-read",

@@ -9,6 +9,7 @@ use crate::encode::{process_json, process_msg};
 use crate::model::container::ContainerTable;
 use crate::model::process::ProcessTable;
 use crate::sources::cgroups::ContainerSource;
+use crate::sources::docker::Metadata;
 use crate::sources::process::ProcessSource;
 use std::io::{self, Cursor};
 
@@ -78,6 +79,7 @@ impl ProcessCheck {
         unix_ms: i64,
         host: &str,
         json: bool,
+        meta: &Metadata,
         msg: &mut Vec<u8>,
         emit: &mut dyn FnMut(Encoded<'_>),
     ) {
@@ -103,7 +105,7 @@ impl ProcessCheck {
             let hi = ((k + 1) * MAX_PER_MESSAGE).min(self.selection.reported.len());
             let part = &self.selection.reported[lo..hi];
             // All containers ride in the first message of the cycle.
-            let ctrs = (k == 0).then_some(&self.containers);
+            let ctrs = (k == 0).then_some((&self.containers, meta));
             if json {
                 process_json::collector_proc(msg, host, &self.table, part, user, ctrs, self.group_id, chunks as i32);
             } else {
@@ -150,7 +152,16 @@ impl ProcessCheck {
             ("stackstate.process_agent.containers.total_count", self.containers.containers.len() as f64),
         ];
         let health = CheckHealth { check: "process", interval_s: self.interval_s, health: "CLEAR", message: "" };
-        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &health, &metrics, Some(&self.containers));
+        side_channel(
+            msg,
+            host,
+            me,
+            my_create,
+            (unix_ms / 1000) as u64,
+            &health,
+            &metrics,
+            Some((&self.containers, meta)),
+        );
         emit(Encoded::Intake(msg));
     }
 }

@@ -3,6 +3,7 @@
 
 use super::json;
 use crate::model::container::{rates, ContainerTable, METRIC_NAMES};
+use crate::sources::docker::Metadata;
 
 pub struct CheckHealth<'a> {
     pub check: &'a str,
@@ -22,7 +23,7 @@ pub fn side_channel(
     unix_secs: u64,
     h: &CheckHealth<'_>,
     metrics: &[(&str, f64)],
-    containers: Option<&ContainerTable>,
+    containers: Option<(&ContainerTable, &Metadata)>,
 ) {
     out.clear();
     let agent_urn = |o: &mut Vec<u8>| {
@@ -70,8 +71,8 @@ pub fn side_channel(
     out.extend_from_slice(b",\"targetId\":");
     integration_urn(out);
     out.extend_from_slice(b",\"type\":{\"name\":\"runs\"},\"data\":{}}],\"delete_ids\":[]}");
-    if let Some(t) = containers.filter(|t| !t.containers.is_empty()) {
-        container_topology(out, host, t);
+    if let Some((t, meta)) = containers.filter(|(t, _)| !t.containers.is_empty()) {
+        container_topology(out, host, t, meta);
     }
     out.extend_from_slice(b"],\"health\":[{\"start_snapshot\":{\"repeat_interval_s\":");
     json::u64(out, h.interval_s);
@@ -108,7 +109,7 @@ pub fn side_channel(
         json::str(out, host);
         out.extend_from_slice(b",\"type\":\"raw\"}]");
     }
-    if let Some(t) = containers {
+    if let Some((t, _)) = containers {
         let mut first = metrics.is_empty();
         for c in &t.containers {
             let r = rates(c, t);
@@ -138,13 +139,20 @@ pub fn side_channel(
 /// Container components as the core agent's container topology check sends them
 /// (spec/protocol.md §3.3): `urn:container:<runtime>:/<host>:<id>`, identifier
 /// `urn:container:/<host>:<id>` (the identity shared with the process agent).
-fn container_topology(out: &mut Vec<u8>, host: &str, t: &ContainerTable) {
+fn container_topology(out: &mut Vec<u8>, host: &str, t: &ContainerTable, meta: &Metadata) {
     out.extend_from_slice(b",{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"container\",\"url\":\"agents\"},\"components\":[");
     for (i, c) in t.containers.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let runtime = if c.runtime.is_empty() { "unknown" } else { c.runtime };
+        let m = meta.get(&c.id);
+        let runtime = if m.is_some() {
+            "docker"
+        } else if c.runtime.is_empty() {
+            "unknown"
+        } else {
+            c.runtime
+        };
         out.extend_from_slice(b"{\"externalId\":\"urn:container:");
         out.extend_from_slice(runtime.as_bytes());
         out.extend_from_slice(b":/");
@@ -155,9 +163,21 @@ fn container_topology(out: &mut Vec<u8>, host: &str, t: &ContainerTable) {
         json::str(out, runtime);
         out.extend_from_slice(b",\"containerId\":\"");
         out.extend_from_slice(&c.id);
-        out.extend_from_slice(b"\",\"state\":\"running\",\"labels\":[\"runtime:");
+        out.extend_from_slice(b"\",\"state\":\"running\"");
+        if let Some(m) = m {
+            out.extend_from_slice(b",\"name\":");
+            json::str(out, &m.name);
+            out.extend_from_slice(b",\"image\":");
+            json::str(out, &m.image);
+        }
+        out.extend_from_slice(b",\"labels\":[\"runtime:");
         out.extend_from_slice(runtime.as_bytes());
-        out.extend_from_slice(b"\"],\"identifiers\":[\"urn:container:/");
+        out.push(b'"');
+        for t in m.map_or(&[][..], |m| &m.tags[..]) {
+            out.push(b',');
+            json::str(out, t);
+        }
+        out.extend_from_slice(b"],\"identifiers\":[\"urn:container:/");
         json::escape_into(out, host.as_bytes());
         out.push(b':');
         out.extend_from_slice(&c.id);

@@ -5,6 +5,7 @@ use super::json;
 use crate::checks::process::{cpu_pct, io_rates};
 use crate::model::container::ContainerTable;
 use crate::model::process::ProcessTable;
+use crate::sources::docker::Metadata;
 
 #[allow(clippy::too_many_arguments)]
 pub fn collector_proc<'u>(
@@ -13,7 +14,7 @@ pub fn collector_proc<'u>(
     t: &ProcessTable,
     indices: &[u32],
     user_name: impl Fn(u32) -> Option<&'u [u8]>,
-    containers: Option<&ContainerTable>,
+    containers: Option<(&ContainerTable, &Metadata)>,
     group_id: i32,
     group_size: i32,
 ) {
@@ -90,12 +91,29 @@ pub fn collector_proc<'u>(
         out.push(b'}');
     }
     out.extend_from_slice(b"],\"containers\":[");
-    for (n, c) in containers.map_or(&[][..], |t| &t.containers[..]).iter().enumerate() {
+    let (list, meta) = match containers {
+        Some((t, m)) => (&t.containers[..], Some(m)),
+        None => (&[][..], None),
+    };
+    for (n, c) in list.iter().enumerate() {
         if n > 0 {
             out.push(b',');
         }
+        let m = meta.and_then(|m| m.get(&c.id));
         out.extend_from_slice(b"{\"type\":");
-        json::str(out, c.runtime);
+        json::str(out, if m.is_some() { "docker" } else { c.runtime });
+        if let Some(m) = m {
+            out.extend_from_slice(b",\"name\":");
+            json::str(out, &m.name);
+            out.extend_from_slice(b",\"tags\":[");
+            for (i, t) in m.tags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::str(out, t);
+            }
+            out.push(b']');
+        }
         out.extend_from_slice(b",\"id\":");
         json::bytes_as_str(out, &c.id);
         out.extend_from_slice(b",\"cpuLimit\":");

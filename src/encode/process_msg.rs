@@ -5,6 +5,7 @@ use super::proto::{bytes, int32, int64, message, repeated_bytes, uint64};
 use crate::checks::process::{cpu_pct, io_rates};
 use crate::model::container::{Container, ContainerTable};
 use crate::model::process::{Proc, ProcessTable};
+use crate::sources::docker::Metadata;
 
 pub const TYPE_COLLECTOR_PROC: u8 = 12;
 pub const TYPE_COLLECTOR_CONNECTIONS: u8 = 22;
@@ -41,7 +42,7 @@ pub fn collector_proc<'u>(
     indices: &[u32],
     user_name: impl Fn(u32) -> Option<&'u [u8]>,
     system_info: &[u8],
-    containers: Option<&ContainerTable>,
+    containers: Option<(&ContainerTable, &Metadata)>,
     group_id: i32,
     group_size: i32,
 ) {
@@ -55,28 +56,43 @@ pub fn collector_proc<'u>(
     message(out, 5, |o| o.extend_from_slice(system_info));
     int32(out, 6, group_id);
     int32(out, 7, group_size);
-    for c in containers.map_or(&[][..], |t| &t.containers[..]) {
-        message(out, 10, |o| container(o, c));
+    if let Some((t, meta)) = containers {
+        for c in &t.containers {
+            message(out, 10, |o| container(o, c, meta));
+        }
     }
 }
 
 /// A `Container` as the process agent sends it: rates stay 0 here (they go to `/intake` as raw
 /// metrics, spec/protocol.md §4.2); `created`/`started` in epoch seconds as Docker gives them.
-fn container(o: &mut Vec<u8>, c: &Container) {
-    bytes(o, 1, c.runtime.as_bytes());
+fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
+    let m = meta.get(&c.id);
+    bytes(o, 1, if m.is_some() { b"docker" } else { c.runtime.as_bytes() });
     bytes(o, 2, &c.id);
     if let Some(l) = c.cur.cpu_limit_pct {
         super::proto::float(o, 5, l as f32);
     }
     uint64(o, 6, c.cur.mem_limit.unwrap_or(0));
-    // A container with processes in it is running.
-    int32(o, 8, 3);
-    int64(o, 10, c.created_ms / 1000);
+    // Docker's state when known; a container with processes in it is running otherwise.
+    int32(o, 8, m.map_or(3, |m| m.state));
+    int32(o, 9, m.map_or(0, |m| m.health));
+    let created = m.map_or(c.created_ms / 1000, |m| m.created);
+    int64(o, 10, created);
+    // Start time: the cgroup's creation, made when the container's first process started.
     int64(o, 24, c.created_ms / 1000);
-    let mut tag = [0u8; 13 + 64];
-    tag[..13].copy_from_slice(b"container_id:");
-    tag[13..].copy_from_slice(&c.id);
-    repeated_bytes(o, 26, &tag);
+    match m {
+        Some(m) => {
+            for t in &m.tags {
+                repeated_bytes(o, 26, t.as_bytes());
+            }
+        }
+        None => {
+            let mut tag = [0u8; 13 + 64];
+            tag[..13].copy_from_slice(b"container_id:");
+            tag[13..].copy_from_slice(&c.id);
+            repeated_bytes(o, 26, &tag);
+        }
+    }
 }
 
 fn process(o: &mut Vec<u8>, p: &Proc, t: &ProcessTable, user: Option<&[u8]>) {

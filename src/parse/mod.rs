@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod cgroup_stats;
 pub mod cursor;
 pub mod diskstats;
+pub mod docker;
 pub mod file_nr;
 pub mod keyval;
 pub mod loadavg;

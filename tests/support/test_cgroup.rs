@@ -48,15 +48,34 @@ impl Drop for TestCgroup {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for c in CONTROLLERS {
-            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{}", self.rel));
-            for p in self.parents.iter().rev() {
-                let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{p}"));
+        // Anything else still inside (a launcher's helper processes) goes too; then remove the
+        // directories, retrying while the kernel finishes tearing the last task down.
+        for _ in 0..100 {
+            for c in CONTROLLERS {
+                for pid in std::fs::read_to_string(self.path(c, "cgroup.procs")).unwrap_or_default().lines() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
             }
+            let mut left = 0;
+            for c in CONTROLLERS {
+                let own = format!("/sys/fs/cgroup/{c}/{}", self.rel);
+                if std::fs::remove_dir(&own).is_err() && std::path::Path::new(&own).exists() {
+                    left += 1;
+                    continue;
+                }
+                for p in self.parents.iter().rev() {
+                    let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{p}"));
+                }
+            }
+            if left == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }
 
+/// A pseudo-random lowercase hex string of `len` digits, unique per call site and run.
 pub fn hex_id(seed: &str, len: usize) -> String {
     let mut x = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 ^ std::process::id() as u64;
     for b in seed.bytes() {

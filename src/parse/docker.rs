@@ -1,0 +1,176 @@
+//! The Docker Engine API's container list (`GET /containers/json`): what the agent needs of
+//! each running container, and the tags the Datadog/StackState Docker and ECS taggers derive
+//! (spec/ecs.md §3.6). ECS task tags come from the `com.amazonaws.ecs.*` labels that the ECS
+//! agent sets on every task container. Runs only when the list is refreshed, so it may allocate.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerMeta {
+    pub name: String,
+    pub image: String,
+    /// `ContainerState` enum: created 1, restarting 2, running 3, paused 4, exited 5, dead 6.
+    pub state: i32,
+    /// `ContainerHealth` enum: starting 1, healthy 2, unhealthy 3; 0 when there is no check.
+    pub health: i32,
+    /// Epoch seconds.
+    pub created: i64,
+    pub labels: Vec<(String, String)>,
+    /// `key:value` tags, in a stable order.
+    pub tags: Vec<String>,
+}
+
+/// `(id, meta)` for each entry; entries without a 64-hex id are skipped.
+pub fn container_list(body: &[u8]) -> Result<Vec<([u8; 64], ContainerMeta)>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("container list is not JSON: {e}"))?;
+    let list = v.as_array().ok_or("container list is not a JSON array")?;
+    let mut out = Vec::with_capacity(list.len());
+    for c in list {
+        let Some(id) = c["Id"].as_str().and_then(|s| <[u8; 64]>::try_from(s.as_bytes()).ok()) else { continue };
+        if !id.iter().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let name = c["Names"].as_array().and_then(|n| n.first()).and_then(Value::as_str).unwrap_or("");
+        let name = name.strip_prefix('/').unwrap_or(name).to_string();
+        let image = c["Image"].as_str().unwrap_or("").to_string();
+        let status = c["Status"].as_str().unwrap_or("");
+        let mut labels: Vec<(String, String)> = c["Labels"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+            .unwrap_or_default();
+        labels.sort();
+        let mut meta = ContainerMeta {
+            state: state(c["State"].as_str().unwrap_or("")),
+            health: health(status),
+            created: c["Created"].as_i64().unwrap_or(0),
+            tags: Vec::new(),
+            name,
+            image,
+            labels,
+        };
+        meta.tags = tags(&id, &meta);
+        out.push((id, meta));
+    }
+    Ok(out)
+}
+
+fn state(s: &str) -> i32 {
+    match s {
+        "created" => 1,
+        "restarting" => 2,
+        "running" => 3,
+        "paused" => 4,
+        "exited" => 5,
+        "dead" => 6,
+        _ => 0,
+    }
+}
+
+/// From the `Status` text: `Up 5 minutes (healthy)`, `(unhealthy)`, `(health: starting)`.
+fn health(status: &str) -> i32 {
+    if status.contains("(health: starting)") {
+        1
+    } else if status.contains("(healthy)") {
+        2
+    } else if status.contains("(unhealthy)") {
+        3
+    } else {
+        0
+    }
+}
+
+/// `name[:tag][@digest]` split into `(image_name, short_image, tag)`; a `:` in a registry
+/// host (`host:5000/app`) is not a tag.
+pub fn split_image(image: &str) -> (&str, &str, &str) {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match no_digest[last_slash..].rfind(':') {
+        Some(i) => (&no_digest[..last_slash + i], &no_digest[last_slash + i + 1..]),
+        None => (no_digest, "latest"),
+    };
+    let short = name.rsplit('/').next().unwrap_or(name);
+    (name, short, tag)
+}
+
+fn tags(id: &[u8; 64], m: &ContainerMeta) -> Vec<String> {
+    let mut t = vec![format!("container_id:{}", String::from_utf8_lossy(id))];
+    if !m.name.is_empty() {
+        t.push(format!("container_name:{}", m.name));
+    }
+    if !m.image.is_empty() {
+        let (name, short, tag) = split_image(&m.image);
+        t.push(format!("docker_image:{}", m.image));
+        t.push(format!("image_name:{name}"));
+        t.push(format!("short_image:{short}"));
+        t.push(format!("image_tag:{tag}"));
+    }
+    let label = |k: &str| m.labels.iter().find(|(lk, _)| lk == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    if let Some(v) = label("com.amazonaws.ecs.task-arn") {
+        t.push(format!("task_arn:{v}"));
+    }
+    if let Some(v) = label("com.amazonaws.ecs.task-definition-family") {
+        t.push(format!("task_family:{v}"));
+        t.push(format!("task_name:{v}"));
+    }
+    if let Some(v) = label("com.amazonaws.ecs.task-definition-version") {
+        t.push(format!("task_version:{v}"));
+    }
+    if let Some(v) = label("com.amazonaws.ecs.container-name") {
+        t.push(format!("ecs_container_name:{v}"));
+    }
+    if let Some(v) = label("com.amazonaws.ecs.cluster") {
+        t.push(format!("cluster_name:{v}"));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images() {
+        assert_eq!(split_image("nginx"), ("nginx", "nginx", "latest"));
+        assert_eq!(split_image("nginx:1.25"), ("nginx", "nginx", "1.25"));
+        assert_eq!(split_image("localhost:5000/team/app:v2"), ("localhost:5000/team/app", "app", "v2"));
+        assert_eq!(split_image("localhost:5000/app"), ("localhost:5000/app", "app", "latest"));
+        assert_eq!(
+            split_image("123.dkr.ecr.eu-west-1.amazonaws.com/web@sha256:abc"),
+            ("123.dkr.ecr.eu-west-1.amazonaws.com/web", "web", "latest")
+        );
+    }
+
+    #[test]
+    fn list_with_ecs_labels() {
+        let id = "3f5a2e1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+        let body = format!(
+            r#"[{{"Id":"{id}","Names":["/ecs-web-1-web-abc"],"Image":"nginx:1.25","Created":1700000000,
+               "State":"running","Status":"Up 2 hours (healthy)",
+               "Labels":{{"com.amazonaws.ecs.cluster":"prod","com.amazonaws.ecs.container-name":"web",
+                          "com.amazonaws.ecs.task-arn":"arn:aws:ecs:eu-west-1:1:task/prod/abc",
+                          "com.amazonaws.ecs.task-definition-family":"web","com.amazonaws.ecs.task-definition-version":"7"}}}},
+               {{"Id":"short","Names":["/x"]}}]"#
+        );
+        let l = container_list(body.as_bytes()).unwrap();
+        assert_eq!(l.len(), 1);
+        let m = &l[0].1;
+        assert_eq!((m.name.as_str(), m.state, m.health, m.created), ("ecs-web-1-web-abc", 3, 2, 1_700_000_000));
+        for t in [
+            "container_name:ecs-web-1-web-abc",
+            "docker_image:nginx:1.25",
+            "image_name:nginx",
+            "short_image:nginx",
+            "image_tag:1.25",
+            "task_arn:arn:aws:ecs:eu-west-1:1:task/prod/abc",
+            "task_family:web",
+            "task_name:web",
+            "task_version:7",
+            "ecs_container_name:web",
+            "cluster_name:prod",
+        ] {
+            assert!(m.tags.iter().any(|x| x == t), "missing {t} in {:?}", m.tags);
+        }
+        assert!(container_list(b"{}").is_err());
+        assert!(container_list(b"not json").is_err());
+    }
+}

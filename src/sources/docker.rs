@@ -1,0 +1,134 @@
+//! Container metadata from the Docker Engine API on its Unix socket, through the same
+//! non-blocking HTTP client as the forwarder: `GET /containers/json` when a container the
+//! agent has not seen described appears, and every minute. No Docker is normal: containers are
+//! still reported from their cgroups, without names, images or ECS tags.
+
+use crate::parse::docker::{container_list, ContainerMeta};
+use crate::transport::client::{HttpClient, Outcome};
+use mio::{Registry, Token};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// An unknown container asks for a refresh at most this often.
+const MIN_GAP: Duration = Duration::from_secs(2);
+
+/// What is known of the host's containers, by id.
+#[derive(Debug, Default)]
+pub struct Metadata {
+    pub by_id: Vec<([u8; 64], ContainerMeta)>,
+}
+
+impl Metadata {
+    pub fn get(&self, id: &[u8]) -> Option<&ContainerMeta> {
+        self.by_id.iter().find(|(i, _)| i[..] == *id).map(|(_, m)| m)
+    }
+}
+
+pub struct DockerSource {
+    client: HttpClient,
+    socket: PathBuf,
+    pub meta: Metadata,
+    next_at: Option<Instant>,
+    last_start: Option<Instant>,
+    busy: bool,
+    unavailable_logged: bool,
+}
+
+impl DockerSource {
+    pub fn new(socket: PathBuf, token: Token, now: Instant) -> DockerSource {
+        DockerSource {
+            client: HttpClient::unix(socket.clone(), token),
+            socket,
+            meta: Metadata::default(),
+            next_at: Some(now),
+            last_start: None,
+            busy: false,
+            unavailable_logged: false,
+        }
+    }
+
+    /// A refresh is in flight or due now.
+    pub fn refreshing(&self, now: Instant) -> bool {
+        self.busy || self.next_at.is_some_and(|t| t <= now)
+    }
+
+    pub fn token(&self) -> Token {
+        self.client.token()
+    }
+
+    /// The earliest time [`Self::on_timeout`] should run.
+    pub fn deadline(&self) -> Option<Instant> {
+        [self.client.deadline(), self.next_at.filter(|_| !self.busy)].into_iter().flatten().min()
+    }
+
+    /// Asks for a refresh soon (a container without metadata appeared).
+    pub fn request_refresh(&mut self, now: Instant) {
+        let earliest = self.last_start.map_or(now, |t| t + MIN_GAP);
+        self.next_at = Some(self.next_at.map_or(earliest, |t| t.min(earliest)).max(earliest));
+    }
+
+    pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
+        if let Some(o) = self.client.on_timeout(registry, now) {
+            self.settle(o, now);
+        }
+        if !self.busy && self.next_at.is_some_and(|t| now >= t) {
+            self.start(registry, now);
+        }
+    }
+
+    pub fn on_event(&mut self, registry: &Registry, now: Instant) {
+        if let Some(o) = self.client.on_ready(registry, now) {
+            self.settle(o, now);
+        }
+    }
+
+    fn start(&mut self, registry: &Registry, now: Instant) {
+        self.next_at = None;
+        self.last_start = Some(now);
+        match self.client.send(registry, "GET", "/containers/json", &[("Accept", "application/json")], b"", now) {
+            Ok(()) => {
+                self.busy = true;
+                if let Some(o) = self.client.on_ready(registry, now) {
+                    self.settle(o, now);
+                }
+            }
+            Err(f) => self.failed(&f.to_string(), now),
+        }
+    }
+
+    fn settle(&mut self, o: Outcome, now: Instant) {
+        self.busy = false;
+        match o {
+            Outcome::Response { status: 200, body, .. } => match container_list(&body) {
+                Ok(list) => {
+                    debug!("docker: {} running containers described", list.len());
+                    if self.unavailable_logged {
+                        info!("docker: {} answers again", self.socket.display());
+                        self.unavailable_logged = false;
+                    }
+                    self.meta.by_id = list;
+                    self.next_at = Some(now + REFRESH_EVERY);
+                }
+                Err(e) => self.failed(&e, now),
+            },
+            Outcome::Response { status, body_excerpt, .. } => {
+                self.failed(&format!("HTTP {status} {body_excerpt:?}"), now)
+            }
+            Outcome::Failed(f) => self.failed(&f.to_string(), now),
+        }
+    }
+
+    fn failed(&mut self, why: &str, now: Instant) {
+        self.busy = false;
+        if !self.unavailable_logged {
+            info!(
+                "docker: no metadata from {} ({why}); containers are reported from cgroups only",
+                self.socket.display()
+            );
+            self.unavailable_logged = true;
+        }
+        self.next_at = Some(now + RETRY_AFTER_FAILURE);
+    }
+}
