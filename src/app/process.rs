@@ -73,6 +73,7 @@ impl ProcessCheck {
 
     /// Collects and, from the second run on, hands each encoded payload to `emit`. The first run
     /// only primes the rates (as the original agent does). `json`: emit JSON views (dry run).
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         mono_secs: f64,
