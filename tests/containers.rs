@@ -6,6 +6,7 @@
 mod common;
 use common::pa_proto::{self, CollectorProc};
 use common::*;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[path = "support/test_cgroup.rs"]
@@ -235,4 +236,72 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
         (c["data"]["name"].as_str(), c["data"]["image"].as_str()),
         (Some("ecs-web-3-web-8ab1"), Some("nginx:1.25"))
     );
+}
+
+#[test]
+fn in_its_own_pid_namespace_with_host_proc_and_sys_mounted_elsewhere() {
+    let tag = format!("sts-test-{}-ns", std::process::id());
+    let id = hex_id("ns", 64);
+    let Some(mut ctr) = TestCgroup::new(&[format!("{tag}-docker")], &id) else {
+        eprintln!("no cgroup v1 memory controller here; skipped");
+        return;
+    };
+    let host_pid = ctr.run("import time; time.sleep(60)");
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("no unshare here; skipped");
+        return;
+    }
+    let root = TempDir::new("ns");
+    let (hp, hs) = (root.0.join("host/proc"), root.0.join("host/sys"));
+    std::fs::create_dir_all(&hp).unwrap();
+    std::fs::create_dir_all(&hs).unwrap();
+    let rx = Receiver::start(true, vec![202]);
+    let url = rx.url("/stsAgent");
+    // As the ECS task runs it: a private pid namespace whose own /proc shows only itself, and
+    // the host's /proc and /sys bind-mounted at HOST_PROC and HOST_SYS.
+    let script = format!(
+        "mount --rbind /proc {hp} && mount --rbind /sys {hs} && mount -t proc proc /proc && exec {AGENT} --once",
+        hp = hp.display(),
+        hs = hs.display()
+    );
+    let child = Command::new("unshare")
+        .args(["--mount", "--pid", "--fork", "--", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STS_STS_URL", &url)
+        .env("STS_API_KEY", "k")
+        .env("STS_HOSTNAME", "ns-host")
+        .env("STS_SKIP_SSL_VALIDATION", "true")
+        .env("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")
+        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("HOST_PROC", &hp)
+        .env("HOST_SYS", &hs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let reqs = rx.requests();
+    let msgs: Vec<CollectorProc> = reqs
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v1/collector")
+        .map(|r| pa_proto::collector_proc(&r.body))
+        .collect();
+    let procs: Vec<_> = msgs.iter().flat_map(|m| &m.processes).collect();
+    // Host pids, not the namespace's: the process this test started is there under its host pid.
+    let p = procs.iter().find(|p| p.pid == host_pid as i32).unwrap_or_else(|| {
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        panic!("host pid {host_pid} not reported; reported {pids:?}\n{stderr}")
+    });
+    assert_eq!(p.container_id, id);
+    assert!(msgs.iter().flat_map(|m| &m.containers).any(|c| c.id == id), "container from HOST_SYS cgroups");
+    assert!(procs.len() > 3, "the host's processes, not just the namespace's");
+    // The agent's own entry is its host pid too.
+    let side = reqs.iter().find(|r| r.target.starts_with("/stsAgent/intake?")).unwrap().json();
+    let ident = side["topologies"][0]["components"][0]["data"]["identifiers"][0].as_str().unwrap().to_string();
+    let agent_pid: i32 = ident.split(':').nth(3).unwrap().parse().unwrap();
+    assert!(agent_pid > 1, "agent identified by its host pid, got {ident}");
 }

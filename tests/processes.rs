@@ -259,3 +259,39 @@ fn process_agent_modes() {
     assert!(!reqs.iter().any(|r| r.target.starts_with("/stsAgent/intake?")), "no process-agent side channel");
     assert!(reqs.iter().any(|r| r.target.contains("/api/v1/series")), "host metrics still flow");
 }
+
+#[test]
+fn a_process_that_execs_is_judged_again() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let m = marker("exec");
+    // First a blacklisted `bash`, then (same pid, same start time) python with the marker.
+    let kids =
+        Kids(vec![spawn("bash", &["-c", &format!("sleep 1.5; exec python3 -c 'import time; time.sleep(60)' {m}")])]);
+    let pid = kids.0[0].id();
+    let child = spawn_agent(
+        &["--dry-run"],
+        &[
+            ("STS_HOSTNAME", "exec-host"),
+            ("STS_PROCESS_CHECK_INTERVAL", "1"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(5000));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["endpoint"] == "/api/v1/collector")
+        .collect();
+    assert!(reports.len() >= 2, "{stdout}");
+    let mine =
+        |v: &serde_json::Value| v["payload"]["processes"].as_array().unwrap().iter().find(|p| p["pid"] == pid).cloned();
+    assert!(mine(&reports[0]).is_none(), "bash is blacklisted before the exec");
+    let after = reports.iter().rev().find_map(mine).expect("reported once it became python");
+    let args: Vec<&str> = after["command"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args.last(), Some(&m.as_str()), "{args:?}");
+    assert!(after["command"]["exe"].as_str().unwrap().contains("python"));
+}

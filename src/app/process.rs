@@ -33,6 +33,8 @@ pub struct ProcessCheck {
     /// `STS_PROCESS_AGENT_ENABLED=false`: containers only, no processes.
     containers_only: bool,
     interval_s: u64,
+    /// The agent's host pid (its identity in `urn:process:/…`).
+    self_pid: u32,
 }
 
 /// What one run produced.
@@ -45,8 +47,11 @@ pub enum Encoded<'a> {
 
 impl ProcessCheck {
     pub fn new(cfg: &Config, containers_only: bool) -> io::Result<ProcessCheck> {
+        let mut source = ProcessSource::open(&cfg.host_proc)?;
+        let self_pid = source.self_pid();
         Ok(ProcessCheck {
-            source: ProcessSource::open(&cfg.host_proc)?,
+            self_pid,
+            source,
             table: ProcessTable::default(),
             // No cgroups (or an unreadable HOST_SYS) is normal: processes are still reported.
             containers_src: ContainerSource::open(&cfg.host_proc, &cfg.host_sys).ok(),
@@ -138,7 +143,7 @@ impl ProcessCheck {
         }
 
         let s = self.selection.stats;
-        let me = std::process::id();
+        let me = self.self_pid;
         let my_create = self
             .table
             .procs

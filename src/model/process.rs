@@ -44,6 +44,8 @@ pub struct Proc {
     exe_end: u32,
     pub uid: u32,
     pub gid: u32,
+    /// `comm` from `stat` (the kernel keeps 15 bytes): when it changes, the process exec'd.
+    pub comm: [u8; 16],
     pub container_id: Option<[u8; 64]>,
     pub first_seen_mono: f64,
     /// Set by the process check the first time it sees the process.
@@ -67,6 +69,7 @@ impl Proc {
             exe_end: 0,
             uid: 0,
             gid: 0,
+            comm: [0; 16],
             container_id: None,
             first_seen_mono,
             blacklisted: None,

@@ -91,6 +91,8 @@ pub struct ProcessSource {
     clk_tck: u64,
     boot_time: u64,
     cycle: u64,
+    /// Processes seen to exec into another program this cycle.
+    execs: u32,
     users: Users,
 }
 
@@ -123,8 +125,18 @@ impl ProcessSource {
             clk_tck: rustix::param::clock_ticks_per_second().max(1),
             boot_time: 0,
             cycle: 0,
+            execs: 0,
             users: Users::new(host_proc),
         })
+    }
+
+    /// The agent's own pid as the host sees it: `HOST_PROC/self` names the reader in that
+    /// procfs's pid namespace, which differs from `getpid()` when the agent has its own.
+    pub fn self_pid(&mut self) -> u32 {
+        match rustix::fs::readlinkat_raw(&self.root, c"self", &mut self.link) {
+            Ok((b, _)) => u64_dec(b).and_then(|p| u32::try_from(p).ok()).unwrap_or_else(std::process::id),
+            Err(_) => std::process::id(),
+        }
     }
 
     pub fn user_name(&self, uid: u32) -> Option<&[u8]> {
@@ -138,6 +150,7 @@ impl ProcessSource {
         t.unix_ms = unix_ms;
         t.vanished = 0;
         t.discovered = 0;
+        self.execs = 0;
         t.page_size = rustix::param::page_size() as u64;
         t.clk_tck = self.clk_tck;
         self.users.refresh();
@@ -174,6 +187,8 @@ impl ProcessSource {
             }
         }
         t.procs = std::mem::replace(&mut t.next, old);
+        // An exec'd process is new as far as its text goes (it may allocate once, like a new pid).
+        t.discovered += self.execs;
     }
 
     /// Reads what is only needed for reported processes: the number of open file descriptors
@@ -227,8 +242,16 @@ impl ProcessSource {
     fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
             let stat = self.buf.read_file(p.dir.as_fd(), c"stat").map_err(classify)?;
-            let (base, start, kthread) = stat_core(stat)?;
+            let (base, start, kthread, comm) = stat_core(stat)?;
             if start == p.start_ticks {
+                if comm != p.comm {
+                    // Same process, new program (`sh entrypoint.sh` → `exec java …`): its
+                    // command line and exe changed, and so may the blacklist's verdict.
+                    p.comm = comm;
+                    self.read_text(&mut p, kthread);
+                    p.blacklisted = None;
+                    self.execs += 1;
+                }
                 let sample = self.fill_sample(p.dir.as_fd(), base, kthread)?;
                 p.prev = Some(p.cur);
                 p.cur = sample;
@@ -256,18 +279,13 @@ impl ProcessSource {
         let dir = openat(&self.root, name.as_cstr(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| classify(e.into()))?;
         let stat = self.buf.read_file(dir.as_fd(), c"stat").map_err(classify)?;
-        let (base, start, kthread) = stat_core(stat)?;
+        let (base, start, kthread, comm) = stat_core(stat)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
         let sample = self.fill_sample(dir.as_fd(), base, kthread)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
         p.cur = sample;
-
-        self.args.clear();
-        self.exe.clear();
+        p.comm = comm;
         if !kthread {
-            if let Ok(cmd) = self.buf.read_file(p.dir.as_fd(), c"cmdline") {
-                scrub_args(pid::cmdline_args(cmd), &mut self.args);
-            }
             if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
                 p.uid = st.uid[0];
                 p.gid = st.gid[0];
@@ -279,6 +297,19 @@ impl ProcessSource {
                     .find_map(|l| cgroup::container_id(l.path))
                     .and_then(|id| <[u8; 64]>::try_from(id).ok());
             }
+        }
+        self.read_text(&mut p, kthread);
+        Ok(p)
+    }
+
+    /// Reads the command line (scrubbed), exe and cwd into the process's text.
+    fn read_text(&mut self, p: &mut Proc, kthread: bool) {
+        self.args.clear();
+        self.exe.clear();
+        if !kthread {
+            if let Ok(cmd) = self.buf.read_file(p.dir.as_fd(), c"cmdline") {
+                scrub_args(pid::cmdline_args(cmd), &mut self.args);
+            }
             // Unreadable links (no ptrace access, kernel threads) leave exe/cwd empty.
             if let Ok((exe, _)) = rustix::fs::readlinkat_raw(p.dir.as_fd(), c"exe", &mut self.link) {
                 self.exe.extend_from_slice(exe);
@@ -289,7 +320,6 @@ impl ProcessSource {
             _ => &[],
         };
         p.set_text(&self.args, &self.exe, cwd);
-        Ok(p)
     }
 }
 
@@ -299,9 +329,12 @@ fn set_status_detail(p: &mut Proc, st: &pid::PidStatus) {
     p.detail.swap_kib = st.vm_swap_kib;
 }
 
-/// The per-cycle fields of `stat`, its start time, and whether it is a kernel thread.
-fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool), Gone> {
+/// The per-cycle fields of `stat`, its start time, whether it is a kernel thread, and `comm`.
+fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16]), Gone> {
     let s = pid::parse_stat(stat).map_err(|_| Gone::Other)?;
+    let mut comm = [0u8; 16];
+    let n = s.comm.len().min(16);
+    comm[..n].copy_from_slice(&s.comm[..n]);
     let sample = ProcSample {
         state: s.state,
         ppid: s.ppid,
@@ -312,5 +345,5 @@ fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool), Gone> {
         stime: s.stime,
         ..Default::default()
     };
-    Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0))
+    Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0, comm))
 }
