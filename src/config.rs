@@ -41,6 +41,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_PROCESS_CHECK_INTERVAL", default: "30", meaning: "seconds between process checks" },
     VarDoc { name: "STS_CONNECTION_CHECK_INTERVAL", default: "30", meaning: "seconds between connection checks" },
     VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
+    VarDoc { name: "STS_ECS_AGENT_URL", default: "http://localhost:51678", meaning: "the ECS agent's introspection API, for the cluster name and each container's task" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
 ];
 
@@ -114,6 +115,7 @@ pub struct Config {
     pub ec2_metadata_url: Url,
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
+    pub ecs_agent_url: Url,
 }
 
 /// A rejected variable. `Display` is the one line printed before exiting.
@@ -500,7 +502,24 @@ impl Config {
             },
         };
 
+        let ecs_agent_url = match get("STS_ECS_AGENT_URL") {
+            None => Url::parse("http://localhost:51678").expect("literal URL parses"),
+            Some(v) => match Url::parse(v.trim()) {
+                Ok(u) if u.scheme == crate::url::Scheme::Http => u,
+                Ok(_) => {
+                    return Err(err(
+                        "STS_ECS_AGENT_URL",
+                        &v,
+                        "the ECS agent speaks plain http",
+                        "an http:// URL such as http://localhost:51678",
+                    ))
+                }
+                Err(p) => return Err(err("STS_ECS_AGENT_URL", &v, p, "an http:// URL such as http://localhost:51678")),
+            },
+        };
+
         Ok(Config {
+            ecs_agent_url,
             docker_socket,
             api_key,
             sts_url,

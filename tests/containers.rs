@@ -305,3 +305,103 @@ fn in_its_own_pid_namespace_with_host_proc_and_sys_mounted_elsewhere() {
     let agent_pid: i32 = ident.split(':').nth(3).unwrap().parse().unwrap();
     assert!(agent_pid > 1, "agent identified by its host pid, got {ident}");
 }
+
+/// A local ECS agent introspection API (v1) on loopback TCP, with the documented JSON.
+fn fake_ecs_agent(metadata: String, tasks: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { break };
+            let (metadata, tasks) = (metadata.clone(), tasks.clone());
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let (mut line, mut request) = (String::new(), String::new());
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if request.is_empty() {
+                        request = line.trim().to_string();
+                    }
+                    if line == "\r\n" {
+                        let body = if request.starts_with("GET /v1/metadata ") {
+                            metadata.as_str()
+                        } else if request.starts_with("GET /v1/tasks ") {
+                            tasks.as_str()
+                        } else {
+                            "{}"
+                        };
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        request.clear();
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn ecs_agent_api_tags_containers_by_task() {
+    let tag = format!("sts-test-{}-ecsapi", std::process::id());
+    let id = hex_id("ecsapi", 64);
+    let Some(mut ctr) = TestCgroup::new(&[format!("{tag}-docker")], &id) else {
+        eprintln!("no cgroup v1 memory controller here; skipped");
+        return;
+    };
+    ctr.run("import time; time.sleep(60)");
+    let dir = TempDir::new("ecsapi");
+    // Docker knows the container but carries no ECS labels on it.
+    let list = format!(
+        r#"[{{"Id":"{id}","Names":["/api-1"],"Image":"api:5","Created":1700000001,"State":"running","Status":"Up 1 minute","Labels":{{}}}}]"#
+    );
+    let (docker_host, _) = fake_docker(&dir.0, list);
+    let ecs = fake_ecs_agent(
+        r#"{"Cluster":"stage","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/stage/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
+        format!(
+            r#"{{"Tasks":[{{"Arn":"arn:aws:ecs:eu-west-1:123456789012:task/stage/t1","DesiredStatus":"RUNNING","KnownStatus":"RUNNING",
+               "Family":"api","Version":"5","Containers":[{{"DockerId":"{id}","DockerName":"ecs-api-5-api-1","Name":"api"}}]}}]}}"#
+        ),
+    );
+    let rx = Receiver::start(true, vec![202]);
+    let url = rx.url("/stsAgent");
+    let out = run_agent(
+        &["--once"],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", "k"),
+            ("STS_HOSTNAME", "ecs-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("DOCKER_HOST", &docker_host),
+            ("STS_ECS_AGENT_URL", &ecs),
+            ("STS_LOG_LEVEL", "debug"),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let msgs: Vec<CollectorProc> = rx
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v1/collector")
+        .map(|r| pa_proto::collector_proc(&r.body))
+        .collect();
+    let c = msgs.iter().flat_map(|m| &m.containers).find(|c| c.id == id).expect("container reported");
+    for t in [
+        "task_arn:arn:aws:ecs:eu-west-1:123456789012:task/stage/t1",
+        "task_family:api",
+        "task_name:api",
+        "task_version:5",
+        "ecs_container_name:api",
+        "cluster_name:stage",
+        "container_name:api-1",
+    ] {
+        assert!(c.tags.iter().any(|x| x == t), "missing {t} in {:?}\n{stderr}", c.tags);
+    }
+}

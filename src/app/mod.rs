@@ -7,6 +7,7 @@ use crate::config::ProcessAgentMode;
 use crate::encode::compress::{Gzip, Zlib};
 use crate::outbox::{Forwarder, RouteId, RouteSpec};
 use crate::sources::docker::{DockerSource, Metadata};
+use crate::sources::ecs::EcsSource;
 use crate::sources::host::HostSource;
 use crate::sources::meta::{resolve_hostname, HostnameSource};
 use crate::transport::tls;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SIGNAL: Token = Token(0);
 const DOCKER: Token = Token(1);
+const ECS: Token = Token(2);
 const FIRST_ORIGIN_TOKEN: usize = 16;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// In `--once` mode: the gap between the two samples a rate needs, and how long to try sending.
@@ -101,6 +103,7 @@ pub struct App {
     host: HostCheck,
     process: Option<ProcessCheck>,
     docker: Option<DockerSource>,
+    ecs: Option<EcsSource>,
     /// Used when Docker is absent or disabled.
     no_metadata: Metadata,
     series_buf: Vec<u8>,
@@ -221,6 +224,10 @@ impl App {
 
         let now = Instant::now();
         let docker = process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), DOCKER, now));
+        let ecs = match &process {
+            Some(_) => Some(EcsSource::new(cfg.ecs_agent_url.clone(), ECS, now).map_err(io::Error::other)?),
+            None => None,
+        };
         let host_timer = Timer::new(Some(now), cfg.host_check_interval);
         let process_timer = Timer::new(process.as_ref().map(|_| now), cfg.process_check_interval);
         Ok(App {
@@ -232,6 +239,7 @@ impl App {
             host: HostCheck::new(source),
             process,
             docker,
+            ecs,
             no_metadata: Metadata::default(),
             series_buf: Vec::with_capacity(64 * 1024),
             topology_buf: Vec::with_capacity(4 * 1024),
@@ -264,7 +272,8 @@ impl App {
                 let wait_for_docker = self.opts.once
                     && self.process_timer.runs == 1
                     && now < self.clock_origin + ONCE_METADATA_WAIT
-                    && self.docker.as_ref().is_some_and(|d| d.refreshing(now));
+                    && (self.docker.as_ref().is_some_and(|d| d.refreshing(now))
+                        || self.ecs.as_ref().is_some_and(|e| e.refreshing(now)));
                 if wait_for_docker {
                     self.process_timer.next = Some(now + Duration::from_millis(50));
                 } else {
@@ -309,6 +318,11 @@ impl App {
                             d.on_event(self.poll.registry(), now);
                         }
                     }
+                    ECS => {
+                        if let Some(e) = self.ecs.as_mut() {
+                            e.on_event(self.poll.registry(), now);
+                        }
+                    }
                     t => {
                         if let Output::Forward(f) = &mut self.sink.output {
                             f.on_event(self.poll.registry(), t, now);
@@ -321,6 +335,9 @@ impl App {
             }
             if let Some(d) = self.docker.as_mut() {
                 d.on_timeout(self.poll.registry(), now);
+            }
+            if let Some(e) = self.ecs.as_mut() {
+                e.on_timeout(self.poll.registry(), now);
             }
         }
     }
@@ -388,6 +405,9 @@ impl App {
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let dry = matches!(self.sink.output, Output::DryRun);
+        if let (Some(d), Some(e)) = (self.docker.as_mut(), self.ecs.as_ref()) {
+            d.meta.apply_ecs(&e.info);
+        }
         let sink = &mut self.sink;
         let meta = self.docker.as_ref().map_or(&self.no_metadata, |d| &d.meta);
         let mut result = Ok(());
@@ -404,6 +424,9 @@ impl App {
         if let Some(d) = self.docker.as_mut() {
             if check.containers.containers.iter().any(|c| d.meta.get(&c.id).is_none()) {
                 d.request_refresh(now);
+                if let Some(e) = self.ecs.as_mut() {
+                    e.request_refresh(now);
+                }
             }
         }
         let s = check.stats();

@@ -6,6 +6,7 @@ pub mod cgroup_stats;
 pub mod cursor;
 pub mod diskstats;
 pub mod docker;
+pub mod ecs;
 pub mod file_nr;
 pub mod keyval;
 pub mod loadavg;

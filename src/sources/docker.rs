@@ -18,9 +18,32 @@ const MIN_GAP: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Metadata {
     pub by_id: Vec<([u8; 64], ContainerMeta)>,
+    /// The ECS information generation last merged in, and whether Docker's list changed since.
+    ecs_applied: u64,
+    changed: bool,
 }
 
+/// Tag keys the ECS agent's API is authoritative for.
+const ECS_TAG_KEYS: [&str; 6] =
+    ["task_arn:", "task_family:", "task_name:", "task_version:", "ecs_container_name:", "cluster_name:"];
+
 impl Metadata {
+    /// Puts the ECS agent's task tags on the containers it knows (replacing label-derived ones).
+    /// Cheap when nothing changed since the last call.
+    pub fn apply_ecs(&mut self, ecs: &crate::sources::ecs::EcsInfo) {
+        if ecs.generation == 0 || (ecs.generation == self.ecs_applied && !self.changed) {
+            return;
+        }
+        for (id, m) in &mut self.by_id {
+            if let Some((_, c)) = ecs.by_id.iter().find(|(i, _)| i == id) {
+                m.tags.retain(|t| !ECS_TAG_KEYS.iter().any(|k| t.starts_with(k)));
+                m.tags.extend(crate::parse::ecs::tags(c, ecs.cluster.as_deref()));
+            }
+        }
+        self.ecs_applied = ecs.generation;
+        self.changed = false;
+    }
+
     pub fn get(&self, id: &[u8]) -> Option<&ContainerMeta> {
         self.by_id.iter().find(|(i, _)| i[..] == *id).map(|(_, m)| m)
     }
@@ -109,6 +132,7 @@ impl DockerSource {
                         self.unavailable_logged = false;
                     }
                     self.meta.by_id = list;
+                    self.meta.changed = true;
                     self.next_at = Some(now + REFRESH_EVERY);
                 }
                 Err(e) => self.failed(&e, now),

@@ -2,6 +2,7 @@
 
 pub mod cgroups;
 pub mod docker;
+pub mod ecs;
 pub mod host;
 pub mod meta;
 pub mod process;

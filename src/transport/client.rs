@@ -195,6 +195,12 @@ impl HttpClient {
         c
     }
 
+    /// Keeps whole response bodies (for metadata look-ups).
+    pub fn keeping_bodies(mut self) -> HttpClient {
+        self.want_body = true;
+        self
+    }
+
     pub fn token(&self) -> Token {
         self.token
     }
