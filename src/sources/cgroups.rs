@@ -85,8 +85,16 @@ pub fn detect(host_sys: &Path) -> Layout {
     Layout::Absent
 }
 
+/// The layout is detected again every this many cycles (hosts rarely change it; a remount does).
+const REDETECT_EVERY: u64 = 20;
+
 pub struct ContainerSource {
     proc_root: OwnedFd,
+    host_sys: std::path::PathBuf,
+    /// `<root>/memory` (v1 always has it) and `<root>/cgroup.controllers` (v2), as C strings
+    /// made once, so the periodic probe allocates nothing.
+    probe_v1: std::ffi::CString,
+    probe_v2: std::ffi::CString,
     layout: Layout,
     buf: ReadBuf,
     user_hz: u64,
@@ -97,8 +105,13 @@ impl ContainerSource {
         let proc_root = openat(CWD, host_proc, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
         let layout = detect(host_sys);
         info!("containers: {} under {}", layout.name(), host_sys.join("fs/cgroup").display());
+        let c =
+            |p: std::path::PathBuf| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap_or_default();
         Ok(ContainerSource {
             proc_root,
+            probe_v1: c(host_sys.join("fs/cgroup/memory")),
+            probe_v2: c(host_sys.join("fs/cgroup/cgroup.controllers")),
+            host_sys: host_sys.to_path_buf(),
             layout,
             buf: ReadBuf::with_capacity(8 * 1024),
             user_hz: rustix::param::clock_ticks_per_second().max(1),
@@ -112,6 +125,9 @@ impl ContainerSource {
     /// Finds this cycle's containers from the processes' container ids and samples each.
     pub fn update(&mut self, t: &mut ContainerTable, procs: &ProcessTable) {
         t.cycle += 1;
+        if t.cycle % REDETECT_EVERY == 0 {
+            self.redetect(t);
+        }
         t.prev_mono_secs = if t.cycle > 1 { Some(t.mono_secs) } else { None };
         t.mono_secs = procs.mono_secs;
         let cycle = t.cycle;
@@ -137,6 +153,32 @@ impl ContainerSource {
             c.prev = (c.samples > 0).then_some(c.cur);
             c.cur = sample;
             c.samples += 1;
+        }
+    }
+
+    /// Probes the layout's kind; if it changed, detects it again and finds containers anew.
+    fn redetect(&mut self, t: &mut ContainerTable) {
+        let exists = |p: &std::ffi::CStr| rustix::fs::statat(CWD, p, AtFlags::empty()).is_ok();
+        let kind = if exists(&self.probe_v1) {
+            1
+        } else if exists(&self.probe_v2) {
+            2
+        } else {
+            0
+        };
+        let current = match self.layout {
+            Layout::V1(_) => 1,
+            Layout::V2(_) => 2,
+            Layout::Absent => 0,
+        };
+        if kind == current {
+            return;
+        }
+        let now = detect(&self.host_sys);
+        if std::mem::discriminant(&now) != std::mem::discriminant(&self.layout) {
+            info!("containers: the cgroup layout changed from {} to {}", self.layout.name(), now.name());
+            self.layout = now;
+            t.containers.clear();
         }
     }
 
@@ -354,6 +396,25 @@ mod tests {
             assert_eq!(s.mem_usage, cs::single(&v1_fixture("memory/memory.usage_in_bytes")).unwrap());
             assert_eq!(s.cpu_limit_pct, Some(50.0));
         }
+    }
+
+    #[test]
+    fn a_changed_layout_is_noticed() {
+        let dir = std::env::temp_dir().join(format!("sts-agent-redetect-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sys/fs/cgroup")).unwrap();
+        std::fs::create_dir_all(dir.join("proc")).unwrap();
+        let mut src = ContainerSource::open(&dir.join("proc"), &dir.join("sys")).unwrap();
+        assert!(matches!(src.layout(), Layout::Absent));
+        // The host now mounts the v2 hierarchy.
+        std::fs::write(dir.join("sys/fs/cgroup/cgroup.controllers"), "cpu io memory\n").unwrap();
+        let mut t = ContainerTable::default();
+        let procs = ProcessTable::default();
+        for _ in 0..REDETECT_EVERY {
+            src.update(&mut t, &procs);
+        }
+        assert!(matches!(src.layout(), Layout::V2(_)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
