@@ -113,8 +113,13 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
 }
 
 /// A local Docker Engine API on a Unix socket: `GET /containers/json` answers `list` (the
-/// documented container-list JSON); anything else is a 404. Records request lines.
-fn fake_docker(dir: &std::path::Path, list: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// documented container-list JSON), `GET /containers/<id>/json` answers `inspect`; anything
+/// else is a 404. Records request lines.
+fn fake_docker(
+    dir: &std::path::Path,
+    list: String,
+    inspect: String,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Write};
     let sock = dir.join("docker.sock");
     let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
@@ -123,7 +128,7 @@ fn fake_docker(dir: &std::path::Path, list: String) -> (String, std::sync::Arc<s
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { break };
-            let (seen, list) = (seen2.clone(), list.clone());
+            let (seen, list, inspect) = (seen2.clone(), list.clone(), inspect.clone());
             std::thread::spawn(move || {
                 let mut w = s.try_clone().unwrap();
                 let mut r = BufReader::new(s);
@@ -137,6 +142,8 @@ fn fake_docker(dir: &std::path::Path, list: String) -> (String, std::sync::Arc<s
                         seen.lock().unwrap().push(request.clone());
                         let (status, body) = if request.starts_with("GET /containers/json ") {
                             ("200 OK", list.as_str())
+                        } else if request.starts_with("GET /containers/") && request.contains("/json ") {
+                            ("200 OK", inspect.as_str())
                         } else {
                             ("404 Not Found", "{}")
                         };
@@ -177,7 +184,8 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
                "com.amazonaws.ecs.task-definition-family":"web","com.amazonaws.ecs.task-definition-version":"3"}},
              "HostConfig":{{"NetworkMode":"bridge"}},"Mounts":[]}}]"#
     );
-    let (docker_host, seen) = fake_docker(&dir.0, list);
+    let inspect = r#"{"Id":"x","State":{"Status":"running","Running":true,"StartedAt":"2023-11-14T22:15:00.000000001Z","Health":{"Status":"unhealthy","FailingStreak":3}}}"#;
+    let (docker_host, seen) = fake_docker(&dir.0, list, inspect.to_string());
     let rx = Receiver::start(true, vec![202]);
     let url = rx.url("/stsAgent");
     let out = run_agent(
@@ -205,6 +213,9 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
     let ctrs: Vec<_> = msgs.iter().flat_map(|m| &m.containers).collect();
     let w = ctrs.iter().find(|c| c.id == web_id).expect("described container");
     assert_eq!((w.r#type.as_str(), w.state, w.created), ("docker", 3, 1_700_000_000), "{stderr}");
+    // From the inspect call: the start time and the health check's verdict.
+    assert_eq!((w.started, w.health), (1_700_000_100, 3), "{stderr}");
+    assert!(seen.lock().unwrap().iter().any(|r| r.starts_with(&format!("GET /containers/{web_id}/json"))));
     for t in [
         format!("container_id:{web_id}"),
         "container_name:ecs-web-3-web-8ab1".into(),
@@ -360,7 +371,7 @@ fn ecs_agent_api_tags_containers_by_task() {
     let list = format!(
         r#"[{{"Id":"{id}","Names":["/api-1"],"Image":"api:5","Created":1700000001,"State":"running","Status":"Up 1 minute","Labels":{{}}}}]"#
     );
-    let (docker_host, _) = fake_docker(&dir.0, list);
+    let (docker_host, _) = fake_docker(&dir.0, list, "{}".into());
     let ecs = fake_ecs_agent(
         r#"{"Cluster":"stage","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/stage/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
         format!(

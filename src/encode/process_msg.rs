@@ -78,8 +78,8 @@ fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
     int32(o, 9, m.map_or(0, |m| m.health));
     let created = m.map_or(c.created_ms / 1000, |m| m.created);
     int64(o, 10, created);
-    // Start time: the cgroup's creation, made when the container's first process started.
-    int64(o, 24, c.created_ms / 1000);
+    // Docker's start time when inspected; else the cgroup's creation, made at the start.
+    int64(o, 24, m.and_then(|m| m.started).unwrap_or(c.created_ms / 1000));
     match m {
         Some(m) => {
             for t in &m.tags {

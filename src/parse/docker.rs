@@ -15,6 +15,8 @@ pub struct ContainerMeta {
     pub health: i32,
     /// Epoch seconds.
     pub created: i64,
+    /// Epoch seconds, from `GET /containers/<id>/json` (`State.StartedAt`); `None` until inspected.
+    pub started: Option<i64>,
     pub labels: Vec<(String, String)>,
     /// `key:value` tags, in a stable order.
     pub tags: Vec<String>,
@@ -40,6 +42,7 @@ pub fn container_list(body: &[u8]) -> Result<Vec<([u8; 64], ContainerMeta)>, Str
             .unwrap_or_default();
         labels.sort();
         let mut meta = ContainerMeta {
+            started: None,
             state: state(c["State"].as_str().unwrap_or("")),
             health: health(status),
             created: c["Created"].as_i64().unwrap_or(0),
@@ -52,6 +55,60 @@ pub fn container_list(body: &[u8]) -> Result<Vec<([u8; 64], ContainerMeta)>, Str
         out.push((id, meta));
     }
     Ok(out)
+}
+
+/// From `GET /containers/<id>/json`: `(State.StartedAt` in epoch seconds, the health enum from
+/// `State.Health.Status` when the container has a health check).
+pub fn inspect(body: &[u8]) -> Result<(Option<i64>, Option<i32>), String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("inspect is not JSON: {e}"))?;
+    let started = v["State"]["StartedAt"].as_str().and_then(rfc3339_secs).filter(|s| *s > 0);
+    let health = v["State"]["Health"]["Status"].as_str().map(|h| match h {
+        "starting" => 1,
+        "healthy" => 2,
+        "unhealthy" => 3,
+        _ => 0,
+    });
+    Ok((started, health))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` to epoch seconds (Docker's timestamps).
+pub fn rfc3339_secs(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { std::str::from_utf8(b.get(r)?).ok()?.parse().ok() };
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    let offset = match b.get(i) {
+        Some(b'Z' | b'z') => 0,
+        Some(sign @ (b'+' | b'-')) => {
+            let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
 }
 
 fn state(s: &str) -> i32 {
@@ -127,6 +184,25 @@ fn tags(id: &[u8; 64], m: &ContainerMeta) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_and_inspect() {
+        assert_eq!(rfc3339_secs("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_secs("2023-11-14T22:13:20.123456789Z"), Some(1_700_000_000));
+        assert_eq!(rfc3339_secs("2023-11-15T00:13:20+02:00"), Some(1_700_000_000));
+        assert_eq!(rfc3339_secs("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(rfc3339_secs("0001-01-01T00:00:00Z"), Some(-62_135_596_800));
+        for bad in ["", "2023-13-01T00:00:00Z", "2023-11-14 22:13:20", "garbage-at-all-here"] {
+            assert_eq!(rfc3339_secs(bad), None, "{bad}");
+        }
+        let (started, health) = inspect(
+            br#"{"State":{"Status":"running","StartedAt":"2023-11-14T22:13:20.5Z","Health":{"Status":"unhealthy"}}}"#,
+        )
+        .unwrap();
+        assert_eq!((started, health), (Some(1_700_000_000), Some(3)));
+        // A never-started container has Docker's zero time.
+        assert_eq!(inspect(br#"{"State":{"StartedAt":"0001-01-01T00:00:00Z"}}"#).unwrap(), (None, None));
+    }
 
     #[test]
     fn images() {

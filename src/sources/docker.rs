@@ -3,7 +3,7 @@
 //! agent has not seen described appears, and every minute. No Docker is normal: containers are
 //! still reported from their cgroups, without names, images or ECS tags.
 
-use crate::parse::docker::{container_list, ContainerMeta};
+use crate::parse::docker::{container_list, inspect, ContainerMeta};
 use crate::transport::client::{HttpClient, Outcome};
 use mio::{Registry, Token};
 use std::path::PathBuf;
@@ -57,6 +57,9 @@ pub struct DockerSource {
     last_start: Option<Instant>,
     busy: bool,
     unavailable_logged: bool,
+    /// Containers to inspect (for their start time), one request at a time after each list.
+    to_inspect: Vec<[u8; 64]>,
+    inspecting: Option<[u8; 64]>,
 }
 
 impl DockerSource {
@@ -69,12 +72,14 @@ impl DockerSource {
             last_start: None,
             busy: false,
             unavailable_logged: false,
+            to_inspect: Vec::new(),
+            inspecting: None,
         }
     }
 
     /// A refresh is in flight or due now.
     pub fn refreshing(&self, now: Instant) -> bool {
-        self.busy || self.next_at.is_some_and(|t| t <= now)
+        self.busy || !self.to_inspect.is_empty() || self.next_at.is_some_and(|t| t <= now)
     }
 
     pub fn token(&self) -> Token {
@@ -94,7 +99,7 @@ impl DockerSource {
 
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
         if let Some(o) = self.client.on_timeout(registry, now) {
-            self.settle(o, now);
+            self.settle(registry, o, now);
         }
         if !self.busy && self.next_at.is_some_and(|t| now >= t) {
             self.start(registry, now);
@@ -103,7 +108,7 @@ impl DockerSource {
 
     pub fn on_event(&mut self, registry: &Registry, now: Instant) {
         if let Some(o) = self.client.on_ready(registry, now) {
-            self.settle(o, now);
+            self.settle(registry, o, now);
         }
     }
 
@@ -114,15 +119,45 @@ impl DockerSource {
             Ok(()) => {
                 self.busy = true;
                 if let Some(o) = self.client.on_ready(registry, now) {
-                    self.settle(o, now);
+                    self.settle(registry, o, now);
                 }
             }
             Err(f) => self.failed(&f.to_string(), now),
         }
     }
 
-    fn settle(&mut self, o: Outcome, now: Instant) {
+    /// Inspects the next queued container, if any.
+    fn inspect_next(&mut self, registry: &Registry, now: Instant) {
+        while let Some(id) = self.to_inspect.pop() {
+            let path = format!("/containers/{}/json", String::from_utf8_lossy(&id));
+            if self.client.send(registry, "GET", &path, &[("Accept", "application/json")], b"", now).is_ok() {
+                self.busy = true;
+                self.inspecting = Some(id);
+                if let Some(o) = self.client.on_ready(registry, now) {
+                    self.settle(registry, o, now);
+                }
+                return;
+            }
+        }
+    }
+
+    fn settle(&mut self, registry: &Registry, o: Outcome, now: Instant) {
         self.busy = false;
+        if let Some(id) = self.inspecting.take() {
+            if let Outcome::Response { status: 200, body, .. } = &o {
+                match inspect(body) {
+                    Ok((started, health)) => {
+                        if let Some((_, m)) = self.meta.by_id.iter_mut().find(|(i, _)| *i == id) {
+                            m.started = started;
+                            m.health = health.unwrap_or(m.health);
+                        }
+                    }
+                    Err(e) => debug!("docker: inspect {}: {e}", String::from_utf8_lossy(&id)),
+                }
+            }
+            self.inspect_next(registry, now);
+            return;
+        }
         match o {
             Outcome::Response { status: 200, body, .. } => match container_list(&body) {
                 Ok(list) => {
@@ -131,9 +166,28 @@ impl DockerSource {
                         info!("docker: {} answers again", self.socket.display());
                         self.unavailable_logged = false;
                     }
+                    // Keep what inspection found for containers already known; queue the new ones.
+                    let mut list = list;
+                    self.to_inspect.clear();
+                    for (id, m) in &mut list {
+                        match self
+                            .meta
+                            .by_id
+                            .iter()
+                            .find(|(i, _)| i == id)
+                            .and_then(|(_, old)| old.started.map(|s| (s, old.health)))
+                        {
+                            Some((started, health)) => {
+                                m.started = Some(started);
+                                m.health = health;
+                            }
+                            None => self.to_inspect.push(*id),
+                        }
+                    }
                     self.meta.by_id = list;
                     self.meta.changed = true;
                     self.next_at = Some(now + REFRESH_EVERY);
+                    self.inspect_next(registry, now);
                 }
                 Err(e) => self.failed(&e, now),
             },

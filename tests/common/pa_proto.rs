@@ -34,6 +34,8 @@ pub struct Container {
     pub memory_limit: u64,
     #[prost(int32, tag = "8")]
     pub state: i32,
+    #[prost(int32, tag = "9")]
+    pub health: i32,
     #[prost(int64, tag = "10")]
     pub created: i64,
     #[prost(int64, tag = "24")]
