@@ -240,17 +240,32 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("spawn agent")
 }
 
+/// Waits for the child, draining its stdout and stderr all along (a dry run can print more than
+/// a pipe holds; an undrained pipe would block the agent's writes).
 pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("agent did not exit within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            panic!("agent did not exit within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
 }
