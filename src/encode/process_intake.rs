@@ -95,45 +95,51 @@ pub fn side_channel(
     out.extend_from_slice(b",\"name\":");
     json::str(out, h.check);
     out.extend_from_slice(b"}]}],\"metrics\":[");
-    for (i, (name, value)) in metrics.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        json::str(out, name);
-        out.push(b',');
-        json::u64(out, unix_secs);
-        out.push(b',');
-        json::f64(out, *value);
-        out.extend_from_slice(b",{\"hostname\":");
-        json::str(out, host);
-        out.extend_from_slice(b",\"type\":\"raw\"}]");
+    let mut first = true;
+    for (name, value) in metrics {
+        raw_metric(out, &mut first, name, unix_secs, *value, host, None);
     }
     if let Some((t, _)) = containers {
-        let mut first = metrics.is_empty();
         for c in &t.containers {
             let r = rates(c, t);
             let values =
                 [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
             for (name, v) in METRIC_NAMES.iter().zip(values) {
-                if !std::mem::take(&mut first) {
-                    out.push(b',');
-                }
-                out.push(b'[');
-                json::str(out, name);
-                out.push(b',');
-                json::u64(out, unix_secs);
-                out.push(b',');
-                json::f64(out, v);
-                out.extend_from_slice(b",{\"hostname\":");
-                json::str(out, host);
-                out.extend_from_slice(b",\"type\":\"raw\",\"tags\":[\"containerId:");
-                out.extend_from_slice(&c.id);
-                out.extend_from_slice(b"\"]}]");
+                raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id));
             }
         }
     }
     out.extend_from_slice(b"]}");
+}
+
+/// One raw metric tuple `[name, ts, value, {hostname, type: "raw"[, tags: ["containerId:<id>"]]}]`.
+fn raw_metric(
+    out: &mut Vec<u8>,
+    first: &mut bool,
+    name: &str,
+    ts: u64,
+    value: f64,
+    host: &str,
+    container: Option<&[u8]>,
+) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    out.push(b'[');
+    json::str(out, name);
+    out.push(b',');
+    json::u64(out, ts);
+    out.push(b',');
+    json::f64(out, value);
+    out.extend_from_slice(b",{\"hostname\":");
+    json::str(out, host);
+    out.extend_from_slice(b",\"type\":\"raw\"");
+    if let Some(id) = container {
+        out.extend_from_slice(b",\"tags\":[\"containerId:");
+        json::escape_into(out, id);
+        out.extend_from_slice(b"\"]");
+    }
+    out.extend_from_slice(b"}]");
 }
 
 /// Container components as the core agent's container topology check sends them
