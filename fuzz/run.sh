@@ -17,7 +17,8 @@ printf 'HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}' > corpus/http_resp
 printf 'HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboom\r\n0\r\n\r\n' > corpus/http_response/seed-chunked
 printf 'https://stackstate.example.com:7077/stsAgent' > corpus/url/seed
 cp "$fix/net/netstat" corpus/snmp/seed-netstat
-mkdir -p corpus/cgroup_stats corpus/metadata_json
+mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag
+cp ../tests/fixtures/netlink/debian12-6.18/*.bin corpus/inet_diag/
 printf '[{"Id":"3f5a2e1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f","Names":["/web"],"Image":"nginx:1.25","State":"running","Status":"Up (healthy)","Labels":{}}]' > corpus/metadata_json/list
 printf '{"State":{"StartedAt":"2023-11-14T22:15:00.000000001Z","Health":{"Status":"healthy"}}}' > corpus/metadata_json/inspect
 printf '2023-11-15T00:13:20+02:00' > corpus/metadata_json/time

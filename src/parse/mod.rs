@@ -8,6 +8,7 @@ pub mod diskstats;
 pub mod docker;
 pub mod ecs;
 pub mod file_nr;
+pub mod inet_diag;
 pub mod keyval;
 pub mod loadavg;
 pub mod meminfo;
