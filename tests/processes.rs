@@ -158,7 +158,9 @@ fn reports_real_processes_with_their_fields() {
 
     let busy = find(&msgs, kids.0[1].id()).expect("the busy process is reported");
     let cpu = busy.cpu.as_ref().unwrap();
-    assert!(cpu.total_pct > 50.0 && cpu.total_pct <= 100.5, "busy loop at {}%", cpu.total_pct);
+    // One thread is at most one core (100); process and host ticks are read moments apart at
+    // 10 ms granularity over a 1 s window, so allow a few percent either way.
+    assert!(cpu.total_pct > 50.0 && cpu.total_pct <= 105.0, "busy loop at {}%", cpu.total_pct);
     assert!(cpu.user_pct > 40.0 && cpu.num_threads >= 1 && cpu.last_cpu.starts_with("cpu"));
     assert_eq!(busy.state, 2, "running");
 

@@ -140,10 +140,9 @@ fn health(status: &str) -> i32 {
 /// host (`host:5000/app`) is not a tag.
 pub fn split_image(image: &str) -> (&str, &str, &str) {
     let no_digest = image.split('@').next().unwrap_or(image);
-    let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match no_digest[last_slash..].rfind(':') {
-        Some(i) => (&no_digest[..last_slash + i], &no_digest[last_slash + i + 1..]),
-        None => (no_digest, "latest"),
+    let (name, tag) = match no_digest.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (no_digest, "latest"),
     };
     let short = name.rsplit('/').next().unwrap_or(name);
     (name, short, tag)

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
-/// An unknown container asks for a refresh at most this often.
-const MIN_GAP: Duration = Duration::from_secs(2);
 
 /// What is known of the host's containers, by id.
 #[derive(Debug, Default)]
@@ -93,8 +91,7 @@ impl DockerSource {
 
     /// Asks for a refresh soon (a container without metadata appeared).
     pub fn request_refresh(&mut self, now: Instant) {
-        let earliest = self.last_start.map_or(now, |t| t + MIN_GAP);
-        self.next_at = Some(self.next_at.map_or(earliest, |t| t.min(earliest)).max(earliest));
+        self.next_at = Some(super::refresh_soon(self.last_start, now));
     }
 
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {

@@ -11,7 +11,6 @@ use mio::{Registry, Token};
 use std::time::{Duration, Instant};
 
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
-const MIN_GAP: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct EcsInfo {
@@ -66,8 +65,7 @@ impl EcsSource {
     }
 
     pub fn request_refresh(&mut self, now: Instant) {
-        let earliest = self.last_start.map_or(now, |t| t + MIN_GAP);
-        self.next_at = Some(self.next_at.map_or(earliest, |t| t.min(earliest)).max(earliest));
+        self.next_at = Some(super::refresh_soon(self.last_start, now));
     }
 
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
