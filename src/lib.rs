@@ -13,5 +13,6 @@ pub mod model;
 pub mod outbox;
 pub mod parse;
 pub mod sources;
+pub mod sys;
 pub mod transport;
 pub mod url;

@@ -1,5 +1,6 @@
 //! Checks turn snapshots into what StackState wants. Pure: no I/O, no clock.
 
+pub mod connections;
 pub mod host_metrics;
 pub mod metric;
 pub mod process;

@@ -1,5 +1,6 @@
 //! Plain data: this cycle's snapshot and the previous one for deltas. Storage is reused.
 
+pub mod connection;
 pub mod container;
 pub mod host;
 pub mod names;

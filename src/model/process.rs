@@ -47,6 +47,10 @@ pub struct Proc {
     /// `comm` from `stat` (the kernel keeps 15 bytes): when it changes, the process exec'd.
     pub comm: [u8; 16],
     pub container_id: Option<[u8; 64]>,
+    /// The inode of the process's network namespace (0: unknown, or a kernel thread); read when
+    /// the process is discovered and again when it execs (runtimes join a container's namespace
+    /// before exec'ing its entrypoint).
+    pub net_ns: u64,
     pub first_seen_mono: f64,
     /// Set by the process check the first time it sees the process.
     pub blacklisted: Option<bool>,
@@ -71,6 +75,7 @@ impl Proc {
             gid: 0,
             comm: [0; 16],
             container_id: None,
+            net_ns: 0,
             first_seen_mono,
             blacklisted: None,
             cur: ProcSample::default(),

@@ -186,6 +186,44 @@ fn tcp_info(b: &[u8]) -> Option<TcpInfo> {
     })
 }
 
+/// `NLM_F_REQUEST | NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x100 | 0x200;
+const IPPROTO_TCP: u8 = 6;
+/// `nlmsghdr` (16) + `inet_diag_req_v2` (8 + a 48-byte `inet_diag_sockid`).
+pub const REQUEST_LEN: usize = 72;
+
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_TIME_WAIT: u8 = 6;
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_LISTEN: u8 = 10;
+/// Request sockets (half-open, no inode, no owner).
+pub const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// Every TCP state a connection can be reported in, plus `LISTEN` (for direction), and not
+/// `TIME_WAIT`, `CLOSE` or `NEW_SYN_RECV`: those have no owner and no `tcp_info` worth reading.
+pub const STATES_OWNED: u32 = 0xfff & !(1 << TCP_TIME_WAIT) & !(1 << TCP_CLOSE) & !(1 << TCP_NEW_SYN_RECV) & !1;
+
+/// A dump request for all TCP sockets of `family` (`AF_INET` 2 / `AF_INET6` 10) in `states`
+/// (a bit per state), with `tcp_info` when `with_info`. The sequence number is set per send.
+pub fn dump_request(family: u8, states: u32, with_info: bool) -> [u8; REQUEST_LEN] {
+    let mut r = [0u8; REQUEST_LEN];
+    r[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
+    r[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    r[6..8].copy_from_slice(&NLM_F_REQUEST_DUMP.to_ne_bytes());
+    r[16] = family;
+    r[17] = IPPROTO_TCP;
+    r[18] = if with_info { 1 << (INET_DIAG_INFO - 1) } else { 0 };
+    r[20..24].copy_from_slice(&states.to_ne_bytes());
+    r
+}
+
+/// Sets the `nlmsg_seq` of a request.
+pub fn set_seq(request: &mut [u8], seq: u32) {
+    if let Some(s) = request.get_mut(8..12) {
+        s.copy_from_slice(&seq.to_ne_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +254,22 @@ mod tests {
         assert!(established.iter().all(|s| s.inode != 0 && s.uid == 0));
         assert_eq!(messages(fix!("tcp4-1.bin")).collect::<Result<Vec<_>, _>>().unwrap(), vec![Msg::Done]);
         assert_eq!(messages(fix!("tcp6-0.bin")).collect::<Result<Vec<_>, _>>().unwrap(), vec![Msg::Done]);
+    }
+
+    #[test]
+    fn the_dump_request_layout() {
+        let r = dump_request(10, STATES_OWNED, true);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 72);
+        assert_eq!(u16::from_ne_bytes(r[4..6].try_into().unwrap()), 20);
+        assert_eq!(u16::from_ne_bytes(r[6..8].try_into().unwrap()), 0x301);
+        assert_eq!((r[16], r[17], r[18]), (10, 6, 2));
+        let states = u32::from_ne_bytes(r[20..24].try_into().unwrap());
+        assert_eq!(states & (1 << TCP_ESTABLISHED | 1 << TCP_LISTEN), 1 << TCP_ESTABLISHED | 1 << TCP_LISTEN);
+        assert_eq!(states & (1 << TCP_TIME_WAIT | 1 << TCP_NEW_SYN_RECV | 1 << TCP_CLOSE | 1), 0);
+        assert!(r[24..].iter().all(|b| *b == 0), "a zero socket id matches every socket");
+        let mut r = r;
+        set_seq(&mut r, 7);
+        assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
     }
 
     #[test]

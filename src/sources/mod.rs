@@ -1,6 +1,7 @@
 //! Sources own file descriptors and reused scratch buffers and call the pure parsers.
 
 pub mod cgroups;
+pub mod connections;
 pub mod docker;
 pub mod ecs;
 pub mod host;

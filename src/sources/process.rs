@@ -249,6 +249,7 @@ impl ProcessSource {
                     // command line and exe changed, and so may the blacklist's verdict.
                     p.comm = comm;
                     self.read_text(&mut p, kthread);
+                    p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
                     p.blacklisted = None;
                     self.execs += 1;
                 }
@@ -286,6 +287,7 @@ impl ProcessSource {
         p.cur = sample;
         p.comm = comm;
         if !kthread {
+            p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
             if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
                 p.uid = st.uid[0];
                 p.gid = st.gid[0];

@@ -1,0 +1,351 @@
+//! Which connections are reported, and how StackState identifies them (spec/protocol.md
+//! §5.3–§5.5): direction from the namespace's listening ports, the `namespace` scope, the
+//! `connectionIdentifier` relation key, and the filters (owner reported, relation long-lived).
+//! Pure: the table, the owners and the clock come in.
+
+use crate::model::connection::{Conn, ConnTable};
+use crate::model::process::ProcessTable;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// The wire enum `ConnectionDirection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    None = 0,
+    Outgoing = 1,
+    Incoming = 2,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::None => "none",
+            Direction::Outgoing => "outgoing",
+            Direction::Incoming => "incoming",
+        }
+    }
+}
+
+/// Incoming when the local `(namespace, port)` is a listening port there, else outgoing (the
+/// rule the process agent applies to connections it did not see being set up).
+pub fn direction(t: &ConnTable, c: &Conn) -> Direction {
+    if t.is_listening(c.ns, c.lport) {
+        Direction::Incoming
+    } else {
+        Direction::Outgoing
+    }
+}
+
+/// Loopback (127/8, ::1) or link-local (169.254/16, fe80::/10, where EC2 and ECS metadata
+/// live): addresses that mean something only on this host. IPv4-mapped IPv6 counts as IPv4.
+pub fn host_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.is_loopback() || v4.is_link_local(),
+            None => v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+        },
+    }
+}
+
+/// The `namespace` scope: `<hostname>:<netns inode>` when both ends are host-local (so that two
+/// hosts' `127.0.0.1:8080` never pair), else empty (the addresses are meaningful beyond the host).
+/// The process agent also prefixes a configured cluster name; an ECS agent has none.
+pub fn write_namespace(out: &mut Vec<u8>, host: &str, c: &Conn) {
+    out.clear();
+    if host_local(c.local_ip()) && host_local(c.remote_ip()) {
+        out.extend_from_slice(host.as_bytes());
+        if c.ns != 0 {
+            out.push(b':');
+            push_decimal(out, c.ns);
+        }
+    }
+}
+
+/// An address as Go's `net.IP.String()` prints it (the process agent's form): dotted IPv4,
+/// RFC 5952 IPv6, IPv4-mapped IPv6 as plain IPv4.
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let mut buf = StackStr::default();
+    let _ = write!(buf, "{ip}");
+    out.extend_from_slice(buf.as_bytes());
+}
+
+/// `connectionIdentifier` (PA `checks/net_common.go`): `ns:ip` and `ns:ip:port` pieces; the
+/// ephemeral side drops its port, so repeated short connections share one relation key.
+/// incoming `in:<ns>:<lip>:<lport>:<ns>:<rip>`, outgoing `out:<ns>:<lip>:<ns>:<rip>:<rport>`.
+pub fn write_identifier(out: &mut Vec<u8>, ns: &[u8], c: &Conn, d: Direction) {
+    out.clear();
+    let (tag, local_port, remote_port) = match d {
+        Direction::Incoming => (&b"in:"[..], Some(c.lport), None),
+        Direction::Outgoing => (&b"out:"[..], None, Some(c.rport)),
+        Direction::None => (&b"none:"[..], None, None),
+    };
+    out.extend_from_slice(tag);
+    endpoint(out, ns, c.local_ip(), local_port);
+    out.push(b':');
+    endpoint(out, ns, c.remote_ip(), remote_port);
+}
+
+fn endpoint(out: &mut Vec<u8>, ns: &[u8], ip: IpAddr, port: Option<u16>) {
+    out.extend_from_slice(ns);
+    out.push(b':');
+    write_ip(out, ip);
+    if let Some(p) = port {
+        out.push(b':');
+        push_decimal(out, u64::from(p));
+    }
+}
+
+fn push_decimal(out: &mut Vec<u8>, v: u64) {
+    let mut b = [0u8; 20];
+    let n = crate::fmt::decimal(v, &mut b);
+    out.extend_from_slice(&b[..n]);
+}
+
+/// A `fmt::Write` into a fixed stack buffer (an IPv6 address is at most 45 bytes).
+struct StackStr {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for StackStr {
+    fn default() -> StackStr {
+        StackStr { buf: [0; 48], len: 0 }
+    }
+}
+
+impl StackStr {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// FNV-1a: the relation cache keys on a hash of the identifier rather than storing strings.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// When relation identifiers were first and last seen; entries unseen for `RELATION_TTL_SECS`
+/// are forgotten (the process agent's relation cache expiry).
+#[derive(Debug, Default)]
+struct RelationCache {
+    /// `(identifier hash, first seen, last seen)`, sorted by hash.
+    entries: Vec<(u64, f64, f64)>,
+}
+
+pub const RELATION_TTL_SECS: f64 = 300.0;
+
+impl RelationCache {
+    /// Records `hash` as seen now and returns when it was first seen.
+    fn observe(&mut self, hash: u64, now: f64, sorted: usize) -> f64 {
+        match self.entries[..sorted].binary_search_by_key(&hash, |e| e.0) {
+            Ok(i) => {
+                self.entries[i].2 = now;
+                self.entries[i].1
+            }
+            Err(_) => {
+                // New this cycle: appended, merged in `settle`. Duplicates within a cycle share `now`.
+                self.entries.push((hash, now, now));
+                now
+            }
+        }
+    }
+
+    fn settle(&mut self, now: f64) {
+        self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        self.entries.dedup_by_key(|e| e.0);
+        self.entries.retain(|e| now - e.2 <= RELATION_TTL_SECS);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reported {
+    /// Index into `ConnTable::conns`.
+    pub conn: u32,
+    pub pid: u32,
+    pub pid_create_ms: i64,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Sockets tracked this cycle (every namespace, not listening).
+    pub total: u32,
+    /// With a known owner that is a reported process.
+    pub owned_by_reported: u32,
+    /// Of those, dropped because their relation is younger than the qualifier.
+    pub short_lived: u32,
+    pub reported: u32,
+    /// Reported, by `[ipv4, ipv6][outgoing, incoming]`.
+    pub by_kind: [[u32; 2]; 2],
+}
+
+#[derive(Debug, Default)]
+pub struct ConnSelection {
+    pub reported: Vec<Reported>,
+    pub stats: ConnStats,
+    relations: RelationCache,
+    ns: Vec<u8>,
+    ident: Vec<u8>,
+}
+
+/// Picks the reported connections: those whose owner is a reported process (`reported_procs`
+/// indexes `procs.procs`, ascending) and whose relation was first seen at least
+/// `short_lived_secs` ago (0 disables that filter). `owner` maps a socket inode to
+/// `(pid, start_ticks)`.
+pub fn select(
+    t: &ConnTable,
+    owner: impl Fn(u32) -> Option<(u32, u64)>,
+    procs: &ProcessTable,
+    reported_procs: &[u32],
+    host: &str,
+    short_lived_secs: u64,
+    sel: &mut ConnSelection,
+) {
+    sel.reported.clear();
+    sel.stats = ConnStats { total: t.conns.len() as u32, ..ConnStats::default() };
+    let now = t.mono_secs;
+    let sorted = sel.relations.entries.len();
+    for (k, c) in t.conns.iter().enumerate() {
+        let Some((pid, start)) = (c.inode != 0).then(|| owner(c.inode)).flatten() else { continue };
+        let Ok(i) = procs.procs.binary_search_by_key(&pid, |p| p.pid) else { continue };
+        let p = &procs.procs[i];
+        if p.start_ticks != start || reported_procs.binary_search(&(i as u32)).is_err() {
+            continue;
+        }
+        sel.stats.owned_by_reported += 1;
+        let d = direction(t, c);
+        write_namespace(&mut sel.ns, host, c);
+        write_identifier(&mut sel.ident, &sel.ns, c, d);
+        let first = sel.relations.observe(fnv1a(&sel.ident), now, sorted);
+        if short_lived_secs > 0 && now - first < short_lived_secs as f64 {
+            sel.stats.short_lived += 1;
+            continue;
+        }
+        // Connections still priming (no deltas yet) wait for their second dump.
+        if c.deltas.is_none() {
+            continue;
+        }
+        sel.stats.reported += 1;
+        sel.stats.by_kind[usize::from(!c.is_v4())][usize::from(d == Direction::Incoming)] += 1;
+        sel.reported.push(Reported { conn: k as u32, pid, pid_create_ms: p.create_time_ms, direction: d });
+    }
+    sel.relations.settle(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(family: u8, local: &str, lport: u16, remote: &str, rport: u16) -> Conn {
+        let addr = |s: &str| -> [u8; 16] {
+            match s.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(a) => {
+                    let mut b = [0u8; 16];
+                    b[..4].copy_from_slice(&a.octets());
+                    b
+                }
+                IpAddr::V6(a) => a.octets(),
+            }
+        };
+        Conn {
+            ns: 4026531840,
+            cookie: 1,
+            family,
+            state: 1,
+            local: addr(local),
+            lport,
+            remote: addr(remote),
+            rport,
+            inode: 7,
+            uid: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            total_retrans: 0,
+            rtt_us: 0,
+            rttvar_us: 0,
+            deltas: None,
+            first_seen_mono: 0.0,
+        }
+    }
+
+    fn ident(c: &Conn, d: Direction) -> String {
+        let (mut ns, mut out) = (Vec::new(), Vec::new());
+        write_namespace(&mut ns, "i-0abc", c);
+        write_identifier(&mut out, &ns, c, d);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn identifiers_follow_the_process_agent() {
+        // The spec's example: empty namespace, the ephemeral side without its port.
+        let c = conn(2, "10.0.1.5", 40000, "10.0.2.7", 8080);
+        assert_eq!(ident(&c, Direction::Outgoing), "out::10.0.1.5::10.0.2.7:8080");
+        let s = conn(2, "10.0.2.7", 8080, "10.0.1.5", 40000);
+        assert_eq!(ident(&s, Direction::Incoming), "in::10.0.2.7:8080::10.0.1.5");
+        assert_eq!(ident(&s, Direction::None), "none::10.0.2.7::10.0.1.5");
+        // Loopback: scoped by host and network namespace, on both pieces.
+        let l = conn(2, "127.0.0.1", 5432, "127.0.0.1", 51000);
+        assert_eq!(ident(&l, Direction::Incoming), "in:i-0abc:4026531840:127.0.0.1:5432:i-0abc:4026531840:127.0.0.1");
+        // IPv6, and IPv4-mapped IPv6 printed as IPv4 (as Go does).
+        let v6 = conn(10, "2001:db8::1", 443, "2001:db8:0:0:1:0:0:1", 50000);
+        assert_eq!(ident(&v6, Direction::Incoming), "in::2001:db8::1:443::2001:db8::1:0:0:1");
+        let mapped = conn(10, "::ffff:10.0.0.1", 80, "::ffff:10.0.0.2", 50000);
+        assert_eq!(ident(&mapped, Direction::Incoming), "in::10.0.0.1:80::10.0.0.2");
+        let lo6 = conn(10, "::1", 80, "::1", 50000);
+        assert_eq!(ident(&lo6, Direction::Incoming), "in:i-0abc:4026531840:::1:80:i-0abc:4026531840:::1");
+        // Link-local (the EC2 metadata service) is host-scoped too.
+        let imds = conn(2, "10.0.1.5", 40000, "169.254.169.254", 80);
+        assert_eq!(ident(&imds, Direction::Outgoing), "out::10.0.1.5::169.254.169.254:80");
+        let both = conn(2, "169.254.170.1", 40000, "169.254.170.2", 80);
+        assert!(ident(&both, Direction::Outgoing).starts_with("out:i-0abc:4026531840:169.254.170.1:"));
+    }
+
+    #[test]
+    fn host_local_addresses() {
+        for (a, want) in [
+            ("127.0.0.1", true),
+            ("127.9.9.9", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("169.254.169.254", true),
+            ("fe80::1", true),
+            ("10.0.0.1", false),
+            ("::ffff:10.0.0.1", false),
+            ("2001:db8::1", false),
+            ("::", false),
+        ] {
+            assert_eq!(host_local(a.parse().unwrap()), want, "{a}");
+        }
+    }
+
+    #[test]
+    fn the_relation_cache_remembers_first_sight_and_expires() {
+        let mut r = RelationCache::default();
+        let n = r.entries.len();
+        assert_eq!(r.observe(1, 10.0, n), 10.0);
+        assert_eq!(r.observe(1, 10.0, n), 10.0, "twice in a cycle");
+        r.settle(10.0);
+        assert_eq!(r.entries.len(), 1);
+        let n = r.entries.len();
+        assert_eq!(r.observe(1, 40.0, n), 10.0);
+        assert_eq!(r.observe(2, 40.0, n), 40.0);
+        r.settle(40.0);
+        assert_eq!(r.entries, vec![(1, 10.0, 40.0), (2, 40.0, 40.0)]);
+        r.settle(40.0 + RELATION_TTL_SECS + 1.0);
+        assert!(r.entries.is_empty(), "unseen for longer than the TTL");
+    }
+}

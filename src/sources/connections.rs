@@ -1,0 +1,354 @@
+//! TCP sockets of every network namespace on the host, from `NETLINK_SOCK_DIAG`, and the
+//! process that owns each one.
+//!
+//! Namespaces are found from the processes' `ns/net` inodes (read once per process by the
+//! process source). Each gets one netlink socket, created inside it (`setns` there and back) and
+//! kept until no process is left in the namespace. A dump per namespace and address family fills
+//! the [`ConnTable`] from one reused receive buffer.
+//!
+//! Owners: the kernel gives a socket's inode, not its process, so `HOST_PROC/<pid>/fd/*` links
+//! are read, incrementally: a reported process is scanned once when first reported, and again
+//! only while sockets of unknown owner exist in its namespace, a bounded number of links per
+//! cycle. A socket no scan could attribute (its owner is not reported) is remembered as such,
+//! so a steady host reads no links at all.
+
+use crate::model::connection::ConnTable;
+use crate::model::process::{Proc, ProcessTable};
+use crate::parse::inet_diag::{self, messages, Msg, REQUEST_LEN, STATES_OWNED};
+use crate::sys::netlink::{DiagSocket, DumpError, RECV_BUFFER};
+use crate::sys::netns::{self, Home};
+use rustix::fd::AsFd;
+use rustix::fs::{openat, Mode, OFlags, RawDir};
+use std::io;
+use std::mem::MaybeUninit;
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+/// At most this many `fd/` links are read per cycle to find owners.
+pub const FD_SCAN_BUDGET: u32 = 16 * 1024;
+
+struct Namespace {
+    inode: u64,
+    sock: Option<DiagSocket>,
+    /// Dumped successfully at least once (its sockets' counters then have a baseline).
+    dumped: bool,
+    /// An error was logged and not followed by a success yet (one log line per episode).
+    failing: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SourceStats {
+    pub namespaces: u32,
+    pub dump_errors: u32,
+    /// `fd/` links read this cycle to find owners, and processes scanned.
+    pub links_read: u32,
+    pub processes_scanned: u32,
+}
+
+pub struct ConnectionSource {
+    home: Home,
+    namespaces: Vec<Namespace>,
+    distinct: Vec<(u64, u32)>,
+    buf: Vec<u8>,
+    requests: [[u8; REQUEST_LEN]; 2],
+    pub owners: Owners,
+    pub stats: SourceStats,
+}
+
+impl ConnectionSource {
+    /// `with_info`: ask for `tcp_info` (byte counters, RTT, retransmits).
+    pub fn open(with_info: bool) -> io::Result<ConnectionSource> {
+        let home = Home::current()?;
+        // Fail early (and clearly) when netlink diagnostics are unavailable altogether.
+        DiagSocket::open()?;
+        Ok(ConnectionSource {
+            home,
+            namespaces: Vec::new(),
+            distinct: Vec::new(),
+            buf: vec![0; RECV_BUFFER],
+            requests: [
+                inet_diag::dump_request(AF_INET, STATES_OWNED, with_info),
+                inet_diag::dump_request(AF_INET6, STATES_OWNED, with_info),
+            ],
+            owners: Owners::default(),
+            stats: SourceStats::default(),
+        })
+    }
+
+    /// The agent's own network namespace.
+    pub fn home_ns(&self) -> u64 {
+        self.home.inode
+    }
+
+    /// Dumps every namespace into `table` (begun and finished here).
+    pub fn collect(&mut self, procs: &ProcessTable, table: &mut ConnTable, mono_secs: f64) {
+        self.stats = SourceStats::default();
+        table.begin(mono_secs);
+        self.refresh_namespaces(procs);
+        let (requests, buf) = (&mut self.requests, &mut self.buf);
+        for ns in &mut self.namespaces {
+            let Some(sock) = ns.sock.as_mut() else { continue };
+            let fresh = !ns.dumped;
+            let mut ok = true;
+            for (k, request) in requests.iter_mut().enumerate() {
+                let inode = ns.inode;
+                let r = sock.dump(request, buf, |datagram| {
+                    for m in messages(datagram) {
+                        match m {
+                            Ok(Msg::Socket(s)) => table.push(inode, &s, fresh),
+                            Ok(Msg::Done) => return Ok(false),
+                            Ok(Msg::Error(0) | Msg::Other(_)) => {}
+                            Ok(Msg::Error(e)) => return Err(DumpError::Kernel(e)),
+                            Err(_) => return Err(DumpError::Malformed("bad message framing")),
+                        }
+                    }
+                    Ok(true)
+                });
+                match r {
+                    Ok(()) => {}
+                    // No IPv6 in this namespace (or no inet6 diag module): nothing to dump.
+                    Err(DumpError::Kernel(e)) if k == 1 && (e == -2 || e == -97) => {}
+                    Err(e) => {
+                        ok = false;
+                        self.stats.dump_errors += 1;
+                        if !ns.failing {
+                            warn!("connections: dump of network namespace {} failed: {e}", ns.inode);
+                        }
+                        ns.failing = true;
+                    }
+                }
+            }
+            if ok {
+                ns.dumped = true;
+                ns.failing = false;
+            }
+        }
+        self.stats.namespaces = self.namespaces.len() as u32;
+        table.finish();
+    }
+
+    /// Opens sockets for new namespaces and closes those no process is in any more.
+    fn refresh_namespaces(&mut self, procs: &ProcessTable) {
+        self.distinct.clear();
+        self.distinct.push((self.home.inode, u32::MAX));
+        for (i, p) in procs.procs.iter().enumerate() {
+            if p.net_ns != 0 {
+                self.distinct.push((p.net_ns, i as u32));
+            }
+        }
+        self.distinct.sort_unstable();
+        self.distinct.dedup_by_key(|d| d.0);
+        let distinct = &self.distinct;
+        self.namespaces.retain(|n| distinct.binary_search_by_key(&n.inode, |d| d.0).is_ok());
+        for &(inode, idx) in &self.distinct {
+            let Err(at) = self.namespaces.binary_search_by_key(&inode, |n| n.inode) else { continue };
+            let sock = if inode == self.home.inode {
+                DiagSocket::open()
+            } else {
+                match procs.procs.get(idx as usize) {
+                    Some(p) => open_in(&self.home, p),
+                    None => continue,
+                }
+            };
+            let sock = match sock {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    // Typically: no CAP_SYS_ADMIN for setns. Logged once per namespace.
+                    warn!("connections: cannot open a diag socket in network namespace {inode}: {e}");
+                    None
+                }
+            };
+            self.namespaces.insert(at, Namespace { inode, sock, dumped: false, failing: false });
+        }
+    }
+}
+
+/// A diag socket created inside `p`'s network namespace.
+fn open_in(home: &Home, p: &Proc) -> io::Result<DiagSocket> {
+    let ns = netns::open_at(p.dir.as_fd())?;
+    // Verify it is the namespace we meant (the pid may have moved since it was read).
+    if rustix::fs::fstat(&ns)?.st_ino != p.net_ns {
+        return Err(io::Error::other("the process changed network namespace"));
+    }
+    home.visit(ns.as_fd(), DiagSocket::open)?
+}
+
+/// Socket inode → owning process, found from `fd/` links.
+#[derive(Default)]
+pub struct Owners {
+    /// `(inode, pid, start_ticks)`, sorted by inode.
+    map: Vec<(u32, u32, u64)>,
+    /// Inodes a complete scan could not attribute (their owner is not reported), sorted.
+    orphans: Vec<u32>,
+    /// `(pid, start_ticks)` of processes scanned at least once, sorted.
+    scanned: Vec<(u32, u64)>,
+    /// The current round: pids left to scan, and the inodes it looks for.
+    queue: Vec<u32>,
+    queue_pos: usize,
+    round_targets: Vec<u32>,
+    /// Scratch: this cycle's socket inodes (sorted) and unknown `(ns, uid, inode)`.
+    live: Vec<u32>,
+    unknown: Vec<(u64, u32, u32)>,
+    dents: Vec<MaybeUninit<u8>>,
+    link: Vec<MaybeUninit<u8>>,
+}
+
+impl Owners {
+    /// The owner `(pid, start_ticks)` of a socket inode, when known.
+    pub fn get(&self, inode: u32) -> Option<(u32, u64)> {
+        let i = self.map.binary_search_by_key(&inode, |m| m.0).ok()?;
+        self.map.get(i).map(|m| (m.1, m.2))
+    }
+
+    pub fn known(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Updates owners for this cycle's sockets; `reported` indexes `procs.procs`.
+    pub fn resolve(&mut self, conns: &ConnTable, procs: &ProcessTable, reported: &[u32], stats: &mut SourceStats) {
+        if self.dents.is_empty() {
+            self.dents = vec![MaybeUninit::uninit(); 16 * 1024];
+            self.link = vec![MaybeUninit::uninit(); 256];
+        }
+        self.live.clear();
+        self.live.extend(conns.conns.iter().map(|c| c.inode).filter(|i| *i != 0));
+        self.live.sort_unstable();
+        self.live.dedup();
+        let alive = |pid: u32, start: u64| {
+            procs.procs.binary_search_by_key(&pid, |p| p.pid).is_ok_and(|i| procs.procs[i].start_ticks == start)
+        };
+        let live = &self.live;
+        self.map.retain(|&(inode, pid, start)| live.binary_search(&inode).is_ok() && alive(pid, start));
+        self.orphans.retain(|i| live.binary_search(i).is_ok());
+        self.scanned.retain(|&(pid, start)| alive(pid, start));
+
+        let mut budget = FD_SCAN_BUDGET;
+        // 1. Processes reported for the first time.
+        for &i in reported {
+            let Some(p) = procs.procs.get(i as usize) else { continue };
+            if budget == 0 {
+                break;
+            }
+            if self.scanned.binary_search(&(p.pid, p.start_ticks)).is_err() {
+                self.scan(p, &mut budget, stats);
+            }
+        }
+        self.settle();
+
+        // 2. Sockets of unknown owner: a round over the reported processes of their namespaces.
+        self.unknown.clear();
+        for c in &conns.conns {
+            if c.inode != 0
+                && self.map.binary_search_by_key(&c.inode, |m| m.0).is_err()
+                && self.orphans.binary_search(&c.inode).is_err()
+            {
+                self.unknown.push((c.ns, c.uid, c.inode));
+            }
+        }
+        if self.unknown.is_empty() {
+            self.queue.clear();
+            self.queue_pos = 0;
+            self.round_targets.clear();
+            return;
+        }
+        if self.queue_pos >= self.queue.len() {
+            self.start_round(procs, reported);
+        }
+        while budget > 0 && self.queue_pos < self.queue.len() {
+            let pid = self.queue[self.queue_pos];
+            self.queue_pos += 1;
+            if let Ok(i) = procs.procs.binary_search_by_key(&pid, |p| p.pid) {
+                self.scan(&procs.procs[i], &mut budget, stats);
+            }
+        }
+        self.settle();
+        if self.queue_pos >= self.queue.len() {
+            // The round is complete: what it looked for and did not find has no reported owner.
+            let map = &self.map;
+            self.orphans
+                .extend(self.round_targets.iter().copied().filter(|i| map.binary_search_by_key(i, |m| m.0).is_err()));
+            self.orphans.sort_unstable();
+            self.orphans.dedup();
+            self.round_targets.clear();
+        }
+    }
+
+    fn start_round(&mut self, procs: &ProcessTable, reported: &[u32]) {
+        self.queue.clear();
+        self.queue_pos = 0;
+        self.round_targets.clear();
+        self.round_targets.extend(self.unknown.iter().map(|u| u.2));
+        self.round_targets.sort_unstable();
+        self.unknown.sort_unstable();
+        let unknown = &self.unknown;
+        let in_ns = |p: &Proc| p.net_ns == 0 || unknown.iter().any(|u| u.0 == p.net_ns);
+        let same_uid = |p: &Proc| unknown.iter().any(|u| u.1 == p.uid && (p.net_ns == 0 || u.0 == p.net_ns));
+        // Likely owners first: the same namespace and the socket's uid.
+        for pass in [true, false] {
+            for &i in reported {
+                let Some(p) = procs.procs.get(i as usize) else { continue };
+                if in_ns(p) && same_uid(p) == pass {
+                    self.queue.push(p.pid);
+                }
+            }
+        }
+    }
+
+    /// Reads `p`'s `fd/` links and records the owner of every live socket among them.
+    fn scan(&mut self, p: &Proc, budget: &mut u32, stats: &mut SourceStats) {
+        if let Err(at) = self.scanned.binary_search(&(p.pid, p.start_ticks)) {
+            self.scanned.insert(at, (p.pid, p.start_ticks));
+        }
+        stats.processes_scanned += 1;
+        let Ok(fd_dir) = openat(&p.dir, c"fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        else {
+            return;
+        };
+        let sorted = self.map.len();
+        let mut dir = RawDir::new(&fd_dir, &mut self.dents);
+        while let Some(Ok(e)) = dir.next() {
+            let name = e.file_name();
+            if name.to_bytes().first().is_none_or(|b| !b.is_ascii_digit()) {
+                continue;
+            }
+            *budget = budget.saturating_sub(1);
+            stats.links_read += 1;
+            let Ok((target, _)) = rustix::fs::readlinkat_raw(&fd_dir, name, &mut self.link) else { continue };
+            let Some(inode) = socket_inode(target) else { continue };
+            if self.live.binary_search(&inode).is_ok()
+                && self.map[..sorted].binary_search_by_key(&inode, |m| m.0).is_err()
+            {
+                self.map.push((inode, p.pid, p.start_ticks));
+            }
+        }
+    }
+
+    /// Re-sorts the map after scans appended to it, and un-orphans what was found.
+    fn settle(&mut self) {
+        self.map.sort_unstable_by_key(|m| m.0);
+        self.map.dedup_by_key(|m| m.0);
+        let map = &self.map;
+        self.orphans.retain(|i| map.binary_search_by_key(i, |m| m.0).is_err());
+    }
+}
+
+/// `socket:[12345]` → 12345.
+pub fn socket_inode(link: &[u8]) -> Option<u32> {
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    let n = crate::parse::cursor::u64_dec(digits)?;
+    u32::try_from(n).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(socket_inode(b"socket:[4026]"), Some(4026));
+        assert_eq!(socket_inode(b"socket:[]"), None);
+        assert_eq!(socket_inode(b"pipe:[12]"), None);
+        assert_eq!(socket_inode(b"socket:[99999999999]"), None);
+        assert_eq!(socket_inode(b"/dev/null"), None);
+    }
+}
