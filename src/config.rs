@@ -33,6 +33,8 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_PROCESS_AGENT_ENABLED", default: "true", meaning: "true: processes and containers; false: containers only; disabled: neither" },
     VarDoc { name: "STS_APM_ENABLED", default: "true", meaning: "accept traces on the trace intake and forward them" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
+    VarDoc { name: "STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", default: "60", meaning: "connections whose relation (connectionIdentifier) was first seen less than this many seconds ago are not reported; 0 disables" },
+    VarDoc { name: "STS_NETWORK_TRACER_MAX_CONNECTIONS", default: "10000", meaning: "at most this many TCP sockets are tracked per cycle (the memory bound); the rest are counted and skipped" },
     VarDoc { name: "STS_HOSTNAME", default: "EC2 instance id, else OS hostname", meaning: "the host name used in every payload, URN and header" },
     VarDoc { name: "HOST_PROC", default: "/proc", meaning: "where the host's procfs is mounted (/host/proc in the ECS task)" },
     VarDoc { name: "HOST_SYS", default: "/sys", meaning: "where the host's sysfs is mounted (/host/sys in the ECS task)" },
@@ -105,6 +107,8 @@ pub struct Config {
     pub process_agent: ProcessAgentMode,
     pub apm_enabled: bool,
     pub network_tracing_enabled: bool,
+    pub relation_short_lived_secs: u64,
+    pub max_connections: usize,
     pub hostname: Option<String>,
     pub host_proc: PathBuf,
     pub host_sys: PathBuf,
@@ -400,6 +404,24 @@ impl Config {
             })?,
         };
 
+        let relation_short_lived_secs = match get("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS") {
+            None => 60,
+            Some(_) => count("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS")?,
+        };
+        let max_connections = match get("STS_NETWORK_TRACER_MAX_CONNECTIONS") {
+            None => 10_000,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n @ 1..=1_000_000) => n,
+                _ => {
+                    return Err(err(
+                        "STS_NETWORK_TRACER_MAX_CONNECTIONS",
+                        &v,
+                        "not a whole number from 1 to 1000000",
+                        "a connection count, e.g. 10000",
+                    ))
+                }
+            },
+        };
         let top = |var| count(var).map(|v| v.min(u64::from(u32::MAX)) as u32);
         let inclusions = Inclusions {
             top_cpu: top("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU")?,
@@ -532,6 +554,8 @@ impl Config {
             process_agent,
             apm_enabled: boolean("STS_APM_ENABLED", true)?,
             network_tracing_enabled: boolean("STS_NETWORK_TRACING_ENABLED", true)?,
+            relation_short_lived_secs,
+            max_connections,
             hostname,
             host_proc,
             host_sys,
@@ -578,6 +602,9 @@ mod tests {
         assert_eq!(c.blacklist.len(), DEFAULT_BLACKLIST.len());
         assert_eq!(c.process_agent, ProcessAgentMode::Enabled);
         assert!(c.apm_enabled && c.network_tracing_enabled && !c.skip_ssl_validation);
+        assert_eq!((c.relation_short_lived_secs, c.max_connections), (60, 10_000));
+        let c = cfg(&[("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")]).unwrap();
+        assert_eq!(c.relation_short_lived_secs, 0);
     }
 
     #[test]
@@ -597,6 +624,8 @@ mod tests {
             ("STS_PROCESS_AGENT_ENABLED", "sometimes", "disabled"),
             ("STS_HOST_CHECK_INTERVAL", "0", "seconds"),
             ("STS_LOG_LEVEL", "loud", "debug"),
+            ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "soon", "whole number"),
+            ("STS_NETWORK_TRACER_MAX_CONNECTIONS", "0", "connection count"),
             ("STS_HOSTNAME", "bad host", "RFC 1123"),
             ("HOST_PROC", "/nonexistent-proc", "mounted"),
         ];

@@ -14,8 +14,10 @@ use crate::transport::tls;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+mod connections;
 mod host;
 mod process;
+pub use connections::ConnectionsCheck;
 pub use host::HostCheck;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -48,9 +50,11 @@ enum Payload {
     Collector = 2,
     /// `/intake` (process agent), gzip JSON.
     ProcessIntake = 3,
+    /// `/api/v1/connections`, header + zstd(protobuf), sent as is.
+    Connections = 4,
 }
 
-const ENDPOINTS: [&str; 4] = ["/api/v1/series", "/intake/", "/api/v1/collector", "/intake"];
+const ENDPOINTS: [&str; 5] = ["/api/v1/series", "/intake/", "/api/v1/collector", "/intake", "/api/v1/connections"];
 
 /// A periodic check's schedule.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +106,7 @@ pub struct App {
     signals: SignalFd,
     host: HostCheck,
     process: Option<ProcessCheck>,
+    connections: Option<ConnectionsCheck>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Used when Docker is absent or disabled.
@@ -113,6 +118,7 @@ pub struct App {
     clock_origin: Instant,
     host_timer: Timer,
     process_timer: Timer,
+    connection_timer: Timer,
     stop_by: Option<Instant>,
 }
 
@@ -121,7 +127,7 @@ pub struct App {
 struct Sink {
     output: Output,
     /// Route ids by `Payload` when sending.
-    routes: [Option<RouteId>; 4],
+    routes: [Option<RouteId>; 5],
     zlib: Zlib,
     gzip: Gzip,
     zbuf: Vec<u8>,
@@ -142,7 +148,7 @@ impl Sink {
                         self.gzip.compress(bytes, &mut self.zbuf);
                         f.enqueue(route, &self.zbuf);
                     }
-                    Payload::Collector => f.enqueue(route, bytes),
+                    Payload::Collector | Payload::Connections => f.enqueue(route, bytes),
                 }
                 Ok(())
             }
@@ -174,7 +180,26 @@ impl App {
             .map_err(|e| io::Error::new(e.kind(), format!("HOST_PROC={}: {e}", cfg.host_proc.display())))?;
 
         let process_enabled = cfg.process_agent != ProcessAgentMode::Disabled;
-        let mut routes = [None; 4];
+        // Connections are reported for reported processes only, so they need the process check.
+        let connections = match (cfg.network_tracing_enabled, cfg.process_agent) {
+            (true, ProcessAgentMode::Enabled) => match ConnectionsCheck::new(
+                cfg.max_connections,
+                cfg.relation_short_lived_secs,
+                cfg.connection_check_interval.as_secs(),
+            ) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!("connections check disabled: cannot open a NETLINK_SOCK_DIAG socket: {e}");
+                    None
+                }
+            },
+            (false, _) => {
+                info!("STS_NETWORK_TRACING_ENABLED=false: no connections check");
+                None
+            }
+            (true, _) => None,
+        };
+        let mut routes = [None; 5];
         let output = match (&cfg.sts_url, opts.dry_run) {
             (Some(base), false) => {
                 if cfg.skip_ssl_validation {
@@ -198,6 +223,15 @@ impl App {
                     ));
                     routes[Payload::ProcessIntake as usize] = Some(specs.len());
                     specs.push(RouteSpec::process_intake(pa, &hostname));
+                    if connections.is_some() {
+                        routes[Payload::Connections as usize] = Some(specs.len());
+                        specs.push(RouteSpec::process_agent(
+                            "connections",
+                            pa,
+                            ENDPOINTS[Payload::Connections as usize],
+                            &hostname,
+                        ));
+                    }
                 }
                 let seed = u64::from(std::process::id()) ^ unix_now().rotate_left(17);
                 let f = Forwarder::new(specs, cfg.api_key.expose(), Some(tls), OUTBOX_BUDGET, FIRST_ORIGIN_TOKEN, seed)
@@ -230,6 +264,7 @@ impl App {
         };
         let host_timer = Timer::new(Some(now), cfg.host_check_interval);
         let process_timer = Timer::new(process.as_ref().map(|_| now), cfg.process_check_interval);
+        let connection_timer = Timer::new(connections.as_ref().map(|_| now), cfg.connection_check_interval);
         Ok(App {
             cfg,
             opts,
@@ -238,6 +273,7 @@ impl App {
             signals,
             host: HostCheck::new(source),
             process,
+            connections,
             docker,
             ecs,
             no_metadata: Metadata::default(),
@@ -254,6 +290,7 @@ impl App {
             clock_origin: now,
             host_timer,
             process_timer,
+            connection_timer,
             stop_by: None,
         })
     }
@@ -280,10 +317,17 @@ impl App {
                     self.process_check(now)?;
                 }
             }
+            // Connections use the process check's table: in `--once` mode, wait for its run.
+            if self.connection_timer.due(now)
+                && (!self.opts.once || self.process_timer.runs > self.connection_timer.runs)
+            {
+                self.connections_check(now)?;
+            }
             if self.opts.once
                 && self.stop_by.is_none()
                 && self.host_timer.next.is_none()
                 && self.process_timer.next.is_none()
+                && self.connection_timer.next.is_none()
             {
                 self.stop_by = Some(now + ONCE_SEND_LIMIT);
             }
@@ -301,7 +345,10 @@ impl App {
                 Output::DryRun => None,
             };
             let wake =
-                [self.host_timer.next, self.process_timer.next, forward, self.stop_by].into_iter().flatten().min();
+                [self.host_timer.next, self.process_timer.next, self.connection_timer.next, forward, self.stop_by]
+                    .into_iter()
+                    .flatten()
+                    .min();
             let timeout = wake.map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -348,7 +395,8 @@ impl App {
             Output::Forward(f) => f.is_idle(),
             Output::DryRun => true,
         };
-        let checks_over = self.host_timer.next.is_none() && self.process_timer.next.is_none();
+        let checks_over =
+            self.host_timer.next.is_none() && self.process_timer.next.is_none() && self.connection_timer.next.is_none();
         if checks_over && idle {
             return Some(true);
         }
@@ -374,6 +422,7 @@ impl App {
                     }
                     self.host_timer.next = None;
                     self.process_timer.next = None;
+                    self.connection_timer.next = None;
                     if let Output::Forward(f) = &mut self.sink.output {
                         f.retry_now();
                     }
@@ -415,6 +464,7 @@ impl App {
             let r = match e {
                 Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
                 Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
+                Encoded::Connections(b) => sink.deliver(Payload::Connections, b),
             };
             if result.is_ok() {
                 result = r;
@@ -433,6 +483,34 @@ impl App {
         debug!(
             "process check: {} processes, {} reported ({} by usage), {} vanished mid-read",
             s.total, s.reported, s.included_by_usage, check.table.vanished
+        );
+        result
+    }
+}
+
+impl App {
+    fn connections_check(&mut self, now: Instant) -> io::Result<()> {
+        self.connection_timer.ran(now, self.opts.once);
+        let (Some(check), Some(procs)) = (self.connections.as_mut(), self.process.as_ref()) else { return Ok(()) };
+        let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let dry = matches!(self.sink.output, Output::DryRun);
+        let sink = &mut self.sink;
+        let mut result = Ok(());
+        check.run(mono, unix_ms, &self.hostname, dry, procs, &mut self.msg_buf, &mut |e| {
+            let r = match e {
+                Encoded::Connections(b) => sink.deliver(Payload::Connections, b),
+                Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
+                Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        });
+        let (s, src) = (check.selection.stats, check.source_stats());
+        debug!(
+            "connections check: {} sockets in {} namespaces, {} of reported processes, {} reported ({} short-lived), {} fd links read in {} processes, {} owners known",
+            s.total, src.namespaces, s.owned_by_reported, s.reported, s.short_lived, src.links_read, src.processes_scanned, check.owners_known()
         );
         result
     }

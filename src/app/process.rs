@@ -4,7 +4,7 @@
 
 use crate::checks::process::{select, ProcessFilter, Selection, SelectionStats};
 use crate::config::Config;
-use crate::encode::process_intake::{side_channel, CheckHealth};
+use crate::encode::process_intake::{side_channel, CheckHealth, SelfMetric};
 use crate::encode::{process_json, process_msg};
 use crate::model::container::ContainerTable;
 use crate::model::process::ProcessTable;
@@ -43,6 +43,8 @@ pub enum Encoded<'a> {
     Collector(&'a [u8]),
     /// A `/intake` JSON side-channel payload (uncompressed).
     Intake(&'a [u8]),
+    /// A `/api/v1/connections` body (binary) or, in a dry run, its JSON view.
+    Connections(&'a [u8]),
 }
 
 impl ProcessCheck {
@@ -70,6 +72,18 @@ impl ProcessCheck {
             containers_only,
             interval_s: cfg.process_check_interval.as_secs(),
         })
+    }
+
+    /// The agent's own `(host pid, create time ms)`: its `urn:process:/…` identity.
+    pub fn agent_identity(&self) -> (u32, i64) {
+        let me = self.self_pid;
+        let create = self
+            .table
+            .procs
+            .binary_search_by_key(&me, |p| p.pid)
+            .ok()
+            .map_or(0, |i| self.table.procs[i].create_time_ms);
+        (me, create)
     }
 
     pub fn stats(&self) -> SelectionStats {
@@ -127,15 +141,7 @@ impl ProcessCheck {
                     self.group_id,
                     chunks as i32,
                 );
-                msg.clear();
-                process_msg::header(msg, process_msg::TYPE_COLLECTOR_PROC, unix_ms);
-                let bound = zstd::zstd_safe::compress_bound(self.proto.len()) + msg.len();
-                if msg.capacity() < bound {
-                    msg.reserve(bound * 2 - msg.len());
-                }
-                let mut cursor = Cursor::new(&mut *msg);
-                cursor.set_position(16);
-                if self.zstd.compress_to_buffer(&self.proto, &mut cursor).is_err() {
+                if !frame(msg, process_msg::TYPE_COLLECTOR_PROC, unix_ms, &self.proto, &mut self.zstd) {
                     continue;
                 }
             }
@@ -143,19 +149,13 @@ impl ProcessCheck {
         }
 
         let s = self.selection.stats;
-        let me = self.self_pid;
-        let my_create = self
-            .table
-            .procs
-            .binary_search_by_key(&me, |p| p.pid)
-            .ok()
-            .map_or(0, |i| self.table.procs[i].create_time_ms);
+        let (me, my_create) = self.agent_identity();
         let metrics = [
-            ("stackstate.process_agent.processes.total_count", f64::from(s.total)),
-            ("stackstate.process_agent.processes.reported_count", f64::from(s.reported)),
-            ("stackstate.process_agent.processes.top_usage_count", f64::from(s.included_by_usage)),
-            ("stackstate.process_agent.processes.white_listed_count", f64::from(s.allowed)),
-            ("stackstate.process_agent.containers.total_count", self.containers.containers.len() as f64),
+            SelfMetric::new("stackstate.process_agent.processes.total_count", f64::from(s.total)),
+            SelfMetric::new("stackstate.process_agent.processes.reported_count", f64::from(s.reported)),
+            SelfMetric::new("stackstate.process_agent.processes.top_usage_count", f64::from(s.included_by_usage)),
+            SelfMetric::new("stackstate.process_agent.processes.white_listed_count", f64::from(s.allowed)),
+            SelfMetric::new("stackstate.process_agent.containers.total_count", self.containers.containers.len() as f64),
         ];
         let health = CheckHealth { check: "process", interval_s: self.interval_s, health: "CLEAR", message: "" };
         side_channel(
@@ -170,4 +170,24 @@ impl ProcessCheck {
         );
         emit(Encoded::Intake(msg));
     }
+}
+
+/// A process-agent message: the 16-byte header, then `proto` compressed as one zstd frame.
+/// `false` when compression failed (the message is skipped).
+pub(crate) fn frame(
+    msg: &mut Vec<u8>,
+    msg_type: u8,
+    unix_ms: i64,
+    proto: &[u8],
+    zstd: &mut zstd::bulk::Compressor<'static>,
+) -> bool {
+    msg.clear();
+    process_msg::header(msg, msg_type, unix_ms);
+    let bound = zstd::zstd_safe::compress_bound(proto.len()) + msg.len();
+    if msg.capacity() < bound {
+        msg.reserve(bound * 2 - msg.len());
+    }
+    let mut cursor = Cursor::new(&mut *msg);
+    cursor.set_position(16);
+    zstd.compress_to_buffer(proto, &mut cursor).is_ok()
 }

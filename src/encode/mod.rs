@@ -1,6 +1,7 @@
 //! Encoders append bytes to a caller's buffer; nothing here does I/O.
 
 pub mod compress;
+pub mod connections_msg;
 pub mod intake;
 pub mod json;
 pub mod process_intake;

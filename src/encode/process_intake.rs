@@ -15,6 +15,20 @@ pub struct CheckHealth<'a> {
 
 /// Writes the payload into `out` (cleared first).
 #[allow(clippy::too_many_arguments)]
+/// A self-metric of the process agent: name, value and tags.
+#[derive(Debug, Clone, Copy)]
+pub struct SelfMetric<'a> {
+    pub name: &'a str,
+    pub value: f64,
+    pub tags: &'a [&'a str],
+}
+
+impl<'a> SelfMetric<'a> {
+    pub const fn new(name: &'a str, value: f64) -> SelfMetric<'a> {
+        SelfMetric { name, value, tags: &[] }
+    }
+}
+
 pub fn side_channel(
     out: &mut Vec<u8>,
     host: &str,
@@ -22,7 +36,7 @@ pub fn side_channel(
     agent_create_ms: i64,
     unix_secs: u64,
     h: &CheckHealth<'_>,
-    metrics: &[(&str, f64)],
+    metrics: &[SelfMetric<'_>],
     containers: Option<(&ContainerTable, &Metadata)>,
 ) {
     out.clear();
@@ -96,8 +110,8 @@ pub fn side_channel(
     json::str(out, h.check);
     out.extend_from_slice(b"}]}],\"metrics\":[");
     let mut first = true;
-    for (name, value) in metrics {
-        raw_metric(out, &mut first, name, unix_secs, *value, host, None);
+    for m in metrics {
+        raw_metric(out, &mut first, m.name, unix_secs, m.value, host, None, m.tags);
     }
     if let Some((t, _)) = containers {
         for c in &t.containers {
@@ -105,14 +119,15 @@ pub fn side_channel(
             let values =
                 [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
             for (name, v) in METRIC_NAMES.iter().zip(values) {
-                raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id));
+                raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
             }
         }
     }
     out.extend_from_slice(b"]}");
 }
 
-/// One raw metric tuple `[name, ts, value, {hostname, type: "raw"[, tags: ["containerId:<id>"]]}]`.
+/// One raw metric tuple `[name, ts, value, {hostname, type: "raw"[, tags: ["containerId:<id>", …]]}]`.
+#[allow(clippy::too_many_arguments)]
 fn raw_metric(
     out: &mut Vec<u8>,
     first: &mut bool,
@@ -121,6 +136,7 @@ fn raw_metric(
     value: f64,
     host: &str,
     container: Option<&[u8]>,
+    tags: &[&str],
 ) {
     if !std::mem::take(first) {
         out.push(b',');
@@ -134,10 +150,20 @@ fn raw_metric(
     out.extend_from_slice(b",{\"hostname\":");
     json::str(out, host);
     out.extend_from_slice(b",\"type\":\"raw\"");
-    if let Some(id) = container {
-        out.extend_from_slice(b",\"tags\":[\"containerId:");
-        json::escape_into(out, id);
-        out.extend_from_slice(b"\"]");
+    if container.is_some() || !tags.is_empty() {
+        out.extend_from_slice(b",\"tags\":[");
+        if let Some(id) = container {
+            out.extend_from_slice(b"\"containerId:");
+            json::escape_into(out, id);
+            out.push(b'"');
+        }
+        for (i, t) in tags.iter().enumerate() {
+            if i > 0 || container.is_some() {
+                out.push(b',');
+            }
+            json::str(out, t);
+        }
+        out.push(b']');
     }
     out.extend_from_slice(b"}]");
 }
@@ -207,7 +233,14 @@ mod tests {
             1_700_000_000_123,
             1_700_000_100,
             &h,
-            &[("stackstate.process_agent.processes.total_count", 7.0)],
+            &[
+                SelfMetric::new("stackstate.process_agent.processes.total_count", 7.0),
+                SelfMetric {
+                    name: "stackstate.process_agent.connections.reported",
+                    value: 2.0,
+                    tags: &["ipver:4", "proto:tcp"],
+                },
+            ],
             None,
         );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
@@ -232,6 +265,10 @@ mod tests {
         assert_eq!(
             v["metrics"][0],
             serde_json::json!(["stackstate.process_agent.processes.total_count", 1_700_000_100u64, 7.0, {"hostname":"i-1","type":"raw"}])
+        );
+        assert_eq!(
+            v["metrics"][1],
+            serde_json::json!(["stackstate.process_agent.connections.reported", 1_700_000_100u64, 2.0, {"hostname":"i-1","type":"raw","tags":["ipver:4","proto:tcp"]}])
         );
     }
 }

@@ -62,6 +62,12 @@ pub fn double(out: &mut Vec<u8>, field: u32, v: f64) {
     }
 }
 
+/// A `double` inside a `oneof`: written even when zero (a oneof member has presence).
+pub fn double_present(out: &mut Vec<u8>, field: u32, v: f64) {
+    key(out, field, 1);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
 /// A singular `string`/`bytes` field (omitted when empty).
 pub fn bytes(out: &mut Vec<u8>, field: u32, v: &[u8]) {
     if !v.is_empty() {

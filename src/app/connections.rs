@@ -1,0 +1,133 @@
+//! The connections check runner: dump every namespace, resolve owners, select, and encode
+//! `CollectorConnections` messages of at most 100 connections (header + zstd(protobuf)) plus the
+//! `/intake` side channel (health, self-metrics). Runs right after a process check, whose table
+//! and reported set it uses. All buffers are reused.
+
+use super::process::{frame, Encoded, ProcessCheck};
+use crate::checks::connections::{select, ConnSelection};
+use crate::encode::connections_msg::{collector_connections, collector_connections_json, Scratch};
+use crate::encode::process_intake::{side_channel, CheckHealth, SelfMetric};
+use crate::encode::process_msg::TYPE_COLLECTOR_CONNECTIONS;
+use crate::model::connection::ConnTable;
+use crate::sources::connections::{ConnectionSource, SourceStats};
+use std::io;
+
+/// At most this many connections per message (spec/protocol.md §7).
+pub const MAX_PER_MESSAGE: usize = 100;
+
+pub struct ConnectionsCheck {
+    source: ConnectionSource,
+    pub table: ConnTable,
+    pub selection: ConnSelection,
+    short_lived_secs: u64,
+    interval_s: u64,
+    proto: Vec<u8>,
+    scratch: Scratch,
+    zstd: zstd::bulk::Compressor<'static>,
+    group_id: i32,
+    runs: u64,
+}
+
+impl ConnectionsCheck {
+    /// `max_connections`: the table's bound; `short_lived_secs`: the relation qualifier (0: off).
+    pub fn new(max_connections: usize, short_lived_secs: u64, interval_s: u64) -> io::Result<ConnectionsCheck> {
+        Ok(ConnectionsCheck {
+            source: ConnectionSource::open(true)?,
+            table: ConnTable::new(max_connections),
+            selection: ConnSelection::default(),
+            short_lived_secs,
+            interval_s,
+            proto: Vec::with_capacity(64 * 1024),
+            scratch: Scratch::default(),
+            zstd: zstd::bulk::Compressor::new(1)?,
+            group_id: (std::process::id() as i32).wrapping_mul(7907),
+            runs: 0,
+        })
+    }
+
+    pub fn source_stats(&self) -> SourceStats {
+        self.source.stats
+    }
+
+    /// Owners known (socket inode → process).
+    pub fn owners_known(&self) -> usize {
+        self.source.owners.known()
+    }
+
+    /// Collects and, from the second run on, hands each encoded payload to `emit`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &mut self,
+        mono_secs: f64,
+        unix_ms: i64,
+        host: &str,
+        json: bool,
+        procs: &ProcessCheck,
+        msg: &mut Vec<u8>,
+        emit: &mut dyn FnMut(Encoded<'_>),
+    ) {
+        self.runs += 1;
+        let reported = &procs.selection.reported;
+        self.source.collect(&procs.table, &mut self.table, mono_secs);
+        let mut stats = self.source.stats;
+        self.source.owners.resolve(&self.table, &procs.table, reported, &mut stats);
+        self.source.stats = stats;
+        let owners = &self.source.owners;
+        select(
+            &self.table,
+            |inode| owners.get(inode),
+            &procs.table,
+            reported,
+            host,
+            self.short_lived_secs,
+            &mut self.selection,
+        );
+        if self.runs == 1 {
+            return;
+        }
+        let interval_ms = self.table.interval_secs().map_or(0, |s| (s * 1000.0).round() as i32);
+        self.group_id = self.group_id.wrapping_add(1);
+        let all = &self.selection.reported;
+        let chunks = all.len().div_ceil(MAX_PER_MESSAGE).max(1);
+        for k in 0..chunks {
+            let part = &all[(k * MAX_PER_MESSAGE).min(all.len())..((k + 1) * MAX_PER_MESSAGE).min(all.len())];
+            let (g, n) = (self.group_id, chunks as i32);
+            if json {
+                collector_connections_json(msg, host, &self.table, part, g, n, interval_ms, &mut self.scratch);
+            } else {
+                self.proto.clear();
+                collector_connections(&mut self.proto, host, &self.table, part, g, n, interval_ms, &mut self.scratch);
+                if !frame(msg, TYPE_COLLECTOR_CONNECTIONS, unix_ms, &self.proto, &mut self.zstd) {
+                    continue;
+                }
+            }
+            emit(Encoded::Connections(msg));
+        }
+
+        let s = self.selection.stats;
+        let src = self.source.stats;
+        let k = s.by_kind;
+        const R: &str = "stackstate.process_agent.connections.reported";
+        let tagged = |v: u32, tags: &'static [&'static str]| SelfMetric { name: R, value: f64::from(v), tags };
+        let metrics = [
+            SelfMetric::new("stackstate.process_agent.connections.total", f64::from(s.total)),
+            tagged(k[0][0], &["ipver:4", "proto:tcp", "direction:outgoing", "nat:false", "app_proto:none"]),
+            tagged(k[0][1], &["ipver:4", "proto:tcp", "direction:incoming", "nat:false", "app_proto:none"]),
+            tagged(k[1][0], &["ipver:6", "proto:tcp", "direction:outgoing", "nat:false", "app_proto:none"]),
+            tagged(k[1][1], &["ipver:6", "proto:tcp", "direction:incoming", "nat:false", "app_proto:none"]),
+            SelfMetric::new("stackstate.process_agent.connections.namespaces", f64::from(src.namespaces)),
+            SelfMetric::new("stackstate.process_agent.connections.over_limit", f64::from(self.table.over_limit)),
+        ];
+        let (health, message) = if src.dump_errors > 0 {
+            ("DEVIATING", "some network namespaces could not be dumped; see the agent log")
+        } else if self.table.over_limit > 0 {
+            ("DEVIATING", "more connections than STS_NETWORK_TRACER_MAX_CONNECTIONS; some were not tracked")
+        } else {
+            ("CLEAR", "")
+        };
+        let h = CheckHealth { check: "connections", interval_s: self.interval_s, health, message };
+        let (me, my_create) = procs.agent_identity();
+        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &h, &metrics, None);
+        emit(Encoded::Intake(msg));
+    }
+}
