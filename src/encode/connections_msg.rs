@@ -17,7 +17,7 @@ struct View {
 }
 
 fn view(c: &Conn, interval_s: f64) -> View {
-    let d = c.deltas.unwrap_or(Deltas::default());
+    let d = c.deltas.unwrap_or_default();
     let per_s = |v: u64| if interval_s > 0.0 { (v as f64 / interval_s) as f32 } else { 0.0 };
     View {
         sent_ps: per_s(d.bytes_sent),

@@ -14,7 +14,6 @@ pub struct CheckHealth<'a> {
 }
 
 /// Writes the payload into `out` (cleared first).
-#[allow(clippy::too_many_arguments)]
 /// A self-metric of the process agent: name, value and tags.
 #[derive(Debug, Clone, Copy)]
 pub struct SelfMetric<'a> {
@@ -29,6 +28,7 @@ impl<'a> SelfMetric<'a> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn side_channel(
     out: &mut Vec<u8>,
     host: &str,
