@@ -7,7 +7,7 @@
 use super::json;
 use super::proto::{bytes, double_present, float, int32, int64, message, repeated_bytes};
 use crate::checks::connections::{write_identifier, write_ip, write_namespace, Reported};
-use crate::model::connection::{Conn, ConnTable, Deltas};
+use crate::model::connection::{Conn, ConnTable};
 
 /// What is written for each reported connection, computed once for both encodings.
 struct View {
