@@ -91,7 +91,7 @@ fn process_cycle(c: &mut Criterion) {
         let mut bytes = 0;
         check.run(i as f64, 1_700_000_000_000 + i as i64, "i-0abc", false, &meta, &mut msg, &mut |e| {
             bytes += match e {
-                Encoded::Collector(b) | Encoded::Intake(b) => b.len(),
+                Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
             }
         });
         bytes

@@ -35,7 +35,7 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
     let mut run = |check: &mut ProcessCheck, i: u64, bytes_out: &mut usize| {
         check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &meta, &mut msg, &mut |e| {
             *bytes_out += match e {
-                Encoded::Collector(b) | Encoded::Intake(b) => b.len(),
+                Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
             }
         });
     };
