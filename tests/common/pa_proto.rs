@@ -210,3 +210,100 @@ pub fn unzstd(body: &[u8]) -> Vec<u8> {
 pub fn collector_proc(body: &[u8]) -> CollectorProc {
     CollectorProc::decode(&unzstd(body)[..]).expect("CollectorProc")
 }
+
+/// `CollectorConnections` (type 22), spec/protocol.md §4.3.
+#[derive(Clone, PartialEq, Message)]
+pub struct CollectorConnections {
+    #[prost(string, tag = "2")]
+    pub host_name: String,
+    #[prost(message, repeated, tag = "3")]
+    pub connections: Vec<Connection>,
+    #[prost(int32, tag = "5")]
+    pub group_id: i32,
+    #[prost(int32, tag = "6")]
+    pub group_size: i32,
+    #[prost(string, tag = "7")]
+    pub cluster_name: String,
+    #[prost(int32, tag = "8")]
+    pub collection_interval: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Connection {
+    #[prost(int32, tag = "1")]
+    pub pid: i32,
+    #[prost(message, optional, tag = "5")]
+    pub laddr: Option<Addr>,
+    #[prost(message, optional, tag = "6")]
+    pub raddr: Option<Addr>,
+    #[prost(float, tag = "8")]
+    pub bytes_sent_per_second: f32,
+    #[prost(float, tag = "9")]
+    pub bytes_received_per_second: f32,
+    /// v4 = 0, v6 = 1
+    #[prost(int32, tag = "10")]
+    pub family: i32,
+    /// tcp = 0, udp = 1
+    #[prost(int32, tag = "11")]
+    pub r#type: i32,
+    #[prost(int64, tag = "12")]
+    pub pid_create_time: i64,
+    #[prost(string, tag = "50")]
+    pub namespace: String,
+    /// none = 0, outgoing = 1, incoming = 2
+    #[prost(int32, tag = "51")]
+    pub direction: i32,
+    #[prost(string, tag = "52")]
+    pub connection_identifier: String,
+    #[prost(string, tag = "53")]
+    pub application_protocol: String,
+    #[prost(message, repeated, tag = "54")]
+    pub metrics: Vec<ConnectionMetric>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Addr {
+    #[prost(string, tag = "2")]
+    pub ip: String,
+    #[prost(int32, tag = "3")]
+    pub port: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ConnectionMetric {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(map = "string, string", tag = "2")]
+    pub tags: std::collections::HashMap<String, String>,
+    #[prost(message, optional, tag = "3")]
+    pub value: Option<ConnectionMetricValue>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ConnectionMetricValue {
+    #[prost(oneof = "MetricValue", tags = "1, 2")]
+    pub value: Option<MetricValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum MetricValue {
+    /// A DDSketch (not decoded here: this agent sends none).
+    #[prost(bytes, tag = "1")]
+    Histogram(Vec<u8>),
+    #[prost(double, tag = "2")]
+    Number(f64),
+}
+
+impl Connection {
+    /// A metric's number, when present.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.name == name).and_then(|m| match m.value.as_ref()?.value.as_ref()? {
+            MetricValue::Number(n) => Some(*n),
+            MetricValue::Histogram(_) => None,
+        })
+    }
+}
+
+pub fn collector_connections(body: &[u8]) -> CollectorConnections {
+    CollectorConnections::decode(&unzstd(body)[..]).expect("CollectorConnections")
+}
