@@ -314,6 +314,46 @@ mod tests {
         assert!(ident(&both, Direction::Outgoing).starts_with("out:i-0abc:4026531840:169.254.170.1:"));
     }
 
+    /// A captured IPv6 dump: a listener on [::]:51018, a ::1 connection with 50 kB each way, and
+    /// an IPv4 client accepted on the IPv6 listener (an IPv4-mapped local address).
+    #[test]
+    fn a_real_ipv6_dump_gets_directions_and_identifiers() {
+        use crate::parse::inet_diag::{messages, Msg};
+        let bytes = include_bytes!("../../tests/fixtures/netlink/debian12-6.18/tcp6-loopback-0.bin");
+        let mut t = ConnTable::new(100);
+        t.begin(1.0);
+        for m in messages(bytes) {
+            if let Ok(Msg::Socket(s)) = m {
+                t.push(9, &s, false);
+            }
+        }
+        t.finish();
+        assert!(t.is_listening(9, 51018));
+        let ours: Vec<(Direction, String)> = t
+            .conns
+            .iter()
+            .filter(|c| c.lport == 51018 || c.rport == 51018)
+            .map(|c| {
+                let d = direction(&t, c);
+                let (mut ns, mut id) = (Vec::new(), Vec::new());
+                write_namespace(&mut ns, "h", c);
+                write_identifier(&mut id, &ns, c, d);
+                (d, String::from_utf8(id).unwrap())
+            })
+            .collect();
+        let want = [
+            (Direction::Incoming, "in:h:9:::1:51018:h:9:::1".to_string()),
+            (Direction::Outgoing, "out:h:9:::1:h:9:::1:51018".to_string()),
+            (Direction::Incoming, "in:h:9:127.0.0.1:51018:h:9:127.0.0.1".to_string()),
+        ];
+        for w in &want {
+            assert!(ours.contains(w), "{w:?} not in {ours:?}");
+        }
+        assert_eq!(ours.len(), 3);
+        let pair: Vec<_> = t.conns.iter().filter(|c| c.family == 10 && c.local_ip().is_loopback()).collect();
+        assert!(pair.iter().all(|c| c.bytes_sent >= 50_000 && c.bytes_received >= 50_000), "{pair:?}");
+    }
+
     #[test]
     fn host_local_addresses() {
         for (a, want) in [
