@@ -73,6 +73,8 @@ fn steady_state_connections_cycle_allocates_nothing() {
         let new_sockets = conns.table.conns.iter().filter(|c| c.first_seen_mono == i as f64).count();
         if new_sockets == 0 && procs.table.discovered == 0 {
             assert_eq!(n, 0, "cycle {i}: {n} allocations in a steady connections cycle");
+            // And owners are known: no fd/ link is read on a steady host.
+            assert_eq!(conns.source_stats().links_read, 0, "cycle {i}: fd links read with every owner known");
             quiet += 1;
         }
     }

@@ -335,3 +335,61 @@ fn nothing_is_sent_when_network_tracing_is_off_and_short_lived_relations_wait() 
     assert!(!intervals.is_empty(), "the check ran");
     assert!(conns.is_empty(), "short-lived relations reported: {conns:?}");
 }
+
+/// Namespaces are found through their processes, get a socket each, and lose it when their last
+/// process exits; a new namespace's sockets wait one cycle (their counters predate the interval).
+#[test]
+fn namespaces_come_and_go_with_their_processes() {
+    use sts_agent::app::{ConnectionsCheck, ProcessCheck};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env: std::collections::HashMap<String, String> = [
+        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let cfg = sts_agent::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let mut procs = ProcessCheck::new(&cfg, false).unwrap();
+    let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut i = 0u64;
+    let mut cycle = |procs: &mut ProcessCheck, conns: &mut ConnectionsCheck| {
+        i += 1;
+        let ms = 1_700_000_000_000 + i as i64 * 1000;
+        procs.run(i as f64, ms, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        conns.run(i as f64, ms, "h", false, procs, &mut Vec::new(), &mut |_| {});
+    };
+    cycle(&mut procs, &mut conns);
+    let before = conns.source_stats().namespaces;
+
+    let ns = Netns::new();
+    let port = free_port().to_string();
+    // A loopback pair inside the namespace: both ends there, so both are scoped by its inode.
+    let kids = Kids(vec![stream(Some(&ns.name), &["pair", "127.0.0.1", &port, "20000", "20000"], true)]);
+    let pid = kids.0[0].id();
+    let scoped = |conns: &ConnectionsCheck| {
+        conns
+            .selection
+            .reported
+            .iter()
+            .filter(|r| r.pid == pid)
+            .map(|r| conns.table.conns[r.conn as usize])
+            .collect::<Vec<_>>()
+    };
+    cycle(&mut procs, &mut conns);
+    assert_eq!(conns.source_stats().namespaces, before + 1, "the new namespace was found and dumped");
+    assert!(scoped(&conns).is_empty(), "a first-seen namespace only primes");
+    assert_eq!(conns.table.conns.iter().filter(|c| c.ns == ns.inode()).count(), 2, "both ends tracked");
+    // Let each end send a few 50 ms slices within the interval.
+    std::thread::sleep(Duration::from_millis(300));
+    cycle(&mut procs, &mut conns);
+    let mine = scoped(&conns);
+    assert_eq!(mine.len(), 2, "both ends reported on the next cycle");
+    assert!(mine.iter().all(|c| c.ns == ns.inode() && c.deltas.is_some_and(|d| d.bytes_sent > 0)));
+
+    drop(kids);
+    cycle(&mut procs, &mut conns);
+    assert_eq!(conns.source_stats().namespaces, before, "the socket of an empty namespace is closed");
+    assert!(conns.table.conns.iter().all(|c| c.ns != ns.inode()));
+}

@@ -69,9 +69,22 @@ pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    let mut buf = StackStr::default();
-    let _ = write!(buf, "{ip}");
-    out.extend_from_slice(buf.as_bytes());
+    match ip {
+        // The common case, by hand: `fmt` machinery was a tenth of the cycle's CPU (perf).
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(_) => {
+            let mut buf = StackStr::default();
+            let _ = write!(buf, "{ip}");
+            out.extend_from_slice(buf.as_bytes());
+        }
+    }
 }
 
 /// `connectionIdentifier` (PA `checks/net_common.go`): `ns:ip` and `ns:ip:port` pieces; the
@@ -352,6 +365,15 @@ mod tests {
         assert_eq!(ours.len(), 3);
         let pair: Vec<_> = t.conns.iter().filter(|c| c.family == 10 && c.local_ip().is_loopback()).collect();
         assert!(pair.iter().all(|c| c.bytes_sent >= 50_000 && c.bytes_received >= 50_000), "{pair:?}");
+    }
+
+    #[test]
+    fn addresses_print_as_std_does() {
+        for a in ["0.0.0.0", "10.0.1.5", "255.255.255.255", "127.0.0.1", "::", "::1", "2001:db8::1:0:0:1", "fe80::1"] {
+            let mut out = Vec::new();
+            write_ip(&mut out, a.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), a);
+        }
     }
 
     #[test]
