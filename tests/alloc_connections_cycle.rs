@@ -9,6 +9,9 @@ use std::net::{TcpListener, TcpStream};
 use sts_agent::app::{ConnectionsCheck, Encoded, ProcessCheck};
 use sts_agent::config::Config;
 
+#[path = "common/pa_proto.rs"]
+mod pa_proto;
+
 #[global_allocator]
 static A: Counting = Counting;
 
@@ -79,6 +82,24 @@ fn steady_state_connections_cycle_allocates_nothing() {
         }
     }
     assert!(quiet >= 5, "only {quiet} of 20 cycles were free of churn; the claim went untested");
+
+    // One more cycle, captured (outside the measured ones) and decoded independently: the 600
+    // connections are split into messages of at most 100 that share one groupId.
+    send(&mut ends);
+    procs.run(30.0, 1_700_000_030_000, "i-0abc", false, &meta, &mut pmsg, &mut |_| {});
+    let mut bodies = Vec::new();
+    conns.run(30.0, 1_700_000_030_000, "i-0abc", false, &procs, &mut msg, &mut |e| {
+        if let Encoded::Connections(b) = e {
+            bodies.push(b.to_vec());
+        }
+    });
+    let msgs: Vec<_> = bodies.iter().map(|b| pa_proto::collector_connections(b)).collect();
+    let total: usize = msgs.iter().map(|m| m.connections.len()).sum();
+    assert_eq!(msgs.len(), total.div_ceil(100), "{total} connections in {} messages", msgs.len());
+    assert!(msgs.iter().all(|m| m.connections.len() <= 100 && m.group_size == msgs.len() as i32));
+    assert!(msgs.iter().all(|m| m.group_id == msgs[0].group_id && m.collection_interval == 7000));
+    let mine = msgs.iter().flat_map(|m| &m.connections).filter(|c| c.pid == me).count();
+    assert_eq!(mine, 600);
     eprintln!("20 cycles ({quiet} without churn), {reported_total} connections reported");
     drop(ends);
 }

@@ -116,10 +116,14 @@ impl ConnectionsCheck {
             tagged(k[1][0], &["ipver:6", "proto:tcp", "direction:outgoing", "nat:false", "app_proto:none"]),
             tagged(k[1][1], &["ipver:6", "proto:tcp", "direction:incoming", "nat:false", "app_proto:none"]),
             SelfMetric::new("stackstate.process_agent.connections.namespaces", f64::from(src.namespaces)),
+            SelfMetric::new("stackstate.process_agent.connections.namespaces_unreachable", f64::from(src.unreachable)),
             SelfMetric::new("stackstate.process_agent.connections.over_limit", f64::from(self.table.over_limit)),
         ];
-        let (health, message) = if src.dump_errors > 0 {
-            ("DEVIATING", "some network namespaces could not be dumped; see the agent log")
+        let (health, message) = if src.dump_errors > 0 || src.unreachable > 0 {
+            (
+                "DEVIATING",
+                "some network namespaces could not be entered or dumped (setns needs CAP_SYS_ADMIN); see the agent log",
+            )
         } else if self.table.over_limit > 0 {
             ("DEVIATING", "more connections than STS_NETWORK_TRACER_MAX_CONNECTIONS; some were not tracked")
         } else {

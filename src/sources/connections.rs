@@ -39,6 +39,8 @@ struct Namespace {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SourceStats {
     pub namespaces: u32,
+    /// Namespaces without a diag socket (setns or socket creation failed).
+    pub unreachable: u32,
     pub dump_errors: u32,
     /// `fd/` links read this cycle to find owners, and processes scanned.
     pub links_read: u32,
@@ -87,7 +89,10 @@ impl ConnectionSource {
         self.refresh_namespaces(procs);
         let (requests, buf) = (&mut self.requests, &mut self.buf);
         for ns in &mut self.namespaces {
-            let Some(sock) = ns.sock.as_mut() else { continue };
+            let Some(sock) = ns.sock.as_mut() else {
+                self.stats.unreachable += 1;
+                continue;
+            };
             let fresh = !ns.dumped;
             let mut ok = true;
             for (k, request) in requests.iter_mut().enumerate() {
@@ -118,8 +123,9 @@ impl ConnectionSource {
                     }
                 }
             }
+            // After a failed dump the next good one primes again: the table lost its baseline.
+            ns.dumped = ok;
             if ok {
-                ns.dumped = true;
                 ns.failing = false;
             }
         }
@@ -186,6 +192,9 @@ pub struct Owners {
     queue: Vec<u32>,
     queue_pos: usize,
     round_targets: Vec<u32>,
+    /// Which targets a scan found (parallel to `round_targets`), and how many.
+    round_hit: Vec<bool>,
+    round_found: usize,
     /// Scratch: this cycle's socket inodes (sorted) and unknown `(ns, uid, inode)`.
     live: Vec<u32>,
     unknown: Vec<(u64, u32, u32)>,
@@ -249,6 +258,7 @@ impl Owners {
             self.queue.clear();
             self.queue_pos = 0;
             self.round_targets.clear();
+            self.round_hit.clear();
             return;
         }
         if self.queue_pos >= self.queue.len() {
@@ -260,6 +270,10 @@ impl Owners {
             if let Ok(i) = procs.procs.binary_search_by_key(&pid, |p| p.pid) {
                 self.scan(&procs.procs[i], &mut budget, stats);
             }
+            // Everything the round looks for is found: the rest of the queue can wait.
+            if self.round_found == self.round_targets.len() {
+                self.queue_pos = self.queue.len();
+            }
         }
         self.settle();
         if self.queue_pos >= self.queue.len() {
@@ -270,6 +284,7 @@ impl Owners {
             self.orphans.sort_unstable();
             self.orphans.dedup();
             self.round_targets.clear();
+            self.round_hit.clear();
         }
     }
 
@@ -279,10 +294,21 @@ impl Owners {
         self.round_targets.clear();
         self.round_targets.extend(self.unknown.iter().map(|u| u.2));
         self.round_targets.sort_unstable();
+        self.round_targets.dedup();
+        self.round_hit.clear();
+        self.round_hit.resize(self.round_targets.len(), false);
+        self.round_found = 0;
         self.unknown.sort_unstable();
         let unknown = &self.unknown;
-        let in_ns = |p: &Proc| p.net_ns == 0 || unknown.iter().any(|u| u.0 == p.net_ns);
-        let same_uid = |p: &Proc| unknown.iter().any(|u| u.1 == p.uid && (p.net_ns == 0 || u.0 == p.net_ns));
+        // `unknown` is sorted by (namespace, uid): both questions are binary searches.
+        let in_ns = |p: &Proc| {
+            p.net_ns == 0 || unknown.get(unknown.partition_point(|u| u.0 < p.net_ns)).is_some_and(|u| u.0 == p.net_ns)
+        };
+        let same_uid = |p: &Proc| {
+            let key = (p.net_ns, p.uid);
+            p.net_ns == 0 && unknown.iter().any(|u| u.1 == p.uid)
+                || unknown.get(unknown.partition_point(|u| (u.0, u.1) < key)).is_some_and(|u| (u.0, u.1) == key)
+        };
         // Likely owners first: the same namespace and the socket's uid.
         for pass in [true, false] {
             for &i in reported {
@@ -319,6 +345,13 @@ impl Owners {
                 && self.map[..sorted].binary_search_by_key(&inode, |m| m.0).is_err()
             {
                 self.map.push((inode, p.pid, p.start_ticks));
+                if let Ok(k) = self.round_targets.binary_search(&inode) {
+                    if let Some(hit) = self.round_hit.get_mut(k) {
+                        if !std::mem::replace(hit, true) {
+                            self.round_found += 1;
+                        }
+                    }
+                }
             }
         }
     }
