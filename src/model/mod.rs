@@ -5,3 +5,4 @@ pub mod container;
 pub mod host;
 pub mod names;
 pub mod process;
+pub mod trace;

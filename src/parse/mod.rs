@@ -13,11 +13,13 @@ pub mod keyval;
 pub mod loadavg;
 pub mod meminfo;
 pub mod mountinfo;
+pub mod msgpack;
 pub mod net_dev;
 pub mod passwd;
 pub mod pid;
 pub mod proc_stat;
 pub mod snmp;
+pub mod traces;
 
 pub use cursor::ParseError;
 

@@ -1,0 +1,119 @@
+//! Decoded trace payloads, stored without lifetimes so the storage is reused from request to
+//! request: strings are [`Str`] ranges into the request body, or into the batch's own `side`
+//! buffer (JSON strings with escapes, and what the agent adds). Spans of one trace are contiguous.
+
+/// A string: `len` bytes at `off` in the request body, or in `Batch::side` when `off` has the
+/// high bit set. Always valid UTF-8 (checked when decoded or written).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Str {
+    off: u32,
+    len: u32,
+}
+
+const SIDE: u32 = 1 << 31;
+
+impl Str {
+    pub const EMPTY: Str = Str { off: 0, len: 0 };
+
+    pub fn body(off: usize, len: usize) -> Str {
+        Str { off: off as u32, len: len as u32 }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.len as usize
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Span {
+    pub service: Str,
+    pub name: Str,
+    pub resource: Str,
+    pub typ: Str,
+    pub trace_id: u64,
+    pub span_id: u64,
+    pub parent_id: u64,
+    /// Nanoseconds since the epoch.
+    pub start: i64,
+    pub duration: i64,
+    pub error: i32,
+    /// `(first, count)` in `Batch::meta` and `Batch::metrics`.
+    pub meta: (u32, u32),
+    pub metrics: (u32, u32),
+    /// Meta the agent adds (`span.serviceName`, …), `(first, count)` in `Batch::extra`; written after
+    /// `meta`, so an added key overrides the client's.
+    pub extra: (u32, u32),
+}
+
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub spans: Vec<Span>,
+    /// `(first span, span count)` per trace.
+    pub traces: Vec<(u32, u32)>,
+    pub meta: Vec<(Str, Str)>,
+    pub metrics: Vec<(Str, f64)>,
+    pub extra: Vec<(Str, Str)>,
+    pub side: Vec<u8>,
+    /// v0.5's string table.
+    pub dict: Vec<Str>,
+}
+
+impl Batch {
+    pub fn clear(&mut self) {
+        self.spans.clear();
+        self.traces.clear();
+        self.meta.clear();
+        self.metrics.clear();
+        self.extra.clear();
+        self.side.clear();
+        self.dict.clear();
+    }
+
+    /// Stores `s` in the side buffer.
+    pub fn push_side(&mut self, s: &str) -> Str {
+        let off = self.side.len();
+        self.side.extend_from_slice(s.as_bytes());
+        Str { off: off as u32 | SIDE, len: s.len() as u32 }
+    }
+
+    /// Starts a side string built in pieces with [`Batch::side_piece`], ended by [`Batch::side_end`].
+    pub fn side_begin(&self) -> usize {
+        self.side.len()
+    }
+
+    pub fn side_piece(&mut self, s: &str) {
+        self.side.extend_from_slice(s.as_bytes());
+    }
+
+    pub fn side_end(&self, begin: usize) -> Str {
+        Str { off: begin as u32 | SIDE, len: (self.side.len() - begin) as u32 }
+    }
+
+    /// The text of `s`; empty when out of range (cannot happen for strings this batch made).
+    pub fn text<'a>(&'a self, body: &'a [u8], s: Str) -> &'a str {
+        let (buf, off) =
+            if s.off & SIDE != 0 { (&self.side[..], (s.off & !SIDE) as usize) } else { (body, s.off as usize) };
+        buf.get(off..off + s.len as usize).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+    }
+
+    pub fn span_meta(&self, s: &Span) -> &[(Str, Str)] {
+        self.meta.get(s.meta.0 as usize..(s.meta.0 + s.meta.1) as usize).unwrap_or(&[])
+    }
+
+    pub fn span_metrics(&self, s: &Span) -> &[(Str, f64)] {
+        self.metrics.get(s.metrics.0 as usize..(s.metrics.0 + s.metrics.1) as usize).unwrap_or(&[])
+    }
+
+    pub fn span_extra(&self, s: &Span) -> &[(Str, Str)] {
+        self.extra.get(s.extra.0 as usize..(s.extra.0 + s.extra.1) as usize).unwrap_or(&[])
+    }
+
+    /// A meta value of the span (the client's), by key.
+    pub fn meta_get<'a>(&'a self, body: &'a [u8], s: &Span, key: &str) -> Option<&'a str> {
+        self.span_meta(s).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| self.text(body, *v))
+    }
+}

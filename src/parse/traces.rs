@@ -1,0 +1,344 @@
+//! Trace payloads of the Datadog tracing clients (spec/protocol.md §6.1), decoded into a reused
+//! [`Batch`]: `/v0.3` and `/v0.4` (an array of traces, each an array of span maps; msgpack or
+//! JSON) and `/v0.5` (`[string table, traces]`, each span a 12-element array of table indexes and
+//! numbers). Msgpack strings stay in the body; only JSON allocates (a rarely used format).
+//! Decoding is all or nothing: a body that does not decode leaves an error for a 400 reply.
+
+use super::msgpack::{DecodeError, Reader, Result};
+use crate::model::trace::{Batch, Span, Str};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Msgpack,
+    Json,
+}
+
+/// `/v0.3/traces` or `/v0.4/traces`.
+pub fn decode_v04(body: &[u8], enc: Encoding, out: &mut Batch) -> Result<()> {
+    out.clear();
+    let r = match enc {
+        Encoding::Msgpack => v04_msgpack(body, out),
+        Encoding::Json => json(body, out),
+    };
+    if r.is_err() {
+        out.clear();
+    }
+    r
+}
+
+/// `/v0.5/traces`.
+pub fn decode_v05(body: &[u8], out: &mut Batch) -> Result<()> {
+    out.clear();
+    let r = v05(body, out);
+    if r.is_err() {
+        out.clear();
+    }
+    r
+}
+
+fn v04_msgpack(body: &[u8], out: &mut Batch) -> Result<()> {
+    let mut r = Reader::new(body);
+    let traces = r.array_len()?;
+    for _ in 0..traces {
+        let n = r.array_len()?;
+        let first = out.spans.len() as u32;
+        for _ in 0..n {
+            let s = span_map(&mut r, out)?;
+            out.spans.push(s);
+        }
+        out.traces.push((first, n as u32));
+    }
+    if !r.at_end() {
+        return Err(DecodeError("msgpack: trailing bytes after the traces"));
+    }
+    Ok(())
+}
+
+fn str_at(r: &mut Reader<'_>) -> Result<Str> {
+    let (off, len) = r.str_range()?;
+    Ok(Str::body(off, len))
+}
+
+fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
+    let mut s = Span::default();
+    let fields = r.map_len()?;
+    for _ in 0..fields {
+        match r.str_bytes()? {
+            b"service" => s.service = str_at(r)?,
+            b"name" => s.name = str_at(r)?,
+            b"resource" => s.resource = str_at(r)?,
+            b"type" => s.typ = str_at(r)?,
+            b"trace_id" => s.trace_id = r.u64()?,
+            b"span_id" => s.span_id = r.u64()?,
+            b"parent_id" => s.parent_id = r.u64()?,
+            b"start" => s.start = r.i64()?,
+            b"duration" => s.duration = r.i64()?,
+            b"error" => s.error = r.i32()?,
+            b"meta" => {
+                let n = r.map_len()?;
+                let first = out.meta.len() as u32;
+                for _ in 0..n {
+                    let k = str_at(r)?;
+                    let v = str_at(r)?;
+                    out.meta.push((k, v));
+                }
+                s.meta = (first, n as u32);
+            }
+            b"metrics" => {
+                let n = r.map_len()?;
+                let first = out.metrics.len() as u32;
+                for _ in 0..n {
+                    let k = str_at(r)?;
+                    let v = r.f64()?;
+                    out.metrics.push((k, v));
+                }
+                s.metrics = (first, n as u32);
+            }
+            // meta_struct, span_links, span_events, …: not forwarded.
+            _ => r.skip()?,
+        }
+    }
+    Ok(s)
+}
+
+fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
+    let mut r = Reader::new(body);
+    if r.array_len()? != 2 {
+        return Err(DecodeError("v0.5: the body must be [string table, traces]"));
+    }
+    let strings = r.array_len()?;
+    for _ in 0..strings {
+        let s = str_at(&mut r)?;
+        out.dict.push(s);
+    }
+    let traces = r.array_len()?;
+    for _ in 0..traces {
+        let n = r.array_len()?;
+        let first = out.spans.len() as u32;
+        for _ in 0..n {
+            if r.array_len()? != 12 {
+                return Err(DecodeError("v0.5: a span must be an array of 12 elements"));
+            }
+            let idx = |r: &mut Reader<'_>, out: &Batch| -> Result<Str> {
+                let i = r.u32()? as usize;
+                out.dict.get(i).copied().ok_or(DecodeError("v0.5: string index out of range"))
+            };
+            let mut s = Span {
+                service: idx(&mut r, out)?,
+                name: idx(&mut r, out)?,
+                resource: idx(&mut r, out)?,
+                trace_id: r.u64()?,
+                span_id: r.u64()?,
+                parent_id: r.u64()?,
+                start: r.i64()?,
+                duration: r.i64()?,
+                error: r.i32()?,
+                ..Span::default()
+            };
+            let m = r.map_len()?;
+            let first_meta = out.meta.len() as u32;
+            for _ in 0..m {
+                let k = idx(&mut r, out)?;
+                let v = idx(&mut r, out)?;
+                out.meta.push((k, v));
+            }
+            s.meta = (first_meta, m as u32);
+            let m = r.map_len()?;
+            let first_metric = out.metrics.len() as u32;
+            for _ in 0..m {
+                let k = idx(&mut r, out)?;
+                let v = r.f64()?;
+                out.metrics.push((k, v));
+            }
+            s.metrics = (first_metric, m as u32);
+            s.typ = idx(&mut r, out)?;
+            out.spans.push(s);
+        }
+        out.traces.push((first, n as u32));
+    }
+    if !r.at_end() {
+        return Err(DecodeError("msgpack: trailing bytes after the traces"));
+    }
+    Ok(())
+}
+
+/// JSON traces (v0.3, or v0.4 sent as JSON). serde_json builds a tree first: JSON is the
+/// uncommon format, so its allocations are accepted; strings are copied to the side buffer.
+fn json(body: &[u8], out: &mut Batch) -> Result<()> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_slice(body).map_err(|_| DecodeError("json: not a valid JSON document"))?;
+    let traces = v.as_array().ok_or(DecodeError("json: expected an array of traces"))?;
+    for t in traces {
+        let spans = t.as_array().ok_or(DecodeError("json: expected a trace (an array of spans)"))?;
+        let first = out.spans.len() as u32;
+        for sp in spans {
+            let o = sp.as_object().ok_or(DecodeError("json: expected a span object"))?;
+            let mut s = Span::default();
+            for (k, v) in o {
+                let text = |out: &mut Batch, v: &Value| -> Result<Str> {
+                    match v {
+                        Value::String(t) => Ok(out.push_side(t)),
+                        Value::Null => Ok(Str::EMPTY),
+                        _ => Err(DecodeError("json: expected a string")),
+                    }
+                };
+                let int = |v: &Value| -> Result<i128> {
+                    match v {
+                        Value::Number(n) => n
+                            .as_u64()
+                            .map(i128::from)
+                            .or_else(|| n.as_i64().map(i128::from))
+                            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1.9e19).map(|f| f as i128))
+                            .ok_or(DecodeError("json: expected an integer")),
+                        Value::Null => Ok(0),
+                        _ => Err(DecodeError("json: expected an integer")),
+                    }
+                };
+                match k.as_str() {
+                    "service" => s.service = text(out, v)?,
+                    "name" => s.name = text(out, v)?,
+                    "resource" => s.resource = text(out, v)?,
+                    "type" => s.typ = text(out, v)?,
+                    "trace_id" => {
+                        s.trace_id = u64::try_from(int(v)?).map_err(|_| DecodeError("json: trace_id out of range"))?
+                    }
+                    "span_id" => {
+                        s.span_id = u64::try_from(int(v)?).map_err(|_| DecodeError("json: span_id out of range"))?
+                    }
+                    "parent_id" => {
+                        s.parent_id = u64::try_from(int(v)?).map_err(|_| DecodeError("json: parent_id out of range"))?
+                    }
+                    "start" => s.start = i64::try_from(int(v)?).map_err(|_| DecodeError("json: start out of range"))?,
+                    "duration" => {
+                        s.duration = i64::try_from(int(v)?).map_err(|_| DecodeError("json: duration out of range"))?
+                    }
+                    "error" => s.error = i32::try_from(int(v)?).map_err(|_| DecodeError("json: error out of range"))?,
+                    "meta" => {
+                        let first_meta = out.meta.len() as u32;
+                        let m = match v {
+                            Value::Object(m) => m,
+                            Value::Null => continue,
+                            _ => return Err(DecodeError("json: meta must be an object")),
+                        };
+                        for (mk, mv) in m {
+                            let key = out.push_side(mk);
+                            let val = text(out, mv)?;
+                            out.meta.push((key, val));
+                        }
+                        s.meta = (first_meta, m.len() as u32);
+                    }
+                    "metrics" => {
+                        let first_metric = out.metrics.len() as u32;
+                        let m = match v {
+                            Value::Object(m) => m,
+                            Value::Null => continue,
+                            _ => return Err(DecodeError("json: metrics must be an object")),
+                        };
+                        for (mk, mv) in m {
+                            let key = out.push_side(mk);
+                            let val = mv.as_f64().ok_or(DecodeError("json: a metric must be a number"))?;
+                            out.metrics.push((key, val));
+                        }
+                        s.metrics = (first_metric, m.len() as u32);
+                    }
+                    _ => {}
+                }
+            }
+            out.spans.push(s);
+        }
+        out.traces.push((first, spans.len() as u32));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fix {
+        ($p:literal) => {
+            include_bytes!(concat!("../../tests/fixtures/traces/", $p))
+        };
+    }
+
+    /// ddtrace 4.16 (Python), three traces of two spans each: `web.request` (service shop,
+    /// resource `GET /cart`, meta http.method) with a child `db.query` (service pg, type sql,
+    /// meta db.instance=orders).
+    fn check_ddtrace_batch(body: &[u8], b: &Batch) {
+        assert_eq!(b.traces.len(), 3);
+        assert_eq!(b.spans.len(), 6);
+        for &(first, n) in &b.traces {
+            assert_eq!(n, 2);
+            let spans = &b.spans[first as usize..(first + n) as usize];
+            let root = spans.iter().find(|s| s.parent_id == 0).expect("a root span");
+            let child = spans.iter().find(|s| s.parent_id == root.span_id).expect("a child span");
+            assert_eq!(b.text(body, root.service), "shop");
+            assert_eq!(b.text(body, root.name), "web.request");
+            assert_eq!(b.text(body, root.resource), "GET /cart");
+            assert_eq!(b.meta_get(body, root, "http.method"), Some("GET"));
+            assert_eq!(b.text(body, child.service), "pg");
+            assert_eq!(b.text(body, child.typ), "sql");
+            assert_eq!(b.meta_get(body, child, "db.instance"), Some("orders"));
+            assert_eq!(root.trace_id, child.trace_id);
+            assert!(root.trace_id != 0 && root.start > 1_700_000_000_000_000_000 && root.duration >= child.duration);
+            assert!(b.span_metrics(root).iter().any(|(k, _)| b.text(body, *k) == "_sampling_priority_v1"));
+        }
+    }
+
+    #[test]
+    fn ddtrace_v04_and_v05_payloads() {
+        let mut b = Batch::default();
+        let v4 = fix!("ddtrace-4.16-v0.4.msgpack");
+        decode_v04(v4, Encoding::Msgpack, &mut b).unwrap();
+        check_ddtrace_batch(v4, &b);
+        let v5 = fix!("ddtrace-4.16-v0.5.msgpack");
+        decode_v05(v5, &mut b).unwrap();
+        check_ddtrace_batch(v5, &b);
+    }
+
+    #[test]
+    fn json_traces() {
+        let body = br#"[[{"service":"a\"b","name":"n","resource":"r","trace_id":18446744073709551615,"span_id":2,"parent_id":0,"start":1700000000000000000,"duration":5,"error":1,"meta":{"k":"v\u00e9"},"metrics":{"m":1.5},"type":"web"}]]"#;
+        let mut b = Batch::default();
+        decode_v04(body, Encoding::Json, &mut b).unwrap();
+        let s = b.spans[0];
+        assert_eq!((b.text(body, s.service), s.trace_id, s.error), ("a\"b", u64::MAX, 1));
+        assert_eq!(b.meta_get(body, &s, "k"), Some("vé"));
+        assert_eq!(b.span_metrics(&s)[0].1, 1.5);
+        assert!(decode_v04(b"[[1]]", Encoding::Json, &mut b).is_err());
+        assert!(b.spans.is_empty(), "a failed decode leaves nothing behind");
+    }
+
+    #[test]
+    fn every_truncation_of_a_real_payload_is_an_error_not_a_panic() {
+        let mut b = Batch::default();
+        for body in [&fix!("ddtrace-4.16-v0.4.msgpack")[..], &fix!("ddtrace-4.16-v0.5.msgpack")[..]] {
+            for cut in 0..body.len() {
+                let r = if body == fix!("ddtrace-4.16-v0.5.msgpack") {
+                    decode_v05(&body[..cut], &mut b)
+                } else {
+                    decode_v04(&body[..cut], Encoding::Msgpack, &mut b)
+                };
+                assert!(r.is_err(), "a body cut at {cut} decoded");
+            }
+        }
+        // Trailing garbage and wrong shapes.
+        let mut long = fix!("ddtrace-4.16-v0.4.msgpack").to_vec();
+        long.push(0);
+        assert!(decode_v04(&long, Encoding::Msgpack, &mut b).is_err());
+        assert_eq!(
+            decode_v05(&[0x92, 0x91, 0xa1, b'x', 0x91, 0x91, 0x9c, 5, 0, 0, 1, 2, 0, 3, 4, 0, 0x80, 0x80, 0], &mut b),
+            Err(DecodeError("v0.5: string index out of range"))
+        );
+        assert!(decode_v05(&[0x93, 0x90, 0x90, 0x90], &mut b).is_err());
+        assert!(
+            decode_v04(
+                &[0x91, 0x91, 0x81, 0xa7, b's', b'e', b'r', b'v', b'i', b'c', b'e', 0x05],
+                Encoding::Msgpack,
+                &mut b
+            )
+            .is_err(),
+            "wrong type"
+        );
+    }
+}
