@@ -5,3 +5,4 @@ pub mod host_metrics;
 pub mod metric;
 pub mod process;
 pub mod scrub;
+pub mod traces;

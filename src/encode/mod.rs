@@ -9,3 +9,4 @@ pub mod process_json;
 pub mod process_msg;
 pub mod proto;
 pub mod series;
+pub mod trace_payload;

@@ -26,6 +26,11 @@ impl Str {
     pub fn len(self) -> usize {
         self.len as usize
     }
+
+    /// The first `n` bytes (the caller picks a character boundary).
+    pub fn prefix(self, n: usize) -> Str {
+        Str { off: self.off, len: (n as u32).min(self.len) }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -93,6 +98,24 @@ impl Batch {
         Str { off: begin as u32 | SIDE, len: (self.side.len() - begin) as u32 }
     }
 
+    /// Where `s` sits in the side buffer, when it is a side string.
+    pub fn side_range(&self, s: Str) -> Option<std::ops::Range<usize>> {
+        if s.off & SIDE == 0 {
+            return None;
+        }
+        let start = (s.off & !SIDE) as usize;
+        let end = (start + s.len as usize).min(self.side.len());
+        Some(start.min(end)..end)
+    }
+
+    /// The bytes of a body string (empty for a side string or out of range).
+    pub fn body_bytes(body: &[u8], s: Str) -> &[u8] {
+        if s.off & SIDE != 0 {
+            return &[];
+        }
+        body.get(s.off as usize..s.off as usize + s.len as usize).unwrap_or(&[])
+    }
+
     /// The text of `s`; empty when out of range (cannot happen for strings this batch made).
     pub fn text<'a>(&'a self, body: &'a [u8], s: Str) -> &'a str {
         let (buf, off) =
@@ -110,6 +133,21 @@ impl Batch {
 
     pub fn span_extra(&self, s: &Span) -> &[(Str, Str)] {
         self.extra.get(s.extra.0 as usize..(s.extra.0 + s.extra.1) as usize).unwrap_or(&[])
+    }
+
+    /// A meta value of the span (the client's), by key, as a `Str` (stable while the side buffer grows).
+    pub fn meta(&self, body: &[u8], s: &Span, key: &str) -> Option<Str> {
+        self.span_meta(s).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| *v)
+    }
+
+    /// Meta added so far for the span whose additions start at `first`.
+    pub fn span_extra_range(&self, first: u32) -> &[(Str, Str)] {
+        self.extra.get(first as usize..).unwrap_or(&[])
+    }
+
+    /// A value added so far for the span whose additions start at `first`, by key.
+    pub fn extra_value(&self, first: u32, body: &[u8], key: &str) -> Option<Str> {
+        self.span_extra_range(first).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| *v)
     }
 
     /// A meta value of the span (the client's), by key.

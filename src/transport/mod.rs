@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod http1;
+pub mod http_server;
 pub mod tls;

@@ -1,0 +1,199 @@
+//! What the trace agent does to spans before forwarding (spec/protocol.md §6.2–§6.3):
+//! normalisation (traces with a zero id or mixed trace ids are dropped; service and name are
+//! capped at 500 characters, type at 100; defaults for empty names; impossible start times and
+//! negative durations fixed), the STS interpretation (`span.serviceName`, `span.serviceURN`,
+//! `span.serviceType`, `span.serviceInstanceURN`), and the agent's own tags (the client's
+//! container id and, when the agent knows the client process, its pid, host and start time).
+//! Pure: the batch, the body and the facts about the request come in.
+
+use crate::model::trace::{Batch, Span, Str};
+
+const MAX_SERVICE: usize = 500;
+const MAX_NAME: usize = 500;
+const MAX_TYPE: usize = 100;
+/// 2000-01-01T00:00:00Z in ns: earlier starts are clock errors.
+const YEAR_2000_NS: i64 = 946_684_800_000_000_000;
+
+/// Facts about one request the spans do not carry.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestContext<'a> {
+    pub now_ns: i64,
+    /// The agent's hostname (the host of `urn:process:/…`).
+    pub host: &'a str,
+    /// `Datadog-Container-ID`.
+    pub container_id: Option<&'a str>,
+    /// The client process when the agent knows it (Unix socket peer): `(host pid, create time ms)`.
+    pub client: Option<(u32, i64)>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TraceCounts {
+    pub traces: u64,
+    pub spans: u64,
+    /// Traces dropped by normalisation (zero ids, mixed trace ids, empty).
+    pub dropped_traces: u64,
+}
+
+/// Meta keys StackState reads to name a service: the service plus `:<value>` of each present.
+pub const SERVICE_IDENTIFIER_KEYS: &[&str] = &["db.instance"];
+
+/// Normalises and interprets every trace of `b` in place; dropped traces keep their slot with no
+/// spans. Returns what is left to forward.
+pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCounts {
+    let mut counts = TraceCounts::default();
+    for t in 0..b.traces.len() {
+        let (first, n) = b.traces[t];
+        let spans = first as usize..(first + n) as usize;
+        let Some(root_id) = b.spans.get(first as usize).map(|s| s.trace_id) else {
+            counts.dropped_traces += 1;
+            b.traces[t].1 = 0;
+            continue;
+        };
+        let valid =
+            n > 0 && b.spans[spans.clone()].iter().all(|s| s.trace_id == root_id && s.trace_id != 0 && s.span_id != 0);
+        if !valid {
+            counts.dropped_traces += 1;
+            b.traces[t].1 = 0;
+            continue;
+        }
+        for i in spans {
+            normalize(b, body, i, ctx.now_ns);
+            interpret(b, body, i, ctx);
+        }
+        counts.traces += 1;
+        counts.spans += u64::from(n);
+    }
+    counts
+}
+
+fn cap(b: &Batch, body: &[u8], s: Str, max_chars: usize) -> Str {
+    let text = b.text(body, s);
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => s.prefix(at),
+        None => s,
+    }
+}
+
+fn normalize(b: &mut Batch, body: &[u8], i: usize, now_ns: i64) {
+    let mut s = b.spans[i];
+    s.service =
+        if s.service.is_empty() { b.push_side("unnamed-service") } else { cap(b, body, s.service, MAX_SERVICE) };
+    s.name = if s.name.is_empty() { b.push_side("unnamed_operation") } else { cap(b, body, s.name, MAX_NAME) };
+    if s.resource.is_empty() {
+        s.resource = s.name;
+    }
+    s.typ = cap(b, body, s.typ, MAX_TYPE);
+    if s.duration < 0 {
+        s.duration = 0;
+    }
+    if s.start < YEAR_2000_NS {
+        s.start = now_ns.saturating_sub(s.duration);
+    }
+    b.spans[i] = s;
+}
+
+/// Adds one meta entry built by `value` in the side buffer.
+fn add(b: &mut Batch, key: &str, value: impl FnOnce(&mut Batch)) {
+    let k = b.push_side(key);
+    let begin = b.side_begin();
+    value(b);
+    let v = b.side_end(begin);
+    b.extra.push((k, v));
+}
+
+/// Appends the text of `s` (from the body or the side buffer itself) to the side buffer.
+fn copy(b: &mut Batch, body: &[u8], s: Str) {
+    match b.side_range(s) {
+        Some(r) => b.side.extend_from_within(r),
+        None => b.side.extend_from_slice(Batch::body_bytes(body, s)),
+    }
+}
+
+fn decimal(b: &mut Batch, v: i64) {
+    let mut buf = [0u8; 20];
+    if v < 0 {
+        b.side_piece("-");
+    }
+    let n = crate::fmt::decimal(v.unsigned_abs(), &mut buf);
+    b.side.extend_from_slice(&buf[..n]);
+}
+
+fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>) {
+    let first_extra = b.extra.len() as u32;
+    let s: Span = b.spans[i];
+    if let Some(id) = ctx.container_id.filter(|id| !id.is_empty()) {
+        if b.meta_get(body, &s, "container_id").is_none() {
+            add(b, "container_id", |b| b.side_piece(id));
+        }
+    }
+    // The client process, when the agent knows it and the client did not say.
+    if let Some((p, create)) = ctx.client.filter(|_| b.meta_get(body, &s, "span.pid").is_none()) {
+        add(b, "span.pid", |b| decimal(b, i64::from(p)));
+        if b.meta_get(body, &s, "span.hostname").is_none() {
+            add(b, "span.hostname", |b| b.side_piece(ctx.host));
+        }
+        if b.meta_get(body, &s, "span.starttime").is_none() {
+            add(b, "span.starttime", |b| decimal(b, create));
+        }
+    }
+    if b.meta_get(body, &s, "span.serviceURN").is_none() {
+        // span.serviceName: the service and the values of the identifier keys present.
+        let k = b.push_side("span.serviceName");
+        let begin = b.side_begin();
+        copy(b, body, s.service);
+        for key in SERVICE_IDENTIFIER_KEYS {
+            if let Some(v) = b.meta(body, &s, key) {
+                b.side_piece(":");
+                copy(b, body, v);
+            }
+        }
+        let name = b.side_end(begin);
+        b.extra.push((k, name));
+        let k = b.push_side("span.serviceURN");
+        let begin = b.side_begin();
+        b.side_piece("urn:service:/");
+        copy(b, body, name);
+        let urn = b.side_end(begin);
+        b.extra.push((k, urn));
+
+        // The STS keys select an interpreter (they may come from the client or from the agent).
+        let extra_has =
+            |b: &Batch, key: &str| b.span_extra_range(first_extra).iter().any(|(k, _)| b.text(body, *k) == key);
+        let has = |b: &Batch, key: &str| b.meta_get(body, &s, key).is_some() || extra_has(b, key);
+        if has(b, "span.hostname") && has(b, "span.pid") && has(b, "span.kind") {
+            if b.text(body, s.typ) == "sql" {
+                let db_type = b.meta(body, &s, "db.type");
+                add(b, "span.serviceType", |b| match db_type {
+                    Some(t) => copy(b, body, t),
+                    None => b.side_piece("database"),
+                });
+            } else {
+                let jvm = b.meta_get(body, &s, "language") == Some("jvm");
+                add(b, "span.serviceType", |b| b.side_piece(if jvm { "java" } else { "service" }));
+                let host =
+                    b.meta(body, &s, "span.hostname").or_else(|| b.extra_value(first_extra, body, "span.hostname"));
+                let pid = b.meta(body, &s, "span.pid").or_else(|| b.extra_value(first_extra, body, "span.pid"));
+                let start =
+                    b.meta(body, &s, "span.starttime").or_else(|| b.extra_value(first_extra, body, "span.starttime"));
+                add(b, "span.serviceInstanceURN", |b| {
+                    b.side_piece("urn:service-instance:/");
+                    copy(b, body, name);
+                    b.side_piece(":/");
+                    if let Some(h) = host {
+                        copy(b, body, h);
+                    }
+                    b.side_piece(":");
+                    if let Some(p) = pid {
+                        copy(b, body, p);
+                    }
+                    b.side_piece(":");
+                    match start {
+                        Some(t) => copy(b, body, t),
+                        None => decimal(b, s.start / 1_000_000),
+                    }
+                });
+            }
+        }
+    }
+    b.spans[i].extra = (first_extra, b.extra.len() as u32 - first_extra);
+}

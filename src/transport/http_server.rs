@@ -1,0 +1,418 @@
+//! Sans-I/O HTTP/1.1 server framing for the trace intake: a request-head parser (`httparse`)
+//! that keeps only what the intake needs in fixed-size fields, an incremental chunked-body
+//! decoder, and a response writer. Limits are decided from the head, before a body byte is read.
+
+use std::io::Write as _;
+
+/// What the intake serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    V03Traces,
+    V04Traces,
+    V05Traces,
+    Info,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    None,
+    Msgpack,
+    Json,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// A short header value kept inline (no allocation); longer values are cut.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Inline<const N: usize> {
+    buf: [u8; N],
+    len: u8,
+}
+
+impl<const N: usize> Default for Inline<N> {
+    fn default() -> Self {
+        Inline { buf: [0; N], len: 0 }
+    }
+}
+
+impl<const N: usize> Inline<N> {
+    fn set(&mut self, v: &[u8]) {
+        let n = v.len().min(N).min(255);
+        self.buf[..n].copy_from_slice(&v[..n]);
+        self.len = n as u8;
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.buf[..self.len as usize]).ok().filter(|s| !s.is_empty())
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Inline<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead {
+    pub route: Route,
+    pub content_type: ContentType,
+    pub framing: Framing,
+    /// Bytes of the head (request line, headers, blank line).
+    pub head_len: usize,
+    pub keep_alive: bool,
+    /// `Sec-Fetch-Site: cross-site`: a browser page posting to the local agent; refused.
+    pub cross_site: bool,
+    pub container_id: Inline<128>,
+    /// `X-Datadog-Trace-Count` or `X-Stackstate-Trace-Count`.
+    pub trace_count: Option<u32>,
+    pub expect_continue: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// 400 with this reason.
+    Bad(&'static str),
+    /// 413: the declared body is larger than the limit.
+    TooLarge,
+    /// 431: the head itself is too large.
+    HeadTooLarge,
+}
+
+/// Heads larger than this are refused (431).
+pub const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// Parses a request head at the start of `buf`. `Ok(None)`: more bytes are needed.
+pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > MAX_HEAD { Err(HeadError::HeadTooLarge) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadTooLarge),
+        Err(_) => return Err(HeadError::Bad("malformed HTTP request head")),
+    };
+    if head_len > MAX_HEAD {
+        return Err(HeadError::HeadTooLarge);
+    }
+    let path = req.path.unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    let route = match path {
+        "/v0.3/traces" => Route::V03Traces,
+        "/v0.4/traces" => Route::V04Traces,
+        "/v0.5/traces" => Route::V05Traces,
+        "/info" => Route::Info,
+        _ => Route::Other,
+    };
+    let http10 = req.version == Some(0);
+    let mut h = RequestHead {
+        route,
+        content_type: ContentType::None,
+        framing: Framing::Length(0),
+        head_len,
+        keep_alive: !http10,
+        cross_site: false,
+        container_id: Inline::default(),
+        trace_count: None,
+        expect_continue: false,
+    };
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    for hd in req.headers.iter() {
+        let (name, v) = (hd.name, hd.value);
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or(HeadError::Bad("malformed Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Bad("conflicting Content-Length headers"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+                chunked = true;
+            } else if !v.trim_ascii().eq_ignore_ascii_case(b"identity") {
+                return Err(HeadError::Bad("unsupported Transfer-Encoding"));
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let t = v.split(|b| *b == b';').next().unwrap_or(&[]).trim_ascii();
+            h.content_type = if t.eq_ignore_ascii_case(b"application/msgpack") {
+                ContentType::Msgpack
+            } else if t.eq_ignore_ascii_case(b"application/json") || t.eq_ignore_ascii_case(b"text/json") {
+                ContentType::Json
+            } else if t.is_empty() {
+                ContentType::None
+            } else {
+                ContentType::Other
+            };
+        } else if name.eq_ignore_ascii_case("connection") {
+            for t in v.split(|b| *b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    h.keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    h.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("sec-fetch-site") {
+            h.cross_site = v.trim_ascii().eq_ignore_ascii_case(b"cross-site");
+        } else if name.eq_ignore_ascii_case("datadog-container-id") {
+            h.container_id.set(v.trim_ascii());
+        } else if name.eq_ignore_ascii_case("x-datadog-trace-count")
+            || name.eq_ignore_ascii_case("x-stackstate-trace-count")
+        {
+            h.trace_count = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok());
+        } else if name.eq_ignore_ascii_case("expect") {
+            h.expect_continue = v.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    h.framing = match (chunked, length) {
+        // Both: chunked wins and the length is ignored (RFC 9112 §6.3), but a request smuggling
+        // attempt is better refused outright.
+        (true, Some(_)) => return Err(HeadError::Bad("both Content-Length and chunked Transfer-Encoding")),
+        (true, None) => Framing::Chunked,
+        (false, Some(n)) if n > max_body => return Err(HeadError::TooLarge),
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::Length(0),
+    };
+    Ok(Some(h))
+}
+
+/// An incremental chunked-body decoder: feed it bytes as they arrive; data goes to `out`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Dechunker {
+    state: ChunkState,
+    /// Bytes left in the current chunk, or the size being read.
+    n: usize,
+    /// Digits or line bytes seen in the current size/trailer line (bounds hostile lines).
+    line: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// After the size digits: chunk extensions up to CRLF.
+    SizeExt,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    Trailer,
+    TrailerLf,
+    /// The body is complete.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    Malformed,
+    TooLarge,
+}
+
+impl Dechunker {
+    /// Consumes from `input`; returns how many bytes were consumed and whether the body is
+    /// complete. `out` never grows past `max_body`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>, max_body: usize) -> Result<(usize, bool), ChunkError> {
+        let mut i = 0;
+        while i < input.len() && self.state != ChunkState::Done {
+            let b = input[i];
+            match self.state {
+                ChunkState::Size => match (b as char).to_digit(16) {
+                    Some(d) if self.line < 15 => {
+                        self.n = self.n * 16 + d as usize;
+                        self.line += 1;
+                    }
+                    Some(_) => return Err(ChunkError::Malformed),
+                    None if self.line == 0 => return Err(ChunkError::Malformed),
+                    None if b == b'\r' => self.state = ChunkState::SizeLf,
+                    None if b == b';' || b == b' ' || b == b'\t' => self.state = ChunkState::SizeExt,
+                    None => return Err(ChunkError::Malformed),
+                },
+                ChunkState::SizeExt => {
+                    self.line += 1;
+                    if self.line > 1024 {
+                        return Err(ChunkError::Malformed);
+                    }
+                    if b == b'\r' {
+                        self.state = ChunkState::SizeLf;
+                    }
+                }
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::Malformed);
+                    }
+                    self.line = 0;
+                    if self.n == 0 {
+                        self.state = ChunkState::Trailer;
+                    } else {
+                        if out.len().saturating_add(self.n) > max_body {
+                            return Err(ChunkError::TooLarge);
+                        }
+                        self.state = ChunkState::Data;
+                    }
+                }
+                ChunkState::Data => {
+                    let take = self.n.min(input.len() - i);
+                    out.extend_from_slice(&input[i..i + take]);
+                    self.n -= take;
+                    i += take;
+                    if self.n == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError::Malformed);
+                    }
+                    self.state = ChunkState::DataLf;
+                }
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::Malformed);
+                    }
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer => {
+                    if b == b'\r' {
+                        self.state = ChunkState::TrailerLf;
+                    } else {
+                        self.line += 1;
+                        if self.line > MAX_HEAD {
+                            return Err(ChunkError::Malformed);
+                        }
+                    }
+                }
+                ChunkState::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::Malformed);
+                    }
+                    if self.line == 0 {
+                        self.state = ChunkState::Done;
+                    } else {
+                        self.line = 0;
+                        self.state = ChunkState::Trailer;
+                    }
+                }
+                ChunkState::Done => {}
+            }
+            i += 1;
+        }
+        Ok((i, self.state == ChunkState::Done))
+    }
+}
+
+/// Appends a complete response.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+    extra_headers: &[(&str, &str)],
+) {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let _ =
+        write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in extra_headers {
+        let _ = write!(out, "{k}: {v}\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_of_real_clients() {
+        let req = b"PUT /v0.4/traces HTTP/1.1\r\nHost: localhost:8126\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 3\r\nDatadog-Container-ID: abc123\r\nContent-Length: 10\r\n\r\n0123456789";
+        let h = parse_head(req, 100).unwrap().unwrap();
+        assert_eq!(
+            (h.route, h.content_type, h.framing, h.keep_alive),
+            (Route::V04Traces, ContentType::Msgpack, Framing::Length(10), true)
+        );
+        assert_eq!((h.trace_count, h.container_id.as_str()), (Some(3), Some("abc123")));
+        assert_eq!(&req[h.head_len..], b"0123456789");
+        assert!(matches!(parse_head(&req[..30], 100), Ok(None)), "a partial head needs more bytes");
+        let h = parse_head(
+            b"POST /v0.5/traces?x=1 HTTP/1.0\r\nTransfer-Encoding: chunked\r\nSec-Fetch-Site: cross-site\r\n\r\n",
+            100,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.route, h.framing, h.keep_alive, h.cross_site), (Route::V05Traces, Framing::Chunked, false, true));
+        assert_eq!(
+            parse_head(b"POST /v0.4/traces HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 100).unwrap_err(),
+            HeadError::TooLarge
+        );
+        assert!(matches!(
+            parse_head(b"POST /v0.4/traces HTTP/1.1\r\nContent-Length: x\r\n\r\n", 100),
+            Err(HeadError::Bad(_))
+        ));
+        assert!(matches!(parse_head(b"GARBAGE\r\n\r\n", 100), Err(HeadError::Bad(_))));
+        assert!(matches!(
+            parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 100),
+            Err(HeadError::Bad(_))
+        ));
+        let huge = [b"GET /info HTTP/1.1\r\nX: ".as_slice(), &vec![b'a'; MAX_HEAD + 10]].concat();
+        assert_eq!(parse_head(&huge, 100).unwrap_err(), HeadError::HeadTooLarge);
+    }
+
+    #[test]
+    fn chunked_bodies_byte_by_byte_and_hostile() {
+        let body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let mut d = Dechunker::default();
+        let mut out = Vec::new();
+        let mut used = 0;
+        let mut done = false;
+        for i in 0..body.len() {
+            if done {
+                break;
+            }
+            let (n, dn) = d.feed(&body[i..i + 1], &mut out, 100).unwrap();
+            used += n;
+            done = dn;
+        }
+        assert!(done);
+        assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
+        assert_eq!(&body[used..], b"NEXT");
+        for bad in [&b"x\r\n"[..], b"4\r\nWikiXX", b"4\n", b"fffffffffffffffff\r\n"] {
+            assert_eq!(Dechunker::default().feed(bad, &mut Vec::new(), 100), Err(ChunkError::Malformed), "{bad:?}");
+        }
+        assert_eq!(Dechunker::default().feed(b"65\r\n", &mut Vec::new(), 100), Err(ChunkError::TooLarge));
+    }
+
+    #[test]
+    fn responses() {
+        let mut out = Vec::new();
+        write_response(&mut out, 200, "text/plain", b"OK\n", false, &[("Datadog-Agent-Version", "1")]);
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nDatadog-Agent-Version: 1\r\nConnection: close\r\n\r\nOK\n");
+    }
+}
