@@ -32,6 +32,11 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", default: "60", meaning: "processes both created and first seen less than this many seconds ago are not reported; 0 disables" },
     VarDoc { name: "STS_PROCESS_AGENT_ENABLED", default: "true", meaning: "true: processes and containers; false: containers only; disabled: neither" },
     VarDoc { name: "STS_APM_ENABLED", default: "true", meaning: "accept traces on the trace intake and forward them" },
+    VarDoc { name: "STS_APM_RECEIVER_PORT", default: "8126", meaning: "TCP port of the trace intake (Datadog-format /v0.3, /v0.4, /v0.5/traces and /info)" },
+    VarDoc { name: "STS_APM_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: the trace intake listens on every interface (the ECS task sets it); false: 127.0.0.1 only" },
+    VarDoc { name: "STS_APM_RECEIVER_SOCKET", default: "(none)", meaning: "also accept traces on this Unix socket path (spans are then tagged with the client's pid)" },
+    VarDoc { name: "STS_APM_MAX_PAYLOAD_SIZE", default: "10485760", meaning: "largest trace request body in bytes; larger ones get 413 from their Content-Length alone" },
+    VarDoc { name: "STS_APM_MAX_CONNECTIONS", default: "128", meaning: "open trace-intake connections at most; past it the longest-waiting one is closed" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
     VarDoc { name: "STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", default: "60", meaning: "connections whose relation (connectionIdentifier) was first seen less than this many seconds ago are not reported; 0 disables" },
     VarDoc { name: "STS_NETWORK_TRACER_MAX_CONNECTIONS", default: "10000", meaning: "at most this many TCP sockets are tracked per cycle (the memory bound); the rest are counted and skipped" },
@@ -106,6 +111,11 @@ pub struct Config {
     pub inclusions: Inclusions,
     pub process_agent: ProcessAgentMode,
     pub apm_enabled: bool,
+    pub apm_port: u16,
+    pub apm_non_local_traffic: bool,
+    pub apm_socket: Option<PathBuf>,
+    pub apm_max_payload: usize,
+    pub apm_max_connections: usize,
     pub network_tracing_enabled: bool,
     pub relation_short_lived_secs: u64,
     pub max_connections: usize,
@@ -422,6 +432,39 @@ impl Config {
                 }
             },
         };
+        let apm_port = match get("STS_APM_RECEIVER_PORT") {
+            None => 8126,
+            Some(v) => match v.trim().parse::<u16>() {
+                Ok(p @ 1..=65535) => p,
+                _ => {
+                    return Err(err("STS_APM_RECEIVER_PORT", &v, "not a TCP port", "a port from 1 to 65535, e.g. 8126"))
+                }
+            },
+        };
+        let apm_max_payload = match get("STS_APM_MAX_PAYLOAD_SIZE") {
+            None => 10 << 20,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n @ 1024..=104_857_600) => n,
+                _ => {
+                    return Err(err(
+                        "STS_APM_MAX_PAYLOAD_SIZE",
+                        &v,
+                        "not a size from 1024 to 104857600 bytes",
+                        "bytes, e.g. 10485760",
+                    ))
+                }
+            },
+        };
+        let apm_max_connections = match get("STS_APM_MAX_CONNECTIONS") {
+            None => 128,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n @ 1..=10_000) => n,
+                _ => {
+                    return Err(err("STS_APM_MAX_CONNECTIONS", &v, "not a count from 1 to 10000", "a count, e.g. 128"))
+                }
+            },
+        };
+        let apm_socket = get("STS_APM_RECEIVER_SOCKET").map(PathBuf::from);
         let top = |var| count(var).map(|v| v.min(u64::from(u32::MAX)) as u32);
         let inclusions = Inclusions {
             top_cpu: top("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU")?,
@@ -553,6 +596,11 @@ impl Config {
             inclusions,
             process_agent,
             apm_enabled: boolean("STS_APM_ENABLED", true)?,
+            apm_port,
+            apm_non_local_traffic: boolean("STS_APM_NON_LOCAL_TRAFFIC", false)?,
+            apm_socket,
+            apm_max_payload,
+            apm_max_connections,
             network_tracing_enabled: boolean("STS_NETWORK_TRACING_ENABLED", true)?,
             relation_short_lived_secs,
             max_connections,
@@ -624,6 +672,9 @@ mod tests {
             ("STS_PROCESS_AGENT_ENABLED", "sometimes", "disabled"),
             ("STS_HOST_CHECK_INTERVAL", "0", "seconds"),
             ("STS_LOG_LEVEL", "loud", "debug"),
+            ("STS_APM_RECEIVER_PORT", "80000", "port"),
+            ("STS_APM_NON_LOCAL_TRAFFIC", "yes please", "true or false"),
+            ("STS_APM_MAX_PAYLOAD_SIZE", "10MB", "bytes"),
             ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "soon", "whole number"),
             ("STS_NETWORK_TRACER_MAX_CONNECTIONS", "0", "connection count"),
             ("STS_HOSTNAME", "bad host", "RFC 1123"),

@@ -63,6 +63,17 @@ impl RouteSpec {
         }
     }
 
+    /// The trace agent's payloads (E9): gzip(protobuf `TracePayload`), key in the header only.
+    pub fn traces(base: &Url) -> RouteSpec {
+        RouteSpec {
+            name: "traces",
+            base: base.clone(),
+            path: "/api/v0.2/traces",
+            api_key_query: false,
+            headers: vec![("Content-Type", "application/x-protobuf".into()), ("Content-Encoding", "gzip".into())],
+        }
+    }
+
     /// The process agent's `/intake` side channel (E8): gzip JSON, key in header and query.
     pub fn process_intake(base: &Url, host: &str) -> RouteSpec {
         RouteSpec {

@@ -10,6 +10,7 @@ use crate::sources::docker::{DockerSource, Metadata};
 use crate::sources::ecs::EcsSource;
 use crate::sources::host::HostSource;
 use crate::sources::meta::{resolve_hostname, HostnameSource};
+use crate::sources::trace_intake::{IntakeConfig, TraceIntake};
 use crate::transport::tls;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -17,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 mod connections;
 mod host;
 mod process;
+mod traces;
 pub use connections::ConnectionsCheck;
 pub use host::HostCheck;
 use nix::sys::signal::{SigSet, Signal};
@@ -25,6 +27,7 @@ pub use process::{Encoded, ProcessCheck};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+pub use traces::{TraceAgent, TraceStats};
 
 const SIGNAL: Token = Token(0);
 const DOCKER: Token = Token(1);
@@ -52,9 +55,14 @@ enum Payload {
     ProcessIntake = 3,
     /// `/api/v1/connections`, header + zstd(protobuf), sent as is.
     Connections = 4,
+    /// `/api/v0.2/traces`, gzip(protobuf `TracePayload`).
+    Traces = 5,
 }
 
-const ENDPOINTS: [&str; 5] = ["/api/v1/series", "/intake/", "/api/v1/collector", "/intake", "/api/v1/connections"];
+const ENDPOINTS: [&str; 6] =
+    ["/api/v1/series", "/intake/", "/api/v1/collector", "/intake", "/api/v1/connections", "/api/v0.2/traces"];
+/// Tokens of the trace intake's listeners and connections start here.
+const INTAKE_TOKENS: usize = 1 << 20;
 
 /// A periodic check's schedule.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +115,9 @@ pub struct App {
     host: HostCheck,
     process: Option<ProcessCheck>,
     connections: Option<ConnectionsCheck>,
+    intake: Option<TraceIntake>,
+    traces: Option<TraceAgent>,
+    trace_buf: Vec<u8>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Used when Docker is absent or disabled.
@@ -127,7 +138,7 @@ pub struct App {
 struct Sink {
     output: Output,
     /// Route ids by `Payload` when sending.
-    routes: [Option<RouteId>; 5],
+    routes: [Option<RouteId>; 6],
     zlib: Zlib,
     gzip: Gzip,
     zbuf: Vec<u8>,
@@ -144,7 +155,7 @@ impl Sink {
                         self.zlib.compress(bytes, &mut self.zbuf);
                         f.enqueue(route, &self.zbuf);
                     }
-                    Payload::ProcessIntake => {
+                    Payload::ProcessIntake | Payload::Traces => {
                         self.gzip.compress(bytes, &mut self.zbuf);
                         f.enqueue(route, &self.zbuf);
                     }
@@ -199,7 +210,7 @@ impl App {
             }
             (true, _) => None,
         };
-        let mut routes = [None; 5];
+        let mut routes = [None; 6];
         let output = match (&cfg.sts_url, opts.dry_run) {
             (Some(base), false) => {
                 if cfg.skip_ssl_validation {
@@ -233,6 +244,10 @@ impl App {
                         ));
                     }
                 }
+                if let (true, Some(apm)) = (cfg.apm_enabled && !opts.once, &cfg.apm_url) {
+                    routes[Payload::Traces as usize] = Some(specs.len());
+                    specs.push(RouteSpec::traces(apm));
+                }
                 let seed = u64::from(std::process::id()) ^ unix_now().rotate_left(17);
                 let f = Forwarder::new(specs, cfg.api_key.expose(), Some(tls), OUTBOX_BUDGET, FIRST_ORIGIN_TOKEN, seed)
                     .map_err(io::Error::other)?;
@@ -256,6 +271,39 @@ impl App {
             None
         };
 
+        // The trace intake (not in `--once` mode, which only runs the checks).
+        let (intake, traces) = if cfg.apm_enabled && !opts.once {
+            let ip = if cfg.apm_non_local_traffic { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
+            let addr = std::net::SocketAddr::from((ip, cfg.apm_port));
+            let icfg = IntakeConfig {
+                tcp: Some(addr),
+                unix: cfg.apm_socket.clone(),
+                max_body: cfg.apm_max_payload,
+                max_conns: cfg.apm_max_connections,
+                read_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(30),
+                held_budget: (2 * cfg.apm_max_payload).max(32 << 20),
+            };
+            match TraceIntake::open(icfg, poll.registry(), INTAKE_TOKENS) {
+                Ok(i) => {
+                    if cfg.apm_non_local_traffic {
+                        info!("trace intake on {addr} (every interface: STS_APM_NON_LOCAL_TRAFFIC=true)");
+                    } else {
+                        info!("trace intake on {addr}");
+                    }
+                    if let Some(p) = &cfg.apm_socket {
+                        info!("trace intake on unix:{}", p.display());
+                    }
+                    (Some(i), Some(TraceAgent::new(matches!(output, Output::DryRun))))
+                }
+                Err(e) => {
+                    error!("trace intake disabled: {e}");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
         let now = Instant::now();
         let docker = process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), DOCKER, now));
         let ecs = match &process {
@@ -274,6 +322,9 @@ impl App {
             host: HostCheck::new(source),
             process,
             connections,
+            intake,
+            traces,
+            trace_buf: Vec::with_capacity(64 * 1024),
             docker,
             ecs,
             no_metadata: Metadata::default(),
@@ -331,6 +382,9 @@ impl App {
             {
                 self.stop_by = Some(now + ONCE_SEND_LIMIT);
             }
+            if self.traces.as_ref().is_some_and(|t| t.due(now)) {
+                self.flush_traces()?;
+            }
             if let Output::Forward(f) = &mut self.sink.output {
                 f.pump(self.poll.registry(), now);
             }
@@ -344,11 +398,20 @@ impl App {
                 Output::Forward(f) => f.deadline(),
                 Output::DryRun => None,
             };
-            let wake =
-                [self.host_timer.next, self.process_timer.next, self.connection_timer.next, forward, self.stop_by]
-                    .into_iter()
-                    .flatten()
-                    .min();
+            let intake = self.intake.as_ref().and_then(TraceIntake::deadline);
+            let flush = self.traces.as_ref().and_then(TraceAgent::deadline);
+            let wake = [
+                self.host_timer.next,
+                self.process_timer.next,
+                self.connection_timer.next,
+                forward,
+                self.stop_by,
+                intake,
+                flush,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = wake.map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -370,6 +433,17 @@ impl App {
                             e.on_event(self.poll.registry(), now);
                         }
                     }
+                    t if t.0 >= INTAKE_TOKENS => {
+                        let (Some(intake), Some(traces)) = (self.intake.as_mut(), self.traces.as_mut()) else {
+                            continue;
+                        };
+                        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+                        let host = self.hostname.as_str();
+                        let procs = self.process.as_ref().map(|p| &p.table);
+                        intake.on_event(self.poll.registry(), t, now, &mut |head, body, peer, reply| {
+                            traces.handle(head, body, peer, reply, now, now_ns, host, procs)
+                        });
+                    }
                     t => {
                         if let Output::Forward(f) = &mut self.sink.output {
                             f.on_event(self.poll.registry(), t, now);
@@ -382,6 +456,9 @@ impl App {
             }
             if let Some(d) = self.docker.as_mut() {
                 d.on_timeout(self.poll.registry(), now);
+            }
+            if let Some(i) = self.intake.as_mut() {
+                i.on_timeout(self.poll.registry(), now);
             }
             if let Some(e) = self.ecs.as_mut() {
                 e.on_timeout(self.poll.registry(), now);
@@ -423,6 +500,13 @@ impl App {
                     self.host_timer.next = None;
                     self.process_timer.next = None;
                     self.connection_timer.next = None;
+                    // Stop taking traces; what was taken is sent with the rest.
+                    if let Some(mut i) = self.intake.take() {
+                        i.close_all(self.poll.registry());
+                    }
+                    if let Err(e) = self.flush_traces() {
+                        warn!("could not flush pending traces: {e}");
+                    }
                     if let Output::Forward(f) = &mut self.sink.output {
                         f.retry_now();
                     }
@@ -489,6 +573,16 @@ impl App {
 }
 
 impl App {
+    /// Sends the pending traces as one payload.
+    fn flush_traces(&mut self) -> io::Result<()> {
+        let Some(t) = self.traces.as_mut() else { return Ok(()) };
+        if !t.take_payload(&self.hostname, &mut self.trace_buf) {
+            return Ok(());
+        }
+        debug!("traces: sending a payload of {} bytes", self.trace_buf.len());
+        self.sink.deliver(Payload::Traces, &self.trace_buf)
+    }
+
     fn connections_check(&mut self, now: Instant) -> io::Result<()> {
         self.connection_timer.ran(now, self.opts.once);
         let (Some(check), Some(procs)) = (self.connections.as_mut(), self.process.as_ref()) else { return Ok(()) };

@@ -9,4 +9,5 @@ pub mod process_json;
 pub mod process_msg;
 pub mod proto;
 pub mod series;
+pub mod trace_json;
 pub mod trace_payload;

@@ -9,6 +9,7 @@ pub mod meta;
 pub mod process;
 pub mod procfs;
 pub mod sysinfo;
+pub mod trace_intake;
 
 /// When a metadata source asked to refresh early (an unknown container appeared) may start: now,
 /// but no sooner than two seconds after its previous start, so a burst of new containers costs one

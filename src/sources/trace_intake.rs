@@ -1,0 +1,540 @@
+//! The trace intake's sockets: a TCP listener (127.0.0.1:8126, or every interface when allowed)
+//! and an optional Unix socket, their connections, and the bytes in and out. Framing is the pure
+//! code of `transport::http_server`; what a request means is the caller's (`on_request`).
+//!
+//! Defences: at most `max_conns` connections (the one with the oldest deadline is closed to make
+//! room, so a flood of idle or slow sockets cannot lock out a well-behaved client); each request
+//! must arrive within `read_timeout` of its first byte and an idle keep-alive connection is closed
+//! after `idle_timeout`; bodies above `max_body` get 413 from the head alone; the bytes held by
+//! all connections together stay under `held_budget` (429 past it). Buffers are pooled.
+
+use crate::transport::http_server::{parse_head, write_response, Dechunker, Framing, HeadError, RequestHead};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub max_body: usize,
+    pub max_conns: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub held_budget: usize,
+}
+
+/// Who sent a request, as far as the socket tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's pid (Unix socket peer credentials), in the agent's pid namespace.
+    pub pid: Option<u32>,
+    pub unix: bool,
+}
+
+/// What answers a complete request: given its head, body and peer, it writes the reply body
+/// and returns the status and content type.
+pub type Handler<'h> = dyn FnMut(&RequestHead, &[u8], Peer, &mut Vec<u8>) -> (u16, &'static str) + 'h;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeCounters {
+    pub connections_accepted: u64,
+    pub connections_evicted: u64,
+    pub requests: u64,
+    pub timeouts: u64,
+    pub too_large: u64,
+    pub bad_requests: u64,
+    pub forbidden: u64,
+    pub busy: u64,
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(b),
+            Stream::Unix(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(b),
+            Stream::Unix(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Waiting for (more of) a request head; `started`: a request's first byte has arrived.
+    Head { started: bool },
+    /// Reading the body of `head`.
+    Body(RequestHead),
+    /// Writing the last response, then closing.
+    Closing,
+}
+
+/// Buffers kept across connections.
+#[derive(Default)]
+struct Buffers {
+    input: Vec<u8>,
+    body: Vec<u8>,
+    out: Vec<u8>,
+}
+
+struct Conn {
+    stream: Stream,
+    bufs: Buffers,
+    out_pos: usize,
+    state: State,
+    dechunk: Dechunker,
+    deadline: Instant,
+    peer: Peer,
+}
+
+/// Buffers larger than this go back to the allocator after their request.
+const KEEP_CAPACITY: usize = 256 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct TraceIntake {
+    cfg: IntakeConfig,
+    tcp: Option<TcpListener>,
+    unix: Option<UnixListener>,
+    conns: Vec<Option<Conn>>,
+    pool: Vec<Buffers>,
+    token_base: usize,
+    /// The reply body the request handler writes (reused).
+    reply: Vec<u8>,
+    pub counters: IntakeCounters,
+}
+
+/// The token of the TCP listener is `base`, of the Unix one `base + 1`, of connections `base + 2 + i`.
+impl TraceIntake {
+    pub fn open(cfg: IntakeConfig, registry: &Registry, token_base: usize) -> io::Result<TraceIntake> {
+        let mut tcp = match cfg.tcp {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("trace intake on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut unix = match &cfg.unix {
+            Some(path) => Some(bind_unix(path)?),
+            None => None,
+        };
+        if let Some(l) = tcp.as_mut() {
+            registry.register(l, Token(token_base), Interest::READABLE)?;
+        }
+        if let Some(l) = unix.as_mut() {
+            registry.register(l, Token(token_base + 1), Interest::READABLE)?;
+        }
+        Ok(TraceIntake {
+            cfg,
+            tcp,
+            unix,
+            conns: Vec::new(),
+            pool: Vec::new(),
+            token_base,
+            reply: Vec::with_capacity(1024),
+            counters: IntakeCounters::default(),
+        })
+    }
+
+    /// Closes the listeners and every connection (at shutdown).
+    pub fn close_all(&mut self, registry: &Registry) {
+        for i in 0..self.conns.len() {
+            self.close(registry, i);
+        }
+        if let Some(mut l) = self.tcp.take() {
+            let _ = registry.deregister(&mut l);
+        }
+        if let Some(mut l) = self.unix.take() {
+            let _ = registry.deregister(&mut l);
+            if let Some(p) = &self.cfg.unix {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    /// The TCP address actually bound (port 0 picks one).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn owns(&self, t: Token) -> bool {
+        t.0 >= self.token_base && t.0 < self.token_base + 2 + self.conns.len().max(self.cfg.max_conns)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// The earliest connection deadline (for the loop's poll timeout).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.conns.iter().flatten().map(|c| c.deadline).min()
+    }
+
+    pub fn on_event(&mut self, registry: &Registry, t: Token, now: Instant, on_request: &mut Handler<'_>) {
+        if t.0 == self.token_base || t.0 == self.token_base + 1 {
+            self.accept(registry, t.0 == self.token_base + 1, now);
+            return;
+        }
+        let i = t.0 - self.token_base - 2;
+        // Out of its slot while driven, so the rest of `self` stays usable.
+        let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) else { return };
+        let close = self.drive(&mut c, now, on_request);
+        let want =
+            if c.out_pos < c.bufs.out.len() { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        if !close {
+            let _ = registry.reregister(c.stream.source(), t, want);
+        }
+        self.conns[i] = Some(c);
+        if close {
+            self.close(registry, i);
+        }
+    }
+
+    /// Closes connections past their deadline (408 when a request was under way).
+    pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else { continue };
+            if now < c.deadline {
+                continue;
+            }
+            if matches!(c.state, State::Body(_) | State::Head { started: true }) {
+                self.counters.timeouts += 1;
+                c.bufs.out.clear();
+                c.out_pos = 0;
+                write_response(&mut c.bufs.out, 408, "text/plain", b"request not received in time\n", false, &[]);
+                let _ = c.stream.write(&c.bufs.out);
+            }
+            self.close(registry, i);
+        }
+    }
+
+    fn accept(&mut self, registry: &Registry, unix: bool, now: Instant) {
+        loop {
+            let (stream, peer) = match (unix, self.tcp.as_ref(), self.unix.as_ref()) {
+                (false, Some(l), _) => match l.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nodelay(true);
+                        (Stream::Tcp(s), Peer { pid: None, unix: false })
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        debug!("trace intake: accept failed: {e}");
+                        return;
+                    }
+                },
+                (true, _, Some(l)) => match l.accept() {
+                    Ok((s, _)) => {
+                        let pid = rustix::net::sockopt::get_socket_peercred(&s)
+                            .ok()
+                            .map(|c| c.pid.as_raw_nonzero().get() as u32);
+                        (Stream::Unix(s), Peer { pid, unix: true })
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        debug!("trace intake: accept failed: {e}");
+                        return;
+                    }
+                },
+                _ => return,
+            };
+            self.counters.connections_accepted += 1;
+            if self.open_connections() >= self.cfg.max_conns {
+                // Make room: the connection closest to its deadline has waited longest for
+                // nothing (idle or slow); a new client is more likely to be a working one.
+                if let Some(victim) = (0..self.conns.len())
+                    .filter(|&i| self.conns[i].is_some())
+                    .min_by_key(|&i| self.conns[i].as_ref().map(|c| c.deadline))
+                {
+                    self.counters.connections_evicted += 1;
+                    self.close(registry, victim);
+                }
+            }
+            let slot = match self.conns.iter().position(Option::is_none) {
+                Some(s) => s,
+                None => {
+                    self.conns.push(None);
+                    self.conns.len() - 1
+                }
+            };
+            let mut c = Conn {
+                stream,
+                bufs: self.pool.pop().unwrap_or_default(),
+                out_pos: 0,
+                state: State::Head { started: false },
+                dechunk: Dechunker::default(),
+                deadline: now + self.cfg.idle_timeout,
+                peer,
+            };
+            if registry.register(c.stream.source(), Token(self.token_base + 2 + slot), Interest::READABLE).is_err() {
+                continue;
+            }
+            self.conns[slot] = Some(c);
+        }
+    }
+
+    fn close(&mut self, registry: &Registry, i: usize) {
+        if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
+            let _ = registry.deregister(c.stream.source());
+            let mut b = c.bufs;
+            for v in [&mut b.input, &mut b.body, &mut b.out] {
+                v.clear();
+                if v.capacity() > KEEP_CAPACITY {
+                    v.shrink_to(KEEP_CAPACITY);
+                }
+            }
+            if self.pool.len() < 16 {
+                self.pool.push(b);
+            }
+        }
+    }
+
+    /// Bytes held by every connection's buffers (`c` is the one being driven, out of its slot).
+    fn held(&self, c: &Conn) -> usize {
+        let of = |c: &Conn| c.bufs.input.capacity() + c.bufs.body.capacity();
+        self.conns.iter().flatten().map(of).sum::<usize>() + of(c)
+    }
+
+    /// Reads, frames, answers; `true` when the connection should close.
+    fn drive(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) -> bool {
+        // Flush what is pending first.
+        if !flush(c) {
+            return true;
+        }
+        if matches!(c.state, State::Closing) {
+            return c.out_pos >= c.bufs.out.len();
+        }
+        let mut eof = false;
+        loop {
+            if c.bufs.input.capacity() - c.bufs.input.len() < READ_CHUNK / 4 {
+                c.bufs.input.reserve(READ_CHUNK);
+            }
+            let len = c.bufs.input.len();
+            let cap = c.bufs.input.capacity();
+            c.bufs.input.resize(cap, 0);
+            match c.stream.read(&mut c.bufs.input[len..]) {
+                Ok(0) => {
+                    c.bufs.input.truncate(len);
+                    eof = true;
+                    break;
+                }
+                Ok(n) => c.bufs.input.truncate(len + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.bufs.input.truncate(len);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.bufs.input.truncate(len),
+                Err(_) => return true,
+            }
+            if !self.process(c, now, on_request) {
+                let _ = flush(c);
+                return true;
+            }
+            if matches!(c.state, State::Closing) {
+                break;
+            }
+        }
+        if !matches!(c.state, State::Closing) && !self.process(c, now, on_request) {
+            let _ = flush(c);
+            return true;
+        }
+        if !flush(c) {
+            return true;
+        }
+        match c.state {
+            State::Closing => c.out_pos >= c.bufs.out.len(),
+            _ => eof,
+        }
+    }
+
+    /// Handles every complete request in the input; `false` to close now.
+    fn process(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) -> bool {
+        let max_body = self.cfg.max_body;
+        loop {
+            match c.state {
+                State::Closing => return true,
+                State::Head { started } => {
+                    if c.bufs.input.is_empty() {
+                        return true;
+                    }
+                    if !started {
+                        c.state = State::Head { started: true };
+                        c.deadline = now + self.cfg.read_timeout;
+                    }
+                    let head = match parse_head(&c.bufs.input, max_body) {
+                        Ok(None) => return true,
+                        Ok(Some(h)) => h,
+                        Err(e) => {
+                            let (status, reason): (u16, &[u8]) = match e {
+                                HeadError::TooLarge => {
+                                    self.counters.too_large += 1;
+                                    (413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n")
+                                }
+                                HeadError::HeadTooLarge => {
+                                    self.counters.bad_requests += 1;
+                                    (431, b"request head too large\n")
+                                }
+                                HeadError::Bad(r) => {
+                                    self.counters.bad_requests += 1;
+                                    respond_error(c, 400, r.as_bytes());
+                                    return false;
+                                }
+                            };
+                            respond_error(c, status, reason);
+                            return false;
+                        }
+                    };
+                    c.bufs.input.drain(..head.head_len);
+                    if head.cross_site {
+                        self.counters.forbidden += 1;
+                        respond_error(c, 403, b"cross-site requests are refused\n");
+                        return false;
+                    }
+                    if let Framing::Length(n) = head.framing {
+                        if self.held(c) + n > self.cfg.held_budget {
+                            self.counters.busy += 1;
+                            respond_error(c, 429, b"the agent is busy; retry later\n");
+                            return false;
+                        }
+                        c.bufs.input.reserve(n.saturating_sub(c.bufs.input.len()));
+                    }
+                    if head.expect_continue {
+                        c.bufs.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    c.dechunk = Dechunker::default();
+                    c.bufs.body.clear();
+                    c.state = State::Body(head);
+                }
+                State::Body(head) => {
+                    let complete = match head.framing {
+                        Framing::Length(n) => {
+                            if c.bufs.input.len() < n {
+                                return true;
+                            }
+                            self.respond(c, &head, n, on_request);
+                            c.bufs.input.drain(..n);
+                            true
+                        }
+                        Framing::Chunked => {
+                            if self.held(c) > self.cfg.held_budget {
+                                self.counters.busy += 1;
+                                respond_error(c, 429, b"the agent is busy; retry later\n");
+                                return false;
+                            }
+                            match c.dechunk.feed(&c.bufs.input, &mut c.bufs.body, max_body) {
+                                Ok((used, done)) => {
+                                    c.bufs.input.drain(..used);
+                                    if done {
+                                        self.respond(c, &head, usize::MAX, on_request);
+                                    }
+                                    done
+                                }
+                                Err(crate::transport::http_server::ChunkError::TooLarge) => {
+                                    self.counters.too_large += 1;
+                                    respond_error(c, 413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n");
+                                    return false;
+                                }
+                                Err(_) => {
+                                    self.counters.bad_requests += 1;
+                                    respond_error(c, 400, b"malformed chunked body\n");
+                                    return false;
+                                }
+                            }
+                        }
+                    };
+                    if !complete {
+                        return true;
+                    }
+                    if !head.keep_alive {
+                        c.state = State::Closing;
+                        return true;
+                    }
+                    c.state = State::Head { started: false };
+                    c.deadline = now + self.cfg.idle_timeout;
+                    if c.bufs.input.capacity() > KEEP_CAPACITY && c.bufs.input.len() < KEEP_CAPACITY {
+                        c.bufs.input.shrink_to(KEEP_CAPACITY);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a complete request to the caller and queues its reply. `n`: the body's length in
+    /// the input buffer (`usize::MAX`: the de-chunked body buffer).
+    fn respond(&mut self, c: &mut Conn, head: &RequestHead, n: usize, on_request: &mut Handler<'_>) {
+        self.counters.requests += 1;
+        let body: &[u8] = if n == usize::MAX { &c.bufs.body } else { &c.bufs.input[..n] };
+        self.reply.clear();
+        let (status, ctype) = on_request(head, body, c.peer, &mut self.reply);
+        write_response(&mut c.bufs.out, status, ctype, &self.reply, head.keep_alive, &AGENT_HEADERS);
+    }
+}
+
+/// Response headers on every reply.
+const AGENT_HEADERS: [(&str, &str); 1] = [("Datadog-Agent-Version", env!("CARGO_PKG_VERSION"))];
+
+fn respond_error(c: &mut Conn, status: u16, reason: &[u8]) {
+    write_response(&mut c.bufs.out, status, "text/plain", reason, false, &AGENT_HEADERS);
+    c.state = State::Closing;
+}
+
+/// Writes pending output; `false` on a broken connection.
+fn flush(c: &mut Conn) -> bool {
+    while c.out_pos < c.bufs.out.len() {
+        match c.stream.write(&c.bufs.out[c.out_pos..]) {
+            Ok(0) => return false,
+            Ok(n) => c.out_pos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    c.bufs.out.clear();
+    c.out_pos = 0;
+    true
+}
+
+/// Binds the Unix socket; a stale socket file is replaced, anything else at the path is an error.
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("STS_APM_RECEIVER_SOCKET={}: exists and is not a socket; not touching it", path.display()),
+            ));
+        }
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("STS_APM_RECEIVER_SOCKET={}: {e}", path.display())))?;
+    // Any local user may send traces (as the Datadog agent's socket allows); only root reads.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722))?;
+    Ok(l)
+}
