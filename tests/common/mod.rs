@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pa_proto;
+pub mod trace_proto;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
