@@ -17,6 +17,11 @@ printf 'HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}' > corpus/http_resp
 printf 'HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboom\r\n0\r\n\r\n' > corpus/http_response/seed-chunked
 printf 'https://stackstate.example.com:7077/stsAgent' > corpus/url/seed
 cp "$fix/net/netstat" corpus/snmp/seed-netstat
+mkdir -p corpus/traces_msgpack corpus/traces_json corpus/http_request
+cp ../tests/fixtures/traces/*.msgpack corpus/traces_msgpack/
+printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"parent_id":0,"start":1700000000000000000,"duration":5,"error":0,"meta":{"span.hostname":"h","span.pid":"1","span.kind":"server"},"metrics":{"m":1.5},"type":"web"}]]' > corpus/traces_json/seed
+printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
+printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked
 mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag
 cp ../tests/fixtures/netlink/debian12-6.18/*.bin corpus/inet_diag/
 printf '[{"Id":"3f5a2e1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f","Names":["/web"],"Image":"nginx:1.25","State":"running","Status":"Up (healthy)","Labels":{}}]' > corpus/metadata_json/list
