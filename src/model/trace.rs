@@ -19,6 +19,11 @@ impl Str {
         Str { off: off as u32, len: len as u32 }
     }
 
+    /// `len` bytes at `off` in the side buffer.
+    pub fn side(off: usize, len: usize) -> Str {
+        Str { off: off as u32 | SIDE, len: len as u32 }
+    }
+
     pub fn is_empty(self) -> bool {
         self.len == 0
     }

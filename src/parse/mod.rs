@@ -9,6 +9,7 @@ pub mod docker;
 pub mod ecs;
 pub mod file_nr;
 pub mod inet_diag;
+pub mod json_reader;
 pub mod keyval;
 pub mod loadavg;
 pub mod meminfo;

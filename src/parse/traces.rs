@@ -4,6 +4,7 @@
 //! numbers). Msgpack strings stay in the body; only JSON allocates (a rarely used format).
 //! Decoding is all or nothing: a body that does not decode leaves an error for a 400 reply.
 
+use super::json_reader::{JStr, JsonReader, Num};
 use super::msgpack::{DecodeError, Reader, Result};
 use crate::model::trace::{Batch, Span, Str};
 
@@ -162,93 +163,126 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
     Ok(())
 }
 
-/// JSON traces (v0.3, or v0.4 sent as JSON). serde_json builds a tree first: JSON is the
-/// uncommon format, so its allocations are accepted; strings are copied to the side buffer.
+/// JSON traces (v0.3, or v0.4 sent as JSON), read in place like msgpack: strings stay in the
+/// body unless they carry escapes.
 fn json(body: &[u8], out: &mut Batch) -> Result<()> {
-    use serde_json::Value;
-    let v: Value = serde_json::from_slice(body).map_err(|_| DecodeError("json: not a valid JSON document"))?;
-    let traces = v.as_array().ok_or(DecodeError("json: expected an array of traces"))?;
-    for t in traces {
-        let spans = t.as_array().ok_or(DecodeError("json: expected a trace (an array of spans)"))?;
-        let first = out.spans.len() as u32;
-        for sp in spans {
-            let o = sp.as_object().ok_or(DecodeError("json: expected a span object"))?;
-            let mut s = Span::default();
-            for (k, v) in o {
-                let text = |out: &mut Batch, v: &Value| -> Result<Str> {
-                    match v {
-                        Value::String(t) => Ok(out.push_side(t)),
-                        Value::Null => Ok(Str::EMPTY),
-                        _ => Err(DecodeError("json: expected a string")),
+    let mut r = JsonReader::new(body);
+    if r.open(b'[', b']', "json: expected an array of traces")? {
+        loop {
+            let first = out.spans.len() as u32;
+            if r.open(b'[', b']', "json: expected a trace (an array of spans)")? {
+                loop {
+                    let s = json_span(&mut r, out)?;
+                    out.spans.push(s);
+                    if !r.more(b']')? {
+                        break;
                     }
-                };
-                let int = |v: &Value| -> Result<i128> {
-                    match v {
-                        Value::Number(n) => n
-                            .as_u64()
-                            .map(i128::from)
-                            .or_else(|| n.as_i64().map(i128::from))
-                            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1.9e19).map(|f| f as i128))
-                            .ok_or(DecodeError("json: expected an integer")),
-                        Value::Null => Ok(0),
-                        _ => Err(DecodeError("json: expected an integer")),
-                    }
-                };
-                match k.as_str() {
-                    "service" => s.service = text(out, v)?,
-                    "name" => s.name = text(out, v)?,
-                    "resource" => s.resource = text(out, v)?,
-                    "type" => s.typ = text(out, v)?,
-                    "trace_id" => {
-                        s.trace_id = u64::try_from(int(v)?).map_err(|_| DecodeError("json: trace_id out of range"))?
-                    }
-                    "span_id" => {
-                        s.span_id = u64::try_from(int(v)?).map_err(|_| DecodeError("json: span_id out of range"))?
-                    }
-                    "parent_id" => {
-                        s.parent_id = u64::try_from(int(v)?).map_err(|_| DecodeError("json: parent_id out of range"))?
-                    }
-                    "start" => s.start = i64::try_from(int(v)?).map_err(|_| DecodeError("json: start out of range"))?,
-                    "duration" => {
-                        s.duration = i64::try_from(int(v)?).map_err(|_| DecodeError("json: duration out of range"))?
-                    }
-                    "error" => s.error = i32::try_from(int(v)?).map_err(|_| DecodeError("json: error out of range"))?,
-                    "meta" => {
-                        let first_meta = out.meta.len() as u32;
-                        let m = match v {
-                            Value::Object(m) => m,
-                            Value::Null => continue,
-                            _ => return Err(DecodeError("json: meta must be an object")),
-                        };
-                        for (mk, mv) in m {
-                            let key = out.push_side(mk);
-                            let val = text(out, mv)?;
-                            out.meta.push((key, val));
-                        }
-                        s.meta = (first_meta, m.len() as u32);
-                    }
-                    "metrics" => {
-                        let first_metric = out.metrics.len() as u32;
-                        let m = match v {
-                            Value::Object(m) => m,
-                            Value::Null => continue,
-                            _ => return Err(DecodeError("json: metrics must be an object")),
-                        };
-                        for (mk, mv) in m {
-                            let key = out.push_side(mk);
-                            let val = mv.as_f64().ok_or(DecodeError("json: a metric must be a number"))?;
-                            out.metrics.push((key, val));
-                        }
-                        s.metrics = (first_metric, m.len() as u32);
-                    }
-                    _ => {}
                 }
             }
-            out.spans.push(s);
+            out.traces.push((first, out.spans.len() as u32 - first));
+            if !r.more(b']')? {
+                break;
+            }
         }
-        out.traces.push((first, spans.len() as u32));
+    }
+    if !r.at_end() {
+        return Err(DecodeError("json: trailing bytes after the traces"));
     }
     Ok(())
+}
+
+fn jstr(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Str> {
+    if r.null()? {
+        return Ok(Str::EMPTY);
+    }
+    Ok(match r.string(&mut out.side)? {
+        JStr::Body(o, l) => Str::body(o, l),
+        JStr::Side(o, l) => Str::side(o, l),
+    })
+}
+
+fn jint(r: &mut JsonReader<'_>) -> Result<i128> {
+    if r.null()? {
+        return Ok(0);
+    }
+    match r.number()? {
+        Num::Int(i) => Ok(i),
+        Num::Float(f) if f.fract() == 0.0 && f.abs() < 1.9e19 => Ok(f as i128),
+        Num::Float(_) => Err(DecodeError("json: expected an integer")),
+    }
+}
+
+fn json_span(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Span> {
+    let mut s = Span::default();
+    if !r.open(b'{', b'}', "json: expected a span object")? {
+        return Ok(s);
+    }
+    loop {
+        let key = jstr(r, out)?;
+        r.expect(b':', "json: expected ':'")?;
+        // The key, copied out so `out` can be written while matching on it (known keys are short).
+        let mut kb = [0u8; 16];
+        let k = out.text(r.body(), key).as_bytes();
+        // A longer key is none of ours: it reads as empty, which matches nothing below.
+        let kl = if k.len() <= kb.len() { k.len() } else { 0 };
+        kb[..kl].copy_from_slice(&k[..kl]);
+        match &kb[..kl] {
+            b"service" => s.service = jstr(r, out)?,
+            b"name" => s.name = jstr(r, out)?,
+            b"resource" => s.resource = jstr(r, out)?,
+            b"type" => s.typ = jstr(r, out)?,
+            b"trace_id" => {
+                s.trace_id = u64::try_from(jint(r)?).map_err(|_| DecodeError("json: trace_id out of range"))?
+            }
+            b"span_id" => s.span_id = u64::try_from(jint(r)?).map_err(|_| DecodeError("json: span_id out of range"))?,
+            b"parent_id" => {
+                s.parent_id = u64::try_from(jint(r)?).map_err(|_| DecodeError("json: parent_id out of range"))?
+            }
+            b"start" => s.start = i64::try_from(jint(r)?).map_err(|_| DecodeError("json: start out of range"))?,
+            b"duration" => {
+                s.duration = i64::try_from(jint(r)?).map_err(|_| DecodeError("json: duration out of range"))?
+            }
+            b"error" => s.error = i32::try_from(jint(r)?).map_err(|_| DecodeError("json: error out of range"))?,
+            b"meta" => {
+                let first = out.meta.len() as u32;
+                if !r.null()? && r.open(b'{', b'}', "json: meta must be an object")? {
+                    loop {
+                        let k = jstr(r, out)?;
+                        r.expect(b':', "json: expected ':'")?;
+                        let v = jstr(r, out)?;
+                        out.meta.push((k, v));
+                        if !r.more(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                s.meta = (first, out.meta.len() as u32 - first);
+            }
+            b"metrics" => {
+                let first = out.metrics.len() as u32;
+                if !r.null()? && r.open(b'{', b'}', "json: metrics must be an object")? {
+                    loop {
+                        let k = jstr(r, out)?;
+                        r.expect(b':', "json: expected ':'")?;
+                        let v = match r.number()? {
+                            Num::Int(i) => i as f64,
+                            Num::Float(f) => f,
+                        };
+                        out.metrics.push((k, v));
+                        if !r.more(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                s.metrics = (first, out.metrics.len() as u32 - first);
+            }
+            _ => r.skip(&mut out.side)?,
+        }
+        if !r.more(b'}')? {
+            break;
+        }
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

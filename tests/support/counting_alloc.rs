@@ -2,20 +2,28 @@
 //! Each test binary that uses it declares `#[global_allocator] static A: Counting = Counting;`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
 /// Allocations so far in this process.
 pub fn allocations() -> u64 {
     ALLOCS.load(Ordering::Relaxed)
 }
 
+/// The largest single allocation (or reallocation) since the last call, which resets it.
+#[allow(dead_code)]
+pub fn take_largest() -> usize {
+    LARGEST.swap(0, Ordering::Relaxed)
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
         // SAFETY: forwarding the caller's layout to the system allocator.
         unsafe { System.alloc(l) }
     }
@@ -25,6 +33,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LARGEST.fetch_max(n, Ordering::Relaxed);
         // SAFETY: as for `dealloc`; `n` is the caller's new size.
         unsafe { System.realloc(p, l, n) }
     }

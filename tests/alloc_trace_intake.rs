@@ -1,0 +1,130 @@
+//! The trace path's memory behaviour, in process with a counting allocator: a hostile corpus
+//! gets 400 with a reason, fast, and never causes an allocation larger than the body itself;
+//! real payloads (ddtrace captures) are handled with no allocation at all after warm-up.
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{allocations, take_largest, Counting};
+use std::time::{Duration, Instant};
+use sts_agent::app::TraceAgent;
+use sts_agent::encode::compress::Gzip;
+use sts_agent::sources::trace_intake::Peer;
+use sts_agent::transport::http_server::{parse_head, RequestHead};
+
+#[global_allocator]
+static A: Counting = Counting;
+/// The allocator's counters are global: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const V04: &[u8] = include_bytes!("fixtures/traces/ddtrace-4.16-v0.4.msgpack");
+const V05: &[u8] = include_bytes!("fixtures/traces/ddtrace-4.16-v0.5.msgpack");
+
+fn head(path: &str, content_type: &str, len: usize) -> RequestHead {
+    let h = format!("PUT {path} HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n");
+    parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap()
+}
+
+fn handle(agent: &mut TraceAgent, h: &RequestHead, body: &[u8], reply: &mut Vec<u8>) -> u16 {
+    reply.clear();
+    let peer = Peer { pid: None, unix: false };
+    agent.handle(h, body, peer, reply, Instant::now(), 1_700_000_000_000_000_000, "i-0abc", None).0
+}
+
+#[test]
+fn hostile_bodies_get_400_fast_without_large_allocations() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut agent = TraceAgent::new(false);
+    let mut reply = Vec::with_capacity(4096);
+    // Warm-up with real payloads, so the batch storage exists.
+    for _ in 0..3 {
+        assert_eq!(handle(&mut agent, &head("/v0.4/traces", "application/msgpack", V04.len()), V04, &mut reply), 200);
+        assert_eq!(handle(&mut agent, &head("/v0.5/traces", "application/msgpack", V05.len()), V05, &mut reply), 200);
+    }
+    let nested: Vec<u8> = [0xdc, 0x00, 0x01].repeat(10_000);
+    let mut bad_utf8 = V04.to_vec();
+    let at = bad_utf8.windows(4).position(|w| w == b"shop").unwrap();
+    bad_utf8[at] = 0xff;
+    let mut trailing = V04.to_vec();
+    trailing.extend_from_slice(b"garbage");
+    let json_deep = "[".repeat(100_000);
+    let v05_oob = [0x92, 0x91, 0xa1, b'x', 0x91, 0x91, 0x9c, 0x05, 0, 0, 1, 2, 0, 3, 4, 0, 0x80, 0x80, 0];
+    let v05_13 = [0x92, 0x91, 0xa1, b'x', 0x91, 0x91, 0x9d, 0, 0, 0, 1, 2, 0, 3, 4, 0, 0x80, 0x80, 0, 0];
+    let corpus: Vec<(&str, &str, &str, Vec<u8>)> = vec![
+        ("array32 of 4 billion", "/v0.4/traces", "application/msgpack", vec![0xdd, 0xff, 0xff, 0xff, 0xff]),
+        ("map32 of 4 billion", "/v0.4/traces", "application/msgpack", vec![0x91, 0x91, 0xdf, 0xff, 0xff, 0xff, 0xff]),
+        ("str32 of 4 GB", "/v0.4/traces", "application/msgpack", vec![0x91, 0x91, 0x81, 0xdb, 0xff, 0xff, 0xff, 0xff]),
+        ("bin32 of 4 GB", "/v0.4/traces", "application/msgpack", vec![0x91, 0x91, 0x81, 0xc6, 0xff, 0xff, 0xff, 0xff]),
+        ("v0.5 table of 4 billion", "/v0.5/traces", "application/msgpack", vec![0x92, 0xdd, 0xff, 0xff, 0xff, 0xff]),
+        ("10k nested arrays", "/v0.4/traces", "application/msgpack", nested),
+        ("v0.5 index out of range", "/v0.5/traces", "application/msgpack", v05_oob.to_vec()),
+        ("v0.5 span of 13 elements", "/v0.5/traces", "application/msgpack", v05_13.to_vec()),
+        (
+            "trace_id as a string",
+            "/v0.4/traces",
+            "application/msgpack",
+            [&[0x91, 0x91, 0x81, 0xa8][..], b"trace_id", &[0xa1, b'x']].concat(),
+        ),
+        ("invalid UTF-8", "/v0.4/traces", "application/msgpack", bad_utf8),
+        ("truncated", "/v0.4/traces", "application/msgpack", V04[..V04.len() / 2].to_vec()),
+        ("trailing garbage", "/v0.4/traces", "application/msgpack", trailing),
+        ("v0.5 body on v0.4", "/v0.4/traces", "application/msgpack", V05.to_vec()),
+        ("empty body", "/v0.4/traces", "application/msgpack", Vec::new()),
+        ("JSON nested 100k deep", "/v0.3/traces", "application/json", json_deep.into_bytes()),
+        ("JSON invalid UTF-8", "/v0.3/traces", "application/json", b"[[{\"service\":\"\xff\xfe\"}]]".to_vec()),
+        ("JSON wrong shape", "/v0.3/traces", "application/json", b"{\"traces\":1}".to_vec()),
+    ];
+    for (what, path, ctype, body) in &corpus {
+        let h = head(path, ctype, body.len());
+        take_largest();
+        let start = Instant::now();
+        let status = handle(&mut agent, &h, body, &mut reply);
+        let took = start.elapsed();
+        let largest = take_largest();
+        assert_eq!(status, 400, "{what}");
+        assert!(reply.len() > 1 && reply.ends_with(b"\n"), "{what}: a reason is given");
+        assert!(took < Duration::from_millis(100), "{what}: took {took:?}");
+        assert!(
+            largest <= body.len().max(1),
+            "{what}: an allocation of {largest} bytes for a {}-byte body",
+            body.len()
+        );
+    }
+    // And the agent keeps serving.
+    assert_eq!(handle(&mut agent, &head("/v0.5/traces", "application/msgpack", V05.len()), V05, &mut reply), 200);
+    assert_eq!(agent.stats.rejected_decode, corpus.len() as u64);
+}
+
+#[test]
+fn real_payloads_allocate_nothing_after_warm_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut agent = TraceAgent::new(false);
+    let mut reply = Vec::with_capacity(4096);
+    let (mut payload, mut zipped) = (Vec::with_capacity(1 << 20), Vec::with_capacity(1 << 20));
+    let mut gzip = Gzip::default();
+    let h4 = head("/v0.4/traces", "application/msgpack", V04.len());
+    let h5 = head("/v0.5/traces", "application/msgpack", V05.len());
+    // (decode + interpret + encode, complete the payload, compress) allocations per round.
+    let mut round = |agent: &mut TraceAgent| -> [u64; 3] {
+        let a = allocations();
+        for _ in 0..20 {
+            assert_eq!(handle(agent, &h4, V04, &mut reply), 200);
+            assert_eq!(handle(agent, &h5, V05, &mut reply), 200);
+        }
+        let b = allocations();
+        assert!(agent.take_payload("i-0abc", &mut payload));
+        let c = allocations();
+        gzip.compress(&payload, &mut zipped);
+        [b - a, c - b, allocations() - c]
+    };
+    for _ in 0..3 {
+        round(&mut agent);
+    }
+    let mut total = [0u64; 3];
+    for _ in 0..10 {
+        for (t, n) in total.iter_mut().zip(round(&mut agent)) {
+            *t += n;
+        }
+    }
+    assert_eq!(total, [0, 0, 0], "allocations over 400 payloads: [handle, payload, gzip]");
+    assert_eq!(agent.stats.traces, 13 * 40 * 3);
+}
