@@ -117,7 +117,6 @@ pub struct App {
     connections: Option<ConnectionsCheck>,
     intake: Option<TraceIntake>,
     traces: Option<TraceAgent>,
-    trace_buf: Vec<u8>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Used when Docker is absent or disabled.
@@ -324,7 +323,6 @@ impl App {
             connections,
             intake,
             traces,
-            trace_buf: Vec::with_capacity(64 * 1024),
             docker,
             ecs,
             no_metadata: Metadata::default(),
@@ -576,11 +574,11 @@ impl App {
     /// Sends the pending traces as one payload.
     fn flush_traces(&mut self) -> io::Result<()> {
         let Some(t) = self.traces.as_mut() else { return Ok(()) };
-        if !t.take_payload(&self.hostname, &mut self.trace_buf) {
-            return Ok(());
-        }
-        debug!("traces: sending a payload of {} bytes", self.trace_buf.len());
-        self.sink.deliver(Payload::Traces, &self.trace_buf)
+        let Some(payload) = t.finish_payload(&self.hostname) else { return Ok(()) };
+        debug!("traces: sending a payload of {} bytes", payload.len());
+        let r = self.sink.deliver(Payload::Traces, payload);
+        t.sent();
+        r
     }
 
     fn connections_check(&mut self, now: Instant) -> io::Result<()> {

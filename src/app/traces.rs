@@ -132,31 +132,45 @@ impl TraceAgent {
         self.pending_since.is_some_and(|t| now >= t + FLUSH_PERIOD) || self.pending.len() >= FLUSH_BYTES
     }
 
-    /// Completes the pending payload into `out` (protobuf, or the JSON view) and empties it.
-    /// `false` when nothing was pending.
-    pub fn take_payload(&mut self, host: &str, out: &mut Vec<u8>) -> bool {
+    /// Completes the pending payload in place (protobuf, or the JSON view) and returns it; the
+    /// caller sends it and then calls [`TraceAgent::sent`]. `None` when nothing is pending.
+    /// In place, so a full payload is held once, not copied.
+    pub fn finish_payload(&mut self, host: &str) -> Option<&[u8]> {
         if self.pending.is_empty() {
-            return false;
+            return None;
         }
-        out.clear();
         if self.json {
-            out.extend_from_slice(b"{\"hostName\":");
-            crate::encode::json::str(out, host);
-            out.extend_from_slice(b",\"env\":\"");
-            out.extend_from_slice(DEFAULT_ENV.as_bytes());
-            out.extend_from_slice(b"\",\"traces\":[");
-            out.extend_from_slice(&self.pending);
-            out.extend_from_slice(b"]}");
+            // The trace objects were appended comma-separated; wrap them.
+            let mut head = Vec::with_capacity(64);
+            head.extend_from_slice(b"{\"hostName\":");
+            crate::encode::json::str(&mut head, host);
+            head.extend_from_slice(b",\"env\":\"");
+            head.extend_from_slice(DEFAULT_ENV.as_bytes());
+            head.extend_from_slice(b"\",\"traces\":[");
+            self.pending.splice(0..0, head);
+            self.pending.extend_from_slice(b"]}");
         } else {
-            out.extend_from_slice(&self.pending);
-            trace_payload::finish(out, host, DEFAULT_ENV);
+            trace_payload::finish(&mut self.pending, host, DEFAULT_ENV);
         }
+        self.stats.flushed_payloads += 1;
+        Some(&self.pending)
+    }
+
+    /// Empties the pending payload after [`TraceAgent::finish_payload`].
+    pub fn sent(&mut self) {
         self.pending.clear();
-        if self.pending.capacity() > 4 * FLUSH_BYTES {
+        if self.pending.capacity() > 2 * FLUSH_BYTES {
             self.pending.shrink_to(FLUSH_BYTES);
         }
         self.pending_since = None;
-        self.stats.flushed_payloads += 1;
+    }
+
+    /// Completes the pending payload into `out` and empties it (for callers that keep it).
+    pub fn take_payload(&mut self, host: &str, out: &mut Vec<u8>) -> bool {
+        let Some(p) = self.finish_payload(host) else { return false };
+        out.clear();
+        out.extend_from_slice(p);
+        self.sent();
         true
     }
 }
