@@ -189,3 +189,20 @@ fn a_slow_head_times_out_while_others_are_served() {
     let took = t.elapsed();
     assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(7), "408 after {took:?}");
 }
+
+#[test]
+fn apm_disabled_means_no_listener() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _agent = Agent(spawn_agent(
+        &[],
+        &[
+            ("STS_APM_ENABLED", "false"),
+            ("STS_APM_RECEIVER_PORT", &port.to_string()),
+            ("STS_PROCESS_AGENT_ENABLED", "disabled"),
+            ("STS_HOST_CHECK_INTERVAL", "3600"),
+        ],
+    ));
+    // Long enough for an enabled agent to have bound (the other tests see it in milliseconds).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "STS_APM_ENABLED=false still listens");
+}

@@ -93,12 +93,16 @@ impl TraceAgent {
             reply.push(b'\n');
             return (400, "text/plain");
         }
-        let client = peer.pid.and_then(|pid| {
+        // A Unix-socket client is a known process: its pid, start time and container.
+        let proc = peer.pid.and_then(|pid| {
             let t = procs?;
             let i = t.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
-            Some((pid, t.procs[i].create_time_ms))
+            Some(&t.procs[i])
         });
-        let ctx = RequestContext { now_ns, host, container_id: head.container_id.as_str(), client };
+        let client = proc.map(|p| (p.pid, p.create_time_ms));
+        let proc_container = proc.and_then(|p| p.container_id.as_ref()).and_then(|id| std::str::from_utf8(id).ok());
+        let container_id = head.container_id.as_str().or(proc_container);
+        let ctx = RequestContext { now_ns, host, container_id, client };
         let counts = process(&mut self.batch, body, &ctx);
         self.stats.payloads += 1;
         self.stats.traces += counts.traces;
