@@ -8,7 +8,7 @@
 //! after `idle_timeout`; bodies above `max_body` get 413 from the head alone; the bytes held by
 //! all connections together stay under `held_budget` (429 past it). Buffers are pooled.
 
-use crate::transport::http_server::{parse_head, write_response, Dechunker, Framing, HeadError, RequestHead};
+use crate::transport::http_server::{write_response, ConnMachine, RequestHead, Step, AGENT_HEADERS};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
@@ -86,30 +86,10 @@ impl Write for Stream {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum State {
-    /// Waiting for (more of) a request head; `started`: a request's first byte has arrived.
-    Head { started: bool },
-    /// Reading the body of `head`.
-    Body(RequestHead),
-    /// Writing the last response, then closing.
-    Closing,
-}
-
-/// Buffers kept across connections.
-#[derive(Default)]
-struct Buffers {
-    input: Vec<u8>,
-    body: Vec<u8>,
-    out: Vec<u8>,
-}
-
 struct Conn {
     stream: Stream,
-    bufs: Buffers,
+    m: ConnMachine,
     out_pos: usize,
-    state: State,
-    dechunk: Dechunker,
     deadline: Instant,
     peer: Peer,
 }
@@ -123,7 +103,8 @@ pub struct TraceIntake {
     tcp: Option<TcpListener>,
     unix: Option<UnixListener>,
     conns: Vec<Option<Conn>>,
-    pool: Vec<Buffers>,
+    /// Machines (and their buffers) of closed connections, for reuse.
+    pool: Vec<ConnMachine>,
     token_base: usize,
     /// The reply body the request handler writes (reused).
     reply: Vec<u8>,
@@ -205,8 +186,7 @@ impl TraceIntake {
         // Out of its slot while driven, so the rest of `self` stays usable.
         let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) else { return };
         let close = self.drive(&mut c, now, on_request);
-        let want =
-            if c.out_pos < c.bufs.out.len() { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let want = if c.out_pos < c.m.out.len() { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         if !close {
             let _ = registry.reregister(c.stream.source(), t, want);
         }
@@ -223,12 +203,19 @@ impl TraceIntake {
             if now < c.deadline {
                 continue;
             }
-            if matches!(c.state, State::Body(_) | State::Head { started: true }) {
+            if c.m.in_request() {
                 self.counters.timeouts += 1;
-                c.bufs.out.clear();
+                c.m.out.clear();
                 c.out_pos = 0;
-                write_response(&mut c.bufs.out, 408, "text/plain", b"request not received in time\n", false, &[]);
-                let _ = c.stream.write(&c.bufs.out);
+                write_response(
+                    &mut c.m.out,
+                    408,
+                    "text/plain",
+                    b"request not received in time\n",
+                    false,
+                    &AGENT_HEADERS,
+                );
+                let _ = c.stream.write(&c.m.out);
             }
             self.close(registry, i);
         }
@@ -284,10 +271,8 @@ impl TraceIntake {
             };
             let mut c = Conn {
                 stream,
-                bufs: self.pool.pop().unwrap_or_default(),
+                m: self.pool.pop().unwrap_or_default(),
                 out_pos: 0,
-                state: State::Head { started: false },
-                dechunk: Dechunker::default(),
                 deadline: now + self.cfg.idle_timeout,
                 peer,
             };
@@ -301,212 +286,109 @@ impl TraceIntake {
     fn close(&mut self, registry: &Registry, i: usize) {
         if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = registry.deregister(c.stream.source());
-            let mut b = c.bufs;
-            for v in [&mut b.input, &mut b.body, &mut b.out] {
-                v.clear();
+            let mut m = c.m;
+            m.reset();
+            for v in [&mut m.input, &mut m.body, &mut m.out] {
                 if v.capacity() > KEEP_CAPACITY {
                     v.shrink_to(KEEP_CAPACITY);
                 }
             }
             if self.pool.len() < 16 {
-                self.pool.push(b);
+                self.pool.push(m);
             }
         }
     }
 
     /// Bytes held by every connection's buffers (`c` is the one being driven, out of its slot).
     fn held(&self, c: &Conn) -> usize {
-        let of = |c: &Conn| c.bufs.input.capacity() + c.bufs.body.capacity();
+        let of = |c: &Conn| c.m.input.capacity() + c.m.body.capacity();
         self.conns.iter().flatten().map(of).sum::<usize>() + of(c)
     }
 
     /// Reads, frames, answers; `true` when the connection should close.
     fn drive(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) -> bool {
-        // Flush what is pending first.
         if !flush(c) {
             return true;
         }
-        if matches!(c.state, State::Closing) {
-            return c.out_pos >= c.bufs.out.len();
+        if c.m.closing() {
+            return c.out_pos >= c.m.out.len();
         }
         let mut eof = false;
         loop {
-            if c.bufs.input.capacity() - c.bufs.input.len() < READ_CHUNK / 4 {
-                c.bufs.input.reserve(READ_CHUNK);
+            let input = &mut c.m.input;
+            if input.capacity() - input.len() < READ_CHUNK / 4 {
+                input.reserve(READ_CHUNK);
             }
-            let len = c.bufs.input.len();
-            let cap = c.bufs.input.capacity();
-            c.bufs.input.resize(cap, 0);
-            match c.stream.read(&mut c.bufs.input[len..]) {
+            let len = input.len();
+            input.resize(input.capacity(), 0);
+            let r = c.stream.read(&mut c.m.input[len..]);
+            match r {
                 Ok(0) => {
-                    c.bufs.input.truncate(len);
+                    c.m.input.truncate(len);
                     eof = true;
                     break;
                 }
-                Ok(n) => c.bufs.input.truncate(len + n),
+                Ok(n) => c.m.input.truncate(len + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.bufs.input.truncate(len);
+                    c.m.input.truncate(len);
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.bufs.input.truncate(len),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.m.input.truncate(len),
                 Err(_) => return true,
             }
-            if !self.process(c, now, on_request) {
-                let _ = flush(c);
-                return true;
-            }
-            if matches!(c.state, State::Closing) {
+            self.process(c, now, on_request);
+            if c.m.closing() {
                 break;
             }
-        }
-        if !matches!(c.state, State::Closing) && !self.process(c, now, on_request) {
-            let _ = flush(c);
-            return true;
         }
         if !flush(c) {
             return true;
         }
-        match c.state {
-            State::Closing => c.out_pos >= c.bufs.out.len(),
-            _ => eof,
+        if c.m.closing() {
+            return c.out_pos >= c.m.out.len();
         }
+        eof
     }
 
-    /// Handles every complete request in the input; `false` to close now.
-    fn process(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) -> bool {
-        let max_body = self.cfg.max_body;
+    /// Answers every complete request in the input.
+    fn process(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) {
+        let was_idle = !c.m.in_request();
+        let room = self.cfg.held_budget.saturating_sub(self.held(c));
         loop {
-            match c.state {
-                State::Closing => return true,
-                State::Head { started } => {
-                    if c.bufs.input.is_empty() {
-                        return true;
+            match c.m.step(self.cfg.max_body, room) {
+                Step::NeedMore => break,
+                Step::Rejected(status) => {
+                    match status {
+                        413 => self.counters.too_large += 1,
+                        403 => self.counters.forbidden += 1,
+                        429 => self.counters.busy += 1,
+                        _ => self.counters.bad_requests += 1,
                     }
-                    if !started {
-                        c.state = State::Head { started: true };
-                        c.deadline = now + self.cfg.read_timeout;
-                    }
-                    let head = match parse_head(&c.bufs.input, max_body) {
-                        Ok(None) => return true,
-                        Ok(Some(h)) => h,
-                        Err(e) => {
-                            let (status, reason): (u16, &[u8]) = match e {
-                                HeadError::TooLarge => {
-                                    self.counters.too_large += 1;
-                                    (413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n")
-                                }
-                                HeadError::HeadTooLarge => {
-                                    self.counters.bad_requests += 1;
-                                    (431, b"request head too large\n")
-                                }
-                                HeadError::Bad(r) => {
-                                    self.counters.bad_requests += 1;
-                                    respond_error(c, 400, r.as_bytes());
-                                    return false;
-                                }
-                            };
-                            respond_error(c, status, reason);
-                            return false;
-                        }
-                    };
-                    c.bufs.input.drain(..head.head_len);
-                    if head.cross_site {
-                        self.counters.forbidden += 1;
-                        respond_error(c, 403, b"cross-site requests are refused\n");
-                        return false;
-                    }
-                    if let Framing::Length(n) = head.framing {
-                        if self.held(c) + n > self.cfg.held_budget {
-                            self.counters.busy += 1;
-                            respond_error(c, 429, b"the agent is busy; retry later\n");
-                            return false;
-                        }
-                        c.bufs.input.reserve(n.saturating_sub(c.bufs.input.len()));
-                    }
-                    if head.expect_continue {
-                        c.bufs.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    }
-                    c.dechunk = Dechunker::default();
-                    c.bufs.body.clear();
-                    c.state = State::Body(head);
+                    break;
                 }
-                State::Body(head) => {
-                    let complete = match head.framing {
-                        Framing::Length(n) => {
-                            if c.bufs.input.len() < n {
-                                return true;
-                            }
-                            self.respond(c, &head, n, on_request);
-                            c.bufs.input.drain(..n);
-                            true
-                        }
-                        Framing::Chunked => {
-                            if self.held(c) > self.cfg.held_budget {
-                                self.counters.busy += 1;
-                                respond_error(c, 429, b"the agent is busy; retry later\n");
-                                return false;
-                            }
-                            match c.dechunk.feed(&c.bufs.input, &mut c.bufs.body, max_body) {
-                                Ok((used, done)) => {
-                                    c.bufs.input.drain(..used);
-                                    if done {
-                                        self.respond(c, &head, usize::MAX, on_request);
-                                    }
-                                    done
-                                }
-                                Err(crate::transport::http_server::ChunkError::TooLarge) => {
-                                    self.counters.too_large += 1;
-                                    respond_error(c, 413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n");
-                                    return false;
-                                }
-                                Err(_) => {
-                                    self.counters.bad_requests += 1;
-                                    respond_error(c, 400, b"malformed chunked body\n");
-                                    return false;
-                                }
-                            }
-                        }
-                    };
-                    if !complete {
-                        return true;
-                    }
-                    if !head.keep_alive {
-                        c.state = State::Closing;
-                        return true;
-                    }
-                    c.state = State::Head { started: false };
+                Step::Request(head, body) => {
+                    self.counters.requests += 1;
+                    self.reply.clear();
+                    let (status, ctype) = on_request(&head, body, c.peer, &mut self.reply);
+                    c.m.respond(status, ctype, &self.reply);
                     c.deadline = now + self.cfg.idle_timeout;
-                    if c.bufs.input.capacity() > KEEP_CAPACITY && c.bufs.input.len() < KEEP_CAPACITY {
-                        c.bufs.input.shrink_to(KEEP_CAPACITY);
-                    }
                 }
             }
         }
+        if c.m.in_request() && (was_idle || c.deadline > now + self.cfg.read_timeout) {
+            // A request began: it must be complete within the read timeout of its first byte.
+            c.deadline = now + self.cfg.read_timeout;
+        }
+        if !c.m.in_request() && c.m.input.capacity() > KEEP_CAPACITY && c.m.input.len() < KEEP_CAPACITY {
+            c.m.input.shrink_to(KEEP_CAPACITY);
+        }
     }
-
-    /// Hands a complete request to the caller and queues its reply. `n`: the body's length in
-    /// the input buffer (`usize::MAX`: the de-chunked body buffer).
-    fn respond(&mut self, c: &mut Conn, head: &RequestHead, n: usize, on_request: &mut Handler<'_>) {
-        self.counters.requests += 1;
-        let body: &[u8] = if n == usize::MAX { &c.bufs.body } else { &c.bufs.input[..n] };
-        self.reply.clear();
-        let (status, ctype) = on_request(head, body, c.peer, &mut self.reply);
-        write_response(&mut c.bufs.out, status, ctype, &self.reply, head.keep_alive, &AGENT_HEADERS);
-    }
-}
-
-/// Response headers on every reply.
-const AGENT_HEADERS: [(&str, &str); 1] = [("Datadog-Agent-Version", env!("CARGO_PKG_VERSION"))];
-
-fn respond_error(c: &mut Conn, status: u16, reason: &[u8]) {
-    write_response(&mut c.bufs.out, status, "text/plain", reason, false, &AGENT_HEADERS);
-    c.state = State::Closing;
 }
 
 /// Writes pending output; `false` on a broken connection.
 fn flush(c: &mut Conn) -> bool {
-    while c.out_pos < c.bufs.out.len() {
-        match c.stream.write(&c.bufs.out[c.out_pos..]) {
+    while c.out_pos < c.m.out.len() {
+        match c.stream.write(&c.m.out[c.out_pos..]) {
             Ok(0) => return false,
             Ok(n) => c.out_pos += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
@@ -514,7 +396,7 @@ fn flush(c: &mut Conn) -> bool {
             Err(_) => return false,
         }
     }
-    c.bufs.out.clear();
+    c.m.out.clear();
     c.out_pos = 0;
     true
 }

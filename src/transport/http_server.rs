@@ -346,6 +346,161 @@ pub fn write_response(
     out.extend_from_slice(body);
 }
 
+/// One connection's request/response cycle, without I/O: the caller appends received bytes to
+/// `input`, calls [`ConnMachine::step`], answers each [`Step::Request`] with
+/// [`ConnMachine::respond`], and writes out `out`. Head → body → respond, keep-alive, pipelining,
+/// Content-Length and chunked bodies, limits decided from the head, error replies queued in `out`.
+#[derive(Debug, Default)]
+pub struct ConnMachine {
+    state: MachineState,
+    dechunk: Dechunker,
+    /// Bytes received and not consumed yet.
+    pub input: Vec<u8>,
+    /// A de-chunked body.
+    pub body: Vec<u8>,
+    /// Bytes to send.
+    pub out: Vec<u8>,
+    /// A request's first byte has arrived and its reply is not queued yet.
+    started: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum MachineState {
+    #[default]
+    Head,
+    Body(RequestHead),
+    /// The last reply is queued; close once it is written.
+    Closing,
+}
+
+/// What the machine needs next.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// More bytes.
+    NeedMore,
+    /// A complete request: answer it with [`ConnMachine::respond`].
+    Request(RequestHead, &'a [u8]),
+    /// An error reply with this status is queued in `out`; the connection closes after it.
+    Rejected(u16),
+}
+
+/// Headers on every reply.
+pub const AGENT_HEADERS: [(&str, &str); 1] = [("Datadog-Agent-Version", env!("CARGO_PKG_VERSION"))];
+
+impl ConnMachine {
+    /// A request is under way (for the read deadline).
+    pub fn in_request(&self) -> bool {
+        self.started
+    }
+
+    /// The connection should close once `out` is written.
+    pub fn closing(&self) -> bool {
+        matches!(self.state, MachineState::Closing)
+    }
+
+    /// Back to a fresh connection's state, keeping the buffers' storage.
+    pub fn reset(&mut self) {
+        self.state = MachineState::Head;
+        self.dechunk = Dechunker::default();
+        self.input.clear();
+        self.body.clear();
+        self.out.clear();
+        self.started = false;
+    }
+
+    fn reject(&mut self, status: u16, reason: &[u8]) -> Step<'_> {
+        write_response(&mut self.out, status, "text/plain", reason, false, &AGENT_HEADERS);
+        self.state = MachineState::Closing;
+        self.started = false;
+        Step::Rejected(status)
+    }
+
+    /// Advances on the bytes in `input`. `max_body`: the body limit; `room`: how many more bytes
+    /// this connection may buffer (the intake's shared budget).
+    pub fn step(&mut self, max_body: usize, room: usize) -> Step<'_> {
+        loop {
+            match self.state {
+                MachineState::Closing => return Step::NeedMore,
+                MachineState::Head => {
+                    if self.input.is_empty() {
+                        return Step::NeedMore;
+                    }
+                    self.started = true;
+                    let head = match parse_head(&self.input, max_body) {
+                        Ok(None) => return Step::NeedMore,
+                        Ok(Some(h)) => h,
+                        Err(HeadError::TooLarge) => {
+                            return self.reject(413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n")
+                        }
+                        Err(HeadError::HeadTooLarge) => return self.reject(431, b"request head too large\n"),
+                        Err(HeadError::Bad(why)) => {
+                            let mut reason = [0u8; 128];
+                            let n = why.len().min(127);
+                            reason[..n].copy_from_slice(&why.as_bytes()[..n]);
+                            reason[n] = b'\n';
+                            return self.reject(400, &reason[..n + 1]);
+                        }
+                    };
+                    self.input.drain(..head.head_len);
+                    if head.cross_site {
+                        return self.reject(403, b"cross-site requests are refused\n");
+                    }
+                    if let Framing::Length(n) = head.framing {
+                        if n > room {
+                            return self.reject(429, b"the agent is busy; retry later\n");
+                        }
+                        self.input.reserve(n.saturating_sub(self.input.len()));
+                    }
+                    if head.expect_continue {
+                        self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    self.dechunk = Dechunker::default();
+                    self.body.clear();
+                    self.state = MachineState::Body(head);
+                }
+                MachineState::Body(head) => match head.framing {
+                    Framing::Length(n) => {
+                        if self.input.len() < n {
+                            return Step::NeedMore;
+                        }
+                        return Step::Request(head, &self.input[..n]);
+                    }
+                    Framing::Chunked => {
+                        if self.input.len() + self.body.len() > room {
+                            return self.reject(429, b"the agent is busy; retry later\n");
+                        }
+                        match self.dechunk.feed(&self.input, &mut self.body, max_body) {
+                            Ok((used, done)) => {
+                                self.input.drain(..used);
+                                if !done {
+                                    return Step::NeedMore;
+                                }
+                                return Step::Request(head, &self.body);
+                            }
+                            Err(ChunkError::TooLarge) => {
+                                return self.reject(413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n")
+                            }
+                            Err(ChunkError::Malformed) => return self.reject(400, b"malformed chunked body\n"),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Queues the reply to the request [`ConnMachine::step`] returned, and consumes it.
+    pub fn respond(&mut self, status: u16, content_type: &str, reply: &[u8]) {
+        let MachineState::Body(head) = self.state else { return };
+        write_response(&mut self.out, status, content_type, reply, head.keep_alive, &AGENT_HEADERS);
+        match head.framing {
+            Framing::Length(n) => drop(self.input.drain(..n.min(self.input.len()))),
+            Framing::Chunked => self.body.clear(),
+        }
+        self.started = false;
+        self.state = if head.keep_alive { MachineState::Head } else { MachineState::Closing };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +562,41 @@ mod tests {
             assert_eq!(Dechunker::default().feed(bad, &mut Vec::new(), 100), Err(ChunkError::Malformed), "{bad:?}");
         }
         assert_eq!(Dechunker::default().feed(b"65\r\n", &mut Vec::new(), 100), Err(ChunkError::TooLarge));
+    }
+
+    /// Two pipelined requests (one chunked), then a bad one, fed a byte at a time.
+    #[test]
+    fn the_machine_frames_pipelined_requests() {
+        let wire = b"PUT /v0.4/traces HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\nBAD\r\n\r\n";
+        let mut m = ConnMachine::default();
+        let mut seen = Vec::new();
+        let mut rejected = None;
+        for &b in wire.iter() {
+            m.input.push(b);
+            loop {
+                match m.step(100, 1000) {
+                    Step::NeedMore => break,
+                    Step::Request(h, body) => {
+                        seen.push((h.route, body.to_vec()));
+                        m.respond(200, "text/plain", b"OK\n");
+                    }
+                    Step::Rejected(st) => {
+                        rejected = Some(st);
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, vec![(Route::V04Traces, b"abc".to_vec()), (Route::V05Traces, b"xy".to_vec())]);
+        assert_eq!(rejected, Some(400));
+        assert!(m.closing());
+        let out = String::from_utf8(m.out.clone()).unwrap();
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2);
+        assert!(out.ends_with("malformed HTTP request head\n"), "{out}");
+        // The shared budget: a body larger than the room left gets 429 from the head.
+        let mut m = ConnMachine::default();
+        m.input.extend_from_slice(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Length: 50\r\n\r\n");
+        assert!(matches!(m.step(100, 10), Step::Rejected(429)));
     }
 
     #[test]
