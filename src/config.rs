@@ -40,6 +40,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
     VarDoc { name: "STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", default: "60", meaning: "connections whose relation (connectionIdentifier) was first seen less than this many seconds ago are not reported; 0 disables" },
     VarDoc { name: "STS_NETWORK_TRACER_MAX_CONNECTIONS", default: "10000", meaning: "at most this many TCP sockets are tracked per cycle (the memory bound); the rest are counted and skipped" },
+    VarDoc { name: "STS_FORWARDER_RETRY_QUEUE_MAX_SIZE", default: "8388608", meaning: "bytes of encoded payloads held for delivery in total (all endpoints); when full the oldest payload is dropped and counted" },
     VarDoc { name: "STS_HOSTNAME", default: "EC2 instance id, else OS hostname", meaning: "the host name used in every payload, URN and header" },
     VarDoc { name: "HOST_PROC", default: "/proc", meaning: "where the host's procfs is mounted (/host/proc in the ECS task)" },
     VarDoc { name: "HOST_SYS", default: "/sys", meaning: "where the host's sysfs is mounted (/host/sys in the ECS task)" },
@@ -119,6 +120,7 @@ pub struct Config {
     pub network_tracing_enabled: bool,
     pub relation_short_lived_secs: u64,
     pub max_connections: usize,
+    pub outbox_budget: usize,
     pub hostname: Option<String>,
     pub host_proc: PathBuf,
     pub host_sys: PathBuf,
@@ -465,6 +467,20 @@ impl Config {
             },
         };
         let apm_socket = get("STS_APM_RECEIVER_SOCKET").map(PathBuf::from);
+        let outbox_budget = match get("STS_FORWARDER_RETRY_QUEUE_MAX_SIZE") {
+            None => 8 << 20,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n @ 65_536..=1_073_741_824) => n,
+                _ => {
+                    return Err(err(
+                        "STS_FORWARDER_RETRY_QUEUE_MAX_SIZE",
+                        &v,
+                        "not a size from 65536 to 1073741824 bytes",
+                        "bytes, e.g. 8388608",
+                    ))
+                }
+            },
+        };
         let top = |var| count(var).map(|v| v.min(u64::from(u32::MAX)) as u32);
         let inclusions = Inclusions {
             top_cpu: top("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU")?,
@@ -604,6 +620,7 @@ impl Config {
             network_tracing_enabled: boolean("STS_NETWORK_TRACING_ENABLED", true)?,
             relation_short_lived_secs,
             max_connections,
+            outbox_budget,
             hostname,
             host_proc,
             host_sys,
@@ -620,7 +637,7 @@ impl Config {
 pub fn help_text() -> String {
     let mut s = String::from(
         "sts-agent: reports this host's topology and telemetry to StackState.\n\n\
-         USAGE: sts-agent [--once] [--dry-run] [--help] [--version]\n\n\
+         USAGE: sts-agent [--once] [--dry-run] [--help] [--version]\n       sts-agent status   (print the running agent's status report)\n\n\
          FLAGS:\n  --once      run each enabled check once (twice where a rate needs two samples), send or print, exit\n  \
          --dry-run   print every payload as one JSON line {\"endpoint\":…,\"payload\":…} instead of sending (also when STS_STS_URL is unset)\n  \
          --help      this text\n  --version   the version\n\nENVIRONMENT (default in brackets):\n",

@@ -1,11 +1,12 @@
 //! Encoded payloads waiting for delivery, per route, within one byte budget; one request in
 //! flight per origin; status classification and jittered exponential backoff.
 //!
-//! Status rules follow the StackState core forwarder (spec/protocol.md §2): 2xx delivered;
-//! 400, 404 and 413 dropped with an error; 403 dropped as an API-key problem; every other status
-//! and every transport failure retried after a backoff (1 s doubling to 60 s, `Retry-After`
-//! honoured up to that cap). When the budget is full the oldest payload of the fullest queue
-//! is dropped; every drop is counted and logged.
+//! Status rules (spec/protocol.md §2, reliability.md §0): 2xx delivered; 400 and 413 dropped at
+//! once with an error (resending the same bytes cannot succeed); 403 dropped and flagged as an
+//! API-key problem; 404, 408, 429, 5xx and every transport failure retried after a backoff (1 s
+//! doubling to 60 s with jitter, `Retry-After` honoured up to that cap; a 404 can be a proxy or
+//! region misconfigured for a while). When the budget is full the oldest payload of the fullest
+//! queue is dropped. Every payload is accounted for: enqueued = delivered + dropped + queued.
 
 use crate::transport::client::{Failure, FailureKind, HttpClient, Outcome};
 use crate::url::Url;
@@ -90,11 +91,43 @@ impl RouteSpec {
     }
 }
 
+/// Dropped payloads by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    /// The outbox was full: the oldest payload made room.
+    pub overflow: u64,
+    /// A single payload larger than the whole budget.
+    pub oversized: u64,
+    /// 400: rejected as malformed.
+    pub bad_request: u64,
+    /// 403: the API key was rejected.
+    pub forbidden: u64,
+    /// 413: too large for the receiver.
+    pub too_large: u64,
+}
+
+impl Drops {
+    pub fn total(&self) -> u64 {
+        self.overflow + self.oversized + self.bad_request + self.forbidden + self.too_large
+    }
+
+    /// `(reason, count)` pairs, for reports.
+    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
+        [
+            ("overflow", self.overflow),
+            ("oversized", self.oversized),
+            ("bad_request", self.bad_request),
+            ("forbidden", self.forbidden),
+            ("too_large", self.too_large),
+        ]
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RouteStats {
+    pub enqueued: u64,
     pub delivered: u64,
-    pub dropped_overflow: u64,
-    pub dropped_rejected: u64,
+    pub dropped: Drops,
     pub retries: u64,
 }
 
@@ -105,6 +138,8 @@ struct Route {
     target: String,
     queue: VecDeque<Vec<u8>>,
     stats: RouteStats,
+    /// The last failure, for the status report (the API key never appears in it).
+    last_error: Option<String>,
 }
 
 struct Origin {
@@ -125,6 +160,8 @@ pub struct Forwarder {
     queued: usize,
     spare: Vec<Vec<u8>>,
     rng: u64,
+    /// A receiver answered 403: the API key is wrong (a health flag).
+    pub key_rejected: bool,
 }
 
 pub type RouteId = usize;
@@ -175,7 +212,14 @@ impl Forwarder {
                 target.push_str("?api_key=");
                 target.push_str(&percent_encode(api_key));
             }
-            routes.push(Route { spec, origin, target, queue: VecDeque::new(), stats: RouteStats::default() });
+            routes.push(Route {
+                spec,
+                origin,
+                target,
+                queue: VecDeque::new(),
+                stats: RouteStats::default(),
+                last_error: None,
+            });
         }
         Ok(Forwarder {
             routes,
@@ -186,6 +230,7 @@ impl Forwarder {
             queued: 0,
             spare: Vec::new(),
             rng: seed | 1,
+            key_rejected: false,
         })
     }
 
@@ -195,6 +240,55 @@ impl Forwarder {
 
     pub fn stats(&self, route: RouteId) -> RouteStats {
         self.routes.get(route).map(|r| r.stats).unwrap_or_default()
+    }
+
+    /// Every route's accounting as a JSON object keyed by route name:
+    /// `{"enqueued","delivered","dropped":{reason:n},"queued","queued_bytes","last_error","backoff_s"}`.
+    /// `queued` counts the payload in flight, so enqueued = delivered + Σdropped + queued.
+    pub fn status_json(&self, out: &mut Vec<u8>, now: Instant) {
+        use crate::encode::json;
+        out.push(b'{');
+        for (i, r) in self.routes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let o = &self.origins[r.origin];
+            let in_flight = o.in_flight.as_ref().filter(|(ri, _)| *ri == i).map(|(_, b)| b.len());
+            let queued = r.queue.len() as u64 + u64::from(in_flight.is_some());
+            let bytes = r.queue.iter().map(Vec::len).sum::<usize>() + in_flight.unwrap_or(0);
+            json::str(out, r.spec.name);
+            out.extend_from_slice(b":{\"url\":");
+            json::str(out, &format!("{}{}", r.spec.base, r.spec.path));
+            out.extend_from_slice(b",\"enqueued\":");
+            json::u64(out, r.stats.enqueued);
+            out.extend_from_slice(b",\"delivered\":");
+            json::u64(out, r.stats.delivered);
+            out.extend_from_slice(b",\"dropped\":{");
+            for (k, (reason, n)) in r.stats.dropped.by_reason().iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                json::str(out, reason);
+                out.push(b':');
+                json::u64(out, *n);
+            }
+            out.extend_from_slice(b"},\"queued\":");
+            json::u64(out, queued);
+            out.extend_from_slice(b",\"queued_bytes\":");
+            json::u64(out, bytes as u64);
+            out.extend_from_slice(b",\"retries\":");
+            json::u64(out, r.stats.retries);
+            out.extend_from_slice(b",\"last_error\":");
+            match &r.last_error {
+                Some(e) => json::str(out, e),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"backoff_s\":");
+            let backoff = o.retry_at.map_or(0.0, |t| t.saturating_duration_since(now).as_secs_f64());
+            json::f64(out, (backoff * 10.0).round() / 10.0);
+            out.push(b'}');
+        }
+        out.push(b'}');
     }
 
     pub fn route_name(&self, route: RouteId) -> &'static str {
@@ -216,8 +310,9 @@ impl Forwarder {
         if route >= self.routes.len() {
             return;
         }
+        self.routes[route].stats.enqueued += 1;
         if body.len() > self.budget {
-            self.routes[route].stats.dropped_overflow += 1;
+            self.routes[route].stats.dropped.oversized += 1;
             error!(
                 "{}: dropped a {} byte payload larger than the whole outbox budget ({} bytes)",
                 self.routes[route].spec.name,
@@ -333,14 +428,24 @@ impl Forwarder {
                 o.last_logged = None;
                 self.recycle(body);
             }
-            Outcome::Response { status, body_excerpt, .. } if matches!(status, 400 | 403 | 404 | 413) => {
-                self.routes[ri].stats.dropped_rejected += 1;
+            Outcome::Response { status, body_excerpt, .. } if matches!(status, 400 | 403 | 413) => {
+                let d = &mut self.routes[ri].stats.dropped;
                 let why = match status {
-                    403 => "the API key was rejected (check STS_API_KEY)",
-                    413 => "payload too large",
-                    404 => "endpoint not found (check the base URL)",
-                    _ => "rejected as malformed",
+                    403 => {
+                        d.forbidden += 1;
+                        self.key_rejected = true;
+                        "the API key was rejected (check STS_API_KEY)"
+                    }
+                    413 => {
+                        d.too_large += 1;
+                        "payload too large"
+                    }
+                    _ => {
+                        d.bad_request += 1;
+                        "rejected as malformed"
+                    }
                 };
+                self.routes[ri].last_error = Some(format!("HTTP {status}: {why}"));
                 error!(
                     "{name}: {base} answered {status}: {why}; payload dropped ({} bytes); response: {:?}",
                     body.len(),
@@ -349,7 +454,9 @@ impl Forwarder {
                 self.recycle(body);
             }
             Outcome::Response { status, retry_after, body_excerpt, .. } => {
-                let reason = Failure { kind: FailureKind::Protocol, detail: format!("HTTP {status} {body_excerpt:?}") };
+                let hint = if status == 404 { " (endpoint not found: check the base URL)" } else { "" };
+                let reason =
+                    Failure { kind: FailureKind::Protocol, detail: format!("HTTP {status}{hint} {body_excerpt:?}") };
                 let hint = retry_after.map(Duration::from_secs);
                 self.retry(oi, ri, body, reason, hint, now);
             }
@@ -361,6 +468,7 @@ impl Forwarder {
         let name = self.routes[ri].spec.name;
         let base = self.routes[ri].spec.base.to_string();
         self.routes[ri].stats.retries += 1;
+        self.routes[ri].last_error = Some(why.to_string());
         self.queued += body.len();
         self.routes[ri].queue.push_front(body);
         self.rng ^= self.rng << 13;
@@ -395,11 +503,14 @@ impl Forwarder {
             let Some(old) = self.routes[victim].queue.pop_front() else { break };
             self.queued -= old.len();
             let r = &mut self.routes[victim];
-            r.stats.dropped_overflow += 1;
-            warn!(
-                "{}: outbox full ({} byte budget); dropped the oldest payload ({} dropped so far)",
-                r.spec.name, self.budget, r.stats.dropped_overflow
-            );
+            r.stats.dropped.overflow += 1;
+            // One line per power of two, so a long outage does not flood the log.
+            if r.stats.dropped.overflow.is_power_of_two() {
+                warn!(
+                    "{}: outbox full ({} byte budget); dropped the oldest payload ({} dropped so far)",
+                    r.spec.name, self.budget, r.stats.dropped.overflow
+                );
+            }
             self.spare.push(old);
         }
     }
@@ -439,11 +550,11 @@ mod tests {
         f.enqueue(1, &[3; 10]);
         assert_eq!(f.queued, 90);
         f.enqueue(1, &[4; 30]);
-        assert_eq!(f.stats(0).dropped_overflow, 1);
+        assert_eq!(f.stats(0).dropped.overflow, 1);
         assert_eq!(f.routes[0].queue.front().unwrap()[0], 2);
         assert_eq!(f.queued, 80);
         f.enqueue(1, &[5; 101]);
-        assert_eq!(f.stats(1).dropped_overflow, 1);
+        assert_eq!(f.stats(1).dropped.oversized, 1);
         assert!(!f.is_idle());
     }
 
@@ -456,12 +567,25 @@ mod tests {
         f.origins[0].in_flight = Some((0, vec![0; 10]));
         f.settle(0, resp(202), now);
         assert_eq!(f.stats(0).delivered, 1);
-        for (i, s) in [400, 403, 404, 413].into_iter().enumerate() {
+        for (i, s) in [400, 403, 413].into_iter().enumerate() {
             f.origins[0].in_flight = Some((1, vec![0; 10]));
             f.settle(0, resp(s), now);
-            assert_eq!(f.stats(1).dropped_rejected, i as u64 + 1);
+            assert_eq!(f.stats(1).dropped.total(), i as u64 + 1);
         }
+        let d = f.stats(1).dropped;
+        assert_eq!((d.bad_request, d.forbidden, d.too_large), (1, 1, 1));
+        assert!(f.key_rejected, "403 flags the key");
         assert!(f.is_idle());
+        // 404 is retried (a proxy or region misconfigured for a while), not dropped.
+        f.origins[0].in_flight = Some((1, vec![0; 10]));
+        f.settle(0, resp(404), now);
+        assert_eq!(f.stats(1).dropped.total(), 3);
+        assert_eq!(f.routes[1].queue.len(), 1);
+        f.routes[1].queue.clear();
+        f.queued = 0;
+        f.origins[0].retry_at = None;
+        f.origins[0].failures = 0;
+
         let mut last = Duration::ZERO;
         for n in 1..=8u32 {
             f.origins[0].in_flight = Some((0, vec![0; 10]));

@@ -11,13 +11,16 @@ use crate::sources::ecs::EcsSource;
 use crate::sources::host::HostSource;
 use crate::sources::meta::{resolve_hostname, HostnameSource};
 use crate::sources::trace_intake::{IntakeConfig, TraceIntake};
+use crate::transport::http_server::Route;
 use crate::transport::tls;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use status::{CheckStatus, StatusInput};
 
 mod connections;
 mod host;
 mod process;
+mod status;
 mod traces;
 pub use connections::ConnectionsCheck;
 pub use host::HostCheck;
@@ -39,8 +42,6 @@ const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
 const ONCE_SEND_LIMIT: Duration = Duration::from_secs(30);
 /// In `--once` mode: how long the reporting process check may wait for Docker metadata.
 const ONCE_METADATA_WAIT: Duration = Duration::from_secs(4);
-/// Total bytes of encoded payloads held for delivery (issue 7 makes this configurable).
-const OUTBOX_BUDGET: usize = 8 << 20;
 
 /// The kinds of payload the agent sends; each maps to one route (endpoint) when sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +130,9 @@ pub struct App {
     host_timer: Timer,
     process_timer: Timer,
     connection_timer: Timer,
+    host_status: CheckStatus,
+    process_status: CheckStatus,
+    connection_status: CheckStatus,
     stop_by: Option<Instant>,
 }
 
@@ -248,8 +252,9 @@ impl App {
                     specs.push(RouteSpec::traces(apm));
                 }
                 let seed = u64::from(std::process::id()) ^ unix_now().rotate_left(17);
-                let f = Forwarder::new(specs, cfg.api_key.expose(), Some(tls), OUTBOX_BUDGET, FIRST_ORIGIN_TOKEN, seed)
-                    .map_err(io::Error::other)?;
+                let f =
+                    Forwarder::new(specs, cfg.api_key.expose(), Some(tls), cfg.outbox_budget, FIRST_ORIGIN_TOKEN, seed)
+                        .map_err(io::Error::other)?;
                 info!("sending to {base}");
                 Output::Forward(f)
             }
@@ -340,6 +345,9 @@ impl App {
             host_timer,
             process_timer,
             connection_timer,
+            host_status: CheckStatus::default(),
+            process_status: CheckStatus::default(),
+            connection_status: CheckStatus::default(),
             stop_by: None,
         })
     }
@@ -438,7 +446,34 @@ impl App {
                         let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
                         let host = self.hostname.as_str();
                         let procs = self.process.as_ref().map(|p| &p.table);
+                        // A snapshot for `/status` (the intake is busy while it answers).
+                        let counters = intake.counters;
+                        let open = intake.open_connections();
+                        let forwarder = match &self.sink.output {
+                            Output::Forward(f) => Some(f),
+                            Output::DryRun => None,
+                        };
+                        let checks = [
+                            ("host", Some(self.host_status)),
+                            ("process", self.process.as_ref().map(|_| self.process_status)),
+                            ("connections", self.connections.as_ref().map(|_| self.connection_status)),
+                        ];
+                        let started = self.clock_origin;
                         intake.on_event(self.poll.registry(), t, now, &mut |head, body, peer, reply| {
+                            if head.route == Route::Status {
+                                let input = StatusInput {
+                                    host,
+                                    started,
+                                    now,
+                                    forwarder,
+                                    checks,
+                                    traces: Some(&traces.stats),
+                                    intake: counters,
+                                    open_connections: open,
+                                };
+                                status::write(reply, &input);
+                                return (200, "application/json");
+                            }
                             traces.handle(head, body, peer, reply, now, now_ns, host, procs)
                         });
                     }
@@ -520,6 +555,7 @@ impl App {
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
         let interval = self.cfg.host_check_interval.as_secs();
         let n = self.host.run(mono, unix_now(), &self.hostname, interval, &mut self.series_buf, &mut self.topology_buf);
+        record(&mut self.host_status, now, n as u64);
         self.host_timer.ran(now, self.opts.once);
         debug!("host check: {n} series");
         // In `--once` mode the first run only primes the rates.
@@ -562,6 +598,7 @@ impl App {
             }
         }
         let s = check.stats();
+        record(&mut self.process_status, now, u64::from(s.reported));
         debug!(
             "process check: {} processes, {} reported ({} by usage), {} vanished mid-read",
             s.total, s.reported, s.included_by_usage, check.table.vanished
@@ -600,12 +637,21 @@ impl App {
             }
         });
         let (s, src) = (check.selection.stats, check.source_stats());
+        record(&mut self.connection_status, now, u64::from(s.reported));
         debug!(
             "connections check: {} sockets in {} namespaces, {} of reported processes, {} reported ({} short-lived), {} fd links read in {} processes, {} owners known",
             s.total, src.namespaces, s.owned_by_reported, s.reported, s.short_lived, src.links_read, src.processes_scanned, check.owners_known()
         );
         result
     }
+}
+
+/// Notes a check's run that started at `started` and produced `count` items.
+fn record(s: &mut CheckStatus, started: Instant, count: u64) {
+    s.runs += 1;
+    s.last_run_unix = unix_now();
+    s.last_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    s.last_count = count;
 }
 
 /// One `O_PATH` descriptor is kept per process: raise the soft limit to the hard one.

@@ -74,7 +74,7 @@ impl TraceAgent {
                 reply.extend_from_slice(&self.info);
                 return (200, "application/json");
             }
-            Route::Other => {
+            Route::Other | Route::Status => {
                 reply.extend_from_slice(b"not found\n");
                 return (404, "text/plain");
             }

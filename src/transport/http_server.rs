@@ -11,6 +11,8 @@ pub enum Route {
     V04Traces,
     V05Traces,
     Info,
+    /// The agent's own status report (`sts-agent status` reads it).
+    Status,
     Other,
 }
 
@@ -111,6 +113,7 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, He
         "/v0.4/traces" => Route::V04Traces,
         "/v0.5/traces" => Route::V05Traces,
         "/info" => Route::Info,
+        "/status" => Route::Status,
         _ => Route::Other,
     };
     let http10 = req.version == Some(0);

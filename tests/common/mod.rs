@@ -23,6 +23,8 @@ pub struct Request {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status the receiver answered.
+    pub status: u16,
 }
 
 impl Request {
@@ -192,6 +194,7 @@ fn serve<S: Read + Write>(
                         target: r.path.unwrap().to_string(),
                         headers: hs,
                         body: buf[head..head + len].to_vec(),
+                        status: 0,
                     };
                     buf.drain(..head + len);
                     break req;
@@ -216,6 +219,8 @@ fn serve<S: Read + Write>(
                 *q.front().unwrap_or(&202)
             }
         };
+        let mut req = req;
+        req.status = status;
         rec.lock().unwrap().requests.push(req);
         let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
         if s.write_all(reply.as_bytes()).and_then(|_| s.flush()).is_err() {

@@ -1,0 +1,113 @@
+//! The agent's status report (`GET /status` on the trace intake's port, printed by
+//! `sts-agent status`): per endpoint the outbox accounting (enqueued = delivered + Σdropped +
+//! queued), per check its last run, and the trace intake's counters.
+
+use super::traces::TraceStats;
+use crate::encode::json;
+use crate::outbox::Forwarder;
+use crate::sources::trace_intake::IntakeCounters;
+use std::time::Instant;
+
+/// A check's last run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CheckStatus {
+    pub runs: u64,
+    pub last_run_unix: u64,
+    pub last_duration_ms: f64,
+    /// What the run produced (series, processes reported, connections reported).
+    pub last_count: u64,
+}
+
+pub struct StatusInput<'a> {
+    pub host: &'a str,
+    pub started: Instant,
+    pub now: Instant,
+    pub forwarder: Option<&'a Forwarder>,
+    pub checks: [(&'static str, Option<CheckStatus>); 3],
+    pub traces: Option<&'a TraceStats>,
+    pub intake: IntakeCounters,
+    pub open_connections: usize,
+}
+
+pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
+    out.extend_from_slice(b"{\"version\":");
+    json::str(out, env!("CARGO_PKG_VERSION"));
+    out.extend_from_slice(b",\"hostname\":");
+    json::str(out, s.host);
+    out.extend_from_slice(b",\"uptime_s\":");
+    json::u64(out, s.now.duration_since(s.started).as_secs());
+    out.extend_from_slice(b",\"endpoints\":");
+    match s.forwarder {
+        Some(f) => f.status_json(out, s.now),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"api_key_rejected\":");
+    out.extend_from_slice(if s.forwarder.is_some_and(|f| f.key_rejected) { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"checks\":{");
+    let mut first = true;
+    for (name, c) in &s.checks {
+        let Some(c) = c else { continue };
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        json::str(out, name);
+        out.extend_from_slice(b":{\"runs\":");
+        json::u64(out, c.runs);
+        out.extend_from_slice(b",\"last_run_unix\":");
+        json::u64(out, c.last_run_unix);
+        out.extend_from_slice(b",\"last_duration_ms\":");
+        json::f64(out, (c.last_duration_ms * 1000.0).round() / 1000.0);
+        out.extend_from_slice(b",\"last_count\":");
+        json::u64(out, c.last_count);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"},\"trace_intake\":");
+    match s.traces {
+        None => out.extend_from_slice(b"null"),
+        Some(t) => {
+            let i = &s.intake;
+            let fields: [(&str, u64); 6] = [
+                ("requests", i.requests),
+                ("payloads", t.payloads),
+                ("traces", t.traces),
+                ("spans", t.spans),
+                ("dropped_traces", t.dropped_traces),
+                ("flushed_payloads", t.flushed_payloads),
+            ];
+            out.push(b'{');
+            for (k, (name, v)) in fields.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                json::str(out, name);
+                out.push(b':');
+                json::u64(out, *v);
+            }
+            let rejected: [(&str, u64); 6] = [
+                ("decode", t.rejected_decode),
+                ("too_large", i.too_large),
+                ("bad_request", i.bad_requests),
+                ("forbidden", i.forbidden),
+                ("busy", i.busy),
+                ("timeout", i.timeouts),
+            ];
+            out.extend_from_slice(b",\"rejected\":{");
+            for (k, (name, v)) in rejected.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                json::str(out, name);
+                out.push(b':');
+                json::u64(out, *v);
+            }
+            out.extend_from_slice(b"},\"connections_open\":");
+            json::u64(out, s.open_connections as u64);
+            out.extend_from_slice(b",\"connections_accepted\":");
+            json::u64(out, i.connections_accepted);
+            out.extend_from_slice(b",\"connections_evicted\":");
+            json::u64(out, i.connections_evicted);
+            out.push(b'}');
+        }
+    }
+    out.push(b'}');
+}
