@@ -112,3 +112,142 @@ fn a_503_storm_then_recovery_delivers_everything_once() {
         assert!(e["dropped"].as_object().unwrap().values().all(|v| v == 0), "{e}");
     }
 }
+
+fn start_agent(url: &str, extra: &[(&str, &str)]) -> (Agent, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port_s = port.to_string();
+    let mut env = vec![
+        ("STS_STS_URL", url),
+        ("STS_API_KEY", "fwd-test-key-0123456789"),
+        ("STS_HOSTNAME", "fwd-host"),
+        ("STS_HOST_CHECK_INTERVAL", "1"),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled"),
+        ("STS_APM_RECEIVER_PORT", &port_s),
+    ];
+    env.extend_from_slice(extra);
+    let agent = Agent(Some(spawn_agent(&[], &env)));
+    let t = Instant::now();
+    while status(port).is_none() {
+        assert!(t.elapsed() < Duration::from_secs(15), "no /status");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (agent, port)
+}
+
+/// Polls `/status` until `done` holds (checking the invariant at every read); returns the last.
+fn wait_status(port: u16, secs: u64, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = status(port) {
+            check_invariant(&st);
+            if done(&st) {
+                return st;
+            }
+            assert!(t.elapsed() < Duration::from_secs(secs), "timed out; last status {st}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn series(st: &serde_json::Value) -> &serde_json::Value {
+    &st["endpoints"]["series"]
+}
+
+#[test]
+fn status_classification_drop_or_retry() {
+    // 400, 403 and 413 are dropped at once (never resent); 404 and 429 (Retry-After: 2) are retried.
+    let rx = Receiver::start(true, vec![400, 403, 413, 404, 429, 202]);
+    let (_agent, port) = start_agent(&rx.url("/stsAgent"), &[("STS_SKIP_SSL_VALIDATION", "true")]);
+    // Retry-After: 2 is honoured: right after the 429 the backoff is about 2 s (jitter alone
+    // would give at most 2 s only on the third failure of a row).
+    let saw_retry_after = std::cell::Cell::new(0.0f64);
+    let st = wait_status(port, 40, |st| {
+        for e in st["endpoints"].as_object().unwrap().values() {
+            if e["last_error"].as_str().is_some_and(|l| l.contains("429")) {
+                saw_retry_after.set(saw_retry_after.get().max(e["backoff_s"].as_f64().unwrap()));
+            }
+        }
+        let delivered: u64 =
+            st["endpoints"].as_object().unwrap().values().map(|e| e["delivered"].as_u64().unwrap()).sum();
+        delivered >= 4
+    });
+    assert!(saw_retry_after.get() >= 1.0, "backoff after a 429 with Retry-After: 2 was {}", saw_retry_after.get());
+    let all = st["endpoints"].as_object().unwrap();
+    let sum = |reason: &str| all.values().map(|e| e["dropped"][reason].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("bad_request"), sum("forbidden"), sum("too_large")), (1, 1, 1), "{st}");
+    assert_eq!(st["api_key_rejected"], true, "a 403 flags the key");
+    let reqs = rx.requests();
+    let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
+    assert_eq!(&statuses[..6], &[400, 403, 413, 404, 429, 202]);
+    // Series payloads differ from cycle to cycle (the topology payload may not), so they show
+    // what was resent: a dropped one never again, a retried one again and then accepted.
+    for r in reqs.iter().take(5).filter(|r| r.target.starts_with("/stsAgent/api/v1/series")) {
+        let copies = reqs.iter().filter(|o| o.body == r.body).count();
+        let accepted = reqs.iter().filter(|o| o.body == r.body && o.status == 202).count();
+        match r.status {
+            400 | 403 | 413 => assert_eq!(copies, 1, "a payload answered {} was resent", r.status),
+            _ => assert_eq!(accepted, 1, "a payload answered {} was not delivered once", r.status),
+        }
+    }
+}
+
+#[test]
+fn a_reply_cut_mid_body_is_retried_and_delivered_once() {
+    let rx = Receiver::start(true, vec![CUT, 202]);
+    let (_agent, port) = start_agent(&rx.url("/stsAgent"), &[("STS_SKIP_SSL_VALIDATION", "true")]);
+    let st = wait_status(port, 30, |st| series(st)["delivered"].as_u64().unwrap() >= 3);
+    let reqs = rx.requests();
+    assert_eq!(reqs[0].status, CUT);
+    assert!(st["endpoints"].as_object().unwrap().values().any(|e| e["retries"].as_u64().unwrap() >= 1), "{st}");
+    let first = &reqs[0].body;
+    assert_eq!(reqs.iter().filter(|r| &r.body == first && r.status == 202).count(), 1, "retried and delivered once");
+}
+
+#[test]
+fn a_backend_that_never_answers_does_not_stall_collection_or_the_intake() {
+    let rx = Receiver::start(true, vec![HANG]);
+    let (_agent, port) = start_agent(&rx.url("/stsAgent"), &[("STS_SKIP_SSL_VALIDATION", "true")]);
+    let t = Instant::now();
+    let first_runs = status(port).unwrap()["checks"]["host"]["runs"].as_u64().unwrap();
+    let mut slowest = Duration::ZERO;
+    while t.elapsed() < Duration::from_secs(4) {
+        let q = Instant::now();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"));
+        slowest = slowest.max(q.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = status(port).unwrap();
+    check_invariant(&st);
+    let runs = st["checks"]["host"]["runs"].as_u64().unwrap() - first_runs;
+    assert!(runs >= 3, "host check ran {runs} times in 4 s with the backend hanging");
+    assert!(slowest < Duration::from_millis(100), "the intake took {slowest:?}");
+    assert!(series(&st)["queued"].as_u64().unwrap() >= 1, "payloads wait: {st}");
+    assert!(rx.requests().iter().all(|r| r.status == HANG));
+}
+
+#[test]
+fn tls_failures_are_retried_with_the_cause_named() {
+    // Verification on, and the receiver's CA unknown: refused, kept for retry.
+    let rx = Receiver::start(true, vec![202]);
+    let (_agent, port) = start_agent(&rx.url("/stsAgent"), &[]);
+    let st = wait_status(port, 20, |st| series(st)["retries"].as_u64().unwrap() >= 1);
+    let err = series(&st)["last_error"].as_str().unwrap().to_lowercase();
+    assert!(err.contains("certificate") || err.contains("tls"), "{err}");
+    assert_eq!(series(&st)["delivered"], 0);
+    assert!(rx.requests().is_empty(), "nothing was sent over an unverified connection");
+
+    // The CA trusted (SSL_CERT_FILE) but the wrong host name: refused too.
+    let dir = TempDir::new("tls");
+    let ca = dir.0.join("ca.pem");
+    std::fs::write(&ca, &rx.pki.as_ref().unwrap().ca_pem).unwrap();
+    let url = rx.url("/stsAgent").replace("127.0.0.1", "localhost");
+    let (_agent2, port2) = start_agent(&url, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let st = wait_status(port2, 20, |st| series(st)["retries"].as_u64().unwrap() >= 1);
+    let err = series(&st)["last_error"].as_str().unwrap().to_lowercase();
+    assert!(err.contains("name") || err.contains("certificate"), "{err}");
+    assert!(rx.requests().is_empty());
+}

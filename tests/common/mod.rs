@@ -93,6 +93,10 @@ pub fn make_pki() -> TestPki {
     }
 }
 
+/// Scripted receiver statuses that are not statuses: never answer, or cut the reply short.
+pub const HANG: u16 = 0;
+pub const CUT: u16 = 1;
+
 #[derive(Default)]
 pub struct Recorded {
     pub requests: Vec<Request>,
@@ -222,7 +226,23 @@ fn serve<S: Read + Write>(
         let mut req = req;
         req.status = status;
         rec.lock().unwrap().requests.push(req);
-        let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
+        match status {
+            // HANG: never answer (the connection stays open until the client gives up).
+            HANG => {
+                let mut b = [0u8; 1024];
+                while s.read(&mut b).is_ok_and(|n| n > 0) {}
+                return;
+            }
+            // CUT: the head and part of the body, then the connection ends mid-response.
+            CUT => {
+                let _ = s.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n{\"par");
+                let _ = s.flush();
+                return;
+            }
+            _ => {}
+        }
+        let retry_after = if status == 429 { "Retry-After: 2\r\n" } else { "" };
+        let reply = format!("HTTP/1.1 {status} X\r\n{retry_after}Content-Length: 2\r\n\r\n{{}}");
         if s.write_all(reply.as_bytes()).and_then(|_| s.flush()).is_err() {
             return;
         }
