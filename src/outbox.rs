@@ -342,21 +342,10 @@ impl Forwarder {
     pub fn pump(&mut self, registry: &Registry, now: Instant) {
         for oi in 0..self.origins.len() {
             loop {
-                let o = &self.origins[oi];
-                if o.in_flight.is_some() || o.client.is_busy() || o.retry_at.is_some_and(|t| now < t) {
+                if self.origins[oi].client.is_busy() {
                     break;
                 }
-                let n = self.routes.len();
-                let start = o.next_route;
-                let Some(ri) = (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty())
-                else {
-                    break;
-                };
-                let Some(body) = self.routes[ri].queue.pop_front() else { break };
-                self.queued -= body.len();
-                self.origins[oi].next_route = (ri + 1) % n;
+                let Some((ri, body)) = self.next_payload(oi, now) else { break };
                 let r = &self.routes[ri];
                 let mut headers: smallvec::SmallVec<[(&str, &str); 8]> = smallvec::SmallVec::new();
                 headers.push(("sts-api-key", self.api_key.as_str()));
@@ -381,6 +370,24 @@ impl Forwarder {
                 }
             }
         }
+    }
+
+    /// The next payload origin `oi` may send now (none while one is in flight or backing off):
+    /// the routes of an origin take turns; each route's queue is first in, first out.
+    fn next_payload(&mut self, oi: usize, now: Instant) -> Option<(usize, Vec<u8>)> {
+        let o = &self.origins[oi];
+        if o.in_flight.is_some() || o.retry_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        let n = self.routes.len();
+        let start = o.next_route;
+        let ri = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty())?;
+        let body = self.routes[ri].queue.pop_front()?;
+        self.queued -= body.len();
+        self.origins[oi].next_route = (ri + 1) % n;
+        Some((ri, body))
     }
 
     pub fn on_event(&mut self, registry: &Registry, token: Token, now: Instant) {
@@ -495,7 +502,8 @@ impl Forwarder {
         self.make_room(0);
     }
 
-    /// Drops the oldest payloads of the fullest queue until `need` more bytes fit the budget.
+    /// Drops the oldest payloads of the fullest queue (by count; the later route on a tie) until
+    /// `need` more bytes fit the budget.
     fn make_room(&mut self, need: usize) {
         while self.queued + need > self.budget {
             let fullest = (0..self.routes.len()).max_by_key(|&i| self.routes[i].queue.len());
@@ -526,6 +534,151 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference model: what the outbox promises, written as plainly as possible.
+    #[derive(Default)]
+    struct Model {
+        queues: Vec<std::collections::VecDeque<(u32, usize)>>,
+        budget: usize,
+        in_flight: Option<(usize, u32, usize)>,
+        next_route: usize,
+        delivered: Vec<u32>,
+        dropped: Vec<(u32, &'static str)>,
+    }
+
+    impl Model {
+        fn queued(&self) -> usize {
+            self.queues.iter().flatten().map(|p| p.1).sum()
+        }
+        fn enqueue(&mut self, route: usize, id: u32, size: usize) {
+            if size > self.budget {
+                self.dropped.push((id, "oversized"));
+                return;
+            }
+            self.make_room(size);
+            self.queues[route].push_back((id, size));
+        }
+        fn make_room(&mut self, need: usize) {
+            while self.queued() + need > self.budget {
+                // The oldest payload of the fullest queue (the later route on a tie).
+                let mut fullest = 0;
+                for i in 0..self.queues.len() {
+                    if self.queues[i].len() >= self.queues[fullest].len() {
+                        fullest = i;
+                    }
+                }
+                let Some((id, _)) = self.queues[fullest].pop_front() else { break };
+                self.dropped.push((id, "overflow"));
+            }
+        }
+        fn take(&mut self) -> Option<(usize, u32)> {
+            if self.in_flight.is_some() {
+                return None;
+            }
+            let n = self.queues.len();
+            let r = (0..n).map(|k| (self.next_route + k) % n).find(|&i| !self.queues[i].is_empty())?;
+            let (id, size) = self.queues[r].pop_front()?;
+            self.next_route = (r + 1) % n;
+            self.in_flight = Some((r, id, size));
+            Some((r, id))
+        }
+        fn settle(&mut self, status: u16) {
+            let Some((r, id, size)) = self.in_flight.take() else { return };
+            match status {
+                200..=299 => self.delivered.push(id),
+                400 => self.dropped.push((id, "bad_request")),
+                403 => self.dropped.push((id, "forbidden")),
+                413 => self.dropped.push((id, "too_large")),
+                _ => {
+                    self.queues[r].push_front((id, size));
+                    self.make_room(0);
+                }
+            }
+        }
+    }
+
+    fn payload_id(b: &[u8]) -> u32 {
+        u32::from_le_bytes(b[..4].try_into().unwrap())
+    }
+
+    /// Random sequences of enqueue, send, status and time advance: the outbox delivers, drops
+    /// and orders exactly as the model, backs off as promised, and keeps its accounting.
+    #[test]
+    fn the_outbox_behaves_like_its_reference_model() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..300 {
+            let budget = 200 + rand(2000) as usize;
+            let mut f = fwd(budget);
+            let mut m = Model { queues: vec![Default::default(); 2], budget, ..Model::default() };
+            let mut now = Instant::now();
+            let mut next_id = 0u32;
+            for step in 0..200 {
+                match rand(10) {
+                    0..=3 => {
+                        let route = rand(2) as usize;
+                        let size = 4 + rand(budget as u64 / 3 + 1) as usize;
+                        let mut body = next_id.to_le_bytes().to_vec();
+                        body.resize(size.max(4), 0);
+                        f.enqueue(route, &body);
+                        m.enqueue(route, next_id, body.len());
+                        next_id += 1;
+                    }
+                    4..=5 => {
+                        let real = f.next_payload(0, now);
+                        let backing_off = f.origins[0].retry_at.is_some_and(|t| now < t);
+                        let model = if backing_off { None } else { m.take() };
+                        assert_eq!(real.as_ref().map(|(r, b)| (*r, payload_id(b))), model, "case {case} step {step}");
+                        if let Some((ri, body)) = real {
+                            f.origins[0].in_flight = Some((ri, body));
+                        }
+                    }
+                    6..=8 => {
+                        let status = [202, 202, 400, 403, 413, 404, 429, 500, 503][rand(9) as usize];
+                        if f.origins[0].in_flight.is_some() {
+                            let failures = f.origins[0].failures;
+                            let outcome = Outcome::Response {
+                                status,
+                                retry_after: None,
+                                body_excerpt: String::new(),
+                                body: Vec::new(),
+                            };
+                            f.settle(0, outcome, now);
+                            m.settle(status);
+                            if !(200..300).contains(&status) && ![400, 403, 413].contains(&status) {
+                                // Backoff: between half and all of base × 2^(failures), capped.
+                                let step = BACKOFF_BASE.saturating_mul(1 << failures.min(16)).min(BACKOFF_CAP);
+                                let d = f.origins[0].retry_at.unwrap() - now;
+                                assert!(d >= step / 2 && d <= step, "case {case}: backoff {d:?} for step {step:?}");
+                            }
+                        }
+                    }
+                    _ => now += Duration::from_millis(rand(70_000)),
+                }
+                // Same deliveries, drops and order; the accounting holds.
+                let delivered: u64 = (0..2).map(|r| f.stats(r).delivered).sum();
+                assert_eq!(delivered as usize, m.delivered.len(), "case {case} step {step}");
+                let drops: u64 = (0..2).map(|r| f.stats(r).dropped.total()).sum();
+                assert_eq!(drops as usize, m.dropped.len(), "case {case} step {step}");
+                for r in 0..2 {
+                    let ids: Vec<u32> = f.routes[r].queue.iter().map(|b| payload_id(b)).collect();
+                    let want: Vec<u32> = m.queues[r].iter().map(|p| p.0).collect();
+                    assert_eq!(ids, want, "case {case} step {step}: queue {r}");
+                    let s = f.stats(r);
+                    let queued = f.routes[r].queue.len() as u64
+                        + u64::from(f.origins[0].in_flight.as_ref().is_some_and(|(ri, _)| *ri == r));
+                    assert_eq!(s.enqueued, s.delivered + s.dropped.total() + queued, "case {case} step {step}");
+                }
+                assert!(f.queued <= budget);
+                assert_eq!(f.queued, m.queued());
+            }
+        }
+    }
 
     fn fwd(budget: usize) -> Forwarder {
         let base = Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
