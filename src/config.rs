@@ -470,12 +470,12 @@ impl Config {
         let outbox_budget = match get("STS_FORWARDER_RETRY_QUEUE_MAX_SIZE") {
             None => 8 << 20,
             Some(v) => match v.trim().parse::<usize>() {
-                Ok(n @ 65_536..=1_073_741_824) => n,
+                Ok(n @ 16_384..=1_073_741_824) => n,
                 _ => {
                     return Err(err(
                         "STS_FORWARDER_RETRY_QUEUE_MAX_SIZE",
                         &v,
-                        "not a size from 65536 to 1073741824 bytes",
+                        "not a size from 16384 to 1073741824 bytes",
                         "bytes, e.g. 8388608",
                     ))
                 }

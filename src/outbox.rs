@@ -291,6 +291,13 @@ impl Forwarder {
         out.push(b'}');
     }
 
+    /// `(enqueued, delivered, dropped)` over every route.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.routes
+            .iter()
+            .fold((0, 0, 0), |(e, d, x), r| (e + r.stats.enqueued, d + r.stats.delivered, x + r.stats.dropped.total()))
+    }
+
     pub fn route_name(&self, route: RouteId) -> &'static str {
         self.routes.get(route).map_or("?", |r| r.spec.name)
     }

@@ -251,3 +251,66 @@ fn tls_failures_are_retried_with_the_cause_named() {
     assert!(err.contains("name") || err.contains("certificate"), "{err}");
     assert!(rx.requests().is_empty());
 }
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// The backend down for the whole run, under a steady trace load: the outbox stays within its
+/// budget (the oldest payloads dropped and counted), RSS within the budget plus a fixed baseline,
+/// the accounting exact at every read, and the last log line says what was never sent.
+#[test]
+fn a_long_outage_under_trace_load_stays_within_the_budget() {
+    const BUDGET: u64 = 16 * 1024;
+    // A closed port: every attempt is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("https://127.0.0.1:{closed}/stsAgent");
+    let budget = BUDGET.to_string();
+    let (mut agent, port) = start_agent(&url, &[("STS_FORWARDER_RETRY_QUEUE_MAX_SIZE", &budget)]);
+    let pid = agent.0.as_ref().unwrap().id();
+    let v04: &[u8] = include_bytes!("fixtures/traces/ddtrace-4.16-v0.4.msgpack");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = format!(
+        "PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        v04.len()
+    );
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut last = serde_json::Value::Null;
+    let mut resp = [0u8; 1024];
+    // 100 payloads of 6 spans per second for 14 s.
+    while start.elapsed() < Duration::from_secs(14) {
+        client.write_all(head.as_bytes()).unwrap();
+        client.write_all(v04).unwrap();
+        let n = client.read(&mut resp).unwrap();
+        assert!(resp[..n].starts_with(b"HTTP/1.1 200"));
+        sent += 1;
+        if sent % 50 == 0 {
+            let st = status(port).unwrap();
+            check_invariant(&st);
+            let bytes: u64 =
+                st["endpoints"].as_object().unwrap().values().map(|e| e["queued_bytes"].as_u64().unwrap()).sum();
+            assert!(bytes <= BUDGET, "{bytes} bytes queued over a {BUDGET} budget");
+            last = st;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let peak_kib = vm_kib(pid, "VmHWM:");
+    let all = last["endpoints"].as_object().unwrap();
+    let overflow: u64 = all.values().map(|e| e["dropped"]["overflow"].as_u64().unwrap()).sum();
+    assert!(overflow > 0, "a full outbox dropped its oldest payloads: {last}");
+    assert!(all.values().all(|e| e["delivered"] == 0 && e["last_error"].is_string()));
+    assert!(last["trace_intake"]["spans"].as_u64().unwrap() >= sent * 6 / 2);
+    // A fixed baseline (the agent with its trace path busy) plus the budget.
+    assert!(peak_kib <= 16 * 1024 + BUDGET / 1024, "peak RSS {peak_kib} KiB");
+    // SIGTERM: the last line counts what was never sent.
+    let child = agent.0.take().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(15));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap_or("");
+    assert!(line.contains("exiting:") && line.contains("undelivered") && line.contains(" 0 delivered"), "{line}");
+    eprintln!("outage: {sent} trace payloads in, peak RSS {peak_kib} KiB; {line}");
+}

@@ -397,6 +397,12 @@ impl App {
             if let Some(done) = self.finished(now) {
                 if let Output::Forward(f) = &mut self.sink.output {
                     f.close_all(self.poll.registry());
+                    // The last line accounts for every payload of the run.
+                    let (enq, del, drop) = f.totals();
+                    info!(
+                        "exiting: {enq} payloads enqueued, {del} delivered, {drop} dropped, {} undelivered",
+                        f.queued_payloads()
+                    );
                 }
                 return Ok(done);
             }
