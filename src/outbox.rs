@@ -28,7 +28,13 @@ pub struct RouteSpec {
     pub api_key_query: bool,
     /// Sent with every request besides `sts-api-key` and `User-Agent`.
     pub headers: Vec<(&'static str, String)>,
+    /// Splits a payload refused with 413 into two carrying the same data (once; see
+    /// `encode::split`). `None`: a 413 drops the payload.
+    pub split: Option<Splitter>,
 }
+
+/// Splits a payload into two halves that together carry the same data.
+pub type Splitter = fn(&[u8]) -> Option<[Vec<u8>; 2]>;
 
 /// The version the process-agent endpoints are told (`sts-processagentversion`).
 pub const PROCESS_AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -46,6 +52,7 @@ impl RouteSpec {
                 ("Content-Encoding", "deflate".into()),
                 ("DD-Agent-Version", env!("CARGO_PKG_VERSION").into()),
             ],
+            split: None,
         }
     }
 
@@ -61,6 +68,7 @@ impl RouteSpec {
                 ("sts-hostname", host.into()),
                 ("sts-processagentversion", PROCESS_AGENT_VERSION.into()),
             ],
+            split: Some(crate::encode::split::process_message),
         }
     }
 
@@ -72,6 +80,7 @@ impl RouteSpec {
             path: "/api/v0.2/traces",
             api_key_query: false,
             headers: vec![("Content-Type", "application/x-protobuf".into()), ("Content-Encoding", "gzip".into())],
+            split: None,
         }
     }
 
@@ -87,6 +96,7 @@ impl RouteSpec {
                 ("Content-Encoding", "gzip".into()),
                 ("sts-hostname", host.into()),
             ],
+            split: None,
         }
     }
 }
@@ -125,7 +135,10 @@ impl Drops {
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RouteStats {
+    /// Payloads handed to the outbox, plus one for each 413 split (one payload became two).
     pub enqueued: u64,
+    /// Payloads refused with 413 and split in two.
+    pub split: u64,
     pub delivered: u64,
     pub dropped: Drops,
     pub retries: u64,
@@ -137,6 +150,8 @@ struct Route {
     /// Base path + path + query; holds the API key, so it is never logged.
     target: String,
     queue: VecDeque<Vec<u8>>,
+    /// How many payloads at the front of `queue` are halves of a split (never split again).
+    split_front: usize,
     stats: RouteStats,
     /// The last failure, for the status report (the API key never appears in it).
     last_error: Option<String>,
@@ -145,6 +160,8 @@ struct Route {
 struct Origin {
     client: HttpClient,
     in_flight: Option<(usize, Vec<u8>)>,
+    /// The payload in flight is a half of a split.
+    in_flight_split: bool,
     retry_at: Option<Instant>,
     failures: u32,
     last_logged: Option<(FailureKind, String)>,
@@ -199,6 +216,7 @@ impl Forwarder {
                     origins.push(Origin {
                         client,
                         in_flight: None,
+                        in_flight_split: false,
                         retry_at: None,
                         failures: 0,
                         last_logged: None,
@@ -217,6 +235,7 @@ impl Forwarder {
                 origin,
                 target,
                 queue: VecDeque::new(),
+                split_front: 0,
                 stats: RouteStats::default(),
                 last_error: None,
             });
@@ -278,6 +297,8 @@ impl Forwarder {
             json::u64(out, bytes as u64);
             out.extend_from_slice(b",\"retries\":");
             json::u64(out, r.stats.retries);
+            out.extend_from_slice(b",\"split\":");
+            json::u64(out, r.stats.split);
             out.extend_from_slice(b",\"last_error\":");
             match &r.last_error {
                 Some(e) => json::str(out, e),
@@ -392,6 +413,9 @@ impl Forwarder {
             .map(|k| (start + k) % n)
             .find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty())?;
         let body = self.routes[ri].queue.pop_front()?;
+        let r = &mut self.routes[ri];
+        self.origins[oi].in_flight_split = r.split_front > 0;
+        r.split_front = r.split_front.saturating_sub(1);
         self.queued -= body.len();
         self.origins[oi].next_route = (ri + 1) % n;
         Some((ri, body))
@@ -428,6 +452,7 @@ impl Forwarder {
 
     fn settle(&mut self, oi: usize, outcome: Outcome, now: Instant) {
         let Some((ri, body)) = self.origins[oi].in_flight.take() else { return };
+        let was_split = std::mem::take(&mut self.origins[oi].in_flight_split);
         let name = self.routes[ri].spec.name;
         let base = self.routes[ri].spec.base.to_string();
         match outcome {
@@ -440,6 +465,9 @@ impl Forwarder {
                 o.failures = 0;
                 o.retry_at = None;
                 o.last_logged = None;
+                self.recycle(body);
+            }
+            Outcome::Response { status: 413, .. } if !was_split && self.split(ri, &body) => {
                 self.recycle(body);
             }
             Outcome::Response { status, body_excerpt, .. } if matches!(status, 400 | 403 | 413) => {
@@ -472,19 +500,32 @@ impl Forwarder {
                 let reason =
                     Failure { kind: FailureKind::Protocol, detail: format!("HTTP {status}{hint} {body_excerpt:?}") };
                 let hint = retry_after.map(Duration::from_secs);
-                self.retry(oi, ri, body, reason, hint, now);
+                self.retry(oi, ri, body, was_split, reason, hint, now);
             }
-            Outcome::Failed(f) => self.retry(oi, ri, body, f, None, now),
+            Outcome::Failed(f) => self.retry(oi, ri, body, was_split, f, None, now),
         }
     }
 
-    fn retry(&mut self, oi: usize, ri: usize, body: Vec<u8>, why: Failure, hint: Option<Duration>, now: Instant) {
+    #[allow(clippy::too_many_arguments)]
+    fn retry(
+        &mut self,
+        oi: usize,
+        ri: usize,
+        body: Vec<u8>,
+        was_split: bool,
+        why: Failure,
+        hint: Option<Duration>,
+        now: Instant,
+    ) {
         let name = self.routes[ri].spec.name;
         let base = self.routes[ri].spec.base.to_string();
         self.routes[ri].stats.retries += 1;
         self.routes[ri].last_error = Some(why.to_string());
         self.queued += body.len();
         self.routes[ri].queue.push_front(body);
+        if was_split {
+            self.routes[ri].split_front += 1;
+        }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
@@ -516,6 +557,7 @@ impl Forwarder {
             let fullest = (0..self.routes.len()).max_by_key(|&i| self.routes[i].queue.len());
             let Some(victim) = fullest.filter(|&i| !self.routes[i].queue.is_empty()) else { break };
             let Some(old) = self.routes[victim].queue.pop_front() else { break };
+            self.routes[victim].split_front = self.routes[victim].split_front.saturating_sub(1);
             self.queued -= old.len();
             let r = &mut self.routes[victim];
             r.stats.dropped.overflow += 1;
@@ -528,6 +570,27 @@ impl Forwarder {
             }
             self.spare.push(old);
         }
+    }
+
+    /// Replaces a payload refused with 413 by its two halves, at the front of its queue; `false`
+    /// when the route cannot split it (then it is dropped).
+    fn split(&mut self, ri: usize, body: &[u8]) -> bool {
+        let Some(splitter) = self.routes[ri].spec.split else { return false };
+        let Some([a, b]) = splitter(body) else { return false };
+        let r = &mut self.routes[ri];
+        warn!(
+            "{}: the receiver refused a {} byte payload as too large (413); sending it in two halves",
+            r.spec.name,
+            body.len()
+        );
+        r.stats.split += 1;
+        r.stats.enqueued += 1;
+        self.queued += a.len() + b.len();
+        r.queue.push_front(b);
+        r.queue.push_front(a);
+        r.split_front += 2;
+        self.make_room(0);
+        true
     }
 
     fn recycle(&mut self, body: Vec<u8>) {
@@ -692,6 +755,53 @@ mod tests {
         let spec = |name, path| RouteSpec::core_json(name, &base, path);
         Forwarder::new(vec![spec("series", "/api/v1/series"), spec("intake", "/intake/")], "k y", None, budget, 10, 7)
             .unwrap()
+    }
+
+    /// A 413 on a splittable payload queues its two halves first; a half is never split again.
+    #[test]
+    fn a_413_splits_once() {
+        fn halves(b: &[u8]) -> Option<[Vec<u8>; 2]> {
+            (b.len() >= 2).then(|| [b[..b.len() / 2].to_vec(), b[b.len() / 2..].to_vec()])
+        }
+        let base = Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
+        let spec = RouteSpec { split: Some(halves), ..RouteSpec::core_json("series", &base, "/api/v1/series") };
+        let mut f = Forwarder::new(vec![spec], "k", None, 1000, 10, 7).unwrap();
+        let now = Instant::now();
+        let resp =
+            |status| Outcome::Response { status, retry_after: None, body_excerpt: String::new(), body: Vec::new() };
+        f.enqueue(0, &[1, 2, 3, 4]);
+        f.enqueue(0, &[9; 6]);
+        let (ri, body) = f.next_payload(0, now).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(0, resp(413), now);
+        let q: Vec<Vec<u8>> = f.routes[0].queue.iter().cloned().collect();
+        assert_eq!(q, vec![vec![1, 2], vec![3, 4], vec![9; 6]], "the halves go first, in order");
+        let s = f.stats(0);
+        assert_eq!((s.split, s.enqueued, s.dropped.total()), (1, 3, 0));
+        // The first half is refused again: dropped, not split again.
+        let (ri, body) = f.next_payload(0, now).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(0, resp(413), now);
+        assert_eq!(f.stats(0).dropped.too_large, 1);
+        // The second half fails (503) and is retried: still a half, still never split.
+        let (ri, body) = f.next_payload(0, now).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(0, resp(503), now);
+        assert_eq!(f.routes[0].split_front, 1);
+        f.origins[0].retry_at = None;
+        let (ri, body) = f.next_payload(0, now).unwrap();
+        assert_eq!(body, vec![3, 4]);
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(0, resp(413), now);
+        let s = f.stats(0);
+        assert_eq!((s.split, s.dropped.too_large, s.enqueued), (1, 2, 3));
+        // The untouched payload can still be split.
+        let (ri, body) = f.next_payload(0, now).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(0, resp(413), now);
+        assert_eq!(f.stats(0).split, 2);
+        let s = f.stats(0);
+        assert_eq!(s.enqueued, s.delivered + s.dropped.total() + f.routes[0].queue.len() as u64);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The forwarder under faults, against a scripted real TLS receiver, watched through the agent's
-//! own `/status` report: a 503 storm then recovery (every payload delivered once, nothing
-//! duplicated), and the accounting invariant enqueued = delivered + Σdropped + queued at every read.
+//! own `/status` report, with the accounting invariant enqueued = delivered + Σdropped + queued
+//! checked at every read: a 503 storm then recovery, the status classification (400/403/413
+//! dropped or split, 404/429 retried with Retry-After), a reply cut mid-body, a backend that never
+//! answers, TLS failures, a 413 split, and a long outage under trace load.
 
 mod common;
 use common::*;
@@ -174,7 +176,10 @@ fn status_classification_drop_or_retry() {
     assert!(saw_retry_after.get() >= 1.0, "backoff after a 429 with Retry-After: 2 was {}", saw_retry_after.get());
     let all = st["endpoints"].as_object().unwrap();
     let sum = |reason: &str| all.values().map(|e| e["dropped"][reason].as_u64().unwrap()).sum::<u64>();
-    assert_eq!((sum("bad_request"), sum("forbidden"), sum("too_large")), (1, 1, 1), "{st}");
+    // A 413 is split once when the payload can be split (series), else dropped (topology):
+    // either way it is never resent unchanged.
+    let splits: u64 = all.values().map(|e| e["split"].as_u64().unwrap()).sum();
+    assert_eq!((sum("bad_request"), sum("forbidden"), sum("too_large") + splits), (1, 1, 1), "{st}");
     assert_eq!(st["api_key_rejected"], true, "a 403 flags the key");
     let reqs = rx.requests();
     let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
@@ -300,7 +305,8 @@ fn a_long_outage_under_trace_load_stays_within_the_budget() {
     let all = last["endpoints"].as_object().unwrap();
     let overflow: u64 = all.values().map(|e| e["dropped"]["overflow"].as_u64().unwrap()).sum();
     assert!(overflow > 0, "a full outbox dropped its oldest payloads: {last}");
-    assert!(all.values().all(|e| e["delivered"] == 0 && e["last_error"].is_string()));
+    assert!(all.values().all(|e| e["delivered"] == 0), "{last}");
+    assert!(all["series"]["last_error"].as_str().is_some_and(|e| e.contains("refused")), "{last}");
     assert!(last["trace_intake"]["spans"].as_u64().unwrap() >= sent * 6 / 2);
     // A fixed baseline (the agent with its trace path busy) plus the budget.
     assert!(peak_kib <= 16 * 1024 + BUDGET / 1024, "peak RSS {peak_kib} KiB");
@@ -313,4 +319,24 @@ fn a_long_outage_under_trace_load_stays_within_the_budget() {
     let line = err.lines().last().unwrap_or("");
     assert!(line.contains("exiting:") && line.contains("undelivered") && line.contains(" 0 delivered"), "{line}");
     eprintln!("outage: {sent} trace payloads in, peak RSS {peak_kib} KiB; {line}");
+}
+
+#[test]
+fn a_413_series_payload_is_split_once_and_both_halves_delivered() {
+    let rx = Receiver::start(true, vec![413, 202]);
+    let (_agent, port) = start_agent(&rx.url("/stsAgent"), &[("STS_SKIP_SSL_VALIDATION", "true")]);
+    let st = wait_status(port, 20, |st| series(st)["delivered"].as_u64().unwrap() >= 3);
+    assert_eq!(series(&st)["split"], 1);
+    assert!(series(&st)["dropped"].as_object().unwrap().values().all(|v| v == 0), "{st}");
+    let reqs = rx.requests();
+    let series_reqs: Vec<&Request> = reqs.iter().filter(|r| r.target.starts_with("/stsAgent/api/v1/series")).collect();
+    assert_eq!(series_reqs[0].status, 413);
+    let names =
+        |r: &Request| -> Vec<String> { r.json()["series"].as_array().unwrap().iter().map(|s| s.to_string()).collect() };
+    let whole = names(series_reqs[0]);
+    assert!(whole.len() >= 2);
+    let (a, b) = (names(series_reqs[1]), names(series_reqs[2]));
+    assert!(series_reqs[1].status == 202 && series_reqs[2].status == 202);
+    assert!(!a.is_empty() && !b.is_empty());
+    assert_eq!([a, b].concat(), whole, "the two halves carry exactly the refused payload's series");
 }

@@ -222,7 +222,10 @@ impl App {
                 let tls = tls::client_config(cfg.skip_ssl_validation)
                     .map_err(|e| io::Error::other(format!("TLS setup: {e}")))?;
                 let mut specs = vec![
-                    RouteSpec::core_json("series", base, ENDPOINTS[Payload::Series as usize]),
+                    RouteSpec {
+                        split: Some(crate::encode::split::series_zlib),
+                        ..RouteSpec::core_json("series", base, ENDPOINTS[Payload::Series as usize])
+                    },
                     RouteSpec::core_json("intake", base, ENDPOINTS[Payload::Intake as usize]),
                 ];
                 routes[Payload::Series as usize] = Some(0);

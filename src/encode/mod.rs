@@ -9,5 +9,6 @@ pub mod process_json;
 pub mod process_msg;
 pub mod proto;
 pub mod series;
+pub mod split;
 pub mod trace_json;
 pub mod trace_payload;
