@@ -283,14 +283,7 @@ impl Forwarder {
             out.extend_from_slice(b",\"delivered\":");
             json::u64(out, r.stats.delivered);
             out.extend_from_slice(b",\"dropped\":{");
-            for (k, (reason, n)) in r.stats.dropped.by_reason().iter().enumerate() {
-                if k > 0 {
-                    out.push(b',');
-                }
-                json::str(out, reason);
-                out.push(b':');
-                json::u64(out, *n);
-            }
+            json::u64_fields(out, &r.stats.dropped.by_reason());
             out.extend_from_slice(b"},\"queued\":");
             json::u64(out, queued);
             out.extend_from_slice(b",\"queued_bytes\":");

@@ -21,17 +21,6 @@ const STREAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/stream.
 static SERIAL: Mutex<()> = Mutex::new(());
 static FIXTURES: AtomicU32 = AtomicU32::new(0);
 
-/// Children killed on drop, so a failing assertion leaves nothing running.
-struct Kids(Vec<Child>);
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A network namespace joined to the host by a veth pair; deleted on drop (also on failure).
 struct Netns {
     name: String,
@@ -104,19 +93,6 @@ fn stream(netns: Option<&str>, args: &[&str], wait_ready: bool) -> Child {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
-}
-
-fn create_time_ms(pid: u32) -> i64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let start: i64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let btime: i64 = std::fs::read_to_string("/proc/stat").unwrap().lines().find(|l| l.starts_with("btime")).unwrap()
-        [6..]
-        .trim()
-        .parse()
-        .unwrap();
-    let tck = rustix::param::clock_ticks_per_second() as i64;
-    btime * 1000 + start * 1000 / tck
 }
 
 /// `(local, peer)` of the established sockets `ss -tnpi` attributes to `pid`.

@@ -12,17 +12,6 @@ const KEY: &str = "proc-test-key-0123456789";
 /// The CPU-based tests must not see each other's busy loops.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Children killed on drop, so a failing assertion leaves nothing running.
-struct Kids(Vec<Child>);
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn spawn(cmd: &str, args: &[&str]) -> Child {
     Command::new(cmd).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
@@ -69,17 +58,6 @@ fn find(msgs: &[CollectorProc], pid: u32) -> Option<&Process> {
 
 fn proc_file(pid: u32, f: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap()
-}
-
-/// createTime the naive way: boot time + start ticks / CLK_TCK, in ms.
-fn create_time_ms(pid: u32) -> i64 {
-    let stat = proc_file(pid, "stat");
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let start: i64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let btime: i64 =
-        proc_file(1, "../stat").lines().find(|l| l.starts_with("btime")).unwrap()[6..].trim().parse().unwrap();
-    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap();
-    btime * 1000 + start * 1000 / tck
 }
 
 #[test]

@@ -50,18 +50,6 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn create_time_ms(pid: u32) -> i64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let start: i64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let btime: i64 = std::fs::read_to_string("/proc/stat").unwrap().lines().find(|l| l.starts_with("btime")).unwrap()
-        [6..]
-        .trim()
-        .parse()
-        .unwrap();
-    btime * 1000 + start * 1000 / rustix::param::clock_ticks_per_second() as i64
-}
-
 struct App {
     service: String,
     pid: u32,

@@ -75,14 +75,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
                 ("flushed_payloads", t.flushed_payloads),
             ];
             out.push(b'{');
-            for (k, (name, v)) in fields.iter().enumerate() {
-                if k > 0 {
-                    out.push(b',');
-                }
-                json::str(out, name);
-                out.push(b':');
-                json::u64(out, *v);
-            }
+            json::u64_fields(out, &fields);
             let rejected: [(&str, u64); 6] = [
                 ("decode", t.rejected_decode),
                 ("too_large", i.too_large),
@@ -92,14 +85,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
                 ("timeout", i.timeouts),
             ];
             out.extend_from_slice(b",\"rejected\":{");
-            for (k, (name, v)) in rejected.iter().enumerate() {
-                if k > 0 {
-                    out.push(b',');
-                }
-                json::str(out, name);
-                out.push(b':');
-                json::u64(out, *v);
-            }
+            json::u64_fields(out, &rejected);
             out.extend_from_slice(b"},\"connections_open\":");
             json::u64(out, s.open_connections as u64);
             out.extend_from_slice(b",\"connections_accepted\":");

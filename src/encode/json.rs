@@ -43,6 +43,18 @@ pub fn u64(out: &mut Vec<u8>, v: u64) {
 }
 
 /// A finite float; NaN and infinities (which JSON cannot carry) are written as 0.
+/// `"k":v,"k2":v2` (no braces) for whole-number fields.
+pub fn u64_fields(out: &mut Vec<u8>, fields: &[(&str, u64)]) {
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        str(out, k);
+        out.push(b':');
+        u64(out, *v);
+    }
+}
+
 pub fn f64(out: &mut Vec<u8>, v: f64) {
     let v = if v.is_finite() { v } else { 0.0 };
     let _ = serde_json::to_writer(&mut *out, &v);

@@ -260,6 +260,9 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Child {
     cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // No IMDS here: keep the look-up from waiting on 169.254.169.254 unless a test points it somewhere.
     cmd.env("STS_EC2_METADATA_URL", "http://127.0.0.1:9");
+    // A trace intake port of its own (not 8126), so agents of parallel tests do not collide.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cmd.env("STS_APM_RECEIVER_PORT", port.to_string());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -294,4 +297,29 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     };
     Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
+}
+
+/// Children killed on drop, so a failing assertion leaves nothing running.
+pub struct Kids(pub Vec<std::process::Child>);
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A process's createTime the naive way: boot time + start ticks / CLK_TCK, in ms.
+pub fn create_time_ms(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let start: i64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let btime: i64 = std::fs::read_to_string("/proc/stat").unwrap().lines().find(|l| l.starts_with("btime")).unwrap()
+        [6..]
+        .trim()
+        .parse()
+        .unwrap();
+    btime * 1000 + start * 1000 / rustix::param::clock_ticks_per_second() as i64
 }
