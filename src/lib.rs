@@ -4,6 +4,7 @@
 
 #[macro_use]
 pub mod log;
+pub mod alloc_count;
 pub mod app;
 pub mod checks;
 pub mod config;

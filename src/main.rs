@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use sts_agent::app::{App, RunOptions};
 use sts_agent::config::{help_text, Config};
 
+/// The budget benchmark's build counts allocations (see `sts_agent::alloc_count`).
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: sts_agent::alloc_count::Counting = sts_agent::alloc_count::Counting;
+
 fn main() -> ExitCode {
     let mut opts = RunOptions::default();
     for arg in std::env::args().skip(1) {

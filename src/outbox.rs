@@ -149,6 +149,8 @@ struct Route {
     origin: usize,
     /// Base path + path + query; holds the API key, so it is never logged.
     target: String,
+    /// Base URL + path, for the status report (no key in it).
+    url: String,
     queue: VecDeque<Vec<u8>>,
     /// How many payloads at the front of `queue` are halves of a split (never split again).
     split_front: usize,
@@ -168,6 +170,10 @@ struct Origin {
     next_route: usize,
 }
 
+/// Spare buffers hold at most 1/SPARE_SHARE of the budget, and at most MAX_SPARES of them.
+const SPARE_SHARE: usize = 4;
+const MAX_SPARES: usize = 256;
+
 pub struct Forwarder {
     routes: Vec<Route>,
     origins: Vec<Origin>,
@@ -175,7 +181,10 @@ pub struct Forwarder {
     user_agent: String,
     budget: usize,
     queued: usize,
+    /// Buffers of delivered or dropped payloads, reused by `enqueue` (steady state allocates
+    /// nothing); their capacity is at most `SPARE_SHARE` of the budget.
     spare: Vec<Vec<u8>>,
+    spare_bytes: usize,
     rng: u64,
     /// A receiver answered 403: the API key is wrong (a health flag).
     pub key_rejected: bool,
@@ -231,6 +240,7 @@ impl Forwarder {
                 target.push_str(&percent_encode(api_key));
             }
             routes.push(Route {
+                url: format!("{}{}", spec.base, spec.path),
                 spec,
                 origin,
                 target,
@@ -248,6 +258,7 @@ impl Forwarder {
             budget,
             queued: 0,
             spare: Vec::new(),
+            spare_bytes: 0,
             rng: seed | 1,
             key_rejected: false,
         })
@@ -277,7 +288,7 @@ impl Forwarder {
             let bytes = r.queue.iter().map(Vec::len).sum::<usize>() + in_flight.unwrap_or(0);
             json::str(out, r.spec.name);
             out.extend_from_slice(b":{\"url\":");
-            json::str(out, &format!("{}{}", r.spec.base, r.spec.path));
+            json::str(out, &r.url);
             out.extend_from_slice(b",\"enqueued\":");
             json::u64(out, r.stats.enqueued);
             out.extend_from_slice(b",\"delivered\":");
@@ -343,7 +354,7 @@ impl Forwarder {
             return;
         }
         self.make_room(body.len());
-        let mut buf = self.spare.pop().unwrap_or_default();
+        let mut buf = self.take_spare(body.len());
         buf.clear();
         buf.extend_from_slice(body);
         self.queued += buf.len();
@@ -447,13 +458,15 @@ impl Forwarder {
         let Some((ri, body)) = self.origins[oi].in_flight.take() else { return };
         let was_split = std::mem::take(&mut self.origins[oi].in_flight_split);
         let name = self.routes[ri].spec.name;
-        let base = self.routes[ri].spec.base.to_string();
         match outcome {
             Outcome::Response { status, .. } if (200..300).contains(&status) => {
                 self.routes[ri].stats.delivered += 1;
                 let o = &mut self.origins[oi];
                 if o.failures > 0 {
-                    info!("{base} accepts payloads again (after {} failed attempts)", o.failures);
+                    info!(
+                        "{} accepts payloads again (after {} failed attempts)",
+                        self.routes[ri].spec.base, o.failures
+                    );
                 }
                 o.failures = 0;
                 o.retry_at = None;
@@ -482,7 +495,8 @@ impl Forwarder {
                 };
                 self.routes[ri].last_error = Some(format!("HTTP {status}: {why}"));
                 error!(
-                    "{name}: {base} answered {status}: {why}; payload dropped ({} bytes); response: {:?}",
+                    "{name}: {} answered {status}: {why}; payload dropped ({} bytes); response: {:?}",
+                    self.routes[ri].spec.base,
                     body.len(),
                     body_excerpt
                 );
@@ -561,7 +575,7 @@ impl Forwarder {
                     r.spec.name, self.budget, r.stats.dropped.overflow
                 );
             }
-            self.spare.push(old);
+            self.recycle(old);
         }
     }
 
@@ -586,10 +600,26 @@ impl Forwarder {
         true
     }
 
+    /// Keeps a buffer for reuse: a cycle queues many payloads at once (5,000 connections are 50
+    /// messages), so the pool holds one cycle's worth, bounded by a share of the budget.
     fn recycle(&mut self, body: Vec<u8>) {
-        // A few spare buffers are enough: one payload per route per cycle.
-        if self.spare.len() < 8 {
+        if self.spare_bytes + body.capacity() <= self.budget / SPARE_SHARE && self.spare.len() < MAX_SPARES {
+            self.spare_bytes += body.capacity();
             self.spare.push(body);
+        }
+    }
+
+    /// The smallest spare buffer that holds `len` bytes, else the largest (grown once), else new.
+    fn take_spare(&mut self, len: usize) -> Vec<u8> {
+        let fits = self.spare.iter().enumerate().filter(|(_, b)| b.capacity() >= len).min_by_key(|(_, b)| b.capacity());
+        let pick = fits.or_else(|| self.spare.iter().enumerate().max_by_key(|(_, b)| b.capacity())).map(|(i, _)| i);
+        match pick {
+            Some(i) => {
+                let b = self.spare.swap_remove(i);
+                self.spare_bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
         }
     }
 }

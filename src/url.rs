@@ -92,7 +92,19 @@ impl fmt::Display for Url {
             Scheme::Http => "http",
             Scheme::Https => "https",
         };
-        write!(f, "{scheme}://{}{}", self.host_header(), self.base_path)
+        // Piece by piece, not through `host_header`: the status report prints URLs and must
+        // not allocate.
+        f.write_str(scheme)?;
+        f.write_str("://")?;
+        if self.host.contains(':') {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            f.write_str(&self.host)?;
+        }
+        if !matches!((self.scheme, self.port), (Scheme::Http, 80) | (Scheme::Https, 443)) {
+            write!(f, ":{}", self.port)?;
+        }
+        f.write_str(&self.base_path)
     }
 }
 

@@ -563,19 +563,24 @@ impl App {
     fn host_check(&mut self, now: Instant) -> io::Result<()> {
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
         let interval = self.cfg.host_check_interval.as_secs();
+        let meter = Meter::start();
         let n = self.host.run(mono, unix_now(), &self.hostname, interval, &mut self.series_buf, &mut self.topology_buf);
-        record(&mut self.host_status, now, n as u64);
         self.host_timer.ran(now, self.opts.once);
         debug!("host check: {n} series");
         // In `--once` mode the first run only primes the rates.
-        if self.opts.once && self.host_timer.runs == 1 {
-            return Ok(());
-        }
-        self.sink.deliver(Payload::Series, &self.series_buf)?;
-        self.sink.deliver(Payload::Intake, &self.topology_buf)
+        let r = if self.opts.once && self.host_timer.runs == 1 {
+            Ok(())
+        } else {
+            self.sink
+                .deliver(Payload::Series, &self.series_buf)
+                .and_then(|_| self.sink.deliver(Payload::Intake, &self.topology_buf))
+        };
+        meter.record(&mut self.host_status, now, n as u64);
+        r
     }
 
     fn process_check(&mut self, now: Instant) -> io::Result<()> {
+        let meter = Meter::start();
         self.process_timer.ran(now, self.opts.once);
         let Some(check) = self.process.as_mut() else { return Ok(()) };
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
@@ -607,7 +612,7 @@ impl App {
             }
         }
         let s = check.stats();
-        record(&mut self.process_status, now, u64::from(s.reported));
+        meter.record(&mut self.process_status, now, u64::from(s.reported));
         debug!(
             "process check: {} processes, {} reported ({} by usage), {} vanished mid-read",
             s.total, s.reported, s.included_by_usage, check.table.vanished
@@ -628,6 +633,7 @@ impl App {
     }
 
     fn connections_check(&mut self, now: Instant) -> io::Result<()> {
+        let meter = Meter::start();
         self.connection_timer.ran(now, self.opts.once);
         let (Some(check), Some(procs)) = (self.connections.as_mut(), self.process.as_ref()) else { return Ok(()) };
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
@@ -646,7 +652,7 @@ impl App {
             }
         });
         let (s, src) = (check.selection.stats, check.source_stats());
-        record(&mut self.connection_status, now, u64::from(s.reported));
+        meter.record(&mut self.connection_status, now, u64::from(s.reported));
         debug!(
             "connections check: {} sockets in {} namespaces, {} of reported processes, {} reported ({} short-lived), {} fd links read in {} processes, {} owners known",
             s.total, src.namespaces, s.owned_by_reported, s.reported, s.short_lived, src.links_read, src.processes_scanned, check.owners_known()
@@ -655,12 +661,36 @@ impl App {
     }
 }
 
-/// Notes a check's run that started at `started` and produced `count` items.
-fn record(s: &mut CheckStatus, started: Instant, count: u64) {
-    s.runs += 1;
-    s.last_run_unix = unix_now();
-    s.last_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    s.last_count = count;
+/// What a check's run costs, from its start: this thread's CPU time (one syscall) and, in a
+/// counting build, heap allocations. The run's payloads are compressed and queued within it.
+struct Meter {
+    cpu_ns: u64,
+    allocs: Option<crate::alloc_count::Allocs>,
+}
+
+impl Meter {
+    fn start() -> Meter {
+        Meter { cpu_ns: thread_cpu_ns(), allocs: crate::alloc_count::snapshot() }
+    }
+
+    /// Notes the run that started at `started` and produced `count` items.
+    fn record(self, s: &mut CheckStatus, started: Instant, count: u64) {
+        let allocs = crate::alloc_count::snapshot().zip(self.allocs).map(|(now, then)| now.since(then).count);
+        let cpu_ms = thread_cpu_ns().saturating_sub(self.cpu_ns) as f64 / 1e6;
+        s.runs += 1;
+        s.last_run_unix = unix_now();
+        s.last_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        s.last_count = count;
+        s.last_cpu_ms = cpu_ms;
+        s.total_cpu_ms += cpu_ms;
+        s.last_allocations = allocs;
+        s.total_allocations = allocs.map(|a| a + s.total_allocations.unwrap_or(0));
+    }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// One `O_PATH` descriptor is kept per process: raise the soft limit to the hard one.

@@ -16,6 +16,12 @@ pub struct CheckStatus {
     pub last_duration_ms: f64,
     /// What the run produced (series, processes reported, connections reported).
     pub last_count: u64,
+    /// CPU time of the last run (this thread, user + system), and of every run so far.
+    pub last_cpu_ms: f64,
+    pub total_cpu_ms: f64,
+    /// Heap allocations of the last run and of every run so far (counting builds only).
+    pub last_allocations: Option<u64>,
+    pub total_allocations: Option<u64>,
 }
 
 pub struct StatusInput<'a> {
@@ -36,6 +42,16 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
     json::str(out, s.host);
     out.extend_from_slice(b",\"uptime_s\":");
     json::u64(out, s.now.duration_since(s.started).as_secs());
+    // Every heap allocation since start (counting builds; taken before this report's own).
+    out.extend_from_slice(b",\"allocations\":");
+    match crate::alloc_count::snapshot() {
+        Some(a) => {
+            out.push(b'{');
+            json::u64_fields(out, &[("count", a.count), ("bytes", a.bytes)]);
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"endpoints\":");
     match s.forwarder {
         Some(f) => f.status_json(out, s.now),
@@ -59,6 +75,16 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
         json::f64(out, (c.last_duration_ms * 1000.0).round() / 1000.0);
         out.extend_from_slice(b",\"last_count\":");
         json::u64(out, c.last_count);
+        out.extend_from_slice(b",\"last_cpu_ms\":");
+        json::f64(out, (c.last_cpu_ms * 1000.0).round() / 1000.0);
+        out.extend_from_slice(b",\"total_cpu_ms\":");
+        json::f64(out, (c.total_cpu_ms * 1000.0).round() / 1000.0);
+        if let (Some(last), Some(total)) = (c.last_allocations, c.total_allocations) {
+            out.extend_from_slice(b",\"last_allocations\":");
+            json::u64(out, last);
+            out.extend_from_slice(b",\"total_allocations\":");
+            json::u64(out, total);
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"},\"trace_intake\":");

@@ -136,6 +136,8 @@ impl Conn {
 
 pub struct HttpClient {
     origin: Url,
+    /// `origin`'s Host header, made once (a request must not allocate).
+    host_header: String,
     /// Connect here instead of `origin`'s host and port (the Docker socket).
     unix_path: Option<PathBuf>,
     /// Keep the response body (metadata look-ups); the forwarder does not need it.
@@ -169,6 +171,7 @@ impl HttpClient {
             (Scheme::Http, _) => None,
         };
         Ok(HttpClient {
+            host_header: origin.host_header(),
             origin,
             unix_path: None,
             want_body: false,
@@ -235,8 +238,7 @@ impl HttpClient {
         debug_assert!(!self.busy);
         self.tx.clear();
         self.tx_off = 0;
-        let host = self.origin.host_header();
-        http1::write_request_head(&mut self.tx, method, path, &host, headers, body.len());
+        http1::write_request_head(&mut self.tx, method, path, &self.host_header, headers, body.len());
         self.tx.extend_from_slice(body);
         self.busy = true;
         self.retried_stale = false;

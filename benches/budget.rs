@@ -1,0 +1,1038 @@
+//! The whole-agent budget (issue 9). Builds a synthetic busy host on this machine — N sleeping
+//! processes, M established loopback TCP sockets and a TIME_WAIT share, optionally a trace load
+//! of S spans/s — runs the agent binary against a local TLS receiver with every check at a short
+//! interval, and measures per steady cycle: CPU time (user, system), heap allocations (the binary
+//! is built with `count-allocs`), peak and steady RSS and PSS, syscalls (`perf stat`), wakeups
+//! and bytes sent. In the same run, on the same host, the baselines: the floor (listing /proc and
+//! reading every pid's `stat`, `statm` and `io`, plus the inet_diag dump the agent asks for, and
+//! nothing else) and a psutil collector of the same facts. The gates are in `benches/budget.toml`;
+//! the method and the results are in `benches/README.md`. Run through `benches/budget.sh`.
+//!
+//! Arguments (after `--`): `--procs N` `--sockets M` `--time-wait F` (share of M) `--spans S`
+//! `--interval SECS` `--cycles K` `--check budget.toml` (exit 1 when a gate is crossed)
+//! `--sweep` (the scaling table and plot) `--out DIR` (JSON results, the plot).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use nix::sys::resource::{getrusage, UsageWho};
+use rustix::fd::AsFd;
+use rustix::fs::{openat, Mode, OFlags, RawDir};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use sts_agent::parse::inet_diag::{dump_request, messages, Msg, STATES_OWNED};
+use sts_agent::sys::netlink::{DiagSocket, RECV_BUFFER};
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    procs: usize,
+    sockets: usize,
+    time_wait_share: f64,
+    spans_per_s: u32,
+    interval_s: u64,
+    cycles: u64,
+}
+
+impl Default for Scenario {
+    fn default() -> Scenario {
+        Scenario { procs: 500, sockets: 5_000, time_wait_share: 0.2, spans_per_s: 0, interval_s: 1, cycles: 8 }
+    }
+}
+
+struct Args {
+    scenario: Scenario,
+    check: Option<PathBuf>,
+    sweep: bool,
+    out: PathBuf,
+    psutil: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        scenario: Scenario::default(),
+        check: None,
+        sweep: false,
+        out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/budget")),
+        psutil: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--bench" => {}
+            "--procs" => a.scenario.procs = val().parse().expect("--procs N"),
+            "--sockets" => a.scenario.sockets = val().parse().expect("--sockets M"),
+            "--time-wait" => a.scenario.time_wait_share = val().parse().expect("--time-wait SHARE"),
+            "--spans" => a.scenario.spans_per_s = val().parse().expect("--spans PER_SECOND"),
+            "--interval" => a.scenario.interval_s = val().parse().expect("--interval SECONDS"),
+            "--cycles" => a.scenario.cycles = val().parse().expect("--cycles K"),
+            "--check" => a.check = Some(PathBuf::from(val())),
+            "--out" => a.out = PathBuf::from(val()),
+            "--sweep" => a.sweep = true,
+            "--no-psutil" => a.psutil = false,
+            other => panic!("unknown argument {other:?} (see the top of benches/budget.rs)"),
+        }
+    }
+    a
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synthetic host.
+
+/// Sleeping processes, established loopback pairs and TIME_WAIT sockets; all go on drop.
+struct BusyHost {
+    _kids: common::Kids,
+    listener: TcpListener,
+    addr: SocketAddr,
+    _pairs: Vec<(TcpStream, TcpStream)>,
+    time_wait: usize,
+}
+
+impl BusyHost {
+    fn build(s: &Scenario) -> BusyHost {
+        raise_fd_limit(s.sockets + 4096);
+        let kids = common::Kids(
+            (0..s.procs)
+                // By full path: the default blacklist's `^sleep` would hide them; reported, every
+                // process costs the most (fd counts, status, encoding).
+                .map(|_| Command::new("/usr/bin/sleep").arg("3600").stdin(Stdio::null()).spawn().expect("spawn sleep"))
+                .collect(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pairs = (0..s.sockets / 2)
+            .map(|_| {
+                let c = TcpStream::connect(addr).unwrap();
+                let (a, _) = listener.accept().unwrap();
+                (c, a)
+            })
+            .collect();
+        let time_wait = (s.sockets as f64 * s.time_wait_share).round() as usize;
+        let host = BusyHost { _kids: kids, listener, addr, _pairs: pairs, time_wait };
+        host.top_up_time_wait();
+        host
+    }
+
+    /// TIME_WAIT lasts 60 s: before each measured phase, make the count the target again.
+    fn top_up_time_wait(&self) {
+        let have = self.time_wait_now();
+        for _ in have..self.time_wait {
+            // The side that closes first holds TIME_WAIT.
+            let c = TcpStream::connect(self.addr).unwrap();
+            let (a, _) = self.listener.accept().unwrap();
+            drop(c);
+            drop(a);
+        }
+    }
+
+    /// TIME_WAIT sockets of this host's listener (`ss` counts them; cheap next to a phase).
+    fn time_wait_now(&self) -> usize {
+        let port = self.addr.port();
+        let out = Command::new("ss")
+            .args(["-Htn", "state", "time-wait", &format!("( sport = :{port} or dport = :{port} )")])
+            .output()
+            .expect("ss");
+        out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()
+    }
+}
+
+impl Drop for BusyHost {
+    fn drop(&mut self) {
+        // Leave no TIME_WAIT behind for the next scenario (SOCK_DESTROY through inet_diag).
+        let port = self.addr.port();
+        let _ = Command::new("ss")
+            .args(["-HKtn", "state", "time-wait", &format!("( sport = :{port} or dport = :{port} )")])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn raise_fd_limit(need: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    let want = need as u64 + 1024;
+    if l.maximum.is_some_and(|m| m < want) {
+        // Root may raise the hard limit (up to fs.nr_open).
+        l.maximum = Some(want);
+    }
+    l.current = l.maximum;
+    setrlimit(Resource::Nofile, l).expect("raise RLIMIT_NOFILE (run as root for large socket counts)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor: the kernel reads any collector of these facts must make, and nothing else.
+
+struct Floor {
+    proc_fd: rustix::fd::OwnedFd,
+    dents: Vec<MaybeUninit<u8>>,
+    buf: Vec<u8>,
+    pids: Vec<u32>,
+    diag: DiagSocket,
+    requests: [[u8; 72]; 2],
+    nl_buf: Vec<u8>,
+}
+
+impl Floor {
+    fn new() -> Floor {
+        Floor {
+            proc_fd: openat(
+                rustix::fs::CWD,
+                "/proc",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap(),
+            dents: vec![MaybeUninit::uninit(); 64 * 1024],
+            buf: vec![0; 64 * 1024],
+            pids: Vec::with_capacity(8192),
+            diag: DiagSocket::open().unwrap(),
+            // The agent's request: IPv4 and IPv6, its states, with tcp_info.
+            requests: [dump_request(2, STATES_OWNED, true), dump_request(10, STATES_OWNED, true)],
+            nl_buf: vec![0; RECV_BUFFER],
+        }
+    }
+
+    fn cycle(&mut self) -> usize {
+        self.procs() + self.dump()
+    }
+
+    fn procs(&mut self) -> usize {
+        self.pids.clear();
+        rustix::fs::seek(&self.proc_fd, rustix::fs::SeekFrom::Start(0)).unwrap();
+        let mut dir = RawDir::new(&self.proc_fd, &mut self.dents);
+        while let Some(Ok(e)) = dir.next() {
+            if let Ok(pid) = std::str::from_utf8(e.file_name().to_bytes()).unwrap_or("").parse::<u32>() {
+                self.pids.push(pid);
+            }
+        }
+        let mut total = 0;
+        let mut path = [0u8; 32];
+        for &pid in &self.pids {
+            for f in ["stat", "statm", "io"] {
+                let s = pid_path(&mut path, pid, f);
+                if let Ok(fd) = openat(&self.proc_fd, s, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+                    total += rustix::io::read(fd.as_fd(), &mut self.buf).unwrap_or(0);
+                }
+            }
+        }
+        total
+    }
+
+    fn dump(&mut self) -> usize {
+        let mut total = 0;
+        for r in &mut self.requests {
+            self.diag
+                .dump(r, &mut self.nl_buf, |d| {
+                    total += d.len();
+                    Ok(!messages(d).any(|m| matches!(m, Ok(Msg::Done))))
+                })
+                .unwrap();
+        }
+        total
+    }
+}
+
+fn pid_path<'a>(buf: &'a mut [u8; 32], pid: u32, f: &str) -> &'a std::ffi::CStr {
+    let mut c = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(c, "{pid}/{f}\0");
+    let n = c.position() as usize;
+    std::ffi::CStr::from_bytes_with_nul(&buf[..n]).unwrap()
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user_ms: f64,
+    sys_ms: f64,
+}
+
+impl Cpu {
+    fn total(&self) -> f64 {
+        self.user_ms + self.sys_ms
+    }
+}
+
+/// This thread's CPU time: the exact total (CLOCK_THREAD_CPUTIME_ID), split as getrusage's
+/// tick-sampled user and system times are.
+fn thread_cpu() -> Cpu {
+    let u = getrusage(UsageWho::RUSAGE_THREAD).unwrap();
+    let ms = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 * 1e3 + tv.tv_usec() as f64 / 1e3;
+    let (user, sys) = (ms(u.user_time()), ms(u.system_time()));
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let total = t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6;
+    let user_share = if user + sys > 0.0 { user / (user + sys) } else { 0.0 };
+    Cpu { user_ms: total * user_share, sys_ms: total * (1.0 - user_share) }
+}
+
+/// The floor's median cycle (by total CPU) of `n`, after one warm-up, with the median of its
+/// /proc part and of its inet_diag part.
+fn floor_cpu(floor: &mut Floor, n: usize) -> (Cpu, f64, f64) {
+    std::hint::black_box(floor.cycle());
+    let mut samples: Vec<(Cpu, f64)> = (0..n)
+        .map(|_| {
+            let a = thread_cpu();
+            std::hint::black_box(floor.procs());
+            let m = thread_cpu();
+            std::hint::black_box(floor.dump());
+            let b = thread_cpu();
+            (Cpu { user_ms: b.user_ms - a.user_ms, sys_ms: b.sys_ms - a.sys_ms }, m.total() - a.total())
+        })
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let procs = median(samples.iter().map(|s| s.1).collect());
+    let dump = median(samples.iter().map(|s| s.0.total() - s.1).collect());
+    samples.sort_by(|a, b| a.0.total().total_cmp(&b.0.total()));
+    (samples[samples.len() / 2].0, procs, dump)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The psutil baseline.
+
+#[derive(Debug, Clone, Default)]
+struct Psutil {
+    cpu: Cpu,
+    processes: u64,
+    connections: u64,
+    version: String,
+}
+
+fn psutil_cpu(cycles: usize) -> Option<Psutil> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/psutil_collector.py");
+    let out = Command::new("python3").arg(script).arg(cycles.to_string()).stderr(Stdio::inherit()).output().ok()?;
+    if !out.status.success() {
+        eprintln!("psutil baseline unavailable (pip install psutil); skipped");
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(Psutil {
+        cpu: Cpu { user_ms: v["user_ms"].as_f64()?, sys_ms: v["sys_ms"].as_f64()? },
+        processes: v["processes"].as_u64()?,
+        connections: v["connections"].as_u64()?,
+        version: v["psutil"].as_str()?.to_string(),
+    })
+    .map(|mut p| {
+        // The median total, split as the median sample was.
+        let total = v["cpu_ms"].as_f64().unwrap_or(p.cpu.total());
+        let k = if p.cpu.total() > 0.0 { total / p.cpu.total() } else { 1.0 };
+        p.cpu.user_ms *= k;
+        p.cpu.sys_ms *= k;
+        p
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent, watched from outside (procfs, perf) and through its /status.
+
+struct Agent {
+    child: Child,
+    pid: u32,
+    port: u16,
+    rx: common::Receiver,
+    _ca: common::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn start(s: &Scenario) -> Agent {
+        let rx = common::Receiver::start(true, vec![202]);
+        let ca = common::TempDir::new("budget");
+        let ca_file = ca.0.join("ca.pem");
+        std::fs::write(&ca_file, &rx.pki.as_ref().unwrap().ca_pem).unwrap();
+        let interval = s.interval_s.to_string();
+        let max_conns = (s.sockets * 2).max(10_000).to_string();
+        let env = [
+            ("STS_STS_URL", rx.url("/stsAgent")),
+            ("STS_API_KEY", "budget-key".to_string()),
+            ("SSL_CERT_FILE", ca_file.to_str().unwrap().to_string()),
+            ("STS_LOG_LEVEL", "warn".to_string()),
+            ("STS_HOST_CHECK_INTERVAL", interval.clone()),
+            ("STS_PROCESS_CHECK_INTERVAL", interval.clone()),
+            ("STS_CONNECTION_CHECK_INTERVAL", interval),
+            // Report everything from the first cycle: the worst case for encoding and sending.
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0".to_string()),
+            ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0".to_string()),
+            ("STS_NETWORK_TRACER_MAX_CONNECTIONS", max_conns),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock".to_string()),
+            ("STS_ECS_AGENT_URL", "http://127.0.0.1:9".to_string()),
+        ];
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port_var = port.to_string();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("STS_APM_RECEIVER_PORT", &port_var));
+        let mut child = common::spawn_agent(&[], &env);
+        // Keep its output drained (warnings only; it prints no payloads when sending).
+        let mut out = child.stdout.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            if !buf.is_empty() {
+                eprintln!("agent stderr:\n{}", String::from_utf8_lossy(&buf));
+            }
+        });
+        let pid = child.id();
+        Agent { child, pid, port, rx, _ca: ca }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = http_get_json(self.port, "/status") {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "the agent's /status does not answer");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn runs(v: &serde_json::Value) -> u64 {
+        v["checks"]["process"]["runs"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits until `runs` process checks have completed (polling near the expected time) and
+    /// returns the status right after.
+    fn wait_runs(&self, runs: u64, interval: Duration) -> serde_json::Value {
+        let now = Self::runs(&self.status());
+        if runs > now + 1 {
+            std::thread::sleep(interval * (runs - now - 1) as u32);
+        }
+        loop {
+            let v = self.status();
+            if Self::runs(&v) >= runs {
+                // The connections check runs right after; let it finish too.
+                if v["checks"]["connections"]["runs"].as_u64().unwrap_or(0) >= runs {
+                    return v;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn sample(&self) -> ProcSample {
+        ProcSample::read(self.pid)
+    }
+}
+
+fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let body = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    serde_json::from_slice(&buf[body..]).ok()
+}
+
+/// What procfs says about the agent at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcSample {
+    at: Option<Instant>,
+    runtime_ns: u64,
+    utime_ticks: u64,
+    stime_ticks: u64,
+    rss_kib: u64,
+    hwm_kib: u64,
+    pss_kib: u64,
+    ctxt_switches: u64,
+}
+
+impl ProcSample {
+    fn read(pid: u32) -> ProcSample {
+        let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+        let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |text: &str, key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        ProcSample {
+            at: Some(Instant::now()),
+            runtime_ns: schedstat.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            utime_ticks: f.get(11).copied().unwrap_or(0),
+            stime_ticks: f.get(12).copied().unwrap_or(0),
+            rss_kib: kib(&status, "VmRSS:"),
+            hwm_kib: kib(&status, "VmHWM:"),
+            pss_kib: kib(&rollup, "Pss:"),
+            ctxt_switches: kib(&status, "voluntary_ctxt_switches:") + kib(&status, "nonvoluntary_ctxt_switches:"),
+        }
+    }
+}
+
+/// Counts the agent's syscalls with `perf stat` over `cycles` cycles.
+fn syscalls_per_cycle(agent: &Agent, cycles: u64, interval: Duration) -> Option<f64> {
+    let before = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
+    let secs = (interval * cycles as u32).as_secs_f64() - 0.1;
+    let out = Command::new("perf")
+        .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", &agent.pid.to_string(), "--", "sleep"])
+        .arg(format!("{secs:.2}"))
+        .output()
+        .ok()?;
+    let after = agent.status();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let count: f64 = text.lines().find(|l| l.contains("raw_syscalls:sys_enter"))?.split(',').next()?.parse().ok()?;
+    let runs = Agent::runs(&after).saturating_sub(Agent::runs(&before));
+    (runs > 0).then(|| count / runs as f64)
+}
+
+/// A client sending the ddtrace v0.4 capture at `spans_per_s`, over one keep-alive connection.
+struct TraceLoad {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl TraceLoad {
+    fn start(port: u16, spans_per_s: u32) -> TraceLoad {
+        let (body, traces, spans) = trace_payload(SPANS_PER_PAYLOAD);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let gap = Duration::from_secs_f64(spans as f64 / f64::from(spans_per_s));
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_nodelay(true).unwrap();
+            let head = format!(
+                "PUT /v0.4/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: {traces}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let request = [head.as_bytes(), &body].concat();
+            let mut reply = [0u8; 4096];
+            let mut sent = 0u64;
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                s.write_all(&request).unwrap();
+                // The agent's replies are small and complete in one read here.
+                let n = s.read(&mut reply).unwrap();
+                assert!(reply[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply[..n]));
+                sent += spans;
+                next += gap;
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+            sent
+        });
+        TraceLoad { stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap())
+    }
+}
+
+/// Spans per request: a tracer flushes once a second, so 2,000 spans/s is e.g. ten services
+/// sending 200 spans each.
+const SPANS_PER_PAYLOAD: u64 = 200;
+
+/// A v0.4 payload of at least `spans` spans: the traces of the ddtrace capture, repeated.
+fn trace_payload(spans: u64) -> (Vec<u8>, u64, u64) {
+    let raw =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/traces/ddtrace-4.16-v0.4.msgpack")).unwrap();
+    let v = rmpv::decode::read_value(&mut &raw[..]).unwrap();
+    let traces = v.as_array().unwrap();
+    let per_copy: u64 = traces.iter().map(|t| t.as_array().unwrap().len() as u64).sum();
+    let copies = spans.div_ceil(per_copy);
+    let all: Vec<rmpv::Value> = (0..copies).flat_map(|_| traces.iter().cloned()).collect();
+    let n = all.len() as u64;
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, &rmpv::Value::Array(all)).unwrap();
+    (body, n, copies * per_copy)
+}
+
+// ---------------------------------------------------------------------------------------------
+// One scenario.
+
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    procs_on_host: u64,
+    reported_procs: u64,
+    reported_conns: u64,
+    time_wait: (usize, usize),
+    cycles: u64,
+    cpu: Cpu,
+    cpu_ms: f64,
+    checks_cpu_ms: [f64; 3],
+    allocs_per_cycle: Option<f64>,
+    allocs_in_checks_per_cycle: Option<f64>,
+    alloc_bytes_per_cycle: Option<f64>,
+    rss_kib: u64,
+    hwm_kib: u64,
+    pss_kib: u64,
+    wakeups_per_s: f64,
+    bytes_per_cycle: f64,
+    requests_per_cycle: f64,
+    syscalls_per_cycle: Option<f64>,
+    floor: Cpu,
+    /// The floor's /proc reads and its inet_diag dump.
+    floor_parts: (f64, f64),
+    psutil: Option<Psutil>,
+    /// With a trace load: spans accepted per second, the agent's CPU per span (over the same
+    /// agent without the load), and its RSS after.
+    traces: Option<TraceFigures>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TraceFigures {
+    spans_per_s: f64,
+    us_per_span: f64,
+    cpu_pct: f64,
+    hwm_kib: u64,
+    rss_kib: u64,
+}
+
+fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
+    let host = BusyHost::build(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut floor = Floor::new();
+    let (floor_before, fp0, fd0) = floor_cpu(&mut floor, 15);
+    let agent = Agent::start(s);
+    let interval = Duration::from_secs(s.interval_s);
+    // Warm-up: the first cycle primes rates and finds socket owners; the third is steady.
+    let _ = agent.wait_runs(3, interval);
+    host.top_up_time_wait();
+    let tw0 = host.time_wait_now();
+    let a = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
+    let pa = agent.sample();
+    let rx0 = agent.rx.requests().len();
+    let b = agent.wait_runs(Agent::runs(&a) + s.cycles, interval);
+    let pb = agent.sample();
+    let tw1 = host.time_wait_now();
+    let requests = agent.rx.requests();
+    let cycles = Agent::runs(&b) - Agent::runs(&a);
+    let per = |x: f64| x / cycles as f64;
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let (du, ds) = (
+        (pb.utime_ticks - pa.utime_ticks) as f64 * 1e3 / ticks,
+        (pb.stime_ticks - pa.stime_ticks) as f64 * 1e3 / ticks,
+    );
+    let cpu_ms = per((pb.runtime_ns - pa.runtime_ns) as f64 / 1e6);
+    // schedstat is exact; the tick counters give the user/system split.
+    let split = if du + ds > 0.0 { du / (du + ds) } else { 0.5 };
+    let check_ms = |name: &str| {
+        per(b["checks"][name]["total_cpu_ms"].as_f64().unwrap_or(0.0)
+            - a["checks"][name]["total_cpu_ms"].as_f64().unwrap_or(0.0))
+    };
+    let allocs = |v: &serde_json::Value, f: &str| v["allocations"][f].as_u64();
+    let in_checks = |v: &serde_json::Value| -> Option<u64> {
+        ["host", "process", "connections"].iter().map(|c| v["checks"][c]["total_allocations"].as_u64()).sum()
+    };
+    let window = pb.at.unwrap().duration_since(pa.at.unwrap()).as_secs_f64();
+    let sent: usize = requests[rx0.min(requests.len())..].iter().map(|r| r.body.len()).sum();
+    let mut f = Figures {
+        procs_on_host: std::fs::read_dir("/proc")
+            .unwrap()
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()))
+            .count() as u64,
+        reported_procs: b["checks"]["process"]["last_count"].as_u64().unwrap_or(0),
+        reported_conns: b["checks"]["connections"]["last_count"].as_u64().unwrap_or(0),
+        time_wait: (tw0, tw1),
+        cycles,
+        cpu: Cpu { user_ms: cpu_ms * split, sys_ms: cpu_ms * (1.0 - split) },
+        cpu_ms,
+        checks_cpu_ms: [check_ms("host"), check_ms("process"), check_ms("connections")],
+        allocs_per_cycle: allocs(&b, "count").zip(allocs(&a, "count")).map(|(b, a)| per((b - a) as f64)),
+        allocs_in_checks_per_cycle: in_checks(&b).zip(in_checks(&a)).map(|(b, a)| per((b - a) as f64)),
+        alloc_bytes_per_cycle: allocs(&b, "bytes").zip(allocs(&a, "bytes")).map(|(b, a)| per((b - a) as f64)),
+        rss_kib: pb.rss_kib,
+        hwm_kib: pb.hwm_kib,
+        pss_kib: pb.pss_kib,
+        wakeups_per_s: (pb.ctxt_switches - pa.ctxt_switches) as f64 / window,
+        bytes_per_cycle: per(sent as f64),
+        requests_per_cycle: per((requests.len() - rx0.min(requests.len())) as f64),
+        ..Figures::default()
+    };
+    f.syscalls_per_cycle = syscalls_per_cycle(&agent, s.cycles.min(4), interval);
+
+    if s.spans_per_s > 0 {
+        host.top_up_time_wait();
+        let load = TraceLoad::start(agent.port, s.spans_per_s);
+        // Let the first payloads (and one 5 s trace flush) pass before measuring.
+        std::thread::sleep(Duration::from_secs(6));
+        let (a, pa) = (agent.status(), agent.sample());
+        std::thread::sleep(Duration::from_secs(10));
+        let (b, pb) = (agent.status(), agent.sample());
+        load.stop();
+        let secs = pb.at.unwrap().duration_since(pa.at.unwrap()).as_secs_f64();
+        let spans = b["trace_intake"]["spans"].as_u64().unwrap_or(0) - a["trace_intake"]["spans"].as_u64().unwrap_or(0);
+        let cycles = (Agent::runs(&b) - Agent::runs(&a)) as f64;
+        let cpu_ms = (pb.runtime_ns - pa.runtime_ns) as f64 / 1e6;
+        // What the cycles cost, from the window without traces; the rest is the trace path.
+        let trace_ms = (cpu_ms - cycles * f.cpu_ms).max(0.0);
+        f.traces = Some(TraceFigures {
+            spans_per_s: spans as f64 / secs,
+            us_per_span: if spans > 0 { trace_ms * 1e3 / spans as f64 } else { 0.0 },
+            cpu_pct: cpu_ms / secs / 10.0,
+            hwm_kib: pb.hwm_kib,
+            rss_kib: pb.rss_kib,
+        });
+    }
+    drop(agent);
+    let (floor_after, fp1, fd1) = floor_cpu(&mut floor, 15);
+    f.floor_parts = ((fp0 + fp1) / 2.0, (fd0 + fd1) / 2.0);
+    f.floor = Cpu {
+        user_ms: (floor_before.user_ms + floor_after.user_ms) / 2.0,
+        sys_ms: (floor_before.sys_ms + floor_after.sys_ms) / 2.0,
+    };
+    if with_psutil {
+        host.top_up_time_wait();
+        f.psutil = psutil_cpu(3);
+    }
+    drop(host);
+    f
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report, gates, sweep.
+
+fn report(s: &Scenario, f: &Figures) {
+    let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+    println!(
+        "== {} processes on the host ({} reported), {} sockets + {}..{} TIME_WAIT, {} s cycles, {} measured",
+        f.procs_on_host, f.reported_procs, s.sockets, f.time_wait.0, f.time_wait.1, s.interval_s, f.cycles
+    );
+    println!(
+        "agent CPU per cycle: {:.2} ms (user {:.2}, system {:.2}); checks: host {:.2}, process {:.2}, connections {:.2}, the rest (send, TLS, loop) {:.2}",
+        f.cpu_ms,
+        f.cpu.user_ms,
+        f.cpu.sys_ms,
+        f.checks_cpu_ms[0],
+        f.checks_cpu_ms[1],
+        f.checks_cpu_ms[2],
+        f.cpu_ms - f.checks_cpu_ms.iter().sum::<f64>()
+    );
+    println!(
+        "floor per cycle: {:.2} ms (user {:.2}, system {:.2}; /proc {:.2}, inet_diag {:.2}); ratio {:.2}",
+        f.floor.total(),
+        f.floor.user_ms,
+        f.floor.sys_ms,
+        f.floor_parts.0,
+        f.floor_parts.1,
+        f.cpu_ms / f.floor.total()
+    );
+    if let Some(p) = &f.psutil {
+        println!(
+            "psutil {} per cycle: {:.1} ms (user {:.1}, system {:.1}; {} processes, {} connections); agent/psutil {:.3}",
+            p.version,
+            p.cpu.total(),
+            p.cpu.user_ms,
+            p.cpu.sys_ms,
+            p.processes,
+            p.connections,
+            f.cpu_ms / p.cpu.total()
+        );
+    }
+    println!(
+        "allocations per cycle: {} whole agent ({} bytes), {} in the checks",
+        opt(f.allocs_per_cycle),
+        opt(f.alloc_bytes_per_cycle),
+        opt(f.allocs_in_checks_per_cycle)
+    );
+    println!(
+        "memory: peak RSS {:.1} MiB, RSS {:.1} MiB, PSS {:.1} MiB; wakeups {:.1}/s; syscalls per cycle {}; sent {:.0} bytes in {:.1} requests per cycle; connections reported {}",
+        f.hwm_kib as f64 / 1024.0,
+        f.rss_kib as f64 / 1024.0,
+        f.pss_kib as f64 / 1024.0,
+        f.wakeups_per_s,
+        opt(f.syscalls_per_cycle),
+        f.bytes_per_cycle,
+        f.requests_per_cycle,
+        f.reported_conns
+    );
+    if let Some(t) = &f.traces {
+        println!(
+            "traces: {:.0} spans/s accepted; {:.2} µs CPU per span over the cycles; agent {:.2} % of a core; peak RSS {:.1} MiB, RSS {:.1} MiB",
+            t.spans_per_s,
+            t.us_per_span,
+            t.cpu_pct,
+            t.hwm_kib as f64 / 1024.0,
+            t.rss_kib as f64 / 1024.0
+        );
+    }
+}
+
+fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
+    serde_json::json!({
+        "scenario": {"procs": s.procs, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
+                     "spans_per_s": s.spans_per_s, "interval_s": s.interval_s},
+        "procs_on_host": f.procs_on_host, "reported_procs": f.reported_procs, "reported_connections": f.reported_conns,
+        "time_wait": [f.time_wait.0, f.time_wait.1], "cycles": f.cycles,
+        "cpu_ms": f.cpu_ms, "user_ms": f.cpu.user_ms, "sys_ms": f.cpu.sys_ms,
+        "checks_cpu_ms": {"host": f.checks_cpu_ms[0], "process": f.checks_cpu_ms[1], "connections": f.checks_cpu_ms[2]},
+        "floor_ms": f.floor.total(), "floor_user_ms": f.floor.user_ms, "floor_sys_ms": f.floor.sys_ms,
+        "floor_procs_ms": f.floor_parts.0, "floor_inet_diag_ms": f.floor_parts.1,
+        "ratio_to_floor": f.cpu_ms / f.floor.total(),
+        "psutil_ms": f.psutil.as_ref().map(|p| p.cpu.total()),
+        "ratio_to_psutil": f.psutil.as_ref().map(|p| f.cpu_ms / p.cpu.total()),
+        "allocs_per_cycle": f.allocs_per_cycle, "allocs_in_checks_per_cycle": f.allocs_in_checks_per_cycle,
+        "alloc_bytes_per_cycle": f.alloc_bytes_per_cycle,
+        "peak_rss_kib": f.hwm_kib, "rss_kib": f.rss_kib, "pss_kib": f.pss_kib,
+        "wakeups_per_s": f.wakeups_per_s, "syscalls_per_cycle": f.syscalls_per_cycle,
+        "bytes_per_cycle": f.bytes_per_cycle, "requests_per_cycle": f.requests_per_cycle,
+        "traces": f.traces.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span,
+            "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib, "rss_kib": t.rss_kib})),
+    })
+}
+
+/// `benches/budget.toml`: `[section]` headers and `key = number` lines (a TOML subset, so no
+/// TOML crate for one flat file).
+fn read_gates(path: &Path) -> BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut section = String::new();
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap().trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+            continue;
+        }
+        let (k, v) =
+            line.split_once('=').unwrap_or_else(|| panic!("{}:{}: expected key = number", path.display(), n + 1));
+        let v: f64 = v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{}:{}: {} is not a number", path.display(), n + 1, v.trim()));
+        out.insert(format!("{section}.{}", k.trim()), v);
+    }
+    out
+}
+
+/// Compares the figures with the gates; prints every verdict; false when one is crossed.
+fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
+    let get = |k: &str| *g.get(k).unwrap_or_else(|| panic!("budget.toml lacks {k}"));
+    let mut ok = true;
+    let mut verdict = |name: &str, value: f64, limit: f64, aim: Option<f64>| {
+        let pass = value <= limit;
+        ok &= pass;
+        let aim = aim.map_or(String::new(), |a| format!(" (aim {a}{})", if value <= a { ", met" } else { "" }));
+        println!("gate {name}: {value:.3} <= {limit:.3}{aim}: {}", if pass { "pass" } else { "FAIL" });
+    };
+    let margin = get("ci.noise_margin");
+    match f.allocs_per_cycle {
+        Some(a) => verdict("allocations per steady cycle (whole agent)", a, get("gates.allocations_per_cycle"), None),
+        None => verdict("allocations (the agent was not built with --features count-allocs)", f64::INFINITY, 0.0, None),
+    }
+    verdict("peak RSS MiB", f.hwm_kib as f64 / 1024.0, get("gates.peak_rss_mib"), Some(get("aims.peak_rss_mib")));
+    let ratio = f.cpu_ms / f.floor.total();
+    verdict(
+        &format!("CPU ratio to the floor (gate {} x noise margin {margin})", get("gates.cpu_ratio_to_floor")),
+        ratio,
+        get("gates.cpu_ratio_to_floor") * margin,
+        Some(get("aims.cpu_ratio_to_floor")),
+    );
+    if let Some(p) = &f.psutil {
+        verdict(
+            &format!("CPU fraction of psutil's (gate {} x noise margin {margin})", get("gates.cpu_fraction_of_psutil")),
+            f.cpu_ms / p.cpu.total(),
+            get("gates.cpu_fraction_of_psutil") * margin,
+            None,
+        );
+    }
+    if let Some(t) = &f.traces {
+        verdict(
+            "peak RSS MiB with the trace load",
+            t.hwm_kib as f64 / 1024.0,
+            get("gates.peak_rss_mib_with_traces"),
+            None,
+        );
+        verdict(
+            &format!("µs CPU per span (gate {} x noise margin {margin})", get("gates.us_per_span")),
+            t.us_per_span,
+            get("gates.us_per_span") * margin,
+            None,
+        );
+    }
+    ok
+}
+
+fn sweep(base: &Scenario, psutil: bool, out: &Path) {
+    let mut rows = Vec::new();
+    let mut points: Vec<(Scenario, Figures)> = Vec::new();
+    let procs = [100, 500, 1_000, 2_000];
+    let sockets = [1_000, 5_000, 10_000, 20_000];
+    let mut run = |s: Scenario| -> Figures {
+        if let Some((_, f)) = points.iter().find(|(p, _)| p.procs == s.procs && p.sockets == s.sockets) {
+            return f.clone();
+        }
+        eprintln!("sweep: {} processes, {} sockets", s.procs, s.sockets);
+        let f = run_scenario(&s, psutil);
+        report(&s, &f);
+        points.push((s, f.clone()));
+        f
+    };
+    let mut by_procs = Vec::new();
+    for p in procs {
+        let s = Scenario { procs: p, spans_per_s: 0, ..base.clone() };
+        by_procs.push((p, run(s)));
+    }
+    let mut by_sockets = Vec::new();
+    for m in sockets {
+        let s = Scenario { sockets: m, spans_per_s: 0, ..base.clone() };
+        by_sockets.push((m, run(s)));
+    }
+    for (s, f) in &points {
+        rows.push(to_json(s, f));
+    }
+    std::fs::write(out.join("sweep.json"), serde_json::to_vec_pretty(&rows).unwrap()).unwrap();
+    let mut md = String::from(
+        "| processes (on host) | sockets | TIME_WAIT | agent ms/cycle (user+sys) | floor ms | ratio | psutil ms | agent/psutil | allocs/cycle | peak RSS MiB | syscalls/cycle | bytes/cycle |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (s, f) in &points {
+        md += &format!(
+            "| {} ({}) | {} | {} | {:.2} ({:.2}+{:.2}) | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {:.0} |\n",
+            s.procs,
+            f.procs_on_host,
+            s.sockets,
+            f.time_wait.0,
+            f.cpu_ms,
+            f.cpu.user_ms,
+            f.cpu.sys_ms,
+            f.floor.total(),
+            f.cpu_ms / f.floor.total(),
+            f.psutil.as_ref().map_or("n/a".into(), |p| format!("{:.1}", p.cpu.total())),
+            f.psutil.as_ref().map_or("n/a".into(), |p| format!("{:.3}", f.cpu_ms / p.cpu.total())),
+            f.allocs_per_cycle.map_or("n/a".into(), |a| format!("{a:.1}")),
+            f.hwm_kib as f64 / 1024.0,
+            f.syscalls_per_cycle.map_or("n/a".into(), |a| format!("{a:.0}")),
+            f.bytes_per_cycle
+        );
+    }
+    std::fs::write(out.join("sweep.md"), &md).unwrap();
+    println!("\n{md}");
+    let svg = plot(&by_procs, &by_sockets, base);
+    std::fs::write(out.join("sweep.svg"), svg).unwrap();
+    println!("wrote {}/sweep.{{json,md,svg}}", out.display());
+}
+
+/// A plotted line: its name, colour, and its value in a scenario's figures.
+type Series = (&'static str, &'static str, fn(&Figures) -> Option<f64>);
+
+/// Two panels, CPU ms per cycle on a log scale: against processes, and against sockets.
+fn plot(by_procs: &[(usize, Figures)], by_sockets: &[(usize, Figures)], base: &Scenario) -> String {
+    let (w, h, pad) = (420.0, 300.0, 50.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        2.0 * w,
+        h + 40.0
+    );
+    let series: [Series; 3] = [
+        ("sts-agent", "#1f77b4", |f| Some(f.cpu_ms)),
+        ("floor (bare reads)", "#2ca02c", |f| Some(f.floor.total())),
+        ("psutil collector", "#d62728", |f| f.psutil.as_ref().map(|p| p.cpu.total())),
+    ];
+    let all: Vec<f64> =
+        by_procs.iter().chain(by_sockets).flat_map(|(_, f)| series.iter().filter_map(move |s| (s.2)(f))).collect();
+    let lo = all.iter().copied().fold(f64::MAX, f64::min).max(0.1).log10().floor();
+    let hi = all.iter().copied().fold(0.0, f64::max).max(1.0).log10().ceil();
+    let panels = [
+        (format!("processes ({} sockets)", base.sockets), by_procs),
+        (format!("sockets ({} processes)", base.procs), by_sockets),
+    ];
+    for (i, (label, pts)) in panels.iter().enumerate() {
+        let x0 = i as f64 * w;
+        let xmax = pts.iter().map(|p| p.0).max().unwrap_or(1) as f64;
+        let px = |x: f64| x0 + pad + (x / xmax) * (w - 2.0 * pad);
+        let py = |y: f64| 20.0 + (h - pad) - ((y.max(0.1).log10() - lo) / (hi - lo)) * (h - pad - 20.0);
+        svg += &format!(
+            "<line x1=\"{a}\" y1=\"{b}\" x2=\"{c}\" y2=\"{b}\" stroke=\"black\"/><line x1=\"{a}\" y1=\"20\" x2=\"{a}\" y2=\"{b}\" stroke=\"black\"/>\n",
+            a = x0 + pad,
+            b = h - pad + 20.0,
+            c = x0 + w - pad
+        );
+        svg +=
+            &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", x0 + w / 2.0, h - pad + 52.0);
+        let mut e = lo;
+        while e <= hi {
+            let y = py(10f64.powf(e));
+            svg += &format!(
+                "<line x1=\"{a}\" y1=\"{y}\" x2=\"{c}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{t}\" y=\"{y}\" text-anchor=\"end\" dy=\"4\">{v}</text>\n",
+                a = x0 + pad,
+                c = x0 + w - pad,
+                t = x0 + pad - 4.0,
+                v = 10f64.powf(e)
+            );
+            e += 1.0;
+        }
+        for (x, _) in pts.iter() {
+            svg +=
+                &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x}</text>\n", px(*x as f64), h - pad + 34.0);
+        }
+        for (name, color, get) in &series {
+            let path: Vec<String> =
+                pts.iter().filter_map(|(x, f)| get(f).map(|y| format!("{:.1},{:.1}", px(*x as f64), py(y)))).collect();
+            if path.is_empty() {
+                continue;
+            }
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                path.join(" ")
+            );
+            for p in &path {
+                let (x, y) = p.split_once(',').unwrap();
+                svg += &format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>\n");
+            }
+            let _ = name;
+        }
+    }
+    svg += "<text x=\"12\" y=\"14\">CPU ms per cycle (log scale)</text>\n";
+    for (k, (name, color, _)) in series.iter().enumerate() {
+        let x = 2.0 * w - 170.0;
+        let y = 14.0 + 14.0 * k as f64;
+        svg += &format!(
+            "<line x1=\"{x}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y1}\" stroke=\"{color}\" stroke-width=\"2\"/><text x=\"{t}\" y=\"{y}\" dy=\"4\">{name}</text>\n",
+            y1 = y,
+            x2 = x + 20.0,
+            t = x + 26.0
+        );
+    }
+    svg + "</svg>\n"
+}
+
+fn main() {
+    let args = parse_args();
+    std::fs::create_dir_all(&args.out).unwrap();
+    if sts_agent::alloc_count::snapshot().is_none() {
+        // The bench links the library with the same features as the binary it runs.
+        eprintln!("note: built without --features count-allocs: allocations are not counted");
+    }
+    if args.sweep {
+        sweep(&args.scenario, args.psutil, &args.out);
+        return;
+    }
+    let f = run_scenario(&args.scenario, args.psutil);
+    report(&args.scenario, &f);
+    let json = to_json(&args.scenario, &f);
+    std::fs::write(args.out.join("budget.json"), serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    if let Some(path) = &args.check {
+        let gates = read_gates(path);
+        if !check_gates(&gates, &f) {
+            eprintln!("budget: a gate is crossed (figures above, gates in {})", path.display());
+            std::process::exit(1);
+        }
+        println!("budget: every gate holds");
+    }
+}

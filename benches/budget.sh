@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole-agent budget: builds the agent (release profile with symbols, counting allocations)
+# and runs benches/budget.rs on a synthetic busy host. Root is needed (fd limits above the hard
+# limit; `ss -K` to clear TIME_WAIT between scenarios). Results go to target/budget/.
+#
+#   benches/budget.sh                 # one run of the default scenario, figures printed
+#   benches/budget.sh --check         # the same, plus the traces phase; exit 1 if a gate is crossed
+#   benches/budget.sh --sweep         # processes 100..2,000 and sockets 1,000..20,000: table and SVG
+#   benches/budget.sh --procs 1000 --sockets 10000 --spans 2000   # any scenario
+set -euo pipefail
+cd "$(dirname "$0")/.."
+args=()
+for a in "$@"; do
+  case "$a" in
+    --check) args+=(--check benches/budget.toml --spans 2000) ;;
+    *) args+=("$a") ;;
+  esac
+done
+python3 -c 'import psutil' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check psutil==7.1.3 ||
+  echo "budget: no psutil; the psutil baseline is skipped" >&2
+exec cargo bench --features count-allocs --bench budget -- "${args[@]}"
