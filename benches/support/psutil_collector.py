@@ -1,8 +1,10 @@
 """The psutil baseline of benches/budget.rs: the approach of Python-era agents (the StackState and
-Datadog v5 process checks), collecting the facts the agent collects each cycle, the way psutil
-does it: per process CPU times, memory, I/O counters and open fds; every TCP connection with its
-owning pid. Prints one JSON object: CPU time (user and system, this process) per cycle, the median
-over the measured cycles after one warm-up cycle.
+Datadog v5 process checks), collecting the facts the agent reports, the way psutil gets them: per
+process CPU times, memory, I/O counters, open fds, threads, context switches, create time, name,
+command line, user, exe and cwd (the agent reads the last four once per process; psutil keeps no
+such cache, so a psutil collector reads them each cycle); every TCP connection with its owning
+pid. Prints one JSON object: CPU time (user and system, this process) per cycle, the median over
+the measured cycles after one warm-up cycle.
 
 usage: python3 psutil_collector.py CYCLES
 """
@@ -14,7 +16,20 @@ import sys
 
 import psutil
 
-FIELDS = ["cpu_times", "memory_info", "io_counters", "num_fds", "create_time", "name"]
+FIELDS = [
+    "cpu_times",
+    "memory_info",
+    "io_counters",
+    "num_fds",
+    "num_threads",
+    "num_ctx_switches",
+    "create_time",
+    "name",
+    "cmdline",
+    "username",
+    "exe",
+    "cwd",
+]
 
 
 def cycle():

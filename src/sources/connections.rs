@@ -245,9 +245,14 @@ impl Owners {
         self.settle();
 
         // 2. Sockets of unknown owner: a round over the reported processes of their namespaces.
+        // Only sockets already there at the previous dump: most new ones are short-lived (an
+        // HTTP request without keep-alive), and looking for each one's owner meant reading every
+        // fd link of a process with thousands of sockets, every cycle (benches/budget.sh: the
+        // connections check cost twice the dump). A lasting socket is attributed one cycle later.
         self.unknown.clear();
         for c in &conns.conns {
             if c.inode != 0
+                && c.first_seen_mono < conns.mono_secs
                 && self.map.binary_search_by_key(&c.inode, |m| m.0).is_err()
                 && self.orphans.binary_search(&c.inode).is_err()
             {
