@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole-agent budget: builds the agent (release profile with symbols, counting allocations)
-# and runs benches/budget.rs on a synthetic busy host. Root is needed (fd limits above the hard
-# limit; `ss -K` to clear TIME_WAIT between scenarios). Results go to target/budget/.
+# and runs benches/budget.rs on a synthetic busy host. Run as root (`ss -K` clears loopback
+# TIME_WAIT between scenarios; `perf stat` counts the agent's syscalls). Needs python3 (the socket
+# holders; psutil for that baseline). Results go to target/budget/. Method: benches/README.md.
 #
 #   benches/budget.sh                 # one run of the default scenario, figures printed
 #   benches/budget.sh --check         # the same, plus the traces phase; exit 1 if a gate is crossed

@@ -468,8 +468,12 @@ impl App {
                             ("connections", self.connections.as_ref().map(|_| self.connection_status)),
                         ];
                         let started = self.clock_origin;
+                        let cpu_start = thread_cpu_ns();
+                        // Status requests' own time, not the trace path's.
+                        let mut status_ns = 0;
                         intake.on_event(self.poll.registry(), t, now, &mut |head, body, peer, reply| {
                             if head.route == Route::Status {
+                                let t0 = thread_cpu_ns();
                                 let input = StatusInput {
                                     host,
                                     started,
@@ -481,10 +485,12 @@ impl App {
                                     open_connections: open,
                                 };
                                 status::write(reply, &input);
+                                status_ns += thread_cpu_ns().saturating_sub(t0);
                                 return (200, "application/json");
                             }
                             traces.handle(head, body, peer, reply, now, now_ns, host, procs)
                         });
+                        traces.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start).saturating_sub(status_ns);
                     }
                     t => {
                         if let Output::Forward(f) = &mut self.sink.output {
@@ -625,10 +631,12 @@ impl App {
     /// Sends the pending traces as one payload.
     fn flush_traces(&mut self) -> io::Result<()> {
         let Some(t) = self.traces.as_mut() else { return Ok(()) };
+        let cpu_start = thread_cpu_ns();
         let Some(payload) = t.finish_payload(&self.hostname) else { return Ok(()) };
         debug!("traces: sending a payload of {} bytes", payload.len());
         let r = self.sink.deliver(Payload::Traces, payload);
         t.sent();
+        t.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start);
         r
     }
 

@@ -118,6 +118,8 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
             json::u64(out, i.connections_accepted);
             out.extend_from_slice(b",\"connections_evicted\":");
             json::u64(out, i.connections_evicted);
+            out.extend_from_slice(b",\"cpu_ms\":");
+            json::f64(out, (t.cpu_ns as f64 / 1e3).round() / 1e3);
             out.push(b'}');
         }
     }
