@@ -623,6 +623,9 @@ struct Figures {
     allocs_in_checks_per_cycle: Option<f64>,
     /// The largest of any one cycle (a new process, a new connection may allocate once).
     allocs_max: Option<f64>,
+    /// Allocations since start when the measured window began (start-up allocates thousands:
+    /// proof the counter counts, so that a zero per cycle means something).
+    allocs_at_start: Option<u64>,
     allocs_in_checks_max: Option<f64>,
     alloc_bytes_per_cycle: Option<f64>,
     rss_kib: u64,
@@ -731,6 +734,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         cpu_ms,
         checks_cpu_ms: [check_ms("host"), check_ms("process"), check_ms("connections")],
         allocs_per_cycle: median(&whole),
+        allocs_at_start: allocs(&a, "count"),
         allocs_max: whole.iter().copied().reduce(f64::max),
         allocs_in_checks_per_cycle: median(&checks),
         allocs_in_checks_max: checks.iter().copied().reduce(f64::max),
@@ -912,7 +916,14 @@ fn read_gates(path: &Path) -> BTreeMap<String, f64> {
 /// Compares the figures with the gates; prints every verdict; false when one is crossed.
 fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
     let get = |k: &str| *g.get(k).unwrap_or_else(|| panic!("budget.toml lacks {k}"));
-    let mut ok = true;
+    // Start-up allocates thousands of times; fewer would mean the counter does not count, and a
+    // zero per cycle would mean nothing.
+    let counted = f.allocs_at_start.unwrap_or(0);
+    let mut ok = counted >= 1000;
+    println!(
+        "allocation counter: {counted} allocations before the window (>= 1000): {}",
+        if ok { "counts" } else { "FAIL" }
+    );
     let mut verdict = |name: &str, value: f64, limit: f64, aim: Option<f64>| {
         let pass = value <= limit;
         ok &= pass;

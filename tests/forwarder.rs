@@ -80,6 +80,14 @@ fn a_503_storm_then_recovery_delivers_everything_once() {
     assert!(saw_backoff && saw_error, "the storm showed in /status: {last:?}");
     let st = last.unwrap();
     assert!(st["checks"]["host"]["runs"].as_u64().unwrap() >= 6, "{st}");
+    // Each check's CPU time: the last run's is part of the total, and the total is not zero after
+    // six runs that read /proc (the thread CPU clock counts nanoseconds).
+    let host = &st["checks"]["host"];
+    let (last, total) = (host["last_cpu_ms"].as_f64().unwrap(), host["total_cpu_ms"].as_f64().unwrap());
+    assert!(last >= 0.0 && total >= last && total > 0.0, "{host}");
+    // Allocation counts only come from a counting build (benches/budget.sh builds one).
+    assert_eq!(st["allocations"], serde_json::Value::Null, "{st}");
+    assert!(host.get("last_allocations").is_none(), "{host}");
     assert_eq!(st["api_key_rejected"], false);
     // `sts-agent status` prints the same report.
     let cli = std::process::Command::new(AGENT)
