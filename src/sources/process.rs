@@ -154,14 +154,14 @@ impl ProcessSource {
         t.page_size = rustix::param::page_size() as u64;
         t.clk_tck = self.clk_tck;
         self.users.refresh();
-        if let Ok(Ok(s)) = self.buf.read_file(self.root.as_fd(), c"stat").map(proc_stat::parse) {
+        if let Ok(Ok(s)) = self.buf.read_rendered(self.root.as_fd(), c"stat").map(proc_stat::parse) {
             let total = s.cpu.total();
             t.host_cpu_delta = total.saturating_sub(t.host_cpu_total);
             t.host_cpu_total = total;
             t.cpu_count = s.cpu_count.max(1);
             self.boot_time = s.boot_time;
         }
-        if let Ok(Ok(m)) = self.buf.read_file(self.root.as_fd(), c"meminfo").map(meminfo::parse) {
+        if let Ok(Ok(m)) = self.buf.read_rendered(self.root.as_fd(), c"meminfo").map(meminfo::parse) {
             t.mem_total_kib = m.total;
             t.mem_available_kib = m.available.unwrap_or(m.free + m.buffers + m.cached);
         }
@@ -203,7 +203,7 @@ impl ProcessSource {
             let Some(p) = t.procs.get_mut(i as usize) else { continue };
             let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0;
             if due {
-                if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
+                if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
                     set_status_detail(p, &st);
                 }
             }
@@ -228,7 +228,7 @@ impl ProcessSource {
 
     fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
-            let stat = self.buf.read_file(p.dir.as_fd(), c"stat").map_err(classify)?;
+            let stat = self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify)?;
             let (base, start, kthread, comm) = stat_core(stat)?;
             if start == p.start_ticks {
                 if comm != p.comm {
@@ -255,10 +255,10 @@ impl ProcessSource {
         if kthread {
             return Ok(out);
         }
-        let statm = self.buf.read_file(dir, c"statm").map_err(classify)?;
+        let statm = self.buf.read_rendered(dir, c"statm").map_err(classify)?;
         out.statm = pid::parse_statm(statm).map_err(|_| Gone::Other)?;
         // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1.
-        out.io = self.buf.read_file(dir, c"io").ok().and_then(|b| pid::parse_io(b).ok());
+        out.io = self.buf.read_rendered(dir, c"io").ok().and_then(|b| pid::parse_io(b).ok());
         Ok(out)
     }
 
@@ -266,7 +266,7 @@ impl ProcessSource {
         let name = PidPath::new(pid);
         let dir = openat(&self.root, name.as_cstr(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| classify(e.into()))?;
-        let stat = self.buf.read_file(dir.as_fd(), c"stat").map_err(classify)?;
+        let stat = self.buf.read_rendered(dir.as_fd(), c"stat").map_err(classify)?;
         let (base, start, kthread, comm) = stat_core(stat)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
         let sample = self.fill_sample(dir.as_fd(), base, kthread)?;
@@ -275,7 +275,7 @@ impl ProcessSource {
         p.comm = comm;
         if !kthread {
             p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
-            if let Ok(Ok(st)) = self.buf.read_file(p.dir.as_fd(), c"status").map(pid::parse_status) {
+            if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
                 p.uid = st.uid[0];
                 p.gid = st.gid[0];
                 set_status_detail(&mut p, &st);
