@@ -529,7 +529,10 @@ impl ProcSample {
 /// Counts the agent's syscalls with `perf stat` over `cycles` cycles.
 fn syscalls_per_cycle(agent: &Agent, cycles: u64, interval: Duration) -> Option<f64> {
     let before = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
-    let secs = (interval * cycles as u32).as_secs_f64() - 0.1;
+    // Starting just after a cycle and ending half an interval before the last one is due, the
+    // window holds exactly `cycles - 1` whole cycles (a window of whole intervals could catch one
+    // more or one fewer, a quarter of the count at four).
+    let secs = (interval * cycles as u32).as_secs_f64() - interval.as_secs_f64() / 2.0;
     let out = Command::new("perf")
         .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", &agent.pid.to_string(), "--", "sleep"])
         .arg(format!("{secs:.2}"))
@@ -747,7 +750,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         requests_per_cycle: per((requests.len() - rx0.min(requests.len())) as f64),
         ..Figures::default()
     };
-    f.syscalls_per_cycle = syscalls_per_cycle(&agent, s.cycles.min(4), interval);
+    f.syscalls_per_cycle = syscalls_per_cycle(&agent, s.cycles.min(5), interval);
 
     if s.spans_per_s > 0 {
         host.top_up_time_wait();
