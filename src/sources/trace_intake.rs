@@ -105,6 +105,8 @@ pub struct TraceIntake {
     conns: Vec<Option<Conn>>,
     /// Machines (and their buffers) of closed connections, for reuse.
     pool: Vec<ConnMachine>,
+    /// Every read lands here first (`READ_CHUNK`, zeroed once).
+    chunk: Vec<u8>,
     token_base: usize,
     /// The reply body the request handler writes (reused).
     reply: Vec<u8>,
@@ -137,6 +139,7 @@ impl TraceIntake {
             unix,
             conns: Vec::new(),
             pool: Vec::new(),
+            chunk: vec![0; READ_CHUNK],
             token_base,
             reply: Vec::with_capacity(1024),
             counters: IntakeCounters::default(),
@@ -315,25 +318,18 @@ impl TraceIntake {
         }
         let mut eof = false;
         loop {
-            let input = &mut c.m.input;
-            if input.capacity() - input.len() < READ_CHUNK / 4 {
-                input.reserve(READ_CHUNK);
-            }
-            let len = input.len();
-            input.resize(input.capacity(), 0);
-            let r = c.stream.read(&mut c.m.input[len..]);
+            // Read into the shared chunk and append what came: reading into the input's spare
+            // capacity would mean zero-filling it first, and after a large body's `reserve` that
+            // was the whole remaining body at every read (quadratic in the body's size).
+            let r = c.stream.read(&mut self.chunk);
             match r {
                 Ok(0) => {
-                    c.m.input.truncate(len);
                     eof = true;
                     break;
                 }
-                Ok(n) => c.m.input.truncate(len + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.m.input.truncate(len);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.m.input.truncate(len),
+                Ok(n) => c.m.input.extend_from_slice(self.chunk.get(..n).unwrap_or(&[])),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return true,
             }
             self.process(c, now, on_request);

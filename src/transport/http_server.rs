@@ -365,6 +365,9 @@ pub struct ConnMachine {
     pub out: Vec<u8>,
     /// A request's first byte has arrived and its reply is not queued yet.
     started: bool,
+    /// Where a Content-Length body starts in `input`: its head stays in front of it until the
+    /// reply, so the body is never moved (a 10 MB body is not shifted by a few hundred bytes).
+    body_start: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -409,6 +412,7 @@ impl ConnMachine {
         self.body.clear();
         self.out.clear();
         self.started = false;
+        self.body_start = 0;
     }
 
     fn reject(&mut self, status: u16, reason: &[u8]) -> Step<'_> {
@@ -444,15 +448,22 @@ impl ConnMachine {
                             return self.reject(400, &reason[..n + 1]);
                         }
                     };
-                    self.input.drain(..head.head_len);
                     if head.cross_site {
                         return self.reject(403, b"cross-site requests are refused\n");
                     }
-                    if let Framing::Length(n) = head.framing {
-                        if n > room {
-                            return self.reject(429, b"the agent is busy; retry later\n");
+                    match head.framing {
+                        Framing::Length(n) => {
+                            if n > room {
+                                return self.reject(429, b"the agent is busy; retry later\n");
+                            }
+                            self.body_start = head.head_len;
+                            self.input.reserve((head.head_len + n).saturating_sub(self.input.len()));
                         }
-                        self.input.reserve(n.saturating_sub(self.input.len()));
+                        // The dechunker consumes from the front as chunks arrive.
+                        Framing::Chunked => {
+                            self.input.drain(..head.head_len);
+                            self.body_start = 0;
+                        }
                     }
                     if head.expect_continue {
                         self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -463,10 +474,11 @@ impl ConnMachine {
                 }
                 MachineState::Body(head) => match head.framing {
                     Framing::Length(n) => {
-                        if self.input.len() < n {
+                        let end = self.body_start + n;
+                        if self.input.len() < end {
                             return Step::NeedMore;
                         }
-                        return Step::Request(head, &self.input[..n]);
+                        return Step::Request(head, &self.input[self.body_start..end]);
                     }
                     Framing::Chunked => {
                         if self.input.len() + self.body.len() > room {
@@ -496,10 +508,11 @@ impl ConnMachine {
         let MachineState::Body(head) = self.state else { return };
         write_response(&mut self.out, status, content_type, reply, head.keep_alive, &AGENT_HEADERS);
         match head.framing {
-            Framing::Length(n) => drop(self.input.drain(..n.min(self.input.len()))),
+            Framing::Length(n) => drop(self.input.drain(..(self.body_start + n).min(self.input.len()))),
             Framing::Chunked => self.body.clear(),
         }
         self.started = false;
+        self.body_start = 0;
         self.state = if head.keep_alive { MachineState::Head } else { MachineState::Closing };
     }
 }
