@@ -5,7 +5,7 @@
 //! `rtt_var_seconds` and `retransmits_delta` from `tcp_info`.
 
 use super::json;
-use super::proto::{bytes, double_present, float, int32, int64, message, repeated_bytes};
+use super::proto::{bytes, double_present, float, int32, int64, large_message, message, repeated_bytes};
 use crate::checks::connections::{write_identifier, write_ip, write_namespace, Reported};
 use crate::model::connection::{Conn, ConnTable};
 
@@ -59,7 +59,7 @@ pub fn collector_connections(
         let v = view(c, interval_s);
         write_namespace(&mut s.ns, host, c);
         write_identifier(&mut s.ident, &s.ns, c, r.direction);
-        message(out, 3, |o| {
+        large_message(out, 3, |o| {
             int32(o, 1, r.pid as i32);
             for (field, ip, port) in [(5, c.local_ip(), c.lport), (6, c.remote_ip(), c.rport)] {
                 s.ip.clear();

@@ -1,7 +1,7 @@
 //! Process-agent messages (spec/protocol.md §4.1–§4.2): the 16-byte big-endian header, then the
 //! protobuf body (`CollectorProc`, type 12), which the caller compresses with zstd.
 
-use super::proto::{bytes, int32, int64, message, repeated_bytes, uint64};
+use super::proto::{bytes, int32, int64, large_message, message, repeated_bytes, uint64};
 use crate::checks::process::{cpu_pct, io_rates};
 use crate::model::container::{Container, ContainerTable};
 use crate::model::process::{Proc, ProcessTable};
@@ -49,16 +49,16 @@ pub fn collector_proc<'u>(
     bytes(out, 2, host.as_bytes());
     for &i in indices {
         if let Some(p) = t.procs.get(i as usize) {
-            message(out, 3, |o| process(o, p, t, user_name(p.uid)));
+            large_message(out, 3, |o| process(o, p, t, user_name(p.uid)));
         }
     }
     // `system_info` is an encoded SystemInfo, made once at start.
-    message(out, 5, |o| o.extend_from_slice(system_info));
+    large_message(out, 5, |o| o.extend_from_slice(system_info));
     int32(out, 6, group_id);
     int32(out, 7, group_size);
     if let Some((t, meta)) = containers {
         for c in &t.containers {
-            message(out, 10, |o| container(o, c, meta));
+            large_message(out, 10, |o| container(o, c, meta));
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Traces are appended as requests arrive; protobuf fields may come in any order, so `hostName`
 //! and `env` are written last, when the payload is flushed.
 
-use super::proto::{bytes, double_present, int32, int64, message, repeated_bytes, uint64};
+use super::proto::{bytes, double_present, int32, int64, large_message, message, repeated_bytes, uint64};
 use crate::model::trace::Batch;
 
 /// Appends one `APITrace` (field 3) per kept trace of `b`.
@@ -14,10 +14,10 @@ pub fn append_traces(out: &mut Vec<u8>, b: &Batch, body: &[u8]) {
             continue;
         }
         let spans = &b.spans[first as usize..(first + n) as usize];
-        message(out, 3, |t| {
+        large_message(out, 3, |t| {
             uint64(t, 1, spans[0].trace_id);
             for s in spans {
-                message(t, 2, |o| {
+                large_message(t, 2, |o| {
                     bytes(o, 1, b.text(body, s.service).as_bytes());
                     bytes(o, 2, b.text(body, s.name).as_bytes());
                     bytes(o, 3, b.text(body, s.resource).as_bytes());
