@@ -116,7 +116,12 @@ fn endpoint(out: &mut Vec<u8>, ns: &[u8], ip: IpAddr, port: Option<u16>) {
 fn push_decimal(out: &mut Vec<u8>, v: u64) {
     let mut b = [0u8; 20];
     let n = crate::fmt::decimal(v, &mut b);
-    out.extend_from_slice(&b[..n]);
+    // Digit by digit: these are 1 to 5 bytes (octets, ports), and a `memcpy` call for each was
+    // the largest user-space cost of the connections check in the static build (musl's memcpy
+    // has a fixed start-up cost that dwarfs a 3-byte copy).
+    for &d in b.get(..n).unwrap_or(&[]) {
+        out.push(d);
+    }
 }
 
 /// A `fmt::Write` into a fixed stack buffer (an IPv6 address is at most 45 bytes).
