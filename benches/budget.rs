@@ -14,21 +14,18 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/floor.rs"]
+mod floor;
 
 use nix::sys::resource::{getrusage, UsageWho};
-use rustix::fd::AsFd;
-use rustix::fs::{openat, Mode, OFlags, RawDir};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use sts_agent::parse::inet_diag::{dump_request, messages, Msg, STATES_OWNED};
-use sts_agent::sys::netlink::{DiagSocket, RECV_BUFFER};
 
 #[derive(Debug, Clone)]
 struct Scenario {
@@ -182,33 +179,13 @@ fn clear_loopback_time_wait() {
 // The floor: the kernel reads any collector of these facts must make, and nothing else.
 
 struct Floor {
-    proc_fd: rustix::fd::OwnedFd,
-    dents: Vec<MaybeUninit<u8>>,
-    buf: Vec<u8>,
-    pids: Vec<u32>,
-    diag: DiagSocket,
-    requests: [[u8; 72]; 2],
-    nl_buf: Vec<u8>,
+    procs: floor::ProcFloor,
+    dump: floor::DumpFloor,
 }
 
 impl Floor {
     fn new() -> Floor {
-        Floor {
-            proc_fd: openat(
-                rustix::fs::CWD,
-                "/proc",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .unwrap(),
-            dents: vec![MaybeUninit::uninit(); 64 * 1024],
-            buf: vec![0; 64 * 1024],
-            pids: Vec::with_capacity(8192),
-            diag: DiagSocket::open().unwrap(),
-            // The agent's request: IPv4 and IPv6, its states, with tcp_info.
-            requests: [dump_request(2, STATES_OWNED, true), dump_request(10, STATES_OWNED, true)],
-            nl_buf: vec![0; RECV_BUFFER],
-        }
+        Floor { procs: floor::ProcFloor::new(), dump: floor::DumpFloor::new() }
     }
 
     fn cycle(&mut self) -> usize {
@@ -216,46 +193,12 @@ impl Floor {
     }
 
     fn procs(&mut self) -> usize {
-        self.pids.clear();
-        rustix::fs::seek(&self.proc_fd, rustix::fs::SeekFrom::Start(0)).unwrap();
-        let mut dir = RawDir::new(&self.proc_fd, &mut self.dents);
-        while let Some(Ok(e)) = dir.next() {
-            if let Ok(pid) = std::str::from_utf8(e.file_name().to_bytes()).unwrap_or("").parse::<u32>() {
-                self.pids.push(pid);
-            }
-        }
-        let mut total = 0;
-        let mut path = [0u8; 32];
-        for &pid in &self.pids {
-            for f in ["stat", "statm", "io"] {
-                let s = pid_path(&mut path, pid, f);
-                if let Ok(fd) = openat(&self.proc_fd, s, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
-                    total += rustix::io::read(fd.as_fd(), &mut self.buf).unwrap_or(0);
-                }
-            }
-        }
-        total
+        self.procs.cycle()
     }
 
     fn dump(&mut self) -> usize {
-        let mut total = 0;
-        for r in &mut self.requests {
-            self.diag
-                .dump(r, &mut self.nl_buf, |d| {
-                    total += d.len();
-                    Ok(!messages(d).any(|m| matches!(m, Ok(Msg::Done))))
-                })
-                .unwrap();
-        }
-        total
+        self.dump.cycle()
     }
-}
-
-fn pid_path<'a>(buf: &'a mut [u8; 32], pid: u32, f: &str) -> &'a std::ffi::CStr {
-    let mut c = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(c, "{pid}/{f}\0");
-    let n = c.position() as usize;
-    std::ffi::CStr::from_bytes_with_nul(&buf[..n]).unwrap()
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -4,6 +4,9 @@
 //! inet_diag dump (IPv4 and IPv6, with `tcp_info`) of the same namespace that only receives.
 //! The figures that matter are CPU time per cycle (getrusage, user + system) and the ratio.
 
+#[path = "support/floor.rs"]
+mod floor;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use nix::sys::resource::{getrusage, UsageWho};
 use std::collections::HashMap;
@@ -11,36 +14,11 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 use sts_agent::app::{ConnectionsCheck, Encoded, ProcessCheck};
 use sts_agent::config::Config;
-use sts_agent::parse::inet_diag::{dump_request, messages, Msg, STATES_OWNED};
-use sts_agent::sys::netlink::{DiagSocket, RECV_BUFFER};
 
 fn cpu_secs() -> f64 {
     let u = getrusage(UsageWho::RUSAGE_SELF).unwrap();
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
     t(u.user_time()) + t(u.system_time())
-}
-
-/// The floor: what any inet_diag collector must do, dump and receive.
-struct Floor {
-    sock: DiagSocket,
-    requests: [[u8; 72]; 2],
-    buf: Vec<u8>,
-}
-
-impl Floor {
-    fn cycle(&mut self) -> usize {
-        let mut bytes = 0;
-        for r in &mut self.requests {
-            self.sock
-                .dump(r, &mut self.buf, |d| {
-                    bytes += d.len();
-                    // Only the end of the dump is looked for: the floor parses nothing else.
-                    Ok(!messages(d).any(|m| matches!(m, Ok(Msg::Done))))
-                })
-                .unwrap();
-        }
-        bytes
-    }
 }
 
 fn raise_fd_limit() {
@@ -104,11 +82,7 @@ fn connections_cycle(c: &mut Criterion) {
         });
         bytes
     };
-    let mut floor = Floor {
-        sock: DiagSocket::open().unwrap(),
-        requests: [dump_request(2, STATES_OWNED, true), dump_request(10, STATES_OWNED, true)],
-        buf: vec![0; RECV_BUFFER],
-    };
+    let mut floor = floor::DumpFloor::new();
     for _ in 0..3 {
         ours(&mut check);
     }

@@ -4,12 +4,12 @@
 //! open/read/close of `stat`, `statm` and `io` for every pid, nothing else.
 //! The figures that matter are CPU time per cycle (getrusage, user + system) and the ratio.
 
+#[path = "support/floor.rs"]
+mod floor;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use nix::sys::resource::{getrusage, UsageWho};
-use rustix::fd::AsFd;
-use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use sts_agent::app::{Encoded, ProcessCheck};
@@ -23,46 +23,6 @@ impl Drop for Kids {
             let _ = c.wait();
         }
     }
-}
-
-/// The floor: what any collector of these three files must do.
-struct Floor {
-    proc_fd: rustix::fd::OwnedFd,
-    dents: Vec<MaybeUninit<u8>>,
-    buf: Vec<u8>,
-    pids: Vec<u32>,
-}
-
-impl Floor {
-    fn cycle(&mut self) -> usize {
-        self.pids.clear();
-        rustix::fs::seek(&self.proc_fd, rustix::fs::SeekFrom::Start(0)).unwrap();
-        let mut dir = RawDir::new(&self.proc_fd, &mut self.dents);
-        while let Some(Ok(e)) = dir.next() {
-            if let Ok(pid) = std::str::from_utf8(e.file_name().to_bytes()).unwrap_or("").parse::<u32>() {
-                self.pids.push(pid);
-            }
-        }
-        let mut total = 0;
-        let mut path = [0u8; 32];
-        for &pid in &self.pids {
-            for f in ["stat", "statm", "io"] {
-                let s = format_path(&mut path, pid, f);
-                if let Ok(fd) = openat(&self.proc_fd, s, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
-                    total += rustix::io::read(fd.as_fd(), &mut self.buf).unwrap_or(0);
-                }
-            }
-        }
-        total
-    }
-}
-
-fn format_path<'a>(buf: &'a mut [u8; 32], pid: u32, f: &str) -> &'a std::ffi::CStr {
-    use std::io::Write;
-    let mut c = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(c, "{pid}/{f}\0");
-    let n = c.position() as usize;
-    std::ffi::CStr::from_bytes_with_nul(&buf[..n]).unwrap()
 }
 
 fn cpu_secs() -> f64 {
@@ -96,12 +56,7 @@ fn process_cycle(c: &mut Criterion) {
         });
         bytes
     };
-    let mut floor = Floor {
-        proc_fd: openat(CWD, "/proc", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap(),
-        dents: vec![MaybeUninit::uninit(); 32 * 1024],
-        buf: vec![0; 4096],
-        pids: Vec::new(),
-    };
+    let mut floor = floor::ProcFloor::new();
     for _ in 0..3 {
         ours(&mut check);
     }
