@@ -4,13 +4,11 @@
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::{allocations, Counting};
-use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use sts_agent::app::{ConnectionsCheck, Encoded, ProcessCheck};
-use sts_agent::config::Config;
 
-#[path = "common/pa_proto.rs"]
-mod pa_proto;
+mod common;
+use common::pa_proto;
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -34,14 +32,7 @@ fn steady_state_connections_cycle_allocates_nothing() {
             s.read_exact(&mut b).unwrap();
         }
     };
-    let env: HashMap<String, String> = [
-        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
-        ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let cfg = common::report_everything();
     let mut procs = ProcessCheck::new(&cfg, false).unwrap();
     let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();

@@ -2,10 +2,10 @@
 //! it, so a short-lived socket (an HTTP request without keep-alive) never makes the agent read
 //! fd links, and a lasting one is reported one cycle later. Real sockets, real /proc.
 
-use std::collections::HashMap;
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use sts_agent::app::{ConnectionsCheck, ProcessCheck};
-use sts_agent::config::Config;
 
 struct Host {
     procs: ProcessCheck,
@@ -18,14 +18,7 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
-        let env: HashMap<String, String> = [
-            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
-            ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        let cfg = common::report_everything();
         Host {
             procs: ProcessCheck::new(&cfg, false).unwrap(),
             conns: ConnectionsCheck::new(10_000, 0, 30).unwrap(),

@@ -164,8 +164,9 @@ impl<'a> JsonReader<'a> {
                 0..=0x1f => return Err(DecodeError("json: control character in a string")),
                 _ => {
                     // Copy the run up to the next quote or escape.
-                    let run_end = memchr::memchr2(b'"', b'\\', &self.buf[i..]).map_or(self.buf.len(), |n| i + n);
-                    let run = &self.buf[i..run_end];
+                    let rest = self.buf.get(i..).unwrap_or(&[]);
+                    let run_end = memchr::memchr2(b'"', b'\\', rest).map_or(self.buf.len(), |n| i + n);
+                    let run = self.buf.get(i..run_end).unwrap_or(&[]);
                     if std::str::from_utf8(run).is_err() || run.iter().any(|b| *b < 0x20) {
                         return Err(DecodeError("json: invalid string"));
                     }
@@ -200,7 +201,8 @@ impl<'a> JsonReader<'a> {
             }
             self.pos += 1;
         }
-        let text = std::str::from_utf8(&self.buf[start..self.pos]).map_err(|_| DecodeError("json: invalid number"))?;
+        let digits = self.buf.get(start..self.pos).unwrap_or(&[]);
+        let text = std::str::from_utf8(digits).map_err(|_| DecodeError("json: invalid number"))?;
         if text.is_empty() {
             return Err(DecodeError("json: expected a number"));
         }

@@ -323,3 +323,15 @@ pub fn create_time_ms(pid: u32) -> i64 {
         .unwrap();
     btime * 1000 + start * 1000 / rustix::param::clock_ticks_per_second() as i64
 }
+
+/// The agent's configuration with the short-lived filters off (every process and connection is
+/// reported from its first cycle), for tests that run the checks in-process.
+pub fn report_everything() -> sts_agent::config::Config {
+    let env: std::collections::HashMap<&str, &str> = [
+        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+    ]
+    .into_iter()
+    .collect();
+    sts_agent::config::Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap()
+}
