@@ -80,7 +80,7 @@ fn trace_path(c: &mut Criterion) {
     let mut agent = TraceAgent::new(false);
     let (mut reply, mut out, mut zipped) = (Vec::new(), Vec::new(), Vec::new());
     let mut gzip = Gzip::default();
-    let peer = Peer { pid: None, unix: false };
+    let peer = Peer { pid: None, unix: false, loopback: true };
     let mut ours = |agent: &mut TraceAgent| {
         reply.clear();
         let st =

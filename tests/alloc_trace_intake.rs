@@ -26,7 +26,7 @@ fn head(path: &str, content_type: &str, len: usize) -> RequestHead {
 
 fn handle(agent: &mut TraceAgent, h: &RequestHead, body: &[u8], reply: &mut Vec<u8>) -> u16 {
     reply.clear();
-    let peer = Peer { pid: None, unix: false };
+    let peer = Peer { pid: None, unix: false, loopback: true };
     agent.handle(h, body, peer, reply, Instant::now(), 1_700_000_000_000_000_000, "i-0abc", None).0
 }
 

@@ -22,23 +22,38 @@ impl Drop for Agent {
 }
 
 fn start(max_conns: &str) -> (Agent, u16) {
+    start_with(&[("STS_APM_MAX_PAYLOAD_SIZE", "65536"), ("STS_APM_MAX_CONNECTIONS", max_conns)])
+}
+
+/// The agent with its trace intake on a port of its own, `env` added; its output is drained (a
+/// dry run prints every payload, and an undrained pipe would block the agent).
+fn start_with(env: &[(&str, &str)]) -> (Agent, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let agent = Agent(spawn_agent(
-        &[],
-        &[
-            ("STS_APM_RECEIVER_PORT", &port.to_string()),
-            ("STS_APM_MAX_PAYLOAD_SIZE", "65536"),
-            ("STS_APM_MAX_CONNECTIONS", max_conns),
-            ("STS_PROCESS_AGENT_ENABLED", "disabled"),
-            ("STS_HOST_CHECK_INTERVAL", "3600"),
-        ],
-    ));
+    let port_s = port.to_string();
+    let mut all = vec![
+        ("STS_APM_RECEIVER_PORT", port_s.as_str()),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled"),
+        ("STS_HOST_CHECK_INTERVAL", "3600"),
+    ];
+    all.extend_from_slice(env);
+    let agent = drained(spawn_agent(&[], &all));
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(t.elapsed() < Duration::from_secs(15), "no intake on {port}");
         std::thread::sleep(Duration::from_millis(30));
     }
     (agent, port)
+}
+
+fn drained(mut child: Child) -> Agent {
+    fn drain(p: Option<impl Read + Send + 'static>) {
+        if let Some(mut p) = p {
+            std::thread::spawn(move || std::io::copy(&mut p, &mut std::io::sink()));
+        }
+    }
+    drain(child.stdout.take());
+    drain(child.stderr.take());
+    Agent(child)
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -205,4 +220,119 @@ fn apm_disabled_means_no_listener() {
     // Long enough for an enabled agent to have bound (the other tests see it in milliseconds).
     std::thread::sleep(Duration::from_millis(1500));
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "STS_APM_ENABLED=false still listens");
+}
+
+/// Reads one response from any stream (head + Content-Length body): (status, body).
+fn response_from(s: &mut impl Read) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        let n = s.read(&mut b).expect("a response before the read timeout");
+        assert!(n > 0, "closed without a response: {:?}", String::from_utf8_lossy(&buf));
+        buf.push(b[0]);
+        if buf.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("the whole body");
+    (head[9..12].parse().unwrap(), String::from_utf8_lossy(&body).to_string())
+}
+
+/// A client in the middle of its request is not the one closed to make room: a flood of idle
+/// connections past `STS_APM_MAX_CONNECTIONS` evicts idle ones, and the working client (and an
+/// idle keep-alive one that was served before, when there is room for it) keep their connection.
+#[test]
+fn a_request_in_progress_survives_a_flood_of_idle_connections() {
+    let (_agent, port) = start("8");
+    let req = traces_request(V04);
+    // A client that has sent half its request (its read deadline, 5 s, is the earliest of all).
+    let mut working = connect(port);
+    working.write_all(&req[..req.len() / 2]).unwrap();
+    // Make sure the agent has read it before the flood arrives.
+    let mut probe = connect(port);
+    probe.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut probe).0, 200);
+    drop(probe);
+    // 30 connections that never send a byte (the cap is 8).
+    let idle: Vec<TcpStream> = (0..30).map(|_| connect(port)).collect();
+    // A request on a 31st: the agent has accepted the whole flood once this is answered.
+    let mut last = connect(port);
+    last.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut last).0, 200);
+    // The working client completes its request and gets its answer.
+    working.write_all(&req[req.len() / 2..]).expect("the working client's connection is open");
+    let (status, body) = response(&mut working);
+    assert_eq!((status, body.as_str()), (200, "{\"rate_by_service\":{\"service:,env:\":1}}"));
+    // The idle ones were closed oldest first: the first of the flood is gone.
+    let mut first = idle.into_iter().next().unwrap();
+    let mut b = [0u8; 16];
+    let n = first.read(&mut b).unwrap_or(0);
+    assert_eq!(n, 0, "the oldest idle connection was closed");
+}
+
+/// A client pipelining requests as fast as it can does not hold the loop: another client is
+/// answered promptly meanwhile, and every pipelined request is still answered, in order.
+#[test]
+fn a_pipelining_client_does_not_hold_the_loop() {
+    let (_agent, port) = start("128");
+    let pipelined = connect(port);
+    let reader = pipelined.try_clone().unwrap();
+    reader.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // Requests alternate between /info (200) and an unknown path (404): the order shows.
+    let batch: Vec<u8> = (0..1000)
+        .flat_map(|i| {
+            if i % 2 == 0 {
+                b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()
+            } else {
+                b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()
+            }
+        })
+        .collect();
+    let writer = std::thread::spawn(move || {
+        let mut w = pipelined;
+        let t = Instant::now();
+        let mut sent = 0usize;
+        // Four seconds of requests, written faster than the agent answers them.
+        while t.elapsed() < Duration::from_secs(4) {
+            w.write_all(&batch).unwrap();
+            sent += 1000;
+        }
+        (w, sent)
+    });
+    let answers = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut got = 0usize;
+        let mut r = std::io::BufReader::with_capacity(1 << 16, reader);
+        // Until the agent closes, after the last answer (the writer shuts its side down).
+        while !r.fill_buf().expect("answers before the read timeout").is_empty() {
+            let (status, _) = response_from(&mut r);
+            assert_eq!(status, if got % 2 == 0 { 200 } else { 404 }, "reply {got} out of order");
+            got += 1;
+        }
+        got
+    });
+    // Another client, while the pipelining one is at it: answered promptly.
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let mut s = connect(port);
+        let t = Instant::now();
+        s.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(response(&mut s).0, 200);
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (w, sent) = writer.join().unwrap();
+    assert!(worst < Duration::from_millis(500), "another client waited {worst:?} behind the pipelining one");
+    // Every pipelined request is answered, then the connection closes (the client shut down its
+    // sending side).
+    w.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = answers.join().unwrap();
+    assert_eq!(got, sent, "answers to the pipelined requests");
 }

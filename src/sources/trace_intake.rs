@@ -2,13 +2,17 @@
 //! and an optional Unix socket, their connections, and the bytes in and out. Framing is the pure
 //! code of `transport::http_server`; what a request means is the caller's (`on_request`).
 //!
-//! Defences: at most `max_conns` connections (the one with the oldest deadline is closed to make
-//! room, so a flood of idle or slow sockets cannot lock out a well-behaved client); each request
-//! must arrive within `read_timeout` of its first byte and an idle keep-alive connection is closed
-//! after `idle_timeout`; bodies above `max_body` get 413 from the head alone; the bytes held by
-//! all connections together stay under `held_budget` (429 past it). Buffers are pooled.
+//! Defences: at most `max_conns` connections (past it an idle one, the least recently active,
+//! is closed to make room, so a flood of idle sockets can neither lock out a new client nor cut
+//! off one in the middle of its request); each request must arrive within `read_timeout` of its
+//! first byte and an idle keep-alive connection is closed after `idle_timeout`; bodies above
+//! `max_body` get 413 from the head alone; the bytes of the requests under way on all connections
+//! together stay under `held_budget` (429 past it; an idle connection holds no buffer and counts
+//! nothing); one readiness event serves at most `EVENT_REQUESTS` requests and reads at most
+//! `EVENT_BYTES` (a pipelining or fast client cannot hold the loop); `/status` is answered only to
+//! loopback TCP peers and Unix-socket clients. Buffers are pooled.
 
-use crate::transport::http_server::{write_response, ConnMachine, RequestHead, Step, AGENT_HEADERS};
+use crate::transport::http_server::{write_response, ConnMachine, RequestHead, Route, Step, AGENT_HEADERS};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
@@ -30,9 +34,19 @@ pub struct IntakeConfig {
 /// Who sent a request, as far as the socket tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
-    /// The client's pid (Unix socket peer credentials), in the agent's pid namespace.
+    /// The client's pid (Unix socket peer credentials), in the agent's pid namespace; `None` when
+    /// the client is outside it (the kernel reports pid 0).
     pub pid: Option<u32>,
     pub unix: bool,
+    /// A TCP client from a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x).
+    pub loopback: bool,
+}
+
+impl Peer {
+    /// On this host's loopback or the Unix socket: may read `/status`.
+    pub fn local(&self) -> bool {
+        self.unix || self.loopback
+    }
 }
 
 /// What answers a complete request: given its head, body and peer, it writes the reply body
@@ -92,19 +106,30 @@ struct Conn {
     out_pos: usize,
     deadline: Instant,
     peer: Peer,
+    /// The last event's budget ran out with work left (requests buffered or bytes unread).
+    more: bool,
 }
 
 /// Buffers larger than this go back to the allocator after their request.
 const KEEP_CAPACITY: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// Idle buffers kept for reuse (each at most `KEEP_CAPACITY`); the rest are freed.
+const POOL_BUFFERS: usize = 32;
+/// Requests answered per readiness event of one connection.
+const EVENT_REQUESTS: usize = 32;
+/// Bytes read per readiness event of one connection.
+const EVENT_BYTES: usize = 256 * 1024;
+/// Replies not yet taken by a client past which its requests wait (a pipelining client that
+/// does not read its replies is not served further until it does).
+const OUT_HIGH_WATER: usize = 256 * 1024;
 
 pub struct TraceIntake {
     cfg: IntakeConfig,
     tcp: Option<TcpListener>,
     unix: Option<UnixListener>,
     conns: Vec<Option<Conn>>,
-    /// Machines (and their buffers) of closed connections, for reuse.
-    pool: Vec<ConnMachine>,
+    /// Buffers of idle and closed connections, for reuse.
+    pool: Vec<Vec<u8>>,
     /// Every read lands here first (`READ_CHUNK`, zeroed once).
     chunk: Vec<u8>,
     token_base: usize,
@@ -138,7 +163,7 @@ impl TraceIntake {
             tcp,
             unix,
             conns: Vec::new(),
-            pool: Vec::new(),
+            pool: Vec::with_capacity(POOL_BUFFERS),
             chunk: vec![0; READ_CHUNK],
             token_base,
             reply: Vec::with_capacity(1024),
@@ -189,7 +214,15 @@ impl TraceIntake {
         // Out of its slot while driven, so the rest of `self` stays usable.
         let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) else { return };
         let close = self.drive(&mut c, now, on_request);
-        let want = if c.out_pos < c.m.out.len() { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        // Re-registering re-arms the edge-triggered registration: if the socket is still readable
+        // (bytes left unread by the budget) or writable (always, unless the client stopped
+        // reading), the next poll reports it again at once, so work left by the budget resumes
+        // after the other ready connections and the rest of the loop had their turn.
+        let want = if c.more || c.out_pos < c.m.out.len() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
         if !close {
             let _ = registry.reregister(c.stream.source(), t, want);
         }
@@ -228,9 +261,9 @@ impl TraceIntake {
         loop {
             let (stream, peer) = match (unix, self.tcp.as_ref(), self.unix.as_ref()) {
                 (false, Some(l), _) => match l.accept() {
-                    Ok((s, _)) => {
+                    Ok((s, addr)) => {
                         let _ = s.set_nodelay(true);
-                        (Stream::Tcp(s), Peer { pid: None, unix: false })
+                        (Stream::Tcp(s), Peer { pid: None, unix: false, loopback: is_loopback(addr.ip()) })
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) => {
@@ -240,10 +273,8 @@ impl TraceIntake {
                 },
                 (true, _, Some(l)) => match l.accept() {
                     Ok((s, _)) => {
-                        let pid = rustix::net::sockopt::get_socket_peercred(&s)
-                            .ok()
-                            .map(|c| c.pid.as_raw_nonzero().get() as u32);
-                        (Stream::Unix(s), Peer { pid, unix: true })
+                        let pid = crate::sys::peercred::peer_pid(&s).ok().flatten();
+                        (Stream::Unix(s), Peer { pid, unix: true, loopback: false })
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) => {
@@ -255,12 +286,15 @@ impl TraceIntake {
             };
             self.counters.connections_accepted += 1;
             if self.open_connections() >= self.cfg.max_conns {
-                // Make room: the connection closest to its deadline has waited longest for
-                // nothing (idle or slow); a new client is more likely to be a working one.
-                if let Some(victim) = (0..self.conns.len())
-                    .filter(|&i| self.conns[i].is_some())
-                    .min_by_key(|&i| self.conns[i].as_ref().map(|c| c.deadline))
-                {
+                // Make room: an idle connection (never sent a byte, or between requests), the
+                // least recently active first (its idle deadline is the earliest). Only when every
+                // connection is in the middle of a request does one of those go: the one whose
+                // request has been under way longest (slow-loris sockets before fresh clients).
+                let victim = (0..self.conns.len())
+                    .filter_map(|i| self.conns[i].as_ref().map(|c| (c.m.in_request(), c.deadline, i)))
+                    .min()
+                    .map(|(_, _, i)| i);
+                if let Some(victim) = victim {
                     self.counters.connections_evicted += 1;
                     self.close(registry, victim);
                 }
@@ -272,12 +306,14 @@ impl TraceIntake {
                     self.conns.len() - 1
                 }
             };
+            // No buffer yet: one is taken from the pool when the first bytes arrive.
             let mut c = Conn {
                 stream,
-                m: self.pool.pop().unwrap_or_default(),
+                m: ConnMachine::default(),
                 out_pos: 0,
                 deadline: now + self.cfg.idle_timeout,
                 peer,
+                more: false,
             };
             if registry.register(c.stream.source(), Token(self.token_base + 2 + slot), Interest::READABLE).is_err() {
                 continue;
@@ -289,56 +325,111 @@ impl TraceIntake {
     fn close(&mut self, registry: &Registry, i: usize) {
         if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = registry.deregister(c.stream.source());
-            let mut m = c.m;
-            m.reset();
-            for v in [&mut m.input, &mut m.body, &mut m.out] {
-                if v.capacity() > KEEP_CAPACITY {
-                    v.shrink_to(KEEP_CAPACITY);
-                }
+            c.m.reset();
+            self.give_back(&mut c.m);
+        }
+    }
+
+    /// Returns a machine's buffers to the pool (shrunk to `KEEP_CAPACITY`; freed when the pool is
+    /// full). The machine must hold nothing (reset, or idle with everything written).
+    fn give_back(&mut self, m: &mut ConnMachine) {
+        for v in [&mut m.input, &mut m.body, &mut m.out] {
+            let mut v = std::mem::take(v);
+            if v.capacity() == 0 || self.pool.len() >= POOL_BUFFERS {
+                continue;
             }
-            if self.pool.len() < 16 {
-                self.pool.push(m);
+            v.clear();
+            if v.capacity() > KEEP_CAPACITY {
+                v.shrink_to(KEEP_CAPACITY);
+            }
+            self.pool.push(v);
+        }
+    }
+
+    /// Gives a connection about to work buffers from the pool (so a keep-alive client's steady
+    /// state allocates nothing).
+    fn equip(&mut self, m: &mut ConnMachine) {
+        for v in [&mut m.input, &mut m.body, &mut m.out] {
+            if v.capacity() == 0 {
+                if let Some(b) = self.pool.pop() {
+                    *v = b;
+                }
             }
         }
     }
 
-    /// Bytes held by every connection's buffers (`c` is the one being driven, out of its slot).
+    /// Bytes held for requests under way on every connection (`c` is the one being driven, out of
+    /// its slot). Idle connections count nothing.
     fn held(&self, c: &Conn) -> usize {
-        let of = |c: &Conn| c.m.input.capacity() + c.m.body.capacity();
-        self.conns.iter().flatten().map(of).sum::<usize>() + of(c)
+        self.conns.iter().flatten().map(|c| c.m.held()).sum::<usize>() + c.m.held()
     }
 
-    /// Reads, frames, answers; `true` when the connection should close.
+    /// Reads, frames, answers within one event's budget; `true` when the connection should close.
     fn drive(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) -> bool {
+        let close = self.drive_inner(c, now, on_request);
+        if !close && !c.more && !c.m.in_request() && c.m.input.is_empty() && c.m.out.is_empty() && !c.m.closing() {
+            // Idle between requests: its buffers go back to the pool.
+            self.give_back(&mut c.m);
+        }
+        close
+    }
+
+    fn drive_inner(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) -> bool {
+        self.equip(&mut c.m);
+        c.more = false;
         if !flush(c) {
             return true;
         }
         if c.m.closing() {
             return c.out_pos >= c.m.out.len();
         }
+        let mut requests = EVENT_REQUESTS;
+        let mut bytes = EVENT_BYTES;
         let mut eof = false;
         loop {
+            // Requests already received first (pipelined, or left by the last event's budget).
+            if self.process(c, now, on_request, &mut requests) {
+                c.more = true;
+                break;
+            }
+            if c.m.closing() {
+                break;
+            }
+            if !flush(c) {
+                return true;
+            }
+            if c.m.out.len() - c.out_pos > OUT_HIGH_WATER {
+                // The client is not taking its replies: wait until it does (writable).
+                break;
+            }
+            if bytes == 0 {
+                c.more = true;
+                break;
+            }
             // Read into the shared chunk and append what came: reading into the input's spare
             // capacity would mean zero-filling it first, and after a large body's `reserve` that
             // was the whole remaining body at every read (quadratic in the body's size).
-            let r = c.stream.read(&mut self.chunk);
-            match r {
+            let want = READ_CHUNK.min(bytes);
+            match c.stream.read(&mut self.chunk[..want]) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
-                Ok(n) => c.m.input.extend_from_slice(self.chunk.get(..n).unwrap_or(&[])),
+                Ok(n) => {
+                    bytes -= n.min(bytes);
+                    c.m.input.extend_from_slice(self.chunk.get(..n).unwrap_or(&[]));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return true,
             }
-            self.process(c, now, on_request);
-            if c.m.closing() {
-                break;
-            }
         }
         if !flush(c) {
             return true;
+        }
+        if eof && !c.m.in_request() && c.out_pos < c.m.out.len() {
+            // The client is done sending (a half-close) but has replies still to take.
+            c.m.finish();
         }
         if c.m.closing() {
             return c.out_pos >= c.m.out.len();
@@ -346,11 +437,17 @@ impl TraceIntake {
         eof
     }
 
-    /// Answers every complete request in the input.
-    fn process(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>) {
+    /// Answers the complete requests in the input, at most `requests` of them; `true` when it
+    /// stopped at that budget with input left.
+    fn process(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>, requests: &mut usize) -> bool {
         let was_idle = !c.m.in_request();
         let room = self.cfg.held_budget.saturating_sub(self.held(c));
+        let mut stopped = false;
         loop {
+            if *requests == 0 {
+                stopped = !c.m.input.is_empty();
+                break;
+            }
             match c.m.step(self.cfg.max_body, room) {
                 Step::NeedMore => break,
                 Step::Rejected(status) => {
@@ -363,10 +460,18 @@ impl TraceIntake {
                     break;
                 }
                 Step::Request(head, body) => {
+                    *requests -= 1;
                     self.counters.requests += 1;
                     self.reply.clear();
-                    let (status, ctype) = on_request(&head, body, c.peer, &mut self.reply);
-                    c.m.respond(status, ctype, &self.reply);
+                    if head.route == Route::Status && !c.peer.local() {
+                        // The agent's status is for this host only, whatever interface the
+                        // intake listens on: the handler is not asked.
+                        self.reply.extend_from_slice(b"not found\n");
+                        c.m.respond(404, "text/plain", &self.reply);
+                    } else {
+                        let (status, ctype) = on_request(&head, body, c.peer, &mut self.reply);
+                        c.m.respond(status, ctype, &self.reply);
+                    }
                     c.deadline = now + self.cfg.idle_timeout;
                 }
             }
@@ -378,6 +483,15 @@ impl TraceIntake {
         if !c.m.in_request() && c.m.input.capacity() > KEEP_CAPACITY && c.m.input.len() < KEEP_CAPACITY {
             c.m.input.shrink_to(KEEP_CAPACITY);
         }
+        stopped
+    }
+}
+
+/// A loopback address, IPv4-mapped IPv6 included.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
     }
 }
 

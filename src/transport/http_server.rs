@@ -399,9 +399,29 @@ impl ConnMachine {
         self.started
     }
 
+    /// Bytes this connection holds for its request: what it has received and not answered, or the
+    /// whole request once a `Content-Length` head has reserved room for it. 0 between requests,
+    /// whatever the buffers' capacity (idle keep-alive connections do not count against the
+    /// intake's budget).
+    pub fn held(&self) -> usize {
+        match self.state {
+            MachineState::Body(RequestHead { framing: Framing::Length(n), .. }) => {
+                (self.body_start + n).max(self.input.len())
+            }
+            _ => self.input.len() + self.body.len(),
+        }
+    }
+
     /// The connection should close once `out` is written.
     pub fn closing(&self) -> bool {
         matches!(self.state, MachineState::Closing)
+    }
+
+    /// The client has finished sending (end of stream between requests): close once `out` is
+    /// written, so replies to everything it sent still reach it.
+    pub fn finish(&mut self) {
+        self.state = MachineState::Closing;
+        self.started = false;
     }
 
     /// Back to a fresh connection's state, keeping the buffers' storage.

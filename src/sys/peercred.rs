@@ -1,0 +1,53 @@
+//! The pid of a Unix socket's peer (`SO_PEERCRED`), read into a plain `libc::ucred`.
+//!
+//! rustix 0.38's `sockopt::get_socket_peercred` reads the kernel's `struct ucred` straight into a
+//! `UCred` whose `pid` is a `Pid` (a `NonZeroI32`). The kernel writes pid 0 when the peer's process
+//! is not visible in the reader's pid namespace (the agent in a container's pid namespace and a
+//! client outside it), and a zero `NonZero` is undefined behaviour. Here the pid is a plain integer
+//! and 0 (or any non-positive value) means "unknown".
+
+// The one `unsafe` here is the `getsockopt` call; see the SAFETY comment.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+/// The peer's pid as the kernel reports it for this process's pid namespace; `Ok(None)` when it
+/// is not visible here (the kernel reports 0).
+pub fn peer_pid(sock: impl AsFd) -> io::Result<Option<u32>> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `sock` is an open descriptor borrowed for the call; `cred` is a plain-integer
+    // `struct ucred` and `len` its exact size, so the kernel writes at most `len` bytes into
+    // storage that is valid for every bit pattern.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(cred.pid).ok().filter(|&p| p > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_in_this_pid_namespace_has_its_pid() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(peer_pid(&a).unwrap(), Some(std::process::id()));
+    }
+
+    #[test]
+    fn not_a_socket_is_an_error() {
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(peer_pid(&f).is_err());
+    }
+}
