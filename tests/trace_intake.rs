@@ -1,8 +1,11 @@
 //! The trace intake's defences against a real agent process, over real sockets: limits decided
 //! from the head (413 before the body), chunked bodies past the limit, cross-site requests, bad
 //! heads and bodies (4xx, and the connection keeps working after a 400), a request whose body
-//! never comes (408 after the read timeout), and a flood of idle connections past the cap while a
-//! well-behaved client is served promptly.
+//! never comes (408 after the read timeout), a flood of idle connections past the cap while a
+//! well-behaved client is served promptly and one mid-request keeps its connection, a pipelining
+//! client that does not hold the loop, idle keep-alive clients that do not starve the byte budget,
+//! `/status` for loopback only (a network namespace of the test's own), and a Unix-socket client
+//! outside the agent's pid namespace (pid 0 from the kernel).
 
 mod common;
 use common::*;
@@ -335,4 +338,156 @@ fn a_pipelining_client_does_not_hold_the_loop() {
     w.shutdown(std::net::Shutdown::Write).unwrap();
     let got = answers.join().unwrap();
     assert_eq!(got, sent, "answers to the pipelined requests");
+}
+
+/// Idle keep-alive connections hold no buffer that counts against the intake's byte budget:
+/// after 150 clients each sent a 250 kB request and stayed connected (37 MB in all, the budget
+/// is 32 MB), a new request is still accepted, not refused 429.
+#[test]
+fn idle_keep_alive_connections_do_not_starve_the_byte_budget() {
+    let (_agent, port) = start_with(&[("STS_APM_MAX_PAYLOAD_SIZE", "4194304"), ("STS_APM_MAX_CONNECTIONS", "300")]);
+    let mut big = b"POST /info HTTP/1.1\r\nContent-Length: 250000\r\n\r\n".to_vec();
+    big.resize(big.len() + 250_000, b'x');
+    let idle: Vec<TcpStream> = (0..150)
+        .map(|_| {
+            let mut s = connect(port);
+            s.write_all(&big).unwrap();
+            assert_eq!(response(&mut s).0, 200);
+            s
+        })
+        .collect();
+    let mut s = connect(port);
+    s.write_all(&traces_request(V04)).unwrap();
+    let (status, body) = response(&mut s);
+    assert_eq!(status, 200, "a new request while 150 keep-alive clients are idle: {body}");
+    let mut more = b"POST /info HTTP/1.1\r\nContent-Length: 3000000\r\n\r\n".to_vec();
+    more.resize(more.len() + 3_000_000, b'y');
+    s.write_all(&more).unwrap();
+    assert_eq!(response(&mut s).0, 200, "a 3 MB request");
+    // And the idle ones still work.
+    for mut c in idle.into_iter().step_by(30) {
+        c.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(response(&mut c).0, 200);
+    }
+}
+
+/// A network namespace of the test's own, removed on drop, with lo up and a non-loopback address.
+struct Netns(String);
+impl Netns {
+    fn new(addr: &str) -> Netns {
+        let name = format!("sts-intake-test-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = std::process::Command::new("ip").args(args).status().expect("run ip");
+            assert!(st.success(), "ip {args:?} failed (the test needs root and iproute2)");
+        };
+        let _ =
+            std::process::Command::new("ip").args(["netns", "del", &name]).stderr(std::process::Stdio::null()).status();
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns.0, "addr", "add", addr, "dev", "lo"]);
+        ns
+    }
+
+    /// Runs `f` on a thread inside the namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let f_ns = std::fs::File::open(&path).unwrap();
+            rustix::thread::move_into_link_name_space(f_ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .expect("setns");
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// With `STS_APM_NON_LOCAL_TRAFFIC=true` the intake listens on every interface, but `/status` is
+/// answered only on loopback: a client from another address gets 404 (and traces and /info).
+#[test]
+fn status_is_served_on_loopback_only() {
+    let ns = Netns::new("10.213.7.1/32");
+    let port = 18126u16;
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0, AGENT])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        .env("STS_APM_RECEIVER_PORT", port.to_string())
+        .env("STS_APM_NON_LOCAL_TRAFFIC", "true")
+        .env("STS_PROCESS_AGENT_ENABLED", "disabled")
+        .env("STS_HOST_CHECK_INTERVAL", "3600")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let _agent = drained(cmd.spawn().expect("spawn the agent in the namespace"));
+    let get = |addr: &'static str, path: &'static str| {
+        ns.run(move || {
+            let t = Instant::now();
+            let mut s = loop {
+                match TcpStream::connect((addr, port)) {
+                    Ok(s) => break s,
+                    Err(e) => assert!(t.elapsed() < Duration::from_secs(15), "no intake on {addr}:{port}: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(s.local_addr().unwrap().ip().to_string(), addr, "the client's own address");
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            response(&mut s)
+        })
+    };
+    let (status, body) = get("127.0.0.1", "/status");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with('{') && body.contains("intake"), "{body}");
+    let (status, body) = get("10.213.7.1", "/status");
+    assert_eq!((status, body.as_str()), (404, "not found\n"), "/status to a non-loopback client");
+    assert_eq!(get("10.213.7.1", "/info").0, 200, "the intake itself serves every interface");
+}
+
+/// A Unix-socket client outside the agent's pid namespace: the kernel reports its pid as 0 (it
+/// has none there). The request is answered, with no pid for the client, and the agent lives on.
+#[test]
+fn a_unix_client_outside_the_agents_pid_namespace_is_served() {
+    let dir = TempDir::new("intake-pidns");
+    let sock = dir.0.join("apm.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = std::process::Command::new("unshare");
+    // The agent is pid 1 of a new pid namespace; --kill-child ends it with unshare.
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", AGENT])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        .env("STS_APM_RECEIVER_PORT", port.to_string())
+        .env("STS_APM_RECEIVER_SOCKET", &sock)
+        .env("STS_PROCESS_AGENT_ENABLED", "disabled")
+        .env("STS_HOST_CHECK_INTERVAL", "3600")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut agent = drained(cmd.spawn().expect("spawn unshare"));
+    let t = Instant::now();
+    let mut s = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "no intake on {}", sock.display());
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&traces_request(V04)).unwrap();
+    let (status, body) = response_from(&mut s);
+    assert_eq!((status, body.as_str()), (200, "{\"rate_by_service\":{\"service:,env:\":1}}"));
+    // The Unix socket is local: /status is served there.
+    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").unwrap();
+    let (status, body) = response_from(&mut s);
+    assert_eq!(status, 200, "{body}");
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent is still running");
 }

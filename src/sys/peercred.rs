@@ -45,6 +45,47 @@ mod tests {
         assert_eq!(peer_pid(&a).unwrap(), Some(std::process::id()));
     }
 
+    /// The agent in a container's pid namespace and a client outside it: the kernel reports pid 0,
+    /// read here as "unknown". This test runs itself again as pid 1 of a new pid namespace
+    /// (`unshare`, root needed), where it accepts a connection from this process.
+    #[test]
+    fn a_peer_outside_this_pid_namespace_has_no_pid() {
+        use std::io::Write;
+        const INNER: &str = "STS_PEERCRED_TEST_SOCKET";
+        if let Some(path) = std::env::var_os(INNER) {
+            let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            let (s, _) = l.accept().unwrap();
+            println!("peer_pid={:?} own_pid={}", peer_pid(&s).unwrap(), std::process::id());
+            std::io::stdout().flush().unwrap();
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("sts-peercred-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut child = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "sys::peercred::tests::a_peer_outside_this_pid_namespace_has_no_pid", "--nocapture"])
+            .env(INNER, &path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) runs");
+        let t = std::time::Instant::now();
+        let s = loop {
+            if let Ok(s) = std::os::unix::net::UnixStream::connect(&path) {
+                break s;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(20), "the inner test did not listen (root needed)");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out);
+        let _ = child.wait();
+        drop(s);
+        let line = out.lines().find(|l| l.starts_with("peer_pid=")).unwrap_or_else(|| panic!("no answer: {out}"));
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(line, "peer_pid=None own_pid=1", "seen from inside the new pid namespace");
+    }
+
     #[test]
     fn not_a_socket_is_an_error() {
         let f = std::fs::File::open("/proc/self/stat").unwrap();
