@@ -332,6 +332,7 @@ fn a_pipelining_client_does_not_hold_the_loop() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let (w, sent) = writer.join().unwrap();
+    eprintln!("worst latency of another client: {worst:?}; {sent} requests pipelined");
     assert!(worst < Duration::from_millis(500), "another client waited {worst:?} behind the pipelining one");
     // Every pipelined request is answered, then the connection closes (the client shut down its
     // sending side).
@@ -490,4 +491,35 @@ fn a_unix_client_outside_the_agents_pid_namespace_is_served() {
     let (status, body) = response_from(&mut s);
     assert_eq!(status, 200, "{body}");
     assert!(agent.0.try_wait().unwrap().is_none(), "the agent is still running");
+}
+
+/// A client that pipelines requests and never reads the replies holds at most a bounded amount
+/// of them in the agent: the agent stops reading its requests (the client's writes block) rather
+/// than buffering replies without end, and other clients are served meanwhile.
+#[test]
+fn a_client_that_does_not_read_its_replies_is_not_buffered_without_end() {
+    let (agent, port) = start("128");
+    let hwm_kib = || {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", agent.0.id())).unwrap();
+        s.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").parse::<u64>().unwrap()
+    };
+    let before = hwm_kib();
+    let mut s = connect(port);
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let batch = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10_000);
+    let mut sent = 0usize;
+    // Up to 8 MB of requests (about 100 MB of replies); the agent should stop taking them long before.
+    while sent < 8 << 20 {
+        match s.write(&batch) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let mut other = connect(port);
+    other.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(response(&mut other).0, 200);
+    let grew = hwm_kib().saturating_sub(before);
+    eprintln!("sent {sent} bytes of requests unread; the agent's peak RSS grew by {grew} KiB");
+    assert!(sent < 8 << 20, "the agent took all {sent} bytes of requests whose replies are not read");
+    assert!(grew < 24 * 1024, "the agent's peak RSS grew by {grew} KiB");
 }

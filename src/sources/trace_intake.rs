@@ -387,6 +387,10 @@ impl TraceIntake {
         let mut bytes = EVENT_BYTES;
         let mut eof = false;
         loop {
+            if c.m.out.len() - c.out_pos > OUT_HIGH_WATER {
+                // The client is not taking its replies: wait until it does (writable).
+                break;
+            }
             // Requests already received first (pipelined, or left by the last event's budget).
             if self.process(c, now, on_request, &mut requests) {
                 c.more = true;
@@ -397,10 +401,6 @@ impl TraceIntake {
             }
             if !flush(c) {
                 return true;
-            }
-            if c.m.out.len() - c.out_pos > OUT_HIGH_WATER {
-                // The client is not taking its replies: wait until it does (writable).
-                break;
             }
             if bytes == 0 {
                 c.more = true;

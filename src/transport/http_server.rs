@@ -635,6 +635,34 @@ mod tests {
         assert!(matches!(m.step(100, 10), Step::Rejected(429)));
     }
 
+    /// What a connection counts against the intake's budget: the whole request once its
+    /// Content-Length head is in, what it has buffered otherwise, and nothing between requests
+    /// whatever its buffers' capacity.
+    #[test]
+    fn held_bytes_and_end_of_stream() {
+        let mut m = ConnMachine::default();
+        m.input.extend_from_slice(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Le");
+        assert!(matches!(m.step(1000, 1000), Step::NeedMore));
+        assert_eq!(m.held(), m.input.len());
+        m.input.extend_from_slice(b"ngth: 500\r\n\r\nxyz");
+        let head_len = m.input.len() - 3;
+        assert!(matches!(m.step(1000, 1000), Step::NeedMore));
+        assert_eq!(m.held(), head_len + 500, "the whole request is reserved");
+        m.input.resize(head_len + 500, b'x');
+        assert!(matches!(m.step(1000, 1000), Step::Request(..)));
+        m.respond(200, "text/plain", b"OK\n");
+        assert!(!m.in_request() && m.input.is_empty() && m.input.capacity() >= 500);
+        assert_eq!(m.held(), 0, "idle between requests");
+        // Chunked: what is buffered, body included.
+        m.input.extend_from_slice(b"POST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+        assert!(matches!(m.step(1000, 1000), Step::NeedMore));
+        assert_eq!(m.held(), 3);
+        // The client stops sending between requests: close once the replies are out.
+        let mut m = ConnMachine::default();
+        m.finish();
+        assert!(m.closing() && !m.in_request());
+    }
+
     #[test]
     fn responses() {
         let mut out = Vec::new();
