@@ -165,12 +165,12 @@ fn the_intake_defends_itself_and_keeps_serving() {
     assert!(t.elapsed() < Duration::from_secs(1), "served in {:?}", t.elapsed());
     drop(idle);
 
-    // The stalled request: 408 around the 5 s read timeout (unless it was evicted by the flood,
-    // which closes it without a reply; either way it is not left hanging).
+    // The stalled request: 408 around the 5 s read timeout (the flood of idle connections closed
+    // idle ones to make room, not this one in the middle of its request).
     let mut b = [0u8; 512];
     let n = stalled.read(&mut b).unwrap_or(0);
     let text = String::from_utf8_lossy(&b[..n]);
-    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.starts_with("HTTP/1.1 408"), "the stalled request's reply: {text:?}");
     assert!(stalled_at.elapsed() < Duration::from_secs(9));
 }
 
