@@ -25,6 +25,27 @@ pub fn iter(buf: &[u8]) -> impl Iterator<Item = Result<CgroupLine<'_>, ParseErro
     })
 }
 
+/// A cgroup path as `/proc/<pid>/cgroup` shows it, split for opening: `(ups, rest)`. The kernel
+/// writes the path relative to the *reader's* cgroup namespace root, so from a private namespace
+/// (Docker's default on cgroup v2 hosts, every ECS task on AL2023) a cgroup outside it reads
+/// `/../../ecstasks-<task>.slice/docker-<id>.scope`: `ups` is the number of leading `..`
+/// (2 there; 0 for a path within the namespace, or any path read from the host's namespace) and
+/// `rest` what follows, without its leading `/` (`ecstasks-<task>.slice/docker-<id>.scope`).
+/// `None` for anything else: not absolute, or an empty, `.` or `..` component after the first
+/// named one (the kernel writes neither), so `rest` can never climb out of where it is opened.
+pub fn relative(path: &[u8]) -> Option<(usize, &[u8])> {
+    let mut rest = path.strip_prefix(b"/")?;
+    let mut ups = 0;
+    while rest == b".." || rest.starts_with(b"../") {
+        ups += 1;
+        rest = rest.get(3..).unwrap_or(&[]);
+    }
+    if !rest.is_empty() && rest.split(|b| *b == b'/').any(|c| c.is_empty() || c == b"." || c == b"..") {
+        return None;
+    }
+    Some((ups, rest))
+}
+
 /// The container id in a cgroup path: the last run of exactly 64 lowercase hex digits, as in
 /// `/docker/<id>`, `/ecs/<task>/<id>` and `…/docker-<id>.scope`.
 pub fn container_id(path: &[u8]) -> Option<&[u8]> {
@@ -63,6 +84,31 @@ mod tests {
         assert!(iter(b"garbage\n").next().unwrap().is_err());
         let l = iter(b"0::/a:b\n").next().unwrap().unwrap();
         assert_eq!(l.path, b"/a:b");
+    }
+
+    #[test]
+    fn paths_from_a_private_cgroup_namespace() {
+        // As read from inside an ECS task's container on AL2023, and from `docker run
+        // --cgroupns private` / `unshare -C` on a cgroup v1 host (captured here).
+        let v2 = format!("/../../ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{ID}.scope");
+        let rest = format!("ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{ID}.scope");
+        assert_eq!(relative(v2.as_bytes()), Some((2, rest.as_bytes())));
+        let v1 = format!("/../docker/{ID}");
+        assert_eq!(relative(v1.as_bytes()), Some((1, format!("docker/{ID}").as_bytes())));
+        // The host's namespace: absolute paths as they are.
+        let host = format!("/ecstasks.slice/{rest}");
+        assert_eq!(relative(host.as_bytes()), Some((0, &host.as_bytes()[1..])));
+        assert_eq!(relative(b"/"), Some((0, &b""[..])));
+        assert_eq!(relative(b"/.."), Some((1, &b""[..])));
+        assert_eq!(relative(b"/../.."), Some((2, &b""[..])));
+        assert_eq!(relative(b"/../../x"), Some((2, &b"x"[..])));
+        // Nothing that could climb out of where `rest` is opened, nothing relative.
+        for bad in [&b"docker/x"[..], b"", b"/a/../b", b"/a/..", b"/../a/./b", b"/a//b", b"/a/", b"/.././x"] {
+            assert_eq!(relative(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // `...` is a name, not a climb.
+        assert_eq!(relative(b"/..."), Some((0, &b"..."[..])));
+        assert_eq!(relative(b"/..x/y"), Some((0, &b"..x/y"[..])));
     }
 
     #[test]
