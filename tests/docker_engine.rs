@@ -180,6 +180,7 @@ fn process_side(stdout: &[u8], stderr: &str) -> serde_json::Value {
 
 /// Every container is reported with CPU and memory, from the dry run's `/intake` payload.
 fn assert_measured(stdout: &[u8], stderr: &str, ctrs: &[&Ctr], memory: bool) {
+    assert!(!stderr.contains("cannot open the cgroup"), "{stderr}");
     let collector = payloads(stdout, "/api/v1/collector");
     let side = &process_side(stdout, stderr);
     for c in ctrs {
