@@ -220,7 +220,7 @@ pub struct ContainerSource {
     anchors: Anchors,
     buf: ReadBuf,
     user_hz: u64,
-    /// The host's network namespace (`HOST_PROC/1/ns/net`); 0 when unknown.
+    /// The host's network namespace (`HOST_PROC/1/ns/net`, else the agent's own); 0 when unknown.
     host_net_ns: u64,
     /// Set by a read that found its file gone (see [`ContainerSource::sample`]).
     missing: bool,
@@ -233,10 +233,11 @@ impl ContainerSource {
         info!("containers: {} under {}", layout.name(), host_sys.join("fs/cgroup").display());
         let c =
             |p: std::path::PathBuf| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap_or_default();
-        let host_net_ns = openat(&proc_root, c"1", DIR_FLAGS, Mode::empty())
-            .ok()
-            .and_then(|d| crate::sys::netns::inode_at(d.as_fd()).ok())
-            .unwrap_or(0);
+        // pid 1's; if that is not readable, the agent's own (its ECS task has `networkMode: host`).
+        let net_ns = |dir: &CStr, at: BorrowedFd<'_>| {
+            openat(at, dir, DIR_FLAGS, Mode::empty()).ok().and_then(|d| crate::sys::netns::inode_at(d.as_fd()).ok())
+        };
+        let host_net_ns = net_ns(c"1", proc_root.as_fd()).or_else(|| net_ns(c"/proc/self", CWD)).unwrap_or(0);
         Ok(ContainerSource {
             proc_root,
             probe_v1: c(host_sys.join("fs/cgroup/memory")),
