@@ -280,7 +280,7 @@ impl ContainerSource {
                 None => {
                     let mut c = Container::new(*id, p.pid, cycle);
                     c.host_network = host_network;
-                    self.open_dirs(&mut c, p.dir.as_fd());
+                    self.open_dirs(&mut c, p.dir.as_fd(), true);
                     t.containers.push(c);
                 }
             }
@@ -288,14 +288,15 @@ impl ContainerSource {
         t.containers.retain(|c| c.seen_cycle == cycle);
         for c in &mut t.containers {
             if retry && c.dirs.is_empty() {
-                self.rediscover(c, procs);
+                self.rediscover(c, procs, true);
             }
             let mut sample = self.sample(c);
             if self.missing && self.stale(&c.dirs) {
                 // Restarted in place (same id, new cgroup directories): find them again and
                 // start its rates afresh, as for a new container.
                 debug!("containers: {} has new cgroup directories (restarted)", short(&c.id));
-                self.rediscover(c, procs);
+                // Quietly: a container on its way out looks the same until its processes are gone.
+                self.rediscover(c, procs, false);
                 c.samples = 0;
                 sample = self.sample(c);
             }
@@ -306,10 +307,10 @@ impl ContainerSource {
     }
 
     /// Opens the container's directories again, from its member process of this cycle.
-    fn rediscover(&mut self, c: &mut Container, procs: &ProcessTable) {
+    fn rediscover(&mut self, c: &mut Container, procs: &ProcessTable, warn: bool) {
         let Ok(i) = procs.procs.binary_search_by_key(&c.member_pid, |p| p.pid) else { return };
         c.dirs = CgroupDirs::default();
-        self.open_dirs(c, procs.procs[i].dir.as_fd());
+        self.open_dirs(c, procs.procs[i].dir.as_fd(), warn);
     }
 
     /// Whether a held directory is gone (its `cgroup.procs`, which every cgroup has, is).
@@ -346,7 +347,7 @@ impl ContainerSource {
 
     /// Opens the container's cgroup directories from `/proc/<member>/cgroup`; says once (per
     /// container) when one of them cannot be opened, since its figures then read 0.
-    fn open_dirs(&mut self, c: &mut Container, proc_dir: BorrowedFd<'_>) {
+    fn open_dirs(&mut self, c: &mut Container, proc_dir: BorrowedFd<'_>, warn: bool) {
         let Self { buf, layout, anchors, .. } = self;
         let Ok(cg) = buf.read_file(proc_dir, c"cgroup") else { return };
         let dirs = &mut c.dirs;
@@ -387,7 +388,7 @@ impl ContainerSource {
                 _ => {}
             }
         }
-        if !c.warned {
+        if warn && !c.warned {
             let what = match (failed, matched) {
                 (Some((e, p)), _) => Some(format!("{} ({e})", String::from_utf8_lossy(p))),
                 (None, false) if !matches!(layout, Layout::Absent) => Some(format!("none under the {}", layout.name())),
