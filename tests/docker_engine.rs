@@ -279,8 +279,10 @@ fn a_container_restarted_in_place_is_measured_again() {
     let img = Image::busybox();
     let c = Ctr::run(&img, "restart", BURN);
     let first_pid = c.pid();
+    // In a private cgroup namespace too: the directories are found again through the held anchor.
+    let placed = PlacedCgroup::new(&unique("agent3"));
     let mut child = agent_under_sh(
-        &format!("exec {AGENT} --dry-run"),
+        &format!("{}exec unshare --cgroup {AGENT} --dry-run", placed.enter_script()),
         &[("STS_HOSTNAME", "restart-host"), ("STS_PROCESS_CHECK_INTERVAL", "1")],
     );
     let lines: Arc<Mutex<Vec<(Instant, serde_json::Value)>>> = Arc::default();
