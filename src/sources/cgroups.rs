@@ -2,7 +2,9 @@
 //! combined like `cpu,cpuacct` or not, whatever the host mounted them from — `/cgroup/` on the
 //! original Amazon Linux AMI — or the v2 unified tree), the containers' directories found from
 //! their processes' `/proc/<pid>/cgroup`, and their stats each cycle. Directories are held as
-//! `O_PATH` fds opened once per container; files are read into one reused buffer.
+//! `O_PATH` fds opened once per container (again when a restart in place removed them); files are
+//! read into one reused buffer. The agent may see those paths from a private cgroup namespace
+//! (`/../../<rest>`): see [`Anchors`].
 
 use super::procfs::ReadBuf;
 use crate::model::container::{CgroupDirs, Container, ContainerTable, CtrSample};
@@ -187,7 +189,9 @@ fn search(root: BorrowedFd<'_>, rest: &Path, want: Option<usize>) -> Option<(Own
             let Ok(mut entries) = rustix::fs::Dir::read_from(&fd) else { continue };
             while let Some(Ok(e)) = entries.read() {
                 let name = e.file_name().to_bytes();
-                if e.file_type() != rustix::fs::FileType::Directory || name == b"." || name == b".." {
+                let maybe_dir =
+                    matches!(e.file_type(), rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown);
+                if !maybe_dir || name == b"." || name == b".." {
                     continue;
                 }
                 visited += 1;
