@@ -93,23 +93,16 @@ impl Ctr {
 
     /// The same in the Docker network `network` (`none`, `host`).
     fn run_in(image: &Image, tag: &str, network: &str, script: &str) -> Ctr {
+        Ctr::run_with(image, tag, &["--network", network, "--cpus", "0.1"], script)
+    }
+
+    /// `sh -c <script>` in `image` with 128 MiB and the `docker run` options `opts`.
+    fn run_with(image: &Image, tag: &str, opts: &[&str], script: &str) -> Ctr {
         let name = unique(tag);
-        let id = docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            network,
-            "--cpus",
-            "0.1",
-            "--memory",
-            "128m",
-            &image.0,
-            "sh",
-            "-c",
-            script,
-        ]);
+        let mut args = vec!["run", "-d", "--name", &name, "--memory", "128m"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[&image.0, "sh", "-c", script]);
+        let id = docker_ok(&args);
         assert_eq!(id.len(), 64, "container id {id}");
         Ctr { name, id }
     }
@@ -356,4 +349,53 @@ fn a_host_network_container_has_no_network_figures() {
         // The host's totals are not the container's.
         assert_eq!(raw(side, m, &host.id), None, "{m} of the host-network container");
     }
+}
+
+/// An ECS task's cgroup as the ECS agent lays it out on cgroup v1 (`/ecs/<task id>/<container>`,
+/// here under a test-unique name): Docker makes it (`--cgroup-parent`); removed on drop, after
+/// the containers in it.
+struct TaskCgroup(String);
+
+impl Drop for TaskCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let mut left = 0;
+            for c in ["memory", "cpu", "cpuacct", "blkio", "pids", "cpuset", "devices", "freezer", "systemd", "unified"]
+            {
+                let task = format!("/sys/fs/cgroup/{c}{}", self.0);
+                let _ = std::fs::remove_dir(&task);
+                let _ = std::fs::remove_dir(std::path::Path::new(&task).parent().unwrap());
+                left += usize::from(std::path::Path::new(&task).exists());
+            }
+            if left == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn throttling_of_an_ecs_task_shows_on_its_containers() {
+    require_engine();
+    assert!(std::path::Path::new("/sys/fs/cgroup/cpu").is_dir(), "cannot run: no cgroup v1 cpu controller");
+    let img = Image::busybox();
+    let task_id = test_cgroup::hex_id("task", 32);
+    let task = TaskCgroup(format!("/{}/{task_id}", unique("ecs")));
+    // Shares only on the container; the limit on the task, as ECS sets them.
+    let c = Ctr::run_with(&img, "intask", &["--network", "none", "--cgroup-parent", &task.0], BURN);
+    std::fs::write(format!("/sys/fs/cgroup/cpu{}/cpu.cfs_quota_us", task.0), "10000").unwrap();
+    let own = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{}/{}/cpu.cfs_quota_us", task.0, c.id)).unwrap();
+    assert_eq!(own.trim(), "-1", "the container has no quota of its own");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = wait_with_timeout(
+        agent_under_sh(&format!("exec {AGENT} --once"), &[("STS_HOSTNAME", "task-host")]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let side = &process_side(&out.stdout, &stderr);
+    let nr = raw(side, "cpuNrThrottled", &c.id).unwrap_or_else(|| panic!("no cpuNrThrottled\n{stderr}"));
+    let time = raw(side, "cpuThrottledTime", &c.id).unwrap();
+    assert!(nr > 1.0 && time > 1.0, "{nr} throttled periods/s, {time} cs/s: the task's");
 }

@@ -7,6 +7,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some((_, rest)) = sts_agent::parse::cgroup::relative(l.path) {
             assert!(!rest.split(|b| *b == b'/').any(|c| c == b".." || c == b"."));
         }
+        let _ = sts_agent::parse::cgroup::ecs_task_parent(l.path);
         if let Some(id) = sts_agent::parse::cgroup::container_id(l.path) {
             assert_eq!(id.len(), 64);
         }

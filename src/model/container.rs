@@ -37,11 +37,16 @@ pub struct CgroupDirs {
     pub blkio: Option<OwnedFd>,
     pub pids: Option<OwnedFd>,
     pub unified: Option<OwnedFd>,
+    /// The ECS task's cgroup above the container (v1 `cpu`, or v2), when the CPU limit is set
+    /// there and not on the container: its `cpu.stat` is where throttling shows.
+    pub task: Option<OwnedFd>,
 }
 
 impl CgroupDirs {
     pub fn iter(&self) -> impl Iterator<Item = &OwnedFd> {
-        [&self.memory, &self.cpuacct, &self.cpu, &self.blkio, &self.pids, &self.unified].into_iter().flatten()
+        [&self.memory, &self.cpuacct, &self.cpu, &self.blkio, &self.pids, &self.unified, &self.task]
+            .into_iter()
+            .flatten()
     }
 
     /// None could be opened.

@@ -46,6 +46,16 @@ pub fn relative(path: &[u8]) -> Option<(usize, &[u8])> {
     Some((ups, rest))
 }
 
+/// Whether the directory above the last one of a cgroup path is an ECS task's cgroup, where ECS
+/// puts a task-level CPU limit (spec/docker-check.md §4.3): `…/ecs/<32-hex task id>/<id>` (v1,
+/// the task id checked) or `…/ecstasks-<task id>.slice/docker-<id>.scope` (v2).
+pub fn ecs_task_parent(path: &[u8]) -> bool {
+    let mut parts = path.rsplit(|b| *b == b'/');
+    let (Some(_leaf), Some(parent)) = (parts.next(), parts.next()) else { return false };
+    let is_hex = |s: &[u8]| s.len() == 32 && s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    is_hex(parent) || parent.strip_prefix(b"ecstasks-").and_then(|p| p.strip_suffix(b".slice")).is_some_and(is_hex)
+}
+
 /// The container id in a cgroup path: the last run of exactly 64 lowercase hex digits, as in
 /// `/docker/<id>`, `/ecs/<task>/<id>` and `…/docker-<id>.scope`.
 pub fn container_id(path: &[u8]) -> Option<&[u8]> {
@@ -109,6 +119,30 @@ mod tests {
         // `...` is a name, not a climb.
         assert_eq!(relative(b"/..."), Some((0, &b"..."[..])));
         assert_eq!(relative(b"/..x/y"), Some((0, &b"..x/y"[..])));
+    }
+
+    #[test]
+    fn ecs_task_cgroups_above_a_container() {
+        let task = "0123456789abcdef0123456789abcdef";
+        for yes in [
+            format!("/ecs/{task}/{ID}"),
+            format!("/../{task}/{ID}"),
+            format!("/ecstasks.slice/ecstasks-{task}.slice/docker-{ID}.scope"),
+            format!("/../../ecstasks-{task}.slice/docker-{ID}.scope"),
+        ] {
+            assert!(ecs_task_parent(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            format!("/docker/{ID}"),
+            format!("/../{ID}"),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/ecs/{}/{ID}", &task[1..]),
+            format!("/ecstasks.slice/ecstasks-{task}x.slice/docker-{ID}.scope"),
+            ID.to_string(),
+            String::new(),
+        ] {
+            assert!(!ecs_task_parent(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]

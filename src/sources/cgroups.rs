@@ -357,11 +357,16 @@ impl ContainerSource {
         let dirs = &mut c.dirs;
         let mut failed: Option<(Errno, &[u8])> = None;
         let mut matched = false;
+        let mut in_task = false;
         for line in cgroup::iter(cg).filter_map(Result::ok) {
             if cgroup::container_id(line.path) != Some(&c.id[..]) {
                 continue;
             }
             let p = line.path;
+            let cpu_line = line.hierarchy == b"0" || line.controllers.split(|b| *b == b',').any(|c| c == b"cpu");
+            if cpu_line && !matches!(layout, Layout::Absent) {
+                in_task = cgroup::ecs_task_parent(p);
+            }
             let mut open = |root: Option<&OwnedFd>, slot: usize, into: &mut Option<OwnedFd>| {
                 let Some(root) = root else { return };
                 matched = true;
@@ -401,6 +406,24 @@ impl ContainerSource {
             if let Some(what) = what {
                 warn!("containers: cannot open the cgroup of {}: {what}; its figures read 0", short(&c.id));
                 c.warned = true;
+            }
+        }
+        // Throttling: ECS sets the task's CPU limit on the task's cgroup, and containers only
+        // get shares; then throttling shows only there (spec/docker-check.md §4.3).
+        let v2 = dirs.unified.is_some();
+        let has_quota = |buf: &mut ReadBuf, dir: &OwnedFd| {
+            let file = if v2 { c"cpu.max" } else { c"cpu.cfs_quota_us" };
+            buf.read_file(dir.as_fd(), file).ok().is_some_and(|b| {
+                if v2 {
+                    cs::cpu_max(b).is_some_and(|(q, _)| q.is_some())
+                } else {
+                    cs::signed_single(b).is_some()
+                }
+            })
+        };
+        if let Some(own) = dirs.unified.as_ref().or(dirs.cpu.as_ref()).filter(|_| in_task) {
+            if !has_quota(buf, own) {
+                dirs.task = openat(own, c"..", DIR_FLAGS, Mode::empty()).ok().filter(|t| has_quota(buf, t));
             }
         }
         let stamp_dir = dirs.cpuacct.as_ref().or(dirs.unified.as_ref()).or(dirs.memory.as_ref());
@@ -482,6 +505,13 @@ impl ContainerSource {
                 .map(cs::blkio_service_bytes)
                 .unwrap_or((0, 0));
             s.threads = self.read(d.pids.as_ref(), c"pids.current").and_then(cs::single).unwrap_or(0);
+        }
+        if let Some(b) = self.read(d.task.as_ref(), c"cpu.stat") {
+            s.throttled_periods = cs::get(b, b"nr_throttled").unwrap_or(0);
+            s.throttled_ns = match cs::get(b, b"throttled_usec") {
+                Some(us) => us.saturating_mul(1000),
+                None => cs::get(b, b"throttled_time").unwrap_or(0),
+            };
         }
         // The container's network, as one member process sees it; none when that is the
         // host's network namespace (`--network host`): the host's totals are not the container's.
@@ -653,6 +683,39 @@ mod tests {
         std::fs::remove_dir_all(&tmp).unwrap();
         assert_eq!(c.cur.cpu_total_ns, 7_000_000, "read from the new directory");
         assert_eq!((c.samples, c.prev), (1, None), "rates start afresh, as for a new container");
+    }
+
+    #[test]
+    fn throttling_of_a_container_without_a_quota_is_its_ecs_tasks() {
+        let tmp = std::env::temp_dir().join(format!("sts-agent-task-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ok = std::process::Command::new("cp").arg("-a").arg(fixture("al2023-v2")).arg(&tmp).status().unwrap();
+        assert!(ok.success());
+        let task = tmp.join("sys/fs/cgroup/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice");
+        let scope = task.join(format!("docker-{}.scope", std::str::from_utf8(ID).unwrap()));
+        let dir = open_dir(CWD, &tmp.join("proc/4244")).unwrap();
+        let mut p = Proc::new(4244, 1, 0, dir, 0.0);
+        p.container_id = Some(*ID);
+        let procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+        let sample = |task_limit: &str| {
+            std::fs::write(task.join("cpu.max"), task_limit).unwrap();
+            let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+            let mut t = ContainerTable::default();
+            src.update(&mut t, &procs);
+            t.containers.pop().unwrap().cur
+        };
+        std::fs::write(task.join("cpu.stat"), "usage_usec 9\nnr_periods 90\nnr_throttled 42\nthrottled_usec 1500000\n")
+            .unwrap();
+        // The container has its own quota (the fixture's 50000 100000): its own counters.
+        assert_eq!((sample("100000 100000\n").throttled_periods, sample("max 100000\n").throttled_periods), (5, 5));
+        // Shares only: the task's limit, and the task's counters.
+        std::fs::write(scope.join("cpu.max"), "max 100000\n").unwrap();
+        let s = sample("100000 100000\n");
+        assert_eq!((s.throttled_periods, s.throttled_ns), (42, 1_500_000_000));
+        assert_eq!(s.cpu_total_ns, 2_000_000_000, "the container's own usage still");
+        // No limit anywhere: the container's own (zero or not).
+        assert_eq!(sample("max 100000\n").throttled_periods, 5);
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]
