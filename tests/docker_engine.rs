@@ -8,7 +8,10 @@
 //!   then reads `/../docker/<id>`, on the v1 controllers and on the v2 tree;
 //! - a container **restarted in place** (`docker restart`: same id, new cgroup directories);
 //! - CPU, memory and throttling reported non-zero for every container (each burns CPU under a
-//!   CFS quota and holds some memory).
+//!   CFS quota and holds some memory);
+//! - throttling of a container in an ECS-style task cgroup (`--cgroup-parent`) whose limit is the
+//!   task's, not the container's;
+//! - no network figures for a container in the host's network namespace (`--network host`).
 
 mod common;
 use common::*;
