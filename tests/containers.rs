@@ -24,11 +24,8 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
     let docker_id = hex_id("docker", 64);
     let ecs_id = hex_id("ecs", 64);
     let task = hex_id("task", 32);
-    let Some(mut docker) = TestCgroup::new(&[format!("{tag}-docker")], &docker_id) else {
-        eprintln!("no cgroup v1 memory controller here; skipped");
-        return;
-    };
-    let mut ecs = TestCgroup::new(&[format!("{tag}-ecs"), format!("{tag}-ecs/{task}")], &ecs_id).unwrap();
+    let mut docker = TestCgroup::require(&[format!("{tag}-docker")], &docker_id);
+    let mut ecs = TestCgroup::require(&[format!("{tag}-ecs"), format!("{tag}-ecs/{task}")], &ecs_id);
     std::fs::write(docker.path("memory", "memory.limit_in_bytes"), "268435456").unwrap();
     std::fs::write(docker.path("cpu", "cpu.cfs_quota_us"), "50000").unwrap();
     let docker_pid = docker.run("import time; x = b'1' * (48 << 20); time.sleep(60)");
@@ -37,6 +34,10 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
 
     let rx = Receiver::start(true, vec![202]);
     let url = rx.url("/stsAgent");
+    // What the busy one really got while the agent ran (the machine may be shared and loaded).
+    let usage =
+        || std::fs::read_to_string(ecs.path("cpuacct", "cpuacct.usage")).unwrap().trim().parse::<f64>().unwrap();
+    let (u0, t0) = (usage(), std::time::Instant::now());
     let out = run_agent(
         &["--once"],
         &[
@@ -48,6 +49,7 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
         ],
         Duration::from_secs(60),
     );
+    let got = (usage() - u0) / t0.elapsed().as_secs_f64() / 1e7;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reqs = rx.requests();
     let msgs: Vec<CollectorProc> = reqs
@@ -90,8 +92,9 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
         "memRss {rss} vs memory.stat rss {rss_now}"
     );
     let busy = metric("totalPct", &ecs_id);
-    assert!(busy > 50.0 && busy < 120.0, "the busy container at {busy}%");
-    assert!(metric("userPct", &ecs_id) > 40.0);
+    assert!(got > 10.0, "the busy container got only {got}% of a CPU while the agent ran");
+    assert!(busy > got * 0.5 && busy < 120.0, "the busy container at {busy}%, {got}% on average");
+    assert!(metric("userPct", &ecs_id) > busy * 0.5);
     assert!(metric("totalPct", &docker_id) < 20.0);
     let total = side["metrics"]
         .as_array()
@@ -167,12 +170,9 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
     let tag = format!("sts-test-{}-meta", std::process::id());
     let web_id = hex_id("web", 64);
     let task = hex_id("task2", 32);
-    let Some(mut web) = TestCgroup::new(&[format!("{tag}-ecs"), format!("{tag}-ecs/{task}")], &web_id) else {
-        eprintln!("no cgroup v1 memory controller here; skipped");
-        return;
-    };
+    let mut web = TestCgroup::require(&[format!("{tag}-ecs"), format!("{tag}-ecs/{task}")], &web_id);
     let bare_id = hex_id("bare", 64);
-    let mut bare = TestCgroup::new(&[format!("{tag}-docker")], &bare_id).unwrap();
+    let mut bare = TestCgroup::require(&[format!("{tag}-docker")], &bare_id);
     web.run("import time; time.sleep(60)");
     bare.run("import time; time.sleep(60)");
     let dir = TempDir::new("docker");
@@ -253,15 +253,12 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
 fn in_its_own_pid_namespace_with_host_proc_and_sys_mounted_elsewhere() {
     let tag = format!("sts-test-{}-ns", std::process::id());
     let id = hex_id("ns", 64);
-    let Some(mut ctr) = TestCgroup::new(&[format!("{tag}-docker")], &id) else {
-        eprintln!("no cgroup v1 memory controller here; skipped");
-        return;
-    };
+    let mut ctr = TestCgroup::require(&[format!("{tag}-docker")], &id);
     let host_pid = ctr.run("import time; time.sleep(60)");
-    if Command::new("unshare").arg("--version").output().is_err() {
-        eprintln!("no unshare here; skipped");
-        return;
-    }
+    assert!(
+        Command::new("unshare").arg("--version").output().is_ok(),
+        "cannot run: no unshare (util-linux) here to make the agent's pid and mount namespaces"
+    );
     let root = TempDir::new("ns");
     let (hp, hs) = (root.0.join("host/proc"), root.0.join("host/sys"));
     std::fs::create_dir_all(&hp).unwrap();
@@ -361,10 +358,7 @@ fn fake_ecs_agent(metadata: String, tasks: String) -> String {
 fn ecs_agent_api_tags_containers_by_task() {
     let tag = format!("sts-test-{}-ecsapi", std::process::id());
     let id = hex_id("ecsapi", 64);
-    let Some(mut ctr) = TestCgroup::new(&[format!("{tag}-docker")], &id) else {
-        eprintln!("no cgroup v1 memory controller here; skipped");
-        return;
-    };
+    let mut ctr = TestCgroup::require(&[format!("{tag}-docker")], &id);
     ctr.run("import time; time.sleep(60)");
     let dir = TempDir::new("ecsapi");
     // Docker knows the container but carries no ECS labels on it.

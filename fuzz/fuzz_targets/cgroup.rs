@@ -4,6 +4,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for l in sts_agent::parse::cgroup::iter(data).flatten() {
+        if let Some((_, rest)) = sts_agent::parse::cgroup::relative(l.path) {
+            assert!(!rest.split(|b| *b == b'/').any(|c| c == b".." || c == b"."));
+        }
+        let _ = sts_agent::parse::cgroup::ecs_task_parent(l.path);
         if let Some(id) = sts_agent::parse::cgroup::container_id(l.path) {
             assert_eq!(id.len(), 64);
         }

@@ -2,7 +2,7 @@
 //! the check's health stream, and self-metrics as raw metric tuples.
 
 use super::json;
-use crate::model::container::{rates, ContainerTable, METRIC_NAMES};
+use crate::model::container::{metric_applies, rates, throttling, ContainerTable, METRIC_NAMES, THROTTLING_NAMES};
 use crate::sources::docker::Metadata;
 
 pub struct CheckHealth<'a> {
@@ -118,7 +118,13 @@ pub fn side_channel(
             let r = rates(c, t);
             let values =
                 [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
-            for (name, v) in METRIC_NAMES.iter().zip(values) {
+            for (i, (name, v)) in METRIC_NAMES.iter().zip(values).enumerate() {
+                if metric_applies(c, i) {
+                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
+                }
+            }
+            // Sent by the process agent 4.0.5–4.0.11 whatever the receiver's features.
+            for (name, v) in THROTTLING_NAMES.iter().zip(throttling(c, t)) {
                 raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
             }
         }

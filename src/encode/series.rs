@@ -1,5 +1,7 @@
-//! `POST /api/v1/series` body: `{"series":[{"metric","points":[[ts,v]],"tags","host","type","interval"}]}`
-//! (spec/protocol.md §3.2), written straight into a reused buffer.
+//! `POST /api/v1/series` body: `{"series":[{"metric","points":[[ts,v]],"tags","host","device","type",
+//! "interval"}]}` (spec/protocol.md §3.2), written straight into a reused buffer. A `device` tag
+//! is sent as the serie's `device` field, not among its tags, as the Datadog serializer does
+//! (`populateDeviceField`): the first one; a second would stay a tag.
 
 use super::json;
 use crate::checks::metric::{Kind, MetricSink, Tag};
@@ -44,8 +46,13 @@ impl MetricSink for SeriesEncoder<'_> {
         o.push(b',');
         json::f64(o, value);
         o.extend_from_slice(b"]],\"tags\":[");
+        let device = tags.iter().position(|t| t.key == "device");
+        let mut first = true;
         for (i, t) in tags.iter().enumerate() {
-            if i > 0 {
+            if Some(i) == device {
+                continue;
+            }
+            if !std::mem::take(&mut first) {
                 o.push(b',');
             }
             o.push(b'"');
@@ -56,6 +63,11 @@ impl MetricSink for SeriesEncoder<'_> {
         }
         o.extend_from_slice(b"],\"host\":");
         json::str(o, self.host);
+        if let Some(t) = device.and_then(|i| tags.get(i)).filter(|t| !t.value.is_empty()) {
+            o.extend_from_slice(b",\"device\":\"");
+            json::escape_into(o, t.value);
+            o.push(b'"');
+        }
         o.extend_from_slice(b",\"type\":\"");
         o.extend_from_slice(kind.as_str().as_bytes());
         o.extend_from_slice(b"\",\"interval\":");
@@ -75,10 +87,21 @@ mod tests {
         e.metric("system.load.1", Kind::Gauge, 0.5, &[]);
         e.metric("system.net.bytes_rcvd", Kind::Rate, 12.25, &[Tag { key: "device", value: b"eth\"0" }]);
         e.metric("skipped.nan", Kind::Gauge, f64::NAN, &[]);
-        assert_eq!(e.finish(), 2);
+        e.metric(
+            "system.disk.free",
+            Kind::Gauge,
+            1.0,
+            &[
+                Tag { key: "device", value: b"/dev/nvme1n1" },
+                Tag { key: "device_name", value: b"nvme1n1" },
+                Tag { key: "filesystem", value: b"xfs" },
+            ],
+        );
+        e.metric("x", Kind::Gauge, 1.0, &[Tag { key: "a", value: b"b" }, Tag { key: "device", value: b"" }]);
+        assert_eq!(e.finish(), 4);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         let s = &v["series"];
-        assert_eq!(s.as_array().unwrap().len(), 2);
+        assert_eq!(s.as_array().unwrap().len(), 4);
         assert_eq!(s[0]["metric"], "system.load.1");
         assert_eq!(s[0]["points"][0][0], 1_700_000_000u64);
         assert_eq!(s[0]["points"][0][1], 0.5);
@@ -87,7 +110,14 @@ mod tests {
         assert_eq!(s[0]["interval"], 15);
         assert_eq!(s[0]["tags"], serde_json::json!([]));
         assert_eq!(s[1]["type"], "rate");
-        assert_eq!(s[1]["tags"][0], "device:eth\"0");
         assert!(s[0].get("device").is_none());
+        // `device:` is the serie's `device` field, not a tag.
+        assert_eq!(s[1]["device"], "eth\"0");
+        assert_eq!(s[1]["tags"], serde_json::json!([]));
+        assert_eq!(s[2]["device"], "/dev/nvme1n1");
+        assert_eq!(s[2]["tags"], serde_json::json!(["device_name:nvme1n1", "filesystem:xfs"]));
+        // An empty one is omitted, as the spec says of `device`.
+        assert!(s[3].get("device").is_none());
+        assert_eq!(s[3]["tags"], serde_json::json!(["a:b"]));
     }
 }

@@ -22,6 +22,8 @@ pub struct CtrSample {
     pub net_tx_bytes: u64,
     pub net_rx_packets: u64,
     pub net_tx_packets: u64,
+    /// Tasks (threads) in the container: `pids.current`.
+    pub threads: u64,
     /// CPU limit in percent of one core (quota / period × 100); `None`: no limit.
     pub cpu_limit_pct: Option<f64>,
 }
@@ -33,7 +35,24 @@ pub struct CgroupDirs {
     pub cpuacct: Option<OwnedFd>,
     pub cpu: Option<OwnedFd>,
     pub blkio: Option<OwnedFd>,
+    pub pids: Option<OwnedFd>,
     pub unified: Option<OwnedFd>,
+    /// The ECS task's cgroup above the container (v1 `cpu`, or v2), when the CPU limit is set
+    /// there and not on the container: its `cpu.stat` is where throttling shows.
+    pub task: Option<OwnedFd>,
+}
+
+impl CgroupDirs {
+    pub fn iter(&self) -> impl Iterator<Item = &OwnedFd> {
+        [&self.memory, &self.cpuacct, &self.cpu, &self.blkio, &self.pids, &self.unified, &self.task]
+            .into_iter()
+            .flatten()
+    }
+
+    /// None could be opened.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -51,6 +70,29 @@ pub struct Container {
     pub prev: Option<CtrSample>,
     /// How many times it has been sampled.
     pub samples: u32,
+    /// Its member shares the host's network namespace (`--network host`): no network figures.
+    pub host_network: bool,
+    /// Its cgroup could not be opened, and that was logged.
+    pub warned: bool,
+}
+
+impl Container {
+    /// A container seen for the first time in `cycle`, through its process `pid`.
+    pub fn new(id: [u8; 64], pid: u32, cycle: u64) -> Container {
+        Container {
+            id,
+            runtime: "",
+            dirs: CgroupDirs::default(),
+            member_pid: pid,
+            seen_cycle: cycle,
+            created_ms: 0,
+            cur: CtrSample::default(),
+            prev: None,
+            samples: 0,
+            host_network: false,
+            warned: false,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +133,30 @@ pub fn rates(c: &Container, t: &ContainerTable) -> [f64; 9] {
     ]
 }
 
+/// The process agent's throttling metrics (spec/docker-check.md §4), in the order of
+/// [`THROTTLING_NAMES`]: centiseconds throttled per second and throttled periods per second
+/// (`cpu.stat`; 0 until two samples exist, and when a counter went back: a restart), and the
+/// container's tasks now (`pids.current`).
+pub fn throttling(c: &Container, t: &ContainerTable) -> [f64; 3] {
+    let threads = c.cur.threads as f64;
+    let (Some(p), Some(prev_t)) = (c.prev, t.prev_mono_secs) else { return [0.0, 0.0, threads] };
+    let dt = t.mono_secs - prev_t;
+    if dt <= 0.0 {
+        return [0.0, 0.0, threads];
+    }
+    let s = c.cur;
+    let r = |a: u64, b: u64| b.checked_sub(a).map_or(0.0, |d| d as f64 / dt);
+    [r(p.throttled_ns, s.throttled_ns) / 1e7, r(p.throttled_periods, s.throttled_periods), threads]
+}
+
+pub const THROTTLING_NAMES: [&str; 3] = ["cpuThrottledTime", "cpuNrThrottled", "cpuThreadCount"];
+
+/// Whether the raw metric `METRIC_NAMES[i]` is sent for `c`: the network ones are not for a
+/// container in the host's network namespace (they would be the host's totals).
+pub fn metric_applies(c: &Container, i: usize) -> bool {
+    !(c.host_network && (2..=5).contains(&i))
+}
+
 /// Names of the raw metrics, in the order of [`rates`] followed by `memRss`, `memCache`.
 pub const METRIC_NAMES: [&str; 11] = [
     "rbps",
@@ -105,3 +171,40 @@ pub const METRIC_NAMES: [&str; 11] = [
     "memRss",
     "memCache",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(prev: CtrSample, cur: CtrSample) -> (Container, ContainerTable) {
+        let mut c = Container::new([b'a'; 64], 1, 2);
+        (c.prev, c.cur) = (Some(prev), cur);
+        (c, ContainerTable { containers: vec![], cycle: 2, mono_secs: 12.0, prev_mono_secs: Some(10.0) })
+    }
+
+    #[test]
+    fn throttling_rates_in_the_process_agents_units() {
+        let prev = CtrSample { throttled_ns: 1_000_000_000, throttled_periods: 10, threads: 3, ..Default::default() };
+        let cur = CtrSample { throttled_ns: 1_500_000_000, throttled_periods: 30, threads: 4, ..Default::default() };
+        let (c, t) = table(prev, cur);
+        // 0.5 s throttled over 2 s: 25 centiseconds per second; 20 periods over 2 s.
+        assert_eq!(throttling(&c, &t), [25.0, 10.0, 4.0]);
+        // A restart in place resets the counters: 0, not a wrapped subtraction.
+        let (c, t) = table(cur, prev);
+        assert_eq!(throttling(&c, &t), [0.0, 0.0, 3.0]);
+        // First sighting: no rate yet, the thread count already.
+        let (mut c, t) = table(prev, cur);
+        c.prev = None;
+        assert_eq!(throttling(&c, &t), [0.0, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn host_network_containers_have_no_network_metrics() {
+        let (mut c, _) = table(CtrSample::default(), CtrSample::default());
+        assert!((0..METRIC_NAMES.len()).all(|i| metric_applies(&c, i)));
+        c.host_network = true;
+        let sent: Vec<_> =
+            (0..METRIC_NAMES.len()).filter(|&i| metric_applies(&c, i)).map(|i| METRIC_NAMES[i]).collect();
+        assert_eq!(sent, ["rbps", "wbps", "userPct", "systemPct", "totalPct", "memRss", "memCache"]);
+    }
+}

@@ -25,6 +25,37 @@ pub fn iter(buf: &[u8]) -> impl Iterator<Item = Result<CgroupLine<'_>, ParseErro
     })
 }
 
+/// A cgroup path as `/proc/<pid>/cgroup` shows it, split for opening: `(ups, rest)`. The kernel
+/// writes the path relative to the *reader's* cgroup namespace root, so from a private namespace
+/// (Docker's default on cgroup v2 hosts, every ECS task on AL2023) a cgroup outside it reads
+/// `/../../ecstasks-<task>.slice/docker-<id>.scope`: `ups` is the number of leading `..`
+/// (2 there; 0 for a path within the namespace, or any path read from the host's namespace) and
+/// `rest` what follows, without its leading `/` (`ecstasks-<task>.slice/docker-<id>.scope`).
+/// `None` for anything else: not absolute, or an empty, `.` or `..` component after the first
+/// named one (the kernel writes neither), so `rest` can never climb out of where it is opened.
+pub fn relative(path: &[u8]) -> Option<(usize, &[u8])> {
+    let mut rest = path.strip_prefix(b"/")?;
+    let mut ups = 0;
+    while rest == b".." || rest.starts_with(b"../") {
+        ups += 1;
+        rest = rest.get(3..).unwrap_or(&[]);
+    }
+    if !rest.is_empty() && rest.split(|b| *b == b'/').any(|c| c.is_empty() || c == b"." || c == b"..") {
+        return None;
+    }
+    Some((ups, rest))
+}
+
+/// Whether the directory above the last one of a cgroup path is an ECS task's cgroup, where ECS
+/// puts a task-level CPU limit (spec/docker-check.md §4.3): `…/ecs/<32-hex task id>/<id>` (v1,
+/// the task id checked) or `…/ecstasks-<task id>.slice/docker-<id>.scope` (v2).
+pub fn ecs_task_parent(path: &[u8]) -> bool {
+    let mut parts = path.rsplit(|b| *b == b'/');
+    let (Some(_leaf), Some(parent)) = (parts.next(), parts.next()) else { return false };
+    let is_hex = |s: &[u8]| s.len() == 32 && s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    is_hex(parent) || parent.strip_prefix(b"ecstasks-").and_then(|p| p.strip_suffix(b".slice")).is_some_and(is_hex)
+}
+
 /// The container id in a cgroup path: the last run of exactly 64 lowercase hex digits, as in
 /// `/docker/<id>`, `/ecs/<task>/<id>` and `…/docker-<id>.scope`.
 pub fn container_id(path: &[u8]) -> Option<&[u8]> {
@@ -63,6 +94,55 @@ mod tests {
         assert!(iter(b"garbage\n").next().unwrap().is_err());
         let l = iter(b"0::/a:b\n").next().unwrap().unwrap();
         assert_eq!(l.path, b"/a:b");
+    }
+
+    #[test]
+    fn paths_from_a_private_cgroup_namespace() {
+        // As read from inside an ECS task's container on AL2023, and from `docker run
+        // --cgroupns private` / `unshare -C` on a cgroup v1 host (captured here).
+        let v2 = format!("/../../ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{ID}.scope");
+        let rest = format!("ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{ID}.scope");
+        assert_eq!(relative(v2.as_bytes()), Some((2, rest.as_bytes())));
+        let v1 = format!("/../docker/{ID}");
+        assert_eq!(relative(v1.as_bytes()), Some((1, format!("docker/{ID}").as_bytes())));
+        // The host's namespace: absolute paths as they are.
+        let host = format!("/ecstasks.slice/{rest}");
+        assert_eq!(relative(host.as_bytes()), Some((0, &host.as_bytes()[1..])));
+        assert_eq!(relative(b"/"), Some((0, &b""[..])));
+        assert_eq!(relative(b"/.."), Some((1, &b""[..])));
+        assert_eq!(relative(b"/../.."), Some((2, &b""[..])));
+        assert_eq!(relative(b"/../../x"), Some((2, &b"x"[..])));
+        // Nothing that could climb out of where `rest` is opened, nothing relative.
+        for bad in [&b"docker/x"[..], b"", b"/a/../b", b"/a/..", b"/../a/./b", b"/a//b", b"/a/", b"/.././x"] {
+            assert_eq!(relative(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // `...` is a name, not a climb.
+        assert_eq!(relative(b"/..."), Some((0, &b"..."[..])));
+        assert_eq!(relative(b"/..x/y"), Some((0, &b"..x/y"[..])));
+    }
+
+    #[test]
+    fn ecs_task_cgroups_above_a_container() {
+        let task = "0123456789abcdef0123456789abcdef";
+        for yes in [
+            format!("/ecs/{task}/{ID}"),
+            format!("/../{task}/{ID}"),
+            format!("/ecstasks.slice/ecstasks-{task}.slice/docker-{ID}.scope"),
+            format!("/../../ecstasks-{task}.slice/docker-{ID}.scope"),
+        ] {
+            assert!(ecs_task_parent(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            format!("/docker/{ID}"),
+            format!("/../{ID}"),
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/ecs/{}/{ID}", &task[1..]),
+            format!("/ecstasks.slice/ecstasks-{task}x.slice/docker-{ID}.scope"),
+            ID.to_string(),
+            String::new(),
+        ] {
+            assert!(!ecs_task_parent(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]

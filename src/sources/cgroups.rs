@@ -2,7 +2,9 @@
 //! combined like `cpu,cpuacct` or not, whatever the host mounted them from — `/cgroup/` on the
 //! original Amazon Linux AMI — or the v2 unified tree), the containers' directories found from
 //! their processes' `/proc/<pid>/cgroup`, and their stats each cycle. Directories are held as
-//! `O_PATH` fds opened once per container; files are read into one reused buffer.
+//! `O_PATH` fds opened once per container (again when a restart in place removed them); files are
+//! read into one reused buffer. The agent may see those paths from a private cgroup namespace
+//! (`/../../<rest>`): see [`Anchors`].
 
 use super::procfs::ReadBuf;
 use crate::model::container::{CgroupDirs, Container, ContainerTable, CtrSample};
@@ -10,9 +12,11 @@ use crate::model::process::ProcessTable;
 use crate::parse::{cgroup, cgroup_stats as cs, net_dev};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, AtFlags, Mode, OFlags, CWD};
-use std::ffi::CStr;
+use rustix::io::Errno;
+use std::ffi::{CStr, OsStr};
 use std::io;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// Above this, a v1 memory limit means "no limit" (the kernel prints PAGE_COUNTER_MAX pages).
 const V1_NO_LIMIT: u64 = 1 << 62;
@@ -23,6 +27,7 @@ pub struct V1Roots {
     cpuacct: Option<OwnedFd>,
     cpu: Option<OwnedFd>,
     blkio: Option<OwnedFd>,
+    pids: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -42,8 +47,20 @@ impl Layout {
     }
 }
 
+/// The hierarchies a container's directories are held in (v1 controllers, the v2 tree): the
+/// index of [`Anchors::depth`].
+const MEMORY: usize = 0;
+const CPUACCT: usize = 1;
+const CPU: usize = 2;
+const BLKIO: usize = 3;
+const PIDS: usize = 4;
+const UNIFIED: usize = 5;
+const SLOTS: usize = 6;
+
+const DIR_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
 fn open_dir(at: BorrowedFd<'_>, path: &Path) -> Option<OwnedFd> {
-    openat(at, path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()
+    openat(at, path, DIR_FLAGS, Mode::empty()).ok()
 }
 
 /// Detects the layout under `<host_sys>/fs/cgroup`. Any v1 controller directory means v1 (the
@@ -65,6 +82,7 @@ pub fn detect(host_sys: &Path) -> Layout {
                     "cpuacct" => &mut v1.cpuacct,
                     "cpu" => &mut v1.cpu,
                     "blkio" => &mut v1.blkio,
+                    "pids" => &mut v1.pids,
                     _ => continue,
                 };
                 if slot.is_none() {
@@ -85,7 +103,114 @@ pub fn detect(host_sys: &Path) -> Layout {
     Layout::Absent
 }
 
+/// Where the agent's own cgroup namespace sits in each hierarchy, learnt from the first path
+/// that climbs out of it (see [`cgroup::relative`]). A path `/../../<rest>` names
+/// `<A>/<rest>`, `A` being the namespace root's ancestor two levels up: the same directory for
+/// every such path in that hierarchy, so it is found once (a bounded walk of the hierarchy
+/// from its root, looking for the directory under which `<rest>` exists) and held open.
+#[derive(Debug, Default)]
+struct Anchors {
+    /// The depth of the namespace root, per hierarchy, once known.
+    depth: [Option<usize>; SLOTS],
+    /// `(hierarchy, ups)` → the directory `ups` levels above the namespace root, and its path
+    /// from the hierarchy's root.
+    dirs: Vec<(usize, usize, OwnedFd, PathBuf)>,
+}
+
+/// The walk that finds an anchor visits at most this many directories, this deep.
+const SEARCH_MAX_DIRS: usize = 4096;
+const SEARCH_MAX_DEPTH: usize = 8;
+
+impl Anchors {
+    fn get(&self, slot: usize, ups: usize) -> Option<BorrowedFd<'_>> {
+        self.dirs.iter().find(|(s, u, _, _)| *s == slot && *u == ups).map(|(_, _, fd, _)| fd.as_fd())
+    }
+
+    /// The path from its hierarchy's root of the directory that `path` climbs to, if known.
+    fn climbed_to(&self, slot: usize, path: &[u8]) -> Option<&Path> {
+        let (ups, _) = cgroup::relative(path).filter(|(u, _)| *u > 0)?;
+        self.dirs.iter().find(|(s, u, _, _)| *s == slot && *u == ups).map(|(_, _, _, p)| p.as_path())
+    }
+
+    /// Opens the cgroup directory `path` (as `/proc/<pid>/cgroup` shows it) of hierarchy
+    /// `slot`, whose root is `root`.
+    fn open(&mut self, root: BorrowedFd<'_>, slot: usize, path: &[u8]) -> Result<OwnedFd, Errno> {
+        let (ups, rest) = cgroup::relative(path).ok_or(Errno::INVAL)?;
+        if rest.is_empty() {
+            // The namespace root itself or one of its ancestors: not a container's cgroup, and
+            // an ancestor cannot be named from here.
+            return if ups == 0 { openat(root, c".", DIR_FLAGS, Mode::empty()) } else { Err(Errno::INVAL) };
+        }
+        let rest = Path::new(OsStr::from_bytes(rest));
+        if ups == 0 {
+            return openat(root, rest, DIR_FLAGS, Mode::empty());
+        }
+        if let Some(anchor) = self.get(slot, ups) {
+            match openat(anchor, rest, DIR_FLAGS, Mode::empty()) {
+                Err(Errno::NOENT) => {} // gone, or the anchor moved: look again
+                other => return other,
+            }
+        }
+        let want = match self.depth[slot] {
+            Some(d) => Some(d.checked_sub(ups).ok_or(Errno::NOENT)?),
+            None => None,
+        };
+        let (anchor, path, at, fd) = search(root, rest, want).ok_or(Errno::NOENT)?;
+        debug!("cgroups: paths climbing {ups} out of the namespace start at {}", path.display());
+        self.depth[slot] = Some(at + ups);
+        self.dirs.retain(|(s, u, _, _)| (*s, *u) != (slot, ups));
+        self.dirs.push((slot, ups, anchor, path));
+        Ok(fd)
+    }
+}
+
+/// Walks the hierarchy breadth first from `root` (only the level `want` when given) for the
+/// directory under which `rest` exists: `(that directory, its path, its depth, rest opened)`.
+fn search(root: BorrowedFd<'_>, rest: &Path, want: Option<usize>) -> Option<(OwnedFd, PathBuf, usize, OwnedFd)> {
+    let mut level = vec![PathBuf::from(".")];
+    let mut visited = 0usize;
+    for depth in 0..=SEARCH_MAX_DEPTH {
+        if want.is_none_or(|w| w == depth) {
+            for d in level.iter() {
+                let Some(dir) = open_dir(root, d) else { continue };
+                if let Ok(fd) = openat(&dir, rest, DIR_FLAGS, Mode::empty()) {
+                    return Some((dir, d.clone(), depth, fd));
+                }
+            }
+            if want.is_some() {
+                return None;
+            }
+        }
+        let mut next = Vec::new();
+        for d in &level {
+            let Ok(fd) = openat(root, d, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+                continue;
+            };
+            let Ok(mut entries) = rustix::fs::Dir::read_from(&fd) else { continue };
+            while let Some(Ok(e)) = entries.read() {
+                let name = e.file_name().to_bytes();
+                let maybe_dir =
+                    matches!(e.file_type(), rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown);
+                if !maybe_dir || name == b"." || name == b".." {
+                    continue;
+                }
+                visited += 1;
+                if visited > SEARCH_MAX_DIRS {
+                    return None;
+                }
+                next.push(d.join(OsStr::from_bytes(name)));
+            }
+        }
+        if next.is_empty() {
+            return None;
+        }
+        level = next;
+    }
+    None
+}
+
 /// The layout is detected again every this many cycles (hosts rarely change it; a remount does).
+/// A container none of whose cgroup directories could be opened is looked for again as often.
 const REDETECT_EVERY: u64 = 20;
 
 pub struct ContainerSource {
@@ -96,8 +221,13 @@ pub struct ContainerSource {
     probe_v1: std::ffi::CString,
     probe_v2: std::ffi::CString,
     layout: Layout,
+    anchors: Anchors,
     buf: ReadBuf,
     user_hz: u64,
+    /// The host's network namespace (`HOST_PROC/1/ns/net`, else the agent's own); 0 when unknown.
+    host_net_ns: u64,
+    /// Set by a read that found its file gone (see [`ContainerSource::sample`]).
+    missing: bool,
 }
 
 impl ContainerSource {
@@ -107,14 +237,22 @@ impl ContainerSource {
         info!("containers: {} under {}", layout.name(), host_sys.join("fs/cgroup").display());
         let c =
             |p: std::path::PathBuf| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap_or_default();
+        // pid 1's; if that is not readable, the agent's own (its ECS task has `networkMode: host`).
+        let net_ns = |dir: &CStr, at: BorrowedFd<'_>| {
+            openat(at, dir, DIR_FLAGS, Mode::empty()).ok().and_then(|d| crate::sys::netns::inode_at(d.as_fd()).ok())
+        };
+        let host_net_ns = net_ns(c"1", proc_root.as_fd()).or_else(|| net_ns(c"/proc/self", CWD)).unwrap_or(0);
         Ok(ContainerSource {
             proc_root,
             probe_v1: c(host_sys.join("fs/cgroup/memory")),
             probe_v2: c(host_sys.join("fs/cgroup/cgroup.controllers")),
             host_sys: host_sys.to_path_buf(),
             layout,
+            anchors: Anchors::default(),
             buf: ReadBuf::with_capacity(8 * 1024),
             user_hz: rustix::param::clock_ticks_per_second().max(1),
+            host_net_ns,
+            missing: false,
         })
     }
 
@@ -125,7 +263,8 @@ impl ContainerSource {
     /// Finds this cycle's containers from the processes' container ids and samples each.
     pub fn update(&mut self, t: &mut ContainerTable, procs: &ProcessTable) {
         t.cycle += 1;
-        if t.cycle % REDETECT_EVERY == 0 {
+        let retry = t.cycle % REDETECT_EVERY == 0;
+        if retry {
             self.redetect(t);
         }
         t.prev_mono_secs = if t.cycle > 1 { Some(t.mono_secs) } else { None };
@@ -133,27 +272,54 @@ impl ContainerSource {
         let cycle = t.cycle;
         for p in &procs.procs {
             let Some(id) = &p.container_id else { continue };
+            let host_network = self.host_net_ns != 0 && p.net_ns == self.host_net_ns;
             match t.containers.iter_mut().find(|c| c.id == *id) {
                 Some(c) => {
                     if c.seen_cycle != cycle {
                         c.seen_cycle = cycle;
                         c.member_pid = p.pid;
+                        c.host_network = host_network;
                     }
                 }
                 None => {
-                    if let Some(c) = self.discover(*id, p.pid, p.dir.as_fd(), cycle) {
-                        t.containers.push(c);
-                    }
+                    let mut c = Container::new(*id, p.pid, cycle);
+                    c.host_network = host_network;
+                    self.open_dirs(&mut c, p.dir.as_fd(), true);
+                    t.containers.push(c);
                 }
             }
         }
         t.containers.retain(|c| c.seen_cycle == cycle);
         for c in &mut t.containers {
-            let sample = self.sample(c);
+            if retry && c.dirs.is_empty() {
+                self.rediscover(c, procs, true);
+            }
+            let mut sample = self.sample(c);
+            if self.missing && self.stale(&c.dirs) {
+                // Restarted in place (same id, new cgroup directories): find them again and
+                // start its rates afresh, as for a new container.
+                debug!("containers: {} has new cgroup directories (restarted)", short(&c.id));
+                // Quietly: a container on its way out looks the same until its processes are gone.
+                self.rediscover(c, procs, false);
+                c.samples = 0;
+                sample = self.sample(c);
+            }
             c.prev = (c.samples > 0).then_some(c.cur);
             c.cur = sample;
             c.samples += 1;
         }
+    }
+
+    /// Opens the container's directories again, from its member process of this cycle.
+    fn rediscover(&mut self, c: &mut Container, procs: &ProcessTable, warn: bool) {
+        let Ok(i) = procs.procs.binary_search_by_key(&c.member_pid, |p| p.pid) else { return };
+        c.dirs = CgroupDirs::default();
+        self.open_dirs(c, procs.procs[i].dir.as_fd(), warn);
+    }
+
+    /// Whether a held directory is gone (its `cgroup.procs`, which every cgroup has, is).
+    fn stale(&self, d: &CgroupDirs) -> bool {
+        d.iter().any(|fd| matches!(rustix::fs::statat(fd, c"cgroup.procs", AtFlags::empty()), Err(Errno::NOENT)))
     }
 
     /// Probes the layout's kind; if it changed, detects it again and finds containers anew.
@@ -178,72 +344,107 @@ impl ContainerSource {
         if std::mem::discriminant(&now) != std::mem::discriminant(&self.layout) {
             info!("containers: the cgroup layout changed from {} to {}", self.layout.name(), now.name());
             self.layout = now;
+            self.anchors = Anchors::default();
             t.containers.clear();
         }
     }
 
-    fn discover(&mut self, id: [u8; 64], pid: u32, proc_dir: BorrowedFd<'_>, cycle: u64) -> Option<Container> {
-        let cg = self.buf.read_file(proc_dir, c"cgroup").ok()?;
-        let mut dirs = CgroupDirs::default();
-        let mut runtime = "";
+    /// Opens the container's cgroup directories from `/proc/<member>/cgroup`; says once (per
+    /// container) when one of them cannot be opened, since its figures then read 0.
+    fn open_dirs(&mut self, c: &mut Container, proc_dir: BorrowedFd<'_>, warn: bool) {
+        let Self { buf, layout, anchors, .. } = self;
+        let Ok(cg) = buf.read_file(proc_dir, c"cgroup") else { return };
+        let dirs = &mut c.dirs;
+        let mut failed: Option<(Errno, &[u8])> = None;
+        let mut matched = false;
+        let mut in_task = false;
         for line in cgroup::iter(cg).filter_map(Result::ok) {
-            if cgroup::container_id(line.path) != Some(&id[..]) {
+            if cgroup::container_id(line.path) != Some(&c.id[..]) {
                 continue;
             }
             let p = line.path;
-            runtime = if contains(p, b"docker") {
-                "docker"
-            } else if contains(p, b"containerd") {
-                "containerd"
-            } else if contains(p, b"crio") {
-                "cri-o"
-            } else {
-                runtime
+            let cpu_line = line.hierarchy == b"0" || line.controllers.split(|b| *b == b',').any(|c| c == b"cpu");
+            if cpu_line && !matches!(layout, Layout::Absent) {
+                in_task = cgroup::ecs_task_parent(p);
+            }
+            let mut open = |root: Option<&OwnedFd>, slot: usize, into: &mut Option<OwnedFd>| {
+                let Some(root) = root else { return };
+                matched = true;
+                match anchors.open(root.as_fd(), slot, p) {
+                    Ok(fd) => *into = Some(fd),
+                    Err(e) => {
+                        failed.get_or_insert((e, p));
+                    }
+                }
+                // The runtime, from the path (`/../<id>` names none: then from where it climbs to).
+                let climbed = anchors.climbed_to(slot, p).map_or(&[][..], |a| a.as_os_str().as_bytes());
+                c.runtime = runtime(p).or_else(|| runtime(climbed)).unwrap_or(c.runtime);
             };
-            // Paths are absolute within the hierarchy; open them relative to its root.
-            let rel = std::ffi::OsStr::new(std::str::from_utf8(p.strip_prefix(b"/").unwrap_or(p)).ok()?);
-            let rel = Path::new(rel);
-            match &self.layout {
+            match &*layout {
                 Layout::V1(roots) => {
                     for ctl in line.controllers.split(|b| *b == b',') {
-                        let (slot, root) = match ctl {
-                            b"memory" => (&mut dirs.memory, &roots.memory),
-                            b"cpuacct" => (&mut dirs.cpuacct, &roots.cpuacct),
-                            b"cpu" => (&mut dirs.cpu, &roots.cpu),
-                            b"blkio" => (&mut dirs.blkio, &roots.blkio),
-                            _ => continue,
-                        };
-                        if let Some(root) = root {
-                            *slot = open_dir(root.as_fd(), rel);
+                        match ctl {
+                            b"memory" => open(roots.memory.as_ref(), MEMORY, &mut dirs.memory),
+                            b"cpuacct" => open(roots.cpuacct.as_ref(), CPUACCT, &mut dirs.cpuacct),
+                            b"cpu" => open(roots.cpu.as_ref(), CPU, &mut dirs.cpu),
+                            b"blkio" => open(roots.blkio.as_ref(), BLKIO, &mut dirs.blkio),
+                            b"pids" => open(roots.pids.as_ref(), PIDS, &mut dirs.pids),
+                            _ => {}
                         }
                     }
                 }
-                Layout::V2(root) if line.hierarchy == b"0" => dirs.unified = open_dir(root.as_fd(), rel),
+                Layout::V2(root) if line.hierarchy == b"0" => open(Some(root), UNIFIED, &mut dirs.unified),
                 _ => {}
             }
         }
+        if warn && !c.warned {
+            let what = match (failed, matched) {
+                (Some((e, p)), _) => Some(format!("{} ({e})", String::from_utf8_lossy(p))),
+                (None, false) if !matches!(layout, Layout::Absent) => Some(format!("none under the {}", layout.name())),
+                _ => None,
+            };
+            if let Some(what) = what {
+                warn!("containers: cannot open the cgroup of {}: {what}; its figures read 0", short(&c.id));
+                c.warned = true;
+            }
+        }
+        // Throttling: ECS sets the task's CPU limit on the task's cgroup, and containers only
+        // get shares; then throttling shows only there (spec/docker-check.md §4.3).
+        let v2 = dirs.unified.is_some();
+        let has_quota = |buf: &mut ReadBuf, dir: &OwnedFd| {
+            let file = if v2 { c"cpu.max" } else { c"cpu.cfs_quota_us" };
+            buf.read_file(dir.as_fd(), file).ok().is_some_and(|b| {
+                if v2 {
+                    cs::cpu_max(b).is_some_and(|(q, _)| q.is_some())
+                } else {
+                    cs::signed_single(b).is_some()
+                }
+            })
+        };
+        if let Some(own) = dirs.unified.as_ref().or(dirs.cpu.as_ref()).filter(|_| in_task) {
+            if !has_quota(buf, own) {
+                dirs.task = openat(own, c"..", DIR_FLAGS, Mode::empty()).ok().filter(|t| has_quota(buf, t));
+            }
+        }
         let stamp_dir = dirs.cpuacct.as_ref().or(dirs.unified.as_ref()).or(dirs.memory.as_ref());
-        let created_ms = stamp_dir
+        c.created_ms = stamp_dir
             .and_then(|d| rustix::fs::statat(d, c"", AtFlags::EMPTY_PATH).ok())
             .map_or(0, |st| st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000);
-        Some(Container {
-            id,
-            runtime,
-            dirs,
-            member_pid: pid,
-            seen_cycle: cycle,
-            created_ms,
-            cur: CtrSample::default(),
-            prev: None,
-            samples: 0,
-        })
     }
 
+    /// Reads `file` in `dir`; a file that is not there sets [`Self::missing`].
     fn read(&mut self, dir: Option<&OwnedFd>, file: &CStr) -> Option<&[u8]> {
-        self.buf.read_file(dir?.as_fd(), file).ok()
+        match self.buf.read_file(dir?.as_fd(), file) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.missing |= e.kind() == io::ErrorKind::NotFound;
+                None
+            }
+        }
     }
 
     fn sample(&mut self, c: &Container) -> CtrSample {
+        self.missing = false;
         let mut s = CtrSample::default();
         let d = &c.dirs;
         if d.unified.is_some() {
@@ -267,6 +468,7 @@ impl ContainerSource {
             s.mem_limit = self.read(u, c"memory.max").and_then(cs::max_or_value).flatten();
             s.mem_failcnt = self.read(u, c"memory.events").and_then(|b| cs::get(b, b"max")).unwrap_or(0);
             (s.io_read_bytes, s.io_write_bytes) = self.read(u, c"io.stat").map(cs::io_stat_bytes).unwrap_or((0, 0));
+            s.threads = self.read(u, c"pids.current").and_then(cs::single).unwrap_or(0);
         } else {
             let hz = self.user_hz;
             if let Some(b) = self.read(d.cpuacct.as_ref(), c"cpuacct.stat") {
@@ -302,8 +504,20 @@ impl ContainerSource {
                 .read(d.blkio.as_ref(), c"blkio.throttle.io_service_bytes")
                 .map(cs::blkio_service_bytes)
                 .unwrap_or((0, 0));
+            s.threads = self.read(d.pids.as_ref(), c"pids.current").and_then(cs::single).unwrap_or(0);
         }
-        // The container's network, as one member process sees it.
+        if let Some(b) = self.read(d.task.as_ref(), c"cpu.stat") {
+            s.throttled_periods = cs::get(b, b"nr_throttled").unwrap_or(0);
+            s.throttled_ns = match cs::get(b, b"throttled_usec") {
+                Some(us) => us.saturating_mul(1000),
+                None => cs::get(b, b"throttled_time").unwrap_or(0),
+            };
+        }
+        // The container's network, as one member process sees it; none when that is the
+        // host's network namespace (`--network host`): the host's totals are not the container's.
+        if c.host_network {
+            return s;
+        }
         let mut path = [0u8; 24];
         let n = crate::fmt::decimal(u64::from(c.member_pid), &mut path[..11]);
         path[n..n + 8].copy_from_slice(b"/net/dev");
@@ -321,8 +535,23 @@ impl ContainerSource {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
+/// The first 12 digits of an id, as `docker ps` shows it.
+fn short(id: &[u8; 64]) -> &str {
+    std::str::from_utf8(&id[..12]).unwrap_or("?")
+}
+
+/// The container runtime a cgroup path names (`/docker/<id>`, `docker-<id>.scope`, ...).
+fn runtime(path: &[u8]) -> Option<&'static str> {
+    let has = |needle: &[u8]| memchr::memmem::find(path, needle).is_some();
+    if has(b"docker") {
+        Some("docker")
+    } else if has(b"containerd") {
+        Some("containerd")
+    } else if has(b"crio") {
+        Some("cri-o")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +625,97 @@ mod tests {
             assert_eq!(s.mem_usage, cs::single(&v1_fixture("memory/memory.usage_in_bytes")).unwrap());
             assert_eq!(s.cpu_limit_pct, Some(50.0));
         }
+    }
+
+    #[test]
+    fn paths_from_a_private_cgroup_namespace_open_the_same_cgroup() {
+        // 4242/4243: `/proc/<pid>/cgroup` as the host's namespace shows it; 4244: as the agent's
+        // own private namespace does (an ECS task on AL2023: `0::/../../ecstasks-<task>.slice/
+        // docker-<id>.scope`; `docker run --cgroupns private` on v1: `4:memory:/../<id>`).
+        for (name, host_view) in [("al2023-v2", 4242), ("al2-v1", 4243)] {
+            let (host, _) = run(name, host_view);
+            let (private, _) = run(name, 4244);
+            let (a, b) = (&host.containers[0], &private.containers[0]);
+            assert!(!b.dirs.is_empty() && !b.warned, "{name}: the cgroup was opened");
+            assert!(b.cur.cpu_total_ns > 0 && b.cur.mem_cache > 0, "{name}: {:?}", b.cur);
+            assert_eq!(a.cur, b.cur, "{name}: the same figures from either view");
+            assert_eq!((a.created_ms, a.runtime), (b.created_ms, b.runtime));
+        }
+    }
+
+    #[test]
+    fn a_cgroup_that_cannot_be_opened_is_flagged_for_one_warning() {
+        // The path climbs out of the namespace to a task slice that is not there.
+        let (t, _) = run("al2023-v2", 4245);
+        let c = &t.containers[0];
+        assert!(c.dirs.is_empty() && c.warned, "{c:?}");
+        assert_eq!(c.cur.cpu_total_ns, 0);
+    }
+
+    #[test]
+    fn a_cgroup_recreated_in_place_is_opened_again() {
+        // `docker restart`: the same id, new directories; the old ones are gone.
+        let tmp = std::env::temp_dir().join(format!("sts-agent-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ok = std::process::Command::new("cp").arg("-a").arg(fixture("al2023-v2")).arg(&tmp).status().unwrap();
+        assert!(ok.success());
+        let dir = open_dir(CWD, &tmp.join("proc/4242")).unwrap();
+        let mut p = Proc::new(4242, 1, 0, dir, 0.0);
+        p.container_id = Some(*ID);
+        let mut procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        let mut t = ContainerTable::default();
+        src.update(&mut t, &procs);
+        procs.mono_secs = 11.0;
+        src.update(&mut t, &procs);
+        assert_eq!((t.containers[0].cur.cpu_total_ns, t.containers[0].samples), (2_000_000_000, 2));
+        let scope = tmp.join(format!(
+            "sys/fs/cgroup/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{}.scope",
+            std::str::from_utf8(ID).unwrap()
+        ));
+        std::fs::remove_dir_all(&scope).unwrap();
+        std::fs::create_dir(&scope).unwrap();
+        std::fs::write(scope.join("cgroup.procs"), "4242\n").unwrap();
+        std::fs::write(scope.join("cpu.stat"), "usage_usec 7000\nuser_usec 5000\nsystem_usec 2000\n").unwrap();
+        procs.mono_secs = 12.0;
+        src.update(&mut t, &procs);
+        let c = &t.containers[0];
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(c.cur.cpu_total_ns, 7_000_000, "read from the new directory");
+        assert_eq!((c.samples, c.prev), (1, None), "rates start afresh, as for a new container");
+    }
+
+    #[test]
+    fn throttling_of_a_container_without_a_quota_is_its_ecs_tasks() {
+        let tmp = std::env::temp_dir().join(format!("sts-agent-task-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ok = std::process::Command::new("cp").arg("-a").arg(fixture("al2023-v2")).arg(&tmp).status().unwrap();
+        assert!(ok.success());
+        let task = tmp.join("sys/fs/cgroup/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice");
+        let scope = task.join(format!("docker-{}.scope", std::str::from_utf8(ID).unwrap()));
+        let dir = open_dir(CWD, &tmp.join("proc/4244")).unwrap();
+        let mut p = Proc::new(4244, 1, 0, dir, 0.0);
+        p.container_id = Some(*ID);
+        let procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+        let sample = |task_limit: &str| {
+            std::fs::write(task.join("cpu.max"), task_limit).unwrap();
+            let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+            let mut t = ContainerTable::default();
+            src.update(&mut t, &procs);
+            t.containers.pop().unwrap().cur
+        };
+        std::fs::write(task.join("cpu.stat"), "usage_usec 9\nnr_periods 90\nnr_throttled 42\nthrottled_usec 1500000\n")
+            .unwrap();
+        // The container has its own quota (the fixture's 50000 100000): its own counters.
+        assert_eq!((sample("100000 100000\n").throttled_periods, sample("max 100000\n").throttled_periods), (5, 5));
+        // Shares only: the task's limit, and the task's counters.
+        std::fs::write(scope.join("cpu.max"), "max 100000\n").unwrap();
+        let s = sample("100000 100000\n");
+        assert_eq!((s.throttled_periods, s.throttled_ns), (42, 1_500_000_000));
+        assert_eq!(s.cpu_total_ns, 2_000_000_000, "the container's own usage still");
+        // No limit anywhere: the container's own (zero or not).
+        assert_eq!(sample("max 100000\n").throttled_periods, 5);
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub const HOST_FILES: &[&str] = &[
     "net/snmp",
     "net/netstat",
     "sys/fs/file-nr",
-    "self/mountinfo",
+    "1/mountinfo",
 ];
 
 pub struct HostSource {
@@ -26,6 +26,13 @@ pub struct HostSource {
     buf: ReadBuf,
     /// Filesystem types that need a block device (from `/proc/filesystems`, read once).
     device_fs: Vec<u8>,
+    /// `<HOST_PROC>/1/root`: the host's mount points are reached through it (`statvfs`), as
+    /// they are listed in `<HOST_PROC>/1/mountinfo`: in a container, the agent's own mount table
+    /// lacks the host's data volumes. Empty when pid 1's are not readable: then the agent's own
+    /// (`self/mountinfo`, mount points as they are).
+    host_root: Vec<u8>,
+    /// `<host_root><mount point>\0`, reused.
+    path: Vec<u8>,
 }
 
 impl HostSource {
@@ -41,7 +48,19 @@ impl HostSource {
                 }
             }
         }
-        Ok(HostSource { root, buf, device_fs })
+        let mut host_root = host_proc.join("1/root").into_os_string().into_encoded_bytes();
+        let mut probe = host_root.clone();
+        probe.extend_from_slice(b"/\0");
+        let through_pid1 = buf.read_file(root.fd(), c"1/mountinfo").is_ok()
+            && CStr::from_bytes_with_nul(&probe).is_ok_and(|p| rustix::fs::statvfs(p).is_ok());
+        if !through_pid1 {
+            info!(
+                "host check: the host's mounts ({}/1/mountinfo and 1/root) are not readable; disk metrics cover the agent's own mount namespace",
+                host_proc.display()
+            );
+            host_root.clear();
+        }
+        Ok(HostSource { root, buf, device_fs, host_root, path: Vec::with_capacity(256) })
     }
 
     /// Fills `s` (cleared first). A file that cannot be read or parsed sets its problem bit and
@@ -119,7 +138,8 @@ impl HostSource {
     }
 
     fn filesystems(&mut self, s: &mut HostSample) -> bool {
-        let Ok(bytes) = self.buf.read_file(self.root.fd(), c"self/mountinfo") else { return false };
+        let mounts = if self.host_root.is_empty() { c"self/mountinfo" } else { c"1/mountinfo" };
+        let Ok(bytes) = self.buf.read_file(self.root.fd(), mounts) else { return false };
         let mut ok = true;
         let mut seen_devices: smallvec::SmallVec<[(u32, u32); 16]> = smallvec::SmallVec::new();
         for m in mountinfo::iter(bytes) {
@@ -139,7 +159,10 @@ impl HostSource {
                 mountinfo::unescape(m.mount_point, v);
                 v.push(0);
             });
-            let Some(c_path) = CStr::from_bytes_with_nul(s.names.get(mp)).ok() else { continue };
+            self.path.clear();
+            self.path.extend_from_slice(&self.host_root);
+            self.path.extend_from_slice(s.names.get(mp));
+            let Some(c_path) = CStr::from_bytes_with_nul(&self.path).ok() else { continue };
             let Ok(st) = rustix::fs::statvfs(c_path) else { continue };
             if st.f_blocks == 0 {
                 continue;

@@ -1,0 +1,404 @@
+//! The agent against a real Docker Engine (Debian's `docker.io`; `.ci/run` installs it and starts
+//! `dockerd --iptables=false`). Images are made here with `docker import` of a busybox rootfs
+//! (Debian's `busybox-static`), so no registry is needed. Every container, image and cgroup has a
+//! name unique to this test run and is removed on drop, even when an assertion fails.
+//!
+//! - the agent in a **private cgroup namespace** (`unshare -C`, after moving it out of the
+//!   hierarchies' roots, as an ECS task's container is on AL2023): every container's cgroup path
+//!   then reads `/../docker/<id>`, on the v1 controllers and on the v2 tree;
+//! - a container **restarted in place** (`docker restart`: same id, new cgroup directories);
+//! - CPU, memory and throttling reported non-zero for every container (each burns CPU under a
+//!   CFS quota and holds some memory);
+//! - throttling of a container in an ECS-style task cgroup (`--cgroup-parent`) whose limit is the
+//!   task's, not the container's;
+//! - no network figures for a container in the host's network namespace (`--network host`).
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[path = "support/test_cgroup.rs"]
+mod test_cgroup;
+use test_cgroup::PlacedCgroup;
+
+/// Burns CPU (the quota given to the container caps it) and holds 16 MB in a shell variable.
+const BURN: &str = "v=$(head -c 16000000 /dev/zero | tr '\\000' x); yes > /dev/null";
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("the docker CLI (docker.io) is installed")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(o.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Fails the test, with the reason, when no engine answers: these tests must not pass unrun.
+fn require_engine() {
+    let o = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+    match o {
+        Ok(o) if o.status.success() => {}
+        other => panic!(
+            "cannot run: no Docker Engine answers `docker info` (.ci/run installs docker.io and starts \
+             `dockerd --iptables=false`): {other:?}"
+        ),
+    }
+}
+
+fn unique(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sts-test-{}-{tag}-{n}", std::process::id())
+}
+
+/// A busybox image imported from a local rootfs, removed on drop.
+struct Image(String);
+
+impl Image {
+    fn busybox() -> Image {
+        let bb = std::path::Path::new("/bin/busybox");
+        assert!(bb.is_file(), "cannot run: no /bin/busybox (Debian's busybox-static; .ci/run installs it)");
+        let root = TempDir::new("rootfs");
+        std::fs::create_dir_all(root.0.join("bin")).unwrap();
+        std::fs::copy(bb, root.0.join("bin/busybox")).unwrap();
+        for app in ["sh", "yes", "head", "tr", "sleep", "cat"] {
+            std::os::unix::fs::symlink("busybox", root.0.join("bin").join(app)).unwrap();
+        }
+        let name = format!("{}:latest", unique("busybox"));
+        let cmd = format!("tar -C {} -c . | docker import - {name}", root.0.display());
+        let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        assert!(o.status.success(), "docker import: {}", String::from_utf8_lossy(&o.stderr));
+        Image(name)
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.0]);
+    }
+}
+
+/// A running container, removed (forcibly) on drop.
+struct Ctr {
+    name: String,
+    id: String,
+}
+
+impl Ctr {
+    /// `sh -c <script>` in `image`, with a tenth of a CPU and 128 MiB, and no network.
+    fn run(image: &Image, tag: &str, script: &str) -> Ctr {
+        Ctr::run_in(image, tag, "none", script)
+    }
+
+    /// The same in the Docker network `network` (`none`, `host`).
+    fn run_in(image: &Image, tag: &str, network: &str, script: &str) -> Ctr {
+        Ctr::run_with(image, tag, &["--network", network, "--cpus", "0.1"], script)
+    }
+
+    /// `sh -c <script>` in `image` with 128 MiB and the `docker run` options `opts`.
+    fn run_with(image: &Image, tag: &str, opts: &[&str], script: &str) -> Ctr {
+        let name = unique(tag);
+        let mut args = vec!["run", "-d", "--name", &name, "--memory", "128m"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[&image.0, "sh", "-c", script]);
+        let id = docker_ok(&args);
+        assert_eq!(id.len(), 64, "container id {id}");
+        Ctr { name, id }
+    }
+
+    fn pid(&self) -> u32 {
+        docker_ok(&["inspect", "-f", "{{.State.Pid}}", &self.name]).parse().unwrap()
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.name]);
+    }
+}
+
+/// The agent run by `sh -c <script>`, with a clean environment and `env`.
+fn agent_under_sh(script: &str, env: &[(&str, &str)]) -> std::process::Child {
+    agent_under(&["sh", "-c", script], env)
+}
+
+/// The agent run by `argv` (which execs it), with a clean environment and `env`.
+fn agent_under(argv: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        .env("STS_APM_RECEIVER_PORT", port.to_string())
+        .env("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The dry run's lines for `endpoint`.
+fn payloads(stdout: &[u8], endpoint: &str) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["endpoint"] == endpoint)
+        .map(|v| v["payload"].clone())
+        .collect()
+}
+
+/// The value of the process agent's raw metric `name` for container `id` in one `/intake` payload.
+fn raw(side: &serde_json::Value, name: &str, id: &str) -> Option<f64> {
+    let tag = format!("containerId:{id}");
+    side["metrics"].as_array()?.iter().find(|m| m[0] == name && m[3]["tags"][0] == tag.as_str())?[2].as_f64()
+}
+
+/// Runs the agent once, in a private cgroup namespace made after moving it into `placed`, with
+/// `prefix` run first (inside the same shell). Returns (stdout, stderr).
+fn once_in_private_cgroupns(placed: &PlacedCgroup, prefix: &str, env: &[(&str, &str)]) -> (Vec<u8>, String) {
+    let script = format!("{prefix}{}exec unshare --cgroup {AGENT} --once", placed.enter_script());
+    let out = wait_with_timeout(agent_under_sh(&script, env), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (out.stdout, stderr)
+}
+
+/// The process check's `/intake` payload (the connections check sends one too).
+fn process_side(stdout: &[u8], stderr: &str) -> serde_json::Value {
+    payloads(stdout, "/intake")
+        .into_iter()
+        .rfind(|p| p["health"][0]["stream"]["sub_stream_id"] == "process")
+        .unwrap_or_else(|| panic!("no /intake payload of the process check\n{stderr}"))
+}
+
+/// Every container is reported with CPU and memory, from the dry run's `/intake` payload.
+fn assert_measured(stdout: &[u8], stderr: &str, ctrs: &[&Ctr], memory: bool) {
+    assert!(!stderr.contains("cannot open the cgroup"), "{stderr}");
+    let collector = payloads(stdout, "/api/v1/collector");
+    let side = &process_side(stdout, stderr);
+    for c in ctrs {
+        assert!(
+            collector
+                .iter()
+                .flat_map(|p| p["containers"].as_array().unwrap().clone())
+                .any(|x| x["id"] == c.id.as_str()),
+            "{} not in the collector payloads\n{stderr}",
+            c.name
+        );
+        let cpu = raw(side, "totalPct", &c.id).unwrap_or_else(|| panic!("no totalPct for {}\n{stderr}", c.name));
+        assert!(cpu > 0.5 && cpu < 50.0, "{}: totalPct {cpu} (a tenth of a CPU, busy)\n{stderr}", c.name);
+        if memory {
+            let rss = raw(side, "memRss", &c.id).unwrap();
+            assert!(rss >= 4e6, "{}: memRss {rss} (up to 16 MB held)\n{stderr}", c.name);
+        }
+    }
+}
+
+#[test]
+fn containers_seen_from_a_private_cgroup_namespace_on_v1_controllers() {
+    require_engine();
+    let img = Image::busybox();
+    let (a, b) = (Ctr::run(&img, "a", BURN), Ctr::run(&img, "b", BURN));
+    let placed = PlacedCgroup::new(&unique("agent"));
+    // The premise: from the agent's namespace, another container's cgroup is outside its root.
+    let seen = Command::new("sh")
+        .args(["-c", &format!("{}exec unshare --cgroup cat /proc/{}/cgroup", placed.enter_script(), a.pid())])
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout).to_string();
+    assert!(seen.contains(&format!(":memory:/../docker/{}", a.id)), "{seen}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (stdout, stderr) = once_in_private_cgroupns(&placed, "", &[("STS_HOSTNAME", "cgns-v1")]);
+    assert_measured(&stdout, &stderr, &[&a, &b], true);
+    // Throttling: a tenth of a CPU for a busy container is throttled every period.
+    let side = &process_side(&stdout, &stderr);
+    for c in [&a, &b] {
+        let nr = raw(side, "cpuNrThrottled", &c.id).unwrap_or_else(|| panic!("no cpuNrThrottled\n{stderr}"));
+        let time = raw(side, "cpuThrottledTime", &c.id).unwrap();
+        let threads = raw(side, "cpuThreadCount", &c.id).unwrap();
+        assert!(nr > 1.0 && time > 1.0, "{}: {nr} throttled periods/s, {time} cs/s", c.name);
+        assert!(threads >= 1.0, "{}: {threads} tasks", c.name);
+    }
+}
+
+#[test]
+fn containers_seen_from_a_private_cgroup_namespace_on_the_v2_tree() {
+    require_engine();
+    // The host's cgroup2 tree as HOST_SYS/fs/cgroup: the whole hierarchy on a v2 host, the
+    // `unified` one on a hybrid host (the v1 controllers are then elsewhere).
+    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).join("cgroup.controllers").is_file())
+        .expect("cannot run: no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    let img = Image::busybox();
+    let (a, b) = (Ctr::run(&img, "a2", BURN), Ctr::run(&img, "b2", BURN));
+    let placed = PlacedCgroup::new(&unique("agent2"));
+    let sys = TempDir::new("v2sys");
+    let cg = sys.0.join("fs/cgroup");
+    std::fs::create_dir_all(&cg).unwrap();
+    // The container's v2 directory: its memory figures exist only where the tree has the memory
+    // controller (not on a hybrid host, whose memory controller is v1).
+    let unified = Command::new("sh")
+        .args(["-c", &format!("grep '^0::' /proc/{}/cgroup | cut -d: -f3", a.pid())])
+        .output()
+        .unwrap();
+    let rel = String::from_utf8_lossy(&unified.stdout).trim().to_string();
+    let memory = std::path::Path::new(v2).join(rel.trim_start_matches('/')).join("memory.current").is_file();
+    std::thread::sleep(Duration::from_millis(500));
+    // In a private mount namespace (the bind mount goes with it), as the ECS task mounts HOST_SYS.
+    let prefix = format!("mount --bind {v2} {} && ", cg.display());
+    let script = format!("{prefix}{}exec unshare --cgroup {AGENT} --once", placed.enter_script());
+    let out = wait_with_timeout(
+        agent_under(
+            &["unshare", "--mount", "sh", "-c", &script],
+            &[("STS_HOSTNAME", "cgns-v2"), ("HOST_SYS", sys.0.to_str().unwrap())],
+        ),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("containers: cgroup v2"), "HOST_SYS/fs/cgroup is the v2 tree\n{stderr}");
+    assert_measured(&out.stdout, &stderr, &[&a, &b], memory);
+}
+
+#[test]
+fn a_container_restarted_in_place_is_measured_again() {
+    require_engine();
+    let img = Image::busybox();
+    let c = Ctr::run(&img, "restart", BURN);
+    let first_pid = c.pid();
+    // In a private cgroup namespace too: the directories are found again through the held anchor.
+    let placed = PlacedCgroup::new(&unique("agent3"));
+    let mut child = agent_under_sh(
+        &format!("{}exec unshare --cgroup {AGENT} --dry-run", placed.enter_script()),
+        &[("STS_HOSTNAME", "restart-host"), ("STS_PROCESS_CHECK_INTERVAL", "1")],
+    );
+    let lines: Arc<Mutex<Vec<(Instant, serde_json::Value)>>> = Arc::default();
+    let (out, l2) = (child.stdout.take().unwrap(), lines.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["endpoint"] == "/intake" {
+                    l2.lock().unwrap().push((Instant::now(), v["payload"].clone()));
+                }
+            }
+        }
+    });
+    let err = child.stderr.take().unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let e2 = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            e2.lock().unwrap().push_str(&line);
+            e2.lock().unwrap().push('\n');
+        }
+    });
+    let _agent = Kids(vec![child]);
+    // Reports from `since` on: (cpu, rss) of the container in each.
+    let figures = |since: Instant| -> Vec<(f64, f64)> {
+        let l = lines.lock().unwrap();
+        l.iter()
+            .filter(|(t, _)| *t >= since)
+            .filter_map(|(_, p)| Some((raw(p, "totalPct", &c.id)?, raw(p, "memRss", &c.id)?)))
+            .collect()
+    };
+    let wait_for = |since: Instant, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while figures(since).len() < n {
+            assert!(Instant::now() < deadline, "{} reports\n{}", figures(since).len(), stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let start = Instant::now();
+    wait_for(start, 3);
+    let before = figures(start);
+    assert!(before.last().is_some_and(|&(cpu, rss)| cpu > 0.5 && rss >= 4e6), "before the restart: {before:?}");
+    docker_ok(&["restart", "-t", "1", &c.name]);
+    assert_ne!(c.pid(), first_pid, "restarted: a new process in the same container");
+    let restarted = Instant::now();
+    // The first report after the restart may only prime the new counters; the next ones count.
+    wait_for(restarted, 4);
+    let after = figures(restarted);
+    for &(cpu, rss) in &after[2..] {
+        assert!(cpu > 0.5 && rss >= 4e6, "after the restart: {after:?}\n{}", stderr.lock().unwrap());
+    }
+}
+
+#[test]
+fn a_host_network_container_has_no_network_figures() {
+    require_engine();
+    let img = Image::busybox();
+    let (own, host) = (Ctr::run(&img, "ownnet", BURN), Ctr::run_in(&img, "hostnet", "host", BURN));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = wait_with_timeout(
+        agent_under_sh(&format!("exec {AGENT} --once"), &[("STS_HOSTNAME", "hostnet")]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert_measured(&out.stdout, &stderr, &[&own, &host], true);
+    let side = &process_side(&out.stdout, &stderr);
+    for m in ["netRcvdPs", "netSentPs", "netRcvdBps", "netSentBps"] {
+        assert!(raw(side, m, &own.id).is_some(), "{m} of the container with its own network namespace");
+        // The host's totals are not the container's.
+        assert_eq!(raw(side, m, &host.id), None, "{m} of the host-network container");
+    }
+}
+
+/// An ECS task's cgroup as the ECS agent lays it out on cgroup v1 (`/ecs/<task id>/<container>`,
+/// here under a test-unique name): Docker makes it (`--cgroup-parent`); removed on drop, after
+/// the containers in it.
+struct TaskCgroup(String);
+
+impl Drop for TaskCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let mut left = 0;
+            for c in ["memory", "cpu", "cpuacct", "blkio", "pids", "cpuset", "devices", "freezer", "systemd", "unified"]
+            {
+                let task = format!("/sys/fs/cgroup/{c}{}", self.0);
+                let _ = std::fs::remove_dir(&task);
+                let _ = std::fs::remove_dir(std::path::Path::new(&task).parent().unwrap());
+                left += usize::from(std::path::Path::new(&task).exists());
+            }
+            if left == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn throttling_of_an_ecs_task_shows_on_its_containers() {
+    require_engine();
+    assert!(std::path::Path::new("/sys/fs/cgroup/cpu").is_dir(), "cannot run: no cgroup v1 cpu controller");
+    let img = Image::busybox();
+    let task_id = test_cgroup::hex_id("task", 32);
+    let task = TaskCgroup(format!("/{}/{task_id}", unique("ecs")));
+    // Shares only on the container; the limit on the task, as ECS sets them.
+    let c = Ctr::run_with(&img, "intask", &["--network", "none", "--cgroup-parent", &task.0], BURN);
+    std::fs::write(format!("/sys/fs/cgroup/cpu{}/cpu.cfs_quota_us", task.0), "10000").unwrap();
+    let own = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{}/{}/cpu.cfs_quota_us", task.0, c.id)).unwrap();
+    assert_eq!(own.trim(), "-1", "the container has no quota of its own");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = wait_with_timeout(
+        agent_under_sh(&format!("exec {AGENT} --once"), &[("STS_HOSTNAME", "task-host")]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let side = &process_side(&out.stdout, &stderr);
+    let nr = raw(side, "cpuNrThrottled", &c.id).unwrap_or_else(|| panic!("no cpuNrThrottled\n{stderr}"));
+    let time = raw(side, "cpuThrottledTime", &c.id).unwrap();
+    assert!(nr > 1.0 && time > 1.0, "{nr} throttled periods/s, {time} cs/s: the task's");
+}
