@@ -469,3 +469,61 @@ fn over_the_connection_limit_the_table_is_stable_and_deltas_are_per_interval() {
     .join()
     .unwrap();
 }
+
+/// A namespace whose diag socket could not be opened is tried again, with backoff. The failure
+/// is real: the process the agent goes through to enter the namespace (its lowest pid there)
+/// exits between the process check and the connections check, so its `ns/net` is gone, while
+/// another process lives on in the namespace.
+#[test]
+fn a_namespace_whose_socket_could_not_be_opened_is_retried() {
+    use sts_agent::app::{ConnectionsCheck, ProcessCheck};
+    use sts_agent::sources::connections::NS_RETRY_FIRST_SECS;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = report_everything();
+    let mut procs = ProcessCheck::new(&cfg, false).unwrap();
+    let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let run_procs = |procs: &mut ProcessCheck, t: f64| {
+        procs.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let run_conns = |conns: &mut ConnectionsCheck, procs: &ProcessCheck, t: f64| {
+        conns.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, procs, &mut Vec::new(), &mut |_| {});
+    };
+    run_procs(&mut procs, 1.0);
+    run_conns(&mut conns, &procs, 1.0);
+
+    let ns = Netns::new();
+    let inode = ns.inode();
+    let mut first =
+        Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "600"]).stdin(Stdio::null()).spawn().unwrap();
+    let port = free_port().to_string();
+    let kids = Kids(vec![stream(Some(&ns.name), &["pair", "127.0.0.1", &port, "20000", "20000"], true)]);
+    assert!(first.id() < kids.0[0].id(), "pids wrapped around between two spawns; run again");
+    run_procs(&mut procs, 2.0);
+    let seen = procs.table.procs.iter().filter(|p| p.net_ns == inode).count();
+    assert!(seen >= 2, "both processes of the namespace are in the table ({seen})");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    run_conns(&mut conns, &procs, 2.0);
+    let in_ns = |conns: &ConnectionsCheck| conns.table.conns.iter().filter(|c| c.ns == inode).count();
+    assert_eq!(in_ns(&conns), 0, "the first attempt went through the exited process and failed");
+    assert!(conns.source_stats().unreachable >= 1);
+    assert!(conns.source_stats().open_failures >= 1, "the failure is counted");
+
+    // Within the backoff: not tried again.
+    run_procs(&mut procs, 3.0);
+    run_conns(&mut conns, &procs, 3.0);
+    assert_eq!(in_ns(&conns), 0, "no retry before the backoff has passed");
+    assert_eq!(conns.source_stats().open_failures, 0, "no attempt within the backoff");
+
+    // After it: opened through the process that is still there, dumped, and reported a cycle later.
+    let t = 3.0 + NS_RETRY_FIRST_SECS;
+    run_procs(&mut procs, t);
+    run_conns(&mut conns, &procs, t);
+    assert_eq!(in_ns(&conns), 2, "both ends of the pair in the namespace, after the retry");
+    std::thread::sleep(Duration::from_millis(200));
+    run_procs(&mut procs, t + 1.0);
+    run_conns(&mut conns, &procs, t + 1.0);
+    let pid = kids.0[0].id();
+    assert_eq!(conns.selection.reported.iter().filter(|r| r.pid == pid).count(), 2, "and reported");
+}

@@ -26,10 +26,17 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 /// At most this many `fd/` links are read per cycle to find owners.
 pub const FD_SCAN_BUDGET: u32 = 16 * 1024;
+/// A namespace whose diag socket could not be opened is tried again this long after the first
+/// failure, then after twice as long each time, up to [`NS_RETRY_MAX_SECS`].
+pub const NS_RETRY_FIRST_SECS: f64 = 15.0;
+pub const NS_RETRY_MAX_SECS: f64 = 600.0;
 
 struct Namespace {
     inode: u64,
     sock: Option<DiagSocket>,
+    /// Failed attempts to open `sock` since the last success, and when to try again.
+    open_failures: u32,
+    retry_at: f64,
     /// Dumped successfully at least once (its sockets' counters then have a baseline).
     dumped: bool,
     /// An error was logged and not followed by a success yet (one log line per episode).
@@ -41,6 +48,8 @@ pub struct SourceStats {
     pub namespaces: u32,
     /// Namespaces without a diag socket (setns or socket creation failed).
     pub unreachable: u32,
+    /// Attempts to open a namespace's diag socket that failed this cycle (retried with backoff).
+    pub open_failures: u32,
     pub dump_errors: u32,
     /// `fd/` links read this cycle to find owners, and processes scanned.
     pub links_read: u32,
@@ -55,6 +64,8 @@ pub struct ConnectionSource {
     requests: [[u8; REQUEST_LEN]; 2],
     pub owners: Owners,
     pub stats: SourceStats,
+    /// Failed attempts to open a namespace's diag socket since the agent started.
+    pub open_failures_total: u64,
 }
 
 impl ConnectionSource {
@@ -74,6 +85,7 @@ impl ConnectionSource {
             ],
             owners: Owners::default(),
             stats: SourceStats::default(),
+            open_failures_total: 0,
         })
     }
 
@@ -86,7 +98,7 @@ impl ConnectionSource {
     pub fn collect(&mut self, procs: &ProcessTable, table: &mut ConnTable, mono_secs: f64) {
         self.stats = SourceStats::default();
         table.begin(mono_secs);
-        self.refresh_namespaces(procs);
+        self.refresh_namespaces(procs, mono_secs);
         let (requests, buf) = (&mut self.requests, &mut self.buf);
         for ns in &mut self.namespaces {
             let Some(sock) = ns.sock.as_mut() else {
@@ -133,8 +145,9 @@ impl ConnectionSource {
         table.finish();
     }
 
-    /// Opens sockets for new namespaces and closes those no process is in any more.
-    fn refresh_namespaces(&mut self, procs: &ProcessTable) {
+    /// Opens sockets for new namespaces (and, once their backoff has passed, for those where that
+    /// failed), and closes those no process is in any more.
+    fn refresh_namespaces(&mut self, procs: &ProcessTable, now: f64) {
         self.distinct.clear();
         self.distinct.push((self.home.inode, u32::MAX));
         for (i, p) in procs.procs.iter().enumerate() {
@@ -147,7 +160,18 @@ impl ConnectionSource {
         let distinct = &self.distinct;
         self.namespaces.retain(|n| distinct.binary_search_by_key(&n.inode, |d| d.0).is_ok());
         for &(inode, idx) in &self.distinct {
-            let Err(at) = self.namespaces.binary_search_by_key(&inode, |n| n.inode) else { continue };
+            let at = match self.namespaces.binary_search_by_key(&inode, |n| n.inode) {
+                Ok(k) if self.namespaces[k].sock.is_some() || now < self.namespaces[k].retry_at => continue,
+                Ok(k) => k,
+                Err(at) => {
+                    let ns =
+                        Namespace { inode, sock: None, open_failures: 0, retry_at: now, dumped: false, failing: false };
+                    self.namespaces.insert(at, ns);
+                    at
+                }
+            };
+            // The first process of the namespace in the table now: not necessarily the one a
+            // failed attempt went through (it may have exited since).
             let sock = if inode == self.home.inode {
                 DiagSocket::open()
             } else {
@@ -156,15 +180,34 @@ impl ConnectionSource {
                     None => continue,
                 }
             };
-            let sock = match sock {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    // Typically: no CAP_SYS_ADMIN for setns. Logged once per namespace.
-                    warn!("connections: cannot open a diag socket in network namespace {inode}: {e}");
-                    None
+            let Some(ns) = self.namespaces.get_mut(at) else { continue };
+            match sock {
+                Ok(sock) => {
+                    if ns.open_failures > 0 {
+                        info!(
+                            "connections: opened a diag socket in network namespace {inode} after {} failed attempts",
+                            ns.open_failures
+                        );
+                    }
+                    ns.sock = Some(sock);
+                    ns.open_failures = 0;
                 }
-            };
-            self.namespaces.insert(at, Namespace { inode, sock, dumped: false, failing: false });
+                Err(e) => {
+                    // Typically: no CAP_SYS_ADMIN for setns, or the process it went through
+                    // exited. Logged once per namespace; retried with backoff, counted.
+                    if ns.open_failures == 0 {
+                        warn!(
+                            "connections: cannot open a diag socket in network namespace {inode}: {e} (retrying, \
+                             first in {NS_RETRY_FIRST_SECS} s)"
+                        );
+                    }
+                    ns.open_failures = ns.open_failures.saturating_add(1);
+                    let backoff = NS_RETRY_FIRST_SECS * 2f64.powi(ns.open_failures.min(16) as i32 - 1);
+                    ns.retry_at = now + backoff.min(NS_RETRY_MAX_SECS);
+                    self.stats.open_failures += 1;
+                    self.open_failures_total += 1;
+                }
+            }
         }
     }
 }
