@@ -100,3 +100,51 @@ fn a_new_socket_is_attributed_from_its_second_dump_and_a_short_lived_one_costs_n
     assert!(checked >= 3, "churn elsewhere on the host left only {checked} checkable cycles");
     drop(lasting);
 }
+
+/// The fd-scan budget is a hard cap: a process holding more descriptors than the budget is read
+/// over several cycles (resumed where the budget cut it short), never all in one, and its socket
+/// past the budget is still attributed.
+#[test]
+fn the_fd_scan_budget_is_a_hard_cap_and_a_long_scan_resumes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use sts_agent::sources::connections::FD_SCAN_BUDGET;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let many = FD_SCAN_BUDGET as usize + 1000;
+    let code = format!(
+        "import os, resource, socket, sys, time\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0}))\n\
+         fds = [os.open('/dev/null', os.O_RDONLY) for _ in range({many})]\n\
+         s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+         print(s.fileno(), flush=True)\n\
+         time.sleep(120)\n",
+        many + 100
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &code, &port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let _kill = common::Kids(vec![child]);
+    let fd: u32 = line.trim().parse().unwrap_or_else(|_| panic!("python3 said {line:?}"));
+    assert!(fd > FD_SCAN_BUDGET, "the socket is past the budget (fd {fd})");
+    let _server_end = listener.accept().unwrap();
+
+    let mut host = Host::new();
+    let mut attributed_at = None;
+    for cycle in 0..8 {
+        let (_, links, _) = host.cycle();
+        eprintln!("cycle {cycle}: {links} links");
+        assert!(links <= FD_SCAN_BUDGET, "cycle {cycle}: {links} fd links read, over the {FD_SCAN_BUDGET} budget");
+        if host.conns.selection.reported.iter().any(|r| r.pid == pid) {
+            attributed_at = Some(cycle);
+            break;
+        }
+    }
+    assert!(attributed_at.is_some(), "the socket past the budget was never attributed to its process");
+}

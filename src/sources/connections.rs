@@ -229,8 +229,10 @@ pub struct Owners {
     map: Vec<(u32, u32, u64)>,
     /// Inodes a complete scan could not attribute (their owner is not reported), sorted.
     orphans: Vec<u32>,
-    /// `(pid, start_ticks)` of processes scanned at least once, sorted.
+    /// `(pid, start_ticks)` of processes scanned completely at least once, sorted.
     scanned: Vec<(u32, u64)>,
+    /// A scan the budget cut short: `(pid, start_ticks, the first fd not read yet)`.
+    partial: Option<(u32, u64, u64)>,
     /// The current round: pids left to scan, and the inodes it looks for.
     queue: Vec<u32>,
     queue_pos: usize,
@@ -282,6 +284,7 @@ impl Owners {
                 break;
             }
             if self.scanned.binary_search(&(p.pid, p.start_ticks)).is_err() {
+                // Cut short by the budget: resumed next cycle (it is still not `scanned`).
                 self.scan(p, &mut budget, stats);
             }
         }
@@ -314,14 +317,17 @@ impl Owners {
         }
         while budget > 0 && self.queue_pos < self.queue.len() {
             let pid = self.queue[self.queue_pos];
-            self.queue_pos += 1;
-            if let Ok(i) = procs.procs.binary_search_by_key(&pid, |p| p.pid) {
-                self.scan(&procs.procs[i], &mut budget, stats);
-            }
+            let complete = match procs.procs.binary_search_by_key(&pid, |p| p.pid) {
+                Ok(i) => self.scan(&procs.procs[i], &mut budget, stats),
+                Err(_) => true,
+            };
             // Everything the round looks for is found: the rest of the queue can wait.
             if self.round_found == self.round_targets.len() {
                 self.queue_pos = self.queue.len();
+            } else if complete {
+                self.queue_pos += 1;
             }
+            // Else cut short by the budget (the loop ends): this process is resumed next cycle.
         }
         self.settle();
         if self.queue_pos >= self.queue.len() {
@@ -368,24 +374,39 @@ impl Owners {
         }
     }
 
-    /// Reads `p`'s `fd/` links and records the owner of every live socket among them.
-    fn scan(&mut self, p: &Proc, budget: &mut u32, stats: &mut SourceStats) {
-        if let Err(at) = self.scanned.binary_search(&(p.pid, p.start_ticks)) {
-            self.scanned.insert(at, (p.pid, p.start_ticks));
-        }
+    /// Reads `p`'s `fd/` links and records the owner of every live socket among them, one link
+    /// per unit of `budget`. `false` when the budget ran out first: the scan resumes at the
+    /// next descriptor when it is called again for the same process.
+    fn scan(&mut self, p: &Proc, budget: &mut u32, stats: &mut SourceStats) -> bool {
+        let key = (p.pid, p.start_ticks);
+        let from = match self.partial {
+            Some((pid, start, fd)) if (pid, start) == key => fd,
+            _ => 0,
+        };
         stats.processes_scanned += 1;
         let Ok(fd_dir) = openat(&p.dir, c"fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         else {
-            return;
+            self.finish_scan(key);
+            return true;
         };
+        if from > 0 {
+            // procfs lists `fd/` in ascending order from position fd + 2; the names are checked
+            // below as well, so a position not honoured only costs reading entries again.
+            let _ = rustix::fs::seek(&fd_dir, rustix::fs::SeekFrom::Start(from + 2));
+        }
         let sorted = self.map.len();
         let mut dir = RawDir::new(&fd_dir, &mut self.dents);
         while let Some(Ok(e)) = dir.next() {
             let name = e.file_name();
-            if name.to_bytes().first().is_none_or(|b| !b.is_ascii_digit()) {
+            let Some(fd) = crate::parse::cursor::u64_dec(name.to_bytes()) else { continue };
+            if fd < from {
                 continue;
             }
-            *budget = budget.saturating_sub(1);
+            if *budget == 0 {
+                self.partial = Some((p.pid, p.start_ticks, fd));
+                return false;
+            }
+            *budget -= 1;
             stats.links_read += 1;
             let Ok((target, _)) = rustix::fs::readlinkat_raw(&fd_dir, name, &mut self.link) else { continue };
             let Some(inode) = socket_inode(target) else { continue };
@@ -401,6 +422,17 @@ impl Owners {
                     }
                 }
             }
+        }
+        self.finish_scan(key);
+        true
+    }
+
+    fn finish_scan(&mut self, key: (u32, u64)) {
+        if self.partial.is_some_and(|(pid, start, _)| (pid, start) == key) {
+            self.partial = None;
+        }
+        if let Err(at) = self.scanned.binary_search(&key) {
+            self.scanned.insert(at, key);
         }
     }
 
