@@ -276,3 +276,104 @@ fn a_process_that_execs_is_judged_again() {
     assert_eq!(args.last(), Some(&m.as_str()), "{args:?}");
     assert!(after["command"]["exe"].as_str().unwrap().contains("python"));
 }
+
+/// A shell as pid 1 of a new pid namespace with its own procfs, driven line by line.
+struct PidNs {
+    sh: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    /// That procfs, reached from the host through the shell's root.
+    proc: std::path::PathBuf,
+}
+
+impl PidNs {
+    fn new() -> PidNs {
+        let mut sh = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "sh"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let out = std::io::BufReader::new(sh.stdout.take().unwrap());
+        let mut ns = PidNs { sh, out, proc: Default::default() };
+        // unshare forks the namespace's pid 1; its host pid is the child of unshare.
+        let children = format!("/proc/{0}/task/{0}/children", ns.sh.id());
+        let host_pid = ns
+            .ask("echo $$")
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p == 1)
+            .and_then(|_| std::fs::read_to_string(&children).ok()?.split_whitespace().next()?.parse::<u32>().ok());
+        ns.proc = format!("/proc/{}/root/proc", host_pid.expect("a shell as pid 1 of a new pid namespace")).into();
+        ns
+    }
+
+    /// Runs `cmd` in the shell and returns the line it prints.
+    fn ask(&mut self, cmd: &str) -> String {
+        use std::io::{BufRead, Write};
+        let stdin = self.sh.stdin.as_mut().unwrap();
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for PidNs {
+    fn drop(&mut self) {
+        // Killing pid 1 of the namespace kills every process in it.
+        let _ = Command::new("pkill").args(["-KILL", "-P", &self.sh.id().to_string()]).status();
+        let _ = self.sh.kill();
+        let _ = self.sh.wait();
+    }
+}
+
+/// A new process at a pid whose previous process exited between two cycles is a new process
+/// (key `(pid, start time)`): seen in the cycle after the exit, reported from its second
+/// observation, as any new process. The pid is reused for real (`ns_last_pid` in a pid
+/// namespace of the test's own, whose procfs the check reads as `HOST_PROC`).
+#[test]
+fn a_new_process_at_a_reused_pid_is_seen_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ns = PidNs::new();
+    let mut cfg = report_everything();
+    cfg.host_proc = ns.proc.clone();
+    let mut check = sts_agent::app::ProcessCheck::new(&cfg, false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let at = |check: &sts_agent::app::ProcessCheck, pid: u32| {
+        let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
+        let p = &check.table.procs[i];
+        let args: Vec<String> = p.args().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        Some((args.join(" "), p.start_ticks, check.selection.reported.contains(&(i as u32))))
+    };
+    let first: u32 = ns.ask("echo 99 > /proc/sys/kernel/ns_last_pid; /bin/sleep 1000 & echo $!").parse().unwrap();
+    assert_eq!(first, 100, "ns_last_pid chose the pid");
+    // Past the fork, into sleep (by its path: `^sleep` is blacklisted).
+    std::thread::sleep(Duration::from_millis(200));
+    cycle(&mut check);
+    cycle(&mut check);
+    let (args, old_start, reported) = at(&check, 100).expect("the first process");
+    assert_eq!((args.as_str(), reported), ("/bin/sleep 1000", true));
+
+    std::thread::sleep(Duration::from_millis(30));
+    let second: u32 = ns
+        .ask("kill $!; wait $! 2>/dev/null; echo 99 > /proc/sys/kernel/ns_last_pid; /bin/sleep 1001 & echo $!")
+        .parse()
+        .unwrap();
+    assert_eq!(second, 100, "the pid was reused");
+    std::thread::sleep(Duration::from_millis(200));
+    cycle(&mut check);
+    let (args, start, reported) = at(&check, 100).expect("the new process is in the table in the cycle after the exit");
+    assert_eq!(args, "/bin/sleep 1001");
+    assert_ne!(start, old_start, "another process");
+    assert!(!reported, "its first observation only primes");
+    cycle(&mut check);
+    let (args, _, reported) = at(&check, 100).unwrap();
+    assert_eq!((args.as_str(), reported), ("/bin/sleep 1001", true), "reported from its second observation");
+}

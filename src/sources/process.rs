@@ -228,7 +228,13 @@ impl ProcessSource {
 
     fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
-            let stat = self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify)?;
+            // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
+            // listed this cycle, so a new process may have it now: discovered below, at once.
+            let stat = match self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify) {
+                Ok(stat) => stat,
+                Err(Gone::Vanished) => return self.discover(pid, mono),
+                Err(e) => return Err(e),
+            };
             let (base, start, kthread, comm) = stat_core(stat)?;
             if start == p.start_ticks {
                 if comm != p.comm {
