@@ -288,7 +288,7 @@ struct PidNs {
 impl PidNs {
     fn new() -> PidNs {
         let mut sh = Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "sh"])
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc", "sh"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -322,8 +322,8 @@ impl PidNs {
 
 impl Drop for PidNs {
     fn drop(&mut self) {
-        // Killing pid 1 of the namespace kills every process in it.
-        let _ = Command::new("pkill").args(["-KILL", "-P", &self.sh.id().to_string()]).status();
+        // unshare's death kills the namespace's pid 1 (--kill-child), and with it every process
+        // in the namespace.
         let _ = self.sh.kill();
         let _ = self.sh.wait();
     }
