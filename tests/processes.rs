@@ -2,6 +2,8 @@
 //! decoded independently (ruzstd + prost structs written from the spec).
 
 mod common;
+#[path = "support/test_cgroup.rs"]
+mod test_cgroup;
 use common::pa_proto::{self, CollectorProc, Process};
 use common::*;
 use std::process::{Child, Command, Stdio};
@@ -376,4 +378,61 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     cycle(&mut check);
     let (args, _, reported) = at(&check, 100).unwrap();
     assert_eq!((args.as_str(), reported), ("/bin/sleep 1001", true), "reported from its second observation");
+}
+
+/// A process that execs keeps its pid and start time, but its program, user and container may
+/// change (a runtime joins the container's cgroup and drops privileges before it execs the
+/// entrypoint). Here `sh` joins a Docker-style cgroup, drops to nobody through `setpriv` and
+/// execs `sh` again, so even the name stays the same: the exec is seen from the new image in
+/// `stat`, and the command line, user and container are read again.
+#[test]
+fn a_process_that_execs_gets_its_user_and_container_read_again() {
+    use std::io::Write;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let id = test_cgroup::hex_id("exec-ids", 64);
+    let cg = test_cgroup::TestCgroup::new(&[format!("sts-test-{}-docker", std::process::id())], &id)
+        .expect("this test needs the cgroup v1 memory controller at /sys/fs/cgroup/memory");
+    let m = marker("exec-ids");
+    let script = format!(
+        "read x; echo $$ > {}; exec setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'read y' {m}",
+        cg.path("memory", "cgroup.procs")
+    );
+    let mut kids = Kids(vec![spawn("sh", &["-c", &script])]);
+    let pid = kids.0[0].id();
+    let mut check = sts_agent::app::ProcessCheck::new(&report_everything(), false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let facts = |check: &sts_agent::app::ProcessCheck| {
+        let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).expect("in the table");
+        let p = &check.table.procs[i];
+        let args: Vec<String> = p.args().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        (args, p.uid, p.gid, p.container_id.map(|c| String::from_utf8_lossy(&c).into_owned()), p.start_ticks)
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    cycle(&mut check);
+    cycle(&mut check);
+    let (args, uid, gid, ctr, start) = facts(&check);
+    assert_eq!((args.last().map(String::as_str), uid, gid, ctr), (Some(script.as_str()), 0, 0, None), "before");
+
+    writeln!(kids.0[0].stdin.as_mut().unwrap(), "go").unwrap();
+    let second_sh = || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sh\0-c\0read y\0"));
+    for _ in 0..300 {
+        if second_sh() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(second_sh(), "the second sh is running");
+    assert_eq!(proc_file(pid, "comm").trim(), "sh", "the same name before and after the exec");
+    cycle(&mut check);
+    let (args, uid, gid, ctr, start_after) = facts(&check);
+    assert_eq!(start_after, start, "the same process");
+    assert_eq!(args, ["sh", "-c", "read y", m.as_str()], "the command line is read again");
+    assert_eq!((uid, gid), (65534, 65534), "the user is read again");
+    assert_eq!(ctr.as_deref(), Some(id.as_str()), "the container is read again");
+    drop(cg);
 }

@@ -1,7 +1,8 @@
 //! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
 //! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
 //! Each cycle reads `stat`, `statm` and `io`; `cmdline`, `status`, `cgroup`, `exe` and `cwd`
-//! are read once per new `(pid, start time)`. A process that vanishes mid-read is counted and
+//! are read once per new `(pid, start time)`, and again when it execs (`comm` or the image
+//! addresses in `stat` change). A process that vanishes mid-read is counted and
 //! skipped. Kernel threads are listed (their CPU counts) but their `statm`/`io` are not read.
 
 use super::procfs::ReadBuf;
@@ -235,16 +236,28 @@ impl ProcessSource {
                 Err(Gone::Vanished) => return self.discover(pid, mono),
                 Err(e) => return Err(e),
             };
-            let (base, start, kthread, comm) = stat_core(stat)?;
+            let (base, start, kthread, comm, image) = stat_core(stat)?;
             if start == p.start_ticks {
-                if comm != p.comm {
-                    // Same process, new program (`sh entrypoint.sh` → `exec java …`): its
-                    // command line and exe changed, and so may the blacklist's verdict.
+                // A new name, or a new image (startstack is randomised per exec). `[0, 0]`: no
+                // memory map (exiting, a zombie); `[1, 0]`: hidden (no ptrace access), and a change
+                // to or from hidden means new credentials, which are worth reading again too.
+                let new_image = image[0] != 0 && p.image[0] != 0 && image != p.image;
+                if comm != p.comm || new_image {
+                    // Same process, new program (`sh entrypoint.sh` → `exec java …`, or a
+                    // runtime that joins the container's cgroup and drops privileges before it
+                    // execs the entrypoint): its command line, exe, user, container and network
+                    // namespace may all have changed, and so may the blacklist's verdict.
                     p.comm = comm;
+                    if !kthread {
+                        self.read_ids(&mut p);
+                        p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
+                    }
                     self.read_text(&mut p, kthread);
-                    p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
                     p.blacklisted = None;
                     self.execs += 1;
+                }
+                if image[0] != 0 {
+                    p.image = image;
                 }
                 let sample = self.fill_sample(p.dir.as_fd(), base, kthread)?;
                 p.prev = Some(p.cur);
@@ -273,28 +286,34 @@ impl ProcessSource {
         let dir = openat(&self.root, name.as_cstr(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| classify(e.into()))?;
         let stat = self.buf.read_rendered(dir.as_fd(), c"stat").map_err(classify)?;
-        let (base, start, kthread, comm) = stat_core(stat)?;
+        let (base, start, kthread, comm, image) = stat_core(stat)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
         let sample = self.fill_sample(dir.as_fd(), base, kthread)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
         p.cur = sample;
         p.comm = comm;
+        p.image = image;
         if !kthread {
             p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
-            if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
-                p.uid = st.uid[0];
-                p.gid = st.gid[0];
-                set_status_detail(&mut p, &st);
-            }
-            if let Ok(cg) = self.buf.read_file(p.dir.as_fd(), c"cgroup") {
-                p.container_id = cgroup::iter(cg)
-                    .filter_map(Result::ok)
-                    .find_map(|l| cgroup::container_id(l.path))
-                    .and_then(|id| <[u8; 64]>::try_from(id).ok());
-            }
+            self.read_ids(&mut p);
         }
         self.read_text(&mut p, kthread);
         Ok(p)
+    }
+
+    /// Reads the user and group (and the `status` counters) and the container from the cgroup.
+    fn read_ids(&mut self, p: &mut Proc) {
+        if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
+            p.uid = st.uid[0];
+            p.gid = st.gid[0];
+            set_status_detail(p, &st);
+        }
+        if let Ok(cg) = self.buf.read_file(p.dir.as_fd(), c"cgroup") {
+            p.container_id = cgroup::iter(cg)
+                .filter_map(Result::ok)
+                .find_map(|l| cgroup::container_id(l.path))
+                .and_then(|id| <[u8; 64]>::try_from(id).ok());
+        }
     }
 
     /// Reads the command line (scrubbed), exe and cwd into the process's text.
@@ -350,8 +369,10 @@ fn set_status_detail(p: &mut Proc, st: &pid::PidStatus) {
     p.detail.swap_kib = st.vm_swap_kib;
 }
 
-/// The per-cycle fields of `stat`, its start time, whether it is a kernel thread, and `comm`.
-fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16]), Gone> {
+/// The per-cycle fields of `stat`, its start time, whether it is a kernel thread, `comm`, and
+/// `[startcode, startstack]` (see [`Proc::image`]).
+#[allow(clippy::type_complexity)]
+fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16], [u64; 2]), Gone> {
     let s = pid::parse_stat(stat).map_err(|_| Gone::Other)?;
     let mut comm = [0u8; 16];
     let n = s.comm.len().min(16);
@@ -366,7 +387,7 @@ fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16]), Gone> {
         stime: s.stime,
         ..Default::default()
     };
-    Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0, comm))
+    Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0, comm, [s.start_code, s.start_stack]))
 }
 
 #[cfg(test)]
