@@ -436,3 +436,66 @@ fn a_process_that_execs_gets_its_user_and_container_read_again() {
     assert_eq!(ctr.as_deref(), Some(id.as_str()), "the container is read again");
     drop(cg);
 }
+
+/// The agent's `--once` run under `prlimit --nofile=<limits>`, with the process filters off.
+fn run_once_with_nofile(limits: &str) -> std::process::Output {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let child = Command::new("prlimit")
+        .args([&format!("--nofile={limits}"), "--", AGENT, "--once"])
+        .env_clear()
+        .envs([
+            ("STS_EC2_METADATA_URL", "http://127.0.0.1:9"),
+            ("STS_APM_RECEIVER_PORT", port.as_str()),
+            ("STS_HOSTNAME", "nofds-host"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit");
+    wait_with_timeout(child, Duration::from_secs(60))
+}
+
+/// Out of file descriptors (the agent holds one per process): a real run under a low
+/// `RLIMIT_NOFILE` (`prlimit`) on a host with more processes than that. The processes it cannot
+/// open are counted (a self-metric, a DEVIATING health state) and logged, once although both
+/// process cycles of the run hit the limit. With a higher hard limit, the agent raises its soft
+/// limit and none is skipped.
+#[test]
+fn running_out_of_file_descriptors_is_counted_and_logged_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Enough processes to pass the limit on any host.
+    let _kids = Kids((0..100).map(|_| spawn("cat", &[])).collect());
+    std::thread::sleep(Duration::from_millis(200));
+    let out = run_once_with_nofile("64:64");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("out of file descriptors")).collect();
+    assert_eq!(lines.len(), 1, "logged once: {stderr}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("RLIMIT_NOFILE"), "{}", lines[0]);
+    let intake: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["endpoint"] == "/intake")
+        .map(|v| v["payload"].clone())
+        .filter(|p| p["health"][0]["check_states"][0]["checkStateId"].as_str().is_some_and(|c| c.ends_with(":process")))
+        .collect();
+    assert!(!intake.is_empty(), "the process check's side channel: {}", String::from_utf8_lossy(&out.stdout));
+    let p = &intake[0];
+    let skipped = p["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "stackstate.process_agent.processes.skipped_no_fds")
+        .map(|m| m[2].as_f64().unwrap());
+    assert!(skipped.is_some_and(|n| n > 0.0), "counted in the second cycle too: {skipped:?}");
+    assert_eq!(p["health"][0]["check_states"][0]["health"], "DEVIATING");
+
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(1 << 20);
+    assert!(hard >= 1024, "a hard limit of {hard} leaves no room to test the raise");
+    let out = run_once_with_nofile(&format!("64:{hard}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("out of file descriptors"), "the soft limit was raised to the hard one: {stderr}");
+}

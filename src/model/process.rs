@@ -138,6 +138,9 @@ pub struct ProcessTable {
     pub clk_tck: u64,
     /// Processes that vanished between listing and reading this cycle (normal, counted).
     pub vanished: u32,
+    /// Reads of `/proc/<pid>` files that failed for want of file descriptors this cycle (those
+    /// processes are skipped; see `ProcessSource::no_fds_total`).
+    pub no_fds: u32,
     /// Processes first seen this cycle (each may allocate once for its text, and scratch buffers
     /// may grow past their high-water mark for an unusually long command line).
     pub discovered: u32,

@@ -95,25 +95,45 @@ pub struct ProcessSource {
     /// Processes seen to exec into another program this cycle.
     execs: u32,
     users: Users,
+    /// Processes skipped for want of file descriptors (`EMFILE`/`ENFILE`): since start, since the
+    /// last log line, and when that line was written (at most one per [`NO_FDS_LOG_SECS`]).
+    pub no_fds_total: u64,
+    no_fds_unlogged: u64,
+    no_fds_logged_at: Option<f64>,
 }
+
+/// Running out of file descriptors is logged at most once per this many seconds.
+pub const NO_FDS_LOG_SECS: f64 = 300.0;
 
 enum Gone {
     /// ENOENT/ESRCH: the process exited (normal).
     Vanished,
+    /// EMFILE/ENFILE: the agent (or the host) is out of file descriptors; skipped this cycle,
+    /// counted and logged.
+    NoFds,
     /// Anything else; skipped this cycle.
     Other,
 }
 
 fn classify(e: io::Error) -> Gone {
-    if e.kind() == io::ErrorKind::NotFound {
-        Gone::Vanished
-    } else {
-        Gone::Other
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => Gone::NoFds,
+        _ if e.kind() == io::ErrorKind::NotFound => Gone::Vanished,
+        _ => Gone::Other,
+    }
+}
+
+/// `Err(NoFds)` when `r` failed for want of file descriptors; any other outcome is `Ok`.
+fn fds_left<T>(r: &io::Result<T>) -> Result<(), Gone> {
+    match r {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => Err(Gone::NoFds),
+        _ => Ok(()),
     }
 }
 
 impl ProcessSource {
     pub fn open(host_proc: &Path) -> io::Result<ProcessSource> {
+        raise_fd_limit();
         let root = openat(CWD, host_proc, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
         Ok(ProcessSource {
             root,
@@ -128,6 +148,9 @@ impl ProcessSource {
             cycle: 0,
             execs: 0,
             users: Users::new(host_proc),
+            no_fds_total: 0,
+            no_fds_unlogged: 0,
+            no_fds_logged_at: None,
         })
     }
 
@@ -151,6 +174,7 @@ impl ProcessSource {
         t.unix_ms = unix_ms;
         t.vanished = 0;
         t.discovered = 0;
+        t.no_fds = 0;
         self.execs = 0;
         t.page_size = rustix::param::page_size() as u64;
         t.clk_tck = self.clk_tck;
@@ -183,6 +207,7 @@ impl ProcessSource {
                         t.next.push(p);
                     }
                     Err(Gone::Vanished) => t.vanished += 1,
+                    Err(Gone::NoFds) => t.no_fds += 1,
                     Err(Gone::Other) => {}
                 }
             }
@@ -190,6 +215,26 @@ impl ProcessSource {
         t.procs = std::mem::replace(&mut t.next, old);
         // An exec'd process is new as far as its text goes (it may allocate once, like a new pid).
         t.discovered += self.execs;
+        self.note_no_fds(t.no_fds, mono_secs, t.procs.len());
+    }
+
+    /// Counts processes skipped for want of file descriptors and logs it, at most once per
+    /// [`NO_FDS_LOG_SECS`] (with the count since the previous line).
+    fn note_no_fds(&mut self, n: u32, mono: f64, held: usize) {
+        self.no_fds_total += u64::from(n);
+        self.no_fds_unlogged += u64::from(n);
+        if self.no_fds_unlogged == 0 || self.no_fds_logged_at.is_some_and(|at| mono - at < NO_FDS_LOG_SECS) {
+            return;
+        }
+        warn!(
+            "processes: out of file descriptors (EMFILE/ENFILE) opening HOST_PROC/<pid> files: {n} failed \
+             ({} since the previous report, {} in all), those processes are skipped until it recovers; \
+             the agent holds one descriptor per process ({held} now): raise its open-file limit \
+             (RLIMIT_NOFILE; `ulimits` nofile in the ECS task)",
+            self.no_fds_unlogged, self.no_fds_total
+        );
+        self.no_fds_unlogged = 0;
+        self.no_fds_logged_at = Some(mono);
     }
 
     /// Reads what is only needed for reported processes: the number of open file descriptors
@@ -200,16 +245,21 @@ impl ProcessSource {
     /// [`STATUS_REFRESH_CYCLES`] cycles old.
     pub fn enrich(&mut self, t: &mut ProcessTable, indices: &[u32]) {
         self.cycle = self.cycle.wrapping_add(1);
+        let mut no_fds = 0;
         for &i in indices {
             let Some(p) = t.procs.get_mut(i as usize) else { continue };
             let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0;
             if due {
-                if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
+                let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
+                no_fds += u32::from(fds_left(&status).is_err());
+                if let Ok(Ok(st)) = status.map(pid::parse_status) {
                     set_status_detail(p, &st);
                 }
             }
             p.detail.open_fds = count_fds(p.dir.as_fd(), &mut self.dents);
         }
+        t.no_fds += no_fds;
+        self.note_no_fds(no_fds, t.mono_secs, t.procs.len());
     }
 
     fn list_pids(&mut self) {
@@ -249,10 +299,10 @@ impl ProcessSource {
                     // namespace may all have changed, and so may the blacklist's verdict.
                     p.comm = comm;
                     if !kthread {
-                        self.read_ids(&mut p);
+                        self.read_ids(&mut p)?;
                         p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
                     }
-                    self.read_text(&mut p, kthread);
+                    self.read_text(&mut p, kthread)?;
                     p.blacklisted = None;
                     self.execs += 1;
                 }
@@ -277,7 +327,9 @@ impl ProcessSource {
         let statm = self.buf.read_rendered(dir, c"statm").map_err(classify)?;
         out.statm = pid::parse_statm(statm).map_err(|_| Gone::Other)?;
         // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1.
-        out.io = self.buf.read_rendered(dir, c"io").ok().and_then(|b| pid::parse_io(b).ok());
+        let io = self.buf.read_rendered(dir, c"io");
+        fds_left(&io)?;
+        out.io = io.ok().and_then(|b| pid::parse_io(b).ok());
         Ok(out)
     }
 
@@ -295,33 +347,42 @@ impl ProcessSource {
         p.image = image;
         if !kthread {
             p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
-            self.read_ids(&mut p);
+            self.read_ids(&mut p)?;
         }
-        self.read_text(&mut p, kthread);
+        // Without descriptors the command line would read as empty and be judged as such for
+        // good: the process is skipped (and counted) instead, and discovered again next cycle.
+        self.read_text(&mut p, kthread)?;
         Ok(p)
     }
 
     /// Reads the user and group (and the `status` counters) and the container from the cgroup.
-    fn read_ids(&mut self, p: &mut Proc) {
-        if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
+    fn read_ids(&mut self, p: &mut Proc) -> Result<(), Gone> {
+        let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
+        fds_left(&status)?;
+        if let Ok(Ok(st)) = status.map(pid::parse_status) {
             p.uid = st.uid[0];
             p.gid = st.gid[0];
             set_status_detail(p, &st);
         }
-        if let Ok(cg) = self.buf.read_file(p.dir.as_fd(), c"cgroup") {
+        let cg = self.buf.read_file(p.dir.as_fd(), c"cgroup");
+        fds_left(&cg)?;
+        if let Ok(cg) = cg {
             p.container_id = cgroup::iter(cg)
                 .filter_map(Result::ok)
                 .find_map(|l| cgroup::container_id(l.path))
                 .and_then(|id| <[u8; 64]>::try_from(id).ok());
         }
+        Ok(())
     }
 
     /// Reads the command line (scrubbed), exe and cwd into the process's text.
-    fn read_text(&mut self, p: &mut Proc, kthread: bool) {
+    fn read_text(&mut self, p: &mut Proc, kthread: bool) -> Result<(), Gone> {
         self.args.clear();
         self.exe.clear();
         if !kthread {
-            if let Ok(cmd) = self.buf.read_file(p.dir.as_fd(), c"cmdline") {
+            let cmd = self.buf.read_file(p.dir.as_fd(), c"cmdline");
+            fds_left(&cmd)?;
+            if let Ok(cmd) = cmd {
                 scrub_args(pid::cmdline_args(cmd), &mut self.args);
             }
             // Unreadable links (no ptrace access, kernel threads) leave exe/cwd empty.
@@ -334,6 +395,21 @@ impl ProcessSource {
             _ => &[],
         };
         p.set_text(&self.args, &self.exe, cwd);
+        Ok(())
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (as the Go runtime does for the original
+/// agent): the process table holds one descriptor per process, and a container's soft limit is
+/// often 1024 while its hard limit is far higher.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some() && lim.current != lim.maximum {
+        match setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum }) {
+            Ok(()) => debug!("processes: open-file limit raised from {:?} to {:?}", lim.current, lim.maximum),
+            Err(e) => warn!("processes: could not raise the open-file limit from {:?}: {e}", lim.current),
+        }
     }
 }
 
