@@ -461,12 +461,12 @@ fn run_once_with_nofile(limits: &str) -> std::process::Output {
 /// `RLIMIT_NOFILE` (`prlimit`) on a host with more processes than that. The processes it cannot
 /// open are counted (a self-metric, a DEVIATING health state) and logged, once although both
 /// process cycles of the run hit the limit. With a higher hard limit, the agent raises its soft
-/// limit and none is skipped.
+/// limit (at start, `app`) and none is skipped.
 #[test]
 fn running_out_of_file_descriptors_is_counted_and_logged_once() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Enough processes to pass the limit on any host.
-    let _kids = Kids((0..100).map(|_| spawn("cat", &[])).collect());
+    let kids = Kids((0..100).map(|_| spawn("cat", &[])).collect());
     std::thread::sleep(Duration::from_millis(200));
     let out = run_once_with_nofile("64:64");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -498,4 +498,13 @@ fn running_out_of_file_descriptors_is_counted_and_logged_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("out of file descriptors"), "the soft limit was raised to the hard one: {stderr}");
+    let reported: std::collections::BTreeSet<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["endpoint"] == "/api/v1/collector")
+        .flat_map(|v| v["payload"]["processes"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    let missing = kids.0.iter().filter(|k| !reported.contains(&u64::from(k.id()))).count();
+    assert_eq!(missing, 0, "all 100 processes are reported under a soft limit of 64");
 }

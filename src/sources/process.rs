@@ -133,7 +133,6 @@ fn fds_left<T>(r: &io::Result<T>) -> Result<(), Gone> {
 
 impl ProcessSource {
     pub fn open(host_proc: &Path) -> io::Result<ProcessSource> {
-        raise_fd_limit();
         let root = openat(CWD, host_proc, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
         Ok(ProcessSource {
             root,
@@ -396,20 +395,6 @@ impl ProcessSource {
         };
         p.set_text(&self.args, &self.exe, cwd);
         Ok(())
-    }
-}
-
-/// Raises the soft open-file limit to the hard one (as the Go runtime does for the original
-/// agent): the process table holds one descriptor per process, and a container's soft limit is
-/// often 1024 while its hard limit is far higher.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    if lim.current.is_some() && lim.current != lim.maximum {
-        match setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum }) {
-            Ok(()) => debug!("processes: open-file limit raised from {:?} to {:?}", lim.current, lim.maximum),
-            Err(e) => warn!("processes: could not raise the open-file limit from {:?}: {e}", lim.current),
-        }
     }
 }
 
