@@ -460,7 +460,8 @@ fn run_once_with_nofile(limits: &str) -> std::process::Output {
 /// Out of file descriptors (the agent holds one per process): a real run under a low
 /// `RLIMIT_NOFILE` (`prlimit`) on a host with more processes than that. The processes it cannot
 /// open are counted (a self-metric, a DEVIATING health state) and logged, once although both
-/// process cycles of the run hit the limit. With a higher hard limit, the agent raises its soft
+/// process cycles of the run hit the limit, and the table stops short of the limit so that the
+/// rest of the agent still has descriptors. With a higher hard limit, the agent raises its soft
 /// limit (at start, `app`) and none is skipped.
 #[test]
 fn running_out_of_file_descriptors_is_counted_and_logged_once() {
@@ -474,6 +475,9 @@ fn running_out_of_file_descriptors_is_counted_and_logged_once() {
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("out of file descriptors")).collect();
     assert_eq!(lines.len(), 1, "logged once: {stderr}");
     assert!(lines[0].contains("WARN") && lines[0].contains("RLIMIT_NOFILE"), "{}", lines[0]);
+    // The process table leaves descriptors to the rest of the agent: the host check still reads.
+    assert!(!stderr.contains("host check: could not read"), "{stderr}");
+    assert!(!stderr.contains("Too many open files"), "{stderr}");
     let intake: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

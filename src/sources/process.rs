@@ -100,6 +100,8 @@ pub struct ProcessSource {
     pub no_fds_total: u64,
     no_fds_unlogged: u64,
     no_fds_logged_at: Option<f64>,
+    /// Descriptors numbered from here up are left to the rest of the agent (see [`fd_ceiling`]).
+    fd_ceiling: u64,
 }
 
 /// Running out of file descriptors is logged at most once per this many seconds.
@@ -150,6 +152,7 @@ impl ProcessSource {
             no_fds_total: 0,
             no_fds_unlogged: 0,
             no_fds_logged_at: None,
+            fd_ceiling: u64::MAX,
         })
     }
 
@@ -190,6 +193,7 @@ impl ProcessSource {
             t.mem_available_kib = m.available.unwrap_or(m.free + m.buffers + m.cached);
         }
         self.list_pids();
+        self.fd_ceiling = fd_ceiling();
 
         let mut old = std::mem::take(&mut t.procs);
         t.next.clear();
@@ -228,8 +232,9 @@ impl ProcessSource {
         warn!(
             "processes: out of file descriptors (EMFILE/ENFILE) opening HOST_PROC/<pid> files: {n} failed \
              ({} since the previous report, {} in all), those processes are skipped until it recovers; \
-             the agent holds one descriptor per process ({held} now): raise its open-file limit \
-             (RLIMIT_NOFILE; `ulimits` nofile in the ECS task)",
+             the agent holds one descriptor per process ({held} now) and leaves the last eighth of its \
+             limit to its other work: raise its open-file limit (RLIMIT_NOFILE; `ulimits` nofile in the \
+             ECS task)",
             self.no_fds_unlogged, self.no_fds_total
         );
         self.no_fds_unlogged = 0;
@@ -336,6 +341,11 @@ impl ProcessSource {
         let name = PidPath::new(pid);
         let dir = openat(&self.root, name.as_cstr(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| classify(e.into()))?;
+        // Descriptors are numbered lowest-free first: a number this high means the table would
+        // take the last descriptors the trace intake, the forwarder and the other checks need.
+        if u64::try_from(rustix::fd::AsRawFd::as_raw_fd(&dir)).unwrap_or(u64::MAX) >= self.fd_ceiling {
+            return Err(Gone::NoFds);
+        }
         let stat = self.buf.read_rendered(dir.as_fd(), c"stat").map_err(classify)?;
         let (base, start, kthread, comm, image) = stat_core(stat)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
@@ -396,6 +406,14 @@ impl ProcessSource {
         p.set_text(&self.args, &self.exe, cwd);
         Ok(())
     }
+}
+
+/// The first descriptor number the process table may not hold: the soft open-file limit less a
+/// reserve (an eighth of it, 48 to 512) for the rest of the agent, which holds a handful of its
+/// own and opens more as it works (files it reads, receiver and trace client connections).
+fn fd_ceiling() -> u64 {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    soft.saturating_sub((soft / 8).clamp(48, 512))
 }
 
 /// A process's open file descriptors, from its `/proc/<pid>` directory: since Linux 6.2 the size
