@@ -230,11 +230,11 @@ impl ProcessSource {
             return;
         }
         warn!(
-            "processes: out of file descriptors (EMFILE/ENFILE) opening HOST_PROC/<pid> files: {n} failed \
-             ({} since the previous report, {} in all), those processes are skipped until it recovers; \
-             the agent holds one descriptor per process ({held} now) and leaves the last eighth of its \
-             limit to its other work: raise its open-file limit (RLIMIT_NOFILE; `ulimits` nofile in the \
-             ECS task)",
+            "processes: out of file descriptors opening HOST_PROC/<pid> files (EMFILE/ENFILE, or into the \
+             reserve the agent keeps for its other work): {n} failed ({} since the previous report, {} in \
+             all), those processes are skipped until it recovers; the agent holds one descriptor per \
+             process ({held} now): raise its open-file limit (RLIMIT_NOFILE; `ulimits` nofile in the ECS \
+             task)",
             self.no_fds_unlogged, self.no_fds_total
         );
         self.no_fds_unlogged = 0;
