@@ -14,7 +14,11 @@ struct Host {
     msg: Vec<u8>,
     pmsg: Vec<u8>,
     i: u64,
+    prev_discovered: u32,
 }
+
+/// The tests read fd links of every process on the host: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Host {
     fn new() -> Host {
@@ -26,21 +30,29 @@ impl Host {
             msg: Vec::new(),
             pmsg: Vec::new(),
             i: 0,
+            prev_discovered: 0,
         }
     }
 
     /// One process cycle and one connections cycle; returns (sockets of this process reported,
     /// fd links read, whether the cycle had nothing to look for: no socket first seen in the
-    /// previous dump is still there and no process is new).
+    /// previous dump is still there and no process is new, nor first reported now).
+    /// Processes first seen this cycle or the previous one (those are first reported now, and
+    /// their fd links read).
+    fn new_processes(&self) -> u32 {
+        self.procs.table.discovered + self.prev_discovered
+    }
+
     fn cycle(&mut self) -> (usize, u32, bool) {
         self.i += 1;
+        self.prev_discovered = self.procs.table.discovered;
         let (mono, ms) = (self.i as f64, 1_700_000_000_000 + self.i as i64 * 1000);
         self.procs.run(mono, ms, "i-0abc", false, &self.meta, &mut self.pmsg, &mut |_| {});
         self.conns.run(mono, ms, "i-0abc", false, &self.procs, &mut self.msg, &mut |_| {});
         let me = std::process::id();
         let mine = self.conns.selection.reported.iter().filter(|r| r.pid == me).count();
         let second_dump = self.conns.table.conns.iter().any(|c| c.first_seen_mono == mono - 1.0);
-        let quiet = !second_dump && self.procs.table.discovered == 0;
+        let quiet = !second_dump && self.new_processes() == 0;
         (mine, self.conns.source_stats().links_read, quiet)
     }
 }
@@ -53,6 +65,7 @@ fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
 
 #[test]
 fn a_new_socket_is_attributed_from_its_second_dump_and_a_short_lived_one_costs_no_scan() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let _steady: Vec<_> = (0..20).map(|_| pair(&listener)).collect();
     let mut host = Host::new();
@@ -92,11 +105,59 @@ fn a_new_socket_is_attributed_from_its_second_dump_and_a_short_lived_one_costs_n
         // The brief sockets were first seen in the previous dump but are gone: nothing to find,
         // unless other sockets or processes appeared on the host meanwhile.
         let others = host.conns.table.conns.iter().any(|c| c.first_seen_mono == host.i as f64 - 1.0);
-        if !others && host.procs.table.discovered == 0 {
+        if !others && host.new_processes() == 0 {
             assert_eq!(links, 0, "a socket that lived for one dump costs no scan");
             checked += 1;
         }
     }
     assert!(checked >= 3, "churn elsewhere on the host left only {checked} checkable cycles");
     drop(lasting);
+}
+
+/// The fd-scan budget is a hard cap: a process holding more descriptors than the budget is read
+/// over several cycles (resumed where the budget cut it short), never all in one, and its
+/// sockets past the budget (both ends of a loopback connection) are still attributed.
+#[test]
+fn the_fd_scan_budget_is_a_hard_cap_and_a_long_scan_resumes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use sts_agent::sources::connections::FD_SCAN_BUDGET;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let many = FD_SCAN_BUDGET as usize + 1000;
+    let code = format!(
+        "import os, resource, socket, sys, time\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0}))\n\
+         fds = [os.open('/dev/null', os.O_RDONLY) for _ in range({many})]\n\
+         l = socket.create_server(('127.0.0.1', 0))\n\
+         s = socket.create_connection(l.getsockname())\n\
+         a, _ = l.accept()\n\
+         print(s.fileno(), flush=True)\n\
+         time.sleep(120)\n",
+        many + 100
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let _kill = common::Kids(vec![child]);
+    let fd: u32 = line.trim().parse().unwrap_or_else(|_| panic!("python3 said {line:?}"));
+    assert!(fd > FD_SCAN_BUDGET, "the socket is past the budget (fd {fd})");
+
+    let mut host = Host::new();
+    let mut attributed_at = None;
+    for cycle in 0..8 {
+        let (_, links, _) = host.cycle();
+        eprintln!("cycle {cycle}: {links} links");
+        assert!(links <= FD_SCAN_BUDGET, "cycle {cycle}: {links} fd links read, over the {FD_SCAN_BUDGET} budget");
+        if host.conns.selection.reported.iter().filter(|r| r.pid == pid).count() == 2 {
+            attributed_at = Some(cycle);
+            break;
+        }
+    }
+    assert!(attributed_at.is_some(), "the socket past the budget was never attributed to its process");
 }

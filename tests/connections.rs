@@ -369,3 +369,161 @@ fn namespaces_come_and_go_with_their_processes() {
     assert_eq!(conns.source_stats().namespaces, before, "the socket of an empty namespace is closed");
     assert!(conns.table.conns.iter().all(|c| c.ns != ns.inode()));
 }
+
+/// `(client, server)` ends of a fresh loopback connection to `l`.
+fn loopback_pair(l: &std::net::TcpListener) -> (std::net::TcpStream, std::net::TcpStream) {
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+/// `n` bytes each way over a pair, in slices the socket buffers hold.
+fn exchange(pair: &mut (std::net::TcpStream, std::net::TcpStream), n: usize) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len());
+        pair.0.write_all(&buf[..k]).unwrap();
+        pair.1.read_exact(&mut buf[..k]).unwrap();
+        pair.1.write_all(&buf[..k]).unwrap();
+        pair.0.read_exact(&mut buf[..k]).unwrap();
+        left -= k;
+    }
+}
+
+/// Over `STS_NETWORK_TRACER_MAX_CONNECTIONS`: real loopback connections in a namespace of their
+/// own (so no other socket of the host competes for the table), more of them than the table
+/// holds, with churn. The sockets tracked last cycle stay tracked, and no socket reports its
+/// lifetime counters (1 MiB each way, before the first cycle) as one interval's delta.
+#[test]
+fn over_the_connection_limit_the_table_is_stable_and_deltas_are_per_interval() {
+    use std::os::fd::AsFd;
+    use sts_agent::model::connection::ConnTable;
+    use sts_agent::model::process::ProcessTable;
+    use sts_agent::sources::connections::ConnectionSource;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new();
+    let path = format!("/run/netns/{}", ns.name);
+    // setns changes only the calling thread: a thread of its own, gone with its sockets.
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network)).unwrap();
+        const PAIRS: usize = 40;
+        const MAX: usize = 40;
+        const PER_CYCLE: usize = 1000;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let lport = listener.local_addr().unwrap().port();
+        let mut pairs: Vec<_> = (0..PAIRS).map(|_| loopback_pair(&listener)).collect();
+        for p in &mut pairs {
+            exchange(p, 1 << 20);
+        }
+        let eph = |c: &sts_agent::model::connection::Conn| if c.lport == lport { c.rport } else { c.lport };
+        // The namespace's own procfs view is not needed: the agent's "home" namespace (this
+        // thread's) is always dumped, and no process table entry adds another.
+        let mut source = ConnectionSource::open(true).unwrap();
+        let procs = ProcessTable::default();
+        let mut table = ConnTable::new(MAX);
+        let mut prev_tracked: BTreeSet<(u16, u64)> = BTreeSet::new();
+        let mut closed: BTreeSet<u16> = BTreeSet::new();
+        let mut late = 0;
+        for cycle in 0..10u32 {
+            for p in &mut pairs {
+                exchange(p, PER_CYCLE);
+            }
+            source.collect(&procs, &mut table, f64::from(cycle) * 30.0);
+            assert_eq!(source.stats.namespaces, 1);
+            assert!(table.conns.len() <= MAX && table.over_limit > 0, "cycle {cycle}: {}", table.conns.len());
+            let tracked: BTreeSet<(u16, u64)> = table.conns.iter().map(|c| (eph(c), c.cookie)).collect();
+            for c in &table.conns {
+                if let Some(d) = c.deltas {
+                    assert!(
+                        d.bytes_sent <= 10 * PER_CYCLE as u64 && d.bytes_received <= 10 * PER_CYCLE as u64,
+                        "cycle {cycle}: a lifetime counter reported as a delta: {c:?}"
+                    );
+                }
+                if cycle > 0 && c.bytes_sent >= 1 << 20 && !prev_tracked.contains(&(eph(c), c.cookie)) {
+                    late += 1;
+                }
+            }
+            for &(port, cookie) in &prev_tracked {
+                if !closed.contains(&port) {
+                    assert!(
+                        tracked.contains(&(port, cookie)),
+                        "cycle {cycle}: port {port} was tracked, is alive, and was dropped"
+                    );
+                }
+            }
+            // Churn: two tracked connections close (so sockets left out so far get their places),
+            // and every other cycle two new ones open.
+            let victims: Vec<u16> = tracked.iter().map(|t| t.0).filter(|p| !closed.contains(p)).take(2).collect();
+            pairs.retain(|p| !victims.contains(&p.0.local_addr().unwrap().port()));
+            closed.extend(victims);
+            if cycle % 2 == 0 {
+                pairs.extend((0..2).map(|_| loopback_pair(&listener)));
+            }
+            prev_tracked = tracked;
+        }
+        assert!(late > 0, "no socket left out earlier was let in later: the case went untested");
+    })
+    .join()
+    .unwrap();
+}
+
+/// A namespace whose diag socket could not be opened is tried again, with backoff. The failure
+/// is real: the process the agent goes through to enter the namespace (its lowest pid there)
+/// exits between the process check and the connections check, so its `ns/net` is gone, while
+/// another process lives on in the namespace.
+#[test]
+fn a_namespace_whose_socket_could_not_be_opened_is_retried() {
+    use sts_agent::app::{ConnectionsCheck, ProcessCheck};
+    use sts_agent::sources::connections::NS_RETRY_FIRST_SECS;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = report_everything();
+    let mut procs = ProcessCheck::new(&cfg, false).unwrap();
+    let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let run_procs = |procs: &mut ProcessCheck, t: f64| {
+        procs.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let run_conns = |conns: &mut ConnectionsCheck, procs: &ProcessCheck, t: f64| {
+        conns.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, procs, &mut Vec::new(), &mut |_| {});
+    };
+    run_procs(&mut procs, 1.0);
+    run_conns(&mut conns, &procs, 1.0);
+
+    let ns = Netns::new();
+    let inode = ns.inode();
+    let mut first =
+        Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "600"]).stdin(Stdio::null()).spawn().unwrap();
+    let port = free_port().to_string();
+    let kids = Kids(vec![stream(Some(&ns.name), &["pair", "127.0.0.1", &port, "20000", "20000"], true)]);
+    assert!(first.id() < kids.0[0].id(), "pids wrapped around between two spawns; run again");
+    run_procs(&mut procs, 2.0);
+    let seen = procs.table.procs.iter().filter(|p| p.net_ns == inode).count();
+    assert!(seen >= 2, "both processes of the namespace are in the table ({seen})");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    run_conns(&mut conns, &procs, 2.0);
+    let in_ns = |conns: &ConnectionsCheck| conns.table.conns.iter().filter(|c| c.ns == inode).count();
+    assert_eq!(in_ns(&conns), 0, "the first attempt went through the exited process and failed");
+    assert!(conns.source_stats().unreachable >= 1);
+    assert!(conns.source_stats().open_failures >= 1, "the failure is counted");
+
+    // Within the backoff: not tried again.
+    run_procs(&mut procs, 3.0);
+    run_conns(&mut conns, &procs, 3.0);
+    assert_eq!(in_ns(&conns), 0, "no retry before the backoff has passed");
+    assert_eq!(conns.source_stats().open_failures, 0, "no attempt within the backoff");
+
+    // After it: opened through the process that is still there, dumped, and reported a cycle later.
+    let t = 3.0 + NS_RETRY_FIRST_SECS;
+    run_procs(&mut procs, t);
+    run_conns(&mut conns, &procs, t);
+    assert_eq!(in_ns(&conns), 2, "both ends of the pair in the namespace, after the retry");
+    std::thread::sleep(Duration::from_millis(200));
+    run_procs(&mut procs, t + 1.0);
+    run_conns(&mut conns, &procs, t + 1.0);
+    let pid = kids.0[0].id();
+    assert_eq!(conns.selection.reported.iter().filter(|r| r.pid == pid).count(), 2, "and reported");
+}

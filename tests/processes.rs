@@ -2,6 +2,8 @@
 //! decoded independently (ruzstd + prost structs written from the spec).
 
 mod common;
+#[path = "support/test_cgroup.rs"]
+mod test_cgroup;
 use common::pa_proto::{self, CollectorProc, Process};
 use common::*;
 use std::process::{Child, Command, Stdio};
@@ -275,4 +277,238 @@ fn a_process_that_execs_is_judged_again() {
     let args: Vec<&str> = after["command"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(args.last(), Some(&m.as_str()), "{args:?}");
     assert!(after["command"]["exe"].as_str().unwrap().contains("python"));
+}
+
+/// A shell as pid 1 of a new pid namespace with its own procfs, driven line by line.
+struct PidNs {
+    sh: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    /// That procfs, reached from the host through the shell's root.
+    proc: std::path::PathBuf,
+}
+
+impl PidNs {
+    fn new() -> PidNs {
+        let mut sh = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc", "sh"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let out = std::io::BufReader::new(sh.stdout.take().unwrap());
+        let mut ns = PidNs { sh, out, proc: Default::default() };
+        // unshare forks the namespace's pid 1; its host pid is the child of unshare.
+        let children = format!("/proc/{0}/task/{0}/children", ns.sh.id());
+        let host_pid = ns
+            .ask("echo $$")
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p == 1)
+            .and_then(|_| std::fs::read_to_string(&children).ok()?.split_whitespace().next()?.parse::<u32>().ok());
+        ns.proc = format!("/proc/{}/root/proc", host_pid.expect("a shell as pid 1 of a new pid namespace")).into();
+        ns
+    }
+
+    /// Runs `cmd` in the shell and returns the line it prints.
+    fn ask(&mut self, cmd: &str) -> String {
+        use std::io::{BufRead, Write};
+        let stdin = self.sh.stdin.as_mut().unwrap();
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for PidNs {
+    fn drop(&mut self) {
+        // unshare's death kills the namespace's pid 1 (--kill-child), and with it every process
+        // in the namespace.
+        let _ = self.sh.kill();
+        let _ = self.sh.wait();
+    }
+}
+
+/// A new process at a pid whose previous process exited between two cycles is a new process
+/// (key `(pid, start time)`): seen in the cycle after the exit, reported from its second
+/// observation, as any new process. The pid is reused for real (`ns_last_pid` in a pid
+/// namespace of the test's own, whose procfs the check reads as `HOST_PROC`).
+#[test]
+fn a_new_process_at_a_reused_pid_is_seen_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ns = PidNs::new();
+    let mut cfg = report_everything();
+    cfg.host_proc = ns.proc.clone();
+    let mut check = sts_agent::app::ProcessCheck::new(&cfg, false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let at = |check: &sts_agent::app::ProcessCheck, pid: u32| {
+        let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
+        let p = &check.table.procs[i];
+        let args: Vec<String> = p.args().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        Some((args.join(" "), p.start_ticks, check.selection.reported.contains(&(i as u32))))
+    };
+    let first: u32 = ns.ask("echo 99 > /proc/sys/kernel/ns_last_pid; /bin/sleep 1000 & echo $!").parse().unwrap();
+    assert_eq!(first, 100, "ns_last_pid chose the pid");
+    // Past the fork, into sleep (by its path: `^sleep` is blacklisted).
+    std::thread::sleep(Duration::from_millis(200));
+    cycle(&mut check);
+    cycle(&mut check);
+    let (args, old_start, reported) = at(&check, 100).expect("the first process");
+    assert_eq!((args.as_str(), reported), ("/bin/sleep 1000", true));
+
+    std::thread::sleep(Duration::from_millis(30));
+    let second: u32 = ns
+        .ask("kill $!; wait $! 2>/dev/null; echo 99 > /proc/sys/kernel/ns_last_pid; /bin/sleep 1001 & echo $!")
+        .parse()
+        .unwrap();
+    assert_eq!(second, 100, "the pid was reused");
+    std::thread::sleep(Duration::from_millis(200));
+    cycle(&mut check);
+    let (args, start, reported) = at(&check, 100).expect("the new process is in the table in the cycle after the exit");
+    assert_eq!(args, "/bin/sleep 1001");
+    assert_ne!(start, old_start, "another process");
+    assert!(!reported, "its first observation only primes");
+    cycle(&mut check);
+    let (args, _, reported) = at(&check, 100).unwrap();
+    assert_eq!((args.as_str(), reported), ("/bin/sleep 1001", true), "reported from its second observation");
+}
+
+/// A process that execs keeps its pid and start time, but its program, user and container may
+/// change (a runtime joins the container's cgroup and drops privileges before it execs the
+/// entrypoint). Here `sh` joins a Docker-style cgroup, drops to nobody through `setpriv` and
+/// execs `sh` again, so even the name stays the same: the exec is seen from the new image in
+/// `stat`, and the command line, user and container are read again.
+#[test]
+fn a_process_that_execs_gets_its_user_and_container_read_again() {
+    use std::io::Write;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let id = test_cgroup::hex_id("exec-ids", 64);
+    let cg = test_cgroup::TestCgroup::new(&[format!("sts-test-{}-docker", std::process::id())], &id)
+        .expect("this test needs the cgroup v1 memory controller at /sys/fs/cgroup/memory");
+    let m = marker("exec-ids");
+    let script = format!(
+        "read x; echo $$ > {}; exec setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'read y' {m}",
+        cg.path("memory", "cgroup.procs")
+    );
+    let mut kids = Kids(vec![spawn("sh", &["-c", &script])]);
+    let pid = kids.0[0].id();
+    let mut check = sts_agent::app::ProcessCheck::new(&report_everything(), false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let facts = |check: &sts_agent::app::ProcessCheck| {
+        let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).expect("in the table");
+        let p = &check.table.procs[i];
+        let args: Vec<String> = p.args().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        (args, p.uid, p.gid, p.container_id.map(|c| String::from_utf8_lossy(&c).into_owned()), p.start_ticks)
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    cycle(&mut check);
+    cycle(&mut check);
+    let (args, uid, gid, ctr, start) = facts(&check);
+    assert_eq!((args.last().map(String::as_str), uid, gid, ctr), (Some(script.as_str()), 0, 0, None), "before");
+
+    writeln!(kids.0[0].stdin.as_mut().unwrap(), "go").unwrap();
+    let second_sh = || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sh\0-c\0read y\0"));
+    for _ in 0..300 {
+        if second_sh() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(second_sh(), "the second sh is running");
+    assert_eq!(proc_file(pid, "comm").trim(), "sh", "the same name before and after the exec");
+    cycle(&mut check);
+    let (args, uid, gid, ctr, start_after) = facts(&check);
+    assert_eq!(start_after, start, "the same process");
+    assert_eq!(args, ["sh", "-c", "read y", m.as_str()], "the command line is read again");
+    assert_eq!((uid, gid), (65534, 65534), "the user is read again");
+    assert_eq!(ctr.as_deref(), Some(id.as_str()), "the container is read again");
+    drop(cg);
+}
+
+/// The agent's `--once` run under `prlimit --nofile=<limits>`, with the process filters off.
+fn run_once_with_nofile(limits: &str) -> std::process::Output {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let child = Command::new("prlimit")
+        .args([&format!("--nofile={limits}"), "--", AGENT, "--once"])
+        .env_clear()
+        .envs([
+            ("STS_EC2_METADATA_URL", "http://127.0.0.1:9"),
+            ("STS_APM_RECEIVER_PORT", port.as_str()),
+            ("STS_HOSTNAME", "nofds-host"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit");
+    wait_with_timeout(child, Duration::from_secs(60))
+}
+
+/// Out of file descriptors (the agent holds one per process): a real run under a low
+/// `RLIMIT_NOFILE` (`prlimit`) on a host with more processes than that. The processes it cannot
+/// open are counted (a self-metric, a DEVIATING health state) and logged, once although both
+/// process cycles of the run hit the limit, and the table stops short of the limit so that the
+/// rest of the agent still has descriptors. With a higher hard limit, the agent raises its soft
+/// limit (at start, `app`) and none is skipped.
+#[test]
+fn running_out_of_file_descriptors_is_counted_and_logged_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Enough processes to pass the limit on any host.
+    let kids = Kids((0..100).map(|_| spawn("cat", &[])).collect());
+    std::thread::sleep(Duration::from_millis(200));
+    let out = run_once_with_nofile("64:64");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("out of file descriptors")).collect();
+    assert_eq!(lines.len(), 1, "logged once: {stderr}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("RLIMIT_NOFILE"), "{}", lines[0]);
+    // The process table leaves descriptors to the rest of the agent: the host check still reads.
+    assert!(!stderr.contains("host check: could not read"), "{stderr}");
+    assert!(!stderr.contains("Too many open files"), "{stderr}");
+    let intake: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["endpoint"] == "/intake")
+        .map(|v| v["payload"].clone())
+        .filter(|p| p["health"][0]["check_states"][0]["checkStateId"].as_str().is_some_and(|c| c.ends_with(":process")))
+        .collect();
+    assert!(!intake.is_empty(), "the process check's side channel: {}", String::from_utf8_lossy(&out.stdout));
+    let p = &intake[0];
+    let skipped = p["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "stackstate.process_agent.processes.skipped_no_fds")
+        .map(|m| m[2].as_f64().unwrap());
+    assert!(skipped.is_some_and(|n| n > 0.0), "counted in the second cycle too: {skipped:?}");
+    assert_eq!(p["health"][0]["check_states"][0]["health"], "DEVIATING");
+
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(1 << 20);
+    assert!(hard >= 1024, "a hard limit of {hard} leaves no room to test the raise");
+    let out = run_once_with_nofile(&format!("64:{hard}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("out of file descriptors"), "the soft limit was raised to the hard one: {stderr}");
+    let reported: std::collections::BTreeSet<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["endpoint"] == "/api/v1/collector")
+        .flat_map(|v| v["payload"]["processes"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    let missing = kids.0.iter().filter(|k| !reported.contains(&u64::from(k.id()))).count();
+    assert_eq!(missing, 0, "all 100 processes are reported under a soft limit of 64");
 }

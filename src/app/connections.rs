@@ -117,6 +117,10 @@ impl ConnectionsCheck {
             tagged(k[1][1], &["ipver:6", "proto:tcp", "direction:incoming", "nat:false", "app_proto:none"]),
             SelfMetric::new("stackstate.process_agent.connections.namespaces", f64::from(src.namespaces)),
             SelfMetric::new("stackstate.process_agent.connections.namespaces_unreachable", f64::from(src.unreachable)),
+            SelfMetric::new(
+                "stackstate.process_agent.connections.namespace_open_failures",
+                self.source.open_failures_total as f64,
+            ),
             SelfMetric::new("stackstate.process_agent.connections.over_limit", f64::from(self.table.over_limit)),
         ];
         let (health, message) = if src.dump_errors > 0 || src.unreachable > 0 {

@@ -156,8 +156,14 @@ impl ProcessCheck {
             SelfMetric::new("stackstate.process_agent.processes.top_usage_count", f64::from(s.included_by_usage)),
             SelfMetric::new("stackstate.process_agent.processes.white_listed_count", f64::from(s.allowed)),
             SelfMetric::new("stackstate.process_agent.containers.total_count", self.containers.containers.len() as f64),
+            SelfMetric::new("stackstate.process_agent.processes.skipped_no_fds", f64::from(self.table.no_fds)),
         ];
-        let health = CheckHealth { check: "process", interval_s: self.interval_s, health: "CLEAR", message: "" };
+        let (health, message) = if self.table.no_fds > 0 {
+            ("DEVIATING", "out of file descriptors reading /proc: some processes were skipped; see the agent log")
+        } else {
+            ("CLEAR", "")
+        };
+        let health = CheckHealth { check: "process", interval_s: self.interval_s, health, message };
         side_channel(
             msg,
             host,

@@ -72,6 +72,15 @@ pub struct ConnTable {
     pub prev_mono_secs: Option<f64>,
     /// Sockets not tracked this cycle because the table was full.
     pub over_limit: u32,
+    /// Namespaces with a socket left untracked this cycle (sorted), and last cycle's: a socket
+    /// first tracked now in one of those may have lived untracked before, so its counters are
+    /// not this interval's.
+    overflowed: Vec<u64>,
+    prev_overflowed: Vec<u64>,
+    /// Slots of `conns` holding sockets not tracked last cycle, which give way to sockets that
+    /// were (built when the table first fills up in a cycle).
+    newcomers: Vec<u32>,
+    newcomers_listed: bool,
     max: usize,
     cycles: u64,
 }
@@ -86,6 +95,10 @@ impl ConnTable {
             mono_secs: 0.0,
             prev_mono_secs: None,
             over_limit: 0,
+            overflowed: Vec::new(),
+            prev_overflowed: Vec::new(),
+            newcomers: Vec::new(),
+            newcomers_listed: false,
             max,
             cycles: 0,
         }
@@ -97,6 +110,10 @@ impl ConnTable {
         self.conns.clear();
         self.listening.clear();
         self.over_limit = 0;
+        std::mem::swap(&mut self.overflowed, &mut self.prev_overflowed);
+        self.overflowed.clear();
+        self.newcomers.clear();
+        self.newcomers_listed = false;
         self.prev_mono_secs = (self.cycles > 0).then_some(self.mono_secs);
         self.mono_secs = mono_secs;
         self.cycles += 1;
@@ -108,12 +125,8 @@ impl ConnTable {
             self.listening.push((ns, m.sport));
             return;
         }
-        if self.conns.len() >= self.max {
-            self.over_limit += 1;
-            return;
-        }
         let info = m.tcp_info().unwrap_or_default();
-        self.conns.push(Conn {
+        let conn = Conn {
             ns,
             cookie: m.cookie,
             family: m.family,
@@ -132,7 +145,39 @@ impl ConnTable {
             // Provisional: `finish` decides from the previous dump.
             deltas: if fresh_ns { None } else { Some(Deltas::default()) },
             first_seen_mono: self.mono_secs,
-        });
+        };
+        if self.conns.len() < self.max {
+            self.conns.push(conn);
+            return;
+        }
+        // Full. Sockets tracked last cycle keep their place, whatever the dump order, so the
+        // tracked set is stable from cycle to cycle: one of them takes the slot of a socket that
+        // was not tracked last cycle (there is one: last cycle tracked at most `max`).
+        self.over_limit += 1;
+        let slot = if self.was_tracked(ns, m.cookie) { self.newcomer_slot() } else { None };
+        let dropped = match slot.and_then(|i| self.conns.get_mut(i as usize)) {
+            Some(c) => std::mem::replace(c, conn).ns,
+            None => ns,
+        };
+        if let Err(at) = self.overflowed.binary_search(&dropped) {
+            self.overflowed.insert(at, dropped);
+        }
+    }
+
+    fn was_tracked(&self, ns: u64, cookie: u64) -> bool {
+        self.prev.binary_search_by_key(&(ns, cookie), |p| (p.ns, p.cookie)).is_ok()
+    }
+
+    /// A slot of `conns` whose socket was not tracked last cycle, to be given up.
+    fn newcomer_slot(&mut self) -> Option<u32> {
+        if !self.newcomers_listed {
+            self.newcomers_listed = true;
+            let prev = &self.prev;
+            let fresh = |c: &Conn| prev.binary_search_by_key(&(c.ns, c.cookie), |p| (p.ns, p.cookie)).is_err();
+            self.newcomers.clear();
+            self.newcomers.extend(self.conns.iter().enumerate().filter(|(_, c)| fresh(c)).map(|(i, _)| i as u32));
+        }
+        self.newcomers.pop()
     }
 
     /// Ends a cycle: sorts, and computes each socket's deltas against the previous dump.
@@ -155,8 +200,9 @@ impl ConnTable {
                         retransmits: c.total_retrans.saturating_sub(p.total_retrans),
                     });
                 }
-                // New since the previous dump: everything it carried happened in this interval.
-                None if !first_cycle && c.deltas.is_some() => {
+                // New since the previous dump: everything it carried happened in this interval,
+                // unless its namespace had sockets left untracked last cycle (it may be one).
+                None if !first_cycle && c.deltas.is_some() && self.prev_overflowed.binary_search(&c.ns).is_err() => {
                     c.deltas = Some(Deltas {
                         bytes_sent: c.bytes_sent,
                         bytes_received: c.bytes_received,
@@ -248,5 +294,42 @@ mod tests {
         let established = socks.iter().filter(|s| s.state != TCP_LISTEN).count() as u32;
         assert_eq!(t.conns.len(), 1);
         assert_eq!(t.over_limit, established - 1);
+    }
+
+    /// Over the limit, the sockets tracked last cycle stay tracked whatever the dump order, and a
+    /// socket first tracked after a cycle that left sockets out primes instead of reporting its
+    /// lifetime counters as one interval's.
+    #[test]
+    fn over_the_limit_the_tracked_set_is_stable_and_newcomers_prime() {
+        let socks: Vec<_> = fixture().into_iter().filter(|s| s.state != TCP_LISTEN).collect();
+        assert!(socks.len() >= 4, "the fixture has {} connections", socks.len());
+        let max = socks.len() / 2;
+        let mut t = ConnTable::new(max);
+        t.begin(1.0);
+        socks.iter().for_each(|s| t.push(1, s, false));
+        t.finish();
+        let first: Vec<u64> = t.conns.iter().map(|c| c.cookie).collect();
+        assert_eq!((first.len(), t.over_limit as usize), (max, socks.len() - max));
+        // The reverse order: the untracked half comes first, and is not let in.
+        for (k, mono) in [(0, 2.0), (1, 3.0)] {
+            t.begin(mono);
+            socks.iter().rev().for_each(|s| t.push(1, s, false));
+            if k == 1 {
+                let mut extra = socks[0];
+                extra.cookie = u64::MAX;
+                t.push(2, &extra, false);
+            }
+            t.finish();
+            let now: Vec<u64> = t.conns.iter().filter(|c| c.ns == 1).map(|c| c.cookie).collect();
+            assert_eq!(now, first, "cycle {k}: the same sockets are tracked");
+            assert!(t.conns.iter().filter(|c| c.ns == 1).all(|c| c.deltas == Some(Deltas::default())));
+        }
+        // Room again (one tracked socket closed): an untracked socket of namespace 1 gets in, and
+        // primes.
+        t.begin(4.0);
+        socks.iter().filter(|s| s.cookie != first[0]).for_each(|s| t.push(1, s, false));
+        t.finish();
+        let newcomer = t.conns.iter().find(|c| c.ns == 1 && !first.contains(&c.cookie)).expect("let in");
+        assert_eq!(newcomer.deltas, None, "it may have lived untracked: its counters are not this interval's");
     }
 }

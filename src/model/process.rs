@@ -1,6 +1,6 @@
 //! The process table: one entry per live `(pid, start time)`, sorted by pid, carried from cycle
-//! to cycle (entries move between two vectors; nothing is cloned). What never changes for a
-//! process (command line, exe, cwd, ids, container) is read once and kept in one buffer.
+//! to cycle (entries move between two vectors; nothing is cloned). What changes only when a
+//! process execs (command line, exe, cwd, ids, container) is read then and kept in one buffer.
 
 use crate::parse::pid::{PidIo, PidStatm};
 use rustix::fd::OwnedFd;
@@ -46,6 +46,10 @@ pub struct Proc {
     pub gid: u32,
     /// `comm` from `stat` (the kernel keeps 15 bytes): when it changes, the process exec'd.
     pub comm: [u8; 16],
+    /// `startcode` and `startstack` from `stat`: new on every exec, also one that keeps `comm`
+    /// (`sh` running `exec sh other.sh`). `[1, 0]` without ptrace access, `[0, 0]` without a
+    /// memory map (kernel threads, zombies).
+    pub image: [u64; 2],
     pub container_id: Option<[u8; 64]>,
     /// The inode of the process's network namespace (0: unknown, or a kernel thread); read when
     /// the process is discovered and again when it execs (runtimes join a container's namespace
@@ -74,6 +78,7 @@ impl Proc {
             uid: 0,
             gid: 0,
             comm: [0; 16],
+            image: [0; 2],
             container_id: None,
             net_ns: 0,
             first_seen_mono,
@@ -133,6 +138,9 @@ pub struct ProcessTable {
     pub clk_tck: u64,
     /// Processes that vanished between listing and reading this cycle (normal, counted).
     pub vanished: u32,
+    /// Reads of `/proc/<pid>` files that failed for want of file descriptors this cycle (those
+    /// processes are skipped; see `ProcessSource::no_fds_total`).
+    pub no_fds: u32,
     /// Processes first seen this cycle (each may allocate once for its text, and scratch buffers
     /// may grow past their high-water mark for an unusually long command line).
     pub discovered: u32,

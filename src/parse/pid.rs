@@ -21,6 +21,11 @@ pub struct PidStat<'a> {
     pub rss_pages: u64,
     /// CPU last run on (field 39); absent on very old kernels.
     pub processor: Option<u32>,
+    /// `startcode` and `startstack` (fields 26 and 28): set by `execve` (the stack randomised on
+    /// every exec), so a change means the process exec'd. 0 or 1 without ptrace access to the
+    /// process, 0 for kernel threads and zombies.
+    pub start_code: u64,
+    pub start_stack: u64,
 }
 
 /// `PF_KTHREAD` (include/linux/sched.h): the process is a kernel thread.
@@ -66,6 +71,8 @@ pub fn parse_stat(buf: &[u8]) -> Result<PidStat<'_>, ParseError> {
         vsize: u(19),
         rss_pages: u(20),
         processor: if n > 35 { u32::try_from(cols[35]).ok() } else { None },
+        start_code: if n > 22 { u(22) } else { 0 },
+        start_stack: if n > 24 { u(24) } else { 0 },
     })
 }
 
@@ -200,18 +207,22 @@ mod tests {
         assert_eq!((s.pid, s.state, s.ppid), (1310, b'R', 1308));
         assert_eq!((s.utime, s.stime, s.num_threads, s.start_time), (4, 2, 1, 329341));
         assert_eq!((s.vsize, s.rss_pages, s.processor), (17154048, 3411, Some(1)));
+        assert_eq!((s.start_code, s.start_stack), (93928609751040, 140727899361936));
     }
 
     #[test]
     fn stat_of_init_and_edge_cases() {
         let s = parse_stat(fix!("1/stat")).unwrap();
         assert_eq!((s.pid, s.ppid), (1, 0));
+        // Read without ptrace access: the kernel hides the addresses.
+        assert_eq!((s.start_code, s.start_stack), (1, 0));
         assert!(parse_stat(b"").is_err());
         assert!(parse_stat(b"12 (x) S 1 2 3").is_err());
         assert!(parse_stat(b"12 )x( S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21").is_err());
         let ok = b"12 (a b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 -5 17 18 19 20 21\n";
         let s = parse_stat(ok).unwrap();
         assert_eq!((s.comm, s.nice, s.rss_pages, s.processor), (&b"a b"[..], -5, 21, None));
+        assert_eq!((s.start_code, s.start_stack), (0, 0), "fields absent: unknown");
         assert!(parse_stat(b"99999999999 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21").is_err());
     }
 

@@ -367,7 +367,7 @@ fn small_files_agree_with_naive() {
     });
 }
 
-type StatRow = (u32, Vec<u8>, u8, i32, [u64; 4], i64, u64, u64, Option<u32>);
+type StatRow = (u32, Vec<u8>, u8, i32, [u64; 4], i64, u64, u64, Option<u32>, [u64; 2]);
 
 fn naive_pid_stat(b: &[u8]) -> Option<StatRow> {
     let open = b.iter().position(|c| *c == b'(')?;
@@ -389,6 +389,7 @@ fn naive_pid_stat(b: &[u8]) -> Option<StatRow> {
         return None;
     }
     let processor = if nums.len() > 35 { u32::try_from(nums[35]).ok() } else { None };
+    let at = |i: usize| nums.get(i).map_or(0, |v| *v as u64);
     Some((
         pid,
         b[open + 1..close].to_vec(),
@@ -399,6 +400,7 @@ fn naive_pid_stat(b: &[u8]) -> Option<StatRow> {
         nums[16] as u64,
         nums[19] as u64,
         processor,
+        [at(22), at(24)],
     ))
 }
 
@@ -417,6 +419,7 @@ fn pid_stat_agrees_with_naive() {
                     s.num_threads as u64,
                     s.vsize,
                     s.processor,
+                    [s.start_code, s.start_stack],
                 )
             });
             assert_eq!(ours, naive_pid_stat(b), "{:?}", String::from_utf8_lossy(b));

@@ -26,10 +26,17 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 /// At most this many `fd/` links are read per cycle to find owners.
 pub const FD_SCAN_BUDGET: u32 = 16 * 1024;
+/// A namespace whose diag socket could not be opened is tried again this long after the first
+/// failure, then after twice as long each time, up to [`NS_RETRY_MAX_SECS`].
+pub const NS_RETRY_FIRST_SECS: f64 = 15.0;
+pub const NS_RETRY_MAX_SECS: f64 = 600.0;
 
 struct Namespace {
     inode: u64,
     sock: Option<DiagSocket>,
+    /// Failed attempts to open `sock` since the last success, and when to try again.
+    open_failures: u32,
+    retry_at: f64,
     /// Dumped successfully at least once (its sockets' counters then have a baseline).
     dumped: bool,
     /// An error was logged and not followed by a success yet (one log line per episode).
@@ -41,6 +48,8 @@ pub struct SourceStats {
     pub namespaces: u32,
     /// Namespaces without a diag socket (setns or socket creation failed).
     pub unreachable: u32,
+    /// Attempts to open a namespace's diag socket that failed this cycle (retried with backoff).
+    pub open_failures: u32,
     pub dump_errors: u32,
     /// `fd/` links read this cycle to find owners, and processes scanned.
     pub links_read: u32,
@@ -55,6 +64,8 @@ pub struct ConnectionSource {
     requests: [[u8; REQUEST_LEN]; 2],
     pub owners: Owners,
     pub stats: SourceStats,
+    /// Failed attempts to open a namespace's diag socket since the agent started.
+    pub open_failures_total: u64,
 }
 
 impl ConnectionSource {
@@ -74,6 +85,7 @@ impl ConnectionSource {
             ],
             owners: Owners::default(),
             stats: SourceStats::default(),
+            open_failures_total: 0,
         })
     }
 
@@ -86,7 +98,7 @@ impl ConnectionSource {
     pub fn collect(&mut self, procs: &ProcessTable, table: &mut ConnTable, mono_secs: f64) {
         self.stats = SourceStats::default();
         table.begin(mono_secs);
-        self.refresh_namespaces(procs);
+        self.refresh_namespaces(procs, mono_secs);
         let (requests, buf) = (&mut self.requests, &mut self.buf);
         for ns in &mut self.namespaces {
             let Some(sock) = ns.sock.as_mut() else {
@@ -133,8 +145,9 @@ impl ConnectionSource {
         table.finish();
     }
 
-    /// Opens sockets for new namespaces and closes those no process is in any more.
-    fn refresh_namespaces(&mut self, procs: &ProcessTable) {
+    /// Opens sockets for new namespaces (and, once their backoff has passed, for those where that
+    /// failed), and closes those no process is in any more.
+    fn refresh_namespaces(&mut self, procs: &ProcessTable, now: f64) {
         self.distinct.clear();
         self.distinct.push((self.home.inode, u32::MAX));
         for (i, p) in procs.procs.iter().enumerate() {
@@ -147,7 +160,18 @@ impl ConnectionSource {
         let distinct = &self.distinct;
         self.namespaces.retain(|n| distinct.binary_search_by_key(&n.inode, |d| d.0).is_ok());
         for &(inode, idx) in &self.distinct {
-            let Err(at) = self.namespaces.binary_search_by_key(&inode, |n| n.inode) else { continue };
+            let at = match self.namespaces.binary_search_by_key(&inode, |n| n.inode) {
+                Ok(k) if self.namespaces[k].sock.is_some() || now < self.namespaces[k].retry_at => continue,
+                Ok(k) => k,
+                Err(at) => {
+                    let ns =
+                        Namespace { inode, sock: None, open_failures: 0, retry_at: now, dumped: false, failing: false };
+                    self.namespaces.insert(at, ns);
+                    at
+                }
+            };
+            // The first process of the namespace in the table now: not necessarily the one a
+            // failed attempt went through (it may have exited since).
             let sock = if inode == self.home.inode {
                 DiagSocket::open()
             } else {
@@ -156,15 +180,34 @@ impl ConnectionSource {
                     None => continue,
                 }
             };
-            let sock = match sock {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    // Typically: no CAP_SYS_ADMIN for setns. Logged once per namespace.
-                    warn!("connections: cannot open a diag socket in network namespace {inode}: {e}");
-                    None
+            let Some(ns) = self.namespaces.get_mut(at) else { continue };
+            match sock {
+                Ok(sock) => {
+                    if ns.open_failures > 0 {
+                        info!(
+                            "connections: opened a diag socket in network namespace {inode} after {} failed attempts",
+                            ns.open_failures
+                        );
+                    }
+                    ns.sock = Some(sock);
+                    ns.open_failures = 0;
                 }
-            };
-            self.namespaces.insert(at, Namespace { inode, sock, dumped: false, failing: false });
+                Err(e) => {
+                    // Typically: no CAP_SYS_ADMIN for setns, or the process it went through
+                    // exited. Logged once per namespace; retried with backoff, counted.
+                    if ns.open_failures == 0 {
+                        warn!(
+                            "connections: cannot open a diag socket in network namespace {inode}: {e} (retrying, \
+                             first in {NS_RETRY_FIRST_SECS} s)"
+                        );
+                    }
+                    ns.open_failures = ns.open_failures.saturating_add(1);
+                    let backoff = NS_RETRY_FIRST_SECS * 2f64.powi(ns.open_failures.min(16) as i32 - 1);
+                    ns.retry_at = now + backoff.min(NS_RETRY_MAX_SECS);
+                    self.stats.open_failures += 1;
+                    self.open_failures_total += 1;
+                }
+            }
         }
     }
 }
@@ -186,8 +229,10 @@ pub struct Owners {
     map: Vec<(u32, u32, u64)>,
     /// Inodes a complete scan could not attribute (their owner is not reported), sorted.
     orphans: Vec<u32>,
-    /// `(pid, start_ticks)` of processes scanned at least once, sorted.
+    /// `(pid, start_ticks)` of processes scanned completely at least once, sorted.
     scanned: Vec<(u32, u64)>,
+    /// A scan the budget cut short: `(pid, start_ticks, the first fd not read yet)`.
+    partial: Option<(u32, u64, u64)>,
     /// The current round: pids left to scan, and the inodes it looks for.
     queue: Vec<u32>,
     queue_pos: usize,
@@ -239,6 +284,7 @@ impl Owners {
                 break;
             }
             if self.scanned.binary_search(&(p.pid, p.start_ticks)).is_err() {
+                // Cut short by the budget: resumed next cycle (it is still not `scanned`).
                 self.scan(p, &mut budget, stats);
             }
         }
@@ -271,14 +317,17 @@ impl Owners {
         }
         while budget > 0 && self.queue_pos < self.queue.len() {
             let pid = self.queue[self.queue_pos];
-            self.queue_pos += 1;
-            if let Ok(i) = procs.procs.binary_search_by_key(&pid, |p| p.pid) {
-                self.scan(&procs.procs[i], &mut budget, stats);
-            }
+            let complete = match procs.procs.binary_search_by_key(&pid, |p| p.pid) {
+                Ok(i) => self.scan(&procs.procs[i], &mut budget, stats),
+                Err(_) => true,
+            };
             // Everything the round looks for is found: the rest of the queue can wait.
             if self.round_found == self.round_targets.len() {
                 self.queue_pos = self.queue.len();
+            } else if complete {
+                self.queue_pos += 1;
             }
+            // Else cut short by the budget (the loop ends): this process is resumed next cycle.
         }
         self.settle();
         if self.queue_pos >= self.queue.len() {
@@ -325,24 +374,39 @@ impl Owners {
         }
     }
 
-    /// Reads `p`'s `fd/` links and records the owner of every live socket among them.
-    fn scan(&mut self, p: &Proc, budget: &mut u32, stats: &mut SourceStats) {
-        if let Err(at) = self.scanned.binary_search(&(p.pid, p.start_ticks)) {
-            self.scanned.insert(at, (p.pid, p.start_ticks));
-        }
+    /// Reads `p`'s `fd/` links and records the owner of every live socket among them, one link
+    /// per unit of `budget`. `false` when the budget ran out first: the scan resumes at the
+    /// next descriptor when it is called again for the same process.
+    fn scan(&mut self, p: &Proc, budget: &mut u32, stats: &mut SourceStats) -> bool {
+        let key = (p.pid, p.start_ticks);
+        let from = match self.partial {
+            Some((pid, start, fd)) if (pid, start) == key => fd,
+            _ => 0,
+        };
         stats.processes_scanned += 1;
         let Ok(fd_dir) = openat(&p.dir, c"fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         else {
-            return;
+            self.finish_scan(key);
+            return true;
         };
+        if from > 0 {
+            // procfs lists `fd/` in ascending order from position fd + 2; the names are checked
+            // below as well, so a position not honoured only costs reading entries again.
+            let _ = rustix::fs::seek(&fd_dir, rustix::fs::SeekFrom::Start(from + 2));
+        }
         let sorted = self.map.len();
         let mut dir = RawDir::new(&fd_dir, &mut self.dents);
         while let Some(Ok(e)) = dir.next() {
             let name = e.file_name();
-            if name.to_bytes().first().is_none_or(|b| !b.is_ascii_digit()) {
+            let Some(fd) = crate::parse::cursor::u64_dec(name.to_bytes()) else { continue };
+            if fd < from {
                 continue;
             }
-            *budget = budget.saturating_sub(1);
+            if *budget == 0 {
+                self.partial = Some((p.pid, p.start_ticks, fd));
+                return false;
+            }
+            *budget -= 1;
             stats.links_read += 1;
             let Ok((target, _)) = rustix::fs::readlinkat_raw(&fd_dir, name, &mut self.link) else { continue };
             let Some(inode) = socket_inode(target) else { continue };
@@ -358,6 +422,17 @@ impl Owners {
                     }
                 }
             }
+        }
+        self.finish_scan(key);
+        true
+    }
+
+    fn finish_scan(&mut self, key: (u32, u64)) {
+        if self.partial.is_some_and(|(pid, start, _)| (pid, start) == key) {
+            self.partial = None;
+        }
+        if let Err(at) = self.scanned.binary_search(&key) {
+            self.scanned.insert(at, key);
         }
     }
 

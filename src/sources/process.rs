@@ -1,7 +1,8 @@
 //! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
 //! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
 //! Each cycle reads `stat`, `statm` and `io`; `cmdline`, `status`, `cgroup`, `exe` and `cwd`
-//! are read once per new `(pid, start time)`. A process that vanishes mid-read is counted and
+//! are read once per new `(pid, start time)`, and again when it execs (`comm` or the image
+//! addresses in `stat` change). A process that vanishes mid-read is counted and
 //! skipped. Kernel threads are listed (their CPU counts) but their `statm`/`io` are not read.
 
 use super::procfs::ReadBuf;
@@ -94,20 +95,41 @@ pub struct ProcessSource {
     /// Processes seen to exec into another program this cycle.
     execs: u32,
     users: Users,
+    /// Processes skipped for want of file descriptors (`EMFILE`/`ENFILE`): since start, since the
+    /// last log line, and when that line was written (at most one per [`NO_FDS_LOG_SECS`]).
+    pub no_fds_total: u64,
+    no_fds_unlogged: u64,
+    no_fds_logged_at: Option<f64>,
+    /// Descriptors numbered from here up are left to the rest of the agent (see [`fd_ceiling`]).
+    fd_ceiling: u64,
 }
+
+/// Running out of file descriptors is logged at most once per this many seconds.
+pub const NO_FDS_LOG_SECS: f64 = 300.0;
 
 enum Gone {
     /// ENOENT/ESRCH: the process exited (normal).
     Vanished,
+    /// EMFILE/ENFILE: the agent (or the host) is out of file descriptors; skipped this cycle,
+    /// counted and logged.
+    NoFds,
     /// Anything else; skipped this cycle.
     Other,
 }
 
 fn classify(e: io::Error) -> Gone {
-    if e.kind() == io::ErrorKind::NotFound {
-        Gone::Vanished
-    } else {
-        Gone::Other
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => Gone::NoFds,
+        _ if e.kind() == io::ErrorKind::NotFound => Gone::Vanished,
+        _ => Gone::Other,
+    }
+}
+
+/// `Err(NoFds)` when `r` failed for want of file descriptors; any other outcome is `Ok`.
+fn fds_left<T>(r: &io::Result<T>) -> Result<(), Gone> {
+    match r {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => Err(Gone::NoFds),
+        _ => Ok(()),
     }
 }
 
@@ -127,6 +149,10 @@ impl ProcessSource {
             cycle: 0,
             execs: 0,
             users: Users::new(host_proc),
+            no_fds_total: 0,
+            no_fds_unlogged: 0,
+            no_fds_logged_at: None,
+            fd_ceiling: u64::MAX,
         })
     }
 
@@ -150,6 +176,7 @@ impl ProcessSource {
         t.unix_ms = unix_ms;
         t.vanished = 0;
         t.discovered = 0;
+        t.no_fds = 0;
         self.execs = 0;
         t.page_size = rustix::param::page_size() as u64;
         t.clk_tck = self.clk_tck;
@@ -166,6 +193,7 @@ impl ProcessSource {
             t.mem_available_kib = m.available.unwrap_or(m.free + m.buffers + m.cached);
         }
         self.list_pids();
+        self.fd_ceiling = fd_ceiling();
 
         let mut old = std::mem::take(&mut t.procs);
         t.next.clear();
@@ -182,6 +210,7 @@ impl ProcessSource {
                         t.next.push(p);
                     }
                     Err(Gone::Vanished) => t.vanished += 1,
+                    Err(Gone::NoFds) => t.no_fds += 1,
                     Err(Gone::Other) => {}
                 }
             }
@@ -189,6 +218,27 @@ impl ProcessSource {
         t.procs = std::mem::replace(&mut t.next, old);
         // An exec'd process is new as far as its text goes (it may allocate once, like a new pid).
         t.discovered += self.execs;
+        self.note_no_fds(t.no_fds, mono_secs, t.procs.len());
+    }
+
+    /// Counts processes skipped for want of file descriptors and logs it, at most once per
+    /// [`NO_FDS_LOG_SECS`] (with the count since the previous line).
+    fn note_no_fds(&mut self, n: u32, mono: f64, held: usize) {
+        self.no_fds_total += u64::from(n);
+        self.no_fds_unlogged += u64::from(n);
+        if self.no_fds_unlogged == 0 || self.no_fds_logged_at.is_some_and(|at| mono - at < NO_FDS_LOG_SECS) {
+            return;
+        }
+        warn!(
+            "processes: out of file descriptors opening HOST_PROC/<pid> files (EMFILE/ENFILE, or into the \
+             reserve the agent keeps for its other work): {n} failed ({} since the previous report, {} in \
+             all), those processes are skipped until it recovers; the agent holds one descriptor per \
+             process ({held} now): raise its open-file limit (RLIMIT_NOFILE; `ulimits` nofile in the ECS \
+             task)",
+            self.no_fds_unlogged, self.no_fds_total
+        );
+        self.no_fds_unlogged = 0;
+        self.no_fds_logged_at = Some(mono);
     }
 
     /// Reads what is only needed for reported processes: the number of open file descriptors
@@ -199,16 +249,21 @@ impl ProcessSource {
     /// [`STATUS_REFRESH_CYCLES`] cycles old.
     pub fn enrich(&mut self, t: &mut ProcessTable, indices: &[u32]) {
         self.cycle = self.cycle.wrapping_add(1);
+        let mut no_fds = 0;
         for &i in indices {
             let Some(p) = t.procs.get_mut(i as usize) else { continue };
             let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0;
             if due {
-                if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
+                let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
+                no_fds += u32::from(fds_left(&status).is_err());
+                if let Ok(Ok(st)) = status.map(pid::parse_status) {
                     set_status_detail(p, &st);
                 }
             }
             p.detail.open_fds = count_fds(p.dir.as_fd(), &mut self.dents);
         }
+        t.no_fds += no_fds;
+        self.note_no_fds(no_fds, t.mono_secs, t.procs.len());
     }
 
     fn list_pids(&mut self) {
@@ -228,17 +283,35 @@ impl ProcessSource {
 
     fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
-            let stat = self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify)?;
-            let (base, start, kthread, comm) = stat_core(stat)?;
+            // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
+            // listed this cycle, so a new process may have it now: discovered below, at once.
+            let stat = match self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify) {
+                Ok(stat) => stat,
+                Err(Gone::Vanished) => return self.discover(pid, mono),
+                Err(e) => return Err(e),
+            };
+            let (base, start, kthread, comm, image) = stat_core(stat)?;
             if start == p.start_ticks {
-                if comm != p.comm {
-                    // Same process, new program (`sh entrypoint.sh` → `exec java …`): its
-                    // command line and exe changed, and so may the blacklist's verdict.
+                // A new name, or a new image (startstack is randomised per exec). `[0, 0]`: no
+                // memory map (exiting, a zombie); `[1, 0]`: hidden (no ptrace access), and a change
+                // to or from hidden means new credentials, which are worth reading again too.
+                let new_image = image[0] != 0 && p.image[0] != 0 && image != p.image;
+                if comm != p.comm || new_image {
+                    // Same process, new program (`sh entrypoint.sh` → `exec java …`, or a
+                    // runtime that joins the container's cgroup and drops privileges before it
+                    // execs the entrypoint): its command line, exe, user, container and network
+                    // namespace may all have changed, and so may the blacklist's verdict.
                     p.comm = comm;
-                    self.read_text(&mut p, kthread);
-                    p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
+                    if !kthread {
+                        self.read_ids(&mut p)?;
+                        p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
+                    }
+                    self.read_text(&mut p, kthread)?;
                     p.blacklisted = None;
                     self.execs += 1;
+                }
+                if image[0] != 0 {
+                    p.image = image;
                 }
                 let sample = self.fill_sample(p.dir.as_fd(), base, kthread)?;
                 p.prev = Some(p.cur);
@@ -258,7 +331,9 @@ impl ProcessSource {
         let statm = self.buf.read_rendered(dir, c"statm").map_err(classify)?;
         out.statm = pid::parse_statm(statm).map_err(|_| Gone::Other)?;
         // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1.
-        out.io = self.buf.read_rendered(dir, c"io").ok().and_then(|b| pid::parse_io(b).ok());
+        let io = self.buf.read_rendered(dir, c"io");
+        fds_left(&io)?;
+        out.io = io.ok().and_then(|b| pid::parse_io(b).ok());
         Ok(out)
     }
 
@@ -266,37 +341,57 @@ impl ProcessSource {
         let name = PidPath::new(pid);
         let dir = openat(&self.root, name.as_cstr(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| classify(e.into()))?;
+        // Descriptors are numbered lowest-free first: a number this high means the table would
+        // take the last descriptors the trace intake, the forwarder and the other checks need.
+        if u64::try_from(rustix::fd::AsRawFd::as_raw_fd(&dir)).unwrap_or(u64::MAX) >= self.fd_ceiling {
+            return Err(Gone::NoFds);
+        }
         let stat = self.buf.read_rendered(dir.as_fd(), c"stat").map_err(classify)?;
-        let (base, start, kthread, comm) = stat_core(stat)?;
+        let (base, start, kthread, comm, image) = stat_core(stat)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
         let sample = self.fill_sample(dir.as_fd(), base, kthread)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
         p.cur = sample;
         p.comm = comm;
+        p.image = image;
         if !kthread {
             p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
-            if let Ok(Ok(st)) = self.buf.read_rendered(p.dir.as_fd(), c"status").map(pid::parse_status) {
-                p.uid = st.uid[0];
-                p.gid = st.gid[0];
-                set_status_detail(&mut p, &st);
-            }
-            if let Ok(cg) = self.buf.read_file(p.dir.as_fd(), c"cgroup") {
-                p.container_id = cgroup::iter(cg)
-                    .filter_map(Result::ok)
-                    .find_map(|l| cgroup::container_id(l.path))
-                    .and_then(|id| <[u8; 64]>::try_from(id).ok());
-            }
+            self.read_ids(&mut p)?;
         }
-        self.read_text(&mut p, kthread);
+        // Without descriptors the command line would read as empty and be judged as such for
+        // good: the process is skipped (and counted) instead, and discovered again next cycle.
+        self.read_text(&mut p, kthread)?;
         Ok(p)
     }
 
+    /// Reads the user and group (and the `status` counters) and the container from the cgroup.
+    fn read_ids(&mut self, p: &mut Proc) -> Result<(), Gone> {
+        let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
+        fds_left(&status)?;
+        if let Ok(Ok(st)) = status.map(pid::parse_status) {
+            p.uid = st.uid[0];
+            p.gid = st.gid[0];
+            set_status_detail(p, &st);
+        }
+        let cg = self.buf.read_file(p.dir.as_fd(), c"cgroup");
+        fds_left(&cg)?;
+        if let Ok(cg) = cg {
+            p.container_id = cgroup::iter(cg)
+                .filter_map(Result::ok)
+                .find_map(|l| cgroup::container_id(l.path))
+                .and_then(|id| <[u8; 64]>::try_from(id).ok());
+        }
+        Ok(())
+    }
+
     /// Reads the command line (scrubbed), exe and cwd into the process's text.
-    fn read_text(&mut self, p: &mut Proc, kthread: bool) {
+    fn read_text(&mut self, p: &mut Proc, kthread: bool) -> Result<(), Gone> {
         self.args.clear();
         self.exe.clear();
         if !kthread {
-            if let Ok(cmd) = self.buf.read_file(p.dir.as_fd(), c"cmdline") {
+            let cmd = self.buf.read_file(p.dir.as_fd(), c"cmdline");
+            fds_left(&cmd)?;
+            if let Ok(cmd) = cmd {
                 scrub_args(pid::cmdline_args(cmd), &mut self.args);
             }
             // Unreadable links (no ptrace access, kernel threads) leave exe/cwd empty.
@@ -309,7 +404,16 @@ impl ProcessSource {
             _ => &[],
         };
         p.set_text(&self.args, &self.exe, cwd);
+        Ok(())
     }
+}
+
+/// The first descriptor number the process table may not hold: the soft open-file limit less a
+/// reserve (an eighth of it, 48 to 512) for the rest of the agent, which holds a handful of its
+/// own and opens more as it works (files it reads, receiver and trace client connections).
+fn fd_ceiling() -> u64 {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    soft.saturating_sub((soft / 8).clamp(48, 512))
 }
 
 /// A process's open file descriptors, from its `/proc/<pid>` directory: since Linux 6.2 the size
@@ -344,8 +448,10 @@ fn set_status_detail(p: &mut Proc, st: &pid::PidStatus) {
     p.detail.swap_kib = st.vm_swap_kib;
 }
 
-/// The per-cycle fields of `stat`, its start time, whether it is a kernel thread, and `comm`.
-fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16]), Gone> {
+/// The per-cycle fields of `stat`, its start time, whether it is a kernel thread, `comm`, and
+/// `[startcode, startstack]` (see [`Proc::image`]).
+#[allow(clippy::type_complexity)]
+fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16], [u64; 2]), Gone> {
     let s = pid::parse_stat(stat).map_err(|_| Gone::Other)?;
     let mut comm = [0u8; 16];
     let n = s.comm.len().min(16);
@@ -360,7 +466,7 @@ fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16]), Gone> {
         stime: s.stime,
         ..Default::default()
     };
-    Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0, comm))
+    Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0, comm, [s.start_code, s.start_stack]))
 }
 
 #[cfg(test)]
