@@ -361,11 +361,19 @@ impl Forwarder {
         self.routes[route].queue.push_back(buf);
     }
 
-    /// The earliest time `on_timeout` should run.
+    /// The earliest time `on_timeout` (or `pump`) should run. Honest, as the loop contract asks:
+    /// an origin's backoff counts only while that origin waits to send (nothing in flight, a
+    /// payload of its own queued), so a retry in flight never leaves a deadline in the past and
+    /// the loop sleeps on the request's I/O and its timeout instead of spinning.
     pub fn deadline(&self) -> Option<Instant> {
         self.origins
             .iter()
-            .flat_map(|o| [o.client.deadline(), o.retry_at.filter(|_| self.routes.iter().any(|r| !r.queue.is_empty()))])
+            .enumerate()
+            .flat_map(|(oi, o)| {
+                let waiting =
+                    o.in_flight.is_none() && self.routes.iter().any(|r| r.origin == oi && !r.queue.is_empty());
+                [o.client.deadline(), o.retry_at.filter(|_| waiting)]
+            })
             .flatten()
             .min()
     }
@@ -417,6 +425,8 @@ impl Forwarder {
             .map(|k| (start + k) % n)
             .find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty())?;
         let body = self.routes[ri].queue.pop_front()?;
+        // The backoff is over: forget it, so nothing reads a past time as a pending wake-up.
+        self.origins[oi].retry_at = None;
         let r = &mut self.routes[ri];
         self.origins[oi].in_flight_split = r.split_front > 0;
         r.split_front = r.split_front.saturating_sub(1);
@@ -825,6 +835,42 @@ mod tests {
         assert_eq!(f.stats(0).split, 2);
         let s = f.stats(0);
         assert_eq!(s.enqueued, s.delivered + s.dropped.total() + f.routes[0].queue.len() as u64);
+    }
+
+    /// A retry in flight leaves no deadline in the past (issue 14: the loop polled with a zero
+    /// timeout for the whole wait on a hung retry): the backoff counts only while the origin
+    /// waits to send, and is the deadline then.
+    #[test]
+    fn a_retry_in_flight_leaves_no_deadline_in_the_past() {
+        let mut f = fwd(1000);
+        let t0 = Instant::now();
+        let resp =
+            |status| Outcome::Response { status, retry_after: None, body_excerpt: String::new(), body: Vec::new() };
+        f.enqueue(0, &[1; 10]);
+        f.enqueue(1, &[2; 10]);
+        let (ri, body) = f.next_payload(0, t0).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(0, resp(503), t0);
+        // Backing off with payloads queued: the backoff's end is the deadline.
+        let retry_at = f.origins[0].retry_at.unwrap();
+        assert!(retry_at > t0);
+        assert_eq!(f.deadline(), Some(retry_at));
+        // The backoff ends and the retry goes out; another payload still waits behind it.
+        let t1 = retry_at + Duration::from_secs(1);
+        let (ri, body) = f.next_payload(0, t1).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        assert!(!f.routes[0].queue.is_empty() || !f.routes[1].queue.is_empty());
+        // While it is in flight, nothing is due before `t1` (the client's own request timeout
+        // is the only deadline a real send sets).
+        assert!(f.deadline().is_none_or(|d| d > t1), "deadline {:?} is in the past", f.deadline().map(|d| t1 - d));
+        // It fails again: a new backoff, in the future, is the deadline again.
+        f.settle(0, resp(503), t1);
+        let d = f.deadline().unwrap();
+        assert!(d > t1);
+        // A backoff with nothing queued for its origin is no deadline at all.
+        f.routes.iter_mut().for_each(|r| r.queue.clear());
+        f.queued = 0;
+        assert_eq!(f.deadline(), None);
     }
 
     #[test]

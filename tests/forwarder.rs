@@ -348,3 +348,47 @@ fn a_413_series_payload_is_split_once_and_both_halves_delivered() {
     assert!(!a.is_empty() && !b.is_empty());
     assert_eq!([a, b].concat(), whole, "the two halves carry exactly the refused payload's series");
 }
+
+/// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Issue 14: the first request answered 503, the retry never answered. While the retry hangs
+/// (with another payload queued behind it) the loop must sleep on the socket and the request's
+/// timeout, not poll with a zero timeout because the spent backoff stayed in the past: the agent's
+/// CPU over a few seconds of the wait is under 1 % of a core.
+#[test]
+fn a_hung_retry_leaves_the_loop_idle() {
+    let rx = Receiver::start(true, vec![503, HANG]);
+    // Long check intervals: after the first cycle (a series and a topology payload, so one
+    // waits behind the other) the agent has nothing to do but wait on the hung retry.
+    let (agent, port) = start_agent(
+        &rx.url("/stsAgent"),
+        &[("STS_SKIP_SSL_VALIDATION", "true"), ("STS_HOST_CHECK_INTERVAL", "300")],
+    );
+    let pid = agent.0.as_ref().unwrap().id();
+    let t = Instant::now();
+    while rx.requests().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(15), "no retry: {:?}", rx.requests().len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = status(port).unwrap();
+    check_invariant(&st);
+    let queued: u64 = st["endpoints"].as_object().unwrap().values().map(|e| e["queued"].as_u64().unwrap()).sum();
+    assert!(queued >= 2, "the retry in flight and a payload behind it: {st}");
+    // The retry is in flight (its request timeout is 30 s): measure a few seconds of the wait.
+    std::thread::sleep(Duration::from_millis(300));
+    let (c0, w0) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    let (c1, wall) = (cpu_ticks(pid), w0.elapsed());
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let share = (c1 - c0) as f64 / hz / wall.as_secs_f64();
+    let reqs = rx.requests();
+    assert_eq!(reqs.iter().map(|r| r.status).collect::<Vec<_>>(), [503, HANG], "still waiting on the retry");
+    assert!(share < 0.01, "the agent used {:.1} % of a core while the retry hung", share * 100.0);
+    eprintln!("hung retry: {} ticks in {wall:?} ({:.2} % of a core)", c1 - c0, share * 100.0);
+}
