@@ -9,7 +9,7 @@
 //! queue is dropped. Every payload is accounted for: enqueued = delivered + dropped + queued.
 
 use crate::transport::client::{Failure, FailureKind, HttpClient, Outcome};
-use crate::url::Url;
+use crate::url::{percent_encode, Url};
 use mio::{Registry, Token};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -178,6 +178,9 @@ pub struct Forwarder {
     routes: Vec<Route>,
     origins: Vec<Origin>,
     api_key: String,
+    /// The API key in every form it can take in text, scrubbed from what a receiver sends back
+    /// before it reaches `last_error` or the log.
+    secrets: Vec<String>,
     user_agent: String,
     budget: usize,
     queued: usize,
@@ -191,18 +194,6 @@ pub struct Forwarder {
 }
 
 pub type RouteId = usize;
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 impl Forwarder {
     /// `first_token`: origins get consecutive tokens from here.
@@ -250,10 +241,13 @@ impl Forwarder {
                 last_error: None,
             });
         }
+        // No log line may carry the key, whoever writes it (a reply echoing the request URL).
+        crate::log::register_secret(api_key);
         Ok(Forwarder {
             routes,
             origins,
             api_key: api_key.to_string(),
+            secrets: crate::log::secret_forms(api_key),
             user_agent: format!("sts-agent/{}", env!("CARGO_PKG_VERSION")),
             budget,
             queued: 0,
@@ -487,6 +481,7 @@ impl Forwarder {
                 self.recycle(body);
             }
             Outcome::Response { status, body_excerpt, .. } if matches!(status, 400 | 403 | 413) => {
+                let body_excerpt = crate::log::scrub(&body_excerpt, &self.secrets);
                 let d = &mut self.routes[ri].stats.dropped;
                 let why = match status {
                     403 => {
@@ -514,6 +509,9 @@ impl Forwarder {
             }
             Outcome::Response { status, retry_after, body_excerpt, .. } => {
                 let hint = if status == 404 { " (endpoint not found: check the base URL)" } else { "" };
+                // The excerpt is the receiver's text (a proxy may echo the request URL and its
+                // `?api_key=`): scrubbed before it is stored or logged.
+                let body_excerpt = crate::log::scrub(&body_excerpt, &self.secrets);
                 let reason =
                     Failure { kind: FailureKind::Protocol, detail: format!("HTTP {status}{hint} {body_excerpt:?}") };
                 let hint = retry_after.map(Duration::from_secs);
@@ -536,6 +534,8 @@ impl Forwarder {
     ) {
         let name = self.routes[ri].spec.name;
         let base = self.routes[ri].spec.base.to_string();
+        // Transport failures carry text from TLS and the peer too: scrubbed like an excerpt.
+        let why = Failure { kind: why.kind, detail: crate::log::scrub(&why.detail, &self.secrets) };
         self.routes[ri].stats.retries += 1;
         self.routes[ri].last_error = Some(why.to_string());
         self.queued += body.len();

@@ -392,3 +392,127 @@ fn a_hung_retry_leaves_the_loop_idle() {
     assert!(share < 0.01, "the agent used {:.1} % of a core while the retry hung", share * 100.0);
     eprintln!("hung retry: {} ticks in {wall:?} ({:.2} % of a core)", c1 - c0, share * 100.0);
 }
+
+/// A TLS receiver that answers every request with `status` and a body echoing what it was sent
+/// (request line and `sts-api-key` header), as a misconfigured proxy's error page does.
+fn echo_receiver(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<u32>>) {
+    use std::sync::{Arc, Mutex};
+    let pki = make_pki();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![pki.leaf_der.clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pki.leaf_key.clone_key()),
+            )
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/stsAgent", listener.local_addr().unwrap());
+    let served = Arc::new(Mutex::new(0u32));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let (cfg, count) = (cfg.clone(), count.clone());
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), stream);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16384];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match tls.read(&mut chunk) {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
+                            .map(|(_, v)| v.trim().to_string())
+                            .unwrap_or_default()
+                    };
+                    let len: usize = header("content-length").parse().unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        match tls.read(&mut chunk) {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    buf.drain(..end + 4 + len);
+                    let body = format!(
+                        "upstream error for {line} (sts-api-key: {}) {{\"api_key\":\"{}\"}}",
+                        header("sts-api-key"),
+                        header("sts-api-key")
+                    );
+                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    *count.lock().unwrap() += 1;
+                    if tls.write_all(reply.as_bytes()).and_then(|_| tls.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, served)
+}
+
+/// Issue 14: a receiver (or proxy) whose error reply echoes the request URL with its
+/// `?api_key=` and the key header: neither `/status` (GET /status, `sts-agent status`) nor any
+/// log line carries the key, yet both still show the scrubbed reply.
+#[test]
+fn an_echoed_api_key_reaches_neither_status_nor_the_log() {
+    const KEY: &str = "echoed-secret-key-0123456789abcdef";
+    for status_code in [503, 400] {
+        let (url, served) = echo_receiver(status_code);
+        let (mut agent, port) =
+            start_agent(&url, &[("STS_SKIP_SSL_VALIDATION", "true"), ("STS_API_KEY", KEY), ("STS_LOG_LEVEL", "debug")]);
+        let t = Instant::now();
+        while *served.lock().unwrap() < 3 {
+            assert!(t.elapsed() < Duration::from_secs(20), "the receiver saw too few requests");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // GET /status, raw: the key in no form.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(!raw.contains(KEY) && !raw.contains(&KEY[..12]), "{status_code}: /status shows the key: {raw}");
+        if status_code == 503 {
+            // The retried failure's excerpt is there, scrubbed.
+            let st = status(port).unwrap();
+            let errors: Vec<&str> =
+                st["endpoints"].as_object().unwrap().values().filter_map(|e| e["last_error"].as_str()).collect();
+            assert!(
+                errors.iter().any(|e| e.contains("upstream error for POST") && e.contains("api_key=***")),
+                "{errors:?}"
+            );
+        }
+        // `sts-agent status` prints the same report.
+        let cli = std::process::Command::new(AGENT)
+            .arg("status")
+            .env_clear()
+            .env("STS_APM_RECEIVER_PORT", port.to_string())
+            .output()
+            .unwrap();
+        assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+        let printed = String::from_utf8_lossy(&cli.stdout);
+        assert!(printed.contains("\"endpoints\"") && !printed.contains(KEY), "{printed}");
+        // The log, at debug level, from start to exit.
+        let child = agent.0.take().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let out = wait_with_timeout(child, Duration::from_secs(15));
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(log.contains("upstream error for POST"), "the reply is logged: {log}");
+        assert!(!log.contains(KEY) && !log.contains(&KEY[..12]), "{status_code}: the log shows the key:\n{log}");
+    }
+}
