@@ -64,20 +64,15 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
     out
 }
 
-/// [`scrub`] into a caller's buffer (cleared first). Pure; never panics.
+/// [`scrub`] into a caller's buffer (cleared first). Pure; never panics. Key values are masked
+/// first (on the text as given), then every secret anywhere in the result, so no secret
+/// survives in the text kept around a masked value.
 pub fn scrub_into(text: &str, secrets: &[String], out: &mut String) {
     out.clear();
     let b = text.as_bytes();
     let mut i = 0;
     let mut copied = 0;
     while i < b.len() {
-        if let Some(s) = secrets.iter().find(|s| !s.is_empty() && b[i..].starts_with(s.as_bytes())) {
-            out.push_str(text.get(copied..i).unwrap_or(""));
-            out.push_str(REDACTED);
-            i += s.len();
-            copied = i;
-            continue;
-        }
         if let Some((value_start, value_end)) = key_value_at(b, i) {
             out.push_str(text.get(copied..value_start).unwrap_or(""));
             out.push_str(REDACTED);
@@ -85,14 +80,20 @@ pub fn scrub_into(text: &str, secrets: &[String], out: &mut String) {
             copied = i;
             continue;
         }
-        i += 1;
-        // Stay on character boundaries (secrets and key names start with any byte, but slices
-        // of `text` must not split a character).
-        while i < b.len() && !text.is_char_boundary(i) {
-            i += 1;
-        }
+        i = next_boundary(text, i);
     }
     out.push_str(text.get(copied..).unwrap_or(""));
+    // Secrets, in place: each match becomes the mask and the scan goes on after it.
+    let mut i = 0;
+    while i < out.len() {
+        let rest = out.as_bytes().get(i..).unwrap_or(&[]);
+        if let Some(s) = secrets.iter().find(|s| !s.is_empty() && rest.starts_with(s.as_bytes())) {
+            out.replace_range(i..i + s.len(), REDACTED);
+            i += REDACTED.len();
+            continue;
+        }
+        i = next_boundary(out, i);
+    }
     // A secret cut short at the end (an excerpt truncated inside the key).
     for s in secrets {
         let longest = (MIN_PARTIAL..s.len()).rev().find(|&n| s.is_char_boundary(n) && out.ends_with(&s[..n]));
@@ -104,10 +105,20 @@ pub fn scrub_into(text: &str, secrets: &[String], out: &mut String) {
     }
 }
 
+/// The next character boundary of `s` after `i`.
+fn next_boundary(s: &str, mut i: usize) -> usize {
+    i += 1;
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
 /// At `i`, a key parameter name followed by `=`/`:` (quotes, backslashes, spaces and `%3D`
 /// allowed around it) and a non-empty value: where the value starts and ends.
 fn key_value_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
-    let name = KEY_NAMES.iter().find(|n| b.get(i..i + n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n.as_bytes())))?;
+    let name =
+        KEY_NAMES.iter().find(|n| b.get(i..i + n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n.as_bytes())))?;
     let mut j = i + name.len();
     let quote = |c: u8| matches!(c, b'"' | b'\'' | b'\\');
     while b.get(j).copied().is_some_and(quote) {
@@ -254,8 +265,10 @@ mod tests {
         let key = "0123456789abcdef0123456789abcdef";
         let s = forms(key);
         for (text, want) in [
-            ("GET /stsAgent/intake/?api_key=0123456789abcdef0123456789abcdef&x=1 HTTP/1.1",
-             "GET /stsAgent/intake/?api_key=***&x=1 HTTP/1.1"),
+            (
+                "GET /stsAgent/intake/?api_key=0123456789abcdef0123456789abcdef&x=1 HTTP/1.1",
+                "GET /stsAgent/intake/?api_key=***&x=1 HTTP/1.1",
+            ),
             ("echo: https://h/p?API_KEY=other-secret#f", "echo: https://h/p?API_KEY=***#f"),
             ("sts-api-key: hunter2\r\nHost: x", "sts-api-key: ***\r\nHost: x"),
             (r#"{"apikey":"hunter2","a":1}"#, r#"{"apikey":"***","a":1}"#),
@@ -280,6 +293,39 @@ mod tests {
         assert_eq!(scrub("q=k%20y%22z%2Flong!", &s), "q=***!");
         assert_eq!(scrub(&format!("{:?}", format!("body {odd} end")), &s), r#""body *** end""#);
         assert_eq!(scrub("short keys too: k y\"z/long", &s), "short keys too: ***");
+    }
+
+    /// The fuzz target's property (`fuzz/fuzz_targets/scrub.rs`) over random texts built from
+    /// pieces of secrets, key names, delimiters and multibyte characters.
+    #[test]
+    fn scrub_property_on_random_texts() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let pieces = ["api_key", "API-KEY", "apikey", "=", ":", "%3D", "\"", "\\", " ", "&", "é", "€", "a", "9", "?"];
+        for _ in 0..3000 {
+            let secret: String = (0..1 + rand(12)).map(|_| pieces[rand(pieces.len())]).collect();
+            let forms = secret_forms(&secret);
+            let mut text = String::new();
+            for _ in 0..rand(30) {
+                match rand(4) {
+                    0 => text.push_str(&secret),
+                    1 => text.push_str(
+                        &secret[..(0..=secret.len())
+                            .rev()
+                            .find(|&n| secret.is_char_boundary(n) && n <= rand(secret.len() + 1))
+                            .unwrap_or(0)],
+                    ),
+                    _ => text.push_str(pieces[rand(pieces.len())]),
+                }
+            }
+            let out = scrub(&text, &forms);
+            assert!(!out.contains(&secret), "{secret:?} in {text:?} -> {out:?}");
+        }
     }
 
     #[test]

@@ -366,10 +366,8 @@ fn a_hung_retry_leaves_the_loop_idle() {
     let rx = Receiver::start(true, vec![503, HANG]);
     // Long check intervals: after the first cycle (a series and a topology payload, so one
     // waits behind the other) the agent has nothing to do but wait on the hung retry.
-    let (agent, port) = start_agent(
-        &rx.url("/stsAgent"),
-        &[("STS_SKIP_SSL_VALIDATION", "true"), ("STS_HOST_CHECK_INTERVAL", "300")],
-    );
+    let (agent, port) =
+        start_agent(&rx.url("/stsAgent"), &[("STS_SKIP_SSL_VALIDATION", "true"), ("STS_HOST_CHECK_INTERVAL", "300")]);
     let pid = agent.0.as_ref().unwrap().id();
     let t = Instant::now();
     while rx.requests().len() < 2 {
