@@ -31,10 +31,18 @@ pub struct RouteSpec {
     /// Splits a payload refused with 413 into two carrying the same data (once; see
     /// `encode::split`). `None`: a 413 drops the payload.
     pub split: Option<Splitter>,
+    /// After a split, rewrites a payload queued behind the halves that belongs with them (a
+    /// chunk of the same process-agent group takes the halves' `groupSize`); `None` ends the
+    /// walk (see `encode::split::process_regroup`).
+    pub regroup: Option<Regrouper>,
 }
 
 /// Splits a payload into two halves that together carry the same data.
 pub type Splitter = fn(&[u8]) -> Option<[Vec<u8>; 2]>;
+
+/// `(a half, a queued payload)` to the queued payload rewritten to agree with the half, or `None`
+/// when it does not belong with it.
+pub type Regrouper = fn(&[u8], &[u8]) -> Option<Vec<u8>>;
 
 /// The version the process-agent endpoints are told (`sts-processagentversion`).
 pub const PROCESS_AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -53,6 +61,7 @@ impl RouteSpec {
                 ("DD-Agent-Version", env!("CARGO_PKG_VERSION").into()),
             ],
             split: None,
+            regroup: None,
         }
     }
 
@@ -69,6 +78,7 @@ impl RouteSpec {
                 ("sts-processagentversion", PROCESS_AGENT_VERSION.into()),
             ],
             split: Some(crate::encode::split::process_message),
+            regroup: Some(crate::encode::split::process_regroup),
         }
     }
 
@@ -81,6 +91,7 @@ impl RouteSpec {
             api_key_query: false,
             headers: vec![("Content-Type", "application/x-protobuf".into()), ("Content-Encoding", "gzip".into())],
             split: None,
+            regroup: None,
         }
     }
 
@@ -97,6 +108,7 @@ impl RouteSpec {
                 ("sts-hostname", host.into()),
             ],
             split: None,
+            regroup: None,
         }
     }
 }
@@ -606,6 +618,19 @@ impl Forwarder {
         r.queue.push_front(b);
         r.queue.push_front(a);
         r.split_front += 2;
+        // The rest of a process-agent group, queued right behind (a cycle queues its chunks
+        // together), learns that the group grew: every chunk still to send says the same size.
+        if let Some(regroup) = r.spec.regroup {
+            let mut k = 2;
+            while let (Some(half), Some(queued)) = (r.queue.front(), r.queue.get(k)) {
+                let Some(new) = regroup(half, queued) else { break };
+                self.queued = self.queued - queued.len() + new.len();
+                if let Some(slot) = r.queue.get_mut(k) {
+                    *slot = new;
+                }
+                k += 1;
+            }
+        }
         self.make_room(0);
         true
     }
@@ -871,6 +896,72 @@ mod tests {
         f.routes.iter_mut().for_each(|r| r.queue.clear());
         f.queued = 0;
         assert_eq!(f.deadline(), None);
+    }
+
+    /// Issue 14: a process-agent chunk refused with 413 is split and its group grows by one:
+    /// the halves and the group's chunks still queued behind them all say `groupSize` 4 (of 3);
+    /// the next cycle's group is untouched, and the accounting holds.
+    #[test]
+    fn a_413_split_grows_the_group_of_every_chunk_still_queued() {
+        use crate::encode::proto;
+        let chunk = |id: i32, items: u64| {
+            let mut p = Vec::new();
+            for n in 0..items {
+                proto::message(&mut p, 3, |m| proto::uint64(m, 2, n + 1));
+            }
+            proto::int32(&mut p, 6, id);
+            proto::int32(&mut p, 7, 3);
+            let mut body = Vec::new();
+            crate::encode::process_msg::header(&mut body, 12, 0);
+            body.extend_from_slice(&zstd::bulk::compress(&p, 1).unwrap());
+            body
+        };
+        let group = |b: &[u8]| {
+            let raw = zstd::stream::decode_all(&b[16..]).unwrap();
+            let (mut id, mut size, mut pos) = (0, 0, 0);
+            while pos < raw.len() {
+                let key = raw[pos];
+                pos += 1;
+                let mut v = 0u64;
+                let mut shift = 0;
+                loop {
+                    let byte = raw[pos];
+                    pos += 1;
+                    v |= u64::from(byte & 0x7f) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+                match (key >> 3, key & 7) {
+                    (6, 0) => id = v as i64 as i32,
+                    (7, 0) => size = v as i32,
+                    (_, 2) => pos += v as usize,
+                    _ => {}
+                }
+            }
+            (id, size)
+        };
+        let base = Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
+        let spec = RouteSpec::process_agent("collector", &base, "/api/v1/collector", "h");
+        let mut f = Forwarder::new(vec![spec], "k", None, 1 << 20, 10, 7).unwrap();
+        let now = Instant::now();
+        for body in [chunk(7, 4), chunk(7, 2), chunk(7, 2), chunk(8, 2)] {
+            f.enqueue(0, &body);
+        }
+        let (ri, body) = f.next_payload(0, now).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(
+            0,
+            Outcome::Response { status: 413, retry_after: None, body_excerpt: String::new(), body: Vec::new() },
+            now,
+        );
+        let groups: Vec<(i32, i32)> = f.routes[0].queue.iter().map(|b| group(b)).collect();
+        assert_eq!(groups, [(7, 4), (7, 4), (7, 4), (7, 4), (8, 3)], "halves, the rest of group 7, then group 8");
+        assert_eq!(f.queued, f.routes[0].queue.iter().map(Vec::len).sum::<usize>(), "bytes re-counted");
+        let s = f.stats(0);
+        assert_eq!((s.split, s.enqueued), (1, 5));
+        assert_eq!(s.enqueued, s.delivered + s.dropped.total() + f.routes[0].queue.len() as u64);
     }
 
     #[test]

@@ -98,6 +98,79 @@ pub fn process_message(body: &[u8]) -> Option<[Vec<u8>; 2]> {
     Some([build(&[&common, &first_only, &items[..mid]])?, build(&[&common, &items[mid..]])?])
 }
 
+/// The `groupId` field of a process-agent message type: 6 in `CollectorProc`/`Commands`, 5 in
+/// `CollectorConnections`.
+fn group_id_field(msg_type: u8) -> Option<u64> {
+    match msg_type {
+        12 | 13 => Some(6),
+        22 => Some(5),
+        _ => None,
+    }
+}
+
+/// A process-agent message's header and decompressed protobuf.
+fn decode(body: &[u8]) -> Option<(&[u8], Vec<u8>)> {
+    Some((body.get(..16)?, zstd::stream::decode_all(body.get(16..)?).ok()?))
+}
+
+/// `(groupId, groupSize)` of a decoded message (both present, as varints).
+fn group_of(header: &[u8], proto: &[u8]) -> Option<(i32, i32)> {
+    let t = *header.get(2)?;
+    let (id_field, size_field) = (group_id_field(t)?, group_size_field(t)?);
+    let (mut id, mut size) = (None, None);
+    let mut pos = 0;
+    while pos < proto.len() {
+        let (field, end) = field_at(proto, pos)?;
+        if field == id_field || field == size_field {
+            let (key, p) = varint(proto, pos)?;
+            if key & 7 == 0 {
+                let v = varint(proto, p)?.0 as i64 as i32;
+                if field == id_field {
+                    id = Some(v);
+                } else {
+                    size = Some(v);
+                }
+            }
+        }
+        pos = end;
+    }
+    Some((id?, size?))
+}
+
+/// After a split, a message queued behind the halves, re-encoded with the halves' `groupSize`
+/// when it is a chunk of the same group (same type and `groupId`): the rest of the group then
+/// agrees with the halves on its size. `None` when it is not of that group.
+pub fn process_regroup(half: &[u8], queued: &[u8]) -> Option<Vec<u8>> {
+    let (hh, hp) = decode(half)?;
+    let (qh, qp) = decode(queued)?;
+    if hh.get(2) != qh.get(2) {
+        return None;
+    }
+    let (hid, hsize) = group_of(hh, &hp)?;
+    let (qid, qsize) = group_of(qh, &qp)?;
+    if qid != hid {
+        return None;
+    }
+    if qsize == hsize {
+        return Some(queued.to_vec());
+    }
+    let size_field = group_size_field(*qh.get(2)?)?;
+    let mut p = Vec::with_capacity(qp.len() + 8);
+    let mut pos = 0;
+    while pos < qp.len() {
+        let (field, end) = field_at(&qp, pos)?;
+        if field == size_field {
+            super::proto::int32(&mut p, field as u32, hsize);
+        } else {
+            p.extend_from_slice(qp.get(pos..end)?);
+        }
+        pos = end;
+    }
+    let mut out = qh.to_vec();
+    out.extend_from_slice(&zstd::bulk::compress(&p, 1).ok()?);
+    Some(out)
+}
+
 fn varint(b: &[u8], mut pos: usize) -> Option<(u64, usize)> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
@@ -226,6 +299,32 @@ mod tests {
                 assert_eq!(varint_field(half, 8), Some(30_000), "other fields are kept");
             }
         }
+        // The chunks queued behind take the halves' size; another group's are not touched.
+        let chunk = |id: i32, size: i32| {
+            let mut p = Vec::new();
+            proto::message(&mut p, 3, |m| proto::uint64(m, 1, 9));
+            proto::int32(&mut p, 6, id);
+            proto::int32(&mut p, 7, size);
+            let mut body = Vec::new();
+            crate::encode::process_msg::header(&mut body, 12, 0);
+            body.extend_from_slice(&zstd::bulk::compress(&p, 1).unwrap());
+            body
+        };
+        let mut p = Vec::new();
+        for n in 1..=4u64 {
+            proto::message(&mut p, 3, |m| proto::uint64(m, 1, n));
+        }
+        proto::int32(&mut p, 6, 42);
+        proto::int32(&mut p, 7, 3);
+        let mut body = Vec::new();
+        crate::encode::process_msg::header(&mut body, 12, 0);
+        body.extend_from_slice(&zstd::bulk::compress(&p, 1).unwrap());
+        let [half, _] = process_message(&body).unwrap();
+        let regrouped = process_regroup(&half, &chunk(42, 3)).unwrap();
+        assert_eq!((varint_field(&regrouped, 6), varint_field(&regrouped, 7)), (Some(42), Some(4)));
+        assert_eq!(&regrouped[..16], &chunk(42, 3)[..16]);
+        assert!(process_regroup(&half, &chunk(43, 3)).is_none(), "another group");
+        assert!(process_regroup(&half, b"not a message").is_none());
         // No groupSize (an ungrouped message): nothing is invented.
         let mut p = Vec::new();
         proto::message(&mut p, 3, |m| proto::uint64(m, 1, 1));
