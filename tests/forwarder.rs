@@ -391,9 +391,12 @@ fn a_hung_retry_leaves_the_loop_idle() {
     eprintln!("hung retry: {} ticks in {wall:?} ({:.2} % of a core)", c1 - c0, share * 100.0);
 }
 
-/// A TLS receiver that answers every request with `status` and a body echoing what it was sent
-/// (request line and `sts-api-key` header), as a misconfigured proxy's error page does.
-fn echo_receiver(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<u32>>) {
+/// A request a scripted receiver saw: target, body, the status it answered.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, u16)>>>;
+
+/// A real TLS receiver (fresh test PKI) that answers each request with what `answer` makes of
+/// its head (request line and headers) and its target's count so far: `(status, body)`.
+fn scripted_receiver(answer: fn(&str, usize) -> (u16, String)) -> (String, Seen) {
     use std::sync::{Arc, Mutex};
     let pki = make_pki();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -410,12 +413,12 @@ fn echo_receiver(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<u32>>)
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}/stsAgent", listener.local_addr().unwrap());
-    let served = Arc::new(Mutex::new(0u32));
-    let count = served.clone();
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { break };
-            let (cfg, count) = (cfg.clone(), count.clone());
+            let (cfg, log) = (cfg.clone(), log.clone());
             std::thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
                 let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), stream);
@@ -430,28 +433,28 @@ fn echo_receiver(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<u32>>)
                         continue;
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    let line = head.lines().next().unwrap_or("").to_string();
-                    let header = |name: &str| {
-                        head.lines()
-                            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
-                            .map(|(_, v)| v.trim().to_string())
-                            .unwrap_or_default()
-                    };
-                    let len: usize = header("content-length").parse().unwrap_or(0);
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                        .map_or(0, |(_, v)| v.trim().parse().unwrap_or(0));
                     while buf.len() < end + 4 + len {
                         match tls.read(&mut chunk) {
                             Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                             _ => return,
                         }
                     }
+                    let body = buf[end + 4..end + 4 + len].to_vec();
                     buf.drain(..end + 4 + len);
-                    let body = format!(
-                        "upstream error for {line} (sts-api-key: {}) {{\"api_key\":\"{}\"}}",
-                        header("sts-api-key"),
-                        header("sts-api-key")
-                    );
-                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                    *count.lock().unwrap() += 1;
+                    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let (status, reply_body) = {
+                        let mut log = log.lock().unwrap();
+                        let n = log.iter().filter(|(t, _, _)| *t == target).count();
+                        let (status, reply_body) = answer(&head, n);
+                        log.push((target, body, status));
+                        (status, reply_body)
+                    };
+                    let reply =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{reply_body}", reply_body.len());
                     if tls.write_all(reply.as_bytes()).and_then(|_| tls.flush()).is_err() {
                         return;
                     }
@@ -459,7 +462,24 @@ fn echo_receiver(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<u32>>)
             });
         }
     });
-    (url, served)
+    (url, seen)
+}
+
+/// Answers `status` with a body echoing what it was sent (request line and `sts-api-key`
+/// header), as a misconfigured proxy's error page does.
+fn echo_receiver(status: u16) -> (String, Seen) {
+    fn echo(head: &str, status: u16) -> (u16, String) {
+        let line = head.lines().next().unwrap_or("");
+        let key = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("sts-api-key")))
+            .map_or("", |(_, v)| v.trim());
+        (status, format!("upstream error for {line} (sts-api-key: {key}) {{\"api_key\":\"{key}\"}}"))
+    }
+    match status {
+        503 => scripted_receiver(|head, _| echo(head, 503)),
+        _ => scripted_receiver(|head, _| echo(head, 400)),
+    }
 }
 
 /// Issue 14: a receiver (or proxy) whose error reply echoes the request URL with its
@@ -469,11 +489,11 @@ fn echo_receiver(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<u32>>)
 fn an_echoed_api_key_reaches_neither_status_nor_the_log() {
     const KEY: &str = "echoed-secret-key-0123456789abcdef";
     for status_code in [503, 400] {
-        let (url, served) = echo_receiver(status_code);
+        let (url, seen) = echo_receiver(status_code);
         let (mut agent, port) =
             start_agent(&url, &[("STS_SKIP_SSL_VALIDATION", "true"), ("STS_API_KEY", KEY), ("STS_LOG_LEVEL", "debug")]);
         let t = Instant::now();
-        while *served.lock().unwrap() < 3 {
+        while seen.lock().unwrap().len() < 3 {
             assert!(t.elapsed() < Duration::from_secs(20), "the receiver saw too few requests");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -513,4 +533,70 @@ fn an_echoed_api_key_reaches_neither_status_nor_the_log() {
         assert!(log.contains("upstream error for POST"), "the reply is logged: {log}");
         assert!(!log.contains(KEY) && !log.contains(&KEY[..12]), "{status_code}: the log shows the key:\n{log}");
     }
+}
+
+/// Issue 14: a process-agent chunk refused with 413 is split in two, and its group grows by one
+/// message. With more than 100 processes the run is a group of several `CollectorProc` chunks;
+/// the first is refused once. Decoded with the independent prost structs: every accepted chunk
+/// of that group says the same `groupSize`, that size is the number of chunks accepted, and the
+/// halves carry exactly the refused chunk's processes.
+#[test]
+fn a_413_process_chunk_split_grows_its_group_by_one() {
+    // Enough processes for at least two chunks of 100.
+    let mut kids = Kids(Vec::new());
+    for _ in 0..150 {
+        kids.0.push(std::process::Command::new("sleep").arg("120").spawn().unwrap());
+    }
+    let (sts, _) = scripted_receiver(|_, _| (202, "{}".into()));
+    // The first collector request is refused as too large; everything else is accepted.
+    let (pa, seen) = scripted_receiver(|head, n| {
+        let collector = head.split_whitespace().nth(1).is_some_and(|t| t.starts_with("/stsAgent/api/v1/collector"));
+        (if collector && n == 0 { 413 } else { 202 }, "{}".into())
+    });
+    let (_agent, port) = start_agent(
+        &sts,
+        &[
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_AGENT_ENABLED", "true"),
+            ("STS_PROCESS_AGENT_URL", &pa),
+            ("STS_PROCESS_CHECK_INTERVAL", "2"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            // Report every process (the default list leaves out `sleep`).
+            ("STS_PROCESS_BLACKLIST_PATTERNS", "^no-such-process-x$"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("STS_HOST_CHECK_INTERVAL", "300"),
+        ],
+    );
+    let collector = |seen: &Seen| -> Vec<(pa_proto::CollectorProc, u16)> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t.starts_with("/stsAgent/api/v1/collector"))
+            .map(|(_, b, s)| (pa_proto::collector_proc(b), *s))
+            .collect()
+    };
+    let t = Instant::now();
+    let (refused, group) = loop {
+        assert!(t.elapsed() < Duration::from_secs(30), "no split group delivered");
+        std::thread::sleep(Duration::from_millis(200));
+        let msgs = collector(&seen);
+        let Some((refused, _)) = msgs.iter().find(|(_, s)| *s == 413) else { continue };
+        let group: Vec<&pa_proto::CollectorProc> =
+            msgs.iter().filter(|(m, s)| *s == 202 && m.group_id == refused.group_id).map(|(m, _)| m).collect();
+        // The group is complete once as many chunks as the largest size any says arrived.
+        if group.iter().map(|m| m.group_size as usize).max().is_some_and(|n| group.len() >= n) {
+            break (refused.clone(), group.into_iter().cloned().collect::<Vec<_>>());
+        }
+    };
+    assert!(refused.group_size >= 2, "a group of several chunks: {}", refused.group_size);
+    for m in &group {
+        assert_eq!(m.group_size, refused.group_size + 1, "every accepted chunk says the grown size");
+    }
+    assert_eq!(group.len() as i32, refused.group_size + 1, "the group has one message more");
+    // The first two accepted chunks are the halves: the refused chunk's processes, once each.
+    let pids = |m: &pa_proto::CollectorProc| m.processes.iter().map(|p| p.pid).collect::<Vec<_>>();
+    assert_eq!([pids(&group[0]), pids(&group[1])].concat(), pids(&refused));
+    let st = status(port).unwrap();
+    check_invariant(&st);
+    assert_eq!(st["endpoints"]["collector"]["split"], 1, "{st}");
 }
