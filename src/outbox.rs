@@ -2,7 +2,9 @@
 //! flight per origin; status classification and jittered exponential backoff.
 //!
 //! Status rules (spec/protocol.md §2, reliability.md §0): 2xx delivered; 400 and 413 dropped at
-//! once with an error (resending the same bytes cannot succeed); 403 dropped and flagged as an
+//! once with an error (resending the same bytes cannot succeed), except that a route that can
+//! split a payload sends a 413'd one once as two halves (a process-agent group grows by one
+//! message, `RouteSpec::regroup`); 403 dropped and flagged as an
 //! API-key problem; 404, 408, 429, 5xx and every transport failure retried after a backoff (1 s
 //! doubling to 60 s with jitter, `Retry-After` honoured up to that cap; a 404 can be a proxy or
 //! region misconfigured for a while). When the budget is full the oldest payload of the fullest
