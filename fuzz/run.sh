@@ -23,6 +23,8 @@ printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"par
 printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
 printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked
 mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag
+mkdir -p corpus/scrub
+printf ' 0123456789abcdef0123456789abcdefGET /i/?api_key=0123456789abcdef0123456789abcdef&x=1 {"apikey":"v"} sts-api-key: 0123456789ab' > corpus/scrub/seed
 cp ../tests/fixtures/netlink/debian12-6.18/*.bin corpus/inet_diag/
 printf '[{"Id":"3f5a2e1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f","Names":["/web"],"Image":"nginx:1.25","State":"running","Status":"Up (healthy)","Labels":{}}]' > corpus/metadata_json/list
 printf '{"State":{"StartedAt":"2023-11-14T22:15:00.000000001Z","Health":{"Status":"healthy"}}}' > corpus/metadata_json/inspect

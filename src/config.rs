@@ -169,6 +169,23 @@ fn err(var: &'static str, value: &str, problem: impl Into<String>, expected: &'s
     ConfigError { var, shown_value: shown(value), problem: problem.into(), expected }
 }
 
+/// A rejected URL, shown without what may be a credential: userinfo, query and fragment are
+/// masked (`https://***@host:badport/`, `…?***`), and the API key, wherever it is, too.
+fn url_err(
+    var: &'static str,
+    value: &str,
+    api_key: Option<&str>,
+    problem: impl Into<String>,
+    expected: &'static str,
+) -> ConfigError {
+    let redacted = crate::url::redact(value.trim());
+    let safe = match api_key {
+        Some(k) => crate::log::scrub(&redacted, &crate::log::secret_forms(k.trim())),
+        None => redacted,
+    };
+    ConfigError { var, shown_value: shown(&safe), problem: problem.into(), expected }
+}
+
 /// The StackState process agent's default blacklist (stackstate-process-agent
 /// `config/config_nix.go`, `defaultBlacklistPatterns`).
 pub const DEFAULT_BLACKLIST: &[&str] = &[
@@ -309,13 +326,17 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
 
+        // Only to keep it out of a rejected URL's echo (it is validated below).
+        let raw_key = get("STS_API_KEY");
+        let raw_key = raw_key.as_deref();
         let url = |var: &'static str| -> Result<Option<Url>, ConfigError> {
             match get(var) {
                 None => Ok(None),
                 Some(v) => Url::parse(v.trim()).map(Some).map_err(|p| {
-                    err(
+                    url_err(
                         var,
                         &v,
+                        raw_key,
                         p,
                         "an absolute http:// or https:// URL such as https://stackstate.example.com:7077/stsAgent",
                     )
@@ -555,15 +576,22 @@ impl Config {
             Some(v) => match Url::parse(v.trim()) {
                 Ok(u) if u.scheme == crate::url::Scheme::Http => u,
                 Ok(_) => {
-                    return Err(err(
+                    return Err(url_err(
                         "STS_EC2_METADATA_URL",
                         &v,
+                        raw_key,
                         "https is not supported by the metadata service",
                         "an http:// URL such as http://169.254.169.254",
                     ))
                 }
                 Err(p) => {
-                    return Err(err("STS_EC2_METADATA_URL", &v, p, "an http:// URL such as http://169.254.169.254"))
+                    return Err(url_err(
+                        "STS_EC2_METADATA_URL",
+                        &v,
+                        raw_key,
+                        p,
+                        "an http:// URL such as http://169.254.169.254",
+                    ))
                 }
             },
         };
@@ -573,9 +601,10 @@ impl Config {
             Some(v) => match v.trim().strip_prefix("unix://") {
                 Some(p) if p.starts_with('/') => PathBuf::from(p),
                 _ => {
-                    return Err(err(
+                    return Err(url_err(
                         "DOCKER_HOST",
                         &v,
+                        raw_key,
                         "only a Unix socket is supported",
                         "unix:///path/to/docker.sock, e.g. unix:///var/run/docker.sock",
                     ))
@@ -588,14 +617,23 @@ impl Config {
             Some(v) => match Url::parse(v.trim()) {
                 Ok(u) if u.scheme == crate::url::Scheme::Http => u,
                 Ok(_) => {
-                    return Err(err(
+                    return Err(url_err(
                         "STS_ECS_AGENT_URL",
                         &v,
+                        raw_key,
                         "the ECS agent speaks plain http",
                         "an http:// URL such as http://localhost:51678",
                     ))
                 }
-                Err(p) => return Err(err("STS_ECS_AGENT_URL", &v, p, "an http:// URL such as http://localhost:51678")),
+                Err(p) => {
+                    return Err(url_err(
+                        "STS_ECS_AGENT_URL",
+                        &v,
+                        raw_key,
+                        p,
+                        "an http:// URL such as http://localhost:51678",
+                    ))
+                }
             },
         };
 

@@ -2,14 +2,16 @@
 //! flight per origin; status classification and jittered exponential backoff.
 //!
 //! Status rules (spec/protocol.md §2, reliability.md §0): 2xx delivered; 400 and 413 dropped at
-//! once with an error (resending the same bytes cannot succeed); 403 dropped and flagged as an
+//! once with an error (resending the same bytes cannot succeed), except that a route that can
+//! split a payload sends a 413'd one once as two halves (a process-agent group grows by one
+//! message, `RouteSpec::regroup`); 403 dropped and flagged as an
 //! API-key problem; 404, 408, 429, 5xx and every transport failure retried after a backoff (1 s
 //! doubling to 60 s with jitter, `Retry-After` honoured up to that cap; a 404 can be a proxy or
 //! region misconfigured for a while). When the budget is full the oldest payload of the fullest
 //! queue is dropped. Every payload is accounted for: enqueued = delivered + dropped + queued.
 
 use crate::transport::client::{Failure, FailureKind, HttpClient, Outcome};
-use crate::url::Url;
+use crate::url::{percent_encode, Url};
 use mio::{Registry, Token};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,10 +33,18 @@ pub struct RouteSpec {
     /// Splits a payload refused with 413 into two carrying the same data (once; see
     /// `encode::split`). `None`: a 413 drops the payload.
     pub split: Option<Splitter>,
+    /// After a split, rewrites a payload queued behind the halves that belongs with them (a
+    /// chunk of the same process-agent group takes the halves' `groupSize`); `None` ends the
+    /// walk (see `encode::split::process_regroup`).
+    pub regroup: Option<Regrouper>,
 }
 
 /// Splits a payload into two halves that together carry the same data.
 pub type Splitter = fn(&[u8]) -> Option<[Vec<u8>; 2]>;
+
+/// `(a half, a queued payload)` to the queued payload rewritten to agree with the half, or `None`
+/// when it does not belong with it.
+pub type Regrouper = fn(&[u8], &[u8]) -> Option<Vec<u8>>;
 
 /// The version the process-agent endpoints are told (`sts-processagentversion`).
 pub const PROCESS_AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -53,6 +63,7 @@ impl RouteSpec {
                 ("DD-Agent-Version", env!("CARGO_PKG_VERSION").into()),
             ],
             split: None,
+            regroup: None,
         }
     }
 
@@ -69,6 +80,7 @@ impl RouteSpec {
                 ("sts-processagentversion", PROCESS_AGENT_VERSION.into()),
             ],
             split: Some(crate::encode::split::process_message),
+            regroup: Some(crate::encode::split::process_regroup),
         }
     }
 
@@ -81,6 +93,7 @@ impl RouteSpec {
             api_key_query: false,
             headers: vec![("Content-Type", "application/x-protobuf".into()), ("Content-Encoding", "gzip".into())],
             split: None,
+            regroup: None,
         }
     }
 
@@ -97,6 +110,7 @@ impl RouteSpec {
                 ("sts-hostname", host.into()),
             ],
             split: None,
+            regroup: None,
         }
     }
 }
@@ -178,6 +192,9 @@ pub struct Forwarder {
     routes: Vec<Route>,
     origins: Vec<Origin>,
     api_key: String,
+    /// The API key in every form it can take in text, scrubbed from what a receiver sends back
+    /// before it reaches `last_error` or the log.
+    secrets: Vec<String>,
     user_agent: String,
     budget: usize,
     queued: usize,
@@ -191,18 +208,6 @@ pub struct Forwarder {
 }
 
 pub type RouteId = usize;
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 impl Forwarder {
     /// `first_token`: origins get consecutive tokens from here.
@@ -250,10 +255,13 @@ impl Forwarder {
                 last_error: None,
             });
         }
+        // No log line may carry the key, whoever writes it (a reply echoing the request URL).
+        crate::log::register_secret(api_key);
         Ok(Forwarder {
             routes,
             origins,
             api_key: api_key.to_string(),
+            secrets: crate::log::secret_forms(api_key),
             user_agent: format!("sts-agent/{}", env!("CARGO_PKG_VERSION")),
             budget,
             queued: 0,
@@ -361,11 +369,19 @@ impl Forwarder {
         self.routes[route].queue.push_back(buf);
     }
 
-    /// The earliest time `on_timeout` should run.
+    /// The earliest time `on_timeout` (or `pump`) should run. Honest, as the loop contract asks:
+    /// an origin's backoff counts only while that origin waits to send (nothing in flight, a
+    /// payload of its own queued), so a retry in flight never leaves a deadline in the past and
+    /// the loop sleeps on the request's I/O and its timeout instead of spinning.
     pub fn deadline(&self) -> Option<Instant> {
         self.origins
             .iter()
-            .flat_map(|o| [o.client.deadline(), o.retry_at.filter(|_| self.routes.iter().any(|r| !r.queue.is_empty()))])
+            .enumerate()
+            .flat_map(|(oi, o)| {
+                let waiting =
+                    o.in_flight.is_none() && self.routes.iter().any(|r| r.origin == oi && !r.queue.is_empty());
+                [o.client.deadline(), o.retry_at.filter(|_| waiting)]
+            })
             .flatten()
             .min()
     }
@@ -417,6 +433,8 @@ impl Forwarder {
             .map(|k| (start + k) % n)
             .find(|&i| self.routes[i].origin == oi && !self.routes[i].queue.is_empty())?;
         let body = self.routes[ri].queue.pop_front()?;
+        // The backoff is over: forget it, so nothing reads a past time as a pending wake-up.
+        self.origins[oi].retry_at = None;
         let r = &mut self.routes[ri];
         self.origins[oi].in_flight_split = r.split_front > 0;
         r.split_front = r.split_front.saturating_sub(1);
@@ -477,6 +495,7 @@ impl Forwarder {
                 self.recycle(body);
             }
             Outcome::Response { status, body_excerpt, .. } if matches!(status, 400 | 403 | 413) => {
+                let body_excerpt = crate::log::scrub(&body_excerpt, &self.secrets);
                 let d = &mut self.routes[ri].stats.dropped;
                 let why = match status {
                     403 => {
@@ -504,6 +523,9 @@ impl Forwarder {
             }
             Outcome::Response { status, retry_after, body_excerpt, .. } => {
                 let hint = if status == 404 { " (endpoint not found: check the base URL)" } else { "" };
+                // The excerpt is the receiver's text (a proxy may echo the request URL and its
+                // `?api_key=`): scrubbed before it is stored or logged.
+                let body_excerpt = crate::log::scrub(&body_excerpt, &self.secrets);
                 let reason =
                     Failure { kind: FailureKind::Protocol, detail: format!("HTTP {status}{hint} {body_excerpt:?}") };
                 let hint = retry_after.map(Duration::from_secs);
@@ -526,6 +548,8 @@ impl Forwarder {
     ) {
         let name = self.routes[ri].spec.name;
         let base = self.routes[ri].spec.base.to_string();
+        // Transport failures carry text from TLS and the peer too: scrubbed like an excerpt.
+        let why = Failure { kind: why.kind, detail: crate::log::scrub(&why.detail, &self.secrets) };
         self.routes[ri].stats.retries += 1;
         self.routes[ri].last_error = Some(why.to_string());
         self.queued += body.len();
@@ -596,6 +620,19 @@ impl Forwarder {
         r.queue.push_front(b);
         r.queue.push_front(a);
         r.split_front += 2;
+        // The rest of a process-agent group, queued right behind (a cycle queues its chunks
+        // together), learns that the group grew: every chunk still to send says the same size.
+        if let Some(regroup) = r.spec.regroup {
+            let mut k = 2;
+            while let (Some(half), Some(queued)) = (r.queue.front(), r.queue.get(k)) {
+                let Some(new) = regroup(half, queued) else { break };
+                self.queued = self.queued - queued.len() + new.len();
+                if let Some(slot) = r.queue.get_mut(k) {
+                    *slot = new;
+                }
+                k += 1;
+            }
+        }
         self.make_room(0);
         true
     }
@@ -824,6 +861,108 @@ mod tests {
         f.settle(0, resp(413), now);
         assert_eq!(f.stats(0).split, 2);
         let s = f.stats(0);
+        assert_eq!(s.enqueued, s.delivered + s.dropped.total() + f.routes[0].queue.len() as u64);
+    }
+
+    /// A retry in flight leaves no deadline in the past (issue 14: the loop polled with a zero
+    /// timeout for the whole wait on a hung retry): the backoff counts only while the origin
+    /// waits to send, and is the deadline then.
+    #[test]
+    fn a_retry_in_flight_leaves_no_deadline_in_the_past() {
+        let mut f = fwd(1000);
+        let t0 = Instant::now();
+        let resp =
+            |status| Outcome::Response { status, retry_after: None, body_excerpt: String::new(), body: Vec::new() };
+        f.enqueue(0, &[1; 10]);
+        f.enqueue(1, &[2; 10]);
+        let (ri, body) = f.next_payload(0, t0).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(0, resp(503), t0);
+        // Backing off with payloads queued: the backoff's end is the deadline.
+        let retry_at = f.origins[0].retry_at.unwrap();
+        assert!(retry_at > t0);
+        assert_eq!(f.deadline(), Some(retry_at));
+        // The backoff ends and the retry goes out; another payload still waits behind it.
+        let t1 = retry_at + Duration::from_secs(1);
+        let (ri, body) = f.next_payload(0, t1).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        assert!(!f.routes[0].queue.is_empty() || !f.routes[1].queue.is_empty());
+        // While it is in flight, nothing is due before `t1` (the client's own request timeout
+        // is the only deadline a real send sets).
+        assert!(f.deadline().is_none_or(|d| d > t1), "deadline {:?} is in the past", f.deadline().map(|d| t1 - d));
+        // It fails again: a new backoff, in the future, is the deadline again.
+        f.settle(0, resp(503), t1);
+        let d = f.deadline().unwrap();
+        assert!(d > t1);
+        // A backoff with nothing queued for its origin is no deadline at all.
+        f.routes.iter_mut().for_each(|r| r.queue.clear());
+        f.queued = 0;
+        assert_eq!(f.deadline(), None);
+    }
+
+    /// Issue 14: a process-agent chunk refused with 413 is split and its group grows by one:
+    /// the halves and the group's chunks still queued behind them all say `groupSize` 4 (of 3);
+    /// the next cycle's group is untouched, and the accounting holds.
+    #[test]
+    fn a_413_split_grows_the_group_of_every_chunk_still_queued() {
+        use crate::encode::proto;
+        let chunk = |id: i32, items: u64| {
+            let mut p = Vec::new();
+            for n in 0..items {
+                proto::message(&mut p, 3, |m| proto::uint64(m, 2, n + 1));
+            }
+            proto::int32(&mut p, 6, id);
+            proto::int32(&mut p, 7, 3);
+            let mut body = Vec::new();
+            crate::encode::process_msg::header(&mut body, 12, 0);
+            body.extend_from_slice(&zstd::bulk::compress(&p, 1).unwrap());
+            body
+        };
+        let group = |b: &[u8]| {
+            let raw = zstd::stream::decode_all(&b[16..]).unwrap();
+            let (mut id, mut size, mut pos) = (0, 0, 0);
+            while pos < raw.len() {
+                let key = raw[pos];
+                pos += 1;
+                let mut v = 0u64;
+                let mut shift = 0;
+                loop {
+                    let byte = raw[pos];
+                    pos += 1;
+                    v |= u64::from(byte & 0x7f) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+                match (key >> 3, key & 7) {
+                    (6, 0) => id = v as i64 as i32,
+                    (7, 0) => size = v as i32,
+                    (_, 2) => pos += v as usize,
+                    _ => {}
+                }
+            }
+            (id, size)
+        };
+        let base = Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
+        let spec = RouteSpec::process_agent("collector", &base, "/api/v1/collector", "h");
+        let mut f = Forwarder::new(vec![spec], "k", None, 1 << 20, 10, 7).unwrap();
+        let now = Instant::now();
+        for body in [chunk(7, 4), chunk(7, 2), chunk(7, 2), chunk(8, 2)] {
+            f.enqueue(0, &body);
+        }
+        let (ri, body) = f.next_payload(0, now).unwrap();
+        f.origins[0].in_flight = Some((ri, body));
+        f.settle(
+            0,
+            Outcome::Response { status: 413, retry_after: None, body_excerpt: String::new(), body: Vec::new() },
+            now,
+        );
+        let groups: Vec<(i32, i32)> = f.routes[0].queue.iter().map(|b| group(b)).collect();
+        assert_eq!(groups, [(7, 4), (7, 4), (7, 4), (7, 4), (8, 3)], "halves, the rest of group 7, then group 8");
+        assert_eq!(f.queued, f.routes[0].queue.iter().map(Vec::len).sum::<usize>(), "bytes re-counted");
+        let s = f.stats(0);
+        assert_eq!((s.split, s.enqueued), (1, 5));
         assert_eq!(s.enqueued, s.delivered + s.dropped.total() + f.routes[0].queue.len() as u64);
     }
 

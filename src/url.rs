@@ -79,6 +79,51 @@ impl Url {
     }
 }
 
+/// A URL as given, safe to print back in an error: userinfo (`user:password@`) becomes `***@`
+/// and a query or fragment becomes `?***` (either may hold a password or an `api_key=`). Pure
+/// string surgery, so it works on values `Url::parse` refuses.
+pub fn redact(s: &str) -> String {
+    let (scheme, rest) = match s.find("://") {
+        Some(i) => s.split_at(i + 3),
+        None => ("", s),
+    };
+    let tail_at = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (before_tail, tail) = rest.split_at(tail_at);
+    let auth_end = before_tail.find('/').unwrap_or(before_tail.len());
+    let (authority, path) = before_tail.split_at(auth_end);
+    let mut out = String::with_capacity(s.len());
+    out.push_str(scheme);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str("***");
+            out.push_str(authority.get(at..).unwrap_or(""));
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(path);
+    if let Some(c) = tail.chars().next() {
+        out.push(c);
+        out.push_str("***");
+    }
+    out
+}
+
+/// `s` with every byte but the unreserved ones (RFC 3986 `ALPHA DIGIT - . _ ~`) as `%XX`.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let hex = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(hex[usize::from(b >> 4)] as char);
+            out.push(hex[usize::from(b & 15)] as char);
+        }
+    }
+    out
+}
+
 fn parse_port(p: &str) -> Result<u16, &'static str> {
     match p.parse::<u16>() {
         Ok(0) | Err(_) => Err("port must be a number from 1 to 65535"),
@@ -125,6 +170,24 @@ mod tests {
         let u = Url::parse("https://[::1]:8443/receiver/stsAgent").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 8443));
         assert_eq!(u.host_header(), "[::1]:8443");
+    }
+
+    #[test]
+    fn redact_hides_userinfo_query_and_fragment() {
+        for (given, shown) in [
+            ("https://user:secret@host:badport/", "https://***@host:badport/"),
+            ("https://h:1/p?api_key=abc&x=1", "https://h:1/p?***"),
+            ("https://u:p@h/p#frag", "https://***@h/p#***"),
+            ("user:secret@host:7077", "***@host:7077"),
+            ("https://a@b@host/x@y", "https://***@host/x@y"),
+            ("https://h/a?b@c", "https://h/a?***"),
+            ("ftp://x", "ftp://x"),
+            ("", ""),
+            ("@", "***@"),
+            ("?", "?***"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
     }
 
     #[test]

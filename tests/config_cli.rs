@@ -110,3 +110,35 @@ fn readme_documents_every_variable() {
         assert!(readme.contains(&format!("`{}`", v.name)), "README lacks {}", v.name);
     }
 }
+
+/// Issue 14: a rejected receiver URL is named with its variable and the expected form, and shown
+/// without its credentials: no userinfo, no password, no query (`?api_key=`), no fragment, and
+/// the API key nowhere (not even in the path).
+#[test]
+fn a_rejected_url_is_shown_without_its_credentials() {
+    let values = [
+        "https://user:url-password-1@stackstate.example:badport/",
+        "https://stackstate.example:badport/stsAgent?api_key=query-key-2&x=1",
+        "https://stackstate.example:0/p#token=fragment-3",
+        &format!("https://{SECRET}@stackstate.example/"),
+        &format!("https://stackstate.example:99999/{SECRET}/stsAgent"),
+        "stackstate.example:7077/?api_key=query-key-4",
+        "user:url-password-5@stackstate.example:7077",
+    ];
+    for var in ["STS_STS_URL", "STS_PROCESS_AGENT_URL", "STS_APM_URL"] {
+        for value in values {
+            let out = run_agent(&["--once"], &[(var, value), ("STS_API_KEY", SECRET)], Duration::from_secs(10));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{var}: {stderr}");
+            assert!(lines[0].contains(var) && lines[0].contains("http:// or https://"), "{var}: {stderr}");
+            // Still recognisable: the host is shown.
+            assert!(lines[0].contains("stackstate.example"), "{var}: {stderr}");
+            for secret in ["url-password", "user:", "query-key", "fragment-3", SECRET] {
+                assert!(!stderr.contains(secret), "{var}={value} echoed {secret:?}: {stderr}");
+            }
+            assert!(out.stdout.is_empty());
+        }
+    }
+}

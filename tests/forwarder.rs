@@ -348,3 +348,255 @@ fn a_413_series_payload_is_split_once_and_both_halves_delivered() {
     assert!(!a.is_empty() && !b.is_empty());
     assert_eq!([a, b].concat(), whole, "the two halves carry exactly the refused payload's series");
 }
+
+/// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Issue 14: the first request answered 503, the retry never answered. While the retry hangs
+/// (with another payload queued behind it) the loop must sleep on the socket and the request's
+/// timeout, not poll with a zero timeout because the spent backoff stayed in the past: the agent's
+/// CPU over a few seconds of the wait is under 1 % of a core.
+#[test]
+fn a_hung_retry_leaves_the_loop_idle() {
+    let rx = Receiver::start(true, vec![503, HANG]);
+    // Long check intervals: after the first cycle (a series and a topology payload, so one
+    // waits behind the other) the agent has nothing to do but wait on the hung retry.
+    let (agent, port) =
+        start_agent(&rx.url("/stsAgent"), &[("STS_SKIP_SSL_VALIDATION", "true"), ("STS_HOST_CHECK_INTERVAL", "300")]);
+    let pid = agent.0.as_ref().unwrap().id();
+    let t = Instant::now();
+    while rx.requests().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(15), "no retry: {:?}", rx.requests().len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = status(port).unwrap();
+    check_invariant(&st);
+    let queued: u64 = st["endpoints"].as_object().unwrap().values().map(|e| e["queued"].as_u64().unwrap()).sum();
+    assert!(queued >= 2, "the retry in flight and a payload behind it: {st}");
+    // The retry is in flight (its request timeout is 30 s): measure a few seconds of the wait.
+    std::thread::sleep(Duration::from_millis(300));
+    let (c0, w0) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    let (c1, wall) = (cpu_ticks(pid), w0.elapsed());
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let share = (c1 - c0) as f64 / hz / wall.as_secs_f64();
+    let reqs = rx.requests();
+    assert_eq!(reqs.iter().map(|r| r.status).collect::<Vec<_>>(), [503, HANG], "still waiting on the retry");
+    assert!(share < 0.01, "the agent used {:.1} % of a core while the retry hung", share * 100.0);
+    eprintln!("hung retry: {} ticks in {wall:?} ({:.2} % of a core)", c1 - c0, share * 100.0);
+}
+
+/// A request a scripted receiver saw: target, body, the status it answered.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, u16)>>>;
+
+/// A real TLS receiver (fresh test PKI) that answers each request with what `answer` makes of
+/// its head (request line and headers) and its target's count so far: `(status, body)`.
+fn scripted_receiver(answer: fn(&str, usize) -> (u16, String)) -> (String, Seen) {
+    use std::sync::{Arc, Mutex};
+    let pki = make_pki();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![pki.leaf_der.clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pki.leaf_key.clone_key()),
+            )
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/stsAgent", listener.local_addr().unwrap());
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let (cfg, log) = (cfg.clone(), log.clone());
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), stream);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16384];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match tls.read(&mut chunk) {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                        .map_or(0, |(_, v)| v.trim().parse().unwrap_or(0));
+                    while buf.len() < end + 4 + len {
+                        match tls.read(&mut chunk) {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let body = buf[end + 4..end + 4 + len].to_vec();
+                    buf.drain(..end + 4 + len);
+                    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let (status, reply_body) = {
+                        let mut log = log.lock().unwrap();
+                        let n = log.iter().filter(|(t, _, _)| *t == target).count();
+                        let (status, reply_body) = answer(&head, n);
+                        log.push((target, body, status));
+                        (status, reply_body)
+                    };
+                    let reply =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{reply_body}", reply_body.len());
+                    if tls.write_all(reply.as_bytes()).and_then(|_| tls.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Answers `status` with a body echoing what it was sent (request line and `sts-api-key`
+/// header), as a misconfigured proxy's error page does.
+fn echo_receiver(status: u16) -> (String, Seen) {
+    fn echo(head: &str, status: u16) -> (u16, String) {
+        let line = head.lines().next().unwrap_or("");
+        let key = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("sts-api-key")))
+            .map_or("", |(_, v)| v.trim());
+        (status, format!("upstream error for {line} (sts-api-key: {key}) {{\"api_key\":\"{key}\"}}"))
+    }
+    match status {
+        503 => scripted_receiver(|head, _| echo(head, 503)),
+        _ => scripted_receiver(|head, _| echo(head, 400)),
+    }
+}
+
+/// Issue 14: a receiver (or proxy) whose error reply echoes the request URL with its
+/// `?api_key=` and the key header: neither `/status` (GET /status, `sts-agent status`) nor any
+/// log line carries the key, yet both still show the scrubbed reply.
+#[test]
+fn an_echoed_api_key_reaches_neither_status_nor_the_log() {
+    const KEY: &str = "echoed-secret-key-0123456789abcdef";
+    for status_code in [503, 400] {
+        let (url, seen) = echo_receiver(status_code);
+        let (mut agent, port) =
+            start_agent(&url, &[("STS_SKIP_SSL_VALIDATION", "true"), ("STS_API_KEY", KEY), ("STS_LOG_LEVEL", "debug")]);
+        let t = Instant::now();
+        while seen.lock().unwrap().len() < 3 {
+            assert!(t.elapsed() < Duration::from_secs(20), "the receiver saw too few requests");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // GET /status, raw: the key in no form.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(!raw.contains(KEY) && !raw.contains(&KEY[..12]), "{status_code}: /status shows the key: {raw}");
+        if status_code == 503 {
+            // The retried failure's excerpt is there, scrubbed.
+            let st = status(port).unwrap();
+            let errors: Vec<&str> =
+                st["endpoints"].as_object().unwrap().values().filter_map(|e| e["last_error"].as_str()).collect();
+            assert!(
+                errors.iter().any(|e| e.contains("upstream error for POST") && e.contains("api_key=***")),
+                "{errors:?}"
+            );
+        }
+        // `sts-agent status` prints the same report.
+        let cli = std::process::Command::new(AGENT)
+            .arg("status")
+            .env_clear()
+            .env("STS_APM_RECEIVER_PORT", port.to_string())
+            .output()
+            .unwrap();
+        assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+        let printed = String::from_utf8_lossy(&cli.stdout);
+        assert!(printed.contains("\"endpoints\"") && !printed.contains(KEY), "{printed}");
+        // The log, at debug level, from start to exit.
+        let child = agent.0.take().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let out = wait_with_timeout(child, Duration::from_secs(15));
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(log.contains("upstream error for POST"), "the reply is logged: {log}");
+        assert!(!log.contains(KEY) && !log.contains(&KEY[..12]), "{status_code}: the log shows the key:\n{log}");
+    }
+}
+
+/// Issue 14: a process-agent chunk refused with 413 is split in two, and its group grows by one
+/// message. With more than 100 processes the run is a group of several `CollectorProc` chunks;
+/// the first is refused once. Decoded with the independent prost structs: every accepted chunk
+/// of that group says the same `groupSize`, that size is the number of chunks accepted, and the
+/// halves carry exactly the refused chunk's processes.
+#[test]
+fn a_413_process_chunk_split_grows_its_group_by_one() {
+    // Enough processes for at least two chunks of 100.
+    let mut kids = Kids(Vec::new());
+    for _ in 0..150 {
+        kids.0.push(std::process::Command::new("sleep").arg("120").spawn().unwrap());
+    }
+    let (sts, _) = scripted_receiver(|_, _| (202, "{}".into()));
+    // The first collector request is refused as too large; everything else is accepted.
+    let (pa, seen) = scripted_receiver(|head, n| {
+        let collector = head.split_whitespace().nth(1).is_some_and(|t| t.starts_with("/stsAgent/api/v1/collector"));
+        (if collector && n == 0 { 413 } else { 202 }, "{}".into())
+    });
+    let (_agent, port) = start_agent(
+        &sts,
+        &[
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_AGENT_ENABLED", "true"),
+            ("STS_PROCESS_AGENT_URL", &pa),
+            ("STS_PROCESS_CHECK_INTERVAL", "2"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            // Report every process (the default list leaves out `sleep`).
+            ("STS_PROCESS_BLACKLIST_PATTERNS", "^no-such-process-x$"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("STS_HOST_CHECK_INTERVAL", "300"),
+        ],
+    );
+    let collector = |seen: &Seen| -> Vec<(pa_proto::CollectorProc, u16)> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t.starts_with("/stsAgent/api/v1/collector"))
+            .map(|(_, b, s)| (pa_proto::collector_proc(b), *s))
+            .collect()
+    };
+    let t = Instant::now();
+    let (refused, group) = loop {
+        assert!(t.elapsed() < Duration::from_secs(30), "no split group delivered");
+        std::thread::sleep(Duration::from_millis(200));
+        let msgs = collector(&seen);
+        let Some((refused, _)) = msgs.iter().find(|(_, s)| *s == 413) else { continue };
+        let group: Vec<&pa_proto::CollectorProc> =
+            msgs.iter().filter(|(m, s)| *s == 202 && m.group_id == refused.group_id).map(|(m, _)| m).collect();
+        // The group is complete once as many chunks as the largest size any says arrived.
+        if group.iter().map(|m| m.group_size as usize).max().is_some_and(|n| group.len() >= n) {
+            break (refused.clone(), group.into_iter().cloned().collect::<Vec<_>>());
+        }
+    };
+    assert!(refused.group_size >= 2, "a group of several chunks: {}", refused.group_size);
+    for m in &group {
+        assert_eq!(m.group_size, refused.group_size + 1, "every accepted chunk says the grown size");
+    }
+    assert_eq!(group.len() as i32, refused.group_size + 1, "the group has one message more");
+    // The first two accepted chunks are the halves: the refused chunk's processes, once each.
+    let pids = |m: &pa_proto::CollectorProc| m.processes.iter().map(|p| p.pid).collect::<Vec<_>>();
+    assert_eq!([pids(&group[0]), pids(&group[1])].concat(), pids(&refused));
+    let st = status(port).unwrap();
+    check_invariant(&st);
+    assert_eq!(st["endpoints"]["collector"]["split"], 1, "{st}");
+}
