@@ -54,7 +54,10 @@ fn silent_nameserver() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// A nameserver that answers A queries for `name` with `ips` (TTL 300, in this order), AAAA with
 /// no record, and anything else NXDOMAIN, as real DNS messages. Records each (name, qtype).
-fn answering_nameserver(name: &'static str, ips: Vec<Ipv4Addr>) -> (SocketAddr, Arc<Mutex<Vec<(String, u16)>>>) {
+/// The (name, qtype) of every query a test nameserver received.
+type Asked = Arc<Mutex<Vec<(String, u16)>>>;
+
+fn answering_nameserver(name: &'static str, ips: Vec<Ipv4Addr>) -> (SocketAddr, Asked) {
     let s = port53();
     let addr = s.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -218,10 +221,10 @@ fn a_name_whose_first_address_refuses_is_delivered_through_the_next() {
         "127.0.0.1:{port} must refuse"
     );
     // The refusing address first (glibc's sort would also put 127.0.0.1 first: longest prefix).
-    let (ns, asked) = answering_nameserver("receiver.sts-resolver-test", vec![
-        Ipv4Addr::new(127, 0, 0, 1),
-        Ipv4Addr::new(127, 0, 0, 2),
-    ]);
+    let (ns, asked) = answering_nameserver(
+        "receiver.sts-resolver-test",
+        vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)],
+    );
     let dir = TempDir::new("resolver-multi");
     let url = format!("https://receiver.sts-resolver-test:{port}/stsAgent");
     let child = spawn_with_files(

@@ -485,7 +485,7 @@ mod tests {
         }
         // 255 bytes in wire form is the limit.
         let long = ["a".repeat(63).as_str(); 4].join(".");
-        assert_eq!(encode_name(long[..long.len() - 2].as_bytes(), &mut b), Some(255));
+        assert_eq!(encode_name(&long.as_bytes()[..long.len() - 2], &mut b), Some(255));
         assert_eq!(encode_name(long.as_bytes(), &mut b), None);
         let mut small = [0u8; 4];
         assert_eq!(encode_name(b"abcd", &mut small), None);

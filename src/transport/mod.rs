@@ -1,7 +1,7 @@
 //! HTTP/1.1 over TCP or rustls, non-blocking, driven by the loop.
 
 pub mod client;
-pub mod resolve;
 pub mod http1;
 pub mod http_server;
+pub mod resolve;
 pub mod tls;

@@ -116,10 +116,15 @@ struct Query {
 enum QueryOutcome {
     Waiting,
     /// NOERROR: this many addresses (maybe none), valid this long.
-    Answer { count: usize, ttl: u32 },
+    Answer {
+        count: usize,
+        ttl: u32,
+    },
     NoSuchName,
     /// Every send timed out or was refused; the last rcode (if any answer came).
-    Failed { rcode: Option<u8> },
+    Failed {
+        rcode: Option<u8>,
+    },
 }
 
 struct Lookup {
@@ -302,14 +307,8 @@ impl Resolver {
         let Some(&first) = self.config.nameservers.first() else {
             return Err(format!("{}: no nameserver", self.host));
         };
-        let blank = Query {
-            qtype: TYPE_A,
-            id: 0,
-            server: first,
-            sends: 0,
-            deadline: None,
-            outcome: QueryOutcome::Waiting,
-        };
+        let blank =
+            Query { qtype: TYPE_A, id: 0, server: first, sends: 0, deadline: None, outcome: QueryOutcome::Waiting };
         self.lookup = Some(Lookup {
             candidate: 0,
             queries: [blank, Query { qtype: TYPE_AAAA, ..blank }],
@@ -349,8 +348,7 @@ impl Resolver {
             let Some(qname) = self.candidates.get(l.candidate) else { return };
             let mut msg = [0u8; MAX_QUERY];
             let Some(n) = dns::write_query(&mut msg, id, qname, qtype) else { return };
-            match self.socket(registry, server.is_ipv6()).and_then(|s| s.send_to(msg.get(..n).unwrap_or(&[]), server))
-            {
+            match self.socket(registry, server.is_ipv6()).and_then(|s| s.send_to(msg.get(..n).unwrap_or(&[]), server)) {
                 Ok(_) => return,
                 // No route, no socket: this server cannot be asked; the next one at once.
                 Err(e) => debug!("{}: DNS query to {server}: {e}", self.host),
@@ -473,8 +471,7 @@ impl Resolver {
             self.read(registry, now);
         }
         let l = self.lookup.as_ref()?;
-        let due: SmallVec<[usize; 2]> =
-            (0..2).filter(|&i| l.queries[i].deadline.is_some_and(|d| now >= d)).collect();
+        let due: SmallVec<[usize; 2]> = (0..2).filter(|&i| l.queries[i].deadline.is_some_and(|d| now >= d)).collect();
         for i in due {
             self.send(registry, i, now);
         }
@@ -514,7 +511,8 @@ impl Resolver {
             return Some(Ok(()));
         }
         // The name does not exist (or has no address) as asked: the next search candidate.
-        let absent = l.queries.iter().all(|q| matches!(q.outcome, QueryOutcome::NoSuchName | QueryOutcome::Answer { .. }));
+        let absent =
+            l.queries.iter().all(|q| matches!(q.outcome, QueryOutcome::NoSuchName | QueryOutcome::Answer { .. }));
         if absent && l.candidate + 1 < self.candidates.len() {
             l.candidate += 1;
             for q in &mut l.queries {
@@ -627,7 +625,10 @@ mod tests {
     fn search_domains_follow_ndots() {
         let c = cfg(&[], &["a.test", "b.test"], 1);
         assert_eq!(wire_names(&candidates("recv", &c)), ["recv.a.test.", "recv.b.test.", "recv."]);
-        assert_eq!(wire_names(&candidates("recv.example", &c)), ["recv.example.", "recv.example.a.test.", "recv.example.b.test."]);
+        assert_eq!(
+            wire_names(&candidates("recv.example", &c)),
+            ["recv.example.", "recv.example.a.test.", "recv.example.b.test."]
+        );
         assert_eq!(wire_names(&candidates("recv.example.", &c)), ["recv.example."]);
         let c5 = cfg(&[], &["a.test"], 5);
         assert_eq!(wire_names(&candidates("x.y.z", &c5)), ["x.y.z.a.test.", "x.y.z."]);
@@ -751,7 +752,8 @@ mod tests {
     #[test]
     fn answers_are_cached_for_their_ttl_then_refreshed() {
         let on = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (ns, seen) = nameserver(vec![("recv.test", vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)])], 2, on);
+        let (ns, seen) =
+            nameserver(vec![("recv.test", vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)])], 2, on);
         let mut poll = Poll::new().unwrap();
         let mut r = dns_resolver(&[ns], None, "recv.test");
         let t0 = Instant::now();
@@ -837,8 +839,9 @@ mod tests {
     fn hosts_file_wins_and_is_reread_when_it_changes() {
         let off = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ns, seen) = nameserver(vec![], 1, off);
-        let (rp, hp) = files("hosts", "nameserver 127.0.0.1\n", "10.0.0.1 recv.test\n::2 recv.test\n10.0.0.3 recv.test\n");
-        let mut poll = Poll::new().unwrap();
+        let (rp, hp) =
+            files("hosts", "nameserver 127.0.0.1\n", "10.0.0.1 recv.test\n::2 recv.test\n10.0.0.3 recv.test\n");
+        let poll = Poll::new().unwrap();
         let mut r = dns_resolver(&[ns], Some((rp, hp.clone())), "recv.test");
         let t0 = Instant::now();
         let got = r.addresses(poll.registry(), t0).unwrap().unwrap().to_vec();
