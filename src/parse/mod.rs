@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod cgroup_stats;
 pub mod cursor;
 pub mod diskstats;
+pub mod dns;
 pub mod docker;
 pub mod ecs;
 pub mod file_nr;

@@ -2,20 +2,28 @@
 //! Unix stream, for the Docker Engine API), with
 //! rustls in between for `https://`. It carries one request at a time and never blocks: the loop
 //! calls [`HttpClient::on_ready`] on readiness and [`HttpClient::on_timeout`] at [`HttpClient::deadline`].
+//!
+//! Connecting goes Resolving → Connecting (address i of n) → on failure the next address → … The
+//! origin's host name is resolved by the client's own [`Resolver`] (non-blocking UDP, its sockets
+//! under the client's token, its deadline folded into [`HttpClient::deadline`]); every address of
+//! the name (A, then AAAA) is tried in turn, starting with the one that last connected.
 
 use super::http1::{self, parse_response};
+use super::resolve::{Addrs, Resolver};
 use crate::url::{Scheme, Url};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use std::io::{self, Read, Write};
-use std::net::ToSocketAddrs;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// With several addresses, each gets `CONNECT_TIMEOUT / n`, but at least this.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE: usize = 1 << 20;
 
@@ -154,6 +162,17 @@ pub struct HttpClient {
     retried_stale: bool,
     deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
+    /// Name resolution for `origin`'s host (none for a Unix socket).
+    resolver: Option<Resolver>,
+    /// The request waits for the resolver before it can connect.
+    resolving: bool,
+    /// The addresses of this connect, tried in turn from `next_addr`; the resolver's generation
+    /// they came from; the one being tried; the one that last connected (tried first next time).
+    addrs: Addrs,
+    next_addr: usize,
+    addrs_generation: u64,
+    current: Option<SocketAddr>,
+    preferred: Option<SocketAddr>,
 }
 
 fn fail(kind: FailureKind, detail: impl std::fmt::Display) -> Failure {
@@ -172,6 +191,8 @@ impl HttpClient {
         };
         Ok(HttpClient {
             host_header: origin.host_header(),
+            // Reads /etc/resolv.conf and /etc/hosts now, before the loop (not for an IP literal).
+            resolver: Some(Resolver::new(&origin.host, origin.port, token)),
             origin,
             unix_path: None,
             want_body: false,
@@ -186,6 +207,12 @@ impl HttpClient {
             retried_stale: false,
             deadline: None,
             connect_deadline: None,
+            resolving: false,
+            addrs: Addrs::new(),
+            next_addr: 0,
+            addrs_generation: 0,
+            current: None,
+            preferred: None,
         })
     }
 
@@ -194,6 +221,7 @@ impl HttpClient {
         let origin = Url::parse("http://localhost").expect("literal URL parses");
         let mut c = HttpClient::new(origin, None, token).expect("plain http needs no TLS");
         c.unix_path = Some(path);
+        c.resolver = None;
         c.want_body = true;
         c
     }
@@ -218,10 +246,10 @@ impl HttpClient {
 
     /// The earliest time [`Self::on_timeout`] must be called.
     pub fn deadline(&self) -> Option<Instant> {
-        match (self.deadline, self.connect_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline, self.connect_deadline, self.resolver.as_ref().and_then(Resolver::deadline)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Starts a request. Any outcome arrives later through `on_ready`/`on_timeout`, except an
@@ -252,23 +280,64 @@ impl HttpClient {
         Ok(())
     }
 
+    /// Starts connecting: at once to a Unix socket or to the first address of the name if it is
+    /// known, else after the resolver's answer (`resolving`).
     fn connect(&mut self, registry: &Registry, now: Instant) -> Result<(), Failure> {
-        let mut sock = if let Some(path) = &self.unix_path {
-            Sock::Unix(
-                UnixStream::connect(path)
-                    .map_err(|e| fail(FailureKind::Connect, format!("{}: {e}", path.display())))?,
-            )
-        } else {
-            // Resolution is a blocking libc call; receivers are usually literal IPs or cached names.
-            let addr = (self.origin.host.as_str(), self.origin.port)
-                .to_socket_addrs()
-                .map_err(|e| fail(FailureKind::Resolve, format!("{}: {e}", self.origin.host)))?
-                .next()
-                .ok_or_else(|| fail(FailureKind::Resolve, format!("{}: no addresses", self.origin.host)))?;
-            let s = TcpStream::connect(addr).map_err(|e| fail(FailureKind::Connect, format!("{addr}: {e}")))?;
-            let _ = s.set_nodelay(true);
-            Sock::Tcp(s)
+        if let Some(path) = &self.unix_path {
+            let sock = UnixStream::connect(path)
+                .map_err(|e| fail(FailureKind::Connect, format!("{}: {e}", path.display())))?;
+            return self.attach(registry, Sock::Unix(sock), now, CONNECT_TIMEOUT);
+        }
+        let Some(r) = self.resolver.as_mut() else {
+            return Err(fail(FailureKind::Resolve, format!("{}: no resolver", self.origin.host)));
         };
+        match r.addresses(registry, now) {
+            Ok(Some(list)) => {
+                self.addrs.clear();
+                self.addrs.extend_from_slice(list);
+                self.addrs_generation = r.generation();
+                if let Some(i) = self.preferred.and_then(|p| self.addrs.iter().position(|a| *a == p)) {
+                    self.addrs.rotate_left(i);
+                }
+                self.next_addr = 0;
+                self.resolving = false;
+                self.connect_next(registry, now, None)
+            }
+            Ok(None) => {
+                self.resolving = true;
+                Ok(())
+            }
+            Err(e) => Err(fail(FailureKind::Resolve, e)),
+        }
+    }
+
+    /// Connects to the next address not tried yet; `Err` (the last failure) when none is left.
+    fn connect_next(&mut self, registry: &Registry, now: Instant, mut last: Option<Failure>) -> Result<(), Failure> {
+        let n = self.addrs.len().max(1) as u32;
+        let timeout = (CONNECT_TIMEOUT / n).clamp(MIN_CONNECT_TIMEOUT, CONNECT_TIMEOUT);
+        while let Some(&addr) = self.addrs.get(self.next_addr) {
+            self.next_addr += 1;
+            self.current = Some(addr);
+            match TcpStream::connect(addr) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    match self.attach(registry, Sock::Tcp(s), now, timeout) {
+                        Ok(()) => return Ok(()),
+                        Err(f) => last = Some(f),
+                    }
+                }
+                Err(e) => last = Some(fail(FailureKind::Connect, format!("{addr}: {e}"))),
+            }
+            if let Some(f) = &last {
+                if self.next_addr < self.addrs.len() {
+                    debug!("{}: {f}; trying the next address", self.origin);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| fail(FailureKind::Connect, format!("{}: no address", self.origin.host))))
+    }
+
+    fn attach(&mut self, registry: &Registry, mut sock: Sock, now: Instant, timeout: Duration) -> Result<(), Failure> {
         let interest = Interest::READABLE | Interest::WRITABLE;
         match &mut sock {
             Sock::Tcp(s) => registry.register(s, self.token, interest),
@@ -276,15 +345,59 @@ impl HttpClient {
         }
         .map_err(|e| fail(FailureKind::Connect, e))?;
         let tls = match &self.tls {
-            Some((cfg, name)) => {
-                Some(ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| fail(FailureKind::Tls, e))?)
-            }
+            Some((cfg, name)) => match ClientConnection::new(cfg.clone(), name.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    sock.deregister(registry);
+                    return Err(fail(FailureKind::Tls, e));
+                }
+            },
             None => None,
         };
         self.rx.clear();
         self.conn = Some(Conn { sock, tls, tcp_connected: false, reused: false });
-        self.connect_deadline = Some(now + CONNECT_TIMEOUT);
+        self.connect_deadline = Some(now + timeout);
         Ok(())
+    }
+
+    /// The connect to the current address failed (`f`): the next address, or, when every one
+    /// failed, a newer answer if the resolver has one; else the request fails with `f`.
+    fn next_address(&mut self, registry: &Registry, now: Instant, f: Failure) -> Option<Outcome> {
+        self.close(registry);
+        if self.next_addr < self.addrs.len() {
+            debug!("{}: {f}; trying the next address", self.origin);
+        }
+        let mut result = self.connect_next(registry, now, Some(f));
+        if result.is_err() && self.resolver.as_ref().is_some_and(|r| r.generation() != self.addrs_generation) {
+            // The walk began on an expired answer and the refresh brought new addresses.
+            result = self.connect(registry, now);
+        }
+        match result {
+            Ok(()) => None,
+            Err(f) => {
+                self.finish_request();
+                Some(Outcome::Failed(f))
+            }
+        }
+    }
+
+    /// The resolver's lookup ended with `done`: connect if the request was waiting for it.
+    fn resolved(&mut self, registry: &Registry, done: Result<(), String>, now: Instant) -> Option<Outcome> {
+        if !self.resolving {
+            // A refresh in the background: its answer is cached for the next connect.
+            return None;
+        }
+        self.resolving = false;
+        if !self.busy {
+            return None;
+        }
+        let outcome = match done {
+            Ok(()) => self.connect(registry, now).err(),
+            Err(e) => Some(fail(FailureKind::Resolve, e)),
+        };
+        let f = outcome?;
+        self.finish_request();
+        Some(Outcome::Failed(f))
     }
 
     /// Drops the connection (the loop calls this at shutdown, and it happens on any failure).
@@ -302,6 +415,7 @@ impl HttpClient {
 
     fn finish_request(&mut self) {
         self.busy = false;
+        self.resolving = false;
         self.deadline = None;
         // Forget the request itself: a later readiness event on the idle connection must not
         // write it again.
@@ -310,22 +424,45 @@ impl HttpClient {
     }
 
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
+        if let Some(done) = self.resolver.as_mut().and_then(|r| r.on_timeout(registry, now)) {
+            if let Some(o) = self.resolved(registry, done, now) {
+                return Some(o);
+            }
+        }
         let connecting = self.connect_deadline.is_some_and(|d| now >= d);
         let request = self.deadline.is_some_and(|d| now >= d);
         if !connecting && !request {
             return None;
         }
+        if connecting && !request && self.busy && self.conn.as_ref().is_some_and(|c| !c.tcp_connected) {
+            let addr = self.current.map_or_else(|| self.origin.host.clone(), |a| a.to_string());
+            return self.next_address(registry, now, fail(FailureKind::Timeout, format!("connecting to {addr}")));
+        }
+        let resolving = self.resolving;
         self.close(registry);
         if !self.busy {
             return None;
         }
         self.finish_request();
-        let what = if connecting { "connecting or TLS handshake" } else { "waiting for the response" };
-        Some(Outcome::Failed(fail(FailureKind::Timeout, format!("{what} to {}", self.origin))))
+        let what = if resolving {
+            "resolving the host name of"
+        } else if connecting {
+            "connecting or TLS handshake to"
+        } else {
+            "waiting for the response from"
+        };
+        Some(Outcome::Failed(fail(FailureKind::Timeout, format!("{what} {}", self.origin))))
     }
 
     /// Handles readiness of this client's socket.
     pub fn on_ready(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
+        // The resolver's sockets share this client's token.
+        if let Some(done) = self.resolver.as_mut().and_then(|r| r.on_event(registry, now)) {
+            if let Some(o) = self.resolved(registry, done, now) {
+                return Some(o);
+            }
+        }
+        let connecting = self.conn.as_ref().is_some_and(|c| !c.tcp_connected);
         match self.drive() {
             Ok(Some(outcome)) => {
                 if std::mem::take(&mut self.close_after_response) {
@@ -334,6 +471,7 @@ impl HttpClient {
                 Some(outcome)
             }
             Ok(None) => None,
+            Err(f) if connecting && self.busy && f.kind == FailureKind::Connect => self.next_address(registry, now, f),
             Err(f) => {
                 let stale = self.conn.as_ref().is_some_and(|c| c.reused) && self.rx.is_empty();
                 self.close(registry);
@@ -366,10 +504,14 @@ impl HttpClient {
         let Some(conn) = self.conn.as_mut() else { return Ok(None) };
         if !conn.tcp_connected {
             if let Ok(Some(e)) | Err(e) = conn.sock.take_error() {
-                return Err(fail(FailureKind::Connect, format!("{}: {e}", self.origin)));
+                let to = self.current.map_or_else(|| self.origin.to_string(), |a| a.to_string());
+                return Err(fail(FailureKind::Connect, format!("{to}: {e}")));
             }
             match conn.sock.connected() {
-                Ok(true) => conn.tcp_connected = true,
+                Ok(true) => {
+                    conn.tcp_connected = true;
+                    self.preferred = self.current;
+                }
                 Ok(false) => return Ok(None),
                 Err(e) => return Err(fail(FailureKind::Connect, format!("{}: {e}", self.origin))),
             }
@@ -585,5 +727,39 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1", "POST /two HTTP/1.1"]);
+    }
+
+    /// A name with two addresses, the first refusing connections: the request goes to the second,
+    /// and the next connect starts with the one that worked.
+    #[test]
+    fn every_address_of_a_name_is_tried_in_turn() {
+        let (addr, seen) = server();
+        let dir = std::env::temp_dir().join(format!("sts-client-multi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hosts = dir.join("hosts");
+        std::fs::write(&hosts, "127.0.0.2 multi.test\n127.0.0.1 multi.test\n").unwrap();
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("http://multi.test:{}/", addr.port())).unwrap();
+        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
+        c.resolver = Some(Resolver::with_files("multi.test", addr.port(), Token(1), dir.join("none"), hosts));
+        c.send(poll.registry(), "POST", "/one", &[], b"hi", Instant::now()).unwrap();
+        assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
+        assert_eq!(c.preferred, Some(addr));
+        assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1"]);
+        // Every address refusing: one Connect failure naming the last one tried.
+        let url = Url::parse("http://multi.test:9/").unwrap();
+        let mut c = HttpClient::new(url, None, Token(2)).unwrap();
+        let hosts = dir.join("hosts2");
+        std::fs::write(&hosts, "127.0.0.2 multi.test\n127.0.0.3 multi.test\n").unwrap();
+        c.resolver = Some(Resolver::with_files("multi.test", 9, Token(2), dir.join("none"), hosts));
+        c.send(poll.registry(), "POST", "/x", &[], b"hi", Instant::now()).unwrap();
+        match until_outcome(&mut c, &mut poll) {
+            Outcome::Failed(f) => {
+                assert_eq!(f.kind, FailureKind::Connect);
+                assert!(f.detail.starts_with("127.0.0.3:9: "), "{f}");
+            }
+            o => panic!("{o:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,4 +3,5 @@
 pub mod client;
 pub mod http1;
 pub mod http_server;
+pub mod resolve;
 pub mod tls;

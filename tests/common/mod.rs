@@ -113,7 +113,12 @@ impl Receiver {
     /// Starts a receiver that answers each request with the next status of `statuses`
     /// (the last one repeats). `tls`: serve HTTPS with a fresh test PKI.
     pub fn start(tls: bool, statuses: Vec<u16>) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Receiver::start_on("127.0.0.1", tls, statuses)
+    }
+
+    /// The same on another loopback address (`ip`, e.g. "127.0.0.2").
+    pub fn start_on(ip: &str, tls: bool, statuses: Vec<u16>) -> Receiver {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let pki = tls.then(make_pki);
