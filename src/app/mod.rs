@@ -15,11 +15,13 @@ use crate::transport::http_server::Route;
 use crate::transport::tls;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use source::Source;
 use status::{CheckStatus, StatusInput};
 
 mod connections;
 mod host;
 mod process;
+mod source;
 mod status;
 mod traces;
 pub use connections::ConnectionsCheck;
@@ -32,10 +34,6 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use traces::{TraceAgent, TraceStats};
 
-const SIGNAL: Token = Token(0);
-const DOCKER: Token = Token(1);
-const ECS: Token = Token(2);
-const FIRST_ORIGIN_TOKEN: usize = 16;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// In `--once` mode: the gap between the two samples a rate needs, and how long to try sending.
 const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
@@ -62,8 +60,6 @@ enum Payload {
 
 const ENDPOINTS: [&str; 6] =
     ["/api/v1/series", "/intake/", "/api/v1/collector", "/intake", "/api/v1/connections", "/api/v0.2/traces"];
-/// Tokens of the trace intake's listeners and connections start here.
-const INTAKE_TOKENS: usize = 1 << 20;
 
 /// A periodic check's schedule.
 #[derive(Debug, Clone, Copy)]
@@ -76,10 +72,6 @@ struct Timer {
 impl Timer {
     fn new(start: Option<Instant>, interval: Duration) -> Timer {
         Timer { next: start, runs: 0, interval }
-    }
-
-    fn due(&self, now: Instant) -> bool {
-        self.next.is_some_and(|t| now >= t)
     }
 
     /// After a run: the next one, or none (`--once` runs each check twice, one second apart,
@@ -180,7 +172,7 @@ impl App {
         mask.thread_block().map_err(io::Error::from)?;
         let signals =
             SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
-        poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNAL, Interest::READABLE)?;
+        poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), Source::Signals.token(), Interest::READABLE)?;
 
         let (hostname, source) = resolve_hostname(cfg.hostname.as_deref(), &cfg.ec2_metadata_url);
         let how = match source {
@@ -255,9 +247,15 @@ impl App {
                     specs.push(RouteSpec::traces(apm));
                 }
                 let seed = u64::from(std::process::id()) ^ unix_now().rotate_left(17);
-                let f =
-                    Forwarder::new(specs, cfg.api_key.expose(), Some(tls), cfg.outbox_budget, FIRST_ORIGIN_TOKEN, seed)
-                        .map_err(io::Error::other)?;
+                let f = Forwarder::new(
+                    specs,
+                    cfg.api_key.expose(),
+                    Some(tls),
+                    cfg.outbox_budget,
+                    Source::Forwarder.tokens().start,
+                    seed,
+                )
+                .map_err(io::Error::other)?;
                 info!("sending to {base}");
                 Output::Forward(f)
             }
@@ -291,7 +289,7 @@ impl App {
                 idle_timeout: Duration::from_secs(30),
                 held_budget: (2 * cfg.apm_max_payload).max(32 << 20),
             };
-            match TraceIntake::open(icfg, poll.registry(), INTAKE_TOKENS) {
+            match TraceIntake::open(icfg, poll.registry(), Source::TraceIntake.tokens().start) {
                 Ok(i) => {
                     if cfg.apm_non_local_traffic {
                         info!("trace intake on {addr} (every interface: STS_APM_NON_LOCAL_TRAFFIC=true)");
@@ -312,9 +310,12 @@ impl App {
             (None, None)
         };
         let now = Instant::now();
-        let docker = process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), DOCKER, now));
+        let docker =
+            process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
         let ecs = match &process {
-            Some(_) => Some(EcsSource::new(cfg.ecs_agent_url.clone(), ECS, now).map_err(io::Error::other)?),
+            Some(_) => {
+                Some(EcsSource::new(cfg.ecs_agent_url.clone(), Source::Ecs.token(), now).map_err(io::Error::other)?)
+            }
             None => None,
         };
         let host_timer = Timer::new(Some(now), cfg.host_check_interval);
@@ -361,28 +362,7 @@ impl App {
         let mut events = Events::with_capacity(64);
         loop {
             let now = Instant::now();
-            if self.host_timer.due(now) {
-                self.host_check(now)?;
-            }
-            if self.process_timer.due(now) {
-                // `--once` reports right away, so give a Docker look-up in flight a moment to land.
-                let wait_for_docker = self.opts.once
-                    && self.process_timer.runs == 1
-                    && now < self.clock_origin + ONCE_METADATA_WAIT
-                    && (self.docker.as_ref().is_some_and(|d| d.refreshing(now))
-                        || self.ecs.as_ref().is_some_and(|e| e.refreshing(now)));
-                if wait_for_docker {
-                    self.process_timer.next = Some(now + Duration::from_millis(50));
-                } else {
-                    self.process_check(now)?;
-                }
-            }
-            // Connections use the process check's table: in `--once` mode, wait for its run.
-            if self.connection_timer.due(now)
-                && (!self.opts.once || self.process_timer.runs > self.connection_timer.runs)
-            {
-                self.connections_check(now)?;
-            }
+            self.run_due(now)?;
             if self.opts.once
                 && self.stop_by.is_none()
                 && self.host_timer.next.is_none()
@@ -391,9 +371,7 @@ impl App {
             {
                 self.stop_by = Some(now + ONCE_SEND_LIMIT);
             }
-            if self.traces.as_ref().is_some_and(|t| t.due(now)) {
-                self.flush_traces()?;
-            }
+            // Start sending what this turn queued.
             if let Output::Forward(f) = &mut self.sink.output {
                 f.pump(self.poll.registry(), now);
             }
@@ -409,25 +387,7 @@ impl App {
                 }
                 return Ok(done);
             }
-            let forward = match &self.sink.output {
-                Output::Forward(f) => f.deadline(),
-                Output::DryRun => None,
-            };
-            let intake = self.intake.as_ref().and_then(TraceIntake::deadline);
-            let flush = self.traces.as_ref().and_then(TraceAgent::deadline);
-            let wake = [
-                self.host_timer.next,
-                self.process_timer.next,
-                self.connection_timer.next,
-                forward,
-                self.stop_by,
-                intake,
-                flush,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let timeout = wake.map(|t| t.saturating_duration_since(now));
+            let timeout = self.next_wake().map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -436,82 +396,63 @@ impl App {
             }
             let now = Instant::now();
             for ev in events.iter() {
-                match ev.token() {
-                    SIGNAL => self.on_signal(now),
-                    DOCKER => {
-                        if let Some(d) = self.docker.as_mut() {
-                            d.on_event(self.poll.registry(), now);
-                        }
-                    }
-                    ECS => {
-                        if let Some(e) = self.ecs.as_mut() {
-                            e.on_event(self.poll.registry(), now);
-                        }
-                    }
-                    t if t.0 >= INTAKE_TOKENS => {
-                        let (Some(intake), Some(traces)) = (self.intake.as_mut(), self.traces.as_mut()) else {
-                            continue;
-                        };
-                        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-                        let host = self.hostname.as_str();
-                        let procs = self.process.as_ref().map(|p| &p.table);
-                        // A snapshot for `/status` (the intake is busy while it answers).
-                        let counters = intake.counters;
-                        let open = intake.open_connections();
-                        let forwarder = match &self.sink.output {
-                            Output::Forward(f) => Some(f),
-                            Output::DryRun => None,
-                        };
-                        let checks = [
-                            ("host", Some(self.host_status)),
-                            ("process", self.process.as_ref().map(|_| self.process_status)),
-                            ("connections", self.connections.as_ref().map(|_| self.connection_status)),
-                        ];
-                        let started = self.clock_origin;
-                        let cpu_start = thread_cpu_ns();
-                        // Status requests' own time, not the trace path's.
-                        let mut status_ns = 0;
-                        intake.on_event(self.poll.registry(), t, now, &mut |head, body, peer, reply| {
-                            if head.route == Route::Status {
-                                let t0 = thread_cpu_ns();
-                                let input = StatusInput {
-                                    host,
-                                    started,
-                                    now,
-                                    forwarder,
-                                    checks,
-                                    traces: Some(&traces.stats),
-                                    intake: counters,
-                                    open_connections: open,
-                                };
-                                status::write(reply, &input);
-                                status_ns += thread_cpu_ns().saturating_sub(t0);
-                                return (200, "application/json");
-                            }
-                            traces.handle(head, body, peer, reply, now, now_ns, host, procs)
-                        });
-                        traces.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start).saturating_sub(status_ns);
-                    }
-                    t => {
-                        if let Output::Forward(f) = &mut self.sink.output {
-                            f.on_event(self.poll.registry(), t, now);
-                        }
-                    }
+                // Tokens nobody owns (a source already closed) are ignored.
+                if let Some(s) = Source::of(ev.token()) {
+                    self.on_event(s, ev.token(), now)?;
                 }
             }
-            if let Output::Forward(f) = &mut self.sink.output {
-                f.on_timeout(self.poll.registry(), now);
-            }
-            if let Some(d) = self.docker.as_mut() {
-                d.on_timeout(self.poll.registry(), now);
-            }
-            if let Some(i) = self.intake.as_mut() {
-                i.on_timeout(self.poll.registry(), now);
-            }
-            if let Some(e) = self.ecs.as_mut() {
-                e.on_timeout(self.poll.registry(), now);
-            }
         }
+    }
+
+    /// The trace intake's readiness: requests go to the trace agent, `/status` is answered
+    /// here; a pending payload that reached its size limit is sent at once.
+    fn on_intake_event(&mut self, t: Token, now: Instant) -> io::Result<()> {
+        let (Some(intake), Some(traces)) = (self.intake.as_mut(), self.traces.as_mut()) else {
+            return Ok(());
+        };
+        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        let host = self.hostname.as_str();
+        let procs = self.process.as_ref().map(|p| &p.table);
+        // A snapshot for `/status` (the intake is busy while it answers).
+        let counters = intake.counters;
+        let open = intake.open_connections();
+        let forwarder = match &self.sink.output {
+            Output::Forward(f) => Some(f),
+            Output::DryRun => None,
+        };
+        let checks = [
+            ("host", Some(self.host_status)),
+            ("process", self.process.as_ref().map(|_| self.process_status)),
+            ("connections", self.connections.as_ref().map(|_| self.connection_status)),
+        ];
+        let started = self.clock_origin;
+        let cpu_start = thread_cpu_ns();
+        // Status requests' own time, not the trace path's.
+        let mut status_ns = 0;
+        intake.on_event(self.poll.registry(), t, now, &mut |head, body, peer, reply| {
+            if head.route == Route::Status {
+                let t0 = thread_cpu_ns();
+                let input = StatusInput {
+                    host,
+                    started,
+                    now,
+                    forwarder,
+                    checks,
+                    traces: Some(&traces.stats),
+                    intake: counters,
+                    open_connections: open,
+                };
+                status::write(reply, &input);
+                status_ns += thread_cpu_ns().saturating_sub(t0);
+                return (200, "application/json");
+            }
+            traces.handle(head, body, peer, reply, now, now_ns, host, procs)
+        });
+        traces.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start).saturating_sub(status_ns);
+        if traces.due(now) {
+            self.flush_traces()?;
+        }
+        Ok(())
     }
 
     /// `Some(success)` when the loop should end.
@@ -585,6 +526,21 @@ impl App {
         r
     }
 
+    /// The process check, except in `--once` mode while a Docker or ECS look-up is in flight
+    /// (it reports right away, so give the look-up a moment to land).
+    fn process_check_or_wait(&mut self, now: Instant) -> io::Result<()> {
+        let wait_for_docker = self.opts.once
+            && self.process_timer.runs == 1
+            && now < self.clock_origin + ONCE_METADATA_WAIT
+            && (self.docker.as_ref().is_some_and(|d| d.refreshing(now))
+                || self.ecs.as_ref().is_some_and(|e| e.refreshing(now)));
+        if wait_for_docker {
+            self.process_timer.next = Some(now + Duration::from_millis(50));
+            return Ok(());
+        }
+        self.process_check(now)
+    }
+
     fn process_check(&mut self, now: Instant) -> io::Result<()> {
         let meter = Meter::start();
         self.process_timer.ran(now, self.opts.once);
@@ -632,7 +588,11 @@ impl App {
     fn flush_traces(&mut self) -> io::Result<()> {
         let Some(t) = self.traces.as_mut() else { return Ok(()) };
         let cpu_start = thread_cpu_ns();
-        let Some(payload) = t.finish_payload(&self.hostname) else { return Ok(()) };
+        let Some(payload) = t.finish_payload(&self.hostname) else {
+            // Nothing pending: clear the deadline all the same, so it cannot stay in the past.
+            t.sent();
+            return Ok(());
+        };
         debug!("traces: sending a payload of {} bytes", payload.len());
         let r = self.sink.deliver(Payload::Traces, payload);
         t.sent();
