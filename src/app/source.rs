@@ -11,7 +11,7 @@
 //! in each of the three `match`es; the compiler rejects a missing arm, and the list is the only
 //! place the loop learns about sources, so none can be left out of the poll timeout.
 
-use super::{App, Output};
+use super::App;
 use mio::Token;
 use std::io;
 use std::ops::Range;
@@ -93,10 +93,7 @@ impl App {
             Source::Signals => None,
             Source::Docker => self.docker.as_ref().and_then(|d| d.deadline()),
             Source::Ecs => self.ecs.as_ref().and_then(|e| e.deadline()),
-            Source::Forwarder => match &self.sink.output {
-                Output::Forward(f) => f.deadline(),
-                Output::DryRun => None,
-            },
+            Source::Forwarder => self.sink.forwarder().and_then(|f| f.deadline()),
             Source::TraceIntake => self.intake.as_ref().and_then(|i| i.deadline()),
             Source::TraceFlush => self.traces.as_ref().and_then(|t| t.deadline()),
             Source::Shutdown => self.stop_by,
@@ -122,7 +119,7 @@ impl App {
                 }
             }
             Source::Forwarder => {
-                if let Output::Forward(f) = &mut self.sink.output {
+                if let Some(f) = self.sink.forwarder_mut() {
                     f.on_timeout(registry, now);
                 }
             }
@@ -159,7 +156,7 @@ impl App {
                 }
             }
             Source::Forwarder => {
-                if let Output::Forward(f) = &mut self.sink.output {
+                if let Some(f) = self.sink.forwarder_mut() {
                     f.on_event(registry, token, now);
                 }
             }
@@ -212,6 +209,6 @@ mod tests {
         // Intake: two listeners and at most 10,000 connections (STS_APM_MAX_CONNECTIONS).
         assert!(Source::TraceIntake.tokens().len() >= 2 + 10_000);
         // Forwarder: one origin per route at most.
-        assert!(Source::Forwarder.tokens().len() >= super::super::ENDPOINTS.len());
+        assert!(Source::Forwarder.tokens().len() >= super::super::sink::ENDPOINTS.len());
     }
 }
