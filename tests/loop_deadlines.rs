@@ -2,7 +2,8 @@
 //! stand-in (a real Unix socket server) and an ECS agent stand-in (a real TCP server) note, from
 //! their side, when the agent's requests arrive and when it gives up on one; the check timers are
 //! set an hour apart, nothing is sent anywhere (a dry run) and the trace intake is off, so nothing
-//! but the Docker and ECS sources' own deadlines can wake the loop at those times.
+//! but the Docker and ECS sources' own deadlines can wake the loop at those times. And a deadline
+//! is honest: none stays in the past while its source waits (the loop would spin).
 
 mod common;
 
@@ -156,4 +157,46 @@ fn ecs_request_deadline_wakes_the_loop() {
         gap >= REQUEST_TIMEOUT - Duration::from_millis(500) && gap <= REQUEST_TIMEOUT + SLACK,
         "the agent gave up on the ECS request {gap:?} after sending it, not at its timeout ({REQUEST_TIMEOUT:?})\n{stderr}"
     );
+}
+
+/// This process's CPU time so far (user + system), from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime), counted from 1 over the whole line.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// `--once` waits up to 4 s for a Docker look-up in flight before its reporting process check;
+/// the connections check, which follows the process check, must not keep its past deadline
+/// meanwhile (the poll timeout would be 0 and the loop would spin).
+#[test]
+fn once_waiting_for_docker_does_not_spin() {
+    let dir = TempDir::new("loop-once");
+    let sock = dir.0.join("docker.sock");
+    // Accepts (the kernel's backlog) and never answers.
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let docker_host = format!("unix://{}", sock.display());
+    let env = [
+        ("DOCKER_HOST", docker_host.as_str()),
+        ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
+        ("STS_HOSTNAME", "loop-host"),
+        ("STS_NETWORK_TRACING_ENABLED", "true"),
+        ("STS_LOG_LEVEL", "debug"),
+    ];
+    let child = spawn_agent(&["--once"], &env);
+    let pid = child.id();
+    // The rate samples are 1 s apart; the wait for Docker lasts until 4 s after the start.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_millis(2000));
+    let spent = cpu_time(pid) - before;
+    let out = wait_with_timeout(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("connections check:"), "the connections check ran\n{stderr}");
+    assert!(spent < Duration::from_millis(150), "{spent:?} of CPU in 2 s of waiting for Docker\n{stderr}");
 }
