@@ -34,10 +34,16 @@ fn quiet_env<'a>(docker_host: &'a str, ecs_url: &'a str) -> Vec<(&'a str, &'a st
     ]
 }
 
+/// What the loop says when a source keeps a past deadline after it ran (`app/source.rs`).
+const DISHONEST: &str = "kept a deadline in the past";
+
 fn stop(child: std::process::Child) -> String {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = wait_with_timeout(child, Duration::from_secs(20));
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(DISHONEST), "{stderr}");
+    stderr
 }
 
 /// Reads one request head; `None` at end of stream.
@@ -198,5 +204,6 @@ fn once_waiting_for_docker_does_not_spin() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("connections check:"), "the connections check ran\n{stderr}");
+    assert!(!stderr.contains(DISHONEST), "{stderr}");
     assert!(spent < Duration::from_millis(150), "{spent:?} of CPU in 2 s of waiting for Docker\n{stderr}");
 }

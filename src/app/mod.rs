@@ -72,6 +72,8 @@ pub struct App {
     process_status: CheckStatus,
     connection_status: CheckStatus,
     stop_by: Option<Instant>,
+    /// Sources found keeping a past deadline (bit `i`: `Source::ALL[i]`), each reported once.
+    dishonest: u32,
 }
 
 impl App {
@@ -132,6 +134,7 @@ impl App {
             process_status: CheckStatus::default(),
             connection_status: CheckStatus::default(),
             stop_by: None,
+            dishonest: 0,
         })
     }
 
@@ -148,6 +151,7 @@ impl App {
             if let Some(done) = self.finished(now) {
                 return Ok(done);
             }
+            self.check_honest(now);
             let timeout = self.next_wake().map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {

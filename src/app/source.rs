@@ -19,7 +19,8 @@ use std::time::Instant;
 
 macro_rules! sources {
     ($($(#[$doc:meta])* $name:ident => $tokens:expr,)*) => {
-        /// Every event source of the loop, in the order their due deadlines run.
+        /// Every event source of the loop, in the order their due deadlines run (the checks
+        /// first: the process check may ask Docker and ECS for a look-up now).
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub(super) enum Source {
             $($(#[$doc])* $name,)*
@@ -179,6 +180,19 @@ impl App {
         }
         Ok(())
     }
+
+    /// After the due sources ran (and the run did not end): a deadline still in the past breaks
+    /// the contract, as the poll timeout would be 0 until it moves. Said once per source.
+    pub(super) fn check_honest(&mut self, now: Instant) {
+        for (i, &s) in Source::ALL.iter().enumerate() {
+            if self.dishonest & (1 << i) == 0 && self.deadline(s).is_some_and(|t| t <= now) {
+                self.dishonest |= 1 << i;
+                warn!(
+                    "loop: the {s:?} source kept a deadline in the past after it ran (the loop spins until it moves)"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +215,8 @@ mod tests {
             }
         }
         assert_eq!(Source::of(Token(3)), None);
+        // One bit each in `App::dishonest`.
+        assert!(Source::ALL.len() <= 32);
         assert_eq!(Source::of(Token(usize::MAX)), None);
     }
 
