@@ -207,3 +207,31 @@ impl DockerSource {
         self.next_at = Some(now + RETRY_AFTER_FAILURE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop contract: a deadline in the past means "now", so while a look-up waits on the
+    /// socket the deadline is the request's timeout, not a refresh already asked for.
+    #[test]
+    fn deadline_is_not_in_the_past_while_a_look_up_is_in_flight() {
+        let dir = std::env::temp_dir().join(format!("sts-docker-deadline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&path);
+        // Accepts (the kernel's backlog) and never answers.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut d = DockerSource::new(path, Token(7), t0);
+        assert_eq!(d.deadline(), Some(t0), "the first look-up is due at once");
+        d.on_timeout(poll.registry(), t0);
+        assert!(d.refreshing(t0));
+        let later = t0 + Duration::from_secs(3);
+        d.request_refresh(later);
+        let deadline = d.deadline().expect("the request's timeout");
+        assert!(deadline > later, "deadline {:?} after start, in the past at +3 s", deadline - t0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

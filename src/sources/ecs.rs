@@ -145,3 +145,27 @@ impl EcsSource {
         self.next_at = Some(now + REFRESH_EVERY);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop contract: while a look-up waits on the ECS agent the deadline is the request's
+    /// timeout, not a refresh already asked for (a past deadline would make the loop spin).
+    #[test]
+    fn deadline_is_not_in_the_past_while_a_look_up_is_in_flight() {
+        // Accepts (the kernel's backlog) and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut e = EcsSource::new(url, Token(9), t0).unwrap();
+        assert_eq!(e.deadline(), Some(t0), "the first look-up is due at once");
+        e.on_timeout(poll.registry(), t0);
+        assert!(e.refreshing(t0));
+        let later = t0 + Duration::from_secs(3);
+        e.request_refresh(later);
+        let deadline = e.deadline().expect("the request's timeout");
+        assert!(deadline > later, "deadline {:?} after start, in the past at +3 s", deadline - t0);
+    }
+}

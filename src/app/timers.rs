@@ -1,0 +1,227 @@
+//! The periodic checks (host, processes with containers, connections) as sources of the loop:
+//! each has a schedule whose next run is its deadline. Also what the checks need when the app
+//! starts, and what a run costs (for `/status`).
+
+use super::connections::ConnectionsCheck;
+use super::process::{Encoded, ProcessCheck};
+use super::sink::Payload;
+use super::status::CheckStatus;
+use super::{unix_now, App};
+use crate::config::{Config, ProcessAgentMode};
+use std::io;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// In `--once` mode: the gap between the two samples a rate needs.
+const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
+/// In `--once` mode: how long the reporting process check may wait for Docker metadata.
+const ONCE_METADATA_WAIT: Duration = Duration::from_secs(4);
+
+/// A periodic check's schedule.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timer {
+    pub(super) next: Option<Instant>,
+    pub(super) runs: u32,
+    interval: Duration,
+}
+
+impl Timer {
+    pub(super) fn new(start: Option<Instant>, interval: Duration) -> Timer {
+        Timer { next: start, runs: 0, interval }
+    }
+
+    /// After a run: the next one, or none (`--once` runs each check twice, one second apart,
+    /// so rates have two samples).
+    fn ran(&mut self, now: Instant, once: bool) {
+        self.runs += 1;
+        self.next = match (once, self.runs) {
+            (true, 1) => Some(now + ONCE_RATE_GAP),
+            (true, _) => None,
+            (false, _) => Some(now + self.interval),
+        };
+    }
+}
+
+/// The process check, or none when the process agent is disabled.
+pub(super) fn open_process_check(cfg: &Config) -> io::Result<Option<ProcessCheck>> {
+    if cfg.process_agent == ProcessAgentMode::Disabled {
+        info!("STS_PROCESS_AGENT_ENABLED=disabled: no process check");
+        return Ok(None);
+    }
+    raise_fd_limit();
+    let containers_only = cfg.process_agent == ProcessAgentMode::ContainersOnly;
+    let check =
+        ProcessCheck::new(cfg, containers_only).map_err(|e| io::Error::new(e.kind(), format!("process check: {e}")))?;
+    Ok(Some(check))
+}
+
+/// The connections check: reported for reported processes only, so it needs the process check.
+pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
+    match (cfg.network_tracing_enabled, cfg.process_agent) {
+        (true, ProcessAgentMode::Enabled) => match ConnectionsCheck::new(
+            cfg.max_connections,
+            cfg.relation_short_lived_secs,
+            cfg.connection_check_interval.as_secs(),
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!("connections check disabled: cannot open a NETLINK_SOCK_DIAG socket: {e}");
+                None
+            }
+        },
+        (false, _) => {
+            info!("STS_NETWORK_TRACING_ENABLED=false: no connections check");
+            None
+        }
+        (true, _) => None,
+    }
+}
+
+impl App {
+    pub(super) fn host_check(&mut self, now: Instant) -> io::Result<()> {
+        let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        let interval = self.cfg.host_check_interval.as_secs();
+        let meter = Meter::start();
+        let n = self.host.run(mono, unix_now(), &self.hostname, interval, &mut self.series_buf, &mut self.topology_buf);
+        self.host_timer.ran(now, self.opts.once);
+        debug!("host check: {n} series");
+        // In `--once` mode the first run only primes the rates.
+        let r = if self.opts.once && self.host_timer.runs == 1 {
+            Ok(())
+        } else {
+            self.sink
+                .deliver(Payload::Series, &self.series_buf)
+                .and_then(|_| self.sink.deliver(Payload::Intake, &self.topology_buf))
+        };
+        meter.record(&mut self.host_status, now, n as u64);
+        r
+    }
+
+    /// The process check, except in `--once` mode while a Docker or ECS look-up is in flight
+    /// (it reports right away, so give the look-up a moment to land).
+    pub(super) fn process_check_or_wait(&mut self, now: Instant) -> io::Result<()> {
+        let wait_for_docker = self.opts.once
+            && self.process_timer.runs == 1
+            && now < self.clock_origin + ONCE_METADATA_WAIT
+            && (self.docker.as_ref().is_some_and(|d| d.refreshing(now))
+                || self.ecs.as_ref().is_some_and(|e| e.refreshing(now)));
+        if wait_for_docker {
+            self.process_timer.next = Some(now + Duration::from_millis(50));
+            return Ok(());
+        }
+        self.process_check(now)
+    }
+
+    fn process_check(&mut self, now: Instant) -> io::Result<()> {
+        let meter = Meter::start();
+        self.process_timer.ran(now, self.opts.once);
+        let Some(check) = self.process.as_mut() else { return Ok(()) };
+        let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let dry = self.sink.dry_run();
+        if let (Some(d), Some(e)) = (self.docker.as_mut(), self.ecs.as_ref()) {
+            d.meta.apply_ecs(&e.info);
+        }
+        let sink = &mut self.sink;
+        let meta = self.docker.as_ref().map_or(&self.no_metadata, |d| &d.meta);
+        let mut result = Ok(());
+        check.run(mono, unix_ms, &self.hostname, dry, meta, &mut self.msg_buf, &mut |e| {
+            let r = match e {
+                Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
+                Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
+                Encoded::Connections(b) => sink.deliver(Payload::Connections, b),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        });
+        // A container Docker has not described yet: ask for the list again soon.
+        if let Some(d) = self.docker.as_mut() {
+            if check.containers.containers.iter().any(|c| d.meta.get(&c.id).is_none()) {
+                d.request_refresh(now);
+                if let Some(e) = self.ecs.as_mut() {
+                    e.request_refresh(now);
+                }
+            }
+        }
+        let s = check.stats();
+        meter.record(&mut self.process_status, now, u64::from(s.reported));
+        debug!(
+            "process check: {} processes, {} reported ({} by usage), {} vanished mid-read",
+            s.total, s.reported, s.included_by_usage, check.table.vanished
+        );
+        result
+    }
+
+    pub(super) fn connections_check(&mut self, now: Instant) -> io::Result<()> {
+        let meter = Meter::start();
+        self.connection_timer.ran(now, self.opts.once);
+        let (Some(check), Some(procs)) = (self.connections.as_mut(), self.process.as_ref()) else { return Ok(()) };
+        let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let dry = self.sink.dry_run();
+        let sink = &mut self.sink;
+        let mut result = Ok(());
+        check.run(mono, unix_ms, &self.hostname, dry, procs, &mut self.msg_buf, &mut |e| {
+            let r = match e {
+                Encoded::Connections(b) => sink.deliver(Payload::Connections, b),
+                Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
+                Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        });
+        let (s, src) = (check.selection.stats, check.source_stats());
+        meter.record(&mut self.connection_status, now, u64::from(s.reported));
+        debug!(
+            "connections check: {} sockets in {} namespaces, {} of reported processes, {} reported ({} short-lived), {} fd links read in {} processes, {} owners known",
+            s.total, src.namespaces, s.owned_by_reported, s.reported, s.short_lived, src.links_read, src.processes_scanned, check.owners_known()
+        );
+        result
+    }
+}
+
+/// What a check's run costs, from its start: this thread's CPU time (one syscall) and, in a
+/// counting build, heap allocations. The run's payloads are compressed and queued within it.
+struct Meter {
+    cpu_ns: u64,
+    allocs: Option<crate::alloc_count::Allocs>,
+}
+
+impl Meter {
+    fn start() -> Meter {
+        Meter { cpu_ns: thread_cpu_ns(), allocs: crate::alloc_count::snapshot() }
+    }
+
+    /// Notes the run that started at `started` and produced `count` items.
+    fn record(self, s: &mut CheckStatus, started: Instant, count: u64) {
+        let allocs = crate::alloc_count::snapshot().zip(self.allocs).map(|(now, then)| now.since(then).count);
+        let cpu_ms = thread_cpu_ns().saturating_sub(self.cpu_ns) as f64 / 1e6;
+        s.runs += 1;
+        s.last_run_unix = unix_now();
+        s.last_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        s.last_count = count;
+        s.last_cpu_ms = cpu_ms;
+        s.total_cpu_ms += cpu_ms;
+        s.last_allocations = allocs;
+        s.total_allocations = allocs.map(|a| a + s.total_allocations.unwrap_or(0));
+    }
+}
+
+/// This thread's CPU time so far.
+pub(super) fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// One `O_PATH` descriptor is kept per process: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            debug!("could not raise the open-file limit: {e}");
+        }
+    }
+}
