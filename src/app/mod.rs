@@ -30,7 +30,7 @@ pub use process::{Encoded, ProcessCheck};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-pub use traces::{TraceAgent, TraceStats};
+pub use traces::{TraceAgent, TraceStats, COST_PER_BODY_BYTE, COST_SLACK, MAX_PAYLOAD};
 
 const SIGNAL: Token = Token(0);
 const DOCKER: Token = Token(1);
@@ -628,14 +628,16 @@ impl App {
 }
 
 impl App {
-    /// Sends the pending traces as one payload.
+    /// Sends the pending traces (one payload, or several when a large request filled some).
     fn flush_traces(&mut self) -> io::Result<()> {
         let Some(t) = self.traces.as_mut() else { return Ok(()) };
         let cpu_start = thread_cpu_ns();
-        let Some(payload) = t.finish_payload(&self.hostname) else { return Ok(()) };
-        debug!("traces: sending a payload of {} bytes", payload.len());
-        let r = self.sink.deliver(Payload::Traces, payload);
-        t.sent();
+        let mut r = Ok(());
+        while let Some(payload) = t.finish_payload(&self.hostname) {
+            debug!("traces: sending a payload of {} bytes", payload.len());
+            r = r.and(self.sink.deliver(Payload::Traces, payload));
+            t.sent();
+        }
         t.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start);
         r
     }

@@ -2,7 +2,7 @@
 //! its spans, field names as in the protobuf schema, meta with the agent's additions applied.
 
 use super::json;
-use crate::model::trace::Batch;
+use crate::model::trace::{Batch, Span};
 
 /// Appends `{"traceID":…,"spans":[…]}` for each kept trace, comma-separated after any earlier ones.
 pub fn append_traces(out: &mut Vec<u8>, b: &Batch, body: &[u8]) {
@@ -10,7 +10,28 @@ pub fn append_traces(out: &mut Vec<u8>, b: &Batch, body: &[u8]) {
         if n == 0 {
             continue;
         }
-        let spans = &b.spans[first as usize..(first + n) as usize];
+        append_trace(out, b, body, &b.spans[first as usize..(first + n) as usize]);
+    }
+}
+
+/// At most the bytes a trace object adds besides its spans.
+pub const TRACE_BOUND: usize = 64;
+
+/// At most the bytes [`append_trace`] writes for span `s` (a string escapes to at most 6 bytes
+/// per byte: `\u00XX`).
+pub fn span_bound(b: &Batch, s: &Span) -> usize {
+    let strings = s.service.len() + s.name.len() + s.resource.len() + s.typ.len();
+    let meta: usize = b.span_meta(s).iter().chain(b.span_extra(s)).map(|(k, v)| 6 + 6 * (k.len() + v.len())).sum();
+    let metrics: usize = b.span_metrics(s).iter().map(|(k, _)| 40 + 6 * k.len()).sum();
+    400 + 6 * strings + meta + metrics
+}
+
+/// Appends one trace object with `spans` (all of one trace), comma-separated after any earlier.
+pub fn append_trace(out: &mut Vec<u8>, b: &Batch, body: &[u8], spans: &[Span]) {
+    {
+        if spans.is_empty() {
+            return;
+        }
         if !out.is_empty() {
             out.push(b',');
         }

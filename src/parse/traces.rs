@@ -3,10 +3,27 @@
 //! JSON) and `/v0.5` (`[string table, traces]`, each span a 12-element array of table indexes and
 //! numbers). Msgpack strings stay in the body; only JSON allocates (a rarely used format).
 //! Decoding is all or nothing: a body that does not decode leaves an error for a 400 reply.
+//!
+//! Bounded: decoding stops with [`TOO_LARGE`] as soon as the batch costs more than its `limit`
+//! (a body of one-byte empty span maps would otherwise decode into 104 bytes per byte).
+//! Forgiving where the Datadog decoder is: an id sent as a negative int64 is reinterpreted
+//! (`uint64(i)`), and a msgpack string that is not UTF-8 is repaired (each invalid byte becomes
+//! U+FFFD, as Go's `ReadRune` does) into the side buffer; valid strings are never copied.
 
 use super::json_reader::{JStr, JsonReader, Num};
 use super::msgpack::{DecodeError, Reader, Result};
 use crate::model::trace::{Batch, Span, Str};
+
+/// The batch outgrew its limit: the body decodes to more than the agent accepts for its size.
+pub const TOO_LARGE: DecodeError =
+    DecodeError("payload too large: it decodes to more spans and entries than the agent accepts for its size");
+
+fn check(out: &Batch) -> Result<()> {
+    if out.over_limit() {
+        return Err(TOO_LARGE);
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -45,9 +62,11 @@ fn v04_msgpack(body: &[u8], out: &mut Batch) -> Result<()> {
         let first = out.spans.len() as u32;
         for _ in 0..n {
             let s = span_map(&mut r, out)?;
-            out.spans.push(s);
+            out.push_span(s);
+            check(out)?;
         }
-        out.traces.push((first, n as u32));
+        out.push_trace((first, n as u32));
+        check(out)?;
     }
     if !r.at_end() {
         return Err(DecodeError("msgpack: trailing bytes after the traces"));
@@ -55,9 +74,36 @@ fn v04_msgpack(body: &[u8], out: &mut Batch) -> Result<()> {
     Ok(())
 }
 
-fn str_at(r: &mut Reader<'_>) -> Result<Str> {
-    let (off, len) = r.str_range()?;
-    Ok(Str::body(off, len))
+/// A msgpack string: its place in the body, or its repair in the side buffer.
+fn str_at(r: &mut Reader<'_>, out: &mut Batch) -> Result<Str> {
+    let b = r.str_bytes()?;
+    let end = r.position();
+    match std::str::from_utf8(b) {
+        Ok(_) => Ok(Str::body(end - b.len(), b.len())),
+        Err(_) => Ok(repair_utf8(b, out)),
+    }
+}
+
+/// Copies `b` into the side buffer with each byte that does not start a valid UTF-8 sequence
+/// replaced by U+FFFD (Go's `[]rune(s)` / `ReadRune`: one replacement per invalid byte).
+fn repair_utf8(mut b: &[u8], out: &mut Batch) -> Str {
+    out.reserve_side(b.len());
+    let begin = out.side_begin();
+    loop {
+        match std::str::from_utf8(b) {
+            Ok(s) => {
+                out.side_piece(s);
+                break;
+            }
+            Err(e) => {
+                let (valid, rest) = b.split_at(e.valid_up_to());
+                out.side.extend_from_slice(valid);
+                out.side_piece("\u{fffd}");
+                b = rest.get(1..).unwrap_or(&[]);
+            }
+        }
+    }
+    out.side_end(begin)
 }
 
 fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
@@ -65,13 +111,13 @@ fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
     let fields = r.map_len()?;
     for _ in 0..fields {
         match r.str_bytes()? {
-            b"service" => s.service = str_at(r)?,
-            b"name" => s.name = str_at(r)?,
-            b"resource" => s.resource = str_at(r)?,
-            b"type" => s.typ = str_at(r)?,
-            b"trace_id" => s.trace_id = r.u64()?,
-            b"span_id" => s.span_id = r.u64()?,
-            b"parent_id" => s.parent_id = r.u64()?,
+            b"service" => s.service = str_at(r, out)?,
+            b"name" => s.name = str_at(r, out)?,
+            b"resource" => s.resource = str_at(r, out)?,
+            b"type" => s.typ = str_at(r, out)?,
+            b"trace_id" => s.trace_id = r.id()?,
+            b"span_id" => s.span_id = r.id()?,
+            b"parent_id" => s.parent_id = r.id()?,
             b"start" => s.start = r.i64()?,
             b"duration" => s.duration = r.i64()?,
             b"error" => s.error = r.i32()?,
@@ -79,9 +125,10 @@ fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
                 let n = r.map_len()?;
                 let first = out.meta.len() as u32;
                 for _ in 0..n {
-                    let k = str_at(r)?;
-                    let v = str_at(r)?;
-                    out.meta.push((k, v));
+                    let k = str_at(r, out)?;
+                    let v = str_at(r, out)?;
+                    out.push_meta((k, v));
+                    check(out)?;
                 }
                 s.meta = (first, n as u32);
             }
@@ -89,9 +136,10 @@ fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
                 let n = r.map_len()?;
                 let first = out.metrics.len() as u32;
                 for _ in 0..n {
-                    let k = str_at(r)?;
+                    let k = str_at(r, out)?;
                     let v = r.f64()?;
-                    out.metrics.push((k, v));
+                    out.push_metric((k, v));
+                    check(out)?;
                 }
                 s.metrics = (first, n as u32);
             }
@@ -109,8 +157,9 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
     }
     let strings = r.array_len()?;
     for _ in 0..strings {
-        let s = str_at(&mut r)?;
-        out.dict.push(s);
+        let s = str_at(&mut r, out)?;
+        out.push_dict(s);
+        check(out)?;
     }
     let traces = r.array_len()?;
     for _ in 0..traces {
@@ -128,9 +177,9 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
                 service: idx(&mut r, out)?,
                 name: idx(&mut r, out)?,
                 resource: idx(&mut r, out)?,
-                trace_id: r.u64()?,
-                span_id: r.u64()?,
-                parent_id: r.u64()?,
+                trace_id: r.id()?,
+                span_id: r.id()?,
+                parent_id: r.id()?,
                 start: r.i64()?,
                 duration: r.i64()?,
                 error: r.i32()?,
@@ -141,7 +190,8 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
             for _ in 0..m {
                 let k = idx(&mut r, out)?;
                 let v = idx(&mut r, out)?;
-                out.meta.push((k, v));
+                out.push_meta((k, v));
+                check(out)?;
             }
             s.meta = (first_meta, m as u32);
             let m = r.map_len()?;
@@ -149,13 +199,16 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
             for _ in 0..m {
                 let k = idx(&mut r, out)?;
                 let v = r.f64()?;
-                out.metrics.push((k, v));
+                out.push_metric((k, v));
+                check(out)?;
             }
             s.metrics = (first_metric, m as u32);
             s.typ = idx(&mut r, out)?;
-            out.spans.push(s);
+            out.push_span(s);
+            check(out)?;
         }
-        out.traces.push((first, n as u32));
+        out.push_trace((first, n as u32));
+        check(out)?;
     }
     if !r.at_end() {
         return Err(DecodeError("msgpack: trailing bytes after the traces"));
@@ -173,13 +226,15 @@ fn json(body: &[u8], out: &mut Batch) -> Result<()> {
             if r.open(b'[', b']', "json: expected a trace (an array of spans)")? {
                 loop {
                     let s = json_span(&mut r, out)?;
-                    out.spans.push(s);
+                    out.push_span(s);
+                    check(out)?;
                     if !r.more(b']')? {
                         break;
                     }
                 }
             }
-            out.traces.push((first, out.spans.len() as u32 - first));
+            out.push_trace((first, out.spans.len() as u32 - first));
+            check(out)?;
             if !r.more(b']')? {
                 break;
             }
@@ -250,7 +305,8 @@ fn json_span(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Span> {
                         let k = jstr(r, out)?;
                         r.expect(b':', "json: expected ':'")?;
                         let v = jstr(r, out)?;
-                        out.meta.push((k, v));
+                        out.push_meta((k, v));
+                        check(out)?;
                         if !r.more(b'}')? {
                             break;
                         }
@@ -268,7 +324,8 @@ fn json_span(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Span> {
                             Num::Int(i) => i as f64,
                             Num::Float(f) => f,
                         };
-                        out.metrics.push((k, v));
+                        out.push_metric((k, v));
+                        check(out)?;
                         if !r.more(b'}')? {
                             break;
                         }
