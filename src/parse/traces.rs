@@ -401,6 +401,63 @@ mod tests {
     }
 
     #[test]
+    fn negative_ids_are_reinterpreted_and_invalid_utf8_repaired() {
+        // v0.4: trace_id -1 (int8), span_id i64::MIN (int64), service "a\xffb\xe2\x82" (invalid).
+        let mut body = vec![0x91, 0x91, 0x84, 0xa8];
+        body.extend_from_slice(b"trace_id");
+        body.push(0xff);
+        body.push(0xa7);
+        body.extend_from_slice(b"span_id");
+        body.extend_from_slice(&[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+        body.push(0xa7);
+        body.extend_from_slice(b"service");
+        body.extend_from_slice(&[0xa5, b'a', 0xff, b'b', 0xe2, 0x82]);
+        body.extend_from_slice(&[0xa4, b'm', b'e', b't', b'a', 0x81, 0xa1, b'k', 0xa2, 0xc3, 0xa9]);
+        let mut b = Batch::default();
+        decode_v04(&body, Encoding::Msgpack, &mut b).unwrap();
+        let s = b.spans[0];
+        assert_eq!((s.trace_id, s.span_id), (u64::MAX, 1 << 63));
+        // One U+FFFD per invalid byte, as Go's ReadRune (the truncated é is two).
+        assert_eq!(b.text(&body, s.service), "a\u{fffd}b\u{fffd}\u{fffd}");
+        assert_eq!(b.meta_get(&body, &s, "k"), Some("é"), "valid strings stay in the body");
+        assert!(b.side.len() == "a\u{fffd}b\u{fffd}\u{fffd}".len(), "only the repaired string is copied");
+        // v0.5: a repaired table string, a negative parent id.
+        let v5 = [0x92, 0x92, 0xa1, b'x', 0xa2, 0xc3, 0x28, 0x91, 0x91, 0x9c, 1, 0, 0, 5, 6, 0xfe, 0, 0, 0, 0x80, 0x80, 0];
+        decode_v05(&v5, &mut b).unwrap();
+        let s = b.spans[0];
+        assert_eq!((b.text(&v5, s.service), s.parent_id), ("\u{fffd}(", u64::MAX - 1));
+        // A valid real payload copies nothing.
+        decode_v04(fix!("ddtrace-4.16-v0.4.msgpack"), Encoding::Msgpack, &mut b).unwrap();
+        assert!(b.side.is_empty());
+    }
+
+    #[test]
+    fn decoding_stops_at_the_limit() {
+        // 1,000 empty span maps: 1,006 bytes that would decode into 104,000.
+        let mut body = vec![0x91, 0xdd, 0, 0, 0x03, 0xe8];
+        body.resize(body.len() + 1000, 0x80);
+        let mut b = Batch::default();
+        b.limit = 10_000;
+        assert_eq!(decode_v04(&body, Encoding::Msgpack, &mut b), Err(TOO_LARGE));
+        assert!(b.spans.is_empty() && b.spans.capacity() * std::mem::size_of::<Span>() <= 10_000 + 104);
+        b.limit = usize::MAX;
+        decode_v04(&body, Encoding::Msgpack, &mut b).unwrap();
+        assert_eq!(b.spans.len(), 1000);
+        // JSON, v0.5 table strings, meta entries.
+        let mut b = Batch { limit: 10_000, ..Batch::default() };
+        let json = format!("[[{}{{}}]]", "{},".repeat(999));
+        assert_eq!(decode_v04(json.as_bytes(), Encoding::Json, &mut b), Err(TOO_LARGE));
+        let mut v5 = vec![0x92, 0xdd, 0, 0, 0x27, 0x10];
+        v5.resize(v5.len() + 10_000, 0xa0);
+        v5.push(0x90);
+        assert_eq!(decode_v05(&v5, &mut b), Err(TOO_LARGE));
+        let mut meta = vec![0x91, 0x91, 0x81, 0xa4, b'm', b'e', b't', b'a', 0xde, 0x03, 0xe8];
+        meta.resize(meta.len() + 2000, 0xa0);
+        assert_eq!(decode_v04(&meta, Encoding::Msgpack, &mut b), Err(TOO_LARGE));
+        assert!(b.cost() == 0, "nothing is left behind");
+    }
+
+    #[test]
     fn every_truncation_of_a_real_payload_is_an_error_not_a_panic() {
         let mut b = Batch::default();
         for body in [&fix!("ddtrace-4.16-v0.4.msgpack")[..], &fix!("ddtrace-4.16-v0.5.msgpack")[..]] {
