@@ -1119,7 +1119,8 @@ fn self_test() {
     };
     assert!(check_gates(&g, &good), "figures within every gate pass");
     let mut no_spans = good.clone();
-    no_spans.traces = Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: f64::INFINITY, ..TraceFigures::default() });
+    no_spans.traces =
+        Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: f64::INFINITY, ..TraceFigures::default() });
     assert!(!check_gates(&g, &no_spans), "no span counted fails the per-span gate");
     let mut zero_figure = good.clone();
     zero_figure.traces = Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: 0.0, ..TraceFigures::default() });

@@ -114,8 +114,18 @@ fn amplifying_bodies_get_413_within_the_request_limit() {
             "application/msgpack",
             cat(&[&[0x91, 0xdd], &len(n / 20), &kept.repeat(n / 20)]),
         ),
-        ("JSON empty spans", "/v0.3/traces", "application/json", format!("[[{}{{}}]]", "{},".repeat(n / 3)).into_bytes()),
-        ("v0.5 table strings", "/v0.5/traces", "application/msgpack", cat(&[&[0x92, 0xdd], &len(n), &vec![0xa0; n], &[0x90]])),
+        (
+            "JSON empty spans",
+            "/v0.3/traces",
+            "application/json",
+            format!("[[{}{{}}]]", "{},".repeat(n / 3)).into_bytes(),
+        ),
+        (
+            "v0.5 table strings",
+            "/v0.5/traces",
+            "application/msgpack",
+            cat(&[&[0x92, 0xdd], &len(n), &vec![0xa0; n], &[0x90]]),
+        ),
         (
             "v0.5 spans naming a long table string",
             "/v0.5/traces",

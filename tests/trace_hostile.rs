@@ -59,7 +59,8 @@ fn start(rx: &Receiver) -> (Agent, u16) {
 fn send(port: u16, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head =
+        format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut buf = Vec::new();
@@ -279,8 +280,12 @@ fn a_large_request_becomes_several_payloads_within_the_writer_limit() {
     let total = big + small * per_small;
     let t = Instant::now();
     let payloads = loop {
-        let payloads = rx.requests().into_iter().filter(|r| r.target == "/stsAgent/api/v0.2/traces").collect::<Vec<_>>();
-        let spans: usize = payloads.iter().map(|r| trace_proto::decode(&r.body).traces.iter().map(|t| t.spans.len()).sum::<usize>()).sum();
+        let payloads =
+            rx.requests().into_iter().filter(|r| r.target == "/stsAgent/api/v0.2/traces").collect::<Vec<_>>();
+        let spans: usize = payloads
+            .iter()
+            .map(|r| trace_proto::decode(&r.body).traces.iter().map(|t| t.spans.len()).sum::<usize>())
+            .sum();
         if spans >= total || t.elapsed() > Duration::from_secs(30) {
             break payloads;
         }

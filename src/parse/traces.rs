@@ -422,7 +422,8 @@ mod tests {
         assert_eq!(b.meta_get(&body, &s, "k"), Some("é"), "valid strings stay in the body");
         assert!(b.side.len() == "a\u{fffd}b\u{fffd}\u{fffd}".len(), "only the repaired string is copied");
         // v0.5: a repaired table string, a negative parent id.
-        let v5 = [0x92, 0x92, 0xa1, b'x', 0xa2, 0xc3, 0x28, 0x91, 0x91, 0x9c, 1, 0, 0, 5, 6, 0xfe, 0, 0, 0, 0x80, 0x80, 0];
+        let v5 =
+            [0x92, 0x92, 0xa1, b'x', 0xa2, 0xc3, 0x28, 0x91, 0x91, 0x9c, 1, 0, 0, 5, 6, 0xfe, 0, 0, 0, 0x80, 0x80, 0];
         decode_v05(&v5, &mut b).unwrap();
         let s = b.spans[0];
         assert_eq!((b.text(&v5, s.service), s.parent_id), ("\u{fffd}(", u64::MAX - 1));
@@ -436,8 +437,7 @@ mod tests {
         // 1,000 empty span maps: 1,006 bytes that would decode into 104,000.
         let mut body = vec![0x91, 0xdd, 0, 0, 0x03, 0xe8];
         body.resize(body.len() + 1000, 0x80);
-        let mut b = Batch::default();
-        b.limit = 10_000;
+        let mut b = Batch { limit: 10_000, ..Batch::default() };
         assert_eq!(decode_v04(&body, Encoding::Msgpack, &mut b), Err(TOO_LARGE));
         assert!(b.spans.is_empty() && b.spans.capacity() * std::mem::size_of::<Span>() <= 10_000 + 104);
         b.limit = usize::MAX;
