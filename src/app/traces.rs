@@ -116,8 +116,14 @@ impl TraceAgent {
                 ContentType::Msgpack => decode_v04(body, Encoding::Msgpack, &mut self.batch),
                 ContentType::Json | ContentType::None => decode_v04(body, Encoding::Json, &mut self.batch),
                 // Unknown type: JSON, then msgpack (the Datadog agent's order).
-                ContentType::Other => decode_v04(body, Encoding::Json, &mut self.batch)
-                    .or_else(|_| decode_v04(body, Encoding::Msgpack, &mut self.batch)),
+                // (A JSON body too large for its size is answered as such.)
+                ContentType::Other => decode_v04(body, Encoding::Json, &mut self.batch).or_else(|e| {
+                    if e == TOO_LARGE {
+                        Err(e)
+                    } else {
+                        decode_v04(body, Encoding::Msgpack, &mut self.batch)
+                    }
+                }),
             },
         };
         if let Err(e) = decoded {
