@@ -10,8 +10,7 @@
 use crate::checks::traces::{process, RequestContext};
 use crate::encode::{trace_json, trace_payload};
 use crate::model::process::ProcessTable;
-use crate::model::trace::Batch;
-use crate::model::trace::Span;
+use crate::model::trace::{Batch, Span};
 use crate::parse::msgpack::DecodeError;
 use crate::parse::traces::{decode_v04, decode_v05, Encoding, TOO_LARGE};
 use crate::sources::trace_intake::Peer;
@@ -252,10 +251,9 @@ impl TraceAgent {
             || self.pending.len() >= FLUSH_BYTES
     }
 
-    /// Completes the pending payload in place (protobuf, or the JSON view) and returns it; the
-    /// caller sends it and then calls [`TraceAgent::sent`]. `None` when nothing is pending.
-    /// In place, so a full payload is held once, not copied.
-    /// Full payloads go first, oldest first; call again until `None` to send everything.
+    /// Completes the next payload in place (protobuf, or the JSON view) and returns it; the
+    /// caller sends it and then calls [`TraceAgent::sent`], and calls again until `None` (full
+    /// payloads go first, oldest first). In place, so a payload is held once, not copied.
     pub fn finish_payload(&mut self, host: &str) -> Option<&[u8]> {
         let json = self.json;
         let p = match self.full.first_mut() {
@@ -302,11 +300,6 @@ impl TraceAgent {
             self.pending.shrink_to(FLUSH_BYTES);
         }
         self.pending_since = None;
-    }
-
-    /// Payloads waiting to be sent (full ones and the open one).
-    pub fn payloads_waiting(&self) -> usize {
-        self.full.len() + usize::from(!self.pending.is_empty())
     }
 
     /// Completes the next payload into `out` and empties it (for callers that keep it).
