@@ -140,7 +140,8 @@ impl TraceAgent {
         let ctx = RequestContext { now_ns, host, container_id, client };
         let counts = process(&mut self.batch, body, &ctx);
         // What the payload bytes would add, at most: with the batch, within the request's limit.
-        if counts.over_limit || self.batch.cost().saturating_add(self.encoded_bound()) > self.batch.limit {
+        let bound = self.encoded_bound();
+        if counts.over_limit || self.batch.cost().saturating_add(bound) > self.batch.limit {
             return self.refuse(TOO_LARGE, reply);
         }
         self.stats.payloads += 1;
@@ -148,7 +149,7 @@ impl TraceAgent {
         self.stats.spans += counts.spans;
         self.stats.dropped_traces += counts.dropped_traces;
         if counts.traces > 0 {
-            self.append(body);
+            self.append(body, bound);
             self.pending_since.get_or_insert(now);
         }
         self.batch.shrink(KEEP_BATCH);
@@ -177,17 +178,11 @@ impl TraceAgent {
         }
     }
 
-    /// At most the bytes the kept traces of the batch add to payloads.
+    /// At most the bytes the batch adds to payloads.
     fn encoded_bound(&self) -> usize {
-        let b = &self.batch;
-        let (trace_bound, span_bound) = self.encoder();
-        let mut total = 0usize;
-        for &(first, n) in &b.traces {
-            if n > 0 {
-                let spans = b.spans.get(first as usize..(first + n) as usize).unwrap_or(&[]);
-                total = total.saturating_add(trace_bound + spans.iter().map(|s| span_bound(b, s)).sum::<usize>());
-            }
-        }
+        let total =
+            if self.json { trace_json::batch_bound(&self.batch) } else { trace_payload::batch_bound(&self.batch) };
+        let (trace_bound, _) = self.encoder();
         // A trace split across payloads repeats its header once per part.
         total.saturating_add(total / (MAX_PAYLOAD / 2) * trace_bound + trace_bound)
     }
@@ -203,11 +198,20 @@ impl TraceAgent {
     /// Appends the kept traces of the batch to the open payload; a payload that would pass
     /// [`MAX_PAYLOAD`] is closed first (put in `full`), and a trace that does not fit in one
     /// payload is cut between spans into several `APITrace`s. A span larger than a payload
-    /// travels alone.
-    fn append(&mut self, body: &[u8]) {
+    /// travels alone. `bound`: at most the bytes the whole batch adds.
+    fn append(&mut self, body: &[u8], bound: usize) {
         let (trace_bound, span_bound) = self.encoder();
         let room_of_payload = MAX_PAYLOAD - TRAILER_ROOM - trace_bound;
         let b = &self.batch;
+        if self.pending.len().saturating_add(bound) <= room_of_payload {
+            // All of it fits (the usual case): no span needs measuring.
+            if self.json {
+                trace_json::append_traces(&mut self.pending, b, body);
+            } else {
+                trace_payload::append_traces(&mut self.pending, b, body);
+            }
+            return;
+        }
         for &(first, n) in &b.traces {
             let spans = b.spans.get(first as usize..(first + n) as usize).unwrap_or(&[]);
             let mut i = 0;

@@ -26,6 +26,15 @@ pub fn span_bound(b: &Batch, s: &Span) -> usize {
     400 + 6 * strings + meta + metrics
 }
 
+/// At least the bytes [`append_traces`] writes for the whole batch (dropped traces included).
+pub fn batch_bound(b: &Batch) -> usize {
+    let spans: usize =
+        b.spans.iter().map(|s| 400 + 6 * (s.service.len() + s.name.len() + s.resource.len() + s.typ.len())).sum();
+    let entries: usize = b.meta.iter().chain(&b.extra).map(|(k, v)| 6 + 6 * (k.len() + v.len())).sum();
+    let metrics: usize = b.metrics.iter().map(|(k, _)| 40 + 6 * k.len()).sum();
+    spans + entries + metrics + b.traces.len() * TRACE_BOUND
+}
+
 /// Appends one trace object with `spans` (all of one trace), comma-separated after any earlier.
 pub fn append_trace(out: &mut Vec<u8>, b: &Batch, body: &[u8], spans: &[Span]) {
     {

@@ -37,6 +37,27 @@ pub fn span_bound(b: &Batch, s: &Span) -> usize {
     1 + varint_len(n as u64).max(2) + n
 }
 
+/// At least the bytes [`append_traces`] writes for the whole batch (dropped traces included,
+/// so possibly more): one linear pass over each of its arrays.
+pub fn batch_bound(b: &Batch) -> usize {
+    let field = |len: usize| 1 + varint_len(len as u64) + len;
+    let spans: usize = b
+        .spans
+        .iter()
+        .map(|s| {
+            let mut n = field(s.service.len()) + field(s.name.len()) + field(s.resource.len()) + field(s.typ.len());
+            for v in [s.trace_id, s.span_id, s.parent_id, s.start as u64, s.duration as u64, s.error as i64 as u64] {
+                n += 1 + varint_len(v);
+            }
+            // Key and length of the span, and its entries' keys and lengths (at most 5 bytes).
+            n + 6 + (s.meta.1 as usize + s.extra.1 as usize + s.metrics.1 as usize) * 6
+        })
+        .sum();
+    let entries: usize = b.meta.iter().chain(&b.extra).map(|(k, v)| field(k.len()) + field(v.len())).sum();
+    let metrics: usize = b.metrics.iter().map(|(k, _)| field(k.len()) + 9).sum();
+    spans + entries + metrics + b.traces.len() * TRACE_BOUND
+}
+
 fn varint_len(v: u64) -> usize {
     (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
 }
@@ -112,6 +133,10 @@ mod tests {
                 let bound = TRACE_BOUND + span_bound(&b, &b.spans[i]);
                 assert!(out.len() <= bound && bound <= out.len() + 16, "span {i}: wrote {}, bound {bound}", out.len());
             }
+            let mut out = Vec::new();
+            append_traces(&mut out, &b, body);
+            let all = batch_bound(&b);
+            assert!(out.len() <= all && all <= out.len() + out.len() / 4, "wrote {}, batch bound {all}", out.len());
         }
         assert_eq!((varint_len(0), varint_len(127), varint_len(128), varint_len(u64::MAX)), (1, 1, 2, 10));
     }

@@ -93,13 +93,14 @@ impl Default for Batch {
 /// Bytes of one decoded span, one meta/metrics entry, one trace, one v0.5 table string.
 pub const SPAN_BYTES: usize = std::mem::size_of::<Span>();
 pub const ENTRY_BYTES: usize = std::mem::size_of::<(Str, Str)>();
-const METRIC_BYTES: usize = std::mem::size_of::<(Str, f64)>();
-const TRACE_BYTES: usize = std::mem::size_of::<(u32, u32)>();
-const DICT_BYTES: usize = std::mem::size_of::<Str>();
+pub const METRIC_BYTES: usize = std::mem::size_of::<(Str, f64)>();
+pub const TRACE_BYTES: usize = std::mem::size_of::<(u32, u32)>();
+pub const DICT_BYTES: usize = std::mem::size_of::<Str>();
 
 impl Batch {
     /// The bytes the batch's contents occupy (lengths, not capacities): what a request has cost
     /// so far, compared with [`Batch::limit`].
+    #[inline]
     pub fn cost(&self) -> usize {
         self.spans.len() * SPAN_BYTES
             + self.traces.len() * TRACE_BYTES
@@ -125,6 +126,7 @@ impl Batch {
         (self.limit.saturating_sub(self.held()) / size).min(len.max(8)).max(1)
     }
 
+    #[inline]
     pub fn push_span(&mut self, s: Span) {
         if self.spans.len() == self.spans.capacity() {
             self.spans.reserve_exact(self.grow_by(self.spans.len(), SPAN_BYTES));
@@ -132,6 +134,7 @@ impl Batch {
         self.spans.push(s);
     }
 
+    #[inline]
     pub fn push_trace(&mut self, t: (u32, u32)) {
         if self.traces.len() == self.traces.capacity() {
             self.traces.reserve_exact(self.grow_by(self.traces.len(), TRACE_BYTES));
@@ -139,6 +142,7 @@ impl Batch {
         self.traces.push(t);
     }
 
+    #[inline]
     pub fn push_meta(&mut self, e: (Str, Str)) {
         if self.meta.len() == self.meta.capacity() {
             self.meta.reserve_exact(self.grow_by(self.meta.len(), ENTRY_BYTES));
@@ -146,6 +150,7 @@ impl Batch {
         self.meta.push(e);
     }
 
+    #[inline]
     pub fn push_extra(&mut self, e: (Str, Str)) {
         if self.extra.len() == self.extra.capacity() {
             self.extra.reserve_exact(self.grow_by(self.extra.len(), ENTRY_BYTES));
@@ -153,6 +158,7 @@ impl Batch {
         self.extra.push(e);
     }
 
+    #[inline]
     pub fn push_metric(&mut self, e: (Str, f64)) {
         if self.metrics.len() == self.metrics.capacity() {
             self.metrics.reserve_exact(self.grow_by(self.metrics.len(), METRIC_BYTES));
@@ -160,6 +166,7 @@ impl Batch {
         self.metrics.push(e);
     }
 
+    #[inline]
     pub fn push_dict(&mut self, s: Str) {
         if self.dict.len() == self.dict.capacity() {
             self.dict.reserve_exact(self.grow_by(self.dict.len(), DICT_BYTES));
@@ -177,6 +184,7 @@ impl Batch {
     }
 
     /// Whether the batch has grown past its limit.
+    #[inline]
     pub fn over_limit(&self) -> bool {
         self.cost() > self.limit
     }

@@ -12,7 +12,7 @@
 
 use super::json_reader::{JStr, JsonReader, Num};
 use super::msgpack::{DecodeError, Reader, Result};
-use crate::model::trace::{Batch, Span, Str};
+use crate::model::trace::{Batch, Span, Str, DICT_BYTES, ENTRY_BYTES, METRIC_BYTES, SPAN_BYTES, TRACE_BYTES};
 
 /// The batch outgrew its limit: the body decodes to more than the agent accepts for its size.
 pub const TOO_LARGE: DecodeError =
@@ -20,6 +20,15 @@ pub const TOO_LARGE: DecodeError =
 
 fn check(out: &Batch) -> Result<()> {
     if out.over_limit() {
+        return Err(TOO_LARGE);
+    }
+    Ok(())
+}
+
+/// Fails when `n` more elements of `size` bytes would take the batch past its limit (msgpack
+/// declares its counts: one check per map or array instead of one per element).
+fn room_for(out: &Batch, n: usize, size: usize) -> Result<()> {
+    if out.cost().saturating_add(n.saturating_mul(size)) > out.limit {
         return Err(TOO_LARGE);
     }
     Ok(())
@@ -57,8 +66,10 @@ pub fn decode_v05(body: &[u8], out: &mut Batch) -> Result<()> {
 fn v04_msgpack(body: &[u8], out: &mut Batch) -> Result<()> {
     let mut r = Reader::new(body);
     let traces = r.array_len()?;
+    room_for(out, traces, TRACE_BYTES)?;
     for _ in 0..traces {
         let n = r.array_len()?;
+        room_for(out, n, SPAN_BYTES)?;
         let first = out.spans.len() as u32;
         for _ in 0..n {
             let s = span_map(&mut r, out)?;
@@ -80,7 +91,11 @@ fn str_at(r: &mut Reader<'_>, out: &mut Batch) -> Result<Str> {
     let end = r.position();
     match std::str::from_utf8(b) {
         Ok(_) => Ok(Str::body(end - b.len(), b.len())),
-        Err(_) => Ok(repair_utf8(b, out)),
+        Err(_) => {
+            let s = repair_utf8(b, out);
+            check(out)?;
+            Ok(s)
+        }
     }
 }
 
@@ -123,23 +138,23 @@ fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
             b"error" => s.error = r.i32()?,
             b"meta" => {
                 let n = r.map_len()?;
+                room_for(out, n, ENTRY_BYTES)?;
                 let first = out.meta.len() as u32;
                 for _ in 0..n {
                     let k = str_at(r, out)?;
                     let v = str_at(r, out)?;
                     out.push_meta((k, v));
-                    check(out)?;
                 }
                 s.meta = (first, n as u32);
             }
             b"metrics" => {
                 let n = r.map_len()?;
+                room_for(out, n, METRIC_BYTES)?;
                 let first = out.metrics.len() as u32;
                 for _ in 0..n {
                     let k = str_at(r, out)?;
                     let v = r.f64()?;
                     out.push_metric((k, v));
-                    check(out)?;
                 }
                 s.metrics = (first, n as u32);
             }
@@ -156,14 +171,16 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
         return Err(DecodeError("v0.5: the body must be [string table, traces]"));
     }
     let strings = r.array_len()?;
+    room_for(out, strings, DICT_BYTES)?;
     for _ in 0..strings {
         let s = str_at(&mut r, out)?;
         out.push_dict(s);
-        check(out)?;
     }
     let traces = r.array_len()?;
+    room_for(out, traces, TRACE_BYTES)?;
     for _ in 0..traces {
         let n = r.array_len()?;
+        room_for(out, n, SPAN_BYTES)?;
         let first = out.spans.len() as u32;
         for _ in 0..n {
             if r.array_len()? != 12 {
@@ -186,21 +203,21 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
                 ..Span::default()
             };
             let m = r.map_len()?;
+            room_for(out, m, ENTRY_BYTES)?;
             let first_meta = out.meta.len() as u32;
             for _ in 0..m {
                 let k = idx(&mut r, out)?;
                 let v = idx(&mut r, out)?;
                 out.push_meta((k, v));
-                check(out)?;
             }
             s.meta = (first_meta, m as u32);
             let m = r.map_len()?;
+            room_for(out, m, METRIC_BYTES)?;
             let first_metric = out.metrics.len() as u32;
             for _ in 0..m {
                 let k = idx(&mut r, out)?;
                 let v = r.f64()?;
                 out.push_metric((k, v));
-                check(out)?;
             }
             s.metrics = (first_metric, m as u32);
             s.typ = idx(&mut r, out)?;
