@@ -1,7 +1,7 @@
 //! The trace path's memory behaviour, in process with a counting allocator: a hostile corpus
 //! gets 400 with a reason, fast, and never causes an allocation larger than the body itself;
 //! bodies that decode and then amplify get 413 with the heap's peak growth within twice the
-//! request's limit (`request_limit`: 3× the body + 4 MiB; twice, as reallocations are counted
+//! request's limit (`request_limit`: 8× the body + 4 MiB, at most 32 MiB; twice, as reallocations are counted
 //! as copies); ids and strings the Datadog decoder repairs are
 //! repaired; real payloads (ddtrace captures) are handled with no allocation at all after warm-up.
 
@@ -94,7 +94,8 @@ fn hostile_bodies_get_400_fast_without_large_allocations() {
 }
 
 /// Bodies that decode and then amplify (issue 14: a 1 MB body of empty span maps took the agent
-/// to 109 MB): 413 with the reason, and the heap never grows past the request's limit.
+/// to 109 MB): 413 with the reason (or accepted, when within the allowance), and the heap never
+/// grows past the request's limit.
 #[test]
 fn amplifying_bodies_get_413_within_the_request_limit() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,6 +121,7 @@ fn amplifying_bodies_get_413_within_the_request_limit() {
             "application/json",
             format!("[[{}{{}}]]", "{},".repeat(n / 3)).into_bytes(),
         ),
+        // 8 bytes per byte: within the allowance (8x the body), so accepted, within the limit.
         (
             "v0.5 table strings",
             "/v0.5/traces",
@@ -153,8 +155,12 @@ fn amplifying_bodies_get_413_within_the_request_limit() {
         let status = handle(&mut agent, &h, body, &mut reply);
         let took = start.elapsed();
         let (peak, _) = take_peak();
-        assert_eq!(status, 413, "{what}: {}", String::from_utf8_lossy(&reply));
-        assert!(reply.starts_with(b"payload too large"), "{what}: a reason is given");
+        if *what == "v0.5 table strings" {
+            assert_eq!(status, 200, "{what}: {}", String::from_utf8_lossy(&reply));
+        } else {
+            assert_eq!(status, 413, "{what}: {}", String::from_utf8_lossy(&reply));
+            assert!(reply.starts_with(b"payload too large"), "{what}: a reason is given");
+        }
         assert!(took < Duration::from_secs(2), "{what}: took {took:?}");
         let grew = peak.saturating_sub(before);
         // Counted as if every reallocation copied (old and new block live at once): up to twice
@@ -167,7 +173,7 @@ fn amplifying_bodies_get_413_within_the_request_limit() {
             request_limit(body.len())
         );
     }
-    assert_eq!(agent.stats.rejected_too_large, corpus.len() as u64);
+    assert_eq!(agent.stats.rejected_too_large, corpus.len() as u64 - 1);
     // What the Datadog decoder repairs is repaired, not refused: invalid UTF-8 (U+FFFD) and a
     // negative int64 id (`uint64(i)`).
     let mut bad_utf8 = V04.to_vec();

@@ -10,7 +10,7 @@ use sts_agent::parse::traces::{decode_v04, decode_v05, Encoding};
 fuzz_target!(|data: &[u8]| {
     // The agent's per-request limit: decoding and processing never pass it (one element over
     // at most), and the payload bytes written are within the encoder's bound. (A limit small
-    // enough for fuzz inputs to reach; the agent's is 3x the body + 4 MiB.)
+    // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 32 MiB.)
     let mut b = Batch { limit: 3 * data.len() + 256, ..Batch::default() };
     let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: Some("c"), client: Some((1, 2)) };
     let mut out = Vec::new();

@@ -30,7 +30,7 @@ pub use process::{Encoded, ProcessCheck};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-pub use traces::{request_limit, TraceAgent, TraceStats, COST_PER_BODY_BYTE, COST_SLACK, MAX_PAYLOAD};
+pub use traces::{request_limit, TraceAgent, TraceStats, MAX_PAYLOAD};
 
 const SIGNAL: Token = Token(0);
 const DOCKER: Token = Token(1);

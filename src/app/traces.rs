@@ -3,7 +3,8 @@
 //!
 //! Memory per request is bounded by its body: what the body decodes to (spans, entries, strings
 //! the agent adds) plus the payload bytes it would add may cost at most [`COST_PER_BODY_BYTE`] ×
-//! the body + [`COST_SLACK`]; past that the request gets 413 and nothing of it is kept. Payloads
+//! the body + [`COST_SLACK`], and never more than [`COST_CAP`]; past that the request gets 413
+//! and nothing of it is kept. Payloads
 //! are split as they are built, so none passes [`MAX_PAYLOAD`] (a trace too large for one is
 //! sent in parts, each an `APITrace` with the same id).
 
@@ -28,10 +29,15 @@ pub const FLUSH_BYTES: usize = 1_000_000;
 pub const MAX_PAYLOAD: usize = 3_200_000;
 /// Room kept in each payload for the trailer (a host name is at most 255 bytes).
 const TRAILER_ROOM: usize = 1024;
-/// A request may cost (decoded batch + payload bytes it adds) this many times its body…
-pub const COST_PER_BODY_BYTE: usize = 3;
-/// …plus this.
+/// A request may cost (decoded batch + payload bytes it adds) this many times its body… (v0.5
+/// names table strings with one or two bytes: a realistic v0.5 body costs 6-8 times its size,
+/// a v0.4 one about 2.3 times.)
+pub const COST_PER_BODY_BYTE: usize = 8;
+/// …plus this…
 pub const COST_SLACK: usize = 4 << 20;
+/// …and never more than this (with the 10 MiB default body limit, a request costs the agent at
+/// most 42 MiB: the body and this).
+pub const COST_CAP: usize = 32 << 20;
 /// The batch's storage is given back after a request that made it larger than this.
 const KEEP_BATCH: usize = 4 << 20;
 /// The `env` of payloads (the Datadog agent's default).
@@ -317,7 +323,7 @@ impl TraceAgent {
 }
 
 /// The most a request with a body of `len` bytes may cost (bytes of decoded storage and of
-/// payload it adds): [`COST_PER_BODY_BYTE`] × `len` + [`COST_SLACK`].
+/// payload it adds): [`COST_PER_BODY_BYTE`] × `len` + [`COST_SLACK`], at most [`COST_CAP`].
 pub fn request_limit(len: usize) -> usize {
-    len.saturating_mul(COST_PER_BODY_BYTE).saturating_add(COST_SLACK)
+    len.saturating_mul(COST_PER_BODY_BYTE).saturating_add(COST_SLACK).min(COST_CAP)
 }

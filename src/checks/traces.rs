@@ -198,8 +198,7 @@ fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>, c: 
         b.push_extra((k, urn));
 
         // The STS keys select an interpreter (they may come from the client or from the agent).
-        let extra_has =
-            |b: &Batch, key: &str| b.span_extra_range(first_extra).iter().any(|(k, _)| b.text(body, *k) == key);
+        let extra_has = |b: &Batch, key: &str| b.span_extra_range(first_extra).iter().any(|(k, _)| b.is(body, *k, key));
         let has = |b: &Batch, key: &str| b.meta_get(body, &s, key).is_some() || extra_has(b, key);
         if has(b, "span.hostname") && has(b, "span.pid") && has(b, "span.kind") {
             if b.text(body, s.typ) == "sql" {

@@ -259,6 +259,18 @@ impl Batch {
         buf.get(off..off + s.len as usize).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
     }
 
+    /// Whether `s` is `key`: lengths first, then bytes (no UTF-8 check: a key lookup over a span
+    /// with many long entries costs one comparison of lengths per entry).
+    #[inline]
+    pub fn is(&self, body: &[u8], s: Str, key: &str) -> bool {
+        if s.len() != key.len() {
+            return false;
+        }
+        let (buf, off) =
+            if s.off & SIDE != 0 { (&self.side[..], (s.off & !SIDE) as usize) } else { (body, s.off as usize) };
+        buf.get(off..off + s.len as usize) == Some(key.as_bytes())
+    }
+
     pub fn span_meta(&self, s: &Span) -> &[(Str, Str)] {
         self.meta.get(s.meta.0 as usize..(s.meta.0 + s.meta.1) as usize).unwrap_or(&[])
     }
@@ -273,7 +285,7 @@ impl Batch {
 
     /// A meta value of the span (the client's), by key, as a `Str` (stable while the side buffer grows).
     pub fn meta(&self, body: &[u8], s: &Span, key: &str) -> Option<Str> {
-        self.span_meta(s).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| *v)
+        self.span_meta(s).iter().rev().find(|(k, _)| self.is(body, *k, key)).map(|(_, v)| *v)
     }
 
     /// Meta added so far for the span whose additions start at `first`.
@@ -283,11 +295,11 @@ impl Batch {
 
     /// A value added so far for the span whose additions start at `first`, by key.
     pub fn extra_value(&self, first: u32, body: &[u8], key: &str) -> Option<Str> {
-        self.span_extra_range(first).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| *v)
+        self.span_extra_range(first).iter().rev().find(|(k, _)| self.is(body, *k, key)).map(|(_, v)| *v)
     }
 
     /// A meta value of the span (the client's), by key.
     pub fn meta_get<'a>(&'a self, body: &'a [u8], s: &Span, key: &str) -> Option<&'a str> {
-        self.span_meta(s).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| self.text(body, *v))
+        self.span_meta(s).iter().rev().find(|(k, _)| self.is(body, *k, key)).map(|(_, v)| self.text(body, *v))
     }
 }
