@@ -410,3 +410,52 @@ fn a_dense_realistic_v05_body_is_accepted() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// In process: a span larger than a payload travels alone in its own payload; the traces around
+/// it share the others, each within the limit, and nothing is lost or sent empty.
+#[test]
+fn a_span_larger_than_a_payload_travels_alone() {
+    use sts_agent::app::TraceAgent;
+    use sts_agent::sources::trace_intake::Peer;
+    use sts_agent::transport::http_server::parse_head;
+    let mut id = 0;
+    let mut body = array32(3);
+    body.extend(large_traces(1, 1, 3, &mut id));
+    // Trace 2: one span whose resource is 3.5 MB.
+    id += 1;
+    body.extend_from_slice(b"\x91\x83\xa8trace_id\x02\xa7span_id\xcf");
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(b"\xa8resource");
+    body.extend(str32(&vec![b'q'; 3_500_000]));
+    body.extend(large_traces(3, 1, 3, &mut id));
+    let h = format!(
+        "PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let head = parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap();
+    let mut agent = TraceAgent::new(false);
+    let mut reply = Vec::new();
+    let peer = Peer { pid: None, unix: false };
+    let status = agent.handle(&head, &body, peer, &mut reply, Instant::now(), 1_700_000_000_000_000_000, "h", None).0;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    assert!(agent.due(Instant::now()), "full payloads are due at once");
+    let mut payloads = Vec::new();
+    let mut p = Vec::new();
+    while agent.take_payload("h", &mut p) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&p).unwrap();
+        payloads.push((p.len(), trace_proto::decode(&gz.finish().unwrap())));
+    }
+    let spans: Vec<Vec<u64>> = payloads
+        .iter()
+        .map(|(_, p)| p.traces.iter().flat_map(|t| t.spans.iter().map(|s| s.span_id)).collect())
+        .collect();
+    assert_eq!(
+        spans,
+        vec![vec![1, 2, 3], vec![4], vec![5, 6, 7]],
+        "payload sizes {:?}",
+        payloads.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
+    assert!(payloads[0].0 <= MAX_PAYLOAD && payloads[2].0 <= MAX_PAYLOAD && payloads[1].0 > MAX_PAYLOAD);
+    assert!(!agent.due(Instant::now()) && agent.deadline().is_none(), "nothing left pending");
+}
