@@ -613,6 +613,8 @@ impl Figures {
 
 #[derive(Debug, Clone, Default)]
 struct TraceFigures {
+    /// Spans the agent counted in the measured window.
+    spans: u64,
     spans_per_s: f64,
     us_per_span: f64,
     cpu_pct: f64,
@@ -725,8 +727,10 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         let trace_ms =
             b["trace_intake"]["cpu_ms"].as_f64().unwrap_or(0.0) - a["trace_intake"]["cpu_ms"].as_f64().unwrap_or(0.0);
         f.traces = Some(TraceFigures {
+            spans,
             spans_per_s: spans as f64 / secs,
-            us_per_span: if spans > 0 { trace_ms * 1e3 / spans as f64 } else { 0.0 },
+            // No span counted: no figure (a 0 here would pass the gate).
+            us_per_span: if spans > 0 { trace_ms * 1e3 / spans as f64 } else { f64::INFINITY },
             cpu_pct: cpu_ms / secs / 10.0,
             hwm_kib: pb.hwm_kib,
             rss_kib: pb.rss_kib,
@@ -883,6 +887,17 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         "allocation counter: {counted} allocations before the window (>= 1000): {}",
         if ok { "counts" } else { "FAIL" }
     );
+    match &f.traces {
+        None => {
+            ok = false;
+            println!("gate trace path: the trace phase did not run (--spans 0): FAIL");
+        }
+        Some(t) if t.spans == 0 => {
+            ok = false;
+            println!("gate trace path: no span was counted in the window, nothing was measured: FAIL");
+        }
+        Some(_) => {}
+    }
     let mut verdict = |name: &str, value: f64, limit: f64, aim: Option<f64>| {
         let pass = value <= limit;
         ok &= pass;
@@ -1080,7 +1095,47 @@ fn plot(by_procs: &[(usize, Figures)], by_sockets: &[(usize, Figures)], base: &S
     svg + "</svg>\n"
 }
 
+/// `--self-test`: the gate logic against made-up figures (`cargo test --bench budget -- --self-test`
+/// runs it in the debug profile, without a busy host).
+fn self_test() {
+    let g = read_gates(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/budget.toml")));
+    let good = Figures {
+        allocs_at_start: Some(5_000),
+        allocs_per_cycle: Some(6.0),
+        allocs_in_checks_per_cycle: Some(0.0),
+        requests_per_cycle: 3.0,
+        hwm_kib: 9 * 1024,
+        cpu_ms: 30.0,
+        floor: Cpu { user_ms: 10.0, sys_ms: 10.0 },
+        traces: Some(TraceFigures {
+            spans: 20_000,
+            spans_per_s: 2_000.0,
+            us_per_span: 2.0,
+            cpu_pct: 0.5,
+            hwm_kib: 12 * 1024,
+            rss_kib: 11 * 1024,
+        }),
+        ..Figures::default()
+    };
+    assert!(check_gates(&g, &good), "figures within every gate pass");
+    let mut no_spans = good.clone();
+    no_spans.traces =
+        Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: f64::INFINITY, ..TraceFigures::default() });
+    assert!(!check_gates(&g, &no_spans), "no span counted fails the per-span gate");
+    let mut zero_figure = good.clone();
+    zero_figure.traces = Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: 0.0, ..TraceFigures::default() });
+    assert!(!check_gates(&g, &zero_figure), "a per-span figure of 0 over no span fails");
+    let mut no_phase = good;
+    no_phase.traces = None;
+    assert!(!check_gates(&g, &no_phase), "no trace phase fails");
+    println!("budget self-test: ok");
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--self-test") {
+        self_test();
+        return;
+    }
     let args = parse_args();
     std::fs::create_dir_all(&args.out).unwrap();
     if sts_agent::alloc_count::snapshot().is_none() {

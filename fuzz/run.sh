@@ -19,6 +19,16 @@ printf 'https://stackstate.example.com:7077/stsAgent' > corpus/url/seed
 cp "$fix/net/netstat" corpus/snmp/seed-netstat
 mkdir -p corpus/traces_msgpack corpus/traces_json corpus/http_request
 cp ../tests/fixtures/traces/*.msgpack corpus/traces_msgpack/
+# Bodies that decode and then amplify (issue 14): empty span maps, kept spans, v0.5 table strings,
+# a long table string named by every span, meta entries.
+printf '\x91\xdc\x01\x00%s' "$(head -c 256 /dev/zero | tr '\0' '\200')" > corpus/traces_msgpack/amplify-empty-maps
+printf '\x91\x94%s' "$(for i in 1 2 3 4; do printf '\x82\xa8trace_id\x01\xa7span_id\x01'; done)" > corpus/traces_msgpack/amplify-kept-spans
+printf '\x92\xdc\x01\x00%s\x90' "$(head -c 256 /dev/zero | tr '\0' '\240')" > corpus/traces_msgpack/amplify-v05-table
+printf '\x92\x92\xa0\xd9\x40%s\x91\x93' "$(head -c 64 /dev/zero | tr '\0' r)" > corpus/traces_msgpack/amplify-v05-long-string
+for i in 1 2 3; do printf '\x9c\x00\x00\x01\x01\x01\x00\x00\x00\x00\x80\x80\x00' >> corpus/traces_msgpack/amplify-v05-long-string; done
+printf '\x91\x91\x83\xa8trace_id\x01\xa7span_id\x01\xa4meta\xde\x00\x40%s' "$(head -c 128 /dev/zero | tr '\0' '\240')" > corpus/traces_msgpack/amplify-meta
+printf '\x91\x91\x83\xa8trace_id\xff\xa7span_id\xd3\x80\x00\x00\x00\x00\x00\x00\x00\xa7service\xa3a\xffb' > corpus/traces_msgpack/repair-id-utf8
+printf '[[%s{}]]' "$(head -c 300 /dev/zero | tr '\0' x | sed 's/x/{},/g')" > corpus/traces_json/amplify-empty-spans
 printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"parent_id":0,"start":1700000000000000000,"duration":5,"error":0,"meta":{"span.hostname":"h","span.pid":"1","span.kind":"server"},"metrics":{"m":1.5},"type":"web"}]]' > corpus/traces_json/seed
 printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
 printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked

@@ -7,9 +7,14 @@ use sts_agent::model::trace::Batch;
 use sts_agent::parse::traces::{decode_v04, Encoding};
 
 fuzz_target!(|data: &[u8]| {
-    let mut b = Batch::default();
+    // The agent's per-request limit: decoding and processing never pass it (one element over
+    // at most), and the payload bytes written are within the encoder's bound. (A limit small
+    // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 32 MiB.)
+    let mut b = Batch { limit: 3 * data.len() + 256, ..Batch::default() };
     let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None };
-    if decode_v04(data, Encoding::Json, &mut b).is_ok() {
+    let r = decode_v04(data, Encoding::Json, &mut b);
+    assert!(b.cost() <= b.limit + std::mem::size_of::<sts_agent::model::trace::Span>(), "decoding passed the limit");
+    if r.is_ok() {
         process(&mut b, data, &ctx);
         let mut out = Vec::new();
         trace_payload::append_traces(&mut out, &b, data);

@@ -104,18 +104,19 @@ impl App {
         Ok(())
     }
 
-    /// Sends the pending traces as one payload.
+    /// Sends the pending traces: one payload, or several when a large request filled some.
     pub(super) fn flush_traces(&mut self) -> io::Result<()> {
         let Some(t) = self.traces.as_mut() else { return Ok(()) };
         let cpu_start = thread_cpu_ns();
-        let Some(payload) = t.finish_payload(&self.hostname) else {
-            // Nothing pending: clear the deadline all the same, so it cannot stay in the past.
+        let mut r = Ok(());
+        // One payload, or several when a large request filled some (each within MAX_PAYLOAD).
+        while let Some(payload) = t.finish_payload(&self.hostname) {
+            debug!("traces: sending a payload of {} bytes", payload.len());
+            r = r.and(self.sink.deliver(Payload::Traces, payload));
             t.sent();
-            return Ok(());
-        };
-        debug!("traces: sending a payload of {} bytes", payload.len());
-        let r = self.sink.deliver(Payload::Traces, payload);
-        t.sent();
+        }
+        // `finish_payload` found nothing (more) pending and cleared the flush deadline, so it cannot
+        // stay in the past.
         t.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start);
         r
     }

@@ -104,7 +104,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
             json::u64_fields(out, &fields);
             let rejected: [(&str, u64); 6] = [
                 ("decode", t.rejected_decode),
-                ("too_large", i.too_large),
+                ("too_large", i.too_large + t.rejected_too_large),
                 ("bad_request", i.bad_requests),
                 ("forbidden", i.forbidden),
                 ("busy", i.busy),

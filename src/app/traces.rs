@@ -1,12 +1,19 @@
 //! The trace agent: answers the intake's requests (decode, normalise, interpret), appends the
 //! traces to the pending `TracePayload`, and says when it is due (every 5 s, or at 1 MB).
+//!
+//! Memory per request is bounded by its body: what the body decodes to (spans, entries, strings
+//! the agent adds) plus the payload bytes it would add may cost at most [`COST_PER_BODY_BYTE`] ×
+//! the body + [`COST_SLACK`], and never more than [`COST_CAP`]; past that the request gets 413
+//! and nothing of it is kept. Payloads
+//! are split as they are built, so none passes [`MAX_PAYLOAD`] (a trace too large for one is
+//! sent in parts, each an `APITrace` with the same id).
 
 use crate::checks::traces::{process, RequestContext};
 use crate::encode::{trace_json, trace_payload};
 use crate::model::process::ProcessTable;
-use crate::model::trace::Batch;
+use crate::model::trace::{Batch, Span};
 use crate::parse::msgpack::DecodeError;
-use crate::parse::traces::{decode_v04, decode_v05, Encoding};
+use crate::parse::traces::{decode_v04, decode_v05, Encoding, TOO_LARGE};
 use crate::sources::trace_intake::Peer;
 use crate::transport::http_server::{ContentType, RequestHead, Route};
 use std::time::{Duration, Instant};
@@ -17,6 +24,22 @@ pub const FLUSH_PERIOD: Duration = Duration::from_secs(5);
 /// resident memory, and at 1 MB the agent stays within its 16 MiB budget at 2,000 spans/s
 /// (benches/budget.sh: 16.3 MiB peak RSS with 3.2 MB).
 pub const FLUSH_BYTES: usize = 1_000_000;
+/// The largest payload, uncompressed (the Datadog trace writer's `maxPayloadSize`), trailer
+/// (`hostName`, `env`) included.
+pub const MAX_PAYLOAD: usize = 3_200_000;
+/// Room kept in each payload for the trailer (a host name is at most 255 bytes).
+const TRAILER_ROOM: usize = 1024;
+/// A request may cost (decoded batch + payload bytes it adds) this many times its body… (v0.5
+/// names table strings with one or two bytes: a realistic v0.5 body costs 6-8 times its size,
+/// a v0.4 one about 2.3 times.)
+pub const COST_PER_BODY_BYTE: usize = 8;
+/// …plus this…
+pub const COST_SLACK: usize = 4 << 20;
+/// …and never more than this (with the 10 MiB default body limit, a request costs the agent at
+/// most 42 MiB: the body and this).
+pub const COST_CAP: usize = 32 << 20;
+/// The batch's storage is given back after a request that made it larger than this.
+const KEEP_BATCH: usize = 4 << 20;
 /// The `env` of payloads (the Datadog agent's default).
 pub const DEFAULT_ENV: &str = "none";
 
@@ -29,6 +52,8 @@ pub struct TraceStats {
     pub dropped_traces: u64,
     /// Requests refused with 400 because the body did not decode.
     pub rejected_decode: u64,
+    /// Requests refused with 413 because they decode to more than their body allows.
+    pub rejected_too_large: u64,
     pub flushed_payloads: u64,
     /// CPU time of the trace path (this thread): intake I/O and HTTP framing, decoding,
     /// processing, encoding, and completing and compressing payloads; not `/status` requests
@@ -38,8 +63,12 @@ pub struct TraceStats {
 
 pub struct TraceAgent {
     batch: Batch,
-    /// APITrace messages (or, in a dry run, JSON trace objects) waiting to be sent.
+    /// APITrace messages (or, in a dry run, JSON trace objects) waiting to be sent: the open payload.
     pending: Vec<u8>,
+    /// Payloads that reached [`MAX_PAYLOAD`], oldest first, sent before `pending`.
+    full: Vec<Vec<u8>>,
+    /// Buffers of sent full payloads, for reuse.
+    spare: Vec<Vec<u8>>,
     pending_since: Option<Instant>,
     json: bool,
     info: Vec<u8>,
@@ -55,6 +84,8 @@ impl TraceAgent {
         TraceAgent {
             batch: Batch::default(),
             pending: Vec::with_capacity(64 * 1024),
+            full: Vec::new(),
+            spare: Vec::new(),
             pending_since: None,
             json,
             info: info.into_bytes(),
@@ -75,6 +106,7 @@ impl TraceAgent {
         host: &str,
         procs: Option<&ProcessTable>,
     ) -> (u16, &'static str) {
+        self.batch.limit = request_limit(body.len());
         let decoded = match head.route {
             Route::Info => {
                 reply.extend_from_slice(&self.info);
@@ -89,15 +121,18 @@ impl TraceAgent {
                 ContentType::Msgpack => decode_v04(body, Encoding::Msgpack, &mut self.batch),
                 ContentType::Json | ContentType::None => decode_v04(body, Encoding::Json, &mut self.batch),
                 // Unknown type: JSON, then msgpack (the Datadog agent's order).
-                ContentType::Other => decode_v04(body, Encoding::Json, &mut self.batch)
-                    .or_else(|_| decode_v04(body, Encoding::Msgpack, &mut self.batch)),
+                // (A JSON body too large for its size is answered as such.)
+                ContentType::Other => decode_v04(body, Encoding::Json, &mut self.batch).or_else(|e| {
+                    if e == TOO_LARGE {
+                        Err(e)
+                    } else {
+                        decode_v04(body, Encoding::Msgpack, &mut self.batch)
+                    }
+                }),
             },
         };
-        if let Err(DecodeError(why)) = decoded {
-            self.stats.rejected_decode += 1;
-            reply.extend_from_slice(why.as_bytes());
-            reply.push(b'\n');
-            return (400, "text/plain");
+        if let Err(e) = decoded {
+            return self.refuse(e, reply);
         }
         // A Unix-socket client is a known process: its pid, start time and container.
         let proc = peer.pid.and_then(|pid| {
@@ -110,18 +145,20 @@ impl TraceAgent {
         let container_id = head.container_id.as_str().or(proc_container);
         let ctx = RequestContext { now_ns, host, container_id, client };
         let counts = process(&mut self.batch, body, &ctx);
+        // What the payload bytes would add, at most: with the batch, within the request's limit.
+        let bound = self.encoded_bound();
+        if counts.over_limit || self.batch.cost().saturating_add(bound) > self.batch.limit {
+            return self.refuse(TOO_LARGE, reply);
+        }
         self.stats.payloads += 1;
         self.stats.traces += counts.traces;
         self.stats.spans += counts.spans;
         self.stats.dropped_traces += counts.dropped_traces;
         if counts.traces > 0 {
-            if self.json {
-                trace_json::append_traces(&mut self.pending, &self.batch, body);
-            } else {
-                trace_payload::append_traces(&mut self.pending, &self.batch, body);
-            }
+            self.append(body, bound);
             self.pending_since.get_or_insert(now);
         }
+        self.batch.shrink(KEEP_BATCH);
         if head.route == Route::V03Traces {
             reply.extend_from_slice(b"OK\n");
             (200, "text/plain")
@@ -132,24 +169,112 @@ impl TraceAgent {
         }
     }
 
+    /// 400 for a body that does not decode, 413 for one that decodes to more than it may cost.
+    fn refuse(&mut self, DecodeError(why): DecodeError, reply: &mut Vec<u8>) -> (u16, &'static str) {
+        self.batch.clear();
+        self.batch.shrink(KEEP_BATCH);
+        reply.extend_from_slice(why.as_bytes());
+        reply.push(b'\n');
+        if why == TOO_LARGE.0 {
+            self.stats.rejected_too_large += 1;
+            (413, "text/plain")
+        } else {
+            self.stats.rejected_decode += 1;
+            (400, "text/plain")
+        }
+    }
+
+    /// At most the bytes the batch adds to payloads.
+    fn encoded_bound(&self) -> usize {
+        let total =
+            if self.json { trace_json::batch_bound(&self.batch) } else { trace_payload::batch_bound(&self.batch) };
+        let (trace_bound, _) = self.encoder();
+        // A trace split across payloads repeats its header once per part.
+        total.saturating_add(total / (MAX_PAYLOAD / 2) * trace_bound + trace_bound)
+    }
+
+    fn encoder(&self) -> (usize, fn(&Batch, &Span) -> usize) {
+        if self.json {
+            (trace_json::TRACE_BOUND, trace_json::span_bound)
+        } else {
+            (trace_payload::TRACE_BOUND, trace_payload::span_bound)
+        }
+    }
+
+    /// Appends the kept traces of the batch to the open payload; a payload that would pass
+    /// [`MAX_PAYLOAD`] is closed first (put in `full`), and a trace that does not fit in one
+    /// payload is cut between spans into several `APITrace`s. A span larger than a payload
+    /// travels alone. `bound`: at most the bytes the whole batch adds.
+    fn append(&mut self, body: &[u8], bound: usize) {
+        let (trace_bound, span_bound) = self.encoder();
+        let room_of_payload = MAX_PAYLOAD - TRAILER_ROOM - trace_bound;
+        let b = &self.batch;
+        if self.pending.len().saturating_add(bound) <= room_of_payload {
+            // All of it fits (the usual case): no span needs measuring.
+            if self.json {
+                trace_json::append_traces(&mut self.pending, b, body);
+            } else {
+                trace_payload::append_traces(&mut self.pending, b, body);
+            }
+            return;
+        }
+        for &(first, n) in &b.traces {
+            let spans = b.spans.get(first as usize..(first + n) as usize).unwrap_or(&[]);
+            let mut i = 0;
+            while i < spans.len() {
+                let room = room_of_payload.saturating_sub(self.pending.len());
+                let (mut j, mut size) = (i, 0);
+                while let Some(s) = spans.get(j) {
+                    let sb = span_bound(b, s);
+                    if size + sb > room && (j > i || !self.pending.is_empty()) {
+                        break;
+                    }
+                    size += sb;
+                    j += 1;
+                }
+                if j > i {
+                    if self.json {
+                        trace_json::append_trace(&mut self.pending, b, body, &spans[i..j]);
+                    } else {
+                        trace_payload::append_trace(&mut self.pending, b, body, &spans[i..j]);
+                    }
+                    i = j;
+                }
+                if i < spans.len() {
+                    // The rest goes to the next payload.
+                    let next = self.spare.pop().unwrap_or_default();
+                    self.full.push(std::mem::replace(&mut self.pending, next));
+                }
+            }
+        }
+    }
+
     /// When the pending payload is due (for the loop's poll timeout).
     pub fn deadline(&self) -> Option<Instant> {
-        self.pending_since.map(|t| t + FLUSH_PERIOD)
+        self.pending_since.map(|t| if self.full.is_empty() { t + FLUSH_PERIOD } else { t })
     }
 
-    /// Whether the pending payload should go now.
+    /// Whether a payload should go now (a full one always).
     pub fn due(&self, now: Instant) -> bool {
-        self.pending_since.is_some_and(|t| now >= t + FLUSH_PERIOD) || self.pending.len() >= FLUSH_BYTES
+        !self.full.is_empty()
+            || self.pending_since.is_some_and(|t| now >= t + FLUSH_PERIOD)
+            || self.pending.len() >= FLUSH_BYTES
     }
 
-    /// Completes the pending payload in place (protobuf, or the JSON view) and returns it; the
-    /// caller sends it and then calls [`TraceAgent::sent`]. `None` when nothing is pending.
-    /// In place, so a full payload is held once, not copied.
+    /// Completes the next payload in place (protobuf, or the JSON view) and returns it; the
+    /// caller sends it and then calls [`TraceAgent::sent`], and calls again until `None` (full
+    /// payloads go first, oldest first). In place, so a payload is held once, not copied.
     pub fn finish_payload(&mut self, host: &str) -> Option<&[u8]> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        if self.json {
+        let json = self.json;
+        let p = match self.full.first_mut() {
+            Some(p) => p,
+            None if self.pending.is_empty() => {
+                self.pending_since = None;
+                return None;
+            }
+            None => &mut self.pending,
+        };
+        if json {
             // The trace objects were appended comma-separated; wrap them.
             let mut head = Vec::with_capacity(64);
             head.extend_from_slice(b"{\"hostName\":");
@@ -157,17 +282,29 @@ impl TraceAgent {
             head.extend_from_slice(b",\"env\":\"");
             head.extend_from_slice(DEFAULT_ENV.as_bytes());
             head.extend_from_slice(b"\",\"traces\":[");
-            self.pending.splice(0..0, head);
-            self.pending.extend_from_slice(b"]}");
+            p.splice(0..0, head);
+            p.extend_from_slice(b"]}");
         } else {
-            trace_payload::finish(&mut self.pending, host, DEFAULT_ENV);
+            trace_payload::finish(p, host, DEFAULT_ENV);
         }
         self.stats.flushed_payloads += 1;
-        Some(&self.pending)
+        Some(p)
     }
 
-    /// Empties the pending payload after [`TraceAgent::finish_payload`].
+    /// Empties the payload returned by [`TraceAgent::finish_payload`].
     pub fn sent(&mut self) {
+        if !self.full.is_empty() {
+            let mut p = self.full.remove(0);
+            if self.spare.is_empty() {
+                p.clear();
+                p.shrink_to(FLUSH_BYTES);
+                self.spare.push(p);
+            }
+            if self.full.is_empty() && self.pending.is_empty() {
+                self.pending_since = None;
+            }
+            return;
+        }
         self.pending.clear();
         if self.pending.capacity() > 2 * FLUSH_BYTES {
             self.pending.shrink_to(FLUSH_BYTES);
@@ -175,7 +312,7 @@ impl TraceAgent {
         self.pending_since = None;
     }
 
-    /// Completes the pending payload into `out` and empties it (for callers that keep it).
+    /// Completes the next payload into `out` and empties it (for callers that keep it).
     pub fn take_payload(&mut self, host: &str, out: &mut Vec<u8>) -> bool {
         let Some(p) = self.finish_payload(host) else { return false };
         out.clear();
@@ -183,4 +320,10 @@ impl TraceAgent {
         self.sent();
         true
     }
+}
+
+/// The most a request with a body of `len` bytes may cost (bytes of decoded storage and of
+/// payload it adds): [`COST_PER_BODY_BYTE`] × `len` + [`COST_SLACK`], at most [`COST_CAP`].
+pub fn request_limit(len: usize) -> usize {
+    len.saturating_mul(COST_PER_BODY_BYTE).saturating_add(COST_SLACK).min(COST_CAP)
 }

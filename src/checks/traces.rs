@@ -32,15 +32,52 @@ pub struct TraceCounts {
     pub spans: u64,
     /// Traces dropped by normalisation (zero ids, mixed trace ids, empty).
     pub dropped_traces: u64,
+    /// Processing stopped: what the agent adds took the batch past its limit (the batch is then
+    /// not to be forwarded).
+    pub over_limit: bool,
 }
 
 /// Meta keys StackState reads to name a service: the service plus `:<value>` of each present.
 pub const SERVICE_IDENTIFIER_KEYS: &[&str] = &["db.instance"];
 
+/// The keys and defaults the agent writes, stored once per batch in its side buffer.
+struct Consts {
+    unnamed_service: Str,
+    unnamed_operation: Str,
+    container_id: Str,
+    pid: Str,
+    hostname: Str,
+    starttime: Str,
+    service_name: Str,
+    service_urn: Str,
+    service_type: Str,
+    instance_urn: Str,
+}
+
+impl Consts {
+    fn new(b: &mut Batch) -> Consts {
+        Consts {
+            unnamed_service: b.push_side("unnamed-service"),
+            unnamed_operation: b.push_side("unnamed_operation"),
+            container_id: b.push_side("container_id"),
+            pid: b.push_side("span.pid"),
+            hostname: b.push_side("span.hostname"),
+            starttime: b.push_side("span.starttime"),
+            service_name: b.push_side("span.serviceName"),
+            service_urn: b.push_side("span.serviceURN"),
+            service_type: b.push_side("span.serviceType"),
+            instance_urn: b.push_side("span.serviceInstanceURN"),
+        }
+    }
+}
+
 /// Normalises and interprets every trace of `b` in place; dropped traces keep their slot with no
-/// spans. Returns what is left to forward.
+/// spans. Returns what is left to forward. Stops, with `over_limit`, as soon as the batch costs
+/// more than its limit (every span adds a few strings; a v0.5 table string referenced by every
+/// span would be copied for each).
 pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCounts {
     let mut counts = TraceCounts::default();
+    let c = Consts::new(b);
     for t in 0..b.traces.len() {
         let (first, n) = b.traces[t];
         let spans = first as usize..(first + n) as usize;
@@ -57,8 +94,14 @@ pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCou
             continue;
         }
         for i in spans {
-            normalize(b, body, i, ctx.now_ns);
-            interpret(b, body, i, ctx);
+            if b.over_limit() {
+                counts.over_limit = true;
+                return counts;
+            }
+            // What a span usually adds, reserved within the limit.
+            b.reserve_side(1024);
+            normalize(b, body, i, ctx.now_ns, &c);
+            interpret(b, body, i, ctx, &c);
         }
         counts.traces += 1;
         counts.spans += u64::from(n);
@@ -74,11 +117,10 @@ fn cap(b: &Batch, body: &[u8], s: Str, max_chars: usize) -> Str {
     }
 }
 
-fn normalize(b: &mut Batch, body: &[u8], i: usize, now_ns: i64) {
+fn normalize(b: &mut Batch, body: &[u8], i: usize, now_ns: i64, c: &Consts) {
     let mut s = b.spans[i];
-    s.service =
-        if s.service.is_empty() { b.push_side("unnamed-service") } else { cap(b, body, s.service, MAX_SERVICE) };
-    s.name = if s.name.is_empty() { b.push_side("unnamed_operation") } else { cap(b, body, s.name, MAX_NAME) };
+    s.service = if s.service.is_empty() { c.unnamed_service } else { cap(b, body, s.service, MAX_SERVICE) };
+    s.name = if s.name.is_empty() { c.unnamed_operation } else { cap(b, body, s.name, MAX_NAME) };
     if s.resource.is_empty() {
         s.resource = s.name;
     }
@@ -93,12 +135,11 @@ fn normalize(b: &mut Batch, body: &[u8], i: usize, now_ns: i64) {
 }
 
 /// Adds one meta entry built by `value` in the side buffer.
-fn add(b: &mut Batch, key: &str, value: impl FnOnce(&mut Batch)) {
-    let k = b.push_side(key);
+fn add(b: &mut Batch, k: Str, value: impl FnOnce(&mut Batch)) {
     let begin = b.side_begin();
     value(b);
     let v = b.side_end(begin);
-    b.extra.push((k, v));
+    b.push_extra((k, v));
 }
 
 /// Appends the text of `s` (from the body or the side buffer itself) to the side buffer.
@@ -118,27 +159,27 @@ fn decimal(b: &mut Batch, v: i64) {
     b.side.extend_from_slice(&buf[..n]);
 }
 
-fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>) {
+fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>, c: &Consts) {
     let first_extra = b.extra.len() as u32;
     let s: Span = b.spans[i];
     if let Some(id) = ctx.container_id.filter(|id| !id.is_empty()) {
         if b.meta_get(body, &s, "container_id").is_none() {
-            add(b, "container_id", |b| b.side_piece(id));
+            add(b, c.container_id, |b| b.side_piece(id));
         }
     }
     // The client process, when the agent knows it and the client did not say.
     if let Some((p, create)) = ctx.client.filter(|_| b.meta_get(body, &s, "span.pid").is_none()) {
-        add(b, "span.pid", |b| decimal(b, i64::from(p)));
+        add(b, c.pid, |b| decimal(b, i64::from(p)));
         if b.meta_get(body, &s, "span.hostname").is_none() {
-            add(b, "span.hostname", |b| b.side_piece(ctx.host));
+            add(b, c.hostname, |b| b.side_piece(ctx.host));
         }
         if b.meta_get(body, &s, "span.starttime").is_none() {
-            add(b, "span.starttime", |b| decimal(b, create));
+            add(b, c.starttime, |b| decimal(b, create));
         }
     }
     if b.meta_get(body, &s, "span.serviceURN").is_none() {
         // span.serviceName: the service and the values of the identifier keys present.
-        let k = b.push_side("span.serviceName");
+        let k = c.service_name;
         let begin = b.side_begin();
         copy(b, body, s.service);
         for key in SERVICE_IDENTIFIER_KEYS {
@@ -148,34 +189,33 @@ fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>) {
             }
         }
         let name = b.side_end(begin);
-        b.extra.push((k, name));
-        let k = b.push_side("span.serviceURN");
+        b.push_extra((k, name));
+        let k = c.service_urn;
         let begin = b.side_begin();
         b.side_piece("urn:service:/");
         copy(b, body, name);
         let urn = b.side_end(begin);
-        b.extra.push((k, urn));
+        b.push_extra((k, urn));
 
         // The STS keys select an interpreter (they may come from the client or from the agent).
-        let extra_has =
-            |b: &Batch, key: &str| b.span_extra_range(first_extra).iter().any(|(k, _)| b.text(body, *k) == key);
+        let extra_has = |b: &Batch, key: &str| b.span_extra_range(first_extra).iter().any(|(k, _)| b.is(body, *k, key));
         let has = |b: &Batch, key: &str| b.meta_get(body, &s, key).is_some() || extra_has(b, key);
         if has(b, "span.hostname") && has(b, "span.pid") && has(b, "span.kind") {
             if b.text(body, s.typ) == "sql" {
                 let db_type = b.meta(body, &s, "db.type");
-                add(b, "span.serviceType", |b| match db_type {
+                add(b, c.service_type, |b| match db_type {
                     Some(t) => copy(b, body, t),
                     None => b.side_piece("database"),
                 });
             } else {
                 let jvm = b.meta_get(body, &s, "language") == Some("jvm");
-                add(b, "span.serviceType", |b| b.side_piece(if jvm { "java" } else { "service" }));
+                add(b, c.service_type, |b| b.side_piece(if jvm { "java" } else { "service" }));
                 let host =
                     b.meta(body, &s, "span.hostname").or_else(|| b.extra_value(first_extra, body, "span.hostname"));
                 let pid = b.meta(body, &s, "span.pid").or_else(|| b.extra_value(first_extra, body, "span.pid"));
                 let start =
                     b.meta(body, &s, "span.starttime").or_else(|| b.extra_value(first_extra, body, "span.starttime"));
-                add(b, "span.serviceInstanceURN", |b| {
+                add(b, c.instance_urn, |b| {
                     b.side_piece("urn:service-instance:/");
                     copy(b, body, name);
                     b.side_piece(":/");

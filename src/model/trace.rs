@@ -59,7 +59,7 @@ pub struct Span {
     pub extra: (u32, u32),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batch {
     pub spans: Vec<Span>,
     /// `(first span, span count)` per trace.
@@ -70,9 +70,140 @@ pub struct Batch {
     pub side: Vec<u8>,
     /// v0.5's string table.
     pub dict: Vec<Str>,
+    /// The most [`Batch::cost`] may reach while a request is decoded and processed (set per
+    /// request from the body's size; `usize::MAX` by default).
+    pub limit: usize,
 }
 
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            spans: Vec::new(),
+            traces: Vec::new(),
+            meta: Vec::new(),
+            metrics: Vec::new(),
+            extra: Vec::new(),
+            side: Vec::new(),
+            dict: Vec::new(),
+            limit: usize::MAX,
+        }
+    }
+}
+
+/// Bytes of one decoded span, one meta/metrics entry, one trace, one v0.5 table string.
+pub const SPAN_BYTES: usize = std::mem::size_of::<Span>();
+pub const ENTRY_BYTES: usize = std::mem::size_of::<(Str, Str)>();
+pub const METRIC_BYTES: usize = std::mem::size_of::<(Str, f64)>();
+pub const TRACE_BYTES: usize = std::mem::size_of::<(u32, u32)>();
+pub const DICT_BYTES: usize = std::mem::size_of::<Str>();
+
 impl Batch {
+    /// The bytes the batch's contents occupy (lengths, not capacities): what a request has cost
+    /// so far, compared with [`Batch::limit`].
+    #[inline]
+    pub fn cost(&self) -> usize {
+        self.spans.len() * SPAN_BYTES
+            + self.traces.len() * TRACE_BYTES
+            + (self.meta.len() + self.extra.len()) * ENTRY_BYTES
+            + self.metrics.len() * METRIC_BYTES
+            + self.dict.len() * DICT_BYTES
+            + self.side.len()
+    }
+
+    /// Bytes the batch's storage holds (capacities).
+    fn held(&self) -> usize {
+        self.spans.capacity() * SPAN_BYTES
+            + self.traces.capacity() * TRACE_BYTES
+            + (self.meta.capacity() + self.extra.capacity()) * ENTRY_BYTES
+            + self.metrics.capacity() * METRIC_BYTES
+            + self.dict.capacity() * DICT_BYTES
+            + self.side.capacity()
+    }
+
+    /// How many more elements of `size` bytes a full vector of `len` may reserve: double, as a
+    /// `Vec` does, but never past the limit (so storage stays within it, not within twice it).
+    fn grow_by(&self, len: usize, size: usize) -> usize {
+        (self.limit.saturating_sub(self.held()) / size).min(len.max(8)).max(1)
+    }
+
+    #[inline]
+    pub fn push_span(&mut self, s: Span) {
+        if self.spans.len() == self.spans.capacity() {
+            self.spans.reserve_exact(self.grow_by(self.spans.len(), SPAN_BYTES));
+        }
+        self.spans.push(s);
+    }
+
+    #[inline]
+    pub fn push_trace(&mut self, t: (u32, u32)) {
+        if self.traces.len() == self.traces.capacity() {
+            self.traces.reserve_exact(self.grow_by(self.traces.len(), TRACE_BYTES));
+        }
+        self.traces.push(t);
+    }
+
+    #[inline]
+    pub fn push_meta(&mut self, e: (Str, Str)) {
+        if self.meta.len() == self.meta.capacity() {
+            self.meta.reserve_exact(self.grow_by(self.meta.len(), ENTRY_BYTES));
+        }
+        self.meta.push(e);
+    }
+
+    #[inline]
+    pub fn push_extra(&mut self, e: (Str, Str)) {
+        if self.extra.len() == self.extra.capacity() {
+            self.extra.reserve_exact(self.grow_by(self.extra.len(), ENTRY_BYTES));
+        }
+        self.extra.push(e);
+    }
+
+    #[inline]
+    pub fn push_metric(&mut self, e: (Str, f64)) {
+        if self.metrics.len() == self.metrics.capacity() {
+            self.metrics.reserve_exact(self.grow_by(self.metrics.len(), METRIC_BYTES));
+        }
+        self.metrics.push(e);
+    }
+
+    #[inline]
+    pub fn push_dict(&mut self, s: Str) {
+        if self.dict.len() == self.dict.capacity() {
+            self.dict.reserve_exact(self.grow_by(self.dict.len(), DICT_BYTES));
+        }
+        self.dict.push(s);
+    }
+
+    /// Makes room for `n` more side bytes (when the limit allows), growing as
+    /// [`Batch::push_span`] does.
+    pub fn reserve_side(&mut self, n: usize) {
+        if self.side.capacity() - self.side.len() < n {
+            let by = self.grow_by(self.side.len().max(n), 1);
+            self.side.reserve_exact(by);
+        }
+    }
+
+    /// Whether the batch has grown past its limit.
+    #[inline]
+    pub fn over_limit(&self) -> bool {
+        self.cost() > self.limit
+    }
+
+    /// Gives back the memory of a large request (the capacities a hostile body made would
+    /// otherwise stay resident): storage above `keep` bytes in all is freed.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.held() > keep {
+            self.clear();
+            self.spans.shrink_to(keep / 4 / SPAN_BYTES);
+            self.traces.shrink_to(keep / 32 / TRACE_BYTES);
+            self.meta.shrink_to(keep / 4 / ENTRY_BYTES);
+            self.extra.shrink_to(keep / 8 / ENTRY_BYTES);
+            self.metrics.shrink_to(keep / 8 / METRIC_BYTES);
+            self.dict.shrink_to(keep / 32 / DICT_BYTES);
+            self.side.shrink_to(keep / 8);
+        }
+    }
+
     pub fn clear(&mut self) {
         self.spans.clear();
         self.traces.clear();
@@ -128,6 +259,18 @@ impl Batch {
         buf.get(off..off + s.len as usize).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
     }
 
+    /// Whether `s` is `key`: lengths first, then bytes (no UTF-8 check: a key lookup over a span
+    /// with many long entries costs one comparison of lengths per entry).
+    #[inline]
+    pub fn is(&self, body: &[u8], s: Str, key: &str) -> bool {
+        if s.len() != key.len() {
+            return false;
+        }
+        let (buf, off) =
+            if s.off & SIDE != 0 { (&self.side[..], (s.off & !SIDE) as usize) } else { (body, s.off as usize) };
+        buf.get(off..off + s.len as usize) == Some(key.as_bytes())
+    }
+
     pub fn span_meta(&self, s: &Span) -> &[(Str, Str)] {
         self.meta.get(s.meta.0 as usize..(s.meta.0 + s.meta.1) as usize).unwrap_or(&[])
     }
@@ -142,7 +285,7 @@ impl Batch {
 
     /// A meta value of the span (the client's), by key, as a `Str` (stable while the side buffer grows).
     pub fn meta(&self, body: &[u8], s: &Span, key: &str) -> Option<Str> {
-        self.span_meta(s).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| *v)
+        self.span_meta(s).iter().rev().find(|(k, _)| self.is(body, *k, key)).map(|(_, v)| *v)
     }
 
     /// Meta added so far for the span whose additions start at `first`.
@@ -152,11 +295,11 @@ impl Batch {
 
     /// A value added so far for the span whose additions start at `first`, by key.
     pub fn extra_value(&self, first: u32, body: &[u8], key: &str) -> Option<Str> {
-        self.span_extra_range(first).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| *v)
+        self.span_extra_range(first).iter().rev().find(|(k, _)| self.is(body, *k, key)).map(|(_, v)| *v)
     }
 
     /// A meta value of the span (the client's), by key.
     pub fn meta_get<'a>(&'a self, body: &'a [u8], s: &Span, key: &str) -> Option<&'a str> {
-        self.span_meta(s).iter().rev().find(|(k, _)| self.text(body, *k) == key).map(|(_, v)| self.text(body, *v))
+        self.span_meta(s).iter().rev().find(|(k, _)| self.is(body, *k, key)).map(|(_, v)| self.text(body, *v))
     }
 }

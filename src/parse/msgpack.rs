@@ -168,6 +168,15 @@ impl<'a> Reader<'a> {
         u64::try_from(self.integer()?).map_err(|_| DecodeError("msgpack: integer out of range for uint64"))
     }
 
+    /// A span id: a uint64, or an int64 reinterpreted as one (`uint64(i)`, as the Datadog
+    /// decoder does; some clients send ids above 2^63 as negative int64).
+    pub fn id(&mut self) -> Result<u64> {
+        let i = self.integer()?;
+        u64::try_from(i)
+            .or_else(|_| i64::try_from(i).map(|i| i as u64))
+            .map_err(|_| DecodeError("msgpack: integer out of range for an id"))
+    }
+
     pub fn i64(&mut self) -> Result<i64> {
         i64::try_from(self.integer()?).map_err(|_| DecodeError("msgpack: integer out of range for int64"))
     }
@@ -287,6 +296,14 @@ mod tests {
         assert!(r.at_end());
         let mut r = Reader::new(&[0xff]);
         assert!(r.u64().is_err(), "negative as uint64");
+        // Ids: int64 reinterpreted; uint64 as is; floats with no fraction.
+        let body = [0xff, 0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x07];
+        let mut r = Reader::new(&body);
+        assert_eq!(r.id(), Ok(u64::MAX));
+        assert_eq!(r.id(), Ok(1 << 63));
+        assert_eq!(r.id(), Ok(u64::MAX));
+        assert_eq!(r.id(), Ok(7));
+        assert!(Reader::new(&[0xcb, 0xc4, 0x00, 0, 0, 0, 0, 0, 0]).id().is_err(), "-2^65 is no id");
         let mut r = Reader::new(&[0xcb, 0x40, 0x09, 0x21, 0xfb, 0x54, 0x44, 0x2d, 0x18, 0x03]);
         assert_eq!(r.f64(), Ok(std::f64::consts::PI));
         assert_eq!(r.f64(), Ok(3.0));

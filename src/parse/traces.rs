@@ -3,10 +3,36 @@
 //! JSON) and `/v0.5` (`[string table, traces]`, each span a 12-element array of table indexes and
 //! numbers). Msgpack strings stay in the body; only JSON allocates (a rarely used format).
 //! Decoding is all or nothing: a body that does not decode leaves an error for a 400 reply.
+//!
+//! Bounded: decoding stops with [`TOO_LARGE`] as soon as the batch costs more than its `limit`
+//! (a body of one-byte empty span maps would otherwise decode into 104 bytes per byte).
+//! Forgiving where the Datadog decoder is: an id sent as a negative int64 is reinterpreted
+//! (`uint64(i)`), and a msgpack string that is not UTF-8 is repaired (each invalid byte becomes
+//! U+FFFD, as Go's `ReadRune` does) into the side buffer; valid strings are never copied.
 
 use super::json_reader::{JStr, JsonReader, Num};
 use super::msgpack::{DecodeError, Reader, Result};
-use crate::model::trace::{Batch, Span, Str};
+use crate::model::trace::{Batch, Span, Str, DICT_BYTES, ENTRY_BYTES, METRIC_BYTES, SPAN_BYTES, TRACE_BYTES};
+
+/// The batch outgrew its limit: the body decodes to more than the agent accepts for its size.
+pub const TOO_LARGE: DecodeError =
+    DecodeError("payload too large: it decodes to more spans and entries than the agent accepts for its size");
+
+fn check(out: &Batch) -> Result<()> {
+    if out.over_limit() {
+        return Err(TOO_LARGE);
+    }
+    Ok(())
+}
+
+/// Fails when `n` more elements of `size` bytes would take the batch past its limit (msgpack
+/// declares its counts: one check per map or array instead of one per element).
+fn room_for(out: &Batch, n: usize, size: usize) -> Result<()> {
+    if out.cost().saturating_add(n.saturating_mul(size)) > out.limit {
+        return Err(TOO_LARGE);
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -40,14 +66,18 @@ pub fn decode_v05(body: &[u8], out: &mut Batch) -> Result<()> {
 fn v04_msgpack(body: &[u8], out: &mut Batch) -> Result<()> {
     let mut r = Reader::new(body);
     let traces = r.array_len()?;
+    room_for(out, traces, TRACE_BYTES)?;
     for _ in 0..traces {
         let n = r.array_len()?;
+        room_for(out, n, SPAN_BYTES)?;
         let first = out.spans.len() as u32;
         for _ in 0..n {
             let s = span_map(&mut r, out)?;
-            out.spans.push(s);
+            out.push_span(s);
+            check(out)?;
         }
-        out.traces.push((first, n as u32));
+        out.push_trace((first, n as u32));
+        check(out)?;
     }
     if !r.at_end() {
         return Err(DecodeError("msgpack: trailing bytes after the traces"));
@@ -55,9 +85,40 @@ fn v04_msgpack(body: &[u8], out: &mut Batch) -> Result<()> {
     Ok(())
 }
 
-fn str_at(r: &mut Reader<'_>) -> Result<Str> {
-    let (off, len) = r.str_range()?;
-    Ok(Str::body(off, len))
+/// A msgpack string: its place in the body, or its repair in the side buffer.
+fn str_at(r: &mut Reader<'_>, out: &mut Batch) -> Result<Str> {
+    let b = r.str_bytes()?;
+    let end = r.position();
+    match std::str::from_utf8(b) {
+        Ok(_) => Ok(Str::body(end - b.len(), b.len())),
+        Err(_) => {
+            let s = repair_utf8(b, out);
+            check(out)?;
+            Ok(s)
+        }
+    }
+}
+
+/// Copies `b` into the side buffer with each byte that does not start a valid UTF-8 sequence
+/// replaced by U+FFFD (Go's `[]rune(s)` / `ReadRune`: one replacement per invalid byte).
+fn repair_utf8(mut b: &[u8], out: &mut Batch) -> Str {
+    out.reserve_side(b.len());
+    let begin = out.side_begin();
+    loop {
+        match std::str::from_utf8(b) {
+            Ok(s) => {
+                out.side_piece(s);
+                break;
+            }
+            Err(e) => {
+                let (valid, rest) = b.split_at(e.valid_up_to());
+                out.side.extend_from_slice(valid);
+                out.side_piece("\u{fffd}");
+                b = rest.get(1..).unwrap_or(&[]);
+            }
+        }
+    }
+    out.side_end(begin)
 }
 
 fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
@@ -65,33 +126,35 @@ fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
     let fields = r.map_len()?;
     for _ in 0..fields {
         match r.str_bytes()? {
-            b"service" => s.service = str_at(r)?,
-            b"name" => s.name = str_at(r)?,
-            b"resource" => s.resource = str_at(r)?,
-            b"type" => s.typ = str_at(r)?,
-            b"trace_id" => s.trace_id = r.u64()?,
-            b"span_id" => s.span_id = r.u64()?,
-            b"parent_id" => s.parent_id = r.u64()?,
+            b"service" => s.service = str_at(r, out)?,
+            b"name" => s.name = str_at(r, out)?,
+            b"resource" => s.resource = str_at(r, out)?,
+            b"type" => s.typ = str_at(r, out)?,
+            b"trace_id" => s.trace_id = r.id()?,
+            b"span_id" => s.span_id = r.id()?,
+            b"parent_id" => s.parent_id = r.id()?,
             b"start" => s.start = r.i64()?,
             b"duration" => s.duration = r.i64()?,
             b"error" => s.error = r.i32()?,
             b"meta" => {
                 let n = r.map_len()?;
+                room_for(out, n, ENTRY_BYTES)?;
                 let first = out.meta.len() as u32;
                 for _ in 0..n {
-                    let k = str_at(r)?;
-                    let v = str_at(r)?;
-                    out.meta.push((k, v));
+                    let k = str_at(r, out)?;
+                    let v = str_at(r, out)?;
+                    out.push_meta((k, v));
                 }
                 s.meta = (first, n as u32);
             }
             b"metrics" => {
                 let n = r.map_len()?;
+                room_for(out, n, METRIC_BYTES)?;
                 let first = out.metrics.len() as u32;
                 for _ in 0..n {
-                    let k = str_at(r)?;
+                    let k = str_at(r, out)?;
                     let v = r.f64()?;
-                    out.metrics.push((k, v));
+                    out.push_metric((k, v));
                 }
                 s.metrics = (first, n as u32);
             }
@@ -108,13 +171,16 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
         return Err(DecodeError("v0.5: the body must be [string table, traces]"));
     }
     let strings = r.array_len()?;
+    room_for(out, strings, DICT_BYTES)?;
     for _ in 0..strings {
-        let s = str_at(&mut r)?;
-        out.dict.push(s);
+        let s = str_at(&mut r, out)?;
+        out.push_dict(s);
     }
     let traces = r.array_len()?;
+    room_for(out, traces, TRACE_BYTES)?;
     for _ in 0..traces {
         let n = r.array_len()?;
+        room_for(out, n, SPAN_BYTES)?;
         let first = out.spans.len() as u32;
         for _ in 0..n {
             if r.array_len()? != 12 {
@@ -128,34 +194,38 @@ fn v05(body: &[u8], out: &mut Batch) -> Result<()> {
                 service: idx(&mut r, out)?,
                 name: idx(&mut r, out)?,
                 resource: idx(&mut r, out)?,
-                trace_id: r.u64()?,
-                span_id: r.u64()?,
-                parent_id: r.u64()?,
+                trace_id: r.id()?,
+                span_id: r.id()?,
+                parent_id: r.id()?,
                 start: r.i64()?,
                 duration: r.i64()?,
                 error: r.i32()?,
                 ..Span::default()
             };
             let m = r.map_len()?;
+            room_for(out, m, ENTRY_BYTES)?;
             let first_meta = out.meta.len() as u32;
             for _ in 0..m {
                 let k = idx(&mut r, out)?;
                 let v = idx(&mut r, out)?;
-                out.meta.push((k, v));
+                out.push_meta((k, v));
             }
             s.meta = (first_meta, m as u32);
             let m = r.map_len()?;
+            room_for(out, m, METRIC_BYTES)?;
             let first_metric = out.metrics.len() as u32;
             for _ in 0..m {
                 let k = idx(&mut r, out)?;
                 let v = r.f64()?;
-                out.metrics.push((k, v));
+                out.push_metric((k, v));
             }
             s.metrics = (first_metric, m as u32);
             s.typ = idx(&mut r, out)?;
-            out.spans.push(s);
+            out.push_span(s);
+            check(out)?;
         }
-        out.traces.push((first, n as u32));
+        out.push_trace((first, n as u32));
+        check(out)?;
     }
     if !r.at_end() {
         return Err(DecodeError("msgpack: trailing bytes after the traces"));
@@ -173,13 +243,15 @@ fn json(body: &[u8], out: &mut Batch) -> Result<()> {
             if r.open(b'[', b']', "json: expected a trace (an array of spans)")? {
                 loop {
                     let s = json_span(&mut r, out)?;
-                    out.spans.push(s);
+                    out.push_span(s);
+                    check(out)?;
                     if !r.more(b']')? {
                         break;
                     }
                 }
             }
-            out.traces.push((first, out.spans.len() as u32 - first));
+            out.push_trace((first, out.spans.len() as u32 - first));
+            check(out)?;
             if !r.more(b']')? {
                 break;
             }
@@ -250,7 +322,8 @@ fn json_span(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Span> {
                         let k = jstr(r, out)?;
                         r.expect(b':', "json: expected ':'")?;
                         let v = jstr(r, out)?;
-                        out.meta.push((k, v));
+                        out.push_meta((k, v));
+                        check(out)?;
                         if !r.more(b'}')? {
                             break;
                         }
@@ -268,7 +341,8 @@ fn json_span(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Span> {
                             Num::Int(i) => i as f64,
                             Num::Float(f) => f,
                         };
-                        out.metrics.push((k, v));
+                        out.push_metric((k, v));
+                        check(out)?;
                         if !r.more(b'}')? {
                             break;
                         }
@@ -341,6 +415,63 @@ mod tests {
         assert_eq!(b.span_metrics(&s)[0].1, 1.5);
         assert!(decode_v04(b"[[1]]", Encoding::Json, &mut b).is_err());
         assert!(b.spans.is_empty(), "a failed decode leaves nothing behind");
+    }
+
+    #[test]
+    fn negative_ids_are_reinterpreted_and_invalid_utf8_repaired() {
+        // v0.4: trace_id -1 (int8), span_id i64::MIN (int64), service "a\xffb\xe2\x82" (invalid).
+        let mut body = vec![0x91, 0x91, 0x84, 0xa8];
+        body.extend_from_slice(b"trace_id");
+        body.push(0xff);
+        body.push(0xa7);
+        body.extend_from_slice(b"span_id");
+        body.extend_from_slice(&[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+        body.push(0xa7);
+        body.extend_from_slice(b"service");
+        body.extend_from_slice(&[0xa5, b'a', 0xff, b'b', 0xe2, 0x82]);
+        body.extend_from_slice(&[0xa4, b'm', b'e', b't', b'a', 0x81, 0xa1, b'k', 0xa2, 0xc3, 0xa9]);
+        let mut b = Batch::default();
+        decode_v04(&body, Encoding::Msgpack, &mut b).unwrap();
+        let s = b.spans[0];
+        assert_eq!((s.trace_id, s.span_id), (u64::MAX, 1 << 63));
+        // One U+FFFD per invalid byte, as Go's ReadRune (the truncated é is two).
+        assert_eq!(b.text(&body, s.service), "a\u{fffd}b\u{fffd}\u{fffd}");
+        assert_eq!(b.meta_get(&body, &s, "k"), Some("é"), "valid strings stay in the body");
+        assert!(b.side.len() == "a\u{fffd}b\u{fffd}\u{fffd}".len(), "only the repaired string is copied");
+        // v0.5: a repaired table string, a negative parent id.
+        let v5 =
+            [0x92, 0x92, 0xa1, b'x', 0xa2, 0xc3, 0x28, 0x91, 0x91, 0x9c, 1, 0, 0, 5, 6, 0xfe, 0, 0, 0, 0x80, 0x80, 0];
+        decode_v05(&v5, &mut b).unwrap();
+        let s = b.spans[0];
+        assert_eq!((b.text(&v5, s.service), s.parent_id), ("\u{fffd}(", u64::MAX - 1));
+        // A valid real payload copies nothing.
+        decode_v04(fix!("ddtrace-4.16-v0.4.msgpack"), Encoding::Msgpack, &mut b).unwrap();
+        assert!(b.side.is_empty());
+    }
+
+    #[test]
+    fn decoding_stops_at_the_limit() {
+        // 1,000 empty span maps: 1,006 bytes that would decode into 104,000.
+        let mut body = vec![0x91, 0xdd, 0, 0, 0x03, 0xe8];
+        body.resize(body.len() + 1000, 0x80);
+        let mut b = Batch { limit: 10_000, ..Batch::default() };
+        assert_eq!(decode_v04(&body, Encoding::Msgpack, &mut b), Err(TOO_LARGE));
+        assert!(b.spans.is_empty() && b.spans.capacity() * std::mem::size_of::<Span>() <= 10_000 + 104);
+        b.limit = usize::MAX;
+        decode_v04(&body, Encoding::Msgpack, &mut b).unwrap();
+        assert_eq!(b.spans.len(), 1000);
+        // JSON, v0.5 table strings, meta entries.
+        let mut b = Batch { limit: 10_000, ..Batch::default() };
+        let json = format!("[[{}{{}}]]", "{},".repeat(999));
+        assert_eq!(decode_v04(json.as_bytes(), Encoding::Json, &mut b), Err(TOO_LARGE));
+        let mut v5 = vec![0x92, 0xdd, 0, 0, 0x27, 0x10];
+        v5.resize(v5.len() + 10_000, 0xa0);
+        v5.push(0x90);
+        assert_eq!(decode_v05(&v5, &mut b), Err(TOO_LARGE));
+        let mut meta = vec![0x91, 0x91, 0x81, 0xa4, b'm', b'e', b't', b'a', 0xde, 0x03, 0xe8];
+        meta.resize(meta.len() + 2000, 0xa0);
+        assert_eq!(decode_v04(&meta, Encoding::Msgpack, &mut b), Err(TOO_LARGE));
+        assert!(b.cost() == 0, "nothing is left behind");
     }
 
     #[test]

@@ -8,6 +8,22 @@ pub struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated and not freed, and their peak since the last `take_peak`.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// The peak of live heap bytes since the last call (which resets it to the current figure), and
+/// the current figure.
+#[allow(dead_code)]
+pub fn take_peak() -> (usize, usize) {
+    let live = LIVE.load(Ordering::Relaxed);
+    (PEAK.swap(live, Ordering::Relaxed).max(live), live)
+}
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 /// Allocations so far in this process.
 pub fn allocations() -> u64 {
@@ -24,16 +40,21 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         LARGEST.fetch_max(l.size(), Ordering::Relaxed);
+        grew(l.size());
         // SAFETY: forwarding the caller's layout to the system allocator.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         // SAFETY: `p` came from `alloc` above with the same layout.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         LARGEST.fetch_max(n, Ordering::Relaxed);
+        // Old and new blocks both exist while the contents are copied.
+        grew(n);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         // SAFETY: as for `dealloc`; `n` is the caller's new size.
         unsafe { System.realloc(p, l, n) }
     }
