@@ -435,7 +435,7 @@ fn a_span_larger_than_a_payload_travels_alone() {
     let head = parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap();
     let mut agent = TraceAgent::new(false);
     let mut reply = Vec::new();
-    let peer = Peer { pid: None, unix: false };
+    let peer = Peer { pid: None, unix: false, loopback: true };
     let status = agent.handle(&head, &body, peer, &mut reply, Instant::now(), 1_700_000_000_000_000_000, "h", None).0;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
     assert!(agent.due(Instant::now()), "full payloads are due at once");
