@@ -729,6 +729,79 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1", "POST /two HTTP/1.1"]);
     }
 
+    /// Like `until_outcome`, but also runs the client's timers; fails after `limit`.
+    fn until_outcome_within(c: &mut HttpClient, poll: &mut Poll, limit: Duration) -> Outcome {
+        let mut events = Events::with_capacity(8);
+        let start = Instant::now();
+        loop {
+            let now = Instant::now();
+            if let Some(o) = c.on_ready(poll.registry(), now) {
+                return o;
+            }
+            if c.deadline().is_some_and(|d| now >= d) {
+                if let Some(o) = c.on_timeout(poll.registry(), now) {
+                    return o;
+                }
+            }
+            assert!(start.elapsed() < limit, "no outcome within {limit:?}");
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+        }
+    }
+
+    /// A hosts file under a fresh directory naming `multi.test` with `ips`, in order.
+    fn hosts_dir(tag: &str, ips: &[&str]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sts-client-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text: String = ips.iter().map(|ip| format!("{ip} multi.test\n")).collect();
+        std::fs::write(dir.join("hosts"), text).unwrap();
+        dir
+    }
+
+    /// A listener on `ip:port` whose accept queue is full (backlog 0, one connection never
+    /// accepted): the kernel drops every further SYN, so a connect to it neither succeeds nor
+    /// fails. Returns the listener and the connections that fill it.
+    fn syn_dropping_listener(ip: [u8; 4], port: u16) -> (rustix::fd::OwnedFd, Vec<std::net::TcpStream>) {
+        use rustix::net::{AddressFamily, SocketType};
+        let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        rustix::net::bind_v4(&fd, &std::net::SocketAddrV4::new(ip.into(), port)).unwrap();
+        rustix::net::listen(&fd, 0).unwrap();
+        let addr = SocketAddr::from((ip, port));
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Ok(s) => held.push(s),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return (fd, held),
+                Err(e) => panic!("filling the accept queue of {addr}: {e}"),
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+
+    /// A name with two addresses, the first dropping SYNs (no answer at all): after the
+    /// per-address share of the connect timeout (10 s / 2) the request goes to the second, well
+    /// within the whole allowance.
+    #[test]
+    fn a_connect_that_times_out_moves_on_to_the_next_address() {
+        let (addr, seen) = server();
+        let (_dropper, _held) = syn_dropping_listener([127, 0, 0, 2], addr.port());
+        let dir = hosts_dir("syn", &["127.0.0.2", "127.0.0.1"]);
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("http://multi.test:{}/", addr.port())).unwrap();
+        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
+        c.resolver = Some(Resolver::with_files("multi.test", addr.port(), Token(1), dir.join("none"), dir.join("hosts")));
+        let t0 = Instant::now();
+        c.send(poll.registry(), "POST", "/one", &[], b"hi", t0).unwrap();
+        let o = until_outcome_within(&mut c, &mut poll, CONNECT_TIMEOUT);
+        assert!(matches!(o, Outcome::Response { status: 202, .. }), "{o:?}");
+        // The first address had its share, and only that.
+        let took = t0.elapsed();
+        assert!(took >= CONNECT_TIMEOUT / 2 - Duration::from_millis(100), "{took:?}");
+        assert!(took < CONNECT_TIMEOUT / 2 + Duration::from_secs(2), "{took:?}");
+        assert_eq!(c.preferred, Some(addr));
+        assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A name with two addresses, the first refusing connections: the request goes to the second,
     /// and the next connect starts with the one that worked.
     #[test]
