@@ -792,7 +792,8 @@ mod tests {
         let mut poll = Poll::new().unwrap();
         let url = Url::parse(&format!("http://multi.test:{}/", addr.port())).unwrap();
         let mut c = HttpClient::new(url, None, Token(1)).unwrap();
-        c.resolver = Some(Resolver::with_files("multi.test", addr.port(), Token(1), dir.join("none"), dir.join("hosts")));
+        c.resolver =
+            Some(Resolver::with_files("multi.test", addr.port(), Token(1), dir.join("none"), dir.join("hosts")));
         let t0 = Instant::now();
         c.send(poll.registry(), "POST", "/one", &[], b"hi", t0).unwrap();
         let o = until_outcome_within(&mut c, &mut poll, CONNECT_TIMEOUT);
