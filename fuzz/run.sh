@@ -33,6 +33,12 @@ printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"par
 printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
 printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked
 mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag
+mkdir -p corpus/dns
+# The captured answer of src/parse/dns.rs's tests (`dig +noedns www.github.com A`, id 0x1234): a CNAME
+# to github.com, then its A record, with compression pointers; and the text files the target also reads.
+printf '\x12\x34\x81\x80\x00\x01\x00\x02\x00\x00\x00\x00\x03www\x06github\x03com\x00\x00\x01\x00\x01\xc0\x0c\x00\x05\x00\x01\x00\x00\x0e\x10\x00\x02\xc0\x10\xc0\x10\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x8c\x52\x79\x03' > corpus/dns/www-github-a
+printf 'nameserver 10.0.0.2\nnameserver fd00::53\nsearch ec2.internal example\noptions timeout:2 attempts:3 ndots:1\n' > corpus/dns/resolv-conf
+printf '127.0.0.1 localhost\n10.0.0.4 receiver.example receiver # comment\n' > corpus/dns/hosts
 mkdir -p corpus/scrub
 printf ' 0123456789abcdef0123456789abcdefGET /i/?api_key=0123456789abcdef0123456789abcdef&x=1 {"apikey":"v"} sts-api-key: 0123456789ab' > corpus/scrub/seed
 cp ../tests/fixtures/netlink/debian12-6.18/*.bin corpus/inet_diag/

@@ -114,14 +114,15 @@ fn next_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// At `i`, a key parameter name followed by `=`/`:` (quotes, backslashes, spaces and `%3D`
-/// allowed around it) and a non-empty value: where the value starts and ends.
+/// At `i`, a key parameter name followed by `=`/`:`/`%3D` (quotes, backslashes, spaces and
+/// tabs allowed before and after it) and a non-empty value: where the value starts and ends.
 fn key_value_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
     let name =
         KEY_NAMES.iter().find(|n| b.get(i..i + n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n.as_bytes())))?;
     let mut j = i + name.len();
     let quote = |c: u8| matches!(c, b'"' | b'\'' | b'\\');
-    while b.get(j).copied().is_some_and(quote) {
+    // `api_key = v`, `{"api_key" : "v"}`: quotes, spaces and tabs before the separator too.
+    while b.get(j).copied().is_some_and(|c| quote(c) || c == b' ' || c == b'\t') {
         j += 1;
     }
     match b.get(j) {
@@ -281,6 +282,12 @@ mod tests {
             ("api_key=&x=1", "api_key=&x=1"),
             // A value after a space is removed too (as in a header line): safe side.
             ("api_key= something", "api_key= ***"),
+            // Spaces or tabs before the separator as well.
+            ("api_key = other-key", "api_key = ***"),
+            ("api_key\t:\tother-key", "api_key\t:\t***"),
+            (r#"{"api_key" : "other-key"}"#, r#"{"api_key" : "***"}"#),
+            ("X-Api-Key  :  other-key\r\n", "X-Api-Key  :  ***\r\n"),
+            ("the api_key is fine", "the api_key is fine"),
             ("HTTP 503 \"Service Unavailable\"", "HTTP 503 \"Service Unavailable\""),
             ("ünïcödé api_key=ü€ done", "ünïcödé api_key=*** done"),
             ("", ""),

@@ -81,31 +81,41 @@ impl Url {
 
 /// A URL as given, safe to print back in an error: userinfo (`user:password@`) becomes `***@`
 /// and a query or fragment becomes `?***` (either may hold a password or an `api_key=`). Pure
-/// string surgery, so it works on values `Url::parse` refuses.
+/// string surgery, so it works on values `Url::parse` refuses — which is why it assumes nothing
+/// about where the host ends: a password may hold `/`, `?` or `#`, and a query may hold `://`.
+/// The text before the first `://` is a scheme only if it looks like one (RFC 3986
+/// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`); everything after the scheme up to the last `@`
+/// of the whole value is masked (an `@` in a path or query costs the host in the echo, never a
+/// password); from the first `?` or `#` after that, the rest is masked.
 pub fn redact(s: &str) -> String {
-    let (scheme, rest) = match s.find("://") {
-        Some(i) => s.split_at(i + 3),
-        None => ("", s),
+    let scheme_len = match s.find("://") {
+        Some(i) if is_scheme(&s[..i]) => i + 3,
+        _ => 0,
     };
-    let tail_at = rest.find(['?', '#']).unwrap_or(rest.len());
-    let (before_tail, tail) = rest.split_at(tail_at);
-    let auth_end = before_tail.find('/').unwrap_or(before_tail.len());
-    let (authority, path) = before_tail.split_at(auth_end);
-    let mut out = String::with_capacity(s.len());
+    let (scheme, rest) = s.split_at(scheme_len);
+    let mut out = String::with_capacity(s.len() + 6);
     out.push_str(scheme);
-    match authority.rfind('@') {
+    let after = match rest.rfind('@') {
         Some(at) => {
             out.push_str("***");
-            out.push_str(authority.get(at..).unwrap_or(""));
+            &rest[at..]
         }
-        None => out.push_str(authority),
-    }
-    out.push_str(path);
-    if let Some(c) = tail.chars().next() {
-        out.push(c);
-        out.push_str("***");
+        None => rest,
+    };
+    match after.find(['?', '#']) {
+        Some(q) => {
+            out.push_str(&after[..=q]);
+            out.push_str("***");
+        }
+        None => out.push_str(after),
     }
     out
+}
+
+/// RFC 3986 `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic()) && b.all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
 }
 
 /// `s` with every byte but the unreserved ones (RFC 3986 `ALPHA DIGIT - . _ ~`) as `%XX`.
@@ -179,8 +189,21 @@ mod tests {
             ("https://h:1/p?api_key=abc&x=1", "https://h:1/p?***"),
             ("https://u:p@h/p#frag", "https://***@h/p#***"),
             ("user:secret@host:7077", "***@host:7077"),
-            ("https://a@b@host/x@y", "https://***@host/x@y"),
-            ("https://h/a?b@c", "https://h/a?***"),
+            ("https://a@b@host/x@y", "https://***@y"),
+            ("https://h/a?b@c", "https://***@c"),
+            // A password may hold `/`, `?` or `#`; the mask runs to the last `@`.
+            ("https://admin:s3cr/et@stackstate.example:7077/stsAgent", "https://***@stackstate.example:7077/stsAgent"),
+            ("https://admin:s3cr?et@stackstate.example:7077/stsAgent", "https://***@stackstate.example:7077/stsAgent"),
+            ("https://admin:s3cr#et@stackstate.example:7077/p?k=v", "https://***@stackstate.example:7077/p?***"),
+            // A `://` inside a query is no scheme.
+            (
+                "admin:hunter2@stackstate.example:7077/stsAgent?token=t0k3n&next=http://x",
+                "***@stackstate.example:7077/stsAgent?***",
+            ),
+            ("a?://b", "a?***"),
+            ("a b://u:p@h", "***@h"),
+            ("h2+x.y-z://u:p@h", "h2+x.y-z://***@h"),
+            ("://u:p@h", "***@h"),
             ("ftp://x", "ftp://x"),
             ("", ""),
             ("@", "***@"),

@@ -124,6 +124,11 @@ fn a_rejected_url_is_shown_without_its_credentials() {
         &format!("https://stackstate.example:99999/{SECRET}/stsAgent"),
         "stackstate.example:7077/?api_key=query-key-4",
         "user:url-password-5@stackstate.example:7077",
+        // A password holding `/`, `?` or `#`; a `://` in the query.
+        "https://user:url-pass/word-6@stackstate.example:7077/stsAgent",
+        "https://user:url-pass?word-7@stackstate.example:7077/stsAgent",
+        "https://user:url-pass#word-8@stackstate.example:7077/stsAgent",
+        "user:url-password-9@stackstate.example:7077/stsAgent?token=query-key-10&next=http://x",
     ];
     for var in ["STS_STS_URL", "STS_PROCESS_AGENT_URL", "STS_APM_URL"] {
         for value in values {
@@ -135,7 +140,7 @@ fn a_rejected_url_is_shown_without_its_credentials() {
             assert!(lines[0].contains(var) && lines[0].contains("http:// or https://"), "{var}: {stderr}");
             // Still recognisable: the host is shown.
             assert!(lines[0].contains("stackstate.example"), "{var}: {stderr}");
-            for secret in ["url-password", "user:", "query-key", "fragment-3", SECRET] {
+            for secret in ["url-pass", "user:", "query-key", "fragment-3", "word-", SECRET] {
                 assert!(!stderr.contains(secret), "{var}={value} echoed {secret:?}: {stderr}");
             }
             assert!(out.stdout.is_empty());

@@ -600,3 +600,72 @@ fn a_413_process_chunk_split_grows_its_group_by_one() {
     check_invariant(&st);
     assert_eq!(st["endpoints"]["collector"]["split"], 1, "{st}");
 }
+
+/// A 413 on a chunk in the middle of a group: the chunks already delivered cannot be changed, so
+/// they keep the old `groupSize`; the halves and every chunk still queued say the grown one. What
+/// the receiver gets: N + 1 messages with one `groupId`, the first saying N and the rest N + 1
+/// (the group's true size, and the size the last message says).
+#[test]
+fn a_413_on_a_middle_chunk_leaves_the_delivered_chunks_with_the_old_group_size() {
+    // Enough processes for at least three chunks of 100.
+    let mut kids = Kids(Vec::new());
+    for _ in 0..250 {
+        kids.0.push(std::process::Command::new("sleep").arg("120").spawn().unwrap());
+    }
+    let (sts, _) = scripted_receiver(|_, _| (202, "{}".into()));
+    // The second collector request is refused as too large; everything else is accepted.
+    let (pa, seen) = scripted_receiver(|head, n| {
+        let collector = head.split_whitespace().nth(1).is_some_and(|t| t.starts_with("/stsAgent/api/v1/collector"));
+        (if collector && n == 1 { 413 } else { 202 }, "{}".into())
+    });
+    let (_agent, port) = start_agent(
+        &sts,
+        &[
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_AGENT_ENABLED", "true"),
+            ("STS_PROCESS_AGENT_URL", &pa),
+            ("STS_PROCESS_CHECK_INTERVAL", "2"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("STS_PROCESS_BLACKLIST_PATTERNS", "^no-such-process-x$"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("STS_HOST_CHECK_INTERVAL", "300"),
+        ],
+    );
+    let collector = |seen: &Seen| -> Vec<(pa_proto::CollectorProc, u16)> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t.starts_with("/stsAgent/api/v1/collector"))
+            .map(|(_, b, s)| (pa_proto::collector_proc(b), *s))
+            .collect()
+    };
+    let t = Instant::now();
+    let (refused, group) = loop {
+        assert!(t.elapsed() < Duration::from_secs(30), "no split group delivered");
+        std::thread::sleep(Duration::from_millis(200));
+        let msgs = collector(&seen);
+        let Some((refused, _)) = msgs.iter().find(|(_, s)| *s == 413) else { continue };
+        let group: Vec<&pa_proto::CollectorProc> =
+            msgs.iter().filter(|(m, s)| *s == 202 && m.group_id == refused.group_id).map(|(m, _)| m).collect();
+        if group.len() as i32 > refused.group_size {
+            break (refused.clone(), group.into_iter().cloned().collect::<Vec<_>>());
+        }
+    };
+    let n = refused.group_size;
+    assert!(n >= 3, "a group of at least three chunks: {n}");
+    // Delivered before the refusal: the old size.
+    assert_eq!(group[0].group_size, n, "the chunk delivered first keeps the old size");
+    // The halves and the chunks queued behind: the grown size.
+    for (i, m) in group.iter().enumerate().skip(1) {
+        assert_eq!(m.group_size, n + 1, "accepted message {i}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let all = collector(&seen);
+    let count = all.iter().filter(|(m, s)| *s == 202 && m.group_id == refused.group_id).count();
+    assert_eq!(count as i32, n + 1, "the group has one message more, no more");
+    let pids = |m: &pa_proto::CollectorProc| m.processes.iter().map(|p| p.pid).collect::<Vec<_>>();
+    assert_eq!([pids(&group[1]), pids(&group[2])].concat(), pids(&refused));
+    let st = status(port).unwrap();
+    check_invariant(&st);
+    assert_eq!(st["endpoints"]["collector"]["split"], 1, "{st}");
+}

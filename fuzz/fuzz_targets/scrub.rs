@@ -11,9 +11,22 @@ fuzz_target!(|data: &[u8]| {
     if !secret.is_empty() && !secret.contains('*') {
         assert!(!out.contains(secret), "{text:?} -> {out:?}");
     }
-    // A rejected URL's echo keeps no userinfo and nothing after `?` or `#` but the mask.
+    // A rejected URL's echo keeps no userinfo: before its last `@` there is only a scheme
+    // (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) "://"`, or nothing) and the mask; and nothing
+    // after `?` or `#` but the mask.
     let shown = sts_agent::url::redact(text);
+    if let Some(at) = shown.rfind('@') {
+        let scheme = shown[..at].strip_suffix("***").unwrap_or_else(|| panic!("{text:?} -> {shown:?}"));
+        if let Some(name) = scheme.strip_suffix("://") {
+            let mut b = name.bytes();
+            let ok = b.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && b.all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c));
+            assert!(ok, "{text:?} -> {shown:?}");
+        } else {
+            assert!(scheme.is_empty(), "{text:?} -> {shown:?}");
+        }
+    }
     if let Some(i) = shown.find(['?', '#']) {
-        assert_eq!(&shown[i + 1..], "***");
+        assert_eq!(&shown[i + 1..], "***", "{text:?} -> {shown:?}");
     }
 });

@@ -16,8 +16,11 @@ pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_AAAA: u16 = 28;
 pub const CLASS_IN: u16 = 1;
 pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_FORMERR: u8 = 1;
 pub const RCODE_SERVFAIL: u8 = 2;
 pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_NOTIMP: u8 = 4;
+pub const RCODE_REFUSED: u8 = 5;
 /// The longest name in wire form (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
 const HEADER: usize = 12;
@@ -244,7 +247,10 @@ fn answers(
 /// Reads `msg` as the response to query `id` for `qname` (wire form) and `qtype` (A or AAAA),
 /// writing the name's addresses of that type to `addrs` (extra ones are left out). Addresses are
 /// those of the question's name or of the end of its CNAME chain within the answer section.
-/// A response without a question is accepted only with an error rcode (as FORMERR may be sent).
+/// A response without a question is accepted only with an rcode that means "ask the next
+/// server" (FORMERR, SERVFAIL, NOTIMP, REFUSED; a server that did not understand the query may
+/// not echo it): never with NOERROR or NXDOMAIN, which would end the lookup on an answer that
+/// does not say which question it answers.
 pub fn read_response(
     msg: &[u8],
     id: u16,
@@ -268,7 +274,7 @@ pub fn read_response(
         return Err(DnsError::NotAResponse);
     }
     let mut resp = Response { rcode, truncated, count: 0, ttl: u32::MAX };
-    if qdcount == 0 && rcode != RCODE_NOERROR {
+    if qdcount == 0 && matches!(rcode, RCODE_FORMERR | RCODE_SERVFAIL | RCODE_NOTIMP | RCODE_REFUSED) {
         return Ok(resp);
     }
     if qdcount != 1 {
@@ -575,6 +581,19 @@ mod tests {
         empty[5] = 0;
         empty.truncate(12);
         assert_eq!(read_response(&empty, 9, &q, TYPE_A, &mut a), Err(DnsError::NotAResponse));
+        // Without a question only "try the next server" rcodes are accepted; NXDOMAIN (which
+        // would end the lookup) and the rest are not answers to ours.
+        for rcode in 0..16u8 {
+            let mut m = response(9, 0x8180 | u16::from(rcode), &q, TYPE_A, 0, &[]);
+            m[5] = 0;
+            m.truncate(12);
+            let got = read_response(&m, 9, &q, TYPE_A, &mut a).map(|r| r.rcode);
+            if matches!(rcode, RCODE_FORMERR | RCODE_SERVFAIL | RCODE_NOTIMP | RCODE_REFUSED) {
+                assert_eq!(got, Ok(rcode), "rcode {rcode}");
+            } else {
+                assert_eq!(got, Err(DnsError::NotAResponse), "rcode {rcode}");
+            }
+        }
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// With several addresses, each gets `CONNECT_TIMEOUT / n`, but at least this.
+/// With several addresses, each gets `CONNECT_TIMEOUT / n` for its TCP connect, but at least
+/// this; once TCP is connected, the TLS handshake gets the whole `CONNECT_TIMEOUT`.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE: usize = 1 << 20;
@@ -463,7 +464,7 @@ impl HttpClient {
             }
         }
         let connecting = self.conn.as_ref().is_some_and(|c| !c.tcp_connected);
-        match self.drive() {
+        match self.drive(now) {
             Ok(Some(outcome)) => {
                 if std::mem::take(&mut self.close_after_response) {
                     self.close(registry);
@@ -500,7 +501,7 @@ impl HttpClient {
         }
     }
 
-    fn drive(&mut self) -> Result<Option<Outcome>, Failure> {
+    fn drive(&mut self, now: Instant) -> Result<Option<Outcome>, Failure> {
         let Some(conn) = self.conn.as_mut() else { return Ok(None) };
         if !conn.tcp_connected {
             if let Ok(Some(e)) | Err(e) = conn.sock.take_error() {
@@ -511,6 +512,9 @@ impl HttpClient {
                 Ok(true) => {
                     conn.tcp_connected = true;
                     self.preferred = self.current;
+                    // The per-address share was for the TCP connect; the TLS handshake gets the
+                    // whole allowance from here, however many addresses the name has.
+                    self.connect_deadline = Some(now + CONNECT_TIMEOUT);
                 }
                 Ok(false) => return Ok(None),
                 Err(e) => return Err(fail(FailureKind::Connect, format!("{}: {e}", self.origin))),
@@ -727,6 +731,132 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1", "POST /two HTTP/1.1"]);
+    }
+
+    /// Like `until_outcome`, but also runs the client's timers; fails after `limit`.
+    fn until_outcome_within(c: &mut HttpClient, poll: &mut Poll, limit: Duration) -> Outcome {
+        let mut events = Events::with_capacity(8);
+        let start = Instant::now();
+        loop {
+            let now = Instant::now();
+            if let Some(o) = c.on_ready(poll.registry(), now) {
+                return o;
+            }
+            if c.deadline().is_some_and(|d| now >= d) {
+                if let Some(o) = c.on_timeout(poll.registry(), now) {
+                    return o;
+                }
+            }
+            assert!(start.elapsed() < limit, "no outcome within {limit:?}");
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+        }
+    }
+
+    /// A hosts file under a fresh directory naming `multi.test` with `ips`, in order.
+    fn hosts_dir(tag: &str, ips: &[&str]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sts-client-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text: String = ips.iter().map(|ip| format!("{ip} multi.test\n")).collect();
+        std::fs::write(dir.join("hosts"), text).unwrap();
+        dir
+    }
+
+    /// A listener on `ip:port` whose accept queue is full (backlog 0, one connection never
+    /// accepted): the kernel drops every further SYN, so a connect to it neither succeeds nor
+    /// fails. Returns the listener and the connections that fill it.
+    fn syn_dropping_listener(ip: [u8; 4], port: u16) -> (rustix::fd::OwnedFd, Vec<std::net::TcpStream>) {
+        use rustix::net::{AddressFamily, SocketType};
+        let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        rustix::net::bind_v4(&fd, &std::net::SocketAddrV4::new(ip.into(), port)).unwrap();
+        rustix::net::listen(&fd, 0).unwrap();
+        let addr = SocketAddr::from((ip, port));
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Ok(s) => held.push(s),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return (fd, held),
+                Err(e) => panic!("filling the accept queue of {addr}: {e}"),
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+
+    /// A name with two addresses, the first dropping SYNs (no answer at all): after the
+    /// per-address share of the connect timeout (10 s / 2) the request goes to the second, well
+    /// within the whole allowance.
+    #[test]
+    fn a_connect_that_times_out_moves_on_to_the_next_address() {
+        let (addr, seen) = server();
+        let (_dropper, _held) = syn_dropping_listener([127, 0, 0, 2], addr.port());
+        let dir = hosts_dir("syn", &["127.0.0.2", "127.0.0.1"]);
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("http://multi.test:{}/", addr.port())).unwrap();
+        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
+        c.resolver =
+            Some(Resolver::with_files("multi.test", addr.port(), Token(1), dir.join("none"), dir.join("hosts")));
+        let t0 = Instant::now();
+        c.send(poll.registry(), "POST", "/one", &[], b"hi", t0).unwrap();
+        let o = until_outcome_within(&mut c, &mut poll, CONNECT_TIMEOUT);
+        assert!(matches!(o, Outcome::Response { status: 202, .. }), "{o:?}");
+        // The first address had its share, and only that.
+        let took = t0.elapsed();
+        assert!(took >= CONNECT_TIMEOUT / 2 - Duration::from_millis(100), "{took:?}");
+        assert!(took < CONNECT_TIMEOUT / 2 + Duration::from_secs(2), "{took:?}");
+        assert_eq!(c.preferred, Some(addr));
+        assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A name with five addresses (2 s each for the TCP connect) whose first accepts at once but
+    /// starts the TLS handshake only after 3 s: the handshake has the whole connect allowance
+    /// from the TCP connect on, so the request is delivered there.
+    #[test]
+    fn a_slow_tls_handshake_gets_the_whole_connect_allowance() {
+        let key = rcgen::generate_simple_self_signed(vec!["multi.test".to_string()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![key.cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.key_pair.serialize_der().into()),
+                )
+                .unwrap(),
+        );
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let delay = Duration::from_secs(3);
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            std::thread::sleep(delay);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), s);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.ends_with(b"\r\n\r\nhi") {
+                match tls.read(&mut chunk) {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let _ = tls.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+            let _ = tls.flush();
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let dir = hosts_dir("tls", &["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]);
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("https://multi.test:{port}/")).unwrap();
+        let tls = crate::transport::tls::client_config(true).unwrap();
+        let mut c = HttpClient::new(url, Some(tls), Token(1)).unwrap();
+        c.resolver = Some(Resolver::with_files("multi.test", port, Token(1), dir.join("none"), dir.join("hosts")));
+        let t0 = Instant::now();
+        c.send(poll.registry(), "POST", "/one", &[], b"hi", t0).unwrap();
+        let o = until_outcome_within(&mut c, &mut poll, CONNECT_TIMEOUT);
+        assert!(matches!(o, Outcome::Response { status: 202, .. }), "{o:?}");
+        assert!(t0.elapsed() >= delay, "{:?}", t0.elapsed());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A name with two addresses, the first refusing connections: the request goes to the second,

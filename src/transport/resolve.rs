@@ -875,6 +875,8 @@ mod tests {
     #[test]
     fn answers_from_elsewhere_or_with_another_id_are_ignored() {
         let silent = StdUdp::bind("127.0.0.1:0").unwrap();
+        // A broken resolver must fail the test, not hang it.
+        silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let ns = silent.local_addr().unwrap();
         let mut poll = Poll::new().unwrap();
         let mut r = dns_resolver(&[ns], None, "recv.test");
@@ -890,12 +892,15 @@ mod tests {
         answer[2] = 0x81;
         answer[3] = 0x80;
         answer[7] = 1;
+        // The forgeries carry another address than the real answer, so accepting one shows.
+        let mut forged = answer.clone();
         answer.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 6, 6, 6, 6]);
+        forged.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 7, 7, 7, 7]);
         // From another socket (a spoofer guessing the port): ignored.
         let other = StdUdp::bind("127.0.0.1:0").unwrap();
-        other.send_to(&answer, client).unwrap();
+        other.send_to(&forged, client).unwrap();
         // From the server but with the wrong id: ignored.
-        let mut wrong = answer.clone();
+        let mut wrong = forged.clone();
         wrong[0] ^= 0xFF;
         silent.send_to(&wrong, client).unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -903,6 +908,11 @@ mod tests {
         poll.poll(&mut events, Some(Duration::from_millis(10))).unwrap();
         assert_eq!(r.on_event(poll.registry(), Instant::now()), None);
         assert!(r.busy());
+        let l = r.lookup.as_ref().unwrap();
+        assert!(!l.v4.contains(&IpAddr::from([7, 7, 7, 7])), "a forged address was taken");
+        for q in &l.queries {
+            assert_eq!(q.outcome, QueryOutcome::Waiting, "qtype {} no longer waits", q.qtype);
+        }
         // The right one: accepted (AAAA still waits, then times out with no address: A is enough).
         silent.send_to(&answer, client).unwrap();
         assert_eq!(run(&mut r, &mut poll), Ok(()));
