@@ -579,3 +579,37 @@ fn a_span_larger_than_a_payload_travels_alone() {
     assert!(payloads[0].0 <= MAX_PAYLOAD && payloads[2].0 <= MAX_PAYLOAD && payloads[1].0 > MAX_PAYLOAD);
     assert!(!agent.due(Instant::now()) && agent.deadline().is_none(), "nothing left pending");
 }
+
+/// In process: the payloads still pending share the cost cap with the next request (pipelined
+/// requests are answered before the loop sends what the first one filled). A request accepted
+/// alone gets 413 while an earlier one's payloads are pending, and 200 once they are sent.
+#[test]
+fn pending_payloads_share_the_cost_cap() {
+    use sts_agent::app::TraceAgent;
+    use sts_agent::sources::trace_intake::Peer;
+    use sts_agent::transport::http_server::parse_head;
+    let mut id = 0;
+    let mut body = array32(4_000);
+    body.extend(large_traces(1, 4_000, 10, &mut id));
+    let h = format!(
+        "PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let head = parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap();
+    let peer = Peer { pid: None, unix: false, loopback: true };
+    let mut agent = TraceAgent::new(false);
+    let mut reply = Vec::new();
+    let mut handle = |agent: &mut TraceAgent| {
+        reply.clear();
+        agent.handle(&head, &body, peer, &mut reply, Instant::now(), 1_700_000_000_000_000_000, "h", None).0
+    };
+    assert_eq!(handle(&mut agent), 200, "alone");
+    let pending = agent.pending_bytes();
+    eprintln!("{} bytes of body, {pending} bytes of payloads pending", body.len());
+    assert!(pending > COST_CAP / 3, "{pending}");
+    assert_eq!(handle(&mut agent), 413, "beside {pending} bytes of pending payloads");
+    let mut p = Vec::new();
+    while agent.take_payload("h", &mut p) {}
+    assert_eq!(agent.pending_bytes(), 0);
+    assert_eq!(handle(&mut agent), 200, "once they are sent");
+}
