@@ -27,6 +27,9 @@ printf '\x92\xdc\x01\x00%s\x90' "$(head -c 256 /dev/zero | tr '\0' '\240')" > co
 printf '\x92\x92\xa0\xd9\x40%s\x91\x93' "$(head -c 64 /dev/zero | tr '\0' r)" > corpus/traces_msgpack/amplify-v05-long-string
 for i in 1 2 3; do printf '\x9c\x00\x00\x01\x01\x01\x00\x00\x00\x00\x80\x80\x00' >> corpus/traces_msgpack/amplify-v05-long-string; done
 printf '\x91\x91\x83\xa8trace_id\x01\xa7span_id\x01\xa4meta\xde\x00\x40%s' "$(head -c 128 /dev/zero | tr '\0' '\240')" > corpus/traces_msgpack/amplify-meta
+# One v0.5 span naming a 1,000-byte table string in db.instance, span.hostname, span.pid and
+# span.starttime (copied six times by the STS interpretation).
+printf '\x92\x97\xa1s\xda\x03\xe8%s\xabdb.instance\xadspan.hostname\xa8span.pid\xaespan.starttime\xa9span.kind\x91\x91\x9c\x00\x00\x00\x01\x01\x00\x00\x00\x00\x85\x02\x01\x03\x01\x04\x01\x05\x01\x06\x00\x80\x00' "$(head -c 1000 /dev/zero | tr '\0' h)" > corpus/traces_msgpack/amplify-v05-sts-keys
 printf '\x91\x91\x83\xa8trace_id\xff\xa7span_id\xd3\x80\x00\x00\x00\x00\x00\x00\x00\xa7service\xa3a\xffb' > corpus/traces_msgpack/repair-id-utf8
 printf '[[%s{}]]' "$(head -c 300 /dev/zero | tr '\0' x | sed 's/x/{},/g')" > corpus/traces_json/amplify-empty-spans
 printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"parent_id":0,"start":1700000000000000000,"duration":5,"error":0,"meta":{"span.hostname":"h","span.pid":"1","span.kind":"server"},"metrics":{"m":1.5},"type":"web"}]]' > corpus/traces_json/seed

@@ -1,10 +1,13 @@
 //! Trace bodies that decode and then amplify, against the real agent binary: every amplifying
-//! shape (v0.4 msgpack empty span maps, spans that survive normalisation, JSON `[[{},{},…]]`,
-//! v0.5 table strings, v0.5 spans referencing a long table string, meta entries in v0.4 and
-//! v0.5), each at 1 MB and at the body limit (`STS_APM_MAX_PAYLOAD_SIZE`, default 10 MiB). The
-//! agent's peak RSS (VmHWM) must stay within its documented bound — the body plus eight times
-//! the body and 4 MiB, at most 32 MiB (README, Traces) — and each gets 4xx with a reason or 200. Then: one large legitimate request becomes several payloads, each within the
-//! trace writer's 3.2 MB, together carrying every span.
+//! shape (v0.4 msgpack empty span maps, with declared counts and with honest ones, spans that
+//! survive normalisation, JSON `[[{},{},…]]`, v0.5 table strings, v0.5 spans referencing a long
+//! table string, one v0.5 span naming a long table string in the four STS keys, meta entries in
+//! v0.4 and v0.5, an invalid UTF-8 string), each at 1 MB and at the body limit
+//! (`STS_APM_MAX_PAYLOAD_SIZE`, default 10 MiB). The agent's peak RSS (VmHWM) must stay within
+//! its documented bound — the body plus eight times the body and 4 MiB, at most 24 MiB (README,
+//! Traces) — and each gets 4xx with a reason or 200. Bodies held on other connections beside an
+//! amplifying request stay within the agent-wide bound. Then: one large legitimate request
+//! becomes several payloads, each within the trace writer's 3.2 MB, together carrying every span.
 
 mod common;
 use common::trace_proto;
@@ -14,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
-use sts_agent::app::{request_limit, MAX_PAYLOAD};
+use sts_agent::app::{request_limit, COST_CAP, MAX_PAYLOAD};
 
 const V04: &[u8] = include_bytes!("fixtures/traces/ddtrace-4.16-v0.4.msgpack");
 const KEY: &str = "hostile-test-key-0123456789";
@@ -23,6 +26,20 @@ const MAX_BODY: usize = 10 * 1024 * 1024;
 const MB: usize = 1_000_000;
 
 struct Agent(Child);
+
+/// The agent with its stdout and stderr drained all along (an unread pipe that fills would
+/// block the agent's writes).
+fn drained(mut child: Child) -> Agent {
+    fn drain(p: Option<impl Read + Send + 'static>) {
+        if let Some(mut p) = p {
+            std::thread::spawn(move || std::io::copy(&mut p, &mut std::io::sink()));
+        }
+    }
+    drain(child.stdout.take());
+    drain(child.stderr.take());
+    Agent(child)
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -33,7 +50,7 @@ impl Drop for Agent {
 fn start(rx: &Receiver) -> (Agent, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = rx.url("/stsAgent");
-    let agent = Agent(spawn_agent(
+    let agent = drained(spawn_agent(
         &[],
         &[
             ("STS_APM_RECEIVER_PORT", &port.to_string()),
@@ -54,14 +71,38 @@ fn start(rx: &Receiver) -> (Agent, u16) {
     (agent, port)
 }
 
+fn head(path: &str, ctype: &str, len: usize) -> String {
+    format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\n\r\n")
+}
+
 /// Sends one request on a new connection; returns the status and the reply body.
 fn send(port: u16, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head =
-        format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head(path, ctype, body.len()).as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    reply(&mut s)
+}
+
+/// Sends one request on a new connection, its body only when the head was not answered at once
+/// (429 from the head); returns the status.
+fn send_unless_refused(port: u16, path: &str, ctype: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(head(path, ctype, body.len()).as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut b = [0u8; 12];
+    match s.read(&mut b) {
+        Ok(n) if n >= 12 => return String::from_utf8_lossy(&b[9..12]).parse().unwrap(),
+        Ok(n) => panic!("{n} bytes of a reply"),
+        Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}"),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(body).unwrap();
+    reply(&mut s).0
+}
+
+/// Reads one reply: its status and body.
+fn reply(s: &mut TcpStream) -> (u16, String) {
     let mut buf = Vec::new();
     let mut b = [0u8; 4096];
     loop {
@@ -180,6 +221,39 @@ fn shapes(size: usize) -> Vec<(&'static str, &'static str, &'static str, Vec<u8>
     }
     b.extend_from_slice(&[0x80, 0]);
     out.push(("v0.5 meta entries naming a long table string", "/v0.5/traces", "application/msgpack", b));
+    // v0.5: one span whose db.instance, span.hostname, span.pid and span.starttime all name
+    // the same long table string, with span.kind: the STS interpretation would copy it six
+    // times (service name, service URN, and the instance URN holding four more).
+    let keys = ["db.instance", "span.hostname", "span.pid", "span.starttime", "span.kind"];
+    let long = vec![b'h'; size - 100];
+    let mut b = vec![0x92, 0x97, 0xa1, b's'];
+    b.extend(str32(&long));
+    for k in keys {
+        b.push(0xa0 | k.len() as u8);
+        b.extend_from_slice(k.as_bytes());
+    }
+    b.extend_from_slice(&[0x91, 0x91, 0x9c, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0x85]);
+    b.extend_from_slice(&[2, 1, 3, 1, 4, 1, 5, 1, 6, 0, 0x80, 0]);
+    out.push(("v0.5 one span naming a long table string in four STS keys", "/v0.5/traces", "application/msgpack", b));
+    // v0.4: one span whose resource is invalid UTF-8 (each byte is repaired into a 3-byte U+FFFD).
+    let mut b = vec![0x91, 0x91, 0x83];
+    b.extend_from_slice(&KEPT_SPAN[1..]);
+    b.extend_from_slice(b"\xa8resource");
+    b.extend(str32(&vec![0xff; size - 50]));
+    out.push(("v0.4 an invalid UTF-8 resource", "/v0.4/traces", "application/msgpack", b));
+    // v0.4 with honest counts: traces of 10,000 empty span maps each (a count is declared only
+    // for what follows, so the limit is reached while decoding, not from a count alone).
+    // The last trace takes what is left, so the body is `size` bytes.
+    let per = 10_000;
+    let n = (size - 5).div_ceil(3 + per);
+    let mut b = vec![0xdd];
+    b.extend_from_slice(&(n as u32).to_be_bytes());
+    for _ in 0..n {
+        let k = per.min(size.saturating_sub(b.len() + 3));
+        b.extend_from_slice(&[0xdc, (k >> 8) as u8, k as u8]);
+        b.resize(b.len() + k, 0x80);
+    }
+    out.push(("v0.4 traces of 10,000 empty span maps, honest counts", "/v0.4/traces", "application/msgpack", b));
     for (what, _, _, body) in &out {
         assert!(body.len() <= size && body.len() + 64 >= size, "{what}: {} bytes for {size}", body.len());
     }
@@ -187,7 +261,7 @@ fn shapes(size: usize) -> Vec<(&'static str, &'static str, &'static str, Vec<u8>
 }
 
 /// What one request may cost the agent, documented in README (Traces): its body, held while it
-/// is answered, plus `request_limit` (8 × the body + 4 MiB, at most 32 MiB) for what it decodes
+/// is answered, plus `request_limit` (8 × the body + 4 MiB, at most 24 MiB) for what it decodes
 /// to, plus 2 MiB for the allocator's rounding and the intake's read buffer.
 fn bound(body: usize) -> usize {
     body + request_limit(body) + (2 << 20)
@@ -234,6 +308,52 @@ fn amplifying_bodies_stay_within_the_documented_memory_bound() {
         // And the agent keeps serving.
         assert_eq!(send(port, "/v0.4/traces", "application/msgpack", V04).0, 200, "{what}: served after");
     }
+}
+
+/// What the trace path may add to the agent with the default configuration (README, Traces):
+/// the bodies held on all connections (the intake's budget: the 10 MiB body limit + 4 MiB), the
+/// cost of the request being answered with the payloads pending (`COST_CAP`, 24 MiB), and 2 MiB
+/// of allocator rounding: 40 MiB over the idle agent, whose ECS task is limited to 64 MiB.
+const AGENT_WIDE: usize = (MAX_BODY + (4 << 20)) + COST_CAP + (2 << 20);
+
+/// Bodies in flight on other connections do not add to what an amplifying request may cost:
+/// one connection holds 10 MiB less a byte of its body, a second one tries the same, then a
+/// 10 MiB JSON `[[{},…]]` and a 3.9 MB one (which fits beside the first body and is decoded up to
+/// its limit). The agent's peak RSS stays within the agent-wide bound.
+#[test]
+fn bodies_in_flight_and_an_amplifying_request_stay_within_the_agent_wide_bound() {
+    let rx = Receiver::start(true, vec![202]);
+    let (agent, port) = start(&rx);
+    let pid = agent.0.id();
+    assert_eq!(send(port, "/v0.4/traces", "application/msgpack", V04).0, 200, "warm-up");
+    let base = hwm(pid);
+    // Two connections sending 10 MiB bodies all but their last byte (the agent may refuse the
+    // second one from its head: then its writes fail, and that is all).
+    let holders: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(head("/v0.4/traces", "application/msgpack", MAX_BODY).as_bytes());
+            let _ = s.write_all(&vec![0x90; MAX_BODY - 1]);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let json = |size: usize| shapes(size).swap_remove(2);
+    let (what, path, ctype, body) = json(MAX_BODY);
+    let status = send_unless_refused(port, path, ctype, &body);
+    let grew = hwm(pid).saturating_sub(base);
+    eprintln!("{what}, {} bytes beside two held bodies: {status}, +{:.1} MiB", body.len(), grew as f64 / 1048576.0);
+    assert!(grew <= AGENT_WIDE, "the agent grew by {grew} bytes, more than the agent-wide bound {AGENT_WIDE}");
+    assert!(status == 413 || status == 429, "{status}");
+    let (what, path, ctype, body) = json(3_900_000);
+    let status = send_unless_refused(port, path, ctype, &body);
+    let grew = hwm(pid).saturating_sub(base);
+    eprintln!("{what}, {} bytes beside a held body: {status}, +{:.1} MiB", body.len(), grew as f64 / 1048576.0);
+    assert_eq!(status, 413, "decoded up to its limit beside the held body");
+    assert!(grew <= AGENT_WIDE, "the agent grew by {grew} bytes, more than the agent-wide bound {AGENT_WIDE}");
+    drop(holders);
+    assert_eq!(send(port, "/v0.4/traces", "application/msgpack", V04).0, 200, "served after");
 }
 
 /// The traces of a v0.4 body (no outer array header): `traces` traces of `per_trace` spans each,
@@ -317,8 +437,8 @@ fn a_large_request_becomes_several_payloads_within_the_writer_limit() {
 
 /// A dense, realistic v0.5 body (table strings named with one byte; 8 meta entries and 3
 /// metrics per span, as a web service's spans look) of 2.5 MB: v0.5 costs about 9 times its size
-/// once decoded and encoded, and is still accepted whole (up to about 3.5 MB, where the cost
-/// reaches the 32 MiB cap).
+/// once decoded and encoded, and is still accepted whole (up to about 2.6 MB, where the cost
+/// reaches the 24 MiB cap).
 #[test]
 fn a_dense_realistic_v05_body_is_accepted() {
     let rx = Receiver::start(true, vec![202]);
@@ -458,4 +578,38 @@ fn a_span_larger_than_a_payload_travels_alone() {
     );
     assert!(payloads[0].0 <= MAX_PAYLOAD && payloads[2].0 <= MAX_PAYLOAD && payloads[1].0 > MAX_PAYLOAD);
     assert!(!agent.due(Instant::now()) && agent.deadline().is_none(), "nothing left pending");
+}
+
+/// In process: the payloads still pending share the cost cap with the next request (pipelined
+/// requests are answered before the loop sends what the first one filled). A request accepted
+/// alone gets 413 while an earlier one's payloads are pending, and 200 once they are sent.
+#[test]
+fn pending_payloads_share_the_cost_cap() {
+    use sts_agent::app::TraceAgent;
+    use sts_agent::sources::trace_intake::Peer;
+    use sts_agent::transport::http_server::parse_head;
+    let mut id = 0;
+    let mut body = array32(4_000);
+    body.extend(large_traces(1, 4_000, 10, &mut id));
+    let h = format!(
+        "PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let head = parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap();
+    let peer = Peer { pid: None, unix: false, loopback: true };
+    let mut agent = TraceAgent::new(false);
+    let mut reply = Vec::new();
+    let mut handle = |agent: &mut TraceAgent| {
+        reply.clear();
+        agent.handle(&head, &body, peer, &mut reply, Instant::now(), 1_700_000_000_000_000_000, "h", None).0
+    };
+    assert_eq!(handle(&mut agent), 200, "alone");
+    let pending = agent.pending_bytes();
+    eprintln!("{} bytes of body, {pending} bytes of payloads pending", body.len());
+    assert!(pending > COST_CAP / 3, "{pending}");
+    assert_eq!(handle(&mut agent), 413, "beside {pending} bytes of pending payloads");
+    let mut p = Vec::new();
+    while agent.take_payload("h", &mut p) {}
+    assert_eq!(agent.pending_bytes(), 0);
+    assert_eq!(handle(&mut agent), 200, "once they are sent");
 }

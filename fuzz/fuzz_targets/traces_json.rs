@@ -9,13 +9,16 @@ use sts_agent::parse::traces::{decode_v04, Encoding};
 fuzz_target!(|data: &[u8]| {
     // The agent's per-request limit: decoding and processing never pass it (one element over
     // at most), and the payload bytes written are within the encoder's bound. (A limit small
-    // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 32 MiB.)
+    // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 24 MiB.)
     let mut b = Batch { limit: 3 * data.len() + 256, ..Batch::default() };
     let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None };
     let r = decode_v04(data, Encoding::Json, &mut b);
     assert!(b.cost() <= b.limit + std::mem::size_of::<sts_agent::model::trace::Span>(), "decoding passed the limit");
     if r.is_ok() {
         process(&mut b, data, &ctx);
+        // Processing checks every copy of a string before making it: past the limit by at most
+        // what one span adds besides copies (a few entries and short constant pieces).
+        assert!(b.cost() <= b.limit + 2048, "processing passed the limit: {} > {}", b.cost(), b.limit);
         let mut out = Vec::new();
         trace_payload::append_traces(&mut out, &b, data);
         let mut view = Vec::new();

@@ -10,7 +10,7 @@ use sts_agent::parse::traces::{decode_v04, decode_v05, Encoding};
 fuzz_target!(|data: &[u8]| {
     // The agent's per-request limit: decoding and processing never pass it (one element over
     // at most), and the payload bytes written are within the encoder's bound. (A limit small
-    // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 32 MiB.)
+    // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 24 MiB.)
     let mut b = Batch { limit: 3 * data.len() + 256, ..Batch::default() };
     let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: Some("c"), client: Some((1, 2)) };
     let mut out = Vec::new();
@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
                 let spans: u32 = b.traces.iter().map(|t| t.1).sum();
                 assert_eq!(spans as usize, b.spans.len());
                 process(&mut b, data, &ctx);
+                // Processing checks every copy of a string before making it: past the limit by at most
+                // what one span adds besides copies (a few entries and short constant pieces).
+                assert!(b.cost() <= b.limit + 2048, "processing passed the limit: {} > {}", b.cost(), b.limit);
                 out.clear();
                 trace_payload::append_traces(&mut out, &b, data);
                 let bound: usize = b

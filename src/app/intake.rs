@@ -34,7 +34,10 @@ pub(super) fn open(
         max_conns: cfg.apm_max_connections,
         read_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(30),
-        held_budget: (2 * cfg.apm_max_payload).max(32 << 20),
+        // Bodies on all connections together: one of the largest and 4 MiB of others. With the
+        // cost of the request being answered (at most `COST_CAP`, pending payloads included) this
+        // is what the trace path may add to the agent (README, Traces).
+        held_budget: cfg.apm_max_payload.saturating_add(4 << 20),
     };
     match TraceIntake::open(icfg, registry, Source::TraceIntake.tokens().start) {
         Ok(i) => {

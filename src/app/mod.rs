@@ -37,7 +37,7 @@ mod traces;
 pub use connections::ConnectionsCheck;
 pub use host::HostCheck;
 pub use process::{Encoded, ProcessCheck};
-pub use traces::{request_limit, TraceAgent, TraceStats, MAX_PAYLOAD};
+pub use traces::{request_limit, TraceAgent, TraceStats, COST_CAP, MAX_PAYLOAD};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {

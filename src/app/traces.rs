@@ -3,8 +3,8 @@
 //!
 //! Memory per request is bounded by its body: what the body decodes to (spans, entries, strings
 //! the agent adds) plus the payload bytes it would add may cost at most [`COST_PER_BODY_BYTE`] ×
-//! the body + [`COST_SLACK`], and never more than [`COST_CAP`]; past that the request gets 413
-//! and nothing of it is kept. Payloads
+//! the body + [`COST_SLACK`], and never more than [`COST_CAP`] with the payloads already pending;
+//! past that the request gets 413 and nothing of it is kept. Payloads
 //! are split as they are built, so none passes [`MAX_PAYLOAD`] (a trace too large for one is
 //! sent in parts, each an `APITrace` with the same id).
 
@@ -35,9 +35,11 @@ const TRAILER_ROOM: usize = 1024;
 pub const COST_PER_BODY_BYTE: usize = 8;
 /// …plus this…
 pub const COST_SLACK: usize = 4 << 20;
-/// …and never more than this (with the 10 MiB default body limit, a request costs the agent at
-/// most 42 MiB: the body and this).
-pub const COST_CAP: usize = 32 << 20;
+/// …and never more than this, together with the payloads already pending (a realistic 2.5 MB
+/// v0.5 body costs about 22 MiB). With the intake's budget for bodies (`app/intake.rs`: the body
+/// limit + 4 MiB) this bounds the trace path: at the default 10 MiB body limit, 14 MiB of bodies
+/// on all connections plus 24 MiB here, within the ECS task's 64 MiB (README, Traces).
+pub const COST_CAP: usize = 24 << 20;
 /// The batch's storage is given back after a request that made it larger than this.
 const KEEP_BATCH: usize = 4 << 20;
 /// The `env` of payloads (the Datadog agent's default).
@@ -106,7 +108,9 @@ impl TraceAgent {
         host: &str,
         procs: Option<&ProcessTable>,
     ) -> (u16, &'static str) {
-        self.batch.limit = request_limit(body.len());
+        // The payloads still pending (a large request, or several pipelined ones, fill some
+        // before the loop sends them) share the cap with this request.
+        self.batch.limit = request_limit(body.len()).min(COST_CAP.saturating_sub(self.pending_bytes()));
         let decoded = match head.route {
             Route::Info => {
                 reply.extend_from_slice(&self.info);
@@ -182,6 +186,11 @@ impl TraceAgent {
             self.stats.rejected_decode += 1;
             (400, "text/plain")
         }
+    }
+
+    /// Bytes of payloads waiting to be sent (the open one and the full ones).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len() + self.full.iter().map(Vec::len).sum::<usize>()
     }
 
     /// At most the bytes the batch adds to payloads.

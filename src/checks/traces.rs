@@ -94,14 +94,16 @@ pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCou
             continue;
         }
         for i in spans {
-            if b.over_limit() {
-                counts.over_limit = true;
-                return counts;
-            }
             // What a span usually adds, reserved within the limit.
             b.reserve_side(1024);
             normalize(b, body, i, ctx.now_ns, &c);
             interpret(b, body, i, ctx, &c);
+            // Every copy of a string asked for room first (`Batch::fits`): a span naming one long
+            // string in several keys stops at the copy that would pass the limit, not after it.
+            if b.over_limit() {
+                counts.over_limit = true;
+                return counts;
+            }
         }
         counts.traces += 1;
         counts.spans += u64::from(n);
@@ -142,8 +144,12 @@ fn add(b: &mut Batch, k: Str, value: impl FnOnce(&mut Batch)) {
     b.push_extra((k, v));
 }
 
-/// Appends the text of `s` (from the body or the side buffer itself) to the side buffer.
+/// Appends the text of `s` (from the body or the side buffer itself) to the side buffer, when it
+/// fits within the batch's limit (else nothing, and the batch is over its limit).
 fn copy(b: &mut Batch, body: &[u8], s: Str) {
+    if !b.fits(s.len()) {
+        return;
+    }
     match b.side_range(s) {
         Some(r) => b.side.extend_from_within(r),
         None => b.side.extend_from_slice(Batch::body_bytes(body, s)),
@@ -236,4 +242,51 @@ fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>, c: 
         }
     }
     b.spans[i].extra = (first_extra, b.extra.len() as u32 - first_extra);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::traces::decode_v05;
+
+    /// One v0.5 span whose `db.instance`, `span.hostname`, `span.pid` and `span.starttime` all
+    /// name the same long table string (and `span.kind` is set): the STS interpretation would
+    /// copy it six times (service name, service URN, instance URN holding four). Processing stops
+    /// at the copy that would pass the limit.
+    fn span_naming_one_string_four_times(len: usize) -> Vec<u8> {
+        let mut b = vec![0x92, 0x97, 0xa1, b's'];
+        b.push(0xdb);
+        b.extend_from_slice(&(len as u32).to_be_bytes());
+        b.resize(b.len() + len, b'x');
+        for k in ["db.instance", "span.hostname", "span.pid", "span.starttime", "span.kind"] {
+            b.push(0xa0 | k.len() as u8);
+            b.extend_from_slice(k.as_bytes());
+        }
+        // service 0, name 0, resource 0, ids 1 1 0, start, duration, error, meta, metrics, type 0.
+        b.extend_from_slice(&[0x91, 0x91, 0x9c, 0, 0, 0, 1, 1, 0, 0, 0, 0]);
+        b.push(0x85);
+        b.extend_from_slice(&[2, 1, 3, 1, 4, 1, 5, 1, 6, 0]);
+        b.extend_from_slice(&[0x80, 0]);
+        b
+    }
+
+    #[test]
+    fn copies_of_a_long_string_stop_at_the_limit() {
+        let body = span_naming_one_string_four_times(100_000);
+        let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None };
+        let limit = 250_000;
+        let mut b = Batch { limit, ..Batch::default() };
+        decode_v05(&body, &mut b).unwrap();
+        let counts = process(&mut b, &body, &ctx);
+        assert!(counts.over_limit, "six copies of 100,000 bytes do not fit in {limit}");
+        assert!(b.cost() <= limit, "the batch cost {} (limit {limit})", b.cost());
+        assert!(b.side.capacity() <= limit, "side buffer of {} bytes", b.side.capacity());
+        // With room for it, every copy is made.
+        let mut b = Batch::default();
+        decode_v05(&body, &mut b).unwrap();
+        let counts = process(&mut b, &body, &ctx);
+        assert!(!counts.over_limit && counts.spans == 1);
+        let urn = b.span_extra(&b.spans[0]).iter().find(|(k, _)| b.is(&body, *k, "span.serviceInstanceURN")).unwrap().1;
+        assert!(urn.len() > 400_000, "{}", urn.len());
+    }
 }

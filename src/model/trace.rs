@@ -73,6 +73,8 @@ pub struct Batch {
     /// The most [`Batch::cost`] may reach while a request is decoded and processed (set per
     /// request from the body's size; `usize::MAX` by default).
     pub limit: usize,
+    /// A copy was refused by [`Batch::fits`]: the request costs more than its limit.
+    pub exceeded: bool,
 }
 
 impl Default for Batch {
@@ -86,6 +88,7 @@ impl Default for Batch {
             side: Vec::new(),
             dict: Vec::new(),
             limit: usize::MAX,
+            exceeded: false,
         }
     }
 }
@@ -179,14 +182,28 @@ impl Batch {
     pub fn reserve_side(&mut self, n: usize) {
         if self.side.capacity() - self.side.len() < n {
             let by = self.grow_by(self.side.len().max(n), 1);
-            self.side.reserve_exact(by);
+            self.side.reserve_exact(by.max(n));
         }
     }
 
-    /// Whether the batch has grown past its limit.
+    /// Whether the batch has grown past its limit, or a copy was refused for passing it.
     #[inline]
     pub fn over_limit(&self) -> bool {
-        self.cost() > self.limit
+        self.exceeded || self.cost() > self.limit
+    }
+
+    /// Whether `n` more side bytes fit within the limit: if so, room is made for them (growing
+    /// within the limit); if not, nothing is written and the batch is over its limit. Every copy
+    /// of a string of unbounded length (a body string, a v0.5 table string named by several keys)
+    /// asks first, so no copy takes the batch past its limit.
+    #[inline]
+    pub fn fits(&mut self, n: usize) -> bool {
+        if self.exceeded || self.cost().saturating_add(n) > self.limit {
+            self.exceeded = true;
+            return false;
+        }
+        self.reserve_side(n);
+        true
     }
 
     /// Gives back the memory of a large request (the capacities a hostile body made would
@@ -205,6 +222,7 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
+        self.exceeded = false;
         self.spans.clear();
         self.traces.clear();
         self.meta.clear();

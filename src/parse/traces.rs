@@ -101,20 +101,38 @@ fn str_at(r: &mut Reader<'_>, out: &mut Batch) -> Result<Str> {
 
 /// Copies `b` into the side buffer with each byte that does not start a valid UTF-8 sequence
 /// replaced by U+FFFD (Go's `[]rune(s)` / `ReadRune`: one replacement per invalid byte).
+/// A replacement is 3 bytes for 1: each piece asks the batch for room first, so a long invalid
+/// string stops at the limit (the batch is then over it) instead of tripling past it. A run of
+/// invalid bytes is written at once (one check and one write, not one per byte).
 fn repair_utf8(mut b: &[u8], out: &mut Batch) -> Str {
-    out.reserve_side(b.len());
+    const FFFD: &[u8] = "\u{fffd}".as_bytes();
     let begin = out.side_begin();
     loop {
         match std::str::from_utf8(b) {
             Ok(s) => {
-                out.side_piece(s);
+                if out.fits(s.len()) {
+                    out.side_piece(s);
+                }
                 break;
             }
             Err(e) => {
                 let (valid, rest) = b.split_at(e.valid_up_to());
+                // The bytes of a maximal invalid subpart after its first are continuation bytes,
+                // each invalid on its own; so are the bytes that never start a sequence.
+                let mut bad = e.error_len().unwrap_or(rest.len()).max(1);
+                while rest.get(bad).is_some_and(|&c| (0x80..=0xc1).contains(&c) || c >= 0xf5) {
+                    bad += 1;
+                }
+                if !out.fits(valid.len() + FFFD.len() * bad) {
+                    break;
+                }
                 out.side.extend_from_slice(valid);
-                out.side_piece("\u{fffd}");
-                b = rest.get(1..).unwrap_or(&[]);
+                let at = out.side.len();
+                out.side.resize(at + FFFD.len() * bad, 0);
+                for c in out.side[at..].chunks_exact_mut(FFFD.len()) {
+                    c.copy_from_slice(FFFD);
+                }
+                b = rest.get(bad..).unwrap_or(&[]);
             }
         }
     }
@@ -449,6 +467,44 @@ mod tests {
         assert!(b.side.is_empty());
     }
 
+    /// The repair writes runs at once; it equals the plain one-replacement-per-invalid-byte
+    /// loop on random bytes (biased to UTF-8 lead and continuation bytes).
+    #[test]
+    fn repair_equals_one_replacement_per_invalid_byte() {
+        fn reference(mut b: &[u8]) -> String {
+            let mut s = String::new();
+            loop {
+                match std::str::from_utf8(b) {
+                    Ok(v) => return s + v,
+                    Err(e) => {
+                        let (valid, rest) = b.split_at(e.valid_up_to());
+                        s.push_str(std::str::from_utf8(valid).unwrap());
+                        s.push('\u{fffd}');
+                        b = &rest[1..];
+                    }
+                }
+            }
+        }
+        let alphabet =
+            [b'a', 0x80, 0xbf, 0xc0, 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xf5, 0xff, 0xed, 0xa0];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut v = Vec::new();
+            for _ in 0..(x % 12) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut b = Batch::default();
+            let s = repair_utf8(&v, &mut b);
+            assert_eq!(b.text(&[], s), reference(&v), "{v:x?}");
+        }
+    }
+
     #[test]
     fn decoding_stops_at_the_limit() {
         // 1,000 empty span maps: 1,006 bytes that would decode into 104,000.
@@ -472,6 +528,13 @@ mod tests {
         meta.resize(meta.len() + 2000, 0xa0);
         assert_eq!(decode_v04(&meta, Encoding::Msgpack, &mut b), Err(TOO_LARGE));
         assert!(b.cost() == 0, "nothing is left behind");
+        // A 9,000-byte string of invalid bytes would be repaired into 27,000: the repair stops
+        // at the limit, not after it.
+        let mut bad = vec![0x91, 0x91, 0x81, 0xa7, b's', b'e', b'r', b'v', b'i', b'c', b'e', 0xda, 0x23, 0x28];
+        bad.resize(bad.len() + 9000, 0xff);
+        let mut b = Batch { limit: 10_000, ..Batch::default() };
+        assert_eq!(decode_v04(&bad, Encoding::Msgpack, &mut b), Err(TOO_LARGE));
+        assert!(b.side.capacity() <= 10_000, "side buffer {} bytes", b.side.capacity());
     }
 
     #[test]

@@ -358,10 +358,10 @@ impl TraceIntake {
         }
     }
 
-    /// Bytes held for requests under way on every connection (`c` is the one being driven, out of
-    /// its slot). Idle connections count nothing.
-    fn held(&self, c: &Conn) -> usize {
-        self.conns.iter().flatten().map(|c| c.m.held()).sum::<usize>() + c.m.held()
+    /// Bytes received and held for requests under way on the other connections (the one being
+    /// driven is out of its slot). Idle connections count nothing.
+    fn held_by_others(&self) -> usize {
+        self.conns.iter().flatten().map(|c| c.m.held()).sum::<usize>()
     }
 
     /// Reads, frames, answers within one event's budget; `true` when the connection should close.
@@ -441,7 +441,8 @@ impl TraceIntake {
     /// stopped at that budget with input left.
     fn process(&mut self, c: &mut Conn, now: Instant, on_request: &mut Handler<'_>, requests: &mut usize) -> bool {
         let was_idle = !c.m.in_request();
-        let room = self.cfg.held_budget.saturating_sub(self.held(c));
+        // What this connection may hold in all (it compares its own bytes with it).
+        let room = self.cfg.held_budget.saturating_sub(self.held_by_others());
         let mut stopped = false;
         loop {
             if *requests == 0 {

@@ -399,17 +399,12 @@ impl ConnMachine {
         self.started
     }
 
-    /// Bytes this connection holds for its request: what it has received and not answered, or the
-    /// whole request once a `Content-Length` head has reserved room for it. 0 between requests,
-    /// whatever the buffers' capacity (idle keep-alive connections do not count against the
-    /// intake's budget).
+    /// Bytes this connection holds for its request: what it has received and not answered (a
+    /// `Content-Length` counts only as its bytes arrive: a head alone holds nothing of the
+    /// intake's budget). 0 between requests, whatever the buffers' capacity (idle keep-alive
+    /// connections do not count against the intake's budget).
     pub fn held(&self) -> usize {
-        match self.state {
-            MachineState::Body(RequestHead { framing: Framing::Length(n), .. }) => {
-                (self.body_start + n).max(self.input.len())
-            }
-            _ => self.input.len() + self.body.len(),
-        }
+        self.input.len() + self.body.len()
     }
 
     /// The connection should close once `out` is written.
@@ -442,8 +437,10 @@ impl ConnMachine {
         Step::Rejected(status)
     }
 
-    /// Advances on the bytes in `input`. `max_body`: the body limit; `room`: how many more bytes
-    /// this connection may buffer (the intake's shared budget).
+    /// Advances on the bytes in `input`. `max_body`: the body limit; `room`: how many bytes this
+    /// connection may hold in all (the intake's shared budget less what the others hold): a
+    /// request that could not fit gets 429 from its head, and one whose bytes pass it as they
+    /// arrive (the others took the room meanwhile) gets 429 then.
     pub fn step(&mut self, max_body: usize, room: usize) -> Step<'_> {
         loop {
             match self.state {
@@ -473,7 +470,7 @@ impl ConnMachine {
                     }
                     match head.framing {
                         Framing::Length(n) => {
-                            if n > room {
+                            if (head.head_len + n).max(self.input.len()) > room {
                                 return self.reject(429, b"the agent is busy; retry later\n");
                             }
                             self.body_start = head.head_len;
@@ -496,12 +493,15 @@ impl ConnMachine {
                     Framing::Length(n) => {
                         let end = self.body_start + n;
                         if self.input.len() < end {
+                            if self.held() > room {
+                                return self.reject(429, b"the agent is busy; retry later\n");
+                            }
                             return Step::NeedMore;
                         }
                         return Step::Request(head, &self.input[self.body_start..end]);
                     }
                     Framing::Chunked => {
-                        if self.input.len() + self.body.len() > room {
+                        if self.held() > room {
                             return self.reject(429, b"the agent is busy; retry later\n");
                         }
                         match self.dechunk.feed(&self.input, &mut self.body, max_body) {
@@ -635,9 +635,9 @@ mod tests {
         assert!(matches!(m.step(100, 10), Step::Rejected(429)));
     }
 
-    /// What a connection counts against the intake's budget: the whole request once its
-    /// Content-Length head is in, what it has buffered otherwise, and nothing between requests
-    /// whatever its buffers' capacity.
+    /// What a connection counts against the intake's budget: what it has received of its request
+    /// (a Content-Length head alone reserves nothing), and nothing between requests whatever its
+    /// buffers' capacity. A body whose bytes pass the room left gets 429 as they arrive.
     #[test]
     fn held_bytes_and_end_of_stream() {
         let mut m = ConnMachine::default();
@@ -647,7 +647,7 @@ mod tests {
         m.input.extend_from_slice(b"ngth: 500\r\n\r\nxyz");
         let head_len = m.input.len() - 3;
         assert!(matches!(m.step(1000, 1000), Step::NeedMore));
-        assert_eq!(m.held(), head_len + 500, "the whole request is reserved");
+        assert_eq!(m.held(), head_len + 3, "what has arrived, not what the head declares");
         m.input.resize(head_len + 500, b'x');
         assert!(matches!(m.step(1000, 1000), Step::Request(..)));
         m.respond(200, "text/plain", b"OK\n");
@@ -657,6 +657,16 @@ mod tests {
         m.input.extend_from_slice(b"POST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
         assert!(matches!(m.step(1000, 1000), Step::NeedMore));
         assert_eq!(m.held(), 3);
+        // Room for the declared body when its head came, taken by others meanwhile: 429 as the
+        // bytes pass what is left.
+        let mut m = ConnMachine::default();
+        m.input.extend_from_slice(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Length: 500\r\n\r\n");
+        let head_len = m.input.len();
+        assert!(matches!(m.step(1000, 1000), Step::NeedMore));
+        m.input.resize(head_len + 200, b'x');
+        assert!(matches!(m.step(1000, head_len + 200), Step::NeedMore), "within the room");
+        m.input.push(b'x');
+        assert!(matches!(m.step(1000, head_len + 200), Step::Rejected(429)));
         // The client stops sending between requests: close once the replies are out.
         let mut m = ConnMachine::default();
         m.finish();
