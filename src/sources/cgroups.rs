@@ -141,10 +141,26 @@ impl Anchors {
         self.dirs.iter().find(|(s, u, _, _)| *s == slot && *u == ups).map(|(_, _, _, p)| p.as_path())
     }
 
-    /// The path from its hierarchy's root of the cgroup `path` names, if known.
-    fn real_path(&self, slot: usize, path: &[u8]) -> Option<PathBuf> {
-        let (_, rest) = cgroup::relative(path)?;
-        Some(self.climbed_to(slot, path)?.join(OsStr::from_bytes(rest)))
+    /// Whether the cgroup `path` names sits in an ECS task's cgroup ([`cgroup::ecs_task_parent`]
+    /// of its path from the hierarchy's root, where known: `/` in the agent's own namespace
+    /// names nothing by itself). Allocates nothing (it runs when a container is found again).
+    fn in_ecs_task(&self, slot: usize, path: &[u8]) -> bool {
+        if cgroup::ecs_task_parent(path) {
+            return true;
+        }
+        let (Some((_, rest)), Some(prefix)) = (cgroup::relative(path), self.climbed_to(slot, path)) else {
+            return false;
+        };
+        let prefix = prefix.as_os_str().as_bytes();
+        let mut full = [0u8; 1024];
+        let n = prefix.len() + if rest.is_empty() { 0 } else { 1 + rest.len() };
+        let Some(buf) = full.get_mut(..n) else { return false };
+        buf[..prefix.len()].copy_from_slice(prefix);
+        if !rest.is_empty() {
+            buf[prefix.len()] = b'/';
+            buf[prefix.len() + 1..].copy_from_slice(rest);
+        }
+        cgroup::ecs_task_parent(buf)
     }
 
     /// Opens the cgroup directory `path` (as `/proc/<pid>/cgroup` shows it) of hierarchy
@@ -497,9 +513,7 @@ impl ContainerSource {
             let cpu_line = line.hierarchy == b"0" || line.controllers.split(|b| *b == b',').any(|c| c == b"cpu");
             if cpu_line && !matches!(layout, Layout::Absent) {
                 let slot = if matches!(layout, Layout::V2(_)) { UNIFIED } else { CPU };
-                let real = anchors.real_path(slot, p);
-                in_task = cgroup::ecs_task_parent(p)
-                    || real.is_some_and(|r| cgroup::ecs_task_parent(r.as_os_str().as_bytes()));
+                in_task = anchors.in_ecs_task(slot, p);
             }
             let mut open = |root: Option<&OwnedFd>, slot: usize, into: &mut Option<OwnedFd>| {
                 let Some(root) = root else { return };
@@ -857,6 +871,17 @@ mod tests {
         );
         let other = anchors.open(root.as_fd(), UNIFIED, path.as_bytes());
         assert_eq!(anchors.climbed_to(UNIFIED, path.as_bytes()), Some(Path::new("./ecstasks.slice")));
+        // With shares only, its throttling is its ECS task's (the slice above `/`).
+        let task = tmp.join("sys/fs/cgroup/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice");
+        std::fs::write(task.join(format!("docker-{}.scope/cpu.max", std::str::from_utf8(ID).unwrap())), "max 100000\n")
+            .unwrap();
+        std::fs::write(task.join("cpu.max"), "100000 100000\n").unwrap();
+        std::fs::write(task.join("cpu.stat"), "usage_usec 9\nnr_throttled 42\nthrottled_usec 1500000\n").unwrap();
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        assert!(src.find_own_namespace(b"0::/\n", 4242).is_some());
+        let mut t = ContainerTable::default();
+        src.update(&mut t, &procs);
+        assert_eq!(t.containers[0].cur.throttled_periods, 42, "{:?}", t.containers[0]);
         assert!(other.is_ok());
 
         // In the host's namespace (the agent at the root, or at a path that names its container):
