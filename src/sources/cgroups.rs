@@ -4,7 +4,8 @@
 //! their processes' `/proc/<pid>/cgroup`, and their stats each cycle. Directories are held as
 //! `O_PATH` fds opened once per container (again when a restart in place removed them); files are
 //! read into one reused buffer. The agent may see those paths from a private cgroup namespace
-//! (`/../../<rest>`): see [`Anchors`].
+//! (`/../../<rest>`): see [`Anchors`]; its own processes then read `/`, the root of that namespace,
+//! which is its container's cgroup: see [`own_namespace`].
 
 use super::procfs::ReadBuf;
 use crate::model::container::{CgroupDirs, Container, ContainerTable, CtrSample};
@@ -380,7 +381,8 @@ impl ContainerSource {
             };
             let Some((dir, path, depth, _)) = search(root.as_fd(), None, holds_me) else { continue };
             if depth > 0 && !logged {
-                info!("containers: the agent is in a private cgroup namespace rooted at {}", path.display());
+                let shown = path.strip_prefix(".").unwrap_or(&path);
+                info!("containers: the agent is in a private cgroup namespace rooted at /{}", shown.display());
                 logged = true;
             }
             if own.is_none() {
