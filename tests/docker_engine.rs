@@ -300,13 +300,16 @@ fn the_agents_own_container_is_reported_from_a_private_cgroup_namespace_on_the_v
 /// linked agent runs from the host's libraries, mounted read-only.
 fn own_container_reported(tree: &str, memory: bool) {
     let img = Image::busybox();
+    // A name of its own, to tell it from the agents other tests run at the same time (all of them
+    // see each other's processes, with the host's pid namespace).
+    let exe = unique("sts-agent");
     let libs = ["/lib/x86_64-linux-gnu", "/lib64", "/usr/lib/x86_64-linux-gnu"];
     let mut opts: Vec<String> =
         ["--network", "none", "--cpus", "0.3", "--pid", "host", "--cgroupns", "private"].map(String::from).to_vec();
     for lib in libs.iter().filter(|l| std::path::Path::new(l).is_dir()) {
         opts.extend(["-v".into(), format!("{lib}:{lib}:ro")]);
     }
-    opts.extend(["-v".into(), format!("{AGENT}:/sts-agent:ro"), "-v".into(), format!("{tree}:/host/sys/fs/cgroup:ro")]);
+    opts.extend(["-v".into(), format!("{AGENT}:/{exe}:ro"), "-v".into(), format!("{tree}:/host/sys/fs/cgroup:ro")]);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     for (k, v) in [
         ("HOST_SYS", "/host/sys"),
@@ -321,9 +324,8 @@ fn own_container_reported(tree: &str, memory: bool) {
     }
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     // A busy process beside the agent, in the same container (and cgroup namespace).
-    let script = format!(
-        "echo '>>>' >&2; cat /proc/self/cgroup >&2; echo '<<<' >&2; ({BURN}) & sleep 1; exec /sts-agent --once"
-    );
+    let script =
+        format!("echo '>>>' >&2; cat /proc/self/cgroup >&2; echo '<<<' >&2; ({BURN}) & sleep 1; exec /{exe} --once");
     let c = Ctr::run_with(&img, "own", &opts, &script);
     let waited = Command::new("timeout").args(["90", "docker", "wait", &c.name]).output().unwrap();
     let logs = docker(&["logs", &c.name]);
@@ -340,7 +342,7 @@ fn own_container_reported(tree: &str, memory: bool) {
         .collect();
     let me = procs
         .iter()
-        .find(|p| p["command"]["args"][0] == "/sts-agent")
+        .find(|p| p["command"]["args"][0] == format!("/{exe}").as_str())
         .unwrap_or_else(|| panic!("the agent's process\n{stderr}"));
     assert_eq!(me["containerId"], c.id.as_str(), "{me}");
 }
