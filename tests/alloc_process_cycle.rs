@@ -1,6 +1,6 @@
 //! A steady-state process cycle (list, sample, select, enrich, encode protobuf, zstd, encode the
-//! /intake side channel) performs no heap allocation, except at most one per process that is
-//! new in that cycle (its command line, exe and cwd are stored once).
+//! /intake side channel) performs no heap allocation; over a run, at most three per new process
+//! (its command line, exe and cwd are stored once; buffers grow past high-water marks).
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -42,37 +42,50 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
     for i in 0..4 {
         run(&mut check, i, &mut bytes_out);
     }
+    // The budget: a steady cycle allocates nothing at all. A cycle is steady when neither it nor
+    // the one before found a new process (a process is reported from its second observation, so
+    // the cycle after it first encodes it and may grow the payload buffers past their high-water
+    // marks), and it reports no more processes than any cycle before (the top-N inclusions by
+    // CPU, memory and I/O vary the selection without any new process; its first new maximum
+    // grows the selection once). Under churn (a busy build host) steady cycles are rarer: run
+    // until 10 of them were seen, for at most 400 cycles.
     let (mut allocs, mut discovered, mut reported, mut quiet_cycles) = (0, 0, 0, 0);
-    for i in 4..24 {
+    let (mut prev_discovered, mut most_reported, mut cycles) = (1, 0, 0u32);
+    for i in 4..404 {
         let before = allocations();
         run(&mut check, i, &mut bytes_out);
         let n = allocations() - before;
         let d = u64::from(check.table.discovered);
-        if d == 0 {
-            // The budget: a cycle with no new process allocates nothing at all.
-            assert_eq!(n, 0, "cycle {i}: {n} allocations without any new process");
+        let r = check.stats().reported;
+        if d == 0 && prev_discovered == 0 && r <= most_reported {
+            assert_eq!(n, 0, "cycle {i}: {n} allocations in a steady cycle ({r} processes reported)");
             quiet_cycles += 1;
         }
+        (prev_discovered, most_reported) = (d, most_reported.max(r));
         allocs += n;
         discovered += d;
-        reported += check.stats().reported;
+        reported += r;
+        cycles += 1;
+        if cycles >= 20 && quiet_cycles >= 10 {
+            break;
+        }
     }
     assert!(
-        quiet_cycles >= 5,
-        "only {quiet_cycles} of 20 cycles had no process churn; the zero-allocation claim went untested"
+        quiet_cycles >= 10,
+        "only {quiet_cycles} of {cycles} cycles were steady; the zero-allocation claim went untested"
     );
     // A new process stores its text once; scratch buffers and tables may grow past high-water.
     assert!(allocs <= 3 * discovered, "{allocs} allocations for {discovered} new processes");
-    assert!(reported >= 20 * 3, "only {reported} processes reported over 20 cycles");
+    assert!(reported >= cycles * 3, "only {reported} processes reported over {cycles} cycles");
     if ctr.is_some() {
         assert!(
-            check.containers.get(id.as_bytes()).is_some_and(|c| c.samples >= 20),
+            check.containers.get(id.as_bytes()).is_some_and(|c| c.samples >= cycles),
             "the container was sampled every cycle"
         );
     }
     assert!(bytes_out > 0);
     eprintln!(
-        "20 cycles ({quiet_cycles} without churn): {allocs} allocations, {discovered} new processes, {reported} reports, {} containers",
+        "{cycles} cycles ({quiet_cycles} steady): {allocs} allocations, {discovered} new processes, {reported} reports, {} containers",
         check.containers.containers.len()
     );
 }

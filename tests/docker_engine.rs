@@ -6,7 +6,11 @@
 //! - the agent in a **private cgroup namespace** (`unshare -C`, after moving it out of the
 //!   hierarchies' roots, as an ECS task's container is on AL2023): every container's cgroup path
 //!   then reads `/../docker/<id>`, on the v1 controllers and on the v2 tree;
-//! - a container **restarted in place** (`docker restart`: same id, new cgroup directories);
+//! - the **agent's own container** with the agent in it in a private cgroup namespace (`docker run
+//!   --cgroupns private --pid host`, as an ECS task on AL2023): its processes read `/`, and the
+//!   container and the agent's own process must still be reported with the container's id;
+//! - a container **restarted in place** (`docker restart`: same id, new cgroup directories): its
+//!   first observation after the restart primes its rates (no CPU figure sent, not a 0);
 //! - CPU, memory and throttling reported non-zero for every container (each burns CPU under a
 //!   CFS quota and holds some memory);
 //! - throttling of a container in an ECS-style task cgroup (`--cgroup-parent`) whose limit is the
@@ -270,6 +274,80 @@ fn containers_seen_from_a_private_cgroup_namespace_on_the_v2_tree() {
 }
 
 #[test]
+fn the_agents_own_container_is_reported_from_a_private_cgroup_namespace_on_v1_controllers() {
+    require_engine();
+    assert!(std::path::Path::new("/sys/fs/cgroup/memory").is_dir(), "cannot run: no cgroup v1 memory controller");
+    own_container_reported("/sys/fs/cgroup", true);
+}
+
+#[test]
+fn the_agents_own_container_is_reported_from_a_private_cgroup_namespace_on_the_v2_tree() {
+    require_engine();
+    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).join("cgroup.controllers").is_file())
+        .expect("cannot run: no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    // Memory figures only where the v2 tree has the memory controller (not on a hybrid host).
+    let memory = std::fs::read_to_string(format!("{v2}/cgroup.controllers")).unwrap().contains("memory");
+    own_container_reported(v2, memory);
+}
+
+/// The agent in a container of its own, as its ECS task runs it: `pidMode: host`, the host's
+/// /proc and the cgroup tree `tree` mounted (as `HOST_SYS/fs/cgroup`), and its own cgroup
+/// namespace (`--cgroupns private`, what an ECS task gets on AL2023). Its processes then read `/`
+/// as their cgroup path, which names no container; the agent must still report its container
+/// (and a busy process beside it) and give its own process that container's id. The dynamically
+/// linked agent runs from the host's libraries, mounted read-only.
+fn own_container_reported(tree: &str, memory: bool) {
+    let img = Image::busybox();
+    // A name of its own, to tell it from the agents other tests run at the same time (all of them
+    // see each other's processes, with the host's pid namespace).
+    let exe = unique("sts-agent");
+    let libs = ["/lib/x86_64-linux-gnu", "/lib64", "/usr/lib/x86_64-linux-gnu"];
+    let mut opts: Vec<String> =
+        ["--network", "none", "--cpus", "0.3", "--pid", "host", "--cgroupns", "private"].map(String::from).to_vec();
+    for lib in libs.iter().filter(|l| std::path::Path::new(l).is_dir()) {
+        opts.extend(["-v".into(), format!("{lib}:{lib}:ro")]);
+    }
+    opts.extend(["-v".into(), format!("{AGENT}:/{exe}:ro"), "-v".into(), format!("{tree}:/host/sys/fs/cgroup:ro")]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    for (k, v) in [
+        ("HOST_SYS", "/host/sys"),
+        ("STS_HOSTNAME", "own-ctr"),
+        ("STS_EC2_METADATA_URL", "http://127.0.0.1:9"),
+        ("STS_APM_RECEIVER_PORT", &port),
+        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ("DOCKER_HOST", "unix:///nonexistent.sock"),
+        ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
+    ] {
+        opts.extend(["-e".into(), format!("{k}={v}")]);
+    }
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    // A busy process beside the agent, in the same container (and cgroup namespace).
+    let script =
+        format!("echo '>>>' >&2; cat /proc/self/cgroup >&2; echo '<<<' >&2; ({BURN}) & sleep 1; exec /{exe} --once");
+    let c = Ctr::run_with(&img, "own", &opts, &script);
+    let waited = Command::new("timeout").args(["90", "docker", "wait", &c.name]).output().unwrap();
+    let logs = docker(&["logs", &c.name]);
+    let (stdout, stderr) = (logs.stdout, String::from_utf8_lossy(&logs.stderr).to_string());
+    assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "0", "the agent's exit status\n{stderr}");
+    // The premise: the agent's own cgroup paths name no container (`/` in every hierarchy).
+    let own = stderr.split(">>>\n").nth(1).and_then(|r| r.split("<<<").next()).unwrap_or_default();
+    assert!(!own.is_empty() && own.lines().all(|l| l.ends_with(":/")), "own cgroup paths: {own:?}\n{stderr}");
+    assert_measured(&stdout, &stderr, &[&c], memory);
+    // Its processes carry the container's id.
+    let procs: Vec<serde_json::Value> = payloads(&stdout, "/api/v1/collector")
+        .iter()
+        .flat_map(|p| p["processes"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let me = procs
+        .iter()
+        .find(|p| p["command"]["args"][0] == format!("/{exe}").as_str())
+        .unwrap_or_else(|| panic!("the agent's process\n{stderr}"));
+    assert_eq!(me["containerId"], c.id.as_str(), "{me}");
+}
+
+#[test]
 fn a_container_restarted_in_place_is_measured_again() {
     require_engine();
     let img = Image::busybox();
@@ -303,13 +381,17 @@ fn a_container_restarted_in_place_is_measured_again() {
         }
     });
     let _agent = Kids(vec![child]);
-    // Reports from `since` on: (cpu, rss) of the container in each.
-    let figures = |since: Instant| -> Vec<(f64, f64)> {
+    // Reports from `since` on that carry the container: (cpu, rss) of it in each, cpu absent
+    // where its rate is only being primed.
+    let reports = |since: Instant| -> Vec<(Option<f64>, f64)> {
         let l = lines.lock().unwrap();
         l.iter()
             .filter(|(t, _)| *t >= since)
-            .filter_map(|(_, p)| Some((raw(p, "totalPct", &c.id)?, raw(p, "memRss", &c.id)?)))
+            .filter_map(|(_, p)| Some((raw(p, "totalPct", &c.id), raw(p, "memRss", &c.id)?)))
             .collect()
+    };
+    let figures = |since: Instant| -> Vec<(f64, f64)> {
+        reports(since).into_iter().filter_map(|(cpu, rss)| Some((cpu?, rss))).collect()
     };
     let wait_for = |since: Instant, n: usize| {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -325,11 +407,19 @@ fn a_container_restarted_in_place_is_measured_again() {
     docker_ok(&["restart", "-t", "1", &c.name]);
     assert_ne!(c.pid(), first_pid, "restarted: a new process in the same container");
     let restarted = Instant::now();
-    // The first report after the restart may only prime the new counters; the next ones count.
     wait_for(restarted, 4);
-    let after = figures(restarted);
-    for &(cpu, rss) in &after[2..] {
-        assert!(cpu > 0.5 && rss >= 4e6, "after the restart: {after:?}\n{}", stderr.lock().unwrap());
+    // The first observation after the restart (new cgroup, counters from 0) only primes the
+    // rates: that report has the container's memory but no CPU figure, not a 0 (spec/docker-check.md
+    // §5.1: that point is dropped). Every CPU figure after it is the busy container's.
+    let after = reports(restarted);
+    let why = || format!("after the restart: {after:?}\n{}", stderr.lock().unwrap());
+    assert!(after[0].0.is_none(), "the first report primes: {}", why());
+    for &(cpu, _) in &after {
+        assert!(cpu.is_none_or(|cpu| cpu > 0.5), "{}", why());
+    }
+    let measured = figures(restarted);
+    for &(cpu, rss) in &measured[2..] {
+        assert!(cpu > 0.5 && rss >= 4e6, "{}", why());
     }
 }
 

@@ -12,4 +12,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(id.len(), 64);
         }
     }
+    let own = [b'a'; 64];
+    for own in [None, Some((&own, &b"0"[..]))] {
+        if let Some(id) = sts_agent::parse::cgroup::process_container(data, own) {
+            assert_eq!(id.len(), 64);
+        }
+    }
 });

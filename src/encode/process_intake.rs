@@ -2,7 +2,9 @@
 //! the check's health stream, and self-metrics as raw metric tuples.
 
 use super::json;
-use crate::model::container::{metric_applies, rates, throttling, ContainerTable, METRIC_NAMES, THROTTLING_NAMES};
+use crate::model::container::{
+    metric_applies, rates, throttling, throttling_applies, ContainerTable, METRIC_NAMES, THROTTLING_NAMES,
+};
 use crate::sources::docker::Metadata;
 
 pub struct CheckHealth<'a> {
@@ -124,8 +126,10 @@ pub fn side_channel(
                 }
             }
             // Sent by the process agent 4.0.5–4.0.11 whatever the receiver's features.
-            for (name, v) in THROTTLING_NAMES.iter().zip(throttling(c, t)) {
-                raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
+            for (i, (name, v)) in THROTTLING_NAMES.iter().zip(throttling(c, t)).enumerate() {
+                if throttling_applies(c, i) {
+                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
+                }
             }
         }
     }

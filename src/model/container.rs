@@ -109,34 +109,44 @@ impl ContainerTable {
     }
 }
 
+/// The counters behind [`rates`], in its order.
+fn counters(s: &CtrSample) -> [u64; 9] {
+    [
+        s.io_read_bytes,
+        s.io_write_bytes,
+        s.net_rx_packets,
+        s.net_tx_packets,
+        s.net_rx_bytes,
+        s.net_tx_bytes,
+        s.cpu_user_ns,
+        s.cpu_system_ns,
+        s.cpu_total_ns,
+    ]
+}
+
 /// The container's rates: `[rbps, wbps, netRcvdPs, netSentPs, netRcvdBps, netSentBps, userPct,
-/// systemPct, totalPct]`; zeros until two samples exist.
+/// systemPct, totalPct]`; zeros until two samples exist (none of them is sent then: see
+/// [`metric_applies`]).
 pub fn rates(c: &Container, t: &ContainerTable) -> [f64; 9] {
     let (Some(p), Some(prev_t)) = (c.prev, t.prev_mono_secs) else { return [0.0; 9] };
     let dt = t.mono_secs - prev_t;
     if dt <= 0.0 {
         return [0.0; 9];
     }
-    let s = c.cur;
-    let r = |a: u64, b: u64| b.saturating_sub(a) as f64 / dt;
-    let pct = |a: u64, b: u64| b.saturating_sub(a) as f64 / (dt * 1e9) * 100.0;
-    [
-        r(p.io_read_bytes, s.io_read_bytes),
-        r(p.io_write_bytes, s.io_write_bytes),
-        r(p.net_rx_packets, s.net_rx_packets),
-        r(p.net_tx_packets, s.net_tx_packets),
-        r(p.net_rx_bytes, s.net_rx_bytes),
-        r(p.net_tx_bytes, s.net_tx_bytes),
-        pct(p.cpu_user_ns, s.cpu_user_ns),
-        pct(p.cpu_system_ns, s.cpu_system_ns),
-        pct(p.cpu_total_ns, s.cpu_total_ns),
-    ]
+    let (a, b) = (counters(&p), counters(&c.cur));
+    let mut out = [0.0; 9];
+    for i in 0..9 {
+        let d = b[i].saturating_sub(a[i]) as f64;
+        // CPU in percent of one core.
+        out[i] = if i >= 6 { d / (dt * 1e9) * 100.0 } else { d / dt };
+    }
+    out
 }
 
 /// The process agent's throttling metrics (spec/docker-check.md §4), in the order of
 /// [`THROTTLING_NAMES`]: centiseconds throttled per second and throttled periods per second
-/// (`cpu.stat`; 0 until two samples exist, and when a counter went back: a restart), and the
-/// container's tasks now (`pids.current`).
+/// (`cpu.stat`; 0 until two samples exist, and when a counter went back: a restart; neither is
+/// sent then, see [`throttling_applies`]), and the container's tasks now (`pids.current`).
 pub fn throttling(c: &Container, t: &ContainerTable) -> [f64; 3] {
     let threads = c.cur.threads as f64;
     let (Some(p), Some(prev_t)) = (c.prev, t.prev_mono_secs) else { return [0.0, 0.0, threads] };
@@ -149,12 +159,32 @@ pub fn throttling(c: &Container, t: &ContainerTable) -> [f64; 3] {
     [r(p.throttled_ns, s.throttled_ns) / 1e7, r(p.throttled_periods, s.throttled_periods), threads]
 }
 
+/// Whether the throttling metric `THROTTLING_NAMES[i]` is sent for `c`: the two rates only from a
+/// previous sample whose counter is not above the current one (see [`metric_applies`]); the
+/// thread count always.
+pub fn throttling_applies(c: &Container, i: usize) -> bool {
+    let went_on = |p: &CtrSample| match i {
+        0 => c.cur.throttled_ns >= p.throttled_ns,
+        1 => c.cur.throttled_periods >= p.throttled_periods,
+        _ => true,
+    };
+    i >= 2 || c.prev.as_ref().is_some_and(went_on)
+}
+
 pub const THROTTLING_NAMES: [&str; 3] = ["cpuThrottledTime", "cpuNrThrottled", "cpuThreadCount"];
 
-/// Whether the raw metric `METRIC_NAMES[i]` is sent for `c`: the network ones are not for a
-/// container in the host's network namespace (they would be the host's totals).
+/// Whether the raw metric `METRIC_NAMES[i]` is sent for `c`:
+/// - the network ones are not for a container in the host's network namespace (they would be
+///   the host's totals);
+/// - a rate (the first nine) needs a previous sample, and a counter that did not go back since:
+///   a container's first observation, on first sight or right after a restart in place (new
+///   cgroup, counters from 0), only primes its rates, and that point is skipped rather than sent
+///   as 0 (spec/docker-check.md §5.1: "that one point is dropped").
 pub fn metric_applies(c: &Container, i: usize) -> bool {
-    !(c.host_network && (2..=5).contains(&i))
+    if c.host_network && (2..=5).contains(&i) {
+        return false;
+    }
+    i >= 9 || c.prev.as_ref().is_some_and(|p| counters(&c.cur)[i] >= counters(p)[i])
 }
 
 /// Names of the raw metrics, in the order of [`rates`] followed by `memRss`, `memCache`.
@@ -196,6 +226,35 @@ mod tests {
         let (mut c, t) = table(prev, cur);
         c.prev = None;
         assert_eq!(throttling(&c, &t), [0.0, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn a_first_observation_only_primes_the_rates() {
+        let prev =
+            CtrSample { cpu_total_ns: 1_000_000_000, throttled_periods: 10, net_rx_bytes: 500, ..Default::default() };
+        let cur =
+            CtrSample { cpu_total_ns: 1_500_000_000, throttled_periods: 12, net_rx_bytes: 900, ..Default::default() };
+        let sent = |c: &Container| {
+            let m: Vec<_> =
+                (0..METRIC_NAMES.len()).filter(|&i| metric_applies(c, i)).map(|i| METRIC_NAMES[i]).collect();
+            let t: Vec<_> = (0..THROTTLING_NAMES.len())
+                .filter(|&i| throttling_applies(c, i))
+                .map(|i| THROTTLING_NAMES[i])
+                .collect();
+            (m, t)
+        };
+        let (mut c, t) = table(prev, cur);
+        assert_eq!(sent(&c), (METRIC_NAMES.to_vec(), THROTTLING_NAMES.to_vec()));
+        assert_eq!(rates(&c, &t)[8], 25.0);
+        // First sight, or the first sample after a restart in place: gauges only.
+        c.prev = None;
+        assert_eq!(sent(&c), (vec!["memRss", "memCache"], vec!["cpuThreadCount"]));
+        // A counter that went back (a restart not noticed from the directories): that point of
+        // that metric is skipped, not sent as 0.
+        let (c, _) = table(cur, prev);
+        let (m, t) = sent(&c);
+        assert!(!m.contains(&"totalPct") && !m.contains(&"netRcvdBps") && m.contains(&"rbps"), "{m:?}");
+        assert_eq!(t, ["cpuThrottledTime", "cpuThreadCount"]);
     }
 
     #[test]

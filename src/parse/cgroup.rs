@@ -78,6 +78,23 @@ pub fn container_id(path: &[u8]) -> Option<&[u8]> {
     found
 }
 
+/// The container a process is in, from its whole `/proc/<pid>/cgroup`: the id in one of its
+/// paths; else, given `own` = `(id, hierarchy)` (the container whose cgroup is the root of the
+/// reader's own cgroup namespace in that hierarchy: the agent's, when its container has a private
+/// namespace), `id` when the process's path in that hierarchy lies within the namespace (`/` or
+/// below, climbing out of nothing). Such paths name no container: the kernel writes them relative
+/// to the reader's namespace root, which is the container's directory.
+pub fn process_container<'a>(buf: &'a [u8], own: Option<(&'a [u8; 64], &[u8])>) -> Option<&'a [u8]> {
+    let mut within_own = false;
+    for l in iter(buf).filter_map(Result::ok) {
+        if let Some(id) = container_id(l.path) {
+            return Some(id);
+        }
+        within_own |= own.is_some_and(|(_, h)| l.hierarchy == h) && relative(l.path).is_some_and(|(ups, _)| ups == 0);
+    }
+    own.filter(|_| within_own).map(|(id, _)| &id[..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +160,32 @@ mod tests {
         ] {
             assert!(!ecs_task_parent(no.as_bytes()), "{no}");
         }
+    }
+
+    #[test]
+    fn processes_in_the_readers_own_namespace_are_in_its_container() {
+        let own: &[u8; 64] = ID.as_bytes().try_into().unwrap();
+        let other = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        // v2, the agent's container in a private namespace: `/` and below are the container.
+        for file in ["0::/\n", "0::/sub\n", "1:name=systemd:/\n0::/\n"] {
+            assert_eq!(process_container(file.as_bytes(), Some((own, b"0"))), Some(ID.as_bytes()), "{file}");
+            assert_eq!(process_container(file.as_bytes(), None), None, "{file}: the host's namespace");
+        }
+        // Outside the namespace: the id in the path, or none (a host service, a kernel thread).
+        let outside = format!("0::/../../ecstasks-x.slice/docker-{other}.scope\n");
+        assert_eq!(process_container(outside.as_bytes(), Some((own, b"0"))), Some(other.as_bytes()));
+        for file in ["0::/../../system.slice/sshd.service\n", "0::/../../..\n", ""] {
+            assert_eq!(process_container(file.as_bytes(), Some((own, b"0"))), None, "{file}");
+        }
+        // v1: only the hierarchy where the namespace root is the container's counts (a cpuset
+        // left at the host's root reads `/` for every host process).
+        let v1 = format!("4:memory:/../docker/{other}\n3:cpuset:/\n");
+        assert_eq!(process_container(v1.as_bytes(), Some((own, b"4"))), Some(other.as_bytes()));
+        assert_eq!(process_container(b"4:memory:/..\n3:cpuset:/\n", Some((own, b"4"))), None);
+        assert_eq!(process_container(b"4:memory:/\n3:cpuset:/\n", Some((own, b"4"))), Some(ID.as_bytes()));
+        // A nested container within the namespace keeps its own id.
+        let nested = format!("0::/{other}\n");
+        assert_eq!(process_container(nested.as_bytes(), Some((own, b"0"))), Some(other.as_bytes()));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! their processes' `/proc/<pid>/cgroup`, and their stats each cycle. Directories are held as
 //! `O_PATH` fds opened once per container (again when a restart in place removed them); files are
 //! read into one reused buffer. The agent may see those paths from a private cgroup namespace
-//! (`/../../<rest>`): see [`Anchors`].
+//! (`/../../<rest>`): see [`Anchors`]; its own processes then read `/`, the root of that namespace,
+//! which is its container's cgroup: see [`own_namespace`].
 
 use super::procfs::ReadBuf;
 use crate::model::container::{CgroupDirs, Container, ContainerTable, CtrSample};
@@ -115,6 +116,11 @@ struct Anchors {
     /// `(hierarchy, ups)` → the directory `ups` levels above the namespace root, and its path
     /// from the hierarchy's root.
     dirs: Vec<(usize, usize, OwnedFd, PathBuf)>,
+    /// The namespace root itself and its path, per hierarchy, once found (see
+    /// [`ContainerSource::find_own_namespace`]): paths that climb out of nothing (`/`, `/<rest>`)
+    /// are relative to it. The hierarchy's root when the agent is in the host's namespace; not
+    /// known, the hierarchy's root is assumed.
+    ns: [Option<(OwnedFd, PathBuf)>; SLOTS],
 }
 
 /// The walk that finds an anchor visits at most this many directories, this deep.
@@ -126,25 +132,54 @@ impl Anchors {
         self.dirs.iter().find(|(s, u, _, _)| *s == slot && *u == ups).map(|(_, _, fd, _)| fd.as_fd())
     }
 
-    /// The path from its hierarchy's root of the directory that `path` climbs to, if known.
+    /// The path from its hierarchy's root of the directory that `path` climbs to (the namespace
+    /// root for a path that climbs out of nothing), if known.
     fn climbed_to(&self, slot: usize, path: &[u8]) -> Option<&Path> {
-        let (ups, _) = cgroup::relative(path).filter(|(u, _)| *u > 0)?;
+        let (ups, _) = cgroup::relative(path)?;
+        if ups == 0 {
+            return self.ns[slot].as_ref().map(|(_, p)| p.as_path());
+        }
         self.dirs.iter().find(|(s, u, _, _)| *s == slot && *u == ups).map(|(_, _, _, p)| p.as_path())
+    }
+
+    /// Whether the cgroup `path` names sits in an ECS task's cgroup ([`cgroup::ecs_task_parent`]
+    /// of its path from the hierarchy's root, where known: `/` in the agent's own namespace
+    /// names nothing by itself). Allocates nothing (it runs when a container is found again).
+    fn in_ecs_task(&self, slot: usize, path: &[u8]) -> bool {
+        if cgroup::ecs_task_parent(path) {
+            return true;
+        }
+        let (Some((_, rest)), Some(prefix)) = (cgroup::relative(path), self.climbed_to(slot, path)) else {
+            return false;
+        };
+        let prefix = prefix.as_os_str().as_bytes();
+        let mut full = [0u8; 1024];
+        let n = prefix.len() + if rest.is_empty() { 0 } else { 1 + rest.len() };
+        let Some(buf) = full.get_mut(..n) else { return false };
+        buf[..prefix.len()].copy_from_slice(prefix);
+        if !rest.is_empty() {
+            buf[prefix.len()] = b'/';
+            buf[prefix.len() + 1..].copy_from_slice(rest);
+        }
+        cgroup::ecs_task_parent(buf)
     }
 
     /// Opens the cgroup directory `path` (as `/proc/<pid>/cgroup` shows it) of hierarchy
     /// `slot`, whose root is `root`.
     fn open(&mut self, root: BorrowedFd<'_>, slot: usize, path: &[u8]) -> Result<OwnedFd, Errno> {
         let (ups, rest) = cgroup::relative(path).ok_or(Errno::INVAL)?;
+        if ups == 0 {
+            // Within the namespace: from its root (the agent's container's cgroup, when the
+            // agent has a private namespace).
+            let base = self.ns[slot].as_ref().map_or(root, |(fd, _)| fd.as_fd());
+            let rest = if rest.is_empty() { Path::new(".") } else { Path::new(OsStr::from_bytes(rest)) };
+            return openat(base, rest, DIR_FLAGS, Mode::empty());
+        }
         if rest.is_empty() {
-            // The namespace root itself or one of its ancestors: not a container's cgroup, and
-            // an ancestor cannot be named from here.
-            return if ups == 0 { openat(root, c".", DIR_FLAGS, Mode::empty()) } else { Err(Errno::INVAL) };
+            // An ancestor of the namespace root: not a container's cgroup, nor named from here.
+            return Err(Errno::INVAL);
         }
         let rest = Path::new(OsStr::from_bytes(rest));
-        if ups == 0 {
-            return openat(root, rest, DIR_FLAGS, Mode::empty());
-        }
         if let Some(anchor) = self.get(slot, ups) {
             match openat(anchor, rest, DIR_FLAGS, Mode::empty()) {
                 Err(Errno::NOENT) => {} // gone, or the anchor moved: look again
@@ -155,7 +190,8 @@ impl Anchors {
             Some(d) => Some(d.checked_sub(ups).ok_or(Errno::NOENT)?),
             None => None,
         };
-        let (anchor, path, at, fd) = search(root, rest, want).ok_or(Errno::NOENT)?;
+        let found = search(root, want, |dir| openat(dir, rest, DIR_FLAGS, Mode::empty()).ok());
+        let (anchor, path, at, fd) = found.ok_or(Errno::NOENT)?;
         debug!("cgroups: paths climbing {ups} out of the namespace start at {}", path.display());
         self.depth[slot] = Some(at + ups);
         self.dirs.retain(|(s, u, _, _)| (*s, *u) != (slot, ups));
@@ -165,15 +201,19 @@ impl Anchors {
 }
 
 /// Walks the hierarchy breadth first from `root` (only the level `want` when given) for the
-/// directory under which `rest` exists: `(that directory, its path, its depth, rest opened)`.
-fn search(root: BorrowedFd<'_>, rest: &Path, want: Option<usize>) -> Option<(OwnedFd, PathBuf, usize, OwnedFd)> {
+/// first directory `found` accepts: `(that directory, its path, its depth, what found gave)`.
+fn search(
+    root: BorrowedFd<'_>,
+    want: Option<usize>,
+    mut found: impl FnMut(&OwnedFd) -> Option<OwnedFd>,
+) -> Option<(OwnedFd, PathBuf, usize, OwnedFd)> {
     let mut level = vec![PathBuf::from(".")];
     let mut visited = 0usize;
     for depth in 0..=SEARCH_MAX_DEPTH {
         if want.is_none_or(|w| w == depth) {
             for d in level.iter() {
                 let Some(dir) = open_dir(root, d) else { continue };
-                if let Ok(fd) = openat(&dir, rest, DIR_FLAGS, Mode::empty()) {
+                if let Some(fd) = found(&dir) {
                     return Some((dir, d.clone(), depth, fd));
                 }
             }
@@ -209,6 +249,34 @@ fn search(root: BorrowedFd<'_>, rest: &Path, want: Option<usize>) -> Option<(Own
     None
 }
 
+/// The container whose cgroup is the root of the agent's own cgroup namespace (see
+/// [`own_namespace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnNamespace {
+    pub id: [u8; 64],
+    /// The hierarchy (its number in `/proc/<pid>/cgroup`) where the root was found to be it.
+    hierarchy: [u8; 10],
+    hierarchy_len: u8,
+}
+
+impl OwnNamespace {
+    pub fn hierarchy(&self) -> &[u8] {
+        &self.hierarchy[..usize::from(self.hierarchy_len)]
+    }
+}
+
+static OWN_NAMESPACE: std::sync::Mutex<Option<OwnNamespace>> = std::sync::Mutex::new(None);
+
+/// The agent's own container when the agent runs in a private cgroup namespace rooted at that
+/// container's cgroup (an ECS task on AL2023: Docker gives every container one on cgroup v2, and a
+/// task cannot ask for the host's). Its processes read `/` as their cgroup path, which names no
+/// container: the process source gives them this one ([`cgroup::process_container`]). The
+/// namespace belongs to the agent's process, so this is process-wide: set when a
+/// [`ContainerSource`] opens (and when the layout changes), read when a process is discovered.
+pub fn own_namespace() -> Option<OwnNamespace> {
+    *OWN_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The layout is detected again every this many cycles (hosts rarely change it; a remount does).
 /// A container none of whose cgroup directories could be opened is looked for again as often.
 const REDETECT_EVERY: u64 = 20;
@@ -242,7 +310,7 @@ impl ContainerSource {
             openat(at, dir, DIR_FLAGS, Mode::empty()).ok().and_then(|d| crate::sys::netns::inode_at(d.as_fd()).ok())
         };
         let host_net_ns = net_ns(c"1", proc_root.as_fd()).or_else(|| net_ns(c"/proc/self", CWD)).unwrap_or(0);
-        Ok(ContainerSource {
+        let mut src = ContainerSource {
             proc_root,
             probe_v1: c(host_sys.join("fs/cgroup/memory")),
             probe_v2: c(host_sys.join("fs/cgroup/cgroup.controllers")),
@@ -253,7 +321,84 @@ impl ContainerSource {
             user_hz: rustix::param::clock_ticks_per_second().max(1),
             host_net_ns,
             missing: false,
-        })
+        };
+        src.locate_own_namespace();
+        Ok(src)
+    }
+
+    /// Finds the agent's own cgroup namespace root (from `/proc/self/cgroup` and its pid) and
+    /// publishes its container, if it is one, for the process source ([`own_namespace`]).
+    fn locate_own_namespace(&mut self) {
+        let own = std::fs::read("/proc/self/cgroup")
+            .ok()
+            .and_then(|me| self.find_own_namespace(&me, rustix::process::getpid().as_raw_nonzero().get() as u32));
+        *OWN_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner()) = own;
+    }
+
+    /// Finds, in each hierarchy, the root of the cgroup namespace the agent is in: the directory
+    /// `D` such that `D/<path>` (`path` being the agent's own in `self_cgroup`, its
+    /// `/proc/self/cgroup`, written relative to that root) lists `pid` in its `cgroup.procs`. In
+    /// the host's namespace that is the hierarchy's root, the first directory the walk looks at;
+    /// in a private one, the container's cgroup the namespace was made in (a bounded walk, once).
+    /// Returns that container, if the root is a container's cgroup.
+    fn find_own_namespace(&mut self, self_cgroup: &[u8], pid: u32) -> Option<OwnNamespace> {
+        let mut digits = [0u8; 10];
+        let n = crate::fmt::decimal(u64::from(pid), &mut digits);
+        let pid = &digits[..n];
+        let Self { buf, layout, anchors, .. } = self;
+        let hierarchies: Vec<(usize, &OwnedFd, &[u8])> = match &*layout {
+            Layout::V1(r) => [
+                (MEMORY, &r.memory, &b"memory"[..]),
+                (CPUACCT, &r.cpuacct, b"cpuacct"),
+                (CPU, &r.cpu, b"cpu"),
+                (BLKIO, &r.blkio, b"blkio"),
+                (PIDS, &r.pids, b"pids"),
+            ]
+            .into_iter()
+            .filter_map(|(slot, fd, name)| Some((slot, fd.as_ref()?, name)))
+            .collect(),
+            Layout::V2(root) => vec![(UNIFIED, root, &b""[..])],
+            Layout::Absent => Vec::new(),
+        };
+        let (mut own, mut logged) = (None, false);
+        for (slot, root, name) in hierarchies {
+            let line = cgroup::iter(self_cgroup).filter_map(Result::ok).find(|l| {
+                if name.is_empty() {
+                    l.hierarchy == b"0"
+                } else {
+                    l.controllers.split(|b| *b == b',').any(|c| c == name)
+                }
+            });
+            // The agent's own path climbs out of its namespace only if it was moved after the
+            // namespace was made: the root cannot be told then.
+            let Some(line) = line else { continue };
+            let Some((0, rest)) = cgroup::relative(line.path) else { continue };
+            let rest = if rest.is_empty() { Path::new(".") } else { Path::new(OsStr::from_bytes(rest)) };
+            let holds_me = |dir: &OwnedFd| {
+                let cg = openat(dir, rest, DIR_FLAGS, Mode::empty()).ok()?;
+                let procs = buf.read_file(cg.as_fd(), c"cgroup.procs").ok()?;
+                procs.split(|b| *b == b'\n').any(|l| l == pid).then_some(cg)
+            };
+            let Some((dir, path, depth, _)) = search(root.as_fd(), None, holds_me) else { continue };
+            if depth > 0 && !logged {
+                let shown = path.strip_prefix(".").unwrap_or(&path);
+                info!("containers: the agent is in a private cgroup namespace rooted at /{}", shown.display());
+                logged = true;
+            }
+            if own.is_none() {
+                if let Some(id) = cgroup::container_id(path.as_os_str().as_bytes()) {
+                    let mut o = OwnNamespace { id: [0; 64], hierarchy: [0; 10], hierarchy_len: 0 };
+                    o.id.copy_from_slice(id);
+                    let h = line.hierarchy.get(..10).unwrap_or(line.hierarchy);
+                    o.hierarchy[..h.len()].copy_from_slice(h);
+                    o.hierarchy_len = h.len() as u8;
+                    own = Some(o);
+                }
+            }
+            anchors.depth[slot] = Some(depth);
+            anchors.ns[slot] = Some((dir, path));
+        }
+        own
     }
 
     pub fn layout(&self) -> &Layout {
@@ -345,6 +490,7 @@ impl ContainerSource {
             info!("containers: the cgroup layout changed from {} to {}", self.layout.name(), now.name());
             self.layout = now;
             self.anchors = Anchors::default();
+            self.locate_own_namespace();
             t.containers.clear();
         }
     }
@@ -359,16 +505,24 @@ impl ContainerSource {
         let mut matched = false;
         let mut in_task = false;
         for line in cgroup::iter(cg).filter_map(Result::ok) {
-            if cgroup::container_id(line.path) != Some(&c.id[..]) {
+            let p = line.path;
+            // A path that names the container, or one within the agent's own namespace, whose
+            // root may be the container's cgroup (checked per hierarchy below).
+            let named = cgroup::container_id(p) == Some(&c.id[..]);
+            if !named && (cgroup::container_id(p).is_some() || cgroup::relative(p).is_none_or(|(u, _)| u != 0)) {
                 continue;
             }
-            let p = line.path;
             let cpu_line = line.hierarchy == b"0" || line.controllers.split(|b| *b == b',').any(|c| c == b"cpu");
             if cpu_line && !matches!(layout, Layout::Absent) {
-                in_task = cgroup::ecs_task_parent(p);
+                let slot = if matches!(layout, Layout::V2(_)) { UNIFIED } else { CPU };
+                in_task = anchors.in_ecs_task(slot, p);
             }
             let mut open = |root: Option<&OwnedFd>, slot: usize, into: &mut Option<OwnedFd>| {
                 let Some(root) = root else { return };
+                let ns_root = anchors.climbed_to(slot, p).map(|a| a.as_os_str().as_bytes());
+                if !named && ns_root.and_then(cgroup::container_id) != Some(&c.id[..]) {
+                    return;
+                }
                 matched = true;
                 match anchors.open(root.as_fd(), slot, p) {
                     Ok(fd) => *into = Some(fd),
@@ -683,6 +837,73 @@ mod tests {
         std::fs::remove_dir_all(&tmp).unwrap();
         assert_eq!(c.cur.cpu_total_ns, 7_000_000, "read from the new directory");
         assert_eq!((c.samples, c.prev), (1, None), "rates start afresh, as for a new container");
+    }
+
+    #[test]
+    fn the_agents_own_container_from_its_private_namespace() {
+        // The agent in its ECS task's container on AL2023: its own cgroup reads `0::/`; the
+        // container's scope lists its pid (4242 here).
+        let tmp = std::env::temp_dir().join(format!("sts-agent-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ok = std::process::Command::new("cp").arg("-a").arg(fixture("al2023-v2")).arg(&tmp).status().unwrap();
+        assert!(ok.success());
+        std::fs::create_dir_all(tmp.join("proc/4246")).unwrap();
+        std::fs::write(tmp.join("proc/4246/cgroup"), "0::/\n").unwrap();
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        let own = src.find_own_namespace(b"0::/\n", 4242).expect("the namespace root is the container's scope");
+        assert_eq!((&own.id, own.hierarchy()), (ID, &b"0"[..]));
+        // A process in the agent's namespace (`0::/`) is in that container ...
+        let file = std::fs::read(tmp.join("proc/4246/cgroup")).unwrap();
+        assert_eq!(cgroup::process_container(&file, Some((&own.id, own.hierarchy()))), Some(&ID[..]));
+        // ... whose cgroup is opened through it, `/` being the scope.
+        let mut p = Proc::new(4246, 1, 0, open_dir(CWD, &tmp.join("proc/4246")).unwrap(), 0.0);
+        p.container_id = Some(own.id);
+        let procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+        let mut t = ContainerTable::default();
+        src.update(&mut t, &procs);
+        let c = &t.containers[0];
+        assert!(c.dirs.unified.is_some() && !c.warned, "{c:?}");
+        assert_eq!((c.runtime, c.cur.cpu_total_ns, c.cur.mem_limit), ("docker", 2_000_000_000, Some(268_435_456)));
+        // Another container's path climbs from there (to the root's grandparent, looked for at
+        // the depth the root gives).
+        let ContainerSource { layout: Layout::V2(root), anchors, .. } = &mut src else { panic!("v2") };
+        let path = format!(
+            "/../../ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{}.scope",
+            std::str::from_utf8(ID).unwrap()
+        );
+        let other = anchors.open(root.as_fd(), UNIFIED, path.as_bytes());
+        assert_eq!(anchors.climbed_to(UNIFIED, path.as_bytes()), Some(Path::new("./ecstasks.slice")));
+        // With shares only, its throttling is its ECS task's (the slice above `/`).
+        let task = tmp.join("sys/fs/cgroup/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice");
+        std::fs::write(task.join(format!("docker-{}.scope/cpu.max", std::str::from_utf8(ID).unwrap())), "max 100000\n")
+            .unwrap();
+        std::fs::write(task.join("cpu.max"), "100000 100000\n").unwrap();
+        std::fs::write(task.join("cpu.stat"), "usage_usec 9\nnr_throttled 42\nthrottled_usec 1500000\n").unwrap();
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        assert!(src.find_own_namespace(b"0::/\n", 4242).is_some());
+        let mut t = ContainerTable::default();
+        src.update(&mut t, &procs);
+        assert_eq!(t.containers[0].cur.throttled_periods, 42, "{:?}", t.containers[0]);
+        assert!(other.is_ok());
+
+        // In the host's namespace (the agent at the root, or at a path that names its container):
+        // the root is the hierarchy's, and no container is the agent's by default.
+        std::fs::write(tmp.join("sys/fs/cgroup/cgroup.procs"), "1\n4247\n").unwrap();
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        assert_eq!(src.find_own_namespace(b"0::/\n", 4247), None);
+        assert_eq!(src.anchors.ns[UNIFIED].as_ref().map(|(_, p)| p.clone()), Some(PathBuf::from(".")));
+        let named = format!(
+            "0::/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{}.scope\n",
+            std::str::from_utf8(ID).unwrap()
+        );
+        assert_eq!(src.find_own_namespace(named.as_bytes(), 4242), None);
+        assert_eq!(src.anchors.depth[UNIFIED], Some(0));
+        // Not found at all (the agent moved out of its namespace): nothing assumed.
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        assert_eq!(src.find_own_namespace(b"0::/../x\n", 4242), None);
+        assert_eq!(src.find_own_namespace(b"0::/\n", 999_999), None);
+        assert!(src.anchors.ns[UNIFIED].is_none());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

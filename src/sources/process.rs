@@ -376,9 +376,9 @@ impl ProcessSource {
         let cg = self.buf.read_file(p.dir.as_fd(), c"cgroup");
         fds_left(&cg)?;
         if let Ok(cg) = cg {
-            p.container_id = cgroup::iter(cg)
-                .filter_map(Result::ok)
-                .find_map(|l| cgroup::container_id(l.path))
+            // Processes in the agent's own cgroup namespace read `/`: its container, if any.
+            let own = super::cgroups::own_namespace();
+            p.container_id = cgroup::process_container(cg, own.as_ref().map(|o| (&o.id, o.hierarchy())))
                 .and_then(|id| <[u8; 64]>::try_from(id).ok());
         }
         Ok(())
