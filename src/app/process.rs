@@ -104,6 +104,7 @@ impl ProcessCheck {
         emit: &mut dyn FnMut(Encoded<'_>),
     ) {
         self.runs += 1;
+        self.source.own_namespace = self.containers_src.as_ref().and_then(ContainerSource::own_namespace);
         self.source.collect(&mut self.table, mono_secs, unix_ms);
         select(&mut self.table, &self.filter, &mut self.selection);
         if self.containers_only {

@@ -5,7 +5,7 @@
 //! `O_PATH` fds opened once per container (again when a restart in place removed them); files are
 //! read into one reused buffer. The agent may see those paths from a private cgroup namespace
 //! (`/../../<rest>`): see [`Anchors`]; its own processes then read `/`, the root of that namespace,
-//! which is its container's cgroup: see [`own_namespace`].
+//! which is its container's cgroup: see [`ContainerSource::own_namespace`].
 
 use super::procfs::ReadBuf;
 use crate::model::container::{CgroupDirs, Container, ContainerTable, CtrSample};
@@ -250,7 +250,7 @@ fn search(
 }
 
 /// The container whose cgroup is the root of the agent's own cgroup namespace (see
-/// [`own_namespace`]).
+/// [`ContainerSource::own_namespace`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnNamespace {
     pub id: [u8; 64],
@@ -263,18 +263,6 @@ impl OwnNamespace {
     pub fn hierarchy(&self) -> &[u8] {
         &self.hierarchy[..usize::from(self.hierarchy_len)]
     }
-}
-
-static OWN_NAMESPACE: std::sync::Mutex<Option<OwnNamespace>> = std::sync::Mutex::new(None);
-
-/// The agent's own container when the agent runs in a private cgroup namespace rooted at that
-/// container's cgroup (an ECS task on AL2023: Docker gives every container one on cgroup v2, and a
-/// task cannot ask for the host's). Its processes read `/` as their cgroup path, which names no
-/// container: the process source gives them this one ([`cgroup::process_container`]). The
-/// namespace belongs to the agent's process, so this is process-wide: set when a
-/// [`ContainerSource`] opens (and when the layout changes), read when a process is discovered.
-pub fn own_namespace() -> Option<OwnNamespace> {
-    *OWN_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The layout is detected again every this many cycles (hosts rarely change it; a remount does).
@@ -296,6 +284,8 @@ pub struct ContainerSource {
     host_net_ns: u64,
     /// Set by a read that found its file gone (see [`ContainerSource::sample`]).
     missing: bool,
+    /// The container whose cgroup is the root of the agent's own cgroup namespace, if any.
+    own: Option<OwnNamespace>,
 }
 
 impl ContainerSource {
@@ -321,18 +311,28 @@ impl ContainerSource {
             user_hz: rustix::param::clock_ticks_per_second().max(1),
             host_net_ns,
             missing: false,
+            own: None,
         };
         src.locate_own_namespace();
         Ok(src)
     }
 
     /// Finds the agent's own cgroup namespace root (from `/proc/self/cgroup` and its pid) and
-    /// publishes its container, if it is one, for the process source ([`own_namespace`]).
+    /// publishes its container, if it is one, for the process source ([`ContainerSource::own_namespace`]).
     fn locate_own_namespace(&mut self) {
         let own = std::fs::read("/proc/self/cgroup")
             .ok()
             .and_then(|me| self.find_own_namespace(&me, rustix::process::getpid().as_raw_nonzero().get() as u32));
-        *OWN_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner()) = own;
+        self.own = own;
+    }
+
+    /// The agent's own container when the agent runs in a private cgroup namespace rooted at
+    /// that container's cgroup (an ECS task on AL2023: Docker gives every container one on cgroup
+    /// v2, and a task cannot ask for the host's). Its processes read `/` as their cgroup path,
+    /// which names no container: the process source gives them this one
+    /// ([`cgroup::process_container`]). Found when the source opens and when the layout changes.
+    pub fn own_namespace(&self) -> Option<OwnNamespace> {
+        self.own
     }
 
     /// Finds, in each hierarchy, the root of the cgroup namespace the agent is in: the directory

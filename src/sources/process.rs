@@ -102,6 +102,9 @@ pub struct ProcessSource {
     no_fds_logged_at: Option<f64>,
     /// Descriptors numbered from here up are left to the rest of the agent (see [`fd_ceiling`]).
     fd_ceiling: u64,
+    /// The agent's own container when it runs in a private cgroup namespace (processes there read
+    /// `/`); set by the caller from [`super::cgroups::ContainerSource::own_namespace`].
+    pub own_namespace: Option<super::cgroups::OwnNamespace>,
 }
 
 /// Running out of file descriptors is logged at most once per this many seconds.
@@ -153,6 +156,7 @@ impl ProcessSource {
             no_fds_unlogged: 0,
             no_fds_logged_at: None,
             fd_ceiling: u64::MAX,
+            own_namespace: None,
         })
     }
 
@@ -377,8 +381,8 @@ impl ProcessSource {
         fds_left(&cg)?;
         if let Ok(cg) = cg {
             // Processes in the agent's own cgroup namespace read `/`: its container, if any.
-            let own = super::cgroups::own_namespace();
-            p.container_id = cgroup::process_container(cg, own.as_ref().map(|o| (&o.id, o.hierarchy())))
+            let own = self.own_namespace.as_ref();
+            p.container_id = cgroup::process_container(cg, own.map(|o| (&o.id, o.hierarchy())))
                 .and_then(|id| <[u8; 64]>::try_from(id).ok());
         }
         Ok(())
