@@ -380,6 +380,7 @@ fn a_container_restarted_in_place_is_measured_again() {
             e2.lock().unwrap().push('\n');
         }
     });
+    let agent_pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _agent = Kids(vec![child]);
     // Reports from `since` on that carry the container: (cpu, rss) of it in each, cpu absent
     // where its rate is only being primed.
@@ -404,9 +405,16 @@ fn a_container_restarted_in_place_is_measured_again() {
     wait_for(start, 3);
     let before = figures(start);
     assert!(before.last().is_some_and(|&(cpu, rss)| cpu > 0.5 && rss >= 4e6), "before the restart: {before:?}");
+    // The agent is paused across the restart, so that its next cycle always meets the same id
+    // with stale directories (unpaused, a cycle can fall in the ~0.1 s without any process and
+    // forget the container: the restart path would then be tested only by chance).
+    use nix::sys::signal::{kill, Signal};
+    kill(agent_pid, Signal::SIGSTOP).expect("pause the agent");
     docker_ok(&["restart", "-t", "1", &c.name]);
     assert_ne!(c.pid(), first_pid, "restarted: a new process in the same container");
+    // Taken before the agent resumes: its first report after the restart comes at once.
     let restarted = Instant::now();
+    kill(agent_pid, Signal::SIGCONT).expect("resume the agent");
     wait_for(restarted, 4);
     // The first observation after the restart (new cgroup, counters from 0) only primes the
     // rates: that report has the container's memory but no CPU figure, not a 0 (spec/docker-check.md
