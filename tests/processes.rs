@@ -356,8 +356,17 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     };
     let first: u32 = ns.ask("echo 99 > /proc/sys/kernel/ns_last_pid; /bin/sleep 1000 & echo $!").parse().unwrap();
     assert_eq!(first, 100, "ns_last_pid chose the pid");
-    // Past the fork, into sleep (by its path: `^sleep` is blacklisted).
-    std::thread::sleep(Duration::from_millis(200));
+    // Past the fork, into sleep (by its path: `^sleep` is blacklisted): until the forked shell
+    // has exec'd, pid 100 is an `sh` with the shell's command line.
+    let comm = ns.proc.join("100/comm");
+    let exec_done = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+            assert!(std::time::Instant::now() < deadline, "pid 100 did not exec sleep within 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    exec_done();
     cycle(&mut check);
     cycle(&mut check);
     let (args, old_start, reported) = at(&check, 100).expect("the first process");
@@ -369,7 +378,7 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
         .parse()
         .unwrap();
     assert_eq!(second, 100, "the pid was reused");
-    std::thread::sleep(Duration::from_millis(200));
+    exec_done();
     cycle(&mut check);
     let (args, start, reported) = at(&check, 100).expect("the new process is in the table in the cycle after the exit");
     assert_eq!(args, "/bin/sleep 1001");
