@@ -495,8 +495,11 @@ fn a_namespace_whose_socket_could_not_be_opened_is_retried() {
     let ns = Netns::new();
     let inode = ns.inode();
     // In a `Kids` too, so a failing assertion before it is killed leaves no `sleep 600` behind.
-    let mut first =
-        Kids(vec![Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "600"]).stdin(Stdio::null()).spawn().unwrap()]);
+    let mut first = Kids(vec![Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sleep", "600"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()]);
     let port = free_port().to_string();
     let kids = Kids(vec![stream(Some(&ns.name), &["pair", "127.0.0.1", &port, "20000", "20000"], true)]);
     assert!(first.0[0].id() < kids.0[0].id(), "pids wrapped around between two spawns; run again");
