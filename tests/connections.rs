@@ -494,16 +494,20 @@ fn a_namespace_whose_socket_could_not_be_opened_is_retried() {
 
     let ns = Netns::new();
     let inode = ns.inode();
-    let mut first =
-        Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "600"]).stdin(Stdio::null()).spawn().unwrap();
+    // In a `Kids` too, so a failing assertion before it is killed leaves no `sleep 600` behind.
+    let mut first = Kids(vec![Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sleep", "600"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()]);
     let port = free_port().to_string();
     let kids = Kids(vec![stream(Some(&ns.name), &["pair", "127.0.0.1", &port, "20000", "20000"], true)]);
-    assert!(first.id() < kids.0[0].id(), "pids wrapped around between two spawns; run again");
+    assert!(first.0[0].id() < kids.0[0].id(), "pids wrapped around between two spawns; run again");
     run_procs(&mut procs, 2.0);
     let seen = procs.table.procs.iter().filter(|p| p.net_ns == inode).count();
     assert!(seen >= 2, "both processes of the namespace are in the table ({seen})");
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.0[0].kill().unwrap();
+    first.0[0].wait().unwrap();
     run_conns(&mut conns, &procs, 2.0);
     let in_ns = |conns: &ConnectionsCheck| conns.table.conns.iter().filter(|c| c.ns == inode).count();
     assert_eq!(in_ns(&conns), 0, "the first attempt went through the exited process and failed");

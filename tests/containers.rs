@@ -93,7 +93,12 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
     );
     let busy = metric("totalPct", &ecs_id);
     assert!(got > 10.0, "the busy container got only {got}% of a CPU while the agent ran");
-    assert!(busy > got * 0.5 && busy < 120.0, "the busy container at {busy}%, {got}% on average");
+    // Relative both ways (the machine may be loaded), and one thread never passes 100%: a
+    // doubled figure fails one of the upper bounds.
+    assert!(
+        busy > got * 0.5 && busy < got * 1.8 + 10.0 && busy < 110.0,
+        "the busy container at {busy}%, {got}% on average"
+    );
     assert!(metric("userPct", &ecs_id) > busy * 0.5);
     assert!(metric("totalPct", &docker_id) < 20.0);
     let total = side["metrics"]

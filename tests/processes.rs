@@ -356,8 +356,17 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     };
     let first: u32 = ns.ask("echo 99 > /proc/sys/kernel/ns_last_pid; /bin/sleep 1000 & echo $!").parse().unwrap();
     assert_eq!(first, 100, "ns_last_pid chose the pid");
-    // Past the fork, into sleep (by its path: `^sleep` is blacklisted).
-    std::thread::sleep(Duration::from_millis(200));
+    // Past the fork, into sleep (by its path: `^sleep` is blacklisted): until the forked shell
+    // has exec'd, pid 100 is an `sh` with the shell's command line.
+    let comm = ns.proc.join("100/comm");
+    let exec_done = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+            assert!(std::time::Instant::now() < deadline, "pid 100 did not exec sleep within 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    exec_done();
     cycle(&mut check);
     cycle(&mut check);
     let (args, old_start, reported) = at(&check, 100).expect("the first process");
@@ -369,7 +378,7 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
         .parse()
         .unwrap();
     assert_eq!(second, 100, "the pid was reused");
-    std::thread::sleep(Duration::from_millis(200));
+    exec_done();
     cycle(&mut check);
     let (args, start, reported) = at(&check, 100).expect("the new process is in the table in the cycle after the exit");
     assert_eq!(args, "/bin/sleep 1001");
@@ -511,4 +520,107 @@ fn running_out_of_file_descriptors_is_counted_and_logged_once() {
         .collect();
     let missing = kids.0.iter().filter(|k| !reported.contains(&u64::from(k.id()))).count();
     assert_eq!(missing, 0, "all 100 processes are reported under a soft limit of 64");
+}
+
+/// The test process with every file descriptor taken (a soft `RLIMIT_NOFILE` just above the
+/// lowest free one, all below it open): the in-process check's reads fail with EMFILE. Restored
+/// on drop. The tests of this file run one at a time (`SERIAL`), so no other test is short.
+struct NoFds {
+    held: Vec<std::fs::File>,
+    limit: rustix::process::Rlimit,
+}
+
+impl NoFds {
+    fn take_all() -> NoFds {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let probe = std::fs::File::open("/dev/null").unwrap();
+        let lowest = std::os::fd::AsRawFd::as_raw_fd(&probe) as u64;
+        let mut me = NoFds { held: vec![probe], limit };
+        setrlimit(Resource::Nofile, Rlimit { current: Some(lowest + 8), maximum: limit.maximum }).unwrap();
+        loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => me.held.push(f),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    break;
+                }
+            }
+            assert!(me.held.len() < 100, "the lowered limit did not bite");
+        }
+        me
+    }
+}
+
+impl Drop for NoFds {
+    fn drop(&mut self) {
+        self.held.clear();
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.limit);
+    }
+}
+
+/// A known process is kept through a cycle in which its files cannot be read for want of file
+/// descriptors: the same entry (its held descriptor and first-seen time, not discovered again as
+/// new), reported that cycle with the figures of its last one, counted; the cycle after, the next
+/// sample is not paired with one two intervals old (no rates, not reported), and from the one
+/// after that it is reported as before.
+#[test]
+fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ns = PidNs::new();
+    let mut cfg = report_everything();
+    cfg.host_proc = ns.proc.clone();
+    let mut check = sts_agent::app::ProcessCheck::new(&cfg, false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
+    let comm = ns.proc.join(format!("{pid}/comm"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(std::time::Instant::now() < deadline, "{pid} did not exec sleep within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // (first seen, held descriptor, reported)
+    let at = |check: &sts_agent::app::ProcessCheck| {
+        let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
+        let p = &check.table.procs[i];
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&p.dir);
+        Some((p.first_seen_mono, fd, check.selection.reported.contains(&(i as u32))))
+    };
+    cycle(&mut check);
+    cycle(&mut check);
+    let (seen, fd, reported) = at(&check).expect("in the table");
+    assert!(reported, "reported from its second cycle");
+    let cpu = check.table.procs.iter().find(|p| p.pid == pid).map(|p| (p.prev, p.cur)).unwrap();
+    // Every entry: the namespace's shell (pid 1) and the sleep. Dropping one would free its held
+    // descriptor for the reads of the next: all must stay.
+    let entries = |check: &sts_agent::app::ProcessCheck| -> Vec<(u32, f64, i32)> {
+        check.table.procs.iter().map(|p| (p.pid, p.first_seen_mono, std::os::fd::AsRawFd::as_raw_fd(&p.dir))).collect()
+    };
+    let all = entries(&check);
+    assert_eq!(all.len(), 2, "{all:?}");
+
+    let no_fds = NoFds::take_all();
+    cycle(&mut check);
+    let kept = at(&check);
+    let counted = check.table.no_fds;
+    let samples = check.table.procs.iter().find(|p| p.pid == pid).map(|p| (p.prev, p.cur));
+    let all_kept = entries(&check);
+    drop(no_fds);
+    assert_eq!(all_kept, all, "none dropped");
+    assert_eq!(counted, 2, "the failed reads are counted");
+    assert_eq!(kept, Some((seen, fd, true)), "kept (not dropped), and reported with its last figures");
+    assert_eq!(samples, Some(cpu), "with its last two samples as they were");
+
+    cycle(&mut check);
+    assert_eq!(check.table.no_fds, 0);
+    assert_eq!(at(&check), Some((seen, fd, false)), "the same entry, not discovered again; no rates this cycle");
+    assert!(check.table.procs.iter().find(|p| p.pid == pid).unwrap().prev.is_none());
+    assert_eq!(entries(&check), all, "none discovered again");
+    cycle(&mut check);
+    assert_eq!(at(&check), Some((seen, fd, true)), "reported again");
 }

@@ -61,6 +61,9 @@ pub struct Proc {
     pub cur: ProcSample,
     /// The sample of the previous cycle, when the process was seen then.
     pub prev: Option<ProcSample>,
+    /// This cycle's files could not be read for want of file descriptors: `cur` is the last
+    /// sample read, a cycle or more ago (see `ProcessSource::keep_last`).
+    pub missed: bool,
     pub detail: ProcDetail,
 }
 
@@ -85,6 +88,7 @@ impl Proc {
             blacklisted: None,
             cur: ProcSample::default(),
             prev: None,
+            missed: false,
             detail: ProcDetail::default(),
         }
     }
@@ -138,8 +142,9 @@ pub struct ProcessTable {
     pub clk_tck: u64,
     /// Processes that vanished between listing and reading this cycle (normal, counted).
     pub vanished: u32,
-    /// Reads of `/proc/<pid>` files that failed for want of file descriptors this cycle (those
-    /// processes are skipped; see `ProcessSource::no_fds_total`).
+    /// Reads of `/proc/<pid>` files that failed for want of file descriptors this cycle (new
+    /// processes are skipped, known ones keep their last sample; see
+    /// `ProcessSource::no_fds_total`).
     pub no_fds: u32,
     /// Processes first seen this cycle (each may allocate once for its text, and scratch buffers
     /// may grow past their high-water mark for an unusually long command line).

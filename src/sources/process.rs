@@ -3,7 +3,8 @@
 //! Each cycle reads `stat`, `statm` and `io`; `cmdline`, `status`, `cgroup`, `exe` and `cwd`
 //! are read once per new `(pid, start time)`, and again when it execs (`comm` or the image
 //! addresses in `stat` change). A process that vanishes mid-read is counted and
-//! skipped. Kernel threads are listed (their CPU counts) but their `statm`/`io` are not read.
+//! skipped; one that cannot be read for want of file descriptors is counted, and skipped when new
+//! or kept with its last sample when known. Kernel threads are listed (their CPU counts) but their `statm`/`io` are not read.
 
 use super::procfs::ReadBuf;
 use crate::checks::scrub::scrub_args;
@@ -105,6 +106,9 @@ pub struct ProcessSource {
     /// The agent's own container when it runs in a private cgroup namespace (processes there read
     /// `/`); set by the caller from [`super::cgroups::ContainerSource::own_namespace`].
     pub own_namespace: Option<super::cgroups::OwnNamespace>,
+    /// Known processes kept with their last sample this cycle for want of descriptors
+    /// (see [`ProcessSource::keep_last`]).
+    kept_no_fds: u32,
 }
 
 /// Running out of file descriptors is logged at most once per this many seconds.
@@ -113,8 +117,9 @@ pub const NO_FDS_LOG_SECS: f64 = 300.0;
 enum Gone {
     /// ENOENT/ESRCH: the process exited (normal).
     Vanished,
-    /// EMFILE/ENFILE: the agent (or the host) is out of file descriptors; skipped this cycle,
-    /// counted and logged.
+    /// EMFILE/ENFILE: the agent (or the host) is out of file descriptors; counted and logged. A
+    /// new process is skipped this cycle; a known one keeps its last sample
+    /// ([`ProcessSource::keep_last`]).
     NoFds,
     /// Anything else; skipped this cycle.
     Other,
@@ -157,6 +162,7 @@ impl ProcessSource {
             no_fds_logged_at: None,
             fd_ceiling: u64::MAX,
             own_namespace: None,
+            kept_no_fds: 0,
         })
     }
 
@@ -181,6 +187,7 @@ impl ProcessSource {
         t.vanished = 0;
         t.discovered = 0;
         t.no_fds = 0;
+        self.kept_no_fds = 0;
         self.execs = 0;
         t.page_size = rustix::param::page_size() as u64;
         t.clk_tck = self.clk_tck;
@@ -220,6 +227,7 @@ impl ProcessSource {
             }
         }
         t.procs = std::mem::replace(&mut t.next, old);
+        t.no_fds += self.kept_no_fds;
         // An exec'd process is new as far as its text goes (it may allocate once, like a new pid).
         t.discovered += self.execs;
         self.note_no_fds(t.no_fds, mono_secs, t.procs.len());
@@ -236,7 +244,7 @@ impl ProcessSource {
         warn!(
             "processes: out of file descriptors opening HOST_PROC/<pid> files (EMFILE/ENFILE, or into the \
              reserve the agent keeps for its other work): {n} failed ({} since the previous report, {} in \
-             all), those processes are skipped until it recovers; the agent holds one descriptor per \
+             all), new processes are skipped and known ones keep their last sample until it recovers; the agent holds one descriptor per \
              process ({held} now): raise its open-file limit (RLIMIT_NOFILE; `ulimits` nofile in the ECS \
              task)",
             self.no_fds_unlogged, self.no_fds_total
@@ -292,6 +300,7 @@ impl ProcessSource {
             let stat = match self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify) {
                 Ok(stat) => stat,
                 Err(Gone::Vanished) => return self.discover(pid, mono),
+                Err(Gone::NoFds) => return Ok(self.keep_last(p)),
                 Err(e) => return Err(e),
             };
             let (base, start, kthread, comm, image) = stat_core(stat)?;
@@ -305,26 +314,64 @@ impl ProcessSource {
                     // runtime that joins the container's cgroup and drops privileges before it
                     // execs the entrypoint): its command line, exe, user, container and network
                     // namespace may all have changed, and so may the blacklist's verdict.
-                    p.comm = comm;
-                    if !kthread {
-                        self.read_ids(&mut p)?;
-                        p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
+                    let old_comm = std::mem::replace(&mut p.comm, comm);
+                    match self.read_again(&mut p, kthread) {
+                        Ok(()) => {}
+                        // With the old name and image the exec is seen again next cycle, and
+                        // all of it read then.
+                        Err(Gone::NoFds) => {
+                            p.comm = old_comm;
+                            return Ok(self.keep_last(p));
+                        }
+                        Err(e) => return Err(e),
                     }
-                    self.read_text(&mut p, kthread)?;
                     p.blacklisted = None;
                     self.execs += 1;
                 }
                 if image[0] != 0 {
                     p.image = image;
                 }
-                let sample = self.fill_sample(p.dir.as_fd(), base, kthread)?;
-                p.prev = Some(p.cur);
+                let sample = match self.fill_sample(p.dir.as_fd(), base, kthread) {
+                    Ok(sample) => sample,
+                    Err(Gone::NoFds) => return Ok(self.keep_last(p)),
+                    Err(e) => return Err(e),
+                };
+                // After a cycle without a sample, this one follows the last two intervals
+                // later: no rates from that pair (they would count two intervals as one).
+                p.prev = if std::mem::take(&mut p.missed) { None } else { Some(p.cur) };
                 p.cur = sample;
                 return Ok(p);
             }
             // The pid was reused by a new process: forget the old one.
         }
         self.discover(pid, mono)
+    }
+
+    /// A known process whose files could not be read for want of file descriptors: it keeps its
+    /// place in the table (its held descriptor, text, verdict and first-seen time, so it is not
+    /// discovered again as new when descriptors are back) and its last sample. The first such
+    /// cycle it is reported with the figures of its last cycle (both of its last two samples
+    /// kept as they were); a second cycle in a row without a sample, and the cycle after one,
+    /// it has no rates and is not reported: the process agent's rates come from two samples one
+    /// interval apart, and none is made up. Counted with the processes skipped for want of
+    /// descriptors.
+    fn keep_last(&mut self, mut p: Proc) -> Proc {
+        self.kept_no_fds += 1;
+        if p.missed {
+            p.prev = None;
+        }
+        p.missed = true;
+        p
+    }
+
+    /// What is read again when a known process execs: its user, container, network namespace
+    /// and text.
+    fn read_again(&mut self, p: &mut Proc, kthread: bool) -> Result<(), Gone> {
+        if !kthread {
+            self.read_ids(p)?;
+            p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
+        }
+        self.read_text(p, kthread)
     }
 
     /// Adds `statm` and `io` to what `stat` gave.
