@@ -81,7 +81,7 @@ fn send(port: u16, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     s.write_all(head(path, ctype, body.len()).as_bytes()).unwrap();
     s.write_all(body).unwrap();
-    reply(&mut s)
+    read_response(&mut s)
 }
 
 /// Sends one request on a new connection, its body only when the head was not answered at once
@@ -98,31 +98,7 @@ fn send_unless_refused(port: u16, path: &str, ctype: &str, body: &[u8]) -> u16 {
     }
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     s.write_all(body).unwrap();
-    reply(&mut s).0
-}
-
-/// Reads one reply: its status and body.
-fn reply(s: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut b = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = s.read(&mut b).unwrap();
-                assert!(n > 0, "closed mid-body");
-                buf.extend_from_slice(&b[..n]);
-            }
-            return (head[9..12].parse().unwrap(), String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string());
-        }
-        let n = s.read(&mut b).expect("a response");
-        assert!(n > 0, "closed without a response");
-        buf.extend_from_slice(&b[..n]);
-    }
+    read_response(&mut s).0
 }
 
 /// VmHWM of a process, bytes.

@@ -66,31 +66,6 @@ fn connect(port: u16) -> TcpStream {
     s
 }
 
-/// Reads one response (head + Content-Length body); returns (status, body, elapsed).
-fn response(s: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut b = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = s.read(&mut b).unwrap();
-                assert!(n > 0, "closed mid-body");
-                buf.extend_from_slice(&b[..n]);
-            }
-            let status = head[9..12].parse().unwrap();
-            return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string());
-        }
-        let n = s.read(&mut b).expect("a response before the read timeout");
-        assert!(n > 0, "closed without a response: {:?}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&b[..n]);
-    }
-}
-
 fn traces_request(body: &[u8]) -> Vec<u8> {
     let mut r = format!(
         "PUT /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 3\r\nContent-Length: {}\r\n\r\n",
@@ -118,7 +93,7 @@ fn the_intake_defends_itself_and_keeps_serving() {
     let mut s = connect(port);
     let t = Instant::now();
     s.write_all(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Length: 65537\r\n\r\n").unwrap();
-    let (status, reason) = response(&mut s);
+    let (status, reason) = read_response(&mut s);
     assert_eq!(status, 413, "{reason}");
     assert!(t.elapsed() < Duration::from_secs(1));
 
@@ -132,37 +107,37 @@ fn the_intake_defends_itself_and_keeps_serving() {
         let _ = s.write_all(&chunk);
         let _ = s.write_all(b"\r\n");
     }
-    assert_eq!(response(&mut s).0, 413);
+    assert_eq!(read_response(&mut s).0, 413);
 
     // A browser page posting cross-site.
     let mut s = connect(port);
     s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nSec-Fetch-Site: cross-site\r\nContent-Length: 1\r\n\r\n\x90").unwrap();
-    assert_eq!(response(&mut s).0, 403);
+    assert_eq!(read_response(&mut s).0, 403);
 
     // A malformed head.
     let mut s = connect(port);
     s.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
-    assert_eq!(response(&mut s).0, 400);
+    assert_eq!(read_response(&mut s).0, 400);
 
     // A hostile body gets 400 with a reason, and the same connection then works.
     let mut s = connect(port);
     s.write_all(&traces_request(&[0xdd, 0xff, 0xff, 0xff, 0xff])).unwrap();
-    let (status, reason) = response(&mut s);
+    let (status, reason) = read_response(&mut s);
     assert_eq!(status, 400);
     assert!(reason.contains("array length exceeds the body"), "{reason}");
     s.write_all(&traces_request(V04)).unwrap();
-    let (status, body) = response(&mut s);
+    let (status, body) = read_response(&mut s);
     assert_eq!((status, body.as_str()), (200, "{\"rate_by_service\":{\"service:,env:\":1}}"));
     // Unknown paths.
     s.write_all(b"POST /v0.7/traces HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
-    assert_eq!(response(&mut s).0, 404);
+    assert_eq!(read_response(&mut s).0, 404);
 
     // A flood of idle connections past the cap (8): a new client is still served promptly.
     let idle: Vec<TcpStream> = (0..30).map(|_| connect(port)).collect();
     let t = Instant::now();
     let mut s = connect(port);
     s.write_all(&traces_request(V04)).unwrap();
-    assert_eq!(response(&mut s).0, 200);
+    assert_eq!(read_response(&mut s).0, 200);
     assert!(t.elapsed() < Duration::from_secs(1), "served in {:?}", t.elapsed());
     drop(idle);
 
@@ -190,7 +165,7 @@ fn a_slow_head_times_out_while_others_are_served() {
         // Meanwhile a normal client is served at once.
         let mut s = connect(port);
         s.write_all(b"GET /info HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
-        assert_eq!(response(&mut s).0, 200);
+        assert_eq!(read_response(&mut s).0, 200);
         std::thread::sleep(Duration::from_millis(300));
         if t.elapsed() > Duration::from_secs(7) {
             break;
@@ -261,17 +236,17 @@ fn a_request_in_progress_survives_a_flood_of_idle_connections() {
     // Make sure the agent has read it before the flood arrives.
     let mut probe = connect(port);
     probe.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(response(&mut probe).0, 200);
+    assert_eq!(read_response(&mut probe).0, 200);
     drop(probe);
     // 30 connections that never send a byte (the cap is 8).
     let idle: Vec<TcpStream> = (0..30).map(|_| connect(port)).collect();
     // A request on a 31st: the agent has accepted the whole flood once this is answered.
     let mut last = connect(port);
     last.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(response(&mut last).0, 200);
+    assert_eq!(read_response(&mut last).0, 200);
     // The working client completes its request and gets its answer.
     working.write_all(&req[req.len() / 2..]).expect("the working client's connection is open");
-    let (status, body) = response(&mut working);
+    let (status, body) = read_response(&mut working);
     assert_eq!((status, body.as_str()), (200, "{\"rate_by_service\":{\"service:,env:\":1}}"));
     // The idle ones were closed oldest first: the first of the flood is gone.
     // Closed is end of stream or a reset; a read timeout means it is still open.
@@ -308,7 +283,7 @@ fn bare_request_heads_do_not_lock_clients_out() {
     for _ in 0..3 {
         let mut s = connect(port);
         s.write_all(&traces_request(V04)).unwrap();
-        let (status, body) = response(&mut s);
+        let (status, body) = read_response(&mut s);
         assert_eq!(status, 200, "a trace request while four heads wait for their bodies: {body}");
     }
     drop(heads);
@@ -362,7 +337,7 @@ fn a_pipelining_client_does_not_hold_the_loop() {
         let mut s = connect(port);
         let t = Instant::now();
         s.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
-        assert_eq!(response(&mut s).0, 200);
+        assert_eq!(read_response(&mut s).0, 200);
         worst = worst.max(t.elapsed());
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -388,22 +363,22 @@ fn idle_keep_alive_connections_do_not_starve_the_byte_budget() {
         .map(|_| {
             let mut s = connect(port);
             s.write_all(&big).unwrap();
-            assert_eq!(response(&mut s).0, 200);
+            assert_eq!(read_response(&mut s).0, 200);
             s
         })
         .collect();
     let mut s = connect(port);
     s.write_all(&traces_request(V04)).unwrap();
-    let (status, body) = response(&mut s);
+    let (status, body) = read_response(&mut s);
     assert_eq!(status, 200, "a new request while 150 keep-alive clients are idle: {body}");
     let mut more = b"POST /info HTTP/1.1\r\nContent-Length: 3000000\r\n\r\n".to_vec();
     more.resize(more.len() + 3_000_000, b'y');
     s.write_all(&more).unwrap();
-    assert_eq!(response(&mut s).0, 200, "a 3 MB request");
+    assert_eq!(read_response(&mut s).0, 200, "a 3 MB request");
     // And the idle ones still work.
     for mut c in idle.into_iter().step_by(30) {
         c.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
-        assert_eq!(response(&mut c).0, 200);
+        assert_eq!(read_response(&mut c).0, 200);
     }
 }
 
@@ -477,7 +452,7 @@ fn status_is_served_on_loopback_only() {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             assert_eq!(s.local_addr().unwrap().ip().to_string(), addr, "the client's own address");
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
-            response(&mut s)
+            read_response(&mut s)
         })
     };
     let (status, body) = get("127.0.0.1", "/status");
@@ -552,7 +527,7 @@ fn a_client_that_does_not_read_its_replies_is_not_buffered_without_end() {
     }
     let mut other = connect(port);
     other.write_all(b"GET /info HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(response(&mut other).0, 200);
+    assert_eq!(read_response(&mut other).0, 200);
     let grew = hwm_kib().saturating_sub(before);
     eprintln!("sent {sent} bytes of requests unread; the agent's peak RSS grew by {grew} KiB");
     assert!(sent < 8 << 20, "the agent took all {sent} bytes of requests whose replies are not read");

@@ -340,3 +340,29 @@ pub fn report_everything() -> sts_agent::config::Config {
     .collect();
     sts_agent::config::Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap()
 }
+
+/// Reads one HTTP/1.1 response (head + Content-Length body) from `s`: its status and body. Fails
+/// the test when the peer closes first or the socket's read timeout passes.
+pub fn read_response(s: &mut impl std::io::Read) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut b).unwrap();
+                assert!(n > 0, "closed mid-body");
+                buf.extend_from_slice(&b[..n]);
+            }
+            let status = head[9..12].parse().unwrap();
+            return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string());
+        }
+        let n = s.read(&mut b).expect("a response before the read timeout");
+        assert!(n > 0, "closed without a response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&b[..n]);
+    }
+}
