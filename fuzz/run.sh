@@ -33,6 +33,8 @@ printf '\x92\x97\xa1s\xda\x03\xe8%s\xabdb.instance\xadspan.hostname\xa8span.pid\
 printf '\x91\x91\x83\xa8trace_id\xff\xa7span_id\xd3\x80\x00\x00\x00\x00\x00\x00\x00\xa7service\xa3a\xffb' > corpus/traces_msgpack/repair-id-utf8
 printf '[[%s{}]]' "$(head -c 300 /dev/zero | tr '\0' x | sed 's/x/{},/g')" > corpus/traces_json/amplify-empty-spans
 printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"parent_id":0,"start":1700000000000000000,"duration":5,"error":0,"meta":{"span.hostname":"h","span.pid":"1","span.kind":"server"},"metrics":{"m":1.5},"type":"web"}]]' > corpus/traces_json/seed
+# Strings that are not UTF-8, with and without escapes (repaired: one U+FFFD per invalid byte).
+printf '[[{"service":"a\xffb\xe2\x82","name":"n\\u00e9\xc3","meta":{"k\xfe":"v\\n\xf0\x9f\x98"},"trace_id":1,"span_id":2}]]' > corpus/traces_json/repair-utf8
 printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
 printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked
 mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag

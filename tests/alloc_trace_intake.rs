@@ -3,7 +3,8 @@
 //! bodies that decode and then amplify get 413 with the heap's peak growth within twice the
 //! request's limit (`request_limit`: 8× the body + 4 MiB, at most 24 MiB; twice, as the counting
 //! allocator counts every reallocation as a copy); ids and strings the Datadog decoder repairs are
-//! repaired; real payloads (ddtrace captures) are handled with no allocation at all after warm-up.
+//! repaired; real payloads (ddtrace captures, and a v0.3 JSON body) are handled with no allocation
+//! at all after warm-up.
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -69,7 +70,7 @@ fn hostile_bodies_get_400_fast_without_large_allocations() {
         ("v0.5 body on v0.4", "/v0.4/traces", "application/msgpack", V05.to_vec()),
         ("empty body", "/v0.4/traces", "application/msgpack", Vec::new()),
         ("JSON nested 100k deep", "/v0.3/traces", "application/json", json_deep.into_bytes()),
-        ("JSON invalid UTF-8", "/v0.3/traces", "application/json", b"[[{\"service\":\"\xff\xfe\"}]]".to_vec()),
+        ("JSON control character", "/v0.3/traces", "application/json", b"[[{\"service\":\"a\x01\"}]]".to_vec()),
         ("JSON wrong shape", "/v0.3/traces", "application/json", b"{\"traces\":1}".to_vec()),
     ];
     for (what, path, ctype, body) in &corpus {
@@ -175,20 +176,30 @@ fn amplifying_bodies_get_413_within_the_request_limit() {
         );
     }
     assert_eq!(agent.stats.rejected_too_large, corpus.len() as u64 - 1);
-    // What the Datadog decoder repairs is repaired, not refused: invalid UTF-8 (U+FFFD) and a
-    // negative int64 id (`uint64(i)`).
+    // What the Datadog decoder repairs is repaired, not refused: invalid UTF-8 (U+FFFD, in
+    // msgpack and in JSON as Go's encoding/json does) and a negative int64 id (`uint64(i)`).
     let mut bad_utf8 = V04.to_vec();
     let at = bad_utf8.windows(4).position(|w| w == b"shop").unwrap();
     bad_utf8[at] = 0xff;
     let negative_id = cat(&[&[0x91, 0x91, 0x82, 0xa8], b"trace_id", &[0xff, 0xa7], b"span_id", &[0xd0, 0x80]]);
-    for (what, body) in [("invalid UTF-8", bad_utf8), ("negative ids", negative_id)] {
-        let h = head("/v0.4/traces", "application/msgpack", body.len());
+    let json_utf8 =
+        b"[[{\"service\":\"j\xff\xfeson\",\"name\":\"n\\u00e9\xc3\",\"trace_id\":7,\"span_id\":8}]]".to_vec();
+    for (what, path, ctype, body) in [
+        ("invalid UTF-8", "/v0.4/traces", "application/msgpack", bad_utf8),
+        ("negative ids", "/v0.4/traces", "application/msgpack", negative_id),
+        ("JSON invalid UTF-8", "/v0.3/traces", "application/json", json_utf8),
+    ] {
+        let h = head(path, ctype, body.len());
         assert_eq!(handle(&mut agent, &h, &body, &mut reply), 200, "{what}: {}", String::from_utf8_lossy(&reply));
     }
     let mut payload = Vec::new();
     assert!(agent.take_payload("i-0abc", &mut payload));
     let repaired = "\u{fffd}hop".as_bytes();
     assert!(payload.windows(repaired.len()).any(|w| w == repaired), "the repaired service is forwarded");
+    for repaired in ["j\u{fffd}\u{fffd}son", "n\u{e9}\u{fffd}"] {
+        let repaired = repaired.as_bytes();
+        assert!(payload.windows(repaired.len()).any(|w| w == repaired), "the repaired JSON strings are forwarded");
+    }
 }
 
 #[test]
@@ -200,12 +211,16 @@ fn real_payloads_allocate_nothing_after_warm_up() {
     let mut gzip = Gzip::default();
     let h4 = head("/v0.4/traces", "application/msgpack", V04.len());
     let h5 = head("/v0.5/traces", "application/msgpack", V05.len());
+    // A v0.3 JSON body: strings in place and strings with escapes (decoded into the side buffer).
+    let json: &[u8] = br#"[[{"service":"shop","name":"web.request","resource":"GET /cart?q=\"x\"","trace_id":12,"span_id":13,"parent_id":0,"start":1700000000000000000,"duration":5,"meta":{"http.method":"GET","k":"caf\u00e9"},"metrics":{"_sampling_priority_v1":1}}]]"#;
+    let h3 = head("/v0.3/traces", "application/json", json.len());
     // (decode + interpret + encode, complete the payload, compress) allocations per round.
     let mut round = |agent: &mut TraceAgent| -> [u64; 3] {
         let a = allocations();
         for _ in 0..20 {
             assert_eq!(handle(agent, &h4, V04, &mut reply), 200);
             assert_eq!(handle(agent, &h5, V05, &mut reply), 200);
+            assert_eq!(handle(agent, &h3, json, &mut reply), 200);
         }
         let b = allocations();
         assert!(agent.take_payload("i-0abc", &mut payload));
@@ -222,6 +237,6 @@ fn real_payloads_allocate_nothing_after_warm_up() {
             *t += n;
         }
     }
-    assert_eq!(total, [0, 0, 0], "allocations over 400 payloads: [handle, payload, gzip]");
-    assert_eq!(agent.stats.traces, 13 * 40 * 3);
+    assert_eq!(total, [0, 0, 0], "allocations over 600 payloads: [handle, payload, gzip]");
+    assert_eq!(agent.stats.traces, 13 * 20 * (3 + 3 + 1));
 }

@@ -1,9 +1,13 @@
 //! A small zero-copy JSON reader for `/v0.3` trace bodies: strings without escapes stay in the
-//! body (as ranges), escaped ones are decoded into the caller's side buffer; numbers are read in
+//! body (as ranges), escaped ones are decoded into the batch's side buffer; numbers are read in
 //! place; nesting is limited. Nothing allocates except the side buffer, which never grows by
-//! more than the string being decoded; nothing panics.
+//! more than the string being decoded, or by its repair (invalid UTF-8 becomes U+FFFD, one per
+//! invalid byte, as Go's `encoding/json` does), which asks the batch's limit for room first;
+//! nothing panics.
 
 use super::msgpack::{DecodeError, Result};
+use super::traces::{repair_append, TOO_LARGE};
+use crate::model::trace::Batch;
 
 pub const MAX_DEPTH: u32 = 64;
 
@@ -105,22 +109,27 @@ impl<'a> JsonReader<'a> {
         Ok(())
     }
 
-    /// A string; escapes are decoded into `side`.
-    pub fn string(&mut self, side: &mut Vec<u8>) -> Result<JStr> {
+    /// A string; escapes are decoded into `out`'s side buffer, and so is the repair of a string
+    /// that is not UTF-8 (each invalid byte becomes U+FFFD; [`TOO_LARGE`] when the repair does
+    /// not fit the batch's limit). A valid string without escapes stays in the body.
+    pub fn string(&mut self, out: &mut Batch) -> Result<JStr> {
         self.expect(b'"', "json: expected a string")?;
         let start = self.pos;
-        // Fast path: no escape before the closing quote.
+        // Fast path: no escape before the closing quote, valid UTF-8.
         let rest = self.buf.get(start..).unwrap_or(&[]);
         let end = memchr::memchr2(b'"', b'\\', rest).ok_or(EOF)?;
         if rest[end] == b'"' {
             let s = &rest[..end];
-            if std::str::from_utf8(s).is_err() || s.iter().any(|b| *b < 0x20) {
-                return Err(DecodeError("json: invalid string"));
+            if s.iter().any(|b| *b < 0x20) {
+                return Err(DecodeError("json: control character in a string"));
             }
-            self.pos = start + end + 1;
-            return Ok(JStr::Body(start, end));
+            if std::str::from_utf8(s).is_ok() {
+                self.pos = start + end + 1;
+                return Ok(JStr::Body(start, end));
+            }
+            // Not UTF-8: repaired into the side buffer below.
         }
-        let side_start = side.len();
+        let side_start = out.side.len();
         let mut i = start;
         loop {
             let b = *self.buf.get(i).ok_or(EOF)?;
@@ -159,7 +168,7 @@ impl<'a> JsonReader<'a> {
                         _ => return Err(DecodeError("json: invalid escape")),
                     };
                     let mut tmp = [0u8; 4];
-                    side.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                    out.side.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
                 }
                 0..=0x1f => return Err(DecodeError("json: control character in a string")),
                 _ => {
@@ -167,16 +176,23 @@ impl<'a> JsonReader<'a> {
                     let rest = self.buf.get(i..).unwrap_or(&[]);
                     let run_end = memchr::memchr2(b'"', b'\\', rest).map_or(self.buf.len(), |n| i + n);
                     let run = self.buf.get(i..run_end).unwrap_or(&[]);
-                    if std::str::from_utf8(run).is_err() || run.iter().any(|b| *b < 0x20) {
-                        return Err(DecodeError("json: invalid string"));
+                    if run.iter().any(|b| *b < 0x20) {
+                        return Err(DecodeError("json: control character in a string"));
                     }
-                    side.extend_from_slice(run);
+                    if std::str::from_utf8(run).is_ok() {
+                        out.side.extend_from_slice(run);
+                    } else {
+                        repair_append(run, out);
+                        if out.exceeded {
+                            return Err(TOO_LARGE);
+                        }
+                    }
                     i = run_end;
                 }
             }
         }
         self.pos = i + 1;
-        Ok(JStr::Side(side_start, side.len() - side_start))
+        Ok(JStr::Side(side_start, out.side.len() - side_start))
     }
 
     fn hex4(&self, at: usize) -> Result<u32> {
@@ -215,11 +231,11 @@ impl<'a> JsonReader<'a> {
     }
 
     /// Skips one value of any type, nested at most [`MAX_DEPTH`] deep.
-    pub fn skip(&mut self, side: &mut Vec<u8>) -> Result<()> {
-        self.skip_at(0, side)
+    pub fn skip(&mut self, out: &mut Batch) -> Result<()> {
+        self.skip_at(0, out)
     }
 
-    fn skip_at(&mut self, depth: u32, side: &mut Vec<u8>) -> Result<()> {
+    fn skip_at(&mut self, depth: u32, out: &mut Batch) -> Result<()> {
         if depth > MAX_DEPTH {
             return Err(DecodeError("json: nested too deeply"));
         }
@@ -227,11 +243,11 @@ impl<'a> JsonReader<'a> {
             b'{' => {
                 if self.open(b'{', b'}', "json: expected an object")? {
                     loop {
-                        let mark = side.len();
-                        self.string(side)?;
-                        side.truncate(mark);
+                        let mark = out.side.len();
+                        self.string(out)?;
+                        out.side.truncate(mark);
                         self.expect(b':', "json: expected ':'")?;
-                        self.skip_at(depth + 1, side)?;
+                        self.skip_at(depth + 1, out)?;
                         if !self.more(b'}')? {
                             break;
                         }
@@ -241,7 +257,7 @@ impl<'a> JsonReader<'a> {
             b'[' => {
                 if self.open(b'[', b']', "json: expected an array")? {
                     loop {
-                        self.skip_at(depth + 1, side)?;
+                        self.skip_at(depth + 1, out)?;
                         if !self.more(b']')? {
                             break;
                         }
@@ -249,9 +265,9 @@ impl<'a> JsonReader<'a> {
                 }
             }
             b'"' => {
-                let mark = side.len();
-                self.string(side)?;
-                side.truncate(mark);
+                let mark = out.side.len();
+                self.string(out)?;
+                out.side.truncate(mark);
             }
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
@@ -272,12 +288,12 @@ mod tests {
     fn strings_numbers_and_nesting() {
         let body = br#" ["plain", "esc\"aped \u00e9 \ud83d\ude00", 12, -3, 1.5e3, 18446744073709551615, {"a":[true,false,null]}] "#;
         let mut r = JsonReader::new(body);
-        let mut side = Vec::new();
+        let mut out = Batch::default();
         assert!(r.open(b'[', b']', "x").unwrap());
-        assert_eq!(r.string(&mut side), Ok(JStr::Body(3, 5)));
+        assert_eq!(r.string(&mut out), Ok(JStr::Body(3, 5)));
         assert!(r.more(b']').unwrap());
-        let JStr::Side(o, l) = r.string(&mut side).unwrap() else { panic!("escaped") };
-        assert_eq!(std::str::from_utf8(&side[o..o + l]).unwrap(), "esc\"aped é 😀");
+        let JStr::Side(o, l) = r.string(&mut out).unwrap() else { panic!("escaped") };
+        assert_eq!(std::str::from_utf8(&out.side[o..o + l]).unwrap(), "esc\"aped é 😀");
         assert!(r.more(b']').unwrap());
         assert_eq!(r.number(), Ok(Num::Int(12)));
         assert!(r.more(b']').unwrap());
@@ -287,18 +303,48 @@ mod tests {
         assert!(r.more(b']').unwrap());
         assert_eq!(r.number(), Ok(Num::Int(u64::MAX as i128)));
         assert!(r.more(b']').unwrap());
-        assert_eq!(r.skip(&mut side), Ok(()));
+        assert_eq!(r.skip(&mut out), Ok(()));
         assert!(!r.more(b']').unwrap());
         assert!(r.at_end());
     }
 
     #[test]
     fn hostile_inputs_are_errors() {
-        let mut side = Vec::new();
+        let mut out = Batch::default();
         let deep = "[".repeat(10_000);
-        assert_eq!(JsonReader::new(deep.as_bytes()).skip(&mut side), Err(DecodeError("json: nested too deeply")));
-        for bad in [&b"\"\xff\""[..], b"\"\\ud800\"", b"\"\\x\"", b"\"abc", b"tru", b"-", b"\"a\nb\""] {
-            assert!(JsonReader::new(bad).skip(&mut side).is_err(), "{bad:?}");
+        assert_eq!(JsonReader::new(deep.as_bytes()).skip(&mut out), Err(DecodeError("json: nested too deeply")));
+        for bad in
+            [&b"\"\\ud800\""[..], b"\"\\x\"", b"\"abc", b"tru", b"-", b"\"a\nb\"", b"\"\xff\x01\"", b"\"\\n\xff\x1f\""]
+        {
+            assert!(JsonReader::new(bad).skip(&mut out).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_repaired_within_the_limit() {
+        // One U+FFFD per invalid byte (Go's encoding/json), with or without escapes; a valid
+        // string stays in the body.
+        let body = b"[\"a\xffb\xe2\x82\", \"\\t\xc3\", \"\xf0\x9f\x98\x80\"]";
+        let mut r = JsonReader::new(body);
+        let mut out = Batch::default();
+        assert!(r.open(b'[', b']', "x").unwrap());
+        let JStr::Side(o, l) = r.string(&mut out).unwrap() else { panic!("repaired") };
+        assert_eq!(std::str::from_utf8(&out.side[o..o + l]).unwrap(), "a\u{fffd}b\u{fffd}\u{fffd}");
+        assert!(r.more(b']').unwrap());
+        let JStr::Side(o, l) = r.string(&mut out).unwrap() else { panic!("escaped") };
+        assert_eq!(std::str::from_utf8(&out.side[o..o + l]).unwrap(), "\t\u{fffd}");
+        assert!(r.more(b']').unwrap());
+        assert_eq!(r.string(&mut out), Ok(JStr::Body(body.len() - 6, 4)));
+        assert!(!r.more(b']').unwrap());
+        // A repair asks the batch for room: 1,000 invalid bytes are 3,000 bytes repaired.
+        let mut long = b"\"".to_vec();
+        long.extend(std::iter::repeat_n(0xffu8, 1000));
+        long.push(b'"');
+        let mut out = Batch { limit: 2_000, ..Batch::default() };
+        assert_eq!(JsonReader::new(&long).string(&mut out), Err(TOO_LARGE));
+        assert!(out.side.len() <= 2_000);
+        let mut out = Batch { limit: 3_000, ..Batch::default() };
+        assert!(JsonReader::new(&long).string(&mut out).is_ok());
+        assert_eq!(out.side.len(), 3_000);
     }
 }

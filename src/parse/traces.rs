@@ -104,9 +104,16 @@ fn str_at(r: &mut Reader<'_>, out: &mut Batch) -> Result<Str> {
 /// A replacement is 3 bytes for 1: each piece asks the batch for room first, so a long invalid
 /// string stops at the limit (the batch is then over it) instead of tripling past it. A run of
 /// invalid bytes is written at once (one check and one write, not one per byte).
-fn repair_utf8(mut b: &[u8], out: &mut Batch) -> Str {
-    const FFFD: &[u8] = "\u{fffd}".as_bytes();
+fn repair_utf8(b: &[u8], out: &mut Batch) -> Str {
     let begin = out.side_begin();
+    repair_append(b, out);
+    out.side_end(begin)
+}
+
+/// [`repair_utf8`]'s copy, appended to the side buffer (the JSON reader's strings are built of
+/// several pieces): stops, with the batch over its limit (`exceeded`), when a piece does not fit.
+pub(super) fn repair_append(mut b: &[u8], out: &mut Batch) {
+    const FFFD: &[u8] = "\u{fffd}".as_bytes();
     loop {
         match std::str::from_utf8(b) {
             Ok(s) => {
@@ -136,7 +143,6 @@ fn repair_utf8(mut b: &[u8], out: &mut Batch) -> Str {
             }
         }
     }
-    out.side_end(begin)
 }
 
 fn span_map(r: &mut Reader<'_>, out: &mut Batch) -> Result<Span> {
@@ -285,7 +291,7 @@ fn jstr(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Str> {
     if r.null()? {
         return Ok(Str::EMPTY);
     }
-    Ok(match r.string(&mut out.side)? {
+    Ok(match r.string(out)? {
         JStr::Body(o, l) => Str::body(o, l),
         JStr::Side(o, l) => Str::side(o, l),
     })
@@ -368,7 +374,7 @@ fn json_span(r: &mut JsonReader<'_>, out: &mut Batch) -> Result<Span> {
                 }
                 s.metrics = (first, out.metrics.len() as u32 - first);
             }
-            _ => r.skip(&mut out.side)?,
+            _ => r.skip(out)?,
         }
         if !r.more(b'}')? {
             break;
@@ -433,6 +439,27 @@ mod tests {
         assert_eq!(b.span_metrics(&s)[0].1, 1.5);
         assert!(decode_v04(b"[[1]]", Encoding::Json, &mut b).is_err());
         assert!(b.spans.is_empty(), "a failed decode leaves nothing behind");
+    }
+
+    #[test]
+    fn json_strings_not_utf8_are_repaired_and_negative_ids_refused() {
+        // Go's encoding/json: each invalid byte of a string becomes U+FFFD (with or without
+        // escapes in the string, in keys too); valid strings stay in the body.
+        let body =
+            b"[[{\"service\":\"s\xff\",\"name\":\"n\",\"meta\":{\"k\\u00e9\xc3\":\"v\\n\xe2\x82\"},\"trace_id\":1}]]";
+        let mut b = Batch::default();
+        decode_v04(body, Encoding::Json, &mut b).unwrap();
+        let s = b.spans[0];
+        assert_eq!(b.text(body, s.service), "s\u{fffd}");
+        assert_eq!(b.text(body, s.name), "n");
+        assert!(b.side_range(s.name).is_none(), "a valid string is not copied");
+        assert_eq!(b.meta_get(body, &s, "k\u{e9}\u{fffd}"), Some("v\n\u{fffd}\u{fffd}"));
+        // encoding/json refuses a negative number for a uint64 (UnmarshalTypeError): a 400, as
+        // Datadog's agent answers; only msgpack's int64 ids are reinterpreted.
+        for id in ["trace_id", "span_id", "parent_id"] {
+            let body = format!(r#"[[{{"{id}":-5}}]]"#);
+            assert!(decode_v04(body.as_bytes(), Encoding::Json, &mut b).is_err(), "{id}");
+        }
     }
 
     #[test]
