@@ -278,8 +278,8 @@ fn bare_request_heads_do_not_lock_clients_out() {
             s
         })
         .collect();
-    // The agent has read the four heads (it answers connections in turn) before this one.
-    std::thread::sleep(Duration::from_millis(300));
+    // The agent has read the four heads (nothing left in its receive queues) before these.
+    wait_read_by_server(port, &heads);
     for _ in 0..3 {
         let mut s = connect(port);
         s.write_all(&traces_request(V04)).unwrap();

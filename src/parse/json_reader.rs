@@ -111,7 +111,8 @@ impl<'a> JsonReader<'a> {
 
     /// A string; escapes are decoded into `out`'s side buffer, and so is the repair of a string
     /// that is not UTF-8 (each invalid byte becomes U+FFFD; [`TOO_LARGE`] when the repair does
-    /// not fit the batch's limit). A valid string without escapes stays in the body.
+    /// not fit the batch's limit). A valid string without escapes stays in the body; every copy
+    /// into the side buffer (escapes, runs, repairs) asks the batch for room first.
     pub fn string(&mut self, out: &mut Batch) -> Result<JStr> {
         self.expect(b'"', "json: expected a string")?;
         let start = self.pos;
@@ -168,7 +169,11 @@ impl<'a> JsonReader<'a> {
                         _ => return Err(DecodeError("json: invalid escape")),
                     };
                     let mut tmp = [0u8; 4];
-                    out.side.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                    let c = c.encode_utf8(&mut tmp).as_bytes();
+                    if !out.fits(c.len()) {
+                        return Err(TOO_LARGE);
+                    }
+                    out.side.extend_from_slice(c);
                 }
                 0..=0x1f => return Err(DecodeError("json: control character in a string")),
                 _ => {
@@ -180,6 +185,9 @@ impl<'a> JsonReader<'a> {
                         return Err(DecodeError("json: control character in a string"));
                     }
                     if std::str::from_utf8(run).is_ok() {
+                        if !out.fits(run.len()) {
+                            return Err(TOO_LARGE);
+                        }
                         out.side.extend_from_slice(run);
                     } else {
                         repair_append(run, out);
@@ -346,5 +354,28 @@ mod tests {
         let mut out = Batch { limit: 3_000, ..Batch::default() };
         assert!(JsonReader::new(&long).string(&mut out).is_ok());
         assert_eq!(out.side.len(), 3_000);
+    }
+
+    #[test]
+    fn escaped_strings_respect_the_limit() {
+        // An escape sends the whole string to the side buffer: the copy of a long string with
+        // one escape, read or skipped, is refused when it does not fit the batch's limit.
+        let mut long = b"\"\\n".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 10_000));
+        long.extend_from_slice(b"\\t\"");
+        let mut out = Batch { limit: 2_000, ..Batch::default() };
+        assert_eq!(JsonReader::new(&long).string(&mut out), Err(TOO_LARGE));
+        assert!(out.side.len() <= 2_000, "{}", out.side.len());
+        let mut out = Batch { limit: 2_000, ..Batch::default() };
+        let mut skipped = b"{\"x\":".to_vec();
+        skipped.extend_from_slice(&long);
+        skipped.push(b'}');
+        assert_eq!(JsonReader::new(&skipped).skip(&mut out), Err(TOO_LARGE));
+        assert!(out.side.capacity() <= 4_096, "{}", out.side.capacity());
+        // Within the limit the same string is read whole.
+        let mut out = Batch { limit: 20_000, ..Batch::default() };
+        let JStr::Side(o, l) = JsonReader::new(&long).string(&mut out).unwrap() else { panic!("escaped") };
+        assert_eq!(l, 10_002);
+        assert_eq!(&out.side[o..o + 2], b"\na");
     }
 }

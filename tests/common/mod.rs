@@ -366,3 +366,32 @@ pub fn read_response(s: &mut impl std::io::Read) -> (u16, String) {
         buf.extend_from_slice(&b[..n]);
     }
 }
+
+/// Waits until a local TCP server on `port` has read everything `clients` sent it: the
+/// server's end of each connection (in /proc/net/tcp) exists with nothing in its receive queue.
+/// Panics after 10 s.
+pub fn wait_read_by_server(port: u16, clients: &[std::net::TcpStream]) {
+    let peers: Vec<u16> = clients.iter().map(|c| c.local_addr().unwrap().port()).collect();
+    let t = std::time::Instant::now();
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let drained = peers
+            .iter()
+            .filter(|&&peer| {
+                table.lines().skip(1).any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let port_of = |a: &str| a.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+                    f.len() > 4
+                        && port_of(f[1]) == Some(port)
+                        && port_of(f[2]) == Some(peer)
+                        && f[4].rsplit(':').next().and_then(|q| u64::from_str_radix(q, 16).ok()) == Some(0)
+                })
+            })
+            .count();
+        if drained == peers.len() {
+            return;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "{drained} of {} connections read", peers.len());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
