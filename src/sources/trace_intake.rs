@@ -7,12 +7,10 @@
 //! off one in the middle of its request); each request must arrive within `read_timeout` of its
 //! first byte and an idle keep-alive connection is closed after `idle_timeout`; bodies above
 //! `max_body` get 413 from the head alone; the bytes of the requests under way on all connections
-//! together stay under `held_budget`, counted as what each connection's buffers keep (429 past
-//! it; a large request's storage is trimmed after its reply; an idle connection holds no buffer
-//! and counts nothing; replies a client does not take wait when they would pass it); one
-//! readiness event serves at most `EVENT_REQUESTS` requests and reads at most `EVENT_BYTES` (a
-//! pipelining or fast client cannot hold the loop); `/status` is answered only to loopback TCP
-//! peers and Unix-socket clients. Buffers are pooled (at most `POOL_BUFFERS` of `KEEP_CAPACITY`).
+//! together stay under `held_budget` (429 past it; an idle connection holds no buffer and counts
+//! nothing); one readiness event serves at most `EVENT_REQUESTS` requests and reads at most
+//! `EVENT_BYTES` (a pipelining or fast client cannot hold the loop); `/status` is answered only to
+//! loopback TCP peers and Unix-socket clients. Buffers are pooled.
 
 use crate::transport::http_server::{write_response, ConnMachine, RequestHead, Route, Step, AGENT_HEADERS};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -360,8 +358,8 @@ impl TraceIntake {
         }
     }
 
-    /// What the other connections keep (the one being driven is out of its slot): their
-    /// buffers' capacity. Idle connections, whose buffers went back to the pool, count nothing.
+    /// Bytes received and held for requests under way on the other connections (the one being
+    /// driven is out of its slot). Idle connections count nothing.
     fn held_by_others(&self) -> usize {
         self.conns.iter().flatten().map(|c| c.m.held()).sum::<usize>()
     }
@@ -388,12 +386,9 @@ impl TraceIntake {
         let mut requests = EVENT_REQUESTS;
         let mut bytes = EVENT_BYTES;
         let mut eof = false;
-        let others = self.held_by_others();
         loop {
-            let unread = c.m.out.len() - c.out_pos;
-            if unread > OUT_HIGH_WATER || (unread > 0 && others + c.m.held() > self.cfg.held_budget) {
-                // The client is not taking its replies (or they count in a full budget): wait
-                // until it does (writable).
+            if c.m.out.len() - c.out_pos > OUT_HIGH_WATER {
+                // The client is not taking its replies: wait until it does (writable).
                 break;
             }
             // Requests already received first (pipelined, or left by the last event's budget).
@@ -422,7 +417,7 @@ impl TraceIntake {
                 }
                 Ok(n) => {
                     bytes -= n.min(bytes);
-                    c.m.receive(self.chunk.get(..n).unwrap_or(&[]));
+                    c.m.input.extend_from_slice(self.chunk.get(..n).unwrap_or(&[]));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -478,9 +473,6 @@ impl TraceIntake {
                         let (status, ctype) = on_request(&head, body, c.peer, &mut self.reply);
                         c.m.respond(status, ctype, &self.reply);
                     }
-                    // What the answered request made large is not kept for the next one
-                    // (whether or not its first bytes are already in).
-                    c.m.trim(KEEP_CAPACITY);
                     c.deadline = now + self.cfg.idle_timeout;
                 }
             }
@@ -488,6 +480,9 @@ impl TraceIntake {
         if c.m.in_request() && (was_idle || c.deadline > now + self.cfg.read_timeout) {
             // A request began: it must be complete within the read timeout of its first byte.
             c.deadline = now + self.cfg.read_timeout;
+        }
+        if !c.m.in_request() && c.m.input.capacity() > KEEP_CAPACITY && c.m.input.len() < KEEP_CAPACITY {
+            c.m.input.shrink_to(KEEP_CAPACITY);
         }
         stopped
     }

@@ -399,42 +399,12 @@ impl ConnMachine {
         self.started
     }
 
-    /// Bytes this connection keeps: the capacity of its buffers (input, de-chunked body, replies
-    /// not yet written), whatever they hold now, so storage a large request left behind counts
-    /// until it is given back (a `Content-Length` counts only as its bytes arrive: a head alone
-    /// reserves nothing). 0 once its buffers went back to the pool (an idle keep-alive connection
-    /// counts nothing against the intake's budget).
+    /// Bytes this connection holds for its request: what it has received and not answered (a
+    /// `Content-Length` counts only as its bytes arrive: a head alone holds nothing of the
+    /// intake's budget). 0 between requests, whatever the buffers' capacity (idle keep-alive
+    /// connections do not count against the intake's budget).
     pub fn held(&self) -> usize {
-        self.input.capacity() + self.body.capacity() + self.out.capacity()
-    }
-
-    /// Appends received bytes to `input`. Its storage grows as they arrive (doubling, never past
-    /// the end of the Content-Length request under way), not reserved from the head: a head
-    /// declaring a large body reserves nothing.
-    pub fn receive(&mut self, bytes: &[u8]) {
-        let need = self.input.len() + bytes.len();
-        if need > self.input.capacity() {
-            let end = match self.state {
-                MachineState::Body(RequestHead { framing: Framing::Length(n), .. }) => self.body_start + n,
-                _ => usize::MAX,
-            };
-            let target = (self.input.capacity() * 2).min(end).max(need);
-            self.input.reserve_exact(target - self.input.len());
-        }
-        self.input.extend_from_slice(bytes);
-    }
-
-    /// Gives back storage above `keep` bytes a buffer no longer needs (after a reply: a large
-    /// request's input and de-chunked body are not kept for the next one).
-    pub fn trim(&mut self, keep: usize) {
-        let keep_input = keep.max(self.input.len());
-        if self.input.capacity() > keep_input {
-            self.input.shrink_to(keep_input);
-        }
-        if !matches!(self.state, MachineState::Body(_)) && self.body.capacity() > keep {
-            self.body.clear();
-            self.body.shrink_to(keep);
-        }
+        self.input.len() + self.body.len()
     }
 
     /// The connection should close once `out` is written.
@@ -500,14 +470,11 @@ impl ConnMachine {
                     }
                     match head.framing {
                         Framing::Length(n) => {
-                            // What it will keep once the body is in (its input grows to it).
-                            let keeps = (head.head_len + n).max(self.input.capacity())
-                                + self.body.capacity()
-                                + self.out.capacity();
-                            if keeps > room {
+                            if (head.head_len + n).max(self.input.len()) > room {
                                 return self.reject(429, b"the agent is busy; retry later\n");
                             }
                             self.body_start = head.head_len;
+                            self.input.reserve((head.head_len + n).saturating_sub(self.input.len()));
                         }
                         // The dechunker consumes from the front as chunks arrive.
                         Framing::Chunked => {
@@ -540,9 +507,6 @@ impl ConnMachine {
                         match self.dechunk.feed(&self.input, &mut self.body, max_body) {
                             Ok((used, done)) => {
                                 self.input.drain(..used);
-                                if self.held() > room {
-                                    return self.reject(429, b"the agent is busy; retry later\n");
-                                }
                                 if !done {
                                     return Step::NeedMore;
                                 }
@@ -671,53 +635,38 @@ mod tests {
         assert!(matches!(m.step(100, 10), Step::Rejected(429)));
     }
 
-    /// What a connection counts against the intake's budget: what its buffers keep (a
-    /// Content-Length head alone reserves nothing; the input grows as the body arrives, never past
-    /// the request's end), storage left by a large request included until it is trimmed, even when
-    /// the next request has begun. A body whose bytes pass the room left gets 429 as they arrive.
+    /// What a connection counts against the intake's budget: what it has received of its request
+    /// (a Content-Length head alone reserves nothing), and nothing between requests whatever its
+    /// buffers' capacity. A body whose bytes pass the room left gets 429 as they arrive.
     #[test]
     fn held_bytes_and_end_of_stream() {
         let mut m = ConnMachine::default();
-        m.receive(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Le");
-        assert!(matches!(m.step(100_000, 100_000), Step::NeedMore));
-        assert_eq!(m.held(), m.input.capacity());
-        m.receive(b"ngth: 50000\r\n\r\nxyz");
+        m.input.extend_from_slice(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Le");
+        assert!(matches!(m.step(1000, 1000), Step::NeedMore));
+        assert_eq!(m.held(), m.input.len());
+        m.input.extend_from_slice(b"ngth: 500\r\n\r\nxyz");
         let head_len = m.input.len() - 3;
-        assert!(matches!(m.step(100_000, 100_000), Step::NeedMore));
-        assert!(m.held() < 1_000, "a head reserves nothing: {}", m.held());
-        for _ in 0..49_997 {
-            m.receive(b"x");
-        }
-        assert_eq!(m.input.capacity(), head_len + 50_000, "grown to the request's end, not past it");
-        assert!(matches!(m.step(100_000, 100_000), Step::Request(..)));
+        assert!(matches!(m.step(1000, 1000), Step::NeedMore));
+        assert_eq!(m.held(), head_len + 3, "what has arrived, not what the head declares");
+        m.input.resize(head_len + 500, b'x');
+        assert!(matches!(m.step(1000, 1000), Step::Request(..)));
         m.respond(200, "text/plain", b"OK\n");
-        // The next request's first byte is already in: the large input still counts, and trimming
-        // gives it back.
-        m.receive(b"G");
-        assert!(matches!(m.step(100_000, 100_000), Step::NeedMore));
-        assert!(m.in_request() && m.held() >= head_len + 50_000);
-        m.trim(1_000);
-        assert!(m.held() <= 1_000 + m.out.capacity(), "{}", m.held());
-        // Chunked: the de-chunked body counts too, and is trimmed after its reply.
-        let mut m = ConnMachine::default();
-        m.receive(b"POST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-        m.receive(format!("{:x}\r\n{}\r\n0\r\n\r\nG", 20_000, "y".repeat(20_000)).as_bytes());
-        assert!(matches!(m.step(100_000, 100_000), Step::Request(..)));
-        assert!(m.held() >= 20_000);
-        m.respond(200, "text/plain", b"OK\n");
-        assert!(matches!(m.step(100_000, 100_000), Step::NeedMore));
-        m.trim(1_000);
-        assert!(m.body.capacity() <= 1_000 && m.input.capacity() <= 1_000);
+        assert!(!m.in_request() && m.input.is_empty() && m.input.capacity() >= 500);
+        assert_eq!(m.held(), 0, "idle between requests");
+        // Chunked: what is buffered, body included.
+        m.input.extend_from_slice(b"POST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+        assert!(matches!(m.step(1000, 1000), Step::NeedMore));
+        assert_eq!(m.held(), 3);
         // Room for the declared body when its head came, taken by others meanwhile: 429 as the
         // bytes pass what is left.
         let mut m = ConnMachine::default();
-        m.receive(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Length: 500\r\n\r\n");
+        m.input.extend_from_slice(b"PUT /v0.4/traces HTTP/1.1\r\nContent-Length: 500\r\n\r\n");
+        let head_len = m.input.len();
         assert!(matches!(m.step(1000, 1000), Step::NeedMore));
-        m.receive(&[b'x'; 200]);
-        let held = m.held();
-        assert!(matches!(m.step(1000, held), Step::NeedMore), "within the room");
-        m.receive(&[b'x'; 200]);
-        assert!(matches!(m.step(1000, held), Step::Rejected(429)));
+        m.input.resize(head_len + 200, b'x');
+        assert!(matches!(m.step(1000, head_len + 200), Step::NeedMore), "within the room");
+        m.input.push(b'x');
+        assert!(matches!(m.step(1000, head_len + 200), Step::Rejected(429)));
         // The client stops sending between requests: close once the replies are out.
         let mut m = ConnMachine::default();
         m.finish();
