@@ -592,3 +592,89 @@ fn pending_payloads_share_the_cost_cap() {
     assert_eq!(agent.pending_bytes(), 0);
     assert_eq!(handle(&mut agent), 200, "once they are sent");
 }
+
+/// A `/status` field of the agent's process, bytes (`VmHWM`, `VmSize`, …).
+fn vm(pid: u32, key: &str) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|l| l.strip_prefix(':')))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect(key);
+    kb * 1024
+}
+
+/// Storage a large request left on its connection counts until it is given back, and is given
+/// back after the reply even when the next request's first byte is already in: seven
+/// connections each send a 10 MiB body to `/info` then one byte of a next request (`G`), and
+/// three more do the same with a chunked body. Each is answered; the agent's peak RSS grows by
+/// at most the intake's budget (10 MiB + 4 MiB) and 2 MiB of rounding (it grew by ~100 MiB when
+/// a connection counted only the bytes it held, 1, and kept a 10 MiB buffer); a 10 MiB request
+/// is still served beside them.
+#[test]
+fn storage_left_by_answered_requests_is_not_kept() {
+    let rx = Receiver::start(true, vec![202]);
+    let (agent, port) = start(&rx);
+    let pid = agent.0.id();
+    assert_eq!(send(port, "/v0.4/traces", "application/msgpack", V04).0, 200, "warm-up");
+    let base = hwm(pid);
+    let body = vec![b'x'; MAX_BODY];
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        if i < 7 {
+            s.write_all(format!("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY}\r\n\r\n").as_bytes())
+                .unwrap();
+            s.write_all(&body).unwrap();
+        } else {
+            let n = MAX_BODY - 1024;
+            s.write_all(
+                format!("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n").as_bytes(),
+            )
+            .unwrap();
+            s.write_all(&body[..n]).unwrap();
+            s.write_all(b"\r\n0\r\n\r\n").unwrap();
+        }
+        s.write_all(b"G").unwrap();
+        let status = read_response(&mut s).0;
+        assert!(status == 200 || status == 429, "connection {i}: {status}");
+        held.push(s);
+    }
+    let grew = hwm(pid).saturating_sub(base);
+    let bound = MAX_BODY + (4 << 20) + (2 << 20);
+    eprintln!(
+        "ten answered 10 MiB requests with a next one begun: +{:.1} MiB (bound {:.1} MiB)",
+        grew as f64 / 1048576.0,
+        bound as f64 / 1048576.0
+    );
+    assert!(grew <= bound, "the agent grew by {grew} bytes, more than the intake's budget {bound}");
+    assert_eq!(send(port, "/info", "application/json", &body).0, 200, "a 10 MiB request beside them");
+    drop(held);
+}
+
+/// A head declaring a large body reserves nothing: 100 connections each send a head declaring
+/// 10 MiB and no body; the agent's address space (VmSize) grows by less than 100 MiB (it
+/// reserved 10 MiB per head, 1 GiB, which fails under strict overcommit and aborts the agent).
+#[test]
+fn heads_declaring_large_bodies_reserve_nothing() {
+    let rx = Receiver::start(true, vec![202]);
+    let (agent, port) = start(&rx);
+    let pid = agent.0.id();
+    assert_eq!(send(port, "/v0.4/traces", "application/msgpack", V04).0, 200, "warm-up");
+    let base = vm(pid, "VmSize");
+    let conns: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(head("/v0.4/traces", "application/msgpack", MAX_BODY).as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // Until the agent has read every head.
+    wait_read_by_server(port, &conns);
+    std::thread::sleep(Duration::from_millis(100));
+    let grew = vm(pid, "VmSize").saturating_sub(base);
+    eprintln!("100 heads declaring 10 MiB: VmSize +{:.1} MiB", grew as f64 / 1048576.0);
+    assert!(grew < 100 << 20, "the agent's address space grew by {grew} bytes");
+    drop(conns);
+}

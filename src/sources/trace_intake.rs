@@ -481,8 +481,15 @@ impl TraceIntake {
             // A request began: it must be complete within the read timeout of its first byte.
             c.deadline = now + self.cfg.read_timeout;
         }
-        if !c.m.in_request() && c.m.input.capacity() > KEEP_CAPACITY && c.m.input.len() < KEEP_CAPACITY {
+        // Storage a large request left behind is given back after its reply, even when the next
+        // request has begun (its first bytes would otherwise keep a 10 MiB buffer that the budget,
+        // counting bytes held, does not see). Only while little is held: a large body being
+        // received keeps its buffer (shrinking it at every read would copy it again and again).
+        if c.m.input.capacity() > KEEP_CAPACITY && c.m.input.len() < KEEP_CAPACITY {
             c.m.input.shrink_to(KEEP_CAPACITY);
+        }
+        if c.m.body.capacity() > KEEP_CAPACITY && c.m.body.len() < KEEP_CAPACITY {
+            c.m.body.shrink_to(KEEP_CAPACITY);
         }
         stopped
     }
