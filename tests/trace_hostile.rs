@@ -15,7 +15,6 @@ use common::*;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
 use std::time::{Duration, Instant};
 use sts_agent::app::{request_limit, COST_CAP, MAX_PAYLOAD};
 
@@ -24,28 +23,6 @@ const KEY: &str = "hostile-test-key-0123456789";
 /// The default `STS_APM_MAX_PAYLOAD_SIZE`.
 const MAX_BODY: usize = 10 * 1024 * 1024;
 const MB: usize = 1_000_000;
-
-struct Agent(Child);
-
-/// The agent with its stdout and stderr drained all along (an unread pipe that fills would
-/// block the agent's writes).
-fn drained(mut child: Child) -> Agent {
-    fn drain(p: Option<impl Read + Send + 'static>) {
-        if let Some(mut p) = p {
-            std::thread::spawn(move || std::io::copy(&mut p, &mut std::io::sink()));
-        }
-    }
-    drain(child.stdout.take());
-    drain(child.stderr.take());
-    Agent(child)
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(rx: &Receiver) -> (Agent, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -12,18 +12,9 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 const V04: &[u8] = include_bytes!("fixtures/traces/ddtrace-4.16-v0.4.msgpack");
-
-struct Agent(Child);
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(max_conns: &str) -> (Agent, u16) {
     start_with(&[("STS_APM_MAX_PAYLOAD_SIZE", "65536"), ("STS_APM_MAX_CONNECTIONS", max_conns)])
@@ -47,17 +38,6 @@ fn start_with(env: &[(&str, &str)]) -> (Agent, u16) {
         std::thread::sleep(Duration::from_millis(30));
     }
     (agent, port)
-}
-
-fn drained(mut child: Child) -> Agent {
-    fn drain(p: Option<impl Read + Send + 'static>) {
-        if let Some(mut p) = p {
-            std::thread::spawn(move || std::io::copy(&mut p, &mut std::io::sink()));
-        }
-    }
-    drain(child.stdout.take());
-    drain(child.stderr.take());
-    Agent(child)
 }
 
 fn connect(port: u16) -> TcpStream {

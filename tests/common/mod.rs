@@ -395,3 +395,26 @@ pub fn wait_read_by_server(port: u16, clients: &[std::net::TcpStream]) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The agent, killed and reaped on drop.
+pub struct Agent(pub Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The agent with its stdout and stderr drained all along (an unread pipe that fills would
+/// block the agent's writes).
+pub fn drained(mut child: Child) -> Agent {
+    fn drain(p: Option<impl std::io::Read + Send + 'static>) {
+        if let Some(mut p) = p {
+            std::thread::spawn(move || std::io::copy(&mut p, &mut std::io::sink()));
+        }
+    }
+    drain(child.stdout.take());
+    drain(child.stderr.take());
+    Agent(child)
+}
