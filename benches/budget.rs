@@ -9,6 +9,7 @@
 //! the method and the results are in `benches/README.md`. Run through `benches/budget.sh`.
 //!
 //! Arguments (after `--`): `--procs N` `--sockets M` `--time-wait F` (share of M) `--spans S`
+//! `--http R` (HTTP requests/s on loopback keep-alive connections, benches/support/http_load.rs)
 //! `--interval SECS` `--cycles K` `--check budget.toml` (exit 1 when a gate is crossed)
 //! `--sweep` (the scaling table and plot) `--out DIR` (JSON results, the plot).
 
@@ -16,6 +17,8 @@
 mod common;
 #[path = "support/floor.rs"]
 mod floor;
+#[path = "support/http_load.rs"]
+mod http_load;
 
 use nix::sys::resource::{getrusage, UsageWho};
 use std::collections::BTreeMap;
@@ -33,13 +36,23 @@ struct Scenario {
     sockets: usize,
     time_wait_share: f64,
     spans_per_s: u32,
+    /// HTTP requests per second on loopback keep-alive connections in the HTTP phase (0: none).
+    http_per_s: u32,
     interval_s: u64,
     cycles: u64,
 }
 
 impl Default for Scenario {
     fn default() -> Scenario {
-        Scenario { procs: 500, sockets: 5_000, time_wait_share: 0.2, spans_per_s: 0, interval_s: 1, cycles: 8 }
+        Scenario {
+            procs: 500,
+            sockets: 5_000,
+            time_wait_share: 0.2,
+            spans_per_s: 0,
+            http_per_s: 0,
+            interval_s: 1,
+            cycles: 8,
+        }
     }
 }
 
@@ -68,6 +81,7 @@ fn parse_args() -> Args {
             "--sockets" => a.scenario.sockets = val().parse().expect("--sockets M"),
             "--time-wait" => a.scenario.time_wait_share = val().parse().expect("--time-wait SHARE"),
             "--spans" => a.scenario.spans_per_s = val().parse().expect("--spans PER_SECOND"),
+            "--http" => a.scenario.http_per_s = val().parse().expect("--http REQUESTS_PER_SECOND"),
             "--interval" => a.scenario.interval_s = val().parse().expect("--interval SECONDS"),
             "--cycles" => a.scenario.cycles = val().parse().expect("--cycles K"),
             "--check" => a.check = Some(PathBuf::from(val())),
@@ -601,6 +615,8 @@ struct Figures {
     /// With a trace load: spans accepted per second, the agent's CPU per span (over the same
     /// agent without the load), and its RSS after.
     traces: Option<TraceFigures>,
+    /// With an HTTP load: the agent's added CPU per request and what it counted.
+    http: Option<HttpFigures>,
 }
 
 impl Figures {
@@ -620,6 +636,135 @@ struct TraceFigures {
     cpu_pct: f64,
     hwm_kib: u64,
     rss_kib: u64,
+}
+
+/// The HTTP phase: the same agent, its connections check seeing `HTTP_CONNECTIONS` loopback
+/// keep-alive connections, measured cycle by cycle while they are idle and then while they carry
+/// `per_s` requests per second (adjacent windows of the same length, so both see the same
+/// machine). Then the requests the agent counted on the server ends, summed over every message
+/// from the load's start until two cycles after its end, against the requests answered.
+#[derive(Debug, Clone, Default)]
+struct HttpFigures {
+    requests_per_s: f64,
+    /// Median cycle CPU, idle and under the load; their difference per request.
+    idle_ms: f64,
+    busy_ms: f64,
+    us_per_request: f64,
+    /// The same from the windows' mean cycles (reported; the gate takes the medians).
+    us_per_request_mean: f64,
+    /// Allocations per cycle under the load (median): in the checks, in the whole agent; and
+    /// the whole agent's when idle.
+    allocs_in_checks_per_cycle: Option<f64>,
+    allocs_per_cycle: Option<f64>,
+    allocs_per_cycle_idle: Option<f64>,
+    sent: u64,
+    counted: f64,
+    hwm_kib: u64,
+}
+
+impl HttpFigures {
+    /// The share of the answered requests the agent did not count.
+    fn missed_share(&self) -> f64 {
+        if self.sent == 0 {
+            1.0
+        } else {
+            1.0 - self.counted / self.sent as f64
+        }
+    }
+}
+
+/// Connections the HTTP load spreads its requests over.
+const HTTP_CONNECTIONS: usize = 8;
+
+/// `n` cycles of the agent, one by one: (CPU ms, whole-agent allocations, allocations in the checks).
+fn cycles(agent: &Agent, n: u64, interval: Duration) -> Vec<(f64, Option<f64>, Option<f64>)> {
+    let allocs = |v: &serde_json::Value| v["allocations"]["count"].as_u64();
+    let in_checks = |v: &serde_json::Value| -> Option<u64> {
+        ["host", "process", "connections"].iter().map(|c| v["checks"][c]["total_allocations"].as_u64()).sum()
+    };
+    let mut prev = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
+    let (mut seen, mut sample) = (Instant::now(), agent.sample());
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let v = agent.next_cycle(&prev, seen, interval);
+        seen = Instant::now();
+        let now = agent.sample();
+        out.push((
+            (now.runtime_ns - sample.runtime_ns) as f64 / 1e6,
+            allocs(&v).zip(allocs(&prev)).map(|(b, a)| (b - a) as f64),
+            in_checks(&v).zip(in_checks(&prev)).map(|(b, a)| (b - a) as f64),
+        ));
+        sample = now;
+        prev = v;
+    }
+    out
+}
+
+fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
+    let mut load = http_load::HttpLoad::connect(HTTP_CONNECTIONS);
+    // Two cycles: the connections are dumped, attributed to this process, and reported.
+    let _ = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval);
+    let idle = cycles(agent, s.cycles, interval);
+    let rx0 = agent.rx.requests().len();
+    load.start(s.http_per_s);
+    let _ = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
+    let (t0, sent0) = (Instant::now(), load.sent());
+    let busy = cycles(agent, s.cycles, interval);
+    let (secs, sent1) = (t0.elapsed().as_secs_f64(), load.sent());
+    let sent = load.stop();
+    let hwm_kib = agent.sample().hwm_kib;
+    // Two more cycles carry the last requests' counts.
+    let _ = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval);
+    let me = std::process::id() as i32;
+    let mut counted = 0.0;
+    for r in agent.rx.requests()[rx0..].iter().filter(|r| r.target.ends_with("/api/v1/connections")) {
+        let m = common::pa_proto::collector_connections(&r.body);
+        let secs = f64::from(m.collection_interval) / 1000.0;
+        for c in m
+            .connections
+            .iter()
+            .filter(|c| c.pid == me && c.laddr.as_ref().is_some_and(|a| a.port == i32::from(load.server_port)))
+        {
+            for x in c
+                .metrics
+                .iter()
+                .filter(|x| x.name == "http_requests_per_second" && x.tags.get("code").is_some_and(|t| t == "any"))
+            {
+                if let Some(common::pa_proto::MetricValue::Number(rate)) =
+                    x.value.as_ref().and_then(|v| v.value.as_ref())
+                {
+                    counted += (rate * secs).round();
+                }
+            }
+        }
+    }
+    let col = |v: &[(f64, Option<f64>, Option<f64>)], i: usize| -> Vec<f64> {
+        v.iter()
+            .filter_map(|c| match i {
+                0 => Some(c.0),
+                1 => c.1,
+                _ => c.2,
+            })
+            .collect()
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let requests_per_s = (sent1 - sent0) as f64 / secs;
+    let per_cycle = requests_per_s * interval.as_secs_f64();
+    let (idle_ms, busy_ms) = (median(&col(&idle, 0)).unwrap_or(0.0), median(&col(&busy, 0)).unwrap_or(0.0));
+    let per_request = |delta_ms: f64| if per_cycle > 0.0 { delta_ms * 1e3 / per_cycle } else { f64::INFINITY };
+    HttpFigures {
+        requests_per_s,
+        idle_ms,
+        busy_ms,
+        us_per_request: per_request(busy_ms - idle_ms),
+        us_per_request_mean: per_request(mean(&col(&busy, 0)) - mean(&col(&idle, 0))),
+        allocs_in_checks_per_cycle: median(&col(&busy, 2)),
+        allocs_per_cycle: median(&col(&busy, 1)),
+        allocs_per_cycle_idle: median(&col(&idle, 1)),
+        sent,
+        counted,
+        hwm_kib,
+    }
 }
 
 fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
@@ -736,6 +881,10 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
             rss_kib: pb.rss_kib,
         });
     }
+    if s.http_per_s > 0 {
+        host.top_up_time_wait();
+        f.http = Some(http_phase(&agent, s, interval));
+    }
     drop(agent);
     let floor_ms = median(&floors.iter().map(|f| f.0.total()).collect::<Vec<_>>()).unwrap_or(0.0);
     let floor_procs = median(&floors.iter().map(|f| f.1).collect::<Vec<_>>()).unwrap_or(0.0);
@@ -822,12 +971,30 @@ fn report(s: &Scenario, f: &Figures) {
             t.rss_kib as f64 / 1024.0
         );
     }
+    if let Some(h) = &f.http {
+        let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "http: {:.0} requests/s on {HTTP_CONNECTIONS} loopback keep-alive connections; agent CPU per cycle {:.2} ms idle, {:.2} ms under the load: {:.3} µs per request (means: {:.3}); counted {} of {} requests ({:.2} % missed); allocations per cycle under the load: in the checks {}, whole agent {} (idle {}); peak RSS {:.1} MiB",
+            h.requests_per_s,
+            h.idle_ms,
+            h.busy_ms,
+            h.us_per_request,
+            h.us_per_request_mean,
+            h.counted,
+            h.sent,
+            h.missed_share() * 100.0,
+            opt(h.allocs_in_checks_per_cycle),
+            opt(h.allocs_per_cycle),
+            opt(h.allocs_per_cycle_idle),
+            h.hwm_kib as f64 / 1024.0
+        );
+    }
 }
 
 fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
     serde_json::json!({
         "scenario": {"procs": s.procs, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
-                     "spans_per_s": s.spans_per_s, "interval_s": s.interval_s},
+                     "spans_per_s": s.spans_per_s, "http_per_s": s.http_per_s, "interval_s": s.interval_s},
         "procs_on_host": f.procs_on_host, "reported_procs": f.reported_procs, "reported_connections": f.reported_conns,
         "time_wait": [f.time_wait.0, f.time_wait.1], "cycles": f.cycles,
         "cpu_ms": f.cpu_ms, "user_ms": f.cpu.user_ms, "sys_ms": f.cpu.sys_ms,
@@ -846,6 +1013,17 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
         "bytes_per_cycle": f.bytes_per_cycle, "requests_per_cycle": f.requests_per_cycle,
         "traces": f.traces.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span,
             "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib, "rss_kib": t.rss_kib})),
+        "http": f.http.as_ref().map(http_json),
+    })
+}
+
+fn http_json(h: &HttpFigures) -> serde_json::Value {
+    serde_json::json!({
+        "requests_per_s": h.requests_per_s, "idle_ms": h.idle_ms, "busy_ms": h.busy_ms,
+        "us_per_request": h.us_per_request, "us_per_request_mean": h.us_per_request_mean,
+        "allocs_in_checks_per_cycle": h.allocs_in_checks_per_cycle, "allocs_per_cycle": h.allocs_per_cycle,
+        "allocs_per_cycle_idle": h.allocs_per_cycle_idle, "sent": h.sent, "counted": h.counted,
+        "missed_share": h.missed_share(), "peak_rss_kib": h.hwm_kib,
     })
 }
 
@@ -898,6 +1076,10 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         }
         Some(_) => {}
     }
+    if f.http.is_none() {
+        ok = false;
+        println!("gate HTTP: the HTTP phase did not run (--http 0): FAIL");
+    }
     let mut verdict = |name: &str, value: f64, limit: f64, aim: Option<f64>| {
         let pass = value <= limit;
         ok &= pass;
@@ -948,6 +1130,34 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             get("gates.us_per_span") * margin,
             None,
         );
+    }
+    if let Some(h) = &f.http {
+        // Counted first: a per-request figure over requests the agent did not see means nothing.
+        verdict("share of HTTP requests not counted", h.missed_share(), get("gates.http_missed_share"), Some(0.0));
+        verdict(
+            &format!("µs CPU per HTTP request (gate {} x noise margin {margin})", get("gates.us_per_http_request")),
+            h.us_per_request,
+            get("gates.us_per_http_request") * margin,
+            Some(get("aims.us_per_http_request")),
+        );
+        match h.allocs_in_checks_per_cycle {
+            Some(c) => verdict(
+                "allocations per steady cycle under the HTTP load (collect, encode, compress, queue)",
+                c,
+                get("gates.allocations_per_cycle"),
+                None,
+            ),
+            None => verdict("allocations under the HTTP load (not counted)", f64::INFINITY, 0.0, None),
+        }
+        match (h.allocs_per_cycle, h.allocs_per_cycle_idle) {
+            (Some(b), Some(i)) => verdict(
+                "whole-agent allocations per cycle added by the HTTP load (capture, flows)",
+                b - i,
+                get("gates.http_added_allocations_per_cycle"),
+                None,
+            ),
+            _ => verdict("whole-agent allocations under the HTTP load (not counted)", f64::INFINITY, 0.0, None),
+        }
     }
     ok
 }
@@ -1115,6 +1325,19 @@ fn self_test() {
             hwm_kib: 12 * 1024,
             rss_kib: 11 * 1024,
         }),
+        http: Some(HttpFigures {
+            requests_per_s: 5_000.0,
+            idle_ms: 30.0,
+            busy_ms: 33.0,
+            us_per_request: 0.6,
+            us_per_request_mean: 0.6,
+            allocs_in_checks_per_cycle: Some(0.0),
+            allocs_per_cycle: Some(6.0),
+            allocs_per_cycle_idle: Some(6.0),
+            sent: 50_000,
+            counted: 50_000.0,
+            hwm_kib: 10 * 1024,
+        }),
         ..Figures::default()
     };
     assert!(check_gates(&g, &good), "figures within every gate pass");
@@ -1125,9 +1348,18 @@ fn self_test() {
     let mut zero_figure = good.clone();
     zero_figure.traces = Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: 0.0, ..TraceFigures::default() });
     assert!(!check_gates(&g, &zero_figure), "a per-span figure of 0 over no span fails");
-    let mut no_phase = good;
+    let mut no_phase = good.clone();
     no_phase.traces = None;
     assert!(!check_gates(&g, &no_phase), "no trace phase fails");
+    let mut no_http = good.clone();
+    no_http.http = None;
+    assert!(!check_gates(&g, &no_http), "no HTTP phase fails");
+    let mut unseen = good.clone();
+    unseen.http = unseen.http.map(|h| HttpFigures { counted: 0.0, us_per_request: 0.0, ..h });
+    assert!(!check_gates(&g, &unseen), "HTTP requests the agent did not count fail, however cheap");
+    let mut allocating = good;
+    allocating.http = allocating.http.map(|h| HttpFigures { allocs_per_cycle: Some(5_006.0), ..h });
+    assert!(!check_gates(&g, &allocating), "an allocation per request fails");
     println!("budget self-test: ok");
 }
 
