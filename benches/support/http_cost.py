@@ -1,0 +1,165 @@
+# The cost of HTTP inspection to bulk traffic (issue 15): an iperf3 transfer at full speed across
+# a veth pair, with and without the agent running, and the agent's CPU while the transfer runs
+# against its CPU over an idle window of the same length. Bulk segments carry no HTTP head, so
+# the classic BPF filter drops them in the kernel and none reaches the agent.
+#
+#   http_cost.py AGENT_BINARY [--seconds T] [--rounds R] [--max-cpu-pct 1.0] [--max-drop-pct 3.0]
+#
+# Rounds alternate (transfer without the agent; agent started, idle window, transfer window;
+# agent stopped) so that both sides see the same machine; the figures are medians over rounds.
+# The agent's checks run at start and then every 30 s (host 60 s): the windows fall between them,
+# so what they measure is the capture (and the loop), not the checks. The agent must hold a packet
+# socket inside the transfer's namespace (`ss -0p` there), or the run fails: a cost measured
+# without the capture in place would mean nothing. Needs root, iproute2, iperf3.
+import argparse, http.server, json, os, signal, socketserver, statistics, subprocess, sys, threading, time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("agent")
+ap.add_argument("--seconds", type=float, default=5.0)
+ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--max-cpu-pct", type=float, default=1.0)
+ap.add_argument("--max-drop-pct", type=float, default=3.0)
+args = ap.parse_args()
+
+
+def sh(*cmd, check=True):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        sys.exit("%s: %s" % (" ".join(cmd), r.stderr.strip()))
+    return r.stdout
+
+
+class Sink(http.server.BaseHTTPRequestHandler):
+    """The agent's receiver: 202 to everything, bodies discarded."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_PUT = do_POST
+
+    def log_message(self, *a):
+        pass
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+rx = Server(("127.0.0.1", 0), Sink)
+threading.Thread(target=rx.serve_forever, daemon=True).start()
+
+pid = os.getpid()
+ns, host_if, peer_if = "sts-cost-%d" % pid, "stc%dh" % (pid % 100000), "stc%dn" % (pid % 100000)
+net = "10.99.%d" % (pid % 250)
+ns_ip = net + ".2"
+iperf_server = None
+
+
+def cleanup():
+    if iperf_server:
+        iperf_server.kill()
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+
+
+try:
+    sh("ip", "netns", "add", ns)
+    sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if)
+    sh("ip", "link", "set", peer_if, "netns", ns)
+    sh("ip", "addr", "add", net + ".1/30", "dev", host_if)
+    sh("ip", "link", "set", host_if, "up")
+    sh("ip", "-n", ns, "addr", "add", ns_ip + "/30", "dev", peer_if)
+    sh("ip", "-n", ns, "link", "set", peer_if, "up")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    # The server lives in the namespace, so the agent's connections check visits it (and opens
+    # its capture there).
+    iperf_server = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "iperf3", "-s", "-B", ns_ip, "-p", "5201"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+
+    def transfer():
+        out = sh("iperf3", "-c", ns_ip, "-p", "5201", "-t", str(args.seconds), "-J")
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+    def cpu_ns(p):
+        with open("/proc/%d/schedstat" % p) as f:
+            return int(f.read().split()[0])
+
+    def start_agent():
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "STS_STS_URL": "http://127.0.0.1:%d/stsAgent" % rx.server_address[1],
+            "STS_API_KEY": "cost-key",
+            "STS_LOG_LEVEL": "warn",
+            "STS_HOST_CHECK_INTERVAL": "60",
+            "STS_PROCESS_CHECK_INTERVAL": "30",
+            "STS_CONNECTION_CHECK_INTERVAL": "30",
+            "STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS": "0",
+            "STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS": "0",
+            "STS_EC2_METADATA_URL": "http://127.0.0.1:9",
+            "STS_ECS_AGENT_URL": "http://127.0.0.1:9",
+            "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+            "STS_APM_ENABLED": "false",
+        }
+        return subprocess.Popen([args.agent], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def packet_sockets_in_ns(agent_pid):
+        out = sh("ip", "netns", "exec", ns, "ss", "-0", "-p", check=False)
+        return sum(1 for l in out.splitlines() if "pid=%d," % agent_pid in l)
+
+    rows = []
+    for r in range(args.rounds):
+        off = transfer()
+        agent = start_agent()
+        # The first checks (process, connections: the namespace is visited, its capture opened)
+        # run at start; let them finish.
+        time.sleep(3.0)
+        if agent.poll() is not None:
+            sys.exit("the agent exited with %s" % agent.returncode)
+        sockets = packet_sockets_in_ns(agent.pid)
+        a = (time.monotonic(), cpu_ns(agent.pid))
+        time.sleep(args.seconds)
+        b = (time.monotonic(), cpu_ns(agent.pid))
+        on = transfer()
+        c = (time.monotonic(), cpu_ns(agent.pid))
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=15)
+        idle_pct = (b[1] - a[1]) / 1e9 / (b[0] - a[0]) * 100
+        busy_pct = (c[1] - b[1]) / 1e9 / (c[0] - b[0]) * 100
+        rows.append((off, on, idle_pct, busy_pct, sockets))
+        print(
+            "round %d: without the agent %.2f Gbit/s, with it %.2f Gbit/s; agent CPU idle %.3f %%, during the transfer %.3f %% of a core; its packet sockets in the namespace: %d"
+            % (r + 1, off, on, idle_pct, busy_pct, sockets),
+            flush=True,
+        )
+finally:
+    cleanup()
+
+med = lambda i: statistics.median(x[i] for x in rows)
+off, on, idle, busy = med(0), med(1), med(2), med(3)
+drop = (1 - on / off) * 100
+added = busy - idle
+print("iperf3 over veth, %d rounds of %.0f s (medians):" % (args.rounds, args.seconds))
+print("  throughput without the agent %.2f Gbit/s, with it %.2f Gbit/s: drop %.2f %% (limit %.1f %%)" % (off, on, drop, args.max_drop_pct))
+print("  agent CPU idle %.3f %%, during the transfer %.3f %% of a core: added %.3f %% (limit %.1f %%)" % (idle, busy, added, args.max_cpu_pct))
+ok = True
+if min(x[4] for x in rows) < 1:
+    print("FAIL: the agent had no packet socket in the transfer's namespace; nothing was measured")
+    ok = False
+if drop >= args.max_drop_pct:
+    print("FAIL: throughput drop %.2f %% >= %.1f %%" % (drop, args.max_drop_pct))
+    ok = False
+if added > args.max_cpu_pct:
+    print("FAIL: agent CPU added by the transfer %.3f %% > %.1f %% of a core" % (added, args.max_cpu_pct))
+    ok = False
+print("http_cost: %s" % ("every limit holds" if ok else "a limit is crossed"))
+sys.exit(0 if ok else 1)
