@@ -3,6 +3,8 @@
 pub mod connection;
 pub mod container;
 pub mod host;
+pub mod http_flows;
 pub mod names;
 pub mod process;
 pub mod trace;
+pub mod ddsketch;
