@@ -400,3 +400,237 @@ pub fn fuzz_packets(data: &[u8]) {
     flows.end_interval();
     assert!(flows.index.is_empty() && flows.bins_total == 0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::connection::Conn;
+
+    const NS: u64 = 7;
+    const SERVER: ([u8; 4], u16) = ([10, 0, 0, 1], 8080);
+    const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 2], 40000);
+    const MS: u64 = 1_000_000;
+
+    /// An IPv4 TCP segment from `from` to `to` with sequence number `seq`.
+    fn segment(from: ([u8; 4], u16), to: ([u8; 4], u16), seq: u32, payload: &[u8]) -> Vec<u8> {
+        let total = (20 + 20 + payload.len()) as u16;
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend(from.0);
+        p.extend(to.0);
+        p.extend(from.1.to_be_bytes());
+        p.extend(to.1.to_be_bytes());
+        p.extend(seq.to_be_bytes());
+        p.extend([0, 0, 0, 0, 5 << 4, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn request(seq: u32, path: &str) -> Vec<u8> {
+        segment(CLIENT, SERVER, seq, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    }
+
+    fn response(seq: u32, code: u16) -> Vec<u8> {
+        segment(SERVER, CLIENT, seq, format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
+    }
+
+    fn listening() -> Vec<(u64, u16)> {
+        vec![(NS, SERVER.1)]
+    }
+
+    /// The bins as (code, index, count).
+    fn bins(f: &HttpFlows) -> Vec<(u16, i16, u32)> {
+        f.slots.iter().flat_map(|s| s.bins.iter().map(|b| (b.code, b.index, b.count))).collect()
+    }
+
+    fn ix(secs: f64) -> i16 {
+        ddsketch::index(secs).unwrap()
+    }
+
+    #[test]
+    fn keep_alive_responses_are_timed_from_their_request() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        f.on_packet(NS, 1000 * MS, &request(1, "/a"), &l);
+        f.on_packet(NS, 1020 * MS, &response(1, 200), &l);
+        let req2 = 1 + request(1, "/a").len() as u32 - 40;
+        let resp2 = 1 + response(1, 200).len() as u32 - 40;
+        f.on_packet(NS, 1500 * MS, &request(req2, "/b"), &l);
+        f.on_packet(NS, 1505 * MS, &response(resp2, 404), &l);
+        assert_eq!(bins(&f), vec![(200, ix(0.020), 1), (404, ix(0.005), 1)]);
+        assert_eq!((f.stats.responses, f.stats.heads, f.stats.flows), (2, 4, 1));
+    }
+
+    #[test]
+    fn pipelined_requests_pair_with_their_own_responses() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        let three = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n";
+        f.on_packet(NS, 1000 * MS, &segment(CLIENT, SERVER, 1, three), &l);
+        let mut seq = 1;
+        for (k, code) in [200u16, 503, 200].into_iter().enumerate() {
+            let r = response(seq, code);
+            seq += r.len() as u32 - 40;
+            f.on_packet(NS, (1010 + 10 * k as u64) * MS, &r, &l);
+        }
+        // The 10, 20 and 30 ms of each response since the one segment that carried all three.
+        let mut want = vec![(200, ix(0.010), 1), (200, ix(0.030), 1), (503, ix(0.020), 1)];
+        want.sort_unstable();
+        assert_eq!(bins(&f), want);
+    }
+
+    #[test]
+    fn retransmitted_or_twice_seen_heads_count_once() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        f.on_packet(NS, 1000 * MS, &request(1, "/a"), &l);
+        f.on_packet(NS, 1001 * MS, &request(1, "/a"), &l);
+        f.on_packet(NS, 1020 * MS, &response(1, 200), &l);
+        f.on_packet(NS, 1220 * MS, &response(1, 200), &l);
+        assert_eq!(bins(&f), vec![(200, ix(0.020), 1)]);
+        assert_eq!(f.stats.duplicates, 2);
+    }
+
+    #[test]
+    fn an_interim_response_does_not_consume_its_request_and_no_request_means_zero() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        // A response before any request was seen (capture started mid-exchange): 0, as upstream.
+        f.on_packet(NS, 900 * MS, &response(1, 200), &l);
+        f.on_packet(NS, 1000 * MS, &request(1, "/upload"), &l);
+        let r1 = response(1, 200).len() as u32 - 40;
+        f.on_packet(NS, 1002 * MS, &segment(SERVER, CLIENT, 1 + r1, b"HTTP/1.1 100 Continue\r\n\r\n"), &l);
+        f.on_packet(NS, 1050 * MS, &response(1 + r1 + 25, 201), &l);
+        assert_eq!(bins(&f), vec![(100, ix(0.002), 1), (200, ddsketch::ZERO, 1), (201, ix(0.050), 1)]);
+    }
+
+    #[test]
+    fn only_listening_ports_get_flows_and_the_table_is_capped() {
+        let mut f = HttpFlows::new(2);
+        f.on_packet(NS, MS, &request(1, "/"), &[]);
+        f.on_packet(NS, MS, &request(1, "/"), &[(NS + 1, SERVER.1)]);
+        assert_eq!(f.stats.flows, 0, "not listening in that namespace: a relayed packet");
+        let l = listening();
+        for port in 0..3u16 {
+            f.on_packet(NS, MS, &segment(([10, 0, 0, 9], 1000 + port), SERVER, 1, b"GET / HTTP/1.1\r\n\r\n"), &l);
+        }
+        assert_eq!((f.stats.flows, f.stats.flows_over_limit), (2, 1));
+    }
+
+    #[test]
+    fn a_mysql_greeting_labels_the_server_socket() {
+        let mut f = HttpFlows::new(10);
+        let mut greeting = vec![0x0a];
+        greeting.extend_from_slice(b"8.0.36\0");
+        greeting.extend([0u8; 40]);
+        let mut payload = (greeting.len() as u32).to_le_bytes()[..3].to_vec();
+        payload.push(0);
+        payload.extend(greeting);
+        f.on_packet(NS, MS, &segment(SERVER, CLIENT, 1, &payload), &listening());
+        assert_eq!(f.slots[0].protocol, Some(Protocol::Mysql));
+        assert!(bins(&f).is_empty());
+    }
+
+    fn conn(local: ([u8; 4], u16), remote: ([u8; 4], u16), mapped: bool) -> Conn {
+        let addr = |a: [u8; 4]| {
+            let mut b = [0u8; 16];
+            if mapped {
+                b[10] = 0xff;
+                b[11] = 0xff;
+                b[12..].copy_from_slice(&a);
+            } else {
+                b[..4].copy_from_slice(&a);
+            }
+            b
+        };
+        Conn {
+            ns: NS,
+            cookie: 1,
+            family: if mapped { 10 } else { 2 },
+            state: 1,
+            local: addr(local.0),
+            lport: local.1,
+            remote: addr(remote.0),
+            rport: remote.1,
+            inode: 1,
+            uid: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            total_retrans: 0,
+            rtt_us: 0,
+            rttvar_us: 0,
+            deltas: None,
+            first_seen_mono: 0.0,
+        }
+    }
+
+    #[test]
+    fn figures_go_to_the_reported_server_socket_once_and_gone_sockets_are_forgotten() {
+        let l = listening();
+        for mapped in [false, true] {
+            let mut f = HttpFlows::new(10);
+            f.on_packet(NS, 1000 * MS, &request(1, "/a"), &l);
+            f.on_packet(NS, 1020 * MS, &response(1, 200), &l);
+            let mut t = ConnTable::new(10);
+            // The client socket (index 0) and the server socket (index 1), both reported.
+            t.conns.push(conn(CLIENT, SERVER, mapped));
+            t.conns.push(conn(SERVER, CLIENT, mapped));
+            f.attribute(&t, [0u32, 1].into_iter());
+            assert!(f.for_conn(0).is_none(), "the client socket gets nothing");
+            let (p, b) = f.for_conn(1).expect("the server socket carries the figures");
+            assert_eq!((p, b.len(), b[0].count), (Protocol::Http, 1, 1));
+            f.end_interval();
+            assert_eq!(f.stats.responses_unreported, 0);
+            // Next interval: the same socket, no traffic: the label stays, no figures.
+            f.attribute(&t, [1u32].into_iter());
+            assert_eq!(f.for_conn(1).map(|(p, b)| (p, b.len())), Some((Protocol::Http, 0)));
+            f.end_interval();
+            // Traffic, but the connection is not reported: counted as dropped.
+            f.on_packet(NS, 2000 * MS, &request(100, "/a"), &l);
+            f.on_packet(NS, 2020 * MS, &response(100, 200), &l);
+            f.attribute(&t, std::iter::empty());
+            f.end_interval();
+            assert_eq!(f.stats.responses_unreported, 1);
+            assert_eq!(f.stats.flows, 1);
+            // The socket is gone from the table: the flow goes, its slot is reused.
+            f.attribute(&ConnTable::new(10), std::iter::empty());
+            f.end_interval();
+            assert_eq!((f.stats.flows, f.free.len(), f.bins_total), (0, 1, 0));
+        }
+    }
+
+    #[test]
+    fn bins_are_bounded_and_counts_stay_exact() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        let (mut req, mut resp) = (1u32, 1u32);
+        // 1,500 distinct response times (1 ms apart from 1 ms to 1.5 s): more bins than allowed?
+        // α = 1 % bins cover 2 % each, so they need ~370 bins; spread the codes to pass 1,024.
+        let mut t = 1_000 * MS;
+        for k in 0..1500u64 {
+            let r = request(req, "/");
+            req += r.len() as u32 - 40;
+            f.on_packet(NS, t, &r, &l);
+            let code = 200 + (k % 4) as u16;
+            let s = response(resp, code);
+            resp += s.len() as u32 - 40;
+            t += (k + 1) * MS;
+            f.on_packet(NS, t, &s, &l);
+        }
+        let b = &f.slots[0].bins;
+        assert!(b.len() <= MAX_BINS_PER_FLOW);
+        assert_eq!(b.iter().map(|b| u64::from(b.count)).sum::<u64>(), 1500);
+        assert!(f.stats.values_folded > 0);
+        assert!(b.windows(2).all(|w| (w[0].code, w[0].index) < (w[1].code, w[1].index)), "sorted, unique");
+    }
+
+    #[test]
+    fn the_fuzz_driver_holds_its_bounds_on_real_shapes() {
+        let mut data = request(1, "/a");
+        data.push(0xfe);
+        data.extend(response(1, 200));
+        fuzz_packets(&data);
+        fuzz_packets(&[]);
+        fuzz_packets(&[0xfe; 10]);
+    }
+}

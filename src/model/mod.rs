@@ -7,4 +7,3 @@ pub mod http_flows;
 pub mod names;
 pub mod process;
 pub mod trace;
-pub mod ddsketch;
