@@ -277,8 +277,7 @@ mod tests {
 
     #[test]
     fn json_view() {
-        let bins =
-            [bin(200, 0.020, 2), bin(200, 0.025, 1), bin(404, 0.005, 1), bin(503, 1.5, 1), bin(700, 0.0, 1)];
+        let bins = [bin(200, 0.020, 2), bin(200, 0.025, 1), bin(404, 0.005, 1), bin(503, 1.5, 1), bin(700, 0.0, 1)];
         let mut out = Vec::new();
         write_json(&mut out, &bins, 30.0, &mut Scratch::default());
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

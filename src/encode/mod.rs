@@ -2,8 +2,8 @@
 
 pub mod compress;
 pub mod connections_msg;
-pub mod intake;
 pub mod http_metrics;
+pub mod intake;
 pub mod json;
 pub mod process_intake;
 pub mod process_json;
