@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod container;
+pub mod ddsketch;
 pub mod host;
 pub mod http_flows;
 pub mod names;
