@@ -101,6 +101,8 @@ struct Flow {
     /// Seen in the latest connections check's table; reported in it.
     alive: bool,
     reported: bool,
+    /// Holds a flow (else it is on the free list, its key stale).
+    in_use: bool,
 }
 
 impl Flow {
@@ -116,6 +118,7 @@ impl Flow {
         // A new flow lives at least until the next check looks for its socket.
         self.alive = true;
         self.reported = false;
+        self.in_use = true;
     }
 
     fn push_request(&mut self, ts: u64) {
@@ -284,9 +287,12 @@ impl HttpFlows {
                     pending_first: 0,
                     last_request: 0,
                     protocol: None,
-                    bins: Vec::new(),
+                    // Room for a steady flow's spread of response times, so that its first
+                    // intervals do not grow the vector bin by bin.
+                    bins: Vec::with_capacity(32),
                     alive: true,
                     reported: false,
+                    in_use: true,
                 });
                 self.slots.len() - 1
             }
@@ -367,13 +373,15 @@ impl HttpFlows {
     /// After encoding: this interval's figures are cleared (those of unreported connections
     /// counted as dropped), and flows whose socket is gone are removed.
     pub fn end_interval(&mut self) {
-        for (slot, f) in self.slots.iter_mut().enumerate() {
+        for (slot, f) in self.slots.iter_mut().enumerate().filter(|(_, f)| f.in_use) {
             if !f.reported {
                 self.stats.responses_unreported += f.bins.iter().map(|b| u64::from(b.count)).sum::<u64>();
             }
             self.bins_total -= f.bins.len().min(self.bins_total);
             f.bins.clear();
-            if !f.alive && self.index.remove(&f.key).is_some() {
+            if !f.alive {
+                self.index.remove(&f.key);
+                f.in_use = false;
                 self.free.push(slot as u32);
             }
         }
