@@ -17,6 +17,7 @@ pub mod meminfo;
 pub mod mountinfo;
 pub mod msgpack;
 pub mod net_dev;
+pub mod packet;
 pub mod passwd;
 pub mod pid;
 pub mod proc_stat;
