@@ -9,6 +9,7 @@ pub mod dns;
 pub mod docker;
 pub mod ecs;
 pub mod file_nr;
+pub mod http_head;
 pub mod inet_diag;
 pub mod json_reader;
 pub mod keyval;
