@@ -55,6 +55,21 @@ cp "$cg/debian12-v1/memory/memory.stat" corpus/cgroup_stats/memory.stat
 cp "$cg/debian12-v1/cpu/cpu.stat" corpus/cgroup_stats/cpu.stat
 find "$cg/al2023-v2" -name io.stat -exec cp {} corpus/cgroup_stats/io.stat \;
 find "$cg/al2023-v2" -name cpu.max -exec cp {} corpus/cgroup_stats/cpu.max \;
+# The matcher: a request head, a response head and a pipelined pair, as IPv4 packets split at 0xfe.
+mkdir -p corpus/http_flows
+python3 - <<'PY'
+import struct
+def seg(src, dst, sport, dport, seq, payload):
+    tcp = struct.pack('>HHIIBBHHH', sport, dport, seq, 0, 5 << 4, 0x18, 0xffff, 0, 0)
+    ip = struct.pack('>BBHHHBBH4s4s', 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, bytes(src), bytes(dst))
+    return ip + tcp + payload
+c, s = [10, 0, 0, 2], [10, 0, 0, 1]
+pkts = [seg(c, s, 40000, 8080, 1, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n'),
+        seg(s, c, 8080, 40000, 1, b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'),
+        seg(c, s, 40000, 8080, 30, b'GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n'),
+        seg(s, c, 8080, 40000, 41, b'HTTP/1.1 404 N\r\nContent-Length: 0\r\n\r\nHTTP/1.1 503 B\r\n\r\n')]
+open('corpus/http_flows/seed', 'wb').write(b'\xfe'.join(pkts))
+PY
 for t in "${!seeds[@]}"; do
   mkdir -p "corpus/$t"
   cp "$fix/${seeds[$t]}" "corpus/$t/seed"

@@ -1,5 +1,7 @@
 //! A steady-state connections cycle (dump every namespace, owners, select, encode protobuf,
-//! zstd, the /intake side channel) performs no heap allocation when no socket appeared.
+//! zstd, the /intake side channel) performs no heap allocation when no socket appeared, with
+//! protocol inspection on and every connection carrying keep-alive HTTP exchanges (the capture
+//! ring read, heads matched, sketches encoded).
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -24,17 +26,24 @@ fn steady_state_connections_cycle_allocates_nothing() {
         let (s, _) = listener.accept().unwrap();
         ends.push((c, s));
     }
+    const REQUEST: &[u8] = b"GET /steady HTTP/1.1\r\nHost: x\r\n\r\n";
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
     let send = |ends: &mut Vec<(TcpStream, TcpStream)>| {
         use std::io::{Read, Write};
         for (c, s) in ends.iter_mut() {
-            c.write_all(&[1u8; 64]).unwrap();
+            c.write_all(REQUEST).unwrap();
             let mut b = [0u8; 64];
-            s.read_exact(&mut b).unwrap();
+            s.read_exact(&mut b[..REQUEST.len()]).unwrap();
+            s.write_all(RESPONSE).unwrap();
+            c.read_exact(&mut b[..RESPONSE.len()]).unwrap();
         }
+        // The capture ring hands a partly filled block over within its retire timeout.
+        std::thread::sleep(std::time::Duration::from_millis(2 * sts_agent::sys::packet_ring::RETIRE_MS as u64));
     };
     let cfg = common::report_everything();
     let mut procs = ProcessCheck::new(&cfg, false).unwrap();
     let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
+    conns.enable_protocol_inspection(0..1024, 10_000);
     let meta = sts_agent::sources::docker::Metadata::default();
     let (mut msg, mut pmsg) = (Vec::new(), Vec::new());
     let mut reported_total = 0usize;
@@ -108,6 +117,21 @@ fn steady_state_connections_cycle_allocates_nothing() {
     assert!(msgs.iter().all(|m| m.group_id == msgs[0].group_id && m.collection_interval == 7000));
     let mine = msgs.iter().flat_map(|m| &m.connections).filter(|c| c.pid == me).count();
     assert_eq!(mine, 600);
+    // The 300 server sockets carry one 200 response for the interval; the 300 client ones nothing.
+    let port = addr.port() as i32;
+    for c in msgs.iter().flat_map(|m| &m.connections).filter(|c| c.pid == me) {
+        let server = c.laddr.as_ref().is_some_and(|a| a.port == port);
+        let rate = c.metrics.iter().find(|m| m.name == "http_requests_per_second" && m.code() == "200");
+        if server {
+            assert_eq!(c.application_protocol, "http");
+            let r = rate.and_then(|m| m.number()).expect("a 200 rate on the server socket");
+            assert!((r * 7.0 - 1.0).abs() < 1e-9, "one response in the 7 s interval: {r}");
+        } else {
+            assert!(rate.is_none() && c.application_protocol.is_empty(), "client sockets carry no HTTP");
+        }
+    }
+    let (_, http) = conns.http_status().unwrap();
+    assert!(http.responses >= 300 * 20, "responses counted: {http:?}");
     eprintln!("{} cycles ({quiet} without churn), {reported_total} connections reported", last - 3);
     drop(ends);
 }

@@ -58,7 +58,7 @@ fn the_manifest_is_shaped_as_ecs_and_the_agent_expect() {
     let c = &t["containerDefinitions"][0];
     assert!(c.get("pidMode").is_none() && c.get("networkMode").is_none(), "task-level fields only");
     assert!(c.get("privileged").is_none(), "least privilege: capabilities, not privileged");
-    assert_eq!(c["linuxParameters"]["capabilities"]["add"], serde_json::json!(["SYS_ADMIN", "SYS_PTRACE"]));
+    assert_eq!(c["linuxParameters"]["capabilities"]["add"], serde_json::json!(["SYS_ADMIN", "SYS_PTRACE", "NET_RAW"]));
     assert_eq!(c["linuxParameters"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(c["portMappings"], serde_json::json!([{"containerPort": 8126, "hostPort": 8126, "protocol": "tcp"}]));
     let (res, hard) = (c["memoryReservation"].as_u64().unwrap(), c["memory"].as_u64().unwrap());

@@ -9,7 +9,8 @@ use crate::encode::connections_msg::{collector_connections, collector_connection
 use crate::encode::process_intake::{side_channel, CheckHealth, SelfMetric};
 use crate::encode::process_msg::TYPE_COLLECTOR_CONNECTIONS;
 use crate::model::connection::ConnTable;
-use crate::sources::connections::{ConnectionSource, SourceStats};
+use crate::model::http_flows::{HttpFlows, HttpStats};
+use crate::sources::connections::{CaptureStats, ConnectionSource, SourceStats};
 use std::io;
 
 /// At most this many connections per message (spec/protocol.md §7).
@@ -26,6 +27,8 @@ pub struct ConnectionsCheck {
     zstd: zstd::bulk::Compressor<'static>,
     group_id: i32,
     runs: u64,
+    /// HTTP telemetry per server socket, when protocol inspection is on.
+    http: Option<HttpFlows>,
 }
 
 impl ConnectionsCheck {
@@ -42,7 +45,36 @@ impl ConnectionsCheck {
             zstd: zstd::bulk::Compressor::new(1)?,
             group_id: (std::process::id() as i32).wrapping_mul(7907),
             runs: 0,
+            http: None,
         })
+    }
+
+    /// Turns on HTTP and MySQL inspection (STS_PROTOCOL_INSPECTION_ENABLED): a capture ring per
+    /// namespace, registered under `tokens`, and a flow table of at most `max_flows` sockets.
+    pub fn enable_protocol_inspection(&mut self, tokens: std::ops::Range<usize>, max_flows: usize) {
+        self.source.enable_capture(tokens);
+        self.http = Some(HttpFlows::new(max_flows));
+    }
+
+    /// Capture rings opened by the last run that the loop does not watch yet.
+    pub fn register_captures(&mut self, register: impl FnMut(usize, rustix::fd::BorrowedFd<'_>) -> bool) {
+        if self.http.is_some() {
+            self.source.unregistered_captures(register);
+        }
+    }
+
+    /// A capture ring is readable (`None`: read them all).
+    pub fn on_capture(&mut self, token: Option<usize>) {
+        if let Some(flows) = self.http.as_mut() {
+            let t0 = super::timers::thread_cpu_ns();
+            self.source.drain_captures(token, flows, &self.table.listening);
+            self.source.capture_stats.cpu_ns += super::timers::thread_cpu_ns().saturating_sub(t0);
+        }
+    }
+
+    /// The HTTP capture's counters, when it is on.
+    pub fn http_status(&self) -> Option<(CaptureStats, HttpStats)> {
+        self.http.as_ref().map(|h| (self.source.capture_stats, h.stats))
     }
 
     pub fn source_stats(&self) -> SourceStats {
@@ -68,6 +100,9 @@ impl ConnectionsCheck {
     ) {
         self.runs += 1;
         let reported = &procs.selection.reported;
+        // Packets up to now belong to this interval (the ring hands over a partly filled block
+        // within RETIRE_MS, so the latest few milliseconds go to the next one).
+        self.on_capture(None);
         self.source.collect(&procs.table, &mut self.table, mono_secs);
         let mut stats = self.source.stats;
         self.source.owners.resolve(&self.table, &procs.table, reported, &mut stats);
@@ -82,7 +117,14 @@ impl ConnectionsCheck {
             self.short_lived_secs,
             &mut self.selection,
         );
+        if let Some(h) = self.http.as_mut() {
+            h.attribute(&self.table, self.selection.reported.iter().map(|r| r.conn));
+        }
         if self.runs == 1 {
+            // The first run only primes: what was captured before it is nobody's interval.
+            if let Some(h) = self.http.as_mut() {
+                h.end_interval();
+            }
             return;
         }
         let interval_ms = self.table.interval_secs().map_or(0, |s| (s * 1000.0).round() as i32);
@@ -93,19 +135,25 @@ impl ConnectionsCheck {
             let part = &all[(k * MAX_PER_MESSAGE).min(all.len())..((k + 1) * MAX_PER_MESSAGE).min(all.len())];
             let (g, n) = (self.group_id, chunks as i32);
             if json {
-                collector_connections_json(msg, host, &self.table, part, g, n, interval_ms, &mut self.scratch);
+                let http = self.http.as_ref();
+                collector_connections_json(msg, host, &self.table, part, g, n, interval_ms, http, &mut self.scratch);
             } else {
                 self.proto.clear();
-                collector_connections(&mut self.proto, host, &self.table, part, g, n, interval_ms, &mut self.scratch);
+                let http = self.http.as_ref();
+                collector_connections(&mut self.proto, host, &self.table, part, g, n, interval_ms, http, &mut self.scratch);
                 if !frame(msg, TYPE_COLLECTOR_CONNECTIONS, unix_ms, &self.proto, &mut self.zstd) {
                     continue;
                 }
             }
             emit(Encoded::Connections(msg));
         }
+        if let Some(h) = self.http.as_mut() {
+            h.end_interval();
+        }
 
         let s = self.selection.stats;
         let src = self.source.stats;
+        let http = self.http_status().unwrap_or_default();
         let k = s.by_kind;
         const R: &str = "stackstate.process_agent.connections.reported";
         let tagged = |v: u32, tags: &'static [&'static str]| SelfMetric { name: R, value: f64::from(v), tags };
@@ -122,7 +170,13 @@ impl ConnectionsCheck {
                 self.source.open_failures_total as f64,
             ),
             SelfMetric::new("stackstate.process_agent.connections.over_limit", f64::from(self.table.over_limit)),
+            SelfMetric::new("stackstate.process_agent.http.responses", http.1.responses as f64),
+            SelfMetric::new("stackstate.process_agent.http.responses_unreported", http.1.responses_unreported as f64),
+            SelfMetric::new("stackstate.process_agent.http.flows", http.1.flows as f64),
+            SelfMetric::new("stackstate.process_agent.http.flows_over_limit", http.1.flows_over_limit as f64),
+            SelfMetric::new("stackstate.process_agent.http.ring_drops", http.0.ring_drops as f64),
         ];
+        let metrics = if self.http.is_some() { &metrics[..] } else { &metrics[..metrics.len() - 5] };
         let (health, message) = if src.dump_errors > 0 || src.unreachable > 0 {
             (
                 "DEVIATING",
@@ -130,12 +184,14 @@ impl ConnectionsCheck {
             )
         } else if self.table.over_limit > 0 {
             ("DEVIATING", "more connections than STS_NETWORK_TRACER_MAX_CONNECTIONS; some were not tracked")
+        } else if http.0.open_failures > 0 {
+            ("DEVIATING", "no HTTP capture in some network namespaces (a packet socket needs CAP_NET_RAW); see the agent log")
         } else {
             ("CLEAR", "")
         };
         let h = CheckHealth { check: "connections", interval_s: self.interval_s, health, message };
         let (me, my_create) = procs.agent_identity();
-        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &h, &metrics, None);
+        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &h, metrics, None);
         emit(Encoded::Intake(msg));
     }
 }

@@ -77,6 +77,7 @@ impl App {
             ("process", self.process.as_ref().map(|_| self.process_status)),
             ("connections", self.connections.as_ref().map(|_| self.connection_status)),
         ];
+        let http = self.connections.as_ref().and_then(|c| c.http_status());
         let started = self.clock_origin;
         let cpu_start = thread_cpu_ns();
         // Status requests' own time, not the trace path's.
@@ -93,6 +94,7 @@ impl App {
                     traces: Some(&traces.stats),
                     intake: counters,
                     open_connections: open,
+                    http,
                 };
                 status::write(reply, &input);
                 status_ns += thread_cpu_ns().saturating_sub(t0);

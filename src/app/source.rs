@@ -56,6 +56,8 @@ sources! {
     Forwarder => 16..1024,
     /// The trace intake's listeners and connections.
     TraceIntake => (1 << 20)..(1 << 21),
+    /// The HTTP capture rings, one per network namespace (the connections check opens them).
+    HttpCapture => (1 << 21)..(1 << 22),
     /// Sending the pending trace payload when it is due.
     TraceFlush => 0..0,
     /// The end of the shutdown grace period (or of `--once`'s send limit).
@@ -96,6 +98,8 @@ impl App {
             Source::Ecs => self.ecs.as_ref().and_then(|e| e.deadline()),
             Source::Forwarder => self.sink.forwarder().and_then(|f| f.deadline()),
             Source::TraceIntake => self.intake.as_ref().and_then(|i| i.deadline()),
+            // Event-driven: the kernel hands a block over within its retire timeout.
+            Source::HttpCapture => None,
             Source::TraceFlush => self.traces.as_ref().and_then(|t| t.deadline()),
             Source::Shutdown => self.stop_by,
         }
@@ -129,6 +133,7 @@ impl App {
                     i.on_timeout(registry, now);
                 }
             }
+            Source::HttpCapture => {}
             Source::TraceFlush => self.flush_traces()?,
             // The loop ends at this deadline (see `App::finished`).
             Source::Shutdown => {}
@@ -162,6 +167,11 @@ impl App {
                 }
             }
             Source::TraceIntake => self.on_intake_event(token, now)?,
+            Source::HttpCapture => {
+                if let Some(c) = self.connections.as_mut() {
+                    c.on_capture(Some(token.0));
+                }
+            }
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 
 use super::traces::TraceStats;
 use crate::encode::json;
+use crate::model::http_flows::HttpStats;
 use crate::outbox::Forwarder;
+use crate::sources::connections::CaptureStats;
 use crate::sources::trace_intake::IntakeCounters;
 use std::time::Instant;
 
@@ -33,6 +35,8 @@ pub struct StatusInput<'a> {
     pub traces: Option<&'a TraceStats>,
     pub intake: IntakeCounters,
     pub open_connections: usize,
+    /// The HTTP capture, when protocol inspection is on.
+    pub http: Option<(CaptureStats, HttpStats)>,
 }
 
 pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
@@ -120,6 +124,30 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
             json::u64(out, i.connections_evicted);
             out.extend_from_slice(b",\"cpu_ms\":");
             json::f64(out, (t.cpu_ns as f64 / 1e3).round() / 1e3);
+            out.push(b'}');
+        }
+    }
+    out.extend_from_slice(b",\"http_capture\":");
+    match &s.http {
+        None => out.extend_from_slice(b"null"),
+        Some((c, h)) => {
+            let fields: [(&str, u64); 13] = [
+                ("namespaces", u64::from(c.namespaces)),
+                ("open_failures", c.open_failures),
+                ("packets", c.packets),
+                ("ring_drops", c.ring_drops),
+                ("frames", h.frames),
+                ("heads", h.heads),
+                ("duplicates", h.duplicates),
+                ("responses", h.responses),
+                ("responses_unreported", h.responses_unreported),
+                ("values_folded", h.values_folded),
+                ("flows", h.flows),
+                ("flows_over_limit", h.flows_over_limit),
+                ("cpu_us", c.cpu_ns / 1000),
+            ];
+            out.push(b'{');
+            json::u64_fields(out, &fields);
             out.push(b'}');
         }
     }

@@ -62,7 +62,14 @@ pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
             cfg.relation_short_lived_secs,
             cfg.connection_check_interval.as_secs(),
         ) {
-            Ok(c) => Some(c),
+            Ok(mut c) => {
+                if cfg.protocol_inspection_enabled {
+                    c.enable_protocol_inspection(super::source::Source::HttpCapture.tokens(), cfg.max_connections);
+                } else {
+                    info!("STS_PROTOCOL_INSPECTION_ENABLED=false: no HTTP telemetry on connections");
+                }
+                Some(c)
+            }
             Err(e) => {
                 warn!("connections check disabled: cannot open a NETLINK_SOCK_DIAG socket: {e}");
                 None
@@ -169,6 +176,18 @@ impl App {
             };
             if result.is_ok() {
                 result = r;
+            }
+        });
+        // Capture rings of namespaces met this run: the loop watches them from now on.
+        let registry = self.poll.registry();
+        check.register_captures(|token, fd| {
+            let raw = rustix::fd::AsRawFd::as_raw_fd(&fd);
+            match registry.register(&mut mio::unix::SourceFd(&raw), mio::Token(token), mio::Interest::READABLE) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!("connections: cannot watch an HTTP capture ring: {e}");
+                    false
+                }
             }
         });
         let (s, src) = (check.selection.stats, check.source_stats());

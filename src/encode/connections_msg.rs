@@ -2,12 +2,16 @@
 //! a JSON view for the dry run. Per connection: owner, addresses, byte rates over the real
 //! interval, direction, namespace and relation identifier, and the metrics `bytes_sent_delta`
 //! and `bytes_received_delta` (always present) plus, beyond the original agent, `rtt_seconds`,
-//! `rtt_var_seconds` and `retransmits_delta` from `tcp_info`.
+//! `rtt_var_seconds` and `retransmits_delta` from `tcp_info`. A server socket whose HTTP or
+//! MySQL traffic the capture saw also carries `applicationProtocol` (field 53) and, for HTTP,
+//! the variant-A request rates and response-time sketches (spec/http-inspection.md §2).
 
+use super::http_metrics;
 use super::json;
 use super::proto::{bytes, double_present, float, int32, int64, large_message, message, repeated_bytes};
 use crate::checks::connections::{write_identifier, write_ip, write_namespace, Reported};
 use crate::model::connection::{Conn, ConnTable};
+use crate::model::http_flows::HttpFlows;
 
 /// What is written for each reported connection, computed once for both encodings.
 struct View {
@@ -38,6 +42,7 @@ pub struct Scratch {
     ns: Vec<u8>,
     ident: Vec<u8>,
     ip: Vec<u8>,
+    http: http_metrics::Scratch,
 }
 
 /// One `CollectorConnections` body for `part` (at most 100 connections).
@@ -50,6 +55,7 @@ pub fn collector_connections(
     group_id: i32,
     group_size: i32,
     interval_ms: i32,
+    http: Option<&HttpFlows>,
     s: &mut Scratch,
 ) {
     bytes(out, 2, host.as_bytes());
@@ -77,11 +83,18 @@ pub fn collector_connections(
             bytes(o, 50, &s.ns);
             int32(o, 51, r.direction as i32);
             bytes(o, 52, &s.ident);
+            let app = http.and_then(|h| h.for_conn(r.conn));
+            if let Some((protocol, _)) = app {
+                bytes(o, 53, protocol.name().as_bytes());
+            }
             for (name, value) in v.metrics {
                 message(o, 54, |m| {
                     repeated_bytes(m, 1, name.as_bytes());
                     message(m, 3, |val| double_present(val, 2, value));
                 });
+            }
+            if let Some((_, bins)) = app {
+                http_metrics::write_proto(o, bins, interval_s, &mut s.http);
             }
         });
     }
@@ -100,6 +113,7 @@ pub fn collector_connections_json(
     group_id: i32,
     group_size: i32,
     interval_ms: i32,
+    http: Option<&HttpFlows>,
     s: &mut Scratch,
 ) {
     out.clear();
@@ -156,7 +170,16 @@ pub fn collector_connections_json(
             out.push(b':');
             json::f64(out, *value);
         }
-        out.extend_from_slice(b"}}");
+        out.push(b'}');
+        if let Some((protocol, bins)) = http.and_then(|h| h.for_conn(r.conn)) {
+            out.extend_from_slice(b",\"applicationProtocol\":");
+            json::str(out, protocol.name());
+            if !bins.is_empty() {
+                out.extend_from_slice(b",\"httpMetrics\":");
+                http_metrics::write_json(out, bins, interval_s, &mut s.http);
+            }
+        }
+        out.push(b'}');
     }
     out.extend_from_slice(b"]}");
 }

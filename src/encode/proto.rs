@@ -42,6 +42,11 @@ pub fn int32(out: &mut Vec<u8>, field: u32, v: i32) {
     int64(out, field, i64::from(v));
 }
 
+/// `sint32`: zigzag-encoded, so small negative numbers stay short.
+pub fn sint32(out: &mut Vec<u8>, field: u32, v: i32) {
+    uint64(out, field, u64::from(((v << 1) ^ (v >> 31)) as u32));
+}
+
 pub fn boolean(out: &mut Vec<u8>, field: u32, v: bool) {
     uint64(out, field, u64::from(v));
 }
@@ -139,7 +144,13 @@ mod tests {
         float(&mut b, 3, 1.0);
         assert_eq!(b, [0x1d, 0, 0, 0x80, 0x3f]);
         b.clear();
+        sint32(&mut b, 3, -265);
+        sint32(&mut b, 3, 20);
+        sint32(&mut b, 3, i32::MIN);
+        assert_eq!(b, [0x18, 0x91, 0x04, 0x18, 40, 0x18, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        b.clear();
         uint64(&mut b, 1, 0);
+        sint32(&mut b, 3, 0);
         bytes(&mut b, 2, b"");
         assert!(b.is_empty(), "defaults are omitted");
     }

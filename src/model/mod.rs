@@ -2,7 +2,9 @@
 
 pub mod connection;
 pub mod container;
+pub mod ddsketch;
 pub mod host;
+pub mod http_flows;
 pub mod names;
 pub mod process;
 pub mod trace;

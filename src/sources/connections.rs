@@ -13,10 +13,12 @@
 //! so a steady host reads no links at all.
 
 use crate::model::connection::ConnTable;
+use crate::model::http_flows::HttpFlows;
 use crate::model::process::{Proc, ProcessTable};
 use crate::parse::inet_diag::{self, messages, Msg, REQUEST_LEN, STATES_OWNED};
 use crate::sys::netlink::{DiagSocket, DumpError, RECV_BUFFER};
 use crate::sys::netns::{self, Home};
+use crate::sys::packet_ring::{PacketRing, SockFilter};
 use rustix::fd::AsFd;
 use rustix::fs::{openat, Mode, OFlags, RawDir};
 use std::io;
@@ -41,6 +43,25 @@ struct Namespace {
     dumped: bool,
     /// An error was logged and not followed by a success yet (one log line per episode).
     failing: bool,
+    /// The HTTP capture of this namespace (opened with the diag socket), its loop token, and
+    /// whether the loop knows it yet.
+    capture: Option<PacketRing>,
+    capture_token: usize,
+    capture_registered: bool,
+}
+
+/// The HTTP capture's counters since the agent started (`/status`, self-metrics).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CaptureStats {
+    /// Namespaces captured now.
+    pub namespaces: u32,
+    /// Packets the kernel's filter accepted, and packets it dropped because a ring was full.
+    pub packets: u64,
+    pub ring_drops: u64,
+    /// Namespaces where the capture socket could not be opened (no `CAP_NET_RAW`, …).
+    pub open_failures: u64,
+    /// CPU spent reading rings and matching heads (this thread), nanoseconds.
+    pub cpu_ns: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -66,6 +87,13 @@ pub struct ConnectionSource {
     pub stats: SourceStats,
     /// Failed attempts to open a namespace's diag socket since the agent started.
     pub open_failures_total: u64,
+    /// The HTTP capture's filter, when protocol inspection is on.
+    capture_filter: Option<Vec<SockFilter>>,
+    /// Loop tokens for capture rings: `capture_tokens.start + k`, handed out round-robin.
+    capture_tokens: std::ops::Range<usize>,
+    next_capture_token: usize,
+    capture_warned: bool,
+    pub capture_stats: CaptureStats,
 }
 
 impl ConnectionSource {
@@ -86,7 +114,55 @@ impl ConnectionSource {
             owners: Owners::default(),
             stats: SourceStats::default(),
             open_failures_total: 0,
+            capture_filter: None,
+            capture_tokens: 0..0,
+            next_capture_token: 0,
+            capture_warned: false,
+            capture_stats: CaptureStats::default(),
         })
+    }
+
+    /// Turns the HTTP capture on: every namespace gets a capture ring when its diag socket is
+    /// opened, registered under a token of `tokens`.
+    pub fn enable_capture(&mut self, tokens: std::ops::Range<usize>) {
+        self.capture_filter = Some(crate::sys::http_filter::program());
+        self.next_capture_token = tokens.start;
+        self.capture_tokens = tokens;
+    }
+
+    /// Rings opened since the last call, to register with the loop: `(token, fd)`.
+    pub fn unregistered_captures(&mut self, mut register: impl FnMut(usize, rustix::fd::BorrowedFd<'_>) -> bool) {
+        for ns in &mut self.namespaces {
+            if let (Some(ring), false) = (ns.capture.as_ref(), ns.capture_registered) {
+                ns.capture_registered = register(ns.capture_token, ring.fd());
+            }
+        }
+    }
+
+    /// Reads the ring behind `token` (`None`: every ring) into `flows`.
+    pub fn drain_captures(&mut self, token: Option<usize>, flows: &mut HttpFlows, listening: &[(u64, u16)]) {
+        for ns in &mut self.namespaces {
+            let Some(ring) = ns.capture.as_mut() else { continue };
+            if token.is_some_and(|t| t != ns.capture_token) {
+                continue;
+            }
+            let inode = ns.inode;
+            ring.drain(|f| flows.on_packet(inode, f.ts_ns, f.data, listening));
+        }
+    }
+
+    /// Adds the rings' kernel counters (accepted, dropped) to the totals.
+    fn take_capture_counters(&mut self) {
+        let mut n = 0;
+        for ns in &self.namespaces {
+            if let Some(ring) = &ns.capture {
+                let (packets, drops) = ring.take_stats();
+                self.capture_stats.packets += packets;
+                self.capture_stats.ring_drops += drops;
+                n += 1;
+            }
+        }
+        self.capture_stats.namespaces = n;
     }
 
     /// The agent's own network namespace.
@@ -143,6 +219,7 @@ impl ConnectionSource {
         }
         self.stats.namespaces = self.namespaces.len() as u32;
         table.finish();
+        self.take_capture_counters();
     }
 
     /// Opens sockets for new namespaces (and, once their backoff has passed, for those where that
@@ -164,19 +241,34 @@ impl ConnectionSource {
                 Ok(k) if self.namespaces[k].sock.is_some() || now < self.namespaces[k].retry_at => continue,
                 Ok(k) => k,
                 Err(at) => {
-                    let ns =
-                        Namespace { inode, sock: None, open_failures: 0, retry_at: now, dumped: false, failing: false };
+                    let ns = Namespace {
+                        inode,
+                        sock: None,
+                        open_failures: 0,
+                        retry_at: now,
+                        dumped: false,
+                        failing: false,
+                        capture: None,
+                        capture_token: 0,
+                        capture_registered: false,
+                    };
                     self.namespaces.insert(at, ns);
                     at
                 }
             };
             // The first process of the namespace in the table now: not necessarily the one a
-            // failed attempt went through (it may have exited since).
-            let sock = if inode == self.home.inode {
-                DiagSocket::open()
+            // failed attempt went through (it may have exited since). The capture ring is opened
+            // in the same visit.
+            let filter = self.capture_filter.as_deref();
+            let open = || (DiagSocket::open(), filter.map(PacketRing::open));
+            let (sock, ring) = if inode == self.home.inode {
+                open()
             } else {
                 match procs.procs.get(idx as usize) {
-                    Some(p) => open_in(&self.home, p),
+                    Some(p) => match open_in(&self.home, p, open) {
+                        Ok(pair) => pair,
+                        Err(e) => (Err(e), None),
+                    },
                     None => continue,
                 }
             };
@@ -191,6 +283,27 @@ impl ConnectionSource {
                     }
                     ns.sock = Some(sock);
                     ns.open_failures = 0;
+                    match ring {
+                        Some(Ok(ring)) => {
+                            ns.capture = Some(ring);
+                            ns.capture_registered = false;
+                            ns.capture_token = self.next_capture_token;
+                            self.next_capture_token += 1;
+                            if self.next_capture_token >= self.capture_tokens.end {
+                                self.next_capture_token = self.capture_tokens.start;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            self.capture_stats.open_failures += 1;
+                            if !std::mem::replace(&mut self.capture_warned, true) {
+                                warn!(
+                                    "connections: no HTTP capture in network namespace {inode}: {e} (a packet socket \
+                                     needs CAP_NET_RAW; said once, counted in /status)"
+                                );
+                            }
+                        }
+                        None => {}
+                    }
                 }
                 Err(e) => {
                     // Typically: no CAP_SYS_ADMIN for setns, or the process it went through
@@ -212,14 +325,14 @@ impl ConnectionSource {
     }
 }
 
-/// A diag socket created inside `p`'s network namespace.
-fn open_in(home: &Home, p: &Proc) -> io::Result<DiagSocket> {
+/// Runs `open` inside `p`'s network namespace (sockets created there stay bound to it).
+fn open_in<T>(home: &Home, p: &Proc, open: impl FnOnce() -> T) -> io::Result<T> {
     let ns = netns::open_at(p.dir.as_fd())?;
     // Verify it is the namespace we meant (the pid may have moved since it was read).
     if rustix::fs::fstat(&ns)?.st_ino != p.net_ns {
         return Err(io::Error::other("the process changed network namespace"));
     }
-    home.visit(ns.as_fd(), DiagSocket::open)?
+    home.visit(ns.as_fd(), open)
 }
 
 /// Socket inode → owning process, found from `fd/` links.

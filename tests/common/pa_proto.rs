@@ -287,9 +287,8 @@ pub struct ConnectionMetricValue {
 
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum MetricValue {
-    /// A DDSketch (not decoded here: this agent sends none).
-    #[prost(bytes, tag = "1")]
-    Histogram(Vec<u8>),
+    #[prost(message, tag = "1")]
+    Histogram(DdSketch),
     #[prost(double, tag = "2")]
     Number(f64),
 }
@@ -301,6 +300,89 @@ impl Connection {
             MetricValue::Number(n) => Some(*n),
             MetricValue::Histogram(_) => None,
         })
+    }
+}
+
+/// `DDSketch`, the top-level message of sketches-go's `ddsketch.proto` (spec http-inspection §2.1).
+#[derive(Clone, PartialEq, Message)]
+pub struct DdSketch {
+    #[prost(message, optional, tag = "1")]
+    pub mapping: Option<IndexMapping>,
+    #[prost(message, optional, tag = "2")]
+    pub positive_values: Option<Store>,
+    #[prost(message, optional, tag = "3")]
+    pub negative_values: Option<Store>,
+    #[prost(double, tag = "4")]
+    pub zero_count: f64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct IndexMapping {
+    #[prost(double, tag = "1")]
+    pub gamma: f64,
+    #[prost(double, tag = "2")]
+    pub index_offset: f64,
+    /// NONE = 0, LINEAR = 1, QUADRATIC = 2, CUBIC = 3
+    #[prost(int32, tag = "3")]
+    pub interpolation: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Store {
+    #[prost(map = "sint32, double", tag = "1")]
+    pub bin_counts: std::collections::HashMap<i32, f64>,
+    #[prost(double, repeated, tag = "2")]
+    pub contiguous_bin_counts: Vec<f64>,
+    #[prost(sint32, tag = "3")]
+    pub contiguous_bin_index_offset: i32,
+}
+
+impl DdSketch {
+    /// The non-zero positive bins as (index, count), from either encoding.
+    pub fn positive_bins(&self) -> Vec<(i32, f64)> {
+        let Some(s) = &self.positive_values else { return Vec::new() };
+        let mut out: Vec<(i32, f64)> = s.bin_counts.iter().map(|(&i, &c)| (i, c)).collect();
+        for (k, &c) in s.contiguous_bin_counts.iter().enumerate() {
+            out.push((s.contiguous_bin_index_offset + k as i32, c));
+        }
+        out.retain(|&(_, c)| c != 0.0);
+        out.sort_by_key(|&(i, _)| i);
+        out
+    }
+
+    pub fn count(&self) -> f64 {
+        let store = |s: &Option<Store>| {
+            s.as_ref().map_or(0.0, |s| s.bin_counts.values().sum::<f64>() + s.contiguous_bin_counts.iter().sum::<f64>())
+        };
+        self.zero_count + store(&self.positive_values) + store(&self.negative_values)
+    }
+
+    /// A bin's value as a reader of the proto computes it (sketches-go `FromProto` →
+    /// `NewLogarithmicMappingWithGamma`): multiplier 1/ln(γ), relative accuracy 1 − 2/(1+γ).
+    pub fn value(&self, index: i32) -> f64 {
+        let m = self.mapping.as_ref().expect("mapping");
+        let accuracy = 1.0 - 2.0 / (1.0 + m.gamma);
+        ((f64::from(index) - m.index_offset) * m.gamma.ln()).exp() * (1.0 + accuracy)
+    }
+}
+
+impl ConnectionMetric {
+    pub fn code(&self) -> &str {
+        self.tags.get("code").map_or("", String::as_str)
+    }
+
+    pub fn sketch(&self) -> Option<&DdSketch> {
+        match self.value.as_ref()?.value.as_ref()? {
+            MetricValue::Histogram(h) => Some(h),
+            MetricValue::Number(_) => None,
+        }
+    }
+
+    pub fn number(&self) -> Option<f64> {
+        match self.value.as_ref()?.value.as_ref()? {
+            MetricValue::Number(n) => Some(*n),
+            MetricValue::Histogram(_) => None,
+        }
     }
 }
 

@@ -1,0 +1,644 @@
+//! HTTP (and MySQL) telemetry per server-side socket, from captured segment heads: the request
+//! → response matcher. Each flow is the socket that answers (its local end sends the responses),
+//! keyed by namespace and 4-tuple exactly as the connections check reports it, so the figures
+//! ride on the same `Connection` and pid.
+//!
+//! Per flow: the end of the last counted head segment in each direction (a segment that does not
+//! go past it is a retransmission, or the same packet seen again on a second interface of the
+//! namespace, and is skipped); the capture times of request heads not answered yet, oldest first
+//! (so pipelined responses pair with their own requests); and the response times as sketch bins
+//! per status code. Response time is the response head's capture time minus its request head's:
+//! on the wire, where the original measures from the server's last read to its first send (spec
+//! http-inspection §1.3, §7.4). An interim `1xx` (not 101) is timed from the request it answers
+//! without consuming it; a response with no request seen since capture began counts as 0, as the
+//! original counts untracked sockets.
+//!
+//! Bounded: at most `max_flows` flows (new ones beyond are counted and not tracked), at most
+//! [`MAX_BINS_PER_FLOW`] bins each and [`MAX_BINS_TOTAL`] overall (a value that would need a new
+//! bin past those folds into its code's nearest bin, so counts stay exact). A flow is created
+//! only for a port that listens in its namespace (packets a bridge relays for other namespaces
+//! match no socket here), and removed at the first connections check that no longer sees its
+//! socket. Storage (slots, their bin vectors, the index) is reused: a steady flow set allocates
+//! nothing.
+
+use crate::model::connection::{Conn, ConnTable};
+use crate::model::ddsketch::{self, Bin};
+use crate::parse::http_head::{self, Heads};
+use crate::parse::packet;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub const MAX_BINS_PER_FLOW: usize = 1024;
+pub const MAX_BINS_TOTAL: usize = 64 * 1024;
+/// Request heads waiting for their response, per flow (deeper pipelines pair the rest with the
+/// latest request).
+const PENDING: usize = 8;
+
+/// A server-side socket: namespace, and local (the answering end) and remote addresses. IPv4
+/// (also IPv4-mapped IPv6) is family 2 with the address in the first 4 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub ns: u64,
+    pub family: u8,
+    pub local: [u8; 16],
+    pub lport: u16,
+    pub remote: [u8; 16],
+    pub rport: u16,
+}
+
+impl FlowKey {
+    /// The key of a socket of the connections table.
+    pub fn of_conn(c: &Conn) -> FlowKey {
+        let (family, local, remote) = match (c.family, mapped_v4(&c.local), mapped_v4(&c.remote)) {
+            (10, Some(l), Some(r)) => (2, l, r),
+            _ => (c.family, c.local, c.remote),
+        };
+        FlowKey { ns: c.ns, family, local, lport: c.lport, remote, rport: c.rport }
+    }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d` in the first four bytes.
+fn mapped_v4(a: &[u8; 16]) -> Option<[u8; 16]> {
+    if a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&a[12..16]);
+        Some(v4)
+    } else {
+        None
+    }
+}
+
+/// The application protocol a flow was recognised as (`Connection.applicationProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Mysql,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Mysql => "mysql",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Flow {
+    key: FlowKey,
+    /// End (sequence number) of the last counted head segment: requests, responses.
+    request_end: Option<u32>,
+    response_end: Option<u32>,
+    pending: [u64; PENDING],
+    pending_len: usize,
+    pending_first: usize,
+    /// Capture time of the latest request head (0: none since capture began).
+    last_request: u64,
+    protocol: Option<Protocol>,
+    /// Response times of this interval, sorted by (code, index).
+    bins: Vec<Bin>,
+    /// Seen in the latest connections check's table; reported in it.
+    alive: bool,
+    reported: bool,
+    /// Holds a flow (else it is on the free list, its key stale).
+    in_use: bool,
+}
+
+impl Flow {
+    fn reset(&mut self, key: FlowKey) {
+        self.key = key;
+        self.request_end = None;
+        self.response_end = None;
+        self.pending_len = 0;
+        self.pending_first = 0;
+        self.last_request = 0;
+        self.protocol = None;
+        self.bins.clear();
+        // A new flow lives at least until the next check looks for its socket.
+        self.alive = true;
+        self.reported = false;
+        self.in_use = true;
+    }
+
+    fn push_request(&mut self, ts: u64) {
+        if self.pending_len == PENDING {
+            // The oldest is given up: its response will pair with a later request.
+            self.pending_first = (self.pending_first + 1) % PENDING;
+            self.pending_len -= 1;
+        }
+        self.pending[(self.pending_first + self.pending_len) % PENDING] = ts;
+        self.pending_len += 1;
+        self.last_request = ts;
+    }
+
+    /// The request time a response answers: the oldest pending one (taken unless `interim`), or
+    /// else the latest request; `None` if no request was ever seen.
+    fn request_for(&mut self, interim: bool) -> Option<u64> {
+        if self.pending_len == 0 {
+            return (self.last_request != 0).then_some(self.last_request);
+        }
+        let t = self.pending[self.pending_first];
+        if !interim {
+            self.pending_first = (self.pending_first + 1) % PENDING;
+            self.pending_len -= 1;
+        }
+        Some(t)
+    }
+}
+
+/// Counters for `/status` and the self-metrics, since the agent started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HttpStats {
+    /// Frames the capture handed over, and those that were a head this table counted.
+    pub frames: u64,
+    pub heads: u64,
+    /// Responses counted into a flow.
+    pub responses: u64,
+    /// Head segments skipped as retransmitted or seen twice.
+    pub duplicates: u64,
+    /// New flows not tracked because the table was full.
+    pub flows_over_limit: u64,
+    /// Response times folded into a neighbouring bin because of the bin bounds.
+    pub values_folded: u64,
+    /// Responses of an interval whose connection was not reported (closed before the check,
+    /// owner not reported, still priming), dropped at the check.
+    pub responses_unreported: u64,
+    /// Flows tracked now.
+    pub flows: u64,
+}
+
+/// FNV-1a over the key's bytes: the table is the agent's own (no untrusted keys choose buckets
+/// beyond what a peer's port choice can), and SipHash was a measurable share per packet.
+#[derive(Default)]
+pub struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub struct HttpFlows {
+    index: HashMap<FlowKey, u32, BuildHasherDefault<FnvHasher>>,
+    slots: Vec<Flow>,
+    free: Vec<u32>,
+    max_flows: usize,
+    bins_total: usize,
+    /// `(connection index, slot)` of this check's reported connections that have a flow, sorted.
+    reported: Vec<(u32, u32)>,
+    pub stats: HttpStats,
+}
+
+impl HttpFlows {
+    pub fn new(max_flows: usize) -> HttpFlows {
+        HttpFlows {
+            index: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            max_flows,
+            bins_total: 0,
+            reported: Vec::new(),
+            stats: HttpStats::default(),
+        }
+    }
+
+    /// One captured packet of namespace `ns` (bytes from the IP header), taken at `ts_ns`.
+    /// `listening`: `(namespace, port)` of listening sockets, sorted (the connections table's).
+    pub fn on_packet(&mut self, ns: u64, ts_ns: u64, bytes: &[u8], listening: &[(u64, u16)]) {
+        self.stats.frames += 1;
+        let Some(seg) = packet::tcp_segment(bytes) else { return };
+        let heads = http_head::classify(seg.payload, seg.payload_len);
+        let server_sends = match heads {
+            Heads::None => return,
+            Heads::Requests(_) => false,
+            Heads::Responses { .. } | Heads::MysqlGreeting => true,
+        };
+        let key = if server_sends {
+            FlowKey { ns, family: seg.family, local: seg.src, lport: seg.sport, remote: seg.dst, rport: seg.dport }
+        } else {
+            FlowKey { ns, family: seg.family, local: seg.dst, lport: seg.dport, remote: seg.src, rport: seg.sport }
+        };
+        let Some(slot) = self.flow(key, listening) else { return };
+        let end = seg.seq.wrapping_add(seg.payload_len);
+        let f = &mut self.slots[slot];
+        let last_end = if server_sends { &mut f.response_end } else { &mut f.request_end };
+        if let Some(last) = *last_end {
+            // Not past the last counted head segment: a retransmission or a second copy.
+            if (end.wrapping_sub(last) as i32) <= 0 {
+                self.stats.duplicates += 1;
+                return;
+            }
+        }
+        *last_end = Some(end);
+        self.stats.heads += 1;
+        match heads {
+            Heads::None => {}
+            Heads::Requests(n) => {
+                for _ in 0..n {
+                    f.push_request(ts_ns);
+                }
+            }
+            Heads::MysqlGreeting => f.protocol = Some(Protocol::Mysql),
+            Heads::Responses { n, codes } => {
+                f.protocol = Some(Protocol::Http);
+                for &code in codes.iter().take(usize::from(n)) {
+                    let interim = (100..200).contains(&code) && code != 101;
+                    let f = &mut self.slots[slot];
+                    let secs = match f.request_for(interim) {
+                        Some(req) => ts_ns.saturating_sub(req) as f64 / 1e9,
+                        None => 0.0,
+                    };
+                    self.record(slot, code, secs);
+                }
+            }
+        }
+    }
+
+    /// The slot of `key`, created when new and its port listens in its namespace.
+    fn flow(&mut self, key: FlowKey, listening: &[(u64, u16)]) -> Option<usize> {
+        if let Some(&slot) = self.index.get(&key) {
+            return Some(slot as usize);
+        }
+        if listening.binary_search(&(key.ns, key.lport)).is_err() {
+            return None;
+        }
+        if self.index.len() >= self.max_flows {
+            self.stats.flows_over_limit += 1;
+            return None;
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s as usize,
+            None => {
+                self.slots.push(Flow {
+                    key,
+                    request_end: None,
+                    response_end: None,
+                    pending: [0; PENDING],
+                    pending_len: 0,
+                    pending_first: 0,
+                    last_request: 0,
+                    protocol: None,
+                    // Room for a steady flow's spread of response times, so that its first
+                    // intervals do not grow the vector bin by bin.
+                    bins: Vec::with_capacity(32),
+                    alive: true,
+                    reported: false,
+                    in_use: true,
+                });
+                self.slots.len() - 1
+            }
+        };
+        self.slots[slot].reset(key);
+        self.index.insert(key, slot as u32);
+        self.stats.flows = self.index.len() as u64;
+        Some(slot)
+    }
+
+    fn record(&mut self, slot: usize, code: u16, secs: f64) {
+        let Some(index) = ddsketch::index(secs) else { return };
+        let full = self.bins_total >= MAX_BINS_TOTAL;
+        let bins = &mut self.slots[slot].bins;
+        let at = bins.partition_point(|b| (b.code, b.index) < (code, index));
+        let target = if bins.get(at).is_some_and(|b| b.code == code && b.index == index) {
+            Some(at)
+        } else if !full && bins.len() < MAX_BINS_PER_FLOW {
+            bins.insert(at, Bin { code, index, count: 0 });
+            self.bins_total += 1;
+            Some(at)
+        } else {
+            // Bounded: into the nearest bin of the same code (the count stays exact). A code
+            // with no bin yet cannot get one: that response is lost, and counted.
+            self.stats.values_folded += 1;
+            let below = at.checked_sub(1).filter(|&i| bins[i].code == code);
+            let above = Some(at).filter(|&i| bins.get(i).is_some_and(|b| b.code == code));
+            match (below, above) {
+                (Some(b), Some(a)) => {
+                    let (db, da) = (i32::from(index) - i32::from(bins[b].index), i32::from(bins[a].index) - i32::from(index));
+                    Some(if db <= da { b } else { a })
+                }
+                (b, a) => b.or(a),
+            }
+        };
+        if let Some(i) = target {
+            bins[i].count = bins[i].count.saturating_add(1);
+            self.stats.responses += 1;
+        }
+    }
+
+    /// Before encoding a connections check: marks the flows whose socket is in `table` alive,
+    /// and remembers which reported connections (`reported`: indexes into `table.conns`,
+    /// ascending or not) have one.
+    pub fn attribute(&mut self, table: &ConnTable, reported: impl Iterator<Item = u32>) {
+        for f in &mut self.slots {
+            f.alive = false;
+            f.reported = false;
+        }
+        if self.index.is_empty() {
+            self.reported.clear();
+            return;
+        }
+        for c in &table.conns {
+            if let Some(&slot) = self.index.get(&FlowKey::of_conn(c)) {
+                self.slots[slot as usize].alive = true;
+            }
+        }
+        self.reported.clear();
+        for k in reported {
+            let Some(c) = table.conns.get(k as usize) else { continue };
+            if let Some(&slot) = self.index.get(&FlowKey::of_conn(c)) {
+                self.reported.push((k, slot));
+                self.slots[slot as usize].reported = true;
+            }
+        }
+        self.reported.sort_unstable();
+    }
+
+    /// The protocol and this interval's bins of reported connection `conn` (an index into the
+    /// table given to [`HttpFlows::attribute`]).
+    pub fn for_conn(&self, conn: u32) -> Option<(Protocol, &[Bin])> {
+        let i = self.reported.binary_search_by_key(&conn, |r| r.0).ok()?;
+        let f = &self.slots[self.reported[i].1 as usize];
+        Some((f.protocol?, &f.bins))
+    }
+
+    /// After encoding: this interval's figures are cleared (those of unreported connections
+    /// counted as dropped), and flows whose socket is gone are removed.
+    pub fn end_interval(&mut self) {
+        for (slot, f) in self.slots.iter_mut().enumerate().filter(|(_, f)| f.in_use) {
+            if !f.reported {
+                self.stats.responses_unreported += f.bins.iter().map(|b| u64::from(b.count)).sum::<u64>();
+            }
+            self.bins_total -= f.bins.len().min(self.bins_total);
+            f.bins.clear();
+            if !f.alive {
+                self.index.remove(&f.key);
+                f.in_use = false;
+                self.free.push(slot as u32);
+            }
+        }
+        self.reported.clear();
+        self.stats.flows = self.index.len() as u64;
+    }
+}
+
+/// For the fuzz target: packets (separated by `0xfe`) into a small table where every port of
+/// namespace 1 listens; the bounds must hold and a check with no socket must empty it.
+pub fn fuzz_packets(data: &[u8]) {
+    static LISTENING: std::sync::OnceLock<Vec<(u64, u16)>> = std::sync::OnceLock::new();
+    let listening = LISTENING.get_or_init(|| (0..=u16::MAX).map(|p| (1, p)).collect());
+    let mut flows = HttpFlows::new(64);
+    let mut ts = 1u64;
+    for chunk in data.split(|b| *b == 0xfe) {
+        ts += 1_000_000;
+        flows.on_packet(1, ts, chunk, listening);
+    }
+    assert!(flows.index.len() <= 64);
+    assert!(flows.slots.iter().all(|f| f.bins.len() <= MAX_BINS_PER_FLOW && f.pending_len <= PENDING));
+    assert!(flows.bins_total <= MAX_BINS_TOTAL);
+    flows.attribute(&ConnTable::new(1), std::iter::empty());
+    flows.end_interval();
+    assert!(flows.index.is_empty() && flows.bins_total == 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::connection::Conn;
+
+    const NS: u64 = 7;
+    const SERVER: ([u8; 4], u16) = ([10, 0, 0, 1], 8080);
+    const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 2], 40000);
+    const MS: u64 = 1_000_000;
+
+    /// An IPv4 TCP segment from `from` to `to` with sequence number `seq`.
+    fn segment(from: ([u8; 4], u16), to: ([u8; 4], u16), seq: u32, payload: &[u8]) -> Vec<u8> {
+        let total = (20 + 20 + payload.len()) as u16;
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend(from.0);
+        p.extend(to.0);
+        p.extend(from.1.to_be_bytes());
+        p.extend(to.1.to_be_bytes());
+        p.extend(seq.to_be_bytes());
+        p.extend([0, 0, 0, 0, 5 << 4, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn request(seq: u32, path: &str) -> Vec<u8> {
+        segment(CLIENT, SERVER, seq, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    }
+
+    fn response(seq: u32, code: u16) -> Vec<u8> {
+        segment(SERVER, CLIENT, seq, format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
+    }
+
+    fn listening() -> Vec<(u64, u16)> {
+        vec![(NS, SERVER.1)]
+    }
+
+    /// The bins as (code, index, count).
+    fn bins(f: &HttpFlows) -> Vec<(u16, i16, u32)> {
+        f.slots.iter().flat_map(|s| s.bins.iter().map(|b| (b.code, b.index, b.count))).collect()
+    }
+
+    fn ix(secs: f64) -> i16 {
+        ddsketch::index(secs).unwrap()
+    }
+
+    #[test]
+    fn keep_alive_responses_are_timed_from_their_request() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        f.on_packet(NS, 1000 * MS, &request(1, "/a"), &l);
+        f.on_packet(NS, 1020 * MS, &response(1, 200), &l);
+        let req2 = 1 + request(1, "/a").len() as u32 - 40;
+        let resp2 = 1 + response(1, 200).len() as u32 - 40;
+        f.on_packet(NS, 1500 * MS, &request(req2, "/b"), &l);
+        f.on_packet(NS, 1505 * MS, &response(resp2, 404), &l);
+        assert_eq!(bins(&f), vec![(200, ix(0.020), 1), (404, ix(0.005), 1)]);
+        assert_eq!((f.stats.responses, f.stats.heads, f.stats.flows), (2, 4, 1));
+    }
+
+    #[test]
+    fn pipelined_requests_pair_with_their_own_responses() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        let three = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n";
+        f.on_packet(NS, 1000 * MS, &segment(CLIENT, SERVER, 1, three), &l);
+        let mut seq = 1;
+        for (k, code) in [200u16, 503, 200].into_iter().enumerate() {
+            let r = response(seq, code);
+            seq += r.len() as u32 - 40;
+            f.on_packet(NS, (1010 + 10 * k as u64) * MS, &r, &l);
+        }
+        // The 10, 20 and 30 ms of each response since the one segment that carried all three.
+        let mut want = vec![(200, ix(0.010), 1), (200, ix(0.030), 1), (503, ix(0.020), 1)];
+        want.sort_unstable();
+        assert_eq!(bins(&f), want);
+    }
+
+    #[test]
+    fn retransmitted_or_twice_seen_heads_count_once() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        f.on_packet(NS, 1000 * MS, &request(1, "/a"), &l);
+        f.on_packet(NS, 1001 * MS, &request(1, "/a"), &l);
+        f.on_packet(NS, 1020 * MS, &response(1, 200), &l);
+        f.on_packet(NS, 1220 * MS, &response(1, 200), &l);
+        assert_eq!(bins(&f), vec![(200, ix(0.020), 1)]);
+        assert_eq!(f.stats.duplicates, 2);
+    }
+
+    #[test]
+    fn an_interim_response_does_not_consume_its_request_and_no_request_means_zero() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        // A response before any request was seen (capture started mid-exchange): 0, as upstream.
+        f.on_packet(NS, 900 * MS, &response(1, 200), &l);
+        f.on_packet(NS, 1000 * MS, &request(1, "/upload"), &l);
+        let r1 = response(1, 200).len() as u32 - 40;
+        f.on_packet(NS, 1002 * MS, &segment(SERVER, CLIENT, 1 + r1, b"HTTP/1.1 100 Continue\r\n\r\n"), &l);
+        f.on_packet(NS, 1050 * MS, &response(1 + r1 + 25, 201), &l);
+        assert_eq!(bins(&f), vec![(100, ix(0.002), 1), (200, ddsketch::ZERO, 1), (201, ix(0.050), 1)]);
+    }
+
+    #[test]
+    fn only_listening_ports_get_flows_and_the_table_is_capped() {
+        let mut f = HttpFlows::new(2);
+        f.on_packet(NS, MS, &request(1, "/"), &[]);
+        f.on_packet(NS, MS, &request(1, "/"), &[(NS + 1, SERVER.1)]);
+        assert_eq!(f.stats.flows, 0, "not listening in that namespace: a relayed packet");
+        let l = listening();
+        for port in 0..3u16 {
+            f.on_packet(NS, MS, &segment(([10, 0, 0, 9], 1000 + port), SERVER, 1, b"GET / HTTP/1.1\r\n\r\n"), &l);
+        }
+        assert_eq!((f.stats.flows, f.stats.flows_over_limit), (2, 1));
+    }
+
+    #[test]
+    fn a_mysql_greeting_labels_the_server_socket() {
+        let mut f = HttpFlows::new(10);
+        let mut greeting = vec![0x0a];
+        greeting.extend_from_slice(b"8.0.36\0");
+        greeting.extend([0u8; 40]);
+        let mut payload = (greeting.len() as u32).to_le_bytes()[..3].to_vec();
+        payload.push(0);
+        payload.extend(greeting);
+        f.on_packet(NS, MS, &segment(SERVER, CLIENT, 1, &payload), &listening());
+        assert_eq!(f.slots[0].protocol, Some(Protocol::Mysql));
+        assert!(bins(&f).is_empty());
+    }
+
+    fn conn(local: ([u8; 4], u16), remote: ([u8; 4], u16), mapped: bool) -> Conn {
+        let addr = |a: [u8; 4]| {
+            let mut b = [0u8; 16];
+            if mapped {
+                b[10] = 0xff;
+                b[11] = 0xff;
+                b[12..].copy_from_slice(&a);
+            } else {
+                b[..4].copy_from_slice(&a);
+            }
+            b
+        };
+        Conn {
+            ns: NS,
+            cookie: 1,
+            family: if mapped { 10 } else { 2 },
+            state: 1,
+            local: addr(local.0),
+            lport: local.1,
+            remote: addr(remote.0),
+            rport: remote.1,
+            inode: 1,
+            uid: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            total_retrans: 0,
+            rtt_us: 0,
+            rttvar_us: 0,
+            deltas: None,
+            first_seen_mono: 0.0,
+        }
+    }
+
+    #[test]
+    fn figures_go_to_the_reported_server_socket_once_and_gone_sockets_are_forgotten() {
+        let l = listening();
+        for mapped in [false, true] {
+            let mut f = HttpFlows::new(10);
+            f.on_packet(NS, 1000 * MS, &request(1, "/a"), &l);
+            f.on_packet(NS, 1020 * MS, &response(1, 200), &l);
+            let mut t = ConnTable::new(10);
+            // The client socket (index 0) and the server socket (index 1), both reported.
+            t.conns.push(conn(CLIENT, SERVER, mapped));
+            t.conns.push(conn(SERVER, CLIENT, mapped));
+            f.attribute(&t, [0u32, 1].into_iter());
+            assert!(f.for_conn(0).is_none(), "the client socket gets nothing");
+            let (p, b) = f.for_conn(1).expect("the server socket carries the figures");
+            assert_eq!((p, b.len(), b[0].count), (Protocol::Http, 1, 1));
+            f.end_interval();
+            assert_eq!(f.stats.responses_unreported, 0);
+            // Next interval: the same socket, no traffic: the label stays, no figures.
+            f.attribute(&t, [1u32].into_iter());
+            assert_eq!(f.for_conn(1).map(|(p, b)| (p, b.len())), Some((Protocol::Http, 0)));
+            f.end_interval();
+            // Traffic, but the connection is not reported: counted as dropped.
+            f.on_packet(NS, 2000 * MS, &request(100, "/a"), &l);
+            f.on_packet(NS, 2020 * MS, &response(100, 200), &l);
+            f.attribute(&t, std::iter::empty());
+            f.end_interval();
+            assert_eq!(f.stats.responses_unreported, 1);
+            assert_eq!(f.stats.flows, 1);
+            // The socket is gone from the table: the flow goes, its slot is reused.
+            f.attribute(&ConnTable::new(10), std::iter::empty());
+            f.end_interval();
+            assert_eq!((f.stats.flows, f.free.len(), f.bins_total), (0, 1, 0));
+        }
+    }
+
+    #[test]
+    fn bins_are_bounded_and_counts_stay_exact() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        let (mut req, mut resp) = (1u32, 1u32);
+        // 1,500 distinct response times (1 ms apart from 1 ms to 1.5 s): more bins than allowed?
+        // α = 1 % bins cover 2 % each, so they need ~370 bins; spread the codes to pass 1,024.
+        let mut t = 1_000 * MS;
+        for k in 0..1500u64 {
+            let r = request(req, "/");
+            req += r.len() as u32 - 40;
+            f.on_packet(NS, t, &r, &l);
+            let code = 200 + (k % 4) as u16;
+            let s = response(resp, code);
+            resp += s.len() as u32 - 40;
+            t += (k + 1) * MS;
+            f.on_packet(NS, t, &s, &l);
+        }
+        let b = &f.slots[0].bins;
+        assert!(b.len() <= MAX_BINS_PER_FLOW);
+        assert_eq!(b.iter().map(|b| u64::from(b.count)).sum::<u64>(), 1500);
+        assert!(f.stats.values_folded > 0);
+        assert!(b.windows(2).all(|w| (w[0].code, w[0].index) < (w[1].code, w[1].index)), "sorted, unique");
+    }
+
+    #[test]
+    fn the_fuzz_driver_holds_its_bounds_on_real_shapes() {
+        let mut data = request(1, "/a");
+        data.push(0xfe);
+        data.extend(response(1, 200));
+        fuzz_packets(&data);
+        fuzz_packets(&[]);
+        fuzz_packets(&[0xfe; 10]);
+    }
+}

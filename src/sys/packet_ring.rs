@@ -1,0 +1,299 @@
+//! A packet socket with a memory-mapped receive ring: `AF_PACKET`, `SOCK_DGRAM` (frames start at
+//! the network header whatever the link type), every protocol and interface of the network
+//! namespace it is created in, a classic BPF filter so the kernel copies only the packets that
+//! matter, and a `TPACKET_V3` ring so those reach the agent in blocks, timestamped by the
+//! kernel, without a system call or a copy per packet.
+//!
+//! The kernel hands a block over when it is full or when its retire timer fires
+//! ([`RETIRE_MS`]) and then signals the socket readable: one wake-up per block, not per packet.
+//! Reading a block is reading shared memory the kernel does not touch until the block's status
+//! word is given back, which is the contract of `Documentation/networking/packet_mmap.rst`.
+//!
+//! The `unsafe` here is the `setsockopt`/`getsockopt`/`bind` calls with their C structures, and
+//! the mapping itself (created, read and unmapped only by this type).
+#![allow(unsafe_code)]
+
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// One classic BPF instruction (`struct sock_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// Bytes per ring block (a multiple of the page size), and blocks per ring: 128 KiB a namespace.
+/// A block of `snap`-sized frames holds about 100 packet heads; four let the loop be away for a
+/// few blocks' worth (a connections check) before the kernel has to drop.
+pub const BLOCK_SIZE: u32 = 32 * 1024;
+pub const BLOCKS: u32 = 4;
+/// A partly filled block is handed over after this long: the latest a packet reaches the agent.
+pub const RETIRE_MS: u32 = 50;
+
+const ETH_P_ALL: u16 = 0x0003;
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_VERSION: libc::c_int = 10;
+const TPACKET_V3: libc::c_int = 2;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+/// Offsets in `struct tpacket_block_desc` (version, offset_to_priv, then `tpacket_hdr_v1`).
+const BLOCK_STATUS: usize = 8;
+const BLOCK_NUM_PKTS: usize = 12;
+const BLOCK_FIRST_PKT: usize = 16;
+/// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where the frame's `sockaddr_ll` starts.
+const SLL_OFFSET: usize = 48;
+
+/// One captured packet: kernel timestamp, `sll_pkttype`, and its bytes from the network header
+/// (cut at the filter's snap length).
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub ts_ns: u64,
+    pub pkttype: u8,
+    pub data: &'a [u8],
+}
+
+#[repr(C)]
+struct TpacketReq3 {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+    retire_blk_tov: u32,
+    sizeof_priv: u32,
+    feature_req_word: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TpacketStatsV3 {
+    packets: u32,
+    drops: u32,
+    freeze_q_cnt: u32,
+}
+
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const SockFilter,
+}
+
+pub struct PacketRing {
+    fd: OwnedFd,
+    map: *mut u8,
+    len: usize,
+    /// The block to look at next (the kernel fills them in order).
+    next: usize,
+}
+
+impl PacketRing {
+    /// A capture socket in the calling thread's current network namespace, filtered by
+    /// `filter` (whose accept value is the snap length). Needs `CAP_NET_RAW`.
+    pub fn open(filter: &[SockFilter]) -> io::Result<PacketRing> {
+        // Protocol 0: no packet is queued before the filter and the ring are in place; `bind`
+        // below turns capture on.
+        // SAFETY: plain socket(2); the descriptor is owned at once.
+        let raw = unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let prog = SockFprog {
+            len: u16::try_from(filter.len()).map_err(|_| io::Error::other("BPF program too long"))?,
+            filter: filter.as_ptr(),
+        };
+        // SAFETY: the kernel copies the program during the call; `prog` and `filter` outlive it.
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
+        setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
+        let req = TpacketReq3 {
+            block_size: BLOCK_SIZE,
+            block_nr: BLOCKS,
+            // Only used for the kernel's consistency check in V3 (frames are packed per block).
+            frame_size: 2048,
+            frame_nr: BLOCK_SIZE / 2048 * BLOCKS,
+            retire_blk_tov: RETIRE_MS,
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        setsockopt(&fd, SOL_PACKET, PACKET_RX_RING, &req)?;
+        let len = (BLOCK_SIZE * BLOCKS) as usize;
+        // SAFETY: maps the ring the kernel just allocated for this socket; checked below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ring = PacketRing { fd, map: map.cast(), len, next: 0 };
+        // SAFETY: a zeroed sockaddr_ll is valid; family, protocol (network order) and ifindex 0
+        // (every interface) are what bind needs.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        // SAFETY: bind(2) with a correctly sized sockaddr_ll.
+        let r = unsafe {
+            libc::bind(
+                ring.fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ring)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Hands every packet of every block the kernel has released to `on_frame`, in order, and
+    /// gives the blocks back. Returns the number of packets.
+    pub fn drain(&mut self, mut on_frame: impl FnMut(Frame<'_>)) -> usize {
+        let blocks = BLOCKS as usize;
+        let mut n = 0;
+        for _ in 0..blocks {
+            let block = self.next;
+            let status = self.status(block);
+            if status.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: the block is ours until its status is set back to TP_STATUS_KERNEL below;
+            // the kernel writes no byte of it meanwhile. Its bounds are inside the mapping.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(self.map.add(block * BLOCK_SIZE as usize), BLOCK_SIZE as usize) };
+            n += frames(bytes, &mut on_frame);
+            status.store(TP_STATUS_KERNEL, Ordering::Release);
+            self.next = (block + 1) % blocks;
+        }
+        n
+    }
+
+    /// Packets the filter accepted and packets the kernel dropped (ring full) since the last
+    /// call (reading the counters resets them).
+    pub fn take_stats(&self) -> (u64, u64) {
+        let mut s = TpacketStatsV3::default();
+        let mut len = std::mem::size_of::<TpacketStatsV3>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) into a correctly sized tpacket_stats_v3.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut s as *mut TpacketStatsV3).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return (0, 0);
+        }
+        (u64::from(s.packets), u64::from(s.drops))
+    }
+
+    fn status(&self, block: usize) -> &AtomicU32 {
+        // SAFETY: every block starts page-aligned inside the mapping, so its status word is
+        // aligned and in bounds; the kernel and this process share it atomically.
+        unsafe { AtomicU32::from_ptr(self.map.add(block * BLOCK_SIZE as usize + BLOCK_STATUS).cast()) }
+    }
+}
+
+impl Drop for PacketRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`, unmapped once.
+        unsafe {
+            libc::munmap(self.map.cast(), self.len);
+        }
+    }
+}
+
+/// The packets of one released block (`struct tpacket_block_desc` then `tpacket3_hdr` frames),
+/// every offset checked against the block.
+fn frames(block: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) -> usize {
+    let u32_at = |b: &[u8], at: usize| b.get(at..at + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]));
+    let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]));
+    let count = u32_at(block, BLOCK_NUM_PKTS);
+    let mut at = u32_at(block, BLOCK_FIRST_PKT) as usize;
+    let mut n = 0;
+    for _ in 0..count {
+        let Some(h) = block.get(at..) else { break };
+        let next = u32_at(h, 0) as usize;
+        let (sec, nsec, snaplen, mac) = (u32_at(h, 4), u32_at(h, 8), u32_at(h, 12) as usize, u16_at(h, 24) as usize);
+        let pkttype = h.get(SLL_OFFSET + 10).copied().unwrap_or(0);
+        if let Some(data) = h.get(mac..mac.saturating_add(snaplen)) {
+            on_frame(Frame { ts_ns: u64::from(sec) * 1_000_000_000 + u64::from(nsec), pkttype, data });
+            n += 1;
+        }
+        if next == 0 {
+            break;
+        }
+        at = at.saturating_add(next);
+    }
+    n
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live, correctly sized option structure for (level, name).
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block as the kernel lays it out, with two frames, one of them cut short.
+    #[test]
+    fn frames_are_read_with_bounds_checked() {
+        let mut block = vec![0u8; 1024];
+        block[BLOCK_NUM_PKTS..BLOCK_NUM_PKTS + 4].copy_from_slice(&3u32.to_ne_bytes());
+        block[BLOCK_FIRST_PKT..BLOCK_FIRST_PKT + 4].copy_from_slice(&64u32.to_ne_bytes());
+        let frame = |b: &mut [u8], at: usize, next: u32, sec: u32, snap: u32, mac: u16, pkttype: u8| {
+            b[at..at + 4].copy_from_slice(&next.to_ne_bytes());
+            b[at + 4..at + 8].copy_from_slice(&sec.to_ne_bytes());
+            b[at + 8..at + 12].copy_from_slice(&7u32.to_ne_bytes());
+            b[at + 12..at + 16].copy_from_slice(&snap.to_ne_bytes());
+            b[at + 24..at + 26].copy_from_slice(&mac.to_ne_bytes());
+            b[at + SLL_OFFSET + 10] = pkttype;
+            b[at + mac as usize..at + mac as usize + snap as usize].fill(0xab);
+        };
+        frame(&mut block, 64, 160, 2, 20, 80, 4);
+        frame(&mut block, 224, 160, 3, 10, 80, 0);
+        // The third claims bytes past the block's end: skipped, not read.
+        frame(&mut block, 384, 0, 4, 10, 80, 0);
+        block[384 + 12..384 + 16].copy_from_slice(&5000u32.to_ne_bytes());
+        let mut seen = Vec::new();
+        let n = frames(&block, &mut |f: Frame<'_>| seen.push((f.ts_ns, f.pkttype, f.data.len())));
+        assert_eq!(n, 2);
+        assert_eq!(seen, vec![(2_000_000_007, 4, 20), (3_000_000_007, 0, 10)]);
+        assert!(frames(&[0u8; 8], &mut |_: Frame<'_>| panic!("no frame in a short block")) == 0);
+    }
+}
