@@ -278,6 +278,10 @@ impl Daemon {
         });
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// SIGTERM, then the exit (the agent flushes what is pending first).
     fn stop(&mut self) -> Vec<Msg> {
         let child = self.child.take().unwrap();
@@ -669,6 +673,22 @@ fn compare(v: &mut Verdict, label: &str, h: Option<&Http>, client: &ClientConn, 
     }
 }
 
+/// Packet sockets (`ss -0p`) `pid` holds in the host's namespace or in `netns`.
+fn packet_sockets(netns: Option<&str>, pid: u32) -> usize {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "ss"]);
+            c
+        }
+        None => Command::new("ss"),
+    };
+    let out = cmd.args(["-0", "-p"]).output().expect("ss");
+    assert!(out.status.success(), "ss -0p: {}", String::from_utf8_lossy(&out.stderr));
+    let tag = format!("pid={pid},");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&tag)).count()
+}
+
 fn keepalive(paths: Vec<String>) -> serde_json::Value {
     serde_json::json!({"kind": "keepalive", "paths": paths})
 }
@@ -704,23 +724,27 @@ fn request_rates_and_response_times_match_the_clients() {
     let far = Server::start(Some(&ns.name), &ns.ns_ip);
     let near = Server::start(None, "127.0.0.1");
     let sleep = |ms: u32, n: usize| keepalive(vec![format!("/sleep?ms={ms}"); n]);
-    // Across the veth pair: two keep-alive mixes (different, so a swap shows), pipelined batches,
-    // and a 20 ms server.
-    let far_plan = serde_json::json!([
-        keepalive(mix(110, &[("/ok", 6), ("/missing", 3), ("/busy", 2)])),
-        keepalive(mix(50, &[("/ok", 5), ("/busy", 3), ("/missing", 2)])),
-        pipeline(10, &["/ok", "/missing", "/busy", "/ok", "/ok"]),
-        sleep(20, 40),
-    ]);
+    // (label, connection, whether its response times are compared). Across the veth pair: two
+    // keep-alive mixes (different, so a swap shows), pipelined batches, a 20 ms server, and
+    // pipelined batches of three 20 ms requests (answered at about 20, 40 and 60 ms after the
+    // batch was sent: each response must pair with its own request).
+    let far_plan = [
+        ("veth keep-alive 200/404/503 mix A", keepalive(mix(110, &[("/ok", 6), ("/missing", 3), ("/busy", 2)])), false),
+        ("veth keep-alive mix B", keepalive(mix(50, &[("/ok", 5), ("/busy", 3), ("/missing", 2)])), false),
+        ("veth pipelined x5", pipeline(10, &["/ok", "/missing", "/busy", "/ok", "/ok"]), false),
+        ("veth /sleep?ms=20", sleep(20, 40), true),
+        ("veth pipelined /sleep?ms=20 x3", pipeline(6, &["/sleep?ms=20"; 3]), true),
+    ];
     // On loopback (each packet passes the capture twice there: out and in).
-    let near_plan = serde_json::json!([
-        keepalive(mix(80, &[("/ok", 2), ("/missing", 1), ("/busy", 1)])),
-        pipeline(8, &["/busy", "/ok", "/missing", "/ok"]),
-        sleep(20, 40),
-        sleep(50, 40),
-    ]);
-    let mut far_client = Client::start(&ns.ns_ip, far.port, far_plan);
-    let mut near_client = Client::start("127.0.0.1", near.port, near_plan);
+    let near_plan = [
+        ("loopback keep-alive mix", keepalive(mix(80, &[("/ok", 2), ("/missing", 1), ("/busy", 1)])), false),
+        ("loopback pipelined x4", pipeline(8, &["/busy", "/ok", "/missing", "/ok"]), false),
+        ("loopback /sleep?ms=20", sleep(20, 40), true),
+        ("loopback /sleep?ms=50", sleep(50, 40), true),
+    ];
+    let conns = |plan: &[(&str, serde_json::Value, bool)]| plan.iter().map(|p| p.1.clone()).collect::<Vec<_>>();
+    let mut far_client = Client::start(&ns.ns_ip, far.port, serde_json::json!(conns(&far_plan)));
+    let mut near_client = Client::start("127.0.0.1", near.port, serde_json::json!(conns(&near_plan)));
 
     let mut agent = Daemon::start(&[]);
     // The server ends must be known to the agent before the load: reported at least once.
@@ -744,6 +768,9 @@ fn request_rates_and_response_times_match_the_clients() {
     let far_seen = far_client.results();
     let near_seen = near_client.results();
     let load = t.elapsed();
+    // The capture: a packet socket of the agent's in the host's namespace and in the server's.
+    let agent_pid = agent.pid();
+    let sockets = (packet_sockets(None, agent_pid), packet_sockets(Some(&ns.name), agent_pid));
     // Two more checks: the one during which the load ended, and one after it.
     agent.wait_checks(2);
     let msgs = agent.stop();
@@ -756,15 +783,14 @@ fn request_rates_and_response_times_match_the_clients() {
     v.figures.push(format!("load took {load:?}; {} connections messages", msgs.len()));
     v.check(early.is_empty(), format!("HTTP metrics before any request on {early:?}"));
     let by_server = collect(&msgs, |c| c.pid == far.pid as i32 || c.pid == near.pid as i32);
-    let labels_far =
-        ["veth keep-alive 200/404/503 mix A", "veth keep-alive mix B", "veth pipelined x5", "veth /sleep?ms=20"];
-    let labels_near =
-        ["loopback keep-alive mix", "loopback pipelined x4", "loopback /sleep?ms=20", "loopback /sleep?ms=50"];
-    for (i, c) in far_seen.iter().enumerate() {
-        compare(&mut v, labels_far[i], by_server.get(&server_key(&far, c.port)), c, i == 3);
+    v.figures
+        .push(format!("agent packet sockets: {} in the host's namespace, {} in the server's", sockets.0, sockets.1));
+    v.check(sockets.0 >= 1 && sockets.1 >= 1, format!("packet sockets (host, server namespace): {sockets:?}"));
+    for ((label, _, latency), c) in far_plan.iter().zip(&far_seen) {
+        compare(&mut v, label, by_server.get(&server_key(&far, c.port)), c, *latency);
     }
-    for (i, c) in near_seen.iter().enumerate() {
-        compare(&mut v, labels_near[i], by_server.get(&server_key(&near, c.port)), c, i >= 2);
+    for ((label, _, latency), c) in near_plan.iter().zip(&near_seen) {
+        compare(&mut v, label, by_server.get(&server_key(&near, c.port)), c, *latency);
     }
     // The client ends of the same connections read the responses: no HTTP metrics on them.
     let clients = collect(&msgs, |c| c.pid == far_client_pid as i32 || c.pid == near_client_pid as i32);
@@ -802,6 +828,7 @@ fn protocol_inspection_off_sends_no_http_metrics() {
         servers.iter().all(|k| seen.contains(k))
     });
     let reported_before = agent.messages().len();
+    let sockets = packet_sockets(None, agent.pid());
     client.go();
     let seen = client.results();
     agent.wait_checks(2);
@@ -815,6 +842,7 @@ fn protocol_inspection_off_sends_no_http_metrics() {
     for k in &servers {
         v.check(after.iter().any(|c| key(c) == *k), format!("server connection {k:?} not reported after the load"));
     }
+    v.check(sockets == 0, format!("inspection off, yet the agent holds {sockets} packet sockets"));
     let labelled: Vec<String> = msgs
         .iter()
         .flat_map(|m| &m.conns)

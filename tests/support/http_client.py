@@ -11,7 +11,8 @@
 # "latency_ms": [...]}]}; wait for a line (or EOF) on stdin; close everything and exit.
 #
 # A keep-alive request's latency is time.perf_counter() from just before the request is sent to
-# just after the whole response (head and body) was read.
+# just after the whole response (head and body) was read; a pipelined request's, from just before
+# its batch was sent to just after its own response was read.
 import http.client, json, socket, sys, time
 
 plan = json.loads(sys.argv[1])
@@ -76,9 +77,12 @@ for c, h, p in conns:
     else:
         buf = b""
         for batch in c["batches"]:
+            t0 = time.perf_counter()
             h.sendall(b"".join(request_bytes(path) for path in batch))
             for _ in batch:
                 status, buf = read_response(h, buf)
+                # From the batch's send: what each pipelined request waited for its response.
+                lat.append((time.perf_counter() - t0) * 1000.0)
                 codes[str(status)] = codes.get(str(status), 0) + 1
         assert buf == b"", "bytes after the last response"
     results.append({"port": p, "codes": codes, "latency_ms": lat})
