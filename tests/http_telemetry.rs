@@ -703,6 +703,11 @@ fn pipeline(batches: usize, batch: &[&str]) -> serde_json::Value {
     serde_json::json!({"kind": "pipeline", "batches": vec![batch; batches]})
 }
 
+/// Pipelined batches whose requests leave `gap_ms` apart, each in its own segment.
+fn staggered(batches: usize, batch: &[&str], gap_ms: u32) -> serde_json::Value {
+    serde_json::json!({"kind": "pipeline", "batches": vec![batch; batches], "gap_ms": gap_ms})
+}
+
 /// The server side of each client connection, and the client side, as the agent reports them.
 fn server_key(server: &Server, client_port: u16) -> (i32, i32, i32) {
     (server.pid as i32, i32::from(server.port), i32::from(client_port))
@@ -741,6 +746,10 @@ fn request_rates_and_response_times_match_the_clients() {
         ("loopback pipelined x4", pipeline(8, &["/busy", "/ok", "/missing", "/ok"]), false),
         ("loopback /sleep?ms=20", sleep(20, 40), true),
         ("loopback /sleep?ms=50", sleep(50, 40), true),
+        // A 60 ms request, and 20 ms later (its own segment) an immediate one queued behind it:
+        // answered 60 and about 40 ms after each was sent. Timing each response from the latest
+        // request instead of its own would make both about 40 ms.
+        ("loopback staggered pipeline 60 ms + 0 ms", staggered(6, &["/sleep?ms=60", "/sleep?ms=0"], 20), true),
     ];
     let conns = |plan: &[(&str, serde_json::Value, bool)]| plan.iter().map(|p| p.1.clone()).collect::<Vec<_>>();
     let mut far_client = Client::start(&ns.ns_ip, far.port, serde_json::json!(conns(&far_plan)));

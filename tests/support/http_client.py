@@ -5,6 +5,8 @@
 #   {"kind": "pipeline", "batches": [["/ok", "/busy"], ...]}   raw socket: each batch's requests
 #                                                              in one sendall, then the responses
 #                                                              read one by one
+#   the same with "gap_ms": G                                  each request of a batch sent on its
+#                                                              own, G ms after the previous one
 # Steps: connect every connection, print {"ports": [local port of each]}; wait for a line on
 # stdin; run the connections one after the other (one thread: a client thread waiting for the GIL
 # would add its wait to the latency it measures); print {"conns": [{"port", "codes": {code: n},
@@ -12,7 +14,7 @@
 #
 # A keep-alive request's latency is time.perf_counter() from just before the request is sent to
 # just after the whole response (head and body) was read; a pipelined request's, from just before
-# its batch was sent to just after its own response was read.
+# its own send (its batch's, when sent in one) to just after its own response was read.
 import http.client, json, socket, sys, time
 
 plan = json.loads(sys.argv[1])
@@ -76,12 +78,24 @@ for c, h, p in conns:
             lat.append((t1 - t0) * 1000.0)
     else:
         buf = b""
+        gap = c.get("gap_ms", 0) / 1000.0
         for batch in c["batches"]:
-            t0 = time.perf_counter()
-            h.sendall(b"".join(request_bytes(path) for path in batch))
-            for _ in batch:
+            if gap == 0:
+                t0 = time.perf_counter()
+                h.sendall(b"".join(request_bytes(path) for path in batch))
+                sent = [t0] * len(batch)
+            else:
+                # Staggered: each request in its own segment, `gap` after the previous one, all
+                # before the first response is read.
+                sent = []
+                for j, path in enumerate(batch):
+                    if j:
+                        time.sleep(gap)
+                    sent.append(time.perf_counter())
+                    h.sendall(request_bytes(path))
+            for t0 in sent:
                 status, buf = read_response(h, buf)
-                # From the batch's send: what each pipelined request waited for its response.
+                # From its own send: what each pipelined request waited for its response.
                 lat.append((time.perf_counter() - t0) * 1000.0)
                 codes[str(status)] = codes.get(str(status), 0) + 1
         assert buf == b"", "bytes after the last response"
