@@ -661,6 +661,13 @@ struct HttpFigures {
     sent: u64,
     counted: f64,
     hwm_kib: u64,
+    /// The agent's `/status` `http_capture` counters over the load (from its start until two
+    /// cycles after its end): packets read from the rings, packets the rings dropped, responses
+    /// of flows gone before a check reported them, and the capture path's own CPU time.
+    packets: u64,
+    ring_drops: u64,
+    responses_unreported: u64,
+    capture_us_per_request: f64,
 }
 
 impl HttpFigures {
@@ -707,6 +714,7 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
     let _ = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval);
     let idle = cycles(agent, s.cycles, interval);
     let rx0 = agent.rx.requests().len();
+    let capture0 = agent.status()["http_capture"].clone();
     load.start(s.http_per_s);
     let _ = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
     let (t0, sent0) = (Instant::now(), load.sent());
@@ -715,7 +723,8 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
     let sent = load.stop();
     let hwm_kib = agent.sample().hwm_kib;
     // Two more cycles carry the last requests' counts.
-    let _ = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval);
+    let capture1 = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval)["http_capture"].clone();
+    let delta = |k: &str| capture1[k].as_u64().unwrap_or(0).saturating_sub(capture0[k].as_u64().unwrap_or(0));
     let me = std::process::id() as i32;
     let mut counted = 0.0;
     for r in agent.rx.requests()[rx0..].iter().filter(|r| r.target.ends_with("/api/v1/connections")) {
@@ -766,6 +775,10 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
         sent,
         counted,
         hwm_kib,
+        packets: delta("packets"),
+        ring_drops: delta("ring_drops"),
+        responses_unreported: delta("responses_unreported"),
+        capture_us_per_request: if sent > 0 { delta("cpu_us") as f64 / sent as f64 } else { f64::INFINITY },
     }
 }
 
@@ -976,15 +989,19 @@ fn report(s: &Scenario, f: &Figures) {
     if let Some(h) = &f.http {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         println!(
-            "http: {:.0} requests/s on {HTTP_CONNECTIONS} loopback keep-alive connections; agent CPU per cycle {:.2} ms idle, {:.2} ms under the load: {:.3} µs per request (means: {:.3}); counted {} of {} requests ({:.2} % missed); allocations per cycle under the load: in the checks {}, whole agent {} (idle {}); peak RSS {:.1} MiB",
+            "http: {:.0} requests/s on {HTTP_CONNECTIONS} loopback keep-alive connections; agent CPU per cycle {:.2} ms idle, {:.2} ms under the load: {:.3} µs per request (means: {:.3}; the capture path's own clock: {:.3}); counted {} of {} requests ({:.2} % missed; {} packets read, {} dropped by the rings, {} responses unreported); allocations per cycle under the load: in the checks {}, whole agent {} (idle {}); peak RSS {:.1} MiB",
             h.requests_per_s,
             h.idle_ms,
             h.busy_ms,
             h.us_per_request,
             h.us_per_request_mean,
+            h.capture_us_per_request,
             h.counted,
             h.sent,
             h.missed_share() * 100.0,
+            h.packets,
+            h.ring_drops,
+            h.responses_unreported,
             opt(h.allocs_in_checks_per_cycle),
             opt(h.allocs_per_cycle),
             opt(h.allocs_per_cycle_idle),
@@ -1025,7 +1042,9 @@ fn http_json(h: &HttpFigures) -> serde_json::Value {
         "us_per_request": h.us_per_request, "us_per_request_mean": h.us_per_request_mean,
         "allocs_in_checks_per_cycle": h.allocs_in_checks_per_cycle, "allocs_per_cycle": h.allocs_per_cycle,
         "allocs_per_cycle_idle": h.allocs_per_cycle_idle, "sent": h.sent, "counted": h.counted,
-        "missed_share": h.missed_share(), "peak_rss_kib": h.hwm_kib,
+        "missed_share": h.missed_share(), "peak_rss_kib": h.hwm_kib, "packets": h.packets,
+        "ring_drops": h.ring_drops, "responses_unreported": h.responses_unreported,
+        "capture_us_per_request": h.capture_us_per_request,
     })
 }
 
@@ -1342,6 +1361,10 @@ fn self_test() {
             sent: 50_000,
             counted: 50_000.0,
             hwm_kib: 10 * 1024,
+            packets: 100_000,
+            ring_drops: 0,
+            responses_unreported: 0,
+            capture_us_per_request: 0.4,
         }),
         ..Figures::default()
     };

@@ -561,6 +561,9 @@ fn collect(msgs: &[Msg], mut pick: impl FnMut(&Conn) -> bool) -> BTreeMap<(i32, 
                     }
                 }
             }
+            for tag in sketches.keys().filter(|t| !rates.contains_key(*t)) {
+                h.faults.push(format!("a sketch for code {tag} without its rate"));
+            }
             for (tag, n) in rates {
                 *h.counts.entry(tag).or_default() += n;
             }

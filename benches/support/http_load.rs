@@ -28,6 +28,8 @@ fn kind(i: u64) -> usize {
 
 pub struct HttpLoad {
     pub server_port: u16,
+    /// Kept listening, as a real server does: the agent tracks a flow only on a listening port.
+    _listener: TcpListener,
     /// The client ends, until `start` takes them.
     clients: Vec<TcpStream>,
     sent: Arc<AtomicU64>,
@@ -51,6 +53,7 @@ impl HttpLoad {
         }
         HttpLoad {
             server_port,
+            _listener: listener,
             clients,
             sent: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
