@@ -6,7 +6,7 @@
 # Run as root; needs iproute2 and iperf3. The agent is the budget's build (bench profile, counting
 # allocations: the same binary `benches/budget.sh` runs), unless AGENT names another binary.
 #
-#   benches/http_cost.sh                     # 3 rounds of 5 s transfers
+#   benches/http_cost.sh                     # 8 rounds of 3 s transfers
 #   benches/http_cost.sh --rounds 5 --seconds 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
