@@ -25,9 +25,8 @@ fn tcp4(data: &[u8]) -> Option<(u16, u16, Vec<u8>)> {
 #[test]
 fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
     let filter = program();
-    let mut ring = PacketRing::open(&filter).unwrap_or_else(|e| {
-        panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)")
-    });
+    let mut ring = PacketRing::open(&filter)
+        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -244,13 +244,16 @@ fn decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
-    s.iter().try_fold(0u64, |n, &c| {
-        if c.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-        } else {
-            None
-        }
-    })
+    s.iter().try_fold(
+        0u64,
+        |n, &c| {
+            if c.is_ascii_digit() {
+                n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+            } else {
+                None
+            }
+        },
+    )
 }
 
 /// Protocol::HandshakeV10 after its 4-byte packet header: protocol 10, a non-empty printable
@@ -313,7 +316,8 @@ mod tests {
 
     #[test]
     fn pipelined_requests() {
-        let three = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+        let three =
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
         assert_eq!(whole(three), Heads::Requests(3));
         // A body (its length from the head) is skipped to the next head.
         let post = b"POST /api HTTP/1.1\r\ncontent-LENGTH:  5 \r\n\r\nhelloDELETE /x/1 HTTP/1.1\r\n\r\n";
@@ -339,13 +343,16 @@ mod tests {
     fn chunked_or_unframed_bodies_stop_the_count() {
         let chunked_req = b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
         assert_eq!(whole(chunked_req), Heads::Requests(1));
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
         assert_eq!(whole(chunked), responses(&[200]));
         // No length: the body runs to the close.
         let close = b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nHTTP/1.0 200 OK\r\n\r\n";
         assert_eq!(whole(close), responses(&[200]));
         // Two different lengths, a length that is not a number, one that overflows.
-        for bad in ["Content-Length: 2\r\nContent-Length: 3", "Content-Length: +2", "Content-Length: 99999999999999999999"] {
+        for bad in
+            ["Content-Length: 2\r\nContent-Length: 3", "Content-Length: +2", "Content-Length: 99999999999999999999"]
+        {
             let r = format!("HTTP/1.1 200 OK\r\n{bad}\r\n\r\nabHTTP/1.1 200 OK\r\n\r\n");
             assert_eq!(whole(r.as_bytes()), responses(&[200]), "{bad}");
         }
