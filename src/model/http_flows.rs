@@ -235,8 +235,10 @@ impl HttpFlows {
         let f = &mut self.slots[slot];
         let last_end = if server_sends { &mut f.response_end } else { &mut f.request_end };
         if let Some(last) = *last_end {
-            // Not past the last counted head segment: a retransmission or a second copy.
-            if (end.wrapping_sub(last) as i32) <= 0 {
+            // Not past the last counted head segment: a retransmission or a second copy. Far
+            // behind it (more than any window): a new connection on the same 4-tuple.
+            let ahead = end.wrapping_sub(last) as i32;
+            if ahead <= 0 && ahead > -(1 << 30) {
                 self.stats.duplicates += 1;
                 return;
             }
@@ -536,6 +538,20 @@ mod tests {
         f.on_packet(NS, 1220 * MS, &response(1, 200), &l);
         assert_eq!(bins(&f), vec![(200, ix(0.020), 1)]);
         assert_eq!(f.stats.duplicates, 2);
+    }
+
+    #[test]
+    fn a_new_connection_on_the_same_four_tuple_is_not_taken_for_a_retransmission() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        f.on_packet(NS, 1000 * MS, &request(3_000_000_000, "/a"), &l);
+        f.on_packet(NS, 1010 * MS, &response(3_000_000_000, 200), &l);
+        // The port is reused with initial sequence numbers 1.5 G below the old ones (behind them
+        // in sequence space, but farther than any window).
+        f.on_packet(NS, 2000 * MS, &request(1_500_000_000, "/b"), &l);
+        f.on_packet(NS, 2030 * MS, &response(1_500_000_000, 200), &l);
+        assert_eq!(bins(&f), vec![(200, ix(0.010), 1), (200, ix(0.030), 1)]);
+        assert_eq!(f.stats.duplicates, 0);
     }
 
     #[test]
