@@ -131,8 +131,9 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
     match &s.http {
         None => out.extend_from_slice(b"null"),
         Some((c, h)) => {
-            let fields: [(&str, u64); 14] = [
+            let fields: [(&str, u64); 15] = [
                 ("namespaces", u64::from(c.namespaces)),
+                ("ring_bytes", c.ring_bytes),
                 ("open_failures", c.open_failures),
                 ("packets", c.packets),
                 ("ring_drops", c.ring_drops),
