@@ -47,6 +47,15 @@ printf '127.0.0.1 localhost\n10.0.0.4 receiver.example receiver # comment\n' > c
 mkdir -p corpus/scrub
 printf ' 0123456789abcdef0123456789abcdefGET /i/?api_key=0123456789abcdef0123456789abcdef&x=1 {"apikey":"v"} sts-api-key: 0123456789ab' > corpus/scrub/seed
 cp ../tests/fixtures/netlink/debian12-6.18/*.bin corpus/inet_diag/
+mkdir -p corpus/packet corpus/http_head
+# Cooked captures (from the IP header): IPv4 10.0.0.5:8080 -> 10.0.0.9:51234 with TCP timestamps and an
+# HTTP response; IPv6 with hop-by-hop, destination options and a first fragment before TCP and a request.
+printf '\x45\x00\x00\x47\x1c\x46\x40\x00\x40\x06\x00\x00\x0a\x00\x00\x05\x0a\x00\x00\x09\x1f\x90\xc8\x22\x01\x02\x03\x04\x0a\x0b\x0c\x0d\x80\x18\x01\xf5\x00\x00\x00\x00\x01\x01\x08\x0a\x00\x00\x00\x01\x00\x00\x00\x02HTTP/1.1 200 OK\r\n\r\n' > corpus/packet/v4-response
+printf '\x60\x0a\xbc\xde\x00\x46\x00\x40\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x3c\x00\x01\x04\x00\x00\x00\x00\x2c\x01\x01\x0c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x06\x00\x00\x01\xca\xfe\xba\xbe\x00\x50\x9c\x40\xde\xad\xbe\xef\x00\x00\x00\x01\x50\x18\xff\xff\x00\x00\x00\x00GET / HTTP/1.1\r\n\r\n' > corpus/packet/v6-extensions
+# classify's input: 4 bytes of wire length (little-endian), then the captured payload.
+printf '\xff\x00\x00\x00GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET /c HTTP/1.1\r\n\r\n' > corpus/http_head/pipelined
+printf '\xff\x00\x00\x00HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 304 Not Modified\r\n\r\n' > corpus/http_head/responses
+printf '\x4e\x00\x00\x00\x4a\x00\x00\x00\x0a8.0.36\x00\x08\x00\x00\x00\x1f\x5c\x36\x0e\x3a\x12\x0b\x6f\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x4d\x21\x2e\x63\x54\x1d\x76\x30\x5a\x4e\x01\x2f\x00caching_sha2_password\x00' > corpus/http_head/mysql8-greeting
 printf '[{"Id":"3f5a2e1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f","Names":["/web"],"Image":"nginx:1.25","State":"running","Status":"Up (healthy)","Labels":{}}]' > corpus/metadata_json/list
 printf '{"State":{"StartedAt":"2023-11-14T22:15:00.000000001Z","Health":{"Status":"healthy"}}}' > corpus/metadata_json/inspect
 printf '2023-11-15T00:13:20+02:00' > corpus/metadata_json/time

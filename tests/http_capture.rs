@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use sts_agent::sys::http_filter::{program, SNAP};
 use sts_agent::sys::packet_ring::PacketRing;
 
+/// Both tests capture everything of this namespace: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `(source port, destination port, first payload bytes, captured length, timestamp)` of IPv4
 /// TCP frames, read independently of the agent's own parser.
 fn tcp4(data: &[u8]) -> Option<(u16, u16, Vec<u8>)> {
@@ -24,6 +27,7 @@ fn tcp4(data: &[u8]) -> Option<(u16, u16, Vec<u8>)> {
 
 #[test]
 fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let filter = program();
     let mut ring = PacketRing::open(&filter)
         .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
@@ -88,4 +92,45 @@ fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
     // (`packets` counts every accepted packet of the namespace, other tests' traffic included.)
     assert!(packets < 200, "{packets} packets passed the filter");
     assert_eq!(drops, 0);
+}
+
+#[test]
+fn a_ring_that_overflowed_grows_and_keeps_capturing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use sts_agent::sys::packet_ring::{BLOCKS_FIRST, BLOCK_SIZE};
+    let mut ring = PacketRing::open(&program())
+        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
+    assert_eq!(ring.bytes(), (BLOCK_SIZE * BLOCKS_FIRST) as usize);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_nodelay(true).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let head = b"GET /burst HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; head.len()];
+    // A burst of 2,000 heads, one segment each, and nobody reading the ring: more than it holds.
+    let burst = |client: &mut TcpStream, server: &mut TcpStream, buf: &mut [u8], n: usize| {
+        for _ in 0..n {
+            client.write_all(head).unwrap();
+            server.read_exact(buf).unwrap();
+        }
+    };
+    burst(&mut client, &mut server, &mut buf, 2000);
+    std::thread::sleep(Duration::from_millis(150));
+    let (_, drops) = ring.take_stats();
+    assert!(drops > 0, "2,000 heads fit a {} KiB ring?", ring.bytes() / 1024);
+    assert!(ring.grow().unwrap());
+    assert_eq!(ring.bytes(), (BLOCK_SIZE * BLOCKS_FIRST * 2) as usize);
+    // The larger ring captures: a burst it can hold arrives whole.
+    let _ = ring.take_stats();
+    burst(&mut client, &mut server, &mut buf, 300);
+    std::thread::sleep(Duration::from_millis(150));
+    let mut mine = 0;
+    ring.drain(|f| {
+        if tcp4(f.data).is_some_and(|(_, dport, p)| dport == port && p.starts_with(b"GET /burst")) {
+            mine += 1;
+        }
+    });
+    assert_eq!(mine, 300);
+    assert_eq!(ring.take_stats().1, 0);
 }

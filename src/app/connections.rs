@@ -140,7 +140,17 @@ impl ConnectionsCheck {
             } else {
                 self.proto.clear();
                 let http = self.http.as_ref();
-                collector_connections(&mut self.proto, host, &self.table, part, g, n, interval_ms, http, &mut self.scratch);
+                collector_connections(
+                    &mut self.proto,
+                    host,
+                    &self.table,
+                    part,
+                    g,
+                    n,
+                    interval_ms,
+                    http,
+                    &mut self.scratch,
+                );
                 if !frame(msg, TYPE_COLLECTOR_CONNECTIONS, unix_ms, &self.proto, &mut self.zstd) {
                     continue;
                 }
@@ -185,7 +195,10 @@ impl ConnectionsCheck {
         } else if self.table.over_limit > 0 {
             ("DEVIATING", "more connections than STS_NETWORK_TRACER_MAX_CONNECTIONS; some were not tracked")
         } else if http.0.open_failures > 0 {
-            ("DEVIATING", "no HTTP capture in some network namespaces (a packet socket needs CAP_NET_RAW); see the agent log")
+            (
+                "DEVIATING",
+                "no HTTP capture in some network namespaces (a packet socket needs CAP_NET_RAW); see the agent log",
+            )
         } else {
             ("CLEAR", "")
         };

@@ -131,8 +131,9 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
     match &s.http {
         None => out.extend_from_slice(b"null"),
         Some((c, h)) => {
-            let fields: [(&str, u64); 13] = [
+            let fields: [(&str, u64); 15] = [
                 ("namespaces", u64::from(c.namespaces)),
+                ("ring_bytes", c.ring_bytes),
                 ("open_failures", c.open_failures),
                 ("packets", c.packets),
                 ("ring_drops", c.ring_drops),
@@ -142,6 +143,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
                 ("responses", h.responses),
                 ("responses_unreported", h.responses_unreported),
                 ("values_folded", h.values_folded),
+                ("values_dropped", h.values_dropped),
                 ("flows", h.flows),
                 ("flows_over_limit", h.flows_over_limit),
                 ("cpu_us", c.cpu_ns / 1000),

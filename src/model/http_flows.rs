@@ -161,6 +161,9 @@ pub struct HttpStats {
     pub flows_over_limit: u64,
     /// Response times folded into a neighbouring bin because of the bin bounds.
     pub values_folded: u64,
+    /// Response times lost to the bin bounds (every code of a full flow down to one bin, or all
+    /// flows' bins at their global bound).
+    pub values_dropped: u64,
     /// Responses of an interval whose connection was not reported (closed before the check,
     /// owner not reported, still priming), dropped at the check.
     pub responses_unreported: u64,
@@ -232,8 +235,10 @@ impl HttpFlows {
         let f = &mut self.slots[slot];
         let last_end = if server_sends { &mut f.response_end } else { &mut f.request_end };
         if let Some(last) = *last_end {
-            // Not past the last counted head segment: a retransmission or a second copy.
-            if (end.wrapping_sub(last) as i32) <= 0 {
+            // Not past the last counted head segment: a retransmission or a second copy. Far
+            // behind it (more than any window): a new connection on the same 4-tuple.
+            let ahead = end.wrapping_sub(last) as i32;
+            if ahead <= 0 && ahead > -(1 << 30) {
                 self.stats.duplicates += 1;
                 return;
             }
@@ -307,30 +312,46 @@ impl HttpFlows {
         let Some(index) = ddsketch::index(secs) else { return };
         let full = self.bins_total >= MAX_BINS_TOTAL;
         let bins = &mut self.slots[slot].bins;
-        let at = bins.partition_point(|b| (b.code, b.index) < (code, index));
-        let target = if bins.get(at).is_some_and(|b| b.code == code && b.index == index) {
+        let mut at = bins.partition_point(|b| (b.code, b.index) < (code, index));
+        let exists = bins.get(at).is_some_and(|b| b.code == code && b.index == index);
+        let has_code = exists
+            || at.checked_sub(1).is_some_and(|i| bins[i].code == code)
+            || bins.get(at).is_some_and(|b| b.code == code);
+        let target = if exists {
             Some(at)
         } else if !full && bins.len() < MAX_BINS_PER_FLOW {
             bins.insert(at, Bin { code, index, count: 0 });
             self.bins_total += 1;
             Some(at)
-        } else {
-            // Bounded: into the nearest bin of the same code (the count stays exact). A code
-            // with no bin yet cannot get one: that response is lost, and counted.
+        } else if has_code {
+            // Bounded: into the nearest bin of the same code (the count stays exact).
             self.stats.values_folded += 1;
             let below = at.checked_sub(1).filter(|&i| bins[i].code == code);
             let above = Some(at).filter(|&i| bins.get(i).is_some_and(|b| b.code == code));
             match (below, above) {
                 (Some(b), Some(a)) => {
-                    let (db, da) = (i32::from(index) - i32::from(bins[b].index), i32::from(bins[a].index) - i32::from(index));
+                    let (db, da) =
+                        (i32::from(index) - i32::from(bins[b].index), i32::from(bins[a].index) - i32::from(index));
                     Some(if db <= da { b } else { a })
                 }
                 (b, a) => b.or(a),
             }
+        } else if collapse_lowest(bins) {
+            // A code with no bin yet (a first 5xx after many 2xx) always gets one: the code with
+            // the most bins gives up its lowest, merged into the next (DDSketch's own collapse).
+            self.stats.values_folded += 1;
+            at = bins.partition_point(|b| (b.code, b.index) < (code, index));
+            bins.insert(at, Bin { code, index, count: 0 });
+            Some(at)
+        } else {
+            None
         };
-        if let Some(i) = target {
-            bins[i].count = bins[i].count.saturating_add(1);
-            self.stats.responses += 1;
+        match target {
+            Some(i) => {
+                bins[i].count = bins[i].count.saturating_add(1);
+                self.stats.responses += 1;
+            }
+            None => self.stats.values_dropped += 1,
         }
     }
 
@@ -388,6 +409,26 @@ impl HttpFlows {
         self.reported.clear();
         self.stats.flows = self.index.len() as u64;
     }
+}
+
+/// Merges the lowest bin of the code with the most bins (at least two) into its next one;
+/// `false` when every code has one bin.
+fn collapse_lowest(bins: &mut Vec<Bin>) -> bool {
+    let (mut best, mut best_len, mut k) = (0usize, 0usize, 0usize);
+    while k < bins.len() {
+        let code = bins[k].code;
+        let len = bins[k..].iter().take_while(|b| b.code == code).count();
+        if len > best_len {
+            (best, best_len) = (k, len);
+        }
+        k += len;
+    }
+    if best_len < 2 {
+        return false;
+    }
+    let lowest = bins.remove(best);
+    bins[best].count = bins[best].count.saturating_add(lowest.count);
+    true
 }
 
 /// For the fuzz target: packets (separated by `0xfe`) into a small table where every port of
@@ -497,6 +538,20 @@ mod tests {
         f.on_packet(NS, 1220 * MS, &response(1, 200), &l);
         assert_eq!(bins(&f), vec![(200, ix(0.020), 1)]);
         assert_eq!(f.stats.duplicates, 2);
+    }
+
+    #[test]
+    fn a_new_connection_on_the_same_four_tuple_is_not_taken_for_a_retransmission() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        f.on_packet(NS, 1000 * MS, &request(3_000_000_000, "/a"), &l);
+        f.on_packet(NS, 1010 * MS, &response(3_000_000_000, 200), &l);
+        // The port is reused with initial sequence numbers 1.5 G below the old ones (behind them
+        // in sequence space, but farther than any window).
+        f.on_packet(NS, 2000 * MS, &request(1_500_000_000, "/b"), &l);
+        f.on_packet(NS, 2030 * MS, &response(1_500_000_000, 200), &l);
+        assert_eq!(bins(&f), vec![(200, ix(0.010), 1), (200, ix(0.030), 1)]);
+        assert_eq!(f.stats.duplicates, 0);
     }
 
     #[test]
@@ -612,24 +667,55 @@ mod tests {
         let mut f = HttpFlows::new(10);
         let l = listening();
         let (mut req, mut resp) = (1u32, 1u32);
-        // 1,500 distinct response times (1 ms apart from 1 ms to 1.5 s): more bins than allowed?
-        // α = 1 % bins cover 2 % each, so they need ~370 bins; spread the codes to pass 1,024.
+        // Six codes, each with 300 response times 2.05 % apart (1 µs to ~430 µs): 1,800
+        // distinct bins wanted, 1,024 allowed.
         let mut t = 1_000 * MS;
-        for k in 0..1500u64 {
+        for i in 0..1800u32 {
             let r = request(req, "/");
             req += r.len() as u32 - 40;
             f.on_packet(NS, t, &r, &l);
-            let code = 200 + (k % 4) as u16;
+            let code = 200 + (i / 300) as u16;
             let s = response(resp, code);
             resp += s.len() as u32 - 40;
-            t += (k + 1) * MS;
-            f.on_packet(NS, t, &s, &l);
+            let latency = (1000.0 * 1.0205f64.powi((i % 300) as i32)) as u64;
+            f.on_packet(NS, t + latency, &s, &l);
+            t += MS;
         }
         let b = &f.slots[0].bins;
-        assert!(b.len() <= MAX_BINS_PER_FLOW);
-        assert_eq!(b.iter().map(|b| u64::from(b.count)).sum::<u64>(), 1500);
-        assert!(f.stats.values_folded > 0);
+        assert_eq!(b.len(), MAX_BINS_PER_FLOW);
+        assert_eq!(b.iter().map(|b| u64::from(b.count)).sum::<u64>(), 1800);
+        assert_eq!(f.stats.responses, 1800);
+        assert!(f.stats.values_folded >= 700, "{}", f.stats.values_folded);
+        assert_eq!(f.stats.values_dropped, 0);
         assert!(b.windows(2).all(|w| (w[0].code, w[0].index) < (w[1].code, w[1].index)), "sorted, unique");
+        // Every code still has its own bins (the first ones kept their place).
+        for code in 200..206 {
+            assert!(b.iter().any(|x| x.code == code), "code {code}");
+        }
+    }
+
+    #[test]
+    fn a_freed_slot_never_removes_a_live_flow() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        let other = ([10, 0, 0, 3], 40001);
+        f.on_packet(NS, MS, &request(1, "/"), &l);
+        f.on_packet(NS, MS, &segment(other, SERVER, 1, b"GET / HTTP/1.1\r\n\r\n"), &l);
+        // Both sockets gone: both slots freed, their keys stale.
+        f.attribute(&ConnTable::new(10), std::iter::empty());
+        f.end_interval();
+        assert_eq!(f.free.len(), 2);
+        // The first flow comes back in the other slot; the slot that held it is still free.
+        f.on_packet(NS, 2 * MS, &request(100, "/"), &l);
+        let mut t = ConnTable::new(10);
+        t.conns.push(conn(SERVER, CLIENT, false));
+        f.attribute(&t, [0u32].into_iter());
+        f.end_interval();
+        assert_eq!(f.stats.flows, 1, "the live flow keeps its index entry");
+        f.on_packet(NS, 3 * MS, &request(200, "/"), &l);
+        f.on_packet(NS, 3 * MS + 5 * MS, &response(1, 200), &l);
+        f.attribute(&t, [0u32].into_iter());
+        assert_eq!(f.for_conn(0).map(|(_, b)| b.len()), Some(1));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! Bytes in, a `Copy` value out: no allocation, no panic, and work linear in the captured bytes
 //! (fuzz target `http_head`).
 
+use super::cursor::u64_dec;
+
 /// The most heads counted in one segment.
 pub const MAX_HEADS: usize = 8;
 
@@ -100,9 +102,11 @@ fn request_body(f: Framing) -> Body {
 }
 
 /// RFC 9112 §6.3: 1xx, 204 and 304 never have a body; otherwise a length or nothing we can skip.
-/// (A response to HEAD has none either; the segment does not say, so its next head is missed.)
+/// After 101 the connection speaks another protocol (e.g. WebSocket), so no head follows.
+/// (A response to HEAD has no body either; the segment does not say, so its next head is missed.)
 fn response_body(code: u16) -> impl Fn(Framing) -> Body {
     move |f| match (code, f) {
+        (101, _) => Body::Unknown,
         (100..=199 | 204 | 304, _) => Body::Length(0),
         (_, Framing { transfer_encoding: true, .. }) | (_, Framing { content_length: None, .. }) => Body::Unknown,
         (_, Framing { content_length: Some(n), .. }) => Body::Length(n),
@@ -216,7 +220,7 @@ fn header_block(b: &[u8], mut at: usize) -> Option<(usize, Framing)> {
             return None;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = decimal(trim(value))?;
+            let n = u64_dec(trim(value))?;
             if framing.content_length.is_some_and(|seen| seen != n) {
                 return None;
             }
@@ -238,19 +242,6 @@ fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(v.len());
     let end = v.iter().rposition(|&c| c != b' ' && c != b'\t').map_or(start, |i| i + 1);
     v.get(start..end).unwrap_or(&[])
-}
-
-fn decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &c| {
-        if c.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 /// Protocol::HandshakeV10 after its 4-byte packet header: protocol 10, a non-empty printable
@@ -313,7 +304,8 @@ mod tests {
 
     #[test]
     fn pipelined_requests() {
-        let three = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+        let three =
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
         assert_eq!(whole(three), Heads::Requests(3));
         // A body (its length from the head) is skipped to the next head.
         let post = b"POST /api HTTP/1.1\r\ncontent-LENGTH:  5 \r\n\r\nhelloDELETE /x/1 HTTP/1.1\r\n\r\n";
@@ -339,13 +331,16 @@ mod tests {
     fn chunked_or_unframed_bodies_stop_the_count() {
         let chunked_req = b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
         assert_eq!(whole(chunked_req), Heads::Requests(1));
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
         assert_eq!(whole(chunked), responses(&[200]));
         // No length: the body runs to the close.
         let close = b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nHTTP/1.0 200 OK\r\n\r\n";
         assert_eq!(whole(close), responses(&[200]));
         // Two different lengths, a length that is not a number, one that overflows.
-        for bad in ["Content-Length: 2\r\nContent-Length: 3", "Content-Length: +2", "Content-Length: 99999999999999999999"] {
+        for bad in
+            ["Content-Length: 2\r\nContent-Length: 3", "Content-Length: +2", "Content-Length: 99999999999999999999"]
+        {
             let r = format!("HTTP/1.1 200 OK\r\n{bad}\r\n\r\nabHTTP/1.1 200 OK\r\n\r\n");
             assert_eq!(whole(r.as_bytes()), responses(&[200]), "{bad}");
         }
@@ -369,6 +364,9 @@ mod tests {
     fn responses_without_bodies() {
         let cont = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(whole(cont), responses(&[100, 200]));
+        // After 101 Switching Protocols the bytes are WebSocket frames, whatever they look like.
+        let ws = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        assert_eq!(whole(ws), responses(&[101]));
         // 204 and 304 have no body whatever Content-Length says (304: the length of the representation).
         let r = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 503 Busy\r\n\r\n";
         assert_eq!(whole(r), responses(&[304, 204, 503]));

@@ -53,8 +53,9 @@ struct Namespace {
 /// The HTTP capture's counters since the agent started (`/status`, self-metrics).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CaptureStats {
-    /// Namespaces captured now.
+    /// Namespaces captured now, and the size of their rings together (mapped: part of the RSS).
     pub namespaces: u32,
+    pub ring_bytes: u64,
     /// Packets the kernel's filter accepted, and packets it dropped because a ring was full.
     pub packets: u64,
     pub ring_drops: u64,
@@ -151,18 +152,36 @@ impl ConnectionSource {
         }
     }
 
-    /// Adds the rings' kernel counters (accepted, dropped) to the totals.
+    /// Adds the rings' kernel counters (accepted, dropped) to the totals, and doubles the ring
+    /// of a namespace where the kernel had to drop (up to its bound).
     fn take_capture_counters(&mut self) {
         let mut n = 0;
-        for ns in &self.namespaces {
-            if let Some(ring) = &ns.capture {
-                let (packets, drops) = ring.take_stats();
-                self.capture_stats.packets += packets;
-                self.capture_stats.ring_drops += drops;
-                n += 1;
+        let mut bytes = 0;
+        for ns in &mut self.namespaces {
+            let Some(ring) = ns.capture.as_mut() else { continue };
+            let (packets, drops) = ring.take_stats();
+            self.capture_stats.packets += packets;
+            self.capture_stats.ring_drops += drops;
+            if drops > 0 {
+                match ring.grow() {
+                    Ok(true) => info!(
+                        "connections: the HTTP capture of network namespace {} dropped {drops} packets; its ring now has {} KiB",
+                        ns.inode,
+                        ring.bytes() / 1024
+                    ),
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!("connections: the HTTP capture of network namespace {} stopped: {e}", ns.inode);
+                        ns.capture = None;
+                        continue;
+                    }
+                }
             }
+            n += 1;
+            bytes += ring.bytes() as u64;
         }
         self.capture_stats.namespaces = n;
+        self.capture_stats.ring_bytes = bytes;
     }
 
     /// The agent's own network namespace.

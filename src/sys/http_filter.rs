@@ -47,7 +47,8 @@ const PACKET_OUTGOING: u32 = 4;
 const ARPHRD_LOOPBACK: u32 = 772;
 
 /// The first four payload bytes (big-endian) that make a segment worth keeping.
-const HEADS: [&[u8; 4]; 10] = [b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"TRAC", b"CONN"];
+const HEADS: [&[u8; 4]; 10] =
+    [b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"TRAC", b"CONN"];
 
 /// Jump targets of the program below.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -271,7 +272,8 @@ mod tests {
     #[test]
     fn heads_are_kept_and_cut_to_the_snap_length() {
         let prog = program();
-        for head in [&b"GET / HTTP/1.1\r\n"[..], b"HTTP/1.1 200 OK\r\n", b"POST /x HTTP/1.1\r\n", b"DELETE /a HTTP/1.1"] {
+        for head in [&b"GET / HTTP/1.1\r\n"[..], b"HTTP/1.1 200 OK\r\n", b"POST /x HTTP/1.1\r\n", b"DELETE /a HTTP/1.1"]
+        {
             assert_eq!(run(&prog, &ipv4_tcp(head, 0), &V4), SNAP, "{:?}", String::from_utf8_lossy(head));
             assert_eq!(run(&prog, &ipv6_tcp(head, None), &V6), SNAP);
         }

@@ -27,11 +27,13 @@ pub struct SockFilter {
     pub k: u32,
 }
 
-/// Bytes per ring block (a multiple of the page size), and blocks per ring: 128 KiB a namespace.
-/// A block of `snap`-sized frames holds about 100 packet heads; four let the loop be away for a
-/// few blocks' worth (a connections check) before the kernel has to drop.
+/// Bytes per ring block (a multiple of the page size), and blocks per ring: a ring starts at
+/// 64 KiB, about 350 packet heads, and doubles each time the kernel had to drop for want of room
+/// (a burst larger than what arrives while the loop is busy elsewhere), up to 1 MiB. The whole
+/// ring is mapped, so it counts in the agent's RSS: a quiet namespace keeps the small one.
 pub const BLOCK_SIZE: u32 = 32 * 1024;
-pub const BLOCKS: u32 = 4;
+pub const BLOCKS_FIRST: u32 = 2;
+pub const BLOCKS_MAX: u32 = 32;
 /// A partly filled block is handed over after this long: the latest a packet reaches the agent.
 pub const RETIRE_MS: u32 = 50;
 
@@ -88,6 +90,7 @@ pub struct PacketRing {
     fd: OwnedFd,
     map: *mut u8,
     len: usize,
+    blocks: u32,
     /// The block to look at next (the kernel fills them in order).
     next: usize,
 }
@@ -99,9 +102,8 @@ impl PacketRing {
         // Protocol 0: no packet is queued before the filter and the ring are in place; `bind`
         // below turns capture on.
         // SAFETY: plain socket(2); the descriptor is owned at once.
-        let raw = unsafe {
-            libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
-        };
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -114,33 +116,8 @@ impl PacketRing {
         // SAFETY: the kernel copies the program during the call; `prog` and `filter` outlive it.
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
-        let req = TpacketReq3 {
-            block_size: BLOCK_SIZE,
-            block_nr: BLOCKS,
-            // Only used for the kernel's consistency check in V3 (frames are packed per block).
-            frame_size: 2048,
-            frame_nr: BLOCK_SIZE / 2048 * BLOCKS,
-            retire_blk_tov: RETIRE_MS,
-            sizeof_priv: 0,
-            feature_req_word: 0,
-        };
-        setsockopt(&fd, SOL_PACKET, PACKET_RX_RING, &req)?;
-        let len = (BLOCK_SIZE * BLOCKS) as usize;
-        // SAFETY: maps the ring the kernel just allocated for this socket; checked below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ring = PacketRing { fd, map: map.cast(), len, next: 0 };
+        let map = map_ring(&fd, BLOCKS_FIRST)?;
+        let ring = PacketRing { fd, map, len: ring_len(BLOCKS_FIRST), blocks: BLOCKS_FIRST, next: 0 };
         // SAFETY: a zeroed sockaddr_ll is valid; family, protocol (network order) and ifindex 0
         // (every interface) are what bind needs.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -164,11 +141,55 @@ impl PacketRing {
         self.fd.as_fd()
     }
 
+    /// The ring's size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.len
+    }
+
+    /// Doubles the ring (up to [`BLOCKS_MAX`] blocks); `Ok(false)` when it is at its largest.
+    /// Packets that arrive while the ring is swapped, and those in blocks not read yet, are lost.
+    /// If the larger ring cannot be had, the old size is set up again; if even that fails the
+    /// socket has no ring (the error says so) and the caller drops it.
+    pub fn grow(&mut self) -> io::Result<bool> {
+        if self.blocks >= BLOCKS_MAX {
+            return Ok(false);
+        }
+        let blocks = (self.blocks * 2).min(BLOCKS_MAX);
+        self.unmap();
+        // A ring is torn down by asking for one of zero blocks (it must not be mapped).
+        // SAFETY: a zeroed tpacket_req3 is the documented "no ring" request.
+        let none: TpacketReq3 = unsafe { std::mem::zeroed() };
+        setsockopt(&self.fd, SOL_PACKET, PACKET_RX_RING, &none)?;
+        let (map, blocks) = match map_ring(&self.fd, blocks) {
+            Ok(map) => (map, blocks),
+            Err(_) => (map_ring(&self.fd, self.blocks)?, self.blocks),
+        };
+        self.map = map;
+        self.len = ring_len(blocks);
+        self.next = 0;
+        let grown = blocks > self.blocks;
+        self.blocks = blocks;
+        Ok(grown)
+    }
+
+    fn unmap(&mut self) {
+        if !self.map.is_null() {
+            // SAFETY: the mapping made by `map_ring`, unmapped once (the pointer is cleared).
+            unsafe {
+                libc::munmap(self.map.cast(), self.len);
+            }
+            self.map = std::ptr::null_mut();
+        }
+    }
+
     /// Hands every packet of every block the kernel has released to `on_frame`, in order, and
     /// gives the blocks back. Returns the number of packets.
     pub fn drain(&mut self, mut on_frame: impl FnMut(Frame<'_>)) -> usize {
-        let blocks = BLOCKS as usize;
+        let blocks = self.blocks as usize;
         let mut n = 0;
+        if self.map.is_null() {
+            return 0;
+        }
         for _ in 0..blocks {
             let block = self.next;
             let status = self.status(block);
@@ -216,11 +237,42 @@ impl PacketRing {
 
 impl Drop for PacketRing {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `open`, unmapped once.
-        unsafe {
-            libc::munmap(self.map.cast(), self.len);
-        }
+        self.unmap();
     }
+}
+
+fn ring_len(blocks: u32) -> usize {
+    (BLOCK_SIZE * blocks) as usize
+}
+
+/// Asks the kernel for a ring of `blocks` blocks on `fd` and maps it.
+fn map_ring(fd: &OwnedFd, blocks: u32) -> io::Result<*mut u8> {
+    let req = TpacketReq3 {
+        block_size: BLOCK_SIZE,
+        block_nr: blocks,
+        // Only used for the kernel's consistency check in V3 (frames are packed per block).
+        frame_size: 2048,
+        frame_nr: BLOCK_SIZE / 2048 * blocks,
+        retire_blk_tov: RETIRE_MS,
+        sizeof_priv: 0,
+        feature_req_word: 0,
+    };
+    setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req)?;
+    // SAFETY: maps the ring the kernel just allocated for this socket; checked below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ring_len(blocks),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(map.cast())
 }
 
 /// The packets of one released block (`struct tpacket_block_desc` then `tpacket3_hdr` frames),
