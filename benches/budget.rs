@@ -721,9 +721,22 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
     let busy = cycles(agent, s.cycles, interval);
     let (secs, sent1) = (t0.elapsed().as_secs_f64(), load.sent());
     let sent = load.stop();
+    let stopped_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let hwm_kib = agent.sample().hwm_kib;
-    // Two more cycles carry the last requests' counts.
+    // Two more cycles carry the last requests' counts; and their messages must have arrived (a
+    // check's message is sent after the check: /status can say it ran before the receiver has it).
     let capture1 = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval)["http_capture"].clone();
+    let after = interval.as_millis() as i64 + stopped_ms;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && !agent
+            .rx
+            .requests()
+            .iter()
+            .any(|r| r.target.ends_with("/api/v1/connections") && common::pa_proto::header(&r.body).5 >= after)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let delta = |k: &str| capture1[k].as_u64().unwrap_or(0).saturating_sub(capture0[k].as_u64().unwrap_or(0));
     let me = std::process::id() as i32;
     let mut counted = 0.0;

@@ -30,11 +30,11 @@ pub struct HttpLoad {
     pub server_port: u16,
     /// Kept listening, as a real server does: the agent tracks a flow only on a listening port.
     _listener: TcpListener,
-    /// The client ends, until `start` takes them.
+    /// The client ends, while no load runs (the load's thread holds them and gives them back).
     clients: Vec<TcpStream>,
     sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Vec<TcpStream>>>,
 }
 
 impl HttpLoad {
@@ -91,6 +91,7 @@ impl HttpLoad {
                     std::thread::sleep(d);
                 }
             }
+            conns
         }));
     }
 
@@ -99,12 +100,14 @@ impl HttpLoad {
         self.sent.load(Ordering::Relaxed)
     }
 
-    /// Stops sending; the requests answered in all. The connections stay open (the server
-    /// threads keep theirs until the process ends).
+    /// Stops sending; the requests answered in all. The connections stay open until the load is
+    /// dropped: a connection that closes between two checks loses the responses of its last
+    /// interval (the agent reports HTTP figures on the connections its check sees, as the
+    /// original does), which the count would take for misses.
     pub fn stop(&mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            t.join().unwrap();
+            self.clients = t.join().unwrap();
         }
         self.sent()
     }
