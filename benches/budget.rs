@@ -668,6 +668,12 @@ struct HttpFigures {
     ring_drops: u64,
     responses_unreported: u64,
     capture_us_per_request: f64,
+    /// Heads the flow table counted, responses it counted, head segments it skipped as seen
+    /// before, response times lost to the bin bounds.
+    heads: u64,
+    responses: u64,
+    duplicates: u64,
+    values_dropped: u64,
 }
 
 impl HttpFigures {
@@ -791,6 +797,10 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
         packets: delta("packets"),
         ring_drops: delta("ring_drops"),
         responses_unreported: delta("responses_unreported"),
+        heads: delta("heads"),
+        responses: delta("responses"),
+        duplicates: delta("duplicates"),
+        values_dropped: delta("values_dropped"),
         capture_us_per_request: if sent > 0 { delta("cpu_us") as f64 / sent as f64 } else { f64::INFINITY },
     }
 }
@@ -1002,7 +1012,7 @@ fn report(s: &Scenario, f: &Figures) {
     if let Some(h) = &f.http {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         println!(
-            "http: {:.0} requests/s on {HTTP_CONNECTIONS} loopback keep-alive connections; agent CPU per cycle {:.2} ms idle, {:.2} ms under the load: {:.3} µs per request (means: {:.3}; the capture path's own clock: {:.3}); counted {} of {} requests ({:.2} % missed; {} packets read, {} dropped by the rings, {} responses unreported); allocations per cycle under the load: in the checks {}, whole agent {} (idle {}); peak RSS {:.1} MiB",
+            "http: {:.0} requests/s on {HTTP_CONNECTIONS} loopback keep-alive connections; agent CPU per cycle {:.2} ms idle, {:.2} ms under the load: {:.3} µs per request (means: {:.3}; the capture path's own clock: {:.3}); counted {} of {} requests ({:.2} % missed; the agent's /status: {} packets read, {} dropped by the rings, {} heads, {} responses, {} duplicates, {} responses unreported, {} values dropped); allocations per cycle under the load: in the checks {}, whole agent {} (idle {}); peak RSS {:.1} MiB",
             h.requests_per_s,
             h.idle_ms,
             h.busy_ms,
@@ -1014,7 +1024,11 @@ fn report(s: &Scenario, f: &Figures) {
             h.missed_share() * 100.0,
             h.packets,
             h.ring_drops,
+            h.heads,
+            h.responses,
+            h.duplicates,
             h.responses_unreported,
+            h.values_dropped,
             opt(h.allocs_in_checks_per_cycle),
             opt(h.allocs_per_cycle),
             opt(h.allocs_per_cycle_idle),
@@ -1056,7 +1070,8 @@ fn http_json(h: &HttpFigures) -> serde_json::Value {
         "allocs_in_checks_per_cycle": h.allocs_in_checks_per_cycle, "allocs_per_cycle": h.allocs_per_cycle,
         "allocs_per_cycle_idle": h.allocs_per_cycle_idle, "sent": h.sent, "counted": h.counted,
         "missed_share": h.missed_share(), "peak_rss_kib": h.hwm_kib, "packets": h.packets,
-        "ring_drops": h.ring_drops, "responses_unreported": h.responses_unreported,
+        "ring_drops": h.ring_drops, "responses_unreported": h.responses_unreported, "heads": h.heads,
+        "responses": h.responses, "duplicates": h.duplicates, "values_dropped": h.values_dropped,
         "capture_us_per_request": h.capture_us_per_request,
     })
 }
@@ -1377,6 +1392,10 @@ fn self_test() {
             packets: 100_000,
             ring_drops: 0,
             responses_unreported: 0,
+            heads: 100_000,
+            responses: 50_000,
+            duplicates: 0,
+            values_dropped: 0,
             capture_us_per_request: 0.4,
         }),
         ..Figures::default()
