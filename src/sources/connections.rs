@@ -56,6 +56,8 @@ pub struct CaptureStats {
     /// Namespaces captured now, and the size of their rings together (mapped: part of the RSS).
     pub namespaces: u32,
     pub ring_bytes: u64,
+    /// Namespaces dumped now without a capture (its socket could not be opened, or stopped).
+    pub uncaptured: u32,
     /// Packets the kernel's filter accepted, and packets it dropped because a ring was full.
     pub packets: u64,
     pub ring_drops: u64,
@@ -157,8 +159,12 @@ impl ConnectionSource {
     fn take_capture_counters(&mut self) {
         let mut n = 0;
         let mut bytes = 0;
+        let mut uncaptured = 0;
         for ns in &mut self.namespaces {
-            let Some(ring) = ns.capture.as_mut() else { continue };
+            let Some(ring) = ns.capture.as_mut() else {
+                uncaptured += u32::from(ns.sock.is_some() && self.capture_filter.is_some());
+                continue;
+            };
             let (packets, drops) = ring.take_stats();
             self.capture_stats.packets += packets;
             self.capture_stats.ring_drops += drops;
@@ -182,6 +188,7 @@ impl ConnectionSource {
         }
         self.capture_stats.namespaces = n;
         self.capture_stats.ring_bytes = bytes;
+        self.capture_stats.uncaptured = uncaptured;
     }
 
     /// The agent's own network namespace.
