@@ -104,6 +104,11 @@ impl ConnectionsCheck {
         // within RETIRE_MS, so the latest few milliseconds go to the next one).
         self.on_capture(None);
         self.source.collect(&procs.table, &mut self.table, mono_secs);
+        if self.http.is_some() {
+            // What arrived during the dump, then a larger ring where the kernel had to drop.
+            self.on_capture(None);
+            self.source.grow_captures();
+        }
         let mut stats = self.source.stats;
         self.source.owners.resolve(&self.table, &procs.table, reported, &mut stats);
         self.source.stats = stats;
