@@ -104,6 +104,11 @@ impl ConnectionsCheck {
         // within RETIRE_MS, so the latest few milliseconds go to the next one).
         self.on_capture(None);
         self.source.collect(&procs.table, &mut self.table, mono_secs);
+        if self.http.is_some() {
+            // What arrived during the dump, then a larger ring where the kernel had to drop.
+            self.on_capture(None);
+            self.source.grow_captures();
+        }
         let mut stats = self.source.stats;
         self.source.owners.resolve(&self.table, &procs.table, reported, &mut stats);
         self.source.stats = stats;
@@ -185,8 +190,9 @@ impl ConnectionsCheck {
             SelfMetric::new("stackstate.process_agent.http.flows", http.1.flows as f64),
             SelfMetric::new("stackstate.process_agent.http.flows_over_limit", http.1.flows_over_limit as f64),
             SelfMetric::new("stackstate.process_agent.http.ring_drops", http.0.ring_drops as f64),
+            SelfMetric::new("stackstate.process_agent.http.values_dropped", http.1.values_dropped as f64),
         ];
-        let metrics = if self.http.is_some() { &metrics[..] } else { &metrics[..metrics.len() - 5] };
+        let metrics = if self.http.is_some() { &metrics[..] } else { &metrics[..metrics.len() - 6] };
         let (health, message) = if src.dump_errors > 0 || src.unreachable > 0 {
             (
                 "DEVIATING",
@@ -194,7 +200,7 @@ impl ConnectionsCheck {
             )
         } else if self.table.over_limit > 0 {
             ("DEVIATING", "more connections than STS_NETWORK_TRACER_MAX_CONNECTIONS; some were not tracked")
-        } else if http.0.open_failures > 0 {
+        } else if http.0.uncaptured > 0 {
             (
                 "DEVIATING",
                 "no HTTP capture in some network namespaces (a packet socket needs CAP_NET_RAW); see the agent log",

@@ -131,8 +131,9 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
     match &s.http {
         None => out.extend_from_slice(b"null"),
         Some((c, h)) => {
-            let fields: [(&str, u64); 15] = [
+            let fields: [(&str, u64); 17] = [
                 ("namespaces", u64::from(c.namespaces)),
+                ("namespaces_uncaptured", u64::from(c.uncaptured)),
                 ("ring_bytes", c.ring_bytes),
                 ("open_failures", c.open_failures),
                 ("packets", c.packets),
@@ -140,6 +141,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
                 ("frames", h.frames),
                 ("heads", h.heads),
                 ("duplicates", h.duplicates),
+                ("resyncs", h.resyncs),
                 ("responses", h.responses),
                 ("responses_unreported", h.responses_unreported),
                 ("values_folded", h.values_folded),

@@ -26,12 +26,17 @@ use crate::model::ddsketch::{self, Bin};
 use crate::parse::http_head::{self, Heads};
 use crate::parse::packet;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 pub const MAX_BINS_PER_FLOW: usize = 1024;
 pub const MAX_BINS_TOTAL: usize = 64 * 1024;
-/// Request heads waiting for their response, per flow (deeper pipelines pair the rest with the
-/// latest request).
+/// Codes per flow whose first bin is admitted past [`MAX_BINS_TOTAL`] (so the bound on all
+/// bins is that plus this many a flow).
+pub const RESERVED_CODES: usize = 8;
+/// A freed slot keeps at most this much bin capacity (a flow that needed many bins does not
+/// pin them after it is gone).
+const KEPT_CAPACITY: usize = 64;
+/// Request heads waiting for their response, per flow (past it the oldest is given up).
 const PENDING: usize = 8;
 
 /// A server-side socket: namespace, and local (the answering end) and remote addresses. IPv4
@@ -95,6 +100,14 @@ struct Flow {
     pending_first: usize,
     /// Capture time of the latest request head (0: none since capture began).
     last_request: u64,
+    /// The acknowledgement number of the latest request head segment (how much of the
+    /// responses the client had received when it sent it), and the sequence number of the
+    /// latest counted response head: together they tell a response the capture missed.
+    request_ack: Option<u32>,
+    /// Sequence numbers of the latest counted response heads (a few: pipelined responses the
+    /// client had not received yet may follow the ones it had).
+    response_seqs: [u32; 4],
+    responses_seen: usize,
     protocol: Option<Protocol>,
     /// Response times of this interval, sorted by (code, index).
     bins: Vec<Bin>,
@@ -113,6 +126,8 @@ impl Flow {
         self.pending_len = 0;
         self.pending_first = 0;
         self.last_request = 0;
+        self.request_ack = None;
+        self.responses_seen = 0;
         self.protocol = None;
         self.bins.clear();
         // A new flow lives at least until the next check looks for its socket.
@@ -121,22 +136,49 @@ impl Flow {
         self.in_use = true;
     }
 
-    fn push_request(&mut self, ts: u64) {
-        if self.pending_len == PENDING {
-            // The oldest is given up: its response will pair with a later request.
-            self.pending_first = (self.pending_first + 1) % PENDING;
-            self.pending_len -= 1;
+    /// A segment carrying `n` request heads, sent with acknowledgement number `ack`.
+    ///
+    /// Resynchronisation: if the client received response bytes since its previous request
+    /// head (its acknowledgement moved) but no counted response head starts in them, a response
+    /// was missed (a ring drop, a head past the snap length): the oldest waiting request was
+    /// answered by it and is given up. Without this, one missed response would pair every later
+    /// response of a keep-alive connection with the request before its own.
+    fn push_requests(&mut self, ts: u64, n: u8, ack: u32) -> bool {
+        let mut resynced = false;
+        if let Some(prev) = self.request_ack {
+            let moved = (ack.wrapping_sub(prev) as i32) > 0;
+            let recent = &self.response_seqs[..self.responses_seen.min(self.response_seqs.len())];
+            let counted =
+                recent.iter().any(|&r| (r.wrapping_sub(prev) as i32) >= 0 && (ack.wrapping_sub(r) as i32) > 0);
+            if moved && !counted && self.pending_len > 0 {
+                self.pending_first = (self.pending_first + 1) % PENDING;
+                self.pending_len -= 1;
+                resynced = true;
+            }
         }
-        self.pending[(self.pending_first + self.pending_len) % PENDING] = ts;
-        self.pending_len += 1;
+        for _ in 0..n {
+            if self.pending_len == PENDING {
+                // The oldest is given up: deeper pipelines than this are not paired exactly.
+                self.pending_first = (self.pending_first + 1) % PENDING;
+                self.pending_len -= 1;
+            }
+            self.pending[(self.pending_first + self.pending_len) % PENDING] = ts;
+            self.pending_len += 1;
+        }
         self.last_request = ts;
+        self.request_ack = Some(ack);
+        resynced
     }
 
-    /// The request time a response answers: the oldest pending one (taken unless `interim`), or
-    /// else the latest request; `None` if no request was ever seen.
-    fn request_for(&mut self, interim: bool) -> Option<u64> {
+    /// The request time a response (sent with acknowledgement number `ack`) answers: the oldest
+    /// waiting one (taken unless `interim`). With none waiting: the latest request head, if the
+    /// server had received nothing after that head's segment (more pipelined heads in it than
+    /// the snap length showed), else `None` (a request the capture did not recognise; counted as
+    /// 0, as the original counts sockets it did not track).
+    fn request_for(&mut self, interim: bool, ack: u32) -> Option<u64> {
         if self.pending_len == 0 {
-            return (self.last_request != 0).then_some(self.last_request);
+            let nothing_after = self.request_end.is_some_and(|end| (ack.wrapping_sub(end) as i32) <= 0);
+            return (self.last_request != 0 && nothing_after).then_some(self.last_request);
         }
         let t = self.pending[self.pending_first];
         if !interim {
@@ -157,6 +199,8 @@ pub struct HttpStats {
     pub responses: u64,
     /// Head segments skipped as retransmitted or seen twice.
     pub duplicates: u64,
+    /// Waiting requests given up because their response was missed (see `push_requests`).
+    pub resyncs: u64,
     /// New flows not tracked because the table was full.
     pub flows_over_limit: u64,
     /// Response times folded into a neighbouring bin because of the bin bounds.
@@ -171,18 +215,38 @@ pub struct HttpStats {
     pub flows: u64,
 }
 
-/// FNV-1a over the key's bytes: the table is the agent's own (no untrusted keys choose buckets
-/// beyond what a peer's port choice can), and SipHash was a measurable share per packet.
-#[derive(Default)]
+/// FNV-1a over the key's bytes from a per-process random basis: cheaper per packet than SipHash,
+/// and a peer that chooses its address and port cannot precompute keys that collide here.
 pub struct FnvHasher(u64);
+
+#[derive(Clone)]
+pub struct SeededFnv(u64);
+
+impl Default for SeededFnv {
+    fn default() -> SeededFnv {
+        use std::hash::BuildHasher;
+        SeededFnv(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1)
+    }
+}
+
+impl std::hash::BuildHasher for SeededFnv {
+    type Hasher = FnvHasher;
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(self.0)
+    }
+}
 
 impl Hasher for FnvHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // A final mix, so that the seed reaches every bit the table uses.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = self.0;
         for b in bytes {
             h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -191,7 +255,7 @@ impl Hasher for FnvHasher {
 }
 
 pub struct HttpFlows {
-    index: HashMap<FlowKey, u32, BuildHasherDefault<FnvHasher>>,
+    index: HashMap<FlowKey, u32, SeededFnv>,
     slots: Vec<Flow>,
     free: Vec<u32>,
     max_flows: usize,
@@ -231,34 +295,37 @@ impl HttpFlows {
             FlowKey { ns, family: seg.family, local: seg.dst, lport: seg.dport, remote: seg.src, rport: seg.sport }
         };
         let Some(slot) = self.flow(key, listening) else { return };
-        let end = seg.seq.wrapping_add(seg.payload_len);
         let f = &mut self.slots[slot];
         let last_end = if server_sends { &mut f.response_end } else { &mut f.request_end };
         if let Some(last) = *last_end {
-            // Not past the last counted head segment: a retransmission or a second copy. Far
-            // behind it (more than any window): a new connection on the same 4-tuple.
-            let ahead = end.wrapping_sub(last) as i32;
-            if ahead <= 0 && ahead > -(1 << 30) {
+            // Starting before the end of the last counted head segment: a retransmission (maybe
+            // with more data after it) or a second copy. Far behind it (more than any window):
+            // a new connection on the same 4-tuple.
+            let behind = last.wrapping_sub(seg.seq) as i32;
+            if behind > 0 && behind < (1 << 30) {
                 self.stats.duplicates += 1;
                 return;
             }
         }
-        *last_end = Some(end);
+        *last_end = Some(seg.seq.wrapping_add(seg.payload_len));
         self.stats.heads += 1;
         match heads {
             Heads::None => {}
             Heads::Requests(n) => {
-                for _ in 0..n {
-                    f.push_request(ts_ns);
+                if f.push_requests(ts_ns, n, seg.ack) {
+                    self.stats.resyncs += 1;
                 }
             }
             Heads::MysqlGreeting => f.protocol = Some(Protocol::Mysql),
             Heads::Responses { n, codes } => {
                 f.protocol = Some(Protocol::Http);
+                let k = f.responses_seen % f.response_seqs.len();
+                f.response_seqs[k] = seg.seq;
+                f.responses_seen = f.responses_seen.wrapping_add(1);
                 for &code in codes.iter().take(usize::from(n)) {
                     let interim = (100..200).contains(&code) && code != 101;
                     let f = &mut self.slots[slot];
-                    let secs = match f.request_for(interim) {
+                    let secs = match f.request_for(interim, seg.ack) {
                         Some(req) => ts_ns.saturating_sub(req) as f64 / 1e9,
                         None => 0.0,
                     };
@@ -291,6 +358,9 @@ impl HttpFlows {
                     pending_len: 0,
                     pending_first: 0,
                     last_request: 0,
+                    request_ack: None,
+                    response_seqs: [0; 4],
+                    responses_seen: 0,
                     protocol: None,
                     // Room for a steady flow's spread of response times, so that its first
                     // intervals do not grow the vector bin by bin.
@@ -308,50 +378,61 @@ impl HttpFlows {
         Some(slot)
     }
 
+    /// Adds one response time to the flow's bins. Past the bounds, resolution goes, not counts:
+    /// a code at its share collapses its lowest bins (DDSketch's own collapse, so the tail that
+    /// p95 reads stays exact), and a code's first bin is admitted even when all flows' bins are
+    /// at their bound, for [`RESERVED_CODES`] codes a flow.
     fn record(&mut self, slot: usize, code: u16, secs: f64) {
         let Some(index) = ddsketch::index(secs) else { return };
-        let full = self.bins_total >= MAX_BINS_TOTAL;
+        let room = self.bins_total < MAX_BINS_TOTAL;
         let bins = &mut self.slots[slot].bins;
-        let mut at = bins.partition_point(|b| (b.code, b.index) < (code, index));
-        let exists = bins.get(at).is_some_and(|b| b.code == code && b.index == index);
-        let has_code = exists
-            || at.checked_sub(1).is_some_and(|i| bins[i].code == code)
-            || bins.get(at).is_some_and(|b| b.code == code);
-        let target = if exists {
-            Some(at)
-        } else if !full && bins.len() < MAX_BINS_PER_FLOW {
-            bins.insert(at, Bin { code, index, count: 0 });
+        let first = bins.partition_point(|b| b.code < code);
+        let of_code = bins[first..].iter().take_while(|b| b.code == code).count();
+        let at = first + bins[first..first + of_code].partition_point(|b| b.index < index);
+        let stored = if at < first + of_code && bins[at].index == index {
+            bins[at].count = bins[at].count.saturating_add(1);
+            true
+        } else if room && bins.len() < MAX_BINS_PER_FLOW {
+            bins.insert(at, Bin { code, index, count: 1 });
             self.bins_total += 1;
-            Some(at)
-        } else if has_code {
-            // Bounded: into the nearest bin of the same code (the count stays exact).
+            true
+        } else if of_code >= 2 {
             self.stats.values_folded += 1;
-            let below = at.checked_sub(1).filter(|&i| bins[i].code == code);
-            let above = Some(at).filter(|&i| bins.get(i).is_some_and(|b| b.code == code));
-            match (below, above) {
-                (Some(b), Some(a)) => {
-                    let (db, da) =
-                        (i32::from(index) - i32::from(bins[b].index), i32::from(bins[a].index) - i32::from(index));
-                    Some(if db <= da { b } else { a })
-                }
-                (b, a) => b.or(a),
+            if at == first {
+                // Below the code's lowest bin: into it (where a collapsed store puts it).
+                bins[first].count = bins[first].count.saturating_add(1);
+            } else {
+                let lowest = bins.remove(first);
+                bins[first].count = bins[first].count.saturating_add(lowest.count);
+                bins.insert(at - 1, Bin { code, index, count: 1 });
             }
-        } else if collapse_lowest(bins) {
-            // A code with no bin yet (a first 5xx after many 2xx) always gets one: the code with
-            // the most bins gives up its lowest, merged into the next (DDSketch's own collapse).
+            true
+        } else if of_code == 1 {
+            // One bin for the code: it keeps the highest index, as a one-bin collapsing store.
             self.stats.values_folded += 1;
-            at = bins.partition_point(|b| (b.code, b.index) < (code, index));
-            bins.insert(at, Bin { code, index, count: 0 });
-            Some(at)
+            let b = &mut bins[first];
+            b.index = b.index.max(index);
+            b.count = b.count.saturating_add(1);
+            true
         } else {
-            None
-        };
-        match target {
-            Some(i) => {
-                bins[i].count = bins[i].count.saturating_add(1);
-                self.stats.responses += 1;
+            let codes = bins.windows(2).filter(|w| w[0].code != w[1].code).count() + usize::from(!bins.is_empty());
+            if codes < RESERVED_CODES && bins.len() < MAX_BINS_PER_FLOW {
+                bins.insert(at, Bin { code, index, count: 1 });
+                self.bins_total += 1;
+                true
+            } else if collapse_lowest(bins) {
+                self.stats.values_folded += 1;
+                let at = bins.partition_point(|b| (b.code, b.index) < (code, index));
+                bins.insert(at, Bin { code, index, count: 1 });
+                true
+            } else {
+                false
             }
-            None => self.stats.values_dropped += 1,
+        };
+        if stored {
+            self.stats.responses += 1;
+        } else {
+            self.stats.values_dropped += 1;
         }
     }
 
@@ -403,6 +484,9 @@ impl HttpFlows {
             if !f.alive {
                 self.index.remove(&f.key);
                 f.in_use = false;
+                if f.bins.capacity() > KEPT_CAPACITY {
+                    f.bins.shrink_to(KEPT_CAPACITY);
+                }
                 self.free.push(slot as u32);
             }
         }
@@ -431,6 +515,7 @@ fn collapse_lowest(bins: &mut Vec<Bin>) -> bool {
     true
 }
 
+#[doc(hidden)]
 /// For the fuzz target: packets (separated by `0xfe`) into a small table where every port of
 /// namespace 1 listens; the bounds must hold and a check with no socket must empty it.
 pub fn fuzz_packets(data: &[u8]) {
@@ -462,6 +547,10 @@ mod tests {
 
     /// An IPv4 TCP segment from `from` to `to` with sequence number `seq`.
     fn segment(from: ([u8; 4], u16), to: ([u8; 4], u16), seq: u32, payload: &[u8]) -> Vec<u8> {
+        segment_ack(from, to, seq, 0, payload)
+    }
+
+    fn segment_ack(from: ([u8; 4], u16), to: ([u8; 4], u16), seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
         let total = (20 + 20 + payload.len()) as u16;
         let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
         p[2..4].copy_from_slice(&total.to_be_bytes());
@@ -470,7 +559,8 @@ mod tests {
         p.extend(from.1.to_be_bytes());
         p.extend(to.1.to_be_bytes());
         p.extend(seq.to_be_bytes());
-        p.extend([0, 0, 0, 0, 5 << 4, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend(ack.to_be_bytes());
+        p.extend([5 << 4, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
         p.extend_from_slice(payload);
         p
     }
@@ -538,6 +628,103 @@ mod tests {
         f.on_packet(NS, 1220 * MS, &response(1, 200), &l);
         assert_eq!(bins(&f), vec![(200, ix(0.020), 1)]);
         assert_eq!(f.stats.duplicates, 2);
+    }
+
+    /// Both directions of a keep-alive connection, with real sequence and acknowledgement
+    /// numbers: `exchange` sends a request and its response (or not, when the capture misses it).
+    struct Conversation {
+        client_seq: u32,
+        server_seq: u32,
+    }
+
+    impl Conversation {
+        fn request(&mut self, f: &mut HttpFlows, at_ms: u64, payload: &[u8], seen: bool) {
+            let p = segment_ack(CLIENT, SERVER, self.client_seq, self.server_seq, payload);
+            self.client_seq = self.client_seq.wrapping_add(payload.len() as u32);
+            if seen {
+                f.on_packet(NS, at_ms * MS, &p, &listening());
+            }
+        }
+
+        fn response(&mut self, f: &mut HttpFlows, at_ms: u64, code: u16, seen: bool) {
+            let body = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok");
+            let p = segment_ack(SERVER, CLIENT, self.server_seq, self.client_seq, body.as_bytes());
+            self.server_seq = self.server_seq.wrapping_add(body.len() as u32);
+            if seen {
+                f.on_packet(NS, at_ms * MS, &p, &listening());
+            }
+        }
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    #[test]
+    fn a_missed_response_costs_one_sample_not_the_rest_of_the_connection() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 4_000_000_000, server_seq: 7 };
+        // One request a second, each answered in 5 ms; the capture misses the second response.
+        for k in 0..10u64 {
+            c.request(&mut f, 1000 * k, GET, true);
+            c.response(&mut f, 1000 * k + 5, 200, k != 1);
+        }
+        // Without the resynchronisation, responses 3..10 would each be timed from the request
+        // before their own: 1.005 s.
+        assert_eq!(bins(&f), vec![(200, ix(0.005), 9)]);
+        assert_eq!(f.stats.resyncs, 1);
+    }
+
+    #[test]
+    fn pipelining_is_not_mistaken_for_missed_responses() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        // Two requests at once; the first answered; a third sent after the client got the first
+        // response (its acknowledgement moved past a counted response); then both answered.
+        c.request(&mut f, 1000, &[GET, GET].concat(), true);
+        c.response(&mut f, 1010, 200, true);
+        c.request(&mut f, 1015, GET, true);
+        c.response(&mut f, 1030, 404, true);
+        c.response(&mut f, 1045, 503, true);
+        assert_eq!(bins(&f), vec![(200, ix(0.010), 1), (404, ix(0.030), 1), (503, ix(0.030), 1)]);
+        assert_eq!(f.stats.resyncs, 0);
+    }
+
+    #[test]
+    fn a_response_to_an_unrecognised_request_is_zero_and_pipelining_past_the_snap_is_not() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        c.request(&mut f, 1000, GET, true);
+        c.response(&mut f, 1005, 200, true);
+        // A method the capture does not know, 10 s later: its response is not timed from the GET.
+        c.request(&mut f, 11_000, b"PROPFIND / HTTP/1.1\r\n\r\n", true);
+        c.response(&mut f, 11_005, 207, true);
+        assert_eq!(bins(&f), vec![(200, ix(0.005), 1), (207, ddsketch::ZERO, 1)]);
+        // Five pipelined requests of which the snap length showed three (classify counts what
+        // it sees): the 4th and 5th responses, with nothing received after that segment, are
+        // timed from it.
+        let mut g = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        let five = [GET, GET, GET, GET, GET].concat();
+        let p = segment_ack(CLIENT, SERVER, c.client_seq, c.server_seq, &five);
+        // Cut as the snap length cuts: the IP header still says five heads' worth.
+        g.on_packet(NS, 1000 * MS, &p[..40 + 3 * GET.len()], &listening());
+        c.client_seq += five.len() as u32;
+        assert_eq!(g.slots[0].pending_len, 3);
+        for k in 0..5u64 {
+            c.response(&mut g, 1010 + k, 200, true);
+        }
+        assert_eq!(bins(&g).iter().map(|b| b.2).sum::<u32>(), 5);
+        assert!(!bins(&g).iter().any(|b| b.1 == ddsketch::ZERO), "{:?}", bins(&g));
+    }
+
+    #[test]
+    fn a_retransmission_with_more_data_after_it_counts_once() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        let head = b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\n";
+        f.on_packet(NS, MS, &segment(CLIENT, SERVER, 1, head), &l);
+        // The kernel resends the head merged with the body that followed it.
+        f.on_packet(NS, 200 * MS, &segment(CLIENT, SERVER, 1, &[&head[..], b"body"].concat()), &l);
+        assert_eq!((f.stats.heads, f.stats.duplicates, f.slots[0].pending_len), (1, 1, 1));
     }
 
     #[test]
@@ -692,6 +879,41 @@ mod tests {
         for code in 200..206 {
             assert!(b.iter().any(|x| x.code == code), "code {code}");
         }
+    }
+
+    #[test]
+    fn at_the_global_bound_counts_stay_exact_and_freed_slots_give_capacity_back() {
+        let mut f = HttpFlows::new(1000);
+        let l = listening();
+        // 70 flows × 1,000 distinct response times: past the 65,536 bins of all flows.
+        for port in 0..70u16 {
+            let client = ([10, 0, 1, 1], 20_000 + port);
+            let (mut req, mut resp) = (1u32, 1u32);
+            for i in 0..1000u32 {
+                let r = segment(client, SERVER, req, b"GET / HTTP/1.1\r\n\r\n");
+                req += 18;
+                f.on_packet(NS, 1_000 * MS, &r, &l);
+                let s = segment(SERVER, client, resp, b"HTTP/1.1 200 X\r\n\r\n");
+                resp += 18;
+                let latency = (1000.0 * 1.0205f64.powi(i as i32)) as u64;
+                f.on_packet(NS, 1_000 * MS + latency, &s, &l);
+            }
+        }
+        // Past the bound, flows created after it get their code's first bin from the reserve.
+        assert!(f.bins_total <= MAX_BINS_TOTAL + 5, "{}", f.bins_total);
+        assert_eq!(f.stats.responses, 70_000, "every response counted");
+        assert_eq!(f.stats.values_dropped, 0);
+        // A new flow's codes still get bins (its 503 counts), within the reserve.
+        let late = ([10, 0, 2, 2], 30_000);
+        f.on_packet(NS, 5_000 * MS, &segment(late, SERVER, 1, b"GET / HTTP/1.1\r\n\r\n"), &l);
+        f.on_packet(NS, 5_001 * MS, &segment(SERVER, late, 1, b"HTTP/1.1 503 X\r\n\r\n"), &l);
+        assert!(bins(&f).contains(&(503, ix(0.001), 1)));
+        assert!(f.bins_total <= MAX_BINS_TOTAL + 6);
+        // All gone at the next check: no slot keeps more than KEPT_CAPACITY bins of room.
+        f.attribute(&ConnTable::new(1), std::iter::empty());
+        f.end_interval();
+        assert!(f.slots.iter().all(|s| s.bins.capacity() <= KEPT_CAPACITY));
+        assert_eq!(f.bins_total, 0);
     }
 
     #[test]

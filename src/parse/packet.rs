@@ -33,6 +33,8 @@ pub struct Segment<'a> {
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
+    /// The acknowledgement number (what the sender had received of the other direction).
+    pub ack: u32,
     /// TCP payload length on the wire, from the IP header's length fields (not what was captured).
     pub payload_len: u32,
     /// The captured part of the payload (may be shorter than payload_len, possibly empty).
@@ -143,6 +145,7 @@ fn tcp<'a>(
         sport: be16(tcp_min, 0)?,
         dport: be16(tcp_min, 2)?,
         seq: u32::from_be_bytes(tcp_min.get(4..8)?.try_into().ok()?),
+        ack: u32::from_be_bytes(tcp_min.get(8..12)?.try_into().ok()?),
         payload_len,
         payload,
     })
@@ -254,6 +257,7 @@ mod tests {
         assert_eq!(s.dst, v4_addr([10, 0, 0, 9]));
         assert_eq!((s.sport, s.dport), (8080, 51234));
         assert_eq!(s.seq, 0x0102_0304);
+        assert_eq!(s.ack, 0x0a0b_0c0d);
         assert_eq!(s.payload_len, 19);
         assert_eq!(s.payload, b"HTTP/1.1 200 OK\r\n\r\n");
     }

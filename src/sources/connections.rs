@@ -48,6 +48,8 @@ struct Namespace {
     capture: Option<PacketRing>,
     capture_token: usize,
     capture_registered: bool,
+    /// Packets the kernel dropped on this ring in the last cycle (the ring grows).
+    capture_drops: u64,
 }
 
 /// The HTTP capture's counters since the agent started (`/status`, self-metrics).
@@ -56,6 +58,8 @@ pub struct CaptureStats {
     /// Namespaces captured now, and the size of their rings together (mapped: part of the RSS).
     pub namespaces: u32,
     pub ring_bytes: u64,
+    /// Namespaces dumped now without a capture (its socket could not be opened, or stopped).
+    pub uncaptured: u32,
     /// Packets the kernel's filter accepted, and packets it dropped because a ring was full.
     pub packets: u64,
     pub ring_drops: u64,
@@ -152,36 +156,53 @@ impl ConnectionSource {
         }
     }
 
-    /// Adds the rings' kernel counters (accepted, dropped) to the totals, and doubles the ring
-    /// of a namespace where the kernel had to drop (up to its bound).
+    /// Adds the rings' kernel counters (accepted, dropped) to the totals, and notes the rings
+    /// where the kernel had to drop ([`ConnectionSource::grow_captures`] enlarges them).
     fn take_capture_counters(&mut self) {
         let mut n = 0;
         let mut bytes = 0;
+        let mut uncaptured = 0;
         for ns in &mut self.namespaces {
-            let Some(ring) = ns.capture.as_mut() else { continue };
+            let Some(ring) = ns.capture.as_mut() else {
+                uncaptured += u32::from(ns.sock.is_some() && self.capture_filter.is_some());
+                continue;
+            };
             let (packets, drops) = ring.take_stats();
             self.capture_stats.packets += packets;
             self.capture_stats.ring_drops += drops;
-            if drops > 0 {
-                match ring.grow() {
-                    Ok(true) => info!(
-                        "connections: the HTTP capture of network namespace {} dropped {drops} packets; its ring now has {} KiB",
-                        ns.inode,
-                        ring.bytes() / 1024
-                    ),
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!("connections: the HTTP capture of network namespace {} stopped: {e}", ns.inode);
-                        ns.capture = None;
-                        continue;
-                    }
-                }
-            }
+            ns.capture_drops = drops;
             n += 1;
             bytes += ring.bytes() as u64;
         }
         self.capture_stats.namespaces = n;
         self.capture_stats.ring_bytes = bytes;
+        self.capture_stats.uncaptured = uncaptured;
+    }
+
+    /// Doubles the ring of each namespace where the kernel dropped this cycle (up to its bound).
+    /// Called right after the rings were read: what a swap loses is what arrives meanwhile.
+    pub fn grow_captures(&mut self) {
+        for ns in &mut self.namespaces {
+            let drops = std::mem::take(&mut ns.capture_drops);
+            let Some(ring) = ns.capture.as_mut().filter(|_| drops > 0) else { continue };
+            let before = ring.bytes();
+            match ring.grow() {
+                Ok(true) => {
+                    info!(
+                        "connections: the HTTP capture of network namespace {} dropped {drops} packets; its ring now has {} KiB",
+                        ns.inode,
+                        ring.bytes() / 1024
+                    );
+                    self.capture_stats.ring_bytes += (ring.bytes() - before) as u64;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!("connections: the HTTP capture of network namespace {} stopped: {e}", ns.inode);
+                    self.capture_stats.ring_bytes -= before as u64;
+                    ns.capture = None;
+                }
+            }
+        }
     }
 
     /// The agent's own network namespace.
@@ -270,6 +291,7 @@ impl ConnectionSource {
                         capture: None,
                         capture_token: 0,
                         capture_registered: false,
+                        capture_drops: 0,
                     };
                     self.namespaces.insert(at, ns);
                     at
