@@ -678,11 +678,13 @@ struct HttpFigures {
 
 impl HttpFigures {
     /// The share of the answered requests the agent did not count.
+    /// How far the agent's count is from the requests answered, either way: missing ones and
+    /// ones counted twice are both faults.
     fn missed_share(&self) -> f64 {
         if self.sent == 0 {
             1.0
         } else {
-            1.0 - self.counted / self.sent as f64
+            (1.0 - self.counted / self.sent as f64).abs()
         }
     }
 }
@@ -1182,7 +1184,12 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
     }
     if let Some(h) = &f.http {
         // Counted first: a per-request figure over requests the agent did not see means nothing.
-        verdict("share of HTTP requests not counted", h.missed_share(), get("gates.http_missed_share"), Some(0.0));
+        verdict(
+            "share of HTTP requests not counted (or counted twice)",
+            h.missed_share(),
+            get("gates.http_missed_share"),
+            Some(0.0),
+        );
         verdict(
             &format!("µs CPU per HTTP request (gate {} x noise margin {margin})", get("gates.us_per_http_request")),
             h.us_per_request,
@@ -1417,6 +1424,9 @@ fn self_test() {
     let mut unseen = good.clone();
     unseen.http = unseen.http.map(|h| HttpFigures { counted: 0.0, us_per_request: 0.0, ..h });
     assert!(!check_gates(&g, &unseen), "HTTP requests the agent did not count fail, however cheap");
+    let mut twice = good.clone();
+    twice.http = twice.http.map(|h| HttpFigures { counted: 2.0 * h.sent as f64, ..h });
+    assert!(!check_gates(&g, &twice), "HTTP requests counted twice fail");
     let mut allocating = good;
     allocating.http = allocating.http.map(|h| HttpFigures { allocs_per_cycle: Some(5_006.0), ..h });
     assert!(!check_gates(&g, &allocating), "an allocation per request fails");

@@ -169,19 +169,26 @@ try:
 
     def with_agent(profile=None):
         agent = start_agent()
-        # The first checks (process, connections: the namespace is visited, its capture opened)
-        # run at start; let them finish.
-        time.sleep(3.0)
-        if agent.poll() is not None:
-            sys.exit("the agent exited with %s" % agent.returncode)
-        sockets = packet_sockets_in_ns(agent.pid)
-        a = (time.monotonic(), cpu_ns(agent.pid))
-        time.sleep(args.seconds)
-        b = (time.monotonic(), cpu_ns(agent.pid))
-        on = transfer(profile)
-        c = (time.monotonic(), cpu_ns(agent.pid))
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=15)
+        try:
+            # The first checks (process, connections: the namespace is visited, its capture
+            # opened) run at start; let them finish.
+            time.sleep(3.0)
+            if agent.poll() is not None:
+                sys.exit("the agent exited with %s" % agent.returncode)
+            sockets = packet_sockets_in_ns(agent.pid)
+            a = (time.monotonic(), cpu_ns(agent.pid))
+            time.sleep(args.seconds)
+            b = (time.monotonic(), cpu_ns(agent.pid))
+            on = transfer(profile)
+            c = (time.monotonic(), cpu_ns(agent.pid))
+        finally:
+            # Stopped whatever happened (a failed transfer exits through here).
+            if agent.poll() is None:
+                agent.send_signal(signal.SIGTERM)
+                try:
+                    agent.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
         idle_pct = (b[1] - a[1]) / 1e9 / (b[0] - a[0]) * 100
         busy_pct = (c[1] - b[1]) / 1e9 / (c[0] - b[0]) * 100
         return on, idle_pct, busy_pct, sockets

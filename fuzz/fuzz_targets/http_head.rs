@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let heads = classify(payload, len);
     match heads {
         Heads::Requests(n) => assert!((1..=MAX_HEADS as u8).contains(&n)),
-        Heads::Responses { n, codes } => {
+        Heads::Responses { n, codes, .. } => {
             assert!((1..=MAX_HEADS as u8).contains(&n));
             let (valid, rest) = codes.split_at(usize::from(n));
             assert!(valid.iter().all(|c| (100..=999).contains(c)));

@@ -104,7 +104,8 @@ impl ConnectionsCheck {
         // within RETIRE_MS, so the latest few milliseconds go to the next one).
         self.on_capture(None);
         self.source.collect(&procs.table, &mut self.table, mono_secs);
-        if self.http.is_some() {
+        if let Some(h) = self.http.as_mut() {
+            h.dumped();
             // What arrived during the dump, then a larger ring where the kernel had to drop.
             self.on_capture(None);
             self.source.grow_captures();

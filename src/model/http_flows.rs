@@ -14,12 +14,13 @@
 //! original counts untracked sockets.
 //!
 //! Bounded: at most `max_flows` flows (new ones beyond are counted and not tracked), at most
-//! [`MAX_BINS_PER_FLOW`] bins each and [`MAX_BINS_TOTAL`] overall (a value that would need a new
-//! bin past those folds into its code's nearest bin, so counts stay exact). A flow is created
+//! [`MAX_BINS_PER_FLOW`] bins each and [`MAX_BINS_TOTAL`] overall, plus a first bin for
+//! [`RESERVED_CODES`] codes a flow (past those a code collapses its lowest bins, so counts stay
+//! exact), and at most [`CAPACITY_BOUND`] bins of room kept between intervals. A flow is created
 //! only for a port that listens in its namespace (packets a bridge relays for other namespaces
 //! match no socket here), and removed at the first connections check that no longer sees its
-//! socket. Storage (slots, their bin vectors, the index) is reused: a steady flow set allocates
-//! nothing.
+//! socket (one created after that check's dump waits for the next). Storage (slots, their bin
+//! vectors, the index) is reused: a steady flow set allocates nothing.
 
 use crate::model::connection::{Conn, ConnTable};
 use crate::model::ddsketch::{self, Bin};
@@ -36,6 +37,8 @@ pub const RESERVED_CODES: usize = 8;
 /// A freed slot keeps at most this much bin capacity (a flow that needed many bins does not
 /// pin them after it is gone).
 const KEPT_CAPACITY: usize = 64;
+/// The bin room all flows may keep between intervals (2 MiB); past it unused room is given back.
+const CAPACITY_BOUND: usize = 4 * MAX_BINS_TOTAL;
 /// Request heads waiting for their response, per flow (past it the oldest is given up).
 const PENDING: usize = 8;
 
@@ -104,7 +107,12 @@ struct Flow {
     /// responses the client had received when it sent it), and the sequence number of the
     /// latest counted response head: together they tell a response the capture missed.
     request_ack: Option<u32>,
-    /// Sequence numbers of the latest counted response heads (a few: pipelined responses the
+    /// Where the next response starts (sequence number), when the last counted response was
+    /// framed by a length. A response head that starts past it means a response in between was
+    /// missed: its request, the oldest waiting, is given up. This resynchronises pipelined
+    /// exchanges too, which acknowledgement numbers cannot.
+    response_next: Option<u32>,
+    /// Sequence numbers of the latest counted final response heads (a few: pipelined responses the
     /// client had not received yet may follow the ones it had).
     response_seqs: [u32; 4],
     responses_seen: usize,
@@ -116,6 +124,8 @@ struct Flow {
     reported: bool,
     /// Holds a flow (else it is on the free list, its key stale).
     in_use: bool,
+    /// The connections dump after which it was created (see [`HttpFlows::dumped`]).
+    epoch: u64,
 }
 
 impl Flow {
@@ -127,6 +137,7 @@ impl Flow {
         self.pending_first = 0;
         self.last_request = 0;
         self.request_ack = None;
+        self.response_next = None;
         self.responses_seen = 0;
         self.protocol = None;
         self.bins.clear();
@@ -138,22 +149,21 @@ impl Flow {
 
     /// A segment carrying `n` request heads, sent with acknowledgement number `ack`.
     ///
-    /// Resynchronisation: if the client received response bytes since its previous request
-    /// head (its acknowledgement moved) but no counted response head starts in them, a response
+    /// Resynchronisation when the responses' framing is not known (see [`Flow::response_next`]
+    /// for when it is): if the client received response bytes since its previous request head
+    /// (its acknowledgement moved) but no counted final response head starts in them, a response
     /// was missed (a ring drop, a head past the snap length): the oldest waiting request was
     /// answered by it and is given up. Without this, one missed response would pair every later
     /// response of a keep-alive connection with the request before its own.
     fn push_requests(&mut self, ts: u64, n: u8, ack: u32) -> bool {
         let mut resynced = false;
-        if let Some(prev) = self.request_ack {
+        if let (Some(prev), None) = (self.request_ack, self.response_next) {
             let moved = (ack.wrapping_sub(prev) as i32) > 0;
             let recent = &self.response_seqs[..self.responses_seen.min(self.response_seqs.len())];
             let counted =
                 recent.iter().any(|&r| (r.wrapping_sub(prev) as i32) >= 0 && (ack.wrapping_sub(r) as i32) > 0);
-            if moved && !counted && self.pending_len > 0 {
-                self.pending_first = (self.pending_first + 1) % PENDING;
-                self.pending_len -= 1;
-                resynced = true;
+            if moved && !counted {
+                resynced = self.give_up_oldest();
             }
         }
         for _ in 0..n {
@@ -168,6 +178,15 @@ impl Flow {
         self.last_request = ts;
         self.request_ack = Some(ack);
         resynced
+    }
+
+    fn give_up_oldest(&mut self) -> bool {
+        if self.pending_len == 0 {
+            return false;
+        }
+        self.pending_first = (self.pending_first + 1) % PENDING;
+        self.pending_len -= 1;
+        true
     }
 
     /// The request time a response (sent with acknowledgement number `ack`) answers: the oldest
@@ -262,6 +281,9 @@ pub struct HttpFlows {
     bins_total: usize,
     /// `(connection index, slot)` of this check's reported connections that have a flow, sorted.
     reported: Vec<(u32, u32)>,
+    /// Connections dumps so far: a flow created after the latest one may belong to a socket
+    /// that dump did not see yet, and is kept until the next.
+    epoch: u64,
     pub stats: HttpStats,
 }
 
@@ -274,8 +296,15 @@ impl HttpFlows {
             max_flows,
             bins_total: 0,
             reported: Vec::new(),
+            epoch: 0,
             stats: HttpStats::default(),
         }
+    }
+
+    /// The connections table was just dumped: flows created from now on are kept through the
+    /// next [`HttpFlows::attribute`] even if that table does not hold their socket.
+    pub fn dumped(&mut self) {
+        self.epoch += 1;
     }
 
     /// One captured packet of namespace `ns` (bytes from the IP header), taken at `ts_ns`.
@@ -317,11 +346,22 @@ impl HttpFlows {
                 }
             }
             Heads::MysqlGreeting => f.protocol = Some(Protocol::Mysql),
-            Heads::Responses { n, codes } => {
+            Heads::Responses { n, codes, next } => {
                 f.protocol = Some(Protocol::Http);
-                let k = f.responses_seen % f.response_seqs.len();
-                f.response_seqs[k] = seg.seq;
-                f.responses_seen = f.responses_seen.wrapping_add(1);
+                if let Some(expected) = f.response_next {
+                    let gap = seg.seq.wrapping_sub(expected) as i32;
+                    if gap > 0 && gap < (1 << 30) && f.give_up_oldest() {
+                        self.stats.resyncs += 1;
+                    }
+                }
+                f.response_next = next.map(|offset| seg.seq.wrapping_add(offset));
+                // Interim responses do not answer a request: not what the client's
+                // acknowledgement is checked against.
+                if codes.iter().take(usize::from(n)).any(|&c| !(100..200).contains(&c) || c == 101) {
+                    let k = f.responses_seen % f.response_seqs.len();
+                    f.response_seqs[k] = seg.seq;
+                    f.responses_seen = f.responses_seen.wrapping_add(1);
+                }
                 for &code in codes.iter().take(usize::from(n)) {
                     let interim = (100..200).contains(&code) && code != 101;
                     let f = &mut self.slots[slot];
@@ -359,6 +399,7 @@ impl HttpFlows {
                     pending_first: 0,
                     last_request: 0,
                     request_ack: None,
+                    response_next: None,
                     response_seqs: [0; 4],
                     responses_seen: 0,
                     protocol: None,
@@ -368,11 +409,13 @@ impl HttpFlows {
                     alive: true,
                     reported: false,
                     in_use: true,
+                    epoch: 0,
                 });
                 self.slots.len() - 1
             }
         };
         self.slots[slot].reset(key);
+        self.slots[slot].epoch = self.epoch;
         self.index.insert(key, slot as u32);
         self.stats.flows = self.index.len() as u64;
         Some(slot)
@@ -440,8 +483,9 @@ impl HttpFlows {
     /// and remembers which reported connections (`reported`: indexes into `table.conns`,
     /// ascending or not) have one.
     pub fn attribute(&mut self, table: &ConnTable, reported: impl Iterator<Item = u32>) {
+        let epoch = self.epoch;
         for f in &mut self.slots {
-            f.alive = false;
+            f.alive = f.epoch == epoch && epoch > 0;
             f.reported = false;
         }
         if self.index.is_empty() {
@@ -475,12 +519,21 @@ impl HttpFlows {
     /// After encoding: this interval's figures are cleared (those of unreported connections
     /// counted as dropped), and flows whose socket is gone are removed.
     pub fn end_interval(&mut self) {
+        // Live flows keep their bins' room between intervals (no allocation in steady state),
+        // unless all of it together passes CAPACITY_BOUND: then each gives back what it did not
+        // use (a flow that once needed many bins does not pin them).
+        let capacity: usize = self.slots.iter().map(|f| f.bins.capacity()).sum();
+        let trim = capacity > CAPACITY_BOUND;
         for (slot, f) in self.slots.iter_mut().enumerate().filter(|(_, f)| f.in_use) {
             if !f.reported {
                 self.stats.responses_unreported += f.bins.iter().map(|b| u64::from(b.count)).sum::<u64>();
             }
-            self.bins_total -= f.bins.len().min(self.bins_total);
+            let used = f.bins.len();
+            self.bins_total -= used.min(self.bins_total);
             f.bins.clear();
+            if trim && f.bins.capacity() > KEPT_CAPACITY.max(2 * used) {
+                f.bins.shrink_to(KEPT_CAPACITY.max(2 * used));
+            }
             if !f.alive {
                 self.index.remove(&f.key);
                 f.in_use = false;
@@ -657,6 +710,99 @@ mod tests {
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    impl Conversation {
+        /// A response head with a `Content-Length` body of `body` bytes, sent in one segment
+        /// (the body's segments are not heads: not captured).
+        fn long_response(&mut self, f: &mut HttpFlows, at_ms: u64, code: u16, body: u32, seen: bool) {
+            let head = format!("HTTP/1.1 {code} X\r\nContent-Length: {body}\r\n\r\n");
+            let p = segment_ack(SERVER, CLIENT, self.server_seq, self.client_seq, head.as_bytes());
+            self.server_seq = self.server_seq.wrapping_add(head.len() as u32 + body);
+            if seen {
+                f.on_packet(NS, at_ms * MS, &p, &listening());
+            }
+        }
+
+        fn interim(&mut self, f: &mut HttpFlows, at_ms: u64) {
+            let head = b"HTTP/1.1 100 Continue\r\n\r\n";
+            let p = segment_ack(SERVER, CLIENT, self.server_seq, self.client_seq, head);
+            self.server_seq = self.server_seq.wrapping_add(head.len() as u32);
+            f.on_packet(NS, at_ms * MS, &p, &listening());
+        }
+    }
+
+    #[test]
+    fn a_missed_final_response_after_100_continue_is_noticed() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        c.request(&mut f, 1000, b"POST /u HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n", true);
+        c.interim(&mut f, 1001);
+        c.client_seq += 100;
+        c.response(&mut f, 1010, 201, false);
+        for k in 1..6u64 {
+            c.request(&mut f, 1000 + 1000 * k, GET, true);
+            c.response(&mut f, 1005 + 1000 * k, 200, true);
+        }
+        assert_eq!(bins(&f), vec![(100, ix(0.001), 1), (200, ix(0.005), 5)]);
+        assert_eq!(f.stats.resyncs, 1);
+    }
+
+    #[test]
+    fn a_response_missed_in_a_pipelined_exchange_is_noticed_from_the_framing() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        // Batches of two pipelined requests a second apart, each answered at +5 and +10 ms; the
+        // capture misses the first response of the second batch.
+        for k in 0..4u64 {
+            c.request(&mut f, 1000 * k, &[GET, GET].concat(), true);
+            c.response(&mut f, 1000 * k + 5, 200, k != 1);
+            c.response(&mut f, 1000 * k + 10, 200, true);
+        }
+        assert_eq!(bins(&f), vec![(200, ix(0.005), 3), (200, ix(0.010), 4)]);
+        assert_eq!(f.stats.resyncs, 1);
+    }
+
+    #[test]
+    fn pipelining_during_a_long_body_gives_nothing_up() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        c.request(&mut f, 1000, GET, true);
+        // A 1 MB body streams; the client sends two more requests meanwhile, having received
+        // 100 kB and then 500 kB of it.
+        let start = c.server_seq;
+        c.long_response(&mut f, 1005, 200, 1_000_000, true);
+        let end = c.server_seq;
+        c.server_seq = start.wrapping_add(100_000);
+        c.request(&mut f, 1100, GET, true);
+        c.server_seq = start.wrapping_add(500_000);
+        c.request(&mut f, 1200, GET, true);
+        c.server_seq = end;
+        c.response(&mut f, 1300, 404, true);
+        c.response(&mut f, 1400, 503, true);
+        assert_eq!(f.stats.resyncs, 0);
+        assert_eq!(bins(&f), vec![(200, ix(0.005), 1), (404, ix(0.2), 1), (503, ix(0.2), 1)]);
+    }
+
+    #[test]
+    fn a_deep_pipeline_partly_received_gives_nothing_up() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        c.request(&mut f, 1000, &[GET; 7].concat(), true);
+        let first = c.server_seq;
+        for k in 0..6u64 {
+            c.response(&mut f, 1010 + k, 200, true);
+        }
+        // The client has received only the first response when it sends its eighth request.
+        let sent = c.server_seq;
+        c.server_seq = first.wrapping_add(44);
+        c.request(&mut f, 1020, GET, true);
+        c.server_seq = sent;
+        c.response(&mut f, 1030, 200, true);
+        c.response(&mut f, 1040, 200, true);
+        assert_eq!(f.stats.resyncs, 0);
+        assert_eq!(bins(&f).iter().map(|b| b.2).sum::<u32>(), 8);
+        assert!(bins(&f).contains(&(200, ix(0.020), 1)), "{:?}", bins(&f));
+    }
 
     #[test]
     fn a_missed_response_costs_one_sample_not_the_rest_of_the_connection() {
@@ -914,6 +1060,56 @@ mod tests {
         f.end_interval();
         assert!(f.slots.iter().all(|s| s.bins.capacity() <= KEPT_CAPACITY));
         assert_eq!(f.bins_total, 0);
+    }
+
+    #[test]
+    fn a_flow_born_after_the_dump_waits_for_the_next_one() {
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        f.dumped();
+        f.on_packet(NS, MS, &request(1, "/"), &l);
+        // The dump before it could not hold its socket: kept.
+        f.attribute(&ConnTable::new(10), std::iter::empty());
+        f.end_interval();
+        assert_eq!(f.stats.flows, 1);
+        // The next dump does not hold it either: gone.
+        f.dumped();
+        f.attribute(&ConnTable::new(10), std::iter::empty());
+        f.end_interval();
+        assert_eq!(f.stats.flows, 0);
+    }
+
+    #[test]
+    fn live_flows_give_back_room_they_stopped_using_past_the_bound() {
+        let mut f = HttpFlows::new(1000);
+        let l = listening();
+        let mut t = ConnTable::new(1000);
+        // Four intervals; in each, 70 new connections answer 1,000 distinct response times, and
+        // the older ones stay open, idle.
+        for round in 0..4u16 {
+            for k in 0..70u16 {
+                let client = ([10, 0, 3, round as u8], 20_000 + k);
+                t.conns.push(conn(SERVER, client, false));
+                let (mut req, mut resp) = (1u32, 1u32);
+                for i in 0..1000u32 {
+                    f.on_packet(NS, 1_000 * MS, &segment(client, SERVER, req, b"GET / HTTP/1.1\r\n\r\n"), &l);
+                    req += 18;
+                    let latency = (1000.0 * 1.0205f64.powi(i as i32)) as u64;
+                    f.on_packet(
+                        NS,
+                        1_000 * MS + latency,
+                        &segment(SERVER, client, resp, b"HTTP/1.1 200 X\r\n\r\n"),
+                        &l,
+                    );
+                    resp += 18;
+                }
+            }
+            f.attribute(&t, std::iter::empty());
+            f.end_interval();
+        }
+        assert_eq!(f.stats.flows, 280);
+        let room: usize = f.slots.iter().map(|s| s.bins.capacity()).sum();
+        assert!(room <= CAPACITY_BOUND, "{room} bins of room kept by idle flows");
     }
 
     #[test]

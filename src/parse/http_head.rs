@@ -23,8 +23,11 @@ pub enum Heads {
     /// `n` request heads (1..=MAX_HEADS): the one the segment starts with, and those pipelined after it
     /// within the captured bytes.
     Requests(u8),
-    /// Response heads with their status codes, in order (the first `n` entries of `codes` are valid).
-    Responses { n: u8, codes: [u16; MAX_HEADS] },
+    /// Response heads with their status codes, in order (the first `n` entries of `codes` are
+    /// valid), and where the response after the last of them starts, as an offset from the
+    /// payload's start (possibly past the segment): known when the last head was captured whole
+    /// and its body is framed by `Content-Length` or absent (1xx, 204, 304).
+    Responses { n: u8, codes: [u16; MAX_HEADS], next: Option<u32> },
     /// A MySQL server greeting (protocol 10) that fills the segment exactly (spec §1.2, stricter).
     MysqlGreeting,
 }
@@ -46,7 +49,8 @@ pub fn classify(payload: &[u8], payload_len: u32) -> Heads {
             codes[n] = head.code;
             n += 1;
         }
-        return Heads::Responses { n: n as u8, codes };
+        let next = message_end(b, head, response_body(head.code));
+        return Heads::Responses { n: n as u8, codes, next };
     }
     if let Some(first) = request_line(b) {
         let mut n = 1;
@@ -120,6 +124,15 @@ fn next_head_at(b: &[u8], head: StartLine, body: impl Fn(Framing) -> Body) -> Op
     let Body::Length(len) = body(framing) else { return None };
     let next = end.checked_add(usize::try_from(len).ok()?)?;
     (next < b.len()).then_some(next)
+}
+
+/// Where the message whose start line is `head` ends (its head and framed body), as an offset
+/// that may lie past the captured bytes; `None` when its head was not captured whole or its body
+/// is not framed by a length.
+fn message_end(b: &[u8], head: StartLine, body: impl Fn(Framing) -> Body) -> Option<u32> {
+    let (end, framing) = header_block(b, head.headers_at?)?;
+    let Body::Length(len) = body(framing) else { return None };
+    u32::try_from(u64::try_from(end).ok()?.checked_add(len)?).ok()
 }
 
 /// `HTTP/1.D CCC` then a space or `\r`, with CCC in 100..=999. A line cut by the end of the
@@ -282,15 +295,48 @@ fn mysql_greeting(b: &[u8], payload_len: u32) -> bool {
 mod tests {
     use super::*;
 
-    /// The whole segment captured.
+    /// The whole segment captured (what `next` says is checked on its own below).
     fn whole(b: &[u8]) -> Heads {
-        classify(b, b.len() as u32)
+        codes_only(classify(b, b.len() as u32))
+    }
+
+    fn codes_only(h: Heads) -> Heads {
+        match h {
+            Heads::Responses { n, codes, .. } => Heads::Responses { n, codes, next: None },
+            other => other,
+        }
     }
 
     fn responses(codes: &[u16]) -> Heads {
         let mut all = [0u16; MAX_HEADS];
         all[..codes.len()].copy_from_slice(codes);
-        Heads::Responses { n: codes.len() as u8, codes: all }
+        Heads::Responses { n: codes.len() as u8, codes: all, next: None }
+    }
+
+    fn next_of(b: &[u8], wire: u32) -> Option<u32> {
+        match classify(b, wire) {
+            Heads::Responses { next, .. } => next,
+            other => panic!("not responses: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn where_the_next_response_starts() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
+        // Past the segment: the body runs on in later segments.
+        assert_eq!(next_of(head, 1400), Some(head.len() as u32 + 1000));
+        // After the last of two heads in one segment.
+        let two = b"HTTP/1.1 404 N\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 204 E\r\n\r\n";
+        assert_eq!(next_of(two, two.len() as u32), Some(two.len() as u32));
+        // An interim response ends with its head.
+        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+        assert_eq!(next_of(cont, cont.len() as u32), Some(cont.len() as u32));
+        // Unknown: chunked, close-delimited, or a head cut by the snap length.
+        assert_eq!(next_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n", 60), None);
+        assert_eq!(next_of(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nbody", 60), None);
+        assert_eq!(next_of(&head[..20], 1400), None);
+        // A length past what a sequence offset can say.
+        assert_eq!(next_of(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", 1400), None);
     }
 
     #[test]
@@ -383,13 +429,13 @@ mod tests {
                 _ if cut < second_at + 12 => responses(&[200]),
                 _ => responses(&[200, 302]),
             };
-            assert_eq!(classify(&two[..cut], two.len() as u32), want, "cut at {cut}");
+            assert_eq!(codes_only(classify(&two[..cut], two.len() as u32)), want, "cut at {cut}");
         }
         // The segment itself may end right after the code (the reason phrase comes in the next one).
         assert_eq!(whole(b"HTTP/1.1 200"), responses(&[200]));
         // Captured bytes beyond payload_len do not count.
         assert_eq!(classify(two, 11), Heads::None);
-        assert_eq!(classify(two, second_at as u32 + 11), responses(&[200]));
+        assert_eq!(codes_only(classify(two, second_at as u32 + 11)), responses(&[200]));
     }
 
     #[test]
@@ -403,7 +449,7 @@ mod tests {
                 _ if cut < second_at + 4 => Heads::Requests(1),
                 _ => Heads::Requests(2),
             };
-            assert_eq!(classify(&two[..cut], two.len() as u32), want, "cut at {cut}");
+            assert_eq!(codes_only(classify(&two[..cut], two.len() as u32)), want, "cut at {cut}");
         }
     }
 

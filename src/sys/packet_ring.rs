@@ -93,6 +93,8 @@ pub struct PacketRing {
     blocks: u32,
     /// The block to look at next (the kernel fills them in order).
     next: usize,
+    /// Counts read by [`PacketRing::grow`] that the next [`PacketRing::take_stats`] reports.
+    carried: (u64, u64),
 }
 
 impl PacketRing {
@@ -117,7 +119,7 @@ impl PacketRing {
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
         let map = map_ring(&fd, BLOCKS_FIRST)?;
-        let ring = PacketRing { fd, map, len: ring_len(BLOCKS_FIRST), blocks: BLOCKS_FIRST, next: 0 };
+        let ring = PacketRing { fd, map, len: ring_len(BLOCKS_FIRST), blocks: BLOCKS_FIRST, next: 0, carried: (0, 0) };
         // SAFETY: a zeroed sockaddr_ll is valid; family, protocol (network order) and ifindex 0
         // (every interface) are what bind needs.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -147,14 +149,29 @@ impl PacketRing {
     }
 
     /// Doubles the ring (up to [`BLOCKS_MAX`] blocks); `Ok(false)` when it is at its largest.
-    /// Packets that arrive while the ring is swapped, and those in blocks not read yet, are lost.
-    /// If the larger ring cannot be had, the old size is set up again; if even that fails the
-    /// socket has no ring (the error says so) and the caller drops it.
+    /// Packets of the block the kernel was filling, and those that arrive while the ring is
+    /// swapped, are lost: they are counted as dropped in the next [`PacketRing::take_stats`]
+    /// (accepted by the kernel but never handed over). If the larger ring cannot be had, the old
+    /// size is set up again; if even that fails the socket has no ring (the error says so) and
+    /// the caller drops it.
     pub fn grow(&mut self) -> io::Result<bool> {
         if self.blocks >= BLOCKS_MAX {
             return Ok(false);
         }
         let blocks = (self.blocks * 2).min(BLOCKS_MAX);
+        // What the ring holds unread is lost with it: the released blocks from `next` on, and
+        // the block the kernel is filling after them (it keeps that one's packet count current;
+        // blocks given back before it carry stale counts until reopened, so they are not read).
+        let mut unread = 0u64;
+        for k in 0..self.blocks as usize {
+            let block = (self.next + k) % self.blocks as usize;
+            unread += u64::from(self.packets_in(block).load(Ordering::Acquire));
+            if self.status(block).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                break;
+            }
+        }
+        let (accepted, dropped) = self.kernel_stats();
+        self.carried = (self.carried.0 + accepted, self.carried.1 + dropped + unread);
         self.unmap();
         // A ring is torn down by asking for one of zero blocks (it must not be mapped).
         // SAFETY: a zeroed tpacket_req3 is the documented "no ring" request.
@@ -162,7 +179,12 @@ impl PacketRing {
         setsockopt(&self.fd, SOL_PACKET, PACKET_RX_RING, &none)?;
         let (map, blocks) = match map_ring(&self.fd, blocks) {
             Ok(map) => (map, blocks),
-            Err(_) => (map_ring(&self.fd, self.blocks)?, self.blocks),
+            Err(_) => {
+                // The larger request may have been set before its mapping failed: tear it down
+                // again (the kernel refuses a ring while one is set).
+                setsockopt(&self.fd, SOL_PACKET, PACKET_RX_RING, &none)?;
+                (map_ring(&self.fd, self.blocks)?, self.blocks)
+            }
         };
         self.map = map;
         self.len = ring_len(blocks);
@@ -207,9 +229,16 @@ impl PacketRing {
         n
     }
 
-    /// Packets the filter accepted and packets the kernel dropped (ring full) since the last
-    /// call (reading the counters resets them).
-    pub fn take_stats(&self) -> (u64, u64) {
+    /// Packets the filter accepted, and packets lost (the kernel dropped them for want of room,
+    /// or a [`PacketRing::grow`] discarded them unread) since the last call.
+    pub fn take_stats(&mut self) -> (u64, u64) {
+        let (accepted, dropped) = self.kernel_stats();
+        let carried = std::mem::take(&mut self.carried);
+        (accepted + carried.0, dropped + carried.1)
+    }
+
+    /// The kernel's counters since they were last read (reading resets them).
+    fn kernel_stats(&self) -> (u64, u64) {
         let mut s = TpacketStatsV3::default();
         let mut len = std::mem::size_of::<TpacketStatsV3>() as libc::socklen_t;
         // SAFETY: getsockopt(2) into a correctly sized tpacket_stats_v3.
@@ -226,6 +255,13 @@ impl PacketRing {
             return (0, 0);
         }
         (u64::from(s.packets), u64::from(s.drops))
+    }
+
+    /// A block's packet count: the kernel keeps it current while it fills the block, and
+    /// resets it when it opens the block again (so a block given back counts 0 until then).
+    fn packets_in(&self, block: usize) -> &AtomicU32 {
+        // SAFETY: as for `status`: an aligned word of a block header inside the mapping.
+        unsafe { AtomicU32::from_ptr(self.map.add(block * BLOCK_SIZE as usize + BLOCK_NUM_PKTS).cast()) }
     }
 
     fn status(&self, block: usize) -> &AtomicU32 {
