@@ -28,12 +28,14 @@ pub struct SockFilter {
 }
 
 /// Bytes per ring block (a multiple of the page size), and blocks per ring: a ring starts at
-/// 64 KiB, about 350 packet heads, and doubles each time the kernel had to drop for want of room
+/// 64 KiB, about 340 packet heads, and doubles each time the kernel had to drop for want of room
 /// (a burst larger than what arrives while the loop is busy elsewhere), up to 1 MiB. The whole
 /// ring is mapped, so it counts in the agent's RSS: a quiet namespace keeps the small one.
-pub const BLOCK_SIZE: u32 = 32 * 1024;
-pub const BLOCKS_FIRST: u32 = 2;
-pub const BLOCKS_MAX: u32 = 32;
+/// Small blocks: the block the kernel is filling is not the agent's to read until it is full or
+/// retired, so the smaller it is, the more of the ring the agent can empty while busy elsewhere.
+pub const BLOCK_SIZE: u32 = 16 * 1024;
+pub const BLOCKS_FIRST: u32 = 4;
+pub const BLOCKS_MAX: u32 = 64;
 /// A partly filled block is handed over after this long: the latest a packet reaches the agent.
 pub const RETIRE_MS: u32 = 50;
 
