@@ -4,13 +4,15 @@
 //! independently (prost structs from the spec, ruzstd) and compared with `ss -tnpi`.
 
 mod common;
+#[path = "support/netns.rs"]
+mod netns;
 use common::pa_proto::{self, Connection};
 use common::*;
+use netns::Netns;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,54 +21,6 @@ const HOST: &str = "conn-host";
 const STREAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/stream.py");
 /// Rate checks must not see each other's traffic or CPU load.
 static SERIAL: Mutex<()> = Mutex::new(());
-static FIXTURES: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace joined to the host by a veth pair; deleted on drop (also on failure).
-struct Netns {
-    name: String,
-    host_if: String,
-    host_ip: String,
-    ns_ip: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let n = FIXTURES.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let name = format!("sts-test-{pid}-{n}");
-        // Interface names have at most 15 bytes.
-        let host_if = format!("sts{}{}h", pid % 100_000, n);
-        let peer_if = format!("sts{}{}n", pid % 100_000, n);
-        let net = format!("10.{}.{}", 200 + n % 50, pid % 250);
-        let ns = Netns { name, host_if, host_ip: format!("{net}.1"), ns_ip: format!("{net}.2") };
-        ip(&["netns", "add", &ns.name]);
-        ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer_if]);
-        ip(&["link", "set", &peer_if, "netns", &ns.name]);
-        ip(&["addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_if]);
-        ip(&["link", "set", &ns.host_if, "up"]);
-        ip(&["-n", &ns.name, "addr", "add", &format!("{}/30", ns.ns_ip), "dev", &peer_if]);
-        ip(&["-n", &ns.name, "link", "set", &peer_if, "up"]);
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// The namespace's inode, as `/proc/<pid>/ns/net` of a process inside it shows it.
-    fn inode(&self) -> u64 {
-        std::fs::metadata(format!("/run/netns/{}", self.name)).unwrap().ino()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
-    }
-}
 
 /// Starts `stream.py`, optionally inside a namespace, and waits for its "ready" line if asked.
 fn stream(netns: Option<&str>, args: &[&str], wait_ready: bool) -> Child {
@@ -174,7 +128,7 @@ fn run_once(extra: &[(&str, &str)]) -> (Vec<Connection>, Vec<i32>, Vec<Request>)
 #[test]
 fn connections_across_a_network_namespace_and_on_loopback() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = Netns::new();
+    let ns = Netns::new("sts-test", "sts", 200);
     let (port, lo_port) = (free_port(), free_port());
     let (port_s, lo_port_s) = (port.to_string(), lo_port.to_string());
     // Server → client 200 kB/s, client → server 50 kB/s; on loopback 120 kB/s and 30 kB/s.
@@ -339,7 +293,7 @@ fn namespaces_come_and_go_with_their_processes() {
     cycle(&mut procs, &mut conns);
     let before = conns.source_stats().namespaces;
 
-    let ns = Netns::new();
+    let ns = Netns::new("sts-test", "sts", 200);
     let port = free_port().to_string();
     // A loopback pair inside the namespace: both ends there, so both are scoped by its inode.
     let kids = Kids(vec![stream(Some(&ns.name), &["pair", "127.0.0.1", &port, "20000", "20000"], true)]);
@@ -403,7 +357,7 @@ fn over_the_connection_limit_the_table_is_stable_and_deltas_are_per_interval() {
     use sts_agent::model::process::ProcessTable;
     use sts_agent::sources::connections::ConnectionSource;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = Netns::new();
+    let ns = Netns::new("sts-test", "sts", 200);
     let path = format!("/run/netns/{}", ns.name);
     // setns changes only the calling thread: a thread of its own, gone with its sockets.
     std::thread::spawn(move || {
@@ -492,7 +446,7 @@ fn a_namespace_whose_socket_could_not_be_opened_is_retried() {
     run_procs(&mut procs, 1.0);
     run_conns(&mut conns, &procs, 1.0);
 
-    let ns = Netns::new();
+    let ns = Netns::new("sts-test", "sts", 200);
     let inode = ns.inode();
     // In a `Kids` too, so a failing assertion before it is killed leaves no `sleep 600` behind.
     let mut first = Kids(vec![Command::new("ip")

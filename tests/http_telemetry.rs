@@ -9,13 +9,15 @@
 //! Needs root, `ip netns` and python3; a test whose prerequisite is missing fails and says which.
 
 mod common;
+#[path = "support/netns.rs"]
+mod netns;
 use common::pa_proto::{self, Addr};
 use common::*;
+use netns::Netns;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,6 @@ const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/http_se
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/http_client.py");
 /// The agents of these tests must not see each other's servers, nor share the CPU while timing.
 static SERIAL: Mutex<()> = Mutex::new(());
-static FIXTURES: AtomicU32 = AtomicU32::new(0);
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites and fixtures.
@@ -40,48 +41,6 @@ fn prerequisites() {
     );
     let py = Command::new("python3").arg("--version").output();
     assert!(py.as_ref().is_ok_and(|o| o.status.success()), "prerequisite missing: python3: {py:?}");
-}
-
-/// A network namespace joined to the host by a veth pair; deleted on drop (also on failure).
-struct Netns {
-    name: String,
-    host_if: String,
-    ns_ip: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let n = FIXTURES.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let name = format!("sts-http-{pid}-{n}");
-        // Interface names have at most 15 bytes.
-        let host_if = format!("sth{}{}h", pid % 100_000, n);
-        let peer_if = format!("sth{}{}n", pid % 100_000, n);
-        // Not the 10.200+ nets of tests/connections.rs, which may run at the same time.
-        let net = format!("10.{}.{}", 150 + n % 40, pid % 250);
-        let ns = Netns { name, host_if, ns_ip: format!("{net}.2") };
-        ip(&["netns", "add", &ns.name]);
-        ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer_if]);
-        ip(&["link", "set", &peer_if, "netns", &ns.name]);
-        ip(&["addr", "add", &format!("{net}.1/30"), "dev", &ns.host_if]);
-        ip(&["link", "set", &ns.host_if, "up"]);
-        ip(&["-n", &ns.name, "addr", "add", &format!("{}/30", ns.ns_ip), "dev", &peer_if]);
-        ip(&["-n", &ns.name, "link", "set", &peer_if, "up"]);
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
-    }
 }
 
 /// `tests/support/http_server.py` on `host` (inside `netns` if given), on a port of its choosing.
@@ -728,7 +687,7 @@ fn server_key(server: &Server, client_port: u16) -> (i32, i32, i32) {
 fn request_rates_and_response_times_match_the_clients() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     prerequisites();
-    let ns = Netns::new();
+    let ns = Netns::new("sts-http", "sth", 150);
     let far = Server::start(Some(&ns.name), &ns.ns_ip);
     let near = Server::start(None, "127.0.0.1");
     let sleep = |ms: u32, n: usize| keepalive(vec![format!("/sleep?ms={ms}"); n]);
