@@ -76,7 +76,7 @@ fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
             }
         });
     }
-    let (packets, drops) = ring.take_stats();
+    let (packets, drops, _) = ring.take_stats();
     eprintln!("{packets} packets accepted and {drops} dropped in this namespace meanwhile");
     let heads: Vec<String> =
         frames.iter().map(|f| String::from_utf8_lossy(&f.1[..f.1.len().min(12)]).into_owned()).collect();
@@ -116,13 +116,14 @@ fn a_ring_that_overflowed_grows_and_keeps_capturing() {
     };
     burst(&mut client, &mut server, &mut buf, 2000);
     std::thread::sleep(Duration::from_millis(150));
-    let (_, drops) = ring.take_stats();
+    let (_, drops, _) = ring.take_stats();
     assert!(drops > 0, "2,000 heads fit a {} KiB ring?", ring.bytes() / 1024);
     assert!(ring.grow().unwrap());
     assert_eq!(ring.bytes(), (BLOCK_SIZE * BLOCKS_FIRST * 2) as usize);
     // The full ring's unread heads (about 340 in 64 KiB) went with it: counted as lost.
-    let (_, lost) = ring.take_stats();
+    let (_, dropped, lost) = ring.take_stats();
     assert!(lost >= 200, "{lost} heads lost with the old ring");
+    assert_eq!(dropped, 0, "what the swap discarded is not the kernel's drops (it would grow the ring again)");
     // The larger ring captures: a burst it can hold arrives whole.
     burst(&mut client, &mut server, &mut buf, 300);
     std::thread::sleep(Duration::from_millis(150));
@@ -133,4 +134,39 @@ fn a_ring_that_overflowed_grows_and_keeps_capturing() {
         }
     });
     assert_eq!(mine, 300);
+}
+
+#[test]
+fn an_emptied_ring_grows_once_and_loses_nothing_it_handed_over() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ring = PacketRing::open(&program())
+        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_nodelay(true).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let head = b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; head.len()];
+    let mut send = |n: usize| {
+        for _ in 0..n {
+            client.write_all(head).unwrap();
+            server.read_exact(&mut buf).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    // The agent's order: an overflow, the ring read (every block handed back), then the grow.
+    send(2000);
+    let read = ring.drain(|_| {});
+    let (_, dropped, _) = ring.take_stats();
+    assert!(read > 0 && dropped > 0, "read {read}, dropped {dropped}");
+    assert!(ring.grow().unwrap());
+    let (_, dropped, discarded) = ring.take_stats();
+    assert_eq!((dropped, discarded), (0, 0), "the blocks handed over are not counted as lost");
+    // A trickle afterwards: nothing dropped, so nothing would make the agent grow it again.
+    send(20);
+    let mut mine = 0;
+    ring.drain(|f| mine += usize::from(tcp4(f.data).is_some_and(|(_, d, p)| d == port && p.starts_with(b"GET /once"))));
+    assert_eq!(mine, 20);
+    assert_eq!(ring.take_stats().1, 0);
 }

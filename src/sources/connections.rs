@@ -167,9 +167,10 @@ impl ConnectionSource {
                 uncaptured += u32::from(ns.sock.is_some() && self.capture_filter.is_some());
                 continue;
             };
-            let (packets, drops) = ring.take_stats();
+            let (packets, drops, discarded) = ring.take_stats();
             self.capture_stats.packets += packets;
-            self.capture_stats.ring_drops += drops;
+            // Lost either way; only the kernel's drops say the ring is too small.
+            self.capture_stats.ring_drops += drops + discarded;
             ns.capture_drops = drops;
             n += 1;
             bytes += ring.bytes() as u64;

@@ -97,6 +97,12 @@ pub struct PacketRing {
     next: usize,
     /// Counts read by [`PacketRing::grow`] that the next [`PacketRing::take_stats`] reports.
     carried: (u64, u64),
+    /// Packets a grow discarded unread since the last `take_stats` (not the kernel's drops:
+    /// they say nothing about the ring's size).
+    discarded: u64,
+    /// The latest drain that gave blocks back gave back all of them (the ring was full): the
+    /// kernel has not reopened the block at `next` yet, and its packet count is stale.
+    emptied_full: bool,
 }
 
 impl PacketRing {
@@ -121,7 +127,16 @@ impl PacketRing {
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
         let map = map_ring(&fd, BLOCKS_FIRST)?;
-        let ring = PacketRing { fd, map, len: ring_len(BLOCKS_FIRST), blocks: BLOCKS_FIRST, next: 0, carried: (0, 0) };
+        let ring = PacketRing {
+            fd,
+            map,
+            len: ring_len(BLOCKS_FIRST),
+            blocks: BLOCKS_FIRST,
+            next: 0,
+            carried: (0, 0),
+            discarded: 0,
+            emptied_full: false,
+        };
         // SAFETY: a zeroed sockaddr_ll is valid; family, protocol (network order) and ifindex 0
         // (every interface) are what bind needs.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -157,7 +172,7 @@ impl PacketRing {
     /// size is set up again; if even that fails the socket has no ring (the error says so) and
     /// the caller drops it.
     pub fn grow(&mut self) -> io::Result<bool> {
-        if self.blocks >= BLOCKS_MAX {
+        if self.blocks >= BLOCKS_MAX || self.map.is_null() {
             return Ok(false);
         }
         let blocks = (self.blocks * 2).min(BLOCKS_MAX);
@@ -167,13 +182,18 @@ impl PacketRing {
         let mut unread = 0u64;
         for k in 0..self.blocks as usize {
             let block = (self.next + k) % self.blocks as usize;
-            unread += u64::from(self.packets_in(block).load(Ordering::Acquire));
-            if self.status(block).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+            let released = self.status(block).load(Ordering::Acquire) & TP_STATUS_USER != 0;
+            if released || !(k == 0 && self.emptied_full) {
+                unread += u64::from(self.packets_in(block).load(Ordering::Acquire));
+            }
+            if !released {
                 break;
             }
         }
         let (accepted, dropped) = self.kernel_stats();
-        self.carried = (self.carried.0 + accepted, self.carried.1 + dropped + unread);
+        self.carried = (self.carried.0 + accepted, self.carried.1 + dropped);
+        self.discarded += unread;
+        self.emptied_full = false;
         self.unmap();
         // A ring is torn down by asking for one of zero blocks (it must not be mapped).
         // SAFETY: a zeroed tpacket_req3 is the documented "no ring" request.
@@ -214,6 +234,7 @@ impl PacketRing {
         if self.map.is_null() {
             return 0;
         }
+        let mut released = 0;
         for _ in 0..blocks {
             let block = self.next;
             let status = self.status(block);
@@ -227,16 +248,21 @@ impl PacketRing {
             n += frames(bytes, &mut on_frame);
             status.store(TP_STATUS_KERNEL, Ordering::Release);
             self.next = (block + 1) % blocks;
+            released += 1;
+        }
+        if released > 0 {
+            self.emptied_full = released == blocks;
         }
         n
     }
 
-    /// Packets the filter accepted, and packets lost (the kernel dropped them for want of room,
-    /// or a [`PacketRing::grow`] discarded them unread) since the last call.
-    pub fn take_stats(&mut self) -> (u64, u64) {
+    /// Since the last call: packets the filter accepted, packets the kernel dropped for want of
+    /// room (what says the ring is too small), and packets a [`PacketRing::grow`] discarded
+    /// unread.
+    pub fn take_stats(&mut self) -> (u64, u64, u64) {
         let (accepted, dropped) = self.kernel_stats();
         let carried = std::mem::take(&mut self.carried);
-        (accepted + carried.0, dropped + carried.1)
+        (accepted + carried.0, dropped + carried.1, std::mem::take(&mut self.discarded))
     }
 
     /// The kernel's counters since they were last read (reading resets them).
