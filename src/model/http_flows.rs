@@ -98,7 +98,10 @@ struct Flow {
     /// End (sequence number) of the last counted head segment: requests, responses.
     request_end: Option<u32>,
     response_end: Option<u32>,
-    pending: [u64; PENDING],
+    /// Waiting requests: capture time, the client's acknowledgement number when it sent the
+    /// request (how much of the responses it had received), and whether it was a HEAD (whose
+    /// response has no body whatever its `Content-Length` says).
+    pending: [(u64, u32, bool); PENDING],
     pending_len: usize,
     pending_first: usize,
     /// Capture time of the latest request head (0: none since capture began).
@@ -155,7 +158,7 @@ impl Flow {
     /// was missed (a ring drop, a head past the snap length): the oldest waiting request was
     /// answered by it and is given up. Without this, one missed response would pair every later
     /// response of a keep-alive connection with the request before its own.
-    fn push_requests(&mut self, ts: u64, n: u8, ack: u32) -> bool {
+    fn push_requests(&mut self, ts: u64, n: u8, ack: u32, first_is_head: bool) -> bool {
         let mut resynced = false;
         if let (Some(prev), None) = (self.request_ack, self.response_next) {
             let moved = (ack.wrapping_sub(prev) as i32) > 0;
@@ -166,13 +169,13 @@ impl Flow {
                 resynced = self.give_up_oldest();
             }
         }
-        for _ in 0..n {
+        for k in 0..n {
             if self.pending_len == PENDING {
                 // The oldest is given up: deeper pipelines than this are not paired exactly.
                 self.pending_first = (self.pending_first + 1) % PENDING;
                 self.pending_len -= 1;
             }
-            self.pending[(self.pending_first + self.pending_len) % PENDING] = ts;
+            self.pending[(self.pending_first + self.pending_len) % PENDING] = (ts, ack, k == 0 && first_is_head);
             self.pending_len += 1;
         }
         self.last_request = ts;
@@ -189,22 +192,43 @@ impl Flow {
         true
     }
 
+    /// A response head starts at `seq`, past where the previous response ended: the responses in
+    /// between were missed. Their requests are the waiting ones the client sent before it had
+    /// received up to `seq` (acknowledgement below it), one for each step of the client's
+    /// acknowledgement (requests sent together, pipelined, share one: only the first of those
+    /// is given up; a request sent after the client received all before `seq` is this
+    /// response's own and stays).
+    fn give_up_answered_before(&mut self, seq: u32) -> bool {
+        let mut previous: Option<u32> = None;
+        let mut gave_up = false;
+        while self.pending_len > 0 {
+            let (_, ack, _) = self.pending[self.pending_first];
+            let before = (seq.wrapping_sub(ack) as i32) > 0;
+            if !before || previous.is_some_and(|p| p == ack) {
+                break;
+            }
+            previous = Some(ack);
+            gave_up |= self.give_up_oldest();
+        }
+        gave_up
+    }
+
     /// The request time a response (sent with acknowledgement number `ack`) answers: the oldest
     /// waiting one (taken unless `interim`). With none waiting: the latest request head, if the
     /// server had received nothing after that head's segment (more pipelined heads in it than
     /// the snap length showed), else `None` (a request the capture did not recognise; counted as
     /// 0, as the original counts sockets it did not track).
-    fn request_for(&mut self, interim: bool, ack: u32) -> Option<u64> {
+    fn request_for(&mut self, interim: bool, ack: u32) -> Option<(u64, bool)> {
         if self.pending_len == 0 {
             let nothing_after = self.request_end.is_some_and(|end| (ack.wrapping_sub(end) as i32) <= 0);
-            return (self.last_request != 0 && nothing_after).then_some(self.last_request);
+            return (self.last_request != 0 && nothing_after).then_some((self.last_request, false));
         }
-        let t = self.pending[self.pending_first];
+        let (t, _, head) = self.pending[self.pending_first];
         if !interim {
             self.pending_first = (self.pending_first + 1) % PENDING;
             self.pending_len -= 1;
         }
-        Some(t)
+        Some((t, head))
     }
 }
 
@@ -341,7 +365,7 @@ impl HttpFlows {
         match heads {
             Heads::None => {}
             Heads::Requests(n) => {
-                if f.push_requests(ts_ns, n, seg.ack) {
+                if f.push_requests(ts_ns, n, seg.ack, seg.payload.starts_with(b"HEAD ")) {
                     self.stats.resyncs += 1;
                 }
             }
@@ -350,11 +374,12 @@ impl HttpFlows {
                 f.protocol = Some(Protocol::Http);
                 if let Some(expected) = f.response_next {
                     let gap = seg.seq.wrapping_sub(expected) as i32;
-                    if gap > 0 && gap < (1 << 30) && f.give_up_oldest() {
+                    if gap > 0 && gap < (1 << 30) && f.give_up_answered_before(seg.seq) {
                         self.stats.resyncs += 1;
                     }
                 }
-                f.response_next = next.map(|offset| seg.seq.wrapping_add(offset));
+                // Where the response after these starts (a length past 1 GiB is not believed).
+                f.response_next = next.filter(|o| *o < (1 << 30)).map(|o| seg.seq.wrapping_add(o));
                 // Interim responses do not answer a request: not what the client's
                 // acknowledgement is checked against.
                 if codes.iter().take(usize::from(n)).any(|&c| !(100..200).contains(&c) || c == 101) {
@@ -362,14 +387,23 @@ impl HttpFlows {
                     f.response_seqs[k] = seg.seq;
                     f.responses_seen = f.responses_seen.wrapping_add(1);
                 }
+                let mut answered_head = false;
                 for &code in codes.iter().take(usize::from(n)) {
                     let interim = (100..200).contains(&code) && code != 101;
                     let f = &mut self.slots[slot];
                     let secs = match f.request_for(interim, seg.ack) {
-                        Some(req) => ts_ns.saturating_sub(req) as f64 / 1e9,
+                        Some((req, head)) => {
+                            answered_head = head;
+                            ts_ns.saturating_sub(req) as f64 / 1e9
+                        }
                         None => 0.0,
                     };
                     self.record(slot, code, secs);
+                }
+                if answered_head {
+                    // A response to HEAD has no body whatever its Content-Length says: where the
+                    // next one starts is not known (the acknowledgement check takes over).
+                    self.slots[slot].response_next = None;
                 }
             }
         }
@@ -394,7 +428,7 @@ impl HttpFlows {
                     key,
                     request_end: None,
                     response_end: None,
-                    pending: [0; PENDING],
+                    pending: [(0, 0, false); PENDING],
                     pending_len: 0,
                     pending_first: 0,
                     last_request: 0,
@@ -729,6 +763,68 @@ mod tests {
             self.server_seq = self.server_seq.wrapping_add(head.len() as u32);
             f.on_packet(NS, at_ms * MS, &p, &listening());
         }
+    }
+
+    impl Conversation {
+        fn chunked_response(&mut self, f: &mut HttpFlows, at_ms: u64, code: u16, seen: bool) {
+            let r = format!("HTTP/1.1 {code} X\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+            let p = segment_ack(SERVER, CLIENT, self.server_seq, self.client_seq, r.as_bytes());
+            self.server_seq = self.server_seq.wrapping_add(r.len() as u32);
+            if seen {
+                f.on_packet(NS, at_ms * MS, &p, &listening());
+            }
+        }
+    }
+
+    #[test]
+    fn without_framing_the_acknowledgement_notices_a_missed_response() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        for k in 0..6u64 {
+            c.request(&mut f, 1000 * k, GET, true);
+            c.chunked_response(&mut f, 1000 * k + 5, 200, k != 2);
+        }
+        assert_eq!(bins(&f), vec![(200, ix(0.005), 5)]);
+        assert_eq!(f.stats.resyncs, 1);
+    }
+
+    #[test]
+    fn a_missed_response_after_a_head_response_is_noticed() {
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        c.request(&mut f, 0, b"HEAD /big HTTP/1.1\r\n\r\n", true);
+        // Content-Length of the resource, no body.
+        c.long_response(&mut f, 5, 200, 10_000, true);
+        c.server_seq -= 10_000;
+        for k in 1..6u64 {
+            c.request(&mut f, 1000 * k, GET, true);
+            c.response(&mut f, 1000 * k + 5, 200, k != 1);
+        }
+        assert_eq!(bins(&f), vec![(200, ix(0.005), 5)]);
+        assert_eq!(f.stats.resyncs, 1);
+    }
+
+    #[test]
+    fn exchanges_lost_whole_or_twice_in_a_row_leave_later_ones_paired() {
+        // A request and its response both lost (a ring drop): the next response's own request
+        // is not given up for it.
+        let mut f = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        let post = b"POST /p HTTP/1.1\r\nContent-Length: 100\r\n\r\n";
+        for k in 0..4u64 {
+            c.request(&mut f, 1000 * k, post, k != 1);
+            c.client_seq += 100;
+            c.response(&mut f, 1000 * k + 5, 200, k != 1);
+        }
+        assert_eq!(bins(&f), vec![(200, ix(0.005), 3)]);
+        // Two responses missed in a row: both their requests are given up.
+        let mut g = HttpFlows::new(10);
+        let mut c = Conversation { client_seq: 1, server_seq: 1 };
+        for k in 0..8u64 {
+            c.request(&mut g, 1000 * k, GET, true);
+            c.response(&mut g, 1000 * k + 5, 200, k != 2 && k != 3);
+        }
+        assert_eq!(bins(&g), vec![(200, ix(0.005), 6)]);
     }
 
     #[test]
