@@ -125,6 +125,8 @@ struct Flow {
     /// Seen in the latest connections check's table; reported in it.
     alive: bool,
     reported: bool,
+    /// Its socket was in the latest check's table (else it may be alive by its epoch only).
+    in_table: bool,
     /// Holds a flow (else it is on the free list, its key stale).
     in_use: bool,
     /// The connections dump after which it was created (see [`HttpFlows::dumped`]).
@@ -442,6 +444,7 @@ impl HttpFlows {
                     bins: Vec::with_capacity(32),
                     alive: true,
                     reported: false,
+                    in_table: false,
                     in_use: true,
                     epoch: 0,
                 });
@@ -520,6 +523,7 @@ impl HttpFlows {
         let epoch = self.epoch;
         for f in &mut self.slots {
             f.alive = f.epoch == epoch && epoch > 0;
+            f.in_table = false;
             f.reported = false;
         }
         if self.index.is_empty() {
@@ -528,7 +532,9 @@ impl HttpFlows {
         }
         for c in &table.conns {
             if let Some(&slot) = self.index.get(&FlowKey::of_conn(c)) {
-                self.slots[slot as usize].alive = true;
+                let f = &mut self.slots[slot as usize];
+                f.alive = true;
+                f.in_table = true;
             }
         }
         self.reported.clear();
@@ -559,6 +565,11 @@ impl HttpFlows {
         let capacity: usize = self.slots.iter().map(|f| f.bins.capacity()).sum();
         let trim = capacity > CAPACITY_BOUND;
         for (slot, f) in self.slots.iter_mut().enumerate().filter(|(_, f)| f.in_use) {
+            if f.alive && !f.in_table {
+                // Created after this check's dump, its socket not seen yet: what it recorded
+                // goes out with the next check's figures rather than being lost.
+                continue;
+            }
             if !f.reported {
                 self.stats.responses_unreported += f.bins.iter().map(|b| u64::from(b.count)).sum::<u64>();
             }
@@ -1164,15 +1175,17 @@ mod tests {
         let l = listening();
         f.dumped();
         f.on_packet(NS, MS, &request(1, "/"), &l);
-        // The dump before it could not hold its socket: kept.
+        f.on_packet(NS, 6 * MS, &response(1, 200), &l);
+        // The dump before it could not hold its socket: kept, and so is what it recorded.
         f.attribute(&ConnTable::new(10), std::iter::empty());
         f.end_interval();
         assert_eq!(f.stats.flows, 1);
-        // The next dump does not hold it either: gone.
+        assert_eq!((f.stats.responses_unreported, bins(&f)), (0, vec![(200, ix(0.005), 1)]));
+        // The next dump does not hold it either: gone, its figures counted as unreported.
         f.dumped();
         f.attribute(&ConnTable::new(10), std::iter::empty());
         f.end_interval();
-        assert_eq!(f.stats.flows, 0);
+        assert_eq!((f.stats.flows, f.stats.responses_unreported), (0, 1));
     }
 
     #[test]
