@@ -24,18 +24,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Starts `stream.py`, optionally inside a namespace, and waits for its "ready" line if asked.
 fn stream(netns: Option<&str>, args: &[&str], wait_ready: bool) -> Child {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "python3", STREAM]);
-            c
-        }
-        None => {
-            let mut c = Command::new("python3");
-            c.arg(STREAM);
-            c
-        }
-    };
+    let mut cmd = netns::python_in(netns, STREAM);
     let mut child = cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     if wait_ready {
         let mut line = String::new();

@@ -11,6 +11,22 @@ use std::time::{Duration, Instant};
 use sts_agent::sys::http_filter::{program, SNAP};
 use sts_agent::sys::packet_ring::PacketRing;
 
+/// A capture ring in this namespace, with the agent's filter.
+fn open_ring() -> PacketRing {
+    PacketRing::open(&program())
+        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"))
+}
+
+/// A loopback connection with Nagle off on the client: `(port, client, server)`.
+fn loopback_pair() -> (u16, TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_nodelay(true).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (port, client, server)
+}
+
 /// Both tests capture everything of this namespace: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -28,14 +44,8 @@ fn tcp4(data: &[u8]) -> Option<(u16, u16, Vec<u8>)> {
 #[test]
 fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let filter = program();
-    let mut ring = PacketRing::open(&filter)
-        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    client.set_nodelay(true).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
+    let mut ring = open_ring();
+    let (port, mut client, mut server) = loopback_pair();
     server.set_nodelay(true).unwrap();
     let _ = ring.take_stats();
     let mut buf = vec![0u8; 1 << 20];
@@ -97,14 +107,9 @@ fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
 fn a_ring_that_overflowed_grows_and_keeps_capturing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use sts_agent::sys::packet_ring::{BLOCKS_FIRST, BLOCK_SIZE};
-    let mut ring = PacketRing::open(&program())
-        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
+    let mut ring = open_ring();
     assert_eq!(ring.bytes(), (BLOCK_SIZE * BLOCKS_FIRST) as usize);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    client.set_nodelay(true).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
+    let (port, mut client, mut server) = loopback_pair();
     let head = b"GET /burst HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut buf = vec![0u8; head.len()];
     // A burst of 2,000 heads, one segment each, and nobody reading the ring: more than it holds.
@@ -139,13 +144,8 @@ fn a_ring_that_overflowed_grows_and_keeps_capturing() {
 #[test]
 fn an_emptied_ring_grows_once_and_loses_nothing_it_handed_over() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut ring = PacketRing::open(&program())
-        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    client.set_nodelay(true).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
+    let mut ring = open_ring();
+    let (port, mut client, mut server) = loopback_pair();
     let head = b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut buf = vec![0u8; head.len()];
     let mut send = |n: usize| {

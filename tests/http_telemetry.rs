@@ -52,18 +52,7 @@ struct Server {
 
 impl Server {
     fn start(netns: Option<&str>, host: &str) -> Server {
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "python3", SERVER]);
-                c
-            }
-            None => {
-                let mut c = Command::new("python3");
-                c.arg(SERVER);
-                c
-            }
-        };
+        let mut cmd = netns::python_in(netns, SERVER);
         let mut child =
             cmd.args([host, "0"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let mut line = String::new();

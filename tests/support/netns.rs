@@ -20,6 +20,20 @@ pub fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
+/// `python3 <script>`, inside namespace `netns` when given (`ip netns exec`).
+pub fn python_in(netns: Option<&str>, script: &str) -> Command {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3"]);
+            c
+        }
+        None => Command::new("python3"),
+    };
+    c.arg(script);
+    c
+}
+
 impl Netns {
     /// `name`: the namespace's prefix; `if_tag`: three letters for the veth names (at most 15
     /// bytes with the pid and counter); `net`: the second octet's base, distinct per test file
