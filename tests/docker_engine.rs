@@ -165,6 +165,14 @@ fn raw(side: &serde_json::Value, name: &str, id: &str) -> Option<f64> {
     side["metrics"].as_array()?.iter().find(|m| m[0] == name && m[3]["tags"][0] == tag.as_str())?[2].as_f64()
 }
 
+/// Every raw metric of container `id` in one `/intake` payload, as `name=value` (for failures).
+fn raw_all(side: &serde_json::Value, id: &str) -> String {
+    let tag = format!("containerId:{id}");
+    let metrics = side["metrics"].as_array().cloned().unwrap_or_default();
+    let named = metrics.iter().filter(|m| m[3]["tags"][0] == tag.as_str());
+    named.map(|m| format!("{}={}", m[0].as_str().unwrap_or("?"), m[2])).collect::<Vec<_>>().join(" ")
+}
+
 /// Runs the agent once, in a private cgroup namespace made after moving it into `placed`, with
 /// `prefix` run first (inside the same shell). Returns (stdout, stderr).
 fn once_in_private_cgroupns(placed: &PlacedCgroup, prefix: &str, env: &[(&str, &str)]) -> (Vec<u8>, String) {
@@ -185,7 +193,7 @@ fn process_side(stdout: &[u8], stderr: &str) -> serde_json::Value {
 
 /// Every container is reported with CPU and memory, from the dry run's `/intake` payload.
 fn assert_measured(stdout: &[u8], stderr: &str, ctrs: &[&Ctr], memory: bool) {
-    assert!(!stderr.contains("cannot open the cgroup"), "{stderr}");
+    assert!(!stderr.contains("cannot open the cgroup") && !stderr.contains("own cgroup was not found"), "{stderr}");
     let collector = payloads(stdout, "/api/v1/collector");
     let side = &process_side(stdout, stderr);
     for c in ctrs {
@@ -198,7 +206,12 @@ fn assert_measured(stdout: &[u8], stderr: &str, ctrs: &[&Ctr], memory: bool) {
             c.name
         );
         let cpu = raw(side, "totalPct", &c.id).unwrap_or_else(|| panic!("no totalPct for {}\n{stderr}", c.name));
-        assert!(cpu > 0.5 && cpu < 50.0, "{}: totalPct {cpu} (a tenth of a CPU, busy)\n{stderr}", c.name);
+        assert!(
+            cpu > 0.5 && cpu < 50.0,
+            "{}: totalPct {cpu} (a tenth of a CPU, busy); its raw metrics: {}\n{stderr}",
+            c.name,
+            raw_all(side, &c.id)
+        );
         if memory {
             let rss = raw(side, "memRss", &c.id).unwrap();
             assert!(rss >= 4e6, "{}: memRss {rss} (up to 16 MB held)\n{stderr}", c.name);

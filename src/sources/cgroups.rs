@@ -361,6 +361,7 @@ impl ContainerSource {
             Layout::Absent => Vec::new(),
         };
         let (mut own, mut logged) = (None, false);
+        let mut unfound: Vec<&[u8]> = Vec::new();
         for (slot, root, name) in hierarchies {
             let line = cgroup::iter(self_cgroup).filter_map(Result::ok).find(|l| {
                 if name.is_empty() {
@@ -379,7 +380,10 @@ impl ContainerSource {
                 let procs = buf.read_file(cg.as_fd(), c"cgroup.procs").ok()?;
                 procs.split(|b| *b == b'\n').any(|l| l == pid).then_some(cg)
             };
-            let Some((dir, path, depth, _)) = search(root.as_fd(), None, holds_me) else { continue };
+            let Some((dir, path, depth, _)) = search(root.as_fd(), None, holds_me) else {
+                unfound.push(if name.is_empty() { b"unified" } else { name });
+                continue;
+            };
             if depth > 0 && !logged {
                 let shown = path.strip_prefix(".").unwrap_or(&path);
                 info!("containers: the agent is in a private cgroup namespace rooted at /{}", shown.display());
@@ -397,6 +401,15 @@ impl ContainerSource {
             }
             anchors.depth[slot] = Some(depth);
             anchors.ns[slot] = Some((dir, path));
+        }
+        // A hierarchy where the agent's cgroup is not found reads as the host's root: in a
+        // private namespace, its figures of the agent's own container then read 0. Say which.
+        if !unfound.is_empty() && (own.is_some() || logged) {
+            let names: Vec<_> = unfound.iter().map(|n| String::from_utf8_lossy(n)).collect();
+            warn!(
+                "containers: the agent's own cgroup was not found in the {} hierarchy; its container's figures from it read 0",
+                names.join(", ")
+            );
         }
         own
     }
