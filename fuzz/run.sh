@@ -46,7 +46,9 @@ printf 'nameserver 10.0.0.2\nnameserver fd00::53\nsearch ec2.internal example\no
 printf '127.0.0.1 localhost\n10.0.0.4 receiver.example receiver # comment\n' > corpus/dns/hosts
 mkdir -p corpus/scrub
 printf ' 0123456789abcdef0123456789abcdefGET /i/?api_key=0123456789abcdef0123456789abcdef&x=1 {"apikey":"v"} sts-api-key: 0123456789ab' > corpus/scrub/seed
-cp ../tests/fixtures/netlink/debian12-6.18/*.bin corpus/inet_diag/
+cp ../tests/fixtures/netlink/debian12-6.18/tcp*.bin corpus/inet_diag/
+mkdir -p corpus/rtnl_link
+cp ../tests/fixtures/netlink/debian12-6.18/rtnl-link-*.bin corpus/rtnl_link/
 mkdir -p corpus/packet corpus/http_head
 # Cooked captures (from the IP header): IPv4 10.0.0.5:8080 -> 10.0.0.9:51234 with TCP timestamps and an
 # HTTP response; IPv6 with hop-by-hop, destination options and a first fragment before TCP and a request.

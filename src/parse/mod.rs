@@ -22,6 +22,7 @@ pub mod packet;
 pub mod passwd;
 pub mod pid;
 pub mod proc_stat;
+pub mod rtnl_link;
 pub mod snmp;
 pub mod traces;
 
