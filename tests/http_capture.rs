@@ -1,19 +1,20 @@
 //! The HTTP capture against the real kernel: a packet ring with the agent's BPF filter, in this
 //! namespace, while a loopback client and server exchange HTTP heads and a bulk stream. Only the
-//! heads reach the ring, each once (loopback shows every packet leaving and arriving), cut to the
-//! snap length, timestamped in order; the bulk bytes never leave the kernel.
+//! heads reach the ring, each once (loopback shows every packet leaving and arriving: the ring
+//! takes the arriving copy, and the kernel does not even clone the leaving one), cut to the snap
+//! length, timestamped in order; the bulk bytes never leave the kernel.
 //!
 //! Needs CAP_NET_RAW (root): without it the test fails, saying so.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use sts_agent::sys::http_filter::{program, SNAP};
-use sts_agent::sys::packet_ring::PacketRing;
+use sts_agent::sys::http_filter::{program, Direction, SNAP};
+use sts_agent::sys::packet_ring::{Interfaces, PacketRing};
 
-/// A capture ring in this namespace, with the agent's filter.
+/// A capture ring on every interface of this namespace, with the agent's filter.
 fn open_ring() -> PacketRing {
-    PacketRing::open(&program())
+    PacketRing::open(&program(Direction::Arriving), Interfaces::AllArriving)
         .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"))
 }
 
@@ -97,7 +98,8 @@ fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
     );
     assert!(frames.iter().all(|f| f.0 == f.1.starts_with(b"HTTP")), "responses come from the server port");
     assert!(frames.iter().all(|f| f.2 <= SNAP as usize), "cut to the snap length");
-    assert!(frames.iter().all(|f| f.4 == 4), "loopback: the leaving copy (PACKET_OUTGOING)");
+    assert!(ring.ignores_outgoing(), "Linux 4.20 and later keep outgoing packets from the socket");
+    assert!(frames.iter().all(|f| f.4 == 0), "loopback: the arriving copy (PACKET_HOST)");
     assert!(frames.windows(2).all(|w| w[0].3 <= w[1].3), "kernel timestamps in order");
     // The 20 MB of bulk on this connection would have shown above as frames of its port. (The
     // ring's own counters cover the whole namespace, other programs' traffic included.)
@@ -169,4 +171,50 @@ fn an_emptied_ring_grows_once_and_loses_nothing_it_handed_over() {
     ring.drain(|f| mine += usize::from(tcp4(f.data).is_some_and(|(_, d, p)| d == port && p.starts_with(b"GET /once"))));
     assert_eq!(mine, 20);
     assert_eq!(ring.take_stats().1, 0);
+}
+
+/// A ring bound to one interface with the leaving filter (what the agent opens on each
+/// interface that leaves the host): bound to loopback, it gets each head once, as it leaves
+/// (`PACKET_OUTGOING`), and nothing that only arrives, nor the bulk.
+#[test]
+fn a_ring_on_one_interface_keeps_what_leaves_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ring = PacketRing::open(&program(Direction::Leaving), Interfaces::One(1))
+        .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
+    assert!(!ring.ignores_outgoing());
+    let (port, mut client, mut server) = loopback_pair();
+    server.set_nodelay(true).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    for path in ["/x", "/y"] {
+        client.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        assert!(server.read(&mut buf).unwrap() > 0);
+        server.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert!(client.read(&mut buf).unwrap() > 0);
+    }
+    client.write_all(&vec![b'Z'; 1 << 20]).unwrap();
+    let mut got = 0;
+    while got < 1 << 20 {
+        got += server.read(&mut buf).unwrap();
+    }
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while frames.len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        ring.drain(|f| {
+            if let Some((sport, dport, payload)) = tcp4(f.data) {
+                if sport == port || dport == port {
+                    frames.push((String::from_utf8_lossy(&payload[..payload.len().min(10)]).into_owned(), f.pkttype));
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    ring.drain(|f| {
+        if tcp4(f.data).is_some_and(|(s, d, _)| s == port || d == port) {
+            frames.push(("(late)".into(), f.pkttype));
+        }
+    });
+    let want: Vec<(String, u8)> =
+        ["GET /x HTT", "HTTP/1.1 2", "GET /y HTT", "HTTP/1.1 2"].iter().map(|h| (h.to_string(), 4)).collect();
+    assert_eq!(frames, want, "each head once, leaving (pkt_type 4), and nothing else of this connection");
 }

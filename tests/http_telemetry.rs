@@ -86,9 +86,13 @@ struct Client {
 
 impl Client {
     fn start(host: &str, port: u16, conns: serde_json::Value) -> Client {
+        Client::start_in(None, host, port, conns)
+    }
+
+    /// The client inside network namespace `netns` when given.
+    fn start_in(netns: Option<&str>, host: &str, port: u16, conns: serde_json::Value) -> Client {
         let plan = serde_json::json!({"host": host, "port": port, "conns": conns});
-        let mut child = Command::new("python3")
-            .arg(CLIENT)
+        let mut child = netns::python_in(netns, CLIENT)
             .arg(plan.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -147,6 +151,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(extra: &[(&str, &str)]) -> Daemon {
+        Daemon::start_wrapped(extra, None)
+    }
+
+    /// The agent started by `sh -c <script>` (which ends with `exec $AGENT`) under `wrapper`
+    /// (e.g. `unshare …`), when given, instead of directly.
+    fn start_wrapped(extra: &[(&str, &str)], wrapped: Option<(&[&str], &str)>) -> Daemon {
         let rx = Receiver::start(true, vec![202]);
         let url = rx.url("/stsAgent");
         let mut env = vec![
@@ -163,7 +173,18 @@ impl Daemon {
             ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
         ];
         env.extend_from_slice(extra);
-        let mut child = spawn_agent(&[], &env);
+        let mut child = match wrapped {
+            None => spawn_agent(&[], &env),
+            Some((wrapper, script)) => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let mut cmd = Command::new(wrapper[0]);
+                cmd.args(&wrapper[1..]).args(["sh", "-c", script]).env_clear();
+                cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("AGENT", AGENT);
+                cmd.env("STS_EC2_METADATA_URL", "http://127.0.0.1:9").env("STS_APM_RECEIVER_PORT", port.to_string());
+                cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                cmd.spawn().expect("spawn the wrapped agent")
+            }
+        };
         let mut out = child.stdout.take().unwrap();
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -818,4 +839,161 @@ fn protocol_inspection_off_sends_no_http_metrics() {
     drop(client);
     drop(server);
     v.done(&log);
+}
+
+/// A client the agent cannot see (its namespace holds none of the agent's processes: the agent
+/// runs in a pid namespace of its own with the server) reaches the server through a VXLAN link,
+/// as a client beyond the host's NIC would: the responses arrive nowhere the agent looks, so they
+/// are captured leaving the server's namespace, on the interface that leaves the host (its
+/// socket on every interface ignores what leaves). Counts and response times still match.
+#[test]
+fn responses_to_a_client_beyond_the_host_are_captured_leaving_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    prerequisites();
+    let link = Overlay::new();
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    // The server starts inside the agent's pid namespace, so the agent reports its sockets.
+    let script = format!(
+        "ip netns exec {} python3 {SERVER} {} {port} >/dev/null & exec \"$AGENT\"",
+        link.server_ns, link.server_ip
+    );
+    let wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"];
+    let agent = Daemon::start_wrapped(&[], Some((&wrapper, &script)));
+    link.wait_listening(port);
+    let plan = [
+        ("vxlan keep-alive 200/404/503 mix", keepalive(mix(90, &[("/ok", 5), ("/missing", 2), ("/busy", 2)])), false),
+        ("vxlan pipelined x3", pipeline(8, &["/ok", "/busy", "/missing"]), false),
+        ("vxlan /sleep?ms=20", keepalive(vec!["/sleep?ms=20".to_string(); 40]), true),
+    ];
+    let conns: Vec<serde_json::Value> = plan.iter().map(|p| p.1.clone()).collect();
+    let mut client = Client::start_in(Some(&link.client_ns), &link.server_ip, port, serde_json::json!(conns));
+    let ports: BTreeSet<i32> = client.ports.iter().map(|p| i32::from(*p)).collect();
+    let is_server_end = |c: &Conn| {
+        c.laddr.as_ref().is_some_and(|a| a.port == i32::from(port))
+            && c.raddr.as_ref().is_some_and(|a| ports.contains(&a.port))
+    };
+    agent.wait_for("the server connections reported", Duration::from_secs(20), |msgs| {
+        let seen: BTreeSet<i32> =
+            msgs.iter().flat_map(|m| &m.conns).filter(|c| is_server_end(c)).map(|c| key(c).2).collect();
+        seen == ports
+    });
+    client.go();
+    let seen = client.results();
+    // What the agent holds in the server's namespace: its socket on every interface and the
+    // one on the VXLAN link (the veth under it leads nowhere off the host).
+    let sockets = ss_packet_sockets(&link.server_ns);
+    agent.wait_checks(2);
+    let msgs = agent.messages();
+    let log = agent.stderr();
+    drop(client);
+    drop(agent);
+
+    let mut v = Verdict::default();
+    // Keyed by the client's port: pids are the agent's pid namespace's.
+    let by_port: BTreeMap<i32, Http> =
+        collect(&msgs, |c| is_server_end(c)).into_iter().map(|((_, _, rport), h)| (rport, h)).collect();
+    v.figures.push(format!("agent packet sockets in the server's namespace: {sockets:?}"));
+    v.check(
+        sockets.len() == 2,
+        format!("packet sockets in the server's namespace: {sockets:?} (every interface, and the VXLAN link)"),
+    );
+    for ((label, _, latency), c) in plan.iter().zip(&seen) {
+        compare(&mut v, label, by_port.get(&i32::from(c.port)), c, *latency);
+    }
+    v.done(&log);
+}
+
+/// Two network namespaces, a server's and a client's, joined by a veth pair carrying a VXLAN
+/// link: the client's packets reach the server on the VXLAN interface, and the server's
+/// responses leave on it, as over a NIC. Unique names; both namespaces deleted on drop.
+struct Overlay {
+    server_ns: String,
+    client_ns: String,
+    server_ip: String,
+}
+
+impl Overlay {
+    fn new() -> Overlay {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let o = Overlay {
+            server_ns: format!("sts-vxs-{pid}-{n}"),
+            client_ns: format!("sts-vxc-{pid}-{n}"),
+            server_ip: format!("10.{}.{}.5", 230 + n % 20, pid % 250),
+        };
+        let net = format!("10.{}.{}", 230 + n % 20, pid % 250);
+        let (under_s, under_c) = (format!("vxu{}{n}s", pid % 100_000), format!("vxu{}{n}c", pid % 100_000));
+        netns::ip(&["netns", "add", &o.server_ns]);
+        netns::ip(&["netns", "add", &o.client_ns]);
+        netns::ip(&["link", "add", &under_s, "type", "veth", "peer", "name", &under_c]);
+        netns::ip(&["link", "set", &under_s, "netns", &o.server_ns]);
+        netns::ip(&["link", "set", &under_c, "netns", &o.client_ns]);
+        for (ns, under, me, peer, overlay) in [(&o.server_ns, &under_s, 1, 2, 5), (&o.client_ns, &under_c, 2, 1, 6)] {
+            let n = |args: &[&str]| {
+                let mut all = vec!["-n", ns.as_str()];
+                all.extend_from_slice(args);
+                netns::ip(&all);
+            };
+            n(&["link", "set", "lo", "up"]);
+            n(&["addr", "add", &format!("{net}.{me}/30"), "dev", under]);
+            n(&["link", "set", under, "up"]);
+            n(&[
+                "link",
+                "add",
+                "vx0",
+                "type",
+                "vxlan",
+                "id",
+                "42",
+                "dstport",
+                "4789",
+                "local",
+                &format!("{net}.{me}"),
+                "remote",
+                &format!("{net}.{peer}"),
+                "dev",
+                under,
+            ]);
+            n(&["addr", "add", &format!("{net}.{overlay}/30"), "dev", "vx0"]);
+            n(&["link", "set", "vx0", "up"]);
+        }
+        o
+    }
+
+    /// Waits until something listens on `port` in the server's namespace.
+    fn wait_listening(&self, port: u16) {
+        let start = Instant::now();
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.server_ns, "ss", "-ltnH", &format!("sport = :{port}")])
+                .output()
+                .expect("ss");
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "the server did not listen on :{port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its links (the veth pair goes with the first).
+        let _ = Command::new("ip").args(["netns", "del", &self.server_ns]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.client_ns]).output();
+    }
+}
+
+/// The agent's packet sockets in namespace `netns` (`ss -0p`): the interface each is bound to
+/// (`*`: every one).
+fn ss_packet_sockets(netns: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "exec", netns, "ss", "-0", "-p", "-H"]).output().expect("ss");
+    assert!(out.status.success(), "ss -0p: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"sts-agent\""))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
+        .collect()
 }

@@ -11,6 +11,7 @@ use crate::encode::process_msg::TYPE_COLLECTOR_CONNECTIONS;
 use crate::model::connection::ConnTable;
 use crate::model::http_flows::{HttpFlows, HttpStats};
 use crate::sources::connections::{CaptureStats, ConnectionSource, SourceStats};
+use crate::sys::packet_ring::SETTLE_DELAY_NS;
 use std::io;
 
 /// At most this many connections per message (spec/protocol.md §7).
@@ -64,10 +65,19 @@ impl ConnectionsCheck {
     }
 
     /// A capture ring is readable (`None`: read them all).
-    pub fn on_capture(&mut self, token: Option<usize>) {
+    ///
+    /// Every ring is read, whichever one woke the loop: the heads of one exchange are in
+    /// different rings (its request where the server is, its response where the client is), and
+    /// are applied in time order only up to what every ring has surely handed over by now (see
+    /// [`SETTLE_DELAY_NS`]); the rest waits for the next read.
+    pub fn on_capture(&mut self) {
         if let Some(flows) = self.http.as_mut() {
             let t0 = super::timers::thread_cpu_ns();
-            self.source.drain_captures(token, flows, &self.table.listening);
+            self.source.drain_captures(flows, &self.table.listening);
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            flows.settle(now_ns.saturating_sub(SETTLE_DELAY_NS), &self.table.listening);
             self.source.capture_stats.cpu_ns += super::timers::thread_cpu_ns().saturating_sub(t0);
         }
     }
@@ -100,14 +110,14 @@ impl ConnectionsCheck {
     ) {
         self.runs += 1;
         let reported = &procs.selection.reported;
-        // Packets up to now belong to this interval (the ring hands over a partly filled block
-        // within RETIRE_MS, so the latest few milliseconds go to the next one).
-        self.on_capture(None);
+        // Packets up to now belong to this interval (those of the last SETTLE_DELAY_NS wait
+        // for every ring to hand them over, and go to the next one).
+        self.on_capture();
         self.source.collect(&procs.table, &mut self.table, mono_secs);
         if let Some(h) = self.http.as_mut() {
             h.dumped();
             // What arrived during the dump, then a larger ring where the kernel had to drop.
-            self.on_capture(None);
+            self.on_capture();
             self.source.grow_captures();
         }
         let mut stats = self.source.stats;

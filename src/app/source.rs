@@ -169,7 +169,7 @@ impl App {
             Source::TraceIntake => self.on_intake_event(token, now)?,
             Source::HttpCapture => {
                 if let Some(c) = self.connections.as_mut() {
-                    c.on_capture(Some(token.0));
+                    c.on_capture();
                 }
             }
         }

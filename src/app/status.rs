@@ -131,9 +131,11 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
     match &s.http {
         None => out.extend_from_slice(b"null"),
         Some((c, h)) => {
-            let fields: [(&str, u64); 17] = [
+            let fields: [(&str, u64); 19] = [
                 ("namespaces", u64::from(c.namespaces)),
                 ("namespaces_uncaptured", u64::from(c.uncaptured)),
+                ("interfaces_leaving", u64::from(c.interfaces)),
+                ("link_dump_errors", c.link_dump_errors),
                 ("ring_bytes", c.ring_bytes),
                 ("open_failures", c.open_failures),
                 ("packets", c.packets),

@@ -1,11 +1,14 @@
 //! HTTP (and MySQL) telemetry per server-side socket, from captured segment heads: the request
 //! → response matcher. Each flow is the socket that answers (its local end sends the responses),
-//! keyed by namespace and 4-tuple exactly as the connections check reports it, so the figures
-//! ride on the same `Connection` and pid.
+//! keyed by its 4-tuple exactly as the connections check reports it, so the figures ride on the
+//! same `Connection` and pid. A request is captured arriving in the server's namespace, and its
+//! response arriving in the client's, or leaving the host: two namespaces, one exchange. So the
+//! key holds no namespace, except for loopback addresses, which every namespace has its own of
+//! (and whose packets never leave it).
 //!
 //! Per flow: the end of the last counted head segment in each direction (a segment that does not
-//! go past it is a retransmission, or the same packet seen again on a second interface of the
-//! namespace, and is skipped); the capture times of request heads not answered yet, oldest first
+//! go past it is a retransmission, or the same packet seen again on a second interface or in a
+//! second namespace, and is skipped); the capture times of request heads not answered yet, oldest first
 //! (so pipelined responses pair with their own requests); and the response times as sketch bins
 //! per status code. Response time is the response head's capture time minus its request head's:
 //! on the wire, where the original measures from the server's last read to its first send (spec
@@ -41,12 +44,16 @@ const KEPT_CAPACITY: usize = 64;
 const CAPACITY_BOUND: usize = 4 * MAX_BINS_TOTAL;
 /// Request heads waiting for their response, per flow (past it the oldest is given up).
 const PENDING: usize = 8;
+/// Heads waiting to be applied in time order (see [`HttpFlows::stage`]); past it the older half
+/// is applied at once (counted in `settled_early`).
+pub const MAX_STAGED: usize = 4096;
 
-/// A server-side socket: namespace, and local (the answering end) and remote addresses. IPv4
-/// (also IPv4-mapped IPv6) is family 2 with the address in the first 4 bytes.
+/// A server-side socket: local (the answering end) and remote addresses, and the namespace for
+/// a loopback one (0 for others: see the module's notes). IPv4 (also IPv4-mapped IPv6) is family
+/// 2 with the address in the first 4 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub ns: u64,
+    pub scope: u64,
     pub family: u8,
     pub local: [u8; 16],
     pub lport: u16,
@@ -61,7 +68,21 @@ impl FlowKey {
             (10, Some(l), Some(r)) => (2, l, r),
             _ => (c.family, c.local, c.remote),
         };
-        FlowKey { ns: c.ns, family, local, lport: c.lport, remote, rport: c.rport }
+        FlowKey::new(c.ns, family, local, c.lport, remote, c.rport)
+    }
+
+    /// The key of a socket of namespace `ns`.
+    pub fn new(ns: u64, family: u8, local: [u8; 16], lport: u16, remote: [u8; 16], rport: u16) -> FlowKey {
+        let scope = if is_loopback(family, &local) { ns } else { 0 };
+        FlowKey { scope, family, local, lport, remote, rport }
+    }
+}
+
+/// `127.0.0.0/8` or `::1`: an address of the namespace's own loopback.
+fn is_loopback(family: u8, a: &[u8; 16]) -> bool {
+    match family {
+        2 => a[0] == 127,
+        _ => a[..15].iter().all(|b| *b == 0) && a[15] == 1,
     }
 }
 
@@ -258,6 +279,8 @@ pub struct HttpStats {
     pub responses_unreported: u64,
     /// Flows tracked now.
     pub flows: u64,
+    /// Heads applied before their watermark because too many waited (see [`MAX_STAGED`]).
+    pub settled_early: u64,
 }
 
 /// FNV-1a over the key's bytes from a per-process random basis: cheaper per packet than SipHash,
@@ -299,8 +322,29 @@ impl Hasher for FnvHasher {
     }
 }
 
+/// A captured head, parsed, waiting for its turn: heads of one exchange come from different
+/// rings (the request's namespace, the response's), read in whatever order the loop gets to them.
+#[derive(Debug, Clone, Copy)]
+struct Staged {
+    ts_ns: u64,
+    /// Arrival order, for heads with the same timestamp (two copies of one packet).
+    order: u64,
+    /// The namespace it was seen in.
+    ns: u64,
+    key: FlowKey,
+    server_sends: bool,
+    seq: u32,
+    ack: u32,
+    payload_len: u32,
+    heads: Heads,
+    head_method: bool,
+}
+
 pub struct HttpFlows {
     index: HashMap<FlowKey, u32, SeededFnv>,
+    /// Heads not applied yet (see [`HttpFlows::stage`]); `staged_order` numbers them.
+    staged: Vec<Staged>,
+    staged_order: u64,
     slots: Vec<Flow>,
     free: Vec<u32>,
     max_flows: usize,
@@ -317,6 +361,8 @@ impl HttpFlows {
     pub fn new(max_flows: usize) -> HttpFlows {
         HttpFlows {
             index: HashMap::default(),
+            staged: Vec::new(),
+            staged_order: 0,
             slots: Vec::new(),
             free: Vec::new(),
             max_flows,
@@ -333,9 +379,17 @@ impl HttpFlows {
         self.epoch += 1;
     }
 
-    /// One captured packet of namespace `ns` (bytes from the IP header), taken at `ts_ns`.
-    /// `listening`: `(namespace, port)` of listening sockets, sorted (the connections table's).
+    /// One captured packet, applied at once: [`HttpFlows::stage`] then [`HttpFlows::settle`]
+    /// with no watermark (for a single source of packets in time order).
     pub fn on_packet(&mut self, ns: u64, ts_ns: u64, bytes: &[u8], listening: &[(u64, u16)]) {
+        self.stage(ns, ts_ns, bytes, listening);
+        self.settle(u64::MAX, listening);
+    }
+
+    /// One captured packet of namespace `ns` (bytes from the IP header), taken at `ts_ns`: kept
+    /// as a parsed head until [`HttpFlows::settle`] applies it in time order. Not a head: nothing
+    /// kept. At [`MAX_STAGED`] the older half is applied first (`listening`: see `settle`).
+    pub fn stage(&mut self, ns: u64, ts_ns: u64, bytes: &[u8], listening: &[(u64, u16)]) {
         self.stats.frames += 1;
         let Some(seg) = packet::tcp_segment(bytes) else { return };
         let heads = http_head::classify(seg.payload, seg.payload_len);
@@ -345,29 +399,85 @@ impl HttpFlows {
             Heads::Responses { .. } | Heads::MysqlGreeting => true,
         };
         let key = if server_sends {
-            FlowKey { ns, family: seg.family, local: seg.src, lport: seg.sport, remote: seg.dst, rport: seg.dport }
+            FlowKey::new(ns, seg.family, seg.src, seg.sport, seg.dst, seg.dport)
         } else {
-            FlowKey { ns, family: seg.family, local: seg.dst, lport: seg.dport, remote: seg.src, rport: seg.sport }
+            FlowKey::new(ns, seg.family, seg.dst, seg.dport, seg.src, seg.sport)
         };
-        let Some(slot) = self.flow(key, listening) else { return };
+        if self.staged.len() >= MAX_STAGED {
+            self.stats.settled_early += (MAX_STAGED / 2) as u64;
+            self.sort_staged();
+            self.apply_oldest(MAX_STAGED / 2, listening);
+        }
+        self.staged_order += 1;
+        self.staged.push(Staged {
+            ts_ns,
+            order: self.staged_order,
+            ns,
+            key,
+            server_sends,
+            seq: seg.seq,
+            ack: seg.ack,
+            payload_len: seg.payload_len,
+            heads,
+            head_method: seg.payload.starts_with(b"HEAD "),
+        });
+    }
+
+    /// Applies the staged heads taken up to `until_ns`, oldest first. `listening`: `(namespace,
+    /// port)` of listening sockets, sorted (the connections table's). The caller picks `until_ns`
+    /// so that every ring has handed over what it took before then.
+    pub fn settle(&mut self, until_ns: u64, listening: &[(u64, u16)]) {
+        if self.staged.is_empty() {
+            return;
+        }
+        self.sort_staged();
+        let n = self.staged.partition_point(|h| h.ts_ns <= until_ns);
+        self.apply_oldest(n, listening);
+    }
+
+    /// Oldest first (in place: no allocation).
+    fn sort_staged(&mut self) {
+        self.staged.sort_unstable_by_key(|h| (h.ts_ns, h.order));
+    }
+
+    /// Heads staged and not applied yet.
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Applies the first `n` staged heads (sorted: the oldest).
+    fn apply_oldest(&mut self, n: usize, listening: &[(u64, u16)]) {
+        for i in 0..n.min(self.staged.len()) {
+            let h = self.staged[i];
+            self.apply(h, listening);
+        }
+        self.staged.drain(..n.min(self.staged.len()));
+    }
+
+    /// One head, in its turn. A flow is created only by a head seen in a namespace where its
+    /// port listens: a request arriving at its server, a response leaving it (a response seen
+    /// arriving at its client only adds to a flow its request made).
+    fn apply(&mut self, h: Staged, listening: &[(u64, u16)]) {
+        let Staged { ts_ns, ns, key, server_sends, heads, .. } = h;
+        let Some(slot) = self.flow(key, listening.binary_search(&(ns, key.lport)).is_ok()) else { return };
         let f = &mut self.slots[slot];
         let last_end = if server_sends { &mut f.response_end } else { &mut f.request_end };
         if let Some(last) = *last_end {
             // Starting before the end of the last counted head segment: a retransmission (maybe
             // with more data after it) or a second copy. Far behind it (more than any window):
             // a new connection on the same 4-tuple.
-            let behind = last.wrapping_sub(seg.seq) as i32;
+            let behind = last.wrapping_sub(h.seq) as i32;
             if behind > 0 && behind < (1 << 30) {
                 self.stats.duplicates += 1;
                 return;
             }
         }
-        *last_end = Some(seg.seq.wrapping_add(seg.payload_len));
+        *last_end = Some(h.seq.wrapping_add(h.payload_len));
         self.stats.heads += 1;
         match heads {
             Heads::None => {}
             Heads::Requests(n) => {
-                if f.push_requests(ts_ns, n, seg.ack, seg.payload.starts_with(b"HEAD ")) {
+                if f.push_requests(ts_ns, n, h.ack, h.head_method) {
                     self.stats.resyncs += 1;
                 }
             }
@@ -375,25 +485,25 @@ impl HttpFlows {
             Heads::Responses { n, codes, next } => {
                 f.protocol = Some(Protocol::Http);
                 if let Some(expected) = f.response_next {
-                    let gap = seg.seq.wrapping_sub(expected) as i32;
-                    if gap > 0 && gap < (1 << 30) && f.give_up_answered_before(seg.seq) {
+                    let gap = h.seq.wrapping_sub(expected) as i32;
+                    if gap > 0 && gap < (1 << 30) && f.give_up_answered_before(h.seq) {
                         self.stats.resyncs += 1;
                     }
                 }
                 // Where the response after these starts (a length past 1 GiB is not believed).
-                f.response_next = next.filter(|o| *o < (1 << 30)).map(|o| seg.seq.wrapping_add(o));
+                f.response_next = next.filter(|o| *o < (1 << 30)).map(|o| h.seq.wrapping_add(o));
                 // Interim responses do not answer a request: not what the client's
                 // acknowledgement is checked against.
                 if codes.iter().take(usize::from(n)).any(|&c| !(100..200).contains(&c) || c == 101) {
                     let k = f.responses_seen % f.response_seqs.len();
-                    f.response_seqs[k] = seg.seq;
+                    f.response_seqs[k] = h.seq;
                     f.responses_seen = f.responses_seen.wrapping_add(1);
                 }
                 let mut answered_head = false;
                 for &code in codes.iter().take(usize::from(n)) {
                     let interim = (100..200).contains(&code) && code != 101;
                     let f = &mut self.slots[slot];
-                    let secs = match f.request_for(interim, seg.ack) {
+                    let secs = match f.request_for(interim, h.ack) {
                         Some((req, head)) => {
                             answered_head = head;
                             ts_ns.saturating_sub(req) as f64 / 1e9
@@ -411,12 +521,12 @@ impl HttpFlows {
         }
     }
 
-    /// The slot of `key`, created when new and its port listens in its namespace.
-    fn flow(&mut self, key: FlowKey, listening: &[(u64, u16)]) -> Option<usize> {
+    /// The slot of `key`, created when new if `may_create` (its port listens where it was seen).
+    fn flow(&mut self, key: FlowKey, may_create: bool) -> Option<usize> {
         if let Some(&slot) = self.index.get(&key) {
             return Some(slot as usize);
         }
-        if listening.binary_search(&(key.ns, key.lport)).is_err() {
+        if !may_create {
             return None;
         }
         if self.index.len() >= self.max_flows {
@@ -621,10 +731,18 @@ pub fn fuzz_packets(data: &[u8]) {
     let listening = LISTENING.get_or_init(|| (0..=u16::MAX).map(|p| (1, p)).collect());
     let mut flows = HttpFlows::new(64);
     let mut ts = 1u64;
-    for chunk in data.split(|b| *b == 0xfe) {
+    for (i, chunk) in data.split(|b| *b == 0xfe).enumerate() {
+        // Out of order by up to 3 ms (heads of two rings), settled behind a 2 ms watermark.
         ts += 1_000_000;
-        flows.on_packet(1, ts, chunk, listening);
+        let taken = ts - u64::from(chunk.first().copied().unwrap_or(0) % 4) * 1_000_000;
+        flows.stage(1, taken, chunk, listening);
+        if i % 3 == 0 {
+            flows.settle(ts.saturating_sub(2_000_000), listening);
+        }
+        assert!(flows.staged() <= MAX_STAGED);
     }
+    flows.settle(u64::MAX, listening);
+    assert_eq!(flows.staged(), 0);
     assert!(flows.index.len() <= 64);
     assert!(flows.slots.iter().all(|f| f.bins.len() <= MAX_BINS_PER_FLOW && f.pending_len <= PENDING));
     assert!(flows.bins_total <= MAX_BINS_TOTAL);
@@ -1018,6 +1136,62 @@ mod tests {
             f.on_packet(NS, MS, &segment(([10, 0, 0, 9], 1000 + port), SERVER, 1, b"GET / HTTP/1.1\r\n\r\n"), &l);
         }
         assert_eq!((f.stats.flows, f.stats.flows_over_limit), (2, 1));
+    }
+
+    #[test]
+    fn a_response_seen_arriving_in_the_clients_namespace_pairs_with_the_request_seen_in_the_servers() {
+        const CLIENT_NS: u64 = 9;
+        let mut f = HttpFlows::new(10);
+        let l = listening();
+        // A response seen only in the client's namespace, before any request: no flow (the
+        // client's namespace does not listen on the server's port).
+        f.on_packet(CLIENT_NS, 900 * MS, &response(1, 200), &l);
+        assert_eq!(f.stats.flows, 0);
+        f.on_packet(NS, 1000 * MS, &request(1, "/a"), &l);
+        f.on_packet(CLIENT_NS, 1030 * MS, &response(1, 200), &l);
+        assert_eq!(bins(&f), vec![(200, ix(0.030), 1)]);
+        // A second copy of it (a bridge's routed copy in the host's namespace) is skipped.
+        f.on_packet(1, 1031 * MS, &response(1, 200), &l);
+        assert_eq!((f.stats.responses, f.stats.duplicates, f.stats.flows), (1, 1, 1));
+        // The server's socket in its own namespace carries it.
+        let mut t = ConnTable::new(10);
+        t.conns.push(conn(SERVER, CLIENT, false));
+        f.attribute(&t, [0u32].into_iter());
+        assert_eq!(f.for_conn(0).map(|(p, b)| (p, b.len())), Some((Protocol::Http, 1)));
+    }
+
+    #[test]
+    fn a_response_leaving_the_servers_namespace_may_start_a_flow() {
+        // Captured leaving an interface of the server's namespace (its request was before the
+        // capture began): counted, at 0 s.
+        let mut f = HttpFlows::new(10);
+        f.on_packet(NS, 1000 * MS, &response(1, 503), &listening());
+        assert_eq!(bins(&f), vec![(503, ix(0.0), 1)]);
+    }
+
+    #[test]
+    fn loopback_addresses_are_each_namespaces_own() {
+        let lo_server = ([127, 0, 0, 1], 8080);
+        let lo_client = ([127, 0, 0, 1], 40000);
+        let l = vec![(NS, 8080), (9, 8080)];
+        let mut f = HttpFlows::new(10);
+        let req = segment(lo_client, lo_server, 1, b"GET / HTTP/1.1\r\n\r\n");
+        let resp = segment(lo_server, lo_client, 1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        // The same loopback 4-tuple in two namespaces: two flows, each paired in its own.
+        f.on_packet(NS, 1000 * MS, &req, &l);
+        f.on_packet(9, 1001 * MS, &req, &l);
+        f.on_packet(9, 1011 * MS, &resp, &l);
+        f.on_packet(NS, 1040 * MS, &resp, &l);
+        assert_eq!(f.stats.flows, 2);
+        assert_eq!(f.stats.duplicates, 0);
+        let mut b = bins(&f);
+        b.sort_unstable();
+        assert_eq!(b, vec![(200, ix(0.010), 1), (200, ix(0.040), 1)]);
+        let mut t = ConnTable::new(10);
+        t.conns.push(conn(lo_server, lo_client, false));
+        f.attribute(&t, [0u32].into_iter());
+        let (_, got) = f.for_conn(0).expect("the namespace's own loopback flow");
+        assert_eq!((got[0].index, got.len()), (ix(0.040), 1), "namespace {NS}'s exchange, not namespace 9's");
     }
 
     #[test]

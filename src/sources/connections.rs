@@ -16,9 +16,12 @@ use crate::model::connection::ConnTable;
 use crate::model::http_flows::HttpFlows;
 use crate::model::process::{Proc, ProcessTable};
 use crate::parse::inet_diag::{self, messages, Msg, REQUEST_LEN, STATES_OWNED};
+use crate::parse::rtnl_link::Link;
+use crate::sys::http_filter::{program, Direction};
 use crate::sys::netlink::{DiagSocket, DumpError, RECV_BUFFER};
 use crate::sys::netns::{self, Home};
-use crate::sys::packet_ring::{PacketRing, SockFilter};
+use crate::sys::packet_ring::{Interfaces, PacketRing, SockFilter};
+use crate::sys::route_socket::RouteSocket;
 use rustix::fd::AsFd;
 use rustix::fs::{openat, Mode, OFlags, RawDir};
 use std::io;
@@ -43,28 +46,63 @@ struct Namespace {
     dumped: bool,
     /// An error was logged and not followed by a success yet (one log line per episode).
     failing: bool,
-    /// The HTTP capture of this namespace (opened with the diag socket), its loop token, and
-    /// whether the loop knows it yet.
-    capture: Option<PacketRing>,
-    capture_token: usize,
-    capture_registered: bool,
+    /// The HTTP capture of this namespace: what arrives on any interface (opened with the diag
+    /// socket), and what leaves on each interface that leaves the host (see [`leaves_host`]),
+    /// by interface index. Those are found from `route`'s link dumps, again when it says links
+    /// changed.
+    capture: Option<Capture>,
+    leaving: Vec<(u32, Capture)>,
+    route: Option<RouteSocket>,
+    links_stale: bool,
+}
+
+/// One capture ring, its loop token, and whether the loop knows it yet.
+struct Capture {
+    ring: PacketRing,
+    token: usize,
+    registered: bool,
     /// Packets the kernel dropped on this ring in the last cycle (the ring grows).
-    capture_drops: u64,
+    drops: u64,
+}
+
+impl Capture {
+    /// A new capture with the next loop token of `tokens` (handed out round-robin from `next`).
+    fn new(ring: PacketRing, tokens: &std::ops::Range<usize>, next: &mut usize) -> Capture {
+        let token = *next;
+        *next += 1;
+        if *next >= tokens.end {
+            *next = tokens.start;
+        }
+        Capture { ring, token, registered: false, drops: 0 }
+    }
+}
+
+/// Whether what an interface sends may be seen nowhere else on the host, so its leaving
+/// packets are captured there: a veth's arrive in its peer's namespace, a bridge's on its
+/// ports (or their peers), loopback's on loopback itself. Anything else (a NIC, an ENI, a VLAN,
+/// a tunnel) may lead off the host. Only interfaces that are up: a link change (coming up
+/// included) makes the namespace's links be read again.
+pub fn leaves_host(link: &Link<'_>) -> bool {
+    link.is_up() && !link.is_loopback() && !matches!(link.kind, Some(b"veth" | b"bridge" | b"netkit"))
 }
 
 /// The HTTP capture's counters since the agent started (`/status`, self-metrics).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CaptureStats {
-    /// Namespaces captured now, and the size of their rings together (mapped: part of the RSS).
+    /// Namespaces captured now, interfaces captured leaving the host, and the size of all
+    /// their rings together (mapped: part of the RSS).
     pub namespaces: u32,
+    pub interfaces: u32,
     pub ring_bytes: u64,
     /// Namespaces dumped now without a capture (its socket could not be opened, or stopped).
     pub uncaptured: u32,
     /// Packets the kernel's filter accepted, and packets it dropped because a ring was full.
     pub packets: u64,
     pub ring_drops: u64,
-    /// Namespaces where the capture socket could not be opened (no `CAP_NET_RAW`, …).
+    /// Capture sockets (of a namespace, or of an interface leaving the host) that could not be
+    /// opened (no `CAP_NET_RAW`, …), and link dumps that failed.
     pub open_failures: u64,
+    pub link_dump_errors: u64,
     /// CPU spent reading rings and matching heads (this thread), nanoseconds.
     pub cpu_ns: u64,
 }
@@ -92,8 +130,8 @@ pub struct ConnectionSource {
     pub stats: SourceStats,
     /// Failed attempts to open a namespace's diag socket since the agent started.
     pub open_failures_total: u64,
-    /// The HTTP capture's filter, when protocol inspection is on.
-    capture_filter: Option<Vec<SockFilter>>,
+    /// The HTTP capture's filters (what arrives, what leaves), when protocol inspection is on.
+    capture_filter: Option<(Vec<SockFilter>, Vec<SockFilter>)>,
     /// Loop tokens for capture rings: `capture_tokens.start + k`, handed out round-robin.
     capture_tokens: std::ops::Range<usize>,
     next_capture_token: usize,
@@ -130,7 +168,7 @@ impl ConnectionSource {
     /// Turns the HTTP capture on: every namespace gets a capture ring when its diag socket is
     /// opened, registered under a token of `tokens`.
     pub fn enable_capture(&mut self, tokens: std::ops::Range<usize>) {
-        self.capture_filter = Some(crate::sys::http_filter::program());
+        self.capture_filter = Some((program(Direction::Arriving), program(Direction::Leaving)));
         self.next_capture_token = tokens.start;
         self.capture_tokens = tokens;
     }
@@ -138,44 +176,124 @@ impl ConnectionSource {
     /// Rings opened since the last call, to register with the loop: `(token, fd)`.
     pub fn unregistered_captures(&mut self, mut register: impl FnMut(usize, rustix::fd::BorrowedFd<'_>) -> bool) {
         for ns in &mut self.namespaces {
-            if let (Some(ring), false) = (ns.capture.as_ref(), ns.capture_registered) {
-                ns.capture_registered = register(ns.capture_token, ring.fd());
+            for c in ns.capture.iter_mut().chain(ns.leaving.iter_mut().map(|l| &mut l.1)) {
+                if !c.registered {
+                    c.registered = register(c.token, c.ring.fd());
+                }
             }
         }
     }
 
-    /// Reads the ring behind `token` (`None`: every ring) into `flows`.
-    pub fn drain_captures(&mut self, token: Option<usize>, flows: &mut HttpFlows, listening: &[(u64, u16)]) {
+    /// Reads every ring into `flows`' staged heads (applied by [`HttpFlows::settle`]).
+    pub fn drain_captures(&mut self, flows: &mut HttpFlows, listening: &[(u64, u16)]) {
         for ns in &mut self.namespaces {
-            let Some(ring) = ns.capture.as_mut() else { continue };
-            if token.is_some_and(|t| t != ns.capture_token) {
+            let inode = ns.inode;
+            for c in ns.capture.iter_mut().chain(ns.leaving.iter_mut().map(|l| &mut l.1)) {
+                c.ring.drain(|f| flows.stage(inode, f.ts_ns, f.data, listening));
+            }
+        }
+    }
+
+    /// Opens a capture of what leaves on each interface of each namespace that leaves the
+    /// host, and closes those of interfaces gone or down: after a namespace's first dump, and
+    /// when its route socket says links changed. Not needed where the kernel cannot keep
+    /// outgoing packets from the namespace's socket: that one sees them.
+    fn refresh_leaving(&mut self, procs: &ProcessTable) {
+        let Some((_, leaving_filter)) = self.capture_filter.as_ref() else { return };
+        let mut wanted: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
+        for k in 0..self.namespaces.len() {
+            let ns = &mut self.namespaces[k];
+            let (Some(route), Some(capture)) = (ns.route.as_mut(), ns.capture.as_ref()) else { continue };
+            if !capture.ring.ignores_outgoing() {
                 continue;
             }
+            let changed = route.take_changed(&mut self.buf);
+            if !(changed || std::mem::take(&mut ns.links_stale)) {
+                continue;
+            }
+            wanted.clear();
+            let dumped = route.dump_links(&mut self.buf, |l| {
+                if leaves_host(l) {
+                    wanted.push(l.index);
+                }
+            });
+            if let Err(e) = dumped {
+                self.capture_stats.link_dump_errors += 1;
+                warn!(
+                    "connections: cannot list the interfaces of network namespace {}: {e} (tried again next check)",
+                    ns.inode
+                );
+                ns.links_stale = true;
+                continue;
+            }
+            ns.leaving.retain(|(index, _)| wanted.contains(index));
+            wanted.retain(|index| !ns.leaving.iter().any(|(i, _)| i == index));
+            if wanted.is_empty() {
+                continue;
+            }
+            // New interfaces: their sockets are made inside the namespace.
             let inode = ns.inode;
-            ring.drain(|f| flows.on_packet(inode, f.ts_ns, f.data, listening));
+            let open = || {
+                wanted.iter().map(|&i| (i, PacketRing::open(leaving_filter, Interfaces::One(i)))).collect::<Vec<_>>()
+            };
+            let opened = if inode == self.home.inode {
+                Ok(open())
+            } else {
+                match procs.procs.iter().find(|p| p.net_ns == inode) {
+                    Some(p) => open_in(&self.home, p, open),
+                    None => continue,
+                }
+            };
+            let opened = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    debug!("connections: cannot enter network namespace {inode} for its interfaces' capture: {e}");
+                    self.namespaces[k].links_stale = true;
+                    continue;
+                }
+            };
+            for (index, ring) in opened {
+                match ring {
+                    Ok(ring) => {
+                        let c = Capture::new(ring, &self.capture_tokens, &mut self.next_capture_token);
+                        self.namespaces[k].leaving.push((index, c));
+                    }
+                    Err(e) => {
+                        self.capture_stats.open_failures += 1;
+                        // Tried again at the next link change.
+                        if !std::mem::replace(&mut self.capture_warned, true) {
+                            warn!(
+                                "connections: no capture of what leaves interface {index} of network namespace \
+                                 {inode}: {e} (said once, counted in /status)"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Adds the rings' kernel counters (accepted, dropped) to the totals, and notes the rings
     /// where the kernel had to drop ([`ConnectionSource::grow_captures`] enlarges them).
     fn take_capture_counters(&mut self) {
-        let mut n = 0;
-        let mut bytes = 0;
-        let mut uncaptured = 0;
+        let (mut n, mut interfaces, mut bytes, mut uncaptured) = (0, 0, 0, 0);
         for ns in &mut self.namespaces {
-            let Some(ring) = ns.capture.as_mut() else {
+            if ns.capture.is_none() {
                 uncaptured += u32::from(ns.sock.is_some() && self.capture_filter.is_some());
-                continue;
-            };
-            let (packets, drops, discarded) = ring.take_stats();
-            self.capture_stats.packets += packets;
-            // Lost either way; only the kernel's drops say the ring is too small.
-            self.capture_stats.ring_drops += drops + discarded;
-            ns.capture_drops = drops;
-            n += 1;
-            bytes += ring.bytes() as u64;
+            }
+            n += u32::from(ns.capture.is_some());
+            interfaces += ns.leaving.len() as u32;
+            for c in ns.capture.iter_mut().chain(ns.leaving.iter_mut().map(|l| &mut l.1)) {
+                let (packets, drops, discarded) = c.ring.take_stats();
+                self.capture_stats.packets += packets;
+                // Lost either way; only the kernel's drops say the ring is too small.
+                self.capture_stats.ring_drops += drops + discarded;
+                c.drops = drops;
+                bytes += c.ring.bytes() as u64;
+            }
         }
         self.capture_stats.namespaces = n;
+        self.capture_stats.interfaces = interfaces;
         self.capture_stats.ring_bytes = bytes;
         self.capture_stats.uncaptured = uncaptured;
     }
@@ -184,25 +302,41 @@ impl ConnectionSource {
     /// Called right after the rings were read: what a swap loses is what arrives meanwhile.
     pub fn grow_captures(&mut self) {
         for ns in &mut self.namespaces {
-            let drops = std::mem::take(&mut ns.capture_drops);
-            let Some(ring) = ns.capture.as_mut().filter(|_| drops > 0) else { continue };
-            let before = ring.bytes();
-            match ring.grow() {
-                Ok(true) => {
-                    info!(
-                        "connections: the HTTP capture of network namespace {} dropped {drops} packets; its ring now has {} KiB",
-                        ns.inode,
-                        ring.bytes() / 1024
-                    );
-                    self.capture_stats.ring_bytes += (ring.bytes() - before) as u64;
+            let inode = ns.inode;
+            let stats = &mut self.capture_stats;
+            // The ring on every interface, then those of interfaces leaving the host.
+            let mut grow = |c: &mut Capture, what: &dyn std::fmt::Display| -> bool {
+                let drops = std::mem::take(&mut c.drops);
+                if drops == 0 {
+                    return true;
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    warn!("connections: the HTTP capture of network namespace {} stopped: {e}", ns.inode);
-                    self.capture_stats.ring_bytes -= before as u64;
+                let before = c.ring.bytes();
+                match c.ring.grow() {
+                    Ok(grown) => {
+                        if grown {
+                            info!(
+                                "connections: the HTTP capture of {what} dropped {drops} packets; its ring now has {} KiB",
+                                c.ring.bytes() / 1024
+                            );
+                            stats.ring_bytes += (c.ring.bytes() - before) as u64;
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        warn!("connections: the HTTP capture of {what} stopped: {e}");
+                        stats.ring_bytes -= before as u64;
+                        false
+                    }
+                }
+            };
+            if let Some(c) = ns.capture.as_mut() {
+                if !grow(c, &format_args!("network namespace {inode}")) {
                     ns.capture = None;
                 }
             }
+            ns.leaving.retain_mut(|(index, c)| {
+                grow(c, &format_args!("what leaves interface {index} of network namespace {inode}"))
+            });
         }
     }
 
@@ -260,6 +394,7 @@ impl ConnectionSource {
         }
         self.stats.namespaces = self.namespaces.len() as u32;
         table.finish();
+        self.refresh_leaving(procs);
         self.take_capture_counters();
     }
 
@@ -290,9 +425,9 @@ impl ConnectionSource {
                         dumped: false,
                         failing: false,
                         capture: None,
-                        capture_token: 0,
-                        capture_registered: false,
-                        capture_drops: 0,
+                        leaving: Vec::new(),
+                        route: None,
+                        links_stale: false,
                     };
                     self.namespaces.insert(at, ns);
                     at
@@ -301,8 +436,11 @@ impl ConnectionSource {
             // The first process of the namespace in the table now: not necessarily the one a
             // failed attempt went through (it may have exited since). The capture ring is opened
             // in the same visit.
-            let filter = self.capture_filter.as_deref();
-            let open = || (DiagSocket::open(), filter.map(PacketRing::open));
+            let filter = self.capture_filter.as_ref().map(|f| &f.0[..]);
+            let open = || {
+                let capture = filter.map(|f| (PacketRing::open(f, Interfaces::AllArriving), RouteSocket::open()));
+                (DiagSocket::open(), capture)
+            };
             let (sock, ring) = if inode == self.home.inode {
                 open()
             } else {
@@ -326,16 +464,19 @@ impl ConnectionSource {
                     ns.sock = Some(sock);
                     ns.open_failures = 0;
                     match ring {
-                        Some(Ok(ring)) => {
-                            ns.capture = Some(ring);
-                            ns.capture_registered = false;
-                            ns.capture_token = self.next_capture_token;
-                            self.next_capture_token += 1;
-                            if self.next_capture_token >= self.capture_tokens.end {
-                                self.next_capture_token = self.capture_tokens.start;
+                        Some((Ok(ring), route)) => {
+                            if let Err(e) = &route {
+                                // Only what leaves the host is missed then (see refresh_leaving).
+                                self.capture_stats.link_dump_errors += 1;
+                                warn!("connections: no route socket in network namespace {inode}: {e}");
                             }
+                            let c = Capture::new(ring, &self.capture_tokens, &mut self.next_capture_token);
+                            ns.capture = Some(c);
+                            ns.route = route.ok();
+                            ns.links_stale = true;
+                            ns.leaving.clear();
                         }
-                        Some(Err(e)) => {
+                        Some((Err(e), _)) => {
                             self.capture_stats.open_failures += 1;
                             if !std::mem::replace(&mut self.capture_warned, true) {
                                 warn!(

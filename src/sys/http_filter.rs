@@ -1,8 +1,9 @@
-//! The classic BPF program of the HTTP capture: the kernel keeps a packet only when it is a TCP
+//! The classic BPF programs of the HTTP capture: the kernel keeps a packet only when it is a TCP
 //! segment whose payload starts with an HTTP/1.x method or `HTTP` (a response), or looks like a
 //! MySQL greeting, and copies only its first [`SNAP`] bytes. Everything else, bulk data first,
-//! never leaves the kernel. Loopback packets are seen twice (leaving and arriving): only the
-//! leaving copy is kept. Packets a bridge port merely forwards (`PACKET_OTHERHOST`) are dropped.
+//! never leaves the kernel. Which direction each socket keeps is [`Direction`]'s: a namespace's
+//! socket on every interface keeps what arrives, one bound to an interface that leaves the host
+//! keeps what is sent there.
 //!
 //! The program runs on `SOCK_DGRAM` frames, so offset 0 is the IP header. IPv4 is filtered
 //! completely; IPv6 with extension headers cannot be walked in classic BPF, so such packets are
@@ -71,19 +72,42 @@ enum I {
     Label(L),
 }
 
-fn program_source() -> Vec<I> {
+/// The packets a capture socket keeps, by direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// On every interface of a namespace: what arrives. A packet between two namespaces of the
+    /// host arrives in one of them, so arriving copies see every exchange once per hop; with
+    /// `PACKET_IGNORE_OUTGOING` the kernel does not even clone what leaves. Where that option is
+    /// missing (kernels before 4.20) leaving copies come too and are kept (the socket is then the
+    /// only one of its namespace), except on loopback, where each packet also arrives. Frames a
+    /// bridge port only forwards (`PACKET_OTHERHOST`) are dropped: they arrive where they go.
+    Arriving,
+    /// On one interface that leaves the host: what is sent there (whoever answers is not on
+    /// this host, so the response is seen nowhere else).
+    Leaving,
+}
+
+fn program_source(direction: Direction) -> Vec<I> {
     use I::{Goto, Jump, Label, Stmt};
-    let mut p = vec![
-        // Loopback: keep the leaving copy only. Bridged (not for this host): drop.
-        Stmt(LD | W | ABS, AD_PKTTYPE),
-        Jump(JMP | JEQ | K, PACKET_OUTGOING, L::Proto, L::Next),
-        Jump(JMP | JEQ | K, PACKET_OTHERHOST, L::Drop, L::Next),
-        Stmt(LD | W | ABS, AD_HATYPE),
-        Jump(JMP | JEQ | K, ARPHRD_LOOPBACK, L::Drop, L::Proto),
+    let mut p = match direction {
+        Direction::Arriving => vec![
+            Stmt(LD | W | ABS, AD_PKTTYPE),
+            Jump(JMP | JEQ | K, PACKET_OTHERHOST, L::Drop, L::Next),
+            Jump(JMP | JEQ | K, PACKET_OUTGOING, L::Next, L::Proto),
+            Stmt(LD | W | ABS, AD_HATYPE),
+            Jump(JMP | JEQ | K, ARPHRD_LOOPBACK, L::Drop, L::Proto),
+        ],
+        Direction::Leaving => {
+            vec![Stmt(LD | W | ABS, AD_PKTTYPE), Jump(JMP | JEQ | K, PACKET_OUTGOING, L::Proto, L::Drop)]
+        }
+    };
+    p.extend([
         Label(L::Proto),
         Stmt(LD | W | ABS, AD_PROTOCOL),
         Jump(JMP | JEQ | K, 0x0800, L::V4, L::Next),
         Jump(JMP | JEQ | K, 0x86dd, L::V6, L::Drop),
+    ]);
+    p.extend([
         // IPv4: TCP, not a later fragment; X = IP header length + TCP header length.
         Label(L::V4),
         Stmt(LD | B | ABS, 9),
@@ -101,7 +125,7 @@ fn program_source() -> Vec<I> {
         Label(L::V6),
         Stmt(LD | B | ABS, 6),
         Jump(JMP | JEQ | K, 6, L::V6Tcp, L::Next),
-    ];
+    ]);
     for ext in [0u32, 43, 44, 51, 60] {
         p.push(Jump(JMP | JEQ | K, ext, L::Keep, L::Next));
     }
@@ -135,9 +159,10 @@ fn program_source() -> Vec<I> {
     p
 }
 
-/// The assembled program: labels resolved into the forward jump offsets classic BPF uses.
-pub fn program() -> Vec<SockFilter> {
-    let src = program_source();
+/// The assembled program for `direction`: labels resolved into the forward jump offsets
+/// classic BPF uses.
+pub fn program(direction: Direction) -> Vec<SockFilter> {
+    let src = program_source(direction);
     // Instruction index of each label (labels take no slot).
     let mut at = Vec::new();
     let mut n = 0u32;
@@ -271,19 +296,24 @@ mod tests {
 
     #[test]
     fn heads_are_kept_and_cut_to_the_snap_length() {
-        let prog = program();
-        for head in [&b"GET / HTTP/1.1\r\n"[..], b"HTTP/1.1 200 OK\r\n", b"POST /x HTTP/1.1\r\n", b"DELETE /a HTTP/1.1"]
-        {
-            assert_eq!(run(&prog, &ipv4_tcp(head, 0), &V4), SNAP, "{:?}", String::from_utf8_lossy(head));
-            assert_eq!(run(&prog, &ipv6_tcp(head, None), &V6), SNAP);
+        for prog in [program(Direction::Arriving), program(Direction::Leaving)] {
+            let out = Meta { pkttype: PACKET_OUTGOING, ..V4 };
+            let out6 = Meta { pkttype: PACKET_OUTGOING, ..V6 };
+            let (v4, v6) = if prog == program(Direction::Leaving) { (&out, &out6) } else { (&V4, &V6) };
+            for head in
+                [&b"GET / HTTP/1.1\r\n"[..], b"HTTP/1.1 200 OK\r\n", b"POST /x HTTP/1.1\r\n", b"DELETE /a HTTP/1.1"]
+            {
+                assert_eq!(run(&prog, &ipv4_tcp(head, 0), v4), SNAP, "{:?}", String::from_utf8_lossy(head));
+                assert_eq!(run(&prog, &ipv6_tcp(head, None), v6), SNAP);
+            }
+            // MySQL 8 greeting start: length 0x4a, sequence 0, protocol 10.
+            assert_eq!(run(&prog, &ipv4_tcp(&[0x4a, 0, 0, 0, 10, b'8'], 0), v4), SNAP);
         }
-        // MySQL 8 greeting start: length 0x4a, sequence 0, protocol 10.
-        assert_eq!(run(&prog, &ipv4_tcp(&[0x4a, 0, 0, 0, 10, b'8'], 0), &V4), SNAP);
     }
 
     #[test]
     fn everything_else_is_dropped() {
-        let prog = program();
+        let prog = program(Direction::Arriving);
         // Bulk data, TLS, a pure ACK, a segment shorter than the pattern.
         for payload in [&[0x5a; 1400][..], &[0x16, 3, 1, 0, 0xc8, 1], b"", b"GE", b"get / HTTP/1.1", b"HTTPS"] {
             let want = if payload.starts_with(b"HTTP") { SNAP } else { 0 };
@@ -296,16 +326,33 @@ mod tests {
         assert_eq!(run(&prog, &udp, &V4), 0);
         assert_eq!(run(&prog, &[0u8; 28], &Meta { protocol: 0x0806, pkttype: 0, hatype: 1 }), 0);
         assert_eq!(run(&prog, &ipv4_tcp(&[0x21, 0, 0, 0, 3, b's'], 0), &V4), 0);
-        // Loopback: the arriving copy is dropped, the leaving one kept; bridged frames dropped.
+    }
+
+    #[test]
+    fn each_socket_keeps_its_direction() {
         let get = ipv4_tcp(b"GET / HTTP/1.1", 0);
-        assert_eq!(run(&prog, &get, &Meta { protocol: 0x0800, pkttype: 0, hatype: ARPHRD_LOOPBACK }), 0);
-        assert_eq!(run(&prog, &get, &Meta { protocol: 0x0800, pkttype: 4, hatype: ARPHRD_LOOPBACK }), SNAP);
-        assert_eq!(run(&prog, &get, &Meta { protocol: 0x0800, pkttype: 3, hatype: 1 }), 0);
+        let (host, otherhost, outgoing) = (0, PACKET_OTHERHOST, PACKET_OUTGOING);
+        let m = |pkttype, hatype| Meta { protocol: 0x0800, pkttype, hatype };
+        let arriving = program(Direction::Arriving);
+        // What arrives, on loopback too; what leaves (a kernel without IGNORE_OUTGOING), except
+        // on loopback where the arriving copy is the one kept; bridged frames never.
+        assert_eq!(run(&arriving, &get, &m(host, 1)), SNAP);
+        assert_eq!(run(&arriving, &get, &m(host, ARPHRD_LOOPBACK)), SNAP);
+        assert_eq!(run(&arriving, &get, &m(outgoing, 1)), SNAP);
+        assert_eq!(run(&arriving, &get, &m(outgoing, ARPHRD_LOOPBACK)), 0);
+        assert_eq!(run(&arriving, &get, &m(otherhost, 1)), 0);
+        // Bound to an interface that leaves the host: what is sent there, nothing else.
+        let leaving = program(Direction::Leaving);
+        assert_eq!(run(&leaving, &get, &m(outgoing, 1)), SNAP);
+        for pkttype in [host, 1, 2, otherhost] {
+            assert_eq!(run(&leaving, &get, &m(pkttype, 1)), 0, "pkt_type {pkttype}");
+        }
+        assert_eq!(run(&leaving, &ipv4_tcp(&[0x5a; 1400], 0), &m(outgoing, 1)), 0, "bulk data leaving");
     }
 
     #[test]
     fn ipv6_extension_headers_are_left_to_user_space() {
-        let prog = program();
+        let prog = program(Direction::Arriving);
         assert_eq!(run(&prog, &ipv6_tcp(&[0x5a; 100], Some(0)), &V6), SNAP, "hop-by-hop: kept");
         assert_eq!(run(&prog, &ipv6_tcp(&[0x5a; 100], Some(60)), &V6), SNAP, "destination options: kept");
         assert_eq!(run(&prog, &ipv6_tcp(&[0x5a; 100], None), &V6), 0, "plain TCP bulk: dropped");
@@ -316,8 +363,9 @@ mod tests {
 
     #[test]
     fn the_program_is_within_the_kernel_limits() {
-        let prog = program();
-        assert!(prog.len() < 4096);
-        assert_eq!(prog.last().map(|i| (i.code, i.k)), Some((RET | K, SNAP)));
+        for prog in [program(Direction::Arriving), program(Direction::Leaving)] {
+            assert!(prog.len() < 4096);
+            assert_eq!(prog.last().map(|i| (i.code, i.k)), Some((RET | K, SNAP)));
+        }
     }
 }

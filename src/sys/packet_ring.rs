@@ -38,12 +38,18 @@ pub const BLOCKS_FIRST: u32 = 4;
 pub const BLOCKS_MAX: u32 = 64;
 /// A partly filled block is handed over after this long: the latest a packet reaches the agent.
 pub const RETIRE_MS: u32 = 50;
+/// Packets taken this long ago have been handed over by every ring (the retire timeout, with
+/// as much again for the timer's and the loop's lateness): heads of different rings are put in
+/// time order up to then.
+pub const SETTLE_DELAY_NS: u64 = 2 * RETIRE_MS as u64 * 1_000_000;
 
 const ETH_P_ALL: u16 = 0x0003;
 const SOL_PACKET: libc::c_int = 263;
 const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_VERSION: libc::c_int = 10;
+/// Linux 4.20: the kernel does not clone what leaves for this socket (`dev_queue_xmit_nit`).
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const TPACKET_V3: libc::c_int = 2;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
@@ -88,8 +94,21 @@ struct SockFprog {
     filter: *const SockFilter,
 }
 
+/// Where a capture socket listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interfaces {
+    /// Every interface of the namespace, without what leaves them where the kernel allows
+    /// (`PACKET_IGNORE_OUTGOING`): a tap on outgoing traffic costs a clone of every packet sent,
+    /// bulk data included, before any filter runs.
+    AllArriving,
+    /// The one interface of this index, both directions (its filter picks).
+    One(u32),
+}
+
 pub struct PacketRing {
     fd: OwnedFd,
+    /// The kernel keeps what leaves away from this socket (see [`Interfaces::AllArriving`]).
+    ignores_outgoing: bool,
     map: *mut u8,
     len: usize,
     blocks: u32,
@@ -106,9 +125,9 @@ pub struct PacketRing {
 }
 
 impl PacketRing {
-    /// A capture socket in the calling thread's current network namespace, filtered by
-    /// `filter` (whose accept value is the snap length). Needs `CAP_NET_RAW`.
-    pub fn open(filter: &[SockFilter]) -> io::Result<PacketRing> {
+    /// A capture socket in the calling thread's current network namespace, on `on`, filtered
+    /// by `filter` (whose accept value is the snap length). Needs `CAP_NET_RAW`.
+    pub fn open(filter: &[SockFilter], on: Interfaces) -> io::Result<PacketRing> {
         // Protocol 0: no packet is queued before the filter and the ring are in place; `bind`
         // below turns capture on.
         // SAFETY: plain socket(2); the descriptor is owned at once.
@@ -126,9 +145,13 @@ impl PacketRing {
         // SAFETY: the kernel copies the program during the call; `prog` and `filter` outlive it.
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
+        // ENOPROTOOPT before Linux 4.20: what leaves is then captured too (and filtered).
+        let ignores_outgoing = on == Interfaces::AllArriving
+            && setsockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &(1 as libc::c_int)).is_ok();
         let map = map_ring(&fd, BLOCKS_FIRST)?;
         let ring = PacketRing {
             fd,
+            ignores_outgoing,
             map,
             len: ring_len(BLOCKS_FIRST),
             blocks: BLOCKS_FIRST,
@@ -137,11 +160,14 @@ impl PacketRing {
             discarded: 0,
             emptied_full: false,
         };
-        // SAFETY: a zeroed sockaddr_ll is valid; family, protocol (network order) and ifindex 0
-        // (every interface) are what bind needs.
+        // SAFETY: a zeroed sockaddr_ll is valid; family, protocol (network order) and ifindex
+        // (0: every interface) are what bind needs.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = ETH_P_ALL.to_be();
+        if let Interfaces::One(index) = on {
+            sll.sll_ifindex = i32::try_from(index).map_err(|_| io::Error::other("interface index out of range"))?;
+        }
         // SAFETY: bind(2) with a correctly sized sockaddr_ll.
         let r = unsafe {
             libc::bind(
@@ -154,6 +180,11 @@ impl PacketRing {
             return Err(io::Error::last_os_error());
         }
         Ok(ring)
+    }
+
+    /// Whether the kernel keeps outgoing packets away from this socket (Linux 4.20 and later).
+    pub fn ignores_outgoing(&self) -> bool {
+        self.ignores_outgoing
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
