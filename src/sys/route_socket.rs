@@ -91,6 +91,11 @@ impl RouteSocket {
     /// the next [`RouteSocket::take_changed`] true, since the dump may already be stale. So does
     /// a dump the kernel marks interrupted (the link list changed while it was produced).
     pub fn dump_links(&mut self, buf: &mut [u8], mut on_link: impl FnMut(&Link<'_>)) -> Result<(), DumpError> {
+        // Whatever is queued predates the dump: it only says the caller's picture changed. Read
+        // it first, so that a queue left full by a burst of notifications has room for the
+        // dump's replies at once (the kernel holds a dump back while the queue is full).
+        let queued = self.take_changed(buf);
+        self.changed |= queued;
         // Sequence 0 is what notifications carry; never use it for a request.
         self.seq = self.seq.wrapping_add(1).max(1);
         send(&self.fd, &dump_request(self.seq), SendFlags::empty())?;
@@ -358,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn notifications_during_a_dump_are_not_links_but_make_it_stale() {
+    fn notifications_queued_before_a_dump_are_not_links_but_make_it_stale() {
         let ns = TestNs::new();
         let mut s = ns.open();
         let mut buf = vec![0u8; RECV_BUFFER];
@@ -377,25 +382,96 @@ mod tests {
         assert!(!s.changed);
     }
 
+    /// A `nlmsghdr` + `ifinfomsg` + `IFLA_IFNAME` message (or a bare header and `payload`).
+    fn nlmsg(ty: u16, flags: u16, seq: u32, port: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&port.to_ne_bytes());
+        m.extend_from_slice(payload);
+        m
+    }
+
+    fn link_payload(index: u32, name: &[u8; 3]) -> Vec<u8> {
+        let mut p = vec![0u8; 4];
+        p.extend_from_slice(&index.to_ne_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(&8u16.to_ne_bytes());
+        p.extend_from_slice(&3u16.to_ne_bytes());
+        p.extend_from_slice(name);
+        p.push(0);
+        p
+    }
+
+    /// Datagrams interleaving with a dump, built by hand since the kernel's timing cannot be
+    /// forced: only the dump's own entries (its port and sequence number) reach `on_link`.
     #[test]
-    fn an_overflow_counts_as_a_change() {
+    fn only_the_dumps_own_replies_are_links() {
+        let ns = TestNs::new();
+        let mut s = ns.open();
+        s.seq = 7;
+        let (port, multi) = (s.port, 0x2);
+        let mut names = Vec::new();
+        let mut feed = |s: &mut RouteSocket, d: &[u8]| {
+            s.dump_datagram(d, &mut |l: &Link<'_>| names.push(String::from_utf8(l.name.to_vec()).unwrap()))
+        };
+        let ours =
+            [nlmsg(16, multi, 7, port, &link_payload(1, b"aaa")), nlmsg(16, multi, 7, port, &link_payload(2, b"bbb"))];
+        assert!(!feed(&mut s, &ours.concat()).unwrap());
+        assert!(!s.changed);
+        // Notifications: from the kernel (port 0), from another process's request (its port and
+        // sequence), one that happens to carry this dump's sequence number, and a deletion.
+        for n in [
+            nlmsg(16, 0, 0, 0, &link_payload(3, b"ccc")),
+            nlmsg(16, 0, 55, 4242, &link_payload(4, b"ddd")),
+            nlmsg(16, 0, 7, port.wrapping_add(1), &link_payload(5, b"eee")),
+            nlmsg(17, 0, 0, 0, &link_payload(2, b"bbb")),
+        ] {
+            s.changed = false;
+            assert!(!feed(&mut s, &n).unwrap());
+            assert!(s.changed, "a notification marks the dump stale");
+        }
+        // What is left of an earlier dump ends nothing; an interrupted dump's entry is given but
+        // marks it stale; this dump's NLMSG_DONE ends it.
+        s.changed = false;
+        assert!(!feed(&mut s, &nlmsg(3, multi, 6, port, &0u32.to_ne_bytes())).unwrap());
+        assert!(!feed(&mut s, &nlmsg(2, 0, 6, port, &(-16i32).to_ne_bytes())).unwrap());
+        assert!(!s.changed);
+        assert!(!feed(&mut s, &nlmsg(16, multi | NLM_F_DUMP_INTR, 7, port, &link_payload(6, b"fff"))).unwrap());
+        assert!(s.changed);
+        assert!(feed(&mut s, &nlmsg(3, multi, 7, port, &0u32.to_ne_bytes())).unwrap());
+        assert!(matches!(feed(&mut s, &nlmsg(2, 0, 7, port, &(-16i32).to_ne_bytes())), Err(DumpError::Kernel(-16))));
+        assert!(matches!(feed(&mut s, &nlmsg(16, 0, 7, port, &[0; 8])), Err(DumpError::Malformed(_))));
+        assert_eq!(names, ["aaa", "bbb", "fff"]);
+    }
+
+    #[test]
+    fn an_overflow_counts_as_a_change_and_a_dump_still_works() {
         let ns = TestNs::new();
         ns.ip(&["link", "add", "vk", "type", "veth", "peer", "name", "vl"]);
         let mut s = ns.open();
         // The smallest receive buffer the kernel allows holds a few notifications at most.
         rustix::net::sockopt::set_socket_recv_buffer_size(&s.fd, 1).unwrap();
-        for i in 0..20 {
-            ns.ip(&["link", "set", "vk", if i % 2 == 0 { "up" } else { "down" }]);
-        }
+        let flood = |ns: &TestNs| {
+            for i in 0..20 {
+                ns.ip(&["link", "set", "vk", if i % 2 == 0 { "up" } else { "down" }]);
+            }
+        };
+        flood(&ns);
         let mut buf = vec![0u8; RECV_BUFFER];
         assert!(s.take_changed(&mut buf));
         assert!(s.overruns >= 1, "ENOBUFS was seen");
+        // A dump with the queue full of notifications: they are read first, and flagged.
+        flood(&ns);
+        let names: Vec<String> = dump(&mut s, &mut buf).into_iter().map(|l| l.name).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(s.take_changed(&mut buf));
         // The socket still works after an overflow.
         settle(&mut s, &mut buf);
         ns.ip(&["link", "set", "vk", "up"]);
         assert!(s.take_changed(&mut buf));
-        let names: Vec<String> = dump(&mut s, &mut buf).into_iter().map(|l| l.name).collect();
-        assert_eq!(names.len(), 3, "{names:?}");
     }
 
     /// This host's root namespace: its physical devices (those with a `device` in sysfs, such
