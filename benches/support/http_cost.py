@@ -8,11 +8,12 @@
 # Each round pairs a transfer without the agent with one while it runs (the agent started, an idle
 # window, the transfer window, the agent stopped), in alternating order, so that both sides of a
 # pair see the same machine; the throughput drop is the median over rounds of each pair's drop
-# (on this shared VM a transfer's throughput varies by +-10 % from one run to the next).
+# (on this shared VM a transfer's throughput varies by +-10 % from one run to the next, so that
+# figure is printed only: http_cost_paired.py measures and gates it, two transfers side by side).
 # The agent's checks run at start and then every 30 s (host 60 s): the windows fall between them,
 # so what they measure is the capture (and the loop), not the checks. The capture's cost to the
-# transfer lands in the kernel, in the transfer's own context (the clone of each outgoing packet
-# for the taps, the filter): with perf installed, one transfer with the agent and one without are
+# transfer lands in the kernel, in the transfer's own context (each arriving packet handed to the
+# taps and their filter; before Linux 4.20 also a clone of each leaving one): with perf installed, one transfer with the agent and one without are
 # profiled (`perf record -a -g`) and the share of the transfer's CPU samples in that path is
 # printed and held to the throughput limit too (a CPU-bound transfer slows by about that share,
 # and the figure does not swing with the machine's load as throughput does). The agent must hold a packet
@@ -24,6 +25,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("agent")
 ap.add_argument("--seconds", type=float, default=3.0)
 ap.add_argument("--rounds", type=int, default=8)
+# iperf3's client and server pinned to CPUs (iperf3 -A): the scheduler's moves are most of the
+# noise between two transfers on a small machine. "none": not pinned.
+ap.add_argument("--pin", default="0,1")
 ap.add_argument("--max-cpu-pct", type=float, default=1.0)
 ap.add_argument("--max-drop-pct", type=float, default=3.0)
 # e.g. --agent-env STS_PROTOCOL_INSPECTION_ENABLED=false: the same agent without its capture, to
@@ -96,13 +100,15 @@ try:
     )
     time.sleep(0.5)
 
+    pin = [] if args.pin == "none" else ["-A", args.pin]
+
     def transfer(profile=None):
         """Gbit/s of one transfer; with `profile` (a path), `perf record -a -g` over its middle."""
         if profile is None or not shutil.which("perf"):
-            out = sh("iperf3", "-c", ns_ip, "-p", "5201", "-t", str(args.seconds), "-J")
+            out = sh("iperf3", "-c", ns_ip, "-p", "5201", "-t", str(args.seconds), "-J", *pin)
             return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
         client = subprocess.Popen(
-            ["iperf3", "-c", ns_ip, "-p", "5201", "-t", str(args.seconds), "-J"],
+            ["iperf3", "-c", ns_ip, "-p", "5201", "-t", str(args.seconds), "-J", *pin],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -235,9 +241,8 @@ ok = True
 if min(x[4] for x in rows) < 1 and not args.agent_env:
     print("FAIL: the agent had no packet socket in the transfer's namespace; nothing was measured")
     ok = False
-if drop >= args.max_drop_pct:
-    print("FAIL: throughput drop %.2f %% >= %.1f %%" % (drop, args.max_drop_pct))
-    ok = False
+# Throughput one transfer after the other swings by +-10 % on a shared VM: this drop is printed,
+# and gated side by side, in one window, by http_cost_paired.py.
 if share_on is not None and share_on >= args.max_drop_pct:
     print("FAIL: the packet taps take %.2f %% >= %.1f %% of the transfer's CPU" % (share_on, args.max_drop_pct))
     ok = False

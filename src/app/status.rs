@@ -131,7 +131,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
     match &s.http {
         None => out.extend_from_slice(b"null"),
         Some((c, h)) => {
-            let fields: [(&str, u64); 19] = [
+            let fields: [(&str, u64); 20] = [
                 ("namespaces", u64::from(c.namespaces)),
                 ("namespaces_uncaptured", u64::from(c.uncaptured)),
                 ("interfaces_leaving", u64::from(c.interfaces)),
@@ -150,6 +150,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
                 ("values_dropped", h.values_dropped),
                 ("flows", h.flows),
                 ("flows_over_limit", h.flows_over_limit),
+                ("settled_early", h.settled_early),
                 ("cpu_us", c.cpu_ns / 1000),
             ];
             out.push(b'{');

@@ -1,0 +1,215 @@
+# The throughput cost of HTTP inspection to bulk traffic (issue 15), measured side by side: two
+# identical iperf3 transfers at full speed run at the same time, each across its own veth pair
+# between two namespaces of its own; the agent captures one pair's namespaces and not the other's.
+# The drop is 1 - (captured throughput / uncaptured throughput) within one window, so what the
+# shared machine does to both (the +-10 % it swings from one run to the next) cancels out.
+#
+#   http_cost_paired.py AGENT_BINARY [--seconds T] [--rounds R] [--max-drop-pct 3.0] [--agent-env K=V]
+#
+# The agent runs in a pid namespace of its own (`unshare --pid --mount-proc`) holding only two idle
+# processes, one in each namespace of the captured pair: those are the namespaces it visits (as it
+# visits every namespace a process of the host is in), so the other pair stays out of its view
+# while both transfers share the same CPUs, kernel and moment. The pairs swap roles every round,
+# so a difference between them cancels too; the figure is the mean of the two roles' medians.
+# Each round starts the agent, waits for its first checks (which open the captures), checks that
+# it holds a packet socket in both namespaces of the captured pair and none in the other's, runs
+# both transfers, and stops the agent. A control run (--agent-env
+# STS_PROTOCOL_INSPECTION_ENABLED=false: no capture anywhere) shows what is left of the noise.
+# Needs root, iproute2, iperf3, util-linux's unshare.
+import argparse, http.server, json, os, signal, socketserver, statistics, subprocess, sys, threading, time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("agent")
+ap.add_argument("--seconds", type=float, default=5.0)
+ap.add_argument("--rounds", type=int, default=16)
+ap.add_argument("--max-drop-pct", type=float, default=3.0)
+ap.add_argument("--agent-env", action="append", default=[])
+ap.add_argument("--no-pin", action="store_true")
+args = ap.parse_args()
+control = any(kv.startswith("STS_PROTOCOL_INSPECTION_ENABLED=") for kv in args.agent_env)
+
+
+def sh(*cmd, check=True):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        sys.exit("%s: %s" % (" ".join(cmd), r.stderr.strip()))
+    return r.stdout
+
+
+class Sink(http.server.BaseHTTPRequestHandler):
+    """The agent's receiver: 202 to everything, bodies discarded."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_PUT = do_POST
+
+    def log_message(self, *a):
+        pass
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+rx = Server(("127.0.0.1", 0), Sink)
+threading.Thread(target=rx.serve_forever, daemon=True).start()
+
+pid = os.getpid()
+# Two pairs of namespaces, (client, server), each joined by a veth pair.
+pairs = []
+for k in range(2):
+    net = "10.98.%d" % ((pid + k) % 250)
+    pairs.append(
+        {
+            "client": "sts-pc%d-%d" % (k, pid),
+            "server": "sts-ps%d-%d" % (k, pid),
+            "client_if": "spc%d%d" % (k, pid % 100000),
+            "server_if": "sps%d%d" % (k, pid % 100000),
+            "client_ip": net + ".1",
+            "server_ip": net + ".2",
+        }
+    )
+servers = []
+
+
+def cleanup():
+    for s in servers:
+        s.kill()
+    for p in pairs:
+        subprocess.run(["ip", "netns", "del", p["client"]], capture_output=True)
+        subprocess.run(["ip", "netns", "del", p["server"]], capture_output=True)
+
+
+def packet_sockets(ns):
+    """The agent's packet sockets in namespace `ns` (`ss -0p`: its binary's name)."""
+    out = sh("ip", "netns", "exec", ns, "ss", "-0", "-p", check=False)
+    name = os.path.basename(args.agent)[:15]
+    return sum(1 for l in out.splitlines() if '"%s"' % name in l)
+
+
+def start_agent(captured):
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "STS_STS_URL": "http://127.0.0.1:%d/stsAgent" % rx.server_address[1],
+        "STS_API_KEY": "cost-key",
+        "STS_LOG_LEVEL": "warn",
+        "STS_HOST_CHECK_INTERVAL": "60",
+        "STS_PROCESS_CHECK_INTERVAL": "30",
+        "STS_CONNECTION_CHECK_INTERVAL": "30",
+        "STS_EC2_METADATA_URL": "http://127.0.0.1:9",
+        "STS_ECS_AGENT_URL": "http://127.0.0.1:9",
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "STS_APM_ENABLED": "false",
+    }
+    env.update(kv.split("=", 1) for kv in args.agent_env)
+    idle = " ".join("ip netns exec %s sleep 100000 &" % ns for ns in (captured["client"], captured["server"]))
+    script = '%s exec "%s"' % (idle, os.path.abspath(args.agent))
+    return subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM", "sh", "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def stop_agent(agent):
+    # unshare ignores SIGTERM while it waits; killing it sends SIGTERM to the agent (pid 1 of its
+    # namespace), whose exit takes the idle processes with it.
+    agent.kill()
+    agent.wait()
+    time.sleep(0.5)
+
+
+def pin(k):
+    """Pair k's client and server on CPU k (iperf3 -A), when there are two: a veth transfer's
+    packets are processed on the sending CPU, so each pair keeps to its own core and the
+    scheduler's moves do not make one pair slower than the other."""
+    return ["-A", str(k)] if (os.cpu_count() or 1) >= 2 and not args.no_pin else []
+
+
+def both_transfers():
+    """Gbit/s of each pair's transfer, run at the same time."""
+    clients = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", p["client"], "iperf3", "-c", p["server_ip"], "-p", "5201", "-t", str(args.seconds), "-J"]
+            + pin(k),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k, p in enumerate(pairs)
+    ]
+    out = [json.loads(c.communicate()[0]) for c in clients]
+    return [o["end"]["sum_received"]["bits_per_second"] / 1e9 for o in out]
+
+
+try:
+    for p in pairs:
+        sh("ip", "netns", "add", p["client"])
+        sh("ip", "netns", "add", p["server"])
+        sh("ip", "link", "add", p["client_if"], "type", "veth", "peer", "name", p["server_if"])
+        for side in ("client", "server"):
+            ns, link, ip = p[side], p[side + "_if"], p[side + "_ip"]
+            sh("ip", "link", "set", link, "netns", ns)
+            sh("ip", "-n", ns, "addr", "add", ip + "/30", "dev", link)
+            sh("ip", "-n", ns, "link", "set", link, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        servers.append(
+            subprocess.Popen(
+                ["ip", "netns", "exec", p["server"], "iperf3", "-s", "-B", p["server_ip"], "-p", "5201"] + pin(len(servers)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    time.sleep(0.5)
+    rows = []
+    for r in range(args.rounds):
+        k = r % 2
+        captured, other = pairs[k], pairs[1 - k]
+        agent = start_agent(captured)
+        try:
+            # The first checks (the namespaces visited, their captures opened) run at start.
+            time.sleep(3.0)
+            if agent.poll() is not None:
+                sys.exit("the agent exited with %s" % agent.returncode)
+            seen = [packet_sockets(captured["client"]), packet_sockets(captured["server"])]
+            unseen = [packet_sockets(other["client"]), packet_sockets(other["server"])]
+            rates = both_transfers()
+        finally:
+            stop_agent(agent)
+        drop = (1 - rates[k] / rates[1 - k]) * 100
+        rows.append((k, rates[k], rates[1 - k], drop, seen, unseen))
+        print(
+            "round %d: pair %d captured %.2f Gbit/s, pair %d not %.2f Gbit/s at the same time (drop %.2f %%); agent packet sockets %s in the captured pair, %s in the other"
+            % (r + 1, k, rates[k], 1 - k, rates[1 - k], drop, seen, unseen),
+            flush=True,
+        )
+finally:
+    cleanup()
+
+by_role = [statistics.median(x[3] for x in rows if x[0] == k) for k in (0, 1)]
+drop = sum(by_role) / 2
+print("iperf3 over veth, two transfers at once, %d rounds of %.0f s:" % (args.rounds, args.seconds))
+print(
+    "  throughput drop of the captured transfer against the other: %.2f %% (medians with pair 0 captured %.2f %%, pair 1 %.2f %%; limit %.1f %%)"
+    % (drop, by_role[0], by_role[1], args.max_drop_pct)
+)
+print("  pairs: %s" % " ".join("%.1f" % x[3] for x in rows))
+ok = True
+if not control and any(min(x[4]) < 1 or max(x[5]) > 0 for x in rows):
+    print("FAIL: the agent did not hold a packet socket in both captured namespaces and none in the others; nothing was measured")
+    ok = False
+if control and any(max(x[4]) > 0 for x in rows):
+    print("FAIL: the control run held packet sockets")
+    ok = False
+if drop >= args.max_drop_pct:
+    print("FAIL: throughput drop %.2f %% >= %.1f %%" % (drop, args.max_drop_pct))
+    ok = False
+print("http_cost_paired: %s" % ("every limit holds" if ok else "a limit is crossed"))
+sys.exit(0 if ok else 1)
