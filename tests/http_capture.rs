@@ -10,11 +10,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use sts_agent::sys::http_filter::{program, Direction, SNAP};
-use sts_agent::sys::packet_ring::{Interfaces, PacketRing};
+use sts_agent::sys::packet_ring::{Interfaces, PacketRing, BLOCKS_FIRST};
 
 /// A capture ring on every interface of this namespace, with the agent's filter.
 fn open_ring() -> PacketRing {
-    PacketRing::open(&program(Direction::Arriving), Interfaces::AllArriving)
+    PacketRing::open(&program(Direction::Arriving), Interfaces::AllArriving, BLOCKS_FIRST)
         .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"))
 }
 
@@ -108,7 +108,7 @@ fn only_heads_reach_the_ring_once_each_and_bulk_never_does() {
 #[test]
 fn a_ring_that_overflowed_grows_and_keeps_capturing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    use sts_agent::sys::packet_ring::{BLOCKS_FIRST, BLOCK_SIZE};
+    use sts_agent::sys::packet_ring::BLOCK_SIZE;
     let mut ring = open_ring();
     assert_eq!(ring.bytes(), (BLOCK_SIZE * BLOCKS_FIRST) as usize);
     let (port, mut client, mut server) = loopback_pair();
@@ -179,7 +179,7 @@ fn an_emptied_ring_grows_once_and_loses_nothing_it_handed_over() {
 #[test]
 fn a_ring_on_one_interface_keeps_what_leaves_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut ring = PacketRing::open(&program(Direction::Leaving), Interfaces::One(1))
+    let mut ring = PacketRing::open(&program(Direction::Leaving), Interfaces::One(1), BLOCKS_FIRST)
         .unwrap_or_else(|e| panic!("cannot open a packet socket ({e}): this test needs CAP_NET_RAW (run as root)"));
     assert!(!ring.ignores_outgoing());
     let (port, mut client, mut server) = loopback_pair();

@@ -20,7 +20,7 @@ use crate::parse::rtnl_link::Link;
 use crate::sys::http_filter::{program, Direction};
 use crate::sys::netlink::{DiagSocket, DumpError, RECV_BUFFER};
 use crate::sys::netns::{self, Home};
-use crate::sys::packet_ring::{Interfaces, PacketRing, SockFilter};
+use crate::sys::packet_ring::{Interfaces, PacketRing, SockFilter, BLOCKS_FIRST, BLOCKS_FIRST_HOST};
 use crate::sys::route_socket::RouteSocket;
 use rustix::fd::AsFd;
 use rustix::fs::{openat, Mode, OFlags, RawDir};
@@ -234,7 +234,10 @@ impl ConnectionSource {
             // New interfaces: their sockets are made inside the namespace.
             let inode = ns.inode;
             let open = || {
-                wanted.iter().map(|&i| (i, PacketRing::open(leaving_filter, Interfaces::One(i)))).collect::<Vec<_>>()
+                wanted
+                    .iter()
+                    .map(|&i| (i, PacketRing::open(leaving_filter, Interfaces::One(i), BLOCKS_FIRST)))
+                    .collect::<Vec<_>>()
             };
             let opened = if inode == self.home.inode {
                 Ok(open())
@@ -437,8 +440,10 @@ impl ConnectionSource {
             // failed attempt went through (it may have exited since). The capture ring is opened
             // in the same visit.
             let filter = self.capture_filter.as_ref().map(|f| &f.0[..]);
+            let blocks = if inode == self.home.inode { BLOCKS_FIRST_HOST } else { BLOCKS_FIRST };
             let open = || {
-                let capture = filter.map(|f| (PacketRing::open(f, Interfaces::AllArriving), RouteSocket::open()));
+                let capture =
+                    filter.map(|f| (PacketRing::open(f, Interfaces::AllArriving, blocks), RouteSocket::open()));
                 (DiagSocket::open(), capture)
             };
             let (sock, ring) = if inode == self.home.inode {
