@@ -19,7 +19,8 @@
 # and the figure does not swing with the machine's load as throughput does). The agent must hold a packet
 # socket inside the transfer's namespace (`ss -0p` there), or the run fails: a cost measured
 # without the capture in place would mean nothing. Needs root, iproute2, iperf3.
-import argparse, http.server, json, os, shutil, signal, socketserver, statistics, subprocess, sys, threading, time
+import argparse, json, os, shutil, signal, statistics, subprocess, sys, time
+from cost_support import agent_env, sh, start_receiver
 
 ap = argparse.ArgumentParser()
 ap.add_argument("agent")
@@ -36,37 +37,7 @@ ap.add_argument("--agent-env", action="append", default=[])
 args = ap.parse_args()
 
 
-def sh(*cmd, check=True):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        sys.exit("%s: %s" % (" ".join(cmd), r.stderr.strip()))
-    return r.stdout
-
-
-class Sink(http.server.BaseHTTPRequestHandler):
-    """The agent's receiver: 202 to everything, bodies discarded."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(202)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_PUT = do_POST
-
-    def log_message(self, *a):
-        pass
-
-
-class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
-
-rx = Server(("127.0.0.1", 0), Sink)
-threading.Thread(target=rx.serve_forever, daemon=True).start()
+receiver_url = start_receiver()
 
 pid = os.getpid()
 ns, host_if, peer_if = "sts-cost-%d" % pid, "stc%dh" % (pid % 100000), "stc%dn" % (pid % 100000)
@@ -151,22 +122,7 @@ try:
             return int(f.read().split()[0])
 
     def start_agent():
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "STS_STS_URL": "http://127.0.0.1:%d/stsAgent" % rx.server_address[1],
-            "STS_API_KEY": "cost-key",
-            "STS_LOG_LEVEL": "warn",
-            "STS_HOST_CHECK_INTERVAL": "60",
-            "STS_PROCESS_CHECK_INTERVAL": "30",
-            "STS_CONNECTION_CHECK_INTERVAL": "30",
-            "STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS": "0",
-            "STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS": "0",
-            "STS_EC2_METADATA_URL": "http://127.0.0.1:9",
-            "STS_ECS_AGENT_URL": "http://127.0.0.1:9",
-            "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-            "STS_APM_ENABLED": "false",
-        }
-        env.update(kv.split("=", 1) for kv in args.agent_env)
+        env = agent_env(receiver_url, args.agent_env)
         return subprocess.Popen([args.agent], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
     def packet_sockets_in_ns(agent_pid):

@@ -16,7 +16,8 @@
 # both transfers, and stops the agent. A control run (--agent-env
 # STS_PROTOCOL_INSPECTION_ENABLED=false: no capture anywhere) shows what is left of the noise.
 # Needs root, iproute2, iperf3, util-linux's unshare.
-import argparse, http.server, json, os, signal, socketserver, statistics, subprocess, sys, threading, time
+import argparse, json, os, signal, statistics, subprocess, sys, time
+from cost_support import agent_env, sh, start_receiver
 
 ap = argparse.ArgumentParser()
 ap.add_argument("agent")
@@ -29,37 +30,7 @@ args = ap.parse_args()
 control = any(kv.startswith("STS_PROTOCOL_INSPECTION_ENABLED=") for kv in args.agent_env)
 
 
-def sh(*cmd, check=True):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        sys.exit("%s: %s" % (" ".join(cmd), r.stderr.strip()))
-    return r.stdout
-
-
-class Sink(http.server.BaseHTTPRequestHandler):
-    """The agent's receiver: 202 to everything, bodies discarded."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(202)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_PUT = do_POST
-
-    def log_message(self, *a):
-        pass
-
-
-class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
-
-rx = Server(("127.0.0.1", 0), Sink)
-threading.Thread(target=rx.serve_forever, daemon=True).start()
+receiver_url = start_receiver()
 
 pid = os.getpid()
 # Two pairs of namespaces, (client, server), each joined by a veth pair.
@@ -95,20 +66,7 @@ def packet_sockets(ns):
 
 
 def start_agent(captured):
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "STS_STS_URL": "http://127.0.0.1:%d/stsAgent" % rx.server_address[1],
-        "STS_API_KEY": "cost-key",
-        "STS_LOG_LEVEL": "warn",
-        "STS_HOST_CHECK_INTERVAL": "60",
-        "STS_PROCESS_CHECK_INTERVAL": "30",
-        "STS_CONNECTION_CHECK_INTERVAL": "30",
-        "STS_EC2_METADATA_URL": "http://127.0.0.1:9",
-        "STS_ECS_AGENT_URL": "http://127.0.0.1:9",
-        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-        "STS_APM_ENABLED": "false",
-    }
-    env.update(kv.split("=", 1) for kv in args.agent_env)
+    env = agent_env(receiver_url, args.agent_env)
     idle = " ".join("ip netns exec %s sleep 100000 &" % ns for ns in (captured["client"], captured["server"]))
     script = '%s exec "%s"' % (idle, os.path.abspath(args.agent))
     return subprocess.Popen(
