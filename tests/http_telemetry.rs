@@ -712,7 +712,7 @@ fn request_rates_and_response_times_match_the_clients() {
         ("veth /sleep?ms=20", sleep(20, 40), true),
         ("veth pipelined /sleep?ms=20 x3", pipeline(6, &["/sleep?ms=20"; 3]), true),
     ];
-    // On loopback (each packet passes the capture twice there: out and in).
+    // On loopback (each packet is seen arriving there, once).
     let near_plan = [
         ("loopback keep-alive mix", keepalive(mix(80, &[("/ok", 2), ("/missing", 1), ("/busy", 1)])), false),
         ("loopback pipelined x4", pipeline(8, &["/busy", "/ok", "/missing", "/ok"]), false),

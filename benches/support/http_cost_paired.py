@@ -25,7 +25,8 @@ ap.add_argument("--seconds", type=float, default=5.0)
 ap.add_argument("--rounds", type=int, default=16)
 ap.add_argument("--max-drop-pct", type=float, default=3.0)
 ap.add_argument("--agent-env", action="append", default=[])
-ap.add_argument("--no-pin", action="store_true")
+# Each pair on a CPU of its own ("none": not pinned); accepted in http_cost.py's form too.
+ap.add_argument("--pin", default="pairs")
 args = ap.parse_args()
 control = any(kv.startswith("STS_PROTOCOL_INSPECTION_ENABLED=") for kv in args.agent_env)
 
@@ -89,7 +90,7 @@ def pin(k):
     """Pair k's client and server on CPU k (iperf3 -A), when there are two: a veth transfer's
     packets are processed on the sending CPU, so each pair keeps to its own core and the
     scheduler's moves do not make one pair slower than the other."""
-    return ["-A", str(k)] if (os.cpu_count() or 1) >= 2 and not args.no_pin else []
+    return ["-A", str(k)] if (os.cpu_count() or 1) >= 2 and args.pin != "none" else []
 
 
 def both_transfers():

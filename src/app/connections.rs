@@ -64,7 +64,7 @@ impl ConnectionsCheck {
         }
     }
 
-    /// A capture ring is readable (`None`: read them all).
+    /// A capture ring is readable, or a check wants what the rings hold.
     ///
     /// Every ring is read, whichever one woke the loop: the heads of one exchange are in
     /// different rings (its request where the server is, its response where the client is), and

@@ -494,7 +494,12 @@ impl HttpFlows {
     /// arriving at its client only adds to a flow its request made).
     fn apply(&mut self, h: Staged, listening: &[(u64, u16)]) {
         let Staged { ts_ns, ns, key, server_sends, heads, .. } = h;
-        let Some(slot) = self.flow(key, listening.binary_search(&(ns, key.lport)).is_ok()) else { return };
+        // A greeting is the server's first word, and between two namespaces of the host it is
+        // seen only arriving at the client: it may start a flow where any namespace listens on
+        // its port (no request ever comes first to do it).
+        let may_create = listening.binary_search(&(ns, key.lport)).is_ok()
+            || (matches!(heads, Heads::MysqlGreeting) && listening.iter().any(|l| l.1 == key.lport));
+        let Some(slot) = self.flow(key, may_create) else { return };
         let f = &mut self.slots[slot];
         let last_end = if server_sends { &mut f.response_end } else { &mut f.request_end };
         if let Some(last) = *last_end {
@@ -1271,6 +1276,28 @@ mod tests {
         f.attribute(&t, [0u32].into_iter());
         let (_, got) = f.for_conn(0).expect("the namespace's own loopback flow");
         assert_eq!((got[0].index, got.len()), (ix(0.040), 1), "namespace {NS}'s exchange, not namespace 9's");
+    }
+
+    #[test]
+    fn a_mysql_greeting_seen_arriving_at_its_client_labels_the_server_socket() {
+        // The server in namespace NS, the client in namespace 9: the greeting is captured only
+        // arriving in 9, which does not listen on the server's port.
+        let mut f = HttpFlows::new(10);
+        let mut greeting = vec![0x0a];
+        greeting.extend_from_slice(b"8.0.36\0");
+        greeting.extend([0u8; 40]);
+        let mut payload = (greeting.len() as u32).to_le_bytes()[..3].to_vec();
+        payload.push(0);
+        payload.extend(greeting);
+        f.on_packet(9, MS, &segment(SERVER, CLIENT, 1, &payload), &listening());
+        let mut t = ConnTable::new(10);
+        t.conns.push(conn(SERVER, CLIENT, false));
+        f.attribute(&t, [0u32].into_iter());
+        assert_eq!(f.for_conn(0).map(|(p, b)| (p, b.len())), Some((Protocol::Mysql, 0)));
+        // Where no namespace listens on the port, a greeting-like segment makes no flow.
+        let mut g = HttpFlows::new(10);
+        g.on_packet(9, MS, &segment(SERVER, CLIENT, 1, &payload), &[(NS, 1)]);
+        assert_eq!(g.stats.flows, 0);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub const FD_SCAN_BUDGET: u32 = 16 * 1024;
 /// failure, then after twice as long each time, up to [`NS_RETRY_MAX_SECS`].
 pub const NS_RETRY_FIRST_SECS: f64 = 15.0;
 pub const NS_RETRY_MAX_SECS: f64 = 600.0;
+/// Interfaces of one namespace whose leaving packets are captured (a ring each).
+pub const MAX_LEAVING_PER_NAMESPACE: usize = 16;
 
 struct Namespace {
     inode: u64,
@@ -54,6 +56,8 @@ struct Namespace {
     leaving: Vec<(u32, Capture)>,
     route: Option<RouteSocket>,
     links_stale: bool,
+    /// The last link dump failed (said once per episode).
+    links_failing: bool,
 }
 
 /// One capture ring, its loop token, and whether the loop knows it yet.
@@ -136,6 +140,7 @@ pub struct ConnectionSource {
     capture_tokens: std::ops::Range<usize>,
     next_capture_token: usize,
     capture_warned: bool,
+    leaving_warned: bool,
     pub capture_stats: CaptureStats,
 }
 
@@ -161,6 +166,7 @@ impl ConnectionSource {
             capture_tokens: 0..0,
             next_capture_token: 0,
             capture_warned: false,
+            leaving_warned: false,
             capture_stats: CaptureStats::default(),
         })
     }
@@ -195,39 +201,73 @@ impl ConnectionSource {
     }
 
     /// Opens a capture of what leaves on each interface of each namespace that leaves the
-    /// host, and closes those of interfaces gone or down: after a namespace's first dump, and
-    /// when its route socket says links changed. Not needed where the kernel cannot keep
-    /// outgoing packets from the namespace's socket: that one sees them.
+    /// host, and closes those of interfaces gone or down. A namespace's links are dumped once,
+    /// when its capture opens, and again only when its link notifications cannot say what
+    /// changed (an overflow) or a socket failed; otherwise the notifications queued since the
+    /// last check are applied (a dump takes the kernel's RTNL lock, which a host starting or
+    /// stopping containers holds often; reading queued notifications does not). Not needed where
+    /// the kernel cannot keep outgoing packets from the namespace's socket: that one sees them.
     fn refresh_leaving(&mut self, procs: &ProcessTable) {
         let Some((_, leaving_filter)) = self.capture_filter.as_ref() else { return };
-        let mut wanted: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
+        // (interface, whether it should be captured), in the order learnt: the last one counts.
+        let mut changes: smallvec::SmallVec<[(u32, bool); 8]> = smallvec::SmallVec::new();
         for k in 0..self.namespaces.len() {
             let ns = &mut self.namespaces[k];
             let (Some(route), Some(capture)) = (ns.route.as_mut(), ns.capture.as_ref()) else { continue };
             if !capture.ring.ignores_outgoing() {
                 continue;
             }
-            let changed = route.take_changed(&mut self.buf);
-            if !(changed || std::mem::take(&mut ns.links_stale)) {
-                continue;
-            }
-            wanted.clear();
-            let dumped = route.dump_links(&mut self.buf, |l| {
-                if leaves_host(l) {
-                    wanted.push(l.index);
-                }
+            // A socket whose interface went away (unregistered: it captures nothing any more).
+            let before = ns.leaving.len();
+            ns.leaving.retain(|(_, c)| c.ring.healthy());
+            ns.links_stale |= ns.leaving.len() < before;
+            changes.clear();
+            let notified_gap = route.take_link_changes(&mut self.buf, |deleted, l| {
+                changes.push((l.index, !deleted && leaves_host(l)));
             });
-            if let Err(e) = dumped {
-                self.capture_stats.link_dump_errors += 1;
-                warn!(
-                    "connections: cannot list the interfaces of network namespace {}: {e} (tried again next check)",
-                    ns.inode
-                );
-                ns.links_stale = true;
-                continue;
+            if notified_gap || std::mem::take(&mut ns.links_stale) {
+                changes.clear();
+                let dumped = route.dump_links(&mut self.buf, |l| changes.push((l.index, leaves_host(l))));
+                if let Err(e) = dumped {
+                    self.capture_stats.link_dump_errors += 1;
+                    if !std::mem::replace(&mut ns.links_failing, true) {
+                        warn!(
+                            "connections: cannot list the interfaces of network namespace {}: {e} (tried again at \
+                             each check)",
+                            ns.inode
+                        );
+                    }
+                    ns.links_stale = true;
+                    continue;
+                }
+                ns.links_failing = false;
+                // A full list: what it does not name is gone.
+                ns.leaving.retain(|(index, _)| changes.iter().any(|c| c.0 == *index && c.1));
             }
-            ns.leaving.retain(|(index, _)| wanted.contains(index));
-            wanted.retain(|index| !ns.leaving.iter().any(|(i, _)| i == index));
+            // The last word on each interface.
+            let last = |index: u32| changes.iter().rev().find(|c| c.0 == index).map(|c| c.1);
+            ns.leaving.retain(|(index, _)| last(*index) != Some(false));
+            let mut wanted: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
+            for &(index, _) in &changes {
+                let new = last(index) == Some(true)
+                    && !ns.leaving.iter().any(|(i, _)| *i == index)
+                    && !wanted.contains(&index);
+                if new {
+                    wanted.push(index);
+                }
+            }
+            let room = MAX_LEAVING_PER_NAMESPACE.saturating_sub(ns.leaving.len());
+            if wanted.len() > room {
+                self.capture_stats.open_failures += (wanted.len() - room) as u64;
+                if !std::mem::replace(&mut self.leaving_warned, true) {
+                    warn!(
+                        "connections: network namespace {} has more than {MAX_LEAVING_PER_NAMESPACE} interfaces that \
+                         may leave the host; what leaves the others is not captured (said once, counted in /status)",
+                        ns.inode
+                    );
+                }
+                wanted.truncate(room);
+            }
             if wanted.is_empty() {
                 continue;
             }
@@ -263,11 +303,12 @@ impl ConnectionSource {
                     }
                     Err(e) => {
                         self.capture_stats.open_failures += 1;
-                        // Tried again at the next link change.
-                        if !std::mem::replace(&mut self.capture_warned, true) {
+                        // Tried again at the next check (the links are listed again then).
+                        self.namespaces[k].links_stale = true;
+                        if !std::mem::replace(&mut self.leaving_warned, true) {
                             warn!(
                                 "connections: no capture of what leaves interface {index} of network namespace \
-                                 {inode}: {e} (said once, counted in /status)"
+                                 {inode}: {e} (tried again at each check; said once, counted in /status)"
                             );
                         }
                     }
@@ -431,6 +472,7 @@ impl ConnectionSource {
                         leaving: Vec::new(),
                         route: None,
                         links_stale: false,
+                        links_failing: false,
                     };
                     self.namespaces.insert(at, ns);
                     at
@@ -764,5 +806,22 @@ mod tests {
         assert_eq!(socket_inode(b"pipe:[12]"), None);
         assert_eq!(socket_inode(b"socket:[99999999999]"), None);
         assert_eq!(socket_inode(b"/dev/null"), None);
+    }
+
+    #[test]
+    fn interfaces_that_may_lead_off_the_host_are_those_not_veth_bridge_or_loopback() {
+        const UP: u32 = 1;
+        const LOOPBACK: u32 = 8;
+        let link = |flags, kind: Option<&'static [u8]>| Link { index: 2, flags, name: b"x", kind };
+        // A NIC or ENI (no kind), a VLAN, a tunnel, a tun device: captured leaving.
+        for kind in [None, Some(&b"vlan"[..]), Some(b"vxlan"), Some(b"tun"), Some(b"wireguard"), Some(b"ipvlan")] {
+            assert!(leaves_host(&link(UP, kind)), "{kind:?}");
+        }
+        // Their packets arrive somewhere the agent looks: not captured leaving.
+        for kind in [Some(&b"veth"[..]), Some(b"bridge"), Some(b"netkit")] {
+            assert!(!leaves_host(&link(UP, kind)), "{kind:?}");
+        }
+        assert!(!leaves_host(&link(UP | LOOPBACK, None)), "loopback");
+        assert!(!leaves_host(&link(0, None)), "down");
     }
 }

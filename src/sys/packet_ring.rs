@@ -43,7 +43,7 @@ pub const BLOCKS_MAX: u32 = 64;
 /// A partly filled block is handed over after this long: the latest a packet reaches the agent.
 pub const RETIRE_MS: u32 = 50;
 /// Packets taken this long ago have been handed over by every ring (the retire timeout, with
-/// as much again for the timer's and the loop's lateness): heads of different rings are put in
+/// as much again for the timer's lateness; the loop reads every ring before it looks at the clock): heads of different rings are put in
 /// time order up to then.
 pub const SETTLE_DELAY_NS: u64 = 2 * RETIRE_MS as u64 * 1_000_000;
 
@@ -186,6 +186,12 @@ impl PacketRing {
             return Err(io::Error::last_os_error());
         }
         Ok(ring)
+    }
+
+    /// False once the kernel reported an error on the socket: its interface went away
+    /// (`ENETDOWN`: a socket bound to an unregistered interface is unbound and captures nothing).
+    pub fn healthy(&self) -> bool {
+        matches!(rustix::net::sockopt::get_socket_error(&self.fd), Ok(Ok(())))
     }
 
     /// Whether the kernel keeps outgoing packets away from this socket (Linux 4.20 and later).

@@ -49,36 +49,50 @@ impl RouteSocket {
         Ok(RouteSocket { fd, port, seq: 0, changed: false, overruns: 0 })
     }
 
-    /// For registration with the loop's poller (readable: notifications are queued).
+    /// The socket (readable: notifications are queued).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// Drains queued notifications without blocking (`MSG_DONTWAIT`); true when any link
-    /// notification arrived since the last call, or the socket overflowed (`ENOBUFS`: changes
-    /// were lost), or a dump since the last call saw a notification: the caller must dump
-    /// again. `buf`: the caller's reused buffer (at least [`crate::sys::netlink::RECV_BUFFER`]).
-    ///
-    /// An edge-triggered caller should call this again after each [`RouteSocket::dump_links`]
-    /// (`while s.take_changed(buf) { s.dump_links(buf, …)? }`): a notification the dump
-    /// consumed leaves nothing readable behind, only this flag.
+    /// notification arrived since the last call, or the caller must dump again (see
+    /// [`RouteSocket::take_link_changes`]). `buf`: the caller's reused buffer (at least
+    /// [`crate::sys::netlink::RECV_BUFFER`]).
     pub fn take_changed(&mut self, buf: &mut [u8]) -> bool {
-        let mut changed = std::mem::take(&mut self.changed);
+        let mut any = false;
+        let must_dump = self.take_link_changes(buf, |_, _| any = true);
+        must_dump || any
+    }
+
+    /// Drains queued notifications without blocking (`MSG_DONTWAIT`), handing each link
+    /// notification to `on_change` in order (`true`: the link was deleted, or left the
+    /// namespace). Returns true when they cannot bring the caller's picture up to date: the
+    /// socket overflowed (`ENOBUFS`: changes were lost), one was cut short or did not parse, or a
+    /// dump since the last call consumed some. The caller must dump again then.
+    ///
+    /// An edge-triggered caller should call this again after each [`RouteSocket::dump_links`]:
+    /// a notification the dump consumed leaves nothing readable behind, only this flag.
+    pub fn take_link_changes(&mut self, buf: &mut [u8], mut on_change: impl FnMut(bool, &Link<'_>)) -> bool {
+        let mut must_dump = std::mem::take(&mut self.changed);
         loop {
             match recv(&self.fd, buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
-                // A notification cut short still says that something changed.
-                Ok(n) if n > buf.len() => changed = true,
+                Ok(n) if n > buf.len() => must_dump = true,
                 Ok(n) => {
-                    // A notification (or a leftover of a failed dump, conservatively the same).
-                    let datagram = buf.get(..n).unwrap_or(&[]);
-                    changed |= messages(datagram).any(|m| matches!(m, Ok(LinkMsg::Link { .. }) | Err(_)));
+                    // A notification (or a leftover of a failed dump: the same links again).
+                    for m in messages(buf.get(..n).unwrap_or(&[])) {
+                        match m {
+                            Ok(LinkMsg::Link { deleted, link, .. }) => on_change(deleted, &link),
+                            Ok(_) => {}
+                            Err(_) => must_dump = true,
+                        }
+                    }
                 }
                 Err(Errno::INTR) => {}
                 Err(Errno::NOBUFS) => {
                     self.overruns += 1;
-                    changed = true;
+                    must_dump = true;
                 }
-                Err(Errno::AGAIN) => return changed,
+                Err(Errno::AGAIN) => return must_dump,
                 // Unexpected; a caller that dumps again learns what the socket can still tell.
                 Err(_) => return true,
             }
