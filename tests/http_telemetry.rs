@@ -848,10 +848,21 @@ fn protocol_inspection_off_sends_no_http_metrics() {
 /// socket on every interface ignores what leaves). Counts and response times still match.
 #[test]
 fn responses_to_a_client_beyond_the_host_are_captured_leaving_it() {
+    client_beyond_the_host(false);
+}
+
+/// The same with the VXLAN link coming up after the agent's first checks: the interface is
+/// learnt from the namespace's link notifications, and its capture opened at the next check.
+#[test]
+fn an_interface_that_comes_up_later_is_captured_leaving_it() {
+    client_beyond_the_host(true);
+}
+
+fn client_beyond_the_host(late: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     prerequisites();
-    let link = Overlay::new();
-    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let link = Overlay::new(!late);
+    let port = 20_000 + (std::process::id() % 20_000) as u16 + u16::from(late);
     // The server starts inside the agent's pid namespace, so the agent reports its sockets.
     let script = format!(
         "ip netns exec {} python3 {SERVER} {} {port} >/dev/null & exec \"$AGENT\"",
@@ -860,6 +871,14 @@ fn responses_to_a_client_beyond_the_host_are_captured_leaving_it() {
     let wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"];
     let agent = Daemon::start_wrapped(&[], Some((&wrapper, &script)));
     link.wait_listening(port);
+    if late {
+        // Two connections checks ran (the first one's message is the second's): the namespace
+        // was visited, its links listed, the VXLAN link down and so not captured.
+        agent.wait_checks(1);
+        let before = ss_packet_sockets(&link.server_ns);
+        assert_eq!(before, ["*:*"], "before the link comes up: the socket on every interface only");
+        link.set_up();
+    }
     let plan = [
         ("vxlan keep-alive 200/404/503 mix", keepalive(mix(90, &[("/ok", 5), ("/missing", 2), ("/busy", 2)])), false),
         ("vxlan pipelined x3", pipeline(8, &["/ok", "/busy", "/missing"]), false),
@@ -913,7 +932,8 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn new() -> Overlay {
+    /// `up`: the VXLAN link up at once (else see [`Overlay::set_up`]).
+    fn new(up: bool) -> Overlay {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
@@ -956,9 +976,18 @@ impl Overlay {
                 under,
             ]);
             n(&["addr", "add", &format!("{net}.{overlay}/30"), "dev", "vx0"]);
-            n(&["link", "set", "vx0", "up"]);
+            if up {
+                n(&["link", "set", "vx0", "up"]);
+            }
         }
         o
+    }
+
+    /// Brings the VXLAN link up on both sides.
+    fn set_up(&self) {
+        for ns in [&self.server_ns, &self.client_ns] {
+            netns::ip(&["-n", ns, "link", "set", "vx0", "up"]);
+        }
     }
 
     /// Waits until something listens on `port` in the server's namespace.
