@@ -50,8 +50,7 @@ struct Namespace {
     failing: bool,
     /// The HTTP capture of this namespace: what arrives on any interface (opened with the diag
     /// socket), and what leaves on each interface that leaves the host (see [`leaves_host`]),
-    /// by interface index. Those are found from `route`'s link dumps, again when it says links
-    /// changed.
+    /// by interface index. Those are found from `route`'s link dump, then its notifications.
     capture: Option<Capture>,
     leaving: Vec<(u32, Capture)>,
     route: Option<RouteSocket>,
@@ -85,7 +84,7 @@ impl Capture {
 /// packets are captured there: a veth's arrive in its peer's namespace, a bridge's on its
 /// ports (or their peers), loopback's on loopback itself. Anything else (a NIC, an ENI, a VLAN,
 /// a tunnel) may lead off the host. Only interfaces that are up: a link change (coming up
-/// included) makes the namespace's links be read again.
+/// included) is learnt from the namespace's link notifications at the next check.
 pub fn leaves_host(link: &Link<'_>) -> bool {
     link.is_up() && !link.is_loopback() && !matches!(link.kind, Some(b"veth" | b"bridge" | b"netkit"))
 }
