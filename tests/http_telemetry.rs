@@ -1026,3 +1026,128 @@ fn ss_packet_sockets(netns: &str) -> Vec<String> {
         .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
         .collect()
 }
+
+/// A server in a Docker container on Docker's default bridge (ECS's bridge mode), its client on
+/// the host talking to the container's address: each request is seen arriving in the container's
+/// namespace, each response arriving on the bridge in the host's (its copy on the bridge port,
+/// addressed to the bridge, is dropped). Counts and response times match the client's. A real
+/// Docker Engine (`dockerd --iptables=false`: no NAT is involved on this path); the container runs
+/// the host's Debian `/usr/bin/python3` from a read-only `/usr`.
+#[test]
+fn a_server_in_a_container_on_dockers_bridge_is_measured() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    prerequisites();
+    let ctr = BridgedServer::start();
+    let mut agent = Daemon::start(&[]);
+    let plan = [
+        ("bridge keep-alive 200/404/503 mix", keepalive(mix(90, &[("/ok", 5), ("/missing", 2), ("/busy", 2)])), false),
+        ("bridge pipelined x3", pipeline(8, &["/ok", "/busy", "/missing"]), false),
+        ("bridge /sleep?ms=20", keepalive(vec!["/sleep?ms=20".to_string(); 40]), true),
+    ];
+    let conns: Vec<serde_json::Value> = plan.iter().map(|p| p.1.clone()).collect();
+    let mut client = Client::start(&ctr.ip, ctr.port, serde_json::json!(conns));
+    let server = Server { _kids: Kids(vec![]), pid: ctr.pid, port: ctr.port };
+    let servers: Vec<(i32, i32, i32)> = client.ports.iter().map(|&p| server_key(&server, p)).collect();
+    agent.wait_for("the container's server connections reported", Duration::from_secs(20), |msgs| {
+        let seen: BTreeSet<(i32, i32, i32)> = msgs.iter().flat_map(|m| &m.conns).map(key).collect();
+        servers.iter().all(|k| seen.contains(k))
+    });
+    client.go();
+    let seen = client.results();
+    agent.wait_checks(2);
+    let msgs = agent.stop();
+    let log = agent.stderr();
+    drop(client);
+
+    let mut v = Verdict::default();
+    let by_server = collect(&msgs, |c| c.pid == ctr.pid as i32);
+    for ((label, _, latency), c) in plan.iter().zip(&seen) {
+        compare(&mut v, label, by_server.get(&server_key(&server, c.port)), c, *latency);
+    }
+    v.done(&log);
+}
+
+/// `tests/support/http_server.py` in a container on Docker's default bridge network, from an
+/// image of nothing but the merged-`/usr` links (the host's `/usr` is mounted read-only). Its
+/// address, port and host pid; the container and image are removed on drop.
+struct BridgedServer {
+    name: String,
+    image: String,
+    ip: String,
+    port: u16,
+    pid: u32,
+}
+
+impl BridgedServer {
+    fn start() -> BridgedServer {
+        let docker = |args: &[&str]| {
+            let o = Command::new("docker").args(args).stdin(Stdio::null()).output().expect("the docker CLI");
+            assert!(o.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let engine = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+        assert!(
+            engine.as_ref().is_ok_and(|o| o.status.success()),
+            "cannot run: no Docker Engine answers `docker info` (.ci/run starts `dockerd --iptables=false`): {engine:?}"
+        );
+        assert!(
+            std::path::Path::new("/usr/bin/python3").is_file(),
+            "cannot run: no /usr/bin/python3 (Debian's python3; .ci/run installs it)"
+        );
+        let tag = format!("sts-test-{}-httpbr", std::process::id());
+        let root = TempDir::new("bridge-rootfs");
+        for dir in ["usr", "tmp", "etc"] {
+            std::fs::create_dir_all(root.0.join(dir)).unwrap();
+        }
+        for (link, to) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")] {
+            std::os::unix::fs::symlink(to, root.0.join(link)).unwrap();
+        }
+        let image = format!("{tag}:latest");
+        let import = format!("tar -C {} -c . | docker import - {image}", root.0.display());
+        let o = Command::new("sh").args(["-c", &import]).output().unwrap();
+        assert!(o.status.success(), "docker import: {}", String::from_utf8_lossy(&o.stderr));
+        let port = 30_000 + (std::process::id() % 20_000) as u16;
+        let mut s = BridgedServer { name: tag.clone(), image, ip: String::new(), port, pid: 0 };
+        let script = format!("{SERVER}:{SERVER}:ro");
+        let port_s = port.to_string();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &s.name,
+            "--network",
+            "bridge",
+            "-v",
+            "/usr:/usr:ro",
+            "-v",
+            &script,
+            &s.image,
+            "/usr/bin/python3",
+            SERVER,
+            "0.0.0.0",
+            &port_s,
+        ]);
+        s.ip = docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &s.name]);
+        s.pid = docker(&["inspect", "-f", "{{.State.Pid}}", &s.name]).parse().unwrap();
+        assert!(!s.ip.is_empty() && s.pid > 0, "container address {:?}, pid {}", s.ip, s.pid);
+        let start = Instant::now();
+        while std::net::TcpStream::connect((s.ip.as_str(), port)).is_err() {
+            let logs = Command::new("docker").args(["logs", &s.name]).output().unwrap();
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the server in the container does not answer on {}:{port}: {}",
+                s.ip,
+                String::from_utf8_lossy(&logs.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+}
+
+impl Drop for BridgedServer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.name]).output();
+        let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
+    }
+}
