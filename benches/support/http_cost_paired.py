@@ -25,6 +25,10 @@ ap.add_argument("--seconds", type=float, default=5.0)
 ap.add_argument("--rounds", type=int, default=16)
 ap.add_argument("--max-drop-pct", type=float, default=3.0)
 ap.add_argument("--agent-env", action="append", default=[])
+# "vxlan": each pair talks over a VXLAN link on top of its veth pair, an interface the agent takes
+# as leaving the host, so what the client sends is also cloned for a socket bound to it: the cost
+# of capturing traffic that leaves the host (as through a NIC), not only of what arrives.
+ap.add_argument("--link", choices=["veth", "vxlan"], default="veth")
 # Each pair on a CPU of its own ("none": not pinned); accepted in http_cost.py's form too.
 ap.add_argument("--pin", default="pairs")
 args = ap.parse_args()
@@ -119,6 +123,16 @@ try:
             sh("ip", "-n", ns, "addr", "add", ip + "/30", "dev", link)
             sh("ip", "-n", ns, "link", "set", link, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+        if args.link == "vxlan":
+            # The overlay's addresses replace the pair's for the transfer: .5 (client), .6 (server).
+            net = p["client_ip"].rsplit(".", 1)[0]
+            for side, me, peer, overlay in (("client", "1", "2", "5"), ("server", "2", "1", "6")):
+                ns = p[side]
+                sh("ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", "42", "dstport", "4789",
+                   "local", "%s.%s" % (net, me), "remote", "%s.%s" % (net, peer), "dev", p[side + "_if"])
+                sh("ip", "-n", ns, "addr", "add", "%s.%s/30" % (net, overlay), "dev", "vx0")
+                sh("ip", "-n", ns, "link", "set", "vx0", "up")
+            p["client_ip"], p["server_ip"] = net + ".5", net + ".6"
         servers.append(
             subprocess.Popen(
                 ["ip", "netns", "exec", p["server"], "iperf3", "-s", "-B", p["server_ip"], "-p", "5201"] + pin(len(servers)),
@@ -154,7 +168,7 @@ finally:
 
 by_role = [statistics.median(x[3] for x in rows if x[0] == k) for k in (0, 1)]
 drop = sum(by_role) / 2
-print("iperf3 over veth, two transfers at once, %d rounds of %.0f s:" % (args.rounds, args.seconds))
+print("iperf3 over %s, two transfers at once, %d rounds of %.0f s:" % (args.link, args.rounds, args.seconds))
 print(
     "  throughput drop of the captured transfer against the other: %.2f %% (medians with pair 0 captured %.2f %%, pair 1 %.2f %%; limit %.1f %%)"
     % (drop, by_role[0], by_role[1], args.max_drop_pct)
