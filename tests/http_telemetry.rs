@@ -875,7 +875,7 @@ fn client_beyond_the_host(late: bool) {
         // Two connections checks ran (the first one's message is the second's): the namespace
         // was visited, its links listed, the VXLAN link down and so not captured.
         agent.wait_checks(1);
-        let before = ss_packet_sockets(&link.server_ns);
+        let before = ss_packet_sockets(&link.server_ns, wrapped_agent_pid(agent.pid()));
         assert_eq!(before, ["*:*"], "before the link comes up: the socket on every interface only");
         link.set_up();
     }
@@ -900,7 +900,7 @@ fn client_beyond_the_host(late: bool) {
     let seen = client.results();
     // What the agent holds in the server's namespace: its socket on every interface and the
     // one on the VXLAN link (the veth under it leads nowhere off the host).
-    let sockets = ss_packet_sockets(&link.server_ns);
+    let sockets = ss_packet_sockets(&link.server_ns, wrapped_agent_pid(agent.pid()));
     agent.wait_checks(2);
     let msgs = agent.messages();
     let log = agent.stderr();
@@ -1015,16 +1015,30 @@ impl Drop for Overlay {
     }
 }
 
-/// The agent's packet sockets in namespace `netns` (`ss -0p`): the interface each is bound to
-/// (`*`: every one).
-fn ss_packet_sockets(netns: &str) -> Vec<String> {
+/// The packet sockets of process `pid` in namespace `netns` (`ss -0p`): the interface each is
+/// bound to (`*`: every one). By pid: an agent of another test run would see this namespace too.
+fn ss_packet_sockets(netns: &str, pid: u32) -> Vec<String> {
     let out = Command::new("ip").args(["netns", "exec", netns, "ss", "-0", "-p", "-H"]).output().expect("ss");
     assert!(out.status.success(), "ss -0p: {}", String::from_utf8_lossy(&out.stderr));
+    let tag = format!("pid={pid},");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains("\"sts-agent\""))
+        .filter(|l| l.contains(&tag))
         .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
         .collect()
+}
+
+/// The agent's pid when it runs under a wrapper (`unshare --fork`): the wrapper's child.
+fn wrapped_agent_pid(wrapper: u32) -> u32 {
+    let start = Instant::now();
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children")).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the wrapper {wrapper} started no agent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A server in a Docker container on Docker's default bridge (ECS's bridge mode), its client on
