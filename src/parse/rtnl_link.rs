@@ -27,8 +27,15 @@ pub const NLM_F_DUMP_INTR: u16 = 0x10;
 /// `nlmsghdr` (16) + `ifinfomsg` (16).
 pub const DUMP_REQUEST_LEN: usize = NLMSG_HDRLEN + IFINFOMSG_LEN;
 
+/// `AF_UNSPEC`: the `ifinfomsg` family of a link's own messages. The bridge sends messages about
+/// its ports to the same group with `AF_BRIDGE` (7): they carry the port's flags but no kind,
+/// and are not about the link as such.
+pub const AF_UNSPEC: u8 = 0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link<'a> {
+    /// `ifi_family`: [`AF_UNSPEC`] for the link's own messages.
+    pub family: u8,
     pub index: u32,
     /// `ifi_flags` (`IFF_*`).
     pub flags: u32,
@@ -149,7 +156,8 @@ fn link(payload: &[u8]) -> Result<Link<'_>, &'static str> {
         return Err("truncated ifinfomsg");
     };
     let attrs = payload.get(IFINFOMSG_LEN..).ok_or("truncated ifinfomsg")?;
-    let mut link = Link { index, flags, name: &[], kind: None };
+    let family = payload.first().copied().ok_or("truncated ifinfomsg")?;
+    let mut link = Link { family, index, flags, name: &[], kind: None };
     for attr in Attrs(attrs) {
         let (ty, value) = attr?;
         match ty {
@@ -281,12 +289,12 @@ mod tests {
                 Ok(LinkMsg::Link {
                     deleted: false,
                     seq: 9,
-                    link: Link { index: 5, flags: IFF_UP | 0x1000, name: b"veth0", kind: Some(b"veth") }
+                    link: Link { family: 0, index: 5, flags: IFF_UP | 0x1000, name: b"veth0", kind: Some(b"veth") }
                 }),
                 Ok(LinkMsg::Link {
                     deleted: true,
                     seq: 0,
-                    link: Link { index: 1, flags: IFF_LOOPBACK, name: b"lo", kind: None }
+                    link: Link { family: 0, index: 1, flags: IFF_LOOPBACK, name: b"lo", kind: None }
                 }),
                 Ok(LinkMsg::Done { seq: 9 }),
             ]

@@ -103,7 +103,7 @@ pub struct CaptureStats {
     pub packets: u64,
     pub ring_drops: u64,
     /// Capture sockets (of a namespace, or of an interface leaving the host) that could not be
-    /// opened (no `CAP_NET_RAW`, …), and link dumps that failed.
+    /// opened (no `CAP_NET_RAW`, …), and link dumps (or route sockets) that failed.
     pub open_failures: u64,
     pub link_dump_errors: u64,
     /// CPU spent reading rings and matching heads (this thread), nanoseconds.
@@ -140,6 +140,7 @@ pub struct ConnectionSource {
     next_capture_token: usize,
     capture_warned: bool,
     leaving_warned: bool,
+    leaving_cap_warned: bool,
     pub capture_stats: CaptureStats,
 }
 
@@ -166,6 +167,7 @@ impl ConnectionSource {
             next_capture_token: 0,
             capture_warned: false,
             leaving_warned: false,
+            leaving_cap_warned: false,
             capture_stats: CaptureStats::default(),
         })
     }
@@ -258,7 +260,7 @@ impl ConnectionSource {
             let room = MAX_LEAVING_PER_NAMESPACE.saturating_sub(ns.leaving.len());
             if wanted.len() > room {
                 self.capture_stats.open_failures += (wanted.len() - room) as u64;
-                if !std::mem::replace(&mut self.leaving_warned, true) {
+                if !std::mem::replace(&mut self.leaving_cap_warned, true) {
                     warn!(
                         "connections: network namespace {} has more than {MAX_LEAVING_PER_NAMESPACE} interfaces that \
                          may leave the host; what leaves the others is not captured (said once, counted in /status)",
@@ -482,9 +484,14 @@ impl ConnectionSource {
             // in the same visit.
             let filter = self.capture_filter.as_ref().map(|f| &f.0[..]);
             let blocks = if inode == self.home.inode { BLOCKS_FIRST_HOST } else { BLOCKS_FIRST };
+            // The route socket only where interfaces leaving the host get sockets of their own
+            // (the kernel keeps what leaves from the ring): elsewhere nobody would read it.
             let open = || {
-                let capture =
-                    filter.map(|f| (PacketRing::open(f, Interfaces::AllArriving, blocks), RouteSocket::open()));
+                let capture = filter.map(|f| {
+                    let ring = PacketRing::open(f, Interfaces::AllArriving, blocks);
+                    let route = ring.as_ref().is_ok_and(PacketRing::ignores_outgoing).then(RouteSocket::open);
+                    (ring, route)
+                });
                 (DiagSocket::open(), capture)
             };
             let (sock, ring) = if inode == self.home.inode {
@@ -511,14 +518,15 @@ impl ConnectionSource {
                     ns.open_failures = 0;
                     match ring {
                         Some((Ok(ring), route)) => {
-                            if let Err(e) = &route {
+                            if let Some(Err(e)) = &route {
                                 // Only what leaves the host is missed then (see refresh_leaving).
                                 self.capture_stats.link_dump_errors += 1;
                                 warn!("connections: no route socket in network namespace {inode}: {e}");
                             }
+                            let route = route.and_then(Result::ok);
                             let c = Capture::new(ring, &self.capture_tokens, &mut self.next_capture_token);
                             ns.capture = Some(c);
-                            ns.route = route.ok();
+                            ns.route = route;
                             ns.links_stale = true;
                             ns.leaving.clear();
                         }
@@ -811,7 +819,7 @@ mod tests {
     fn interfaces_that_may_lead_off_the_host_are_those_not_veth_bridge_or_loopback() {
         const UP: u32 = 1;
         const LOOPBACK: u32 = 8;
-        let link = |flags, kind: Option<&'static [u8]>| Link { index: 2, flags, name: b"x", kind };
+        let link = |flags, kind: Option<&'static [u8]>| Link { family: 0, index: 2, flags, name: b"x", kind };
         // A NIC or ENI (no kind), a VLAN, a tunnel, a tun device: captured leaving.
         for kind in [None, Some(&b"vlan"[..]), Some(b"vxlan"), Some(b"tun"), Some(b"wireguard"), Some(b"ipvlan")] {
             assert!(leaves_host(&link(UP, kind)), "{kind:?}");

@@ -188,8 +188,10 @@ impl PacketRing {
         Ok(ring)
     }
 
-    /// False once the kernel reported an error on the socket: its interface went away
-    /// (`ENETDOWN`: a socket bound to an unregistered interface is unbound and captures nothing).
+    /// False once the kernel reported an error on the socket: its interface went down or away
+    /// (`ENETDOWN`; the first read clears it). A socket bound to an interface that went away is
+    /// unbound and captures nothing; one whose interface only went down and up again would
+    /// capture again, but is closed and reopened all the same (simpler, and rare).
     pub fn healthy(&self) -> bool {
         matches!(rustix::net::sockopt::get_socket_error(&self.fd), Ok(Ok(())))
     }

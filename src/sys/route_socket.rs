@@ -11,7 +11,9 @@
 //! port id the kernel chose, which tells the dump's replies from notifications), with
 //! `sockaddr_nl`; rustix 0.38 has no netlink address.
 
-use crate::parse::rtnl_link::{dump_request, messages, messages_with_header, Link, LinkMsg, NLM_F_DUMP_INTR};
+use crate::parse::rtnl_link::{
+    dump_request, messages, messages_with_header, Link, LinkMsg, AF_UNSPEC, NLM_F_DUMP_INTR,
+};
 use crate::sys::netlink::DumpError;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
@@ -21,6 +23,8 @@ use std::time::Duration;
 
 /// `RTMGRP_LINK`: the multicast group bit of `RTNLGRP_LINK` (1), link created, changed, deleted.
 const RTMGRP_LINK: u32 = 1;
+/// The receive room asked for notifications (kernel memory, used only while they wait).
+const NOTIFICATION_ROOM: usize = 1 << 20;
 
 pub struct RouteSocket {
     fd: OwnedFd,
@@ -40,6 +44,14 @@ impl RouteSocket {
     pub fn open() -> io::Result<RouteSocket> {
         // For NETLINK_ROUTE rustix takes no protocol (it is 0).
         let fd = rustix::net::socket_with(AddressFamily::NETLINK, SocketType::RAW, SocketFlags::CLOEXEC, None)?;
+        // Room for the notifications of a burst of container starts between two checks (each
+        // start or stop sends a few dozen in the host's namespace; the default room holds about
+        // 75): past it they are lost and the namespace's links must be dumped again. Beyond the
+        // system's limit only as root; the default room otherwise.
+        let room = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, NOTIFICATION_ROOM);
+        if room.is_err() {
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, NOTIFICATION_ROOM);
+        }
         let port = bind_groups(&fd, RTMGRP_LINK)?;
         rustix::net::sockopt::set_socket_timeout(
             &fd,
@@ -81,7 +93,10 @@ impl RouteSocket {
                     // A notification (or a leftover of a failed dump: the same links again).
                     for m in messages(buf.get(..n).unwrap_or(&[])) {
                         match m {
-                            Ok(LinkMsg::Link { deleted, link, .. }) => on_change(deleted, &link),
+                            // A bridge's word on one of its ports (AF_BRIDGE) is not the link's.
+                            Ok(LinkMsg::Link { deleted, link, .. }) if link.family == AF_UNSPEC => {
+                                on_change(deleted, &link)
+                            }
                             Ok(_) => {}
                             Err(_) => must_dump = true,
                         }
@@ -152,10 +167,12 @@ impl RouteSocket {
             let (header, m) = m.map_err(DumpError::Malformed)?;
             let ours = header.port == self.port && header.seq == self.seq;
             match m {
-                LinkMsg::Link { deleted: false, link, .. } if ours => {
+                LinkMsg::Link { deleted: false, link, .. } if ours && link.family == AF_UNSPEC => {
                     self.changed |= header.flags & NLM_F_DUMP_INTR != 0;
                     on_link(&link);
                 }
+                // A bridge's word on a port (AF_BRIDGE) changes no link.
+                LinkMsg::Link { link, .. } if link.family != AF_UNSPEC => {}
                 LinkMsg::Link { .. } => self.changed = true,
                 LinkMsg::Done { .. } if ours => done = true,
                 LinkMsg::Error { errno, .. } if ours && errno != 0 => return Err(DumpError::Kernel(errno)),
@@ -344,6 +361,41 @@ mod tests {
         // The same as ip reads, and the same again on a second dump (a new sequence number).
         assert_eq!(by_name(&seen), ns.ip_links());
         assert_eq!(dump(&mut s, &mut buf), seen);
+    }
+
+    #[test]
+    fn a_bridges_word_on_its_port_is_not_the_ports_own() {
+        // A bridge tells of its ports in AF_BRIDGE messages on the same group: flags, no kind.
+        // Taken as the port's own, a veth would look like a NIC.
+        let ns = TestNs::new();
+        ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["link", "set", "vb", "master", "br0"]);
+        for up in ["va", "vb", "br0"] {
+            ns.ip(&["link", "set", up, "up"]);
+        }
+        let mut s = ns.open();
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let changes = |s: &mut RouteSocket, buf: &mut [u8]| {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut got = Vec::new();
+            let gap = s.take_link_changes(buf, |deleted, l| {
+                got.push((deleted, l.family, String::from_utf8_lossy(l.name).into_owned(), l.kind.map(<[u8]>::to_vec)))
+            });
+            assert!(!gap, "no overflow here: {got:?}");
+            got
+        };
+        let _ = changes(&mut s, &mut buf);
+        // The port's cost is the bridge's business: an AF_BRIDGE message only.
+        let out = Command::new("bridge").args(["-n", &ns.name, "link", "set", "dev", "vb", "cost", "7"]).output();
+        assert!(out.as_ref().is_ok_and(|o| o.status.success()), "bridge link set: {out:?}");
+        let got = changes(&mut s, &mut buf);
+        assert!(got.iter().all(|c| c.1 == 0 && (c.2 != "vb" || c.3.as_deref() == Some(&b"veth"[..]))), "{got:?}");
+        // The port's own change still comes, as the link it is.
+        ns.ip(&["link", "set", "vb", "down"]);
+        let got = changes(&mut s, &mut buf);
+        assert!(got.iter().any(|c| c.2 == "vb" && c.3.as_deref() == Some(&b"veth"[..])), "{got:?}");
+        assert!(got.iter().all(|c| c.1 == 0), "{got:?}");
     }
 
     #[test]
