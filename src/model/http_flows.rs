@@ -1278,17 +1278,23 @@ mod tests {
         assert_eq!((got[0].index, got.len()), (ix(0.040), 1), "namespace {NS}'s exchange, not namespace 9's");
     }
 
-    #[test]
-    fn a_mysql_greeting_seen_arriving_at_its_client_labels_the_server_socket() {
-        // The server in namespace NS, the client in namespace 9: the greeting is captured only
-        // arriving in 9, which does not listen on the server's port.
-        let mut f = HttpFlows::new(10);
+    /// A MySQL 8 HandshakeV10 packet: length, sequence 0, protocol 10, version, the rest.
+    fn mysql_greeting() -> Vec<u8> {
         let mut greeting = vec![0x0a];
         greeting.extend_from_slice(b"8.0.36\0");
         greeting.extend([0u8; 40]);
         let mut payload = (greeting.len() as u32).to_le_bytes()[..3].to_vec();
         payload.push(0);
         payload.extend(greeting);
+        payload
+    }
+
+    #[test]
+    fn a_mysql_greeting_seen_arriving_at_its_client_labels_the_server_socket() {
+        // The server in namespace NS, the client in namespace 9: the greeting is captured only
+        // arriving in 9, which does not listen on the server's port.
+        let mut f = HttpFlows::new(10);
+        let payload = mysql_greeting();
         f.on_packet(9, MS, &segment(SERVER, CLIENT, 1, &payload), &listening());
         let mut t = ConnTable::new(10);
         t.conns.push(conn(SERVER, CLIENT, false));
@@ -1303,12 +1309,7 @@ mod tests {
     #[test]
     fn a_mysql_greeting_labels_the_server_socket() {
         let mut f = HttpFlows::new(10);
-        let mut greeting = vec![0x0a];
-        greeting.extend_from_slice(b"8.0.36\0");
-        greeting.extend([0u8; 40]);
-        let mut payload = (greeting.len() as u32).to_le_bytes()[..3].to_vec();
-        payload.push(0);
-        payload.extend(greeting);
+        let payload = mysql_greeting();
         f.on_packet(NS, MS, &segment(SERVER, CLIENT, 1, &payload), &listening());
         assert_eq!(f.slots[0].protocol, Some(Protocol::Mysql));
         assert!(bins(&f).is_empty());
