@@ -49,6 +49,11 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_HOST_CHECK_INTERVAL", default: "15", meaning: "seconds between host checks (system.* metrics, host topology)" },
     VarDoc { name: "STS_PROCESS_CHECK_INTERVAL", default: "30", meaning: "seconds between process checks" },
     VarDoc { name: "STS_CONNECTION_CHECK_INTERVAL", default: "30", meaning: "seconds between connection checks" },
+    VarDoc {
+        name: "STS_DOCKER_CHECK_INTERVAL",
+        default: "40",
+        meaning: "seconds between docker check passes (docker.* series, container events and topology)",
+    },
     VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
     VarDoc { name: "STS_ECS_AGENT_URL", default: "http://localhost:51678", meaning: "the ECS agent's introspection API, for the cluster name and each container's task" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
@@ -130,6 +135,9 @@ pub struct Config {
     pub host_check_interval: Duration,
     pub process_check_interval: Duration,
     pub connection_check_interval: Duration,
+    /// The docker check's pass: `docker.*` series, event bundles, container topology (the
+    /// original's 40 s default check interval since Agent 2.13).
+    pub docker_check_interval: Duration,
     pub ec2_metadata_url: Url,
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
@@ -669,6 +677,7 @@ impl Config {
             host_check_interval: seconds("STS_HOST_CHECK_INTERVAL", 15)?,
             process_check_interval: seconds("STS_PROCESS_CHECK_INTERVAL", 30)?,
             connection_check_interval: seconds("STS_CONNECTION_CHECK_INTERVAL", 30)?,
+            docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
             ec2_metadata_url,
         })
     }
@@ -705,6 +714,7 @@ mod tests {
         assert!(c.sts_url.is_none() && c.apm_url.is_none());
         assert_eq!(c.host_check_interval, Duration::from_secs(15));
         assert_eq!(c.process_check_interval, Duration::from_secs(30));
+        assert_eq!(c.docker_check_interval, Duration::from_secs(40));
         assert_eq!(c.blacklist.len(), DEFAULT_BLACKLIST.len());
         assert_eq!(c.process_agent, ProcessAgentMode::Enabled);
         assert!(c.apm_enabled && c.network_tracing_enabled && !c.skip_ssl_validation);
