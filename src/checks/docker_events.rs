@@ -67,6 +67,8 @@ pub struct BundlerStats {
     pub filtered: u64,
     /// Pause containers, and events without a name or image.
     pub excluded: u64,
+    /// Kept for the next pass (in [`EventBundler::status`]).
+    pub pending: u64,
 }
 
 /// What [`EventBundler::push`] did with an event.
@@ -98,6 +100,11 @@ pub struct EventBundler {
 impl EventBundler {
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The counters, with the events pending now.
+    pub fn status(&self) -> BundlerStats {
+        BundlerStats { pending: self.pending.len() as u64, ..self.stats }
     }
 
     /// Keeps a container event for the next pass (or says why not). `meta` is the cache at the
