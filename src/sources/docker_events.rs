@@ -76,8 +76,6 @@ pub struct DockerEventStream {
     lines: LineFramer,
     next_connect: Option<Instant>,
     head_by: Option<Instant>,
-    /// Readable data was left for the next turn (the per-call budget ran out then).
-    more: Option<Instant>,
     backoff: Duration,
     /// The newest event time seen (ns), for `since=`.
     newest_ns: Option<i64>,
@@ -105,7 +103,6 @@ impl DockerEventStream {
             lines: LineFramer::new(MAX_EVENT),
             next_connect: Some(now),
             head_by: None,
-            more: None,
             backoff: FIRST_BACKOFF,
             newest_ns: None,
             recent: Box::new([0; RECENT]),
@@ -117,13 +114,9 @@ impl DockerEventStream {
         }
     }
 
-    /// When [`Self::on_timeout`] must run: a (re)connection, the response head's timeout, or
-    /// at once when a read budget left data unread. None while the stream is open and quiet.
+    /// When [`Self::on_timeout`] must run: a (re)connection, or the response head's timeout.
+    /// None while the stream is open, quiet or not (its readiness wakes the loop).
     pub fn deadline(&self) -> Option<Instant> {
-        if self.more.is_some() {
-            // In the past: now. The turn that runs it reads on.
-            return self.more;
-        }
         match self.phase {
             Phase::Idle => self.next_connect,
             Phase::Head => self.head_by,
@@ -133,9 +126,6 @@ impl DockerEventStream {
 
     /// `unix_ns`: the wall clock, for the first connection's `since`.
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant, unix_ns: i64, f: &mut dyn FnMut(&Event<'_>)) {
-        if self.more.is_some() {
-            self.on_ready(registry, now, f);
-        }
         match self.phase {
             Phase::Idle if self.next_connect.is_some_and(|t| t <= now) => self.connect(registry, now, unix_ns, f),
             Phase::Head if self.head_by.is_some_and(|t| t <= now) => {
@@ -147,7 +137,6 @@ impl DockerEventStream {
 
     /// Readiness of the socket: writes the request, reads the head, hands over events.
     pub fn on_ready(&mut self, registry: &Registry, now: Instant, f: &mut dyn FnMut(&Event<'_>)) {
-        self.more = None;
         if self.conn.is_none() {
             return;
         }
@@ -159,6 +148,8 @@ impl DockerEventStream {
                     Ok(n) => {
                         self.written += n;
                         if self.written == self.request.len() {
+                            // Sent: from now on only its readability matters.
+                            let _ = registry.reregister(conn, self.token, Interest::READABLE);
                             break;
                         }
                     }
@@ -191,7 +182,12 @@ impl DockerEventStream {
                 return self.fail(registry, now, e.0);
             }
         }
-        self.more = Some(now);
+        // The budget ran out with data perhaps left: re-arming the edge-triggered registration
+        // makes the next poll report the socket again at once if it is still readable, so the
+        // rest is read after the other sources had their turn.
+        if let Some(conn) = self.conn.as_mut() {
+            let _ = registry.reregister(conn, self.token, Interest::READABLE);
+        }
     }
 
     fn connect(&mut self, registry: &Registry, now: Instant, unix_ns: i64, f: &mut dyn FnMut(&Event<'_>)) {
@@ -337,7 +333,6 @@ impl DockerEventStream {
         }
         self.phase = Phase::Idle;
         self.head_by = None;
-        self.more = None;
         self.stats.connected = false;
     }
 }
