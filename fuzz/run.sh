@@ -81,6 +81,8 @@ pkts = [seg(c, s, 40000, 8080, 1, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n'),
         seg(s, c, 8080, 40000, 41, b'HTTP/1.1 404 N\r\nContent-Length: 0\r\n\r\nHTTP/1.1 503 B\r\n\r\n')]
 open('corpus/http_flows/seed', 'wb').write(b'\xfe'.join(pkts))
 PY
+mkdir -p corpus/docker_events
+printf '%x\r\n%s\n\r\n0\r\n\r\n' 172 '{"status":"die","id":"3f5a","Type":"container","Action":"die","Actor":{"ID":"3f5a","Attributes":{"exitCode":"137","image":"busybox","name":"oom-1"}},"time":1,"timeNano":1}' > corpus/docker_events/seed
 for t in "${!seeds[@]}"; do
   mkdir -p "corpus/$t"
   cp "$fix/${seeds[$t]}" "corpus/$t/seed"

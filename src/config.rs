@@ -54,6 +54,11 @@ pub const VARS: &[VarDoc] = &[
         default: "40",
         meaning: "seconds between docker check passes (docker.* series, container events and topology)",
     },
+    VarDoc {
+        name: "STS_DOCKER_EVENTS_ENABLED",
+        default: "true",
+        meaning: "stream Docker container events (one /events connection) and send them to /intake/ per image every docker check pass",
+    },
     VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
     VarDoc { name: "STS_ECS_AGENT_URL", default: "http://localhost:51678", meaning: "the ECS agent's introspection API, for the cluster name and each container's task" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
@@ -138,6 +143,8 @@ pub struct Config {
     /// The docker check's pass: `docker.*` series, event bundles, container topology (the
     /// original's 40 s default check interval since Agent 2.13).
     pub docker_check_interval: Duration,
+    /// Container events from Docker's `/events` stream (the original's `collect_events`).
+    pub docker_events_enabled: bool,
     pub ec2_metadata_url: Url,
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
@@ -678,6 +685,7 @@ impl Config {
             process_check_interval: seconds("STS_PROCESS_CHECK_INTERVAL", 30)?,
             connection_check_interval: seconds("STS_CONNECTION_CHECK_INTERVAL", 30)?,
             docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
+            docker_events_enabled: boolean("STS_DOCKER_EVENTS_ENABLED", true)?,
             ec2_metadata_url,
         })
     }

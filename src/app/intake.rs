@@ -78,6 +78,7 @@ impl App {
             ("connections", self.connections.as_ref().map(|_| self.connection_status)),
         ];
         let http = self.connections.as_ref().and_then(|c| c.http_status());
+        let docker_events = self.docker_events.as_ref().map(|e| (e.stats, self.event_bundler.status()));
         let started = self.clock_origin;
         let cpu_start = thread_cpu_ns();
         // Status requests' own time, not the trace path's.
@@ -95,6 +96,7 @@ impl App {
                     intake: counters,
                     open_connections: open,
                     http,
+                    docker_events,
                 };
                 status::write(reply, &input);
                 status_ns += thread_cpu_ns().saturating_sub(t0);

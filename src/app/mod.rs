@@ -9,8 +9,10 @@
 //! - `intake.rs`: the trace intake, `/status`, and the trace flush;
 //! - `sink.rs`: payloads to the outbox (or stdout in a dry run).
 
+use crate::checks::docker_events::EventBundler;
 use crate::config::Config;
 use crate::sources::docker::{DockerSource, Metadata};
+use crate::sources::docker_events::DockerEventStream;
 use crate::sources::ecs::EcsSource;
 use crate::sources::host::HostSource;
 use crate::sources::meta::{resolve_hostname, HostnameSource};
@@ -25,6 +27,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use timers::Timer;
 
 mod connections;
+mod docker_events;
 mod host;
 mod intake;
 mod process;
@@ -58,6 +61,12 @@ pub struct App {
     traces: Option<TraceAgent>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
+    /// Docker's container event stream, and the events kept for the next docker pass.
+    docker_events: Option<DockerEventStream>,
+    event_bundler: EventBundler,
+    /// The next docker pass, when events are pending.
+    events_pass: Option<Instant>,
+    events_buf: Vec<u8>,
     /// Used when Docker is absent or disabled.
     no_metadata: Metadata,
     series_buf: Vec<u8>,
@@ -105,6 +114,13 @@ impl App {
             }
             None => None,
         };
+        // Not with `--once`: its run ends before a pass would.
+        let docker_events = match (&docker, cfg.docker_events_enabled && !opts.once) {
+            (Some(_), true) => {
+                Some(DockerEventStream::new(cfg.docker_socket.clone(), Source::DockerEvents.token(), now))
+            }
+            _ => None,
+        };
         let host_timer = Timer::new(Some(now), cfg.host_check_interval);
         let process_timer = Timer::new(process.as_ref().map(|_| now), cfg.process_check_interval);
         let connection_timer = Timer::new(connections.as_ref().map(|_| now), cfg.connection_check_interval);
@@ -121,6 +137,10 @@ impl App {
             traces,
             docker,
             ecs,
+            docker_events,
+            event_bundler: EventBundler::default(),
+            events_pass: None,
+            events_buf: Vec::with_capacity(4 * 1024),
             no_metadata: Metadata::default(),
             series_buf: Vec::with_capacity(64 * 1024),
             topology_buf: Vec::with_capacity(4 * 1024),

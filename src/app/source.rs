@@ -52,6 +52,10 @@ sources! {
     Docker => 4..8,
     /// Task metadata from the ECS agent.
     Ecs => 8..12,
+    /// Docker's container event stream (one connection).
+    DockerEvents => 12..13,
+    /// The docker pass's events to `/intake/`, when some are pending.
+    DockerEventsPass => 0..0,
     /// The outbox's HTTP clients, one token per origin.
     Forwarder => 16..1024,
     /// The trace intake's listeners and connections.
@@ -96,6 +100,8 @@ impl App {
             Source::Signals => None,
             Source::Docker => self.docker.as_ref().and_then(|d| d.deadline()),
             Source::Ecs => self.ecs.as_ref().and_then(|e| e.deadline()),
+            Source::DockerEvents => self.docker_events.as_ref().and_then(|e| e.deadline()),
+            Source::DockerEventsPass => self.events_pass,
             Source::Forwarder => self.sink.forwarder().and_then(|f| f.deadline()),
             Source::TraceIntake => self.intake.as_ref().and_then(|i| i.deadline()),
             // Event-driven: the kernel hands a block over within its retire timeout.
@@ -123,6 +129,8 @@ impl App {
                     e.on_timeout(registry, now);
                 }
             }
+            Source::DockerEvents => self.on_docker_events(now, false),
+            Source::DockerEventsPass => self.docker_events_pass(now)?,
             Source::Forwarder => {
                 if let Some(f) = self.sink.forwarder_mut() {
                     f.on_timeout(registry, now);
@@ -149,8 +157,10 @@ impl App {
             | Source::ProcessCheck
             | Source::ConnectionsCheck
             | Source::TraceFlush
+            | Source::DockerEventsPass
             | Source::Shutdown => {}
             Source::Signals => self.on_signal(now),
+            Source::DockerEvents => self.on_docker_events(now, true),
             Source::Docker => {
                 if let Some(d) = self.docker.as_mut() {
                     d.on_event(registry, now);

@@ -3,10 +3,12 @@
 //! queued), per check its last run, and the trace intake's counters.
 
 use super::traces::TraceStats;
+use crate::checks::docker_events::BundlerStats;
 use crate::encode::json;
 use crate::model::http_flows::HttpStats;
 use crate::outbox::Forwarder;
 use crate::sources::connections::CaptureStats;
+use crate::sources::docker_events::EventStreamStats;
 use crate::sources::trace_intake::IntakeCounters;
 use std::time::Instant;
 
@@ -37,6 +39,8 @@ pub struct StatusInput<'a> {
     pub open_connections: usize,
     /// The HTTP capture, when protocol inspection is on.
     pub http: Option<(CaptureStats, HttpStats)>,
+    /// Docker's container event stream, when it is on.
+    pub docker_events: Option<(EventStreamStats, BundlerStats)>,
 }
 
 pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
@@ -154,6 +158,28 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
                 ("cpu_us", c.cpu_ns / 1000),
             ];
             out.push(b'{');
+            json::u64_fields(out, &fields);
+            out.push(b'}');
+        }
+    }
+    out.extend_from_slice(b",\"docker_events\":");
+    match &s.docker_events {
+        None => out.extend_from_slice(b"null"),
+        Some((e, b)) => {
+            out.extend_from_slice(b"{\"connected\":");
+            out.extend_from_slice(if e.connected { b"true" } else { b"false" });
+            let fields: [(&str, u64); 9] = [
+                ("received", e.received),
+                ("dropped", e.dropped + b.dropped),
+                ("duplicates", e.duplicates),
+                ("reconnects", e.reconnects),
+                ("filtered", b.filtered),
+                ("excluded", b.excluded),
+                ("pending", b.pending),
+                ("bundled", b.bundled),
+                ("bundles", b.bundles),
+            ];
+            out.push(b',');
             json::u64_fields(out, &fields);
             out.push(b'}');
         }

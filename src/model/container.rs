@@ -101,9 +101,21 @@ pub struct ContainerTable {
     pub cycle: u64,
     pub mono_secs: f64,
     pub prev_mono_secs: Option<f64>,
+    /// Known containers Docker said were started again (restarted in place) since the last
+    /// update: their cgroup directories are checked, and found anew if they were replaced.
+    pub started: Vec<[u8; 64]>,
 }
 
 impl ContainerTable {
+    /// Docker started container `id`; if the table knows it, it was restarted in place.
+    pub fn mark_started(&mut self, id: &[u8]) {
+        if let Some(c) = self.containers.iter().find(|c| c.id[..] == *id) {
+            if !self.started.contains(&c.id) {
+                self.started.push(c.id);
+            }
+        }
+    }
+
     pub fn get(&self, id: &[u8]) -> Option<&Container> {
         self.containers.iter().find(|c| c.id[..] == *id)
     }
@@ -209,7 +221,16 @@ mod tests {
     fn table(prev: CtrSample, cur: CtrSample) -> (Container, ContainerTable) {
         let mut c = Container::new([b'a'; 64], 1, 2);
         (c.prev, c.cur) = (Some(prev), cur);
-        (c, ContainerTable { containers: vec![], cycle: 2, mono_secs: 12.0, prev_mono_secs: Some(10.0) })
+        (
+            c,
+            ContainerTable {
+                containers: vec![],
+                cycle: 2,
+                mono_secs: 12.0,
+                prev_mono_secs: Some(10.0),
+                started: vec![],
+            },
+        )
     }
 
     #[test]
@@ -265,5 +286,21 @@ mod tests {
         let sent: Vec<_> =
             (0..METRIC_NAMES.len()).filter(|&i| metric_applies(&c, i)).map(|i| METRIC_NAMES[i]).collect();
         assert_eq!(sent, ["rbps", "wbps", "userPct", "systemPct", "totalPct", "memRss", "memCache"]);
+    }
+}
+
+#[cfg(test)]
+mod started_tests {
+    use super::*;
+
+    #[test]
+    fn only_known_containers_are_marked_started_and_once() {
+        let mut t = ContainerTable::default();
+        t.containers.push(Container::new([b'a'; 64], 1, 1));
+        t.mark_started(&[b'a'; 64]);
+        t.mark_started(&[b'a'; 64]);
+        t.mark_started(&[b'b'; 64]);
+        t.mark_started(b"short");
+        assert_eq!(t.started, vec![[b'a'; 64]]);
     }
 }

@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod diskstats;
 pub mod dns;
 pub mod docker;
+pub mod docker_events;
 pub mod ecs;
 pub mod file_nr;
 pub mod http_head;

@@ -463,7 +463,10 @@ impl ContainerSource {
                 self.rediscover(c, procs, true);
             }
             let mut sample = self.sample(c);
-            if self.missing && self.stale(&c.dirs) {
+            // A `start` event of a known container: check its directories even if every read
+            // succeeded (they are checked anyway when a file was missing).
+            let started = t.started.contains(&c.id);
+            if (self.missing || started) && self.stale(&c.dirs) {
                 // Restarted in place (same id, new cgroup directories): find them again and
                 // start its rates afresh, as for a new container.
                 debug!("containers: {} has new cgroup directories (restarted)", short(&c.id));
@@ -476,6 +479,7 @@ impl ContainerSource {
             c.cur = sample;
             c.samples += 1;
         }
+        t.started.clear();
     }
 
     /// Opens the container's directories again, from its member process of this cycle.

@@ -3,6 +3,7 @@
 pub mod cgroups;
 pub mod connections;
 pub mod docker;
+pub mod docker_events;
 pub mod ecs;
 pub mod host;
 pub mod meta;
