@@ -71,7 +71,10 @@ impl App {
     }
 
     fn checks_over(&self) -> bool {
-        self.host_timer.next.is_none() && self.process_timer.next.is_none() && self.connection_timer.next.is_none()
+        self.host_timer.next.is_none()
+            && self.process_timer.next.is_none()
+            && self.connection_timer.next.is_none()
+            && self.docker_timer.next.is_none()
     }
 
     /// `Some(success)` when the loop should end (and then closes the outbox's connections).

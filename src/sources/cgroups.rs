@@ -9,6 +9,7 @@
 
 use super::procfs::ReadBuf;
 use crate::model::container::{CgroupDirs, Container, ContainerTable, CtrSample};
+use crate::model::docker::{DockerSample, IfaceNet};
 use crate::model::process::ProcessTable;
 use crate::parse::{cgroup, cgroup_stats as cs, net_dev};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 /// Above this, a v1 memory limit means "no limit" (the kernel prints PAGE_COUNTER_MAX pages).
 const V1_NO_LIMIT: u64 = 1 << 62;
+/// The docker check's bound for a limit that means something (spec/docker-check.md §2.3).
+const NO_LIMIT_2_60: u64 = 1 << 60;
 
 #[derive(Debug, Default)]
 pub struct V1Roots {
@@ -452,7 +455,9 @@ impl ContainerSource {
             if retry && c.dirs.is_empty() {
                 self.rediscover(c, procs, true);
             }
-            let mut sample = self.sample(c);
+            // For the docker pass of this same moment, from the same reads (see `docker_wanted`).
+            let mut dk = t.docker_wanted.then_some(c.docker.cur);
+            let mut sample = self.sample(c, dk.as_mut());
             if self.missing && self.stale(&c.dirs) {
                 // Restarted in place (same id, new cgroup directories): find them again and
                 // start its rates afresh, as for a new container.
@@ -460,12 +465,33 @@ impl ContainerSource {
                 // Quietly: a container on its way out looks the same until its processes are gone.
                 self.rediscover(c, procs, false);
                 c.samples = 0;
-                sample = self.sample(c);
+                c.docker.prev = None;
+                sample = self.sample(c, dk.as_mut());
             }
             c.prev = (c.samples > 0).then_some(c.cur);
             c.cur = sample;
             c.samples += 1;
+            if let Some(dk) = dk {
+                c.docker.cur = dk;
+                c.docker.cur_at = Some(t.mono_secs);
+            }
         }
+    }
+
+    /// The docker pass's sample of `c` at `mono_secs`, read now (the process check did not read
+    /// it in this moment). `false` when its cgroup directories are gone (restarted in place, not
+    /// yet found again by the process check): nothing is sampled, and its rates start afresh.
+    pub fn docker_sample(&mut self, c: &mut Container, mono_secs: f64) -> bool {
+        let mut dk = c.docker.cur;
+        self.sample(c, Some(&mut dk));
+        if self.missing && self.stale(&c.dirs) {
+            c.docker.prev = None;
+            c.docker.cur_at = None;
+            return false;
+        }
+        c.docker.cur = dk;
+        c.docker.cur_at = Some(mono_secs);
+        true
     }
 
     /// Opens the container's directories again, from its member process of this cycle.
@@ -610,10 +636,23 @@ impl ContainerSource {
         }
     }
 
-    fn sample(&mut self, c: &Container) -> CtrSample {
+    /// Reads `file` in `dir` when it may be absent (a controller feature the kernel may not
+    /// have, swap accounting): its absence says nothing about the directory.
+    fn read_optional(&mut self, dir: Option<&OwnedFd>, file: &CStr) -> Option<&[u8]> {
+        self.buf.read_file(dir?.as_fd(), file).ok()
+    }
+
+    /// Reads the container's figures; with `dk`, also what the docker pass needs
+    /// ([`DockerSample`]) from the same reads: every file is read at most once, the process
+    /// check's files parsed for both, and the files only the pass needs read only then.
+    fn sample(&mut self, c: &Container, mut dk: Option<&mut DockerSample>) -> CtrSample {
         self.missing = false;
         let mut s = CtrSample::default();
+        if let Some(k) = dk.as_deref_mut() {
+            *k = DockerSample::default();
+        }
         let d = &c.dirs;
+        let below_2_60 = |v: &u64| *v > 0 && *v < NO_LIMIT_2_60;
         if d.unified.is_some() {
             let u = d.unified.as_ref();
             if let Some(b) = self.read(u, c"cpu.stat") {
@@ -630,12 +669,36 @@ impl ContainerSource {
             if let Some(b) = self.read(u, c"memory.stat") {
                 s.mem_rss = cs::get(b, b"anon").unwrap_or(0);
                 s.mem_cache = cs::get(b, b"file").unwrap_or(0);
+                if let Some(k) = dk.as_deref_mut() {
+                    k.kmem = match (cs::get(b, b"kernel_stack"), cs::get(b, b"slab")) {
+                        (None, None) => None,
+                        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+                    };
+                }
             }
             s.mem_usage = self.read(u, c"memory.current").and_then(cs::single).unwrap_or(0);
             s.mem_limit = self.read(u, c"memory.max").and_then(cs::max_or_value).flatten();
             s.mem_failcnt = self.read(u, c"memory.events").and_then(|b| cs::get(b, b"max")).unwrap_or(0);
-            (s.io_read_bytes, s.io_write_bytes) = self.read(u, c"io.stat").map(cs::io_stat_bytes).unwrap_or((0, 0));
+            if let Some(b) = self.read(u, c"io.stat") {
+                (s.io_read_bytes, s.io_write_bytes) = cs::io_stat_bytes(b);
+                if let Some(k) = dk.as_deref_mut() {
+                    let mut n = 0;
+                    cs::io_stat_per_device(b, &mut k.devices, &mut n);
+                    k.n_devices = n as u8;
+                }
+            }
             s.threads = self.read(u, c"pids.current").and_then(cs::single).unwrap_or(0);
+            if let Some(k) = dk.as_deref_mut() {
+                k.cpu_shares = self.read_optional(u, c"cpu.weight").and_then(cs::single).map(cs::weight_to_shares);
+                k.thread_limit = self.read_optional(u, c"pids.max").and_then(cs::max_or_value).flatten();
+                k.mem_swap = self.read_optional(u, c"memory.swap.current").and_then(cs::single);
+                // The ECS task's limit is on the task's slice, the container's parent.
+                let parent = self.read_optional(u, c"../memory.max").and_then(cs::max_or_value).flatten();
+                k.mem_limit = [s.mem_limit, parent].into_iter().flatten().min().filter(below_2_60);
+                let swap_max = self.read_optional(u, c"memory.swap.max").and_then(cs::max_or_value).flatten();
+                k.mem_sw_limit = s.mem_limit.zip(swap_max).map(|(m, w)| m.saturating_add(w)).filter(below_2_60);
+                k.mem_soft_limit = self.read_optional(u, c"memory.low").and_then(cs::single).filter(below_2_60);
+            }
         } else {
             let hz = self.user_hz;
             if let Some(b) = self.read(d.cpuacct.as_ref(), c"cpuacct.stat") {
@@ -660,6 +723,13 @@ impl ContainerSource {
                 // total_* include child cgroups; a container's cgroup is normally a leaf.
                 s.mem_rss = cs::get(b, b"total_rss").or_else(|| cs::get(b, b"rss")).unwrap_or(0);
                 s.mem_cache = cs::get(b, b"total_cache").or_else(|| cs::get(b, b"cache")).unwrap_or(0);
+                if let Some(k) = dk.as_deref_mut() {
+                    // `swap` is there only with swap accounting (`swapaccount=1`).
+                    k.mem_swap = cs::get(b, b"total_swap").or_else(|| cs::get(b, b"swap"));
+                    // The least limit of the cgroup and its ancestors: the ECS task's included.
+                    k.mem_limit = cs::get(b, b"hierarchical_memory_limit").filter(below_2_60);
+                    k.mem_sw_limit = cs::get(b, b"hierarchical_memsw_limit").filter(below_2_60);
+                }
             }
             s.mem_usage = self.read(d.memory.as_ref(), c"memory.usage_in_bytes").and_then(cs::single).unwrap_or(0);
             s.mem_limit = self
@@ -667,11 +737,29 @@ impl ContainerSource {
                 .and_then(cs::single)
                 .filter(|&l| l < V1_NO_LIMIT);
             s.mem_failcnt = self.read(d.memory.as_ref(), c"memory.failcnt").and_then(cs::single).unwrap_or(0);
-            (s.io_read_bytes, s.io_write_bytes) = self
-                .read(d.blkio.as_ref(), c"blkio.throttle.io_service_bytes")
-                .map(cs::blkio_service_bytes)
-                .unwrap_or((0, 0));
+            if let Some(b) = self.read(d.blkio.as_ref(), c"blkio.throttle.io_service_bytes") {
+                (s.io_read_bytes, s.io_write_bytes) = cs::blkio_service_bytes(b);
+                if let Some(k) = dk.as_deref_mut() {
+                    let mut n = 0;
+                    cs::blkio_per_device(b, false, &mut k.devices, &mut n);
+                    k.n_devices = n as u8;
+                }
+            }
             s.threads = self.read(d.pids.as_ref(), c"pids.current").and_then(cs::single).unwrap_or(0);
+            if let Some(k) = dk.as_deref_mut() {
+                if let Some(b) = self.read_optional(d.blkio.as_ref(), c"blkio.throttle.io_serviced") {
+                    let mut n = usize::from(k.n_devices);
+                    cs::blkio_per_device(b, true, &mut k.devices, &mut n);
+                    k.n_devices = n as u8;
+                }
+                k.cpu_shares = self.read_optional(d.cpu.as_ref(), c"cpu.shares").and_then(cs::single);
+                k.thread_limit = self.read_optional(d.pids.as_ref(), c"pids.max").and_then(cs::max_or_value).flatten();
+                k.mem_soft_limit = self
+                    .read_optional(d.memory.as_ref(), c"memory.soft_limit_in_bytes")
+                    .and_then(cs::single)
+                    .filter(below_2_60);
+                k.kmem = self.read_optional(d.memory.as_ref(), c"memory.kmem.usage_in_bytes").and_then(cs::single);
+            }
         }
         if let Some(b) = self.read(d.task.as_ref(), c"cpu.stat") {
             s.throttled_periods = cs::get(b, b"nr_throttled").unwrap_or(0);
@@ -680,9 +768,17 @@ impl ContainerSource {
                 None => cs::get(b, b"throttled_time").unwrap_or(0),
             };
         }
+        if let Some(k) = dk.as_deref_mut() {
+            // The container's own quota, else its ECS task's (the cgroup its throttling is read in).
+            k.cpu_limit_pct = s.cpu_limit_pct.or_else(|| self.task_cpu_limit(d.task.as_ref()));
+            k.open_fds = self.open_fds(c);
+        }
         // The container's network, as one member process sees it; none when that is the
         // host's network namespace (`--network host`): the host's totals are not the container's.
         if c.host_network {
+            if let Some(k) = dk {
+                k.base = s;
+            }
             return s;
         }
         let mut path = [0u8; 24];
@@ -695,10 +791,57 @@ impl ContainerSource {
                     s.net_tx_bytes += dev.counters.tx_bytes;
                     s.net_rx_packets += dev.counters.rx_packets;
                     s.net_tx_packets += dev.counters.tx_packets;
+                    if let Some(k) = dk.as_deref_mut() {
+                        k.push_iface(IfaceNet::new(dev.name, dev.counters.rx_bytes, dev.counters.tx_bytes));
+                    }
                 }
             }
         }
+        if let Some(k) = dk {
+            k.base = s;
+        }
         s
+    }
+
+    /// The CPU limit set on the ECS task's cgroup (held only when it has one), in percent of
+    /// one core.
+    fn task_cpu_limit(&mut self, task: Option<&OwnedFd>) -> Option<f64> {
+        let task = task?;
+        if let Some((q, period)) = self.read_optional(Some(task), c"cpu.max").and_then(cs::cpu_max) {
+            return q.map(|q| q as f64 / period.max(1) as f64 * 100.0);
+        }
+        let q = self.read_optional(Some(task), c"cpu.cfs_quota_us").and_then(cs::signed_single)?;
+        let p = self.read_optional(Some(task), c"cpu.cfs_period_us").and_then(cs::single)?;
+        Some(q as f64 / p.max(1) as f64 * 100.0)
+    }
+
+    /// Descriptors open in the container's processes: the entries of `/proc/<pid>/fd` of each
+    /// pid in its `cgroup.procs`, listed into a stack buffer (no allocation).
+    fn open_fds(&mut self, c: &Container) -> u64 {
+        let d = &c.dirs;
+        let dir = d.unified.as_ref().or(d.pids.as_ref()).or(d.memory.as_ref()).or(d.cpuacct.as_ref());
+        let Self { buf, proc_root, .. } = self;
+        let Some(procs) = dir.and_then(|dir| buf.read_file(dir.as_fd(), c"cgroup.procs").ok()) else { return 0 };
+        let mut total = 0u64;
+        let mut listing = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        for pid in procs.split(|b| *b == b'\n').filter(|l| !l.is_empty() && l.iter().all(u8::is_ascii_digit)) {
+            let mut path = [0u8; 32];
+            let Some(dst) = path.get_mut(..pid.len()) else { continue };
+            dst.copy_from_slice(pid);
+            path[pid.len()..pid.len() + 3].copy_from_slice(b"/fd");
+            let Ok(name) = CStr::from_bytes_until_nul(&path) else { continue };
+            // A process that ended since the list was read is normal.
+            let Ok(fd) = openat(&*proc_root, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            else {
+                continue;
+            };
+            let mut entries = rustix::fs::RawDir::new(fd, &mut listing);
+            while let Some(Ok(e)) = entries.next() {
+                let n = e.file_name().to_bytes();
+                total += u64::from(n != b"." && n != b"..");
+            }
+        }
+        total
     }
 }
 

@@ -22,8 +22,15 @@ pub struct Metadata {
 }
 
 /// Tag keys the ECS agent's API is authoritative for.
-const ECS_TAG_KEYS: [&str; 6] =
-    ["task_arn:", "task_family:", "task_name:", "task_version:", "ecs_container_name:", "cluster_name:"];
+const ECS_TAG_KEYS: [&str; 7] = [
+    "task_arn:",
+    "task_family:",
+    "task_name:",
+    "task_version:",
+    "ecs_container_name:",
+    "cluster_name:",
+    "ecs_cluster_name:",
+];
 
 impl Metadata {
     /// Puts the ECS agent's task tags on the containers it knows (replacing label-derived ones).
@@ -112,7 +119,7 @@ impl DockerSource {
     fn start(&mut self, registry: &Registry, now: Instant) {
         self.next_at = None;
         self.last_start = Some(now);
-        match self.client.send(registry, "GET", "/containers/json", &[("Accept", "application/json")], b"", now) {
+        match self.client.send(registry, "GET", "/containers/json?all=1", &[("Accept", "application/json")], b"", now) {
             Ok(()) => {
                 self.busy = true;
                 if let Some(o) = self.client.on_ready(registry, now) {
@@ -158,7 +165,7 @@ impl DockerSource {
         match o {
             Outcome::Response { status: 200, body, .. } => match container_list(&body) {
                 Ok(list) => {
-                    debug!("docker: {} running containers described", list.len());
+                    debug!("docker: {} containers described (every state)", list.len());
                     if self.unavailable_logged {
                         info!("docker: {} answers again", self.socket.display());
                         self.unavailable_logged = false;
