@@ -67,9 +67,15 @@ impl DockerCheck {
         series: &mut Vec<u8>,
         topology: &mut Vec<u8>,
     ) -> PassCounts {
+        series.clear();
+        topology.clear();
+        // Nothing to say of containers before Docker listed them (no counts of 0).
+        if !meta.listed {
+            return PassCounts::default();
+        }
         self.read_device_names();
         let table = process.sample_for_docker(mono_secs, |id| meta.get(id).is_some_and(measured));
-        let mut enc = SeriesEncoder::begin(series, host, unix_secs, 0);
+        let mut enc = SeriesEncoder::begin(series, host, unix_secs, 0).with_source_type("System");
         let mut counts = PassCounts::default();
         let mut tags = Tags::new();
         for c in &mut table.containers {

@@ -202,7 +202,7 @@ impl App {
             counts.containers_measured, counts.series, counts.components
         );
         // In `--once` mode the first pass only primes the rates.
-        let r = if self.opts.once && self.docker_timer.runs == 1 {
+        let r = if (self.opts.once && self.docker_timer.runs == 1) || self.series_buf.is_empty() {
             Ok(())
         } else {
             let r = self.sink.deliver(Payload::Series, &self.series_buf);

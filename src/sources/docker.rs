@@ -19,6 +19,8 @@ pub struct Metadata {
     /// The ECS information generation last merged in, and whether Docker's list changed since.
     ecs_applied: u64,
     changed: bool,
+    /// Docker answered a list at least once.
+    pub listed: bool,
 }
 
 /// Tag keys the ECS agent's API is authoritative for.
@@ -190,6 +192,7 @@ impl DockerSource {
                     }
                     self.meta.by_id = list;
                     self.meta.changed = true;
+                    self.meta.listed = true;
                     self.next_at = Some(now + REFRESH_EVERY);
                     self.inspect_next(registry, now);
                 }
