@@ -9,7 +9,9 @@
 //!   after the restart;
 //! - a container that writes a known number of bytes with `dd oflag=direct`: `docker.io.write_*`
 //!   summed over the passes match its `blkio.throttle.*` files, under `device:<disk>`;
-//! - an exited container: counted in `docker.containers.stopped`, in the topology as `exited`.
+//! - an exited container: counted in `docker.containers.stopped`, in the topology as `exited`;
+//! - outside the task, a container on a Docker bridge network (`docker.net.*` under its name)
+//!   and one in the host's network namespace (no `docker.net.*`).
 
 mod common;
 use common::*;
@@ -124,6 +126,10 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
         &format!("sleep 5; dd if=/dev/zero of=/data bs=4096 count={BLOCKS} oflag=direct; exec sleep 600"),
     );
     let done = run("done", &[], "true");
+    // Outside the task: one on a Docker bridge network, one in the host's network namespace.
+    let network = Network::create("net");
+    let bridged = Ctr::run_in(&img, "bridged", &network.0, "exec sleep 600");
+    let host_net = Ctr::run_in(&img, "hostnet", "host", "exec sleep 600");
     docker_ok(&["wait", &done.name]);
     let ecs = fake_ecs_agent(
         r#"{"Cluster":"prod","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
@@ -277,6 +283,31 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
     assert!(totals.last().is_some_and(|p| p.tags.is_empty() && p.value >= 1.0), "{totals:?}");
     // The exited container has no per-container series.
     assert!(of(&all, "docker.mem.rss", &done.id).is_empty());
+
+    // Network: per interface, the bridged container's eth0 under its Docker network; none for the
+    // host-network container (its figures would be the host's, not its own).
+    let net = of(&all, "docker.net.bytes_rcvd", &bridged.id);
+    assert!(
+        !net.is_empty() && net.iter().all(|p| p.tags.contains(&format!("docker_network:{}", network.0))),
+        "{net:?}\n{}",
+        ctx()
+    );
+    assert!(!of(&all, "docker.mem.rss", &host_net.id).is_empty(), "the host-network container is measured");
+    assert!(
+        of(&all, "docker.net.bytes_rcvd", &host_net.id).is_empty()
+            && of(&all, "docker.net.bytes_sent", &host_net.id).is_empty()
+    );
+
+    // The process check still reports running containers only (Docker is now listed in every
+    // state): the busy one, not the exited one.
+    let reported: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.target.ends_with("/api/v1/collector"))
+        .flat_map(|r| pa_proto::collector_proc(&r.body).containers)
+        .map(|c| c.id)
+        .collect();
+    assert!(reported.contains(&busy.id), "{reported:?}\n{}", ctx());
+    assert!(!reported.contains(&done.id), "the exited container in the process agent's containers");
 
     // Topology: every container Docker lists, the exited one as `exited`, merged with the process
     // agent's container by its identifier.

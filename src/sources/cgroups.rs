@@ -289,6 +289,9 @@ pub struct ContainerSource {
     missing: bool,
     /// The container whose cgroup is the root of the agent's own cgroup namespace, if any.
     own: Option<OwnNamespace>,
+    /// Tests: every cgroup file read, as `(directory fd, name)`.
+    #[cfg(test)]
+    reads: Vec<(i32, String)>,
 }
 
 impl ContainerSource {
@@ -315,6 +318,8 @@ impl ContainerSource {
             host_net_ns,
             missing: false,
             own: None,
+            #[cfg(test)]
+            reads: Vec::new(),
         };
         src.locate_own_namespace();
         Ok(src)
@@ -627,6 +632,8 @@ impl ContainerSource {
 
     /// Reads `file` in `dir`; a file that is not there sets [`Self::missing`].
     fn read(&mut self, dir: Option<&OwnedFd>, file: &CStr) -> Option<&[u8]> {
+        #[cfg(test)]
+        self.reads.push((rustix::fd::AsRawFd::as_raw_fd(dir?), file.to_string_lossy().into_owned()));
         match self.buf.read_file(dir?.as_fd(), file) {
             Ok(b) => Some(b),
             Err(e) => {
@@ -639,6 +646,8 @@ impl ContainerSource {
     /// Reads `file` in `dir` when it may be absent (a controller feature the kernel may not
     /// have, swap accounting): its absence says nothing about the directory.
     fn read_optional(&mut self, dir: Option<&OwnedFd>, file: &CStr) -> Option<&[u8]> {
+        #[cfg(test)]
+        self.reads.push((rustix::fd::AsRawFd::as_raw_fd(dir?), file.to_string_lossy().into_owned()));
         self.buf.read_file(dir?.as_fd(), file).ok()
     }
 
@@ -934,6 +943,54 @@ mod tests {
             assert_eq!((s.mem_rss, s.mem_cache), (0, 37_408_768));
             assert_eq!(s.mem_usage, cs::single(&v1_fixture("memory/memory.usage_in_bytes")).unwrap());
             assert_eq!(s.cpu_limit_pct, Some(50.0));
+        }
+    }
+
+    /// The docker pass's figures: from the fixtures (v1, both Amazon Linux layouts, and v2), each
+    /// cgroup file read once; in a cycle that reads them for the pass, the pass reads nothing.
+    #[test]
+    fn docker_samples_read_each_file_once_and_share_the_process_checks_reads() {
+        for (name, pid) in [("al2023-v2", 4242), ("al1-v1", 4243), ("al2-v1", 4243)] {
+            let root = fixture(name);
+            let dir = open_dir(CWD, &root.join(format!("proc/{pid}"))).unwrap();
+            let mut p = Proc::new(pid, 1, 0, dir, 0.0);
+            p.container_id = Some(*ID);
+            let procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+            let mut src = ContainerSource::open(&root.join("proc"), &root.join("sys")).unwrap();
+            let mut t = ContainerTable::default();
+            // A cycle alone, then one that the pass shares.
+            src.update(&mut t, &procs);
+            let alone = std::mem::take(&mut src.reads);
+            t.docker_wanted = true;
+            src.update(&mut t, &procs);
+            let shared = std::mem::take(&mut src.reads);
+            let c = &mut t.containers[0];
+            assert_eq!(c.docker.cur_at, Some(10.0), "{name}");
+            assert_eq!(c.docker.cur.base, c.cur, "{name}: the same figures, from the same reads");
+            let mut sorted = shared.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), shared.len(), "{name}: a file read twice in one cycle: {shared:?}");
+            assert!(alone.iter().all(|r| shared.contains(r)), "{name}: the cycle's reads are the pass's too");
+            // The pass alone at another moment reads the same files once each.
+            assert!(src.docker_sample(c, 12.0), "{name}");
+            let pass = std::mem::take(&mut src.reads);
+            let mut p2 = pass.clone();
+            p2.sort();
+            p2.dedup();
+            assert_eq!(p2.len(), pass.len(), "{name}: {pass:?}");
+            assert_eq!(c.docker.cur_at, Some(12.0));
+            let k = c.docker.cur;
+            assert!(k.base.cpu_total_ns > 0 && k.base.mem_cache > 0, "{name}: {k:?}");
+            assert_eq!(k.cpu_limit_pct, Some(50.0), "{name}");
+            assert_eq!(k.mem_limit, Some(268_435_456), "{name}: the least limit of the hierarchy");
+            // The v1 fixtures have `cpu.shares`; the v2 one has no `cpu.weight`.
+            assert_eq!(k.cpu_shares.is_some(), name.ends_with("v1"), "{name}: {k:?}");
+            if name.ends_with("v2") {
+                let dev = k.devices()[0];
+                assert_eq!((dev.read_bytes, dev.write_bytes), (1_048_576, 2_097_152));
+            }
+            assert!(!k.ifaces().is_empty(), "{name}: net/dev of the member pid");
         }
     }
 

@@ -165,3 +165,21 @@ pub fn fake_ecs_agent(metadata: String, tasks: String) -> String {
     });
     url
 }
+
+/// A user-defined Docker bridge network (the engine here runs without the default `docker0`),
+/// removed on drop (after the containers in it).
+pub struct Network(pub String);
+
+impl Network {
+    pub fn create(tag: &str) -> Network {
+        let name = unique(tag);
+        docker_ok(&["network", "create", &name]);
+        Network(name)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.0]);
+    }
+}
