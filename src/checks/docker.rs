@@ -195,7 +195,10 @@ pub fn container_series(sink: &mut dyn MetricSink, p: &ContainerPass<'_>) -> usi
     n + io + net
 }
 
-const IO: [(&str, fn(&DeviceIo) -> u64); 4] = [
+/// A counter of a device's I/O.
+type DeviceCounter = fn(&DeviceIo) -> u64;
+
+const IO: [(&str, DeviceCounter); 4] = [
     ("docker.io.read_bytes", |d| d.read_bytes),
     ("docker.io.write_bytes", |d| d.write_bytes),
     ("docker.io.read_operations", |d| d.read_ops),
