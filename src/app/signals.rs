@@ -45,6 +45,7 @@ impl App {
                     self.host_timer.next = None;
                     self.process_timer.next = None;
                     self.connection_timer.next = None;
+                    self.docker_timer.next = None;
                     // Stop taking traces; what was taken is sent with the rest.
                     if let Some(mut i) = self.intake.take() {
                         i.close_all(self.poll.registry());
