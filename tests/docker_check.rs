@@ -384,3 +384,55 @@ impl Logged {
         s
     }
 }
+
+/// `--once`: the pass runs twice, a second apart (a rate needs two samples), and sends from the
+/// second: the busy container's CPU rate, its memory, the counts and the topology.
+#[test]
+fn once_sends_the_second_pass() {
+    require_engine();
+    let img = Image::busybox();
+    let c = Ctr::run_with(&img, "once", &["--network", "none", "--cpus", "0.3"], BURN);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = run_agent(
+        &["--once"],
+        &[("STS_HOSTNAME", "once-host"), ("STS_ECS_AGENT_URL", "http://127.0.0.1:9")],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect();
+    let docker_series: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["endpoint"] == "/api/v1/series")
+        .filter(|l| l["payload"]["series"][0]["metric"].as_str().is_some_and(|m| m.starts_with("docker.")))
+        .collect();
+    assert_eq!(docker_series.len(), 1, "one docker pass sent (the first only primes)\n{stderr}");
+    let tag = format!("container_id:{}", c.id);
+    let find = |metric: &str| {
+        docker_series[0]["payload"]["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["metric"] == metric && s["tags"].as_array().unwrap().iter().any(|t| *t == tag.as_str()))
+            .map(|s| s["points"][0][1].as_f64().unwrap())
+    };
+    let cpu = find("docker.cpu.usage").unwrap_or_else(|| panic!("no docker.cpu.usage\n{stderr}"));
+    assert!((15.0..=33.0).contains(&cpu), "docker.cpu.usage {cpu}: 0.3 of a core, busy");
+    assert!(find("docker.mem.rss").is_some_and(|r| r >= 4e6));
+    assert_eq!(find("docker.cpu.limit"), Some(30.0));
+    let topology = lines
+        .iter()
+        .filter(|l| l["endpoint"] == "/intake/")
+        .find(|l| l["payload"]["topologies"][0]["instance"]["type"] == "container")
+        .unwrap_or_else(|| panic!("no container topology\n{stderr}"));
+    let ids: Vec<&str> = topology["payload"]["topologies"][0]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["data"]["containerId"].as_str())
+        .collect();
+    assert!(ids.contains(&c.id.as_str()), "{ids:?}");
+}
