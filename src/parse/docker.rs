@@ -250,6 +250,8 @@ mod tests {
         let body = format!(
             r#"[{{"Id":"{id}","Names":["/ecs-web-1-web-abc"],"Image":"nginx:1.25","Created":1700000000,
                "State":"running","Status":"Up 2 hours (healthy)",
+               "Mounts":[{{"Type":"bind","Source":"/data/www","Destination":"/usr/share/nginx/html","Mode":"","RW":true}}],
+               "NetworkSettings":{{"Networks":{{"bridge":{{"IPAddress":"172.17.0.2"}}}}}},
                "Labels":{{"com.amazonaws.ecs.cluster":"prod","com.amazonaws.ecs.container-name":"web",
                           "com.amazonaws.ecs.task-arn":"arn:aws:ecs:eu-west-1:1:task/prod/abc",
                           "com.amazonaws.ecs.task-definition-family":"web","com.amazonaws.ecs.task-definition-version":"7"}}}},
@@ -271,9 +273,16 @@ mod tests {
             "task_version:7",
             "ecs_container_name:web",
             "cluster_name:prod",
+            "ecs_cluster_name:prod",
         ] {
             assert!(m.tags.iter().any(|x| x == t), "missing {t} in {:?}", m.tags);
         }
+        assert_eq!(m.state_text, "running");
+        assert_eq!(
+            m.mounts,
+            [Mount { kind: "bind".into(), source: "/data/www".into(), destination: "/usr/share/nginx/html".into() }]
+        );
+        assert_eq!(m.networks, ["bridge"]);
         assert!(container_list(b"{}").is_err());
         assert!(container_list(b"not json").is_err());
     }
