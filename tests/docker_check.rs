@@ -9,7 +9,8 @@
 //!   after the restart;
 //! - a container that writes a known number of bytes with `dd oflag=direct`: `docker.io.write_*`
 //!   summed over the passes match its `blkio.throttle.*` files, under `device:<disk>`;
-//! - an exited container: counted in `docker.containers.stopped`, in the topology as `exited`;
+//! - an exited container, and one stopped while the agent runs: counted in
+//!   `docker.containers.stopped`, in the topology as `exited`;
 //! - outside the task, a container on a Docker bridge network (`docker.net.*` under its name)
 //!   and one in the host's network namespace (no `docker.net.*`).
 
@@ -119,13 +120,17 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
     // This kernel counts `blkio.throttle.*` only for devices with a throttle rule: a generous one
     // (1 GB/s) so the writes are counted and not slowed.
     let write_rule = format!("{disk_dev}:1gb");
-    const BLOCKS: u64 = 2560; // 10 MiB in 4 KiB direct writes, after the first passes
+    const BLOCKS: u64 = 2560; // 10 MiB in 4 KiB direct writes, once the test says so
     let io = run(
         "io",
         &["--device-write-bps", &write_rule],
-        &format!("sleep 5; dd if=/dev/zero of=/data bs=4096 count={BLOCKS} oflag=direct; exec sleep 600"),
+        &format!(
+            "while [ ! -e /go ]; do sleep 0.1; done; dd if=/dev/zero of=/data bs=4096 count={BLOCKS} oflag=direct; exec sleep 600"
+        ),
     );
     let done = run("done", &[], "true");
+    // Stopped while the agent runs.
+    let stopper = run("stopper", &[], "exec sleep 600");
     // Outside the task: one on a Docker bridge network, one in the host's network namespace.
     let network = Network::create("net");
     let bridged = Ctr::run_in(&img, "bridged", &network.0, "exec sleep 600");
@@ -161,10 +166,18 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
         ],
     );
     let agent = Logged::new(agent);
-    std::thread::sleep(Duration::from_secs(16));
+    // The writes start once the agent has measured the container twice (its rates are primed).
+    let start = Instant::now();
+    while of(&points(&rx.requests()), "docker.mem.rss", &io.id).len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the io container is not measured");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    docker_ok(&["exec", &io.name, "sh", "-c", ": > /go"]);
+    std::thread::sleep(Duration::from_secs(10));
     // Restarted in place: the same id, a new cgroup (its counters from 0).
     let before_restart = rx.requests().len();
     docker_ok(&["restart", "-t", "1", &busy.name]);
+    docker_ok(&["stop", "-t", "1", &stopper.name]);
     let restarted_at = Instant::now();
     std::thread::sleep(Duration::from_secs(12));
     let busy_rss = stat(&format!("/sys/fs/cgroup/memory{}/{}/memory.stat", task.0, busy.id), "total_rss");
@@ -279,6 +292,8 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
     assert_eq!(count("docker.containers.stopped", "done").last(), Some(&1.0), "{}", ctx());
     assert_eq!(count("docker.containers.running", "done").last(), Some(&0.0));
     assert_eq!(count("docker.containers.running", "io").last(), Some(&1.0));
+    assert_eq!(count("docker.containers.running", "stopper").first(), Some(&1.0));
+    assert_eq!(count("docker.containers.stopped", "stopper").last(), Some(&1.0), "stopped while running");
     let totals: Vec<&Point> = all.iter().filter(|p| p.metric == "docker.containers.stopped.total").collect();
     assert!(totals.last().is_some_and(|p| p.tags.is_empty() && p.value >= 1.0), "{totals:?}");
     // The exited container has no per-container series.
@@ -335,6 +350,7 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
     assert_eq!(d["data"]["identifiers"], serde_json::json!([format!("urn:container:/docker-host:{}", done.id)]));
     assert!(d["sourceProperties"].is_null());
     assert_eq!(component(&busy)["data"]["state"], "running");
+    assert_eq!(component(&stopper)["data"]["state"], "exited", "the last topology after its stop");
     let by_metric: BTreeMap<&str, usize> = of_all_metrics(&all, &busy.id);
     for m in
         ["docker.cpu.shares", "docker.thread.count", "docker.mem.cache", "docker.container.open_fds", "docker.uptime"]

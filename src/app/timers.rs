@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// In `--once` mode: the gap between the two samples a rate needs.
 const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
+/// How long before a docker pass Docker is asked for its list.
+const LIST_AHEAD: Duration = Duration::from_secs(1);
 /// In `--once` mode: how long the reporting process check may wait for Docker metadata.
 const ONCE_METADATA_WAIT: Duration = Duration::from_secs(4);
 
@@ -197,6 +199,10 @@ impl App {
             &mut self.series_buf,
             &mut self.topology_buf,
         );
+        // A fresh list for the next pass: states and names at most a second or so old then.
+        if let Some(next) = self.docker_timer.next {
+            docker.refresh_by(next.checked_sub(LIST_AHEAD).unwrap_or(next).max(now));
+        }
         debug!(
             "docker pass: {} containers measured, {} series, {} topology components",
             counts.containers_measured, counts.series, counts.components

@@ -103,6 +103,15 @@ impl DockerSource {
         self.next_at = Some(super::refresh_soon(self.last_start, now));
     }
 
+    /// Asks for a list by `at`: the docker pass wants a fresh one for its next run (the
+    /// original lists containers at every run). Not while Docker is failing: the retry's
+    /// backoff stands.
+    pub fn refresh_by(&mut self, at: Instant) {
+        if !self.unavailable_logged && self.next_at.is_none_or(|t| t > at) {
+            self.next_at = Some(at);
+        }
+    }
+
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
         if let Some(o) = self.client.on_timeout(registry, now) {
             self.settle(registry, o, now);
