@@ -452,3 +452,74 @@ fn once_sends_the_second_pass() {
         .collect();
     assert!(ids.contains(&c.id.as_str()), "{ids:?}");
 }
+
+/// The v2 column against the real kernel: the host's cgroup2 tree as `HOST_SYS/fs/cgroup` (the
+/// whole hierarchy on a v2 host, the `unified` one on a hybrid host, bind-mounted in a private
+/// mount namespace as an ECS task mounts `HOST_SYS`). CPU comes from the container's `cpu.stat`
+/// (`usage_usec`); memory only where the tree has the memory controller — on a hybrid host it has
+/// not, and then no `docker.mem.*` is sent rather than zeros.
+#[test]
+fn the_v2_tree_gives_cpu_from_cpu_stat() {
+    require_engine();
+    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).join("cgroup.controllers").is_file())
+        .expect("cannot run: no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    let memory = std::fs::read_to_string(format!("{v2}/cgroup.controllers")).unwrap().contains("memory");
+    let img = Image::busybox();
+    let c = Ctr::run_with(&img, "v2", &["--network", "none", "--cpus", "0.3"], BURN);
+    let sys = TempDir::new("v2dockersys");
+    let cg = sys.0.join("fs/cgroup");
+    std::fs::create_dir_all(&cg).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let script = format!("mount --bind {v2} {} && exec {AGENT} --once", cg.display());
+    let out = run_agent_under(
+        &["unshare", "--mount", "sh", "-c", &script],
+        &[
+            ("STS_HOSTNAME", "v2-host"),
+            ("HOST_SYS", sys.0.to_str().unwrap()),
+            ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("containers: cgroup v2"), "HOST_SYS/fs/cgroup is the v2 tree\n{stderr}");
+    let tag = format!("container_id:{}", c.id);
+    let series: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["endpoint"] == "/api/v1/series")
+        .flat_map(|l| l["payload"]["series"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["tags"].as_array().unwrap().iter().any(|t| *t == tag.as_str()))
+        .collect();
+    let find = |m: &str| series.iter().find(|s| s["metric"] == m).map(|s| s["points"][0][1].as_f64().unwrap());
+    let cpu = find("docker.cpu.usage").unwrap_or_else(|| panic!("no docker.cpu.usage\n{stderr}"));
+    assert!((15.0..=33.0).contains(&cpu), "docker.cpu.usage {cpu} from cpu.stat: 0.3 of a core");
+    let user = find("docker.cpu.user").unwrap();
+    assert!(user > 5.0 && user <= cpu + 1.0, "docker.cpu.user {user}");
+    assert!(find("docker.uptime").is_some_and(|u| u > 0.0));
+    assert!(find("docker.container.open_fds").is_some_and(|n| n >= 3.0));
+    if memory {
+        assert!(find("docker.mem.rss").is_some_and(|r| r >= 4e6), "{series:?}");
+    } else {
+        assert!(!series.iter().any(|s| s["metric"].as_str().unwrap().starts_with("docker.mem.")), "{series:?}");
+    }
+}
+
+/// Runs `argv` (which execs the agent) to completion with a clean environment and `env`.
+fn run_agent_under(argv: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut cmd = std::process::Command::new(argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        .env("STS_APM_RECEIVER_PORT", port)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60))
+}

@@ -139,15 +139,19 @@ pub fn container_series(sink: &mut dyn MetricSink, p: &ContainerPass<'_>) -> usi
         (dt > 0.0 && z >= a).then(|| (z - a) as f64 / dt)
     };
     // ns of CPU per second → percent of one core.
+    // CPU time only where the CPU accounting file was read, now and before.
+    let cpu_read = c.cpu_read && p.prev.is_some_and(|(s, _)| s.cpu_read);
     for (name, f) in [
         ("docker.cpu.user", (|s: &DockerSample| s.base.cpu_user_ns) as fn(&DockerSample) -> u64),
         ("docker.cpu.system", |s| s.base.cpu_system_ns),
         ("docker.cpu.usage", |s| s.base.cpu_total_ns),
-        ("docker.cpu.throttled.time", |s| s.base.throttled_ns),
     ] {
-        if let Some(r) = rate(f) {
+        if let Some(r) = rate(f).filter(|_| cpu_read) {
             gauge(sink, name, r / 1e7, tags);
         }
+    }
+    if let Some(r) = rate(|s| s.base.throttled_ns) {
+        gauge(sink, "docker.cpu.throttled.time", r / 1e7, tags);
     }
     if let Some(r) = rate(|s| s.base.throttled_periods) {
         gauge(sink, "docker.cpu.throttled", r, tags);
@@ -165,8 +169,11 @@ pub fn container_series(sink: &mut dyn MetricSink, p: &ContainerPass<'_>) -> usi
     if let Some(l) = c.thread_limit {
         gauge(sink, "docker.thread.limit", l as f64, tags);
     }
-    gauge(sink, "docker.mem.cache", b.mem_cache as f64, tags);
-    gauge(sink, "docker.mem.rss", b.mem_rss as f64, tags);
+    if c.mem_read {
+        gauge(sink, "docker.mem.cache", b.mem_cache as f64, tags);
+        gauge(sink, "docker.mem.rss", b.mem_rss as f64, tags);
+        gauge(sink, "docker.mem.failed_count", b.mem_failcnt as f64, tags);
+    }
     if let Some(swap) = c.mem_swap {
         gauge(sink, "docker.mem.swap", swap as f64, tags);
     }
@@ -174,7 +181,6 @@ pub fn container_series(sink: &mut dyn MetricSink, p: &ContainerPass<'_>) -> usi
         gauge(sink, "docker.mem.limit", l as f64, tags);
         gauge(sink, "docker.mem.in_use", b.mem_rss as f64 / l as f64, tags);
     }
-    gauge(sink, "docker.mem.failed_count", b.mem_failcnt as f64, tags);
     if let Some(l) = c.mem_sw_limit {
         gauge(sink, "docker.mem.sw_limit", l as f64, tags);
         let used = c.mem_swap.unwrap_or(0).saturating_add(b.mem_rss);
@@ -374,6 +380,7 @@ mod tests {
         s.mem_limit = Some(400 << 20);
         s.cpu_shares = Some(1024);
         s.open_fds = 7;
+        (s.cpu_read, s.mem_read) = (true, true);
         s.devices[0] = DeviceIo { major: 8, minor: 0, read_bytes: io.0, write_bytes: io.1, read_ops: 1, write_ops: 2 };
         s.n_devices = 1;
         s.push_iface(IfaceNet::new(b"eth0", net, net * 2));
@@ -431,6 +438,17 @@ mod tests {
         assert!(reset.0.iter().all(|x| x.2 >= 0.0), "{:?}", reset.0);
         assert_eq!(reset.get("docker.cpu.usage"), None);
         assert_eq!(reset.get("docker.io.write_bytes"), None);
+        // No CPU accounting or memory.stat read (a v2 tree without those controllers): no such
+        // series, not zeros.
+        let (mut a2, mut b2) = (a, b);
+        (a2.cpu_read, a2.mem_read, b2.cpu_read, b2.mem_read) = (false, false, false, false);
+        let unread = rows(|r| {
+            container_series(r, &pass(&b2, Some((&a2, 40.0))));
+        });
+        for name in ["docker.cpu.usage", "docker.cpu.user", "docker.mem.rss", "docker.mem.cache"] {
+            assert_eq!(unread.get(name), None, "{name}");
+        }
+        assert_eq!(unread.get("docker.cpu.throttled"), Some(1.0));
         // No device with a name: one untagged total.
         let nameless = DeviceNames::default();
         let p = ContainerPass { devices: &nameless, ..pass(&b, Some((&a, 40.0))) };

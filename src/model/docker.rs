@@ -59,6 +59,11 @@ pub struct DockerSample {
     pub n_devices: u8,
     pub ifaces: [IfaceNet; MAX_IFACES],
     pub n_ifaces: u8,
+    /// Its CPU accounting file (v1 `cpuacct.usage`, v2 `cpu.stat`) and `memory.stat` were read:
+    /// without them (a v2 tree without the memory controller, a hybrid host's) there is no such
+    /// series, rather than a 0 that says nothing.
+    pub cpu_read: bool,
+    pub mem_read: bool,
     /// Descriptors open in the container's processes (`/proc/<pid>/fd` of each pid in
     /// `cgroup.procs`).
     pub open_fds: u64,

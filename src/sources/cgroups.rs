@@ -665,6 +665,9 @@ impl ContainerSource {
         if d.unified.is_some() {
             let u = d.unified.as_ref();
             if let Some(b) = self.read(u, c"cpu.stat") {
+                if let Some(k) = dk.as_deref_mut() {
+                    k.cpu_read = cs::get(b, b"usage_usec").is_some();
+                }
                 let us = |k: &[u8]| cs::get(b, k).unwrap_or(0).saturating_mul(1000);
                 s.cpu_total_ns = us(b"usage_usec");
                 s.cpu_user_ns = us(b"user_usec");
@@ -679,6 +682,7 @@ impl ContainerSource {
                 s.mem_rss = cs::get(b, b"anon").unwrap_or(0);
                 s.mem_cache = cs::get(b, b"file").unwrap_or(0);
                 if let Some(k) = dk.as_deref_mut() {
+                    k.mem_read = true;
                     k.kmem = match (cs::get(b, b"kernel_stack"), cs::get(b, b"slab")) {
                         (None, None) => None,
                         (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
@@ -715,10 +719,11 @@ impl ContainerSource {
                 s.cpu_user_ns = ns(b"user");
                 s.cpu_system_ns = ns(b"system");
             }
-            s.cpu_total_ns = self
-                .read(d.cpuacct.as_ref(), c"cpuacct.usage")
-                .and_then(cs::single)
-                .unwrap_or(s.cpu_user_ns + s.cpu_system_ns);
+            let usage = self.read(d.cpuacct.as_ref(), c"cpuacct.usage").and_then(cs::single);
+            if let Some(k) = dk.as_deref_mut() {
+                k.cpu_read = usage.is_some();
+            }
+            s.cpu_total_ns = usage.unwrap_or(s.cpu_user_ns + s.cpu_system_ns);
             if let Some(b) = self.read(d.cpu.as_ref(), c"cpu.stat") {
                 s.throttled_periods = cs::get(b, b"nr_throttled").unwrap_or(0);
                 s.throttled_ns = cs::get(b, b"throttled_time").unwrap_or(0);
@@ -733,6 +738,7 @@ impl ContainerSource {
                 s.mem_rss = cs::get(b, b"total_rss").or_else(|| cs::get(b, b"rss")).unwrap_or(0);
                 s.mem_cache = cs::get(b, b"total_cache").or_else(|| cs::get(b, b"cache")).unwrap_or(0);
                 if let Some(k) = dk.as_deref_mut() {
+                    k.mem_read = true;
                     // `swap` is there only with swap accounting (`swapaccount=1`).
                     k.mem_swap = cs::get(b, b"total_swap").or_else(|| cs::get(b, b"swap"));
                     // The least limit of the cgroup and its ancestors: the ECS task's included.
