@@ -36,7 +36,7 @@ pub struct PassCounts {
 
 /// Whether the pass reports series for this container: Docker says it runs, and it is not an
 /// ECS pause container.
-pub fn measured(meta: &ContainerMeta) -> bool {
+fn measured(meta: &ContainerMeta) -> bool {
     meta.state_text == "running" && !is_pause(meta)
 }
 

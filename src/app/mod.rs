@@ -37,7 +37,7 @@ mod status;
 mod timers;
 mod traces;
 pub use connections::ConnectionsCheck;
-pub use docker::{measured, DockerCheck, PassCounts};
+pub use docker::{DockerCheck, PassCounts};
 pub use host::HostCheck;
 pub use process::{Encoded, ProcessCheck};
 pub use traces::{request_limit, TraceAgent, TraceStats, COST_CAP, MAX_PAYLOAD};
