@@ -10,11 +10,14 @@
 //!
 //! Arguments (after `--`): `--procs N` `--sockets M` `--time-wait F` (share of M) `--spans S`
 //! `--http R` (HTTP requests/s on loopback keep-alive connections, benches/support/http_load.rs)
+//! `--containers C` (C real Docker containers laid out as ECS tasks, benches/support/containers.rs)
 //! `--interval SECS` `--cycles K` `--check budget.toml` (exit 1 when a gate is crossed)
 //! `--sweep` (the scaling table and plot) `--out DIR` (JSON results, the plot).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/containers.rs"]
+mod containers;
 #[path = "support/floor.rs"]
 mod floor;
 #[path = "support/http_load.rs"]
@@ -38,6 +41,9 @@ struct Scenario {
     spans_per_s: u32,
     /// HTTP requests per second on loopback keep-alive connections in the HTTP phase (0: none).
     http_per_s: u32,
+    /// Real Docker containers started for the containers phase (0: none, and the agent gets no
+    /// Docker socket).
+    containers: usize,
     interval_s: u64,
     cycles: u64,
 }
@@ -50,6 +56,7 @@ impl Default for Scenario {
             time_wait_share: 0.2,
             spans_per_s: 0,
             http_per_s: 0,
+            containers: 0,
             interval_s: 1,
             cycles: 8,
         }
@@ -82,6 +89,7 @@ fn parse_args() -> Args {
             "--time-wait" => a.scenario.time_wait_share = val().parse().expect("--time-wait SHARE"),
             "--spans" => a.scenario.spans_per_s = val().parse().expect("--spans PER_SECOND"),
             "--http" => a.scenario.http_per_s = val().parse().expect("--http REQUESTS_PER_SECOND"),
+            "--containers" => a.scenario.containers = val().parse().expect("--containers N"),
             "--interval" => a.scenario.interval_s = val().parse().expect("--interval SECONDS"),
             "--cycles" => a.scenario.cycles = val().parse().expect("--cycles K"),
             "--check" => a.check = Some(PathBuf::from(val())),
@@ -318,12 +326,18 @@ impl Agent {
             ("STS_LOG_LEVEL", std::env::var("BUDGET_AGENT_LOG").unwrap_or_else(|_| "warn".into())),
             ("STS_HOST_CHECK_INTERVAL", interval.clone()),
             ("STS_PROCESS_CHECK_INTERVAL", interval.clone()),
-            ("STS_CONNECTION_CHECK_INTERVAL", interval),
+            ("STS_CONNECTION_CHECK_INTERVAL", interval.clone()),
+            ("STS_DOCKER_CHECK_INTERVAL", interval),
             // Report everything from the first cycle: the worst case for encoding and sending.
             ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0".to_string()),
             ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0".to_string()),
             ("STS_NETWORK_TRACER_MAX_CONNECTIONS", max_conns),
-            ("DOCKER_HOST", "unix:///nonexistent/docker.sock".to_string()),
+            // The containers phase needs the engine; without it, no Docker (as before it existed).
+            (
+                "DOCKER_HOST",
+                if s.containers > 0 { "unix:///var/run/docker.sock" } else { "unix:///nonexistent/docker.sock" }
+                    .to_string(),
+            ),
             ("STS_ECS_AGENT_URL", "http://127.0.0.1:9".to_string()),
         ];
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -617,6 +631,8 @@ struct Figures {
     traces: Option<TraceFigures>,
     /// With an HTTP load: the agent's added CPU per request and what it counted.
     http: Option<HttpFigures>,
+    /// With containers: the agent's added CPU per container and its allocations.
+    containers: Option<ContainerFigures>,
 }
 
 impl Figures {
@@ -687,6 +703,27 @@ impl HttpFigures {
             (1.0 - self.counted / self.sent as f64).abs()
         }
     }
+}
+
+/// The containers phase: the same agent, measured cycle by cycle before `n` containers exist and
+/// once it reports all of them (their rates primed), in adjacent windows of the same length.
+#[derive(Debug, Clone, Default)]
+struct ContainerFigures {
+    containers: usize,
+    /// Of those, the ones in the agent's last process message.
+    reported: usize,
+    idle_ms: f64,
+    busy_ms: f64,
+    us_per_container: f64,
+    allocs_per_cycle: Option<f64>,
+    allocs_per_cycle_idle: Option<f64>,
+    allocs_in_checks_per_cycle: Option<f64>,
+    wakeups_per_s_idle: f64,
+    wakeups_per_s: f64,
+    hwm_kib: u64,
+    /// Per check (host, process, connections), CPU ms per cycle without and with the containers.
+    checks_idle_ms: [f64; 3],
+    checks_busy_ms: [f64; 3],
 }
 
 /// Connections the HTTP load spreads its requests over.
@@ -804,6 +841,82 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
         duplicates: delta("duplicates"),
         values_dropped: delta("values_dropped"),
         capture_us_per_request: if sent > 0 { delta("cpu_us") as f64 / sent as f64 } else { f64::INFINITY },
+    }
+}
+
+/// Container ids in the agent's newest process message (`/api/v1/collector`).
+fn reported_containers(agent: &Agent) -> Vec<String> {
+    let reqs = agent.rx.requests();
+    // A message in several parts (`group_size`) lists the containers once, in one of them.
+    let mut parts = reqs.iter().rev().filter(|r| r.target.ends_with("/api/v1/collector"));
+    let Some(last) = parts.next().map(|r| common::pa_proto::collector_proc(&r.body)) else { return Vec::new() };
+    let others = parts.take(last.group_size.max(1) as usize - 1).map(|r| common::pa_proto::collector_proc(&r.body));
+    std::iter::once(last).chain(others).flat_map(|m| m.containers).map(|c| c.id).collect()
+}
+
+fn containers_phase(agent: &Agent, s: &Scenario, interval: Duration) -> ContainerFigures {
+    assert!(
+        containers::engine_up(),
+        "the containers phase needs a Docker Engine on /var/run/docker.sock (.ci/run starts one)"
+    );
+    let checks = |v: &serde_json::Value| {
+        ["host", "process", "connections"].map(|c| v["checks"][c]["total_cpu_ms"].as_f64().unwrap_or(0.0))
+    };
+    // The cycles, the agent's wakeups per second over them, and each check's CPU per cycle.
+    let window = || {
+        let (a, t, s0) = (agent.sample().ctxt_switches, Instant::now(), agent.status());
+        let c = cycles(agent, s.cycles, interval);
+        let s1 = agent.status();
+        let n = (Agent::runs(&s1) - Agent::runs(&s0)).max(1) as f64;
+        let (x, y) = (checks(&s0), checks(&s1));
+        (c, (agent.sample().ctxt_switches - a) as f64 / t.elapsed().as_secs_f64(), [0, 1, 2].map(|i| (y[i] - x[i]) / n))
+    };
+    let (idle, wakeups_idle, checks_idle_ms) = window();
+    let ctrs = containers::Containers::start(s.containers, 2);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let missing = || {
+        let seen = reported_containers(agent);
+        ctrs.ids.iter().filter(|id| !seen.contains(id)).count()
+    };
+    while missing() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent reports {} of {} containers",
+            s.containers - missing(),
+            s.containers
+        );
+        let _ = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
+    }
+    // Two more cycles: every container's rates primed, its metadata looked up.
+    let _ = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval);
+    let (busy, wakeups_busy, checks_busy_ms) = window();
+    let reported = s.containers - missing();
+    let hwm_kib = agent.sample().hwm_kib;
+    drop(ctrs);
+    let col = |v: &[(f64, Option<f64>, Option<f64>)], i: usize| -> Vec<f64> {
+        v.iter()
+            .filter_map(|c| match i {
+                0 => Some(c.0),
+                1 => c.1,
+                _ => c.2,
+            })
+            .collect()
+    };
+    let (idle_ms, busy_ms) = (median(&col(&idle, 0)).unwrap_or(0.0), median(&col(&busy, 0)).unwrap_or(0.0));
+    ContainerFigures {
+        containers: s.containers,
+        reported,
+        idle_ms,
+        busy_ms,
+        us_per_container: (busy_ms - idle_ms) * 1e3 / s.containers.max(1) as f64,
+        allocs_per_cycle: median(&col(&busy, 1)),
+        allocs_per_cycle_idle: median(&col(&idle, 1)),
+        allocs_in_checks_per_cycle: median(&col(&busy, 2)),
+        wakeups_per_s_idle: wakeups_idle,
+        wakeups_per_s: wakeups_busy,
+        hwm_kib,
+        checks_idle_ms,
+        checks_busy_ms,
     }
 }
 
@@ -925,6 +1038,9 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         host.top_up_time_wait();
         f.http = Some(http_phase(&agent, s, interval));
     }
+    if s.containers > 0 {
+        f.containers = Some(containers_phase(&agent, s, interval));
+    }
     drop(agent);
     let floor_ms = median(&floors.iter().map(|f| f.0.total()).collect::<Vec<_>>()).unwrap_or(0.0);
     let floor_procs = median(&floors.iter().map(|f| f.1).collect::<Vec<_>>()).unwrap_or(0.0);
@@ -1037,12 +1153,42 @@ fn report(s: &Scenario, f: &Figures) {
             h.hwm_kib as f64 / 1024.0
         );
     }
+    if let Some(c) = &f.containers {
+        let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "containers: {} real Docker containers in ECS task cgroups ({} reported); agent CPU per cycle {:.2} ms without them, {:.2} ms with them: {:.1} µs per container per cycle (host, process, connections check: {:.2}, {:.2}, {:.2} ms without them, {:.2}, {:.2}, {:.2} ms with them); allocations per cycle with them: in the checks {}, whole agent {} (without them {}); wakeups {:.1}/s without them, {:.1}/s with them; peak RSS {:.1} MiB",
+            c.containers,
+            c.reported,
+            c.idle_ms,
+            c.busy_ms,
+            c.us_per_container,
+            c.checks_idle_ms[0],
+            c.checks_idle_ms[1],
+            c.checks_idle_ms[2],
+            c.checks_busy_ms[0],
+            c.checks_busy_ms[1],
+            c.checks_busy_ms[2],
+            opt(c.allocs_in_checks_per_cycle),
+            opt(c.allocs_per_cycle),
+            opt(c.allocs_per_cycle_idle),
+            c.wakeups_per_s_idle,
+            c.wakeups_per_s,
+            c.hwm_kib as f64 / 1024.0
+        );
+    }
 }
 
 fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
+    let containers = f.containers.as_ref().map(|c| {
+        serde_json::json!({"containers": c.containers, "reported": c.reported, "idle_ms": c.idle_ms,
+            "busy_ms": c.busy_ms, "us_per_container": c.us_per_container, "allocs_per_cycle": c.allocs_per_cycle,
+            "allocs_per_cycle_idle": c.allocs_per_cycle_idle, "allocs_in_checks_per_cycle": c.allocs_in_checks_per_cycle,
+            "wakeups_per_s_idle": c.wakeups_per_s_idle, "wakeups_per_s": c.wakeups_per_s, "peak_rss_kib": c.hwm_kib})
+    });
     serde_json::json!({
         "scenario": {"procs": s.procs, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
-                     "spans_per_s": s.spans_per_s, "http_per_s": s.http_per_s, "interval_s": s.interval_s},
+                     "spans_per_s": s.spans_per_s, "http_per_s": s.http_per_s, "containers": s.containers,
+                     "interval_s": s.interval_s},
         "procs_on_host": f.procs_on_host, "reported_procs": f.reported_procs, "reported_connections": f.reported_conns,
         "time_wait": [f.time_wait.0, f.time_wait.1], "cycles": f.cycles,
         "cpu_ms": f.cpu_ms, "user_ms": f.cpu.user_ms, "sys_ms": f.cpu.sys_ms,
@@ -1062,6 +1208,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
         "traces": f.traces.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span,
             "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib, "rss_kib": t.rss_kib})),
         "http": f.http.as_ref().map(http_json),
+        "containers": containers,
     })
 }
 
@@ -1130,6 +1277,17 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
     if f.http.is_none() {
         ok = false;
         println!("gate HTTP: the HTTP phase did not run (--http 0): FAIL");
+    }
+    match &f.containers {
+        None => {
+            ok = false;
+            println!("gate containers: the containers phase did not run (--containers 0): FAIL");
+        }
+        Some(c) if c.reported < c.containers => {
+            ok = false;
+            println!("gate containers: the agent reported {} of {} containers: FAIL", c.reported, c.containers);
+        }
+        Some(_) => {}
     }
     let mut verdict = |name: &str, value: f64, limit: f64, aim: Option<f64>| {
         let pass = value <= limit;
@@ -1216,6 +1374,32 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             ),
             _ => verdict("whole-agent allocations under the HTTP load (not counted)", f64::INFINITY, 0.0, None),
         }
+    }
+    if let Some(c) = &f.containers {
+        verdict(
+            &format!(
+                "µs CPU per container per cycle (gate {} x noise margin {margin})",
+                get("gates.us_per_container_cycle")
+            ),
+            c.us_per_container,
+            get("gates.us_per_container_cycle") * margin,
+            Some(get("aims.us_per_container_cycle")),
+        );
+        match c.allocs_in_checks_per_cycle {
+            Some(a) => verdict(
+                "allocations per steady cycle with the containers (collect, encode, compress, queue)",
+                a,
+                get("gates.allocations_per_cycle"),
+                None,
+            ),
+            None => verdict("allocations with the containers (not counted)", f64::INFINITY, 0.0, None),
+        }
+        verdict(
+            "peak RSS MiB with the containers",
+            c.hwm_kib as f64 / 1024.0,
+            get("gates.peak_rss_mib_with_containers"),
+            None,
+        );
     }
     ok
 }
@@ -1405,6 +1589,21 @@ fn self_test() {
             values_dropped: 0,
             capture_us_per_request: 0.4,
         }),
+        containers: Some(ContainerFigures {
+            containers: 50,
+            reported: 50,
+            idle_ms: 30.0,
+            busy_ms: 80.0,
+            us_per_container: 1000.0,
+            allocs_per_cycle: Some(6.0),
+            allocs_per_cycle_idle: Some(6.0),
+            allocs_in_checks_per_cycle: Some(0.0),
+            wakeups_per_s_idle: 50.0,
+            wakeups_per_s: 50.0,
+            hwm_kib: 14 * 1024,
+            checks_idle_ms: [1.0, 5.0, 3.0],
+            checks_busy_ms: [1.5, 15.0, 38.0],
+        }),
         ..Figures::default()
     };
     assert!(check_gates(&g, &good), "figures within every gate pass");
@@ -1427,6 +1626,19 @@ fn self_test() {
     let mut twice = good.clone();
     twice.http = twice.http.map(|h| HttpFigures { counted: 2.0 * h.sent as f64, ..h });
     assert!(!check_gates(&g, &twice), "HTTP requests counted twice fail");
+    let mut no_containers = good.clone();
+    no_containers.containers = None;
+    assert!(!check_gates(&g, &no_containers), "no containers phase fails");
+    let mut unreported = good.clone();
+    unreported.containers = unreported.containers.map(|c| ContainerFigures { reported: 49, ..c });
+    assert!(!check_gates(&g, &unreported), "a container the agent did not report fails");
+    let mut costly = good.clone();
+    costly.containers = costly.containers.map(|c| ContainerFigures { us_per_container: 5_000.0, ..c });
+    assert!(!check_gates(&g, &costly), "5 ms per container per cycle fails");
+    let mut allocating_ctrs = good.clone();
+    allocating_ctrs.containers =
+        allocating_ctrs.containers.map(|c| ContainerFigures { allocs_in_checks_per_cycle: Some(50.0), ..c });
+    assert!(!check_gates(&g, &allocating_ctrs), "an allocation per container per cycle fails");
     let mut allocating = good;
     allocating.http = allocating.http.map(|h| HttpFigures { allocs_per_cycle: Some(5_006.0), ..h });
     assert!(!check_gates(&g, &allocating), "an allocation per request fails");

@@ -7,13 +7,13 @@
 #   benches/budget.sh                 # one run of the default scenario, figures printed
 #   benches/budget.sh --check         # the same, plus the traces and HTTP phases; exit 1 if a gate is crossed
 #   benches/budget.sh --sweep         # processes 100..2,000 and sockets 1,000..20,000: table and SVG
-#   benches/budget.sh --procs 1000 --sockets 10000 --spans 2000 --http 5000   # any scenario
+#   benches/budget.sh --procs 1000 --sockets 10000 --spans 2000 --http 5000 --containers 50   # any scenario
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=()
 for a in "$@"; do
   case "$a" in
-    --check) args+=(--check benches/budget.toml --spans 2000 --http 5000) ;;
+    --check) args+=(--check benches/budget.toml --spans 2000 --http 5000 --containers 50) ;;
     *) args+=("$a") ;;
   esac
 done

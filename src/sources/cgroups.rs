@@ -370,6 +370,7 @@ impl ContainerSource {
         };
         let (mut own, mut logged) = (None, false);
         let mut unfound: Vec<&[u8]> = Vec::new();
+        let mut known: Option<(PathBuf, usize)> = None;
         for (slot, root, name) in hierarchies {
             let line = cgroup::iter(self_cgroup).filter_map(Result::ok).find(|l| {
                 if name.is_empty() {
@@ -383,12 +384,20 @@ impl ContainerSource {
             let Some(line) = line else { continue };
             let Some((0, rest)) = cgroup::relative(line.path) else { continue };
             let rest = if rest.is_empty() { Path::new(".") } else { Path::new(OsStr::from_bytes(rest)) };
-            let holds_me = |dir: &OwnedFd| {
+            let mut holds_me = |dir: &OwnedFd| {
                 let cg = openat(dir, rest, DIR_FLAGS, Mode::empty()).ok()?;
                 let procs = buf.read_file(cg.as_fd(), c"cgroup.procs").ok()?;
                 procs.split(|b| *b == b'\n').any(|l| l == pid).then_some(cg)
             };
-            let Some((dir, path, depth, _)) = search(root.as_fd(), None, holds_me) else {
+            // With cgroupfs-style layouts the namespace root has the same path in every
+            // hierarchy: try the one found in an earlier hierarchy first (one open and one read
+            // instead of a walk of the tree), and walk only if it does not hold the agent.
+            let at_known = known.as_ref().and_then(|(p, depth): &(PathBuf, usize)| {
+                let dir = open_dir(root.as_fd(), p)?;
+                let cg = holds_me(&dir)?;
+                Some((dir, p.clone(), *depth, cg))
+            });
+            let Some((dir, path, depth, _)) = at_known.or_else(|| search(root.as_fd(), None, holds_me)) else {
                 unfound.push(if name.is_empty() { b"unified" } else { name });
                 continue;
             };
@@ -407,6 +416,7 @@ impl ContainerSource {
                     own = Some(o);
                 }
             }
+            known = Some((path.clone(), depth));
             anchors.depth[slot] = Some(depth);
             anchors.ns[slot] = Some((dir, path));
         }
