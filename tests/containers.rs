@@ -148,7 +148,7 @@ fn fake_docker(
                     }
                     if line == "\r\n" {
                         seen.lock().unwrap().push(request.clone());
-                        let (status, body) = if request.starts_with("GET /containers/json ") {
+                        let (status, body) = if request.starts_with("GET /containers/json?all=1 ") {
                             ("200 OK", list.as_str())
                         } else if request.starts_with("GET /containers/") && request.contains("/json ") {
                             ("200 OK", inspect.as_str())

@@ -557,8 +557,12 @@ fn a_quiet_event_stream_costs_no_wake_up_and_no_cpu() {
     let d = PrivateDockerd::start(&tmp.0);
     let host = d.host();
     // Checks far apart, so that only what the stream itself does could wake the agents.
-    let quiet =
-        [("DOCKER_HOST", host.as_str()), ("STS_HOST_CHECK_INTERVAL", "3600"), ("STS_PROCESS_CHECK_INTERVAL", "3600")];
+    let quiet = [
+        ("DOCKER_HOST", host.as_str()),
+        ("STS_HOST_CHECK_INTERVAL", "3600"),
+        ("STS_PROCESS_CHECK_INTERVAL", "3600"),
+        ("STS_DOCKER_CHECK_INTERVAL", "3600"),
+    ];
     let with = RunningAgent::start(&quiet);
     let mut env = quiet.to_vec();
     env.push(("STS_DOCKER_EVENTS_ENABLED", "false"));

@@ -104,7 +104,7 @@ fn docker_retry_deadline_wakes_the_loop() {
     let second = first.as_ref().ok().map(|_| rx.recv_timeout(DOCKER_RETRY + SLACK + Duration::from_secs(5)));
     let stderr = stop(child);
     let (t1, r1) = first.unwrap_or_else(|_| panic!("no Docker request within 10 s of the start\n{stderr}"));
-    assert!(r1.starts_with("GET /containers/json "), "{r1}");
+    assert!(r1.starts_with("GET /containers/json?all=1 "), "{r1}");
     assert!(t1 - started < Duration::from_secs(10));
     let (t2, r2) = second.unwrap().unwrap_or_else(|_| {
         panic!(
@@ -112,7 +112,7 @@ fn docker_retry_deadline_wakes_the_loop() {
             DOCKER_RETRY + SLACK + Duration::from_secs(5)
         )
     });
-    assert!(r2.starts_with("GET /containers/json "), "{r2}");
+    assert!(r2.starts_with("GET /containers/json?all=1 "), "{r2}");
     let gap = t2 - t1;
     assert!(
         gap >= DOCKER_RETRY - Duration::from_millis(500) && gap <= DOCKER_RETRY + SLACK,

@@ -12,4 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = cs::cpu_max(data);
     let _ = cs::blkio_service_bytes(data);
     let _ = cs::io_stat_bytes(data);
+    let _ = cs::device(data);
+    let mut devs = [cs::DeviceIo::default(); 4];
+    let mut n = 0;
+    cs::blkio_per_device(data, false, &mut devs, &mut n);
+    cs::blkio_per_device(data, true, &mut devs, &mut n);
+    cs::io_stat_per_device(data, &mut devs, &mut n);
+    assert!(n <= devs.len());
 });

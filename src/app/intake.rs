@@ -76,6 +76,7 @@ impl App {
             ("host", Some(self.host_status)),
             ("process", self.process.as_ref().map(|_| self.process_status)),
             ("connections", self.connections.as_ref().map(|_| self.connection_status)),
+            ("docker", self.docker_check.as_ref().map(|_| self.docker_status)),
         ];
         let http = self.connections.as_ref().and_then(|c| c.http_status());
         let docker_events = self.docker_events.as_ref().map(|e| (e.stats, self.event_bundler.status()));

@@ -4,7 +4,8 @@
 //! earliest deadline of them all.
 //!
 //! - `source.rs`: the list of sources, their token ranges, and the dispatch to each;
-//! - `timers.rs`: the periodic checks (host, processes, connections);
+//! - `timers.rs`: the periodic checks (host, processes, connections, the docker pass);
+//! - `docker.rs`: the docker check's pass (`docker.*` series, container counts and topology);
 //! - `signals.rs`: SIGTERM/SIGINT/SIGHUP, and how a run ends;
 //! - `intake.rs`: the trace intake, `/status`, and the trace flush;
 //! - `sink.rs`: payloads to the outbox (or stdout in a dry run).
@@ -27,6 +28,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use timers::Timer;
 
 mod connections;
+mod docker;
 mod docker_events;
 mod host;
 mod intake;
@@ -38,6 +40,7 @@ mod status;
 mod timers;
 mod traces;
 pub use connections::ConnectionsCheck;
+pub use docker::{DockerCheck, PassCounts};
 pub use host::HostCheck;
 pub use process::{Encoded, ProcessCheck};
 pub use traces::{request_limit, TraceAgent, TraceStats, COST_CAP, MAX_PAYLOAD};
@@ -67,6 +70,8 @@ pub struct App {
     /// The next docker pass, when events are pending.
     events_pass: Option<Instant>,
     events_buf: Vec<u8>,
+    /// The docker check's pass (with Docker, which needs the process check's containers).
+    docker_check: Option<DockerCheck>,
     /// Used when Docker is absent or disabled.
     no_metadata: Metadata,
     series_buf: Vec<u8>,
@@ -77,9 +82,11 @@ pub struct App {
     host_timer: Timer,
     process_timer: Timer,
     connection_timer: Timer,
+    docker_timer: Timer,
     host_status: CheckStatus,
     process_status: CheckStatus,
     connection_status: CheckStatus,
+    docker_status: CheckStatus,
     stop_by: Option<Instant>,
     /// Sources found keeping a past deadline (bit `i`: `Source::ALL[i]`), each reported once.
     dishonest: u32,
@@ -124,6 +131,8 @@ impl App {
         let host_timer = Timer::new(Some(now), cfg.host_check_interval);
         let process_timer = Timer::new(process.as_ref().map(|_| now), cfg.process_check_interval);
         let connection_timer = Timer::new(connections.as_ref().map(|_| now), cfg.connection_check_interval);
+        let docker_check = docker.as_ref().map(|_| DockerCheck::new(&cfg.host_proc));
+        let docker_timer = Timer::new(docker_check.as_ref().map(|_| now), cfg.docker_check_interval);
         Ok(App {
             cfg,
             opts,
@@ -141,6 +150,7 @@ impl App {
             event_bundler: EventBundler::default(),
             events_pass: None,
             events_buf: Vec::with_capacity(4 * 1024),
+            docker_check,
             no_metadata: Metadata::default(),
             series_buf: Vec::with_capacity(64 * 1024),
             topology_buf: Vec::with_capacity(4 * 1024),
@@ -150,9 +160,11 @@ impl App {
             host_timer,
             process_timer,
             connection_timer,
+            docker_timer,
             host_status: CheckStatus::default(),
             process_status: CheckStatus::default(),
             connection_status: CheckStatus::default(),
+            docker_status: CheckStatus::default(),
             stop_by: None,
             dishonest: 0,
         })

@@ -86,6 +86,25 @@ impl ProcessCheck {
         (me, create)
     }
 
+    /// For the docker pass at `mono_secs`: samples the containers `want` names that this
+    /// check's cycle did not already sample for that moment (see `ContainerTable::docker_wanted`),
+    /// through the cgroup directories it holds; returns the table.
+    pub fn sample_for_docker(&mut self, mono_secs: f64, want: impl Fn(&[u8; 64]) -> bool) -> &mut ContainerTable {
+        if let Some(cs) = self.containers_src.as_mut() {
+            for c in &mut self.containers.containers {
+                if c.docker.cur_at != Some(mono_secs) && want(&c.id) {
+                    cs.docker_sample(c, mono_secs);
+                }
+            }
+        }
+        &mut self.containers
+    }
+
+    /// Asks the next cycle to read the docker pass's figures too (it runs in the same moment).
+    pub fn want_docker_samples(&mut self, wanted: bool) {
+        self.containers.docker_wanted = wanted;
+    }
+
     pub fn stats(&self) -> SelectionStats {
         self.selection.stats
     }
@@ -114,6 +133,7 @@ impl ProcessCheck {
         if let Some(cs) = self.containers_src.as_mut() {
             cs.update(&mut self.containers, &self.table);
         }
+        self.containers.docker_wanted = false;
         if self.runs == 1 {
             return;
         }

@@ -45,6 +45,7 @@ impl App {
                     self.host_timer.next = None;
                     self.process_timer.next = None;
                     self.connection_timer.next = None;
+                    self.docker_timer.next = None;
                     // Stop taking traces; what was taken is sent with the rest.
                     if let Some(mut i) = self.intake.take() {
                         i.close_all(self.poll.registry());
@@ -71,7 +72,10 @@ impl App {
     }
 
     fn checks_over(&self) -> bool {
-        self.host_timer.next.is_none() && self.process_timer.next.is_none() && self.connection_timer.next.is_none()
+        self.host_timer.next.is_none()
+            && self.process_timer.next.is_none()
+            && self.connection_timer.next.is_none()
+            && self.docker_timer.next.is_none()
     }
 
     /// `Some(success)` when the loop should end (and then closes the outbox's connections).

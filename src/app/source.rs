@@ -44,6 +44,8 @@ sources! {
     HostCheck => 0..0,
     /// The periodic process check (with containers).
     ProcessCheck => 0..0,
+    /// The docker check's pass (after the process check, whose containers it measures).
+    DockerCheck => 0..0,
     /// The periodic connections check (after the process check, whose table it uses).
     ConnectionsCheck => 0..0,
     /// SIGTERM, SIGINT and SIGHUP through a signalfd.
@@ -86,6 +88,7 @@ impl App {
         match s {
             Source::HostCheck => self.host_timer.next,
             Source::ProcessCheck => self.process_timer.next,
+            Source::DockerCheck => self.docker_timer.next,
             Source::ConnectionsCheck => {
                 let t = self.connection_timer.next?;
                 // `--once`: the connections check reports on the process check's table, so it
@@ -117,6 +120,7 @@ impl App {
         match s {
             Source::HostCheck => self.host_check(now)?,
             Source::ProcessCheck => self.process_check_or_wait(now)?,
+            Source::DockerCheck => self.docker_pass_or_wait(now)?,
             Source::ConnectionsCheck => self.connections_check(now)?,
             Source::Signals => {}
             Source::Docker => {
@@ -155,6 +159,7 @@ impl App {
         match s {
             Source::HostCheck
             | Source::ProcessCheck
+            | Source::DockerCheck
             | Source::ConnectionsCheck
             | Source::TraceFlush
             | Source::DockerEventsPass

@@ -33,7 +33,7 @@ pub struct StatusInput<'a> {
     pub started: Instant,
     pub now: Instant,
     pub forwarder: Option<&'a Forwarder>,
-    pub checks: [(&'static str, Option<CheckStatus>); 3],
+    pub checks: [(&'static str, Option<CheckStatus>); 4],
     pub traces: Option<&'a TraceStats>,
     pub intake: IntakeCounters,
     pub open_connections: usize,

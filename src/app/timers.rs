@@ -1,4 +1,4 @@
-//! The periodic checks (host, processes with containers, connections) as sources of the loop:
+//! The periodic checks (host, processes with containers, the docker pass, connections) as sources of the loop:
 //! each has a schedule whose next run is its deadline. Also what the checks need when the app
 //! starts, and what a run costs (for `/status`).
 
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// In `--once` mode: the gap between the two samples a rate needs.
 const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
+/// How long before a docker pass Docker is asked for its list.
+const LIST_AHEAD: Duration = Duration::from_secs(1);
 /// In `--once` mode: how long the reporting process check may wait for Docker metadata.
 const ONCE_METADATA_WAIT: Duration = Duration::from_secs(4);
 
@@ -128,6 +130,8 @@ impl App {
         if let (Some(d), Some(e)) = (self.docker.as_mut(), self.ecs.as_ref()) {
             d.meta.apply_ecs(&e.info);
         }
+        // The docker pass runs right after this, in the same turn: read its figures now too.
+        check.want_docker_samples(self.docker_timer.next.is_some_and(|t| t <= now));
         let sink = &mut self.sink;
         let meta = self.docker.as_ref().map_or(&self.no_metadata, |d| &d.meta);
         let mut result = Ok(());
@@ -157,6 +161,65 @@ impl App {
             s.total, s.reported, s.included_by_usage, check.table.vanished
         );
         result
+    }
+
+    /// The docker pass, once the process check has found the containers and, in `--once` mode,
+    /// not while the first Docker or ECS look-up is in flight (as for the process check).
+    pub(super) fn docker_pass_or_wait(&mut self, now: Instant) -> io::Result<()> {
+        let metadata_pending = self.opts.once
+            && self.docker_timer.runs == 0
+            && now < self.clock_origin + ONCE_METADATA_WAIT
+            && (self.docker.as_ref().is_some_and(|d| d.refreshing(now))
+                || self.ecs.as_ref().is_some_and(|e| e.refreshing(now)));
+        if self.process_timer.runs == 0 || metadata_pending {
+            self.docker_timer.next = Some(now + Duration::from_millis(50));
+            return Ok(());
+        }
+        self.docker_pass(now)
+    }
+
+    fn docker_pass(&mut self, now: Instant) -> io::Result<()> {
+        let meter = Meter::start();
+        self.docker_timer.ran(now, self.opts.once);
+        let (Some(pass), Some(process), Some(docker)) =
+            (self.docker_check.as_mut(), self.process.as_mut(), self.docker.as_mut())
+        else {
+            return Ok(());
+        };
+        if let Some(e) = self.ecs.as_ref() {
+            docker.meta.apply_ecs(&e.info);
+        }
+        let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        let counts = pass.run(
+            process,
+            &docker.meta,
+            mono,
+            unix_now(),
+            &self.hostname,
+            &mut self.series_buf,
+            &mut self.topology_buf,
+        );
+        // A fresh list for the next pass: states and names at most a second or so old then.
+        if let Some(next) = self.docker_timer.next {
+            docker.refresh_by(next.checked_sub(LIST_AHEAD).unwrap_or(next).max(now));
+        }
+        debug!(
+            "docker pass: {} containers measured, {} series, {} topology components",
+            counts.containers_measured, counts.series, counts.components
+        );
+        // In `--once` mode the first pass only primes the rates.
+        let r = if (self.opts.once && self.docker_timer.runs == 1) || self.series_buf.is_empty() {
+            Ok(())
+        } else {
+            let r = self.sink.deliver(Payload::Series, &self.series_buf);
+            if counts.components > 0 {
+                r.and_then(|_| self.sink.deliver(Payload::Intake, &self.topology_buf))
+            } else {
+                r
+            }
+        };
+        meter.record(&mut self.docker_status, now, counts.series as u64);
+        r
     }
 
     pub(super) fn connections_check(&mut self, now: Instant) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! Checks turn snapshots into what StackState wants. Pure: no I/O, no clock.
 
 pub mod connections;
+pub mod docker;
 pub mod docker_events;
 pub mod host_metrics;
 pub mod metric;

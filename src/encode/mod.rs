@@ -2,6 +2,7 @@
 
 pub mod compress;
 pub mod connections_msg;
+pub mod container_topology;
 pub mod docker_events;
 pub mod http_metrics;
 pub mod intake;

@@ -12,6 +12,7 @@ pub struct SeriesEncoder<'a> {
     unix_secs: u64,
     interval_secs: u64,
     count: usize,
+    source_type: Option<&'static str>,
 }
 
 impl<'a> SeriesEncoder<'a> {
@@ -19,7 +20,13 @@ impl<'a> SeriesEncoder<'a> {
     pub fn begin(out: &'a mut Vec<u8>, host: &'a str, unix_secs: u64, interval_secs: u64) -> Self {
         out.clear();
         out.extend_from_slice(b"{\"series\":[");
-        SeriesEncoder { out, host, unix_secs, interval_secs, count: 0 }
+        SeriesEncoder { out, host, unix_secs, interval_secs, count: 0, source_type: None }
+    }
+
+    /// Series of checks carry `"source_type_name"` (the aggregator's `"System"` for them).
+    pub fn with_source_type(mut self, name: &'static str) -> Self {
+        self.source_type = Some(name);
+        self
     }
 
     /// Closes the payload; returns how many series it holds.
@@ -72,6 +79,10 @@ impl MetricSink for SeriesEncoder<'_> {
         o.extend_from_slice(kind.as_str().as_bytes());
         o.extend_from_slice(b"\",\"interval\":");
         json::u64(o, self.interval_secs);
+        if let Some(st) = self.source_type {
+            o.extend_from_slice(b",\"source_type_name\":");
+            json::str(o, st);
+        }
         o.push(b'}');
     }
 }
@@ -119,5 +130,14 @@ mod tests {
         // An empty one is omitted, as the spec says of `device`.
         assert!(s[3].get("device").is_none());
         assert_eq!(s[3]["tags"], serde_json::json!(["a:b"]));
+        assert!(s[0].get("source_type_name").is_none());
+        let mut e = SeriesEncoder::begin(&mut buf, "h", 1, 0).with_source_type("System");
+        e.metric("docker.mem.rss", Kind::Gauge, 1.0, &[]);
+        e.finish();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            (v["series"][0]["source_type_name"].as_str(), v["series"][0]["interval"].as_u64()),
+            (Some("System"), Some(0))
+        );
     }
 }

@@ -74,6 +74,8 @@ pub struct Container {
     pub host_network: bool,
     /// Its cgroup could not be opened, and that was logged.
     pub warned: bool,
+    /// The docker check pass's samples of it (see [`super::docker`]).
+    pub docker: super::docker::DockerState,
 }
 
 impl Container {
@@ -91,6 +93,7 @@ impl Container {
             samples: 0,
             host_network: false,
             warned: false,
+            docker: super::docker::DockerState::default(),
         }
     }
 }
@@ -104,6 +107,10 @@ pub struct ContainerTable {
     /// Known containers Docker said were started again (restarted in place) since the last
     /// update: their cgroup directories are checked, and found anew if they were replaced.
     pub started: Vec<[u8; 64]>,
+    /// Set when the docker pass runs right after this cycle (the same loop turn): the cycle then
+    /// also reads, from the same file reads, what the pass needs ([`super::docker::DockerSample`]),
+    /// so no file is read twice in that moment.
+    pub docker_wanted: bool,
 }
 
 impl ContainerTable {
@@ -221,16 +228,7 @@ mod tests {
     fn table(prev: CtrSample, cur: CtrSample) -> (Container, ContainerTable) {
         let mut c = Container::new([b'a'; 64], 1, 2);
         (c.prev, c.cur) = (Some(prev), cur);
-        (
-            c,
-            ContainerTable {
-                containers: vec![],
-                cycle: 2,
-                mono_secs: 12.0,
-                prev_mono_secs: Some(10.0),
-                started: vec![],
-            },
-        )
+        (c, ContainerTable { cycle: 2, mono_secs: 12.0, prev_mono_secs: Some(10.0), ..Default::default() })
     }
 
     #[test]

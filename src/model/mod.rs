@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod container;
 pub mod ddsketch;
+pub mod docker;
 pub mod host;
 pub mod http_flows;
 pub mod names;

@@ -90,6 +90,88 @@ pub fn io_stat_bytes(buf: &[u8]) -> (u64, u64) {
     (r, w)
 }
 
+/// A `MAJ:MIN` device number.
+pub fn device(b: &[u8]) -> Option<(u32, u32)> {
+    let colon = memchr::memchr(b':', b)?;
+    let major = u64_dec(b.get(..colon)?)?;
+    let minor = u64_dec(b.get(colon + 1..)?)?;
+    Some((u32::try_from(major).ok()?, u32::try_from(minor).ok()?))
+}
+
+/// Per-device I/O counters: bytes and operations read and written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceIo {
+    pub major: u32,
+    pub minor: u32,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub read_ops: u64,
+    pub write_ops: u64,
+}
+
+/// Adds `v` to the counter `field` of device `dev` in `devs[..*n]`, appending it if there is
+/// room (further devices are dropped: the array is fixed so a pass allocates nothing).
+fn add_device(devs: &mut [DeviceIo], n: &mut usize, dev: (u32, u32), field: fn(&mut DeviceIo) -> &mut u64, v: u64) {
+    let i = match devs[..*n].iter().position(|d| (d.major, d.minor) == dev) {
+        Some(i) => i,
+        None if *n < devs.len() => {
+            devs[*n] = DeviceIo { major: dev.0, minor: dev.1, ..Default::default() };
+            *n += 1;
+            *n - 1
+        }
+        None => return,
+    };
+    let f = field(&mut devs[i]);
+    *f = f.saturating_add(v);
+}
+
+/// v1 `blkio.throttle.io_service_bytes` (`ops == false`) or `blkio.throttle.io_serviced`
+/// (`ops == true`) per device into `devs` (the first `*n` in use; updated). `Total` lines are
+/// skipped.
+pub fn blkio_per_device(buf: &[u8], ops: bool, devs: &mut [DeviceIo], n: &mut usize) {
+    for l in lines(buf) {
+        let mut f = fields(l);
+        let (Some(dev), Some(op), Some(v)) = (f.next(), f.next(), f.next()) else { continue };
+        let (Some(dev), Some(v)) = (device(dev), u64_dec(v)) else { continue };
+        let field: fn(&mut DeviceIo) -> &mut u64 = match (op, ops) {
+            (b"Read", false) => |d| &mut d.read_bytes,
+            (b"Write", false) => |d| &mut d.write_bytes,
+            (b"Read", true) => |d| &mut d.read_ops,
+            (b"Write", true) => |d| &mut d.write_ops,
+            _ => continue,
+        };
+        add_device(devs, n, dev, field, v);
+    }
+}
+
+/// v2 `io.stat` per device (`rbytes`, `wbytes`, `rios`, `wios`) into `devs` (as
+/// [`blkio_per_device`]).
+pub fn io_stat_per_device(buf: &[u8], devs: &mut [DeviceIo], n: &mut usize) {
+    for l in lines(buf) {
+        let mut f = fields(l);
+        let Some(dev) = f.next().and_then(device) else { continue };
+        for kv in f {
+            let Some(eq) = memchr::memchr(b'=', kv) else { continue };
+            let (k, v) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).and_then(u64_dec));
+            let Some(v) = v else { continue };
+            let field: fn(&mut DeviceIo) -> &mut u64 = match k {
+                b"rbytes" => |d| &mut d.read_bytes,
+                b"wbytes" => |d| &mut d.write_bytes,
+                b"rios" => |d| &mut d.read_ops,
+                b"wios" => |d| &mut d.write_ops,
+                _ => continue,
+            };
+            add_device(devs, n, dev, field, v);
+        }
+    }
+}
+
+/// v2 `cpu.weight` (1..=10000) as v1 `cpu.shares` (2..=262144): the inverse of runc's map
+/// shares → weight `1 + ((shares - 2) * 9999) / 262142`.
+pub fn weight_to_shares(weight: u64) -> u64 {
+    2 + (weight.clamp(1, 10_000) - 1) * 262_142 / 9_999
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +211,33 @@ mod tests {
             b"259:0 rbytes=1048576 wbytes=4096 rios=10 wios=1 dbytes=0 dios=0\n8:0 rbytes=1 wbytes=2 rios=1 wios=1\n";
         assert_eq!(io_stat_bytes(io), (1048577, 4098));
         assert_eq!(io_stat_bytes(b"garbage\n8:0 rbytes=x\n"), (0, 0));
+    }
+
+    #[test]
+    fn per_device_io() {
+        let mut devs = [DeviceIo::default(); 2];
+        let mut n = 0;
+        let bytes =
+            b"8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:16 Read 1\n8:32 Read 5\n8:0 Total 12288\nTotal 12289\n";
+        blkio_per_device(bytes, false, &mut devs, &mut n);
+        blkio_per_device(b"8:0 Read 2\n8:0 Write 3\nx:y Read 1\n", true, &mut devs, &mut n);
+        assert_eq!(n, 2, "a third device is dropped, not allocated for");
+        assert_eq!(
+            devs[0],
+            DeviceIo { major: 8, minor: 0, read_bytes: 4096, write_bytes: 8192, read_ops: 2, write_ops: 3 }
+        );
+        assert_eq!((devs[1].minor, devs[1].read_bytes), (16, 1));
+        let mut n = 0;
+        let io = b"259:0 rbytes=1048576 wbytes=4096 rios=10 wios=1 dbytes=0 dios=0\n8:0 rbytes=x wios=7\n";
+        io_stat_per_device(io, &mut devs, &mut n);
+        assert_eq!(n, 2);
+        assert_eq!(
+            devs[0],
+            DeviceIo { major: 259, minor: 0, read_bytes: 1048576, write_bytes: 4096, read_ops: 10, write_ops: 1 }
+        );
+        assert_eq!((devs[1].read_bytes, devs[1].write_ops), (0, 7));
+        assert_eq!(device(b"8:"), None);
+        assert_eq!(device(b"99999999999:1"), None);
+        assert_eq!((weight_to_shares(100), weight_to_shares(1), weight_to_shares(10_000)), (2597, 2, 262_144));
     }
 }

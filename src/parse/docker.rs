@@ -20,6 +20,19 @@ pub struct ContainerMeta {
     pub labels: Vec<(String, String)>,
     /// `key:value` tags, in a stable order.
     pub tags: Vec<String>,
+    /// Docker's `State` as it says it (`running`, `exited`, `removing`, ...).
+    pub state_text: String,
+    /// The list's `Mounts`: `(type, source, destination)`.
+    pub mounts: Vec<Mount>,
+    /// The names of the Docker networks it is attached to (`NetworkSettings.Networks`).
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mount {
+    pub kind: String,
+    pub source: String,
+    pub destination: String,
 }
 
 /// `(id, meta)` for each entry; entries without a 64-hex id are skipped.
@@ -41,8 +54,23 @@ pub fn container_list(body: &[u8]) -> Result<Vec<([u8; 64], ContainerMeta)>, Str
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
             .unwrap_or_default();
         labels.sort();
+        let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+        let mounts = c["Mounts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|m| Mount { kind: s(&m["Type"]), source: s(&m["Source"]), destination: s(&m["Destination"]) })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut networks: Vec<String> =
+            c["NetworkSettings"]["Networks"].as_object().map(|n| n.keys().cloned().collect()).unwrap_or_default();
+        networks.sort();
         let mut meta = ContainerMeta {
             started: None,
+            state_text: s(&c["State"]),
+            mounts,
+            networks,
             state: state(c["State"].as_str().unwrap_or("")),
             health: health(status),
             created: c["Created"].as_i64().unwrap_or(0),
@@ -176,6 +204,7 @@ fn tags(id: &[u8; 64], m: &ContainerMeta) -> Vec<String> {
     }
     if let Some(v) = label("com.amazonaws.ecs.cluster") {
         t.push(format!("cluster_name:{v}"));
+        t.push(format!("ecs_cluster_name:{v}"));
     }
     t
 }
@@ -221,6 +250,8 @@ mod tests {
         let body = format!(
             r#"[{{"Id":"{id}","Names":["/ecs-web-1-web-abc"],"Image":"nginx:1.25","Created":1700000000,
                "State":"running","Status":"Up 2 hours (healthy)",
+               "Mounts":[{{"Type":"bind","Source":"/data/www","Destination":"/usr/share/nginx/html","Mode":"","RW":true}}],
+               "NetworkSettings":{{"Networks":{{"bridge":{{"IPAddress":"172.17.0.2"}}}}}},
                "Labels":{{"com.amazonaws.ecs.cluster":"prod","com.amazonaws.ecs.container-name":"web",
                           "com.amazonaws.ecs.task-arn":"arn:aws:ecs:eu-west-1:1:task/prod/abc",
                           "com.amazonaws.ecs.task-definition-family":"web","com.amazonaws.ecs.task-definition-version":"7"}}}},
@@ -242,9 +273,16 @@ mod tests {
             "task_version:7",
             "ecs_container_name:web",
             "cluster_name:prod",
+            "ecs_cluster_name:prod",
         ] {
             assert!(m.tags.iter().any(|x| x == t), "missing {t} in {:?}", m.tags);
         }
+        assert_eq!(m.state_text, "running");
+        assert_eq!(
+            m.mounts,
+            [Mount { kind: "bind".into(), source: "/data/www".into(), destination: "/usr/share/nginx/html".into() }]
+        );
+        assert_eq!(m.networks, ["bridge"]);
         assert!(container_list(b"{}").is_err());
         assert!(container_list(b"not json").is_err());
     }

@@ -60,6 +60,8 @@ pub fn tags(c: &EcsContainer, cluster: Option<&str>) -> Vec<String> {
     push("task_version", &c.version);
     push("ecs_container_name", &c.name);
     push("cluster_name", cluster.unwrap_or(""));
+    // The ECS tagger's since Agent 2.13 (spec/docker-check.md §8).
+    push("ecs_cluster_name", cluster.unwrap_or(""));
     t
 }
 
@@ -100,7 +102,8 @@ mod tests {
                 "task_name:web",
                 "task_version:7",
                 "ecs_container_name:web",
-                "cluster_name:prod"
+                "cluster_name:prod",
+                "ecs_cluster_name:prod"
             ]
         );
         assert!(tasks(b"{}").is_err() && cluster(b"[]").is_err());

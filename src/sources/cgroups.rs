@@ -9,6 +9,7 @@
 
 use super::procfs::ReadBuf;
 use crate::model::container::{CgroupDirs, Container, ContainerTable, CtrSample};
+use crate::model::docker::{DockerSample, IfaceNet};
 use crate::model::process::ProcessTable;
 use crate::parse::{cgroup, cgroup_stats as cs, net_dev};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 /// Above this, a v1 memory limit means "no limit" (the kernel prints PAGE_COUNTER_MAX pages).
 const V1_NO_LIMIT: u64 = 1 << 62;
+/// The docker check's bound for a limit that means something (spec/docker-check.md §2.3).
+const NO_LIMIT_2_60: u64 = 1 << 60;
 
 #[derive(Debug, Default)]
 pub struct V1Roots {
@@ -286,6 +289,9 @@ pub struct ContainerSource {
     missing: bool,
     /// The container whose cgroup is the root of the agent's own cgroup namespace, if any.
     own: Option<OwnNamespace>,
+    /// Tests: every cgroup file read, as `(directory fd, name)`.
+    #[cfg(test)]
+    reads: Vec<(i32, String)>,
 }
 
 impl ContainerSource {
@@ -312,6 +318,8 @@ impl ContainerSource {
             host_net_ns,
             missing: false,
             own: None,
+            #[cfg(test)]
+            reads: Vec::new(),
         };
         src.locate_own_namespace();
         Ok(src)
@@ -462,7 +470,9 @@ impl ContainerSource {
             if retry && c.dirs.is_empty() {
                 self.rediscover(c, procs, true);
             }
-            let mut sample = self.sample(c);
+            // For the docker pass of this same moment, from the same reads (see `docker_wanted`).
+            let mut dk = t.docker_wanted.then_some(c.docker.cur);
+            let mut sample = self.sample(c, dk.as_mut());
             // A `start` event of a known container: check its directories even if every read
             // succeeded (they are checked anyway when a file was missing).
             let started = t.started.contains(&c.id);
@@ -473,13 +483,34 @@ impl ContainerSource {
                 // Quietly: a container on its way out looks the same until its processes are gone.
                 self.rediscover(c, procs, false);
                 c.samples = 0;
-                sample = self.sample(c);
+                c.docker.prev = None;
+                sample = self.sample(c, dk.as_mut());
             }
             c.prev = (c.samples > 0).then_some(c.cur);
             c.cur = sample;
             c.samples += 1;
+            if let Some(dk) = dk {
+                c.docker.cur = dk;
+                c.docker.cur_at = Some(t.mono_secs);
+            }
         }
         t.started.clear();
+    }
+
+    /// The docker pass's sample of `c` at `mono_secs`, read now (the process check did not read
+    /// it in this moment). `false` when its cgroup directories are gone (restarted in place, not
+    /// yet found again by the process check): nothing is sampled, and its rates start afresh.
+    pub fn docker_sample(&mut self, c: &mut Container, mono_secs: f64) -> bool {
+        let mut dk = c.docker.cur;
+        self.sample(c, Some(&mut dk));
+        if self.missing && self.stale(&c.dirs) {
+            c.docker.prev = None;
+            c.docker.cur_at = None;
+            return false;
+        }
+        c.docker.cur = dk;
+        c.docker.cur_at = Some(mono_secs);
+        true
     }
 
     /// Opens the container's directories again, from its member process of this cycle.
@@ -615,6 +646,8 @@ impl ContainerSource {
 
     /// Reads `file` in `dir`; a file that is not there sets [`Self::missing`].
     fn read(&mut self, dir: Option<&OwnedFd>, file: &CStr) -> Option<&[u8]> {
+        #[cfg(test)]
+        self.reads.push((rustix::fd::AsRawFd::as_raw_fd(dir?), file.to_string_lossy().into_owned()));
         match self.buf.read_file(dir?.as_fd(), file) {
             Ok(b) => Some(b),
             Err(e) => {
@@ -624,13 +657,31 @@ impl ContainerSource {
         }
     }
 
-    fn sample(&mut self, c: &Container) -> CtrSample {
+    /// Reads `file` in `dir` when it may be absent (a controller feature the kernel may not
+    /// have, swap accounting): its absence says nothing about the directory.
+    fn read_optional(&mut self, dir: Option<&OwnedFd>, file: &CStr) -> Option<&[u8]> {
+        #[cfg(test)]
+        self.reads.push((rustix::fd::AsRawFd::as_raw_fd(dir?), file.to_string_lossy().into_owned()));
+        self.buf.read_file(dir?.as_fd(), file).ok()
+    }
+
+    /// Reads the container's figures; with `dk`, also what the docker pass needs
+    /// ([`DockerSample`]) from the same reads: every file is read at most once, the process
+    /// check's files parsed for both, and the files only the pass needs read only then.
+    fn sample(&mut self, c: &Container, mut dk: Option<&mut DockerSample>) -> CtrSample {
         self.missing = false;
         let mut s = CtrSample::default();
+        if let Some(k) = dk.as_deref_mut() {
+            *k = DockerSample::default();
+        }
         let d = &c.dirs;
+        let below_2_60 = |v: &u64| *v > 0 && *v < NO_LIMIT_2_60;
         if d.unified.is_some() {
             let u = d.unified.as_ref();
             if let Some(b) = self.read(u, c"cpu.stat") {
+                if let Some(k) = dk.as_deref_mut() {
+                    k.cpu_read = cs::get(b, b"usage_usec").is_some();
+                }
                 let us = |k: &[u8]| cs::get(b, k).unwrap_or(0).saturating_mul(1000);
                 s.cpu_total_ns = us(b"usage_usec");
                 s.cpu_user_ns = us(b"user_usec");
@@ -644,12 +695,37 @@ impl ContainerSource {
             if let Some(b) = self.read(u, c"memory.stat") {
                 s.mem_rss = cs::get(b, b"anon").unwrap_or(0);
                 s.mem_cache = cs::get(b, b"file").unwrap_or(0);
+                if let Some(k) = dk.as_deref_mut() {
+                    k.mem_read = true;
+                    k.kmem = match (cs::get(b, b"kernel_stack"), cs::get(b, b"slab")) {
+                        (None, None) => None,
+                        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+                    };
+                }
             }
             s.mem_usage = self.read(u, c"memory.current").and_then(cs::single).unwrap_or(0);
             s.mem_limit = self.read(u, c"memory.max").and_then(cs::max_or_value).flatten();
             s.mem_failcnt = self.read(u, c"memory.events").and_then(|b| cs::get(b, b"max")).unwrap_or(0);
-            (s.io_read_bytes, s.io_write_bytes) = self.read(u, c"io.stat").map(cs::io_stat_bytes).unwrap_or((0, 0));
+            if let Some(b) = self.read(u, c"io.stat") {
+                (s.io_read_bytes, s.io_write_bytes) = cs::io_stat_bytes(b);
+                if let Some(k) = dk.as_deref_mut() {
+                    let mut n = 0;
+                    cs::io_stat_per_device(b, &mut k.devices, &mut n);
+                    k.n_devices = n as u8;
+                }
+            }
             s.threads = self.read(u, c"pids.current").and_then(cs::single).unwrap_or(0);
+            if let Some(k) = dk.as_deref_mut() {
+                k.cpu_shares = self.read_optional(u, c"cpu.weight").and_then(cs::single).map(cs::weight_to_shares);
+                k.thread_limit = self.read_optional(u, c"pids.max").and_then(cs::max_or_value).flatten();
+                k.mem_swap = self.read_optional(u, c"memory.swap.current").and_then(cs::single);
+                // The ECS task's limit is on the task's slice, the container's parent.
+                let parent = self.read_optional(u, c"../memory.max").and_then(cs::max_or_value).flatten();
+                k.mem_limit = [s.mem_limit, parent].into_iter().flatten().min().filter(below_2_60);
+                let swap_max = self.read_optional(u, c"memory.swap.max").and_then(cs::max_or_value).flatten();
+                k.mem_sw_limit = s.mem_limit.zip(swap_max).map(|(m, w)| m.saturating_add(w)).filter(below_2_60);
+                k.mem_soft_limit = self.read_optional(u, c"memory.low").and_then(cs::single).filter(below_2_60);
+            }
         } else {
             let hz = self.user_hz;
             if let Some(b) = self.read(d.cpuacct.as_ref(), c"cpuacct.stat") {
@@ -657,10 +733,11 @@ impl ContainerSource {
                 s.cpu_user_ns = ns(b"user");
                 s.cpu_system_ns = ns(b"system");
             }
-            s.cpu_total_ns = self
-                .read(d.cpuacct.as_ref(), c"cpuacct.usage")
-                .and_then(cs::single)
-                .unwrap_or(s.cpu_user_ns + s.cpu_system_ns);
+            let usage = self.read(d.cpuacct.as_ref(), c"cpuacct.usage").and_then(cs::single);
+            if let Some(k) = dk.as_deref_mut() {
+                k.cpu_read = usage.is_some();
+            }
+            s.cpu_total_ns = usage.unwrap_or(s.cpu_user_ns + s.cpu_system_ns);
             if let Some(b) = self.read(d.cpu.as_ref(), c"cpu.stat") {
                 s.throttled_periods = cs::get(b, b"nr_throttled").unwrap_or(0);
                 s.throttled_ns = cs::get(b, b"throttled_time").unwrap_or(0);
@@ -674,6 +751,14 @@ impl ContainerSource {
                 // total_* include child cgroups; a container's cgroup is normally a leaf.
                 s.mem_rss = cs::get(b, b"total_rss").or_else(|| cs::get(b, b"rss")).unwrap_or(0);
                 s.mem_cache = cs::get(b, b"total_cache").or_else(|| cs::get(b, b"cache")).unwrap_or(0);
+                if let Some(k) = dk.as_deref_mut() {
+                    k.mem_read = true;
+                    // `swap` is there only with swap accounting (`swapaccount=1`).
+                    k.mem_swap = cs::get(b, b"total_swap").or_else(|| cs::get(b, b"swap"));
+                    // The least limit of the cgroup and its ancestors: the ECS task's included.
+                    k.mem_limit = cs::get(b, b"hierarchical_memory_limit").filter(below_2_60);
+                    k.mem_sw_limit = cs::get(b, b"hierarchical_memsw_limit").filter(below_2_60);
+                }
             }
             s.mem_usage = self.read(d.memory.as_ref(), c"memory.usage_in_bytes").and_then(cs::single).unwrap_or(0);
             s.mem_limit = self
@@ -681,11 +766,29 @@ impl ContainerSource {
                 .and_then(cs::single)
                 .filter(|&l| l < V1_NO_LIMIT);
             s.mem_failcnt = self.read(d.memory.as_ref(), c"memory.failcnt").and_then(cs::single).unwrap_or(0);
-            (s.io_read_bytes, s.io_write_bytes) = self
-                .read(d.blkio.as_ref(), c"blkio.throttle.io_service_bytes")
-                .map(cs::blkio_service_bytes)
-                .unwrap_or((0, 0));
+            if let Some(b) = self.read(d.blkio.as_ref(), c"blkio.throttle.io_service_bytes") {
+                (s.io_read_bytes, s.io_write_bytes) = cs::blkio_service_bytes(b);
+                if let Some(k) = dk.as_deref_mut() {
+                    let mut n = 0;
+                    cs::blkio_per_device(b, false, &mut k.devices, &mut n);
+                    k.n_devices = n as u8;
+                }
+            }
             s.threads = self.read(d.pids.as_ref(), c"pids.current").and_then(cs::single).unwrap_or(0);
+            if let Some(k) = dk.as_deref_mut() {
+                if let Some(b) = self.read_optional(d.blkio.as_ref(), c"blkio.throttle.io_serviced") {
+                    let mut n = usize::from(k.n_devices);
+                    cs::blkio_per_device(b, true, &mut k.devices, &mut n);
+                    k.n_devices = n as u8;
+                }
+                k.cpu_shares = self.read_optional(d.cpu.as_ref(), c"cpu.shares").and_then(cs::single);
+                k.thread_limit = self.read_optional(d.pids.as_ref(), c"pids.max").and_then(cs::max_or_value).flatten();
+                k.mem_soft_limit = self
+                    .read_optional(d.memory.as_ref(), c"memory.soft_limit_in_bytes")
+                    .and_then(cs::single)
+                    .filter(below_2_60);
+                k.kmem = self.read_optional(d.memory.as_ref(), c"memory.kmem.usage_in_bytes").and_then(cs::single);
+            }
         }
         if let Some(b) = self.read(d.task.as_ref(), c"cpu.stat") {
             s.throttled_periods = cs::get(b, b"nr_throttled").unwrap_or(0);
@@ -694,9 +797,17 @@ impl ContainerSource {
                 None => cs::get(b, b"throttled_time").unwrap_or(0),
             };
         }
+        if let Some(k) = dk.as_deref_mut() {
+            // The container's own quota, else its ECS task's (the cgroup its throttling is read in).
+            k.cpu_limit_pct = s.cpu_limit_pct.or_else(|| self.task_cpu_limit(d.task.as_ref()));
+            k.open_fds = self.open_fds(c);
+        }
         // The container's network, as one member process sees it; none when that is the
         // host's network namespace (`--network host`): the host's totals are not the container's.
         if c.host_network {
+            if let Some(k) = dk {
+                k.base = s;
+            }
             return s;
         }
         let mut path = [0u8; 24];
@@ -709,10 +820,57 @@ impl ContainerSource {
                     s.net_tx_bytes += dev.counters.tx_bytes;
                     s.net_rx_packets += dev.counters.rx_packets;
                     s.net_tx_packets += dev.counters.tx_packets;
+                    if let Some(k) = dk.as_deref_mut() {
+                        k.push_iface(IfaceNet::new(dev.name, dev.counters.rx_bytes, dev.counters.tx_bytes));
+                    }
                 }
             }
         }
+        if let Some(k) = dk {
+            k.base = s;
+        }
         s
+    }
+
+    /// The CPU limit set on the ECS task's cgroup (held only when it has one), in percent of
+    /// one core.
+    fn task_cpu_limit(&mut self, task: Option<&OwnedFd>) -> Option<f64> {
+        let task = task?;
+        if let Some((q, period)) = self.read_optional(Some(task), c"cpu.max").and_then(cs::cpu_max) {
+            return q.map(|q| q as f64 / period.max(1) as f64 * 100.0);
+        }
+        let q = self.read_optional(Some(task), c"cpu.cfs_quota_us").and_then(cs::signed_single)?;
+        let p = self.read_optional(Some(task), c"cpu.cfs_period_us").and_then(cs::single)?;
+        Some(q as f64 / p.max(1) as f64 * 100.0)
+    }
+
+    /// Descriptors open in the container's processes: the entries of `/proc/<pid>/fd` of each
+    /// pid in its `cgroup.procs`, listed into a stack buffer (no allocation).
+    fn open_fds(&mut self, c: &Container) -> u64 {
+        let d = &c.dirs;
+        let dir = d.unified.as_ref().or(d.pids.as_ref()).or(d.memory.as_ref()).or(d.cpuacct.as_ref());
+        let Self { buf, proc_root, .. } = self;
+        let Some(procs) = dir.and_then(|dir| buf.read_file(dir.as_fd(), c"cgroup.procs").ok()) else { return 0 };
+        let mut total = 0u64;
+        let mut listing = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        for pid in procs.split(|b| *b == b'\n').filter(|l| !l.is_empty() && l.iter().all(u8::is_ascii_digit)) {
+            let mut path = [0u8; 32];
+            let Some(dst) = path.get_mut(..pid.len()) else { continue };
+            dst.copy_from_slice(pid);
+            path[pid.len()..pid.len() + 3].copy_from_slice(b"/fd");
+            let Ok(name) = CStr::from_bytes_until_nul(&path) else { continue };
+            // A process that ended since the list was read is normal.
+            let Ok(fd) = openat(&*proc_root, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            else {
+                continue;
+            };
+            let mut entries = rustix::fs::RawDir::new(fd, &mut listing);
+            while let Some(Ok(e)) = entries.next() {
+                let n = e.file_name().to_bytes();
+                total += u64::from(n != b"." && n != b"..");
+            }
+        }
+        total
     }
 }
 
@@ -805,6 +963,54 @@ mod tests {
             assert_eq!((s.mem_rss, s.mem_cache), (0, 37_408_768));
             assert_eq!(s.mem_usage, cs::single(&v1_fixture("memory/memory.usage_in_bytes")).unwrap());
             assert_eq!(s.cpu_limit_pct, Some(50.0));
+        }
+    }
+
+    /// The docker pass's figures: from the fixtures (v1, both Amazon Linux layouts, and v2), each
+    /// cgroup file read once; in a cycle that reads them for the pass, the pass reads nothing.
+    #[test]
+    fn docker_samples_read_each_file_once_and_share_the_process_checks_reads() {
+        for (name, pid) in [("al2023-v2", 4242), ("al1-v1", 4243), ("al2-v1", 4243)] {
+            let root = fixture(name);
+            let dir = open_dir(CWD, &root.join(format!("proc/{pid}"))).unwrap();
+            let mut p = Proc::new(pid, 1, 0, dir, 0.0);
+            p.container_id = Some(*ID);
+            let procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+            let mut src = ContainerSource::open(&root.join("proc"), &root.join("sys")).unwrap();
+            let mut t = ContainerTable::default();
+            // A cycle alone, then one that the pass shares.
+            src.update(&mut t, &procs);
+            let alone = std::mem::take(&mut src.reads);
+            t.docker_wanted = true;
+            src.update(&mut t, &procs);
+            let shared = std::mem::take(&mut src.reads);
+            let c = &mut t.containers[0];
+            assert_eq!(c.docker.cur_at, Some(10.0), "{name}");
+            assert_eq!(c.docker.cur.base, c.cur, "{name}: the same figures, from the same reads");
+            let mut sorted = shared.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), shared.len(), "{name}: a file read twice in one cycle: {shared:?}");
+            assert!(alone.iter().all(|r| shared.contains(r)), "{name}: the cycle's reads are the pass's too");
+            // The pass alone at another moment reads the same files once each.
+            assert!(src.docker_sample(c, 12.0), "{name}");
+            let pass = std::mem::take(&mut src.reads);
+            let mut p2 = pass.clone();
+            p2.sort();
+            p2.dedup();
+            assert_eq!(p2.len(), pass.len(), "{name}: {pass:?}");
+            assert_eq!(c.docker.cur_at, Some(12.0));
+            let k = c.docker.cur;
+            assert!(k.base.cpu_total_ns > 0 && k.base.mem_cache > 0, "{name}: {k:?}");
+            assert_eq!(k.cpu_limit_pct, Some(50.0), "{name}");
+            assert_eq!(k.mem_limit, Some(268_435_456), "{name}: the least limit of the hierarchy");
+            // The v1 fixtures have `cpu.shares`; the v2 one has no `cpu.weight`.
+            assert_eq!(k.cpu_shares.is_some(), name.ends_with("v1"), "{name}: {k:?}");
+            if name.ends_with("v2") {
+                let dev = k.devices()[0];
+                assert_eq!((dev.read_bytes, dev.write_bytes), (1_048_576, 2_097_152));
+            }
+            assert!(!k.ifaces().is_empty(), "{name}: net/dev of the member pid");
         }
     }
 

@@ -19,11 +19,20 @@ pub struct Metadata {
     /// The ECS information generation last merged in, and whether Docker's list changed since.
     ecs_applied: u64,
     changed: bool,
+    /// Docker answered a list at least once.
+    pub listed: bool,
 }
 
 /// Tag keys the ECS agent's API is authoritative for.
-const ECS_TAG_KEYS: [&str; 6] =
-    ["task_arn:", "task_family:", "task_name:", "task_version:", "ecs_container_name:", "cluster_name:"];
+const ECS_TAG_KEYS: [&str; 7] = [
+    "task_arn:",
+    "task_family:",
+    "task_name:",
+    "task_version:",
+    "ecs_container_name:",
+    "cluster_name:",
+    "ecs_cluster_name:",
+];
 
 impl Metadata {
     /// Puts the ECS agent's task tags on the containers it knows (replacing label-derived ones).
@@ -94,6 +103,15 @@ impl DockerSource {
         self.next_at = Some(super::refresh_soon(self.last_start, now));
     }
 
+    /// Asks for a list by `at`: the docker pass wants a fresh one for its next run (the
+    /// original lists containers at every run). Not while Docker is failing: the retry's
+    /// backoff stands.
+    pub fn refresh_by(&mut self, at: Instant) {
+        if !self.unavailable_logged && self.next_at.is_none_or(|t| t > at) {
+            self.next_at = Some(at);
+        }
+    }
+
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
         if let Some(o) = self.client.on_timeout(registry, now) {
             self.settle(registry, o, now);
@@ -112,7 +130,7 @@ impl DockerSource {
     fn start(&mut self, registry: &Registry, now: Instant) {
         self.next_at = None;
         self.last_start = Some(now);
-        match self.client.send(registry, "GET", "/containers/json", &[("Accept", "application/json")], b"", now) {
+        match self.client.send(registry, "GET", "/containers/json?all=1", &[("Accept", "application/json")], b"", now) {
             Ok(()) => {
                 self.busy = true;
                 if let Some(o) = self.client.on_ready(registry, now) {
@@ -158,7 +176,7 @@ impl DockerSource {
         match o {
             Outcome::Response { status: 200, body, .. } => match container_list(&body) {
                 Ok(list) => {
-                    debug!("docker: {} running containers described", list.len());
+                    debug!("docker: {} containers described (every state)", list.len());
                     if self.unavailable_logged {
                         info!("docker: {} answers again", self.socket.display());
                         self.unavailable_logged = false;
@@ -183,6 +201,7 @@ impl DockerSource {
                     }
                     self.meta.by_id = list;
                     self.meta.changed = true;
+                    self.meta.listed = true;
                     self.next_at = Some(now + REFRESH_EVERY);
                     self.inspect_next(registry, now);
                 }

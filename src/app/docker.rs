@@ -1,0 +1,125 @@
+//! The docker check's pass (spec/docker-check.md §2, §3), every `STS_DOCKER_CHECK_INTERVAL`:
+//! the `docker.*` series of every running, non-pause container (from its cgroup, through the
+//! directories the process check holds), `docker.containers.*` over every container Docker
+//! lists, and the container topology on `/intake/`. Rates are computed here between passes.
+//!
+//! No file is read twice in one moment: when the pass is due in the same loop turn as the
+//! process check, that check's cycle reads the pass's figures too, from the same reads
+//! (`ContainerTable::docker_wanted`), and the pass reads nothing of those containers; otherwise
+//! the pass reads each file once itself.
+
+use super::process::ProcessCheck;
+use crate::checks::docker::{container_counts, container_series, container_tags, is_pause};
+use crate::checks::docker::{ContainerPass, DeviceNames, Tags};
+use crate::encode::container_topology::container_topology;
+use crate::encode::series::SeriesEncoder;
+use crate::parse::docker::ContainerMeta;
+use crate::parse::{diskstats, proc_stat};
+use crate::sources::docker::Metadata;
+use crate::sources::procfs::{ProcRoot, ReadBuf};
+use std::path::Path;
+
+pub struct DockerCheck {
+    proc_root: Option<ProcRoot>,
+    buf: ReadBuf,
+    devices: DeviceNames,
+    host_cpu_pct: f64,
+}
+
+/// What one pass produced.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassCounts {
+    pub containers_measured: usize,
+    pub series: usize,
+    pub components: usize,
+}
+
+/// Whether the pass reports series for this container: Docker says it runs, and it is not an
+/// ECS pause container.
+fn measured(meta: &ContainerMeta) -> bool {
+    meta.state_text == "running" && !is_pause(meta)
+}
+
+impl DockerCheck {
+    pub fn new(host_proc: &Path) -> DockerCheck {
+        let proc_root = ProcRoot::open(host_proc).ok();
+        let mut buf = ReadBuf::with_capacity(16 * 1024);
+        // The CPU limit of a container without one: the host's CPUs (online at start).
+        let cpus = proc_root
+            .as_ref()
+            .and_then(|r| buf.read_file(r.fd(), c"stat").ok())
+            .and_then(|b| proc_stat::parse(b).ok())
+            .map_or(1, |s| s.cpu_count.max(1));
+        DockerCheck { proc_root, buf, devices: DeviceNames::default(), host_cpu_pct: f64::from(cpus) * 100.0 }
+    }
+
+    /// One pass at `mono_secs` (the loop's clock; `unix_secs` stamps the points). Series go to
+    /// `series` (an `/api/v1/series` body), topology to `topology` (an `/intake/` body, empty
+    /// when Docker lists no container).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &mut self,
+        process: &mut ProcessCheck,
+        meta: &Metadata,
+        mono_secs: f64,
+        unix_secs: u64,
+        host: &str,
+        series: &mut Vec<u8>,
+        topology: &mut Vec<u8>,
+    ) -> PassCounts {
+        series.clear();
+        topology.clear();
+        // Nothing to say of containers before Docker listed them (no counts of 0).
+        if !meta.listed {
+            return PassCounts::default();
+        }
+        self.read_device_names();
+        let table = process.sample_for_docker(mono_secs, |id| meta.get(id).is_some_and(measured));
+        let mut enc = SeriesEncoder::begin(series, host, unix_secs, 0).with_source_type("System");
+        let mut counts = PassCounts::default();
+        let mut tags = Tags::new();
+        for c in &mut table.containers {
+            let Some(m) = meta.get(&c.id).filter(|m| measured(m)) else { continue };
+            // Sampled for this moment (by this pass, or by the process check's cycle of it).
+            if c.docker.cur_at != Some(mono_secs) {
+                continue;
+            }
+            container_tags(m, &mut tags);
+            // A previous sample of the same cgroup (a restart in place starts afresh).
+            let prev = c.docker.prev.filter(|p| p.2 == c.created_ms).map(|(s, at, _)| (s, mono_secs - at));
+            let uptime = (c.created_ms > 0).then(|| unix_secs as f64 - c.created_ms as f64 / 1000.0);
+            let one_network = match &m.networks[..] {
+                [one] => Some(one.as_str()),
+                _ => None,
+            };
+            let cur = c.docker.cur;
+            let pass = ContainerPass {
+                tags: &tags,
+                cur: &cur,
+                prev: prev.as_ref().map(|(s, dt)| (s, *dt)),
+                uptime_secs: uptime,
+                host_cpu_pct: self.host_cpu_pct,
+                devices: &self.devices,
+                network: one_network,
+            };
+            counts.series += container_series(&mut enc, &pass);
+            counts.containers_measured += 1;
+            c.docker.prev = Some((cur, mono_secs, c.created_ms));
+        }
+        counts.series += container_counts(&mut enc, meta.by_id.iter().map(|(_, m)| m));
+        enc.finish();
+        counts.components = container_topology(topology, host, meta.by_id.iter().map(|(id, m)| (id, m)));
+        counts
+    }
+
+    /// Block device names by number, for `device:` tags.
+    fn read_device_names(&mut self) {
+        self.devices.clear();
+        let Some(root) = &self.proc_root else { return };
+        if let Ok(b) = self.buf.read_file(root.fd(), c"diskstats") {
+            for d in diskstats::iter(b).filter_map(Result::ok) {
+                self.devices.push(d.major, d.minor, d.name);
+            }
+        }
+    }
+}
