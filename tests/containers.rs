@@ -319,46 +319,6 @@ fn in_its_own_pid_namespace_with_host_proc_and_sys_mounted_elsewhere() {
     assert!(agent_pid > 1, "agent identified by its host pid, got {ident}");
 }
 
-/// A local ECS agent introspection API (v1) on loopback TCP, with the documented JSON.
-fn fake_ecs_agent(metadata: String, tasks: String) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { break };
-            let (metadata, tasks) = (metadata.clone(), tasks.clone());
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::new(s);
-                let (mut line, mut request) = (String::new(), String::new());
-                while r.read_line(&mut line).unwrap_or(0) > 0 {
-                    if request.is_empty() {
-                        request = line.trim().to_string();
-                    }
-                    if line == "\r\n" {
-                        let body = if request.starts_with("GET /v1/metadata ") {
-                            metadata.as_str()
-                        } else if request.starts_with("GET /v1/tasks ") {
-                            tasks.as_str()
-                        } else {
-                            "{}"
-                        };
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        request.clear();
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
-    url
-}
-
 #[test]
 fn ecs_agent_api_tags_containers_by_task() {
     let tag = format!("sts-test-{}-ecsapi", std::process::id());
@@ -371,7 +331,7 @@ fn ecs_agent_api_tags_containers_by_task() {
         r#"[{{"Id":"{id}","Names":["/api-1"],"Image":"api:5","Created":1700000001,"State":"running","Status":"Up 1 minute","Labels":{{}}}}]"#
     );
     let (docker_host, _) = fake_docker(&dir.0, list, "{}".into());
-    let ecs = fake_ecs_agent(
+    let ecs = common::fake_ecs_agent(
         r#"{"Cluster":"stage","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/stage/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
         format!(
             r#"{{"Tasks":[{{"Arn":"arn:aws:ecs:eu-west-1:123456789012:task/stage/t1","DesiredStatus":"RUNNING","KnownStatus":"RUNNING",

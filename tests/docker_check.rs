@@ -136,7 +136,7 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
     let bridged = Ctr::run_in(&img, "bridged", &network.0, "exec sleep 600");
     let host_net = Ctr::run_in(&img, "hostnet", "host", "exec sleep 600");
     docker_ok(&["wait", &done.name]);
-    let ecs = fake_ecs_agent(
+    let ecs = common::fake_ecs_agent(
         r#"{"Cluster":"prod","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
         format!(
             r#"{{"Tasks":[{{"Arn":"{arn}","DesiredStatus":"RUNNING","KnownStatus":"RUNNING","Family":"shop","Version":"7","Containers":[
@@ -461,10 +461,7 @@ fn once_sends_the_second_pass() {
 #[test]
 fn the_v2_tree_gives_cpu_from_cpu_stat() {
     require_engine();
-    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .find(|d| std::path::Path::new(d).join("cgroup.controllers").is_file())
-        .expect("cannot run: no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    let v2 = cgroup2_tree();
     let memory = std::fs::read_to_string(format!("{v2}/cgroup.controllers")).unwrap().contains("memory");
     let img = Image::busybox();
     let c = Ctr::run_with(&img, "v2", &["--network", "none", "--cpus", "0.3"], BURN);

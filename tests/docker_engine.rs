@@ -160,10 +160,7 @@ fn containers_seen_from_a_private_cgroup_namespace_on_the_v2_tree() {
     require_engine();
     // The host's cgroup2 tree as HOST_SYS/fs/cgroup: the whole hierarchy on a v2 host, the
     // `unified` one on a hybrid host (the v1 controllers are then elsewhere).
-    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .find(|d| std::path::Path::new(d).join("cgroup.controllers").is_file())
-        .expect("cannot run: no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    let v2 = cgroup2_tree();
     let img = Image::busybox();
     let (a, b) = (Ctr::run(&img, "a2", BURN), Ctr::run(&img, "b2", BURN));
     let placed = PlacedCgroup::new(&unique("agent2"));
@@ -205,10 +202,7 @@ fn the_agents_own_container_is_reported_from_a_private_cgroup_namespace_on_v1_co
 #[test]
 fn the_agents_own_container_is_reported_from_a_private_cgroup_namespace_on_the_v2_tree() {
     require_engine();
-    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .find(|d| std::path::Path::new(d).join("cgroup.controllers").is_file())
-        .expect("cannot run: no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    let v2 = cgroup2_tree();
     // Memory figures only where the v2 tree has the memory controller (not on a hybrid host).
     let memory = std::fs::read_to_string(format!("{v2}/cgroup.controllers")).unwrap().contains("memory");
     own_container_reported(v2, memory);

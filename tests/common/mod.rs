@@ -418,3 +418,43 @@ pub fn drained(mut child: Child) -> Agent {
     drain(child.stderr.take());
     Agent(child)
 }
+
+/// A local ECS agent introspection API (v1) on loopback TCP, with the documented JSON.
+pub fn fake_ecs_agent(metadata: String, tasks: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { break };
+            let (metadata, tasks) = (metadata.clone(), tasks.clone());
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let (mut line, mut request) = (String::new(), String::new());
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if request.is_empty() {
+                        request = line.trim().to_string();
+                    }
+                    if line == "\r\n" {
+                        let body = if request.starts_with("GET /v1/metadata ") {
+                            metadata.as_str()
+                        } else if request.starts_with("GET /v1/tasks ") {
+                            tasks.as_str()
+                        } else {
+                            "{}"
+                        };
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        request.clear();
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    url
+}

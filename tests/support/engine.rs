@@ -126,46 +126,6 @@ impl Drop for TaskCgroup {
     }
 }
 
-/// A local ECS agent introspection API (v1) on loopback TCP, with the documented JSON.
-pub fn fake_ecs_agent(metadata: String, tasks: String) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { break };
-            let (metadata, tasks) = (metadata.clone(), tasks.clone());
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::new(s);
-                let (mut line, mut request) = (String::new(), String::new());
-                while r.read_line(&mut line).unwrap_or(0) > 0 {
-                    if request.is_empty() {
-                        request = line.trim().to_string();
-                    }
-                    if line == "\r\n" {
-                        let body = if request.starts_with("GET /v1/metadata ") {
-                            metadata.as_str()
-                        } else if request.starts_with("GET /v1/tasks ") {
-                            tasks.as_str()
-                        } else {
-                            "{}"
-                        };
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        request.clear();
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
-    url
-}
-
 /// A user-defined Docker bridge network (the engine here runs without the default `docker0`),
 /// removed on drop (after the containers in it).
 pub struct Network(pub String);
@@ -182,4 +142,13 @@ impl Drop for Network {
     fn drop(&mut self) {
         let _ = docker(&["network", "rm", &self.0]);
     }
+}
+
+/// The host's cgroup2 tree: the whole hierarchy on a v2 host, the `unified` one on a hybrid host
+/// (whose controllers are then on v1). Fails the test when there is none.
+pub fn cgroup2_tree() -> &'static str {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).join("cgroup.controllers").is_file())
+        .expect("cannot run: no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
 }
