@@ -721,20 +721,27 @@ struct ContainerFigures {
     wakeups_per_s_idle: f64,
     wakeups_per_s: f64,
     hwm_kib: u64,
-    /// Per check (host, process, connections), CPU ms per cycle without and with the containers.
-    checks_idle_ms: [f64; 3],
-    checks_busy_ms: [f64; 3],
+    /// Per check (host, process, connections, docker pass), CPU ms per cycle without and with the
+    /// containers.
+    checks_idle_ms: [f64; 4],
+    checks_busy_ms: [f64; 4],
 }
 
 /// Connections the HTTP load spreads its requests over.
 const HTTP_CONNECTIONS: usize = 8;
 
+/// Allocations in the checks so far (`/status`): host, process, connections, and the docker
+/// pass where it runs (it exists only with the process check).
+fn checks_allocations(v: &serde_json::Value) -> Option<u64> {
+    let core: Option<u64> =
+        ["host", "process", "connections"].iter().map(|c| v["checks"][c]["total_allocations"].as_u64()).sum();
+    Some(core? + v["checks"]["docker"]["total_allocations"].as_u64().unwrap_or(0))
+}
+
 /// `n` cycles of the agent, one by one: (CPU ms, whole-agent allocations, allocations in the checks).
 fn cycles(agent: &Agent, n: u64, interval: Duration) -> Vec<(f64, Option<f64>, Option<f64>)> {
     let allocs = |v: &serde_json::Value| v["allocations"]["count"].as_u64();
-    let in_checks = |v: &serde_json::Value| -> Option<u64> {
-        ["host", "process", "connections"].iter().map(|c| v["checks"][c]["total_allocations"].as_u64()).sum()
-    };
+    let in_checks = |v: &serde_json::Value| -> Option<u64> { checks_allocations(v) };
     let mut prev = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
     let (mut seen, mut sample) = (Instant::now(), agent.sample());
     let mut out = Vec::new();
@@ -860,7 +867,7 @@ fn containers_phase(agent: &Agent, s: &Scenario, interval: Duration) -> Containe
         "the containers phase needs a Docker Engine on /var/run/docker.sock (.ci/run starts one)"
     );
     let checks = |v: &serde_json::Value| {
-        ["host", "process", "connections"].map(|c| v["checks"][c]["total_cpu_ms"].as_f64().unwrap_or(0.0))
+        ["host", "process", "connections", "docker"].map(|c| v["checks"][c]["total_cpu_ms"].as_f64().unwrap_or(0.0))
     };
     // The cycles, the agent's wakeups per second over them, and each check's CPU per cycle.
     let window = || {
@@ -869,7 +876,11 @@ fn containers_phase(agent: &Agent, s: &Scenario, interval: Duration) -> Containe
         let s1 = agent.status();
         let n = (Agent::runs(&s1) - Agent::runs(&s0)).max(1) as f64;
         let (x, y) = (checks(&s0), checks(&s1));
-        (c, (agent.sample().ctxt_switches - a) as f64 / t.elapsed().as_secs_f64(), [0, 1, 2].map(|i| (y[i] - x[i]) / n))
+        (
+            c,
+            (agent.sample().ctxt_switches - a) as f64 / t.elapsed().as_secs_f64(),
+            [0, 1, 2, 3].map(|i| (y[i] - x[i]) / n),
+        )
     };
     let (idle, wakeups_idle, checks_idle_ms) = window();
     let ctrs = containers::Containers::start(s.containers, 2);
@@ -932,9 +943,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     host.top_up_time_wait();
     let tw0 = host.time_wait_now();
     let allocs = |v: &serde_json::Value, f: &str| v["allocations"][f].as_u64();
-    let in_checks = |v: &serde_json::Value| -> Option<u64> {
-        ["host", "process", "connections"].iter().map(|c| v["checks"][c]["total_allocations"].as_u64()).sum()
-    };
+    let in_checks = |v: &serde_json::Value| -> Option<u64> { checks_allocations(v) };
     let a = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
     let pa = agent.sample();
     let rx0 = agent.rx.requests().len();
@@ -1156,7 +1165,7 @@ fn report(s: &Scenario, f: &Figures) {
     if let Some(c) = &f.containers {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         println!(
-            "containers: {} real Docker containers in ECS task cgroups ({} reported); agent CPU per cycle {:.2} ms without them, {:.2} ms with them: {:.1} µs per container per cycle (host, process, connections check: {:.2}, {:.2}, {:.2} ms without them, {:.2}, {:.2}, {:.2} ms with them); allocations per cycle with them: in the checks {}, whole agent {} (without them {}); wakeups {:.1}/s without them, {:.1}/s with them; peak RSS {:.1} MiB",
+            "containers: {} real Docker containers in ECS task cgroups ({} reported); agent CPU per cycle {:.2} ms without them, {:.2} ms with them: {:.1} µs per container per cycle (host, process, connections check, docker pass: {:.2}, {:.2}, {:.2}, {:.2} ms without them, {:.2}, {:.2}, {:.2}, {:.2} ms with them); allocations per cycle with them: in the checks {}, whole agent {} (without them {}); wakeups {:.1}/s without them, {:.1}/s with them; peak RSS {:.1} MiB",
             c.containers,
             c.reported,
             c.idle_ms,
@@ -1165,9 +1174,11 @@ fn report(s: &Scenario, f: &Figures) {
             c.checks_idle_ms[0],
             c.checks_idle_ms[1],
             c.checks_idle_ms[2],
+            c.checks_idle_ms[3],
             c.checks_busy_ms[0],
             c.checks_busy_ms[1],
             c.checks_busy_ms[2],
+            c.checks_busy_ms[3],
             opt(c.allocs_in_checks_per_cycle),
             opt(c.allocs_per_cycle),
             opt(c.allocs_per_cycle_idle),
@@ -1601,8 +1612,8 @@ fn self_test() {
             wakeups_per_s_idle: 50.0,
             wakeups_per_s: 50.0,
             hwm_kib: 14 * 1024,
-            checks_idle_ms: [1.0, 5.0, 3.0],
-            checks_busy_ms: [1.5, 15.0, 38.0],
+            checks_idle_ms: [1.0, 5.0, 3.0, 0.1],
+            checks_busy_ms: [1.5, 15.0, 38.0, 2.0],
         }),
         ..Figures::default()
     };
