@@ -188,11 +188,14 @@ impl EventBundler {
         if self.pending.is_empty() {
             return 0;
         }
-        // Group by image, in arrival order within each (a stable sort).
+        // Group by image, in arrival order within each: the index breaks ties. Not `sort_by`:
+        // the stable sort allocates a scratch buffer for more than a few hundred elements.
         let Self { arena, pending, order, .. } = self;
         order.clear();
         order.extend(0..pending.len() as u32);
-        order.sort_by(|&a, &b| pending[a as usize].image.of(arena).cmp(pending[b as usize].image.of(arena)));
+        order.sort_unstable_by(|&a, &b| {
+            pending[a as usize].image.of(arena).cmp(pending[b as usize].image.of(arena)).then(a.cmp(&b))
+        });
         encode::begin(out);
         let mut bundles = 0;
         let mut i = 0;
@@ -234,7 +237,8 @@ impl EventBundler {
                 None => actions.push((p.action, 1)),
             }
         }
-        actions.sort_by(|a, b| a.0.of(arena).cmp(b.0.of(arena)));
+        // Distinct actions: the unstable sort gives the same order, without allocating.
+        actions.sort_unstable_by(|a, b| a.0.of(arena).cmp(b.0.of(arena)));
         title.clear();
         title.extend_from_slice(image);
         for (a, n) in actions.iter() {
@@ -324,7 +328,9 @@ impl EventBundler {
             }
         }
         let tb: &[u8] = tag_buf;
-        tag_spans.sort_by(|a, b| a.of(tb).cmp(b.of(tb)));
+        // Equal tags are deduplicated next, so their order does not matter (and the stable sort
+        // would allocate for a large bundle).
+        tag_spans.sort_unstable_by(|a, b| a.of(tb).cmp(b.of(tb)));
         tag_spans.dedup_by(|a, b| a.of(tb) == b.of(tb));
         let bundle = Bundle { image, title, text, timestamp, host, error };
         encode::bundle(out, &bundle, tag_spans.iter().map(|s| s.of(tb)), first);
