@@ -26,8 +26,11 @@ const MAX_ARENA: usize = 1 << 20;
 pub const TAGS_KEPT: Duration = Duration::from_secs(5 * 60);
 /// The original's default `filtered_event_types`.
 pub const FILTERED_ACTIONS: [&[u8]; 4] = [b"top", b"exec_create", b"exec_start", b"exec_die"];
-/// ECS's pause containers (awsvpc tasks) are left out, as the original's container filter does.
+/// ECS's pause containers (awsvpc tasks) are left out, as the original's container filter does:
+/// by image, and by the container name the ECS agent labels them with (the image may be known
+/// only as `sha256:…`, or be a local build of another name).
 const PAUSE_IMAGE: &[u8] = b"amazon/amazon-ecs-pause";
+const PAUSE_ECS_NAME: &[u8] = b"~internal~ecs~pause";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Span(u32, u32);
@@ -127,7 +130,8 @@ impl EventBundler {
         if let Some(m) = listed {
             self.note_tags(id, &m.tags, now);
         }
-        if memchr::memmem::find(image.raw(), PAUSE_IMAGE).is_some() {
+        let pause_label = e.ecs.container_name.is_some_and(|n| n.raw() == PAUSE_ECS_NAME);
+        if pause_label || memchr::memmem::find(image.raw(), PAUSE_IMAGE).is_some() {
             self.stats.excluded += 1;
             return Pushed::Excluded;
         }
@@ -466,6 +470,18 @@ mod tests {
         let tags = bundles(&out)[0]["tags"].clone();
         assert!(tags.as_array().unwrap().contains(&"task_name:web".into()), "{tags}");
         assert!(tags.as_array().unwrap().contains(&"ecs_cluster_name:c".into()), "{tags}");
+    }
+
+    #[test]
+    fn an_ecs_pause_container_is_excluded_by_its_label_whatever_its_image() {
+        let t0 = Instant::now();
+        let meta = Metadata::default();
+        let mut b = EventBundler::default();
+        let pause = r#""com.amazonaws.ecs.container-name":"~internal~ecs~pause","#;
+        assert_eq!(push(&mut b, &ev(A, "start", "sha256:0123", "p", 1, pause), &meta, t0), Pushed::Excluded);
+        let app = r#""com.amazonaws.ecs.container-name":"web","#;
+        assert_eq!(push(&mut b, &ev(B, "start", "sha256:0123", "w", 1, app), &meta, t0), Pushed::Kept);
+        assert_eq!((b.pending(), b.stats.excluded), (1, 1));
     }
 
     #[test]
