@@ -427,8 +427,14 @@ mod tests {
         let at = s.deadline().expect("a reconnection");
         s.on_timeout(poll.registry(), at, unix_ns, &mut take);
         let (mut peer, _) = listener.accept().unwrap();
-        let n = std::io::Read::read(&mut peer, &mut [0; 1024][..]).unwrap();
-        assert!(n > 0);
+        let mut req = [0; 1024];
+        let n = std::io::Read::read(&mut peer, &mut req).unwrap();
+        let req = String::from_utf8_lossy(&req[..n]).into_owned();
+        // `since` is the newest event seen (`die`), to the nanosecond, not the first look-back.
+        assert!(
+            req.starts_with(&format!("GET /events?filters={FILTER}&since=1700000051.000000002 HTTP/1.1\r\n")),
+            "{req}"
+        );
         // It replays from `since` = the newest seen (inclusive): `die` again, then a new one.
         let c = line("c2", "create", 1_700_000_052_000_000_000);
         let replay = format!("{head}{}{}", chunk(&b), chunk(&c));
