@@ -3,7 +3,8 @@
 //! while nothing happens, the agent does not wake for it). The chunked JSON body is parsed
 //! incrementally (`parse::docker_events`), each event handed to the caller.
 //!
-//! When the stream ends or fails (Docker restarted, framing broken), it is opened again after
+//! When the stream ends or fails (Docker restarted, framing broken, the chunked body complete),
+//! it is opened again after
 //! a backoff (1 s, doubling to 10 s) with `since=<newest event seen>`: Docker replays the events
 //! of its in-memory log (its last 256) from then on, so events that happened while the agent was
 //! not connected still arrive. `since` is inclusive, so the events at that very instant come
@@ -181,6 +182,11 @@ impl DockerEventStream {
                 warn!("docker events: {e}; reconnecting");
                 return self.fail(registry, now, e.0);
             }
+            // The final chunk: Docker ended the body and may keep the connection open (nothing
+            // more will come on it).
+            if self.chunked && self.dechunk.done() {
+                return self.ended(registry, now);
+            }
         }
         // The budget ran out with data perhaps left: re-arming the edge-triggered registration
         // makes the next poll report the socket again at once if it is still readable, so the
@@ -209,7 +215,7 @@ impl DockerEventStream {
         self.request.clear();
         let _ = write!(
             self.request,
-            "GET /events?filters={FILTER}&since={ts} HTTP/1.1\r\nHost: docker\r\nAccept: application/json\r\n\r\n"
+            "GET /events?filters={FILTER}&since={ts} HTTP/1.1\r\nHost: docker\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
         );
         debug!("docker events: GET /events since {ts}");
         self.written = 0;
@@ -304,7 +310,8 @@ impl DockerEventStream {
         }
     }
 
-    /// The daemon ended the stream (it stopped, or restarted): reconnect soon, catching up.
+    /// The daemon ended the stream (it stopped, or restarted, or ended the body): reconnect
+    /// soon, catching up.
     fn ended(&mut self, registry: &Registry, now: Instant) {
         if self.phase == Phase::Body {
             info!("docker events: the stream from {} ended; reconnecting", self.socket.display());
@@ -450,6 +457,75 @@ mod tests {
         );
         assert_eq!((s.stats.received, s.stats.duplicates, s.stats.reconnects), (3, 1, 1));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A stand-in daemon's socket in a directory of the test's own (removed on drop).
+    struct StandIn {
+        dir: PathBuf,
+        listener: UnixListener,
+    }
+
+    impl StandIn {
+        fn new(what: &str) -> StandIn {
+            let dir = std::env::temp_dir().join(format!("sts-events-{what}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("docker.sock");
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).unwrap();
+            StandIn { dir, listener }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.join("docker.sock")
+        }
+
+        /// Accepts the agent's connection and reads its request.
+        fn accept(&self) -> (std::os::unix::net::UnixStream, String) {
+            let (mut peer, _) = self.listener.accept().unwrap();
+            let mut req = [0; 1024];
+            let n = std::io::Read::read(&mut peer, &mut req).unwrap();
+            (peer, String::from_utf8_lossy(&req[..n]).into_owned())
+        }
+    }
+
+    impl Drop for StandIn {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    /// Waits for the socket's readiness and lets the source read, at the instant `now`.
+    fn pump(poll: &mut mio::Poll, s: &mut DockerEventStream, now: Instant, f: &mut dyn FnMut(&Event<'_>)) {
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_millis(200))).unwrap();
+        s.on_ready(poll.registry(), now, f);
+    }
+
+    #[test]
+    fn a_body_ended_by_its_final_chunk_reconnects_though_the_connection_stays_open() {
+        let d = StandIn::new("final");
+        let mut poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut s = DockerEventStream::new(d.path(), Token(3), t0);
+        let mut n = 0;
+        let mut take = |_: &Event<'_>| n += 1;
+        s.on_timeout(poll.registry(), t0, 1_700_000_100_000_000_000, &mut take);
+        let (mut peer, req) = d.accept();
+        assert!(req.contains("\r\nConnection: close\r\n"), "{req}");
+        let body = format!("{HEAD}{}0\r\n\r\n", chunk(&line("c1", "start", 1_700_000_050_000_000_001)));
+        std::io::Write::write_all(&mut peer, body.as_bytes()).unwrap();
+        pump(&mut poll, &mut s, t0, &mut take);
+        // `peer` is still open: only the final chunk says the stream is over.
+        assert!(!s.stats.connected, "the ended body was noticed");
+        assert!(s.deadline().is_some_and(|t| t > t0), "a reconnection is scheduled");
+        let at = s.deadline().unwrap();
+        s.on_timeout(poll.registry(), at, 0, &mut take);
+        let (_peer2, req) = d.accept();
+        assert!(req.contains("&since=1700000050.000000001 "), "{req}");
+        drop(peer);
+        assert_eq!(n, 1);
     }
 
     #[test]
