@@ -384,7 +384,8 @@ impl DockerEventStream {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    fn close(&mut self, registry: &Registry) {
+    /// Closes the stream (the agent stops; nothing is reconnected).
+    pub fn close(&mut self, registry: &Registry) {
         if let Some(mut c) = self.conn.take() {
             let _ = registry.deregister(&mut c);
         }
