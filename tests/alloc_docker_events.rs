@@ -2,6 +2,10 @@
 //! line framing (events split across reads are gathered in one reused buffer), the event fields
 //! (borrowed), and the docker pass's bundling and `/intake/` body (a reused arena, reused scratch
 //! and output buffers). The test binary counts every allocation.
+//!
+//! The pass is large on purpose: more than 1,024 events (the stable sort's stack scratch holds
+//! 1,024 indices; past it `sort_by` allocates) and a bundle of more than 512 tags (the same for
+//! the tags' spans).
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -15,10 +19,14 @@ use sts_agent::sources::docker::Metadata;
 #[global_allocator]
 static A: Counting = Counting;
 
-/// 600 events of 6 containers of 3 images, as Docker writes them: one chunk per event.
+const EVENTS: usize = 1200;
+/// Tags of the one listed container (`ctr-0`, in the first bundle).
+const TAGS: usize = 700;
+
+/// 1,200 events of 6 containers of 3 images, as Docker writes them: one chunk per event.
 fn body() -> Vec<u8> {
     let mut b = Vec::new();
-    for i in 0..600u64 {
+    for i in 0..EVENTS as u64 {
         let id = format!("{:064x}", i % 6 + 1);
         let action = ["create", "start", "kill", "die", "stop", "health_status: healthy"][(i % 6) as usize];
         let line = format!(
@@ -65,7 +73,7 @@ fn events_are_read_bundled_and_encoded_without_allocating() {
     let listed = ContainerMeta {
         name: "ctr-0".into(),
         image: "img0:1".into(),
-        tags: vec!["container_name:ctr-0".into()],
+        tags: (0..TAGS).map(|i| format!("tag{i}:v")).chain(["container_name:ctr-0".into()]).collect(),
         ..Default::default()
     };
     meta.by_id.push(([b'0'; 63].iter().chain(b"1").copied().collect::<Vec<u8>>().try_into().unwrap(), listed));
@@ -74,14 +82,18 @@ fn events_are_read_bundled_and_encoded_without_allocating() {
     let mut out = Vec::new();
     // Warm-up: buffers and the tag cache reach their sizes (which allocates: the count works).
     let start = allocations();
-    assert_eq!(pass(&body, &mut lines, &mut bundler, &meta, &mut out), (600, 3));
+    assert_eq!(pass(&body, &mut lines, &mut bundler, &meta, &mut out), (EVENTS, 3));
     let before = allocations();
     assert!(before > start, "the warm-up allocated its buffers");
     let got = pass(&body, &mut lines, &mut bundler, &meta, &mut out);
     let allocs = allocations() - before;
-    assert_eq!(got, (600, 3));
+    assert_eq!(got, (EVENTS, 3));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["events"]["docker"][0]["msg_title"], "img0:1 100 create 100 die on h1");
+    assert_eq!(v["events"]["docker"][0]["msg_title"], "img0:1 200 create 200 die on h1");
+    assert!(v["events"]["docker"][0]["tags"].as_array().unwrap().len() > TAGS, "the listed container's tags");
     assert_eq!(v["events"]["docker"][2]["alert_type"], "error");
-    assert_eq!(allocs, 0, "allocations for 600 events and their pass");
+    // Arrival order within a bundle: ctr-0 created, ctr-3 died, ctr-0 created, …
+    let text = v["events"]["docker"][0]["msg_text"].as_str().unwrap();
+    assert!(text.contains("```\nCREATE\tctr-0\nDIE\tctr-3\nCREATE\tctr-0\n"), "{text}");
+    assert_eq!(allocs, 0, "allocations for {EVENTS} events and their pass");
 }

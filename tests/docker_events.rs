@@ -363,6 +363,52 @@ fn container_lifecycle_events_reach_intake_once_each_with_the_originals_titles_a
     drop(task);
 }
 
+/// A stop (SIGTERM) between two passes sends the events kept for the next one before the agent
+/// exits: with a pass 10 minutes away, only the stop can have sent them.
+#[test]
+fn events_pending_at_sigterm_are_sent_before_the_agent_exits() {
+    let engine = Engine::default();
+    engine.require();
+    let tmp = TempDir::new("evterm");
+    let img = engine.busybox(&tmp.0);
+    let mut agent = RunningAgent::start(&[("STS_DOCKER_CHECK_INTERVAL", "600")]);
+    agent.wait_connected();
+    let since = SystemTime::now();
+    let name = unique("term");
+    let ctrs = Containers(engine.clone(), vec![name.clone()]);
+    engine.ok(&["run", "-d", "--name", &name, "--network", "none", &img.name, "sleep", "600"]);
+    let log = docker_log(&engine, &img.name, since, SystemTime::now());
+    assert!(log.iter().any(|e| e.action == "start" && e.name == name), "{log:?}");
+    // The agent holds them for the next pass.
+    let t = Instant::now();
+    while agent.events_status()["pending"].as_u64().unwrap_or(0) < log.len() as u64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "events never pending: {}\n{}",
+            agent.events_status(),
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.bundles(&img.name).is_empty(), "no pass ran yet");
+    assert!(Command::new("kill").args(["-TERM", &agent.pid().to_string()]).status().unwrap().success());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "the agent did not exit after SIGTERM:\n{}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}:\n{}", agent.stderr());
+    // The reader threads reach the end of the pipes.
+    std::thread::sleep(Duration::from_millis(300));
+    let bundles = agent.bundles(&img.name);
+    assert!(!bundles.is_empty(), "the pending events were lost at SIGTERM:\n{}", agent.stderr());
+    check_exactly_once(&bundles, &log, &img.name);
+    drop(ctrs);
+}
+
 /// A dockerd of this test's own: its own data root, exec root, pid file and socket, its own
 /// network namespace; no bridge, no iptables. Stopped (SIGTERM, then SIGKILL) on drop.
 struct PrivateDockerd {

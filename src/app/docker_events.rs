@@ -1,7 +1,8 @@
 //! Docker's container event stream in the loop: each event asks the metadata caches for a
-//! refresh when it changes what they hold, marks a container started again (restarted in
-//! place) for its cgroups to be found anew, and is kept for the next docker pass, which sends
-//! the pass's events to `/intake/` bundled per image.
+//! refresh when it changes what they hold (and a re-inspection of a container started, or with
+//! a new health status), marks a container started again (restarted in place) for its cgroups
+//! to be found anew, and is kept for the next docker pass, which sends the pass's events to
+//! `/intake/` bundled per image.
 //!
 //! The pass runs every `STS_DOCKER_CHECK_INTERVAL` on a fixed grid from the agent's start,
 //! and only when events are pending: a quiet Docker costs no wake-up at all.
@@ -40,6 +41,12 @@ impl App {
             if REFRESHING.contains(&action) {
                 if let Some(d) = docker.as_mut() {
                     d.request_refresh(now);
+                    // The list does not say when a container started, nor (reliably) its
+                    // health: a container started again in place, or with a new health status,
+                    // is inspected anew.
+                    if action == b"start" || action == b"health_status" {
+                        d.request_inspect(e.id.raw(), now);
+                    }
                 }
                 if let Some(ecs) = ecs.as_mut().filter(|_| action == b"create" || action == b"start") {
                     ecs.request_refresh(now);

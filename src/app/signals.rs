@@ -1,6 +1,7 @@
 //! Signals and the end of a run. SIGTERM, SIGINT and SIGHUP arrive through a signalfd registered
-//! with the poll (the `Signals` source); a stop ends the checks and the trace intake, flushes
-//! what is pending, and gives the outbox `SHUTDOWN_GRACE` to deliver it (the `Shutdown` source's
+//! with the poll (the `Signals` source); a stop ends the checks, the trace intake and the Docker
+//! event stream, flushes what is pending (traces, and the events kept for the next docker
+//! pass), and gives the outbox `SHUTDOWN_GRACE` to deliver it (the `Shutdown` source's
 //! deadline). `--once` ends when its checks ran and their payloads were delivered, or at
 //! `ONCE_SEND_LIMIT`.
 
@@ -53,6 +54,14 @@ impl App {
                     if let Err(e) = self.flush_traces() {
                         warn!("could not flush pending traces: {e}");
                     }
+                    // The events kept for the next docker pass go now (that pass will not come),
+                    // and no more are read.
+                    if let Err(e) = self.docker_events_pass(now) {
+                        warn!("could not flush pending docker events: {e}");
+                    }
+                    if let Some(mut s) = self.docker_events.take() {
+                        s.close(self.poll.registry());
+                    }
                     if let Some(f) = self.sink.forwarder_mut() {
                         f.retry_now();
                     }
@@ -76,6 +85,7 @@ impl App {
             && self.process_timer.next.is_none()
             && self.connection_timer.next.is_none()
             && self.docker_timer.next.is_none()
+            && self.events_pass.is_none()
     }
 
     /// `Some(success)` when the loop should end (and then closes the outbox's connections).

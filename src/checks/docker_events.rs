@@ -26,8 +26,11 @@ const MAX_ARENA: usize = 1 << 20;
 pub const TAGS_KEPT: Duration = Duration::from_secs(5 * 60);
 /// The original's default `filtered_event_types`.
 pub const FILTERED_ACTIONS: [&[u8]; 4] = [b"top", b"exec_create", b"exec_start", b"exec_die"];
-/// ECS's pause containers (awsvpc tasks) are left out, as the original's container filter does.
+/// ECS's pause containers (awsvpc tasks) are left out, as the original's container filter does:
+/// by image, and by the container name the ECS agent labels them with (the image may be known
+/// only as `sha256:…`, or be a local build of another name).
 const PAUSE_IMAGE: &[u8] = b"amazon/amazon-ecs-pause";
+const PAUSE_ECS_NAME: &[u8] = b"~internal~ecs~pause";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Span(u32, u32);
@@ -127,7 +130,8 @@ impl EventBundler {
         if let Some(m) = listed {
             self.note_tags(id, &m.tags, now);
         }
-        if memchr::memmem::find(image.raw(), PAUSE_IMAGE).is_some() {
+        let pause_label = e.ecs.container_name.is_some_and(|n| n.raw() == PAUSE_ECS_NAME);
+        if pause_label || memchr::memmem::find(image.raw(), PAUSE_IMAGE).is_some() {
             self.stats.excluded += 1;
             return Pushed::Excluded;
         }
@@ -188,11 +192,14 @@ impl EventBundler {
         if self.pending.is_empty() {
             return 0;
         }
-        // Group by image, in arrival order within each (a stable sort).
+        // Group by image, in arrival order within each: the index breaks ties. Not `sort_by`:
+        // the stable sort allocates a scratch buffer for more than a few hundred elements.
         let Self { arena, pending, order, .. } = self;
         order.clear();
         order.extend(0..pending.len() as u32);
-        order.sort_by(|&a, &b| pending[a as usize].image.of(arena).cmp(pending[b as usize].image.of(arena)));
+        order.sort_unstable_by(|&a, &b| {
+            pending[a as usize].image.of(arena).cmp(pending[b as usize].image.of(arena)).then(a.cmp(&b))
+        });
         encode::begin(out);
         let mut bundles = 0;
         let mut i = 0;
@@ -234,7 +241,8 @@ impl EventBundler {
                 None => actions.push((p.action, 1)),
             }
         }
-        actions.sort_by(|a, b| a.0.of(arena).cmp(b.0.of(arena)));
+        // Distinct actions: the unstable sort gives the same order, without allocating.
+        actions.sort_unstable_by(|a, b| a.0.of(arena).cmp(b.0.of(arena)));
         title.clear();
         title.extend_from_slice(image);
         for (a, n) in actions.iter() {
@@ -324,7 +332,9 @@ impl EventBundler {
             }
         }
         let tb: &[u8] = tag_buf;
-        tag_spans.sort_by(|a, b| a.of(tb).cmp(b.of(tb)));
+        // Equal tags are deduplicated next, so their order does not matter (and the stable sort
+        // would allocate for a large bundle).
+        tag_spans.sort_unstable_by(|a, b| a.of(tb).cmp(b.of(tb)));
         tag_spans.dedup_by(|a, b| a.of(tb) == b.of(tb));
         let bundle = Bundle { image, title, text, timestamp, host, error };
         encode::bundle(out, &bundle, tag_spans.iter().map(|s| s.of(tb)), first);
@@ -460,6 +470,18 @@ mod tests {
         let tags = bundles(&out)[0]["tags"].clone();
         assert!(tags.as_array().unwrap().contains(&"task_name:web".into()), "{tags}");
         assert!(tags.as_array().unwrap().contains(&"ecs_cluster_name:c".into()), "{tags}");
+    }
+
+    #[test]
+    fn an_ecs_pause_container_is_excluded_by_its_label_whatever_its_image() {
+        let t0 = Instant::now();
+        let meta = Metadata::default();
+        let mut b = EventBundler::default();
+        let pause = r#""com.amazonaws.ecs.container-name":"~internal~ecs~pause","#;
+        assert_eq!(push(&mut b, &ev(A, "start", "sha256:0123", "p", 1, pause), &meta, t0), Pushed::Excluded);
+        let app = r#""com.amazonaws.ecs.container-name":"web","#;
+        assert_eq!(push(&mut b, &ev(B, "start", "sha256:0123", "w", 1, app), &meta, t0), Pushed::Kept);
+        assert_eq!((b.pending(), b.stats.excluded), (1, 1));
     }
 
     #[test]

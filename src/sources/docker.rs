@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// Containers waiting for a re-inspection at most (a burst of events beyond it is caught by the
+/// next events for those containers, or their next start).
+const MAX_REINSPECT: usize = 1024;
 
 /// What is known of the host's containers, by id.
 #[derive(Debug, Default)]
@@ -67,6 +70,9 @@ pub struct DockerSource {
     /// Containers to inspect (for their start time), one request at a time after each list.
     to_inspect: Vec<[u8; 64]>,
     inspecting: Option<[u8; 64]>,
+    /// Known containers whose inspected state is stale (started again in place, or a new health
+    /// status): inspected again after the next list.
+    reinspect: Vec<[u8; 64]>,
 }
 
 impl DockerSource {
@@ -81,6 +87,7 @@ impl DockerSource {
             unavailable_logged: false,
             to_inspect: Vec::new(),
             inspecting: None,
+            reinspect: Vec::new(),
         }
     }
 
@@ -101,6 +108,20 @@ impl DockerSource {
     /// Asks for a refresh soon (a container without metadata appeared).
     pub fn request_refresh(&mut self, now: Instant) {
         self.next_at = Some(super::refresh_soon(self.last_start, now));
+    }
+
+    /// A container's start time or health changed (a `start` or `health_status` event): it is
+    /// inspected again after the next list, which is asked for soon.
+    pub fn request_inspect(&mut self, id: &[u8], now: Instant) {
+        let Ok(id) = <[u8; 64]>::try_from(id) else { return };
+        if !self.reinspect.contains(&id) {
+            if self.reinspect.len() >= MAX_REINSPECT {
+                debug!("docker: more than {MAX_REINSPECT} containers to inspect again; skipping one");
+            } else {
+                self.reinspect.push(id);
+            }
+        }
+        self.request_refresh(now);
     }
 
     /// Asks for a list by `at`: the docker pass wants a fresh one for its next run (the
@@ -181,24 +202,9 @@ impl DockerSource {
                         info!("docker: {} answers again", self.socket.display());
                         self.unavailable_logged = false;
                     }
-                    // Keep what inspection found for containers already known; queue the new ones.
                     let mut list = list;
-                    self.to_inspect.clear();
-                    for (id, m) in &mut list {
-                        match self
-                            .meta
-                            .by_id
-                            .iter()
-                            .find(|(i, _)| i == id)
-                            .and_then(|(_, old)| old.started.map(|s| (s, old.health)))
-                        {
-                            Some((started, health)) => {
-                                m.started = Some(started);
-                                m.health = health;
-                            }
-                            None => self.to_inspect.push(*id),
-                        }
-                    }
+                    merge_list(&self.meta.by_id, &mut list, &self.reinspect, &mut self.to_inspect);
+                    self.reinspect.clear();
                     self.meta.by_id = list;
                     self.meta.changed = true;
                     self.meta.listed = true;
@@ -227,9 +233,152 @@ impl DockerSource {
     }
 }
 
+/// Keeps what inspection found for the containers already known, and queues for inspection
+/// the new ones and those in `stale`. The list's own health (from its `Status` text) is the
+/// newer one when it gives one; a stale container keeps its old start time until inspected
+/// again.
+fn merge_list(
+    old: &[([u8; 64], ContainerMeta)],
+    list: &mut [([u8; 64], ContainerMeta)],
+    stale: &[[u8; 64]],
+    to_inspect: &mut Vec<[u8; 64]>,
+) {
+    to_inspect.clear();
+    for (id, m) in list.iter_mut() {
+        match old.iter().find(|(i, _)| i == id).and_then(|(_, o)| o.started.map(|s| (s, o.health))) {
+            Some((started, health)) => {
+                m.started = Some(started);
+                if m.health == 0 {
+                    m.health = health;
+                }
+                if stale.contains(id) {
+                    to_inspect.push(*id);
+                }
+            }
+            None => to_inspect.push(*id),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(n: u8, started: Option<i64>, health: i32) -> ([u8; 64], ContainerMeta) {
+        ([b'a' + n; 64], ContainerMeta { started, health, ..Default::default() })
+    }
+
+    #[test]
+    fn a_list_keeps_inspected_state_takes_its_own_health_and_queues_stale_containers() {
+        // a: known, healthy by inspection; b: known, restarted in place (stale); c: new.
+        let old = [entry(0, Some(100), 2), entry(1, Some(100), 0)];
+        // The list says a is unhealthy now, b has no health in its status, c is new.
+        let mut list = [entry(0, None, 3), entry(1, None, 0), entry(2, None, 1)];
+        let mut to_inspect = vec![[b'z'; 64]];
+        merge_list(&old, &mut list, &[[b'b'; 64]], &mut to_inspect);
+        assert_eq!((list[0].1.started, list[0].1.health), (Some(100), 3), "the list's health wins");
+        assert_eq!((list[1].1.started, list[1].1.health), (Some(100), 0), "the old start until inspected");
+        assert_eq!((list[2].1.started, list[2].1.health), (None, 1));
+        assert_eq!(to_inspect, [[b'b'; 64], [b'c'; 64]], "stale and new; a is not inspected again");
+        // No health in the list's status: the inspected one stands.
+        let mut list = [entry(0, None, 0)];
+        merge_list(&old, &mut list, &[], &mut to_inspect);
+        assert_eq!((list[0].1.health, to_inspect.len()), (2, 0));
+    }
+
+    /// A stand-in Docker Engine on a Unix socket: answers the list with `list()` and each
+    /// inspection with `inspect(id)`, one request per connection (`Connection: close`), and
+    /// records the request lines.
+    fn stand_in(
+        path: &std::path::Path,
+        list: impl Fn() -> String + Send + 'static,
+        inspect: impl Fn(&str) -> String + Send + 'static,
+    ) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let mut r = BufReader::new(conn);
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut h = String::new();
+                while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                    h.clear();
+                }
+                let target = first.split(' ').nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(target.clone());
+                let body = match target.strip_prefix("/containers/").and_then(|t| t.strip_suffix("/json")) {
+                    Some(id) => inspect(id),
+                    None => list(),
+                };
+                let mut c = r.into_inner();
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        seen
+    }
+
+    /// Drives the source through a real poll until `done` (or 5 s).
+    fn drive(d: &mut DockerSource, poll: &mut mio::Poll, now: Instant, done: impl Fn(&DockerSource) -> bool) {
+        let mut events = mio::Events::with_capacity(8);
+        let t = Instant::now();
+        while !done(d) {
+            assert!(t.elapsed() < Duration::from_secs(5), "the stand-in was not answered in time");
+            poll.poll(&mut events, Some(Duration::from_millis(20))).unwrap();
+            if !events.is_empty() {
+                d.on_event(poll.registry(), now);
+            }
+            d.on_timeout(poll.registry(), now);
+        }
+    }
+
+    #[test]
+    fn a_start_event_re_inspects_a_known_container_for_its_new_start_time() {
+        let dir = std::env::temp_dir().join(format!("sts-docker-reinspect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&path);
+        let id = "c".repeat(64);
+        let started = std::sync::Arc::new(std::sync::Mutex::new("2023-11-14T22:13:20Z"));
+        let s2 = started.clone();
+        let list_id = id.clone();
+        let seen = stand_in(
+            &path,
+            move || {
+                format!(
+                    r#"[{{"Id":"{list_id}","Names":["/web"],"Image":"nginx","State":"running","Status":"Up 1 second"}}]"#
+                )
+            },
+            move |_| format!(r#"{{"State":{{"Status":"running","StartedAt":"{}"}}}}"#, s2.lock().unwrap()),
+        );
+        let mut poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut d = DockerSource::new(path, Token(7), t0);
+        let started_of = |d: &DockerSource| d.meta.get(id.as_bytes()).and_then(|m| m.started);
+        drive(&mut d, &mut poll, t0, |d| started_of(d).is_some() && !d.refreshing(t0));
+        assert_eq!(started_of(&d), Some(1_700_000_000));
+        // A later list alone does not inspect a known container again.
+        let t1 = t0 + REFRESH_EVERY;
+        let before = seen.lock().unwrap().len();
+        drive(&mut d, &mut poll, t1, |d| d.next_at.is_some_and(|t| t > t1) && !d.refreshing(t1));
+        assert_eq!(seen.lock().unwrap()[before..], ["/containers/json?all=1".to_string()]);
+        // `docker restart`: the same container, started again.
+        *started.lock().unwrap() = "2023-11-14T22:15:00Z";
+        let t2 = t1 + Duration::from_secs(5);
+        d.request_inspect(id.as_bytes(), t2);
+        drive(&mut d, &mut poll, t2, |d| started_of(d) == Some(1_700_000_100) && !d.refreshing(t2));
+        assert_eq!(seen.lock().unwrap().last().unwrap(), &format!("/containers/{id}/json"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// The loop contract: a deadline in the past means "now", so while a look-up waits on the
     /// socket the deadline is the request's timeout, not a refresh already asked for.

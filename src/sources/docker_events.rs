@@ -3,13 +3,18 @@
 //! while nothing happens, the agent does not wake for it). The chunked JSON body is parsed
 //! incrementally (`parse::docker_events`), each event handed to the caller.
 //!
-//! When the stream ends or fails (Docker restarted, framing broken), it is opened again after
-//! a backoff (1 s, doubling to 10 s) with `since=<newest event seen>`: Docker replays the events
-//! of its in-memory log (its last 256) from then on, so events that happened while the agent was
-//! not connected still arrive. `since` is inclusive, so the events at that very instant come
-//! again: each event's key (time, id, action) is remembered in a ring of the last 256, and one
-//! seen before is not handed over twice. On the first connection `since` is 60 s back, as the
-//! original's first check run reports the last minute.
+//! When the stream ends or fails (Docker restarted, framing broken, the chunked body complete),
+//! it is opened again after a backoff (1 s, doubling to 10 s) with `since=<newest event seen>`.
+//! The backoff starts again from 1 s only once the stream proved healthy (a valid event handed
+//! over, or [`HEALTHY_AFTER`] without a fault), not at a mere `200`: a daemon that answers and
+//! hangs up at once is retried ever more slowly, and logged once per outage (then a summary
+//! when it recovers), not at every attempt.
+//!
+//! Docker replays the events of its in-memory log (its last 256) from `since` on, so events
+//! that happened while the agent was not connected still arrive. `since` is inclusive, so the
+//! events at that very instant come again: each event's key (time, id, action) is remembered in
+//! a ring of the last 256, and one seen before is not handed over twice. On the first
+//! connection `since` is 60 s back, as the original's first check run reports the last minute.
 
 use crate::parse::docker_events::{event, format_timestamp, Dechunker, Event, Line, LineFramer};
 use mio::net::UnixStream;
@@ -29,6 +34,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const READS_PER_CALL: u32 = 64;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A stream open this long without a fault is healthy again (even without an event).
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// How long the daemon may take to answer the request (a starting daemon accepts connections
 /// before it serves them).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,6 +69,13 @@ enum Phase {
     Body,
 }
 
+/// Failed attempts since the stream was last healthy (logged once, summed up at the recovery).
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: Instant,
+    failures: u32,
+}
+
 pub struct DockerEventStream {
     socket: PathBuf,
     token: Token,
@@ -83,7 +97,9 @@ pub struct DockerEventStream {
     recent_at: usize,
     connects: u64,
     errors_logged: u32,
-    unavailable_logged: bool,
+    /// When the current body began (the head was accepted).
+    body_since: Option<Instant>,
+    outage: Option<Outage>,
     pub stats: EventStreamStats,
 }
 
@@ -109,18 +125,20 @@ impl DockerEventStream {
             recent_at: 0,
             connects: 0,
             errors_logged: 0,
-            unavailable_logged: false,
+            body_since: None,
+            outage: None,
             stats: EventStreamStats::default(),
         }
     }
 
-    /// When [`Self::on_timeout`] must run: a (re)connection, or the response head's timeout.
-    /// None while the stream is open, quiet or not (its readiness wakes the loop).
+    /// When [`Self::on_timeout`] must run: a (re)connection, or the response head's timeout,
+    /// or (once, after an outage) the moment a quiet reopened stream counts as healthy. None
+    /// while the stream is open and healthy, quiet or not (its readiness wakes the loop).
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Idle => self.next_connect,
             Phase::Head => self.head_by,
-            Phase::Body => None,
+            Phase::Body => self.outage.and(self.body_since).map(|t| t + HEALTHY_AFTER),
         }
     }
 
@@ -131,6 +149,7 @@ impl DockerEventStream {
             Phase::Head if self.head_by.is_some_and(|t| t <= now) => {
                 self.fail(registry, now, "no response to GET /events");
             }
+            Phase::Body if self.deadline().is_some_and(|t| t <= now) => self.recovered(now),
             _ => {}
         }
     }
@@ -170,16 +189,25 @@ impl DockerEventStream {
             };
             let mut start = 0;
             if self.phase == Phase::Head {
-                match self.take_head(n) {
+                match self.take_head(n, now) {
                     Ok(Some(body_at)) => start = body_at,
                     Ok(None) => continue,
                     Err(why) => return self.fail(registry, now, &why),
                 }
             }
-            if let Err(e) = self.body(start, n, f) {
+            match self.body(start, n, f) {
+                Ok(handed) => {
+                    if handed {
+                        self.recovered(now);
+                    }
+                    // The final chunk: Docker ended the body and may keep the connection open
+                    // (nothing more will come on it).
+                    if self.chunked && self.dechunk.done() {
+                        return self.ended(registry, now);
+                    }
+                }
                 // Framing broken: nothing after it can be trusted; catch up from a new stream.
-                warn!("docker events: {e}; reconnecting");
-                return self.fail(registry, now, e.0);
+                Err(e) => return self.fail(registry, now, e.0),
             }
         }
         // The budget ran out with data perhaps left: re-arming the edge-triggered registration
@@ -209,10 +237,11 @@ impl DockerEventStream {
         self.request.clear();
         let _ = write!(
             self.request,
-            "GET /events?filters={FILTER}&since={ts} HTTP/1.1\r\nHost: docker\r\nAccept: application/json\r\n\r\n"
+            "GET /events?filters={FILTER}&since={ts} HTTP/1.1\r\nHost: docker\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
         );
         debug!("docker events: GET /events since {ts}");
         self.written = 0;
+        self.body_since = None;
         self.head.clear();
         self.dechunk = Dechunker::default();
         self.lines.reset();
@@ -224,7 +253,7 @@ impl DockerEventStream {
 
     /// Adds the `n` bytes read to the head; the offset in `read_buf` where the body starts once
     /// the head is complete (and accepted).
-    fn take_head(&mut self, n: usize) -> Result<Option<usize>, String> {
+    fn take_head(&mut self, n: usize, now: Instant) -> Result<Option<usize>, String> {
         let before = self.head.len();
         self.head.extend_from_slice(&self.read_buf[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -244,23 +273,23 @@ impl DockerEventStream {
         });
         self.phase = Phase::Body;
         self.head_by = None;
-        self.backoff = FIRST_BACKOFF;
+        // Not healthy yet (the backoff stands): see `recovered`.
+        self.body_since = Some(now);
         self.stats.connected = true;
-        if self.unavailable_logged || self.connects > 1 {
-            info!("docker events: streaming from {} again", self.socket.display());
-            self.unavailable_logged = false;
-        }
+        debug!("docker events: streaming from {}", self.socket.display());
         Ok(Some(len - before))
     }
 
-    /// Hands over the events in `read_buf[start..n]`.
+    /// Hands over the events in `read_buf[start..n]`; whether it handed over (or recognised as
+    /// already handed over) a valid event.
     fn body(
         &mut self,
         start: usize,
         n: usize,
         f: &mut dyn FnMut(&Event<'_>),
-    ) -> Result<(), crate::parse::docker_events::FramingError> {
+    ) -> Result<bool, crate::parse::docker_events::FramingError> {
         let Self { read_buf, chunked, dechunk, lines, recent, recent_at, newest_ns, stats, errors_logged, .. } = self;
+        let mut valid = false;
         let mut on_line = |l: Line<'_>| {
             let line = match l {
                 Line::Whole(w) => w,
@@ -275,6 +304,7 @@ impl DockerEventStream {
             }
             match event(line) {
                 Ok(e) => {
+                    valid = true;
                     let key = key(&e);
                     if recent.contains(&key) {
                         stats.duplicates += 1;
@@ -296,43 +326,72 @@ impl DockerEventStream {
             }
         };
         let data = &read_buf[start..n];
-        if *chunked {
+        let fed = if *chunked {
             dechunk.feed(data, |d| lines.push(d, &mut on_line))
         } else {
             lines.push(data, &mut on_line);
             Ok(())
-        }
+        };
+        fed.map(|()| valid)
     }
 
-    /// The daemon ended the stream (it stopped, or restarted): reconnect soon, catching up.
+    /// The daemon ended the stream (it stopped, or restarted, or ended the body): reconnect,
+    /// catching up — soon after a healthy stream, later after a string of short-lived ones.
     fn ended(&mut self, registry: &Registry, now: Instant) {
         if self.phase == Phase::Body {
-            info!("docker events: the stream from {} ended; reconnecting", self.socket.display());
-            self.close(registry);
-            self.next_connect = Some(now + FIRST_BACKOFF);
+            self.fail(registry, now, "the stream ended");
         } else {
             self.fail(registry, now, "the socket closed before a response");
         }
     }
 
+    /// The stream proved healthy: the backoff starts again from the first step, and the outage
+    /// (if any) is summed up.
+    fn recovered(&mut self, now: Instant) {
+        self.backoff = FIRST_BACKOFF;
+        if let Some(o) = self.outage.take() {
+            info!(
+                "docker events: streaming from {} again, after {} failed attempt(s) over {}s",
+                self.socket.display(),
+                o.failures,
+                now.saturating_duration_since(o.since).as_secs()
+            );
+        }
+    }
+
     fn fail(&mut self, registry: &Registry, now: Instant, why: &str) {
-        if !self.unavailable_logged {
-            info!("docker events: {} unavailable ({why}); retrying", self.socket.display());
-            self.unavailable_logged = true;
-        } else {
-            debug!("docker events: {why}");
+        // A stream that ran long enough without a fault was healthy: this is a new outage.
+        if self.body_since.is_some_and(|t| now.saturating_duration_since(t) >= HEALTHY_AFTER) {
+            self.recovered(now);
+        }
+        match &mut self.outage {
+            None => {
+                let socket = self.socket.display();
+                if self.stats.received > 0 || self.connects > 1 {
+                    warn!("docker events: the stream from {socket} broke ({why}); reconnecting with backoff");
+                } else {
+                    info!("docker events: {socket} unavailable ({why}); retrying with backoff");
+                }
+                self.outage = Some(Outage { since: now, failures: 1 });
+            }
+            Some(o) => {
+                o.failures += 1;
+                debug!("docker events: {why} (attempt {} of this outage)", o.failures);
+            }
         }
         self.close(registry);
         self.next_connect = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    fn close(&mut self, registry: &Registry) {
+    /// Closes the stream (the agent stops; nothing is reconnected).
+    pub fn close(&mut self, registry: &Registry) {
         if let Some(mut c) = self.conn.take() {
             let _ = registry.deregister(&mut c);
         }
         self.phase = Phase::Idle;
         self.head_by = None;
+        self.body_since = None;
         self.stats.connected = false;
     }
 }
@@ -427,8 +486,14 @@ mod tests {
         let at = s.deadline().expect("a reconnection");
         s.on_timeout(poll.registry(), at, unix_ns, &mut take);
         let (mut peer, _) = listener.accept().unwrap();
-        let n = std::io::Read::read(&mut peer, &mut [0; 1024][..]).unwrap();
-        assert!(n > 0);
+        let mut req = [0; 1024];
+        let n = std::io::Read::read(&mut peer, &mut req).unwrap();
+        let req = String::from_utf8_lossy(&req[..n]).into_owned();
+        // `since` is the newest event seen (`die`), to the nanosecond, not the first look-back.
+        assert!(
+            req.starts_with(&format!("GET /events?filters={FILTER}&since=1700000051.000000002 HTTP/1.1\r\n")),
+            "{req}"
+        );
         // It replays from `since` = the newest seen (inclusive): `die` again, then a new one.
         let c = line("c2", "create", 1_700_000_052_000_000_000);
         let replay = format!("{head}{}{}", chunk(&b), chunk(&c));
@@ -444,6 +509,137 @@ mod tests {
         );
         assert_eq!((s.stats.received, s.stats.duplicates, s.stats.reconnects), (3, 1, 1));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A stand-in daemon's socket in a directory of the test's own (removed on drop).
+    struct StandIn {
+        dir: PathBuf,
+        listener: UnixListener,
+    }
+
+    impl StandIn {
+        fn new(what: &str) -> StandIn {
+            let dir = std::env::temp_dir().join(format!("sts-events-{what}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("docker.sock");
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).unwrap();
+            StandIn { dir, listener }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.join("docker.sock")
+        }
+
+        /// Accepts the agent's connection and reads its request.
+        fn accept(&self) -> (std::os::unix::net::UnixStream, String) {
+            let (mut peer, _) = self.listener.accept().unwrap();
+            let mut req = [0; 1024];
+            let n = std::io::Read::read(&mut peer, &mut req).unwrap();
+            (peer, String::from_utf8_lossy(&req[..n]).into_owned())
+        }
+    }
+
+    impl Drop for StandIn {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    /// Waits for the socket's readiness and lets the source read, at the instant `now`.
+    fn pump(poll: &mut mio::Poll, s: &mut DockerEventStream, now: Instant, f: &mut dyn FnMut(&Event<'_>)) {
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_millis(200))).unwrap();
+        s.on_ready(poll.registry(), now, f);
+    }
+
+    #[test]
+    fn a_body_ended_by_its_final_chunk_reconnects_though_the_connection_stays_open() {
+        let d = StandIn::new("final");
+        let mut poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut s = DockerEventStream::new(d.path(), Token(3), t0);
+        let mut n = 0;
+        let mut take = |_: &Event<'_>| n += 1;
+        s.on_timeout(poll.registry(), t0, 1_700_000_100_000_000_000, &mut take);
+        let (mut peer, req) = d.accept();
+        assert!(req.contains("\r\nConnection: close\r\n"), "{req}");
+        let body = format!("{HEAD}{}0\r\n\r\n", chunk(&line("c1", "start", 1_700_000_050_000_000_001)));
+        std::io::Write::write_all(&mut peer, body.as_bytes()).unwrap();
+        pump(&mut poll, &mut s, t0, &mut take);
+        // `peer` is still open: only the final chunk says the stream is over.
+        assert!(!s.stats.connected, "the ended body was noticed");
+        assert!(s.deadline().is_some_and(|t| t > t0), "a reconnection is scheduled");
+        let at = s.deadline().unwrap();
+        s.on_timeout(poll.registry(), at, 0, &mut take);
+        let (_peer2, req) = d.accept();
+        assert!(req.contains("&since=1700000050.000000001 "), "{req}");
+        drop(peer);
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_stream_that_answers_and_hangs_up_is_retried_ever_more_slowly_until_it_delivers() {
+        let d = StandIn::new("flaky");
+        let mut poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut s = DockerEventStream::new(d.path(), Token(3), t0);
+        let mut n = 0;
+        let mut take = |_: &Event<'_>| n += 1;
+        let mut at = t0;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            s.on_timeout(poll.registry(), at, 1_700_000_100_000_000_000, &mut take);
+            let (mut peer, _) = d.accept();
+            // 200, then the connection closes at once.
+            std::io::Write::write_all(&mut peer, HEAD.as_bytes()).unwrap();
+            drop(peer);
+            pump(&mut poll, &mut s, at, &mut take);
+            assert!(!s.stats.connected);
+            let next = s.deadline().expect("a reconnection");
+            delays.push((next - at).as_secs());
+            at = next;
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 10]);
+        // A stream that delivers an event is healthy: the next break is retried after 1 s again.
+        s.on_timeout(poll.registry(), at, 0, &mut take);
+        let (mut peer, _) = d.accept();
+        let body = format!("{HEAD}{}", chunk(&line("c1", "start", 1_700_000_050_000_000_001)));
+        std::io::Write::write_all(&mut peer, body.as_bytes()).unwrap();
+        pump(&mut poll, &mut s, at, &mut take);
+        assert!(s.stats.connected);
+        assert_eq!(s.deadline(), None, "healthy: no wake-up while quiet");
+        drop(peer);
+        pump(&mut poll, &mut s, at, &mut take);
+        assert_eq!(s.deadline().map(|t| (t - at).as_secs()), Some(1));
+        assert_eq!((n, s.stats.reconnects), (1, 5));
+    }
+
+    #[test]
+    fn a_quiet_reopened_stream_is_healthy_after_a_while_without_an_event() {
+        let d = StandIn::new("quiet");
+        let mut poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut s = DockerEventStream::new(d.path(), Token(3), t0);
+        let mut take = |_: &Event<'_>| {};
+        s.on_timeout(poll.registry(), t0, 0, &mut take);
+        let (peer, _) = d.accept();
+        drop(peer);
+        pump(&mut poll, &mut s, t0, &mut take);
+        let at = s.deadline().unwrap();
+        s.on_timeout(poll.registry(), at, 0, &mut take);
+        let (mut peer, _) = d.accept();
+        std::io::Write::write_all(&mut peer, HEAD.as_bytes()).unwrap();
+        pump(&mut poll, &mut s, at, &mut take);
+        assert!(s.stats.connected);
+        // One wake-up to close the outage, then none.
+        assert_eq!(s.deadline(), Some(at + HEALTHY_AFTER));
+        s.on_timeout(poll.registry(), at + HEALTHY_AFTER, 0, &mut take);
+        assert_eq!(s.deadline(), None);
+        assert!(s.stats.connected);
+        assert_eq!(s.backoff, FIRST_BACKOFF);
     }
 
     #[test]
