@@ -10,7 +10,7 @@
 
 use super::process::ProcessCheck;
 use crate::checks::docker::{container_counts, container_series, container_tags, is_pause};
-use crate::checks::docker::{ContainerPass, DeviceNames, Tags};
+use crate::checks::docker::{ContainerPass, DeviceNames, GroupKeys, Tags};
 use crate::encode::container_topology::container_topology;
 use crate::encode::series::SeriesEncoder;
 use crate::parse::docker::ContainerMeta;
@@ -23,7 +23,14 @@ pub struct DockerCheck {
     proc_root: Option<ProcRoot>,
     buf: ReadBuf,
     devices: DeviceNames,
+    /// `docker.containers.*` group keys, kept from pass to pass.
+    keys: GroupKeys,
     host_cpu_pct: f64,
+    /// Said once: more block devices than [`DeviceNames`] has room for.
+    devices_dropped_logged: bool,
+    /// The list was not current at the last pass (counts and topology held back); said once
+    /// until it is current again.
+    list_stale: bool,
 }
 
 /// What one pass produced.
@@ -50,17 +57,33 @@ impl DockerCheck {
             .and_then(|r| buf.read_file(r.fd(), c"stat").ok())
             .and_then(|b| proc_stat::parse(b).ok())
             .map_or(1, |s| s.cpu_count.max(1));
-        DockerCheck { proc_root, buf, devices: DeviceNames::default(), host_cpu_pct: f64::from(cpus) * 100.0 }
+        DockerCheck {
+            proc_root,
+            buf,
+            devices: DeviceNames::default(),
+            keys: GroupKeys::default(),
+            host_cpu_pct: f64::from(cpus) * 100.0,
+            devices_dropped_logged: false,
+            list_stale: false,
+        }
     }
 
     /// One pass at `mono_secs` (the loop's clock; `unix_secs` stamps the points). Series go to
     /// `series` (an `/api/v1/series` body), topology to `topology` (an `/intake/` body, empty
     /// when Docker lists no container).
+    ///
+    /// `list_current`: Docker's last list attempt succeeded, recently (see
+    /// [`Metadata::current`]). When not, the counts and the topology — which say what Docker
+    /// lists now — are held back (said once), rather than repeating the last list's for as long
+    /// as Docker is away. The per-container series go on: they are read from the cgroups of the
+    /// containers running now; only their tags and the running/pause verdict come from the last
+    /// list, and a container that stops loses its cgroup, so none is measured past its end.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         process: &mut ProcessCheck,
         meta: &Metadata,
+        list_current: bool,
         mono_secs: f64,
         unix_secs: u64,
         host: &str,
@@ -106,9 +129,21 @@ impl DockerCheck {
             counts.containers_measured += 1;
             c.docker.prev = Some((cur, mono_secs, c.created_ms));
         }
-        counts.series += container_counts(&mut enc, meta.by_id.iter().map(|(_, m)| m));
+        if list_current {
+            if std::mem::take(&mut self.list_stale) {
+                info!("docker pass: Docker's container list is current again: container counts and topology resume");
+            }
+            counts.series += container_counts(&mut enc, &mut self.keys, &meta.by_id);
+        } else if !std::mem::replace(&mut self.list_stale, true) {
+            info!(
+                "docker pass: Docker's container list is not current (its last look-up failed, or it is old): \
+                 no docker.containers.* and no container topology until Docker answers; docker.* series go on"
+            );
+        }
         enc.finish();
-        counts.components = container_topology(topology, host, meta.by_id.iter().map(|(id, m)| (id, m)));
+        if list_current {
+            counts.components = container_topology(topology, host, meta.by_id.iter().map(|(id, m)| (id, m)));
+        }
         counts
     }
 
@@ -120,6 +155,13 @@ impl DockerCheck {
             for d in diskstats::iter(b).filter_map(Result::ok) {
                 self.devices.push(d.major, d.minor, d.name);
             }
+        }
+        if self.devices.dropped() > 0 && !std::mem::replace(&mut self.devices_dropped_logged, true) {
+            info!(
+                "docker pass: {} block devices beyond the first 64 (or with names over 32 bytes): \
+                 docker.io.* leaves out their I/O (it is reported per named device)",
+                self.devices.dropped()
+            );
         }
     }
 }

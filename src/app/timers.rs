@@ -190,9 +190,12 @@ impl App {
             docker.meta.apply_ecs(&e.info);
         }
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        // A list older than two intervals (Docker answers no more, or slowly): see `DockerCheck::run`.
+        let list_current = docker.meta.current(now, 2 * self.cfg.docker_check_interval);
         let counts = pass.run(
             process,
             &docker.meta,
+            list_current,
             mono,
             unix_now(),
             &self.hostname,
