@@ -334,6 +334,23 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
         .filter(|t| t["instance"] == serde_json::json!({"type": "container", "url": "agents"}))
         .flat_map(|t| t["components"].as_array().cloned().unwrap_or_default())
         .collect();
+    // One producer per component: the docker pass (`/intake/`) sends Docker's containers; the
+    // process agent's side channel (`/intake?`) sends none of the same external ids in the same
+    // instance (it has its own data for them: two producers would flip the component).
+    let ids_from = |prefix: &str| -> std::collections::BTreeSet<String> {
+        reqs.iter()
+            .filter(|r| r.target.starts_with(prefix))
+            .flat_map(|r| r.json()["topologies"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["instance"] == serde_json::json!({"type": "container", "url": "agents"}))
+            .flat_map(|t| t["components"].as_array().cloned().unwrap_or_default())
+            .map(|c| c["externalId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (from_pass, from_side) = (ids_from("/stsAgent/intake/"), ids_from("/stsAgent/intake?"));
+    let both: Vec<&String> = from_pass.intersection(&from_side).collect();
+    assert!(both.is_empty(), "sent by both the docker pass and the side channel: {both:?}");
+    assert!(from_pass.contains(&format!("urn:container:docker:/docker-host:{}", busy.id)), "{from_pass:?}");
+    assert!(reqs.iter().any(|r| r.target.starts_with("/stsAgent/intake?")), "the side channel was sent");
     let component = |c: &Ctr| {
         components
             .iter()
