@@ -418,6 +418,47 @@ impl Logged {
     }
 }
 
+/// The process check every 2 s, the pass every 3 s: each pass waits for the next process cycle
+/// and measures from that cycle's reads (none of its own), and the passes still come every 3 s
+/// on average.
+#[test]
+fn every_pass_shares_a_process_cycle() {
+    require_engine();
+    let img = Image::busybox();
+    let c = Ctr::run_with(&img, "grid", &["--network", "none"], "exec sleep 600");
+    let agent = Logged::new(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", "http://127.0.0.1:9/sts"),
+            // Not a letter the log's masking would hide everywhere.
+            ("STS_API_KEY", "grid-test-api-key-0123"),
+            ("STS_HOSTNAME", "grid-host"),
+            ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
+            ("STS_DOCKER_CHECK_INTERVAL", "3"),
+            ("STS_PROCESS_CHECK_INTERVAL", "2"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("STS_LOG_LEVEL", "debug"),
+        ],
+    ));
+    std::thread::sleep(Duration::from_secs(20));
+    let stderr = agent.stop();
+    // `docker pass: N containers measured (M from the process check's reads), …`
+    let passes: Vec<(usize, usize)> = stderr
+        .lines()
+        .filter_map(|l| l.split("docker pass: ").nth(1))
+        .filter_map(|l| {
+            let (n, rest) = l.split_once(" containers measured (")?;
+            let (m, _) = rest.split_once(" from the process check's reads)")?;
+            Some((n.parse().ok()?, m.parse().ok()?))
+        })
+        .collect();
+    let measuring: Vec<_> = passes.iter().filter(|(n, _)| *n > 0).collect();
+    assert!(measuring.len() >= 4, "passes {passes:?} (container {})\n{stderr}", c.id);
+    assert!(measuring.iter().all(|(n, m)| n == m), "a pass read alone: {passes:?}");
+    // About one every 3 s over 20 s (0, then 6 or 7 more), not one per process cycle (11).
+    assert!((5..=8).contains(&passes.len()), "{} passes: {passes:?}", passes.len());
+}
+
 /// `--once`: the pass runs twice, a second apart (a rate needs two samples), and sends from the
 /// second: the busy container's CPU rate, its memory, the counts and the topology.
 #[test]

@@ -6,7 +6,9 @@
 //! No file is read twice in one moment: when the pass is due in the same loop turn as the
 //! process check, that check's cycle reads the pass's figures too, from the same reads
 //! (`ContainerTable::docker_wanted`), and the pass reads nothing of those containers; otherwise
-//! the pass reads each file once itself.
+//! the pass reads each file once itself. The pass is put off to the process check's next cycle
+//! (`timers.rs` `on_process_grid`) so that it is in the same turn whenever the process check
+//! runs at least as often as the pass (the default 30 s and 40 s).
 
 use super::process::ProcessCheck;
 use crate::checks::docker::{container_counts, container_series, container_tags, is_pause};
@@ -37,6 +39,9 @@ pub struct DockerCheck {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassCounts {
     pub containers_measured: usize,
+    /// Of those, how many the process check's cycle of the same moment sampled (its reads
+    /// shared); the others the pass read itself.
+    pub from_process_reads: usize,
     pub series: usize,
     pub components: usize,
 }
@@ -97,6 +102,10 @@ impl DockerCheck {
             return PassCounts::default();
         }
         self.read_device_names();
+        // Sampled already by the process check's cycle of this moment.
+        let already = (process.containers.containers.iter())
+            .filter(|c| c.docker.cur_at == Some(mono_secs) && meta.get(&c.id).is_some_and(measured))
+            .count();
         let table = process.sample_for_docker(mono_secs, |id| meta.get(id).is_some_and(measured));
         let mut enc = SeriesEncoder::begin(series, host, unix_secs, 0).with_source_type("System");
         let mut counts = PassCounts::default();
@@ -129,6 +138,7 @@ impl DockerCheck {
             counts.containers_measured += 1;
             c.docker.prev = Some((cur, mono_secs, c.created_ms));
         }
+        counts.from_process_reads = already;
         if list_current {
             if std::mem::take(&mut self.list_stale) {
                 info!("docker pass: Docker's container list is current again: container counts and topology resume");
