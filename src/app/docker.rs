@@ -7,8 +7,8 @@
 //! process check, that check's cycle reads the pass's figures too, from the same reads
 //! (`ContainerTable::docker_wanted`), and the pass reads nothing of those containers; otherwise
 //! the pass reads each file once itself. The pass is put off to the process check's next cycle
-//! (`timers.rs` `on_process_grid`) so that it is in the same turn whenever the process check
-//! runs at least as often as the pass (the default 30 s and 40 s).
+//! (`timers.rs` `on_process_grid`) so that it is in the same turn, when the process check runs
+//! at least as often as the pass (the default 30 s and 40 s).
 
 use super::process::ProcessCheck;
 use crate::checks::docker::{container_counts, container_series, container_tags, is_pause};

@@ -54,11 +54,13 @@ impl Timer {
 
 /// When the docker pass, due at `due` (it is `now`), should run instead: at the process check's
 /// next cycle `process_next`, so that cycle reads the pass's figures with its own and no cgroup
-/// file is read twice (see `DockerCheck`). Not when the process check ran in this very turn (the
-/// pass shares that cycle's reads now), and not later than the process check's interval when it
-/// runs at least as often as the pass (then every pass lands on a process cycle, and the next is
-/// still due an interval after `due`), or than half the pass's interval when it runs less often
-/// (then the passes between its cycles read alone). `None`: run now.
+/// file is read twice (see `DockerCheck`). Only when the process check runs at least as often as
+/// the pass: then every pass lands on a process cycle, at most one process interval late, and the
+/// next is still due an interval after `due` (passes are 30 or 60 s apart at the default 30 s and
+/// 40 s, 40 s on average). When the process check runs less often, most passes could not share a
+/// cycle anyway, and waiting would make their intervals uneven (rates are per real interval, but
+/// a gauge's spacing would swing): they read alone. Not when the process check ran in this very
+/// turn (the pass shares that cycle's reads now). `None`: run now.
 fn on_process_grid(
     now: Instant,
     due: Instant,
@@ -70,8 +72,7 @@ fn on_process_grid(
     if once || process.last == Some(now) || p <= now {
         return None;
     }
-    let window = if process.interval <= docker_interval { process.interval } else { docker_interval / 2 };
-    (p.saturating_duration_since(due) <= window).then_some(p)
+    (process.interval <= docker_interval && p.saturating_duration_since(due) <= process.interval).then_some(p)
 }
 
 /// The process check, or none when the process agent is disabled.
@@ -367,8 +368,7 @@ mod tests {
     use super::*;
 
     /// The default intervals (process 30 s, pass 40 s): every pass on a process cycle, on average
-    /// still every 40 s; a pass due while the process check runs less often than it only when the
-    /// cycle is close.
+    /// still every 40 s; none waits when the process check runs less often than the pass.
     #[test]
     fn the_docker_pass_lands_on_process_cycles() {
         let t0 = Instant::now();
@@ -400,11 +400,12 @@ mod tests {
         assert!(runs.windows(2).all(|w| w[1] - w[0] >= 20 && w[1] - w[0] <= 60), "{runs:?}");
         // 1200 s at 40 s: 31 passes (0, then about every 40 s on average).
         assert!((29..=32).contains(&runs.len()), "{} passes: {runs:?}", runs.len());
-        // Process every 30 s, pass every 15 s: only passes due within 7.5 s of a cycle wait.
+        // Process every 30 s, pass every 15 s: no pass waits (their spacing stays even).
         let process = Timer { next: Some(s(30)), last: Some(s(0)), ..Timer::new(None, p_int) };
         let d15 = Duration::from_secs(15);
         assert_eq!(on_process_grid(s(15), s(15), &process, d15, false), None, "15 s early: alone");
-        assert_eq!(on_process_grid(s(25), s(25), &process, d15, false), Some(s(30)));
+        assert_eq!(on_process_grid(s(29), s(29), &process, d15, false), None);
+        assert_eq!(on_process_grid(s(29), s(29), &process, d_int, false), Some(s(30)));
         // The process check ran this turn: now, from its reads; `--once`: never put off.
         let ran = Timer { last: Some(s(30)), next: Some(s(60)), ..process };
         assert_eq!(on_process_grid(s(30), s(30), &ran, d_int, false), None);
