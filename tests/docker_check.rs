@@ -503,6 +503,90 @@ fn every_pass_shares_a_process_cycle() {
     assert!((5..=8).contains(&passes.len()), "{} passes: {passes:?}", passes.len());
 }
 
+/// Docker answers lists, then only errors: the counts and the topology stop once the list is not
+/// current (said once in the log), rather than going out from the last list indefinitely.
+#[test]
+fn counts_and_topology_stop_when_docker_stops_answering() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("deaddocker");
+    let sock = dir.0.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let broken = std::sync::Arc::new(AtomicBool::new(false));
+    let broken2 = broken.clone();
+    let id = "d".repeat(64);
+    let list = format!(
+        r#"[{{"Id":"{id}","Names":["/gone"],"Image":"busybox:1","Created":1700000000,"State":"exited","Status":"Exited (0)","Labels":{{}},"Mounts":[]}}]"#
+    );
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { break };
+            let (broken, list) = (broken2.clone(), list.clone());
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let (mut line, mut first) = (String::new(), String::new());
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if first.is_empty() {
+                        first = line.clone();
+                    } else if line == "\r\n" {
+                        let (status, body) = if broken.load(Ordering::SeqCst) {
+                            ("500 Internal Server Error", r#"{"message":"down"}"#.to_string())
+                        } else if first.starts_with("GET /containers/json") {
+                            ("200 OK", list.clone())
+                        } else {
+                            ("404 Not Found", "{}".to_string())
+                        };
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = w.write_all(format!("{head}{body}").as_bytes());
+                        first.clear();
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let agent = Logged::new(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", "http://127.0.0.1:9/sts"),
+            ("STS_API_KEY", "dead-docker-test-key-0123"),
+            ("STS_HOSTNAME", "dead-host"),
+            ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
+            ("DOCKER_HOST", &format!("unix://{}", sock.display())),
+            ("STS_DOCKER_CHECK_INTERVAL", "1"),
+            ("STS_PROCESS_CHECK_INTERVAL", "1"),
+            ("STS_LOG_LEVEL", "debug"),
+        ],
+    ));
+    std::thread::sleep(Duration::from_secs(4));
+    broken.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(6));
+    let stderr = agent.stop();
+    // `docker pass: N containers measured (…), S series, C topology components`
+    let pass = |l: &str| -> Option<(usize, usize)> {
+        let rest = l.split("docker pass: ").nth(1)?;
+        let (_, rest) = rest.split_once("reads), ")?;
+        let (series, rest) = rest.split_once(" series, ")?;
+        let (comps, _) = rest.split_once(" topology")?;
+        Some((series.parse().ok()?, comps.parse().ok()?))
+    };
+    let lines: Vec<&str> = stderr.lines().collect();
+    let stale_at =
+        lines.iter().position(|l| l.contains("container list is not current")).unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(stderr.matches("container list is not current").count(), 1, "said once\n{stderr}");
+    let before: Vec<_> = lines[..stale_at].iter().filter_map(|l| pass(l)).collect();
+    let after: Vec<_> = lines[stale_at..].iter().filter_map(|l| pass(l)).collect();
+    // Listed: the totals and the one group's counts (4 series), its component.
+    assert!(before.iter().any(|&(s, c)| s == 4 && c == 1), "{before:?}\n{stderr}");
+    assert!(after.len() >= 3, "the passes go on: {after:?}\n{stderr}");
+    assert!(after.iter().all(|&(s, c)| s == 0 && c == 0), "counts or topology from an old list: {after:?}\n{stderr}");
+    assert!(stderr.contains("HTTP 500"), "{stderr}");
+}
+
 /// `--once`: the pass runs twice, a second apart (a rate needs two samples), and sends from the
 /// second: the busy container's CPU rate, its memory, the counts and the topology.
 #[test]

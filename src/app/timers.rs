@@ -263,7 +263,8 @@ impl App {
             counts.containers_measured, counts.from_process_reads, counts.series, counts.components
         );
         // In `--once` mode the first pass only primes the rates.
-        let r = if (self.opts.once && self.docker_timer.runs == 1) || self.series_buf.is_empty() {
+        // Nothing measured and no counts (Docker away): no empty body either.
+        let r = if (self.opts.once && self.docker_timer.runs == 1) || counts.series == 0 {
             Ok(())
         } else {
             let r = self.sink.deliver(Payload::Series, &self.series_buf);
