@@ -263,6 +263,9 @@ fn docker_series_counts_and_topology_of_an_ecs_task() {
     let ((time, n_time), (periods, n_periods)) = (summed("docker.cpu.throttled.time"), summed("docker.cpu.throttled"));
     let (want_time, want_periods) = ((time_b - time_a) as f64 / 1e7, (nr_b - nr_a) as f64);
     assert!(n_time >= 4 && n_periods == n_time, "{n_time} passes, {n_periods}\n{}", ctx());
+    eprintln!(
+        "throttling over {n_time} passes: time {time:.1} vs {want_time:.1}, periods {periods:.1} vs {want_periods:.1}"
+    );
     assert!(want_periods >= 40.0, "the premise: the task was throttled ({want_periods} periods)");
     assert!(
         (time - want_time).abs() <= want_time * 0.12,
