@@ -66,7 +66,7 @@ fn steady_state_docker_pass_allocates_nothing() {
         run_process(&mut process, mono, shared);
         let at = if shared { mono } else { mono + 1.0 };
         let before = allocations();
-        let counts = pass.run(&mut process, &meta, at, 1_700_000_000 + i, "i-0abc", &mut series, &mut topology);
+        let counts = pass.run(&mut process, &meta, true, at, 1_700_000_000 + i, "i-0abc", &mut series, &mut topology);
         let n = allocations() - before;
         assert_eq!(counts.containers_measured, 1, "pass {i}");
         assert_eq!(counts.components, 2);

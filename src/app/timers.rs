@@ -24,23 +24,55 @@ pub(super) struct Timer {
     pub(super) next: Option<Instant>,
     pub(super) runs: u32,
     interval: Duration,
+    /// When it last ran.
+    last: Option<Instant>,
+    /// The time a run was due at, when it was put off to a later `next` (the docker pass, to the
+    /// process check's next cycle): the run after it is due an interval after this, so putting
+    /// runs off does not stretch the interval.
+    put_off_from: Option<Instant>,
 }
 
 impl Timer {
     pub(super) fn new(start: Option<Instant>, interval: Duration) -> Timer {
-        Timer { next: start, runs: 0, interval }
+        Timer { next: start, runs: 0, interval, last: None, put_off_from: None }
     }
 
     /// After a run: the next one, or none (`--once` runs each check twice, one second apart,
     /// so rates have two samples).
     fn ran(&mut self, now: Instant, once: bool) {
         self.runs += 1;
+        self.last = Some(now);
+        // An interval after it was due, and at least half one after this run (no catching up).
+        let due = self.put_off_from.take().unwrap_or(now);
         self.next = match (once, self.runs) {
             (true, 1) => Some(now + ONCE_RATE_GAP),
             (true, _) => None,
-            (false, _) => Some(now + self.interval),
+            (false, _) => Some((due + self.interval).max(now + self.interval / 2)),
         };
     }
+}
+
+/// When the docker pass, due at `due` (it is `now`), should run instead: at the process check's
+/// next cycle `process_next`, so that cycle reads the pass's figures with its own and no cgroup
+/// file is read twice (see `DockerCheck`). Only when the process check runs at least as often as
+/// the pass: then every pass lands on a process cycle, at most one process interval late, and the
+/// next is still due an interval after `due` (passes are 30 or 60 s apart at the default 30 s and
+/// 40 s, 40 s on average). When the process check runs less often, most passes could not share a
+/// cycle anyway, and waiting would make their intervals uneven (rates are per real interval, but
+/// a gauge's spacing would swing): they read alone. Not when the process check ran in this very
+/// turn (the pass shares that cycle's reads now). `None`: run now.
+fn on_process_grid(
+    now: Instant,
+    due: Instant,
+    process: &Timer,
+    docker_interval: Duration,
+    once: bool,
+) -> Option<Instant> {
+    let p = process.next?;
+    if once || process.last == Some(now) || p <= now {
+        return None;
+    }
+    (process.interval <= docker_interval && p.saturating_duration_since(due) <= process.interval).then_some(p)
 }
 
 /// The process check, or none when the process agent is disabled.
@@ -175,6 +207,13 @@ impl App {
             self.docker_timer.next = Some(now + Duration::from_millis(50));
             return Ok(());
         }
+        let due = self.docker_timer.put_off_from.or(self.docker_timer.next).unwrap_or(now);
+        let interval = self.cfg.docker_check_interval;
+        if let Some(at) = on_process_grid(now, due, &self.process_timer, interval, self.opts.once) {
+            self.docker_timer.put_off_from = Some(due);
+            self.docker_timer.next = Some(at);
+            return Ok(());
+        }
         self.docker_pass(now)
     }
 
@@ -190,25 +229,42 @@ impl App {
             docker.meta.apply_ecs(&e.info);
         }
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
+        // A list older than two intervals (Docker answers no more, or slowly): see `DockerCheck::run`.
+        let list_current = docker.meta.current(now, 2 * self.cfg.docker_check_interval);
         let counts = pass.run(
             process,
             &docker.meta,
+            list_current,
             mono,
             unix_now(),
             &self.hostname,
             &mut self.series_buf,
             &mut self.topology_buf,
         );
-        // A fresh list for the next pass: states and names at most a second or so old then.
-        if let Some(next) = self.docker_timer.next {
+        // A fresh list for the next pass: states and names at most a second or so old then
+        // (when it will run: on the process check's cycle after it is due, if it waits for one).
+        let after_next = self.process_timer.next.map(|p| {
+            let (period, due) = (self.cfg.process_check_interval, self.docker_timer.next.unwrap_or(now));
+            let cycles = due.saturating_duration_since(p).as_secs_f64() / period.as_secs_f64().max(1e-3);
+            Timer { next: Some(p + period.mul_f64(cycles.ceil())), ..self.process_timer }
+        });
+        let expected = self.docker_timer.next.map(|due| {
+            let grid = after_next.as_ref().and_then(|p| {
+                let due_then = due.max(now + Duration::from_millis(1));
+                on_process_grid(due_then, due, p, self.cfg.docker_check_interval, self.opts.once)
+            });
+            grid.unwrap_or(due)
+        });
+        if let Some(next) = expected {
             docker.refresh_by(next.checked_sub(LIST_AHEAD).unwrap_or(next).max(now));
         }
         debug!(
-            "docker pass: {} containers measured, {} series, {} topology components",
-            counts.containers_measured, counts.series, counts.components
+            "docker pass: {} containers measured ({} from the process check's reads), {} series, {} topology components",
+            counts.containers_measured, counts.from_process_reads, counts.series, counts.components
         );
         // In `--once` mode the first pass only primes the rates.
-        let r = if (self.opts.once && self.docker_timer.runs == 1) || self.series_buf.is_empty() {
+        // Nothing measured and no counts (Docker away): no empty body either.
+        let r = if (self.opts.once && self.docker_timer.runs == 1) || counts.series == 0 {
             Ok(())
         } else {
             let r = self.sink.deliver(Payload::Series, &self.series_buf);
@@ -305,5 +361,55 @@ fn raise_fd_limit() {
         if let Err(e) = setrlimit(Resource::Nofile, l) {
             debug!("could not raise the open-file limit: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default intervals (process 30 s, pass 40 s): every pass on a process cycle, on average
+    /// still every 40 s; none waits when the process check runs less often than the pass.
+    #[test]
+    fn the_docker_pass_lands_on_process_cycles() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let (p_int, d_int) = (Duration::from_secs(30), Duration::from_secs(40));
+        let mut process = Timer::new(Some(t0), p_int);
+        let mut docker = Timer::new(Some(t0), d_int);
+        let mut shared = 0;
+        let mut runs = Vec::new();
+        // A loop turn every second: the process check first, then the pass (as `Source::ALL`).
+        for n in 0..=1200 {
+            let now = s(n);
+            if process.next.is_some_and(|t| t <= now) {
+                process.ran(now, false);
+            }
+            if docker.next.is_some_and(|t| t <= now) {
+                let due = docker.put_off_from.or(docker.next).unwrap();
+                match on_process_grid(now, due, &process, d_int, false) {
+                    Some(at) => (docker.put_off_from, docker.next) = (Some(due), Some(at)),
+                    None => {
+                        shared += usize::from(process.last == Some(now));
+                        docker.ran(now, false);
+                        runs.push(n);
+                    }
+                }
+            }
+        }
+        assert_eq!(shared, runs.len(), "every pass on a process cycle: {runs:?}");
+        assert!(runs.windows(2).all(|w| w[1] - w[0] >= 20 && w[1] - w[0] <= 60), "{runs:?}");
+        // 1200 s at 40 s: 31 passes (0, then about every 40 s on average).
+        assert!((29..=32).contains(&runs.len()), "{} passes: {runs:?}", runs.len());
+        // Process every 30 s, pass every 15 s: no pass waits (their spacing stays even).
+        let process = Timer { next: Some(s(30)), last: Some(s(0)), ..Timer::new(None, p_int) };
+        let d15 = Duration::from_secs(15);
+        assert_eq!(on_process_grid(s(15), s(15), &process, d15, false), None, "15 s early: alone");
+        assert_eq!(on_process_grid(s(29), s(29), &process, d15, false), None);
+        assert_eq!(on_process_grid(s(29), s(29), &process, d_int, false), Some(s(30)));
+        // The process check ran this turn: now, from its reads; `--once`: never put off.
+        let ran = Timer { last: Some(s(30)), next: Some(s(60)), ..process };
+        assert_eq!(on_process_grid(s(30), s(30), &ran, d_int, false), None);
+        assert_eq!(on_process_grid(s(25), s(25), &process, d_int, true), None);
     }
 }

@@ -73,22 +73,25 @@ pub fn is_pause(meta: &ContainerMeta) -> bool {
     name.ends_with("amazon-ecs-pause") || short == "pause"
 }
 
-/// Block device names by number, from `/proc/diskstats` (read once per pass into fixed room).
+/// Block device names by number, from `/proc/diskstats` (read once per pass into fixed room:
+/// the first 64 devices, names of at most 32 bytes; the others are counted in
+/// [`Self::dropped`]; `docker.io.*`, per named device, leaves their I/O out).
 #[derive(Debug)]
 pub struct DeviceNames {
     entries: [(u32, u32, [u8; 32], u8); 64],
     len: usize,
+    dropped: usize,
 }
 
 impl Default for DeviceNames {
     fn default() -> Self {
-        DeviceNames { entries: [(0, 0, [0; 32], 0); 64], len: 0 }
+        DeviceNames { entries: [(0, 0, [0; 32], 0); 64], len: 0, dropped: 0 }
     }
 }
 
 impl DeviceNames {
     pub fn clear(&mut self) {
-        self.len = 0;
+        (self.len, self.dropped) = (0, 0);
     }
 
     pub fn push(&mut self, major: u32, minor: u32, name: &[u8]) {
@@ -97,7 +100,14 @@ impl DeviceNames {
             e.2[..name.len()].copy_from_slice(name);
             (e.0, e.1, e.3) = (major, minor, name.len() as u8);
             self.len += 1;
+        } else {
+            self.dropped += 1;
         }
+    }
+
+    /// Devices since [`Self::clear`] that found no room (or had too long a name).
+    pub fn dropped(&self) -> usize {
+        self.dropped
     }
 
     pub fn get(&self, major: u32, minor: u32) -> Option<&[u8]> {
@@ -273,48 +283,92 @@ fn net_series(sink: &mut dyn MetricSink, p: &ContainerPass<'_>) -> usize {
     n
 }
 
-/// The tags a container is counted under (§2.5): its low-cardinality tags; a pause container's
-/// are its image's four.
-fn count_tags<'a>(m: &'a ContainerMeta, out: &mut Tags<'a>) {
-    out.clear();
-    if is_pause(m) {
-        push_meta_tags(m, |k| matches!(k, "docker_image" | "image_name" | "image_tag" | "short_image"), out);
+/// Whether a tag key is one a container is counted under (§2.5): its low-cardinality tags; a
+/// pause container's are its image's four.
+fn count_key_kept(pause: bool, key: &str) -> bool {
+    if pause {
+        matches!(key, "docker_image" | "image_name" | "image_tag" | "short_image")
     } else {
-        push_meta_tags(m, low_card, out);
+        low_card(key)
     }
-    sort(out);
 }
 
-fn same(a: &[Tag<'_>], b: &[Tag<'_>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.key == y.key && x.value == y.value)
+/// At most this many tags make a group's key: one per [`HIGH_CARD`] key.
+const KEY_LEN: usize = HIGH_CARD.len();
+
+/// A container's group key: the indices (in its `tags`) of the tags it is counted under, in the
+/// order their `key:value` strings sort, as [`sort`] orders them.
+#[derive(Debug, Clone, Copy)]
+struct GroupKey {
+    container: u32,
+    tags: [u16; KEY_LEN],
+    len: u8,
 }
+
+impl GroupKey {
+    fn of(container: u32, m: &ContainerMeta) -> GroupKey {
+        let mut k = GroupKey { container, tags: [0; KEY_LEN], len: 0 };
+        let pause = is_pause(m);
+        let mut keys: [&str; KEY_LEN] = [""; KEY_LEN];
+        for (i, t) in m.tags.iter().enumerate().take(usize::from(u16::MAX)) {
+            let Some((key, _)) = t.split_once(':') else { continue };
+            let Some(&key) = HIGH_CARD.iter().find(|&&h| h == key) else { continue };
+            let n = usize::from(k.len);
+            if count_key_kept(pause, key) && !keys[..n].contains(&key) && n < KEY_LEN {
+                (keys[n], k.tags[n], k.len) = (key, i as u16, k.len + 1);
+            }
+        }
+        k.tags[..usize::from(k.len)].sort_unstable_by(|&a, &b| m.tags[usize::from(a)].cmp(&m.tags[usize::from(b)]));
+        k
+    }
+
+    fn strings<'a>(&self, m: &'a ContainerMeta) -> impl Iterator<Item = &'a str> + 'a {
+        let tags = self.tags;
+        (0..usize::from(self.len)).map(move |i| m.tags[usize::from(tags[i])].as_str())
+    }
+
+    /// The key's tags, borrowed from the container's metadata.
+    fn tags<'a>(&self, m: &'a ContainerMeta, out: &mut Tags<'a>) {
+        out.clear();
+        for s in self.strings(m) {
+            let Some((k, v)) = s.split_once(':') else { continue };
+            if let Some(&key) = HIGH_CARD.iter().find(|&&h| h == k) {
+                out.push(Tag { key, value: v.as_bytes() });
+            }
+        }
+    }
+}
+
+/// The group keys of one pass, in a buffer the check keeps from pass to pass (no allocation once
+/// it has room for every container).
+#[derive(Debug, Default)]
+pub struct GroupKeys(Vec<GroupKey>);
 
 /// `docker.containers.running` and `.stopped` per tag group (zeros included), and the `.total`s
 /// with no tags, over every container Docker lists. Running: state `running`; stopped: state
-/// `exited` only (others count nowhere but still make a group). Returns how many were emitted.
-pub fn container_counts<'a>(sink: &mut dyn MetricSink, list: impl Iterator<Item = &'a ContainerMeta> + Clone) -> usize {
+/// `exited` only (others count nowhere but still make a group). Each container's key is made
+/// once; the keys are sorted and each run of equal keys is one group (O(n log n)). Groups go out
+/// in their keys' order. Returns how many were emitted.
+pub fn container_counts<Id>(sink: &mut dyn MetricSink, keys: &mut GroupKeys, list: &[(Id, ContainerMeta)]) -> usize {
+    let keys = &mut keys.0;
+    keys.clear();
+    keys.extend(list.iter().enumerate().map(|(i, (_, m))| GroupKey::of(i as u32, m)));
+    let meta = |k: &GroupKey| &list[k.container as usize].1;
+    keys.sort_unstable_by(|a, b| a.strings(meta(a)).cmp(b.strings(meta(b))));
     let (mut n, mut all_running, mut all_stopped) = (0, 0u64, 0u64);
-    let (mut key, mut other) = (Tags::new(), Tags::new());
-    for (i, m) in list.clone().enumerate() {
-        count_tags(m, &mut key);
-        // Counted with an earlier container of the same group.
-        if list.clone().take(i).any(|o| {
-            count_tags(o, &mut other);
-            same(&key, &other)
-        }) {
-            continue;
-        }
-        let (mut running, mut stopped) = (0u64, 0u64);
-        for o in list.clone().skip(i) {
-            count_tags(o, &mut other);
-            if same(&key, &other) {
-                running += u64::from(o.state_text == "running");
-                stopped += u64::from(o.state_text == "exited");
-            }
-        }
-        sink.metric("docker.containers.running", Kind::Gauge, running as f64, &key);
-        sink.metric("docker.containers.stopped", Kind::Gauge, stopped as f64, &key);
+    let mut tags = Tags::new();
+    let mut rest = &keys[..];
+    while let Some(first) = rest.first() {
+        let m = meta(first);
+        let len = rest.iter().take_while(|k| k.strings(meta(k)).eq(first.strings(m))).count();
+        let (group, tail) = rest.split_at(len);
+        let running = group.iter().filter(|k| meta(k).state_text == "running").count() as u64;
+        let stopped = group.iter().filter(|k| meta(k).state_text == "exited").count() as u64;
+        first.tags(m, &mut tags);
+        sink.metric("docker.containers.running", Kind::Gauge, running as f64, &tags);
+        sink.metric("docker.containers.stopped", Kind::Gauge, stopped as f64, &tags);
         (all_running, all_stopped, n) = (all_running + running, all_stopped + stopped, n + 2);
+        rest = tail;
     }
     sink.metric("docker.containers.running.total", Kind::Gauge, all_running as f64, &[]);
     sink.metric("docker.containers.stopped.total", Kind::Gauge, all_stopped as f64, &[]);
@@ -461,16 +515,31 @@ mod tests {
     }
 
     #[test]
+    fn device_names_beyond_the_room_are_counted() {
+        let mut d = DeviceNames::default();
+        for i in 0..70 {
+            d.push(8, i, format!("sd{i}").as_bytes());
+        }
+        d.push(9, 0, &[b'x'; 33]);
+        assert_eq!(d.dropped(), 7);
+        assert_eq!(d.get(8, 63), Some(&b"sd63"[..]));
+        assert_eq!(d.get(8, 64), None);
+        d.clear();
+        assert_eq!((d.dropped(), d.get(8, 0)), (0, None));
+    }
+
+    #[test]
     fn counts_per_low_card_group_with_totals() {
         let list = [
-            meta("nginx:1.25", "running", &[]),
-            meta("nginx:1.25", "exited", &[]),
-            meta("nginx:1.25", "created", &[]),
-            meta("redis:7", "running", &[]),
-            meta("amazon/amazon-ecs-pause:0.1.0", "running", &["image_name:amazon/amazon-ecs-pause"]),
+            ((), meta("nginx:1.25", "running", &[])),
+            ((), meta("redis:7", "running", &[])),
+            ((), meta("nginx:1.25", "exited", &[])),
+            ((), meta("amazon/amazon-ecs-pause:0.1.0", "running", &["image_name:amazon/amazon-ecs-pause"])),
+            ((), meta("nginx:1.25", "created", &[])),
         ];
+        let mut keys = GroupKeys::default();
         let r = rows(|r| {
-            container_counts(r, list.iter());
+            container_counts(r, &mut keys, &list);
         });
         let group = |image: &str, name: &str| {
             r.0.iter()
@@ -493,6 +562,25 @@ mod tests {
         let total = r.0.iter().find(|x| x.0 == "docker.containers.running.total").unwrap();
         assert!(total.3.is_empty());
         assert_eq!(r.0.iter().filter(|x| x.0 == "docker.containers.running").count(), 3, "three groups");
-        assert!(is_pause(&list[4]) && !is_pause(&list[0]));
+        assert!(is_pause(&list[3].1) && !is_pause(&list[0].1));
+        // The group's tags as the series' are: sorted, the first of a repeated key.
+        let mut expect = Tags::new();
+        push_meta_tags(&list[0].1, low_card, &mut expect);
+        sort(&mut expect);
+        let expect: Vec<String> =
+            expect.iter().map(|t| format!("{}:{}", t.key, String::from_utf8_lossy(t.value))).collect();
+        assert_eq!(tags, expect);
+        // The same counts again from the kept buffer, and the same for a list in another order.
+        let mut reversed = list.clone();
+        reversed.reverse();
+        let again = rows(|r| {
+            container_counts(r, &mut keys, &reversed);
+        });
+        let sorted = |rows: &MetricRows| {
+            let mut v: Vec<String> = rows.0.iter().map(|x| format!("{} {} {:?}", x.0, x.2, x.3)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&again), sorted(&r));
     }
 }

@@ -3,7 +3,7 @@
 
 use super::json;
 use crate::model::container::{
-    metric_applies, rates, throttling, throttling_applies, ContainerTable, METRIC_NAMES, THROTTLING_NAMES,
+    metric_applies, rates, throttling, throttling_applies, Container, ContainerTable, METRIC_NAMES, THROTTLING_NAMES,
 };
 use crate::sources::docker::Metadata;
 
@@ -87,7 +87,7 @@ pub fn side_channel(
     out.extend_from_slice(b",\"targetId\":");
     integration_urn(out);
     out.extend_from_slice(b",\"type\":{\"name\":\"runs\"},\"data\":{}}],\"delete_ids\":[]}");
-    if let Some((t, meta)) = containers.filter(|(t, _)| !t.containers.is_empty()) {
+    if let Some((t, meta)) = containers.filter(|(t, m)| t.containers.iter().any(|c| !docker_pass_owns(c, m))) {
         container_topology(out, host, t, meta);
     }
     out.extend_from_slice(b"],\"health\":[{\"start_snapshot\":{\"repeat_interval_s\":");
@@ -178,12 +178,23 @@ fn raw_metric(
     out.extend_from_slice(b"}]");
 }
 
+/// Whether the docker check's pass, not this side channel, sends `c`'s component: once Docker
+/// has answered a list, the pass is the one producer of `urn:container:docker:/…` components
+/// (from Docker's list, `encode/container_topology.rs`), so a container Docker describes, or
+/// one whose cgroup says Docker runs it (not listed yet: its appearance asks for a new list), is
+/// left to the pass — one producer per external id, never two versions of one component. Without
+/// Docker (never answered), and for other runtimes' containers, the side channel sends them.
+pub fn docker_pass_owns(c: &Container, meta: &Metadata) -> bool {
+    meta.listed && (meta.get(&c.id).is_some() || c.runtime == "docker")
+}
+
 /// Container components as the core agent's container topology check sends them
 /// (spec/protocol.md §3.3): `urn:container:<runtime>:/<host>:<id>`, identifier
-/// `urn:container:/<host>:<id>` (the identity shared with the process agent).
+/// `urn:container:/<host>:<id>` (the identity shared with the process agent); only those the
+/// docker pass does not send ([`docker_pass_owns`]).
 fn container_topology(out: &mut Vec<u8>, host: &str, t: &ContainerTable, meta: &Metadata) {
     out.extend_from_slice(b",{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"container\",\"url\":\"agents\"},\"components\":[");
-    for (i, c) in t.containers.iter().enumerate() {
+    for (i, c) in t.containers.iter().filter(|c| !docker_pass_owns(c, meta)).enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -231,6 +242,55 @@ fn container_topology(out: &mut Vec<u8>, host: &str, t: &ContainerTable, meta: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Once Docker has listed, containers it describes (or whose cgroup says Docker runs them)
+    /// are the docker pass's to send; others, and all without Docker, stay here.
+    #[test]
+    fn container_components_the_docker_pass_sends_are_left_out() {
+        use crate::parse::docker::ContainerMeta;
+        let (described, undescribed, other) = ([b'a'; 64], [b'b'; 64], [b'c'; 64]);
+        let mut t = ContainerTable::default();
+        for (id, runtime) in [(described, "ecs"), (undescribed, "docker"), (other, "containerd")] {
+            let mut c = Container::new(id, 1, 1);
+            c.runtime = runtime;
+            t.containers.push(c);
+        }
+        let mut meta = Metadata::default();
+        meta.by_id.push((described, ContainerMeta { name: "web".into(), ..Default::default() }));
+        let h = CheckHealth { check: "process", interval_s: 30, health: "CLEAR", message: "" };
+        let ids = |t: &ContainerTable, meta: &Metadata| -> Vec<String> {
+            let mut b = Vec::new();
+            side_channel(&mut b, "h", 1, 0, 0, &h, &[], Some((t, meta)));
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            v["topologies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["instance"]["type"] == "container")
+                .flat_map(|t| t["components"].as_array().unwrap().iter())
+                .map(|c| c["externalId"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        assert_eq!(
+            ids(&t, &meta),
+            [
+                format!("urn:container:docker:/h:{a}"),
+                format!("urn:container:docker:/h:{b}"),
+                format!("urn:container:containerd:/h:{c}")
+            ],
+            "no Docker list: all here"
+        );
+        meta.listed = true;
+        assert_eq!(
+            ids(&t, &meta),
+            [format!("urn:container:containerd:/h:{c}")],
+            "Docker listed: the pass sends the others"
+        );
+        // None left: no empty container topology.
+        t.containers.pop();
+        assert!(ids(&t, &meta).is_empty());
+    }
 
     #[test]
     fn documented_shape() {

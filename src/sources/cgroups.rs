@@ -799,7 +799,7 @@ impl ContainerSource {
         }
         if let Some(k) = dk.as_deref_mut() {
             // The container's own quota, else its ECS task's (the cgroup its throttling is read in).
-            k.cpu_limit_pct = s.cpu_limit_pct.or_else(|| self.task_cpu_limit(d.task.as_ref()));
+            k.cpu_limit_pct = s.cpu_limit_pct.or_else(|| self.task_cpu_limit(d.task.as_ref(), d.unified.is_some()));
             k.open_fds = self.open_fds(c);
         }
         // The container's network, as one member process sees it; none when that is the
@@ -833,10 +833,12 @@ impl ContainerSource {
     }
 
     /// The CPU limit set on the ECS task's cgroup (held only when it has one), in percent of
-    /// one core.
-    fn task_cpu_limit(&mut self, task: Option<&OwnedFd>) -> Option<f64> {
+    /// one core: from the layout's file (`v2`: `cpu.max`; v1: `cpu.cfs_quota_us` and
+    /// `cpu.cfs_period_us`), as `open_dirs` found the task's quota.
+    fn task_cpu_limit(&mut self, task: Option<&OwnedFd>, v2: bool) -> Option<f64> {
         let task = task?;
-        if let Some((q, period)) = self.read_optional(Some(task), c"cpu.max").and_then(cs::cpu_max) {
+        if v2 {
+            let (q, period) = self.read_optional(Some(task), c"cpu.max").and_then(cs::cpu_max)?;
             return q.map(|q| q as f64 / period.max(1) as f64 * 100.0);
         }
         let q = self.read_optional(Some(task), c"cpu.cfs_quota_us").and_then(cs::signed_single)?;
@@ -854,10 +856,11 @@ impl ContainerSource {
         let mut total = 0u64;
         let mut listing = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         for pid in procs.split(|b| *b == b'\n').filter(|l| !l.is_empty() && l.iter().all(u8::is_ascii_digit)) {
+            // `<pid>/fd` and a NUL: a line too long for a pid is not one.
             let mut path = [0u8; 32];
-            let Some(dst) = path.get_mut(..pid.len()) else { continue };
-            dst.copy_from_slice(pid);
-            path[pid.len()..pid.len() + 3].copy_from_slice(b"/fd");
+            let Some(dst) = path.get_mut(..pid.len() + 4) else { continue };
+            dst[..pid.len()].copy_from_slice(pid);
+            dst[pid.len()..pid.len() + 3].copy_from_slice(b"/fd");
             let Ok(name) = CStr::from_bytes_until_nul(&path) else { continue };
             // A process that ended since the list was read is normal.
             let Ok(fd) = openat(&*proc_root, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -1037,6 +1040,36 @@ mod tests {
         let c = &t.containers[0];
         assert!(c.dirs.is_empty() && c.warned, "{c:?}");
         assert_eq!(c.cur.cpu_total_ns, 0);
+    }
+
+    /// `cgroup.procs` lines too long for a pid (none is) are skipped, not a panic.
+    #[test]
+    fn open_descriptors_skip_a_line_too_long_for_a_pid() {
+        let tmp = std::env::temp_dir().join(format!("sts-agent-longpid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ok = std::process::Command::new("cp").arg("-a").arg(fixture("al2023-v2")).arg(&tmp).status().unwrap();
+        assert!(ok.success());
+        let scope = tmp.join(format!(
+            "sys/fs/cgroup/ecstasks.slice/ecstasks-0123456789abcdef0123456789abcdef.slice/docker-{}.scope",
+            std::str::from_utf8(ID).unwrap()
+        ));
+        let dir = open_dir(CWD, &tmp.join("proc/4242")).unwrap();
+        let mut p = Proc::new(4242, 1, 0, dir, 0.0);
+        p.container_id = Some(*ID);
+        let procs = ProcessTable { procs: vec![p], mono_secs: 10.0, ..Default::default() };
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        let mut t = ContainerTable::default();
+        src.update(&mut t, &procs);
+        std::fs::write(scope.join("cgroup.procs"), "4242\n").unwrap();
+        let c = &mut t.containers[0];
+        assert!(src.docker_sample(c, 11.0));
+        let plain = c.docker.cur.open_fds;
+        for long in [28, 29, 31, 40] {
+            std::fs::write(scope.join("cgroup.procs"), format!("4242\n{}\n", "1".repeat(long))).unwrap();
+            assert!(src.docker_sample(c, 12.0), "{long}");
+            assert_eq!(c.docker.cur.open_fds, plain, "a {long}-digit line");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

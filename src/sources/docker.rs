@@ -24,6 +24,9 @@ pub struct Metadata {
     changed: bool,
     /// Docker answered a list at least once.
     pub listed: bool,
+    /// When Docker last answered a list, and whether the look-up after it failed.
+    listed_at: Option<Instant>,
+    list_failed: bool,
 }
 
 /// Tag keys the ECS agent's API is authoritative for.
@@ -52,6 +55,12 @@ impl Metadata {
         }
         self.ecs_applied = ecs.generation;
         self.changed = false;
+    }
+
+    /// Whether the list says what Docker lists now: its last look-up succeeded, at most
+    /// `max_age` before `now`.
+    pub fn current(&self, now: Instant, max_age: Duration) -> bool {
+        !self.list_failed && self.listed_at.is_some_and(|t| now.saturating_duration_since(t) <= max_age)
     }
 
     pub fn get(&self, id: &[u8]) -> Option<&ContainerMeta> {
@@ -208,6 +217,7 @@ impl DockerSource {
                     self.meta.by_id = list;
                     self.meta.changed = true;
                     self.meta.listed = true;
+                    (self.meta.listed_at, self.meta.list_failed) = (Some(now), false);
                     self.next_at = Some(now + REFRESH_EVERY);
                     self.inspect_next(registry, now);
                 }
@@ -222,6 +232,7 @@ impl DockerSource {
 
     fn failed(&mut self, why: &str, now: Instant) {
         self.busy = false;
+        self.meta.list_failed = true;
         if !self.unavailable_logged {
             info!(
                 "docker: no metadata from {} ({why}); containers are reported from cgroups only",
@@ -400,6 +411,29 @@ mod tests {
         d.request_refresh(later);
         let deadline = d.deadline().expect("the request's timeout");
         assert!(deadline > later, "deadline {:?} after start, in the past at +3 s", deadline - t0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A list is current while its look-up was the last and is recent; a failed look-up or age
+    /// ends that (the docker pass then holds back counts and topology).
+    #[test]
+    fn a_list_is_current_until_a_look_up_fails_or_it_ages() {
+        let dir = std::env::temp_dir().join(format!("sts-docker-current-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut d = DockerSource::new(dir.join("absent.sock"), Token(7), t0);
+        let age = Duration::from_secs(80);
+        assert!(!d.meta.current(t0, age), "never listed");
+        let listed =
+            Outcome::Response { status: 200, retry_after: None, body_excerpt: String::new(), body: b"[]".to_vec() };
+        d.settle(poll.registry(), listed, t0);
+        assert!(d.meta.listed && d.meta.current(t0 + Duration::from_secs(79), age));
+        assert!(!d.meta.current(t0 + Duration::from_secs(81), age), "too old");
+        d.on_timeout(poll.registry(), t0 + Duration::from_secs(61));
+        assert!(!d.meta.current(t0 + Duration::from_secs(61), age), "the socket is not there: the look-up failed");
+        assert!(d.meta.listed, "what it listed is still known (for tags)");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
