@@ -187,7 +187,7 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
     let dir = TempDir::new("docker");
     let list = format!(
         r#"[{{"Id":"{web_id}","Names":["/ecs-web-3-web-8ab1"],"Image":"nginx:1.25","ImageID":"sha256:1","Command":"nginx","Created":1700000000,
-             "State":"running","Status":"Up 3 minutes (healthy)","Ports":[],"Labels":{{
+             "State":"running","Status":"Up 3 minutes (unhealthy)","Ports":[],"Labels":{{
                "com.amazonaws.ecs.cluster":"prod","com.amazonaws.ecs.container-name":"web",
                "com.amazonaws.ecs.task-arn":"arn:aws:ecs:eu-west-1:123456789012:task/prod/{task}",
                "com.amazonaws.ecs.task-definition-family":"web","com.amazonaws.ecs.task-definition-version":"3"}},
@@ -222,7 +222,8 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
     let ctrs: Vec<_> = msgs.iter().flat_map(|m| &m.containers).collect();
     let w = ctrs.iter().find(|c| c.id == web_id).expect("described container");
     assert_eq!((w.r#type.as_str(), w.state, w.created), ("docker", 3, 1_700_000_000), "{stderr}");
-    // From the inspect call: the start time and the health check's verdict.
+    // From the inspect call: the start time; the health check's verdict (the list's status text
+    // says the same: a list after the inspection keeps its own, as fresh).
     assert_eq!((w.started, w.health), (1_700_000_100, 3), "{stderr}");
     assert!(seen.lock().unwrap().iter().any(|r| r.starts_with(&format!("GET /containers/{web_id}/json"))));
     for t in [

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
 /// How long before a docker pass Docker is asked for its list.
 const LIST_AHEAD: Duration = Duration::from_secs(1);
+/// How often Docker's list is refreshed while its event stream is open (`sources::docker`).
+const LIST_EVERY_WITH_EVENTS: Duration = crate::sources::docker::REFRESH_EVERY;
 /// In `--once` mode: how long the reporting process check may wait for Docker metadata.
 const ONCE_METADATA_WAIT: Duration = Duration::from_secs(4);
 
@@ -229,8 +231,15 @@ impl App {
             docker.meta.apply_ecs(&e.info);
         }
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
-        // A list older than two intervals (Docker answers no more, or slowly): see `DockerCheck::run`.
-        let list_current = docker.meta.current(now, 2 * self.cfg.docker_check_interval);
+        // While Docker's event stream is open, every change asks for a list at once
+        // (`on_docker_events`), and the list is also refreshed every minute: it is as current as
+        // the stream, and the pass asks for none of its own (a list is parsed into owned
+        // metadata: thousands of allocations for 50 containers). Without the stream, the pass
+        // asks for one before it runs. A list older than two of those periods (Docker answers no
+        // more, or slowly) is not current: see `DockerCheck::run`.
+        let events_live = self.docker_events.as_ref().is_some_and(|s| s.stats.connected);
+        let period = if events_live { LIST_EVERY_WITH_EVENTS } else { self.cfg.docker_check_interval };
+        let list_current = docker.meta.current(now, 2 * period.max(self.cfg.docker_check_interval));
         let counts = pass.run(
             process,
             &docker.meta,
@@ -255,7 +264,7 @@ impl App {
             });
             grid.unwrap_or(due)
         });
-        if let Some(next) = expected {
+        if let Some(next) = expected.filter(|_| !events_live) {
             docker.refresh_by(next.checked_sub(LIST_AHEAD).unwrap_or(next).max(now));
         }
         debug!(

@@ -9,7 +9,7 @@ use mio::{Registry, Token};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// Containers waiting for a re-inspection at most (a burst of events beyond it is caught by the
 /// next events for those containers, or their next start).
