@@ -716,6 +716,8 @@ struct ContainerFigures {
     containers: usize,
     /// Of those, the ones in the agent's last process message.
     reported: usize,
+    /// Series of the docker pass's last run (`/status` `checks.docker.last_count`).
+    docker_series: u64,
     idle_ms: f64,
     busy_ms: f64,
     us_per_container: f64,
@@ -906,6 +908,7 @@ fn containers_phase(agent: &Agent, s: &Scenario, interval: Duration) -> Containe
     let _ = agent.wait_runs(Agent::runs(&agent.status()) + 2, interval);
     let (busy, wakeups_busy, checks_busy_ms) = window();
     let reported = s.containers - missing();
+    let docker_series = agent.status()["checks"]["docker"]["last_count"].as_u64().unwrap_or(0);
     let hwm_kib = agent.sample().hwm_kib;
     drop(ctrs);
     let col = |v: &[(f64, Option<f64>, Option<f64>)], i: usize| -> Vec<f64> {
@@ -921,6 +924,7 @@ fn containers_phase(agent: &Agent, s: &Scenario, interval: Duration) -> Containe
     ContainerFigures {
         containers: s.containers,
         reported,
+        docker_series,
         idle_ms,
         busy_ms,
         us_per_container: (busy_ms - idle_ms) * 1e3 / s.containers.max(1) as f64,
@@ -1174,9 +1178,10 @@ fn report(s: &Scenario, f: &Figures) {
     if let Some(c) = &f.containers {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         println!(
-            "containers: {} real Docker containers in ECS task cgroups ({} reported); agent CPU per cycle {:.2} ms without them, {:.2} ms with them: {:.1} µs per container per cycle (host, process, connections check, docker pass: {:.2}, {:.2}, {:.2}, {:.2} ms without them, {:.2}, {:.2}, {:.2}, {:.2} ms with them); allocations per cycle with them: in the checks {}, whole agent {} (without them {}); wakeups {:.1}/s without them, {:.1}/s with them; peak RSS {:.1} MiB",
+            "containers: {} real Docker containers in ECS task cgroups ({} reported; {} docker.* series a pass); agent CPU per cycle {:.2} ms without them, {:.2} ms with them: {:.1} µs per container per cycle (host, process, connections check, docker pass: {:.2}, {:.2}, {:.2}, {:.2} ms without them, {:.2}, {:.2}, {:.2}, {:.2} ms with them); allocations per cycle with them: in the checks {}, whole agent {} (without them {}); wakeups {:.1}/s without them, {:.1}/s with them; peak RSS {:.1} MiB",
             c.containers,
             c.reported,
+            c.docker_series,
             c.idle_ms,
             c.busy_ms,
             c.us_per_container,
@@ -1200,7 +1205,7 @@ fn report(s: &Scenario, f: &Figures) {
 
 fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
     let containers = f.containers.as_ref().map(|c| {
-        serde_json::json!({"containers": c.containers, "reported": c.reported, "idle_ms": c.idle_ms,
+        serde_json::json!({"containers": c.containers, "reported": c.reported, "docker_series": c.docker_series, "idle_ms": c.idle_ms,
             "busy_ms": c.busy_ms, "us_per_container": c.us_per_container, "allocs_per_cycle": c.allocs_per_cycle,
             "allocs_per_cycle_idle": c.allocs_per_cycle_idle, "allocs_in_checks_per_cycle": c.allocs_in_checks_per_cycle,
             "wakeups_per_s_idle": c.wakeups_per_s_idle, "wakeups_per_s": c.wakeups_per_s, "peak_rss_kib": c.hwm_kib})
@@ -1306,6 +1311,14 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         Some(c) if c.reported < c.containers => {
             ok = false;
             println!("gate containers: the agent reported {} of {} containers: FAIL", c.reported, c.containers);
+        }
+        // Every running container has a dozen docker.* series and more.
+        Some(c) if c.docker_series < 10 * c.containers as u64 => {
+            ok = false;
+            println!(
+                "gate containers: the docker pass sent {} series for {} containers (10 or more each): FAIL",
+                c.docker_series, c.containers
+            );
         }
         Some(_) => {}
     }
@@ -1612,6 +1625,7 @@ fn self_test() {
         containers: Some(ContainerFigures {
             containers: 50,
             reported: 50,
+            docker_series: 1_000,
             idle_ms: 30.0,
             busy_ms: 80.0,
             us_per_container: 1000.0,
@@ -1652,6 +1666,9 @@ fn self_test() {
     let mut unreported = good.clone();
     unreported.containers = unreported.containers.map(|c| ContainerFigures { reported: 49, ..c });
     assert!(!check_gates(&g, &unreported), "a container the agent did not report fails");
+    let mut unmeasured = good.clone();
+    unmeasured.containers = unmeasured.containers.map(|c| ContainerFigures { docker_series: 0, ..c });
+    assert!(!check_gates(&g, &unmeasured), "a docker pass that measured no container fails");
     let mut costly = good.clone();
     costly.containers = costly.containers.map(|c| ContainerFigures { us_per_container: 5_000.0, ..c });
     assert!(!check_gates(&g, &costly), "5 ms per container per cycle fails");

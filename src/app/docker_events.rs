@@ -15,7 +15,8 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Actions after which Docker's container list (names, images, labels, health) differs.
-const REFRESHING: [&[u8]; 6] = [b"create", b"start", b"rename", b"health_status", b"destroy", b"die"];
+const REFRESHING: [&[u8]; 8] =
+    [b"create", b"start", b"rename", b"health_status", b"destroy", b"die", b"pause", b"unpause"];
 
 impl App {
     /// Readiness of the stream (`ready`), or its deadline (a reconnection, a timeout).

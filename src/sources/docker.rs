@@ -218,7 +218,11 @@ impl DockerSource {
                     self.meta.changed = true;
                     self.meta.listed = true;
                     (self.meta.listed_at, self.meta.list_failed) = (Some(now), false);
-                    self.next_at = Some(now + REFRESH_EVERY);
+                    // A refresh asked for while this list was in flight (an event of a change
+                    // this list may predate) stays due: the list is refreshed every minute
+                    // besides.
+                    let every = now + REFRESH_EVERY;
+                    self.next_at = Some(self.next_at.map_or(every, |asked| asked.min(every)));
                     self.inspect_next(registry, now);
                 }
                 Err(e) => self.failed(&e, now),
@@ -388,6 +392,33 @@ mod tests {
         d.request_inspect(id.as_bytes(), t2);
         drive(&mut d, &mut poll, t2, |d| started_of(d) == Some(1_700_000_100) && !d.refreshing(t2));
         assert_eq!(seen.lock().unwrap().last().unwrap(), &format!("/containers/{id}/json"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An event of a change that a list in flight may predate asks for a refresh: that refresh
+    /// stays due when the list is answered, rather than waiting out the minute.
+    #[test]
+    fn a_refresh_asked_for_while_a_list_is_in_flight_stays_due() {
+        let dir = std::env::temp_dir().join(format!("sts-docker-inflight-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&path);
+        let list = || {
+            r#"[{"Id":"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd","Names":["/a"],"Image":"x","State":"running","Status":"Up 1 second"}]"#.to_string()
+        };
+        let _seen = stand_in(&path, list, |_| {
+            r#"{"State":{"Status":"running","StartedAt":"2023-11-14T22:13:20Z"}}"#.to_string()
+        });
+        let mut poll = mio::Poll::new().unwrap();
+        let t0 = Instant::now();
+        let mut d = DockerSource::new(path, Token(7), t0);
+        d.on_timeout(poll.registry(), t0);
+        assert!(d.busy, "the first list is in flight");
+        let asked = t0 + Duration::from_secs(1);
+        d.request_refresh(asked);
+        drive(&mut d, &mut poll, asked, |d| d.meta.listed && !d.busy && d.to_inspect.is_empty());
+        let due = d.next_at.expect("a refresh is due");
+        assert!(due <= t0 + Duration::from_secs(2), "the asked-for refresh is due in {:?}, not at once", due - t0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
