@@ -689,6 +689,10 @@ struct HttpFigures {
     ring_drops: u64,
     responses_unreported: u64,
     capture_us_per_request: f64,
+    /// The agent's wake-ups per second over the loaded windows (each capture block is one), and
+    /// its rings' size at the end of the load.
+    wakeups_per_s: f64,
+    ring_kib: u64,
     /// Heads the flow table counted, responses it counted, head segments it skipped as seen
     /// before, response times lost to the bin bounds.
     heads: u64,
@@ -776,12 +780,14 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
     let capture0 = agent.status()["http_capture"].clone();
     load.start(s.http_per_s);
     let _ = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
-    let (t0, sent0) = (Instant::now(), load.sent());
+    let (t0, sent0, woken0) = (Instant::now(), load.sent(), agent.sample().ctxt_switches);
     let busy = cycles(agent, s.cycles, interval);
     let (secs, sent1) = (t0.elapsed().as_secs_f64(), load.sent());
     // A second pair of windows (loaded now, idle after the load): the figure is the lower of the
     // two pairs', since whatever else runs on the machine only ever adds CPU to a window.
     let busy2 = cycles(agent, s.cycles, interval);
+    let wakeups_per_s = (agent.sample().ctxt_switches - woken0) as f64 / t0.elapsed().as_secs_f64();
+    let ring_kib = agent.status()["http_capture"]["ring_bytes"].as_u64().unwrap_or(0) / 1024;
     let sent = load.stop();
     let stopped_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let hwm_kib = agent.sample().hwm_kib;
@@ -864,6 +870,8 @@ fn http_phase(agent: &Agent, s: &Scenario, interval: Duration) -> HttpFigures {
         duplicates: delta("duplicates"),
         values_dropped: delta("values_dropped"),
         capture_us_per_request: if sent > 0 { delta("cpu_us") as f64 / sent as f64 } else { f64::INFINITY },
+        wakeups_per_s,
+        ring_kib,
     }
 }
 
@@ -1162,7 +1170,7 @@ fn report(s: &Scenario, f: &Figures) {
     if let Some(h) = &f.http {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         println!(
-            "http: {:.0} requests/s on {HTTP_CONNECTIONS} loopback keep-alive connections; agent CPU per cycle {:.2} ms idle, {:.2} ms under the load: {:.3} µs per request (means: {:.3}; the capture path's own clock: {:.3}); counted {} of {} requests ({:.2} % missed; the agent's /status: {} packets read, {} dropped by the rings, {} heads, {} responses, {} duplicates, {} responses unreported, {} values dropped); allocations per cycle under the load: in the checks {}, whole agent {} (idle {}); peak RSS {:.1} MiB",
+            "http: {:.0} requests/s on {HTTP_CONNECTIONS} loopback keep-alive connections; agent CPU per cycle {:.2} ms idle, {:.2} ms under the load: {:.3} µs per request (means: {:.3}; the capture path's own clock: {:.3}); counted {} of {} requests ({:.2} % missed; the agent's /status: {} packets read, {} dropped by the rings, {} heads, {} responses, {} duplicates, {} responses unreported, {} values dropped); allocations per cycle under the load: in the checks {}, whole agent {} (idle {}); wakeups under the load {:.1}/s, rings {} KiB; peak RSS {:.1} MiB",
             h.requests_per_s,
             h.idle_ms,
             h.busy_ms,
@@ -1182,6 +1190,8 @@ fn report(s: &Scenario, f: &Figures) {
             opt(h.allocs_in_checks_per_cycle),
             opt(h.allocs_per_cycle),
             opt(h.allocs_per_cycle_idle),
+            h.wakeups_per_s,
+            h.ring_kib,
             h.hwm_kib as f64 / 1024.0
         );
     }
@@ -1256,7 +1266,8 @@ fn http_json(h: &HttpFigures) -> serde_json::Value {
         "missed_share": h.missed_share(), "peak_rss_kib": h.hwm_kib, "packets": h.packets,
         "ring_drops": h.ring_drops, "responses_unreported": h.responses_unreported, "heads": h.heads,
         "responses": h.responses, "duplicates": h.duplicates, "values_dropped": h.values_dropped,
-        "capture_us_per_request": h.capture_us_per_request,
+        "capture_us_per_request": h.capture_us_per_request, "wakeups_per_s": h.wakeups_per_s,
+        "ring_kib": h.ring_kib,
     })
 }
 
@@ -1631,6 +1642,8 @@ fn self_test() {
             duplicates: 0,
             values_dropped: 0,
             capture_us_per_request: 0.4,
+            wakeups_per_s: 40.0,
+            ring_kib: 512,
         }),
         containers: Some(ContainerFigures {
             containers: 50,

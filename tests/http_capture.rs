@@ -173,6 +173,55 @@ fn an_emptied_ring_grows_once_and_loses_nothing_it_handed_over() {
     assert_eq!(ring.take_stats().1, 0);
 }
 
+/// A ring whose blocks fill fast is given larger ones (the kernel wakes the loop once per
+/// block): the bytes it handed over say how fast, the new blocks hold 25 a second of that, and
+/// the ring still captures every head, now in fewer, fuller blocks.
+#[test]
+fn a_busy_ring_gets_larger_blocks_and_keeps_capturing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use sts_agent::sys::packet_ring::{BLOCK_SIZE, BLOCK_SIZE_MAX, BUSY_BLOCKS_PER_S};
+    let mut ring = open_ring();
+    let (port, mut client, mut server) = loopback_pair();
+    let head = b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; head.len()];
+    let mut send = |n: usize| {
+        for _ in 0..n {
+            client.write_all(head).unwrap();
+            server.read_exact(&mut buf).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    let _ = ring.take_handed_bytes();
+    send(200);
+    let mut mine = 0;
+    let read = ring
+        .drain(|f| mine += usize::from(tcp4(f.data).is_some_and(|(_, d, p)| d == port && p.starts_with(b"GET /busy"))));
+    assert_eq!(mine, 200, "{read} frames read");
+    let handed = ring.take_handed_bytes();
+    // Each frame is its tpacket3 header, link address and the head's IP packet, in a block
+    // that starts with its own header: more than the heads' bytes, less than a block per frame.
+    assert!(handed > 200 * (40 + head.len() as u64) && handed < 200 * 1024, "{handed} bytes handed over");
+    assert!(ring.take_handed_bytes() == 0, "taken once");
+    assert!(
+        !ring.enlarge_blocks(f64::from(BLOCK_SIZE * BUSY_BLOCKS_PER_S)).unwrap(),
+        "not busier than 25 blocks a second"
+    );
+    let bytes = ring.bytes();
+    assert!(ring.enlarge_blocks(f64::from(BLOCK_SIZE * BUSY_BLOCKS_PER_S * 3)).unwrap());
+    assert_eq!(ring.block_size(), 4 * BLOCK_SIZE, "the power of two that holds 25 a second");
+    assert!(ring.bytes() >= bytes, "{} < {bytes}: no smaller than it was", ring.bytes());
+    assert!(ring.enlarge_blocks(1e12).unwrap());
+    assert_eq!(ring.block_size(), BLOCK_SIZE_MAX);
+    assert!(!ring.enlarge_blocks(1e12).unwrap(), "at its largest");
+    let (_, dropped, _) = ring.take_stats();
+    assert_eq!(dropped, 0, "a swap is not the kernel's drop");
+    send(1000);
+    let mut mine = 0;
+    ring.drain(|f| mine += usize::from(tcp4(f.data).is_some_and(|(_, d, p)| d == port && p.starts_with(b"GET /busy"))));
+    assert_eq!(mine, 1000, "every head of the burst, in the larger blocks");
+    assert!(ring.take_handed_bytes() > 1000 * (40 + head.len() as u64));
+}
+
 /// A ring bound to one interface with the leaving filter (what the agent opens on each
 /// interface that leaves the host): bound to loopback, it gets each head once, as it leaves
 /// (`PACKET_OUTGOING`), and nothing that only arrives, nor the bulk.

@@ -20,7 +20,7 @@ use crate::parse::rtnl_link::Link;
 use crate::sys::http_filter::{program, Direction};
 use crate::sys::netlink::{DiagSocket, DumpError, RECV_BUFFER};
 use crate::sys::netns::{self, Home};
-use crate::sys::packet_ring::{Interfaces, PacketRing, SockFilter, BLOCKS_FIRST, BLOCKS_FIRST_HOST};
+use crate::sys::packet_ring::{Interfaces, PacketRing, SockFilter, BLOCKS_FIRST, BLOCKS_FIRST_HOST, BUSY_BLOCKS_PER_S};
 use crate::sys::route_socket::RouteSocket;
 use rustix::fd::AsFd;
 use rustix::fs::{openat, Mode, OFlags, RawDir};
@@ -66,6 +66,11 @@ struct Capture {
     registered: bool,
     /// Packets the kernel dropped on this ring in the last cycle (the ring grows).
     drops: u64,
+    /// When its counters were last taken (monotonic seconds; none yet: just opened), and the
+    /// bytes per second of blocks it handed over since the time before (larger blocks past
+    /// [`BUSY_BLOCKS_PER_S`] of them).
+    counted_at: Option<f64>,
+    handed_per_s: f64,
 }
 
 impl Capture {
@@ -76,7 +81,7 @@ impl Capture {
         if *next >= tokens.end {
             *next = tokens.start;
         }
-        Capture { ring, token, registered: false, drops: 0 }
+        Capture { ring, token, registered: false, drops: 0, counted_at: None, handed_per_s: 0.0 }
     }
 }
 
@@ -319,8 +324,9 @@ impl ConnectionSource {
     }
 
     /// Adds the rings' kernel counters (accepted, dropped) to the totals, and notes the rings
-    /// where the kernel had to drop ([`ConnectionSource::grow_captures`] enlarges them).
-    fn take_capture_counters(&mut self) {
+    /// where the kernel had to drop and how fast each filled its blocks
+    /// ([`ConnectionSource::grow_captures`] enlarges them).
+    fn take_capture_counters(&mut self, mono_secs: f64) {
         let (mut n, mut interfaces, mut bytes, mut uncaptured) = (0, 0, 0, 0);
         for ns in &mut self.namespaces {
             if ns.capture.is_none() {
@@ -334,6 +340,12 @@ impl ConnectionSource {
                 // Lost either way; only the kernel's drops say the ring is too small.
                 self.capture_stats.ring_drops += drops + discarded;
                 c.drops = drops;
+                let handed = c.ring.take_handed_bytes() as f64;
+                c.handed_per_s = match c.counted_at {
+                    Some(t) if mono_secs > t => handed / (mono_secs - t),
+                    _ => 0.0,
+                };
+                c.counted_at = Some(mono_secs);
                 bytes += c.ring.bytes() as u64;
             }
         }
@@ -343,8 +355,10 @@ impl ConnectionSource {
         self.capture_stats.uncaptured = uncaptured;
     }
 
-    /// Doubles the ring of each namespace where the kernel dropped this cycle (up to its bound).
-    /// Called right after the rings were read: what a swap loses is what arrives meanwhile.
+    /// Doubles the ring of each namespace where the kernel dropped this cycle (up to its bound),
+    /// and gives larger blocks to a ring that filled more than [`BUSY_BLOCKS_PER_S`] a second
+    /// (each block is a wake-up of the loop). Called right after the rings were read: what a swap
+    /// loses is what arrives meanwhile, and the block the kernel was filling.
     pub fn grow_captures(&mut self) {
         for ns in &mut self.namespaces {
             let inode = ns.inode;
@@ -352,24 +366,34 @@ impl ConnectionSource {
             // The ring on every interface, then those of interfaces leaving the host.
             let mut grow = |c: &mut Capture, what: &dyn std::fmt::Display| -> bool {
                 let drops = std::mem::take(&mut c.drops);
-                if drops == 0 {
+                let busy = c.handed_per_s > f64::from(BUSY_BLOCKS_PER_S * c.ring.block_size());
+                let per_s = std::mem::take(&mut c.handed_per_s);
+                if drops == 0 && !busy {
                     return true;
                 }
                 let before = c.ring.bytes();
-                match c.ring.grow() {
+                let resized = if drops > 0 { c.ring.grow() } else { c.ring.enlarge_blocks(per_s) };
+                match resized {
                     Ok(grown) => {
                         if grown {
-                            info!(
-                                "connections: the HTTP capture of {what} dropped {drops} packets; its ring now has {} KiB",
-                                c.ring.bytes() / 1024
-                            );
-                            stats.ring_bytes += (c.ring.bytes() - before) as u64;
+                            let (kib, block_kib) = (c.ring.bytes() / 1024, c.ring.block_size() / 1024);
+                            if drops > 0 {
+                                info!(
+                                    "connections: the HTTP capture of {what} dropped {drops} packets; its ring now has {kib} KiB ({block_kib} KiB blocks)"
+                                );
+                            } else {
+                                info!(
+                                    "connections: the HTTP capture of {what} filled {:.0} KiB of blocks a second; its ring now has {kib} KiB in {block_kib} KiB blocks",
+                                    per_s / 1024.0
+                                );
+                            }
+                            stats.ring_bytes = (stats.ring_bytes + c.ring.bytes() as u64).saturating_sub(before as u64);
                         }
                         true
                     }
                     Err(e) => {
                         warn!("connections: the HTTP capture of {what} stopped: {e}");
-                        stats.ring_bytes -= before as u64;
+                        stats.ring_bytes = stats.ring_bytes.saturating_sub(before as u64);
                         false
                     }
                 }
@@ -440,7 +464,7 @@ impl ConnectionSource {
         self.stats.namespaces = self.namespaces.len() as u32;
         table.finish();
         self.refresh_leaving(procs);
-        self.take_capture_counters();
+        self.take_capture_counters(mono_secs);
     }
 
     /// Opens sockets for new namespaces (and, once their backoff has passed, for those where that

@@ -28,18 +28,29 @@ pub struct SockFilter {
 }
 
 /// Bytes per ring block (a multiple of the page size), and blocks per ring: a ring starts at
-/// 64 KiB, about 340 packet heads, and doubles each time the kernel had to drop for want of room
-/// (a burst larger than what arrives while the loop is busy elsewhere), up to 1 MiB. The whole
-/// ring is mapped, so it counts in the agent's RSS: a quiet namespace keeps the small one.
-/// Small blocks: the block the kernel is filling is not the agent's to read until it is full or
-/// retired, so the smaller it is, the more of the ring the agent can empty while busy elsewhere.
+/// 4 blocks of 16 KiB (64 KiB, about 340 packet heads). The whole ring is mapped, so it counts
+/// in the agent's RSS: a quiet namespace keeps the small one. Two things make a ring larger:
+/// - the kernel dropped for want of room (a burst larger than what arrives while the loop is busy
+///   elsewhere): twice the blocks ([`PacketRing::grow`]), up to [`RING_MAX_BYTES`];
+/// - its blocks filled faster than [`BUSY_BLOCKS_PER_S`] a second: larger blocks
+///   ([`PacketRing::enlarge_blocks`]), up to [`BLOCK_SIZE_MAX`]. The kernel wakes the loop once per
+///   block, and a wake-up costs the agent about as much as reading 200 heads (a context switch,
+///   its caches cold again): at 5,000 requests/s on 16 KiB blocks the wake-ups were half the
+///   capture's CPU.
+///
+/// Small blocks to start with: the block the kernel is filling is not the agent's to read until
+/// it is full or retired, so the smaller it is, the more of the ring the agent can empty while
+/// busy elsewhere.
 pub const BLOCK_SIZE: u32 = 16 * 1024;
+pub const BLOCK_SIZE_MAX: u32 = 128 * 1024;
 pub const BLOCKS_FIRST: u32 = 4;
 /// The host's own namespace starts at twice that: it carries loopback and every host-network
 /// service, and the loop may be busy with a check for a few tens of milliseconds (a 64 KiB ring
 /// holds about 35 ms of heads at 5,000 requests/s).
 pub const BLOCKS_FIRST_HOST: u32 = 8;
-pub const BLOCKS_MAX: u32 = 64;
+pub const RING_MAX_BYTES: u32 = 1024 * 1024;
+/// A ring whose blocks fill faster than this gets larger ones (see [`BLOCK_SIZE`]).
+pub const BUSY_BLOCKS_PER_S: u32 = 25;
 /// A partly filled block is handed over after this long: the latest a packet reaches the agent.
 pub const RETIRE_MS: u32 = 50;
 /// Packets taken this long ago have been handed over by every ring (the retire timeout, with
@@ -61,6 +72,7 @@ const TP_STATUS_USER: u32 = 1;
 const BLOCK_STATUS: usize = 8;
 const BLOCK_NUM_PKTS: usize = 12;
 const BLOCK_FIRST_PKT: usize = 16;
+const BLOCK_LEN: usize = 20;
 /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where the frame's `sockaddr_ll` starts.
 const SLL_OFFSET: usize = 48;
 
@@ -116,6 +128,9 @@ pub struct PacketRing {
     map: *mut u8,
     len: usize,
     blocks: u32,
+    block_size: u32,
+    /// Bytes of the blocks handed over since the last [`PacketRing::take_handed_bytes`].
+    handed_bytes: u64,
     /// The block to look at next (the kernel fills them in order).
     next: usize,
     /// Counts read by [`PacketRing::grow`] that the next [`PacketRing::take_stats`] reports.
@@ -133,7 +148,7 @@ impl PacketRing {
     /// by `filter` (whose accept value is the snap length). Needs `CAP_NET_RAW`.
     /// It starts with `blocks` blocks (see [`BLOCKS_FIRST`]).
     pub fn open(filter: &[SockFilter], on: Interfaces, blocks: u32) -> io::Result<PacketRing> {
-        let blocks = blocks.clamp(1, BLOCKS_MAX);
+        let blocks = blocks.clamp(1, RING_MAX_BYTES / BLOCK_SIZE);
         // Protocol 0: no packet is queued before the filter and the ring are in place; `bind`
         // below turns capture on.
         // SAFETY: plain socket(2); the descriptor is owned at once.
@@ -154,13 +169,15 @@ impl PacketRing {
         // ENOPROTOOPT before Linux 4.20: what leaves is then captured too (and filtered).
         let ignores_outgoing = on == Interfaces::AllArriving
             && setsockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &(1 as libc::c_int)).is_ok();
-        let map = map_ring(&fd, blocks)?;
+        let map = map_ring(&fd, blocks, BLOCK_SIZE)?;
         let ring = PacketRing {
             fd,
             ignores_outgoing,
             map,
-            len: ring_len(blocks),
+            len: ring_len(blocks, BLOCK_SIZE),
             blocks,
+            block_size: BLOCK_SIZE,
+            handed_bytes: 0,
             next: 0,
             carried: (0, 0),
             discarded: 0,
@@ -210,17 +227,40 @@ impl PacketRing {
         self.len
     }
 
-    /// Doubles the ring (up to [`BLOCKS_MAX`] blocks); `Ok(false)` when it is at its largest.
-    /// Packets of the block the kernel was filling, and those that arrive while the ring is
-    /// swapped, are lost: they are counted as dropped in the next [`PacketRing::take_stats`]
-    /// (accepted by the kernel but never handed over). If the larger ring cannot be had, the old
-    /// size is set up again; if even that fails the socket has no ring (the error says so) and
-    /// the caller drops it.
+    /// Doubles the ring's blocks (up to [`RING_MAX_BYTES`]); `Ok(false)` when it is at its
+    /// largest. See [`PacketRing::resize`] for what is lost.
     pub fn grow(&mut self) -> io::Result<bool> {
-        if self.blocks >= BLOCKS_MAX || self.map.is_null() {
+        if self.len >= RING_MAX_BYTES as usize || self.map.is_null() {
             return Ok(false);
         }
-        let blocks = (self.blocks * 2).min(BLOCKS_MAX);
+        let blocks = (self.blocks * 2).min(RING_MAX_BYTES / self.block_size);
+        self.resize(blocks, self.block_size)
+    }
+
+    /// Blocks large enough for the kernel to hand over no more than [`BUSY_BLOCKS_PER_S`] a
+    /// second at `bytes_per_s` (up to [`BLOCK_SIZE_MAX`]), as many of them as keep the ring at
+    /// least its size now and at least [`BLOCKS_FIRST`]; `Ok(false)` when the blocks are large
+    /// enough already. See [`PacketRing::resize`] for what is lost.
+    pub fn enlarge_blocks(&mut self, bytes_per_s: f64) -> io::Result<bool> {
+        let wanted = bytes_per_s / f64::from(BUSY_BLOCKS_PER_S);
+        let mut size = self.block_size;
+        while f64::from(size) < wanted && size < BLOCK_SIZE_MAX {
+            size *= 2;
+        }
+        if size == self.block_size || self.map.is_null() {
+            return Ok(false);
+        }
+        let blocks = (self.len as u32 / size).max(BLOCKS_FIRST).min(RING_MAX_BYTES / size).max(1);
+        self.resize(blocks, size)
+    }
+
+    /// Swaps the ring for one of `blocks` blocks of `block_size` bytes; `Ok(true)` when it is
+    /// larger in either. Packets of the block the kernel was filling, and those that arrive while
+    /// the ring is swapped, are lost: they are counted as dropped in the next
+    /// [`PacketRing::take_stats`] (accepted by the kernel but never handed over). If the new ring
+    /// cannot be had, the old one is set up again; if even that fails the socket has no ring
+    /// (the error says so) and the caller drops it.
+    fn resize(&mut self, blocks: u32, block_size: u32) -> io::Result<bool> {
         // What the ring holds unread is lost with it: the released blocks from `next` on, and
         // the block the kernel is filling after them (it keeps that one's packet count current;
         // blocks given back before it carry stale counts until reopened, so they are not read).
@@ -244,21 +284,32 @@ impl PacketRing {
         // SAFETY: a zeroed tpacket_req3 is the documented "no ring" request.
         let none: TpacketReq3 = unsafe { std::mem::zeroed() };
         setsockopt(&self.fd, SOL_PACKET, PACKET_RX_RING, &none)?;
-        let (map, blocks) = match map_ring(&self.fd, blocks) {
-            Ok(map) => (map, blocks),
+        let (map, blocks, block_size) = match map_ring(&self.fd, blocks, block_size) {
+            Ok(map) => (map, blocks, block_size),
             Err(_) => {
                 // The larger request may have been set before its mapping failed: tear it down
                 // again (the kernel refuses a ring while one is set).
                 setsockopt(&self.fd, SOL_PACKET, PACKET_RX_RING, &none)?;
-                (map_ring(&self.fd, self.blocks)?, self.blocks)
+                (map_ring(&self.fd, self.blocks, self.block_size)?, self.blocks, self.block_size)
             }
         };
         self.map = map;
-        self.len = ring_len(blocks);
+        self.len = ring_len(blocks, block_size);
         self.next = 0;
-        let grown = blocks > self.blocks;
+        let larger = blocks > self.blocks || block_size > self.block_size;
         self.blocks = blocks;
-        Ok(grown)
+        self.block_size = block_size;
+        Ok(larger)
+    }
+
+    /// Bytes per block.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Bytes of the blocks handed over (their packets and headers) since the last call.
+    pub fn take_handed_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.handed_bytes)
     }
 
     fn unmap(&mut self) {
@@ -279,7 +330,7 @@ impl PacketRing {
         if self.map.is_null() {
             return 0;
         }
-        let mut released = 0;
+        let (mut released, mut handed) = (0, 0);
         for _ in 0..blocks {
             let block = self.next;
             let status = self.status(block);
@@ -288,9 +339,10 @@ impl PacketRing {
             }
             // SAFETY: the block is ours until its status is set back to TP_STATUS_KERNEL below;
             // the kernel writes no byte of it meanwhile. Its bounds are inside the mapping.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(self.map.add(block * BLOCK_SIZE as usize), BLOCK_SIZE as usize) };
+            let size = self.block_size as usize;
+            let bytes = unsafe { std::slice::from_raw_parts(self.map.add(block * size), size) };
             n += frames(bytes, &mut on_frame);
+            handed += u64::from(u32_at(bytes, BLOCK_LEN).min(self.block_size));
             status.store(TP_STATUS_KERNEL, Ordering::Release);
             self.next = (block + 1) % blocks;
             released += 1;
@@ -298,6 +350,7 @@ impl PacketRing {
         if released > 0 {
             self.emptied_full = released == blocks;
         }
+        self.handed_bytes += handed;
         n
     }
 
@@ -334,13 +387,13 @@ impl PacketRing {
     /// resets it when it opens the block again (so a block given back counts 0 until then).
     fn packets_in(&self, block: usize) -> &AtomicU32 {
         // SAFETY: as for `status`: an aligned word of a block header inside the mapping.
-        unsafe { AtomicU32::from_ptr(self.map.add(block * BLOCK_SIZE as usize + BLOCK_NUM_PKTS).cast()) }
+        unsafe { AtomicU32::from_ptr(self.map.add(block * self.block_size as usize + BLOCK_NUM_PKTS).cast()) }
     }
 
     fn status(&self, block: usize) -> &AtomicU32 {
         // SAFETY: every block starts page-aligned inside the mapping, so its status word is
         // aligned and in bounds; the kernel and this process share it atomically.
-        unsafe { AtomicU32::from_ptr(self.map.add(block * BLOCK_SIZE as usize + BLOCK_STATUS).cast()) }
+        unsafe { AtomicU32::from_ptr(self.map.add(block * self.block_size as usize + BLOCK_STATUS).cast()) }
     }
 }
 
@@ -350,18 +403,18 @@ impl Drop for PacketRing {
     }
 }
 
-fn ring_len(blocks: u32) -> usize {
-    (BLOCK_SIZE * blocks) as usize
+fn ring_len(blocks: u32, block_size: u32) -> usize {
+    (block_size * blocks) as usize
 }
 
-/// Asks the kernel for a ring of `blocks` blocks on `fd` and maps it.
-fn map_ring(fd: &OwnedFd, blocks: u32) -> io::Result<*mut u8> {
+/// Asks the kernel for a ring of `blocks` blocks of `block_size` bytes on `fd` and maps it.
+fn map_ring(fd: &OwnedFd, blocks: u32, block_size: u32) -> io::Result<*mut u8> {
     let req = TpacketReq3 {
-        block_size: BLOCK_SIZE,
+        block_size,
         block_nr: blocks,
         // Only used for the kernel's consistency check in V3 (frames are packed per block).
         frame_size: 2048,
-        frame_nr: BLOCK_SIZE / 2048 * blocks,
+        frame_nr: block_size / 2048 * blocks,
         retire_blk_tov: RETIRE_MS,
         sizeof_priv: 0,
         feature_req_word: 0,
@@ -371,7 +424,7 @@ fn map_ring(fd: &OwnedFd, blocks: u32) -> io::Result<*mut u8> {
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            ring_len(blocks),
+            ring_len(blocks, block_size),
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
@@ -384,10 +437,13 @@ fn map_ring(fd: &OwnedFd, blocks: u32) -> io::Result<*mut u8> {
     Ok(map.cast())
 }
 
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
 /// The packets of one released block (`struct tpacket_block_desc` then `tpacket3_hdr` frames),
 /// every offset checked against the block.
 fn frames(block: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) -> usize {
-    let u32_at = |b: &[u8], at: usize| b.get(at..at + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]));
     let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]));
     let count = u32_at(block, BLOCK_NUM_PKTS);
     let mut at = u32_at(block, BLOCK_FIRST_PKT) as usize;
