@@ -533,15 +533,25 @@ fn syscalls_per_cycle(agent: &Agent, cycles: u64, interval: Duration) -> Option<
     (runs > 0).then(|| count / runs as f64)
 }
 
-/// A client sending the ddtrace v0.4 capture at `spans_per_s`, over one keep-alive connection.
+/// What a trace load sends: one request's path, content type and body, and the traces and spans
+/// in it.
+struct TraceBody {
+    path: &'static str,
+    content_type: &'static str,
+    body: Vec<u8>,
+    traces: u64,
+    spans: u64,
+}
+
+/// A client sending one body again and again at `spans_per_s`, over one keep-alive connection.
 struct TraceLoad {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
 impl TraceLoad {
-    fn start(port: u16, spans_per_s: u32) -> TraceLoad {
-        let (body, traces, spans) = trace_payload(SPANS_PER_PAYLOAD);
+    fn start(port: u16, spans_per_s: u32, load: TraceBody) -> TraceLoad {
+        let TraceBody { path, content_type, body, traces, spans } = load;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -549,7 +559,7 @@ impl TraceLoad {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
             s.set_nodelay(true).unwrap();
             let head = format!(
-                "PUT /v0.4/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: {traces}\r\nContent-Length: {}\r\n\r\n",
+                "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nX-Datadog-Trace-Count: {traces}\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             );
             let request = [head.as_bytes(), &body].concat();
@@ -583,7 +593,7 @@ impl TraceLoad {
 const SPANS_PER_PAYLOAD: u64 = 200;
 
 /// A v0.4 payload of at least `spans` spans: the traces of the ddtrace capture, repeated.
-fn trace_payload(spans: u64) -> (Vec<u8>, u64, u64) {
+fn trace_payload(spans: u64) -> TraceBody {
     let raw =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/traces/ddtrace-4.16-v0.4.msgpack")).unwrap();
     let v = rmpv::decode::read_value(&mut &raw[..]).unwrap();
@@ -594,7 +604,85 @@ fn trace_payload(spans: u64) -> (Vec<u8>, u64, u64) {
     let n = all.len() as u64;
     let mut body = Vec::new();
     rmpv::encode::write_value(&mut body, &rmpv::Value::Array(all)).unwrap();
-    (body, n, copies * per_copy)
+    TraceBody { path: "/v0.4/traces", content_type: "application/msgpack", body, traces: n, spans: copies * per_copy }
+}
+
+/// Queries with literals, as an ORM's logged statements carry them: what the SQL obfuscator
+/// works on in the SQL-heavy load.
+const SQL_QUERIES: [&str; 6] = [
+    "SELECT u.id, u.email, u.name FROM users u WHERE u.email = 'jane.doe@example.com' AND u.org_id = 4711 ORDER BY u.created_at DESC LIMIT 20",
+    "UPDATE orders SET status = 'shipped', updated_at = '2026-12-01 10:00:00', carrier = 'DHL' WHERE id IN (10231, 10232, 10233, 10240)",
+    "INSERT INTO audit_log (user_id, action, token, ip) VALUES (42, 'login', 'c2VjcmV0LXRva2VuLTEyMzQ1', '10.1.2.3')",
+    "SELECT COUNT(*) FROM sessions WHERE user_id = 42 AND expires_at > '2026-12-01T10:00:00Z' AND revoked = false",
+    "DELETE FROM cart_items WHERE cart_id = 99182 AND sku = 'SKU-4431-XL' /* checkout cleanup */",
+    "SELECT p.sku, p.price FROM products p JOIN stock s ON s.sku = p.sku WHERE p.price BETWEEN 10.50 AND 99.99 AND s.qty > 0",
+];
+
+/// A v0.4 payload of `spans` spans in traces of ten: a web request span and nine `sql` spans
+/// under it, each with one of `SQL_QUERIES` as its resource (the SQL-heavy load of issue 17).
+fn sql_trace_payload(spans: u64) -> TraceBody {
+    use rmpv::Value as V;
+    let s = |x: &str| V::String(x.into());
+    let traces = spans.div_ceil(10);
+    let mut all = Vec::new();
+    for t in 0..traces {
+        let trace_id = 0x5eed_0000_0000 + t;
+        let start = 1_764_583_200_000_000_000i64 + t as i64 * 1_000_000;
+        let span = |id: u64, parent: u64, name: &str, service: &str, resource: &str, kind: &str, meta: Vec<(V, V)>| {
+            V::Map(vec![
+                (s("trace_id"), V::from(trace_id)),
+                (s("span_id"), V::from(id)),
+                (s("parent_id"), V::from(parent)),
+                (s("name"), s(name)),
+                (s("service"), s(service)),
+                (s("resource"), s(resource)),
+                (s("type"), s(kind)),
+                (s("start"), V::from(start + id as i64 * 1000)),
+                (s("duration"), V::from(250_000)),
+                (s("error"), V::from(0)),
+                (s("meta"), V::Map(meta)),
+                (s("metrics"), V::Map(vec![(s("_sampling_priority_v1"), V::F64(1.0))])),
+            ])
+        };
+        let mut trace =
+            vec![span(1, 0, "flask.request", "shop", "GET /checkout", "web", vec![(s("http.method"), s("GET"))])];
+        for k in 0..9u64 {
+            let q = SQL_QUERIES[((t + k) % SQL_QUERIES.len() as u64) as usize];
+            trace.push(span(2 + k, 1, "postgres.query", "shop-db", q, "sql", vec![(s("db.system"), s("postgresql"))]));
+        }
+        all.push(V::Array(trace));
+    }
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, &V::Array(all)).unwrap();
+    TraceBody { path: "/v0.4/traces", content_type: "application/msgpack", body, traces, spans: traces * 10 }
+}
+
+/// Runs `load` at `spans_per_s` against the agent: the trace path's CPU per span (the agent times
+/// it), the agent's share of a core, its memory after.
+fn trace_window(agent: &Agent, spans_per_s: u32, load: TraceBody) -> TraceFigures {
+    let load = TraceLoad::start(agent.port, spans_per_s, load);
+    // Let the first payloads (and one 5 s trace flush) pass before measuring.
+    std::thread::sleep(Duration::from_secs(6));
+    let (a, pa) = (agent.status(), agent.sample());
+    std::thread::sleep(Duration::from_secs(10));
+    let (b, pb) = (agent.status(), agent.sample());
+    load.stop();
+    let secs = pb.at.unwrap().duration_since(pa.at.unwrap()).as_secs_f64();
+    let spans = b["trace_intake"]["spans"].as_u64().unwrap_or(0) - a["trace_intake"]["spans"].as_u64().unwrap_or(0);
+    let cpu_ms = (pb.runtime_ns - pa.runtime_ns) as f64 / 1e6;
+    // The agent times its trace path (intake I/O, HTTP, decode, process, encode, gzip; not
+    // the TLS send of the few payloads), as it times each check.
+    let trace_ms =
+        b["trace_intake"]["cpu_ms"].as_f64().unwrap_or(0.0) - a["trace_intake"]["cpu_ms"].as_f64().unwrap_or(0.0);
+    TraceFigures {
+        spans,
+        spans_per_s: spans as f64 / secs,
+        // No span counted: no figure (a 0 here would pass the gate).
+        us_per_span: if spans > 0 { trace_ms * 1e3 / spans as f64 } else { f64::INFINITY },
+        cpu_pct: cpu_ms / secs / 10.0,
+        hwm_kib: pb.hwm_kib,
+        rss_kib: pb.rss_kib,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -633,6 +721,8 @@ struct Figures {
     /// With a trace load: spans accepted per second, the agent's CPU per span (over the same
     /// agent without the load), and its RSS after.
     traces: Option<TraceFigures>,
+    /// The same with SQL-heavy spans (nine `sql` spans with literals in ten: the obfuscator's load).
+    traces_sql: Option<TraceFigures>,
     /// With an HTTP load: the agent's added CPU per request and what it counted.
     http: Option<HttpFigures>,
     /// With containers: the agent's added CPU per container and its allocations.
@@ -1045,29 +1135,9 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
 
     if s.spans_per_s > 0 {
         host.top_up_time_wait();
-        let load = TraceLoad::start(agent.port, s.spans_per_s);
-        // Let the first payloads (and one 5 s trace flush) pass before measuring.
-        std::thread::sleep(Duration::from_secs(6));
-        let (a, pa) = (agent.status(), agent.sample());
-        std::thread::sleep(Duration::from_secs(10));
-        let (b, pb) = (agent.status(), agent.sample());
-        load.stop();
-        let secs = pb.at.unwrap().duration_since(pa.at.unwrap()).as_secs_f64();
-        let spans = b["trace_intake"]["spans"].as_u64().unwrap_or(0) - a["trace_intake"]["spans"].as_u64().unwrap_or(0);
-        let cpu_ms = (pb.runtime_ns - pa.runtime_ns) as f64 / 1e6;
-        // The agent times its trace path (intake I/O, HTTP, decode, process, encode, gzip; not
-        // the TLS send of the few payloads), as it times each check.
-        let trace_ms =
-            b["trace_intake"]["cpu_ms"].as_f64().unwrap_or(0.0) - a["trace_intake"]["cpu_ms"].as_f64().unwrap_or(0.0);
-        f.traces = Some(TraceFigures {
-            spans,
-            spans_per_s: spans as f64 / secs,
-            // No span counted: no figure (a 0 here would pass the gate).
-            us_per_span: if spans > 0 { trace_ms * 1e3 / spans as f64 } else { f64::INFINITY },
-            cpu_pct: cpu_ms / secs / 10.0,
-            hwm_kib: pb.hwm_kib,
-            rss_kib: pb.rss_kib,
-        });
+        f.traces = Some(trace_window(&agent, s.spans_per_s, trace_payload(SPANS_PER_PAYLOAD)));
+        host.top_up_time_wait();
+        f.traces_sql = Some(trace_window(&agent, s.spans_per_s, sql_trace_payload(SPANS_PER_PAYLOAD)));
     }
     if s.http_per_s > 0 {
         host.top_up_time_wait();
@@ -1167,6 +1237,17 @@ fn report(s: &Scenario, f: &Figures) {
             t.rss_kib as f64 / 1024.0
         );
     }
+    if let Some(q) = &f.traces_sql {
+        let base = f.traces.as_ref().map_or(f64::NAN, |t| t.us_per_span);
+        println!(
+            "traces, SQL-heavy (9 sql spans with literals in 10): {:.0} spans/s accepted; {:.2} µs CPU per span on the trace path ({:+.2} over the ddtrace capture's; aim: obfuscation adds at most 0.5); agent {:.2} % of a core; peak RSS {:.1} MiB",
+            q.spans_per_s,
+            q.us_per_span,
+            q.us_per_span - base,
+            q.cpu_pct,
+            q.hwm_kib as f64 / 1024.0
+        );
+    }
     if let Some(h) = &f.http {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         println!(
@@ -1250,6 +1331,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
         "peak_rss_kib": f.hwm_kib, "rss_kib": f.rss_kib, "pss_kib": f.pss_kib,
         "wakeups_per_s": f.wakeups_per_s, "syscalls_per_cycle": f.syscalls_per_cycle,
         "bytes_per_cycle": f.bytes_per_cycle, "requests_per_cycle": f.requests_per_cycle,
+        "traces_sql": f.traces_sql.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span, "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib})),
         "traces": f.traces.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span,
             "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib, "rss_kib": t.rss_kib})),
         "http": f.http.as_ref().map(http_json),
@@ -1319,6 +1401,13 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             println!("gate trace path: no span was counted in the window, nothing was measured: FAIL");
         }
         Some(_) => {}
+    }
+    match &f.traces_sql {
+        Some(q) if q.spans > 0 => {}
+        _ => {
+            ok = false;
+            println!("gate SQL trace path: the SQL-heavy trace load did not run or no span was counted: FAIL");
+        }
     }
     if f.http.is_none() {
         ok = false;
@@ -1391,6 +1480,17 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             &format!("µs CPU per span (gate {} x noise margin {margin})", get("gates.us_per_span")),
             t.us_per_span,
             get("gates.us_per_span") * margin,
+            None,
+        );
+    }
+    if let Some(q) = &f.traces_sql {
+        verdict(
+            &format!(
+                "µs CPU per span, SQL-heavy spans (gate {} x noise margin {margin})",
+                get("gates.us_per_sql_span")
+            ),
+            q.us_per_span,
+            get("gates.us_per_sql_span") * margin,
             None,
         );
     }
@@ -1621,6 +1721,14 @@ fn self_test() {
             hwm_kib: 12 * 1024,
             rss_kib: 11 * 1024,
         }),
+        traces_sql: Some(TraceFigures {
+            spans: 20_000,
+            spans_per_s: 2_000.0,
+            us_per_span: 2.3,
+            cpu_pct: 0.5,
+            hwm_kib: 12 * 1024,
+            rss_kib: 11 * 1024,
+        }),
         http: Some(HttpFigures {
             requests_per_s: 5_000.0,
             interval_s: 1.0,
@@ -1674,6 +1782,12 @@ fn self_test() {
     let mut no_phase = good.clone();
     no_phase.traces = None;
     assert!(!check_gates(&g, &no_phase), "no trace phase fails");
+    let mut no_sql = good.clone();
+    no_sql.traces_sql = None;
+    assert!(!check_gates(&g, &no_sql), "no SQL-heavy trace load fails");
+    let mut slow_sql = good.clone();
+    slow_sql.traces_sql = slow_sql.traces_sql.map(|t| TraceFigures { us_per_span: 5.0, ..t });
+    assert!(!check_gates(&g, &slow_sql), "5 µs per SQL span fails");
     let mut no_http = good.clone();
     no_http.http = None;
     assert!(!check_gates(&g, &no_http), "no HTTP phase fails");
