@@ -642,3 +642,588 @@ fn regroup(b: &mut Batch, body: &[u8], t: usize, origin: Origin, fate: &[Fate; K
     b.traces[t].1 = kept as u32;
     kept as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::traces::{process, RequestContext, TraceCounts};
+
+    const LIB_UNKNOWN: &str = "@opentelemetry/instrumentation-pg";
+    const LAMBDA_ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:My-Func";
+
+    /// A span as the `/open-telemetry` mapping gives it (spec §5.2): service, resource and type
+    /// `openTelemetry`, meta `instrumentation_library`, `instrumentation_version`, `source`, the
+    /// attributes; an HTTP status code ≥ 400 as `error` and as metric `http.status_code`. Every
+    /// string is in the side buffer (the body is empty).
+    fn push_span(b: &mut Batch, trace_id: u64, library: &str, attrs: &[(&str, &str)], status: Option<i32>) {
+        let meta =
+            [("instrumentation_library", library), ("instrumentation_version", "0.1.0"), ("source", "openTelemetry")];
+        push_raw(b, trace_id, &meta, attrs, status);
+    }
+
+    fn push_raw(b: &mut Batch, trace_id: u64, meta: &[(&str, &str)], attrs: &[(&str, &str)], status: Option<i32>) {
+        let ot = b.push_side("openTelemetry");
+        let name = b.push_side("handler");
+        let first = b.meta.len() as u32;
+        for (k, v) in meta.iter().chain(attrs) {
+            let e = (b.push_side(k), b.push_side(v));
+            b.push_meta(e);
+        }
+        let meta = (first, b.meta.len() as u32 - first);
+        let first = b.metrics.len() as u32;
+        let mut error = 0;
+        if let Some(code) = status.filter(|&c| c >= 400) {
+            let k = b.push_side("http.status_code");
+            b.push_metric((k, f64::from(code)));
+            error = code;
+        }
+        let metrics = (first, b.metrics.len() as u32 - first);
+        let span_id = b.spans.len() as u64 + 1;
+        let start = 1_700_000_000_000_000_000;
+        let s = Span {
+            service: ot,
+            name,
+            resource: ot,
+            typ: ot,
+            trace_id,
+            span_id,
+            start,
+            duration: 5,
+            error,
+            meta,
+            metrics,
+            ..Span::default()
+        };
+        b.push_span(s);
+    }
+
+    /// Ends a trace made of the spans pushed since the last one.
+    fn end_trace(b: &mut Batch) {
+        let first = b.traces.last().map_or(0, |&(f, n)| f + n);
+        let n = b.spans.len() as u32 - first;
+        b.push_trace((first, n));
+    }
+
+    fn one(library: &str, attrs: &[(&str, &str)]) -> Batch {
+        let mut b = Batch::default();
+        push_span(&mut b, 1, library, attrs, None);
+        end_trace(&mut b);
+        b
+    }
+
+    fn run(b: &mut Batch, origin: Origin) -> TraceCounts {
+        let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", origin, ..RequestContext::default() };
+        process(b, &[], &ctx)
+    }
+
+    /// The spans of trace `t` as they would be forwarded.
+    fn spans(b: &Batch, t: usize) -> Vec<Span> {
+        let (first, n) = b.traces[t];
+        b.spans[first as usize..(first + n) as usize].to_vec()
+    }
+
+    /// A meta value as the receiver reads it: the agent's additions win over the client's meta,
+    /// a later entry over an earlier one.
+    fn get<'a>(b: &'a Batch, s: &Span, key: &str) -> Option<&'a str> {
+        let all = b.span_meta(s).iter().chain(b.span_extra(s));
+        all.rev().find(|(k, _)| b.is(&[], *k, key)).map(|(_, v)| b.text(&[], *v))
+    }
+
+    fn text<'a>(b: &'a Batch, s: Str) -> &'a str {
+        b.text(&[], s)
+    }
+
+    /// `AwsSpanBuilder`'s output (spec §5.3).
+    fn assert_aws(b: &Batch, s: &Span, name: &str, svc: &str, kind: &str, urn: &str, ident: &str) {
+        assert_eq!(text(b, s.name), name);
+        assert_eq!(get(b, s, "span.serviceName"), Some(name));
+        assert_eq!(text(b, s.resource), format!("aws.{svc}"));
+        assert_eq!(text(b, s.service), format!("aws.{svc}"));
+        assert_eq!(get(b, s, "service"), Some(&*format!("aws.{svc}")));
+        assert_eq!(text(b, s.typ), "aws");
+        assert_open_telemetry(b, s, kind, urn, ident);
+    }
+
+    fn assert_open_telemetry(b: &Batch, s: &Span, kind: &str, urn: &str, ident: &str) {
+        for key in ["span.serviceType", "source", "sts.origin"] {
+            assert_eq!(get(b, s, key), Some("open-telemetry"), "{key}");
+        }
+        assert_eq!(get(b, s, "span.kind"), Some(kind));
+        assert_eq!(get(b, s, "span.serviceURN"), Some(urn));
+        assert_eq!(get(b, s, "sts.service.identifiers"), Some(ident));
+        // The default interpretation's entries were replaced, not repeated.
+        for key in ["span.serviceName", "span.serviceURN"] {
+            let n = b.span_meta(s).iter().chain(b.span_extra(s)).filter(|(k, _)| b.is(&[], *k, key)).count();
+            assert_eq!(n, 1, "{key}");
+        }
+    }
+
+    /// One span of `library` with `attrs` is interpreted; the span as forwarded.
+    fn interpreted(library: &str, attrs: &[(&str, &str)]) -> (Batch, Span) {
+        let mut b = one(library, attrs);
+        let counts = run(&mut b, Origin::StackStateOtel);
+        assert_eq!(counts.otel, OtelCounts { interpreted: 1, ..OtelCounts::default() });
+        assert_eq!((counts.traces, counts.spans), (1, 1));
+        let s = spans(&b, 0)[0];
+        (b, s)
+    }
+
+    /// Every case of `attrs` for `library` makes a group of two spans, one complete and one
+    /// with `attrs`: the whole group is dropped, counted under `dropped_missing_field` (or
+    /// `dropped_sqs_url`), and on OTLP kept with the default interpretation.
+    fn assert_group_dropped(library: &str, complete: &[(&str, &str)], cases: &[&[(&str, &str)]]) {
+        for origin in [Origin::StackStateOtel, Origin::Otlp] {
+            for attrs in cases {
+                let mut b = Batch::default();
+                push_span(&mut b, 1, library, complete, None);
+                push_span(&mut b, 1, library, attrs, None);
+                end_trace(&mut b);
+                let counts = run(&mut b, origin);
+                let sqs_url = library == LIB_AWS_SDK && attrs.contains(&("messaging.url", "https://sqs"));
+                if origin == Origin::Otlp {
+                    assert_eq!(counts.otel, OtelCounts { uninterpreted: 2, ..OtelCounts::default() }, "{attrs:?}");
+                    assert_eq!((counts.traces, counts.spans), (1, 2));
+                    for s in spans(&b, 0) {
+                        assert_eq!(get(&b, &s, "span.serviceURN"), Some("urn:service:/openTelemetry"));
+                        assert_eq!(get(&b, &s, "sts.origin"), None);
+                    }
+                    continue;
+                }
+                let expect = if sqs_url {
+                    OtelCounts { dropped_sqs_url: 2, emptied_traces: 1, ..OtelCounts::default() }
+                } else {
+                    OtelCounts { dropped_missing_field: 2, emptied_traces: 1, ..OtelCounts::default() }
+                };
+                assert_eq!(counts.otel, expect, "{attrs:?}");
+                assert_eq!((counts.traces, counts.spans), (0, 0));
+                assert_eq!(b.traces[0].1, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn lambda_entry() {
+        let (b, s) = interpreted(LIB_AWS_LAMBDA, &[("faas.id", LAMBDA_ARN), ("cloud.account.id", "123456789012")]);
+        let urn = "urn:service:/arn:aws:lambda:eu-west-1:123456789012:function:my-func";
+        assert_aws(&b, &s, "Lambda: My-Func", "lambda", "producer", urn, LAMBDA_ARN);
+        assert_eq!(get(&b, &s, "span.errorClass"), None);
+        // An ARN with more parts (a version or alias): the function is still part 6.
+        let (b, s) = interpreted(
+            LIB_AWS_LAMBDA,
+            &[("faas.id", "arn:aws:lambda:eu-west-1:1:function:Fn:PROD"), ("cloud.account.id", "1")],
+        );
+        assert_aws(
+            &b,
+            &s,
+            "Lambda: Fn",
+            "lambda",
+            "producer",
+            "urn:service:/arn:aws:lambda:eu-west-1:1:function:fn:prod",
+            "arn:aws:lambda:eu-west-1:1:function:Fn:PROD",
+        );
+    }
+
+    #[test]
+    fn lambda_entry_requires_an_arn_of_seven_parts_and_the_account() {
+        let complete = &[("faas.id", LAMBDA_ARN), ("cloud.account.id", "123456789012")];
+        assert_group_dropped(
+            LIB_AWS_LAMBDA,
+            complete,
+            &[
+                &[("faas.id", LAMBDA_ARN)],
+                &[("faas.id", LAMBDA_ARN), ("cloud.account.id", "")],
+                &[("cloud.account.id", "123456789012")],
+                &[("faas.id", "arn:aws:lambda:eu-west-1:123456789012:function"), ("cloud.account.id", "1")],
+            ],
+        );
+    }
+
+    const INVOKE: &[(&str, &str)] = &[
+        ("aws.service.identifier", "lambda"),
+        ("aws.operation", "invoke"),
+        ("aws.request.function.name", "Other-Func"),
+        ("aws.account.id", "123456789012"),
+        ("aws.region", "EU-West-1"),
+    ];
+
+    #[test]
+    fn aws_sdk_lambda_invoke() {
+        let (b, s) = interpreted(LIB_AWS_SDK, INVOKE);
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:other-func";
+        assert_aws(&b, &s, "Lambda: Other-Func", "lambda", "consumer", &format!("urn:service:/{arn}"), arn);
+    }
+
+    #[test]
+    fn aws_sdk_lambda_requires_its_fields_and_an_invoke() {
+        let without = |key: &str| INVOKE.iter().copied().filter(|(k, _)| *k != key).collect::<Vec<_>>();
+        let mut other_op = without("aws.operation");
+        other_op.push(("aws.operation", "Invoke"));
+        assert_group_dropped(
+            LIB_AWS_SDK,
+            INVOKE,
+            &[
+                &without("aws.operation"),
+                &other_op,
+                &without("aws.request.function.name"),
+                &without("aws.account.id"),
+                &without("aws.region"),
+            ],
+        );
+    }
+
+    const SQS: &[(&str, &str)] = &[
+        ("aws.service.identifier", "sqs"),
+        ("aws.region", "eu-west-1"),
+        ("messaging.url", "https://sqs.eu-west-1.amazonaws.com/123456789012/My-Queue"),
+        ("messaging.destination", "My-Queue"),
+    ];
+
+    #[test]
+    fn aws_sdk_sqs() {
+        let (b, s) = interpreted(LIB_AWS_SDK, SQS);
+        assert_aws(
+            &b,
+            &s,
+            "SQS Queue: My-Queue-123456789012-eu-west-1",
+            "sqs.queue",
+            "consumer",
+            // The URL as sent; the identifier lower-cased.
+            "urn:service:/https://sqs.eu-west-1.amazonaws.com/123456789012/My-Queue",
+            "https://eu-west-1.queue.amazonaws.com/123456789012/my-queue",
+        );
+    }
+
+    #[test]
+    fn aws_sdk_sqs_requires_its_fields_and_a_url_of_four_parts() {
+        let with_url = |url| {
+            let mut a = SQS.iter().copied().filter(|(k, _)| *k != "messaging.url").collect::<Vec<_>>();
+            a.push(("messaging.url", url));
+            a
+        };
+        let without = |key: &str| SQS.iter().copied().filter(|(k, _)| *k != key).collect::<Vec<_>>();
+        // `https://sqs` is 3 parts (`https:`, ``, `sqs`): the original panics; dropped here.
+        assert_group_dropped(LIB_AWS_SDK, SQS, &[&with_url("https://sqs")]);
+        assert_group_dropped(
+            LIB_AWS_SDK,
+            SQS,
+            &[
+                &with_url("sqs/queue"),
+                &without("aws.region"),
+                &without("messaging.url"),
+                &without("messaging.destination"),
+            ],
+        );
+        // Four parts are enough: the account is part 3.
+        let (b, s) = interpreted(LIB_AWS_SDK, &with_url("a/b/c/Acct"));
+        assert_eq!(get(&b, &s, "sts.service.identifiers"), Some("https://eu-west-1.queue.amazonaws.com/acct/my-queue"));
+    }
+
+    #[test]
+    fn aws_sdk_s3() {
+        let (b, s) = interpreted(LIB_AWS_SDK, &[("aws.service.identifier", "s3"), ("aws.request.bucket", "My-Bucket")]);
+        assert_aws(
+            &b,
+            &s,
+            "S3: My-Bucket",
+            "s3",
+            "consumer",
+            "urn:service:/arn:aws:s3:::my-bucket",
+            "arn:aws:s3:::my-bucket",
+        );
+        assert_group_dropped(
+            LIB_AWS_SDK,
+            &[("aws.service.identifier", "s3"), ("aws.request.bucket", "b")],
+            &[&[("aws.service.identifier", "s3")], &[("aws.service.identifier", "s3"), ("aws.request.bucket", "")]],
+        );
+    }
+
+    #[test]
+    fn lower_casing_is_gos_simple_mapping() {
+        // `İ` (U+0130) lower-cases to `i` in Go (Rust's full mapping gives `i̇`); `Ⱥ` (2 bytes)
+        // to `ⱥ` (3 bytes); `ß` stays.
+        let bucket = "Straße-İSTANBUL-Ⱥ-Ü";
+        let (b, s) = interpreted(LIB_AWS_SDK, &[("aws.service.identifier", "s3"), ("aws.request.bucket", bucket)]);
+        let arn = "arn:aws:s3:::straße-istanbul-ⱥ-ü";
+        assert_aws(&b, &s, &format!("S3: {bucket}"), "s3", "consumer", &format!("urn:service:/{arn}"), arn);
+    }
+
+    const SFN_ARN: &str = "arn:aws:states:eu-west-1:123456789012:stateMachine:My-Machine";
+
+    #[test]
+    fn aws_sdk_step_functions() {
+        let (b, s) = interpreted(
+            LIB_AWS_SDK,
+            &[("aws.service.identifier", "stepfunctions"), ("aws.request.state.machine.arn", SFN_ARN)],
+        );
+        // The name is part 6 of the lower-cased ARN.
+        let arn = SFN_ARN.to_lowercase();
+        assert_aws(
+            &b,
+            &s,
+            "State Machine: my-machine",
+            "step.function",
+            "consumer",
+            &format!("urn:service:/{arn}"),
+            &arn,
+        );
+        let id = ("aws.service.identifier", "stepfunctions");
+        assert_group_dropped(
+            LIB_AWS_SDK,
+            &[id, ("aws.request.state.machine.arn", SFN_ARN)],
+            &[&[id], &[id, ("aws.request.state.machine.arn", "arn:aws:states:eu-west-1:1:stateMachine")]],
+        );
+    }
+
+    const SNS_ARN: &str = "arn:aws:sns:eu-west-1:123456789012:My-Topic";
+
+    #[test]
+    fn aws_sdk_sns() {
+        let (b, s) = interpreted(LIB_AWS_SDK, &[("aws.service.identifier", "sns"), ("aws.request.topic.arn", SNS_ARN)]);
+        let arn = SNS_ARN.to_lowercase();
+        assert_aws(&b, &s, "SNS: my-topic", "sns", "consumer", &format!("urn:service:/{arn}"), &arn);
+        let id = ("aws.service.identifier", "sns");
+        assert_group_dropped(
+            LIB_AWS_SDK,
+            &[id, ("aws.request.topic.arn", SNS_ARN)],
+            &[&[id], &[id, ("aws.request.topic.arn", "arn:aws:sns:eu-west-1:123456789012")]],
+        );
+    }
+
+    const HTTP: &[(&str, &str)] = &[("http.url", "https://example.com/Orders?id=1"), ("http.method", "POST")];
+
+    #[test]
+    fn http() {
+        let (b, s) = interpreted(LIB_HTTP, HTTP);
+        assert_aws(
+            &b,
+            &s,
+            "Http: POST - https://example.com/Orders?id=1",
+            "http",
+            "consumer",
+            "urn:service:/lambda-http-request/https://example.com/Orders?id=1/POST",
+            "https://example.com/Orders?id=1",
+        );
+        assert_group_dropped(
+            LIB_HTTP,
+            HTTP,
+            &[
+                &[("http.url", "https://example.com/")],
+                &[("http.method", "GET")],
+                &[("http.url", ""), ("http.method", "GET")],
+            ],
+        );
+    }
+
+    const STACKSTATE: &[(&str, &str)] = &[
+        ("trace.perspective.name", "Checkout"),
+        ("service.name", "Shop"),
+        ("service.type", "Web-Shop"),
+        ("service.identifier", "Shop:EU"),
+        ("resource.name", "POST /Cart"),
+    ];
+
+    #[test]
+    fn stackstate_manual_spans() {
+        let (b, s) = interpreted(LIB_STACKSTATE, STACKSTATE);
+        assert_eq!(text(&b, s.name), "Checkout");
+        assert_eq!(get(&b, &s, "span.serviceName"), Some("Shop"));
+        assert_eq!(text(&b, s.resource), "POST /Cart");
+        assert_eq!(text(&b, s.typ), "custom-trace");
+        assert_eq!(text(&b, s.service), "Web-Shop");
+        assert_eq!(get(&b, &s, "service"), Some("Web-Shop"));
+        // Nothing lower-cased.
+        assert_open_telemetry(&b, &s, "consumer", "urn:service:/Shop:EU", "Shop:EU");
+        let without = |key: &str| STACKSTATE.iter().copied().filter(|(k, _)| *k != key).collect::<Vec<_>>();
+        let cases: Vec<Vec<_>> = STACKSTATE.iter().map(|(k, _)| without(k)).collect();
+        let cases: Vec<&[(&str, &str)]> = cases.iter().map(Vec::as_slice).collect();
+        assert_group_dropped(LIB_STACKSTATE, STACKSTATE, &cases);
+    }
+
+    #[test]
+    fn error_classes_from_the_status_code() {
+        let entry = &[("faas.id", LAMBDA_ARN), ("cloud.account.id", "1")];
+        for (library, attrs) in [(LIB_HTTP, HTTP), (LIB_AWS_LAMBDA, entry), (LIB_STACKSTATE, STACKSTATE)] {
+            let mut b = Batch::default();
+            for status in [None, Some(200), Some(400), Some(404), Some(499), Some(500), Some(503)] {
+                push_span(&mut b, 1, library, attrs, status);
+            }
+            // An error without a status code.
+            push_span(&mut b, 1, library, attrs, None);
+            b.spans.last_mut().unwrap().error = 1;
+            end_trace(&mut b);
+            let counts = run(&mut b, Origin::StackStateOtel);
+            assert_eq!(counts.otel.interpreted, 8);
+            let classes: Vec<_> = spans(&b, 0).iter().map(|s| get(&b, s, "span.errorClass")).collect();
+            let (x4, x5) = (Some("4xx"), Some("5xx"));
+            assert_eq!(classes, [None, None, x4, x4, x4, x5, x5, None], "{library}");
+        }
+    }
+
+    #[test]
+    fn unknown_libraries_and_aws_services_are_dropped_on_open_telemetry_kept_on_otlp() {
+        for origin in [Origin::StackStateOtel, Origin::Otlp] {
+            let mut b = Batch::default();
+            push_span(&mut b, 1, LIB_UNKNOWN, &[("db.system", "postgresql")], None);
+            push_span(&mut b, 1, LIB_AWS_SDK, &[("aws.service.identifier", "dynamodb")], None);
+            push_span(&mut b, 1, LIB_AWS_SDK, &[], None);
+            end_trace(&mut b);
+            let counts = run(&mut b, origin);
+            if origin == Origin::StackStateOtel {
+                let expect = OtelCounts {
+                    dropped_unknown_library: 1,
+                    dropped_unknown_aws_service: 2,
+                    emptied_traces: 1,
+                    ..OtelCounts::default()
+                };
+                assert_eq!(counts.otel, expect);
+                assert_eq!((counts.traces, counts.spans, b.traces[0].1), (0, 0, 0));
+            } else {
+                assert_eq!(counts.otel, OtelCounts::default());
+                assert_eq!((counts.traces, counts.spans), (1, 3));
+                for s in spans(&b, 0) {
+                    // The default interpretation only.
+                    assert_eq!(get(&b, &s, "span.serviceName"), Some("openTelemetry"));
+                    assert_eq!(get(&b, &s, "span.serviceURN"), Some("urn:service:/openTelemetry"));
+                    assert_eq!(text(&b, s.typ), "openTelemetry");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn datadog_spans_are_not_interpreted() {
+        let mut b = one(LIB_AWS_SDK, &[("aws.service.identifier", "s3"), ("aws.request.bucket", "b")]);
+        let counts = run(&mut b, Origin::Datadog);
+        assert_eq!(counts.otel, OtelCounts::default());
+        assert_eq!(get(&b, &spans(&b, 0)[0], "span.serviceURN"), Some("urn:service:/openTelemetry"));
+        let mut b = one(LIB_UNKNOWN, &[]);
+        assert_eq!(interpret_otel(&mut b, &[], Origin::Datadog), OtelCounts::default());
+        assert_eq!(b.traces[0].1, 1);
+    }
+
+    #[test]
+    fn pre_interpreted_process_and_non_otel_spans_keep_their_interpretation() {
+        let mut b = Batch::default();
+        // The client named the service itself.
+        let lib = ("instrumentation_library", LIB_UNKNOWN);
+        let source = ("source", "openTelemetry");
+        push_raw(&mut b, 1, &[lib, source, ("span.serviceURN", "urn:service:/mine")], &[], None);
+        // A process span: host, pid and kind.
+        let process_meta = [("span.hostname", "h"), ("span.pid", "7"), ("span.kind", "client")];
+        push_raw(&mut b, 1, &[lib, source], &process_meta, None);
+        // No `source` (or another one): not an /open-telemetry span.
+        push_raw(&mut b, 1, &[lib], &[], None);
+        push_raw(&mut b, 1, &[lib, ("source", "traefik")], &[], None);
+        end_trace(&mut b);
+        let counts = run(&mut b, Origin::StackStateOtel);
+        assert_eq!(counts.otel, OtelCounts::default());
+        assert_eq!((counts.traces, counts.spans), (1, 4));
+        let s = spans(&b, 0);
+        assert_eq!(get(&b, &s[0], "span.serviceURN"), Some("urn:service:/mine"));
+        assert_eq!(get(&b, &s[1], "span.serviceType"), Some("service"));
+        assert_eq!(get(&b, &s[2], "span.serviceURN"), Some("urn:service:/openTelemetry"));
+        assert_eq!(get(&b, &s[3], "span.serviceURN"), Some("urn:service:/openTelemetry"));
+    }
+
+    fn ids(b: &Batch, t: usize) -> Vec<u64> {
+        spans(b, t).iter().map(|s| s.span_id).collect()
+    }
+
+    #[test]
+    fn groups_follow_the_traces_other_spans_and_dropped_spans_leave() {
+        let s3 = &[("aws.service.identifier", "s3"), ("aws.request.bucket", "b")][..];
+        let s3_bad = &[("aws.service.identifier", "s3")][..];
+        let mut b = Batch::default();
+        // Trace 1: spans 1-5.
+        push_span(&mut b, 1, LIB_HTTP, HTTP, None);
+        push_span(&mut b, 1, LIB_AWS_SDK, s3, None);
+        push_raw(&mut b, 1, &[], &[], None);
+        push_span(&mut b, 1, LIB_UNKNOWN, &[], None);
+        push_span(&mut b, 1, LIB_AWS_SDK, s3, None);
+        end_trace(&mut b);
+        // Trace 2: spans 6-8; its S3 group lacks a bucket.
+        push_span(&mut b, 2, LIB_AWS_SDK, s3_bad, None);
+        push_span(&mut b, 2, LIB_HTTP, HTTP, None);
+        push_span(&mut b, 2, LIB_AWS_SDK, s3, None);
+        end_trace(&mut b);
+        // Trace 3: spans 9-10, one library, already in order.
+        push_span(&mut b, 3, LIB_HTTP, HTTP, None);
+        push_span(&mut b, 3, LIB_HTTP, HTTP, None);
+        end_trace(&mut b);
+        // The same spans for OTLP.
+        let mut otlp = Batch::default();
+        otlp.spans.clone_from(&b.spans);
+        otlp.traces.clone_from(&b.traces);
+        otlp.meta.clone_from(&b.meta);
+        otlp.metrics.clone_from(&b.metrics);
+        otlp.side.clone_from(&b.side);
+
+        let counts = run(&mut b, Origin::StackStateOtel);
+        // The other spans first, then the groups (S3 before HTTP), each in its order.
+        assert_eq!(ids(&b, 0), [3, 2, 5, 1]);
+        assert_eq!(ids(&b, 1), [7]);
+        assert_eq!(ids(&b, 2), [9, 10]);
+        let expect = OtelCounts {
+            interpreted: 3 + 1 + 2,
+            dropped_missing_field: 2,
+            dropped_unknown_library: 1,
+            ..OtelCounts::default()
+        };
+        assert_eq!(counts.otel, expect);
+        assert_eq!((counts.traces, counts.spans), (3, 7));
+        assert_eq!(text(&b, spans(&b, 1)[0].service), "aws.http");
+
+        // OTLP: nothing dropped; a group that cannot be interpreted stays among the other spans.
+        let counts = run(&mut otlp, Origin::Otlp);
+        assert_eq!(ids(&otlp, 0), [3, 4, 2, 5, 1]);
+        assert_eq!(ids(&otlp, 1), [6, 8, 7]);
+        assert_eq!(ids(&otlp, 2), [9, 10]);
+        let expect = OtelCounts { interpreted: 3 + 1 + 2, uninterpreted: 2, ..OtelCounts::default() };
+        assert_eq!(counts.otel, expect);
+        assert_eq!((counts.traces, counts.spans), (3, 10));
+    }
+
+    #[test]
+    fn steady_state_needs_no_new_storage() {
+        let fill = |b: &mut Batch| {
+            for t in 1..=20 {
+                push_span(b, t, LIB_HTTP, HTTP, Some(503));
+                push_span(b, t, LIB_AWS_SDK, SQS, None);
+                push_span(b, t, LIB_UNKNOWN, &[], None);
+                push_span(b, t, LIB_AWS_SDK, INVOKE, None);
+                push_span(
+                    b,
+                    t,
+                    LIB_AWS_LAMBDA,
+                    &[("faas.id", "arn:aws:lambda:r:1:function:Ⱥ"), ("cloud.account.id", "1")],
+                    None,
+                );
+                end_trace(b);
+            }
+        };
+        let mut b = Batch::default();
+        fill(&mut b);
+        let counts = run(&mut b, Origin::StackStateOtel);
+        assert_eq!(counts.otel.interpreted, 80);
+        let held = |b: &Batch| (b.spans.capacity(), b.extra.capacity(), b.side.capacity(), b.meta.capacity());
+        let before = held(&b);
+        b.clear();
+        fill(&mut b);
+        let counts2 = run(&mut b, Origin::StackStateOtel);
+        assert_eq!(counts2, counts);
+        assert_eq!(held(&b), before);
+    }
+
+    #[test]
+    fn a_long_copy_stops_at_the_limit() {
+        let arn = format!("arn:aws:lambda:r:1:function:{}", "F".repeat(100_000));
+        let mut b = one(LIB_AWS_LAMBDA, &[("faas.id", &arn), ("cloud.account.id", "1")]);
+        b.limit = b.cost() + 150_000;
+        let counts = run(&mut b, Origin::StackStateOtel);
+        assert!(counts.over_limit, "the URN and the name copy 200,000 bytes");
+        assert!(b.side.len() <= b.limit, "{}", b.side.len());
+        let mut b = one(LIB_AWS_LAMBDA, &[("faas.id", &arn), ("cloud.account.id", "1")]);
+        let counts = run(&mut b, Origin::StackStateOtel);
+        assert!(!counts.over_limit && counts.otel.interpreted == 1);
+    }
+}
