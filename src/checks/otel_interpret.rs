@@ -729,7 +729,7 @@ mod tests {
         all.rev().find(|(k, _)| b.is(&[], *k, key)).map(|(_, v)| b.text(&[], *v))
     }
 
-    fn text<'a>(b: &'a Batch, s: Str) -> &'a str {
+    fn text(b: &Batch, s: Str) -> &str {
         b.text(&[], s)
     }
 
