@@ -146,6 +146,10 @@ pub fn interpret_otel(b: &mut Batch, body: &[u8], origin: Origin) -> OtelCounts 
                             if let Ok(p) = plan(b, body, &b.spans[i], k) {
                                 write(b, body, i, p, &c);
                             }
+                            // Past its limit the batch is refused: stop here, as `process` does.
+                            if b.over_limit() {
+                                return counts;
+                            }
                         }
                     }
                     counts.interpreted += size;
