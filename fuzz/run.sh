@@ -35,6 +35,10 @@ printf '[[%s{}]]' "$(head -c 300 /dev/zero | tr '\0' x | sed 's/x/{},/g')" > cor
 printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"parent_id":0,"start":1700000000000000000,"duration":5,"error":0,"meta":{"span.hostname":"h","span.pid":"1","span.kind":"server"},"metrics":{"m":1.5},"type":"web"}]]' > corpus/traces_json/seed
 # Strings that are not UTF-8, with and without escapes (repaired: one U+FFFD per invalid byte).
 printf '[[{"service":"a\xffb\xe2\x82","name":"n\\u00e9\xc3","meta":{"k\xfe":"v\\n\xf0\x9f\x98"},"trace_id":1,"span_id":2}]]' > corpus/traces_json/repair-utf8
+# OpenTelemetry spans (one per line: trace, library, status, then key-index/value attributes split at
+# 0x1f): an S3 call, a Lambda entry with a 4xx, an SQS URL of three parts, an HTTP call with a 5xx.
+mkdir -p corpus/otel_interpret
+printf '\x00\x01\x00\x00s3\x1f\x09My-Bucket\n\x00\x00\x60\x01arn:aws:lambda:r:1:function:F\x1f\x021\n\x01\x01\x00\x00sqs\x1f\x05eu\x1f\x07https://sqs\x1f\x08q\n\x01\x02\xff\x0chttp://x\x1f\x0dGET' > corpus/otel_interpret/seed
 printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
 printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked
 mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag

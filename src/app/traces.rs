@@ -8,7 +8,7 @@
 //! are split as they are built, so none passes [`MAX_PAYLOAD`] (a trace too large for one is
 //! sent in parts, each an `APITrace` with the same id).
 
-use crate::checks::traces::{process, RequestContext};
+use crate::checks::traces::{process, Origin, RequestContext};
 use crate::encode::{trace_json, trace_payload};
 use crate::model::process::ProcessTable;
 use crate::model::trace::{Batch, Span};
@@ -147,7 +147,7 @@ impl TraceAgent {
         let client = proc.map(|p| (p.pid, p.create_time_ms));
         let proc_container = proc.and_then(|p| p.container_id.as_ref()).and_then(|id| std::str::from_utf8(id).ok());
         let container_id = head.container_id.as_str().or(proc_container);
-        let ctx = RequestContext { now_ns, host, container_id, client };
+        let ctx = RequestContext { now_ns, host, container_id, client, origin: Origin::Datadog };
         let counts = process(&mut self.batch, body, &ctx);
         // What the payload bytes would add, at most: with the batch, within the request's limit.
         let bound = self.encoded_bound();

@@ -6,6 +6,7 @@
 //! container id and, when the agent knows the client process, its pid, host and start time).
 //! Pure: the batch, the body and the facts about the request come in.
 
+use crate::checks::otel_interpret::{interpret_otel, OtelCounts};
 use crate::model::trace::{Batch, Span, Str};
 
 const MAX_SERVICE: usize = 500;
@@ -24,6 +25,20 @@ pub struct RequestContext<'a> {
     pub container_id: Option<&'a str>,
     /// The client process when the agent knows it (Unix socket peer): `(host pid, create time ms)`.
     pub client: Option<(u32, i64)>,
+    pub origin: Origin,
+}
+
+/// Where the spans came from: the interpretation of OpenTelemetry spans depends on it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The Datadog routes (`/v0.3`–`/v0.5/traces`).
+    #[default]
+    Datadog,
+    /// `/open-telemetry` (parity: spans of libraries no interpreter knows are dropped).
+    StackStateOtel,
+    /// OTLP `/v1/traces` (a general receiver: spans no interpreter knows keep the default
+    /// interpretation, never dropped).
+    Otlp,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +50,9 @@ pub struct TraceCounts {
     /// Processing stopped: what the agent adds took the batch past its limit (the batch is then
     /// not to be forwarded).
     pub over_limit: bool,
+    /// What the OpenTelemetry interpretation did (spec/traces-parity.md §5.3); `traces` and
+    /// `spans` already leave out what it dropped.
+    pub otel: OtelCounts,
 }
 
 /// Meta keys StackState reads to name a service: the service plus `:<value>` of each present.
@@ -107,6 +125,15 @@ pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCou
         }
         counts.traces += 1;
         counts.spans += u64::from(n);
+    }
+    // The STS interpretation of OpenTelemetry spans (§5.3): after the default interpretation,
+    // per batch (it regroups and drops spans within their traces).
+    if ctx.origin != Origin::Datadog {
+        let otel = interpret_otel(b, body, ctx.origin);
+        counts.traces -= otel.emptied_traces;
+        counts.spans -= otel.dropped_spans();
+        counts.otel = otel;
+        counts.over_limit = b.over_limit();
     }
     counts
 }
@@ -273,7 +300,13 @@ mod tests {
     #[test]
     fn copies_of_a_long_string_stop_at_the_limit() {
         let body = span_naming_one_string_four_times(100_000);
-        let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None };
+        let ctx = RequestContext {
+            now_ns: 1_700_000_000_000_000_000,
+            host: "h",
+            container_id: None,
+            client: None,
+            origin: Origin::Datadog,
+        };
         let limit = 250_000;
         let mut b = Batch { limit, ..Batch::default() };
         decode_v05(&body, &mut b).unwrap();

@@ -106,14 +106,20 @@ pub fn finish(out: &mut Vec<u8>, host: &str, env: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::traces::{process, RequestContext};
+    use crate::checks::traces::{process, Origin, RequestContext};
     use crate::parse::traces::{decode_v04, decode_v05, Encoding};
 
     #[test]
     fn span_bound_is_at_least_what_is_written() {
         let v4 = include_bytes!("../../tests/fixtures/traces/ddtrace-4.16-v0.4.msgpack");
         let v5 = include_bytes!("../../tests/fixtures/traces/ddtrace-4.16-v0.5.msgpack");
-        let ctx = RequestContext { now_ns: 1, host: "i-0abc", container_id: Some("c"), client: Some((7, -1)) };
+        let ctx = RequestContext {
+            now_ns: 1,
+            host: "i-0abc",
+            container_id: Some("c"),
+            client: Some((7, -1)),
+            origin: Origin::Datadog,
+        };
         for v5_format in [false, true] {
             let mut b = Batch::default();
             let body: &[u8] = if v5_format { v5 } else { v4 };

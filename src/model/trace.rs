@@ -36,6 +36,13 @@ impl Str {
     pub fn prefix(self, n: usize) -> Str {
         Str { off: self.off, len: (n as u32).min(self.len) }
     }
+
+    /// Bytes `start..end` of the string (the caller picks character boundaries; clamped to it).
+    pub fn sub(self, start: usize, end: usize) -> Str {
+        let end = (end as u32).min(self.len);
+        let start = (start as u32).min(end);
+        Str { off: self.off + start, len: end - start }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
