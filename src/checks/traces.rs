@@ -24,6 +24,20 @@ pub struct RequestContext<'a> {
     pub container_id: Option<&'a str>,
     /// The client process when the agent knows it (Unix socket peer): `(host pid, create time ms)`.
     pub client: Option<(u32, i64)>,
+    /// Which intake route the spans came by.
+    pub origin: Origin,
+}
+
+/// Where a request's spans come from: the Datadog-format routes, StackState's `/open-telemetry`
+/// (parity: spans of libraries no interpreter knows are dropped, as the original does), or the
+/// OTLP/HTTP receiver's `/v1/traces` (a general receiver: such spans keep the default STS
+/// interpretation).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    #[default]
+    Datadog,
+    StackStateOtel,
+    Otlp,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +287,13 @@ mod tests {
     #[test]
     fn copies_of_a_long_string_stop_at_the_limit() {
         let body = span_naming_one_string_four_times(100_000);
-        let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None };
+        let ctx = RequestContext {
+            now_ns: 1_700_000_000_000_000_000,
+            host: "h",
+            container_id: None,
+            client: None,
+            ..Default::default()
+        };
         let limit = 250_000;
         let mut b = Batch { limit, ..Batch::default() };
         decode_v05(&body, &mut b).unwrap();

@@ -113,7 +113,13 @@ mod tests {
     fn span_bound_is_at_least_what_is_written() {
         let v4 = include_bytes!("../../tests/fixtures/traces/ddtrace-4.16-v0.4.msgpack");
         let v5 = include_bytes!("../../tests/fixtures/traces/ddtrace-4.16-v0.5.msgpack");
-        let ctx = RequestContext { now_ns: 1, host: "i-0abc", container_id: Some("c"), client: Some((7, -1)) };
+        let ctx = RequestContext {
+            now_ns: 1,
+            host: "i-0abc",
+            container_id: Some("c"),
+            client: Some((7, -1)),
+            ..Default::default()
+        };
         for v5_format in [false, true] {
             let mut b = Batch::default();
             let body: &[u8] = if v5_format { v5 } else { v4 };
