@@ -37,6 +37,11 @@ printf '[[{"service":"s","name":"n","resource":"r","trace_id":1,"span_id":2,"par
 printf '[[{"service":"a\xffb\xe2\x82","name":"n\\u00e9\xc3","meta":{"k\xfe":"v\\n\xf0\x9f\x98"},"trace_id":1,"span_id":2}]]' > corpus/traces_json/repair-utf8
 printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
 printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked
+# OpenTelemetry: exports captured from the real SDKs and the /open-telemetry request of tests/otlp.rs.
+mkdir -p corpus/otlp_protobuf corpus/otlp_json corpus/gzip
+cp ../tests/fixtures/otlp/*.pb corpus/otlp_protobuf/
+cp ../tests/fixtures/otlp/*.json corpus/otlp_json/
+for f in ../tests/fixtures/otlp/*; do gzip -c "$f" > "corpus/gzip/$(basename "$f").gz"; done
 mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag
 mkdir -p corpus/dns
 # The captured answer of src/parse/dns.rs's tests (`dig +noedns www.github.com A`, id 0x1234): a CNAME

@@ -433,3 +433,53 @@ fn attributes_past_the_cap_are_counted_not_kept() {
     assert_eq!(b.meta_get(&body, &b.spans[0], "k127"), Some("v"));
     assert_eq!(b.meta_get(&body, &b.spans[0], "k128"), None);
 }
+
+macro_rules! fix {
+    ($p:literal) => {
+        include_bytes!(concat!("../../../tests/fixtures/otlp/", $p))
+    };
+}
+
+/// Exports captured from the real SDKs (`tests/support/otel_app.py`/`.js`, two traces of a
+/// server span `GET /items/{id}` and its sqlite client child, service `shop`), and the
+/// `/open-telemetry` request `otel_app.py stackstate-request` builds with the SDK's classes.
+#[test]
+fn real_sdk_exports() {
+    let mut sc = Scratch::default();
+    for (body, format) in
+        [(&fix!("python-sdk-1.45.2.pb")[..], Format::Protobuf), (&fix!("node-sdk-2.0.1.json")[..], Format::Json)]
+    {
+        let mut b = Batch::default();
+        let d = decode_otlp(body, format, &mut b, &mut sc).unwrap();
+        assert_eq!((d.spans, b.traces.len()), (4, 2), "{format:?}");
+        for &(f, n) in &b.traces {
+            assert_eq!(n, 2);
+            let spans = &b.spans[f as usize..(f + n) as usize];
+            let root = spans.iter().find(|s| s.parent_id == 0).unwrap();
+            let child = spans.iter().find(|s| s.parent_id == root.span_id).unwrap();
+            assert!(root.trace_id != 0 && root.trace_id == child.trace_id);
+            assert_eq!((b.text(body, root.service), b.text(body, root.typ)), ("shop", "web"));
+            assert_eq!(b.text(body, root.resource), "GET /items/{id}");
+            assert_eq!(b.text(body, child.typ), "sql");
+            assert!(b.text(body, child.resource).starts_with("SELECT * FROM items WHERE id = "));
+            assert_eq!(b.meta_get(body, child, "ratio"), Some("0.5"));
+            assert!(root.start > 1_700_000_000_000_000_000 && root.duration > 0);
+        }
+        for cut in 0..body.len() {
+            let _ = decode_otlp(&body[..cut], format, &mut b, &mut sc);
+        }
+    }
+    let body = fix!("python-sdk-1.45.2.pb");
+    let mut b = Batch::default();
+    decode_stackstate(body, &mut b, &mut sc).unwrap();
+    assert_eq!(b.spans.len(), 4, "the parity route takes any export");
+    let body = fix!("stackstate-lambda-layer.pb");
+    decode_stackstate(body, &mut b, &mut sc).unwrap();
+    assert_eq!(b.spans.len(), 2, "the http span merged into the S3 call");
+    assert!(b.spans.iter().all(|s| s.trace_id == 60782875));
+    let lambda = b.spans.iter().find(|s| s.span_id == 25828942560).unwrap();
+    assert_eq!(lambda.parent_id, 0);
+    let s3 = b.spans.iter().find(|s| s.span_id != 25828942560).unwrap();
+    assert_eq!((s3.error, s3.parent_id), (404, 25828942560));
+    assert_eq!(b.meta_get(body, s3, "ratio"), Some("1.500000"));
+}
