@@ -6,7 +6,7 @@
 //!   counted in `/status`.
 //! - `/v1/traces` on the OTLP/HTTP listener (`STS_OTLP_ENABLED=true`, `STS_OTLP_HTTP_PORT`): a
 //!   standard receiver (protobuf or JSON by `Content-Type`, `Content-Encoding: gzip` inflated
-//!   within `STS_APM_MAX_PAYLOAD_SIZE`, replies in the request's type: an empty
+//!   within [`OTLP_MAX_BODY`], replies in the request's type: an empty
 //!   `ExportTraceServiceResponse`, with `partial_success` when spans were dropped; 400 with a
 //!   `google.rpc.Status` for undecodable data; 413 over the size limit). The listener is a second
 //!   [`TraceIntake`] (same framing, limits and connection handling as 8126).
@@ -32,6 +32,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Scratch storage kept above this is given back after the request.
 const KEEP_SCRATCH: usize = 256 * 1024;
+/// The largest `/v1/traces` body, on the wire and inflated (or `STS_APM_MAX_PAYLOAD_SIZE` when
+/// smaller). An SDK's batch is 512 spans by default, a few hundred KB; the bound keeps what the
+/// receiver adds to the trace path's memory small (bodies held on its connections within this
+/// + 1 MiB, one inflated body).
+pub const OTLP_MAX_BODY: usize = 4 << 20;
 
 /// The OpenTelemetry routes' reused state.
 pub struct OtelState {
@@ -39,7 +44,7 @@ pub struct OtelState {
     /// A gzipped body, inflated.
     inflated: Vec<u8>,
     inflater: flate2::Decompress,
-    /// The most a `/v1/traces` body may inflate to (`STS_APM_MAX_PAYLOAD_SIZE`).
+    /// The most a `/v1/traces` body may inflate to.
     pub max_inflated: usize,
 }
 
@@ -49,7 +54,7 @@ impl Default for OtelState {
             scratch: Scratch::default(),
             inflated: Vec::new(),
             inflater: flate2::Decompress::new(false),
-            max_inflated: 10 << 20,
+            max_inflated: OTLP_MAX_BODY,
         }
     }
 }
@@ -95,9 +100,10 @@ impl TraceAgent {
         }
     }
 
-    /// A request on the OTLP/HTTP listener.
+    /// Answers a request of the OTLP/HTTP listener (as [`TraceAgent::handle`] does the trace
+    /// intake's).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn otlp(
+    pub fn otlp(
         &mut self,
         head: &RequestHead,
         body: &[u8],
@@ -241,22 +247,28 @@ fn rpc_status(out: &mut Vec<u8>, format: Format, code: i32, message: &str) {
 
 /// The OTLP/HTTP listener, when `STS_OTLP_ENABLED=true` and the trace agent runs.
 pub(super) fn open(cfg: &Config, registry: &Registry, traces: Option<&mut TraceAgent>) -> Option<TraceIntake> {
-    let traces = traces?;
     if !cfg.otlp_enabled {
         return None;
     }
+    let Some(traces) = traces else {
+        if !cfg.apm_enabled {
+            warn!("STS_OTLP_ENABLED=true is ignored: the OTLP receiver needs the trace agent (STS_APM_ENABLED=false)");
+        }
+        return None;
+    };
     // The trace intake's bind address: every interface when it listens on every interface.
     let ip = if cfg.apm_non_local_traffic { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
     let addr = std::net::SocketAddr::from((ip, cfg.otlp_http_port));
-    traces.otel.max_inflated = cfg.apm_max_payload;
+    let max_body = cfg.apm_max_payload.min(OTLP_MAX_BODY);
+    traces.otel.max_inflated = max_body;
     let icfg = IntakeConfig {
         tcp: Some(addr),
         unix: None,
-        max_body: cfg.apm_max_payload,
+        max_body,
         max_conns: cfg.apm_max_connections,
         read_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(30),
-        held_budget: cfg.apm_max_payload.saturating_add(4 << 20),
+        held_budget: max_body.saturating_add(1 << 20),
     };
     match TraceIntake::open(icfg, registry, Source::OtlpIntake.tokens().start) {
         Ok(i) => {
