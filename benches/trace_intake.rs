@@ -91,11 +91,39 @@ fn trace_path(c: &mut Criterion) {
         zipped.len()
     };
     let baseline = |body: &[u8]| rmpv::decode::read_value(&mut &body[..]).unwrap();
+    // OTLP/HTTP: the Python SDK's captured export (4 spans) repeated to the same span count, as
+    // one request on /v1/traces (repeated `resource_spans`).
+    let otlp_body = include_bytes!("../tests/fixtures/otlp/python-sdk-1.45.2.pb").repeat(spans.div_ceil(4));
+    let otlp_head = format!(
+        "POST /v1/traces HTTP/1.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        otlp_body.len()
+    );
+    let otlp_head = parse_head(otlp_head.as_bytes(), 1 << 30).unwrap().unwrap();
+    let (mut otlp_reply, mut otlp_out, mut otlp_zipped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut otlp_gzip = Gzip::default();
+    let mut otlp = |agent: &mut TraceAgent| {
+        otlp_reply.clear();
+        let st = agent.otlp(
+            &otlp_head,
+            &otlp_body,
+            peer,
+            &mut otlp_reply,
+            Instant::now(),
+            1_700_000_000_000_000_000,
+            "i-0abc",
+            None,
+        );
+        assert_eq!(st.0, 200);
+        agent.take_payload("i-0abc", &mut otlp_out);
+        otlp_gzip.compress(&otlp_out, &mut otlp_zipped);
+        otlp_zipped.len()
+    };
 
     let mut g = c.benchmark_group("trace_path");
     g.sample_size(20);
     g.bench_function("baseline_rmpv_decode_only", |b| b.iter(|| black_box(baseline(&body))));
     g.bench_function("ours_decode_interpret_encode_gzip", |b| b.iter(|| black_box(ours(&mut agent))));
+    g.bench_function("ours_otlp_protobuf_decode_interpret_encode_gzip", |b| b.iter(|| black_box(otlp(&mut agent))));
     g.finish();
 
     let rounds = 200;

@@ -41,6 +41,11 @@ mkdir -p corpus/otel_interpret
 printf '\x00\x01\x00\x00s3\x1f\x09My-Bucket\n\x00\x00\x60\x01arn:aws:lambda:r:1:function:F\x1f\x021\n\x01\x01\x00\x00sqs\x1f\x05eu\x1f\x07https://sqs\x1f\x08q\n\x01\x02\xff\x0chttp://x\x1f\x0dGET' > corpus/otel_interpret/seed
 printf 'PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nX-Datadog-Trace-Count: 1\r\nContent-Length: 1\r\n\r\n\x90' > corpus/http_request/seed-length
 printf '\x0bPOST /v0.5/traces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n\r\n' > corpus/http_request/seed-chunked
+# OpenTelemetry: exports captured from the real SDKs and the /open-telemetry request of tests/otlp.rs.
+mkdir -p corpus/otlp_protobuf corpus/otlp_json corpus/gzip
+cp ../tests/fixtures/otlp/*.pb corpus/otlp_protobuf/
+cp ../tests/fixtures/otlp/*.json corpus/otlp_json/
+for f in ../tests/fixtures/otlp/*; do gzip -c "$f" > "corpus/gzip/$(basename "$f").gz"; done
 mkdir -p corpus/cgroup_stats corpus/metadata_json corpus/inet_diag
 mkdir -p corpus/dns
 # The captured answer of src/parse/dns.rs's tests (`dig +noedns www.github.com A`, id 0x1234): a CNAME

@@ -36,6 +36,8 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_APM_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: the trace intake listens on every interface (the ECS task sets it); false: 127.0.0.1 only" },
     VarDoc { name: "STS_APM_RECEIVER_SOCKET", default: "(none)", meaning: "also accept traces on this Unix socket path (spans are then tagged with the client's pid)" },
     VarDoc { name: "STS_APM_MAX_PAYLOAD_SIZE", default: "10485760", meaning: "largest trace request body in bytes; larger ones get 413 from their Content-Length alone" },
+    VarDoc { name: "STS_OTLP_ENABLED", default: "false", meaning: "true: an OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON, gzip) for OpenTelemetry SDKs, on STS_OTLP_HTTP_PORT; its spans go where the trace intake's go (needs STS_APM_ENABLED)" },
+    VarDoc { name: "STS_OTLP_HTTP_PORT", default: "4318", meaning: "TCP port of the OTLP/HTTP receiver; it binds where the trace intake does (every interface with STS_APM_NON_LOCAL_TRAFFIC=true, else 127.0.0.1)" },
     VarDoc { name: "STS_APM_MAX_CONNECTIONS", default: "128", meaning: "open trace-intake connections at most; past it the longest-waiting one is closed" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
     VarDoc { name: "STS_PROTOCOL_INSPECTION_ENABLED", default: "true", meaning: "HTTP/1.x request rates and response times, and the http/mysql protocol label, on reported server connections (a packet capture per network namespace; needs CAP_NET_RAW)" },
@@ -128,6 +130,8 @@ pub struct Config {
     pub apm_socket: Option<PathBuf>,
     pub apm_max_payload: usize,
     pub apm_max_connections: usize,
+    pub otlp_enabled: bool,
+    pub otlp_http_port: u16,
     pub network_tracing_enabled: bool,
     pub protocol_inspection_enabled: bool,
     pub relation_short_lived_secs: u64,
@@ -505,6 +509,20 @@ impl Config {
             },
         };
         let apm_socket = get("STS_APM_RECEIVER_SOCKET").map(PathBuf::from);
+        let otlp_http_port = match get("STS_OTLP_HTTP_PORT") {
+            None => 4318,
+            Some(v) => match v.trim().parse::<u16>() {
+                Ok(p @ 1..=65535) if p != apm_port => p,
+                _ => {
+                    return Err(err(
+                        "STS_OTLP_HTTP_PORT",
+                        &v,
+                        "not a TCP port other than the trace intake's",
+                        "a port from 1 to 65535, e.g. 4318",
+                    ))
+                }
+            },
+        };
         let outbox_budget = match get("STS_FORWARDER_RETRY_QUEUE_MAX_SIZE") {
             None => 8 << 20,
             Some(v) => match v.trim().parse::<usize>() {
@@ -672,6 +690,8 @@ impl Config {
             apm_socket,
             apm_max_payload,
             apm_max_connections,
+            otlp_enabled: boolean("STS_OTLP_ENABLED", false)?,
+            otlp_http_port,
             network_tracing_enabled: boolean("STS_NETWORK_TRACING_ENABLED", true)?,
             protocol_inspection_enabled: boolean("STS_PROTOCOL_INSPECTION_ENABLED", true)?,
             relation_short_lived_secs,
@@ -751,6 +771,9 @@ mod tests {
             ("STS_APM_RECEIVER_PORT", "80000", "port"),
             ("STS_APM_NON_LOCAL_TRAFFIC", "yes please", "true or false"),
             ("STS_APM_MAX_PAYLOAD_SIZE", "10MB", "bytes"),
+            ("STS_OTLP_ENABLED", "perhaps", "true or false"),
+            ("STS_OTLP_HTTP_PORT", "4318/tcp", "port"),
+            ("STS_OTLP_HTTP_PORT", "8126", "other than the trace intake's"),
             ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "soon", "whole number"),
             ("STS_NETWORK_TRACER_MAX_CONNECTIONS", "0", "connection count"),
             ("STS_HOSTNAME", "bad host", "RFC 1123"),

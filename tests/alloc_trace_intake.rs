@@ -240,3 +240,60 @@ fn real_payloads_allocate_nothing_after_warm_up() {
     assert_eq!(total, [0, 0, 0], "allocations over 600 payloads: [handle, payload, gzip]");
     assert_eq!(agent.stats.traces, 13 * 20 * (3 + 3 + 1));
 }
+
+/// The OpenTelemetry routes: exports of the real SDKs on `/v1/traces` (protobuf, JSON, gzip) and
+/// the Lambda layer's request on `/open-telemetry` allocate nothing after warm-up either.
+#[test]
+fn opentelemetry_payloads_allocate_nothing_after_warm_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const PY: &[u8] = include_bytes!("fixtures/otlp/python-sdk-1.45.2.pb");
+    const JS: &[u8] = include_bytes!("fixtures/otlp/node-sdk-2.0.1.json");
+    const LAMBDA: &[u8] = include_bytes!("fixtures/otlp/stackstate-lambda-layer.pb");
+    let mut agent = TraceAgent::new(false);
+    let mut reply = Vec::with_capacity(4096);
+    let mut payload = Vec::with_capacity(1 << 20);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, PY).unwrap();
+    let py_gz = gz.finish().unwrap();
+    let otlp_head = |ctype: &str, gzip: bool, len: usize| {
+        let enc = if gzip { "Content-Encoding: gzip\r\n" } else { "" };
+        let h = format!("POST /v1/traces HTTP/1.1\r\nContent-Type: {ctype}\r\n{enc}Content-Length: {len}\r\n\r\n");
+        parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap()
+    };
+    let (hp, hj, hz) = (
+        otlp_head("application/x-protobuf", false, PY.len()),
+        otlp_head("application/json", false, JS.len()),
+        otlp_head("application/x-protobuf", true, py_gz.len()),
+    );
+    let hl = {
+        let h = format!(
+            "POST /open-telemetry HTTP/1.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            LAMBDA.len()
+        );
+        parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap()
+    };
+    let peer = Peer { pid: None, unix: false, loopback: true };
+    let now = Instant::now();
+    let mut round = |agent: &mut TraceAgent| -> u64 {
+        let a = allocations();
+        for _ in 0..20 {
+            for (h, body) in [(&hp, PY), (&hj, JS), (&hz, &py_gz[..])] {
+                reply.clear();
+                let (status, _) = agent.otlp(h, body, peer, &mut reply, now, 1_700_000_000_000_000_000, "i-0abc", None);
+                assert_eq!(status, 200);
+            }
+            assert_eq!(handle(agent, &hl, LAMBDA, &mut reply), 200);
+        }
+        let n = allocations() - a;
+        assert!(agent.take_payload("i-0abc", &mut payload));
+        n
+    };
+    for _ in 0..3 {
+        round(&mut agent);
+    }
+    let total: u64 = (0..10).map(|_| round(&mut agent)).sum();
+    assert_eq!(total, 0, "allocations over 800 OpenTelemetry requests");
+    // 2 traces per export, 3 exports, and the Lambda request's traces (one per library group).
+    assert!(agent.stats.traces >= 13 * 20 * 6, "{:?}", agent.stats);
+    assert_eq!(agent.stats.otlp_rejected_spans, 0);
+}

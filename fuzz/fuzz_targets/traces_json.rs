@@ -1,7 +1,7 @@
 #![no_main]
 //! Fuzz target: JSON (v0.3) trace bodies decode or fail cleanly, then process and encode.
 use libfuzzer_sys::fuzz_target;
-use sts_agent::checks::traces::{process, Origin, RequestContext};
+use sts_agent::checks::traces::{process, RequestContext};
 use sts_agent::encode::{trace_json, trace_payload};
 use sts_agent::model::trace::Batch;
 use sts_agent::parse::traces::{decode_v04, Encoding};
@@ -11,13 +11,7 @@ fuzz_target!(|data: &[u8]| {
     // at most), and the payload bytes written are within the encoder's bound. (A limit small
     // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 24 MiB.)
     let mut b = Batch { limit: 3 * data.len() + 256, ..Batch::default() };
-    let ctx = RequestContext {
-        now_ns: 1_700_000_000_000_000_000,
-        host: "h",
-        container_id: None,
-        client: None,
-        origin: Origin::Datadog,
-    };
+    let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None, ..Default::default() };
     let r = decode_v04(data, Encoding::Json, &mut b);
     assert!(b.cost() <= b.limit + std::mem::size_of::<sts_agent::model::trace::Span>(), "decoding passed the limit");
     if r.is_ok() {

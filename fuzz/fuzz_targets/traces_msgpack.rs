@@ -2,7 +2,7 @@
 //! Fuzz target: v0.4 and v0.5 msgpack trace bodies decode or fail cleanly, and whatever decodes
 //! goes through normalisation, the STS interpretation and the TracePayload encoder.
 use libfuzzer_sys::fuzz_target;
-use sts_agent::checks::traces::{process, Origin, RequestContext};
+use sts_agent::checks::traces::{process, RequestContext};
 use sts_agent::encode::trace_payload;
 use sts_agent::model::trace::Batch;
 use sts_agent::parse::traces::{decode_v04, decode_v05, Encoding};
@@ -12,13 +12,7 @@ fuzz_target!(|data: &[u8]| {
     // at most), and the payload bytes written are within the encoder's bound. (A limit small
     // enough for fuzz inputs to reach; the agent's is 8x the body + 4 MiB, at most 24 MiB.)
     let mut b = Batch { limit: 3 * data.len() + 256, ..Batch::default() };
-    let ctx = RequestContext {
-        now_ns: 1_700_000_000_000_000_000,
-        host: "h",
-        container_id: Some("c"),
-        client: Some((1, 2)),
-        origin: Origin::Datadog,
-    };
+    let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: Some("c"), client: Some((1, 2)), ..Default::default() };
     let mut out = Vec::new();
     for v5 in [false, true] {
         let r = if v5 { decode_v05(data, &mut b) } else { decode_v04(data, Encoding::Msgpack, &mut b) };

@@ -32,6 +32,7 @@ mod docker;
 mod docker_events;
 mod host;
 mod intake;
+mod otlp;
 mod process;
 mod signals;
 mod sink;
@@ -61,6 +62,8 @@ pub struct App {
     process: Option<ProcessCheck>,
     connections: Option<ConnectionsCheck>,
     intake: Option<TraceIntake>,
+    /// The OTLP/HTTP receiver's listener (`STS_OTLP_ENABLED`), served by the same trace agent.
+    otlp_intake: Option<TraceIntake>,
     traces: Option<TraceAgent>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
@@ -111,7 +114,8 @@ impl App {
         let process = timers::open_process_check(&cfg)?;
         let connections = timers::open_connections_check(&cfg);
         let sink = Sink::new(&cfg, opts, &hostname, process.is_some(), connections.is_some())?;
-        let (intake, traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
+        let (intake, mut traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
+        let otlp_intake = otlp::open(&cfg, poll.registry(), traces.as_mut());
         let now = Instant::now();
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
@@ -143,6 +147,7 @@ impl App {
             process,
             connections,
             intake,
+            otlp_intake,
             traces,
             docker,
             ecs,

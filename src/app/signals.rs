@@ -51,6 +51,9 @@ impl App {
                     if let Some(mut i) = self.intake.take() {
                         i.close_all(self.poll.registry());
                     }
+                    if let Some(mut i) = self.otlp_intake.take() {
+                        i.close_all(self.poll.registry());
+                    }
                     if let Err(e) = self.flush_traces() {
                         warn!("could not flush pending traces: {e}");
                     }

@@ -64,6 +64,8 @@ sources! {
     TraceIntake => (1 << 20)..(1 << 21),
     /// The HTTP capture rings, one per network namespace (the connections check opens them).
     HttpCapture => (1 << 21)..(1 << 22),
+    /// The OTLP/HTTP receiver's listener and connections.
+    OtlpIntake => (1 << 22)..(1 << 23),
     /// Sending the pending trace payload when it is due.
     TraceFlush => 0..0,
     /// The end of the shutdown grace period (or of `--once`'s send limit).
@@ -107,6 +109,7 @@ impl App {
             Source::DockerEventsPass => self.events_pass,
             Source::Forwarder => self.sink.forwarder().and_then(|f| f.deadline()),
             Source::TraceIntake => self.intake.as_ref().and_then(|i| i.deadline()),
+            Source::OtlpIntake => self.otlp_intake.as_ref().and_then(|i| i.deadline()),
             // Event-driven: the kernel hands a block over within its retire timeout.
             Source::HttpCapture => None,
             Source::TraceFlush => self.traces.as_ref().and_then(|t| t.deadline()),
@@ -142,6 +145,11 @@ impl App {
             }
             Source::TraceIntake => {
                 if let Some(i) = self.intake.as_mut() {
+                    i.on_timeout(registry, now);
+                }
+            }
+            Source::OtlpIntake => {
+                if let Some(i) = self.otlp_intake.as_mut() {
                     i.on_timeout(registry, now);
                 }
             }
@@ -182,6 +190,7 @@ impl App {
                 }
             }
             Source::TraceIntake => self.on_intake_event(token, now)?,
+            Source::OtlpIntake => self.on_otlp_event(token, now)?,
             Source::HttpCapture => {
                 if let Some(c) = self.connections.as_mut() {
                     c.on_capture();

@@ -120,6 +120,14 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
             ];
             out.extend_from_slice(b",\"rejected\":{");
             json::u64_fields(out, &rejected);
+            out.extend_from_slice(b"},\"opentelemetry\":{");
+            let otel: [(&str, u64); 4] = [
+                ("open_telemetry_requests", t.otel_requests),
+                ("otlp_requests", t.otlp_requests),
+                ("otlp_rejected_spans", t.otlp_rejected_spans),
+                ("otlp_dropped_attributes", t.otlp_dropped_attributes),
+            ];
+            json::u64_fields(out, &otel);
             out.extend_from_slice(b"},\"connections_open\":");
             json::u64(out, s.open_connections as u64);
             out.extend_from_slice(b",\"connections_accepted\":");

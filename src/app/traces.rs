@@ -8,7 +8,7 @@
 //! are split as they are built, so none passes [`MAX_PAYLOAD`] (a trace too large for one is
 //! sent in parts, each an `APITrace` with the same id).
 
-use crate::checks::traces::{process, Origin, RequestContext};
+use crate::checks::traces::{process, Origin, RequestContext, TraceCounts};
 use crate::encode::{trace_json, trace_payload};
 use crate::model::process::ProcessTable;
 use crate::model::trace::{Batch, Span};
@@ -56,6 +56,13 @@ pub struct TraceStats {
     pub rejected_decode: u64,
     /// Requests refused with 413 because they decode to more than their body allows.
     pub rejected_too_large: u64,
+    /// `/open-telemetry` requests (their decoding failures count in `rejected_*` too).
+    pub otel_requests: u64,
+    /// OTLP `/v1/traces` requests, and what their replies reported as rejected.
+    pub otlp_requests: u64,
+    pub otlp_rejected_spans: u64,
+    /// Span and resource attributes past the OTLP caps, left out.
+    pub otlp_dropped_attributes: u64,
     pub flushed_payloads: u64,
     /// CPU time of the trace path (this thread): intake I/O and HTTP framing, decoding,
     /// processing, encoding, and completing and compressing payloads; not `/status` requests
@@ -64,7 +71,9 @@ pub struct TraceStats {
 }
 
 pub struct TraceAgent {
-    batch: Batch,
+    pub(super) batch: Batch,
+    /// The OpenTelemetry routes' scratch and gzip state.
+    pub(super) otel: super::otlp::OtelState,
     /// APITrace messages (or, in a dry run, JSON trace objects) waiting to be sent: the open payload.
     pending: Vec<u8>,
     /// Payloads that reached [`MAX_PAYLOAD`], oldest first, sent before `pending`.
@@ -85,6 +94,7 @@ impl TraceAgent {
         );
         TraceAgent {
             batch: Batch::default(),
+            otel: super::otlp::OtelState::default(),
             pending: Vec::with_capacity(64 * 1024),
             full: Vec::new(),
             spare: Vec::new(),
@@ -116,53 +126,33 @@ impl TraceAgent {
                 reply.extend_from_slice(&self.info);
                 return (200, "application/json");
             }
-            Route::Other | Route::Status => {
+            Route::Other | Route::Status | Route::OtlpTraces => {
                 reply.extend_from_slice(b"not found\n");
                 return (404, "text/plain");
             }
+            Route::OpenTelemetry => return self.open_telemetry(head, body, peer, reply, now, now_ns, host, procs),
             Route::V05Traces => decode_v05(body, &mut self.batch),
             Route::V03Traces | Route::V04Traces => match head.content_type {
                 ContentType::Msgpack => decode_v04(body, Encoding::Msgpack, &mut self.batch),
                 ContentType::Json | ContentType::None => decode_v04(body, Encoding::Json, &mut self.batch),
-                // Unknown type: JSON, then msgpack (the Datadog agent's order).
-                // (A JSON body too large for its size is answered as such.)
-                ContentType::Other => decode_v04(body, Encoding::Json, &mut self.batch).or_else(|e| {
-                    if e == TOO_LARGE {
-                        Err(e)
-                    } else {
-                        decode_v04(body, Encoding::Msgpack, &mut self.batch)
-                    }
-                }),
+                // Unknown type (protobuf is none of Datadog's): JSON, then msgpack (the Datadog
+                // agent's order). (A JSON body too large for its size is answered as such.)
+                ContentType::Protobuf | ContentType::Other => decode_v04(body, Encoding::Json, &mut self.batch)
+                    .or_else(|e| {
+                        if e == TOO_LARGE {
+                            Err(e)
+                        } else {
+                            decode_v04(body, Encoding::Msgpack, &mut self.batch)
+                        }
+                    }),
             },
         };
         if let Err(e) = decoded {
             return self.refuse(e, reply);
         }
-        // A Unix-socket client is a known process: its pid, start time and container.
-        let proc = peer.pid.and_then(|pid| {
-            let t = procs?;
-            let i = t.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
-            Some(&t.procs[i])
-        });
-        let client = proc.map(|p| (p.pid, p.create_time_ms));
-        let proc_container = proc.and_then(|p| p.container_id.as_ref()).and_then(|id| std::str::from_utf8(id).ok());
-        let container_id = head.container_id.as_str().or(proc_container);
-        let ctx = RequestContext { now_ns, host, container_id, client, origin: Origin::Datadog };
-        let counts = process(&mut self.batch, body, &ctx);
-        // What the payload bytes would add, at most: with the batch, within the request's limit.
-        let bound = self.encoded_bound();
-        if counts.over_limit || self.batch.cost().saturating_add(bound) > self.batch.limit {
-            return self.refuse(TOO_LARGE, reply);
+        if let Err(e) = self.ingest(head, body, peer, now, now_ns, host, procs, Origin::Datadog) {
+            return self.refuse(e, reply);
         }
-        self.stats.payloads += 1;
-        self.stats.traces += counts.traces;
-        self.stats.spans += counts.spans;
-        self.stats.dropped_traces += counts.dropped_traces;
-        if counts.traces > 0 {
-            self.append(body, bound);
-            self.pending_since.get_or_insert(now);
-        }
-        self.batch.shrink(KEEP_BATCH);
         if head.route == Route::V03Traces {
             reply.extend_from_slice(b"OK\n");
             (200, "text/plain")
@@ -173,17 +163,68 @@ impl TraceAgent {
         }
     }
 
-    /// 400 for a body that does not decode, 413 for one that decodes to more than it may cost.
-    fn refuse(&mut self, DecodeError(why): DecodeError, reply: &mut Vec<u8>) -> (u16, &'static str) {
+    /// Processes the decoded batch (normalisation, interpretation, the agent's tags) and appends
+    /// what is kept to the pending payload; `TOO_LARGE` when it would cost more than its limit
+    /// (nothing of it is kept then).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ingest(
+        &mut self,
+        head: &RequestHead,
+        body: &[u8],
+        peer: Peer,
+        now: Instant,
+        now_ns: i64,
+        host: &str,
+        procs: Option<&ProcessTable>,
+        origin: Origin,
+    ) -> Result<TraceCounts, DecodeError> {
+        // A Unix-socket client is a known process: its pid, start time and container.
+        let proc = peer.pid.and_then(|pid| {
+            let t = procs?;
+            let i = t.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
+            Some(&t.procs[i])
+        });
+        let client = proc.map(|p| (p.pid, p.create_time_ms));
+        let proc_container = proc.and_then(|p| p.container_id.as_ref()).and_then(|id| std::str::from_utf8(id).ok());
+        let container_id = head.container_id.as_str().or(proc_container);
+        let ctx = RequestContext { now_ns, host, container_id, client, origin };
+        let counts = process(&mut self.batch, body, &ctx);
+        // What the payload bytes would add, at most: with the batch, within the request's limit.
+        let bound = self.encoded_bound();
+        if counts.over_limit || self.batch.cost().saturating_add(bound) > self.batch.limit {
+            return Err(TOO_LARGE);
+        }
+        self.stats.payloads += 1;
+        self.stats.traces += counts.traces;
+        self.stats.spans += counts.spans;
+        self.stats.dropped_traces += counts.dropped_traces;
+        if counts.traces > 0 {
+            self.append(body, bound);
+            self.pending_since.get_or_insert(now);
+        }
+        self.batch.shrink(KEEP_BATCH);
+        Ok(counts)
+    }
+
+    /// Forgets a request that is not kept (its batch is cleared) and counts why.
+    pub(super) fn count_refusal(&mut self, e: DecodeError) {
         self.batch.clear();
         self.batch.shrink(KEEP_BATCH);
-        reply.extend_from_slice(why.as_bytes());
-        reply.push(b'\n');
-        if why == TOO_LARGE.0 {
+        if e == TOO_LARGE {
             self.stats.rejected_too_large += 1;
-            (413, "text/plain")
         } else {
             self.stats.rejected_decode += 1;
+        }
+    }
+
+    /// 400 for a body that does not decode, 413 for one that decodes to more than it may cost.
+    fn refuse(&mut self, e: DecodeError, reply: &mut Vec<u8>) -> (u16, &'static str) {
+        self.count_refusal(e);
+        reply.extend_from_slice(e.0.as_bytes());
+        reply.push(b'\n');
+        if e == TOO_LARGE {
+            (413, "text/plain")
+        } else {
             (400, "text/plain")
         }
     }

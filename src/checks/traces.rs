@@ -305,7 +305,7 @@ mod tests {
             host: "h",
             container_id: None,
             client: None,
-            origin: Origin::Datadog,
+            ..Default::default()
         };
         let limit = 250_000;
         let mut b = Batch { limit, ..Batch::default() };

@@ -118,7 +118,7 @@ mod tests {
             host: "i-0abc",
             container_id: Some("c"),
             client: Some((7, -1)),
-            origin: Origin::Datadog,
+            ..Default::default()
         };
         for v5_format in [false, true] {
             let mut b = Batch::default();

@@ -36,6 +36,18 @@ impl<'a> JsonReader<'a> {
         JsonReader { buf, pos: 0 }
     }
 
+    /// A reader resuming at `pos` of `buf` (a value whose position was noted earlier, read out
+    /// of order: OTLP/JSON may send a resource after its spans).
+    pub fn at(buf: &'a [u8], pos: usize) -> JsonReader<'a> {
+        JsonReader { buf, pos }
+    }
+
+    /// Where the next value starts (blanks skipped).
+    pub fn position(&mut self) -> usize {
+        self.ws();
+        self.pos
+    }
+
     /// The whole body (strings are ranges into it).
     pub fn body(&self) -> &'a [u8] {
         self.buf

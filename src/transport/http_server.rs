@@ -13,6 +13,10 @@ pub enum Route {
     Info,
     /// The agent's own status report (`sts-agent status` reads it).
     Status,
+    /// StackState's OpenTelemetry route (protobuf `ExportTraceServiceRequest`).
+    OpenTelemetry,
+    /// OTLP/HTTP traces (served on the OTLP listener only).
+    OtlpTraces,
     Other,
 }
 
@@ -21,6 +25,15 @@ pub enum ContentType {
     None,
     Msgpack,
     Json,
+    /// `application/x-protobuf` (OpenTelemetry).
+    Protobuf,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentEncoding {
+    Identity,
+    Gzip,
     Other,
 }
 
@@ -75,6 +88,9 @@ pub struct RequestHead {
     /// `X-Datadog-Trace-Count` or `X-Stackstate-Trace-Count`.
     pub trace_count: Option<u32>,
     pub expect_continue: bool,
+    /// The media type of `Content-Type` (parameters cut), for replies that name it.
+    pub media_type: Inline<64>,
+    pub content_encoding: ContentEncoding,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +130,8 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, He
         "/v0.5/traces" => Route::V05Traces,
         "/info" => Route::Info,
         "/status" => Route::Status,
+        "/open-telemetry" => Route::OpenTelemetry,
+        "/v1/traces" => Route::OtlpTraces,
         _ => Route::Other,
     };
     let http10 = req.version == Some(0);
@@ -127,6 +145,8 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, He
         container_id: Inline::default(),
         trace_count: None,
         expect_continue: false,
+        media_type: Inline::default(),
+        content_encoding: ContentEncoding::Identity,
     };
     let mut length: Option<usize> = None;
     let mut chunked = false;
@@ -149,10 +169,13 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, He
             }
         } else if name.eq_ignore_ascii_case("content-type") {
             let t = v.split(|b| *b == b';').next().unwrap_or(&[]).trim_ascii();
+            h.media_type.set(t);
             h.content_type = if t.eq_ignore_ascii_case(b"application/msgpack") {
                 ContentType::Msgpack
             } else if t.eq_ignore_ascii_case(b"application/json") || t.eq_ignore_ascii_case(b"text/json") {
                 ContentType::Json
+            } else if t.eq_ignore_ascii_case(b"application/x-protobuf") {
+                ContentType::Protobuf
             } else if t.is_empty() {
                 ContentType::None
             } else {
@@ -175,6 +198,15 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, He
             || name.eq_ignore_ascii_case("x-stackstate-trace-count")
         {
             h.trace_count = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok());
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            let t = v.trim_ascii();
+            h.content_encoding = if t.eq_ignore_ascii_case(b"gzip") || t.eq_ignore_ascii_case(b"x-gzip") {
+                ContentEncoding::Gzip
+            } else if t.is_empty() || t.eq_ignore_ascii_case(b"identity") {
+                ContentEncoding::Identity
+            } else {
+                ContentEncoding::Other
+            };
         } else if name.eq_ignore_ascii_case("expect") {
             h.expect_continue = v.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
@@ -332,6 +364,7 @@ pub fn write_response(
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
@@ -370,6 +403,8 @@ pub struct ConnMachine {
     body_start: usize,
 }
 
+// A head travels by value on purpose: no allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default, Clone, Copy)]
 enum MachineState {
     #[default]
@@ -380,6 +415,7 @@ enum MachineState {
 }
 
 /// What the machine needs next.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step<'a> {
     /// More bytes.
@@ -572,6 +608,28 @@ mod tests {
             parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 100),
             Err(HeadError::Bad(_))
         ));
+        // OpenTelemetry: the routes, the protobuf type, the media type kept for replies, gzip.
+        let h = parse_head(
+            b"POST /v1/traces HTTP/1.1\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: gzip\r\n\r\n",
+            100,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (h.route, h.content_type, h.content_encoding),
+            (Route::OtlpTraces, ContentType::Protobuf, ContentEncoding::Gzip)
+        );
+        let h = parse_head(
+            b"POST /open-telemetry HTTP/1.1\r\nContent-Type: Text/Plain; charset=utf-8\r\nContent-Encoding: br\r\n\r\n",
+            100,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (h.route, h.content_type, h.media_type.as_str()),
+            (Route::OpenTelemetry, ContentType::Other, Some("Text/Plain"))
+        );
+        assert_eq!(h.content_encoding, ContentEncoding::Other);
         let huge = [b"GET /info HTTP/1.1\r\nX: ".as_slice(), &vec![b'a'; MAX_HEAD + 10]].concat();
         assert_eq!(parse_head(&huge, 100).unwrap_err(), HeadError::HeadTooLarge);
     }
