@@ -299,6 +299,8 @@ struct Agent {
     child: Child,
     pid: u32,
     port: u16,
+    /// The OTLP/HTTP receiver's (`/v1/traces`).
+    otlp_port: u16,
     rx: common::Receiver,
     _ca: common::TempDir,
     status_conn: std::cell::RefCell<Option<TcpStream>>,
@@ -346,8 +348,12 @@ impl Agent {
         ];
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let port_var = port.to_string();
+        let otlp_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let otlp_port_var = otlp_port.to_string();
         let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         env.push(("STS_APM_RECEIVER_PORT", &port_var));
+        env.push(("STS_OTLP_ENABLED", "true"));
+        env.push(("STS_OTLP_HTTP_PORT", &otlp_port_var));
         // BUDGET_AGENT: another binary, e.g. the static musl build users run (no allocation
         // counts then).
         let mut child = match std::env::var("BUDGET_AGENT") {
@@ -374,7 +380,7 @@ impl Agent {
             }
         });
         let pid = child.id();
-        Agent { child, pid, port, rx, _ca: ca, status_conn: Default::default() }
+        Agent { child, pid, port, otlp_port, rx, _ca: ca, status_conn: Default::default() }
     }
 
     fn status(&self) -> serde_json::Value {
@@ -536,6 +542,8 @@ fn syscalls_per_cycle(agent: &Agent, cycles: u64, interval: Duration) -> Option<
 /// What a trace load sends: one request's path, content type and body, and the traces and spans
 /// in it.
 struct TraceBody {
+    /// Sent to the OTLP/HTTP port rather than the trace port.
+    otlp: bool,
     path: &'static str,
     content_type: &'static str,
     body: Vec<u8>,
@@ -551,7 +559,7 @@ struct TraceLoad {
 
 impl TraceLoad {
     fn start(port: u16, spans_per_s: u32, load: TraceBody) -> TraceLoad {
-        let TraceBody { path, content_type, body, traces, spans } = load;
+        let TraceBody { path, content_type, body, traces, spans, .. } = load;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -559,7 +567,7 @@ impl TraceLoad {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
             s.set_nodelay(true).unwrap();
             let head = format!(
-                "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nX-Datadog-Trace-Count: {traces}\r\nContent-Length: {}\r\n\r\n",
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nX-Datadog-Trace-Count: {traces}\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             );
             let request = [head.as_bytes(), &body].concat();
@@ -604,7 +612,14 @@ fn trace_payload(spans: u64) -> TraceBody {
     let n = all.len() as u64;
     let mut body = Vec::new();
     rmpv::encode::write_value(&mut body, &rmpv::Value::Array(all)).unwrap();
-    TraceBody { path: "/v0.4/traces", content_type: "application/msgpack", body, traces: n, spans: copies * per_copy }
+    TraceBody {
+        otlp: false,
+        path: "/v0.4/traces",
+        content_type: "application/msgpack",
+        body,
+        traces: n,
+        spans: copies * per_copy,
+    }
 }
 
 /// Queries with literals, as an ORM's logged statements carry them: what the SQL obfuscator
@@ -654,13 +669,36 @@ fn sql_trace_payload(spans: u64) -> TraceBody {
     }
     let mut body = Vec::new();
     rmpv::encode::write_value(&mut body, &V::Array(all)).unwrap();
-    TraceBody { path: "/v0.4/traces", content_type: "application/msgpack", body, traces, spans: traces * 10 }
+    TraceBody {
+        otlp: false,
+        path: "/v0.4/traces",
+        content_type: "application/msgpack",
+        body,
+        traces,
+        spans: traces * 10,
+    }
+}
+
+/// An OTLP/HTTP protobuf export of at least `spans` spans: the Python SDK's captured export
+/// (4 spans, one SQL client span among them), repeated (concatenated protobuf messages merge
+/// their repeated fields: one request with every copy's resource spans).
+fn otlp_trace_payload(spans: u64) -> TraceBody {
+    let one = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp/python-sdk-1.45.2.pb")).unwrap();
+    let copies = spans.div_ceil(4);
+    TraceBody {
+        otlp: true,
+        path: "/v1/traces",
+        content_type: "application/x-protobuf",
+        body: one.repeat(copies as usize),
+        traces: copies,
+        spans: copies * 4,
+    }
 }
 
 /// Runs `load` at `spans_per_s` against the agent: the trace path's CPU per span (the agent times
 /// it), the agent's share of a core, its memory after.
 fn trace_window(agent: &Agent, spans_per_s: u32, load: TraceBody) -> TraceFigures {
-    let load = TraceLoad::start(agent.port, spans_per_s, load);
+    let load = TraceLoad::start(if load.otlp { agent.otlp_port } else { agent.port }, spans_per_s, load);
     // Let the first payloads (and one 5 s trace flush) pass before measuring.
     std::thread::sleep(Duration::from_secs(6));
     let (a, pa) = (agent.status(), agent.sample());
@@ -723,6 +761,8 @@ struct Figures {
     traces: Option<TraceFigures>,
     /// The same with SQL-heavy spans (nine `sql` spans with literals in ten: the obfuscator's load).
     traces_sql: Option<TraceFigures>,
+    /// The same through the OTLP/HTTP receiver (protobuf exports of the Python SDK).
+    traces_otlp: Option<TraceFigures>,
     /// With an HTTP load: the agent's added CPU per request and what it counted.
     http: Option<HttpFigures>,
     /// With containers: the agent's added CPU per container and its allocations.
@@ -1138,6 +1178,8 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         f.traces = Some(trace_window(&agent, s.spans_per_s, trace_payload(SPANS_PER_PAYLOAD)));
         host.top_up_time_wait();
         f.traces_sql = Some(trace_window(&agent, s.spans_per_s, sql_trace_payload(SPANS_PER_PAYLOAD)));
+        host.top_up_time_wait();
+        f.traces_otlp = Some(trace_window(&agent, s.spans_per_s, otlp_trace_payload(SPANS_PER_PAYLOAD)));
     }
     if s.http_per_s > 0 {
         host.top_up_time_wait();
@@ -1248,6 +1290,15 @@ fn report(s: &Scenario, f: &Figures) {
             q.hwm_kib as f64 / 1024.0
         );
     }
+    if let Some(o) = &f.traces_otlp {
+        println!(
+            "traces, OTLP/HTTP protobuf (/v1/traces): {:.0} spans/s accepted; {:.2} µs CPU per span on the trace path; agent {:.2} % of a core; peak RSS {:.1} MiB",
+            o.spans_per_s,
+            o.us_per_span,
+            o.cpu_pct,
+            o.hwm_kib as f64 / 1024.0
+        );
+    }
     if let Some(h) = &f.http {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         println!(
@@ -1331,6 +1382,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
         "peak_rss_kib": f.hwm_kib, "rss_kib": f.rss_kib, "pss_kib": f.pss_kib,
         "wakeups_per_s": f.wakeups_per_s, "syscalls_per_cycle": f.syscalls_per_cycle,
         "bytes_per_cycle": f.bytes_per_cycle, "requests_per_cycle": f.requests_per_cycle,
+        "traces_otlp": f.traces_otlp.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span, "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib})),
         "traces_sql": f.traces_sql.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span, "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib})),
         "traces": f.traces.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span,
             "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib, "rss_kib": t.rss_kib})),
@@ -1407,6 +1459,13 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         _ => {
             ok = false;
             println!("gate SQL trace path: the SQL-heavy trace load did not run or no span was counted: FAIL");
+        }
+    }
+    match &f.traces_otlp {
+        Some(o) if o.spans > 0 => {}
+        _ => {
+            ok = false;
+            println!("gate OTLP trace path: the OTLP trace load did not run or no span was counted: FAIL");
         }
     }
     if f.http.is_none() {
@@ -1491,6 +1550,20 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             ),
             q.us_per_span,
             get("gates.us_per_sql_span") * margin,
+            None,
+        );
+    }
+    if let Some(o) = &f.traces_otlp {
+        verdict(
+            &format!("µs CPU per span, OTLP/HTTP (gate {} x noise margin {margin})", get("gates.us_per_otlp_span")),
+            o.us_per_span,
+            get("gates.us_per_otlp_span") * margin,
+            None,
+        );
+        verdict(
+            "peak RSS MiB with the OTLP load",
+            o.hwm_kib as f64 / 1024.0,
+            get("gates.peak_rss_mib_with_traces"),
             None,
         );
     }
@@ -1721,6 +1794,14 @@ fn self_test() {
             hwm_kib: 12 * 1024,
             rss_kib: 11 * 1024,
         }),
+        traces_otlp: Some(TraceFigures {
+            spans: 20_000,
+            spans_per_s: 2_000.0,
+            us_per_span: 2.3,
+            cpu_pct: 0.5,
+            hwm_kib: 12 * 1024,
+            rss_kib: 11 * 1024,
+        }),
         traces_sql: Some(TraceFigures {
             spans: 20_000,
             spans_per_s: 2_000.0,
@@ -1788,6 +1869,12 @@ fn self_test() {
     let mut slow_sql = good.clone();
     slow_sql.traces_sql = slow_sql.traces_sql.map(|t| TraceFigures { us_per_span: 5.0, ..t });
     assert!(!check_gates(&g, &slow_sql), "5 µs per SQL span fails");
+    let mut no_otlp = good.clone();
+    no_otlp.traces_otlp = None;
+    assert!(!check_gates(&g, &no_otlp), "no OTLP trace load fails");
+    let mut slow_otlp = good.clone();
+    slow_otlp.traces_otlp = slow_otlp.traces_otlp.map(|t| TraceFigures { us_per_span: 5.0, ..t });
+    assert!(!check_gates(&g, &slow_otlp), "5 µs per OTLP span fails");
     let mut no_http = good.clone();
     no_http.http = None;
     assert!(!check_gates(&g, &no_http), "no HTTP phase fails");
