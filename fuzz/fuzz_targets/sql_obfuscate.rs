@@ -23,8 +23,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(out) => {
                 assert!(!out.is_empty(), "{text:?}: empty result is an error");
                 assert!(out.len() <= 2 * text.len(), "{text:?} -> {} bytes", out.len());
-                let out = std::str::from_utf8(out).expect("valid UTF-8");
-                assert!(!out.starts_with(' ') && !out.ends_with(' '), "{text:?} -> {out:?}");
+                assert!(std::str::from_utf8(out).is_ok(), "{text:?}: not UTF-8");
             }
             Err(e) => {
                 let _ = e.to_string();
