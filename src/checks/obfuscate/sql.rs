@@ -541,7 +541,7 @@ impl<'a, 's> Tokenizer<'a, 's> {
             }
             self.push_scratch(ch);
         }
-        let blank = std::str::from_utf8(self.scratch).map_or(false, |s| s.chars().all(char::is_whitespace));
+        let blank = std::str::from_utf8(self.scratch).is_ok_and(|s| s.chars().all(char::is_whitespace));
         if blank {
             // An empty or blank string keeps its delimiters.
             return (kind, Text::Fixed(if delim == c(b'\'') { "''" } else { "\"\"" }));
@@ -678,9 +678,10 @@ impl Filters {
             if self.group_filter > 1 {
                 return (fg, Text::None);
             }
-        } else if self.group_filter > 0 && (token == Kind::Char(b',') || token == Kind::Char(b'?')) {
-            return (fg, Text::None);
-        } else if self.group_multi > 1 {
+        } else if (self.group_filter > 0 && (token == Kind::Char(b',') || token == Kind::Char(b'?')))
+            || self.group_multi > 1
+        {
+            // In a group: its commas and placeholders go; nested groups go whole.
             return (fg, Text::None);
         } else if !matches!(token, Kind::Char(b',' | b'(' | b')')) {
             self.group_filter = 0;
