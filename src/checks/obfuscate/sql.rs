@@ -176,15 +176,81 @@ impl fmt::Display for SqlError {
     }
 }
 
+/// Classes of ASCII bytes, for the runs the lexer skips a byte at a time without decoding
+/// (NUL and non-ASCII bytes are in none: they take the character-by-character path).
+const SPACE: u8 = 1;
+/// What continues an identifier: letters, digits, `_ @ # . *`.
+const IDENT: u8 = 2;
+const DIGIT: u8 = 4;
+/// An ordinary character inside a string (not a quote, not a backslash).
+const STRING: u8 = 8;
+/// Inside a `--` comment (not a newline) and inside a `/* */` comment (not `*`).
+const LINE: u8 = 16;
+const BLOCK: u8 = 32;
+/// What starts an identifier: letters, `_ @`.
+const LEAD: u8 = 64;
+
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 1;
+    while b < 128 {
+        let c = b as u8;
+        let mut k = LINE | BLOCK | STRING;
+        if c == b'\n' {
+            k &= !LINE;
+        }
+        if c == b'*' {
+            k &= !BLOCK;
+        }
+        if c == b'\'' || c == b'"' || c == b'\\' {
+            k &= !STRING;
+        }
+        if matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+            k |= SPACE;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' || c == b'@' {
+            k |= LEAD | IDENT;
+        }
+        if c.is_ascii_digit() {
+            k |= DIGIT | IDENT;
+        }
+        if matches!(c, b'#' | b'.' | b'*') {
+            k |= IDENT;
+        }
+        t[b] = k;
+        b += 1;
+    }
+    t
+};
+
+/// The class of `c` when it is ASCII (0 otherwise).
+#[inline]
+fn class(c: u32) -> u8 {
+    if c < 128 {
+        CLASS[c as usize]
+    } else {
+        0
+    }
+}
+
 /// Go's `unicode.IsSpace` (the White_Space property, as Rust's; never the end marker).
+#[inline]
 fn is_space(c: u32) -> bool {
+    if c < 128 {
+        return CLASS[c as usize] & SPACE != 0;
+    }
     char::from_u32(c).is_some_and(char::is_whitespace)
 }
 
+#[inline]
 fn is_leading_letter(c: u32) -> bool {
-    c == u32::from(b'_') || c == u32::from(b'@') || char::from_u32(c).is_some_and(is_letter)
+    if c < 128 {
+        return CLASS[c as usize] & LEAD != 0;
+    }
+    char::from_u32(c).is_some_and(is_letter)
 }
 
+#[inline]
 fn is_ident_letter(c: u32) -> bool {
     is_leading_letter(c) || c == u32::from(b'#')
 }
@@ -222,6 +288,11 @@ pub struct Tokenizer<'a, 's> {
     err: Option<SqlError>,
     /// A string token's content.
     scratch: &'s mut Vec<u8>,
+    /// Whether the current string keeps its content.
+    string_text: bool,
+    /// Whether single-quoted strings keep their content (the filters replace them whole, so the
+    /// obfuscator does not ask for it).
+    keep_strings: bool,
 }
 
 impl<'a, 's> Tokenizer<'a, 's> {
@@ -237,6 +308,8 @@ impl<'a, 's> Tokenizer<'a, 's> {
             seen_escape: false,
             err: None,
             scratch,
+            string_text: true,
+            keep_strings: true,
         }
     }
 
@@ -259,6 +332,24 @@ impl<'a, 's> Tokenizer<'a, 's> {
         }
     }
 
+    /// Moves past `cur` and every following byte of `class`, then reads the next character: what
+    /// calling [`Tokenizer::next`] on each would do (`cur` is in the run, so never NUL or the end).
+    #[inline]
+    fn skip_run(&mut self, class: u8) {
+        let mut j = self.next_at;
+        while j < self.src.len() && CLASS[self.src[j] as usize] & class != 0 {
+            j += 1;
+        }
+        if j > self.next_at {
+            self.pos += j - self.next_at;
+            self.cur_at = j - 1;
+            self.cur = u32::from(self.src[j - 1]);
+            self.next_at = j;
+        }
+        self.next();
+    }
+
+    #[inline]
     fn next(&mut self) {
         let (ch, len) = match self.src.get(self.next_at) {
             None => (EOF, 0),
@@ -294,7 +385,11 @@ impl<'a, 's> Tokenizer<'a, 's> {
             self.next();
         }
         while is_space(self.cur) {
-            self.next();
+            if self.cur < 128 {
+                self.skip_run(SPACE);
+            } else {
+                self.next();
+            }
         }
         let ch = self.cur;
         let start = self.cur_at;
@@ -378,8 +473,14 @@ impl<'a, 's> Tokenizer<'a, 's> {
 
     fn scan_identifier(&mut self, start: usize) -> (Kind, Text) {
         self.next();
-        while is_ident_letter(self.cur) || is_digit(self.cur) || self.cur == c(b'.') || self.cur == c(b'*') {
-            self.next();
+        loop {
+            if class(self.cur) & IDENT != 0 {
+                self.skip_run(IDENT);
+            } else if self.cur >= 128 && is_leading_letter(self.cur) {
+                self.next();
+            } else {
+                break;
+            }
         }
         let text = &self.src[start..self.cur_at];
         (keyword(text).unwrap_or(Kind::Id), self.slice_from(start))
@@ -456,6 +557,9 @@ impl<'a, 's> Tokenizer<'a, 's> {
     }
 
     fn mantissa(&mut self, base: u32) {
+        if base == 10 && class(self.cur) & DIGIT != 0 {
+            self.skip_run(DIGIT);
+        }
         while digit_val(self.cur) < base {
             self.next();
         }
@@ -518,8 +622,18 @@ impl<'a, 's> Tokenizer<'a, 's> {
     /// removed, doubled delimiters and escapes resolved) goes to the scratch buffer.
     fn scan_string(&mut self, delim: u8, kind: Kind) -> (Kind, Text) {
         self.scratch.clear();
+        self.string_text = self.keep_strings || kind != Kind::String;
         let delim = u32::from(delim);
         loop {
+            if class(self.cur) & STRING != 0 {
+                // A run of ordinary characters, as one.
+                let from = self.cur_at;
+                self.skip_run(STRING);
+                if self.string_text {
+                    self.scratch.extend_from_slice(&self.src[from..self.cur_at]);
+                }
+                continue;
+            }
             let mut ch = self.cur;
             self.next();
             if ch == delim {
@@ -539,7 +653,9 @@ impl<'a, 's> Tokenizer<'a, 's> {
             if ch == EOF {
                 return (self.fail(LexError::EofInString), Text::Scratch);
             }
-            self.push_scratch(ch);
+            if self.string_text {
+                self.push_scratch(ch);
+            }
         }
         let blank = std::str::from_utf8(self.scratch).is_ok_and(|s| s.chars().all(char::is_whitespace));
         if blank {
@@ -552,6 +668,10 @@ impl<'a, 's> Tokenizer<'a, 's> {
     /// To the end of the line, the newline included (the prefix is read).
     fn scan_line_comment(&mut self) -> Kind {
         while self.cur != EOF {
+            if class(self.cur) & LINE != 0 {
+                self.skip_run(LINE);
+                continue;
+            }
             let nl = self.cur == c(b'\n');
             self.next();
             if nl {
@@ -575,7 +695,11 @@ impl<'a, 's> Tokenizer<'a, 's> {
             if self.cur == EOF {
                 return self.fail(LexError::EofInComment);
             }
-            self.next();
+            if class(self.cur) & BLOCK != 0 {
+                self.skip_run(BLOCK);
+            } else {
+                self.next();
+            }
         }
     }
 }
@@ -583,10 +707,19 @@ impl<'a, 's> Tokenizer<'a, 's> {
 /// The keyword an identifier spells, compared as the original's `bytes.ToUpper` does (which also
 /// maps `ı` to `I` and `ſ` to `S`).
 fn keyword(text: &[u8]) -> Option<Kind> {
-    if text.len() > 18 {
+    if text.len() > 18 || text.len() < 2 {
         return None;
     }
     let mut up = [0u8; 9];
+    if text.is_ascii() {
+        if text.len() > 9 {
+            return None;
+        }
+        for (u, b) in up.iter_mut().zip(text) {
+            *u = b.to_ascii_uppercase();
+        }
+        return keyword_kind(&up[..text.len()]);
+    }
     let mut n = 0;
     for ch in std::str::from_utf8(text).ok()?.chars() {
         let u = match ch {
@@ -598,7 +731,11 @@ fn keyword(text: &[u8]) -> Option<Kind> {
         *up.get_mut(n)? = u;
         n += 1;
     }
-    Some(match &up[..n] {
+    keyword_kind(&up[..n])
+}
+
+fn keyword_kind(up: &[u8]) -> Option<Kind> {
+    Some(match up {
         b"NULL" => Kind::Null,
         b"TRUE" | b"FALSE" => Kind::BooleanLiteral,
         b"SAVEPOINT" => Kind::Savepoint,
@@ -701,6 +838,7 @@ fn attempt(
 ) -> (bool, Result<(), SqlError>) {
     out.clear();
     let mut tok = Tokenizer::new(query, literal_escapes, scratch);
+    tok.keep_strings = false;
     let mut filters = Filters::default();
     let mut last = Kind::Start;
     let result = loop {
