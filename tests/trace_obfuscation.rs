@@ -4,7 +4,11 @@
 //!
 //! Three levels: the span-level entry on a hand-built batch (every case, the empty resource
 //! included), the whole `process` on a decoded v0.4 JSON body (every case with a non-empty query:
-//! the normaliser replaces an empty resource with the name), and the lexer's first token.
+//! the normaliser replaces an empty resource with the name), and the lexer's first token. Then
+//! the real agent end to end: spans sent to its intake reach a real TLS receiver obfuscated, and
+//! `/status` counts them.
+
+mod common;
 
 use serde_json::Value;
 use sts_agent::checks::obfuscate::sql::Tokenizer;
@@ -270,4 +274,112 @@ fn other_types_untouched_and_the_mode_sticks_across_spans() {
         assert_eq!(b.text(&[], b.spans[0].resource), want, "{q}");
         assert_eq!(ob.sql.literal_escapes, mode_after, "{q}");
     }
+}
+
+/// The agent binary: a v0.4 JSON request with SQL (literals; the client's own `sql.query`; one
+/// that does not parse), CQL, Redis and web spans reaches the TLS receiver obfuscated (decoded
+/// by the independent prost decoder), and `/status` counts the obfuscations.
+#[test]
+fn the_agent_forwards_obfuscated_spans_and_counts_them() {
+    use common::{read_response, spawn_agent, trace_proto, wait_with_timeout, Receiver};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let rx = Receiver::start(true, vec![202]);
+    let url = rx.url("/stsAgent");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port_s = port.to_string();
+    let child = spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", "obfuscation-test-key-0123456789"),
+            ("STS_HOSTNAME", "obf-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_APM_RECEIVER_PORT", &port_s),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+        ],
+    );
+    struct Stop(Option<std::process::Child>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut agent = Stop(Some(child));
+    let start = Instant::now();
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port));
+    while connect().is_err() {
+        assert!(start.elapsed() < Duration::from_secs(15), "the trace intake never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let span = |id: u64, typ: &str, resource: &str, meta: Value| {
+        serde_json::json!({"trace_id": 77, "span_id": id, "parent_id": if id == 1 { 0 } else { 1 },
+            "service": "svc", "name": "op", "resource": resource, "type": typ,
+            "start": 1_700_000_000_000_000_000i64, "duration": 10, "meta": meta,
+            "metrics": {"_sampling_priority_v1": 1}})
+    };
+    let body = serde_json::to_vec(&serde_json::json!([[
+        span(1, "web", "GET /cart?id=42", serde_json::json!({})),
+        span(
+            2,
+            "sql",
+            "SELECT * FROM users WHERE id = 42 AND name = 'bob'",
+            serde_json::json!({"db.instance": "orders"})
+        ),
+        span(3, "sql", "UPDATE t SET a = 1", serde_json::json!({"sql.query": "client's own"})),
+        span(4, "sql", "SELECT * FROM t WHERE name = 'unterminated", serde_json::json!({})),
+        span(5, "cassandra", "SELECT * FROM ks.tbl WHERE k = %s AND c IN (%s,%s)", serde_json::json!({})),
+        span(6, "redis", "MULTI\nSET k v\nEXEC", serde_json::json!({})),
+    ]]))
+    .unwrap();
+    let mut s = connect().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "PUT /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let (status, reply) = read_response(&mut s);
+    assert_eq!(status, 200, "{reply}");
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (status, reply) = read_response(&mut s);
+    assert_eq!(status, 200, "{reply}");
+    let st: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(st["trace_intake"]["obfuscated"], serde_json::json!({"sql": 3, "sql_errors": 1, "redis": 1}), "{reply}");
+
+    // SIGTERM flushes what is pending.
+    let child = agent.0.take().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spans: Vec<trace_proto::Span> = rx
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v0.2/traces")
+        .flat_map(|r| trace_proto::decode(&r.body).traces)
+        .flat_map(|t| t.spans)
+        .collect();
+    let by_id = |id: u64| spans.iter().find(|s| s.span_id == id).unwrap_or_else(|| panic!("span {id} not forwarded"));
+    let check = |id: u64, resource: &str, sql_query: Option<&str>| {
+        let s = by_id(id);
+        assert_eq!(s.resource, resource, "span {id}");
+        assert_eq!(s.meta.get("sql.query").map(String::as_str), sql_query, "span {id}: {:?}", s.meta);
+    };
+    check(1, "GET /cart?id=42", None);
+    check(2, "SELECT * FROM users WHERE id = ? AND name = ?", Some("SELECT * FROM users WHERE id = ? AND name = ?"));
+    check(3, "UPDATE t SET a = ?", Some("client's own"));
+    check(4, "Non-parsable SQL query", Some("SELECT * FROM t WHERE name = 'unterminated"));
+    check(
+        5,
+        "SELECT * FROM ks.tbl WHERE k = ? AND c IN ( ? )",
+        Some("SELECT * FROM ks.tbl WHERE k = ? AND c IN ( ? )"),
+    );
+    check(6, "MULTI SET EXEC ...", None);
+    // The STS interpretation still ran on the obfuscated spans.
+    assert_eq!(by_id(2).meta["span.serviceURN"], "urn:service:/svc:orders");
 }
