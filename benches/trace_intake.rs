@@ -2,6 +2,8 @@
 //! a web service's spans look) in v0.4 msgpack. Ours: decode + normalise + interpret + encode
 //! the TracePayload + complete it + gzip. Side by side, in the same run: a general-purpose
 //! decoder (rmpv's value tree) decoding the same bytes and nothing else.
+//! SQL-heavy payloads: every span of type `sql` with a realistic query holding literals, against
+//! the same spans typed `db` (not obfuscated): the difference is what obfuscation costs per span.
 //! Then the whole agent (release binary) under a steady 2,000 spans/s for BENCH_LOAD_SECS
 //! (default 15 s), sending to a local HTTP sink: its CPU and peak RSS.
 
@@ -67,6 +69,140 @@ fn payload(spans: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, &Value::Array(traces)).unwrap();
     out
+}
+
+/// Realistic queries with literals (ORM and hand-written), varied by `id`.
+fn sql_query(id: u64) -> String {
+    match id % 6 {
+        0 => format!("SELECT * FROM users WHERE id = {id} AND email = 'user{id}@example.com'"),
+        1 => format!(
+            "SELECT o.id, o.total, o.created_at FROM orders o JOIN customers c ON c.id = o.customer_id \
+             WHERE c.id IN ({id}, {}, {}) AND o.status = 'paid' ORDER BY o.created_at DESC LIMIT 20 OFFSET 40",
+            id + 1,
+            id + 2
+        ),
+        2 => format!(
+            "INSERT INTO events (user_id, kind, payload, at) VALUES ({id}, 'click', '{{\"x\": {id}}}', \
+             '2024-01-01 00:00:{:02}')",
+            id % 60
+        ),
+        3 => format!("UPDATE carts SET quantity = {}, price = 19.99, note = NULL WHERE cart_id = {id}", id % 7),
+        4 => format!(
+            "SELECT COUNT(*) AS n FROM sessions WHERE expires_at > $1 AND user_agent LIKE '%Firefox%' /* {id} */"
+        ),
+        _ => format!("DELETE FROM tokens WHERE token = 'a1b2c3d4{id:08x}' AND revoked = TRUE"),
+    }
+}
+
+/// A v0.4 body of `spans` spans of type `typ` (traces of 5), each with an SQL resource with
+/// literals and the meta a database client span carries.
+fn sql_payload(spans: usize, seed: u64, typ: &str) -> Vec<u8> {
+    let s = |v: &str| Value::from(v);
+    let mut traces = Vec::new();
+    let mut id = seed * 1_000_000 + 1;
+    for t in 0..spans.div_ceil(5) {
+        let trace_id = seed * 1_000_000 + t as u64 + 1;
+        let mut trace = Vec::new();
+        for k in 0..5.min(spans - t * 5) {
+            id += 1;
+            let meta = vec![
+                (s("component"), s("psycopg")),
+                (s("span.kind"), s("client")),
+                (s("db.system"), s("postgresql")),
+                (s("db.user"), s("shop")),
+                (s("db.instance"), s("orders")),
+                (s("out.host"), s("db.internal")),
+            ];
+            trace.push(Value::Map(vec![
+                (s("service"), s("postgres")),
+                (s("name"), s("postgres.query")),
+                (s("resource"), Value::from(sql_query(id))),
+                (s("trace_id"), Value::from(trace_id)),
+                (s("span_id"), Value::from(id)),
+                (s("parent_id"), Value::from(if k == 0 { 0 } else { id - k as u64 })),
+                (s("start"), Value::from(1_700_000_000_000_000_000i64 + id as i64 * 1000)),
+                (s("duration"), Value::from(150_000i64)),
+                (s("error"), Value::from(0)),
+                (s("type"), s(typ)),
+                (s("meta"), Value::Map(meta)),
+            ]));
+        }
+        traces.push(Value::Array(trace));
+    }
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &Value::Array(traces)).unwrap();
+    out
+}
+
+/// The SQL-heavy payload typed `sql` (obfuscated) and `db` (not): µs per span of each, and the
+/// obfuscation function alone over the same queries.
+fn sql_spans(c: &mut Criterion) {
+    let spans: usize = std::env::var("BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let bodies = [("sql", sql_payload(spans, 1, "sql")), ("db", sql_payload(spans, 1, "db"))];
+    let heads: Vec<_> = bodies
+        .iter()
+        .map(|(_, body)| {
+            let h = format!(
+                "PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            parse_head(h.as_bytes(), 1 << 30).unwrap().unwrap()
+        })
+        .collect();
+    let mut agent = TraceAgent::new(false);
+    let (mut reply, mut out, mut zipped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gzip = Gzip::default();
+    let peer = Peer { pid: None, unix: false, loopback: true };
+    let mut ours = |agent: &mut TraceAgent, i: usize| {
+        reply.clear();
+        let st = agent.handle(
+            &heads[i],
+            &bodies[i].1,
+            peer,
+            &mut reply,
+            Instant::now(),
+            1_700_000_000_000_000_000,
+            "i-0abc",
+            None,
+        );
+        assert_eq!(st.0, 200);
+        agent.take_payload("i-0abc", &mut out);
+        gzip.compress(&out, &mut zipped);
+        zipped.len()
+    };
+    let queries: Vec<String> = (0..spans as u64).map(sql_query).collect();
+    let mut ob = sts_agent::checks::obfuscate::SqlObfuscator::default();
+    let mut obfuscate_all = || queries.iter().map(|q| ob.obfuscate(q).map_or(0, |o| o.len())).sum::<usize>();
+    let mut g = c.benchmark_group("sql_spans");
+    g.sample_size(20);
+    g.bench_function("ours_sql_typed_obfuscated", |b| b.iter(|| black_box(ours(&mut agent, 0))));
+    g.bench_function("ours_db_typed_not_obfuscated", |b| b.iter(|| black_box(ours(&mut agent, 1))));
+    g.bench_function("sql_obfuscate_function_only", |b| b.iter(|| black_box(obfuscate_all())));
+    g.finish();
+
+    let rounds = 200;
+    let (mut sql, mut db, mut func) = (0.0, 0.0, 0.0);
+    for _ in 0..rounds {
+        let t = cpu_secs();
+        black_box(ours(&mut agent, 0));
+        sql += cpu_secs() - t;
+        let t = cpu_secs();
+        black_box(ours(&mut agent, 1));
+        db += cpu_secs() - t;
+        let t = cpu_secs();
+        black_box(obfuscate_all());
+        func += cpu_secs() - t;
+    }
+    let per = |secs: f64| secs * 1e6 / (rounds * spans) as f64;
+    println!(
+        "SQL spans ({spans} spans, {} B msgpack): {:.3} µs CPU per span typed sql (obfuscated) vs {:.3} µs typed db \
+         (not obfuscated): obfuscation adds {:.3} µs per span; the obfuscation function alone {:.3} µs per query",
+        bodies[0].1.len(),
+        per(sql),
+        per(db),
+        per(sql) - per(db),
+        per(func)
+    );
 }
 
 fn trace_path(c: &mut Criterion) {
@@ -271,6 +407,6 @@ fn agent_under_load(_c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    targets = trace_path, agent_under_load
+    targets = trace_path, sql_spans, agent_under_load
 }
 criterion_main!(benches);

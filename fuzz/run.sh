@@ -92,6 +92,14 @@ open('corpus/http_flows/seed', 'wb').write(b'\xfe'.join(pkts))
 PY
 mkdir -p corpus/docker_events
 printf '%x\r\n%s\n\r\n0\r\n\r\n' 172 '{"status":"die","id":"3f5a","Type":"container","Action":"die","Actor":{"ID":"3f5a","Attributes":{"exitCode":"137","image":"busybox","name":"oom-1"}},"time":1,"timeNano":1}' > corpus/docker_events/seed
+# SQL and Redis queries of the original's test tables (first byte: the backslash mode switch).
+mkdir -p corpus/sql_obfuscate
+python3 - <<'PY'
+import json
+for f in ('sql_cases', 'redis_cases'):
+    for i, c in enumerate(json.load(open(f'../tests/data/trace-obfuscation/{f}.json'))):
+        open(f'corpus/sql_obfuscate/{f}-{i}', 'wb').write(b'\x00' + c['query'].encode())
+PY
 for t in "${!seeds[@]}"; do
   mkdir -p "corpus/$t"
   cp "$fix/${seeds[$t]}" "corpus/$t/seed"

@@ -214,6 +214,9 @@ fn real_payloads_allocate_nothing_after_warm_up() {
     // A v0.3 JSON body: strings in place and strings with escapes (decoded into the side buffer).
     let json: &[u8] = br#"[[{"service":"shop","name":"web.request","resource":"GET /cart?q=\"x\"","trace_id":12,"span_id":13,"parent_id":0,"start":1700000000000000000,"duration":5,"meta":{"http.method":"GET","k":"caf\u00e9"},"metrics":{"_sampling_priority_v1":1}}]]"#;
     let h3 = head("/v0.3/traces", "application/json", json.len());
+    // Spans the agent obfuscates: SQL with literals, SQL that does not parse, CQL, Redis.
+    let sql: &[u8] = br#"[[{"service":"pg","name":"q","resource":"SELECT * FROM t WHERE a = 'x' AND b IN (1, 2)","type":"sql","trace_id":14,"span_id":15,"parent_id":0,"start":1700000000000000000,"duration":5},{"service":"pg","name":"q","resource":"SELECT 'unterminated","type":"sql","trace_id":14,"span_id":16,"parent_id":15,"start":1700000000000000000,"duration":5},{"service":"c","name":"q","resource":"SELECT * FROM ks.t WHERE k = %s","type":"cassandra","trace_id":14,"span_id":17,"parent_id":15,"start":1700000000000000000,"duration":5},{"service":"r","name":"q","resource":"SET k v\nGET k","type":"redis","trace_id":14,"span_id":18,"parent_id":15,"start":1700000000000000000,"duration":5}]]"#;
+    let hs = head("/v0.3/traces", "application/json", sql.len());
     // (decode + interpret + encode, complete the payload, compress) allocations per round.
     let mut round = |agent: &mut TraceAgent| -> [u64; 3] {
         let a = allocations();
@@ -221,6 +224,7 @@ fn real_payloads_allocate_nothing_after_warm_up() {
             assert_eq!(handle(agent, &h4, V04, &mut reply), 200);
             assert_eq!(handle(agent, &h5, V05, &mut reply), 200);
             assert_eq!(handle(agent, &h3, json, &mut reply), 200);
+            assert_eq!(handle(agent, &hs, sql, &mut reply), 200);
         }
         let b = allocations();
         assert!(agent.take_payload("i-0abc", &mut payload));
@@ -238,7 +242,10 @@ fn real_payloads_allocate_nothing_after_warm_up() {
         }
     }
     assert_eq!(total, [0, 0, 0], "allocations over 600 payloads: [handle, payload, gzip]");
-    assert_eq!(agent.stats.traces, 13 * 20 * (3 + 3 + 1));
+    assert_eq!(agent.stats.traces, 13 * 20 * (3 + 3 + 1 + 1));
+    // Each ddtrace capture holds 3 sqlite spans (type `sql`).
+    let obfuscated = (agent.stats.sql_obfuscated, agent.stats.sql_errors, agent.stats.redis_quantized);
+    assert_eq!(obfuscated, (13 * 20 * (3 + 3 + 2), 13 * 20, 13 * 20));
 }
 
 /// The OpenTelemetry routes: exports of the real SDKs on `/v1/traces` (protobuf, JSON, gzip) and

@@ -136,7 +136,11 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
             json::u64(out, i.connections_evicted);
             out.extend_from_slice(b",\"cpu_ms\":");
             json::f64(out, (t.cpu_ns as f64 / 1e3).round() / 1e3);
-            out.push(b'}');
+            let obfuscation: [(&str, u64); 3] =
+                [("sql", t.sql_obfuscated), ("sql_errors", t.sql_errors), ("redis", t.redis_quantized)];
+            out.extend_from_slice(b",\"obfuscated\":{");
+            json::u64_fields(out, &obfuscation);
+            out.extend_from_slice(b"}}");
         }
     }
     out.extend_from_slice(b",\"http_capture\":");

@@ -8,7 +8,8 @@
 //! are split as they are built, so none passes [`MAX_PAYLOAD`] (a trace too large for one is
 //! sent in parts, each an `APITrace` with the same id).
 
-use crate::checks::traces::{process, Origin, RequestContext, TraceCounts};
+use crate::checks::obfuscate::Obfuscator;
+use crate::checks::traces::{process_with, Origin, RequestContext, TraceCounts};
 use crate::encode::{trace_json, trace_payload};
 use crate::model::process::ProcessTable;
 use crate::model::trace::{Batch, Span};
@@ -64,6 +65,10 @@ pub struct TraceStats {
     /// Span and resource attributes past the OTLP caps, left out.
     pub otlp_dropped_attributes: u64,
     pub flushed_payloads: u64,
+    /// SQL resources obfuscated, SQL resources that did not parse, Redis resources quantized.
+    pub sql_obfuscated: u64,
+    pub sql_errors: u64,
+    pub redis_quantized: u64,
     /// CPU time of the trace path (this thread): intake I/O and HTTP framing, decoding,
     /// processing, encoding, and completing and compressing payloads; not `/status` requests
     /// nor the TLS send.
@@ -74,6 +79,8 @@ pub struct TraceAgent {
     pub(super) batch: Batch,
     /// The OpenTelemetry routes' scratch and gzip state.
     pub(super) otel: super::otlp::OtelState,
+    /// Lives as long as the agent: the SQL backslash mode is sticky.
+    obfuscator: Obfuscator,
     /// APITrace messages (or, in a dry run, JSON trace objects) waiting to be sent: the open payload.
     pending: Vec<u8>,
     /// Payloads that reached [`MAX_PAYLOAD`], oldest first, sent before `pending`.
@@ -95,6 +102,7 @@ impl TraceAgent {
         TraceAgent {
             batch: Batch::default(),
             otel: super::otlp::OtelState::default(),
+            obfuscator: Obfuscator::default(),
             pending: Vec::with_capacity(64 * 1024),
             full: Vec::new(),
             spare: Vec::new(),
@@ -188,7 +196,7 @@ impl TraceAgent {
         let proc_container = proc.and_then(|p| p.container_id.as_ref()).and_then(|id| std::str::from_utf8(id).ok());
         let container_id = head.container_id.as_str().or(proc_container);
         let ctx = RequestContext { now_ns, host, container_id, client, origin };
-        let counts = process(&mut self.batch, body, &ctx);
+        let counts = process_with(&mut self.batch, body, &ctx, &mut self.obfuscator);
         // What the payload bytes would add, at most: with the batch, within the request's limit.
         let bound = self.encoded_bound();
         if counts.over_limit || self.batch.cost().saturating_add(bound) > self.batch.limit {
@@ -198,6 +206,9 @@ impl TraceAgent {
         self.stats.traces += counts.traces;
         self.stats.spans += counts.spans;
         self.stats.dropped_traces += counts.dropped_traces;
+        self.stats.sql_obfuscated += counts.sql_obfuscated;
+        self.stats.sql_errors += counts.sql_errors;
+        self.stats.redis_quantized += counts.redis_quantized;
         if counts.traces > 0 {
             self.append(body, bound);
             self.pending_since.get_or_insert(now);

@@ -5,6 +5,7 @@ pub mod docker;
 pub mod docker_events;
 pub mod host_metrics;
 pub mod metric;
+pub mod obfuscate;
 pub mod otel_interpret;
 pub mod process;
 pub mod scrub;

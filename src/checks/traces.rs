@@ -7,6 +7,7 @@
 //! Pure: the batch, the body and the facts about the request come in.
 
 use crate::checks::otel_interpret::{interpret_otel, OtelCounts};
+use crate::checks::obfuscate::{self, Obfuscator, Outcome};
 use crate::model::trace::{Batch, Span, Str};
 
 const MAX_SERVICE: usize = 500;
@@ -53,6 +54,11 @@ pub struct TraceCounts {
     /// What the OpenTelemetry interpretation did (spec/traces-parity.md §5.3); `traces` and
     /// `spans` already leave out what it dropped.
     pub otel: OtelCounts,
+    /// SQL/Cassandra resources obfuscated, and those that did not parse (`Non-parsable SQL query`).
+    pub sql_obfuscated: u64,
+    pub sql_errors: u64,
+    /// Redis resources quantized.
+    pub redis_quantized: u64,
 }
 
 /// Meta keys StackState reads to name a service: the service plus `:<value>` of each present.
@@ -94,8 +100,15 @@ impl Consts {
 /// more than its limit (every span adds a few strings; a v0.5 table string referenced by every
 /// span would be copied for each).
 pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCounts {
+    process_with(b, body, ctx, &mut Obfuscator::default())
+}
+
+/// [`process`] with the agent's obfuscator (its SQL backslash mode is sticky, and its buffers are
+/// reused: the agent's path allocates nothing per span).
+pub fn process_with(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>, ob: &mut Obfuscator) -> TraceCounts {
     let mut counts = TraceCounts::default();
     let c = Consts::new(b);
+    let obfuscation_keys = obfuscate::Keys::new(b);
     for t in 0..b.traces.len() {
         let (first, n) = b.traces[t];
         let spans = first as usize..(first + n) as usize;
@@ -114,8 +127,16 @@ pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCou
         for i in spans {
             // What a span usually adds, reserved within the limit.
             b.reserve_side(1024);
+            let first_extra = b.extra.len() as u32;
             normalize(b, body, i, ctx.now_ns, &c);
-            interpret(b, body, i, ctx, &c);
+            // obfuscation (§1, §2) runs here, before truncation
+            match obfuscate::obfuscate_span(ob, b, body, i, &obfuscation_keys) {
+                Outcome::Sql => counts.sql_obfuscated += 1,
+                Outcome::SqlError => counts.sql_errors += 1,
+                Outcome::Redis => counts.redis_quantized += 1,
+                Outcome::SqlEmpty | Outcome::Untouched => {}
+            }
+            interpret(b, body, i, ctx, &c, first_extra);
             // Every copy of a string asked for room first (`Batch::fits`): a span naming one long
             // string in several keys stops at the copy that would pass the limit, not after it.
             if b.over_limit() {
@@ -192,8 +213,8 @@ fn decimal(b: &mut Batch, v: i64) {
     b.side.extend_from_slice(&buf[..n]);
 }
 
-fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>, c: &Consts) {
-    let first_extra = b.extra.len() as u32;
+/// `first_extra`: where the span's additions start (obfuscation may have added some).
+fn interpret(b: &mut Batch, body: &[u8], i: usize, ctx: &RequestContext<'_>, c: &Consts, first_extra: u32) {
     let s: Span = b.spans[i];
     if let Some(id) = ctx.container_id.filter(|id| !id.is_empty()) {
         if b.meta_get(body, &s, "container_id").is_none() {
