@@ -120,6 +120,12 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
             ];
             out.extend_from_slice(b",\"rejected\":{");
             json::u64_fields(out, &rejected);
+            // Traces the client marked for dropping (checks/sampling.rs), by reason.
+            out.extend_from_slice(b"},\"sampling_dropped\":{");
+            json::u64_fields(
+                out,
+                &[("priority_negative", t.sampling.priority_negative), ("priority_zero", t.sampling.priority_zero)],
+            );
             out.extend_from_slice(b"},\"connections_open\":");
             json::u64(out, s.open_connections as u64);
             out.extend_from_slice(b",\"connections_accepted\":");

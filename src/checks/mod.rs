@@ -6,5 +6,7 @@ pub mod docker_events;
 pub mod host_metrics;
 pub mod metric;
 pub mod process;
+pub mod sampling;
 pub mod scrub;
 pub mod traces;
+pub mod truncate;
