@@ -108,9 +108,10 @@ pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCou
         for i in spans {
             // What a span usually adds, reserved within the limit.
             b.reserve_side(1024);
+            let first_extra = b.extra.len() as u32;
             normalize(b, body, i, ctx.now_ns, &c);
             // obfuscation (§1, §2) runs here, before truncation
-            truncate::truncate_span(b, body, i);
+            truncate::truncate_span(b, body, i, first_extra);
             interpret(b, body, i, ctx, &c);
             // Every copy of a string asked for room first (`Batch::fits`): a span naming one long
             // string in several keys stops at the copy that would pass the limit, not after it.

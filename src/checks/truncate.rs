@@ -73,18 +73,31 @@ fn cut_marked(b: &mut Batch, body: &[u8], s: Str, limit: usize) -> Str {
     b.side_end(begin)
 }
 
-/// Truncates span `i` of `b` in place (the client's meta and metrics, which the span's ranges
-/// name; entries keep their order, a cut key its value).
-pub fn truncate_span(b: &mut Batch, body: &[u8], i: usize) {
+/// A meta entry with its key or value cut and marked, when either is too long.
+fn cut_entry(b: &mut Batch, body: &[u8], (k, v): (Str, Str)) -> Option<(Str, Str)> {
+    if k.len() <= MAX_META_KEY && v.len() <= MAX_META_VALUE {
+        return None;
+    }
+    Some((cut_marked(b, body, k, MAX_META_KEY), cut_marked(b, body, v, MAX_META_VALUE)))
+}
+
+/// Truncates span `i` of `b` in place: its resource, the client's meta and metrics (which the
+/// span's ranges name), and the meta added for it so far, from `first_extra` in `Batch::extra`
+/// (obfuscation's `sql.query`, which the original truncates as any meta). Entries keep their
+/// order, a cut key its value.
+pub fn truncate_span(b: &mut Batch, body: &[u8], i: usize, first_extra: u32) {
     let s = b.spans[i];
     b.spans[i].resource = cut(b, body, s.resource, MAX_RESOURCE);
     let meta = s.meta.0 as usize..(s.meta.0 + s.meta.1) as usize;
     for j in meta {
-        let Some(&(k, v)) = b.meta.get(j) else { break };
-        if k.len() > MAX_META_KEY || v.len() > MAX_META_VALUE {
-            let k = cut_marked(b, body, k, MAX_META_KEY);
-            let v = cut_marked(b, body, v, MAX_META_VALUE);
-            b.meta[j] = (k, v);
+        let Some(&e) = b.meta.get(j) else { break };
+        if let Some(e) = cut_entry(b, body, e) {
+            b.meta[j] = e;
+        }
+    }
+    for j in first_extra as usize..b.extra.len() {
+        if let Some(e) = cut_entry(b, body, b.extra[j]) {
+            b.extra[j] = e;
         }
     }
     let metrics = s.metrics.0 as usize..(s.metrics.0 + s.metrics.1) as usize;
@@ -199,7 +212,7 @@ mod tests {
             &[("short", "kept"), (&long_key, "v"), ("db.statement", &long_value), ("exact", &exact_value)],
             &[&long_metric, "_sampling_priority_v1"],
         );
-        truncate_span(&mut b, &body, 0);
+        truncate_span(&mut b, &body, 0, 0);
         let s = b.spans[0];
         assert_eq!(b.text(&body, s.resource), "r".repeat(5000), "resource cut, nothing appended");
         let meta: Vec<(&str, &str)> =
@@ -221,7 +234,7 @@ mod tests {
         let r = "b".repeat(5001);
         let mut body = Vec::new();
         let mut b = batch(&mut body, &r, &[("k", &v)], &[]);
-        truncate_span(&mut b, &body, 0);
+        truncate_span(&mut b, &body, 0, 0);
         let s = b.spans[0];
         assert_eq!(b.spans[0].resource.len(), 5001);
         assert_eq!(b.text(&body, b.span_meta(&s)[0].1).len(), 5004);
@@ -237,7 +250,7 @@ mod tests {
         let v = b.push_side(&long);
         b.spans[0].resource = r;
         b.meta[0].1 = v;
-        truncate_span(&mut b, &body, 0);
+        truncate_span(&mut b, &body, 0, 0);
         let s = b.spans[0];
         assert_eq!(b.text(&body, s.resource), "é".repeat(2500));
         assert_eq!(b.text(&body, b.span_meta(&s)[0].1), format!("{}...", "é".repeat(2500)));
@@ -249,7 +262,7 @@ mod tests {
         let mut body = Vec::new();
         let mut b = batch(&mut body, "r", &[("k", &v)], &[]);
         b.limit = b.cost() + 100;
-        truncate_span(&mut b, &body, 0);
+        truncate_span(&mut b, &body, 0, 0);
         assert!(b.over_limit(), "5,003 bytes do not fit in 100");
         assert!(b.side.len() <= 100);
     }
@@ -279,5 +292,24 @@ mod tests {
         assert_eq!(b.meta_get(body, &s, &format!("{}...", "k".repeat(100))), Some("v"));
         let name = b.span_extra(&s).iter().find(|(k, _)| b.is(body, *k, "span.serviceName")).unwrap().1;
         assert_eq!(b.text(body, name), format!("s:{cut}"));
+    }
+
+    #[test]
+    fn meta_added_before_truncation_is_cut_too() {
+        // Obfuscation adds `sql.query` (the obfuscated query) to the span's additions.
+        let mut body = Vec::new();
+        let mut b = batch(&mut body, "r", &[], &[]);
+        let before = b.push_side("not this span's");
+        b.push_extra((before, before));
+        let first_extra = b.extra.len() as u32;
+        let k = b.push_side("sql.query");
+        let v = b.push_side(&"q".repeat(6000));
+        b.push_extra((k, v));
+        let long = "x".repeat(200);
+        b.extra[0] = (b.push_side(&long), before);
+        truncate_span(&mut b, &body, 0, first_extra);
+        assert_eq!(b.text(&body, b.extra[1].0), "sql.query");
+        assert_eq!(b.text(&body, b.extra[1].1), format!("{}...", "q".repeat(5000)));
+        assert_eq!(b.text(&body, b.extra[0].0), long, "another span's additions are left alone");
     }
 }
