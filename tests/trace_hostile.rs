@@ -497,12 +497,17 @@ fn a_span_larger_than_a_payload_travels_alone() {
     let mut id = 0;
     let mut body = array32(3);
     body.extend(large_traces(1, 1, 3, &mut id));
-    // Trace 2: one span whose resource is 3.5 MB.
+    // Trace 2: one span of 3.5 MB: 700 meta values of 5,000 bytes (longer ones are truncated).
     id += 1;
     body.extend_from_slice(b"\x91\x83\xa8trace_id\x02\xa7span_id\xcf");
     body.extend_from_slice(&id.to_be_bytes());
-    body.extend_from_slice(b"\xa8resource");
-    body.extend(str32(&vec![b'q'; 3_500_000]));
+    body.extend_from_slice(b"\xa4meta");
+    body.extend(map32(700));
+    for k in 0..700u16 {
+        body.push(0xa4);
+        body.extend_from_slice(format!("k{k:03}").as_bytes());
+        body.extend(str32(&[b'q'; 5000]));
+    }
     body.extend(large_traces(3, 1, 3, &mut id));
     let h = format!(
         "PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",

@@ -128,6 +128,27 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
                 ("otlp_dropped_attributes", t.otlp_dropped_attributes),
             ];
             json::u64_fields(out, &otel);
+            // Traces the client marked for dropping (checks/sampling.rs), by reason.
+            out.extend_from_slice(b"},\"sampling_dropped\":{");
+            json::u64_fields(
+                out,
+                &[("priority_negative", t.sampling.priority_negative), ("priority_zero", t.sampling.priority_zero)],
+            );
+            // The STS interpretation of OpenTelemetry spans (checks/otel_interpret.rs).
+            out.extend_from_slice(b"},\"otel_interpretation\":{");
+            let o = &t.otel;
+            json::u64_fields(
+                out,
+                &[
+                    ("interpreted", o.interpreted),
+                    ("dropped_missing_field", o.dropped_missing_field),
+                    ("dropped_sqs_url", o.dropped_sqs_url),
+                    ("dropped_unknown_library", o.dropped_unknown_library),
+                    ("dropped_unknown_aws_service", o.dropped_unknown_aws_service),
+                    ("uninterpreted", o.uninterpreted),
+                    ("emptied_traces", o.emptied_traces),
+                ],
+            );
             out.extend_from_slice(b"},\"connections_open\":");
             json::u64(out, s.open_connections as u64);
             out.extend_from_slice(b",\"connections_accepted\":");

@@ -53,6 +53,10 @@ pub struct TraceStats {
     pub spans: u64,
     /// Traces dropped by normalisation.
     pub dropped_traces: u64,
+    /// Traces dropped by priority sampling, by reason.
+    pub sampling: crate::checks::sampling::SamplingDrops,
+    /// What the STS interpretation of OpenTelemetry spans did (interpreted, dropped by reason).
+    pub otel: crate::checks::otel_interpret::OtelCounts,
     /// Requests refused with 400 because the body did not decode.
     pub rejected_decode: u64,
     /// Requests refused with 413 because they decode to more than their body allows.
@@ -165,7 +169,9 @@ impl TraceAgent {
             reply.extend_from_slice(b"OK\n");
             (200, "text/plain")
         } else {
-            // Keep everything: one rate for every service and env.
+            // Keep everything: one rate for every service and env. (The original answers its
+            // samplers' rates per service; with 1 here clients set priority 1, and only their own
+            // rules set 0 or below, which checks/sampling.rs honours.)
             reply.extend_from_slice(b"{\"rate_by_service\":{\"service:,env:\":1}}");
             (200, "application/json")
         }
@@ -209,6 +215,8 @@ impl TraceAgent {
         self.stats.sql_obfuscated += counts.sql_obfuscated;
         self.stats.sql_errors += counts.sql_errors;
         self.stats.redis_quantized += counts.redis_quantized;
+        self.stats.sampling.add(counts.sampling);
+        self.stats.otel.add(counts.otel);
         if counts.traces > 0 {
             self.append(body, bound);
             self.pending_since.get_or_insert(now);

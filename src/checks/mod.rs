@@ -8,5 +8,7 @@ pub mod metric;
 pub mod obfuscate;
 pub mod otel_interpret;
 pub mod process;
+pub mod sampling;
 pub mod scrub;
 pub mod traces;
+pub mod truncate;

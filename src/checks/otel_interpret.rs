@@ -41,6 +41,17 @@ pub struct OtelCounts {
 }
 
 impl OtelCounts {
+    /// Adds `o`'s counts to these (the intake's totals).
+    pub fn add(&mut self, o: OtelCounts) {
+        self.interpreted += o.interpreted;
+        self.dropped_missing_field += o.dropped_missing_field;
+        self.dropped_sqs_url += o.dropped_sqs_url;
+        self.dropped_unknown_library += o.dropped_unknown_library;
+        self.dropped_unknown_aws_service += o.dropped_unknown_aws_service;
+        self.uninterpreted += o.uninterpreted;
+        self.emptied_traces += o.emptied_traces;
+    }
+
     pub fn dropped_spans(&self) -> u64 {
         self.dropped_missing_field
             + self.dropped_sqs_url
@@ -1222,9 +1233,11 @@ mod tests {
     fn a_long_copy_stops_at_the_limit() {
         let arn = format!("arn:aws:lambda:r:1:function:{}", "F".repeat(100_000));
         let mut b = one(LIB_AWS_LAMBDA, &[("faas.id", &arn), ("cloud.account.id", "1")]);
-        b.limit = b.cost() + 150_000;
+        // Truncation (before the interpretation) cuts the value to 5,000 bytes and `...` in the
+        // side buffer; the URN and the name then copy about 10,000 bytes more.
+        b.limit = b.cost() + 8_000;
         let counts = run(&mut b, Origin::StackStateOtel);
-        assert!(counts.over_limit, "the URN and the name copy 200,000 bytes");
+        assert!(counts.over_limit, "the truncated value, then the URN and the name copy about 15,000 bytes");
         assert!(b.side.len() <= b.limit, "{}", b.side.len());
         let mut b = one(LIB_AWS_LAMBDA, &[("faas.id", &arn), ("cloud.account.id", "1")]);
         let counts = run(&mut b, Origin::StackStateOtel);

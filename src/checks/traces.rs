@@ -8,6 +8,8 @@
 
 use crate::checks::otel_interpret::{interpret_otel, OtelCounts};
 use crate::checks::obfuscate::{self, Obfuscator, Outcome};
+use crate::checks::sampling::{self, Decision, SamplingDrops};
+use crate::checks::truncate;
 use crate::model::trace::{Batch, Span, Str};
 
 const MAX_SERVICE: usize = 500;
@@ -48,6 +50,8 @@ pub struct TraceCounts {
     pub spans: u64,
     /// Traces dropped by normalisation (zero ids, mixed trace ids, empty).
     pub dropped_traces: u64,
+    /// Traces dropped by priority sampling (checks/sampling.rs), by reason.
+    pub sampling: SamplingDrops,
     /// Processing stopped: what the agent adds took the batch past its limit (the batch is then
     /// not to be forwarded).
     pub over_limit: bool,
@@ -124,6 +128,14 @@ pub fn process_with(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>, ob: &m
             b.traces[t].1 = 0;
             continue;
         }
+        // Priority sampling (§4) on the trace as the client sent it. The original decides after
+        // its per-span steps, but on what they leave alone (the root's priority, `error`), so
+        // deciding first is the same decision, and a dropped trace costs no further work.
+        if let Decision::Drop(why) = sampling::sample(b, body, spans.clone()) {
+            counts.sampling.count(why);
+            b.traces[t].1 = 0;
+            continue;
+        }
         for i in spans {
             // What a span usually adds, reserved within the limit.
             b.reserve_side(1024);
@@ -136,6 +148,7 @@ pub fn process_with(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>, ob: &m
                 Outcome::Redis => counts.redis_quantized += 1,
                 Outcome::SqlEmpty | Outcome::Untouched => {}
             }
+            truncate::truncate_span(b, body, i, first_extra);
             interpret(b, body, i, ctx, &c, first_extra);
             // Every copy of a string asked for room first (`Batch::fits`): a span naming one long
             // string in several keys stops at the copy that would pass the limit, not after it.
@@ -300,7 +313,7 @@ mod tests {
     /// One v0.5 span whose `db.instance`, `span.hostname`, `span.pid` and `span.starttime` all
     /// name the same long table string (and `span.kind` is set): the STS interpretation would
     /// copy it six times (service name, service URN, instance URN holding four). Processing stops
-    /// at the copy that would pass the limit.
+    /// at the copy that would pass the limit. (Truncation cuts longer values to 5,000 bytes.)
     fn span_naming_one_string_four_times(len: usize) -> Vec<u8> {
         let mut b = vec![0x92, 0x97, 0xa1, b's'];
         b.push(0xdb);
@@ -320,19 +333,13 @@ mod tests {
 
     #[test]
     fn copies_of_a_long_string_stop_at_the_limit() {
-        let body = span_naming_one_string_four_times(100_000);
-        let ctx = RequestContext {
-            now_ns: 1_700_000_000_000_000_000,
-            host: "h",
-            container_id: None,
-            client: None,
-            ..Default::default()
-        };
-        let limit = 250_000;
+        let body = span_naming_one_string_four_times(5_000);
+        let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None, ..Default::default() };
+        let limit = 15_000;
         let mut b = Batch { limit, ..Batch::default() };
         decode_v05(&body, &mut b).unwrap();
         let counts = process(&mut b, &body, &ctx);
-        assert!(counts.over_limit, "six copies of 100,000 bytes do not fit in {limit}");
+        assert!(counts.over_limit, "six copies of 5,000 bytes do not fit in {limit}");
         assert!(b.cost() <= limit, "the batch cost {} (limit {limit})", b.cost());
         assert!(b.side.capacity() <= limit, "side buffer of {} bytes", b.side.capacity());
         // With room for it, every copy is made.
@@ -341,6 +348,6 @@ mod tests {
         let counts = process(&mut b, &body, &ctx);
         assert!(!counts.over_limit && counts.spans == 1);
         let urn = b.span_extra(&b.spans[0]).iter().find(|(k, _)| b.is(&body, *k, "span.serviceInstanceURN")).unwrap().1;
-        assert!(urn.len() > 400_000, "{}", urn.len());
+        assert!(urn.len() > 20_000, "{}", urn.len());
     }
 }

@@ -82,6 +82,9 @@ pub struct Batch {
     pub limit: usize,
     /// A copy was refused by [`Batch::fits`]: the request costs more than its limit.
     pub exceeded: bool,
+    /// Scratch for one trace's span ids (sampling's root search when no span has parent 0):
+    /// at most one per span, so within a fraction of what the spans cost.
+    pub ids: Vec<u64>,
 }
 
 impl Default for Batch {
@@ -96,6 +99,7 @@ impl Default for Batch {
             dict: Vec::new(),
             limit: usize::MAX,
             exceeded: false,
+            ids: Vec::new(),
         }
     }
 }
@@ -225,6 +229,7 @@ impl Batch {
             self.metrics.shrink_to(keep / 8 / METRIC_BYTES);
             self.dict.shrink_to(keep / 32 / DICT_BYTES);
             self.side.shrink_to(keep / 8);
+            self.ids.shrink_to(keep / 32 / 8);
         }
     }
 
