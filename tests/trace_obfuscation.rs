@@ -130,7 +130,13 @@ fn check_sql_process(c: &Value) -> Result<(), String> {
     decode_v04(&body, Encoding::Json, &mut b).map_err(|e| format!("decode: {e:?}"))?;
     let mut ob = Obfuscator::default();
     ob.sql.literal_escapes = ob_initial(c);
-    let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None, ..Default::default() };
+    let ctx = RequestContext {
+        now_ns: 1_700_000_000_000_000_000,
+        host: "h",
+        container_id: None,
+        client: None,
+        ..Default::default()
+    };
     let counts = process_with(&mut b, &body, &ctx, &mut ob);
     let span = b.spans[0];
     let got = b.text(&body, span.resource);

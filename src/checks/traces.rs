@@ -6,8 +6,8 @@
 //! container id and, when the agent knows the client process, its pid, host and start time).
 //! Pure: the batch, the body and the facts about the request come in.
 
-use crate::checks::otel_interpret::{interpret_otel, OtelCounts};
 use crate::checks::obfuscate::{self, Obfuscator, Outcome};
+use crate::checks::otel_interpret::{interpret_otel, OtelCounts};
 use crate::checks::sampling::{self, Decision, SamplingDrops};
 use crate::checks::truncate;
 use crate::model::trace::{Batch, Span, Str};
@@ -334,7 +334,13 @@ mod tests {
     #[test]
     fn copies_of_a_long_string_stop_at_the_limit() {
         let body = span_naming_one_string_four_times(5_000);
-        let ctx = RequestContext { now_ns: 1_700_000_000_000_000_000, host: "h", container_id: None, client: None, ..Default::default() };
+        let ctx = RequestContext {
+            now_ns: 1_700_000_000_000_000_000,
+            host: "h",
+            container_id: None,
+            client: None,
+            ..Default::default()
+        };
         let limit = 15_000;
         let mut b = Batch { limit, ..Batch::default() };
         decode_v05(&body, &mut b).unwrap();

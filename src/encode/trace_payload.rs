@@ -106,7 +106,7 @@ pub fn finish(out: &mut Vec<u8>, host: &str, env: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::traces::{process, Origin, RequestContext};
+    use crate::checks::traces::{process, RequestContext};
     use crate::parse::traces::{decode_v04, decode_v05, Encoding};
 
     #[test]
