@@ -8,6 +8,7 @@
 //! - `docker.rs`: the docker check's pass (`docker.*` series, container counts and topology);
 //! - `signals.rs`: SIGTERM/SIGINT/SIGHUP, and how a run ends;
 //! - `intake.rs`: the trace intake, `/status`, and the trace flush;
+//! - `dogstatsd.rs`: DogStatsD's listeners, aggregator and flush;
 //! - `sink.rs`: payloads to the outbox (or stdout in a dry run).
 
 use crate::checks::docker_events::EventBundler;
@@ -30,6 +31,7 @@ use timers::Timer;
 mod connections;
 mod docker;
 mod docker_events;
+mod dogstatsd;
 mod host;
 mod intake;
 mod process;
@@ -41,6 +43,7 @@ mod timers;
 mod traces;
 pub use connections::ConnectionsCheck;
 pub use docker::{DockerCheck, PassCounts};
+pub use dogstatsd::DogStatsdStatus;
 pub use host::HostCheck;
 pub use process::{Encoded, ProcessCheck};
 pub use traces::{request_limit, TraceAgent, TraceStats, COST_CAP, MAX_PAYLOAD};
@@ -62,6 +65,7 @@ pub struct App {
     connections: Option<ConnectionsCheck>,
     intake: Option<TraceIntake>,
     traces: Option<TraceAgent>,
+    dogstatsd: Option<dogstatsd::DogStatsd>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Docker's container event stream, and the events kept for the next docker pass.
@@ -112,6 +116,7 @@ impl App {
         let connections = timers::open_connections_check(&cfg);
         let sink = Sink::new(&cfg, opts, &hostname, process.is_some(), connections.is_some())?;
         let (intake, traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
+        let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
         let now = Instant::now();
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
@@ -144,6 +149,7 @@ impl App {
             connections,
             intake,
             traces,
+            dogstatsd,
             docker,
             ecs,
             docker_events,

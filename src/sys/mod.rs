@@ -5,6 +5,7 @@
 //! memory mapping, which rustix does not wrap), and `route_socket`'s `bind`/`getsockname` with a
 //! `sockaddr_nl` (rustix 0.38 has no netlink address). `http_filter` is the capture's BPF program.
 
+pub mod dgram;
 pub mod http_filter;
 pub mod netlink;
 pub mod netns;
