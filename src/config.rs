@@ -533,7 +533,7 @@ impl Config {
             None => Ok(default),
             Some(v) => match v.trim().parse::<usize>() {
                 Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-                _ => Err(err(var, &v, &format!("not a whole number from {lo} to {hi}"), expected)),
+                _ => Err(err(var, &v, format!("not a whole number from {lo} to {hi}"), expected)),
             },
         };
         let dogstatsd = DogStatsdConfig {
