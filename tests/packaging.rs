@@ -60,7 +60,13 @@ fn the_manifest_is_shaped_as_ecs_and_the_agent_expect() {
     assert!(c.get("privileged").is_none(), "least privilege: capabilities, not privileged");
     assert_eq!(c["linuxParameters"]["capabilities"]["add"], serde_json::json!(["SYS_ADMIN", "SYS_PTRACE", "NET_RAW"]));
     assert_eq!(c["linuxParameters"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    assert_eq!(c["portMappings"], serde_json::json!([{"containerPort": 8126, "hostPort": 8126, "protocol": "tcp"}]));
+    assert_eq!(
+        c["portMappings"],
+        serde_json::json!([
+            {"containerPort": 8126, "hostPort": 8126, "protocol": "tcp"},
+            {"containerPort": 8125, "hostPort": 8125, "protocol": "udp"}
+        ])
+    );
     let (res, hard) = (c["memoryReservation"].as_u64().unwrap(), c["memory"].as_u64().unwrap());
     assert!(res >= 16 && hard >= 2 * res && hard <= 128, "reservations from the measured budget: {res}/{hard} MiB");
     // Mounts: every one read-only, each backed by a host volume.
@@ -96,6 +102,8 @@ fn the_manifest_is_shaped_as_ecs_and_the_agent_expect() {
     }
     assert_eq!((env["HOST_PROC"].as_str(), env["HOST_SYS"].as_str()), ("/host/proc", "/host/sys"));
     assert_eq!(env["STS_APM_NON_LOCAL_TRAFFIC"], "true");
+    // Containers on the bridge (or awsvpc) reach DogStatsD at the host's address, not loopback.
+    assert_eq!(env["STS_DOGSTATSD_NON_LOCAL_TRAFFIC"], "true");
     for (k, v) in &env {
         if v.starts_with('<') {
             assert!(
