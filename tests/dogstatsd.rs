@@ -156,12 +156,13 @@ fn reference(phases: &[(u64, Vec<Sample>)]) -> Series {
                     let count: i64 = w.iter().map(|p| p.1).sum();
                     let rank = |target: i64| {
                         let mut run = 0;
-                        w.iter().find(|p| {
-                            run += p.1;
-                            run > target
-                        })
-                        .unwrap()
-                        .0
+                        w.iter()
+                            .find(|p| {
+                                run += p.1;
+                                run > target
+                            })
+                            .unwrap()
+                            .0
                     };
                     put(".max", w.last().unwrap().0, "gauge");
                     put(".median", rank((count - 1) / 2), "gauge");
@@ -180,7 +181,7 @@ fn reference(phases: &[(u64, Vec<Sample>)]) -> Series {
 /// fixed fields of a DogStatsD serie on the way.
 fn received(rx: &Receiver) -> Series {
     let mut out = Series::new();
-    for r in rx.requests().iter().filter(|r| r.target.ends_with("/api/v1/series")) {
+    for r in rx.requests().iter().filter(|r| r.target.contains("/api/v1/series")) {
         for x in r.json()["series"].as_array().unwrap() {
             let name = x["metric"].as_str().unwrap();
             if !name.starts_with("dsd.") {
@@ -307,7 +308,7 @@ fn check_events_and_drops(setup: &Setup, n_dist: u64) {
             .rx
             .requests()
             .iter()
-            .filter(|r| r.target.ends_with("/intake/"))
+            .filter(|r| r.target.contains("/intake/"))
             .map(|r| r.json())
             .filter(|v| v.get("events").is_some())
             .collect();
@@ -326,7 +327,10 @@ fn check_events_and_drops(setup: &Setup, n_dist: u64) {
                 "aggregation_key": "deploy-42"}])
     );
     let j = &body["events"]["jenkins"][0];
-    assert_eq!((j["msg_title"].as_str(), j["host"].as_str(), j["source_type_name"].as_str()), (Some("Build"), Some("ci-1"), Some("jenkins")));
+    assert_eq!(
+        (j["msg_title"].as_str(), j["host"].as_str(), j["source_type_name"].as_str()),
+        (Some("Build"), Some("ci-1"), Some("jenkins"))
+    );
     assert_eq!((j["priority"].as_str(), j["alert_type"].as_str()), (Some("normal"), Some("info")));
     let st = status(setup.status_port);
     assert_eq!(st["drops"]["distribution_dropped"], n_dist, "{st}");
