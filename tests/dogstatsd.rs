@@ -203,18 +203,30 @@ fn received(rx: &Receiver) -> Series {
     out
 }
 
-/// Runs the client with `phases` (each inside one bucket); returns the bucket of each phase.
+/// Runs the Python client with `phases` (each inside one bucket); returns the bucket of each phase.
 fn run_client(target: Value, buffered: bool, phases: &[Vec<Sample>], events: &[Value]) -> Vec<u64> {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(CLIENT);
+    run(cmd, target, buffered, phases, events)
+}
+
+fn run(
+    mut cmd: std::process::Command,
+    target: Value,
+    buffered: bool,
+    phases: &[Vec<Sample>],
+    events: &[Value],
+) -> Vec<u64> {
     let mut ph: Vec<Vec<Value>> = phases.iter().map(|p| p.iter().map(to_json).collect()).collect();
     ph[0].extend(events.iter().cloned());
     let mut cfg = json!({"buffered": buffered, "phases": ph});
     for (k, v) in target.as_object().unwrap() {
         cfg[k] = v.clone();
     }
-    let out = std::process::Command::new("python3").arg(CLIENT).arg(cfg.to_string()).output().expect("python3 runs");
+    let out = cmd.arg(cfg.to_string()).output().expect("the client runs");
     assert!(
         out.status.success(),
-        "the datagram client failed (is `datadog==0.56.0` installed? .ci/run installs it): {}",
+        "the datagram client failed (are `datadog==0.56.0` (pip) and `hot-shots@17.1.1` (npm, under target/npm) installed? .ci/run installs both): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -385,6 +397,28 @@ fn datadog_client_over_the_unix_socket_buffered_equals_the_reference() {
     while sock.exists() && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// hot-shots (npm) over UDP, buffered (several messages per datagram): the same reference.
+#[test]
+fn hot_shots_over_udp_equals_the_reference_bucket_by_bucket() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/npm/node_modules/hot-shots");
+    assert!(
+        std::path::Path::new(dir).join("package.json").exists(),
+        "hot-shots is not installed: npm install --prefix target/npm hot-shots@17.1.1 (.ci/run does)"
+    );
+    let port = free_udp_port();
+    let setup = start(port, &[]);
+    let phases = phases();
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hotshots_client.js")).env("HOT_SHOTS_DIR", dir);
+    let buckets = run(cmd, json!({"udp_port": port}), true, &phases, &events());
+    let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    compare(&setup.rx, &want, buckets[1]);
+    check_events_and_drops(&setup, 3);
+    let st = status(setup.status_port);
+    assert!(st["udp_packets"].as_u64().unwrap() < 20, "buffered: {st}");
+    drop(setup.agent);
 }
 
 fn rss_kib(pid: u32) -> u64 {
