@@ -8,6 +8,8 @@
 
 mod common;
 use common::*;
+#[path = "support/test_cgroup.rs"]
+mod test_cgroup;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -418,6 +420,46 @@ fn hot_shots_over_udp_equals_the_reference_bucket_by_bucket() {
     check_events_and_drops(&setup, 3);
     let st = status(setup.status_port);
     assert!(st["udp_packets"].as_u64().unwrap() < 20, "buffered: {st}");
+    drop(setup.agent);
+}
+
+/// Origin detection: a client in a container's cgroup (a v1 cgroup named like Docker's, with the
+/// client moved in) sends on the Unix socket; its metrics carry `container_id:<id>`, found from
+/// the pid the kernel attached (`SO_PASSCRED`) and that pid's cgroup.
+#[test]
+fn unix_socket_origin_detection_tags_the_senders_container() {
+    let id = test_cgroup::hex_id("dsd-origin", 64);
+    let mut ctr = test_cgroup::TestCgroup::require(&[format!("sts-test-{}-dsd-docker", std::process::id())], &id);
+    let dir = TempDir::new("dsd-origin");
+    let sock = dir.0.join("dsd.socket");
+    let setup = start(
+        free_udp_port(),
+        &[("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap()), ("STS_DOGSTATSD_ORIGIN_DETECTION", "true")],
+    );
+    let code = format!(
+        "import time\nfrom datadog.dogstatsd.base import DogStatsd\n\
+         c = DogStatsd(socket_path={:?}, disable_telemetry=True)\n\
+         c.gauge('dsd.origin', 5, tags=['app:web'])\nc.increment('dsd.origin.hits', 2)\ntime.sleep(60)\n",
+        sock.to_str().unwrap()
+    );
+    ctr.run(&code);
+    let want_tags = vec!["app:web".to_string(), format!("container_id:{id}")];
+    let t = Instant::now();
+    loop {
+        let got = received(&setup.rx);
+        let gauge = got.iter().find(|(k, _)| k.0 == "dsd.origin");
+        let hits = got.iter().find(|(k, _)| k.0 == "dsd.origin.hits");
+        if let (Some((g, gp)), Some((h, _))) = (gauge, hits) {
+            assert_eq!(g.1, want_tags, "{got:?}");
+            assert_eq!(h.1, vec![format!("container_id:{id}")], "{got:?}");
+            assert_eq!(gp.values().next().unwrap().0, 5.0);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(45), "no origin-tagged series: {got:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let st = status(setup.status_port);
+    assert_eq!(st["drops"]["origin_detection_errors"], 0, "{st}");
     drop(setup.agent);
 }
 
