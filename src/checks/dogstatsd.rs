@@ -102,6 +102,11 @@ fn hash(bytes: &[u8], seed: u64) -> u64 {
     h
 }
 
+/// The hash of a raw form (name, tag field, origin tags), each part's length mixed in.
+fn raw_hash(name: &[u8], tags: &[u8], origin: &[u8]) -> u64 {
+    hash(origin, hash(tags, hash(name, 0x7a9) ^ tags.len() as u64) ^ origin.len() as u64)
+}
+
 /// One bucket of one context.
 #[derive(Debug, Default)]
 struct Bucket {
@@ -130,6 +135,11 @@ struct Context {
     /// The last real counter sample, for the zeros that follow it.
     last_counter: Option<u64>,
     buckets: [Bucket; SLOTS],
+    /// The first raw form this context arrived in (name, the `#` field as sent, origin tags),
+    /// with the tag field's length: a repeat of it skips the tag sort (clients send a context's
+    /// tags in the same order every time).
+    raw: Box<[u8]>,
+    raw_tags_len: u32,
 }
 
 /// A context key's name, explicit host and comma-joined tags.
@@ -201,6 +211,8 @@ pub struct Aggregator {
     free: Vec<u32>,
     /// Hash → the first context of its chain.
     index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    /// Hash of a raw form → its context (see `Context::raw`); verified by an exact compare.
+    raw_index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
     tags: TagScratch,
     key: Vec<u8>,
     points: Vec<(u64, f64)>,
@@ -230,6 +242,7 @@ impl Aggregator {
             contexts: Vec::new(),
             free: Vec::new(),
             index: HashMap::default(),
+            raw_index: HashMap::default(),
             tags: TagScratch::default(),
             key: Vec::with_capacity(1024),
             points: Vec::with_capacity(8),
@@ -289,7 +302,7 @@ impl Aggregator {
                 1.0
             }
         };
-        let Some(ci) = self.context(m.name, m.tags, origin) else {
+        let Some(ci) = self.context_of_raw(m.name, m.tags, origin) else {
             self.stats.contexts_over_limit += 1;
             return;
         };
@@ -349,6 +362,33 @@ impl Aggregator {
         }
     }
 
+    /// The context of a raw form: found by its hash and an exact compare when seen before (no
+    /// tag sort), else by the sorted key, and then remembered for this raw form.
+    fn context_of_raw(&mut self, name: &[u8], tags: &[u8], origin: &[u8]) -> Option<usize> {
+        let rh = raw_hash(name, tags, origin);
+        if let Some(&ci) = self.raw_index.get(&rh) {
+            let c = &self.contexts[ci as usize];
+            let (n, t) = (name.len(), tags.len());
+            if c.name_len as usize == n
+                && c.raw_tags_len as usize == t
+                && c.raw.len() == n + t + origin.len()
+                && c.raw[..n] == *name
+                && c.raw[n..n + t] == *tags
+                && c.raw[n + t..] == *origin
+            {
+                return Some(ci as usize);
+            }
+        }
+        let ci = self.context(name, tags, origin)?;
+        let c = &mut self.contexts[ci];
+        if c.raw.is_empty() && !self.raw_index.contains_key(&rh) {
+            c.raw = [name, tags, origin].concat().into_boxed_slice();
+            c.raw_tags_len = tags.len() as u32;
+            self.raw_index.insert(rh, ci as u32);
+        }
+        Some(ci)
+    }
+
     /// The context of (name, tags + origin, host), interned on first sight; `None` at the cap.
     fn context(&mut self, name: &[u8], tags: &[u8], origin: &[u8]) -> Option<usize> {
         let host = self.tags.collect(tags, origin);
@@ -382,6 +422,8 @@ impl Aggregator {
             last_seen: 0,
             last_counter: None,
             buckets: Default::default(),
+            raw: Box::default(),
+            raw_tags_len: 0,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -464,7 +506,17 @@ impl Aggregator {
                 at = n;
             }
         }
+        let c = &self.contexts[ci];
+        if !c.raw.is_empty() {
+            let (n, t) = (c.name_len as usize, c.raw_tags_len as usize);
+            let (name, tags, origin) = (&c.raw[..n], &c.raw[n..n + t], &c.raw[n + t..]);
+            let rh = raw_hash(name, tags, origin);
+            if self.raw_index.get(&rh) == Some(&me) {
+                self.raw_index.remove(&rh);
+            }
+        }
         let c = &mut self.contexts[ci];
+        c.raw = Box::default();
         c.key = Box::default();
         c.name_len = 0;
         c.next = NONE;
@@ -716,6 +768,22 @@ mod tests {
         feed(&mut a, "h1:1:2:3:4|h", T0);
         assert_eq!(a.stats.samples_over_limit, 1);
         assert_eq!(find(&flush(&mut a, T0 + 10), "h1.count")["points"][0][1], 0.3);
+    }
+
+    #[test]
+    fn raw_forms_share_their_context_and_leave_with_it() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "m:1|g|#b,a\nm:2|g|#a,b\nm:3|g|#b,a,a\nm:4|g|#b,a", T0 + 1);
+        assert_eq!((a.contexts(), a.raw_index.len()), (1, 1));
+        assert_eq!(find(&flush(&mut a, T0 + 10), "m")["points"], serde_json::json!([[T0, 4.0]]));
+        // Expired: both indexes forget it; a slot reused by another context is found by its own.
+        flush(&mut a, T0 + 400);
+        assert_eq!((a.contexts(), a.raw_index.len(), a.index.len()), (0, 0, 0));
+        feed(&mut a, "n:7|g|#x\nm:8|g|#a,b", T0 + 401);
+        let s = flush(&mut a, T0 + 410);
+        assert_eq!(find(&s, "n")["tags"], serde_json::json!(["x"]));
+        assert_eq!(find(&s, "m")["points"], serde_json::json!([[T0 + 400, 8.0]]));
+        assert_eq!(a.raw_index.len(), 2);
     }
 
     #[test]
