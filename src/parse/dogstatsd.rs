@@ -24,6 +24,36 @@ pub enum MetricType {
     Distribution,
 }
 
+/// `s` split on `sep`, as `slice::split` does, found with `memchr` (a line is scanned once per
+/// separator kind, a word at a time).
+#[derive(Debug, Clone)]
+pub struct Pieces<'a> {
+    rest: Option<&'a [u8]>,
+    sep: u8,
+}
+
+pub fn pieces(s: &[u8], sep: u8) -> Pieces<'_> {
+    Pieces { rest: Some(s), sep }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let r = self.rest?;
+        match memchr::memchr(self.sep, r) {
+            Some(i) => {
+                self.rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(r)
+            }
+        }
+    }
+}
+
 /// One metric message.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metric<'a> {
@@ -48,7 +78,7 @@ impl<'a> Metric<'a> {
         let first = self.value;
         let more = self.more;
         // `more` was checked by the parser; an empty one splits into one empty piece, skipped.
-        std::iter::once(first).chain(more.split(|&b| b == b':').filter_map(number))
+        std::iter::once(first).chain(pieces(more, b':').filter_map(number))
     }
 }
 
@@ -128,7 +158,7 @@ pub fn lines(datagram: &[u8], truncated: bool) -> impl Iterator<Item = &[u8]> {
     } else {
         datagram
     };
-    whole.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty())
+    pieces(whole, b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty())
 }
 
 /// Every message of a datagram, parsed (see [`lines`]).
@@ -153,7 +183,7 @@ pub fn message(line: &[u8]) -> Result<Message<'_>, Reject> {
 const MAX_FIELDS: usize = 8;
 
 pub fn metric(line: &[u8]) -> Result<Metric<'_>, Reject> {
-    let mut fields = line.split(|&b| b == b'|');
+    let mut fields = pieces(line, b'|');
     let head = fields.next().unwrap_or_default();
     let kind = match fields.next() {
         Some(b"g") => MetricType::Gauge,
@@ -197,7 +227,7 @@ pub fn metric(line: &[u8]) -> Result<Metric<'_>, Reject> {
     };
     let value = checked(first)?;
     if !more.is_empty() || first.len() != raw_value.len() {
-        for v in more.split(|&b| b == b':') {
+        for v in pieces(more, b':') {
             checked(v)?;
         }
     }
@@ -349,7 +379,7 @@ pub fn service_check(line: &[u8]) -> Option<ServiceCheck<'_>> {
 
 /// The tags of a `#` field: comma-separated, empty ones dropped (Ours, §2.4).
 pub fn tags(field: &[u8]) -> impl Iterator<Item = &[u8]> {
-    field.split(|&b| b == b',').filter(|t| !t.is_empty())
+    pieces(field, b',').filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
