@@ -350,6 +350,8 @@ fn agent_under_load(_c: &mut Criterion) {
         .env("STS_HOSTNAME", "bench-host")
         .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
         .env("STS_APM_RECEIVER_PORT", port.to_string())
+        // No DogStatsD: UDP 8125 may be taken by another agent.
+        .env("STS_DOGSTATSD_PORT", "0")
         .env("STS_PROCESS_AGENT_ENABLED", "disabled")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

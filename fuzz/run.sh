@@ -11,7 +11,8 @@ declare -A seeds=(
   [pid_stat]=pid/evil/stat [pid_statm]=pid/self/statm [pid_status]=pid/evil/status [pid_io]=pid/self/io
   [cmdline]=pid/evil/cmdline [cgroup]=pid/1/cgroup [keyval]=cpuinfo
 )
-mkdir -p corpus/http_response corpus/url corpus/snmp corpus/passwd
+mkdir -p corpus/http_response corpus/url corpus/snmp corpus/passwd corpus/dogstatsd
+printf 'page.views:1|c|@0.5|#env:prod,b\nlat:1:2:3|ms|c:abc|T1700000000\n_e{6,3}:Deploy|v42|p:low|t:error|#a\n_sc|db|2|#x|m:down\r\n' > corpus/dogstatsd/seed
 printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/:/sbin/nologin\n' > corpus/passwd/seed
 printf 'HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}' > corpus/http_response/seed-cl
 printf 'HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboom\r\n0\r\n\r\n' > corpus/http_response/seed-chunked

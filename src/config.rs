@@ -39,6 +39,14 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_OTLP_ENABLED", default: "false", meaning: "true: an OTLP/HTTP receiver (POST /v1/traces, protobuf or JSON, gzip) for OpenTelemetry SDKs, on STS_OTLP_HTTP_PORT; its spans go where the trace intake's go (needs STS_APM_ENABLED)" },
     VarDoc { name: "STS_OTLP_HTTP_PORT", default: "4318", meaning: "TCP port of the OTLP/HTTP receiver; it binds where the trace intake does (every interface with STS_APM_NON_LOCAL_TRAFFIC=true, else 127.0.0.1)" },
     VarDoc { name: "STS_APM_MAX_CONNECTIONS", default: "128", meaning: "open trace-intake connections at most; past it the longest-waiting one is closed" },
+    VarDoc { name: "STS_USE_DOGSTATSD", default: "true", meaning: "accept DogStatsD metrics and events (UDP and the optional Unix socket) and send them as series and /intake/ events" },
+    VarDoc { name: "STS_DOGSTATSD_PORT", default: "8125", meaning: "UDP port of DogStatsD; 0 closes UDP" },
+    VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface (the ECS task sets it; keep 8125/udp private in the security groups); false: 127.0.0.1 only" },
+    VarDoc { name: "STS_DOGSTATSD_SOCKET", default: "(none)", meaning: "also accept DogStatsD on this Unix datagram socket path (mode 0722; a stale socket there is replaced)" },
+    VarDoc { name: "STS_DOGSTATSD_ORIGIN_DETECTION", default: "false", meaning: "true: tag what arrives on the Unix socket with the sender's container (container_id and its ECS task tags), from its pid (SO_PASSCRED)" },
+    VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "0 (kernel default)", meaning: "receive buffer of the DogStatsD sockets in bytes (Linux caps it at net.core.rmem_max)" },
+    VarDoc { name: "STS_DOGSTATSD_BUFFER_SIZE", default: "8192", meaning: "largest DogStatsD datagram taken whole, in bytes; a longer one loses its last, partial line (counted as truncated)" },
+    VarDoc { name: "STS_DOGSTATSD_MAX_CONTEXTS", default: "16384", meaning: "live DogStatsD contexts (name + tags + host) at most, the aggregator's memory bound; samples of new ones past it are dropped and counted" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
     VarDoc { name: "STS_PROTOCOL_INSPECTION_ENABLED", default: "true", meaning: "HTTP/1.x request rates and response times, and the http/mysql protocol label, on reported server connections (a packet capture per network namespace; needs CAP_NET_RAW)" },
     VarDoc { name: "STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", default: "60", meaning: "connections whose relation (connectionIdentifier) was first seen less than this many seconds ago are not reported; 0 disables" },
@@ -132,6 +140,7 @@ pub struct Config {
     pub apm_max_connections: usize,
     pub otlp_enabled: bool,
     pub otlp_http_port: u16,
+    pub dogstatsd: DogStatsdConfig,
     pub network_tracing_enabled: bool,
     pub protocol_inspection_enabled: bool,
     pub relation_short_lived_secs: u64,
@@ -153,6 +162,21 @@ pub struct Config {
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
     pub ecs_agent_url: Url,
+}
+
+/// The DogStatsD listener (spec/dogstatsd.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DogStatsdConfig {
+    pub enabled: bool,
+    /// 0: no UDP.
+    pub port: u16,
+    pub non_local_traffic: bool,
+    pub socket: Option<PathBuf>,
+    pub origin_detection: bool,
+    /// 0: the kernel's default.
+    pub so_rcvbuf: usize,
+    pub buffer_size: usize,
+    pub max_contexts: usize,
 }
 
 /// A rejected variable. `Display` is the one line printed before exiting.
@@ -523,6 +547,23 @@ impl Config {
                 }
             },
         };
+        let ranged = |var: &'static str, default: usize, lo: usize, hi: usize, expected: &'static str| match get(var) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+                _ => Err(err(var, &v, format!("not a whole number from {lo} to {hi}"), expected)),
+            },
+        };
+        let dogstatsd = DogStatsdConfig {
+            enabled: boolean("STS_USE_DOGSTATSD", true)?,
+            port: ranged("STS_DOGSTATSD_PORT", 8125, 0, 65535, "a UDP port, e.g. 8125 (0 closes UDP)")? as u16,
+            non_local_traffic: boolean("STS_DOGSTATSD_NON_LOCAL_TRAFFIC", false)?,
+            socket: get("STS_DOGSTATSD_SOCKET").map(PathBuf::from),
+            origin_detection: boolean("STS_DOGSTATSD_ORIGIN_DETECTION", false)?,
+            so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 0, 0, 1 << 30, "bytes, e.g. 8388608 (0: kernel default)")?,
+            buffer_size: ranged("STS_DOGSTATSD_BUFFER_SIZE", 8192, 512, 65536, "bytes, e.g. 8192")?,
+            max_contexts: ranged("STS_DOGSTATSD_MAX_CONTEXTS", 16_384, 1, 10_000_000, "a count, e.g. 16384")?,
+        };
         let outbox_budget = match get("STS_FORWARDER_RETRY_QUEUE_MAX_SIZE") {
             None => 8 << 20,
             Some(v) => match v.trim().parse::<usize>() {
@@ -692,6 +733,7 @@ impl Config {
             apm_max_connections,
             otlp_enabled: boolean("STS_OTLP_ENABLED", false)?,
             otlp_http_port,
+            dogstatsd,
             network_tracing_enabled: boolean("STS_NETWORK_TRACING_ENABLED", true)?,
             protocol_inspection_enabled: boolean("STS_PROTOCOL_INSPECTION_ENABLED", true)?,
             relation_short_lived_secs,
@@ -734,6 +776,44 @@ mod tests {
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn dogstatsd_defaults_and_errors() {
+        let d = cfg(&[]).unwrap().dogstatsd;
+        assert_eq!(
+            d,
+            DogStatsdConfig {
+                enabled: true,
+                port: 8125,
+                non_local_traffic: false,
+                socket: None,
+                origin_detection: false,
+                so_rcvbuf: 0,
+                buffer_size: 8192,
+                max_contexts: 16_384
+            }
+        );
+        let d = cfg(&[
+            ("STS_DOGSTATSD_PORT", "0"),
+            ("STS_DOGSTATSD_NON_LOCAL_TRAFFIC", "true"),
+            ("STS_DOGSTATSD_SOCKET", "/var/run/sts/dsd.socket"),
+            ("STS_DOGSTATSD_SO_RCVBUF", "26214400"),
+        ])
+        .unwrap()
+        .dogstatsd;
+        assert_eq!((d.port, d.non_local_traffic, d.so_rcvbuf), (0, true, 26_214_400));
+        assert_eq!(d.socket.as_deref(), Some(std::path::Path::new("/var/run/sts/dsd.socket")));
+        for (var, v) in [
+            ("STS_DOGSTATSD_PORT", "70000"),
+            ("STS_DOGSTATSD_BUFFER_SIZE", "100"),
+            ("STS_USE_DOGSTATSD", "maybe"),
+            ("STS_DOGSTATSD_MAX_CONTEXTS", "0"),
+        ] {
+            let e = cfg(&[(var, v)]).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(e.to_string().contains(var), "{e}");
+        }
     }
 
     #[test]

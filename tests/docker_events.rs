@@ -48,6 +48,8 @@ impl RunningAgent {
             .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
             .env("STS_ECS_AGENT_URL", "http://127.0.0.1:9")
             .env("STS_APM_RECEIVER_PORT", port.to_string())
+            // No DogStatsD: UDP 8125 may be taken by another agent.
+            .env("STS_DOGSTATSD_PORT", "0")
             .env("STS_HOSTNAME", HOST)
             .env("STS_NETWORK_TRACING_ENABLED", "false")
             .env("STS_DOCKER_CHECK_INTERVAL", &interval)

@@ -60,12 +60,13 @@ fn the_manifest_is_shaped_as_ecs_and_the_agent_expect() {
     assert!(c.get("privileged").is_none(), "least privilege: capabilities, not privileged");
     assert_eq!(c["linuxParameters"]["capabilities"]["add"], serde_json::json!(["SYS_ADMIN", "SYS_PTRACE", "NET_RAW"]));
     assert_eq!(c["linuxParameters"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    // Traces (8126) and the OTLP/HTTP receiver (4318).
+    // Traces (8126), the OTLP/HTTP receiver (4318) and DogStatsD (8125/udp).
     assert_eq!(
         c["portMappings"],
         serde_json::json!([
             {"containerPort": 8126, "hostPort": 8126, "protocol": "tcp"},
-            {"containerPort": 4318, "hostPort": 4318, "protocol": "tcp"}
+            {"containerPort": 4318, "hostPort": 4318, "protocol": "tcp"},
+            {"containerPort": 8125, "hostPort": 8125, "protocol": "udp"}
         ])
     );
     let (res, hard) = (c["memoryReservation"].as_u64().unwrap(), c["memory"].as_u64().unwrap());
@@ -104,6 +105,8 @@ fn the_manifest_is_shaped_as_ecs_and_the_agent_expect() {
     assert_eq!((env["HOST_PROC"].as_str(), env["HOST_SYS"].as_str()), ("/host/proc", "/host/sys"));
     assert_eq!(env["STS_APM_NON_LOCAL_TRAFFIC"], "true");
     assert_eq!((env["STS_OTLP_ENABLED"].as_str(), env["STS_OTLP_HTTP_PORT"].as_str()), ("true", "4318"));
+    // Containers on the bridge (or awsvpc) reach DogStatsD at the host's address, not loopback.
+    assert_eq!(env["STS_DOGSTATSD_NON_LOCAL_TRAFFIC"], "true");
     for (k, v) in &env {
         if v.starts_with('<') {
             assert!(

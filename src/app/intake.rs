@@ -80,6 +80,7 @@ impl App {
         ];
         let http = self.connections.as_ref().and_then(|c| c.http_status());
         let docker_events = self.docker_events.as_ref().map(|e| (e.stats, self.event_bundler.status()));
+        let dogstatsd = self.dogstatsd.as_ref().map(|d| d.status());
         let started = self.clock_origin;
         let cpu_start = thread_cpu_ns();
         // Status requests' own time, not the trace path's.
@@ -98,6 +99,7 @@ impl App {
                     open_connections: open,
                     http,
                     docker_events,
+                    dogstatsd,
                 };
                 status::write(reply, &input);
                 status_ns += thread_cpu_ns().saturating_sub(t0);

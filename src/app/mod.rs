@@ -8,6 +8,7 @@
 //! - `docker.rs`: the docker check's pass (`docker.*` series, container counts and topology);
 //! - `signals.rs`: SIGTERM/SIGINT/SIGHUP, and how a run ends;
 //! - `intake.rs`: the trace intake, `/status`, and the trace flush;
+//! - `dogstatsd.rs`: DogStatsD's listeners, aggregator and flush;
 //! - `sink.rs`: payloads to the outbox (or stdout in a dry run).
 
 use crate::checks::docker_events::EventBundler;
@@ -30,6 +31,7 @@ use timers::Timer;
 mod connections;
 mod docker;
 mod docker_events;
+mod dogstatsd;
 mod host;
 mod intake;
 mod otlp;
@@ -42,6 +44,7 @@ mod timers;
 mod traces;
 pub use connections::ConnectionsCheck;
 pub use docker::{DockerCheck, PassCounts};
+pub use dogstatsd::DogStatsdStatus;
 pub use host::HostCheck;
 pub use process::{Encoded, ProcessCheck};
 pub use traces::{request_limit, TraceAgent, TraceStats, COST_CAP, MAX_PAYLOAD};
@@ -65,6 +68,7 @@ pub struct App {
     /// The OTLP/HTTP receiver's listener (`STS_OTLP_ENABLED`), served by the same trace agent.
     otlp_intake: Option<TraceIntake>,
     traces: Option<TraceAgent>,
+    dogstatsd: Option<dogstatsd::DogStatsd>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Docker's container event stream, and the events kept for the next docker pass.
@@ -116,6 +120,7 @@ impl App {
         let sink = Sink::new(&cfg, opts, &hostname, process.is_some(), connections.is_some())?;
         let (intake, mut traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
         let otlp_intake = otlp::open(&cfg, poll.registry(), traces.as_mut());
+        let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
         let now = Instant::now();
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
@@ -149,6 +154,7 @@ impl App {
             intake,
             otlp_intake,
             traces,
+            dogstatsd,
             docker,
             ecs,
             docker_events,

@@ -66,6 +66,8 @@ sources! {
     HttpCapture => (1 << 21)..(1 << 22),
     /// The OTLP/HTTP receiver's listener and connections.
     OtlpIntake => (1 << 22)..(1 << 23),
+    /// DogStatsD: its UDP socket and its Unix socket, and its 15 s flush.
+    DogStatsd => (1 << 23)..((1 << 23) + 2),
     /// Sending the pending trace payload when it is due.
     TraceFlush => 0..0,
     /// The end of the shutdown grace period (or of `--once`'s send limit).
@@ -112,6 +114,7 @@ impl App {
             Source::OtlpIntake => self.otlp_intake.as_ref().and_then(|i| i.deadline()),
             // Event-driven: the kernel hands a block over within its retire timeout.
             Source::HttpCapture => None,
+            Source::DogStatsd => self.dogstatsd.as_ref().and_then(|d| d.deadline()),
             Source::TraceFlush => self.traces.as_ref().and_then(|t| t.deadline()),
             Source::Shutdown => self.stop_by,
         }
@@ -154,6 +157,7 @@ impl App {
                 }
             }
             Source::HttpCapture => {}
+            Source::DogStatsd => self.dogstatsd_due(now)?,
             Source::TraceFlush => self.flush_traces()?,
             // The loop ends at this deadline (see `App::finished`).
             Source::Shutdown => {}
@@ -191,6 +195,7 @@ impl App {
             }
             Source::TraceIntake => self.on_intake_event(token, now)?,
             Source::OtlpIntake => self.on_otlp_event(token, now)?,
+            Source::DogStatsd => self.on_dogstatsd(now),
             Source::HttpCapture => {
                 if let Some(c) = self.connections.as_mut() {
                     c.on_capture();

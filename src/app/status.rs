@@ -2,6 +2,7 @@
 //! `sts-agent status`): per endpoint the outbox accounting (enqueued = delivered + Σdropped +
 //! queued), per check its last run, and the trace intake's counters.
 
+use super::dogstatsd::DogStatsdStatus;
 use super::traces::TraceStats;
 use crate::checks::docker_events::BundlerStats;
 use crate::encode::json;
@@ -41,6 +42,8 @@ pub struct StatusInput<'a> {
     pub http: Option<(CaptureStats, HttpStats)>,
     /// Docker's container event stream, when it is on.
     pub docker_events: Option<(EventStreamStats, BundlerStats)>,
+    /// DogStatsD, when it is on.
+    pub dogstatsd: Option<DogStatsdStatus>,
 }
 
 pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
@@ -217,5 +220,56 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
             out.push(b'}');
         }
     }
+    out.extend_from_slice(b",\"dogstatsd\":");
+    match &s.dogstatsd {
+        None => out.extend_from_slice(b"null"),
+        Some(d) => dogstatsd(out, d),
+    }
     out.push(b'}');
+}
+
+/// Packets, messages, parse errors by reason and every drop by reason (spec/dogstatsd.md §2.7).
+fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
+    let (l, a) = (&d.listener, &d.agg);
+    let fields: [(&str, u64); 12] = [
+        ("udp_packets", l.udp_packets),
+        ("udp_bytes", l.udp_bytes),
+        ("uds_packets", l.uds_packets),
+        ("uds_bytes", l.uds_bytes),
+        ("metrics", a.metrics),
+        ("events", a.events),
+        ("service_checks", a.service_checks),
+        ("contexts", d.contexts as u64),
+        ("contexts_expired", a.contexts_expired),
+        ("series_flushed", a.series_flushed),
+        ("events_flushed", d.events_flushed),
+        ("events_pending", d.events_pending as u64),
+    ];
+    out.push(b'{');
+    json::u64_fields(out, &fields);
+    let errors: [(&str, u64); 3] = [
+        ("metric", a.parse_error_metric),
+        ("event", a.parse_error_event),
+        ("service_check", a.parse_error_service_check),
+    ];
+    out.extend_from_slice(b",\"parse_errors\":{");
+    json::u64_fields(out, &errors);
+    let drops: [(&str, u64); 13] = [
+        ("truncated", l.truncated),
+        ("non_finite", a.non_finite),
+        ("type_conflict", a.type_conflict),
+        ("sample_rate_invalid", a.sample_rate_invalid),
+        ("contexts_over_limit", a.contexts_over_limit),
+        ("samples_over_limit", a.samples_over_limit),
+        ("distribution_dropped", a.distribution_dropped),
+        ("service_check_dropped", a.service_check_dropped),
+        ("events_dropped", d.events_dropped),
+        ("buckets_overrun", a.buckets_overrun),
+        ("read_errors", l.read_errors),
+        ("origin_detection_errors", l.origin_detection_errors),
+        ("kernel_drops", l.kernel_drops_udp + l.kernel_drops_uds),
+    ];
+    out.extend_from_slice(b"},\"drops\":{");
+    json::u64_fields(out, &drops);
+    out.extend_from_slice(b"}}");
 }

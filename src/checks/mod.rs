@@ -3,6 +3,8 @@
 pub mod connections;
 pub mod docker;
 pub mod docker_events;
+pub mod dogstatsd;
+pub mod dogstatsd_events;
 pub mod host_metrics;
 pub mod metric;
 pub mod obfuscate;

@@ -36,6 +36,69 @@ impl<'a> SeriesEncoder<'a> {
     }
 }
 
+impl SeriesEncoder<'_> {
+    /// A serie with its own points (`[ts, value]`, ascending), tags (whole `key:value` strings,
+    /// sorted; a `device:` one becomes the `device` field) and host (`None`: the payload's):
+    /// DogStatsD's series, aggregated per 10 s bucket (spec/dogstatsd.md §4.1).
+    pub fn serie<'t>(
+        &mut self,
+        name: (&[u8], &str),
+        kind: Kind,
+        points: &[(u64, f64)],
+        tags: impl Iterator<Item = &'t [u8]>,
+        host: Option<&[u8]>,
+    ) {
+        let o = &mut *self.out;
+        if self.count > 0 {
+            o.push(b',');
+        }
+        self.count += 1;
+        o.extend_from_slice(b"{\"metric\":\"");
+        json::escape_into(o, name.0);
+        json::escape_into(o, name.1.as_bytes());
+        o.extend_from_slice(b"\",\"points\":[");
+        for (i, (ts, v)) in points.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            o.push(b'[');
+            json::u64(o, *ts);
+            o.push(b',');
+            json::f64(o, *v);
+            o.push(b']');
+        }
+        o.extend_from_slice(b"],\"tags\":[");
+        let mut device = None;
+        let mut first = true;
+        for t in tags {
+            if device.is_none() {
+                if let Some(d) = t.strip_prefix(b"device:") {
+                    device = Some(d);
+                    continue;
+                }
+            }
+            if !std::mem::take(&mut first) {
+                o.push(b',');
+            }
+            json::bytes_as_str(o, t);
+        }
+        o.extend_from_slice(b"],\"host\":");
+        match host {
+            Some(h) => json::bytes_as_str(o, h),
+            None => json::str(o, self.host),
+        }
+        if let Some(d) = device.filter(|d| !d.is_empty()) {
+            o.extend_from_slice(b",\"device\":");
+            json::bytes_as_str(o, d);
+        }
+        o.extend_from_slice(b",\"type\":\"");
+        o.extend_from_slice(kind.as_str().as_bytes());
+        o.extend_from_slice(b"\",\"interval\":");
+        json::u64(o, self.interval_secs);
+        o.push(b'}');
+    }
+}
+
 impl MetricSink for SeriesEncoder<'_> {
     fn metric(&mut self, name: &str, kind: Kind, value: f64, tags: &[Tag<'_>]) {
         if !value.is_finite() {

@@ -8,6 +8,7 @@ pub mod diskstats;
 pub mod dns;
 pub mod docker;
 pub mod docker_events;
+pub mod dogstatsd;
 pub mod ecs;
 pub mod file_nr;
 pub mod gzip;

@@ -4,6 +4,7 @@ pub mod cgroups;
 pub mod connections;
 pub mod docker;
 pub mod docker_events;
+pub mod dogstatsd;
 pub mod ecs;
 pub mod host;
 pub mod meta;

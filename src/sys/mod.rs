@@ -3,8 +3,11 @@
 //! except `peercred`, one commented `getsockopt` call (rustix's own wrapper is unsound for a pid
 //! the kernel reports as 0), `packet_ring` (socket options with C structures and the ring's
 //! memory mapping, which rustix does not wrap), and `route_socket`'s `bind`/`getsockname` with a
-//! `sockaddr_nl` (rustix 0.38 has no netlink address). `http_filter` is the capture's BPF program.
+//! `sockaddr_nl` (rustix 0.38 has no netlink address), and `dgram` (`recvmmsg` with its control
+//! messages: truncation, `SCM_CREDENTIALS`, `SO_RXQ_OVFL`). `http_filter` is the capture's BPF
+//! program.
 
+pub mod dgram;
 pub mod http_filter;
 pub mod netlink;
 pub mod netns;

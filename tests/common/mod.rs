@@ -268,6 +268,9 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Child {
     // A trace intake port of its own (not 8126), so agents of parallel tests do not collide.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     cmd.env("STS_APM_RECEIVER_PORT", port.to_string());
+    // And a DogStatsD port of its own (not 8125), for the same reason.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cmd.env("STS_DOGSTATSD_PORT", port.to_string());
     for (k, v) in env {
         cmd.env(k, v);
     }

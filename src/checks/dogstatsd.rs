@@ -1,0 +1,798 @@
+//! The DogStatsD aggregator (spec/dogstatsd.md §3): samples into contexts (name + sorted,
+//! de-duplicated tags + host, compared exactly), 10 s buckets stamped with their start, closed
+//! buckets flushed as series (gauge = last; counter = Σv/r ÷ 10 as `rate`; set = distinct count;
+//! histogram/timer = `.max .median .avg .count .95percentile` with integer weights), counters
+//! sending zeros for 300 s after their last sample, contexts freed 300 s after their last one.
+//!
+//! Memory: a known context costs nothing per sample (its key is interned once; the scratch
+//! buffers that build a key are reused), except a histogram sample (16 bytes, up to
+//! [`Limits::max_samples`] held in all) and a new set member (8 bytes). Past
+//! [`Limits::max_contexts`] live contexts a new one is refused and counted.
+//!
+//! Pure: the caller passes the wall-clock second and the sink.
+
+use crate::checks::metric::Kind;
+use crate::encode::series::SeriesEncoder;
+use crate::parse::dogstatsd::{self, Message, Metric, MetricType, Reject};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub const BUCKET_SECS: u64 = 10;
+/// How long a quiet counter keeps sending zeros, and an idle context is kept
+/// (`dogstatsd_expiry_seconds`, `defaultExpiry`).
+pub const EXPIRY_SECS: u64 = 300;
+/// Buckets a context holds at once: the open one and those waiting for a flush (a flush every
+/// 15 s leaves at most three; the fourth is room for a late flush).
+const SLOTS: usize = 4;
+const NONE: u32 = u32::MAX;
+/// A bucket's samples buffer is given back when a flush finds it larger than this.
+const KEEP_SAMPLES: usize = 1024;
+/// The histogram aggregates and percentiles of the defaults (`histogram_aggregates`,
+/// `histogram_percentiles`).
+const PERCENTILE: i64 = 95;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Live contexts at most (`STS_DOGSTATSD_MAX_CONTEXTS`).
+    pub max_contexts: usize,
+    /// Histogram samples held at most, all contexts together.
+    pub max_samples: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_contexts: 16_384, max_samples: 1 << 20 }
+    }
+}
+
+/// What the aggregator saw and refused (`/status`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AggregatorStats {
+    /// Metric messages accepted (a packed message counts once).
+    pub metrics: u64,
+    pub events: u64,
+    pub service_checks: u64,
+    pub parse_error_metric: u64,
+    pub parse_error_event: u64,
+    pub parse_error_service_check: u64,
+    pub non_finite: u64,
+    pub type_conflict: u64,
+    pub sample_rate_invalid: u64,
+    pub contexts_over_limit: u64,
+    pub samples_over_limit: u64,
+    pub distribution_dropped: u64,
+    pub service_check_dropped: u64,
+    /// Buckets overwritten before a flush took them (the flush came more than 30 s late).
+    pub buckets_overrun: u64,
+    pub series_flushed: u64,
+    pub contexts_expired: u64,
+}
+
+/// A 64-bit FxHash-style hasher for context keys (the map's keys are already hashes).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+fn hash(bytes: &[u8], seed: u64) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = seed;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    // Final mix (murmur3's) so the low bits the map uses depend on every byte.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+/// The hash of a raw form (name, tag field, origin tags), each part's length mixed in.
+fn raw_hash(name: &[u8], tags: &[u8], origin: &[u8]) -> u64 {
+    hash(origin, hash(tags, hash(name, 0x7a9) ^ tags.len() as u64) ^ origin.len() as u64)
+}
+
+/// One bucket of one context.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Bucket start (unix seconds); 0: empty.
+    start: u64,
+    kind: Option<MetricType>,
+    /// Gauge: the last value. Counter and histogram: Σ v/r.
+    value: f64,
+    /// Histogram: Σ weights.
+    count: i64,
+    /// Histogram: (value, weight). Set: member hashes (as bits), sorted and distinct.
+    samples: Vec<(f64, i64)>,
+}
+
+#[derive(Debug)]
+struct Context {
+    /// name, then host, then the tags joined by `,`.
+    key: Box<[u8]>,
+    name_len: u32,
+    /// `u32::MAX`: no `host:` tag (the agent's host name); otherwise the explicit host's length.
+    host_len: u32,
+    hash: u64,
+    /// The next context with the same hash (a chain; `NONE` ends it).
+    next: u32,
+    last_seen: u64,
+    /// The last real counter sample, for the zeros that follow it.
+    last_counter: Option<u64>,
+    buckets: [Bucket; SLOTS],
+    /// The first raw form this context arrived in (name, the `#` field as sent, origin tags),
+    /// with the tag field's length: a repeat of it skips the tag sort (clients send a context's
+    /// tags in the same order every time).
+    raw: Box<[u8]>,
+    raw_tags_len: u32,
+}
+
+/// A context key's name, explicit host and comma-joined tags.
+fn key_parts(key: &[u8], name_len: u32, host_len: u32) -> (&[u8], Option<&[u8]>, &[u8]) {
+    let n = name_len as usize;
+    let h = if host_len == NONE { 0 } else { host_len as usize };
+    (&key[..n], (host_len != NONE).then(|| &key[n..n + h]), &key[n + h..])
+}
+
+/// Tags of one message, with the origin's tags: `host:` taken out (it sets the host),
+/// `dd.internal.entity_id:` dropped, empty ones dropped, sorted bytewise and de-duplicated.
+/// Reused scratch; borrowing nothing between messages.
+#[derive(Debug, Default)]
+pub struct TagScratch {
+    bytes: Vec<u8>,
+    ranges: Vec<(u32, u32)>,
+}
+
+impl TagScratch {
+    /// Collects the tags; returns the explicit host (`Some(b"")`: hostless), if any.
+    pub fn collect<'m>(&mut self, message: &'m [u8], origin: &[u8]) -> Option<&'m [u8]> {
+        self.bytes.clear();
+        self.ranges.clear();
+        let mut host = None;
+        for t in dogstatsd::tags(message) {
+            if let Some(h) = t.strip_prefix(b"host:") {
+                host = Some(h);
+                continue;
+            }
+            if t.starts_with(b"dd.internal.entity_id:") {
+                continue;
+            }
+            self.push(t);
+        }
+        for t in dogstatsd::tags(origin) {
+            self.push(t);
+        }
+        let b = &self.bytes;
+        self.ranges.sort_unstable_by(|x, y| b[x.0 as usize..x.1 as usize].cmp(&b[y.0 as usize..y.1 as usize]));
+        self.ranges.dedup_by(|x, y| b[x.0 as usize..x.1 as usize] == b[y.0 as usize..y.1 as usize]);
+        host
+    }
+
+    fn push(&mut self, t: &[u8]) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(t);
+        self.ranges.push((start, self.bytes.len() as u32));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.ranges.iter().map(|&(a, b)| &self.bytes[a as usize..b as usize])
+    }
+
+    /// Appends the tags joined by `,`.
+    pub fn join_into(&self, out: &mut Vec<u8>) {
+        for (i, t) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(t);
+        }
+    }
+}
+
+pub struct Aggregator {
+    limits: Limits,
+    contexts: Vec<Context>,
+    /// Slots of freed contexts, for reuse.
+    free: Vec<u32>,
+    /// Hash → the first context of its chain.
+    index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    /// Hash of a raw form → its context (see `Context::raw`); verified by an exact compare.
+    raw_index: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    tags: TagScratch,
+    key: Vec<u8>,
+    points: Vec<(u64, f64)>,
+    /// Histogram samples held, all contexts.
+    samples_held: usize,
+    /// The cutoff of the last flush: buckets before it were flushed.
+    last_cutoff: u64,
+    pub stats: AggregatorStats,
+}
+
+fn bucket_start(t: u64) -> u64 {
+    t - t % BUCKET_SECS
+}
+
+fn series_kind(k: MetricType) -> Kind {
+    match k {
+        MetricType::Counter => Kind::Rate,
+        _ => Kind::Gauge,
+    }
+}
+
+impl Aggregator {
+    /// `now`: unix seconds at start; buckets before it count as flushed (for counter zeros).
+    pub fn new(limits: Limits, now: u64) -> Aggregator {
+        Aggregator {
+            limits,
+            contexts: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::default(),
+            raw_index: HashMap::default(),
+            tags: TagScratch::default(),
+            key: Vec::with_capacity(1024),
+            points: Vec::with_capacity(8),
+            samples_held: 0,
+            last_cutoff: bucket_start(now),
+            stats: AggregatorStats::default(),
+        }
+    }
+
+    /// Live contexts.
+    pub fn contexts(&self) -> usize {
+        self.contexts.len() - self.free.len()
+    }
+
+    /// Every message of one datagram, at `now` (unix seconds). `origin`: the sender's tags
+    /// (comma-separated; empty for UDP). Events go to `events`.
+    pub fn ingest(
+        &mut self,
+        datagram: &[u8],
+        truncated: bool,
+        origin: &[u8],
+        now: u64,
+        events: &mut super::dogstatsd_events::EventBuffer,
+    ) {
+        for m in dogstatsd::messages(datagram, truncated) {
+            match m {
+                Ok(Message::Metric(m)) => self.sample(&m, origin, now),
+                Ok(Message::Event(e)) => {
+                    self.stats.events += 1;
+                    events.push(&e, origin, now, &mut self.tags);
+                }
+                Ok(Message::ServiceCheck(_)) => {
+                    self.stats.service_checks += 1;
+                    self.stats.service_check_dropped += 1;
+                }
+                Err(Reject::Metric) => self.stats.parse_error_metric += 1,
+                Err(Reject::NonFinite) => self.stats.non_finite += 1,
+                Err(Reject::Event) => self.stats.parse_error_event += 1,
+                Err(Reject::ServiceCheck) => self.stats.parse_error_service_check += 1,
+            }
+        }
+    }
+
+    /// One metric message.
+    pub fn sample(&mut self, m: &Metric<'_>, origin: &[u8], now: u64) {
+        self.stats.metrics += 1;
+        if m.kind == MetricType::Distribution {
+            // Sketches are not sent (`enable_payloads.sketches=false`): no context, no memory.
+            self.stats.distribution_dropped += 1;
+            return;
+        }
+        let rate = match m.rate {
+            None => 1.0,
+            Some(r) if r.is_finite() && r > 0.0 && r <= 1.0 => r,
+            Some(_) => {
+                self.stats.sample_rate_invalid += 1;
+                1.0
+            }
+        };
+        let Some(ci) = self.context_of_raw(m.name, m.tags, origin) else {
+            self.stats.contexts_over_limit += 1;
+            return;
+        };
+        let start = bucket_start(now);
+        let c = &mut self.contexts[ci];
+        c.last_seen = now;
+        let b = &mut c.buckets[(start / BUCKET_SECS) as usize % SLOTS];
+        if b.start != start {
+            if b.start != 0 {
+                self.stats.buckets_overrun += 1;
+            }
+            if b.kind == Some(MetricType::Histogram) {
+                self.samples_held -= b.samples.len();
+            }
+            b.samples.clear();
+            *b = Bucket { start, kind: Some(m.kind), value: 0.0, count: 0, samples: std::mem::take(&mut b.samples) };
+        } else if b.kind != Some(m.kind) {
+            // The first sample decides the bucket's type; another type is refused (Ours, §3.1).
+            self.stats.type_conflict += 1;
+            return;
+        }
+        let scale = 1.0 / rate;
+        match m.kind {
+            MetricType::Gauge => {
+                if let Some(v) = m.values().last() {
+                    b.value = v;
+                }
+            }
+            MetricType::Counter => {
+                for v in m.values() {
+                    b.value += v * scale;
+                }
+                c.last_counter = Some(now);
+            }
+            MetricType::Histogram => {
+                // `int64(1/r)`: truncated (r = 0.3 weighs 3).
+                let weight = scale as i64;
+                for v in m.values() {
+                    if self.samples_held >= self.limits.max_samples {
+                        self.stats.samples_over_limit += 1;
+                        continue;
+                    }
+                    b.samples.push((v, weight));
+                    b.value += v * scale;
+                    b.count += weight;
+                    self.samples_held += 1;
+                }
+            }
+            MetricType::Set => {
+                let member = f64::from_bits(hash(m.raw_value, 0x5e7));
+                let bits = member.to_bits();
+                if let Err(i) = b.samples.binary_search_by_key(&bits, |s| s.0.to_bits()) {
+                    b.samples.insert(i, (member, 0));
+                }
+            }
+            MetricType::Distribution => {}
+        }
+    }
+
+    /// The context of a raw form: found by its hash and an exact compare when seen before (no
+    /// tag sort), else by the sorted key, and then remembered for this raw form.
+    fn context_of_raw(&mut self, name: &[u8], tags: &[u8], origin: &[u8]) -> Option<usize> {
+        let rh = raw_hash(name, tags, origin);
+        if let Some(&ci) = self.raw_index.get(&rh) {
+            let c = &self.contexts[ci as usize];
+            let (n, t) = (name.len(), tags.len());
+            if c.name_len as usize == n
+                && c.raw_tags_len as usize == t
+                && c.raw.len() == n + t + origin.len()
+                && c.raw[..n] == *name
+                && c.raw[n..n + t] == *tags
+                && c.raw[n + t..] == *origin
+            {
+                return Some(ci as usize);
+            }
+        }
+        let ci = self.context(name, tags, origin)?;
+        let c = &mut self.contexts[ci];
+        if c.raw.is_empty() && !self.raw_index.contains_key(&rh) {
+            c.raw = [name, tags, origin].concat().into_boxed_slice();
+            c.raw_tags_len = tags.len() as u32;
+            self.raw_index.insert(rh, ci as u32);
+        }
+        Some(ci)
+    }
+
+    /// The context of (name, tags + origin, host), interned on first sight; `None` at the cap.
+    fn context(&mut self, name: &[u8], tags: &[u8], origin: &[u8]) -> Option<usize> {
+        let host = self.tags.collect(tags, origin);
+        self.key.clear();
+        self.key.extend_from_slice(name);
+        if let Some(h) = host {
+            self.key.extend_from_slice(h);
+        }
+        self.tags.join_into(&mut self.key);
+        let host_len = host.map_or(NONE, |h| h.len() as u32);
+        let name_len = name.len() as u32;
+        let h = hash(&self.key, u64::from(name_len) << 32 | u64::from(host_len));
+        let mut at = self.index.get(&h).copied().unwrap_or(NONE);
+        let head = at;
+        while at != NONE {
+            let c = &self.contexts[at as usize];
+            if c.name_len == name_len && c.host_len == host_len && *c.key == *self.key {
+                return Some(at as usize);
+            }
+            at = c.next;
+        }
+        if self.contexts() >= self.limits.max_contexts {
+            return None;
+        }
+        let c = Context {
+            key: self.key.as_slice().into(),
+            name_len,
+            host_len,
+            hash: h,
+            next: head,
+            last_seen: 0,
+            last_counter: None,
+            buckets: Default::default(),
+            raw: Box::default(),
+            raw_tags_len: 0,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.contexts[i as usize] = c;
+                i
+            }
+            None => {
+                self.contexts.push(c);
+                (self.contexts.len() - 1) as u32
+            }
+        };
+        self.index.insert(h, i);
+        Some(i as usize)
+    }
+
+    /// Writes the series of every bucket closed at `now` (unix seconds) into `out`, counter
+    /// zeros included, and frees expired contexts. Returns how many series it wrote.
+    pub fn flush(&mut self, now: u64, out: &mut SeriesEncoder<'_>) -> usize {
+        let cutoff = bucket_start(now);
+        // Buckets [zeros_from, cutoff) are closed by this flush (at most 300 s of them after a stall).
+        let zeros_from = self.last_cutoff.max(cutoff.saturating_sub(EXPIRY_SECS));
+        let mut written = 0;
+        for ci in 0..self.contexts.len() {
+            let c = &mut self.contexts[ci];
+            if c.key.is_empty() && c.name_len == 0 {
+                continue; // a freed slot
+            }
+            let mut closed = [usize::MAX; SLOTS];
+            let mut n = 0;
+            for (i, b) in c.buckets.iter().enumerate() {
+                if b.start != 0 && b.start + BUCKET_SECS <= cutoff {
+                    closed[n] = i;
+                    n += 1;
+                }
+            }
+            let closed = &mut closed[..n];
+            closed.sort_unstable_by_key(|&i| c.buckets[i].start);
+            written += write_context(c, closed, zeros_from, cutoff, &mut self.points, out);
+            for &i in closed.iter() {
+                let b = &mut c.buckets[i];
+                if b.kind == Some(MetricType::Histogram) {
+                    self.samples_held -= b.samples.len();
+                }
+                b.start = 0;
+                b.kind = None;
+                b.samples.clear();
+                if b.samples.capacity() > KEEP_SAMPLES {
+                    b.samples.shrink_to(KEEP_SAMPLES);
+                }
+            }
+            let open = c.buckets.iter().any(|b| b.start != 0);
+            let zeros_done = c.last_counter.is_none_or(|t| t + EXPIRY_SECS <= cutoff);
+            if !open && zeros_done && c.last_seen + EXPIRY_SECS <= now {
+                self.free_context(ci);
+            }
+        }
+        self.last_cutoff = self.last_cutoff.max(cutoff);
+        self.stats.series_flushed += written as u64;
+        written
+    }
+
+    fn free_context(&mut self, ci: usize) {
+        let (h, next) = (self.contexts[ci].hash, self.contexts[ci].next);
+        let me = ci as u32;
+        // Unlink from its chain.
+        let mut at = self.index.get(&h).copied().unwrap_or(NONE);
+        if at == me {
+            if next == NONE {
+                self.index.remove(&h);
+            } else {
+                self.index.insert(h, next);
+            }
+        } else {
+            while at != NONE {
+                let n = self.contexts[at as usize].next;
+                if n == me {
+                    self.contexts[at as usize].next = next;
+                    break;
+                }
+                at = n;
+            }
+        }
+        let c = &self.contexts[ci];
+        if !c.raw.is_empty() {
+            let (n, t) = (c.name_len as usize, c.raw_tags_len as usize);
+            let (name, tags, origin) = (&c.raw[..n], &c.raw[n..n + t], &c.raw[n + t..]);
+            let rh = raw_hash(name, tags, origin);
+            if self.raw_index.get(&rh) == Some(&me) {
+                self.raw_index.remove(&rh);
+            }
+        }
+        let c = &mut self.contexts[ci];
+        c.raw = Box::default();
+        c.key = Box::default();
+        c.name_len = 0;
+        c.next = NONE;
+        c.buckets = Default::default();
+        self.free.push(me);
+        self.stats.contexts_expired += 1;
+    }
+}
+
+/// The series of one context's closed buckets (`closed`: ascending by start).
+fn write_context(
+    c: &mut Context,
+    closed: &[usize],
+    zeros_from: u64,
+    cutoff: u64,
+    points: &mut Vec<(u64, f64)>,
+    out: &mut SeriesEncoder<'_>,
+) -> usize {
+    let mut written = 0;
+    let (name, host, tags) = key_parts(&c.key, c.name_len, c.host_len);
+    let last_counter = c.last_counter;
+    let buckets = &mut c.buckets;
+    let tag_iter = || tags.split(|&b| b == b',').filter(|t| !t.is_empty());
+    for kind in [MetricType::Gauge, MetricType::Counter, MetricType::Set] {
+        points.clear();
+        for &i in closed {
+            let b = &buckets[i];
+            if b.kind != Some(kind) {
+                continue;
+            }
+            let v = match kind {
+                MetricType::Counter => b.value / BUCKET_SECS as f64,
+                MetricType::Set => b.samples.len() as f64,
+                _ => b.value,
+            };
+            points.push((b.start, v));
+        }
+        if kind == MetricType::Counter {
+            if let Some(last) = last_counter {
+                // One zero per closed bucket without data, from the last sample's bucket on, for
+                // 300 s after it (Ours, §3.6: every bucket, not only those other contexts filled).
+                let mut s = zeros_from.max(bucket_start(last));
+                while s < cutoff && s < last + EXPIRY_SECS {
+                    if !points.iter().any(|p| p.0 == s) {
+                        points.push((s, 0.0));
+                    }
+                    s += BUCKET_SECS;
+                }
+                points.sort_unstable_by_key(|p| p.0);
+            }
+        }
+        if !points.is_empty() {
+            out.serie((name, ""), series_kind(kind), points, tag_iter(), host);
+            written += 1;
+        }
+    }
+    // Histograms: five series, each with a point per closed bucket.
+    let hist = |b: &Bucket| b.kind == Some(MetricType::Histogram) && b.count > 0;
+    if !closed.iter().any(|&i| hist(&buckets[i])) {
+        return written;
+    }
+    let mut stats = [[(0u64, 0f64); SLOTS]; 5];
+    let mut n = 0;
+    for &i in closed {
+        let b = &mut buckets[i];
+        if !hist(b) {
+            continue;
+        }
+        let s = histogram(b);
+        for (k, v) in s.iter().enumerate() {
+            stats[k][n] = (b.start, *v);
+        }
+        n += 1;
+    }
+    for (k, (suffix, kind)) in [
+        (".max", Kind::Gauge),
+        (".median", Kind::Gauge),
+        (".avg", Kind::Gauge),
+        (".count", Kind::Rate),
+        (".95percentile", Kind::Gauge),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out.serie((name, suffix), kind, &stats[k][..n], tag_iter(), host);
+        written += 1;
+    }
+    written
+}
+
+/// max, median, avg, count (per second) and the 95th percentile of a histogram bucket, with the
+/// original's integer arithmetic (`histogram.go` `flush`, spec §3.5).
+fn histogram(b: &mut Bucket) -> [f64; 5] {
+    b.samples.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
+    let count = b.count;
+    let at = |target: i64| {
+        let mut run = 0i64;
+        for &(v, w) in &b.samples {
+            run += w;
+            if run > target {
+                return v;
+            }
+        }
+        b.samples.last().map_or(0.0, |s| s.0)
+    };
+    let max = b.samples.last().map_or(0.0, |s| s.0);
+    let median = at((count - 1) / 2);
+    let p95 = at((PERCENTILE * count - 1) / 100);
+    [max, median, b.value / count as f64, count as f64 / BUCKET_SECS as f64, p95]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dogstatsd_events::EventBuffer;
+    use super::*;
+    use serde_json::Value;
+
+    const T0: u64 = 1_700_000_000;
+
+    fn flush(a: &mut Aggregator, now: u64) -> Vec<Value> {
+        let mut buf = Vec::new();
+        let mut e = SeriesEncoder::begin(&mut buf, "i-0abc", now, BUCKET_SECS);
+        a.flush(now, &mut e);
+        e.finish();
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        v["series"].as_array().unwrap().clone()
+    }
+
+    fn feed(a: &mut Aggregator, d: &str, now: u64) {
+        let mut ev = EventBuffer::new(1 << 20);
+        a.ingest(d.as_bytes(), false, b"", now, &mut ev);
+    }
+
+    fn find<'a>(s: &'a [Value], name: &str) -> &'a Value {
+        s.iter().find(|x| x["metric"] == name).unwrap_or_else(|| panic!("{name} in {s:?}"))
+    }
+
+    #[test]
+    fn the_spec_example() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        for _ in 0..3 {
+            feed(&mut a, "page.views:1|c|@0.5|#env:prod,b", T0 + 3);
+        }
+        feed(&mut a, "lat:10|ms\nlat:30|ms", T0 + 7);
+        // The bucket is still open at T0 + 9.
+        assert!(flush(&mut a, T0 + 9).is_empty());
+        let s = flush(&mut a, T0 + 15);
+        assert_eq!(s.len(), 6, "{s:?}");
+        let pv = find(&s, "page.views");
+        assert_eq!(pv["points"], serde_json::json!([[T0, 0.6]]));
+        assert_eq!(pv["tags"], serde_json::json!(["b", "env:prod"]));
+        assert_eq!(
+            (pv["type"].as_str(), pv["interval"].as_u64(), pv["host"].as_str()),
+            (Some("rate"), Some(10), Some("i-0abc"))
+        );
+        for (n, v, t) in [
+            ("lat.max", 30.0, "gauge"),
+            ("lat.median", 10.0, "gauge"),
+            ("lat.avg", 20.0, "gauge"),
+            ("lat.count", 0.2, "rate"),
+            ("lat.95percentile", 30.0, "gauge"),
+        ] {
+            let x = find(&s, n);
+            assert_eq!((x["points"][0][1].as_f64(), x["type"].as_str()), (Some(v), Some(t)), "{n}");
+            assert_eq!(x["tags"], serde_json::json!([]));
+        }
+    }
+
+    #[test]
+    fn gauges_sets_hosts_and_two_buckets_in_one_flush() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "g:1|g|#b,a,b,host:web1\ng:2|g|#a,b,host:web1\ns:x|s\ns:x|s\ns:1|s\ns:1.0|s", T0 + 1);
+        feed(&mut a, "g:5|g|#a,b,host:web1\ng:6|g|#a,host:", T0 + 12);
+        let s = flush(&mut a, T0 + 25);
+        let g: Vec<_> = s.iter().filter(|x| x["metric"] == "g").collect();
+        assert_eq!(g.len(), 2);
+        let web = g.iter().find(|x| x["host"] == "web1").unwrap();
+        assert_eq!(web["points"], serde_json::json!([[T0, 2.0], [T0 + 10, 5.0]]));
+        assert_eq!(web["tags"], serde_json::json!(["a", "b"]));
+        let hostless = g.iter().find(|x| x["host"] == "").unwrap();
+        assert_eq!(hostless["points"], serde_json::json!([[T0 + 10, 6.0]]));
+        assert_eq!(find(&s, "s")["points"], serde_json::json!([[T0, 3.0]]));
+        assert_eq!(a.contexts(), 3);
+    }
+
+    #[test]
+    fn counters_send_zeros_for_300_s_then_expire() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "c:5|c", T0 + 1);
+        let s = flush(&mut a, T0 + 15);
+        assert_eq!(find(&s, "c")["points"], serde_json::json!([[T0, 0.5]]));
+        let mut zeros = Vec::new();
+        let mut t = T0 + 15;
+        while t < T0 + 700 {
+            t += 15;
+            for x in flush(&mut a, t) {
+                zeros.extend(
+                    x["points"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap())),
+                );
+            }
+        }
+        // Every bucket starting before last sample + 300 s (T0+10 … T0+300), none missing, then nothing.
+        let want: Vec<_> = (1..=30).map(|i| (T0 + 10 * i, 0.0)).collect();
+        assert_eq!(zeros, want);
+        assert_eq!(a.contexts(), 0);
+        assert_eq!(a.stats.contexts_expired, 1);
+    }
+
+    #[test]
+    fn histogram_arithmetic_matches_the_original() {
+        let mut b = Bucket::default();
+        for v in [4.0, 1.0, 3.0, 2.0] {
+            b.samples.push((v, 1));
+            b.value += v;
+            b.count += 1;
+        }
+        // Lower median; p95 of 4 → (380-1)/100 = 3 → the 4th.
+        assert_eq!(histogram(&mut b), [4.0, 2.0, 2.5, 0.4, 4.0]);
+        let mut b = Bucket::default();
+        for v in 1..=20 {
+            b.samples.push((f64::from(v), 1));
+            b.count += 1;
+            b.value += f64::from(v);
+        }
+        assert_eq!(histogram(&mut b)[4], 19.0);
+        // Sample rate 0.3: weight int64(1/0.3) = 3.
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "h:10|h|@0.3", T0);
+        let s = flush(&mut a, T0 + 10);
+        assert_eq!(find(&s, "h.count")["points"][0][1], 0.3);
+        let avg = find(&s, "h.avg")["points"][0][1].as_f64().unwrap();
+        assert!((avg - 10.0 * (1.0 / 0.3) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn refusals_are_counted() {
+        let mut a = Aggregator::new(Limits { max_contexts: 2, max_samples: 3 }, T0);
+        feed(&mut a, "x:1|g\nx:1|c\ny:1|c|@0\ny:1|c|@2\nz:1|g\nbad\nn:nan|g\nb:1e999|g\nd:1|d\n_sc|a|0\n_e{1}:x", T0);
+        feed(&mut a, "h1:1:2:3:4|h", T0);
+        let st = a.stats;
+        assert_eq!(st.type_conflict, 1);
+        assert_eq!(st.sample_rate_invalid, 2);
+        assert_eq!(st.contexts_over_limit, 2, "z and h1");
+        assert_eq!((st.parse_error_metric, st.non_finite, st.parse_error_event), (2, 1, 1));
+        assert_eq!((st.distribution_dropped, st.service_check_dropped), (1, 1));
+        let s = flush(&mut a, T0 + 10);
+        assert_eq!(find(&s, "y")["points"][0][1], 0.2);
+        let mut a = Aggregator::new(Limits { max_contexts: 2, max_samples: 3 }, T0);
+        feed(&mut a, "h1:1:2:3:4|h", T0);
+        assert_eq!(a.stats.samples_over_limit, 1);
+        assert_eq!(find(&flush(&mut a, T0 + 10), "h1.count")["points"][0][1], 0.3);
+    }
+
+    #[test]
+    fn raw_forms_share_their_context_and_leave_with_it() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "m:1|g|#b,a\nm:2|g|#a,b\nm:3|g|#b,a,a\nm:4|g|#b,a", T0 + 1);
+        assert_eq!((a.contexts(), a.raw_index.len()), (1, 1));
+        assert_eq!(find(&flush(&mut a, T0 + 10), "m")["points"], serde_json::json!([[T0, 4.0]]));
+        // Expired: both indexes forget it; a slot reused by another context is found by its own.
+        flush(&mut a, T0 + 400);
+        assert_eq!((a.contexts(), a.raw_index.len(), a.index.len()), (0, 0, 0));
+        feed(&mut a, "n:7|g|#x\nm:8|g|#a,b", T0 + 401);
+        let s = flush(&mut a, T0 + 410);
+        assert_eq!(find(&s, "n")["tags"], serde_json::json!(["x"]));
+        assert_eq!(find(&s, "m")["points"], serde_json::json!([[T0 + 400, 8.0]]));
+        assert_eq!(a.raw_index.len(), 2);
+    }
+
+    #[test]
+    fn origin_tags_join_and_device_moves() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        let mut ev = EventBuffer::new(1 << 20);
+        a.ingest(b"m:1|g|#device:sda,z,dd.internal.entity_id:x", false, b"container_id:abc,z", T0, &mut ev);
+        let s = flush(&mut a, T0 + 10);
+        assert_eq!(s[0]["tags"], serde_json::json!(["container_id:abc", "z"]));
+        assert_eq!(s[0]["device"], "sda");
+    }
+}

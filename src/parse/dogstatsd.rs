@@ -1,0 +1,551 @@
+//! DogStatsD datagrams (spec/dogstatsd.md §2): messages split on `\n`, each a metric
+//! `name:value[:value…]|type[|@rate][|#tags][|c:id][|T<ts>]`, an event `_e{t,x}:title|text|…` or a
+//! service check `_sc|name|status|…`. Views borrow the datagram; nothing is copied or allocated.
+//! A malformed message is an error for that message only: [`messages`] yields the others.
+
+/// Why a message was refused (one `/status` counter each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// A metric line that does not parse (pipes, name, type, value or rate).
+    Metric,
+    /// A metric value that is a decimal number too large for a float (`1e999`).
+    NonFinite,
+    Event,
+    ServiceCheck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Gauge,
+    Counter,
+    /// `h` and `ms` (a timer is a histogram: `enrichMetricType`).
+    Histogram,
+    Set,
+    Distribution,
+}
+
+/// `s` split on `sep`, as `slice::split` does, found with `memchr` (a line is scanned once per
+/// separator kind, a word at a time).
+#[derive(Debug, Clone)]
+pub struct Pieces<'a> {
+    rest: Option<&'a [u8]>,
+    sep: u8,
+}
+
+pub fn pieces(s: &[u8], sep: u8) -> Pieces<'_> {
+    Pieces { rest: Some(s), sep }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let r = self.rest?;
+        match memchr::memchr(self.sep, r) {
+            Some(i) => {
+                self.rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(r)
+            }
+        }
+    }
+}
+
+/// One metric message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric<'a> {
+    pub name: &'a [u8],
+    pub kind: MetricType,
+    /// The first value (`NaN` for a set, whose member is [`Metric::raw_value`]).
+    pub value: f64,
+    /// The values after the first, `:`-separated, already checked (protocol v1.1 packing);
+    /// empty for a single value and for sets.
+    pub more: &'a [u8],
+    /// Everything after the name's `:` (a set's member).
+    pub raw_value: &'a [u8],
+    /// The sample rate as sent, `None` without `@`. Not range-checked here (see the aggregator).
+    pub rate: Option<f64>,
+    /// The text after `#`, comma-separated (may be empty).
+    pub tags: &'a [u8],
+}
+
+impl<'a> Metric<'a> {
+    /// Every value, the first one first.
+    pub fn values(&self) -> impl Iterator<Item = f64> + 'a {
+        let first = self.value;
+        let more = self.more;
+        // `more` was checked by the parser; an empty one splits into one empty piece, skipped.
+        std::iter::once(first).chain(pieces(more, b':').filter_map(number))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Normal,
+    Low,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertType {
+    Error,
+    Warning,
+    Info,
+    Success,
+}
+
+impl AlertType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertType::Error => "error",
+            AlertType::Warning => "warning",
+            AlertType::Info => "info",
+            AlertType::Success => "success",
+        }
+    }
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// One event message. `title` and `text` are raw: the two bytes `\n` in them mean a newline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event<'a> {
+    pub title: &'a [u8],
+    pub text: &'a [u8],
+    /// `d:`; `None` (or a bad value) means "when it arrived".
+    pub timestamp: Option<i64>,
+    pub host: Option<&'a [u8]>,
+    pub aggregation_key: Option<&'a [u8]>,
+    pub priority: Priority,
+    pub source_type: Option<&'a [u8]>,
+    pub alert_type: AlertType,
+    pub tags: &'a [u8],
+}
+
+/// One service check message (parsed to be counted; never sent, §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceCheck<'a> {
+    pub name: &'a [u8],
+    pub status: u8,
+    pub tags: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Message<'a> {
+    Metric(Metric<'a>),
+    Event(Event<'a>),
+    ServiceCheck(ServiceCheck<'a>),
+}
+
+/// The messages of a datagram: split on `\n`, one trailing `\r` stripped, empty lines skipped.
+/// `truncated` (the kernel cut the datagram, `MSG_TRUNC`): the last line is partial and is
+/// left out (the caller counts it).
+pub fn lines(datagram: &[u8], truncated: bool) -> impl Iterator<Item = &[u8]> {
+    let whole = if truncated {
+        match memchr::memrchr(b'\n', datagram) {
+            Some(i) => &datagram[..i],
+            None => &[][..],
+        }
+    } else {
+        datagram
+    };
+    pieces(whole, b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty())
+}
+
+/// Every message of a datagram, parsed (see [`lines`]).
+pub fn messages(datagram: &[u8], truncated: bool) -> impl Iterator<Item = Result<Message<'_>, Reject>> {
+    lines(datagram, truncated).map(message)
+}
+
+/// One message (a line without its `\n`).
+pub fn message(line: &[u8]) -> Result<Message<'_>, Reject> {
+    if line.starts_with(b"_e{") {
+        event(line).map(Message::Event).ok_or(Reject::Event)
+    } else if line.starts_with(b"_sc") {
+        service_check(line).map(Message::ServiceCheck).ok_or(Reject::ServiceCheck)
+    } else {
+        metric(line).map(Message::Metric)
+    }
+}
+
+/// At most this many `|`-separated fields are looked at in one metric line (more fail the pipe
+/// rule anyway; `c:` and `T` fields are the only ones not counted, and a line of 64 KiB of
+/// `|` must not be walked field by field for nothing).
+const MAX_FIELDS: usize = 8;
+
+pub fn metric(line: &[u8]) -> Result<Metric<'_>, Reject> {
+    let mut fields = pieces(line, b'|');
+    let head = fields.next().unwrap_or_default();
+    let kind = match fields.next() {
+        Some(b"g") => MetricType::Gauge,
+        Some(b"c") => MetricType::Counter,
+        Some(b"h") | Some(b"ms") => MetricType::Histogram,
+        Some(b"s") => MetricType::Set,
+        Some(b"d") => MetricType::Distribution,
+        _ => return Err(Reject::Metric),
+    };
+    let (mut rate, mut tags, mut counted) = (None, &b""[..], 0);
+    for (i, f) in fields.enumerate() {
+        if i >= MAX_FIELDS {
+            return Err(Reject::Metric);
+        }
+        // Protocol v1.2 container id and v1.3 timestamp: known, ignored, not counted (Ours, §2.3).
+        if f.starts_with(b"c:") || f.first() == Some(&b'T') {
+            continue;
+        }
+        counted += 1;
+        match f.first() {
+            Some(b'@') => rate = Some(number(&f[1..]).ok_or(Reject::Metric)?),
+            Some(b'#') => tags = &f[1..],
+            _ => {}
+        }
+    }
+    // 1 to 3 pipes: type plus at most two optional fields.
+    if counted > 2 {
+        return Err(Reject::Metric);
+    }
+    let colon = memchr::memchr(b':', head).ok_or(Reject::Metric)?;
+    let (name, raw_value) = (&head[..colon], &head[colon + 1..]);
+    if name.is_empty() || raw_value.is_empty() {
+        return Err(Reject::Metric);
+    }
+    if kind == MetricType::Set {
+        return Ok(Metric { name, kind, value: f64::NAN, more: b"", raw_value, rate, tags });
+    }
+    let (first, more) = match memchr::memchr(b':', raw_value) {
+        Some(i) => (&raw_value[..i], &raw_value[i + 1..]),
+        None => (raw_value, &b""[..]),
+    };
+    let value = checked(first)?;
+    if !more.is_empty() || first.len() != raw_value.len() {
+        for v in pieces(more, b':') {
+            checked(v)?;
+        }
+    }
+    Ok(Metric { name, kind, value, more, raw_value, rate, tags })
+}
+
+fn checked(v: &[u8]) -> Result<f64, Reject> {
+    if !is_decimal(v) {
+        return Err(Reject::Metric);
+    }
+    number(v).filter(|x| x.is_finite()).ok_or(Reject::NonFinite)
+}
+
+/// A decimal number (sign, digits, fraction, exponent); `None` for anything else, including
+/// `inf`, `nan` and hex, which Rust's and Go's float parsers would accept.
+pub fn number(v: &[u8]) -> Option<f64> {
+    if !is_decimal(v) {
+        return None;
+    }
+    // ASCII only, checked above.
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn is_decimal(v: &[u8]) -> bool {
+    let mut i = 0;
+    if matches!(v.first(), Some(b'+' | b'-')) {
+        i = 1;
+    }
+    let int_start = i;
+    while v.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    let mut digits = i - int_start;
+    if v.get(i) == Some(&b'.') {
+        i += 1;
+        let f = i;
+        while v.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        digits += i - f;
+    }
+    if digits == 0 {
+        return false;
+    }
+    if matches!(v.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(v.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let e = i;
+        while v.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == e {
+            return false;
+        }
+    }
+    i == v.len()
+}
+
+fn int(v: &[u8]) -> Option<i64> {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// `_e{<title_len>,<text_len>}:<title>|<text>[|d:…][|h:…][|k:…][|p:…][|s:…][|t:…][|#tags]`.
+/// Lengths are bytes; negative ones, ones that overrun the line and cuts not followed by `|`
+/// are refused (Ours, §2.5).
+pub fn event(line: &[u8]) -> Option<Event<'_>> {
+    let colon = memchr::memchr(b':', line)?;
+    if colon < 7 {
+        return None;
+    }
+    // Between `_e{` and the header's last byte (meant to be `}`).
+    let lens = &line[3..colon - 1];
+    let comma = memchr::memchr(b',', lens)?;
+    let title_len = usize::try_from(int(&lens[..comma])?).ok()?;
+    let text_len = usize::try_from(int(&lens[comma + 1..])?).ok()?;
+    if title_len == 0 || text_len == 0 {
+        return None;
+    }
+    let rest = &line[colon + 1..];
+    if rest.len() < title_len.checked_add(text_len)?.checked_add(1)? || rest[title_len] != b'|' {
+        return None;
+    }
+    let title = &rest[..title_len];
+    let text = &rest[title_len + 1..title_len + 1 + text_len];
+    let tail = &rest[title_len + 1 + text_len..];
+    let mut e = Event {
+        title,
+        text,
+        timestamp: None,
+        host: None,
+        aggregation_key: None,
+        priority: Priority::Normal,
+        source_type: None,
+        alert_type: AlertType::Info,
+        tags: b"",
+    };
+    if tail.is_empty() {
+        return Some(e);
+    }
+    let tail = tail.strip_prefix(b"|")?;
+    for f in tail.split(|&b| b == b'|') {
+        match f {
+            [b'd', b':', v @ ..] => e.timestamp = int(v).or(e.timestamp),
+            [b'h', b':', v @ ..] => e.host = Some(v),
+            [b'k', b':', v @ ..] => e.aggregation_key = Some(v),
+            [b's', b':', v @ ..] => e.source_type = Some(v),
+            [b'p', b':', v @ ..] => match v {
+                b"normal" => e.priority = Priority::Normal,
+                b"low" => e.priority = Priority::Low,
+                // A bad value is ignored; the event stays (§2.5).
+                _ => {}
+            },
+            [b't', b':', v @ ..] => match v {
+                b"error" => e.alert_type = AlertType::Error,
+                b"warning" => e.alert_type = AlertType::Warning,
+                b"info" => e.alert_type = AlertType::Info,
+                b"success" => e.alert_type = AlertType::Success,
+                _ => {}
+            },
+            [b'#', v @ ..] => e.tags = v,
+            _ => {}
+        }
+    }
+    Some(e)
+}
+
+/// `_sc|<name>|<status>[|d:…][|h:…][|#tags][|m:…]`.
+pub fn service_check(line: &[u8]) -> Option<ServiceCheck<'_>> {
+    let mut f = line.strip_prefix(b"_sc|")?.split(|&b| b == b'|');
+    let name = f.next().filter(|n| !n.is_empty())?;
+    let status = match f.next()? {
+        [s @ b'0'..=b'3'] => s - b'0',
+        _ => return None,
+    };
+    let mut tags = &b""[..];
+    for x in f {
+        if let Some(t) = x.strip_prefix(b"#") {
+            tags = t;
+        }
+    }
+    Some(ServiceCheck { name, status, tags })
+}
+
+/// The tags of a `#` field: comma-separated, empty ones dropped (Ours, §2.4).
+pub fn tags(field: &[u8]) -> impl Iterator<Item = &[u8]> {
+    pieces(field, b',').filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(line: &str) -> Metric<'_> {
+        match message(line.as_bytes()) {
+            Ok(Message::Metric(m)) => m,
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+
+    fn err(line: &str) -> Reject {
+        message(line.as_bytes()).expect_err(line)
+    }
+
+    #[test]
+    fn metric_fields() {
+        let x = m("page.views:1|c|@0.5|#env:prod,b");
+        assert_eq!((x.name, x.kind, x.value, x.rate), (&b"page.views"[..], MetricType::Counter, 1.0, Some(0.5)));
+        assert_eq!(tags(x.tags).collect::<Vec<_>>(), [&b"env:prod"[..], b"b"]);
+        let x = m("lat:-2.5e1|ms|#a:b:c");
+        assert_eq!((x.kind, x.value, x.rate), (MetricType::Histogram, -25.0, None));
+        assert_eq!(x.tags, b"a:b:c");
+        // Optional fields in any order; unknown ones ignored.
+        let x = m("g:+5|g|#t|@1");
+        assert_eq!((x.value, x.rate, x.tags), (5.0, Some(1.0), &b"t"[..]));
+        assert_eq!(m("g:5|g|zzz").tags, b"");
+        assert_eq!(m("s:1.0|s").raw_value, b"1.0");
+        assert_eq!(m("s:abc|s").kind, MetricType::Set);
+        assert_eq!(m("d:3|d").kind, MetricType::Distribution);
+        // Rates are not range-checked here.
+        assert_eq!(m("c:1|c|@0").rate, Some(0.0));
+        assert_eq!(m("c:1|c|@5").rate, Some(5.0));
+    }
+
+    #[test]
+    fn multi_values_and_newer_fields() {
+        let x = m("h:1:2:3.5|h");
+        assert_eq!(x.values().collect::<Vec<_>>(), [1.0, 2.0, 3.5]);
+        assert_eq!(m("g:7|g").values().collect::<Vec<_>>(), [7.0]);
+        // `c:` and `T` do not count toward the pipe limit.
+        let x = m("m:1|c|@0.5|#a|c:abc|T1700000000");
+        assert_eq!((x.rate, x.tags), (Some(0.5), &b"a"[..]));
+        assert_eq!(err("h:1:x|h"), Reject::Metric);
+        assert_eq!(err("h:1:|h"), Reject::Metric);
+    }
+
+    #[test]
+    fn metric_rejects() {
+        for bad in [
+            "x",
+            "x:1",
+            "x:1|",
+            "x:1|q",
+            ":1|g",
+            "x:|g",
+            "x|g",
+            "x:1|g|@a",
+            "x:1|g|@",
+            "x:1|g|a|b|c",
+            "x:nan|g",
+            "x:inf|g",
+            "x:Infinity|g",
+            "x:0x10|g",
+            "x:1e|g",
+            "x:.|g",
+            "x:-|g",
+            "x:1 |g",
+        ] {
+            assert_eq!(err(bad), Reject::Metric, "{bad}");
+        }
+        assert_eq!(err("x:1e999|g"), Reject::NonFinite);
+        let pipes = "|".repeat(65536);
+        assert_eq!(err(&pipes), Reject::Metric);
+        assert_eq!(err(&format!("x:1|g{pipes}")), Reject::Metric);
+        // Four counted optional fields: rejected even if each is valid.
+        assert_eq!(err("m:1|c|@0.5|#a|x"), Reject::Metric);
+    }
+
+    #[test]
+    fn framing() {
+        let d = b"a:1|g\r\n\n\nb:2|c\nbad\nc:3|h";
+        let got: Vec<_> = messages(d, false).collect();
+        assert_eq!(got.len(), 4);
+        assert!(got[2].is_err() && got[3].is_ok());
+        // A truncated datagram loses its partial last line only.
+        let got: Vec<_> = lines(b"a:1|g\nb:2|c\nc:3", true).collect();
+        assert_eq!(got, [&b"a:1|g"[..], b"b:2|c"]);
+        assert_eq!(lines(b"c:3|g", true).count(), 0);
+        assert_eq!(lines(b"a:1|g\r", false).collect::<Vec<_>>(), [&b"a:1|g"[..]]);
+    }
+
+    #[test]
+    fn tags_drop_empties() {
+        assert_eq!(tags(b"a,,b,").collect::<Vec<_>>(), [&b"a"[..], b"b"]);
+        assert_eq!(tags(b"").count(), 0);
+    }
+
+    #[test]
+    fn events() {
+        let Ok(Message::Event(e)) = message(
+            b"_e{6,14}:Deploy|v42 rolled out|d:1700000003|p:low|t:error|h:web|k:agg|s:jenkins|#env:prod,team:a",
+        ) else {
+            panic!()
+        };
+        assert_eq!((e.title, e.text), (&b"Deploy"[..], &b"v42 rolled out"[..]));
+        assert_eq!(e.timestamp, Some(1_700_000_003));
+        assert_eq!((e.priority, e.alert_type), (Priority::Low, AlertType::Error));
+        assert_eq!(
+            (e.host, e.aggregation_key, e.source_type),
+            (Some(&b"web"[..]), Some(&b"agg"[..]), Some(&b"jenkins"[..]))
+        );
+        assert_eq!(e.tags, b"env:prod,team:a");
+        // Title and text are cut by length, so they may hold `|`.
+        let Ok(Message::Event(e)) = message(b"_e{3,3}:a|b|c|d") else { panic!() };
+        assert_eq!((e.title, e.text), (&b"a|b"[..], &b"c|d"[..]));
+        // Defaults; a bad optional value is ignored.
+        let Ok(Message::Event(e)) = message(b"_e{1,1}:t|x|p:urgent|t:meh|d:soon") else { panic!() };
+        assert_eq!((e.priority, e.alert_type, e.timestamp), (Priority::Normal, AlertType::Info, None));
+        for bad in [
+            "_e{",
+            "_e{1,1}",
+            "_e{0,1}:|x",
+            "_e{1,0}:t|",
+            "_e{-1,5}:abcdefg",
+            "_e{5,5}:ab|c",
+            "_e{2,1}:abc",
+            "_e{1,1}:tx|",
+        ] {
+            assert_eq!(err(bad), Reject::Event, "{bad}");
+        }
+        assert_eq!(err("_e{99999999999999999999,1}:t|x"), Reject::Event);
+    }
+
+    #[test]
+    fn service_checks() {
+        let Ok(Message::ServiceCheck(s)) = message(b"_sc|db.up|2|d:1|h:x|#a,b|m:down") else { panic!() };
+        assert_eq!((s.name, s.status, s.tags), (&b"db.up"[..], 2, &b"a,b"[..]));
+        for bad in ["_sc", "_sc|", "_sc|x", "_sc||1", "_sc|x|4", "_sc|x|01"] {
+            assert_eq!(err(bad), Reject::ServiceCheck, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_do_not_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let alphabet = b"_e{}sc|:#@,.-+0123456789\n\r\xff\x00gchmsd";
+        let mut buf = Vec::new();
+        for _ in 0..20_000 {
+            buf.clear();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 40) as usize;
+            let mut s = seed;
+            for _ in 0..n {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                buf.push(alphabet[(s >> 33) as usize % alphabet.len()]);
+            }
+            for r in messages(&buf, seed & 1 == 1) {
+                if let Ok(Message::Metric(m)) = r {
+                    assert!(m.values().all(f64::is_finite) || m.kind == MetricType::Set);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The DogStatsD listeners (spec/dogstatsd.md §6): a UDP socket (127.0.0.1, or every interface
+//! with non-local traffic) and an optional Unix datagram socket, both non-blocking and
+//! registered with the loop. A readiness event drains the socket with `recvmmsg` into one reused
+//! batch; each datagram is handed to the caller with the sender's origin tags (Unix socket with
+//! origin detection: its pid → its container → `container_id:` and the container's task tags).
+
+use crate::sys::dgram::{set_rxq_ovfl, RecvBatch};
+use mio::net::{UdpSocket, UnixDatagram};
+use mio::{Interest, Registry, Token};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Datagrams per `recvmmsg` call.
+const BATCH: usize = 32;
+/// Datagrams read per readiness event at most before the loop's other work gets a turn; the rest
+/// is read at once after it (a deadline of now + [`RESUME_AFTER`]).
+const MAX_PER_TURN: usize = 1024;
+const RESUME_AFTER: Duration = Duration::from_millis(1);
+/// How long a pid's origin tags are kept (`pidToEntityCacheDuration`), and how many pids at most.
+const ORIGIN_TTL: Duration = Duration::from_secs(60);
+const ORIGIN_CACHE: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// `None`: no UDP.
+    pub udp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub origin_detection: bool,
+    pub so_rcvbuf: usize,
+    pub buffer_size: usize,
+}
+
+/// The listeners' counters (`/status`; `dogstatsd-udp`/`dogstatsd-uds` of the original).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerStats {
+    pub udp_packets: u64,
+    pub udp_bytes: u64,
+    pub uds_packets: u64,
+    pub uds_bytes: u64,
+    pub read_errors: u64,
+    /// Datagrams longer than the buffer (their last line is dropped).
+    pub truncated: u64,
+    /// Unix-socket datagrams whose sender could not be placed (no pid, or its cgroup unread).
+    pub origin_detection_errors: u64,
+    /// The kernel's count of datagrams it dropped for want of receive buffer (`SO_RXQ_OVFL`).
+    pub kernel_drops_udp: u64,
+    pub kernel_drops_uds: u64,
+}
+
+/// What a datagram came with.
+pub struct Datagram<'a> {
+    pub bytes: &'a [u8],
+    pub truncated: bool,
+    /// The sender's tags, comma-separated (empty when unknown).
+    pub origin: &'a [u8],
+}
+
+/// A pid's container tags, as found at `at`.
+struct Origin {
+    pid: u32,
+    at: Instant,
+    tags: Vec<u8>,
+}
+
+pub struct DogStatsdListener {
+    udp: Option<UdpSocket>,
+    unix: Option<(UnixDatagram, PathBuf)>,
+    origin_detection: bool,
+    batch: RecvBatch,
+    first_token: usize,
+    resume_at: Option<Instant>,
+    origins: Vec<Origin>,
+    cgroup_buf: Vec<u8>,
+    pub stats: ListenerStats,
+}
+
+/// Looks up a container's tags by id (Docker's and ECS's metadata): the tags to add after
+/// `container_id:`.
+pub type ContainerTags<'a> = dyn Fn(&[u8], &mut Vec<u8>) + 'a;
+
+impl DogStatsdListener {
+    /// Binds and registers the sockets (tokens `first_token` for UDP, `+1` for the Unix socket).
+    pub fn open(cfg: &ListenerConfig, registry: &Registry, first_token: usize) -> io::Result<DogStatsdListener> {
+        let mut udp = match cfg.udp {
+            Some(addr) => {
+                let s = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
+                if cfg.so_rcvbuf > 0 {
+                    rustix::net::sockopt::set_socket_recv_buffer_size(&s, cfg.so_rcvbuf)
+                        .map_err(|e| io::Error::other(format!("SO_RCVBUF {}: {e}", cfg.so_rcvbuf)))?;
+                }
+                // Best effort: the drop counter is only for `/status`.
+                let _ = set_rxq_ovfl(&s);
+                Some(s)
+            }
+            None => None,
+        };
+        let mut unix = match &cfg.unix {
+            Some(path) => Some((bind_unix(path, cfg)?, path.clone())),
+            None => None,
+        };
+        if let Some(s) = udp.as_mut() {
+            registry.register(s, Token(first_token), Interest::READABLE)?;
+        }
+        if let Some((s, _)) = unix.as_mut() {
+            registry.register(s, Token(first_token + 1), Interest::READABLE)?;
+        }
+        Ok(DogStatsdListener {
+            udp,
+            unix,
+            origin_detection: cfg.origin_detection,
+            batch: RecvBatch::new(BATCH, cfg.buffer_size),
+            first_token,
+            resume_at: None,
+            origins: Vec::new(),
+            cgroup_buf: Vec::with_capacity(4096),
+            stats: ListenerStats::default(),
+        })
+    }
+
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// When the listener wants to read again without an event (it stopped at its per-turn limit).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.resume_at
+    }
+
+    /// Reads what is queued on both sockets (at most [`MAX_PER_TURN`] datagrams each) and hands
+    /// every datagram to `f`. `host_proc`: where `/proc/<pid>/cgroup` is read for origins.
+    pub fn drain(
+        &mut self,
+        now: Instant,
+        host_proc: &Path,
+        container_tags: &ContainerTags<'_>,
+        f: &mut dyn FnMut(Datagram<'_>),
+    ) {
+        self.resume_at = None;
+        let mut more = false;
+        if self.udp.is_some() {
+            more |= self.drain_one(false, now, host_proc, container_tags, f);
+        }
+        if self.unix.is_some() {
+            more |= self.drain_one(true, now, host_proc, container_tags, f);
+        }
+        if more {
+            self.resume_at = Some(now + RESUME_AFTER);
+        }
+    }
+
+    /// Whether `t` is one of this listener's tokens.
+    pub fn owns(&self, t: Token) -> bool {
+        t.0 == self.first_token || t.0 == self.first_token + 1
+    }
+
+    /// Returns whether datagrams may be left (the per-turn limit was reached).
+    fn drain_one(
+        &mut self,
+        unix: bool,
+        now: Instant,
+        host_proc: &Path,
+        container_tags: &ContainerTags<'_>,
+        f: &mut dyn FnMut(Datagram<'_>),
+    ) -> bool {
+        let mut read = 0;
+        while read < MAX_PER_TURN {
+            let r = match (unix, &self.udp, &self.unix) {
+                (false, Some(s), _) => self.batch.recv(s),
+                (true, _, Some((s, _))) => self.batch.recv(s),
+                _ => return false,
+            };
+            let n = match r {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.stats.read_errors += 1;
+                    return false;
+                }
+            };
+            read += n;
+            for i in 0..n {
+                let (bytes, got) = self.batch.get(i);
+                let st = &mut self.stats;
+                if unix {
+                    st.uds_packets += 1;
+                    st.uds_bytes += bytes.len() as u64;
+                    if let Some(d) = got.drops {
+                        st.kernel_drops_uds = u64::from(d);
+                    }
+                } else {
+                    st.udp_packets += 1;
+                    st.udp_bytes += bytes.len() as u64;
+                    if let Some(d) = got.drops {
+                        st.kernel_drops_udp = u64::from(d);
+                    }
+                }
+                st.truncated += u64::from(got.truncated);
+                let origin: &[u8] = if unix && self.origin_detection {
+                    match got.pid {
+                        Some(pid) => origin_of(
+                            &mut self.origins,
+                            &mut self.cgroup_buf,
+                            &mut self.stats,
+                            pid,
+                            now,
+                            host_proc,
+                            container_tags,
+                        ),
+                        None => {
+                            self.stats.origin_detection_errors += 1;
+                            b""
+                        }
+                    }
+                } else {
+                    b""
+                };
+                f(Datagram { bytes, truncated: got.truncated, origin });
+            }
+        }
+        true
+    }
+}
+
+/// The origin tags of `pid`, cached for [`ORIGIN_TTL`] (the oldest entry makes room).
+fn origin_of<'c>(
+    cache: &'c mut Vec<Origin>,
+    buf: &mut Vec<u8>,
+    stats: &mut ListenerStats,
+    pid: u32,
+    now: Instant,
+    host_proc: &Path,
+    container_tags: &ContainerTags<'_>,
+) -> &'c [u8] {
+    if let Some(i) = cache.iter().position(|o| o.pid == pid && now.saturating_duration_since(o.at) < ORIGIN_TTL) {
+        return &cache[i].tags;
+    }
+    let mut tags = Vec::new();
+    buf.clear();
+    match std::fs::File::open(host_proc.join(pid.to_string()).join("cgroup"))
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, buf))
+    {
+        Ok(_) => {
+            if let Some(id) = crate::parse::cgroup::process_container(buf, None) {
+                tags.extend_from_slice(b"container_id:");
+                tags.extend_from_slice(id);
+                let before = tags.len();
+                tags.push(b',');
+                container_tags(id, &mut tags);
+                if tags.len() == before + 1 {
+                    tags.pop();
+                }
+            }
+        }
+        Err(_) => stats.origin_detection_errors += 1,
+    }
+    let i = match cache.iter().position(|o| o.pid == pid) {
+        Some(i) => i,
+        None if cache.len() < ORIGIN_CACHE => {
+            cache.push(Origin { pid, at: now, tags: Vec::new() });
+            cache.len() - 1
+        }
+        None => cache.iter().enumerate().min_by_key(|(_, o)| o.at).map_or(0, |(i, _)| i),
+    };
+    cache[i] = Origin { pid, at: now, tags };
+    &cache[i].tags
+}
+
+/// Binds the Unix datagram socket: a stale socket at `path` is replaced, any other file is an
+/// error; mode 0722 so that any user may write (the original's `set-unix-socket-rights`).
+fn bind_unix(path: &Path, cfg: &ListenerConfig) -> io::Result<UnixDatagram> {
+    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("unix:{}: {e}", path.display()));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(ctx)?,
+        Ok(_) => return Err(ctx(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket"))),
+        Err(_) => {}
+    }
+    let s = UnixDatagram::bind(path).map_err(ctx)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722)).map_err(ctx)?;
+    if cfg.so_rcvbuf > 0 {
+        rustix::net::sockopt::set_socket_recv_buffer_size(&s, cfg.so_rcvbuf).map_err(|e| ctx(e.into()))?;
+    }
+    if cfg.origin_detection {
+        rustix::net::sockopt::set_socket_passcred(&s, true).map_err(|e| ctx(e.into()))?;
+    }
+    let _ = set_rxq_ovfl(&s);
+    Ok(s)
+}
+
+impl Drop for DogStatsdListener {
+    fn drop(&mut self) {
+        // The socket file is removed on stop, as the original does.
+        if let Some((_, p)) = &self.unix {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

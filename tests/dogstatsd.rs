@@ -1,0 +1,548 @@
+//! DogStatsD end to end: real clients (the `datadog` package from PyPI, over UDP and the Unix
+//! socket) send gauges, counters with sample rates, sets, histograms, timers, distributions,
+//! events and service checks with tags to the agent binary; the series decoded at a real TLS
+//! receiver equal, bucket by bucket, a reference aggregation written here from the spec
+//! (spec/dogstatsd.md §3); events arrive on `/intake/`; distributions and service checks are
+//! counted as dropped in `/status`. Hostile datagrams neither crash the agent nor grow it past
+//! its bounds.
+
+mod common;
+use common::*;
+#[path = "support/test_cgroup.rs"]
+mod test_cgroup;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+const HOST: &str = "dsd-host";
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dogstatsd_client.py");
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET /status` from the agent's trace-intake port.
+fn status(port: u16) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (code, body) = read_response(&mut s);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["dogstatsd"].clone()
+}
+
+fn wait_status(port: u16) -> Value {
+    let t = Instant::now();
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return status(port);
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no /status on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running agent sending to a TLS receiver, with DogStatsD on `udp` (and `socket`).
+struct Setup {
+    rx: Receiver,
+    agent: Agent,
+    status_port: u16,
+    _dir: TempDir,
+}
+
+fn start(udp: u16, extra: &[(&str, &str)]) -> Setup {
+    let rx = Receiver::start(true, vec![202]);
+    let dir = TempDir::new("dsd");
+    let ca = dir.0.join("ca.pem");
+    std::fs::write(&ca, &rx.pki.as_ref().unwrap().ca_pem).unwrap();
+    let url = rx.url("/stsAgent");
+    let status_port = free_tcp_port();
+    let (port, sp) = (udp.to_string(), status_port.to_string());
+    let mut env: Vec<(&str, &str)> = vec![
+        ("STS_STS_URL", &url),
+        ("STS_API_KEY", "k"),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+        ("STS_HOSTNAME", HOST),
+        ("STS_DOGSTATSD_PORT", &port),
+        ("STS_APM_RECEIVER_PORT", &sp),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled"),
+        ("STS_NETWORK_TRACING_ENABLED", "false"),
+        ("STS_DOCKER_EVENTS_ENABLED", "false"),
+    ];
+    env.extend_from_slice(extra);
+    let agent = drained(spawn_agent(&[], &env));
+    wait_status(status_port);
+    Setup { rx, agent, status_port, _dir: dir }
+}
+
+/// One sample as the client is told to send it.
+#[derive(Clone)]
+struct Sample {
+    kind: &'static str,
+    name: String,
+    value: Value,
+    rate: Option<f64>,
+    tags: Vec<String>,
+}
+
+fn s(kind: &'static str, name: &str, value: impl Into<Value>, rate: Option<f64>, tags: &[&str]) -> Sample {
+    Sample { kind, name: name.into(), value: value.into(), rate, tags: tags.iter().map(|t| t.to_string()).collect() }
+}
+
+fn to_json(x: &Sample) -> Value {
+    json!({"kind": x.kind, "name": x.name, "value": x.value, "rate": x.rate, "tags": x.tags})
+}
+
+/// Series key: (metric, tags, host) → points (bucket start → (value, type)).
+type Series = BTreeMap<(String, Vec<String>, String), BTreeMap<u64, (f64, String)>>;
+
+/// The reference aggregation of `phases` (one bucket each), written from the spec: the context
+/// is name + sorted, de-duplicated tags (without `host:`) + host; gauge = last; counter =
+/// Σ v·(1/r) ÷ 10 as `rate`; set = distinct members; histogram and timer = max, lower median,
+/// avg = Σ v·(1/r) / Σw, count = Σw ÷ 10 (rate), 95th percentile, with w = ⌊1/r⌋.
+fn reference(phases: &[(u64, Vec<Sample>)]) -> Series {
+    let mut out = Series::new();
+    for (bucket, samples) in phases {
+        // Per context, in arrival order.
+        let mut ctx: BTreeMap<(String, Vec<String>, String), Vec<&Sample>> = BTreeMap::new();
+        for x in samples {
+            if x.kind == "distribution" {
+                continue;
+            }
+            let mut host = HOST.to_string();
+            let mut tags: Vec<String> = Vec::new();
+            for t in &x.tags {
+                match t.strip_prefix("host:") {
+                    Some(h) => host = h.to_string(),
+                    None if !t.is_empty() => tags.push(t.clone()),
+                    None => {}
+                }
+            }
+            tags.sort();
+            tags.dedup();
+            ctx.entry((x.name.clone(), tags, host)).or_default().push(x);
+        }
+        for ((name, tags, host), xs) in ctx {
+            let mut put = |suffix: &str, v: f64, ty: &str| {
+                out.entry((format!("{name}{suffix}"), tags.clone(), host.clone()))
+                    .or_default()
+                    .insert(*bucket, (v, ty.to_string()));
+            };
+            let val = |x: &Sample| match x.kind {
+                "decrement" => -x.value.as_f64().unwrap(),
+                _ => x.value.as_f64().unwrap(),
+            };
+            match xs[0].kind {
+                "gauge" => put("", val(xs.last().unwrap()), "gauge"),
+                "increment" | "decrement" => {
+                    let sum: f64 = xs.iter().map(|x| val(x) * (1.0 / x.rate.unwrap_or(1.0))).sum();
+                    put("", sum / 10.0, "rate");
+                }
+                "set" => {
+                    let mut m: Vec<String> = xs.iter().map(|x| x.value.to_string()).collect();
+                    m.sort();
+                    m.dedup();
+                    put("", m.len() as f64, "gauge");
+                }
+                "histogram" | "timing" => {
+                    let mut w: Vec<(f64, i64)> =
+                        xs.iter().map(|x| (val(x), (1.0 / x.rate.unwrap_or(1.0)) as i64)).collect();
+                    let sum: f64 = xs.iter().map(|x| val(x) * (1.0 / x.rate.unwrap_or(1.0))).sum();
+                    w.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let count: i64 = w.iter().map(|p| p.1).sum();
+                    let rank = |target: i64| {
+                        let mut run = 0;
+                        w.iter()
+                            .find(|p| {
+                                run += p.1;
+                                run > target
+                            })
+                            .unwrap()
+                            .0
+                    };
+                    put(".max", w.last().unwrap().0, "gauge");
+                    put(".median", rank((count - 1) / 2), "gauge");
+                    put(".avg", sum / count as f64, "gauge");
+                    put(".count", count as f64 / 10.0, "rate");
+                    put(".95percentile", rank((95 * count - 1) / 100), "gauge");
+                }
+                k => panic!("{k}"),
+            }
+        }
+    }
+    out
+}
+
+/// Every `dsd.*` serie the receiver decoded, by key, each point with its type; checks the
+/// fixed fields of a DogStatsD serie on the way.
+fn received(rx: &Receiver) -> Series {
+    let mut out = Series::new();
+    for r in rx.requests().iter().filter(|r| r.target.contains("/api/v1/series")) {
+        for x in r.json()["series"].as_array().unwrap() {
+            let name = x["metric"].as_str().unwrap();
+            if !name.starts_with("dsd.") {
+                continue;
+            }
+            assert_eq!(x["interval"], 10, "{x}");
+            assert!(x.get("source_type_name").is_none(), "{x}");
+            let tags: Vec<String> = x["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().into()).collect();
+            let key = (name.to_string(), tags, x["host"].as_str().unwrap().to_string());
+            let pts = out.entry(key).or_default();
+            for p in x["points"].as_array().unwrap() {
+                let ts = p[0].as_u64().unwrap();
+                assert_eq!(ts % 10, 0, "points are stamped with their bucket's start: {x}");
+                let prev = pts.insert(ts, (p[1].as_f64().unwrap(), x["type"].as_str().unwrap().into()));
+                assert!(prev.is_none(), "a bucket sent twice: {x}");
+            }
+        }
+    }
+    out
+}
+
+/// Runs the Python client with `phases` (each inside one bucket); returns the bucket of each phase.
+fn run_client(target: Value, buffered: bool, phases: &[Vec<Sample>], events: &[Value]) -> Vec<u64> {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(CLIENT);
+    run(cmd, target, buffered, phases, events)
+}
+
+fn run(
+    mut cmd: std::process::Command,
+    target: Value,
+    buffered: bool,
+    phases: &[Vec<Sample>],
+    events: &[Value],
+) -> Vec<u64> {
+    let mut ph: Vec<Vec<Value>> = phases.iter().map(|p| p.iter().map(to_json).collect()).collect();
+    ph[0].extend(events.iter().cloned());
+    let mut cfg = json!({"buffered": buffered, "phases": ph});
+    for (k, v) in target.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    let out = cmd.arg(cfg.to_string()).output().expect("the client runs");
+    assert!(
+        out.status.success(),
+        "the datagram client failed (are `datadog==0.56.0` (pip) and `hot-shots@17.1.1` (npm, under target/npm) installed? .ci/run installs both): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["buckets"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect()
+}
+
+fn phases() -> Vec<Vec<Sample>> {
+    let env = ["env:test", "zone:a"];
+    let mut p1 = vec![
+        s("gauge", "dsd.temp", 20, None, &env),
+        s("gauge", "dsd.temp", 21.5, None, &env),
+        s("gauge", "dsd.temp", -3, None, &["zone:a", "env:test", "zone:a"]),
+        s("gauge", "dsd.hostless", 7, None, &["host:"]),
+        s("decrement", "dsd.req", 2, None, &["route:/a"]),
+        s("set", "dsd.users", "alice", None, &env),
+        s("set", "dsd.users", "bob", None, &env),
+        s("set", "dsd.users", "alice", None, &env),
+        s("distribution", "dsd.dist", 1.5, None, &env),
+        s("distribution", "dsd.dist", 2.5, Some(0.5), &env),
+    ];
+    for _ in 0..10 {
+        p1.push(s("increment", "dsd.req", 1, Some(0.5), &["route:/a"]));
+        p1.push(s("increment", "dsd.req", 3, None, &["route:/b", "host:web-1"]));
+    }
+    for v in 1..=20 {
+        p1.push(s("histogram", "dsd.size", v, if v % 3 == 0 { Some(0.3) } else { None }, &["env:test"]));
+    }
+    for v in [10, 30, 20, 5] {
+        p1.push(s("timing", "dsd.lat", v, Some(0.25), &[]));
+    }
+    let mut p2 = vec![
+        s("gauge", "dsd.temp", 22.25, None, &env),
+        s("set", "dsd.users", "carol", None, &env),
+        s("distribution", "dsd.dist", 9, None, &[]),
+    ];
+    for v in [0.5, 0.25, 4.0] {
+        p2.push(s("timing", "dsd.lat", v, None, &[]));
+    }
+    p2.push(s("increment", "dsd.req", 5, Some(0.1), &["route:/a"]));
+    vec![p1, p2]
+}
+
+fn events() -> Vec<Value> {
+    vec![
+        json!({"kind": "event", "title": "Deploy", "text": "v42 rolled out\nto prod", "tags": ["team:a", "env:prod"],
+               "alert_type": "success", "aggregation_key": "deploy-42", "priority": "low", "date_happened": 1_700_000_003}),
+        json!({"kind": "event", "title": "Build", "text": "ok", "source_type_name": "jenkins", "hostname": "ci-1"}),
+        json!({"kind": "service_check", "name": "dsd.db.up", "status": 2, "tags": ["db:main"], "message": "down"}),
+        json!({"kind": "service_check", "name": "dsd.db.up", "status": 0}),
+    ]
+}
+
+/// Waits until the receiver holds a point at `bucket` for every serie of `want`, then compares:
+/// the two phases' buckets equal the reference exactly (values to 1e-9), and every other point
+/// is a counter's zero.
+fn compare(rx: &Receiver, want: &Series, last_bucket: u64) {
+    let t = Instant::now();
+    let got = loop {
+        let got = received(rx);
+        let complete = want.iter().all(|(k, pts)| {
+            pts.keys().filter(|&&b| b == last_bucket).all(|b| got.get(k).is_some_and(|g| g.contains_key(b)))
+        });
+        if complete {
+            break got;
+        }
+        assert!(t.elapsed() < Duration::from_secs(45), "series missing after 45 s:\nwant {want:#?}\ngot {got:#?}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let keys = |s: &Series| s.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&got), keys(want), "the same series");
+    for (k, w) in want {
+        let g = &got[k];
+        for (b, (v, ty)) in w {
+            let (gv, gty) = g.get(b).unwrap_or_else(|| panic!("{k:?} has no point at {b}: {g:?}"));
+            assert_eq!(gty, ty, "{k:?} at {b}");
+            assert!((gv - v).abs() <= 1e-9 * v.abs().max(1.0), "{k:?} at {b}: got {gv}, want {v}");
+        }
+        for (b, (v, ty)) in g.iter().filter(|(b, _)| !w.contains_key(b)) {
+            assert!(
+                ty == "rate" && *v == 0.0 && !k.0.ends_with(".count") && *b > *w.keys().next().unwrap(),
+                "{k:?}: an unexpected point at {b}: {v} {ty}"
+            );
+        }
+    }
+}
+
+fn check_events_and_drops(setup: &Setup, n_dist: u64) {
+    let t = Instant::now();
+    let events = loop {
+        let ev: Vec<Value> = setup
+            .rx
+            .requests()
+            .iter()
+            .filter(|r| r.target.contains("/intake/"))
+            .map(|r| r.json())
+            .filter(|v| v.get("events").is_some())
+            .collect();
+        if !ev.is_empty() {
+            break ev;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no events on /intake/");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let body = &events[0];
+    assert_eq!((body["apiKey"].as_str(), body["internalHostname"].as_str()), (Some(""), Some(HOST)));
+    assert_eq!(
+        body["events"]["api"],
+        json!([{"msg_title": "Deploy", "msg_text": "v42 rolled out\nto prod", "timestamp": 1_700_000_003u64,
+                "priority": "low", "host": HOST, "tags": ["env:prod", "team:a"], "alert_type": "success",
+                "aggregation_key": "deploy-42"}])
+    );
+    let j = &body["events"]["jenkins"][0];
+    assert_eq!(
+        (j["msg_title"].as_str(), j["host"].as_str(), j["source_type_name"].as_str()),
+        (Some("Build"), Some("ci-1"), Some("jenkins"))
+    );
+    assert_eq!((j["priority"].as_str(), j["alert_type"].as_str()), (Some("normal"), Some("info")));
+    let st = status(setup.status_port);
+    assert_eq!(st["drops"]["distribution_dropped"], n_dist, "{st}");
+    assert_eq!(st["drops"]["service_check_dropped"], 2, "{st}");
+    assert_eq!(st["service_checks"], 2, "{st}");
+    assert_eq!(st["events"], 2, "{st}");
+    assert_eq!(st["events_flushed"], 2, "{st}");
+    for (k, v) in st["parse_errors"].as_object().unwrap() {
+        assert_eq!(v, 0, "parse error {k}: {st}");
+    }
+}
+
+#[test]
+fn datadog_client_over_udp_equals_the_reference_bucket_by_bucket() {
+    let port = free_udp_port();
+    let setup = start(port, &[]);
+    let phases = phases();
+    let buckets = run_client(json!({"udp_port": port}), false, &phases, &events());
+    assert_eq!(buckets.len(), 2);
+    let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    compare(&setup.rx, &want, buckets[1]);
+    check_events_and_drops(&setup, 3);
+    let st = status(setup.status_port);
+    let sent: usize = phases.iter().map(Vec::len).sum::<usize>() + 4;
+    assert_eq!(st["udp_packets"], sent as u64, "one datagram per message unbuffered: {st}");
+    drop(setup.agent);
+}
+
+#[test]
+fn datadog_client_over_the_unix_socket_buffered_equals_the_reference() {
+    let dir = TempDir::new("dsd-uds");
+    let sock = dir.0.join("dsd.socket");
+    let setup = start(
+        free_udp_port(),
+        &[("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap()), ("STS_DOGSTATSD_ORIGIN_DETECTION", "true")],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o722);
+    let phases = phases();
+    let buckets = run_client(json!({"socket": sock.to_str().unwrap()}), true, &phases, &events());
+    let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    compare(&setup.rx, &want, buckets[1]);
+    check_events_and_drops(&setup, 3);
+    let st = status(setup.status_port);
+    let packets = st["uds_packets"].as_u64().unwrap();
+    assert!((2..20).contains(&packets), "buffered: several messages per datagram: {st}");
+    assert_eq!(st["udp_packets"], 0, "{st}");
+    // The client runs outside any container: its pid is known (no origin error), no tags added.
+    assert_eq!(st["drops"]["origin_detection_errors"], 0, "{st}");
+    drop(setup.agent);
+    let t = Instant::now();
+    while sock.exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// hot-shots (npm) over UDP, buffered (several messages per datagram): the same reference.
+#[test]
+fn hot_shots_over_udp_equals_the_reference_bucket_by_bucket() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/npm/node_modules/hot-shots");
+    assert!(
+        std::path::Path::new(dir).join("package.json").exists(),
+        "hot-shots is not installed: npm install --prefix target/npm hot-shots@17.1.1 (.ci/run does)"
+    );
+    let port = free_udp_port();
+    let setup = start(port, &[]);
+    let phases = phases();
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hotshots_client.js")).env("HOT_SHOTS_DIR", dir);
+    let buckets = run(cmd, json!({"udp_port": port}), true, &phases, &events());
+    let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    compare(&setup.rx, &want, buckets[1]);
+    check_events_and_drops(&setup, 3);
+    let st = status(setup.status_port);
+    assert!(st["udp_packets"].as_u64().unwrap() < 20, "buffered: {st}");
+    drop(setup.agent);
+}
+
+/// Origin detection: a client in a container's cgroup (a v1 cgroup named like Docker's, with the
+/// client moved in) sends on the Unix socket; its metrics carry `container_id:<id>`, found from
+/// the pid the kernel attached (`SO_PASSCRED`) and that pid's cgroup.
+#[test]
+fn unix_socket_origin_detection_tags_the_senders_container() {
+    let id = test_cgroup::hex_id("dsd-origin", 64);
+    let mut ctr = test_cgroup::TestCgroup::require(&[format!("sts-test-{}-dsd-docker", std::process::id())], &id);
+    let dir = TempDir::new("dsd-origin");
+    let sock = dir.0.join("dsd.socket");
+    let setup = start(
+        free_udp_port(),
+        &[("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap()), ("STS_DOGSTATSD_ORIGIN_DETECTION", "true")],
+    );
+    let code = format!(
+        "import time\nfrom datadog.dogstatsd.base import DogStatsd\n\
+         c = DogStatsd(socket_path={:?}, disable_telemetry=True)\n\
+         c.gauge('dsd.origin', 5, tags=['app:web'])\nc.increment('dsd.origin.hits', 2)\ntime.sleep(60)\n",
+        sock.to_str().unwrap()
+    );
+    ctr.run(&code);
+    let want_tags = vec!["app:web".to_string(), format!("container_id:{id}")];
+    let t = Instant::now();
+    loop {
+        let got = received(&setup.rx);
+        let gauge = got.iter().find(|(k, _)| k.0 == "dsd.origin");
+        let hits = got.iter().find(|(k, _)| k.0 == "dsd.origin.hits");
+        if let (Some((g, gp)), Some((h, _))) = (gauge, hits) {
+            assert_eq!(g.1, want_tags, "{got:?}");
+            assert_eq!(h.1, vec![format!("container_id:{id}")], "{got:?}");
+            assert_eq!(gp.values().next().unwrap().0, 5.0);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(45), "no origin-tagged series: {got:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let st = status(setup.status_port);
+    assert_eq!(st["drops"]["origin_detection_errors"], 0, "{st}");
+    drop(setup.agent);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+}
+
+#[test]
+fn hostile_datagrams_are_counted_and_bounded() {
+    let port = free_udp_port();
+    let setup = start(port, &[("STS_DOGSTATSD_SO_RCVBUF", "4194304")]);
+    let pid = setup.agent.0.id();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = ("127.0.0.1", port);
+    // Truncated: 10,000 bytes of whole lines into an 8,192-byte buffer.
+    let mut d = Vec::new();
+    let mut lines = 0;
+    while d.len() < 10_000 {
+        d.extend_from_slice(format!("trunc.m:{lines}|c\n").as_bytes());
+        lines += 1;
+    }
+    c.send_to(&d, to).unwrap();
+    // 65,000 bytes of `|` (cut to the buffer: a second truncation, its one partial line dropped),
+    // and 8,000 (whole: one refused line); invalid UTF-8 in a name and a tag; NaN, inf, 1e999.
+    c.send_to(&vec![b'|'; 65_000], to).unwrap();
+    c.send_to(&vec![b'|'; 8_000], to).unwrap();
+    c.send_to(b"bad.\xff\xfe:1|g|#t:\xc3\x28\nx:nan|g\nx:inf|c\nx:1e999|h\nx:Infinity|g", to).unwrap();
+    // 4,000 tags on one metric (8 KiB; ten distinct, the rest duplicates).
+    let tags: Vec<String> = (0..4000).map(|i| format!("{}", i % 10)).collect();
+    let many = format!("many.tags:1|g|#{}", tags.join(","));
+    assert!(many.len() < 8192);
+    c.send_to(many.as_bytes(), to).unwrap();
+    // Broken events and service checks.
+    c.send_to(b"_e{-1,5}:abcdefg\n_e{99,1}:t|x\n_e{1,1}:tx|\n_sc|x|9\n_sc", to).unwrap();
+    // 65,536 distinct contexts, 100 per datagram, paced so the kernel buffer keeps up.
+    let mut sent = 0;
+    for chunk in 0..656 {
+        let mut d = String::new();
+        for i in 0..100 {
+            let n = chunk * 100 + i;
+            if n < 65_536 {
+                d.push_str(&format!("ctx.{n}:1|g|#k:v\n"));
+                sent += 1;
+            }
+        }
+        c.send_to(d.as_bytes(), to).unwrap();
+        if chunk % 16 == 15 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert_eq!(sent, 65_536);
+    let t = Instant::now();
+    let st = loop {
+        let st = status(setup.status_port);
+        if st["udp_packets"].as_u64().unwrap() >= 6 + 656 || t.elapsed() > Duration::from_secs(20) {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let d = &st["drops"];
+    assert_eq!(d["kernel_drops"], 0, "the kernel dropped datagrams; the counts below would be short: {st}");
+    assert_eq!(st["udp_packets"], 6 + 656, "{st}");
+    assert_eq!(d["truncated"], 2, "{st}");
+    assert_eq!(d["non_finite"], 1, "1e999: {st}");
+    assert_eq!(st["parse_errors"]["metric"], 1 + 3, "the whole pipes; nan, inf, Infinity: {st}");
+    assert_eq!(st["parse_errors"]["event"], 3, "{st}");
+    assert_eq!(st["parse_errors"]["service_check"], 2, "{st}");
+    // Contexts: the cap (16,384 by default) holds; the rest are refused and counted.
+    let contexts = st["contexts"].as_u64().unwrap();
+    assert_eq!(contexts, 16_384, "{st}");
+    // trunc.m (the lines before the cut), bad., many.tags, then ctx.* up to the cap.
+    let accepted_before_ctx = 3;
+    assert_eq!(d["contexts_over_limit"].as_u64().unwrap(), 65_536 - (16_384 - accepted_before_ctx), "{st}");
+    let rss = rss_kib(pid);
+    assert!(rss < 64 * 1024, "RSS {rss} KiB after 65,536 contexts (cap 16,384)");
+    // Still serving: a plain gauge afterwards is accepted.
+    c.send_to(b"after.hostile:1|g", to).unwrap();
+    let m0 = st["metrics"].as_u64().unwrap();
+    let t = Instant::now();
+    while status(setup.status_port)["metrics"].as_u64().unwrap() == m0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the agent stopped reading");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(setup.agent.0.id() == pid);
+}
