@@ -231,7 +231,8 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
 /// Packets, messages, parse errors by reason and every drop by reason (spec/dogstatsd.md §2.7).
 fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
     let (l, a) = (&d.listener, &d.agg);
-    let fields: [(&str, u64); 12] = [
+    let fields: [(&str, u64); 13] = [
+        ("cpu_us", d.cpu_ns / 1000),
         ("udp_packets", l.udp_packets),
         ("udp_bytes", l.udp_bytes),
         ("uds_packets", l.uds_packets),
