@@ -410,9 +410,11 @@ fn slice(body: &[u8], (off, len): (u32, u32)) -> &[u8] {
 fn stackstate(body: &[u8], out: &mut Batch, sc: &mut Scratch) -> Result<Decoded> {
     let k = Keys::new(out);
     let mut d = Decoded::default();
-    // Merging visits at most this many http spans in all (each merges into one parent in a
-    // real request; a hostile one naming one parent id many times is cut off here).
-    let mut merge_work = body.len() + 1024;
+    // Merging re-reads each merged http span once per parent that takes it, charged here by
+    // its length (+1): a real request merges each http span into one parent (at most the body's
+    // size in all); a hostile one whose parents share one span id would re-read the same spans
+    // for each parent (quadratic), and is cut off here with `TOO_LARGE`.
+    let mut merge_work = merge_budget(body.len());
     let mut r = PbReader::new(body);
     while let Some((f, x)) = r.next_field()? {
         if let (1, Value::Len(rs)) = (f, x) {
@@ -515,6 +517,12 @@ fn stackstate_resource(
     Ok(())
 }
 
+/// The bytes of http spans the merging of a `body_len`-byte request may re-read: twice the body
+/// (each http span is read once in a real request).
+pub fn merge_budget(body_len: usize) -> usize {
+    body_len.saturating_mul(2).saturating_add(4096)
+}
+
 /// The entries of `http` (sorted by parent id) whose parent id is `id`.
 fn parent_range(http: &[HttpRef], body: &[u8], id: &[u8]) -> std::ops::Range<usize> {
     let lo = http.partition_point(|h| slice(body, h.parent) < id);
@@ -573,7 +581,7 @@ fn stackstate_span(
     if g.rest && id.len() > 1 && parent.len() > 1 {
         // The attributes of the http spans merged into this one, after its own (later keys win).
         for h in &sc.http[parent_range(&sc.http, body, id)] {
-            *merge_work = merge_work.checked_sub(1).ok_or(TOO_LARGE)?;
+            *merge_work = merge_work.checked_sub(h.span.1 as usize + 1).ok_or(TOO_LARGE)?;
             let hb = Bytes { data: slice(body, h.span), off: h.span.0 as usize };
             let mut r = PbReader::nested(hb);
             while let Some((f, x)) = r.next_field()? {

@@ -277,6 +277,31 @@ fn hostile_requests_stop_at_the_limit() {
     assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
+#[test]
+fn merging_rereads_at_most_twice_the_body() {
+    // One http span with parent "XX" and 10,000 array attributes (~100 KB), and 1,000 spans of
+    // another library with span id "XX": each would re-read the whole http span (10^7
+    // attributes, seconds of CPU). The re-reading is charged by bytes: cut off after two.
+    let arrays: Vec<_> = (0..10_000).map(|_| kv("a", len(5, &[]))).collect();
+    let http = span(b"t", b"hh", b"XX", "", &arrays, &[]);
+    let http_len = http.len();
+    let parents: Vec<_> = (0..1000).map(|_| span(b"t", b"XX", b"qq", "", &[], &[])).collect();
+    let body = request(&[resource_spans(&[], &[scope_spans("a", "", &parents), scope_spans(LIB_HTTP, "", &[http])])]);
+    assert!(body.len() > 100_000 && body.len() < 130_000, "{}", body.len());
+    assert_eq!(merge_budget(body.len()) / (http_len + 1), 2, "two re-reads fit the budget, not three");
+    let t = std::time::Instant::now();
+    let mut b = Batch { limit: 64 * body.len(), ..Batch::default() };
+    assert_eq!(decode_stackstate(&body, &mut b, &mut Scratch::default()), Err(TOO_LARGE));
+    assert!(t.elapsed() < std::time::Duration::from_millis(500), "{:?}", t.elapsed());
+    // Within the budget the merge is as the original's: every parent with that id takes it.
+    let http = span(b"t", b"hh", b"XX", "", &[kv("http.status_code", vint(3, 500))], &[]);
+    let parents: Vec<_> = (0..3).map(|_| span(b"t", b"XX", b"qq", "", &[], &[])).collect();
+    let body = request(&[resource_spans(&[], &[scope_spans("a", "", &parents), scope_spans(LIB_HTTP, "", &[http])])]);
+    let mut b = Batch::default();
+    assert_eq!(decode_stackstate(&body, &mut b, &mut Scratch::default()).map(|d| d.spans), Ok(3));
+    assert!(b.spans.iter().all(|sp| sp.error == 500 && b.meta_get(&body, sp, "http.status_code") == Some("500")));
+}
+
 /// The general mapping's request: two resources, spans of two traces interleaved.
 fn otlp_request() -> Vec<u8> {
     let t1 = [0u8, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1];
