@@ -259,6 +259,19 @@ fn python_and_node_sdks_reach_the_receiver_with_the_sts_interpretation() {
     assert_eq!(status["trace_intake"]["opentelemetry"]["otlp_rejected_spans"], 0, "{status}");
     let payloads = stop_and_collect(&mut agent, &rx);
     assert!(payloads.iter().all(|p| p.host_name == HOST));
+    // The SQL literal the apps put in their statements appears nowhere in what was sent.
+    let sent: Vec<u8> = rx
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v0.2/traces")
+        .flat_map(|r| {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut raw).unwrap();
+            raw
+        })
+        .collect();
+    assert!(sent.windows(b"SELECT".len()).any(|w| w == b"SELECT"), "the statements were sent");
+    assert!(!sent.windows(b"item-secret".len()).any(|w| w == b"item-secret"), "a SQL literal reached the receiver");
     let mut by_trace: HashMap<u64, Vec<&Span>> = HashMap::new();
     for t in payloads.iter().flat_map(|p| &p.traces) {
         by_trace.entry(t.trace_id).or_default().extend(t.spans.iter());
@@ -294,8 +307,11 @@ fn python_and_node_sdks_reach_the_receiver_with_the_sts_interpretation() {
                 assert_eq!(root.meta["error.msg"], "boom");
             }
             assert_eq!((child.name.as_str(), child.r#type.as_str()), ("SELECT items", "sql"));
-            // The statement is the resource (obfuscated when the agent's SQL obfuscation runs).
-            assert!(child.resource.starts_with("SELECT * FROM items WHERE id = "), "{child:?}");
+            // The statement is the resource, obfuscated (`sql.query` too); the raw statement is
+            // not forwarded (checked on the payloads' bytes below).
+            assert_eq!(child.resource, "SELECT * FROM items WHERE id = ?", "{child:?}");
+            assert_eq!(child.meta.get("sql.query").map(String::as_str), Some("SELECT * FROM items WHERE id = ?"));
+            assert!(!child.meta.contains_key("db.statement"), "{child:?}");
             assert_eq!(child.meta["span.kind"], "client");
             assert_eq!(child.meta["db.rows"], i.to_string());
             assert_eq!(child.meta["ratio"], "0.5");

@@ -13,7 +13,8 @@
 //!   spans grouped by trace id; `service` from the resource's `service.name`; ids from the last
 //!   8 bytes (big-endian); `error` from status code 2 (`error.msg` from its message); `type`
 //!   from the database system or the span kind; `resource` the span name, the database
-//!   statement of a database span, or `<method> <route>` of an HTTP server span; meta: the
+//!   statement of a SQL span (then not in its meta: the receiver gets it obfuscated, as the
+//!   resource and `sql.query`), or `<method> <route>` of an HTTP server span; meta: the
 //!   resource's attributes (at most [`MAX_RESOURCE_ATTRIBUTES`]), `instrumentation_library`,
 //!   `instrumentation_version`, `source` = `openTelemetry` (what the STS interpreters select
 //!   on), `span.kind`, then the span's attributes (at most [`MAX_SPAN_ATTRIBUTES`]; later keys
@@ -700,6 +701,9 @@ fn end_span(body: &[u8], out: &mut Batch, k: &Keys, mut o: OtelSpan) -> Result<(
         if SQL_SYSTEMS.contains(&system_text) {
             if let Some(q) = meta(out, s, "db.statement").or_else(|| meta(out, s, "db.query.text")) {
                 s.resource = q;
+                // The statement reaches the receiver only as the resource, which the SQL
+                // obfuscation rewrites (and copies to `sql.query`): its literals stay here.
+                drop_meta(body, out, s, &["db.statement", "db.query.text"]);
             }
             k.sql
         } else if matches!(system_text, "redis" | "memcached" | "cassandra" | "mongodb" | "elasticsearch") {
@@ -731,6 +735,21 @@ fn end_span(body: &[u8], out: &mut Batch, k: &Keys, mut o: OtelSpan) -> Result<(
     }
     out.push_span(o.s);
     check(out)
+}
+
+/// Removes the span's meta entries with these keys (the span's meta is the last in `out`).
+fn drop_meta(body: &[u8], out: &mut Batch, s: &mut Span, keys: &[&str]) {
+    let first = s.meta.0 as usize;
+    let mut kept = first;
+    for i in first..out.meta.len() {
+        let e = out.meta[i];
+        if !keys.iter().any(|k| out.is(body, e.0, k)) {
+            out.meta[kept] = e;
+            kept += 1;
+        }
+    }
+    out.meta.truncate(kept);
+    s.meta.1 = (kept - first) as u32;
 }
 
 fn copy_str(out: &mut Batch, body: &[u8], s: Str) {

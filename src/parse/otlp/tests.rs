@@ -375,6 +375,8 @@ fn otlp_general_mapping() {
         (b.text(&body, db.service), b.text(&body, db.resource), b.text(&body, db.typ), db.error),
         ("worker", "SELECT * FROM users WHERE id = 42", "sql", 0)
     );
+    assert_eq!(b.meta_get(&body, &db, "db.statement"), None, "the raw statement is only the resource");
+    assert_eq!(b.meta_get(&body, &db, "db.system"), Some("postgresql"));
     assert_eq!(b.meta_get(&body, &db, "rows"), Some("-3"));
     assert_eq!(b.meta_get(&body, &db, "ratio"), Some("0.25"));
     assert_eq!(b.meta_get(&body, &db, "span.kind"), Some("client"));
