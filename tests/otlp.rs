@@ -370,18 +370,41 @@ fn the_open_telemetry_route_answers_as_stackstate_does() {
     assert_eq!(s3.len(), 2);
     for s in lambda.iter().chain(&s3) {
         assert_eq!(s.trace_id, 60782875);
-        assert!(!s.meta["span.serviceName"].is_empty(), "{s:?}");
-        assert!(s.meta["span.serviceURN"].starts_with("urn:service:/"), "{s:?}");
+        // The §5.3 interpreters' common output (`AwsSpanBuilder`).
+        assert_eq!((s.r#type.as_str(), s.meta["service"].as_str()), ("aws", s.service.as_str()), "{s:?}");
+        assert_eq!(s.meta["span.serviceName"], s.name, "{s:?}");
+        assert_eq!(s.meta["span.serviceType"], "open-telemetry", "{s:?}");
+        assert_eq!(s.meta["source"], "open-telemetry", "{s:?}");
+        assert_eq!(s.meta["sts.origin"], "open-telemetry", "{s:?}");
         assert_eq!(s.meta["aws.account.id"], "123456789012");
         assert_eq!(s.start, 1_700_000_000_000_000_000 + if s.span_id == 25828942560 { 0 } else { 1_000_000 });
     }
+    const ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:orders";
     for l in &lambda {
+        // `openTelemetryLambdaEntry`: the function (ARN part 6), the ARN as the identifier.
+        assert_eq!(
+            (l.name.as_str(), l.service.as_str(), l.resource.as_str()),
+            ("Lambda: orders", "aws.lambda", "aws.lambda")
+        );
+        assert_eq!(l.meta["span.kind"], "producer");
+        assert_eq!(l.meta["span.serviceURN"], format!("urn:service:/{}", ARN.to_lowercase()));
+        assert_eq!(l.meta["sts.service.identifiers"], ARN);
+        assert!(!l.meta.contains_key("span.errorClass"), "{l:?}");
         assert_eq!(l.parent_id, 0, "aws-lambda spans have no parent");
         assert_eq!(l.meta["instrumentation_library"], "@opentelemetry/instrumentation-aws-lambda");
         assert_eq!(l.meta["faas.coldstart"], "true");
         assert_eq!(l.duration, 9_000_000);
     }
     for s in &s3 {
+        // `openTelemetryS3`: the bucket.
+        assert_eq!(
+            (s.name.as_str(), s.service.as_str(), s.resource.as_str()),
+            ("S3: orders-bucket", "aws.s3", "aws.s3")
+        );
+        assert_eq!(s.meta["span.kind"], "consumer");
+        assert_eq!(s.meta["span.serviceURN"], "urn:service:/arn:aws:s3:::orders-bucket");
+        assert_eq!(s.meta["sts.service.identifiers"], "arn:aws:s3:::orders-bucket");
+        assert_eq!(s.meta["span.errorClass"], "4xx");
         // The http child merged into it: its status code is the span's error.
         assert_eq!(s.error, 404);
         assert_eq!(s.metrics.get("http.status_code"), Some(&404.0));
