@@ -516,3 +516,122 @@ fn otlp_http_replies_gzip_and_limits() {
     assert_eq!(sp.meta["span.serviceName"], "curl-svc");
     assert_eq!(sp.duration, 1_000_000);
 }
+
+// Protobuf by hand (the wire format; independent of the agent's reader).
+fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+fn pb_len(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+    pb_varint(out, field << 3 | 2);
+    pb_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+fn pb_kv(out: &mut Vec<u8>, field: u64, key: &str, value: &str) {
+    let mut any = Vec::new();
+    pb_len(&mut any, 1, value.as_bytes());
+    let mut kv = Vec::new();
+    pb_len(&mut kv, 1, key.as_bytes());
+    pb_len(&mut kv, 2, &any);
+    pb_len(out, field, &kv);
+}
+
+/// 12,000 spans of a resource with 30 attributes (3.9 MB): under the body limit, so accepted;
+/// the spans carry the named resource attributes only (copying all 30 to every span made this
+/// request decode past its limit: a 413, which OTLP clients do not retry).
+#[test]
+fn a_large_batch_of_a_resource_with_many_attributes_is_accepted() {
+    use prost::Message;
+    const SPANS: u64 = 12_000;
+    let mut resource = Vec::new();
+    let keys = [
+        "service.name",
+        "service.version",
+        "service.namespace",
+        "service.instance.id",
+        "deployment.environment",
+        "host.name",
+        "host.arch",
+        "host.id",
+        "os.type",
+        "os.description",
+        "cloud.provider",
+        "cloud.region",
+        "cloud.account.id",
+        "cloud.platform",
+        "container.id",
+        "k8s.pod.name",
+        "k8s.namespace.name",
+        "k8s.node.name",
+        "telemetry.sdk.language",
+        "telemetry.sdk.name",
+        "telemetry.sdk.version",
+        "process.pid",
+        "process.executable.name",
+        "process.executable.path",
+        "process.command",
+        "process.command_line",
+        "process.runtime.name",
+        "process.runtime.version",
+        "process.runtime.description",
+        "process.owner",
+    ];
+    assert_eq!(keys.len(), 30);
+    for k in keys {
+        let v = if k == "service.name" { "big-batch".to_string() } else { format!("value-of-{k}-0123456789") };
+        pb_kv(&mut resource, 1, k, &v);
+    }
+    let mut scope = Vec::new();
+    pb_len(&mut scope, 1, &[0x0a, 3, b'l', b'i', b'b']);
+    for i in 1..=SPANS {
+        let mut sp = Vec::new();
+        let mut trace = [0u8; 16];
+        trace[8..].copy_from_slice(&i.to_be_bytes());
+        pb_len(&mut sp, 1, &trace);
+        pb_len(&mut sp, 2, &(i << 8).to_be_bytes());
+        pb_len(&mut sp, 5, b"GET /api/v1/items/{id}");
+        sp.extend_from_slice(&[6 << 3, 2]);
+        sp.push(7 << 3 | 1);
+        sp.extend_from_slice(&1_700_000_000_000_000_000u64.to_le_bytes());
+        sp.push(8 << 3 | 1);
+        sp.extend_from_slice(&1_700_000_000_001_000_000u64.to_le_bytes());
+        pb_kv(&mut sp, 9, "http.method", "GET");
+        pb_kv(&mut sp, 9, "http.route", "/api/v1/items/{id}");
+        pb_kv(&mut sp, 9, "http.target", &format!("/api/v1/items/{i}?expand=details&page=1"));
+        pb_kv(&mut sp, 9, "http.user_agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)");
+        pb_kv(&mut sp, 9, "net.peer.ip", "10.0.12.34");
+        pb_kv(&mut sp, 9, "http.scheme", "https");
+        pb_len(&mut scope, 2, &sp);
+    }
+    let mut rs = Vec::new();
+    pb_len(&mut rs, 1, &resource);
+    pb_len(&mut rs, 2, &scope);
+    let mut body = Vec::new();
+    pb_len(&mut body, 1, &rs);
+    assert!(body.len() > 3_800_000 && body.len() < 4 << 20, "{}", body.len());
+
+    let rx = Receiver::start(true, vec![202]);
+    let mut agent = start_agent(&rx, "bigbatch", &[]);
+    let (code, _, reply) =
+        post(&mut tcp(agent.otlp_port), "/v1/traces", &[("Content-Type", "application/x-protobuf")], &body);
+    assert_eq!(code, 200, "{:?}", RpcStatus::decode(&reply[..]));
+    let rejected = ExportResponse::decode(&reply[..]).unwrap().partial_success.map_or(0, |p| p.rejected_spans);
+    let payloads = stop_and_collect(&mut agent, &rx);
+    let spans: Vec<&Span> = payloads.iter().flat_map(|p| &p.traces).flat_map(|t| &t.spans).collect();
+    assert_eq!(spans.len() as u64 + rejected as u64, SPANS, "every span arrived or was reported rejected");
+    assert!(!spans.is_empty());
+    for s in spans {
+        assert_eq!(s.service, "big-batch");
+        for k in
+            ["service.version", "deployment.environment", "host.name", "cloud.region", "k8s.pod.name", "container.id"]
+        {
+            assert!(s.meta.contains_key(k), "{k}: {s:?}");
+        }
+        for k in ["telemetry.sdk.language", "process.pid", "process.command_line", "os.type"] {
+            assert!(!s.meta.contains_key(k), "{k}: {s:?}");
+        }
+    }
+}

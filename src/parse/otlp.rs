@@ -15,7 +15,8 @@
 //!   from the database system or the span kind; `resource` the span name, the database
 //!   statement of a SQL span (then not in its meta: the receiver gets it obfuscated, as the
 //!   resource and `sql.query`), or `<method> <route>` of an HTTP server span; meta: the
-//!   resource's attributes (at most [`MAX_RESOURCE_ATTRIBUTES`]), `instrumentation_library`,
+//!   resource's attributes named by [`RESOURCE_PREFIXES`] (at most [`MAX_RESOURCE_ATTRIBUTES`]),
+//!   `instrumentation_library`,
 //!   `instrumentation_version`, `source` = `openTelemetry` (what the STS interpreters select
 //!   on), `span.kind`, then the span's attributes (at most [`MAX_SPAN_ATTRIBUTES`]; later keys
 //!   win). Arrays, key-value lists and bytes values are skipped in both mappings.
@@ -38,8 +39,13 @@ pub const LIB_LAMBDA: &str = "@opentelemetry/instrumentation-aws-lambda";
 /// Span attributes kept per span on `/v1/traces` (the OpenTelemetry SDKs' default limit); the
 /// rest are counted in [`Decoded::dropped_attributes`].
 pub const MAX_SPAN_ATTRIBUTES: usize = 128;
-/// Resource attributes copied to each span on `/v1/traces`.
-pub const MAX_RESOURCE_ATTRIBUTES: usize = 64;
+/// Resource attributes copied to each span on `/v1/traces`: at most this many of those named by
+/// [`RESOURCE_PREFIXES`] (copied to every span, they multiply a request's size).
+pub const MAX_RESOURCE_ATTRIBUTES: usize = 16;
+/// The resource attributes a user filters and groups on (the service, environment and where it
+/// runs); `telemetry.sdk.*`, `process.*`, `os.*` and the like are not copied.
+pub const RESOURCE_PREFIXES: &[&str] =
+    &["service.", "deployment.environment", "host.", "cloud.", "container.", "k8s.", "aws.", "faas."];
 
 /// Scratch lists reused from request to request.
 #[derive(Debug, Default)]
@@ -759,8 +765,8 @@ fn copy_str(out: &mut Batch, body: &[u8], s: Str) {
     }
 }
 
-/// A resource attribute: `service.name` is the service; every scalar one is kept (within
-/// [`MAX_RESOURCE_ATTRIBUTES`]) for the resource's spans.
+/// A resource attribute: `service.name` is the service; a scalar one named by
+/// [`RESOURCE_PREFIXES`] is kept (within [`MAX_RESOURCE_ATTRIBUTES`]) for the resource's spans.
 #[allow(clippy::too_many_arguments)]
 fn resource_attribute(
     body: &[u8],
@@ -776,6 +782,10 @@ fn resource_attribute(
         if out.is(body, key, "service.name") {
             *service = s;
         }
+    }
+    let name = out.text(body, key);
+    if !RESOURCE_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Ok(());
     }
     if sc.resource.len() >= MAX_RESOURCE_ATTRIBUTES {
         d.dropped_attributes += 1;

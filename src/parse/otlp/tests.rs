@@ -359,7 +359,6 @@ fn otlp_general_mapping() {
         [
             ("service.name", "shop"),
             ("deployment.environment", "prod"),
-            ("pid", "7"),
             ("instrumentation_library", "opentelemetry.instrumentation.flask"),
             ("instrumentation_version", "0.48b0"),
             ("source", "openTelemetry"),
@@ -459,6 +458,28 @@ fn attributes_past_the_cap_are_counted_not_kept() {
     assert_eq!(d.dropped_attributes, 5);
     assert_eq!(b.meta_get(&body, &b.spans[0], "k127"), Some("v"));
     assert_eq!(b.meta_get(&body, &b.spans[0], "k128"), None);
+}
+
+#[test]
+fn resource_attributes_copied_are_the_named_ones_within_the_cap() {
+    let mut attrs = vec![
+        kv("telemetry.sdk.language", s("python")),
+        kv("process.pid", vint(3, 7)),
+        kv("service.name", s("shop")),
+        kv("os.type", s("linux")),
+        kv("k8s.pod.name", s("shop-1")),
+    ];
+    attrs.extend((0..MAX_RESOURCE_ATTRIBUTES + 3).map(|i| kv(&format!("host.x{i}"), s("h"))));
+    let body =
+        request(&[resource_spans(&attrs, &[scope_spans("l", "", &[span(&[1; 16], &[2; 8], b"", "n", &[], &[])])])]);
+    let mut b = Batch::default();
+    let d = decode_otlp(&body, Format::Protobuf, &mut b, &mut Scratch::default()).unwrap();
+    let m = meta(&b, &body, &b.spans[0]);
+    let resource: Vec<_> = m.iter().take_while(|(k, _)| *k != "instrumentation_library").map(|(k, _)| *k).collect();
+    assert_eq!(resource.len(), MAX_RESOURCE_ATTRIBUTES);
+    assert_eq!(resource[..3], ["service.name", "k8s.pod.name", "host.x0"]);
+    assert_eq!(d.dropped_attributes, 5, "the named ones past the cap are counted; the others are not copied");
+    assert_eq!(b.text(&body, b.spans[0].service), "shop");
 }
 
 macro_rules! fix {
