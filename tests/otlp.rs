@@ -504,6 +504,22 @@ fn otlp_http_replies_gzip_and_limits() {
         415
     );
     assert_eq!(post(&mut s, "/v1/logs", &json, b"{}").0, 404);
+    // Only POST.
+    let mut g = tcp(agent.otlp_port);
+    g.write_all(b"GET /v1/traces HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
+    let mut head = [0u8; 256];
+    let n = g.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && head.contains("\r\nAllow: POST\r\n"), "{head}");
+    // Past the body limit (1 MiB here): 413 naming the limit in bytes.
+    let mut big = tcp(agent.otlp_port);
+    big.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 413 ") && reply.contains("limit of 1048576 bytes"), "{reply}");
     let status = status_json(agent.port);
     assert_eq!(status["trace_intake"]["opentelemetry"]["otlp_rejected_spans"], 1, "{status}");
 
