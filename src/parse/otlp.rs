@@ -360,12 +360,22 @@ fn pb_each_span<'a>(ss: Bytes<'a>, mut f: impl FnMut(Bytes<'a>) -> Result<()>) -
 }
 
 /// The `ScopeSpans` of a `ResourceSpans`: field 2 (`scope_spans`, formerly
-/// `instrumentation_library_spans`), and 1000 (the deprecated copy of the old field).
+/// `instrumentation_library_spans`), or, only when there is none, 1000 (the deprecated copy of
+/// the old field, which a sender that fills both would otherwise have decoded twice).
 fn pb_each_scope<'a>(rs: Bytes<'a>, mut f: impl FnMut(Bytes<'a>) -> Result<()>) -> Result<()> {
     let mut r = PbReader::nested(rs);
+    let mut field = 1000;
     while let Some((n, x)) = r.next_field()? {
-        if let (2 | 1000, Value::Len(ss)) = (n, x) {
-            f(ss)?;
+        if let (2, Value::Len(_)) = (n, x) {
+            field = 2;
+            break;
+        }
+    }
+    let mut r = PbReader::nested(rs);
+    while let Some((n, x)) = r.next_field()? {
+        match x {
+            Value::Len(ss) if n == field => f(ss)?,
+            _ => {}
         }
     }
     Ok(())

@@ -482,6 +482,20 @@ fn resource_attributes_copied_are_the_named_ones_within_the_cap() {
     assert_eq!(b.text(&body, b.spans[0].service), "shop");
 }
 
+#[test]
+fn the_deprecated_scope_field_is_read_only_without_the_current_one() {
+    let sp = |name| scope_spans("l", "", &[span(&[1; 16], &[2; 8], b"", name, &[], &[])]);
+    let both = request(&[[resource_spans(&[], &[sp("current")]), len(1000, &sp("old"))].concat()]);
+    let old_only = request(&[[resource_spans(&[], &[]), len(1000, &sp("old"))].concat()]);
+    for (body, want) in [(both, "current"), (old_only, "old")] {
+        let mut b = Batch::default();
+        assert_eq!(decode_otlp(&body, Format::Protobuf, &mut b, &mut Scratch::default()).map(|d| d.spans), Ok(1));
+        assert_eq!(b.text(&body, b.spans[0].name), want);
+        assert_eq!(decode_stackstate(&body, &mut b, &mut Scratch::default()).map(|d| d.spans), Ok(1));
+        assert_eq!(b.text(&body, b.spans[0].name), want);
+    }
+}
+
 macro_rules! fix {
     ($p:literal) => {
         include_bytes!(concat!("../../../tests/fixtures/otlp/", $p))
