@@ -42,7 +42,7 @@ pub const OTLP_MAX_BODY: usize = 4 << 20;
 /// The OpenTelemetry routes' reused state.
 pub struct OtelState {
     scratch: Scratch,
-    /// A gzipped body, inflated.
+    /// A gzipped body, inflated (its storage kept from request to request: at most the limit).
     inflated: Vec<u8>,
     inflater: flate2::Decompress,
     /// The most a `/v1/traces` body may inflate to.
@@ -160,9 +160,9 @@ impl TraceAgent {
                 status
             }
         };
-        if inflated.capacity() > KEEP_SCRATCH {
-            inflated = Vec::new();
-        }
+        // Kept whatever its size: `gunzip` never grows it past the limit (and one step), which
+        // the receiver's memory bound counts already, and an exporter's gzip batches of a few
+        // hundred KB would otherwise grow it again, step by step, for every request.
         self.otel.inflated = inflated;
         (answer, ctype)
     }
