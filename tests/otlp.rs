@@ -259,6 +259,19 @@ fn python_and_node_sdks_reach_the_receiver_with_the_sts_interpretation() {
     assert_eq!(status["trace_intake"]["opentelemetry"]["otlp_rejected_spans"], 0, "{status}");
     let payloads = stop_and_collect(&mut agent, &rx);
     assert!(payloads.iter().all(|p| p.host_name == HOST));
+    // The SQL literal the apps put in their statements appears nowhere in what was sent.
+    let sent: Vec<u8> = rx
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/stsAgent/api/v0.2/traces")
+        .flat_map(|r| {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut raw).unwrap();
+            raw
+        })
+        .collect();
+    assert!(sent.windows(b"SELECT".len()).any(|w| w == b"SELECT"), "the statements were sent");
+    assert!(!sent.windows(b"item-secret".len()).any(|w| w == b"item-secret"), "a SQL literal reached the receiver");
     let mut by_trace: HashMap<u64, Vec<&Span>> = HashMap::new();
     for t in payloads.iter().flat_map(|p| &p.traces) {
         by_trace.entry(t.trace_id).or_default().extend(t.spans.iter());
@@ -294,8 +307,11 @@ fn python_and_node_sdks_reach_the_receiver_with_the_sts_interpretation() {
                 assert_eq!(root.meta["error.msg"], "boom");
             }
             assert_eq!((child.name.as_str(), child.r#type.as_str()), ("SELECT items", "sql"));
-            // The statement is the resource (obfuscated when the agent's SQL obfuscation runs).
-            assert!(child.resource.starts_with("SELECT * FROM items WHERE id = "), "{child:?}");
+            // The statement is the resource, obfuscated (`sql.query` too); the raw statement is
+            // not forwarded (checked on the payloads' bytes below).
+            assert_eq!(child.resource, "SELECT * FROM items WHERE id = ?", "{child:?}");
+            assert_eq!(child.meta.get("sql.query").map(String::as_str), Some("SELECT * FROM items WHERE id = ?"));
+            assert!(!child.meta.contains_key("db.statement"), "{child:?}");
             assert_eq!(child.meta["span.kind"], "client");
             assert_eq!(child.meta["db.rows"], i.to_string());
             assert_eq!(child.meta["ratio"], "0.5");
@@ -354,18 +370,41 @@ fn the_open_telemetry_route_answers_as_stackstate_does() {
     assert_eq!(s3.len(), 2);
     for s in lambda.iter().chain(&s3) {
         assert_eq!(s.trace_id, 60782875);
-        assert!(!s.meta["span.serviceName"].is_empty(), "{s:?}");
-        assert!(s.meta["span.serviceURN"].starts_with("urn:service:/"), "{s:?}");
+        // The §5.3 interpreters' common output (`AwsSpanBuilder`).
+        assert_eq!((s.r#type.as_str(), s.meta["service"].as_str()), ("aws", s.service.as_str()), "{s:?}");
+        assert_eq!(s.meta["span.serviceName"], s.name, "{s:?}");
+        assert_eq!(s.meta["span.serviceType"], "open-telemetry", "{s:?}");
+        assert_eq!(s.meta["source"], "open-telemetry", "{s:?}");
+        assert_eq!(s.meta["sts.origin"], "open-telemetry", "{s:?}");
         assert_eq!(s.meta["aws.account.id"], "123456789012");
         assert_eq!(s.start, 1_700_000_000_000_000_000 + if s.span_id == 25828942560 { 0 } else { 1_000_000 });
     }
+    const ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:orders";
     for l in &lambda {
+        // `openTelemetryLambdaEntry`: the function (ARN part 6), the ARN as the identifier.
+        assert_eq!(
+            (l.name.as_str(), l.service.as_str(), l.resource.as_str()),
+            ("Lambda: orders", "aws.lambda", "aws.lambda")
+        );
+        assert_eq!(l.meta["span.kind"], "producer");
+        assert_eq!(l.meta["span.serviceURN"], format!("urn:service:/{}", ARN.to_lowercase()));
+        assert_eq!(l.meta["sts.service.identifiers"], ARN);
+        assert!(!l.meta.contains_key("span.errorClass"), "{l:?}");
         assert_eq!(l.parent_id, 0, "aws-lambda spans have no parent");
         assert_eq!(l.meta["instrumentation_library"], "@opentelemetry/instrumentation-aws-lambda");
         assert_eq!(l.meta["faas.coldstart"], "true");
         assert_eq!(l.duration, 9_000_000);
     }
     for s in &s3 {
+        // `openTelemetryS3`: the bucket.
+        assert_eq!(
+            (s.name.as_str(), s.service.as_str(), s.resource.as_str()),
+            ("S3: orders-bucket", "aws.s3", "aws.s3")
+        );
+        assert_eq!(s.meta["span.kind"], "consumer");
+        assert_eq!(s.meta["span.serviceURN"], "urn:service:/arn:aws:s3:::orders-bucket");
+        assert_eq!(s.meta["sts.service.identifiers"], "arn:aws:s3:::orders-bucket");
+        assert_eq!(s.meta["span.errorClass"], "4xx");
         // The http child merged into it: its status code is the span's error.
         assert_eq!(s.error, 404);
         assert_eq!(s.metrics.get("http.status_code"), Some(&404.0));
@@ -465,6 +504,22 @@ fn otlp_http_replies_gzip_and_limits() {
         415
     );
     assert_eq!(post(&mut s, "/v1/logs", &json, b"{}").0, 404);
+    // Only POST.
+    let mut g = tcp(agent.otlp_port);
+    g.write_all(b"GET /v1/traces HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
+    let mut head = [0u8; 256];
+    let n = g.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && head.contains("\r\nAllow: POST\r\n"), "{head}");
+    // Past the body limit (1 MiB here): 413 naming the limit in bytes.
+    let mut big = tcp(agent.otlp_port);
+    big.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 413 ") && reply.contains("limit of 1048576 bytes"), "{reply}");
     let status = status_json(agent.port);
     assert_eq!(status["trace_intake"]["opentelemetry"]["otlp_rejected_spans"], 1, "{status}");
 
@@ -476,4 +531,123 @@ fn otlp_http_replies_gzip_and_limits() {
     assert_eq!((sp.service.as_str(), sp.name.as_str(), sp.r#type.as_str()), ("curl-svc", "hello", "web"));
     assert_eq!(sp.meta["span.serviceName"], "curl-svc");
     assert_eq!(sp.duration, 1_000_000);
+}
+
+// Protobuf by hand (the wire format; independent of the agent's reader).
+fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+fn pb_len(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+    pb_varint(out, field << 3 | 2);
+    pb_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+fn pb_kv(out: &mut Vec<u8>, field: u64, key: &str, value: &str) {
+    let mut any = Vec::new();
+    pb_len(&mut any, 1, value.as_bytes());
+    let mut kv = Vec::new();
+    pb_len(&mut kv, 1, key.as_bytes());
+    pb_len(&mut kv, 2, &any);
+    pb_len(out, field, &kv);
+}
+
+/// 12,000 spans of a resource with 30 attributes (3.9 MB): under the body limit, so accepted;
+/// the spans carry the named resource attributes only (copying all 30 to every span made this
+/// request decode past its limit: a 413, which OTLP clients do not retry).
+#[test]
+fn a_large_batch_of_a_resource_with_many_attributes_is_accepted() {
+    use prost::Message;
+    const SPANS: u64 = 12_000;
+    let mut resource = Vec::new();
+    let keys = [
+        "service.name",
+        "service.version",
+        "service.namespace",
+        "service.instance.id",
+        "deployment.environment",
+        "host.name",
+        "host.arch",
+        "host.id",
+        "os.type",
+        "os.description",
+        "cloud.provider",
+        "cloud.region",
+        "cloud.account.id",
+        "cloud.platform",
+        "container.id",
+        "k8s.pod.name",
+        "k8s.namespace.name",
+        "k8s.node.name",
+        "telemetry.sdk.language",
+        "telemetry.sdk.name",
+        "telemetry.sdk.version",
+        "process.pid",
+        "process.executable.name",
+        "process.executable.path",
+        "process.command",
+        "process.command_line",
+        "process.runtime.name",
+        "process.runtime.version",
+        "process.runtime.description",
+        "process.owner",
+    ];
+    assert_eq!(keys.len(), 30);
+    for k in keys {
+        let v = if k == "service.name" { "big-batch".to_string() } else { format!("value-of-{k}-0123456789") };
+        pb_kv(&mut resource, 1, k, &v);
+    }
+    let mut scope = Vec::new();
+    pb_len(&mut scope, 1, &[0x0a, 3, b'l', b'i', b'b']);
+    for i in 1..=SPANS {
+        let mut sp = Vec::new();
+        let mut trace = [0u8; 16];
+        trace[8..].copy_from_slice(&i.to_be_bytes());
+        pb_len(&mut sp, 1, &trace);
+        pb_len(&mut sp, 2, &(i << 8).to_be_bytes());
+        pb_len(&mut sp, 5, b"GET /api/v1/items/{id}");
+        sp.extend_from_slice(&[6 << 3, 2]);
+        sp.push(7 << 3 | 1);
+        sp.extend_from_slice(&1_700_000_000_000_000_000u64.to_le_bytes());
+        sp.push(8 << 3 | 1);
+        sp.extend_from_slice(&1_700_000_000_001_000_000u64.to_le_bytes());
+        pb_kv(&mut sp, 9, "http.method", "GET");
+        pb_kv(&mut sp, 9, "http.route", "/api/v1/items/{id}");
+        pb_kv(&mut sp, 9, "http.target", &format!("/api/v1/items/{i}?expand=details&page=1"));
+        pb_kv(&mut sp, 9, "http.user_agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)");
+        pb_kv(&mut sp, 9, "net.peer.ip", "10.0.12.34");
+        pb_kv(&mut sp, 9, "http.scheme", "https");
+        pb_len(&mut scope, 2, &sp);
+    }
+    let mut rs = Vec::new();
+    pb_len(&mut rs, 1, &resource);
+    pb_len(&mut rs, 2, &scope);
+    let mut body = Vec::new();
+    pb_len(&mut body, 1, &rs);
+    assert!(body.len() > 3_800_000 && body.len() < 4 << 20, "{}", body.len());
+
+    let rx = Receiver::start(true, vec![202]);
+    let mut agent = start_agent(&rx, "bigbatch", &[]);
+    let (code, _, reply) =
+        post(&mut tcp(agent.otlp_port), "/v1/traces", &[("Content-Type", "application/x-protobuf")], &body);
+    assert_eq!(code, 200, "{:?}", RpcStatus::decode(&reply[..]));
+    let rejected = ExportResponse::decode(&reply[..]).unwrap().partial_success.map_or(0, |p| p.rejected_spans);
+    let payloads = stop_and_collect(&mut agent, &rx);
+    let spans: Vec<&Span> = payloads.iter().flat_map(|p| &p.traces).flat_map(|t| &t.spans).collect();
+    assert_eq!(spans.len() as u64 + rejected as u64, SPANS, "every span arrived or was reported rejected");
+    assert!(!spans.is_empty());
+    for s in spans {
+        assert_eq!(s.service, "big-batch");
+        for k in
+            ["service.version", "deployment.environment", "host.name", "cloud.region", "k8s.pod.name", "container.id"]
+        {
+            assert!(s.meta.contains_key(k), "{k}: {s:?}");
+        }
+        for k in ["telemetry.sdk.language", "process.pid", "process.command_line", "os.type"] {
+            assert!(!s.meta.contains_key(k), "{k}: {s:?}");
+        }
+    }
 }

@@ -8,7 +8,8 @@
 //!   standard receiver (protobuf or JSON by `Content-Type`, `Content-Encoding: gzip` inflated
 //!   within [`OTLP_MAX_BODY`], replies in the request's type: an empty
 //!   `ExportTraceServiceResponse`, with `partial_success` when spans were dropped; 400 with a
-//!   `google.rpc.Status` for undecodable data; 413 over the size limit). The listener is a second
+//!   `google.rpc.Status` for undecodable data; 413 over the size limit; 405 for a method other
+//!   than `POST`). The listener is a second
 //!   [`TraceIntake`] (same framing, limits and connection handling as 8126).
 //!
 //! Both go through the same processing and into the same payloads as Datadog-format spans.
@@ -41,7 +42,7 @@ pub const OTLP_MAX_BODY: usize = 4 << 20;
 /// The OpenTelemetry routes' reused state.
 pub struct OtelState {
     scratch: Scratch,
-    /// A gzipped body, inflated.
+    /// A gzipped body, inflated (its storage kept from request to request: at most the limit).
     inflated: Vec<u8>,
     inflater: flate2::Decompress,
     /// The most a `/v1/traces` body may inflate to.
@@ -118,6 +119,10 @@ impl TraceAgent {
             reply.extend_from_slice(b"not found\n");
             return (404, "text/plain");
         }
+        if !head.post {
+            reply.extend_from_slice(b"method not allowed: OTLP/HTTP takes POST\n");
+            return (405, "text/plain");
+        }
         let (format, ctype) = match head.content_type {
             ContentType::Protobuf => (Format::Protobuf, "application/x-protobuf"),
             ContentType::Json => (Format::Json, "application/json"),
@@ -136,9 +141,11 @@ impl TraceAgent {
             ContentEncoding::Gzip => {
                 match gunzip(body, &mut inflated, self.otel.max_inflated, &mut self.otel.inflater) {
                     Ok(()) => Ok(&inflated[..]),
-                    Err(GzipError::TooLarge) => {
-                        Err((413, RESOURCE_EXHAUSTED, "the inflated body is larger than STS_APM_MAX_PAYLOAD_SIZE"))
-                    }
+                    Err(GzipError::TooLarge) => Err((
+                        413,
+                        RESOURCE_EXHAUSTED,
+                        "the inflated body is larger than the limit (STS_APM_MAX_PAYLOAD_SIZE, at most 4 MiB)",
+                    )),
                     Err(GzipError::Invalid(why)) => Err((400, INVALID_ARGUMENT, why)),
                 }
             }
@@ -153,9 +160,9 @@ impl TraceAgent {
                 status
             }
         };
-        if inflated.capacity() > KEEP_SCRATCH {
-            inflated = Vec::new();
-        }
+        // Kept whatever its size: `gunzip` never grows it past the limit (and one step), which
+        // the receiver's memory bound counts already, and an exporter's gzip batches of a few
+        // hundred KB would otherwise grow it again, step by step, for every request.
         self.otel.inflated = inflated;
         (answer, ctype)
     }

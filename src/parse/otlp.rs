@@ -13,8 +13,10 @@
 //!   spans grouped by trace id; `service` from the resource's `service.name`; ids from the last
 //!   8 bytes (big-endian); `error` from status code 2 (`error.msg` from its message); `type`
 //!   from the database system or the span kind; `resource` the span name, the database
-//!   statement of a database span, or `<method> <route>` of an HTTP server span; meta: the
-//!   resource's attributes (at most [`MAX_RESOURCE_ATTRIBUTES`]), `instrumentation_library`,
+//!   statement of a SQL span (then not in its meta: the receiver gets it obfuscated, as the
+//!   resource and `sql.query`), or `<method> <route>` of an HTTP server span; meta: the
+//!   resource's attributes named by [`RESOURCE_PREFIXES`] (at most [`MAX_RESOURCE_ATTRIBUTES`]),
+//!   `instrumentation_library`,
 //!   `instrumentation_version`, `source` = `openTelemetry` (what the STS interpreters select
 //!   on), `span.kind`, then the span's attributes (at most [`MAX_SPAN_ATTRIBUTES`]; later keys
 //!   win). Arrays, key-value lists and bytes values are skipped in both mappings.
@@ -37,8 +39,13 @@ pub const LIB_LAMBDA: &str = "@opentelemetry/instrumentation-aws-lambda";
 /// Span attributes kept per span on `/v1/traces` (the OpenTelemetry SDKs' default limit); the
 /// rest are counted in [`Decoded::dropped_attributes`].
 pub const MAX_SPAN_ATTRIBUTES: usize = 128;
-/// Resource attributes copied to each span on `/v1/traces`.
-pub const MAX_RESOURCE_ATTRIBUTES: usize = 64;
+/// Resource attributes copied to each span on `/v1/traces`: at most this many of those named by
+/// [`RESOURCE_PREFIXES`] (copied to every span, they multiply a request's size).
+pub const MAX_RESOURCE_ATTRIBUTES: usize = 16;
+/// The resource attributes a user filters and groups on (the service, environment and where it
+/// runs); `telemetry.sdk.*`, `process.*`, `os.*` and the like are not copied.
+pub const RESOURCE_PREFIXES: &[&str] =
+    &["service.", "deployment.environment", "host.", "cloud.", "container.", "k8s.", "aws.", "faas."];
 
 /// Scratch lists reused from request to request.
 #[derive(Debug, Default)]
@@ -353,12 +360,22 @@ fn pb_each_span<'a>(ss: Bytes<'a>, mut f: impl FnMut(Bytes<'a>) -> Result<()>) -
 }
 
 /// The `ScopeSpans` of a `ResourceSpans`: field 2 (`scope_spans`, formerly
-/// `instrumentation_library_spans`), and 1000 (the deprecated copy of the old field).
+/// `instrumentation_library_spans`), or, only when there is none, 1000 (the deprecated copy of
+/// the old field, which a sender that fills both would otherwise have decoded twice).
 fn pb_each_scope<'a>(rs: Bytes<'a>, mut f: impl FnMut(Bytes<'a>) -> Result<()>) -> Result<()> {
     let mut r = PbReader::nested(rs);
+    let mut field = 1000;
     while let Some((n, x)) = r.next_field()? {
-        if let (2 | 1000, Value::Len(ss)) = (n, x) {
-            f(ss)?;
+        if let (2, Value::Len(_)) = (n, x) {
+            field = 2;
+            break;
+        }
+    }
+    let mut r = PbReader::nested(rs);
+    while let Some((n, x)) = r.next_field()? {
+        match x {
+            Value::Len(ss) if n == field => f(ss)?,
+            _ => {}
         }
     }
     Ok(())
@@ -410,9 +427,11 @@ fn slice(body: &[u8], (off, len): (u32, u32)) -> &[u8] {
 fn stackstate(body: &[u8], out: &mut Batch, sc: &mut Scratch) -> Result<Decoded> {
     let k = Keys::new(out);
     let mut d = Decoded::default();
-    // Merging visits at most this many http spans in all (each merges into one parent in a
-    // real request; a hostile one naming one parent id many times is cut off here).
-    let mut merge_work = body.len() + 1024;
+    // Merging re-reads each merged http span once per parent that takes it, charged here by
+    // its length (+1): a real request merges each http span into one parent (at most the body's
+    // size in all); a hostile one whose parents share one span id would re-read the same spans
+    // for each parent (quadratic), and is cut off here with `TOO_LARGE`.
+    let mut merge_work = merge_budget(body.len());
     let mut r = PbReader::new(body);
     while let Some((f, x)) = r.next_field()? {
         if let (1, Value::Len(rs)) = (f, x) {
@@ -515,6 +534,12 @@ fn stackstate_resource(
     Ok(())
 }
 
+/// The bytes of http spans the merging of a `body_len`-byte request may re-read: twice the body
+/// (each http span is read once in a real request).
+pub fn merge_budget(body_len: usize) -> usize {
+    body_len.saturating_mul(2).saturating_add(4096)
+}
+
 /// The entries of `http` (sorted by parent id) whose parent id is `id`.
 fn parent_range(http: &[HttpRef], body: &[u8], id: &[u8]) -> std::ops::Range<usize> {
     let lo = http.partition_point(|h| slice(body, h.parent) < id);
@@ -573,7 +598,7 @@ fn stackstate_span(
     if g.rest && id.len() > 1 && parent.len() > 1 {
         // The attributes of the http spans merged into this one, after its own (later keys win).
         for h in &sc.http[parent_range(&sc.http, body, id)] {
-            *merge_work = merge_work.checked_sub(1).ok_or(TOO_LARGE)?;
+            *merge_work = merge_work.checked_sub(h.span.1 as usize + 1).ok_or(TOO_LARGE)?;
             let hb = Bytes { data: slice(body, h.span), off: h.span.0 as usize };
             let mut r = PbReader::nested(hb);
             while let Some((f, x)) = r.next_field()? {
@@ -692,6 +717,9 @@ fn end_span(body: &[u8], out: &mut Batch, k: &Keys, mut o: OtelSpan) -> Result<(
         if SQL_SYSTEMS.contains(&system_text) {
             if let Some(q) = meta(out, s, "db.statement").or_else(|| meta(out, s, "db.query.text")) {
                 s.resource = q;
+                // The statement reaches the receiver only as the resource, which the SQL
+                // obfuscation rewrites (and copies to `sql.query`): its literals stay here.
+                drop_meta(body, out, s, &["db.statement", "db.query.text"]);
             }
             k.sql
         } else if matches!(system_text, "redis" | "memcached" | "cassandra" | "mongodb" | "elasticsearch") {
@@ -725,6 +753,21 @@ fn end_span(body: &[u8], out: &mut Batch, k: &Keys, mut o: OtelSpan) -> Result<(
     check(out)
 }
 
+/// Removes the span's meta entries with these keys (the span's meta is the last in `out`).
+fn drop_meta(body: &[u8], out: &mut Batch, s: &mut Span, keys: &[&str]) {
+    let first = s.meta.0 as usize;
+    let mut kept = first;
+    for i in first..out.meta.len() {
+        let e = out.meta[i];
+        if !keys.iter().any(|k| out.is(body, e.0, k)) {
+            out.meta[kept] = e;
+            kept += 1;
+        }
+    }
+    out.meta.truncate(kept);
+    s.meta.1 = (kept - first) as u32;
+}
+
 fn copy_str(out: &mut Batch, body: &[u8], s: Str) {
     match out.side_range(s) {
         Some(r) => out.side.extend_from_within(r),
@@ -732,8 +775,8 @@ fn copy_str(out: &mut Batch, body: &[u8], s: Str) {
     }
 }
 
-/// A resource attribute: `service.name` is the service; every scalar one is kept (within
-/// [`MAX_RESOURCE_ATTRIBUTES`]) for the resource's spans.
+/// A resource attribute: `service.name` is the service; a scalar one named by
+/// [`RESOURCE_PREFIXES`] is kept (within [`MAX_RESOURCE_ATTRIBUTES`]) for the resource's spans.
 #[allow(clippy::too_many_arguments)]
 fn resource_attribute(
     body: &[u8],
@@ -749,6 +792,10 @@ fn resource_attribute(
         if out.is(body, key, "service.name") {
             *service = s;
         }
+    }
+    let name = out.text(body, key);
+    if !RESOURCE_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Ok(());
     }
     if sc.resource.len() >= MAX_RESOURCE_ATTRIBUTES {
         d.dropped_attributes += 1;

@@ -77,6 +77,8 @@ impl<const N: usize> std::fmt::Debug for Inline<N> {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead {
     pub route: Route,
+    /// The method is `POST` (OTLP/HTTP takes no other).
+    pub post: bool,
     pub content_type: ContentType,
     pub framing: Framing,
     /// Bytes of the head (request line, headers, blank line).
@@ -137,6 +139,7 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, He
     let http10 = req.version == Some(0);
     let mut h = RequestHead {
         route,
+        post: req.method == Some("POST"),
         content_type: ContentType::None,
         framing: Framing::Length(0),
         head_len,
@@ -362,6 +365,7 @@ pub fn write_response(
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
@@ -374,6 +378,10 @@ pub fn write_response(
         write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in extra_headers {
         let _ = write!(out, "{k}: {v}\r\n");
+    }
+    if status == 405 {
+        // Required with a 405; the only route that answers it is OTLP's `/v1/traces`.
+        out.extend_from_slice(b"Allow: POST\r\n");
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -473,6 +481,16 @@ impl ConnMachine {
         Step::Rejected(status)
     }
 
+    /// 413 naming the limit in bytes: `STS_APM_MAX_PAYLOAD_SIZE` on the trace intake, and at most
+    /// 4 MiB of it on the OTLP port (the variable alone would mislead there).
+    fn too_large(&mut self, max_body: usize) -> Step<'_> {
+        let mut reason = [0u8; 96];
+        let mut w = std::io::Cursor::new(&mut reason[..]);
+        let _ = writeln!(w, "request body larger than the listener's limit of {max_body} bytes");
+        let n = w.position() as usize;
+        self.reject(413, &reason[..n])
+    }
+
     /// Advances on the bytes in `input`. `max_body`: the body limit; `room`: how many bytes this
     /// connection may hold in all (the intake's shared budget less what the others hold): a
     /// request that could not fit gets 429 from its head, and one whose bytes pass it as they
@@ -489,9 +507,7 @@ impl ConnMachine {
                     let head = match parse_head(&self.input, max_body) {
                         Ok(None) => return Step::NeedMore,
                         Ok(Some(h)) => h,
-                        Err(HeadError::TooLarge) => {
-                            return self.reject(413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n")
-                        }
+                        Err(HeadError::TooLarge) => return self.too_large(max_body),
                         Err(HeadError::HeadTooLarge) => return self.reject(431, b"request head too large\n"),
                         Err(HeadError::Bad(why)) => {
                             let mut reason = [0u8; 128];
@@ -548,9 +564,7 @@ impl ConnMachine {
                                 }
                                 return Step::Request(head, &self.body);
                             }
-                            Err(ChunkError::TooLarge) => {
-                                return self.reject(413, b"request body larger than STS_APM_MAX_PAYLOAD_SIZE\n")
-                            }
+                            Err(ChunkError::TooLarge) => return self.too_large(max_body),
                             Err(ChunkError::Malformed) => return self.reject(400, b"malformed chunked body\n"),
                         }
                     }

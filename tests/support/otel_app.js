@@ -24,7 +24,7 @@ for (let i = 0; i < n; i++) {
   const ctx = api.trace.setSpan(api.ROOT_CONTEXT, root);
   const child = tracer.startSpan('SELECT items', {
     kind: api.SpanKind.CLIENT,
-    attributes: { 'db.system': 'sqlite', 'db.statement': `SELECT * FROM items WHERE id = ${i}`, 'db.rows': i, ratio: 0.5 },
+    attributes: { 'db.system': 'sqlite', 'db.statement': `SELECT * FROM items WHERE id = 'item-secret-${i}'`, 'db.rows': i, ratio: 0.5 },
   }, ctx);
   child.end();
   if (i === 0) root.setStatus({ code: api.SpanStatusCode.ERROR, message: 'boom' });

@@ -23,7 +23,7 @@ def sdk(n):
         with tracer.start_as_current_span("GET /items/{id}", kind=SpanKind.SERVER, attributes=attrs) as root:
             child_attrs = {
                 "db.system": "sqlite",
-                "db.statement": "SELECT * FROM items WHERE id = %d" % i,
+                "db.statement": "SELECT * FROM items WHERE id = 'item-secret-%d'" % i,
                 "db.rows": i,
                 "ratio": 0.5,
                 "cached": False,

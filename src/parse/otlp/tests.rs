@@ -277,6 +277,31 @@ fn hostile_requests_stop_at_the_limit() {
     assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
+#[test]
+fn merging_rereads_at_most_twice_the_body() {
+    // One http span with parent "XX" and 10,000 array attributes (~100 KB), and 1,000 spans of
+    // another library with span id "XX": each would re-read the whole http span (10^7
+    // attributes, seconds of CPU). The re-reading is charged by bytes: cut off after two.
+    let arrays: Vec<_> = (0..10_000).map(|_| kv("a", len(5, &[]))).collect();
+    let http = span(b"t", b"hh", b"XX", "", &arrays, &[]);
+    let http_len = http.len();
+    let parents: Vec<_> = (0..1000).map(|_| span(b"t", b"XX", b"qq", "", &[], &[])).collect();
+    let body = request(&[resource_spans(&[], &[scope_spans("a", "", &parents), scope_spans(LIB_HTTP, "", &[http])])]);
+    assert!(body.len() > 100_000 && body.len() < 130_000, "{}", body.len());
+    assert_eq!(merge_budget(body.len()) / (http_len + 1), 2, "two re-reads fit the budget, not three");
+    let t = std::time::Instant::now();
+    let mut b = Batch { limit: 64 * body.len(), ..Batch::default() };
+    assert_eq!(decode_stackstate(&body, &mut b, &mut Scratch::default()), Err(TOO_LARGE));
+    assert!(t.elapsed() < std::time::Duration::from_millis(500), "{:?}", t.elapsed());
+    // Within the budget the merge is as the original's: every parent with that id takes it.
+    let http = span(b"t", b"hh", b"XX", "", &[kv("http.status_code", vint(3, 500))], &[]);
+    let parents: Vec<_> = (0..3).map(|_| span(b"t", b"XX", b"qq", "", &[], &[])).collect();
+    let body = request(&[resource_spans(&[], &[scope_spans("a", "", &parents), scope_spans(LIB_HTTP, "", &[http])])]);
+    let mut b = Batch::default();
+    assert_eq!(decode_stackstate(&body, &mut b, &mut Scratch::default()).map(|d| d.spans), Ok(3));
+    assert!(b.spans.iter().all(|sp| sp.error == 500 && b.meta_get(&body, sp, "http.status_code") == Some("500")));
+}
+
 /// The general mapping's request: two resources, spans of two traces interleaved.
 fn otlp_request() -> Vec<u8> {
     let t1 = [0u8, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -334,7 +359,6 @@ fn otlp_general_mapping() {
         [
             ("service.name", "shop"),
             ("deployment.environment", "prod"),
-            ("pid", "7"),
             ("instrumentation_library", "opentelemetry.instrumentation.flask"),
             ("instrumentation_version", "0.48b0"),
             ("source", "openTelemetry"),
@@ -350,6 +374,8 @@ fn otlp_general_mapping() {
         (b.text(&body, db.service), b.text(&body, db.resource), b.text(&body, db.typ), db.error),
         ("worker", "SELECT * FROM users WHERE id = 42", "sql", 0)
     );
+    assert_eq!(b.meta_get(&body, &db, "db.statement"), None, "the raw statement is only the resource");
+    assert_eq!(b.meta_get(&body, &db, "db.system"), Some("postgresql"));
     assert_eq!(b.meta_get(&body, &db, "rows"), Some("-3"));
     assert_eq!(b.meta_get(&body, &db, "ratio"), Some("0.25"));
     assert_eq!(b.meta_get(&body, &db, "span.kind"), Some("client"));
@@ -432,6 +458,42 @@ fn attributes_past_the_cap_are_counted_not_kept() {
     assert_eq!(d.dropped_attributes, 5);
     assert_eq!(b.meta_get(&body, &b.spans[0], "k127"), Some("v"));
     assert_eq!(b.meta_get(&body, &b.spans[0], "k128"), None);
+}
+
+#[test]
+fn resource_attributes_copied_are_the_named_ones_within_the_cap() {
+    let mut attrs = vec![
+        kv("telemetry.sdk.language", s("python")),
+        kv("process.pid", vint(3, 7)),
+        kv("service.name", s("shop")),
+        kv("os.type", s("linux")),
+        kv("k8s.pod.name", s("shop-1")),
+    ];
+    attrs.extend((0..MAX_RESOURCE_ATTRIBUTES + 3).map(|i| kv(&format!("host.x{i}"), s("h"))));
+    let body =
+        request(&[resource_spans(&attrs, &[scope_spans("l", "", &[span(&[1; 16], &[2; 8], b"", "n", &[], &[])])])]);
+    let mut b = Batch::default();
+    let d = decode_otlp(&body, Format::Protobuf, &mut b, &mut Scratch::default()).unwrap();
+    let m = meta(&b, &body, &b.spans[0]);
+    let resource: Vec<_> = m.iter().take_while(|(k, _)| *k != "instrumentation_library").map(|(k, _)| *k).collect();
+    assert_eq!(resource.len(), MAX_RESOURCE_ATTRIBUTES);
+    assert_eq!(resource[..3], ["service.name", "k8s.pod.name", "host.x0"]);
+    assert_eq!(d.dropped_attributes, 5, "the named ones past the cap are counted; the others are not copied");
+    assert_eq!(b.text(&body, b.spans[0].service), "shop");
+}
+
+#[test]
+fn the_deprecated_scope_field_is_read_only_without_the_current_one() {
+    let sp = |name| scope_spans("l", "", &[span(&[1; 16], &[2; 8], b"", name, &[], &[])]);
+    let both = request(&[[resource_spans(&[], &[sp("current")]), len(1000, &sp("old"))].concat()]);
+    let old_only = request(&[[resource_spans(&[], &[]), len(1000, &sp("old"))].concat()]);
+    for (body, want) in [(both, "current"), (old_only, "old")] {
+        let mut b = Batch::default();
+        assert_eq!(decode_otlp(&body, Format::Protobuf, &mut b, &mut Scratch::default()).map(|d| d.spans), Ok(1));
+        assert_eq!(b.text(&body, b.spans[0].name), want);
+        assert_eq!(decode_stackstate(&body, &mut b, &mut Scratch::default()).map(|d| d.spans), Ok(1));
+        assert_eq!(b.text(&body, b.spans[0].name), want);
+    }
 }
 
 macro_rules! fix {
