@@ -111,6 +111,11 @@ impl Obfuscator {
         self.sql.lexed_bytes() + self.redis_lexed
     }
 
+    /// Bytes the buffers and the memo hold (capacities).
+    pub fn held_bytes(&self) -> usize {
+        self.sql.held_bytes() + self.redis_out.capacity() + self.memo.capacity() * std::mem::size_of::<Memo>()
+    }
+
     /// Gives back what a large query made the buffers hold, keeping `keep` bytes of each (as
     /// [`Batch::shrink`] does for the batch, after each request).
     pub fn shrink(&mut self, keep: usize) {

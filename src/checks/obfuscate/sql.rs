@@ -921,6 +921,11 @@ impl SqlObfuscator {
         self.lexed
     }
 
+    /// Bytes the buffers hold (capacities).
+    pub fn held_bytes(&self) -> usize {
+        self.out.capacity() + self.scratch.capacity()
+    }
+
     /// Gives back what a large query made the buffers hold, keeping `keep` bytes of each.
     pub fn shrink(&mut self, keep: usize) {
         for buf in [&mut self.out, &mut self.scratch] {
