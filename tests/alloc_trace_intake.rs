@@ -314,3 +314,51 @@ fn opentelemetry_payloads_allocate_nothing_after_warm_up() {
     assert!(agent.stats.traces >= 13 * 20 * 6, "{:?}", agent.stats);
     assert_eq!(agent.stats.otlp_rejected_spans, 0);
 }
+
+/// A v0.4 body of one span of type `sql` whose resource is `query`.
+fn one_sql_span(query: &str) -> Vec<u8> {
+    let mut b = vec![0x91, 0x91, 0x84, 0xa8];
+    b.extend_from_slice(b"trace_id\x01\xa7span_id\x01\xa4type\xa3sql\xa8resource\xdb");
+    b.extend_from_slice(&(query.len() as u32).to_be_bytes());
+    b.extend_from_slice(query.as_bytes());
+    b
+}
+
+/// The obfuscator's buffers grow to the largest query and are given back after the request (a
+/// 9 MB query raised the agent's RSS by 18 MB for good); and what they would hold counts against
+/// the request's limit, so a query whose buffers would pass it is refused (413).
+#[test]
+fn the_obfuscators_buffers_are_given_back_and_counted() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut agent = TraceAgent::new(false);
+    let mut reply = Vec::with_capacity(4096);
+    assert_eq!(handle(&mut agent, &head("/v0.4/traces", "application/msgpack", V04.len()), V04, &mut reply), 200);
+    let columns = |n: usize| {
+        let mut q = String::from("SELECT c0");
+        (1..n).for_each(|i| q.push_str(&format!(", c{i}")));
+        q + " FROM t WHERE x = 1"
+    };
+    // 2 MB: obfuscated (its result is as long), then the buffers are given back.
+    let body = one_sql_span(&columns(250_000));
+    assert!(body.len() > 2_000_000);
+    let h = head("/v0.4/traces", "application/msgpack", body.len());
+    let (lexed, obfuscated) = (agent.obfuscator().lexed_bytes(), agent.stats.sql_obfuscated);
+    let (_, live) = take_peak();
+    assert_eq!(handle(&mut agent, &h, &body, &mut reply), 200, "{}", String::from_utf8_lossy(&reply));
+    let (peak, after) = take_peak();
+    assert_eq!(agent.stats.sql_obfuscated, obfuscated + 1);
+    assert!(agent.obfuscator().lexed_bytes() - lexed >= body.len() as u64 - 100, "the query was lexed");
+    assert!(peak - live >= 2_000_000, "the result was built ({} bytes at the peak)", peak - live);
+    let held = agent.obfuscator().held_bytes();
+    assert!(held <= 256 << 10, "the obfuscator holds {held} bytes after the request");
+    assert!(after.saturating_sub(live) < 1 << 20, "the heap grew by {} bytes for good", after - live);
+    // 9 MB (a 24 MiB limit): the lexer's buffers (up to 3 bytes per query byte) would pass it.
+    let body = one_sql_span(&columns(1_050_000));
+    assert!(body.len() > 9_000_000);
+    let h = head("/v0.4/traces", "application/msgpack", body.len());
+    let lexed = agent.obfuscator().lexed_bytes();
+    assert_eq!(handle(&mut agent, &h, &body, &mut reply), 413, "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(agent.obfuscator().lexed_bytes(), lexed, "refused before lexing");
+    assert!(agent.obfuscator().held_bytes() <= 256 << 10);
+    assert_eq!(handle(&mut agent, &head("/v0.4/traces", "application/msgpack", V04.len()), V04, &mut reply), 200);
+}

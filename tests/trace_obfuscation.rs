@@ -15,7 +15,7 @@ use sts_agent::checks::obfuscate::sql::Tokenizer;
 use sts_agent::checks::obfuscate::{self, redis, Obfuscator, Outcome};
 use sts_agent::checks::traces::{process_with, RequestContext};
 use sts_agent::model::trace::{Batch, Span};
-use sts_agent::parse::traces::{decode_v04, Encoding};
+use sts_agent::parse::traces::{decode_v04, decode_v05, Encoding};
 
 fn cases(file: &str) -> Vec<Value> {
     let path = format!("{}/tests/data/trace-obfuscation/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -70,7 +70,7 @@ fn check_sql_span(c: &Value) -> Result<(), String> {
     let mut ob = Obfuscator::default();
     ob.sql.literal_escapes = c["initial_literal_escapes"].as_bool().unwrap_or(false);
     let mut b = batch_with(s(c, "span_type"), query, &meta_in);
-    let keys = obfuscate::Keys::new(&mut b);
+    let keys = ob.begin_batch(&mut b);
     let outcome = obfuscate::obfuscate_span(&mut ob, &mut b, &[], 0, &keys);
     b.spans[0].extra = (0, b.extra.len() as u32);
     let span = b.spans[0];
@@ -221,8 +221,9 @@ fn every_redis_case_of_the_original() {
             continue;
         }
         let mut b = batch_with(s(c, "span_type"), query, &empty_meta());
-        let keys = obfuscate::Keys::new(&mut b);
-        let outcome = obfuscate::obfuscate_span(&mut Obfuscator::default(), &mut b, &[], 0, &keys);
+        let mut ob = Obfuscator::default();
+        let keys = ob.begin_batch(&mut b);
+        let outcome = obfuscate::obfuscate_span(&mut ob, &mut b, &[], 0, &keys);
         let got = b.text(&[], b.spans[0].resource);
         if outcome != Outcome::Redis || got != expected || !b.extra.is_empty() {
             failures.push(format!("redis case {i} {query:?} as a span: {got:?} ({outcome:?}), want {expected:?}"));
@@ -260,8 +261,9 @@ fn every_tokenizer_case_of_the_original() {
 fn other_types_untouched_and_the_mode_sticks_across_spans() {
     for typ in ["web", "http", "memcached", "mongodb", "", "SQL"] {
         let mut b = batch_with(typ, "SELECT 1", &empty_meta());
-        let keys = obfuscate::Keys::new(&mut b);
-        let outcome = obfuscate::obfuscate_span(&mut Obfuscator::default(), &mut b, &[], 0, &keys);
+        let mut ob = Obfuscator::default();
+        let keys = ob.begin_batch(&mut b);
+        let outcome = obfuscate::obfuscate_span(&mut ob, &mut b, &[], 0, &keys);
         assert_eq!((outcome, b.text(&[], b.spans[0].resource)), (Outcome::Untouched, "SELECT 1"), "type {typ:?}");
     }
     let mut ob = Obfuscator::default();
@@ -275,11 +277,171 @@ fn other_types_untouched_and_the_mode_sticks_across_spans() {
         ("SELECT 'x\\' AND y = 'z'", "SELECT ? AND y = ?", true),
     ] {
         let mut b = batch_with("cassandra", q, &empty_meta());
-        let keys = obfuscate::Keys::new(&mut b);
+        let keys = ob.begin_batch(&mut b);
         obfuscate::obfuscate_span(&mut ob, &mut b, &[], 0, &keys);
         assert_eq!(b.text(&[], b.spans[0].resource), want, "{q}");
         assert_eq!(ob.sql.literal_escapes, mode_after, "{q}");
     }
+}
+
+/// A v0.5 body: the string table `strings`, then one trace of one span per `(type, resource)`
+/// pair of table indices (ids 1.., service and name the empty string 0).
+fn v05_body(strings: &[&str], spans: &[(u8, u16)]) -> Vec<u8> {
+    let mut b = vec![0x92, 0xdd];
+    b.extend_from_slice(&(strings.len() as u32).to_be_bytes());
+    for s in strings {
+        b.push(0xdb);
+        b.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        b.extend_from_slice(s.as_bytes());
+    }
+    b.extend_from_slice(&[0x91, 0xdd]);
+    b.extend_from_slice(&(spans.len() as u32).to_be_bytes());
+    for (i, &(typ, resource)) in spans.iter().enumerate() {
+        // service, name, resource, trace id, span id, parent id, start, duration, error, meta,
+        // metrics, type.
+        b.extend_from_slice(&[0x9c, 0, 0, 0xcd]);
+        b.extend_from_slice(&resource.to_be_bytes());
+        b.extend_from_slice(&[1, 0xce]);
+        b.extend_from_slice(&(i as u32 + 1).to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0, 0x80, 0x80, typ]);
+    }
+    b
+}
+
+fn ctx() -> RequestContext<'static> {
+    RequestContext {
+        now_ns: 1_700_000_000_000_000_000,
+        host: "h",
+        container_id: None,
+        client: None,
+        ..Default::default()
+    }
+}
+
+/// The request limit the agent sets (`app::traces::request_limit`: 8 bytes per body byte and 4 MiB).
+fn limit_for(body: &[u8]) -> usize {
+    (body.len() * 8 + (4 << 20)).min(24 << 20)
+}
+
+/// Thousands of v0.5 spans of type `sql`, `cassandra` and `redis` naming one 100 KB table string
+/// each: every string is lexed once per batch, not once per span (before, a 186 KB body like
+/// this blocked the agent for 2-3 s in a release build), and every span gets the same result.
+#[test]
+fn spans_naming_one_long_table_string_lex_it_once() {
+    let mut sql = String::from("SELECT a FROM t WHERE x IN (");
+    while sql.len() < 100_000 {
+        sql.push_str("12345, 'abc', ");
+    }
+    sql.push_str("0)");
+    let mut redis = String::from("GET k\n");
+    while redis.len() < 100_000 {
+        redis.push_str("        \n");
+    }
+    let strings = ["", "sql", "cassandra", "redis", &sql, &redis];
+    let spans: Vec<(u8, u16)> = (0..3000).flat_map(|_| [(1, 4), (2, 4), (3, 5)]).collect();
+    let body = v05_body(&strings, &spans);
+    assert!(body.len() < 400_000, "{}", body.len());
+    let mut b = Batch { limit: limit_for(&body), ..Batch::default() };
+    decode_v05(&body, &mut b).unwrap();
+    let mut ob = Obfuscator::default();
+    let t = std::time::Instant::now();
+    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    let took = t.elapsed();
+    assert!(!counts.over_limit, "{counts:?}");
+    assert_eq!((counts.spans, counts.sql_obfuscated, counts.redis_quantized), (9000, 6000, 3000));
+    // SQL and CQL are one kind: the query is lexed once (twice at most, with the retry).
+    let lexed = ob.lexed_bytes();
+    assert!(lexed <= 2 * sql.len() as u64 + redis.len() as u64, "lexed {lexed} bytes");
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    let mut fresh = obfuscate::SqlObfuscator::default();
+    let want_sql = String::from_utf8(fresh.obfuscate(&sql).unwrap().to_vec()).unwrap();
+    assert_eq!(want_sql, "SELECT a FROM t WHERE x IN ( ? )");
+    for (i, span) in b.spans.iter().enumerate() {
+        let want = if i % 3 == 2 { "GET" } else { want_sql.as_str() };
+        assert_eq!(b.text(&body, span.resource), want, "span {i}");
+        let query = meta_value(&b, &body, span, "sql.query");
+        assert_eq!(query.as_deref(), (i % 3 != 2).then_some(want), "span {i}");
+    }
+}
+
+/// A remembered result is exactly what lexing again would give: spans alternating between
+/// queries that parse only in one backslash mode switch the sticky mode each time, and spans of
+/// a query that does not parse keep the raw query in `sql.query`, as without the memo.
+#[test]
+fn remembered_results_equal_lexing_again() {
+    let strings = [
+        "",
+        "sql",
+        "SELECT * FROM t WHERE p = 'C:\\' AND q = 'x'",
+        "SELECT 'a\\'b'",
+        "SELECT * FROM t WHERE a = 08",
+        "SELECT 1",
+        "redis",
+    ];
+    let spans: Vec<(u8, u16)> =
+        (0..50).flat_map(|_| [(6, 5), (1, 2), (1, 3), (1, 4), (1, 5), (1, 2), (1, 2)]).collect();
+    let body = v05_body(&strings, &spans);
+    let mut b = Batch::default();
+    decode_v05(&body, &mut b).unwrap();
+    let mut ob = Obfuscator::default();
+    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    assert_eq!((counts.spans, counts.sql_errors, counts.redis_quantized), (350, 50, 50));
+    // Each span on its own, with one obfuscator carrying the mode from span to span.
+    let mut reference = obfuscate::SqlObfuscator::default();
+    let mut switches = 0;
+    for (i, (&(typ, resource), span)) in spans.iter().zip(&b.spans).enumerate() {
+        let query = strings[resource as usize];
+        let (want, want_query) = if typ == 6 {
+            ("SELECT".to_string(), None)
+        } else {
+            let before = reference.literal_escapes;
+            let r = match reference.obfuscate(query) {
+                Ok(out) => {
+                    let out = String::from_utf8(out.to_vec()).unwrap();
+                    (out.clone(), Some(out))
+                }
+                Err(_) => (obfuscate::NON_PARSABLE.to_string(), Some(query.to_string())),
+            };
+            switches += usize::from(before != reference.literal_escapes);
+            r
+        };
+        assert_eq!(b.text(&body, span.resource), want, "span {i}");
+        assert_eq!(meta_value(&b, &body, span, "sql.query"), want_query, "span {i}");
+    }
+    assert_eq!(ob.sql.literal_escapes, reference.literal_escapes);
+    assert!(switches >= 99, "the mode switched {switches} times");
+}
+
+/// More long table strings than the memo holds, named in turn by many spans: what is lexed again
+/// counts against the request's limit, so the request is refused with its lexing bounded by it.
+#[test]
+fn lexing_beyond_the_memo_is_bounded_by_the_request_limit() {
+    let queries: Vec<String> =
+        (0..1000).map(|i| format!("SELECT {i} FROM t WHERE x = '{}'", "y".repeat(2000))).collect();
+    let mut strings = vec!["", "sql"];
+    strings.extend(queries.iter().map(String::as_str));
+    let spans: Vec<(u8, u16)> = (0..40_000).map(|i| (1, 2 + (i % 1000) as u16)).collect();
+    let body = v05_body(&strings, &spans);
+    let limit = limit_for(&body);
+    let mut b = Batch { limit, ..Batch::default() };
+    decode_v05(&body, &mut b).unwrap();
+    let mut ob = Obfuscator::default();
+    let t = std::time::Instant::now();
+    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    let took = t.elapsed();
+    assert!(counts.over_limit, "40,000 spans × 2 KB lexed is past the limit of {limit}");
+    assert!(ob.lexed_bytes() <= limit as u64, "lexed {} bytes, limit {limit}", ob.lexed_bytes());
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    // The same strings named in order, each by 40 spans in a row, are lexed once each.
+    let spans: Vec<(u8, u16)> = (0..40_000).map(|i| (1, 2 + (i / 40) as u16)).collect();
+    let body = v05_body(&strings, &spans);
+    let mut b = Batch { limit: limit_for(&body), ..Batch::default() };
+    decode_v05(&body, &mut b).unwrap();
+    let mut ob = Obfuscator::default();
+    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    assert!(!counts.over_limit && counts.sql_obfuscated == 40_000, "{counts:?}");
+    let table: u64 = queries.iter().map(|q| q.len() as u64).sum();
+    assert!(ob.lexed_bytes() <= table, "lexed {} bytes, the table holds {table}", ob.lexed_bytes());
 }
 
 /// The agent binary: a v0.4 JSON request with SQL (literals; the client's own `sql.query`; one

@@ -43,6 +43,9 @@ pub const COST_SLACK: usize = 4 << 20;
 pub const COST_CAP: usize = 24 << 20;
 /// The batch's storage is given back after a request that made it larger than this.
 const KEEP_BATCH: usize = 4 << 20;
+/// What each of the obfuscator's buffers keeps after a request (a large query's are given back:
+/// they are outside the batch, counted against the request's limit only while it is processed).
+const KEEP_OBFUSCATOR: usize = 64 << 10;
 /// The `env` of payloads (the Datadog agent's default).
 pub const DEFAULT_ENV: &str = "none";
 
@@ -222,6 +225,7 @@ impl TraceAgent {
             self.pending_since.get_or_insert(now);
         }
         self.batch.shrink(KEEP_BATCH);
+        self.obfuscator.shrink(KEEP_OBFUSCATOR);
         Ok(counts)
     }
 
@@ -229,6 +233,7 @@ impl TraceAgent {
     pub(super) fn count_refusal(&mut self, e: DecodeError) {
         self.batch.clear();
         self.batch.shrink(KEEP_BATCH);
+        self.obfuscator.shrink(KEEP_OBFUSCATOR);
         if e == TOO_LARGE {
             self.stats.rejected_too_large += 1;
         } else {
@@ -246,6 +251,11 @@ impl TraceAgent {
         } else {
             (400, "text/plain")
         }
+    }
+
+    /// The obfuscator (its buffers, lexing counter and backslash mode), for tests.
+    pub fn obfuscator(&self) -> &Obfuscator {
+        &self.obfuscator
     }
 
     /// Bytes of payloads waiting to be sent (the open one and the full ones).

@@ -69,11 +69,22 @@ pub fn decide(priority: Option<i8>, has_error: bool) -> Decision {
     }
 }
 
-/// The priority as the original reads it: the float converted to Go's `int8` (truncated towards
-/// zero, then its low byte: 128.0 reads as −128, 256.0 as 0). The last entry wins, as in a map.
+/// The priority as the original reads it: the float converted to Go's `int8`, as Go does on
+/// amd64 (`int8(int64(v))`: truncated towards zero, then its low byte: 128.0 reads as −128, 256.0
+/// as 0; NaN and floats outside the `int64` range convert to `i64::MIN`, whose low byte is 0).
+/// The last entry wins, as in a map.
 pub fn priority(b: &Batch, body: &[u8], root: &Span) -> Option<i8> {
     let v = b.span_metrics(root).iter().rev().find(|(k, _)| b.is(body, *k, PRIORITY_KEY))?.1;
-    Some(v as i64 as i8)
+    Some(go_int8(v))
+}
+
+/// Go's `int8(v)` on amd64: `CVTTSD2SQ` gives `0x8000000000000000` for NaN and out-of-range
+/// floats (Rust's `as` saturates instead: +inf would read as −1), then the low byte.
+fn go_int8(v: f64) -> i8 {
+    // 2^63: the first float past i64::MAX; −2^63 itself is in range.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    let i = if v.is_nan() || !(-TWO_63..TWO_63).contains(&v) { i64::MIN } else { v as i64 };
+    i as i8
 }
 
 /// The index in `spans` of the root as the original's `GetRoot` picks it: the last span whose
@@ -126,6 +137,36 @@ mod tests {
         }
         assert_eq!(decide(Some(0), false), Decision::Drop(DropReason::PriorityZero), "AUTO_REJECT");
         assert_eq!(decide(Some(0), true), Decision::Keep, "AUTO_REJECT with an error is kept");
+    }
+
+    #[test]
+    fn priority_converts_as_go_on_amd64() {
+        let cases = [
+            (1.0, 1),
+            (2.9, 2),
+            (-0.5, 0),
+            (-1.7, -1),
+            (127.0, 127),
+            (128.0, -128),
+            (255.0, -1),
+            (256.0, 0),
+            (-129.0, 127),
+            (1e18, 0),                     // 0x0DE0B6B3A7640000: low byte 0
+            (9_007_199_254_740_991.0, -1), // 2^53 − 1: in range, the low byte 0xff
+            (9.2e18, 0),
+            (1e20, 0),
+            (f64::INFINITY, 0),
+            (f64::NEG_INFINITY, 0),
+            (-1e20, 0),
+            (f64::NAN, 0),
+            (-9_223_372_036_854_775_808.0, 0),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_int8(v), want, "{v}");
+        }
+        // +inf reads as priority 0 (Go), not −1 (a saturating conversion): dropped as zero.
+        assert_eq!(decide(Some(go_int8(f64::INFINITY)), false), Decision::Drop(DropReason::PriorityZero));
+        assert_eq!(decide(Some(go_int8(1e20)), true), Decision::Keep);
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub fn process(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>) -> TraceCou
 pub fn process_with(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>, ob: &mut Obfuscator) -> TraceCounts {
     let mut counts = TraceCounts::default();
     let c = Consts::new(b);
-    let obfuscation_keys = obfuscate::Keys::new(b);
+    let obfuscation_keys = ob.begin_batch(b);
     for t in 0..b.traces.len() {
         let (first, n) = b.traces[t];
         let spans = first as usize..(first + n) as usize;
@@ -146,7 +146,7 @@ pub fn process_with(b: &mut Batch, body: &[u8], ctx: &RequestContext<'_>, ob: &m
                 Outcome::Sql => counts.sql_obfuscated += 1,
                 Outcome::SqlError => counts.sql_errors += 1,
                 Outcome::Redis => counts.redis_quantized += 1,
-                Outcome::SqlEmpty | Outcome::Untouched => {}
+                Outcome::SqlEmpty | Outcome::Untouched | Outcome::OverLimit => {}
             }
             truncate::truncate_span(b, body, i, first_extra);
             interpret(b, body, i, ctx, &c, first_extra);

@@ -28,6 +28,12 @@ impl Str {
         self.len == 0
     }
 
+    /// The offset (with the side flag) and length together: equal for equal `Str`s, a key for
+    /// remembering what was computed from one string of a batch.
+    pub fn key(self) -> u64 {
+        u64::from(self.off) << 32 | u64::from(self.len)
+    }
+
     pub fn len(self) -> usize {
         self.len as usize
     }

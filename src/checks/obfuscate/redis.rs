@@ -10,6 +10,12 @@ const TRUNCATION_MARK: &str = "...";
 /// Commands of two words.
 const COMPOUND: [&str; 6] = ["CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "SCRIPT"];
 
+/// What [`quantize`] may write, at most, for a query of `len` bytes: its words, each character's
+/// upper case at most 3/2 of its bytes (`ɐ`, 2 bytes, becomes `Ɐ`, 3), the spaces and ` ...`.
+pub const fn buffer_bytes(len: usize) -> usize {
+    2 * len + 8
+}
+
 /// Writes the quantized form of `query` into `out` (cleared first).
 ///
 /// Lines are split on `\n` only and words on the space character only (tabs and `\r` stay in a

@@ -885,24 +885,55 @@ pub struct SqlObfuscator {
     pub literal_escapes: bool,
     scratch: Vec<u8>,
     out: Vec<u8>,
+    /// Bytes handed to the lexer so far (each pass counts the whole query).
+    lexed: u64,
+}
+
+/// What the buffers may fill, at most, for a query of `len` bytes: the result is at most twice
+/// the query (each token is at least one byte of it, and one space follows), a string's content
+/// at most the query. (Capacity grown by doubling past that is not written, so not resident.)
+pub const fn buffer_bytes(len: usize) -> usize {
+    3 * len
 }
 
 impl SqlObfuscator {
     /// Obfuscates `query`; the result (valid UTF-8) is borrowed from the obfuscator.
     pub fn obfuscate(&mut self, query: &str) -> Result<&[u8], SqlError> {
         let mode = self.literal_escapes;
+        self.lexed += query.len() as u64;
         let (seen_escape, first) = attempt(query, mode, &mut self.scratch, &mut self.out);
         if let Err(e) = first {
             if !seen_escape {
                 return Err(e);
             }
             // Retry with the other backslash mode; on success it becomes the mode.
+            self.lexed += query.len() as u64;
             if attempt(query, !mode, &mut self.scratch, &mut self.out).1.is_err() {
                 return Err(e);
             }
             self.literal_escapes = !mode;
         }
         Ok(&self.out)
+    }
+
+    /// Bytes handed to the lexer since the obfuscator was made.
+    pub fn lexed_bytes(&self) -> u64 {
+        self.lexed
+    }
+
+    /// Bytes the buffers hold (capacities).
+    pub fn held_bytes(&self) -> usize {
+        self.out.capacity() + self.scratch.capacity()
+    }
+
+    /// Gives back what a large query made the buffers hold, keeping `keep` bytes of each.
+    pub fn shrink(&mut self, keep: usize) {
+        for buf in [&mut self.out, &mut self.scratch] {
+            if buf.capacity() > keep {
+                buf.clear();
+                buf.shrink_to(keep);
+            }
+        }
     }
 }
 
