@@ -2065,8 +2065,8 @@ fn self_test() {
     no_otlp.traces_otlp = None;
     assert!(!check_gates(&g, &no_otlp), "no OTLP trace load fails");
     let mut slow_otlp = good.clone();
-    slow_otlp.traces_otlp = slow_otlp.traces_otlp.map(|t| TraceFigures { us_per_span: 5.0, ..t });
-    assert!(!check_gates(&g, &slow_otlp), "5 µs per OTLP span fails");
+    slow_otlp.traces_otlp = slow_otlp.traces_otlp.map(|t| TraceFigures { us_per_span: 6.0, ..t });
+    assert!(!check_gates(&g, &slow_otlp), "6 µs per OTLP span fails");
     let mut uncounted = good.clone();
     uncounted.dogstatsd =
         uncounted.dogstatsd.map(|d| DogStatsdFigures { counted: 0, ns_per_metric: f64::INFINITY, ..d });
