@@ -255,13 +255,14 @@ fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
     ];
     out.extend_from_slice(b",\"parse_errors\":{");
     json::u64_fields(out, &errors);
-    let drops: [(&str, u64); 15] = [
+    let drops: [(&str, u64); 16] = [
         ("truncated", l.truncated),
         ("control_truncated", l.control_truncated),
         ("passed_fds_closed", l.passed_fds_closed),
         ("non_finite", a.non_finite),
         ("type_conflict", a.type_conflict),
         ("sample_rate_invalid", a.sample_rate_invalid),
+        ("sample_rate_floored", a.sample_rate_floored),
         ("contexts_over_limit", a.contexts_over_limit),
         ("samples_over_limit", a.samples_over_limit),
         ("distribution_dropped", a.distribution_dropped),

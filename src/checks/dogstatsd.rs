@@ -30,6 +30,12 @@ const KEEP_SAMPLES: usize = 1024;
 /// The histogram aggregates and percentiles of the defaults (`histogram_aggregates`,
 /// `histogram_percentiles`).
 const PERCENTILE: i64 = 95;
+/// The smallest sample rate taken as sent; a smaller one counts as this (and is counted as
+/// `sample_rate_floored`). It bounds a histogram weight to 2^32, so that with at most
+/// [`Limits::max_samples`] (2^20) samples the weights' sum and `95 * sum` stay far inside
+/// `i64` (the arithmetic saturates besides). A counter's or histogram's sum can still overflow
+/// to ±inf from huge finite values; such a result is dropped at flush and counted (`non_finite`).
+const MIN_RATE: f64 = 1.0 / (1u64 << 32) as f64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -55,9 +61,13 @@ pub struct AggregatorStats {
     pub parse_error_metric: u64,
     pub parse_error_event: u64,
     pub parse_error_service_check: u64,
+    /// Values that are not finite: refused at parse, or a flush result (a sum that overflowed
+    /// to ±inf or NaN), whose point is then not sent (spec §3.7).
     pub non_finite: u64,
     pub type_conflict: u64,
     pub sample_rate_invalid: u64,
+    /// Rates below [`MIN_RATE`], taken as [`MIN_RATE`].
+    pub sample_rate_floored: u64,
     pub contexts_over_limit: u64,
     pub samples_over_limit: u64,
     pub distribution_dropped: u64,
@@ -296,6 +306,10 @@ impl Aggregator {
         }
         let rate = match m.rate {
             None => 1.0,
+            Some(r) if r.is_finite() && r > 0.0 && r < MIN_RATE => {
+                self.stats.sample_rate_floored += 1;
+                MIN_RATE
+            }
             Some(r) if r.is_finite() && r > 0.0 && r <= 1.0 => r,
             Some(_) => {
                 self.stats.sample_rate_invalid += 1;
@@ -347,7 +361,7 @@ impl Aggregator {
                     }
                     b.samples.push((v, weight));
                     b.value += v * scale;
-                    b.count += weight;
+                    b.count = b.count.saturating_add(weight);
                     self.samples_held += 1;
                 }
             }
@@ -461,7 +475,7 @@ impl Aggregator {
             }
             let closed = &mut closed[..n];
             closed.sort_unstable_by_key(|&i| c.buckets[i].start);
-            written += write_context(c, closed, zeros_from, cutoff, &mut self.points, out);
+            written += write_context(c, closed, zeros_from, cutoff, &mut self.points, &mut self.stats.non_finite, out);
             for &i in closed.iter() {
                 let b = &mut c.buckets[i];
                 if b.kind == Some(MetricType::Histogram) {
@@ -533,6 +547,7 @@ fn write_context(
     zeros_from: u64,
     cutoff: u64,
     points: &mut Vec<(u64, f64)>,
+    non_finite: &mut u64,
     out: &mut SeriesEncoder<'_>,
 ) -> usize {
     let mut written = 0;
@@ -552,6 +567,11 @@ fn write_context(
                 MetricType::Set => b.samples.len() as f64,
                 _ => b.value,
             };
+            // A sum can overflow to ±inf (or NaN) from finite samples; such a point is not sent.
+            if !v.is_finite() {
+                *non_finite += 1;
+                continue;
+            }
             points.push((b.start, v));
         }
         if kind == MetricType::Counter {
@@ -560,7 +580,9 @@ fn write_context(
                 // 300 s after it (Ours, §3.6: every bucket, not only those other contexts filled).
                 let mut s = zeros_from.max(bucket_start(last));
                 while s < cutoff && s < last + EXPIRY_SECS {
-                    if !points.iter().any(|p| p.0 == s) {
+                    // A bucket with data gets no zero, even when its sum was not finite.
+                    let had_data = closed.iter().any(|&i| buckets[i].start == s && buckets[i].kind == Some(kind));
+                    if !had_data {
                         points.push((s, 0.0));
                     }
                     s += BUCKET_SECS;
@@ -579,7 +601,7 @@ fn write_context(
         return written;
     }
     let mut stats = [[(0u64, 0f64); SLOTS]; 5];
-    let mut n = 0;
+    let mut n = [0; 5];
     for &i in closed {
         let b = &mut buckets[i];
         if !hist(b) {
@@ -587,9 +609,14 @@ fn write_context(
         }
         let s = histogram(b);
         for (k, v) in s.iter().enumerate() {
-            stats[k][n] = (b.start, *v);
+            // Only the avg (sum / count) can be non-finite: the sum overflowed.
+            if !v.is_finite() {
+                *non_finite += 1;
+                continue;
+            }
+            stats[k][n[k]] = (b.start, *v);
+            n[k] += 1;
         }
-        n += 1;
     }
     for (k, (suffix, kind)) in [
         (".max", Kind::Gauge),
@@ -601,8 +628,10 @@ fn write_context(
     .into_iter()
     .enumerate()
     {
-        out.serie((name, suffix), kind, &stats[k][..n], tag_iter(), host);
-        written += 1;
+        if n[k] > 0 {
+            out.serie((name, suffix), kind, &stats[k][..n[k]], tag_iter(), host);
+            written += 1;
+        }
     }
     written
 }
@@ -615,7 +644,7 @@ fn histogram(b: &mut Bucket) -> [f64; 5] {
     let at = |target: i64| {
         let mut run = 0i64;
         for &(v, w) in &b.samples {
-            run += w;
+            run = run.saturating_add(w);
             if run > target {
                 return v;
             }
@@ -624,7 +653,7 @@ fn histogram(b: &mut Bucket) -> [f64; 5] {
     };
     let max = b.samples.last().map_or(0.0, |s| s.0);
     let median = at((count - 1) / 2);
-    let p95 = at((PERCENTILE * count - 1) / 100);
+    let p95 = at((PERCENTILE.saturating_mul(count) - 1) / 100);
     [max, median, b.value / count as f64, count as f64 / BUCKET_SECS as f64, p95]
 }
 
@@ -749,6 +778,37 @@ mod tests {
         assert_eq!(find(&s, "h.count")["points"][0][1], 0.3);
         let avg = find(&s, "h.avg")["points"][0][1].as_f64().unwrap();
         assert!((avg - 10.0 * (1.0 / 0.3) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn tiny_rates_are_floored_and_non_finite_results_dropped() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        // Weight 2^32 (floored), not a saturated i64 whose 95 * count overflows.
+        feed(&mut a, "h:1|h|@1e-18\nk:2|h|@1e-300\nk:3|h|@1e-300", T0);
+        assert_eq!(a.stats.sample_rate_floored, 3);
+        assert_eq!(a.stats.sample_rate_invalid, 0);
+        let s = flush(&mut a, T0 + 10);
+        let w = (1u64 << 32) as f64;
+        assert_eq!(find(&s, "h.count")["points"][0][1].as_f64(), Some(w / 10.0));
+        assert_eq!(find(&s, "h.95percentile")["points"][0][1].as_f64(), Some(1.0));
+        assert_eq!(find(&s, "k.count")["points"][0][1].as_f64(), Some(2.0 * w / 10.0));
+        assert_eq!(find(&s, "k.avg")["points"][0][1].as_f64(), Some(2.5));
+        assert_eq!(find(&s, "k.median")["points"][0][1].as_f64(), Some(2.0));
+        assert_eq!(a.stats.non_finite, 0);
+        // Sums that overflow to ±inf or NaN from finite samples: the point is dropped and counted.
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "c:1e308|c|@0.1\nc:1e308|c\nok:1|c", T0);
+        feed(&mut a, "m:1e308|h|@0.5\nm:1e308|h\nn:1e308|c\nn:-1e308|c|@0.001", T0);
+        let s = flush(&mut a, T0 + 10);
+        assert!(s.iter().all(|x| x["metric"] != "c" && x["metric"] != "n" && x["metric"] != "m.avg"), "{s:?}");
+        assert_eq!(find(&s, "ok")["points"][0][1], 0.1);
+        assert_eq!(find(&s, "m.max")["points"][0][1].as_f64(), Some(1e308));
+        assert_eq!(a.stats.non_finite, 3, "c, n and m.avg");
+        for x in &s {
+            for p in x["points"].as_array().unwrap() {
+                assert!(p[1].as_f64().unwrap().is_finite(), "{x}");
+            }
+        }
     }
 
     #[test]
