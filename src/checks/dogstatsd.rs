@@ -129,6 +129,8 @@ struct Bucket {
     value: f64,
     /// Histogram: Σ weights.
     count: i64,
+    /// Counter: the time of its last sample (unix seconds), which starts its 300 s of zeros.
+    last_at: u64,
     /// Histogram: (value, weight).
     samples: Vec<(f64, i64)>,
     /// Set: the members' 64-bit hashes (an insert is O(1); the storage is kept across buckets).
@@ -157,8 +159,11 @@ struct Context {
     /// The next context with the same hash (a chain; `NONE` ends it).
     next: u32,
     last_seen: u64,
-    /// The last real counter sample, for the zeros that follow it.
+    /// The last real counter sample (open buckets included): the context lives until its
+    /// zeros end.
     last_counter: Option<u64>,
+    /// The last counter sample in a bucket already flushed: the zeros of the buckets after it.
+    counter_flushed: Option<u64>,
     buckets: [Bucket; SLOTS],
     /// The first raw form this context arrived in (name, the `#` field as sent, origin tags),
     /// with the tag field's length: a repeat of it skips the tag sort (clients send a context's
@@ -350,6 +355,7 @@ impl Aggregator {
             b.kind = Some(m.kind);
             b.value = 0.0;
             b.count = 0;
+            b.last_at = 0;
         } else if b.kind != Some(m.kind) {
             // The first sample decides the bucket's type; another type is refused (Ours, §3.1).
             self.stats.type_conflict += 1;
@@ -366,7 +372,8 @@ impl Aggregator {
                 for v in m.values() {
                     b.value += v * scale;
                 }
-                c.last_counter = Some(now);
+                b.last_at = b.last_at.max(now);
+                c.last_counter = Some(c.last_counter.map_or(now, |t| t.max(now)));
             }
             MetricType::Histogram => {
                 // `int64(1/r)`: truncated (r = 0.3 weighs 3).
@@ -457,6 +464,7 @@ impl Aggregator {
             next: head,
             last_seen: 0,
             last_counter: None,
+            counter_flushed: None,
             buckets: Default::default(),
             raw: Box::default(),
             raw_tags_len: 0,
@@ -576,7 +584,6 @@ fn write_context(
 ) -> usize {
     let mut written = 0;
     let (name, host, tags) = key_parts(&c.key, c.name_len, c.host_len);
-    let last_counter = c.last_counter;
     let buckets = &mut c.buckets;
     let tag_iter = || tags.split(|&b| b == b',').filter(|t| !t.is_empty());
     for kind in [MetricType::Gauge, MetricType::Counter, MetricType::Set] {
@@ -598,21 +605,33 @@ fn write_context(
             }
             points.push((b.start, v));
         }
-        if kind == MetricType::Counter {
-            if let Some(last) = last_counter {
-                // One zero per closed bucket without data, from the last sample's bucket on, for
-                // 300 s after it (Ours, §3.6: every bucket, not only those other contexts filled).
-                let mut s = zeros_from.max(bucket_start(last));
-                while s < cutoff && s < last + EXPIRY_SECS {
-                    // A bucket with data gets no zero, even when its sum was not finite.
-                    let had_data = closed.iter().any(|&i| buckets[i].start == s && buckets[i].kind == Some(kind));
-                    if !had_data {
-                        points.push((s, 0.0));
-                    }
-                    s += BUCKET_SECS;
+        if kind == MetricType::Counter && c.last_counter.is_some() {
+            // One zero per closed bucket without data for 300 s after the last sample before it
+            // (Ours, §3.6: every bucket, not only those other contexts filled). The last sample
+            // before a bucket is the latest of the flushed ones and of the closed buckets before
+            // it: a sample in a still-open bucket does not move it.
+            let data = |s: u64| {
+                closed.iter().map(|&i| &buckets[i]).find(|b| b.start == s && b.kind == Some(MetricType::Counter))
+            };
+            let mut last = c.counter_flushed;
+            for &i in closed {
+                let b = &buckets[i];
+                if b.kind == Some(MetricType::Counter) && b.start < zeros_from {
+                    last = last.max(Some(b.last_at));
                 }
-                points.sort_unstable_by_key(|p| p.0);
             }
+            let mut s = zeros_from;
+            while s < cutoff {
+                match (data(s), last) {
+                    // A bucket with data gets no zero, even when its sum was not finite.
+                    (Some(b), _) => last = last.max(Some(b.last_at)),
+                    (None, Some(l)) if s > l && s < l + EXPIRY_SECS => points.push((s, 0.0)),
+                    _ => {}
+                }
+                s += BUCKET_SECS;
+            }
+            c.counter_flushed = last;
+            points.sort_unstable_by_key(|p| p.0);
         }
         if !points.is_empty() {
             out.serie((name, ""), series_kind(kind), points, tag_iter(), host);
@@ -776,6 +795,35 @@ mod tests {
         assert_eq!(zeros, want);
         assert_eq!(a.contexts(), 0);
         assert_eq!(a.stats.contexts_expired, 1);
+    }
+
+    #[test]
+    fn a_sample_in_the_open_bucket_keeps_the_zeros_of_the_closed_ones() {
+        let points = |s: &[Value]| -> Vec<(u64, f64)> {
+            let p = s.iter().filter(|x| x["metric"] == "c").flat_map(|x| x["points"].as_array().unwrap().clone());
+            p.map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap())).collect()
+        };
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "c:1|c", T0 + 1);
+        assert_eq!(points(&flush(&mut a, T0 + 15)), [(T0, 0.1)]);
+        feed(&mut a, "c:1|c", T0 + 31);
+        assert_eq!(points(&flush(&mut a, T0 + 32)), [(T0 + 10, 0.0), (T0 + 20, 0.0)]);
+        assert_eq!(points(&flush(&mut a, T0 + 47)), [(T0 + 30, 0.1)]);
+        // Then zeros from T0+40 for 300 s after T0+31, each once, none missing.
+        let mut zeros = Vec::new();
+        let mut t = T0 + 47;
+        while t < T0 + 700 {
+            t += 15;
+            zeros.extend(points(&flush(&mut a, t)));
+        }
+        let want: Vec<_> = (4..=33).map(|i| (T0 + 10 * i, 0.0)).collect();
+        assert_eq!(zeros, want);
+        assert_eq!(a.contexts(), 0);
+        // Two closed buckets with a gap between them, flushed together after a stall.
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "c:1|c", T0 + 1);
+        feed(&mut a, "c:1|c", T0 + 21);
+        assert_eq!(points(&flush(&mut a, T0 + 35)), [(T0, 0.1), (T0 + 10, 0.0), (T0 + 20, 0.1)]);
     }
 
     #[test]
