@@ -37,6 +37,14 @@ const PERCENTILE: i64 = 95;
 /// [`Limits::max_samples`] (2^20) samples the weights' sum and `95 * sum` stay far inside
 /// `i64` (the arithmetic saturates besides). A counter's or histogram's sum can still overflow
 /// to ±inf from huge finite values; such a result is dropped at flush and counted (`non_finite`).
+/// The longest context key (name, explicit host and the sorted, de-duplicated tags joined,
+/// origin tags included) a context is made for; a longer one is refused and counted
+/// (`context_key_too_long`). With it and [`MAX_RAW_BYTES`] a context costs at most about
+/// 3.5 KiB (0.5 KiB of buckets and index entries, the key, the raw form).
+pub const MAX_KEY_BYTES: usize = 2048;
+/// The longest raw form (name, tag field as sent, origin tags) remembered to skip the tag sort;
+/// a longer one is sorted on every sample instead (it costs time, not memory).
+const MAX_RAW_BYTES: usize = 1024;
 const MIN_RATE: f64 = 1.0 / (1u64 << 32) as f64;
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +79,8 @@ pub struct AggregatorStats {
     /// Rates below [`MIN_RATE`], taken as [`MIN_RATE`].
     pub sample_rate_floored: u64,
     pub contexts_over_limit: u64,
+    /// Samples refused because their context key is longer than [`MAX_KEY_BYTES`].
+    pub context_key_too_long: u64,
     pub samples_over_limit: u64,
     pub distribution_dropped: u64,
     pub service_check_dropped: u64,
@@ -337,8 +347,7 @@ impl Aggregator {
             }
         };
         let Some(ci) = self.context_of_raw(m.name, m.tags, origin) else {
-            self.stats.contexts_over_limit += 1;
-            return;
+            return; // counted by `context`
         };
         let start = bucket_start(now);
         let c = &mut self.contexts[ci];
@@ -424,7 +433,8 @@ impl Aggregator {
         }
         let ci = self.context(name, tags, origin)?;
         let c = &mut self.contexts[ci];
-        if c.raw.is_empty() && !self.raw_index.contains_key(&rh) {
+        let raw_len = name.len() + tags.len() + origin.len();
+        if c.raw.is_empty() && raw_len <= MAX_RAW_BYTES && !self.raw_index.contains_key(&rh) {
             c.raw = [name, tags, origin].concat().into_boxed_slice();
             c.raw_tags_len = tags.len() as u32;
             self.raw_index.insert(rh, ci as u32);
@@ -432,7 +442,8 @@ impl Aggregator {
         Some(ci)
     }
 
-    /// The context of (name, tags + origin, host), interned on first sight; `None` at the cap.
+    /// The context of (name, tags + origin, host), interned on first sight; `None` (counted) at
+    /// the cap or for a key longer than [`MAX_KEY_BYTES`].
     fn context(&mut self, name: &[u8], tags: &[u8], origin: &[u8]) -> Option<usize> {
         let host = self.tags.collect(tags, origin);
         self.key.clear();
@@ -441,6 +452,10 @@ impl Aggregator {
             self.key.extend_from_slice(h);
         }
         self.tags.join_into(&mut self.key);
+        if self.key.len() > MAX_KEY_BYTES {
+            self.stats.context_key_too_long += 1;
+            return None;
+        }
         let host_len = host.map_or(NONE, |h| h.len() as u32);
         let name_len = name.len() as u32;
         let h = hash(&self.key, u64::from(name_len) << 32 | u64::from(host_len));
@@ -454,6 +469,7 @@ impl Aggregator {
             at = c.next;
         }
         if self.contexts() >= self.limits.max_contexts {
+            self.stats.contexts_over_limit += 1;
             return None;
         }
         let c = Context {
@@ -908,6 +924,26 @@ mod tests {
         assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
         assert_eq!(a.samples_held, 400_000);
         assert_eq!(find(&flush(&mut a, T0 + 10), "big")["points"][0][1], 400_000.0);
+    }
+
+    #[test]
+    fn long_context_keys_are_refused_and_long_raw_forms_not_remembered() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        // A key of exactly MAX_KEY_BYTES is taken; one byte more is refused.
+        let name = "k".repeat(MAX_KEY_BYTES - 3);
+        feed(&mut a, &format!("{name}:1|g|#a:b"), T0);
+        feed(&mut a, &format!("{name}:1|g|#a:bc"), T0);
+        assert_eq!((a.contexts(), a.stats.context_key_too_long, a.stats.contexts_over_limit), (1, 1, 0));
+        // 4,000 tags of which ten are distinct: a short key, a raw form too long to remember.
+        let tags: Vec<String> = (0..4000).map(|i| format!("{}", i % 10)).collect();
+        let many = format!("many:1|c|#{}", tags.join(","));
+        feed(&mut a, &many, T0);
+        feed(&mut a, &many, T0 + 1);
+        assert_eq!(a.contexts(), 2);
+        assert!(a.contexts.iter().all(|c| c.raw.len() <= MAX_RAW_BYTES && c.key.len() <= MAX_KEY_BYTES));
+        let s = flush(&mut a, T0 + 10);
+        assert_eq!(find(&s, "many")["points"][0][1], 0.2);
+        assert_eq!(find(&s, "many")["tags"].as_array().unwrap().len(), 10);
     }
 
     #[test]
