@@ -394,11 +394,70 @@ fn datadog_client_over_the_unix_socket_buffered_equals_the_reference() {
     assert_eq!(st["udp_packets"], 0, "{st}");
     // The client runs outside any container: its pid is known (no origin error), no tags added.
     assert_eq!(st["drops"]["origin_detection_errors"], 0, "{st}");
-    drop(setup.agent);
+    // A clean stop (SIGTERM) removes the socket file it bound.
+    terminate_and_wait(setup.agent);
+    assert!(!sock.exists(), "{} left behind", sock.display());
+}
+
+/// Stops the agent with SIGTERM and waits (10 s at most) for it to exit.
+fn terminate_and_wait(mut agent: Agent) {
+    let pid = nix::unistd::Pid::from_raw(agent.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let t = Instant::now();
-    while sock.exists() && t.elapsed() < Duration::from_secs(5) {
+    while agent.0.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the agent did not exit on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// A local sender that passes descriptors (`SCM_RIGHTS`) with its datagrams: the agent closes
+/// every one (its descriptor table does not grow), drops and counts the datagrams whose control
+/// data did not fit, keeps the metrics of the others, and stays up.
+#[test]
+fn descriptors_passed_on_the_unix_socket_are_closed() {
+    let dir = TempDir::new("dsd-fds");
+    let sock = dir.0.join("dsd.socket");
+    let setup = start(free_udp_port(), &[("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap())]);
+    let pid = setup.agent.0.id();
+    let before = open_fds(pid);
+    // 2,000 datagrams with 10 descriptors each, 500 with 250 (more than the control room).
+    let code = format!(
+        "import socket, os, time\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.connect({:?})\n\
+         fd = os.open('/dev/null', os.O_RDONLY)\n\
+         few = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(memoryview(__import__('array').array('i', [fd] * 10))))]\n\
+         many = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(memoryview(__import__('array').array('i', [fd] * 250))))]\n\
+         for i in range(500):\n\
+         \x20   for j in range(4):\n\
+         \x20       s.sendmsg([b'dsd.fds.ok:1|c'], few)\n\
+         \x20   s.sendmsg([b'dsd.fds.cut:1|c'], many)\n\
+         \x20   time.sleep(0.002)\n",
+        sock.to_str().unwrap()
+    );
+    let out = std::process::Command::new("python3").args(["-c", &code]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    let st = loop {
+        let st = status(setup.status_port);
+        if st["uds_packets"] == 2500 {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "not all received: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let after = open_fds(pid);
+    assert!(after <= before + 5, "the agent's descriptors grew from {before} to {after}");
+    assert_eq!(st["drops"]["control_truncated"], 500, "{st}");
+    // The 2,000 whole ones (20,000 descriptors), and of the cut ones what fit in the room.
+    let closed = st["drops"]["passed_fds_closed"].as_u64().unwrap();
+    assert!((20_000..=20_000 + 500 * 250).contains(&closed), "{st}");
+    assert_eq!(st["metrics"], 2000, "{st}");
+    drop(setup.agent);
 }
 
 /// hot-shots (npm) over UDP, buffered (several messages per datagram): the same reference.

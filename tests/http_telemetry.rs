@@ -181,6 +181,8 @@ impl Daemon {
                 cmd.args(&wrapper[1..]).args(["sh", "-c", script]).env_clear();
                 cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("AGENT", AGENT);
                 cmd.env("STS_EC2_METADATA_URL", "http://127.0.0.1:9").env("STS_APM_RECEIVER_PORT", port.to_string());
+                // No DogStatsD listener: 127.0.0.1:8125 may be another agent's.
+                cmd.env("STS_DOGSTATSD_PORT", "0");
                 cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
                 cmd.spawn().expect("spawn the wrapped agent")
             }

@@ -108,6 +108,8 @@ fn spawn_with_files(dir: &Path, resolv_conf: &str, hosts: &str, args: &[&str], e
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        // No DogStatsD listener: 127.0.0.1:8125 may be another agent's.
+        .env("STS_DOGSTATSD_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -255,12 +255,16 @@ fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
     ];
     out.extend_from_slice(b",\"parse_errors\":{");
     json::u64_fields(out, &errors);
-    let drops: [(&str, u64); 13] = [
+    let drops: [(&str, u64); 17] = [
         ("truncated", l.truncated),
+        ("control_truncated", l.control_truncated),
+        ("passed_fds_closed", l.passed_fds_closed),
         ("non_finite", a.non_finite),
         ("type_conflict", a.type_conflict),
         ("sample_rate_invalid", a.sample_rate_invalid),
+        ("sample_rate_floored", a.sample_rate_floored),
         ("contexts_over_limit", a.contexts_over_limit),
+        ("context_key_too_long", a.context_key_too_long),
         ("samples_over_limit", a.samples_over_limit),
         ("distribution_dropped", a.distribution_dropped),
         ("service_check_dropped", a.service_check_dropped),

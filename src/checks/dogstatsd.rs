@@ -5,16 +5,18 @@
 //! sending zeros for 300 s after their last sample, contexts freed 300 s after their last one.
 //!
 //! Memory: a known context costs nothing per sample (its key is interned once; the scratch
-//! buffers that build a key are reused), except a histogram sample (16 bytes, up to
-//! [`Limits::max_samples`] held in all) and a new set member (8 bytes). Past
-//! [`Limits::max_contexts`] live contexts a new one is refused and counted.
+//! buffers that build a key are reused), except a histogram sample (16 bytes) and a new set
+//! member (a 64-bit hash in a hash set, about 9 bytes at most twice over): up to
+//! [`Limits::max_samples`] of the two held in all, past which they are refused and counted
+//! (`samples_over_limit`). Past [`Limits::max_contexts`] live contexts a new one is refused and
+//! counted.
 //!
 //! Pure: the caller passes the wall-clock second and the sink.
 
 use crate::checks::metric::Kind;
 use crate::encode::series::SeriesEncoder;
 use crate::parse::dogstatsd::{self, Message, Metric, MetricType, Reject};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 pub const BUCKET_SECS: u64 = 10;
@@ -30,6 +32,20 @@ const KEEP_SAMPLES: usize = 1024;
 /// The histogram aggregates and percentiles of the defaults (`histogram_aggregates`,
 /// `histogram_percentiles`).
 const PERCENTILE: i64 = 95;
+/// The smallest sample rate taken as sent; a smaller one counts as this (and is counted as
+/// `sample_rate_floored`). It bounds a histogram weight to 2^32, so that with at most
+/// [`Limits::max_samples`] (2^20) samples the weights' sum and `95 * sum` stay far inside
+/// `i64` (the arithmetic saturates besides). A counter's or histogram's sum can still overflow
+/// to ±inf from huge finite values; such a result is dropped at flush and counted (`non_finite`).
+/// The longest context key (name, explicit host and the sorted, de-duplicated tags joined,
+/// origin tags included) a context is made for; a longer one is refused and counted
+/// (`context_key_too_long`). With it and [`MAX_RAW_BYTES`] a context costs at most about
+/// 3.5 KiB (0.5 KiB of buckets and index entries, the key, the raw form).
+pub const MAX_KEY_BYTES: usize = 2048;
+/// The longest raw form (name, tag field as sent, origin tags) remembered to skip the tag sort;
+/// a longer one is sorted on every sample instead (it costs time, not memory).
+const MAX_RAW_BYTES: usize = 1024;
+const MIN_RATE: f64 = 1.0 / (1u64 << 32) as f64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -55,10 +71,16 @@ pub struct AggregatorStats {
     pub parse_error_metric: u64,
     pub parse_error_event: u64,
     pub parse_error_service_check: u64,
+    /// Values that are not finite: refused at parse, or a flush result (a sum that overflowed
+    /// to ±inf or NaN), whose point is then not sent (spec §3.7).
     pub non_finite: u64,
     pub type_conflict: u64,
     pub sample_rate_invalid: u64,
+    /// Rates below [`MIN_RATE`], taken as [`MIN_RATE`].
+    pub sample_rate_floored: u64,
     pub contexts_over_limit: u64,
+    /// Samples refused because their context key is longer than [`MAX_KEY_BYTES`].
+    pub context_key_too_long: u64,
     pub samples_over_limit: u64,
     pub distribution_dropped: u64,
     pub service_check_dropped: u64,
@@ -117,8 +139,23 @@ struct Bucket {
     value: f64,
     /// Histogram: Σ weights.
     count: i64,
-    /// Histogram: (value, weight). Set: member hashes (as bits), sorted and distinct.
+    /// Counter: the time of its last sample (unix seconds), which starts its 300 s of zeros.
+    last_at: u64,
+    /// Histogram: (value, weight).
     samples: Vec<(f64, i64)>,
+    /// Set: the members' 64-bit hashes (an insert is O(1); the storage is kept across buckets).
+    members: HashSet<u64, BuildHasherDefault<IdHasher>>,
+}
+
+impl Bucket {
+    /// Histogram samples or set members it holds, counted in `samples_held`.
+    fn held(&self) -> usize {
+        match self.kind {
+            Some(MetricType::Histogram) => self.samples.len(),
+            Some(MetricType::Set) => self.members.len(),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -132,8 +169,11 @@ struct Context {
     /// The next context with the same hash (a chain; `NONE` ends it).
     next: u32,
     last_seen: u64,
-    /// The last real counter sample, for the zeros that follow it.
+    /// The last real counter sample (open buckets included): the context lives until its
+    /// zeros end.
     last_counter: Option<u64>,
+    /// The last counter sample in a bucket already flushed: the zeros of the buckets after it.
+    counter_flushed: Option<u64>,
     buckets: [Bucket; SLOTS],
     /// The first raw form this context arrived in (name, the `#` field as sent, origin tags),
     /// with the tag field's length: a repeat of it skips the tag sort (clients send a context's
@@ -296,6 +336,10 @@ impl Aggregator {
         }
         let rate = match m.rate {
             None => 1.0,
+            Some(r) if r.is_finite() && r > 0.0 && r < MIN_RATE => {
+                self.stats.sample_rate_floored += 1;
+                MIN_RATE
+            }
             Some(r) if r.is_finite() && r > 0.0 && r <= 1.0 => r,
             Some(_) => {
                 self.stats.sample_rate_invalid += 1;
@@ -303,8 +347,7 @@ impl Aggregator {
             }
         };
         let Some(ci) = self.context_of_raw(m.name, m.tags, origin) else {
-            self.stats.contexts_over_limit += 1;
-            return;
+            return; // counted by `context`
         };
         let start = bucket_start(now);
         let c = &mut self.contexts[ci];
@@ -314,11 +357,14 @@ impl Aggregator {
             if b.start != 0 {
                 self.stats.buckets_overrun += 1;
             }
-            if b.kind == Some(MetricType::Histogram) {
-                self.samples_held -= b.samples.len();
-            }
+            self.samples_held -= b.held();
             b.samples.clear();
-            *b = Bucket { start, kind: Some(m.kind), value: 0.0, count: 0, samples: std::mem::take(&mut b.samples) };
+            b.members.clear();
+            b.start = start;
+            b.kind = Some(m.kind);
+            b.value = 0.0;
+            b.count = 0;
+            b.last_at = 0;
         } else if b.kind != Some(m.kind) {
             // The first sample decides the bucket's type; another type is refused (Ours, §3.1).
             self.stats.type_conflict += 1;
@@ -335,7 +381,8 @@ impl Aggregator {
                 for v in m.values() {
                     b.value += v * scale;
                 }
-                c.last_counter = Some(now);
+                b.last_at = b.last_at.max(now);
+                c.last_counter = Some(c.last_counter.map_or(now, |t| t.max(now)));
             }
             MetricType::Histogram => {
                 // `int64(1/r)`: truncated (r = 0.3 weighs 3).
@@ -347,15 +394,20 @@ impl Aggregator {
                     }
                     b.samples.push((v, weight));
                     b.value += v * scale;
-                    b.count += weight;
+                    b.count = b.count.saturating_add(weight);
                     self.samples_held += 1;
                 }
             }
             MetricType::Set => {
-                let member = f64::from_bits(hash(m.raw_value, 0x5e7));
-                let bits = member.to_bits();
-                if let Err(i) = b.samples.binary_search_by_key(&bits, |s| s.0.to_bits()) {
-                    b.samples.insert(i, (member, 0));
+                let member = hash(m.raw_value, 0x5e7);
+                if !b.members.contains(&member) {
+                    // A new member costs as a histogram sample does, under the same bound.
+                    if self.samples_held >= self.limits.max_samples {
+                        self.stats.samples_over_limit += 1;
+                    } else {
+                        b.members.insert(member);
+                        self.samples_held += 1;
+                    }
                 }
             }
             MetricType::Distribution => {}
@@ -381,7 +433,8 @@ impl Aggregator {
         }
         let ci = self.context(name, tags, origin)?;
         let c = &mut self.contexts[ci];
-        if c.raw.is_empty() && !self.raw_index.contains_key(&rh) {
+        let raw_len = name.len() + tags.len() + origin.len();
+        if c.raw.is_empty() && raw_len <= MAX_RAW_BYTES && !self.raw_index.contains_key(&rh) {
             c.raw = [name, tags, origin].concat().into_boxed_slice();
             c.raw_tags_len = tags.len() as u32;
             self.raw_index.insert(rh, ci as u32);
@@ -389,7 +442,8 @@ impl Aggregator {
         Some(ci)
     }
 
-    /// The context of (name, tags + origin, host), interned on first sight; `None` at the cap.
+    /// The context of (name, tags + origin, host), interned on first sight; `None` (counted) at
+    /// the cap or for a key longer than [`MAX_KEY_BYTES`].
     fn context(&mut self, name: &[u8], tags: &[u8], origin: &[u8]) -> Option<usize> {
         let host = self.tags.collect(tags, origin);
         self.key.clear();
@@ -398,6 +452,10 @@ impl Aggregator {
             self.key.extend_from_slice(h);
         }
         self.tags.join_into(&mut self.key);
+        if self.key.len() > MAX_KEY_BYTES {
+            self.stats.context_key_too_long += 1;
+            return None;
+        }
         let host_len = host.map_or(NONE, |h| h.len() as u32);
         let name_len = name.len() as u32;
         let h = hash(&self.key, u64::from(name_len) << 32 | u64::from(host_len));
@@ -411,6 +469,7 @@ impl Aggregator {
             at = c.next;
         }
         if self.contexts() >= self.limits.max_contexts {
+            self.stats.contexts_over_limit += 1;
             return None;
         }
         let c = Context {
@@ -421,6 +480,7 @@ impl Aggregator {
             next: head,
             last_seen: 0,
             last_counter: None,
+            counter_flushed: None,
             buckets: Default::default(),
             raw: Box::default(),
             raw_tags_len: 0,
@@ -461,17 +521,19 @@ impl Aggregator {
             }
             let closed = &mut closed[..n];
             closed.sort_unstable_by_key(|&i| c.buckets[i].start);
-            written += write_context(c, closed, zeros_from, cutoff, &mut self.points, out);
+            written += write_context(c, closed, zeros_from, cutoff, &mut self.points, &mut self.stats.non_finite, out);
             for &i in closed.iter() {
                 let b = &mut c.buckets[i];
-                if b.kind == Some(MetricType::Histogram) {
-                    self.samples_held -= b.samples.len();
-                }
+                self.samples_held -= b.held();
                 b.start = 0;
                 b.kind = None;
                 b.samples.clear();
                 if b.samples.capacity() > KEEP_SAMPLES {
                     b.samples.shrink_to(KEEP_SAMPLES);
+                }
+                b.members.clear();
+                if b.members.capacity() > KEEP_SAMPLES {
+                    b.members.shrink_to(KEEP_SAMPLES);
                 }
             }
             let open = c.buckets.iter().any(|b| b.start != 0);
@@ -533,11 +595,11 @@ fn write_context(
     zeros_from: u64,
     cutoff: u64,
     points: &mut Vec<(u64, f64)>,
+    non_finite: &mut u64,
     out: &mut SeriesEncoder<'_>,
 ) -> usize {
     let mut written = 0;
     let (name, host, tags) = key_parts(&c.key, c.name_len, c.host_len);
-    let last_counter = c.last_counter;
     let buckets = &mut c.buckets;
     let tag_iter = || tags.split(|&b| b == b',').filter(|t| !t.is_empty());
     for kind in [MetricType::Gauge, MetricType::Counter, MetricType::Set] {
@@ -549,24 +611,43 @@ fn write_context(
             }
             let v = match kind {
                 MetricType::Counter => b.value / BUCKET_SECS as f64,
-                MetricType::Set => b.samples.len() as f64,
+                MetricType::Set => b.members.len() as f64,
                 _ => b.value,
             };
+            // A sum can overflow to ±inf (or NaN) from finite samples; such a point is not sent.
+            if !v.is_finite() {
+                *non_finite += 1;
+                continue;
+            }
             points.push((b.start, v));
         }
-        if kind == MetricType::Counter {
-            if let Some(last) = last_counter {
-                // One zero per closed bucket without data, from the last sample's bucket on, for
-                // 300 s after it (Ours, §3.6: every bucket, not only those other contexts filled).
-                let mut s = zeros_from.max(bucket_start(last));
-                while s < cutoff && s < last + EXPIRY_SECS {
-                    if !points.iter().any(|p| p.0 == s) {
-                        points.push((s, 0.0));
-                    }
-                    s += BUCKET_SECS;
+        if kind == MetricType::Counter && c.last_counter.is_some() {
+            // One zero per closed bucket without data for 300 s after the last sample before it
+            // (Ours, §3.6: every bucket, not only those other contexts filled). The last sample
+            // before a bucket is the latest of the flushed ones and of the closed buckets before
+            // it: a sample in a still-open bucket does not move it.
+            let data = |s: u64| {
+                closed.iter().map(|&i| &buckets[i]).find(|b| b.start == s && b.kind == Some(MetricType::Counter))
+            };
+            let mut last = c.counter_flushed;
+            for &i in closed {
+                let b = &buckets[i];
+                if b.kind == Some(MetricType::Counter) && b.start < zeros_from {
+                    last = last.max(Some(b.last_at));
                 }
-                points.sort_unstable_by_key(|p| p.0);
             }
+            let mut s = zeros_from;
+            while s < cutoff {
+                match (data(s), last) {
+                    // A bucket with data gets no zero, even when its sum was not finite.
+                    (Some(b), _) => last = last.max(Some(b.last_at)),
+                    (None, Some(l)) if s > l && s < l + EXPIRY_SECS => points.push((s, 0.0)),
+                    _ => {}
+                }
+                s += BUCKET_SECS;
+            }
+            c.counter_flushed = last;
+            points.sort_unstable_by_key(|p| p.0);
         }
         if !points.is_empty() {
             out.serie((name, ""), series_kind(kind), points, tag_iter(), host);
@@ -579,7 +660,7 @@ fn write_context(
         return written;
     }
     let mut stats = [[(0u64, 0f64); SLOTS]; 5];
-    let mut n = 0;
+    let mut n = [0; 5];
     for &i in closed {
         let b = &mut buckets[i];
         if !hist(b) {
@@ -587,9 +668,14 @@ fn write_context(
         }
         let s = histogram(b);
         for (k, v) in s.iter().enumerate() {
-            stats[k][n] = (b.start, *v);
+            // Only the avg (sum / count) can be non-finite: the sum overflowed.
+            if !v.is_finite() {
+                *non_finite += 1;
+                continue;
+            }
+            stats[k][n[k]] = (b.start, *v);
+            n[k] += 1;
         }
-        n += 1;
     }
     for (k, (suffix, kind)) in [
         (".max", Kind::Gauge),
@@ -601,8 +687,10 @@ fn write_context(
     .into_iter()
     .enumerate()
     {
-        out.serie((name, suffix), kind, &stats[k][..n], tag_iter(), host);
-        written += 1;
+        if n[k] > 0 {
+            out.serie((name, suffix), kind, &stats[k][..n[k]], tag_iter(), host);
+            written += 1;
+        }
     }
     written
 }
@@ -615,7 +703,7 @@ fn histogram(b: &mut Bucket) -> [f64; 5] {
     let at = |target: i64| {
         let mut run = 0i64;
         for &(v, w) in &b.samples {
-            run += w;
+            run = run.saturating_add(w);
             if run > target {
                 return v;
             }
@@ -624,7 +712,7 @@ fn histogram(b: &mut Bucket) -> [f64; 5] {
     };
     let max = b.samples.last().map_or(0.0, |s| s.0);
     let median = at((count - 1) / 2);
-    let p95 = at((PERCENTILE * count - 1) / 100);
+    let p95 = at((PERCENTILE.saturating_mul(count) - 1) / 100);
     [max, median, b.value / count as f64, count as f64 / BUCKET_SECS as f64, p95]
 }
 
@@ -726,6 +814,35 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_in_the_open_bucket_keeps_the_zeros_of_the_closed_ones() {
+        let points = |s: &[Value]| -> Vec<(u64, f64)> {
+            let p = s.iter().filter(|x| x["metric"] == "c").flat_map(|x| x["points"].as_array().unwrap().clone());
+            p.map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap())).collect()
+        };
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "c:1|c", T0 + 1);
+        assert_eq!(points(&flush(&mut a, T0 + 15)), [(T0, 0.1)]);
+        feed(&mut a, "c:1|c", T0 + 31);
+        assert_eq!(points(&flush(&mut a, T0 + 32)), [(T0 + 10, 0.0), (T0 + 20, 0.0)]);
+        assert_eq!(points(&flush(&mut a, T0 + 47)), [(T0 + 30, 0.1)]);
+        // Then zeros from T0+40 for 300 s after T0+31, each once, none missing.
+        let mut zeros = Vec::new();
+        let mut t = T0 + 47;
+        while t < T0 + 700 {
+            t += 15;
+            zeros.extend(points(&flush(&mut a, t)));
+        }
+        let want: Vec<_> = (4..=33).map(|i| (T0 + 10 * i, 0.0)).collect();
+        assert_eq!(zeros, want);
+        assert_eq!(a.contexts(), 0);
+        // Two closed buckets with a gap between them, flushed together after a stall.
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "c:1|c", T0 + 1);
+        feed(&mut a, "c:1|c", T0 + 21);
+        assert_eq!(points(&flush(&mut a, T0 + 35)), [(T0, 0.1), (T0 + 10, 0.0), (T0 + 20, 0.1)]);
+    }
+
+    #[test]
     fn histogram_arithmetic_matches_the_original() {
         let mut b = Bucket::default();
         for v in [4.0, 1.0, 3.0, 2.0] {
@@ -749,6 +866,84 @@ mod tests {
         assert_eq!(find(&s, "h.count")["points"][0][1], 0.3);
         let avg = find(&s, "h.avg")["points"][0][1].as_f64().unwrap();
         assert!((avg - 10.0 * (1.0 / 0.3) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn tiny_rates_are_floored_and_non_finite_results_dropped() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        // Weight 2^32 (floored), not a saturated i64 whose 95 * count overflows.
+        feed(&mut a, "h:1|h|@1e-18\nk:2|h|@1e-300\nk:3|h|@1e-300", T0);
+        assert_eq!(a.stats.sample_rate_floored, 3);
+        assert_eq!(a.stats.sample_rate_invalid, 0);
+        let s = flush(&mut a, T0 + 10);
+        let w = (1u64 << 32) as f64;
+        assert_eq!(find(&s, "h.count")["points"][0][1].as_f64(), Some(w / 10.0));
+        assert_eq!(find(&s, "h.95percentile")["points"][0][1].as_f64(), Some(1.0));
+        assert_eq!(find(&s, "k.count")["points"][0][1].as_f64(), Some(2.0 * w / 10.0));
+        assert_eq!(find(&s, "k.avg")["points"][0][1].as_f64(), Some(2.5));
+        assert_eq!(find(&s, "k.median")["points"][0][1].as_f64(), Some(2.0));
+        assert_eq!(a.stats.non_finite, 0);
+        // Sums that overflow to ±inf or NaN from finite samples: the point is dropped and counted.
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "c:1e308|c|@0.1\nc:1e308|c\nok:1|c", T0);
+        feed(&mut a, "m:1e308|h|@0.5\nm:1e308|h\nn:1e308|c\nn:-1e308|c|@0.001", T0);
+        let s = flush(&mut a, T0 + 10);
+        assert!(s.iter().all(|x| x["metric"] != "c" && x["metric"] != "n" && x["metric"] != "m.avg"), "{s:?}");
+        assert_eq!(find(&s, "ok")["points"][0][1], 0.1);
+        assert_eq!(find(&s, "m.max")["points"][0][1].as_f64(), Some(1e308));
+        assert_eq!(a.stats.non_finite, 3, "c, n and m.avg");
+        for x in &s {
+            for p in x["points"].as_array().unwrap() {
+                assert!(p[1].as_f64().unwrap().is_finite(), "{x}");
+            }
+        }
+    }
+
+    #[test]
+    fn sets_insert_in_constant_time_under_the_samples_bound() {
+        let mut a = Aggregator::new(Limits { max_contexts: 4, max_samples: 3 }, T0);
+        feed(&mut a, "s:a|s\ns:b|s\ns:a|s\ns:c|s\ns:d|s\ns:e|s\nh:1|h", T0);
+        assert_eq!(a.samples_held, 3);
+        assert_eq!(a.stats.samples_over_limit, 3, "d, e and the histogram sample");
+        feed(&mut a, "s:a|s", T0 + 1);
+        assert_eq!(a.stats.samples_over_limit, 3, "a known member costs nothing");
+        let s = flush(&mut a, T0 + 10);
+        assert_eq!(find(&s, "s")["points"], serde_json::json!([[T0, 3.0]]));
+        assert_eq!(a.samples_held, 0, "a flush gives the members back");
+        // 400,000 distinct members of one set (11 s with a sorted Vec in debug).
+        let mut a = Aggregator::new(Limits::default(), T0);
+        let t = std::time::Instant::now();
+        let mut d = String::new();
+        for chunk in 0..400 {
+            d.clear();
+            for i in 0..1000 {
+                d.push_str(&format!("big:{}|s\n", chunk * 1000 + i));
+            }
+            feed(&mut a, &d, T0 + 1);
+        }
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+        assert_eq!(a.samples_held, 400_000);
+        assert_eq!(find(&flush(&mut a, T0 + 10), "big")["points"][0][1], 400_000.0);
+    }
+
+    #[test]
+    fn long_context_keys_are_refused_and_long_raw_forms_not_remembered() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        // A key of exactly MAX_KEY_BYTES is taken; one byte more is refused.
+        let name = "k".repeat(MAX_KEY_BYTES - 3);
+        feed(&mut a, &format!("{name}:1|g|#a:b"), T0);
+        feed(&mut a, &format!("{name}:1|g|#a:bc"), T0);
+        assert_eq!((a.contexts(), a.stats.context_key_too_long, a.stats.contexts_over_limit), (1, 1, 0));
+        // 4,000 tags of which ten are distinct: a short key, a raw form too long to remember.
+        let tags: Vec<String> = (0..4000).map(|i| format!("{}", i % 10)).collect();
+        let many = format!("many:1|c|#{}", tags.join(","));
+        feed(&mut a, &many, T0);
+        feed(&mut a, &many, T0 + 1);
+        assert_eq!(a.contexts(), 2);
+        assert!(a.contexts.iter().all(|c| c.raw.len() <= MAX_RAW_BYTES && c.key.len() <= MAX_KEY_BYTES));
+        let s = flush(&mut a, T0 + 10);
+        assert_eq!(find(&s, "many")["points"][0][1], 0.2);
+        assert_eq!(find(&s, "many")["tags"].as_array().unwrap().len(), 10);
     }
 
     #[test]

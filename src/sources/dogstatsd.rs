@@ -43,6 +43,11 @@ pub struct ListenerStats {
     pub read_errors: u64,
     /// Datagrams longer than the buffer (their last line is dropped).
     pub truncated: u64,
+    /// Unix-socket datagrams whose control messages did not fit (`MSG_CTRUNC`: a sender passed
+    /// more than credentials): dropped whole, since their origin is not known.
+    pub control_truncated: u64,
+    /// Descriptors senders passed with datagrams (`SCM_RIGHTS`), all closed on receipt.
+    pub passed_fds_closed: u64,
     /// Unix-socket datagrams whose sender could not be placed (no pid, or its cgroup unread).
     pub origin_detection_errors: u64,
     /// The kernel's count of datagrams it dropped for want of receive buffer (`SO_RXQ_OVFL`).
@@ -199,6 +204,11 @@ impl DogStatsdListener {
                     }
                 }
                 st.truncated += u64::from(got.truncated);
+                st.passed_fds_closed += u64::from(got.fds_closed);
+                if got.control_truncated {
+                    st.control_truncated += 1;
+                    continue;
+                }
                 let origin: &[u8] = if unix && self.origin_detection {
                     match got.pid {
                         Some(pid) => origin_of(
