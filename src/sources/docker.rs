@@ -403,7 +403,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("docker.sock");
         let _ = std::fs::remove_file(&path);
+        // The list is answered late: answered at once, the stand-in's reply can complete the
+        // exchange within `on_timeout` itself (its first read follows the send), and no list
+        // would be in flight when the refresh is asked for (seen in CI).
         let list = || {
+            std::thread::sleep(Duration::from_millis(300));
             r#"[{"Id":"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd","Names":["/a"],"Image":"x","State":"running","Status":"Up 1 second"}]"#.to_string()
         };
         let _seen = stand_in(&path, list, |_| {
