@@ -77,7 +77,8 @@ impl RecvBatch {
             h.msg_hdr.msg_iov = iovs.wrapping_add(i);
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = ctrl.wrapping_add(i * CTRL_WORDS).cast();
-            h.msg_hdr.msg_controllen = CTRL_WORDS * 8;
+            // `as _`: socklen_t on musl, size_t on glibc.
+            h.msg_hdr.msg_controllen = (CTRL_WORDS * 8) as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
@@ -91,7 +92,8 @@ impl RecvBatch {
                 sock.as_fd().as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 n as libc::c_uint,
-                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+                // `as _`: the flags are unsigned on musl, int on glibc.
+                (libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) as _,
                 std::ptr::null_mut(),
             )
         };
@@ -138,7 +140,8 @@ impl RecvBatch {
 /// the drop counter, and passed descriptors, which are closed.
 fn read_control(hdr: &libc::msghdr, got: &mut Received) {
     let start = hdr.msg_control as usize;
-    let end = start + hdr.msg_controllen;
+    #[allow(clippy::unnecessary_cast)] // socklen_t (u32) on musl, size_t on glibc
+    let end = start + hdr.msg_controllen as usize;
     // SAFETY: `hdr` is the header the kernel just filled in: `msg_control` points at this
     // datagram's control storage and `msg_controllen` says how much of it the kernel wrote.
     // `CMSG_FIRSTHDR`/`CMSG_NXTHDR` return only headers that lie within that length; a payload
@@ -233,11 +236,11 @@ mod tests {
             h.msg_iov = &mut iov;
             h.msg_iovlen = 1;
             h.msg_control = ctrl.as_mut_ptr().cast();
-            h.msg_controllen = space;
+            h.msg_controllen = space as _;
             let c = libc::CMSG_FIRSTHDR(&h);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as usize;
+            (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
             std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
             assert_eq!(libc::sendmsg(sock.as_raw_fd(), &h, 0), data.len() as isize, "{}", io::Error::last_os_error());
         }
