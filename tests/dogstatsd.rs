@@ -937,6 +937,8 @@ fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
             ("STS_DOGSTATSD_ORIGIN_DETECTION", "true"),
             ("STS_ECS_AGENT_URL", &ecs),
             ("STS_DOCKER_CHECK_INTERVAL", "2"),
+            // Containers only (the docker pass; `start` turns the process agent off).
+            ("STS_PROCESS_AGENT_ENABLED", "false"),
         ],
     );
     // The agent knows the container once its docker.* series carry its id.
