@@ -41,7 +41,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_APM_MAX_CONNECTIONS", default: "128", meaning: "open trace-intake connections at most; past it the longest-waiting one is closed" },
     VarDoc { name: "STS_USE_DOGSTATSD", default: "true", meaning: "accept DogStatsD metrics and events (UDP and the optional Unix socket) and send them as series and /intake/ events" },
     VarDoc { name: "STS_DOGSTATSD_PORT", default: "8125", meaning: "UDP port of DogStatsD; 0 closes UDP" },
-    VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface (the ECS task sets it; keep 8125/udp private in the security groups); false: 127.0.0.1 only" },
+    VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface, IPv4 and IPv6 (the ECS task sets it; keep 8125/udp private in the security groups); false: STS_BIND_HOST only (127.0.0.1 by default)" },
     VarDoc { name: "STS_DOGSTATSD_SOCKET", default: "(none)", meaning: "also accept DogStatsD on this Unix datagram socket path (mode 0722; a stale socket there is replaced)" },
     VarDoc { name: "STS_DOGSTATSD_ORIGIN_DETECTION", default: "false", meaning: "true: tag what arrives on the Unix socket with the sender's container (container_id and its ECS task tags), from its pid (SO_PASSCRED)" },
     VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "0 (kernel default)", meaning: "receive buffer of the DogStatsD sockets in bytes (Linux caps it at net.core.rmem_max)" },
