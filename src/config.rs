@@ -46,8 +46,9 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_DOGSTATSD_ORIGIN_DETECTION", default: "false", meaning: "true: tag what arrives on the Unix socket with the sender's container (container_id and its ECS task tags), from its pid (SO_PASSCRED)" },
     VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "0 (kernel default)", meaning: "receive buffer of the DogStatsD sockets in bytes (Linux caps it at net.core.rmem_max)" },
     VarDoc { name: "STS_DOGSTATSD_BUFFER_SIZE", default: "8192", meaning: "largest DogStatsD datagram taken whole, in bytes; a longer one loses its last, partial line (counted as truncated)" },
-    VarDoc { name: "STS_DOGSTATSD_TAGS", default: "(none)", meaning: "extra tags added to every DogStatsD metric and event: space-separated (env:prod team:a) or a JSON array ([\"env:prod\",\"team:a\"])" },
+    VarDoc { name: "STS_DOGSTATSD_TAGS", default: "(none)", meaning: "extra tags added to every DogStatsD metric and event: space-separated (env:prod team:a) or a JSON array ([\"env:prod\",\"team:a\"]); 512 bytes at most comma-joined" },
     VarDoc { name: "STS_BIND_HOST", default: "localhost", meaning: "address the DogStatsD UDP listener binds while STS_DOGSTATSD_NON_LOCAL_TRAFFIC is false: localhost (127.0.0.1) or an IP address such as ::1" },
+    VarDoc { name: "STS_DOGSTATSD_DROP_LOG_SECS", default: "60", meaning: "for tests: DogStatsD logs each refusal reason at most once this many seconds (1-3600)" },
     VarDoc { name: "STS_DOGSTATSD_MAX_CONTEXTS", default: "16384", meaning: "live DogStatsD contexts (name + tags + host) at most, the aggregator's memory bound; samples of new ones past it are dropped and counted" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
     VarDoc { name: "STS_PROTOCOL_INSPECTION_ENABLED", default: "true", meaning: "HTTP/1.x request rates and response times, and the http/mysql protocol label, on reported server connections (a packet capture per network namespace; needs CAP_NET_RAW)" },
@@ -183,6 +184,8 @@ pub struct DogStatsdConfig {
     pub extra_tags: String,
     /// `STS_BIND_HOST`: the UDP address unless non-local traffic is on.
     pub bind_host: std::net::IpAddr,
+    /// `STS_DOGSTATSD_DROP_LOG_SECS` (for tests): the drop log's period.
+    pub drop_log_secs: u64,
 }
 
 /// A rejected variable. `Display` is the one line printed before exiting.
@@ -237,6 +240,10 @@ fn url_err(
     ConfigError { var, shown_value: shown(&safe), problem: problem.into(), expected }
 }
 
+/// `STS_DOGSTATSD_TAGS`, comma-joined, at most this long: they join every sample's context key
+/// (refused past 2 KiB) and raw form (sorted each time past 1 KiB), so they must leave room.
+pub const MAX_DOGSTATSD_TAGS_BYTES: usize = 512;
+
 /// `STS_DOGSTATSD_TAGS` as the original reads list variables: a JSON array of strings, or else
 /// tags separated by white space; returned comma-joined. A tag may not hold a comma (it would split
 /// in two on the wire form) and is taken as is otherwise.
@@ -264,6 +271,12 @@ fn parse_tag_list(v: &str) -> Result<String, String> {
             out.push(',');
         }
         out.push_str(t);
+    }
+    if out.len() > MAX_DOGSTATSD_TAGS_BYTES {
+        return Err(format!(
+            "the tags are {} bytes comma-joined, more than {MAX_DOGSTATSD_TAGS_BYTES} (they are added to every sample's context)",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -618,7 +631,7 @@ impl Config {
                         "STS_DOGSTATSD_TAGS",
                         &v,
                         problem,
-                        "space-separated tags (env:prod team:a) or a JSON array of strings ([\"env:prod\",\"team:a\"])",
+                        "space-separated tags (env:prod team:a) or a JSON array of strings ([\"env:prod\",\"team:a\"]), 512 bytes at most",
                     )
                 })?,
             },
@@ -629,10 +642,11 @@ impl Config {
                         "STS_BIND_HOST",
                         &v,
                         "not localhost nor an IP address",
-                        "localhost, or an IP address such as 127.0.0.1, ::1 or 0.0.0.0",
+                        "localhost, or an IP address such as 127.0.0.1 or ::1",
                     )
                 })?,
             },
+            drop_log_secs: ranged("STS_DOGSTATSD_DROP_LOG_SECS", 60, 1, 3600, "seconds, e.g. 60")? as u64,
         };
         let outbox_budget = match get("STS_FORWARDER_RETRY_QUEUE_MAX_SIZE") {
             None => 8 << 20,
@@ -864,6 +878,7 @@ mod tests {
                 max_contexts: 16_384,
                 extra_tags: String::new(),
                 bind_host: std::net::IpAddr::from([127, 0, 0, 1]),
+                drop_log_secs: 60,
             }
         );
         let d = cfg(&[
@@ -886,6 +901,7 @@ mod tests {
             ("STS_DOGSTATSD_TAGS", "env:prod a,b"),
             ("STS_BIND_HOST", "my-host.example"),
             ("STS_BIND_HOST", "127.0.0.1:8125"),
+            ("STS_DOGSTATSD_DROP_LOG_SECS", "0"),
         ] {
             let e = cfg(&[(var, v)]).unwrap_err();
             assert_eq!(e.var, var);
@@ -901,6 +917,12 @@ mod tests {
         assert_eq!(tags("[]"), "");
         let e = cfg(&[("STS_DOGSTATSD_TAGS", "[env:prod]")]).unwrap_err().to_string();
         assert!(e.contains("not a JSON array") && e.contains("expected space-separated tags"), "{e}");
+        // 512 bytes comma-joined pass, one more is refused with the variable named.
+        let at_limit = ["t".repeat(255), "u".repeat(256)].join(" ");
+        assert_eq!(tags(&at_limit).len(), MAX_DOGSTATSD_TAGS_BYTES);
+        let e = cfg(&[("STS_DOGSTATSD_TAGS", &format!("{at_limit}u"))]).unwrap_err();
+        assert_eq!(e.var, "STS_DOGSTATSD_TAGS");
+        assert!(e.to_string().contains("more than 512"), "{e}");
         let host = |v: &str| cfg(&[("STS_BIND_HOST", v)]).unwrap().dogstatsd.bind_host.to_string();
         assert_eq!(host("localhost"), "127.0.0.1");
         assert_eq!(host("::1"), "::1");

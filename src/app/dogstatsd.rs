@@ -47,6 +47,7 @@ pub(super) struct DogStatsd {
     /// A datagram's origin tags joined with `extra_tags` (reused).
     origin_buf: Vec<u8>,
     drop_log: DropLog,
+    drop_log_every: Duration,
 }
 
 /// What `/status` shows of DogStatsD.
@@ -105,7 +106,8 @@ pub(super) fn open(cfg: &Config, opts: RunOptions, registry: &Registry, host: &s
                 cpu_ns: 0,
                 extra_tags: d.extra_tags.as_bytes().to_vec(),
                 origin_buf: Vec::with_capacity(1024),
-                drop_log: DropLog::default(),
+                drop_log: DropLog::every(Duration::from_secs(d.drop_log_secs)),
+                drop_log_every: Duration::from_secs(d.drop_log_secs),
             })
         }
         Err(e) => {
@@ -161,7 +163,8 @@ impl App {
 
     /// At a stop (SIGTERM, SIGINT): what the sockets hold is read, then every bucket, the open
     /// one included, is flushed with the pending events, for the outbox to deliver within the
-    /// shutdown grace. The listeners close (the Unix socket file is removed).
+    /// shutdown grace; the series failing does not keep the events back. The listeners close (the
+    /// Unix socket file is removed); `/status` keeps showing the last counts.
     pub(super) fn flush_dogstatsd_at_stop(&mut self, now: Instant) -> io::Result<()> {
         self.on_dogstatsd(now);
         let Some(mut d) = self.dogstatsd.take() else { return Ok(()) };
@@ -169,15 +172,18 @@ impl App {
         // A flush one bucket later closes the bucket `t` is in.
         let mut e = SeriesEncoder::begin(&mut d.buf, &self.hostname, t, BUCKET_SECS);
         let series = d.agg.flush(t + BUCKET_SECS, &mut e);
-        if e.finish() > 0 {
-            self.sink.deliver(Payload::Series, &d.buf)?;
-        }
+        let series_sent = if e.finish() > 0 { self.sink.deliver(Payload::Series, &d.buf) } else { Ok(()) };
         let events = d.events.len();
-        if d.events.flush(&mut d.buf) {
-            self.sink.deliver(Payload::Intake, &d.buf)?;
-        }
-        info!("dogstatsd: stopped; flushed {series} series and {events} events");
-        Ok(())
+        let events_sent = if d.events.flush(&mut d.buf) { self.sink.deliver(Payload::Intake, &d.buf) } else { Ok(()) };
+        let failed = |r: &io::Result<()>| if r.is_err() { " (not delivered)" } else { "" };
+        info!(
+            "dogstatsd: stopped; flushed {series} series{} and {events} events{}",
+            failed(&series_sent),
+            failed(&events_sent)
+        );
+        d.log_drops_as(now, true);
+        self.dogstatsd_at_stop = Some(d.status());
+        series_sent.and(events_sent)
     }
 
     /// The DogStatsD source's deadline: more to read, or the flush.
@@ -212,8 +218,12 @@ impl App {
 }
 
 impl DogStatsd {
-    /// Logs the refusals, rate-limited (see [`drop_log`]).
+    /// Logs the refusals, rate-limited (see [`drop_log`]); at a stop, all that grew since.
     fn log_drops(&mut self, now: Instant) {
+        self.log_drops_as(now, false);
+    }
+
+    fn log_drops_as(&mut self, now: Instant, at_stop: bool) {
         let (a, l) = (&self.agg.stats, &self.listener.stats);
         let counts = [
             a.parse_error_metric,
@@ -224,13 +234,23 @@ impl DogStatsd {
             a.contexts_over_limit,
             a.type_conflict,
             l.origin_detection_errors,
+            a.context_key_too_long,
+            a.sample_rate_invalid,
+            l.kernel_drops_udp + l.kernel_drops_uds,
+            self.events.dropped,
         ];
-        self.drop_log.check(now, counts, &mut |what, n, since| match since {
-            None => {
-                warn!("dogstatsd: {n} {what}; counted in /status, logged at most once a minute per reason (first seen)")
-            }
+        let every = self.drop_log_every.as_secs();
+        let mut line = |what, n, since: Option<Duration>| match since {
+            None => warn!(
+                "dogstatsd: {n} {what}; counted in /status, logged at most once every {every}s per reason (first seen)"
+            ),
             Some(s) => warn!("dogstatsd: {n} {what} in the last {}s", s.as_secs()),
-        });
+        };
+        if at_stop {
+            self.drop_log.at_stop(now, counts, &mut line);
+        } else {
+            self.drop_log.check(now, counts, &mut line);
+        }
     }
 }
 

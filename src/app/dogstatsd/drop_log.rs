@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-/// At most one line per reason this often.
+/// At most one line per reason this often (`STS_DOGSTATSD_DROP_LOG_SECS` changes it, for tests).
 pub const EVERY: Duration = Duration::from_secs(60);
 
 /// What each counter counts, as a log line says it (the order of [`DropLog::check`]'s counts).
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 12] = [
     "malformed metric line(s)",
     "malformed event(s)",
     "malformed service check(s)",
@@ -18,6 +18,10 @@ pub const REASONS: [&str; 8] = [
     "sample(s) of new contexts refused over STS_DOGSTATSD_MAX_CONTEXTS",
     "sample(s) whose type differs from their context's in the bucket",
     "Unix-socket datagram(s) whose sender's container could not be found",
+    "sample(s) whose context key (name and tags) is longer than 2 KiB",
+    "sample(s) with an invalid sample rate",
+    "datagram(s) dropped by the kernel for want of receive buffer (STS_DOGSTATSD_SO_RCVBUF)",
+    "event(s) refused over the 4 MiB pending between two flushes",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -28,14 +32,26 @@ struct Reason {
 }
 
 /// Per reason: what was logged last and when.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DropLog {
     reasons: [Reason; REASONS.len()],
+    every: Duration,
+}
+
+impl Default for DropLog {
+    fn default() -> Self {
+        Self::every(EVERY)
+    }
 }
 
 impl DropLog {
+    /// At most one line per reason each `every`.
+    pub fn every(every: Duration) -> Self {
+        Self { reasons: [Reason::default(); REASONS.len()], every }
+    }
+
     /// Compares the counters (`counts`, in [`REASONS`] order) with what was logged; for each
-    /// reason that grew and was not logged in the last [`EVERY`], calls `line(reason, how many
+    /// reason that grew and was not logged in the last period ([`EVERY`]), calls `line(reason, how many
     /// since the last line, time since the last line)`. Allocates nothing.
     pub fn check(
         &mut self,
@@ -43,12 +59,32 @@ impl DropLog {
         counts: [u64; REASONS.len()],
         line: &mut dyn FnMut(&'static str, u64, Option<Duration>),
     ) {
+        self.lines(now, counts, self.every, line);
+    }
+
+    /// At a stop: what grew since the last lines is logged, whenever those were.
+    pub fn at_stop(
+        &mut self,
+        now: Instant,
+        counts: [u64; REASONS.len()],
+        line: &mut dyn FnMut(&'static str, u64, Option<Duration>),
+    ) {
+        self.lines(now, counts, Duration::ZERO, line);
+    }
+
+    fn lines(
+        &mut self,
+        now: Instant,
+        counts: [u64; REASONS.len()],
+        every: Duration,
+        line: &mut dyn FnMut(&'static str, u64, Option<Duration>),
+    ) {
         for ((r, &count), what) in self.reasons.iter_mut().zip(&counts).zip(REASONS) {
             if count <= r.logged {
                 continue;
             }
             let since = r.at.map(|t| now.saturating_duration_since(t));
-            if since.is_some_and(|s| s < EVERY) {
+            if since.is_some_and(|s| s < every) {
                 continue;
             }
             line(what, count - r.logged, since);
@@ -61,7 +97,17 @@ impl DropLog {
 mod tests {
     use super::*;
 
-    fn lines(log: &mut DropLog, now: Instant, counts: [u64; 8]) -> Vec<(&'static str, u64, Option<u64>)> {
+    fn lines(log: &mut DropLog, now: Instant, first: [u64; 2]) -> Vec<(&'static str, u64, Option<u64>)> {
+        let mut counts = [0; REASONS.len()];
+        counts[..2].copy_from_slice(&first);
+        lines_all(log, now, counts)
+    }
+
+    fn lines_all(
+        log: &mut DropLog,
+        now: Instant,
+        counts: [u64; REASONS.len()],
+    ) -> Vec<(&'static str, u64, Option<u64>)> {
         let mut out = Vec::new();
         log.check(now, counts, &mut |what, n, since| out.push((what, n, since.map(|d| d.as_secs()))));
         out
@@ -72,18 +118,36 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut log = DropLog::default();
-        assert!(lines(&mut log, t0, [0; 8]).is_empty());
-        assert_eq!(lines(&mut log, t0, [3, 0, 0, 0, 0, 0, 0, 0]), [(REASONS[0], 3, None)]);
+        assert!(lines(&mut log, t0, [0; 2]).is_empty());
+        assert_eq!(lines(&mut log, t0, [3, 0]), [(REASONS[0], 3, None)]);
         // A flood within the minute: nothing, whatever the count.
         for i in 1..60 {
-            assert!(lines(&mut log, t0 + s(i), [3 + i * 1000, 0, 0, 0, 0, 0, 0, 0]).is_empty());
+            assert!(lines(&mut log, t0 + s(i), [3 + i * 1000, 0]).is_empty());
         }
         // Another reason is not held back by the first one's minute.
-        assert_eq!(lines(&mut log, t0 + s(59), [59_003, 2, 0, 0, 0, 0, 0, 0]), [(REASONS[1], 2, None)]);
+        assert_eq!(lines(&mut log, t0 + s(59), [59_003, 2]), [(REASONS[1], 2, None)]);
         // The minute is over: one line with the count since the last line.
-        assert_eq!(lines(&mut log, t0 + s(61), [60_003, 2, 0, 0, 0, 0, 0, 0]), [(REASONS[0], 60_000, Some(61))]);
-        assert!(lines(&mut log, t0 + s(100), [60_003, 2, 0, 0, 0, 0, 0, 0]).is_empty(), "no growth, no line");
+        assert_eq!(lines(&mut log, t0 + s(61), [60_003, 2]), [(REASONS[0], 60_000, Some(61))]);
+        assert!(lines(&mut log, t0 + s(100), [60_003, 2]).is_empty(), "no growth, no line");
         // Quiet for long: the next one is logged at once, with the time since the last line.
-        assert_eq!(lines(&mut log, t0 + s(500), [60_004, 2, 0, 0, 0, 0, 0, 0]), [(REASONS[0], 1, Some(439))]);
+        assert_eq!(lines(&mut log, t0 + s(500), [60_004, 2]), [(REASONS[0], 1, Some(439))]);
+    }
+
+    #[test]
+    fn a_shorter_period_and_every_reason() {
+        let t0 = Instant::now();
+        let mut log = DropLog::every(Duration::from_secs(5));
+        let all = [1; REASONS.len()];
+        assert_eq!(lines_all(&mut log, t0, all).len(), REASONS.len(), "each reason has its line");
+        assert!(lines_all(&mut log, t0 + Duration::from_secs(4), [2; REASONS.len()]).is_empty());
+        let later = lines_all(&mut log, t0 + Duration::from_secs(5), [2; REASONS.len()]);
+        assert_eq!(later.len(), REASONS.len());
+        assert!(later.iter().all(|&(_, n, since)| n == 1 && since == Some(5)), "{later:?}");
+        // At a stop, what grew is logged without waiting for the period.
+        let mut counts = [2; REASONS.len()];
+        counts[3] = 9;
+        let mut out = Vec::new();
+        log.at_stop(t0 + Duration::from_secs(6), counts, &mut |what, n, _| out.push((what, n)));
+        assert_eq!(out, [(REASONS[3], 7)]);
     }
 }
