@@ -57,26 +57,30 @@ struct Setup {
     status_port: u16,
     /// The agent's stderr so far.
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread that reads it (done once the agent exited).
+    log_reader: std::thread::JoinHandle<()>,
     _dir: TempDir,
 }
 
 /// The agent with its stdout drained and its stderr kept (an unread pipe that fills would block
 /// the agent's writes).
-fn logged(mut child: std::process::Child) -> (Agent, std::sync::Arc<std::sync::Mutex<String>>) {
+fn logged(
+    mut child: std::process::Child,
+) -> (Agent, std::sync::Arc<std::sync::Mutex<String>>, std::thread::JoinHandle<()>) {
     use std::io::BufRead;
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut std::io::BufReader::new(out), &mut std::io::sink()));
     let err = child.stderr.take().unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let l2 = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
             let mut l = l2.lock().unwrap();
             l.push_str(&line);
             l.push('\n');
         }
     });
-    (Agent(child), log)
+    (Agent(child), log, reader)
 }
 
 fn start(udp: u16, extra: &[(&str, &str)]) -> Setup {
@@ -99,9 +103,9 @@ fn start(udp: u16, extra: &[(&str, &str)]) -> Setup {
         ("STS_DOCKER_EVENTS_ENABLED", "false"),
     ];
     env.extend_from_slice(extra);
-    let (agent, log) = logged(spawn_agent(&[], &env));
+    let (agent, log, log_reader) = logged(spawn_agent(&[], &env));
     wait_status(status_port);
-    Setup { rx, agent, status_port, log, _dir: dir }
+    Setup { rx, agent, status_port, log, log_reader, _dir: dir }
 }
 
 /// One sample as the client is told to send it.
@@ -682,7 +686,9 @@ fn ipv6_bind_host_and_configured_tags() {
     );
     let out = std::process::Command::new("python3").args(["-c", &code]).output().unwrap();
     assert!(out.status.success(), "the datadog client over IPv6: {}", String::from_utf8_lossy(&out.stderr));
-    let st = wait_status_until(setup.status_port, "three messages over IPv6", |st| st["metrics"] == 2);
+    let st = wait_status_until(setup.status_port, "three datagrams over IPv6", |st| {
+        st["udp_packets"] == 3 && st["metrics"] == 2 && st["events"] == 1
+    });
     assert_eq!(st["udp_packets"], 3, "{st}");
     let gauge = wait_series(&setup.rx, "dsd.v6", 45);
     assert_eq!(gauge.keys().collect::<Vec<_>>(), [&strings(&["app:web", "env:ci", "team:dsd"])]);
@@ -754,14 +760,17 @@ fn malformed_tags_or_bind_host_stop_the_agent() {
 }
 
 /// A hostile sender (thousands of malformed lines a second) does not flood the log: the first
-/// of each reason is logged at once, then one line a minute per reason with the count since;
-/// the counts of the lines add up to what `/status` counted. Takes over a minute.
+/// of each reason is logged at once, then one line per period per reason with the count since
+/// (the period is 60 s; `STS_DOGSTATSD_DROP_LOG_SECS` shortens it to 10 s here); the counts of
+/// the lines add up to what `/status` counted. The kernel may drop datagrams under the flood
+/// (its own counter, logged too): the test holds whatever the receive buffer.
 #[test]
-fn parse_errors_are_logged_once_a_minute_per_reason() {
+fn parse_errors_are_logged_rate_limited_per_reason() {
+    const EVERY: u64 = 10;
     let port = free_udp_port();
-    let setup = start(port, &[("STS_DOGSTATSD_SO_RCVBUF", "4194304")]);
+    let setup = start(port, &[("STS_DOGSTATSD_SO_RCVBUF", "4194304"), ("STS_DOGSTATSD_DROP_LOG_SECS", "10")]);
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let flood = |rounds: usize| {
+    let flood = |rounds: u64| {
         for i in 0..rounds {
             // 50 malformed metric lines, 2 malformed events, one good line per datagram.
             let mut d = String::new();
@@ -774,83 +783,126 @@ fn parse_errors_are_logged_once_a_minute_per_reason() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        rounds
+    };
+    // Until every datagram sent was read or counted as dropped by the kernel (whose count comes
+    // with the next datagram read): one good datagram more each time.
+    let settle = |sent: &mut u64| -> Value {
+        let t = Instant::now();
+        loop {
+            c.send_to(b"dsd.sync:1|c", ("127.0.0.1", port)).unwrap();
+            *sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            let st = status(setup.status_port);
+            let seen = st["udp_packets"].as_u64().unwrap() + st["drops"]["kernel_drops"].as_u64().unwrap();
+            if seen == *sent {
+                return st;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "{sent} datagrams sent, {seen} accounted for: {st}");
+        }
     };
     let lines = |what: &str| -> Vec<String> {
         let log = setup.log.lock().unwrap();
-        log.lines().filter(|l| l.contains("dogstatsd:") && l.contains(what)).map(str::to_string).collect()
+        log.lines().filter(|l| l.contains("dogstatsd: ") && l.contains(what)).map(str::to_string).collect()
     };
     let count_of = |l: &str| -> u64 {
         let rest = &l[l.find("dogstatsd: ").unwrap() + 11..];
         rest.split(' ').next().unwrap().parse().unwrap()
     };
+    let wait_log = |what: &str, ok: &dyn Fn() -> bool, secs: u64| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(t.elapsed() < Duration::from_secs(secs), "{what}:\n{}", setup.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
     let t0 = Instant::now();
-    flood(1000);
-    let st = wait_status_until(setup.status_port, "the first flood read", |st| st["metrics"] == 1000);
-    assert_eq!(st["drops"]["kernel_drops"], 0, "{st}");
-    assert_eq!(st["parse_errors"]["metric"], 50_000, "{st}");
-    let (m, e) = (lines("malformed metric"), lines("malformed event"));
-    assert_eq!((m.len(), e.len()), (1, 1), "one line per reason, not per datagram:\n{m:?}\n{e:?}");
-    assert!(m[0].contains("first seen"), "{m:?}");
-    // More within the minute: still one line each.
-    std::thread::sleep(Duration::from_secs(20));
-    flood(1000);
-    wait_status_until(setup.status_port, "the second flood read", |st| st["metrics"] == 2000);
-    assert_eq!(lines("malformed metric").len(), 1, "{:?}", lines("malformed metric"));
-    // After the minute: one more line per reason, with the count since the first.
-    let t = Instant::now();
-    while lines("malformed event").len() < 2 || lines("malformed metric").len() < 2 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "no summary line after the minute:\n{}",
-            setup.log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(500));
+    let mut sent = flood(1000);
+    wait_log(
+        "the first line of each reason",
+        &|| !lines("malformed metric").is_empty() && !lines("malformed event").is_empty(),
+        20,
+    );
+    assert!(lines("malformed metric")[0].contains("first seen"), "{:?}", lines("malformed metric"));
+    // More within the period: still one line each (when the machine was quick enough to be
+    // within it; the lines' spacing is checked below whatever the timing).
+    sent += flood(1000);
+    settle(&mut sent);
+    if t0.elapsed() < Duration::from_secs(EVERY) {
+        let (m, e) = (lines("malformed metric"), lines("malformed event"));
+        assert_eq!((m.len(), e.len()), (1, 1), "one line per reason, not per datagram:\n{m:?}\n{e:?}");
     }
-    let elapsed = t0.elapsed();
+    // After the period: the lines' counts add up to /status's (nothing is sent any more).
+    let st = status(setup.status_port);
+    let (want_m, want_e) =
+        (st["parse_errors"]["metric"].as_u64().unwrap(), st["parse_errors"]["event"].as_u64().unwrap());
+    assert!(want_m >= 50 && want_e >= 2, "{st}");
+    let sum = |what: &str| lines(what).iter().map(|l| count_of(l)).sum::<u64>();
+    wait_log(
+        &format!("logged counts adding up to /status's ({want_m} metric lines, {want_e} events)"),
+        &|| sum("malformed metric") == want_m && sum("malformed event") == want_e,
+        2 * EVERY + 20,
+    );
+    let elapsed = t0.elapsed().as_secs();
     let (m, e) = (lines("malformed metric"), lines("malformed event"));
-    assert_eq!((m.len(), e.len()), (2, 2), "{m:?}\n{e:?}");
-    assert!(m[1].contains("in the last 6") || m[1].contains("in the last 7"), "{m:?}");
-    assert_eq!(m.iter().map(|l| count_of(l)).sum::<u64>(), 100_000, "{m:?}");
-    assert_eq!(e.iter().map(|l| count_of(l)).sum::<u64>(), 4_000, "{e:?}");
-    let all = setup.log.lock().unwrap().lines().filter(|l| l.contains("dogstatsd: ")).count();
-    assert!(all <= 6, "{all} dogstatsd lines in {elapsed:?}:\n{}", setup.log.lock().unwrap());
+    assert!(m.len() >= 2 && e.len() >= 2, "a summary line after the first:\n{m:?}\n{e:?}");
+    for l in m.iter().chain(&e) {
+        assert!(!l.contains("(first seen)") || l == &m[0] || l == &e[0], "first seen twice: {l}");
+    }
+    for l in m[1..].iter().chain(&e[1..]) {
+        let secs: u64 = l.rsplit("in the last ").next().unwrap().trim_end_matches('s').parse().unwrap();
+        assert!(secs >= EVERY, "a line {secs} s after the previous one: {l}");
+    }
+    let most = 2 + elapsed / EVERY;
+    assert!(m.len() as u64 <= most && e.len() as u64 <= most, "over {most} lines in {elapsed} s:\n{m:?}\n{e:?}");
+    // Those two reasons and perhaps the kernel's drops: nothing else is logged per datagram.
+    let all = setup.log.lock().unwrap().lines().filter(|l| l.contains("dogstatsd: ")).count() as u64;
+    assert!(all <= 3 * most, "{all} dogstatsd lines in {elapsed} s:\n{}", setup.log.lock().unwrap());
     drop(setup.agent);
 }
 
 /// SIGTERM inside a bucket: the open bucket (and the pending event) are flushed and delivered
-/// to the TLS receiver before the agent exits, stamped with the bucket's start.
+/// to the TLS receiver before the agent exits, stamped with the bucket's start. Should the
+/// bucket close before the stop (a slow machine), it is tried again in a later bucket.
 #[test]
 fn sigterm_flushes_the_open_bucket() {
-    let port = free_udp_port();
-    let setup = start(port, &[]);
     let phase = vec![
         s("gauge", "dsd.last", 4, None, &["k:v"]),
         s("increment", "dsd.last.hits", 3, None, &[]),
         s("histogram", "dsd.last.size", 8, None, &[]),
     ];
     let ev = vec![json!({"kind": "event", "title": "Stop", "text": "bye"})];
-    let buckets = run_client(json!({"udp_port": port}), false, std::slice::from_ref(&phase), &ev);
-    wait_status_until(setup.status_port, "all read", |st| st["metrics"] == 3 && st["events"] == 1);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(now < (buckets[0] + 10) as f64 - 0.5, "the bucket closed before the stop; the test must stop inside it");
-    assert!(received(&setup.rx).is_empty(), "nothing flushed before the stop");
-    let (rx, log) = (setup.rx, setup.log);
-    terminate_and_wait(setup.agent);
-    let want = reference(&[(buckets[0], phase)]);
-    let got = received(&rx);
-    assert_eq!(got, want, "the open bucket at exit\n{}", log.lock().unwrap());
-    let ev = rx
-        .requests()
-        .iter()
-        .filter(|r| r.target.contains("/intake/"))
-        .map(|r| r.json())
-        .find(|v| v.get("events").is_some());
-    assert_eq!(ev.expect("the pending event sent at exit")["events"]["api"][0]["msg_title"], "Stop");
-    assert!(
-        log.lock().unwrap().contains("dogstatsd: stopped; flushed 7 series and 1 events"),
-        "{}",
-        log.lock().unwrap()
-    );
+    for attempt in 1..=3 {
+        let port = free_udp_port();
+        let setup = start(port, &[]);
+        let buckets = run_client(json!({"udp_port": port}), false, std::slice::from_ref(&phase), &ev);
+        wait_status_until(setup.status_port, "all read", |st| st["metrics"] == 3 && st["events"] == 1);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        if now >= (buckets[0] + 10) as f64 - 0.5 {
+            eprintln!("attempt {attempt}: the bucket closed before the stop; again in a later one");
+            drop(setup.agent);
+            continue;
+        }
+        assert!(received(&setup.rx).is_empty(), "nothing flushed before the stop");
+        let Setup { rx, agent, log, log_reader, .. } = setup;
+        terminate_and_wait(agent);
+        // The agent has exited: its stderr reaches EOF and the reader has every line.
+        log_reader.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        let want = reference(&[(buckets[0], phase)]);
+        let got = received(&rx);
+        assert_eq!(got, want, "the open bucket at exit\n{log}");
+        let ev = rx
+            .requests()
+            .iter()
+            .filter(|r| r.target.contains("/intake/"))
+            .map(|r| r.json())
+            .find(|v| v.get("events").is_some());
+        assert_eq!(ev.expect("the pending event sent at exit")["events"]["api"][0]["msg_title"], "Stop");
+        assert!(log.contains("dogstatsd: stopped; flushed 7 series and 1 events\n"), "{log}");
+        return;
+    }
+    panic!("three attempts, and each time the bucket closed before the stop");
 }
 
 /// hot-shots over the Unix datagram socket (`protocol: 'uds'`, with its optional native module
@@ -885,7 +937,10 @@ fn hot_shots_over_the_unix_socket_equals_the_reference() {
 /// ECS agent stand-in listing it), with the agent's socket directory bind-mounted, sends over the
 /// Unix socket with a tiny static sender (busybox has no DogStatsD client and its `nc` no Unix
 /// sockets); the series carry `container_id:<id>` and the task's low-cardinality tags, as the
-/// original's tagger gives them (no `task_arn`: that is orchestrator cardinality).
+/// original's tagger gives them (no `task_arn`: that is orchestrator cardinality), and the
+/// configured STS_DOGSTATSD_TAGS after them. The labels and the stand-in disagree on purpose
+/// (family, version, container and cluster): the series carry the stand-in's values, which only
+/// the ECS agent's API could have given.
 #[test]
 fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
     use engine::*;
@@ -904,11 +959,11 @@ fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
     let mount = format!("{}:/dsd", dir.0.display());
     let mut opts: Vec<String> = strings(&["--network", "none", "-v", &mount]);
     for (k, v) in [
-        ("com.amazonaws.ecs.cluster", "prod"),
-        ("com.amazonaws.ecs.container-name", "web"),
+        ("com.amazonaws.ecs.cluster", "prod-label"),
+        ("com.amazonaws.ecs.container-name", "web-label"),
         ("com.amazonaws.ecs.task-arn", arn.as_str()),
-        ("com.amazonaws.ecs.task-definition-family", "shop"),
-        ("com.amazonaws.ecs.task-definition-version", "7"),
+        ("com.amazonaws.ecs.task-definition-family", "shop-label"),
+        ("com.amazonaws.ecs.task-definition-version", "6"),
     ] {
         opts.extend(["--label".to_string(), format!("{k}={v}")]);
     }
@@ -922,10 +977,10 @@ fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
          exec /dsd/dsd_send /dsd/dsd.socket 'dsd.ctr:7|g|#app:web' 'dsd.ctr.hits:2|c' 30",
     );
     let ecs = fake_ecs_agent(
-        r#"{"Cluster":"prod","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
+        r#"{"Cluster":"prod-ecs","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
         format!(
-            r#"{{"Tasks":[{{"Arn":"{arn}","DesiredStatus":"RUNNING","KnownStatus":"RUNNING","Family":"shop","Version":"7","Containers":[
-               {{"DockerId":"{}","DockerName":"{}","Name":"web"}}]}}]}}"#,
+            r#"{{"Tasks":[{{"Arn":"{arn}","DesiredStatus":"RUNNING","KnownStatus":"RUNNING","Family":"shop-ecs","Version":"7","Containers":[
+               {{"DockerId":"{}","DockerName":"{}","Name":"web-ecs"}}]}}]}}"#,
             ctr.id, ctr.name
         ),
     );
@@ -937,35 +992,45 @@ fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
             ("STS_DOGSTATSD_ORIGIN_DETECTION", "true"),
             ("STS_ECS_AGENT_URL", &ecs),
             ("STS_DOCKER_CHECK_INTERVAL", "2"),
+            ("STS_DOGSTATSD_TAGS", "team:dsd env:ci"),
             // Containers only (the docker pass; `start` turns the process agent off).
             ("STS_PROCESS_AGENT_ENABLED", "false"),
         ],
     );
-    // The agent knows the container once its docker.* series carry its id.
+    // The agent knows the container, with the stand-in's task tags, once its docker.* series
+    // carry its id and the stand-in's family and cluster.
     let id_tag = format!("container_id:{}", ctr.id);
+    let from_ecs = [id_tag.as_str(), "task_family:shop-ecs", "cluster_name:prod-ecs"];
     let t = Instant::now();
     while !setup.rx.requests().iter().filter(|r| r.target.contains("/api/v1/series")).any(|r| {
         r.json()["series"].as_array().unwrap().iter().any(|x| {
+            let tags = x["tags"].as_array().unwrap();
             x["metric"].as_str().unwrap().starts_with("docker.")
-                && x["tags"].as_array().unwrap().iter().any(|t| t.as_str() == Some(id_tag.as_str()))
+                && from_ecs.iter().all(|w| tags.iter().any(|t| t.as_str() == Some(w)))
         })
     }) {
-        assert!(t.elapsed() < Duration::from_secs(30), "the agent has not seen the container {}", ctr.id);
+        assert!(
+            t.elapsed() < Duration::from_secs(45),
+            "the agent has not seen the container {} with the ECS stand-in's tags",
+            ctr.id
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::fs::write(dir.0.join("go"), b"").unwrap();
     let image = img.0.trim_end_matches(":latest").to_string();
     let task_tags = vec![
         id_tag.clone(),
-        "cluster_name:prod".to_string(),
+        "cluster_name:prod-ecs".to_string(),
         format!("docker_image:{}", img.0),
-        "ecs_container_name:web".to_string(),
+        "ecs_container_name:web-ecs".to_string(),
+        "env:ci".to_string(),
         format!("image_name:{image}"),
         "image_tag:latest".to_string(),
         format!("short_image:{image}"),
-        "task_family:shop".to_string(),
-        "task_name:shop".to_string(),
+        "task_family:shop-ecs".to_string(),
+        "task_name:shop-ecs".to_string(),
         "task_version:7".to_string(),
+        "team:dsd".to_string(),
     ];
     let mut want_gauge = task_tags.clone();
     want_gauge.push("app:web".into());
