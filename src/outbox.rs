@@ -171,6 +171,8 @@ struct Route {
     stats: RouteStats,
     /// The last failure, for the status report (the API key never appears in it).
     last_error: Option<String>,
+    /// When a payload of this route was last delivered (for `sts-agent health`).
+    last_delivered: Option<Instant>,
 }
 
 struct Origin {
@@ -180,8 +182,23 @@ struct Origin {
     in_flight_split: bool,
     retry_at: Option<Instant>,
     failures: u32,
+    /// When the current run of failures (retries, or a 403) began; cleared by a delivery.
+    failing_since: Option<Instant>,
     last_logged: Option<(FailureKind, String)>,
     next_route: usize,
+}
+
+/// One route's delivery state, for `sts-agent health` (`app::health`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteHealth<'a> {
+    pub name: &'static str,
+    pub last_delivered: Option<Instant>,
+    /// Its origin has failed without a delivery since then.
+    pub failing_since: Option<Instant>,
+    /// The origin waits this long before its next attempt (0: not backing off).
+    pub backoff: Duration,
+    pub queued: usize,
+    pub last_error: Option<&'a str>,
 }
 
 /// Spare buffers hold at most 1/SPARE_SHARE of the budget, and at most MAX_SPARES of them.
@@ -233,6 +250,7 @@ impl Forwarder {
                         in_flight_split: false,
                         retry_at: None,
                         failures: 0,
+                        failing_since: None,
                         last_logged: None,
                         next_route: 0,
                     });
@@ -253,6 +271,7 @@ impl Forwarder {
                 split_front: 0,
                 stats: RouteStats::default(),
                 last_error: None,
+                last_delivered: None,
             });
         }
         // No log line may carry the key, whoever writes it (a reply echoing the request URL).
@@ -322,6 +341,22 @@ impl Forwarder {
             out.push(b'}');
         }
         out.push(b'}');
+    }
+
+    /// Every route's delivery state (`sts-agent health`).
+    pub fn health(&self, now: Instant) -> impl Iterator<Item = RouteHealth<'_>> + '_ {
+        self.routes.iter().enumerate().map(move |(i, r)| {
+            let o = &self.origins[r.origin];
+            let in_flight = o.in_flight.as_ref().is_some_and(|(ri, _)| *ri == i);
+            RouteHealth {
+                name: r.spec.name,
+                last_delivered: r.last_delivered,
+                failing_since: o.failing_since,
+                backoff: o.retry_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
+                queued: r.queue.len() + usize::from(in_flight),
+                last_error: r.last_error.as_deref(),
+            }
+        })
     }
 
     /// `(enqueued, delivered, dropped)` over every route.
@@ -479,7 +514,9 @@ impl Forwarder {
         match outcome {
             Outcome::Response { status, .. } if (200..300).contains(&status) => {
                 self.routes[ri].stats.delivered += 1;
+                self.routes[ri].last_delivered = Some(now);
                 let o = &mut self.origins[oi];
+                o.failing_since = None;
                 if o.failures > 0 {
                     info!(
                         "{} accepts payloads again (after {} failed attempts)",
@@ -501,6 +538,7 @@ impl Forwarder {
                     403 => {
                         d.forbidden += 1;
                         self.key_rejected = true;
+                        self.origins[oi].failing_since.get_or_insert(now);
                         "the API key was rejected (check STS_API_KEY)"
                     }
                     413 => {
@@ -562,6 +600,7 @@ impl Forwarder {
         self.rng ^= self.rng << 17;
         let o = &mut self.origins[oi];
         o.failures = o.failures.saturating_add(1);
+        o.failing_since.get_or_insert(now);
         let exp = BACKOFF_BASE.saturating_mul(1u32 << (o.failures - 1).min(16)).min(BACKOFF_CAP);
         // Full jitter between half and all of the step, so agents do not retry in lockstep.
         let jittered = exp / 2 + Duration::from_millis(self.rng % (exp.as_millis() as u64 / 2 + 1));

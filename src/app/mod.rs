@@ -32,6 +32,7 @@ mod connections;
 mod docker;
 mod docker_events;
 mod dogstatsd;
+mod health;
 mod host;
 mod intake;
 mod otlp;
@@ -69,6 +70,8 @@ pub struct App {
     otlp_intake: Option<TraceIntake>,
     traces: Option<TraceAgent>,
     dogstatsd: Option<dogstatsd::DogStatsd>,
+    /// `/live` and `/ready` on `STS_HEALTH_PORT` (off by default).
+    health_listener: Option<TraceIntake>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Docker's container event stream, and the events kept for the next docker pass.
@@ -121,6 +124,7 @@ impl App {
         let (intake, mut traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
         let otlp_intake = otlp::open(&cfg, poll.registry(), traces.as_mut());
         let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
+        let health_listener = health::open(cfg.health_port, poll.registry());
         let now = Instant::now();
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
@@ -155,6 +159,7 @@ impl App {
             otlp_intake,
             traces,
             dogstatsd,
+            health_listener,
             docker,
             ecs,
             docker_events,

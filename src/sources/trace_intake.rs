@@ -464,7 +464,7 @@ impl TraceIntake {
                     *requests -= 1;
                     self.counters.requests += 1;
                     self.reply.clear();
-                    if head.route == Route::Status && !c.peer.local() {
+                    if matches!(head.route, Route::Status | Route::Health) && !c.peer.local() {
                         // The agent's status is for this host only, whatever interface the
                         // intake listens on: the handler is not asked.
                         self.reply.extend_from_slice(b"not found\n");
