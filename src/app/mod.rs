@@ -41,6 +41,7 @@ mod signals;
 mod sink;
 mod source;
 mod status;
+mod summary;
 mod timers;
 mod traces;
 pub use connections::ConnectionsCheck;

@@ -115,6 +115,9 @@ impl App {
                 f.queued_payloads()
             );
         }
+        if self.opts.once {
+            self.once_summary();
+        }
         Some(done)
     }
 }
