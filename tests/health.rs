@@ -1,0 +1,185 @@
+//! `sts-agent health`, `sts-agent status` and `--once`'s summary, against the real agent binary
+//! on this host: a healthy agent passes; a stopped one (SIGSTOP) fails within 2 s; a receiver
+//! that refuses everything passes while the outbox backs off and fails once the retry horizon
+//! is over; `/live` and `/ready` on `STS_HEALTH_PORT`.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `sts-agent <args>` as a client with `env` (the agent's own configuration).
+fn client(args: &[&str], env: &[(&str, String)]) -> (Output, Duration) {
+    let t = Instant::now();
+    let mut cmd = Command::new(AGENT);
+    cmd.args(args).env_clear().stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out, t.elapsed())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Waits until `sts-agent health` passes (the agent is up and its checks ran).
+fn wait_healthy(env: &[(&str, String)]) -> String {
+    let t = Instant::now();
+    loop {
+        let (out, _) = client(&["health"], env);
+        if out.status.success() {
+            return text(&out.stdout);
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never healthy:\n{}{}", text(&out.stdout), text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `GET path` on loopback `port`: `(status, body)`.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    (head[9..12].parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn a_running_agent_passes_and_a_stopped_one_fails_within_two_seconds() {
+    let port = free_port().to_string();
+    let env = [("STS_APM_RECEIVER_PORT", port.clone()), ("STS_USE_DOGSTATSD", "false".into())];
+    let agent =
+        drained(spawn_agent(&["--dry-run"], &[("STS_APM_RECEIVER_PORT", &port), ("STS_USE_DOGSTATSD", "false")]));
+    let report = wait_healthy(&env);
+    for want in [
+        "PASS loop: answered",
+        "PASS check host: last ran",
+        "PASS check process: last ran",
+        &format!("PASS trace-intake: listening on 127.0.0.1:{port}"),
+        "PASS endpoints: dry run",
+    ] {
+        assert!(report.contains(want), "{want:?} missing:\n{report}");
+    }
+    assert!(!report.contains("FAIL"), "{report}");
+
+    // The readable status report and the JSON.
+    let (out, _) = client(&["status"], &env);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    for want in ["sts-agent ", "\nChecks\n", "  host ", " series;", "\nEndpoints\n  dry run", "\nIntakes\n  traces "] {
+        assert!(s.contains(want), "{want:?} missing:\n{s}");
+    }
+    let (out, _) = client(&["status", "--json"], &env);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert!(v["checks"]["host"]["runs"].as_u64().unwrap() >= 1, "{v}");
+
+    // Stopped: the kernel still accepts the connection, nobody answers; the command gives up in time.
+    let pid = nix::unistd::Pid::from_raw(agent.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (out, took) = client(&["health"], &env);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(s.starts_with("FAIL loop: no answer from 127.0.0.1:"), "{s}");
+    // Running again: healthy again.
+    wait_healthy(&env);
+}
+
+#[test]
+fn a_receiver_refusing_everything_fails_health_after_the_horizon() {
+    let receiver = Receiver::start(false, vec![503]);
+    let url = receiver.url("/stsAgent");
+    let (port, health_port) = (free_port().to_string(), free_port());
+    let env = [
+        ("STS_APM_RECEIVER_PORT", port.clone()),
+        ("STS_USE_DOGSTATSD", "false".to_string()),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled".to_string()),
+        ("STS_STS_URL", url.clone()),
+        ("STS_API_KEY", "0123456789abcdef".to_string()),
+        ("STS_HEALTH_RETRY_HORIZON", "4".to_string()),
+        ("STS_HEALTH_PORT", health_port.to_string()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent = drained(spawn_agent(&[], &env_refs));
+    // The first refusal: within the horizon the endpoint is in documented backoff.
+    let t = Instant::now();
+    while !receiver.requests().iter().any(|r| r.target.starts_with("/stsAgent/api/v1/series")) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the agent sent nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, _) = client(&["health"], &env);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}");
+    assert!(s.contains("PASS endpoint series: failing for ") && s.contains("in backoff"), "{s}");
+    assert!(s.contains("HTTP 503"), "the last error is named: {s}");
+    // /live answers while the loop does; /ready follows the verdict.
+    assert_eq!(http_get(health_port, "/live").0, 200);
+    assert_eq!(http_get(health_port, "/ready").0, 200);
+
+    // Past the horizon (4 s), still refused: unhealthy, and the endpoint says why.
+    std::thread::sleep(Duration::from_secs(5));
+    let (out, took) = client(&["health"], &env);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(s.contains("FAIL endpoint series: nothing delivered for "), "{s}");
+    assert!(s.contains("longer than the 4s retry horizon"), "{s}");
+    assert!(s.contains("PASS check host"), "the checks still run: {s}");
+    let (code, body) = http_get(health_port, "/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("FAIL endpoint series"), "{body}");
+    assert_eq!(http_get(health_port, "/live").0, 200);
+    assert_eq!(http_get(health_port, "/status").0, 404, "the health port serves health only");
+}
+
+#[test]
+fn health_works_through_the_health_port_without_the_trace_intake() {
+    let health_port = free_port();
+    let env = [
+        ("STS_APM_ENABLED", "false".to_string()),
+        ("STS_USE_DOGSTATSD", "false".to_string()),
+        ("STS_HEALTH_PORT", health_port.to_string()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent = drained(spawn_agent(&["--dry-run"], &env_refs));
+    let report = wait_healthy(&env);
+    assert!(report.contains("PASS trace-intake: disabled"), "{report}");
+    // Without either, there is nothing to ask: a clear failure, not a hang.
+    let (out, took) = client(&["health"], &[("STS_APM_ENABLED", "false".to_string())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(took < Duration::from_secs(2));
+    assert!(text(&out.stdout).contains("FAIL loop: no local API"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn once_ends_with_a_summary_on_stderr() {
+    let out = run_agent(&["--once", "--dry-run"], &[("STS_USE_DOGSTATSD", "false")], Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let summary = &err[err.find("sts-agent --once: printed on stdout (dry run)").expect(&err)..];
+    // Each endpoint line agrees with what was printed on stdout.
+    let stdout = text(&out.stdout);
+    for endpoint in ["/api/v1/series", "/intake/", "/api/v1/collector"] {
+        let printed = stdout.lines().filter(|l| l.contains(&format!("\"endpoint\":\"{endpoint}\""))).count();
+        assert!(printed > 0, "{endpoint} printed nothing");
+        let line = summary.lines().find(|l| l.trim_start().starts_with(&format!("{endpoint} "))).expect(summary);
+        assert!(line.contains(&format!(" {printed} payload(s), ")), "{line} vs {printed} printed");
+    }
+    let found = summary.lines().find(|l| l.starts_with("found: 1 host")).expect(summary);
+    let processes: u64 = found.split(", ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(processes > 1, "this host runs processes: {found}");
+    for want in [" containers, ", " connections reported, ", " spans"] {
+        assert!(found.contains(want), "{want:?} missing: {found}");
+    }
+}
