@@ -768,7 +768,7 @@ impl Config {
 pub fn help_text() -> String {
     let mut s = String::from(
         "sts-agent: reports this host's topology and telemetry to StackState.\n\n\
-         USAGE: sts-agent [--once] [--dry-run] [--help] [--version]\n       sts-agent status   (print the running agent's status report)\n\n\
+         USAGE: sts-agent [--once] [--dry-run] [--help] [--version]\n       sts-agent status [--json]   (print the running agent's status report)\n       sts-agent health   (PASS/FAIL per component; exit 0 when the running agent is healthy)\n\n\
          FLAGS:\n  --once      run each enabled check once (twice where a rate needs two samples), send or print, exit\n  \
          --dry-run   print every payload as one JSON line {\"endpoint\":…,\"payload\":…} instead of sending (also when STS_STS_URL is unset)\n  \
          --help      this text\n  --version   the version\n\nENVIRONMENT (default in brackets):\n",
