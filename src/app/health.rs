@@ -199,3 +199,54 @@ impl App {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(h: &HealthInput<'_>) -> (bool, String) {
+        let mut out = Vec::new();
+        let ok = write(&mut out, h);
+        (ok, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_check_late_past_twice_its_interval_or_a_silent_intake_fails() {
+        let started = Instant::now();
+        let now = started + Duration::from_secs(100);
+        let s15 = Duration::from_secs(15);
+        let mut h = HealthInput {
+            started,
+            now,
+            checks: [
+                ("host", Some((Some(now - Duration::from_secs(30)), s15))),
+                ("process", None),
+                ("connections", None),
+                ("docker", None),
+            ],
+            trace_intake: None,
+            forwarder: None,
+            horizon: Duration::from_secs(300),
+        };
+        let (ok, text) = report(&h);
+        assert!(ok, "{text}");
+        assert!(text.contains("PASS check host: last ran 30s ago (every 15s, limit 30s)\n"), "{text}");
+        assert!(!text.contains("process"), "disabled checks are not listed: {text}");
+
+        h.checks[0].1 = Some((Some(now - Duration::from_secs(31)), s15));
+        let (ok, text) = report(&h);
+        assert!(!ok && text.contains("FAIL check host: last ran 31s ago"), "{text}");
+
+        // Never ran: fine while the agent is young, a failure once twice the interval passed.
+        h.checks[0].1 = Some((None, Duration::from_secs(60)));
+        assert!(report(&h).0);
+        h.checks[0].1 = Some((None, s15));
+        let (ok, text) = report(&h);
+        assert!(!ok && text.contains("FAIL check host: has not run yet, 100s after start"), "{text}");
+
+        h.checks[0].1 = Some((Some(now), s15));
+        h.trace_intake = Some(None);
+        let (ok, text) = report(&h);
+        assert!(!ok && text.contains("FAIL trace-intake: enabled but not listening"), "{text}");
+    }
+}
