@@ -29,15 +29,25 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The agent's loopback-only `/health` port when `STS_APM_ENABLED=false` and `STS_HEALTH_PORT`
+/// is unset (Datadog's `health_port` examples use 5555).
+pub const LOCAL_HEALTH_PORT: u16 = 5555;
+
 /// Where to ask for `path`: `/health` prefers `STS_HEALTH_PORT` (it exists whether or not the
-/// trace intake does); otherwise the trace intake's Unix socket, else its port on loopback.
-/// `None`: the agent has no local API in this configuration.
+/// trace intake does), then `LOCAL_HEALTH_PORT` when the trace intake is off; otherwise the
+/// trace intake's Unix socket, else its port on loopback. `None`: the agent does not serve
+/// `path` in this configuration (`/status` is on the trace intake only).
 pub fn target(cfg: &Config, path: &str) -> Option<Target> {
-    if let (Some(p), "/health") = (cfg.health_port, path) {
+    let health_port = match (cfg.health_port, cfg.apm_enabled) {
+        (Some(p), _) => Some(p),
+        (None, false) => Some(LOCAL_HEALTH_PORT),
+        (None, true) => None,
+    };
+    if let (Some(p), "/health") = (health_port, path) {
         return Some(Target::Tcp(SocketAddr::from(([127, 0, 0, 1], p))));
     }
     if !cfg.apm_enabled {
-        return cfg.health_port.map(|p| Target::Tcp(SocketAddr::from(([127, 0, 0, 1], p))));
+        return None;
     }
     Some(match &cfg.apm_socket {
         Some(p) => Target::Unix(p.clone()),
@@ -88,7 +98,7 @@ pub fn get(target: &Target, path: &str, limit: Duration) -> io::Result<(u16, Str
             exchange(&mut s)?
         }
         Target::Unix(p) => {
-            let mut s = UnixStream::connect(p)?;
+            let mut s = connect_unix(p, &left)?;
             s.set_write_timeout(Some(left()?))?;
             exchange(&mut s)?
         }
@@ -101,6 +111,33 @@ pub fn get(target: &Target, path: &str, limit: Duration) -> io::Result<(u16, Str
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| io::Error::other(format!("not an HTTP reply: {:?}", head.lines().next().unwrap_or(""))))?;
     Ok((status, body.to_string()))
+}
+
+/// Connects to a Unix socket within what `left` allows. `UnixStream::connect` blocks while a
+/// stopped agent's listen backlog is full; a non-blocking connect answers `EAGAIN` at once then
+/// (a Unix socket's connect never completes later, so it is retried until the deadline).
+fn connect_unix(path: &std::path::Path, left: &dyn Fn() -> io::Result<Duration>) -> io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(path)?;
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )?;
+        match rustix::net::connect_unix(&fd, &addr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {
+                std::thread::sleep(left()?.min(Duration::from_millis(20)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 trait ReadWrite: Read + Write {
@@ -312,8 +349,13 @@ mod tests {
         assert_eq!(target(&c, "/status"), loopback(8126));
         let c = cfg(&[("STS_APM_RECEIVER_SOCKET", "/run/apm.sock")]);
         assert_eq!(target(&c, "/status"), Some(Target::Unix("/run/apm.sock".into())));
+        // APM off: health on the loopback default or STS_HEALTH_PORT; no /status anywhere.
         let c = cfg(&[("STS_APM_ENABLED", "false")]);
-        assert_eq!(target(&c, "/health"), None);
+        assert_eq!(target(&c, "/health"), loopback(LOCAL_HEALTH_PORT));
+        assert_eq!(target(&c, "/status"), None);
+        let c = cfg(&[("STS_APM_ENABLED", "false"), ("STS_HEALTH_PORT", "6000")]);
+        assert_eq!(target(&c, "/health"), loopback(6000));
+        assert_eq!(target(&c, "/status"), None);
     }
 
     #[test]

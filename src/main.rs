@@ -52,6 +52,11 @@ fn main() -> ExitCode {
             sts_agent::error!("not every payload could be delivered");
             ExitCode::from(1)
         }
+        // A configuration the agent cannot run with (e.g. STS_HEALTH_PORT cannot be bound).
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            sts_agent::error!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             sts_agent::error!("{e}");
             ExitCode::from(1)
@@ -83,7 +88,10 @@ fn status(args: &[String]) -> ExitCode {
         Err(code) => return code,
     };
     let Some(target) = control::target(&cfg, "/status") else {
-        eprintln!("sts-agent status: the agent serves /status on its trace intake, and STS_APM_ENABLED=false");
+        eprintln!(
+            "sts-agent status: /status is served on the trace intake only, which is off (STS_APM_ENABLED=false); \
+             sts-agent health still answers"
+        );
         return ExitCode::from(1);
     };
     match control::get(&target, "/status", Duration::from_secs(5)) {

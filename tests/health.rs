@@ -44,7 +44,23 @@ fn wait_healthy(env: &[(&str, String)]) -> String {
 
 /// `GET path` on loopback `port`: `(status, body)`.
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http_get_at(std::net::Ipv4Addr::LOCALHOST.into(), port, path)
+}
+
+/// This host's address on its default route (not loopback): what a remote peer looks like.
+fn non_loopback_ip() -> std::net::IpAddr {
+    let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    u.connect("192.0.2.254:9")
+        .or_else(|_| u.connect("8.8.8.8:53"))
+        .expect("a route off this host (to test a remote peer)");
+    let ip = u.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback(), "no non-loopback address: {ip}");
+    ip
+}
+
+/// `GET path` at `ip:port`: `(status, body)`.
+fn http_get_at(ip: std::net::IpAddr, port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut r = String::new();
@@ -117,11 +133,10 @@ fn a_receiver_refusing_everything_fails_health_after_the_horizon() {
         assert!(t.elapsed() < Duration::from_secs(20), "the agent sent nothing");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let (out, _) = client(&["health"], &env);
-    let s = text(&out.stdout);
-    assert!(out.status.success(), "{s}");
-    assert!(s.contains("PASS endpoint series: failing for ") && s.contains("in backoff"), "{s}");
+    // The receiver records a request before it answers: wait (within the horizon) for the agent
+    // to have taken the 503 in.
+    let s = poll_health(&env, Duration::from_secs(4), |s| s.contains("PASS endpoint series: failing for "));
+    assert!(s.contains("in backoff"), "{s}");
     assert!(s.contains("HTTP 503"), "the last error is named: {s}");
     // /live answers while the loop does; /ready follows the verdict.
     assert_eq!(http_get(health_port, "/live").0, 200);
@@ -139,8 +154,99 @@ fn a_receiver_refusing_everything_fails_health_after_the_horizon() {
     let (code, body) = http_get(health_port, "/ready");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("FAIL endpoint series"), "{body}");
+    // A remote peer gets the verdict, not the report (endpoints, errors, timings).
+    let (code, body) = http_get_at(non_loopback_ip(), health_port, "/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready") && !body.contains("endpoint"), "{body}");
     assert_eq!(http_get(health_port, "/live").0, 200);
     assert_eq!(http_get(health_port, "/status").0, 404, "the health port serves health only");
+}
+
+/// Polls `sts-agent health` until `done(stdout)` or `limit`; returns the last stdout.
+fn poll_health(env: &[(&str, String)], limit: Duration, done: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let (out, _) = client(&["health"], env);
+        let s = text(&out.stdout);
+        if done(&s) {
+            return s;
+        }
+        assert!(t.elapsed() < limit, "not seen within {limit:?}:\n{s}{}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A receiver stand-in that answers by path: 200 to series, 503 to everything else (keep-alive
+/// HTTP/1.1, Content-Length bodies, as the agent sends them). Returns its base URL.
+fn receiver_by_path() -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let mut r = BufReader::new(stream);
+                loop {
+                    let mut request_line = String::new();
+                    if r.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let path = request_line.split(' ').nth(1).unwrap_or("");
+                    let status = if path.contains("/api/v1/series") { "200 OK" } else { "503 Unavailable" };
+                    if write!(w, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\n{{}}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Health is judged per route: series delivering does not hide another route of the same
+/// receiver that never does.
+#[test]
+fn a_route_that_never_delivers_fails_even_when_another_route_delivers() {
+    let url = receiver_by_path();
+    let port = free_port().to_string();
+    let env = [
+        ("STS_APM_RECEIVER_PORT", port.clone()),
+        ("STS_USE_DOGSTATSD", "false".to_string()),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled".to_string()),
+        ("STS_STS_URL", url),
+        ("STS_API_KEY", "0123456789abcdef".to_string()),
+        ("STS_HEALTH_RETRY_HORIZON", "4".to_string()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent = drained(spawn_agent(&[], &env_refs));
+    // The host metadata (`intake`) is refused from the start; past the 4 s horizon it fails
+    // (series' next payload is 15 s away, so series has nothing waiting yet).
+    let s = poll_health(&env, Duration::from_secs(14), |s| s.contains("FAIL endpoint intake: nothing delivered for "));
+    assert!(s.contains("PASS endpoint series: delivered "), "{s}");
+    assert!(s.contains("HTTP 503"), "{s}");
+    let (out, _) = client(&["health"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
 }
 
 #[test]
@@ -155,11 +261,65 @@ fn health_works_through_the_health_port_without_the_trace_intake() {
     let _agent = drained(spawn_agent(&["--dry-run"], &env_refs));
     let report = wait_healthy(&env);
     assert!(report.contains("PASS trace-intake: disabled"), "{report}");
-    // Without either, there is nothing to ask: a clear failure, not a hang.
-    let (out, took) = client(&["health"], &[("STS_APM_ENABLED", "false".to_string())]);
+    // /status lives on the trace intake only: status says so rather than "404".
+    let (out, _) = client(&["status"], &env);
     assert_eq!(out.status.code(), Some(1));
-    assert!(took < Duration::from_secs(2));
-    assert!(text(&out.stdout).contains("FAIL loop: no local API"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("/status is served on the trace intake only"), "{}", text(&out.stderr));
+}
+
+/// With a Unix socket, health and status go through it, and the trace-intake line names it.
+#[test]
+fn health_over_the_unix_socket_names_it() {
+    let dir = std::env::temp_dir().join(format!("sts-health-uds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let sock = dir.join("apm.sock").display().to_string();
+    let port = free_port().to_string();
+    let env = [
+        ("STS_APM_RECEIVER_PORT", port.clone()),
+        ("STS_APM_RECEIVER_SOCKET", sock.clone()),
+        ("STS_USE_DOGSTATSD", "false".to_string()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent = drained(spawn_agent(&["--dry-run"], &env_refs));
+    let report = wait_healthy(&env);
+    assert!(report.contains(&format!("PASS trace-intake: listening on 127.0.0.1:{port} and unix:{sock}")), "{report}");
+}
+
+/// APM off and no STS_HEALTH_PORT: /health is still served, on 127.0.0.1:5555 (an ECS health
+/// check must have something to ask).
+#[test]
+fn without_apm_or_a_health_port_health_is_on_the_loopback_default() {
+    // The prerequisite: nobody else holds the port (another agent would answer in our place).
+    drop(std::net::TcpListener::bind("127.0.0.1:5555").expect("127.0.0.1:5555 is free for this test"));
+    let env = [("STS_APM_ENABLED", "false".to_string()), ("STS_USE_DOGSTATSD", "false".to_string())];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent = drained(spawn_agent(&["--dry-run"], &env_refs));
+    let report = wait_healthy(&env);
+    assert!(report.contains("PASS trace-intake: disabled"), "{report}");
+    // Loopback only.
+    assert!(std::net::TcpStream::connect((non_loopback_ip(), 5555)).is_err(), "5555 is loopback-only");
+}
+
+/// A configured STS_HEALTH_PORT that cannot be bound stops the agent with exit 2 and says why;
+/// `--once` does not open it.
+#[test]
+fn a_health_port_in_use_is_a_configuration_error() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let env = [("STS_HEALTH_PORT", port.as_str()), ("STS_USE_DOGSTATSD", "false"), ("STS_APM_ENABLED", "false")];
+    let out = run_agent(&["--dry-run"], &env, Duration::from_secs(30));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("STS_HEALTH_PORT={port}: cannot listen on 0.0.0.0:{port}")), "{err}");
+    let out = run_agent(&["--once", "--dry-run"], &env, Duration::from_secs(60));
+    assert!(out.status.success(), "--once does not open the health port: {}", text(&out.stderr));
 }
 
 #[test]

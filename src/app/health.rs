@@ -9,12 +9,14 @@
 
 use super::source::Source;
 use super::App;
+use crate::control::LOCAL_HEALTH_PORT;
 use crate::outbox::Forwarder;
 use crate::sources::trace_intake::{IntakeConfig, TraceIntake};
 use crate::transport::http_server::Route;
 use mio::Token;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A check's schedule: `(name, last run, interval)`, for enabled checks only.
@@ -27,6 +29,8 @@ pub(super) struct HealthInput<'a> {
     pub checks: [CheckSchedule; 4],
     /// `None`: the trace intake is disabled; `Some(None)`: enabled but not listening.
     pub trace_intake: Option<Option<SocketAddr>>,
+    /// The trace intake's Unix socket (`STS_APM_RECEIVER_SOCKET`), when it has one.
+    pub trace_socket: Option<&'a Path>,
     /// `None`: a dry run (nothing is sent).
     pub forwarder: Option<&'a Forwarder>,
     pub horizon: Duration,
@@ -74,7 +78,16 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
     }
     match h.trace_intake {
         None => line(out, true, format_args!("trace-intake: disabled")),
-        Some(Some(addr)) => line(out, true, format_args!("trace-intake: listening on {addr}")),
+        Some(Some(addr)) => {
+            let tcp = (addr.port() != 0).then_some(addr);
+            match (tcp, h.trace_socket) {
+                (Some(a), Some(p)) => {
+                    line(out, true, format_args!("trace-intake: listening on {a} and unix:{}", p.display()))
+                }
+                (None, Some(p)) => line(out, true, format_args!("trace-intake: listening on unix:{}", p.display())),
+                (_, None) => line(out, true, format_args!("trace-intake: listening on {addr}")),
+            }
+        }
         Some(None) => line(out, false, format_args!("trace-intake: enabled but not listening (see the agent's log)")),
     }
     let Some(f) = h.forwarder else {
@@ -83,35 +96,36 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
     };
     for r in f.health(h.now) {
         let error = r.last_error.unwrap_or("none");
-        match (r.failing_since, r.last_delivered) {
-            (Some(since), _) => {
-                let failing = h.now.saturating_duration_since(since);
-                if failing <= h.horizon {
-                    line(
-                        out,
-                        true,
-                        format_args!(
-                            "endpoint {}: failing for {}s, in backoff (next attempt in {}s; FAIL after {}s): {error}",
-                            r.name,
-                            secs(failing),
-                            r.backoff.as_secs_f64().ceil() as u64,
-                            secs(h.horizon)
-                        ),
-                    );
-                } else {
-                    line(
-                        out,
-                        false,
-                        format_args!(
-                            "endpoint {}: nothing delivered for {}s, longer than the {}s retry horizon ({} queued): {error}",
-                            r.name,
-                            secs(failing),
-                            secs(h.horizon),
-                            r.queued
-                        ),
-                    );
-                }
-            }
+        let since = |t: Option<Instant>| t.map(|t| h.now.saturating_duration_since(t));
+        // Judged per route: failing (retried or refused) or waiting with payloads queued, with no
+        // delivery of its own, for longer than the horizon.
+        let stuck = since(r.failing_since).max(since(r.waiting_since)).filter(|d| *d > h.horizon);
+        if let Some(stuck) = stuck {
+            line(
+                out,
+                false,
+                format_args!(
+                    "endpoint {}: nothing delivered for {}s, longer than the {}s retry horizon ({} queued): {error}",
+                    r.name,
+                    secs(stuck),
+                    secs(h.horizon),
+                    r.queued
+                ),
+            );
+            continue;
+        }
+        match (since(r.failing_since), r.last_delivered) {
+            (Some(failing), _) => line(
+                out,
+                true,
+                format_args!(
+                    "endpoint {}: failing for {}s, in backoff (next attempt in {}s; FAIL after {}s): {error}",
+                    r.name,
+                    secs(failing),
+                    r.backoff.as_secs_f64().ceil() as u64,
+                    secs(h.horizon)
+                ),
+            ),
             (None, Some(t)) => line(
                 out,
                 true,
@@ -125,11 +139,24 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
     healthy
 }
 
-/// The `STS_HEALTH_PORT` listener (every interface; `/health` only for local peers, like
-/// `/status`).
-pub(super) fn open(port: Option<u16>, registry: &mio::Registry) -> Option<TraceIntake> {
-    let port = port?;
-    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+/// The health listener: `STS_HEALTH_PORT` on every interface (`/health` only for local peers,
+/// like `/status`; `/ready` gives remote peers its verdict only), or, with APM off and no
+/// `STS_HEALTH_PORT`, `127.0.0.1:LOCAL_HEALTH_PORT` (`sts-agent health` must have something to
+/// ask, or a container health check fails forever). Not with `--once` (nothing asks a run that
+/// short). A configured port that cannot be bound is a configuration error (`InvalidInput`: exit
+/// 2); the default one only warns (another agent on this host may hold it).
+pub(super) fn open(
+    port: Option<u16>,
+    apm_enabled: bool,
+    once: bool,
+    registry: &mio::Registry,
+) -> io::Result<Option<TraceIntake>> {
+    let addr = match (port, apm_enabled) {
+        _ if once => return Ok(None),
+        (Some(p), _) => SocketAddr::from(([0, 0, 0, 0], p)),
+        (None, false) => SocketAddr::from(([127, 0, 0, 1], LOCAL_HEALTH_PORT)),
+        (None, true) => return Ok(None),
+    };
     let cfg = IntakeConfig {
         tcp: Some(addr),
         unix: None,
@@ -139,14 +166,25 @@ pub(super) fn open(port: Option<u16>, registry: &mio::Registry) -> Option<TraceI
         idle_timeout: Duration::from_secs(30),
         held_budget: 64 * 1024,
     };
-    match TraceIntake::open(cfg, registry, Source::HealthPort.tokens().start) {
-        Ok(l) => {
-            info!("health endpoints /live and /ready on {addr} (STS_HEALTH_PORT)");
-            Some(l)
+    match (TraceIntake::open(cfg, registry, Source::HealthPort.tokens().start), port) {
+        (Ok(l), Some(_)) => {
+            info!("health endpoints /live, /ready and /health on {addr} (STS_HEALTH_PORT)");
+            Ok(Some(l))
         }
-        Err(e) => {
-            error!("STS_HEALTH_PORT={port}: cannot listen: {e}; no /live and /ready");
-            None
+        (Ok(l), None) => {
+            info!("health endpoints /live, /ready and /health on {addr} (STS_APM_ENABLED=false, no STS_HEALTH_PORT)");
+            Ok(Some(l))
+        }
+        (Err(e), Some(p)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("STS_HEALTH_PORT={p}: cannot listen on {addr}: {e}; choose a free port, or 0 for none"),
+        )),
+        (Err(e), None) => {
+            warn!(
+                "cannot listen on {addr} for /health (STS_APM_ENABLED=false, no STS_HEALTH_PORT): {e}; \
+                 sts-agent health will fail: set STS_HEALTH_PORT to a free port"
+            );
+            Ok(None)
         }
     }
 }
@@ -179,16 +217,28 @@ impl App {
             now,
             checks,
             trace_intake,
+            trace_socket: self.cfg.apm_socket.as_deref(),
             forwarder: self.sink.forwarder(),
             horizon: self.cfg.health_retry_horizon,
         };
-        listener.on_event(self.poll.registry(), t, now, &mut |head, _body, _peer, reply| match head.route {
+        listener.on_event(self.poll.registry(), t, now, &mut |head, _body, peer, reply| match head.route {
             Route::Live => {
                 reply.extend_from_slice(b"ok\n");
                 (200, "text/plain")
             }
             Route::Ready | Route::Health => {
+                let start = reply.len();
                 let healthy = write(reply, &input);
+                if !peer.local() {
+                    // The report names endpoints, errors and timings: for this host only. A
+                    // remote orchestrator gets the verdict.
+                    reply.truncate(start);
+                    reply.extend_from_slice(if healthy {
+                        b"ready\n"
+                    } else {
+                        b"not ready (sts-agent health on the host says why)\n"
+                    });
+                }
                 (if healthy { 200 } else { 503 }, "text/plain")
             }
             _ => {
@@ -225,6 +275,7 @@ mod tests {
                 ("docker", None),
             ],
             trace_intake: None,
+            trace_socket: None,
             forwarder: None,
             horizon: Duration::from_secs(300),
         };

@@ -67,6 +67,7 @@ impl App {
         let schedules = self.check_schedules();
         let trace_intake = self.trace_intake_health();
         let horizon = self.cfg.health_retry_horizon;
+        let trace_socket = &self.cfg.apm_socket;
         let (Some(intake), Some(traces)) = (self.intake.as_mut(), self.traces.as_mut()) else {
             return Ok(());
         };
@@ -111,7 +112,15 @@ impl App {
                 return (200, "application/json");
             }
             if head.route == Route::Health {
-                let input = HealthInput { started, now, checks: schedules, trace_intake, forwarder, horizon };
+                let input = HealthInput {
+                    started,
+                    now,
+                    checks: schedules,
+                    trace_intake,
+                    trace_socket: trace_socket.as_deref(),
+                    forwarder,
+                    horizon,
+                };
                 let healthy = health::write(reply, &input);
                 return (if healthy { 200 } else { 503 }, "text/plain");
             }

@@ -125,7 +125,7 @@ impl App {
         let (intake, mut traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
         let otlp_intake = otlp::open(&cfg, poll.registry(), traces.as_mut());
         let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
-        let health_listener = health::open(cfg.health_port, poll.registry());
+        let health_listener = health::open(cfg.health_port, cfg.apm_enabled, opts.once, poll.registry())?;
         let now = Instant::now();
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
