@@ -343,3 +343,36 @@ fn once_ends_with_a_summary_on_stderr() {
         assert!(found.contains(want), "{want:?} missing: {found}");
     }
 }
+
+/// `--once` with a receiver: the summary says "sent", and each endpoint's delivered and dropped
+/// counts agree with what the receiver answered (the first request refused with 400).
+#[test]
+fn once_summary_in_sent_mode_counts_delivered_and_dropped() {
+    let receiver = Receiver::start(false, vec![400, 200]);
+    let url = receiver.url("/stsAgent");
+    let env = [
+        ("STS_USE_DOGSTATSD", "false"),
+        ("STS_STS_URL", url.as_str()),
+        ("STS_API_KEY", "0123456789abcdef"),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled"),
+    ];
+    let out = run_agent(&["--once"], &env, Duration::from_secs(60));
+    let err = text(&out.stderr);
+    assert!(out.status.code().is_some(), "{err}");
+    let summary = &err[err.find("sts-agent --once: sent\n").expect(&err)..];
+    let (mut delivered, mut dropped) = (0, 0);
+    for line in summary.lines().filter(|l| l.contains(" payload(s), ")) {
+        let n = |word: &str| -> u64 {
+            let (before, _) = line.split_once(word).expect(line);
+            before.rsplit(' ').next().unwrap().parse().expect(line)
+        };
+        assert_eq!(n(" payload(s)"), n(" delivered") + n(" dropped"), "{line}");
+        delivered += n(" delivered");
+        dropped += n(" dropped");
+    }
+    let answered = receiver.requests();
+    assert_eq!(dropped, answered.iter().filter(|r| r.status == 400).count() as u64, "{summary}");
+    assert_eq!(delivered, answered.iter().filter(|r| r.status == 200).count() as u64, "{summary}");
+    assert_eq!(dropped, 1, "{summary}");
+    assert!(delivered >= 1, "{summary}");
+}

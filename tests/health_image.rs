@@ -173,22 +173,37 @@ fn health_in_the_image_passes_then_fails_when_stopped_or_refused() {
     assert!(took < Duration::from_secs(5), "docker exec health took {took:?}");
     wait_healthy(&engine, &name);
 
-    // A receiver that refuses everything: in backoff first, FAIL past the horizon (5 s here).
+    // A receiver that refuses everything: in backoff first, FAIL past the horizon (20 s here:
+    // long enough that the in-backoff verdict is always seen first, on a loaded machine too).
+    let horizon: u32 = 20;
+    let horizon_time = Duration::from_secs(horizon.into());
     let refusing = Receiver::start(false, vec![503]);
-    let name = start_agent(&engine, &image, &refusing, 5, &mut kids);
+    let name = start_agent(&engine, &image, &refusing, horizon, &mut kids);
     let t = Instant::now();
     while refusing.requests().is_empty() {
         assert!(t.elapsed() < Duration::from_secs(30), "nothing sent; logs:\n{}", logs(&engine, &name));
         std::thread::sleep(Duration::from_millis(100));
     }
     let first_refusal = Instant::now();
-    let (code, out, _) = health(&engine, &name);
-    if first_refusal.elapsed() < Duration::from_secs(4) {
-        assert_eq!(code, Some(0), "within the horizon the backoff is healthy: {out}");
-        assert!(out.contains("in backoff"), "{out}");
+    // The receiver records a request before the agent has read the 503: poll for the verdict.
+    let out = poll_health(&engine, &name, first_refusal + horizon_time, |code, out| {
+        code == Some(0) && out.contains("PASS endpoint series: failing for ")
+    });
+    assert!(out.contains("in backoff") && out.contains("HTTP 503"), "{out}");
+    let out = poll_health(&engine, &name, first_refusal + horizon_time + Duration::from_secs(30), |code, out| {
+        code == Some(1) && out.contains("FAIL endpoint series: nothing delivered for ")
+    });
+    assert!(out.contains("HTTP 503") && out.contains(&format!("longer than the {horizon}s retry horizon")), "{out}");
+}
+
+/// Polls `docker exec … health` until `done(code, output)` or `deadline`; returns the output.
+fn poll_health(engine: &Engine, name: &str, deadline: Instant, done: impl Fn(Option<i32>, &str) -> bool) -> String {
+    loop {
+        let (code, out, _) = health(engine, name);
+        if done(code, &out) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "not seen in time (exit {code:?}):\n{out}\nlogs:\n{}", logs(engine, name));
+        std::thread::sleep(Duration::from_millis(300));
     }
-    std::thread::sleep(Duration::from_secs(6).saturating_sub(first_refusal.elapsed()));
-    let (code, out, _) = health(&engine, &name);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("FAIL endpoint series: nothing delivered for ") && out.contains("HTTP 503"), "{out}");
 }

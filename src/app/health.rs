@@ -300,4 +300,53 @@ mod tests {
         let (ok, text) = report(&h);
         assert!(!ok && text.contains("FAIL trace-intake: enabled but not listening"), "{text}");
     }
+
+    /// The readable `sts-agent status` report, rendered from what the agent really writes on
+    /// `/status` (`status::write`), so the two cannot drift apart.
+    #[test]
+    fn the_readable_status_renders_the_real_status_json() {
+        use super::super::status::{self, CheckStatus, StatusInput};
+        use crate::outbox::RouteSpec;
+        let base = crate::url::Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
+        let mut f = Forwarder::new(
+            vec![RouteSpec::core_json("series", &base, "/api/v1/series")],
+            "status-test-api-key-0123",
+            None,
+            1 << 20,
+            100,
+            1,
+        )
+        .unwrap();
+        f.enqueue(0, &[0u8; 2048]);
+        let started = Instant::now();
+        let traces = super::super::traces::TraceStats::default();
+        let host_check = CheckStatus { runs: 2, last_count: 57, ..CheckStatus::default() };
+        let input = StatusInput {
+            host: "h1",
+            started,
+            now: started + Duration::from_secs(3725),
+            forwarder: Some(&f),
+            checks: [("host", Some(host_check)), ("process", None), ("connections", None), ("docker", None)],
+            traces: Some(&traces),
+            intake: Default::default(),
+            open_connections: 0,
+            http: None,
+            docker_events: None,
+            dogstatsd: None,
+        };
+        let mut out = Vec::new();
+        status::write(&mut out, &input);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("status::write writes JSON");
+        let text = crate::control::render_status(&v, crate::control::unix_now());
+        for want in [
+            "on h1, up 1h 2m 5s",
+            "host         2 runs",
+            "57 series",
+            "series          http://127.0.0.1:9/stsAgent/api/v1/series",
+            "0 delivered of 1, 1 queued (2.0 KiB)",
+            "traces       0 requests",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+    }
 }
