@@ -72,6 +72,8 @@ pub const VARS: &[VarDoc] = &[
         default: "true",
         meaning: "stream Docker container events (one /events connection) and send them to /intake/ per image every docker check pass",
     },
+    VarDoc { name: "STS_HEALTH_PORT", default: "0 (off)", meaning: "a TCP port (every interface) answering GET /live (the loop answers) and /ready (every component healthy, as sts-agent health; the report to loopback peers only) for orchestrators other than ECS; sts-agent health asks it first; exit 2 when it cannot be bound. Unset with STS_APM_ENABLED=false: /health on 127.0.0.1:5555" },
+    VarDoc { name: "STS_HEALTH_RETRY_HORIZON", default: "300", meaning: "seconds an endpoint may fail (retrying with backoff, or refusing the API key), or have payloads waiting without a delivery, before sts-agent health reports it FAIL" },
     VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
     VarDoc { name: "STS_ECS_AGENT_URL", default: "http://localhost:51678", meaning: "the ECS agent's introspection API, for the cluster name and each container's task" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
@@ -165,6 +167,10 @@ pub struct Config {
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
     pub ecs_agent_url: Url,
+    /// `/live` and `/ready` on this TCP port (`None`: off).
+    pub health_port: Option<u16>,
+    /// How long an endpoint may fail before `sts-agent health` reports it.
+    pub health_retry_horizon: Duration,
 }
 
 /// The DogStatsD listener (spec/dogstatsd.md §6).
@@ -833,6 +839,11 @@ impl Config {
             docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
             docker_events_enabled: boolean("STS_DOCKER_EVENTS_ENABLED", true)?,
             ec2_metadata_url,
+            health_port: match ranged("STS_HEALTH_PORT", 0, 0, 65535, "a TCP port, e.g. 5555 (0: off)")? as u16 {
+                0 => None,
+                p => Some(p),
+            },
+            health_retry_horizon: seconds("STS_HEALTH_RETRY_HORIZON", 300)?,
         })
     }
 }
@@ -841,7 +852,7 @@ impl Config {
 pub fn help_text() -> String {
     let mut s = String::from(
         "sts-agent: reports this host's topology and telemetry to StackState.\n\n\
-         USAGE: sts-agent [--once] [--dry-run] [--help] [--version]\n       sts-agent status   (print the running agent's status report)\n\n\
+         USAGE: sts-agent [--once] [--dry-run] [--help] [--version]\n       sts-agent status [--json]   (print the running agent's status report)\n       sts-agent health   (PASS/FAIL per component; exit 0 when the running agent is healthy)\n\n\
          FLAGS:\n  --once      run each enabled check once (twice where a rate needs two samples), send or print, exit\n  \
          --dry-run   print every payload as one JSON line {\"endpoint\":…,\"payload\":…} instead of sending (also when STS_STS_URL is unset)\n  \
          --help      this text\n  --version   the version\n\nENVIRONMENT (default in brackets):\n",

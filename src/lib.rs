@@ -8,6 +8,7 @@ pub mod alloc_count;
 pub mod app;
 pub mod checks;
 pub mod config;
+pub mod control;
 pub mod encode;
 pub mod fmt;
 pub mod model;

@@ -171,6 +171,15 @@ struct Route {
     stats: RouteStats,
     /// The last failure, for the status report (the API key never appears in it).
     last_error: Option<String>,
+    /// When a payload of this route was last delivered (for `sts-agent health`).
+    last_delivered: Option<Instant>,
+    /// When this route's current run of failures (retries, or a 403) began; cleared only by a
+    /// delivery on this route (another route of the origin delivering says nothing about it).
+    failing_since: Option<Instant>,
+    /// Since when this route has had payloads waiting with no delivery of its own (set by
+    /// `pump` when its queue is non-empty, cleared by its delivery or an empty queue): catches a
+    /// route starved behind another one's backoff.
+    waiting_since: Option<Instant>,
 }
 
 struct Origin {
@@ -182,6 +191,21 @@ struct Origin {
     failures: u32,
     last_logged: Option<(FailureKind, String)>,
     next_route: usize,
+}
+
+/// One route's delivery state, for `sts-agent health` (`app::health`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteHealth<'a> {
+    pub name: &'static str,
+    pub last_delivered: Option<Instant>,
+    /// This route has failed (retried or 403) without a delivery of its own since then.
+    pub failing_since: Option<Instant>,
+    /// This route has had payloads queued or in flight, with no delivery, since then.
+    pub waiting_since: Option<Instant>,
+    /// The origin waits this long before its next attempt (0: not backing off).
+    pub backoff: Duration,
+    pub queued: usize,
+    pub last_error: Option<&'a str>,
 }
 
 /// Spare buffers hold at most 1/SPARE_SHARE of the budget, and at most MAX_SPARES of them.
@@ -253,6 +277,9 @@ impl Forwarder {
                 split_front: 0,
                 stats: RouteStats::default(),
                 last_error: None,
+                last_delivered: None,
+                failing_since: None,
+                waiting_since: None,
             });
         }
         // No log line may carry the key, whoever writes it (a reply echoing the request URL).
@@ -324,6 +351,23 @@ impl Forwarder {
         out.push(b'}');
     }
 
+    /// Every route's delivery state (`sts-agent health`).
+    pub fn health(&self, now: Instant) -> impl Iterator<Item = RouteHealth<'_>> + '_ {
+        self.routes.iter().enumerate().map(move |(i, r)| {
+            let o = &self.origins[r.origin];
+            let in_flight = o.in_flight.as_ref().is_some_and(|(ri, _)| *ri == i);
+            RouteHealth {
+                name: r.spec.name,
+                last_delivered: r.last_delivered,
+                failing_since: r.failing_since,
+                waiting_since: r.waiting_since,
+                backoff: o.retry_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
+                queued: r.queue.len() + usize::from(in_flight),
+                last_error: r.last_error.as_deref(),
+            }
+        })
+    }
+
     /// `(enqueued, delivered, dropped)` over every route.
     pub fn totals(&self) -> (u64, u64, u64) {
         self.routes
@@ -388,6 +432,14 @@ impl Forwarder {
 
     /// Starts a request on every idle origin that has work and is not backing off.
     pub fn pump(&mut self, registry: &Registry, now: Instant) {
+        for (i, r) in self.routes.iter_mut().enumerate() {
+            let in_flight = self.origins[r.origin].in_flight.as_ref().is_some_and(|(ri, _)| *ri == i);
+            if r.queue.is_empty() && !in_flight {
+                r.waiting_since = None;
+            } else {
+                r.waiting_since.get_or_insert(now);
+            }
+        }
         for oi in 0..self.origins.len() {
             loop {
                 if self.origins[oi].client.is_busy() {
@@ -479,6 +531,10 @@ impl Forwarder {
         match outcome {
             Outcome::Response { status, .. } if (200..300).contains(&status) => {
                 self.routes[ri].stats.delivered += 1;
+                let r = &mut self.routes[ri];
+                r.last_delivered = Some(now);
+                r.failing_since = None;
+                r.waiting_since = None;
                 let o = &mut self.origins[oi];
                 if o.failures > 0 {
                     info!(
@@ -501,6 +557,7 @@ impl Forwarder {
                     403 => {
                         d.forbidden += 1;
                         self.key_rejected = true;
+                        self.routes[ri].failing_since.get_or_insert(now);
                         "the API key was rejected (check STS_API_KEY)"
                     }
                     413 => {
@@ -562,6 +619,7 @@ impl Forwarder {
         self.rng ^= self.rng << 17;
         let o = &mut self.origins[oi];
         o.failures = o.failures.saturating_add(1);
+        self.routes[ri].failing_since.get_or_insert(now);
         let exp = BACKOFF_BASE.saturating_mul(1u32 << (o.failures - 1).min(16)).min(BACKOFF_CAP);
         // Full jitter between half and all of the step, so agents do not retry in lockstep.
         let jittered = exp / 2 + Duration::from_millis(self.rng % (exp.as_millis() as u64 / 2 + 1));

@@ -89,9 +89,9 @@ fn a_503_storm_then_recovery_delivers_everything_once() {
     assert_eq!(st["allocations"], serde_json::Value::Null, "{st}");
     assert!(host.get("last_allocations").is_none(), "{host}");
     assert_eq!(st["api_key_rejected"], false);
-    // `sts-agent status` prints the same report.
+    // `sts-agent status --json` prints the same report.
     let cli = std::process::Command::new(AGENT)
-        .arg("status")
+        .args(["status", "--json"])
         .env_clear()
         .env("STS_APM_RECEIVER_PORT", &port_s)
         .output()
@@ -514,16 +514,18 @@ fn an_echoed_api_key_reaches_neither_status_nor_the_log() {
                 "{errors:?}"
             );
         }
-        // `sts-agent status` prints the same report.
-        let cli = std::process::Command::new(AGENT)
-            .arg("status")
-            .env_clear()
-            .env("STS_APM_RECEIVER_PORT", port.to_string())
-            .output()
-            .unwrap();
-        assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
-        let printed = String::from_utf8_lossy(&cli.stdout);
-        assert!(printed.contains("\"endpoints\"") && !printed.contains(KEY), "{printed}");
+        // `sts-agent status --json` prints the same report, and the readable one shows no key either.
+        for (args, marker) in [(&["status", "--json"][..], "\"endpoints\""), (&["status"][..], "\nEndpoints\n")] {
+            let cli = std::process::Command::new(AGENT)
+                .args(args)
+                .env_clear()
+                .env("STS_APM_RECEIVER_PORT", port.to_string())
+                .output()
+                .unwrap();
+            assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+            let printed = String::from_utf8_lossy(&cli.stdout);
+            assert!(printed.contains(marker) && !printed.contains(KEY), "{printed}");
+        }
         // The log, at debug level, from start to exit.
         let child = agent.0.take().unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)

@@ -69,6 +69,13 @@ fn the_manifest_is_shaped_as_ecs_and_the_agent_expect() {
             {"containerPort": 8125, "hostPort": 8125, "protocol": "udp"}
         ])
     );
+    // The container health check ECS runs (Datadog's documented values), exec form: the image
+    // has no shell.
+    assert_eq!(
+        c["healthCheck"],
+        serde_json::json!({"command": ["CMD", "/sts-agent", "health"], "interval": 30, "timeout": 5,
+            "retries": 3, "startPeriod": 15})
+    );
     let (res, hard) = (c["memoryReservation"].as_u64().unwrap(), c["memory"].as_u64().unwrap());
     assert!(res >= 16 && hard >= 2 * res && hard <= 128, "reservations from the measured budget: {res}/{hard} MiB");
     // Mounts: every one read-only, each backed by a host volume.
@@ -193,6 +200,14 @@ fn the_aws_cli_registers_both_and_creates_daemon_services() {
         let td: Value = serde_json::from_str(&text).unwrap();
         let td = &td["taskDefinition"];
         assert_eq!((td["pidMode"].as_str(), td["networkMode"].as_str()), (Some("host"), Some("host")));
+        // The health check registers as written.
+        let hc = &td["containerDefinitions"][0]["healthCheck"];
+        assert_eq!(hc["command"], serde_json::json!(["CMD", "/sts-agent", "health"]), "{hc}");
+        assert_eq!(
+            (hc["interval"].as_u64(), hc["timeout"].as_u64(), hc["retries"].as_u64(), hc["startPeriod"].as_u64()),
+            (Some(30), Some(5), Some(3), Some(15)),
+            "{hc}"
+        );
         let arn = td["taskDefinitionArn"].as_str().unwrap();
         let (ok, text) = aws(&[
             "ecs",

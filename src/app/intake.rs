@@ -2,6 +2,7 @@
 //! and the trace agent (`traces.rs`): the `TraceIntake` source hands requests to the agent and
 //! answers `/status`; the `TraceFlush` source sends the pending payload when it is due.
 
+use super::health::{self, HealthInput};
 use super::sink::Payload;
 use super::source::Source;
 use super::status::{self, StatusInput};
@@ -62,6 +63,11 @@ impl App {
     /// The trace intake's readiness: requests go to the trace agent, `/status` is answered
     /// here; a pending payload that reached its size limit is sent at once.
     pub(super) fn on_intake_event(&mut self, t: Token, now: Instant) -> io::Result<()> {
+        // For `/health` (copies, taken before the intake is borrowed).
+        let schedules = self.check_schedules();
+        let trace_intake = self.trace_intake_health();
+        let horizon = self.cfg.health_retry_horizon;
+        let trace_socket = &self.cfg.apm_socket;
         let (Some(intake), Some(traces)) = (self.intake.as_mut(), self.traces.as_mut()) else {
             return Ok(());
         };
@@ -104,6 +110,19 @@ impl App {
                 status::write(reply, &input);
                 status_ns += thread_cpu_ns().saturating_sub(t0);
                 return (200, "application/json");
+            }
+            if head.route == Route::Health {
+                let input = HealthInput {
+                    started,
+                    now,
+                    checks: schedules,
+                    trace_intake,
+                    trace_socket: trace_socket.as_deref(),
+                    forwarder,
+                    horizon,
+                };
+                let healthy = health::write(reply, &input);
+                return (if healthy { 200 } else { 503 }, "text/plain");
             }
             traces.handle(head, body, peer, reply, now, now_ns, host, procs)
         });

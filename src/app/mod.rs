@@ -32,6 +32,7 @@ mod connections;
 mod docker;
 mod docker_events;
 mod dogstatsd;
+mod health;
 mod host;
 mod intake;
 mod otlp;
@@ -40,6 +41,7 @@ mod signals;
 mod sink;
 mod source;
 mod status;
+mod summary;
 mod timers;
 mod traces;
 pub use connections::ConnectionsCheck;
@@ -71,6 +73,8 @@ pub struct App {
     dogstatsd: Option<dogstatsd::DogStatsd>,
     /// DogStatsD's last counts once it stopped (for `/status` during the shutdown grace).
     dogstatsd_at_stop: Option<DogStatsdStatus>,
+    /// `/live` and `/ready` on `STS_HEALTH_PORT` (off by default).
+    health_listener: Option<TraceIntake>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Docker's container event stream, and the events kept for the next docker pass.
@@ -123,6 +127,7 @@ impl App {
         let (intake, mut traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
         let otlp_intake = otlp::open(&cfg, poll.registry(), traces.as_mut());
         let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
+        let health_listener = health::open(cfg.health_port, cfg.apm_enabled, opts.once, poll.registry())?;
         let now = Instant::now();
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
@@ -158,6 +163,7 @@ impl App {
             traces,
             dogstatsd,
             dogstatsd_at_stop: None,
+            health_listener,
             docker,
             ecs,
             docker_events,

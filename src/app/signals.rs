@@ -119,6 +119,9 @@ impl App {
                 f.queued_payloads()
             );
         }
+        if self.opts.once {
+            self.once_summary();
+        }
         Some(done)
     }
 }

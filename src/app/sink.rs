@@ -45,6 +45,9 @@ pub(super) struct Sink {
     zlib: Zlib,
     gzip: Gzip,
     zbuf: Vec<u8>,
+    /// `(payloads, bytes)` handed on per `Payload` kind (compressed when sending, as printed in a
+    /// dry run), for `--once`'s summary.
+    pub(super) handed: [(u64, u64); 6],
 }
 
 impl Sink {
@@ -103,7 +106,19 @@ impl Sink {
                 Output::DryRun
             }
         };
-        Ok(Sink { output, routes, zlib: Zlib::default(), gzip: Gzip::default(), zbuf: Vec::with_capacity(16 * 1024) })
+        Ok(Sink {
+            output,
+            routes,
+            zlib: Zlib::default(),
+            gzip: Gzip::default(),
+            zbuf: Vec::with_capacity(16 * 1024),
+            handed: [(0, 0); 6],
+        })
+    }
+
+    /// The outbox route of a kind of payload, when it is sent.
+    pub(super) fn route(&self, kind: usize) -> Option<RouteId> {
+        self.routes.get(kind).copied().flatten()
     }
 
     pub(super) fn dry_run(&self) -> bool {
@@ -133,20 +148,27 @@ impl Sink {
 
     pub(super) fn deliver(&mut self, kind: Payload, bytes: &[u8]) -> io::Result<()> {
         match &mut self.output {
-            Output::DryRun => print_dry_run(ENDPOINTS[kind as usize], bytes),
+            Output::DryRun => {
+                let h = &mut self.handed[kind as usize];
+                *h = (h.0 + 1, h.1 + bytes.len() as u64);
+                print_dry_run(ENDPOINTS[kind as usize], bytes)
+            }
             Output::Forward(f) => {
                 let Some(route) = self.routes[kind as usize] else { return Ok(()) };
-                match kind {
+                let sent = match kind {
                     Payload::Series | Payload::Intake => {
                         self.zlib.compress(bytes, &mut self.zbuf);
-                        f.enqueue(route, &self.zbuf);
+                        &self.zbuf
                     }
                     Payload::ProcessIntake | Payload::Traces => {
                         self.gzip.compress(bytes, &mut self.zbuf);
-                        f.enqueue(route, &self.zbuf);
+                        &self.zbuf
                     }
-                    Payload::Collector | Payload::Connections => f.enqueue(route, bytes),
-                }
+                    Payload::Collector | Payload::Connections => bytes,
+                };
+                f.enqueue(route, sent);
+                let h = &mut self.handed[kind as usize];
+                *h = (h.0 + 1, h.1 + sent.len() as u64);
                 Ok(())
             }
         }

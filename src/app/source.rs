@@ -68,6 +68,8 @@ sources! {
     OtlpIntake => (1 << 22)..(1 << 23),
     /// DogStatsD: its UDP socket and its Unix socket, and its 15 s flush.
     DogStatsd => (1 << 23)..((1 << 23) + 2),
+    /// `/live` and `/ready` on `STS_HEALTH_PORT`: the listener and its connections.
+    HealthPort => (1 << 24)..((1 << 24) + 64),
     /// Sending the pending trace payload when it is due.
     TraceFlush => 0..0,
     /// The end of the shutdown grace period (or of `--once`'s send limit).
@@ -112,6 +114,7 @@ impl App {
             Source::Forwarder => self.sink.forwarder().and_then(|f| f.deadline()),
             Source::TraceIntake => self.intake.as_ref().and_then(|i| i.deadline()),
             Source::OtlpIntake => self.otlp_intake.as_ref().and_then(|i| i.deadline()),
+            Source::HealthPort => self.health_listener.as_ref().and_then(|i| i.deadline()),
             // Event-driven: the kernel hands a block over within its retire timeout.
             Source::HttpCapture => None,
             Source::DogStatsd => self.dogstatsd.as_ref().and_then(|d| d.deadline()),
@@ -156,6 +159,11 @@ impl App {
                     i.on_timeout(registry, now);
                 }
             }
+            Source::HealthPort => {
+                if let Some(i) = self.health_listener.as_mut() {
+                    i.on_timeout(registry, now);
+                }
+            }
             Source::HttpCapture => {}
             Source::DogStatsd => self.dogstatsd_due(now)?,
             Source::TraceFlush => self.flush_traces()?,
@@ -195,6 +203,7 @@ impl App {
             }
             Source::TraceIntake => self.on_intake_event(token, now)?,
             Source::OtlpIntake => self.on_otlp_event(token, now)?,
+            Source::HealthPort => self.on_health_port_event(token, now)?,
             Source::DogStatsd => self.on_dogstatsd(now),
             Source::HttpCapture => {
                 if let Some(c) = self.connections.as_mut() {

@@ -35,6 +35,11 @@ pub(super) struct Timer {
 }
 
 impl Timer {
+    /// `(last run, interval)`, for `/health`.
+    pub(super) fn schedule(&self) -> (Option<Instant>, Duration) {
+        (self.last, self.interval)
+    }
+
     pub(super) fn new(start: Option<Instant>, interval: Duration) -> Timer {
         Timer { next: start, runs: 0, interval, last: None, put_off_from: None }
     }

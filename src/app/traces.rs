@@ -141,7 +141,7 @@ impl TraceAgent {
                 reply.extend_from_slice(&self.info);
                 return (200, "application/json");
             }
-            Route::Other | Route::Status | Route::OtlpTraces => {
+            Route::Other | Route::Status | Route::Health | Route::Live | Route::Ready | Route::OtlpTraces => {
                 reply.extend_from_slice(b"not found\n");
                 return (404, "text/plain");
             }

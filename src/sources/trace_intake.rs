@@ -126,6 +126,8 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 pub struct TraceIntake {
     cfg: IntakeConfig,
     tcp: Option<TcpListener>,
+    /// `tcp`'s bound address, taken once at open (health reads it on every request).
+    tcp_addr: Option<SocketAddr>,
     unix: Option<UnixListener>,
     conns: Vec<Option<Conn>>,
     /// Buffers of idle and closed connections, for reuse.
@@ -155,12 +157,14 @@ impl TraceIntake {
         if let Some(l) = tcp.as_mut() {
             registry.register(l, Token(token_base), Interest::READABLE)?;
         }
+        let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?;
         if let Some(l) = unix.as_mut() {
             registry.register(l, Token(token_base + 1), Interest::READABLE)?;
         }
         Ok(TraceIntake {
             cfg,
             tcp,
+            tcp_addr,
             unix,
             conns: Vec::new(),
             pool: Vec::with_capacity(POOL_BUFFERS),
@@ -189,7 +193,7 @@ impl TraceIntake {
 
     /// The TCP address actually bound (port 0 picks one).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+        self.tcp_addr
     }
 
     pub fn owns(&self, t: Token) -> bool {
@@ -462,9 +466,12 @@ impl TraceIntake {
                 }
                 Step::Request(head, body) => {
                     *requests -= 1;
-                    self.counters.requests += 1;
+                    // The agent's own endpoints (probes every few seconds) are not trace requests.
+                    if !matches!(head.route, Route::Status | Route::Health | Route::Live | Route::Ready) {
+                        self.counters.requests += 1;
+                    }
                     self.reply.clear();
-                    if head.route == Route::Status && !c.peer.local() {
+                    if matches!(head.route, Route::Status | Route::Health) && !c.peer.local() {
                         // The agent's status is for this host only, whatever interface the
                         // intake listens on: the handler is not asked.
                         self.reply.extend_from_slice(b"not found\n");

@@ -13,6 +13,12 @@ pub enum Route {
     Info,
     /// The agent's own status report (`sts-agent status` reads it).
     Status,
+    /// One PASS/FAIL line per component; 200 when healthy, 503 otherwise (`sts-agent health`).
+    Health,
+    /// The loop answers (`STS_HEALTH_PORT` only).
+    Live,
+    /// Every component is healthy (`STS_HEALTH_PORT` only).
+    Ready,
     /// StackState's OpenTelemetry route (protobuf `ExportTraceServiceRequest`).
     OpenTelemetry,
     /// OTLP/HTTP traces (served on the OTLP listener only).
@@ -132,6 +138,9 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<RequestHead>, He
         "/v0.5/traces" => Route::V05Traces,
         "/info" => Route::Info,
         "/status" => Route::Status,
+        "/health" => Route::Health,
+        "/live" => Route::Live,
+        "/ready" => Route::Ready,
         "/open-telemetry" => Route::OpenTelemetry,
         "/v1/traces" => Route::OtlpTraces,
         _ => Route::Other,

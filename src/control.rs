@@ -1,0 +1,390 @@
+//! The commands that ask a running agent (`sts-agent status`, `sts-agent health`): where its
+//! local API is, one bounded request there, and the readable status report. The agent answers
+//! `/status` and `/health` on its trace intake (TCP port or Unix socket) and, when
+//! `STS_HEALTH_PORT` is set, `/health` there too (for local peers only). No shell, no file
+//! written: it works in the `FROM scratch` image with a read-only root.
+
+use crate::config::Config;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the agent's local API answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// The agent's loopback-only `/health` port when `STS_APM_ENABLED=false` and `STS_HEALTH_PORT`
+/// is unset (Datadog's `health_port` examples use 5555).
+pub const LOCAL_HEALTH_PORT: u16 = 5555;
+
+/// Where to ask for `path`: `/health` prefers `STS_HEALTH_PORT` (it exists whether or not the
+/// trace intake does), then `LOCAL_HEALTH_PORT` when the trace intake is off; otherwise the
+/// trace intake's Unix socket, else its port on loopback. `None`: the agent does not serve
+/// `path` in this configuration (`/status` is on the trace intake only).
+pub fn target(cfg: &Config, path: &str) -> Option<Target> {
+    let health_port = match (cfg.health_port, cfg.apm_enabled) {
+        (Some(p), _) => Some(p),
+        (None, false) => Some(LOCAL_HEALTH_PORT),
+        (None, true) => None,
+    };
+    if let (Some(p), "/health") = (health_port, path) {
+        return Some(Target::Tcp(SocketAddr::from(([127, 0, 0, 1], p))));
+    }
+    if !cfg.apm_enabled {
+        return None;
+    }
+    Some(match &cfg.apm_socket {
+        Some(p) => Target::Unix(p.clone()),
+        None => Target::Tcp(SocketAddr::from(([127, 0, 0, 1], cfg.apm_port))),
+    })
+}
+
+/// The replies this client reads are small; a larger one is cut here (memory bounded).
+const MAX_REPLY: u64 = 4 << 20;
+
+/// `GET path` at `target`, the whole exchange within `limit`: `(status code, body)`.
+pub fn get(target: &Target, path: &str, limit: Duration) -> io::Result<(u16, String)> {
+    let deadline = Instant::now() + limit;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {limit:?}")))
+    };
+    let mut response = Vec::new();
+    // A stopped agent's kernel still accepts the connection: the read's timeout is what fails.
+    let mut exchange = |s: &mut dyn ReadWrite| -> io::Result<()> {
+        s.write_all(request.as_bytes())?;
+        let mut buf = [0u8; 8192];
+        loop {
+            s.set_timeout(Some(left()?))?;
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    response.extend_from_slice(&buf[..n]);
+                    if response.len() as u64 > MAX_REPLY {
+                        return Err(io::Error::other("reply larger than 4 MiB"));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {limit:?}")))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match target {
+        Target::Tcp(a) => {
+            let mut s = TcpStream::connect_timeout(a, left()?)?;
+            s.set_write_timeout(Some(left()?))?;
+            exchange(&mut s)?
+        }
+        Target::Unix(p) => {
+            let mut s = connect_unix(p, &left)?;
+            s.set_write_timeout(Some(left()?))?;
+            exchange(&mut s)?
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| io::Error::other("reply without an HTTP head"))?;
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not an HTTP reply: {:?}", head.lines().next().unwrap_or(""))))?;
+    Ok((status, body.to_string()))
+}
+
+/// Connects to a Unix socket within what `left` allows. `UnixStream::connect` blocks while a
+/// stopped agent's listen backlog is full; a non-blocking connect answers `EAGAIN` at once then
+/// (a Unix socket's connect never completes later, so it is retried until the deadline).
+fn connect_unix(path: &std::path::Path, left: &dyn Fn() -> io::Result<Duration>) -> io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(path)?;
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )?;
+        match rustix::net::connect_unix(&fd, &addr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {
+                std::thread::sleep(left()?.min(Duration::from_millis(20)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {
+    fn set_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+}
+
+impl ReadWrite for TcpStream {
+    fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+impl ReadWrite for UnixStream {
+    fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+/// `1h 2m 3s`, `2m 0s`, `5s`.
+fn duration(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m {}s", s / 3600, s % 3600 / 60, s % 60),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// The sum of an object's counters (drops by reason).
+fn sum(v: Option<&Value>) -> u64 {
+    v.and_then(Value::as_object).map_or(0, |o| o.values().filter_map(Value::as_u64).sum())
+}
+
+/// What each check's `last_count` counts.
+fn produced(check: &str) -> &'static str {
+    match check {
+        "host" | "docker" => "series",
+        "process" => "processes reported",
+        "connections" => "connections reported",
+        _ => "items",
+    }
+}
+
+/// The readable status report (`sts-agent status`) from `/status`'s JSON; fields it does not
+/// know are left to `--json`. `now_unix`: the wall clock, for "last ran N ago".
+pub fn render_status(s: &Value, now_unix: u64) -> String {
+    let mut o = String::new();
+    let host = s.get("hostname").and_then(Value::as_str).unwrap_or("?");
+    let version = s.get("version").and_then(Value::as_str).unwrap_or("?");
+    let _ = writeln!(o, "sts-agent {version} on {host}, up {}", duration(u(s, "uptime_s")));
+    if s.get("api_key_rejected") == Some(&Value::Bool(true)) {
+        let _ = writeln!(o, "!! the receiver rejected the API key (HTTP 403): check STS_API_KEY");
+    }
+
+    let _ = writeln!(o, "\nChecks");
+    match s.get("checks").and_then(Value::as_object) {
+        Some(checks) if !checks.is_empty() => {
+            for (name, c) in checks {
+                if u(c, "runs") == 0 {
+                    let _ = writeln!(o, "  {name:<12} not run yet");
+                    continue;
+                }
+                let ago = now_unix.saturating_sub(u(c, "last_run_unix"));
+                let _ = writeln!(
+                    o,
+                    "  {name:<12} {} runs, last {} ago: {:.1} ms ({:.1} ms CPU), {} {}; {:.0} ms CPU in all",
+                    u(c, "runs"),
+                    duration(ago),
+                    f(c, "last_duration_ms"),
+                    f(c, "last_cpu_ms"),
+                    u(c, "last_count"),
+                    produced(name),
+                    f(c, "total_cpu_ms")
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(o, "  none enabled");
+        }
+    }
+
+    let _ = writeln!(o, "\nEndpoints");
+    match s.get("endpoints").and_then(Value::as_object) {
+        None => {
+            let _ = writeln!(o, "  dry run: payloads are printed, not sent (STS_STS_URL unset or --dry-run)");
+        }
+        Some(eps) => {
+            for (name, e) in eps {
+                let url = e.get("url").and_then(Value::as_str).unwrap_or("?");
+                let _ = writeln!(o, "  {name:<15} {url}");
+                let _ = writeln!(
+                    o,
+                    "  {:<15} {} delivered of {}, {} queued ({}), {} dropped, {} retries",
+                    "",
+                    u(e, "delivered"),
+                    u(e, "enqueued"),
+                    u(e, "queued"),
+                    bytes(u(e, "queued_bytes")),
+                    sum(e.get("dropped")),
+                    u(e, "retries"),
+                );
+                let backoff = f(e, "backoff_s");
+                if backoff > 0.0 {
+                    let _ = writeln!(o, "  {:<15} backing off: next attempt in {backoff:.1}s", "");
+                }
+                if let Some(err) = e.get("last_error").and_then(Value::as_str) {
+                    let _ = writeln!(o, "  {:<15} last error: {err}", "");
+                }
+            }
+        }
+    }
+
+    let _ = writeln!(o, "\nIntakes");
+    match s.get("trace_intake").filter(|t| !t.is_null()) {
+        None => {
+            let _ = writeln!(o, "  traces       off");
+        }
+        Some(t) => {
+            let _ = writeln!(
+                o,
+                "  traces       {} requests, {} traces, {} spans, {} payloads sent, {} rejected, {} traces dropped, {} open connections",
+                u(t, "requests"),
+                u(t, "traces"),
+                u(t, "spans"),
+                u(t, "flushed_payloads"),
+                sum(t.get("rejected")),
+                u(t, "dropped_traces"),
+                u(t, "connections_open"),
+            );
+        }
+    }
+    match s.get("dogstatsd").filter(|t| !t.is_null()) {
+        None => {
+            let _ = writeln!(o, "  dogstatsd    off");
+        }
+        Some(d) => {
+            let _ = writeln!(
+                o,
+                "  dogstatsd    {} packets, {} metrics, {} events, {} service checks, {} contexts, {} parse errors, {} dropped",
+                u(d, "udp_packets") + u(d, "uds_packets"),
+                u(d, "metrics"),
+                u(d, "events"),
+                u(d, "service_checks"),
+                u(d, "contexts"),
+                sum(d.get("parse_errors")),
+                sum(d.get("drops")),
+            );
+        }
+    }
+    if let Some(e) = s.get("docker_events").filter(|t| !t.is_null()) {
+        let connected = e.get("connected") == Some(&Value::Bool(true));
+        let _ = writeln!(
+            o,
+            "  docker       events stream {}, {} received, {} dropped, {} bundles",
+            if connected { "connected" } else { "not connected" },
+            u(e, "received"),
+            u(e, "dropped"),
+            u(e, "bundles"),
+        );
+    }
+    if let Some(h) = s.get("http_capture").filter(|t| !t.is_null()) {
+        let _ = writeln!(
+            o,
+            "  http         {} namespaces, {} packets, {} responses, {} ring drops",
+            u(h, "namespaces"),
+            u(h, "packets"),
+            u(h, "responses"),
+            u(h, "ring_drops"),
+        );
+    }
+    o
+}
+
+/// Seconds since the epoch (the status report's instants are wall-clock).
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Config {
+        Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap()
+    }
+
+    #[test]
+    fn health_prefers_the_health_port_and_status_the_trace_intake() {
+        let loopback = |p| Some(Target::Tcp(SocketAddr::from(([127, 0, 0, 1], p))));
+        let c = cfg(&[]);
+        assert_eq!(target(&c, "/health"), loopback(8126));
+        let c = cfg(&[("STS_HEALTH_PORT", "5555")]);
+        assert_eq!(target(&c, "/health"), loopback(5555));
+        assert_eq!(target(&c, "/status"), loopback(8126));
+        let c = cfg(&[("STS_APM_RECEIVER_SOCKET", "/run/apm.sock")]);
+        assert_eq!(target(&c, "/status"), Some(Target::Unix("/run/apm.sock".into())));
+        // APM off: health on the loopback default or STS_HEALTH_PORT; no /status anywhere.
+        let c = cfg(&[("STS_APM_ENABLED", "false")]);
+        assert_eq!(target(&c, "/health"), loopback(LOCAL_HEALTH_PORT));
+        assert_eq!(target(&c, "/status"), None);
+        let c = cfg(&[("STS_APM_ENABLED", "false"), ("STS_HEALTH_PORT", "6000")]);
+        assert_eq!(target(&c, "/health"), loopback(6000));
+        assert_eq!(target(&c, "/status"), None);
+    }
+
+    #[test]
+    fn the_readable_report_names_each_check_endpoint_and_intake() {
+        let s: Value = serde_json::from_str(
+            r#"{"version":"0.1.0","hostname":"h1","uptime_s":3725,"api_key_rejected":false,
+            "endpoints":{"series":{"url":"https://r/api/v1/series","enqueued":5,"delivered":3,
+              "dropped":{"overflow":1,"too_large":0},"queued":1,"queued_bytes":2048,"retries":4,
+              "split":0,"last_error":"HTTP 503 \"busy\"","backoff_s":7.5}},
+            "checks":{"host":{"runs":2,"last_run_unix":990,"last_duration_ms":1.25,"last_count":57,
+              "last_cpu_ms":1.0,"total_cpu_ms":2.0}},
+            "trace_intake":{"requests":9,"payloads":4,"traces":8,"spans":21,"dropped_traces":0,
+              "flushed_payloads":2,"rejected":{"decode":1,"busy":2},"connections_open":1},
+            "http_capture":null,"docker_events":null,"dogstatsd":null}"#,
+        )
+        .unwrap();
+        let text = render_status(&s, 1000);
+        for want in [
+            "sts-agent 0.1.0 on h1, up 1h 2m 5s",
+            "host         2 runs, last 10s ago: 1.2 ms (1.0 ms CPU), 57 series",
+            "series          https://r/api/v1/series",
+            "3 delivered of 5, 1 queued (2.0 KiB), 1 dropped, 4 retries",
+            "backing off: next attempt in 7.5s",
+            "last error: HTTP 503 \"busy\"",
+            "traces       9 requests, 8 traces, 21 spans, 2 payloads sent, 3 rejected",
+            "dogstatsd    off",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        assert!(!text.contains("API key"), "{text}");
+    }
+}
