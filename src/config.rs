@@ -69,6 +69,11 @@ pub const VARS: &[VarDoc] = &[
         default: "true",
         meaning: "stream Docker container events (one /events connection) and send them to /intake/ per image every docker check pass",
     },
+    VarDoc {
+        name: "STS_FEATURES",
+        default: "auto",
+        meaning: "auto: ask <url>/features (core and process agent) and follow the answer; none, or a comma list (upgrade-to-multi-metrics,incremental-topology,health-states): take that set and ask nothing",
+    },
     VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
     VarDoc { name: "STS_ECS_AGENT_URL", default: "http://localhost:51678", meaning: "the ECS agent's introspection API, for the cluster name and each container's task" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
@@ -158,10 +163,40 @@ pub struct Config {
     pub docker_check_interval: Duration,
     /// Container events from Docker's `/events` stream (the original's `collect_events`).
     pub docker_events_enabled: bool,
+    /// `STS_FEATURES`: ask the receivers' `/features`, or take a fixed set.
+    pub features: FeaturesSetting,
     pub ec2_metadata_url: Url,
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
     pub ecs_agent_url: Url,
+}
+
+/// What the agent takes the receiver to support (spec/protocol.md E4/E7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FeaturesSetting {
+    /// Ask `<url>/features` (`auto`, the default).
+    #[default]
+    Discover,
+    /// These, without asking (`none`, or a comma-separated list of feature names).
+    Fixed(crate::parse::features::Features),
+}
+
+fn parse_features(v: &str) -> Result<FeaturesSetting, ConfigError> {
+    let v = v.trim();
+    let expected = "auto, none, or a comma-separated list of upgrade-to-multi-metrics, incremental-topology, health-states, expose-kubernetes-status";
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(FeaturesSetting::Discover);
+    }
+    let mut f = crate::parse::features::Features::default();
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(FeaturesSetting::Fixed(f));
+    }
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !f.set(name.as_bytes(), true) {
+            return Err(err("STS_FEATURES", v, format!("unknown feature {name:?}"), expected));
+        }
+    }
+    Ok(FeaturesSetting::Fixed(f))
 }
 
 /// The DogStatsD listener (spec/dogstatsd.md §6).
@@ -748,6 +783,7 @@ impl Config {
             connection_check_interval: seconds("STS_CONNECTION_CHECK_INTERVAL", 30)?,
             docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
             docker_events_enabled: boolean("STS_DOCKER_EVENTS_ENABLED", true)?,
+            features: get("STS_FEATURES").map_or(Ok(FeaturesSetting::Discover), |v| parse_features(&v))?,
             ec2_metadata_url,
         })
     }

@@ -30,6 +30,8 @@ pub struct ConnectionsCheck {
     runs: u64,
     /// HTTP telemetry per server socket, when protocol inspection is on.
     http: Option<HttpFlows>,
+    /// What the receiver advertises (set by the app before each run; none by default).
+    pub features: crate::parse::features::Features,
 }
 
 impl ConnectionsCheck {
@@ -47,6 +49,7 @@ impl ConnectionsCheck {
             group_id: (std::process::id() as i32).wrapping_mul(7907),
             runs: 0,
             http: None,
+            features: Default::default(),
         })
     }
 
@@ -221,7 +224,8 @@ impl ConnectionsCheck {
         };
         let h = CheckHealth { check: "connections", interval_s: self.interval_s, health, message };
         let (me, my_create) = procs.agent_identity();
-        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &h, metrics, None);
+        let health = self.features.health_states.then_some(&h);
+        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, health, metrics, None, false);
         emit(Encoded::Intake(msg));
     }
 }

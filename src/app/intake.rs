@@ -82,6 +82,7 @@ impl App {
         let docker_events = self.docker_events.as_ref().map(|e| (e.stats, self.event_bundler.status()));
         let dogstatsd = self.dogstatsd.as_ref().map(|d| d.status());
         let started = self.clock_origin;
+        let features = &self.features;
         let cpu_start = thread_cpu_ns();
         // Status requests' own time, not the trace path's.
         let mut status_ns = 0;
@@ -100,6 +101,7 @@ impl App {
                     http,
                     docker_events,
                     dogstatsd,
+                    features: Some(features),
                 };
                 status::write(reply, &input);
                 status_ns += thread_cpu_ns().saturating_sub(t0);

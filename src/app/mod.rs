@@ -32,10 +32,12 @@ mod connections;
 mod docker;
 mod docker_events;
 mod dogstatsd;
+mod features;
 mod host;
 mod intake;
 mod otlp;
 mod process;
+mod self_telemetry;
 mod signals;
 mod sink;
 mod source;
@@ -95,6 +97,10 @@ pub struct App {
     connection_status: CheckStatus,
     docker_status: CheckStatus,
     stop_by: Option<Instant>,
+    /// The receivers' `/features` (asked in the loop) or `STS_FEATURES`.
+    features: features::FeatureDiscovery,
+    /// The run's first series flush went out with `stackstate.agent.started` and the startup event.
+    started_sent: bool,
     /// Sources found keeping a past deadline (bit `i`: `Source::ALL[i]`), each reported once.
     dishonest: u32,
 }
@@ -122,6 +128,19 @@ impl App {
         let otlp_intake = otlp::open(&cfg, poll.registry(), traces.as_mut());
         let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
         let now = Instant::now();
+        let features = match (sink.dry_run(), &cfg.features) {
+            (false, _) | (true, crate::config::FeaturesSetting::Fixed(_)) => features::FeatureDiscovery::new(
+                &cfg.features,
+                cfg.sts_url.as_ref().filter(|_| !sink.dry_run()),
+                cfg.process_agent_url.as_ref().filter(|_| process.is_some() && !sink.dry_run()),
+                cfg.api_key.expose(),
+                &hostname,
+                crate::transport::tls::client_config(cfg.skip_ssl_validation).ok(),
+                Source::Features.tokens(),
+                now,
+            ),
+            (true, _) => features::FeatureDiscovery::none(),
+        };
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
         let ecs = match &process {
@@ -177,6 +196,8 @@ impl App {
             connection_status: CheckStatus::default(),
             docker_status: CheckStatus::default(),
             stop_by: None,
+            features,
+            started_sent: false,
             dishonest: 0,
         })
     }

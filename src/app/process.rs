@@ -8,6 +8,7 @@ use crate::encode::process_intake::{side_channel, CheckHealth, SelfMetric};
 use crate::encode::{process_json, process_msg};
 use crate::model::container::ContainerTable;
 use crate::model::process::ProcessTable;
+use crate::parse::features::Features;
 use crate::sources::cgroups::ContainerSource;
 use crate::sources::docker::Metadata;
 use crate::sources::process::ProcessSource;
@@ -35,6 +36,8 @@ pub struct ProcessCheck {
     interval_s: u64,
     /// The agent's host pid (its identity in `urn:process:/…`).
     self_pid: u32,
+    /// What the receiver advertises (set by the app before each run; none by default).
+    pub features: Features,
 }
 
 /// What one run produced.
@@ -71,6 +74,7 @@ impl ProcessCheck {
             runs: 0,
             containers_only,
             interval_s: cfg.process_check_interval.as_secs(),
+            features: Features::default(),
         })
     }
 
@@ -141,6 +145,8 @@ impl ProcessCheck {
         let chunks = self.selection.reported.len().div_ceil(MAX_PER_MESSAGE).max(1);
         let source = &self.source;
         let user = |uid| source.user_name(uid);
+        // Without `upgrade-to-multi-metrics` the container metrics ride inside `Container`.
+        let rates_inside = !self.features.multi_metrics;
         for k in 0..chunks {
             let lo = (k * MAX_PER_MESSAGE).min(self.selection.reported.len());
             let hi = ((k + 1) * MAX_PER_MESSAGE).min(self.selection.reported.len());
@@ -148,7 +154,17 @@ impl ProcessCheck {
             // All containers ride in the first message of the cycle.
             let ctrs = (k == 0).then_some((&self.containers, meta));
             if json {
-                process_json::collector_proc(msg, host, &self.table, part, user, ctrs, self.group_id, chunks as i32);
+                process_json::collector_proc(
+                    msg,
+                    host,
+                    &self.table,
+                    part,
+                    user,
+                    ctrs,
+                    rates_inside,
+                    self.group_id,
+                    chunks as i32,
+                );
             } else {
                 self.proto.clear();
                 process_msg::collector_proc(
@@ -159,6 +175,7 @@ impl ProcessCheck {
                     user,
                     &self.system_info,
                     ctrs,
+                    rates_inside,
                     self.group_id,
                     chunks as i32,
                 );
@@ -191,9 +208,10 @@ impl ProcessCheck {
             me,
             my_create,
             (unix_ms / 1000) as u64,
-            &health,
+            self.features.health_states.then_some(&health),
             &metrics,
             Some((&self.containers, meta)),
+            self.features.multi_metrics,
         );
         emit(Encoded::Intake(msg));
     }

@@ -3,7 +3,7 @@
 
 use super::proto::{bytes, int32, int64, large_message, message, repeated_bytes, uint64};
 use crate::checks::process::{cpu_pct, io_rates};
-use crate::model::container::{Container, ContainerTable};
+use crate::model::container::{metric_applies, rates, Container, ContainerTable};
 use crate::model::process::{Proc, ProcessTable};
 use crate::sources::docker::Metadata;
 
@@ -43,6 +43,7 @@ pub fn collector_proc<'u>(
     user_name: impl Fn(u32) -> Option<&'u [u8]>,
     system_info: &[u8],
     containers: Option<(&ContainerTable, &Metadata)>,
+    rates_inside: bool,
     group_id: i32,
     group_size: i32,
 ) {
@@ -58,14 +59,17 @@ pub fn collector_proc<'u>(
     int32(out, 7, group_size);
     if let Some((t, meta)) = containers {
         for c in &t.containers {
-            large_message(out, 10, |o| container(o, c, meta));
+            large_message(out, 10, |o| container(o, c, t, meta, rates_inside));
         }
     }
 }
 
-/// A `Container` as the process agent sends it: rates stay 0 here (they go to `/intake` as raw
-/// metrics, spec/protocol.md §4.2); `created`/`started` in epoch seconds as Docker gives them.
-fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
+/// A `Container` as the process agent sends it: with `rates_inside` (the receiver did not
+/// advertise `upgrade-to-multi-metrics`) its rate fields 11–22 carry the eleven container
+/// metrics, as the process agent 4.0.x filled them; otherwise they stay 0 (the metrics go to
+/// `/intake` as raw metrics, spec/protocol.md §4.2). `created`/`started` in epoch seconds as
+/// Docker gives them.
+fn container(o: &mut Vec<u8>, c: &Container, t: &ContainerTable, meta: &Metadata, rates_inside: bool) {
     let m = meta.get(&c.id);
     bytes(o, 1, if m.is_some() { b"docker" } else { c.runtime.as_bytes() });
     bytes(o, 2, &c.id);
@@ -78,6 +82,9 @@ fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
     int32(o, 9, m.map_or(0, |m| m.health));
     let created = m.map_or(c.created_ms / 1000, |m| m.created);
     int64(o, 10, created);
+    if rates_inside {
+        rate_fields(o, c, t);
+    }
     // Docker's start time when inspected; else the cgroup's creation, made at the start.
     int64(o, 24, m.and_then(|m| m.started).unwrap_or(c.created_ms / 1000));
     match m {
@@ -93,6 +100,20 @@ fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
             repeated_bytes(o, 26, &tag);
         }
     }
+}
+
+/// `rbps`=11, `wbps`=12, `netRcvdPs`=14 … `totalPct`=20 (float), `memRss`=21, `memCache`=22
+/// (uint64); 13 is `key`. A rate without two samples (or whose counter went back) stays unset.
+fn rate_fields(o: &mut Vec<u8>, c: &Container, t: &ContainerTable) {
+    const RATE_FIELDS: [u32; 9] = [11, 12, 14, 15, 16, 17, 18, 19, 20];
+    let r = rates(c, t);
+    for (i, (field, v)) in RATE_FIELDS.iter().zip(r).enumerate() {
+        if metric_applies(c, i) {
+            super::proto::float(o, *field, v as f32);
+        }
+    }
+    uint64(o, 21, c.cur.mem_rss);
+    uint64(o, 22, c.cur.mem_cache);
 }
 
 fn process(o: &mut Vec<u8>, p: &Proc, t: &ProcessTable, user: Option<&[u8]>) {
