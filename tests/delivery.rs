@@ -25,7 +25,16 @@ fn check_delivery(rx: &Receiver, host: &str, stderr: &str) {
         .iter()
         .filter(|r| r.target.starts_with("/stsAgent/intake/"))
         .filter(|r| r.json()["topologies"][0]["instance"]["type"] != "container")
+        .filter(|r| r.json()["events"].is_null())
         .collect();
+    // The core agent's "Agent Startup" event, once per run, with the first flush.
+    let startup: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.target.starts_with("/stsAgent/intake/"))
+        .filter(|r| r.json()["events"]["System"][0]["event_type"] == "Agent Startup")
+        .collect();
+    assert_eq!(startup.len(), 1, "{stderr}");
+    assert_eq!(startup[0].json()["events"]["System"][0]["host"], host);
     let targets: Vec<&str> = reqs.iter().map(|r| r.target.as_str()).collect();
     assert_eq!(series.len(), 1, "{targets:#?}\n{stderr}");
     assert_eq!(intake.len(), 1, "{targets:#?}\n{stderr}");
