@@ -38,6 +38,29 @@ pub struct Container {
     pub health: i32,
     #[prost(int64, tag = "10")]
     pub created: i64,
+    /// Rate fields 11–22 (13 is `key`): filled only without `upgrade-to-multi-metrics`.
+    #[prost(float, tag = "11")]
+    pub rbps: f32,
+    #[prost(float, tag = "12")]
+    pub wbps: f32,
+    #[prost(float, tag = "14")]
+    pub net_rcvd_ps: f32,
+    #[prost(float, tag = "15")]
+    pub net_sent_ps: f32,
+    #[prost(float, tag = "16")]
+    pub net_rcvd_bps: f32,
+    #[prost(float, tag = "17")]
+    pub net_sent_bps: f32,
+    #[prost(float, tag = "18")]
+    pub user_pct: f32,
+    #[prost(float, tag = "19")]
+    pub system_pct: f32,
+    #[prost(float, tag = "20")]
+    pub total_pct: f32,
+    #[prost(uint64, tag = "21")]
+    pub mem_rss: u64,
+    #[prost(uint64, tag = "22")]
+    pub mem_cache: u64,
     #[prost(int64, tag = "24")]
     pub started: i64,
     #[prost(string, repeated, tag = "26")]
