@@ -47,21 +47,22 @@ pub(super) struct FeatureProbe {
 }
 
 impl FeatureProbe {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &'static str,
         base: &Url,
         tls: Option<Arc<rustls::ClientConfig>>,
         token: Token,
         headers: Vec<(&'static str, String)>,
-        api_key_query: Option<&str>,
         api_key: &str,
+        key_in_query: bool,
         now: Instant,
     ) -> Result<FeatureProbe, String> {
         let client = HttpClient::new(base.clone(), tls, token)?.keeping_bodies();
         let mut target = format!("{}/features", base.base_path);
-        if let Some(k) = api_key_query {
+        if key_in_query {
             target.push_str("?api_key=");
-            target.push_str(&percent_encode(k));
+            target.push_str(&percent_encode(api_key));
         }
         Ok(FeatureProbe {
             name,
@@ -208,16 +209,7 @@ impl FeatureDiscovery {
         if let Some(base) = sts_url {
             // E4: as the core agent's transactional client sends it (key in the query too).
             let headers = vec![("sts-agent-version", version.clone()), ("User-Agent", format!("sts-agent/{version}"))];
-            match FeatureProbe::new(
-                "core",
-                base,
-                tls.clone(),
-                Token(tokens.start),
-                headers,
-                Some(api_key),
-                api_key,
-                now,
-            ) {
+            match FeatureProbe::new("core", base, tls.clone(), Token(tokens.start), headers, api_key, true, now) {
                 Ok(p) => d.core = Some(p),
                 Err(e) => warn!("core /features: not asked: {e}"),
             }
@@ -229,7 +221,7 @@ impl FeatureDiscovery {
                 ("sts-hostname", hostname.to_string()),
                 ("sts-processagentversion", PROCESS_AGENT_VERSION.to_string()),
             ];
-            match FeatureProbe::new("process_agent", base, tls, Token(tokens.start + 1), headers, None, api_key, now) {
+            match FeatureProbe::new("process_agent", base, tls, Token(tokens.start + 1), headers, api_key, false, now) {
                 Ok(p) => d.process_agent = Some(p),
                 Err(e) => warn!("process agent /features: not asked: {e}"),
             }

@@ -222,7 +222,7 @@ mod tests {
             }
         );
         assert_eq!(parse(b"{}").unwrap(), Features::default());
-        assert_eq!(parse(br#"{"expose-kubernetes-status":true}"#).unwrap().expose_kubernetes_status, true);
+        assert!(parse(br#"{"expose-kubernetes-status":true}"#).unwrap().expose_kubernetes_status);
         for bad in [
             &b""[..],
             b"[]",
