@@ -301,3 +301,97 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_a_minute() {
     assert_eq!(events, 1);
     drop(agent);
 }
+
+/// `incremental-topology`: a full `CollectorProc` first, then `CollectorCommands` every run (a
+/// full one only a minute later): a process already sent comes as "metrics", a new one as
+/// "update", one gone as "delete".
+#[test]
+fn incremental_topology_sends_increments_between_full_snapshots() {
+    let rx = Receiver::start(true, vec![202]);
+    rx.answer_features(200, r#"{"incremental-topology":true}"#);
+    let url = rx.url("/stsAgent");
+    let steady = Kids(vec![std::process::Command::new("python3")
+        .args(["-c", "import time; time.sleep(120)", "sts-incr-steady"])
+        .spawn()
+        .unwrap()]);
+    let agent = drained(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "incr-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_CHECK_INTERVAL", "1"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    ));
+    let collector =
+        || -> Vec<Request> { rx.requests().into_iter().filter(|r| r.target == "/stsAgent/api/v1/collector").collect() };
+    let commands = |pid: u32| -> Vec<(usize, &'static str)> {
+        let mut seen = Vec::new();
+        for (n, r) in collector().iter().enumerate() {
+            if pa_proto::header(&r.body).2 != 13 {
+                continue;
+            }
+            for c in pa_proto::collector_commands(&r.body).commands {
+                let kind = [
+                    (c.update_process.as_ref(), "update"),
+                    (c.update_process_metrics.as_ref(), "metrics"),
+                    (c.delete_process.as_ref(), "delete"),
+                ]
+                .into_iter()
+                .find_map(|(p, k)| p.filter(|p| p.pid == pid as i32).map(|_| k));
+                if let Some(k) = kind {
+                    seen.push((n, k));
+                }
+            }
+        }
+        seen
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(30), "waited for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let steady_pid = steady.0[0].id();
+    wait("increments about the steady process", &|| commands(steady_pid).iter().any(|c| c.1 == "metrics"));
+    let mut newcomer = Kids(vec![std::process::Command::new("python3")
+        .args(["-c", "import time; time.sleep(120)", "sts-incr-new"])
+        .spawn()
+        .unwrap()]);
+    let new_pid = newcomer.0[0].id();
+    let new_create = create_time_ms(new_pid);
+    wait("the newcomer's update", &|| commands(new_pid).iter().any(|c| c.1 == "update"));
+    wait("the newcomer's metrics", &|| commands(new_pid).iter().any(|c| c.1 == "metrics"));
+    for c in &mut newcomer.0 {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    wait("the newcomer's delete", &|| commands(new_pid).iter().any(|c| c.1 == "delete"));
+
+    let msgs = collector();
+    let types: Vec<u8> = msgs.iter().map(|r| pa_proto::header(&r.body).2).collect();
+    // One full snapshot (within the minute), then increments only.
+    assert_eq!(types[0], 12, "{types:?}");
+    assert_eq!(types.iter().filter(|t| **t == 12).count(), 1, "{types:?}");
+    assert!(types[1..].iter().all(|t| *t == 13), "{types:?}");
+    let full = pa_proto::collector_proc(&msgs[0].body);
+    assert!(full.processes.iter().any(|p| p.pid == steady_pid as i32));
+    // The newcomer: update, then metrics, then delete, in that order; its update carries the process.
+    let new_cmds = commands(new_pid);
+    let first = |k: &str| new_cmds.iter().position(|c| c.1 == k).unwrap();
+    assert!(first("update") < first("metrics") && first("metrics") < first("delete"), "{new_cmds:?}");
+    let update = msgs
+        .iter()
+        .filter(|r| pa_proto::header(&r.body).2 == 13)
+        .flat_map(|r| pa_proto::collector_commands(&r.body).commands)
+        .find_map(|c| c.update_process.filter(|p| p.pid == new_pid as i32))
+        .unwrap();
+    assert!(update.command.as_ref().unwrap().args.iter().any(|a| a == "sts-incr-new"));
+    assert_eq!(update.create_time, new_create);
+    drop(agent);
+}

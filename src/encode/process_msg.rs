@@ -8,6 +8,8 @@ use crate::model::process::{Proc, ProcessTable};
 use crate::sources::docker::Metadata;
 
 pub const TYPE_COLLECTOR_PROC: u8 = 12;
+/// Increments since the last run, when the receiver advertises `incremental-topology`.
+pub const TYPE_COLLECTOR_COMMANDS: u8 = 13;
 pub const TYPE_COLLECTOR_CONNECTIONS: u8 = 22;
 /// Encoding byte: zstd-compressed protobuf (StackState keeps 2 for zstd 1.x frames).
 const ENCODING_ZSTD_PROTOBUF: u8 = 2;
@@ -62,6 +64,64 @@ pub fn collector_proc<'u>(
             large_message(out, 10, |o| container(o, c, t, meta, rates_inside));
         }
     }
+}
+
+/// One `CollectorCommand` (spec/protocol.md §4.2): "update" for a new element (or changed
+/// tags), "metrics" when its tags are unchanged, "delete" for one gone since the last run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Indices into `ProcessTable::procs`.
+    UpdateProcess(u32),
+    UpdateProcessMetrics(u32),
+    /// `(pid, createTime ms)` of a process reported last run and not this one.
+    DeleteProcess(u32, i64),
+    /// Indices into `ContainerTable::containers`.
+    UpdateContainer(u32),
+    UpdateContainerMetrics(u32),
+    DeleteContainer([u8; 64]),
+}
+
+/// One `CollectorCommands` body (type 13): `hostName`=2, `commands`=3, `info`=5, `groupId`=6,
+/// `groupSize`=7; a command's element is encoded as in `CollectorProc`.
+#[allow(clippy::too_many_arguments)]
+pub fn collector_commands<'u>(
+    out: &mut Vec<u8>,
+    host: &str,
+    t: &ProcessTable,
+    commands: &[Command],
+    user_name: impl Fn(u32) -> Option<&'u [u8]>,
+    system_info: &[u8],
+    containers: (&ContainerTable, &Metadata),
+    rates_inside: bool,
+    group_id: i32,
+    group_size: i32,
+) {
+    bytes(out, 2, host.as_bytes());
+    let (ct, meta) = containers;
+    for c in commands {
+        large_message(out, 3, |o| match *c {
+            Command::UpdateProcess(i) | Command::UpdateProcessMetrics(i) => {
+                let field = if matches!(c, Command::UpdateProcess(_)) { 1 } else { 2 };
+                if let Some(p) = t.procs.get(i as usize) {
+                    large_message(o, field, |o| process(o, p, t, user_name(p.uid)));
+                }
+            }
+            Command::DeleteProcess(pid, create_ms) => message(o, 3, |o| {
+                int32(o, 2, pid as i32);
+                int64(o, 9, create_ms);
+            }),
+            Command::UpdateContainer(i) | Command::UpdateContainerMetrics(i) => {
+                let field = if matches!(c, Command::UpdateContainer(_)) { 10 } else { 11 };
+                if let Some(k) = ct.containers.get(i as usize) {
+                    large_message(o, field, |o| container(o, k, ct, meta, rates_inside));
+                }
+            }
+            Command::DeleteContainer(id) => message(o, 12, |o| bytes(o, 2, &id)),
+        });
+    }
+    large_message(out, 5, |o| o.extend_from_slice(system_info));
+    int32(out, 6, group_id);
+    int32(out, 7, group_size);
 }
 
 /// A `Container` as the process agent sends it: with `rates_inside` (the receiver did not

@@ -234,6 +234,40 @@ pub fn collector_proc(body: &[u8]) -> CollectorProc {
     CollectorProc::decode(&unzstd(body)[..]).expect("CollectorProc")
 }
 
+/// `CollectorCommands` (type 13), spec/protocol.md §4.2.
+#[derive(Clone, PartialEq, Message)]
+pub struct CollectorCommands {
+    #[prost(string, tag = "2")]
+    pub host_name: String,
+    #[prost(message, repeated, tag = "3")]
+    pub commands: Vec<CollectorCommand>,
+    #[prost(int32, tag = "6")]
+    pub group_id: i32,
+    #[prost(int32, tag = "7")]
+    pub group_size: i32,
+}
+
+/// A oneof in agent.proto; as optional fields here, exactly one of which is set.
+#[derive(Clone, PartialEq, Message)]
+pub struct CollectorCommand {
+    #[prost(message, optional, tag = "1")]
+    pub update_process: Option<Process>,
+    #[prost(message, optional, tag = "2")]
+    pub update_process_metrics: Option<Process>,
+    #[prost(message, optional, tag = "3")]
+    pub delete_process: Option<Process>,
+    #[prost(message, optional, tag = "10")]
+    pub update_container: Option<Container>,
+    #[prost(message, optional, tag = "11")]
+    pub update_container_metrics: Option<Container>,
+    #[prost(message, optional, tag = "12")]
+    pub delete_container: Option<Container>,
+}
+
+pub fn collector_commands(body: &[u8]) -> CollectorCommands {
+    CollectorCommands::decode(&unzstd(body)[..]).expect("CollectorCommands")
+}
+
 /// `CollectorConnections` (type 22), spec/protocol.md §4.3.
 #[derive(Clone, PartialEq, Message)]
 pub struct CollectorConnections {
