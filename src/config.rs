@@ -815,6 +815,20 @@ mod tests {
     }
 
     #[test]
+    fn features_setting_auto_none_lists_and_errors() {
+        use crate::parse::features::Features;
+        assert_eq!(cfg(&[]).unwrap().features, FeaturesSetting::Discover);
+        assert_eq!(cfg(&[("STS_FEATURES", "AUTO")]).unwrap().features, FeaturesSetting::Discover);
+        assert_eq!(cfg(&[("STS_FEATURES", "none")]).unwrap().features, FeaturesSetting::Fixed(Features::default()));
+        let f = Features { multi_metrics: true, health_states: true, ..Default::default() };
+        let got = cfg(&[("STS_FEATURES", " upgrade-to-multi-metrics , health-states,")]).unwrap().features;
+        assert_eq!(got, FeaturesSetting::Fixed(f));
+        let e = cfg(&[("STS_FEATURES", "health-states,bogus")]).unwrap_err();
+        assert_eq!(e.var, "STS_FEATURES");
+        assert!(e.problem.contains("bogus") && e.expected.contains("incremental-topology"), "{e}");
+    }
+
+    #[test]
     fn dogstatsd_defaults_and_errors() {
         let d = cfg(&[]).unwrap().dogstatsd;
         assert_eq!(

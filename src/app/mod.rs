@@ -9,7 +9,9 @@
 //! - `signals.rs`: SIGTERM/SIGINT/SIGHUP, and how a run ends;
 //! - `intake.rs`: the trace intake, `/status`, and the trace flush;
 //! - `dogstatsd.rs`: DogStatsD's listeners, aggregator and flush;
-//! - `sink.rs`: payloads to the outbox (or stdout in a dry run).
+//! - `sink.rs`: payloads to the outbox (or stdout in a dry run);
+//! - `features.rs`: the receivers' `/features` (what the process agent's payloads follow);
+//! - `self_telemetry.rs`: the agent's own series in the host check's flush, and its startup event.
 
 use crate::checks::docker_events::EventBundler;
 use crate::config::Config;
