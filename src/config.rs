@@ -74,6 +74,11 @@ pub const VARS: &[VarDoc] = &[
         default: "auto",
         meaning: "auto: ask <url>/features (core and process agent) and follow the answer; none, or a comma list (upgrade-to-multi-metrics,incremental-topology,health-states): take that set and ask nothing",
     },
+    VarDoc {
+        name: "STS_REPORT_CHECK_HEALTH_STATE",
+        default: "true",
+        meaning: "send the process agent's own topology and health stream to /intake (the original's report_check_health_state); false: only when the receiver advertises health-states",
+    },
     VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
     VarDoc { name: "STS_ECS_AGENT_URL", default: "http://localhost:51678", meaning: "the ECS agent's introspection API, for the cluster name and each container's task" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
@@ -165,6 +170,9 @@ pub struct Config {
     pub docker_events_enabled: bool,
     /// `STS_FEATURES`: ask the receivers' `/features`, or take a fixed set.
     pub features: FeaturesSetting,
+    /// `STS_REPORT_CHECK_HEALTH_STATE` (the process agent's `ReportCheckHealthState`, default
+    /// true): its self topology and health go out when this is on or `health-states` is advertised.
+    pub report_check_health_state: bool,
     pub ec2_metadata_url: Url,
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
@@ -784,6 +792,7 @@ impl Config {
             docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
             docker_events_enabled: boolean("STS_DOCKER_EVENTS_ENABLED", true)?,
             features: get("STS_FEATURES").map_or(Ok(FeaturesSetting::Discover), |v| parse_features(&v))?,
+            report_check_health_state: boolean("STS_REPORT_CHECK_HEALTH_STATE", true)?,
             ec2_metadata_url,
         })
     }

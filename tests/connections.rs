@@ -84,7 +84,6 @@ fn near(got: f32, want: f64) -> bool {
 /// `collectionInterval`s.
 fn run_once(extra: &[(&str, &str)]) -> (Vec<Connection>, Vec<i32>, Vec<Request>) {
     let rx = Receiver::start(true, vec![202]);
-    rx.answer_features(200, common::ALL_FEATURES);
     let url = rx.url("/stsAgent");
     let mut env = vec![
         ("STS_STS_URL", url.as_str()),

@@ -33,7 +33,6 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
     std::thread::sleep(Duration::from_millis(700));
 
     let rx = Receiver::start(true, vec![202]);
-    rx.answer_features(200, common::ALL_FEATURES);
     let url = rx.url("/stsAgent");
     // What the busy one really got while the agent ran (the machine may be shared and loaded).
     let usage =
@@ -197,7 +196,6 @@ fn docker_metadata_names_images_and_ecs_task_tags() {
     let inspect = r#"{"Id":"x","State":{"Status":"running","Running":true,"StartedAt":"2023-11-14T22:15:00.000000001Z","Health":{"Status":"unhealthy","FailingStreak":3}}}"#;
     let (docker_host, seen) = fake_docker(&dir.0, list, inspect.to_string());
     let rx = Receiver::start(true, vec![202]);
-    rx.answer_features(200, common::ALL_FEATURES);
     let url = rx.url("/stsAgent");
     let out = run_agent(
         &["--once"],
@@ -289,7 +287,6 @@ fn in_its_own_pid_namespace_with_host_proc_and_sys_mounted_elsewhere() {
     std::fs::create_dir_all(&hp).unwrap();
     std::fs::create_dir_all(&hs).unwrap();
     let rx = Receiver::start(true, vec![202]);
-    rx.answer_features(200, common::ALL_FEATURES);
     let url = rx.url("/stsAgent");
     // As the ECS task runs it: a private pid namespace whose own /proc shows only itself, and
     // the host's /proc and /sys bind-mounted at HOST_PROC and HOST_SYS.
@@ -360,7 +357,6 @@ fn ecs_agent_api_tags_containers_by_task() {
         ),
     );
     let rx = Receiver::start(true, vec![202]);
-    rx.answer_features(200, common::ALL_FEATURES);
     let url = rx.url("/stsAgent");
     let out = run_agent(
         &["--once"],

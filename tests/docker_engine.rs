@@ -49,8 +49,6 @@ fn agent_under(argv: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
         .env("STS_APM_RECEIVER_PORT", port.to_string())
         .env("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")
-        // Dry runs: the raw container metrics and health show only with these features.
-        .env("STS_FEATURES", common::ALL_FEATURES_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -237,7 +235,6 @@ fn own_container_reported(tree: &str, memory: bool) {
         ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
         ("DOCKER_HOST", "unix:///nonexistent.sock"),
         ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
-        ("STS_FEATURES", common::ALL_FEATURES_ENV),
     ] {
         opts.extend(["-e".into(), format!("{k}={v}")]);
     }

@@ -1,8 +1,8 @@
 //! Receiver feature discovery and the agent's own telemetry, against the real TLS receiver
 //! stand-in (tests/common): each `/features` answer changes the payloads as
 //! spec/protocol.md §4.2/§4.4 says (decoded at the receiver, a real cgroup container in them);
-//! a receiver without the endpoint (404) gets the defaults and one `/features` request a minute
-//! per probe; the self-telemetry series decoded at the receiver equal `/status`.
+//! a receiver without the endpoint (404) gets the defaults and one `/features` request per
+//! distinct base URL for the run; the self-telemetry series decoded at the receiver equal `/status`.
 
 mod common;
 use common::pa_proto;
@@ -30,7 +30,8 @@ const METRICS: [&str; 11] = [
     "memCache",
 ];
 
-/// One `--once` run against a receiver answering `/features` with `reply`.
+/// One `--once` run against a receiver answering `/features` with `reply`;
+/// `STS_REPORT_CHECK_HEALTH_STATE=false`, so that only `health-states` brings the health stream.
 fn once_with(reply: Option<&str>, host: &str) -> (Receiver, String) {
     let rx = Receiver::start(true, vec![202]);
     if let Some(r) = reply {
@@ -44,6 +45,7 @@ fn once_with(reply: Option<&str>, host: &str) -> (Receiver, String) {
             ("STS_API_KEY", KEY),
             ("STS_HOSTNAME", host),
             ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_REPORT_CHECK_HEALTH_STATE", "false"),
             ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
             ("STS_NETWORK_TRACING_ENABLED", "false"),
             ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
@@ -75,18 +77,15 @@ fn each_feature_combination_changes_the_payloads_as_the_spec_says() {
     for run in runs {
         let (multi, health, (rx, stderr)) = run.join().unwrap();
         let what = format!("multi-metrics {multi}, health-states {health}\n{stderr}");
-        // Both probes asked, each as its original does.
+        // STS_PROCESS_AGENT_URL falls back to STS_STS_URL: one base URL, one request (the core's
+        // form, E4), its answer serving both agents.
         let asked = rx.features_requests();
-        let core: Vec<_> =
-            asked.iter().filter(|(_, r)| r.target == format!("/stsAgent/features?api_key={KEY}")).collect();
-        let pa: Vec<_> = asked.iter().filter(|(_, r)| r.target == "/stsAgent/features").collect();
-        assert_eq!((core.len(), pa.len()), (1, 1), "{asked:?}\n{what}");
-        for (_, r) in core.iter().chain(&pa) {
-            assert_eq!(r.method, "GET");
-            assert_eq!(r.header("sts-api-key"), Some(KEY));
-        }
-        assert_eq!(pa[0].1.header("content-encoding"), Some("identity"));
-        assert!(pa[0].1.header("sts-hostname").is_some_and(|h| h.starts_with("feat-")));
+        assert_eq!(asked.len(), 1, "{asked:?}\n{what}");
+        let r = &asked[0].1;
+        assert_eq!(r.target, format!("/stsAgent/features?api_key={KEY}"), "{what}");
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.header("sts-api-key"), Some(KEY));
+        assert_eq!(r.header("sts-hostname"), Some(rx.url("/stsAgent").as_str()), "E3: the base URL");
 
         let reqs = rx.requests();
         let ctrs: Vec<_> = reqs
@@ -104,14 +103,16 @@ fn each_feature_combination_changes_the_payloads_as_the_spec_says() {
             .filter(|m| m[3]["tags"][0] == format!("containerId:{id}"))
             .map(|m| m[0].as_str().unwrap())
             .collect();
-        let raw_eleven = raw.iter().filter(|n| METRICS.contains(n)).count();
+        // Raw metrics on /intake either way (as the process agent sends them).
+        for name in ["totalPct", "userPct", "memRss", "memCache"] {
+            assert!(raw.contains(&name), "{name} in {raw:?}\n{what}");
+        }
+        assert!(raw.iter().all(|n| METRICS.contains(n) || n.starts_with("cpu")), "{raw:?}");
         if multi {
-            // Raw metrics on /intake, nothing inside Container.
-            assert!(raw.contains(&"totalPct") && raw.contains(&"memRss"), "{raw:?}\n{what}");
+            // Nothing inside Container.
             assert_eq!((c.total_pct, c.mem_rss, c.user_pct), (0.0, 0, 0.0), "{what}");
         } else {
-            // Inside Container only.
-            assert_eq!(raw_eleven, 0, "{raw:?}\n{what}");
+            // Inside Container too.
             assert!(c.mem_rss >= 16 << 20, "memRss inside Container: {}\n{what}", c.mem_rss);
             assert!(c.total_pct > 5.0, "the busy container's totalPct inside Container: {}\n{what}", c.total_pct);
         }
@@ -169,20 +170,29 @@ fn serie(payload: &Value, name: &str, tag: Option<&str>) -> Option<f64> {
     })
 }
 
-/// A receiver without `/features`: the defaults, one request a minute per probe (a process agent
-/// would poll every 5 s), and `/status` says so. The same run checks the self telemetry: once
-/// the agent is quiet, the series of a flush equal `/status`.
+/// A receiver without `/features` (404, an HTTP reply: final): the defaults, exactly one request
+/// per distinct base URL for the run (a process agent would poll every 5 s), and `/status` says
+/// so. The same run checks the self telemetry: once the agent is quiet, the series of a flush
+/// equal `/status`.
 #[test]
-fn a_receiver_without_features_gets_the_defaults_and_one_request_a_minute() {
+fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() {
     let rx = Receiver::start(true, vec![202]);
     let url = rx.url("/stsAgent");
+    // The process agent's own base URL: two probes.
+    let pa_url = rx.url("/pa");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let port_s = port.to_string();
+    let dsd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dsd_port = dsd.local_addr().unwrap().port();
+    drop(dsd);
+    let dsd_port_s = dsd_port.to_string();
     let started = Instant::now();
     let agent = drained(spawn_agent(
         &[],
         &[
             ("STS_STS_URL", &url),
+            ("STS_PROCESS_AGENT_URL", &pa_url),
+            ("STS_DOGSTATSD_PORT", &dsd_port_s),
             ("STS_API_KEY", KEY),
             ("STS_HOSTNAME", "nofeat-host"),
             ("STS_SKIP_SSL_VALIDATION", "true"),
@@ -209,6 +219,11 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_a_minute() {
         assert_eq!(post(port, "/v0.4/traces", body.as_bytes()), 200);
     }
     assert_eq!(post(port, "/v0.4/traces", b"[[{\"trace_id\":"), 400);
+    // DogStatsD: three packets, four metrics, one line that does not parse.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for p in ["feat.a:1|c", "feat.b:2|g\nfeat.c:3|c", "feat.d:4|h\nnot a metric"] {
+        client.send_to(p.as_bytes(), ("127.0.0.1", dsd_port)).unwrap();
+    }
 
     // Once a flush after those shows them, the agent is quiet: its series equal `/status`.
     let (payload, st) = loop {
@@ -218,7 +233,10 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_a_minute() {
             .filter(|r| r.target.starts_with("/stsAgent/api/v1/series"))
             .map(|r| r.json())
             .rfind(|v| serie(v, "stackstate.agent.running", None).is_some());
-        if let Some(v) = last.filter(|v| serie(v, "stackstate.agent.trace_intake.payloads", None) == Some(3.0)) {
+        if let Some(v) = last.filter(|v| {
+            serie(v, "stackstate.agent.trace_intake.payloads", None) == Some(3.0)
+                && serie(v, "stackstate.agent.dogstatsd.udp_packets", None) == Some(3.0)
+        }) {
             break (v, status(port));
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "no flush with the trace intake's counts");
@@ -231,9 +249,25 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_a_minute() {
         assert_eq!(serie(&payload, &format!("stackstate.agent.trace_intake.{f}"), None), ti[f].as_f64(), "{f}");
     }
     assert_eq!(ti["rejected"]["decode"], 1);
+    // Refusal and drop series only for reasons that happened.
+    let nonzero = |n: &Value| n.as_f64().filter(|n| *n != 0.0);
     for (reason, n) in ti["rejected"].as_object().unwrap() {
         let tag = format!("reason:{reason}");
-        assert_eq!(serie(&payload, "stackstate.agent.trace_intake.rejected", Some(&tag)), n.as_f64(), "{reason}");
+        assert_eq!(serie(&payload, "stackstate.agent.trace_intake.rejected", Some(&tag)), nonzero(n), "{reason}");
+    }
+    let d = &st["dogstatsd"];
+    assert_eq!((d["udp_packets"].as_u64(), d["metrics"].as_u64()), (Some(3), Some(4)), "{d}");
+    for f in ["udp_packets", "uds_packets", "metrics", "events", "service_checks"] {
+        assert_eq!(serie(&payload, &format!("stackstate.agent.dogstatsd.{f}"), None), d[f].as_f64(), "{f}");
+    }
+    assert_eq!(d["parse_errors"]["metric"], 1, "{d}");
+    for (kind, n) in d["parse_errors"].as_object().unwrap() {
+        let tag = format!("kind:{kind}");
+        assert_eq!(serie(&payload, "stackstate.agent.dogstatsd.parse_errors", Some(&tag)), nonzero(n), "{kind}");
+    }
+    for (reason, n) in d["drops"].as_object().unwrap() {
+        let tag = format!("reason:{reason}");
+        assert_eq!(serie(&payload, "stackstate.agent.dogstatsd.dropped", Some(&tag)), nonzero(n), "{reason}");
     }
     let p = &st["checks"]["process"];
     for f in ["runs", "last_duration_ms", "last_cpu_ms", "total_cpu_ms"] {
@@ -251,39 +285,72 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_a_minute() {
                     && s["tags"].as_array().unwrap().iter().any(|t| *t == tag)
                     && s["tags"].as_array().unwrap().iter().any(|t| *t == format!("reason:{reason}"))
             });
-            assert_eq!(got.and_then(|s| s["points"][0][1].as_f64()), n.as_f64(), "{route} {reason}");
+            assert_eq!(got.and_then(|s| s["points"][0][1].as_f64()), nonzero(n), "{route} {reason}");
+        }
+        // The process agent's routes are quiet until its next run (a minute after the first).
+        if ["collector", "process-intake"].contains(&route.as_str()) {
+            for f in ["delivered", "queued_bytes"] {
+                assert_eq!(
+                    serie(&payload, &format!("stackstate.agent.outbox.{f}"), Some(&tag)),
+                    e[f].as_f64(),
+                    "{route} {f}"
+                );
+            }
         }
     }
-    assert!(serie(&payload, "stackstate.process_agent.processes.host_count", None).unwrap() > 1.0);
+    // The processes the process check reported (the process agent's `len(processes)`).
+    assert_eq!(serie(&payload, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64(), "{p}");
     assert_eq!(serie(&payload, "stackstate.process_agent.running", Some(&version)), Some(1.0));
 
-    // A minute and a bit: each probe asked at start and once more a minute later, no more.
-    let until = started + Duration::from_secs(66);
-    std::thread::sleep(until.saturating_duration_since(Instant::now()));
-    let asked = rx.features_requests();
-    for target in [format!("/stsAgent/features?api_key={KEY}"), "/stsAgent/features".to_string()] {
-        let at: Vec<Instant> = asked.iter().filter(|(_, r)| r.target == target).map(|(t, _)| *t).collect();
-        assert_eq!(at.len(), 2, "{target}: {} requests in 66 s", at.len());
-        let gap = at[1].duration_since(at[0]);
-        assert!(gap >= Duration::from_secs(59), "{target}: asked again after {gap:?}");
-        assert!(asked.iter().all(|(_, r)| r.status == 404));
+    // Over 65 s and more: each base URL asked once (a 404 is final), never again. Polled, so
+    // that a second request fails the test when it comes, not at a fixed moment.
+    let core_target = format!("/stsAgent/features?api_key={KEY}");
+    let counts = || {
+        let asked = rx.features_requests();
+        let n = |t: &str| asked.iter().filter(|(_, r)| r.target == t).count();
+        (n(&core_target), n("/pa/features"), asked.len())
+    };
+    while started.elapsed() < Duration::from_secs(70) {
+        let (core, pa, all) = counts();
+        assert!(core <= 1 && pa <= 1 && all == core + pa, "{:?}", rx.features_requests());
+        std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(counts(), (1, 1, 2), "{:?}", rx.features_requests());
+    let asked = rx.features_requests();
+    assert!(asked.iter().all(|(_, r)| r.status == 404));
+    let pa_req = &asked.iter().find(|(_, r)| r.target == "/pa/features").unwrap().1;
+    assert_eq!(pa_req.header("content-encoding"), Some("identity"));
+    assert_eq!(pa_req.header("sts-hostname"), Some("nofeat-host"));
+    assert_eq!(pa_req.header("sts-api-key"), Some(KEY));
     let st = status(port);
-    let f = &st["features"]["process_agent"];
-    assert_eq!(f["state"], "no_answer", "{st}");
-    assert_eq!(f["requests"], 2);
-    assert!(f["last_error"].as_str().unwrap().contains("404"), "{f}");
-    assert_eq!(f["features"]["health-states"], false);
-    assert_eq!(st["features"]["core"]["state"], "no_answer");
+    // The process check's second run (at 60 s) reported processes; a flush since says as many.
+    let p = &st["checks"]["process"];
+    assert_eq!(p["runs"], 2, "{p}");
+    assert!(p["last_count"].as_u64().unwrap() > 1, "{p}");
+    let last = rx
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with("/stsAgent/api/v1/series"))
+        .map(|r| r.json())
+        .rfind(|v| serie(v, "stackstate.agent.check.runs", Some("check:process")) == Some(2.0))
+        .expect("a flush after the process check's second run");
+    assert_eq!(serie(&last, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64());
+    for probe in ["core", "process_agent"] {
+        let f = &st["features"][probe];
+        assert_eq!(f["state"], "refused", "{st}");
+        assert_eq!(f["requests"], 1, "{st}");
+        assert!(f["last_error"].as_str().unwrap().contains("404"), "{f}");
+        assert_eq!(f["features"]["health-states"], false);
+    }
 
-    // The defaults: no agent topology or health stream, no raw container metrics.
+    // The defaults: the agent topology and health stream (STS_REPORT_CHECK_HEALTH_STATE
+    // defaults to true).
     let reqs = rx.requests();
-    let side: Vec<Value> =
-        reqs.iter().filter(|r| r.target.starts_with("/stsAgent/intake?")).map(|r| r.json()).collect();
+    let side: Vec<Value> = reqs.iter().filter(|r| r.target.starts_with("/pa/intake?")).map(|r| r.json()).collect();
     assert!(!side.is_empty());
     for v in &side {
-        assert!(v["health"].as_array().unwrap().is_empty(), "{v}");
-        assert!(v["topologies"].as_array().unwrap().iter().all(|t| t["instance"]["type"] != "agent"), "{v}");
+        assert_eq!(v["health"].as_array().unwrap().len(), 1, "{v}");
+        assert!(v["topologies"].as_array().unwrap().iter().any(|t| t["instance"]["type"] == "agent"), "{v}");
     }
     // `stackstate.agent.started` and the startup event: once in the run.
     let series: Vec<Value> =
@@ -302,9 +369,10 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_a_minute() {
     drop(agent);
 }
 
-/// `incremental-topology`: a full `CollectorProc` first, then `CollectorCommands` every run (a
-/// full one only a minute later): a process already sent comes as "metrics", a new one as
-/// "update", one gone as "delete".
+/// `incremental-topology`: `CollectorCommands` every run (the first all "update"), and besides it
+/// a full `CollectorProc` on the first run and then once a minute: a process already sent comes
+/// as "metrics", a new one as "update", one gone as "delete". Messages are told apart by groupId
+/// (a busy host's snapshot is several type-12 messages of one group).
 #[test]
 fn incremental_topology_sends_increments_between_full_snapshots() {
     let rx = Receiver::start(true, vec![202]);
@@ -374,13 +442,45 @@ fn incremental_topology_sends_increments_between_full_snapshots() {
     wait("the newcomer's delete", &|| commands(new_pid).iter().any(|c| c.1 == "delete"));
 
     let msgs = collector();
-    let types: Vec<u8> = msgs.iter().map(|r| pa_proto::header(&r.body).2).collect();
-    // One full snapshot (within the minute), then increments only.
-    assert_eq!(types[0], 12, "{types:?}");
-    assert_eq!(types.iter().filter(|t| **t == 12).count(), 1, "{types:?}");
-    assert!(types[1..].iter().all(|t| *t == 13), "{types:?}");
-    let full = pa_proto::collector_proc(&msgs[0].body);
-    assert!(full.processes.iter().any(|p| p.pid == steady_pid as i32));
+    // (type, groupId, groupSize) per message, and the groups in the order they came.
+    let heads: Vec<(u8, i32, i32)> = msgs
+        .iter()
+        .map(|r| match pa_proto::header(&r.body).2 {
+            12 => {
+                let m = pa_proto::collector_proc(&r.body);
+                (12, m.group_id, m.group_size)
+            }
+            t => {
+                let m = pa_proto::collector_commands(&r.body);
+                (t, m.group_id, m.group_size)
+            }
+        })
+        .collect();
+    let mut groups: Vec<(u8, i32)> = heads.iter().map(|h| (h.0, h.1)).collect();
+    groups.dedup();
+    for &(t, g) in &groups {
+        let n = heads.iter().filter(|h| h.1 == g).count();
+        assert!(heads.iter().filter(|h| h.1 == g).all(|h| h.0 == t && h.2 as usize == n), "group {g}: {heads:?}");
+    }
+    // The first run: its increment (every process an "update"), then the full snapshot; within
+    // the minute no other snapshot, increments only.
+    assert_eq!((groups[0].0, groups[1].0), (13, 12), "{heads:?}");
+    assert_eq!(groups.iter().filter(|g| g.0 == 12).count(), 1, "{heads:?}");
+    let first_incr: Vec<_> = msgs
+        .iter()
+        .zip(&heads)
+        .filter(|(_, h)| h.1 == groups[0].1)
+        .flat_map(|(r, _)| pa_proto::collector_commands(&r.body).commands)
+        .collect();
+    assert!(first_incr.iter().any(|c| c.update_process.as_ref().is_some_and(|p| p.pid == steady_pid as i32)));
+    assert!(first_incr.iter().all(|c| c.update_process_metrics.is_none() && c.delete_process.is_none()));
+    let full: Vec<_> = msgs
+        .iter()
+        .zip(&heads)
+        .filter(|(_, h)| h.1 == groups[1].1)
+        .flat_map(|(r, _)| pa_proto::collector_proc(&r.body).processes)
+        .collect();
+    assert!(full.iter().any(|p| p.pid == steady_pid as i32));
     // The newcomer: update, then metrics, then delete, in that order; its update carries the process.
     let new_cmds = commands(new_pid);
     let first = |k: &str| new_cmds.iter().position(|c| c.1 == k).unwrap();

@@ -29,7 +29,6 @@ fn marker(tag: &str) -> String {
 /// Runs `--once` against a fresh receiver; returns the decoded messages and the raw requests.
 fn run_once(extra: &[(&str, &str)]) -> (Vec<CollectorProc>, Vec<Request>) {
     let rx = Receiver::start(true, vec![202]);
-    rx.answer_features(200, common::ALL_FEATURES);
     let url = rx.url("/stsAgent");
     let mut env = vec![
         ("STS_STS_URL", url.as_str()),
@@ -468,8 +467,6 @@ fn run_once_with_nofile(limits: &str) -> std::process::Output {
             ("STS_APM_RECEIVER_PORT", port.as_str()),
             ("STS_HOSTNAME", "nofds-host"),
             ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
-            // A dry run: the health stream shows only with `health-states`.
-            ("STS_FEATURES", common::ALL_FEATURES_ENV),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -32,6 +32,9 @@ pub struct ConnectionsCheck {
     http: Option<HttpFlows>,
     /// What the receiver advertises (set by the app before each run; none by default).
     pub features: crate::parse::features::Features,
+    /// `STS_REPORT_CHECK_HEALTH_STATE` (default true): self topology and health even when the
+    /// receiver does not advertise `health-states` (the process agent sends them when either holds).
+    pub report_health: bool,
 }
 
 impl ConnectionsCheck {
@@ -50,6 +53,7 @@ impl ConnectionsCheck {
             runs: 0,
             http: None,
             features: Default::default(),
+            report_health: true,
         })
     }
 
@@ -224,8 +228,8 @@ impl ConnectionsCheck {
         };
         let h = CheckHealth { check: "connections", interval_s: self.interval_s, health, message };
         let (me, my_create) = procs.agent_identity();
-        let health = self.features.health_states.then_some(&h);
-        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, health, metrics, None, false);
+        let health = (self.report_health || self.features.health_states).then_some(&h);
+        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, health, metrics, None);
         emit(Encoded::Intake(msg));
     }
 }

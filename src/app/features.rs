@@ -1,9 +1,11 @@
 //! Receiver feature discovery (spec/protocol.md E4, E7): `GET <STS_STS_URL>/features?api_key=…`
 //! as the core agent asks, and `GET <STS_PROCESS_AGENT_URL>/features` as the process agent asks,
-//! each on its own keep-alive client of the transport (non-blocking, in the loop). A 2xx JSON
-//! object is the answer and ends the probe. Any other reply (404: the receiver has no such
-//! endpoint) or a failure means "no features" for now, and the probe asks again a minute later,
-//! never sooner: a receiver without the endpoint sees one request a minute per probe, no storm.
+//! each on its own keep-alive client of the transport (non-blocking, in the loop). One probe per
+//! distinct base URL: when the process agent's URL is the core's (the fallback), the core probe's
+//! answer serves both. Any HTTP reply is final: a 2xx JSON object is the set, any other status
+//! (404: the receiver has no such endpoint) means "no features" for the run, as the original
+//! takes it, and nothing more is asked. Only a failure (network, TLS, timeout) or a 2xx body
+//! that is not a features object is asked again, a minute later, never sooner.
 //! `STS_FEATURES` fixes the set instead (no request at all).
 
 use crate::config::FeaturesSetting;
@@ -16,7 +18,7 @@ use mio::{Registry, Token};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// After a 404, another non-2xx reply, a malformed reply or a failure: the next request.
+/// After a failure or a malformed 2xx reply: the next request.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Where a probe stands.
@@ -26,6 +28,8 @@ pub enum Discovery {
     Pending,
     /// The last request got no usable answer: no features until one comes.
     NoAnswer,
+    /// The receiver replied with a status other than 2xx: no features, final for the run.
+    Refused,
     /// The receiver answered (or `STS_FEATURES` set it).
     Known(Features),
 }
@@ -138,8 +142,19 @@ impl FeatureProbe {
                 }
                 Err(e) => format!("HTTP {status} with a reply that is not a features object: {}", e.what),
             },
-            Outcome::Response { status: 404, .. } => "HTTP 404: the receiver has no /features endpoint".to_string(),
-            Outcome::Response { status, .. } => format!("HTTP {status}"),
+            Outcome::Response { status, .. } => {
+                let why = if status == 404 {
+                    "HTTP 404: the receiver has no /features endpoint".to_string()
+                } else {
+                    format!("HTTP {status}")
+                };
+                info!("{} /features: {why}; sending as to a receiver without features (not asking again)", self.name);
+                self.last_error = Some(why);
+                self.state = Discovery::Refused;
+                self.next_at = None;
+                self.client.close(registry);
+                return;
+            }
             Outcome::Failed(f) => crate::log::scrub(&f.to_string(), &self.secrets),
         };
         if self.last_error.as_deref() != Some(why.as_str()) {
@@ -183,6 +198,8 @@ pub(super) struct FeatureDiscovery {
     pub process_agent: Option<FeatureProbe>,
     /// `STS_FEATURES`: the set every endpoint is taken to have.
     pub configured: Option<Features>,
+    /// The process agent's base URL is the core's: the core probe answers for both.
+    process_agent_shares_core: bool,
     api_key: String,
 }
 
@@ -199,7 +216,13 @@ impl FeatureDiscovery {
         tokens: std::ops::Range<usize>,
         now: Instant,
     ) -> FeatureDiscovery {
-        let mut d = FeatureDiscovery { core: None, process_agent: None, configured: None, api_key: api_key.into() };
+        let mut d = FeatureDiscovery {
+            core: None,
+            process_agent: None,
+            configured: None,
+            process_agent_shares_core: false,
+            api_key: api_key.into(),
+        };
         if let FeaturesSetting::Fixed(f) = setting {
             info!("STS_FEATURES: taking the receiver to have {} (not asking /features)", Listed(*f));
             d.configured = Some(*f);
@@ -208,10 +231,22 @@ impl FeatureDiscovery {
         let version = env!("CARGO_PKG_VERSION").to_string();
         if let Some(base) = sts_url {
             // E4: as the core agent's transactional client sends it (key in the query too).
-            let headers = vec![("sts-agent-version", version.clone()), ("User-Agent", format!("sts-agent/{version}"))];
+            // `sts-hostname` holds the base URL, as the original's client sends it (E3).
+            let headers = vec![
+                ("sts-hostname", base.to_string()),
+                ("sts-agent-version", version.clone()),
+                ("User-Agent", format!("sts-agent/{version}")),
+            ];
             match FeatureProbe::new("core", base, tls.clone(), Token(tokens.start), headers, api_key, true, now) {
                 Ok(p) => d.core = Some(p),
                 Err(e) => warn!("core /features: not asked: {e}"),
+            }
+        }
+        if let (Some(pa), Some(core)) = (process_agent_url, sts_url) {
+            if pa == core && d.core.is_some() {
+                info!("process agent /features: same base URL as the core agent's, one request serves both");
+                d.process_agent_shares_core = true;
+                return d;
             }
         }
         if let Some(base) = process_agent_url {
@@ -231,12 +266,19 @@ impl FeatureDiscovery {
 
     /// Nothing configured and nothing to ask (a dry run): the defaults.
     pub fn none() -> FeatureDiscovery {
-        FeatureDiscovery { core: None, process_agent: None, configured: None, api_key: String::new() }
+        FeatureDiscovery {
+            core: None,
+            process_agent: None,
+            configured: None,
+            process_agent_shares_core: false,
+            api_key: String::new(),
+        }
     }
 
     /// What the process agent's payloads follow.
     pub fn process_agent(&self) -> Features {
-        self.configured.or_else(|| self.process_agent.as_ref().map(FeatureProbe::features)).unwrap_or_default()
+        let probe = if self.process_agent_shares_core { &self.core } else { &self.process_agent };
+        self.configured.or_else(|| probe.as_ref().map(FeatureProbe::features)).unwrap_or_default()
     }
 
     /// What the core agent's payloads follow.
@@ -246,7 +288,8 @@ impl FeatureDiscovery {
 
     /// The process agent's first request has not been answered yet (`--once` waits a moment).
     pub fn process_agent_pending(&self) -> bool {
-        self.process_agent.as_ref().is_some_and(|p| p.state == Discovery::Pending)
+        let probe = if self.process_agent_shares_core { &self.core } else { &self.process_agent };
+        probe.as_ref().is_some_and(|p| p.state == Discovery::Pending)
     }
 
     fn probes_mut(&mut self) -> impl Iterator<Item = &mut FeatureProbe> {
@@ -282,9 +325,11 @@ impl FeatureDiscovery {
     pub fn status_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"configured\":");
         out.extend_from_slice(if self.configured.is_some() { b"true" } else { b"false" });
-        for (name, probe, set) in
-            [("core", &self.core, self.core()), ("process_agent", &self.process_agent, self.process_agent())]
-        {
+        let pa_probe = if self.process_agent_shares_core { &self.core } else { &self.process_agent };
+        for (name, probe, set, own) in [
+            ("core", &self.core, self.core(), true),
+            ("process_agent", pa_probe, self.process_agent(), !self.process_agent_shares_core),
+        ] {
             out.push(b',');
             json::str(out, name);
             out.extend_from_slice(b":{\"state\":");
@@ -294,12 +339,17 @@ impl FeatureDiscovery {
                 (Some(p), None) => match p.state {
                     Discovery::Pending => "pending",
                     Discovery::NoAnswer => "no_answer",
+                    Discovery::Refused => "refused",
                     Discovery::Known(_) => "answered",
                 },
             };
             json::str(out, state);
             out.extend_from_slice(b",\"requests\":");
-            json::u64(out, probe.as_ref().map_or(0, |p| p.requests));
+            // A shared probe's requests are counted once, under `core`.
+            json::u64(out, probe.as_ref().filter(|_| own).map_or(0, |p| p.requests));
+            if !own {
+                out.extend_from_slice(b",\"answered_by\":\"core\"");
+            }
             out.extend_from_slice(b",\"last_error\":");
             match probe.as_ref().and_then(|p| p.last_error.as_deref()) {
                 Some(e) => json::str(out, e),

@@ -38,6 +38,9 @@ pub struct ProcessCheck {
     self_pid: u32,
     /// What the receiver advertises (set by the app before each run; none by default).
     pub features: Features,
+    /// `STS_REPORT_CHECK_HEALTH_STATE` (default true): self topology and health even when the
+    /// receiver does not advertise `health-states` (the process agent sends them when either holds).
+    report_health: bool,
     /// What the last reporting run sent, for `incremental-topology`'s increments: its processes
     /// `(pid, createTime ms)` and containers `(id, tags hash)`, sorted; and when the last full
     /// `CollectorProc` went out (monotonic seconds).
@@ -97,6 +100,7 @@ impl ProcessCheck {
             containers_only,
             interval_s: cfg.process_check_interval.as_secs(),
             features: Features::default(),
+            report_health: cfg.report_check_health_state,
             prev_procs: Vec::new(),
             prev_ctrs: Vec::new(),
             commands: Vec::new(),
@@ -168,11 +172,17 @@ impl ProcessCheck {
             return;
         }
         self.group_id = self.group_id.wrapping_add(1);
-        let incremental =
-            !json && self.features.incremental_topology && self.last_full.is_some_and(|t| mono_secs - t < FULL_EVERY_S);
+        // `incremental-topology` (spec §9.12): the increment every run (all "update" on the
+        // first), and besides it the full snapshot when the refresh interval has passed.
+        let incremental = !json && self.features.incremental_topology;
         if incremental {
             self.emit_increments(host, unix_ms, meta, msg, emit);
-        } else {
+        }
+        if !incremental || self.last_full.is_none_or(|t| mono_secs - t >= FULL_EVERY_S) {
+            if incremental {
+                // The snapshot is a message group of its own.
+                self.group_id = self.group_id.wrapping_add(1);
+            }
             self.emit_full(host, unix_ms, json, meta, msg, emit);
             self.last_full = Some(mono_secs);
         }
@@ -274,7 +284,8 @@ impl ProcessCheck {
                 cmds.push(Command::DeleteContainer(*id));
             }
         }
-        let chunks = cmds.len().div_ceil(MAX_PER_MESSAGE).max(1);
+        // Nothing reported, nothing gone: no message (as the process agent).
+        let chunks = cmds.len().div_ceil(MAX_PER_MESSAGE);
         let source = &self.source;
         let user = |uid| source.user_name(uid);
         for k in 0..chunks {
@@ -341,10 +352,9 @@ impl ProcessCheck {
             me,
             my_create,
             (unix_ms / 1000) as u64,
-            self.features.health_states.then_some(&health),
+            (self.report_health || self.features.health_states).then_some(&health),
             &metrics,
             Some((&self.containers, meta)),
-            self.features.multi_metrics,
         );
         emit(Encoded::Intake(msg));
     }

@@ -65,7 +65,8 @@ pub fn emit(sink: &mut dyn MetricSink, s: &StatusInput<'_>, started: bool, proce
             ] {
                 sink.metric(m, Kind::Gauge, v as f64, &tag);
             }
-            for (reason, n) in st.dropped.by_reason() {
+            // Drop and refusal series only for reasons that happened: most stay 0 for the run.
+            for (reason, n) in st.dropped.by_reason().into_iter().filter(|r| r.1 > 0) {
                 let tags = [tag[0], Tag { key: "reason", value: reason.as_bytes() }];
                 sink.metric("stackstate.agent.outbox.dropped", Kind::Gauge, n as f64, &tags);
             }
@@ -90,6 +91,9 @@ pub fn emit(sink: &mut dyn MetricSink, s: &StatusInput<'_>, started: bool, proce
             ("busy", i.busy),
             ("timeout", i.timeouts),
         ] {
+            if n == 0 {
+                continue;
+            }
             let tag = [Tag { key: "reason", value: reason.as_bytes() }];
             sink.metric("stackstate.agent.trace_intake.rejected", Kind::Gauge, n as f64, &tag);
         }
@@ -112,6 +116,9 @@ pub fn emit(sink: &mut dyn MetricSink, s: &StatusInput<'_>, started: bool, proce
             ("event", a.parse_error_event),
             ("service_check", a.parse_error_service_check),
         ] {
+            if n == 0 {
+                continue;
+            }
             let tag = [Tag { key: "kind", value: kind.as_bytes() }];
             sink.metric("stackstate.agent.dogstatsd.parse_errors", Kind::Gauge, n as f64, &tag);
         }
@@ -135,6 +142,9 @@ pub fn emit(sink: &mut dyn MetricSink, s: &StatusInput<'_>, started: bool, proce
             ("origin_detection_errors", l.origin_detection_errors),
             ("kernel_drops", l.kernel_drops_udp + l.kernel_drops_uds),
         ] {
+            if n == 0 {
+                continue;
+            }
             let tag = [Tag { key: "reason", value: reason.as_bytes() }];
             sink.metric("stackstate.agent.dogstatsd.dropped", Kind::Gauge, n as f64, &tag);
         }
@@ -169,8 +179,10 @@ impl super::App {
     pub(super) fn append_self_telemetry(&mut self, now: std::time::Instant) {
         // Taken out for the while (an empty `Vec` does not allocate), so the report can borrow `self`.
         let mut buf = std::mem::take(&mut self.series_buf);
+        // The processes the last run reported (the process agent's `len(processes)`), which is
+        // `/status`'s `checks.process.last_count`.
         let process = self.process.as_ref().map(|p| ProcessAgentCounts {
-            processes: u64::from(p.stats().total),
+            processes: self.process_status.last_count,
             containers: p.containers.containers.len() as u64,
         });
         let interval = self.cfg.host_check_interval.as_secs();
@@ -263,13 +275,12 @@ mod tests {
         let mut out = Vec::new();
         status::write(&mut out, &s);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let get = |name: &str, tag: Option<&str>| {
-            rows.0
-                .iter()
-                .find(|r| r.0 == name && tag.is_none_or(|t| r.3.iter().any(|x| x == t)))
-                .map(|r| r.2)
-                .unwrap_or_else(|| panic!("no {name} {tag:?}"))
+        let opt = |name: &str, tag: Option<&str>| {
+            rows.0.iter().find(|r| r.0 == name && tag.is_none_or(|t| r.3.iter().any(|x| x == t))).map(|r| r.2)
         };
+        let get = |name: &str, tag: Option<&str>| opt(name, tag).unwrap_or_else(|| panic!("no {name} {tag:?}"));
+        // Drop and refusal series: only the reasons that happened.
+        let nonzero = |n: &serde_json::Value| n.as_f64().filter(|n| *n != 0.0);
         assert_eq!(get("stackstate.agent.running", Some(&format!("version:{}", env!("CARGO_PKG_VERSION")))), 1.0);
         assert!(rows.0.iter().any(|r| r.0 == "stackstate.agent.started" && r.1 == Kind::Count && r.2 == 1.0));
         assert_eq!(get("stackstate.agent.uptime_s", None), v["uptime_s"].as_f64().unwrap());
@@ -285,17 +296,19 @@ mod tests {
         }
         for (reason, n) in ti["rejected"].as_object().unwrap() {
             let tag = format!("reason:{reason}");
-            assert_eq!(get("stackstate.agent.trace_intake.rejected", Some(&tag)), n.as_f64().unwrap(), "{reason}");
+            assert_eq!(opt("stackstate.agent.trace_intake.rejected", Some(&tag)), nonzero(n), "{reason}");
         }
         let d = &v["dogstatsd"];
         for (reason, n) in d["drops"].as_object().unwrap() {
             let tag = format!("reason:{reason}");
-            assert_eq!(get("stackstate.agent.dogstatsd.dropped", Some(&tag)), n.as_f64().unwrap(), "{reason}");
+            assert_eq!(opt("stackstate.agent.dogstatsd.dropped", Some(&tag)), nonzero(n), "{reason}");
         }
         for (kind, n) in d["parse_errors"].as_object().unwrap() {
             let tag = format!("kind:{kind}");
-            assert_eq!(get("stackstate.agent.dogstatsd.parse_errors", Some(&tag)), n.as_f64().unwrap(), "{kind}");
+            assert_eq!(opt("stackstate.agent.dogstatsd.parse_errors", Some(&tag)), nonzero(n), "{kind}");
         }
+        assert!(opt("stackstate.agent.trace_intake.rejected", Some("reason:bad_request")).is_none());
+        assert_eq!(opt("stackstate.agent.dogstatsd.dropped", Some("reason:kernel_drops")), Some(3.0));
         for f in ["udp_packets", "metrics", "contexts"] {
             assert_eq!(get(&format!("stackstate.agent.dogstatsd.{f}"), None), d[f].as_f64().unwrap(), "{f}");
         }

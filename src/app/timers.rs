@@ -99,6 +99,7 @@ pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
             cfg.connection_check_interval.as_secs(),
         ) {
             Ok(mut c) => {
+                c.report_health = cfg.report_check_health_state;
                 if cfg.protocol_inspection_enabled {
                     c.enable_protocol_inspection(super::source::Source::HttpCapture.tokens(), cfg.max_connections);
                 } else {

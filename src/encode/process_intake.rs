@@ -30,10 +30,11 @@ impl<'a> SelfMetric<'a> {
     }
 }
 
-/// `health`: the agent's own topology and the check's health stream, sent only when the
-/// receiver advertises `health-states` (`None` otherwise). `container_metrics`: the eleven
-/// container metrics as raw metrics (`upgrade-to-multi-metrics`; otherwise they ride inside
-/// `Container` in `/api/v1/collector`). The throttling metrics are sent either way.
+/// `health`: the agent's own topology and the check's health stream, sent when
+/// `STS_REPORT_CHECK_HEALTH_STATE` is on (the default) or the receiver advertises `health-states`
+/// (`None` otherwise). The eleven container metrics and the throttling metrics always go here
+/// as raw metrics, whatever the receiver advertises (as the process agent does; without
+/// `upgrade-to-multi-metrics` they also ride inside `Container` in `/api/v1/collector`).
 #[allow(clippy::too_many_arguments)]
 pub fn side_channel(
     out: &mut Vec<u8>,
@@ -44,7 +45,6 @@ pub fn side_channel(
     health: Option<&CheckHealth<'_>>,
     metrics: &[SelfMetric<'_>],
     containers: Option<(&ContainerTable, &Metadata)>,
-    container_metrics: bool,
 ) {
     out.clear();
     out.extend_from_slice(b"{\"internalHostname\":");
@@ -70,25 +70,12 @@ pub fn side_channel(
     }
     if let Some((t, _)) = containers {
         for c in &t.containers {
-            if container_metrics {
-                let r = rates(c, t);
-                let values = [
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6],
-                    r[7],
-                    r[8],
-                    c.cur.mem_rss as f64,
-                    c.cur.mem_cache as f64,
-                ];
-                for (i, (name, v)) in METRIC_NAMES.iter().zip(values).enumerate() {
-                    if metric_applies(c, i) {
-                        raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
-                    }
+            let r = rates(c, t);
+            let values =
+                [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
+            for (i, (name, v)) in METRIC_NAMES.iter().zip(values).enumerate() {
+                if metric_applies(c, i) {
+                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
                 }
             }
             // Sent by the process agent 4.0.5–4.0.11 whatever the receiver's features.
@@ -305,7 +292,7 @@ mod tests {
         let h = CheckHealth { check: "process", interval_s: 30, health: "CLEAR", message: "" };
         let ids = |t: &ContainerTable, meta: &Metadata| -> Vec<String> {
             let mut b = Vec::new();
-            side_channel(&mut b, "h", 1, 0, 0, Some(&h), &[], Some((t, meta)), true);
+            side_channel(&mut b, "h", 1, 0, 0, Some(&h), &[], Some((t, meta)));
             let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
             v["topologies"]
                 .as_array()
@@ -357,7 +344,6 @@ mod tests {
                 },
             ],
             None,
-            false,
         );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         let t = &v["topologies"][0];

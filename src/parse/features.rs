@@ -1,8 +1,8 @@
 //! The receiver's `GET /features` reply (spec/protocol.md E4/E7, §4.4): a JSON object mapping a
 //! feature name to a boolean, e.g. `{"upgrade-to-multi-metrics":true,"health-states":false}`.
-//! Only the names the original agents understand are kept; other keys, and values of any other
-//! type under unknown keys, are skipped. A known key whose value is not a boolean is an error
-//! (the original decodes into `map[string]bool` and fails the same way).
+//! Only the names the original agents understand are kept; other keys are skipped. A known key
+//! whose value is not a boolean counts as `false` and the others are kept (as the process agent
+//! reads it).
 
 use super::ParseError;
 
@@ -179,7 +179,10 @@ pub fn parse(body: &[u8]) -> Result<Features, ParseError> {
                     Some(on) => {
                         f.set(key, on);
                     }
-                    None => return Err(err("a feature's value is not a boolean")),
+                    None => {
+                        r.skip(0)?;
+                        f.set(key, false);
+                    }
                 }
             } else {
                 r.skip(0)?;
@@ -223,12 +226,15 @@ mod tests {
         );
         assert_eq!(parse(b"{}").unwrap(), Features::default());
         assert!(parse(br#"{"expose-kubernetes-status":true}"#).unwrap().expose_kubernetes_status);
+        // A known key with another type of value is false; the others stay.
+        let f =
+            parse(br#"{"health-states":"yes","incremental-topology":true,"upgrade-to-multi-metrics":[1]}"#).unwrap();
+        assert_eq!(f, Features { incremental_topology: true, ..Default::default() });
         for bad in [
             &b""[..],
             b"[]",
             b"null",
             b"{",
-            br#"{"health-states":"yes"}"#,
             br#"{"health-states":tru}"#,
             br#"{"a":1"#,
             br#"{"a":1}x"#,
@@ -269,8 +275,8 @@ mod tests {
                     }
                 }
                 (Ok(_), Err(_)) => panic!("accepted what serde_json refuses: {:?}", String::from_utf8_lossy(&b)),
-                // Stricter on a known key with a non-boolean value, as the original.
-                (Err(_), _) => {}
+                (Err(_), Ok(_)) => panic!("refused what serde_json accepts: {:?}", String::from_utf8_lossy(&b)),
+                (Err(_), Err(_)) => {}
             }
         }
     }

@@ -93,12 +93,6 @@ pub fn make_pki() -> TestPki {
     }
 }
 
-/// A `/features` reply advertising everything the process agent acts on (tests of payload
-/// content that predate feature discovery expect all of it).
-pub const ALL_FEATURES: &str = r#"{"upgrade-to-multi-metrics":true,"incremental-topology":false,"health-states":true}"#;
-/// The same as `STS_FEATURES`, for agents without a receiver (dry runs).
-pub const ALL_FEATURES_ENV: &str = "upgrade-to-multi-metrics,health-states";
-
 /// Scripted receiver statuses that are not statuses: never answer, or cut the reply short.
 pub const HANG: u16 = 0;
 pub const CUT: u16 = 1;
