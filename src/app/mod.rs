@@ -137,7 +137,7 @@ impl App {
                 cfg.process_agent_url.as_ref().filter(|_| process.is_some() && !sink.dry_run()),
                 cfg.api_key.expose(),
                 &hostname,
-                crate::transport::tls::client_config(cfg.skip_ssl_validation).ok(),
+                sink.tls.clone(),
                 Source::Features.tokens(),
                 now,
             ),

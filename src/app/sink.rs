@@ -45,6 +45,9 @@ pub(super) struct Sink {
     zlib: Zlib,
     gzip: Gzip,
     zbuf: Vec<u8>,
+    /// The forwarder's TLS client configuration (native roots loaded once), shared with the
+    /// `/features` probes.
+    pub(super) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Sink {
@@ -57,6 +60,7 @@ impl Sink {
         connections: bool,
     ) -> io::Result<Sink> {
         let mut routes = [None; 6];
+        let mut tls_config = None;
         let output = match (&cfg.sts_url, opts.dry_run) {
             (Some(base), false) => {
                 if cfg.skip_ssl_validation {
@@ -64,6 +68,7 @@ impl Sink {
                 }
                 let tls = tls::client_config(cfg.skip_ssl_validation)
                     .map_err(|e| io::Error::other(format!("TLS setup: {e}")))?;
+                tls_config = Some(tls.clone());
                 let mut specs = vec![
                     RouteSpec {
                         split: Some(crate::encode::split::series_zlib),
@@ -103,7 +108,14 @@ impl Sink {
                 Output::DryRun
             }
         };
-        Ok(Sink { output, routes, zlib: Zlib::default(), gzip: Gzip::default(), zbuf: Vec::with_capacity(16 * 1024) })
+        Ok(Sink {
+            output,
+            routes,
+            zlib: Zlib::default(),
+            gzip: Gzip::default(),
+            zbuf: Vec::with_capacity(16 * 1024),
+            tls: tls_config,
+        })
     }
 
     pub(super) fn dry_run(&self) -> bool {
