@@ -74,6 +74,16 @@ pub const VARS: &[VarDoc] = &[
     },
     VarDoc { name: "STS_HEALTH_PORT", default: "0 (off)", meaning: "a TCP port (every interface) answering GET /live (the loop answers) and /ready (every component healthy, as sts-agent health; the report to loopback peers only) for orchestrators other than ECS; sts-agent health asks it first; exit 2 when it cannot be bound. Unset with STS_APM_ENABLED=false: /health on 127.0.0.1:5555" },
     VarDoc { name: "STS_HEALTH_RETRY_HORIZON", default: "300", meaning: "seconds an endpoint may fail (retrying with backoff, or refusing the API key), or have payloads waiting without a delivery, before sts-agent health reports it FAIL" },
+    VarDoc {
+        name: "STS_FEATURES",
+        default: "auto",
+        meaning: "auto: ask <url>/features (core and process agent) and follow the answer; none, or a comma list (upgrade-to-multi-metrics,incremental-topology,health-states): take that set and ask nothing",
+    },
+    VarDoc {
+        name: "STS_REPORT_CHECK_HEALTH_STATE",
+        default: "true",
+        meaning: "send the process agent's own topology and health stream to /intake (the original's report_check_health_state); false: only when the receiver advertises health-states",
+    },
     VarDoc { name: "DOCKER_HOST", default: "unix:///var/run/docker.sock", meaning: "the Docker Engine API socket, for container names, images, labels and ECS task tags" },
     VarDoc { name: "STS_ECS_AGENT_URL", default: "http://localhost:51678", meaning: "the ECS agent's introspection API, for the cluster name and each container's task" },
     VarDoc { name: "STS_EC2_METADATA_URL", default: "http://169.254.169.254", meaning: "EC2 instance metadata service (IMDSv2) used for the instance id" },
@@ -163,6 +173,11 @@ pub struct Config {
     pub docker_check_interval: Duration,
     /// Container events from Docker's `/events` stream (the original's `collect_events`).
     pub docker_events_enabled: bool,
+    /// `STS_FEATURES`: ask the receivers' `/features`, or take a fixed set.
+    pub features: FeaturesSetting,
+    /// `STS_REPORT_CHECK_HEALTH_STATE` (the process agent's `ReportCheckHealthState`, default
+    /// true): its self topology and health go out when this is on or `health-states` is advertised.
+    pub report_check_health_state: bool,
     pub ec2_metadata_url: Url,
     /// The Docker Engine API's Unix socket.
     pub docker_socket: PathBuf,
@@ -171,6 +186,34 @@ pub struct Config {
     pub health_port: Option<u16>,
     /// How long an endpoint may fail before `sts-agent health` reports it.
     pub health_retry_horizon: Duration,
+}
+
+/// What the agent takes the receiver to support (spec/protocol.md E4/E7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FeaturesSetting {
+    /// Ask `<url>/features` (`auto`, the default).
+    #[default]
+    Discover,
+    /// These, without asking (`none`, or a comma-separated list of feature names).
+    Fixed(crate::parse::features::Features),
+}
+
+fn parse_features(v: &str) -> Result<FeaturesSetting, ConfigError> {
+    let v = v.trim();
+    let expected = "auto, none, or a comma-separated list of upgrade-to-multi-metrics, incremental-topology, health-states, expose-kubernetes-status";
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(FeaturesSetting::Discover);
+    }
+    let mut f = crate::parse::features::Features::default();
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(FeaturesSetting::Fixed(f));
+    }
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !f.set(name.as_bytes(), true) {
+            return Err(err("STS_FEATURES", v, format!("unknown feature {name:?}"), expected));
+        }
+    }
+    Ok(FeaturesSetting::Fixed(f))
 }
 
 /// The DogStatsD listener (spec/dogstatsd.md §6).
@@ -838,6 +881,8 @@ impl Config {
             connection_check_interval: seconds("STS_CONNECTION_CHECK_INTERVAL", 30)?,
             docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
             docker_events_enabled: boolean("STS_DOCKER_EVENTS_ENABLED", true)?,
+            features: get("STS_FEATURES").map_or(Ok(FeaturesSetting::Discover), |v| parse_features(&v))?,
+            report_check_health_state: boolean("STS_REPORT_CHECK_HEALTH_STATE", true)?,
             ec2_metadata_url,
             health_port: match ranged("STS_HEALTH_PORT", 0, 0, 65535, "a TCP port, e.g. 5555 (0: off)")? as u16 {
                 0 => None,
@@ -871,6 +916,20 @@ mod tests {
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn features_setting_auto_none_lists_and_errors() {
+        use crate::parse::features::Features;
+        assert_eq!(cfg(&[]).unwrap().features, FeaturesSetting::Discover);
+        assert_eq!(cfg(&[("STS_FEATURES", "AUTO")]).unwrap().features, FeaturesSetting::Discover);
+        assert_eq!(cfg(&[("STS_FEATURES", "none")]).unwrap().features, FeaturesSetting::Fixed(Features::default()));
+        let f = Features { multi_metrics: true, health_states: true, ..Default::default() };
+        let got = cfg(&[("STS_FEATURES", " upgrade-to-multi-metrics , health-states,")]).unwrap().features;
+        assert_eq!(got, FeaturesSetting::Fixed(f));
+        let e = cfg(&[("STS_FEATURES", "health-states,bogus")]).unwrap_err();
+        assert_eq!(e.var, "STS_FEATURES");
+        assert!(e.problem.contains("bogus") && e.expected.contains("incremental-topology"), "{e}");
     }
 
     #[test]

@@ -318,9 +318,7 @@ impl Forwarder {
                 out.push(b',');
             }
             let o = &self.origins[r.origin];
-            let in_flight = o.in_flight.as_ref().filter(|(ri, _)| *ri == i).map(|(_, b)| b.len());
-            let queued = r.queue.len() as u64 + u64::from(in_flight.is_some());
-            let bytes = r.queue.iter().map(Vec::len).sum::<usize>() + in_flight.unwrap_or(0);
+            let (queued, bytes) = self.queue_of(i);
             json::str(out, r.spec.name);
             out.extend_from_slice(b":{\"url\":");
             json::str(out, &r.url);
@@ -333,7 +331,7 @@ impl Forwarder {
             out.extend_from_slice(b"},\"queued\":");
             json::u64(out, queued);
             out.extend_from_slice(b",\"queued_bytes\":");
-            json::u64(out, bytes as u64);
+            json::u64(out, bytes);
             out.extend_from_slice(b",\"retries\":");
             json::u64(out, r.stats.retries);
             out.extend_from_slice(b",\"split\":");
@@ -366,6 +364,20 @@ impl Forwarder {
                 last_error: r.last_error.as_deref(),
             }
         })
+    }
+
+    /// Route `i`'s queue: `(payloads, bytes)`, the one in flight included (as `/status` shows it).
+    pub fn queue_of(&self, i: RouteId) -> (u64, u64) {
+        let Some(r) = self.routes.get(i) else { return (0, 0) };
+        let o = &self.origins[r.origin];
+        let in_flight = o.in_flight.as_ref().filter(|(ri, _)| *ri == i).map(|(_, b)| b.len());
+        let queued = r.queue.len() as u64 + u64::from(in_flight.is_some());
+        let bytes = r.queue.iter().map(Vec::len).sum::<usize>() + in_flight.unwrap_or(0);
+        (queued, bytes as u64)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
     }
 
     /// `(enqueued, delivered, dropped)` over every route.

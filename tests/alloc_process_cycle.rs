@@ -1,6 +1,8 @@
 //! A steady-state process cycle (list, sample, select, enrich, encode protobuf, zstd, encode the
 //! /intake side channel) performs no heap allocation; over a run, at most three per new process
-//! (its command line, exe and cwd are stored once; buffers grow past high-water marks).
+//! (its command line, exe and cwd are stored once; buffers grow past high-water marks). Both
+//! with no receiver features (the container metrics inside `Container` too) and with all of them
+//! (`CollectorCommands` increments every cycle, a full snapshot every 60).
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -10,12 +12,25 @@ mod test_cgroup;
 use std::collections::HashMap;
 use sts_agent::app::{Encoded, ProcessCheck};
 use sts_agent::config::Config;
+use sts_agent::parse::features::Features;
 
 #[global_allocator]
 static A: Counting = Counting;
 
+/// One test for both (the allocation count is process-wide and the cgroup fixture's name is the
+/// test process's): no features, then all of them.
 #[test]
 fn steady_state_process_cycle_allocates_only_for_new_processes() {
+    cycles_with(Features::default());
+    cycles_with(Features {
+        multi_metrics: true,
+        incremental_topology: true,
+        health_states: true,
+        ..Default::default()
+    });
+}
+
+fn cycles_with(features: Features) {
     let env: HashMap<String, String> =
         [("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"), ("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", "3")]
             .into_iter()
@@ -29,6 +44,7 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
         c.run("import time; time.sleep(60)");
     }
     let mut check = ProcessCheck::new(&cfg, false).unwrap();
+    check.features = features;
     let mut msg = Vec::new();
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut bytes_out = 0usize;

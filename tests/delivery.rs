@@ -25,7 +25,16 @@ fn check_delivery(rx: &Receiver, host: &str, stderr: &str) {
         .iter()
         .filter(|r| r.target.starts_with("/stsAgent/intake/"))
         .filter(|r| r.json()["topologies"][0]["instance"]["type"] != "container")
+        .filter(|r| r.json()["events"].is_null())
         .collect();
+    // The core agent's "Agent Startup" event, once per run, with the first flush.
+    let startup: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.target.starts_with("/stsAgent/intake/"))
+        .filter(|r| r.json()["events"]["System"][0]["event_type"] == "Agent Startup")
+        .collect();
+    assert_eq!(startup.len(), 1, "{stderr}");
+    assert_eq!(startup[0].json()["events"]["System"][0]["host"], host);
     let targets: Vec<&str> = reqs.iter().map(|r| r.target.as_str()).collect();
     assert_eq!(series.len(), 1, "{targets:#?}\n{stderr}");
     assert_eq!(intake.len(), 1, "{targets:#?}\n{stderr}");
@@ -74,7 +83,8 @@ fn check_delivery(rx: &Receiver, host: &str, stderr: &str) {
         assert!(s["points"][0][1].is_number());
         assert_eq!(s["interval"], 15);
         let t = s["type"].as_str().unwrap();
-        assert!(t == "gauge" || t == "rate");
+        // A count only for the agent's own `stackstate.agent.started`.
+        assert!(t == "gauge" || t == "rate" || (t == "count" && s["metric"] == "stackstate.agent.started"), "{s}");
     }
     let kind = |m: &str| all.iter().find(|s| s["metric"] == m).unwrap()["type"].as_str().unwrap().to_string();
     assert_eq!(kind("system.net.bytes_rcvd"), "rate");
@@ -164,7 +174,9 @@ fn verification_on_refuses_an_unknown_certificate_and_sigterm_exits_cleanly() {
     assert!(rx.requests().is_empty(), "a payload got through an unverified certificate");
     assert!(stderr.contains("certificate"), "the cause is not named:\n{stderr}");
     // Logged once, not once per retry.
-    assert_eq!(stderr.matches("TLS failed").count(), 1, "{stderr}");
+    // (The /features probes say it too, once each: their own requests.)
+    let forwarder_lines = stderr.lines().filter(|l| l.contains("TLS failed") && !l.contains("/features"));
+    assert_eq!(forwarder_lines.count(), 1, "{stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(!stderr.contains(KEY));
 }
@@ -186,8 +198,9 @@ fn retries_after_a_server_error_then_delivers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stderr:\n{stderr}");
     let reqs = rx.requests();
-    // The 503'd payload was sent again: three requests for two payloads.
-    assert_eq!(reqs.len(), 3, "{reqs:#?}");
+    // The 503'd payload was sent again: four requests for three payloads (series, host
+    // topology, the startup event).
+    assert_eq!(reqs.len(), 4, "{reqs:#?}");
     let series: Vec<_> = reqs.iter().filter(|r| r.target.contains("/api/v1/series")).collect();
     assert_eq!(series.len(), 2, "{reqs:#?}");
     assert_eq!(series[0].body, series[1].body, "retry must resend the same payload");
@@ -210,8 +223,9 @@ fn a_rejected_payload_is_dropped_not_retried() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stderr:\n{stderr}");
-    assert_eq!(rx.requests().len(), 2);
-    assert_eq!(stderr.matches("answered 400").count(), 2, "{stderr}");
+    // Series, host topology and the startup event: each refused once, none resent.
+    assert_eq!(rx.requests().len(), 3);
+    assert_eq!(stderr.matches("answered 400").count(), 3, "{stderr}");
 }
 
 #[test]

@@ -113,7 +113,8 @@ impl RunningAgent {
         let mut got = Vec::new();
         for (t, l) in self.out.lock().unwrap().iter() {
             let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
-            if v["endpoint"] != "/intake/" || v["payload"]["events"].is_null() {
+            // Other events (the agent's "Agent Startup") are not the docker pass's.
+            if v["endpoint"] != "/intake/" || v["payload"]["events"]["docker"].is_null() {
                 continue;
             }
             let p = &v["payload"];

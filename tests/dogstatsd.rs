@@ -352,6 +352,8 @@ fn check_events_and_drops(setup: &Setup, n_dist: u64) {
             .filter(|r| r.target.contains("/intake/"))
             .map(|r| r.json())
             .filter(|v| v.get("events").is_some())
+            // Not the agent's own "Agent Startup" event.
+            .filter(|v| v["events"]["System"][0]["event_type"] != "Agent Startup")
             .collect();
         if !ev.is_empty() {
             break ev;

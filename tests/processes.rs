@@ -260,10 +260,20 @@ fn a_process_that_execs_is_judged_again() {
             ("PATH", &std::env::var("PATH").unwrap_or_default()),
         ],
     );
+    // Read stdout all along: a pipe left unread blocks the agent's writes once it holds 64 KiB
+    // (two process reports of a busy host).
+    let mut child = child;
+    let mut pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut b);
+        b
+    });
     std::thread::sleep(Duration::from_millis(5000));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = wait_with_timeout(child, Duration::from_secs(10));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = wait_with_timeout(child, Duration::from_secs(10));
+    let stdout = reader.join().unwrap();
+    let stdout = String::from_utf8_lossy(&stdout);
     let reports: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

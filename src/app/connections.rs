@@ -30,6 +30,11 @@ pub struct ConnectionsCheck {
     runs: u64,
     /// HTTP telemetry per server socket, when protocol inspection is on.
     http: Option<HttpFlows>,
+    /// What the receiver advertises (set by the app before each run; none by default).
+    pub features: crate::parse::features::Features,
+    /// `STS_REPORT_CHECK_HEALTH_STATE` (default true): self topology and health even when the
+    /// receiver does not advertise `health-states` (the process agent sends them when either holds).
+    pub report_health: bool,
 }
 
 impl ConnectionsCheck {
@@ -47,6 +52,8 @@ impl ConnectionsCheck {
             group_id: (std::process::id() as i32).wrapping_mul(7907),
             runs: 0,
             http: None,
+            features: Default::default(),
+            report_health: true,
         })
     }
 
@@ -221,7 +228,8 @@ impl ConnectionsCheck {
         };
         let h = CheckHealth { check: "connections", interval_s: self.interval_s, health, message };
         let (me, my_create) = procs.agent_identity();
-        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, &h, metrics, None);
+        let health = (self.report_health || self.features.health_states).then_some(&h);
+        side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, health, metrics, None);
         emit(Encoded::Intake(msg));
     }
 }

@@ -333,6 +333,7 @@ mod tests {
             http: None,
             docker_events: None,
             dogstatsd: None,
+            features: None,
         };
         let mut out = Vec::new();
         status::write(&mut out, &input);

@@ -63,12 +63,13 @@ impl App {
     /// The trace intake's readiness: requests go to the trace agent, `/status` is answered
     /// here; a pending payload that reached its size limit is sent at once.
     pub(super) fn on_intake_event(&mut self, t: Token, now: Instant) -> io::Result<()> {
-        // For `/health` (copies, taken before the intake is borrowed).
+        // For `/health` (copies, taken before the intake is taken out).
         let schedules = self.check_schedules();
         let trace_intake = self.trace_intake_health();
         let horizon = self.cfg.health_retry_horizon;
-        let trace_socket = &self.cfg.apm_socket;
-        let (Some(intake), Some(traces)) = (self.intake.as_mut(), self.traces.as_mut()) else {
+        // Taken out for the while (moved, not copied to the heap), so that `/status` reads the
+        // same `status_input` as the self-telemetry series while these two are busy.
+        let (Some(mut intake), Some(mut traces)) = (self.intake.take(), self.traces.take()) else {
             return Ok(());
         };
         let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
@@ -77,48 +78,28 @@ impl App {
         // A snapshot for `/status` (the intake is busy while it answers).
         let counters = intake.counters;
         let open = intake.open_connections();
-        let forwarder = self.sink.forwarder();
-        let checks = [
-            ("host", Some(self.host_status)),
-            ("process", self.process.as_ref().map(|_| self.process_status)),
-            ("connections", self.connections.as_ref().map(|_| self.connection_status)),
-            ("docker", self.docker_check.as_ref().map(|_| self.docker_status)),
-        ];
-        let http = self.connections.as_ref().and_then(|c| c.http_status());
-        let docker_events = self.docker_events.as_ref().map(|e| (e.stats, self.event_bundler.status()));
-        let dogstatsd = self.dogstatsd.as_ref().map(|d| d.status()).or(self.dogstatsd_at_stop);
-        let started = self.clock_origin;
+        let base = self.status_input(now);
+        let trace_socket = self.cfg.apm_socket.as_deref();
         let cpu_start = thread_cpu_ns();
         // Status requests' own time, not the trace path's.
         let mut status_ns = 0;
         intake.on_event(self.poll.registry(), t, now, &mut |head, body, peer, reply| {
             if head.route == Route::Status {
                 let t0 = thread_cpu_ns();
-                let input = StatusInput {
-                    host,
-                    started,
-                    now,
-                    forwarder,
-                    checks,
-                    traces: Some(&traces.stats),
-                    intake: counters,
-                    open_connections: open,
-                    http,
-                    docker_events,
-                    dogstatsd,
-                };
+                let input =
+                    StatusInput { traces: Some(&traces.stats), intake: counters, open_connections: open, ..base };
                 status::write(reply, &input);
                 status_ns += thread_cpu_ns().saturating_sub(t0);
                 return (200, "application/json");
             }
             if head.route == Route::Health {
                 let input = HealthInput {
-                    started,
+                    started: base.started,
                     now,
                     checks: schedules,
                     trace_intake,
-                    trace_socket: trace_socket.as_deref(),
-                    forwarder,
+                    trace_socket,
+                    forwarder: base.forwarder,
                     horizon,
                 };
                 let healthy = health::write(reply, &input);
@@ -126,6 +107,8 @@ impl App {
             }
             traces.handle(head, body, peer, reply, now, now_ns, host, procs)
         });
+        self.intake = Some(intake);
+        let traces = self.traces.insert(traces);
         traces.stats.cpu_ns += thread_cpu_ns().saturating_sub(cpu_start).saturating_sub(status_ns);
         if traces.due(now) {
             self.flush_traces()?;

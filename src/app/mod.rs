@@ -9,7 +9,9 @@
 //! - `signals.rs`: SIGTERM/SIGINT/SIGHUP, and how a run ends;
 //! - `intake.rs`: the trace intake, `/status`, and the trace flush;
 //! - `dogstatsd.rs`: DogStatsD's listeners, aggregator and flush;
-//! - `sink.rs`: payloads to the outbox (or stdout in a dry run).
+//! - `sink.rs`: payloads to the outbox (or stdout in a dry run);
+//! - `features.rs`: the receivers' `/features` (what the process agent's payloads follow);
+//! - `self_telemetry.rs`: the agent's own series in the host check's flush, and its startup event.
 
 use crate::checks::docker_events::EventBundler;
 use crate::config::Config;
@@ -33,10 +35,12 @@ mod docker;
 mod docker_events;
 mod dogstatsd;
 mod health;
+mod features;
 mod host;
 mod intake;
 mod otlp;
 mod process;
+mod self_telemetry;
 mod signals;
 mod sink;
 mod source;
@@ -101,6 +105,10 @@ pub struct App {
     connection_status: CheckStatus,
     docker_status: CheckStatus,
     stop_by: Option<Instant>,
+    /// The receivers' `/features` (asked in the loop) or `STS_FEATURES`.
+    features: features::FeatureDiscovery,
+    /// The run's first series flush went out with `stackstate.agent.started` and the startup event.
+    started_sent: bool,
     /// Sources found keeping a past deadline (bit `i`: `Source::ALL[i]`), each reported once.
     dishonest: u32,
 }
@@ -129,6 +137,19 @@ impl App {
         let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
         let health_listener = health::open(cfg.health_port, cfg.apm_enabled, opts.once, poll.registry())?;
         let now = Instant::now();
+        let features = match (sink.dry_run(), &cfg.features) {
+            (false, _) | (true, crate::config::FeaturesSetting::Fixed(_)) => features::FeatureDiscovery::new(
+                &cfg.features,
+                cfg.sts_url.as_ref().filter(|_| !sink.dry_run()),
+                cfg.process_agent_url.as_ref().filter(|_| process.is_some() && !sink.dry_run()),
+                cfg.api_key.expose(),
+                &hostname,
+                sink.tls.clone(),
+                Source::Features.tokens(),
+                now,
+            ),
+            (true, _) => features::FeatureDiscovery::none(),
+        };
         let docker =
             process.as_ref().map(|_| DockerSource::new(cfg.docker_socket.clone(), Source::Docker.token(), now));
         let ecs = match &process {
@@ -186,6 +207,8 @@ impl App {
             connection_status: CheckStatus::default(),
             docker_status: CheckStatus::default(),
             stop_by: None,
+            features,
+            started_sent: false,
             dishonest: 0,
         })
     }

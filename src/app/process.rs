@@ -8,6 +8,7 @@ use crate::encode::process_intake::{side_channel, CheckHealth, SelfMetric};
 use crate::encode::{process_json, process_msg};
 use crate::model::container::ContainerTable;
 use crate::model::process::ProcessTable;
+use crate::parse::features::Features;
 use crate::sources::cgroups::ContainerSource;
 use crate::sources::docker::Metadata;
 use crate::sources::process::ProcessSource;
@@ -35,6 +36,33 @@ pub struct ProcessCheck {
     interval_s: u64,
     /// The agent's host pid (its identity in `urn:process:/…`).
     self_pid: u32,
+    /// What the receiver advertises (set by the app before each run; none by default).
+    pub features: Features,
+    /// `STS_REPORT_CHECK_HEALTH_STATE` (default true): self topology and health even when the
+    /// receiver does not advertise `health-states` (the process agent sends them when either holds).
+    report_health: bool,
+    /// What the last reporting run sent, for `incremental-topology`'s increments: its processes
+    /// `(pid, createTime ms)` and containers `(id, tags hash)`, sorted; and when the last full
+    /// `CollectorProc` went out (monotonic seconds).
+    prev_procs: Vec<(u32, i64)>,
+    prev_ctrs: Vec<([u8; 64], u64)>,
+    commands: Vec<process_msg::Command>,
+    last_full: Option<f64>,
+}
+
+/// With `incremental-topology`, a full `CollectorProc` at least this often (seconds;
+/// `IncrementalPublishingRefreshInterval`, spec/protocol.md §7), increments in between.
+const FULL_EVERY_S: f64 = 60.0;
+
+/// A container's tags as one number: a change of tags makes its command an "update".
+fn tags_hash(meta: &Metadata, id: &[u8; 64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for t in meta.get(id).map_or(&[][..], |m| &m.tags[..]) {
+        for &b in t.as_bytes().iter().chain(b"\0") {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// What one run produced.
@@ -71,6 +99,12 @@ impl ProcessCheck {
             runs: 0,
             containers_only,
             interval_s: cfg.process_check_interval.as_secs(),
+            features: Features::default(),
+            report_health: cfg.report_check_health_state,
+            prev_procs: Vec::new(),
+            prev_ctrs: Vec::new(),
+            commands: Vec::new(),
+            last_full: None,
         })
     }
 
@@ -138,9 +172,39 @@ impl ProcessCheck {
             return;
         }
         self.group_id = self.group_id.wrapping_add(1);
+        // `incremental-topology` (spec §9.12): the increment every run (all "update" on the
+        // first), and besides it the full snapshot when the refresh interval has passed.
+        let incremental = !json && self.features.incremental_topology;
+        if incremental {
+            self.emit_increments(host, unix_ms, meta, msg, emit);
+        }
+        if !incremental || self.last_full.is_none_or(|t| mono_secs - t >= FULL_EVERY_S) {
+            if incremental {
+                // The snapshot is a message group of its own.
+                self.group_id = self.group_id.wrapping_add(1);
+            }
+            self.emit_full(host, unix_ms, json, meta, msg, emit);
+            self.last_full = Some(mono_secs);
+        }
+        self.remember_sent(meta);
+        self.emit_side_channel(host, unix_ms, meta, msg, emit);
+    }
+
+    /// Every reported process, and every container, in `CollectorProc` messages.
+    fn emit_full(
+        &mut self,
+        host: &str,
+        unix_ms: i64,
+        json: bool,
+        meta: &Metadata,
+        msg: &mut Vec<u8>,
+        emit: &mut dyn FnMut(Encoded<'_>),
+    ) {
         let chunks = self.selection.reported.len().div_ceil(MAX_PER_MESSAGE).max(1);
         let source = &self.source;
         let user = |uid| source.user_name(uid);
+        // Without `upgrade-to-multi-metrics` the container metrics ride inside `Container`.
+        let rates_inside = !self.features.multi_metrics;
         for k in 0..chunks {
             let lo = (k * MAX_PER_MESSAGE).min(self.selection.reported.len());
             let hi = ((k + 1) * MAX_PER_MESSAGE).min(self.selection.reported.len());
@@ -148,7 +212,17 @@ impl ProcessCheck {
             // All containers ride in the first message of the cycle.
             let ctrs = (k == 0).then_some((&self.containers, meta));
             if json {
-                process_json::collector_proc(msg, host, &self.table, part, user, ctrs, self.group_id, chunks as i32);
+                process_json::collector_proc(
+                    msg,
+                    host,
+                    &self.table,
+                    part,
+                    user,
+                    ctrs,
+                    rates_inside,
+                    self.group_id,
+                    chunks as i32,
+                );
             } else {
                 self.proto.clear();
                 process_msg::collector_proc(
@@ -159,6 +233,7 @@ impl ProcessCheck {
                     user,
                     &self.system_info,
                     ctrs,
+                    rates_inside,
                     self.group_id,
                     chunks as i32,
                 );
@@ -168,7 +243,93 @@ impl ProcessCheck {
             }
             emit(Encoded::Collector(msg));
         }
+    }
 
+    /// What changed since the last run, in `CollectorCommands` messages of at most 100
+    /// commands: new processes and containers (or containers with new tags) as "update", the
+    /// others as "metrics", those gone as "delete".
+    fn emit_increments(
+        &mut self,
+        host: &str,
+        unix_ms: i64,
+        meta: &Metadata,
+        msg: &mut Vec<u8>,
+        emit: &mut dyn FnMut(Encoded<'_>),
+    ) {
+        use process_msg::Command;
+        let cmds = &mut self.commands;
+        cmds.clear();
+        let key = |i: u32| self.table.procs.get(i as usize).map_or((0, 0), |p| (p.pid, p.create_time_ms));
+        for &i in &self.selection.reported {
+            let known = self.prev_procs.binary_search(&key(i)).is_ok();
+            cmds.push(if known { Command::UpdateProcessMetrics(i) } else { Command::UpdateProcess(i) });
+        }
+        // `reported` is in ascending table order, and the table is sorted by pid.
+        for &(pid, create) in &self.prev_procs {
+            let still = self.selection.reported.binary_search_by_key(&(pid, create), |&i| key(i)).is_ok();
+            if !still {
+                cmds.push(Command::DeleteProcess(pid, create));
+            }
+        }
+        for (i, c) in self.containers.containers.iter().enumerate() {
+            let hash = tags_hash(meta, &c.id);
+            let same = self.prev_ctrs.binary_search_by_key(&c.id, |p| p.0).ok().map(|k| self.prev_ctrs[k].1 == hash);
+            cmds.push(match same {
+                Some(true) => Command::UpdateContainerMetrics(i as u32),
+                _ => Command::UpdateContainer(i as u32),
+            });
+        }
+        for (id, _) in &self.prev_ctrs {
+            if !self.containers.containers.iter().any(|c| c.id == *id) {
+                cmds.push(Command::DeleteContainer(*id));
+            }
+        }
+        // Nothing reported, nothing gone: no message (as the process agent).
+        let chunks = cmds.len().div_ceil(MAX_PER_MESSAGE);
+        let source = &self.source;
+        let user = |uid| source.user_name(uid);
+        for k in 0..chunks {
+            let part = &cmds[(k * MAX_PER_MESSAGE).min(cmds.len())..((k + 1) * MAX_PER_MESSAGE).min(cmds.len())];
+            self.proto.clear();
+            process_msg::collector_commands(
+                &mut self.proto,
+                host,
+                &self.table,
+                part,
+                user,
+                &self.system_info,
+                (&self.containers, meta),
+                !self.features.multi_metrics,
+                self.group_id,
+                chunks as i32,
+            );
+            if frame(msg, process_msg::TYPE_COLLECTOR_COMMANDS, unix_ms, &self.proto, &mut self.zstd) {
+                emit(Encoded::Collector(msg));
+            }
+        }
+    }
+
+    /// Notes what this run sent (sorted), for the next run's increments.
+    fn remember_sent(&mut self, meta: &Metadata) {
+        self.prev_procs.clear();
+        let procs = &self.table.procs;
+        self.prev_procs.extend(
+            self.selection.reported.iter().filter_map(|&i| procs.get(i as usize)).map(|p| (p.pid, p.create_time_ms)),
+        );
+        self.prev_procs.sort_unstable();
+        self.prev_ctrs.clear();
+        self.prev_ctrs.extend(self.containers.containers.iter().map(|c| (c.id, tags_hash(meta, &c.id))));
+        self.prev_ctrs.sort_unstable_by_key(|p| p.0);
+    }
+
+    fn emit_side_channel(
+        &mut self,
+        host: &str,
+        unix_ms: i64,
+        meta: &Metadata,
+        msg: &mut Vec<u8>,
+        emit: &mut dyn FnMut(Encoded<'_>),
+    ) {
         let s = self.selection.stats;
         let (me, my_create) = self.agent_identity();
         let metrics = [
@@ -191,7 +352,7 @@ impl ProcessCheck {
             me,
             my_create,
             (unix_ms / 1000) as u64,
-            &health,
+            (self.report_health || self.features.health_states).then_some(&health),
             &metrics,
             Some((&self.containers, meta)),
         );

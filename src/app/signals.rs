@@ -110,6 +110,7 @@ impl App {
             return None;
         };
         let registry = self.poll.registry();
+        self.features.close(registry);
         if let Some(f) = self.sink.forwarder_mut() {
             f.close_all(registry);
             // The last line accounts for every payload of the run.

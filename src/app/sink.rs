@@ -48,6 +48,9 @@ pub(super) struct Sink {
     /// `(payloads, bytes)` handed on per `Payload` kind (compressed when sending, as printed in a
     /// dry run), for `--once`'s summary.
     pub(super) handed: [(u64, u64); 6],
+    /// The forwarder's TLS client configuration (native roots loaded once), shared with the
+    /// `/features` probes.
+    pub(super) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Sink {
@@ -60,6 +63,7 @@ impl Sink {
         connections: bool,
     ) -> io::Result<Sink> {
         let mut routes = [None; 6];
+        let mut tls_config = None;
         let output = match (&cfg.sts_url, opts.dry_run) {
             (Some(base), false) => {
                 if cfg.skip_ssl_validation {
@@ -67,6 +71,7 @@ impl Sink {
                 }
                 let tls = tls::client_config(cfg.skip_ssl_validation)
                     .map_err(|e| io::Error::other(format!("TLS setup: {e}")))?;
+                tls_config = Some(tls.clone());
                 let mut specs = vec![
                     RouteSpec {
                         split: Some(crate::encode::split::series_zlib),
@@ -113,6 +118,7 @@ impl Sink {
             gzip: Gzip::default(),
             zbuf: Vec::with_capacity(16 * 1024),
             handed: [(0, 0); 6],
+            tls: tls_config,
         })
     }
 

@@ -56,6 +56,8 @@ sources! {
     Ecs => 8..12,
     /// Docker's container event stream (one connection).
     DockerEvents => 12..13,
+    /// The receivers' `/features`: the core probe's client, then the process agent's.
+    Features => 13..15,
     /// The docker pass's events to `/intake/`, when some are pending.
     DockerEventsPass => 0..0,
     /// The outbox's HTTP clients, one token per origin.
@@ -111,6 +113,7 @@ impl App {
             Source::Ecs => self.ecs.as_ref().and_then(|e| e.deadline()),
             Source::DockerEvents => self.docker_events.as_ref().and_then(|e| e.deadline()),
             Source::DockerEventsPass => self.events_pass,
+            Source::Features => self.features.deadline(),
             Source::Forwarder => self.sink.forwarder().and_then(|f| f.deadline()),
             Source::TraceIntake => self.intake.as_ref().and_then(|i| i.deadline()),
             Source::OtlpIntake => self.otlp_intake.as_ref().and_then(|i| i.deadline()),
@@ -144,6 +147,7 @@ impl App {
             }
             Source::DockerEvents => self.on_docker_events(now, false),
             Source::DockerEventsPass => self.docker_events_pass(now)?,
+            Source::Features => self.features.on_deadline(registry, now),
             Source::Forwarder => {
                 if let Some(f) = self.sink.forwarder_mut() {
                     f.on_timeout(registry, now);
@@ -186,6 +190,7 @@ impl App {
             | Source::Shutdown => {}
             Source::Signals => self.on_signal(now),
             Source::DockerEvents => self.on_docker_events(now, true),
+            Source::Features => self.features.on_event(registry, token, now),
             Source::Docker => {
                 if let Some(d) = self.docker.as_mut() {
                     d.on_event(registry, now);

@@ -3,6 +3,7 @@
 //! queued), per check its last run, and the trace intake's counters.
 
 use super::dogstatsd::DogStatsdStatus;
+use super::features::FeatureDiscovery;
 use super::traces::TraceStats;
 use crate::checks::docker_events::BundlerStats;
 use crate::encode::json;
@@ -44,6 +45,8 @@ pub struct StatusInput<'a> {
     pub docker_events: Option<(EventStreamStats, BundlerStats)>,
     /// DogStatsD, when it is on.
     pub dogstatsd: Option<DogStatsdStatus>,
+    /// The receivers' features: asked, answered, in effect (`features.rs`).
+    pub features: Option<&'a FeatureDiscovery>,
 }
 
 pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
@@ -224,6 +227,11 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
     match &s.dogstatsd {
         None => out.extend_from_slice(b"null"),
         Some(d) => dogstatsd(out, d),
+    }
+    out.extend_from_slice(b",\"features\":");
+    match s.features {
+        None => out.extend_from_slice(b"null"),
+        Some(f) => f.status_json(out),
     }
     out.push(b'}');
 }

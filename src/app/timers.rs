@@ -104,6 +104,7 @@ pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
             cfg.connection_check_interval.as_secs(),
         ) {
             Ok(mut c) => {
+                c.report_health = cfg.report_check_health_state;
                 if cfg.protocol_inspection_enabled {
                     c.enable_protocol_inspection(super::source::Source::HttpCapture.tokens(), cfg.max_connections);
                 } else {
@@ -136,9 +137,18 @@ impl App {
         let r = if self.opts.once && self.host_timer.runs == 1 {
             Ok(())
         } else {
-            self.sink
+            self.append_self_telemetry(now);
+            let r = self
+                .sink
                 .deliver(Payload::Series, &self.series_buf)
-                .and_then(|_| self.sink.deliver(Payload::Intake, &self.topology_buf))
+                .and_then(|_| self.sink.deliver(Payload::Intake, &self.topology_buf));
+            // The first flush of the run: the core agent's "Agent Startup" event too.
+            if !std::mem::replace(&mut self.started_sent, true) && !self.hostname.is_empty() {
+                super::self_telemetry::startup_event(&mut self.topology_buf, &self.hostname, unix_now());
+                r.and_then(|_| self.sink.deliver(Payload::Intake, &self.topology_buf))
+            } else {
+                r
+            }
         };
         meter.record(&mut self.host_status, now, n as u64);
         r
@@ -147,11 +157,13 @@ impl App {
     /// The process check, except in `--once` mode while a Docker or ECS look-up is in flight
     /// (it reports right away, so give the look-up a moment to land).
     pub(super) fn process_check_or_wait(&mut self, now: Instant) -> io::Result<()> {
+        // The receiver's features decide what the reporting run sends: wait for them too.
         let wait_for_docker = self.opts.once
             && self.process_timer.runs == 1
             && now < self.clock_origin + ONCE_METADATA_WAIT
             && (self.docker.as_ref().is_some_and(|d| d.refreshing(now))
-                || self.ecs.as_ref().is_some_and(|e| e.refreshing(now)));
+                || self.ecs.as_ref().is_some_and(|e| e.refreshing(now))
+                || self.features.process_agent_pending());
         if wait_for_docker {
             self.process_timer.next = Some(now + Duration::from_millis(50));
             return Ok(());
@@ -171,6 +183,7 @@ impl App {
         }
         // The docker pass runs right after this, in the same turn: read its figures now too.
         check.want_docker_samples(self.docker_timer.next.is_some_and(|t| t <= now));
+        check.features = self.features.process_agent();
         let sink = &mut self.sink;
         let meta = self.docker.as_ref().map_or(&self.no_metadata, |d| &d.meta);
         let mut result = Ok(());
@@ -299,6 +312,7 @@ impl App {
         let mono = now.duration_since(self.clock_origin).as_secs_f64();
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let dry = self.sink.dry_run();
+        check.features = self.features.process_agent();
         let sink = &mut self.sink;
         let mut result = Ok(());
         check.run(mono, unix_ms, &self.hostname, dry, procs, &mut self.msg_buf, &mut |e| {

@@ -6,6 +6,8 @@ pub enum Kind {
     Gauge,
     /// A per-second rate over the check interval (computed by the agent from two samples).
     Rate,
+    /// A number of occurrences in the flush interval (the agent's `stackstate.agent.started`).
+    Count,
 }
 
 impl Kind {
@@ -13,6 +15,7 @@ impl Kind {
         match self {
             Kind::Gauge => "gauge",
             Kind::Rate => "rate",
+            Kind::Count => "count",
         }
     }
 }

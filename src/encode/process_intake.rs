@@ -30,6 +30,11 @@ impl<'a> SelfMetric<'a> {
     }
 }
 
+/// `health`: the agent's own topology and the check's health stream, sent when
+/// `STS_REPORT_CHECK_HEALTH_STATE` is on (the default) or the receiver advertises `health-states`
+/// (`None` otherwise). The eleven container metrics and the throttling metrics always go here
+/// as raw metrics, whatever the receiver advertises (as the process agent does; without
+/// `upgrade-to-multi-metrics` they also ride inside `Container` in `/api/v1/collector`).
 #[allow(clippy::too_many_arguments)]
 pub fn side_channel(
     out: &mut Vec<u8>,
@@ -37,11 +42,55 @@ pub fn side_channel(
     agent_pid: u32,
     agent_create_ms: i64,
     unix_secs: u64,
-    h: &CheckHealth<'_>,
+    health: Option<&CheckHealth<'_>>,
     metrics: &[SelfMetric<'_>],
     containers: Option<(&ContainerTable, &Metadata)>,
 ) {
     out.clear();
+    out.extend_from_slice(b"{\"internalHostname\":");
+    json::str(out, host);
+    out.extend_from_slice(b",\"topologies\":[");
+    if let Some(h) = health {
+        agent_topology(out, host, agent_pid, agent_create_ms, h);
+    }
+    if let Some((t, meta)) = containers.filter(|(t, m)| t.containers.iter().any(|c| !docker_pass_owns(c, m))) {
+        if health.is_some() {
+            out.push(b',');
+        }
+        container_topology(out, host, t, meta);
+    }
+    out.extend_from_slice(b"],\"health\":[");
+    if let Some(h) = health {
+        health_stream(out, host, h);
+    }
+    out.extend_from_slice(b"],\"metrics\":[");
+    let mut first = true;
+    for m in metrics {
+        raw_metric(out, &mut first, m.name, unix_secs, m.value, host, None, m.tags);
+    }
+    if let Some((t, _)) = containers {
+        for c in &t.containers {
+            let r = rates(c, t);
+            let values =
+                [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
+            for (i, (name, v)) in METRIC_NAMES.iter().zip(values).enumerate() {
+                if metric_applies(c, i) {
+                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
+                }
+            }
+            // Sent by the process agent 4.0.5–4.0.11 whatever the receiver's features.
+            for (i, (name, v)) in THROTTLING_NAMES.iter().zip(throttling(c, t)).enumerate() {
+                if throttling_applies(c, i) {
+                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
+                }
+            }
+        }
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// The agent's own topology (spec/protocol.md §4.4): the agent, the check's integration, `runs`.
+fn agent_topology(out: &mut Vec<u8>, host: &str, agent_pid: u32, agent_create_ms: i64, h: &CheckHealth<'_>) {
     let agent_urn = |o: &mut Vec<u8>| {
         o.extend_from_slice(b"\"urn:stackstate-agent:process:/");
         json::escape_into(o, host.as_bytes());
@@ -54,9 +103,7 @@ pub fn side_channel(
         json::escape_into(o, h.check.as_bytes());
         o.push(b'"');
     };
-    out.extend_from_slice(b"{\"internalHostname\":");
-    json::str(out, host);
-    out.extend_from_slice(b",\"topologies\":[{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"agent\",\"url\":\"integrations\"},\"components\":[{\"externalId\":");
+    out.extend_from_slice(b"{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"agent\",\"url\":\"integrations\"},\"components\":[{\"externalId\":");
     agent_urn(out);
     out.extend_from_slice(
         b",\"type\":{\"name\":\"stackstate-agent\"},\"data\":{\"name\":\"StackState process agent\",\"hostname\":",
@@ -87,10 +134,18 @@ pub fn side_channel(
     out.extend_from_slice(b",\"targetId\":");
     integration_urn(out);
     out.extend_from_slice(b",\"type\":{\"name\":\"runs\"},\"data\":{}}],\"delete_ids\":[]}");
-    if let Some((t, meta)) = containers.filter(|(t, m)| t.containers.iter().any(|c| !docker_pass_owns(c, m))) {
-        container_topology(out, host, t, meta);
-    }
-    out.extend_from_slice(b"],\"health\":[{\"start_snapshot\":{\"repeat_interval_s\":");
+}
+
+/// The check's health stream: one snapshot with its one check state.
+fn health_stream(out: &mut Vec<u8>, host: &str, h: &CheckHealth<'_>) {
+    let integration_urn = |o: &mut Vec<u8>| {
+        o.extend_from_slice(b"\"urn:agent-integration:/");
+        json::escape_into(o, host.as_bytes());
+        o.extend_from_slice(b":process-agent:");
+        json::escape_into(o, h.check.as_bytes());
+        o.push(b'"');
+    };
+    out.extend_from_slice(b"{\"start_snapshot\":{\"repeat_interval_s\":");
     json::u64(out, h.interval_s);
     out.extend_from_slice(b",\"expiry_interval_s\":");
     json::u64(out, h.interval_s * 2);
@@ -110,30 +165,7 @@ pub fn side_channel(
     integration_urn(out);
     out.extend_from_slice(b",\"name\":");
     json::str(out, h.check);
-    out.extend_from_slice(b"}]}],\"metrics\":[");
-    let mut first = true;
-    for m in metrics {
-        raw_metric(out, &mut first, m.name, unix_secs, m.value, host, None, m.tags);
-    }
-    if let Some((t, _)) = containers {
-        for c in &t.containers {
-            let r = rates(c, t);
-            let values =
-                [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
-            for (i, (name, v)) in METRIC_NAMES.iter().zip(values).enumerate() {
-                if metric_applies(c, i) {
-                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
-                }
-            }
-            // Sent by the process agent 4.0.5–4.0.11 whatever the receiver's features.
-            for (i, (name, v)) in THROTTLING_NAMES.iter().zip(throttling(c, t)).enumerate() {
-                if throttling_applies(c, i) {
-                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
-                }
-            }
-        }
-    }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b"}]}");
 }
 
 /// One raw metric tuple `[name, ts, value, {hostname, type: "raw"[, tags: ["containerId:<id>", …]]}]`.
@@ -193,7 +225,7 @@ pub fn docker_pass_owns(c: &Container, meta: &Metadata) -> bool {
 /// `urn:container:/<host>:<id>` (the identity shared with the process agent); only those the
 /// docker pass does not send ([`docker_pass_owns`]).
 fn container_topology(out: &mut Vec<u8>, host: &str, t: &ContainerTable, meta: &Metadata) {
-    out.extend_from_slice(b",{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"container\",\"url\":\"agents\"},\"components\":[");
+    out.extend_from_slice(b"{\"start_snapshot\":false,\"stop_snapshot\":false,\"instance\":{\"type\":\"container\",\"url\":\"agents\"},\"components\":[");
     for (i, c) in t.containers.iter().filter(|c| !docker_pass_owns(c, meta)).enumerate() {
         if i > 0 {
             out.push(b',');
@@ -260,7 +292,7 @@ mod tests {
         let h = CheckHealth { check: "process", interval_s: 30, health: "CLEAR", message: "" };
         let ids = |t: &ContainerTable, meta: &Metadata| -> Vec<String> {
             let mut b = Vec::new();
-            side_channel(&mut b, "h", 1, 0, 0, &h, &[], Some((t, meta)));
+            side_channel(&mut b, "h", 1, 0, 0, Some(&h), &[], Some((t, meta)));
             let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
             v["topologies"]
                 .as_array()
@@ -302,7 +334,7 @@ mod tests {
             42,
             1_700_000_000_123,
             1_700_000_100,
-            &h,
+            Some(&h),
             &[
                 SelfMetric::new("stackstate.process_agent.processes.total_count", 7.0),
                 SelfMetric {

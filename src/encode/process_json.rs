@@ -15,6 +15,7 @@ pub fn collector_proc<'u>(
     indices: &[u32],
     user_name: impl Fn(u32) -> Option<&'u [u8]>,
     containers: Option<(&ContainerTable, &Metadata)>,
+    rates_inside: bool,
     group_id: i32,
     group_size: i32,
 ) {
@@ -122,6 +123,20 @@ pub fn collector_proc<'u>(
         json::u64(out, c.cur.mem_limit.unwrap_or(0));
         out.extend_from_slice(b",\"state\":\"running\",\"created\":");
         json::u64(out, (c.created_ms / 1000).max(0) as u64);
+        // As `process_msg`: the eleven metrics inside `Container` without `upgrade-to-multi-metrics`.
+        if let Some(t) = containers.map(|(t, _)| t).filter(|_| rates_inside) {
+            let r = crate::model::container::rates(c, t);
+            let values =
+                [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
+            for (i, (name, v)) in crate::model::container::METRIC_NAMES.iter().zip(values).enumerate() {
+                if crate::model::container::metric_applies(c, i) {
+                    out.push(b',');
+                    json::str(out, name);
+                    out.push(b':');
+                    json::f64(out, v);
+                }
+            }
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");

@@ -3,11 +3,13 @@
 
 use super::proto::{bytes, int32, int64, large_message, message, repeated_bytes, uint64};
 use crate::checks::process::{cpu_pct, io_rates};
-use crate::model::container::{Container, ContainerTable};
+use crate::model::container::{metric_applies, rates, Container, ContainerTable};
 use crate::model::process::{Proc, ProcessTable};
 use crate::sources::docker::Metadata;
 
 pub const TYPE_COLLECTOR_PROC: u8 = 12;
+/// Increments since the last run, when the receiver advertises `incremental-topology`.
+pub const TYPE_COLLECTOR_COMMANDS: u8 = 13;
 pub const TYPE_COLLECTOR_CONNECTIONS: u8 = 22;
 /// Encoding byte: zstd-compressed protobuf (StackState keeps 2 for zstd 1.x frames).
 const ENCODING_ZSTD_PROTOBUF: u8 = 2;
@@ -43,6 +45,7 @@ pub fn collector_proc<'u>(
     user_name: impl Fn(u32) -> Option<&'u [u8]>,
     system_info: &[u8],
     containers: Option<(&ContainerTable, &Metadata)>,
+    rates_inside: bool,
     group_id: i32,
     group_size: i32,
 ) {
@@ -58,14 +61,75 @@ pub fn collector_proc<'u>(
     int32(out, 7, group_size);
     if let Some((t, meta)) = containers {
         for c in &t.containers {
-            large_message(out, 10, |o| container(o, c, meta));
+            large_message(out, 10, |o| container(o, c, t, meta, rates_inside));
         }
     }
 }
 
-/// A `Container` as the process agent sends it: rates stay 0 here (they go to `/intake` as raw
-/// metrics, spec/protocol.md §4.2); `created`/`started` in epoch seconds as Docker gives them.
-fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
+/// One `CollectorCommand` (spec/protocol.md §4.2): "update" for a new element (or changed
+/// tags), "metrics" when its tags are unchanged, "delete" for one gone since the last run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Indices into `ProcessTable::procs`.
+    UpdateProcess(u32),
+    UpdateProcessMetrics(u32),
+    /// `(pid, createTime ms)` of a process reported last run and not this one.
+    DeleteProcess(u32, i64),
+    /// Indices into `ContainerTable::containers`.
+    UpdateContainer(u32),
+    UpdateContainerMetrics(u32),
+    DeleteContainer([u8; 64]),
+}
+
+/// One `CollectorCommands` body (type 13): `hostName`=2, `commands`=3, `info`=5, `groupId`=6,
+/// `groupSize`=7; a command's element is encoded as in `CollectorProc`.
+#[allow(clippy::too_many_arguments)]
+pub fn collector_commands<'u>(
+    out: &mut Vec<u8>,
+    host: &str,
+    t: &ProcessTable,
+    commands: &[Command],
+    user_name: impl Fn(u32) -> Option<&'u [u8]>,
+    system_info: &[u8],
+    containers: (&ContainerTable, &Metadata),
+    rates_inside: bool,
+    group_id: i32,
+    group_size: i32,
+) {
+    bytes(out, 2, host.as_bytes());
+    let (ct, meta) = containers;
+    for c in commands {
+        large_message(out, 3, |o| match *c {
+            Command::UpdateProcess(i) | Command::UpdateProcessMetrics(i) => {
+                let field = if matches!(c, Command::UpdateProcess(_)) { 1 } else { 2 };
+                if let Some(p) = t.procs.get(i as usize) {
+                    large_message(o, field, |o| process(o, p, t, user_name(p.uid)));
+                }
+            }
+            Command::DeleteProcess(pid, create_ms) => message(o, 3, |o| {
+                int32(o, 2, pid as i32);
+                int64(o, 9, create_ms);
+            }),
+            Command::UpdateContainer(i) | Command::UpdateContainerMetrics(i) => {
+                let field = if matches!(c, Command::UpdateContainer(_)) { 10 } else { 11 };
+                if let Some(k) = ct.containers.get(i as usize) {
+                    large_message(o, field, |o| container(o, k, ct, meta, rates_inside));
+                }
+            }
+            Command::DeleteContainer(id) => message(o, 12, |o| bytes(o, 2, &id)),
+        });
+    }
+    large_message(out, 5, |o| o.extend_from_slice(system_info));
+    int32(out, 6, group_id);
+    int32(out, 7, group_size);
+}
+
+/// A `Container` as the process agent sends it: with `rates_inside` (the receiver did not
+/// advertise `upgrade-to-multi-metrics`) its rate fields 11–22 carry the eleven container
+/// metrics, as the process agent 4.0.x filled them; otherwise they stay 0 (the metrics go to
+/// `/intake` as raw metrics, spec/protocol.md §4.2). `created`/`started` in epoch seconds as
+/// Docker gives them.
+fn container(o: &mut Vec<u8>, c: &Container, t: &ContainerTable, meta: &Metadata, rates_inside: bool) {
     let m = meta.get(&c.id);
     bytes(o, 1, if m.is_some() { b"docker" } else { c.runtime.as_bytes() });
     bytes(o, 2, &c.id);
@@ -78,6 +142,9 @@ fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
     int32(o, 9, m.map_or(0, |m| m.health));
     let created = m.map_or(c.created_ms / 1000, |m| m.created);
     int64(o, 10, created);
+    if rates_inside {
+        rate_fields(o, c, t);
+    }
     // Docker's start time when inspected; else the cgroup's creation, made at the start.
     int64(o, 24, m.and_then(|m| m.started).unwrap_or(c.created_ms / 1000));
     match m {
@@ -93,6 +160,20 @@ fn container(o: &mut Vec<u8>, c: &Container, meta: &Metadata) {
             repeated_bytes(o, 26, &tag);
         }
     }
+}
+
+/// `rbps`=11, `wbps`=12, `netRcvdPs`=14 … `totalPct`=20 (float), `memRss`=21, `memCache`=22
+/// (uint64); 13 is `key`. A rate without two samples (or whose counter went back) stays unset.
+fn rate_fields(o: &mut Vec<u8>, c: &Container, t: &ContainerTable) {
+    const RATE_FIELDS: [u32; 9] = [11, 12, 14, 15, 16, 17, 18, 19, 20];
+    let r = rates(c, t);
+    for (i, (field, v)) in RATE_FIELDS.iter().zip(r).enumerate() {
+        if metric_applies(c, i) {
+            super::proto::float(o, *field, v as f32);
+        }
+    }
+    uint64(o, 21, c.cur.mem_rss);
+    uint64(o, 22, c.cur.mem_cache);
 }
 
 fn process(o: &mut Vec<u8>, p: &Proc, t: &ProcessTable, user: Option<&[u8]>) {

@@ -23,6 +23,20 @@ impl<'a> SeriesEncoder<'a> {
         SeriesEncoder { out, host, unix_secs, interval_secs, count: 0, source_type: None }
     }
 
+    /// Continues a finished payload in `out` (its closing `]}` taken off) to append more
+    /// series: the agent's own telemetry rides in the host check's flush.
+    pub fn reopen(out: &'a mut Vec<u8>, host: &'a str, unix_secs: u64, interval_secs: u64) -> Self {
+        const OPEN: &[u8] = b"{\"series\":[";
+        if out.ends_with(b"]}") && out.starts_with(OPEN) {
+            out.truncate(out.len() - 2);
+        } else {
+            out.clear();
+            out.extend_from_slice(OPEN);
+        }
+        let count = usize::from(out.len() > OPEN.len());
+        SeriesEncoder { out, host, unix_secs, interval_secs, count, source_type: None }
+    }
+
     /// Series of checks carry `"source_type_name"` (the aggregator's `"System"` for them).
     pub fn with_source_type(mut self, name: &'static str) -> Self {
         self.source_type = Some(name);

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod docker_events;
 pub mod dogstatsd;
 pub mod ecs;
+pub mod features;
 pub mod file_nr;
 pub mod gzip;
 pub mod http_head;

@@ -101,6 +101,10 @@ pub const CUT: u16 = 1;
 pub struct Recorded {
     pub requests: Vec<Request>,
     pub tls_errors: Vec<String>,
+    /// `GET …/features` requests, kept apart (they do not take a scripted status).
+    pub features_requests: Vec<(Instant, Request)>,
+    /// The `/features` reply: `None` answers 404, as a receiver without the endpoint.
+    pub features_reply: Option<(u16, String)>,
 }
 
 pub struct Receiver {
@@ -172,6 +176,16 @@ impl Receiver {
     pub fn tls_errors(&self) -> Vec<String> {
         self.recorded.lock().unwrap().tls_errors.clone()
     }
+
+    /// Answers `GET …/features` with `status` and `body` from now on (404 until then).
+    pub fn answer_features(&self, status: u16, body: &str) {
+        self.recorded.lock().unwrap().features_reply = Some((status, body.to_string()));
+    }
+
+    /// The `/features` requests so far, with when each arrived.
+    pub fn features_requests(&self) -> Vec<(Instant, Request)> {
+        self.recorded.lock().unwrap().features_requests.clone()
+    }
 }
 
 fn serve<S: Read + Write>(
@@ -220,6 +234,25 @@ fn serve<S: Read + Write>(
                 }
             }
         };
+        let path = req.target.split('?').next().unwrap_or("");
+        if req.method == "GET" && path.ends_with("/features") {
+            let (status, body) = {
+                let mut r = rec.lock().unwrap();
+                let reply = r.features_reply.clone().unwrap_or((404, "404 page not found".into()));
+                let mut req = req;
+                req.status = reply.0;
+                r.features_requests.push((Instant::now(), req));
+                reply
+            };
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(reply.as_bytes()).and_then(|_| s.flush()).is_err() {
+                return;
+            }
+            continue;
+        }
         let status = {
             let mut q = statuses.lock().unwrap();
             if q.len() > 1 {

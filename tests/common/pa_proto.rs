@@ -38,6 +38,29 @@ pub struct Container {
     pub health: i32,
     #[prost(int64, tag = "10")]
     pub created: i64,
+    /// Rate fields 11–22 (13 is `key`): filled only without `upgrade-to-multi-metrics`.
+    #[prost(float, tag = "11")]
+    pub rbps: f32,
+    #[prost(float, tag = "12")]
+    pub wbps: f32,
+    #[prost(float, tag = "14")]
+    pub net_rcvd_ps: f32,
+    #[prost(float, tag = "15")]
+    pub net_sent_ps: f32,
+    #[prost(float, tag = "16")]
+    pub net_rcvd_bps: f32,
+    #[prost(float, tag = "17")]
+    pub net_sent_bps: f32,
+    #[prost(float, tag = "18")]
+    pub user_pct: f32,
+    #[prost(float, tag = "19")]
+    pub system_pct: f32,
+    #[prost(float, tag = "20")]
+    pub total_pct: f32,
+    #[prost(uint64, tag = "21")]
+    pub mem_rss: u64,
+    #[prost(uint64, tag = "22")]
+    pub mem_cache: u64,
     #[prost(int64, tag = "24")]
     pub started: i64,
     #[prost(string, repeated, tag = "26")]
@@ -209,6 +232,40 @@ pub fn unzstd(body: &[u8]) -> Vec<u8> {
 
 pub fn collector_proc(body: &[u8]) -> CollectorProc {
     CollectorProc::decode(&unzstd(body)[..]).expect("CollectorProc")
+}
+
+/// `CollectorCommands` (type 13), spec/protocol.md §4.2.
+#[derive(Clone, PartialEq, Message)]
+pub struct CollectorCommands {
+    #[prost(string, tag = "2")]
+    pub host_name: String,
+    #[prost(message, repeated, tag = "3")]
+    pub commands: Vec<CollectorCommand>,
+    #[prost(int32, tag = "6")]
+    pub group_id: i32,
+    #[prost(int32, tag = "7")]
+    pub group_size: i32,
+}
+
+/// A oneof in agent.proto; as optional fields here, exactly one of which is set.
+#[derive(Clone, PartialEq, Message)]
+pub struct CollectorCommand {
+    #[prost(message, optional, tag = "1")]
+    pub update_process: Option<Process>,
+    #[prost(message, optional, tag = "2")]
+    pub update_process_metrics: Option<Process>,
+    #[prost(message, optional, tag = "3")]
+    pub delete_process: Option<Process>,
+    #[prost(message, optional, tag = "10")]
+    pub update_container: Option<Container>,
+    #[prost(message, optional, tag = "11")]
+    pub update_container_metrics: Option<Container>,
+    #[prost(message, optional, tag = "12")]
+    pub delete_container: Option<Container>,
+}
+
+pub fn collector_commands(body: &[u8]) -> CollectorCommands {
+    CollectorCommands::decode(&unzstd(body)[..]).expect("CollectorCommands")
 }
 
 /// `CollectorConnections` (type 22), spec/protocol.md §4.3.

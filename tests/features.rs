@@ -1,0 +1,497 @@
+//! Receiver feature discovery and the agent's own telemetry, against the real TLS receiver
+//! stand-in (tests/common): each `/features` answer changes the payloads as
+//! spec/protocol.md §4.2/§4.4 says (decoded at the receiver, a real cgroup container in them);
+//! a receiver without the endpoint (404) gets the defaults and one `/features` request per
+//! distinct base URL for the run; the self-telemetry series decoded at the receiver equal `/status`.
+
+mod common;
+use common::pa_proto;
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+#[path = "support/test_cgroup.rs"]
+mod test_cgroup;
+use test_cgroup::{hex_id, TestCgroup};
+
+const KEY: &str = "feat-key-123";
+const METRICS: [&str; 11] = [
+    "rbps",
+    "wbps",
+    "netRcvdPs",
+    "netSentPs",
+    "netRcvdBps",
+    "netSentBps",
+    "userPct",
+    "systemPct",
+    "totalPct",
+    "memRss",
+    "memCache",
+];
+
+/// One `--once` run against a receiver answering `/features` with `reply`;
+/// `STS_REPORT_CHECK_HEALTH_STATE=false`, so that only `health-states` brings the health stream.
+fn once_with(reply: Option<&str>, host: &str) -> (Receiver, String) {
+    let rx = Receiver::start(true, vec![202]);
+    if let Some(r) = reply {
+        rx.answer_features(200, r);
+    }
+    let url = rx.url("/stsAgent");
+    let out = run_agent(
+        &["--once"],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", host),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_REPORT_CHECK_HEALTH_STATE", "false"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (rx, stderr)
+}
+
+#[test]
+fn each_feature_combination_changes_the_payloads_as_the_spec_says() {
+    let tag = format!("sts-feat-{}", std::process::id());
+    let id = hex_id("features", 64);
+    let mut cg = TestCgroup::require(&[format!("{tag}-docker")], &id);
+    cg.run("import time\nx = b'1' * (16 << 20)\nwhile True: pass");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let combos: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+    let runs: Vec<_> = combos
+        .iter()
+        .enumerate()
+        .map(|(i, &(multi, health))| {
+            let reply = format!(r#"{{"upgrade-to-multi-metrics":{multi},"health-states":{health},"other":[1]}}"#);
+            std::thread::spawn(move || (multi, health, once_with(Some(&reply), &format!("feat-{i}"))))
+        })
+        .collect();
+    for run in runs {
+        let (multi, health, (rx, stderr)) = run.join().unwrap();
+        let what = format!("multi-metrics {multi}, health-states {health}\n{stderr}");
+        // STS_PROCESS_AGENT_URL falls back to STS_STS_URL: one base URL, one request (the core's
+        // form, E4), its answer serving both agents.
+        let asked = rx.features_requests();
+        assert_eq!(asked.len(), 1, "{asked:?}\n{what}");
+        let r = &asked[0].1;
+        assert_eq!(r.target, format!("/stsAgent/features?api_key={KEY}"), "{what}");
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.header("sts-api-key"), Some(KEY));
+        assert_eq!(r.header("sts-hostname"), Some(rx.url("/stsAgent").as_str()), "E3: the base URL");
+
+        let reqs = rx.requests();
+        let ctrs: Vec<_> = reqs
+            .iter()
+            .filter(|r| r.target == "/stsAgent/api/v1/collector")
+            .flat_map(|r| pa_proto::collector_proc(&r.body).containers)
+            .collect();
+        let c = ctrs.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("container reported\n{what}"));
+        let side: Vec<Value> =
+            reqs.iter().filter(|r| r.target.starts_with("/stsAgent/intake?")).map(|r| r.json()).collect();
+        assert!(!side.is_empty(), "{what}");
+        let raw: Vec<&str> = side
+            .iter()
+            .flat_map(|v| v["metrics"].as_array().unwrap().iter())
+            .filter(|m| m[3]["tags"][0] == format!("containerId:{id}"))
+            .map(|m| m[0].as_str().unwrap())
+            .collect();
+        // Raw metrics on /intake either way (as the process agent sends them).
+        for name in ["totalPct", "userPct", "memRss", "memCache"] {
+            assert!(raw.contains(&name), "{name} in {raw:?}\n{what}");
+        }
+        assert!(raw.iter().all(|n| METRICS.contains(n) || n.starts_with("cpu")), "{raw:?}");
+        if multi {
+            // Nothing inside Container.
+            assert_eq!((c.total_pct, c.mem_rss, c.user_pct), (0.0, 0, 0.0), "{what}");
+        } else {
+            // Inside Container too.
+            assert!(c.mem_rss >= 16 << 20, "memRss inside Container: {}\n{what}", c.mem_rss);
+            assert!(c.total_pct > 5.0, "the busy container's totalPct inside Container: {}\n{what}", c.total_pct);
+        }
+        let v = &side[0];
+        let agent_topology = v["topologies"].as_array().unwrap().iter().any(|t| t["instance"]["type"] == "agent");
+        let healths = v["health"].as_array().unwrap();
+        if health {
+            assert!(agent_topology, "{v}\n{what}");
+            assert_eq!(healths.len(), 1, "{what}");
+            assert_eq!(
+                healths[0]["stream"]["urn"],
+                format!("urn:health:stackstate-process-agent:{}", v["internalHostname"].as_str().unwrap())
+            );
+            assert_eq!(healths[0]["check_states"][0]["health"], "CLEAR");
+        } else {
+            assert!(!agent_topology, "{v}\n{what}");
+            assert!(healths.is_empty(), "{what}");
+        }
+        // The process agent's self-metrics go either way.
+        assert!(v["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m[0] == "stackstate.process_agent.processes.total_count"));
+    }
+}
+
+/// `/status` from the agent's trace port.
+fn status(port: u16) -> Value {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (code, body) = read_response(&mut s);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn post(port: u16, path: &str, body: &[u8]) -> u16 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s).0
+}
+
+/// The series `name` (with `tag`, if given) in a decoded series payload.
+fn serie(payload: &Value, name: &str, tag: Option<&str>) -> Option<f64> {
+    payload["series"].as_array()?.iter().find_map(|s| {
+        let tagged = tag.is_none_or(|t| s["tags"].as_array().is_some_and(|ts| ts.iter().any(|x| x == t)));
+        (s["metric"] == name && tagged).then(|| s["points"][0][1].as_f64().unwrap())
+    })
+}
+
+/// A receiver without `/features` (404, an HTTP reply: final): the defaults, exactly one request
+/// per distinct base URL for the run (a process agent would poll every 5 s), and `/status` says
+/// so. The same run checks the self telemetry: once the agent is quiet, the series of a flush
+/// equal `/status`.
+#[test]
+fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() {
+    let rx = Receiver::start(true, vec![202]);
+    let url = rx.url("/stsAgent");
+    // The process agent's own base URL: two probes.
+    let pa_url = rx.url("/pa");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port_s = port.to_string();
+    let dsd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dsd_port = dsd.local_addr().unwrap().port();
+    drop(dsd);
+    let dsd_port_s = dsd_port.to_string();
+    let started = Instant::now();
+    let agent = drained(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_PROCESS_AGENT_URL", &pa_url),
+            ("STS_DOGSTATSD_PORT", &dsd_port_s),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "nofeat-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_APM_RECEIVER_PORT", &port_s),
+            ("STS_HOST_CHECK_INTERVAL", "2"),
+            // The process check runs at start (and a minute later): its figures stay put between.
+            ("STS_PROCESS_CHECK_INTERVAL", "60"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    ));
+    // The trace intake: three accepted payloads and one that does not decode.
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the trace intake never opened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    for i in 1..=3u64 {
+        let body = format!(
+            r#"[[{{"trace_id":{i},"span_id":{i},"parent_id":0,"service":"svc","name":"op","resource":"r","start":{now_ns},"duration":1000}}]]"#
+        );
+        assert_eq!(post(port, "/v0.4/traces", body.as_bytes()), 200);
+    }
+    assert_eq!(post(port, "/v0.4/traces", b"[[{\"trace_id\":"), 400);
+    // DogStatsD: three packets, four metrics, one line that does not parse.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for p in ["feat.a:1|c", "feat.b:2|g\nfeat.c:3|c", "feat.d:4|h\nnot a metric"] {
+        client.send_to(p.as_bytes(), ("127.0.0.1", dsd_port)).unwrap();
+    }
+
+    // Once a flush after those shows them, the agent is quiet: its series equal `/status`.
+    let (payload, st) = loop {
+        let last = rx
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/stsAgent/api/v1/series"))
+            .map(|r| r.json())
+            .rfind(|v| serie(v, "stackstate.agent.running", None).is_some());
+        if let Some(v) = last.filter(|v| {
+            serie(v, "stackstate.agent.trace_intake.payloads", None) == Some(3.0)
+                && serie(v, "stackstate.agent.dogstatsd.udp_packets", None) == Some(3.0)
+        }) {
+            break (v, status(port));
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no flush with the trace intake's counts");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let version = format!("version:{}", st["version"].as_str().unwrap());
+    assert_eq!(serie(&payload, "stackstate.agent.running", Some(&version)), Some(1.0));
+    let ti = &st["trace_intake"];
+    for f in ["requests", "payloads", "traces", "spans"] {
+        assert_eq!(serie(&payload, &format!("stackstate.agent.trace_intake.{f}"), None), ti[f].as_f64(), "{f}");
+    }
+    assert_eq!(ti["rejected"]["decode"], 1);
+    // Refusal and drop series only for reasons that happened.
+    let nonzero = |n: &Value| n.as_f64().filter(|n| *n != 0.0);
+    for (reason, n) in ti["rejected"].as_object().unwrap() {
+        let tag = format!("reason:{reason}");
+        assert_eq!(serie(&payload, "stackstate.agent.trace_intake.rejected", Some(&tag)), nonzero(n), "{reason}");
+    }
+    let d = &st["dogstatsd"];
+    assert_eq!((d["udp_packets"].as_u64(), d["metrics"].as_u64()), (Some(3), Some(4)), "{d}");
+    for f in ["udp_packets", "uds_packets", "metrics", "events", "service_checks"] {
+        assert_eq!(serie(&payload, &format!("stackstate.agent.dogstatsd.{f}"), None), d[f].as_f64(), "{f}");
+    }
+    assert_eq!(d["parse_errors"]["metric"], 1, "{d}");
+    for (kind, n) in d["parse_errors"].as_object().unwrap() {
+        let tag = format!("kind:{kind}");
+        assert_eq!(serie(&payload, "stackstate.agent.dogstatsd.parse_errors", Some(&tag)), nonzero(n), "{kind}");
+    }
+    for (reason, n) in d["drops"].as_object().unwrap() {
+        let tag = format!("reason:{reason}");
+        assert_eq!(serie(&payload, "stackstate.agent.dogstatsd.dropped", Some(&tag)), nonzero(n), "{reason}");
+    }
+    let p = &st["checks"]["process"];
+    for f in ["runs", "last_duration_ms", "last_cpu_ms", "total_cpu_ms"] {
+        assert_eq!(
+            serie(&payload, &format!("stackstate.agent.check.{f}"), Some("check:process")),
+            p[f].as_f64(),
+            "{f}"
+        );
+    }
+    for (route, e) in st["endpoints"].as_object().unwrap() {
+        let tag = format!("endpoint:{route}");
+        for (reason, n) in e["dropped"].as_object().unwrap() {
+            let got = payload["series"].as_array().unwrap().iter().find(|s| {
+                s["metric"] == "stackstate.agent.outbox.dropped"
+                    && s["tags"].as_array().unwrap().iter().any(|t| *t == tag)
+                    && s["tags"].as_array().unwrap().iter().any(|t| *t == format!("reason:{reason}"))
+            });
+            assert_eq!(got.and_then(|s| s["points"][0][1].as_f64()), nonzero(n), "{route} {reason}");
+        }
+        // The process agent's routes are quiet until its next run (a minute after the first).
+        if ["collector", "process-intake"].contains(&route.as_str()) {
+            for f in ["delivered", "queued_bytes"] {
+                assert_eq!(
+                    serie(&payload, &format!("stackstate.agent.outbox.{f}"), Some(&tag)),
+                    e[f].as_f64(),
+                    "{route} {f}"
+                );
+            }
+        }
+    }
+    // The processes the process check reported (the process agent's `len(processes)`).
+    assert_eq!(serie(&payload, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64(), "{p}");
+    assert_eq!(serie(&payload, "stackstate.process_agent.running", Some(&version)), Some(1.0));
+
+    // Over 65 s and more: each base URL asked once (a 404 is final), never again. Polled, so
+    // that a second request fails the test when it comes, not at a fixed moment.
+    let core_target = format!("/stsAgent/features?api_key={KEY}");
+    let counts = || {
+        let asked = rx.features_requests();
+        let n = |t: &str| asked.iter().filter(|(_, r)| r.target == t).count();
+        (n(&core_target), n("/pa/features"), asked.len())
+    };
+    while started.elapsed() < Duration::from_secs(70) {
+        let (core, pa, all) = counts();
+        assert!(core <= 1 && pa <= 1 && all == core + pa, "{:?}", rx.features_requests());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(counts(), (1, 1, 2), "{:?}", rx.features_requests());
+    let asked = rx.features_requests();
+    assert!(asked.iter().all(|(_, r)| r.status == 404));
+    let pa_req = &asked.iter().find(|(_, r)| r.target == "/pa/features").unwrap().1;
+    assert_eq!(pa_req.header("content-encoding"), Some("identity"));
+    assert_eq!(pa_req.header("sts-hostname"), Some("nofeat-host"));
+    assert_eq!(pa_req.header("sts-api-key"), Some(KEY));
+    let st = status(port);
+    // The process check's second run (at 60 s) reported processes; a flush since says as many.
+    let p = &st["checks"]["process"];
+    assert_eq!(p["runs"], 2, "{p}");
+    assert!(p["last_count"].as_u64().unwrap() > 1, "{p}");
+    let last = rx
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with("/stsAgent/api/v1/series"))
+        .map(|r| r.json())
+        .rfind(|v| serie(v, "stackstate.agent.check.runs", Some("check:process")) == Some(2.0))
+        .expect("a flush after the process check's second run");
+    assert_eq!(serie(&last, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64());
+    for probe in ["core", "process_agent"] {
+        let f = &st["features"][probe];
+        assert_eq!(f["state"], "refused", "{st}");
+        assert_eq!(f["requests"], 1, "{st}");
+        assert!(f["last_error"].as_str().unwrap().contains("404"), "{f}");
+        assert_eq!(f["features"]["health-states"], false);
+    }
+
+    // The defaults: the agent topology and health stream (STS_REPORT_CHECK_HEALTH_STATE
+    // defaults to true).
+    let reqs = rx.requests();
+    let side: Vec<Value> = reqs.iter().filter(|r| r.target.starts_with("/pa/intake?")).map(|r| r.json()).collect();
+    assert!(!side.is_empty());
+    for v in &side {
+        assert_eq!(v["health"].as_array().unwrap().len(), 1, "{v}");
+        assert!(v["topologies"].as_array().unwrap().iter().any(|t| t["instance"]["type"] == "agent"), "{v}");
+    }
+    // `stackstate.agent.started` and the startup event: once in the run.
+    let series: Vec<Value> =
+        reqs.iter().filter(|r| r.target.starts_with("/stsAgent/api/v1/series")).map(|r| r.json()).collect();
+    let started_count =
+        series.iter().filter(|v| serie(v, "stackstate.agent.started", Some(&version)).is_some()).count();
+    assert_eq!(started_count, 1);
+    assert!(series.len() > 10, "a flush every 2 s: {}", series.len());
+    let events = reqs
+        .iter()
+        .filter(|r| r.target.starts_with("/stsAgent/intake/"))
+        .map(|r| r.json())
+        .filter(|v| v["events"]["System"][0]["event_type"] == "Agent Startup")
+        .count();
+    assert_eq!(events, 1);
+    drop(agent);
+}
+
+/// `incremental-topology`: `CollectorCommands` every run (the first all "update"), and besides it
+/// a full `CollectorProc` on the first run and then once a minute: a process already sent comes
+/// as "metrics", a new one as "update", one gone as "delete". Messages are told apart by groupId
+/// (a busy host's snapshot is several type-12 messages of one group).
+#[test]
+fn incremental_topology_sends_increments_between_full_snapshots() {
+    let rx = Receiver::start(true, vec![202]);
+    rx.answer_features(200, r#"{"incremental-topology":true}"#);
+    let url = rx.url("/stsAgent");
+    let steady = Kids(vec![std::process::Command::new("python3")
+        .args(["-c", "import time; time.sleep(120)", "sts-incr-steady"])
+        .spawn()
+        .unwrap()]);
+    let agent = drained(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "incr-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_PROCESS_CHECK_INTERVAL", "1"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    ));
+    let collector =
+        || -> Vec<Request> { rx.requests().into_iter().filter(|r| r.target == "/stsAgent/api/v1/collector").collect() };
+    let commands = |pid: u32| -> Vec<(usize, &'static str)> {
+        let mut seen = Vec::new();
+        for (n, r) in collector().iter().enumerate() {
+            if pa_proto::header(&r.body).2 != 13 {
+                continue;
+            }
+            for c in pa_proto::collector_commands(&r.body).commands {
+                let kind = [
+                    (c.update_process.as_ref(), "update"),
+                    (c.update_process_metrics.as_ref(), "metrics"),
+                    (c.delete_process.as_ref(), "delete"),
+                ]
+                .into_iter()
+                .find_map(|(p, k)| p.filter(|p| p.pid == pid as i32).map(|_| k));
+                if let Some(k) = kind {
+                    seen.push((n, k));
+                }
+            }
+        }
+        seen
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(30), "waited for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let steady_pid = steady.0[0].id();
+    wait("increments about the steady process", &|| commands(steady_pid).iter().any(|c| c.1 == "metrics"));
+    let mut newcomer = Kids(vec![std::process::Command::new("python3")
+        .args(["-c", "import time; time.sleep(120)", "sts-incr-new"])
+        .spawn()
+        .unwrap()]);
+    let new_pid = newcomer.0[0].id();
+    let new_create = create_time_ms(new_pid);
+    wait("the newcomer's update", &|| commands(new_pid).iter().any(|c| c.1 == "update"));
+    wait("the newcomer's metrics", &|| commands(new_pid).iter().any(|c| c.1 == "metrics"));
+    for c in &mut newcomer.0 {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    wait("the newcomer's delete", &|| commands(new_pid).iter().any(|c| c.1 == "delete"));
+
+    let msgs = collector();
+    // (type, groupId, groupSize) per message, and the groups in the order they came.
+    let heads: Vec<(u8, i32, i32)> = msgs
+        .iter()
+        .map(|r| match pa_proto::header(&r.body).2 {
+            12 => {
+                let m = pa_proto::collector_proc(&r.body);
+                (12, m.group_id, m.group_size)
+            }
+            t => {
+                let m = pa_proto::collector_commands(&r.body);
+                (t, m.group_id, m.group_size)
+            }
+        })
+        .collect();
+    let mut groups: Vec<(u8, i32)> = heads.iter().map(|h| (h.0, h.1)).collect();
+    groups.dedup();
+    for &(t, g) in &groups {
+        let n = heads.iter().filter(|h| h.1 == g).count();
+        assert!(heads.iter().filter(|h| h.1 == g).all(|h| h.0 == t && h.2 as usize == n), "group {g}: {heads:?}");
+    }
+    // The first run: its increment (every process an "update"), then the full snapshot; within
+    // the minute no other snapshot, increments only.
+    assert_eq!((groups[0].0, groups[1].0), (13, 12), "{heads:?}");
+    assert_eq!(groups.iter().filter(|g| g.0 == 12).count(), 1, "{heads:?}");
+    let first_incr: Vec<_> = msgs
+        .iter()
+        .zip(&heads)
+        .filter(|(_, h)| h.1 == groups[0].1)
+        .flat_map(|(r, _)| pa_proto::collector_commands(&r.body).commands)
+        .collect();
+    assert!(first_incr.iter().any(|c| c.update_process.as_ref().is_some_and(|p| p.pid == steady_pid as i32)));
+    assert!(first_incr.iter().all(|c| c.update_process_metrics.is_none() && c.delete_process.is_none()));
+    let full: Vec<_> = msgs
+        .iter()
+        .zip(&heads)
+        .filter(|(_, h)| h.1 == groups[1].1)
+        .flat_map(|(r, _)| pa_proto::collector_proc(&r.body).processes)
+        .collect();
+    assert!(full.iter().any(|p| p.pid == steady_pid as i32));
+    // The newcomer: update, then metrics, then delete, in that order; its update carries the process.
+    let new_cmds = commands(new_pid);
+    let first = |k: &str| new_cmds.iter().position(|c| c.1 == k).unwrap();
+    assert!(first("update") < first("metrics") && first("metrics") < first("delete"), "{new_cmds:?}");
+    let update = msgs
+        .iter()
+        .filter(|r| pa_proto::header(&r.body).2 == 13)
+        .flat_map(|r| pa_proto::collector_commands(&r.body).commands)
+        .find_map(|c| c.update_process.filter(|p| p.pid == new_pid as i32))
+        .unwrap();
+    assert!(update.command.as_ref().unwrap().args.iter().any(|a| a == "sts-incr-new"));
+    assert_eq!(update.create_time, new_create);
+    drop(agent);
+}
