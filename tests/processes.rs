@@ -559,8 +559,32 @@ impl Drop for NoFds {
     }
 }
 
+/// The test process's soft `RLIMIT_NOFILE` set to 100 above its lowest free descriptor: room
+/// for the process table's directories but none for held files (the agent gives those up first,
+/// see `hold_ceiling` in src/sources/process.rs). Restored on drop.
+struct TightNofile {
+    limit: rustix::process::Rlimit,
+}
+
+impl TightNofile {
+    fn set() -> TightNofile {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let lowest = std::os::fd::AsRawFd::as_raw_fd(&std::fs::File::open("/dev/null").unwrap()) as u64;
+        setrlimit(Resource::Nofile, Rlimit { current: Some(lowest + 100), maximum: limit.maximum }).unwrap();
+        TightNofile { limit }
+    }
+}
+
+impl Drop for TightNofile {
+    fn drop(&mut self) {
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.limit);
+    }
+}
+
 /// A known process is kept through a cycle in which its files cannot be read for want of file
-/// descriptors: the same entry (its held descriptor and first-seen time, not discovered again as
+/// descriptors (none held: the table was filled under a tight limit; held files would still be
+/// read): the same entry (its held descriptor and first-seen time, not discovered again as
 /// new), reported that cycle with the figures of its last one, counted; the cycle after, the next
 /// sample is not paired with one two intervals old (no rates, not reported), and from the one
 /// after that it is reported as before.
@@ -591,8 +615,10 @@ fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&p.dir);
         Some((p.first_seen_mono, fd, check.selection.reported.contains(&(i as u32))))
     };
+    let tight = TightNofile::set();
     cycle(&mut check);
     cycle(&mut check);
+    assert!(check.table.procs.iter().all(|p| p.held.stat.is_none()), "no files held under a tight limit");
     let (seen, fd, reported) = at(&check).expect("in the table");
     assert!(reported, "reported from its second cycle");
     let cpu = check.table.procs.iter().find(|p| p.pid == pid).map(|p| (p.prev, p.cur)).unwrap();
@@ -623,4 +649,48 @@ fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
     assert_eq!(entries(&check), all, "none discovered again");
     cycle(&mut check);
     assert_eq!(at(&check), Some((seen, fd, true)), "reported again");
+    drop(tight);
+}
+
+/// With descriptors plentiful, every process's `stat`, `statm` and `io` are held open and
+/// re-read; when the limit falls so that holding them would crowd out the table's directories,
+/// they are closed as they are next read and the files are opened and read as before (no process
+/// skipped, rates go on); with the limit back, they are held again.
+#[test]
+fn held_files_are_given_back_when_descriptors_run_short() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ns = PidNs::new();
+    let mut cfg = report_everything();
+    cfg.host_proc = ns.proc.clone();
+    let mut check = sts_agent::app::ProcessCheck::new(&cfg, false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
+    let comm = ns.proc.join(format!("{pid}/comm"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(std::time::Instant::now() < deadline, "{pid} did not exec sleep within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // (held stat, statm, io; has rates; reported)
+    let state = |check: &sts_agent::app::ProcessCheck| {
+        let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).expect("in the table");
+        let p = &check.table.procs[i];
+        let held = [p.held.stat.is_some(), p.held.statm.is_some(), p.held.io.is_some()];
+        (held, p.prev.is_some(), check.selection.reported.contains(&(i as u32)))
+    };
+    cycle(&mut check);
+    cycle(&mut check);
+    assert_eq!(state(&check), ([true; 3], true, true), "held, sampled and reported");
+    let tight = TightNofile::set();
+    cycle(&mut check);
+    let short = (state(&check), check.table.no_fds, check.table.procs.iter().all(|p| p.held.stat.is_none()));
+    drop(tight);
+    assert_eq!(short, (([false; 3], true, true), 0, true), "given back, read as before, none skipped");
+    cycle(&mut check);
+    assert_eq!(state(&check), ([true; 3], true, true), "held again");
 }

@@ -1,6 +1,11 @@
 //! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
 //! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
-//! Each cycle reads `stat`, `statm` and `io`; `cmdline`, `status`, `cgroup`, `exe` and `cwd`
+//! Each cycle reads `stat`, `statm` and `io`, through descriptors held open from cycle to cycle
+//! and re-read with one `pread` each (opened, read and closed each cycle instead when
+//! descriptors are short, see [`hold_ceiling`]). `statm` is read every cycle although `stat`
+//! has a resident figure: since 6.x the kernel renders `stat`'s from the per-CPU counters'
+//! approximate sum and `statm`'s from the exact one (off by tens of pages, measured here), and
+//! the figure the receiver gets should not change with the file. `cmdline`, `status`, `cgroup`, `exe` and `cwd`
 //! are read once per new `(pid, start time)`, and again when it execs (`comm` or the image
 //! addresses in `stat` change). A process that vanishes mid-read is counted and
 //! skipped; one that cannot be read for want of file descriptors is counted, and skipped when new
@@ -9,7 +14,7 @@
 use super::procfs::ReadBuf;
 use crate::checks::scrub::scrub_args;
 use crate::model::names::{Names, Span};
-use crate::model::process::{Proc, ProcSample, ProcessTable};
+use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable};
 use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
@@ -103,6 +108,8 @@ pub struct ProcessSource {
     no_fds_logged_at: Option<f64>,
     /// Descriptors numbered from here up are left to the rest of the agent (see [`fd_ceiling`]).
     fd_ceiling: u64,
+    /// Held `stat`/`statm`/`io` descriptors numbered from here up are closed (see [`hold_ceiling`]).
+    hold_ceiling: u64,
     /// The agent's own container when it runs in a private cgroup namespace (processes there read
     /// `/`); set by the caller from [`super::cgroups::ContainerSource::own_namespace`].
     pub own_namespace: Option<super::cgroups::OwnNamespace>,
@@ -161,6 +168,7 @@ impl ProcessSource {
             no_fds_unlogged: 0,
             no_fds_logged_at: None,
             fd_ceiling: u64::MAX,
+            hold_ceiling: 0,
             own_namespace: None,
             kept_no_fds: 0,
         })
@@ -205,6 +213,7 @@ impl ProcessSource {
         }
         self.list_pids();
         self.fd_ceiling = fd_ceiling();
+        self.hold_ceiling = hold_ceiling(self.fd_ceiling, self.pids.len());
 
         let mut old = std::mem::take(&mut t.procs);
         t.next.clear();
@@ -297,7 +306,8 @@ impl ProcessSource {
         if let Some(mut p) = existing {
             // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
             // listed this cycle, so a new process may have it now: discovered below, at once.
-            let stat = match self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify) {
+            let held = read_held(&mut self.buf, p.dir.as_fd(), &mut p.held.stat, c"stat", self.hold_ceiling);
+            let stat = match held.map_err(classify) {
                 Ok(stat) => stat,
                 Err(Gone::Vanished) => return self.discover(pid, mono),
                 Err(Gone::NoFds) => return Ok(self.keep_last(p)),
@@ -331,7 +341,7 @@ impl ProcessSource {
                 if image[0] != 0 {
                     p.image = image;
                 }
-                let sample = match self.fill_sample(p.dir.as_fd(), base, kthread) {
+                let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread) {
                     Ok(sample) => sample,
                     Err(Gone::NoFds) => return Ok(self.keep_last(p)),
                     Err(e) => return Err(e),
@@ -374,15 +384,22 @@ impl ProcessSource {
         self.read_text(p, kthread)
     }
 
-    /// Adds `statm` and `io` to what `stat` gave.
-    fn fill_sample(&mut self, dir: BorrowedFd<'_>, mut out: ProcSample, kthread: bool) -> Result<ProcSample, Gone> {
+    /// Adds `statm` and `io` to what `stat` gave, through the descriptors held in `held`.
+    fn fill_sample(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        held: &mut HeldFiles,
+        mut out: ProcSample,
+        kthread: bool,
+    ) -> Result<ProcSample, Gone> {
         if kthread {
             return Ok(out);
         }
-        let statm = self.buf.read_rendered(dir, c"statm").map_err(classify)?;
-        out.statm = pid::parse_statm(statm).map_err(|_| Gone::Other)?;
-        // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1.
-        let io = self.buf.read_rendered(dir, c"io");
+        let statm = read_held(&mut self.buf, dir, &mut held.statm, c"statm", self.hold_ceiling);
+        out.statm = pid::parse_statm(statm.map_err(classify)?).map_err(|_| Gone::Other)?;
+        // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1
+        // (checked when read, so the held descriptor reads EACCES while access is denied).
+        let io = read_held(&mut self.buf, dir, &mut held.io, c"io", self.hold_ceiling);
         fds_left(&io)?;
         out.io = io.ok().and_then(|b| pid::parse_io(b).ok());
         Ok(out)
@@ -397,11 +414,13 @@ impl ProcessSource {
         if u64::try_from(rustix::fd::AsRawFd::as_raw_fd(&dir)).unwrap_or(u64::MAX) >= self.fd_ceiling {
             return Err(Gone::NoFds);
         }
-        let stat = self.buf.read_rendered(dir.as_fd(), c"stat").map_err(classify)?;
-        let (base, start, kthread, comm, image) = stat_core(stat)?;
+        let mut held = HeldFiles::default();
+        let stat = read_held(&mut self.buf, dir.as_fd(), &mut held.stat, c"stat", self.hold_ceiling);
+        let (base, start, kthread, comm, image) = stat_core(stat.map_err(classify)?)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
-        let sample = self.fill_sample(dir.as_fd(), base, kthread)?;
+        let sample = self.fill_sample(dir.as_fd(), &mut held, base, kthread)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
+        p.held = held;
         p.cur = sample;
         p.comm = comm;
         p.image = image;
@@ -493,6 +512,41 @@ fn list_fds(dir: BorrowedFd<'_>, dents: &mut [MaybeUninit<u8>]) -> Option<u32> {
     Some(n)
 }
 
+/// The descriptor number from which held `stat`/`statm`/`io` descriptors are given up: the process
+/// table's `O_PATH` directories come first (one per process, and a process without one is not
+/// reported), so the held files leave room under [`fd_ceiling`] for a directory per listed pid
+/// and an eighth more (new processes) plus 64. Above it a file is opened, read and closed each
+/// cycle, as it was before files were held; a held descriptor numbered above it (the process
+/// count grew) is closed when next read.
+fn hold_ceiling(fd_ceiling: u64, pids: usize) -> u64 {
+    let dirs = pids as u64;
+    fd_ceiling.saturating_sub(dirs + dirs / 8 + 64)
+}
+
+/// Reads a rendered per-process file through the descriptor held in `slot` (one `pread`),
+/// opening one to hold if none is (`openat` relative to `dir`). A descriptor numbered at or above
+/// `ceiling` is not held: it is closed after the read (see [`hold_ceiling`]).
+fn read_held<'b>(
+    buf: &'b mut ReadBuf,
+    dir: BorrowedFd<'_>,
+    slot: &mut Option<OwnedFd>,
+    name: &CStr,
+    ceiling: u64,
+) -> io::Result<&'b [u8]> {
+    let below = |fd: &OwnedFd| u64::try_from(rustix::fd::AsRawFd::as_raw_fd(fd)).is_ok_and(|n| n < ceiling);
+    let held = match slot.take().filter(below) {
+        Some(fd) => fd,
+        None => {
+            let fd = ReadBuf::open_rendered(dir, name)?;
+            if !below(&fd) {
+                return buf.reread(fd.as_fd());
+            }
+            fd
+        }
+    };
+    buf.reread(slot.insert(held).as_fd())
+}
+
 fn set_status_detail(p: &mut Proc, st: &pid::PidStatus) {
     p.detail.voluntary_ctxt_switches = st.voluntary_ctxt_switches;
     p.detail.nonvoluntary_ctxt_switches = st.nonvoluntary_ctxt_switches;
@@ -560,5 +614,43 @@ mod tests {
         // 43 and whatever the test harness leaked into the child without CLOEXEC.
         assert!(listed.is_some_and(|n| n >= 43), "{listed:?}");
         assert_eq!(counted, listed);
+    }
+
+    /// A sleeping child through the source: `stat`, `statm` and `io` held open (descriptors are
+    /// plentiful) and re-read (its `statm` as the file says), and once it is reaped, gone from
+    /// the table (its held `stat` reads ESRCH).
+    #[test]
+    fn held_files_give_statm_figures_and_a_reaped_process_leaves() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let comm = format!("/proc/{pid}/comm");
+        for _ in 0..200 {
+            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        src.collect(&mut t, 1.0, 1_000);
+        src.collect(&mut t, 2.0, 2_000);
+        let i = t.procs.binary_search_by_key(&pid, |p| p.pid).expect("the child is in the table");
+        let statm = pid::parse_statm(std::fs::read(format!("/proc/{pid}/statm")).unwrap().as_slice()).unwrap();
+        let p = &t.procs[i];
+        assert!(
+            p.held.stat.is_some() && p.held.statm.is_some() && p.held.io.is_some(),
+            "held while descriptors are plentiful"
+        );
+        let ours = p.cur.statm;
+        assert_eq!(
+            (ours.size, ours.resident, ours.shared, ours.text, ours.data),
+            (statm.size, statm.resident, statm.shared, statm.text, statm.data),
+            "a sleeping process's statm"
+        );
+        assert!(ours.resident > 0 && ours.text > 0);
+        let _ = child.kill();
+        let _ = child.wait();
+        src.collect(&mut t, 3.0, 3_000);
+        assert!(t.procs.binary_search_by_key(&pid, |p| p.pid).is_err(), "reaped: not in the table");
     }
 }
