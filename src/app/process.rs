@@ -50,6 +50,7 @@ pub enum Encoded<'a> {
 impl ProcessCheck {
     pub fn new(cfg: &Config, containers_only: bool) -> io::Result<ProcessCheck> {
         let mut source = ProcessSource::open(&cfg.host_proc)?;
+        source.hold_files = cfg.process_hold_files;
         let self_pid = source.self_pid();
         Ok(ProcessCheck {
             self_pid,
