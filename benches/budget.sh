@@ -20,5 +20,5 @@ for a in "$@"; do
 done
 python3 -c 'import psutil' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check psutil==7.1.3 ||
-  echo "budget: no psutil; the psutil baseline is skipped" >&2
+  echo "budget: no psutil; the psutil baseline is skipped (a --check run then fails its psutil gate)" >&2
 exec cargo bench --features count-allocs --bench budget -- "${args[@]}"
