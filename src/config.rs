@@ -839,6 +839,33 @@ mod tests {
         }
     }
 
+    /// `STS_PROCESS_HOLD_FILES`: `stat` by default, the three forms in any case; `true`/`false`
+    /// (the form before the kernel-memory budget) and anything else are refused, naming the forms.
+    #[test]
+    fn process_held_files_forms_and_errors() {
+        use crate::sources::process::{HoldFiles, HELD_FILES_MAX_KIB};
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.process_hold_files, c.process_held_files_max_kib), (HoldFiles::Stat, HELD_FILES_MAX_KIB));
+        for (v, want) in [("stat", HoldFiles::Stat), ("ALL", HoldFiles::All), (" none ", HoldFiles::None)] {
+            assert_eq!(cfg(&[("STS_PROCESS_HOLD_FILES", v)]).unwrap().process_hold_files, want, "{v}");
+        }
+        assert_eq!(cfg(&[("STS_PROCESS_HELD_FILES_MAX_KIB", "0")]).unwrap().process_held_files_max_kib, 0);
+        for (var, v) in [
+            ("STS_PROCESS_HOLD_FILES", "true"),
+            ("STS_PROCESS_HOLD_FILES", "statm"),
+            ("STS_PROCESS_HELD_FILES_MAX_KIB", "2 MiB"),
+            ("STS_PROCESS_HELD_FILES_MAX_KIB", "-1"),
+        ] {
+            let e = cfg(&[(var, v)]).unwrap_err();
+            assert_eq!(e.var, var);
+            let shown = e.to_string();
+            assert!(
+                shown.contains(var) && shown.contains(if var.ends_with("KIB") { "KiB" } else { "stat" }),
+                "{shown}"
+            );
+        }
+    }
+
     #[test]
     fn defaults_are_a_dry_run() {
         let c = cfg(&[]).unwrap();
