@@ -103,6 +103,11 @@ fn parse_args() -> Args {
             other => panic!("unknown argument {other:?} (see the top of benches/budget.rs)"),
         }
     }
+    // The psutil gate is enforced: a check without the baseline would pass it unmeasured.
+    assert!(
+        a.check.is_none() || a.psutil,
+        "--no-psutil with --check: the CPU fraction of psutil's is a gate, and a check without psutil cannot pass it"
+    );
     a
 }
 
@@ -1677,15 +1682,27 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         get("gates.cpu_ratio_to_floor") * margin,
         Some(get("aims.cpu_ratio_to_floor")),
     );
-    if let Some(p) = &f.psutil {
-        // Reported, not enforced: the floor alone is more than a tenth of psutil's CPU on this
-        // machine (benches/README.md), so this gate cannot be met by reading what the floor reads.
-        let (fraction, gate) = (f.cpu_ms / p.cpu.total(), get("gates.cpu_fraction_of_psutil"));
-        println!(
-            "gate CPU fraction of psutil's: {fraction:.3} <= {gate}: {} (not enforced; the floor is {:.3} of psutil's)",
-            if fraction <= gate { "pass" } else { "missed" },
-            f.floor.total() / p.cpu.total()
-        );
+    // Enforced since issue 21 (held procfs files); without the baseline the gate fails, as the
+    // allocation gates do without count-allocs.
+    match &f.psutil {
+        Some(p) => {
+            let (fraction, gate) = (f.cpu_ms / p.cpu.total(), get("gates.cpu_fraction_of_psutil"));
+            verdict(
+                &format!(
+                    "CPU fraction of psutil's (gate {gate} x noise margin {margin}; the floor is {:.3} of psutil's)",
+                    f.floor.total() / p.cpu.total()
+                ),
+                fraction,
+                gate * margin,
+                Some(0.1),
+            );
+        }
+        None => verdict(
+            "CPU fraction of psutil's (the psutil baseline did not run: pip install psutil==7.1.3)",
+            f64::INFINITY,
+            0.0,
+            None,
+        ),
     }
     if let Some(t) = &f.traces {
         verdict(
@@ -1961,7 +1978,9 @@ fn plot(by_procs: &[(usize, Figures)], by_sockets: &[(usize, Figures)], base: &S
 /// runs it in the debug profile, without a busy host).
 fn self_test() {
     let g = read_gates(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/budget.toml")));
+    let psutil = |total_ms: f64| Some(Psutil { cpu: Cpu { user_ms: total_ms, sys_ms: 0.0 }, ..Psutil::default() });
     let good = Figures {
+        psutil: psutil(400.0),
         allocs_at_start: Some(5_000),
         allocs_per_cycle: Some(6.0),
         allocs_in_checks_per_cycle: Some(0.0),
@@ -2045,6 +2064,11 @@ fn self_test() {
         ..Figures::default()
     };
     assert!(check_gates(&g, &good), "figures within every gate pass");
+    // The psutil gate, enforced: the agent at 30 ms against psutil at 400 ms (0.075) passes, at
+    // 100 ms (0.3) fails.
+    assert!(check_gates(&g, &Figures { psutil: psutil(400.0), ..good.clone() }), "a fourteenth of psutil's passes");
+    assert!(!check_gates(&g, &Figures { psutil: psutil(100.0), ..good.clone() }), "0.3 of psutil's fails");
+    assert!(!check_gates(&g, &Figures { psutil: None, ..good.clone() }), "no psutil baseline fails");
     let mut no_spans = good.clone();
     no_spans.traces =
         Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: f64::INFINITY, ..TraceFigures::default() });

@@ -9,6 +9,7 @@
 #   benches/budget.sh --sweep         # processes 100..2,000 and sockets 1,000..20,000: table and SVG
 #   benches/budget.sh --procs 1000 --sockets 10000 --spans 2000 --http 5000 --containers 50   # any scenario
 #   benches/budget.sh --check --dogstatsd 100000   # with the DogStatsD phase (not in --check yet: issue 18)
+#   benches/budget.sh --no-psutil     # without the psutil baseline (refused with --check: its gate is enforced)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=()
@@ -20,5 +21,5 @@ for a in "$@"; do
 done
 python3 -c 'import psutil' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check psutil==7.1.3 ||
-  echo "budget: no psutil; the psutil baseline is skipped" >&2
+  echo "budget: no psutil; the psutil baseline is skipped (a --check run then fails its psutil gate)" >&2
 exec cargo bench --features count-allocs --bench budget -- "${args[@]}"

@@ -61,6 +61,8 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_LOG_LEVEL", default: "info", meaning: "off, error, warn, info, debug or trace" },
     VarDoc { name: "STS_HOST_CHECK_INTERVAL", default: "15", meaning: "seconds between host checks (system.* metrics, host topology)" },
     VarDoc { name: "STS_PROCESS_CHECK_INTERVAL", default: "30", meaning: "seconds between process checks" },
+    VarDoc { name: "STS_PROCESS_HOLD_FILES", default: "stat", meaning: "which per-process files stay open between process checks (one pread a cycle instead of open/read/close): stat, all (stat, statm, io) or none; each costs about 5.7 KiB of kernel memory charged to the agent's cgroup" },
+    VarDoc { name: "STS_PROCESS_HELD_FILES_MAX_KIB", default: "2048", meaning: "kernel memory the held files may take, at 6 KiB a file (2048: 341 files); processes beyond it open, read and close their files each cycle; 0 holds none" },
     VarDoc { name: "STS_CONNECTION_CHECK_INTERVAL", default: "30", meaning: "seconds between connection checks" },
     VarDoc {
         name: "STS_DOCKER_CHECK_INTERVAL",
@@ -167,6 +169,10 @@ pub struct Config {
     pub log_level: Option<Level>,
     pub host_check_interval: Duration,
     pub process_check_interval: Duration,
+    /// `STS_PROCESS_HOLD_FILES`: see `sources::process::HoldFiles`.
+    pub process_hold_files: crate::sources::process::HoldFiles,
+    /// `STS_PROCESS_HELD_FILES_MAX_KIB`: see `sources::process::ProcessSource::held_files_max`.
+    pub process_held_files_max_kib: u64,
     pub connection_check_interval: Duration,
     /// The docker check's pass: `docker.*` series, event bundles, container topology (the
     /// original's 40 s default check interval since Agent 2.13).
@@ -878,6 +884,23 @@ impl Config {
             log_level,
             host_check_interval: seconds("STS_HOST_CHECK_INTERVAL", 15)?,
             process_check_interval: seconds("STS_PROCESS_CHECK_INTERVAL", 30)?,
+            process_hold_files: match get("STS_PROCESS_HOLD_FILES") {
+                None => crate::sources::process::HoldFiles::Stat,
+                Some(v) => crate::sources::process::HoldFiles::parse(&v).ok_or_else(|| {
+                    err(
+                        "STS_PROCESS_HOLD_FILES",
+                        &v,
+                        "not a known set of files",
+                        crate::sources::process::HoldFiles::FORMS,
+                    )
+                })?,
+            },
+            process_held_files_max_kib: match get("STS_PROCESS_HELD_FILES_MAX_KIB") {
+                None => crate::sources::process::HELD_FILES_MAX_KIB,
+                Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                    err("STS_PROCESS_HELD_FILES_MAX_KIB", &v, "not a whole number", "whole KiB ≥ 0, e.g. 2048")
+                })?,
+            },
             connection_check_interval: seconds("STS_CONNECTION_CHECK_INTERVAL", 30)?,
             docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
             docker_events_enabled: boolean("STS_DOCKER_EVENTS_ENABLED", true)?,
@@ -976,6 +999,33 @@ mod tests {
             let e = cfg(&[(var, v)]).unwrap_err();
             assert_eq!(e.var, var);
             assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+
+    /// `STS_PROCESS_HOLD_FILES`: `stat` by default, the three forms in any case; `true`/`false`
+    /// (the form before the kernel-memory budget) and anything else are refused, naming the forms.
+    #[test]
+    fn process_held_files_forms_and_errors() {
+        use crate::sources::process::{HoldFiles, HELD_FILES_MAX_KIB};
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.process_hold_files, c.process_held_files_max_kib), (HoldFiles::Stat, HELD_FILES_MAX_KIB));
+        for (v, want) in [("stat", HoldFiles::Stat), ("ALL", HoldFiles::All), (" none ", HoldFiles::None)] {
+            assert_eq!(cfg(&[("STS_PROCESS_HOLD_FILES", v)]).unwrap().process_hold_files, want, "{v}");
+        }
+        assert_eq!(cfg(&[("STS_PROCESS_HELD_FILES_MAX_KIB", "0")]).unwrap().process_held_files_max_kib, 0);
+        for (var, v) in [
+            ("STS_PROCESS_HOLD_FILES", "true"),
+            ("STS_PROCESS_HOLD_FILES", "statm"),
+            ("STS_PROCESS_HELD_FILES_MAX_KIB", "2 MiB"),
+            ("STS_PROCESS_HELD_FILES_MAX_KIB", "-1"),
+        ] {
+            let e = cfg(&[(var, v)]).unwrap_err();
+            assert_eq!(e.var, var);
+            let shown = e.to_string();
+            assert!(
+                shown.contains(var) && shown.contains(if var.ends_with("KIB") { "KiB" } else { "stat" }),
+                "{shown}"
+            );
         }
     }
 

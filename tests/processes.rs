@@ -381,6 +381,10 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     cycle(&mut check);
     let (args, old_start, reported) = at(&check, 100).expect("the first process");
     assert_eq!((args.as_str(), reported), ("/bin/sleep 1000", true));
+    let held =
+        |check: &sts_agent::app::ProcessCheck| check.table.procs.iter().any(|p| p.pid == 100 && p.held.stat.is_some());
+    // So that the new process below is seen through the held `stat` of the old one (ESRCH).
+    assert!(held(&check), "the first process's stat is held");
 
     std::thread::sleep(Duration::from_millis(30));
     let second: u32 = ns
@@ -394,6 +398,7 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     assert_eq!(args, "/bin/sleep 1001");
     assert_ne!(start, old_start, "another process");
     assert!(!reported, "its first observation only primes");
+    assert!(held(&check), "the new process's stat is held, not the old one's");
     cycle(&mut check);
     let (args, _, reported) = at(&check, 100).unwrap();
     assert_eq!((args.as_str(), reported), ("/bin/sleep 1001", true), "reported from its second observation");
@@ -569,8 +574,32 @@ impl Drop for NoFds {
     }
 }
 
+/// The test process's soft `RLIMIT_NOFILE` set to 100 above its lowest free descriptor: room
+/// for the process table's directories but none for held files (the agent gives those up first,
+/// see `hold_ceiling` in src/sources/process.rs). Restored on drop.
+struct TightNofile {
+    limit: rustix::process::Rlimit,
+}
+
+impl TightNofile {
+    fn set() -> TightNofile {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let lowest = std::os::fd::AsRawFd::as_raw_fd(&std::fs::File::open("/dev/null").unwrap()) as u64;
+        setrlimit(Resource::Nofile, Rlimit { current: Some(lowest + 100), maximum: limit.maximum }).unwrap();
+        TightNofile { limit }
+    }
+}
+
+impl Drop for TightNofile {
+    fn drop(&mut self) {
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.limit);
+    }
+}
+
 /// A known process is kept through a cycle in which its files cannot be read for want of file
-/// descriptors: the same entry (its held descriptor and first-seen time, not discovered again as
+/// descriptors (none held: the table was filled under a tight limit; held files would still be
+/// read): the same entry (its held descriptor and first-seen time, not discovered again as
 /// new), reported that cycle with the figures of its last one, counted; the cycle after, the next
 /// sample is not paired with one two intervals old (no rates, not reported), and from the one
 /// after that it is reported as before.
@@ -601,8 +630,10 @@ fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&p.dir);
         Some((p.first_seen_mono, fd, check.selection.reported.contains(&(i as u32))))
     };
+    let tight = TightNofile::set();
     cycle(&mut check);
     cycle(&mut check);
+    assert!(check.table.procs.iter().all(|p| p.held.stat.is_none()), "no files held under a tight limit");
     let (seen, fd, reported) = at(&check).expect("in the table");
     assert!(reported, "reported from its second cycle");
     let cpu = check.table.procs.iter().find(|p| p.pid == pid).map(|p| (p.prev, p.cur)).unwrap();
@@ -633,4 +664,112 @@ fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
     assert_eq!(entries(&check), all, "none discovered again");
     cycle(&mut check);
     assert_eq!(at(&check), Some((seen, fd, true)), "reported again");
+    drop(tight);
+}
+
+/// With `STS_PROCESS_HOLD_FILES=all` and descriptors plentiful, every process's `stat`, `statm`
+/// and `io` are held open and re-read; when the limit falls so that holding them would crowd out the table's directories,
+/// they are closed as they are next read and the files are opened and read as before (no process
+/// skipped, rates go on); with the limit back, they are held again.
+#[test]
+fn held_files_are_given_back_when_descriptors_run_short() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ns = PidNs::new();
+    let mut cfg = report_everything();
+    cfg.host_proc = ns.proc.clone();
+    cfg.process_hold_files = sts_agent::sources::process::HoldFiles::All;
+    let mut check = sts_agent::app::ProcessCheck::new(&cfg, false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    };
+    let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
+    let comm = ns.proc.join(format!("{pid}/comm"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(std::time::Instant::now() < deadline, "{pid} did not exec sleep within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // (held stat, statm, io; has rates; reported)
+    let state = |check: &sts_agent::app::ProcessCheck| {
+        let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).expect("in the table");
+        let p = &check.table.procs[i];
+        let held = [p.held.stat.is_some(), p.held.statm.is_some(), p.held.io.is_some()];
+        (held, p.prev.is_some(), check.selection.reported.contains(&(i as u32)))
+    };
+    cycle(&mut check);
+    cycle(&mut check);
+    assert_eq!(state(&check), ([true; 3], true, true), "held, sampled and reported");
+    let tight = TightNofile::set();
+    cycle(&mut check);
+    let short = (state(&check), check.table.no_fds, check.table.procs.iter().all(|p| p.held.stat.is_none()));
+    drop(tight);
+    assert_eq!(short, (([false; 3], true, true), 0, true), "given back, read as before, none skipped");
+    cycle(&mut check);
+    assert_eq!(state(&check), ([true; 3], true, true), "held again");
+}
+
+/// What is held by configuration: by default only `stat` (for every process while the budget
+/// lasts); `STS_PROCESS_HELD_FILES_MAX_KIB` caps the count (6 KiB a file: 6 KiB holds one, the
+/// lowest pid's, and the other process's files are opened each cycle, still sampled and
+/// reported); `none` and containers-only mode (nothing reported) hold nothing.
+#[test]
+fn held_files_follow_the_mode_and_the_kernel_memory_budget() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ns = PidNs::new();
+    let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
+    let comm = ns.proc.join(format!("{pid}/comm"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(std::time::Instant::now() < deadline, "{pid} did not exec sleep within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let meta = sts_agent::sources::docker::Metadata::default();
+    // Per pid in the namespace: ([held stat, statm, io], has rates, reported), after two cycles.
+    let run = |hold: sts_agent::sources::process::HoldFiles, max_kib: u64, containers_only: bool| {
+        let mut cfg = report_everything();
+        cfg.host_proc = ns.proc.clone();
+        cfg.process_hold_files = hold;
+        cfg.process_held_files_max_kib = max_kib;
+        let mut check = sts_agent::app::ProcessCheck::new(&cfg, containers_only).unwrap();
+        for t in [1.0, 2.0] {
+            check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        }
+        check
+            .table
+            .procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let held = [p.held.stat.is_some(), p.held.statm.is_some(), p.held.io.is_some()];
+                // The namespace's shell (pid 1) is not reported by the filters either way.
+                (p.pid, held, p.prev.is_some(), p.pid == 1 || check.selection.reported.contains(&(i as u32)))
+            })
+            .collect::<Vec<_>>()
+    };
+    use sts_agent::sources::process::HoldFiles;
+    let (t, f) = (true, false);
+    assert_eq!(
+        run(HoldFiles::Stat, 2048, false),
+        vec![(1, [t, f, f], t, t), (pid, [t, f, f], t, t)],
+        "default: stat held for each"
+    );
+    assert_eq!(
+        run(HoldFiles::Stat, 6, false),
+        vec![(1, [t, f, f], t, t), (pid, [f, f, f], t, t)],
+        "a budget of one file"
+    );
+    assert_eq!(
+        run(HoldFiles::All, 12, false),
+        vec![(1, [t, t, f], t, t), (pid, [f, f, f], t, t)],
+        "a budget of two files in `all` mode"
+    );
+    assert_eq!(run(HoldFiles::None, 2048, false), vec![(1, [f, f, f], t, t), (pid, [f, f, f], t, t)], "none");
+    assert_eq!(
+        run(HoldFiles::Stat, 2048, true),
+        vec![(1, [f, f, f], t, t), (pid, [f, f, f], t, f)],
+        "containers only: nothing reported, nothing held"
+    );
 }

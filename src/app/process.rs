@@ -78,6 +78,10 @@ pub enum Encoded<'a> {
 impl ProcessCheck {
     pub fn new(cfg: &Config, containers_only: bool) -> io::Result<ProcessCheck> {
         let mut source = ProcessSource::open(&cfg.host_proc)?;
+        // Nothing is reported in containers-only mode: no file is worth its kernel memory.
+        source.hold_files =
+            if containers_only { crate::sources::process::HoldFiles::None } else { cfg.process_hold_files };
+        source.held_files_max_kib = cfg.process_held_files_max_kib;
         let self_pid = source.self_pid();
         Ok(ProcessCheck {
             self_pid,

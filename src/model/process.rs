@@ -30,6 +30,17 @@ pub struct ProcDetail {
     pub open_fds: Option<u32>,
 }
 
+/// The files read every cycle, held open and re-read with one `pread` each (see
+/// `sources::process::read_held`); `None` when not held (descriptors short; a kernel thread's
+/// `statm` and `io`, which are not read): then opened, read and closed each cycle. Each held
+/// file also holds the kernel's page-sized seq_file buffer, charged to the agent's cgroup.
+#[derive(Debug, Default)]
+pub struct HeldFiles {
+    pub stat: Option<OwnedFd>,
+    pub statm: Option<OwnedFd>,
+    pub io: Option<OwnedFd>,
+}
+
 #[derive(Debug)]
 pub struct Proc {
     pub pid: u32,
@@ -38,6 +49,7 @@ pub struct Proc {
     /// `O_PATH` handle on `/proc/<pid>`: later opens are relative to it, and a reused pid cannot
     /// be confused with this process (its files then fail with ESRCH).
     pub dir: OwnedFd,
+    pub held: HeldFiles,
     /// Scrubbed arguments joined by NUL, then exe, then cwd; see the accessors.
     text: Vec<u8>,
     args_end: u32,
@@ -75,6 +87,7 @@ impl Proc {
             start_ticks,
             create_time_ms,
             dir,
+            held: HeldFiles::default(),
             text: Vec::new(),
             args_end: 0,
             exe_end: 0,

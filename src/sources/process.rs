@@ -1,6 +1,14 @@
 //! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
 //! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
-//! Each cycle reads `stat`, `statm` and `io`; `cmdline`, `status`, `cgroup`, `exe` and `cwd`
+//! Each cycle reads `stat`, `statm` and `io`. By default (`STS_PROCESS_HOLD_FILES=stat`) each
+//! process's `stat` is held open from cycle to cycle and re-read with one `pread`, within a
+//! kernel-memory budget (see [`HoldFiles`]); `statm` and `io`, and `stat` beyond the budget or
+//! when descriptors are short (see [`hold_ceiling`]), are opened, read and closed each cycle.
+//! `statm` is read every cycle although `stat` has a resident figure: the receiver's figures
+//! have always come from `statm` (size, shared, text, data are only there). Which RSS figure is
+//! closer depends on the kernel: up to 6.15 (AL2's 5.10, AL2023's 6.1 and 6.12) both files
+//! render the same approximate per-CPU counters; since 6.16 `statm`'s resident is their exact
+//! sum. `cmdline`, `status`, `cgroup`, `exe` and `cwd`
 //! are read once per new `(pid, start time)`, and again when it execs (`comm` or the image
 //! addresses in `stat` change). A process that vanishes mid-read is counted and
 //! skipped; one that cannot be read for want of file descriptors is counted, and skipped when new
@@ -9,7 +17,7 @@
 use super::procfs::ReadBuf;
 use crate::checks::scrub::scrub_args;
 use crate::model::names::{Names, Span};
-use crate::model::process::{Proc, ProcSample, ProcessTable};
+use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable};
 use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
@@ -79,6 +87,51 @@ impl Users {
     }
 }
 
+/// `STS_PROCESS_HOLD_FILES`: which per-process files are held open between cycles. Each held,
+/// read procfs file pins kernel memory (its seq_file buffer, `struct file`, ...: 5.7 KiB
+/// measured here, [`HELD_FILE_BYTES`] assumed) charged to the agent's cgroup, unreclaimable, so
+/// holding is bounded by `STS_PROCESS_HELD_FILES_MAX_KIB` too (see [`ProcessSource::held_files_max`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldFiles {
+    /// `stat` only (the default): one syscall a cycle instead of three for the file read for
+    /// every process; `statm` and `io` are opened, read and closed.
+    Stat,
+    /// `stat`, `statm` and `io`: one `pread` each, three times the kernel memory.
+    All,
+    /// Nothing held: every file opened, read and closed each cycle.
+    None,
+}
+
+impl HoldFiles {
+    /// The value's accepted forms (for the configuration error).
+    pub const FORMS: &'static str =
+        "stat (hold each process's stat open; the default), all (stat, statm and io) or none";
+
+    pub fn parse(v: &str) -> Option<HoldFiles> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "stat" => Some(HoldFiles::Stat),
+            "all" => Some(HoldFiles::All),
+            "none" => Some(HoldFiles::None),
+            _ => None,
+        }
+    }
+}
+
+/// Kernel memory assumed per held file, for `STS_PROCESS_HELD_FILES_MAX_KIB`: 5.7 KiB was
+/// measured here (cgroup v1 `memory.kmem.usage_in_bytes`, 1,500 held files), rounded up.
+pub const HELD_FILE_BYTES: u64 = 6 * 1024;
+
+/// Default `STS_PROCESS_HELD_FILES_MAX_KIB`: the spec's 2 MiB of kernel memory for the agent
+/// (341 held files at [`HELD_FILE_BYTES`]).
+pub const HELD_FILES_MAX_KIB: u64 = 2048;
+
+/// How many more files this cycle may hold, and the descriptor numbers they must stay under.
+#[derive(Default)]
+struct HoldRoom {
+    left: u64,
+    ceiling: u64,
+}
+
 /// Reported processes get `status` re-read once every this many cycles (see [`ProcessSource::enrich`]).
 pub const STATUS_REFRESH_CYCLES: u64 = 4;
 
@@ -103,6 +156,12 @@ pub struct ProcessSource {
     no_fds_logged_at: Option<f64>,
     /// Descriptors numbered from here up are left to the rest of the agent (see [`fd_ceiling`]).
     fd_ceiling: u64,
+    /// This cycle's room for held files (see [`ProcessSource::held_files_max`]).
+    room: HoldRoom,
+    /// `STS_PROCESS_HOLD_FILES` (forced to `None` when no process is reported).
+    pub hold_files: HoldFiles,
+    /// `STS_PROCESS_HELD_FILES_MAX_KIB`.
+    pub held_files_max_kib: u64,
     /// The agent's own container when it runs in a private cgroup namespace (processes there read
     /// `/`); set by the caller from [`super::cgroups::ContainerSource::own_namespace`].
     pub own_namespace: Option<super::cgroups::OwnNamespace>,
@@ -161,6 +220,9 @@ impl ProcessSource {
             no_fds_unlogged: 0,
             no_fds_logged_at: None,
             fd_ceiling: u64::MAX,
+            room: HoldRoom::default(),
+            hold_files: HoldFiles::Stat,
+            held_files_max_kib: HELD_FILES_MAX_KIB,
             own_namespace: None,
             kept_no_fds: 0,
         })
@@ -205,6 +267,8 @@ impl ProcessSource {
         }
         self.list_pids();
         self.fd_ceiling = fd_ceiling();
+        let ceiling = hold_ceiling(self.fd_ceiling, self.pids.len());
+        self.room = HoldRoom { left: self.held_files_max(ceiling), ceiling };
 
         let mut old = std::mem::take(&mut t.procs);
         t.next.clear();
@@ -231,6 +295,22 @@ impl ProcessSource {
         // An exec'd process is new as far as its text goes (it may allocate once, like a new pid).
         t.discovered += self.execs;
         self.note_no_fds(t.no_fds, mono_secs, t.procs.len());
+    }
+
+    /// How many files this cycle may hold: none with `STS_PROCESS_HOLD_FILES=none`, else
+    /// `STS_PROCESS_HELD_FILES_MAX_KIB` / [`HELD_FILE_BYTES`], and at most half the descriptor
+    /// numbers left under `hold_ceiling` once the agent's own low ones are counted, so held files
+    /// never take more than half of the room the process directories, new processes and the rest
+    /// of the agent (trace intake, DogStatsD, connections) have. Counted in pid order as files
+    /// are read: past the count (or the ceiling) a file is opened, read and closed, and a
+    /// descriptor held from an earlier cycle is closed when next read, which is every cycle.
+    fn held_files_max(&self, ceiling: u64) -> u64 {
+        if self.hold_files == HoldFiles::None {
+            return 0;
+        }
+        let budget = self.held_files_max_kib.saturating_mul(1024) / HELD_FILE_BYTES;
+        let used = self.pids.len() as u64 + 64;
+        budget.min(ceiling.saturating_sub(used) / 2)
     }
 
     /// Counts processes skipped for want of file descriptors and logs it, at most once per
@@ -297,7 +377,8 @@ impl ProcessSource {
         if let Some(mut p) = existing {
             // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
             // listed this cycle, so a new process may have it now: discovered below, at once.
-            let stat = match self.buf.read_rendered(p.dir.as_fd(), c"stat").map_err(classify) {
+            let held = read_held(&mut self.buf, p.dir.as_fd(), &mut p.held.stat, c"stat", true, &mut self.room);
+            let stat = match held.map_err(classify) {
                 Ok(stat) => stat,
                 Err(Gone::Vanished) => return self.discover(pid, mono),
                 Err(Gone::NoFds) => return Ok(self.keep_last(p)),
@@ -331,7 +412,7 @@ impl ProcessSource {
                 if image[0] != 0 {
                     p.image = image;
                 }
-                let sample = match self.fill_sample(p.dir.as_fd(), base, kthread) {
+                let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread) {
                     Ok(sample) => sample,
                     Err(Gone::NoFds) => return Ok(self.keep_last(p)),
                     Err(e) => return Err(e),
@@ -374,15 +455,23 @@ impl ProcessSource {
         self.read_text(p, kthread)
     }
 
-    /// Adds `statm` and `io` to what `stat` gave.
-    fn fill_sample(&mut self, dir: BorrowedFd<'_>, mut out: ProcSample, kthread: bool) -> Result<ProcSample, Gone> {
+    /// Adds `statm` and `io` to what `stat` gave, through the descriptors held in `held`.
+    fn fill_sample(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        held: &mut HeldFiles,
+        mut out: ProcSample,
+        kthread: bool,
+    ) -> Result<ProcSample, Gone> {
         if kthread {
             return Ok(out);
         }
-        let statm = self.buf.read_rendered(dir, c"statm").map_err(classify)?;
-        out.statm = pid::parse_statm(statm).map_err(|_| Gone::Other)?;
-        // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1.
-        let io = self.buf.read_rendered(dir, c"io");
+        let all = self.hold_files == HoldFiles::All;
+        let statm = read_held(&mut self.buf, dir, &mut held.statm, c"statm", all, &mut self.room);
+        out.statm = pid::parse_statm(statm.map_err(classify)?).map_err(|_| Gone::Other)?;
+        // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1
+        // (checked when read, so the held descriptor reads EACCES while access is denied).
+        let io = read_held(&mut self.buf, dir, &mut held.io, c"io", all, &mut self.room);
         fds_left(&io)?;
         out.io = io.ok().and_then(|b| pid::parse_io(b).ok());
         Ok(out)
@@ -397,11 +486,13 @@ impl ProcessSource {
         if u64::try_from(rustix::fd::AsRawFd::as_raw_fd(&dir)).unwrap_or(u64::MAX) >= self.fd_ceiling {
             return Err(Gone::NoFds);
         }
-        let stat = self.buf.read_rendered(dir.as_fd(), c"stat").map_err(classify)?;
-        let (base, start, kthread, comm, image) = stat_core(stat)?;
+        let mut held = HeldFiles::default();
+        let stat = read_held(&mut self.buf, dir.as_fd(), &mut held.stat, c"stat", true, &mut self.room);
+        let (base, start, kthread, comm, image) = stat_core(stat.map_err(classify)?)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
-        let sample = self.fill_sample(dir.as_fd(), base, kthread)?;
+        let sample = self.fill_sample(dir.as_fd(), &mut held, base, kthread)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
+        p.held = held;
         p.cur = sample;
         p.comm = comm;
         p.image = image;
@@ -493,6 +584,43 @@ fn list_fds(dir: BorrowedFd<'_>, dents: &mut [MaybeUninit<u8>]) -> Option<u32> {
     Some(n)
 }
 
+/// The descriptor number from which held files are given up. The process table's `O_PATH`
+/// directories come first (one per process, and a process without one is not reported), so held
+/// files leave room under [`fd_ceiling`] for a directory per listed pid and an eighth more (new
+/// processes) plus 64; [`ProcessSource::held_files_max`] then holds at most half of what is
+/// left. Above it a file is opened, read and closed each cycle; a held descriptor numbered above
+/// it (the process count grew) is closed when next read, in the same cycle.
+fn hold_ceiling(fd_ceiling: u64, pids: usize) -> u64 {
+    let dirs = pids as u64;
+    fd_ceiling.saturating_sub(dirs + dirs / 8 + 64)
+}
+
+/// Reads a rendered per-process file through the descriptor held in `slot` (one `pread`),
+/// opening one to hold if none is (`openat` relative to `dir`). Not held (closed after the read,
+/// or opened, read and closed): when `hold` is false, when `room` has no count left, or when the
+/// descriptor is numbered at or above its ceiling (see [`hold_ceiling`]).
+fn read_held<'b>(
+    buf: &'b mut ReadBuf,
+    dir: BorrowedFd<'_>,
+    slot: &mut Option<OwnedFd>,
+    name: &CStr,
+    hold: bool,
+    room: &mut HoldRoom,
+) -> io::Result<&'b [u8]> {
+    let fd = match slot.take() {
+        Some(fd) => fd,
+        None if hold && room.left > 0 => ReadBuf::open_rendered(dir, name)?,
+        None => return buf.read_rendered(dir, name),
+    };
+    let below = u64::try_from(rustix::fd::AsRawFd::as_raw_fd(&fd)).is_ok_and(|n| n < room.ceiling);
+    if !(hold && room.left > 0 && below) {
+        // Read, then closed here: beyond the count, the ceiling, or not held in this mode.
+        return buf.reread(fd.as_fd());
+    }
+    room.left -= 1;
+    buf.reread(slot.insert(fd).as_fd())
+}
+
 fn set_status_detail(p: &mut Proc, st: &pid::PidStatus) {
     p.detail.voluntary_ctxt_switches = st.voluntary_ctxt_switches;
     p.detail.nonvoluntary_ctxt_switches = st.nonvoluntary_ctxt_switches;
@@ -560,5 +688,69 @@ mod tests {
         // 43 and whatever the test harness leaked into the child without CLOEXEC.
         assert!(listed.is_some_and(|n| n >= 43), "{listed:?}");
         assert_eq!(counted, listed);
+    }
+
+    /// A sleeping child through the source (`all`): `stat`, `statm` and `io` held open
+    /// (descriptors are plentiful) and re-read, each as opening the file afresh gives it, and once
+    /// it is reaped, gone from the table: its held `stat` reads ESRCH.
+    #[test]
+    fn held_files_give_statm_figures_and_a_reaped_process_leaves() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let comm = format!("/proc/{pid}/comm");
+        for _ in 0..200 {
+            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        src.hold_files = HoldFiles::All;
+        let mut t = ProcessTable::default();
+        src.collect(&mut t, 1.0, 1_000);
+        src.collect(&mut t, 2.0, 2_000);
+        let i = t.procs.binary_search_by_key(&pid, |p| p.pid).expect("the child is in the table");
+        {
+            // Through the held descriptors and through files opened afresh: the same bytes for a
+            // sleeping process (its CPU time, memory and I/O do not move).
+            let p = &t.procs[i];
+            let mut fresh = ReadBuf::with_capacity(4096);
+            for (fd, name) in [(&p.held.stat, c"stat"), (&p.held.statm, c"statm"), (&p.held.io, c"io")] {
+                let held = src.buf.reread(fd.as_ref().expect("held").as_fd()).unwrap().to_vec();
+                assert_eq!(held, fresh.read_file(p.dir.as_fd(), name).unwrap(), "{name:?}");
+            }
+        }
+        let held_stat = t.procs[i].held.stat.as_ref().map(|fd| rustix::io::dup(fd).unwrap()).unwrap();
+        let statm = pid::parse_statm(std::fs::read(format!("/proc/{pid}/statm")).unwrap().as_slice()).unwrap();
+        let p = &t.procs[i];
+        assert!(
+            p.held.stat.is_some() && p.held.statm.is_some() && p.held.io.is_some(),
+            "held while descriptors are plentiful"
+        );
+        let ours = p.cur.statm;
+        assert_eq!(
+            (ours.size, ours.resident, ours.shared, ours.text, ours.data),
+            (statm.size, statm.resident, statm.shared, statm.text, statm.data),
+            "a sleeping process's statm"
+        );
+        assert!(ours.resident > 0 && ours.text > 0);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(src.buf.reread(held_stat.as_fd()).map_err(|e| e.kind()), Err(io::ErrorKind::NotFound), "reaped");
+        src.collect(&mut t, 3.0, 3_000);
+        assert!(t.procs.binary_search_by_key(&pid, |p| p.pid).is_err(), "reaped: not in the table");
+    }
+
+    /// `STS_PROCESS_HOLD_FILES=none`: no file held, the same figures read.
+    #[test]
+    fn with_holding_off_no_file_is_held() {
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        src.hold_files = HoldFiles::None;
+        let mut t = ProcessTable::default();
+        src.collect(&mut t, 1.0, 1_000);
+        src.collect(&mut t, 2.0, 2_000);
+        let me = t.procs.iter().find(|p| p.pid == std::process::id()).expect("this test process");
+        assert!(me.cur.statm.resident > 0 && me.prev.is_some());
+        assert!(t.procs.iter().all(|p| p.held.stat.is_none() && p.held.statm.is_none() && p.held.io.is_none()));
     }
 }

@@ -49,6 +49,42 @@ impl ReadBuf {
         self.read(dir, path, true)
     }
 
+    /// Opens a rendered file (see [`ReadBuf::read_rendered`]) to be held and re-read with
+    /// [`ReadBuf::reread`]. `ESRCH` comes back as `NotFound`.
+    pub fn open_rendered(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+        loop {
+            match openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty()) {
+                Err(Errno::INTR) => continue,
+                Err(Errno::SRCH) => return Err(io::ErrorKind::NotFound.into()),
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Re-reads a rendered file held open, with one `pread` at offset 0: a procfs seq_file
+    /// renders afresh on a read at offset 0 (`seq_read_iter` resets its iterator there), so a
+    /// held descriptor costs one syscall a cycle instead of `openat`, `read`, `close`. The
+    /// descriptor pins the process it was opened for (its `struct pid`, not the number): once
+    /// that process is reaped it reads `ESRCH`, never a new process that reuses the pid;
+    /// `ESRCH` and an empty read come back as `NotFound`.
+    pub fn reread(&mut self, fd: BorrowedFd<'_>) -> io::Result<&[u8]> {
+        loop {
+            match rustix::io::pread(fd, &mut self.buf, 0) {
+                Ok(0) => return Err(io::ErrorKind::NotFound.into()),
+                Ok(n) if n < self.buf.len() => return Ok(self.buf.get(..n).unwrap_or(&[])),
+                // Filled: it may be longer. Grow and render it again from the start (a read at
+                // another offset would render it again anyway, perhaps with other figures).
+                Ok(_) => {
+                    let new_len = self.buf.len() * 2;
+                    self.buf.resize(new_len, 0);
+                }
+                Err(Errno::INTR) => continue,
+                Err(Errno::SRCH) => return Err(io::ErrorKind::NotFound.into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn read(&mut self, dir: BorrowedFd<'_>, path: &CStr, short_is_end: bool) -> io::Result<&[u8]> {
         let fd = loop {
             match openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty()) {
@@ -128,5 +164,52 @@ mod tests {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// A held descriptor re-read at offset 0 gives the file as it is now (a busy child's CPU
+    /// time moves between reads), what opening it afresh gives, also through a buffer that
+    /// must grow; once the child is reaped it reads as gone.
+    #[test]
+    fn held_rendered_files_render_afresh_and_read_gone_after_exit() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let root = ProcRoot::open(Path::new("/proc")).unwrap();
+        let dir = openat(
+            root.fd(),
+            format!("{}", child.id()).as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let held = ReadBuf::open_rendered(dir.as_fd(), c"stat").unwrap();
+        let mut buf = ReadBuf::with_capacity(64);
+        let cpu = |stat: &[u8]| {
+            let s = crate::parse::pid::parse_stat(stat).unwrap();
+            s.utime + s.stime
+        };
+        let first = cpu(buf.reread(held.as_fd()).unwrap());
+        let mut later = first;
+        for _ in 0..300 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            later = cpu(buf.reread(held.as_fd()).unwrap());
+            if later > first {
+                break;
+            }
+        }
+        assert!(later > first, "a spinning child's CPU time did not move through the held fd: {first} {later}");
+        let status = ReadBuf::open_rendered(dir.as_fd(), c"status").unwrap();
+        let via_held = buf.reread(status.as_fd()).unwrap().to_vec();
+        let fresh = ReadBuf::with_capacity(64 * 1024).read_rendered(dir.as_fd(), c"status").unwrap().to_vec();
+        let name = |b: &[u8]| b.split(|&c| c == b'\n').take(2).map(<[u8]>::to_vec).collect::<Vec<_>>();
+        assert_eq!(name(&via_held), name(&fresh), "Name and Umask lines");
+        let _ = child.kill();
+        let _ = child.wait();
+        for fd in [&held, &status] {
+            let e = buf.reread(fd.as_fd()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        }
     }
 }

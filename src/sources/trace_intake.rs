@@ -138,7 +138,14 @@ pub struct TraceIntake {
     /// The reply body the request handler writes (reused).
     reply: Vec<u8>,
     pub counters: IntakeCounters,
+    /// When to try `accept` again after it failed (see [`ACCEPT_RETRY`]).
+    accept_retry_at: Option<Instant>,
 }
+
+/// After `accept` fails (EMFILE/ENFILE: out of descriptors), the listeners are tried again this
+/// much later: their registrations are edge-triggered, so a client already queued would not be
+/// reported again until another one connects.
+const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
 /// The token of the TCP listener is `base`, of the Unix one `base + 1`, of connections `base + 2 + i`.
 impl TraceIntake {
@@ -172,6 +179,7 @@ impl TraceIntake {
             token_base,
             reply: Vec::with_capacity(1024),
             counters: IntakeCounters::default(),
+            accept_retry_at: None,
         })
     }
 
@@ -206,7 +214,7 @@ impl TraceIntake {
 
     /// The earliest connection deadline (for the loop's poll timeout).
     pub fn deadline(&self) -> Option<Instant> {
-        self.conns.iter().flatten().map(|c| c.deadline).min()
+        self.conns.iter().flatten().map(|c| c.deadline).chain(self.accept_retry_at).min()
     }
 
     pub fn on_event(&mut self, registry: &Registry, t: Token, now: Instant, on_request: &mut Handler<'_>) {
@@ -238,6 +246,11 @@ impl TraceIntake {
 
     /// Closes connections past their deadline (408 when a request was under way).
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
+        if self.accept_retry_at.is_some_and(|at| now >= at) {
+            self.accept_retry_at = None;
+            self.accept(registry, false, now);
+            self.accept(registry, true, now);
+        }
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else { continue };
             if now < c.deadline {
@@ -271,7 +284,8 @@ impl TraceIntake {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) => {
-                        debug!("trace intake: accept failed: {e}");
+                        debug!("trace intake: accept failed: {e}; trying again in {ACCEPT_RETRY:?}");
+                        self.accept_retry_at = Some(now + ACCEPT_RETRY);
                         return;
                     }
                 },
@@ -282,7 +296,8 @@ impl TraceIntake {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) => {
-                        debug!("trace intake: accept failed: {e}");
+                        debug!("trace intake: accept failed: {e}; trying again in {ACCEPT_RETRY:?}");
+                        self.accept_retry_at = Some(now + ACCEPT_RETRY);
                         return;
                     }
                 },
