@@ -99,7 +99,10 @@ pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
             cfg.connection_check_interval.as_secs(),
         ) {
             Ok(mut c) => {
-                if cfg.protocol_inspection_enabled {
+                if let Some(why) = c.unavailable() {
+                    // One logged reason; the check's health says it on every run.
+                    warn!("connections check: {why}; its health is DEVIATING, every other check goes on");
+                } else if cfg.protocol_inspection_enabled {
                     c.enable_protocol_inspection(super::source::Source::HttpCapture.tokens(), cfg.max_connections);
                 } else {
                     info!("STS_PROTOCOL_INSPECTION_ENABLED=false: no HTTP telemetry on connections");
@@ -107,7 +110,7 @@ pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
                 Some(c)
             }
             Err(e) => {
-                warn!("connections check disabled: cannot open a NETLINK_SOCK_DIAG socket: {e}");
+                warn!("connections check disabled: {e}");
                 None
             }
         },
