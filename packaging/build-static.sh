@@ -21,7 +21,11 @@ case "${1:-}" in
       aarch64 | aarch64-unknown-linux-musl | arm64)
         . packaging/aarch64-env.sh
         # std is built from source for the target (-Zbuild-std); panic_abort as the profile says.
-        cargo-zigbuild zigbuild --release --locked --target "$target" -Zbuild-std=std,panic_abort --bin sts-agent >&2
+        # link-self-contained=no: rustc would link the crt objects and libc a rustup target ships
+        # (there is none here); zig brings musl's own. Only the final link needs it, so it is
+        # passed to the binary alone (`rustc --`), which leaves every other crate's build as is.
+        cargo-zigbuild rustc --release --locked --target "$target" -Zbuild-std=std,panic_abort --bin sts-agent \
+          -- -C link-self-contained=no >&2
         bin="${CARGO_TARGET_DIR:-target}/$target/release/sts-agent"
         size=$(stat -c %s "$bin")
         echo "$bin"

@@ -22,6 +22,9 @@ AARCH64_TESTS=1 . packaging/aarch64-env.sh
 # Debug builds (tests, replay) share one target directory: std and the dependencies build once.
 dev_dir="${CARGO_TARGET_DIR:-target}/aarch64-dev"
 dev_dir=$(realpath -m "$dev_dir")
+# Tests and the replay link several binaries: zig's musl start files and libc for all of them (see
+# build-static.sh for why).
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=no"
 
 step "unit tests under $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER"
 CARGO_TARGET_DIR=$dev_dir cargo-zigbuild test --locked --lib --target "$target" -Zbuild-std

@@ -70,7 +70,7 @@ fn aarch64_binary_under_qemu_reports_host_metrics_and_real_processes() {
     assert!(out.status.success(), "the aarch64 agent failed under qemu: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    let by = |ep: &str| lines.iter().filter(move |l| l["endpoint"] == ep).map(|l| &l["payload"]);
+    let by = |ep: &'static str| lines.iter().filter(move |l| l["endpoint"] == ep).map(|l| &l["payload"]);
 
     // Host metrics: the CPU and memory figures of this host.
     let series: Vec<&serde_json::Value> = by("/api/v1/series").flat_map(|p| p["series"].as_array().unwrap()).collect();
