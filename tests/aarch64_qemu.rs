@@ -28,8 +28,8 @@ fn aarch64_binary_under_qemu_reports_host_metrics_and_real_processes() {
     assert!(bin.is_file(), "no aarch64 binary at {} (packaging/build-static.sh --target aarch64)", bin.display());
     // A process of ours with a marker in its command line: the agent must report its real pid.
     let marker = format!("sts-test-aarch64-{}", std::process::id());
-    let kids = Kids(vec![Command::new("sleep")
-        .args(["120", &marker])
+    let kids = Kids(vec![Command::new("python3")
+        .args(["-c", "import time; time.sleep(120)", &marker])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
