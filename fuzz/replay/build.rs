@@ -17,7 +17,7 @@ fn main() {
         // `#![no_main]` at the top of each target is meant for its own crate root.
         writeln!(out, "#[allow(unused_attributes)]\n#[path = {:?}]\nmod {n};", path.display().to_string()).unwrap();
     }
-    out.push_str("pub const TARGETS: &[(&str, fn(&[u8]))] = &[\n");
+    out.push_str("/// A fuzz target's body.\npub type Entry = fn(&[u8]);\npub const TARGETS: &[(&str, Entry)] = &[\n");
     for n in &names {
         writeln!(out, "    ({n:?}, {n}::fuzz_replay_entry),").unwrap();
     }

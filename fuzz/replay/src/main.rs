@@ -42,7 +42,7 @@ fn main() {
     }
 }
 
-fn replay(dir: &Path, run: fn(&[u8])) -> Result<usize, String> {
+fn replay(dir: &Path, run: Entry) -> Result<usize, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("no corpus at {}: {e}", dir.display()))?;
     let mut n = 0;
     for e in entries {
