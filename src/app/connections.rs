@@ -35,13 +35,19 @@ pub struct ConnectionsCheck {
     /// `STS_REPORT_CHECK_HEALTH_STATE` (default true): self topology and health even when the
     /// receiver does not advertise `health-states` (the process agent sends them when either holds).
     pub report_health: bool,
+    /// Why no connection can be collected here (`NETLINK_SOCK_DIAG` sockets refused, as under
+    /// qemu-user): the check then only reports DEVIATING health with this reason.
+    unavailable: Option<String>,
 }
 
 impl ConnectionsCheck {
     /// `max_connections`: the table's bound; `short_lived_secs`: the relation qualifier (0: off).
     pub fn new(max_connections: usize, short_lived_secs: u64, interval_s: u64) -> io::Result<ConnectionsCheck> {
+        let unavailable = ConnectionSource::probe().err().map(|e| {
+            format!("no connections are collected: this kernel (or emulator) refuses NETLINK_SOCK_DIAG sockets ({e})")
+        });
         Ok(ConnectionsCheck {
-            source: ConnectionSource::open(true)?,
+            source: ConnectionSource::unprobed(true)?,
             table: ConnTable::new(max_connections),
             selection: ConnSelection::default(),
             short_lived_secs,
@@ -54,7 +60,13 @@ impl ConnectionsCheck {
             http: None,
             features: Default::default(),
             report_health: true,
+            unavailable,
         })
+    }
+
+    /// Why no connection can be collected here, if none can.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
     }
 
     /// Turns on HTTP and MySQL inspection (STS_PROTOCOL_INSPECTION_ENABLED): a capture ring per
@@ -116,6 +128,21 @@ impl ConnectionsCheck {
         emit: &mut dyn FnMut(Encoded<'_>),
     ) {
         self.runs += 1;
+        if let Some(why) = &self.unavailable {
+            // Like a working check, the first run only primes; then health says why nothing comes.
+            if self.runs > 1 && (self.report_health || self.features.health_states) {
+                let h = CheckHealth {
+                    check: "connections",
+                    interval_s: self.interval_s,
+                    health: "DEVIATING",
+                    message: why,
+                };
+                let (me, my_create) = procs.agent_identity();
+                side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, Some(&h), &[], None);
+                emit(Encoded::Intake(msg));
+            }
+            return;
+        }
         let reported = &procs.selection.reported;
         // Packets up to now belong to this interval (those of the last SETTLE_DELAY_NS wait
         // for every ring to hand them over, and go to the next one).

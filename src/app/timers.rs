@@ -105,7 +105,10 @@ pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
         ) {
             Ok(mut c) => {
                 c.report_health = cfg.report_check_health_state;
-                if cfg.protocol_inspection_enabled {
+                if let Some(why) = c.unavailable() {
+                    // One logged reason; the check's health says it on every run.
+                    warn!("connections check: {why}; its health is DEVIATING, every other check goes on");
+                } else if cfg.protocol_inspection_enabled {
                     c.enable_protocol_inspection(super::source::Source::HttpCapture.tokens(), cfg.max_connections);
                 } else {
                     info!("STS_PROTOCOL_INSPECTION_ENABLED=false: no HTTP telemetry on connections");
@@ -113,7 +116,7 @@ pub(super) fn open_connections_check(cfg: &Config) -> Option<ConnectionsCheck> {
                 Some(c)
             }
             Err(e) => {
-                warn!("connections check disabled: cannot open a NETLINK_SOCK_DIAG socket: {e}");
+                warn!("connections check disabled: {e}");
                 None
             }
         },

@@ -152,9 +152,21 @@ pub struct ConnectionSource {
 impl ConnectionSource {
     /// `with_info`: ask for `tcp_info` (byte counters, RTT, retransmits).
     pub fn open(with_info: bool) -> io::Result<ConnectionSource> {
-        let home = Home::current()?;
+        let source = ConnectionSource::unprobed(with_info)?;
         // Fail early (and clearly) when netlink diagnostics are unavailable altogether.
         DiagSocket::open()?;
+        Ok(source)
+    }
+
+    /// Whether this kernel (or emulator: qemu-user refuses them) opens `NETLINK_SOCK_DIAG`
+    /// sockets at all.
+    pub fn probe() -> io::Result<()> {
+        DiagSocket::open().map(drop)
+    }
+
+    /// The source without the early [`ConnectionSource::probe`].
+    pub fn unprobed(with_info: bool) -> io::Result<ConnectionSource> {
+        let home = Home::current()?;
         Ok(ConnectionSource {
             home,
             namespaces: Vec::new(),

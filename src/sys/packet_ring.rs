@@ -42,6 +42,12 @@ pub struct SockFilter {
 /// it is full or retired, so the smaller it is, the more of the ring the agent can empty while
 /// busy elsewhere.
 pub const BLOCK_SIZE: u32 = 16 * 1024;
+/// The first blocks' size: [`BLOCK_SIZE`], or one page where pages are larger (the kernel
+/// refuses blocks that are not a multiple of the page size; arm64 kernels with 64 KiB pages exist).
+pub fn first_block_size() -> u32 {
+    let page = u32::try_from(rustix::param::page_size()).unwrap_or(BLOCK_SIZE_MAX);
+    BLOCK_SIZE.max(page).min(BLOCK_SIZE_MAX)
+}
 pub const BLOCK_SIZE_MAX: u32 = 128 * 1024;
 pub const BLOCKS_FIRST: u32 = 4;
 /// The host's own namespace starts at twice that: it carries loopback and every host-network
@@ -148,7 +154,8 @@ impl PacketRing {
     /// by `filter` (whose accept value is the snap length). Needs `CAP_NET_RAW`.
     /// It starts with `blocks` blocks (see [`BLOCKS_FIRST`]).
     pub fn open(filter: &[SockFilter], on: Interfaces, blocks: u32) -> io::Result<PacketRing> {
-        let blocks = blocks.clamp(1, RING_MAX_BYTES / BLOCK_SIZE);
+        let block_size = first_block_size();
+        let blocks = blocks.clamp(1, RING_MAX_BYTES / block_size);
         // Protocol 0: no packet is queued before the filter and the ring are in place; `bind`
         // below turns capture on.
         // SAFETY: plain socket(2); the descriptor is owned at once.
@@ -169,14 +176,14 @@ impl PacketRing {
         // ENOPROTOOPT before Linux 4.20: what leaves is then captured too (and filtered).
         let ignores_outgoing = on == Interfaces::AllArriving
             && setsockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &(1 as libc::c_int)).is_ok();
-        let map = map_ring(&fd, blocks, BLOCK_SIZE)?;
+        let map = map_ring(&fd, blocks, block_size)?;
         let ring = PacketRing {
             fd,
             ignores_outgoing,
             map,
-            len: ring_len(blocks, BLOCK_SIZE),
+            len: ring_len(blocks, block_size),
             blocks,
-            block_size: BLOCK_SIZE,
+            block_size,
             handed_bytes: 0,
             next: 0,
             carried: (0, 0),
@@ -486,6 +493,16 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel takes only blocks that are whole pages: on a 64 KiB-page host the first
+    /// blocks are one page, elsewhere BLOCK_SIZE.
+    #[test]
+    fn first_blocks_are_whole_pages() {
+        let page = rustix::param::page_size() as u32;
+        let size = first_block_size();
+        assert_eq!(size % page, 0, "{size} is not a multiple of the {page}-byte page");
+        assert_eq!(size, BLOCK_SIZE.max(page));
+    }
 
     /// A block as the kernel lays it out, with two frames, one of them cut short.
     #[test]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The aarch64 build under qemu-user on this x86_64 machine (issue 20): the static binary
+# (build-static.sh --target aarch64; `file` must say ARM aarch64, statically linked), the unit
+# tests (`cargo test --lib`), every fuzz target's corpus replayed (fuzz/replay; fuzz/run.sh lays
+# the corpora out), and tests/aarch64_qemu.rs, which runs the binary with --once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+native_path=$PATH
+start=$(date +%s)
+step() { echo "--- aarch64: $* ($(( $(date +%s) - start ))s)"; }
+
+step "static binary"
+built=$(packaging/build-static.sh --target aarch64)
+echo "$built"
+bin=$(echo "$built" | head -n 1)
+kind=$(file "$bin")
+echo "$kind"
+echo "$kind" | grep -q 'ARM aarch64' && echo "$kind" | grep -Eq 'statically linked|static-pie linked' ||
+  { echo "not a static aarch64 binary: $kind" >&2; exit 1; }
+
+AARCH64_TESTS=1 . packaging/aarch64-env.sh
+# Debug builds (tests, replay) share one target directory: std and the dependencies build once.
+dev_dir="${CARGO_TARGET_DIR:-target}/aarch64-dev"
+dev_dir=$(realpath -m "$dev_dir")
+# Tests and the replay link several binaries: zig's musl start files and libc for all of them (see
+# build-static.sh for why).
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=no"
+
+if [ "${1:-}" = --binary-only ]; then
+  # CI's step (issue 20 open): the unit tests and the corpora under qemu take long and one
+  # wall-clock unit test does not hold under emulation yet; run this script without the flag for them.
+  echo "--- aarch64: --binary-only: unit tests and fuzz corpora under qemu not run (packaging/test-aarch64.sh runs them)"
+else
+step "unit tests under $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER"
+CARGO_TARGET_DIR=$dev_dir cargo-zigbuild test --locked --lib --target "$target" -Zbuild-std
+
+step "fuzz corpora replayed under $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER"
+[ -d fuzz/corpus ] || FUZZ_SEED_ONLY=1 fuzz/run.sh
+(cd fuzz/replay && CARGO_TARGET_DIR=$dev_dir cargo-zigbuild zigbuild --locked --target "$target" -Zbuild-std)
+"$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER" "$dev_dir/$target/debug/sts-agent-fuzz-replay" fuzz/corpus | tail -n 3
+fi
+
+step "the binary with --once under qemu-user (tests/aarch64_qemu.rs)"
+env -u RUSTC -u RUSTC_BOOTSTRAP PATH="$native_path" STS_AARCH64_BIN="$(realpath "$bin")" \
+  cargo test --locked --test aarch64_qemu -- --ignored
+step "done"

@@ -1,0 +1,111 @@
+//! Issue 20: the static aarch64 binary (packaging/build-static.sh --target aarch64), run with
+//! `--once` under qemu-user on this x86_64 host, reports the host and its real processes, and its
+//! connections check says clearly that qemu-user refuses NETLINK_SOCK_DIAG sockets (DEVIATING
+//! health, one logged reason) while every other check goes on.
+//!
+//! Ignored in the plain `cargo test`: it needs the aarch64 build. .ci/run's aarch64 step builds
+//! it and runs this with `--ignored`; then a missing binary or qemu fails the test.
+
+mod common;
+use common::{wait_with_timeout, Kids};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const QEMU: &str = "qemu-aarch64-static";
+
+/// The binary build-static.sh leaves (STS_AARCH64_BIN overrides, e.g. with CARGO_TARGET_DIR set).
+fn aarch64_binary() -> PathBuf {
+    std::env::var_os("STS_AARCH64_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aarch64-unknown-linux-musl/release/sts-agent")
+    })
+}
+
+#[test]
+#[ignore = "needs the aarch64 binary (packaging/build-static.sh --target aarch64) and Debian's qemu-user-static; .ci/run runs it with --ignored"]
+fn aarch64_binary_under_qemu_reports_host_metrics_and_real_processes() {
+    let bin = aarch64_binary();
+    assert!(bin.is_file(), "no aarch64 binary at {} (packaging/build-static.sh --target aarch64)", bin.display());
+    // A process of ours with a marker in its command line: the agent must report its real pid.
+    let marker = format!("sts-test-aarch64-{}", std::process::id());
+    let kids = Kids(vec![Command::new("python3")
+        .args(["-c", "import time; time.sleep(120)", &marker])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sleep")]);
+    let sleeper = kids.0[0].id();
+    // Wait until /proc shows its command line (exec has happened).
+    for _ in 0..100 {
+        if std::fs::read(format!("/proc/{sleeper}/cmdline"))
+            .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let port = |udp: bool| {
+        if udp {
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        }
+    };
+    let child = Command::new(QEMU)
+        .arg(&bin)
+        .arg("--once")
+        .env_clear()
+        .env("STS_HOSTNAME", "qemu-host")
+        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        .env("STS_APM_RECEIVER_PORT", port(false).to_string())
+        .env("STS_DOGSTATSD_PORT", port(true).to_string())
+        .env("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {QEMU} (Debian's qemu-user-static): {e}"));
+    let out = wait_with_timeout(child, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the aarch64 agent failed under qemu: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let by = |ep: &'static str| lines.iter().filter(move |l| l["endpoint"] == ep).map(|l| &l["payload"]);
+
+    // Host metrics: the CPU and memory figures of this host.
+    let series: Vec<&serde_json::Value> = by("/api/v1/series").flat_map(|p| p["series"].as_array().unwrap()).collect();
+    for metric in ["system.cpu.user", "system.mem.total", "system.load.1"] {
+        assert!(series.iter().any(|s| s["metric"] == metric && s["host"] == "qemu-host"), "no {metric} in {stdout}");
+    }
+    let cores = series.iter().find(|s| s["metric"] == "system.cpu.num_cores").expect("system.cpu.num_cores");
+    let online = std::thread::available_parallelism().map_or(0, |n| n.get()) as f64;
+    assert!(cores["points"][0][1].as_f64().unwrap() >= 1.0 && online >= 1.0);
+    let topo = by("/intake/").next().expect("host topology");
+    assert_eq!(topo["topologies"][0]["components"][0]["externalId"], "urn:host:/qemu-host");
+
+    // Processes, with their real pids: ours, and the sleeper with its marker and real parent.
+    let procs: Vec<&serde_json::Value> =
+        by("/api/v1/collector").flat_map(|p| p["processes"].as_array().unwrap()).collect();
+    let sleeping = procs.iter().find(|p| p["pid"] == sleeper).unwrap_or_else(|| panic!("pid {sleeper} not reported"));
+    let args = sleeping["command"]["args"].as_array().unwrap();
+    assert_eq!(args.last().unwrap(), marker.as_str());
+    assert_eq!(sleeping["command"]["ppid"], std::process::id());
+    assert!(procs.iter().any(|p| p["pid"] == 1), "pid 1 not reported");
+
+    // Connections: qemu-user refuses NETLINK_SOCK_DIAG; health DEVIATING with the reason, logged once.
+    let health: Vec<&serde_json::Value> = by("/intake")
+        .flat_map(|p| p["health"].as_array().into_iter().flatten())
+        .flat_map(|h| h["check_states"].as_array().unwrap())
+        .collect();
+    let conn = health
+        .iter()
+        .find(|s| s["name"] == "connections")
+        .unwrap_or_else(|| panic!("no connections health in {stdout}"));
+    assert_eq!(conn["health"], "DEVIATING");
+    assert!(conn["message"].as_str().unwrap_or("").contains("NETLINK_SOCK_DIAG"), "{conn}");
+    assert_eq!(stderr.matches("refuses NETLINK_SOCK_DIAG").count(), 1, "{stderr}");
+    assert!(!by("/api/v1/connections").any(|_| true), "connections sent although none can be collected");
+    let process_health = health.iter().find(|s| s["name"] == "process").expect("process check health");
+    assert_eq!(process_health["health"], "CLEAR");
+    drop(kids);
+}
