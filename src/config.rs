@@ -44,7 +44,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface (the ECS task sets it; keep 8125/udp private in the security groups); false: 127.0.0.1 only" },
     VarDoc { name: "STS_DOGSTATSD_SOCKET", default: "(none)", meaning: "also accept DogStatsD on this Unix datagram socket path (mode 0722; a stale socket there is replaced)" },
     VarDoc { name: "STS_DOGSTATSD_ORIGIN_DETECTION", default: "false", meaning: "true: tag what arrives on the Unix socket with the sender's container (container_id and its ECS task tags), from its pid (SO_PASSCRED)" },
-    VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "0 (kernel default)", meaning: "receive buffer of the DogStatsD sockets in bytes (Linux caps it at net.core.rmem_max)" },
+    VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "4194304", meaning: "receive buffer of the DogStatsD sockets in bytes, room for ~0.5 s of 100,000 metrics/s while a check runs; above net.core.rmem_max it needs CAP_NET_ADMIN (SO_RCVBUFFORCE), else the kernel caps it; 0: kernel default" },
     VarDoc { name: "STS_DOGSTATSD_BUFFER_SIZE", default: "8192", meaning: "largest DogStatsD datagram taken whole, in bytes; a longer one loses its last, partial line (counted as truncated)" },
     VarDoc { name: "STS_DOGSTATSD_MAX_CONTEXTS", default: "16384", meaning: "live DogStatsD contexts (name + tags + host) at most, the aggregator's memory bound; samples of new ones past it are dropped and counted" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
@@ -560,7 +560,7 @@ impl Config {
             non_local_traffic: boolean("STS_DOGSTATSD_NON_LOCAL_TRAFFIC", false)?,
             socket: get("STS_DOGSTATSD_SOCKET").map(PathBuf::from),
             origin_detection: boolean("STS_DOGSTATSD_ORIGIN_DETECTION", false)?,
-            so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 0, 0, 1 << 30, "bytes, e.g. 8388608 (0: kernel default)")?,
+            so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 4 << 20, 0, 1 << 30, "bytes, e.g. 8388608 (0: kernel's)")?,
             buffer_size: ranged("STS_DOGSTATSD_BUFFER_SIZE", 8192, 512, 65536, "bytes, e.g. 8192")?,
             max_contexts: ranged("STS_DOGSTATSD_MAX_CONTEXTS", 16_384, 1, 10_000_000, "a count, e.g. 16384")?,
         };
@@ -789,7 +789,7 @@ mod tests {
                 non_local_traffic: false,
                 socket: None,
                 origin_detection: false,
-                so_rcvbuf: 0,
+                so_rcvbuf: 4 << 20,
                 buffer_size: 8192,
                 max_contexts: 16_384
             }

@@ -79,7 +79,13 @@ pub(super) fn open(cfg: &Config, opts: RunOptions, registry: &Registry, host: &s
             if let Some(a) = listener.udp_addr() {
                 let how =
                     if d.non_local_traffic { " (every interface: STS_DOGSTATSD_NON_LOCAL_TRAFFIC=true)" } else { "" };
-                info!("dogstatsd on udp {a}{how}");
+                info!("dogstatsd on udp {a}{how}, receive buffer {} KiB", listener.udp_rcvbuf / 1024);
+                if listener.udp_rcvbuf > 0 && listener.udp_rcvbuf / 2 < d.so_rcvbuf {
+                    warn!(
+                        "dogstatsd: receive buffer capped below STS_DOGSTATSD_SO_RCVBUF={} by net.core.rmem_max (no CAP_NET_ADMIN for SO_RCVBUFFORCE): bursts may be dropped",
+                        d.so_rcvbuf
+                    );
+                }
             }
             if let Some(p) = &d.socket {
                 info!("dogstatsd on unix:{}", p.display());

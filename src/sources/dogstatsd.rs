@@ -79,6 +79,9 @@ pub struct DogStatsdListener {
     resume_at: Option<Instant>,
     origins: Vec<Origin>,
     cgroup_buf: Vec<u8>,
+    /// The UDP socket's receive buffer as the kernel sized it (`SO_RCVBUF` read back; 0 when
+    /// not set), for the start-up log.
+    pub udp_rcvbuf: usize,
     pub stats: ListenerStats,
 }
 
@@ -89,11 +92,12 @@ pub type ContainerTags<'a> = dyn Fn(&[u8], &mut Vec<u8>) + 'a;
 impl DogStatsdListener {
     /// Binds and registers the sockets (tokens `first_token` for UDP, `+1` for the Unix socket).
     pub fn open(cfg: &ListenerConfig, registry: &Registry, first_token: usize) -> io::Result<DogStatsdListener> {
+        let mut udp_rcvbuf = 0;
         let mut udp = match cfg.udp {
             Some(addr) => {
                 let s = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
                 if cfg.so_rcvbuf > 0 {
-                    rustix::net::sockopt::set_socket_recv_buffer_size(&s, cfg.so_rcvbuf)
+                    udp_rcvbuf = set_rcvbuf(&s, cfg.so_rcvbuf)
                         .map_err(|e| io::Error::other(format!("SO_RCVBUF {}: {e}", cfg.so_rcvbuf)))?;
                 }
                 // Best effort: the drop counter is only for `/status`.
@@ -121,6 +125,7 @@ impl DogStatsdListener {
             resume_at: None,
             origins: Vec::new(),
             cgroup_buf: Vec::with_capacity(4096),
+            udp_rcvbuf,
             stats: ListenerStats::default(),
         })
     }
@@ -279,6 +284,22 @@ fn origin_of<'c>(
     &cache[i].tags
 }
 
+/// Asks for a receive buffer of `bytes` and returns what the kernel granted (`SO_RCVBUF` read
+/// back: twice the request, the kernel's bookkeeping share included). `SO_RCVBUF` is capped at
+/// `net.core.rmem_max` (212,992 on a stock kernel, less than `bytes` by default), so when the
+/// grant falls short `SO_RCVBUFFORCE` is tried, which passes the cap with `CAP_NET_ADMIN` and
+/// fails harmlessly without it (the capped buffer stays). The buffer is kernel memory charged
+/// only while datagrams wait in it (to the agent's cgroup), not a reservation.
+fn set_rcvbuf(sock: impl std::os::fd::AsFd, bytes: usize) -> io::Result<usize> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_recv_buffer_size(&sock, bytes)?;
+    let granted = sockopt::get_socket_recv_buffer_size(&sock)?;
+    if granted / 2 < bytes && sockopt::set_socket_recv_buffer_size_force(&sock, bytes).is_ok() {
+        return Ok(sockopt::get_socket_recv_buffer_size(&sock)?);
+    }
+    Ok(granted)
+}
+
 /// Binds the Unix datagram socket: a stale socket at `path` is replaced, any other file is an
 /// error; mode 0722 so that any user may write (the original's `set-unix-socket-rights`).
 fn bind_unix(path: &Path, cfg: &ListenerConfig) -> io::Result<UnixDatagram> {
@@ -291,7 +312,7 @@ fn bind_unix(path: &Path, cfg: &ListenerConfig) -> io::Result<UnixDatagram> {
     let s = UnixDatagram::bind(path).map_err(ctx)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722)).map_err(ctx)?;
     if cfg.so_rcvbuf > 0 {
-        rustix::net::sockopt::set_socket_recv_buffer_size(&s, cfg.so_rcvbuf).map_err(|e| ctx(e.into()))?;
+        set_rcvbuf(&s, cfg.so_rcvbuf).map_err(ctx)?;
     }
     if cfg.origin_detection {
         rustix::net::sockopt::set_socket_passcred(&s, true).map_err(|e| ctx(e.into()))?;
