@@ -1746,7 +1746,7 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             "share of DogStatsD metrics lost (sent over UDP, not counted; or counted twice)",
             d.lost_share(),
             get("gates.dogstatsd_lost_share"),
-            Some(get("aims.dogstatsd_lost_share")),
+            None,
         );
         verdict(
             &format!(
