@@ -107,6 +107,12 @@ impl Hasher for IdHasher {
 }
 
 fn hash(bytes: &[u8], seed: u64) -> u64 {
+    finish(mix(bytes, seed))
+}
+
+/// The words of `bytes` folded into `h`, without the final mix (parts of one key are mixed in
+/// turn and finished once).
+fn mix(bytes: &[u8], seed: u64) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut h = seed;
     let mut chunks = bytes.chunks_exact(8);
@@ -117,6 +123,10 @@ fn hash(bytes: &[u8], seed: u64) -> u64 {
     for &b in chunks.remainder() {
         h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
     }
+    h
+}
+
+fn finish(mut h: u64) -> u64 {
     // Final mix (murmur3's) so the low bits the map uses depend on every byte.
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -126,7 +136,7 @@ fn hash(bytes: &[u8], seed: u64) -> u64 {
 
 /// The hash of a raw form (name, tag field, origin tags), each part's length mixed in.
 fn raw_hash(name: &[u8], tags: &[u8], origin: &[u8]) -> u64 {
-    hash(origin, hash(tags, hash(name, 0x7a9) ^ tags.len() as u64) ^ origin.len() as u64)
+    finish(mix(origin, mix(tags, mix(name, 0x7a9) ^ tags.len() as u64) ^ origin.len() as u64))
 }
 
 /// One bucket of one context.
@@ -426,7 +436,7 @@ impl Aggregator {
                 && c.raw.len() == n + t + origin.len()
                 && c.raw[..n] == *name
                 && c.raw[n..n + t] == *tags
-                && c.raw[n + t..] == *origin
+                && (origin.is_empty() || c.raw[n + t..] == *origin)
             {
                 return Some(ci as usize);
             }

@@ -77,8 +77,9 @@ impl<'a> Metric<'a> {
     pub fn values(&self) -> impl Iterator<Item = f64> + 'a {
         let first = self.value;
         let more = self.more;
-        // `more` was checked by the parser; an empty one splits into one empty piece, skipped.
-        std::iter::once(first).chain(fields(more, b':').filter_map(number))
+        // `more` was checked by the parser; empty (one value, the usual case) it yields nothing.
+        let rest = Fields { rest: (!more.is_empty()).then_some(more), sep: b':' };
+        std::iter::once(first).chain(rest.filter_map(number))
     }
 }
 
