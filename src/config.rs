@@ -41,11 +41,14 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_APM_MAX_CONNECTIONS", default: "128", meaning: "open trace-intake connections at most; past it the longest-waiting one is closed" },
     VarDoc { name: "STS_USE_DOGSTATSD", default: "true", meaning: "accept DogStatsD metrics and events (UDP and the optional Unix socket) and send them as series and /intake/ events" },
     VarDoc { name: "STS_DOGSTATSD_PORT", default: "8125", meaning: "UDP port of DogStatsD; 0 closes UDP" },
-    VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface (the ECS task sets it; keep 8125/udp private in the security groups); false: 127.0.0.1 only" },
+    VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface, IPv4 and IPv6 (the ECS task sets it; keep 8125/udp private in the security groups); false: STS_BIND_HOST only (127.0.0.1 by default)" },
     VarDoc { name: "STS_DOGSTATSD_SOCKET", default: "(none)", meaning: "also accept DogStatsD on this Unix datagram socket path (mode 0722; a stale socket there is replaced)" },
     VarDoc { name: "STS_DOGSTATSD_ORIGIN_DETECTION", default: "false", meaning: "true: tag what arrives on the Unix socket with the sender's container (container_id and its ECS task tags), from its pid (SO_PASSCRED)" },
     VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "4194304", meaning: "receive buffer of the DogStatsD sockets in bytes, room for ~0.5 s of 100,000 metrics/s while a check runs; above net.core.rmem_max it needs CAP_NET_ADMIN (SO_RCVBUFFORCE), else the kernel caps it; 0: kernel default" },
     VarDoc { name: "STS_DOGSTATSD_BUFFER_SIZE", default: "8192", meaning: "largest DogStatsD datagram taken whole, in bytes; a longer one loses its last, partial line (counted as truncated)" },
+    VarDoc { name: "STS_DOGSTATSD_TAGS", default: "(none)", meaning: "extra tags added to every DogStatsD metric and event: space-separated (env:prod team:a) or a JSON array ([\"env:prod\",\"team:a\"]); 512 bytes at most comma-joined" },
+    VarDoc { name: "STS_BIND_HOST", default: "localhost", meaning: "address the DogStatsD UDP listener binds while STS_DOGSTATSD_NON_LOCAL_TRAFFIC is false: localhost (127.0.0.1) or an IP address such as ::1" },
+    VarDoc { name: "STS_DOGSTATSD_DROP_LOG_SECS", default: "60", meaning: "for tests: DogStatsD logs each refusal reason at most once this many seconds (1-3600)" },
     VarDoc { name: "STS_DOGSTATSD_MAX_CONTEXTS", default: "16384", meaning: "live DogStatsD contexts (name + tags + host) at most, the aggregator's memory bound; samples of new ones past it are dropped and counted" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
     VarDoc { name: "STS_PROTOCOL_INSPECTION_ENABLED", default: "true", meaning: "HTTP/1.x request rates and response times, and the http/mysql protocol label, on reported server connections (a packet capture per network namespace; needs CAP_NET_RAW)" },
@@ -177,6 +180,12 @@ pub struct DogStatsdConfig {
     pub so_rcvbuf: usize,
     pub buffer_size: usize,
     pub max_contexts: usize,
+    /// `STS_DOGSTATSD_TAGS`, comma-joined (the form origin tags take), empty when unset.
+    pub extra_tags: String,
+    /// `STS_BIND_HOST`: the UDP address unless non-local traffic is on.
+    pub bind_host: std::net::IpAddr,
+    /// `STS_DOGSTATSD_DROP_LOG_SECS` (for tests): the drop log's period.
+    pub drop_log_secs: u64,
 }
 
 /// A rejected variable. `Display` is the one line printed before exiting.
@@ -229,6 +238,58 @@ fn url_err(
         None => redacted,
     };
     ConfigError { var, shown_value: shown(&safe), problem: problem.into(), expected }
+}
+
+/// `STS_DOGSTATSD_TAGS`, comma-joined, at most this long: they join every sample's context key
+/// (refused past 2 KiB) and raw form (sorted each time past 1 KiB), so they must leave room.
+pub const MAX_DOGSTATSD_TAGS_BYTES: usize = 512;
+
+/// `STS_DOGSTATSD_TAGS` as the original reads list variables: a JSON array of strings, or else
+/// tags separated by white space; returned comma-joined. A tag may not hold a comma (it would split
+/// in two on the wire form) and is taken as is otherwise.
+fn parse_tag_list(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let tags: Vec<String> = if v.starts_with('[') {
+        let parsed: Vec<serde_json::Value> =
+            serde_json::from_str(v).map_err(|e| format!("starts with [ but is not a JSON array ({e})"))?;
+        parsed
+            .into_iter()
+            .map(|t| match t {
+                serde_json::Value::String(s) => Ok(s),
+                other => Err(format!("the JSON array holds {other}, not a string")),
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        v.split_whitespace().map(str::to_string).collect()
+    };
+    let mut out = String::new();
+    for t in tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        if t.contains(',') {
+            return Err(format!("the tag {t:?} holds a comma"));
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(t);
+    }
+    if out.len() > MAX_DOGSTATSD_TAGS_BYTES {
+        return Err(format!(
+            "the tags are {} bytes comma-joined, more than {MAX_DOGSTATSD_TAGS_BYTES} (they are added to every sample's context)",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// `STS_BIND_HOST`: `localhost` (127.0.0.1, as the original resolves it) or an IP literal, IPv6
+/// with or without brackets. Other host names are refused rather than resolved at start.
+fn parse_bind_host(v: &str) -> Option<std::net::IpAddr> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("localhost") {
+        return Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+    let v = v.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(v);
+    v.parse().ok()
 }
 
 /// The StackState process agent's default blacklist (stackstate-process-agent
@@ -563,6 +624,29 @@ impl Config {
             so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 4 << 20, 0, 1 << 30, "bytes, e.g. 8388608 (0: kernel's)")?,
             buffer_size: ranged("STS_DOGSTATSD_BUFFER_SIZE", 8192, 512, 65536, "bytes, e.g. 8192")?,
             max_contexts: ranged("STS_DOGSTATSD_MAX_CONTEXTS", 16_384, 1, 10_000_000, "a count, e.g. 16384")?,
+            extra_tags: match get("STS_DOGSTATSD_TAGS") {
+                None => String::new(),
+                Some(v) => parse_tag_list(&v).map_err(|problem| {
+                    err(
+                        "STS_DOGSTATSD_TAGS",
+                        &v,
+                        problem,
+                        "space-separated tags (env:prod team:a) or a JSON array of strings ([\"env:prod\",\"team:a\"]), 512 bytes at most",
+                    )
+                })?,
+            },
+            bind_host: match get("STS_BIND_HOST") {
+                None => std::net::IpAddr::from([127, 0, 0, 1]),
+                Some(v) => parse_bind_host(&v).ok_or_else(|| {
+                    err(
+                        "STS_BIND_HOST",
+                        &v,
+                        "not localhost nor an IP address",
+                        "localhost, or an IP address such as 127.0.0.1 or ::1",
+                    )
+                })?,
+            },
+            drop_log_secs: ranged("STS_DOGSTATSD_DROP_LOG_SECS", 60, 1, 3600, "seconds, e.g. 60")? as u64,
         };
         let outbox_budget = match get("STS_FORWARDER_RETRY_QUEUE_MAX_SIZE") {
             None => 8 << 20,
@@ -791,7 +875,10 @@ mod tests {
                 origin_detection: false,
                 so_rcvbuf: 4 << 20,
                 buffer_size: 8192,
-                max_contexts: 16_384
+                max_contexts: 16_384,
+                extra_tags: String::new(),
+                bind_host: std::net::IpAddr::from([127, 0, 0, 1]),
+                drop_log_secs: 60,
             }
         );
         let d = cfg(&[
@@ -809,11 +896,39 @@ mod tests {
             ("STS_DOGSTATSD_BUFFER_SIZE", "100"),
             ("STS_USE_DOGSTATSD", "maybe"),
             ("STS_DOGSTATSD_MAX_CONTEXTS", "0"),
+            ("STS_DOGSTATSD_TAGS", "[\"env:prod\""),
+            ("STS_DOGSTATSD_TAGS", "[\"env:prod\", 3]"),
+            ("STS_DOGSTATSD_TAGS", "env:prod a,b"),
+            ("STS_BIND_HOST", "my-host.example"),
+            ("STS_BIND_HOST", "127.0.0.1:8125"),
+            ("STS_DOGSTATSD_DROP_LOG_SECS", "0"),
         ] {
             let e = cfg(&[(var, v)]).unwrap_err();
             assert_eq!(e.var, var);
             assert!(e.to_string().contains(var), "{e}");
         }
+    }
+
+    #[test]
+    fn dogstatsd_tags_and_bind_host_forms() {
+        let tags = |v: &str| cfg(&[("STS_DOGSTATSD_TAGS", v)]).unwrap().dogstatsd.extra_tags;
+        assert_eq!(tags(" env:prod \tteam:a  "), "env:prod,team:a");
+        assert_eq!(tags(r#"["env:prod", "team:a b", ""]"#), "env:prod,team:a b");
+        assert_eq!(tags("[]"), "");
+        let e = cfg(&[("STS_DOGSTATSD_TAGS", "[env:prod]")]).unwrap_err().to_string();
+        assert!(e.contains("not a JSON array") && e.contains("expected space-separated tags"), "{e}");
+        // 512 bytes comma-joined pass, one more is refused with the variable named.
+        let at_limit = ["t".repeat(255), "u".repeat(256)].join(" ");
+        assert_eq!(tags(&at_limit).len(), MAX_DOGSTATSD_TAGS_BYTES);
+        let e = cfg(&[("STS_DOGSTATSD_TAGS", &format!("{at_limit}u"))]).unwrap_err();
+        assert_eq!(e.var, "STS_DOGSTATSD_TAGS");
+        assert!(e.to_string().contains("more than 512"), "{e}");
+        let host = |v: &str| cfg(&[("STS_BIND_HOST", v)]).unwrap().dogstatsd.bind_host.to_string();
+        assert_eq!(host("localhost"), "127.0.0.1");
+        assert_eq!(host("::1"), "::1");
+        assert_eq!(host("[::1]"), "::1");
+        assert_eq!(host("0.0.0.0"), "0.0.0.0");
+        assert_eq!(host(" 10.0.0.5 "), "10.0.0.5");
     }
 
     #[test]

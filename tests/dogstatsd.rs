@@ -8,6 +8,8 @@
 
 mod common;
 use common::*;
+#[path = "support/engine.rs"]
+mod engine;
 #[path = "support/test_cgroup.rs"]
 mod test_cgroup;
 use serde_json::{json, Value};
@@ -53,7 +55,32 @@ struct Setup {
     rx: Receiver,
     agent: Agent,
     status_port: u16,
+    /// The agent's stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread that reads it (done once the agent exited).
+    log_reader: std::thread::JoinHandle<()>,
     _dir: TempDir,
+}
+
+/// The agent with its stdout drained and its stderr kept (an unread pipe that fills would block
+/// the agent's writes).
+fn logged(
+    mut child: std::process::Child,
+) -> (Agent, std::sync::Arc<std::sync::Mutex<String>>, std::thread::JoinHandle<()>) {
+    use std::io::BufRead;
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut std::io::BufReader::new(out), &mut std::io::sink()));
+    let err = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let l2 = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let mut l = l2.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (Agent(child), log, reader)
 }
 
 fn start(udp: u16, extra: &[(&str, &str)]) -> Setup {
@@ -76,9 +103,9 @@ fn start(udp: u16, extra: &[(&str, &str)]) -> Setup {
         ("STS_DOCKER_EVENTS_ENABLED", "false"),
     ];
     env.extend_from_slice(extra);
-    let agent = drained(spawn_agent(&[], &env));
+    let (agent, log, log_reader) = logged(spawn_agent(&[], &env));
     wait_status(status_port);
-    Setup { rx, agent, status_port, _dir: dir }
+    Setup { rx, agent, status_port, log, log_reader, _dir: dir }
 }
 
 /// One sample as the client is told to send it.
@@ -604,4 +631,423 @@ fn hostile_datagrams_are_counted_and_bounded() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(setup.agent.0.id() == pid);
+}
+
+/// The points of the series named `name`, by tags.
+fn series_named(rx: &Receiver, name: &str) -> BTreeMap<Vec<String>, BTreeMap<u64, (f64, String)>> {
+    received(rx).into_iter().filter(|(k, _)| k.0 == name).map(|(k, v)| (k.1, v)).collect()
+}
+
+fn wait_series(rx: &Receiver, name: &str, secs: u64) -> BTreeMap<Vec<String>, BTreeMap<u64, (f64, String)>> {
+    let t = Instant::now();
+    loop {
+        let got = series_named(rx, name);
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(t.elapsed() < Duration::from_secs(secs), "no {name} series after {secs} s: {:?}", received(rx));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn wait_status_until(port: u16, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let st = status(port);
+        if ok(&st) {
+            return st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{what}: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// `STS_BIND_HOST=::1` with `STS_DOGSTATSD_TAGS` as a JSON array: the real client reaches the
+/// agent over IPv6 loopback; IPv4 loopback does not reach it (it is bound to ::1 alone); the
+/// configured tags are on every serie and event, sorted in with the sender's own.
+#[test]
+fn ipv6_bind_host_and_configured_tags() {
+    let port = UdpSocket::bind("[::1]:0").expect("IPv6 loopback (::1) is available").local_addr().unwrap().port();
+    let setup = start(port, &[("STS_BIND_HOST", "::1"), ("STS_DOGSTATSD_TAGS", r#"["team:dsd", "env:ci"]"#)]);
+    // Over IPv4 loopback: nobody listens there on this port.
+    let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    v4.send_to(b"dsd.v4:1|g", ("127.0.0.1", port)).unwrap();
+    let code = format!(
+        "from datadog.dogstatsd.base import DogStatsd\n\
+         c = DogStatsd(host='::1', port={port}, disable_telemetry=True)\n\
+         c.gauge('dsd.v6', 3, tags=['app:web', 'env:ci'])\n\
+         c.increment('dsd.v6.hits')\n\
+         c.event('Deploy', 'v6', tags=['app:web'])\n\
+         assert c.socket.family.name == 'AF_INET6', c.socket\n"
+    );
+    let out = std::process::Command::new("python3").args(["-c", &code]).output().unwrap();
+    assert!(out.status.success(), "the datadog client over IPv6: {}", String::from_utf8_lossy(&out.stderr));
+    let st = wait_status_until(setup.status_port, "three datagrams over IPv6", |st| {
+        st["udp_packets"] == 3 && st["metrics"] == 2 && st["events"] == 1
+    });
+    assert_eq!(st["udp_packets"], 3, "{st}");
+    let gauge = wait_series(&setup.rx, "dsd.v6", 45);
+    assert_eq!(gauge.keys().collect::<Vec<_>>(), [&strings(&["app:web", "env:ci", "team:dsd"])]);
+    let hits = wait_series(&setup.rx, "dsd.v6.hits", 45);
+    assert_eq!(hits.keys().collect::<Vec<_>>(), [&strings(&["env:ci", "team:dsd"])]);
+    assert!(series_named(&setup.rx, "dsd.v4").is_empty());
+    let t = Instant::now();
+    let ev = loop {
+        let ev = setup
+            .rx
+            .requests()
+            .iter()
+            .filter(|r| r.target.contains("/intake/"))
+            .map(|r| r.json())
+            .find(|v| v.get("events").is_some());
+        if let Some(ev) = ev {
+            break ev;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no event on /intake/");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ev["events"]["api"][0]["tags"], json!(["app:web", "env:ci", "team:dsd"]), "{ev}");
+    drop(setup.agent);
+}
+
+/// Non-local traffic binds `::` dual-stack: the real client reaches it over IPv4 and over IPv6.
+#[test]
+fn non_local_traffic_is_dual_stack() {
+    let port = free_udp_port();
+    let setup = start(port, &[("STS_DOGSTATSD_NON_LOCAL_TRAFFIC", "true")]);
+    for host in ["127.0.0.1", "::1"] {
+        let code = format!(
+            "from datadog.dogstatsd.base import DogStatsd\n\
+             c = DogStatsd(host='{host}', port={port}, disable_telemetry=True)\n\
+             c.gauge('dsd.stack', 1, tags=['from:{host}'])\n"
+        );
+        let out = std::process::Command::new("python3").args(["-c", &code]).output().unwrap();
+        assert!(out.status.success(), "{host}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    wait_status_until(setup.status_port, "both datagrams", |st| st["udp_packets"] == 2 && st["metrics"] == 2);
+    let t = Instant::now();
+    loop {
+        let got = series_named(&setup.rx, "dsd.stack");
+        if got.len() == 2 {
+            assert!(
+                got.contains_key(&strings(&["from:127.0.0.1"])) && got.contains_key(&strings(&["from:::1"])),
+                "{got:?}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(45), "not both series: {got:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(setup.agent);
+}
+
+/// A malformed STS_DOGSTATSD_TAGS or STS_BIND_HOST stops the agent at start with the variable
+/// named and the expected form.
+#[test]
+fn malformed_tags_or_bind_host_stop_the_agent() {
+    for (var, v, expected) in
+        [("STS_DOGSTATSD_TAGS", "[\"env:ci\"", "JSON array"), ("STS_BIND_HOST", "agent.example", "an IP address")]
+    {
+        let out = std::process::Command::new(AGENT).env_clear().env(var, v).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={v} accepted: {err}");
+        assert!(err.contains(var) && err.contains(expected), "{var}: {err}");
+    }
+}
+
+/// A hostile sender (thousands of malformed lines a second) does not flood the log: the first
+/// of each reason is logged at once, then one line per period per reason with the count since
+/// (the period is 60 s; `STS_DOGSTATSD_DROP_LOG_SECS` shortens it to 10 s here); the counts of
+/// the lines add up to what `/status` counted. The kernel may drop datagrams under the flood
+/// (its own counter, logged too): the test holds whatever the receive buffer.
+#[test]
+fn parse_errors_are_logged_rate_limited_per_reason() {
+    const EVERY: u64 = 10;
+    let port = free_udp_port();
+    let setup = start(port, &[("STS_DOGSTATSD_SO_RCVBUF", "4194304"), ("STS_DOGSTATSD_DROP_LOG_SECS", "10")]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let flood = |rounds: u64| {
+        for i in 0..rounds {
+            // 50 malformed metric lines, 2 malformed events, one good line per datagram.
+            let mut d = String::new();
+            for j in 0..50 {
+                d.push_str(&format!("bad.{j}:{i}|x|y|z|w\n"));
+            }
+            d.push_str("_e{-1,5}:abcdefg\n_e{9,1}:t|x\ndsd.ok:1|c");
+            c.send_to(d.as_bytes(), ("127.0.0.1", port)).unwrap();
+            if i % 50 == 49 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        rounds
+    };
+    // Until every datagram sent was read or counted as dropped by the kernel (whose count comes
+    // with the next datagram read): one good datagram more each time.
+    let settle = |sent: &mut u64| -> Value {
+        let t = Instant::now();
+        loop {
+            c.send_to(b"dsd.sync:1|c", ("127.0.0.1", port)).unwrap();
+            *sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            let st = status(setup.status_port);
+            let seen = st["udp_packets"].as_u64().unwrap() + st["drops"]["kernel_drops"].as_u64().unwrap();
+            if seen == *sent {
+                return st;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "{sent} datagrams sent, {seen} accounted for: {st}");
+        }
+    };
+    let lines = |what: &str| -> Vec<String> {
+        let log = setup.log.lock().unwrap();
+        log.lines().filter(|l| l.contains("dogstatsd: ") && l.contains(what)).map(str::to_string).collect()
+    };
+    let count_of = |l: &str| -> u64 {
+        let rest = &l[l.find("dogstatsd: ").unwrap() + 11..];
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    let wait_log = |what: &str, ok: &dyn Fn() -> bool, secs: u64| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(t.elapsed() < Duration::from_secs(secs), "{what}:\n{}", setup.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let t0 = Instant::now();
+    let mut sent = flood(1000);
+    wait_log(
+        "the first line of each reason",
+        &|| !lines("malformed metric").is_empty() && !lines("malformed event").is_empty(),
+        20,
+    );
+    assert!(lines("malformed metric")[0].contains("first seen"), "{:?}", lines("malformed metric"));
+    // More within the period: still one line each (when the machine was quick enough to be
+    // within it; the lines' spacing is checked below whatever the timing).
+    sent += flood(1000);
+    settle(&mut sent);
+    if t0.elapsed() < Duration::from_secs(EVERY) {
+        let (m, e) = (lines("malformed metric"), lines("malformed event"));
+        assert_eq!((m.len(), e.len()), (1, 1), "one line per reason, not per datagram:\n{m:?}\n{e:?}");
+    }
+    // After the period: the lines' counts add up to /status's (nothing is sent any more).
+    let st = status(setup.status_port);
+    let (want_m, want_e) =
+        (st["parse_errors"]["metric"].as_u64().unwrap(), st["parse_errors"]["event"].as_u64().unwrap());
+    assert!(want_m >= 50 && want_e >= 2, "{st}");
+    let sum = |what: &str| lines(what).iter().map(|l| count_of(l)).sum::<u64>();
+    wait_log(
+        &format!("logged counts adding up to /status's ({want_m} metric lines, {want_e} events)"),
+        &|| sum("malformed metric") == want_m && sum("malformed event") == want_e,
+        2 * EVERY + 20,
+    );
+    let elapsed = t0.elapsed().as_secs();
+    let (m, e) = (lines("malformed metric"), lines("malformed event"));
+    assert!(m.len() >= 2 && e.len() >= 2, "a summary line after the first:\n{m:?}\n{e:?}");
+    for l in m.iter().chain(&e) {
+        assert!(!l.contains("(first seen)") || l == &m[0] || l == &e[0], "first seen twice: {l}");
+    }
+    for l in m[1..].iter().chain(&e[1..]) {
+        let secs: u64 = l.rsplit("in the last ").next().unwrap().trim_end_matches('s').parse().unwrap();
+        assert!(secs >= EVERY, "a line {secs} s after the previous one: {l}");
+    }
+    let most = 2 + elapsed / EVERY;
+    assert!(m.len() as u64 <= most && e.len() as u64 <= most, "over {most} lines in {elapsed} s:\n{m:?}\n{e:?}");
+    // Those two reasons and perhaps the kernel's drops: nothing else is logged per datagram.
+    let all = setup.log.lock().unwrap().lines().filter(|l| l.contains("dogstatsd: ")).count() as u64;
+    assert!(all <= 3 * most, "{all} dogstatsd lines in {elapsed} s:\n{}", setup.log.lock().unwrap());
+    drop(setup.agent);
+}
+
+/// SIGTERM inside a bucket: the open bucket (and the pending event) are flushed and delivered
+/// to the TLS receiver before the agent exits, stamped with the bucket's start. Should the
+/// bucket close before the stop (a slow machine), it is tried again in a later bucket.
+#[test]
+fn sigterm_flushes_the_open_bucket() {
+    let phase = vec![
+        s("gauge", "dsd.last", 4, None, &["k:v"]),
+        s("increment", "dsd.last.hits", 3, None, &[]),
+        s("histogram", "dsd.last.size", 8, None, &[]),
+    ];
+    let ev = vec![json!({"kind": "event", "title": "Stop", "text": "bye"})];
+    for attempt in 1..=3 {
+        let port = free_udp_port();
+        let setup = start(port, &[]);
+        let buckets = run_client(json!({"udp_port": port}), false, std::slice::from_ref(&phase), &ev);
+        wait_status_until(setup.status_port, "all read", |st| st["metrics"] == 3 && st["events"] == 1);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        if now >= (buckets[0] + 10) as f64 - 0.5 {
+            eprintln!("attempt {attempt}: the bucket closed before the stop; again in a later one");
+            drop(setup.agent);
+            continue;
+        }
+        assert!(received(&setup.rx).is_empty(), "nothing flushed before the stop");
+        let Setup { rx, agent, log, log_reader, .. } = setup;
+        terminate_and_wait(agent);
+        // The agent has exited: its stderr reaches EOF and the reader has every line.
+        log_reader.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        let want = reference(&[(buckets[0], phase)]);
+        let got = received(&rx);
+        assert_eq!(got, want, "the open bucket at exit\n{log}");
+        let ev = rx
+            .requests()
+            .iter()
+            .filter(|r| r.target.contains("/intake/"))
+            .map(|r| r.json())
+            .find(|v| v.get("events").is_some());
+        assert_eq!(ev.expect("the pending event sent at exit")["events"]["api"][0]["msg_title"], "Stop");
+        assert!(log.contains("dogstatsd: stopped; flushed 7 series and 1 events\n"), "{log}");
+        return;
+    }
+    panic!("three attempts, and each time the bucket closed before the stop");
+}
+
+/// hot-shots over the Unix datagram socket (`protocol: 'uds'`, with its optional native module
+/// `unix-dgram`), buffered: the same reference.
+#[test]
+fn hot_shots_over_the_unix_socket_equals_the_reference() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/npm/node_modules");
+    assert!(
+        std::path::Path::new(dir).join("unix-dgram/build/Release/unix_dgram.node").exists(),
+        "unix-dgram (hot-shots' optional module for `uds`) is not built: npm install --prefix target/npm \
+         unix-dgram@2.0.7, then node-gyp rebuild in target/npm/node_modules/unix-dgram (.ci/run does)"
+    );
+    let sock_dir = TempDir::new("dsd-hs-uds");
+    let sock = sock_dir.0.join("dsd.socket");
+    let setup = start(free_udp_port(), &[("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap())]);
+    let phases = phases();
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hotshots_client.js"))
+        .env("HOT_SHOTS_DIR", format!("{dir}/hot-shots"));
+    let buckets = run(cmd, json!({"socket": sock.to_str().unwrap()}), true, &phases, &events());
+    let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    compare(&setup.rx, &want, buckets[1]);
+    check_events_and_drops(&setup, 3);
+    let st = status(setup.status_port);
+    let packets = st["uds_packets"].as_u64().unwrap();
+    assert!((2..20).contains(&packets), "buffered over the Unix socket: {st}");
+    assert_eq!(st["udp_packets"], 0, "{st}");
+    drop(setup.agent);
+}
+
+/// Origin detection with a real container: a busybox container of an ECS task (labels, and the
+/// ECS agent stand-in listing it), with the agent's socket directory bind-mounted, sends over the
+/// Unix socket with a tiny static sender (busybox has no DogStatsD client and its `nc` no Unix
+/// sockets); the series carry `container_id:<id>` and the task's low-cardinality tags, as the
+/// original's tagger gives them (no `task_arn`: that is orchestrator cardinality), and the
+/// configured STS_DOGSTATSD_TAGS after them. The labels and the stand-in disagree on purpose
+/// (family, version, container and cluster): the series carry the stand-in's values, which only
+/// the ECS agent's API could have given.
+#[test]
+fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
+    use engine::*;
+    require_engine();
+    let dir = TempDir::new("dsd-ctr");
+    let sender = dir.0.join("dsd_send");
+    let cc = std::process::Command::new("cc")
+        .args(["-static", "-Os", "-o", sender.to_str().unwrap()])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dsd_send.c"))
+        .output()
+        .expect("cannot run: no C compiler (`cc`, gcc with static glibc) to build the in-container sender");
+    assert!(cc.status.success(), "cc: {}", String::from_utf8_lossy(&cc.stderr));
+    let img = Image::busybox();
+    let task_id = test_cgroup::hex_id("dsdtask", 32);
+    let arn = format!("arn:aws:ecs:eu-west-1:123456789012:task/prod/{task_id}");
+    let mount = format!("{}:/dsd", dir.0.display());
+    let mut opts: Vec<String> = strings(&["--network", "none", "-v", &mount]);
+    for (k, v) in [
+        ("com.amazonaws.ecs.cluster", "prod-label"),
+        ("com.amazonaws.ecs.container-name", "web-label"),
+        ("com.amazonaws.ecs.task-arn", arn.as_str()),
+        ("com.amazonaws.ecs.task-definition-family", "shop-label"),
+        ("com.amazonaws.ecs.task-definition-version", "6"),
+    ] {
+        opts.extend(["--label".to_string(), format!("{k}={v}")]);
+    }
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    // Waits for the go (the agent knows the container by then), sends, stays 30 s for its pid.
+    let ctr = Ctr::run_with(
+        &img,
+        "dsd-origin",
+        &opts,
+        "while [ ! -e /dsd/go ]; do sleep 0.1; done; \
+         exec /dsd/dsd_send /dsd/dsd.socket 'dsd.ctr:7|g|#app:web' 'dsd.ctr.hits:2|c' 30",
+    );
+    let ecs = fake_ecs_agent(
+        r#"{"Cluster":"prod-ecs","ContainerInstanceArn":"arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/1","Version":"Amazon ECS Agent - v1.80.0"}"#.into(),
+        format!(
+            r#"{{"Tasks":[{{"Arn":"{arn}","DesiredStatus":"RUNNING","KnownStatus":"RUNNING","Family":"shop-ecs","Version":"7","Containers":[
+               {{"DockerId":"{}","DockerName":"{}","Name":"web-ecs"}}]}}]}}"#,
+            ctr.id, ctr.name
+        ),
+    );
+    let sock = dir.0.join("dsd.socket");
+    let setup = start(
+        free_udp_port(),
+        &[
+            ("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap()),
+            ("STS_DOGSTATSD_ORIGIN_DETECTION", "true"),
+            ("STS_ECS_AGENT_URL", &ecs),
+            ("STS_DOCKER_CHECK_INTERVAL", "2"),
+            ("STS_DOGSTATSD_TAGS", "team:dsd env:ci"),
+            // Containers only (the docker pass; `start` turns the process agent off).
+            ("STS_PROCESS_AGENT_ENABLED", "false"),
+        ],
+    );
+    // The agent knows the container, with the stand-in's task tags, once its docker.* series
+    // carry its id and the stand-in's family and cluster.
+    let id_tag = format!("container_id:{}", ctr.id);
+    let from_ecs = [id_tag.as_str(), "task_family:shop-ecs", "cluster_name:prod-ecs"];
+    let t = Instant::now();
+    while !setup.rx.requests().iter().filter(|r| r.target.contains("/api/v1/series")).any(|r| {
+        r.json()["series"].as_array().unwrap().iter().any(|x| {
+            let tags = x["tags"].as_array().unwrap();
+            x["metric"].as_str().unwrap().starts_with("docker.")
+                && from_ecs.iter().all(|w| tags.iter().any(|t| t.as_str() == Some(w)))
+        })
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(45),
+            "the agent has not seen the container {} with the ECS stand-in's tags",
+            ctr.id
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::write(dir.0.join("go"), b"").unwrap();
+    let image = img.0.trim_end_matches(":latest").to_string();
+    let task_tags = vec![
+        id_tag.clone(),
+        "cluster_name:prod-ecs".to_string(),
+        format!("docker_image:{}", img.0),
+        "ecs_container_name:web-ecs".to_string(),
+        "env:ci".to_string(),
+        format!("image_name:{image}"),
+        "image_tag:latest".to_string(),
+        format!("short_image:{image}"),
+        "task_family:shop-ecs".to_string(),
+        "task_name:shop-ecs".to_string(),
+        "task_version:7".to_string(),
+        "team:dsd".to_string(),
+    ];
+    let mut want_gauge = task_tags.clone();
+    want_gauge.push("app:web".into());
+    want_gauge.sort();
+    let mut want_hits = task_tags;
+    want_hits.sort();
+    let gauge = wait_series(&setup.rx, "dsd.ctr", 45);
+    let logs = || docker_ok(&["logs", &ctr.name]);
+    assert_eq!(gauge.keys().collect::<Vec<_>>(), [&want_gauge], "sender: {}", logs());
+    assert_eq!(gauge.values().next().unwrap().values().next().unwrap().0, 7.0);
+    let hits = wait_series(&setup.rx, "dsd.ctr.hits", 45);
+    assert_eq!(hits.keys().collect::<Vec<_>>(), [&want_hits]);
+    let st = status(setup.status_port);
+    assert_eq!(
+        (st["uds_packets"].as_u64(), st["drops"]["origin_detection_errors"].as_u64()),
+        (Some(1), Some(0)),
+        "{st}"
+    );
+    drop(setup.agent);
 }

@@ -2,6 +2,8 @@
 //! queue: the kernel's receive buffer is the only buffer) and its flush every 15 s (closed
 //! buckets to `/api/v1/series`, pending events to `/intake/`; spec/dogstatsd.md §3.3, §4).
 
+mod drop_log;
+
 use super::sink::Payload;
 use super::source::Source;
 use super::{App, RunOptions};
@@ -10,6 +12,7 @@ use crate::checks::dogstatsd_events::EventBuffer;
 use crate::config::Config;
 use crate::encode::series::SeriesEncoder;
 use crate::sources::dogstatsd::{DogStatsdListener, ListenerConfig, ListenerStats};
+use drop_log::DropLog;
 use mio::Registry;
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,6 +42,12 @@ pub(super) struct DogStatsd {
     buf: Vec<u8>,
     /// See [`DogStatsdStatus::cpu_ns`].
     cpu_ns: u64,
+    /// `STS_DOGSTATSD_TAGS`, comma-joined: added to every datagram's origin tags.
+    extra_tags: Vec<u8>,
+    /// A datagram's origin tags joined with `extra_tags` (reused).
+    origin_buf: Vec<u8>,
+    drop_log: DropLog,
+    drop_log_every: Duration,
 }
 
 /// What `/status` shows of DogStatsD.
@@ -66,7 +75,8 @@ pub(super) fn open(cfg: &Config, opts: RunOptions, registry: &Registry, host: &s
     if !d.enabled || opts.once || (d.port == 0 && d.socket.is_none()) {
         return None;
     }
-    let ip = if d.non_local_traffic { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
+    // Non-local traffic: every interface, IPv6 and IPv4 alike (dual-stack `::`, as Go's ":8125").
+    let ip = if d.non_local_traffic { std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) } else { d.bind_host };
     let lcfg = ListenerConfig {
         udp: (d.port != 0).then(|| std::net::SocketAddr::from((ip, d.port))),
         unix: d.socket.clone(),
@@ -100,6 +110,10 @@ pub(super) fn open(cfg: &Config, opts: RunOptions, registry: &Registry, host: &s
                 flush_at: Instant::now() + FLUSH_EVERY,
                 buf: Vec::with_capacity(64 * 1024),
                 cpu_ns: 0,
+                extra_tags: d.extra_tags.as_bytes().to_vec(),
+                origin_buf: Vec::with_capacity(1024),
+                drop_log: DropLog::every(Duration::from_secs(d.drop_log_secs)),
+                drop_log_every: Duration::from_secs(d.drop_log_secs),
             })
         }
         Err(e) => {
@@ -144,11 +158,38 @@ impl App {
             }
         };
         let cpu0 = super::timers::thread_cpu_ns();
-        let (agg, events) = (&mut d.agg, &mut d.events);
+        let (agg, events, extra, joined) = (&mut d.agg, &mut d.events, &d.extra_tags, &mut d.origin_buf);
         d.listener.drain(now, &self.cfg.host_proc, &container_tags, &mut |dg| {
-            agg.ingest(dg.bytes, dg.truncated, dg.origin, t, events);
+            let origin = with_extra_tags(dg.origin, extra, joined);
+            agg.ingest(dg.bytes, dg.truncated, origin, t, events);
         });
         d.cpu_ns += super::timers::thread_cpu_ns().saturating_sub(cpu0);
+        d.log_drops(now);
+    }
+
+    /// At a stop (SIGTERM, SIGINT): what the sockets hold is read, then every bucket, the open
+    /// one included, is flushed with the pending events, for the outbox to deliver within the
+    /// shutdown grace; the series failing does not keep the events back. The listeners close (the
+    /// Unix socket file is removed); `/status` keeps showing the last counts.
+    pub(super) fn flush_dogstatsd_at_stop(&mut self, now: Instant) -> io::Result<()> {
+        self.on_dogstatsd(now);
+        let Some(mut d) = self.dogstatsd.take() else { return Ok(()) };
+        let t = unix_secs();
+        // A flush one bucket later closes the bucket `t` is in.
+        let mut e = SeriesEncoder::begin(&mut d.buf, &self.hostname, t, BUCKET_SECS);
+        let series = d.agg.flush(t + BUCKET_SECS, &mut e);
+        let series_sent = if e.finish() > 0 { self.sink.deliver(Payload::Series, &d.buf) } else { Ok(()) };
+        let events = d.events.len();
+        let events_sent = if d.events.flush(&mut d.buf) { self.sink.deliver(Payload::Intake, &d.buf) } else { Ok(()) };
+        let failed = |r: &io::Result<()>| if r.is_err() { " (not delivered)" } else { "" };
+        info!(
+            "dogstatsd: stopped; flushed {series} series{} and {events} events{}",
+            failed(&series_sent),
+            failed(&events_sent)
+        );
+        d.log_drops_as(now, true);
+        self.dogstatsd_at_stop = Some(d.status());
+        series_sent.and(events_sent)
     }
 
     /// The DogStatsD source's deadline: more to read, or the flush.
@@ -176,6 +217,74 @@ impl App {
         }
         let Some(d) = self.dogstatsd.as_mut() else { return Ok(()) };
         d.cpu_ns += super::timers::thread_cpu_ns().saturating_sub(cpu0);
+        // Counts that grew while the sockets were quiet are logged by the minute all the same.
+        d.log_drops(now);
         Ok(())
+    }
+}
+
+impl DogStatsd {
+    /// Logs the refusals, rate-limited (see [`drop_log`]); at a stop, all that grew since.
+    fn log_drops(&mut self, now: Instant) {
+        self.log_drops_as(now, false);
+    }
+
+    fn log_drops_as(&mut self, now: Instant, at_stop: bool) {
+        let (a, l) = (&self.agg.stats, &self.listener.stats);
+        let counts = [
+            a.parse_error_metric,
+            a.parse_error_event,
+            a.parse_error_service_check,
+            a.non_finite,
+            l.truncated,
+            a.contexts_over_limit,
+            a.type_conflict,
+            l.origin_detection_errors,
+            a.context_key_too_long,
+            a.sample_rate_invalid,
+            l.kernel_drops_udp + l.kernel_drops_uds,
+            self.events.dropped,
+        ];
+        let every = self.drop_log_every.as_secs();
+        let mut line = |what, n, since: Option<Duration>| match since {
+            None => warn!(
+                "dogstatsd: {n} {what}; counted in /status, logged at most once every {every}s per reason (first seen)"
+            ),
+            Some(s) => warn!("dogstatsd: {n} {what} in the last {}s", s.as_secs()),
+        };
+        if at_stop {
+            self.drop_log.at_stop(now, counts, &mut line);
+        } else {
+            self.drop_log.check(now, counts, &mut line);
+        }
+    }
+}
+
+/// The origin tags `origin` with the configured `extra` tags after them: `origin` itself when
+/// there are none, `extra` when the datagram has no origin, else both joined in `buf`.
+fn with_extra_tags<'a>(origin: &'a [u8], extra: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+    if extra.is_empty() {
+        return origin;
+    }
+    if origin.is_empty() {
+        return extra;
+    }
+    buf.clear();
+    buf.extend_from_slice(origin);
+    buf.push(b',');
+    buf.extend_from_slice(extra);
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_extra_tags;
+
+    #[test]
+    fn extra_tags_join_the_origin() {
+        let mut buf = Vec::new();
+        assert_eq!(with_extra_tags(b"container_id:ab", b"", &mut buf), b"container_id:ab");
+        assert_eq!(with_extra_tags(b"", b"env:prod,team:a", &mut buf), b"env:prod,team:a");
+        assert_eq!(with_extra_tags(b"container_id:ab", b"env:prod", &mut buf), b"container_id:ab,env:prod");
     }
 }

@@ -80,7 +80,7 @@ impl App {
         ];
         let http = self.connections.as_ref().and_then(|c| c.http_status());
         let docker_events = self.docker_events.as_ref().map(|e| (e.stats, self.event_bundler.status()));
-        let dogstatsd = self.dogstatsd.as_ref().map(|d| d.status());
+        let dogstatsd = self.dogstatsd.as_ref().map(|d| d.status()).or(self.dogstatsd_at_stop);
         let started = self.clock_origin;
         let cpu_start = thread_cpu_ns();
         // Status requests' own time, not the trace path's.

@@ -69,6 +69,8 @@ pub struct App {
     otlp_intake: Option<TraceIntake>,
     traces: Option<TraceAgent>,
     dogstatsd: Option<dogstatsd::DogStatsd>,
+    /// DogStatsD's last counts once it stopped (for `/status` during the shutdown grace).
+    dogstatsd_at_stop: Option<DogStatsdStatus>,
     docker: Option<DockerSource>,
     ecs: Option<EcsSource>,
     /// Docker's container event stream, and the events kept for the next docker pass.
@@ -155,6 +157,7 @@ impl App {
             otlp_intake,
             traces,
             dogstatsd,
+            dogstatsd_at_stop: None,
             docker,
             ecs,
             docker_events,

@@ -65,6 +65,10 @@ impl App {
                     if let Some(mut s) = self.docker_events.take() {
                         s.close(self.poll.registry());
                     }
+                    // DogStatsD's buckets, the open one too, and its pending events.
+                    if let Err(e) = self.flush_dogstatsd_at_stop(now) {
+                        warn!("could not flush DogStatsD: {e}");
+                    }
                     if let Some(f) = self.sink.forwarder_mut() {
                         f.retry_now();
                     }

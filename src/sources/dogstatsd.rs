@@ -1,8 +1,9 @@
-//! The DogStatsD listeners (spec/dogstatsd.md §6): a UDP socket (127.0.0.1, or every interface
-//! with non-local traffic) and an optional Unix datagram socket, both non-blocking and
-//! registered with the loop. A readiness event drains the socket with `recvmmsg` into one reused
-//! batch; each datagram is handed to the caller with the sender's origin tags (Unix socket with
-//! origin detection: its pid → its container → `container_id:` and the container's task tags).
+//! The DogStatsD listeners (spec/dogstatsd.md §6): a UDP socket (`STS_BIND_HOST`, or every
+//! interface, dual-stack, with non-local traffic) and an optional Unix datagram socket, both
+//! non-blocking and registered with the loop. A readiness event drains the socket with
+//! `recvmmsg` into one reused batch; each datagram is handed to the caller with the sender's
+//! origin tags (Unix socket with origin detection: its pid → its container → `container_id:`
+//! and the container's task tags).
 
 use crate::sys::dgram::{set_rxq_ovfl, RecvBatch};
 use mio::net::{UdpSocket, UnixDatagram};
@@ -95,7 +96,7 @@ impl DogStatsdListener {
         let mut udp_rcvbuf = 0;
         let mut udp = match cfg.udp {
             Some(addr) => {
-                let s = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
+                let s = bind_udp(addr).map_err(|e| io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
                 if cfg.so_rcvbuf > 0 {
                     udp_rcvbuf = set_rcvbuf(&s, cfg.so_rcvbuf)
                         .map_err(|e| io::Error::other(format!("SO_RCVBUF {}: {e}", cfg.so_rcvbuf)))?;
@@ -298,6 +299,28 @@ fn set_rcvbuf(sock: impl std::os::fd::AsFd, bytes: usize) -> io::Result<usize> {
         return Ok(sockopt::get_socket_recv_buffer_size(&sock)?);
     }
     Ok(granted)
+}
+
+/// Binds the UDP socket. The IPv6 unspecified address (`::`, non-local traffic) is bound
+/// dual-stack (`IPV6_V6ONLY` off whatever `net.ipv6.bindv6only` says: IPv4 senders reach it too,
+/// as they reach Go's `:8125`); where the kernel has no IPv6, `0.0.0.0` instead.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let SocketAddr::V6(v6) = addr else { return UdpSocket::bind(addr) };
+    if !v6.ip().is_unspecified() {
+        return UdpSocket::bind(addr);
+    }
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let fd = match rustix::net::socket_with(AddressFamily::INET6, SocketType::DGRAM, flags, None) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::AFNOSUPPORT) => {
+            return UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], addr.port())));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    rustix::net::sockopt::set_ipv6_v6only(&fd, false)?;
+    rustix::net::bind_v6(&fd, &v6)?;
+    Ok(UdpSocket::from_std(std::net::UdpSocket::from(fd)))
 }
 
 /// Binds the Unix datagram socket: a stale socket at `path` is replaced, any other file is an

@@ -1,5 +1,7 @@
 // Sends DogStatsD samples with the real `hot-shots` client (npm), for tests/dogstatsd.rs; the
-// same JSON as dogstatsd_client.py ({"udp_port": P, "buffered": bool, "phases": [...]}), over UDP.
+// same JSON as dogstatsd_client.py ({"udp_port": P} or {"socket": path}, "buffered": bool,
+// "phases": [...]), over UDP or the Unix datagram socket (`protocol: 'uds'`, which needs the
+// optional native module `unix-dgram` next to hot-shots).
 // Each phase is sent inside one 10 s bucket (seconds 1-5); prints {"buckets": [...]}.
 // hot-shots samples client-side (`Math.random() < sampleRate` keeps a sample); every sample with a
 // rate must arrive here, so Math.random is 0: the wire format, `|@rate` included, is the client's.
@@ -9,9 +11,9 @@ const StatsD = require(path);
 Math.random = () => 0;
 
 const cfg = JSON.parse(process.argv[2]);
+const target = cfg.socket ? { protocol: 'uds', path: cfg.socket } : { host: '127.0.0.1', port: cfg.udp_port };
 const c = new StatsD({
-  host: '127.0.0.1',
-  port: cfg.udp_port,
+  ...target,
   maxBufferSize: cfg.buffered ? 1400 : 0,
   bufferFlushInterval: 50,
   includeDatadogTelemetry: false,
