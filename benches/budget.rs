@@ -805,6 +805,13 @@ struct DogStatsdFigures {
     /// Metrics the agent counted (`/status` `dogstatsd.metrics`) over the whole load.
     counted: u64,
     kernel_drops: u64,
+    /// Metrics the aggregator counted and then refused (`/status` drops: samples_over_limit,
+    /// contexts_over_limit, type_conflict, buckets_overrun): counted, yet lost.
+    agg_drops: u64,
+    /// `STS_DOGSTATSD_SO_RCVBUF` and what the kernel granted the UDP socket (`/status`
+    /// `rcvbuf_requested`, `udp_rcvbuf`: the kernel's doubled figure).
+    rcvbuf_requested: u64,
+    rcvbuf_granted: u64,
     /// The kernel's own count, host-wide: `/proc/net/snmp` `Udp: RcvbufErrors` over the phase.
     rcvbuf_errors: u64,
     /// The DogStatsD path's own clock per metric, and the agent's share of a core under the load.
@@ -814,13 +821,20 @@ struct DogStatsdFigures {
 }
 
 impl DogStatsdFigures {
-    /// Metrics sent and not counted, as a share of those sent; counted twice (more counted than
-    /// sent) is as wrong as lost, so the share is of the difference either way.
+    /// Metrics sent and not counted, or counted and then refused by the aggregator, as a share
+    /// of those sent; counted twice (more counted than sent) is as wrong as lost, so the share
+    /// is of the difference either way.
     fn lost_share(&self) -> f64 {
         if self.sent == 0 {
             return 1.0;
         }
-        self.sent.abs_diff(self.counted) as f64 / self.sent as f64
+        (self.sent.abs_diff(self.counted) + self.agg_drops) as f64 / self.sent as f64
+    }
+
+    /// The kernel granted less receive buffer than asked (`net.core.rmem_max` without
+    /// `CAP_NET_ADMIN`).
+    fn rcvbuf_capped(&self) -> bool {
+        self.rcvbuf_granted / 2 < self.rcvbuf_requested
     }
 }
 
@@ -840,18 +854,38 @@ fn udp_rcvbuf_errors() -> u64 {
 fn dogstatsd_phase(agent: &Agent, per_s: u32) -> DogStatsdFigures {
     let num = |v: &serde_json::Value, k: &str| v["dogstatsd"][k].as_u64().unwrap_or(0);
     let drops = |v: &serde_json::Value| v["dogstatsd"]["drops"]["kernel_drops"].as_u64().unwrap_or(0);
+    let agg_drops = |v: &serde_json::Value| {
+        ["samples_over_limit", "contexts_over_limit", "type_conflict", "buckets_overrun"]
+            .iter()
+            .map(|k| v["dogstatsd"]["drops"][k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
     let (s0, rcvbuf0) = (agent.status(), udp_rcvbuf_errors());
+    println!(
+        "dogstatsd phase: receive buffer asked {} bytes, granted {} (the kernel's doubled figure){}",
+        num(&s0, "rcvbuf_requested"),
+        num(&s0, "udp_rcvbuf"),
+        if num(&s0, "udp_rcvbuf") / 2 < num(&s0, "rcvbuf_requested") { ": CAPPED by net.core.rmem_max" } else { "" }
+    );
     let load = DogStatsdLoad::start(agent.dogstatsd_port, per_s);
     std::thread::sleep(Duration::from_secs(3));
     let (a, pa, sent_a) = (agent.status(), agent.sample(), load.sent());
-    // 30 s: two 15 s flushes, and the histogram samples held their longest (a 10 s bucket
-    // closes, then waits up to 15 s for its flush while the next one fills).
-    std::thread::sleep(Duration::from_secs(30));
+    // 40 s: four whole 10 s buckets wherever the load starts in their grid, so every bucket
+    // slot has filled (and kept its capacity) before the peak RSS is read; two or three 15 s
+    // flushes, and the histogram samples held their longest (a bucket closes, then waits up to
+    // 15 s for its flush while the next one fills).
+    std::thread::sleep(Duration::from_secs(40));
     let (b, pb, sent_b) = (agent.status(), agent.sample(), load.sent());
     let sent = load.stop();
-    // What is in the socket's buffer when the load stops is read within the next turn.
-    std::thread::sleep(Duration::from_millis(500));
-    let s1 = agent.status();
+    // What the socket's buffer holds when the load stops is read within a turn or two: wait
+    // until all is counted, or the count stops moving (three polls alike), 5 s at most.
+    let (mut s1, mut still, deadline) = (agent.status(), 0, Instant::now() + Duration::from_secs(5));
+    while num(&s1, "metrics").saturating_sub(num(&s0, "metrics")) < sent && still < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let next = agent.status();
+        still = if num(&next, "metrics") == num(&s1, "metrics") { still + 1 } else { 0 };
+        s1 = next;
+    }
     let secs = pb.at.unwrap().duration_since(pa.at.unwrap()).as_secs_f64();
     let metrics = num(&b, "metrics").saturating_sub(num(&a, "metrics"));
     DogStatsdFigures {
@@ -859,6 +893,9 @@ fn dogstatsd_phase(agent: &Agent, per_s: u32) -> DogStatsdFigures {
         sent,
         counted: num(&s1, "metrics").saturating_sub(num(&s0, "metrics")),
         kernel_drops: drops(&s1).saturating_sub(drops(&s0)),
+        agg_drops: agg_drops(&s1).saturating_sub(agg_drops(&s0)),
+        rcvbuf_requested: num(&s0, "rcvbuf_requested"),
+        rcvbuf_granted: num(&s0, "udp_rcvbuf"),
         rcvbuf_errors: udp_rcvbuf_errors().saturating_sub(rcvbuf0),
         // No metric counted: no figure (a 0 here would pass the gate).
         ns_per_metric: if metrics > 0 {
@@ -1490,7 +1527,7 @@ fn report(s: &Scenario, f: &Figures) {
     }
     if let Some(d) = &f.dogstatsd {
         println!(
-            "dogstatsd: {:.0} metrics/s over UDP (16 a datagram, 5 tags, 1,000 contexts); {:.0} ns CPU per metric on the DogStatsD path (read, parse, aggregate, flush); agent {:.2} % of a core; counted {} of {} ({:.3} % lost; the socket's kernel drops {}, host UDP RcvbufErrors {}); peak RSS {:.1} MiB",
+            "dogstatsd: {:.0} metrics/s over UDP (16 a datagram, 5 tags, 1,000 contexts); {:.0} ns CPU per metric on the DogStatsD path (read, parse, aggregate, flush); agent {:.2} % of a core; counted {} of {} ({:.3} % lost; the socket's kernel drops {}, refused by the aggregator {}, host UDP RcvbufErrors {}); receive buffer granted {} KiB of {} KiB asked (doubled); peak RSS {:.1} MiB",
             d.per_s,
             d.ns_per_metric,
             d.cpu_pct,
@@ -1498,7 +1535,10 @@ fn report(s: &Scenario, f: &Figures) {
             d.sent,
             d.lost_share() * 100.0,
             d.kernel_drops,
+            d.agg_drops,
             d.rcvbuf_errors,
+            d.rcvbuf_granted / 1024,
+            2 * d.rcvbuf_requested / 1024,
             d.hwm_kib as f64 / 1024.0
         );
     }
@@ -1748,6 +1788,12 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             get("gates.dogstatsd_lost_share"),
             None,
         );
+        if d.lost_share() > get("gates.dogstatsd_lost_share") && d.rcvbuf_capped() {
+            println!(
+                "  hint: the kernel granted the DogStatsD socket {} bytes (doubled) of the {} asked: net.core.rmem_max caps it and the agent lacks CAP_NET_ADMIN; run as root or `sysctl -w net.core.rmem_max=8388608`",
+                d.rcvbuf_granted, d.rcvbuf_requested
+            );
+        }
         verdict(
             &format!(
                 "ns CPU per DogStatsD metric (gate {} x noise margin {margin})",
@@ -2050,6 +2096,9 @@ fn self_test() {
             sent: 1_300_000,
             counted: 1_300_000,
             kernel_drops: 0,
+            agg_drops: 0,
+            rcvbuf_requested: 4 << 20,
+            rcvbuf_granted: 8 << 20,
             rcvbuf_errors: 0,
             ns_per_metric: 300.0,
             cpu_pct: 3.0,
@@ -2115,6 +2164,9 @@ fn self_test() {
     let mut one_lost = good.clone();
     one_lost.dogstatsd = one_lost.dogstatsd.map(|d| DogStatsdFigures { counted: d.sent - 16, ..d });
     assert!(!check_gates(&g, &one_lost), "one DogStatsD datagram lost fails");
+    let mut refused = good.clone();
+    refused.dogstatsd = refused.dogstatsd.map(|d| DogStatsdFigures { agg_drops: 1, ..d });
+    assert!(!check_gates(&g, &refused), "one DogStatsD metric counted but refused by the aggregator fails");
     let mut dsd_rss = good.clone();
     dsd_rss.dogstatsd = dsd_rss.dogstatsd.map(|d| DogStatsdFigures { hwm_kib: 64 * 1024, ..d });
     assert!(!check_gates(&g, &dsd_rss), "64 MiB peak RSS under the DogStatsD load fails");

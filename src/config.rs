@@ -621,7 +621,7 @@ impl Config {
             non_local_traffic: boolean("STS_DOGSTATSD_NON_LOCAL_TRAFFIC", false)?,
             socket: get("STS_DOGSTATSD_SOCKET").map(PathBuf::from),
             origin_detection: boolean("STS_DOGSTATSD_ORIGIN_DETECTION", false)?,
-            so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 4 << 20, 0, 1 << 30, "bytes, e.g. 8388608 (0: kernel's)")?,
+            so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 4 << 20, 0, 1 << 29, "bytes, e.g. 8388608 (0: kernel's)")?,
             buffer_size: ranged("STS_DOGSTATSD_BUFFER_SIZE", 8192, 512, 65536, "bytes, e.g. 8192")?,
             max_contexts: ranged("STS_DOGSTATSD_MAX_CONTEXTS", 16_384, 1, 10_000_000, "a count, e.g. 16384")?,
             extra_tags: match get("STS_DOGSTATSD_TAGS") {
@@ -890,6 +890,7 @@ mod tests {
         .unwrap()
         .dogstatsd;
         assert_eq!((d.port, d.non_local_traffic, d.so_rcvbuf), (0, true, 26_214_400));
+        assert_eq!(cfg(&[("STS_DOGSTATSD_SO_RCVBUF", "536870912")]).unwrap().dogstatsd.so_rcvbuf, 1 << 29);
         assert_eq!(d.socket.as_deref(), Some(std::path::Path::new("/var/run/sts/dsd.socket")));
         for (var, v) in [
             ("STS_DOGSTATSD_PORT", "70000"),
@@ -902,6 +903,8 @@ mod tests {
             ("STS_BIND_HOST", "my-host.example"),
             ("STS_BIND_HOST", "127.0.0.1:8125"),
             ("STS_DOGSTATSD_DROP_LOG_SECS", "0"),
+            // Past 2^29 the kernel's doubling would pass INT_MAX and clamp it.
+            ("STS_DOGSTATSD_SO_RCVBUF", "536870913"),
         ] {
             let e = cfg(&[(var, v)]).unwrap_err();
             assert_eq!(e.var, var);
