@@ -732,8 +732,8 @@ fn trace_window(agent: &Agent, spans_per_s: u32, load: TraceBody) -> TraceFigure
     }
 }
 
-/// A DogStatsD client sending `per_s` metrics a second over UDP, 16 to a datagram (as a client's
-/// buffering sends them), each with 5 tags, over 1,000 contexts and every metric type the
+/// A DogStatsD client sending `per_s` metrics a second over UDP, `per_dgram` to a datagram (16:
+/// as a client's buffering sends them; 1: the default of datadogpy and hot-shots, unbuffered), each with 5 tags, over 1,000 contexts and every metric type the
 /// aggregator keeps (gauge, counter with and without a sample rate, timer, histogram, set).
 struct DogStatsdLoad {
     stop: Arc<AtomicBool>,
@@ -742,7 +742,7 @@ struct DogStatsdLoad {
 }
 
 impl DogStatsdLoad {
-    fn start(port: u16, per_s: u32) -> DogStatsdLoad {
+    fn start(port: u16, per_s: u32, per_dgram: u32) -> DogStatsdLoad {
         let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let (flag, count) = (stop.clone(), sent.clone());
         let thread = std::thread::spawn(move || {
@@ -754,9 +754,9 @@ impl DogStatsdLoad {
             let mut dgram = String::with_capacity(2048);
             while !flag.load(Ordering::Relaxed) {
                 due += per_tick;
-                while due >= 16.0 {
+                while due >= f64::from(per_dgram) {
                     dgram.clear();
-                    for _ in 0..16 {
+                    for _ in 0..per_dgram {
                         let c = i % 1000;
                         let kind = ["g", "c", "c|@0.5", "ms", "h", "s"][(c % 6) as usize];
                         use std::fmt::Write as _;
@@ -773,8 +773,8 @@ impl DogStatsdLoad {
                     }
                     dgram.pop();
                     let _ = sock.send(dgram.as_bytes());
-                    count.fetch_add(16, Ordering::Relaxed);
-                    due -= 16.0;
+                    count.fetch_add(u64::from(per_dgram), Ordering::Relaxed);
+                    due -= f64::from(per_dgram);
                 }
                 next += tick;
                 if let Some(d) = next.checked_duration_since(Instant::now()) {
@@ -818,6 +818,8 @@ struct DogStatsdFigures {
     ns_per_metric: f64,
     cpu_pct: f64,
     hwm_kib: u64,
+    /// Report only, not gated: the unpacked shape's (sent, counted, ns CPU per metric).
+    unpacked: (u64, u64, f64),
 }
 
 impl DogStatsdFigures {
@@ -867,7 +869,7 @@ fn dogstatsd_phase(agent: &Agent, per_s: u32) -> DogStatsdFigures {
         num(&s0, "udp_rcvbuf"),
         if num(&s0, "udp_rcvbuf") / 2 < num(&s0, "rcvbuf_requested") { ": CAPPED by net.core.rmem_max" } else { "" }
     );
-    let load = DogStatsdLoad::start(agent.dogstatsd_port, per_s);
+    let load = DogStatsdLoad::start(agent.dogstatsd_port, per_s, 16);
     std::thread::sleep(Duration::from_secs(3));
     let (a, pa, sent_a) = (agent.status(), agent.sample(), load.sent());
     // 40 s: four whole 10 s buckets wherever the load starts in their grid, so every bucket
@@ -886,6 +888,7 @@ fn dogstatsd_phase(agent: &Agent, per_s: u32) -> DogStatsdFigures {
         still = if num(&next, "metrics") == num(&s1, "metrics") { still + 1 } else { 0 };
         s1 = next;
     }
+    let unpacked = unpacked_shape(agent);
     let secs = pb.at.unwrap().duration_since(pa.at.unwrap()).as_secs_f64();
     let metrics = num(&b, "metrics").saturating_sub(num(&a, "metrics"));
     DogStatsdFigures {
@@ -905,7 +908,28 @@ fn dogstatsd_phase(agent: &Agent, per_s: u32) -> DogStatsdFigures {
         },
         cpu_pct: (pb.runtime_ns - pa.runtime_ns) as f64 / 1e6 / secs / 10.0,
         hwm_kib: pb.hwm_kib,
+        unpacked,
     }
+}
+
+/// Report only: 20,000 datagrams a second of one metric each (what unbuffered clients send) for
+/// 10 s: (sent, counted, ns CPU per metric).
+fn unpacked_shape(agent: &Agent) -> (u64, u64, f64) {
+    let num = |v: &serde_json::Value, k: &str| v["dogstatsd"][k].as_u64().unwrap_or(0);
+    let s0 = agent.status();
+    let load = DogStatsdLoad::start(agent.dogstatsd_port, 20_000, 1);
+    std::thread::sleep(Duration::from_secs(10));
+    let sent = load.stop();
+    let (mut s1, mut still, deadline) = (agent.status(), 0, Instant::now() + Duration::from_secs(5));
+    while num(&s1, "metrics").saturating_sub(num(&s0, "metrics")) < sent && still < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let next = agent.status();
+        still = if num(&next, "metrics") == num(&s1, "metrics") { still + 1 } else { 0 };
+        s1 = next;
+    }
+    let counted = num(&s1, "metrics").saturating_sub(num(&s0, "metrics"));
+    let cpu_ns = num(&s1, "cpu_us").saturating_sub(num(&s0, "cpu_us")) as f64 * 1e3;
+    (sent, counted, if counted > 0 { cpu_ns / counted as f64 } else { f64::INFINITY })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1541,6 +1565,10 @@ fn report(s: &Scenario, f: &Figures) {
             2 * d.rcvbuf_requested / 1024,
             d.hwm_kib as f64 / 1024.0
         );
+        println!(
+            "dogstatsd, unpacked (report only): 20,000 datagrams/s of one metric each for 10 s: counted {} of {}; {:.0} ns CPU per metric",
+            d.unpacked.1, d.unpacked.0, d.unpacked.2
+        );
     }
     if let Some(c) = &f.containers {
         let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
@@ -1597,7 +1625,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
         "peak_rss_kib": f.hwm_kib, "rss_kib": f.rss_kib, "pss_kib": f.pss_kib,
         "wakeups_per_s": f.wakeups_per_s, "syscalls_per_cycle": f.syscalls_per_cycle,
         "bytes_per_cycle": f.bytes_per_cycle, "requests_per_cycle": f.requests_per_cycle,
-        "dogstatsd": f.dogstatsd.as_ref().map(|d| serde_json::json!({"per_s": d.per_s, "sent": d.sent, "counted": d.counted, "kernel_drops": d.kernel_drops, "rcvbuf_errors": d.rcvbuf_errors, "ns_per_metric": d.ns_per_metric, "cpu_pct": d.cpu_pct, "peak_rss_kib": d.hwm_kib})),
+        "dogstatsd": f.dogstatsd.as_ref().map(|d| serde_json::json!({"per_s": d.per_s, "sent": d.sent, "counted": d.counted, "kernel_drops": d.kernel_drops, "rcvbuf_errors": d.rcvbuf_errors, "ns_per_metric": d.ns_per_metric, "cpu_pct": d.cpu_pct, "peak_rss_kib": d.hwm_kib, "agg_drops": d.agg_drops, "rcvbuf_requested": d.rcvbuf_requested, "rcvbuf_granted": d.rcvbuf_granted, "unpacked": {"sent": d.unpacked.0, "counted": d.unpacked.1, "ns_per_metric": d.unpacked.2}})),
         "traces_otlp": f.traces_otlp.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span, "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib})),
         "traces_sql": f.traces_sql.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span, "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib})),
         "traces": f.traces.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span,
@@ -2099,6 +2127,7 @@ fn self_test() {
             agg_drops: 0,
             rcvbuf_requested: 4 << 20,
             rcvbuf_granted: 8 << 20,
+            unpacked: (200_000, 200_000, 900.0),
             rcvbuf_errors: 0,
             ns_per_metric: 300.0,
             cpu_pct: 3.0,
