@@ -1625,7 +1625,14 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
         "peak_rss_kib": f.hwm_kib, "rss_kib": f.rss_kib, "pss_kib": f.pss_kib,
         "wakeups_per_s": f.wakeups_per_s, "syscalls_per_cycle": f.syscalls_per_cycle,
         "bytes_per_cycle": f.bytes_per_cycle, "requests_per_cycle": f.requests_per_cycle,
-        "dogstatsd": f.dogstatsd.as_ref().map(|d| serde_json::json!({"per_s": d.per_s, "sent": d.sent, "counted": d.counted, "kernel_drops": d.kernel_drops, "rcvbuf_errors": d.rcvbuf_errors, "ns_per_metric": d.ns_per_metric, "cpu_pct": d.cpu_pct, "peak_rss_kib": d.hwm_kib, "agg_drops": d.agg_drops, "rcvbuf_requested": d.rcvbuf_requested, "rcvbuf_granted": d.rcvbuf_granted, "unpacked": {"sent": d.unpacked.0, "counted": d.unpacked.1, "ns_per_metric": d.unpacked.2}})),
+        "dogstatsd": f.dogstatsd.as_ref().map(|d| serde_json::json!({"per_s": d.per_s, "sent": d.sent, "counted": d.counted, "kernel_drops": d.kernel_drops, "rcvbuf_errors": d.rcvbuf_errors, "ns_per_metric": d.ns_per_metric, "cpu_pct": d.cpu_pct, "peak_rss_kib": d.hwm_kib})).map(|mut v| {
+            let d = f.dogstatsd.as_ref().unwrap();
+            v["agg_drops"] = d.agg_drops.into();
+            v["rcvbuf_requested"] = d.rcvbuf_requested.into();
+            v["rcvbuf_granted"] = d.rcvbuf_granted.into();
+            v["unpacked"] = serde_json::json!({"sent": d.unpacked.0, "counted": d.unpacked.1, "ns_per_metric": d.unpacked.2});
+            v
+        }),
         "traces_otlp": f.traces_otlp.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span, "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib})),
         "traces_sql": f.traces_sql.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span, "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib})),
         "traces": f.traces.as_ref().map(|t| serde_json::json!({"spans_per_s": t.spans_per_s, "us_per_span": t.us_per_span,
