@@ -5,17 +5,17 @@
 # holders; psutil for that baseline). Results go to target/budget/. Method: benches/README.md.
 #
 #   benches/budget.sh                 # one run of the default scenario, figures printed
-#   benches/budget.sh --check         # the same, plus the traces and HTTP phases; exit 1 if a gate is crossed
+#   benches/budget.sh --check         # the same, plus the traces, HTTP, containers and DogStatsD phases; exit 1 if a gate is crossed
 #   benches/budget.sh --sweep         # processes 100..2,000 and sockets 1,000..20,000: table and SVG
 #   benches/budget.sh --procs 1000 --sockets 10000 --spans 2000 --http 5000 --containers 50   # any scenario
-#   benches/budget.sh --check --dogstatsd 100000   # with the DogStatsD phase (not in --check yet: issue 18)
+#   benches/budget.sh --dogstatsd 100000   # the default scenario and the DogStatsD phase only
 #   benches/budget.sh --no-psutil     # without the psutil baseline (refused with --check: its gate is enforced)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=()
 for a in "$@"; do
   case "$a" in
-    --check) args+=(--check benches/budget.toml --spans 2000 --http 5000 --containers 50) ;;
+    --check) args+=(--check benches/budget.toml --spans 2000 --http 5000 --containers 50 --dogstatsd 100000) ;;
     *) args+=("$a") ;;
   esac
 done

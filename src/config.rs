@@ -44,7 +44,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface, IPv4 and IPv6 (the ECS task sets it; keep 8125/udp private in the security groups); false: STS_BIND_HOST only (127.0.0.1 by default)" },
     VarDoc { name: "STS_DOGSTATSD_SOCKET", default: "(none)", meaning: "also accept DogStatsD on this Unix datagram socket path (mode 0722; a stale socket there is replaced)" },
     VarDoc { name: "STS_DOGSTATSD_ORIGIN_DETECTION", default: "false", meaning: "true: tag what arrives on the Unix socket with the sender's container (container_id and its ECS task tags), from its pid (SO_PASSCRED)" },
-    VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "0 (kernel default)", meaning: "receive buffer of the DogStatsD sockets in bytes (Linux caps it at net.core.rmem_max)" },
+    VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "4194304", meaning: "receive buffer of the DogStatsD sockets in bytes (at most 536870912), room for ~0.5 s of 100,000 metrics/s packed 16 a datagram while a check runs (far less for one metric a datagram); above net.core.rmem_max it needs CAP_NET_ADMIN (SO_RCVBUFFORCE), else the kernel caps it (the shipped ECS task gets the 208 KiB default and a warning); no effect on the Unix socket's queue (net.unix.max_dgram_qlen); 0: kernel default" },
     VarDoc { name: "STS_DOGSTATSD_BUFFER_SIZE", default: "8192", meaning: "largest DogStatsD datagram taken whole, in bytes; a longer one loses its last, partial line (counted as truncated)" },
     VarDoc { name: "STS_DOGSTATSD_TAGS", default: "(none)", meaning: "extra tags added to every DogStatsD metric and event: space-separated (env:prod team:a) or a JSON array ([\"env:prod\",\"team:a\"]); 512 bytes at most comma-joined" },
     VarDoc { name: "STS_BIND_HOST", default: "localhost", meaning: "address the DogStatsD UDP listener binds while STS_DOGSTATSD_NON_LOCAL_TRAFFIC is false: localhost (127.0.0.1) or an IP address such as ::1" },
@@ -676,7 +676,7 @@ impl Config {
             non_local_traffic: boolean("STS_DOGSTATSD_NON_LOCAL_TRAFFIC", false)?,
             socket: get("STS_DOGSTATSD_SOCKET").map(PathBuf::from),
             origin_detection: boolean("STS_DOGSTATSD_ORIGIN_DETECTION", false)?,
-            so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 0, 0, 1 << 30, "bytes, e.g. 8388608 (0: kernel default)")?,
+            so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 4 << 20, 0, 1 << 29, "bytes, e.g. 8388608 (0: kernel's)")?,
             buffer_size: ranged("STS_DOGSTATSD_BUFFER_SIZE", 8192, 512, 65536, "bytes, e.g. 8192")?,
             max_contexts: ranged("STS_DOGSTATSD_MAX_CONTEXTS", 16_384, 1, 10_000_000, "a count, e.g. 16384")?,
             extra_tags: match get("STS_DOGSTATSD_TAGS") {
@@ -966,7 +966,7 @@ mod tests {
                 non_local_traffic: false,
                 socket: None,
                 origin_detection: false,
-                so_rcvbuf: 0,
+                so_rcvbuf: 4 << 20,
                 buffer_size: 8192,
                 max_contexts: 16_384,
                 extra_tags: String::new(),
@@ -983,6 +983,7 @@ mod tests {
         .unwrap()
         .dogstatsd;
         assert_eq!((d.port, d.non_local_traffic, d.so_rcvbuf), (0, true, 26_214_400));
+        assert_eq!(cfg(&[("STS_DOGSTATSD_SO_RCVBUF", "536870912")]).unwrap().dogstatsd.so_rcvbuf, 1 << 29);
         assert_eq!(d.socket.as_deref(), Some(std::path::Path::new("/var/run/sts/dsd.socket")));
         for (var, v) in [
             ("STS_DOGSTATSD_PORT", "70000"),
@@ -995,6 +996,8 @@ mod tests {
             ("STS_BIND_HOST", "my-host.example"),
             ("STS_BIND_HOST", "127.0.0.1:8125"),
             ("STS_DOGSTATSD_DROP_LOG_SECS", "0"),
+            // Past 2^29 the kernel's doubling would pass INT_MAX and clamp it.
+            ("STS_DOGSTATSD_SO_RCVBUF", "536870913"),
         ] {
             let e = cfg(&[(var, v)]).unwrap_err();
             assert_eq!(e.var, var);

@@ -89,10 +89,14 @@ pub(super) fn open(cfg: &Config, opts: RunOptions, registry: &Registry, host: &s
             if let Some(a) = listener.udp_addr() {
                 let how =
                     if d.non_local_traffic { " (every interface: STS_DOGSTATSD_NON_LOCAL_TRAFFIC=true)" } else { "" };
-                info!("dogstatsd on udp {a}{how}");
+                let granted = listener.stats.udp_rcvbuf as usize;
+                info!("dogstatsd on udp {a}{how}, {}", rcvbuf_words(granted, d.so_rcvbuf));
+                warn_if_capped("udp", granted, d.so_rcvbuf);
             }
             if let Some(p) = &d.socket {
-                info!("dogstatsd on unix:{}", p.display());
+                let granted = listener.stats.unix_rcvbuf as usize;
+                info!("dogstatsd on unix:{}, {}", p.display(), rcvbuf_words(granted, d.so_rcvbuf));
+                warn_if_capped("unix socket", granted, d.so_rcvbuf);
             }
             let mut events = EventBuffer::new(MAX_EVENT_BYTES);
             events.host = host.to_string();
@@ -132,6 +136,26 @@ impl DogStatsd {
             events_dropped: self.events.dropped,
             cpu_ns: self.cpu_ns,
         }
+    }
+}
+
+/// The receive buffer as the kernel reports it (`SO_RCVBUF` read back: twice what it took, its
+/// bookkeeping share included), with what was asked.
+fn rcvbuf_words(granted: usize, requested: usize) -> String {
+    let asked = if requested == 0 {
+        "the kernel's default".to_string()
+    } else {
+        format!("STS_DOGSTATSD_SO_RCVBUF={requested}")
+    };
+    format!("receive buffer {} KiB (the kernel's doubled figure; asked: {asked})", granted / 1024)
+}
+
+fn warn_if_capped(socket: &str, granted: usize, requested: usize) {
+    if requested > 0 && granted / 2 < requested {
+        warn!(
+            "dogstatsd: {socket} receive buffer capped at {} KiB (the kernel's doubled figure) below STS_DOGSTATSD_SO_RCVBUF={requested} by net.core.rmem_max (no CAP_NET_ADMIN for SO_RCVBUFFORCE): bursts may be dropped; add NET_ADMIN to the task's capabilities or raise net.core.rmem_max",
+            granted / 1024
+        );
     }
 }
 

@@ -239,7 +239,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
 /// Packets, messages, parse errors by reason and every drop by reason (spec/dogstatsd.md §2.7).
 fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
     let (l, a) = (&d.listener, &d.agg);
-    let fields: [(&str, u64); 13] = [
+    let fields: [(&str, u64); 16] = [
         ("cpu_us", d.cpu_ns / 1000),
         ("udp_packets", l.udp_packets),
         ("udp_bytes", l.udp_bytes),
@@ -253,6 +253,9 @@ fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
         ("series_flushed", a.series_flushed),
         ("events_flushed", d.events_flushed),
         ("events_pending", d.events_pending as u64),
+        ("rcvbuf_requested", l.rcvbuf_requested),
+        ("udp_rcvbuf", l.udp_rcvbuf),
+        ("unix_rcvbuf", l.unix_rcvbuf),
     ];
     out.push(b'{');
     json::u64_fields(out, &fields);

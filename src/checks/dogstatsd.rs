@@ -6,9 +6,10 @@
 //!
 //! Memory: a known context costs nothing per sample (its key is interned once; the scratch
 //! buffers that build a key are reused), except a histogram sample (16 bytes) and a new set
-//! member (a 64-bit hash in a hash set, about 9 bytes at most twice over): up to
-//! [`Limits::max_samples`] of the two held in all, past which they are refused and counted
-//! (`samples_over_limit`). Past [`Limits::max_contexts`] live contexts a new one is refused and
+//! member (a 64-bit hash in a hash set, about 10 bytes a slot). What bounds them is the storage
+//! allocated, not the entries: [`Limits::max_samples`] slots of the two in all (16 bytes each at
+//! most: 16 MiB with the default), capacity kept for reuse after a flush included; a sample that
+//! would grow the storage past it is refused and counted (`samples_over_limit`). Past [`Limits::max_contexts`] live contexts a new one is refused and
 //! counted.
 //!
 //! Pure: the caller passes the wall-clock second and the sink.
@@ -27,8 +28,9 @@ pub const EXPIRY_SECS: u64 = 300;
 /// 15 s leaves at most three; the fourth is room for a late flush).
 const SLOTS: usize = 4;
 const NONE: u32 = u32::MAX;
-/// A bucket's samples buffer is given back when a flush finds it larger than this.
-const KEEP_SAMPLES: usize = 1024;
+/// A flush shrinks a bucket's samples or members storage to this many slots (kept for the next
+/// bucket's samples without allocating, and counted against [`Limits::max_samples`]).
+const KEEP_SAMPLES: usize = 64;
 /// The histogram aggregates and percentiles of the defaults (`histogram_aggregates`,
 /// `histogram_percentiles`).
 const PERCENTILE: i64 = 95;
@@ -51,7 +53,8 @@ const MIN_RATE: f64 = 1.0 / (1u64 << 32) as f64;
 pub struct Limits {
     /// Live contexts at most (`STS_DOGSTATSD_MAX_CONTEXTS`).
     pub max_contexts: usize,
-    /// Histogram samples held at most, all contexts together.
+    /// Histogram sample and set member slots allocated at most, all contexts together (their
+    /// storage's capacity, kept capacity included).
     pub max_samples: usize,
 }
 
@@ -90,9 +93,15 @@ pub struct AggregatorStats {
     pub contexts_expired: u64,
 }
 
-/// A 64-bit FxHash-style hasher for context keys (the map's keys are already hashes).
+/// The identity hasher of maps whose keys are already hashes.
 #[derive(Default)]
 struct IdHasher(u64);
+
+#[cfg(test)]
+thread_local! {
+    /// Calls of `IdHasher::write_u64` (tests count hash-table operations with it).
+    static ID_HASHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -102,11 +111,19 @@ impl Hasher for IdHasher {
         unreachable!("only u64 keys")
     }
     fn write_u64(&mut self, v: u64) {
+        #[cfg(test)]
+        ID_HASHES.with(|c| c.set(c.get() + 1));
         self.0 = v;
     }
 }
 
 fn hash(bytes: &[u8], seed: u64) -> u64 {
+    finish(mix(bytes, seed))
+}
+
+/// The words of `bytes` folded into `h`, without the final mix (parts of one key are mixed in
+/// turn and finished once).
+fn mix(bytes: &[u8], seed: u64) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut h = seed;
     let mut chunks = bytes.chunks_exact(8);
@@ -117,6 +134,10 @@ fn hash(bytes: &[u8], seed: u64) -> u64 {
     for &b in chunks.remainder() {
         h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
     }
+    h
+}
+
+fn finish(mut h: u64) -> u64 {
     // Final mix (murmur3's) so the low bits the map uses depend on every byte.
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -126,7 +147,7 @@ fn hash(bytes: &[u8], seed: u64) -> u64 {
 
 /// The hash of a raw form (name, tag field, origin tags), each part's length mixed in.
 fn raw_hash(name: &[u8], tags: &[u8], origin: &[u8]) -> u64 {
-    hash(origin, hash(tags, hash(name, 0x7a9) ^ tags.len() as u64) ^ origin.len() as u64)
+    finish(mix(origin, mix(tags, mix(name, 0x7a9) ^ tags.len() as u64) ^ origin.len() as u64))
 }
 
 /// One bucket of one context.
@@ -148,13 +169,9 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// Histogram samples or set members it holds, counted in `samples_held`.
-    fn held(&self) -> usize {
-        match self.kind {
-            Some(MetricType::Histogram) => self.samples.len(),
-            Some(MetricType::Set) => self.members.len(),
-            _ => 0,
-        }
+    /// Slots its samples and members storage holds allocated, counted in `samples_held`.
+    fn capacity(&self) -> usize {
+        self.samples.capacity() + self.members.capacity()
     }
 }
 
@@ -256,8 +273,12 @@ pub struct Aggregator {
     tags: TagScratch,
     key: Vec<u8>,
     points: Vec<(u64, f64)>,
-    /// Histogram samples held, all contexts.
+    /// Slots allocated for histogram samples and set members, all contexts (`Bucket::capacity`).
     samples_held: usize,
+    /// Set members are hashed with SipHash under keys random per process, so a sender cannot
+    /// craft colliding members (the context hash's mixing is not keyed: a chosen collision there
+    /// costs a chain walk bounded by the context cap; here it would cost up to 1 Mi probes).
+    member_hasher: std::collections::hash_map::RandomState,
     /// The cutoff of the last flush: buckets before it were flushed.
     last_cutoff: u64,
     pub stats: AggregatorStats,
@@ -287,6 +308,7 @@ impl Aggregator {
             key: Vec::with_capacity(1024),
             points: Vec::with_capacity(8),
             samples_held: 0,
+            member_hasher: std::collections::hash_map::RandomState::new(),
             last_cutoff: bucket_start(now),
             stats: AggregatorStats::default(),
         }
@@ -357,7 +379,6 @@ impl Aggregator {
             if b.start != 0 {
                 self.stats.buckets_overrun += 1;
             }
-            self.samples_held -= b.held();
             b.samples.clear();
             b.members.clear();
             b.start = start;
@@ -388,25 +409,30 @@ impl Aggregator {
                 // `int64(1/r)`: truncated (r = 0.3 weighs 3).
                 let weight = scale as i64;
                 for v in m.values() {
-                    if self.samples_held >= self.limits.max_samples {
+                    let cap = b.samples.capacity();
+                    // A full Vec doubles (to 4 at least).
+                    if b.samples.len() == cap && self.samples_held + cap.max(4) > self.limits.max_samples {
                         self.stats.samples_over_limit += 1;
                         continue;
                     }
                     b.samples.push((v, weight));
                     b.value += v * scale;
                     b.count = b.count.saturating_add(weight);
-                    self.samples_held += 1;
+                    self.samples_held += b.samples.capacity() - cap;
                 }
             }
             MetricType::Set => {
-                let member = hash(m.raw_value, 0x5e7);
+                use std::hash::BuildHasher;
+                let member = self.member_hasher.hash_one(m.raw_value);
                 if !b.members.contains(&member) {
-                    // A new member costs as a histogram sample does, under the same bound.
-                    if self.samples_held >= self.limits.max_samples {
+                    // Under the same bound as histogram samples; a full set about doubles (its
+                    // growth adds at most its capacity, or 4 slots to an empty one).
+                    let cap = b.members.capacity();
+                    if b.members.len() == cap && self.samples_held + cap.max(4) > self.limits.max_samples {
                         self.stats.samples_over_limit += 1;
                     } else {
                         b.members.insert(member);
-                        self.samples_held += 1;
+                        self.samples_held += b.members.capacity() - cap;
                     }
                 }
             }
@@ -426,7 +452,7 @@ impl Aggregator {
                 && c.raw.len() == n + t + origin.len()
                 && c.raw[..n] == *name
                 && c.raw[n..n + t] == *tags
-                && c.raw[n + t..] == *origin
+                && (origin.is_empty() || c.raw[n + t..] == *origin)
             {
                 return Some(ci as usize);
             }
@@ -524,7 +550,7 @@ impl Aggregator {
             written += write_context(c, closed, zeros_from, cutoff, &mut self.points, &mut self.stats.non_finite, out);
             for &i in closed.iter() {
                 let b = &mut c.buckets[i];
-                self.samples_held -= b.held();
+                let cap = b.capacity();
                 b.start = 0;
                 b.kind = None;
                 b.samples.clear();
@@ -535,6 +561,7 @@ impl Aggregator {
                 if b.members.capacity() > KEEP_SAMPLES {
                     b.members.shrink_to(KEEP_SAMPLES);
                 }
+                self.samples_held -= cap - b.capacity();
             }
             let open = c.buckets.iter().any(|b| b.start != 0);
             let zeros_done = c.last_counter.is_none_or(|t| t + EXPIRY_SECS <= cutoff);
@@ -582,6 +609,7 @@ impl Aggregator {
         c.key = Box::default();
         c.name_len = 0;
         c.next = NONE;
+        self.samples_held -= c.buckets.iter().map(Bucket::capacity).sum::<usize>();
         c.buckets = Default::default();
         self.free.push(me);
         self.stats.contexts_expired += 1;
@@ -899,20 +927,28 @@ mod tests {
         }
     }
 
+    /// Slots allocated in every bucket: what `samples_held` must equal.
+    fn allocated(a: &Aggregator) -> usize {
+        a.contexts.iter().flat_map(|c| c.buckets.iter()).map(Bucket::capacity).sum()
+    }
+
     #[test]
-    fn sets_insert_in_constant_time_under_the_samples_bound() {
-        let mut a = Aggregator::new(Limits { max_contexts: 4, max_samples: 3 }, T0);
+    fn set_members_and_samples_are_bounded_by_their_storage() {
+        // 7 slots: the set takes 3 (a, b, c), then grows to 7 (d, e); the histogram's first
+        // growth (4 slots) would pass the bound.
+        let mut a = Aggregator::new(Limits { max_contexts: 4, max_samples: 7 }, T0);
         feed(&mut a, "s:a|s\ns:b|s\ns:a|s\ns:c|s\ns:d|s\ns:e|s\nh:1|h", T0);
-        assert_eq!(a.samples_held, 3);
-        assert_eq!(a.stats.samples_over_limit, 3, "d, e and the histogram sample");
+        assert_eq!((a.samples_held, allocated(&a)), (7, 7));
+        assert_eq!(a.stats.samples_over_limit, 1, "the histogram sample");
         feed(&mut a, "s:a|s", T0 + 1);
-        assert_eq!(a.stats.samples_over_limit, 3, "a known member costs nothing");
+        assert_eq!(a.stats.samples_over_limit, 1, "a known member costs nothing");
         let s = flush(&mut a, T0 + 10);
-        assert_eq!(find(&s, "s")["points"], serde_json::json!([[T0, 3.0]]));
-        assert_eq!(a.samples_held, 0, "a flush gives the members back");
-        // 400,000 distinct members of one set (11 s with a sorted Vec in debug).
+        assert_eq!(find(&s, "s")["points"], serde_json::json!([[T0, 5.0]]));
+        assert_eq!(a.samples_held, allocated(&a), "the kept capacity stays counted");
+        // 400,000 distinct members of one set: every one counted, the storage counted exactly,
+        // and a bounded number of hash-table operations per member (no probing storm).
         let mut a = Aggregator::new(Limits::default(), T0);
-        let t = std::time::Instant::now();
+        let before = ID_HASHES.with(|c| c.get());
         let mut d = String::new();
         for chunk in 0..400 {
             d.clear();
@@ -921,9 +957,35 @@ mod tests {
             }
             feed(&mut a, &d, T0 + 1);
         }
-        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
-        assert_eq!(a.samples_held, 400_000);
+        let ops = ID_HASHES.with(|c| c.get()) - before;
+        let n = 400_000;
+        assert!((n..=6 * n).contains(&ops), "{ops} hash-table operations for {n} members");
+        assert_eq!(a.samples_held, allocated(&a));
+        assert!(a.samples_held <= Limits::default().max_samples);
         assert_eq!(find(&flush(&mut a, T0 + 10), "big")["points"][0][1], 400_000.0);
+        assert_eq!(a.samples_held, allocated(&a));
+        assert!(a.samples_held <= SLOTS * KEEP_SAMPLES, "a flush gives the storage back");
+        // The members' hashes spread: their low 20 bits (the table's index at 1 Mi slots) and
+        // their top 7 bits (hashbrown's tag) take nearly every value.
+        use std::hash::BuildHasher;
+        let (mut low, mut top) = (HashSet::new(), HashSet::new());
+        for i in 0..n {
+            let h = a.member_hasher.hash_one(i.to_string().as_bytes());
+            low.insert(h & 0xf_ffff);
+            top.insert(h >> 57);
+        }
+        assert!(low.len() > 300_000, "{}", low.len());
+        assert_eq!(top.len(), 128);
+    }
+
+    #[test]
+    fn histogram_samples_past_their_storage_bound_are_refused() {
+        let mut a = Aggregator::new(Limits { max_contexts: 4, max_samples: 8 }, T0);
+        feed(&mut a, "h:1:2:3:4:5:6:7:8:9:10|h", T0);
+        assert_eq!((a.samples_held, allocated(&a)), (8, 8));
+        assert_eq!(a.stats.samples_over_limit, 2);
+        assert_eq!(find(&flush(&mut a, T0 + 10), "h.count")["points"][0][1], 0.8);
+        assert_eq!(a.samples_held, allocated(&a));
     }
 
     #[test]
@@ -959,10 +1021,10 @@ mod tests {
         assert_eq!((st.distribution_dropped, st.service_check_dropped), (1, 1));
         let s = flush(&mut a, T0 + 10);
         assert_eq!(find(&s, "y")["points"][0][1], 0.2);
-        let mut a = Aggregator::new(Limits { max_contexts: 2, max_samples: 3 }, T0);
-        feed(&mut a, "h1:1:2:3:4|h", T0);
+        let mut a = Aggregator::new(Limits { max_contexts: 2, max_samples: 4 }, T0);
+        feed(&mut a, "h1:1:2:3:4:5|h", T0);
         assert_eq!(a.stats.samples_over_limit, 1);
-        assert_eq!(find(&flush(&mut a, T0 + 10), "h1.count")["points"][0][1], 0.3);
+        assert_eq!(find(&flush(&mut a, T0 + 10), "h1.count")["points"][0][1], 0.4);
     }
 
     #[test]

@@ -54,6 +54,12 @@ pub struct ListenerStats {
     /// The kernel's count of datagrams it dropped for want of receive buffer (`SO_RXQ_OVFL`).
     pub kernel_drops_udp: u64,
     pub kernel_drops_uds: u64,
+    /// `STS_DOGSTATSD_SO_RCVBUF` (0: the kernel's default), and the receive buffers the kernel
+    /// granted the sockets (`SO_RCVBUF` read back: twice a request it took whole, the kernel's
+    /// bookkeeping share included; 0 for a socket not open).
+    pub rcvbuf_requested: u64,
+    pub udp_rcvbuf: u64,
+    pub unix_rcvbuf: u64,
 }
 
 /// What a datagram came with.
@@ -94,7 +100,7 @@ impl DogStatsdListener {
             Some(addr) => {
                 let s = bind_udp(addr).map_err(|e| io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
                 if cfg.so_rcvbuf > 0 {
-                    rustix::net::sockopt::set_socket_recv_buffer_size(&s, cfg.so_rcvbuf)
+                    set_rcvbuf(&s, cfg.so_rcvbuf)
                         .map_err(|e| io::Error::other(format!("SO_RCVBUF {}: {e}", cfg.so_rcvbuf)))?;
                 }
                 // Best effort: the drop counter is only for `/status`.
@@ -113,6 +119,17 @@ impl DogStatsdListener {
         if let Some((s, _)) = unix.as_mut() {
             registry.register(s, Token(first_token + 1), Interest::READABLE)?;
         }
+        // Read back whatever was asked: the kernel's default when nothing was.
+        let granted = |s: Option<std::os::fd::BorrowedFd<'_>>| {
+            s.and_then(|s| rustix::net::sockopt::get_socket_recv_buffer_size(s).ok()).unwrap_or(0) as u64
+        };
+        use std::os::fd::AsFd;
+        let stats = ListenerStats {
+            rcvbuf_requested: cfg.so_rcvbuf as u64,
+            udp_rcvbuf: granted(udp.as_ref().map(|s| s.as_fd())),
+            unix_rcvbuf: granted(unix.as_ref().map(|(s, _)| s.as_fd())),
+            ..ListenerStats::default()
+        };
         Ok(DogStatsdListener {
             udp,
             unix,
@@ -122,7 +139,7 @@ impl DogStatsdListener {
             resume_at: None,
             origins: Vec::new(),
             cgroup_buf: Vec::with_capacity(4096),
-            stats: ListenerStats::default(),
+            stats,
         })
     }
 
@@ -280,6 +297,22 @@ fn origin_of<'c>(
     &cache[i].tags
 }
 
+/// Asks for a receive buffer of `bytes` and returns what the kernel granted (`SO_RCVBUF` read
+/// back: twice the request, the kernel's bookkeeping share included). `SO_RCVBUF` is capped at
+/// `net.core.rmem_max` (212,992 on a stock kernel, less than `bytes` by default), so when the
+/// grant falls short `SO_RCVBUFFORCE` is tried, which passes the cap with `CAP_NET_ADMIN` and
+/// fails harmlessly without it (the capped buffer stays). The buffer is kernel memory charged
+/// only while datagrams wait in it (to the agent's cgroup), not a reservation.
+fn set_rcvbuf(sock: impl std::os::fd::AsFd, bytes: usize) -> io::Result<usize> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_recv_buffer_size(&sock, bytes)?;
+    let granted = sockopt::get_socket_recv_buffer_size(&sock)?;
+    if granted / 2 < bytes && sockopt::set_socket_recv_buffer_size_force(&sock, bytes).is_ok() {
+        return Ok(sockopt::get_socket_recv_buffer_size(&sock)?);
+    }
+    Ok(granted)
+}
+
 /// Binds the UDP socket. The IPv6 unspecified address (`::`, non-local traffic) is bound
 /// dual-stack (`IPV6_V6ONLY` off whatever `net.ipv6.bindv6only` says: IPv4 senders reach it too,
 /// as they reach Go's `:8125`); where the kernel has no IPv6, `0.0.0.0` instead.
@@ -314,7 +347,7 @@ fn bind_unix(path: &Path, cfg: &ListenerConfig) -> io::Result<UnixDatagram> {
     let s = UnixDatagram::bind(path).map_err(ctx)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722)).map_err(ctx)?;
     if cfg.so_rcvbuf > 0 {
-        rustix::net::sockopt::set_socket_recv_buffer_size(&s, cfg.so_rcvbuf).map_err(|e| ctx(e.into()))?;
+        set_rcvbuf(&s, cfg.so_rcvbuf).map_err(ctx)?;
     }
     if cfg.origin_detection {
         rustix::net::sockopt::set_socket_passcred(&s, true).map_err(|e| ctx(e.into()))?;
@@ -329,5 +362,51 @@ impl Drop for DogStatsdListener {
         if let Some((_, p)) = &self.unix {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sysctl(name: &str) -> usize {
+        let p = format!("/proc/sys/net/core/{name}");
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")).trim().parse().unwrap()
+    }
+
+    /// Whether this process may pass `net.core.rmem_max` (`CAP_NET_ADMIN`, bit 12 of `CapEff`).
+    fn has_net_admin() -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+        u64::from_str_radix(eff, 16).unwrap() & (1 << 12) != 0
+    }
+
+    fn open(so_rcvbuf: usize, unix: Option<PathBuf>) -> DogStatsdListener {
+        let cfg = ListenerConfig {
+            udp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            unix,
+            origin_detection: false,
+            so_rcvbuf,
+            buffer_size: 8192,
+        };
+        let poll = mio::Poll::new().unwrap();
+        DogStatsdListener::open(&cfg, poll.registry(), 0).unwrap()
+    }
+
+    #[test]
+    fn receive_buffer_past_rmem_max_is_forced_with_net_admin_and_read_back() {
+        let (rmem_max, rmem_default) = (sysctl("rmem_max"), sysctl("rmem_default"));
+        let want = 2 * rmem_max;
+        let path = std::env::temp_dir().join(format!("sts-dsd-rcvbuf-{}.sock", std::process::id()));
+        let l = open(want, Some(path.clone()));
+        let _ = std::fs::remove_file(&path);
+        let st = &l.stats;
+        assert_eq!(st.rcvbuf_requested, want as u64);
+        // The kernel reports twice what it took: all of it with SO_RCVBUFFORCE, rmem_max without.
+        let expect = if has_net_admin() { 2 * want } else { 2 * rmem_max } as u64;
+        assert_eq!((st.udp_rcvbuf, st.unix_rcvbuf), (expect, expect), "rmem_max {rmem_max}");
+        // Nothing asked: the kernel's default is read back all the same.
+        let l = open(0, None);
+        assert_eq!((l.stats.rcvbuf_requested, l.stats.udp_rcvbuf, l.stats.unix_rcvbuf), (0, rmem_default as u64, 0));
     }
 }
