@@ -63,8 +63,7 @@ impl App {
     /// The trace intake's readiness: requests go to the trace agent, `/status` is answered
     /// here; a pending payload that reached its size limit is sent at once.
     pub(super) fn on_intake_event(&mut self, t: Token, now: Instant) -> io::Result<()> {
-        // For `/health` (copies, taken before the intake is taken out).
-        let schedules = self.check_schedules();
+        // For `/health` (a copy, taken before the intake is taken out).
         let trace_intake = self.trace_intake_health();
         let horizon = self.cfg.health_retry_horizon;
         // Taken out for the while (moved, not copied to the heap), so that `/status` reads the
@@ -78,14 +77,16 @@ impl App {
         // A snapshot for `/status` (the intake is busy while it answers).
         let counters = intake.counters;
         let open = intake.open_connections();
-        let base = self.status_input(now);
         let trace_socket = self.cfg.apm_socket.as_deref();
+        // Built only for a `/status` or `/health` request: not on the trace path's every event.
+        let this = &*self;
         let cpu_start = thread_cpu_ns();
         // Status requests' own time, not the trace path's.
         let mut status_ns = 0;
-        intake.on_event(self.poll.registry(), t, now, &mut |head, body, peer, reply| {
+        intake.on_event(this.poll.registry(), t, now, &mut |head, body, peer, reply| {
             if head.route == Route::Status {
                 let t0 = thread_cpu_ns();
+                let base = this.status_input(now);
                 let input =
                     StatusInput { traces: Some(&traces.stats), intake: counters, open_connections: open, ..base };
                 status::write(reply, &input);
@@ -94,12 +95,12 @@ impl App {
             }
             if head.route == Route::Health {
                 let input = HealthInput {
-                    started: base.started,
+                    started: this.clock_origin,
                     now,
-                    checks: schedules,
+                    checks: this.check_schedules(),
                     trace_intake,
                     trace_socket,
-                    forwarder: base.forwarder,
+                    forwarder: this.sink.forwarder(),
                     horizon,
                 };
                 let healthy = health::write(reply, &input);
