@@ -7,6 +7,7 @@ secs=${1:-20}
 fix=../tests/fixtures/proc/debian12-6.18
 declare -A seeds=(
   [proc_stat]=stat [meminfo]=meminfo [loadavg]=loadavg [uptime]=uptime [file_nr]=sys/fs/file-nr
+  [sockstat]=net/sockstat
   [net_dev]=net/dev [diskstats]=diskstats [snmp]=net/snmp [mountinfo]=self/mountinfo
   [pid_stat]=pid/evil/stat [pid_statm]=pid/self/statm [pid_status]=pid/evil/status [pid_io]=pid/self/io
   [cmdline]=pid/evil/cmdline [cgroup]=pid/1/cgroup [keyval]=cpuinfo
@@ -18,6 +19,7 @@ printf 'HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}' > corpus/http_resp
 printf 'HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboom\r\n0\r\n\r\n' > corpus/http_response/seed-chunked
 printf 'https://stackstate.example.com:7077/stsAgent' > corpus/url/seed
 cp "$fix/net/netstat" corpus/snmp/seed-netstat
+mkdir -p corpus/sockstat && cp "$fix/net/sockstat6" corpus/sockstat/seed6
 mkdir -p corpus/traces_msgpack corpus/traces_json corpus/http_request
 cp ../tests/fixtures/traces/*.msgpack corpus/traces_msgpack/
 # Bodies that decode and then amplify (issue 14): empty span maps, kept spans, v0.5 table strings,

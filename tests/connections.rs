@@ -313,6 +313,74 @@ fn namespaces_come_and_go_with_their_processes() {
     assert!(conns.table.conns.iter().all(|c| c.ns != ns.inode()));
 }
 
+/// A namespace's family whose `net/sockstat` counts no TCP socket is not dumped (a dump walks the
+/// kernel's whole shared connection hash: ~1.5 ms each on a large host); a socket appearing there
+/// gets it dumped again at once, and so does a connection that just closed (TIME_WAIT).
+#[test]
+fn a_namespace_without_tcp_sockets_is_not_dumped_until_it_has_one() {
+    use sts_agent::app::{ConnectionsCheck, ProcessCheck};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env: std::collections::HashMap<String, String> = [
+        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let cfg = sts_agent::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let mut procs = ProcessCheck::new(&cfg, false).unwrap();
+    let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut i = 0u64;
+    let mut cycle = |procs: &mut ProcessCheck, conns: &mut ConnectionsCheck| {
+        i += 1;
+        let ms = 1_700_000_000_000 + i as i64 * 1000;
+        procs.run(i as f64, ms, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        conns.run(i as f64, ms, "h", false, procs, &mut Vec::new(), &mut |_| {});
+    };
+    let ns = Netns::new("sts-test", "sts", 200);
+    let inode = ns.inode();
+    let tcp_in_ns = |file: &str| {
+        let o = Command::new("ip").args(["netns", "exec", &ns.name, "cat", file]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().find(|l| l.starts_with("TCP")).unwrap_or_default().to_string()
+    };
+    // A process with no socket at all: the namespace is found, both families skipped.
+    let mut sleeper = Kids(vec![Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "600"]).spawn().unwrap()]);
+    std::thread::sleep(Duration::from_millis(200));
+    let skipped_before = conns.source_stats().dumps_skipped;
+    cycle(&mut procs, &mut conns);
+    cycle(&mut procs, &mut conns);
+    assert!(tcp_in_ns("/proc/net/sockstat").contains("inuse 0 orphan 0 tw 0"), "{}", tcp_in_ns("/proc/net/sockstat"));
+    assert_eq!(conns.families_dumped(inode), Some([false, false]), "an empty namespace is not dumped");
+    assert!(conns.source_stats().dumps_skipped >= 2 && skipped_before <= conns.source_stats().dumps_skipped);
+    assert_eq!(conns.families_dumped(conns.home_ns()).map(|f| f[0]), Some(true), "the host has TCP sockets");
+
+    // A loopback pair (IPv4) and an IPv6 listener there: both families dumped, the pair tracked.
+    let port = free_port().to_string();
+    let port6 = free_port().to_string();
+    sleeper.0.push(stream(Some(&ns.name), &["pair", "127.0.0.1", &port, "20000", "20000"], true));
+    sleeper.0.push(stream(Some(&ns.name), &["server", "::1", &port6, "1000"], true));
+    cycle(&mut procs, &mut conns);
+    assert_eq!(conns.families_dumped(inode), Some([true, true]), "sockets appeared: dumped at once");
+    let in_ns = |conns: &ConnectionsCheck| conns.table.conns.iter().filter(|c| c.ns == inode).count();
+    assert_eq!(in_ns(&conns), 2, "both ends of the pair tracked");
+
+    // The pair's process exits: its connection closes into TIME_WAIT, which sockstat counts; the
+    // namespace is still dumped (conservatively: orphaned FIN_WAIT2 mini-sockets are counted there too).
+    let mut pair = sleeper.0.remove(1);
+    let mut server6 = sleeper.0.remove(1);
+    for k in [&mut pair, &mut server6] {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let line = tcp_in_ns("/proc/net/sockstat");
+    assert!(line.contains("inuse 0 ") && !line.contains(" tw 0 "), "TIME_WAIT expected: {line}");
+    cycle(&mut procs, &mut conns);
+    assert_eq!(conns.families_dumped(inode), Some([true, true]), "TIME_WAIT is counted: still dumped");
+    assert_eq!(in_ns(&conns), 0, "the closed pair is gone from the table");
+}
+
 /// `(client, server)` ends of a fresh loopback connection to `l`.
 fn loopback_pair(l: &std::net::TcpListener) -> (std::net::TcpStream, std::net::TcpStream) {
     let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();

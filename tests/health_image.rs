@@ -43,11 +43,18 @@ fn static_binary() -> PathBuf {
 /// instead of the Debian stage (no registry here).
 fn build_image(engine: &Engine, dir: &TempDir) -> Image {
     let dockerfile = std::fs::read_to_string(DOCKERFILE).unwrap();
-    let scratch = dockerfile.find("FROM scratch").expect("packaging/Dockerfile has a FROM scratch stage");
+    // The final stage: the last `FROM scratch` (the ones before it pick the binary by TARGETARCH).
+    let scratch = dockerfile.rfind("\nFROM scratch\n").expect("packaging/Dockerfile ends with a FROM scratch stage");
     let certs_line = "COPY --from=certs /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt";
-    let stage = &dockerfile[scratch..];
-    assert!(stage.contains(certs_line), "packaging/Dockerfile changed: update this test");
-    let stage = stage.replace(certs_line, "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt");
+    let bin_line = "COPY --from=bin /sts-agent /sts-agent";
+    let stage = &dockerfile[scratch + 1..];
+    assert!(
+        stage.contains(certs_line) && stage.contains(bin_line),
+        "packaging/Dockerfile's final stage changed: update this test"
+    );
+    let stage = stage
+        .replace(certs_line, "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt")
+        .replace(bin_line, "COPY sts-agent /sts-agent");
     std::fs::write(dir.0.join("Dockerfile"), stage).unwrap();
     let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
     assert!(bundle.is_file(), "cannot run: no CA bundle at {} (Debian's ca-certificates)", bundle.display());
@@ -55,7 +62,7 @@ fn build_image(engine: &Engine, dir: &TempDir) -> Image {
     std::fs::copy(static_binary(), dir.0.join("sts-agent")).unwrap();
     let name = format!("{}:latest", unique("agent-image"));
     let o = std::process::Command::new("docker")
-        .args(["build", "-q", "--build-arg", "BIN=sts-agent", "-t", &name])
+        .args(["build", "-q", "-t", &name])
         .arg(&dir.0)
         .env("DOCKER_BUILDKIT", "0")
         .output()

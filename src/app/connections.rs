@@ -110,6 +110,17 @@ impl ConnectionsCheck {
         self.source.stats
     }
 
+    /// Which families (IPv4, IPv6) of network namespace `inode` the last run dumped (a family
+    /// whose sockstat counts no TCP socket is skipped).
+    pub fn families_dumped(&self, inode: u64) -> Option<[bool; 2]> {
+        self.source.families_dumped(inode)
+    }
+
+    /// The agent's own network namespace (its inode).
+    pub fn home_ns(&self) -> u64 {
+        self.source.home_ns()
+    }
+
     /// Owners known (socket inode → process).
     pub fn owners_known(&self) -> usize {
         self.source.owners.known()

@@ -30,6 +30,7 @@ pub mod proc_stat;
 pub mod protobuf;
 pub mod rtnl_link;
 pub mod snmp;
+pub mod sockstat;
 pub mod traces;
 
 pub use cursor::ParseError;

@@ -17,13 +17,16 @@ use crate::model::http_flows::HttpFlows;
 use crate::model::process::{Proc, ProcessTable};
 use crate::parse::inet_diag::{self, messages, Msg, REQUEST_LEN, STATES_OWNED};
 use crate::parse::rtnl_link::Link;
+use crate::parse::sockstat;
+use crate::sources::procfs::ReadBuf;
 use crate::sys::http_filter::{program, Direction};
 use crate::sys::netlink::{DiagSocket, DumpError, RECV_BUFFER};
 use crate::sys::netns::{self, Home};
 use crate::sys::packet_ring::{Interfaces, PacketRing, SockFilter, BLOCKS_FIRST, BLOCKS_FIRST_HOST, BUSY_BLOCKS_PER_S};
 use crate::sys::route_socket::RouteSocket;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, Mode, OFlags, RawDir};
+use std::ffi::CStr;
 use std::io;
 use std::mem::MaybeUninit;
 
@@ -57,6 +60,13 @@ struct Namespace {
     links_stale: bool,
     /// The last link dump failed (said once per episode).
     links_failing: bool,
+    /// The namespace's `net/sockstat` and `net/sockstat6`, held open (they pin the namespace, as
+    /// `sock` does) and re-read each cycle: a family they say has no TCP socket is not dumped
+    /// (see [`crate::parse::sockstat`] for why that saves so much). None: always dumped.
+    sockstat: Option<OwnedFd>,
+    sockstat6: Option<OwnedFd>,
+    /// Which families (IPv4, IPv6) the last cycle dumped (not skipped).
+    families_dumped: [bool; 2],
 }
 
 /// One capture ring, its loop token, and whether the loop knows it yet.
@@ -123,6 +133,9 @@ pub struct SourceStats {
     /// Attempts to open a namespace's diag socket that failed this cycle (retried with backoff).
     pub open_failures: u32,
     pub dump_errors: u32,
+    /// Family dumps (IPv4, IPv6) skipped this cycle because the namespace's sockstat counted no
+    /// TCP socket of that family (and none in TIME_WAIT).
+    pub dumps_skipped: u32,
     /// `fd/` links read this cycle to find owners, and processes scanned.
     pub links_read: u32,
     pub processes_scanned: u32,
@@ -133,6 +146,8 @@ pub struct ConnectionSource {
     namespaces: Vec<Namespace>,
     distinct: Vec<(u64, u32)>,
     buf: Vec<u8>,
+    /// For the namespaces' sockstat files.
+    sockstat_buf: ReadBuf,
     requests: [[u8; REQUEST_LEN]; 2],
     pub owners: Owners,
     pub stats: SourceStats,
@@ -172,6 +187,7 @@ impl ConnectionSource {
             namespaces: Vec::new(),
             distinct: Vec::new(),
             buf: vec![0; RECV_BUFFER],
+            sockstat_buf: ReadBuf::with_capacity(1024),
             requests: [
                 inet_diag::dump_request(AF_INET, STATES_OWNED, with_info),
                 inet_diag::dump_request(AF_INET6, STATES_OWNED, with_info),
@@ -422,6 +438,14 @@ impl ConnectionSource {
     }
 
     /// The agent's own network namespace.
+    /// Which families (IPv4, IPv6) of namespace `inode` the last cycle dumped; None: no such
+    /// namespace, or none dumped (no diag socket).
+    pub fn families_dumped(&self, inode: u64) -> Option<[bool; 2]> {
+        let k = self.namespaces.binary_search_by_key(&inode, |n| n.inode).ok()?;
+        let ns = &self.namespaces[k];
+        ns.sock.is_some().then_some(ns.families_dumped)
+    }
+
     pub fn home_ns(&self) -> u64 {
         self.home.inode
     }
@@ -429,8 +453,12 @@ impl ConnectionSource {
     /// Dumps every namespace into `table` (begun and finished here).
     pub fn collect(&mut self, procs: &ProcessTable, table: &mut ConnTable, mono_secs: f64) {
         self.stats = SourceStats::default();
-        table.begin(mono_secs);
+        let opening = std::time::Instant::now();
         self.refresh_namespaces(procs, mono_secs);
+        // The dumps start once the namespaces are open: a cycle that opened many (the first one,
+        // or many containers started at once: ~20 ms each with their capture rings) would
+        // otherwise divide the byte counts by more than the time between the dumps.
+        table.begin(mono_secs + opening.elapsed().as_secs_f64());
         let (requests, buf) = (&mut self.requests, &mut self.buf);
         for ns in &mut self.namespaces {
             let Some(sock) = ns.sock.as_mut() else {
@@ -439,7 +467,14 @@ impl ConnectionSource {
             };
             let fresh = !ns.dumped;
             let mut ok = true;
+            let empty = empty_families(ns.sockstat.as_ref(), ns.sockstat6.as_ref(), &mut self.sockstat_buf);
+            ns.families_dumped = [!empty[0], !empty[1]];
             for (k, request) in requests.iter_mut().enumerate() {
+                if empty[k] {
+                    // What the dump would return: nothing (its sockets, if any were here, closed).
+                    self.stats.dumps_skipped += 1;
+                    continue;
+                }
                 let inode = ns.inode;
                 let r = sock.dump(request, buf, |datagram| {
                     for m in messages(datagram) {
@@ -510,6 +545,9 @@ impl ConnectionSource {
                         route: None,
                         links_stale: false,
                         links_failing: false,
+                        sockstat: None,
+                        sockstat6: None,
+                        families_dumped: [false; 2],
                     };
                     self.namespaces.insert(at, ns);
                     at
@@ -530,13 +568,26 @@ impl ConnectionSource {
                 });
                 (DiagSocket::open(), capture)
             };
-            let (sock, ring) = if inode == self.home.inode {
-                open()
+            // The counts are opened through the process the socket was (its /proc entry, whose
+            // namespace `open_in` checked), the home's through the agent's own thread.
+            let (sock, ring, counts) = if inode == self.home.inode {
+                let (sock, ring) = open();
+                (
+                    sock,
+                    ring,
+                    open_sockstat(
+                        rustix::fs::CWD,
+                        c"/proc/thread-self/net/sockstat",
+                        c"/proc/thread-self/net/sockstat6",
+                    ),
+                )
             } else {
                 match procs.procs.get(idx as usize) {
                     Some(p) => match open_in(&self.home, p, open) {
-                        Ok(pair) => pair,
-                        Err(e) => (Err(e), None),
+                        Ok((sock, ring)) => {
+                            (sock, ring, open_sockstat(p.dir.as_fd(), c"net/sockstat", c"net/sockstat6"))
+                        }
+                        Err(e) => (Err(e), None, (None, None)),
                     },
                     None => continue,
                 }
@@ -551,6 +602,7 @@ impl ConnectionSource {
                         );
                     }
                     ns.sock = Some(sock);
+                    (ns.sockstat, ns.sockstat6) = counts;
                     ns.open_failures = 0;
                     match ring {
                         Some((Ok(ring), route)) => {
@@ -596,6 +648,26 @@ impl ConnectionSource {
             }
         }
     }
+}
+
+/// A namespace's `sockstat` and `sockstat6` under `dir`, to be held (either may be missing: the
+/// kernel has no IPv6, or the process exited; that family is then always dumped).
+fn open_sockstat(dir: BorrowedFd<'_>, v4: &CStr, v6: &CStr) -> (Option<OwnedFd>, Option<OwnedFd>) {
+    (ReadBuf::open_rendered(dir, v4).ok(), ReadBuf::open_rendered(dir, v6).ok())
+}
+
+/// Which of the namespace's families (IPv4, IPv6: the order of the dump requests) have no TCP
+/// socket a dump could list, by its sockstat counts: `inuse` of the family and `tw` (TIME_WAIT,
+/// both families) both zero. Counts that cannot be read or parsed: not empty (dumped).
+fn empty_families(v4: Option<&OwnedFd>, v6: Option<&OwnedFd>, buf: &mut ReadBuf) -> [bool; 2] {
+    let Some(tcp) = v4.and_then(|fd| buf.reread(fd.as_fd()).ok().and_then(|b| sockstat::tcp(b).ok())) else {
+        return [false; 2];
+    };
+    if tcp.time_wait > 0 {
+        return [false; 2];
+    }
+    let v6_in_use = v6.and_then(|fd| buf.reread(fd.as_fd()).ok().and_then(|b| sockstat::tcp6_in_use(b).ok()));
+    [tcp.in_use == 0, v6_in_use == Some(0)]
 }
 
 /// Runs `open` inside `p`'s network namespace (sockets created there stay bound to it).
