@@ -15,6 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use sts_agent::app::{ConnectionsCheck, ProcessCheck};
 
 const KEY: &str = "conn-test-key-0123456789";
 const HOST: &str = "conn-host";
@@ -255,12 +256,9 @@ fn nothing_is_sent_when_network_tracing_is_off_and_short_lived_relations_wait() 
     assert!(conns.is_empty(), "short-lived relations reported: {conns:?}");
 }
 
-/// Namespaces are found through their processes, get a socket each, and lose it when their last
-/// process exits; a new namespace's sockets wait one cycle (their counters predate the interval).
-#[test]
-fn namespaces_come_and_go_with_their_processes() {
-    use sts_agent::app::{ConnectionsCheck, ProcessCheck};
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// The process and connections checks run in this process (no short-lived qualifiers), and a
+/// function that runs one cycle of both, a second apart on their clocks.
+fn checks_in_process() -> (ProcessCheck, ConnectionsCheck, impl FnMut(&mut ProcessCheck, &mut ConnectionsCheck)) {
     let env: std::collections::HashMap<String, String> = [
         ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
         ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
@@ -269,16 +267,25 @@ fn namespaces_come_and_go_with_their_processes() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let cfg = sts_agent::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let mut procs = ProcessCheck::new(&cfg, false).unwrap();
-    let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
+    let procs = ProcessCheck::new(&cfg, false).unwrap();
+    let conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut i = 0u64;
-    let mut cycle = |procs: &mut ProcessCheck, conns: &mut ConnectionsCheck| {
+    let cycle = move |procs: &mut ProcessCheck, conns: &mut ConnectionsCheck| {
         i += 1;
         let ms = 1_700_000_000_000 + i as i64 * 1000;
         procs.run(i as f64, ms, "h", false, &meta, &mut Vec::new(), &mut |_| {});
         conns.run(i as f64, ms, "h", false, procs, &mut Vec::new(), &mut |_| {});
     };
+    (procs, conns, cycle)
+}
+
+/// Namespaces are found through their processes, get a socket each, and lose it when their last
+/// process exits; a new namespace's sockets wait one cycle (their counters predate the interval).
+#[test]
+fn namespaces_come_and_go_with_their_processes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut procs, mut conns, mut cycle) = checks_in_process();
     cycle(&mut procs, &mut conns);
     let before = conns.source_stats().namespaces;
 
@@ -318,26 +325,8 @@ fn namespaces_come_and_go_with_their_processes() {
 /// gets it dumped again at once, and so does a connection that just closed (TIME_WAIT).
 #[test]
 fn a_namespace_without_tcp_sockets_is_not_dumped_until_it_has_one() {
-    use sts_agent::app::{ConnectionsCheck, ProcessCheck};
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let env: std::collections::HashMap<String, String> = [
-        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
-        ("STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let cfg = sts_agent::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let mut procs = ProcessCheck::new(&cfg, false).unwrap();
-    let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
-    let meta = sts_agent::sources::docker::Metadata::default();
-    let mut i = 0u64;
-    let mut cycle = |procs: &mut ProcessCheck, conns: &mut ConnectionsCheck| {
-        i += 1;
-        let ms = 1_700_000_000_000 + i as i64 * 1000;
-        procs.run(i as f64, ms, "h", false, &meta, &mut Vec::new(), &mut |_| {});
-        conns.run(i as f64, ms, "h", false, procs, &mut Vec::new(), &mut |_| {});
-    };
+    let (mut procs, mut conns, mut cycle) = checks_in_process();
     let ns = Netns::new("sts-test", "sts", 200);
     let inode = ns.inode();
     let tcp_in_ns = |file: &str| {
