@@ -340,6 +340,12 @@ impl App {
                 }
             }
         });
+        // In `--once` mode the second sample is a gap after this one ends, not after it began:
+        // a first run that opened many namespaces (each capture ring waits for an RCU grace
+        // period) would otherwise leave the two dumps a fraction of the gap apart.
+        if self.opts.once && self.connection_timer.runs == 1 {
+            self.connection_timer.next = Some(Instant::now() + ONCE_RATE_GAP);
+        }
         let (s, src) = (check.selection.stats, check.source_stats());
         meter.record(&mut self.connection_status, now, u64::from(s.reported));
         debug!(

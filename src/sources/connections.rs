@@ -67,6 +67,12 @@ struct Namespace {
     sockstat6: Option<OwnedFd>,
     /// Which families (IPv4, IPv6) the last cycle dumped (not skipped).
     families_dumped: [bool; 2],
+    /// Which families the last dump found sockets of: those are dumped whatever sockstat says.
+    /// Its `inuse` sums per-CPU counters unlocked and can read one low for an instant; a family
+    /// skipped on such a zero would come back with its old connections' whole lifetimes taken as
+    /// one interval's bytes. Once a dump finds the family empty, a skip costs only the new
+    /// sockets of one cycle.
+    families_seen: [bool; 2],
 }
 
 /// One capture ring, its loop token, and whether the loop knows it yet.
@@ -437,7 +443,6 @@ impl ConnectionSource {
         }
     }
 
-    /// The agent's own network namespace.
     /// Which families (IPv4, IPv6) of namespace `inode` the last cycle dumped; None: no such
     /// namespace, or none dumped (no diag socket).
     pub fn families_dumped(&self, inode: u64) -> Option<[bool; 2]> {
@@ -446,6 +451,7 @@ impl ConnectionSource {
         ns.sock.is_some().then_some(ns.families_dumped)
     }
 
+    /// The agent's own network namespace.
     pub fn home_ns(&self) -> u64 {
         self.home.inode
     }
@@ -468,18 +474,22 @@ impl ConnectionSource {
             let fresh = !ns.dumped;
             let mut ok = true;
             let empty = empty_families(ns.sockstat.as_ref(), ns.sockstat6.as_ref(), &mut self.sockstat_buf);
-            ns.families_dumped = [!empty[0], !empty[1]];
             for (k, request) in requests.iter_mut().enumerate() {
-                if empty[k] {
-                    // What the dump would return: nothing (its sockets, if any were here, closed).
+                ns.families_dumped[k] = !empty[k] || ns.families_seen[k];
+                if !ns.families_dumped[k] {
+                    // What the dump would return: nothing (the last one found none either).
                     self.stats.dumps_skipped += 1;
                     continue;
                 }
                 let inode = ns.inode;
+                let mut found = false;
                 let r = sock.dump(request, buf, |datagram| {
                     for m in messages(datagram) {
                         match m {
-                            Ok(Msg::Socket(s)) => table.push(inode, &s, fresh),
+                            Ok(Msg::Socket(s)) => {
+                                found = true;
+                                table.push(inode, &s, fresh);
+                            }
                             Ok(Msg::Done) => return Ok(false),
                             Ok(Msg::Error(0) | Msg::Other(_)) => {}
                             Ok(Msg::Error(e)) => return Err(DumpError::Kernel(e)),
@@ -488,6 +498,7 @@ impl ConnectionSource {
                     }
                     Ok(true)
                 });
+                ns.families_seen[k] = found;
                 match r {
                     Ok(()) => {}
                     // No IPv6 in this namespace (or no inet6 diag module): nothing to dump.
@@ -530,7 +541,18 @@ impl ConnectionSource {
         self.namespaces.retain(|n| distinct.binary_search_by_key(&n.inode, |d| d.0).is_ok());
         for &(inode, idx) in &self.distinct {
             let at = match self.namespaces.binary_search_by_key(&inode, |n| n.inode) {
-                Ok(k) if self.namespaces[k].sock.is_some() || now < self.namespaces[k].retry_at => continue,
+                Ok(k) if self.namespaces[k].sock.is_some() => {
+                    // Its counts could not be opened with the socket (the process gone through
+                    // exited meanwhile): tried again through the namespace's process of now.
+                    let ns = &mut self.namespaces[k];
+                    if ns.sockstat.is_none() && inode != self.home.inode {
+                        if let Some(p) = procs.procs.get(idx as usize) {
+                            (ns.sockstat, ns.sockstat6) = open_sockstat_of(p);
+                        }
+                    }
+                    continue;
+                }
+                Ok(k) if now < self.namespaces[k].retry_at => continue,
                 Ok(k) => k,
                 Err(at) => {
                     let ns = Namespace {
@@ -548,6 +570,7 @@ impl ConnectionSource {
                         sockstat: None,
                         sockstat6: None,
                         families_dumped: [false; 2],
+                        families_seen: [false; 2],
                     };
                     self.namespaces.insert(at, ns);
                     at
@@ -568,27 +591,21 @@ impl ConnectionSource {
                 });
                 (DiagSocket::open(), capture)
             };
-            // The counts are opened through the process the socket was (its /proc entry, whose
-            // namespace `open_in` checked), the home's through the agent's own thread.
+            // The counts are opened through the process the socket is opened through (see
+            // `open_sockstat_of`), the home's through the agent's own thread, which is there.
             let (sock, ring, counts) = if inode == self.home.inode {
                 let (sock, ring) = open();
-                (
-                    sock,
-                    ring,
-                    open_sockstat(
-                        rustix::fs::CWD,
-                        c"/proc/thread-self/net/sockstat",
-                        c"/proc/thread-self/net/sockstat6",
-                    ),
-                )
+                let v4: &CStr = c"/proc/thread-self/net/sockstat";
+                (sock, ring, open_sockstat(rustix::fs::CWD, v4, c"/proc/thread-self/net/sockstat6"))
             } else {
                 match procs.procs.get(idx as usize) {
-                    Some(p) => match open_in(&self.home, p, open) {
-                        Ok((sock, ring)) => {
-                            (sock, ring, open_sockstat(p.dir.as_fd(), c"net/sockstat", c"net/sockstat6"))
+                    Some(p) => {
+                        let counts = open_sockstat_of(p);
+                        match open_in(&self.home, p, open) {
+                            Ok((sock, ring)) => (sock, ring, counts),
+                            Err(e) => (Err(e), None, (None, None)),
                         }
-                        Err(e) => (Err(e), None, (None, None)),
-                    },
+                    }
                     None => continue,
                 }
             };
@@ -654,6 +671,21 @@ impl ConnectionSource {
 /// kernel has no IPv6, or the process exited; that family is then always dumped).
 fn open_sockstat(dir: BorrowedFd<'_>, v4: &CStr, v6: &CStr) -> (Option<OwnedFd>, Option<OwnedFd>) {
     (ReadBuf::open_rendered(dir, v4).ok(), ReadBuf::open_rendered(dir, v6).ok())
+}
+
+/// `p`'s namespace's counts (see [`open_sockstat`]), kept only if `p` is still in the namespace
+/// the table says once they are open: `/proc/<pid>/net` follows the process's namespace at the
+/// moment of the open, and counts of another namespace could skip this one's dumps.
+fn open_sockstat_of(p: &Proc) -> (Option<OwnedFd>, Option<OwnedFd>) {
+    let counts = open_sockstat(p.dir.as_fd(), c"net/sockstat", c"net/sockstat6");
+    let still_there = openat(p.dir.as_fd(), c"ns/net", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .and_then(|ns| rustix::fs::fstat(&ns))
+        .is_ok_and(|st| st.st_ino == p.net_ns);
+    if still_there {
+        counts
+    } else {
+        (None, None)
+    }
 }
 
 /// Which of the namespace's families (IPv4, IPv6: the order of the dump requests) have no TCP
