@@ -61,8 +61,15 @@ mod tests {
         }
         let path = std::env::temp_dir().join(format!("sts-peercred-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let mut child = std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child"])
+        let mut unshare = std::process::Command::new("unshare");
+        unshare.args(["--pid", "--fork", "--kill-child"]);
+        if cfg!(qemu_user) {
+            // Under qemu-user (packaging/test-aarch64.sh) the kernel cannot exec this binary (no
+            // binfmt_misc entry for its architecture): it runs again through cargo's runner.
+            let runner = format!("CARGO_TARGET_{}_UNKNOWN_LINUX_MUSL_RUNNER", std::env::consts::ARCH.to_uppercase());
+            unshare.arg(std::env::var_os(&runner).unwrap_or_else(|| panic!("{runner} is not set")));
+        }
+        let mut child = unshare
             .arg(std::env::current_exe().unwrap())
             .args(["--exact", "sys::peercred::tests::a_peer_outside_this_pid_namespace_has_no_pid", "--nocapture"])
             .env(INNER, &path)
