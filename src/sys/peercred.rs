@@ -65,9 +65,12 @@ mod tests {
         unshare.args(["--pid", "--fork", "--kill-child"]);
         if cfg!(qemu_user) {
             // Under qemu-user (packaging/test-aarch64.sh) the kernel cannot exec this binary (no
-            // binfmt_misc entry for its architecture): it runs again through cargo's runner.
-            let runner = format!("CARGO_TARGET_{}_UNKNOWN_LINUX_MUSL_RUNNER", std::env::consts::ARCH.to_uppercase());
-            unshare.arg(std::env::var_os(&runner).unwrap_or_else(|| panic!("{runner} is not set")));
+            // binfmt_misc entry for its architecture; unshare's execvp then hands it to /bin/sh,
+            // which makes files of its bytes): it runs again through cargo's runner, or when run
+            // by hand, Debian's qemu-user-static.
+            let arch = std::env::consts::ARCH;
+            let runner = std::env::var_os(format!("CARGO_TARGET_{}_UNKNOWN_LINUX_MUSL_RUNNER", arch.to_uppercase()));
+            unshare.arg(runner.unwrap_or_else(|| format!("qemu-{arch}-static").into()));
         }
         let mut child = unshare
             .arg(std::env::current_exe().unwrap())
