@@ -103,6 +103,11 @@ for f in ('sql_cases', 'redis_cases'):
     for i, c in enumerate(json.load(open(f'../tests/data/trace-obfuscation/{f}.json'))):
         open(f'corpus/sql_obfuscate/{f}-{i}', 'wb').write(b'\x00' + c['query'].encode())
 PY
+# The receiver's /features replies: the four known names, an unknown key with nested values, and a
+# known key whose value is not a boolean.
+mkdir -p corpus/features
+printf '{"upgrade-to-multi-metrics":true,"incremental-topology":true,"health-states":false,"x":[1,{"y":null}]}' > corpus/features/seed
+printf '{"health-states":"yes","expose-kubernetes-status":true,"upgrade-to-multi-metrics":[1]}' > corpus/features/not-booleans
 for t in "${!seeds[@]}"; do
   mkdir -p "corpus/$t"
   cp "$fix/${seeds[$t]}" "corpus/$t/seed"

@@ -16,5 +16,7 @@ pub mod outbox;
 pub mod parse;
 pub mod sources;
 pub mod sys;
+#[cfg(test)]
+mod testing;
 pub mod transport;
 pub mod url;

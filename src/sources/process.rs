@@ -706,10 +706,25 @@ mod tests {
         }
         let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
         src.hold_files = HoldFiles::All;
+        // Files are held in pid order within the kernel-memory budget (341 files by default, three
+        // per process) and half the free descriptors: on a busy machine (a build beside the
+        // tests) both can run out before the child's pid. Room for every process: the soft
+        // open-file limit raised to the hard one, as the agent does when it starts, and no budget.
+        let mut l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        if l.current < l.maximum {
+            l.current = l.maximum;
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, l).unwrap();
+        }
+        src.held_files_max_kib = u64::MAX / 1024;
         let mut t = ProcessTable::default();
         src.collect(&mut t, 1.0, 1_000);
         src.collect(&mut t, 2.0, 2_000);
         let i = t.procs.binary_search_by_key(&pid, |p| p.pid).expect("the child is in the table");
+        let n = src.pids.len();
+        assert!(
+            src.held_files_max(hold_ceiling(fd_ceiling(), n)) >= 3 * n as u64,
+            "{n} processes: more than the open-file limit lets this test hold three files of each"
+        );
         {
             // Through the held descriptors and through files opened afresh: the same bytes for a
             // sleeping process (its CPU time, memory and I/O do not move).

@@ -250,8 +250,44 @@ mod tests {
         std::fs::read_dir("/proc/self/fd").unwrap().count()
     }
 
+    /// 1,000 rounds of 4 datagrams that each pass 10 descriptors: all 40,000 closed here. A leak
+    /// would add thousands to the table; other tests of this process open a few at most meanwhile.
     #[test]
-    fn passed_descriptors_are_closed_and_control_truncation_is_flagged() {
+    fn passed_descriptors_are_closed() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        rustix::net::sockopt::set_socket_passcred(&b, true).unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let few = [null.as_raw_fd(); 10];
+        let mut batch = RecvBatch::new(4, 64);
+        let before = open_fds();
+        let (mut closed, mut got) = (0u64, 0);
+        for _ in 0..1000 {
+            for d in [b"a:1|c", b"b:1|c", b"c:1|c", b"d:1|c"] {
+                send_with_fds(&a, d, &few);
+            }
+            let n = batch.recv(&b).unwrap();
+            assert_eq!(n, 4);
+            for i in 0..n {
+                let (_, r) = batch.get(i);
+                got += 1;
+                closed += u64::from(r.fds_closed);
+                assert_eq!((r.control_truncated, r.fds_closed, r.pid), (false, 10, Some(std::process::id())));
+            }
+        }
+        assert_eq!((got, closed), (4000, 40_000));
+        let after = open_fds();
+        assert!(after < before + 100, "descriptors leaked: {before} open before, {after} after");
+    }
+
+    /// Rounds of 4 datagrams of which one passes 200 descriptors, more than the control room
+    /// takes: that one is flagged, what fit is closed here and the kernel closed the rest, and
+    /// the others are whole. Not under qemu-user: it gives the kernel twice the control room the
+    /// program asked for and copies back only what fits the program's, so the descriptors
+    /// between the two stay open in the process, unknown to it (qemu 7.2: 64 per round; some 140
+    /// rounds on, every datagram comes flagged, with no descriptor).
+    #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user leaks the passed descriptors that do not fit the program's control room")]
+    fn control_truncation_is_flagged_and_the_excess_closed() {
         let (a, b) = UnixDatagram::pair().unwrap();
         rustix::net::sockopt::set_socket_passcred(&b, true).unwrap();
         let null = std::fs::File::open("/dev/null").unwrap();
@@ -260,9 +296,7 @@ mod tests {
         let mut batch = RecvBatch::new(4, 64);
         let before = open_fds();
         let (mut closed, mut ctrunc, mut got) = (0u64, 0, 0);
-        // 1,000 rounds of 4 datagrams: 3,000 descriptors that fit, and 1,000 sends of 200 that
-        // do not. A leak would add thousands to the table; other tests of this process open a
-        // few at most meanwhile.
+        // 1,000 rounds: 3,000 sends of 10 descriptors that fit, and 1,000 sends of 200 that do not.
         for _ in 0..1000 {
             send_with_fds(&a, b"a:1|c", &few);
             send_with_fds(&a, b"b:1|c", &many);
@@ -290,6 +324,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(qemu_user, ignore = "qemu-user's setsockopt does not know SO_RXQ_OVFL (ENOPROTOOPT)")]
     fn udp_drop_counter() {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         set_rxq_ovfl(&s).unwrap();

@@ -61,8 +61,18 @@ mod tests {
         }
         let path = std::env::temp_dir().join(format!("sts-peercred-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let mut child = std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child"])
+        let mut unshare = std::process::Command::new("unshare");
+        unshare.args(["--pid", "--fork", "--kill-child"]);
+        if cfg!(qemu_user) {
+            // Under qemu-user (packaging/test-aarch64.sh) the kernel cannot exec this binary (no
+            // binfmt_misc entry for its architecture; unshare's execvp then hands it to /bin/sh,
+            // which makes files of its bytes): it runs again through cargo's runner, or when run
+            // by hand, Debian's qemu-user-static.
+            let arch = std::env::consts::ARCH;
+            let runner = std::env::var_os(format!("CARGO_TARGET_{}_UNKNOWN_LINUX_MUSL_RUNNER", arch.to_uppercase()));
+            unshare.arg(runner.unwrap_or_else(|| format!("qemu-{arch}-static").into()));
+        }
+        let mut child = unshare
             .arg(std::env::current_exe().unwrap())
             .args(["--exact", "sys::peercred::tests::a_peer_outside_this_pid_namespace_has_no_pid", "--nocapture"])
             .env(INNER, &path)
