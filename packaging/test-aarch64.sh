@@ -30,8 +30,9 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained
 
 # The tests and the replay are built with opt-level 1 and line tables only (for this target's
 # builds here, not the native ones): under qemu the unoptimised tests ran 2.5 to 3.7 min (one
-# test alone 101 s) and built in 6.4 min cold; so built, they run in 16 s and build in 3.8 min,
-# with debug assertions and overflow checks still on.
+# test alone 101 s) and built in 6.4 min cold; so built, they run in 16 to 22 s and build in 3.8
+# min cold (7.4 min with other builds on the machine), with debug assertions and overflow checks
+# still on.
 dev_profile=(env CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=line-tables-only CARGO_TARGET_DIR="$dev_dir")
 
 if [ "${1:-}" = --binary-only ]; then
