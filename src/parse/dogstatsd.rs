@@ -201,7 +201,8 @@ fn find(b: u8, s: &[u8]) -> Option<usize> {
         }
         i += 8;
     }
-    s[i..].iter().position(|&c| c == b).map(|p| i + p)
+    // i <= s.len(): it only advances past whole words.
+    s.get(i..).unwrap_or(&[]).iter().position(|&c| c == b).map(|p| i + p)
 }
 
 /// `s` split on `sep` with [`find`] (short pieces).
