@@ -19,6 +19,12 @@ impl HostCheck {
         HostCheck { source, prev: HostSample::default(), cur: HostSample::default(), reported_problems: 0 }
     }
 
+    /// The last sample taken (the host's inventory: interfaces, disks, filesystems, and their
+    /// counters).
+    pub fn sample(&self) -> &HostSample {
+        &self.cur
+    }
+
     /// Takes a sample and encodes the series payload into `series` and the host topology into
     /// `topology`. Allocates nothing once the buffers have grown to size.
     pub fn run(
