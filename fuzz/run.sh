@@ -114,10 +114,12 @@ for t in "${!seeds[@]}"; do
 done
 # FUZZ_SEED_ONLY=1: only lay out the seed corpora (fuzz/replay replays them, e.g. on aarch64).
 [ "${FUZZ_SEED_ONLY:-}" = 1 ] && exit 0
-cargo +nightly fuzz build -O
+# -a: debug assertions, and with them overflow checks: an overflow is a crash while fuzzing here,
+# not only when the aarch64 replay (a debug build) meets the input later.
+cargo +nightly fuzz build -O -a
 for t in $(cargo +nightly fuzz list); do
   echo "== fuzz $t for ${secs}s"
-  cargo +nightly fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 | tail -n 3
+  cargo +nightly fuzz run -O -a "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 | tail -n 3
   # cargo fuzz exits non-zero on a crash; set -e stops the run there.
 done
 echo "fuzzing: every target ran ${secs}s without a crash"

@@ -42,7 +42,8 @@ step "unit tests under $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER"
 "${dev_profile[@]}" cargo-zigbuild test --locked --lib --target "$target" -Zbuild-std
 
 step "fuzz corpora replayed under $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER"
-[ -d fuzz/corpus ] || FUZZ_SEED_ONLY=1 fuzz/run.sh
+# The seeds always (idempotent): a corpus left by a native fuzz run may predate a new target's seeds.
+FUZZ_SEED_ONLY=1 fuzz/run.sh
 (cd fuzz/replay && "${dev_profile[@]}" cargo-zigbuild zigbuild --locked --target "$target" -Zbuild-std)
 "$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER" "$dev_dir/$target/debug/sts-agent-fuzz-replay" fuzz/corpus | tail -n 3
 fi

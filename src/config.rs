@@ -416,6 +416,8 @@ pub const DEFAULT_BLACKLIST: &[&str] = &[
     r"^/usr/bin/exporter",
     r"^external-dns",
     r"^/usr/lib/x86_64-linux-gnu/fwupd/fwupd",
+    // Ours: the original lists Debian's x86_64 multiarch paths only; the same daemons on arm64.
+    r"^/usr/lib/aarch64-linux-gnu/fwupd/fwupd",
     r"^/usr/bin/ghostunnel",
     r"^/usr/lib/gvfs/gvfsd-fuse",
     r"^/usr/lib/gvfs/gvfsd",
@@ -435,6 +437,7 @@ pub const DEFAULT_BLACKLIST: &[&str] = &[
     r"^/usr/libexec/postfix/master",
     r"^nm-applet",
     r"^/usr/lib/x86_64-linux-gnu/notify-osd",
+    r"^/usr/lib/aarch64-linux-gnu/notify-osd",
     r"^/bin/oauth2_proxy",
     r"^/usr/lib/policykit-1/polkitd",
     r"^/usr/bin/pulseaudio",

@@ -40,12 +40,31 @@ pub struct ConnectionsCheck {
     unavailable: Option<String>,
 }
 
+/// Whether opening a `NETLINK_SOCK_DIAG` socket failed because this kernel or emulator will never
+/// open one (no such protocol: qemu-user, a kernel without `CONFIG_INET_DIAG`; not permitted: a
+/// seccomp or LSM policy), not for want of a resource that may come back.
+fn refuses_sock_diag(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EPFNOSUPPORT | libc::ENOSYS | libc::EACCES | libc::EPERM)
+    )
+}
+
 impl ConnectionsCheck {
     /// `max_connections`: the table's bound; `short_lived_secs`: the relation qualifier (0: off).
     pub fn new(max_connections: usize, short_lived_secs: u64, interval_s: u64) -> io::Result<ConnectionsCheck> {
-        let unavailable = ConnectionSource::probe().err().map(|e| {
-            format!("no connections are collected: this kernel (or emulator) refuses NETLINK_SOCK_DIAG sockets ({e})")
-        });
+        let unavailable = match ConnectionSource::probe() {
+            Ok(()) => None,
+            Err(e) if refuses_sock_diag(&e) => Some(format!(
+                "no connections are collected: this kernel (or emulator) refuses NETLINK_SOCK_DIAG sockets ({e})"
+            )),
+            // Out of fds or memory at start is not a refusal: every run opens its sockets afresh,
+            // and fails (and says so) or succeeds on its own.
+            Err(e) => {
+                warn!("connections: a first NETLINK_SOCK_DIAG socket could not be opened ({e}); the check will try again each run");
+                None
+            }
+        };
         Ok(ConnectionsCheck {
             source: ConnectionSource::unprobed(true)?,
             table: ConnTable::new(max_connections),
@@ -269,5 +288,23 @@ impl ConnectionsCheck {
         let health = (self.report_health || self.features.health_states).then_some(&h);
         side_channel(msg, host, me, my_create, (unix_ms / 1000) as u64, health, metrics, None);
         emit(Encoded::Intake(msg));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuses_sock_diag;
+    use std::io::Error;
+
+    #[test]
+    fn only_a_refusal_disables_the_check_for_good() {
+        // qemu-user answers an unsupported netlink protocol with EPROTONOSUPPORT.
+        for e in [libc::EPROTONOSUPPORT, libc::EAFNOSUPPORT, libc::EACCES, libc::EPERM] {
+            assert!(refuses_sock_diag(&Error::from_raw_os_error(e)), "errno {e}");
+        }
+        for e in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM, libc::EINTR] {
+            assert!(!refuses_sock_diag(&Error::from_raw_os_error(e)), "errno {e}");
+        }
+        assert!(!refuses_sock_diag(&Error::other("not an errno")));
     }
 }

@@ -96,7 +96,7 @@ impl ProcessCheck {
                 short_lived_secs: cfg.short_lived_secs,
             },
             selection: Selection::default(),
-            system_info: crate::sources::sysinfo::encode_system_info(&cfg.host_proc),
+            system_info: crate::sources::sysinfo::encode_system_info(&cfg.host_proc, &cfg.host_sys),
             proto: Vec::with_capacity(64 * 1024),
             zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
             group_id: (std::process::id() as i32).wrapping_mul(7919),
