@@ -7,21 +7,36 @@ use std::time::{Duration, Instant};
 /// less than `3 * scale` times as long as the smaller, where a quadratic cost takes about
 /// `scale²` times (`scale` is at least 8: 24 against 64). A ratio of two times, not a fixed
 /// time: it holds on a slow or loaded machine and under emulation (qemu-user,
-/// `packaging/test-aarch64.sh`), where every time is longer alike. Each size is timed up to three
-/// times and the best of each is compared, so that one preempted run does not decide. `make` is
-/// not timed; `n` must make `run(make(n))` take a millisecond or so, so that a fixed overhead
-/// does not hide the growth.
+/// `packaging/test-aarch64.sh`), where every time is longer alike.
+///
+/// The small input is timed three times first and the best taken (a cold first run would make
+/// the small time long and the ratio easy); then the large, up to three times, until one is
+/// within the bound. `n` is doubled (up to 16 times) until the small input takes a millisecond,
+/// so that a fixed overhead does not hide the growth on a fast machine. `make` is not timed.
 pub fn assert_linear<T>(what: &str, n: usize, scale: usize, mut make: impl FnMut(usize) -> T, mut run: impl FnMut(&T)) {
     assert!(scale >= 8, "3 × scale must stay well under scale²");
-    let (small, large) = (make(n), make(n * scale));
     let mut time = |input: &T| {
         let t = Instant::now();
         run(input);
         t.elapsed()
     };
-    let (mut s, mut l) = (Duration::MAX, Duration::MAX);
+    let mut n = n;
+    let mut small = make(n);
+    let mut s = time(&small);
+    for _ in 0..4 {
+        if s >= Duration::from_millis(1) {
+            break;
+        }
+        n *= 2;
+        small = make(n);
+        s = time(&small);
+    }
     for _ in 0..3 {
         s = s.min(time(&small));
+    }
+    let large = make(n * scale);
+    let mut l = Duration::MAX;
+    for _ in 0..3 {
         l = l.min(time(&large));
         if l.as_secs_f64() < 3.0 * scale as f64 * s.as_secs_f64() {
             return;
@@ -33,4 +48,31 @@ pub fn assert_linear<T>(what: &str, n: usize, scale: usize, mut make: impl FnMut
         n * scale,
         l.as_secs_f64() / s.as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assert_linear;
+
+    /// The assertion can fail: a quadratic cost is caught, a linear one passes.
+    #[test]
+    fn a_quadratic_cost_is_caught_and_a_linear_one_passes() {
+        let linear = |v: &Vec<u64>| {
+            std::hint::black_box(v.iter().fold(0u64, |a, x| a.wrapping_add(*x)));
+        };
+        assert_linear("a sum", 1_000, 8, |n| (0..n as u64).collect::<Vec<_>>(), linear);
+        let quadratic = |v: &Vec<u64>| {
+            let mut a = 0u64;
+            for x in v {
+                for y in v {
+                    a = a.wrapping_add(x ^ y);
+                }
+            }
+            std::hint::black_box(a);
+        };
+        let caught = std::panic::catch_unwind(|| {
+            assert_linear("pairs", 100, 8, |n| (0..n as u64).collect::<Vec<_>>(), quadratic);
+        });
+        assert!(caught.is_err(), "a quadratic cost passed as linear");
+    }
 }

@@ -46,7 +46,9 @@ pub struct ConnectionsCheck {
 fn refuses_sock_diag(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EPFNOSUPPORT | libc::ENOSYS | libc::EACCES | libc::EPERM)
+        Some(
+            libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EPFNOSUPPORT | libc::ENOSYS | libc::EACCES | libc::EPERM
+        )
     )
 }
 

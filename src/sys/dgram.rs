@@ -246,20 +246,45 @@ mod tests {
         }
     }
 
-    fn open_fds() -> usize {
-        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    /// A file of this test's own (unique name, removed on drop) whose descriptors are passed: a
+    /// leak is counted among the descriptors open to it alone, whatever other tests of this
+    /// process open meanwhile (`/dev/null` would not do: spawning a child opens it).
+    struct Marked(std::path::PathBuf, std::fs::File);
+
+    impl Marked {
+        fn new(test: &str) -> Marked {
+            let path = std::env::temp_dir().join(format!("sts-test-dgram-{test}-{}", std::process::id()));
+            let file = std::fs::File::create(&path).unwrap();
+            Marked(path, file)
+        }
+
+        /// Descriptors of this process open to the file.
+        fn open_fds(&self) -> usize {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| *target == self.0)
+                .count()
+        }
     }
 
-    /// 1,000 rounds of 4 datagrams that each pass 10 descriptors: all 40,000 closed here. A leak
-    /// would add thousands to the table; other tests of this process open a few at most meanwhile.
+    impl Drop for Marked {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// 1,000 rounds of 4 datagrams that each pass 10 descriptors: all 40,000 closed here, so the
+    /// file passed is open exactly once afterwards, as before.
     #[test]
     fn passed_descriptors_are_closed() {
         let (a, b) = UnixDatagram::pair().unwrap();
         rustix::net::sockopt::set_socket_passcred(&b, true).unwrap();
-        let null = std::fs::File::open("/dev/null").unwrap();
-        let few = [null.as_raw_fd(); 10];
+        let marked = Marked::new("closed");
+        let few = [marked.1.as_raw_fd(); 10];
         let mut batch = RecvBatch::new(4, 64);
-        let before = open_fds();
+        let before = marked.open_fds();
+        assert_eq!(before, 1);
         let (mut closed, mut got) = (0u64, 0);
         for _ in 0..1000 {
             for d in [b"a:1|c", b"b:1|c", b"c:1|c", b"d:1|c"] {
@@ -275,8 +300,7 @@ mod tests {
             }
         }
         assert_eq!((got, closed), (4000, 40_000));
-        let after = open_fds();
-        assert!(after < before + 100, "descriptors leaked: {before} open before, {after} after");
+        assert_eq!(marked.open_fds(), before, "descriptors to the passed file leaked");
     }
 
     /// Rounds of 4 datagrams of which one passes 200 descriptors, more than the control room
@@ -290,11 +314,12 @@ mod tests {
     fn control_truncation_is_flagged_and_the_excess_closed() {
         let (a, b) = UnixDatagram::pair().unwrap();
         rustix::net::sockopt::set_socket_passcred(&b, true).unwrap();
-        let null = std::fs::File::open("/dev/null").unwrap();
-        let few = [null.as_raw_fd(); 10];
-        let many = [null.as_raw_fd(); 200];
+        let marked = Marked::new("truncated");
+        let few = [marked.1.as_raw_fd(); 10];
+        let many = [marked.1.as_raw_fd(); 200];
         let mut batch = RecvBatch::new(4, 64);
-        let before = open_fds();
+        let before = marked.open_fds();
+        assert_eq!(before, 1);
         let (mut closed, mut ctrunc, mut got) = (0u64, 0, 0);
         // 1,000 rounds: 3,000 sends of 10 descriptors that fit, and 1,000 sends of 200 that do not.
         for _ in 0..1000 {
@@ -319,8 +344,7 @@ mod tests {
         assert_eq!((got, ctrunc), (4000, 1000));
         // The truncated ones: what fit was installed and is closed here; the kernel closed the rest.
         assert!(closed >= 30_000, "{closed}");
-        let after = open_fds();
-        assert!(after < before + 100, "descriptors leaked: {before} open before, {after} after");
+        assert_eq!(marked.open_fds(), before, "descriptors to the passed file leaked");
     }
 
     #[test]
