@@ -8,6 +8,7 @@
 
 mod common;
 use common::{wait_with_timeout, Kids};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -44,33 +45,12 @@ fn aarch64_binary_under_qemu_reports_host_metrics_and_real_processes() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let port = |udp: bool| {
-        if udp {
-            std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-        } else {
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-        }
-    };
-    let child = Command::new(QEMU)
-        .arg(&bin)
-        .arg("--once")
-        .env_clear()
-        .env("STS_HOSTNAME", "qemu-host")
-        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
-        .env("STS_APM_RECEIVER_PORT", port(false).to_string())
-        .env("STS_DOGSTATSD_PORT", port(true).to_string())
-        .env("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {QEMU} (Debian's qemu-user-static): {e}"));
-    let out = wait_with_timeout(child, Duration::from_secs(120));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the aarch64 agent failed under qemu: {stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    let by = |ep: &'static str| lines.iter().filter(move |l| l["endpoint"] == ep).map(|l| &l["payload"]);
+    let qemu = run_once(Command::new(QEMU).arg(&bin));
+    // The same on this machine's native build (the x86_64 binary of this cargo test), just
+    // after: the aarch64 binary must find what it finds.
+    let native = run_once(&mut Command::new(env!("CARGO_BIN_EXE_sts-agent")));
+    let (stdout, stderr) = (&qemu.stdout, &qemu.stderr);
+    let by = |ep: &'static str| qemu.payloads(ep);
 
     // Host metrics: the CPU and memory figures of this host.
     let series: Vec<&serde_json::Value> = by("/api/v1/series").flat_map(|p| p["series"].as_array().unwrap()).collect();
@@ -107,5 +87,98 @@ fn aarch64_binary_under_qemu_reports_host_metrics_and_real_processes() {
     assert!(!by("/api/v1/connections").any(|_| true), "connections sent although none can be collected");
     let process_health = health.iter().find(|s| s["name"] == "process").expect("process check health");
     assert_eq!(process_health["health"], "CLEAR");
+
+    // What the native build sends, the aarch64 one sends too, but for the connections it cannot
+    // collect under qemu: the same endpoints, the same series, the same host figures.
+    let mut native_endpoints = native.endpoints();
+    assert!(native_endpoints.remove("/api/v1/connections"), "the native build sent no connections");
+    assert_eq!(qemu.endpoints(), native_endpoints, "endpoints: aarch64 left, native right");
+    assert_eq!(qemu.series_names(), native.series_names(), "series: aarch64 left, native right");
+    for metric in ["system.cpu.num_cores", "system.mem.total", "system.swap.total"] {
+        assert_eq!(qemu.first_point(metric), native.first_point(metric), "{metric}: aarch64 left, native right");
+    }
+    assert_eq!(qemu.first_point("system.cpu.num_cores"), Some(online), "num_cores against available_parallelism");
+    let mem_total_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let reported = qemu.first_point("system.mem.total").unwrap();
+    // system.mem.total is in MiB, as the original's.
+    assert!(
+        (reported - mem_total_kib / 1024.0).abs() < 1.0,
+        "system.mem.total {reported} against MemTotal {mem_total_kib} kB"
+    );
+    for pid in [1, u64::from(sleeper)] {
+        assert!(native.pids().contains(&pid) && qemu.pids().contains(&pid), "pid {pid} not in both");
+    }
     drop(kids);
+}
+
+/// What one `--once` run printed.
+struct Once {
+    lines: Vec<serde_json::Value>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Once {
+    fn payloads<'a>(&'a self, ep: &'static str) -> impl Iterator<Item = &'a serde_json::Value> + 'a {
+        self.lines.iter().filter(move |l| l["endpoint"] == ep).map(|l| &l["payload"])
+    }
+
+    fn endpoints(&self) -> BTreeSet<String> {
+        self.lines.iter().map(|l| l["endpoint"].as_str().unwrap().to_string()).collect()
+    }
+
+    fn series(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.payloads("/api/v1/series").flat_map(|p| p["series"].as_array().unwrap())
+    }
+
+    fn series_names(&self) -> BTreeSet<String> {
+        self.series().map(|s| s["metric"].as_str().unwrap().to_string()).collect()
+    }
+
+    fn first_point(&self, metric: &str) -> Option<f64> {
+        self.series().find(|s| s["metric"] == metric)?["points"][0][1].as_f64()
+    }
+
+    fn pids(&self) -> BTreeSet<u64> {
+        self.payloads("/api/v1/collector")
+            .flat_map(|p| p["processes"].as_array().unwrap())
+            .filter_map(|p| p["pid"].as_u64())
+            .collect()
+    }
+}
+
+/// Runs `cmd --once` (the agent, or qemu with the agent) with a clean environment: no server, no
+/// EC2 metadata, free intake ports.
+fn run_once(cmd: &mut Command) -> Once {
+    let port = |udp: bool| {
+        if udp {
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        }
+    };
+    let child = cmd
+        .arg("--once")
+        .env_clear()
+        .env("STS_HOSTNAME", "qemu-host")
+        .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
+        .env("STS_APM_RECEIVER_PORT", port(false).to_string())
+        .env("STS_DOGSTATSD_PORT", port(true).to_string())
+        .env("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (qemu: Debian's qemu-user-static): {e}"));
+    let out = wait_with_timeout(child, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    Once { lines, stdout, stderr }
 }
