@@ -7,7 +7,10 @@
 //! it and runs this with `--ignored`; then a missing binary or qemu fails the test.
 
 mod common;
-use common::{wait_with_timeout, Kids};
+#[path = "support/docker_cli.rs"]
+mod docker_cli;
+use common::{wait_with_timeout, Kids, TempDir};
+use docker_cli::{unique, Containers, Engine, Image};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -181,4 +184,74 @@ fn run_once(cmd: &mut Command) -> Once {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     Once { lines, stdout, stderr }
+}
+
+/// The x86_64 static binary build-static.sh leaves (STS_STATIC_BIN overrides).
+fn x86_64_binary() -> PathBuf {
+    std::env::var_os("STS_STATIC_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-musl/release/sts-agent")
+    })
+}
+
+/// packaging/Dockerfile, built for each platform as the README says (`--platform`, and
+/// TARGETARCH, which BuildKit sets from it and the classic builder takes as a build argument),
+/// gives an image of that architecture holding that architecture's binary. No registry here: the
+/// certificates stage is this machine's CA bundle instead of Debian's image, and the manifest list
+/// `buildx --push` makes is not made (that needs a registry).
+#[test]
+#[ignore = "needs both static binaries (packaging/build-static.sh, with and without --target aarch64) and a Docker Engine; .ci/run runs it with --ignored"]
+fn the_dockerfile_builds_an_image_per_architecture_with_its_binary() {
+    let engine = Engine::default();
+    engine.require();
+    let bins = [("amd64", x86_64_binary(), "x86-64"), ("arm64", aarch64_binary(), "ARM aarch64")];
+    for (_, bin, _) in &bins {
+        assert!(bin.is_file(), "no static binary at {} (packaging/build-static.sh [--target aarch64])", bin.display());
+    }
+    let dir = TempDir::new("dockerfile-arch");
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/Dockerfile")).unwrap();
+    let certs_from = dockerfile
+        .lines()
+        .find(|l| l.starts_with("FROM ") && l.ends_with(" AS certs"))
+        .expect("packaging/Dockerfile has a certs stage");
+    let certs_run = dockerfile.lines().skip_while(|l| *l != certs_from).nth(1).unwrap();
+    assert!(certs_run.starts_with("RUN "), "the certs stage changed: update this test ({certs_run})");
+    let local = dockerfile
+        .replace(certs_from, "FROM scratch AS certs")
+        .replace(certs_run, "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt");
+    std::fs::write(dir.0.join("Dockerfile"), local).unwrap();
+    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", dir.0.join("ca-certificates.crt"))
+        .expect("this machine's CA bundle (Debian's ca-certificates)");
+    for (arch, bin, _) in &bins {
+        std::fs::create_dir_all(dir.0.join(arch)).unwrap();
+        std::fs::copy(bin, dir.0.join(arch).join("sts-agent")).unwrap();
+    }
+    for (arch, bin, kind) in &bins {
+        let image = Image { engine: engine.clone(), name: format!("{}:latest", unique(&format!("image-{arch}"))) };
+        let platform = format!("linux/{arch}");
+        let o = std::process::Command::new("docker")
+            .args(["build", "-q", "--platform", &platform, "-t", &image.name])
+            .args(["--build-arg", &format!("TARGETARCH={arch}")])
+            .args(["--build-arg", "BIN_AMD64=amd64/sts-agent", "--build-arg", "BIN_ARM64=arm64/sts-agent"])
+            .arg(&dir.0)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("docker CLI");
+        assert!(o.status.success(), "docker build --platform {platform}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(engine.ok(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", &image.name]), platform);
+        // The binary in the image is this architecture's, byte for byte (taken out without
+        // running it: an arm64 image does not run here).
+        let ctr = Containers(engine.clone(), vec![unique(&format!("image-{arch}"))]);
+        engine.ok(&["create", "--name", &ctr.1[0], &image.name]);
+        let out = dir.0.join(format!("out-{arch}"));
+        engine.ok(&["cp", &format!("{}:/sts-agent", ctr.1[0]), &out.to_string_lossy()]);
+        assert!(std::fs::read(&out).unwrap() == std::fs::read(bin).unwrap(), "{platform}: not {}", bin.display());
+        let file = std::process::Command::new("file").arg(&out).output().expect("file(1)");
+        let file = String::from_utf8_lossy(&file.stdout);
+        assert!(file.contains(kind), "{platform}: {file}");
+        engine.ok(&[
+            "cp",
+            &format!("{}:/etc/ssl/certs/ca-certificates.crt", ctr.1[0]),
+            &dir.0.join("ca").to_string_lossy(),
+        ]);
+    }
 }
