@@ -221,17 +221,19 @@ fn the_dockerfile_builds_an_image_per_architecture_with_its_binary() {
     std::fs::write(dir.0.join("Dockerfile"), local).unwrap();
     std::fs::copy("/etc/ssl/certs/ca-certificates.crt", dir.0.join("ca-certificates.crt"))
         .expect("this machine's CA bundle (Debian's ca-certificates)");
-    for (arch, bin, _) in &bins {
-        std::fs::create_dir_all(dir.0.join(arch)).unwrap();
-        std::fs::copy(bin, dir.0.join(arch).join("sts-agent")).unwrap();
+    for (triple, bin) in [("x86_64", &bins[0].1), ("aarch64", &bins[1].1)] {
+        let release = dir.0.join(format!("target/{triple}-unknown-linux-musl/release"));
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::copy(bin, release.join("sts-agent")).unwrap();
     }
     for (arch, bin, kind) in &bins {
         let image = Image { engine: engine.clone(), name: format!("{}:latest", unique(&format!("image-{arch}"))) };
         let platform = format!("linux/{arch}");
         let o = std::process::Command::new("docker")
-            .args(["build", "-q", "--platform", &platform, "-t", &image.name])
+            // --no-cache: the classic builder's cache does not key on the platform (the other
+            // platform's build of the same stage would be taken, and refused as not this one's).
+            .args(["build", "-q", "--no-cache", "--platform", &platform, "-t", &image.name])
             .args(["--build-arg", &format!("TARGETARCH={arch}")])
-            .args(["--build-arg", "BIN_AMD64=amd64/sts-agent", "--build-arg", "BIN_ARM64=arm64/sts-agent"])
             .arg(&dir.0)
             .env("DOCKER_BUILDKIT", "0")
             .output()
