@@ -218,23 +218,36 @@ fn the_dockerfile_builds_an_image_per_architecture_with_its_binary() {
     let local = dockerfile
         .replace(certs_from, "FROM scratch AS certs")
         .replace(certs_run, "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt");
-    std::fs::write(dir.0.join("Dockerfile"), local).unwrap();
+    std::fs::create_dir_all(dir.0.join("packaging")).unwrap();
+    std::fs::write(dir.0.join("packaging/Dockerfile"), local).unwrap();
     std::fs::copy("/etc/ssl/certs/ca-certificates.crt", dir.0.join("ca-certificates.crt"))
         .expect("this machine's CA bundle (Debian's ca-certificates)");
-    for (triple, bin) in [("x86_64", &bins[0].1), ("aarch64", &bins[1].1)] {
-        let release = dir.0.join(format!("target/{triple}-unknown-linux-musl/release"));
+    for ((arch, bin, kind), triple) in bins.iter().zip(["x86_64", "aarch64"]) {
+        // Only this architecture's binary in the context: the other one need not be built.
+        let target = dir.0.join("target");
+        let _ = std::fs::remove_dir_all(&target);
+        let release = target.join(format!("{triple}-unknown-linux-musl/release"));
         std::fs::create_dir_all(&release).unwrap();
         std::fs::copy(bin, release.join("sts-agent")).unwrap();
-    }
-    for (arch, bin, kind) in &bins {
         let image = Image { engine: engine.clone(), name: format!("{}:latest", unique(&format!("image-{arch}"))) };
         let platform = format!("linux/{arch}");
         let o = std::process::Command::new("docker")
             // --no-cache: the classic builder's cache does not key on the platform (the other
             // platform's build of the same stage would be taken, and refused as not this one's).
-            .args(["build", "-q", "--no-cache", "--platform", &platform, "-t", &image.name])
+            .args([
+                "build",
+                "-q",
+                "--no-cache",
+                "--platform",
+                &platform,
+                "-f",
+                "packaging/Dockerfile",
+                "-t",
+                &image.name,
+            ])
             .args(["--build-arg", &format!("TARGETARCH={arch}")])
-            .arg(&dir.0)
+            .arg(".")
+            .current_dir(&dir.0)
             .env("DOCKER_BUILDKIT", "0")
             .output()
             .expect("docker CLI");
@@ -250,10 +263,11 @@ fn the_dockerfile_builds_an_image_per_architecture_with_its_binary() {
         let file = std::process::Command::new("file").arg(&out).output().expect("file(1)");
         let file = String::from_utf8_lossy(&file.stdout);
         assert!(file.contains(kind), "{platform}: {file}");
-        engine.ok(&[
-            "cp",
-            &format!("{}:/etc/ssl/certs/ca-certificates.crt", ctr.1[0]),
-            &dir.0.join("ca").to_string_lossy(),
-        ]);
+        let ca = dir.0.join("ca");
+        engine.ok(&["cp", &format!("{}:/etc/ssl/certs/ca-certificates.crt", ctr.1[0]), &ca.to_string_lossy()]);
+        assert!(std::fs::read(&ca).unwrap() == std::fs::read(dir.0.join("ca-certificates.crt")).unwrap());
+        // What the binary stages carried along stays behind.
+        let stray = engine.run(&["cp", &format!("{}:/Dockerfile", ctr.1[0]), &dir.0.join("stray").to_string_lossy()]);
+        assert!(!stray.status.success(), "{platform}: the image holds the Dockerfile");
     }
 }
