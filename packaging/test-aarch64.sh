@@ -2,7 +2,8 @@
 # The aarch64 build under qemu-user on this x86_64 machine (issue 20): the static binary
 # (build-static.sh --target aarch64; `file` must say ARM aarch64, statically linked), the unit
 # tests (`cargo test --lib`), every fuzz target's corpus replayed (fuzz/replay; fuzz/run.sh lays
-# the corpora out), and tests/aarch64_qemu.rs, which runs the binary with --once.
+# the corpora out), and tests/aarch64_qemu.rs, which runs the binary with --once and builds the
+# image for both platforms (it needs the x86_64 static binary too: .ci/run builds it before).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 native_path=$PATH
