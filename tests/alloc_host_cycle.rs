@@ -3,9 +3,10 @@
 //!
 //! "Steady" is the host's inventory, not the clock: an interface, disk or filesystem that appears
 //! (a container's veth, a test's mount, dockerd's bridge on a CI machine) is stored in both
-//! samples and grows the payloads once, as it must. A cycle counts when neither it nor the two
-//! before it saw the inventory change, and its payloads are no longer than any before (a counter
-//! gaining a digit grows a buffer past its high-water mark once).
+//! samples (swapped each cycle) and grows the payloads once, as it must. A cycle counts when
+//! neither it nor the one before saw the inventory change and none of the three payload buffers
+//! grew its capacity in it (a counter gaining a digit may grow one past its high-water mark once).
+//! Such growth must stay rare: a buffer that grows every cycle fails the test too.
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -51,21 +52,27 @@ fn steady_state_host_cycle_allocates_nothing() {
         zlib.compress(&series, &mut z);
         zlib.compress(&topo, &mut z);
         std::hint::black_box(&z);
-        (n, series.len() + topo.len())
+        (n, [series.capacity(), topo.capacity(), z.capacity()])
     };
+    let mut capacities = [0; 3];
     for i in 0..3 {
-        cycle(&mut check, i);
+        capacities = cycle(&mut check, i).1;
     }
-    let (mut steady, mut emitted, mut unchanged_for, mut longest) = (0, 0, 0, 0);
+    let (mut steady, mut emitted, mut unchanged_for, mut grew) = (0, 0, 0, 0);
     let mut last = inventory(check.sample());
+    let mut cycles = 0;
     for i in 3..303 {
+        cycles += 1;
         let before = allocations();
-        let (n, len) = cycle(&mut check, i);
+        let (n, now_capacities) = cycle(&mut check, i);
         let allocs = allocations() - before;
         let now = inventory(check.sample());
         unchanged_for = if now == last { unchanged_for + 1 } else { 0 };
         last = now;
-        if unchanged_for >= 3 && len <= longest {
+        let buffer_grew = now_capacities != capacities;
+        capacities = now_capacities;
+        grew += u32::from(buffer_grew);
+        if unchanged_for >= 2 && !buffer_grew {
             assert_eq!(allocs, 0, "cycle {i}: {allocs} allocations in a steady host cycle");
             steady += 1;
             emitted += n;
@@ -73,8 +80,8 @@ fn steady_state_host_cycle_allocates_nothing() {
                 break;
             }
         }
-        longest = longest.max(len);
     }
     assert_eq!(steady, 20, "only {steady} steady host cycles in 300: the host's inventory kept changing");
+    assert!(grew * 10 <= cycles, "the payload buffers grew in {grew} of {cycles} cycles");
     assert!(emitted > 20 * 50, "the cycles emitted only {emitted} series");
 }

@@ -41,8 +41,9 @@ pub struct ConnectionsCheck {
 }
 
 /// Whether opening a `NETLINK_SOCK_DIAG` socket failed because this kernel or emulator will never
-/// open one (no such protocol: qemu-user, a kernel without `CONFIG_INET_DIAG`; not permitted: a
-/// seccomp or LSM policy), not for want of a resource that may come back.
+/// open one (no such protocol: qemu-user; not permitted: a seccomp or LSM policy), not for want of
+/// a resource that may come back. (A kernel without `CONFIG_INET_DIAG` opens the socket and fails
+/// each dump instead: that is reported by the runs.)
 fn refuses_sock_diag(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),

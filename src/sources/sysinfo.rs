@@ -31,67 +31,94 @@ pub fn encode_system_info(host_proc: &Path, host_sys: &Path) -> Vec<u8> {
         bytes(o, 4, os_field(b"VERSION_ID"));
         bytes(o, 5, uname.release().to_bytes());
     });
-    encode_cpus(&mut out, &cpuinfo, |n| {
-        u64_dec(read(&host_sys.join(format!("devices/system/cpu/cpu{n}/cpufreq/cpuinfo_max_freq"))).trim_ascii())
+    let cpu_file = |n: i32, file: &str| read(&host_sys.join(format!("devices/system/cpu/cpu{n}/{file}")));
+    encode_cpus(&mut out, &cpuinfo, |n| CpuSysfs {
+        max_freq: u64_dec(cpu_file(n, "cpufreq/cpuinfo_max_freq").trim_ascii()),
+        core_id: cpu_file(n, "topology/core_id").trim_ascii().to_vec(),
     });
     int64(&mut out, 5, total_kib.saturating_mul(1024) as i64);
     out
 }
 
-/// One `CPUInfo` per logical processor, as gopsutil (the process agent's library) reports them,
+/// What gopsutil's `finishCPUInfo` reads from sysfs for one processor: its maximum clock (kHz,
+/// or Hz on some kernels) and its core id.
+struct CpuSysfs {
+    max_freq: Option<u64>,
+    core_id: Vec<u8>,
+}
+
+/// One `CPUInfo` per logical processor, as gopsutil v3 (the process agent's library) reports them,
 /// from either layout of `/proc/cpuinfo`: x86's (`vendor_id`, `cpu family`, `model`, `cpu MHz`,
-/// ...) or arm64's (`CPU implementer`, `CPU part`, `CPU revision`; no clock, no cache size: the
-/// clock is `cpufreq/cpuinfo_max_freq` where the kernel has it, as gopsutil reads it).
-/// `max_freq_khz(n)` is that file's value for processor `n`.
-fn encode_cpus(out: &mut Vec<u8>, cpuinfo: &[u8], max_freq_khz: impl Fn(i32) -> Option<u64>) {
+/// ...) or arm64's (`CPU implementer`, `CPU part`; no clock, no cache size, no core id). As
+/// gopsutil: each logical processor counts one core; the clock is `cpufreq/cpuinfo_max_freq`
+/// where the kernel has it (over `cpu MHz`), and the core id `topology/core_id` where cpuinfo has
+/// none. `sysfs(n)` reads those for processor `n`.
+fn encode_cpus(out: &mut Vec<u8>, cpuinfo: &[u8], sysfs: impl Fn(i32) -> CpuSysfs) {
     #[derive(Default)]
     struct Cpu<'a> {
         number: i32,
-        vendor: Option<&'a [u8]>,
-        implementer: Option<u64>,
+        vendor: Vendor<'a>,
         family: &'a [u8],
         model: &'a [u8],
         physical_id: &'a [u8],
         core_id: &'a [u8],
-        cores: Option<i32>,
         mhz: Option<f64>,
         cache_kib: i32,
     }
+    /// gopsutil keeps whichever of `vendor_id` and `CPU implementer` came last.
+    #[derive(Default)]
+    enum Vendor<'a> {
+        #[default]
+        None,
+        Named(&'a [u8]),
+        Implementer(u64),
+    }
     let flush = |out: &mut Vec<u8>, cpu: Option<Cpu>| {
         let Some(c) = cpu else { return };
+        let fs = sysfs(c.number);
         message(out, 3, |o| {
             int32(o, 1, c.number);
-            let vendor = c.vendor.or_else(|| c.implementer.map(arm_implementer));
-            bytes(o, 2, vendor.unwrap_or(&[]));
+            let vendor = match c.vendor {
+                Vendor::None => &[][..],
+                Vendor::Named(v) => v,
+                Vendor::Implementer(code) => arm_implementer(code),
+            };
+            bytes(o, 2, vendor);
             bytes(o, 3, c.family);
             bytes(o, 4, c.model);
             bytes(o, 5, c.physical_id);
-            bytes(o, 6, c.core_id);
-            // gopsutil counts each logical processor as one core where cpuinfo does not say.
-            int32(o, 7, c.cores.unwrap_or(1));
-            let mhz = max_freq_khz(c.number).map(|khz| khz as f64 / 1000.0).or(c.mhz).unwrap_or(0.0);
+            bytes(o, 6, if c.core_id.is_empty() { &fs.core_id } else { c.core_id });
+            int32(o, 7, 1);
+            let mhz = match fs.max_freq.map(|f| f as f64 / 1000.0) {
+                // A kernel that gives Hz instead of kHz (gopsutil's rule).
+                Some(m) if m > 9999.0 => m / 1000.0,
+                Some(m) => m,
+                None => c.mhz.unwrap_or(0.0),
+            };
             int64(o, 8, mhz as i64);
             int32(o, 9, c.cache_kib);
         });
     };
     let mut cpu: Option<Cpu> = None;
     for (k, v) in keyval::colon_pairs(cpuinfo) {
-        let num = || u64_dec(v).unwrap_or(0) as i64;
         if k == b"processor" {
             flush(out, cpu.take());
-            cpu = Some(Cpu { number: num() as i32, ..Cpu::default() });
+            cpu = Some(Cpu { number: u64_dec(v).unwrap_or(0) as i32, ..Cpu::default() });
             continue;
         }
         let Some(c) = cpu.as_mut() else { continue };
         match k {
-            b"vendor_id" => c.vendor = Some(v),
-            // arm64: "0x41"; gopsutil names the implementers it knows, else leaves the vendor empty.
-            b"CPU implementer" => c.implementer = hex_or_dec(v),
+            b"vendor_id" => c.vendor = Vendor::Named(v),
+            // arm64: "0x41"; gopsutil names the implementers it knows, else leaves the vendor as it was.
+            b"CPU implementer" => {
+                if let Some(code) = hex_or_dec(v).filter(|c| !arm_implementer(*c).is_empty()) {
+                    c.vendor = Vendor::Implementer(code);
+                }
+            }
             b"cpu family" => c.family = v,
             b"model" | b"CPU part" => c.model = v,
             b"physical id" => c.physical_id = v,
             b"core id" => c.core_id = v,
-            b"cpu cores" => c.cores = Some(num() as i32),
             b"cpu MHz" => c.mhz = crate::parse::cursor::f64_dec(v),
             b"cache size" => c.cache_kib = v.split(|b| *b == b' ').next().and_then(u64_dec).unwrap_or(0) as i32,
             _ => {}
@@ -125,6 +152,7 @@ fn arm_implementer(code: u64) -> &'static [u8] {
         0x50 => b"APM",
         0x51 => b"Qualcomm",
         0x56 => b"Marvell",
+        0x61 => b"Apple",
         0x69 => b"Intel",
         0xc0 => b"Ampere",
         _ => b"",
@@ -136,14 +164,16 @@ mod tests {
     use super::*;
     use crate::parse::protobuf::{PbReader, Value};
 
-    /// (number, vendor, family, model, cores, mhz, cache) of each CPUInfo.
-    fn decode(out: &[u8]) -> Vec<(u64, String, String, String, u64, u64, u64)> {
+    /// (number, vendor, family, model, core id, cores, mhz, cache) of each CPUInfo.
+    type Decoded = (u64, String, String, String, String, u64, u64, u64);
+
+    fn decode(out: &[u8]) -> Vec<Decoded> {
         let mut r = PbReader::new(out);
         let mut cpus = Vec::new();
         while let Some((f, v)) = r.next_field().unwrap() {
             let (3, Value::Len(b)) = (f, v) else { continue };
             let mut c = PbReader::nested(b);
-            let mut cpu = (0, String::new(), String::new(), String::new(), 0, 0, 0);
+            let mut cpu = Decoded::default();
             while let Some((f, v)) = c.next_field().unwrap() {
                 let text = |v: Value| match v {
                     Value::Len(b) => String::from_utf8(b.data.to_vec()).unwrap(),
@@ -154,9 +184,10 @@ mod tests {
                     2 => cpu.1 = text(v),
                     3 => cpu.2 = text(v),
                     4 => cpu.3 = text(v),
-                    7 => cpu.4 = v.varint(),
-                    8 => cpu.5 = v.varint(),
-                    9 => cpu.6 = v.varint(),
+                    6 => cpu.4 = text(v),
+                    7 => cpu.5 = v.varint(),
+                    8 => cpu.6 = v.varint(),
+                    9 => cpu.7 = v.varint(),
                     _ => {}
                 }
             }
@@ -165,21 +196,34 @@ mod tests {
         cpus
     }
 
+    fn no_sysfs(_: i32) -> CpuSysfs {
+        CpuSysfs { max_freq: None, core_id: Vec::new() }
+    }
+
+    /// arch/arm64/kernel/cpuinfo.c's layout, as a c7g.large shows it.
+    const GRAVITON3: &[u8] = b"processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd40\nCPU revision\t: 1\n\nprocessor\t: 1\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd40\nCPU revision\t: 1\n\n";
+
     #[test]
     fn arm64_cpuinfo_of_a_graviton3_names_the_implementer_and_part() {
-        // arch/arm64/kernel/cpuinfo.c's layout, as a c7g.large shows it.
-        let cpuinfo = b"processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd40\nCPU revision\t: 1\n\nprocessor\t: 1\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd40\nCPU revision\t: 1\n\n";
         let mut out = Vec::new();
-        encode_cpus(&mut out, cpuinfo, |_| None);
-        let want = |n| (n, "ARM".to_string(), String::new(), "0xd40".to_string(), 1, 0, 0);
+        encode_cpus(&mut out, GRAVITON3, no_sysfs);
+        let want = |n| (n, "ARM".into(), String::new(), "0xd40".into(), String::new(), 1, 0, 0);
         assert_eq!(decode(&out), vec![want(0), want(1)]);
-        // With cpufreq (Ampere Altra on a metal instance), the clock is its maximum.
+    }
+
+    #[test]
+    fn sysfs_gives_the_clock_and_core_id_cpuinfo_lacks() {
+        // An Ampere Altra on a metal instance: cpufreq in kHz on cpu1, in Hz on cpu0 (gopsutil
+        // divides again above 9999 MHz); the core ids only in sysfs topology.
+        let ampere = String::from_utf8_lossy(GRAVITON3).replace("0x41", "0xc0");
         let mut out = Vec::new();
-        let ampere = String::from_utf8_lossy(cpuinfo).replace("0x41", "0xc0");
-        encode_cpus(&mut out, ampere.as_bytes(), |n| (n == 1).then_some(3_000_000));
+        encode_cpus(&mut out, ampere.as_bytes(), |n| CpuSysfs {
+            max_freq: Some(if n == 0 { 3_000_000_000 } else { 3_000_000 }),
+            core_id: format!("{}", 10 + n).into_bytes(),
+        });
         let cpus = decode(&out);
-        assert_eq!((cpus[0].1.as_str(), cpus[0].5), ("Ampere", 0));
-        assert_eq!((cpus[1].1.as_str(), cpus[1].5), ("Ampere", 3000));
+        assert_eq!((cpus[0].1.as_str(), cpus[0].4.as_str(), cpus[0].6), ("Ampere", "10", 3000));
+        assert_eq!((cpus[1].1.as_str(), cpus[1].4.as_str(), cpus[1].6), ("Ampere", "11", 3000));
     }
 
     #[test]
@@ -187,14 +231,28 @@ mod tests {
         let cpuinfo =
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc/debian12-6.18/cpuinfo")).unwrap();
         let mut out = Vec::new();
-        encode_cpus(&mut out, &cpuinfo, |_| None);
+        // cpuinfo's own core id wins over sysfs; cpufreq's clock over cpu MHz.
+        encode_cpus(&mut out, &cpuinfo, |_| CpuSysfs { max_freq: Some(3_500_000), core_id: b"99".to_vec() });
         let cpus = decode(&out);
         assert!(!cpus.is_empty());
         for (i, c) in cpus.iter().enumerate() {
             assert_eq!(c.0, i as u64);
-            assert!(!c.1.is_empty() && !c.2.is_empty() && !c.3.is_empty(), "{c:?}");
-            assert!(c.4 >= 1 && c.5 > 0 && c.6 > 0, "{c:?}");
+            assert_eq!(c.1, "AuthenticAMD");
+            assert!(!c.2.is_empty() && !c.3.is_empty() && c.4 != "99", "{c:?}");
+            assert_eq!((c.5, c.6), (1, 3500), "{c:?}");
+            assert!(c.7 > 0, "{c:?}");
         }
+        let mut out = Vec::new();
+        encode_cpus(&mut out, &cpuinfo, no_sysfs);
+        assert_eq!(decode(&out)[0].6, 2596, "cpu MHz without cpufreq");
+    }
+
+    #[test]
+    fn the_vendor_is_whichever_key_came_last() {
+        let mut out = Vec::new();
+        encode_cpus(&mut out, b"processor: 0\nvendor_id: X\nCPU implementer: 0x51\nprocessor: 1\nCPU implementer: 0x51\nvendor_id: X\nprocessor: 2\nvendor_id: X\nCPU implementer: 0x99\n", no_sysfs);
+        let vendors: Vec<String> = decode(&out).into_iter().map(|c| c.1).collect();
+        assert_eq!(vendors, ["Qualcomm", "X", "X"]);
     }
 
     #[test]
