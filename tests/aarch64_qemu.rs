@@ -22,11 +22,16 @@ const QEMU: &str = "qemu-aarch64-static";
 /// series to one `--once` run and not the other.
 static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The binary build-static.sh leaves (STS_AARCH64_BIN overrides, e.g. with CARGO_TARGET_DIR set).
-fn aarch64_binary() -> PathBuf {
-    std::env::var_os("STS_AARCH64_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aarch64-unknown-linux-musl/release/sts-agent")
+/// The static binary build-static.sh leaves for `arch` (`override_var` names another path, e.g.
+/// with CARGO_TARGET_DIR set).
+fn static_binary(override_var: &str, arch: &str) -> PathBuf {
+    std::env::var_os(override_var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/{arch}-unknown-linux-musl/release/sts-agent"))
     })
+}
+
+fn aarch64_binary() -> PathBuf {
+    static_binary("STS_AARCH64_BIN", "aarch64")
 }
 
 #[test]
@@ -201,13 +206,6 @@ fn run_once(cmd: &mut Command) -> Once {
     Once { lines, stdout, stderr }
 }
 
-/// The x86_64 static binary build-static.sh leaves (STS_STATIC_BIN overrides).
-fn x86_64_binary() -> PathBuf {
-    std::env::var_os("STS_STATIC_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-musl/release/sts-agent")
-    })
-}
-
 /// packaging/Dockerfile, built for each platform as the README says (`--platform`, and
 /// TARGETARCH, which BuildKit sets from it and the classic builder takes as a build argument),
 /// gives an image of that architecture holding that architecture's binary. No registry here: the
@@ -219,7 +217,8 @@ fn the_dockerfile_builds_an_image_per_architecture_with_its_binary() {
     let _one_at_a_time = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
     let engine = Engine::default();
     engine.require();
-    let bins = [("amd64", x86_64_binary(), "x86-64"), ("arm64", aarch64_binary(), "ARM aarch64")];
+    let bins =
+        [("amd64", static_binary("STS_STATIC_BIN", "x86_64"), "x86-64"), ("arm64", aarch64_binary(), "ARM aarch64")];
     for (_, bin, _) in &bins {
         assert!(bin.is_file(), "no static binary at {} (packaging/build-static.sh [--target aarch64])", bin.display());
     }
