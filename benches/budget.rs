@@ -301,6 +301,74 @@ fn psutil_cpu(cycles: usize) -> Option<Psutil> {
     })
 }
 
+/// The psutil collector kept running (`psutil_collector.py --serve`), one cycle on request: the
+/// budget runs them between the agent's cycles, as the floor, so that the agent and psutil are
+/// measured on the same machine at the same time (this VM's speed drifts by tens of percent over
+/// the minutes between phases: a baseline taken after the other phases read 0.157 and 0.202 of
+/// psutil's for the same agent in two runs).
+struct PsutilServer {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    from: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl PsutilServer {
+    fn start() -> Option<PsutilServer> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/psutil_collector.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .ok()?;
+        let to = child.stdin.take()?;
+        let mut from = std::io::BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        use std::io::BufRead;
+        if from.read_line(&mut line).ok()? == 0 || line.trim() != "ready" {
+            eprintln!("psutil baseline unavailable (pip install psutil); skipped");
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        Some(PsutilServer { child, to, from })
+    }
+
+    /// One collector cycle: its CPU, processes and connections.
+    fn cycle(&mut self) -> Option<Psutil> {
+        use std::io::BufRead;
+        self.to.write_all(b"cycle\n").ok()?;
+        let mut line = String::new();
+        self.from.read_line(&mut line).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some(Psutil {
+            cpu: Cpu { user_ms: v["user_ms"].as_f64()?, sys_ms: v["sys_ms"].as_f64()? },
+            processes: v["processes"].as_u64()?,
+            connections: v["connections"].as_u64()?,
+            version: v["psutil"].as_str()?.to_string(),
+        })
+    }
+}
+
+impl Drop for PsutilServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The median cycle of `samples` (by total CPU), or `None` when there are too few to trust.
+fn median_psutil(samples: &[Psutil]) -> Option<Psutil> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let totals: Vec<f64> = samples.iter().map(|p| p.cpu.total()).collect();
+    let m = median(&totals)?;
+    samples.iter().find(|p| p.cpu.total() == m).cloned()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The agent, watched from outside (procfs, perf) and through its /status.
 
@@ -1328,14 +1396,30 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     // agent cycle, so both see the same machine: this VM's speed drifts by tens of percent.
     let (mut whole, mut checks) = (Vec::new(), Vec::new());
     let (mut agent_ms, mut floors) = (Vec::new(), Vec::new());
+    // psutil's cycles too, when one fits before the agent's next cycle (a psutil cycle takes a
+    // few hundred ms at 500 processes; at thousands it may not fit, and runs after the phases).
+    let mut psutil_server = if with_psutil { PsutilServer::start() } else { None };
+    let mut psutil_samples: Vec<Psutil> = Vec::new();
+    let mut psutil_wall = Duration::ZERO;
     let (mut prev, mut seen, mut prev_sample) = (a.clone(), pa.at.unwrap(), pa);
     for _ in 0..s.cycles {
         let v = agent.next_cycle(&prev, seen, interval);
         seen = Instant::now();
         let sample = agent.sample();
-        agent_ms.push((sample.runtime_ns - prev_sample.runtime_ns) as f64 / 1e6);
+        // Per run of the agent, should a slow round have let it run twice.
+        let runs = Agent::runs(&v).saturating_sub(Agent::runs(&prev)).max(1);
+        agent_ms.push((sample.runtime_ns - prev_sample.runtime_ns) as f64 / 1e6 / runs as f64);
         prev_sample = sample;
         floors.push(floor_once(&mut floor));
+        if let Some(ps) = psutil_server.as_mut() {
+            if seen.elapsed() + psutil_wall * 2 < interval.saturating_sub(Duration::from_millis(200)) {
+                let t = Instant::now();
+                if let Some(p) = ps.cycle() {
+                    psutil_samples.push(p);
+                }
+                psutil_wall = t.elapsed();
+            }
+        }
         if let (Some(x), Some(y)) = (allocs(&v, "count"), allocs(&prev, "count")) {
             whole.push((x - y) as f64);
         }
@@ -1344,6 +1428,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         }
         prev = v;
     }
+    drop(psutil_server);
     let b = prev;
     let pb = agent.sample();
     let tw1 = host.time_wait_now();
@@ -1429,8 +1514,13 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     f.floor = Cpu { user_ms: floor_ms * user_share, sys_ms: floor_ms * (1.0 - user_share) };
     f.floor_parts = (floor_procs, floor_ms - floor_procs);
     if with_psutil {
-        host.top_up_time_wait();
-        f.psutil = psutil_cpu(3);
+        f.psutil = median_psutil(&psutil_samples);
+        if f.psutil.is_none() {
+            // Too few fitted between the agent's cycles: afterwards, on its own.
+            eprintln!("psutil: {} cycles fitted between the agent's; measured after the phases", psutil_samples.len());
+            host.top_up_time_wait();
+            f.psutil = psutil_cpu(3);
+        }
     }
     drop(host);
     f

@@ -7,6 +7,10 @@ pid. Prints one JSON object: CPU time (user and system, this process) per cycle,
 the measured cycles after one warm-up cycle.
 
 usage: python3 psutil_collector.py CYCLES
+       python3 psutil_collector.py --serve   # one warm-up cycle, prints "ready"; then one cycle per
+                                             # line read on stdin, its CPU as one JSON line each
+                                             # (the budget runs these between the agent's cycles,
+                                             # so both see the same machine)
 """
 
 import json
@@ -45,7 +49,31 @@ def cpu():
     return u.ru_utime, u.ru_stime
 
 
+def serve():
+    cycle()  # warm-up, as in main()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        u0, s0 = cpu()
+        procs, conns = cycle()
+        u1, s1 = cpu()
+        print(
+            json.dumps(
+                {
+                    "psutil": psutil.__version__,
+                    "processes": procs,
+                    "connections": conns,
+                    "user_ms": (u1 - u0) * 1e3,
+                    "sys_ms": (s1 - s0) * 1e3,
+                }
+            ),
+            flush=True,
+        )
+
+
 def main():
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        return
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     cycle()  # warm-up: psutil caches Process objects across process_iter calls
     samples = []
