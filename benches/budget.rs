@@ -275,6 +275,8 @@ struct Psutil {
     processes: u64,
     connections: u64,
     version: String,
+    /// How many cycles ran between the agent's (0: three after the phases, the fallback).
+    interleaved: usize,
 }
 
 fn psutil_cpu(cycles: usize) -> Option<Psutil> {
@@ -290,6 +292,7 @@ fn psutil_cpu(cycles: usize) -> Option<Psutil> {
         processes: v["processes"].as_u64()?,
         connections: v["connections"].as_u64()?,
         version: v["psutil"].as_str()?.to_string(),
+        interleaved: 0,
     })
     .map(|mut p| {
         // The median total, split as the median sample was.
@@ -309,12 +312,19 @@ fn psutil_cpu(cycles: usize) -> Option<Psutil> {
 struct PsutilServer {
     child: std::process::Child,
     to: std::process::ChildStdin,
-    from: std::io::BufReader<std::process::ChildStdout>,
+    /// Lines from the collector, read on a thread of their own (a read with a deadline).
+    from: std::sync::mpsc::Receiver<String>,
+    /// The wall time a cycle takes here: the warm-up's, then the median of the cycles run.
+    walls: Vec<Duration>,
 }
+
+/// How long a psutil cycle may take before the collector is given up.
+const PSUTIL_CYCLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl PsutilServer {
     fn start() -> Option<PsutilServer> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/psutil_collector.py");
+        let t = Instant::now();
         let mut child = Command::new("python3")
             .arg(script)
             .arg("--serve")
@@ -324,30 +334,52 @@ impl PsutilServer {
             .spawn()
             .ok()?;
         let to = child.stdin.take()?;
-        let mut from = std::io::BufReader::new(child.stdout.take()?);
-        let mut line = String::new();
-        use std::io::BufRead;
-        if from.read_line(&mut line).ok()? == 0 || line.trim() != "ready" {
-            eprintln!("psutil baseline unavailable (pip install psutil); skipped");
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
+        let out = child.stdout.take()?;
+        let (tx, from) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = PsutilServer { child, to, from, walls: Vec::new() };
+        // "ready" after imports and one warm-up cycle: the warm-up's time seeds the estimate.
+        match server.from.recv_timeout(PSUTIL_CYCLE_TIMEOUT) {
+            Ok(l) if l.trim() == "ready" => {
+                server.walls.push(t.elapsed());
+                Some(server)
+            }
+            other => {
+                eprintln!("psutil collector (--serve) did not start ({other:?}): pip install psutil==7.1.3");
+                None
+            }
         }
-        Some(PsutilServer { child, to, from })
     }
 
-    /// One collector cycle: its CPU, processes and connections.
+    /// The wall time a cycle is expected to take: the median of those seen.
+    fn expected_wall(&self) -> Duration {
+        let mut w = self.walls.clone();
+        w.sort();
+        w.get(w.len() / 2).copied().unwrap_or(Duration::MAX)
+    }
+
+    /// One collector cycle: its CPU, processes and connections. `None` (and the collector is of
+    /// no further use) on a write error, a timeout or a reply that is not one.
     fn cycle(&mut self) -> Option<Psutil> {
-        use std::io::BufRead;
+        let t = Instant::now();
         self.to.write_all(b"cycle\n").ok()?;
-        let mut line = String::new();
-        self.from.read_line(&mut line).ok()?;
+        let line = self.from.recv_timeout(PSUTIL_CYCLE_TIMEOUT).ok()?;
+        self.walls.push(t.elapsed());
         let v: serde_json::Value = serde_json::from_str(&line).ok()?;
         Some(Psutil {
             cpu: Cpu { user_ms: v["user_ms"].as_f64()?, sys_ms: v["sys_ms"].as_f64()? },
             processes: v["processes"].as_u64()?,
             connections: v["connections"].as_u64()?,
             version: v["psutil"].as_str()?.to_string(),
+            interleaved: 0,
         })
     }
 }
@@ -366,7 +398,7 @@ fn median_psutil(samples: &[Psutil]) -> Option<Psutil> {
     }
     let totals: Vec<f64> = samples.iter().map(|p| p.cpu.total()).collect();
     let m = median(&totals)?;
-    samples.iter().find(|p| p.cpu.total() == m).cloned()
+    samples.iter().find(|p| p.cpu.total() == m).cloned().map(|p| Psutil { interleaved: samples.len(), ..p })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1379,6 +1411,9 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     std::thread::sleep(Duration::from_millis(300));
     let mut floor = Floor::new();
     std::hint::black_box(floor.cycle());
+    // The psutil collector starts (imports, a warm-up cycle) before the agent's warm-up, so that
+    // its process is an old one by the measured cycles.
+    let mut psutil_server = if with_psutil { PsutilServer::start() } else { None };
     let agent = Agent::start(s);
     let interval = Duration::from_secs(s.interval_s);
     // Warm-up: the first cycle primes rates and finds socket owners; the third is steady.
@@ -1398,9 +1433,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     let (mut agent_ms, mut floors) = (Vec::new(), Vec::new());
     // psutil's cycles too, when one fits before the agent's next cycle (a psutil cycle takes a
     // few hundred ms at 500 processes; at thousands it may not fit, and runs after the phases).
-    let mut psutil_server = if with_psutil { PsutilServer::start() } else { None };
     let mut psutil_samples: Vec<Psutil> = Vec::new();
-    let mut psutil_wall = Duration::ZERO;
     let (mut prev, mut seen, mut prev_sample) = (a.clone(), pa.at.unwrap(), pa);
     for _ in 0..s.cycles {
         let v = agent.next_cycle(&prev, seen, interval);
@@ -1411,20 +1444,25 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         agent_ms.push((sample.runtime_ns - prev_sample.runtime_ns) as f64 / 1e6 / runs as f64);
         prev_sample = sample;
         floors.push(floor_once(&mut floor));
-        if let Some(ps) = psutil_server.as_mut() {
-            if seen.elapsed() + psutil_wall * 2 < interval.saturating_sub(Duration::from_millis(200)) {
-                let t = Instant::now();
-                if let Some(p) = ps.cycle() {
-                    psutil_samples.push(p);
+        // A psutil cycle when the expected one (the median wall time so far) ends 200 ms before
+        // the agent's next cycle is due; a collector that fails or times out is dropped.
+        let fits = |ps: &PsutilServer| {
+            seen.elapsed().saturating_add(ps.expected_wall()) + Duration::from_millis(200) < interval
+        };
+        if let Some(ps) = psutil_server.as_mut().filter(|ps| fits(ps)) {
+            match ps.cycle() {
+                Some(p) => psutil_samples.push(p),
+                None => {
+                    eprintln!("psutil collector: no answer to a cycle; dropped");
+                    psutil_server = None;
                 }
-                psutil_wall = t.elapsed();
             }
         }
         if let (Some(x), Some(y)) = (allocs(&v, "count"), allocs(&prev, "count")) {
-            whole.push((x - y) as f64);
+            whole.push((x - y) as f64 / runs as f64);
         }
         if let (Some(x), Some(y)) = (in_checks(&v), in_checks(&prev)) {
-            checks.push((x - y) as f64);
+            checks.push((x - y) as f64 / runs as f64);
         }
         prev = v;
     }
@@ -1517,7 +1555,10 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         f.psutil = median_psutil(&psutil_samples);
         if f.psutil.is_none() {
             // Too few fitted between the agent's cycles: afterwards, on its own.
-            eprintln!("psutil: {} cycles fitted between the agent's; measured after the phases", psutil_samples.len());
+            eprintln!(
+                "psutil: {} cycles between the agent's (3 needed); three cycles after the phases instead",
+                psutil_samples.len()
+            );
             host.top_up_time_wait();
             f.psutil = psutil_cpu(3);
         }
@@ -1556,13 +1597,18 @@ fn report(s: &Scenario, f: &Figures) {
     );
     if let Some(p) = &f.psutil {
         println!(
-            "psutil {} per cycle: {:.1} ms (user {:.1}, system {:.1}; {} processes, {} connections); agent/psutil {:.3}",
+            "psutil {} per cycle: {:.1} ms (user {:.1}, system {:.1}; {} processes, {} connections; {}); agent/psutil {:.3}",
             p.version,
             p.cpu.total(),
             p.cpu.user_ms,
             p.cpu.sys_ms,
             p.processes,
             p.connections,
+            if p.interleaved > 0 {
+                format!("median of {} cycles between the agent's", p.interleaved)
+            } else {
+                "three cycles after the phases".to_string()
+            },
             f.cpu_ms / p.cpu.total()
         );
     }
@@ -1700,7 +1746,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
             "allocs_per_cycle_idle": c.allocs_per_cycle_idle, "allocs_in_checks_per_cycle": c.allocs_in_checks_per_cycle,
             "wakeups_per_s_idle": c.wakeups_per_s_idle, "wakeups_per_s": c.wakeups_per_s, "peak_rss_kib": c.hwm_kib})
     });
-    serde_json::json!({
+    let mut j = serde_json::json!({
         "scenario": {"procs": s.procs, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
                      "spans_per_s": s.spans_per_s, "http_per_s": s.http_per_s, "containers": s.containers,
                      "interval_s": s.interval_s},
@@ -1734,7 +1780,10 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
             "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib, "rss_kib": t.rss_kib})),
         "http": f.http.as_ref().map(http_json),
         "containers": containers,
-    })
+    });
+    // (Beside the macro: one more key in it passes its recursion limit.)
+    j["psutil_cycles_between_the_agents"] = f.psutil.as_ref().map(|p| p.interleaved).into();
+    j
 }
 
 fn http_json(h: &HttpFigures) -> serde_json::Value {

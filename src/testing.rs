@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 /// assertion passes as soon as the best times are within the bound. `make` is not timed.
 pub fn assert_linear<T>(what: &str, n: usize, scale: usize, mut make: impl FnMut(usize) -> T, mut run: impl FnMut(&T)) {
     assert!(scale >= 8, "3 × scale must stay well under scale²");
+    // One at a time: the test harness runs the callers in parallel threads, and two of them timing
+    // their large inputs at once on a small machine would skew each other's ratios.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _timing = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut time = |input: &T| {
         let t = Instant::now();
         run(input);

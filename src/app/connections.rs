@@ -41,9 +41,9 @@ pub struct ConnectionsCheck {
 }
 
 /// Whether opening a `NETLINK_SOCK_DIAG` socket failed because this kernel or emulator will never
-/// open one (no such protocol: qemu-user; not permitted: a seccomp or LSM policy), not for want of
-/// a resource that may come back. (A kernel without `CONFIG_INET_DIAG` opens the socket and fails
-/// each dump instead: that is reported by the runs.)
+/// open one (no such protocol: qemu-user, a kernel without sock_diag; not permitted: a seccomp or
+/// LSM policy), not for want of a resource that may come back. (A kernel with sock_diag but
+/// without `CONFIG_INET_DIAG` opens the socket and fails each dump instead: the runs report it.)
 fn refuses_sock_diag(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
