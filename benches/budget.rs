@@ -811,6 +811,18 @@ fn otlp_trace_payload(spans: u64) -> TraceBody {
 
 /// Runs `load` at `spans_per_s` against the agent: the trace path's CPU per span (the agent times
 /// it), the agent's share of a core, its memory after.
+/// Two windows of the same load, and the one with less CPU per span (the peak RSS the higher):
+/// other work on the machine only ever adds CPU to a window, as in the HTTP phase. (One CI run
+/// read 11.7 µs per OTLP span against 2.3-3.3 in every other run: a stretch of two minutes in
+/// which the agent's idle cycles also cost half as much again; a regression shows in both.)
+fn best_trace_window(agent: &Agent, spans_per_s: u32, load: impl Fn() -> TraceBody) -> TraceFigures {
+    let first = trace_window(agent, spans_per_s, load());
+    let second = trace_window(agent, spans_per_s, load());
+    let hwm_kib = first.hwm_kib.max(second.hwm_kib);
+    let best = if second.us_per_span < first.us_per_span { second } else { first };
+    TraceFigures { hwm_kib, ..best }
+}
+
 fn trace_window(agent: &Agent, spans_per_s: u32, load: TraceBody) -> TraceFigures {
     let load = TraceLoad::start(if load.otlp { agent.otlp_port } else { agent.port }, spans_per_s, load);
     // Let the first payloads (and one 5 s trace flush) pass before measuring.
@@ -1517,11 +1529,11 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
 
     if s.spans_per_s > 0 {
         host.top_up_time_wait();
-        f.traces = Some(trace_window(&agent, s.spans_per_s, trace_payload(SPANS_PER_PAYLOAD)));
+        f.traces = Some(best_trace_window(&agent, s.spans_per_s, || trace_payload(SPANS_PER_PAYLOAD)));
         host.top_up_time_wait();
-        f.traces_sql = Some(trace_window(&agent, s.spans_per_s, sql_trace_payload(SPANS_PER_PAYLOAD)));
+        f.traces_sql = Some(best_trace_window(&agent, s.spans_per_s, || sql_trace_payload(SPANS_PER_PAYLOAD)));
         host.top_up_time_wait();
-        f.traces_otlp = Some(trace_window(&agent, s.spans_per_s, otlp_trace_payload(SPANS_PER_PAYLOAD)));
+        f.traces_otlp = Some(best_trace_window(&agent, s.spans_per_s, || otlp_trace_payload(SPANS_PER_PAYLOAD)));
     }
     if s.http_per_s > 0 {
         host.top_up_time_wait();
