@@ -287,14 +287,7 @@ fn psutil_cpu(cycles: usize) -> Option<Psutil> {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some(Psutil {
-        cpu: Cpu { user_ms: v["user_ms"].as_f64()?, sys_ms: v["sys_ms"].as_f64()? },
-        processes: v["processes"].as_u64()?,
-        connections: v["connections"].as_u64()?,
-        version: v["psutil"].as_str()?.to_string(),
-        interleaved: 0,
-    })
-    .map(|mut p| {
+    psutil_from(&v).map(|mut p| {
         // The median total, split as the median sample was.
         let total = v["cpu_ms"].as_f64().unwrap_or(p.cpu.total());
         let k = if p.cpu.total() > 0.0 { total / p.cpu.total() } else { 1.0 };
@@ -373,15 +366,19 @@ impl PsutilServer {
         self.to.write_all(b"cycle\n").ok()?;
         let line = self.from.recv_timeout(PSUTIL_CYCLE_TIMEOUT).ok()?;
         self.walls.push(t.elapsed());
-        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        Some(Psutil {
-            cpu: Cpu { user_ms: v["user_ms"].as_f64()?, sys_ms: v["sys_ms"].as_f64()? },
-            processes: v["processes"].as_u64()?,
-            connections: v["connections"].as_u64()?,
-            version: v["psutil"].as_str()?.to_string(),
-            interleaved: 0,
-        })
+        psutil_from(&serde_json::from_str(&line).ok()?)
     }
+}
+
+/// A psutil_collector.py reply: CPU (user, system), processes, connections, version.
+fn psutil_from(v: &serde_json::Value) -> Option<Psutil> {
+    Some(Psutil {
+        cpu: Cpu { user_ms: v["user_ms"].as_f64()?, sys_ms: v["sys_ms"].as_f64()? },
+        processes: v["processes"].as_u64()?,
+        connections: v["connections"].as_u64()?,
+        version: v["psutil"].as_str()?.to_string(),
+        interleaved: 0,
+    })
 }
 
 impl Drop for PsutilServer {
