@@ -117,37 +117,61 @@ impl Hasher for IdHasher {
     }
 }
 
-fn hash(bytes: &[u8], seed: u64) -> u64 {
-    finish(mix(bytes, seed))
+/// Multiplies and folds the 128-bit product's halves (wyhash's mixing step).
+fn fold(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ (r >> 64) as u64
 }
 
-/// The words of `bytes` folded into `h`, without the final mix (parts of one key are mixed in
-/// turn and finished once).
-fn mix(bytes: &[u8], seed: u64) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h = seed;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+/// The context and raw-form hashes, seeded per aggregator from the process's random keys: the
+/// maps' chains are then not predictable by a sender (a chosen collision would cost a chain walk
+/// per sample, bounded by the context cap). 16 bytes a step, one multiply each, and the tail in
+/// one step (a byte a step cost more than the rest: about 7 rounds a part).
+#[derive(Debug, Clone, Copy)]
+struct KeyHash(u64);
+
+const K0: u64 = 0xa076_1d64_78bd_642f;
+const K1: u64 = 0xe703_7ed1_a0b4_28db;
+
+impl KeyHash {
+    fn random() -> KeyHash {
+        use std::hash::BuildHasher;
+        KeyHash(std::collections::hash_map::RandomState::new().hash_one(0x7a9u64))
     }
-    for &b in chunks.remainder() {
-        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+
+    /// The bytes folded into `h`, their length included.
+    fn mix(self, bytes: &[u8], h: u64) -> u64 {
+        let w8 = |c: &[u8], at: usize| u64::from_le_bytes(c[at..at + 8].try_into().unwrap_or_default());
+        let w4 = |c: &[u8], at: usize| u64::from(u32::from_le_bytes(c[at..at + 4].try_into().unwrap_or_default()));
+        let mut h = h ^ self.0 ^ (bytes.len() as u64).wrapping_mul(K1);
+        let mut chunks = bytes.chunks_exact(16);
+        for c in &mut chunks {
+            h = fold(w8(c, 0) ^ K0 ^ h, w8(c, 8) ^ self.0);
+        }
+        // The 1 to 15 bytes left as two words, read overlapping (the length is mixed in above).
+        let r = chunks.remainder();
+        let n = r.len();
+        let (a, b) = match n {
+            0 => return h,
+            8.. => (w8(r, 0), w8(r, n - 8)),
+            4.. => (w4(r, 0) << 32 | w4(r, n - 4), 0),
+            _ => (u64::from(r[0]) << 16 | u64::from(r[n / 2]) << 8 | u64::from(r[n - 1]), 0),
+        };
+        fold(a ^ K0 ^ h, b ^ self.0 ^ K1)
     }
-    h
-}
 
-fn finish(mut h: u64) -> u64 {
-    // Final mix (murmur3's) so the low bits the map uses depend on every byte.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h
-}
+    fn finish(self, h: u64) -> u64 {
+        fold(h ^ K1, self.0 ^ K0)
+    }
 
-/// The hash of a raw form (name, tag field, origin tags), each part's length mixed in.
-fn raw_hash(name: &[u8], tags: &[u8], origin: &[u8]) -> u64 {
-    finish(mix(origin, mix(tags, mix(name, 0x7a9) ^ tags.len() as u64) ^ origin.len() as u64))
+    fn hash(self, bytes: &[u8], seed: u64) -> u64 {
+        self.finish(self.mix(bytes, seed))
+    }
+
+    /// The hash of a raw form (name, tag field, origin tags), each part's length mixed in.
+    fn raw(self, name: &[u8], tags: &[u8], origin: &[u8]) -> u64 {
+        self.finish(self.mix(origin, self.mix(tags, self.mix(name, 0x7a9))))
+    }
 }
 
 /// One bucket of one context.
@@ -279,6 +303,7 @@ pub struct Aggregator {
     /// craft colliding members (the context hash's mixing is not keyed: a chosen collision there
     /// costs a chain walk bounded by the context cap; here it would cost up to 1 Mi probes).
     member_hasher: std::collections::hash_map::RandomState,
+    key_hash: KeyHash,
     /// The cutoff of the last flush: buckets before it were flushed.
     last_cutoff: u64,
     pub stats: AggregatorStats,
@@ -309,6 +334,7 @@ impl Aggregator {
             points: Vec::with_capacity(8),
             samples_held: 0,
             member_hasher: std::collections::hash_map::RandomState::new(),
+            key_hash: KeyHash::random(),
             last_cutoff: bucket_start(now),
             stats: AggregatorStats::default(),
         }
@@ -443,7 +469,7 @@ impl Aggregator {
     /// The context of a raw form: found by its hash and an exact compare when seen before (no
     /// tag sort), else by the sorted key, and then remembered for this raw form.
     fn context_of_raw(&mut self, name: &[u8], tags: &[u8], origin: &[u8]) -> Option<usize> {
-        let rh = raw_hash(name, tags, origin);
+        let rh = self.key_hash.raw(name, tags, origin);
         if let Some(&ci) = self.raw_index.get(&rh) {
             let c = &self.contexts[ci as usize];
             let (n, t) = (name.len(), tags.len());
@@ -484,7 +510,7 @@ impl Aggregator {
         }
         let host_len = host.map_or(NONE, |h| h.len() as u32);
         let name_len = name.len() as u32;
-        let h = hash(&self.key, u64::from(name_len) << 32 | u64::from(host_len));
+        let h = self.key_hash.hash(&self.key, u64::from(name_len) << 32 | u64::from(host_len));
         let mut at = self.index.get(&h).copied().unwrap_or(NONE);
         let head = at;
         while at != NONE {
@@ -599,7 +625,7 @@ impl Aggregator {
         if !c.raw.is_empty() {
             let (n, t) = (c.name_len as usize, c.raw_tags_len as usize);
             let (name, tags, origin) = (&c.raw[..n], &c.raw[n..n + t], &c.raw[n + t..]);
-            let rh = raw_hash(name, tags, origin);
+            let rh = self.key_hash.raw(name, tags, origin);
             if self.raw_index.get(&rh) == Some(&me) {
                 self.raw_index.remove(&rh);
             }
@@ -976,6 +1002,46 @@ mod tests {
         }
         assert!(low.len() > 300_000, "{}", low.len());
         assert_eq!(top.len(), 128);
+    }
+
+    #[test]
+    fn key_hashes_spread_and_tell_parts_and_lengths_apart() {
+        let k = KeyHash::random();
+        // Keys of every length 0..=80 that differ in one byte anywhere, or only in length
+        // (a zero byte appended): all distinct.
+        let mut seen = HashSet::new();
+        let mut keys = 0;
+        for len in 0..=80usize {
+            let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(seen.insert(k.hash(&base, 1)), "len {len}");
+            let mut z = base.clone();
+            z.push(0);
+            assert!(seen.insert(k.hash(&z, 1)), "len {len} + NUL");
+            keys += 2;
+            for at in 0..len {
+                let mut v = base.clone();
+                v[at] ^= 1;
+                assert!(seen.insert(k.hash(&v, 1)), "len {len}, byte {at}");
+                keys += 1;
+            }
+        }
+        assert_eq!(seen.len(), keys);
+        // The same bytes split differently between name, tags and origin hash apart.
+        let splits =
+            [k.raw(b"ab", b"c", b""), k.raw(b"a", b"bc", b""), k.raw(b"a", b"b", b"c"), k.raw(b"abc", b"", b"")];
+        assert_eq!(splits.iter().collect::<HashSet<_>>().len(), 4);
+        // Sequential keys as clients send them spread over a table's low bits and hashbrown's
+        // top-7-bit tag.
+        let (mut low, mut top) = (HashSet::new(), HashSet::new());
+        for i in 0..100_000 {
+            let h = k.raw(format!("shop.requests.{i}").as_bytes(), b"env:prod,service:checkout", b"");
+            low.insert(h & 0x3_ffff);
+            top.insert(h >> 57);
+        }
+        assert!(low.len() > 80_000, "{}", low.len());
+        assert_eq!(top.len(), 128);
+        // Seeds differ per aggregator.
+        assert_ne!(KeyHash::random().hash(b"x", 0), KeyHash::random().hash(b"x", 0));
     }
 
     #[test]
