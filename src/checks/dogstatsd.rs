@@ -300,8 +300,9 @@ pub struct Aggregator {
     /// Slots allocated for histogram samples and set members, all contexts (`Bucket::capacity`).
     samples_held: usize,
     /// Set members are hashed with SipHash under keys random per process, so a sender cannot
-    /// craft colliding members (the context hash's mixing is not keyed: a chosen collision there
-    /// costs a chain walk bounded by the context cap; here it would cost up to 1 Mi probes).
+    /// craft colliding members (a chosen collision would cost up to 1 Mi probes a sample). The
+    /// context keys' cheaper hash ([`KeyHash`]) is seeded too, though a collision there costs
+    /// less (a chain walk bounded by the context cap).
     member_hasher: std::collections::hash_map::RandomState,
     key_hash: KeyHash,
     /// The cutoff of the last flush: buckets before it were flushed.
