@@ -46,6 +46,9 @@ fn docker_and_ecs_layouts_on_real_cgroups() {
             ("STS_HOSTNAME", "ctr-host"),
             ("STS_SKIP_SSL_VALIDATION", "true"),
             ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+            // The container metrics read below as raw metrics (tests/features.rs covers the
+            // receiver's answer deciding it).
+            ("STS_FEATURES", "upgrade-to-multi-metrics"),
             // No Docker: these cgroups are all there is to know (with Docker, the docker pass
             // would send the topology of Docker's containers; see the next test).
             ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),

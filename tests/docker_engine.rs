@@ -49,6 +49,9 @@ fn agent_under(argv: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
         .env("STS_APM_RECEIVER_PORT", port.to_string())
         .env("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0")
+        // The container metrics are read as raw metrics (sent so when the receiver advertises
+        // upgrade-to-multi-metrics; tests/features.rs covers its answer deciding it).
+        .env("STS_FEATURES", "upgrade-to-multi-metrics")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -235,6 +238,7 @@ fn own_container_reported(tree: &str, memory: bool) {
         ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
         ("DOCKER_HOST", "unix:///nonexistent.sock"),
         ("STS_ECS_AGENT_URL", "http://127.0.0.1:9"),
+        ("STS_FEATURES", "upgrade-to-multi-metrics"),
     ] {
         opts.extend(["-e".into(), format!("{k}={v}")]);
     }

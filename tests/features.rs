@@ -103,16 +103,18 @@ fn each_feature_combination_changes_the_payloads_as_the_spec_says() {
             .filter(|m| m[3]["tags"][0] == format!("containerId:{id}"))
             .map(|m| m[0].as_str().unwrap())
             .collect();
-        // Raw metrics on /intake either way (as the process agent sends them).
-        for name in ["totalPct", "userPct", "memRss", "memCache"] {
-            assert!(raw.contains(&name), "{name} in {raw:?}\n{what}");
-        }
+        // The throttling metrics on /intake either way (as the process agent 4.0.x sends them).
+        assert!(raw.contains(&"cpuThreadCount"), "cpuThreadCount in {raw:?}\n{what}");
         assert!(raw.iter().all(|n| METRICS.contains(n) || n.starts_with("cpu")), "{raw:?}");
         if multi {
-            // Nothing inside Container.
+            // The eleven as raw metrics on /intake, nothing inside Container.
+            for name in ["totalPct", "userPct", "memRss", "memCache"] {
+                assert!(raw.contains(&name), "{name} in {raw:?}\n{what}");
+            }
             assert_eq!((c.total_pct, c.mem_rss, c.user_pct), (0.0, 0, 0.0), "{what}");
         } else {
-            // Inside Container too.
+            // Only inside Container (issue 19, docker-check.md §4.1): none of the eleven raw.
+            assert!(raw.iter().all(|n| n.starts_with("cpu")), "no container rate as a raw metric: {raw:?}\n{what}");
             assert!(c.mem_rss >= 16 << 20, "memRss inside Container: {}\n{what}", c.mem_rss);
             assert!(c.total_pct > 5.0, "the busy container's totalPct inside Container: {}\n{what}", c.total_pct);
         }

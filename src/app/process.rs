@@ -358,7 +358,7 @@ impl ProcessCheck {
             (unix_ms / 1000) as u64,
             (self.report_health || self.features.health_states).then_some(&health),
             &metrics,
-            Some((&self.containers, meta)),
+            Some((&self.containers, meta, self.features.multi_metrics)),
         );
         emit(Encoded::Intake(msg));
     }

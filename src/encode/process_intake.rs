@@ -32,9 +32,10 @@ impl<'a> SelfMetric<'a> {
 
 /// `health`: the agent's own topology and the check's health stream, sent when
 /// `STS_REPORT_CHECK_HEALTH_STATE` is on (the default) or the receiver advertises `health-states`
-/// (`None` otherwise). The eleven container metrics and the throttling metrics always go here
-/// as raw metrics, whatever the receiver advertises (as the process agent does; without
-/// `upgrade-to-multi-metrics` they also ride inside `Container` in `/api/v1/collector`).
+/// (`None` otherwise). `containers`: the table, its metadata, and whether the eleven container
+/// metrics go here as raw metrics (the receiver advertised `upgrade-to-multi-metrics`; without it
+/// they ride only inside `Container` in `/api/v1/collector`, as the process agent 4.0.x sends
+/// them). The throttling metrics go here whatever the receiver advertises.
 #[allow(clippy::too_many_arguments)]
 pub fn side_channel(
     out: &mut Vec<u8>,
@@ -44,7 +45,7 @@ pub fn side_channel(
     unix_secs: u64,
     health: Option<&CheckHealth<'_>>,
     metrics: &[SelfMetric<'_>],
-    containers: Option<(&ContainerTable, &Metadata)>,
+    containers: Option<(&ContainerTable, &Metadata, bool)>,
 ) {
     out.clear();
     out.extend_from_slice(b"{\"internalHostname\":");
@@ -53,7 +54,7 @@ pub fn side_channel(
     if let Some(h) = health {
         agent_topology(out, host, agent_pid, agent_create_ms, h);
     }
-    if let Some((t, meta)) = containers.filter(|(t, m)| t.containers.iter().any(|c| !docker_pass_owns(c, m))) {
+    if let Some((t, meta, _)) = containers.filter(|(t, m, _)| t.containers.iter().any(|c| !docker_pass_owns(c, m))) {
         if health.is_some() {
             out.push(b',');
         }
@@ -68,14 +69,27 @@ pub fn side_channel(
     for m in metrics {
         raw_metric(out, &mut first, m.name, unix_secs, m.value, host, None, m.tags);
     }
-    if let Some((t, _)) = containers {
+    if let Some((t, _, raw_rates)) = containers {
         for c in &t.containers {
-            let r = rates(c, t);
-            let values =
-                [r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], c.cur.mem_rss as f64, c.cur.mem_cache as f64];
-            for (i, (name, v)) in METRIC_NAMES.iter().zip(values).enumerate() {
-                if metric_applies(c, i) {
-                    raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
+            if raw_rates {
+                let r = rates(c, t);
+                let values = [
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7],
+                    r[8],
+                    c.cur.mem_rss as f64,
+                    c.cur.mem_cache as f64,
+                ];
+                for (i, (name, v)) in METRIC_NAMES.iter().zip(values).enumerate() {
+                    if metric_applies(c, i) {
+                        raw_metric(out, &mut first, name, unix_secs, v, host, Some(&c.id), &[]);
+                    }
                 }
             }
             // Sent by the process agent 4.0.5–4.0.11 whatever the receiver's features.
@@ -292,7 +306,7 @@ mod tests {
         let h = CheckHealth { check: "process", interval_s: 30, health: "CLEAR", message: "" };
         let ids = |t: &ContainerTable, meta: &Metadata| -> Vec<String> {
             let mut b = Vec::new();
-            side_channel(&mut b, "h", 1, 0, 0, Some(&h), &[], Some((t, meta)));
+            side_channel(&mut b, "h", 1, 0, 0, Some(&h), &[], Some((t, meta, true)));
             let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
             v["topologies"]
                 .as_array()
