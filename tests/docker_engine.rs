@@ -408,7 +408,9 @@ fn throttling_of_an_ecs_task_shows_on_its_containers() {
     let time = raw(side, "cpuThrottledTime", &c.id).unwrap();
     // A busy loop under half a core is throttled every 100 ms period for about 50 ms: ~10
     // periods and ~50 centiseconds a second, as the task's cpu.stat says over the same run.
-    assert!(real_nr > 5.0 && real_cs > 20.0, "the premise: the task was throttled ({real_nr}/s, {real_cs} cs/s)");
+    // Under other load the burner gets less than its half core and is throttled less (12-17 cs/s
+    // seen with two builds beside it): the premise is that it was throttled at all.
+    assert!(real_nr > 5.0 && real_cs > 5.0, "the premise: the task was throttled ({real_nr}/s, {real_cs} cs/s)");
     eprintln!("agent: {nr} periods/s, {time} cs/s; the task's cpu.stat: {real_nr} periods/s, {real_cs} cs/s");
     // The agent's one-second window sits inside the test's: the periods are steady, the
     // throttled time less so when other work competes for the CPU (30-44 cs/s seen), hence the
