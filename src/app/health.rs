@@ -41,6 +41,18 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
+/// `; last error 20s ago: HTTP 400: …` after an endpoint's line, when there is one to name.
+struct LastError<'a>(Option<(&'a str, u64)>);
+
+impl std::fmt::Display for LastError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some((e, ago)) => write!(f, "; last error {ago}s ago: {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Writes the report (one line per component) and returns whether every component passed.
 pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
     let mut healthy = true;
@@ -98,7 +110,8 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
         let error = r.last_error.unwrap_or("none");
         let since = |t: Option<Instant>| t.map(|t| h.now.saturating_duration_since(t));
         // Judged per route: failing (retried or refused) or waiting with payloads queued, with no
-        // delivery of its own, for longer than the horizon.
+        // delivery of its own, for longer than the horizon. A route with nothing queued or in
+        // flight is not failing (the outbox clears it), unless the receiver refused the key.
         let stuck = since(r.failing_since).max(since(r.waiting_since)).filter(|d| *d > h.horizon);
         if let Some(stuck) = stuck {
             line(
@@ -114,6 +127,12 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
             );
             continue;
         }
+        // An error after the route's last delivery (a payload a 400 or 413 dropped) is named,
+        // with its age; one the route has delivered since is not.
+        let recent_error = LastError(match (r.last_error, since(r.last_error_at)) {
+            (Some(e), Some(ago)) if r.last_error_at > r.last_delivered => Some((e, secs(ago))),
+            _ => None,
+        });
         match (since(r.failing_since), r.last_delivered) {
             (Some(failing), _) => line(
                 out,
@@ -129,11 +148,22 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
             (None, Some(t)) => line(
                 out,
                 true,
-                format_args!("endpoint {}: delivered {}s ago", r.name, secs(h.now.saturating_duration_since(t))),
+                format_args!(
+                    "endpoint {}: delivered {}s ago{recent_error}",
+                    r.name,
+                    secs(h.now.saturating_duration_since(t))
+                ),
             ),
-            (None, None) => {
-                line(out, true, format_args!("endpoint {}: nothing sent yet ({} queued)", r.name, r.queued))
-            }
+            (None, None) => line(
+                out,
+                true,
+                format_args!(
+                    "endpoint {}: nothing {} yet ({} queued){recent_error}",
+                    r.name,
+                    if recent_error.0.is_some() { "delivered" } else { "sent" },
+                    r.queued
+                ),
+            ),
         }
     }
     healthy
