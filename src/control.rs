@@ -259,7 +259,15 @@ pub fn render_status(s: &Value, now_unix: u64) -> String {
                     let _ = writeln!(o, "  {:<15} backing off: next attempt in {backoff:.1}s", "");
                 }
                 if let Some(err) = e.get("last_error").and_then(Value::as_str) {
-                    let _ = writeln!(o, "  {:<15} last error: {err}", "");
+                    // With its age: an error long past (delivered since) reads as such.
+                    match e.get("last_error_age_s").and_then(Value::as_u64) {
+                        Some(age) => {
+                            let _ = writeln!(o, "  {:<15} last error {} ago: {err}", "", duration(age));
+                        }
+                        None => {
+                            let _ = writeln!(o, "  {:<15} last error: {err}", "");
+                        }
+                    }
                 }
             }
         }
@@ -364,7 +372,7 @@ mod tests {
             r#"{"version":"0.1.0","hostname":"h1","uptime_s":3725,"api_key_rejected":false,
             "endpoints":{"series":{"url":"https://r/api/v1/series","enqueued":5,"delivered":3,
               "dropped":{"overflow":1,"too_large":0},"queued":1,"queued_bytes":2048,"retries":4,
-              "split":0,"last_error":"HTTP 503 \"busy\"","backoff_s":7.5}},
+              "split":0,"last_error":"HTTP 503 \"busy\"","last_error_age_s":125,"backoff_s":7.5}},
             "checks":{"host":{"runs":2,"last_run_unix":990,"last_duration_ms":1.25,"last_count":57,
               "last_cpu_ms":1.0,"total_cpu_ms":2.0}},
             "trace_intake":{"requests":9,"payloads":4,"traces":8,"spans":21,"dropped_traces":0,
@@ -379,7 +387,7 @@ mod tests {
             "series          https://r/api/v1/series",
             "3 delivered of 5, 1 queued (2.0 KiB), 1 dropped, 4 retries",
             "backing off: next attempt in 7.5s",
-            "last error: HTTP 503 \"busy\"",
+            "last error 2m 5s ago: HTTP 503 \"busy\"",
             "traces       9 requests, 8 traces, 21 spans, 2 payloads sent, 3 rejected",
             "dogstatsd    off",
         ] {

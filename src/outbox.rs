@@ -318,8 +318,8 @@ impl Forwarder {
         self.routes.get(route).map(|r| r.stats).unwrap_or_default()
     }
 
-    /// Every route's accounting as a JSON object keyed by route name:
-    /// `{"enqueued","delivered","dropped":{reason:n},"queued","queued_bytes","last_error","backoff_s"}`.
+    /// Every route's accounting as a JSON object keyed by route name: `{"enqueued","delivered",
+    /// "dropped":{reason:n},"queued","queued_bytes","last_error","last_error_age_s","backoff_s"}`.
     /// `queued` counts the payload in flight, so enqueued = delivered + Σdropped + queued.
     pub fn status_json(&self, out: &mut Vec<u8>, now: Instant) {
         use crate::encode::json;
@@ -350,6 +350,11 @@ impl Forwarder {
             out.extend_from_slice(b",\"last_error\":");
             match &r.last_error {
                 Some(e) => json::str(out, e),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"last_error_age_s\":");
+            match r.last_error_at {
+                Some(t) => json::u64(out, now.saturating_duration_since(t).as_secs()),
                 None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",\"backoff_s\":");

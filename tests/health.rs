@@ -270,7 +270,8 @@ fn a_route_that_never_delivers_fails_even_when_another_route_delivers() {
 
 /// Issue 19 review: a route whose retried payload a final answer then dropped (503, then 400:
 /// "says nothing about the endpoint") has nothing left to deliver; idle afterwards, it passes
-/// past the horizon (it failed forever before, "0 queued"), its line naming the 400 and its age.
+/// past the horizon (it failed forever before, "0 queued"), its line naming the 400 and its age,
+/// as `sts-agent status` does.
 #[test]
 fn a_route_whose_retried_payload_a_400_dropped_passes_past_the_horizon() {
     const HORIZON: u64 = 4;
@@ -321,6 +322,15 @@ fn a_route_whose_retried_payload_a_400_dropped_passes_past_the_horizon() {
     assert!(line.ends_with("s ago: HTTP 400: rejected as malformed"), "{s}");
     assert!(s.contains("PASS endpoint series: delivered "), "{s}");
     assert_eq!(traces().len(), 2, "nothing more was sent on traces");
+    // The readable status names the error with its age too.
+    let (out, _) = client(&["status"], &env);
+    let st = text(&out.stdout);
+    let traces_block = &st[st.find("  traces          ").expect(&st)..];
+    let err_line = traces_block.lines().find(|l| l.contains("last error")).expect(traces_block);
+    assert!(
+        err_line.trim_start().starts_with("last error ") && err_line.contains(" ago: HTTP 400: rejected as malformed"),
+        "{st}"
+    );
 }
 
 #[test]

@@ -138,9 +138,10 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
                 out,
                 true,
                 format_args!(
-                    "endpoint {}: failing for {}s, in backoff (next attempt in {}s; FAIL after {}s): {error}",
+                    "endpoint {}: failing for {}s, in backoff ({} queued; next attempt in {}s; FAIL after {}s): {error}",
                     r.name,
                     secs(failing),
+                    r.queued,
                     r.backoff.as_secs_f64().ceil() as u64,
                     secs(h.horizon)
                 ),
@@ -149,9 +150,10 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
                 out,
                 true,
                 format_args!(
-                    "endpoint {}: delivered {}s ago{recent_error}",
+                    "endpoint {}: delivered {}s ago ({} queued){recent_error}",
                     r.name,
-                    secs(h.now.saturating_duration_since(t))
+                    secs(h.now.saturating_duration_since(t)),
+                    r.queued
                 ),
             ),
             (None, None) => line(
@@ -329,6 +331,54 @@ mod tests {
         h.trace_intake = Some(None);
         let (ok, text) = report(&h);
         assert!(!ok && text.contains("FAIL trace-intake: enabled but not listening"), "{text}");
+    }
+
+    /// Issue 19 review: each endpoint line names its queue; an error after the route's last
+    /// delivery is named with its age (a 503 then a 400 that dropped the only payload: the route
+    /// is at rest, not failing); one delivered past is not.
+    #[test]
+    fn endpoint_lines_name_the_queue_and_a_recent_error() {
+        use crate::outbox::RouteSpec;
+        let base = crate::url::Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
+        let mut f = Forwarder::new(
+            vec![RouteSpec::core_json("series", &base, "/api/v1/series"), RouteSpec::traces(&base)],
+            "health-test-api-key-0123",
+            None,
+            1 << 20,
+            100,
+            1,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let resp = |status| crate::transport::client::Outcome::Response {
+            status,
+            retry_after: None,
+            body_excerpt: String::new(),
+            body: Vec::new(),
+        };
+        f.enqueue(1, &[0u8; 64]);
+        f.test_settle_next(resp(503), t0);
+        f.test_settle_next(resp(400), t0 + Duration::from_secs(2));
+        f.enqueue(0, &[0u8; 64]);
+        f.test_settle_next(resp(202), t0 + Duration::from_secs(3));
+        f.enqueue(0, &[0u8; 64]);
+        f.enqueue(0, &[0u8; 64]);
+        let h = HealthInput {
+            started: t0,
+            now: t0 + Duration::from_secs(20),
+            checks: [("host", None), ("process", None), ("connections", None), ("docker", None)],
+            trace_intake: None,
+            trace_socket: None,
+            forwarder: Some(&f),
+            horizon: Duration::from_secs(8),
+        };
+        let (ok, text) = report(&h);
+        assert!(ok, "{text}");
+        assert!(text.contains("PASS endpoint series: delivered 17s ago (2 queued)\n"), "{text}");
+        assert!(
+            text.contains("PASS endpoint traces: nothing delivered yet (0 queued); last error 18s ago: HTTP 400: rejected as malformed\n"),
+            "{text}"
+        );
     }
 
     /// The readable `sts-agent status` report, rendered from what the agent really writes on
