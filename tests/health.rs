@@ -333,6 +333,62 @@ fn a_route_whose_retried_payload_a_400_dropped_passes_past_the_horizon() {
     );
 }
 
+/// Serves `reply` to every connection on a loopback port (read the request head, answer, close):
+/// a stranger on the port the health command asks. Returns the port.
+fn stranger(reply: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = s.write_all(reply);
+        }
+    });
+    port
+}
+
+/// Issue 19 review: with no agent running, whatever else answers on the port the command asks
+/// (a web server answering 200 "ok", something not HTTP) is no healthy agent: exit 1, and the
+/// line says what answered; on STS_HEALTH_PORT and on the trace intake's port alike.
+#[test]
+fn something_else_answering_on_the_port_fails_and_is_named() {
+    // As the review's Python server answered: HTTP/1.1, 200, "ok".
+    let web = stranger(
+        b"HTTP/1.1 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.11.2\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+    );
+    let ssh = stranger(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+    for (port, env_var, apm, what) in [
+        (
+            web,
+            "STS_HEALTH_PORT",
+            "false",
+            "HTTP 200 from \"SimpleHTTP/0.6 Python/3.11.2\", \"ok\" (no X-Sts-Agent: health header: not the agent's report)",
+        ),
+        (
+            web,
+            "STS_APM_RECEIVER_PORT",
+            "true",
+            "HTTP 200 from \"SimpleHTTP/0.6 Python/3.11.2\", \"ok\" (no X-Sts-Agent: health header: not the agent's report)",
+        ),
+        (ssh, "STS_HEALTH_PORT", "false", "not an HTTP reply: \"SSH-2.0-OpenSSH_9.2p1 Debian-2\""),
+    ] {
+        let env = [("STS_APM_ENABLED", apm.to_string()), (env_var, port.to_string())];
+        let (out, took) = client(&["health"], &env);
+        let s = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {s}");
+        assert_eq!(s, format!("FAIL loop: something else answers on 127.0.0.1:{port}: {what}\n"), "{env:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+}
+
 #[test]
 fn health_works_through_the_health_port_without_the_trace_intake() {
     let health_port = free_port();

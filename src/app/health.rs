@@ -333,6 +333,42 @@ mod tests {
         assert!(!ok && text.contains("FAIL trace-intake: enabled but not listening"), "{text}");
     }
 
+    /// The report as the agent's listeners send it (`/health`'s headers, `write`'s lines) is
+    /// what `sts-agent health` accepts; the same lines without the mark are not.
+    #[test]
+    fn the_real_report_is_what_the_health_command_accepts() {
+        use crate::transport::http_server::{write_response, AGENT_HEADERS, HEALTH_HEADERS};
+        let started = Instant::now();
+        let now = started + Duration::from_secs(100);
+        let s15 = Duration::from_secs(15);
+        let mut h = HealthInput {
+            started,
+            now,
+            checks: [("host", Some((Some(now), s15))), ("process", None), ("connections", None), ("docker", None)],
+            trace_intake: None,
+            trace_socket: None,
+            forwarder: None,
+            horizon: Duration::from_secs(300),
+        };
+        for want_healthy in [true, false] {
+            if !want_healthy {
+                h.checks[0].1 = Some((Some(started), s15));
+            }
+            let mut body = Vec::new();
+            let healthy = write(&mut body, &h);
+            assert_eq!(healthy, want_healthy);
+            let status = if healthy { 200 } else { 503 };
+            let mut wire = Vec::new();
+            write_response(&mut wire, status, "text/plain", &body, false, &HEALTH_HEADERS);
+            let reply = crate::control::parse_reply(&wire).unwrap();
+            assert_eq!(crate::control::health_report(&reply), Ok(()), "{reply:?}");
+            wire.clear();
+            write_response(&mut wire, status, "text/plain", &body, false, &AGENT_HEADERS);
+            let reply = crate::control::parse_reply(&wire).unwrap();
+            assert!(crate::control::health_report(&reply).is_err(), "unmarked: {reply:?}");
+        }
+    }
+
     /// Issue 19 review: each endpoint line names its queue; an error after the route's last
     /// delivery is named with its age (a 503 then a 400 that dropped the only payload: the route
     /// is at rest, not failing); one delivered past is not.
