@@ -58,8 +58,27 @@ pub fn target(cfg: &Config, path: &str) -> Option<Target> {
 /// The replies this client reads are small; a larger one is cut here (memory bounded).
 const MAX_REPLY: u64 = 4 << 20;
 
-/// `GET path` at `target`, the whole exchange within `limit`: `(status code, body)`.
-pub fn get(target: &Target, path: &str, limit: Duration) -> io::Result<(u16, String)> {
+/// An HTTP reply: its status, head (status line and headers) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first header called `name` (any case), trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// `GET path` at `target`, the whole exchange within `limit`. A reply that is not HTTP/1.x is
+/// an `InvalidData` error (something else answers there).
+pub fn get(target: &Target, path: &str, limit: Duration) -> io::Result<Reply> {
     let deadline = Instant::now() + limit;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let left = || {
@@ -103,14 +122,55 @@ pub fn get(target: &Target, path: &str, limit: Duration) -> io::Result<(u16, Str
             exchange(&mut s)?
         }
     }
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| io::Error::other("reply without an HTTP head"))?;
+    parse_reply(&response)
+}
+
+/// A whole reply (read to its end) as a [`Reply`]; not HTTP/1.x: `InvalidData`.
+pub fn parse_reply(response: &[u8]) -> io::Result<Reply> {
+    let text = String::from_utf8_lossy(response);
+    let not_http = || io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP reply: {:?}", excerpt(&text)));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(not_http)?;
     let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5).filter(|_| r.get(1..2) == Some(" ")))
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("not an HTTP reply: {:?}", head.lines().next().unwrap_or(""))))?;
-    Ok((status, body.to_string()))
+        .ok_or_else(not_http)?;
+    Ok(Reply { status, head: head.to_string(), body: body.to_string() })
+}
+
+/// The first line of `text`, at most 60 characters: what a FAIL line quotes of a stranger.
+fn excerpt(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or("");
+    line.char_indices().nth(60).map_or(line, |(i, _)| &line[..i])
+}
+
+/// `Ok` when `reply` is the running agent's own health report: marked with
+/// [`HEALTH_MARK`](crate::transport::http_server::HEALTH_MARK), one `PASS`/`FAIL` line per
+/// component beginning with the loop's, and a status that agrees with them (200 when all pass,
+/// 503 otherwise). Anything else is something other than the agent answering on the port it
+/// asks (another program holding it while the agent could not bind it, or the agent not
+/// running); `Err` then says what answered.
+pub fn health_report(reply: &Reply) -> Result<(), String> {
+    let (mark, value) = crate::transport::http_server::HEALTH_MARK;
+    let lines_ok = reply.body.starts_with("PASS loop: ")
+        && reply.body.ends_with('\n')
+        && reply.body.lines().all(|l| l.starts_with("PASS ") || l.starts_with("FAIL "));
+    let failing = reply.body.lines().any(|l| l.starts_with("FAIL "));
+    let status_ok = matches!((reply.status, failing), (200, false) | (503, true));
+    if reply.header(mark) == Some(value) && lines_ok && status_ok {
+        return Ok(());
+    }
+    let mut what = format!("HTTP {}", reply.status);
+    if let Some(server) = reply.header("Server") {
+        let _ = write!(what, " from {:?}", excerpt(server));
+    }
+    let _ = write!(what, ", {:?}", excerpt(&reply.body));
+    if reply.header(mark) != Some(value) {
+        let _ = write!(what, " (no {mark}: {value} header: not the agent's report)");
+    } else {
+        let _ = write!(what, " (not a report of PASS/FAIL lines)");
+    }
+    Err(what)
 }
 
 /// Connects to a Unix socket within what `left` allows. `UnixStream::connect` blocks while a
@@ -259,7 +319,15 @@ pub fn render_status(s: &Value, now_unix: u64) -> String {
                     let _ = writeln!(o, "  {:<15} backing off: next attempt in {backoff:.1}s", "");
                 }
                 if let Some(err) = e.get("last_error").and_then(Value::as_str) {
-                    let _ = writeln!(o, "  {:<15} last error: {err}", "");
+                    // With its age: an error long past (delivered since) reads as such.
+                    match e.get("last_error_age_s").and_then(Value::as_u64) {
+                        Some(age) => {
+                            let _ = writeln!(o, "  {:<15} last error {} ago: {err}", "", duration(age));
+                        }
+                        None => {
+                            let _ = writeln!(o, "  {:<15} last error: {err}", "");
+                        }
+                    }
                 }
             }
         }
@@ -358,13 +426,46 @@ mod tests {
         assert_eq!(target(&c, "/status"), None);
     }
 
+    /// Issue 19 review: what answers on the health port is believed only when it is the agent's
+    /// report (the real one passes: `app::health`'s test); a stranger is named, not printed.
+    #[test]
+    fn health_takes_only_the_agents_report() {
+        let reply = |raw: &str| parse_reply(raw.as_bytes()).unwrap();
+        let report = "PASS loop: answered (up 3s)\nFAIL check host: last ran 99s ago\n";
+        let marked = |status: &str, body: &str| {
+            format!("HTTP/1.1 {status}\r\nX-Sts-Agent: health\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        };
+        assert_eq!(health_report(&reply(&marked("503 Service Unavailable", report))), Ok(()));
+        assert_eq!(health_report(&reply(&marked("200 OK", "PASS loop: answered (up 3s)\n"))), Ok(()));
+
+        // A Python http.server answering `ok`: HTTP/1.0, no mark.
+        let python = reply("HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.11.2\r\n\r\nok\n");
+        let why = health_report(&python).unwrap_err();
+        assert_eq!(
+            why,
+            "HTTP 200 from \"SimpleHTTP/0.6 Python/3.11.2\", \"ok\" (no X-Sts-Agent: health header: not the agent's report)"
+        );
+        // Lines that look like a report, unmarked; marked but not a report; a verdict that
+        // disagrees with its lines.
+        assert!(health_report(&reply(&format!("HTTP/1.1 200 OK\r\n\r\n{report}"))).is_err());
+        assert!(health_report(&reply(&marked("200 OK", "ok\n"))).unwrap_err().contains("not a report"));
+        assert!(health_report(&reply(&marked("200 OK", report))).is_err(), "200 with a FAIL line");
+        assert!(health_report(&reply(&marked("503 Service Unavailable", "PASS loop: x\n"))).is_err());
+        assert!(health_report(&reply(&marked("200 OK", "PASS check host: x\nPASS loop: x\n"))).is_err());
+        // Not HTTP at all: InvalidData, with the first line quoted (60 characters at most).
+        let e = parse_reply(format!("SSH-2.0-OpenSSH_9.2p1 {}\r\n", "x".repeat(100)).as_bytes()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(e.to_string(), format!("not an HTTP reply: \"SSH-2.0-OpenSSH_9.2p1 {}\"", "x".repeat(38)));
+        assert_eq!(python.header("server"), Some("SimpleHTTP/0.6 Python/3.11.2"));
+    }
+
     #[test]
     fn the_readable_report_names_each_check_endpoint_and_intake() {
         let s: Value = serde_json::from_str(
             r#"{"version":"0.1.0","hostname":"h1","uptime_s":3725,"api_key_rejected":false,
             "endpoints":{"series":{"url":"https://r/api/v1/series","enqueued":5,"delivered":3,
               "dropped":{"overflow":1,"too_large":0},"queued":1,"queued_bytes":2048,"retries":4,
-              "split":0,"last_error":"HTTP 503 \"busy\"","backoff_s":7.5}},
+              "split":0,"last_error":"HTTP 503 \"busy\"","last_error_age_s":125,"backoff_s":7.5}},
             "checks":{"host":{"runs":2,"last_run_unix":990,"last_duration_ms":1.25,"last_count":57,
               "last_cpu_ms":1.0,"total_cpu_ms":2.0}},
             "trace_intake":{"requests":9,"payloads":4,"traces":8,"spans":21,"dropped_traces":0,
@@ -379,7 +480,7 @@ mod tests {
             "series          https://r/api/v1/series",
             "3 delivered of 5, 1 queued (2.0 KiB), 1 dropped, 4 retries",
             "backing off: next attempt in 7.5s",
-            "last error: HTTP 503 \"busy\"",
+            "last error 2m 5s ago: HTTP 503 \"busy\"",
             "traces       9 requests, 8 traces, 21 spans, 2 payloads sent, 3 rejected",
             "dogstatsd    off",
         ] {

@@ -94,7 +94,7 @@ fn status(args: &[String]) -> ExitCode {
         );
         return ExitCode::from(1);
     };
-    match control::get(&target, "/status", Duration::from_secs(5)) {
+    match control::get(&target, "/status", Duration::from_secs(5)).map(|r| (r.status, r.body)) {
         Ok((200, body)) if json => {
             println!("{body}");
             ExitCode::SUCCESS
@@ -141,16 +141,25 @@ fn health(args: &[String]) -> ExitCode {
     };
     let limit = Duration::from_millis(1500);
     match control::get(&target, "/health", limit) {
-        Ok((code, body)) => {
-            print!("{body}");
-            if code == 200 {
-                ExitCode::SUCCESS
-            } else {
-                if !body.lines().any(|l| l.starts_with("FAIL")) {
-                    println!("FAIL loop: {target} answered HTTP {code}");
+        // Only the agent's own report counts: another program answering on the port (holding
+        // it while the agent could not bind it) is no healthy agent.
+        Ok(reply) => match control::health_report(&reply) {
+            Ok(()) => {
+                print!("{}", reply.body);
+                if reply.status == 200 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
                 }
+            }
+            Err(what) => {
+                println!("FAIL loop: something else answers on {target}: {what}");
                 ExitCode::from(1)
             }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            println!("FAIL loop: something else answers on {target}: {e}");
+            ExitCode::from(1)
         }
         Err(e) => {
             println!("FAIL loop: no answer from {target}: {e}");

@@ -171,11 +171,18 @@ struct Route {
     stats: RouteStats,
     /// The last failure, for the status report (the API key never appears in it).
     last_error: Option<String>,
+    /// When `last_error` happened (its age in the status report and health lines).
+    last_error_at: Option<Instant>,
     /// When a payload of this route was last delivered (for `sts-agent health`).
     last_delivered: Option<Instant>,
-    /// When this route's current run of failures (retries, or a 403) began; cleared only by a
-    /// delivery on this route (another route of the origin delivering says nothing about it).
+    /// When this route's current run of failures (retries, or a 403) began; cleared by a
+    /// delivery on this route (another route of the origin delivering says nothing about it),
+    /// or when the route has nothing left queued or in flight (`rest`): a route is failing only
+    /// while something of it waits for the receiver, unless the receiver refused the key.
     failing_since: Option<Instant>,
+    /// The last answer on this route was 403 (the key): it stays failing when empty, since
+    /// every payload it will have is refused the same way.
+    key_refused: bool,
     /// Since when this route has had payloads waiting with no delivery of its own (set by
     /// `pump` when its queue is non-empty, cleared by its delivery or an empty queue): catches a
     /// route starved behind another one's backoff.
@@ -206,6 +213,8 @@ pub struct RouteHealth<'a> {
     pub backoff: Duration,
     pub queued: usize,
     pub last_error: Option<&'a str>,
+    /// When `last_error` happened.
+    pub last_error_at: Option<Instant>,
 }
 
 /// Spare buffers hold at most 1/SPARE_SHARE of the budget, and at most MAX_SPARES of them.
@@ -277,8 +286,10 @@ impl Forwarder {
                 split_front: 0,
                 stats: RouteStats::default(),
                 last_error: None,
+                last_error_at: None,
                 last_delivered: None,
                 failing_since: None,
+                key_refused: false,
                 waiting_since: None,
             });
         }
@@ -307,8 +318,8 @@ impl Forwarder {
         self.routes.get(route).map(|r| r.stats).unwrap_or_default()
     }
 
-    /// Every route's accounting as a JSON object keyed by route name:
-    /// `{"enqueued","delivered","dropped":{reason:n},"queued","queued_bytes","last_error","backoff_s"}`.
+    /// Every route's accounting as a JSON object keyed by route name: `{"enqueued","delivered",
+    /// "dropped":{reason:n},"queued","queued_bytes","last_error","last_error_age_s","backoff_s"}`.
     /// `queued` counts the payload in flight, so enqueued = delivered + Σdropped + queued.
     pub fn status_json(&self, out: &mut Vec<u8>, now: Instant) {
         use crate::encode::json;
@@ -341,6 +352,11 @@ impl Forwarder {
                 Some(e) => json::str(out, e),
                 None => out.extend_from_slice(b"null"),
             }
+            out.extend_from_slice(b",\"last_error_age_s\":");
+            match r.last_error_at {
+                Some(t) => json::u64(out, now.saturating_duration_since(t).as_secs()),
+                None => out.extend_from_slice(b"null"),
+            }
             out.extend_from_slice(b",\"backoff_s\":");
             let backoff = o.retry_at.map_or(0.0, |t| t.saturating_duration_since(now).as_secs_f64());
             json::f64(out, (backoff * 10.0).round() / 10.0);
@@ -362,6 +378,7 @@ impl Forwarder {
                 backoff: o.retry_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
                 queued: r.queue.len() + usize::from(in_flight),
                 last_error: r.last_error.as_deref(),
+                last_error_at: r.last_error_at,
             }
         })
     }
@@ -444,12 +461,9 @@ impl Forwarder {
 
     /// Starts a request on every idle origin that has work and is not backing off.
     pub fn pump(&mut self, registry: &Registry, now: Instant) {
-        for (i, r) in self.routes.iter_mut().enumerate() {
-            let in_flight = self.origins[r.origin].in_flight.as_ref().is_some_and(|(ri, _)| *ri == i);
-            if r.queue.is_empty() && !in_flight {
-                r.waiting_since = None;
-            } else {
-                r.waiting_since.get_or_insert(now);
+        for ri in 0..self.routes.len() {
+            if !self.rest(ri) {
+                self.routes[ri].waiting_since.get_or_insert(now);
             }
         }
         for oi in 0..self.origins.len() {
@@ -482,6 +496,23 @@ impl Forwarder {
                 }
             }
         }
+    }
+
+    /// When route `ri` has nothing queued or in flight, it is neither waiting nor failing (a
+    /// 400 or 413 that dropped its last payload, or the budget that did, leaves nothing of it
+    /// for the receiver to take; it would otherwise fail health forever while idle), unless the
+    /// receiver refused the key. Returns whether it is at rest.
+    fn rest(&mut self, ri: RouteId) -> bool {
+        let in_flight = self.origins[self.routes[ri].origin].in_flight.as_ref().is_some_and(|(i, _)| *i == ri);
+        let r = &mut self.routes[ri];
+        let at_rest = r.queue.is_empty() && !in_flight;
+        if at_rest {
+            r.waiting_since = None;
+            if !r.key_refused {
+                r.failing_since = None;
+            }
+        }
+        at_rest
     }
 
     /// The next payload origin `oi` may send now (none while one is in flight or backing off):
@@ -546,6 +577,7 @@ impl Forwarder {
                 let r = &mut self.routes[ri];
                 r.last_delivered = Some(now);
                 r.failing_since = None;
+                r.key_refused = false;
                 r.waiting_since = None;
                 let o = &mut self.origins[oi];
                 if o.failures > 0 {
@@ -564,12 +596,17 @@ impl Forwarder {
             }
             Outcome::Response { status, body_excerpt, .. } if matches!(status, 400 | 403 | 413) => {
                 let body_excerpt = crate::log::scrub(&body_excerpt, &self.secrets);
-                let d = &mut self.routes[ri].stats.dropped;
+                let r = &mut self.routes[ri];
+                // The receiver answered: it is reachable. A 403 says every payload of this route
+                // will be refused (failing even when empty); a 400 or 413 is about this payload
+                // only (and says the key was taken).
+                r.key_refused = status == 403;
+                let d = &mut r.stats.dropped;
                 let why = match status {
                     403 => {
                         d.forbidden += 1;
                         self.key_rejected = true;
-                        self.routes[ri].failing_since.get_or_insert(now);
+                        r.failing_since.get_or_insert(now);
                         "the API key was rejected (check STS_API_KEY)"
                     }
                     413 => {
@@ -581,7 +618,8 @@ impl Forwarder {
                         "rejected as malformed"
                     }
                 };
-                self.routes[ri].last_error = Some(format!("HTTP {status}: {why}"));
+                r.last_error = Some(format!("HTTP {status}: {why}"));
+                r.last_error_at = Some(now);
                 error!(
                     "{name}: {} answered {status}: {why}; payload dropped ({} bytes); response: {:?}",
                     self.routes[ri].spec.base,
@@ -589,6 +627,9 @@ impl Forwarder {
                     body_excerpt
                 );
                 self.recycle(body);
+                // Was it the route's last payload? Then it rests now (not only at the next
+                // `pump`): no longer failing, unless this was a 403.
+                self.rest(ri);
             }
             Outcome::Response { status, retry_after, body_excerpt, .. } => {
                 let hint = if status == 404 { " (endpoint not found: check the base URL)" } else { "" };
@@ -621,6 +662,7 @@ impl Forwarder {
         let why = Failure { kind: why.kind, detail: crate::log::scrub(&why.detail, &self.secrets) };
         self.routes[ri].stats.retries += 1;
         self.routes[ri].last_error = Some(why.to_string());
+        self.routes[ri].last_error_at = Some(now);
         self.queued += body.len();
         self.routes[ri].queue.push_front(body);
         if was_split {
@@ -728,6 +770,18 @@ impl Forwarder {
             }
             None => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+impl Forwarder {
+    /// Takes the next payload of the first origin, its backoff ignored, as if sent, and settles
+    /// it with `outcome` at `now` (no socket: other modules' tests drive the outbox's state).
+    pub(crate) fn test_settle_next(&mut self, outcome: Outcome, now: Instant) {
+        self.origins[0].retry_at = None;
+        let (ri, body) = self.next_payload(0, now).expect("a payload queued");
+        self.origins[0].in_flight = Some((ri, body));
+        self.settle(0, outcome, now);
     }
 }
 
@@ -1034,6 +1088,63 @@ mod tests {
         let s = f.stats(0);
         assert_eq!((s.split, s.enqueued), (1, 5));
         assert_eq!(s.enqueued, s.delivered + s.dropped.total() + f.routes[0].queue.len() as u64);
+    }
+
+    /// Issue 19 review: a route is failing only while something of it waits for the receiver.
+    /// A 503 then a 400 that drops its only payload leaves it at rest (health would otherwise
+    /// fail forever on an idle route); with another payload still queued it stays failing; a
+    /// 403 keeps it failing though empty (every payload will be refused); a route the budget
+    /// emptied rests at the next pump.
+    #[test]
+    fn a_route_is_failing_only_while_something_of_it_waits() {
+        let t0 = Instant::now();
+        let resp =
+            |status| Outcome::Response { status, retry_after: None, body_excerpt: String::new(), body: Vec::new() };
+        fn intake(f: &Forwarder, now: Instant) -> RouteHealth<'_> {
+            f.health(now).nth(1).unwrap()
+        }
+        let mut f = fwd(1000);
+        f.enqueue(1, &[1; 10]);
+        f.test_settle_next(resp(503), t0);
+        assert_eq!(intake(&f, t0).failing_since, Some(t0));
+        let t1 = t0 + Duration::from_secs(2);
+        f.test_settle_next(resp(400), t1);
+        let h = intake(&f, t1);
+        assert_eq!((h.failing_since, h.queued), (None, 0), "the 400 left nothing of it to deliver");
+        assert_eq!((h.last_error, h.last_error_at), (Some("HTTP 400: rejected as malformed"), Some(t1)));
+        assert_eq!(f.stats(1).dropped.bad_request, 1);
+
+        // Another payload of the route still queued: the 400 says nothing about it.
+        let mut f = fwd(1000);
+        f.enqueue(1, &[1; 10]);
+        f.test_settle_next(resp(503), t0);
+        f.enqueue(1, &[2; 10]);
+        f.test_settle_next(resp(400), t1);
+        assert_eq!((intake(&f, t1).failing_since, intake(&f, t1).queued), (Some(t0), 1));
+        assert!(!f.rest(1), "one queued: not at rest");
+        assert_eq!(intake(&f, t1).failing_since, Some(t0));
+
+        // 403: failing though empty, until a delivery on the route.
+        let mut f = fwd(1000);
+        f.enqueue(1, &[1; 10]);
+        f.test_settle_next(resp(403), t0);
+        assert!(f.rest(1));
+        assert_eq!((intake(&f, t1).failing_since, intake(&f, t1).queued), (Some(t0), 0));
+        f.enqueue(1, &[1; 10]);
+        f.test_settle_next(resp(202), t1);
+        assert_eq!(intake(&f, t1).failing_since, None);
+
+        // Emptied by the budget while failing: at rest (and not failing) at the next pump.
+        let mut f = fwd(100);
+        f.enqueue(1, &[1; 40]);
+        f.test_settle_next(resp(503), t0);
+        f.enqueue(0, &[2; 50]);
+        assert_eq!(intake(&f, t1).failing_since, Some(t0));
+        f.enqueue(0, &[3; 20]);
+        assert_eq!(f.stats(1).dropped.overflow, 1, "one payload each: the later route's went");
+        assert!(f.routes[1].queue.is_empty());
+        assert!(f.rest(1));
+        assert_eq!(intake(&f, t1).failing_since, None);
     }
 
     #[test]

@@ -176,15 +176,23 @@ fn poll_health(env: &[(&str, String)], limit: Duration, done: impl Fn(&str) -> b
     }
 }
 
-/// A receiver stand-in that answers by path: 200 to series, 503 to everything else (keep-alive
-/// HTTP/1.1, Content-Length bodies, as the agent sends them). Returns its base URL.
-fn receiver_by_path() -> String {
+/// What a [`receiver_by_path`] answered, in order: `(when, path, status)`.
+type Answered = std::sync::Arc<std::sync::Mutex<Vec<(Instant, String, u16)>>>;
+
+/// A receiver stand-in that answers by path: a path of `script` gets its statuses in turn (the
+/// last repeats), every other path `otherwise` (keep-alive HTTP/1.1, Content-Length bodies, as
+/// the agent sends them). Returns its base URL and what it answered.
+fn receiver_by_path(script: &[(&'static str, &'static [u16])], otherwise: u16) -> (String, Answered) {
     use std::io::{BufRead, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let answered = Answered::default();
+    let log = answered.clone();
+    let script = script.to_vec();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { break };
+            let (log, script) = (log.clone(), script.clone());
             std::thread::spawn(move || {
                 let mut w = stream.try_clone().unwrap();
                 let mut r = BufReader::new(stream);
@@ -212,23 +220,34 @@ fn receiver_by_path() -> String {
                     if r.read_exact(&mut body).is_err() {
                         return;
                     }
-                    let path = request_line.split(' ').nth(1).unwrap_or("");
-                    let status = if path.contains("/api/v1/series") { "200 OK" } else { "503 Unavailable" };
-                    if write!(w, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\n{{}}").is_err() {
+                    let path = request_line.split(' ').nth(1).unwrap_or("").split('?').next().unwrap_or("");
+                    let status = {
+                        let mut log = log.lock().unwrap();
+                        let status = match script.iter().find(|(p, _)| path.ends_with(p)) {
+                            Some((p, statuses)) => {
+                                let n = log.iter().filter(|(_, q, _)| q.ends_with(p)).count();
+                                statuses[n.min(statuses.len() - 1)]
+                            }
+                            None => otherwise,
+                        };
+                        log.push((Instant::now(), path.to_string(), status));
+                        status
+                    };
+                    if write!(w, "HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}").is_err() {
                         return;
                     }
                 }
             });
         }
     });
-    url
+    (url, answered)
 }
 
 /// Health is judged per route: series delivering does not hide another route of the same
 /// receiver that never does.
 #[test]
 fn a_route_that_never_delivers_fails_even_when_another_route_delivers() {
-    let url = receiver_by_path();
+    let (url, _) = receiver_by_path(&[("/api/v1/series", &[200])], 503);
     let port = free_port().to_string();
     let env = [
         ("STS_APM_RECEIVER_PORT", port.clone()),
@@ -247,6 +266,127 @@ fn a_route_that_never_delivers_fails_even_when_another_route_delivers() {
     assert!(s.contains("HTTP 503"), "{s}");
     let (out, _) = client(&["health"], &env);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+}
+
+/// Issue 19 review: a route whose retried payload a final answer then dropped (503, then 400:
+/// "says nothing about the endpoint") has nothing left to deliver; idle afterwards, it passes
+/// past the horizon (it failed forever before, "0 queued"), its line naming the 400 and its age,
+/// as `sts-agent status` does.
+#[test]
+fn a_route_whose_retried_payload_a_400_dropped_passes_past_the_horizon() {
+    const HORIZON: u64 = 4;
+    let (url, answered) = receiver_by_path(&[("/api/v0.2/traces", &[503, 400])], 200);
+    let port = free_port().to_string();
+    let env = [
+        ("STS_APM_RECEIVER_PORT", port.clone()),
+        ("STS_USE_DOGSTATSD", "false".to_string()),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled".to_string()),
+        ("STS_STS_URL", url),
+        ("STS_API_KEY", "0123456789abcdef".to_string()),
+        ("STS_HEALTH_RETRY_HORIZON", HORIZON.to_string()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _agent = drained(spawn_agent(&[], &env_refs));
+    wait_healthy(&env);
+    // One trace: one payload on the traces route (flushed 5 s later).
+    let v04: &[u8] = include_bytes!("fixtures/traces/ddtrace-4.16-v0.4.msgpack");
+    let mut client_conn = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    write!(
+        client_conn,
+        "PUT /v0.4/traces HTTP/1.1\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        v04.len()
+    )
+    .unwrap();
+    client_conn.write_all(v04).unwrap();
+    assert_eq!(read_response(&mut client_conn).0, 200);
+    let traces = || -> Vec<(Instant, u16)> {
+        let log = answered.lock().unwrap();
+        log.iter().filter(|(_, p, _)| p.ends_with("/api/v0.2/traces")).map(|(t, _, s)| (*t, *s)).collect()
+    };
+    let t = Instant::now();
+    while traces().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the payload was not retried: {:?}", traces());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (refused_at, statuses) = (traces()[0].0, traces().iter().map(|(_, s)| *s).collect::<Vec<_>>());
+    assert_eq!(statuses, [503, 400]);
+    // The receiver logs before it answers: wait for the agent to have taken the 400 in.
+    poll_health(&env, Duration::from_secs(3), |s| s.contains("HTTP 400: rejected as malformed"));
+    // Past the horizon counted from the 503, the route idle (nothing more on it).
+    std::thread::sleep((refused_at + Duration::from_secs(HORIZON + 2)).saturating_duration_since(Instant::now()));
+    let (out, _) = client(&["health"], &env);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    let line = s.lines().find(|l| l.contains("endpoint traces:")).expect(&s);
+    assert!(line.starts_with("PASS endpoint traces: nothing delivered yet (0 queued); last error "), "{s}");
+    assert!(line.ends_with("s ago: HTTP 400: rejected as malformed"), "{s}");
+    assert!(s.contains("PASS endpoint series: delivered "), "{s}");
+    assert_eq!(traces().len(), 2, "nothing more was sent on traces");
+    // The readable status names the error with its age too.
+    let (out, _) = client(&["status"], &env);
+    let st = text(&out.stdout);
+    let traces_block = &st[st.find("  traces          ").expect(&st)..];
+    let err_line = traces_block.lines().find(|l| l.contains("last error")).expect(traces_block);
+    assert!(
+        err_line.trim_start().starts_with("last error ") && err_line.contains(" ago: HTTP 400: rejected as malformed"),
+        "{st}"
+    );
+}
+
+/// Serves `reply` to every connection on a loopback port (read the request head, answer, close):
+/// a stranger on the port the health command asks. Returns the port.
+fn stranger(reply: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = s.write_all(reply);
+        }
+    });
+    port
+}
+
+/// Issue 19 review: with no agent running, whatever else answers on the port the command asks
+/// (a web server answering 200 "ok", something not HTTP) is no healthy agent: exit 1, and the
+/// line says what answered; on STS_HEALTH_PORT and on the trace intake's port alike.
+#[test]
+fn something_else_answering_on_the_port_fails_and_is_named() {
+    // As the review's Python server answered: HTTP/1.1, 200, "ok".
+    let web = stranger(
+        b"HTTP/1.1 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.11.2\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+    );
+    let ssh = stranger(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+    for (port, env_var, apm, what) in [
+        (
+            web,
+            "STS_HEALTH_PORT",
+            "false",
+            "HTTP 200 from \"SimpleHTTP/0.6 Python/3.11.2\", \"ok\" (no X-Sts-Agent: health header: not the agent's report)",
+        ),
+        (
+            web,
+            "STS_APM_RECEIVER_PORT",
+            "true",
+            "HTTP 200 from \"SimpleHTTP/0.6 Python/3.11.2\", \"ok\" (no X-Sts-Agent: health header: not the agent's report)",
+        ),
+        (ssh, "STS_HEALTH_PORT", "false", "not an HTTP reply: \"SSH-2.0-OpenSSH_9.2p1 Debian-2\""),
+    ] {
+        let env = [("STS_APM_ENABLED", apm.to_string()), (env_var, port.to_string())];
+        let (out, took) = client(&["health"], &env);
+        let s = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {s}");
+        assert_eq!(s, format!("FAIL loop: something else answers on 127.0.0.1:{port}: {what}\n"), "{env:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
 }
 
 #[test]

@@ -41,6 +41,18 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
+/// `; last error 20s ago: HTTP 400: …` after an endpoint's line, when there is one to name.
+struct LastError<'a>(Option<(&'a str, u64)>);
+
+impl std::fmt::Display for LastError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some((e, ago)) => write!(f, "; last error {ago}s ago: {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Writes the report (one line per component) and returns whether every component passed.
 pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
     let mut healthy = true;
@@ -98,7 +110,8 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
         let error = r.last_error.unwrap_or("none");
         let since = |t: Option<Instant>| t.map(|t| h.now.saturating_duration_since(t));
         // Judged per route: failing (retried or refused) or waiting with payloads queued, with no
-        // delivery of its own, for longer than the horizon.
+        // delivery of its own, for longer than the horizon. A route with nothing queued or in
+        // flight is not failing (the outbox clears it), unless the receiver refused the key.
         let stuck = since(r.failing_since).max(since(r.waiting_since)).filter(|d| *d > h.horizon);
         if let Some(stuck) = stuck {
             line(
@@ -114,14 +127,21 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
             );
             continue;
         }
+        // An error after the route's last delivery (a payload a 400 or 413 dropped) is named,
+        // with its age; one the route has delivered since is not.
+        let recent_error = LastError(match (r.last_error, since(r.last_error_at)) {
+            (Some(e), Some(ago)) if r.last_error_at > r.last_delivered => Some((e, secs(ago))),
+            _ => None,
+        });
         match (since(r.failing_since), r.last_delivered) {
             (Some(failing), _) => line(
                 out,
                 true,
                 format_args!(
-                    "endpoint {}: failing for {}s, in backoff (next attempt in {}s; FAIL after {}s): {error}",
+                    "endpoint {}: failing for {}s, in backoff ({} queued; next attempt in {}s; FAIL after {}s): {error}",
                     r.name,
                     secs(failing),
+                    r.queued,
                     r.backoff.as_secs_f64().ceil() as u64,
                     secs(h.horizon)
                 ),
@@ -129,11 +149,23 @@ pub(super) fn write(out: &mut Vec<u8>, h: &HealthInput<'_>) -> bool {
             (None, Some(t)) => line(
                 out,
                 true,
-                format_args!("endpoint {}: delivered {}s ago", r.name, secs(h.now.saturating_duration_since(t))),
+                format_args!(
+                    "endpoint {}: delivered {}s ago ({} queued){recent_error}",
+                    r.name,
+                    secs(h.now.saturating_duration_since(t)),
+                    r.queued
+                ),
             ),
-            (None, None) => {
-                line(out, true, format_args!("endpoint {}: nothing sent yet ({} queued)", r.name, r.queued))
-            }
+            (None, None) => line(
+                out,
+                true,
+                format_args!(
+                    "endpoint {}: nothing {} yet ({} queued){recent_error}",
+                    r.name,
+                    if recent_error.0.is_some() { "delivered" } else { "sent" },
+                    r.queued
+                ),
+            ),
         }
     }
     healthy
@@ -299,6 +331,90 @@ mod tests {
         h.trace_intake = Some(None);
         let (ok, text) = report(&h);
         assert!(!ok && text.contains("FAIL trace-intake: enabled but not listening"), "{text}");
+    }
+
+    /// The report as the agent's listeners send it (`/health`'s headers, `write`'s lines) is
+    /// what `sts-agent health` accepts; the same lines without the mark are not.
+    #[test]
+    fn the_real_report_is_what_the_health_command_accepts() {
+        use crate::transport::http_server::{write_response, AGENT_HEADERS, HEALTH_HEADERS};
+        let started = Instant::now();
+        let now = started + Duration::from_secs(100);
+        let s15 = Duration::from_secs(15);
+        let mut h = HealthInput {
+            started,
+            now,
+            checks: [("host", Some((Some(now), s15))), ("process", None), ("connections", None), ("docker", None)],
+            trace_intake: None,
+            trace_socket: None,
+            forwarder: None,
+            horizon: Duration::from_secs(300),
+        };
+        for want_healthy in [true, false] {
+            if !want_healthy {
+                h.checks[0].1 = Some((Some(started), s15));
+            }
+            let mut body = Vec::new();
+            let healthy = write(&mut body, &h);
+            assert_eq!(healthy, want_healthy);
+            let status = if healthy { 200 } else { 503 };
+            let mut wire = Vec::new();
+            write_response(&mut wire, status, "text/plain", &body, false, &HEALTH_HEADERS);
+            let reply = crate::control::parse_reply(&wire).unwrap();
+            assert_eq!(crate::control::health_report(&reply), Ok(()), "{reply:?}");
+            wire.clear();
+            write_response(&mut wire, status, "text/plain", &body, false, &AGENT_HEADERS);
+            let reply = crate::control::parse_reply(&wire).unwrap();
+            assert!(crate::control::health_report(&reply).is_err(), "unmarked: {reply:?}");
+        }
+    }
+
+    /// Issue 19 review: each endpoint line names its queue; an error after the route's last
+    /// delivery is named with its age (a 503 then a 400 that dropped the only payload: the route
+    /// is at rest, not failing); one delivered past is not.
+    #[test]
+    fn endpoint_lines_name_the_queue_and_a_recent_error() {
+        use crate::outbox::RouteSpec;
+        let base = crate::url::Url::parse("http://127.0.0.1:9/stsAgent").unwrap();
+        let mut f = Forwarder::new(
+            vec![RouteSpec::core_json("series", &base, "/api/v1/series"), RouteSpec::traces(&base)],
+            "health-test-api-key-0123",
+            None,
+            1 << 20,
+            100,
+            1,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let resp = |status| crate::transport::client::Outcome::Response {
+            status,
+            retry_after: None,
+            body_excerpt: String::new(),
+            body: Vec::new(),
+        };
+        f.enqueue(1, &[0u8; 64]);
+        f.test_settle_next(resp(503), t0);
+        f.test_settle_next(resp(400), t0 + Duration::from_secs(2));
+        f.enqueue(0, &[0u8; 64]);
+        f.test_settle_next(resp(202), t0 + Duration::from_secs(3));
+        f.enqueue(0, &[0u8; 64]);
+        f.enqueue(0, &[0u8; 64]);
+        let h = HealthInput {
+            started: t0,
+            now: t0 + Duration::from_secs(20),
+            checks: [("host", None), ("process", None), ("connections", None), ("docker", None)],
+            trace_intake: None,
+            trace_socket: None,
+            forwarder: Some(&f),
+            horizon: Duration::from_secs(8),
+        };
+        let (ok, text) = report(&h);
+        assert!(ok, "{text}");
+        assert!(text.contains("PASS endpoint series: delivered 17s ago (2 queued)\n"), "{text}");
+        assert!(
+            text.contains("PASS endpoint traces: nothing delivered yet (0 queued); last error 18s ago: HTTP 400: rejected as malformed\n"),
+            "{text}"
+        );
     }
 
     /// The readable `sts-agent status` report, rendered from what the agent really writes on

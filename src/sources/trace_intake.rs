@@ -12,7 +12,9 @@
 //! `EVENT_BYTES` (a pipelining or fast client cannot hold the loop); `/status` is answered only to
 //! loopback TCP peers and Unix-socket clients. Buffers are pooled.
 
-use crate::transport::http_server::{write_response, ConnMachine, RequestHead, Route, Step, AGENT_HEADERS};
+use crate::transport::http_server::{
+    write_response, ConnMachine, RequestHead, Route, Step, AGENT_HEADERS, HEALTH_HEADERS,
+};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
@@ -493,7 +495,13 @@ impl TraceIntake {
                         c.m.respond(404, "text/plain", &self.reply);
                     } else {
                         let (status, ctype) = on_request(&head, body, c.peer, &mut self.reply);
-                        c.m.respond(status, ctype, &self.reply);
+                        // `/health` answered 200 or 503 is the agent's report (`app::health`; a
+                        // port that does not serve it, OTLP's, answers 404): marked as such.
+                        let headers: &[(&str, &str)] = match (head.route, status) {
+                            (Route::Health, 200 | 503) => &HEALTH_HEADERS,
+                            _ => &AGENT_HEADERS,
+                        };
+                        c.m.respond_with(status, ctype, &self.reply, headers);
                     }
                     c.deadline = now + self.cfg.idle_timeout;
                 }

@@ -446,6 +446,13 @@ pub enum Step<'a> {
 /// Headers on every reply.
 pub const AGENT_HEADERS: [(&str, &str); 1] = [("Datadog-Agent-Version", env!("CARGO_PKG_VERSION"))];
 
+/// Marks the agent's own health report (`GET /health`), so that `sts-agent health` can tell it
+/// from whatever else answers on the port it asks (`control::health_report`).
+pub const HEALTH_MARK: (&str, &str) = ("X-Sts-Agent", "health");
+
+/// Headers on a health report: [`AGENT_HEADERS`] and [`HEALTH_MARK`].
+pub const HEALTH_HEADERS: [(&str, &str); 2] = [AGENT_HEADERS[0], HEALTH_MARK];
+
 impl ConnMachine {
     /// A request is under way (for the read deadline).
     pub fn in_request(&self) -> bool {
@@ -584,8 +591,13 @@ impl ConnMachine {
 
     /// Queues the reply to the request [`ConnMachine::step`] returned, and consumes it.
     pub fn respond(&mut self, status: u16, content_type: &str, reply: &[u8]) {
+        self.respond_with(status, content_type, reply, &AGENT_HEADERS);
+    }
+
+    /// [`ConnMachine::respond`] with `headers` in place of [`AGENT_HEADERS`].
+    pub fn respond_with(&mut self, status: u16, content_type: &str, reply: &[u8], headers: &[(&str, &str)]) {
         let MachineState::Body(head) = self.state else { return };
-        write_response(&mut self.out, status, content_type, reply, head.keep_alive, &AGENT_HEADERS);
+        write_response(&mut self.out, status, content_type, reply, head.keep_alive, headers);
         match head.framing {
             Framing::Length(n) => drop(self.input.drain(..(self.body_start + n).min(self.input.len()))),
             Framing::Chunked => self.body.clear(),
