@@ -3,7 +3,10 @@
 //! read-only root, every capability dropped but the three it adds, host PID and network
 //! namespaces, the host's /proc and cgroups mounted read-only. `docker exec … /sts-agent health`
 //! (what ECS's `healthCheck` runs) exits 0 with a healthy agent, 1 when the agent is stopped
-//! (SIGSTOP) and 1 when the receiver has refused everything for longer than the retry horizon.
+//! (SIGSTOP) and 1 when the receiver has refused everything for longer than the retry horizon;
+//! and Docker's own health-check runner, given the task's `healthCheck` as a `HEALTHCHECK`, marks
+//! the container healthy, unhealthy when the agent is stopped, and healthy again. The container
+//! runs with the task's environment (placeholders filled, fixed ports made free ones).
 //!
 //! It needs the static binary, which CI builds after the test suite (`packaging/build-static.sh`),
 //! so it is ignored in the plain `cargo test` and run by .ci/run right after that build:
@@ -41,7 +44,7 @@ fn static_binary() -> PathBuf {
 
 /// The image: packaging/Dockerfile's final stage, with the CA bundle taken from this machine
 /// instead of the Debian stage (no registry here).
-fn build_image(engine: &Engine, dir: &TempDir) -> Image {
+fn build_image(engine: &Engine, dir: &TempDir, healthcheck: Option<&str>) -> Image {
     let dockerfile = std::fs::read_to_string(DOCKERFILE).unwrap();
     // The final stage: the last `FROM scratch` (the ones before it pick the binary by TARGETARCH).
     let scratch = dockerfile.rfind("\nFROM scratch\n").expect("packaging/Dockerfile ends with a FROM scratch stage");
@@ -55,6 +58,10 @@ fn build_image(engine: &Engine, dir: &TempDir) -> Image {
     let stage = stage
         .replace(certs_line, "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt")
         .replace(bin_line, "COPY sts-agent /sts-agent");
+    let stage = match healthcheck {
+        Some(line) => format!("{stage}\n{line}\n"),
+        None => stage,
+    };
     std::fs::write(dir.0.join("Dockerfile"), stage).unwrap();
     let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
     assert!(bundle.is_file(), "cannot run: no CA bundle at {} (Debian's ca-certificates)", bundle.display());
@@ -93,18 +100,32 @@ fn task_restrictions() -> Vec<String> {
     args
 }
 
-/// Starts the agent's container sending to `receiver`; returns its name.
+/// Starts the agent's container sending to `receiver`, with the task definition's environment
+/// (its placeholders filled with the receiver, its fixed host ports replaced by free ones: the
+/// container shares this machine's network namespace with other tests); returns its name.
 fn start_agent(engine: &Engine, image: &Image, receiver: &Receiver, horizon: u32, kids: &mut Containers) -> String {
     let name = unique("health");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let mut args: Vec<String> = vec!["run".into(), "-d".into(), format!("--name={name}")];
     args.extend(task_restrictions());
+    let task: Value = serde_json::from_str(&std::fs::read_to_string(TASK).unwrap()).unwrap();
+    let url = receiver.url("/stsAgent");
+    for e in task["containerDefinitions"][0]["environment"].as_array().unwrap() {
+        let (k, v) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+        let v = match k {
+            "STS_API_KEY" => "0123456789abcdef".to_string(),
+            "STS_STS_URL" | "STS_PROCESS_AGENT_URL" | "STS_APM_URL" => url.clone(),
+            "STS_OTLP_HTTP_PORT" => free(),
+            _ => {
+                assert!(!v.starts_with('<'), "a placeholder this test does not fill: {k}={v}");
+                v.to_string()
+            }
+        };
+        args.push(format!("-e={k}={v}"));
+    }
     for (k, v) in [
-        ("STS_STS_URL", receiver.url("/stsAgent")),
-        ("STS_API_KEY", "0123456789abcdef".into()),
-        ("STS_APM_RECEIVER_PORT", port.to_string()),
-        ("STS_APM_NON_LOCAL_TRAFFIC", "false".into()),
-        ("STS_USE_DOGSTATSD", "false".into()),
+        ("STS_APM_RECEIVER_PORT", free()),
+        ("STS_DOGSTATSD_PORT", free()),
         ("STS_EC2_METADATA_URL", "http://127.0.0.1:9".into()),
         ("STS_HEALTH_RETRY_HORIZON", horizon.to_string()),
     ] {
@@ -115,6 +136,44 @@ fn start_agent(engine: &Engine, image: &Image, receiver: &Receiver, horizon: u32
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     engine.ok(&refs);
     name
+}
+
+/// The task definition's `healthCheck` as a Dockerfile `HEALTHCHECK` (exec form, as ECS runs
+/// it: the image has no shell), its interval and start period shortened to `interval_s` for the
+/// test, its timeout kept and one retry.
+fn task_healthcheck(interval_s: u32) -> String {
+    let t: Value = serde_json::from_str(&std::fs::read_to_string(TASK).unwrap()).unwrap();
+    let hc = &t["containerDefinitions"][0]["healthCheck"];
+    let cmd: Vec<&str> = hc["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(cmd[0], "CMD", "exec form (no shell in the image): {cmd:?}");
+    let argv = serde_json::to_string(&cmd[1..]).unwrap();
+    format!(
+        "HEALTHCHECK --interval={interval_s}s --timeout={}s --start-period={interval_s}s --retries=1 CMD {argv}",
+        hc["timeout"].as_u64().unwrap()
+    )
+}
+
+/// Docker's own verdict from its health-check runner: `healthy`, `unhealthy` or `starting`.
+fn docker_health(engine: &Engine, name: &str) -> String {
+    engine.ok(&["inspect", "-f", "{{.State.Health.Status}}", name])
+}
+
+fn wait_docker_health(engine: &Engine, name: &str, want: &str, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let got = docker_health(engine, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "Docker's health check says {got}, not {want}, after {:?}; last probes:\n{}\nlogs:\n{}",
+            t.elapsed(),
+            engine.ok(&["inspect", "-f", "{{json .State.Health.Log}}", name]),
+            logs(engine, name)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// `docker exec <name> /sts-agent health`: `(exit code, output, how long)`.
@@ -148,7 +207,7 @@ fn health_in_the_image_passes_then_fails_when_stopped_or_refused() {
     let engine = Engine::default();
     engine.require();
     let dir = TempDir::new("health-image");
-    let image = build_image(&engine, &dir);
+    let image = build_image(&engine, &dir, None);
     let mut kids = Containers(engine.clone(), Vec::new());
 
     // Healthy: a receiver that accepts everything.
@@ -156,7 +215,8 @@ fn health_in_the_image_passes_then_fails_when_stopped_or_refused() {
     let name = start_agent(&engine, &image, &accepting, 300, &mut kids);
     let report = wait_healthy(&engine, &name);
     assert!(report.contains("PASS check host: last ran"), "{report}");
-    assert!(report.contains("PASS trace-intake: listening on 127.0.0.1:"), "{report}");
+    // The task's STS_APM_NON_LOCAL_TRAFFIC=true: every interface (the command asks loopback).
+    assert!(report.contains("PASS trace-intake: listening on 0.0.0.0:"), "{report}");
     assert!(!report.contains("FAIL"), "{report}");
     // The agent delivered, and health says so once it has.
     let t = Instant::now();
@@ -213,4 +273,35 @@ fn poll_health(engine: &Engine, name: &str, deadline: Instant, done: impl Fn(Opt
         assert!(Instant::now() < deadline, "not seen in time (exit {code:?}):\n{out}\nlogs:\n{}", logs(engine, name));
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+#[test]
+#[ignore = "needs the static binary: .ci/run runs it after packaging/build-static.sh (cargo test --test health_image -- --ignored)"]
+fn dockers_own_health_check_runner_with_the_tasks_health_check_follows_the_agent() {
+    let engine = Engine::default();
+    engine.require();
+    let dir = TempDir::new("health-image-hc");
+    let image = build_image(&engine, &dir, Some(&task_healthcheck(2)));
+    let mut kids = Containers(engine.clone(), Vec::new());
+    let accepting = Receiver::start(false, vec![200]);
+    let name = start_agent(&engine, &image, &accepting, 300, &mut kids);
+    wait_docker_health(&engine, &name, "healthy", Duration::from_secs(60));
+
+    // Stopped: Docker's next probe (the exec-form command, in the stopped container) fails within
+    // its deadline and Docker marks the container unhealthy (one retry here).
+    let pid: i32 = engine.ok(&["inspect", "-f", "{{.State.Pid}}", &name]).parse().unwrap();
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = std::panic::catch_unwind(|| wait_docker_health(&engine, &name, "unhealthy", Duration::from_secs(30)));
+    let probes: Value =
+        serde_json::from_str(&engine.ok(&["inspect", "-f", "{{json .State.Health.Log}}", &name])).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    if let Err(e) = stopped {
+        std::panic::resume_unwind(e);
+    }
+    let last = probes.as_array().and_then(|p| p.last()).expect("probes logged");
+    assert_eq!(last["ExitCode"], 1, "{last}");
+    assert!(last["Output"].as_str().unwrap().contains("FAIL loop: no answer from 127.0.0.1:"), "{last}");
+    // Running again: healthy again.
+    wait_docker_health(&engine, &name, "healthy", Duration::from_secs(30));
 }
