@@ -333,6 +333,25 @@ pub fn render_status(s: &Value, now_unix: u64) -> String {
         }
     }
 
+    if let Some(fs) = s.get("features").filter(|f| !f.is_null()) {
+        let _ = writeln!(o, "\nReceiver features");
+        for who in ["core", "process_agent"] {
+            let Some(p) = fs.get(who) else { continue };
+            let state = p.get("state").and_then(Value::as_str).unwrap_or("?");
+            let on: Vec<&str> = p
+                .get("features")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.as_str()).collect())
+                .unwrap_or_default();
+            let on = if on.is_empty() { "none".to_string() } else { on.join(", ") };
+            let by = if p.get("answered_by").is_some() { " (the core's answer)" } else { "" };
+            let _ = writeln!(o, "  {who:<15} {state}{by}: {on}");
+            if let Some(err) = p.get("last_error").and_then(Value::as_str) {
+                let _ = writeln!(o, "  {:<15} last error: {err}", "");
+            }
+        }
+    }
+
     let _ = writeln!(o, "\nIntakes");
     match s.get("trace_intake").filter(|t| !t.is_null()) {
         None => {
@@ -350,6 +369,16 @@ pub fn render_status(s: &Value, now_unix: u64) -> String {
                 u(t, "dropped_traces"),
                 u(t, "connections_open"),
             );
+            if let Some(ot) = t.get("opentelemetry").filter(|t| !t.is_null()) {
+                let _ = writeln!(
+                    o,
+                    "  opentelemetry {} OTLP requests, {} /open-telemetry requests, {} spans rejected, {} attributes dropped",
+                    u(ot, "otlp_requests"),
+                    u(ot, "open_telemetry_requests"),
+                    u(ot, "otlp_rejected_spans"),
+                    u(ot, "otlp_dropped_attributes"),
+                );
+            }
         }
     }
     match s.get("dogstatsd").filter(|t| !t.is_null()) {
@@ -469,7 +498,14 @@ mod tests {
             "checks":{"host":{"runs":2,"last_run_unix":990,"last_duration_ms":1.25,"last_count":57,
               "last_cpu_ms":1.0,"total_cpu_ms":2.0}},
             "trace_intake":{"requests":9,"payloads":4,"traces":8,"spans":21,"dropped_traces":0,
-              "flushed_payloads":2,"rejected":{"decode":1,"busy":2},"connections_open":1},
+              "flushed_payloads":2,"rejected":{"decode":1,"busy":2},"connections_open":1,
+              "opentelemetry":{"open_telemetry_requests":1,"otlp_requests":6,"otlp_rejected_spans":2,
+              "otlp_dropped_attributes":0}},
+            "features":{"configured":false,
+              "core":{"state":"answered","requests":1,"last_error":null,
+                "features":{"health-states":true,"incremental-topology":false,"upgrade-to-multi-metrics":true}},
+              "process_agent":{"state":"answered","requests":0,"answered_by":"core","last_error":null,
+                "features":{"health-states":true,"incremental-topology":false,"upgrade-to-multi-metrics":true}}},
             "http_capture":null,"docker_events":null,"dogstatsd":null}"#,
         )
         .unwrap();
@@ -483,6 +519,9 @@ mod tests {
             "last error 2m 5s ago: HTTP 503 \"busy\"",
             "traces       9 requests, 8 traces, 21 spans, 2 payloads sent, 3 rejected",
             "dogstatsd    off",
+            "opentelemetry 6 OTLP requests, 1 /open-telemetry requests, 2 spans rejected",
+            "core            answered: health-states, upgrade-to-multi-metrics",
+            "process_agent   answered (the core's answer): health-states, upgrade-to-multi-metrics",
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }

@@ -91,7 +91,16 @@ fn a_running_agent_passes_and_a_stopped_one_fails_within_two_seconds() {
     let (out, _) = client(&["status"], &env);
     let s = text(&out.stdout);
     assert!(out.status.success(), "{s}{}", text(&out.stderr));
-    for want in ["sts-agent ", "\nChecks\n", "  host ", " series;", "\nEndpoints\n  dry run", "\nIntakes\n  traces "] {
+    for want in [
+        "sts-agent ",
+        "\nChecks\n",
+        "  host ",
+        " series;",
+        "\nEndpoints\n  dry run",
+        "\nReceiver features\n  core            not_asked: none",
+        "\nIntakes\n  traces ",
+        "\n  opentelemetry ",
+    ] {
         assert!(s.contains(want), "{want:?} missing:\n{s}");
     }
     let (out, _) = client(&["status", "--json"], &env);

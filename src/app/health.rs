@@ -462,6 +462,7 @@ mod tests {
             "series          http://127.0.0.1:9/stsAgent/api/v1/series",
             "0 delivered of 1, 1 queued (2.0 KiB)",
             "traces       0 requests",
+            "opentelemetry 0 OTLP requests, 0 /open-telemetry requests",
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }
