@@ -369,6 +369,153 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
     drop(agent);
 }
 
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A receiver that is not listening when the agent starts (a failure without an HTTP answer)
+/// and comes up ~6 s later: as the process agent polls every 5 s until it gets an answer, the
+/// features are taken within seconds of it coming up (~10 s from start), not a minute later;
+/// one request at a time, and none after the answer.
+#[test]
+fn a_receiver_that_comes_up_after_the_agent_gets_asked_within_seconds() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let url = format!("https://{addr}/stsAgent");
+    let port = free_port();
+    let port_s = port.to_string();
+    let started = Instant::now();
+    let agent = drained(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "late-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_APM_RECEIVER_PORT", &port_s),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    ));
+    // The first request failed (nothing listens): no features for now, asked again.
+    let first = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let st = status(port);
+            if st["features"]["core"]["state"] == "no_answer" {
+                break st;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no failed /features request in the first 5 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let f = &first["features"]["core"];
+    assert!(f["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{f}");
+    assert_eq!(first["features"]["process_agent"]["features"]["health-states"], false, "{first}");
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    let rx = Receiver::start_at(addr, true, vec![202], Some((200, r#"{"health-states":true}"#)));
+    let up = Instant::now();
+    let answered = loop {
+        let st = status(port);
+        if st["features"]["core"]["state"] == "answered" {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "features not taken 20 s after start (the receiver came up at 6 s): {}",
+            st["features"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(13), "features taken {took:?} after start (receiver up at 6 s)");
+    // The answer serves the process agent too (its URL falls back to the core's).
+    assert_eq!(answered["features"]["process_agent"]["features"]["health-states"], true, "{answered}");
+    // Asked every 5 s while nothing answered: two or three failures before, no more.
+    let n = answered["features"]["core"]["requests"].as_u64().unwrap();
+    assert!((2..=4).contains(&n), "{n} requests in {took:?}: {}", answered["features"]);
+    // The receiver: one request, within one 5 s step of coming up; then none (an answer is final).
+    std::thread::sleep(Duration::from_secs(6));
+    let asked = rx.features_requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].0.duration_since(up) < Duration::from_millis(5500), "{:?} after it came up", asked[0].0 - up);
+    assert_eq!(asked[0].1.target, format!("/stsAgent/features?api_key={KEY}"));
+    assert_eq!(status(port)["features"]["core"]["requests"], n);
+    drop(agent);
+}
+
+/// A receiver that takes each connection and closes it without a reply (no HTTP answer, ever):
+/// `/features` is asked every 5 s during the first minute, then a minute apart; one request at a
+/// time. Plain HTTP, so that the probe's requests are told from the forwarder's by their line.
+#[test]
+fn a_receiver_that_never_answers_is_asked_every_5_s_for_a_minute_then_every_minute() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>> = Default::default();
+    let rec = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let rec = rec.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut b) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&b[..n]),
+                        _ => return,
+                    }
+                }
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+                rec.lock().unwrap().push((Instant::now(), line));
+                // Dropped: the connection closes with no reply.
+            });
+        }
+    });
+    let started = Instant::now();
+    let agent = drained(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &format!("http://{addr}/stsAgent")),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "silent-host"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    ));
+    let probes = || -> Vec<Duration> {
+        let target = format!("GET /stsAgent/features?api_key={KEY} ");
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.starts_with(&target))
+            .map(|(t, _)| t.duration_since(started))
+            .collect()
+    };
+    // Polled, so that a request too soon fails the test when it comes.
+    while started.elapsed() < Duration::from_secs(85) {
+        let p = probes();
+        for w in p.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_millis(4500), "two requests {:?} apart: {p:?}", w[1] - w[0]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let p = probes();
+    // Every 5 s through the first minute since start (0 s to 60 s: 13 requests)...
+    let early: Vec<Duration> = p.iter().copied().filter(|t| *t < Duration::from_secs(70)).collect();
+    assert!(early[0] < Duration::from_secs(3), "{p:?}");
+    assert!((12..=13).contains(&early.len()), "{p:?}");
+    for w in early.windows(2) {
+        assert!(w[1] - w[0] <= Duration::from_millis(6500), "{:?} between two requests: {p:?}", w[1] - w[0]);
+    }
+    // ...then a minute apart: none in the 15 s and more since.
+    assert_eq!(p.len(), early.len(), "{p:?}");
+    // The forwarder's payloads came to the same receiver and failed too (it was not the port).
+    assert!(seen.lock().unwrap().iter().any(|(_, l)| l.starts_with("POST /stsAgent/api/v1/series")));
+    drop(agent);
+}
+
 /// `incremental-topology`: `CollectorCommands` every run (the first all "update"), and besides it
 /// a full `CollectorProc` on the first run and then once a minute: a process already sent comes
 /// as "metrics", a new one as "update", one gone as "delete". Messages are told apart by groupId

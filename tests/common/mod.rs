@@ -122,9 +122,20 @@ impl Receiver {
 
     /// The same on another loopback address (`ip`, e.g. "127.0.0.2").
     pub fn start_on(ip: &str, tls: bool, statuses: Vec<u16>) -> Receiver {
-        let listener = TcpListener::bind((ip, 0)).unwrap();
+        Receiver::start_listening(TcpListener::bind((ip, 0)).unwrap(), tls, statuses, Recorded::default())
+    }
+
+    /// The same on a given address (e.g. a port reserved earlier, for a receiver that comes up
+    /// after the agent started), answering `/features` with `features` from the first request
+    /// on (as `answer_features`; `None`: 404).
+    pub fn start_at(addr: SocketAddr, tls: bool, statuses: Vec<u16>, features: Option<(u16, &str)>) -> Receiver {
+        let recorded = Recorded { features_reply: features.map(|(s, b)| (s, b.to_string())), ..Default::default() };
+        Receiver::start_listening(TcpListener::bind(addr).unwrap(), tls, statuses, recorded)
+    }
+
+    fn start_listening(listener: TcpListener, tls: bool, statuses: Vec<u16>, recorded: Recorded) -> Receiver {
         let addr = listener.local_addr().unwrap();
-        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let recorded = Arc::new(Mutex::new(recorded));
         let pki = tls.then(make_pki);
         let server_cfg = pki.as_ref().map(|p| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
