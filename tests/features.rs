@@ -170,6 +170,15 @@ fn serie(payload: &Value, name: &str, tag: Option<&str>) -> Option<f64> {
     })
 }
 
+/// The serie object `name` (with `tag`, if given) in a decoded series payload.
+fn serie_obj<'a>(payload: &'a Value, name: &str, tag: Option<&str>) -> Option<&'a Value> {
+    payload["series"].as_array()?.iter().find(|s| {
+        s["metric"] == name && tag.is_none_or(|t| s["tags"].as_array().is_some_and(|ts| ts.iter().any(|x| x == t)))
+    })
+}
+
+const PAYLOAD_DROPPED: &str = "n_o_i_n_d_e_x.stackstate.agent.payload.dropped";
+
 /// A receiver without `/features` (404, an HTTP reply: final): the defaults, exactly one request
 /// per distinct base URL for the run (a process agent would poll every 5 s), and `/status` says
 /// so. The same run checks the self telemetry: once the agent is quiet, the series of a flush
@@ -187,6 +196,7 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
     drop(dsd);
     let dsd_port_s = dsd_port.to_string();
     let started = Instant::now();
+    let unix_at_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let agent = drained(spawn_agent(
         &[],
         &[
@@ -244,6 +254,23 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
     };
     let version = format!("version:{}", st["version"].as_str().unwrap());
     assert_eq!(serie(&payload, "stackstate.agent.running", Some(&version)), Some(1.0));
+    // The two series the Agent V2 appends to every flush (spec/dogstatsd.md §4.1): gauges with
+    // `source_type_name` `System`, no interval (0), the flush's time (the host check's series'),
+    // `payload.dropped` without tags.
+    let flush_ts =
+        serie_obj(&payload, "system.uptime", None).expect("the host check's series")["points"][0][0].as_u64().unwrap();
+    for name in ["stackstate.agent.running", PAYLOAD_DROPPED] {
+        let s = serie_obj(&payload, name, None).unwrap_or_else(|| panic!("no {name}: {payload}"));
+        assert_eq!((s["type"].as_str(), s["interval"].as_u64()), (Some("gauge"), Some(0)), "{s}");
+        assert_eq!((s["source_type_name"].as_str(), s["host"].as_str()), (Some("System"), Some("nofeat-host")), "{s}");
+        let ts = s["points"][0][0].as_u64().unwrap();
+        assert!(ts.abs_diff(flush_ts) <= 1, "{name} at {ts}, the flush at {flush_ts}");
+    }
+    assert_eq!(serie_obj(&payload, PAYLOAD_DROPPED, None).unwrap()["tags"], serde_json::json!([]));
+    // Ours keep the host check's interval and carry no source type.
+    let ours = serie_obj(&payload, "stackstate.agent.uptime_s", None).unwrap();
+    assert_eq!(ours["interval"], 2, "{ours}");
+    assert!(ours.get("source_type_name").is_none(), "{ours}");
     let ti = &st["trace_intake"];
     for f in ["requests", "payloads", "traces", "spans"] {
         assert_eq!(serie(&payload, &format!("stackstate.agent.trace_intake.{f}"), None), ti[f].as_f64(), "{f}");
@@ -358,7 +385,20 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
     let started_count =
         series.iter().filter(|v| serie(v, "stackstate.agent.started", Some(&version)).is_some()).count();
     assert_eq!(started_count, 1);
-    assert!(series.len() > 10, "a flush every 2 s: {}", series.len());
+    // `started` as the original's DogStatsD time sampler flushes it: a count, interval 10, no
+    // source type, the start's 10 s bucket.
+    let first = series.iter().find(|v| serie(v, "stackstate.agent.started", None).is_some()).unwrap();
+    let s = serie_obj(first, "stackstate.agent.started", Some(&version)).unwrap();
+    assert_eq!((s["type"].as_str(), s["interval"].as_u64()), (Some("count"), Some(10)), "{s}");
+    assert!(s.get("source_type_name").is_none(), "{s}");
+    let ts = s["points"][0][0].as_u64().unwrap();
+    assert!(ts % 10 == 0 && (unix_at_start - 10..=unix_at_start + 10).contains(&ts), "{ts} vs start {unix_at_start}");
+    // Every host-check flush carries both of the Agent V2's series; DogStatsD's flushes neither.
+    let host_flushes = series.iter().filter(|v| serie(v, "system.uptime", None).is_some()).count();
+    assert!(host_flushes > 10, "a flush every 2 s: {host_flushes}");
+    for name in ["stackstate.agent.running", PAYLOAD_DROPPED] {
+        assert_eq!(series.iter().filter(|v| serie(v, name, None).is_some()).count(), host_flushes, "{name}");
+    }
     let events = reqs
         .iter()
         .filter(|r| r.target.starts_with("/stsAgent/intake/"))
