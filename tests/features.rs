@@ -177,15 +177,35 @@ fn serie_obj<'a>(payload: &'a Value, name: &str, tag: Option<&str>) -> Option<&'
     })
 }
 
+/// The outbox series `.dropped` for `route` and `reason` in a decoded series payload.
+fn dropped(payload: &Value, route: &str, reason: &str) -> Option<f64> {
+    let (route, reason) = (format!("endpoint:{route}"), format!("reason:{reason}"));
+    payload["series"].as_array().unwrap().iter().find_map(|s| {
+        let tags = s["tags"].as_array().unwrap();
+        (s["metric"] == "stackstate.agent.outbox.dropped"
+            && tags.iter().any(|t| *t == route)
+            && tags.iter().any(|t| *t == reason))
+        .then(|| s["points"][0][1].as_f64().unwrap())
+    })
+}
+
 const PAYLOAD_DROPPED: &str = "n_o_i_n_d_e_x.stackstate.agent.payload.dropped";
 
 /// A receiver without `/features` (404, an HTTP reply: final): the defaults, exactly one request
 /// per distinct base URL for the run (a process agent would poll every 5 s), and `/status` says
 /// so. The same run checks the self telemetry: once the agent is quiet, the series of a flush
-/// equal `/status`.
+/// equal `/status`, with a real cgroup container on the host and two payloads refused (400 to the
+/// second series payload, 413 to the first `/intake/` one), so that the drop series are not 0.
 #[test]
 fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() {
+    let id = hex_id("nofeat", 64);
+    let mut cg = TestCgroup::require(&[format!("sts-nofeat-{}-docker", std::process::id())], &id);
+    cg.run("import time\ntime.sleep(600)");
     let rx = Receiver::start(true, vec![202]);
+    // Dropped at once, each counted by reason: a series payload (after the first, which carries
+    // `stackstate.agent.started`) as malformed, an `/intake/` one as too large (not split).
+    rx.refuse("/stsAgent/api/v1/series", 2, 400);
+    rx.refuse("/stsAgent/intake/", 1, 413);
     let url = rx.url("/stsAgent");
     // The process agent's own base URL: two probes.
     let pa_url = rx.url("/pa");
@@ -235,21 +255,26 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
         client.send_to(p.as_bytes(), ("127.0.0.1", dsd_port)).unwrap();
     }
 
-    // Once a flush after those shows them, the agent is quiet: its series equal `/status`.
-    let (payload, st) = loop {
+    // Once a flush after those shows them (and both refusals), the agent is quiet: its series
+    // equal `/status`. `k`: how many series payloads the receiver got before that one.
+    let (k, payload, st) = loop {
         let last = rx
             .requests()
             .iter()
             .filter(|r| r.target.starts_with("/stsAgent/api/v1/series"))
             .map(|r| r.json())
-            .rfind(|v| serie(v, "stackstate.agent.running", None).is_some());
-        if let Some(v) = last.filter(|v| {
+            .enumerate()
+            .filter(|(_, v)| serie(v, "stackstate.agent.running", None).is_some())
+            .last();
+        if let Some((k, v)) = last.filter(|(_, v)| {
             serie(v, "stackstate.agent.trace_intake.payloads", None) == Some(3.0)
                 && serie(v, "stackstate.agent.dogstatsd.udp_packets", None) == Some(3.0)
+                && dropped(v, "series", "bad_request").is_some()
+                && dropped(v, "intake", "too_large").is_some()
         }) {
-            break (v, status(port));
+            break (k, v, status(port));
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no flush with the trace intake's counts");
+        assert!(t0.elapsed() < Duration::from_secs(30), "no flush with the trace intake's counts and the drops");
         std::thread::sleep(Duration::from_millis(100));
     };
     let version = format!("version:{}", st["version"].as_str().unwrap());
@@ -304,27 +329,53 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
             "{f}"
         );
     }
-    for (route, e) in st["endpoints"].as_object().unwrap() {
+    // The refused payloads: dropped by reason, the same counts as `/status` (they happened once,
+    // so they hold still); every other reason absent, as `/status` has it 0.
+    assert_eq!(dropped(&payload, "series", "bad_request"), Some(1.0));
+    assert_eq!(dropped(&payload, "intake", "too_large"), Some(1.0));
+    let endpoints = st["endpoints"].as_object().unwrap();
+    for route in ["series", "intake", "collector", "process-intake", "traces"] {
+        assert!(endpoints.contains_key(route), "{route}: {st}");
+    }
+    for (route, e) in endpoints {
         let tag = format!("endpoint:{route}");
         for (reason, n) in e["dropped"].as_object().unwrap() {
-            let got = payload["series"].as_array().unwrap().iter().find(|s| {
-                s["metric"] == "stackstate.agent.outbox.dropped"
-                    && s["tags"].as_array().unwrap().iter().any(|t| *t == tag)
-                    && s["tags"].as_array().unwrap().iter().any(|t| *t == format!("reason:{reason}"))
-            });
-            assert_eq!(got.and_then(|s| s["points"][0][1].as_f64()), nonzero(n), "{route} {reason}");
+            assert_eq!(dropped(&payload, route, reason), nonzero(n), "{route} {reason}");
         }
-        // The process agent's routes are quiet until its next run (a minute after the first).
+        let got = |f: &str| {
+            serie(&payload, &format!("stackstate.agent.outbox.{f}"), Some(&tag))
+                .unwrap_or_else(|| panic!("no stackstate.agent.outbox.{f} for {route}"))
+        };
+        let dropped_sum: f64 = e["dropped"].as_object().unwrap().values().map(|n| n.as_f64().unwrap()).sum();
+        // Each flush's figures are one moment's: every payload accounted for.
+        assert_eq!(got("enqueued"), got("delivered") + dropped_sum + got("queued"), "{route}");
+        // Nothing failed here: no retries, in the flush as in `/status`.
+        assert_eq!(Some(got("retries")), e["retries"].as_f64(), "{route}");
+        let fields = ["enqueued", "delivered", "queued", "queued_bytes", "retries"];
         if ["collector", "process-intake"].contains(&route.as_str()) {
-            for f in ["delivered", "queued_bytes"] {
-                assert_eq!(
-                    serie(&payload, &format!("stackstate.agent.outbox.{f}"), Some(&tag)),
-                    e[f].as_f64(),
-                    "{route} {f}"
-                );
+            // The process agent's routes are quiet until its next run (a minute after the first,
+            // which only primes the rates): every figure as `/status` has it now.
+            for f in fields {
+                assert_eq!(Some(got(f)), e[f].as_f64(), "{route} {f}");
+            }
+        } else {
+            // The busy routes kept sending since that flush: the counters only grew.
+            for f in ["enqueued", "delivered"] {
+                assert!(got(f) <= e[f].as_f64().unwrap(), "{route} {f}: {} then {}", got(f), e[f]);
             }
         }
     }
+    // The series route's payloads are sent one at a time, in order: the flush's `enqueued` is
+    // the number the receiver got before it (the host check's and DogStatsD's).
+    assert_eq!(serie(&payload, "stackstate.agent.outbox.enqueued", Some("endpoint:series")), Some(k as f64));
+    // The Agent V2's payload drops: the core agent's payloads dropped for their size (the 413),
+    // as `/status` has them (`too_large` + `oversized` of `series` and `intake`).
+    let size_drops: f64 = ["series", "intake"]
+        .iter()
+        .flat_map(|r| ["too_large", "oversized"].map(|x| endpoints[*r]["dropped"][x].as_f64().unwrap()))
+        .sum();
+    assert_eq!(size_drops, 1.0, "{st}");
+    assert_eq!(serie(&payload, PAYLOAD_DROPPED, None), Some(size_drops));
     // The processes the process check reported (the process agent's `len(processes)`).
     assert_eq!(serie(&payload, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64(), "{p}");
     assert_eq!(serie(&payload, "stackstate.process_agent.running", Some(&version)), Some(1.0));
@@ -362,6 +413,44 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
         .rfind(|v| serie(v, "stackstate.agent.check.runs", Some("check:process")) == Some(2.0))
         .expect("a flush after the process check's second run");
     assert_eq!(serie(&last, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64());
+    // The process agent's routes carried that run's payloads and are quiet again (until 120 s):
+    // that flush's figures are `/status`'s.
+    for route in ["collector", "process-intake"] {
+        let (e, tag) = (&st["endpoints"][route], format!("endpoint:{route}"));
+        for f in ["enqueued", "delivered", "queued", "queued_bytes", "retries"] {
+            assert_eq!(serie(&last, &format!("stackstate.agent.outbox.{f}"), Some(&tag)), e[f].as_f64(), "{route} {f}");
+        }
+        assert!(e["delivered"].as_u64().unwrap() >= 1, "{route}: {e}");
+    }
+    // The container on the host: the process check's run counted it, as its side channel
+    // (`containers.total_count`) and `/api/v1/collector` (every container, by id) say.
+    let reqs = rx.requests();
+    let collector: Vec<_> =
+        reqs.iter().filter(|r| r.target == "/pa/api/v1/collector").map(|r| pa_proto::collector_proc(&r.body)).collect();
+    let group = collector.last().expect("the second run's collector messages").group_id;
+    let mut ids: Vec<String> = collector
+        .iter()
+        .filter(|m| m.group_id == group)
+        .flat_map(|m| m.containers.iter().map(|c| c.id.clone()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(ids.contains(&id), "the test's container in {ids:?}");
+    let side_count = reqs
+        .iter()
+        .rev()
+        .filter(|r| r.target.starts_with("/pa/intake?"))
+        .filter_map(|r| {
+            let v = r.json();
+            let m =
+                v["metrics"].as_array()?.iter().find(|m| m[0] == "stackstate.process_agent.containers.total_count")?;
+            m[2].as_f64()
+        })
+        .next()
+        .expect("the side channel's container count");
+    let host_count = serie(&last, "stackstate.process_agent.containers.host_count", None);
+    assert_eq!(host_count, Some(ids.len() as f64), "{ids:?}");
+    assert_eq!(host_count, Some(side_count));
     for probe in ["core", "process_agent"] {
         let f = &st["features"][probe];
         assert_eq!(f["state"], "refused", "{st}");

@@ -105,6 +105,11 @@ pub struct Recorded {
     pub features_requests: Vec<(Instant, Request)>,
     /// The `/features` reply: `None` answers 404, as a receiver without the endpoint.
     pub features_reply: Option<(u16, String)>,
+    /// One-off refusals: `(path prefix, n, status)` answers `status` to the n-th request (from 1)
+    /// whose path (before `?`) starts with the prefix, instead of the scripted status.
+    pub refusals: Vec<(String, usize, u16)>,
+    /// Requests seen so far per refusal (same order as `refusals`).
+    pub refusal_seen: Vec<usize>,
 }
 
 pub struct Receiver {
@@ -193,6 +198,14 @@ impl Receiver {
         self.recorded.lock().unwrap().features_reply = Some((status, body.to_string()));
     }
 
+    /// Answers `status` instead of the scripted one to the `n`-th request (from 1) whose path
+    /// starts with `path_prefix`, once (e.g. 400 to the second series payload).
+    pub fn refuse(&self, path_prefix: &str, n: usize, status: u16) {
+        let mut r = self.recorded.lock().unwrap();
+        r.refusals.push((path_prefix.to_string(), n, status));
+        r.refusal_seen.push(0);
+    }
+
     /// The `/features` requests so far, with when each arrived.
     pub fn features_requests(&self) -> Vec<(Instant, Request)> {
         self.recorded.lock().unwrap().features_requests.clone()
@@ -264,17 +277,33 @@ fn serve<S: Read + Write>(
             }
             continue;
         }
+        // The refusal count, the status and the record in one lock: the n-th refused is the
+        // n-th recorded, whichever connections the requests came on.
         let status = {
-            let mut q = statuses.lock().unwrap();
-            if q.len() > 1 {
-                q.pop_front().unwrap()
-            } else {
-                *q.front().unwrap_or(&202)
+            let mut r = rec.lock().unwrap();
+            let r = &mut *r;
+            let mut refused = None;
+            for ((prefix, n, status), seen) in r.refusals.iter().zip(r.refusal_seen.iter_mut()) {
+                if path.starts_with(prefix.as_str()) {
+                    *seen += 1;
+                    if *seen == *n {
+                        refused = refused.or(Some(*status));
+                    }
+                }
             }
+            let status = refused.unwrap_or_else(|| {
+                let mut q = statuses.lock().unwrap();
+                if q.len() > 1 {
+                    q.pop_front().unwrap()
+                } else {
+                    *q.front().unwrap_or(&202)
+                }
+            });
+            let mut req = req;
+            req.status = status;
+            r.requests.push(req);
+            status
         };
-        let mut req = req;
-        req.status = status;
-        rec.lock().unwrap().requests.push(req);
         match status {
             // HANG: never answer (the connection stays open until the client gives up).
             HANG => {
