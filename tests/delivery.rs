@@ -81,10 +81,20 @@ fn check_delivery(rx: &Receiver, host: &str, stderr: &str) {
         let ts = s["points"][0][0].as_i64().unwrap();
         assert!((now - 120..=now + 5).contains(&ts), "timestamp {ts} vs now {now}");
         assert!(s["points"][0][1].is_number());
-        assert_eq!(s["interval"], 15);
         let t = s["type"].as_str().unwrap();
-        // A count only for the agent's own `stackstate.agent.started`.
+        // The check's interval and no source type, but for the series the Agent V2 sends about
+        // itself (spec/dogstatsd.md §4.1): `running` and `payload.dropped` with `System` and no
+        // interval; `started`, the only count, as a DogStatsD serie (interval 10).
+        let (interval, source_type) = match s["metric"].as_str().unwrap() {
+            "stackstate.agent.running" | "n_o_i_n_d_e_x.stackstate.agent.payload.dropped" => (0, Some("System")),
+            "stackstate.agent.started" => (10, None),
+            _ => (15, None),
+        };
+        assert_eq!((s["interval"].as_u64(), s["source_type_name"].as_str()), (Some(interval), source_type), "{s}");
         assert!(t == "gauge" || t == "rate" || (t == "count" && s["metric"] == "stackstate.agent.started"), "{s}");
+    }
+    for name in ["stackstate.agent.running", "n_o_i_n_d_e_x.stackstate.agent.payload.dropped"] {
+        assert!(names.contains(name), "missing {name}; have {names:?}");
     }
     let kind = |m: &str| all.iter().find(|s| s["metric"] == m).unwrap()["type"].as_str().unwrap().to_string();
     assert_eq!(kind("system.net.bytes_rcvd"), "rate");

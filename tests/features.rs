@@ -172,13 +172,42 @@ fn serie(payload: &Value, name: &str, tag: Option<&str>) -> Option<f64> {
     })
 }
 
+/// The serie object `name` (with `tag`, if given) in a decoded series payload.
+fn serie_obj<'a>(payload: &'a Value, name: &str, tag: Option<&str>) -> Option<&'a Value> {
+    payload["series"].as_array()?.iter().find(|s| {
+        s["metric"] == name && tag.is_none_or(|t| s["tags"].as_array().is_some_and(|ts| ts.iter().any(|x| x == t)))
+    })
+}
+
+/// The outbox series `.dropped` for `route` and `reason` in a decoded series payload.
+fn dropped(payload: &Value, route: &str, reason: &str) -> Option<f64> {
+    let (route, reason) = (format!("endpoint:{route}"), format!("reason:{reason}"));
+    payload["series"].as_array().unwrap().iter().find_map(|s| {
+        let tags = s["tags"].as_array().unwrap();
+        (s["metric"] == "stackstate.agent.outbox.dropped"
+            && tags.iter().any(|t| *t == route)
+            && tags.iter().any(|t| *t == reason))
+        .then(|| s["points"][0][1].as_f64().unwrap())
+    })
+}
+
+const PAYLOAD_DROPPED: &str = "n_o_i_n_d_e_x.stackstate.agent.payload.dropped";
+
 /// A receiver without `/features` (404, an HTTP reply: final): the defaults, exactly one request
 /// per distinct base URL for the run (a process agent would poll every 5 s), and `/status` says
 /// so. The same run checks the self telemetry: once the agent is quiet, the series of a flush
-/// equal `/status`.
+/// equal `/status`, with a real cgroup container on the host and two payloads refused (400 to the
+/// second series payload, 413 to the first `/intake/` one), so that the drop series are not 0.
 #[test]
 fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() {
+    let id = hex_id("nofeat", 64);
+    let mut cg = TestCgroup::require(&[format!("sts-nofeat-{}-docker", std::process::id())], &id);
+    cg.run("import time\ntime.sleep(600)");
     let rx = Receiver::start(true, vec![202]);
+    // Dropped at once, each counted by reason: a series payload (after the first, which carries
+    // `stackstate.agent.started`) as malformed, an `/intake/` one as too large (not split).
+    rx.refuse("/stsAgent/api/v1/series", 2, 400);
+    rx.refuse("/stsAgent/intake/", 1, 413);
     let url = rx.url("/stsAgent");
     // The process agent's own base URL: two probes.
     let pa_url = rx.url("/pa");
@@ -189,6 +218,7 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
     drop(dsd);
     let dsd_port_s = dsd_port.to_string();
     let started = Instant::now();
+    let unix_at_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let agent = drained(spawn_agent(
         &[],
         &[
@@ -227,25 +257,47 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
         client.send_to(p.as_bytes(), ("127.0.0.1", dsd_port)).unwrap();
     }
 
-    // Once a flush after those shows them, the agent is quiet: its series equal `/status`.
-    let (payload, st) = loop {
+    // Once a flush after those shows them (and both refusals), the agent is quiet: its series
+    // equal `/status`. `k`: how many series payloads the receiver got before that one.
+    let (k, payload, st) = loop {
         let last = rx
             .requests()
             .iter()
             .filter(|r| r.target.starts_with("/stsAgent/api/v1/series"))
             .map(|r| r.json())
-            .rfind(|v| serie(v, "stackstate.agent.running", None).is_some());
-        if let Some(v) = last.filter(|v| {
+            .enumerate()
+            .filter(|(_, v)| serie(v, "stackstate.agent.running", None).is_some())
+            .last();
+        if let Some((k, v)) = last.filter(|(_, v)| {
             serie(v, "stackstate.agent.trace_intake.payloads", None) == Some(3.0)
                 && serie(v, "stackstate.agent.dogstatsd.udp_packets", None) == Some(3.0)
+                && dropped(v, "series", "bad_request").is_some()
+                && dropped(v, "intake", "too_large").is_some()
         }) {
-            break (v, status(port));
+            break (k, v, status(port));
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no flush with the trace intake's counts");
+        assert!(t0.elapsed() < Duration::from_secs(30), "no flush with the trace intake's counts and the drops");
         std::thread::sleep(Duration::from_millis(100));
     };
     let version = format!("version:{}", st["version"].as_str().unwrap());
     assert_eq!(serie(&payload, "stackstate.agent.running", Some(&version)), Some(1.0));
+    // The two series the Agent V2 appends to every flush (spec/dogstatsd.md §4.1): gauges with
+    // `source_type_name` `System`, no interval (0), the flush's time (the host check's series'),
+    // `payload.dropped` without tags.
+    let flush_ts =
+        serie_obj(&payload, "system.uptime", None).expect("the host check's series")["points"][0][0].as_u64().unwrap();
+    for name in ["stackstate.agent.running", PAYLOAD_DROPPED] {
+        let s = serie_obj(&payload, name, None).unwrap_or_else(|| panic!("no {name}: {payload}"));
+        assert_eq!((s["type"].as_str(), s["interval"].as_u64()), (Some("gauge"), Some(0)), "{s}");
+        assert_eq!((s["source_type_name"].as_str(), s["host"].as_str()), (Some("System"), Some("nofeat-host")), "{s}");
+        let ts = s["points"][0][0].as_u64().unwrap();
+        assert!(ts.abs_diff(flush_ts) <= 1, "{name} at {ts}, the flush at {flush_ts}");
+    }
+    assert_eq!(serie_obj(&payload, PAYLOAD_DROPPED, None).unwrap()["tags"], serde_json::json!([]));
+    // Ours keep the host check's interval and carry no source type.
+    let ours = serie_obj(&payload, "stackstate.agent.uptime_s", None).unwrap();
+    assert_eq!(ours["interval"], 2, "{ours}");
+    assert!(ours.get("source_type_name").is_none(), "{ours}");
     let ti = &st["trace_intake"];
     for f in ["requests", "payloads", "traces", "spans"] {
         assert_eq!(serie(&payload, &format!("stackstate.agent.trace_intake.{f}"), None), ti[f].as_f64(), "{f}");
@@ -279,27 +331,53 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
             "{f}"
         );
     }
-    for (route, e) in st["endpoints"].as_object().unwrap() {
+    // The refused payloads: dropped by reason, the same counts as `/status` (they happened once,
+    // so they hold still); every other reason absent, as `/status` has it 0.
+    assert_eq!(dropped(&payload, "series", "bad_request"), Some(1.0));
+    assert_eq!(dropped(&payload, "intake", "too_large"), Some(1.0));
+    let endpoints = st["endpoints"].as_object().unwrap();
+    for route in ["series", "intake", "collector", "process-intake", "traces"] {
+        assert!(endpoints.contains_key(route), "{route}: {st}");
+    }
+    for (route, e) in endpoints {
         let tag = format!("endpoint:{route}");
         for (reason, n) in e["dropped"].as_object().unwrap() {
-            let got = payload["series"].as_array().unwrap().iter().find(|s| {
-                s["metric"] == "stackstate.agent.outbox.dropped"
-                    && s["tags"].as_array().unwrap().iter().any(|t| *t == tag)
-                    && s["tags"].as_array().unwrap().iter().any(|t| *t == format!("reason:{reason}"))
-            });
-            assert_eq!(got.and_then(|s| s["points"][0][1].as_f64()), nonzero(n), "{route} {reason}");
+            assert_eq!(dropped(&payload, route, reason), nonzero(n), "{route} {reason}");
         }
-        // The process agent's routes are quiet until its next run (a minute after the first).
+        let got = |f: &str| {
+            serie(&payload, &format!("stackstate.agent.outbox.{f}"), Some(&tag))
+                .unwrap_or_else(|| panic!("no stackstate.agent.outbox.{f} for {route}"))
+        };
+        let dropped_sum: f64 = e["dropped"].as_object().unwrap().values().map(|n| n.as_f64().unwrap()).sum();
+        // Each flush's figures are one moment's: every payload accounted for.
+        assert_eq!(got("enqueued"), got("delivered") + dropped_sum + got("queued"), "{route}");
+        // Nothing failed here: no retries, in the flush as in `/status`.
+        assert_eq!(Some(got("retries")), e["retries"].as_f64(), "{route}");
+        let fields = ["enqueued", "delivered", "queued", "queued_bytes", "retries"];
         if ["collector", "process-intake"].contains(&route.as_str()) {
-            for f in ["delivered", "queued_bytes"] {
-                assert_eq!(
-                    serie(&payload, &format!("stackstate.agent.outbox.{f}"), Some(&tag)),
-                    e[f].as_f64(),
-                    "{route} {f}"
-                );
+            // The process agent's routes are quiet until its next run (a minute after the first,
+            // which only primes the rates): every figure as `/status` has it now.
+            for f in fields {
+                assert_eq!(Some(got(f)), e[f].as_f64(), "{route} {f}");
+            }
+        } else {
+            // The busy routes kept sending since that flush: the counters only grew.
+            for f in ["enqueued", "delivered"] {
+                assert!(got(f) <= e[f].as_f64().unwrap(), "{route} {f}: {} then {}", got(f), e[f]);
             }
         }
     }
+    // The series route's payloads are sent one at a time, in order: the flush's `enqueued` is
+    // the number the receiver got before it (the host check's and DogStatsD's).
+    assert_eq!(serie(&payload, "stackstate.agent.outbox.enqueued", Some("endpoint:series")), Some(k as f64));
+    // The Agent V2's payload drops: the core agent's payloads dropped for their size (the 413),
+    // as `/status` has them (`too_large` + `oversized` of `series` and `intake`).
+    let size_drops: f64 = ["series", "intake"]
+        .iter()
+        .flat_map(|r| ["too_large", "oversized"].map(|x| endpoints[*r]["dropped"][x].as_f64().unwrap()))
+        .sum();
+    assert_eq!(size_drops, 1.0, "{st}");
+    assert_eq!(serie(&payload, PAYLOAD_DROPPED, None), Some(size_drops));
     // The processes the process check reported (the process agent's `len(processes)`).
     assert_eq!(serie(&payload, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64(), "{p}");
     assert_eq!(serie(&payload, "stackstate.process_agent.running", Some(&version)), Some(1.0));
@@ -337,6 +415,44 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
         .rfind(|v| serie(v, "stackstate.agent.check.runs", Some("check:process")) == Some(2.0))
         .expect("a flush after the process check's second run");
     assert_eq!(serie(&last, "stackstate.process_agent.processes.host_count", None), p["last_count"].as_f64());
+    // The process agent's routes carried that run's payloads and are quiet again (until 120 s):
+    // that flush's figures are `/status`'s.
+    for route in ["collector", "process-intake"] {
+        let (e, tag) = (&st["endpoints"][route], format!("endpoint:{route}"));
+        for f in ["enqueued", "delivered", "queued", "queued_bytes", "retries"] {
+            assert_eq!(serie(&last, &format!("stackstate.agent.outbox.{f}"), Some(&tag)), e[f].as_f64(), "{route} {f}");
+        }
+        assert!(e["delivered"].as_u64().unwrap() >= 1, "{route}: {e}");
+    }
+    // The container on the host: the process check's run counted it, as its side channel
+    // (`containers.total_count`) and `/api/v1/collector` (every container, by id) say.
+    let reqs = rx.requests();
+    let collector: Vec<_> =
+        reqs.iter().filter(|r| r.target == "/pa/api/v1/collector").map(|r| pa_proto::collector_proc(&r.body)).collect();
+    let group = collector.last().expect("the second run's collector messages").group_id;
+    let mut ids: Vec<String> = collector
+        .iter()
+        .filter(|m| m.group_id == group)
+        .flat_map(|m| m.containers.iter().map(|c| c.id.clone()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(ids.contains(&id), "the test's container in {ids:?}");
+    let side_count = reqs
+        .iter()
+        .rev()
+        .filter(|r| r.target.starts_with("/pa/intake?"))
+        .filter_map(|r| {
+            let v = r.json();
+            let m =
+                v["metrics"].as_array()?.iter().find(|m| m[0] == "stackstate.process_agent.containers.total_count")?;
+            m[2].as_f64()
+        })
+        .next()
+        .expect("the side channel's container count");
+    let host_count = serie(&last, "stackstate.process_agent.containers.host_count", None);
+    assert_eq!(host_count, Some(ids.len() as f64), "{ids:?}");
+    assert_eq!(host_count, Some(side_count));
     for probe in ["core", "process_agent"] {
         let f = &st["features"][probe];
         assert_eq!(f["state"], "refused", "{st}");
@@ -360,7 +476,20 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
     let started_count =
         series.iter().filter(|v| serie(v, "stackstate.agent.started", Some(&version)).is_some()).count();
     assert_eq!(started_count, 1);
-    assert!(series.len() > 10, "a flush every 2 s: {}", series.len());
+    // `started` as the original's DogStatsD time sampler flushes it: a count, interval 10, no
+    // source type, the start's 10 s bucket.
+    let first = series.iter().find(|v| serie(v, "stackstate.agent.started", None).is_some()).unwrap();
+    let s = serie_obj(first, "stackstate.agent.started", Some(&version)).unwrap();
+    assert_eq!((s["type"].as_str(), s["interval"].as_u64()), (Some("count"), Some(10)), "{s}");
+    assert!(s.get("source_type_name").is_none(), "{s}");
+    let ts = s["points"][0][0].as_u64().unwrap();
+    assert!(ts % 10 == 0 && (unix_at_start - 10..=unix_at_start + 10).contains(&ts), "{ts} vs start {unix_at_start}");
+    // Every host-check flush carries both of the Agent V2's series; DogStatsD's flushes neither.
+    let host_flushes = series.iter().filter(|v| serie(v, "system.uptime", None).is_some()).count();
+    assert!(host_flushes > 10, "a flush every 2 s: {host_flushes}");
+    for name in ["stackstate.agent.running", PAYLOAD_DROPPED] {
+        assert_eq!(series.iter().filter(|v| serie(v, name, None).is_some()).count(), host_flushes, "{name}");
+    }
     let events = reqs
         .iter()
         .filter(|r| r.target.starts_with("/stsAgent/intake/"))
@@ -368,6 +497,153 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
         .filter(|v| v["events"]["System"][0]["event_type"] == "Agent Startup")
         .count();
     assert_eq!(events, 1);
+    drop(agent);
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A receiver that is not listening when the agent starts (a failure without an HTTP answer)
+/// and comes up ~6 s later: as the process agent polls every 5 s until it gets an answer, the
+/// features are taken within seconds of it coming up (~10 s from start), not a minute later;
+/// one request at a time, and none after the answer.
+#[test]
+fn a_receiver_that_comes_up_after_the_agent_gets_asked_within_seconds() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let url = format!("https://{addr}/stsAgent");
+    let port = free_port();
+    let port_s = port.to_string();
+    let started = Instant::now();
+    let agent = drained(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &url),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "late-host"),
+            ("STS_SKIP_SSL_VALIDATION", "true"),
+            ("STS_APM_RECEIVER_PORT", &port_s),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    ));
+    // The first request failed (nothing listens): no features for now, asked again.
+    let first = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let st = status(port);
+            if st["features"]["core"]["state"] == "no_answer" {
+                break st;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no failed /features request in the first 5 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let f = &first["features"]["core"];
+    assert!(f["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{f}");
+    assert_eq!(first["features"]["process_agent"]["features"]["health-states"], false, "{first}");
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    let rx = Receiver::start_at(addr, true, vec![202], Some((200, r#"{"health-states":true}"#)));
+    let up = Instant::now();
+    let answered = loop {
+        let st = status(port);
+        if st["features"]["core"]["state"] == "answered" {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "features not taken 20 s after start (the receiver came up at 6 s): {}",
+            st["features"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(13), "features taken {took:?} after start (receiver up at 6 s)");
+    // The answer serves the process agent too (its URL falls back to the core's).
+    assert_eq!(answered["features"]["process_agent"]["features"]["health-states"], true, "{answered}");
+    // Asked every 5 s while nothing answered: two or three failures before, no more.
+    let n = answered["features"]["core"]["requests"].as_u64().unwrap();
+    assert!((2..=4).contains(&n), "{n} requests in {took:?}: {}", answered["features"]);
+    // The receiver: one request, within one 5 s step of coming up; then none (an answer is final).
+    std::thread::sleep(Duration::from_secs(6));
+    let asked = rx.features_requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].0.duration_since(up) < Duration::from_millis(5500), "{:?} after it came up", asked[0].0 - up);
+    assert_eq!(asked[0].1.target, format!("/stsAgent/features?api_key={KEY}"));
+    assert_eq!(status(port)["features"]["core"]["requests"], n);
+    drop(agent);
+}
+
+/// A receiver that takes each connection and closes it without a reply (no HTTP answer, ever):
+/// `/features` is asked every 5 s during the first minute, then a minute apart; one request at a
+/// time. Plain HTTP, so that the probe's requests are told from the forwarder's by their line.
+#[test]
+fn a_receiver_that_never_answers_is_asked_every_5_s_for_a_minute_then_every_minute() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>> = Default::default();
+    let rec = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let rec = rec.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut b) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&b[..n]),
+                        _ => return,
+                    }
+                }
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+                rec.lock().unwrap().push((Instant::now(), line));
+                // Dropped: the connection closes with no reply.
+            });
+        }
+    });
+    let started = Instant::now();
+    let agent = drained(spawn_agent(
+        &[],
+        &[
+            ("STS_STS_URL", &format!("http://{addr}/stsAgent")),
+            ("STS_API_KEY", KEY),
+            ("STS_HOSTNAME", "silent-host"),
+            ("STS_NETWORK_TRACING_ENABLED", "false"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    ));
+    let probes = || -> Vec<Duration> {
+        let target = format!("GET /stsAgent/features?api_key={KEY} ");
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.starts_with(&target))
+            .map(|(t, _)| t.duration_since(started))
+            .collect()
+    };
+    // Polled, so that a request too soon fails the test when it comes.
+    while started.elapsed() < Duration::from_secs(85) {
+        let p = probes();
+        for w in p.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_millis(4500), "two requests {:?} apart: {p:?}", w[1] - w[0]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let p = probes();
+    // Every 5 s through the first minute since start (0 s to 60 s: 13 requests)...
+    let early: Vec<Duration> = p.iter().copied().filter(|t| *t < Duration::from_secs(70)).collect();
+    assert!(early[0] < Duration::from_secs(3), "{p:?}");
+    assert!((12..=13).contains(&early.len()), "{p:?}");
+    for w in early.windows(2) {
+        assert!(w[1] - w[0] <= Duration::from_millis(6500), "{:?} between two requests: {p:?}", w[1] - w[0]);
+    }
+    // ...then a minute apart: none in the 15 s and more since.
+    assert_eq!(p.len(), early.len(), "{p:?}");
+    // The forwarder's payloads came to the same receiver and failed too (it was not the port).
+    assert!(seen.lock().unwrap().iter().any(|(_, l)| l.starts_with("POST /stsAgent/api/v1/series")));
     drop(agent);
 }
 

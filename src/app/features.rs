@@ -4,8 +4,11 @@
 //! distinct base URL: when the process agent's URL is the core's (the fallback), the core probe's
 //! answer serves both. Any HTTP reply is final: a 2xx JSON object is the set, any other status
 //! (404: the receiver has no such endpoint) means "no features" for the run, as the original
-//! takes it, and nothing more is asked. Only a failure (network, TLS, timeout) or a 2xx body
-//! that is not a features object is asked again, a minute later, never sooner.
+//! takes it, and nothing more is asked. A failure without an HTTP answer (network, TLS, timeout)
+//! is asked again 5 s later during the first minute since start, as the process agent polls
+//! until it gets an answer (a receiver starting after the agent is heard from within seconds),
+//! then a minute later; a 2xx body that is not a features object (an answer, but not a usable
+//! one) a minute later. One request in flight per probe, never more.
 //! `STS_FEATURES` fixes the set instead (no request at all).
 
 use crate::config::FeaturesSetting;
@@ -18,8 +21,23 @@ use mio::{Registry, Token};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// After a failure or a malformed 2xx reply: the next request.
+/// After a failure without an HTTP answer, during the first minute since start: the next
+/// request (the process agent's `featuresTicker`, 5 s until any HTTP response).
+pub const RETRY_EARLY: Duration = Duration::from_secs(5);
+/// How long from start failures are asked again every [`RETRY_EARLY`].
+pub const EARLY_WINDOW: Duration = Duration::from_secs(60);
+/// After that, or after a malformed 2xx reply: the next request.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// When to ask again after a failure without an HTTP answer at `now`, for a probe created at
+/// `started`: every 5 s in the first minute, then every minute.
+pub fn retry_after_failure(started: Instant, now: Instant) -> Duration {
+    if now.saturating_duration_since(started) < EARLY_WINDOW {
+        RETRY_EARLY
+    } else {
+        RETRY_AFTER
+    }
+}
 
 /// Where a probe stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +60,14 @@ pub(super) struct FeatureProbe {
     target: String,
     headers: Vec<(&'static str, String)>,
     pub state: Discovery,
+    /// When the probe was made (the agent's start): failures are asked again sooner in the first minute.
+    started: Instant,
     next_at: Option<Instant>,
     pub requests: u64,
     /// The last reply that was not the answer, or the last failure (no key in it).
     pub last_error: Option<String>,
+    /// The last failure was asked again at the early (5 s) pace: the log says when that ends.
+    last_early: bool,
     /// The API key in every form it can take in text, scrubbed from failure details.
     secrets: Vec<String>,
 }
@@ -74,9 +96,11 @@ impl FeatureProbe {
             target,
             headers,
             state: Discovery::Pending,
+            started: now,
             next_at: Some(now),
             requests: 0,
             last_error: None,
+            last_early: false,
             secrets: crate::log::secret_forms(api_key),
         })
     }
@@ -127,7 +151,7 @@ impl FeatureProbe {
     }
 
     fn settle(&mut self, registry: &Registry, outcome: Outcome, now: Instant) {
-        let why = match outcome {
+        let (why, delay) = match outcome {
             Outcome::Response { status, body, .. } if (200..300).contains(&status) => match features::parse(&body) {
                 Ok(f) => {
                     let known = self.state == Discovery::Known(f);
@@ -140,7 +164,10 @@ impl FeatureProbe {
                     self.client.close(registry);
                     return;
                 }
-                Err(e) => format!("HTTP {status} with a reply that is not a features object: {}", e.what),
+                // An answer, but not a usable one: asked again, at the receiver's pace.
+                Err(e) => {
+                    (format!("HTTP {status} with a reply that is not a features object: {}", e.what), RETRY_AFTER)
+                }
             },
             Outcome::Response { status, .. } => {
                 let why = if status == 404 {
@@ -155,20 +182,26 @@ impl FeatureProbe {
                 self.client.close(registry);
                 return;
             }
-            Outcome::Failed(f) => crate::log::scrub(&f.to_string(), &self.secrets),
+            Outcome::Failed(f) => {
+                (crate::log::scrub(&f.to_string(), &self.secrets), retry_after_failure(self.started, now))
+            }
         };
-        if self.last_error.as_deref() != Some(why.as_str()) {
+        // Logged when the reason changes (or the pace does), not at every 5 s attempt.
+        let early = delay < RETRY_AFTER;
+        if self.last_error.as_deref() != Some(why.as_str()) || self.last_early != early {
             info!(
-                "{} /features: {why}; sending as to a receiver without features, asking again in {}s",
+                "{} /features: {why}; sending as to a receiver without features, asking again in {}s{}",
                 self.name,
-                RETRY_AFTER.as_secs()
+                delay.as_secs(),
+                if early { " (every 5 s in the first minute since start)" } else { "" }
             );
         }
+        self.last_early = early;
         self.last_error = Some(why);
         if self.state == Discovery::Pending {
             self.state = Discovery::NoAnswer;
         }
-        self.next_at = Some(now + RETRY_AFTER);
+        self.next_at = Some(now + delay);
     }
 }
 
@@ -366,5 +399,27 @@ impl FeatureDiscovery {
             out.extend_from_slice(b"}}");
         }
         out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure without an HTTP answer is asked again 5 s later during the first minute since
+    /// start (a receiver coming up after the agent is heard from within seconds), then a minute
+    /// later (no storm against a receiver that stays away).
+    #[test]
+    fn failures_are_asked_again_every_5_s_in_the_first_minute_then_every_minute() {
+        let t0 = Instant::now();
+        let at = |s: u64| retry_after_failure(t0, t0 + Duration::from_secs(s));
+        for s in [0, 1, 5, 30, 59] {
+            assert_eq!(at(s), Duration::from_secs(5), "{s} s after start");
+        }
+        for s in [60, 61, 300, 86_400] {
+            assert_eq!(at(s), Duration::from_secs(60), "{s} s after start");
+        }
+        // A clock read before the probe's start (it cannot happen, but must not panic).
+        assert_eq!(retry_after_failure(t0 + Duration::from_secs(1), t0), Duration::from_secs(5));
     }
 }

@@ -1,6 +1,11 @@
-//! The agent's own telemetry, appended to every host-check series flush, as the StackState
-//! Agent V2 sends it: `stackstate.agent.running` (gauge 1, `version:<v>`) every flush,
-//! `stackstate.agent.started` (count 1) once; with the process agent on,
+//! The agent's own telemetry, appended to every host-check series flush. As the StackState
+//! Agent V2's aggregator appends them (spec/dogstatsd.md §4.1, `agent_series`):
+//! `stackstate.agent.running` (gauge 1, `version:<v>`) and
+//! `n_o_i_n_d_e_x.stackstate.agent.payload.dropped` (gauge) every flush, both with
+//! `source_type_name` `System`, no interval (0) and the flush time as point time; and
+//! `stackstate.agent.started` (count 1, `version:<v>`) once, which the original adds as a sample
+//! to its DogStatsD time sampler, so it goes out as a DogStatsD serie does (interval 10, no source
+//! type, its 10 s bucket's start). With the process agent on (`emit`),
 //! `stackstate.process_agent.running` and the host's process and container counts. And ours,
 //! from the same figures `/status` shows at that moment (each series is one `/status` field):
 //! each check's runs, CPU time and duration; each endpoint's outbox (queued payloads and bytes,
@@ -11,12 +16,18 @@
 //! core agent's aggregator sends it: text `Version <v>`, source type and event type `System` /
 //! `Agent Startup`, no title.
 
+use super::sink::Payload;
 use super::status::StatusInput;
+use crate::checks::dogstatsd::BUCKET_SECS;
 use crate::checks::metric::{Kind, MetricSink, Tag};
 use crate::encode::json;
 use crate::encode::series::SeriesEncoder;
+use crate::outbox::Forwarder;
 
 const VERSION: &[u8] = env!("CARGO_PKG_VERSION").as_bytes();
+
+/// The original's `n_o_i_n_d_e_x.datadog.agent.payload.dropped` after branding.
+pub const PAYLOAD_DROPPED: &str = "n_o_i_n_d_e_x.stackstate.agent.payload.dropped";
 
 /// The process agent's host counts (from its last run).
 #[derive(Debug, Default, Clone, Copy)]
@@ -30,13 +41,42 @@ fn ms(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-/// Appends the self-telemetry series to `sink`. `started`: the first flush of the run.
-pub fn emit(sink: &mut dyn MetricSink, s: &StatusInput<'_>, started: bool, process: Option<ProcessAgentCounts>) {
+/// Appends to the series payload in `out` (reopened, then closed again) the series the Agent V2's
+/// aggregator appends to every flush: `stackstate.agent.running` and [`PAYLOAD_DROPPED`] (gauges,
+/// `source_type_name` `System`, interval 0, point time `unix_secs`, the flush time; the original's
+/// `appendDefaultSeries`); with `started_at` (the agent's start, Unix seconds; the first flush
+/// only) also `stackstate.agent.started`, a DogStatsD count (interval 10, no source type, point
+/// time the start's 10 s bucket), as the original's time sampler flushes it.
+pub fn agent_series(out: &mut Vec<u8>, host: &str, unix_secs: u64, started_at: Option<u64>, payload_drops: u64) {
     let version = [Tag { key: "version", value: VERSION }];
-    sink.metric("stackstate.agent.running", Kind::Gauge, 1.0, &version);
-    if started {
-        sink.metric("stackstate.agent.started", Kind::Count, 1.0, &version);
+    let mut enc = SeriesEncoder::reopen(out, host, unix_secs, 0).with_source_type("System");
+    enc.metric("stackstate.agent.running", Kind::Gauge, 1.0, &version);
+    // The original's tags without the version (`agg.tags(false)`): none here.
+    enc.metric(PAYLOAD_DROPPED, Kind::Gauge, payload_drops as f64, &[]);
+    enc.finish();
+    if let Some(t) = started_at {
+        let mut enc = SeriesEncoder::reopen(out, host, t - t % BUCKET_SECS, BUCKET_SECS);
+        enc.metric("stackstate.agent.started", Kind::Count, 1.0, &version);
+        enc.finish();
     }
+}
+
+/// The payloads of the core agent's routes (series, `/intake/`) dropped for their size: refused
+/// with 413 and not split, or larger than the whole outbox budget; the original counts those its
+/// serializer could not split under the size limit (`split.GetPayloadDrops`). `/status`:
+/// `endpoints.{series,intake}.dropped.too_large` plus `.oversized`.
+fn payload_drops(f: &Forwarder, routes: impl Iterator<Item = usize>) -> u64 {
+    routes
+        .map(|r| {
+            let d = f.stats(r).dropped;
+            d.too_large + d.oversized
+        })
+        .sum()
+}
+
+/// Appends our self-telemetry series to `sink` (besides [`agent_series`]).
+pub fn emit(sink: &mut dyn MetricSink, s: &StatusInput<'_>, process: Option<ProcessAgentCounts>) {
+    let version = [Tag { key: "version", value: VERSION }];
     sink.metric("stackstate.agent.uptime_s", Kind::Gauge, s.now.duration_since(s.started).as_secs() as f64, &[]);
     if let Some(p) = process {
         sink.metric("stackstate.process_agent.running", Kind::Gauge, 1.0, &version);
@@ -186,10 +226,16 @@ impl super::App {
             containers: p.containers.containers.len() as u64,
         });
         let interval = self.cfg.host_check_interval.as_secs();
+        let unix = super::unix_now();
+        let started_at =
+            (!self.started_sent).then(|| unix.saturating_sub(now.duration_since(self.clock_origin).as_secs()));
+        let core_routes = [Payload::Series, Payload::Intake].into_iter().filter_map(|p| self.sink.route(p as usize));
+        let drops = self.sink.forwarder().map_or(0, |f| payload_drops(f, core_routes));
+        agent_series(&mut buf, &self.hostname, unix, started_at, drops);
         {
             let input = self.status_input(now);
-            let mut enc = SeriesEncoder::reopen(&mut buf, &self.hostname, super::unix_now(), interval);
-            emit(&mut enc, &input, !self.started_sent, process);
+            let mut enc = SeriesEncoder::reopen(&mut buf, &self.hostname, unix, interval);
+            emit(&mut enc, &input, process);
             enc.finish();
         }
         self.series_buf = buf;
@@ -271,7 +317,7 @@ mod tests {
             features: None,
         };
         let mut rows = MetricRows::default();
-        emit(&mut rows, &s, true, Some(ProcessAgentCounts { processes: 120, containers: 4 }));
+        emit(&mut rows, &s, Some(ProcessAgentCounts { processes: 120, containers: 4 }));
         let mut out = Vec::new();
         status::write(&mut out, &s);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -281,8 +327,11 @@ mod tests {
         let get = |name: &str, tag: Option<&str>| opt(name, tag).unwrap_or_else(|| panic!("no {name} {tag:?}"));
         // Drop and refusal series: only the reasons that happened.
         let nonzero = |n: &serde_json::Value| n.as_f64().filter(|n| *n != 0.0);
-        assert_eq!(get("stackstate.agent.running", Some(&format!("version:{}", env!("CARGO_PKG_VERSION")))), 1.0);
-        assert!(rows.0.iter().any(|r| r.0 == "stackstate.agent.started" && r.1 == Kind::Count && r.2 == 1.0));
+        // The Agent V2's own series are `agent_series`'s.
+        let agent_v2 = ["stackstate.agent.running", "stackstate.agent.started", PAYLOAD_DROPPED];
+        assert!(rows.0.iter().all(|r| !agent_v2.contains(&r.0.as_str())));
+        let pa_version = format!("version:{}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(get("stackstate.process_agent.running", Some(&pa_version)), 1.0);
         assert_eq!(get("stackstate.agent.uptime_s", None), v["uptime_s"].as_f64().unwrap());
         assert_eq!(get("stackstate.process_agent.processes.host_count", None), 120.0);
         assert_eq!(get("stackstate.process_agent.containers.host_count", None), 4.0);
@@ -312,13 +361,55 @@ mod tests {
         for f in ["udp_packets", "metrics", "contexts"] {
             assert_eq!(get(&format!("stackstate.agent.dogstatsd.{f}"), None), d[f].as_f64().unwrap(), "{f}");
         }
-        // Not the first flush: no `started`.
+        // No process agent: none of its series.
         let mut rows = MetricRows::default();
-        emit(&mut rows, &s, false, None);
-        assert!(rows
-            .0
-            .iter()
-            .all(|r| r.0 != "stackstate.agent.started" && !r.0.starts_with("stackstate.process_agent")));
+        emit(&mut rows, &s, None);
+        assert!(rows.0.iter().all(|r| !r.0.starts_with("stackstate.process_agent")));
+    }
+
+    /// `stackstate.agent.running` and `n_o_i_n_d_e_x.stackstate.agent.payload.dropped` as the
+    /// Agent V2 appends them to every flush (spec/dogstatsd.md §4.1: gauges, `source_type_name`
+    /// `System`, interval 0, the flush time), `stackstate.agent.started` as its time sampler
+    /// flushes it (a count, interval 10, no source type, the start's 10 s bucket), appended to a
+    /// host check's payload without disturbing it, and nothing allocated when the buffer has room.
+    #[test]
+    fn agent_series_are_the_agent_v2s() {
+        let mut buf = Vec::with_capacity(4096);
+        let mut e = SeriesEncoder::begin(&mut buf, "i-1", 1_700_000_015, 15);
+        e.metric("system.load.1", Kind::Gauge, 0.5, &[]);
+        e.finish();
+        let cap = buf.capacity();
+        agent_series(&mut buf, "i-1", 1_700_000_015, Some(1_700_000_003), 2);
+        assert_eq!(buf.capacity(), cap);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let series = v["series"].as_array().unwrap();
+        let by = |m: &str| series.iter().find(|s| s["metric"] == m).unwrap_or_else(|| panic!("no {m}: {v}"));
+        let version = format!("version:{}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(by("system.load.1")["interval"], 15);
+        assert!(by("system.load.1").get("source_type_name").is_none());
+        let r = by("stackstate.agent.running");
+        assert_eq!(r["points"], serde_json::json!([[1_700_000_015u64, 1.0]]));
+        assert_eq!((r["type"].as_str(), r["interval"].as_u64()), (Some("gauge"), Some(0)));
+        assert_eq!(r["source_type_name"], "System");
+        assert_eq!(r["tags"], serde_json::json!([version]));
+        assert_eq!(r["host"], "i-1");
+        let d = by(PAYLOAD_DROPPED);
+        assert_eq!(d["points"], serde_json::json!([[1_700_000_015u64, 2.0]]));
+        assert_eq!((d["type"].as_str(), d["interval"].as_u64()), (Some("gauge"), Some(0)));
+        assert_eq!(d["source_type_name"], "System");
+        assert_eq!(d["tags"], serde_json::json!([]));
+        let s = by("stackstate.agent.started");
+        assert_eq!(s["points"], serde_json::json!([[1_700_000_000u64, 1.0]]));
+        assert_eq!((s["type"].as_str(), s["interval"].as_u64()), (Some("count"), Some(10)));
+        assert!(s.get("source_type_name").is_none(), "{s}");
+        assert_eq!(s["tags"], serde_json::json!([version]));
+        assert_eq!(series.len(), 4);
+        // Later flushes: no `started`.
+        agent_series(&mut buf, "i-1", 1_700_000_030, None, 0);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let names: Vec<&str> = v["series"].as_array().unwrap().iter().map(|s| s["metric"].as_str().unwrap()).collect();
+        assert_eq!(names.iter().filter(|n| **n == "stackstate.agent.started").count(), 1);
+        assert_eq!(names.iter().filter(|n| **n == "stackstate.agent.running").count(), 2);
     }
 
     #[test]

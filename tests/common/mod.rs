@@ -105,6 +105,11 @@ pub struct Recorded {
     pub features_requests: Vec<(Instant, Request)>,
     /// The `/features` reply: `None` answers 404, as a receiver without the endpoint.
     pub features_reply: Option<(u16, String)>,
+    /// One-off refusals: `(path prefix, n, status)` answers `status` to the n-th request (from 1)
+    /// whose path (before `?`) starts with the prefix, instead of the scripted status.
+    pub refusals: Vec<(String, usize, u16)>,
+    /// Requests seen so far per refusal (same order as `refusals`).
+    pub refusal_seen: Vec<usize>,
 }
 
 pub struct Receiver {
@@ -122,9 +127,20 @@ impl Receiver {
 
     /// The same on another loopback address (`ip`, e.g. "127.0.0.2").
     pub fn start_on(ip: &str, tls: bool, statuses: Vec<u16>) -> Receiver {
-        let listener = TcpListener::bind((ip, 0)).unwrap();
+        Receiver::start_listening(TcpListener::bind((ip, 0)).unwrap(), tls, statuses, Recorded::default())
+    }
+
+    /// The same on a given address (e.g. a port reserved earlier, for a receiver that comes up
+    /// after the agent started), answering `/features` with `features` from the first request
+    /// on (as `answer_features`; `None`: 404).
+    pub fn start_at(addr: SocketAddr, tls: bool, statuses: Vec<u16>, features: Option<(u16, &str)>) -> Receiver {
+        let recorded = Recorded { features_reply: features.map(|(s, b)| (s, b.to_string())), ..Default::default() };
+        Receiver::start_listening(TcpListener::bind(addr).unwrap(), tls, statuses, recorded)
+    }
+
+    fn start_listening(listener: TcpListener, tls: bool, statuses: Vec<u16>, recorded: Recorded) -> Receiver {
         let addr = listener.local_addr().unwrap();
-        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let recorded = Arc::new(Mutex::new(recorded));
         let pki = tls.then(make_pki);
         let server_cfg = pki.as_ref().map(|p| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -180,6 +196,14 @@ impl Receiver {
     /// Answers `GET …/features` with `status` and `body` from now on (404 until then).
     pub fn answer_features(&self, status: u16, body: &str) {
         self.recorded.lock().unwrap().features_reply = Some((status, body.to_string()));
+    }
+
+    /// Answers `status` instead of the scripted one to the `n`-th request (from 1) whose path
+    /// starts with `path_prefix`, once (e.g. 400 to the second series payload).
+    pub fn refuse(&self, path_prefix: &str, n: usize, status: u16) {
+        let mut r = self.recorded.lock().unwrap();
+        r.refusals.push((path_prefix.to_string(), n, status));
+        r.refusal_seen.push(0);
     }
 
     /// The `/features` requests so far, with when each arrived.
@@ -253,17 +277,33 @@ fn serve<S: Read + Write>(
             }
             continue;
         }
+        // The refusal count, the status and the record in one lock: the n-th refused is the
+        // n-th recorded, whichever connections the requests came on.
         let status = {
-            let mut q = statuses.lock().unwrap();
-            if q.len() > 1 {
-                q.pop_front().unwrap()
-            } else {
-                *q.front().unwrap_or(&202)
+            let mut r = rec.lock().unwrap();
+            let r = &mut *r;
+            let mut refused = None;
+            for ((prefix, n, status), seen) in r.refusals.iter().zip(r.refusal_seen.iter_mut()) {
+                if path.starts_with(prefix.as_str()) {
+                    *seen += 1;
+                    if *seen == *n {
+                        refused = refused.or(Some(*status));
+                    }
+                }
             }
+            let status = refused.unwrap_or_else(|| {
+                let mut q = statuses.lock().unwrap();
+                if q.len() > 1 {
+                    q.pop_front().unwrap()
+                } else {
+                    *q.front().unwrap_or(&202)
+                }
+            });
+            let mut req = req;
+            req.status = status;
+            r.requests.push(req);
+            status
         };
-        let mut req = req;
-        req.status = status;
-        rec.lock().unwrap().requests.push(req);
         match status {
             // HANG: never answer (the connection stays open until the client gives up).
             HANG => {
