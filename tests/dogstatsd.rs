@@ -93,7 +93,8 @@ fn start(udp: u16, extra: &[(&str, &str)]) -> Setup {
     let (port, sp) = (udp.to_string(), status_port.to_string());
     let mut env: Vec<(&str, &str)> = vec![
         ("STS_STS_URL", &url),
-        ("STS_API_KEY", "k"),
+        // The log masks the key wherever it appears: a one-letter key masked every `k` in it.
+        ("STS_API_KEY", "dsd-test-api-key-0123456789"),
         ("SSL_CERT_FILE", ca.to_str().unwrap()),
         ("STS_HOSTNAME", HOST),
         ("STS_DOGSTATSD_PORT", &port),
@@ -760,6 +761,109 @@ fn malformed_tags_or_bind_host_stop_the_agent() {
         assert!(!out.status.success(), "{var}={v} accepted: {err}");
         assert!(err.contains(var) && err.contains(expected), "{var}: {err}");
     }
+}
+
+/// The agent's log lines so far that contain every one of `words`.
+fn log_lines(setup: &Setup, words: &[&str]) -> Vec<String> {
+    let log = setup.log.lock().unwrap();
+    log.lines().filter(|l| words.iter().all(|w| l.contains(w))).map(str::to_string).collect()
+}
+
+/// A Unix socket that cannot be bound (its directory does not exist) leaves UDP working: a
+/// metric sent over UDP is counted and reaches the receiver; the log's error names
+/// STS_DOGSTATSD_SOCKET with the path, the reason and what is expected; `/status` says the
+/// Unix listener is down and why.
+#[test]
+fn a_unix_socket_that_cannot_open_leaves_udp_working() {
+    let port = free_udp_port();
+    let setup = start(port, &[("STS_DOGSTATSD_SOCKET", "/nonexistent/dir/dsd.socket")]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(b"dsd.udp.alone:3|g|#k:v\ndsd.udp.alone.hits:2|c", ("127.0.0.1", port)).unwrap();
+    let st = wait_status_until(setup.status_port, "the UDP datagram counted", |st| {
+        st["udp_packets"] == 1 && st["metrics"] == 2
+    });
+    let l = &st["listeners"];
+    assert_eq!(l["udp"], json!({"address": format!("127.0.0.1:{port}"), "up": true}), "{st}");
+    assert_eq!(l["unix"]["up"], false, "{st}");
+    let why = l["unix"]["error"].as_str().unwrap();
+    assert!(why.contains("STS_DOGSTATSD_SOCKET=/nonexistent/dir/dsd.socket") && why.contains("No such file"), "{st}");
+    let gauge = wait_series(&setup.rx, "dsd.udp.alone", 45);
+    assert_eq!(gauge.keys().collect::<Vec<_>>(), [&strings(&["k:v"])]);
+    assert_eq!(gauge.values().next().unwrap().values().next().unwrap().0, 3.0);
+    let errors = log_lines(&setup, &["ERROR", "STS_DOGSTATSD_SOCKET=/nonexistent/dir/dsd.socket"]);
+    assert_eq!(errors.len(), 1, "{}", setup.log.lock().unwrap());
+    for w in ["No such file or directory", "expected a path in an existing directory", "goes on over UDP only"] {
+        assert!(errors[0].contains(w), "{w:?} missing: {}", errors[0]);
+    }
+    assert!(log_lines(&setup, &["dogstatsd disabled"]).is_empty(), "{}", setup.log.lock().unwrap());
+    assert_eq!(log_lines(&setup, &["dogstatsd on udp 127.0.0.1:"]).len(), 1, "{}", setup.log.lock().unwrap());
+    drop(setup.agent);
+}
+
+/// A UDP port another socket holds leaves the Unix socket working: a metric sent on the socket
+/// is counted and reaches the receiver, while what is sent to the port reaches the other
+/// socket; the log's error names STS_DOGSTATSD_PORT (and STS_BIND_HOST) with the reason;
+/// `/status` says the UDP listener is down and why.
+#[test]
+fn a_taken_udp_port_leaves_the_unix_socket_working() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let dir = TempDir::new("dsd-udp-taken");
+    let sock = dir.0.join("dsd.socket");
+    let setup = start(port, &[("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap())]);
+    let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    c.send_to(b"dsd.uds.alone:4|g|#k:v", &sock).unwrap();
+    let st = wait_status_until(setup.status_port, "the Unix datagram counted", |st| {
+        st["uds_packets"] == 1 && st["metrics"] == 1
+    });
+    assert_eq!(st["udp_packets"], 0, "{st}");
+    // The port is the other socket's: what is sent there reaches it, not the agent.
+    UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"dsd.stolen:1|g", ("127.0.0.1", port)).unwrap();
+    holder.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 64];
+    let n = holder.recv(&mut b).unwrap();
+    assert_eq!(&b[..n], b"dsd.stolen:1|g");
+    let l = &st["listeners"];
+    assert_eq!(l["unix"], json!({"address": sock.to_str().unwrap(), "up": true}), "{st}");
+    assert_eq!(l["udp"]["up"], false, "{st}");
+    assert!(l["udp"]["error"].as_str().unwrap().contains("STS_DOGSTATSD_PORT"), "{st}");
+    let gauge = wait_series(&setup.rx, "dsd.uds.alone", 45);
+    assert_eq!(gauge.values().next().unwrap().values().next().unwrap().0, 4.0);
+    let errors = log_lines(&setup, &["ERROR", "UDP listener on"]);
+    assert_eq!(errors.len(), 1, "{}", setup.log.lock().unwrap());
+    for w in [
+        &format!("127.0.0.1:{port}"),
+        "STS_DOGSTATSD_PORT",
+        "STS_BIND_HOST",
+        "Address already in use",
+        "goes on over the Unix socket only",
+    ] {
+        assert!(errors[0].contains(w), "{w:?} missing: {}", errors[0]);
+    }
+    assert!(log_lines(&setup, &["dogstatsd disabled"]).is_empty(), "{}", setup.log.lock().unwrap());
+    drop(setup.agent);
+}
+
+/// Neither socket opens: DogStatsD is disabled, the agent runs on, and `/status` names both with
+/// why (it was `null`, as if DogStatsD were off by configuration).
+#[test]
+fn no_socket_opening_disables_dogstatsd_and_status_says_why() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let setup = start(port, &[("STS_DOGSTATSD_SOCKET", "/nonexistent/dir/dsd.socket")]);
+    let st = status(setup.status_port);
+    assert_eq!(st["disabled"], "no listener opened", "{st}");
+    assert_eq!(
+        (st["listeners"]["udp"]["up"].as_bool(), st["listeners"]["unix"]["up"].as_bool()),
+        (Some(false), Some(false)),
+        "{st}"
+    );
+    assert!(st["listeners"]["udp"]["error"].as_str().unwrap().contains("no DogStatsD listener is open"), "{st}");
+    assert_eq!(log_lines(&setup, &["ERROR", "dogstatsd disabled: no listener opened"]).len(), 1);
+    assert_eq!(log_lines(&setup, &["ERROR", "STS_DOGSTATSD_PORT"]).len(), 1);
+    assert_eq!(log_lines(&setup, &["ERROR", "STS_DOGSTATSD_SOCKET="]).len(), 1);
+    drop(holder);
+    drop(setup.agent);
 }
 
 /// A hostile sender (thousands of malformed lines a second) does not flood the log: the first
