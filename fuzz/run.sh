@@ -14,6 +14,40 @@ declare -A seeds=(
 )
 mkdir -p corpus/http_response corpus/url corpus/snmp corpus/passwd corpus/dogstatsd
 printf 'page.views:1|c|@0.5|#env:prod,b\nlat:1:2:3|ms|c:abc|T1700000000\n_e{6,3}:Deploy|v42|p:low|t:error|#a\n_sc|db|2|#x|m:down\r\n' > corpus/dogstatsd/seed
+# The aggregator (the input format is in fuzz_targets/dogstatsd_aggregate.rs): every metric type
+# and an event over 15 s flushes, overflowing sums, a stall past the counter's 300 s of zeros, a
+# jump back and one forward; a one-context cap with no sample storage; a start at the epoch.
+mkdir -p corpus/dogstatsd_aggregate
+python3 - <<'PY'
+import struct
+def dgram(d, op=3):
+    d = d.encode() if isinstance(d, str) else d
+    return (bytes([op, len(d)]) if op % 8 != 7 else bytes([op]) + struct.pack('<H', len(d))) + d
+adv = lambda s: bytes([1, s])
+jump = lambda s: bytes([2]) + struct.pack('<h', s // 7)
+FLUSH = b'\x00'
+mixed = (bytes([7, 64, 1]) + dgram('page.views:1|c|@0.5|#env:prod,b\nlat:10:30|ms|@0.25\ns:x|s\ns:y|s\ns:x|s\ng:1|g|#b,a,host:web1')
+         + dgram('h:1e308|h\nh:1e308|h|@0.5\nc:1e308|c|@0.1\nc:1e308|c\n_e{6,3}:Deploy|v42|#a\nd:1|d\n_sc|db|2', 0x13)
+         + adv(12) + dgram('page.views:2|c|#b,env:prod\ng:2|g|#a,b,host:web1\nlat:5|h|@0.00000000001', 0x27) + adv(3) + FLUSH
+         + b''.join(adv(15) + FLUSH for _ in range(25)) + jump(-700) + dgram('page.views:1|c|#env:prod,b') + FLUSH
+         + jump(4000) + dgram('x:1|c|#' + ','.join(str(i % 7) for i in range(300)), 7) + adv(20) + FLUSH)
+open('corpus/dogstatsd_aggregate/mixed', 'wb').write(mixed)
+tiny = bytes([0, 0, 9]) + dgram('h:1:2:3|h\ns:a|s\nother:1|g\nh:4|h') + adv(10) + FLUSH + adv(250) + adv(250) + FLUSH
+open('corpus/dogstatsd_aggregate/tiny-limits', 'wb').write(tiny)
+epoch = bytes([3, 8, 0]) + dgram('a:1|c\nb:2|g', 0x1b) + adv(9) + FLUSH + dgram('a:1|c') + adv(11) + FLUSH + jump(-100) + FLUSH
+open('corpus/dogstatsd_aggregate/epoch', 'wb').write(epoch)
+# A histogram of 100 samples and a set of 70 members in one bucket (storage past the 64 slots a
+# flush keeps), then small buckets of the same contexts.
+grow = (bytes([0x1b, 128, 1]) + dgram('h:' + ':'.join(str(i) for i in range(100)) + '|h', 7)
+        + dgram(''.join('s:%d|s\n' % i for i in range(70)), 7) + adv(15) + FLUSH
+        + dgram('h:1|h\ns:a|s') + adv(10) + FLUSH + dgram('h:2:3|h') + adv(10) + FLUSH)
+open('corpus/dogstatsd_aggregate/grow-shrink', 'wb').write(grow)
+# A context key past 2 KiB (refused), and a raw form past 1 KiB (not remembered: sorted each time).
+long = (bytes([7, 64, 1]) + dgram('k' * 2040 + ':1|g|#a:bc', 7) + dgram('k' * 2040 + ':1|g|#a:b', 7)
+        + dgram('many:1|c|#' + ','.join(str(i % 10) for i in range(1000)), 7) + adv(1)
+        + dgram('many:1|c|#' + ','.join(str(i % 10) for i in range(1000)), 7) + adv(10) + FLUSH)
+open('corpus/dogstatsd_aggregate/long-keys', 'wb').write(long)
+PY
 printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/:/sbin/nologin\n' > corpus/passwd/seed
 printf 'HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}' > corpus/http_response/seed-cl
 printf 'HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboom\r\n0\r\n\r\n' > corpus/http_response/seed-chunked

@@ -42,7 +42,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_USE_DOGSTATSD", default: "true", meaning: "accept DogStatsD metrics and events (UDP and the optional Unix socket) and send them as series and /intake/ events" },
     VarDoc { name: "STS_DOGSTATSD_PORT", default: "8125", meaning: "UDP port of DogStatsD; 0 closes UDP" },
     VarDoc { name: "STS_DOGSTATSD_NON_LOCAL_TRAFFIC", default: "false", meaning: "true: DogStatsD listens on every interface, IPv4 and IPv6 (the ECS task sets it; keep 8125/udp private in the security groups); false: STS_BIND_HOST only (127.0.0.1 by default)" },
-    VarDoc { name: "STS_DOGSTATSD_SOCKET", default: "(none)", meaning: "also accept DogStatsD on this Unix datagram socket path (mode 0722; a stale socket there is replaced)" },
+    VarDoc { name: "STS_DOGSTATSD_SOCKET", default: "(none)", meaning: "also accept DogStatsD on this Unix datagram socket path, 107 bytes at most (mode 0722; a stale socket there is replaced; if it cannot be bound, UDP still works)" },
     VarDoc { name: "STS_DOGSTATSD_ORIGIN_DETECTION", default: "false", meaning: "true: tag what arrives on the Unix socket with the sender's container (container_id and its ECS task tags), from its pid (SO_PASSCRED)" },
     VarDoc { name: "STS_DOGSTATSD_SO_RCVBUF", default: "4194304", meaning: "receive buffer of the DogStatsD sockets in bytes (at most 536870912), room for ~0.5 s of 100,000 metrics/s packed 16 a datagram while a check runs (far less for one metric a datagram); above net.core.rmem_max it needs CAP_NET_ADMIN (SO_RCVBUFFORCE), else the kernel caps it (the shipped ECS task gets the 208 KiB default and a warning); no effect on the Unix socket's queue (net.unix.max_dgram_qlen); 0: kernel default" },
     VarDoc { name: "STS_DOGSTATSD_BUFFER_SIZE", default: "8192", meaning: "largest DogStatsD datagram taken whole, in bytes; a longer one loses its last, partial line (counted as truncated)" },
@@ -294,6 +294,9 @@ fn url_err(
     };
     ConfigError { var, shown_value: shown(&safe), problem: problem.into(), expected }
 }
+
+/// The longest Unix socket path (`sun_path` is 108 bytes with its terminating NUL).
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// `STS_DOGSTATSD_TAGS`, comma-joined, at most this long: they join every sample's context key
 /// (refused past 2 KiB) and raw form (sorted each time past 1 KiB), so they must leave room.
@@ -677,7 +680,19 @@ impl Config {
             enabled: boolean("STS_USE_DOGSTATSD", true)?,
             port: ranged("STS_DOGSTATSD_PORT", 8125, 0, 65535, "a UDP port, e.g. 8125 (0 closes UDP)")? as u16,
             non_local_traffic: boolean("STS_DOGSTATSD_NON_LOCAL_TRAFFIC", false)?,
-            socket: get("STS_DOGSTATSD_SOCKET").map(PathBuf::from),
+            socket: match get("STS_DOGSTATSD_SOCKET") {
+                // `sun_path` holds 108 bytes, its terminating NUL included: a longer path cannot
+                // be bound (the kernel would refuse it at start, or a shorter one be cut).
+                Some(v) if v.len() > MAX_UNIX_SOCKET_PATH => {
+                    return Err(err(
+                        "STS_DOGSTATSD_SOCKET",
+                        &v,
+                        format!("the path is {} bytes, more than {MAX_UNIX_SOCKET_PATH}", v.len()),
+                        "a Unix socket path of at most 107 bytes, e.g. /var/run/sts/dsd.socket",
+                    ))
+                }
+                v => v.map(PathBuf::from),
+            },
             origin_detection: boolean("STS_DOGSTATSD_ORIGIN_DETECTION", false)?,
             so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 4 << 20, 0, 1 << 29, "bytes, e.g. 8388608 (0: kernel's)")?,
             buffer_size: ranged("STS_DOGSTATSD_BUFFER_SIZE", 8192, 512, 65536, "bytes, e.g. 8192")?,
@@ -988,6 +1003,13 @@ mod tests {
         assert_eq!((d.port, d.non_local_traffic, d.so_rcvbuf), (0, true, 26_214_400));
         assert_eq!(cfg(&[("STS_DOGSTATSD_SO_RCVBUF", "536870912")]).unwrap().dogstatsd.so_rcvbuf, 1 << 29);
         assert_eq!(d.socket.as_deref(), Some(std::path::Path::new("/var/run/sts/dsd.socket")));
+        // 107 bytes fit `sun_path` with its NUL; 108 do not.
+        let path = |n: usize| format!("/tmp/{}", "s".repeat(n - 5));
+        let ok = cfg(&[("STS_DOGSTATSD_SOCKET", &path(107))]).unwrap().dogstatsd.socket.unwrap();
+        assert_eq!(ok.as_os_str().len(), 107);
+        let long_path = path(108);
+        let e = cfg(&[("STS_DOGSTATSD_SOCKET", &long_path)]).unwrap_err();
+        assert!(e.to_string().contains("108 bytes") && e.expected.contains("107"), "{e}");
         for (var, v) in [
             ("STS_DOGSTATSD_PORT", "70000"),
             ("STS_DOGSTATSD_BUFFER_SIZE", "100"),
@@ -1001,6 +1023,7 @@ mod tests {
             ("STS_DOGSTATSD_DROP_LOG_SECS", "0"),
             // Past 2^29 the kernel's doubling would pass INT_MAX and clamp it.
             ("STS_DOGSTATSD_SO_RCVBUF", "536870913"),
+            ("STS_DOGSTATSD_SOCKET", long_path.as_str()),
         ] {
             let e = cfg(&[(var, v)]).unwrap_err();
             assert_eq!(e.var, var);

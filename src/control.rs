@@ -385,6 +385,10 @@ pub fn render_status(s: &Value, now_unix: u64) -> String {
         None => {
             let _ = writeln!(o, "  dogstatsd    off");
         }
+        Some(d) if d.get("disabled").is_some() => {
+            let why = d["disabled"].as_str().unwrap_or("?");
+            let _ = writeln!(o, "  dogstatsd    disabled: {why}");
+        }
         Some(d) => {
             let _ = writeln!(
                 o,
@@ -397,6 +401,14 @@ pub fn render_status(s: &Value, now_unix: u64) -> String {
                 sum(d.get("parse_errors")),
                 sum(d.get("drops")),
             );
+        }
+    }
+    // A DogStatsD socket that did not open, with why (its variables and what they take).
+    if let Some(l) = s.get("dogstatsd").and_then(|d| d.get("listeners")).and_then(Value::as_object) {
+        for (name, x) in l {
+            if let Some(e) = x.get("error").and_then(Value::as_str) {
+                let _ = writeln!(o, "  dogstatsd    {name} listener down: {e}");
+            }
         }
     }
     if let Some(e) = s.get("docker_events").filter(|t| !t.is_null()) {

@@ -9,7 +9,10 @@ const SECRET: &str = "s3cr3t-api-key-value-42";
 
 #[test]
 fn each_bad_value_exits_nonzero_with_one_clear_line() {
+    // 108 bytes: one more than `sun_path` holds with its NUL.
+    let long_socket = format!("/tmp/{}", "d".repeat(103));
     let cases: &[(&str, &str, &str)] = &[
+        ("STS_DOGSTATSD_SOCKET", &long_socket, "at most 107 bytes"),
         ("STS_STS_URL", "stackstate:7077", "http:// or https://"),
         ("STS_PROCESS_AGENT_URL", "ftp://x", "http:// or https://"),
         ("STS_APM_URL", "https://h:99999", "http:// or https://"),

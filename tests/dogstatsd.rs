@@ -93,7 +93,8 @@ fn start(udp: u16, extra: &[(&str, &str)]) -> Setup {
     let (port, sp) = (udp.to_string(), status_port.to_string());
     let mut env: Vec<(&str, &str)> = vec![
         ("STS_STS_URL", &url),
-        ("STS_API_KEY", "k"),
+        // The log masks the key wherever it appears: a one-letter key masked every `k` in it.
+        ("STS_API_KEY", "dsd-test-api-key-0123456789"),
         ("SSL_CERT_FILE", ca.to_str().unwrap()),
         ("STS_HOSTNAME", HOST),
         ("STS_DOGSTATSD_PORT", &port),
@@ -132,9 +133,12 @@ type Series = BTreeMap<(String, Vec<String>, String), BTreeMap<u64, (f64, String
 /// The reference aggregation of `phases` (one bucket each), written from the spec: the context
 /// is name + sorted, de-duplicated tags (without `host:`) + host; gauge = last; counter =
 /// Σ v·(1/r) ÷ 10 as `rate`; set = distinct members; histogram and timer = max, lower median,
-/// avg = Σ v·(1/r) / Σw, count = Σw ÷ 10 (rate), 95th percentile, with w = ⌊1/r⌋.
+/// avg = Σ v·(1/r) / Σw, count = Σw ÷ 10 (rate), 95th percentile, with w = ⌊1/r⌋. A counter
+/// also has a zero point for every bucket without samples after its last one (for 300 s, §3.6),
+/// here for the buckets from the first phase's to the last's, which the run covers.
 fn reference(phases: &[(u64, Vec<Sample>)]) -> Series {
     let mut out = Series::new();
+    let mut counters = std::collections::BTreeSet::new();
     for (bucket, samples) in phases {
         // Per context, in arrival order.
         let mut ctx: BTreeMap<(String, Vec<String>, String), Vec<&Sample>> = BTreeMap::new();
@@ -170,6 +174,7 @@ fn reference(phases: &[(u64, Vec<Sample>)]) -> Series {
                 "increment" | "decrement" => {
                     let sum: f64 = xs.iter().map(|x| val(x) * (1.0 / x.rate.unwrap_or(1.0))).sum();
                     put("", sum / 10.0, "rate");
+                    counters.insert((name.clone(), tags.clone(), host.clone()));
                 }
                 "set" => {
                     let mut m: Vec<String> = xs.iter().map(|x| x.value.to_string()).collect();
@@ -200,6 +205,19 @@ fn reference(phases: &[(u64, Vec<Sample>)]) -> Series {
                     put(".95percentile", rank((95 * count - 1) / 100), "gauge");
                 }
                 k => panic!("{k}"),
+            }
+        }
+    }
+    // The phases' samples are sent in seconds 1-5 of their bucket, so each bucket after a
+    // counter's last one, up to 300 s later, gets a zero.
+    let (first, last) = (phases.iter().map(|p| p.0).min().unwrap(), phases.iter().map(|p| p.0).max().unwrap());
+    for key in counters {
+        let pts = out.get_mut(&key).unwrap();
+        let data: Vec<u64> = pts.keys().copied().collect();
+        for b in (first..=last).step_by(10) {
+            let before = data.iter().filter(|&&d| d < b).max();
+            if !data.contains(&b) && before.is_some_and(|&l| b <= l + 300) {
+                pts.insert(b, (0.0, "rate".to_string()));
             }
         }
     }
@@ -295,6 +313,11 @@ fn phases() -> Vec<Vec<Sample>> {
         p2.push(s("timing", "dsd.lat", v, None, &[]));
     }
     p2.push(s("increment", "dsd.req", 5, Some(0.1), &["route:/a"]));
+    // 20 samples of weight 1: 95 × 20 is a multiple of 100, so the 95th percentile's rank
+    // ((95 × count - 1) / 100 = 18: the 19th) differs from 95 × count / 100 (the 20th, the max).
+    for v in [13, 2, 20, 7, 16, 1, 19, 10, 4, 17, 8, 14, 3, 18, 11, 6, 15, 9, 12, 5] {
+        p2.push(s("histogram", "dsd.p95", v, None, &["env:test"]));
+    }
     vec![p1, p2]
 }
 
@@ -308,20 +331,28 @@ fn events() -> Vec<Value> {
     ]
 }
 
-/// Waits until the receiver holds a point at `bucket` for every serie of `want`, then compares:
-/// the two phases' buckets equal the reference exactly (values to 1e-9), and every other point
-/// is a counter's zero.
+/// Waits until the receiver holds a point at `last_bucket` for every serie of `want` (a counter's
+/// zero there included), then compares: every point of the reference is there, equal (values to
+/// 1e-9; the counters' zeros after their last sample included), and any other point is a
+/// counter's zero after `last_bucket` (the flushes after it, which the run does not wait for).
 fn compare(rx: &Receiver, want: &Series, last_bucket: u64) {
     let t = Instant::now();
     let got = loop {
         let got = received(rx);
-        let complete = want.iter().all(|(k, pts)| {
-            pts.keys().filter(|&&b| b == last_bucket).all(|b| got.get(k).is_some_and(|g| g.contains_key(b)))
-        });
-        if complete {
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(k, pts)| {
+                pts.contains_key(&last_bucket) && !got.get(*k).is_some_and(|g| g.contains_key(&last_bucket))
+            })
+            .map(|(k, pts)| (k, &pts[&last_bucket]))
+            .collect();
+        if missing.is_empty() {
             break got;
         }
-        assert!(t.elapsed() < Duration::from_secs(45), "series missing after 45 s:\nwant {want:#?}\ngot {got:#?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(45),
+            "no point at {last_bucket} after 45 s for {missing:?}\nwant {want:#?}\ngot {got:#?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     let keys = |s: &Series| s.keys().cloned().collect::<Vec<_>>();
@@ -335,11 +366,23 @@ fn compare(rx: &Receiver, want: &Series, last_bucket: u64) {
         }
         for (b, (v, ty)) in g.iter().filter(|(b, _)| !w.contains_key(b)) {
             assert!(
-                ty == "rate" && *v == 0.0 && !k.0.ends_with(".count") && *b > *w.keys().next().unwrap(),
+                ty == "rate" && *v == 0.0 && !k.0.ends_with(".count") && *b > last_bucket,
                 "{k:?}: an unexpected point at {b}: {v} {ty}"
             );
         }
     }
+}
+
+/// What the reference of [`phases`] must hold for [`compare`] to see the arithmetic it is
+/// meant to: a 95th percentile whose rank formula matters (19 of 1..=20; without the `- 1`, 20)
+/// and a counter's required zero (`route:/b`, sent in the first phase only).
+fn premises(want: &Series, buckets: &[u64]) {
+    let key = |name: &str, tags: &[&str], host: &str| (name.to_string(), strings(tags), host.to_string());
+    let p95 = &want[&key("dsd.p95.95percentile", &["env:test"], HOST)];
+    assert_eq!((p95[&buckets[1]].0, want[&key("dsd.p95.max", &["env:test"], HOST)][&buckets[1]].0), (19.0, 20.0));
+    let b = &want[&key("dsd.req", &["route:/b"], "web-1")];
+    assert_eq!(b[&buckets[1]], (0.0, "rate".to_string()), "{b:?}");
+    assert_eq!(b[&buckets[0]].0, 3.0, "{b:?}");
 }
 
 fn check_events_and_drops(setup: &Setup, n_dist: u64) {
@@ -394,6 +437,7 @@ fn datadog_client_over_udp_equals_the_reference_bucket_by_bucket() {
     let buckets = run_client(json!({"udp_port": port}), false, &phases, &events());
     assert_eq!(buckets.len(), 2);
     let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    premises(&want, &buckets);
     compare(&setup.rx, &want, buckets[1]);
     check_events_and_drops(&setup, 3);
     let st = status(setup.status_port);
@@ -415,6 +459,7 @@ fn datadog_client_over_the_unix_socket_buffered_equals_the_reference() {
     let phases = phases();
     let buckets = run_client(json!({"socket": sock.to_str().unwrap()}), true, &phases, &events());
     let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    premises(&want, &buckets);
     compare(&setup.rx, &want, buckets[1]);
     check_events_and_drops(&setup, 3);
     let st = status(setup.status_port);
@@ -504,6 +549,7 @@ fn hot_shots_over_udp_equals_the_reference_bucket_by_bucket() {
     cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hotshots_client.js")).env("HOT_SHOTS_DIR", dir);
     let buckets = run(cmd, json!({"udp_port": port}), true, &phases, &events());
     let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    premises(&want, &buckets);
     compare(&setup.rx, &want, buckets[1]);
     check_events_and_drops(&setup, 3);
     let st = status(setup.status_port);
@@ -762,6 +808,109 @@ fn malformed_tags_or_bind_host_stop_the_agent() {
     }
 }
 
+/// The agent's log lines so far that contain every one of `words`.
+fn log_lines(setup: &Setup, words: &[&str]) -> Vec<String> {
+    let log = setup.log.lock().unwrap();
+    log.lines().filter(|l| words.iter().all(|w| l.contains(w))).map(str::to_string).collect()
+}
+
+/// A Unix socket that cannot be bound (its directory does not exist) leaves UDP working: a
+/// metric sent over UDP is counted and reaches the receiver; the log's error names
+/// STS_DOGSTATSD_SOCKET with the path, the reason and what is expected; `/status` says the
+/// Unix listener is down and why.
+#[test]
+fn a_unix_socket_that_cannot_open_leaves_udp_working() {
+    let port = free_udp_port();
+    let setup = start(port, &[("STS_DOGSTATSD_SOCKET", "/nonexistent/dir/dsd.socket")]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(b"dsd.udp.alone:3|g|#k:v\ndsd.udp.alone.hits:2|c", ("127.0.0.1", port)).unwrap();
+    let st = wait_status_until(setup.status_port, "the UDP datagram counted", |st| {
+        st["udp_packets"] == 1 && st["metrics"] == 2
+    });
+    let l = &st["listeners"];
+    assert_eq!(l["udp"], json!({"address": format!("127.0.0.1:{port}"), "up": true}), "{st}");
+    assert_eq!(l["unix"]["up"], false, "{st}");
+    let why = l["unix"]["error"].as_str().unwrap();
+    assert!(why.contains("STS_DOGSTATSD_SOCKET=/nonexistent/dir/dsd.socket") && why.contains("No such file"), "{st}");
+    let gauge = wait_series(&setup.rx, "dsd.udp.alone", 45);
+    assert_eq!(gauge.keys().collect::<Vec<_>>(), [&strings(&["k:v"])]);
+    assert_eq!(gauge.values().next().unwrap().values().next().unwrap().0, 3.0);
+    let errors = log_lines(&setup, &["ERROR", "STS_DOGSTATSD_SOCKET=/nonexistent/dir/dsd.socket"]);
+    assert_eq!(errors.len(), 1, "{}", setup.log.lock().unwrap());
+    for w in ["No such file or directory", "expected a path in an existing directory", "goes on over UDP only"] {
+        assert!(errors[0].contains(w), "{w:?} missing: {}", errors[0]);
+    }
+    assert!(log_lines(&setup, &["dogstatsd disabled"]).is_empty(), "{}", setup.log.lock().unwrap());
+    assert_eq!(log_lines(&setup, &["dogstatsd on udp 127.0.0.1:"]).len(), 1, "{}", setup.log.lock().unwrap());
+    drop(setup.agent);
+}
+
+/// A UDP port another socket holds leaves the Unix socket working: a metric sent on the socket
+/// is counted and reaches the receiver, while what is sent to the port reaches the other
+/// socket; the log's error names STS_DOGSTATSD_PORT (and STS_BIND_HOST) with the reason;
+/// `/status` says the UDP listener is down and why.
+#[test]
+fn a_taken_udp_port_leaves_the_unix_socket_working() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let dir = TempDir::new("dsd-udp-taken");
+    let sock = dir.0.join("dsd.socket");
+    let setup = start(port, &[("STS_DOGSTATSD_SOCKET", sock.to_str().unwrap())]);
+    let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    c.send_to(b"dsd.uds.alone:4|g|#k:v", &sock).unwrap();
+    let st = wait_status_until(setup.status_port, "the Unix datagram counted", |st| {
+        st["uds_packets"] == 1 && st["metrics"] == 1
+    });
+    assert_eq!(st["udp_packets"], 0, "{st}");
+    // The port is the other socket's: what is sent there reaches it, not the agent.
+    UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"dsd.stolen:1|g", ("127.0.0.1", port)).unwrap();
+    holder.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 64];
+    let n = holder.recv(&mut b).unwrap();
+    assert_eq!(&b[..n], b"dsd.stolen:1|g");
+    let l = &st["listeners"];
+    assert_eq!(l["unix"], json!({"address": sock.to_str().unwrap(), "up": true}), "{st}");
+    assert_eq!(l["udp"]["up"], false, "{st}");
+    assert!(l["udp"]["error"].as_str().unwrap().contains("STS_DOGSTATSD_PORT"), "{st}");
+    let gauge = wait_series(&setup.rx, "dsd.uds.alone", 45);
+    assert_eq!(gauge.values().next().unwrap().values().next().unwrap().0, 4.0);
+    let errors = log_lines(&setup, &["ERROR", "UDP listener on"]);
+    assert_eq!(errors.len(), 1, "{}", setup.log.lock().unwrap());
+    for w in [
+        &format!("127.0.0.1:{port}"),
+        "STS_DOGSTATSD_PORT",
+        "STS_BIND_HOST",
+        "Address already in use",
+        "goes on over the Unix socket only",
+    ] {
+        assert!(errors[0].contains(w), "{w:?} missing: {}", errors[0]);
+    }
+    assert!(log_lines(&setup, &["dogstatsd disabled"]).is_empty(), "{}", setup.log.lock().unwrap());
+    drop(setup.agent);
+}
+
+/// Neither socket opens: DogStatsD is disabled, the agent runs on, and `/status` names both with
+/// why (it was `null`, as if DogStatsD were off by configuration).
+#[test]
+fn no_socket_opening_disables_dogstatsd_and_status_says_why() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let setup = start(port, &[("STS_DOGSTATSD_SOCKET", "/nonexistent/dir/dsd.socket")]);
+    let st = status(setup.status_port);
+    assert_eq!(st["disabled"], "no listener opened", "{st}");
+    assert_eq!(
+        (st["listeners"]["udp"]["up"].as_bool(), st["listeners"]["unix"]["up"].as_bool()),
+        (Some(false), Some(false)),
+        "{st}"
+    );
+    assert!(st["listeners"]["udp"]["error"].as_str().unwrap().contains("no DogStatsD listener is open"), "{st}");
+    assert_eq!(log_lines(&setup, &["ERROR", "dogstatsd disabled: no listener opened"]).len(), 1);
+    assert_eq!(log_lines(&setup, &["ERROR", "STS_DOGSTATSD_PORT"]).len(), 1);
+    assert_eq!(log_lines(&setup, &["ERROR", "STS_DOGSTATSD_SOCKET="]).len(), 1);
+    drop(holder);
+    drop(setup.agent);
+}
+
 /// A hostile sender (thousands of malformed lines a second) does not flood the log: the first
 /// of each reason is logged at once, then one line per period per reason with the count since
 /// (the period is 60 s; `STS_DOGSTATSD_DROP_LOG_SECS` shortens it to 10 s here); the counts of
@@ -928,6 +1077,7 @@ fn hot_shots_over_the_unix_socket_equals_the_reference() {
         .env("HOT_SHOTS_DIR", format!("{dir}/hot-shots"));
     let buckets = run(cmd, json!({"socket": sock.to_str().unwrap()}), true, &phases, &events());
     let want = reference(&buckets.iter().copied().zip(phases.iter().cloned()).collect::<Vec<_>>());
+    premises(&want, &buckets);
     compare(&setup.rx, &want, buckets[1]);
     check_events_and_drops(&setup, 3);
     let st = status(setup.status_port);

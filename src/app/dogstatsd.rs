@@ -11,7 +11,7 @@ use crate::checks::dogstatsd::{Aggregator, AggregatorStats, Limits, BUCKET_SECS}
 use crate::checks::dogstatsd_events::EventBuffer;
 use crate::config::Config;
 use crate::encode::series::SeriesEncoder;
-use crate::sources::dogstatsd::{DogStatsdListener, ListenerConfig, ListenerStats};
+use crate::sources::dogstatsd::{DogStatsdListener, ListenerConfig, ListenerStats, OpenErrors};
 use drop_log::DropLog;
 use mio::Registry;
 use std::io;
@@ -68,12 +68,35 @@ fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// How a configured DogStatsD socket fared at start (the log and `/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// `127.0.0.1:8125`, or the socket's path.
+    pub address: String,
+    /// Why it did not open, naming the variables that place it; `None`: it listens.
+    pub error: Option<String>,
+}
+
+/// Each configured socket's state (`None`: not configured: port 0, no socket path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerReport {
+    pub udp: Option<Listening>,
+    pub unix: Option<Listening>,
+}
+
 /// The listeners and aggregator, when DogStatsD is on (not with `--once`, which only runs the
-/// checks). A socket that cannot be opened disables DogStatsD with an error in the log.
-pub(super) fn open(cfg: &Config, opts: RunOptions, registry: &Registry, host: &str) -> Option<DogStatsd> {
+/// checks), with each configured socket's state. Each socket opens on its own: one that cannot
+/// is logged as an error naming its variables and the other keeps working; only when none
+/// opens is DogStatsD disabled (the report, for `/status`, says why).
+pub(super) fn open(
+    cfg: &Config,
+    opts: RunOptions,
+    registry: &Registry,
+    host: &str,
+) -> (Option<DogStatsd>, Option<ListenerReport>) {
     let d = &cfg.dogstatsd;
     if !d.enabled || opts.once || (d.port == 0 && d.socket.is_none()) {
-        return None;
+        return (None, None);
     }
     // Non-local traffic: every interface, IPv6 and IPv4 alike (dual-stack `::`, as Go's ":8125").
     let ip = if d.non_local_traffic { std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) } else { d.bind_host };
@@ -84,41 +107,82 @@ pub(super) fn open(cfg: &Config, opts: RunOptions, registry: &Registry, host: &s
         so_rcvbuf: d.so_rcvbuf,
         buffer_size: d.buffer_size,
     };
-    match DogStatsdListener::open(&lcfg, registry, Source::DogStatsd.tokens().start) {
-        Ok(listener) => {
-            if let Some(a) = listener.udp_addr() {
-                let how =
-                    if d.non_local_traffic { " (every interface: STS_DOGSTATSD_NON_LOCAL_TRAFFIC=true)" } else { "" };
-                let granted = listener.stats.udp_rcvbuf as usize;
-                info!("dogstatsd on udp {a}{how}, {}", rcvbuf_words(granted, d.so_rcvbuf));
-                warn_if_capped("udp", granted, d.so_rcvbuf);
-            }
-            if let Some(p) = &d.socket {
-                let granted = listener.stats.unix_rcvbuf as usize;
-                info!("dogstatsd on unix:{}, {}", p.display(), rcvbuf_words(granted, d.so_rcvbuf));
-                warn_if_capped("unix socket", granted, d.so_rcvbuf);
-            }
-            let mut events = EventBuffer::new(MAX_EVENT_BYTES);
-            events.host = host.to_string();
-            let limits = Limits { max_contexts: d.max_contexts, ..Limits::default() };
-            Some(DogStatsd {
-                listener,
-                agg: Aggregator::new(limits, unix_secs()),
-                events,
-                flush_at: Instant::now() + FLUSH_EVERY,
-                buf: Vec::with_capacity(64 * 1024),
-                cpu_ns: 0,
-                extra_tags: d.extra_tags.as_bytes().to_vec(),
-                origin_buf: Vec::with_capacity(1024),
-                drop_log: DropLog::every(Duration::from_secs(d.drop_log_secs)),
-                drop_log_every: Duration::from_secs(d.drop_log_secs),
-            })
-        }
-        Err(e) => {
-            error!("dogstatsd disabled: {e}");
-            None
-        }
+    let (listener, errors) = DogStatsdListener::open(&lcfg, registry, Source::DogStatsd.tokens().start);
+    let report = listener_report(&lcfg, d.non_local_traffic, &listener, &errors);
+    if let Some(a) = listener.udp_addr() {
+        let how = if d.non_local_traffic { " (every interface: STS_DOGSTATSD_NON_LOCAL_TRAFFIC=true)" } else { "" };
+        let granted = listener.stats.udp_rcvbuf as usize;
+        info!("dogstatsd on udp {a}{how}, {}", rcvbuf_words(granted, d.so_rcvbuf));
+        warn_if_capped("udp", granted, d.so_rcvbuf);
     }
+    if let Some(p) = d.socket.as_ref().filter(|_| errors.unix.is_none()) {
+        let granted = listener.stats.unix_rcvbuf as usize;
+        info!("dogstatsd on unix:{}, {}", p.display(), rcvbuf_words(granted, d.so_rcvbuf));
+        warn_if_capped("unix socket", granted, d.so_rcvbuf);
+    }
+    for why in [&report.udp, &report.unix].into_iter().flatten().filter_map(|l| l.error.as_ref()) {
+        error!("dogstatsd: {why}");
+    }
+    if !listener.is_open() {
+        error!("dogstatsd disabled: no listener opened");
+        return (None, Some(report));
+    }
+    let mut events = EventBuffer::new(MAX_EVENT_BYTES);
+    events.host = host.to_string();
+    let limits = Limits { max_contexts: d.max_contexts, ..Limits::default() };
+    let dogstatsd = DogStatsd {
+        listener,
+        agg: Aggregator::new(limits, unix_secs()),
+        events,
+        flush_at: Instant::now() + FLUSH_EVERY,
+        buf: Vec::with_capacity(64 * 1024),
+        cpu_ns: 0,
+        extra_tags: d.extra_tags.as_bytes().to_vec(),
+        origin_buf: Vec::with_capacity(1024),
+        drop_log: DropLog::every(Duration::from_secs(d.drop_log_secs)),
+        drop_log_every: Duration::from_secs(d.drop_log_secs),
+    };
+    (Some(dogstatsd), Some(report))
+}
+
+/// Each configured socket's address and, when it did not open, why: the error with the
+/// variables that place the socket and the form they take, and what DogStatsD does without it.
+fn listener_report(
+    cfg: &ListenerConfig,
+    non_local: bool,
+    listener: &DogStatsdListener,
+    errors: &OpenErrors,
+) -> ListenerReport {
+    let (udp_up, unix_up) = (errors.udp.is_none() && cfg.udp.is_some(), errors.unix.is_none() && cfg.unix.is_some());
+    let udp = cfg.udp.map(|addr| Listening {
+        address: listener.udp_addr().unwrap_or(addr).to_string(),
+        error: errors.udp.as_ref().map(|e| {
+            let (placed, expected) = if non_local {
+                (
+                    "every interface: STS_DOGSTATSD_NON_LOCAL_TRAFFIC=true, port: STS_DOGSTATSD_PORT",
+                    "STS_DOGSTATSD_PORT to be a UDP port free on this host (0 closes UDP)",
+                )
+            } else {
+                (
+                    "STS_BIND_HOST, port: STS_DOGSTATSD_PORT",
+                    "STS_DOGSTATSD_PORT to be a UDP port free on that address (0 closes UDP) and STS_BIND_HOST localhost or an IP address of this host",
+                )
+            };
+            let then = if unix_up { "DogStatsD goes on over the Unix socket only" } else { "no DogStatsD listener is open" };
+            format!("UDP listener on {addr} ({placed}) not opened: {e}; expected {expected}; {then}")
+        }),
+    });
+    let unix = cfg.unix.as_ref().map(|path| Listening {
+        address: path.display().to_string(),
+        error: errors.unix.as_ref().map(|e| {
+            let then = if udp_up { "DogStatsD goes on over UDP only" } else { "no DogStatsD listener is open" };
+            format!(
+                "Unix socket STS_DOGSTATSD_SOCKET={} not opened: {e}; expected a path in an existing directory the agent may write, where nothing but a stale socket is (it is replaced); {then}",
+                path.display()
+            )
+        }),
+    });
+    ListenerReport { udp, unix }
 }
 
 impl DogStatsd {

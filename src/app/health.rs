@@ -449,6 +449,7 @@ mod tests {
             http: None,
             docker_events: None,
             dogstatsd: None,
+            dogstatsd_listeners: None,
             features: None,
         };
         let mut out = Vec::new();

@@ -50,7 +50,7 @@ mod timers;
 mod traces;
 pub use connections::ConnectionsCheck;
 pub use docker::{DockerCheck, PassCounts};
-pub use dogstatsd::DogStatsdStatus;
+pub use dogstatsd::{DogStatsdStatus, ListenerReport, Listening};
 pub use host::HostCheck;
 pub use process::{Encoded, ProcessCheck};
 pub use traces::{request_limit, TraceAgent, TraceStats, COST_CAP, MAX_PAYLOAD};
@@ -77,6 +77,8 @@ pub struct App {
     dogstatsd: Option<dogstatsd::DogStatsd>,
     /// DogStatsD's last counts once it stopped (for `/status` during the shutdown grace).
     dogstatsd_at_stop: Option<DogStatsdStatus>,
+    /// How DogStatsD's sockets fared at start (`None`: DogStatsD is off).
+    dogstatsd_listeners: Option<ListenerReport>,
     /// `/live` and `/ready` on `STS_HEALTH_PORT` (off by default).
     health_listener: Option<TraceIntake>,
     docker: Option<DockerSource>,
@@ -134,7 +136,7 @@ impl App {
         let sink = Sink::new(&cfg, opts, &hostname, process.is_some(), connections.is_some())?;
         let (intake, mut traces) = intake::open(&cfg, opts, poll.registry(), sink.dry_run()).unzip();
         let otlp_intake = otlp::open(&cfg, poll.registry(), traces.as_mut());
-        let dogstatsd = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
+        let (dogstatsd, dogstatsd_listeners) = dogstatsd::open(&cfg, opts, poll.registry(), &hostname);
         let health_listener = health::open(cfg.health_port, cfg.apm_enabled, opts.once, poll.registry())?;
         let now = Instant::now();
         let features = match (sink.dry_run(), &cfg.features) {
@@ -184,6 +186,7 @@ impl App {
             traces,
             dogstatsd,
             dogstatsd_at_stop: None,
+            dogstatsd_listeners,
             health_listener,
             docker,
             ecs,

@@ -211,6 +211,7 @@ impl super::App {
             http: self.connections.as_ref().and_then(|c| c.http_status()),
             docker_events: self.docker_events.as_ref().map(|e| (e.stats, self.event_bundler.status())),
             dogstatsd: self.dogstatsd.as_ref().map(|d| d.status()).or(self.dogstatsd_at_stop),
+            dogstatsd_listeners: self.dogstatsd_listeners.as_ref(),
             features: Some(&self.features),
         }
     }
@@ -314,6 +315,7 @@ mod tests {
             http: None,
             docker_events: None,
             dogstatsd: Some(dsd),
+            dogstatsd_listeners: None,
             features: None,
         };
         let mut rows = MetricRows::default();

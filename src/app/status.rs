@@ -2,7 +2,7 @@
 //! `sts-agent status`): per endpoint the outbox accounting (enqueued = delivered + Σdropped +
 //! queued), per check its last run, and the trace intake's counters.
 
-use super::dogstatsd::DogStatsdStatus;
+use super::dogstatsd::{DogStatsdStatus, ListenerReport};
 use super::features::FeatureDiscovery;
 use super::traces::TraceStats;
 use crate::checks::docker_events::BundlerStats;
@@ -45,6 +45,8 @@ pub struct StatusInput<'a> {
     pub docker_events: Option<(EventStreamStats, BundlerStats)>,
     /// DogStatsD, when it is on.
     pub dogstatsd: Option<DogStatsdStatus>,
+    /// DogStatsD's sockets, when it is configured (on, or disabled because none opened).
+    pub dogstatsd_listeners: Option<&'a ListenerReport>,
     /// The receivers' features: asked, answered, in effect (`features.rs`).
     pub features: Option<&'a FeatureDiscovery>,
 }
@@ -224,9 +226,15 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
         }
     }
     out.extend_from_slice(b",\"dogstatsd\":");
-    match &s.dogstatsd {
-        None => out.extend_from_slice(b"null"),
-        Some(d) => dogstatsd(out, d),
+    match (&s.dogstatsd, s.dogstatsd_listeners) {
+        (Some(d), l) => dogstatsd(out, d, l),
+        // Configured, but no socket opened: which, and why.
+        (None, Some(l)) => {
+            out.extend_from_slice(b"{\"disabled\":\"no listener opened\",\"listeners\":");
+            listeners(out, l);
+            out.push(b'}');
+        }
+        (None, None) => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"features\":");
     match s.features {
@@ -237,7 +245,7 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
 }
 
 /// Packets, messages, parse errors by reason and every drop by reason (spec/dogstatsd.md §2.7).
-fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
+fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus, sockets: Option<&ListenerReport>) {
     let (l, a) = (&d.listener, &d.agg);
     let fields: [(&str, u64); 16] = [
         ("cpu_us", d.cpu_ns / 1000),
@@ -287,5 +295,120 @@ fn dogstatsd(out: &mut Vec<u8>, d: &DogStatsdStatus) {
     ];
     out.extend_from_slice(b"},\"drops\":{");
     json::u64_fields(out, &drops);
-    out.extend_from_slice(b"}}");
+    out.extend_from_slice(b"},\"listeners\":");
+    match sockets {
+        Some(l) => listeners(out, l),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+}
+
+/// `{"udp":{"address":…,"up":true},"unix":{"address":…,"up":false,"error":…}}`; `null` for a
+/// socket not configured.
+fn listeners(out: &mut Vec<u8>, l: &ListenerReport) {
+    for (i, (name, x)) in [("udp", &l.udp), ("unix", &l.unix)].into_iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"{" } else { b"," });
+        json::str(out, name);
+        out.push(b':');
+        let Some(x) = x else {
+            out.extend_from_slice(b"null");
+            continue;
+        };
+        out.extend_from_slice(b"{\"address\":");
+        json::str(out, &x.address);
+        out.extend_from_slice(b",\"up\":");
+        out.extend_from_slice(if x.error.is_none() { b"true" } else { b"false" });
+        if let Some(e) = &x.error {
+            out.extend_from_slice(b",\"error\":");
+            json::str(out, e);
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dogstatsd::Listening;
+    use super::*;
+
+    fn input<'a>(dsd: Option<DogStatsdStatus>, l: Option<&'a ListenerReport>, t0: Instant) -> StatusInput<'a> {
+        StatusInput {
+            host: "h",
+            started: t0,
+            now: t0,
+            forwarder: None,
+            checks: [("host", None), ("process", None), ("connections", None), ("docker", None)],
+            traces: None,
+            intake: Default::default(),
+            open_connections: 0,
+            http: None,
+            docker_events: None,
+            dogstatsd: dsd,
+            dogstatsd_listeners: l,
+            features: None,
+        }
+    }
+
+    fn json_and_text(s: &StatusInput<'_>) -> (serde_json::Value, String) {
+        let mut out = Vec::new();
+        write(&mut out, s);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("status::write writes JSON");
+        let text = crate::control::render_status(&v, 0);
+        (v, text)
+    }
+
+    /// `/status` says which DogStatsD socket is down and why, running on the other or disabled.
+    #[test]
+    fn dogstatsd_listeners_down_are_named_with_why() {
+        let t0 = Instant::now();
+        let udp = Listening { address: "127.0.0.1:8125".into(), error: None };
+        let unix_down = Listening {
+            address: "/nonexistent/dir/dsd.socket".into(),
+            error: Some("Unix socket STS_DOGSTATSD_SOCKET=/nonexistent/dir/dsd.socket not opened: No such file".into()),
+        };
+        let report = ListenerReport { udp: Some(udp), unix: Some(unix_down.clone()) };
+        let dsd = DogStatsdStatus {
+            listener: Default::default(),
+            agg: Default::default(),
+            contexts: 0,
+            events_pending: 0,
+            events_flushed: 0,
+            events_dropped: 0,
+            cpu_ns: 0,
+        };
+        let (v, text) = json_and_text(&input(Some(dsd), Some(&report), t0));
+        let l = &v["dogstatsd"]["listeners"];
+        assert_eq!(l["udp"], serde_json::json!({"address": "127.0.0.1:8125", "up": true}));
+        assert_eq!(l["unix"]["up"], false);
+        assert!(l["unix"]["error"].as_str().unwrap().contains("STS_DOGSTATSD_SOCKET="), "{v}");
+        assert_eq!(v["dogstatsd"]["udp_packets"], 0);
+        assert!(text.contains("dogstatsd    0 packets"), "{text}");
+        assert!(text.contains("dogstatsd    unix listener down: Unix socket STS_DOGSTATSD_SOCKET="), "{text}");
+        assert!(!text.contains("udp listener down"), "{text}");
+        // No socket opened: disabled, both named.
+        let udp_down = Listening {
+            address: "127.0.0.1:8125".into(),
+            error: Some("UDP listener on 127.0.0.1:8125 (STS_BIND_HOST, port: STS_DOGSTATSD_PORT) not opened".into()),
+        };
+        let report = ListenerReport { udp: Some(udp_down), unix: Some(unix_down) };
+        let (v, text) = json_and_text(&input(None, Some(&report), t0));
+        assert_eq!(v["dogstatsd"]["disabled"], "no listener opened");
+        assert_eq!(
+            (v["dogstatsd"]["listeners"]["udp"]["up"].as_bool(), v["dogstatsd"]["listeners"]["unix"]["up"].as_bool()),
+            (Some(false), Some(false))
+        );
+        assert!(text.contains("dogstatsd    disabled: no listener opened"), "{text}");
+        assert!(
+            text.contains("udp listener down: UDP listener on 127.0.0.1:8125") && text.contains("unix listener down"),
+            "{text}"
+        );
+        // A socket not configured is null; DogStatsD off altogether is null.
+        let report =
+            ListenerReport { udp: Some(Listening { address: "127.0.0.1:8125".into(), error: None }), unix: None };
+        let (v, _) = json_and_text(&input(Some(dsd), Some(&report), t0));
+        assert!(v["dogstatsd"]["listeners"]["unix"].is_null(), "{v}");
+        let (v, text) = json_and_text(&input(None, None, t0));
+        assert!(v["dogstatsd"].is_null() && text.contains("dogstatsd    off"), "{text}");
+    }
 }

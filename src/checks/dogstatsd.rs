@@ -346,6 +346,64 @@ impl Aggregator {
         self.contexts.len() - self.free.len()
     }
 
+    /// For the fuzz target (`fuzz/fuzz_targets/dogstatsd_aggregate.rs`): the accounting and the
+    /// indexes against the contexts themselves. `samples_held` equals the slots allocated in every
+    /// bucket and stays within `max_samples`; the live contexts (those not on the free list) stay
+    /// within `max_contexts`, have a name, and are each found through their hash's chain, which
+    /// holds only live contexts of that hash; every raw form indexed names a live context whose
+    /// raw form hashes to it. `Err` says what failed.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let allocated: usize = self.contexts.iter().flat_map(|c| c.buckets.iter()).map(Bucket::capacity).sum();
+        if self.samples_held != allocated || allocated > self.limits.max_samples {
+            return Err(format!(
+                "samples_held {}, allocated {allocated}, max {}",
+                self.samples_held, self.limits.max_samples
+            ));
+        }
+        let mut live = vec![true; self.contexts.len()];
+        for &f in &self.free {
+            if !std::mem::take(&mut live[f as usize]) {
+                return Err(format!("slot {f} twice on the free list"));
+            }
+        }
+        if self.contexts() > self.limits.max_contexts {
+            return Err(format!("{} live contexts, max {}", self.contexts(), self.limits.max_contexts));
+        }
+        for (i, c) in self.contexts.iter().enumerate().filter(|(i, _)| live[*i]) {
+            let (mut at, mut steps) = (self.index.get(&c.hash).copied().unwrap_or(NONE), 0);
+            while at != NONE && at as usize != i && steps <= self.contexts.len() {
+                at = self.contexts[at as usize].next;
+                steps += 1;
+            }
+            if c.name_len == 0 || at as usize != i {
+                return Err(format!("context {i} (name {} bytes) not in its hash's chain", c.name_len));
+            }
+        }
+        for (&h, &head) in &self.index {
+            let (mut at, mut steps) = (head, 0);
+            while at != NONE {
+                let c = self.contexts.get(at as usize).filter(|_| live[at as usize] && steps <= self.contexts.len());
+                if c.is_none_or(|c| c.hash != h) {
+                    return Err(format!("the chain of {h:#x} holds slot {at}, freed or of another hash"));
+                }
+                at = c.map_or(NONE, |c| c.next);
+                steps += 1;
+            }
+        }
+        for (&rh, &ci) in &self.raw_index {
+            let c = self.contexts.get(ci as usize).filter(|c| live[ci as usize] && !c.raw.is_empty());
+            let ok = c.is_some_and(|c| {
+                let (n, t) = (c.name_len as usize, c.raw_tags_len as usize);
+                self.key_hash.raw(&c.raw[..n], &c.raw[n..n + t], &c.raw[n + t..]) == rh
+            });
+            if !ok {
+                return Err(format!("raw form {rh:#x} names slot {ci}, freed, without a raw form, or hashing apart"));
+            }
+        }
+        Ok(())
+    }
+
     /// Every message of one datagram, at `now` (unix seconds). `origin`: the sender's tags
     /// (comma-separated; empty for UDP). Events go to `events`.
     pub fn ingest(

@@ -62,6 +62,9 @@ impl SeriesEncoder<'_> {
         tags: impl Iterator<Item = &'t [u8]>,
         host: Option<&[u8]>,
     ) {
+        // A point that is not finite is the caller's to drop (and count); `json::f64` would
+        // write it as 0. The DogStatsD aggregator's fuzz target runs with this assertion on.
+        debug_assert!(points.iter().all(|p| p.1.is_finite()), "a point that is not finite: {points:?}");
         let o = &mut *self.out;
         if self.count > 0 {
             o.push(b',');

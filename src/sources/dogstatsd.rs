@@ -62,6 +62,13 @@ pub struct ListenerStats {
     pub unix_rcvbuf: u64,
 }
 
+/// Why a configured socket did not open (`None`: it opened, or it was not configured).
+#[derive(Debug, Default)]
+pub struct OpenErrors {
+    pub udp: Option<io::Error>,
+    pub unix: Option<io::Error>,
+}
+
 /// What a datagram came with.
 pub struct Datagram<'a> {
     pub bytes: &'a [u8],
@@ -94,31 +101,19 @@ pub struct DogStatsdListener {
 pub type ContainerTags<'a> = dyn Fn(&[u8], &mut Vec<u8>) + 'a;
 
 impl DogStatsdListener {
-    /// Binds and registers the sockets (tokens `first_token` for UDP, `+1` for the Unix socket).
-    pub fn open(cfg: &ListenerConfig, registry: &Registry, first_token: usize) -> io::Result<DogStatsdListener> {
-        let mut udp = match cfg.udp {
-            Some(addr) => {
-                let s = bind_udp(addr).map_err(|e| io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
-                if cfg.so_rcvbuf > 0 {
-                    set_rcvbuf(&s, cfg.so_rcvbuf)
-                        .map_err(|e| io::Error::other(format!("SO_RCVBUF {}: {e}", cfg.so_rcvbuf)))?;
-                }
-                // Best effort: the drop counter is only for `/status`.
-                let _ = set_rxq_ovfl(&s);
-                Some(s)
-            }
-            None => None,
-        };
-        let mut unix = match &cfg.unix {
-            Some(path) => Some((bind_unix(path, cfg)?, path.clone())),
-            None => None,
-        };
-        if let Some(s) = udp.as_mut() {
-            registry.register(s, Token(first_token), Interest::READABLE)?;
-        }
-        if let Some((s, _)) = unix.as_mut() {
-            registry.register(s, Token(first_token + 1), Interest::READABLE)?;
-        }
+    /// Binds and registers each configured socket on its own (token `first_token` for UDP, `+1`
+    /// for the Unix socket): one that fails to open leaves the other working, as the original's
+    /// `NewServer` keeps whichever listener opened. Returns the listener, holding the sockets that
+    /// opened ([`DogStatsdListener::is_open`] says whether any did), and each socket's error.
+    pub fn open(cfg: &ListenerConfig, registry: &Registry, first_token: usize) -> (DogStatsdListener, OpenErrors) {
+        let mut errors = OpenErrors::default();
+        let udp = cfg.udp.and_then(|addr| {
+            open_udp(addr, cfg.so_rcvbuf, registry, Token(first_token)).map_err(|e| errors.udp = Some(e)).ok()
+        });
+        let unix = cfg.unix.as_ref().and_then(|path| {
+            let s = open_unix(path, cfg, registry, Token(first_token + 1)).map_err(|e| errors.unix = Some(e)).ok()?;
+            Some((s, path.clone()))
+        });
         // Read back whatever was asked: the kernel's default when nothing was.
         let granted = |s: Option<std::os::fd::BorrowedFd<'_>>| {
             s.and_then(|s| rustix::net::sockopt::get_socket_recv_buffer_size(s).ok()).unwrap_or(0) as u64
@@ -130,7 +125,7 @@ impl DogStatsdListener {
             unix_rcvbuf: granted(unix.as_ref().map(|(s, _)| s.as_fd())),
             ..ListenerStats::default()
         };
-        Ok(DogStatsdListener {
+        let listener = DogStatsdListener {
             udp,
             unix,
             origin_detection: cfg.origin_detection,
@@ -140,7 +135,13 @@ impl DogStatsdListener {
             origins: Vec::new(),
             cgroup_buf: Vec::with_capacity(4096),
             stats,
-        })
+        };
+        (listener, errors)
+    }
+
+    /// Whether a socket opened (with none, DogStatsD has nothing to read).
+    pub fn is_open(&self) -> bool {
+        self.udp.is_some() || self.unix.is_some()
     }
 
     pub fn udp_addr(&self) -> Option<SocketAddr> {
@@ -335,24 +336,45 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from_std(std::net::UdpSocket::from(fd)))
 }
 
-/// Binds the Unix datagram socket: a stale socket at `path` is replaced, any other file is an
-/// error; mode 0722 so that any user may write (the original's `set-unix-socket-rights`).
-fn bind_unix(path: &Path, cfg: &ListenerConfig) -> io::Result<UnixDatagram> {
-    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("unix:{}: {e}", path.display()));
+/// Binds the UDP socket, sets its receive buffer and registers it.
+fn open_udp(addr: SocketAddr, so_rcvbuf: usize, registry: &Registry, token: Token) -> io::Result<UdpSocket> {
+    let mut s = bind_udp(addr)?;
+    if so_rcvbuf > 0 {
+        set_rcvbuf(&s, so_rcvbuf).map_err(|e| io::Error::new(e.kind(), format!("SO_RCVBUF {so_rcvbuf}: {e}")))?;
+    }
+    // Best effort: the drop counter is only for `/status`.
+    let _ = set_rxq_ovfl(&s);
+    registry.register(&mut s, token, Interest::READABLE)?;
+    Ok(s)
+}
+
+/// Binds the Unix datagram socket and registers it: a stale socket at `path` is replaced, any
+/// other file is an error; mode 0722 so that any user may write (the original's
+/// `set-unix-socket-rights`). A step failing after the bind removes the file it made.
+fn open_unix(path: &Path, cfg: &ListenerConfig, registry: &Registry, token: Token) -> io::Result<UnixDatagram> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(ctx)?,
-        Ok(_) => return Err(ctx(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket"))),
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket")),
         Err(_) => {}
     }
-    let s = UnixDatagram::bind(path).map_err(ctx)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722)).map_err(ctx)?;
-    if cfg.so_rcvbuf > 0 {
-        set_rcvbuf(&s, cfg.so_rcvbuf).map_err(ctx)?;
+    let mut s = UnixDatagram::bind(path)?;
+    let set_up = |s: &mut UnixDatagram| -> io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722))?;
+        if cfg.so_rcvbuf > 0 {
+            set_rcvbuf(&*s, cfg.so_rcvbuf)
+                .map_err(|e| io::Error::new(e.kind(), format!("SO_RCVBUF {}: {e}", cfg.so_rcvbuf)))?;
+        }
+        if cfg.origin_detection {
+            rustix::net::sockopt::set_socket_passcred(&*s, true)
+                .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("SO_PASSCRED: {e}")))?;
+        }
+        let _ = set_rxq_ovfl(&*s);
+        registry.register(s, token, Interest::READABLE)
+    };
+    if let Err(e) = set_up(&mut s) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
     }
-    if cfg.origin_detection {
-        rustix::net::sockopt::set_socket_passcred(&s, true).map_err(|e| ctx(e.into()))?;
-    }
-    let _ = set_rxq_ovfl(&s);
     Ok(s)
 }
 
@@ -390,7 +412,66 @@ mod tests {
             buffer_size: 8192,
         };
         let poll = mio::Poll::new().unwrap();
-        DogStatsdListener::open(&cfg, poll.registry(), 0).unwrap()
+        let (l, e) = DogStatsdListener::open(&cfg, poll.registry(), 0);
+        assert!(e.udp.is_none() && e.unix.is_none(), "{e:?}");
+        l
+    }
+
+    /// Every datagram `l` reads within 2 s, once `n` arrived.
+    fn read(l: &mut DogStatsdListener, n: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let t = Instant::now();
+        while got.len() < n && t.elapsed() < Duration::from_secs(2) {
+            l.drain(Instant::now(), Path::new("/proc"), &|_, _| {}, &mut |d| got.push(d.bytes.to_vec()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        got
+    }
+
+    #[test]
+    fn each_socket_opens_on_its_own() {
+        let poll = mio::Poll::new().unwrap();
+        let dir = std::env::temp_dir().join(format!("sts-dsd-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("dsd.socket");
+        let cfg = |udp: SocketAddr, unix: &Path| ListenerConfig {
+            udp: Some(udp),
+            unix: Some(unix.to_path_buf()),
+            origin_detection: true,
+            so_rcvbuf: 0,
+            buffer_size: 8192,
+        };
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        // The socket's directory does not exist: UDP opens all the same, and reads.
+        let (mut l, e) =
+            DogStatsdListener::open(&cfg(any, Path::new("/nonexistent/dir/dsd.socket")), poll.registry(), 0);
+        assert_eq!(e.unix.as_ref().map(io::Error::kind), Some(io::ErrorKind::NotFound), "{e:?}");
+        assert!(e.udp.is_none() && l.is_open() && l.unix.is_none(), "{e:?}");
+        let c = std::net::UdpSocket::bind(any).unwrap();
+        c.send_to(b"a:1|c", l.udp_addr().unwrap()).unwrap();
+        assert_eq!(read(&mut l, 1), [b"a:1|c".to_vec()]);
+        assert_eq!(l.stats.udp_packets, 1);
+        // The UDP port is taken: the Unix socket opens all the same, and reads.
+        let holder = std::net::UdpSocket::bind(any).unwrap();
+        let busy = holder.local_addr().unwrap();
+        let (mut l, e) = DogStatsdListener::open(&cfg(busy, &sock), poll.registry(), 2);
+        assert_eq!(e.udp.as_ref().map(io::Error::kind), Some(io::ErrorKind::AddrInUse), "{e:?}");
+        assert!(e.unix.is_none() && l.is_open() && l.udp.is_none(), "{e:?}");
+        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        c.send_to(b"b:2|g", &sock).unwrap();
+        assert_eq!(read(&mut l, 1), [b"b:2|g".to_vec()]);
+        assert_eq!((l.stats.uds_packets, l.stats.udp_packets), (1, 0));
+        drop(l);
+        assert!(!sock.exists(), "the socket file is removed with the listener");
+        // Neither: nothing open. A regular file where the socket goes is kept, not replaced.
+        std::fs::write(&sock, b"not a socket").unwrap();
+        let (l, e) = DogStatsdListener::open(&cfg(busy, &sock), poll.registry(), 4);
+        assert!(!l.is_open(), "{e:?}");
+        assert_eq!(e.unix.as_ref().map(io::Error::kind), Some(io::ErrorKind::AlreadyExists), "{e:?}");
+        assert!(e.udp.is_some(), "{e:?}");
+        drop(l);
+        assert_eq!(std::fs::read(&sock).unwrap(), b"not a socket");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
