@@ -8,7 +8,8 @@
 //! buffers that build a key are reused), except a histogram sample (16 bytes) and a new set
 //! member (a 64-bit hash in a hash set, about 10 bytes a slot). What bounds them is the storage
 //! allocated, not the entries: [`Limits::max_samples`] slots of the two in all (16 bytes each at
-//! most: 16 MiB with the default), capacity kept for reuse after a flush included; a sample that
+//! most: 16 MiB with the default), capacity kept for reuse after a flush included (a bucket keeps
+//! its storage at its high-water mark while the context stays as busy); a sample that
 //! would grow the storage past it is refused and counted (`samples_over_limit`). Past [`Limits::max_contexts`] live contexts a new one is refused and
 //! counted.
 //!
@@ -28,8 +29,10 @@ pub const EXPIRY_SECS: u64 = 300;
 /// 15 s leaves at most three; the fourth is room for a late flush).
 const SLOTS: usize = 4;
 const NONE: u32 = u32::MAX;
-/// A flush shrinks a bucket's samples or members storage to this many slots (kept for the next
-/// bucket's samples without allocating, and counted against [`Limits::max_samples`]).
+/// A bucket's samples or members storage is kept at its high-water mark across flushes (the
+/// next bucket of that slot, 40 s later, fills it again without allocating), counted against
+/// [`Limits::max_samples`] all the while; a flush gives it back, down to this many slots, only
+/// when the bucket it flushed used less than a quarter of it (the context got quieter).
 const KEEP_SAMPLES: usize = 64;
 /// The histogram aggregates and percentiles of the defaults (`histogram_aggregates`,
 /// `histogram_percentiles`).
@@ -657,13 +660,17 @@ impl Aggregator {
                 let cap = b.capacity();
                 b.start = 0;
                 b.kind = None;
+                // Kept at its high-water mark while the context is as busy (no allocation for
+                // the next bucket of this slot); given back once it used under a quarter.
+                let used = b.samples.len();
                 b.samples.clear();
-                if b.samples.capacity() > KEEP_SAMPLES {
-                    b.samples.shrink_to(KEEP_SAMPLES);
+                if b.samples.capacity() > KEEP_SAMPLES && used < b.samples.capacity() / 4 {
+                    b.samples.shrink_to(KEEP_SAMPLES.max(2 * used));
                 }
+                let used = b.members.len();
                 b.members.clear();
-                if b.members.capacity() > KEEP_SAMPLES {
-                    b.members.shrink_to(KEEP_SAMPLES);
+                if b.members.capacity() > KEEP_SAMPLES && used < b.members.capacity() / 4 {
+                    b.members.shrink_to(KEEP_SAMPLES.max(2 * used));
                 }
                 self.samples_held -= cap - b.capacity();
             }
@@ -1069,7 +1076,16 @@ mod tests {
         assert!(a.samples_held <= Limits::default().max_samples);
         assert_eq!(find(&flush(&mut a, T0 + 10), "big")["points"][0][1], 400_000.0);
         assert_eq!(a.samples_held, allocated(&a));
-        assert!(a.samples_held <= SLOTS * KEEP_SAMPLES, "a flush gives the storage back");
+        // The flushed bucket used its storage: kept (and counted) for the slot's next bucket.
+        let held = a.samples_held;
+        assert!(held >= 400_000, "{held}");
+        // That next bucket (40 s later, the same slot) holds one member: a quarter and less of
+        // the storage, which its flush gives back.
+        feed(&mut a, "big:x|s", T0 + 41);
+        assert_eq!(a.samples_held, held, "the kept storage takes the member");
+        assert_eq!(find(&flush(&mut a, T0 + 50), "big")["points"], serde_json::json!([[T0 + 40, 1.0]]));
+        assert_eq!(a.samples_held, allocated(&a));
+        assert!(a.samples_held <= SLOTS * KEEP_SAMPLES, "a quiet bucket's flush gives the storage back");
         // The members' hashes spread: their low 20 bits (the table's index at 1 Mi slots) and
         // their top 7 bits (hashbrown's tag) take nearly every value.
         use std::hash::BuildHasher;
@@ -1313,5 +1329,46 @@ mod tests {
         // Without a flush under way, nothing is written.
         let mut e = SeriesEncoder::begin(&mut buf, "h", T0, BUCKET_SECS);
         assert_eq!(a.flush_more(&mut e, usize::MAX), 0);
+    }
+
+    #[test]
+    fn busy_buckets_keep_their_storage_and_quiet_ones_give_it_back() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        let busy = |n: usize| {
+            let v: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            format!("h:{}|h\ns:{}|s", v.join(":"), "x")
+        };
+        let members = |n: usize| (0..n).map(|i| format!("s:{i}|s")).collect::<Vec<_>>().join("\n");
+        // 1,000 samples and members a bucket, every slot: the storage grows once per slot.
+        for b in 0..4 {
+            feed(&mut a, &busy(1000), T0 + 10 * b);
+            feed(&mut a, &members(1000), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+        }
+        let held = a.samples_held;
+        assert_eq!(held, allocated(&a));
+        assert!(held >= 4 * 2000, "{held}");
+        for b in 4..12 {
+            feed(&mut a, &busy(1000), T0 + 10 * b);
+            feed(&mut a, &members(1000), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+            assert_eq!(a.samples_held, held, "bucket {b}: kept, not regrown");
+        }
+        // Quieter, a quarter and more of the storage used (1,024 sample slots, 1,792 member
+        // slots): kept still.
+        for b in 12..16 {
+            feed(&mut a, &busy(300), T0 + 10 * b);
+            feed(&mut a, &members(500), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+        }
+        assert_eq!(a.samples_held, held);
+        // Quiet, under a quarter: given back, the samples to twice what was used (200), the
+        // members (one) to KEEP_SAMPLES (a hash set rounds up, to less than twice).
+        for b in 16..20 {
+            feed(&mut a, &busy(100), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+        }
+        assert_eq!(a.samples_held, allocated(&a));
+        assert!(a.samples_held <= 4 * (200 + 2 * KEEP_SAMPLES), "{}", a.samples_held);
     }
 }
