@@ -1055,3 +1055,220 @@ fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
     );
     drop(setup.agent);
 }
+
+/// The task definitions' hard memory limit (`ecs/*.json` `"memory"`, MiB), the same in each.
+fn task_memory_mib() -> u64 {
+    let mut mib = Vec::new();
+    for f in ["stackstate-agent-v2-ecs.json", "stackstate-agent-v2-ecs-amazon-linux.json"] {
+        let p = format!("{}/ecs/{f}", env!("CARGO_MANIFEST_DIR"));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        mib.push(v["containerDefinitions"][0]["memory"].as_u64().unwrap_or_else(|| panic!("{p}: no memory")));
+    }
+    assert!(mib.windows(2).all(|w| w[0] == w[1]), "{mib:?}");
+    mib[0]
+}
+
+/// `/status` whole (the forwarder's routes under `endpoints`).
+fn full_status(port: u16) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (code, body) = read_response(&mut s);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// One field of a cgroup v1 `memory.oom_control`-style file (`name value` lines).
+fn field(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+/// The reviewer's case (issue 18 review, finding 1) in the shipped task's memory: the agent
+/// binary in a cgroup v1 memory cgroup limited to the task definitions' 64 MiB (swap included),
+/// 16,384 histogram contexts of 2,012-byte keys (20 tags of 99 random bytes: as long as a key
+/// may be, and as poorly compressible as tags get) over UDP, then a flush. Their series are 172
+/// MB of JSON; as one payload they killed the agent at the flush (oom_kill 1). Now they arrive
+/// at the TLS receiver in payloads of at most 1 MiB uncompressed (SERIES_CHUNK_BYTES), every
+/// context's five series with their tags and values, and the agent is neither killed nor
+/// brought to the limit (`memory.failcnt` 0), and exits 0 on SIGTERM.
+#[test]
+fn long_key_histograms_flush_in_chunks_within_the_tasks_memory() {
+    const CONTEXTS: usize = 16_384;
+    const CHUNK: usize = 1 << 20;
+    let limit = task_memory_mib() << 20;
+    let cg = test_cgroup::TestCgroup::require(&[format!("sts-test-{}-dsd-mem", std::process::id())], "agent");
+    std::fs::write(cg.path("memory", "memory.limit_in_bytes"), limit.to_string()).unwrap();
+    let memsw = cg.path("memory", "memory.memsw.limit_in_bytes");
+    if std::path::Path::new(&memsw).exists() {
+        std::fs::write(&memsw, limit.to_string()).unwrap();
+    }
+    let rx = Receiver::start(true, vec![202]);
+    let dir = TempDir::new("dsd-mem");
+    let ca = dir.0.join("ca.pem");
+    std::fs::write(&ca, &rx.pki.as_ref().unwrap().ca_pem).unwrap();
+    let (udp, status_port) = (free_udp_port(), free_tcp_port());
+    // The agent enters the cgroup before it starts (the shell moves itself in, then execs it),
+    // so every page it touches is charged there.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!("echo $$ > {} && exec \"$0\"", cg.path("memory", "cgroup.procs"))).arg(AGENT);
+    cmd.env_clear().stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    for (k, v) in [
+        ("STS_STS_URL", rx.url("/stsAgent")),
+        ("STS_API_KEY", "k".into()),
+        ("SSL_CERT_FILE", ca.to_str().unwrap().into()),
+        ("STS_HOSTNAME", HOST.into()),
+        ("STS_DOGSTATSD_PORT", udp.to_string()),
+        ("STS_APM_RECEIVER_PORT", status_port.to_string()),
+        ("STS_EC2_METADATA_URL", "http://127.0.0.1:9".into()),
+        ("STS_PROCESS_AGENT_ENABLED", "disabled".into()),
+        ("STS_NETWORK_TRACING_ENABLED", "false".into()),
+        ("STS_DOCKER_EVENTS_ENABLED", "false".into()),
+        ("STS_LOG_LEVEL", "debug".into()),
+    ] {
+        cmd.env(k, v);
+    }
+    let (mut agent, log, log_reader) = logged(cmd.spawn().unwrap());
+    wait_status(status_port);
+    let procs = std::fs::read_to_string(cg.path("memory", "cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), agent.0.id().to_string(), "the agent runs in the cgroup");
+    let idle =
+        std::fs::read_to_string(cg.path("memory", "memory.usage_in_bytes")).unwrap().trim().parse::<u64>().unwrap();
+    // Keys of 2,012 bytes: the name, and 20 tags `tNN:` + 95 random hex digits.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut hex = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from_digit((seed % 16) as u32, 16).unwrap()
+            })
+            .collect()
+    };
+    let mut want: BTreeMap<String, (Vec<String>, f64)> = BTreeMap::new();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0;
+    for i in 0..CONTEXTS {
+        let name = format!("dsd.big.{i:05}");
+        let tags: Vec<String> = (0..20).map(|j| format!("t{j:02}:{}", hex(95))).collect();
+        assert_eq!(name.len() + tags.iter().map(|t| t.len() + 1).sum::<usize>() - 1, 2012);
+        let v = i as f64 + 0.5;
+        c.send_to(format!("{name}:{v}|h|#{}", tags.join(",")).as_bytes(), ("127.0.0.1", udp)).unwrap();
+        want.insert(name, (tags, v));
+        sent += 1;
+        // In rounds the agent reads before the next (a debug build makes contexts slowly).
+        if sent % 512 == 0 || sent == CONTEXTS {
+            wait_status_until(status_port, "read", |st| st["udp_packets"].as_u64() >= Some(sent as u64));
+        }
+    }
+    let st = status(status_port);
+    assert_eq!(st["drops"]["kernel_drops"], 0, "{st}");
+    assert_eq!(
+        (st["contexts"].as_u64(), st["drops"]["context_key_too_long"].as_u64()),
+        (Some(16_384), Some(0)),
+        "{st}"
+    );
+    let after_contexts =
+        std::fs::read_to_string(cg.path("memory", "memory.usage_in_bytes")).unwrap().trim().parse::<u64>().unwrap();
+    // The flush: every context's five series written, and every payload delivered.
+    let t = Instant::now();
+    loop {
+        let s = full_status(status_port);
+        let series = &s["endpoints"]["series"];
+        let flushed = s["dogstatsd"]["series_flushed"].as_u64().unwrap();
+        if flushed >= 5 * CONTEXTS as u64 && series["queued"] == 0 && series["delivered"] == series["enqueued"] {
+            assert_eq!(
+                series["dropped"],
+                json!({"overflow": 0, "oversized": 0, "bad_request": 0, "forbidden": 0, "too_large": 0}),
+                "{s}"
+            );
+            break;
+        }
+        assert!(agent.0.try_wait().unwrap().is_none(), "the agent died: {}", log.lock().unwrap());
+        assert!(t.elapsed() < Duration::from_secs(300), "the flush did not end: {flushed} series; {series}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Every payload within the bound; the contexts' series, each once, as sent.
+    let (mut payloads, mut largest, mut compressed) = (0, 0, 0);
+    // Context name → suffix → (tags, value, type).
+    type Point = (Vec<String>, f64, String);
+    let mut got: BTreeMap<String, BTreeMap<String, Point>> = BTreeMap::new();
+    for r in rx.requests().iter().filter(|r| r.target.contains("/api/v1/series")) {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&r.body[..]), &mut raw).unwrap();
+        let v: Value = serde_json::from_slice(&raw).unwrap();
+        let mut ours = 0;
+        for x in v["series"].as_array().unwrap() {
+            let metric = x["metric"].as_str().unwrap();
+            let Some((name, suffix)) = metric.rsplit_once('.').filter(|(n, _)| n.starts_with("dsd.big.")) else {
+                continue;
+            };
+            ours += 1;
+            let tags = x["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+            assert_eq!(x["points"].as_array().unwrap().len(), 1, "{metric}");
+            let p = (tags, x["points"][0][1].as_f64().unwrap(), x["type"].as_str().unwrap().to_string());
+            assert!(got.entry(name.to_string()).or_default().insert(suffix.to_string(), p).is_none(), "{metric} twice");
+        }
+        if ours > 0 {
+            payloads += 1;
+            largest = largest.max(raw.len());
+            compressed = compressed.max(r.body.len());
+            assert!(raw.len() <= CHUNK, "a series payload of {} bytes (uncompressed) over {CHUNK}", raw.len());
+        }
+    }
+    assert_eq!(got.len(), CONTEXTS, "contexts with series");
+    for (name, (tags, v)) in &want {
+        let mut tags = tags.clone();
+        tags.sort();
+        let s = &got[name];
+        for (suffix, value, ty) in [
+            ("max", *v, "gauge"),
+            ("median", *v, "gauge"),
+            ("avg", *v, "gauge"),
+            ("count", 0.1, "rate"),
+            ("95percentile", *v, "gauge"),
+        ] {
+            assert_eq!(s.get(suffix), Some(&(tags.clone(), value, ty.to_string())), "{name}.{suffix}");
+        }
+    }
+    assert!(payloads >= 100, "{payloads} series payloads");
+    // Not killed, never at the limit.
+    let oom = std::fs::read_to_string(cg.path("memory", "memory.oom_control")).unwrap();
+    let failcnt = std::fs::read_to_string(cg.path("memory", "memory.failcnt")).unwrap().trim().parse::<u64>().unwrap();
+    let peak =
+        std::fs::read_to_string(cg.path("memory", "memory.max_usage_in_bytes")).unwrap().trim().parse::<u64>().unwrap();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let flush_line = log
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("dogstatsd: flushed") && !l.contains("flushed 0 series"))
+        .map(String::from)
+        .collect::<Vec<_>>();
+    eprintln!(
+        "cgroup limit {} MiB: idle {:.1} MiB, after {CONTEXTS} contexts {:.1} MiB, peak {:.1} MiB; failcnt {failcnt}; {payloads} series payloads, the largest {largest} bytes ({compressed} compressed at most); {flush_line:?}",
+        mib(limit),
+        mib(idle),
+        mib(after_contexts),
+        mib(peak)
+    );
+    assert_eq!((field(&oom, "oom_kill "), field(&oom, "under_oom ")), (0, 0), "{oom}");
+    // A chunk a turn keeps DogStatsD's deadline in the past on purpose: not a dishonest one.
+    assert!(!log.lock().unwrap().contains("kept a deadline in the past"), "{}", log.lock().unwrap());
+    assert_eq!(failcnt, 0, "the cgroup reached its limit (peak {:.1} MiB)", mib(peak));
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
+    let pid = nix::unistd::Pid::from_raw(agent.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let t = Instant::now();
+    let exit = loop {
+        if let Some(s) = agent.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the agent did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    log_reader.join().unwrap();
+    assert!(exit.success(), "exit {exit}: {}", log.lock().unwrap());
+    drop(agent);
+}
