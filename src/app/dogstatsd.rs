@@ -2,13 +2,14 @@
 //! queue: the kernel's receive buffer is the only buffer) and its flush every 15 s (pending
 //! events to `/intake/`, closed buckets to `/api/v1/series`; spec/dogstatsd.md §3.3, §4).
 //!
-//! A flush's series go in chunks of at most [`SERIES_CHUNK_BYTES`], one a loop turn: between
-//! two, the loop polls (timeout 0) and serves every other source, the DogStatsD sockets
-//! included. The next chunk is written when the outbox has sent or started sending the last
-//! one (nothing of the series route waits), so the series of a flush are not written faster
-//! than the receiver takes them and the outbox's budget is not spent on them; past the next
-//! flush time (at a stop, [`STOP_WAIT`]) the rest goes at once, a chunk a turn, and the outbox
-//! keeps what its budget holds (dropping the oldest, counted).
+//! A flush's events go at its start, in bodies of at most [`CHUNK_BYTES`] (4 MiB of them at
+//! most); its series go in chunks of the same bound, one a loop turn: between two, the loop
+//! polls (timeout 0) and serves every other source, the DogStatsD sockets included. The next
+//! chunk is written when the outbox has sent or started sending the last one (nothing of the
+//! series route waits), so the series of a flush are not written faster than the receiver
+//! takes them and the outbox's budget is not spent on them; past the next flush time (at a
+//! stop, [`STOP_WAIT`]) the rest goes at once, a chunk a turn, and the outbox keeps what its
+//! budget holds (dropping the oldest, counted).
 
 mod drop_log;
 
@@ -29,13 +30,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const FLUSH_EVERY: Duration = Duration::from_secs(15);
 /// Pending events' encoded bytes at most between two flushes.
 const MAX_EVENT_BYTES: usize = 4 << 20;
-/// A series payload's bytes at most (uncompressed). The original splits at 4 MB uncompressed
-/// and 2.5 MB compressed (spec/protocol.md §2); 1 MiB keeps the compressed body under 2.5 MB
-/// whatever the tags (zlib adds 5 bytes a 64 KiB block at worst), and a chunk's cost small: the
-/// encode buffer, the compressed copy, the outbox's copy and the HTTP client's copy of it are
-/// at most 1 MiB each, and the loop is held about 10 ms for a chunk (release build: writing
-/// the JSON and compressing it) instead of the whole flush at once.
-const SERIES_CHUNK_BYTES: usize = 1 << 20;
+/// A series or events payload's bytes at most (uncompressed). The original splits at 4 MB
+/// uncompressed and 2.5 MB compressed (spec/protocol.md §2); 1 MiB keeps the compressed body
+/// under 2.5 MB whatever the tags (zlib adds 5 bytes a 64 KiB block at worst), and a chunk's
+/// cost small: the encode buffer, the compressed copy, the outbox's copy and the HTTP client's
+/// copy of it are at most 1 MiB each, and the loop is held about 10 ms for a chunk (release
+/// build: writing the JSON and compressing it) instead of the whole flush at once.
+const CHUNK_BYTES: usize = 1 << 20;
 /// The encode buffer's capacity kept after a flush that used under a quarter of it (after a big
 /// flush, steady ones are small again): a flush of this size or less allocates nothing.
 const KEEP_BUF_BYTES: usize = 64 * 1024;
@@ -324,10 +325,12 @@ impl App {
                 longest: Duration::ZERO,
                 failed: false,
             };
-            if d.events.flush(&mut d.buf) {
-                pass.largest = d.buf.len();
-                sent = self.sink.deliver(Payload::Intake, &d.buf);
-                pass.failed = sent.is_err();
+            // The events in bodies of the same bound, all at once: 4 MiB of them at most.
+            while d.events.flush_some(&mut d.buf, CHUNK_BYTES) {
+                pass.largest = pass.largest.max(d.buf.len());
+                let r = self.sink.deliver(Payload::Intake, &d.buf);
+                pass.failed |= r.is_err();
+                sent = sent.and(r);
             }
             d.pass = Some(pass);
         }
@@ -335,7 +338,7 @@ impl App {
         if room || now >= pass.wait_until {
             let t0 = Instant::now();
             let mut e = SeriesEncoder::begin(&mut d.buf, &self.hostname, pass.unix, BUCKET_SECS);
-            pass.series += d.agg.flush_more(&mut e, SERIES_CHUNK_BYTES);
+            pass.series += d.agg.flush_more(&mut e, CHUNK_BYTES);
             if e.finish() > 0 {
                 pass.payloads += 1;
                 pass.largest = pass.largest.max(d.buf.len());
