@@ -45,7 +45,9 @@ const PERCENTILE: i64 = 95;
 /// The longest context key (name, explicit host and the sorted, de-duplicated tags joined,
 /// origin tags included) a context is made for; a longer one is refused and counted
 /// (`context_key_too_long`). With it and [`MAX_RAW_BYTES`] a context costs at most about
-/// 3.5 KiB (0.5 KiB of buckets and index entries, the key, the raw form).
+/// 2.6 KiB: 0.5 KiB of buckets and index entries, and the key and raw form, about 2 KiB together
+/// (a key is never more than a byte longer than its raw form, which is kept only up to 1 KiB);
+/// measured: 16,384 contexts of 2,012-byte keys take 41 MiB (`tests/dogstatsd.rs`).
 pub const MAX_KEY_BYTES: usize = 2048;
 /// The longest raw form (name, tag field as sent, origin tags) remembered to skip the tag sort;
 /// a longer one is sorted on every sample instead (it costs time, not memory).
@@ -63,7 +65,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_contexts: 16_384, max_samples: 1 << 20 }
+        Limits { max_contexts: 4096, max_samples: 1 << 20 }
     }
 }
 
