@@ -1068,14 +1068,19 @@ fn task_memory_mib() -> u64 {
     mib[0]
 }
 
-/// `/status` whole (the forwarder's routes under `endpoints`).
-fn full_status(port: u16) -> Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let (code, body) = read_response(&mut s);
+/// `/status` whole (the forwarder's routes under `endpoints`); `None` when the agent does not
+/// answer (it may have died: the caller says why).
+fn full_status(port: u16) -> Option<Value> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    reply.windows(4).any(|w| w == b"\r\n\r\n").then_some(())?;
+    let (code, body) = read_response(&mut &reply[..]);
     assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    Some(serde_json::from_str(&body).unwrap())
 }
 
 /// One field of a cgroup v1 `memory.oom_control`-style file (`name value` lines).
@@ -1183,7 +1188,11 @@ impl CappedAgent {
     fn wait_delivered(&mut self, series: u64) {
         let t = Instant::now();
         loop {
-            let s = full_status(self.status_port);
+            let Some(s) = full_status(self.status_port) else {
+                self.alive();
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            };
             let flushed = s["dogstatsd"]["series_flushed"].as_u64().unwrap();
             let done = |r: &Value| r["queued"] == 0 && r["delivered"] == r["enqueued"];
             let (sr, ir) = (&s["endpoints"]["series"], &s["endpoints"]["intake"]);
@@ -1192,9 +1201,23 @@ impl CappedAgent {
                 assert_eq!((&sr["dropped"], &ir["dropped"]), (&none, &none), "{s}");
                 return;
             }
-            assert!(self.agent.0.try_wait().unwrap().is_none(), "the agent died: {}", self.log.lock().unwrap());
+            self.alive();
             assert!(t.elapsed() < Duration::from_secs(300), "the flush did not end: {flushed} series; {s}");
             std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Fails the test, saying how, if the agent is gone (killed by the OOM killer, say).
+    fn alive(&mut self) {
+        if let Some(exit) = self.agent.0.try_wait().unwrap() {
+            let oom = std::fs::read_to_string(self.cg.path("memory", "memory.oom_control")).unwrap();
+            let peak = self.memory("memory.max_usage_in_bytes");
+            panic!(
+                "the agent died ({exit}); the cgroup's memory.oom_control: {oom:?}, peak {:.1} MiB of {:.0} MiB; log tail: {}",
+                mib(peak),
+                mib(self.limit),
+                self.log.lock().unwrap().lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+            );
         }
     }
 
