@@ -49,7 +49,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_DOGSTATSD_TAGS", default: "(none)", meaning: "extra tags added to every DogStatsD metric and event: space-separated (env:prod team:a) or a JSON array ([\"env:prod\",\"team:a\"]); 512 bytes at most comma-joined" },
     VarDoc { name: "STS_BIND_HOST", default: "localhost", meaning: "address the DogStatsD UDP listener binds while STS_DOGSTATSD_NON_LOCAL_TRAFFIC is false: localhost (127.0.0.1) or an IP address such as ::1" },
     VarDoc { name: "STS_DOGSTATSD_DROP_LOG_SECS", default: "60", meaning: "for tests: DogStatsD logs each refusal reason at most once this many seconds (1-3600)" },
-    VarDoc { name: "STS_DOGSTATSD_MAX_CONTEXTS", default: "16384", meaning: "live DogStatsD contexts (name + tags + host) at most, the aggregator's memory bound; samples of new ones past it are dropped and counted" },
+    VarDoc { name: "STS_DOGSTATSD_MAX_CONTEXTS", default: "4096", meaning: "live DogStatsD contexts (name + tags + host) at most, the aggregator's memory bound (2.6 KiB a context at worst, 0.5 KiB with 60-byte names and tags); samples of new ones past it are dropped and counted" },
     VarDoc { name: "STS_NETWORK_TRACING_ENABLED", default: "true", meaning: "report TCP connections between processes and containers" },
     VarDoc { name: "STS_PROTOCOL_INSPECTION_ENABLED", default: "true", meaning: "HTTP/1.x request rates and response times, and the http/mysql protocol label, on reported server connections (a packet capture per network namespace; needs CAP_NET_RAW)" },
     VarDoc { name: "STS_NETWORK_RELATION_FILTER_SHORT_LIVED_QUALIFIER_SECS", default: "60", meaning: "connections whose relation (connectionIdentifier) was first seen less than this many seconds ago are not reported; 0 disables" },
@@ -696,7 +696,7 @@ impl Config {
             origin_detection: boolean("STS_DOGSTATSD_ORIGIN_DETECTION", false)?,
             so_rcvbuf: ranged("STS_DOGSTATSD_SO_RCVBUF", 4 << 20, 0, 1 << 29, "bytes, e.g. 8388608 (0: kernel's)")?,
             buffer_size: ranged("STS_DOGSTATSD_BUFFER_SIZE", 8192, 512, 65536, "bytes, e.g. 8192")?,
-            max_contexts: ranged("STS_DOGSTATSD_MAX_CONTEXTS", 16_384, 1, 10_000_000, "a count, e.g. 16384")?,
+            max_contexts: ranged("STS_DOGSTATSD_MAX_CONTEXTS", 4096, 1, 10_000_000, "a count, e.g. 4096")?,
             extra_tags: match get("STS_DOGSTATSD_TAGS") {
                 None => String::new(),
                 Some(v) => parse_tag_list(&v).map_err(|problem| {
@@ -986,7 +986,7 @@ mod tests {
                 origin_detection: false,
                 so_rcvbuf: 4 << 20,
                 buffer_size: 8192,
-                max_contexts: 16_384,
+                max_contexts: 4096,
                 extra_tags: String::new(),
                 bind_host: std::net::IpAddr::from([127, 0, 0, 1]),
                 drop_log_secs: 60,

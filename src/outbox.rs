@@ -413,6 +413,11 @@ impl Forwarder {
         self.queued == 0 && self.origins.iter().all(|o| o.in_flight.is_none())
     }
 
+    /// Payloads of `route` waiting to be sent (not counting one in flight).
+    pub fn waiting(&self, route: RouteId) -> usize {
+        self.routes.get(route).map_or(0, |r| r.queue.len())
+    }
+
     pub fn queued_payloads(&self) -> usize {
         self.routes.iter().map(|r| r.queue.len()).sum::<usize>()
             + self.origins.iter().filter(|o| o.in_flight.is_some()).count()

@@ -662,14 +662,14 @@ fn hostile_datagrams_are_counted_and_bounded() {
     assert_eq!(st["parse_errors"]["metric"], 1 + 3, "the whole pipes; nan, inf, Infinity: {st}");
     assert_eq!(st["parse_errors"]["event"], 3, "{st}");
     assert_eq!(st["parse_errors"]["service_check"], 2, "{st}");
-    // Contexts: the cap (16,384 by default) holds; the rest are refused and counted.
+    // Contexts: the cap (4,096 by default) holds; the rest are refused and counted.
     let contexts = st["contexts"].as_u64().unwrap();
-    assert_eq!(contexts, 16_384, "{st}");
+    assert_eq!(contexts, 4096, "{st}");
     // trunc.m (the lines before the cut), bad., many.tags, then ctx.* up to the cap.
     let accepted_before_ctx = 3;
-    assert_eq!(d["contexts_over_limit"].as_u64().unwrap(), 65_536 - (16_384 - accepted_before_ctx), "{st}");
+    assert_eq!(d["contexts_over_limit"].as_u64().unwrap(), 65_536 - (4096 - accepted_before_ctx), "{st}");
     let rss = rss_kib(pid);
-    assert!(rss < 64 * 1024, "RSS {rss} KiB after 65,536 contexts (cap 16,384)");
+    assert!(rss < 64 * 1024, "RSS {rss} KiB after 65,536 contexts (cap 4,096)");
     // Still serving: a plain gauge afterwards is accepted.
     c.send_to(b"after.hostile:1|g", to).unwrap();
     let m0 = st["metrics"].as_u64().unwrap();
@@ -1204,4 +1204,432 @@ fn a_containers_metrics_carry_its_id_and_ecs_task_tags() {
         "{st}"
     );
     drop(setup.agent);
+}
+
+/// The task definitions' hard memory limit (`ecs/*.json` `"memory"`, MiB), the same in each.
+fn task_memory_mib() -> u64 {
+    let mut mib = Vec::new();
+    for f in ["stackstate-agent-v2-ecs.json", "stackstate-agent-v2-ecs-amazon-linux.json"] {
+        let p = format!("{}/ecs/{f}", env!("CARGO_MANIFEST_DIR"));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        mib.push(v["containerDefinitions"][0]["memory"].as_u64().unwrap_or_else(|| panic!("{p}: no memory")));
+    }
+    assert!(mib.windows(2).all(|w| w[0] == w[1]), "{mib:?}");
+    mib[0]
+}
+
+/// `/status` whole (the forwarder's routes under `endpoints`); `None` when the agent does not
+/// answer (it may have died: the caller says why).
+fn full_status(port: u16) -> Option<Value> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    reply.windows(4).any(|w| w == b"\r\n\r\n").then_some(())?;
+    let (code, body) = read_response(&mut &reply[..]);
+    assert_eq!(code, 200, "{body}");
+    Some(serde_json::from_str(&body).unwrap())
+}
+
+/// One field of a cgroup v1 `memory.oom_control`-style file (`name value` lines).
+fn field(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+/// A payload's series bound (`app/dogstatsd.rs`, `CHUNK_BYTES`), uncompressed.
+const CHUNK: usize = 1 << 20;
+
+/// The agent binary in a cgroup v1 memory cgroup limited to the task definitions' memory (swap
+/// included), sending to a TLS receiver, with a debug log (each flush's line). The cgroup is
+/// removed on drop, its processes killed, even when the test fails.
+struct CappedAgent {
+    rx: Receiver,
+    agent: Agent,
+    udp: u16,
+    status_port: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log_reader: std::thread::JoinHandle<()>,
+    limit: u64,
+    idle: u64,
+    _dir: TempDir,
+    // Last: dropped after the agent was killed.
+    cg: test_cgroup::TestCgroup,
+}
+
+impl CappedAgent {
+    fn start(tag: &str, extra: &[(&str, &str)]) -> CappedAgent {
+        let limit = task_memory_mib() << 20;
+        let cg = test_cgroup::TestCgroup::require(&[format!("sts-test-{}-{tag}", std::process::id())], "agent");
+        std::fs::write(cg.path("memory", "memory.limit_in_bytes"), limit.to_string()).unwrap();
+        let memsw = cg.path("memory", "memory.memsw.limit_in_bytes");
+        if std::path::Path::new(&memsw).exists() {
+            std::fs::write(&memsw, limit.to_string()).unwrap();
+        }
+        let rx = Receiver::start(true, vec![202]);
+        let dir = TempDir::new(tag);
+        let ca = dir.0.join("ca.pem");
+        std::fs::write(&ca, &rx.pki.as_ref().unwrap().ca_pem).unwrap();
+        let (udp, status_port) = (free_udp_port(), free_tcp_port());
+        // The agent enters the cgroup before it starts (the shell moves itself in, then execs
+        // it), so every page it touches is charged there.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(format!("echo $$ > {} && exec \"$0\"", cg.path("memory", "cgroup.procs"))).arg(AGENT);
+        cmd.env_clear().stdin(std::process::Stdio::null());
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        for (k, v) in [
+            ("STS_STS_URL", rx.url("/stsAgent")),
+            ("STS_API_KEY", "k".into()),
+            ("SSL_CERT_FILE", ca.to_str().unwrap().into()),
+            ("STS_HOSTNAME", HOST.into()),
+            ("STS_DOGSTATSD_PORT", udp.to_string()),
+            ("STS_APM_RECEIVER_PORT", status_port.to_string()),
+            ("STS_EC2_METADATA_URL", "http://127.0.0.1:9".into()),
+            ("STS_PROCESS_AGENT_ENABLED", "disabled".into()),
+            ("STS_NETWORK_TRACING_ENABLED", "false".into()),
+            ("STS_DOCKER_EVENTS_ENABLED", "false".into()),
+            ("STS_LOG_LEVEL", "debug".into()),
+        ] {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let (agent, log, log_reader) = logged(cmd.spawn().unwrap());
+        wait_status(status_port);
+        let procs = std::fs::read_to_string(cg.path("memory", "cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), agent.0.id().to_string(), "the agent runs in the cgroup");
+        let mut a = CappedAgent { rx, agent, udp, status_port, log, log_reader, limit, idle: 0, _dir: dir, cg };
+        a.idle = a.memory("memory.usage_in_bytes");
+        a
+    }
+
+    fn memory(&self, file: &str) -> u64 {
+        std::fs::read_to_string(self.cg.path("memory", file)).unwrap().trim().parse().unwrap()
+    }
+
+    /// Sends `datagrams` over UDP, in rounds of 256 that the agent has read before the next.
+    fn send(&self, datagrams: impl Iterator<Item = Vec<u8>>) {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let base = status(self.status_port)["udp_packets"].as_u64().unwrap();
+        let mut sent = 0;
+        let mut datagrams = datagrams.peekable();
+        while let Some(d) = datagrams.next() {
+            c.send_to(&d, ("127.0.0.1", self.udp)).unwrap();
+            sent += 1;
+            if sent % 256 == 0 || datagrams.peek().is_none() {
+                wait_status_until(self.status_port, "read", |st| st["udp_packets"].as_u64() >= Some(base + sent));
+            }
+        }
+    }
+
+    /// The flush lines of the debug log so far (those that wrote something).
+    fn flushes(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.lines()
+            .filter(|l| l.contains("dogstatsd: flushed") && !l.contains("flushed 0 series in 0"))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Waits until `series` DogStatsD series were flushed and the series and intake routes
+    /// delivered everything, none dropped.
+    fn wait_delivered(&mut self, series: u64) {
+        let t = Instant::now();
+        loop {
+            let Some(s) = full_status(self.status_port) else {
+                self.alive();
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            };
+            let flushed = s["dogstatsd"]["series_flushed"].as_u64().unwrap();
+            let done = |r: &Value| r["queued"] == 0 && r["delivered"] == r["enqueued"];
+            let (sr, ir) = (&s["endpoints"]["series"], &s["endpoints"]["intake"]);
+            if flushed >= series && s["dogstatsd"]["events_pending"] == 0 && done(sr) && done(ir) {
+                let none = json!({"overflow": 0, "oversized": 0, "bad_request": 0, "forbidden": 0, "too_large": 0});
+                assert_eq!((&sr["dropped"], &ir["dropped"]), (&none, &none), "{s}");
+                return;
+            }
+            self.alive();
+            assert!(t.elapsed() < Duration::from_secs(300), "the flush did not end: {flushed} series; {s}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Fails the test, saying how, if the agent is gone (killed by the OOM killer, say).
+    fn alive(&mut self) {
+        if let Some(exit) = self.agent.0.try_wait().unwrap() {
+            let oom = std::fs::read_to_string(self.cg.path("memory", "memory.oom_control")).unwrap();
+            let peak = self.memory("memory.max_usage_in_bytes");
+            panic!(
+                "the agent died ({exit}); the cgroup's memory.oom_control: {oom:?}, peak {:.1} MiB of {:.0} MiB; log tail: {}",
+                mib(peak),
+                mib(self.limit),
+                self.log.lock().unwrap().lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+            );
+        }
+    }
+
+    /// The series payloads that carry metrics starting with `prefix`: each one's uncompressed and
+    /// compressed size, and its series.
+    fn series_payloads(&self, prefix: &str) -> Vec<(usize, usize, Vec<Value>)> {
+        let mut out = Vec::new();
+        for r in self.rx.requests().iter().filter(|r| r.target.contains("/api/v1/series")) {
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&r.body[..]), &mut raw).unwrap();
+            let v: Value = serde_json::from_slice(&raw).unwrap();
+            let ours: Vec<Value> = v["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["metric"].as_str().unwrap().starts_with(prefix))
+                .cloned()
+                .collect();
+            if !ours.is_empty() {
+                out.push((raw.len(), r.body.len(), ours));
+            }
+        }
+        out
+    }
+
+    /// Not killed, never at the limit, no dishonest deadline; then exits 0 on SIGTERM. Returns
+    /// the cgroup's peak usage.
+    fn stop(self) -> u64 {
+        let oom = std::fs::read_to_string(self.cg.path("memory", "memory.oom_control")).unwrap();
+        let (failcnt, peak) = (self.memory("memory.failcnt"), self.memory("memory.max_usage_in_bytes"));
+        assert_eq!((field(&oom, "oom_kill "), field(&oom, "under_oom ")), (0, 0), "{oom}");
+        assert_eq!(failcnt, 0, "the cgroup reached its limit (peak {:.1} MiB)", mib(peak));
+        // A chunk a turn keeps DogStatsD's deadline in the past on purpose: not a dishonest one.
+        assert!(!self.log.lock().unwrap().contains("kept a deadline in the past"), "{}", self.log.lock().unwrap());
+        let CappedAgent { mut agent, log, log_reader, cg, .. } = self;
+        assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
+        let pid = nix::unistd::Pid::from_raw(agent.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let t = Instant::now();
+        let exit = loop {
+            if let Some(s) = agent.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "the agent did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        log_reader.join().unwrap();
+        assert!(exit.success(), "exit {exit}: {}", log.lock().unwrap());
+        drop(agent);
+        drop(cg);
+        peak
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+/// `n` pseudo-random hex digits.
+fn hex(seed: &mut u64, n: usize) -> String {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            char::from_digit((*seed % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
+/// Histogram contexts by name: their sorted tags and their one value.
+type Wanted = BTreeMap<String, (Vec<String>, f64)>;
+
+/// `n` histogram contexts `{prefix}NNNNN` with 2,012-byte keys (20 tags `tNN:` + 95 random hex
+/// digits: as long as a key may be, and as poorly compressible as tags get), one sample each
+/// (its index + 0.5): the datagrams, and each context's sorted tags and value.
+fn long_key_histograms(prefix: &str, n: usize) -> (Vec<Vec<u8>>, Wanted) {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut datagrams, mut want) = (Vec::new(), BTreeMap::new());
+    for i in 0..n {
+        let name = format!("{prefix}{i:05}");
+        let mut tags: Vec<String> = (0..20).map(|j| format!("t{j:02}:{}", hex(&mut seed, 95))).collect();
+        assert_eq!(name.len() + tags.iter().map(|t| t.len() + 1).sum::<usize>() - 1, 2012);
+        let v = i as f64 + 0.5;
+        datagrams.push(format!("{name}:{v}|h|#{}", tags.join(",")).into_bytes());
+        tags.sort();
+        want.insert(name, (tags, v));
+    }
+    (datagrams, want)
+}
+
+/// Checks that every context of `want` has its five histogram series in `payloads`, once each,
+/// with its tags and value.
+fn check_histograms(payloads: &[(usize, usize, Vec<Value>)], want: &Wanted) {
+    // Context name → suffix → (tags, value, type).
+    type Point = (Vec<String>, f64, String);
+    let mut got: BTreeMap<String, BTreeMap<String, Point>> = BTreeMap::new();
+    for x in payloads.iter().flat_map(|p| &p.2) {
+        let metric = x["metric"].as_str().unwrap();
+        let (name, suffix) = metric.rsplit_once('.').unwrap();
+        if !want.contains_key(name) {
+            continue;
+        }
+        let tags = x["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+        assert_eq!(x["points"].as_array().unwrap().len(), 1, "{metric}");
+        let p = (tags, x["points"][0][1].as_f64().unwrap(), x["type"].as_str().unwrap().to_string());
+        assert!(got.entry(name.to_string()).or_default().insert(suffix.to_string(), p).is_none(), "{metric} twice");
+    }
+    assert_eq!(got.len(), want.len(), "contexts with series");
+    for (name, (tags, v)) in want {
+        let s = &got[name];
+        for (suffix, value, ty) in [
+            ("max", *v, "gauge"),
+            ("median", *v, "gauge"),
+            ("avg", *v, "gauge"),
+            ("count", 0.1, "rate"),
+            ("95percentile", *v, "gauge"),
+        ] {
+            assert_eq!(s.get(suffix), Some(&(tags.clone(), value, ty.to_string())), "{name}.{suffix}");
+        }
+    }
+}
+
+/// The reviewer's case (issue 18 review, finding 1) in the shipped task's memory, with the cap
+/// it had then (16,384): 16,384 histogram contexts of 2,012-byte keys over UDP, then a flush.
+/// Their series are 172 MB of JSON; as one payload they killed the agent at the flush (oom_kill
+/// 1). Now they arrive at the TLS receiver in payloads of at most 1 MiB uncompressed, every
+/// context's five series with their tags and values, and the agent is neither killed nor
+/// brought to the limit (`memory.failcnt` 0), and exits 0 on SIGTERM.
+#[test]
+fn long_key_histograms_flush_in_chunks_within_the_tasks_memory() {
+    const CONTEXTS: usize = 16_384;
+    let mut a = CappedAgent::start("dsd-mem", &[("STS_DOGSTATSD_MAX_CONTEXTS", "16384")]);
+    let (datagrams, want) = long_key_histograms("dsd.big.", CONTEXTS);
+    a.send(datagrams.into_iter());
+    let st = status(a.status_port);
+    assert_eq!(st["drops"]["kernel_drops"], 0, "{st}");
+    assert_eq!(
+        (st["contexts"].as_u64(), st["drops"]["context_key_too_long"].as_u64()),
+        (Some(16_384), Some(0)),
+        "{st}"
+    );
+    let after_contexts = a.memory("memory.usage_in_bytes");
+    a.wait_delivered(5 * CONTEXTS as u64);
+    let payloads = a.series_payloads("dsd.big.");
+    check_histograms(&payloads, &want);
+    for (raw, _, _) in &payloads {
+        assert!(*raw <= CHUNK, "a series payload of {raw} bytes (uncompressed) over {CHUNK}");
+    }
+    assert!(payloads.len() >= 100, "{} series payloads", payloads.len());
+    let largest = payloads.iter().map(|p| p.0).max().unwrap();
+    let compressed = payloads.iter().map(|p| p.1).max().unwrap();
+    let (limit, idle, flushes) = (a.limit, a.idle, a.flushes());
+    let peak = a.stop();
+    eprintln!(
+        "cgroup limit {:.0} MiB: idle {:.1} MiB, after {CONTEXTS} contexts {:.1} MiB, peak {:.1} MiB; {} series payloads, the largest {largest} bytes ({compressed} compressed at most); {flushes:?}",
+        mib(limit),
+        mib(idle),
+        mib(after_contexts),
+        mib(peak),
+        payloads.len(),
+    );
+}
+
+/// Every DogStatsD bound full at once, at the defaults, in the task's memory: contexts to the
+/// cap (4,096) with 2,012-byte keys (100 more refused), histogram samples to their storage bound
+/// (1 Mi slots: 16 contexts of 70,000 samples, the rest refused), and events to theirs (4 MiB of
+/// random text, the rest refused), sent right after a flush so that the next one carries them
+/// all: its events in bodies and its series in chunks of at most 1 MiB. Everything accepted
+/// arrives at the TLS receiver; the cgroup never reaches its limit.
+#[test]
+fn every_dogstatsd_bound_full_at_once_fits_the_tasks_memory() {
+    const CAP: usize = 4096;
+    const SAMPLED: usize = 16;
+    const SAMPLES: usize = 70_000;
+    let mut a = CappedAgent::start("dsd-worst", &[]);
+    let (datagrams, mut want) = long_key_histograms("dsd.cap.", CAP - SAMPLED + 100);
+    // The contexts past the cap: refused.
+    let refused: Vec<String> = want.keys().skip(CAP - SAMPLED).cloned().collect();
+    for k in &refused {
+        want.remove(k);
+    }
+    // Contexts of their own for the samples, made first (one sample each); then packed
+    // samples, 4,000 a datagram ("1:1:…").
+    let seeds: Vec<Vec<u8>> = (0..SAMPLED).map(|k| format!("dsd.samples.{k:02}:1|h").into_bytes()).collect();
+    let samples: Vec<Vec<u8>> = (0..SAMPLED)
+        .flat_map(|k| {
+            (0..SAMPLES.div_ceil(4000)).map(move |r| {
+                let n = 4000.min(SAMPLES - r * 4000);
+                format!("dsd.samples.{k:02}:{}|h", vec!["1"; n].join(":")).into_bytes()
+            })
+        })
+        .collect();
+    let sent_samples = SAMPLED as u64 * (1 + SAMPLES as u64);
+    // Events of 7,000 random hex digits: 650 pass the 4 MiB.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let events: Vec<Vec<u8>> = (0..650)
+        .map(|i| {
+            let (title, text) = (format!("worst {i}"), hex(&mut seed, 7000));
+            format!("_e{{{},{}}}:{title}|{text}", title.len(), text.len()).into_bytes()
+        })
+        .collect();
+    // Right after a flush: 15 s until the next one.
+    let flushes = || a.log.lock().unwrap().matches("dogstatsd: flushed").count();
+    let (n, t) = (flushes(), Instant::now());
+    while flushes() == n {
+        assert!(t.elapsed() < Duration::from_secs(20), "no flush in 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    a.send(seeds.into_iter().chain(datagrams).chain(samples).chain(events));
+    let sending = start.elapsed();
+    let st = status(a.status_port);
+    let d = &st["drops"];
+    assert_eq!(d["kernel_drops"], 0, "{st}");
+    assert_eq!((st["contexts"].as_u64(), d["contexts_over_limit"].as_u64()), (Some(CAP as u64), Some(100)), "{st}");
+    let over = d["samples_over_limit"].as_u64().unwrap();
+    assert!(over > 0, "the samples' bound was reached: {st}");
+    assert!(d["events_dropped"].as_u64().unwrap() > 0, "the events' bound was reached: {st}");
+    let events = st["events"].as_u64().unwrap() - d["events_dropped"].as_u64().unwrap();
+    let full = a.memory("memory.usage_in_bytes");
+    a.wait_delivered(5 * CAP as u64);
+    let payloads = a.series_payloads("dsd.");
+    check_histograms(&payloads, &want);
+    for (raw, _, _) in &payloads {
+        assert!(*raw <= CHUNK, "a series payload of {raw} bytes (uncompressed) over {CHUNK}");
+    }
+    // Every accepted sample counted once: Σ .count × 10 over the sampled contexts' points.
+    let counted: f64 = payloads
+        .iter()
+        .flat_map(|p| &p.2)
+        .filter(|x| {
+            x["metric"].as_str().unwrap().starts_with("dsd.samples.")
+                && x["metric"].as_str().unwrap().ends_with(".count")
+        })
+        .flat_map(|x| x["points"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap() * 10.0))
+        .sum();
+    assert_eq!(counted.round() as u64, sent_samples - over);
+    // The events: in bodies of at most 1 MiB, every accepted one once.
+    let mut titles = std::collections::BTreeSet::new();
+    let mut bodies = 0;
+    for r in a.rx.requests().iter().filter(|r| r.target.contains("/intake/")) {
+        let v = r.json();
+        let Some(api) = v.get("events").and_then(|e| e.get("api")) else { continue };
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&r.body[..]), &mut raw).unwrap();
+        assert!(raw.len() <= CHUNK, "an events body of {} bytes", raw.len());
+        bodies += 1;
+        for e in api.as_array().unwrap() {
+            assert!(titles.insert(e["msg_title"].as_str().unwrap().to_string()), "{} twice", e["msg_title"]);
+        }
+    }
+    assert_eq!(titles.len() as u64, events);
+    assert!(bodies >= 4, "{bodies} events bodies");
+    let (limit, idle, flushes) = (a.limit, a.idle, a.flushes());
+    let peak = a.stop();
+    eprintln!(
+        "cgroup limit {:.0} MiB: idle {:.1} MiB, with every bound full {:.1} MiB (sent in {sending:?}), peak {:.1} MiB; {} series payloads, {bodies} events bodies; {flushes:?}",
+        mib(limit),
+        mib(idle),
+        mib(full),
+        mib(peak),
+        payloads.len(),
+    );
 }

@@ -1,6 +1,15 @@
 //! The `DogStatsD` source: its listeners' readiness (datagrams parsed and aggregated inline, no
-//! queue: the kernel's receive buffer is the only buffer) and its flush every 15 s (closed
-//! buckets to `/api/v1/series`, pending events to `/intake/`; spec/dogstatsd.md §3.3, §4).
+//! queue: the kernel's receive buffer is the only buffer) and its flush every 15 s (pending
+//! events to `/intake/`, closed buckets to `/api/v1/series`; spec/dogstatsd.md §3.3, §4).
+//!
+//! A flush's events go at its start, in bodies of at most [`CHUNK_BYTES`] (4 MiB of them at
+//! most); its series go in chunks of the same bound, one a loop turn: between two, the loop
+//! polls (timeout 0) and serves every other source, the DogStatsD sockets included. The next
+//! chunk is written when the outbox has sent or started sending the last one (nothing of the
+//! series route waits), so the series of a flush are not written faster than the receiver
+//! takes them and the outbox's budget is not spent on them; past the next flush time (at a
+//! stop, [`STOP_WAIT`]) the rest goes at once, a chunk a turn, and the outbox keeps what its
+//! budget holds (dropping the oldest, counted).
 
 mod drop_log;
 
@@ -21,6 +30,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const FLUSH_EVERY: Duration = Duration::from_secs(15);
 /// Pending events' encoded bytes at most between two flushes.
 const MAX_EVENT_BYTES: usize = 4 << 20;
+/// A series or events payload's bytes at most (uncompressed). The original splits at 4 MB
+/// uncompressed and 2.5 MB compressed (spec/protocol.md §2); 1 MiB keeps the compressed body
+/// under 2.5 MB whatever the tags (zlib adds 5 bytes a 64 KiB block at worst), and a chunk's
+/// cost small: the encode buffer, the compressed copy, the outbox's copy and the HTTP client's
+/// copy of it are at most 1 MiB each, and the loop is held about 10 ms for a chunk (release
+/// build: writing the JSON and compressing it) instead of the whole flush at once.
+const CHUNK_BYTES: usize = 1 << 20;
+/// The encode buffer's capacity kept after a flush that used under a quarter of it (after a big
+/// flush, steady ones are small again): a flush of this size or less allocates nothing.
+const KEEP_BUF_BYTES: usize = 64 * 1024;
+/// At a stop, how long the series chunks wait for the outbox before the rest goes at once
+/// (within the shutdown grace of 5 s, which then leaves 2 s to send them).
+const STOP_WAIT: Duration = Duration::from_secs(3);
 /// Tags of a container that origin detection adds (`dogstatsd_tag_cardinality: low`).
 const ORIGIN_TAG_KEYS: [&str; 9] = [
     "task_family:",
@@ -35,10 +57,19 @@ const ORIGIN_TAG_KEYS: [&str; 9] = [
 ];
 
 pub(super) struct DogStatsd {
-    listener: DogStatsdListener,
+    /// `None` once stopped (the sockets closed while the last flush goes out).
+    listener: Option<DogStatsdListener>,
+    /// The listener's counts when it closed.
+    closed_stats: ListenerStats,
     agg: Aggregator,
     events: EventBuffer,
     flush_at: Instant,
+    /// The flush under way: its series chunks are not all written.
+    pass: Option<Pass>,
+    /// When a stop was asked: the flush under way ends, then the last one runs (the open
+    /// bucket too), then the source is gone.
+    stop: Option<Instant>,
+    /// The encode buffer: a series chunk or the events' payload at a time.
     buf: Vec<u8>,
     /// See [`DogStatsdStatus::cpu_ns`].
     cpu_ns: u64,
@@ -48,6 +79,27 @@ pub(super) struct DogStatsd {
     origin_buf: Vec<u8>,
     drop_log: DropLog,
     drop_log_every: Duration,
+}
+
+/// A flush under way (the aggregator keeps which contexts are left).
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    /// When it began: its deadline while the outbox has room for a chunk (a past one: now).
+    started: Instant,
+    /// Until then a chunk waits for room in the outbox; after it the rest goes at once.
+    wait_until: Instant,
+    at_stop: bool,
+    /// The wall clock it began at (unix seconds).
+    unix: u64,
+    series: usize,
+    payloads: usize,
+    /// The largest payload written into the encode buffer (a chunk or the events).
+    largest: usize,
+    events: usize,
+    /// The longest step (the loop held by one chunk: writing, compressing, queueing it).
+    longest: Duration,
+    /// A payload could not be handed over (a dry run's stdout closed).
+    failed: bool,
 }
 
 /// What `/status` shows of DogStatsD.
@@ -131,11 +183,14 @@ pub(super) fn open(
     events.host = host.to_string();
     let limits = Limits { max_contexts: d.max_contexts, ..Limits::default() };
     let dogstatsd = DogStatsd {
-        listener,
+        listener: Some(listener),
+        closed_stats: ListenerStats::default(),
         agg: Aggregator::new(limits, unix_secs()),
         events,
         flush_at: Instant::now() + FLUSH_EVERY,
-        buf: Vec::with_capacity(64 * 1024),
+        pass: None,
+        stop: None,
+        buf: Vec::with_capacity(KEEP_BUF_BYTES),
         cpu_ns: 0,
         extra_tags: d.extra_tags.as_bytes().to_vec(),
         origin_buf: Vec::with_capacity(1024),
@@ -186,13 +241,30 @@ fn listener_report(
 }
 
 impl DogStatsd {
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        Some(self.listener.deadline().map_or(self.flush_at, |r| r.min(self.flush_at)))
+    /// The sockets' resume deadline, or the flush: its start, the next chunk (now when the
+    /// outbox has room for it, `room`), or the stop's last flush.
+    pub(super) fn deadline(&self, room: bool) -> Option<Instant> {
+        let flush = match &self.pass {
+            Some(p) if room => p.started,
+            Some(p) => p.wait_until,
+            None => self.stop.unwrap_or(self.flush_at),
+        };
+        Some(self.listener.as_ref().and_then(|l| l.deadline()).map_or(flush, |r| r.min(flush)))
+    }
+
+    /// A flush's series are under way: a chunk a loop turn, its deadline in the past while the
+    /// outbox has room (the loop contract's exception for work done in steps).
+    pub(super) fn flushing(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    fn listener_stats(&self) -> ListenerStats {
+        self.listener.as_ref().map_or(self.closed_stats, |l| l.stats)
     }
 
     pub(super) fn status(&self) -> DogStatsdStatus {
         DogStatsdStatus {
-            listener: self.listener.stats,
+            listener: self.listener_stats(),
             agg: self.agg.stats,
             contexts: self.agg.contexts(),
             events_pending: self.events.len(),
@@ -240,8 +312,9 @@ impl App {
             }
         };
         let cpu0 = super::timers::thread_cpu_ns();
+        let Some(listener) = d.listener.as_mut() else { return };
         let (agg, events, extra, joined) = (&mut d.agg, &mut d.events, &d.extra_tags, &mut d.origin_buf);
-        d.listener.drain(now, &self.cfg.host_proc, &container_tags, &mut |dg| {
+        listener.drain(now, &self.cfg.host_proc, &container_tags, &mut |dg| {
             let origin = with_extra_tags(dg.origin, extra, joined);
             agg.ingest(dg.bytes, dg.truncated, origin, t, events);
         });
@@ -249,59 +322,137 @@ impl App {
         d.log_drops(now);
     }
 
-    /// At a stop (SIGTERM, SIGINT): what the sockets hold is read, then every bucket, the open
-    /// one included, is flushed with the pending events, for the outbox to deliver within the
-    /// shutdown grace; the series failing does not keep the events back. The listeners close (the
-    /// Unix socket file is removed); `/status` keeps showing the last counts.
+    /// At a stop (SIGTERM, SIGINT): what the sockets hold is read and the listeners close (the
+    /// Unix socket file is removed); the flush under way ends (its chunks no longer wait past
+    /// [`STOP_WAIT`]), then every bucket, the open one included, is flushed with the pending
+    /// events, for the outbox to deliver within the shutdown grace, a chunk a turn as ever
+    /// (the series failing does not keep the events back: they go first). Then the source is
+    /// gone; `/status` keeps showing the last counts.
     pub(super) fn flush_dogstatsd_at_stop(&mut self, now: Instant) -> io::Result<()> {
         self.on_dogstatsd(now);
-        let Some(mut d) = self.dogstatsd.take() else { return Ok(()) };
-        let t = unix_secs();
-        // A flush one bucket later closes the bucket `t` is in.
-        let mut e = SeriesEncoder::begin(&mut d.buf, &self.hostname, t, BUCKET_SECS);
-        let series = d.agg.flush(t + BUCKET_SECS, &mut e);
-        let series_sent = if e.finish() > 0 { self.sink.deliver(Payload::Series, &d.buf) } else { Ok(()) };
-        let events = d.events.len();
-        let events_sent = if d.events.flush(&mut d.buf) { self.sink.deliver(Payload::Intake, &d.buf) } else { Ok(()) };
-        let failed = |r: &io::Result<()>| if r.is_err() { " (not delivered)" } else { "" };
-        info!(
-            "dogstatsd: stopped; flushed {series} series{} and {events} events{}",
-            failed(&series_sent),
-            failed(&events_sent)
-        );
-        d.log_drops_as(now, true);
-        self.dogstatsd_at_stop = Some(d.status());
-        series_sent.and(events_sent)
+        let Some(d) = self.dogstatsd.as_mut() else { return Ok(()) };
+        if let Some(l) = d.listener.take() {
+            d.closed_stats = l.stats;
+        }
+        d.stop.get_or_insert(now);
+        if let Some(p) = d.pass.as_mut() {
+            p.wait_until = p.wait_until.min(now + STOP_WAIT);
+        }
+        self.dogstatsd_flush_step(now)
     }
 
-    /// The DogStatsD source's deadline: more to read, or the flush.
+    /// The DogStatsD source's deadline: more to read, or the flush's next step.
     pub(super) fn dogstatsd_due(&mut self, now: Instant) -> io::Result<()> {
         let Some(d) = self.dogstatsd.as_ref() else { return Ok(()) };
-        if d.listener.deadline().is_some_and(|r| r <= now) {
+        if d.listener.as_ref().and_then(|l| l.deadline()).is_some_and(|r| r <= now) {
             self.on_dogstatsd(now);
         }
-        let Some(d) = self.dogstatsd.as_mut() else { return Ok(()) };
-        if d.flush_at > now {
-            return Ok(());
+        self.dogstatsd_flush_step(now)?;
+        if let Some(d) = self.dogstatsd.as_mut() {
+            // Counts that grew while the sockets were quiet are logged by the minute all the same.
+            d.log_drops(now);
         }
-        // Not aligned to the wall clock, as the original's ticker; only closed buckets go.
-        d.flush_at = now + FLUSH_EVERY;
-        let cpu0 = super::timers::thread_cpu_ns();
-        let t = unix_secs();
-        let mut e = SeriesEncoder::begin(&mut d.buf, &self.hostname, t, BUCKET_SECS);
-        d.agg.flush(t, &mut e);
-        if e.finish() > 0 {
-            self.sink.deliver(Payload::Series, &d.buf)?;
-        }
-        let Some(d) = self.dogstatsd.as_mut() else { return Ok(()) };
-        if d.events.flush(&mut d.buf) {
-            self.sink.deliver(Payload::Intake, &d.buf)?;
-        }
-        let Some(d) = self.dogstatsd.as_mut() else { return Ok(()) };
-        d.cpu_ns += super::timers::thread_cpu_ns().saturating_sub(cpu0);
-        // Counts that grew while the sockets were quiet are logged by the minute all the same.
-        d.log_drops(now);
         Ok(())
+    }
+
+    /// One step of the flush: starts one when due (every 15 s, not aligned to the wall clock,
+    /// as the original's ticker; at a stop, the last one), handing the pending events over at
+    /// once; then writes and hands over one series chunk, when the outbox has room for it or
+    /// the pass waited long enough; at the last chunk the pass ends.
+    fn dogstatsd_flush_step(&mut self, now: Instant) -> io::Result<()> {
+        let room = self.sink.room_for(Payload::Series);
+        let Some(d) = self.dogstatsd.as_mut() else { return Ok(()) };
+        let cpu0 = super::timers::thread_cpu_ns();
+        let mut sent = Ok(());
+        if d.pass.is_none() {
+            let at_stop = d.stop.is_some();
+            if !at_stop && d.flush_at > now {
+                return Ok(());
+            }
+            let t = unix_secs();
+            // Only closed buckets go; at a stop, a flush one bucket later closes the open one.
+            d.agg.flush_start(if at_stop { t + BUCKET_SECS } else { t });
+            if !at_stop {
+                d.flush_at = now + FLUSH_EVERY;
+            }
+            let wait_until = now + if at_stop { STOP_WAIT } else { FLUSH_EVERY };
+            let events = d.events.len();
+            let mut pass = Pass {
+                started: now,
+                wait_until,
+                at_stop,
+                unix: t,
+                series: 0,
+                payloads: 0,
+                largest: 0,
+                events,
+                longest: Duration::ZERO,
+                failed: false,
+            };
+            // The events in bodies of the same bound, all at once: 4 MiB of them at most.
+            while d.events.flush_some(&mut d.buf, CHUNK_BYTES) {
+                pass.largest = pass.largest.max(d.buf.len());
+                let r = self.sink.deliver(Payload::Intake, &d.buf);
+                pass.failed |= r.is_err();
+                sent = sent.and(r);
+            }
+            d.pass = Some(pass);
+        }
+        let Some(pass) = d.pass.as_mut() else { return Ok(()) };
+        if room || now >= pass.wait_until {
+            let t0 = Instant::now();
+            let mut e = SeriesEncoder::begin(&mut d.buf, &self.hostname, pass.unix, BUCKET_SECS);
+            pass.series += d.agg.flush_more(&mut e, CHUNK_BYTES);
+            if e.finish() > 0 {
+                pass.payloads += 1;
+                pass.largest = pass.largest.max(d.buf.len());
+                let r = self.sink.deliver(Payload::Series, &d.buf);
+                pass.failed |= r.is_err();
+                sent = sent.and(r);
+            }
+            pass.longest = pass.longest.max(t0.elapsed());
+        }
+        d.cpu_ns += super::timers::thread_cpu_ns().saturating_sub(cpu0);
+        if !d.agg.flushing() {
+            self.dogstatsd_flush_end(now);
+        }
+        sent
+    }
+
+    /// The last chunk was handed over: the encode buffer is given back after a big flush, and
+    /// after the stop's flush the source is gone.
+    fn dogstatsd_flush_end(&mut self, now: Instant) {
+        let Some(d) = self.dogstatsd.as_mut() else { return };
+        let Some(p) = d.pass.take() else { return };
+        keep_capacity(&mut d.buf, p.largest, KEEP_BUF_BYTES);
+        debug!(
+            "dogstatsd: flushed {} series in {} payloads (the largest {} bytes before compression), {} events, in {} ms (the longest step {} ms)",
+            p.series,
+            p.payloads,
+            p.largest,
+            p.events,
+            p.started.elapsed().as_millis(),
+            p.longest.as_millis()
+        );
+        if !p.at_stop {
+            return;
+        }
+        let failed = if p.failed { " (not all delivered)" } else { "" };
+        let chunks = if p.payloads > 1 { format!(" in {} payloads", p.payloads) } else { String::new() };
+        info!("dogstatsd: stopped; flushed {} series{chunks} and {} events{failed}", p.series, p.events);
+        d.log_drops_as(now, true);
+        self.dogstatsd_at_stop = Some(d.status());
+        self.dogstatsd = None;
+    }
+}
+
+/// After a flush whose largest payload was `used` bytes: a buffer that grew past `keep` for a
+/// big flush and used under a quarter of it this time is given back, to `keep` or twice what
+/// was used (a steady flush then finds its room without allocating).
+fn keep_capacity(buf: &mut Vec<u8>, used: usize, keep: usize) {
+    if buf.capacity() > keep && used < buf.capacity() / 4 {
+        buf.clear();
+        buf.shrink_to(keep.max(2 * used));
     }
 }
 
@@ -312,7 +463,7 @@ impl DogStatsd {
     }
 
     fn log_drops_as(&mut self, now: Instant, at_stop: bool) {
-        let (a, l) = (&self.agg.stats, &self.listener.stats);
+        let (a, l) = (&self.agg.stats, &self.listener_stats());
         let counts = [
             a.parse_error_metric,
             a.parse_error_event,
@@ -360,7 +511,29 @@ fn with_extra_tags<'a>(origin: &'a [u8], extra: &'a [u8], buf: &'a mut Vec<u8>) 
 
 #[cfg(test)]
 mod tests {
-    use super::with_extra_tags;
+    use super::{keep_capacity, with_extra_tags};
+
+    #[test]
+    fn the_encode_buffer_is_given_back_after_a_big_flush_only() {
+        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        // A big flush: chunks of 1 MiB.
+        buf.resize(1 << 20, b'x');
+        keep_capacity(&mut buf, 1 << 20, 64 * 1024);
+        assert!(buf.capacity() >= 1 << 20, "kept while used");
+        // Steady flushes of a few hundred KB keep it too (a quarter and more).
+        keep_capacity(&mut buf, 300_000, 64 * 1024);
+        assert!(buf.capacity() >= 1 << 20);
+        // A small one: given back to the modest capacity.
+        keep_capacity(&mut buf, 20_000, 64 * 1024);
+        assert_eq!(buf.capacity(), 64 * 1024);
+        // And it stays there for flushes that fit it.
+        keep_capacity(&mut buf, 20_000, 64 * 1024);
+        assert_eq!(buf.capacity(), 64 * 1024);
+        // A quiet payload after a grown one keeps twice what it used.
+        buf.reserve(1 << 20);
+        keep_capacity(&mut buf, 100_000, 64 * 1024);
+        assert_eq!(buf.capacity(), 200_000);
+    }
 
     #[test]
     fn extra_tags_join_the_origin() {

@@ -98,11 +98,17 @@ impl App {
     /// `Some(success)` when the loop should end (and then closes the outbox's connections).
     pub(super) fn finished(&mut self, now: Instant) -> Option<bool> {
         let idle = self.sink.forwarder().is_none_or(|f| f.is_idle());
-        let done = if self.checks_over() && idle {
+        // DogStatsD is gone once its last flush was handed over (a chunk a turn).
+        let done = if self.checks_over() && idle && self.dogstatsd.is_none() {
             true
         } else if self.stop_by.is_some_and(|t| now >= t) {
             if let Some(f) = self.sink.forwarder() {
                 warn!("stopping with {} payload(s) undelivered", f.queued_payloads());
+            }
+            if self.dogstatsd.is_some() {
+                warn!(
+                    "dogstatsd: stopping before its last flush was written: the series of the contexts left are lost"
+                );
             }
             // A signal-initiated stop is still a clean exit; `--once` reports failure.
             !self.opts.once

@@ -152,6 +152,15 @@ impl Sink {
         }
     }
 
+    /// Whether a payload of `kind` handed over now would be sent next on its route: nothing of
+    /// the route waits (one may be in flight). Always, in a dry run or without the route.
+    pub(super) fn room_for(&self, kind: Payload) -> bool {
+        match (&self.output, self.routes[kind as usize]) {
+            (Output::Forward(f), Some(route)) => f.waiting(route) == 0,
+            _ => true,
+        }
+    }
+
     pub(super) fn deliver(&mut self, kind: Payload, bytes: &[u8]) -> io::Result<()> {
         match &mut self.output {
             Output::DryRun => {

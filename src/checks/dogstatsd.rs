@@ -8,7 +8,8 @@
 //! buffers that build a key are reused), except a histogram sample (16 bytes) and a new set
 //! member (a 64-bit hash in a hash set, about 10 bytes a slot). What bounds them is the storage
 //! allocated, not the entries: [`Limits::max_samples`] slots of the two in all (16 bytes each at
-//! most: 16 MiB with the default), capacity kept for reuse after a flush included; a sample that
+//! most: 16 MiB with the default), capacity kept for reuse after a flush included (a bucket keeps
+//! its storage at its high-water mark while the context stays as busy); a sample that
 //! would grow the storage past it is refused and counted (`samples_over_limit`). Past [`Limits::max_contexts`] live contexts a new one is refused and
 //! counted.
 //!
@@ -28,8 +29,10 @@ pub const EXPIRY_SECS: u64 = 300;
 /// 15 s leaves at most three; the fourth is room for a late flush).
 const SLOTS: usize = 4;
 const NONE: u32 = u32::MAX;
-/// A flush shrinks a bucket's samples or members storage to this many slots (kept for the next
-/// bucket's samples without allocating, and counted against [`Limits::max_samples`]).
+/// A bucket's samples or members storage is kept at its high-water mark across flushes (the
+/// next bucket of that slot, 40 s later, fills it again without allocating), counted against
+/// [`Limits::max_samples`] all the while; a flush gives it back, down to this many slots, only
+/// when the bucket it flushed used less than a quarter of it (the context got quieter).
 const KEEP_SAMPLES: usize = 64;
 /// The histogram aggregates and percentiles of the defaults (`histogram_aggregates`,
 /// `histogram_percentiles`).
@@ -42,7 +45,9 @@ const PERCENTILE: i64 = 95;
 /// The longest context key (name, explicit host and the sorted, de-duplicated tags joined,
 /// origin tags included) a context is made for; a longer one is refused and counted
 /// (`context_key_too_long`). With it and [`MAX_RAW_BYTES`] a context costs at most about
-/// 3.5 KiB (0.5 KiB of buckets and index entries, the key, the raw form).
+/// 2.6 KiB: 0.5 KiB of buckets and index entries, and the key and raw form, about 2 KiB together
+/// (a key is never more than a byte longer than its raw form, which is kept only up to 1 KiB);
+/// measured: 16,384 contexts of 2,012-byte keys take 41 MiB (`tests/dogstatsd.rs`).
 pub const MAX_KEY_BYTES: usize = 2048;
 /// The longest raw form (name, tag field as sent, origin tags) remembered to skip the tag sort;
 /// a longer one is sorted on every sample instead (it costs time, not memory).
@@ -60,7 +65,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_contexts: 16_384, max_samples: 1 << 20 }
+        Limits { max_contexts: 4096, max_samples: 1 << 20 }
     }
 }
 
@@ -307,7 +312,38 @@ pub struct Aggregator {
     key_hash: KeyHash,
     /// The cutoff of the last flush: buckets before it were flushed.
     last_cutoff: u64,
+    /// The flush under way, when one was started and not every context was visited.
+    pass: Option<Pass>,
     pub stats: AggregatorStats,
+}
+
+/// A flush under way ([`Aggregator::flush_start`]): the clock and cutoff it began with, which
+/// every chunk keeps (samples taken between chunks land in open buckets it does not close), and
+/// the next context to visit.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    now: u64,
+    cutoff: u64,
+    /// Buckets `[zeros_from, cutoff)` are closed by this flush (counter zeros go in them).
+    zeros_from: u64,
+    next: usize,
+}
+
+/// Series of one context at most: gauge, counter and set (one each, whatever buckets they
+/// span), and a histogram's five.
+const SERIES_PER_CONTEXT: usize = 8;
+/// Points of one context's series at most: a point per bucket slot in each, and a counter's 30
+/// zeros (300 s of buckets after a stall).
+const POINTS_PER_CONTEXT: usize = SERIES_PER_CONTEXT * SLOTS + (EXPIRY_SECS / BUCKET_SECS) as usize;
+
+/// The most a context's series can take in a payload, `host_len` being the payload's host
+/// name. Each serie: its name, tags and explicit host (their bytes at most the key's) escaped
+/// at most 6 to 1 (`\u00XX`), with 2 quotes and a comma per tag (a tag of 1 byte and its
+/// separator: at most 3 per key byte); the agent's host name escaped; 160 bytes of field names,
+/// suffix, type and interval. Each point: `[`, a u64, `,`, an f64 (24 characters at most), `]`
+/// and `,`: 48 bytes.
+fn context_json_bound(key_len: usize, host_len: usize) -> usize {
+    SERIES_PER_CONTEXT * (9 * key_len + 6 * host_len + 160) + POINTS_PER_CONTEXT * 48
 }
 
 fn bucket_start(t: u64) -> u64 {
@@ -337,6 +373,7 @@ impl Aggregator {
             member_hasher: std::collections::hash_map::RandomState::new(),
             key_hash: KeyHash::random(),
             last_cutoff: bucket_start(now),
+            pass: None,
             stats: AggregatorStats::default(),
         }
     }
@@ -611,50 +648,100 @@ impl Aggregator {
     }
 
     /// Writes the series of every bucket closed at `now` (unix seconds) into `out`, counter
-    /// zeros included, and frees expired contexts. Returns how many series it wrote.
+    /// zeros included, and frees expired contexts, all in one payload however large (a flush
+    /// under way is finished first, into the same payload). Returns how many series it wrote.
+    /// The agent flushes in chunks instead ([`Aggregator::flush_start`]).
     pub fn flush(&mut self, now: u64, out: &mut SeriesEncoder<'_>) -> usize {
+        let mut written = 0;
+        if self.flushing() {
+            written += self.flush_more(out, usize::MAX);
+        }
+        self.flush_start(now);
+        written + self.flush_more(out, usize::MAX)
+    }
+
+    /// Starts a flush at `now` (unix seconds): the buckets closed at `now` are written, context
+    /// by context, by [`Aggregator::flush_more`] calls, and contexts idle for 300 s are freed on
+    /// the way. Samples may be taken between the calls. `false`, and nothing changes, when a
+    /// flush is under way: it is finished first.
+    pub fn flush_start(&mut self, now: u64) -> bool {
+        if self.pass.is_some() {
+            return false;
+        }
         let cutoff = bucket_start(now);
         // Buckets [zeros_from, cutoff) are closed by this flush (at most 300 s of them after a stall).
         let zeros_from = self.last_cutoff.max(cutoff.saturating_sub(EXPIRY_SECS));
+        self.pass = Some(Pass { now, cutoff, zeros_from, next: 0 });
+        true
+    }
+
+    /// Whether a flush is under way (started, and some contexts not visited yet).
+    pub fn flushing(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    /// Writes the next contexts' series of the flush under way into `out` while they fit in
+    /// `max_bytes` (the payload's length, its closing `]}` included; a context whose series may
+    /// not fit is left for the next call, unless `out` holds no serie yet: a payload holds one
+    /// context at least). Returns how many series it wrote; when every context was visited the
+    /// flush is over ([`Aggregator::flushing`] is `false`). Nothing happens without a flush
+    /// under way.
+    pub fn flush_more(&mut self, out: &mut SeriesEncoder<'_>, max_bytes: usize) -> usize {
+        let Some(mut pass) = self.pass else { return 0 };
+        let host_len = out.host_len();
         let mut written = 0;
-        for ci in 0..self.contexts.len() {
+        while pass.next < self.contexts.len() {
+            let ci = pass.next;
             let c = &mut self.contexts[ci];
             if c.key.is_empty() && c.name_len == 0 {
+                pass.next += 1;
                 continue; // a freed slot
             }
+            if out.count() > 0 && out.len() + 2 + context_json_bound(c.key.len(), host_len) > max_bytes {
+                self.pass = Some(pass);
+                self.stats.series_flushed += written as u64;
+                return written;
+            }
+            pass.next += 1;
             let mut closed = [usize::MAX; SLOTS];
             let mut n = 0;
             for (i, b) in c.buckets.iter().enumerate() {
-                if b.start != 0 && b.start + BUCKET_SECS <= cutoff {
+                if b.start != 0 && b.start + BUCKET_SECS <= pass.cutoff {
                     closed[n] = i;
                     n += 1;
                 }
             }
             let closed = &mut closed[..n];
             closed.sort_unstable_by_key(|&i| c.buckets[i].start);
+            let (zeros_from, cutoff) = (pass.zeros_from, pass.cutoff);
             written += write_context(c, closed, zeros_from, cutoff, &mut self.points, &mut self.stats.non_finite, out);
             for &i in closed.iter() {
                 let b = &mut c.buckets[i];
                 let cap = b.capacity();
                 b.start = 0;
                 b.kind = None;
+                // Kept at its high-water mark while the context is as busy (no allocation for
+                // the next bucket of this slot); given back once it used under a quarter.
+                let used = b.samples.len();
                 b.samples.clear();
-                if b.samples.capacity() > KEEP_SAMPLES {
-                    b.samples.shrink_to(KEEP_SAMPLES);
+                if b.samples.capacity() > KEEP_SAMPLES && used < b.samples.capacity() / 4 {
+                    b.samples.shrink_to(KEEP_SAMPLES.max(2 * used));
                 }
+                let used = b.members.len();
                 b.members.clear();
-                if b.members.capacity() > KEEP_SAMPLES {
-                    b.members.shrink_to(KEEP_SAMPLES);
+                if b.members.capacity() > KEEP_SAMPLES && used < b.members.capacity() / 4 {
+                    b.members.shrink_to(KEEP_SAMPLES.max(2 * used));
                 }
                 self.samples_held -= cap - b.capacity();
             }
             let open = c.buckets.iter().any(|b| b.start != 0);
             let zeros_done = c.last_counter.is_none_or(|t| t + EXPIRY_SECS <= cutoff);
-            if !open && zeros_done && c.last_seen + EXPIRY_SECS <= now {
+            if !open && zeros_done && c.last_seen + EXPIRY_SECS <= pass.now {
                 self.free_context(ci);
             }
         }
-        self.last_cutoff = self.last_cutoff.max(cutoff);
+        self.pass = None;
+        self.last_cutoff = self.last_cutoff.max(pass.cutoff);
         self.stats.series_flushed += written as u64;
         written
     }
@@ -1049,7 +1136,16 @@ mod tests {
         assert!(a.samples_held <= Limits::default().max_samples);
         assert_eq!(find(&flush(&mut a, T0 + 10), "big")["points"][0][1], 400_000.0);
         assert_eq!(a.samples_held, allocated(&a));
-        assert!(a.samples_held <= SLOTS * KEEP_SAMPLES, "a flush gives the storage back");
+        // The flushed bucket used its storage: kept (and counted) for the slot's next bucket.
+        let held = a.samples_held;
+        assert!(held >= 400_000, "{held}");
+        // That next bucket (40 s later, the same slot) holds one member: a quarter and less of
+        // the storage, which its flush gives back.
+        feed(&mut a, "big:x|s", T0 + 41);
+        assert_eq!(a.samples_held, held, "the kept storage takes the member");
+        assert_eq!(find(&flush(&mut a, T0 + 50), "big")["points"], serde_json::json!([[T0 + 40, 1.0]]));
+        assert_eq!(a.samples_held, allocated(&a));
+        assert!(a.samples_held <= SLOTS * KEEP_SAMPLES, "a quiet bucket's flush gives the storage back");
         // The members' hashes spread: their low 20 bits (the table's index at 1 Mi slots) and
         // their top 7 bits (hashbrown's tag) take nearly every value.
         use std::hash::BuildHasher;
@@ -1176,5 +1272,163 @@ mod tests {
         let s = flush(&mut a, T0 + 10);
         assert_eq!(s[0]["tags"], serde_json::json!(["container_id:abc", "z"]));
         assert_eq!(s[0]["device"], "sda");
+    }
+
+    /// Every chunk's series, each chunk checked against `max` (its bytes, closing `]}`
+    /// included) and decoded; the chunks' lengths too. `between` runs after each chunk but the
+    /// last (samples taken while a flush is under way).
+    fn flush_chunks(
+        a: &mut Aggregator,
+        now: u64,
+        max: usize,
+        mut between: impl FnMut(&mut Aggregator),
+    ) -> (Vec<Value>, Vec<usize>) {
+        let (mut all, mut sizes) = (Vec::new(), Vec::new());
+        assert!(a.flush_start(now));
+        let mut buf = Vec::new();
+        while a.flushing() {
+            let mut e = SeriesEncoder::begin(&mut buf, "i-0abc", now, BUCKET_SECS);
+            let n = a.flush_more(&mut e, max);
+            assert_eq!(e.finish(), n);
+            assert!(buf.len() <= max, "a chunk of {} bytes over {max}", buf.len());
+            let v: Value = serde_json::from_slice(&buf).unwrap();
+            all.extend(v["series"].as_array().unwrap().iter().cloned());
+            sizes.push(buf.len());
+            if a.flushing() {
+                between(a);
+            }
+        }
+        (all, sizes)
+    }
+
+    /// Series in a canonical order (metric, host, tags), for comparing flushes.
+    fn sorted(mut s: Vec<Value>) -> Vec<Value> {
+        s.sort_by_key(|x| x.to_string());
+        s
+    }
+
+    /// Contexts whose series are as large as a context's can be: keys of 2 KiB of control bytes
+    /// (escaped 6 to 1), and every kind in its own bucket (gauge, counter, set, histogram: 8
+    /// series); small ones between them; counters that send zeros; contexts that expire.
+    fn feed_hostile_mix(a: &mut Aggregator) {
+        let ctl: String = (0..200).map(|i| char::from(1 + (i % 8) as u8)).collect();
+        for i in 0..40 {
+            // A key of about 2,030 bytes: a name with a control byte, 10 tags of 201 bytes.
+            let name = format!("big{i}\u{1}");
+            let tags = format!("{},n:{i}", (0..10).map(|j| format!("{j}{ctl}")).collect::<Vec<_>>().join(","));
+            feed(a, &format!("{name}:{i}|g|#{tags}"), T0);
+            feed(a, &format!("{name}:2|c|#{tags}"), T0 + 10);
+            feed(a, &format!("{name}:m{i}|s|#{tags}"), T0 + 20);
+            feed(a, &format!("{name}:3:4:5|h|#{tags}"), T0 + 30);
+            feed(a, &format!("small.{i}:1|g|#env:prod\nsmall.c{i}:1|c"), T0 + 20);
+        }
+        // Quiet since T0: freed by a flush 300 s on (the counter after its zeros).
+        feed(a, "old:1|g\nold.c:5|c", T0);
+    }
+
+    #[test]
+    fn a_flush_in_chunks_writes_what_one_flush_writes() {
+        let mut whole = Aggregator::new(Limits::default(), T0);
+        let mut chunked = Aggregator::new(Limits::default(), T0);
+        feed_hostile_mix(&mut whole);
+        feed_hostile_mix(&mut chunked);
+        assert_eq!(whole.stats.context_key_too_long, 0, "the big keys are within the limit");
+        let biggest = whole.contexts.iter().map(|c| c.key.len()).max().unwrap();
+        assert!(biggest > MAX_KEY_BYTES - 200 && biggest <= MAX_KEY_BYTES, "{biggest}");
+        // All four buckets closed at once (a late flush), then the zeros and expiry 300 s on.
+        // A context's series take up to 98 KB here (8 series of 12 KB escaped), and its bound
+        // 150 KB.
+        let max = 256 * 1024;
+        assert!(context_json_bound(MAX_KEY_BYTES, 6) < max);
+        for (now, late) in [(T0 + 45, "late.g:1|g"), (T0 + 305, "late.h:1|h")] {
+            let want = flush(&mut whole, now);
+            feed(&mut whole, late, now);
+            let mut fed = 0;
+            let (got, sizes) = flush_chunks(&mut chunked, now, max, |a| {
+                // Samples between chunks land in the open bucket, which this flush leaves.
+                if fed == 0 {
+                    feed(a, late, now);
+                }
+                fed += 1;
+            });
+            assert!(fed > 0 && sizes.len() > 2, "several chunks: {sizes:?}");
+            assert_eq!(sorted(got), sorted(want), "at {now}");
+            // Each chunk but the last is full to within a context's bound of the limit.
+            let bound = context_json_bound(biggest, "i-0abc".len());
+            assert!(sizes[..sizes.len() - 1].iter().all(|&n| n + bound > max), "{sizes:?}");
+            assert_eq!(chunked.contexts(), whole.contexts());
+            assert_eq!(chunked.samples_held, allocated(&chunked));
+            assert_eq!(chunked.last_cutoff, whole.last_cutoff);
+        }
+        assert_eq!(whole.stats.contexts_expired, 2, "old and old.c");
+        assert_eq!(chunked.stats, whole.stats);
+        // And the sample taken between chunks goes out with the next flush.
+        let (a, b) = (flush(&mut whole, T0 + 345), flush(&mut chunked, T0 + 345));
+        assert_eq!(find(&b, "late.h.count")["points"], serde_json::json!([[T0 + 300, 0.1]]));
+        assert_eq!(sorted(a), sorted(b));
+    }
+
+    #[test]
+    fn a_chunk_holds_one_context_at_least_and_a_flush_under_way_is_finished_first() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        feed(&mut a, "a:1|g\nb:2|g", T0);
+        assert!(a.flush_start(T0 + 10));
+        assert!(!a.flush_start(T0 + 20), "one flush at a time");
+        let mut buf = Vec::new();
+        let mut e = SeriesEncoder::begin(&mut buf, "h", T0, BUCKET_SECS);
+        // A limit no context fits: one context a chunk all the same.
+        assert_eq!(a.flush_more(&mut e, 1), 1);
+        e.finish();
+        assert!(a.flushing());
+        // `flush` finishes it (b, of the bucket closed at T0 + 10), then flushes at its own time.
+        feed(&mut a, "a:3|g", T0 + 11);
+        let s = flush(&mut a, T0 + 25);
+        assert_eq!(find(&s, "b")["points"], serde_json::json!([[T0, 2.0]]));
+        assert_eq!(find(&s, "a")["points"], serde_json::json!([[T0 + 10, 3.0]]));
+        assert!(!a.flushing());
+        // Without a flush under way, nothing is written.
+        let mut e = SeriesEncoder::begin(&mut buf, "h", T0, BUCKET_SECS);
+        assert_eq!(a.flush_more(&mut e, usize::MAX), 0);
+    }
+
+    #[test]
+    fn busy_buckets_keep_their_storage_and_quiet_ones_give_it_back() {
+        let mut a = Aggregator::new(Limits::default(), T0);
+        let busy = |n: usize| {
+            let v: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            format!("h:{}|h\ns:{}|s", v.join(":"), "x")
+        };
+        let members = |n: usize| (0..n).map(|i| format!("s:{i}|s")).collect::<Vec<_>>().join("\n");
+        // 1,000 samples and members a bucket, every slot: the storage grows once per slot.
+        for b in 0..4 {
+            feed(&mut a, &busy(1000), T0 + 10 * b);
+            feed(&mut a, &members(1000), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+        }
+        let held = a.samples_held;
+        assert_eq!(held, allocated(&a));
+        assert!(held >= 4 * 2000, "{held}");
+        for b in 4..12 {
+            feed(&mut a, &busy(1000), T0 + 10 * b);
+            feed(&mut a, &members(1000), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+            assert_eq!(a.samples_held, held, "bucket {b}: kept, not regrown");
+        }
+        // Quieter, a quarter and more of the storage used (1,024 sample slots, 1,792 member
+        // slots): kept still.
+        for b in 12..16 {
+            feed(&mut a, &busy(300), T0 + 10 * b);
+            feed(&mut a, &members(500), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+        }
+        assert_eq!(a.samples_held, held);
+        // Quiet, under a quarter: given back, the samples to twice what was used (200), the
+        // members (one) to KEEP_SAMPLES (a hash set rounds up, to less than twice).
+        for b in 16..20 {
+            feed(&mut a, &busy(100), T0 + 10 * b);
+            flush(&mut a, T0 + 10 * b + 15);
+        }
+        assert_eq!(a.samples_held, allocated(&a));
+        assert!(a.samples_held <= 4 * (200 + 2 * KEEP_SAMPLES), "{}", a.samples_held);
     }
 }

@@ -14,6 +14,8 @@ pub struct EventBuffer {
     arena: Vec<u8>,
     /// (source type name, encoded object), ranges in `arena`.
     pending: Vec<(Range<usize>, Range<usize>)>,
+    /// The next pending event to write, while a flush goes in several bodies.
+    next: usize,
     scratch: Vec<u8>,
     max_bytes: usize,
     /// Events refused because the buffer was full.
@@ -27,6 +29,7 @@ impl EventBuffer {
             host: String::new(),
             arena: Vec::new(),
             pending: Vec::new(),
+            next: 0,
             scratch: Vec::new(),
             max_bytes,
             dropped: 0,
@@ -101,17 +104,37 @@ impl EventBuffer {
     /// Writes the `/intake/` body of every pending event into `out` (cleared first) and empties
     /// the buffer; `false` (and nothing written) when none is pending.
     pub fn flush(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.pending.is_empty() {
+        let any = self.flush_some(out, usize::MAX);
+        debug_assert!(self.pending.is_empty());
+        any
+    }
+
+    /// Writes an `/intake/` body of the next pending events into `out` (cleared first), at
+    /// most `max_bytes` long (one event at least, however long); `false` (and nothing written)
+    /// when none is left. Call it until `false` with no event pushed in between (the events
+    /// are grouped by source type at the first call); after the last one the buffer is empty.
+    pub fn flush_some(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> bool {
+        if self.next >= self.pending.len() {
             return false;
+        }
+        let a = &self.arena;
+        if self.next == 0 {
+            // Grouped by source type (stable: arrival order within a group).
+            self.pending.sort_by(|x, y| a[x.0.clone()].cmp(&a[y.0.clone()]));
         }
         out.clear();
         out.extend_from_slice(b"{\"apiKey\":\"\",\"events\":{");
-        let a = &self.arena;
-        // Grouped by source type (stable: arrival order within a group).
-        self.pending.sort_by(|x, y| a[x.0.clone()].cmp(&a[y.0.clone()]));
+        // `]},"internalHostname":` (22), the host escaped (6 to 1 at most) in quotes, `}`.
+        let tail = 22 + 6 * self.host.len() + 3;
         let mut prev: Option<&[u8]> = None;
-        for (src, obj) in &self.pending {
+        let mut written = 0;
+        for (src, obj) in &self.pending[self.next..] {
             let s = &a[src.clone()];
+            // A new group: `],` and `"source":[`, the name escaped; else a comma.
+            let head = if prev == Some(s) { 1 } else { 2 + 6 * s.len() + 4 };
+            if written > 0 && out.len() + head + obj.len() + tail > max_bytes {
+                break;
+            }
             if prev != Some(s) {
                 if prev.is_some() {
                     out.extend_from_slice(b"],");
@@ -123,15 +146,20 @@ impl EventBuffer {
             }
             prev = Some(s);
             out.extend_from_slice(&a[obj.clone()]);
+            written += 1;
         }
         out.extend_from_slice(b"]},\"internalHostname\":");
         json::str(out, &self.host);
         out.push(b'}');
-        self.flushed += self.pending.len() as u64;
-        self.pending.clear();
-        self.arena.clear();
-        if self.arena.capacity() > 1 << 20 {
-            self.arena.shrink_to(1 << 20);
+        self.next += written;
+        self.flushed += written as u64;
+        if self.next == self.pending.len() {
+            self.next = 0;
+            self.pending.clear();
+            self.arena.clear();
+            if self.arena.capacity() > 1 << 20 {
+                self.arena.shrink_to(1 << 20);
+            }
         }
         true
     }
@@ -156,6 +184,7 @@ fn unescape_newlines(out: &mut Vec<u8>, s: &[u8]) {
 mod tests {
     use super::*;
     use crate::parse::dogstatsd::{message, Message};
+    use std::collections::BTreeMap;
 
     fn push(b: &mut EventBuffer, line: &[u8], origin: &[u8]) {
         let Ok(Message::Event(e)) = message(line) else { panic!() };
@@ -192,6 +221,51 @@ mod tests {
         assert_eq!((j["aggregation_key"].as_str(), j["source_type_name"].as_str()), (Some("build"), Some("jenkins")));
         assert_eq!(j["tags"], serde_json::json!(["container_id:c1"]));
         assert!(!b.flush(&mut out));
+    }
+
+    #[test]
+    fn a_flush_goes_in_bodies_of_a_bound_with_the_same_events() {
+        let mut whole = EventBuffer::new(4 << 20);
+        let mut parts = EventBuffer::new(4 << 20);
+        for b in [&mut whole, &mut parts] {
+            b.host = "h\u{1}".into();
+            for i in 0..3000 {
+                let (title, text) = (format!("t{i}"), "x".repeat(1 + i % 300));
+                let src = ["", "|s:jenkins", "|s:\u{2}\u{2}"][i % 3];
+                let line = format!("_e{{{},{}}}:{title}|{text}{src}", title.len(), text.len());
+                push(b, line.as_bytes(), b"");
+            }
+        }
+        let mut out = Vec::new();
+        assert!(whole.flush(&mut out));
+        let want: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let max = 64 * 1024;
+        let mut got: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        let mut bodies = 0;
+        while parts.flush_some(&mut out, max) {
+            assert!(out.len() <= max, "{} bytes", out.len());
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["internalHostname"], "h\u{1}");
+            for (src, list) in v["events"].as_object().unwrap() {
+                got.entry(src.clone()).or_default().extend(list.as_array().unwrap().iter().cloned());
+            }
+            bodies += 1;
+        }
+        assert!(bodies > 5, "{bodies}");
+        let want: BTreeMap<String, Vec<serde_json::Value>> = want["events"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_array().unwrap().clone()))
+            .collect();
+        assert_eq!(got, want, "the same events, in the same order per source type");
+        assert_eq!((parts.flushed, parts.len()), (3000, 0));
+        assert!(!parts.flush_some(&mut out, max));
+        // One event longer than the bound still goes, alone.
+        push(&mut parts, b"_e{1,1}:x|y", b"");
+        assert!(parts.flush_some(&mut out, 10));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&out).unwrap()["events"]["api"][0]["msg_title"], "x");
+        assert!(!parts.flush_some(&mut out, 10));
     }
 
     #[test]

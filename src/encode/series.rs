@@ -43,6 +43,26 @@ impl<'a> SeriesEncoder<'a> {
         self
     }
 
+    /// The payload's length so far (without the closing `]}` that `finish` adds).
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether it holds no serie yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Series written so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The length of the payload's host name (a serie without its own host carries it).
+    pub fn host_len(&self) -> usize {
+        self.host.len()
+    }
+
     /// Closes the payload; returns how many series it holds.
     pub fn finish(self) -> usize {
         self.out.extend_from_slice(b"]}");
