@@ -9,8 +9,10 @@
 //! member (a 64-bit hash in a hash set, about 10 bytes a slot). What bounds them is the storage
 //! allocated, not the entries: [`Limits::max_samples`] slots of the two in all (16 bytes each at
 //! most: 16 MiB with the default), capacity kept for reuse after a flush included (a bucket keeps
-//! its storage at its high-water mark while the context stays as busy); a sample that
-//! would grow the storage past it is refused and counted (`samples_over_limit`). Past [`Limits::max_contexts`] live contexts a new one is refused and
+//! its storage at its high-water mark while the context stays as busy, so a known context's
+//! samples allocate nothing at any rate); a sample that would grow the storage past it first
+//! takes back what flushed buckets keep, and is refused and counted (`samples_over_limit`) only
+//! if it still does not fit. Past [`Limits::max_contexts`] live contexts a new one is refused and
 //! counted.
 //!
 //! Pure: the caller passes the wall-clock second and the sink.
