@@ -395,6 +395,65 @@ fn a_namespace_without_tcp_sockets_is_not_dumped_until_it_has_one() {
     assert_eq!(conns.families_dumped(inode), Some([false, false]), "empty again: skipped");
 }
 
+/// Both families in one walk of the kernel's TCP hash (`TCPDIAG_GETSOCK`): in a namespace of
+/// its own, IPv4 and IPv6 loopback connections with known traffic are all found, with their byte
+/// counters, by the one dump; and when the kernel refuses that request (here: the request's type
+/// made one the kernel does not know, as a kernel without the original request would answer),
+/// the per-family dumps find the same sockets and the one-walk request is not sent again.
+#[test]
+fn both_families_in_one_dump_and_per_family_when_refused() {
+    use std::os::fd::AsFd;
+    use sts_agent::model::connection::ConnTable;
+    use sts_agent::model::process::ProcessTable;
+    use sts_agent::sources::connections::ConnectionSource;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("sts-test", "sts", 200);
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network)).unwrap();
+        let l4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l6 = std::net::TcpListener::bind("[::1]:0").expect("IPv6 loopback in the test namespace");
+        let mut pairs = [loopback_pair(&l4), loopback_pair(&l4), loopback_pair(&l6)];
+        let ports: BTreeSet<u16> = pairs.iter().map(|p| p.0.local_addr().unwrap().port()).collect();
+        let procs = ProcessTable::default();
+        for refuse in [false, true] {
+            let mut source = ConnectionSource::open(true).unwrap();
+            if refuse {
+                source.refuse_both_families_for_test();
+            }
+            let mut table = ConnTable::new(1000);
+            for cycle in 0..3u32 {
+                for (k, p) in pairs.iter_mut().enumerate() {
+                    exchange(p, 10_000 * (k + 1));
+                }
+                source.collect(&procs, &mut table, f64::from(cycle));
+                assert_eq!(source.stats.dump_errors, 0, "refuse {refuse}, cycle {cycle}");
+                assert_eq!(source.stats.dumps_skipped, 0, "both families have sockets");
+                assert_eq!(source.both_families_in_one_walk(), Some(!refuse), "cycle {cycle}");
+                // Each client end, by its ephemeral port, with the bytes it sent this cycle.
+                let mut found = BTreeSet::new();
+                for c in table.conns.iter().filter(|c| ports.contains(&c.lport)) {
+                    found.insert((c.family, c.lport));
+                    let k = pairs.iter().position(|p| p.0.local_addr().unwrap().port() == c.lport).unwrap();
+                    if cycle > 0 {
+                        assert_eq!(
+                            c.deltas.map(|d| d.bytes_sent),
+                            Some(10_000 * (k as u64 + 1)),
+                            "refuse {refuse}: {c:?}"
+                        );
+                    }
+                }
+                let families: Vec<u8> = found.iter().map(|f| f.0).collect();
+                assert_eq!(families, vec![2, 2, 10], "refuse {refuse}, cycle {cycle}: {found:?}");
+                assert_eq!(table.listening.len(), 2, "both listeners");
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 /// `(client, server)` ends of a fresh loopback connection to `l`.
 fn loopback_pair(l: &std::net::TcpListener) -> (std::net::TcpStream, std::net::TcpStream) {
     let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();

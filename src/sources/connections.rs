@@ -15,7 +15,7 @@
 use crate::model::connection::ConnTable;
 use crate::model::http_flows::HttpFlows;
 use crate::model::process::{Proc, ProcessTable};
-use crate::parse::inet_diag::{self, messages, Msg, REQUEST_LEN, STATES_OWNED};
+use crate::parse::inet_diag::{self, messages, Msg, BOTH_FAMILIES_REQUEST_LEN, REQUEST_LEN, STATES_OWNED};
 use crate::parse::rtnl_link::Link;
 use crate::parse::sockstat;
 use crate::sources::procfs::ReadBuf;
@@ -155,6 +155,10 @@ pub struct ConnectionSource {
     /// For the namespaces' sockstat files.
     sockstat_buf: ReadBuf,
     requests: [[u8; REQUEST_LEN]; 2],
+    /// Both families in one walk of the kernel's hash tables (see [`inet_diag::TCPDIAG_GETSOCK`]),
+    /// used when both are to be dumped, unless the kernel refused it.
+    both_request: [u8; BOTH_FAMILIES_REQUEST_LEN],
+    both_families: BothFamilies,
     pub owners: Owners,
     pub stats: SourceStats,
     /// Failed attempts to open a namespace's diag socket since the agent started.
@@ -198,6 +202,8 @@ impl ConnectionSource {
                 inet_diag::dump_request(AF_INET, STATES_OWNED, with_info),
                 inet_diag::dump_request(AF_INET6, STATES_OWNED, with_info),
             ],
+            both_request: inet_diag::dump_request_both_families(STATES_OWNED, with_info),
+            both_families: BothFamilies::Untried,
             owners: Owners::default(),
             stats: SourceStats::default(),
             open_failures_total: 0,
@@ -456,6 +462,24 @@ impl ConnectionSource {
         self.home.inode
     }
 
+    /// Whether the last dumps of both families went in one walk (`Some(true)`), the kernel
+    /// refused that request (`Some(false)`: each family is dumped on its own), or it was not
+    /// needed yet (`None`).
+    pub fn both_families_in_one_walk(&self) -> Option<bool> {
+        match self.both_families {
+            BothFamilies::Untried => None,
+            BothFamilies::Works => Some(true),
+            BothFamilies::Refused => Some(false),
+        }
+    }
+
+    /// Makes the one-walk request one the kernel does not know (a type past `SOCK_DIAG_BY_FAMILY`),
+    /// so tests see the kernel refuse it and the per-family dumps take over.
+    #[doc(hidden)]
+    pub fn refuse_both_families_for_test(&mut self) {
+        self.both_request[4..6].copy_from_slice(&99u16.to_ne_bytes());
+    }
+
     /// Dumps every namespace into `table` (begun and finished here).
     pub fn collect(&mut self, procs: &ProcessTable, table: &mut ConnTable, mono_secs: f64) {
         self.stats = SourceStats::default();
@@ -465,7 +489,7 @@ impl ConnectionSource {
         // or many containers started at once: ~20 ms each with their capture rings) would
         // otherwise divide the byte counts by more than the time between the dumps.
         table.begin(mono_secs + opening.elapsed().as_secs_f64());
-        let (requests, buf) = (&mut self.requests, &mut self.buf);
+        let (requests, both_request, buf) = (&mut self.requests, &mut self.both_request, &mut self.buf);
         for ns in &mut self.namespaces {
             let Some(sock) = ns.sock.as_mut() else {
                 self.stats.unreachable += 1;
@@ -474,42 +498,53 @@ impl ConnectionSource {
             let fresh = !ns.dumped;
             let mut ok = true;
             let empty = empty_families(ns.sockstat.as_ref(), ns.sockstat6.as_ref(), &mut self.sockstat_buf);
+            let want = [!empty[0] || ns.families_seen[0], !empty[1] || ns.families_seen[1]];
+            ns.families_dumped = want;
+            // What a skipped family's dump would return: nothing (the last one found none either).
+            self.stats.dumps_skipped += want.iter().filter(|w| !**w).count() as u32;
+            let inode = ns.inode;
+            let mut per_family = want;
+            if want == [true, true] && self.both_families != BothFamilies::Refused {
+                let mut seen = [false; 2];
+                match dump_into(sock, both_request, buf, table, inode, fresh, &mut seen) {
+                    Ok(()) => {
+                        ns.families_seen = seen;
+                        self.both_families = BothFamilies::Works;
+                        per_family = [false, false];
+                    }
+                    // The first try only, and before any record: a kernel without the original
+                    // request answers it with an error at once. The per-family dumps follow.
+                    Err(DumpError::Kernel(e))
+                        if self.both_families == BothFamilies::Untried && seen == [false, false] =>
+                    {
+                        info!(
+                            "connections: the kernel refused a dump of both families at once ({}); each family is dumped on its own",
+                            io::Error::from_raw_os_error(-e)
+                        );
+                        self.both_families = BothFamilies::Refused;
+                    }
+                    Err(e) => {
+                        ns.families_seen = seen;
+                        per_family = [false, false];
+                        ok = false;
+                        dump_failed(ns.inode, &mut ns.failing, &mut self.stats, &e);
+                    }
+                }
+            }
             for (k, request) in requests.iter_mut().enumerate() {
-                ns.families_dumped[k] = !empty[k] || ns.families_seen[k];
-                if !ns.families_dumped[k] {
-                    // What the dump would return: nothing (the last one found none either).
-                    self.stats.dumps_skipped += 1;
+                if !per_family[k] {
                     continue;
                 }
-                let inode = ns.inode;
-                let mut found = false;
-                let r = sock.dump(request, buf, |datagram| {
-                    for m in messages(datagram) {
-                        match m {
-                            Ok(Msg::Socket(s)) => {
-                                found = true;
-                                table.push(inode, &s, fresh);
-                            }
-                            Ok(Msg::Done) => return Ok(false),
-                            Ok(Msg::Error(0) | Msg::Other(_)) => {}
-                            Ok(Msg::Error(e)) => return Err(DumpError::Kernel(e)),
-                            Err(_) => return Err(DumpError::Malformed("bad message framing")),
-                        }
-                    }
-                    Ok(true)
-                });
-                ns.families_seen[k] = found;
+                let mut seen = [false; 2];
+                let r = dump_into(sock, request, buf, table, inode, fresh, &mut seen);
+                ns.families_seen[k] = seen[k];
                 match r {
                     Ok(()) => {}
                     // No IPv6 in this namespace (or no inet6 diag module): nothing to dump.
                     Err(DumpError::Kernel(e)) if k == 1 && (e == -2 || e == -97) => {}
                     Err(e) => {
                         ok = false;
-                        self.stats.dump_errors += 1;
-                        if !ns.failing {
-                            warn!("connections: dump of network namespace {} failed: {e}", ns.inode);
-                        }
-                        ns.failing = true;
+                        dump_failed(ns.inode, &mut ns.failing, &mut self.stats, &e);
                     }
                 }
             }
@@ -686,6 +721,53 @@ fn open_sockstat_of(p: &Proc) -> (Option<OwnedFd>, Option<OwnedFd>) {
     } else {
         (None, None)
     }
+}
+
+/// Whether the kernel takes the one-walk dump of both families ([`inet_diag::TCPDIAG_GETSOCK`]):
+/// every Linux since 2.6 does; one that answers it with an error at the first try is not asked
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BothFamilies {
+    Untried,
+    Works,
+    Refused,
+}
+
+/// One dump of `request` into `table`; `seen[k]` is set when a socket of family `k` (IPv4, IPv6)
+/// arrived.
+fn dump_into(
+    sock: &mut DiagSocket,
+    request: &mut [u8],
+    buf: &mut [u8],
+    table: &mut ConnTable,
+    inode: u64,
+    fresh: bool,
+    seen: &mut [bool; 2],
+) -> Result<(), DumpError> {
+    sock.dump(request, buf, |datagram| {
+        for m in messages(datagram) {
+            match m {
+                Ok(Msg::Socket(s)) => {
+                    seen[usize::from(s.family == AF_INET6)] = true;
+                    table.push(inode, &s, fresh);
+                }
+                Ok(Msg::Done) => return Ok(false),
+                Ok(Msg::Error(0) | Msg::Other(_)) => {}
+                Ok(Msg::Error(e)) => return Err(DumpError::Kernel(e)),
+                Err(_) => return Err(DumpError::Malformed("bad message framing")),
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// Counts a failed dump, and logs it once per episode of failures of the namespace.
+fn dump_failed(inode: u64, failing: &mut bool, stats: &mut SourceStats, e: &DumpError) {
+    stats.dump_errors += 1;
+    if !*failing {
+        warn!("connections: dump of network namespace {inode} failed: {e}");
+    }
+    *failing = true;
 }
 
 /// Which of the namespace's families (IPv4, IPv6: the order of the dump requests) have no TCP
