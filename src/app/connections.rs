@@ -196,7 +196,6 @@ impl ConnectionsCheck {
             |inode| owners.get(inode),
             &procs.table,
             reported,
-            host,
             self.short_lived_secs,
             &mut self.selection,
         );
