@@ -2,7 +2,7 @@
 //! Fuzz target: the netlink sock_diag walker must stay inside the bytes received, and whatever it
 //! yields must go through the connection table, direction and identity code without a panic.
 use libfuzzer_sys::fuzz_target;
-use sts_agent::checks::connections::{direction, write_identifier, write_namespace};
+use sts_agent::checks::connections::{direction, relation_key, write_identifier, write_namespace};
 use sts_agent::model::connection::ConnTable;
 use sts_agent::parse::inet_diag::{messages, Msg};
 
@@ -24,5 +24,7 @@ fuzz_target!(|data: &[u8]| {
         write_namespace(&mut ns, "fuzz-host", c);
         write_identifier(&mut id, &ns, c, d);
         assert!(id.starts_with(b"in:") || id.starts_with(b"out:"));
+        // The relation key is a pure function of the connection and the direction.
+        assert_eq!(relation_key(c, d, 7), relation_key(c, d, 7));
     }
 });
