@@ -351,8 +351,8 @@ impl ProcessSource {
     /// while). So what is sent was read this cycle or one of the three before (when the process
     /// was found or exec'd, or here). `status` is the costliest file; reading it for every
     /// reported process every cycle would double the cycle's cost (measured in
-    /// `benches/process_cycle.rs`); `statm` every cycle for every process was about a third of
-    /// the process check's syscalls (`benches/README.md`, "Held procfs files").
+    /// `benches/process_cycle.rs`); `statm` every cycle for every process was about 30 % of the
+    /// process check's syscalls (`benches/README.md`, "Held procfs files").
     pub fn enrich(&mut self, t: &mut ProcessTable, indices: &[u32]) {
         let mut no_fds = 0;
         let statm_read = self.hold_files == HoldFiles::All;
