@@ -213,6 +213,17 @@ fn memory_as_sent_follows_stat_every_cycle_and_statm_within_four() {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
         assert_eq!(line.trim(), what);
+        // Asleep in sigwait, its memory still (statm the same 20 ms apart).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let a = proc_file(pid, "statm");
+            std::thread::sleep(Duration::from_millis(20));
+            let stat = proc_file(pid, "stat");
+            if stat[stat.rfind(')').unwrap() + 2..].starts_with('S') && proc_file(pid, "statm") == a {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the python child did not settle within 10 s");
+        }
     };
     expect("ready");
     let mut check = sts_agent::app::ProcessCheck::new(&report_everything(), false).unwrap();

@@ -823,6 +823,23 @@ mod tests {
         (statm, pid::parse_stat(&stat).unwrap().rss_pages)
     }
 
+    /// Waits until `pid` sleeps with its memory still (state S, `statm` the same 20 ms apart): a
+    /// child that has just said something, or exec'd, may still be mapping and touching memory.
+    fn settle(pid: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let a = std::fs::read(format!("/proc/{pid}/statm")).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+            if pid::parse_stat(&stat).unwrap().state == b'S'
+                && std::fs::read(format!("/proc/{pid}/statm")).unwrap() == a
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{pid} did not settle within 10 s");
+        }
+    }
+
     /// `statm`'s slow figures of a sample (shared, text, lib, data, dirty).
     fn slow(m: &PidStatm) -> [u64; 5] {
         [m.shared, m.text, m.lib, m.data, m.dirty]
@@ -862,6 +879,7 @@ mod tests {
             let mut line = String::new();
             std::io::BufRead::read_line(&mut self.out, &mut line).unwrap();
             assert_eq!(line.trim(), what, "the python child");
+            settle(self.child.id());
         }
 
         fn grow(&mut self) {
@@ -965,6 +983,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        settle(pid);
         let sleep = cycle(&mut src, &mut t, pid, false);
         let (fresh, rss) = fresh_memory(pid);
         let _ = child.kill();
