@@ -174,6 +174,98 @@ fn reports_real_processes_with_their_fields() {
     assert!(total[2].as_f64().unwrap() >= 3.0);
 }
 
+/// `/proc/<pid>/statm` and `stat`'s `rss`, in bytes: `[size, resident, shared, text, data]`, and
+/// stat's rss.
+fn memory_bytes(pid: u32) -> ([u64; 5], u64) {
+    let page = rustix::param::page_size() as u64;
+    let statm: Vec<u64> =
+        proc_file(pid, "statm").split_whitespace().map(|v| v.parse::<u64>().unwrap() * page).collect();
+    let stat = proc_file(pid, "stat");
+    let rss = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(21).unwrap().parse::<u64>().unwrap() * page;
+    ([statm[0], statm[1], statm[2], statm[3], statm[5]], rss)
+}
+
+/// The memory figures as sent (each cycle's process-agent messages decoded), for a real Python
+/// process that touches 50 MiB more (anonymous, written) on SIGUSR1: rss and vms are `stat`'s,
+/// so the next cycle after it grew carries the new rss; shared, text and data equal `statm`'s
+/// (read when the process is found, then every fourth cycle while reported), so the 50 MiB of
+/// data reach the receiver within four cycles.
+#[test]
+fn memory_as_sent_follows_stat_every_cycle_and_statm_within_four() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let code = "import signal\n\
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n\
+        keep = []\n\
+        print('ready', flush=True)\n\
+        signal.sigwait({signal.SIGUSR1})\n\
+        keep.append(b'\\x01' * (50 << 20))\n\
+        print('grown', flush=True)\n\
+        signal.sigwait({signal.SIGUSR1})\n";
+    let mut kids = Kids(vec![Command::new("python3")
+        .args(["-c", code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()]);
+    let pid = kids.0[0].id();
+    let mut out = std::io::BufReader::new(kids.0[0].stdout.take().unwrap());
+    let mut expect = |what: &str| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), what);
+        // Asleep in sigwait, its memory still (statm the same 20 ms apart).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let a = proc_file(pid, "statm");
+            std::thread::sleep(Duration::from_millis(20));
+            let stat = proc_file(pid, "stat");
+            if stat[stat.rfind(')').unwrap() + 2..].starts_with('S') && proc_file(pid, "statm") == a {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the python child did not settle within 10 s");
+        }
+    };
+    expect("ready");
+    let mut check = sts_agent::app::ProcessCheck::new(&report_everything(), false).unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut t = 0.0;
+    // One cycle: this process's figures as sent, `[vms, rss, shared, text, data]` and rss.
+    let mut sent = |check: &mut sts_agent::app::ProcessCheck| {
+        t += 1.0;
+        let mut found = None;
+        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |e| {
+            if let sts_agent::app::Encoded::Collector(body) = e {
+                let msg = pa_proto::collector_proc(body);
+                if let Some(m) = find(&[msg], pid).and_then(|p| p.memory.clone()) {
+                    found = Some([m.vms, m.rss, m.shared, m.text, m.data]);
+                }
+            }
+        });
+        found.expect("the python child is reported")
+    };
+    check.run(0.0, 1_700_000_000_000, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    let ours = sent(&mut check);
+    let (before, rss) = memory_bytes(pid);
+    assert!(before[2] > 0 && before[3] > 0 && before[4] > 0, "shared, text, data {before:?}");
+    assert_eq!(ours, [before[0], rss, before[2], before[3], before[4]], "statm's figures, stat's rss");
+    let st = Command::new("kill").args(["-USR1", &pid.to_string()]).status().unwrap();
+    assert!(st.success());
+    expect("grown");
+    let (after, rss_after) = memory_bytes(pid);
+    assert!(after[4] >= before[4] + (50 << 20) && rss_after >= rss + (40 << 20), "{after:?} rss {rss_after}");
+    let ours = sent(&mut check);
+    assert_eq!([ours[0], ours[1]], [after[0], rss_after], "vms and rss: the next cycle");
+    let mut cycles = 1;
+    let mut ours = ours;
+    while ours[4] != after[4] {
+        assert_eq!(ours[2..], before[2..], "statm's figures until its next read");
+        assert!(cycles < 4, "data still {} after {cycles} cycles: statm's is {}", ours[4], after[4]);
+        ours = sent(&mut check);
+        cycles += 1;
+    }
+    assert_eq!(ours, [after[0], rss_after, after[2], after[3], after[4]], "after {cycles} cycles");
+}
+
 #[test]
 fn top_cpu_inclusion_overrides_the_blacklist() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,7 +15,9 @@ pub struct ProcSample {
     pub processor: Option<u32>,
     pub utime: u64,
     pub stime: u64,
-    /// In pages.
+    /// In pages. Size and resident from `stat` every cycle; shared, text, lib, data and dirty
+    /// from `statm`, read now and then and carried from sample to sample in between (see
+    /// `sources::process`).
     pub statm: PidStatm,
     /// `None`: not readable (no ptrace access) or a kernel thread.
     pub io: Option<PidIo>,
@@ -32,7 +34,8 @@ pub struct ProcDetail {
 
 /// The files read every cycle, held open and re-read with one `pread` each (see
 /// `sources::process::read_held`); `None` when not held (descriptors short; a kernel thread's
-/// `statm` and `io`, which are not read): then opened, read and closed each cycle. Each held
+/// `statm` and `io`, which are not read; `statm` unless `STS_PROCESS_HOLD_FILES=all`): then
+/// opened, read and closed when read. Each held
 /// file also holds the kernel's page-sized seq_file buffer, charged to the agent's cgroup.
 #[derive(Debug, Default)]
 pub struct HeldFiles {
@@ -77,6 +80,9 @@ pub struct Proc {
     /// sample read, a cycle or more ago (see `ProcessSource::keep_last`).
     pub missed: bool,
     pub detail: ProcDetail,
+    /// The process source's cycle in which `status` and `statm` were last read (found, exec'd,
+    /// or re-read for a reported process; see `ProcessSource::enrich`).
+    pub detail_cycle: u64,
 }
 
 impl Proc {
@@ -103,6 +109,7 @@ impl Proc {
             prev: None,
             missed: false,
             detail: ProcDetail::default(),
+            detail_cycle: 0,
         }
     }
 

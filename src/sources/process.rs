@@ -1,14 +1,15 @@
 //! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
 //! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
-//! Each cycle reads `stat`, `statm` and `io`. By default (`STS_PROCESS_HOLD_FILES=stat`) each
+//! Each cycle reads `stat` and `io`. By default (`STS_PROCESS_HOLD_FILES=stat`) each
 //! process's `stat` is held open from cycle to cycle and re-read with one `pread`, within a
-//! kernel-memory budget (see [`HoldFiles`]); `statm` and `io`, and `stat` beyond the budget or
-//! when descriptors are short (see [`hold_ceiling`]), are opened, read and closed each cycle.
-//! `statm` is read every cycle although `stat` has a resident figure: the receiver's figures
-//! have always come from `statm` (size, shared, text, data are only there). Which RSS figure is
-//! closer depends on the kernel: up to 6.15 (AL2's 5.10, AL2023's 6.1 and 6.12) both files
-//! render the same approximate per-CPU counters; since 6.16 `statm`'s resident is their exact
-//! sum. `cmdline`, `status`, `cgroup`, `exe` and `cwd`
+//! kernel-memory budget (see [`HoldFiles`]); `io`, and `stat` beyond the budget or when
+//! descriptors are short (see [`hold_ceiling`]), are opened, read and closed each cycle.
+//! Memory size and resident come from `stat` (`vsize`, `rss`) every cycle, for every process;
+//! `statm`'s other figures (shared, text, lib, data, dirty) are read when a process is found or
+//! execs, then only for reported processes with `status` (see [`ProcessSource::enrich`]), and
+//! kept in between: at most [`STATUS_REFRESH_CYCLES`] − 1 cycles old when sent. With
+//! `STS_PROCESS_HOLD_FILES=all` `statm` is held and read every cycle (see [`set_statm_detail`]
+//! for why the resident figure is always `stat`'s). `cmdline`, `status`, `cgroup`, `exe` and `cwd`
 //! are read once per new `(pid, start time)`, and again when it execs (`comm` or the image
 //! addresses in `stat` change). A process that vanishes mid-read is counted and
 //! skipped; one that cannot be read for want of file descriptors is counted, and skipped when new
@@ -18,6 +19,7 @@ use super::procfs::ReadBuf;
 use crate::checks::scrub::scrub_args;
 use crate::model::names::{Names, Span};
 use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable};
+use crate::parse::pid::PidStatm;
 use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
@@ -94,9 +96,12 @@ impl Users {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HoldFiles {
     /// `stat` only (the default): one syscall a cycle instead of three for the file read for
-    /// every process; `statm` and `io` are opened, read and closed.
+    /// every process; `io` is opened, read and closed each cycle, `statm` only when a process is
+    /// found or execs and for reported processes every [`STATUS_REFRESH_CYCLES`] cycles.
     Stat,
-    /// `stat`, `statm` and `io`: one `pread` each, three times the kernel memory.
+    /// `stat`, `statm` and `io`: one `pread` each every cycle (`statm` too, for every process:
+    /// a held file not read every cycle would escape [`ProcessSource::held_files_max`]'s count,
+    /// which is made as files are read), three times the kernel memory.
     All,
     /// Nothing held: every file opened, read and closed each cycle.
     None,
@@ -132,7 +137,8 @@ struct HoldRoom {
     ceiling: u64,
 }
 
-/// Reported processes get `status` re-read once every this many cycles (see [`ProcessSource::enrich`]).
+/// Reported processes get `status` and `statm` re-read once every this many cycles (see
+/// [`ProcessSource::enrich`]).
 pub const STATUS_REFRESH_CYCLES: u64 = 4;
 
 pub struct ProcessSource {
@@ -144,7 +150,9 @@ pub struct ProcessSource {
     args: Vec<u8>,
     exe: Vec<u8>,
     clk_tck: u64,
+    page_size: u64,
     boot_time: u64,
+    /// Counts [`ProcessSource::collect`]s: the round-robin's clock (see [`ProcessSource::enrich`]).
     cycle: u64,
     /// Processes seen to exec into another program this cycle.
     execs: u32,
@@ -212,6 +220,7 @@ impl ProcessSource {
             args: Vec::with_capacity(4096),
             exe: Vec::with_capacity(256),
             clk_tck: rustix::param::clock_ticks_per_second().max(1),
+            page_size: (rustix::param::page_size() as u64).max(1),
             boot_time: 0,
             cycle: 0,
             execs: 0,
@@ -243,6 +252,7 @@ impl ProcessSource {
 
     /// Refreshes `t` to the processes alive now.
     pub fn collect(&mut self, t: &mut ProcessTable, mono_secs: f64, unix_ms: i64) {
+        self.cycle = self.cycle.wrapping_add(1);
         t.prev_mono_secs = if t.procs.is_empty() && t.host_cpu_total == 0 { None } else { Some(t.mono_secs) };
         t.mono_secs = mono_secs;
         t.unix_ms = unix_ms;
@@ -251,7 +261,7 @@ impl ProcessSource {
         t.no_fds = 0;
         self.kept_no_fds = 0;
         self.execs = 0;
-        t.page_size = rustix::param::page_size() as u64;
+        t.page_size = self.page_size;
         t.clk_tck = self.clk_tck;
         self.users.refresh();
         if let Ok(Ok(s)) = self.buf.read_rendered(self.root.as_fd(), c"stat").map(proc_stat::parse) {
@@ -334,22 +344,36 @@ impl ProcessSource {
     }
 
     /// Reads what is only needed for reported processes: the number of open file descriptors
-    /// (entries of `fd/`) every cycle, and context switches and swap from `status` for a
-    /// quarter of them per cycle (round-robin by pid). `status` is the costliest file; reading
-    /// it for every reported process every cycle would double the cycle's cost (measured in
-    /// `benches/process_cycle.rs`), so these cumulative counters are at most
-    /// [`STATUS_REFRESH_CYCLES`] cycles old.
+    /// (entries of `fd/`) every cycle; context switches and swap from `status`, and shared,
+    /// text, lib, data and dirty from `statm` (unless `STS_PROCESS_HOLD_FILES=all` read it this
+    /// cycle), for a quarter of them per cycle (round-robin by pid), and for one whose last read
+    /// is [`STATUS_REFRESH_CYCLES`] cycles old or more (one just selected, not reported for a
+    /// while). So what is sent was read this cycle or one of the three before (when the process
+    /// was found or exec'd, or here). `status` is the costliest file; reading it for every
+    /// reported process every cycle would double the cycle's cost (measured in
+    /// `benches/process_cycle.rs`); `statm` every cycle for every process was about 30 % of the
+    /// process check's syscalls (`benches/README.md`, "Held procfs files").
     pub fn enrich(&mut self, t: &mut ProcessTable, indices: &[u32]) {
-        self.cycle = self.cycle.wrapping_add(1);
         let mut no_fds = 0;
+        let statm_read = self.hold_files == HoldFiles::All;
         for &i in indices {
             let Some(p) = t.procs.get_mut(i as usize) else { continue };
-            let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0;
+            let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0
+                || self.cycle.wrapping_sub(p.detail_cycle) >= STATUS_REFRESH_CYCLES;
             if due {
+                p.detail_cycle = self.cycle;
                 let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
                 no_fds += u32::from(fds_left(&status).is_err());
                 if let Ok(Ok(st)) = status.map(pid::parse_status) {
                     set_status_detail(p, &st);
+                }
+                // Nothing mapped (a kernel thread, a zombie): `statm` is all zeros.
+                if !statm_read && p.cur.statm.size != 0 {
+                    let statm = self.buf.read_rendered(p.dir.as_fd(), c"statm");
+                    no_fds += u32::from(fds_left(&statm).is_err());
+                    if let Ok(Ok(m)) = statm.map(pid::parse_statm) {
+                        set_statm_detail(&mut p.cur.statm, &m);
+                    }
                 }
             }
             p.detail.open_fds = count_fds(p.dir.as_fd(), &mut self.dents);
@@ -384,8 +408,10 @@ impl ProcessSource {
                 Err(Gone::NoFds) => return Ok(self.keep_last(p)),
                 Err(e) => return Err(e),
             };
-            let (base, start, kthread, comm, image) = stat_core(stat)?;
+            let (base, start, kthread, comm, image) = stat_core(stat, self.page_size)?;
             if start == p.start_ticks {
+                // `statm`'s slow figures carried over, unless the process exec'd (below).
+                let mut kept = Some(p.cur.statm);
                 // A new name, or a new image (startstack is randomised per exec). `[0, 0]`: no
                 // memory map (exiting, a zombie); `[1, 0]`: hidden (no ptrace access), and a change
                 // to or from hidden means new credentials, which are worth reading again too.
@@ -407,12 +433,14 @@ impl ProcessSource {
                         Err(e) => return Err(e),
                     }
                     p.blacklisted = None;
+                    p.detail_cycle = self.cycle;
+                    kept = None;
                     self.execs += 1;
                 }
                 if image[0] != 0 {
                     p.image = image;
                 }
-                let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread) {
+                let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread, kept) {
                     Ok(sample) => sample,
                     Err(Gone::NoFds) => return Ok(self.keep_last(p)),
                     Err(e) => return Err(e),
@@ -455,20 +483,29 @@ impl ProcessSource {
         self.read_text(p, kthread)
     }
 
-    /// Adds `statm` and `io` to what `stat` gave, through the descriptors held in `held`.
+    /// Adds `io` and `statm`'s slow figures to what `stat` gave, through the descriptors held in
+    /// `held`: `kept`, the process's figures from its last read, or (`None`: a new or exec'd
+    /// process; and every cycle with `STS_PROCESS_HOLD_FILES=all`) `statm` read now.
     fn fill_sample(
         &mut self,
         dir: BorrowedFd<'_>,
         held: &mut HeldFiles,
         mut out: ProcSample,
         kthread: bool,
+        kept: Option<PidStatm>,
     ) -> Result<ProcSample, Gone> {
         if kthread {
             return Ok(out);
         }
         let all = self.hold_files == HoldFiles::All;
-        let statm = read_held(&mut self.buf, dir, &mut held.statm, c"statm", all, &mut self.room);
-        out.statm = pid::parse_statm(statm.map_err(classify)?).map_err(|_| Gone::Other)?;
+        match kept {
+            Some(m) if !all => set_statm_detail(&mut out.statm, &m),
+            _ => {
+                let statm = read_held(&mut self.buf, dir, &mut held.statm, c"statm", all, &mut self.room);
+                let m = pid::parse_statm(statm.map_err(classify)?).map_err(|_| Gone::Other)?;
+                set_statm_detail(&mut out.statm, &m);
+            }
+        }
         // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1
         // (checked when read, so the held descriptor reads EACCES while access is denied).
         let io = read_held(&mut self.buf, dir, &mut held.io, c"io", all, &mut self.room);
@@ -488,11 +525,12 @@ impl ProcessSource {
         }
         let mut held = HeldFiles::default();
         let stat = read_held(&mut self.buf, dir.as_fd(), &mut held.stat, c"stat", true, &mut self.room);
-        let (base, start, kthread, comm, image) = stat_core(stat.map_err(classify)?)?;
+        let (base, start, kthread, comm, image) = stat_core(stat.map_err(classify)?, self.page_size)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
-        let sample = self.fill_sample(dir.as_fd(), &mut held, base, kthread)?;
+        let sample = self.fill_sample(dir.as_fd(), &mut held, base, kthread, None)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
         p.held = held;
+        p.detail_cycle = self.cycle;
         p.cur = sample;
         p.comm = comm;
         p.image = image;
@@ -621,16 +659,37 @@ fn read_held<'b>(
     buf.reread(slot.insert(fd).as_fd())
 }
 
+/// `statm`'s shared, text, lib, data and dirty into `m`, whose size and resident came from
+/// `stat` this cycle (all zero when nothing is mapped, as `statm` then says: a kernel thread, a
+/// zombie). The resident figure is always `stat`'s `rss`, also on cycles `statm` is read and
+/// with `STS_PROCESS_HOLD_FILES=all`: up to Linux 6.15 (AL2's 5.10, AL2023's 6.1 and 6.12) both
+/// files render the same approximate per-CPU counters, and since 6.16 `statm`'s is their exact
+/// sum, `stat`'s still the approximate one (421 against 449 pages for a sleeping `sleep` here).
+/// Taking `statm`'s every fourth cycle would make one process's RSS series jump between two
+/// counters on 6.16 and later; `stat`'s is read every cycle for every process, which the
+/// selection by memory needs anyway. Size is the same `total_vm` in both (`vsize` in bytes).
+fn set_statm_detail(m: &mut PidStatm, from: &PidStatm) {
+    if m.size == 0 {
+        *m = PidStatm::default();
+        return;
+    }
+    m.shared = from.shared;
+    m.text = from.text;
+    m.lib = from.lib;
+    m.data = from.data;
+    m.dirty = from.dirty;
+}
+
 fn set_status_detail(p: &mut Proc, st: &pid::PidStatus) {
     p.detail.voluntary_ctxt_switches = st.voluntary_ctxt_switches;
     p.detail.nonvoluntary_ctxt_switches = st.nonvoluntary_ctxt_switches;
     p.detail.swap_kib = st.vm_swap_kib;
 }
 
-/// The per-cycle fields of `stat`, its start time, whether it is a kernel thread, `comm`, and
-/// `[startcode, startstack]` (see [`Proc::image`]).
+/// The per-cycle fields of `stat` (memory size and resident in pages), its start time, whether
+/// it is a kernel thread, `comm`, and `[startcode, startstack]` (see [`Proc::image`]).
 #[allow(clippy::type_complexity)]
-fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16], [u64; 2]), Gone> {
+fn stat_core(stat: &[u8], page_size: u64) -> Result<(ProcSample, u64, bool, [u8; 16], [u64; 2]), Gone> {
     let s = pid::parse_stat(stat).map_err(|_| Gone::Other)?;
     let mut comm = [0u8; 16];
     let n = s.comm.len().min(16);
@@ -643,6 +702,7 @@ fn stat_core(stat: &[u8]) -> Result<(ProcSample, u64, bool, [u8; 16], [u64; 2]),
         processor: s.processor,
         utime: s.utime,
         stime: s.stime,
+        statm: PidStatm { size: s.vsize / page_size, resident: s.rss_pages, ..Default::default() },
         ..Default::default()
     };
     Ok((sample, s.start_time, s.flags & pid::PF_KTHREAD != 0, comm, [s.start_code, s.start_stack]))
@@ -736,7 +796,7 @@ mod tests {
             }
         }
         let held_stat = t.procs[i].held.stat.as_ref().map(|fd| rustix::io::dup(fd).unwrap()).unwrap();
-        let statm = pid::parse_statm(std::fs::read(format!("/proc/{pid}/statm")).unwrap().as_slice()).unwrap();
+        let (statm, rss) = fresh_memory(pid);
         let p = &t.procs[i];
         assert!(
             p.held.stat.is_some() && p.held.statm.is_some() && p.held.io.is_some(),
@@ -745,8 +805,8 @@ mod tests {
         let ours = p.cur.statm;
         assert_eq!(
             (ours.size, ours.resident, ours.shared, ours.text, ours.data),
-            (statm.size, statm.resident, statm.shared, statm.text, statm.data),
-            "a sleeping process's statm"
+            (statm.size, rss, statm.shared, statm.text, statm.data),
+            "a sleeping process's statm (its resident figure: stat's rss)"
         );
         assert!(ours.resident > 0 && ours.text > 0);
         let _ = child.kill();
@@ -754,6 +814,182 @@ mod tests {
         assert_eq!(src.buf.reread(held_stat.as_fd()).map_err(|e| e.kind()), Err(io::ErrorKind::NotFound), "reaped");
         src.collect(&mut t, 3.0, 3_000);
         assert!(t.procs.binary_search_by_key(&pid, |p| p.pid).is_err(), "reaped: not in the table");
+    }
+
+    /// `/proc/<pid>/statm` and `stat`'s `rss` (pages), read afresh.
+    fn fresh_memory(pid: u32) -> (PidStatm, u64) {
+        let statm = pid::parse_statm(std::fs::read(format!("/proc/{pid}/statm")).unwrap().as_slice()).unwrap();
+        let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+        (statm, pid::parse_stat(&stat).unwrap().rss_pages)
+    }
+
+    /// Waits until `pid` sleeps with its memory still (state S, `statm` the same 20 ms apart): a
+    /// child that has just said something, or exec'd, may still be mapping and touching memory.
+    fn settle(pid: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let a = std::fs::read(format!("/proc/{pid}/statm")).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+            if pid::parse_stat(&stat).unwrap().state == b'S'
+                && std::fs::read(format!("/proc/{pid}/statm")).unwrap() == a
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{pid} did not settle within 10 s");
+        }
+    }
+
+    /// `statm`'s slow figures of a sample (shared, text, lib, data, dirty).
+    fn slow(m: &PidStatm) -> [u64; 5] {
+        [m.shared, m.text, m.lib, m.data, m.dirty]
+    }
+
+    /// A real Python child that touches 50 MiB more of its own memory (written, so resident,
+    /// and anonymous, so counted in `statm`'s data) each time it is sent SIGUSR1, and says so.
+    struct Grower {
+        child: std::process::Child,
+        out: std::io::BufReader<std::process::ChildStdout>,
+    }
+
+    impl Grower {
+        fn spawn() -> Grower {
+            let code = "import signal\n\
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n\
+                keep = []\n\
+                print('ready', flush=True)\n\
+                while True:\n    \
+                    signal.sigwait({signal.SIGUSR1})\n    \
+                    keep.append(b'\\x01' * (50 << 20))\n    \
+                    print('grown', flush=True)\n";
+            let mut child = Command::new("python3")
+                .args(["-c", code])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut g = Grower { child, out };
+            g.expect("ready");
+            g
+        }
+
+        fn expect(&mut self, what: &str) {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut self.out, &mut line).unwrap();
+            assert_eq!(line.trim(), what, "the python child");
+            settle(self.child.id());
+        }
+
+        fn grow(&mut self) {
+            let st = Command::new("kill").args(["-USR1", &self.child.id().to_string()]).status().unwrap();
+            assert!(st.success());
+            self.expect("grown");
+        }
+    }
+
+    impl Drop for Grower {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// One cycle as the process check runs it (collect, then enrich with `pid` reported or not):
+    /// the child's sample.
+    fn cycle(src: &mut ProcessSource, t: &mut ProcessTable, pid: u32, reported: bool) -> PidStatm {
+        let n = src.cycle + 1;
+        src.collect(t, n as f64, n as i64 * 1000);
+        let i = t.procs.binary_search_by_key(&pid, |p| p.pid).expect("the child is in the table");
+        let one = [i as u32];
+        src.enrich(t, if reported { &one[..] } else { &[] });
+        t.procs[i].cur.statm
+    }
+
+    /// The default mode: size and resident are `stat`'s, fresh every cycle, so 50 MiB touched
+    /// show in the very next cycle; `statm`'s slow figures are read when the process is found,
+    /// then only while it is reported, once every four cycles (the 50 MiB are data: old for the
+    /// three cycles before the child's turn, `statm`'s at it), and for a process reported again
+    /// after a while at once.
+    #[test]
+    fn statm_is_read_when_found_and_for_reported_processes_every_fourth_cycle() {
+        let mut g = Grower::spawn();
+        let pid = g.child.id();
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        assert_eq!(src.hold_files, HoldFiles::Stat, "the default");
+        let mut t = ProcessTable::default();
+        let page = rustix::param::page_size() as u64;
+        let grown = (50 << 20) / page;
+
+        let ours = cycle(&mut src, &mut t, pid, true);
+        let (before, rss) = fresh_memory(pid);
+        assert!(before.shared > 0 && before.text > 0 && before.data > 0, "{before:?}");
+        assert_eq!((ours.size, ours.resident, slow(&ours)), (before.size, rss, slow(&before)), "found");
+        // The next cycle to read is three cycles after the first with the child's 50 MiB.
+        let due = |c: u64| (u64::from(pid) + c) % STATUS_REFRESH_CYCLES == 0;
+        while !due(src.cycle + 4) {
+            let ours = cycle(&mut src, &mut t, pid, true);
+            assert_eq!((ours.size, ours.resident, slow(&ours)), (before.size, rss, slow(&before)));
+        }
+        g.grow();
+        let (after, rss) = fresh_memory(pid);
+        assert!(after.data >= before.data + grown && rss >= before.resident + grown / 2, "{after:?} rss {rss}");
+        for k in 0..3 {
+            let ours = cycle(&mut src, &mut t, pid, true);
+            assert_eq!((ours.size, ours.resident), (after.size, rss), "cycle {k} after: stat's figures");
+            assert_eq!(slow(&ours), slow(&before), "cycle {k} after: statm not due, its figures kept");
+        }
+        let ours = cycle(&mut src, &mut t, pid, true);
+        assert_eq!((ours.size, ours.resident, slow(&ours)), (after.size, rss, slow(&after)), "its turn");
+
+        // Not reported: statm is not read, however long.
+        g.grow();
+        let (again, rss) = fresh_memory(pid);
+        assert!(again.data >= after.data + grown, "{again:?}");
+        for k in 0..6 {
+            let ours = cycle(&mut src, &mut t, pid, false);
+            assert_eq!((ours.size, ours.resident, slow(&ours)), (again.size, rss, slow(&after)), "unreported {k}");
+        }
+        while due(src.cycle + 1) {
+            cycle(&mut src, &mut t, pid, false);
+        }
+        // Reported again, not its turn: read at once (its figures were 4 cycles old or more).
+        let ours = cycle(&mut src, &mut t, pid, true);
+        assert_eq!((ours.size, ours.resident, slow(&ours)), (again.size, rss, slow(&again)), "reported again");
+    }
+
+    /// A process that execs (bash into sleep: another program text) has its `statm` read in
+    /// that cycle, reported or not.
+    #[test]
+    fn statm_is_read_again_when_a_process_execs() {
+        let mut child = Command::new("bash")
+            .args(["-c", "read x; exec sleep 60"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        let bash = cycle(&mut src, &mut t, pid, false);
+        assert_eq!(slow(&bash), slow(&fresh_memory(pid).0), "bash, found");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        let comm = format!("/proc/{pid}/comm");
+        for _ in 0..500 {
+            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        settle(pid);
+        let sleep = cycle(&mut src, &mut t, pid, false);
+        let (fresh, rss) = fresh_memory(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_ne!(fresh.text, bash.text, "another program");
+        assert_eq!((sleep.size, sleep.resident, slow(&sleep)), (fresh.size, rss, slow(&fresh)), "sleep, exec'd");
     }
 
     /// `STS_PROCESS_HOLD_FILES=none`: no file held, the same figures read.
