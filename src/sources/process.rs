@@ -356,6 +356,7 @@ impl ProcessSource {
     pub fn enrich(&mut self, t: &mut ProcessTable, indices: &[u32]) {
         let mut no_fds = 0;
         let statm_read = self.hold_files == HoldFiles::All;
+        let hold_fd_dirs = (self.hold_files != HoldFiles::None).then_some(self.room.ceiling);
         for &i in indices {
             let Some(p) = t.procs.get_mut(i as usize) else { continue };
             let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0
@@ -376,7 +377,7 @@ impl ProcessSource {
                     }
                 }
             }
-            p.detail.open_fds = count_fds(p.dir.as_fd(), &mut self.dents);
+            p.detail.open_fds = count_fds(p.dir.as_fd(), &mut p.held.fd_dir, hold_fd_dirs, &mut self.dents);
         }
         t.no_fds += no_fds;
         self.note_no_fds(no_fds, t.mono_secs, t.procs.len());
@@ -601,9 +602,35 @@ fn fd_ceiling() -> u64 {
 /// directory instead builds a dentry per descriptor, which for a process holding thousands of
 /// sockets was a sixth of the agent's CPU (perf, benches/budget.sh). Older kernels say 0: then
 /// the directory is listed.
-fn count_fds(dir: BorrowedFd<'_>, dents: &mut [MaybeUninit<u8>]) -> Option<u32> {
+///
+/// `held` keeps an `O_PATH` handle on `fd/` once a count came that way, and later cycles `fstat`
+/// it: one lookup fewer each cycle (`fstatat` of `fd` walks the name and revalidates the pid's
+/// dentries: about 1 µs more per process here). Held only when `hold_below` allows (the
+/// descriptor numbered below it: see [`hold_ceiling`]); a handle numbered at or above it, or
+/// that gives no count (the process closed every descriptor, or is exiting), is closed and the
+/// path is used.
+fn count_fds(
+    dir: BorrowedFd<'_>,
+    held: &mut Option<OwnedFd>,
+    hold_below: Option<u64>,
+    dents: &mut [MaybeUninit<u8>],
+) -> Option<u32> {
+    let below =
+        |fd: &OwnedFd, ceiling: u64| u64::try_from(rustix::fd::AsRawFd::as_raw_fd(fd)).is_ok_and(|n| n < ceiling);
+    if let Some(fd) = held.take() {
+        if let (Some(ceiling), Ok(st)) = (hold_below, rustix::fs::fstat(&fd)) {
+            if st.st_size > 0 && below(&fd, ceiling) {
+                *held = Some(fd);
+                return u32::try_from(st.st_size).ok();
+            }
+        }
+    }
     let st = rustix::fs::statat(dir, c"fd", rustix::fs::AtFlags::empty()).ok()?;
     if st.st_size > 0 {
+        if let Some(ceiling) = hold_below {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            *held = openat(dir, c"fd", flags, Mode::empty()).ok().filter(|fd| below(fd, ceiling));
+        }
         return u32::try_from(st.st_size).ok();
     }
     list_fds(dir, dents)
@@ -624,12 +651,12 @@ fn list_fds(dir: BorrowedFd<'_>, dents: &mut [MaybeUninit<u8>]) -> Option<u32> {
 
 /// The descriptor number from which held files are given up. The process table's `O_PATH`
 /// directories come first (one per process, and a process without one is not reported), so held
-/// files leave room under [`fd_ceiling`] for a directory per listed pid and an eighth more (new
-/// processes) plus 64; [`ProcessSource::held_files_max`] then holds at most half of what is
+/// files leave room under [`fd_ceiling`] for a directory and an `fd/` handle (see [`count_fds`])
+/// per listed pid and an eighth more (new processes) plus 64; [`ProcessSource::held_files_max`] then holds at most half of what is
 /// left. Above it a file is opened, read and closed each cycle; a held descriptor numbered above
 /// it (the process count grew) is closed when next read, in the same cycle.
 fn hold_ceiling(fd_ceiling: u64, pids: usize) -> u64 {
-    let dirs = pids as u64;
+    let dirs = 2 * pids as u64;
     fd_ceiling.saturating_sub(dirs + dirs / 8 + 64)
 }
 
@@ -741,13 +768,62 @@ mod tests {
         )
         .unwrap();
         let mut dents = vec![MaybeUninit::uninit(); 32 * 1024];
-        let counted = count_fds(dir.as_fd(), &mut dents);
+        let counted = count_fds(dir.as_fd(), &mut None, None, &mut dents);
         let listed = list_fds(dir.as_fd(), &mut dents);
         let _ = child.kill();
         let _ = child.wait();
         // 43 and whatever the test harness leaked into the child without CLOEXEC.
         assert!(listed.is_some_and(|n| n >= 43), "{listed:?}");
         assert_eq!(counted, listed);
+    }
+
+    /// The held `fd/` handle: taken at the first count, then `fstat`ed; it follows the process's
+    /// descriptors as they change, gives way above the ceiling, and gives no count once the
+    /// process is gone.
+    #[test]
+    fn a_held_fd_directory_follows_the_count_and_lets_go() {
+        use std::io::{BufRead, Write};
+        let script = "import os,sys\nprint('ready',flush=True)\nsys.stdin.readline()\n\
+                      fs=[os.open('/dev/null',os.O_RDONLY) for _ in range(25)]\nprint('more',flush=True)\nsys.stdin.readline()";
+        let mut child =
+            Command::new("python3").args(["-c", script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let dir = openat(
+            rustix::fs::CWD,
+            format!("/proc/{}", child.id()).as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let mut dents = vec![MaybeUninit::uninit(); 32 * 1024];
+        let mut held = None;
+        let first = count_fds(dir.as_fd(), &mut held, Some(u64::MAX), &mut dents);
+        assert!(held.is_some(), "a count came from the size: the handle is held");
+        assert_eq!(first, list_fds(dir.as_fd(), &mut dents));
+        assert_eq!(count_fds(dir.as_fd(), &mut held, Some(u64::MAX), &mut dents), first, "through the handle");
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "more");
+        let more = count_fds(dir.as_fd(), &mut held, Some(u64::MAX), &mut dents);
+        assert!(held.is_some());
+        assert_eq!(more, first.map(|n| n + 25), "the held handle sees the new descriptors");
+        assert_eq!(more, list_fds(dir.as_fd(), &mut dents));
+        // A ceiling below the handle's number: counted by path, not held.
+        assert_eq!(count_fds(dir.as_fd(), &mut held, Some(0), &mut dents), more);
+        assert!(held.is_none(), "numbered above the ceiling: let go");
+        // Not held when holding is off.
+        assert_eq!(count_fds(dir.as_fd(), &mut held, None, &mut dents), more);
+        assert!(held.is_none());
+        let _ = count_fds(dir.as_fd(), &mut held, Some(u64::MAX), &mut dents);
+        assert!(held.is_some());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(count_fds(dir.as_fd(), &mut held, Some(u64::MAX), &mut dents), None, "reaped: no count");
+        assert!(held.is_none(), "and the handle is closed");
     }
 
     /// A sleeping child through the source (`all`): `stat`, `statm` and `io` held open
