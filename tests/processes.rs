@@ -356,7 +356,16 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let at = |check: &sts_agent::app::ProcessCheck, pid: u32| {
         let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
@@ -428,7 +437,16 @@ fn a_process_that_execs_gets_its_user_and_container_read_again() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let facts = |check: &sts_agent::app::ProcessCheck| {
         let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).expect("in the table");
@@ -614,7 +632,16 @@ fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
     let comm = ns.proc.join(format!("{pid}/comm"));
@@ -683,7 +710,16 @@ fn held_files_are_given_back_when_descriptors_run_short() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
     let comm = ns.proc.join(format!("{pid}/comm"));
@@ -735,7 +771,16 @@ fn held_files_follow_the_mode_and_the_kernel_memory_budget() {
         cfg.process_held_files_max_kib = max_kib;
         let mut check = sts_agent::app::ProcessCheck::new(&cfg, containers_only).unwrap();
         for t in [1.0, 2.0] {
-            check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+            check.run(
+                t,
+                1_700_000_000_000 + (t * 1000.0) as i64,
+                "h",
+                false,
+                &meta,
+                &mut Vec::new(),
+                &mut sts_agent::app::zstd_context().unwrap(),
+                &mut |_| {},
+            );
         }
         check
             .table

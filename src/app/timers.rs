@@ -190,7 +190,7 @@ impl App {
         let sink = &mut self.sink;
         let meta = self.docker.as_ref().map_or(&self.no_metadata, |d| &d.meta);
         let mut result = Ok(());
-        check.run(mono, unix_ms, &self.hostname, dry, meta, &mut self.msg_buf, &mut |e| {
+        check.run(mono, unix_ms, &self.hostname, dry, meta, &mut self.msg_buf, &mut self.zstd, &mut |e| {
             let r = match e {
                 Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
                 Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
@@ -318,7 +318,7 @@ impl App {
         check.features = self.features.process_agent();
         let sink = &mut self.sink;
         let mut result = Ok(());
-        check.run(mono, unix_ms, &self.hostname, dry, procs, &mut self.msg_buf, &mut |e| {
+        check.run(mono, unix_ms, &self.hostname, dry, procs, &mut self.msg_buf, &mut self.zstd, &mut |e| {
             let r = match e {
                 Encoded::Connections(b) => sink.deliver(Payload::Connections, b),
                 Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
