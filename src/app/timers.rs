@@ -346,6 +346,11 @@ impl App {
         if self.opts.once && self.connection_timer.runs == 1 {
             self.connection_timer.next = Some(Instant::now() + ONCE_RATE_GAP);
         }
+        // The second run has grown the process and connection tables and sent the first payloads:
+        // what the start-up and those growths freed inside the heap goes back once.
+        if self.connection_timer.runs == 2 {
+            crate::sys::malloc::trim();
+        }
         let (s, src) = (check.selection.stats, check.source_stats());
         meter.record(&mut self.connection_status, now, u64::from(s.reported));
         debug!(
