@@ -58,6 +58,7 @@ fn connections_cycle(c: &mut Criterion) {
     let mut procs = ProcessCheck::new(&cfg, false).unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut pmsg = Vec::new();
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
     for i in 0..3 {
         procs.run(
             f64::from(i),
@@ -66,6 +67,7 @@ fn connections_cycle(c: &mut Criterion) {
             false,
             &meta,
             &mut pmsg,
+            &mut zstd,
             &mut |_| {},
         );
     }
@@ -75,11 +77,20 @@ fn connections_cycle(c: &mut Criterion) {
     let mut ours = move |check: &mut ConnectionsCheck| {
         i += 1;
         let mut bytes = 0;
-        check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &procs, &mut msg, &mut |e| {
-            bytes += match e {
-                Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
-            }
-        });
+        check.run(
+            i as f64,
+            1_700_000_000_000 + i as i64 * 1000,
+            "i-0abc",
+            false,
+            &procs,
+            &mut msg,
+            &mut zstd,
+            &mut |e| {
+                bytes += match e {
+                    Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
+                }
+            },
+        );
         bytes
     };
     let mut floor = floor::DumpFloor::new();

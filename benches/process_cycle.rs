@@ -44,12 +44,13 @@ fn process_cycle(c: &mut Criterion) {
     let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let mut check = ProcessCheck::new(&cfg, false).unwrap();
     let mut msg = Vec::new();
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut i = 0u64;
     let mut ours = move |check: &mut ProcessCheck| {
         i += 1;
         let mut bytes = 0;
-        check.run(i as f64, 1_700_000_000_000 + i as i64, "i-0abc", false, &meta, &mut msg, &mut |e| {
+        check.run(i as f64, 1_700_000_000_000 + i as i64, "i-0abc", false, &meta, &mut msg, &mut zstd, &mut |e| {
             bytes += match e {
                 Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
             }

@@ -13,6 +13,7 @@ use sts_agent::control;
 static ALLOCATOR: sts_agent::alloc_count::Counting = sts_agent::alloc_count::Counting;
 
 fn main() -> ExitCode {
+    sts_agent::sys::malloc::tune();
     let mut opts = RunOptions::default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {

@@ -46,14 +46,15 @@ fn steady_state_connections_cycle_allocates_nothing() {
     conns.enable_protocol_inspection(0..1024, 10_000);
     let meta = sts_agent::sources::docker::Metadata::default();
     let (mut msg, mut pmsg) = (Vec::new(), Vec::new());
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
     let mut reported_total = 0usize;
     let me = std::process::id() as i32;
     let mut cycle = |i: u64, procs: &mut ProcessCheck, conns: &mut ConnectionsCheck| -> (u64, usize) {
         let (mono, ms) = (i as f64, 1_700_000_000_000 + i as i64 * 1000);
-        procs.run(mono, ms, "i-0abc", false, &meta, &mut pmsg, &mut |_| {});
+        procs.run(mono, ms, "i-0abc", false, &meta, &mut pmsg, &mut zstd, &mut |_| {});
         let mut bytes = 0;
         let before = allocations();
-        conns.run(mono, ms, "i-0abc", false, procs, &mut msg, &mut |e| {
+        conns.run(mono, ms, "i-0abc", false, procs, &mut msg, &mut zstd, &mut |e| {
             bytes += match e {
                 Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
             }
@@ -103,9 +104,9 @@ fn steady_state_connections_cycle_allocates_nothing() {
     // connections are split into messages of at most 100 that share one groupId.
     send(&mut ends);
     let (end, end_ms) = ((last + 7) as f64, 1_700_000_000_000 + (last + 7) as i64 * 1000);
-    procs.run(end, end_ms, "i-0abc", false, &meta, &mut pmsg, &mut |_| {});
+    procs.run(end, end_ms, "i-0abc", false, &meta, &mut pmsg, &mut zstd, &mut |_| {});
     let mut bodies = Vec::new();
-    conns.run(end, end_ms, "i-0abc", false, &procs, &mut msg, &mut |e| {
+    conns.run(end, end_ms, "i-0abc", false, &procs, &mut msg, &mut zstd, &mut |e| {
         if let Encoded::Connections(b) = e {
             bodies.push(b.to_vec());
         }

@@ -54,9 +54,19 @@ fn steady_state_docker_pass_allocates_nothing() {
     let mut process = ProcessCheck::new(&cfg, false).unwrap();
     let mut pass = DockerCheck::new(&cfg.host_proc);
     let (mut msg, mut series, mut topology) = (Vec::new(), Vec::new(), Vec::new());
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
     let mut run_process = |p: &mut ProcessCheck, mono: f64, shared: bool| {
         p.want_docker_samples(shared);
-        p.run(mono, 1_700_000_000_000 + (mono * 1000.0) as i64, "i-0abc", false, &meta, &mut msg, &mut |_| {});
+        p.run(
+            mono,
+            1_700_000_000_000 + (mono * 1000.0) as i64,
+            "i-0abc",
+            false,
+            &meta,
+            &mut msg,
+            &mut zstd,
+            &mut |_| {},
+        );
     };
     let mut steady = 0;
     for i in 0..30u64 {

@@ -46,14 +46,24 @@ fn cycles_with(features: Features) {
     let mut check = ProcessCheck::new(&cfg, false).unwrap();
     check.features = features;
     let mut msg = Vec::new();
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut bytes_out = 0usize;
     let mut run = |check: &mut ProcessCheck, i: u64, bytes_out: &mut usize| {
-        check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &meta, &mut msg, &mut |e| {
-            *bytes_out += match e {
-                Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
-            }
-        });
+        check.run(
+            i as f64,
+            1_700_000_000_000 + i as i64 * 1000,
+            "i-0abc",
+            false,
+            &meta,
+            &mut msg,
+            &mut zstd,
+            &mut |e| {
+                *bytes_out += match e {
+                    Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
+                }
+            },
+        );
     };
     for i in 0..4 {
         run(&mut check, i, &mut bytes_out);

@@ -13,6 +13,7 @@ struct Host {
     meta: sts_agent::sources::docker::Metadata,
     msg: Vec<u8>,
     pmsg: Vec<u8>,
+    zstd: sts_agent::app::Zstd,
     i: u64,
     prev_discovered: u32,
 }
@@ -29,6 +30,7 @@ impl Host {
             meta: Default::default(),
             msg: Vec::new(),
             pmsg: Vec::new(),
+            zstd: sts_agent::app::zstd_context().unwrap(),
             i: 0,
             prev_discovered: 0,
         }
@@ -47,8 +49,8 @@ impl Host {
         self.i += 1;
         self.prev_discovered = self.procs.table.discovered;
         let (mono, ms) = (self.i as f64, 1_700_000_000_000 + self.i as i64 * 1000);
-        self.procs.run(mono, ms, "i-0abc", false, &self.meta, &mut self.pmsg, &mut |_| {});
-        self.conns.run(mono, ms, "i-0abc", false, &self.procs, &mut self.msg, &mut |_| {});
+        self.procs.run(mono, ms, "i-0abc", false, &self.meta, &mut self.pmsg, &mut self.zstd, &mut |_| {});
+        self.conns.run(mono, ms, "i-0abc", false, &self.procs, &mut self.msg, &mut self.zstd, &mut |_| {});
         let me = std::process::id();
         let mine = self.conns.selection.reported.iter().filter(|r| r.pid == me).count();
         let second_dump = self.conns.table.conns.iter().any(|c| c.first_seen_mono == mono - 1.0);

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use sts_agent::app::{ConnectionsCheck, ProcessCheck};
+use sts_agent::app::{zstd_context, ConnectionsCheck, ProcessCheck};
 
 const KEY: &str = "conn-test-key-0123456789";
 const HOST: &str = "conn-host";
@@ -274,8 +274,8 @@ fn checks_in_process() -> (ProcessCheck, ConnectionsCheck, impl FnMut(&mut Proce
     let cycle = move |procs: &mut ProcessCheck, conns: &mut ConnectionsCheck| {
         i += 1;
         let ms = 1_700_000_000_000 + i as i64 * 1000;
-        procs.run(i as f64, ms, "h", false, &meta, &mut Vec::new(), &mut |_| {});
-        conns.run(i as f64, ms, "h", false, procs, &mut Vec::new(), &mut |_| {});
+        procs.run(i as f64, ms, "h", false, &meta, &mut Vec::new(), &mut zstd_context().unwrap(), &mut |_| {});
+        conns.run(i as f64, ms, "h", false, procs, &mut Vec::new(), &mut zstd_context().unwrap(), &mut |_| {});
     };
     (procs, conns, cycle)
 }
@@ -560,7 +560,7 @@ fn over_the_connection_limit_the_table_is_stable_and_deltas_are_per_interval() {
 /// another process lives on in the namespace.
 #[test]
 fn a_namespace_whose_socket_could_not_be_opened_is_retried() {
-    use sts_agent::app::{ConnectionsCheck, ProcessCheck};
+    use sts_agent::app::{zstd_context, ConnectionsCheck, ProcessCheck};
     use sts_agent::sources::connections::NS_RETRY_FIRST_SECS;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = report_everything();
@@ -568,10 +568,28 @@ fn a_namespace_whose_socket_could_not_be_opened_is_retried() {
     let mut conns = ConnectionsCheck::new(10_000, 0, 30).unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
     let run_procs = |procs: &mut ProcessCheck, t: f64| {
-        procs.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        procs.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let run_conns = |conns: &mut ConnectionsCheck, procs: &ProcessCheck, t: f64| {
-        conns.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, procs, &mut Vec::new(), &mut |_| {});
+        conns.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            procs,
+            &mut Vec::new(),
+            &mut zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     run_procs(&mut procs, 1.0);
     run_conns(&mut conns, &procs, 1.0);

@@ -229,21 +229,40 @@ fn memory_as_sent_follows_stat_every_cycle_and_statm_within_four() {
     let mut check = sts_agent::app::ProcessCheck::new(&report_everything(), false).unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut t = 0.0;
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
     // One cycle: this process's figures as sent, `[vms, rss, shared, text, data]` and rss.
     let mut sent = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
         let mut found = None;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |e| {
-            if let sts_agent::app::Encoded::Collector(body) = e {
-                let msg = pa_proto::collector_proc(body);
-                if let Some(m) = find(&[msg], pid).and_then(|p| p.memory.clone()) {
-                    found = Some([m.vms, m.rss, m.shared, m.text, m.data]);
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut zstd,
+            &mut |e| {
+                if let sts_agent::app::Encoded::Collector(body) = e {
+                    let msg = pa_proto::collector_proc(body);
+                    if let Some(m) = find(&[msg], pid).and_then(|p| p.memory.clone()) {
+                        found = Some([m.vms, m.rss, m.shared, m.text, m.data]);
+                    }
                 }
-            }
-        });
+            },
+        );
         found.expect("the python child is reported")
     };
-    check.run(0.0, 1_700_000_000_000, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+    check.run(
+        0.0,
+        1_700_000_000_000,
+        "h",
+        false,
+        &meta,
+        &mut Vec::new(),
+        &mut sts_agent::app::zstd_context().unwrap(),
+        &mut |_| {},
+    );
     let ours = sent(&mut check);
     let (before, rss) = memory_bytes(pid);
     assert!(before[2] > 0 && before[3] > 0 && before[4] > 0, "shared, text, data {before:?}");
@@ -448,7 +467,16 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let at = |check: &sts_agent::app::ProcessCheck, pid: u32| {
         let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
@@ -520,7 +548,16 @@ fn a_process_that_execs_gets_its_user_and_container_read_again() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let facts = |check: &sts_agent::app::ProcessCheck| {
         let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).expect("in the table");
@@ -706,7 +743,16 @@ fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
     let comm = ns.proc.join(format!("{pid}/comm"));
@@ -775,7 +821,16 @@ fn held_files_are_given_back_when_descriptors_run_short() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+        check.run(
+            t,
+            1_700_000_000_000 + (t * 1000.0) as i64,
+            "h",
+            false,
+            &meta,
+            &mut Vec::new(),
+            &mut sts_agent::app::zstd_context().unwrap(),
+            &mut |_| {},
+        );
     };
     let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
     let comm = ns.proc.join(format!("{pid}/comm"));
@@ -827,7 +882,16 @@ fn held_files_follow_the_mode_and_the_kernel_memory_budget() {
         cfg.process_held_files_max_kib = max_kib;
         let mut check = sts_agent::app::ProcessCheck::new(&cfg, containers_only).unwrap();
         for t in [1.0, 2.0] {
-            check.run(t, 1_700_000_000_000 + (t * 1000.0) as i64, "h", false, &meta, &mut Vec::new(), &mut |_| {});
+            check.run(
+                t,
+                1_700_000_000_000 + (t * 1000.0) as i64,
+                "h",
+                false,
+                &meta,
+                &mut Vec::new(),
+                &mut sts_agent::app::zstd_context().unwrap(),
+                &mut |_| {},
+            );
         }
         check
             .table

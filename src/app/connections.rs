@@ -3,7 +3,7 @@
 //! `/intake` side channel (health, self-metrics). Runs right after a process check, whose table
 //! and reported set it uses. All buffers are reused.
 
-use super::process::{frame, Encoded, ProcessCheck};
+use super::process::{frame, Encoded, ProcessCheck, Zstd};
 use crate::checks::connections::{select, ConnSelection};
 use crate::encode::connections_msg::{collector_connections, collector_connections_json, Scratch};
 use crate::encode::process_intake::{side_channel, CheckHealth, SelfMetric};
@@ -25,7 +25,6 @@ pub struct ConnectionsCheck {
     interval_s: u64,
     proto: Vec<u8>,
     scratch: Scratch,
-    zstd: zstd::bulk::Compressor<'static>,
     group_id: i32,
     runs: u64,
     /// HTTP telemetry per server socket, when protocol inspection is on.
@@ -76,7 +75,6 @@ impl ConnectionsCheck {
             interval_s,
             proto: Vec::with_capacity(64 * 1024),
             scratch: Scratch::default(),
-            zstd: zstd::bulk::Compressor::new(1)?,
             group_id: (std::process::id() as i32).wrapping_mul(7907),
             runs: 0,
             http: None,
@@ -158,6 +156,7 @@ impl ConnectionsCheck {
         json: bool,
         procs: &ProcessCheck,
         msg: &mut Vec<u8>,
+        zstd: &mut Zstd,
         emit: &mut dyn FnMut(Encoded<'_>),
     ) {
         self.runs += 1;
@@ -233,7 +232,7 @@ impl ConnectionsCheck {
                     http,
                     &mut self.scratch,
                 );
-                if !frame(msg, TYPE_COLLECTOR_CONNECTIONS, unix_ms, &self.proto, &mut self.zstd) {
+                if !frame(msg, TYPE_COLLECTOR_CONNECTIONS, unix_ms, &self.proto, zstd) {
                     continue;
                 }
             }

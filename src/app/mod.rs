@@ -52,7 +52,7 @@ pub use connections::ConnectionsCheck;
 pub use docker::{DockerCheck, PassCounts};
 pub use dogstatsd::{DogStatsdStatus, ListenerReport, Listening};
 pub use host::HostCheck;
-pub use process::{Encoded, ProcessCheck};
+pub use process::{zstd_context, Encoded, ProcessCheck, Zstd};
 pub use traces::{request_limit, TraceAgent, TraceStats, COST_CAP, MAX_PAYLOAD};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -96,6 +96,8 @@ pub struct App {
     series_buf: Vec<u8>,
     topology_buf: Vec<u8>,
     msg_buf: Vec<u8>,
+    /// The process and connections checks' zstd context (one for both: see `process::Zstd`).
+    zstd: Zstd,
     sink: Sink,
     clock_origin: Instant,
     host_timer: Timer,
@@ -199,6 +201,7 @@ impl App {
             series_buf: Vec::with_capacity(64 * 1024),
             topology_buf: Vec::with_capacity(4 * 1024),
             msg_buf: Vec::with_capacity(64 * 1024),
+            zstd: zstd_context()?,
             sink,
             clock_origin: now,
             host_timer,

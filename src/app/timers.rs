@@ -190,7 +190,7 @@ impl App {
         let sink = &mut self.sink;
         let meta = self.docker.as_ref().map_or(&self.no_metadata, |d| &d.meta);
         let mut result = Ok(());
-        check.run(mono, unix_ms, &self.hostname, dry, meta, &mut self.msg_buf, &mut |e| {
+        check.run(mono, unix_ms, &self.hostname, dry, meta, &mut self.msg_buf, &mut self.zstd, &mut |e| {
             let r = match e {
                 Encoded::Collector(b) => sink.deliver(Payload::Collector, b),
                 Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
@@ -318,7 +318,7 @@ impl App {
         check.features = self.features.process_agent();
         let sink = &mut self.sink;
         let mut result = Ok(());
-        check.run(mono, unix_ms, &self.hostname, dry, procs, &mut self.msg_buf, &mut |e| {
+        check.run(mono, unix_ms, &self.hostname, dry, procs, &mut self.msg_buf, &mut self.zstd, &mut |e| {
             let r = match e {
                 Encoded::Connections(b) => sink.deliver(Payload::Connections, b),
                 Encoded::Intake(b) => sink.deliver(Payload::ProcessIntake, b),
@@ -345,6 +345,11 @@ impl App {
         // period) would otherwise leave the two dumps a fraction of the gap apart.
         if self.opts.once && self.connection_timer.runs == 1 {
             self.connection_timer.next = Some(Instant::now() + ONCE_RATE_GAP);
+        }
+        // The second run has grown the process and connection tables and sent the first payloads:
+        // what the start-up and those growths freed inside the heap goes back once.
+        if self.connection_timer.runs == 2 {
+            crate::sys::malloc::trim();
         }
         let (s, src) = (check.selection.stats, check.source_stats());
         meter.record(&mut self.connection_status, now, u64::from(s.reported));

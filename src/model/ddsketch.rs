@@ -53,7 +53,7 @@ pub fn index(seconds: f64) -> Option<i16> {
     if seconds <= MIN_INDEXABLE {
         return Some(ZERO);
     }
-    let x = seconds.ln() * multiplier();
+    let x = ln(seconds) * multiplier();
     // Go: `if index >= 0 { int(index) } else { int(index) - 1 }`; the float is within ±35500 here.
     let i = if x >= 0.0 { x as i64 } else { x as i64 - 1 };
     Some(i.clamp(i64::from(ZERO) + 1, i64::from(i16::MAX)) as i16)
@@ -62,7 +62,91 @@ pub fn index(seconds: f64) -> Option<i16> {
 /// The value a bin stands for, as sketches-go's `LogarithmicMapping.Value`: exp(index/multiplier)·(1+α),
 /// i.e. (1+α)·γ^index. A quantile of the sketch is one of these.
 pub fn representative(index: i32) -> f64 {
-    (f64::from(index) / multiplier()).exp() * (1.0 + RELATIVE_ACCURACY)
+    exp(f64::from(index) / multiplier()) * (1.0 + RELATIVE_ACCURACY)
+}
+
+/// ln(x) for a finite x > 0, as Go's pure `math.Log` computes it (FreeBSD's `e_log.c`, fdlibm:
+/// under 1 ulp). The agent's only other use of libm was this and [`exp`]: with both written here
+/// the binary no longer links `libm.so.6`, whose mapped pages were ~0.5 MiB of the agent's RSS
+/// (benches/README.md, "What holds the RSS"). Written as sketches-go's own fallback is, so bin
+/// boundaries fall where its pure-Go build puts them.
+fn ln(x: f64) -> f64 {
+    const LN2_HI: f64 = f64::from_bits(0x3fe62e42_fee00000); // 6.931_471_803_691_238_164_90e-1
+    const LN2_LO: f64 = f64::from_bits(0x3dea39ef_35793c76); // 1.908_214_929_270_587_700_02e-10
+    const L1: f64 = f64::from_bits(0x3fe55555_55555593); // 6.666_666_666_666_735_130e-1
+    const L2: f64 = f64::from_bits(0x3fd99999_9997fa04); // 3.999_999_999_940_941_908e-1
+    const L3: f64 = f64::from_bits(0x3fd24924_94229359); // 2.857_142_874_366_239_149e-1
+    const L4: f64 = f64::from_bits(0x3fcc71c5_1d8e78af); // 2.222_219_843_214_978_396e-1
+    const L5: f64 = f64::from_bits(0x3fc74664_96cb03de); // 1.818_357_216_161_805_012e-1
+    const L6: f64 = f64::from_bits(0x3fc39a09_d078c69f); // 1.531_383_769_920_937_332e-1
+    const L7: f64 = f64::from_bits(0x3fc2f112_df3e5244); // 1.479_819_860_511_658_591e-1
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if x.is_infinite() {
+        return x;
+    }
+    // frexp: x = f1 * 2^ki with f1 in [0.5, 1); subnormals scaled up by 2^54 first.
+    let (x, bias) = if x < f64::MIN_POSITIVE { (x * 18_014_398_509_481_984.0, 54) } else { (x, 0) };
+    let bits = x.to_bits();
+    let mut ki = ((bits >> 52) & 0x7ff) as i32 - 1022 - bias;
+    let mut f1 = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
+    if f1 < std::f64::consts::FRAC_1_SQRT_2 {
+        f1 *= 2.0;
+        ki -= 1;
+    }
+    let f = f1 - 1.0;
+    let k = f64::from(ki);
+    let s = f / (2.0 + f);
+    let s2 = s * s;
+    let s4 = s2 * s2;
+    let t1 = s2 * (L1 + s4 * (L3 + s4 * (L5 + s4 * L7)));
+    let t2 = s4 * (L2 + s4 * (L4 + s4 * L6));
+    let r = t1 + t2;
+    let hfsq = 0.5 * f * f;
+    k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
+}
+
+/// e^x, as Go's pure `math.Exp` computes it (FreeBSD's `e_exp.c`, fdlibm: under 1 ulp). See [`ln`].
+fn exp(x: f64) -> f64 {
+    const LN2_HI: f64 = f64::from_bits(0x3fe62e42_fee00000); // 6.931_471_803_691_238_164_90e-1
+    const LN2_LO: f64 = f64::from_bits(0x3dea39ef_35793c76); // 1.908_214_929_270_587_700_02e-10
+    const LOG2_E: f64 = f64::from_bits(0x3ff71547_652b82fe); // 1.442_695_040_888_963_387_00
+    const OVERFLOW: f64 = f64::from_bits(0x40862e42_fefa39ef); // 7.097_827_128_933_839_730_96e2
+    const UNDERFLOW: f64 = f64::from_bits(0xc0874910_d52d3051); // -7.451_332_191_019_411_084_20e2
+    const NEAR_ZERO: f64 = 1.0 / (1u64 << 28) as f64;
+    const P1: f64 = f64::from_bits(0x3fc55555_5555553e); // 1.666_666_666_666_660_190_37e-1
+    const P2: f64 = f64::from_bits(0xbf66c16c_16bebd93); // -2.777_777_777_701_559_338_42e-3
+    const P3: f64 = f64::from_bits(0x3f11566a_af25de2c); // 6.613_756_321_437_934_361_17e-5
+    const P4: f64 = f64::from_bits(0xbebbbd41_c5d26bf1); // -1.653_390_220_546_525_153_90e-6
+    const P5: f64 = f64::from_bits(0x3e663769_72bea4d0); // 4.138_136_797_057_238_460_39e-8
+    if x.is_nan() || x == f64::INFINITY {
+        return x;
+    }
+    if x > OVERFLOW {
+        return f64::INFINITY;
+    }
+    if x < UNDERFLOW {
+        return 0.0;
+    }
+    if -NEAR_ZERO < x && x < NEAR_ZERO {
+        return 1.0 + x;
+    }
+    // x = k ln2 + r, |r| <= ln2/2, r carried as hi - lo.
+    let k = if x < 0.0 { (LOG2_E * x - 0.5) as i32 } else { (LOG2_E * x + 0.5) as i32 };
+    let hi = x - f64::from(k) * LN2_HI;
+    let lo = f64::from(k) * LN2_LO;
+    let r = hi - lo;
+    let t = r * r;
+    let c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+    let y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    // y * 2^k in two steps, each a normal power of two (|k| <= 1075 here).
+    let pow2 = |e: i32| f64::from_bits(((e + 1023) as u64) << 52);
+    let half = k / 2;
+    y * pow2(half) * pow2(k - half)
 }
 
 /// What a sketch holds once collapsed: its zeroCount, and the positive bins' kept range.
@@ -174,6 +258,48 @@ pub fn quantile(bins: impl Iterator<Item = (i16, u32)> + Clone, q: f64) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Distance in units in the last place between two finite doubles of the same sign.
+    fn ulps(a: f64, b: f64) -> u64 {
+        a.to_bits().abs_diff(b.to_bits())
+    }
+
+    #[test]
+    fn ln_and_exp_are_within_an_ulp_of_libm() {
+        // A fixed xorshift stream: inputs spread over every exponent ln sees, and over exp's range.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut worst_ln, mut worst_exp) = (0, 0);
+        for _ in 0..200_000 {
+            let r = next();
+            // Positive, finite, normal or subnormal: any exponent but 0x7ff, any mantissa.
+            let x = f64::from_bits(r % (0x7ffu64 << 52));
+            if x > 0.0 {
+                worst_ln = worst_ln.max(ulps(ln(x), x.ln()));
+            }
+            let y = (next() as f64 / u64::MAX as f64) * 1_450.0 - 740.0;
+            let (ours, theirs) = (exp(y), y.exp());
+            if theirs >= f64::MIN_POSITIVE {
+                worst_exp = worst_exp.max(ulps(ours, theirs));
+            }
+        }
+        assert!(worst_ln <= 1, "ln: {worst_ln} ulps from libm's");
+        assert!(worst_exp <= 1, "exp: {worst_exp} ulps from libm's");
+        assert_eq!(ln(1.0), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(ln(std::f64::consts::E), 1.0);
+        assert!(ln(0.0) == f64::NEG_INFINITY && ln(-1.0).is_nan() && ln(f64::INFINITY) == f64::INFINITY);
+        assert!(exp(710.0) == f64::INFINITY && exp(-746.0) == 0.0 && exp(f64::NAN).is_nan());
+        // Every bin's representative value maps back to its bin, as with libm's functions.
+        for i in -2_000..2_000 {
+            assert_eq!(index(representative(i)).map(i32::from), Some(i), "bin {i}");
+        }
+    }
 
     fn sketch(bins: &[(i16, u32)]) -> Vec<u8> {
         let mut out = Vec::new();

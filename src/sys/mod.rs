@@ -5,10 +5,11 @@
 //! memory mapping, which rustix does not wrap), and `route_socket`'s `bind`/`getsockname` with a
 //! `sockaddr_nl` (rustix 0.38 has no netlink address), and `dgram` (`recvmmsg` with its control
 //! messages: truncation, `SCM_CREDENTIALS`, `SO_RXQ_OVFL`). `http_filter` is the capture's BPF
-//! program.
+//! program. `malloc`: glibc's `mallopt` and `malloc_trim`, one call each.
 
 pub mod dgram;
 pub mod http_filter;
+pub mod malloc;
 pub mod netlink;
 pub mod netns;
 pub mod packet_ring;
