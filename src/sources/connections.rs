@@ -512,16 +512,21 @@ impl ConnectionSource {
                         self.both_families = BothFamilies::Works;
                         per_family = [false, false];
                     }
-                    // The first try only, and before any record: a kernel without the original
-                    // request answers it with an error at once. The per-family dumps follow.
+                    // Before any record, while it has never worked: a kernel without the
+                    // original request answers it with an error at once (EINVAL for a type
+                    // sock_diag does not know, EOPNOTSUPP without the compat handler): not asked
+                    // again. Another error then (ENOMEM, EBUSY) may pass: asked again next cycle.
+                    // Either way the per-family dumps follow now.
                     Err(DumpError::Kernel(e))
                         if self.both_families == BothFamilies::Untried && seen == [false, false] =>
                     {
-                        info!(
-                            "connections: the kernel refused a dump of both families at once ({}); each family is dumped on its own",
-                            io::Error::from_raw_os_error(-e)
-                        );
-                        self.both_families = BothFamilies::Refused;
+                        if matches!(-e, libc::EINVAL | libc::EOPNOTSUPP | libc::ENOENT) {
+                            info!(
+                                "connections: the kernel refused a dump of both families at once ({}); each family is dumped on its own",
+                                io::Error::from_raw_os_error(-e)
+                            );
+                            self.both_families = BothFamilies::Refused;
+                        }
                     }
                     Err(e) => {
                         ns.families_seen = seen;

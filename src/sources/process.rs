@@ -359,22 +359,29 @@ impl ProcessSource {
         let hold_fd_dirs = (self.hold_files != HoldFiles::None).then_some(self.room.ceiling);
         for &i in indices {
             let Some(p) = t.procs.get_mut(i as usize) else { continue };
+            // Read this cycle already (found or exec'd just now): not again.
+            let fresh = p.detail_cycle == self.cycle;
             let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0
                 || self.cycle.wrapping_sub(p.detail_cycle) >= STATUS_REFRESH_CYCLES;
-            if due {
-                p.detail_cycle = self.cycle;
+            if due && !fresh {
                 let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
-                no_fds += u32::from(fds_left(&status).is_err());
+                let mut short = fds_left(&status).is_err();
                 if let Ok(Ok(st)) = status.map(pid::parse_status) {
                     set_status_detail(p, &st);
                 }
                 // Nothing mapped (a kernel thread, a zombie): `statm` is all zeros.
                 if !statm_read && p.cur.statm.size != 0 {
                     let statm = self.buf.read_rendered(p.dir.as_fd(), c"statm");
-                    no_fds += u32::from(fds_left(&statm).is_err());
+                    short |= fds_left(&statm).is_err();
                     if let Ok(Ok(m)) = statm.map(pid::parse_statm) {
                         set_statm_detail(&mut p.cur.statm, &m);
                     }
+                }
+                no_fds += u32::from(short);
+                // Without descriptors the figures were not read: tried again next cycle (the
+                // last read stays more than three cycles old), not at the next turn.
+                if !short {
+                    p.detail_cycle = self.cycle;
                 }
             }
             p.detail.open_fds = count_fds(p.dir.as_fd(), &mut p.held.fd_dir, hold_fd_dirs, &mut self.dents);
