@@ -402,16 +402,10 @@ fn a_namespace_without_tcp_sockets_is_not_dumped_until_it_has_one() {
 /// the per-family dumps find the same sockets and the one-walk request is not sent again.
 #[test]
 fn both_families_in_one_dump_and_per_family_when_refused() {
-    use std::os::fd::AsFd;
     use sts_agent::model::connection::ConnTable;
     use sts_agent::model::process::ProcessTable;
     use sts_agent::sources::connections::ConnectionSource;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = Netns::new("sts-test", "sts", 200);
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network)).unwrap();
+    in_a_namespace_of_its_own(|| {
         let l4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let l6 = std::net::TcpListener::bind("[::1]:0").expect("IPv6 loopback in the test namespace");
         let mut pairs = [loopback_pair(&l4), loopback_pair(&l4), loopback_pair(&l6)];
@@ -449,6 +443,22 @@ fn both_families_in_one_dump_and_per_family_when_refused() {
                 assert_eq!(table.listening.len(), 2, "both listeners");
             }
         }
+    });
+}
+
+/// Runs `f` on a thread of its own inside a fresh network namespace (setns changes only the
+/// calling thread; the thread and its sockets are gone when it returns), with the other tests
+/// that measure traffic held off.
+fn in_a_namespace_of_its_own(f: impl FnOnce() + Send + 'static) {
+    use std::os::fd::AsFd;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("sts-test", "sts", 200);
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .unwrap();
+        f();
     })
     .join()
     .unwrap();
@@ -482,17 +492,10 @@ fn exchange(pair: &mut (std::net::TcpStream, std::net::TcpStream), n: usize) {
 /// lifetime counters (1 MiB each way, before the first cycle) as one interval's delta.
 #[test]
 fn over_the_connection_limit_the_table_is_stable_and_deltas_are_per_interval() {
-    use std::os::fd::AsFd;
     use sts_agent::model::connection::ConnTable;
     use sts_agent::model::process::ProcessTable;
     use sts_agent::sources::connections::ConnectionSource;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = Netns::new("sts-test", "sts", 200);
-    let path = format!("/run/netns/{}", ns.name);
-    // setns changes only the calling thread: a thread of its own, gone with its sockets.
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network)).unwrap();
+    in_a_namespace_of_its_own(|| {
         const PAIRS: usize = 40;
         const MAX: usize = 40;
         const PER_CYCLE: usize = 1000;
@@ -549,9 +552,7 @@ fn over_the_connection_limit_the_table_is_stable_and_deltas_are_per_interval() {
             prev_tracked = tracked;
         }
         assert!(late > 0, "no socket left out earlier was let in later: the case went untested");
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// A namespace whose diag socket could not be opened is tried again, with backoff. The failure

@@ -253,16 +253,7 @@ fn memory_as_sent_follows_stat_every_cycle_and_statm_within_four() {
         );
         found.expect("the python child is reported")
     };
-    check.run(
-        0.0,
-        1_700_000_000_000,
-        "h",
-        false,
-        &meta,
-        &mut Vec::new(),
-        &mut sts_agent::app::zstd_context().unwrap(),
-        &mut |_| {},
-    );
+    quiet_cycle(&mut check, 0.0, &meta);
     let ours = sent(&mut check);
     let (before, rss) = memory_bytes(pid);
     assert!(before[2] > 0 && before[3] > 0 && before[4] > 0, "shared, text, data {before:?}");
@@ -467,16 +458,7 @@ fn a_new_process_at_a_reused_pid_is_seen_at_once() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(
-            t,
-            1_700_000_000_000 + (t * 1000.0) as i64,
-            "h",
-            false,
-            &meta,
-            &mut Vec::new(),
-            &mut sts_agent::app::zstd_context().unwrap(),
-            &mut |_| {},
-        );
+        quiet_cycle(check, t, &meta);
     };
     let at = |check: &sts_agent::app::ProcessCheck, pid: u32| {
         let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
@@ -548,16 +530,7 @@ fn a_process_that_execs_gets_its_user_and_container_read_again() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(
-            t,
-            1_700_000_000_000 + (t * 1000.0) as i64,
-            "h",
-            false,
-            &meta,
-            &mut Vec::new(),
-            &mut sts_agent::app::zstd_context().unwrap(),
-            &mut |_| {},
-        );
+        quiet_cycle(check, t, &meta);
     };
     let facts = |check: &sts_agent::app::ProcessCheck| {
         let i = check.table.procs.binary_search_by_key(&pid, |p| p.pid).expect("in the table");
@@ -743,16 +716,7 @@ fn a_known_process_is_kept_through_a_cycle_without_file_descriptors() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(
-            t,
-            1_700_000_000_000 + (t * 1000.0) as i64,
-            "h",
-            false,
-            &meta,
-            &mut Vec::new(),
-            &mut sts_agent::app::zstd_context().unwrap(),
-            &mut |_| {},
-        );
+        quiet_cycle(check, t, &meta);
     };
     let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
     let comm = ns.proc.join(format!("{pid}/comm"));
@@ -821,16 +785,7 @@ fn held_files_are_given_back_when_descriptors_run_short() {
     let mut t = 0.0;
     let mut cycle = |check: &mut sts_agent::app::ProcessCheck| {
         t += 1.0;
-        check.run(
-            t,
-            1_700_000_000_000 + (t * 1000.0) as i64,
-            "h",
-            false,
-            &meta,
-            &mut Vec::new(),
-            &mut sts_agent::app::zstd_context().unwrap(),
-            &mut |_| {},
-        );
+        quiet_cycle(check, t, &meta);
     };
     let pid: u32 = ns.ask("/bin/sleep 1000 & echo $!").parse().unwrap();
     let comm = ns.proc.join(format!("{pid}/comm"));
@@ -882,16 +837,7 @@ fn held_files_follow_the_mode_and_the_kernel_memory_budget() {
         cfg.process_held_files_max_kib = max_kib;
         let mut check = sts_agent::app::ProcessCheck::new(&cfg, containers_only).unwrap();
         for t in [1.0, 2.0] {
-            check.run(
-                t,
-                1_700_000_000_000 + (t * 1000.0) as i64,
-                "h",
-                false,
-                &meta,
-                &mut Vec::new(),
-                &mut sts_agent::app::zstd_context().unwrap(),
-                &mut |_| {},
-            );
+            quiet_cycle(&mut check, t, &meta);
         }
         check
             .table
@@ -928,4 +874,12 @@ fn held_files_follow_the_mode_and_the_kernel_memory_budget() {
         vec![(1, [f, f, f], t, t), (pid, [f, f, f], t, f)],
         "containers only: nothing reported, nothing held"
     );
+}
+
+/// One process-check cycle at `t` seconds (the wall clock `t` s after a fixed instant), its
+/// payloads not looked at.
+fn quiet_cycle(check: &mut sts_agent::app::ProcessCheck, t: f64, meta: &sts_agent::sources::docker::Metadata) {
+    let now_ms = 1_700_000_000_000 + (t * 1000.0) as i64;
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
+    check.run(t, now_ms, "h", false, meta, &mut Vec::new(), &mut zstd, &mut |_| {});
 }

@@ -749,6 +749,12 @@ mod tests {
 
     /// A real child with stdin, stdout, stderr and 40 more descriptors (inherited
     /// without CLOEXEC through bash's redirections): both ways of counting agree.
+    /// An `O_PATH` handle on `/proc/<pid>`, as the source holds one.
+    fn pid_dir(pid: u32) -> OwnedFd {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        openat(rustix::fs::CWD, format!("/proc/{pid}").as_str(), flags, Mode::empty()).unwrap()
+    }
+
     #[test]
     fn open_fd_count_from_stat_and_from_listing_agree() {
         let script = (3..43).map(|n| format!("exec {n}</dev/null; ")).collect::<String>() + "exec sleep 5";
@@ -767,13 +773,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let dir = openat(
-            rustix::fs::CWD,
-            format!("/proc/{}", child.id()).as_str(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
+        let dir = pid_dir(child.id());
         let mut dents = vec![MaybeUninit::uninit(); 32 * 1024];
         let counted = count_fds(dir.as_fd(), &mut None, None, &mut dents);
         let listed = list_fds(dir.as_fd(), &mut dents);
@@ -798,13 +798,7 @@ mod tests {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready");
-        let dir = openat(
-            rustix::fs::CWD,
-            format!("/proc/{}", child.id()).as_str(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
+        let dir = pid_dir(child.id());
         let mut dents = vec![MaybeUninit::uninit(); 32 * 1024];
         let mut held = None;
         let first = count_fds(dir.as_fd(), &mut held, Some(u64::MAX), &mut dents);
