@@ -209,6 +209,12 @@ impl App {
                 }
             }
         }
+        // Without the connections check (which trims after its own second run), the process
+        // check's second run has grown the process table and sent its first payloads: what the
+        // start-up and that growth freed inside the heap goes back once.
+        if self.connections.is_none() && self.process_timer.runs == 2 {
+            crate::sys::malloc::trim();
+        }
         let s = check.stats();
         meter.record(&mut self.process_status, now, u64::from(s.reported));
         debug!(

@@ -69,7 +69,9 @@ pub fn representative(index: i32) -> f64 {
 /// under 1 ulp). The agent's only other use of libm was this and [`exp`]: with both written here
 /// the binary no longer links `libm.so.6`, whose mapped pages were ~0.5 MiB of the agent's RSS
 /// (benches/README.md, "What holds the RSS"). Written as sketches-go's own fallback is, so bin
-/// boundaries fall where its pure-Go build puts them.
+/// boundaries fall where Go's pure implementation puts them. (Go's own amd64 build of `math.Log`,
+/// and its amd64/arm64 `math.Exp`, are assembly: neither this nor glibc is bit-identical to those;
+/// a value within an ulp or two of a bin boundary can fall in the neighbouring bin.)
 fn ln(x: f64) -> f64 {
     const LN2_HI: f64 = f64::from_bits(0x3fe62e42_fee00000); // 6.931_471_803_691_238_164_90e-1
     const LN2_LO: f64 = f64::from_bits(0x3dea39ef_35793c76); // 1.908_214_929_270_587_700_02e-10
@@ -118,7 +120,7 @@ fn exp(x: f64) -> f64 {
     const OVERFLOW: f64 = f64::from_bits(0x40862e42_fefa39ef); // 7.097_827_128_933_839_730_96e2
     const UNDERFLOW: f64 = f64::from_bits(0xc0874910_d52d3051); // -7.451_332_191_019_411_084_20e2
     const NEAR_ZERO: f64 = 1.0 / (1u64 << 28) as f64;
-    const P1: f64 = f64::from_bits(0x3fc55555_5555553e); // 1.666_666_666_666_660_190_37e-1
+    const P1: f64 = f64::from_bits(0x3fc55555_55555555); // 1.666_666_666_666_666_574_15e-1 (Go's; fdlibm's ends 553e)
     const P2: f64 = f64::from_bits(0xbf66c16c_16bebd93); // -2.777_777_777_701_559_338_42e-3
     const P3: f64 = f64::from_bits(0x3f11566a_af25de2c); // 6.613_756_321_437_934_361_17e-5
     const P4: f64 = f64::from_bits(0xbebbbd41_c5d26bf1); // -1.653_390_220_546_525_153_90e-6
