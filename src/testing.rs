@@ -60,6 +60,10 @@ mod tests {
 
     /// The assertion can fail: a quadratic cost is caught, a linear one passes.
     #[test]
+    #[cfg_attr(
+        qemu_user,
+        ignore = "under qemu-user this self-test let a quadratic cost pass as linear in two runs in a row (at scale 8 and 16, 2026-12-03): the emulator's timing of the small input is not trustworthy; it runs natively in every CI run"
+    )]
     fn a_quadratic_cost_is_caught_and_a_linear_one_passes() {
         let linear = |v: &Vec<u64>| {
             std::hint::black_box(v.iter().fold(0u64, |a, x| a.wrapping_add(*x)));
