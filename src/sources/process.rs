@@ -1050,6 +1050,9 @@ mod tests {
         let pid = child.id();
         let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
         let mut t = ProcessTable::default();
+        // Bash still starting faults in pages of its libraries (statm's shared moves): wait until
+        // it is blocked in `read`.
+        settle(pid);
         let bash = cycle(&mut src, &mut t, pid, false);
         assert_eq!(slow(&bash), slow(&fresh_memory(pid).0), "bash, found");
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
