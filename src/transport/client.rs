@@ -10,11 +10,12 @@
 
 use super::http1::{self, parse_response};
 use super::resolve::{Addrs, Resolver};
+use super::tls_stream::{TlsError, TlsStream};
 use crate::url::{Scheme, Url};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection};
+use rustls::ClientConfig;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -131,7 +132,7 @@ impl Sock {
 
 struct Conn {
     sock: Sock,
-    tls: Option<ClientConnection>,
+    tls: Option<TlsStream>,
     tcp_connected: bool,
     /// Served at least one response, so a failure before any reply may just be a stale keep-alive.
     reused: bool,
@@ -346,7 +347,7 @@ impl HttpClient {
         }
         .map_err(|e| fail(FailureKind::Connect, e))?;
         let tls = match &self.tls {
-            Some((cfg, name)) => match ClientConnection::new(cfg.clone(), name.clone()) {
+            Some((cfg, name)) => match TlsStream::new(cfg.clone(), name.clone()) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     sock.deregister(registry);
@@ -405,8 +406,7 @@ impl HttpClient {
     pub fn close(&mut self, registry: &Registry) {
         if let Some(mut c) = self.conn.take() {
             if let Some(tls) = c.tls.as_mut() {
-                tls.send_close_notify();
-                let _ = tls.write_tls(&mut c.sock);
+                tls.close(&mut c.sock);
             }
             c.sock.deregister(registry);
         }
@@ -558,7 +558,8 @@ impl HttpClient {
                     c.reused = true;
                 }
                 self.finish_request();
-                self.close_after_response = !r.keep_alive || eof;
+                let worn = self.conn.as_ref().and_then(|c| c.tls.as_ref()).is_some_and(TlsStream::worn);
+                self.close_after_response = !r.keep_alive || eof || worn;
                 Ok(Some(Outcome::Response {
                     status: r.status,
                     retry_after: r.retry_after,
@@ -571,6 +572,13 @@ impl HttpClient {
     }
 }
 
+fn tls_failure(e: TlsError) -> Failure {
+    match e {
+        TlsError::Io(e) => fail(FailureKind::Io, e),
+        TlsError::Tls(e) => fail(FailureKind::Tls, e),
+    }
+}
+
 /// Writes as much of `tx[*off..]` as the socket (and TLS) will take now.
 fn flush(conn: &mut Conn, tx: &[u8], off: &mut usize) -> Result<(), Failure> {
     if !conn.tcp_connected {
@@ -578,26 +586,7 @@ fn flush(conn: &mut Conn, tx: &[u8], off: &mut usize) -> Result<(), Failure> {
     }
     let io_err = |e: io::Error| fail(FailureKind::Io, e);
     match conn.tls.as_mut() {
-        Some(tls) => loop {
-            let mut progress = false;
-            if let Some(rest) = tx.get(*off..).filter(|r| !r.is_empty()) {
-                let n = tls.writer().write(rest).map_err(io_err)?;
-                *off += n;
-                progress |= n > 0;
-            }
-            while tls.wants_write() {
-                match tls.write_tls(&mut conn.sock) {
-                    Ok(0) => break,
-                    Ok(_) => progress = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(io_err(e)),
-                }
-            }
-            if !progress {
-                return Ok(());
-            }
-        },
+        Some(tls) => tls.flush(&mut conn.sock, tx, off).map_err(tls_failure),
         None => {
             while let Some(rest) = tx.get(*off..).filter(|r| !r.is_empty()) {
                 match conn.sock.write(rest) {
@@ -620,43 +609,7 @@ fn fill(conn: &mut Conn, rx: &mut Vec<u8>) -> Result<bool, Failure> {
     }
     let mut chunk = [0u8; 16 * 1024];
     match conn.tls.as_mut() {
-        Some(tls) => loop {
-            let mut eof = false;
-            let mut would_block = false;
-            match tls.read_tls(&mut conn.sock) {
-                Ok(0) => eof = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => would_block = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(fail(FailureKind::Io, e)),
-            }
-            let state = match tls.process_new_packets() {
-                Ok(s) => s,
-                Err(e) => {
-                    // Tell the server why (the alert rustls queued), then report the cause.
-                    let _ = tls.write_tls(&mut conn.sock);
-                    return Err(fail(FailureKind::Tls, e));
-                }
-            };
-            let mut avail = state.plaintext_bytes_to_read();
-            while avail > 0 {
-                let n = tls.reader().read(&mut chunk).map_err(|e| fail(FailureKind::Io, e))?;
-                if n == 0 {
-                    break;
-                }
-                rx.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-                avail = avail.saturating_sub(n);
-            }
-            if state.peer_has_closed() || eof {
-                if tls.is_handshaking() {
-                    return Err(fail(FailureKind::Tls, "server closed the connection during the TLS handshake"));
-                }
-                return Ok(true);
-            }
-            if would_block {
-                return Ok(false);
-            }
-        },
+        Some(tls) => tls.fill(&mut conn.sock, rx).map_err(tls_failure),
         None => loop {
             match conn.sock.read(&mut chunk) {
                 Ok(0) => return Ok(true),

@@ -3,5 +3,7 @@
 pub mod client;
 pub mod http1;
 pub mod http_server;
+pub mod records;
 pub mod resolve;
 pub mod tls;
+pub mod tls_stream;

@@ -20,6 +20,9 @@ pub fn client_config(skip_verification: bool) -> Result<Arc<ClientConfig>, rustl
     } else {
         builder.with_root_certificates(roots()).with_no_client_auth()
     };
+    let mut config = config;
+    // The traffic keys go to our own record layer once the handshake is done (tls_stream.rs).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

@@ -26,8 +26,25 @@ fn grew(by: usize) {
 }
 
 /// Allocations so far in this process.
+#[allow(dead_code)]
 pub fn allocations() -> u64 {
     ALLOCS.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    // Const-initialised with no destructor: usable from inside the allocator.
+    static THREAD_ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_thread() {
+    let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+/// Allocations so far on the calling thread (other tests' threads in the same binary, and the
+/// test harness's, do not count).
+#[allow(dead_code)]
+pub fn thread_allocations() -> u64 {
+    THREAD_ALLOCS.with(|c| c.get())
 }
 
 /// The largest single allocation (or reallocation) since the last call, which resets it.
@@ -39,6 +56,7 @@ pub fn take_largest() -> usize {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count_thread();
         LARGEST.fetch_max(l.size(), Ordering::Relaxed);
         grew(l.size());
         // SAFETY: forwarding the caller's layout to the system allocator.
@@ -51,6 +69,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count_thread();
         LARGEST.fetch_max(n, Ordering::Relaxed);
         // Old and new blocks both exist while the contents are copied.
         grew(n);
