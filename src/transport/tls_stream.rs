@@ -132,13 +132,17 @@ impl TlsStream {
         }
     }
 
-    /// Queues a close_notify and writes what the socket takes now.
+    /// Queues a close_notify (or, after a failed handshake, keeps the alert saying why) and
+    /// writes what the socket takes now.
     pub fn close(&mut self, sock: &mut impl Write) {
         if let State::Established(records) = &mut self.state {
-            if records.close_notify(&mut self.output).is_ok() {
-                let _ = sock.write(&self.output[self.output_off..]);
-            }
+            let _ = records.close_notify(&mut self.output);
         }
+        if let Some(rest) = self.output.get(self.output_off..).filter(|r| !r.is_empty()) {
+            let _ = sock.write(rest);
+        }
+        self.output.clear();
+        self.output_off = 0;
         self.state = State::Failed;
     }
 
