@@ -236,11 +236,17 @@ fn every_suite_carries_requests_and_responses_and_allocates_nothing_once_up() {
 }
 
 /// TLS 1.3 key updates: the server updates its keys and asks for ours (rustls's
-/// refresh_traffic_keys sends update_requested); every later request still reaches it.
+/// refresh_traffic_keys sends update_requested); every later request still reaches it, and the
+/// client did update its keys: the server's receiving sequence number restarted at our last key
+/// update (rustls's server would go on reading under the old key, so without this the test
+/// could not tell).
 #[test]
+#[allow(deprecated)] // ServerConnection::dangerous_extract_secrets: the test only reads a counter.
 fn key_updates_both_ways_keep_the_connection_working() {
     let pki = pki();
-    let server = server_config(&pki);
+    let mut cfg = (*server_config(&pki)).clone();
+    cfg.enable_secret_extraction = true;
+    let server = Arc::new(cfg);
     for (name, suite) in &SUITES[..3] {
         let mut p = Pair::new(client_config(&pki, *suite), &server);
         for k in 0..6 {
@@ -248,9 +254,36 @@ fn key_updates_both_ways_keep_the_connection_working() {
             p.server.refresh_traffic_keys().unwrap();
             p.serve();
         }
+        // The client read the fifth update with the last response and answers it first here;
+        // the sixth arrives with this response.
         p.exchange(99, 5, 5);
         assert!(p.server.process_new_packets().is_ok(), "{name}");
+        let (rx_seq, _) = p.server.dangerous_extract_secrets().unwrap().rx;
+        assert_eq!(rx_seq, 1, "{name}: records the server read since our last key update");
     }
+}
+
+/// A server that sends only key updates (or other records without data) is cut off after 32
+/// in a row, as rustls limits them, with an alert that says why.
+#[test]
+fn records_without_data_are_limited() {
+    let pki = pki();
+    let server = server_config(&pki);
+    let mut p = Pair::new(client_config(&pki, SUITES[0].1), &server);
+    p.exchange(0, 10, 10);
+    for _ in 0..40 {
+        p.server.refresh_traffic_keys().unwrap();
+        p.serve();
+    }
+    match p.client_fill() {
+        Err(TlsError::Tls(e)) => assert!(e.contains("32 records in a row without data"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    p.client.close(&mut p.wire);
+    let n = p.server.read_tls(&mut &p.wire.to_server[..]).unwrap();
+    p.wire.to_server.drain(..n);
+    let e = p.server.process_new_packets().unwrap_err();
+    assert!(e.to_string().contains("UnexpectedMessage"), "{e}");
 }
 
 /// Session tickets received after the handshake (TLS 1.3) are handed to rustls: the next
@@ -286,6 +319,12 @@ fn a_tampered_record_fails_the_connection() {
             Err(TlsError::Tls(e)) => assert!(e.contains("bad_record_mac"), "{name}: {e}"),
             other => panic!("{name}: {other:?}"),
         }
+        // The client closes on the failure, and the server hears why.
+        p.client.close(&mut p.wire);
+        let n = p.server.read_tls(&mut &p.wire.to_server[..]).unwrap();
+        p.wire.to_server.drain(..n);
+        let e = p.server.process_new_packets().unwrap_err();
+        assert!(e.to_string().contains("BadRecordMac"), "{name}: {e}");
     }
 }
 
@@ -356,9 +395,12 @@ fn an_untrusted_server_fails_the_handshake() {
 }
 
 /// OpenSSL's server (Python's `ssl`), over loopback TCP: TLS 1.3 with each suite (the client
-/// offers one) and TLS 1.2 with each ECDSA suite (the server allows one). The server answers
-/// each request (4 bytes: the response size) with that many bytes of a pattern, and sends its
-/// TLS 1.3 session tickets after the handshake as OpenSSL does.
+/// offers one) and TLS 1.2 with each ECDSA suite (the server allows one). Each request is 8 bytes
+/// (the response size, the size of a body that follows) and a body of the pattern, which the
+/// server checks (so our full-size and multi-record writes are read by OpenSSL); it answers with
+/// that many bytes of the pattern. A second connection with the same configuration resumes the
+/// session: in TLS 1.3 through the tickets OpenSSL sent after the handshake, which our record
+/// layer handed to rustls.
 #[test]
 fn openssl_server_every_suite() {
     let pki = pki();
@@ -384,24 +426,34 @@ if maxv == "1.2":
     ctx.set_ciphers(cipher)
 l = socket.socket()
 l.bind(("127.0.0.1", 0))
-l.listen(1)
+l.listen(2)
 print(l.getsockname()[1], flush=True)
-c, _ = l.accept()
-s = ctx.wrap_socket(c, server_side=True)
-print(s.version(), s.cipher()[0], flush=True)
 def pattern(seed, n):
     return bytes((i * 31 + seed * 7) % 251 for i in range(n))
-k = 0
-while True:
-    head = b""
-    while len(head) < 4:
-        got = s.recv(4 - len(head))
-        if not got:
-            sys.exit(0)
-        head += got
-    n = int.from_bytes(head, "big")
-    s.sendall(pattern(k, n))
-    k += 1
+def exactly(s, n):
+    got = b""
+    while len(got) < n:
+        more = s.recv(min(n - len(got), 65536))
+        if not more:
+            return None
+        got += more
+    return got
+for _ in range(2):
+    c, _ = l.accept()
+    s = ctx.wrap_socket(c, server_side=True)
+    print(s.version(), s.cipher()[0], "reused" if s.session_reused else "full", flush=True)
+    k = 0
+    while True:
+        head = exactly(s, 8)
+        if head is None:
+            break
+        n, body = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+        if exactly(s, body) != pattern(k + 1000, body):
+            print("bad request body", k, flush=True)
+            sys.exit(1)
+        s.sendall(pattern(k, n))
+        k += 1
+    s.close()
 "#;
     let cases: [(&str, SupportedCipherSuite, &str, &str); 6] = [
         ("TLS 1.3 AES-128-GCM", SUITES[0].1, "1.3", "-"),
@@ -411,6 +463,7 @@ while True:
         ("TLS 1.2 AES-256-GCM", SUITES[4].1, "1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"),
         ("TLS 1.2 ChaCha20", SUITES[5].1, "1.2", "ECDHE-ECDSA-CHACHA20-POLY1305"),
     ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     for (name, suite, maxv, cipher) in cases {
         let mut child = std::process::Command::new("python3")
             .args(["-c", script])
@@ -424,43 +477,50 @@ while True:
         let mut line = String::new();
         io::BufRead::read_line(&mut out, &mut line).unwrap();
         let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("{name}: the server's port, got {line:?}"));
-        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let mut client =
-            TlsStream::new(client_config(&pki, suite), ServerName::try_from("localhost").unwrap()).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let mut rx = Vec::new();
-        let step =
-            |client: &mut TlsStream, sock: &mut std::net::TcpStream, tx: &[u8], want: usize, rx: &mut Vec<u8>| {
-                let mut off = 0;
-                rx.clear();
-                loop {
-                    client.flush(sock, tx, &mut off).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-                    let closed = client.fill(sock, rx).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-                    assert!(!closed, "{name}: OpenSSL closed the connection");
-                    if off == tx.len() && !client.is_handshaking() && rx.len() >= want {
-                        return;
-                    }
-                    assert!(std::time::Instant::now() < deadline, "{name}: timed out");
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-            };
-        step(&mut client, &mut sock, &[], 0, &mut rx);
-        line.clear();
-        for (k, n) in [0usize, 1, 202, 16_384, 16_385, 100_000, 7].into_iter().enumerate() {
-            let request = (n as u32).to_be_bytes();
-            step(&mut client, &mut sock, &request, n, &mut rx);
-            if k == 0 {
-                io::BufRead::read_line(&mut out, &mut line).unwrap();
-            }
-            assert_eq!(rx.len(), n, "{name}: response {k}");
-            assert!(rx == pattern(k, n), "{name}: response {k}: the pattern the server wrote");
-        }
+        let config = client_config(&pki, suite);
         let version = if maxv == "1.3" { "TLSv1.3" } else { "TLSv1.2" };
-        assert!(line.starts_with(version), "{name}: OpenSSL negotiated {line}");
-        client.close(&mut sock);
-        drop(sock);
-        let _ = child.kill();
-        let _ = child.wait();
+        for (conn, sizes) in [
+            (0, &[(0usize, 0usize), (1, 40_000), (202, 16_384), (16_384, 16_385), (100_000, 1), (7, 100_000)][..]),
+            (1, &[(300, 5_000)][..]),
+        ] {
+            let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            sock.set_nonblocking(true).unwrap();
+            let mut client = TlsStream::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+            let mut rx = Vec::new();
+            let step =
+                |client: &mut TlsStream, sock: &mut std::net::TcpStream, tx: &[u8], want: usize, rx: &mut Vec<u8>| {
+                    let mut off = 0;
+                    rx.clear();
+                    loop {
+                        client.flush(sock, tx, &mut off).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                        let closed = client.fill(sock, rx).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                        assert!(!closed, "{name}: OpenSSL closed the connection");
+                        if off == tx.len() && !client.is_handshaking() && rx.len() >= want {
+                            return;
+                        }
+                        assert!(std::time::Instant::now() < deadline, "{name}: timed out");
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                };
+            step(&mut client, &mut sock, &[], 0, &mut rx);
+            for (k, &(n, body)) in sizes.iter().enumerate() {
+                let mut request = (n as u32).to_be_bytes().to_vec();
+                request.extend_from_slice(&(body as u32).to_be_bytes());
+                request.extend_from_slice(&pattern(k + 1000, body));
+                step(&mut client, &mut sock, &request, n, &mut rx);
+                if k == 0 {
+                    line.clear();
+                    io::BufRead::read_line(&mut out, &mut line).unwrap();
+                }
+                assert_eq!(rx.len(), n, "{name}: response {k}");
+                assert!(rx == pattern(k, n), "{name}: response {k}: the pattern the server wrote");
+            }
+            let expected = if conn == 0 { "full" } else { "reused" };
+            assert!(line.starts_with(version), "{name}: OpenSSL negotiated {line}");
+            assert!(line.trim().ends_with(expected), "{name}: connection {conn}: {line}");
+            client.close(&mut sock);
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{name}: the OpenSSL server failed: {status}");
     }
 }

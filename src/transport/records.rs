@@ -31,6 +31,29 @@ const WORN_AFTER: u64 = 1 << 23;
 /// NewSessionTicket holds a ticket of at most 64 KiB).
 const MAX_HANDSHAKE_MESSAGE: usize = 1 << 17;
 
+/// Records in a row that carry no application data (empty records, warnings, tickets, key
+/// updates) before the connection is given up, as rustls limits them: a server sending only
+/// those would keep the loop busy without ever filling a response.
+const MAX_UNEVENTFUL: u32 = 32;
+
+/// Alert descriptions (RFC 8446 §6).
+pub const UNEXPECTED_MESSAGE: u8 = 10;
+pub const BAD_RECORD_MAC: u8 = 20;
+pub const RECORD_OVERFLOW: u8 = 22;
+pub const DECODE_ERROR: u8 = 50;
+pub const INTERNAL_ERROR: u8 = 80;
+
+/// Why a record could not be taken, and the fatal alert that tells the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub alert: u8,
+    pub why: String,
+}
+
+fn err<T>(alert: u8, why: impl Into<String>) -> Result<T, RecordError> {
+    Err(RecordError { alert, why: why.into() })
+}
+
 const CHANGE_CIPHER_SPEC: u8 = 20;
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
@@ -104,6 +127,8 @@ pub struct Records {
     /// A handshake message whose start came in an earlier record.
     partial_handshake: Vec<u8>,
     peer_closed: bool,
+    /// Records in a row without application data.
+    uneventful: u32,
 }
 
 impl Records {
@@ -123,6 +148,7 @@ impl Records {
             owe_key_update: false,
             partial_handshake: Vec::new(),
             peer_closed: false,
+            uneventful: 0,
         })
     }
 
@@ -149,6 +175,11 @@ impl Records {
     /// Appends a close_notify alert.
     pub fn close_notify(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         self.seal_record(ALERT, &[1, 0], out)
+    }
+
+    /// Appends a fatal alert (the connection is then closed).
+    pub fn fatal_alert(&mut self, description: u8, out: &mut Vec<u8>) {
+        let _ = self.seal_record(ALERT, &[2, description], out);
     }
 
     fn seal_record(&mut self, typ: u8, plain: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
@@ -193,59 +224,73 @@ impl Records {
     /// their application data to `plain`; a partial record at the end is left for later.
     /// Alerts end the connection (close_notify cleanly), session tickets are handed to rustls,
     /// key updates change the receiving key (and owe the peer ours when it asks).
-    pub fn open(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> Result<Opened, String> {
+    pub fn open(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> Result<Opened, RecordError> {
         let mut at = 0;
         while !self.peer_closed {
             let Some(head) = buf.get(at..at + HEADER) else { break };
             let typ = head[0];
             let len = usize::from(u16::from_be_bytes([head[3], head[4]]));
             if head[1] != 3 {
-                return Err(format!("not a TLS record (version {}.{})", head[1], head[2]));
+                return err(DECODE_ERROR, format!("not a TLS record (version {}.{})", head[1], head[2]));
             }
             let limit = if self.tls13 { MAX_PLAINTEXT + 256 } else { MAX_PLAINTEXT + 2048 };
             if len > limit {
-                return Err(format!("record of {len} bytes (at most {limit})"));
+                return err(RECORD_OVERFLOW, format!("a record of {len} bytes (at most {limit})"));
             }
             let Some(record) = buf.get_mut(at..at + HEADER + len) else { break };
             at += HEADER + len;
             let (typ, body) = if self.tls13 { self.open13(typ, record)? } else { self.open12(typ, record)? };
             self.rx.seq += 1;
+            if typ == APPLICATION_DATA && !body.is_empty() {
+                self.uneventful = 0;
+            } else {
+                self.uneventful += 1;
+                if self.uneventful > MAX_UNEVENTFUL {
+                    return err(UNEXPECTED_MESSAGE, format!("{MAX_UNEVENTFUL} records in a row without data"));
+                }
+            }
             self.received(typ, body, plain)?;
         }
         Ok(Opened { consumed: at, peer_closed: self.peer_closed })
     }
 
     /// A TLS 1.3 record: the inner plaintext's type and content.
-    fn open13<'r>(&self, outer: u8, record: &'r mut [u8]) -> Result<(u8, &'r [u8]), String> {
+    fn open13<'r>(&self, outer: u8, record: &'r mut [u8]) -> Result<(u8, &'r [u8]), RecordError> {
         if outer != APPLICATION_DATA {
-            return Err(format!("unprotected record of type {outer} after the handshake"));
+            return err(UNEXPECTED_MESSAGE, format!("an unprotected record of type {outer} after the handshake"));
+        }
+        if record.len() < HEADER + TAG + 1 {
+            return err(DECODE_ERROR, "a record too short for its cipher");
         }
         let (head, body) = record.split_at_mut(HEADER);
-        let aad = <[u8; HEADER]>::try_from(&*head).map_err(|_| "record header")?;
+        let aad = <[u8; HEADER]>::try_from(&*head)
+            .map_err(|_| RecordError { alert: DECODE_ERROR, why: "a record header".into() })?;
         let nonce = Nonce::assume_unique_for_key(self.rx.nonce());
-        let inner = self
-            .rx
-            .aead
-            .open_in_place(nonce, Aad::from(aad), body)
-            .map_err(|_| "a record failed to decrypt (bad_record_mac)")?;
+        let inner = self.rx.aead.open_in_place(nonce, Aad::from(aad), body).map_err(|_| RecordError {
+            alert: BAD_RECORD_MAC,
+            why: "a record failed to decrypt (bad_record_mac)".into(),
+        })?;
         let inner: &'r [u8] = inner;
-        // Zero padding, then the real content type (RFC 8446 §5.4).
-        let Some(end) = inner.iter().rposition(|&b| b != 0) else {
-            return Err("a record with no content type".into());
-        };
-        if end > MAX_PLAINTEXT {
-            return Err("a record's plaintext is over 2^14 bytes".into());
+        // Content, its type, zero padding: 2^14 + 1 bytes at most (RFC 8446 §5.4).
+        if inner.len() > MAX_PLAINTEXT + 1 {
+            return err(RECORD_OVERFLOW, "a record's inner plaintext is over 2^14 + 1 bytes");
         }
+        let Some(end) = inner.iter().rposition(|&b| b != 0) else {
+            return err(UNEXPECTED_MESSAGE, "a record with no content type");
+        };
         Ok((inner[end], &inner[..end]))
     }
 
     /// A TLS 1.2 record: its type and plaintext.
-    fn open12<'r>(&self, typ: u8, record: &'r mut [u8]) -> Result<(u8, &'r [u8]), String> {
+    fn open12<'r>(&self, typ: u8, record: &'r mut [u8]) -> Result<(u8, &'r [u8]), RecordError> {
         let explicit = if self.rx.is_gcm() { GCM_EXPLICIT_NONCE } else { 0 };
         let body = &mut record[HEADER..];
         let Some(len) = body.len().checked_sub(explicit + TAG) else {
-            return Err("a record too short for its cipher".into());
+            return err(DECODE_ERROR, "a record too short for its cipher");
         };
+        if len > MAX_PLAINTEXT {
+            return err(RECORD_OVERFLOW, "a record's plaintext is over 2^14 bytes");
+        }
         let nonce = if explicit > 0 {
             let mut n = [0u8; 12];
             n[..4].copy_from_slice(&self.rx.iv[..4]);
@@ -259,11 +304,17 @@ impl Records {
             .rx
             .aead
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body[explicit..])
-            .map_err(|_| "a record failed to decrypt (bad_record_mac)")?;
+            .map_err(|_| RecordError {
+                alert: BAD_RECORD_MAC,
+                why: "a record failed to decrypt (bad_record_mac)".into(),
+            })?;
         Ok((typ, opened))
     }
 
-    fn received(&mut self, typ: u8, body: &[u8], plain: &mut Vec<u8>) -> Result<(), String> {
+    fn received(&mut self, typ: u8, body: &[u8], plain: &mut Vec<u8>) -> Result<(), RecordError> {
+        if typ != HANDSHAKE && !self.partial_handshake.is_empty() {
+            return err(UNEXPECTED_MESSAGE, "a record between the parts of a handshake message");
+        }
         match typ {
             APPLICATION_DATA => {
                 plain.extend_from_slice(body);
@@ -277,20 +328,23 @@ impl Records {
                 // user_canceled (TLS 1.3), or any warning in TLS 1.2: close_notify follows or not.
                 [_, 90] => Ok(()),
                 [1, _] if !self.tls13 => Ok(()),
-                [_, d] => Err(format!("the server sent TLS alert {d}")),
-                _ => Err("a malformed alert".into()),
+                [_, d] => {
+                    err(INTERNAL_ERROR, format!("the server sent TLS alert {:?}", rustls::AlertDescription::from(*d)))
+                }
+                _ => err(DECODE_ERROR, "a malformed alert"),
             },
+            HANDSHAKE if body.is_empty() => err(UNEXPECTED_MESSAGE, "an empty handshake record"),
             HANDSHAKE => self.handshake_messages(body),
-            CHANGE_CIPHER_SPEC => Err("change_cipher_spec after the handshake".into()),
-            t => Err(format!("a record of unknown type {t}")),
+            CHANGE_CIPHER_SPEC => err(UNEXPECTED_MESSAGE, "change_cipher_spec after the handshake"),
+            t => err(UNEXPECTED_MESSAGE, format!("a record of unknown type {t}")),
         }
     }
 
     /// The handshake messages of one record, joined to a message begun in an earlier one.
-    fn handshake_messages(&mut self, body: &[u8]) -> Result<(), String> {
+    fn handshake_messages(&mut self, body: &[u8]) -> Result<(), RecordError> {
         if !self.partial_handshake.is_empty() || !whole_messages(body) {
             if self.partial_handshake.len() + body.len() > MAX_HANDSHAKE_MESSAGE + 4 {
-                return Err("a post-handshake message over 128 KiB".into());
+                return err(UNEXPECTED_MESSAGE, "a post-handshake message over 128 KiB");
             }
             let mut joined = std::mem::take(&mut self.partial_handshake);
             joined.extend_from_slice(body);
@@ -309,12 +363,12 @@ impl Records {
 
     /// Handles the whole messages at the front of `msgs` (all of them unless `partial_ok`);
     /// returns the bytes used.
-    fn handshake_whole(&mut self, msgs: &[u8], partial_ok: bool) -> Result<usize, String> {
+    fn handshake_whole(&mut self, msgs: &[u8], partial_ok: bool) -> Result<usize, RecordError> {
         let mut at = 0;
         while let Some(&[typ, a, b, c]) = msgs.get(at..at + 4) {
             let len = u32::from_be_bytes([0, a, b, c]) as usize;
             if len > MAX_HANDSHAKE_MESSAGE {
-                return Err(format!("a post-handshake message of {len} bytes"));
+                return err(UNEXPECTED_MESSAGE, format!("a post-handshake message of {len} bytes"));
             }
             let Some(payload) = msgs.get(at + 4..at + 4 + len) else { break };
             at += 4 + len;
@@ -328,24 +382,30 @@ impl Records {
                 }
                 (KEY_UPDATE, true) => {
                     if at != msgs.len() {
-                        return Err("a key update not at the end of its record".into());
+                        return err(UNEXPECTED_MESSAGE, "a key update not at the end of its record");
                     }
                     let requested = match payload {
                         [0] => false,
                         [1] => true,
-                        _ => return Err("a malformed key update".into()),
+                        _ => return err(DECODE_ERROR, "a malformed key update"),
                     };
-                    let (seq, secrets) = self.kernel.update_rx_secret().map_err(|e| format!("key update: {e}"))?;
-                    self.rx = Key::new(seq, secrets)?;
+                    let internal = |e: String| RecordError { alert: INTERNAL_ERROR, why: format!("key update: {e}") };
+                    let (seq, secrets) = self.kernel.update_rx_secret().map_err(|e| internal(e.to_string()))?;
+                    self.rx = Key::new(seq, secrets).map_err(internal)?;
                     self.owe_key_update |= requested;
                 }
                 // A TLS 1.2 server asking to renegotiate: a client may ignore it (RFC 5246 §7.4.1.1).
                 (HELLO_REQUEST, false) if len == 0 => {}
-                (t, _) => return Err(format!("an unexpected handshake message (type {t}) after the handshake")),
+                (t, _) => {
+                    return err(
+                        UNEXPECTED_MESSAGE,
+                        format!("an unexpected handshake message (type {t}) after the handshake"),
+                    )
+                }
             }
         }
         if at != msgs.len() && !partial_ok {
-            return Err("a truncated handshake message".into());
+            return err(DECODE_ERROR, "a truncated handshake message");
         }
         Ok(at)
     }

@@ -13,8 +13,12 @@ use std::sync::Arc;
 
 /// Sealed records queued for one write: up to four full records.
 const SEAL_AHEAD: usize = 4 * MAX_PLAINTEXT;
-/// The handshake's largest message (a certificate chain) must fit in the input buffer whole.
-const MAX_HANDSHAKE_INPUT: usize = 256 * 1024;
+/// `output`'s capacity: four full records, an owed key update, an alert, with room to spare.
+const OUTPUT_CAPACITY: usize = SEAL_AHEAD + 8 * MAX_OVERHEAD + 256;
+/// The handshake's largest message (a certificate chain) must fit in the input buffer whole: it
+/// doubles from one record's room (18,437 bytes) up to 16 times that (295 KB), and goes back to
+/// one record's room when the handshake is done.
+const MAX_HANDSHAKE_INPUT: usize = 16 * MAX_RECORD;
 
 #[derive(Debug)]
 pub enum TlsError {
@@ -46,7 +50,7 @@ impl TlsStream {
             state: State::Handshaking(Box::new(UnbufferedClientConnection::new(config, name)?)),
             input: vec![0; MAX_RECORD],
             input_len: 0,
-            output: Vec::with_capacity(SEAL_AHEAD + 4 * MAX_OVERHEAD),
+            output: Vec::with_capacity(OUTPUT_CAPACITY),
             output_off: 0,
             peer_closed: false,
         })
@@ -116,10 +120,15 @@ impl TlsStream {
             };
             self.handshake()?;
             if let State::Established(records) = &mut self.state {
-                let opened = records.open(&mut self.input[..self.input_len], rx).map_err(|e| {
-                    self.state = State::Failed;
-                    TlsError::Tls(e)
-                })?;
+                let opened = match records.open(&mut self.input[..self.input_len], rx) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // Tell the server why; `close` writes it.
+                        records.fatal_alert(e.alert, &mut self.output);
+                        self.state = State::Failed;
+                        return Err(TlsError::Tls(e.why));
+                    }
+                };
                 self.discard(opened.consumed);
                 self.peer_closed |= opened.peer_closed;
             }
@@ -176,6 +185,10 @@ impl TlsStream {
                     Next::Continue
                 }
                 Ok(ConnectionState::BlockedHandshake) => Next::NeedInput,
+                // With bytes left over (the rest of a record, or of a post-handshake message that
+                // rustls has begun joining in place, as a session ticket sent with the server's
+                // Finished and split over records), the keys wait until rustls has them all.
+                Ok(ConnectionState::WriteTraffic(_)) if self.input_len > used => Next::NeedInput,
                 Ok(ConnectionState::WriteTraffic(_)) => Next::Done,
                 Ok(ConnectionState::ReadTraffic(_)) => Next::Fail("the server sent data before the request".into()),
                 Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
@@ -211,6 +224,9 @@ impl TlsStream {
         let State::Handshaking(conn) = std::mem::replace(&mut self.state, State::Failed) else { return Ok(()) };
         let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(|e| TlsError::Tls(e.to_string()))?;
         self.state = State::Established(Box::new(Records::new(secrets, kernel).map_err(TlsError::Tls)?));
+        // A long certificate chain may have grown the input buffer: back to one record's room.
+        self.input.truncate(MAX_RECORD.max(self.input_len));
+        self.input.shrink_to_fit();
         Ok(())
     }
 }
