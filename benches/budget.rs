@@ -1913,15 +1913,21 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         println!("gate {name}: {value:.3} <= {limit:.3}{aim}: {}", if pass { "pass" } else { "FAIL" });
     };
     let margin = get("ci.noise_margin");
-    match (f.allocs_in_checks_per_cycle, f.allocs_per_request()) {
-        (Some(c), Some(r)) => {
+    match (f.allocs_in_checks_per_cycle, f.allocs_per_request(), f.allocs_per_cycle) {
+        (Some(c), Some(r), Some(w)) => {
             verdict(
                 "allocations per steady cycle (collect, encode, compress, queue)",
                 c,
                 get("gates.allocations_per_cycle"),
                 None,
             );
-            verdict("allocations per request sent (HTTP, TLS)", r, get("gates.allocations_per_request"), Some(0.0));
+            verdict("allocations per request sent (HTTP, TLS)", r, get("gates.allocations_per_request"), None);
+            verdict(
+                "allocations per steady cycle, whole agent (checks, sending, TLS, the loop, /status)",
+                w,
+                get("gates.allocations_per_cycle_whole_agent"),
+                None,
+            );
         }
         _ => verdict("allocations (the agent was not built with --features count-allocs)", f64::INFINITY, 0.0, None),
     }
