@@ -6,6 +6,7 @@
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+mod common;
 
 use counting_alloc::{thread_allocations as allocations, Counting};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -21,7 +22,6 @@ static A: Counting = Counting;
 
 struct Pki {
     ca_der: CertificateDer<'static>,
-    ca_pem: String,
     leaf_der: CertificateDer<'static>,
     leaf_pem: String,
     key_der: PrivatePkcs8KeyDer<'static>,
@@ -39,7 +39,6 @@ fn pki() -> Pki {
     let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
     Pki {
         ca_der: ca.der().clone(),
-        ca_pem: ca.pem(),
         leaf_der: leaf.der().clone(),
         leaf_pem: leaf.pem(),
         key_der: PrivatePkcs8KeyDer::from(key.serialize_der()),
@@ -404,18 +403,10 @@ fn an_untrusted_server_fails_the_handshake() {
 #[test]
 fn openssl_server_every_suite() {
     let pki = pki();
-    let dir = std::env::temp_dir().join(format!("sts-tls-records-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
+    let tmp = common::TempDir::new("tls-records");
+    let dir = &tmp.0;
     std::fs::write(dir.join("cert.pem"), &pki.leaf_pem).unwrap();
     std::fs::write(dir.join("key.pem"), &pki.key_pem).unwrap();
-    let _ = &pki.ca_pem;
     let script = r#"
 import socket, ssl, sys
 cert, key, maxv, cipher = sys.argv[1:5]
