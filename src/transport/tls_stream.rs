@@ -11,10 +11,12 @@ use rustls::ClientConfig;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-/// Sealed records queued for one write: up to four full records.
-const SEAL_AHEAD: usize = 4 * MAX_PLAINTEXT;
-/// `output`'s capacity: four full records, an owed key update, an alert, with room to spare.
-const OUTPUT_CAPACITY: usize = SEAL_AHEAD + 8 * MAX_OVERHEAD + 256;
+/// Sealed records queued for one write: one full record (a larger batch saves a `write` per
+/// 16 KiB of body, and costs its size resident in every TLS client's buffer).
+const SEAL_AHEAD: usize = MAX_PLAINTEXT;
+/// `output`'s capacity: a full record, an owed key update, an alert, with room to spare (and what
+/// a handshake record needs, `encode_into`).
+const OUTPUT_CAPACITY: usize = MAX_RECORD + 8 * MAX_OVERHEAD;
 /// The handshake's largest message (a certificate chain) must fit in the input buffer whole: it
 /// doubles from one record's room (18,437 bytes) up to 16 times that (295 KB), and goes back to
 /// one record's room when the handshake is done.
