@@ -2249,7 +2249,8 @@ fn self_test() {
     let good = Figures {
         psutil: psutil(400.0),
         allocs_at_start: Some(5_000),
-        allocs_per_cycle: Some(6.0),
+        // Since issue 21's record layer, sending allocates nothing either.
+        allocs_per_cycle: Some(0.0),
         allocs_in_checks_per_cycle: Some(0.0),
         requests_per_cycle: 3.0,
         hwm_kib: 9 * 1024,
@@ -2341,6 +2342,16 @@ fn self_test() {
     assert!(check_gates(&g, &Figures { psutil: psutil(400.0), ..good.clone() }), "a fourteenth of psutil's passes");
     assert!(!check_gates(&g, &Figures { psutil: psutil(100.0), ..good.clone() }), "0.3 of psutil's fails");
     assert!(!check_gates(&g, &Figures { psutil: None, ..good.clone() }), "no psutil baseline fails");
+    // The whole agent's allocations: one a cycle outside the checks fails (0.33 per request, and
+    // the whole-agent gate), as does one in the checks.
+    assert!(!check_gates(&g, &Figures { allocs_per_cycle: Some(1.0), ..good.clone() }), "an allocation a cycle fails");
+    assert!(
+        !check_gates(
+            &g,
+            &Figures { allocs_per_cycle: Some(1.0), allocs_in_checks_per_cycle: Some(1.0), ..good.clone() }
+        ),
+        "an allocation a cycle in the checks fails"
+    );
     let mut no_spans = good.clone();
     no_spans.traces =
         Some(TraceFigures { spans: 0, spans_per_s: 0.0, us_per_span: f64::INFINITY, ..TraceFigures::default() });

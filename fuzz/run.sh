@@ -142,13 +142,15 @@ PY
 mkdir -p corpus/features
 printf '{"upgrade-to-multi-metrics":true,"incremental-topology":true,"health-states":false,"x":[1,{"y":null}]}' > corpus/features/seed
 printf '{"health-states":"yes","expose-kubernetes-status":true,"upgrade-to-multi-metrics":[1]}' > corpus/features/not-booleans
-# The client's TLS stream (fuzz_targets/tls_records.rs: byte 0 the suite and mode, byte 1 the read
-# size): data sealed by rustls's server (TLS 1.3 with a key update, TLS 1.2 ChaCha20), raw wire
-# bytes (a record header claiming 2^14 + 2049 bytes; an alert record that fails authentication).
+# The client's TLS stream (fuzz_targets/tls_records.rs: byte 0 the suite, (b & 0x3f) % 6, and the
+# mode, bit 6 raw and bit 7 a key update; byte 1 the read size): data sealed by rustls's server
+# (TLS 1.3 ChaCha20 with a key update, TLS 1.2 ChaCha20), raw wire bytes (TLS 1.2 AES-256-GCM: a
+# record header claiming 2^14 + 2049 bytes; TLS 1.2 AES-128-GCM: an alert record that fails
+# authentication).
 mkdir -p corpus/tls_records
-printf '\x80\x00HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n' > corpus/tls_records/tls13-key-update
+printf '\x82\x00HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n' > corpus/tls_records/tls13-key-update
 printf '\x05\x03HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' > corpus/tls_records/tls12-chacha
-printf '\x40\x00\x17\x03\x03\x48\x01' > corpus/tls_records/raw-oversized
+printf '\x44\x00\x17\x03\x03\x48\x01' > corpus/tls_records/raw-oversized
 printf '\x43\x00\x15\x03\x03\x00\x1a0123456789abcdef0123456789' > corpus/tls_records/raw-alert
 for t in "${!seeds[@]}"; do
   mkdir -p "corpus/$t"

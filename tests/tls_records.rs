@@ -4,9 +4,9 @@
 //! and the allocations of each request and response counted; and OpenSSL's server (Python's
 //! `ssl`) over loopback TCP, a second implementation of the same records.
 
+mod common;
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
-mod common;
 
 use counting_alloc::{thread_allocations as allocations, Counting};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -302,6 +302,64 @@ fn the_next_connection_resumes() {
     }
 }
 
+/// The keys are handed over only when the input holds nothing more: here the server's flight
+/// comes with the first 3 bytes of the record after it. The client sends its Finished, waits for
+/// the rest of that record, and only then leaves the handshake; the ticket and what follows are
+/// read. (The case this guards against, a session ticket sent in the same flight as the
+/// server's Finished, as Go's server does, and split over records, rustls's server cannot make:
+/// it sends tickets after the client's Finished. This checks the waiting itself.)
+#[test]
+fn the_handshake_waits_for_a_record_it_has_begun() {
+    let pki = pki();
+    let server = server_config(&pki);
+    let mut client =
+        TlsStream::new(client_config(&pki, SUITES[0].1), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut srv = ServerConnection::new(server).unwrap();
+    let mut wire = Wire::new();
+    let mut rx = Vec::new();
+    let pump = |srv: &mut ServerConnection, wire: &mut Wire| {
+        let n = srv.read_tls(&mut &wire.to_server[..]).unwrap();
+        wire.to_server.drain(..n);
+        srv.process_new_packets().unwrap();
+        let mut out = Vec::new();
+        while srv.wants_write() {
+            srv.write_tls(&mut out).unwrap();
+        }
+        out
+    };
+    client.flush(&mut wire, &[], &mut 0).unwrap();
+    let flight = pump(&mut srv, &mut wire);
+    assert!(!flight.is_empty() && srv.is_handshaking());
+    // The server's flight, and the start of a record (every TLS 1.3 record begins 17 03 03).
+    wire.to_client.extend_from_slice(&flight);
+    wire.to_client.extend_from_slice(&[0x17, 0x03, 0x03]);
+    assert!(!client.fill(&mut wire, &mut rx).unwrap());
+    client.flush(&mut wire, &[], &mut 0).unwrap();
+    assert!(client.is_handshaking(), "the keys wait for the rest of the record");
+    assert!(!wire.to_server.is_empty(), "the client's Finished went out all the same");
+    // The server takes the Finished and sends its tickets; their first record's first 3 bytes
+    // are the ones delivered already.
+    let tickets = pump(&mut srv, &mut wire);
+    assert!(!srv.is_handshaking());
+    assert_eq!(&tickets[..3], &[0x17, 0x03, 0x03]);
+    wire.to_client.extend_from_slice(&tickets[3..]);
+    assert!(!client.fill(&mut wire, &mut rx).unwrap());
+    assert!(!client.is_handshaking(), "established once the record is whole");
+    // A request and a response on the established connection.
+    let mut off = 0;
+    client.flush(&mut wire, b"ping", &mut off).unwrap();
+    assert_eq!(off, 4);
+    let _ = pump(&mut srv, &mut wire);
+    let mut got = Vec::new();
+    let _ = srv.reader().read_to_end(&mut got);
+    assert_eq!(got, b"ping");
+    srv.writer().write_all(b"pong").unwrap();
+    let out = pump(&mut srv, &mut wire);
+    wire.to_client.extend_from_slice(&out);
+    assert!(!client.fill(&mut wire, &mut rx).unwrap());
+    assert_eq!(rx, b"pong");
+}
+
 /// A flipped bit in a record from the server fails the connection with the reason.
 #[test]
 fn a_tampered_record_fails_the_connection() {
@@ -456,15 +514,25 @@ for _ in range(2):
     ];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     for (name, suite, maxv, cipher) in cases {
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script])
-            .arg(dir.join("cert.pem"))
-            .arg(dir.join("key.pem"))
-            .args([maxv, cipher])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut out = io::BufReader::new(child.stdout.take().unwrap());
+        /// The server process, killed if the test fails before it ends.
+        struct Server(std::process::Child);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Server(
+            std::process::Command::new("python3")
+                .args(["-c", script])
+                .arg(dir.join("cert.pem"))
+                .arg(dir.join("key.pem"))
+                .args([maxv, cipher])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 runs"),
+        );
+        let mut out = io::BufReader::new(child.0.stdout.take().unwrap());
         let mut line = String::new();
         io::BufRead::read_line(&mut out, &mut line).unwrap();
         let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("{name}: the server's port, got {line:?}"));
@@ -511,7 +579,7 @@ for _ in range(2):
             assert!(line.trim().ends_with(expected), "{name}: connection {conn}: {line}");
             client.close(&mut sock);
         }
-        let status = child.wait().unwrap();
+        let status = child.0.wait().unwrap();
         assert!(status.success(), "{name}: the OpenSSL server failed: {status}");
     }
 }

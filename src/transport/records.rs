@@ -40,18 +40,20 @@ const MAX_UNEVENTFUL: u32 = 32;
 pub const UNEXPECTED_MESSAGE: u8 = 10;
 pub const BAD_RECORD_MAC: u8 = 20;
 pub const RECORD_OVERFLOW: u8 = 22;
+pub const ILLEGAL_PARAMETER: u8 = 47;
 pub const DECODE_ERROR: u8 = 50;
 pub const INTERNAL_ERROR: u8 = 80;
 
-/// Why a record could not be taken, and the fatal alert that tells the server.
+/// Why a record could not be taken, and the fatal alert that tells the server (none when the
+/// server's own fatal alert ended the connection, RFC 8446 §6.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordError {
-    pub alert: u8,
+    pub alert: Option<u8>,
     pub why: String,
 }
 
 fn err<T>(alert: u8, why: impl Into<String>) -> Result<T, RecordError> {
-    Err(RecordError { alert, why: why.into() })
+    Err(RecordError { alert: Some(alert), why: why.into() })
 }
 
 const CHANGE_CIPHER_SPEC: u8 = 20;
@@ -264,10 +266,10 @@ impl Records {
         }
         let (head, body) = record.split_at_mut(HEADER);
         let aad = <[u8; HEADER]>::try_from(&*head)
-            .map_err(|_| RecordError { alert: DECODE_ERROR, why: "a record header".into() })?;
+            .map_err(|_| RecordError { alert: Some(DECODE_ERROR), why: "a record header".into() })?;
         let nonce = Nonce::assume_unique_for_key(self.rx.nonce());
         let inner = self.rx.aead.open_in_place(nonce, Aad::from(aad), body).map_err(|_| RecordError {
-            alert: BAD_RECORD_MAC,
+            alert: Some(BAD_RECORD_MAC),
             why: "a record failed to decrypt (bad_record_mac)".into(),
         })?;
         let inner: &'r [u8] = inner;
@@ -305,7 +307,7 @@ impl Records {
             .aead
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body[explicit..])
             .map_err(|_| RecordError {
-                alert: BAD_RECORD_MAC,
+                alert: Some(BAD_RECORD_MAC),
                 why: "a record failed to decrypt (bad_record_mac)".into(),
             })?;
         Ok((typ, opened))
@@ -328,9 +330,10 @@ impl Records {
                 // user_canceled (TLS 1.3), or any warning in TLS 1.2: close_notify follows or not.
                 [_, 90] => Ok(()),
                 [1, _] if !self.tls13 => Ok(()),
-                [_, d] => {
-                    err(INTERNAL_ERROR, format!("the server sent TLS alert {:?}", rustls::AlertDescription::from(*d)))
-                }
+                [_, d] => Err(RecordError {
+                    alert: None,
+                    why: format!("the server sent TLS alert {:?}", rustls::AlertDescription::from(*d)),
+                }),
                 _ => err(DECODE_ERROR, "a malformed alert"),
             },
             HANDSHAKE if body.is_empty() => err(UNEXPECTED_MESSAGE, "an empty handshake record"),
@@ -387,9 +390,11 @@ impl Records {
                     let requested = match payload {
                         [0] => false,
                         [1] => true,
+                        [_] => return err(ILLEGAL_PARAMETER, "a key update with an unknown request"),
                         _ => return err(DECODE_ERROR, "a malformed key update"),
                     };
-                    let internal = |e: String| RecordError { alert: INTERNAL_ERROR, why: format!("key update: {e}") };
+                    let internal =
+                        |e: String| RecordError { alert: Some(INTERNAL_ERROR), why: format!("key update: {e}") };
                     let (seq, secrets) = self.kernel.update_rx_secret().map_err(|e| internal(e.to_string()))?;
                     self.rx = Key::new(seq, secrets).map_err(internal)?;
                     self.owe_key_update |= requested;

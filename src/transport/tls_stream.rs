@@ -126,7 +126,9 @@ impl TlsStream {
                     Ok(o) => o,
                     Err(e) => {
                         // Tell the server why; `close` writes it.
-                        records.fatal_alert(e.alert, &mut self.output);
+                        if let Some(alert) = e.alert {
+                            records.fatal_alert(alert, &mut self.output);
+                        }
                         self.state = State::Failed;
                         return Err(TlsError::Tls(e.why));
                     }
