@@ -424,3 +424,44 @@ fn whole_messages(body: &[u8]) -> bool {
     }
     at == body.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::cipher::{AeadKey, Iv};
+
+    fn chacha(seq: u64) -> Key {
+        let secrets = ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key: AeadKey::from([7u8; 32]),
+            iv: Iv::new([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
+        };
+        Key::new(seq, secrets).unwrap()
+    }
+
+    /// RFC 8446 §5.3: the sequence number, big-endian and left-padded to the IV's length, XORed
+    /// into the IV; TLS 1.2 GCM (RFC 5288 §3) builds its nonce the same way from rustls's IV.
+    #[test]
+    fn the_nonce_is_the_iv_xor_the_sequence_number() {
+        assert_eq!(chacha(0).nonce(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(chacha(1).nonce(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10]);
+        assert_eq!(chacha(0x0102_0304_0506_0708).nonce(), [0, 1, 2, 3, 5, 7, 5, 3, 13, 15, 13, 3]);
+        assert!(!chacha(0).is_gcm());
+    }
+
+    /// RFC 5246 §6.2.3.3: seq_num, type, version, length.
+    #[test]
+    fn tls12_additional_data() {
+        let k = chacha(0x0a0b);
+        assert_eq!(k.aad12(APPLICATION_DATA, 0x1234), [0, 0, 0, 0, 0, 0, 0x0a, 0x0b, 23, 3, 3, 0x12, 0x34]);
+    }
+
+    #[test]
+    fn whole_messages_are_told_from_a_split_one() {
+        assert!(whole_messages(&[]));
+        assert!(whole_messages(&[NEW_SESSION_TICKET, 0, 0, 1, 9]));
+        assert!(whole_messages(&[NEW_SESSION_TICKET, 0, 0, 1, 9, KEY_UPDATE, 0, 0, 1, 0]));
+        assert!(!whole_messages(&[NEW_SESSION_TICKET, 0, 0, 2, 9]), "the body goes on in the next record");
+        assert!(!whole_messages(&[NEW_SESSION_TICKET, 0]), "the header goes on in the next record");
+        assert!(!whole_messages(&[NEW_SESSION_TICKET, 0xff, 0xff, 0xff]), "a length past the record");
+    }
+}
