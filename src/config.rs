@@ -63,6 +63,7 @@ pub const VARS: &[VarDoc] = &[
     VarDoc { name: "STS_PROCESS_CHECK_INTERVAL", default: "30", meaning: "seconds between process checks" },
     VarDoc { name: "STS_PROCESS_HOLD_FILES", default: "stat", meaning: "which per-process files stay open between process checks (one pread a cycle instead of open/read/close): stat, all (stat, statm, io) or none; each costs about 5.7 KiB of kernel memory charged to the agent's cgroup" },
     VarDoc { name: "STS_PROCESS_HELD_FILES_MAX_KIB", default: "2048", meaning: "kernel memory the held files may take, at 6 KiB a file (2048: 341 files); processes beyond it open, read and close their files each cycle; 0 holds none" },
+    VarDoc { name: "STS_PROCESS_SKIP_IDLE", default: "true", meaning: "true: a process whose CPU clock has not moved since its last read keeps that read's figures (read in full at least every fourth process check, and when its parent exits); false: every process read every check" },
     VarDoc { name: "STS_CONNECTION_CHECK_INTERVAL", default: "30", meaning: "seconds between connection checks" },
     VarDoc {
         name: "STS_DOCKER_CHECK_INTERVAL",
@@ -173,6 +174,8 @@ pub struct Config {
     pub process_hold_files: crate::sources::process::HoldFiles,
     /// `STS_PROCESS_HELD_FILES_MAX_KIB`: see `sources::process::ProcessSource::held_files_max`.
     pub process_held_files_max_kib: u64,
+    /// `STS_PROCESS_SKIP_IDLE`: see `sources::process::ProcessSource::skip_idle`.
+    pub process_skip_idle: bool,
     pub connection_check_interval: Duration,
     /// The docker check's pass: `docker.*` series, event bundles, container topology (the
     /// original's 40 s default check interval since Agent 2.13).
@@ -919,6 +922,7 @@ impl Config {
                     err("STS_PROCESS_HELD_FILES_MAX_KIB", &v, "not a whole number", "whole KiB ≥ 0, e.g. 2048")
                 })?,
             },
+            process_skip_idle: boolean("STS_PROCESS_SKIP_IDLE", true)?,
             connection_check_interval: seconds("STS_CONNECTION_CHECK_INTERVAL", 30)?,
             docker_check_interval: seconds("STS_DOCKER_CHECK_INTERVAL", 40)?,
             docker_events_enabled: boolean("STS_DOCKER_EVENTS_ENABLED", true)?,
@@ -1042,6 +1046,10 @@ mod tests {
             assert_eq!(cfg(&[("STS_PROCESS_HOLD_FILES", v)]).unwrap().process_hold_files, want, "{v}");
         }
         assert_eq!(cfg(&[("STS_PROCESS_HELD_FILES_MAX_KIB", "0")]).unwrap().process_held_files_max_kib, 0);
+        assert!(c.process_skip_idle);
+        assert!(!cfg(&[("STS_PROCESS_SKIP_IDLE", "false")]).unwrap().process_skip_idle);
+        let e = cfg(&[("STS_PROCESS_SKIP_IDLE", "sometimes")]).unwrap_err().to_string();
+        assert!(e.contains("STS_PROCESS_SKIP_IDLE"), "{e}");
         for (var, v) in [
             ("STS_PROCESS_HOLD_FILES", "true"),
             ("STS_PROCESS_HOLD_FILES", "statm"),

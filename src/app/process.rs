@@ -92,6 +92,7 @@ impl ProcessCheck {
         source.hold_files =
             if containers_only { crate::sources::process::HoldFiles::None } else { cfg.process_hold_files };
         source.held_files_max_kib = cfg.process_held_files_max_kib;
+        source.skip_idle = cfg.process_skip_idle;
         let self_pid = source.self_pid();
         Ok(ProcessCheck {
             self_pid,

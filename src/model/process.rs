@@ -87,6 +87,16 @@ pub struct Proc {
     /// The process source's cycle in which `status` and `statm` were last read (found, exec'd,
     /// or re-read for a reported process; see `ProcessSource::enrich`).
     pub detail_cycle: u64,
+    /// The process's CPU clock (ns, all its threads) as last read, before the last read of its
+    /// files (so a run after that read shows as a change); `None` when not read (skipping off,
+    /// or the clock unreadable). See `sources::process::ProcessSource::probe`.
+    pub cpu_ns: Option<u64>,
+    /// Whether the last clock read found the process had run (its `stat` is held then: it will
+    /// likely be read again next cycle).
+    pub ran: bool,
+    /// Not read this cycle: it had not run since its last read, so `cur` is that read's sample
+    /// (see `sources::process::ProcessSource::probe`).
+    pub unread: bool,
 }
 
 impl Proc {
@@ -114,6 +124,9 @@ impl Proc {
             missed: false,
             detail: ProcDetail::default(),
             detail_cycle: 0,
+            cpu_ns: None,
+            ran: true,
+            unread: false,
         }
     }
 
@@ -173,4 +186,7 @@ pub struct ProcessTable {
     /// Processes first seen this cycle (each may allocate once for its text, and scratch buffers
     /// may grow past their high-water mark for an unusually long command line).
     pub discovered: u32,
+    /// Known processes not read this cycle because they had not run since their last read
+    /// (their CPU clock unchanged; see `ProcessSource::probe`).
+    pub unread: u32,
 }

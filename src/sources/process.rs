@@ -1,10 +1,12 @@
 //! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
 //! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
-//! Each cycle reads `stat` and `io`. By default (`STS_PROCESS_HOLD_FILES=stat`) each
+//! Each cycle reads `stat` and `io` of every process that ran since its last read (its CPU
+//! clock moved; one that did not keeps its last sample, and is read at least every
+//! [`FULL_READ_CYCLES`] cycles: see [`ProcessSource::probe`]). By default (`STS_PROCESS_HOLD_FILES=stat`) each
 //! process's `stat` is held open from cycle to cycle and re-read with one `pread`, within a
 //! kernel-memory budget (see [`HoldFiles`]); `io`, and `stat` beyond the budget or when
 //! descriptors are short (see [`hold_ceiling`]), are opened, read and closed each cycle.
-//! Memory size and resident come from `stat` (`vsize`, `rss`) every cycle, for every process;
+//! Memory size and resident come from `stat` (`vsize`, `rss`) whenever it is read;
 //! `statm`'s other figures (shared, text, lib, data, dirty) are read when a process is found or
 //! execs, then only for reported processes with `status` (see [`ProcessSource::enrich`]), and
 //! kept in between: at most [`STATUS_REFRESH_CYCLES`] − 1 cycles old when sent. With
@@ -21,6 +23,7 @@ use crate::model::names::{Names, Span};
 use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable};
 use crate::parse::pid::PidStatm;
 use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
+use crate::sys::cpu_clock;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
 use std::ffi::{CStr, CString};
@@ -176,6 +179,26 @@ pub struct ProcessSource {
     /// Known processes kept with their last sample this cycle for want of descriptors
     /// (see [`ProcessSource::keep_last`]).
     kept_no_fds: u32,
+    /// `STS_PROCESS_SKIP_IDLE`: a process that has not run since its last read is not read again
+    /// (see [`ProcessSource::probe`]).
+    pub skip_idle: bool,
+    /// `HOST_PROC`'s pids are the agent's (the same pid namespace: CPU clocks are looked up by
+    /// pid in the caller's), and the agent's own clock reads (see [`clocks_work`]).
+    clocks_work: bool,
+}
+
+/// A process left unread while idle (see [`ProcessSource::probe`]) is read in full at least once
+/// every this many cycles (round-robin by pid), for what may change while it does not run.
+pub const FULL_READ_CYCLES: u64 = STATUS_REFRESH_CYCLES;
+
+/// Whether processes' CPU clocks can stand for their `HOST_PROC` pids: `HOST_PROC/self` names
+/// the agent's own pid (so that procfs belongs to the agent's pid namespace, as with the ECS
+/// task's `pidMode: host`; a procfs of another pid namespace has no `self` for the agent, or
+/// another number), and the agent's own clock reads. Otherwise every process is read in full.
+fn clocks_work(root: BorrowedFd<'_>, link: &mut [MaybeUninit<u8>]) -> bool {
+    let me = std::process::id();
+    let listed = rustix::fs::readlinkat_raw(root, c"self", link).ok().and_then(|(b, _)| u64_dec(b));
+    listed == Some(u64::from(me)) && cpu_clock::process_cpu_ns(me).is_some_and(|ns| ns > 0)
 }
 
 /// Running out of file descriptors is logged at most once per this many seconds.
@@ -211,7 +234,7 @@ fn fds_left<T>(r: &io::Result<T>) -> Result<(), Gone> {
 impl ProcessSource {
     pub fn open(host_proc: &Path) -> io::Result<ProcessSource> {
         let root = openat(CWD, host_proc, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(ProcessSource {
+        let mut source = ProcessSource {
             root,
             dents: vec![MaybeUninit::uninit(); 32 * 1024],
             link: vec![MaybeUninit::uninit(); 4096],
@@ -234,7 +257,11 @@ impl ProcessSource {
             held_files_max_kib: HELD_FILES_MAX_KIB,
             own_namespace: None,
             kept_no_fds: 0,
-        })
+            skip_idle: true,
+            clocks_work: false,
+        };
+        source.clocks_work = clocks_work(source.root.as_fd(), &mut source.link);
+        Ok(source)
     }
 
     /// The agent's own pid as the host sees it: `HOST_PROC/self` names the reader in that
@@ -259,6 +286,7 @@ impl ProcessSource {
         t.vanished = 0;
         t.discovered = 0;
         t.no_fds = 0;
+        t.unread = 0;
         self.kept_no_fds = 0;
         self.execs = 0;
         t.page_size = self.page_size;
@@ -291,6 +319,7 @@ impl ProcessSource {
                 let known = existing.is_some();
                 match self.refresh_one(pid, existing, mono_secs) {
                     Ok(p) => {
+                        t.unread += u32::from(p.unread);
                         t.discovered += u32::from(!known || p.prev.is_none());
                         t.next.push(p);
                     }
@@ -384,7 +413,10 @@ impl ProcessSource {
                     p.detail_cycle = self.cycle;
                 }
             }
-            p.detail.open_fds = count_fds(p.dir.as_fd(), &mut p.held.fd_dir, hold_fd_dirs, &mut self.dents);
+            // A process that has not run has opened and closed nothing.
+            if !(p.unread && p.detail.open_fds.is_some()) {
+                p.detail.open_fds = count_fds(p.dir.as_fd(), &mut p.held.fd_dir, hold_fd_dirs, &mut self.dents);
+            }
         }
         t.no_fds += no_fds;
         self.note_no_fds(no_fds, t.mono_secs, t.procs.len());
@@ -407,8 +439,12 @@ impl ProcessSource {
 
     fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
+            p.unread = false;
             // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
             // listed this cycle, so a new process may have it now: discovered below, at once.
+            if self.probe(&mut p) {
+                return Ok(self.unchanged(p));
+            }
             let held = read_held(&mut self.buf, p.dir.as_fd(), &mut p.held.stat, c"stat", true, &mut self.room);
             let stat = match held.map_err(classify) {
                 Ok(stat) => stat,
@@ -462,6 +498,47 @@ impl ProcessSource {
             // The pid was reused by a new process: forget the old one.
         }
         self.discover(pid, mono)
+    }
+
+    /// Whether a known process may be left unread this cycle: its CPU clock (one
+    /// `clock_gettime`, no file: a tenth of what reading `stat` and `io` costs, see
+    /// [`cpu_clock`]) has not moved since its last read, so none of its threads has been on a
+    /// CPU, and its CPU times, I/O counters, state, threads, image, descriptors and context
+    /// switches are as that read found them: a process changes them only by running. What
+    /// another process or the kernel may change meanwhile is read at least every
+    /// [`FULL_READ_CYCLES`] cycles (round-robin by pid, as `status` and `statm` are): its
+    /// resident size (reclaim, swapping, or another process writing to its memory) and nice
+    /// value (`setpriority`). Its parent changes when the parent exits (re-parenting): a process
+    /// whose parent's pid is not listed this cycle is read. A pid whose process exited and was
+    /// reused reads another clock: read, and found new through the held directory.
+    fn probe(&mut self, p: &mut Proc) -> bool {
+        let now = if self.skip_idle && self.clocks_work { cpu_clock::process_cpu_ns(p.pid) } else { None };
+        // Read before `stat`: a run after that read shows at the next probe.
+        let before = std::mem::replace(&mut p.cpu_ns, now);
+        let (Some(now), Some(before)) = (now, before) else {
+            p.ran = true;
+            return false;
+        };
+        p.ran = now != before;
+        let due = (u64::from(p.pid) + self.cycle) % FULL_READ_CYCLES == 0;
+        let orphaned = u32::try_from(p.cur.ppid).is_ok_and(|pp| pp > 0 && self.pids.binary_search(&pp).is_err());
+        !p.ran && !due && !orphaned && !p.missed
+    }
+
+    /// A process [`ProcessSource::probe`] found idle: its last sample stands for this cycle too
+    /// (so its rates are zero). Its held files stay held, counted against this cycle's room as if
+    /// read (they pin their kernel memory all the same), and closed past it.
+    fn unchanged(&mut self, mut p: Proc) -> Proc {
+        for slot in [&mut p.held.stat, &mut p.held.statm, &mut p.held.io] {
+            if let Some(fd) = slot.take() {
+                if keep_held(fd.as_fd(), &mut self.room) {
+                    *slot = Some(fd);
+                }
+            }
+        }
+        p.prev = Some(p.cur);
+        p.unread = true;
+        p
     }
 
     /// A known process whose files could not be read for want of file descriptors: it keeps its
@@ -532,12 +609,15 @@ impl ProcessSource {
             return Err(Gone::NoFds);
         }
         let mut held = HeldFiles::default();
+        // The clock before `stat`: the baseline of the next cycle's probe.
+        let cpu_ns = if self.skip_idle && self.clocks_work { cpu_clock::process_cpu_ns(pid) } else { None };
         let stat = read_held(&mut self.buf, dir.as_fd(), &mut held.stat, c"stat", true, &mut self.room);
         let (base, start, kthread, comm, image) = stat_core(stat.map_err(classify)?, self.page_size)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
         let sample = self.fill_sample(dir.as_fd(), &mut held, base, kthread, None)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
         p.held = held;
+        p.cpu_ns = cpu_ns;
         p.detail_cycle = self.cycle;
         p.cur = sample;
         p.comm = comm;
@@ -684,13 +764,22 @@ fn read_held<'b>(
         None if hold && room.left > 0 => ReadBuf::open_rendered(dir, name)?,
         None => return buf.read_rendered(dir, name),
     };
-    let below = u64::try_from(rustix::fd::AsRawFd::as_raw_fd(&fd)).is_ok_and(|n| n < room.ceiling);
-    if !(hold && room.left > 0 && below) {
+    if !(hold && keep_held(fd.as_fd(), room)) {
         // Read, then closed here: beyond the count, the ceiling, or not held in this mode.
         return buf.reread(fd.as_fd());
     }
-    room.left -= 1;
     buf.reread(slot.insert(fd).as_fd())
+}
+
+/// Whether a held file may stay held this cycle: room is left (it is taken) and its number is
+/// under the ceiling.
+fn keep_held(fd: BorrowedFd<'_>, room: &mut HoldRoom) -> bool {
+    let below = u64::try_from(rustix::fd::AsRawFd::as_raw_fd(&fd)).is_ok_and(|n| n < room.ceiling);
+    if room.left == 0 || !below {
+        return false;
+    }
+    room.left -= 1;
+    true
 }
 
 /// `statm`'s shared, text, lib, data and dirty into `m`, whose size and resident came from
@@ -1083,5 +1172,168 @@ mod tests {
         let me = t.procs.iter().find(|p| p.pid == std::process::id()).expect("this test process");
         assert!(me.cur.statm.resident > 0 && me.prev.is_some());
         assert!(t.procs.iter().all(|p| p.held.stat.is_none() && p.held.statm.is_none() && p.held.io.is_none()));
+    }
+
+    /// The child's entry in the table.
+    fn entry(t: &ProcessTable, pid: u32) -> &Proc {
+        t.procs.iter().find(|p| p.pid == pid).expect("the child is in the table")
+    }
+
+    /// A child killed and reaped when dropped, also when the test fails.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A process killed by pid when dropped (one that is not our child any more).
+    struct KilledByPid(u32);
+
+    impl Drop for KilledByPid {
+        fn drop(&mut self) {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(self.0 as i32).expect("a pid"),
+                rustix::process::Signal::Kill,
+            );
+        }
+    }
+
+    /// A child blocked in `read` on a pipe until it is told to go on.
+    fn waiting_child(script: &str) -> Reaped {
+        Reaped(
+            Command::new("bash")
+                .args(["-c", script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// A process that does not run is left unread, with the sample of its last read (so rates
+    /// of zero), on every cycle but its round-robin turn, when it is read in full; every process
+    /// of the host is read at least once in [`FULL_READ_CYCLES`] cycles.
+    #[test]
+    fn an_idle_process_is_read_on_its_turn_only() {
+        let child = waiting_child("read x");
+        let pid = child.0.id();
+        settle(pid);
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        assert!(src.skip_idle && src.clocks_work, "the default, and the clocks read here");
+        let mut t = ProcessTable::default();
+        cycle(&mut src, &mut t, pid, true);
+        let found = entry(&t, pid).cur;
+        let mut last_read = std::collections::HashMap::new();
+        let (mut unread, mut read) = (0, 0);
+        for _ in 0..3 * FULL_READ_CYCLES {
+            cycle(&mut src, &mut t, pid, true);
+            let p = entry(&t, pid);
+            let turn = (u64::from(pid) + src.cycle) % FULL_READ_CYCLES == 0;
+            assert_eq!(p.unread, !turn, "cycle {}: unread except on its turn", src.cycle);
+            assert_eq!(p.cur, found, "the same figures, read or not");
+            assert_eq!(p.prev, Some(found), "so its rates are zero");
+            // Held files of processes left unread count against the budget as read ones do.
+            let held: usize = t
+                .procs
+                .iter()
+                .map(|q| [&q.held.stat, &q.held.statm, &q.held.io].iter().filter(|f| f.is_some()).count())
+                .sum();
+            assert!(held as u64 <= src.held_files_max_kib * 1024 / HELD_FILE_BYTES, "{held} held");
+            if p.unread {
+                unread += 1;
+            } else {
+                read += 1;
+            }
+            for q in t.procs.iter().filter(|q| !q.unread) {
+                last_read.insert(q.pid, src.cycle);
+            }
+            assert!(t.unread > 0 && t.unread as usize <= t.procs.len());
+            // Every process still listed was read within the last FULL_READ_CYCLES cycles.
+            for q in &t.procs {
+                let at = last_read.get(&q.pid).copied().unwrap_or(src.cycle);
+                assert!(src.cycle - at < FULL_READ_CYCLES, "pid {} last read at {at}, now {}", q.pid, src.cycle);
+            }
+        }
+        drop(child);
+        assert_eq!((unread, read), (9, 3), "three turns in twelve cycles");
+    }
+
+    /// A process that runs between cycles is read every cycle: its CPU times move.
+    #[test]
+    fn a_running_process_is_read_every_cycle() {
+        let child = Reaped(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id();
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        cycle(&mut src, &mut t, pid, true);
+        let first = entry(&t, pid).cur;
+        for _ in 0..6 {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            cycle(&mut src, &mut t, pid, true);
+            assert!(!entry(&t, pid).unread, "cycle {}: a spinning process left unread", src.cycle);
+        }
+        let last = entry(&t, pid).cur;
+        drop(child);
+        assert!(last.utime + last.stime > first.utime + first.stime, "{first:?} then {last:?}");
+    }
+
+    /// A sleeping process whose parent exits is re-parented without running: it is read in the
+    /// next cycle (its parent's pid is no longer listed), turn or not, and shows its new parent.
+    #[test]
+    fn an_orphan_is_read_at_once() {
+        let mut parent = waiting_child("sleep 60 </dev/null >/dev/null & echo $!; read x");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.0.stdout.as_mut().unwrap()), &mut line)
+            .unwrap();
+        let sleeper: u32 = line.trim().parse().unwrap();
+        let _sleeper = KilledByPid(sleeper);
+        settle(sleeper);
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        cycle(&mut src, &mut t, sleeper, true);
+        assert_eq!(entry(&t, sleeper).cur.ppid, parent.0.id() as i32);
+        // The next cycle must not be the sleeper's turn (it would be read anyway).
+        while (u64::from(sleeper) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
+            cycle(&mut src, &mut t, sleeper, true);
+        }
+        cycle(&mut src, &mut t, sleeper, true);
+        assert!(entry(&t, sleeper).unread, "idle, not its turn");
+        while (u64::from(sleeper) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
+            cycle(&mut src, &mut t, sleeper, true);
+        }
+        std::io::Write::write_all(parent.0.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        parent.0.wait().unwrap();
+        let stat = std::fs::read(format!("/proc/{sleeper}/stat")).unwrap();
+        let new_parent = pid::parse_stat(&stat).unwrap().ppid;
+        assert_ne!(new_parent, parent.0.id() as i32, "re-parented");
+        cycle(&mut src, &mut t, sleeper, true);
+        let p = entry(&t, sleeper);
+        assert!(!p.unread, "an orphan is read");
+        assert_eq!(p.cur.ppid, new_parent);
+    }
+
+    /// `STS_PROCESS_SKIP_IDLE=false`: every process read every cycle.
+    #[test]
+    fn with_skipping_off_every_process_is_read() {
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        src.skip_idle = false;
+        let mut t = ProcessTable::default();
+        for n in 1..=5 {
+            src.collect(&mut t, n as f64, n * 1000);
+            assert_eq!(t.unread, 0);
+            assert!(t.procs.iter().all(|p| !p.unread && p.cpu_ns.is_none()));
+        }
     }
 }

@@ -5,8 +5,10 @@
 //! memory mapping, which rustix does not wrap), and `route_socket`'s `bind`/`getsockname` with a
 //! `sockaddr_nl` (rustix 0.38 has no netlink address), and `dgram` (`recvmmsg` with its control
 //! messages: truncation, `SCM_CREDENTIALS`, `SO_RXQ_OVFL`). `http_filter` is the capture's BPF
-//! program. `malloc`: glibc's `mallopt` and `malloc_trim`, one call each.
+//! program. `malloc`: glibc's `mallopt` and `malloc_trim`, one call each. `cpu_clock`: another
+//! process's CPU clock (`clock_gettime` with the id `clock_getcpuclockid` would give).
 
+pub mod cpu_clock;
 pub mod dgram;
 pub mod http_filter;
 pub mod malloc;
