@@ -2254,7 +2254,7 @@ fn self_test() {
         allocs_in_checks_per_cycle: Some(0.0),
         requests_per_cycle: 3.0,
         hwm_kib: 9 * 1024,
-        cpu_ms: 30.0,
+        cpu_ms: 18.0,
         floor: Cpu { user_ms: 10.0, sys_ms: 10.0 },
         traces: Some(TraceFigures {
             spans: 20_000,
@@ -2337,10 +2337,12 @@ fn self_test() {
         ..Figures::default()
     };
     assert!(check_gates(&g, &good), "figures within every gate pass");
-    // The psutil gate, enforced: the agent at 30 ms against psutil at 400 ms (0.075) passes, at
-    // 100 ms (0.3) fails.
-    assert!(check_gates(&g, &Figures { psutil: psutil(400.0), ..good.clone() }), "a fourteenth of psutil's passes");
-    assert!(!check_gates(&g, &Figures { psutil: psutil(100.0), ..good.clone() }), "0.3 of psutil's fails");
+    // The floor: 0.9 of it (above) passes, 1.5 times it fails.
+    assert!(!check_gates(&g, &Figures { cpu_ms: 30.0, ..good.clone() }), "1.5 times the floor fails");
+    // The psutil gate, enforced: the agent at 18 ms against psutil at 400 ms (0.045) passes, at
+    // 100 ms (0.18) fails.
+    assert!(check_gates(&g, &Figures { psutil: psutil(400.0), ..good.clone() }), "a 22nd of psutil's passes");
+    assert!(!check_gates(&g, &Figures { psutil: psutil(100.0), ..good.clone() }), "0.18 of psutil's fails");
     assert!(!check_gates(&g, &Figures { psutil: None, ..good.clone() }), "no psutil baseline fails");
     // The whole agent's allocations: one a cycle outside the checks fails (0.33 per request, and
     // the whole-agent gate), as does one in the checks.
