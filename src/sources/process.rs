@@ -21,7 +21,7 @@ use super::procfs::ReadBuf;
 use crate::checks::scrub::scrub_args;
 use crate::model::names::{Names, Span};
 use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable};
-use crate::parse::pid::PidStatm;
+use crate::parse::pid::{PidIo, PidStatm};
 use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
 use crate::sys::cpu_clock;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -484,7 +484,10 @@ impl ProcessSource {
                 if image[0] != 0 {
                     p.image = image;
                 }
-                let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread, kept) {
+                // Read on its turn (or as an orphan) without having run: its I/O counters are
+                // as they were (a process moves them only by its own reads and writes).
+                let io_kept = (!p.ran && kept.is_some()).then_some(p.cur.io);
+                let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread, kept, io_kept) {
                     Ok(sample) => sample,
                     Err(Gone::NoFds) => return Ok(self.keep_last(p)),
                     Err(e) => return Err(e),
@@ -551,6 +554,8 @@ impl ProcessSource {
     /// descriptors.
     fn keep_last(&mut self, mut p: Proc) -> Proc {
         self.kept_no_fds += 1;
+        // The clock was read this cycle, the files were not: it is no baseline for them.
+        p.cpu_ns = None;
         if p.missed {
             p.prev = None;
         }
@@ -570,7 +575,9 @@ impl ProcessSource {
 
     /// Adds `io` and `statm`'s slow figures to what `stat` gave, through the descriptors held in
     /// `held`: `kept`, the process's figures from its last read, or (`None`: a new or exec'd
-    /// process; and every cycle with `STS_PROCESS_HOLD_FILES=all`) `statm` read now.
+    /// process; and every cycle with `STS_PROCESS_HOLD_FILES=all`) `statm` read now; `io_kept`,
+    /// the I/O counters of a process that has not run since they were read (a held `io` then
+    /// stays held, counted as if read), or `None`: `io` read now.
     fn fill_sample(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -578,6 +585,7 @@ impl ProcessSource {
         mut out: ProcSample,
         kthread: bool,
         kept: Option<PidStatm>,
+        io_kept: Option<Option<PidIo>>,
     ) -> Result<ProcSample, Gone> {
         if kthread {
             return Ok(out);
@@ -590,6 +598,15 @@ impl ProcessSource {
                 let m = pid::parse_statm(statm.map_err(classify)?).map_err(|_| Gone::Other)?;
                 set_statm_detail(&mut out.statm, &m);
             }
+        }
+        if let Some(io) = io_kept {
+            if let Some(fd) = held.io.take() {
+                if keep_held(fd.as_fd(), &mut self.room) {
+                    held.io = Some(fd);
+                }
+            }
+            out.io = io;
+            return Ok(out);
         }
         // No ptrace access (another user's process without CAP_SYS_PTRACE) is normal: rates are -1
         // (checked when read, so the held descriptor reads EACCES while access is denied).
@@ -614,7 +631,7 @@ impl ProcessSource {
         let stat = read_held(&mut self.buf, dir.as_fd(), &mut held.stat, c"stat", true, &mut self.room);
         let (base, start, kthread, comm, image) = stat_core(stat.map_err(classify)?, self.page_size)?;
         let create_ms = (self.boot_time * 1000 + start * 1000 / self.clk_tck) as i64;
-        let sample = self.fill_sample(dir.as_fd(), &mut held, base, kthread, None)?;
+        let sample = self.fill_sample(dir.as_fd(), &mut held, base, kthread, None, None)?;
         let mut p = Proc::new(pid, start, create_ms, dir, mono);
         p.held = held;
         p.cpu_ns = cpu_ns;
