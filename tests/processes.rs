@@ -887,3 +887,84 @@ fn quiet_cycle(check: &mut sts_agent::app::ProcessCheck, t: f64, meta: &sts_agen
     let mut zstd = sts_agent::app::zstd_context().unwrap();
     check.run(t, now_ms, "h", false, meta, &mut Vec::new(), &mut zstd, &mut |_| {});
 }
+
+/// A process that does not run can still lose resident pages: here its cgroup's memory limit
+/// is lowered below its use, and the kernel reclaims the file pages it had mapped, while it sleeps
+/// (its CPU clock does not move). On its round-robin turn the agent reads its `stat` (resident,
+/// lower) and, since the resident size moved, `statm` again: `shared` as sent follows the
+/// reclaim. (Not run and the same resident size, `status` and `statm` are not read again: that
+/// path is the one every idle process takes; this is what keeps it honest.)
+#[test]
+fn an_idle_process_losing_pages_to_reclaim_has_its_statm_read_again_on_its_turn() {
+    use sts_agent::model::process::ProcessTable;
+    use sts_agent::sources::process::{ProcessSource, FULL_READ_CYCLES};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("reclaim");
+    let file = dir.0.join("mapped");
+    std::fs::write(&file, vec![7u8; 32 << 20]).unwrap();
+    // Out of the page cache, so the child's reads bring the pages in, charged to its cgroup.
+    let f = std::fs::File::open(&file).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, 0, rustix::fs::Advice::DontNeed).unwrap();
+    drop(f);
+    let mut cg = test_cgroup::TestCgroup::require(&[format!("sts-test-{}-reclaim", std::process::id())], "idle");
+    // It maps and touches the file only once inside the cgroup (so the pages are charged there),
+    // then sleeps.
+    let code = format!(
+        "import mmap, time\n\
+         while 'sts-test-' not in open('/proc/self/cgroup').read(): time.sleep(0.01)\n\
+         f = open({:?}, 'rb')\n\
+         m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\n\
+         s = sum(m[i] for i in range(0, len(m), 4096))\n\
+         time.sleep(1000)\n",
+        file.to_str().unwrap()
+    );
+    let pid = cg.run(&code);
+    let page = rustix::param::page_size() as u64;
+    let rss = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(21).unwrap().parse::<u64>().unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rss() < (32 << 20) / page {
+        assert!(std::time::Instant::now() < deadline, "the child never mapped its file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let shared = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap().split(' ').nth(2).unwrap().parse().unwrap()
+    };
+    let mut src = ProcessSource::open(std::path::Path::new("/proc")).unwrap();
+    let mut t = ProcessTable::default();
+    let mut cycles = 0u64;
+    let mut cycle = |t: &mut ProcessTable| {
+        cycles += 1;
+        src.collect(t, cycles as f64, cycles as i64 * 1000);
+        let i = t.procs.binary_search_by_key(&pid, |p| p.pid).expect("the child is in the table");
+        src.enrich(t, &[i as u32]);
+        (t.procs[i].cur.statm, t.procs[i].unread, cycles)
+    };
+    let (before, _, _) = cycle(&mut t);
+    assert!(before.shared >= (32 << 20) / page, "the mapped file is shared: {before:?}");
+    // Idle from here: unread but on its turn.
+    let turn = |c: u64| (u64::from(pid) + c) % FULL_READ_CYCLES == 0;
+    let mut c = 1;
+    while !turn(c + 1) {
+        let (m, unread, n) = cycle(&mut t);
+        assert!(unread, "cycle {n}: a sleeping process is left unread");
+        assert_eq!(m, before);
+        c = n;
+    }
+    let clock = sts_agent::sys::cpu_clock::process_cpu_ns(pid).unwrap();
+    // Reclaim: a limit below what the cgroup uses (its anonymous memory cannot go without swap,
+    // so the write may fail with EBUSY once the file pages are gone).
+    let _ = std::fs::write(cg.path("memory", "memory.limit_in_bytes"), (4u64 << 20).to_string());
+    let (rss_now, shared_now) = (rss(), shared(pid));
+    assert!(rss_now + (16 << 20) / page <= before.resident, "reclaimed: {} -> {rss_now} pages", before.resident);
+    assert_eq!(sts_agent::sys::cpu_clock::process_cpu_ns(pid), Some(clock), "the child did not run");
+    let (m, unread, n) = cycle(&mut t);
+    assert!(turn(n) && !unread, "its turn: read");
+    assert_eq!(m.resident, rss_now, "stat's resident, read on its turn");
+    assert_eq!(m.shared, shared_now, "statm read again: the resident size moved ({} before)", before.shared);
+}

@@ -94,6 +94,11 @@ pub struct Proc {
     /// Whether the last clock read found the process had run (its `stat` is held then: it will
     /// likely be read again next cycle).
     pub ran: bool,
+    /// `stat`'s resident size when `status` and `statm` were last read, while the process has not
+    /// run since (`None` once it has): with the same resident size now, their figures (context
+    /// switches, swap, shared, text, data) are still theirs (see
+    /// `sources::process::ProcessSource::enrich`).
+    pub detail_basis: Option<u64>,
     /// Not read this cycle: it had not run since its last read, so `cur` is that read's sample
     /// (see `sources::process::ProcessSource::probe`).
     pub unread: bool,
@@ -126,6 +131,7 @@ impl Proc {
             detail_cycle: 0,
             cpu_ns: None,
             ran: true,
+            detail_basis: None,
             unread: false,
         }
     }

@@ -392,7 +392,13 @@ impl ProcessSource {
             let fresh = p.detail_cycle == self.cycle;
             let due = (u64::from(p.pid) + self.cycle) % STATUS_REFRESH_CYCLES == 0
                 || self.cycle.wrapping_sub(p.detail_cycle) >= STATUS_REFRESH_CYCLES;
-            if due && !fresh {
+            // Not run since they were read, and the same resident size: what the kernel may
+            // change meanwhile (swap, shared pages: reclaim) would have moved the resident size,
+            // read on the same turn (see `ProcessSource::probe`). Their figures stand, as good
+            // as read now.
+            if due && !fresh && p.detail_basis == Some(p.cur.statm.resident) {
+                p.detail_cycle = self.cycle;
+            } else if due && !fresh {
                 let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
                 let mut short = fds_left(&status).is_err();
                 if let Ok(Ok(st)) = status.map(pid::parse_status) {
@@ -411,6 +417,7 @@ impl ProcessSource {
                 // last read stays more than three cycles old), not at the next turn.
                 if !short {
                     p.detail_cycle = self.cycle;
+                    p.detail_basis = Some(p.cur.statm.resident);
                 }
             }
             // A process that has not run has opened and closed nothing.
@@ -442,7 +449,11 @@ impl ProcessSource {
             p.unread = false;
             // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
             // listed this cycle, so a new process may have it now: discovered below, at once.
-            if self.probe(&mut p) {
+            let idle = self.probe(&mut p);
+            if p.ran {
+                p.detail_basis = None;
+            }
+            if idle {
                 return Ok(self.unchanged(p));
             }
             let held = read_held(&mut self.buf, p.dir.as_fd(), &mut p.held.stat, c"stat", true, &mut self.room);
@@ -496,6 +507,10 @@ impl ProcessSource {
                 // later: no rates from that pair (they would count two intervals as one).
                 p.prev = if std::mem::take(&mut p.missed) { None } else { Some(p.cur) };
                 p.cur = sample;
+                if p.detail_cycle == self.cycle {
+                    // Exec'd: `status` and `statm` read just now.
+                    p.detail_basis = Some(p.cur.statm.resident);
+                }
                 return Ok(p);
             }
             // The pid was reused by a new process: forget the old one.
@@ -642,6 +657,8 @@ impl ProcessSource {
         if !kthread {
             p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
             self.read_ids(&mut p)?;
+            // `status` read (and `statm`, by `fill_sample`); a kernel thread's is read on its turn.
+            p.detail_basis = p.detail.voluntary_ctxt_switches.map(|_| p.cur.statm.resident);
         }
         // Without descriptors the command line would read as empty and be judged as such for
         // good: the process is skipped (and counted) instead, and discovered again next cycle.
