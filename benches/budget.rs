@@ -465,6 +465,11 @@ impl Agent {
         let dogstatsd_port_var = dogstatsd_port.to_string();
         env.push(("STS_DOGSTATSD_PORT", &dogstatsd_port_var));
         env.push(("STS_OTLP_HTTP_PORT", &otlp_port_var));
+        // BUDGET_SKIP_IDLE=false: every process read every cycle, as on a host where all of them
+        // run between cycles (the synthetic host's sleepers never do; README "A process that has
+        // not run").
+        let skip_idle = std::env::var("BUDGET_SKIP_IDLE").unwrap_or_else(|_| "true".into());
+        env.push(("STS_PROCESS_SKIP_IDLE", &skip_idle));
         // BUDGET_AGENT: another binary, e.g. the static musl build users run (no allocation
         // counts then).
         let mut child = match std::env::var("BUDGET_AGENT") {

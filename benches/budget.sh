@@ -10,6 +10,7 @@
 #   benches/budget.sh --procs 1000 --sockets 10000 --spans 2000 --http 5000 --containers 50   # any scenario
 #   benches/budget.sh --dogstatsd 100000   # the default scenario and the DogStatsD phase only
 #   benches/budget.sh --no-psutil     # without the psutil baseline (refused with --check: its gate is enforced)
+#   BUDGET_SKIP_IDLE=false benches/budget.sh   # every process read every cycle (all of them ran)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=()
