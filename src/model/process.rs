@@ -15,7 +15,7 @@ pub struct ProcSample {
     pub processor: Option<u32>,
     pub utime: u64,
     pub stime: u64,
-    /// In pages. Size and resident from `stat` every cycle; shared, text, lib, data and dirty
+    /// In pages. Size and resident from `stat` whenever the process is read; shared, text, lib, data and dirty
     /// from `statm`, read now and then and carried from sample to sample in between (see
     /// `sources::process`).
     pub statm: PidStatm,
@@ -94,11 +94,11 @@ pub struct Proc {
     /// Whether the last clock read found the process had run (its `stat` is held then: it will
     /// likely be read again next cycle).
     pub ran: bool,
-    /// `stat`'s resident size when `status` and `statm` were last read, while the process has not
-    /// run since (`None` once it has): with the same resident size now, their figures (context
-    /// switches, swap, shared, text, data) are still theirs (see
+    /// `stat`'s resident size, and the cycle, when `status` and `statm` were last read, while the
+    /// process has not run since (`None` once it has): with the same resident size now, their
+    /// figures (context switches, swap, shared, text, data) are still theirs, for a while (see
     /// `sources::process::ProcessSource::enrich`).
-    pub detail_basis: Option<u64>,
+    pub detail_basis: Option<(u64, u64)>,
     /// Not read this cycle: it had not run since its last read, so `cur` is that read's sample
     /// (see `sources::process::ProcessSource::probe`).
     pub unread: bool,

@@ -111,6 +111,9 @@ pub struct PidStatus {
     pub vm_swap_kib: Option<u64>,
     pub voluntary_ctxt_switches: Option<u64>,
     pub nonvoluntary_ctxt_switches: Option<u64>,
+    /// How many pids `NSpid` lists (Linux 4.1+): one per pid namespace from the procfs's own down
+    /// to the process's; 1 when the process lives in the procfs's pid namespace.
+    pub ns_pids: Option<usize>,
 }
 
 /// `/proc/<pid>/status`: the ids, swap and context switches.
@@ -141,6 +144,7 @@ pub fn parse_status(buf: &[u8]) -> Result<PidStatus, ParseError> {
             b"nonvoluntary_ctxt_switches" => {
                 s.nonvoluntary_ctxt_switches = Some(fields(rest).next().and_then(u64_dec).ok_or(bad)?)
             }
+            b"NSpid" => s.ns_pids = Some(fields(rest).count()),
             _ => {}
         }
     }
@@ -232,6 +236,10 @@ mod tests {
         assert!(m.size >= m.resident && m.resident > 0);
         let st = parse_status(fix!("evil/status")).unwrap();
         assert_eq!(st.uid, [0; 4]);
+        assert_eq!(st.ns_pids, Some(1), "the fixture's process, in its procfs's namespace");
+        let nested = parse_status(b"Uid: 0 0 0 0\nGid: 0 0 0 0\nNSpid:\t4321\t7\t1\n").unwrap();
+        assert_eq!(nested.ns_pids, Some(3));
+        assert_eq!(parse_status(b"Uid: 0 0 0 0\nGid: 0 0 0 0\n").unwrap().ns_pids, None, "before 4.1");
         assert!(st.voluntary_ctxt_switches.is_some() && st.vm_swap_kib.is_some());
         let io = parse_io(fix!("self/io")).unwrap();
         assert_eq!((io.syscr, io.read_bytes, io.write_bytes), (10, 122880, 4096));

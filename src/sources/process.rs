@@ -102,9 +102,9 @@ pub enum HoldFiles {
     /// every process; `io` is opened, read and closed each cycle, `statm` only when a process is
     /// found or execs and for reported processes every [`STATUS_REFRESH_CYCLES`] cycles.
     Stat,
-    /// `stat`, `statm` and `io`: one `pread` each every cycle (`statm` too, for every process:
-    /// a held file not read every cycle would escape [`ProcessSource::held_files_max`]'s count,
-    /// which is made as files are read), three times the kernel memory.
+    /// `stat`, `statm` and `io`: one `pread` each whenever the process is read (`statm` too),
+    /// three times the kernel memory; the held files of a process left unread are counted
+    /// against [`ProcessSource::held_files_max`] as if read.
     All,
     /// Nothing held: every file opened, read and closed each cycle.
     None,
@@ -187,6 +187,10 @@ pub struct ProcessSource {
     clocks_work: bool,
 }
 
+/// `status` and `statm` of a reported process that has not run and kept its resident size are read
+/// at least once in this many cycles all the same (see [`ProcessSource::enrich`]).
+pub const DETAIL_STANDING_CYCLES: u64 = 4 * STATUS_REFRESH_CYCLES;
+
 /// A process left unread while idle (see [`ProcessSource::probe`]) is read in full at least once
 /// every this many cycles (round-robin by pid), for what may change while it does not run.
 pub const FULL_READ_CYCLES: u64 = STATUS_REFRESH_CYCLES;
@@ -195,10 +199,16 @@ pub const FULL_READ_CYCLES: u64 = STATUS_REFRESH_CYCLES;
 /// the agent's own pid (so that procfs belongs to the agent's pid namespace, as with the ECS
 /// task's `pidMode: host`; a procfs of another pid namespace has no `self` for the agent, or
 /// another number), and the agent's own clock reads. Otherwise every process is read in full.
-fn clocks_work(root: BorrowedFd<'_>, link: &mut [MaybeUninit<u8>]) -> bool {
+/// `NSpid` in `HOST_PROC/self/status` says it exactly (one pid: the agent lives in that procfs's
+/// namespace; more: in a namespace below it); kernels before 4.1 have no `NSpid`, and then the
+/// pid `self` names must be the agent's.
+fn clocks_work(root: BorrowedFd<'_>, link: &mut [MaybeUninit<u8>], buf: &mut ReadBuf) -> bool {
     let me = std::process::id();
     let listed = rustix::fs::readlinkat_raw(root, c"self", link).ok().and_then(|(b, _)| u64_dec(b));
-    listed == Some(u64::from(me)) && cpu_clock::process_cpu_ns(me).is_some_and(|ns| ns > 0)
+    let ns_pids = buf.read_rendered(root, c"self/status").ok().and_then(|b| pid::parse_status(b).ok()?.ns_pids);
+    listed == Some(u64::from(me))
+        && ns_pids.is_none_or(|n| n == 1)
+        && cpu_clock::process_cpu_ns(me).is_some_and(|ns| ns > 0)
 }
 
 /// Running out of file descriptors is logged at most once per this many seconds.
@@ -260,7 +270,7 @@ impl ProcessSource {
             skip_idle: true,
             clocks_work: false,
         };
-        source.clocks_work = clocks_work(source.root.as_fd(), &mut source.link);
+        source.clocks_work = clocks_work(source.root.as_fd(), &mut source.link, &mut source.buf);
         Ok(source)
     }
 
@@ -317,7 +327,7 @@ impl ProcessSource {
                 while old_iter.next_if(|o| o.pid < pid).is_some() {}
                 let existing = old_iter.next_if(|o| o.pid == pid);
                 let known = existing.is_some();
-                match self.refresh_one(pid, existing, mono_secs) {
+                match self.refresh_one(pid, existing, mono_secs, &t.next) {
                     Ok(p) => {
                         t.unread += u32::from(p.unread);
                         t.discovered += u32::from(!known || p.prev.is_none());
@@ -396,7 +406,13 @@ impl ProcessSource {
             // change meanwhile (swap, shared pages: reclaim) would have moved the resident size,
             // read on the same turn (see `ProcessSource::probe`). Their figures stand, as good
             // as read now.
-            if due && !fresh && p.detail_basis == Some(p.cur.statm.resident) {
+            // Bounded: `stat`'s resident size is the kernel's approximate per-CPU sum, which a
+            // reclaim within the per-CPU batch does not move (`statm` and `status` render the
+            // exact sums since Linux 6.16): read anyway once in [`DETAIL_STANDING_CYCLES`].
+            let standing = p.detail_basis.is_some_and(|(rss, at)| {
+                rss == p.cur.statm.resident && self.cycle.wrapping_sub(at) < DETAIL_STANDING_CYCLES
+            });
+            if due && !fresh && standing {
                 p.detail_cycle = self.cycle;
             } else if due && !fresh {
                 let status = self.buf.read_rendered(p.dir.as_fd(), c"status");
@@ -417,7 +433,7 @@ impl ProcessSource {
                 // last read stays more than three cycles old), not at the next turn.
                 if !short {
                     p.detail_cycle = self.cycle;
-                    p.detail_basis = Some(p.cur.statm.resident);
+                    p.detail_basis = Some((p.cur.statm.resident, self.cycle));
                 }
             }
             // A process that has not run has opened and closed nothing.
@@ -444,14 +460,18 @@ impl ProcessSource {
         self.pids.sort_unstable();
     }
 
-    fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64) -> Result<Proc, Gone> {
+    /// `done`: the processes refreshed so far this cycle (lower pids: see [`ProcessSource::probe`]).
+    fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64, done: &[Proc]) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
             p.unread = false;
             // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
             // listed this cycle, so a new process may have it now: discovered below, at once.
-            let idle = self.probe(&mut p);
+            let idle = self.probe(&mut p, done);
             if p.ran {
                 p.detail_basis = None;
+                // Counted for reported processes only: one that ran may have opened or closed
+                // descriptors since (counted again when next reported, idle or not).
+                p.detail.open_fds = None;
             }
             if idle {
                 return Ok(self.unchanged(p));
@@ -509,7 +529,7 @@ impl ProcessSource {
                 p.cur = sample;
                 if p.detail_cycle == self.cycle {
                     // Exec'd: `status` and `statm` read just now.
-                    p.detail_basis = Some(p.cur.statm.resident);
+                    p.detail_basis = Some((p.cur.statm.resident, self.cycle));
                 }
                 return Ok(p);
             }
@@ -529,18 +549,41 @@ impl ProcessSource {
     /// value (`setpriority`). Its parent changes when the parent exits (re-parenting): a process
     /// whose parent's pid is not listed this cycle is read. A pid whose process exited and was
     /// reused reads another clock: read, and found new through the held directory.
-    fn probe(&mut self, p: &mut Proc) -> bool {
+    fn probe(&mut self, p: &mut Proc, done: &[Proc]) -> bool {
         let now = if self.skip_idle && self.clocks_work { cpu_clock::process_cpu_ns(p.pid) } else { None };
         // Read before `stat`: a run after that read shows at the next probe.
         let before = std::mem::replace(&mut p.cpu_ns, now);
-        let (Some(now), Some(before)) = (now, before) else {
+        // A baseline of 0 is a process that had not run yet: a pid reused by another such
+        // process would read 0 too.
+        let (Some(now), Some(before @ 1..)) = (now, before) else {
             p.ran = true;
             return false;
         };
         p.ran = now != before;
         let due = (u64::from(p.pid) + self.cycle) % FULL_READ_CYCLES == 0;
-        let orphaned = u32::try_from(p.cur.ppid).is_ok_and(|pp| pp > 0 && self.pids.binary_search(&pp).is_err());
-        !p.ran && !due && !orphaned && !p.missed
+        !p.ran && !due && !p.missed && !self.orphaned(p, done)
+    }
+
+    /// Whether `p`'s parent as last read may be gone: its pid is not listed this cycle, or (a
+    /// lower pid, so refreshed already: `done` is in pid order) it is a zombie now (children are
+    /// re-parented when their parent exits, before it is reaped), younger than `p` (its pid was
+    /// reused), or was not read this cycle. A parent with a higher pid (after the pids wrapped)
+    /// is checked by listing only; the turn reads `p` within [`FULL_READ_CYCLES`] anyway.
+    fn orphaned(&self, p: &Proc, done: &[Proc]) -> bool {
+        let Ok(ppid) = u32::try_from(p.cur.ppid) else { return false };
+        if ppid == 0 {
+            return false;
+        }
+        if self.pids.binary_search(&ppid).is_err() {
+            return true;
+        }
+        if ppid > p.pid {
+            return false;
+        }
+        match done.binary_search_by_key(&ppid, |q| q.pid) {
+            Ok(i) => done[i].cur.state == b'Z' || done[i].start_ticks > p.start_ticks,
+            Err(_) => true,
+        }
     }
 
     /// A process [`ProcessSource::probe`] found idle: its last sample stands for this cycle too
@@ -658,7 +701,7 @@ impl ProcessSource {
             p.net_ns = crate::sys::netns::inode_at(p.dir.as_fd()).unwrap_or(0);
             self.read_ids(&mut p)?;
             // `status` read (and `statm`, by `fill_sample`); a kernel thread's is read on its turn.
-            p.detail_basis = p.detail.voluntary_ctxt_switches.map(|_| p.cur.statm.resident);
+            p.detail_basis = p.detail.voluntary_ctxt_switches.map(|_| (p.cur.statm.resident, self.cycle));
         }
         // Without descriptors the command line would read as empty and be judged as such for
         // good: the process is skipped (and counted) instead, and discovered again next cycle.
@@ -823,8 +866,8 @@ fn keep_held(fd: BorrowedFd<'_>, room: &mut HoldRoom) -> bool {
 /// files render the same approximate per-CPU counters, and since 6.16 `statm`'s is their exact
 /// sum, `stat`'s still the approximate one (421 against 449 pages for a sleeping `sleep` here).
 /// Taking `statm`'s every fourth cycle would make one process's RSS series jump between two
-/// counters on 6.16 and later; `stat`'s is read every cycle for every process, which the
-/// selection by memory needs anyway. Size is the same `total_vm` in both (`vsize` in bytes).
+/// counters on 6.16 and later; `stat`'s is read whenever the process is read (every cycle for
+/// one that ran, see [`ProcessSource::probe`]), which the selection by memory needs anyway. Size is the same `total_vm` in both (`vsize` in bytes).
 fn set_statm_detail(m: &mut PidStatm, from: &PidStatm) {
     if m.size == 0 {
         *m = PidStatm::default();
@@ -1260,6 +1303,9 @@ mod tests {
         assert!(src.skip_idle && src.clocks_work, "the default, and the clocks read here");
         let mut t = ProcessTable::default();
         cycle(&mut src, &mut t, pid, true);
+        // A held-file budget that binds: half the host's processes (each holds its `stat`).
+        let budget = t.procs.len() as u64 / 2;
+        src.held_files_max_kib = budget * HELD_FILE_BYTES / 1024;
         let found = entry(&t, pid).cur;
         let mut last_read = std::collections::HashMap::new();
         let (mut unread, mut read) = (0, 0);
@@ -1270,13 +1316,14 @@ mod tests {
             assert_eq!(p.unread, !turn, "cycle {}: unread except on its turn", src.cycle);
             assert_eq!(p.cur, found, "the same figures, read or not");
             assert_eq!(p.prev, Some(found), "so its rates are zero");
-            // Held files of processes left unread count against the budget as read ones do.
+            // Held files of processes left unread count against the budget as read ones do: the
+            // budget is all held, and no more.
             let held: usize = t
                 .procs
                 .iter()
                 .map(|q| [&q.held.stat, &q.held.statm, &q.held.io].iter().filter(|f| f.is_some()).count())
                 .sum();
-            assert!(held as u64 <= src.held_files_max_kib * 1024 / HELD_FILE_BYTES, "{held} held");
+            assert_eq!(held as u64, budget, "held files, cycle {}", src.cycle);
             if p.unread {
                 unread += 1;
             } else {
@@ -1369,5 +1416,115 @@ mod tests {
             assert_eq!(t.unread, 0);
             assert!(t.procs.iter().all(|p| !p.unread && p.cpu_ns.is_none()));
         }
+    }
+
+    /// Entries of `/proc/<pid>/fd`, listed afresh.
+    fn fd_count(pid: u32) -> u32 {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u32
+    }
+
+    /// The descriptor count is taken for reported processes only: one counted while reported,
+    /// that then runs (opens 50 descriptors) while not reported, goes idle and is reported again
+    /// off its turn gets a fresh count, not the one from before the gap (found in review).
+    #[test]
+    fn an_idle_process_reported_again_gets_a_fresh_descriptor_count() {
+        let mut child = waiting_child("read x; for i in $(seq 10 59); do eval \"exec $i</dev/null\"; done; read y");
+        let pid = child.0.id();
+        settle(pid);
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        cycle(&mut src, &mut t, pid, true);
+        let first = entry(&t, pid).detail.open_fds;
+        assert_eq!(first, Some(fd_count(pid)));
+        std::io::Write::write_all(child.0.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fd_count(pid) < first.unwrap() + 45 {
+            assert!(std::time::Instant::now() < deadline, "first {first:?} now {}", fd_count(pid));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        settle(pid);
+        // Not reported while it runs.
+        cycle(&mut src, &mut t, pid, false);
+        assert!(!entry(&t, pid).unread, "it ran: read");
+        while (u64::from(pid) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
+            cycle(&mut src, &mut t, pid, false);
+        }
+        // Reported again, idle, off its turn.
+        cycle(&mut src, &mut t, pid, true);
+        let p = entry(&t, pid);
+        assert!(p.unread, "idle, off its turn");
+        assert_eq!(p.detail.open_fds, Some(fd_count(pid)), "open_fds as sent");
+    }
+
+    /// A parent that exits is a zombie until reaped, still listed, and its children are
+    /// re-parented already: a child whose parent is a zombie is read at once (found in review).
+    #[test]
+    fn the_child_of_a_zombie_is_read_at_once() {
+        let mut parent = waiting_child("sleep 60 </dev/null >/dev/null & echo $!; read x");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.0.stdout.as_mut().unwrap()), &mut line)
+            .unwrap();
+        let sleeper: u32 = line.trim().parse().unwrap();
+        let _sleeper = KilledByPid(sleeper);
+        settle(sleeper);
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        cycle(&mut src, &mut t, sleeper, true);
+        while (u64::from(sleeper) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
+            cycle(&mut src, &mut t, sleeper, true);
+        }
+        cycle(&mut src, &mut t, sleeper, true);
+        assert!(entry(&t, sleeper).unread, "idle, off its turn");
+        while (u64::from(sleeper) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
+            cycle(&mut src, &mut t, sleeper, true);
+        }
+        std::io::Write::write_all(parent.0.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        // Not reaped (the test does not wait for it yet): a zombie, listed.
+        let ppath = format!("/proc/{}/stat", parent.0.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pid::parse_stat(&std::fs::read(&ppath).unwrap()).unwrap().state != b'Z' {
+            assert!(std::time::Instant::now() < deadline, "the parent never became a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let new_parent = pid::parse_stat(&std::fs::read(format!("/proc/{sleeper}/stat")).unwrap()).unwrap().ppid;
+        assert_ne!(new_parent, parent.0.id() as i32, "re-parented before the parent is reaped");
+        cycle(&mut src, &mut t, sleeper, true);
+        let p = entry(&t, sleeper);
+        assert!(!p.unread, "the child of a zombie is read");
+        assert_eq!(p.cur.ppid, new_parent, "ppid as sent");
+    }
+
+    /// A reported process that runs without changing its resident size (it reads a line from a
+    /// pipe: its context switches move) has `status` read again on its turn: the figures of an
+    /// idle process stand only while it has not run.
+    #[test]
+    fn a_process_that_ran_has_status_read_on_its_turn() {
+        let mut child = waiting_child("while read x; do :; done");
+        let pid = child.0.id();
+        settle(pid);
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        cycle(&mut src, &mut t, pid, true);
+        let switches = |pid: u32| {
+            let st = std::fs::read(format!("/proc/{pid}/status")).unwrap();
+            pid::parse_status(&st).unwrap().voluntary_ctxt_switches
+        };
+        assert_eq!(entry(&t, pid).detail.voluntary_ctxt_switches, switches(pid));
+        // Up to the cycle before its turn, then wake it (it reads a line and sleeps again).
+        while (u64::from(pid) + src.cycle + 2) % STATUS_REFRESH_CYCLES != 0 {
+            cycle(&mut src, &mut t, pid, true);
+        }
+        cycle(&mut src, &mut t, pid, true);
+        let before = entry(&t, pid).detail.voluntary_ctxt_switches;
+        for _ in 0..3 {
+            std::io::Write::write_all(child.0.stdin.as_mut().unwrap(), b"line\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        settle(pid);
+        let now = switches(pid);
+        assert!(now > before, "the child woke: {before:?} then {now:?}");
+        cycle(&mut src, &mut t, pid, true);
+        assert_eq!((src.cycle + u64::from(pid)) % STATUS_REFRESH_CYCLES, 0, "its turn");
+        assert_eq!(entry(&t, pid).detail.voluntary_ctxt_switches, now, "status read again on its turn");
     }
 }

@@ -23,7 +23,7 @@ fn process_clock_id(pid: u32) -> libc::clockid_t {
 /// The process's CPU time so far, in nanoseconds; `None` when it does not exist (in this pid
 /// namespace) or cannot be read (the clock fails with `EINVAL` for a pid without a process).
 pub fn process_cpu_ns(pid: u32) -> Option<u64> {
-    if pid == 0 || pid > (1 << 22) {
+    if pid == 0 || pid >= (1 << 22) {
         // 0 would name the caller itself; larger ones are no pid.
         return None;
     }
