@@ -1370,16 +1370,16 @@ mod tests {
         assert!(last.utime + last.stime > first.utime + first.stime, "{first:?} then {last:?}");
     }
 
-    /// A sleeping process whose parent exits is re-parented without running: it is read in the
-    /// next cycle (its parent's pid is no longer listed), turn or not, and shows its new parent.
-    #[test]
-    fn an_orphan_is_read_at_once() {
+    /// A `sleep` child of a waiting bash, in a table where it was found, then left unread (idle,
+    /// off its turn), and the next cycle is not its turn either: (the parent, the sleeper's pid,
+    /// its guard, the source, the table).
+    fn sleeper_left_unread() -> (Reaped, u32, KilledByPid, ProcessSource, ProcessTable) {
         let mut parent = waiting_child("sleep 60 </dev/null >/dev/null & echo $!; read x");
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.0.stdout.as_mut().unwrap()), &mut line)
             .unwrap();
         let sleeper: u32 = line.trim().parse().unwrap();
-        let _sleeper = KilledByPid(sleeper);
+        let guard = KilledByPid(sleeper);
         settle(sleeper);
         let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
         let mut t = ProcessTable::default();
@@ -1394,6 +1394,14 @@ mod tests {
         while (u64::from(sleeper) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
             cycle(&mut src, &mut t, sleeper, true);
         }
+        (parent, sleeper, guard, src, t)
+    }
+
+    /// A sleeping process whose parent exits is re-parented without running: it is read in the
+    /// next cycle (its parent's pid is no longer listed), turn or not, and shows its new parent.
+    #[test]
+    fn an_orphan_is_read_at_once() {
+        let (mut parent, sleeper, _sleeper, mut src, mut t) = sleeper_left_unread();
         std::io::Write::write_all(parent.0.stdin.as_mut().unwrap(), b"go\n").unwrap();
         parent.0.wait().unwrap();
         let stat = std::fs::read(format!("/proc/{sleeper}/stat")).unwrap();
@@ -1460,24 +1468,7 @@ mod tests {
     /// re-parented already: a child whose parent is a zombie is read at once (found in review).
     #[test]
     fn the_child_of_a_zombie_is_read_at_once() {
-        let mut parent = waiting_child("sleep 60 </dev/null >/dev/null & echo $!; read x");
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.0.stdout.as_mut().unwrap()), &mut line)
-            .unwrap();
-        let sleeper: u32 = line.trim().parse().unwrap();
-        let _sleeper = KilledByPid(sleeper);
-        settle(sleeper);
-        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
-        let mut t = ProcessTable::default();
-        cycle(&mut src, &mut t, sleeper, true);
-        while (u64::from(sleeper) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
-            cycle(&mut src, &mut t, sleeper, true);
-        }
-        cycle(&mut src, &mut t, sleeper, true);
-        assert!(entry(&t, sleeper).unread, "idle, off its turn");
-        while (u64::from(sleeper) + src.cycle + 1) % FULL_READ_CYCLES == 0 {
-            cycle(&mut src, &mut t, sleeper, true);
-        }
+        let (mut parent, sleeper, _sleeper, mut src, mut t) = sleeper_left_unread();
         std::io::Write::write_all(parent.0.stdin.as_mut().unwrap(), b"go\n").unwrap();
         // Not reaped (the test does not wait for it yet): a zombie, listed.
         let ppath = format!("/proc/{}/stat", parent.0.id());
