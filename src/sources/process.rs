@@ -1334,7 +1334,10 @@ mod tests {
             // cycle computed it.
             let room = src.held_files_max(hold_ceiling(fd_ceiling(), src.pids.len()));
             assert!(room <= budget, "room {room}, budget {budget}");
-            assert_eq!(held as u64, room, "held files, cycle {}", src.cycle);
+            // At most the room (an uncounted held file of an unread process exceeds it); a
+            // process that exits mid-cycle may leave its share of the room unused.
+            let held = held as u64;
+            assert!(held <= room && held * 2 >= room, "{held} files held, room {room}, cycle {}", src.cycle);
             if p.unread {
                 unread += 1;
             } else {
