@@ -1013,11 +1013,7 @@ mod tests {
         // per process) and half the free descriptors: on a busy machine (a build beside the
         // tests) both can run out before the child's pid. Room for every process: the soft
         // open-file limit raised to the hard one, as the agent does when it starts, and no budget.
-        let mut l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        if l.current < l.maximum {
-            l.current = l.maximum;
-            rustix::process::setrlimit(rustix::process::Resource::Nofile, l).unwrap();
-        }
+        raise_nofile();
         src.held_files_max_kib = u64::MAX / 1024;
         let mut t = ProcessTable::default();
         src.collect(&mut t, 1.0, 1_000);
@@ -1057,6 +1053,15 @@ mod tests {
         assert_eq!(src.buf.reread(held_stat.as_fd()).map_err(|e| e.kind()), Err(io::ErrorKind::NotFound), "reaped");
         src.collect(&mut t, 3.0, 3_000);
         assert!(t.procs.binary_search_by_key(&pid, |p| p.pid).is_err(), "reaped: not in the table");
+    }
+
+    /// The soft open-file limit raised to the hard one, as the agent does when it starts.
+    fn raise_nofile() {
+        let mut l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        if l.current < l.maximum {
+            l.current = l.maximum;
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, l).unwrap();
+        }
     }
 
     /// `/proc/<pid>/statm` and `stat`'s `rss` (pages), read afresh.
@@ -1298,11 +1303,7 @@ mod tests {
     fn an_idle_process_is_read_on_its_turn_only() {
         // The soft open-file limit raised to the hard one, as the agent does at start: under a
         // low one, descriptors bind before the held-file budget below.
-        let mut l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        if l.current < l.maximum {
-            l.current = l.maximum;
-            let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, l);
-        }
+        raise_nofile();
         let child = waiting_child("read x");
         let pid = child.0.id();
         settle(pid);
