@@ -998,15 +998,11 @@ mod tests {
     /// it is reaped, gone from the table: its held `stat` reads ESRCH.
     #[test]
     fn held_files_give_statm_figures_and_a_reaped_process_leaves() {
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id();
-        let comm = format!("/proc/{pid}/comm");
-        for _ in 0..200 {
-            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let mut child = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
+        let pid = child.0.id();
+        // Asleep with its memory still: a child that has just exec'd may still be faulting pages
+        // in (state R, `stat`'s minflt and rss moving between the two reads compared below).
+        settle(pid);
         let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
         src.hold_files = HoldFiles::All;
         // Files are held in pid order within the kernel-memory budget (341 files by default, three
@@ -1048,8 +1044,8 @@ mod tests {
             "a sleeping process's statm (its resident figure: stat's rss)"
         );
         assert!(ours.resident > 0 && ours.text > 0);
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = child.0.kill();
+        let _ = child.0.wait();
         assert_eq!(src.buf.reread(held_stat.as_fd()).map_err(|e| e.kind()), Err(io::ErrorKind::NotFound), "reaped");
         src.collect(&mut t, 3.0, 3_000);
         assert!(t.procs.binary_search_by_key(&pid, |p| p.pid).is_err(), "reaped: not in the table");
