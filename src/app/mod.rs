@@ -102,6 +102,8 @@ pub struct App {
     clock_origin: Instant,
     host_timer: Timer,
     process_timer: Timer,
+    /// When code and read-only data were last let go (`sys::resident`; see `App::release_code`).
+    code_released: Option<Instant>,
     connection_timer: Timer,
     docker_timer: Timer,
     host_status: CheckStatus,
@@ -206,6 +208,7 @@ impl App {
             clock_origin: now,
             host_timer,
             process_timer,
+            code_released: None,
             connection_timer,
             docker_timer,
             host_status: CheckStatus::default(),

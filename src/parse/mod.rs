@@ -29,6 +29,7 @@ pub mod pid;
 pub mod proc_stat;
 pub mod protobuf;
 pub mod rtnl_link;
+pub mod smaps;
 pub mod snmp;
 pub mod sockstat;
 pub mod traces;

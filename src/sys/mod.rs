@@ -7,6 +7,7 @@
 //! messages: truncation, `SCM_CREDENTIALS`, `SO_RXQ_OVFL`). `http_filter` is the capture's BPF
 //! program. `malloc`: glibc's `mallopt` and `malloc_trim`, one call each. `cpu_clock`: another
 //! process's CPU clock (`clock_gettime` with the id `clock_getcpuclockid` would give).
+//! `resident`: `madvise(MADV_DONTNEED)` on mappings that hold only a file's content.
 
 pub mod cpu_clock;
 pub mod dgram;
@@ -16,4 +17,5 @@ pub mod netlink;
 pub mod netns;
 pub mod packet_ring;
 pub mod peercred;
+pub mod resident;
 pub mod route_socket;
