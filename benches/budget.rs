@@ -48,6 +48,9 @@ struct Scenario {
     dogstatsd_per_s: u32,
     interval_s: u64,
     cycles: u64,
+    /// The static (musl) build users run, for the static phase: its peak RSS on the same host
+    /// (`--static-agent PATH`; budget.sh `--check` builds and passes it).
+    static_agent: Option<PathBuf>,
 }
 
 impl Default for Scenario {
@@ -62,6 +65,7 @@ impl Default for Scenario {
             dogstatsd_per_s: 0,
             interval_s: 1,
             cycles: 8,
+            static_agent: None,
         }
     }
 }
@@ -97,6 +101,7 @@ fn parse_args() -> Args {
             "--interval" => a.scenario.interval_s = val().parse().expect("--interval SECONDS"),
             "--cycles" => a.scenario.cycles = val().parse().expect("--cycles K"),
             "--check" => a.check = Some(PathBuf::from(val())),
+            "--static-agent" => a.scenario.static_agent = Some(PathBuf::from(val())),
             "--out" => a.out = PathBuf::from(val()),
             "--sweep" => a.sweep = true,
             "--no-psutil" => a.psutil = false,
@@ -429,6 +434,11 @@ impl Agent {
     /// With `docker`, the agent talks to the Docker Engine on its default socket (the containers
     /// phase); otherwise it gets none, as the other phases always have.
     fn start_with(s: &Scenario, docker: bool) -> Agent {
+        Agent::start_binary(s, docker, std::env::var_os("BUDGET_AGENT").map(PathBuf::from))
+    }
+
+    /// `binary`: another build than the bench's own (no allocation counts then).
+    fn start_binary(s: &Scenario, docker: bool, binary: Option<PathBuf>) -> Agent {
         let rx = common::Receiver::start(true, vec![202]);
         let ca = common::TempDir::new("budget");
         let ca_file = ca.0.join("ca.pem");
@@ -472,8 +482,8 @@ impl Agent {
         env.push(("STS_PROCESS_SKIP_IDLE", &skip_idle));
         // BUDGET_AGENT: another binary, e.g. the static musl build users run (no allocation
         // counts then).
-        let mut child = match std::env::var("BUDGET_AGENT") {
-            Ok(path) => Command::new(path)
+        let mut child = match binary {
+            Some(path) => Command::new(path)
                 .env_clear()
                 .envs(env.iter().copied())
                 .env("STS_EC2_METADATA_URL", "http://127.0.0.1:9")
@@ -482,7 +492,7 @@ impl Agent {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn BUDGET_AGENT"),
-            Err(_) => common::spawn_agent(&[], &env),
+            None => common::spawn_agent(&[], &env),
         };
         // Keep its output drained (warnings only; it prints no payloads when sending).
         let mut out = child.stdout.take().unwrap();
@@ -1097,6 +1107,9 @@ struct Figures {
     containers: Option<ContainerFigures>,
     /// With a DogStatsD load: what the agent counted of it and its CPU per metric.
     dogstatsd: Option<DogStatsdFigures>,
+    /// The static build's peak RSS (KiB) on the same host, after as many cycles as the first
+    /// agent's warm-up and measured ones (`--static-agent`).
+    static_hwm_kib: Option<u64>,
 }
 
 impl Figures {
@@ -1558,6 +1571,14 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         let _ = agent.wait_runs(3, interval);
         f.containers = Some(containers_phase(&agent, s, interval));
     }
+    if let Some(bin) = &s.static_agent {
+        // The static build users run (musl: its own allocator and no shared libc), the same
+        // checks on the same host, as many cycles as the first agent ran: its peak RSS.
+        host.top_up_time_wait();
+        let agent = Agent::start_binary(s, false, Some(bin.clone()));
+        let _ = agent.wait_runs(4 + s.cycles, interval);
+        f.static_hwm_kib = Some(agent.sample().hwm_kib);
+    }
     let floor_ms = median(&floors.iter().map(|f| f.0.total()).collect::<Vec<_>>()).unwrap_or(0.0);
     let floor_procs = median(&floors.iter().map(|f| f.1).collect::<Vec<_>>()).unwrap_or(0.0);
     let floor_user = floors.iter().map(|f| f.0.user_ms).sum::<f64>() / floors.len().max(1) as f64;
@@ -1646,6 +1667,9 @@ fn report(s: &Scenario, f: &Figures) {
         f.requests_per_cycle,
         f.reported_conns
     );
+    if let Some(kib) = f.static_hwm_kib {
+        println!("static build: peak RSS {:.1} MiB (same host, same checks)", kib as f64 / 1024.0);
+    }
     if let Some(t) = &f.traces {
         println!(
             "traces: {:.0} spans/s accepted; {:.2} µs CPU per span on the trace path; agent {:.2} % of a core; peak RSS {:.1} MiB, RSS {:.1} MiB",
@@ -1794,6 +1818,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
             "cpu_pct": t.cpu_pct, "peak_rss_kib": t.hwm_kib, "rss_kib": t.rss_kib})),
         "http": f.http.as_ref().map(http_json),
         "containers": containers,
+        "static_peak_rss_kib": f.static_hwm_kib,
     });
     // (Beside the macro: one more key in it passes its recursion limit.)
     j["psutil_cycles_between_the_agents"] = f.psutil.as_ref().map(|p| p.interleaved).into();
@@ -1911,6 +1936,10 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         }
         Some(_) => {}
     }
+    if f.static_hwm_kib.is_none() {
+        ok = false;
+        println!("gate static build: the static phase did not run (--static-agent PATH): FAIL");
+    }
     let mut verdict = |name: &str, value: f64, limit: f64, aim: Option<f64>| {
         let pass = value <= limit;
         ok &= pass;
@@ -1937,6 +1966,9 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         _ => verdict("allocations (the agent was not built with --features count-allocs)", f64::INFINITY, 0.0, None),
     }
     verdict("peak RSS MiB", f.hwm_kib as f64 / 1024.0, get("gates.peak_rss_mib"), Some(get("aims.peak_rss_mib")));
+    if let Some(kib) = f.static_hwm_kib {
+        verdict("peak RSS MiB, static build", kib as f64 / 1024.0, get("gates.peak_rss_mib_static"), None);
+    }
     let ratio = f.cpu_ms / f.floor.total();
     verdict(
         &format!("CPU ratio to the floor (gate {} x noise margin {margin})", get("gates.cpu_ratio_to_floor")),
@@ -2258,7 +2290,8 @@ fn self_test() {
         allocs_per_cycle: Some(0.0),
         allocs_in_checks_per_cycle: Some(0.0),
         requests_per_cycle: 3.0,
-        hwm_kib: 9 * 1024,
+        hwm_kib: 7 * 1024,
+        static_hwm_kib: Some(6 * 1024 + 512),
         cpu_ms: 18.0,
         floor: Cpu { user_ms: 10.0, sys_ms: 10.0 },
         traces: Some(TraceFigures {
@@ -2415,6 +2448,11 @@ fn self_test() {
     let mut twice = good.clone();
     twice.http = twice.http.map(|h| HttpFigures { counted: 2.0 * h.sent as f64, ..h });
     assert!(!check_gates(&g, &twice), "HTTP requests counted twice fail");
+    let mut no_static = good.clone();
+    no_static.static_hwm_kib = None;
+    assert!(!check_gates(&g, &no_static), "no static phase fails");
+    assert!(!check_gates(&g, &Figures { static_hwm_kib: Some(8 * 1024), ..good.clone() }), "8 MiB static fails");
+    assert!(!check_gates(&g, &Figures { hwm_kib: 9 * 1024, ..good.clone() }), "9 MiB (glibc) fails");
     let mut no_containers = good.clone();
     no_containers.containers = None;
     assert!(!check_gates(&g, &no_containers), "no containers phase fails");

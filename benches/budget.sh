@@ -5,7 +5,7 @@
 # holders; psutil for that baseline). Results go to target/budget/. Method: benches/README.md.
 #
 #   benches/budget.sh                 # one run of the default scenario, figures printed
-#   benches/budget.sh --check         # the same, plus the traces, HTTP, containers and DogStatsD phases; exit 1 if a gate is crossed
+#   benches/budget.sh --check         # the same, plus the traces, HTTP, containers, DogStatsD and static-build phases; exit 1 if a gate is crossed
 #   benches/budget.sh --sweep         # processes 100..2,000 and sockets 1,000..20,000: table and SVG
 #   benches/budget.sh --procs 1000 --sockets 10000 --spans 2000 --http 5000 --containers 50   # any scenario
 #   benches/budget.sh --dogstatsd 100000   # the default scenario and the DogStatsD phase only
@@ -16,7 +16,12 @@ cd "$(dirname "$0")/.."
 args=()
 for a in "$@"; do
   case "$a" in
-    --check) args+=(--check benches/budget.toml --spans 2000 --http 5000 --containers 50 --dogstatsd 100000) ;;
+    --check)
+      args+=(--check benches/budget.toml --spans 2000 --http 5000 --containers 50 --dogstatsd 100000)
+      # The static phase's binary: the musl build users run (packaging/build-static.sh; a no-op
+      # rebuild when it is up to date).
+      static_bin=$(packaging/build-static.sh | head -n 1)
+      args+=(--static-agent "$(realpath "$static_bin")") ;;
     *) args+=("$a") ;;
   esac
 done
