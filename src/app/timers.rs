@@ -188,6 +188,9 @@ impl App {
         }
         self.code_released = Some(now);
         match crate::sys::resident::release_file_pages() {
+            Ok(r) if r.views_differ => {
+                debug!("code and read-only data kept: /proc/self/smaps and /proc/self/maps disagree (an emulator?)")
+            }
             Ok(r) => debug!("let go of {} KiB of code and read-only data in {} mappings", r.kib, r.mappings),
             Err(e) => debug!("could not let go of code and read-only data: /proc/self/smaps: {e}"),
         }
