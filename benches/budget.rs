@@ -36,6 +36,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 struct Scenario {
     procs: usize,
+    /// The share of `procs` that wake every 250 ms (so run between any two cycles); the rest
+    /// sleep for the hour. A process that has not run is not read again (README "A process that
+    /// has not run"): without runners the budget would only guard that best case.
+    running_share: f64,
     sockets: usize,
     time_wait_share: f64,
     spans_per_s: u32,
@@ -57,6 +61,7 @@ impl Default for Scenario {
     fn default() -> Scenario {
         Scenario {
             procs: 500,
+            running_share: 0.1,
             sockets: 5_000,
             time_wait_share: 0.2,
             spans_per_s: 0,
@@ -92,6 +97,7 @@ fn parse_args() -> Args {
         match arg.as_str() {
             "--bench" => {}
             "--procs" => a.scenario.procs = val().parse().expect("--procs N"),
+            "--running-share" => a.scenario.running_share = val().parse().expect("--running-share SHARE"),
             "--sockets" => a.scenario.sockets = val().parse().expect("--sockets M"),
             "--time-wait" => a.scenario.time_wait_share = val().parse().expect("--time-wait SHARE"),
             "--spans" => a.scenario.spans_per_s = val().parse().expect("--spans PER_SECOND"),
@@ -135,11 +141,24 @@ const PER_HOLDER: usize = 8_000;
 impl BusyHost {
     fn build(s: &Scenario) -> BusyHost {
         clear_loopback_time_wait();
+        let running = (s.procs as f64 * s.running_share).round() as usize;
         let kids = common::Kids(
             (0..s.procs)
                 // By full path: the default blacklist's `^sleep` would hide them; reported, every
-                // process costs the most (fd counts, status, encoding).
-                .map(|_| Command::new("/usr/bin/sleep").arg("3600").stdin(Stdio::null()).spawn().expect("spawn sleep"))
+                // process costs the most (fd counts, status, encoding). Runners: perl waking every
+                // 250 ms without forking (no new pids), a few µs of CPU each time.
+                .map(|i| {
+                    let mut c = if i < running {
+                        let mut c = Command::new("/usr/bin/perl");
+                        c.args(["-e", "select(undef, undef, undef, 0.25) while 1"]);
+                        c
+                    } else {
+                        let mut c = Command::new("/usr/bin/sleep");
+                        c.arg("3600");
+                        c
+                    };
+                    c.stdin(Stdio::null()).spawn().expect("spawn a sleeper or a runner")
+                })
                 .collect(),
         );
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/hold_sockets.py");
@@ -1608,8 +1627,8 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
 fn report(s: &Scenario, f: &Figures) {
     let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
     println!(
-        "== {} processes on the host ({} reported), {} sockets + {}..{} TIME_WAIT, {} s cycles, {} measured",
-        f.procs_on_host, f.reported_procs, s.sockets, f.time_wait.0, f.time_wait.1, s.interval_s, f.cycles
+        "== {} processes on the host ({} reported; {:.0} % of the scenario's {} run every 250 ms), {} sockets + {}..{} TIME_WAIT, {} s cycles, {} measured",
+        f.procs_on_host, f.reported_procs, s.running_share * 100.0, s.procs, s.sockets, f.time_wait.0, f.time_wait.1, s.interval_s, f.cycles
     );
     println!(
         "agent CPU per cycle: {:.2} ms (user {:.2}, system {:.2}); checks: host {:.2}, process {:.2}, connections {:.2}, the rest (send, TLS, loop) {:.2}",
@@ -1785,7 +1804,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
             "wakeups_per_s_idle": c.wakeups_per_s_idle, "wakeups_per_s": c.wakeups_per_s, "peak_rss_kib": c.hwm_kib})
     });
     let mut j = serde_json::json!({
-        "scenario": {"procs": s.procs, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
+        "scenario": {"procs": s.procs, "running_share": s.running_share, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
                      "spans_per_s": s.spans_per_s, "http_per_s": s.http_per_s, "containers": s.containers,
                      "interval_s": s.interval_s},
         "procs_on_host": f.procs_on_host, "reported_procs": f.reported_procs, "reported_connections": f.reported_conns,
