@@ -20,8 +20,8 @@ for a in "$@"; do
       args+=(--check benches/budget.toml --spans 2000 --http 5000 --containers 50 --dogstatsd 100000)
       # The static phase's binary: the musl build users run (packaging/build-static.sh; a no-op
       # rebuild when it is up to date).
-      static_bin=$(packaging/build-static.sh | head -n 1)
-      args+=(--static-agent "$(realpath "$static_bin")") ;;
+      built=$(packaging/build-static.sh) || { echo "budget: the static build (packaging/build-static.sh) failed: the static phase cannot run" >&2; exit 1; }
+      args+=(--static-agent "$(realpath "${built%%$'\n'*}")") ;;
     *) args+=("$a") ;;
   esac
 done

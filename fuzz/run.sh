@@ -13,8 +13,9 @@ declare -A seeds=(
   [cmdline]=pid/evil/cmdline [cgroup]=pid/1/cgroup [keyval]=cpuinfo
 )
 mkdir -p corpus/http_response corpus/url corpus/snmp corpus/passwd corpus/dogstatsd corpus/smaps
-# The agent's own smaps (the scan's input), as the running process has it.
-head -c 16384 /proc/self/smaps > corpus/smaps/self
+# The agent's own smaps (the scan's input), as the running process has it, after the two bytes
+# that pick the chunked reader's buffer (272 bytes) and read (6 bytes) sizes.
+{ printf '\x10\x05'; head -c 16384 /proc/self/smaps; } > corpus/smaps/self
 printf 'page.views:1|c|@0.5|#env:prod,b\nlat:1:2:3|ms|c:abc|T1700000000\n_e{6,3}:Deploy|v42|p:low|t:error|#a\n_sc|db|2|#x|m:down\r\n' > corpus/dogstatsd/seed
 # The aggregator (the input format is in fuzz_targets/dogstatsd_aggregate.rs): every metric type
 # and an event over 15 s flushes, overflowing sums, a stall past the counter's 300 s of zeros, a

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often code and read-only data are let go after the first runs (see `App::release_code`).
 const CODE_RELEASE_PERIOD: Duration = Duration::from_secs(3600);
+/// How long after start they are let go before every process check run.
+const CODE_RELEASE_SETTLING: Duration = Duration::from_secs(600);
 /// In `--once` mode: the gap between the two samples a rate needs.
 const ONCE_RATE_GAP: Duration = Duration::from_secs(1);
 /// How long before a docker pass Docker is asked for its list.
@@ -176,23 +178,30 @@ impl App {
         self.process_check(now)
     }
 
-    /// Lets go of the pages of code and read-only data that only start-up or a priming run
-    /// touched (`sys::resident`), before each of the process check's first three runs (start-up,
-    /// then the checks' first runs, then their second, which fill the tables: by then only the
-    /// steady cycles' code is mapped again), and hourly after that (code a rare event ran).
-    /// Without it the glibc build's peak RSS held about 1.5 MiB more of its binary and of libc.
+    /// Lets go of the pages of code and read-only data that only start-up or a first run
+    /// touched (`sys::resident`): before every process check run of the agent's first ten
+    /// minutes (and at least its first three: start-up, then the checks' priming runs, then
+    /// their second runs, which fill the tables), so that what the other checks' first runs
+    /// touch at longer intervals goes too; then hourly (code a rare event ran). Without it the
+    /// glibc build's peak RSS held about 1.5 MiB more of its binary and of libc.
     fn release_code(&mut self, now: Instant) {
-        let due = self.process_timer.runs < 3 || self.code_released.is_none_or(|t| now >= t + CODE_RELEASE_PERIOD);
-        if !due {
+        let young = self.process_timer.runs < 3 || now < self.clock_origin + CODE_RELEASE_SETTLING;
+        if !young && self.code_released.is_some_and(|t| now < t + CODE_RELEASE_PERIOD) {
             return;
         }
         self.code_released = Some(now);
+        let t0 = Instant::now();
         match crate::sys::resident::release_file_pages() {
-            Ok(r) if r.views_differ => {
-                debug!("code and read-only data kept: /proc/self/smaps and /proc/self/maps disagree (an emulator?)")
-            }
-            Ok(r) => debug!("let go of {} KiB of code and read-only data in {} mappings", r.kib, r.mappings),
-            Err(e) => debug!("could not let go of code and read-only data: /proc/self/smaps: {e}"),
+            Ok(r) => match r.refused {
+                Some(why) => debug!("code and read-only data kept: {why:?}"),
+                None => debug!(
+                    "let go of {} KiB of code and read-only data in {} mappings ({} µs)",
+                    r.kib,
+                    r.mappings,
+                    t0.elapsed().as_micros()
+                ),
+            },
+            Err(e) => debug!("could not let go of code and read-only data: /proc/self: {e}"),
         }
     }
 

@@ -3,10 +3,12 @@
 //! `sys::resident`).
 //!
 //! A mapping qualifies when it is private, readable and not writable, maps a file (its name is a
-//! path), has pages resident (`Rss:` above 0), and holds no anonymous page (`Anonymous: 0 kB`):
-//! no page of it was ever copied on write, as a relocated read-only segment (`RELRO`) or a
-//! patched one would have been. The scan is fed
-//! one line at a time, so the reader can use a small fixed buffer (the file is tens of KiB).
+//! path), has pages resident (`Rss:` above 0), has no anonymous page resident or swapped out
+//! (`Anonymous: 0 kB` and `Swap: 0 kB`: a page copied on write, as a relocated read-only segment's
+//! (`RELRO`) or a patched one's, shows in one or the other), and none of the `VmFlags` under
+//! which a page is not simply the file's (locked, huge pages, device or PFN maps, userfaultfd).
+//! A mapping without any of those three lines does not qualify. The scan is fed one line at a
+//! time, so the reader can use a small fixed buffer (the file is tens of KiB).
 
 /// A mapping that may be let go: `[start, end)`, with `rss_kib` resident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,16 +18,22 @@ pub struct Releasable {
     pub rss_kib: u64,
 }
 
-/// The mapping being read: its range, whether its header qualifies it, and what its fields said.
+/// The mapping being read: its range, whether it still qualifies, and what its fields said.
 #[derive(Debug, Clone, Copy)]
 struct Current {
     start: usize,
     end: usize,
     eligible: bool,
     rss_kib: u64,
-    /// `None` until its `Anonymous:` line is read: a mapping without one does not qualify.
+    /// `None` until the line is read: a mapping without one does not qualify.
     anonymous_kib: Option<u64>,
+    swap_kib: Option<u64>,
+    flags_clean: Option<bool>,
 }
+
+/// `VmFlags` under which a page is not (only) the file's content: `lo` locked, `ht` hugetlb,
+/// `io` and `pf` device or PFN maps, `dd` not dumped (special maps), `um` and `uw` userfaultfd.
+const REFUSED_FLAGS: [&[u8]; 7] = [b"lo", b"ht", b"io", b"pf", b"dd", b"um", b"uw"];
 
 /// The scan's state across lines.
 #[derive(Debug, Default)]
@@ -47,15 +55,44 @@ impl Scan {
             c.rss_kib = v;
         } else if let Some(v) = field_kib(line, b"Anonymous:") {
             c.anonymous_kib = Some(v);
+        } else if let Some(v) = field_kib(line, b"Swap:") {
+            c.swap_kib = Some(v);
+        } else if let Some(flags) = line.strip_prefix(b"VmFlags:") {
+            let refused = flags.split(|b| *b == b' ').any(|f| REFUSED_FLAGS.contains(&f));
+            c.flags_clean = Some(!refused);
+        } else if line.starts_with(b"Anonymous:") || line.starts_with(b"Swap:") || line.starts_with(b"Rss:") {
+            // A figure that does not read as one: the mapping is not let go.
+            c.eligible = false;
         }
         None
     }
 
-    /// A line too long for the reader's buffer: whatever mapping it belongs to is not let go.
-    pub fn overlong(&mut self) {
+    /// A line too long for the reader's buffer, of which `head` is the start: if it starts a new
+    /// mapping (a path too long), the previous one is done (returned if it qualifies) and the new
+    /// one is not let go; otherwise the mapping it belongs to is not.
+    pub fn overlong(&mut self, head: &[u8]) -> Option<Releasable> {
+        let space = memchr::memchr(b' ', head).unwrap_or(head.len());
+        let range = &head[..space];
+        let starts_mapping = space < head.len()
+            && memchr::memchr(b'-', range)
+                .is_some_and(|d| hex(&range[..d]).is_some() && hex(&range[d + 1..]).is_some());
+        if starts_mapping {
+            let done = self.current.take().and_then(finish);
+            self.current = Some(Current {
+                start: 0,
+                end: 0,
+                eligible: false,
+                rss_kib: 0,
+                anonymous_kib: None,
+                swap_kib: None,
+                flags_clean: None,
+            });
+            return done;
+        }
         if let Some(c) = self.current.as_mut() {
             c.eligible = false;
         }
+        None
     }
 
     /// The end of the file: the last mapping, if it qualifies.
@@ -68,11 +105,8 @@ impl Scan {
 /// qemu-user 8.0 and later write for a guest: `Rss: 0 kB` and `Anonymous: 0 kB` throughout, a
 /// relocated segment too), nothing is.
 fn finish(c: Current) -> Option<Releasable> {
-    (c.eligible && c.anonymous_kib == Some(0) && c.rss_kib > 0).then_some(Releasable {
-        start: c.start,
-        end: c.end,
-        rss_kib: c.rss_kib,
-    })
+    let clean = c.anonymous_kib == Some(0) && c.swap_kib == Some(0) && c.flags_clean == Some(true);
+    (c.eligible && clean && c.rss_kib > 0).then_some(Releasable { start: c.start, end: c.end, rss_kib: c.rss_kib })
 }
 
 /// `start-end perms offset dev inode [name]`: a mapping's header, and whether it qualifies by it.
@@ -90,7 +124,7 @@ fn header(line: &[u8]) -> Option<Current> {
     // The name is the rest of the line (a path may hold spaces); a file's starts with '/'.
     let named_file = fields.next().is_some_and(|n| n.first() == Some(&b'/'));
     let eligible = start < end && perms[0] == b'r' && perms[1] == b'-' && perms[3] == b'p' && named_file;
-    Some(Current { start, end, eligible, rss_kib: 0, anonymous_kib: None })
+    Some(Current { start, end, eligible, rss_kib: 0, anonymous_kib: None, swap_kib: None, flags_clean: None })
 }
 
 fn hex(s: &[u8]) -> Option<usize> {
@@ -127,6 +161,8 @@ Rss:                 712 kB
 Pss:                 712 kB
 Private_Dirty:         0 kB
 Anonymous:             0 kB
+Swap:                  0 kB
+SwapPss:               0 kB
 VmFlags: rd mr mw me sd
 ";
 
@@ -162,28 +198,53 @@ VmFlags: rd mr mw me sd
     }
 
     #[test]
-    fn a_mapping_without_its_anonymous_line_or_with_an_overlong_line_is_kept() {
+    fn a_mapping_without_its_lines_swapped_flagged_or_with_an_overlong_line_is_kept() {
         let header = "7f989a989000-7f989aadf000 r-xp 00026000 fe:00 326279 /usr/lib/libc.so.6";
+        let libc = Releasable { start: 0x7f989a989000, end: 0x7f989aadf000, rss_kib: 712 };
+        assert_eq!(scan(&format!("{header}\n{BLOCK}")), [libc]);
         assert_eq!(scan(&format!("{header}\nRss: 12 kB\n")), []);
+        for (line, why) in
+            [("Anonymous:", "no Anonymous line"), ("Swap:  ", "no Swap line"), ("VmFlags:", "no VmFlags line")]
+        {
+            let block: String = BLOCK.lines().filter(|l| !l.starts_with(line)).map(|l| format!("{l}\n")).collect();
+            assert_eq!(scan(&format!("{header}\n{block}")), [], "{why}");
+        }
+        for (from, to, why) in [
+            ("Swap:                  0 kB", "Swap:                  4 kB", "a copied page swapped out"),
+            ("Anonymous:             0 kB", "Anonymous:             4 kB", "a copied page resident"),
+            ("Anonymous:             0 kB", "Anonymous:             x kB", "an unreadable figure"),
+            ("VmFlags: rd mr mw me sd", "VmFlags: rd mr lo mw me sd", "locked"),
+            ("VmFlags: rd mr mw me sd", "VmFlags: rd mr mw me ht", "huge pages"),
+            ("VmFlags: rd mr mw me sd", "VmFlags: rd io pf", "a device map"),
+            ("VmFlags: rd mr mw me sd", "VmFlags: rd mr uw", "userfaultfd"),
+            ("Rss:                 712 kB", "Rss:                   0 kB", "nothing resident"),
+        ] {
+            assert!(BLOCK.contains(from));
+            assert_eq!(scan(&format!("{header}\n{}", BLOCK.replace(from, to))), [], "{why}");
+        }
+        // An overlong line inside a mapping: that mapping stays.
         let mut s = Scan::default();
         assert_eq!(s.line(header.as_bytes()), None);
-        s.overlong();
+        assert_eq!(s.overlong(b"Name:   aaaaaaaa"), None);
         for l in BLOCK.lines() {
             assert_eq!(s.line(l.as_bytes()), None);
         }
         assert_eq!(s.end(), None);
+        // An overlong header (a long path): the mapping before it is done and may go; the new
+        // one stays, and its figures are not the previous one's.
+        let mut s = Scan::default();
+        assert_eq!(s.line(header.as_bytes()), None);
+        let mut got: Vec<_> = BLOCK.lines().filter_map(|l| s.line(l.as_bytes())).collect();
+        got.extend(s.overlong(b"7f00000000-7f00001000 r-xp 00000000 fe:00 1 /very/long"));
+        got.extend(BLOCK.lines().filter_map(|l| s.line(l.as_bytes())));
+        got.extend(s.end());
+        assert_eq!(got, [libc]);
         // Lines before any header, and malformed headers, are ignored.
         assert_eq!(scan("Rss: 4 kB\nAnonymous: 0 kB\n"), []);
-        assert_eq!(scan("zz-10 r--p 0 fe:00 1 /x\nAnonymous: 0 kB\n"), []);
-        assert_eq!(scan("20-10 r--p 0 fe:00 1 /x\nAnonymous: 0 kB\n"), []);
-        assert_eq!(
-            scan("10-20 r--p 0 fe:00 1 /x\nRss: 8 kB\nAnonymous: 0 kB\n"),
-            [Releasable { start: 16, end: 32, rss_kib: 8 }]
-        );
-        assert_eq!(scan("10-20 r--p 0 fe:00 1 /x\nRss: 0 kB\nAnonymous: 0 kB\n"), [], "nothing resident");
-        assert_eq!(scan("10-20 r--p 0 fe:00 1 /x\nAnonymous: 0 kB\n"), [], "no Rss line");
-        assert_eq!(scan("10-20 r--p 0 fe:00 1 /x\nRss: 8 kB\nAnonymous: 1 kB\n"), []);
-        assert_eq!(scan("10-20 r--p 0 fe:00 1 /x\nRss: 8 kB\nAnonymous: kB\n"), []);
+        let ok = "Rss: 8 kB\nAnonymous: 0 kB\nSwap: 0 kB\nVmFlags: rd mr\n";
+        assert_eq!(scan(&format!("zz-10 r--p 0 fe:00 1 /x\n{ok}")), []);
+        assert_eq!(scan(&format!("20-10 r--p 0 fe:00 1 /x\n{ok}")), []);
+        assert_eq!(scan(&format!("10-20 r--p 0 fe:00 1 /x\n{ok}")), [Releasable { start: 16, end: 32, rss_kib: 8 }]);
     }
 
     #[test]
