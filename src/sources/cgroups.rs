@@ -455,6 +455,12 @@ impl ContainerSource {
                         c.seen_cycle = cycle;
                         c.member_pid = p.pid;
                         c.host_network = host_network;
+                    } else if c.dirs.is_empty() && c.samples == 0 && !c.warned {
+                        // Found this cycle by a process that exited before its `cgroup` file was
+                        // read (pids wrap: the lowest may be a short-lived one): another member's
+                        // file names the same cgroups.
+                        c.member_pid = p.pid;
+                        self.open_dirs(c, p.dir.as_fd(), true);
                     }
                 }
                 None => {
@@ -1040,6 +1046,30 @@ mod tests {
         let c = &t.containers[0];
         assert!(c.dirs.is_empty() && c.warned, "{c:?}");
         assert_eq!(c.cur.cpu_total_ns, 0);
+    }
+
+    /// The process a new container is found by exited before its `cgroup` file was read (its
+    /// `/proc/<pid>` has none): the next process of the container gives its cgroups.
+    #[test]
+    fn a_container_found_by_a_vanished_process_is_opened_by_the_next() {
+        let tmp = std::env::temp_dir().join(format!("sts-agent-vanished-member-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ok = std::process::Command::new("cp").arg("-a").arg(fixture("al2023-v2")).arg(&tmp).status().unwrap();
+        assert!(ok.success());
+        std::fs::create_dir(tmp.join("proc/4241")).unwrap();
+        let member = |pid: u32| {
+            let mut p = Proc::new(pid, 1, 0, open_dir(CWD, &tmp.join(format!("proc/{pid}"))).unwrap(), 0.0);
+            p.container_id = Some(*ID);
+            p
+        };
+        let procs = ProcessTable { procs: vec![member(4241), member(4242)], mono_secs: 10.0, ..Default::default() };
+        let mut src = ContainerSource::open(&tmp.join("proc"), &tmp.join("sys")).unwrap();
+        let mut t = ContainerTable::default();
+        src.update(&mut t, &procs);
+        std::fs::remove_dir_all(&tmp).unwrap();
+        let c = &t.containers[0];
+        assert!(!c.dirs.is_empty() && !c.warned, "{c:?}");
+        assert_eq!((c.cur.cpu_total_ns, c.member_pid), (2_000_000_000, 4242));
     }
 
     /// `cgroup.procs` lines too long for a pid (none is) are skipped, not a panic.
