@@ -174,28 +174,12 @@ mod tests {
         let text = format!(
             "1000-2000 r-xp 0 fe:00 1 /a\n{block}3000-4000 r-xp 0 fe:00 1 {long}\n{block}5000-6000 r--p 0 fe:00 1 /b\n{block}7000-8000 r--p 0 fe:00 1 /c\n{block}"
         );
-        let expect = [0x1000..0x2000, 0x5000..0x6000, 0x7000..0x8000];
+        let expect = vec![0x1000..0x2000, 0x5000..0x6000, 0x7000..0x8000];
         for chunk in [1, 7, 64, 333, 4096] {
             for size in [64, 200, 4096] {
-                let mut at = 0;
-                let bytes = text.as_bytes();
-                let mut got = Vec::new();
-                let mut buf = vec![0u8; size];
-                let agreed = scan_chunks(
-                    |b| {
-                        let n = chunk.min(b.len()).min(bytes.len() - at);
-                        b[..n].copy_from_slice(&bytes[at..at + n]);
-                        at += n;
-                        Ok(n)
-                    },
-                    &mut buf,
-                    b"1000-2000",
-                    |r| got.push(r.start..r.end),
-                )
-                .unwrap();
-                assert!(agreed);
                 // Every other line fits in 64 bytes; the 6,000-byte path fits in none.
-                assert_eq!(got, expect, "reads of {chunk}, buffer {size}");
+                let got = chunked(text.as_bytes(), chunk, size, b"1000-2000");
+                assert_eq!(got, (true, expect.clone()), "reads of {chunk}, buffer {size}");
             }
         }
         // The rest of an overlong line is skipped, whatever it looks like: here a path whose
@@ -207,55 +191,34 @@ mod tests {
             "y".repeat(640 - prefix.len())
         );
         for size in [64, 128, 320] {
-            let mut at = 0;
-            let mut got = Vec::new();
-            let agreed = scan_chunks(
-                |b| {
-                    let n = b.len().min(evil.len() - at);
-                    b[..n].copy_from_slice(&evil.as_bytes()[at..at + n]);
-                    at += n;
-                    Ok(n)
-                },
-                &mut vec![0u8; size],
-                b"1000-2000",
-                |r| got.push(r.start..r.end),
-            )
-            .unwrap();
-            assert!(agreed);
-            assert_eq!(got, vec![(0x1000..0x2000)], "buffer {size}");
+            assert_eq!(
+                chunked(evil.as_bytes(), size, size, b"1000-2000"),
+                (true, vec![std::ops::Range { start: 0x1000, end: 0x2000 }]),
+                "buffer {size}"
+            );
         }
         // The last line without its newline still counts.
-        let trimmed = text.trim_end();
-        let mut at = 0;
-        let mut got = Vec::new();
+        assert_eq!(chunked(text.trim_end().as_bytes(), 4096, 4096, b"1000-2000"), (true, expect));
+        assert_eq!(chunked(text.as_bytes(), 16384, 16384, b"1000-2001"), (false, vec![]), "another first mapping");
+    }
+
+    /// [`scan_chunks`] over `text` in reads of at most `chunk` bytes into a buffer of `size`:
+    /// whether the first mapping was `first`, and the ranges let go.
+    fn chunked(text: &[u8], chunk: usize, size: usize, first: &[u8]) -> (bool, Vec<std::ops::Range<usize>>) {
+        let (mut at, mut got) = (0, Vec::new());
         let agreed = scan_chunks(
             |b| {
-                let n = b.len().min(trimmed.len() - at);
-                b[..n].copy_from_slice(&trimmed.as_bytes()[at..at + n]);
+                let n = chunk.min(b.len()).min(text.len() - at);
+                b[..n].copy_from_slice(&text[at..at + n]);
                 at += n;
                 Ok(n)
             },
-            &mut [0u8; 4096],
-            b"1000-2000",
+            &mut vec![0u8; size],
+            first,
             |r| got.push(r.start..r.end),
         )
         .unwrap();
-        assert!(agreed);
-        assert_eq!(got, expect);
-        let mut got = Vec::new();
-        let mut once = Some(text.as_bytes());
-        let agreed = scan_chunks(
-            |b| {
-                let t = once.take().unwrap_or_default();
-                b[..t.len()].copy_from_slice(t);
-                Ok(t.len())
-            },
-            &mut vec![0u8; 16384],
-            b"1000-2001",
-            |r| got.push(r.start..r.end),
-        )
-        .unwrap();
-        assert!(!agreed && got.is_empty(), "another first mapping: nothing");
+        (agreed, got)
     }
 
     /// This process's resident KiB of the mapping that starts at `start`, from smaps.
