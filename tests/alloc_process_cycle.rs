@@ -2,7 +2,9 @@
 //! /intake side channel) performs no heap allocation; over a run, at most three per new process
 //! (its command line, exe and cwd are stored once; buffers grow past high-water marks). Both
 //! with no receiver features (the container metrics inside `Container` too) and with all of them
-//! (`CollectorCommands` increments every cycle, a full snapshot every 60).
+//! (`CollectorCommands` increments every cycle, a full snapshot every 60). And under churn (a
+//! few short-lived processes found and ended every cycle, as health checks and cron jobs do on a
+//! real host), no allocation either: an ended process's text buffer serves the next one found.
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -28,6 +30,7 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
         health_states: true,
         ..Default::default()
     });
+    churn_cycles();
 }
 
 fn cycles_with(features: Features) {
@@ -114,4 +117,69 @@ fn cycles_with(features: Features) {
         "{cycles} cycles ({quiet_cycles} steady): {allocs} allocations, {discovered} new processes, {reported} reports, {} containers",
         check.containers.containers.len()
     );
+}
+
+/// Kills the churning shell and everything it started, however the test ends.
+struct Churner(std::process::Child);
+
+impl Drop for Churner {
+    fn drop(&mut self) {
+        // The shell leads its own process group: its sleeps go with it.
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Cycles 100 ms apart while a shell starts a `sleep` every 50 ms (each lives 50 or 300 ms):
+/// every cycle finds new processes and loses others. Once the spare text buffers have been
+/// filled by the first ended ones, a cycle that neither grows the table past its largest size
+/// nor reports more processes than before allocates nothing.
+fn churn_cycles() {
+    use std::os::unix::process::CommandExt;
+    // Reported only after a minute (of the check's clock: a second a cycle): the churned
+    // processes never are, so what is counted is finding and losing them.
+    let env: HashMap<String, String> = [("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "60")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let mut check = ProcessCheck::new(&cfg, false).unwrap();
+    let _churner = Churner(
+        std::process::Command::new("sh")
+            .args(["-c", "while :; do sleep 0.3 & sleep 0.05; done"])
+            .process_group(0)
+            .spawn()
+            .expect("sh"),
+    );
+    let mut msg = Vec::new();
+    let mut zstd = sts_agent::app::zstd_context().unwrap();
+    let meta = sts_agent::sources::docker::Metadata::default();
+    let mut run = |check: &mut ProcessCheck, i: u64| {
+        check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &meta, &mut msg, &mut zstd, &mut |_| {})
+    };
+    for i in 0..8 {
+        run(&mut check, i);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (mut most_procs, mut most_reported) = (check.table.procs.len(), check.stats().reported);
+    let (mut churned, mut found, mut cycles) = (0u32, 0u64, 0u32);
+    for i in 8..408 {
+        let before = allocations();
+        run(&mut check, i);
+        let n = allocations() - before;
+        let (d, len, r) = (u64::from(check.table.discovered), check.table.procs.len(), check.stats().reported);
+        if d > 0 && len <= most_procs && r <= most_reported {
+            assert_eq!(n, 0, "cycle {i}: {n} allocations finding {d} new processes ({len} in the table)");
+            churned += 1;
+        }
+        (most_procs, most_reported) = (most_procs.max(len), most_reported.max(r));
+        found += d;
+        cycles += 1;
+        if churned >= 20 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(churned >= 20, "only {churned} of {cycles} cycles found new processes without growing: churn untested");
+    eprintln!("churn: {cycles} cycles, {found} processes found, {churned} checked for allocations (none)");
 }

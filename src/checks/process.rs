@@ -164,7 +164,7 @@ mod tests {
             rustix::fs::openat(rustix::fs::CWD, "/proc/self", rustix::fs::OFlags::PATH, rustix::fs::Mode::empty())
                 .unwrap();
         let mut p = Proc::new(pid, 1, 1_000_000 - (age_s * 1000.0) as i64, dir, 100.0 - age_s);
-        p.set_text(args, b"", b"");
+        p.set_text(args, b"", b"", &mut crate::model::process::SpareTexts::default());
         let io = Some(PidIo { syscr: 10, syscw: 0, read_bytes: 0, write_bytes: 0 });
         p.cur = ProcSample {
             utime: cpu_ticks,

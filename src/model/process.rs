@@ -136,10 +136,19 @@ impl Proc {
         }
     }
 
-    /// Stores the text fields; `args` are NUL-joined already.
-    pub fn set_text(&mut self, args: &[u8], exe: &[u8], cwd: &[u8]) {
+    /// Stores the text fields; `args` are NUL-joined already. A buffer too small for them is
+    /// swapped for one of `spares` that fits (the smaller one goes back there), so a process
+    /// found after another ended (a health check's, a cron job's) allocates nothing.
+    pub fn set_text(&mut self, args: &[u8], exe: &[u8], cwd: &[u8], spares: &mut SpareTexts) {
+        let need = args.len() + exe.len() + cwd.len();
+        if self.text.capacity() < need {
+            if let Some(fits) = spares.take(need) {
+                let small = std::mem::replace(&mut self.text, fits);
+                spares.put(small);
+            }
+        }
         self.text.clear();
-        self.text.reserve_exact(args.len() + exe.len() + cwd.len());
+        self.text.reserve_exact(need);
         self.text.extend_from_slice(args);
         self.args_end = self.text.len() as u32;
         self.text.extend_from_slice(exe);
@@ -163,6 +172,62 @@ impl Proc {
 
     pub fn cwd(&self) -> &[u8] {
         self.text.get(self.exe_end as usize..).unwrap_or(&[])
+    }
+}
+
+/// Text buffers of processes that ended, for those found next (see [`Proc::set_text`]): a host
+/// where processes come and go every cycle (health checks, cron jobs, shell scripts) keeps the
+/// process check allocation-free. Bounded: at most [`SpareTexts::MAX_BUFFERS`] buffers of at
+/// most [`SpareTexts::MAX_BUFFER_BYTES`] each (a larger one is freed), 128 KiB in all.
+#[derive(Debug)]
+pub struct SpareTexts {
+    spare: Vec<Vec<u8>>,
+}
+
+impl Default for SpareTexts {
+    fn default() -> SpareTexts {
+        SpareTexts { spare: Vec::with_capacity(SpareTexts::MAX_BUFFERS) }
+    }
+}
+
+impl SpareTexts {
+    pub const MAX_BUFFERS: usize = 32;
+    pub const MAX_BUFFER_BYTES: usize = 4096;
+
+    /// Keeps the text buffer of a process that ended (or of a pid now another process's).
+    pub fn retire(&mut self, p: Proc) {
+        self.put(p.text);
+    }
+
+    fn put(&mut self, mut text: Vec<u8>) {
+        let cap = text.capacity();
+        if cap == 0 || cap > Self::MAX_BUFFER_BYTES {
+            return;
+        }
+        text.clear();
+        if self.spare.len() < Self::MAX_BUFFERS {
+            self.spare.push(text);
+        } else if let Some(smallest) = self.spare.iter_mut().min_by_key(|b| b.capacity()) {
+            // Full: the larger buffer fits more of the processes to come.
+            if smallest.capacity() < cap {
+                *smallest = text;
+            }
+        }
+    }
+
+    /// The smallest spare buffer with room for `need` bytes.
+    fn take(&mut self, need: usize) -> Option<Vec<u8>> {
+        let (i, _) =
+            self.spare.iter().enumerate().filter(|(_, b)| b.capacity() >= need).min_by_key(|(_, b)| b.capacity())?;
+        Some(self.spare.swap_remove(i))
+    }
+
+    pub fn len(&self) -> usize {
+        self.spare.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spare.is_empty()
     }
 }
 
@@ -195,4 +260,90 @@ pub struct ProcessTable {
     /// Known processes not read this cycle because they had not run since their last read
     /// (their CPU clock unchanged; see `ProcessSource::probe`).
     pub unread: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32) -> Proc {
+        let dir =
+            rustix::fs::openat(rustix::fs::CWD, "/proc/self", rustix::fs::OFlags::PATH, rustix::fs::Mode::empty())
+                .unwrap();
+        Proc::new(pid, 1, 0, dir, 0.0)
+    }
+
+    fn with_text(pid: u32, cap: usize) -> Proc {
+        let mut p = proc(pid);
+        p.text = Vec::with_capacity(cap);
+        p.text.push(b'x');
+        p
+    }
+
+    #[test]
+    fn a_process_found_after_another_ended_takes_its_buffer() {
+        let mut spares = SpareTexts::default();
+        let mut ended = proc(10);
+        ended.set_text(b"sleep\x001", b"/usr/bin/sleep", b"/", &mut spares);
+        let (ptr, cap) = (ended.text.as_ptr(), ended.text.capacity());
+        spares.retire(ended);
+        assert_eq!(spares.len(), 1);
+        let mut found = proc(11);
+        found.set_text(b"sleep\x002", b"/usr/bin/sleep", b"/", &mut spares);
+        assert_eq!((found.text.as_ptr(), found.text.capacity()), (ptr, cap), "the same buffer, not a new one");
+        assert!(spares.is_empty());
+        assert_eq!(found.args().collect::<Vec<_>>(), [&b"sleep"[..], b"2"]);
+        assert_eq!((found.exe(), found.cwd()), (&b"/usr/bin/sleep"[..], &b"/"[..]));
+    }
+
+    #[test]
+    fn the_smallest_buffer_that_fits_is_taken() {
+        let mut spares = SpareTexts::default();
+        for cap in [256, 16, 64, 40] {
+            spares.retire(with_text(1, cap));
+        }
+        let mut p = proc(2);
+        p.set_text(&[b'a'; 30], b"/bin/a", b"/", &mut spares); // 37 bytes
+        assert_eq!(p.text.capacity(), 40);
+        let mut caps: Vec<usize> = spares.spare.iter().map(Vec::capacity).collect();
+        caps.sort_unstable();
+        assert_eq!(caps, [16, 64, 256]);
+        assert!(spares.spare.iter().all(Vec::is_empty), "spares are kept cleared");
+    }
+
+    #[test]
+    fn text_that_outgrows_its_buffer_trades_it_for_a_spare_one() {
+        let mut spares = SpareTexts::default();
+        spares.retire(with_text(1, 512));
+        let mut p = with_text(2, 8);
+        let small = p.text.as_ptr();
+        // An exec to a longer command line.
+        p.set_text(&[b'j'; 300], b"/usr/bin/java", b"/srv", &mut spares);
+        assert_eq!(p.text.capacity(), 512);
+        assert_eq!(spares.len(), 1);
+        assert_eq!((spares.spare[0].as_ptr(), spares.spare[0].capacity()), (small, 8), "the small one kept");
+        // Nothing fits: allocated (no spare is grown in place), the spares untouched.
+        let mut q = proc(3);
+        q.set_text(&[b'k'; 100], b"", b"", &mut spares);
+        assert_eq!(q.text.len(), 100);
+        assert_eq!(spares.len(), 1);
+    }
+
+    #[test]
+    fn spares_are_bounded_in_number_and_size() {
+        let mut spares = SpareTexts::default();
+        spares.retire(proc(1)); // no buffer yet: nothing kept
+        spares.retire(with_text(1, SpareTexts::MAX_BUFFER_BYTES + 1));
+        assert!(spares.is_empty(), "empty and oversized buffers are freed");
+        for i in 0..2 * SpareTexts::MAX_BUFFERS {
+            spares.retire(with_text(i as u32, 16 + i));
+        }
+        assert_eq!(spares.len(), SpareTexts::MAX_BUFFERS);
+        assert!(spares.spare.capacity() <= SpareTexts::MAX_BUFFERS, "the list itself never grew");
+        // Full, the larger buffers are the ones kept.
+        let smallest = spares.spare.iter().map(Vec::capacity).min().unwrap();
+        assert_eq!(smallest, 16 + SpareTexts::MAX_BUFFERS);
+        let total: usize = spares.spare.iter().map(Vec::capacity).sum();
+        assert!(total <= SpareTexts::MAX_BUFFERS * SpareTexts::MAX_BUFFER_BYTES);
+    }
 }

@@ -20,7 +20,7 @@
 use super::procfs::ReadBuf;
 use crate::checks::scrub::scrub_args;
 use crate::model::names::{Names, Span};
-use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable};
+use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable, SpareTexts};
 use crate::parse::pid::{PidIo, PidStatm};
 use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
 use crate::sys::cpu_clock;
@@ -185,6 +185,8 @@ pub struct ProcessSource {
     /// `HOST_PROC`'s pids are the agent's (the same pid namespace: CPU clocks are looked up by
     /// pid in the caller's), and the agent's own clock reads (see [`clocks_work`]).
     clocks_work: bool,
+    /// Text buffers of processes that ended, for the next ones found (see [`SpareTexts`]).
+    spare_texts: SpareTexts,
 }
 
 /// `status` and `statm` of a reported process that has not run and kept its resident size are read
@@ -223,6 +225,14 @@ enum Gone {
     NoFds,
     /// Anything else; skipped this cycle.
     Other,
+}
+
+/// What refreshing a known process found (see [`ProcessSource::refresh_known`]).
+enum Known {
+    /// The same process: refreshed in place.
+    Kept,
+    /// Gone, or its pid names another process now.
+    Ended,
 }
 
 fn classify(e: io::Error) -> Gone {
@@ -269,6 +279,7 @@ impl ProcessSource {
             kept_no_fds: 0,
             skip_idle: true,
             clocks_work: false,
+            spare_texts: SpareTexts::default(),
         };
         source.clocks_work = clocks_work(source.root.as_fd(), &mut source.link, &mut source.buf);
         Ok(source)
@@ -324,7 +335,9 @@ impl ProcessSource {
             let mut old_iter = old.drain(..).peekable();
             for i in 0..self.pids.len() {
                 let pid = self.pids[i];
-                while old_iter.next_if(|o| o.pid < pid).is_some() {}
+                while let Some(ended) = old_iter.next_if(|o| o.pid < pid) {
+                    self.spare_texts.retire(ended);
+                }
                 let existing = old_iter.next_if(|o| o.pid == pid);
                 let known = existing.is_some();
                 match self.refresh_one(pid, existing, mono_secs, &t.next) {
@@ -337,6 +350,9 @@ impl ProcessSource {
                     Err(Gone::NoFds) => t.no_fds += 1,
                     Err(Gone::Other) => {}
                 }
+            }
+            for ended in old_iter {
+                self.spare_texts.retire(ended);
             }
         }
         t.procs = std::mem::replace(&mut t.next, old);
@@ -463,79 +479,96 @@ impl ProcessSource {
     /// `done`: the processes refreshed so far this cycle (lower pids: see [`ProcessSource::probe`]).
     fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64, done: &[Proc]) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
-            p.unread = false;
-            // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
-            // listed this cycle, so a new process may have it now: discovered below, at once.
-            let idle = self.probe(&mut p, done);
-            if p.ran {
-                p.detail_basis = None;
-                // Counted for reported processes only: one that ran may have opened or closed
-                // descriptors since (counted again when next reported, idle or not).
-                p.detail.open_fds = None;
+            match self.refresh_known(&mut p, done) {
+                Ok(Known::Kept) => return Ok(p),
+                // Gone, or its pid is another process's now: that one is discovered at once.
+                Ok(Known::Ended) => self.spare_texts.retire(p),
+                Err(e) => {
+                    self.spare_texts.retire(p);
+                    return Err(e);
+                }
             }
-            if idle {
-                return Ok(self.unchanged(p));
+        }
+        self.discover(pid, mono)
+    }
+
+    /// Refreshes a known process in place: [`Known::Kept`] (read, left unread while idle, or kept
+    /// with its last sample for want of descriptors), or [`Known::Ended`] (its directory says
+    /// it is gone, or its pid now names a younger process).
+    fn refresh_known(&mut self, p: &mut Proc, done: &[Proc]) -> Result<Known, Gone> {
+        p.unread = false;
+        // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
+        // listed this cycle, so a new process may have it now: discovered below, at once.
+        let idle = self.probe(p, done);
+        if p.ran {
+            p.detail_basis = None;
+            // Counted for reported processes only: one that ran may have opened or closed
+            // descriptors since (counted again when next reported, idle or not).
+            p.detail.open_fds = None;
+        }
+        if idle {
+            self.unchanged(p);
+            return Ok(Known::Kept);
+        }
+        let held = read_held(&mut self.buf, p.dir.as_fd(), &mut p.held.stat, c"stat", true, &mut self.room);
+        let stat = match held.map_err(classify) {
+            Ok(stat) => stat,
+            Err(Gone::Vanished) => return Ok(Known::Ended),
+            Err(Gone::NoFds) => return Ok(self.keep_last(p)),
+            Err(e) => return Err(e),
+        };
+        let (base, start, kthread, comm, image) = stat_core(stat, self.page_size)?;
+        if start == p.start_ticks {
+            // `statm`'s slow figures carried over, unless the process exec'd (below).
+            let mut kept = Some(p.cur.statm);
+            // A new name, or a new image (startstack is randomised per exec). `[0, 0]`: no
+            // memory map (exiting, a zombie); `[1, 0]`: hidden (no ptrace access), and a change
+            // to or from hidden means new credentials, which are worth reading again too.
+            let new_image = image[0] != 0 && p.image[0] != 0 && image != p.image;
+            if comm != p.comm || new_image {
+                // Same process, new program (`sh entrypoint.sh` → `exec java …`, or a
+                // runtime that joins the container's cgroup and drops privileges before it
+                // execs the entrypoint): its command line, exe, user, container and network
+                // namespace may all have changed, and so may the blacklist's verdict.
+                let old_comm = std::mem::replace(&mut p.comm, comm);
+                match self.read_again(p, kthread) {
+                    Ok(()) => {}
+                    // With the old name and image the exec is seen again next cycle, and
+                    // all of it read then.
+                    Err(Gone::NoFds) => {
+                        p.comm = old_comm;
+                        return Ok(self.keep_last(p));
+                    }
+                    Err(e) => return Err(e),
+                }
+                p.blacklisted = None;
+                p.detail_cycle = self.cycle;
+                kept = None;
+                self.execs += 1;
             }
-            let held = read_held(&mut self.buf, p.dir.as_fd(), &mut p.held.stat, c"stat", true, &mut self.room);
-            let stat = match held.map_err(classify) {
-                Ok(stat) => stat,
-                Err(Gone::Vanished) => return self.discover(pid, mono),
+            if image[0] != 0 {
+                p.image = image;
+            }
+            // Read on its turn (or as an orphan) without having run: its I/O counters are
+            // as they were (a process moves them only by its own reads and writes).
+            let io_kept = (!p.ran && kept.is_some()).then_some(p.cur.io);
+            let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread, kept, io_kept) {
+                Ok(sample) => sample,
                 Err(Gone::NoFds) => return Ok(self.keep_last(p)),
                 Err(e) => return Err(e),
             };
-            let (base, start, kthread, comm, image) = stat_core(stat, self.page_size)?;
-            if start == p.start_ticks {
-                // `statm`'s slow figures carried over, unless the process exec'd (below).
-                let mut kept = Some(p.cur.statm);
-                // A new name, or a new image (startstack is randomised per exec). `[0, 0]`: no
-                // memory map (exiting, a zombie); `[1, 0]`: hidden (no ptrace access), and a change
-                // to or from hidden means new credentials, which are worth reading again too.
-                let new_image = image[0] != 0 && p.image[0] != 0 && image != p.image;
-                if comm != p.comm || new_image {
-                    // Same process, new program (`sh entrypoint.sh` → `exec java …`, or a
-                    // runtime that joins the container's cgroup and drops privileges before it
-                    // execs the entrypoint): its command line, exe, user, container and network
-                    // namespace may all have changed, and so may the blacklist's verdict.
-                    let old_comm = std::mem::replace(&mut p.comm, comm);
-                    match self.read_again(&mut p, kthread) {
-                        Ok(()) => {}
-                        // With the old name and image the exec is seen again next cycle, and
-                        // all of it read then.
-                        Err(Gone::NoFds) => {
-                            p.comm = old_comm;
-                            return Ok(self.keep_last(p));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    p.blacklisted = None;
-                    p.detail_cycle = self.cycle;
-                    kept = None;
-                    self.execs += 1;
-                }
-                if image[0] != 0 {
-                    p.image = image;
-                }
-                // Read on its turn (or as an orphan) without having run: its I/O counters are
-                // as they were (a process moves them only by its own reads and writes).
-                let io_kept = (!p.ran && kept.is_some()).then_some(p.cur.io);
-                let sample = match self.fill_sample(p.dir.as_fd(), &mut p.held, base, kthread, kept, io_kept) {
-                    Ok(sample) => sample,
-                    Err(Gone::NoFds) => return Ok(self.keep_last(p)),
-                    Err(e) => return Err(e),
-                };
-                // After a cycle without a sample, this one follows the last two intervals
-                // later: no rates from that pair (they would count two intervals as one).
-                p.prev = if std::mem::take(&mut p.missed) { None } else { Some(p.cur) };
-                p.cur = sample;
-                if p.detail_cycle == self.cycle {
-                    // Exec'd: `status` and `statm` read just now.
-                    p.detail_basis = Some((p.cur.statm.resident, self.cycle));
-                }
-                return Ok(p);
+            // After a cycle without a sample, this one follows the last two intervals
+            // later: no rates from that pair (they would count two intervals as one).
+            p.prev = if std::mem::take(&mut p.missed) { None } else { Some(p.cur) };
+            p.cur = sample;
+            if p.detail_cycle == self.cycle {
+                // Exec'd: `status` and `statm` read just now.
+                p.detail_basis = Some((p.cur.statm.resident, self.cycle));
             }
-            // The pid was reused by a new process: forget the old one.
+            return Ok(Known::Kept);
         }
-        self.discover(pid, mono)
+        // The pid was reused by a new process: forget the old one.
+        Ok(Known::Ended)
     }
 
     /// Whether a known process may be left unread this cycle: its CPU clock (one
@@ -589,7 +622,7 @@ impl ProcessSource {
     /// A process [`ProcessSource::probe`] found idle: its last sample stands for this cycle too
     /// (so its rates are zero). Its held files stay held, counted against this cycle's room as if
     /// read (they pin their kernel memory all the same), and closed past it.
-    fn unchanged(&mut self, mut p: Proc) -> Proc {
+    fn unchanged(&mut self, p: &mut Proc) {
         for slot in [&mut p.held.stat, &mut p.held.statm, &mut p.held.io] {
             if let Some(fd) = slot.take() {
                 if keep_held(fd.as_fd(), &mut self.room) {
@@ -599,7 +632,6 @@ impl ProcessSource {
         }
         p.prev = Some(p.cur);
         p.unread = true;
-        p
     }
 
     /// A known process whose files could not be read for want of file descriptors: it keeps its
@@ -610,7 +642,7 @@ impl ProcessSource {
     /// it has no rates and is not reported: the process agent's rates come from two samples one
     /// interval apart, and none is made up. Counted with the processes skipped for want of
     /// descriptors.
-    fn keep_last(&mut self, mut p: Proc) -> Proc {
+    fn keep_last(&mut self, p: &mut Proc) -> Known {
         self.kept_no_fds += 1;
         // The clock was read this cycle, the files were not: it is no baseline for them.
         p.cpu_ns = None;
@@ -618,7 +650,7 @@ impl ProcessSource {
             p.prev = None;
         }
         p.missed = true;
-        p
+        Known::Kept
     }
 
     /// What is read again when a known process execs: its user, container, network namespace
@@ -748,7 +780,7 @@ impl ProcessSource {
             (false, Ok((cwd, _))) => cwd,
             _ => &[],
         };
-        p.set_text(&self.args, &self.exe, cwd);
+        p.set_text(&self.args, &self.exe, cwd, &mut self.spare_texts);
         Ok(())
     }
 }
