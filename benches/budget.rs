@@ -8,7 +8,8 @@
 //! nothing else) and a psutil collector of the same facts. The gates are in `benches/budget.toml`;
 //! the method and the results are in `benches/README.md`. Run through `benches/budget.sh`.
 //!
-//! Arguments (after `--`): `--procs N` `--sockets M` `--time-wait F` (share of M) `--spans S`
+//! Arguments (after `--`): `--procs N` `--running-share F` (share of N waking every 250 ms)
+//! `--churn P` (short-lived processes a second, 2 by default) `--sockets M` `--time-wait F` (share of M) `--spans S`
 //! `--http R` (HTTP requests/s on loopback keep-alive connections, benches/support/http_load.rs)
 //! `--containers C` (C real Docker containers laid out as ECS tasks, benches/support/containers.rs)
 //! `--interval SECS` `--cycles K` `--check budget.toml` (exit 1 when a gate is crossed)
@@ -41,6 +42,11 @@ struct Scenario {
     /// that has not run is not read again, README "A process that has not run", so the default
     /// is the best case for the process check; benches/README.md gives a tenth running).
     running_share: f64,
+    /// Short-lived processes started a second (`--churn`; 2 by default): a shell starting a
+    /// `sleep` that lives until the next, as health checks and cron jobs come and go on a real
+    /// host. Each cycle then finds new processes and loses others, and the allocation gates hold
+    /// for that too (an ended process's buffers serve the next one found).
+    churn_per_s: u32,
     sockets: usize,
     time_wait_share: f64,
     spans_per_s: u32,
@@ -63,6 +69,7 @@ impl Default for Scenario {
         Scenario {
             procs: 500,
             running_share: 0.0,
+            churn_per_s: 2,
             sockets: 5_000,
             time_wait_share: 0.2,
             spans_per_s: 0,
@@ -99,6 +106,7 @@ fn parse_args() -> Args {
             "--bench" => {}
             "--procs" => a.scenario.procs = val().parse().expect("--procs N"),
             "--running-share" => a.scenario.running_share = val().parse().expect("--running-share SHARE"),
+            "--churn" => a.scenario.churn_per_s = val().parse().expect("--churn PROCESSES_PER_SECOND"),
             "--sockets" => a.scenario.sockets = val().parse().expect("--sockets M"),
             "--time-wait" => a.scenario.time_wait_share = val().parse().expect("--time-wait SHARE"),
             "--spans" => a.scenario.spans_per_s = val().parse().expect("--spans PER_SECOND"),
@@ -160,6 +168,16 @@ impl BusyHost {
                 c
             };
             kids.0.push(c.stdin(Stdio::null()).spawn().expect("spawn a sleeper or a runner"));
+        }
+        if s.churn_per_s > 0 {
+            // The shell goes with the kids; its last `sleep` ends on its own within 1/N s.
+            let life = 1.0 / f64::from(s.churn_per_s);
+            let churn = Command::new("sh")
+                .args(["-c", &format!("while :; do /usr/bin/sleep {life:.3}; done")])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("sh for the churning processes");
+            kids.0.push(churn);
         }
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/hold_sockets.py");
         let mut holders = common::Kids(Vec::new());
@@ -1636,8 +1654,8 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
 fn report(s: &Scenario, f: &Figures) {
     let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
     println!(
-        "== {} processes on the host ({} reported; {:.0} % of the scenario's {} run every 250 ms), {} sockets + {}..{} TIME_WAIT, {} s cycles, {} measured",
-        f.procs_on_host, f.reported_procs, s.running_share * 100.0, s.procs, s.sockets, f.time_wait.0, f.time_wait.1, s.interval_s, f.cycles
+        "== {} processes on the host ({} reported; {:.0} % of the scenario's {} run every 250 ms; {} short-lived a second), {} sockets + {}..{} TIME_WAIT, {} s cycles, {} measured",
+        f.procs_on_host, f.reported_procs, s.running_share * 100.0, s.procs, s.churn_per_s, s.sockets, f.time_wait.0, f.time_wait.1, s.interval_s, f.cycles
     );
     println!(
         "agent CPU per cycle: {:.2} ms (user {:.2}, system {:.2}); checks: host {:.2}, process {:.2}, connections {:.2}, the rest (send, TLS, loop) {:.2}",
@@ -1813,7 +1831,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
             "wakeups_per_s_idle": c.wakeups_per_s_idle, "wakeups_per_s": c.wakeups_per_s, "peak_rss_kib": c.hwm_kib})
     });
     let mut j = serde_json::json!({
-        "scenario": {"procs": s.procs, "running_share": s.running_share, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
+        "scenario": {"procs": s.procs, "running_share": s.running_share, "churn_per_s": s.churn_per_s, "sockets": s.sockets, "time_wait_share": s.time_wait_share,
                      "spans_per_s": s.spans_per_s, "http_per_s": s.http_per_s, "containers": s.containers,
                      "interval_s": s.interval_s},
         "procs_on_host": f.procs_on_host, "reported_procs": f.reported_procs, "reported_connections": f.reported_conns,

@@ -155,7 +155,16 @@ fn churn_cycles() {
     let mut zstd = sts_agent::app::zstd_context().unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut run = |check: &mut ProcessCheck, i: u64| {
-        check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, &meta, &mut msg, &mut zstd, &mut |_| {})
+        check.run(
+            i as f64,
+            1_700_000_000_000 + i as i64 * 1000,
+            "i-0abc",
+            false,
+            &meta,
+            &mut msg,
+            &mut zstd,
+            &mut |_| {},
+        )
     };
     for i in 0..8 {
         run(&mut check, i);
