@@ -106,7 +106,11 @@ fn parse_args() -> Args {
             "--bench" => {}
             "--procs" => a.scenario.procs = val().parse().expect("--procs N"),
             "--running-share" => a.scenario.running_share = val().parse().expect("--running-share SHARE"),
-            "--churn" => a.scenario.churn_per_s = val().parse().expect("--churn PROCESSES_PER_SECOND"),
+            "--churn" => {
+                a.scenario.churn_per_s = val().parse().expect("--churn PROCESSES_PER_SECOND");
+                // A `sleep` of at least a millisecond each (finer would be a fork loop).
+                assert!(a.scenario.churn_per_s <= 1000, "--churn: at most 1000 processes a second");
+            }
             "--sockets" => a.scenario.sockets = val().parse().expect("--sockets M"),
             "--time-wait" => a.scenario.time_wait_share = val().parse().expect("--time-wait SHARE"),
             "--spans" => a.scenario.spans_per_s = val().parse().expect("--spans PER_SECOND"),
@@ -171,9 +175,9 @@ impl BusyHost {
         }
         if s.churn_per_s > 0 {
             // The shell goes with the kids; its last `sleep` ends on its own within 1/N s.
-            let life = 1.0 / f64::from(s.churn_per_s);
+            let life_ms = 1000 / s.churn_per_s;
             let churn = Command::new("sh")
-                .args(["-c", &format!("while :; do /usr/bin/sleep {life:.3}; done")])
+                .args(["-c", &format!("while :; do /usr/bin/sleep {}.{:03}; done", life_ms / 1000, life_ms % 1000)])
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("sh for the churning processes");

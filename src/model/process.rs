@@ -137,18 +137,18 @@ impl Proc {
     }
 
     /// Stores the text fields; `args` are NUL-joined already. A buffer too small for them is
-    /// swapped for one of `spares` that fits (the smaller one goes back there), so a process
-    /// found after another ended (a health check's, a cron job's) allocates nothing.
+    /// swapped for one of `spares` that fits, or else for a new one of the size class (see
+    /// [`SpareTexts::class`]); the smaller one goes back to `spares`. So a process found after
+    /// another of about its text's length ended (a health check's, a cron job's) allocates
+    /// nothing.
     pub fn set_text(&mut self, args: &[u8], exe: &[u8], cwd: &[u8], spares: &mut SpareTexts) {
         let need = args.len() + exe.len() + cwd.len();
         if self.text.capacity() < need {
-            if let Some(fits) = spares.take(need) {
-                let small = std::mem::replace(&mut self.text, fits);
-                spares.put(small);
-            }
+            let fits = spares.take(need).unwrap_or_else(|| Vec::with_capacity(SpareTexts::class(need)));
+            let small = std::mem::replace(&mut self.text, fits);
+            spares.put(small);
         }
         self.text.clear();
-        self.text.reserve_exact(need);
         self.text.extend_from_slice(args);
         self.args_end = self.text.len() as u32;
         self.text.extend_from_slice(exe);
@@ -175,10 +175,15 @@ impl Proc {
     }
 }
 
-/// Text buffers of processes that ended, for those found next (see [`Proc::set_text`]): a host
-/// where processes come and go every cycle (health checks, cron jobs, shell scripts) keeps the
-/// process check allocation-free. Bounded: at most [`SpareTexts::MAX_BUFFERS`] buffers of at
-/// most [`SpareTexts::MAX_BUFFER_BYTES`] each (a larger one is freed), 128 KiB in all.
+/// Text buffers of processes that ended, for those found next (see [`Proc::set_text`]): on a
+/// host where processes come and go every cycle (health checks, cron jobs, shell scripts), a
+/// process found after one of its text's size class ended allocates nothing. Texts are stored
+/// in buffers of 64-byte classes, so `sleep 0.3` and `sleep 0.05`, or a health check's command
+/// with another timestamp, share one; a new process whose class has no spare (nor one of up to
+/// twice its class) allocates, as does one found, at a pid wrap, before those that ended are
+/// met in the same cycle's merge. Bounded: at most [`SpareTexts::MAX_BUFFERS`] spares of at most
+/// [`SpareTexts::MAX_BUFFER_BYTES`] each (a larger one is freed), 128 KiB in all; a process keeps
+/// at most twice its class (a short text does not keep a long one's buffer).
 #[derive(Debug)]
 pub struct SpareTexts {
     spare: Vec<Vec<u8>>,
@@ -193,6 +198,18 @@ impl Default for SpareTexts {
 impl SpareTexts {
     pub const MAX_BUFFERS: usize = 32;
     pub const MAX_BUFFER_BYTES: usize = 4096;
+    /// Texts are stored in buffers of a multiple of this.
+    pub const CLASS_BYTES: usize = 64;
+
+    /// The capacity a new buffer gets for `need` bytes: the next multiple of
+    /// [`SpareTexts::CLASS_BYTES`] (at least one), or `need` itself past
+    /// [`SpareTexts::MAX_BUFFER_BYTES`] (never kept as a spare).
+    pub fn class(need: usize) -> usize {
+        if need > Self::MAX_BUFFER_BYTES {
+            return need;
+        }
+        need.max(1).next_multiple_of(Self::CLASS_BYTES)
+    }
 
     /// Keeps the text buffer of a process that ended (or of a pid now another process's).
     pub fn retire(&mut self, p: Proc) {
@@ -215,15 +232,25 @@ impl SpareTexts {
         }
     }
 
-    /// The smallest spare buffer with room for `need` bytes.
+    /// The smallest spare buffer with room for `need` bytes, and at most twice its class.
     fn take(&mut self, need: usize) -> Option<Vec<u8>> {
-        let (i, _) =
-            self.spare.iter().enumerate().filter(|(_, b)| b.capacity() >= need).min_by_key(|(_, b)| b.capacity())?;
+        let most = 2 * Self::class(need);
+        let (i, _) = self
+            .spare
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| (need..=most).contains(&b.capacity()))
+            .min_by_key(|(_, b)| b.capacity())?;
         Some(self.spare.swap_remove(i))
     }
 
     pub fn len(&self) -> usize {
         self.spare.len()
+    }
+
+    /// Whether the buffer starting at `ptr` is one of the spares.
+    pub fn holds(&self, ptr: *const u8) -> bool {
+        self.spare.iter().any(|b| b.as_ptr() == ptr)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -322,11 +349,57 @@ mod tests {
         assert_eq!(p.text.capacity(), 512);
         assert_eq!(spares.len(), 1);
         assert_eq!((spares.spare[0].as_ptr(), spares.spare[0].capacity()), (small, 8), "the small one kept");
-        // Nothing fits: allocated (no spare is grown in place), the spares untouched.
+        // Nothing fits: a new buffer of the size class, the spares untouched.
         let mut q = proc(3);
         q.set_text(&[b'k'; 100], b"", b"", &mut spares);
-        assert_eq!(q.text.len(), 100);
+        assert_eq!((q.text.len(), q.text.capacity()), (100, 128));
         assert_eq!(spares.len(), 1);
+    }
+
+    #[test]
+    fn texts_of_one_size_class_share_buffers() {
+        let mut spares = SpareTexts::default();
+        let cwd = b"/srv/app";
+        // Three ended processes of three lengths (9, 10 and 50 bytes of arguments).
+        for (pid, args) in [(1, &b"sleep\x000.3"[..]), (2, b"sleep\x000.05"), (3, &[b'c'; 50])] {
+            let mut p = proc(pid);
+            p.set_text(args, b"", cwd, &mut spares);
+            assert_eq!(p.text.capacity(), 64, "{args:?}");
+            spares.retire(p);
+        }
+        // Found in another order: each takes one of them, none allocates.
+        for (pid, args) in [(4, &[b'd'; 50][..]), (5, b"sleep\x000.3"), (6, b"sleep\x000.05")] {
+            let mut p = proc(pid);
+            p.set_text(args, b"", cwd, &mut spares);
+            assert_eq!(p.text.capacity(), 64);
+            assert_eq!((p.args_raw(), p.cwd()), (args, &cwd[..]));
+        }
+        assert!(spares.is_empty());
+    }
+
+    #[test]
+    fn a_short_text_does_not_take_a_long_ones_buffer() {
+        let mut spares = SpareTexts::default();
+        spares.retire(with_text(1, 4096));
+        let mut p = proc(2);
+        p.set_text(b"sleep\x001", b"/usr/bin/sleep", b"/", &mut spares);
+        assert_eq!(p.text.capacity(), 64, "its own class, not the 4 KiB spare");
+        assert_eq!(spares.spare[0].capacity(), 4096);
+        // Twice its class is still taken.
+        spares.retire(with_text(3, 128));
+        let mut q = proc(4);
+        q.set_text(b"sleep\x001", b"", b"", &mut spares);
+        assert_eq!(q.text.capacity(), 128);
+    }
+
+    #[test]
+    fn size_classes() {
+        assert_eq!(SpareTexts::class(0), 64);
+        assert_eq!(SpareTexts::class(1), 64);
+        assert_eq!(SpareTexts::class(64), 64);
+        assert_eq!(SpareTexts::class(65), 128);
+        assert_eq!(SpareTexts::class(4096), 4096);
+        assert_eq!(SpareTexts::class(4097), 4097);
     }
 
     #[test]

@@ -494,11 +494,13 @@ impl ProcessSource {
 
     /// Refreshes a known process in place: [`Known::Kept`] (read, left unread while idle, or kept
     /// with its last sample for want of descriptors), or [`Known::Ended`] (its directory says
-    /// it is gone, or its pid now names a younger process).
+    /// it is gone, or its pid now names a younger process). An ended one's descriptors are
+    /// closed (and its text kept as a spare) before the process now listed under its pid is
+    /// discovered, so that one may take the lower descriptor numbers.
     fn refresh_known(&mut self, p: &mut Proc, done: &[Proc]) -> Result<Known, Gone> {
         p.unread = false;
         // Through the held directory: ENOENT/ESRCH when that process is gone. Its pid is
-        // listed this cycle, so a new process may have it now: discovered below, at once.
+        // listed this cycle, so a new process may have it now: discovered by the caller, at once.
         let idle = self.probe(p, done);
         if p.ran {
             p.detail_basis = None;
@@ -1322,6 +1324,25 @@ mod tests {
                 .spawn()
                 .unwrap(),
         )
+    }
+
+    /// A process that ended leaves its text buffer to the next one found (see
+    /// [`SpareTexts`]): the merge retires a known process whose pid is no longer listed.
+    #[test]
+    fn an_ended_process_leaves_its_text_buffer_to_the_spares() {
+        let child = waiting_child("read x");
+        let pid = child.0.id();
+        settle(pid);
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        src.collect(&mut t, 1.0, 1_000);
+        let p = t.procs.iter().find(|p| p.pid == pid).expect("the child is in the table");
+        assert!(p.args().any(|a| a == b"read x"), "{:?}", p.args_raw());
+        let buffer = p.args_raw().as_ptr();
+        drop(child); // killed and reaped: its pid is not listed any more
+        src.collect(&mut t, 2.0, 2_000);
+        assert!(t.procs.iter().all(|p| p.pid != pid));
+        assert!(src.spare_texts.holds(buffer), "its buffer is a spare ({} spares)", src.spare_texts.len());
     }
 
     /// A process that does not run is left unread, with the sample of its last read (so rates
