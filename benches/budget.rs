@@ -173,9 +173,8 @@ impl BusyHost {
             };
             kids.0.push(c.stdin(Stdio::null()).spawn().expect("spawn a sleeper or a runner"));
         }
-        if s.churn_per_s > 0 {
+        if let Some(life_ms) = 1000u32.checked_div(s.churn_per_s) {
             // The shell goes with the kids; its last `sleep` ends on its own within 1/N s.
-            let life_ms = 1000 / s.churn_per_s;
             let churn = Command::new("sh")
                 .args(["-c", &format!("while :; do /usr/bin/sleep {}.{:03}; done", life_ms / 1000, life_ms % 1000)])
                 .stdin(Stdio::null())
