@@ -198,7 +198,7 @@ impl TraceAgent {
         // A Unix-socket client is a known process: its pid, start time and container.
         let proc = peer.pid.and_then(|pid| {
             let t = procs?;
-            let i = t.procs.binary_search_by_key(&pid, |p| p.pid).ok()?;
+            let i = t.index_of(pid)?;
             Some(&t.procs[i])
         });
         let client = proc.map(|p| (p.pid, p.create_time_ms));

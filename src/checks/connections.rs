@@ -285,7 +285,7 @@ pub fn select(
     }
     for (k, c) in t.conns.iter().enumerate() {
         let Some((pid, start)) = (c.inode != 0).then(|| owner(c.inode)).flatten() else { continue };
-        let Ok(i) = procs.procs.binary_search_by_key(&pid, |p| p.pid) else { continue };
+        let Some(i) = procs.index_of(pid) else { continue };
         let p = &procs.procs[i];
         if p.start_ticks != start || reported_procs.binary_search(&(i as u32)).is_err() {
             continue;

@@ -521,7 +521,7 @@ impl ContainerSource {
 
     /// Opens the container's directories again, from its member process of this cycle.
     fn rediscover(&mut self, c: &mut Container, procs: &ProcessTable, warn: bool) {
-        let Ok(i) = procs.procs.binary_search_by_key(&c.member_pid, |p| p.pid) else { return };
+        let Some(i) = procs.index_of(c.member_pid) else { return };
         c.dirs = CgroupDirs::default();
         self.open_dirs(c, procs.procs[i].dir.as_fd(), warn);
     }

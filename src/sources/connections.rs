@@ -845,11 +845,16 @@ impl Owners {
         self.live.extend(conns.conns.iter().map(|c| c.inode).filter(|i| *i != 0));
         self.live.sort_unstable();
         self.live.dedup();
-        let alive = |pid: u32, start: u64| {
-            procs.procs.binary_search_by_key(&pid, |p| p.pid).is_ok_and(|i| procs.procs[i].start_ticks == start)
-        };
+        let alive = |pid: u32, start: u64| procs.index_of(pid).is_some_and(|i| procs.procs[i].start_ticks == start);
         let live = &self.live;
-        self.map.retain(|&(inode, pid, start)| live.binary_search(&inode).is_ok() && alive(pid, start));
+        // Both sorted by inode: a cursor into `live` rather than a search for each entry.
+        let mut at = 0;
+        self.map.retain(|&(inode, pid, start)| {
+            while live.get(at).is_some_and(|&l| l < inode) {
+                at += 1;
+            }
+            live.get(at) == Some(&inode) && alive(pid, start)
+        });
         self.orphans.retain(|i| live.binary_search(i).is_ok());
         self.scanned.retain(|&(pid, start)| alive(pid, start));
 
@@ -894,9 +899,9 @@ impl Owners {
         }
         while budget > 0 && self.queue_pos < self.queue.len() {
             let pid = self.queue[self.queue_pos];
-            let complete = match procs.procs.binary_search_by_key(&pid, |p| p.pid) {
-                Ok(i) => self.scan(&procs.procs[i], &mut budget, stats),
-                Err(_) => true,
+            let complete = match procs.index_of(pid) {
+                Some(i) => self.scan(&procs.procs[i], &mut budget, stats),
+                None => true,
             };
             // Everything the round looks for is found: the rest of the queue can wait.
             if self.round_found == self.round_targets.len() {

@@ -356,6 +356,7 @@ impl ProcessSource {
             }
         }
         t.procs = std::mem::replace(&mut t.next, old);
+        t.reindex();
         t.no_fds += self.kept_no_fds;
         // An exec'd process is new as far as its text goes (it may allocate once, like a new pid).
         t.discovered += self.execs;
@@ -1048,7 +1049,7 @@ mod tests {
         let mut t = ProcessTable::default();
         src.collect(&mut t, 1.0, 1_000);
         src.collect(&mut t, 2.0, 2_000);
-        let i = t.procs.binary_search_by_key(&pid, |p| p.pid).expect("the child is in the table");
+        let i = t.index_of(pid).expect("the child is in the table");
         let n = src.pids.len();
         assert!(
             src.held_files_max(hold_ceiling(fd_ceiling(), n)) >= 3 * n as u64,
@@ -1179,7 +1180,7 @@ mod tests {
     fn cycle(src: &mut ProcessSource, t: &mut ProcessTable, pid: u32, reported: bool) -> PidStatm {
         let n = src.cycle + 1;
         src.collect(t, n as f64, n as i64 * 1000);
-        let i = t.procs.binary_search_by_key(&pid, |p| p.pid).expect("the child is in the table");
+        let i = t.index_of(pid).expect("the child is in the table");
         let one = [i as u32];
         src.enrich(t, if reported { &one[..] } else { &[] });
         t.procs[i].cur.statm
