@@ -125,12 +125,7 @@ impl ProcessCheck {
     /// The agent's own `(host pid, create time ms)`: its `urn:process:/…` identity.
     pub fn agent_identity(&self) -> (u32, i64) {
         let me = self.self_pid;
-        let create = self
-            .table
-            .procs
-            .binary_search_by_key(&me, |p| p.pid)
-            .ok()
-            .map_or(0, |i| self.table.procs[i].create_time_ms);
+        let create = self.table.index_of(me).map_or(0, |i| self.table.procs[i].create_time_ms);
         (me, create)
     }
 

@@ -61,9 +61,10 @@ pub struct FlowKey {
     pub rport: u16,
 }
 
-/// Six words, each mixed at once by [`FnvHasher::write_u64`] (the derived hash fed 61 bytes to
-/// FNV one at a time: 80 ns a key, and the connections check looks up every socket twice a
-/// cycle when any HTTP flow is tracked). Every field `Eq` compares is hashed.
+/// Six words, each mixed at once by [`FlowHasher::write_u64`] (the derived hash fed 61 bytes to
+/// FNV one at a time: ~80 ns a key, and while any HTTP flow is tracked the connections check
+/// looks up every socket once a cycle, and each reported one again). Every field `Eq` compares
+/// is hashed.
 impl Hash for FlowKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let word = |a: &[u8; 16], at: usize| {
@@ -302,49 +303,75 @@ pub struct HttpStats {
     pub settled_early: u64,
 }
 
-/// FNV-1a over bytes, and a folded multiply (wyhash's step) over whole words, from a per-process
-/// random basis: cheaper per packet than SipHash, and a peer that chooses its address and port
-/// cannot precompute keys that collide here.
-pub struct FnvHasher(u64);
+/// The flow index's hasher: a folded multiply (wyhash's and foldhash's step) per word, with a
+/// basis and a multiplier drawn at random per process, then a final mix; cheaper per packet than
+/// SipHash. Not a proven keyed hash: it keeps a peer that picks its own address and port from
+/// computing colliding keys offline, as the seeded FNV before it did, no more. Integers of any
+/// width go through [`FlowHasher::write_u64`]; bytes (no key here hashes any) through FNV-1a.
+pub struct FlowHasher {
+    state: u64,
+    multiplier: u64,
+}
 
+/// The per-process basis and multiplier of [`FlowHasher`].
 #[derive(Clone)]
-pub struct SeededFnv(u64);
+pub struct FlowHashSeed {
+    basis: u64,
+    multiplier: u64,
+}
 
-impl Default for SeededFnv {
-    fn default() -> SeededFnv {
+impl Default for FlowHashSeed {
+    fn default() -> FlowHashSeed {
         use std::hash::BuildHasher;
-        SeededFnv(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1)
+        let random = std::collections::hash_map::RandomState::new();
+        // Odd: never 0, so no word's product is 0 for every state.
+        FlowHashSeed { basis: random.hash_one(0x5eed_u64), multiplier: random.hash_one(0x6d75_u64) | 1 }
     }
 }
 
-impl std::hash::BuildHasher for SeededFnv {
-    type Hasher = FnvHasher;
-    fn build_hasher(&self) -> FnvHasher {
-        FnvHasher(self.0)
+impl std::hash::BuildHasher for FlowHashSeed {
+    type Hasher = FlowHasher;
+    fn build_hasher(&self) -> FlowHasher {
+        FlowHasher { state: self.basis, multiplier: self.multiplier }
     }
 }
 
-impl Hasher for FnvHasher {
+impl Hasher for FlowHasher {
     fn finish(&self) -> u64 {
         // A final mix, so that the seed reaches every bit the table uses.
-        let mut h = self.0;
+        let mut h = self.state;
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^ (h >> 33)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
+        let mut h = self.state;
         for b in bytes {
             h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
-        self.0 = h;
+        self.state = h;
     }
 
     fn write_u64(&mut self, w: u64) {
-        let r = u128::from(self.0 ^ w) * u128::from(0xe703_7ed1_a0b4_28db_u64);
-        // Never 0 (so a zero word cannot erase the basis and what came before).
-        self.0 = ((r as u64) ^ (r >> 64) as u64) | 1;
+        let r = u128::from(self.state ^ w) * u128::from(self.multiplier);
+        self.state = (r as u64) ^ (r >> 64) as u64;
+    }
+
+    fn write_u8(&mut self, w: u8) {
+        self.write_u64(u64::from(w));
+    }
+
+    fn write_u16(&mut self, w: u16) {
+        self.write_u64(u64::from(w));
+    }
+
+    fn write_u32(&mut self, w: u32) {
+        self.write_u64(u64::from(w));
+    }
+
+    fn write_usize(&mut self, w: usize) {
+        self.write_u64(w as u64);
     }
 }
 
@@ -367,7 +394,7 @@ struct Staged {
 }
 
 pub struct HttpFlows {
-    index: HashMap<FlowKey, u32, SeededFnv>,
+    index: HashMap<FlowKey, u32, FlowHashSeed>,
     /// Heads not applied yet (see [`HttpFlows::stage`]); `staged_order` numbers them. The first
     /// `staged_sorted` are in time order; `merge` is the room [`HttpFlows::sort_staged`] merges in.
     staged: Vec<Staged>,
@@ -828,12 +855,16 @@ mod tests {
     const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 2], 40000);
     const MS: u64 = 1_000_000;
 
+    fn seed(basis: u64, multiplier: u64) -> FlowHashSeed {
+        FlowHashSeed { basis, multiplier }
+    }
+
     /// Every field of a flow key reaches its hash (one changed at a time, each one bit or one
-    /// port apart), equal keys hash alike, and the basis matters.
+    /// port apart), one flow reached two ways hashes alike, and the seed matters.
     #[test]
     fn flow_keys_hash_by_every_field() {
         use std::hash::BuildHasher;
-        let hasher = SeededFnv(0x1234_5678_9abc_def1);
+        let hasher = seed(0x1234_5678_9abc_def1, 0x9e37_79b9_7f4a_7c15);
         let base = FlowKey::new(NS, 10, [0xfd; 16], 8080, [0xfe; 16], 40000);
         let mut keys = vec![base];
         for i in 0..16 {
@@ -848,14 +879,55 @@ mod tests {
         keys.push(FlowKey { family: 2, ..base });
         keys.push(FlowKey { lport: 8081, ..base });
         keys.push(FlowKey { rport: 40001, ..base });
-        // Ports swapped: a different flow.
+        // Ports swapped, addresses swapped: other flows (an order-blind mix would tie them).
         keys.push(FlowKey { lport: 40000, rport: 8080, ..base });
+        keys.push(FlowKey { local: base.remote, remote: base.local, ..base });
         let mut hashes: Vec<u64> = keys.iter().map(|k| hasher.hash_one(k)).collect();
-        assert_eq!(hasher.hash_one(base), hasher.hash_one(FlowKey { ..base }));
-        assert_ne!(hasher.hash_one(base), SeededFnv(0x1234_5678_9abc_def3).hash_one(base));
+        // An IPv4-mapped socket of the table and the plain IPv4 key of its packets.
+        let from_table = FlowKey::of_conn(&conn(SERVER, CLIENT, true));
+        let from_packet = FlowKey::new(NS, 2, v4(SERVER.0), SERVER.1, v4(CLIENT.0), CLIENT.1);
+        assert_eq!(from_table, from_packet);
+        assert_eq!(hasher.hash_one(from_table), hasher.hash_one(from_packet));
+        assert_ne!(hasher.hash_one(base), seed(0x1234_5678_9abc_def3, 0x9e37_79b9_7f4a_7c15).hash_one(base));
+        assert_ne!(hasher.hash_one(base), seed(0x1234_5678_9abc_def1, 0x9e37_79b9_7f4a_7c17).hash_one(base));
         hashes.sort_unstable();
         hashes.dedup();
         assert_eq!(hashes.len(), keys.len(), "two keys hashed alike");
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&a);
+        b
+    }
+
+    /// Keys that differ only in a client's port (IPv4: mostly zero words) or in the low word of
+    /// an IPv6 address spread over the index's buckets (the hash's low bits) and its control
+    /// tags (the top seven), under two seeds: 65,536 keys over 1,024 buckets, 64 expected in
+    /// each, none outside 24..=128; 128 tags, 512 expected, none outside 384..=640.
+    #[test]
+    fn flow_keys_spread_over_buckets_and_tags() {
+        use std::hash::BuildHasher;
+        for hasher in [seed(0x1234_5678_9abc_def1, 0x9e37_79b9_7f4a_7c15), seed(7, 0xff51_afd7_ed55_8ccd)] {
+            let by_port = (0..=u16::MAX).map(|p| FlowKey::new(0, 2, v4([10, 0, 0, 1]), 80, v4([10, 0, 0, 2]), p));
+            let by_address = (0..=u16::MAX).map(|low| {
+                let mut remote = [0x20; 16];
+                remote[8..].copy_from_slice(&u64::from(low).to_ne_bytes());
+                FlowKey::new(0, 10, [0x20; 16], 443, remote, 50_000)
+            });
+            for (what, keys) in [("port", by_port.collect::<Vec<_>>()), ("address", by_address.collect())] {
+                let (mut buckets, mut tags) = (vec![0u32; 1024], vec![0u32; 128]);
+                for k in &keys {
+                    let h = hasher.hash_one(k);
+                    buckets[(h & 1023) as usize] += 1;
+                    tags[(h >> 57) as usize] += 1;
+                }
+                let (lo, hi) = (buckets.iter().min().unwrap(), buckets.iter().max().unwrap());
+                assert!((24..=128).contains(lo) && (24..=128).contains(hi), "{what}: buckets {lo}..{hi}");
+                let (lo, hi) = (tags.iter().min().unwrap(), tags.iter().max().unwrap());
+                assert!((384..=640).contains(lo) && (384..=640).contains(hi), "{what}: tags {lo}..{hi}");
+            }
+        }
     }
 
     /// An IPv4 TCP segment from `from` to `to` with sequence number `seq`.

@@ -299,12 +299,14 @@ impl ProcessTable {
     }
 
     /// The index in `procs` of the process with `pid`. Searched in a compact copy of the pids (4
-    /// bytes an entry, the whole table in a few cache lines) rather than in `procs` (about 600
-    /// bytes an entry: a cache miss at every step); the connections check looks up the owner of
-    /// every socket, and those searches were a fifth of its user time (perf, benches/budget.sh).
-    /// `ProcessSource::collect` makes the copy; a table whose `procs` were changed since (built
-    /// by hand, in tests) has a copy of another length, and `procs` itself is searched then. A
-    /// hit is checked against `procs` (the caller reads that entry next anyway).
+    /// bytes an entry: 2 KiB for 500 processes, where the first steps of every search hit the
+    /// same few lines) rather than in `procs` (about 600 bytes an entry: a cache miss at every
+    /// step); the connections check looks up the owner of every socket, and those searches were
+    /// the larger part of its own user time (perf under benches/budget.sh). Only
+    /// `ProcessSource::collect` replaces `procs`, and it makes the copy again. A table whose
+    /// `procs` changed since (built by hand, in tests) has a copy of another length, and `procs`
+    /// itself is searched then; a hit is checked against `procs` (the caller reads that entry
+    /// next anyway); a miss in a stale copy of the same length is not noticed.
     pub fn index_of(&self, pid: u32) -> Option<usize> {
         if self.pids.len() != self.procs.len() {
             return self.procs.binary_search_by_key(&pid, |p| p.pid).ok();
@@ -442,6 +444,8 @@ mod tests {
         t.procs[2].pid = 8;
         assert_eq!(t.index_of(7), None);
         assert_eq!(t.index_of(11), Some(3));
+        // A miss in such a copy is not noticed (documented: only `collect` replaces `procs`).
+        assert_eq!(t.index_of(8), None);
     }
 
     #[test]

@@ -847,14 +847,7 @@ impl Owners {
         self.live.dedup();
         let alive = |pid: u32, start: u64| procs.index_of(pid).is_some_and(|i| procs.procs[i].start_ticks == start);
         let live = &self.live;
-        // Both sorted by inode: a cursor into `live` rather than a search for each entry.
-        let mut at = 0;
-        self.map.retain(|&(inode, pid, start)| {
-            while live.get(at).is_some_and(|&l| l < inode) {
-                at += 1;
-            }
-            live.get(at) == Some(&inode) && alive(pid, start)
-        });
+        retain_live(&mut self.map, live, alive);
         self.orphans.retain(|i| live.binary_search(i).is_ok());
         self.scanned.retain(|&(pid, start)| alive(pid, start));
 
@@ -1027,6 +1020,20 @@ impl Owners {
     }
 }
 
+/// Keeps the owners of sockets still in `live` whose process is `alive`. Both are sorted by
+/// inode (`live` deduplicated, `map` by [`Owners::settle`]): a cursor walks `live` along `map`
+/// instead of a search for each entry.
+fn retain_live(map: &mut Vec<(u32, u32, u64)>, live: &[u32], alive: impl Fn(u32, u64) -> bool) {
+    debug_assert!(map.windows(2).all(|w| w[0].0 < w[1].0), "owners sorted by inode, once each");
+    let mut at = 0;
+    map.retain(|&(inode, pid, start)| {
+        while live.get(at).is_some_and(|&l| l < inode) {
+            at += 1;
+        }
+        live.get(at) == Some(&inode) && alive(pid, start)
+    });
+}
+
 /// `socket:[12345]` → 12345.
 pub fn socket_inode(link: &[u8]) -> Option<u32> {
     let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
@@ -1037,6 +1044,19 @@ pub fn socket_inode(link: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_of_sockets_gone_or_of_processes_gone_are_dropped() {
+        let mut map = vec![(1, 10, 1), (3, 10, 1), (5, 11, 1), (7, 12, 1), (9, 13, 1), (11, 10, 1)];
+        // Inode 9's process is gone; 1 and 5 are not live any more; 2 and 12 have no owner yet.
+        retain_live(&mut map, &[2, 3, 7, 9, 11, 12], |pid, _| pid != 13);
+        assert_eq!(map, [(3, 10, 1), (7, 12, 1), (11, 10, 1)]);
+        retain_live(&mut map, &[], |_, _| true);
+        assert!(map.is_empty());
+        let mut map = vec![(4, 1, 1)];
+        retain_live(&mut map, &[1, 2, 3, 4], |_, _| true);
+        assert_eq!(map, [(4, 1, 1)]);
+    }
 
     #[test]
     fn socket_links() {
