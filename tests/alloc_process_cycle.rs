@@ -33,13 +33,29 @@ fn steady_state_process_cycle_allocates_only_for_new_processes() {
     churn_cycles();
 }
 
+/// The agent's configuration from these variables (and defaults for the rest).
+fn config(vars: &[(&str, &str)]) -> Config {
+    let env: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_lookup(|k| env.get(k).cloned()).unwrap()
+}
+
+/// One run of the check as the agent's loop makes it, `i` seconds in.
+fn cycle(
+    check: &mut ProcessCheck,
+    i: u64,
+    meta: &sts_agent::sources::docker::Metadata,
+    msg: &mut Vec<u8>,
+    zstd: &mut sts_agent::app::Zstd,
+    emit: &mut dyn FnMut(Encoded<'_>),
+) {
+    check.run(i as f64, 1_700_000_000_000 + i as i64 * 1000, "i-0abc", false, meta, msg, zstd, emit);
+}
+
 fn cycles_with(features: Features) {
-    let env: HashMap<String, String> =
-        [("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"), ("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", "3")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let cfg = config(&[
+        ("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "0"),
+        ("STS_PROCESS_BLACKLIST_INCLUSIONS_TOP_CPU", "3"),
+    ]);
     // A container (a Docker-style cgroup with a process in it), where cgroup v1 is mounted.
     let id = test_cgroup::hex_id("alloc", 64);
     let mut ctr = test_cgroup::TestCgroup::new(&[format!("sts-test-{}-docker", std::process::id())], &id);
@@ -53,20 +69,11 @@ fn cycles_with(features: Features) {
     let meta = sts_agent::sources::docker::Metadata::default();
     let mut bytes_out = 0usize;
     let mut run = |check: &mut ProcessCheck, i: u64, bytes_out: &mut usize| {
-        check.run(
-            i as f64,
-            1_700_000_000_000 + i as i64 * 1000,
-            "i-0abc",
-            false,
-            &meta,
-            &mut msg,
-            &mut zstd,
-            &mut |e| {
-                *bytes_out += match e {
-                    Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
-                }
-            },
-        );
+        cycle(check, i, &meta, &mut msg, &mut zstd, &mut |e| {
+            *bytes_out += match e {
+                Encoded::Collector(b) | Encoded::Intake(b) | Encoded::Connections(b) => b.len(),
+            }
+        });
     };
     for i in 0..4 {
         run(&mut check, i, &mut bytes_out);
@@ -146,12 +153,8 @@ fn churn_cycles() {
     use std::os::unix::process::CommandExt;
     // Reported only after a minute (of the check's clock: a second a cycle): the churned
     // processes never are, so what is counted is finding and losing them.
-    let env: HashMap<String, String> = [("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "60")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let mut check = ProcessCheck::new(&cfg, false).unwrap();
+    let mut check =
+        ProcessCheck::new(&config(&[("STS_PROCESS_FILTER_SHORT_LIVED_QUALIFIER_SECS", "60")]), false).unwrap();
     let script = format!("while kill -0 {} 2>/dev/null; do sleep 0.30 & sleep 0.05; done", std::process::id());
     let _churner = Churner(
         std::process::Command::new("sh")
@@ -166,18 +169,7 @@ fn churn_cycles() {
     let mut msg = Vec::new();
     let mut zstd = sts_agent::app::zstd_context().unwrap();
     let meta = sts_agent::sources::docker::Metadata::default();
-    let mut run = |check: &mut ProcessCheck, i: u64| {
-        check.run(
-            i as f64,
-            1_700_000_000_000 + i as i64 * 1000,
-            "i-0abc",
-            false,
-            &meta,
-            &mut msg,
-            &mut zstd,
-            &mut |_| {},
-        )
-    };
+    let mut run = |check: &mut ProcessCheck, i: u64| cycle(check, i, &meta, &mut msg, &mut zstd, &mut |_| {});
     for i in 0..8 {
         run(&mut check, i);
         std::thread::sleep(std::time::Duration::from_millis(100));
