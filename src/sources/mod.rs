@@ -8,6 +8,7 @@ pub mod dogstatsd;
 pub mod ecs;
 pub mod host;
 pub mod meta;
+pub mod new_pids;
 pub mod process;
 pub mod procfs;
 pub mod sysinfo;

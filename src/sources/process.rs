@@ -1,4 +1,5 @@
-//! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd,
+//! Every process on the host, from `HOST_PROC`: pids from `getdents` on a held directory fd, or,
+//! on most cycles, the known ones and those the kernel allocated since (see [`NewPids`]);
 //! per-process files through a per-pid `O_PATH` directory fd, one reused read buffer.
 //! Each cycle reads `stat` and `io` of every process that ran since its last read (its CPU
 //! clock moved; one that did not keeps its last sample, and is read at least every
@@ -17,12 +18,13 @@
 //! skipped; one that cannot be read for want of file descriptors is counted, and skipped when new
 //! or kept with its last sample when known. Kernel threads are listed (their CPU counts) but their `statm`/`io` are not read.
 
+use super::new_pids::{Counters, NewPids, Plan};
 use super::procfs::ReadBuf;
 use crate::checks::scrub::scrub_args;
 use crate::model::names::{Names, Span};
 use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable, SpareTexts};
 use crate::parse::pid::{PidIo, PidStatm};
-use crate::parse::{cgroup, cursor::u64_dec, meminfo, passwd, pid, proc_stat};
+use crate::parse::{cgroup, cursor::u64_dec, loadavg, meminfo, passwd, pid, proc_stat};
 use crate::sys::cpu_clock;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
@@ -187,6 +189,12 @@ pub struct ProcessSource {
     clocks_work: bool,
     /// Text buffers of processes that ended, for the next ones found (see [`SpareTexts`]).
     spare_texts: SpareTexts,
+    /// Whether to list `HOST_PROC` this cycle or probe the pids allocated since the last one.
+    pub new_pids: NewPids,
+    /// `HOST_PROC/loadavg`, held: its last field is the pid cursor (see [`NewPids`]).
+    loadavg: Option<OwnedFd>,
+    /// The leaders this cycle's probe found among the pids allocated since the last one (sorted).
+    fresh: Vec<u32>,
 }
 
 /// `status` and `statm` of a reported process that has not run and kept its resident size are read
@@ -219,6 +227,9 @@ pub const NO_FDS_LOG_SECS: f64 = 300.0;
 enum Gone {
     /// ENOENT/ESRCH: the process exited (normal).
     Vanished,
+    /// A known process ended, and no new one was listed or probed under its pid (normal; not a
+    /// process vanished mid-read).
+    Ended,
     /// EMFILE/ENFILE: the agent (or the host) is out of file descriptors; counted and logged. A
     /// new process is skipped this cycle; a known one keeps its last sample
     /// ([`ProcessSource::keep_last`]).
@@ -280,8 +291,20 @@ impl ProcessSource {
             skip_idle: true,
             clocks_work: false,
             spare_texts: SpareTexts::default(),
+            new_pids: NewPids::new(0, false),
+            loadavg: None,
+            fresh: Vec::with_capacity(64),
         };
         source.clocks_work = clocks_work(source.root.as_fd(), &mut source.link, &mut source.buf);
+        // The cursor in `loadavg` is the reader's pid namespace's: it stands for `HOST_PROC`'s
+        // pids when the CPU clocks do (the same namespace, see `clocks_work`).
+        let pid_max = source
+            .buf
+            .read_rendered(source.root.as_fd(), c"sys/kernel/pid_max")
+            .ok()
+            .and_then(|b| u64_dec(b.strip_suffix(b"\n").unwrap_or(b)).and_then(|v| u32::try_from(v).ok()));
+        source.loadavg = ReadBuf::open_rendered(source.root.as_fd(), c"loadavg").ok();
+        source.new_pids = NewPids::new(pid_max.unwrap_or(0), source.clocks_work && source.loadavg.is_some());
         Ok(source)
     }
 
@@ -313,24 +336,49 @@ impl ProcessSource {
         t.page_size = self.page_size;
         t.clk_tck = self.clk_tck;
         self.users.refresh();
+        // The cursor before the fork counter: a task created between the two reads has its pid
+        // beyond the cursor read, and is found next cycle (the counter only bounds the probe).
+        let last_pid = match &self.loadavg {
+            Some(fd) => self.buf.reread(fd.as_fd()).ok().and_then(|b| loadavg::parse_last_pid(b).ok()),
+            None => None,
+        };
+        let mut forks = None;
         if let Ok(Ok(s)) = self.buf.read_rendered(self.root.as_fd(), c"stat").map(proc_stat::parse) {
             let total = s.cpu.total();
             t.host_cpu_delta = total.saturating_sub(t.host_cpu_total);
             t.host_cpu_total = total;
             t.cpu_count = s.cpu_count.max(1);
             self.boot_time = s.boot_time;
+            forks = Some(s.processes_created);
         }
         if let Ok(Ok(m)) = self.buf.read_rendered(self.root.as_fd(), c"meminfo").map(meminfo::parse) {
             t.mem_total_kib = m.total;
             t.mem_available_kib = m.available.unwrap_or(m.free + m.buffers + m.cached);
         }
-        self.list_pids();
+        let counters = last_pid.zip(forks).map(|(last_pid, forks)| Counters { last_pid, forks });
+        // Whether each pid in `self.pids` is known to name a live process now (listed, or a
+        // leader the probe found), or only known from the last cycle (it may have ended).
+        let listed = match self.new_pids.plan(counters, mono_secs, t.procs.len()) {
+            Plan::List(_) => {
+                self.list_pids();
+                true
+            }
+            Plan::Probe { after, upto } => match self.known_and_new(&t.procs, after, upto) {
+                Ok(()) => false,
+                Err(refused) => {
+                    self.new_pids.probe_failed(mono_secs, refused);
+                    self.list_pids();
+                    true
+                }
+            },
+        };
         self.fd_ceiling = fd_ceiling();
         let ceiling = hold_ceiling(self.fd_ceiling, self.pids.len());
         self.room = HoldRoom { left: self.held_files_max(ceiling), ceiling };
 
         let mut old = std::mem::take(&mut t.procs);
         t.next.clear();
+        let mut skipped = 0u32;
         {
             let mut old_iter = old.drain(..).peekable();
             for i in 0..self.pids.len() {
@@ -340,15 +388,21 @@ impl ProcessSource {
                 }
                 let existing = old_iter.next_if(|o| o.pid == pid);
                 let known = existing.is_some();
-                match self.refresh_one(pid, existing, mono_secs, &t.next) {
+                // Probed, a known pid names a new process only if the probe found it a leader.
+                let maybe_new = listed || self.fresh.binary_search(&pid).is_ok();
+                match self.refresh_one(pid, existing, mono_secs, &t.next, maybe_new) {
                     Ok(p) => {
                         t.unread += u32::from(p.unread);
                         t.discovered += u32::from(!known || p.prev.is_none());
                         t.next.push(p);
                     }
                     Err(Gone::Vanished) => t.vanished += 1,
-                    Err(Gone::NoFds) => t.no_fds += 1,
-                    Err(Gone::Other) => {}
+                    Err(Gone::Ended) => {}
+                    Err(Gone::NoFds) => {
+                        t.no_fds += 1;
+                        skipped += 1;
+                    }
+                    Err(Gone::Other) => skipped += 1,
                 }
             }
             for ended in old_iter {
@@ -357,6 +411,8 @@ impl ProcessSource {
         }
         t.procs = std::mem::replace(&mut t.next, old);
         t.reindex();
+        // Without a listing a process skipped now would not be looked at again.
+        self.new_pids.relist |= skipped > 0;
         t.no_fds += self.kept_no_fds;
         // An exec'd process is new as far as its text goes (it may allocate once, like a new pid).
         t.discovered += self.execs;
@@ -477,11 +533,49 @@ impl ProcessSource {
         self.pids.sort_unstable();
     }
 
+    /// This cycle's pids without a listing: the known ones, and the thread-group leaders among
+    /// the pids allocated in `after + 1 ..= upto` (see [`NewPids`]). A pid is a leader when
+    /// `pidfd_open` takes it (a thread's pid it refuses with `EINVAL`, or `ENOENT` since Linux
+    /// 6.15; a gone one with `ESRCH`; the descriptor is closed at once). `Err(refused)` when a `pidfd_open` failed otherwise:
+    /// the cycle lists instead, and for good when the call is refused (`ENOSYS`, `EPERM`).
+    fn known_and_new(&mut self, known: &[Proc], after: u32, upto: u32) -> Result<(), bool> {
+        self.fresh.clear();
+        for pid in after.saturating_add(1)..=upto {
+            let Some(p) = rustix::process::Pid::from_raw(pid as i32) else { continue };
+            match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+                Ok(_closed) => self.fresh.push(pid),
+                // A thread (EINVAL; ENOENT since Linux 6.15), or gone (ESRCH).
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT | rustix::io::Errno::SRCH) => {}
+                Err(e) => return Err(matches!(e, rustix::io::Errno::NOSYS | rustix::io::Errno::PERM)),
+            }
+        }
+        self.pids.clear();
+        self.pids.extend(known.iter().map(|p| p.pid));
+        self.pids.extend_from_slice(&self.fresh);
+        self.pids.sort_unstable();
+        self.pids.dedup();
+        Ok(())
+    }
+
     /// `done`: the processes refreshed so far this cycle (lower pids: see [`ProcessSource::probe`]).
-    fn refresh_one(&mut self, pid: u32, existing: Option<Proc>, mono: f64, done: &[Proc]) -> Result<Proc, Gone> {
+    /// `maybe_new`: `pid` was listed this cycle, or found by the probe, so a process that ended
+    /// may have left it to a new one (discovered at once); otherwise an ended process is
+    /// [`Gone::Ended`].
+    fn refresh_one(
+        &mut self,
+        pid: u32,
+        existing: Option<Proc>,
+        mono: f64,
+        done: &[Proc],
+        maybe_new: bool,
+    ) -> Result<Proc, Gone> {
         if let Some(mut p) = existing {
             match self.refresh_known(&mut p, done) {
                 Ok(Known::Kept) => return Ok(p),
+                Ok(Known::Ended) if !maybe_new => {
+                    self.spare_texts.retire(p);
+                    return Err(Gone::Ended);
+                }
                 // Gone, or its pid is another process's now: that one is discovered at once.
                 Ok(Known::Ended) => self.spare_texts.retire(p),
                 Err(e) => {
@@ -604,7 +698,8 @@ impl ProcessSource {
     /// lower pid, so refreshed already: `done` is in pid order) it is a zombie now (children are
     /// re-parented when their parent exits, before it is reaped), younger than `p` (its pid was
     /// reused), or was not read this cycle. A parent with a higher pid (after the pids wrapped)
-    /// is checked by listing only; the turn reads `p` within [`FULL_READ_CYCLES`] anyway.
+    /// is checked by listing only (on a cycle without one the known pids stand for the listed
+    /// ones); the turn reads `p` within [`FULL_READ_CYCLES`] anyway.
     fn orphaned(&self, p: &Proc, done: &[Proc]) -> bool {
         let Ok(ppid) = u32::try_from(p.cur.ppid) else { return false };
         if ppid == 0 {
@@ -1328,7 +1423,8 @@ mod tests {
     }
 
     /// A process that ended leaves its text buffer to the next one found (see
-    /// [`SpareTexts`]): the merge retires a known process whose pid is no longer listed.
+    /// [`SpareTexts`]): the merge retires a known process that ended (not listed any more, or
+    /// found ended through its held directory on a cycle without a listing).
     #[test]
     fn an_ended_process_leaves_its_text_buffer_to_the_spares() {
         let child = waiting_child("read x");
@@ -1344,6 +1440,89 @@ mod tests {
         src.collect(&mut t, 2.0, 2_000);
         assert!(t.procs.iter().all(|p| p.pid != pid));
         assert!(src.spare_texts.holds(buffer), "its buffer is a spare ({} spares)", src.spare_texts.len());
+    }
+
+    /// After the first cycle's listing, a cycle probes the pids allocated since the last one
+    /// (see [`NewPids`]) instead of listing `/proc`: a child started in between is found, a
+    /// thread started in between is not taken for a process, and a child that ended is gone
+    /// without being counted as vanished mid-read. Other tests start processes and threads
+    /// meanwhile; a cycle that met more than the probe takes lists instead (`Why::Many`), so each
+    /// step is tried until a cycle probed, at most 20 times.
+    #[test]
+    fn a_cycle_without_a_listing_finds_new_processes_and_not_threads() {
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        assert!(src.new_pids.usable, "this procfs is the test's pid namespace; pidfd_open and loadavg work");
+        let mut t = ProcessTable::default();
+        src.collect(&mut t, 1.0, 1_000);
+        assert_eq!(src.new_pids.last_listing, Some(super::super::new_pids::Why::First));
+        let mut mono = 1.0;
+        let mut probed = |src: &mut ProcessSource, t: &mut ProcessTable| {
+            mono += 1.0;
+            src.collect(t, mono, (mono * 1000.0) as i64);
+            src.new_pids.last_listing.is_none()
+        };
+        let mut found = None;
+        for _ in 0..20 {
+            let child = waiting_child("read x");
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get() as u32).unwrap();
+                let _ = stop_rx.recv();
+            });
+            let tid = tid_rx.recv().unwrap();
+            let got = probed(&mut src, &mut t);
+            let child_listed = t.index_of(child.0.id()).is_some();
+            let thread_listed = t.index_of(tid).is_some();
+            stop_tx.send(()).unwrap();
+            thread.join().unwrap();
+            if got {
+                found = Some((child, tid, child_listed, thread_listed));
+                break;
+            }
+        }
+        let (child, tid, child_listed, thread_listed) = found.expect("a cycle in 20 probed");
+        assert!(child_listed, "the child started since the last cycle is in the table");
+        assert!(!thread_listed, "thread {tid} is not a process");
+        let pid = child.0.id();
+        assert!(t.procs[t.index_of(pid).unwrap()].args().any(|a| a == b"read x"));
+        drop(child); // killed and reaped
+        let mut gone = false;
+        for _ in 0..20 {
+            let vanished_before = t.vanished;
+            if probed(&mut src, &mut t) {
+                assert!(t.index_of(pid).is_none(), "the ended child left the table");
+                // Other processes may vanish mid-read; the child, known and ended, is not one.
+                assert!(t.vanished <= vanished_before + 2, "{} vanished", t.vanished);
+                gone = true;
+                break;
+            }
+        }
+        assert!(gone, "a cycle in 20 probed");
+        assert!(src.new_pids.probes >= 2 && src.new_pids.listings >= 1);
+    }
+
+    /// A cursor set back (here by a write to `ns_last_pid`, as checkpoint/restore tools do; a
+    /// wrap at `pid_max` looks the same) makes the next cycle list `/proc`, which finds the child
+    /// given a pid below the last cycle's cursor. Needs root (CAP_SYS_ADMIN), as CI runs.
+    #[test]
+    fn a_cursor_set_back_is_listed() {
+        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
+        let mut t = ProcessTable::default();
+        src.collect(&mut t, 1.0, 1_000);
+        src.collect(&mut t, 2.0, 2_000);
+        let last = std::fs::read_to_string("/proc/loadavg").unwrap();
+        let last: u32 = last.split_whitespace().nth(4).unwrap().parse().unwrap();
+        // Well below the cursor (which other tests move meanwhile), above the reserved pids.
+        let low = last.checked_sub(2_000).filter(|l| *l > 400).unwrap_or(400);
+        std::fs::write("/proc/sys/kernel/ns_last_pid", low.to_string())
+            .expect("writing ns_last_pid needs root (CAP_SYS_ADMIN): run the tests as CI does");
+        let child = waiting_child("read x");
+        let pid = child.0.id();
+        assert!(pid < last, "the child ({pid}) has a pid below the last cursor ({last})");
+        src.collect(&mut t, 3.0, 3_000);
+        assert_eq!(src.new_pids.last_listing, Some(super::super::new_pids::Why::Wrapped));
+        assert!(t.index_of(pid).is_some(), "the child is found by the listing");
     }
 
     /// A process that does not run is left unread, with the sample of its last read (so rates
