@@ -3,7 +3,7 @@
 //! `/intake` side channel (health, self-metrics). Runs right after a process check, whose table
 //! and reported set it uses. All buffers are reused.
 
-use super::process::{frame, Encoded, ProcessCheck, Zstd};
+use super::process::{frame, Encoded, ProcessCheck, Zstd, ZSTD_LEVEL_CONNECTIONS};
 use crate::checks::connections::{select, ConnSelection};
 use crate::encode::connections_msg::{collector_connections, collector_connections_json, Scratch};
 use crate::encode::process_intake::{side_channel, CheckHealth, SelfMetric};
@@ -232,7 +232,7 @@ impl ConnectionsCheck {
                     http,
                     &mut self.scratch,
                 );
-                if !frame(msg, TYPE_COLLECTOR_CONNECTIONS, unix_ms, &self.proto, zstd) {
+                if !frame(msg, TYPE_COLLECTOR_CONNECTIONS, unix_ms, &self.proto, zstd, ZSTD_LEVEL_CONNECTIONS) {
                     continue;
                 }
             }

@@ -16,18 +16,43 @@ use std::io::{self, Cursor};
 
 /// At most this many processes per message (spec/protocol.md §7).
 pub const MAX_PER_MESSAGE: usize = 100;
-/// Level 1: the process payload is small and this keeps compression well under a millisecond.
-const ZSTD_LEVEL: i32 = 1;
+/// Process messages at level 1: command lines and paths vary, and the payload is small.
+pub const ZSTD_LEVEL_PROCESSES: i32 = 1;
+/// Connection messages at level -1 (zstd's first "fast" level: fewer match searches): 100
+/// connections repeat the host, namespace, metric names and addresses, so they lose little to
+/// it. Measured on a 100-connection message (`zstd -b`): loopback addresses (the budget's) 893
+/// bytes either way at 3.1 GB/s (level 1) and 4.8 GB/s (level -1); the same with 40 different
+/// private addresses 2,174 and 2,280 bytes (5 % more) at 1.6 and 2.0 GB/s. Compression was a
+/// seventh of the connections check's CPU at level 1 (perf, benches/connections_cycle.rs).
+pub const ZSTD_LEVEL_CONNECTIONS: i32 = -1;
 
 /// The zstd context that compresses process-agent messages. The app keeps one and lends it to
 /// the process and connections checks in turn: a context keeps its tables and sequence store at
 /// their high-water size, so a second one would hold as much again for nothing (with the shared
 /// deflate compressor, the budget's `[heap]` went from 2,888 to 2,360 KiB: benches/README.md).
-pub type Zstd = zstd::bulk::Compressor<'static>;
+/// Each message type has its level; the context's is changed only when it differs (a parameter
+/// set, no reallocation: both levels use the same table sizes).
+pub struct Zstd {
+    ctx: zstd::bulk::Compressor<'static>,
+    level: i32,
+}
 
-/// A context at the level every process-agent message is compressed at.
+impl Zstd {
+    /// Compresses `src` as one frame at `level` after `dst`'s position; `false` if it failed.
+    fn compress_at(&mut self, level: i32, src: &[u8], dst: &mut Cursor<&mut Vec<u8>>) -> bool {
+        if self.level != level {
+            if self.ctx.set_compression_level(level).is_err() {
+                return false;
+            }
+            self.level = level;
+        }
+        self.ctx.compress_to_buffer(src, dst).is_ok()
+    }
+}
+
+/// A context for process-agent messages.
 pub fn zstd_context() -> io::Result<Zstd> {
-    Zstd::new(ZSTD_LEVEL)
+    Ok(Zstd { ctx: zstd::bulk::Compressor::new(ZSTD_LEVEL_PROCESSES)?, level: ZSTD_LEVEL_PROCESSES })
 }
 
 pub struct ProcessCheck {
@@ -249,7 +274,7 @@ impl ProcessCheck {
                     self.group_id,
                     chunks as i32,
                 );
-                if !frame(msg, process_msg::TYPE_COLLECTOR_PROC, unix_ms, &self.proto, zstd) {
+                if !frame(msg, process_msg::TYPE_COLLECTOR_PROC, unix_ms, &self.proto, zstd, ZSTD_LEVEL_PROCESSES) {
                     continue;
                 }
             }
@@ -316,7 +341,7 @@ impl ProcessCheck {
                 self.group_id,
                 chunks as i32,
             );
-            if frame(msg, process_msg::TYPE_COLLECTOR_COMMANDS, unix_ms, &self.proto, zstd) {
+            if frame(msg, process_msg::TYPE_COLLECTOR_COMMANDS, unix_ms, &self.proto, zstd, ZSTD_LEVEL_PROCESSES) {
                 emit(Encoded::Collector(msg));
             }
         }
@@ -373,9 +398,9 @@ impl ProcessCheck {
     }
 }
 
-/// A process-agent message: the 16-byte header, then `proto` compressed as one zstd frame.
-/// `false` when compression failed (the message is skipped).
-pub(crate) fn frame(msg: &mut Vec<u8>, msg_type: u8, unix_ms: i64, proto: &[u8], zstd: &mut Zstd) -> bool {
+/// A process-agent message: the 16-byte header, then `proto` compressed as one zstd frame at
+/// `level`. `false` when compression failed (the message is skipped).
+pub(crate) fn frame(msg: &mut Vec<u8>, msg_type: u8, unix_ms: i64, proto: &[u8], zstd: &mut Zstd, level: i32) -> bool {
     msg.clear();
     process_msg::header(msg, msg_type, unix_ms);
     let bound = zstd::zstd_safe::compress_bound(proto.len()) + msg.len();
@@ -384,5 +409,5 @@ pub(crate) fn frame(msg: &mut Vec<u8>, msg_type: u8, unix_ms: i64, proto: &[u8],
     }
     let mut cursor = Cursor::new(&mut *msg);
     cursor.set_position(16);
-    zstd.compress_to_buffer(proto, &mut cursor).is_ok()
+    zstd.compress_at(level, proto, &mut cursor)
 }
