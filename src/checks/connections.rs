@@ -53,13 +53,19 @@ pub fn host_local(ip: IpAddr) -> bool {
 /// The process agent also prefixes a configured cluster name; an ECS agent has none.
 pub fn write_namespace(out: &mut Vec<u8>, host: &str, c: &Conn) {
     out.clear();
-    if host_local(c.local_ip()) && host_local(c.remote_ip()) {
+    if namespace_scoped(c) {
         out.extend_from_slice(host.as_bytes());
         if c.ns != 0 {
             out.push(b':');
             push_decimal(out, c.ns);
         }
     }
+}
+
+/// Whether `c`'s `namespace` names its host and network namespace (both ends host-local), so
+/// that it is the same text for every such connection of that namespace.
+pub fn namespace_scoped(c: &Conn) -> bool {
+    host_local(c.local_ip()) && host_local(c.remote_ip())
 }
 
 /// An address as Go's `net.IP.String()` prints it (the process agent's form): dotted IPv4,
@@ -72,12 +78,14 @@ pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         // The common case, by hand: `fmt` machinery was a tenth of the cycle's CPU (perf).
         IpAddr::V4(v4) => {
+            let mut buf = Digits::<15>::default();
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    buf.push(b'.');
                 }
-                push_octet(out, octet);
+                buf.octet(octet);
             }
+            out.extend_from_slice(buf.as_bytes());
         }
         IpAddr::V6(_) => {
             let mut buf = StackStr::default();
@@ -108,35 +116,64 @@ fn endpoint(out: &mut Vec<u8>, ns: &[u8], ip: IpAddr, port: Option<u16>) {
     out.push(b':');
     write_ip(out, ip);
     if let Some(p) = port {
-        out.push(b':');
-        push_port(out, p);
+        let mut d = Digits::<6>::default();
+        d.push(b':');
+        d.port(p);
+        out.extend_from_slice(d.as_bytes());
     }
 }
 
-/// An address octet in decimal, digit by digit: four of these for each of the four addresses a
-/// reported connection prints, where the general [`crate::fmt::decimal`] (a 20-byte scratch,
-/// reversed) was 3 % of the agent's CPU under the budget (perf).
-fn push_octet(out: &mut Vec<u8>, o: u8) {
-    if o >= 100 {
-        out.push(b'0' + o / 100);
-    }
-    if o >= 10 {
-        out.push(b'0' + o / 10 % 10);
-    }
-    out.push(b'0' + o % 10);
+/// Up to `N` bytes of decimal text on the stack, copied out with one `extend_from_slice`: a
+/// `Vec::push` per digit (a capacity check and a length update each) was most of what printing
+/// the four addresses of every reported connection cost (perf, benches/connections_cycle.rs).
+struct Digits<const N: usize> {
+    buf: [u8; N],
+    len: usize,
 }
 
-/// A port in decimal, digit by digit (see [`push_octet`]).
-fn push_port(out: &mut Vec<u8>, p: u16) {
-    let mut started = false;
-    for unit in [10_000, 1_000, 100, 10] {
-        let digit = (p / unit % 10) as u8;
-        started |= digit != 0;
-        if started {
-            out.push(b'0' + digit);
+impl<const N: usize> Default for Digits<N> {
+    fn default() -> Self {
+        Digits { buf: [0; N], len: 0 }
+    }
+}
+
+impl<const N: usize> Digits<N> {
+    /// Appends `b`; a byte past `N` is dropped (the callers' sizes are exact).
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
         }
     }
-    out.push(b'0' + (p % 10) as u8);
+
+    /// An address octet in decimal (no general formatter: [`crate::fmt::decimal`] was 3 % of the
+    /// agent's CPU under the budget, perf).
+    fn octet(&mut self, o: u8) {
+        if o >= 100 {
+            self.push(b'0' + o / 100);
+        }
+        if o >= 10 {
+            self.push(b'0' + o / 10 % 10);
+        }
+        self.push(b'0' + o % 10);
+    }
+
+    /// A port in decimal.
+    fn port(&mut self, p: u16) {
+        let mut started = false;
+        for unit in [10_000, 1_000, 100, 10] {
+            let digit = (p / unit % 10) as u8;
+            started |= digit != 0;
+            if started {
+                self.push(b'0' + digit);
+            }
+        }
+        self.push(b'0' + (p % 10) as u8);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
 }
 
 fn push_decimal(out: &mut Vec<u8>, v: u64) {
@@ -334,40 +371,46 @@ pub fn select(
     sel.relations.settle(now);
 }
 
+/// A socket of namespace 4026531840, cookie 1, inode 7, for tests.
+#[cfg(test)]
+pub(crate) fn test_conn(family: u8, local: &str, lport: u16, remote: &str, rport: u16) -> Conn {
+    let addr = |s: &str| -> [u8; 16] {
+        match s.parse::<IpAddr>().unwrap() {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                b
+            }
+            IpAddr::V6(a) => a.octets(),
+        }
+    };
+    Conn {
+        ns: 4026531840,
+        cookie: 1,
+        family,
+        state: 1,
+        local: addr(local),
+        lport,
+        remote: addr(remote),
+        rport,
+        inode: 7,
+        uid: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        total_retrans: 0,
+        rtt_us: 0,
+        rttvar_us: 0,
+        deltas: None,
+        first_seen_mono: 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn conn(family: u8, local: &str, lport: u16, remote: &str, rport: u16) -> Conn {
-        let addr = |s: &str| -> [u8; 16] {
-            match s.parse::<IpAddr>().unwrap() {
-                IpAddr::V4(a) => {
-                    let mut b = [0u8; 16];
-                    b[..4].copy_from_slice(&a.octets());
-                    b
-                }
-                IpAddr::V6(a) => a.octets(),
-            }
-        };
-        Conn {
-            ns: 4026531840,
-            cookie: 1,
-            family,
-            state: 1,
-            local: addr(local),
-            lport,
-            remote: addr(remote),
-            rport,
-            inode: 7,
-            uid: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            total_retrans: 0,
-            rtt_us: 0,
-            rttvar_us: 0,
-            deltas: None,
-            first_seen_mono: 0.0,
-        }
+        test_conn(family, local, lport, remote, rport)
     }
 
     fn ident(c: &Conn, d: Direction) -> String {
@@ -496,15 +539,19 @@ mod tests {
     #[test]
     fn octets_and_ports_print_as_std_does() {
         for o in 0..=u8::MAX {
-            let mut out = Vec::new();
-            push_octet(&mut out, o);
-            assert_eq!(out, o.to_string().as_bytes());
+            let mut d = Digits::<3>::default();
+            d.octet(o);
+            assert_eq!(d.as_bytes(), o.to_string().as_bytes());
         }
         for p in 0..=u16::MAX {
-            let mut out = Vec::new();
-            push_port(&mut out, p);
-            assert_eq!(out, p.to_string().as_bytes());
+            let mut d = Digits::<5>::default();
+            d.port(p);
+            assert_eq!(d.as_bytes(), p.to_string().as_bytes());
         }
+        // Full: what does not fit is dropped, never written past the buffer.
+        let mut d = Digits::<2>::default();
+        d.port(12345);
+        assert_eq!(d.as_bytes(), b"12");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use super::http_metrics;
 use super::json;
 use super::proto::{bytes, double_present, float, int32, int64, large_message, message, repeated_bytes};
-use crate::checks::connections::{write_identifier, write_ip, write_namespace, Reported};
+use crate::checks::connections::{namespace_scoped, write_identifier, write_ip, write_namespace, Reported};
 use crate::model::connection::{Conn, ConnTable};
 use crate::model::http_flows::HttpFlows;
 
@@ -40,6 +40,8 @@ fn view(c: &Conn, interval_s: f64) -> View {
 #[derive(Default)]
 pub struct Scratch {
     ns: Vec<u8>,
+    /// The network namespace `ns` holds the scoped text of (see [`namespace_scoped`]).
+    ns_of: Option<u64>,
     ident: Vec<u8>,
     ip: Vec<u8>,
     http: http_metrics::Scratch,
@@ -60,10 +62,18 @@ pub fn collector_connections(
 ) {
     bytes(out, 2, host.as_bytes());
     let interval_s = f64::from(interval_ms) / 1000.0;
+    s.ns_of = None;
     for r in part {
         let Some(c) = t.conns.get(r.conn as usize) else { continue };
         let v = view(c, interval_s);
-        write_namespace(&mut s.ns, host, c);
+        // The table is in namespace order: a scoped namespace's text is written once a run.
+        if !namespace_scoped(c) {
+            s.ns.clear();
+            s.ns_of = None;
+        } else if s.ns_of != Some(c.ns) {
+            write_namespace(&mut s.ns, host, c);
+            s.ns_of = Some(c.ns);
+        }
         write_identifier(&mut s.ident, &s.ns, c, r.direction);
         large_message(out, 3, |o| {
             int32(o, 1, r.pid as i32);
@@ -88,10 +98,7 @@ pub fn collector_connections(
                 bytes(o, 53, protocol.name().as_bytes());
             }
             for (name, value) in v.metrics {
-                message(o, 54, |m| {
-                    repeated_bytes(m, 1, name.as_bytes());
-                    message(m, 3, |val| double_present(val, 2, value));
-                });
+                metric(o, name, value);
             }
             if let Some((_, bins)) = app {
                 http_metrics::write_proto(o, bins, interval_s, &mut s.http);
@@ -101,6 +108,35 @@ pub fn collector_connections(
     int32(out, 5, group_id);
     int32(out, 6, group_size);
     int32(out, 8, interval_ms);
+}
+
+/// One entry of `metrics` (field 54: `name`, then `value` as a `double`), as
+/// [`metric_nested`] writes it, but with its few fixed bytes copied at once: five of these per
+/// connection, through nested length prefixes and byte pushes, were the larger part of encoding
+/// a connection (perf, benches/connections_cycle.rs). A name too long for one-byte lengths
+/// takes the general way.
+fn metric(o: &mut Vec<u8>, name: &str, value: f64) {
+    let n = name.len();
+    // The entry's body: the name's key, length and bytes, then the value's message (key,
+    // length 9, the double's key and eight bytes).
+    let body = n + 2 + 11;
+    if body >= 0x80 {
+        metric_nested(o, name, value);
+        return;
+    }
+    // Field 54, length-delimited: the varint of 54 << 3 | 2 = 434.
+    o.extend_from_slice(&[0xb2, 0x03, body as u8, 0x0a, n as u8]);
+    o.extend_from_slice(name.as_bytes());
+    o.extend_from_slice(&[0x1a, 0x09, 0x11]);
+    o.extend_from_slice(&value.to_le_bytes());
+}
+
+/// The same entry through the general protobuf writers.
+fn metric_nested(o: &mut Vec<u8>, name: &str, value: f64) {
+    message(o, 54, |m| {
+        repeated_bytes(m, 1, name.as_bytes());
+        message(m, 3, |val| double_present(val, 2, value));
+    });
 }
 
 /// The JSON view of the same message (dry run), field names as in the schema.
@@ -182,4 +218,73 @@ pub fn collector_connections_json(
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The namespace text is written once for a run of scoped connections of one namespace
+    /// and must be the same as written afresh for each: scoped and unscoped connections of
+    /// two namespaces, IPv4 and IPv6, interleaved.
+    #[test]
+    fn each_connection_carries_its_own_namespace() {
+        use crate::checks::connections::{test_conn, Direction};
+        let mut t = ConnTable::new(16);
+        let specs = [
+            (1, 2, "127.0.0.1", "127.0.0.1"),
+            (1, 2, "127.0.0.1", "127.0.0.2"),
+            (1, 2, "10.0.0.1", "10.0.0.2"),
+            (1, 2, "127.0.0.1", "127.0.0.1"),
+            (1, 10, "::1", "::1"),
+            (2, 2, "127.0.0.1", "127.0.0.1"),
+            (2, 2, "10.0.0.1", "127.0.0.1"),
+            (3, 2, "169.254.1.1", "127.0.0.1"),
+        ];
+        for (k, (ns, family, l, r)) in specs.into_iter().enumerate() {
+            let mut c = test_conn(family, l, 40_000 + k as u16, r, 80);
+            c.ns = ns;
+            c.cookie = k as u64;
+            t.conns.push(c);
+        }
+        let reported: Vec<Reported> = (0..t.conns.len() as u32)
+            .map(|conn| Reported { conn, pid: 9, pid_create_ms: 5, direction: Direction::Outgoing })
+            .collect();
+        let encode = |part: &[Reported]| {
+            let mut out = Vec::new();
+            collector_connections(&mut out, "host-a", &t, part, 1, 1, 1000, None, &mut Scratch::default());
+            out
+        };
+        let empty = encode(&[]);
+        let head = 2 + "host-a".len();
+        let tail = empty.len() - head;
+        let mut expected = empty[..head].to_vec();
+        for r in &reported {
+            let one = encode(std::slice::from_ref(r));
+            expected.extend_from_slice(&one[head..one.len() - tail]);
+        }
+        expected.extend_from_slice(&empty[head..]);
+        assert_eq!(encode(&reported), expected);
+        // And the texts themselves.
+        let mut ns = Vec::new();
+        write_namespace(&mut ns, "host-a", &t.conns[0]);
+        assert_eq!(ns, b"host-a:1");
+        write_namespace(&mut ns, "host-a", &t.conns[2]);
+        assert!(ns.is_empty());
+    }
+
+    #[test]
+    fn a_metric_entry_is_what_the_general_writers_make() {
+        let long = "m".repeat(200);
+        let names =
+            ["bytes_sent_delta", "bytes_received_delta", "rtt_seconds", "", "x", &long[..114], &long[..115], &long];
+        for name in names {
+            for value in [0.0, -0.0, 1.5, 1e-300, f64::MAX, f64::NAN, 123_456_789.0] {
+                let (mut fast, mut general) = (vec![7], vec![7]);
+                metric(&mut fast, name, value);
+                metric_nested(&mut general, name, value);
+                assert_eq!(fast, general, "{name:?} {value}");
+            }
+        }
+    }
 }
