@@ -410,6 +410,10 @@ pub struct HttpFlows {
     /// Connections dumps so far: a flow created after the latest one may belong to a socket
     /// that dump did not see yet, and is kept until the next.
     epoch: u64,
+    /// One bit per port: set for the local port of some flow's key (made by
+    /// [`HttpFlows::attribute`]). A socket whose local port has no bit has no flow, and is not
+    /// looked up: most of a busy host's sockets have none, and a look-up hashes the whole key.
+    local_ports: Vec<u64>,
     pub stats: HttpStats,
 }
 
@@ -427,6 +431,7 @@ impl HttpFlows {
             bins_total: 0,
             reported: Vec::new(),
             epoch: 0,
+            local_ports: Vec::new(),
             stats: HttpStats::default(),
         }
     }
@@ -733,7 +738,19 @@ impl HttpFlows {
             self.reported.clear();
             return;
         }
-        for c in &table.conns {
+        if self.local_ports.is_empty() {
+            self.local_ports = vec![0; 65_536 / 64];
+        }
+        self.local_ports.fill(0);
+        for key in self.index.keys() {
+            if let Some(w) = self.local_ports.get_mut(usize::from(key.lport / 64)) {
+                *w |= 1 << (key.lport % 64);
+            }
+        }
+        let ports = &self.local_ports;
+        let may_have_flow =
+            |c: &Conn| ports.get(usize::from(c.lport / 64)).is_some_and(|w| w & (1 << (c.lport % 64)) != 0);
+        for c in table.conns.iter().filter(|c| may_have_flow(c)) {
             if let Some(&slot) = self.index.get(&FlowKey::of_conn(c)) {
                 let f = &mut self.slots[slot as usize];
                 f.alive = true;
@@ -742,7 +759,7 @@ impl HttpFlows {
         }
         self.reported.clear();
         for k in reported {
-            let Some(c) = table.conns.get(k as usize) else { continue };
+            let Some(c) = table.conns.get(k as usize).filter(|c| may_have_flow(c)) else { continue };
             if let Some(&slot) = self.index.get(&FlowKey::of_conn(c)) {
                 self.reported.push((k, slot));
                 self.slots[slot as usize].reported = true;
