@@ -3,11 +3,13 @@
 use super::procfs::{ProcRoot, ReadBuf};
 use crate::model::host::{Disk, Filesystem, HostSample, Iface, ProblemSet, SnmpFile, SNMP_RATES};
 use crate::parse::{self, diskstats, mountinfo, net_dev, snmp};
+use rustix::fd::OwnedFd;
 use std::ffi::CStr;
 use std::io;
 use std::path::Path;
 
-/// Files a host check reads, in problem-bit order.
+/// Files a host check reads, in problem-bit order. Each is held open from cycle to cycle and
+/// re-read from offset 0 (see [`ReadBuf::read_held`]), in this order in [`HostSource::held`].
 pub const HOST_FILES: &[&str] = &[
     "stat",
     "meminfo",
@@ -33,6 +35,9 @@ pub struct HostSource {
     host_root: Vec<u8>,
     /// `<host_root><mount point>\0`, reused.
     path: Vec<u8>,
+    /// The descriptors of [`HOST_FILES`] (the mount table: whichever of `1/mountinfo` and
+    /// `self/mountinfo` is read), held between cycles.
+    held: [Option<OwnedFd>; 10],
 }
 
 impl HostSource {
@@ -60,7 +65,7 @@ impl HostSource {
             );
             host_root.clear();
         }
-        Ok(HostSource { root, buf, device_fs, host_root, path: Vec::with_capacity(256) })
+        Ok(HostSource { root, buf, device_fs, host_root, path: Vec::with_capacity(256), held: Default::default() })
     }
 
     /// Fills `s` (cleared first). A file that cannot be read or parsed sets its problem bit and
@@ -76,26 +81,33 @@ impl HostSource {
             }
         };
 
-        mark(0, self.read(c"stat", parse::proc_stat::parse).map(|v| s.stat = Some(v)).is_some());
-        mark(1, self.read(c"meminfo", parse::meminfo::parse).map(|v| s.mem = Some(v)).is_some());
-        mark(2, self.read(c"loadavg", parse::loadavg::parse_loadavg).map(|v| s.load = Some(v)).is_some());
-        mark(3, self.read(c"uptime", parse::loadavg::parse_uptime).map(|v| s.uptime = Some(v)).is_some());
+        mark(0, self.read(0, c"stat", parse::proc_stat::parse).map(|v| s.stat = Some(v)).is_some());
+        mark(1, self.read(1, c"meminfo", parse::meminfo::parse).map(|v| s.mem = Some(v)).is_some());
+        mark(2, self.read(2, c"loadavg", parse::loadavg::parse_loadavg).map(|v| s.load = Some(v)).is_some());
+        mark(3, self.read(3, c"uptime", parse::loadavg::parse_uptime).map(|v| s.uptime = Some(v)).is_some());
         mark(4, self.net_dev(s));
         mark(5, self.diskstats(s));
-        mark(6, self.snmp(s, SnmpFile::Snmp, c"net/snmp"));
-        mark(7, self.snmp(s, SnmpFile::Netstat, c"net/netstat"));
-        mark(8, self.read(c"sys/fs/file-nr", parse::file_nr::parse).map(|v| s.file_nr = Some(v)).is_some());
+        mark(6, self.snmp(s, SnmpFile::Snmp, 6, c"net/snmp"));
+        mark(7, self.snmp(s, SnmpFile::Netstat, 7, c"net/netstat"));
+        mark(8, self.read(8, c"sys/fs/file-nr", parse::file_nr::parse).map(|v| s.file_nr = Some(v)).is_some());
         mark(9, self.filesystems(s));
         s.problems = problems;
         s.valid = true;
     }
 
-    fn read<T>(&mut self, path: &CStr, p: fn(&[u8]) -> Result<T, parse::ParseError>) -> Option<T> {
-        p(self.buf.read_file(self.root.fd(), path).ok()?).ok()
+    /// A file rendered in one piece (see [`ReadBuf::read_rendered`]), through held descriptor `k`.
+    fn read<T>(&mut self, k: usize, path: &CStr, p: fn(&[u8]) -> Result<T, parse::ParseError>) -> Option<T> {
+        p(self.file(k, path, true).ok()?).ok()
+    }
+
+    /// [`HOST_FILES`]`[k]` (`path`), through its held descriptor.
+    fn file(&mut self, k: usize, path: &CStr, rendered: bool) -> io::Result<&[u8]> {
+        let Some(slot) = self.held.get_mut(k) else { return self.buf.read_file(self.root.fd(), path) };
+        self.buf.read_held(self.root.fd(), path, slot, rendered)
     }
 
     fn net_dev(&mut self, s: &mut HostSample) -> bool {
-        let Ok(bytes) = self.buf.read_file(self.root.fd(), c"net/dev") else { return false };
+        let Ok(bytes) = self.file(4, c"net/dev", false) else { return false };
         let mut ok = true;
         for d in net_dev::iter(bytes) {
             match d {
@@ -110,7 +122,7 @@ impl HostSource {
     }
 
     fn diskstats(&mut self, s: &mut HostSample) -> bool {
-        let Ok(bytes) = self.buf.read_file(self.root.fd(), c"diskstats") else { return false };
+        let Ok(bytes) = self.file(5, c"diskstats", false) else { return false };
         let mut ok = true;
         for d in diskstats::iter(bytes) {
             match d {
@@ -124,8 +136,8 @@ impl HostSource {
         ok
     }
 
-    fn snmp(&mut self, s: &mut HostSample, file: SnmpFile, path: &CStr) -> bool {
-        let Ok(bytes) = self.buf.read_file(self.root.fd(), path) else { return false };
+    fn snmp(&mut self, s: &mut HostSample, file: SnmpFile, k: usize, path: &CStr) -> bool {
+        let Ok(bytes) = self.file(k, path, true) else { return false };
         for t in snmp::tables(bytes).filter_map(Result::ok) {
             for (slot, (_, f, proto, key)) in s.snmp.iter_mut().zip(SNMP_RATES) {
                 if *f == file && t.proto == *proto {
@@ -139,7 +151,7 @@ impl HostSource {
 
     fn filesystems(&mut self, s: &mut HostSample) -> bool {
         let mounts = if self.host_root.is_empty() { c"self/mountinfo" } else { c"1/mountinfo" };
-        let Ok(bytes) = self.buf.read_file(self.root.fd(), mounts) else { return false };
+        let Ok(bytes) = self.buf.read_held(self.root.fd(), mounts, &mut self.held[9], false) else { return false };
         let mut ok = true;
         let mut seen_devices: smallvec::SmallVec<[(u32, u32); 16]> = smallvec::SmallVec::new();
         for m in mountinfo::iter(bytes) {
@@ -207,6 +219,27 @@ mod tests {
         let root = s.filesystems.iter().find(|f| s.names.get(f.mount_point) == b"/\0").unwrap();
         assert!(root.total_bytes >= root.used_bytes);
         assert!(s.snmp[0].is_some(), "Tcp InSegs");
+    }
+
+    /// Every host file is held after a cycle and read again through the same descriptor the
+    /// next, with fresh figures.
+    #[test]
+    fn host_files_are_held_and_read_afresh() {
+        use rustix::fd::AsRawFd;
+        let mut src = HostSource::open(Path::new("/proc")).unwrap();
+        let mut s = HostSample::default();
+        src.collect(&mut s, 1.0, 1_700_000_000);
+        let fds: Vec<i32> = src.held.iter().map(|f| f.as_ref().expect("held").as_raw_fd()).collect();
+        let (uptime, cpu) = (s.uptime.unwrap(), s.stat.unwrap().cpu.total());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        src.collect(&mut s, 2.0, 1_700_000_001);
+        assert_eq!(s.problems, 0, "problems: {:b}", s.problems);
+        let again: Vec<i32> = src.held.iter().map(|f| f.as_ref().expect("held").as_raw_fd()).collect();
+        assert_eq!(fds, again, "the same descriptors");
+        assert!(s.uptime.unwrap() > uptime, "uptime {} then {}", uptime, s.uptime.unwrap());
+        assert!(s.stat.unwrap().cpu.total() >= cpu);
+        assert!(s.iface_named(b"lo").is_some());
+        assert!(!s.filesystems.is_empty());
     }
 
     #[test]

@@ -195,6 +195,8 @@ pub struct ProcessSource {
     loadavg: Option<OwnedFd>,
     /// The leaders this cycle's probe found among the pids allocated since the last one (sorted).
     fresh: Vec<u32>,
+    /// `HOST_PROC/stat` and `meminfo`, held (see [`ReadBuf::read_held`]).
+    host_files: [Option<OwnedFd>; 2],
 }
 
 /// `status` and `statm` of a reported process that has not run and kept its resident size are read
@@ -294,6 +296,7 @@ impl ProcessSource {
             new_pids: NewPids::new(0, false),
             loadavg: None,
             fresh: Vec::with_capacity(64),
+            host_files: Default::default(),
         };
         source.clocks_work = clocks_work(source.root.as_fd(), &mut source.link, &mut source.buf);
         // The cursor in `loadavg` is the reader's pid namespace's: it stands for `HOST_PROC`'s
@@ -343,7 +346,9 @@ impl ProcessSource {
             None => None,
         };
         let mut forks = None;
-        if let Ok(Ok(s)) = self.buf.read_rendered(self.root.as_fd(), c"stat").map(proc_stat::parse) {
+        if let Ok(Ok(s)) =
+            self.buf.read_held(self.root.as_fd(), c"stat", &mut self.host_files[0], true).map(proc_stat::parse)
+        {
             let total = s.cpu.total();
             t.host_cpu_delta = total.saturating_sub(t.host_cpu_total);
             t.host_cpu_total = total;
@@ -351,7 +356,9 @@ impl ProcessSource {
             self.boot_time = s.boot_time;
             forks = Some(s.processes_created);
         }
-        if let Ok(Ok(m)) = self.buf.read_rendered(self.root.as_fd(), c"meminfo").map(meminfo::parse) {
+        if let Ok(Ok(m)) =
+            self.buf.read_held(self.root.as_fd(), c"meminfo", &mut self.host_files[1], true).map(meminfo::parse)
+        {
             t.mem_total_kib = m.total;
             t.mem_available_kib = m.available.unwrap_or(m.free + m.buffers + m.cached);
         }

@@ -85,6 +85,49 @@ impl ReadBuf {
         }
     }
 
+    /// Reads the whole file `path` under `dir` through the descriptor held in `slot` (opened
+    /// there on first use, dropped after a failed read so the next call opens it again):
+    /// `pread`s from offset 0, which makes a procfs seq_file or sysctl render afresh, so a file
+    /// read every cycle costs its reads and no `openat`/`close`. `rendered`: the file renders in
+    /// one piece (see [`ReadBuf::read_rendered`]), so one short `pread` is all of it; else
+    /// (files of many records, which a seq_file renders a page at a time) `pread`s follow until
+    /// one returns nothing.
+    pub fn read_held(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        path: &CStr,
+        slot: &mut Option<OwnedFd>,
+        rendered: bool,
+    ) -> io::Result<&[u8]> {
+        let fd = match slot.take() {
+            Some(fd) => fd,
+            None => ReadBuf::open_rendered(dir, path)?,
+        };
+        let n = if rendered { self.reread(fd.as_fd()).map(<[u8]>::len) } else { self.pread_all(fd.as_fd()) };
+        let n = n?;
+        *slot = Some(fd);
+        Ok(self.buf.get(..n).unwrap_or(&[]))
+    }
+
+    /// `pread`s from offset 0 until a read returns nothing; the length read.
+    fn pread_all(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let mut n = 0;
+        loop {
+            if n == self.buf.len() {
+                let new_len = self.buf.len() * 2;
+                self.buf.resize(new_len, 0);
+            }
+            let spare = self.buf.get_mut(n..).unwrap_or(&mut []);
+            match rustix::io::pread(fd, spare, n as u64) {
+                Ok(0) => return Ok(n),
+                Ok(r) => n += r,
+                Err(Errno::INTR) => continue,
+                Err(Errno::SRCH) => return Err(io::ErrorKind::NotFound.into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn read(&mut self, dir: BorrowedFd<'_>, path: &CStr, short_is_end: bool) -> io::Result<&[u8]> {
         let fd = loop {
             match openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty()) {
@@ -211,5 +254,32 @@ mod tests {
             let e = buf.reread(fd.as_fd()).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
         }
+    }
+
+    /// A seq_file of many records renders a page or so per read: a held one is read to its end,
+    /// from the start each time (`/proc/kallsyms`: megabytes that do not change).
+    #[test]
+    fn a_held_file_of_many_records_is_read_whole_each_time() {
+        let root = ProcRoot::open(Path::new("/proc")).unwrap();
+        let mut buf = ReadBuf::with_capacity(4096);
+        let mut slot = None;
+        let want = std::fs::read("/proc/kallsyms").unwrap();
+        assert!(want.len() > 64 * 1024, "{} bytes", want.len());
+        for _ in 0..2 {
+            let got = buf.read_held(root.fd(), c"kallsyms", &mut slot, false).unwrap();
+            assert!(got == want, "{} bytes read, {} expected", got.len(), want.len());
+        }
+        assert!(slot.is_some());
+        // One rendered in one piece: one read, fresh each time.
+        let mut uptime = None;
+        let a = buf.read_held(root.fd(), c"uptime", &mut uptime, true).unwrap().to_vec();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let b = buf.read_held(root.fd(), c"uptime", &mut uptime, true).unwrap().to_vec();
+        assert!(a.ends_with(b"\n") && b.ends_with(b"\n"));
+        assert_ne!(a, b);
+        // A failed read lets the descriptor go (opened again next time).
+        let mut missing = None;
+        assert!(buf.read_held(root.fd(), c"no-such-file", &mut missing, true).is_err());
+        assert!(missing.is_none());
     }
 }
