@@ -10,13 +10,20 @@
 //! upwards from a cursor (`idr_alloc_cyclic`, wrapping at `pid_max`), and `/proc/loadavg` ends
 //! with the cursor of the reader's pid namespace (the last pid allocated). So every task created
 //! since the last cycle has a pid in `(last, now]`, unless the cursor wrapped or went round
-//! whole, which the fork counter (`processes` in `/proc/stat`) bounds: fewer forks than a
-//! quarter of `pid_max` cannot go round. Known processes that ended are found by their held
-//! directories (a read says `ESRCH`), as before.
+//! whole. A wrap shows as a cursor that went back; going round takes at least `pid_max` pid
+//! allocations in one cycle, and the fork counter (`processes` in `/proc/stat`) bounds the
+//! successful ones: more than the probe takes (at most a quarter of `pid_max`), or more than the
+//! cursor moved, and the cycle lists. A fork is visible to `pidfd_open` a little after it takes
+//! its pid (it may wait on a cgroup migration in between): the pids of the last range that named
+//! no leader are probed once more the next cycle (see [`NewPids::retry`]). Known processes that
+//! ended are found by their CPU clocks and held directories, as before.
 //!
 //! What this does not see, until the next listing (at least every [`LISTING_EVERY_SECS`]): a
 //! task given a chosen pid (`clone3` with `set_tid`, or a write to `ns_last_pid`: checkpoint and
-//! restore tools) below the cursor without moving it. A listing is made instead of the probe
+//! restore tools) below the cursor without moving it; and, where forks fail by the thousand
+//! (`pids.max` refusing a fork loop allocates and frees a pid each time, uncounted) so that the
+//! cursor goes round within one cycle and lands no further than the probe reaches, the
+//! processes made meanwhile (the chance of that landing is the probe's reach over `pid_max`). A listing is made instead of the probe
 //! whenever the counters cannot be trusted: the first cycle, `HOST_PROC` of another pid
 //! namespace than the agent's, a cursor that went backwards, more new tasks than the probe is
 //! worth, or a cycle that skipped a process for want of descriptors.
@@ -64,6 +71,8 @@ pub const LISTING_EVERY_SECS: f64 = 60.0;
 
 pub struct NewPids {
     last: Option<Counters>,
+    /// The cursor of the cycle before `last` (the start of `last`'s range).
+    prev_cursor: Option<u32>,
     listed_at: Option<f64>,
     /// `/proc/sys/kernel/pid_max` (0: unknown, which disables the probe).
     pub pid_max: u32,
@@ -77,12 +86,17 @@ pub struct NewPids {
     pub probes: u64,
     /// Why the last cycle listed (`None`: it probed).
     pub last_listing: Option<Why>,
+    /// Pids of the last cycle's range (its most recent [`NewPids::most_probed`]) that named no
+    /// leader then, probed once more: a fork takes its pid before `pidfd_open` (or a listing)
+    /// can see it. Set by the source after each cycle.
+    pub retry: Vec<u32>,
 }
 
 impl NewPids {
     pub fn new(pid_max: u32, usable: bool) -> NewPids {
         NewPids {
             last: None,
+            prev_cursor: None,
             listed_at: None,
             pid_max,
             usable: usable && pid_max > 0,
@@ -90,6 +104,7 @@ impl NewPids {
             listings: 0,
             probes: 0,
             last_listing: None,
+            retry: Vec::new(),
         }
     }
 
@@ -100,19 +115,42 @@ impl NewPids {
         (known as u64 / 2).clamp(64, 1024).min(u64::from(self.pid_max / 4))
     }
 
+    /// The pids allocated in the last cycle's range, at most its [`NewPids::most_probed`] most
+    /// recent ones (those whose forks may have been in flight), first and last, for the source to
+    /// keep those it did not find as [`NewPids::retry`]; `None` when the range is empty, unknown
+    /// or wrapped.
+    pub fn last_range(&self, known: usize) -> Option<(u32, u32)> {
+        match (self.prev_cursor, self.last) {
+            (Some(a), Some(b)) if b.last_pid > a => {
+                let most = u32::try_from(self.most_probed(known)).unwrap_or(u32::MAX);
+                Some((a.saturating_add(1).max(b.last_pid.saturating_sub(most).saturating_add(1)), b.last_pid))
+            }
+            _ => None,
+        }
+    }
+
     /// This cycle's plan, from the counters read now (`None`: unreadable), the monotonic clock and
     /// the number of processes known. The counters become the next cycle's baseline whatever the
     /// plan: a listing finds everything up to them too.
     pub fn plan(&mut self, now: Option<Counters>, mono: f64, known: usize) -> Plan {
         let last = std::mem::replace(&mut self.last, now);
+        self.prev_cursor = last.map(|c| c.last_pid);
         let relist = std::mem::take(&mut self.relist);
         let plan = match (last, now) {
             _ if !self.usable => Plan::List(Why::Unavailable),
             (_, None) => Plan::List(Why::Unavailable),
             (None, Some(_)) => Plan::List(Why::First),
             _ if self.listed_at.is_none_or(|at| mono - at >= LISTING_EVERY_SECS) => Plan::List(Why::Due),
+            // Every successful fork moves the cursor at least one pid: a cursor that moved less
+            // than the fork counter went round (or was set back).
+            (Some(a), Some(b))
+                if b.last_pid < a.last_pid
+                    || b.forks < a.forks
+                    || u64::from(b.last_pid - a.last_pid) < b.forks - a.forks =>
+            {
+                Plan::List(Why::Wrapped)
+            }
             _ if relist || known == 0 => Plan::List(Why::Relist),
-            (Some(a), Some(b)) if b.last_pid < a.last_pid || b.forks < a.forks => Plan::List(Why::Wrapped),
             (Some(a), Some(b)) => {
                 let most = self.most_probed(known);
                 if b.forks - a.forks > most || u64::from(b.last_pid - a.last_pid) > most {
@@ -182,14 +220,15 @@ mod tests {
         assert_eq!(n.plan(at(400, 5010), 1.0, 500), Plan::List(Why::Wrapped));
         // From there on the new baseline holds.
         assert_eq!(n.plan(at(405, 5015), 2.0, 500), Plan::Probe { after: 400, upto: 405 });
-        // More forks than the probe is worth (here 250: half the known processes), even when the
-        // cursor moved little (it may have gone round).
-        assert_eq!(n.plan(at(410, 5266), 3.0, 500), Plan::List(Why::Many));
-        assert_eq!(n.plan(at(410, 5516), 4.0, 500), Plan::Probe { after: 410, upto: 410 });
-        // More pids than that (forks that failed move the cursor too).
-        assert_eq!(n.plan(at(700, 5517), 5.0, 500), Plan::List(Why::Many));
+        // More forks than the probe is worth (here 250: half the known processes).
+        assert_eq!(n.plan(at(660, 5266), 3.0, 500), Plan::List(Why::Many));
+        // A cursor that moved less than the fork counter went round: each fork takes a pid.
+        assert_eq!(n.plan(at(665, 5300), 4.0, 500), Plan::List(Why::Wrapped));
+        assert_eq!(n.plan(at(670, 5305), 4.5, 500), Plan::Probe { after: 665, upto: 670 });
+        // More pids than the probe takes (forks that failed move the cursor too).
+        assert_eq!(n.plan(at(960, 5306), 5.0, 500), Plan::List(Why::Many));
         // A fork counter that went backwards is not this kernel's.
-        assert_eq!(n.plan(at(701, 10), 6.0, 500), Plan::List(Why::Wrapped));
+        assert_eq!(n.plan(at(961, 10), 6.0, 500), Plan::List(Why::Wrapped));
         // Unreadable counters; then they are a new baseline.
         assert_eq!(n.plan(None, 7.0, 500), Plan::List(Why::Unavailable));
         assert_eq!(n.plan(at(702, 11), 8.0, 500), Plan::List(Why::First));
@@ -199,6 +238,24 @@ mod tests {
         assert!(!n.relist);
         assert_eq!(n.plan(at(702, 11), 10.0, 0), Plan::List(Why::Relist));
         assert_eq!(n.plan(at(702, 11), 11.0, 500), Plan::Probe { after: 702, upto: 702 });
+    }
+
+    /// The pids to look at again next cycle: the last range's most recent ones, whichever way it
+    /// was covered; none for a wrapped, empty or unknown one.
+    #[test]
+    fn the_last_range_is_its_most_recent_pids() {
+        let mut n = NewPids::new(32768, true);
+        n.plan(at(1000, 10), 0.0, 500);
+        assert_eq!(n.last_range(500), None, "the first cycle has no range");
+        n.plan(at(1005, 15), 1.0, 500);
+        assert_eq!(n.last_range(500), Some((1001, 1005)));
+        n.plan(at(1005, 15), 2.0, 500);
+        assert_eq!(n.last_range(500), None, "nothing allocated");
+        // Listed for many: only the most recent 250 (half the known processes).
+        n.plan(at(2005, 1015), 3.0, 500);
+        assert_eq!(n.last_range(500), Some((1756, 2005)));
+        n.plan(at(100, 1020), 4.0, 500);
+        assert_eq!(n.last_range(500), None, "wrapped");
     }
 
     #[test]
