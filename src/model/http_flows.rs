@@ -1462,36 +1462,24 @@ mod tests {
     }
 
     fn conn(local: ([u8; 4], u16), remote: ([u8; 4], u16), mapped: bool) -> Conn {
-        let addr = |a: [u8; 4]| {
-            let mut b = [0u8; 16];
+        let ip = |a: [u8; 4]| {
+            let v4 = std::net::Ipv4Addr::from(a);
             if mapped {
-                b[10] = 0xff;
-                b[11] = 0xff;
-                b[12..].copy_from_slice(&a);
+                v4.to_ipv6_mapped().to_string()
             } else {
-                b[..4].copy_from_slice(&a);
+                v4.to_string()
             }
-            b
         };
-        Conn {
-            ns: NS,
-            cookie: 1,
-            family: if mapped { 10 } else { 2 },
-            state: 1,
-            local: addr(local.0),
-            lport: local.1,
-            remote: addr(remote.0),
-            rport: remote.1,
-            inode: 1,
-            uid: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            total_retrans: 0,
-            rtt_us: 0,
-            rttvar_us: 0,
-            deltas: None,
-            first_seen_mono: 0.0,
-        }
+        let mut c = crate::checks::connections::test_conn(
+            if mapped { 10 } else { 2 },
+            &ip(local.0),
+            local.1,
+            &ip(remote.0),
+            remote.1,
+        );
+        c.ns = NS;
+        c.inode = 1;
+        c
     }
 
     #[test]

@@ -1474,17 +1474,23 @@ mod tests {
         )
     }
 
-    /// A process that ended leaves its text buffer to the next one found (see
-    /// [`SpareTexts`]): the merge retires a known process that ended (not listed any more, or
-    /// found ended through its held directory on a cycle without a listing).
-    #[test]
-    fn an_ended_process_leaves_its_text_buffer_to_the_spares() {
+    /// A settled `read x` child, and a fresh source whose table has it after one cycle.
+    fn known_child() -> (Reaped, u32, ProcessSource, ProcessTable) {
         let child = waiting_child("read x");
         let pid = child.0.id();
         settle(pid);
         let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
         let mut t = ProcessTable::default();
         src.collect(&mut t, 1.0, 1_000);
+        (child, pid, src, t)
+    }
+
+    /// A process that ended leaves its text buffer to the next one found (see
+    /// [`SpareTexts`]): the merge retires a known process that ended (not listed any more, or
+    /// found ended through its held directory on a cycle without a listing).
+    #[test]
+    fn an_ended_process_leaves_its_text_buffer_to_the_spares() {
+        let (child, pid, mut src, mut t) = known_child();
         let p = t.procs.iter().find(|p| p.pid == pid).expect("the child is in the table");
         assert!(p.args().any(|a| a == b"read x"), "{:?}", p.args_raw());
         let buffer = p.args_raw().as_ptr();
@@ -1558,12 +1564,7 @@ mod tests {
     /// a new process, which is looked for (and, here, not found: `Gone::Vanished`).
     #[test]
     fn an_ended_process_is_ended_not_vanished() {
-        let child = waiting_child("read x");
-        let pid = child.0.id();
-        settle(pid);
-        let mut src = ProcessSource::open(Path::new("/proc")).unwrap();
-        let mut t = ProcessTable::default();
-        src.collect(&mut t, 1.0, 1_000);
+        let (child, pid, mut src, mut t) = known_child();
         let p = t.procs.remove(t.index_of(pid).expect("the child is in the table"));
         let q = t.procs.iter().position(|q| q.pid != pid).map(|i| t.procs.remove(i)).unwrap();
         drop(child); // killed and reaped
