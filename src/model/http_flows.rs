@@ -431,7 +431,7 @@ impl HttpFlows {
             bins_total: 0,
             reported: Vec::new(),
             epoch: 0,
-            local_ports: Vec::new(),
+            local_ports: vec![0; 65_536 / 64],
             stats: HttpStats::default(),
         }
     }
@@ -737,9 +737,6 @@ impl HttpFlows {
         if self.index.is_empty() {
             self.reported.clear();
             return;
-        }
-        if self.local_ports.is_empty() {
-            self.local_ports = vec![0; 65_536 / 64];
         }
         self.local_ports.fill(0);
         for key in self.index.keys() {

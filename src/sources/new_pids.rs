@@ -104,7 +104,8 @@ impl NewPids {
             listings: 0,
             probes: 0,
             last_listing: None,
-            retry: Vec::new(),
+            // Room for a whole range (see `most_probed`): kept from cycle to cycle, never grown.
+            retry: Vec::with_capacity(1024),
         }
     }
 
