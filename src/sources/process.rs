@@ -197,8 +197,6 @@ pub struct ProcessSource {
     fresh: Vec<u32>,
     /// `HOST_PROC/stat` and `meminfo`, held (see [`ReadBuf::read_held`]).
     host_files: [Option<OwnedFd>; 2],
-    /// Whether this cycle's pids were listed (else: the known ones and the probe's).
-    listed_now: bool,
 }
 
 /// `status` and `statm` of a reported process that has not run and kept its resident size are read
@@ -306,7 +304,6 @@ impl ProcessSource {
             loadavg: None,
             fresh: Vec::with_capacity(64),
             host_files: Default::default(),
-            listed_now: true,
         };
         source.clocks_work = clocks_work(source.root.as_fd(), &mut source.link, &mut source.buf);
         // The cursor in `loadavg` is the reader's pid namespace's: it stands for `HOST_PROC`'s
@@ -394,7 +391,6 @@ impl ProcessSource {
                 }
             },
         };
-        self.listed_now = listed;
         self.keep_retries(t.procs.len());
         self.fd_ceiling = fd_ceiling();
         let ceiling = hold_ceiling(self.fd_ceiling, self.pids.len());
@@ -760,7 +756,8 @@ impl ProcessSource {
             // Not refreshed yet this cycle. A listed pid names a live process; without a listing
             // the known pids stand in for the listed ones, so the parent's CPU clock says whether
             // a process has its pid, and a pid the probe found names a new one.
-            return !self.listed_now
+            // (`last_listing` is `None` exactly on a cycle that probed.)
+            return self.new_pids.last_listing.is_none()
                 && (self.fresh.binary_search(&ppid).is_ok() || cpu_clock::process_cpu_ns(ppid).is_none());
         }
         match done.binary_search_by_key(&ppid, |q| q.pid) {
