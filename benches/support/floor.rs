@@ -7,7 +7,7 @@ use rustix::fd::AsFd;
 use rustix::fs::{openat, Mode, OFlags, RawDir, CWD};
 use std::io::Write;
 use std::mem::MaybeUninit;
-use sts_agent::parse::inet_diag::{dump_request, messages, Msg, STATES_OWNED};
+use sts_agent::parse::inet_diag::{dump_request, dump_request_both_families, messages, Msg, STATES_OWNED};
 use sts_agent::sys::netlink::{DiagSocket, RECV_BUFFER};
 
 /// List `/proc`, then open, read once (one buffer, reused) and close `stat`, `statm` and `io`
@@ -60,21 +60,32 @@ fn pid_path<'a>(buf: &'a mut [u8; 32], pid: u32, f: &str) -> &'a std::ffi::CStr 
     std::ffi::CStr::from_bytes_with_nul(&buf[..n]).unwrap()
 }
 
-/// The agent's inet_diag request (TCP, IPv4 and IPv6, its states, with `tcp_info`) in this
-/// thread's namespace, received into one buffer and not parsed.
+/// The inet_diag dumps of TCP sockets (the agent's states, with `tcp_info`) in this thread's
+/// namespace, received into one buffer and not parsed: one request per family (IPv4, then IPv6),
+/// as `ss` and the documented `SOCK_DIAG_BY_FAMILY` request make them, each a walk of the
+/// kernel's whole socket hash table; or ([`DumpFloor::one_walk`]) both families in one request,
+/// the way the agent asks.
 pub struct DumpFloor {
     sock: DiagSocket,
-    requests: [[u8; 72]; 2],
+    requests: Vec<Vec<u8>>,
     buf: Vec<u8>,
 }
 
 impl DumpFloor {
     pub fn new() -> DumpFloor {
-        DumpFloor {
-            sock: DiagSocket::open().unwrap(),
-            requests: [dump_request(2, STATES_OWNED, true), dump_request(10, STATES_OWNED, true)],
-            buf: vec![0; RECV_BUFFER],
-        }
+        DumpFloor::with(vec![
+            dump_request(2, STATES_OWNED, true).to_vec(),
+            dump_request(10, STATES_OWNED, true).to_vec(),
+        ])
+    }
+
+    /// Both families in one request (`TCPDIAG_GETSOCK`): one walk of the hash table.
+    pub fn one_walk() -> DumpFloor {
+        DumpFloor::with(vec![dump_request_both_families(STATES_OWNED, true).to_vec()])
+    }
+
+    fn with(requests: Vec<Vec<u8>>) -> DumpFloor {
+        DumpFloor { sock: DiagSocket::open().unwrap(), requests, buf: vec![0; RECV_BUFFER] }
     }
 
     /// Bytes received.
