@@ -9,7 +9,9 @@
 use super::http_metrics;
 use super::json;
 use super::proto::{bytes, double_present, float, int32, int64, large_message, message, repeated_bytes};
-use crate::checks::connections::{namespace_scoped, write_identifier, write_ip, write_namespace, Reported};
+use crate::checks::connections::{
+    namespace_scoped, write_identifier, write_identifier_printed, write_ip, write_namespace, IpText, Reported,
+};
 use crate::model::connection::{Conn, ConnTable};
 use crate::model::http_flows::HttpFlows;
 
@@ -43,7 +45,6 @@ pub struct Scratch {
     /// The network namespace `ns` holds the scoped text of (see [`namespace_scoped`]).
     ns_of: Option<u64>,
     ident: Vec<u8>,
-    ip: Vec<u8>,
     http: http_metrics::Scratch,
 }
 
@@ -74,14 +75,13 @@ pub fn collector_connections(
             write_namespace(&mut s.ns, host, c);
             s.ns_of = Some(c.ns);
         }
-        write_identifier(&mut s.ident, &s.ns, c, r.direction);
+        let (local, remote) = (IpText::of(c.local_ip()), IpText::of(c.remote_ip()));
+        write_identifier_printed(&mut s.ident, &s.ns, &local, &remote, c, r.direction);
         large_message(out, 3, |o| {
             int32(o, 1, r.pid as i32);
-            for (field, ip, port) in [(5, c.local_ip(), c.lport), (6, c.remote_ip(), c.rport)] {
-                s.ip.clear();
-                write_ip(&mut s.ip, ip);
+            for (field, ip, port) in [(5, &local, c.lport), (6, &remote, c.rport)] {
                 message(o, field, |a| {
-                    bytes(a, 2, &s.ip);
+                    bytes(a, 2, ip.as_bytes());
                     int32(a, 3, i32::from(port));
                 });
             }
@@ -271,6 +271,43 @@ mod tests {
         assert_eq!(ns, b"host-a:1");
         write_namespace(&mut ns, "host-a", &t.conns[2]);
         assert!(ns.is_empty());
+    }
+
+    /// Each address is printed once per connection for its address field and its identifier:
+    /// local and remote stay apart, IPv4-mapped IPv6 prints as IPv4.
+    #[test]
+    fn addresses_and_identifier_name_each_end() {
+        use crate::checks::connections::{test_conn, Direction};
+        let sub = |field: u8, ip: &str, port: u16| {
+            let mut m = vec![0x12, ip.len() as u8];
+            m.extend_from_slice(ip.as_bytes());
+            m.push(0x18);
+            let mut p = u32::from(port);
+            while p >= 0x80 {
+                m.push((p as u8) | 0x80);
+                p >>= 7;
+            }
+            m.push(p as u8);
+            let mut out = vec![field << 3 | 2, m.len() as u8];
+            out.extend_from_slice(&m);
+            out
+        };
+        for (family, l, r, lt, rt) in [
+            (2, "10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"),
+            (10, "2001:db8::1", "2001:db8::2", "2001:db8::1", "2001:db8::2"),
+            (10, "::ffff:10.1.2.3", "::ffff:10.3.2.1", "10.1.2.3", "10.3.2.1"),
+        ] {
+            let mut t = ConnTable::new(4);
+            t.conns.push(test_conn(family, l, 40_001, r, 8080));
+            let part = [Reported { conn: 0, pid: 9, pid_create_ms: 5, direction: Direction::Outgoing }];
+            let mut out = Vec::new();
+            collector_connections(&mut out, "h", &t, &part, 1, 1, 1000, None, &mut Scratch::default());
+            let has = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
+            assert!(has(&sub(5, lt, 40_001)), "{l}: laddr");
+            assert!(has(&sub(6, rt, 8080)), "{r}: raddr");
+            let ident = format!("out::{lt}::{rt}:8080");
+            assert!(has(ident.as_bytes()), "{ident}");
+        }
     }
 
     #[test]

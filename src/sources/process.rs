@@ -165,6 +165,8 @@ pub struct ProcessSource {
     /// Processes skipped for want of file descriptors (`EMFILE`/`ENFILE`): since start, since the
     /// last log line, and when that line was written (at most one per [`NO_FDS_LOG_SECS`]).
     pub no_fds_total: u64,
+    /// Descriptor counts taken (`fd/` of reported processes) since the agent started.
+    pub fd_counts_total: u64,
     no_fds_unlogged: u64,
     no_fds_logged_at: Option<f64>,
     /// Descriptors numbered from here up are left to the rest of the agent (see [`fd_ceiling`]).
@@ -289,6 +291,7 @@ impl ProcessSource {
             execs: 0,
             users: Users::new(host_proc),
             no_fds_total: 0,
+            fd_counts_total: 0,
             no_fds_unlogged: 0,
             no_fds_logged_at: None,
             fd_ceiling: u64::MAX,
@@ -529,9 +532,14 @@ impl ProcessSource {
                     p.detail_basis = Some((p.cur.statm.resident, self.cycle));
                 }
             }
-            // A process that has not run has opened and closed nothing.
-            if !(p.unread && p.detail.open_fds.is_some()) {
+            // A process that has not run has opened and closed nothing (one that ran had its
+            // count dropped): counted again on its turn only every fourth turn, for a descriptor
+            // table shared with another process (`clone` with `CLONE_FILES`, not a thread), which
+            // may change while this one does not run.
+            let fds_turn = (u64::from(p.pid) + self.cycle) % DETAIL_STANDING_CYCLES == 0;
+            if p.detail.open_fds.is_none() || (!p.unread && fds_turn) {
                 p.detail.open_fds = count_fds(p.dir.as_fd(), &mut p.held.fd_dir, hold_fd_dirs, &mut self.dents);
+                self.fd_counts_total += 1;
             }
         }
         t.no_fds += no_fds;
@@ -1845,6 +1853,32 @@ mod tests {
         let p = entry(&t, pid);
         assert!(p.unread, "idle, off its turn");
         assert_eq!(p.detail.open_fds, Some(fd_count(pid)), "open_fds as sent");
+    }
+
+    /// A reported process that does not run is read on its turn (every fourth cycle), but its
+    /// descriptors are counted again only every fourth turn: over 32 idle cycles, two counts,
+    /// each on a cycle where `(pid + cycle) % 16 == 0`, and the count as sent stays right.
+    #[test]
+    fn an_idle_process_has_its_descriptors_counted_every_fourth_turn() {
+        let (_child, pid, mut src, mut t) = known_child();
+        // Counted once while it runs no more (its first count, or after it ran at start).
+        cycle(&mut src, &mut t, pid, true);
+        cycle(&mut src, &mut t, pid, true);
+        let (mut turns, mut counted_on) = (0, Vec::new());
+        for _ in 0..32 {
+            let before = src.fd_counts_total;
+            cycle(&mut src, &mut t, pid, true);
+            let p = entry(&t, pid);
+            assert!(!p.ran, "cycle {}: the child stays idle", src.cycle);
+            turns += u32::from(!p.unread);
+            if src.fd_counts_total > before {
+                counted_on.push(src.cycle);
+            }
+            assert_eq!(p.detail.open_fds, Some(fd_count(pid)), "cycle {}: the count as sent", src.cycle);
+        }
+        assert_eq!(turns, 8, "read on its turn, one cycle in four");
+        assert_eq!(counted_on.len(), 2, "counted on every fourth turn only: {counted_on:?}");
+        assert!(counted_on.iter().all(|c| (u64::from(pid) + c) % DETAIL_STANDING_CYCLES == 0), "{counted_on:?}");
     }
 
     /// A parent that exits is a zombie until reaped, still listed, and its children are
