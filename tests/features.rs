@@ -331,6 +331,14 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
             "{f}"
         );
     }
+    // How the process check found its processes: the first cycle listed /proc, and the
+    // listings add up by reason.
+    let ps = &st["process_source"];
+    assert_eq!(ps["listings_by_reason"]["first"], 1, "{ps}");
+    let by_reason: u64 = ps["listings_by_reason"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(Some(by_reason), ps["listings"].as_u64(), "{ps}");
+    assert_eq!(ps["listings"].as_u64().unwrap() + ps["probes"].as_u64().unwrap(), p["runs"].as_u64().unwrap(), "{ps}");
+    assert!(ps["processes"].as_u64().unwrap() > 1 && ps["probe_usable"].is_boolean(), "{ps}");
     // The refused payloads: dropped by reason, the same counts as `/status` (they happened once,
     // so they hold still); every other reason absent, as `/status` has it 0.
     assert_eq!(dropped(&payload, "series", "bad_request"), Some(1.0));

@@ -451,6 +451,7 @@ mod tests {
             dogstatsd: None,
             dogstatsd_listeners: None,
             features: None,
+            process_source: None,
         };
         let mut out = Vec::new();
         status::write(&mut out, &input);

@@ -114,6 +114,20 @@ pub enum Encoded<'a> {
 }
 
 impl ProcessCheck {
+    /// How the check found its processes, for `/status`.
+    pub fn source_status(&self) -> super::status::ProcessSourceStatus {
+        let n = &self.source.new_pids;
+        super::status::ProcessSourceStatus {
+            listings_by_reason: n.listings_by_reason,
+            probes: n.probes,
+            probe_usable: n.usable,
+            processes: self.table.procs.len() as u64,
+            unread_last_cycle: u64::from(self.table.unread),
+            skipped_no_fds_total: self.source.no_fds_total,
+            descriptor_counts_total: self.source.fd_counts_total,
+        }
+    }
+
     pub fn new(cfg: &Config, containers_only: bool) -> io::Result<ProcessCheck> {
         let mut source = ProcessSource::open(&cfg.host_proc)?;
         // Nothing is reported in containers-only mode: no file is worth its kernel memory.

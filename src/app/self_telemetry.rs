@@ -213,6 +213,7 @@ impl super::App {
             dogstatsd: self.dogstatsd.as_ref().map(|d| d.status()).or(self.dogstatsd_at_stop),
             dogstatsd_listeners: self.dogstatsd_listeners.as_ref(),
             features: Some(&self.features),
+            process_source: self.process.as_ref().map(|p| p.source_status()),
         }
     }
 
@@ -317,6 +318,7 @@ mod tests {
             dogstatsd: Some(dsd),
             dogstatsd_listeners: None,
             features: None,
+            process_source: None,
         };
         let mut rows = MetricRows::default();
         emit(&mut rows, &s, Some(ProcessAgentCounts { processes: 120, containers: 4 }));

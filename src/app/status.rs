@@ -30,6 +30,24 @@ pub struct CheckStatus {
     pub total_allocations: Option<u64>,
 }
 
+/// How the process check found its processes (`/status` `process_source`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessSourceStatus {
+    /// Cycles that listed `HOST_PROC`, by reason (`sources::new_pids::Why::ALL`'s order), and
+    /// cycles that probed the pids allocated since the last one instead.
+    pub listings_by_reason: [u64; 6],
+    pub probes: u64,
+    /// Whether the probe may be used at all (this procfs is the agent's pid namespace and
+    /// `pidfd_open` works).
+    pub probe_usable: bool,
+    /// Processes in the table, and those the last cycle left unread (not run since read).
+    pub processes: u64,
+    pub unread_last_cycle: u64,
+    /// Processes skipped for want of descriptors, and descriptor counts taken, since start.
+    pub skipped_no_fds_total: u64,
+    pub descriptor_counts_total: u64,
+}
+
 pub struct StatusInput<'a> {
     pub host: &'a str,
     pub started: Instant,
@@ -49,6 +67,8 @@ pub struct StatusInput<'a> {
     pub dogstatsd_listeners: Option<&'a ListenerReport>,
     /// The receivers' features: asked, answered, in effect (`features.rs`).
     pub features: Option<&'a FeatureDiscovery>,
+    /// The process check's discovery, when the check is on.
+    pub process_source: Option<ProcessSourceStatus>,
 }
 
 pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
@@ -241,6 +261,33 @@ pub fn write(out: &mut Vec<u8>, s: &StatusInput<'_>) {
         None => out.extend_from_slice(b"null"),
         Some(f) => f.status_json(out),
     }
+    out.extend_from_slice(b",\"process_source\":");
+    match &s.process_source {
+        None => out.extend_from_slice(b"null"),
+        Some(p) => process_source(out, p),
+    }
+    out.push(b'}');
+}
+
+/// Listings and probes (`sources/new_pids.rs`), the table, and descriptor figures.
+fn process_source(out: &mut Vec<u8>, p: &ProcessSourceStatus) {
+    use crate::sources::new_pids::Why;
+    out.extend_from_slice(b"{\"listings\":");
+    json::u64(out, p.listings_by_reason.iter().sum());
+    out.extend_from_slice(b",\"listings_by_reason\":{");
+    let by_reason: [(&str, u64); 6] = std::array::from_fn(|i| (Why::ALL[i].name(), p.listings_by_reason[i]));
+    json::u64_fields(out, &by_reason);
+    out.extend_from_slice(b"},\"probe_usable\":");
+    out.extend_from_slice(if p.probe_usable { b"true" } else { b"false" });
+    out.push(b',');
+    let fields: [(&str, u64); 5] = [
+        ("probes", p.probes),
+        ("processes", p.processes),
+        ("unread_last_cycle", p.unread_last_cycle),
+        ("skipped_no_fds_total", p.skipped_no_fds_total),
+        ("descriptor_counts_total", p.descriptor_counts_total),
+    ];
+    json::u64_fields(out, &fields);
     out.push(b'}');
 }
 
@@ -347,6 +394,7 @@ mod tests {
             dogstatsd: dsd,
             dogstatsd_listeners: l,
             features: None,
+            process_source: None,
         }
     }
 
@@ -356,6 +404,45 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).expect("status::write writes JSON");
         let text = crate::control::render_status(&v, 0);
         (v, text)
+    }
+
+    /// `process_source`: listings by reason (adding up), probes, the table and descriptor
+    /// figures, in JSON and in the readable report; `null` without a process check.
+    #[test]
+    fn process_discovery_is_reported() {
+        let t0 = Instant::now();
+        let (v, text) = json_and_text(&input(None, None, t0));
+        assert!(v["process_source"].is_null());
+        assert!(!text.contains("listings of /proc"), "{text}");
+        let mut s = input(None, None, t0);
+        s.process_source = Some(ProcessSourceStatus {
+            listings_by_reason: [1, 0, 7, 2, 0, 3],
+            probes: 400,
+            probe_usable: true,
+            processes: 580,
+            unread_last_cycle: 430,
+            skipped_no_fds_total: 5,
+            descriptor_counts_total: 9000,
+        });
+        let (v, text) = json_and_text(&s);
+        let p = &v["process_source"];
+        assert_eq!(p["listings"], 13);
+        assert_eq!(
+            p["listings_by_reason"],
+            serde_json::json!({"first": 1, "unavailable": 0, "due": 7, "relist": 2, "wrapped": 0, "many": 3})
+        );
+        assert_eq!((p["probes"].as_u64(), p["probe_usable"].as_bool()), (Some(400), Some(true)));
+        assert_eq!((p["processes"].as_u64(), p["unread_last_cycle"].as_u64()), (Some(580), Some(430)));
+        assert_eq!((p["skipped_no_fds_total"].as_u64(), p["descriptor_counts_total"].as_u64()), (Some(5), Some(9000)));
+        assert!(
+            text.contains(
+                "580 known, 430 left unread last cycle (not run since read); 13 listings of /proc (due 7, first 1, many 3, relist 2), 400 probes; 5 skipped"
+            ),
+            "{text}"
+        );
+        s.process_source = Some(ProcessSourceStatus { probe_usable: false, ..Default::default() });
+        let (_, text) = json_and_text(&s);
+        assert!(text.contains("0 listings of /proc (none), 0 probes (probing unavailable)"), "{text}");
     }
 
     /// `/status` says which DogStatsD socket is down and why, running on the other or disabled.

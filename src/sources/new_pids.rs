@@ -55,6 +55,22 @@ pub enum Why {
     Many,
 }
 
+impl Why {
+    pub const ALL: [Why; 6] = [Why::First, Why::Unavailable, Why::Due, Why::Relist, Why::Wrapped, Why::Many];
+
+    /// Its name in `/status` (`process_source.listings_by_reason`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Why::First => "first",
+            Why::Unavailable => "unavailable",
+            Why::Due => "due",
+            Why::Relist => "relist",
+            Why::Wrapped => "wrapped",
+            Why::Many => "many",
+        }
+    }
+}
+
 /// What a cycle does to find its pids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
@@ -84,6 +100,8 @@ pub struct NewPids {
     /// Cycles that listed, and cycles that probed.
     pub listings: u64,
     pub probes: u64,
+    /// Cycles that listed, by reason (in [`Why::ALL`]'s order).
+    pub listings_by_reason: [u64; 6],
     /// Why the last cycle listed (`None`: it probed).
     pub last_listing: Option<Why>,
     /// Pids of the last cycle's range (its most recent [`NewPids::most_probed`]) that named no
@@ -103,6 +121,7 @@ impl NewPids {
             relist: false,
             listings: 0,
             probes: 0,
+            listings_by_reason: [0; 6],
             last_listing: None,
             // Room for a whole range (see `most_probed`): kept from cycle to cycle, never grown.
             retry: Vec::with_capacity(1024),
@@ -164,6 +183,7 @@ impl NewPids {
         match plan {
             Plan::List(why) => {
                 self.listings += 1;
+                self.listings_by_reason[why as usize] += 1;
                 self.last_listing = Some(why);
                 self.listed_at = Some(mono);
             }
@@ -181,6 +201,7 @@ impl NewPids {
     pub fn probe_failed(&mut self, mono: f64, refused: bool) {
         self.probes -= 1;
         self.listings += 1;
+        self.listings_by_reason[Why::Unavailable as usize] += 1;
         self.last_listing = Some(Why::Unavailable);
         self.listed_at = Some(mono);
         if refused {
@@ -295,5 +316,25 @@ mod tests {
         assert!(matches!(n.plan(at(102, 102), 2.0, 500), Plan::Probe { .. }));
         n.probe_failed(2.0, true);
         assert_eq!(n.plan(at(103, 103), 3.0, 500), Plan::List(Why::Unavailable));
+        // First, then three unavailable (two failed probes, one refused for good).
+        assert_eq!(n.listings_by_reason, [1, 3, 0, 0, 0, 0]);
+    }
+
+    /// Listings are counted by reason, in `Why::ALL`'s order, and add up to `listings`.
+    #[test]
+    fn listings_are_counted_by_reason() {
+        assert!(Why::ALL.iter().enumerate().all(|(i, w)| *w as usize == i));
+        let mut n = primed(at(1000, 5000));
+        assert_eq!(n.plan(at(900, 5001), 1.0, 500), Plan::List(Why::Wrapped));
+        assert_eq!(n.plan(at(3000, 7000), 2.0, 500), Plan::List(Why::Many));
+        n.relist = true;
+        assert_eq!(n.plan(at(3001, 7001), 3.0, 500), Plan::List(Why::Relist));
+        assert_eq!(n.plan(at(3002, 7002), 100.0, 500), Plan::List(Why::Due));
+        assert!(matches!(n.plan(at(3003, 7003), 101.0, 500), Plan::Probe { .. }));
+        assert_eq!(n.listings_by_reason, [1, 0, 1, 1, 1, 1]);
+        assert_eq!(n.listings_by_reason.iter().sum::<u64>(), n.listings);
+        assert_eq!(n.probes, 1);
+        let names: Vec<&str> = Why::ALL.iter().map(|w| w.name()).collect();
+        assert_eq!(names, ["first", "unavailable", "due", "relist", "wrapped", "many"]);
     }
 }
