@@ -294,21 +294,25 @@ pub fn render_status(s: &Value, now_unix: u64) -> String {
         }
     }
     if let Some(p) = s.get("process_source").filter(|p| p.is_object()) {
-        let reasons: Vec<String> = p
-            .get("listings_by_reason")
-            .and_then(Value::as_object)
-            .map(|m| m.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(k, n)| format!("{k} {n}")).collect())
-            .unwrap_or_default();
+        // In the agent's order of reasons, not the JSON map's.
+        let by_reason = &p["listings_by_reason"];
+        let reasons: Vec<String> = crate::sources::new_pids::Why::ALL
+            .iter()
+            .map(|w| (w.name(), u(by_reason, w.name())))
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         let _ = writeln!(
             o,
-            "  processes    {} known, {} left unread last cycle (not run since read); {} listings of /proc ({}), {} probes{}; {} skipped for want of descriptors",
+            "  processes    {} known, {} left unread last cycle (not run since read); {} listings of /proc ({}), {} probes{}; {} skipped for want of descriptors, {} descriptor counts",
             u(p, "processes"),
             u(p, "unread_last_cycle"),
             u(p, "listings"),
             if reasons.is_empty() { "none".to_string() } else { reasons.join(", ") },
             u(p, "probes"),
             if p.get("probe_usable").and_then(Value::as_bool) == Some(false) { " (probing unavailable)" } else { "" },
-            u(p, "skipped_no_fds_total")
+            u(p, "skipped_no_fds_total"),
+            u(p, "descriptor_counts_total")
         );
     }
 

@@ -35,7 +35,7 @@ pub struct CheckStatus {
 pub struct ProcessSourceStatus {
     /// Cycles that listed `HOST_PROC`, by reason (`sources::new_pids::Why::ALL`'s order), and
     /// cycles that probed the pids allocated since the last one instead.
-    pub listings_by_reason: [u64; 6],
+    pub listings_by_reason: [u64; crate::sources::new_pids::Why::COUNT],
     pub probes: u64,
     /// Whether the probe may be used at all (this procfs is the agent's pid namespace and
     /// `pidfd_open` works).
@@ -275,7 +275,7 @@ fn process_source(out: &mut Vec<u8>, p: &ProcessSourceStatus) {
     out.extend_from_slice(b"{\"listings\":");
     json::u64(out, p.listings_by_reason.iter().sum());
     out.extend_from_slice(b",\"listings_by_reason\":{");
-    let by_reason: [(&str, u64); 6] = std::array::from_fn(|i| (Why::ALL[i].name(), p.listings_by_reason[i]));
+    let by_reason: [(&str, u64); Why::COUNT] = std::array::from_fn(|i| (Why::ALL[i].name(), p.listings_by_reason[i]));
     json::u64_fields(out, &by_reason);
     out.extend_from_slice(b"},\"probe_usable\":");
     out.extend_from_slice(if p.probe_usable { b"true" } else { b"false" });
@@ -436,7 +436,7 @@ mod tests {
         assert_eq!((p["skipped_no_fds_total"].as_u64(), p["descriptor_counts_total"].as_u64()), (Some(5), Some(9000)));
         assert!(
             text.contains(
-                "580 known, 430 left unread last cycle (not run since read); 13 listings of /proc (due 7, first 1, many 3, relist 2), 400 probes; 5 skipped"
+                "580 known, 430 left unread last cycle (not run since read); 13 listings of /proc (first 1, due 7, relist 2, many 3), 400 probes; 5 skipped for want of descriptors, 9000 descriptor counts"
             ),
             "{text}"
         );

@@ -102,6 +102,8 @@ pub struct Proc {
     /// Not read this cycle: it had not run since its last read, so `cur` is that read's sample
     /// (see `sources::process::ProcessSource::probe`).
     pub unread: bool,
+    /// The process source's cycle in which `detail.open_fds` was counted.
+    pub fds_cycle: u64,
 }
 
 impl Proc {
@@ -129,6 +131,7 @@ impl Proc {
             missed: false,
             detail: ProcDetail::default(),
             detail_cycle: 0,
+            fds_cycle: 0,
             cpu_ns: None,
             ran: true,
             detail_basis: None,

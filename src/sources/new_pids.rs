@@ -56,7 +56,20 @@ pub enum Why {
 }
 
 impl Why {
-    pub const ALL: [Why; 6] = [Why::First, Why::Unavailable, Why::Due, Why::Relist, Why::Wrapped, Why::Many];
+    pub const COUNT: usize = 6;
+    pub const ALL: [Why; Why::COUNT] = [Why::First, Why::Unavailable, Why::Due, Why::Relist, Why::Wrapped, Why::Many];
+
+    /// Its place in [`Why::ALL`] and in [`NewPids::listings_by_reason`].
+    pub fn index(self) -> usize {
+        match self {
+            Why::First => 0,
+            Why::Unavailable => 1,
+            Why::Due => 2,
+            Why::Relist => 3,
+            Why::Wrapped => 4,
+            Why::Many => 5,
+        }
+    }
 
     /// Its name in `/status` (`process_source.listings_by_reason`).
     pub fn name(self) -> &'static str {
@@ -101,7 +114,7 @@ pub struct NewPids {
     pub listings: u64,
     pub probes: u64,
     /// Cycles that listed, by reason (in [`Why::ALL`]'s order).
-    pub listings_by_reason: [u64; 6],
+    pub listings_by_reason: [u64; Why::COUNT],
     /// Why the last cycle listed (`None`: it probed).
     pub last_listing: Option<Why>,
     /// Pids of the last cycle's range (its most recent [`NewPids::most_probed`]) that named no
@@ -121,7 +134,7 @@ impl NewPids {
             relist: false,
             listings: 0,
             probes: 0,
-            listings_by_reason: [0; 6],
+            listings_by_reason: [0; Why::COUNT],
             last_listing: None,
             // Room for a whole range (see `most_probed`): kept from cycle to cycle, never grown.
             retry: Vec::with_capacity(1024),
@@ -183,7 +196,7 @@ impl NewPids {
         match plan {
             Plan::List(why) => {
                 self.listings += 1;
-                self.listings_by_reason[why as usize] += 1;
+                self.count_listing(why);
                 self.last_listing = Some(why);
                 self.listed_at = Some(mono);
             }
@@ -195,13 +208,19 @@ impl NewPids {
         plan
     }
 
+    fn count_listing(&mut self, why: Why) {
+        if let Some(n) = self.listings_by_reason.get_mut(why.index()) {
+            *n += 1;
+        }
+    }
+
     /// The probe could not be made (a `pidfd_open` failed other than for a gone pid or a
     /// thread): this cycle lists after all; `refused` (no such syscall, or not permitted) ends
     /// probing for good.
     pub fn probe_failed(&mut self, mono: f64, refused: bool) {
         self.probes -= 1;
         self.listings += 1;
-        self.listings_by_reason[Why::Unavailable as usize] += 1;
+        self.count_listing(Why::Unavailable);
         self.last_listing = Some(Why::Unavailable);
         self.listed_at = Some(mono);
         if refused {
@@ -323,7 +342,7 @@ mod tests {
     /// Listings are counted by reason, in `Why::ALL`'s order, and add up to `listings`.
     #[test]
     fn listings_are_counted_by_reason() {
-        assert!(Why::ALL.iter().enumerate().all(|(i, w)| *w as usize == i));
+        assert!(Why::ALL.iter().enumerate().all(|(i, w)| w.index() == i));
         let mut n = primed(at(1000, 5000));
         assert_eq!(n.plan(at(900, 5001), 1.0, 500), Plan::List(Why::Wrapped));
         assert_eq!(n.plan(at(3000, 7000), 2.0, 500), Plan::List(Why::Many));

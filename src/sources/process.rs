@@ -165,7 +165,7 @@ pub struct ProcessSource {
     /// Processes skipped for want of file descriptors (`EMFILE`/`ENFILE`): since start, since the
     /// last log line, and when that line was written (at most one per [`NO_FDS_LOG_SECS`]).
     pub no_fds_total: u64,
-    /// Descriptor counts taken (`fd/` of reported processes) since the agent started.
+    /// Descriptor counts taken (`fd/` of reported processes, read) since the agent started.
     pub fd_counts_total: u64,
     no_fds_unlogged: u64,
     no_fds_logged_at: Option<f64>,
@@ -202,12 +202,16 @@ pub struct ProcessSource {
 }
 
 /// `status` and `statm` of a reported process that has not run and kept its resident size are read
-/// at least once in this many cycles all the same (see [`ProcessSource::enrich`]).
+/// at least once in this many cycles all the same, and its descriptors counted (see
+/// [`ProcessSource::enrich`]).
 pub const DETAIL_STANDING_CYCLES: u64 = 4 * STATUS_REFRESH_CYCLES;
 
 /// A process left unread while idle (see [`ProcessSource::probe`]) is read in full at least once
 /// every this many cycles (round-robin by pid), for what may change while it does not run.
 pub const FULL_READ_CYCLES: u64 = STATUS_REFRESH_CYCLES;
+
+// A descriptor-count turn (`(pid + cycle) % DETAIL_STANDING_CYCLES == 0`) is a read turn too.
+const _: () = assert!(DETAIL_STANDING_CYCLES % FULL_READ_CYCLES == 0);
 
 /// Whether processes' CPU clocks can stand for their `HOST_PROC` pids: `HOST_PROC/self` names
 /// the agent's own pid (so that procfs belongs to the agent's pid namespace, as with the ECS
@@ -479,7 +483,9 @@ impl ProcessSource {
     }
 
     /// Reads what is only needed for reported processes: the number of open file descriptors
-    /// (entries of `fd/`) every cycle; context switches and swap from `status`, and shared,
+    /// (entries of `fd/`) every cycle for one that ran since it was counted, else every
+    /// [`DETAIL_STANDING_CYCLES`] cycles (round-robin by pid, or when the count is that old);
+    /// context switches and swap from `status`, and shared,
     /// text, lib, data and dirty from `statm` (unless `STS_PROCESS_HOLD_FILES=all` read it this
     /// cycle), for a quarter of them per cycle (round-robin by pid), and for one whose last read
     /// is [`STATUS_REFRESH_CYCLES`] cycles old or more (one just selected, not reported for a
@@ -533,13 +539,18 @@ impl ProcessSource {
                 }
             }
             // A process that has not run has opened and closed nothing (one that ran had its
-            // count dropped): counted again on its turn only every fourth turn, for a descriptor
-            // table shared with another process (`clone` with `CLONE_FILES`, not a thread), which
-            // may change while this one does not run.
+            // count dropped): counted again every [`DETAIL_STANDING_CYCLES`] cycles only (round-
+            // robin by pid; or when older, for a process not reported on its turn), for a
+            // descriptor table shared with another process (`clone` with `CLONE_FILES`, not a
+            // thread), which may change while this one does not run.
             let fds_turn = (u64::from(p.pid) + self.cycle) % DETAIL_STANDING_CYCLES == 0;
-            if p.detail.open_fds.is_none() || (!p.unread && fds_turn) {
+            let fds_old = self.cycle.wrapping_sub(p.fds_cycle) >= DETAIL_STANDING_CYCLES;
+            if p.detail.open_fds.is_none() || fds_turn || fds_old {
                 p.detail.open_fds = count_fds(p.dir.as_fd(), &mut p.held.fd_dir, hold_fd_dirs, &mut self.dents);
-                self.fd_counts_total += 1;
+                if p.detail.open_fds.is_some() {
+                    p.fds_cycle = self.cycle;
+                    self.fd_counts_total += 1;
+                }
             }
         }
         t.no_fds += no_fds;
@@ -1879,6 +1890,27 @@ mod tests {
         assert_eq!(turns, 8, "read on its turn, one cycle in four");
         assert_eq!(counted_on.len(), 2, "counted on every fourth turn only: {counted_on:?}");
         assert!(counted_on.iter().all(|c| (u64::from(pid) + c) % DETAIL_STANDING_CYCLES == 0), "{counted_on:?}");
+        // Reported on every cycle but its counting turns (a top-N inclusion coming and going):
+        // counted all the same once its count is 16 cycles old, so never older than 15 when sent.
+        let mut counted = 0;
+        for _ in 0..48 {
+            let before = src.fd_counts_total;
+            let turn = (u64::from(pid) + src.cycle + 1) % DETAIL_STANDING_CYCLES == 0;
+            cycle(&mut src, &mut t, pid, !turn);
+            counted += src.fd_counts_total - before;
+            let p = entry(&t, pid);
+            assert!(!p.ran, "cycle {}: the child stays idle", src.cycle);
+            if !turn {
+                assert!(
+                    src.cycle - p.fds_cycle < DETAIL_STANDING_CYCLES,
+                    "cycle {}: counted at {}",
+                    src.cycle,
+                    p.fds_cycle
+                );
+                assert_eq!(p.detail.open_fds, Some(fd_count(pid)), "cycle {}: the count as sent", src.cycle);
+            }
+        }
+        assert_eq!(counted, 3, "once every 16 cycles, off the turn");
     }
 
     /// A parent that exits is a zombie until reaped, still listed, and its children are
