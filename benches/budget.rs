@@ -77,7 +77,8 @@ impl Default for Scenario {
             containers: 0,
             dogstatsd_per_s: 0,
             interval_s: 1,
-            cycles: 8,
+            // Two floors on alternate cycles (the floor and the stricter one): 8 of each.
+            cycles: 16,
             static_agent: None,
         }
     }
@@ -1490,6 +1491,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     std::thread::sleep(Duration::from_millis(300));
     let mut floor = Floor::new();
     std::hint::black_box(floor.cycle());
+    std::hint::black_box(floor.one_walk.cycle());
     // The psutil collector starts (imports, a warm-up cycle) before the agent's warm-up, so that
     // its process is an old one by the measured cycles.
     let mut psutil_server = if with_psutil { PsutilServer::start() } else { None };
@@ -1507,7 +1509,8 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     // Cycle by cycle, for the allocations of each (a cycle that meets a new process may
     // allocate for it; the median is the steady cycle).
     // The floor runs between the agent's cycles (the agent is idle then), one floor cycle per
-    // agent cycle, so both see the same machine: this VM's speed drifts by tens of percent.
+    // agent cycle (the floor's and the stricter floor's in turn), so both see the same machine:
+    // this VM's speed drifts by tens of percent.
     let (mut whole, mut checks) = (Vec::new(), Vec::new());
     let (mut agent_ms, mut floors, mut stricter) = (Vec::new(), Vec::new(), Vec::new());
     // psutil's cycles too, when one fits before the agent's next cycle (a psutil cycle takes a

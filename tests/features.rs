@@ -338,8 +338,9 @@ fn a_receiver_without_features_gets_the_defaults_and_one_request_per_base_url() 
     if ps["probe_usable"] == true {
         assert_eq!(ps["listings_by_reason"]["first"], 1, "{ps}");
     } else {
-        assert_eq!(ps["listings_by_reason"]["unavailable"], ps["listings"], "{ps}");
-        assert_eq!(ps["probes"], 0, "{ps}");
+        // Never usable (every cycle lists, unavailable), or refused after it started: either way
+        // a listing says so.
+        assert!(ps["listings_by_reason"]["unavailable"].as_u64().unwrap() >= 1, "{ps}");
     }
     let by_reason: u64 = ps["listings_by_reason"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
     assert_eq!(Some(by_reason), ps["listings"].as_u64(), "{ps}");

@@ -209,6 +209,7 @@ impl NewPids {
     }
 
     fn count_listing(&mut self, why: Why) {
+        debug_assert!(why.index() < Why::COUNT, "a reason without its place in Why::ALL");
         if let Some(n) = self.listings_by_reason.get_mut(why.index()) {
             *n += 1;
         }
