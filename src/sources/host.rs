@@ -1,9 +1,11 @@
 //! Reads the host files of one host check into a reused [`HostSample`].
 
-use super::procfs::{ProcRoot, ReadBuf};
+use super::procfs::{on_procfs, ProcRoot, ReadBuf};
 use crate::model::host::{Disk, Filesystem, HostSample, Iface, ProblemSet, SnmpFile, SNMP_RATES};
+use crate::model::names::{Names, Span};
 use crate::parse::{self, diskstats, mountinfo, net_dev, snmp};
-use rustix::fd::OwnedFd;
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::{AsFd, OwnedFd};
 use std::ffi::CStr;
 use std::io;
 use std::path::Path;
@@ -23,6 +25,32 @@ pub const HOST_FILES: &[&str] = &[
     "1/mountinfo",
 ];
 
+/// [`HOST_FILES`]' sysctl (`sys/fs/file-nr`: three numbers), read with a short first `pread`
+/// (see [`ReadBuf::reread_short`]).
+const FILE_NR: usize = 8;
+const FILE_NR_FIRST_READ: usize = 128;
+/// [`HOST_FILES`]' mount table.
+const MOUNTS: usize = 9;
+
+/// The mount table's block-device filesystems as last read (the mount table is read again only
+/// when the kernel says it changed: see [`HostSource::mounts_changed`]). Their sizes are not
+/// kept: `statvfs` asks for them every cycle.
+#[derive(Default)]
+struct Mounts {
+    names: Names,
+    /// Source (device), mount point (unescaped, NUL-terminated), filesystem type, and the
+    /// device's `major:minor`.
+    list: Vec<(Span, Span, Span, (u32, u32))>,
+    /// Every line of the last read parsed.
+    parsed: bool,
+    /// Read through the descriptor held now (a descriptor opened afresh is read at once).
+    current: bool,
+    /// The held descriptor is procfs's mount table, which `poll` marks `POLLPRI` after a change
+    /// (mount, unmount, remount, propagation change): a table that is not (a test's fake
+    /// procfs) is read every cycle.
+    pollable: bool,
+}
+
 pub struct HostSource {
     root: ProcRoot,
     buf: ReadBuf,
@@ -38,6 +66,9 @@ pub struct HostSource {
     /// The descriptors of [`HOST_FILES`] (the mount table: whichever of `1/mountinfo` and
     /// `self/mountinfo` is read), held between cycles.
     held: [Option<OwnedFd>; 10],
+    mounts: Mounts,
+    /// How many times the mount table was read (tests).
+    pub mount_table_reads: u64,
 }
 
 impl HostSource {
@@ -65,7 +96,16 @@ impl HostSource {
             );
             host_root.clear();
         }
-        Ok(HostSource { root, buf, device_fs, host_root, path: Vec::with_capacity(256), held: Default::default() })
+        Ok(HostSource {
+            root,
+            buf,
+            device_fs,
+            host_root,
+            path: Vec::with_capacity(256),
+            held: Default::default(),
+            mounts: Mounts::default(),
+            mount_table_reads: 0,
+        })
     }
 
     /// Fills `s` (cleared first). A file that cannot be read or parsed sets its problem bit and
@@ -103,6 +143,18 @@ impl HostSource {
     /// [`HOST_FILES`]`[k]` (`path`), through its held descriptor.
     fn file(&mut self, k: usize, path: &CStr, rendered: bool) -> io::Result<&[u8]> {
         let Some(slot) = self.held.get_mut(k) else { return self.buf.read_file(self.root.fd(), path) };
+        if k == FILE_NR {
+            // As `read_held`: opened on first use, dropped after a failed read.
+            let fd = match slot.take() {
+                Some(fd) => fd,
+                None => ReadBuf::open_rendered(self.root.fd(), path)?,
+            };
+            let read = self.buf.reread_short(fd.as_fd(), FILE_NR_FIRST_READ);
+            if read.is_ok() {
+                *slot = Some(fd);
+            }
+            return read;
+        }
         self.buf.read_held(self.root.fd(), path, slot, rendered)
     }
 
@@ -149,44 +201,87 @@ impl HostSource {
         true
     }
 
-    fn filesystems(&mut self, s: &mut HostSample) -> bool {
-        let mounts = if self.host_root.is_empty() { c"self/mountinfo" } else { c"1/mountinfo" };
-        let Ok(bytes) = self.buf.read_held(self.root.fd(), mounts, &mut self.held[9], false) else { return false };
-        let mut ok = true;
-        let mut seen_devices: smallvec::SmallVec<[(u32, u32); 16]> = smallvec::SmallVec::new();
-        for m in mountinfo::iter(bytes) {
-            let Ok(m) = m else {
-                ok = false;
+    /// Whether the mount table must be read this cycle: its descriptor is not held (first use,
+    /// or dropped after a failed read), it was not read through this one yet, it cannot say
+    /// (not procfs), or `poll` says the table changed since the last `poll` (the kernel keeps,
+    /// per open file, the mount namespace's event count as of the last `poll`, or the open:
+    /// a change after a poll and before the read that follows shows at the next poll, and is
+    /// read again then).
+    fn mounts_changed(&self) -> bool {
+        let Some(fd) = self.held[MOUNTS].as_ref() else { return true };
+        if !(self.mounts.current && self.mounts.pollable) {
+            return true;
+        }
+        let mut fds = [PollFd::new(fd, PollFlags::PRI)];
+        match poll(&mut fds, 0) {
+            Ok(0) => false,
+            Ok(_) => fds[0].revents().intersects(PollFlags::PRI | PollFlags::ERR | PollFlags::NVAL),
+            Err(_) => true,
+        }
+    }
+
+    /// Reads the mount table into [`Mounts`]: its block-device filesystems (each line that is
+    /// one, bind mounts included: the device is taken once, at its first mount `statvfs` reads).
+    fn read_mounts(&mut self) -> bool {
+        let path = if self.host_root.is_empty() { c"self/mountinfo" } else { c"1/mountinfo" };
+        let opened = self.held[MOUNTS].is_none();
+        self.mount_table_reads += 1;
+        let m = &mut self.mounts;
+        m.names.clear();
+        m.list.clear();
+        m.current = false;
+        let Ok(bytes) = self.buf.read_held(self.root.fd(), path, &mut self.held[MOUNTS], false) else {
+            return false;
+        };
+        m.parsed = true;
+        for line in mountinfo::iter(bytes) {
+            let Ok(line) = line else {
+                m.parsed = false;
                 continue;
             };
-            // Block-device filesystems only, each device once (bind mounts repeat it).
-            if !is_device_fs(&self.device_fs, m.fs_type) {
+            if !is_device_fs(&self.device_fs, line.fs_type) {
                 continue;
             }
-            if seen_devices.contains(&(m.major, m.minor)) {
-                continue;
-            }
-            // NUL-terminated in the arena so statvfs can take it as a C string without copying.
-            let mp = s.names.push_with(|v| {
-                mountinfo::unescape(m.mount_point, v);
+            let device = m.names.push(line.source);
+            // NUL-terminated, so statvfs can take it as a C string without copying.
+            let mount_point = m.names.push_with(|v| {
+                mountinfo::unescape(line.mount_point, v);
                 v.push(0);
             });
+            let fs_type = m.names.push(line.fs_type);
+            m.list.push((device, mount_point, fs_type, (line.major, line.minor)));
+        }
+        if opened {
+            m.pollable = self.held[MOUNTS].as_ref().is_some_and(on_procfs);
+        }
+        m.current = true;
+        true
+    }
+
+    fn filesystems(&mut self, s: &mut HostSample) -> bool {
+        if self.mounts_changed() && !self.read_mounts() {
+            return false;
+        }
+        let mut seen_devices: smallvec::SmallVec<[(u32, u32); 16]> = smallvec::SmallVec::new();
+        for &(device, mount_point, fs_type, dev) in &self.mounts.list {
+            if seen_devices.contains(&dev) {
+                continue;
+            }
+            let mount_point = self.mounts.names.get(mount_point);
             self.path.clear();
             self.path.extend_from_slice(&self.host_root);
-            self.path.extend_from_slice(s.names.get(mp));
+            self.path.extend_from_slice(mount_point);
             let Some(c_path) = CStr::from_bytes_with_nul(&self.path).ok() else { continue };
             let Ok(st) = rustix::fs::statvfs(c_path) else { continue };
             if st.f_blocks == 0 {
                 continue;
             }
-            seen_devices.push((m.major, m.minor));
+            seen_devices.push(dev);
             let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
-            let device = s.names.push(m.source);
-            let fs_type = s.names.push(m.fs_type);
             s.filesystems.push(Filesystem {
-                device,
-                mount_point: mp,
-                fs_type,
+                device: s.names.push(self.mounts.names.get(device)),
+                mount_point: s.names.push(mount_point),
+                fs_type: s.names.push(self.mounts.names.get(fs_type)),
                 total_bytes: st.f_blocks.saturating_mul(frsize),
                 used_bytes: st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(frsize),
                 free_bytes: st.f_bavail.saturating_mul(frsize),
@@ -194,7 +289,7 @@ impl HostSource {
                 inodes_free: st.f_ffree,
             });
         }
-        ok
+        self.mounts.parsed
     }
 }
 
@@ -240,6 +335,112 @@ mod tests {
         assert!(s.stat.unwrap().cpu.total() >= cpu);
         assert!(s.iface_named(b"lo").is_some());
         assert!(!s.filesystems.is_empty());
+    }
+
+    /// A tmpfs mounted at a unique directory for the test, unmounted (lazily, so a failing test
+    /// cannot leave it busy) and removed on drop.
+    struct TmpMount(std::path::PathBuf, bool);
+
+    impl TmpMount {
+        fn dir() -> TmpMount {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+            let dir = std::env::temp_dir().join(format!("sts-agent-mounts-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TmpMount(dir, false)
+        }
+
+        fn mount(&mut self) {
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1m", "sts-agent-test"])
+                .arg(&self.0)
+                .output()
+                .expect("mount(8)");
+            assert!(
+                out.status.success(),
+                "cannot run: mount -t tmpfs (needs root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            self.1 = true;
+        }
+
+        fn unmount(&mut self) {
+            let out = std::process::Command::new("umount").arg(&self.0).output().expect("umount(8)");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            self.1 = false;
+        }
+    }
+
+    impl Drop for TmpMount {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// The mount table is read when first needed, then again only after the kernel marks it
+    /// changed (a mount, an unmount); the filesystems of the cycles between come from the last
+    /// read, with sizes asked afresh.
+    #[test]
+    fn the_mount_table_is_read_again_only_after_a_change() {
+        let mut src = HostSource::open(Path::new("/proc")).unwrap();
+        // The agent's own table (in a container, pid 1's is read: tests/host_disks.rs), where
+        // this test mounts; and tmpfs counts as a disk here, so its mount shows in the list.
+        src.host_root.clear();
+        src.device_fs.extend_from_slice(b"tmpfs\n");
+        let mut m = TmpMount::dir();
+        let point = [m.0.as_os_str().as_encoded_bytes(), b"\0"].concat();
+        let listed = |s: &HostSample| s.filesystems.iter().any(|f| s.names.get(f.mount_point) == point.as_slice());
+        let mut s = HostSample::default();
+        src.collect(&mut s, 1.0, 1);
+        assert_eq!((s.problems, src.mount_table_reads), (0, 1));
+        let n = s.filesystems.len();
+        assert!(n > 0 && !listed(&s));
+        for t in 2..5 {
+            src.collect(&mut s, f64::from(t), t as u64);
+            assert_eq!((s.problems, src.mount_table_reads, s.filesystems.len()), (0, 1, n), "cycle {t}");
+        }
+        m.mount();
+        src.collect(&mut s, 5.0, 5);
+        assert_eq!((src.mount_table_reads, s.filesystems.len()), (2, n + 1));
+        let fs = s.filesystems.iter().find(|f| s.names.get(f.mount_point) == point.as_slice()).expect("the new mount");
+        assert_eq!((s.names.get(fs.fs_type), s.names.get(fs.device)), (&b"tmpfs"[..], &b"sts-agent-test"[..]));
+        assert_eq!(fs.total_bytes, 1 << 20);
+        // Its use, without a change to the table: read afresh each cycle.
+        std::fs::write(m.0.join("f"), vec![1u8; 256 << 10]).unwrap();
+        src.collect(&mut s, 6.0, 6);
+        let fs = s.filesystems.iter().find(|f| s.names.get(f.mount_point) == point.as_slice()).unwrap();
+        assert_eq!(src.mount_table_reads, 2);
+        assert!(fs.used_bytes >= 256 << 10, "{} bytes used", fs.used_bytes);
+        m.unmount();
+        src.collect(&mut s, 7.0, 7);
+        assert_eq!((src.mount_table_reads, s.filesystems.len()), (3, n));
+        assert!(!listed(&s));
+        src.collect(&mut s, 8.0, 8);
+        assert_eq!((s.problems, src.mount_table_reads), (0, 3));
+    }
+
+    /// `sys/fs/file-nr` is read with a short first `pread`, and whole.
+    #[test]
+    fn the_sysctl_is_read_whole_through_a_short_read() {
+        let mut src = HostSource::open(Path::new("/proc")).unwrap();
+        let mut s = HostSample::default();
+        for t in 1..3u32 {
+            src.collect(&mut s, f64::from(t), u64::from(t));
+            let whole = std::fs::read_to_string("/proc/sys/fs/file-nr").unwrap();
+            assert!(whole.len() < FILE_NR_FIRST_READ, "{whole:?}");
+            let nr = s.file_nr.expect("file-nr parsed");
+            let max: u64 = whole.split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert_eq!(nr.max, max);
+        }
+        assert!(src.held[FILE_NR].is_some());
+        // A value longer than the first read is read whole all the same.
+        let mut buf = ReadBuf::with_capacity(4096);
+        let fd = ReadBuf::open_rendered(src.root.fd(), c"sys/fs/file-nr").unwrap();
+        let whole = buf.reread(fd.as_fd()).unwrap().to_vec();
+        assert_eq!(buf.reread_short(fd.as_fd(), 4).unwrap(), whole.as_slice());
+        assert_eq!(buf.reread_short(fd.as_fd(), whole.len()).unwrap(), whole.as_slice());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! or kept with its last sample when known. Kernel threads are listed (their CPU counts) but their `statm`/`io` are not read.
 
 use super::new_pids::{Counters, NewPids, Plan};
-use super::procfs::ReadBuf;
+use super::procfs::{on_procfs, ReadBuf};
 use crate::checks::scrub::scrub_args;
 use crate::model::names::{Names, Span};
 use crate::model::process::{HeldFiles, Proc, ProcSample, ProcessTable, SpareTexts};
@@ -224,13 +224,6 @@ fn clocks_work(root: BorrowedFd<'_>, link: &mut [MaybeUninit<u8>], buf: &mut Rea
     listed == Some(u64::from(me))
         && ns_pids.is_none_or(|n| n == 1)
         && cpu_clock::process_cpu_ns(me).is_some_and(|ns| ns > 0)
-}
-
-/// Whether `fd` is a file of the kernel's procfs (`PROC_SUPER_MAGIC`).
-// `f_type`'s type differs by target and libc (i64 here, u32 or u64 elsewhere).
-#[allow(clippy::unnecessary_cast)]
-fn on_procfs(fd: &OwnedFd) -> bool {
-    rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as i64 == 0x9fa0)
 }
 
 /// Running out of file descriptors is logged at most once per this many seconds.

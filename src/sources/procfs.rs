@@ -24,6 +24,13 @@ impl ProcRoot {
     }
 }
 
+/// Whether `fd` is a file of the kernel's procfs (`PROC_SUPER_MAGIC`).
+// `f_type`'s type differs by target and libc (i64 here, u32 or u64 elsewhere).
+#[allow(clippy::unnecessary_cast)]
+pub fn on_procfs(fd: &OwnedFd) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as i64 == 0x9fa0)
+}
+
 /// A read buffer that grows (rarely) and is never shrunk or dropped between cycles.
 pub struct ReadBuf {
     buf: Vec<u8>,
@@ -57,6 +64,24 @@ impl ReadBuf {
                 Err(Errno::INTR) => continue,
                 Err(Errno::SRCH) => return Err(io::ErrorKind::NotFound.into()),
                 other => return Ok(other?),
+            }
+        }
+    }
+
+    /// [`ReadBuf::reread`] for a file whose content is short (a sysctl's value): the first
+    /// `pread` asks for `first` bytes only (the whole buffer when that fills). A sysctl read
+    /// makes the kernel allocate and zero a buffer of the size asked (`proc_sys_call_handler`),
+    /// 64 KiB with this buffer's usual size; a seq_file does not.
+    pub fn reread_short(&mut self, fd: BorrowedFd<'_>, first: usize) -> io::Result<&[u8]> {
+        let first = first.min(self.buf.len());
+        loop {
+            match rustix::io::pread(fd, &mut self.buf[..first], 0) {
+                Ok(0) => return Err(io::ErrorKind::NotFound.into()),
+                Ok(n) if n < first => return Ok(self.buf.get(..n).unwrap_or(&[])),
+                Ok(_) => return self.reread(fd),
+                Err(Errno::INTR) => continue,
+                Err(Errno::SRCH) => return Err(io::ErrorKind::NotFound.into()),
+                Err(e) => return Err(e.into()),
             }
         }
     }
