@@ -489,7 +489,7 @@ impl Forwarder {
                         self.origins[oi].in_flight = Some((ri, body));
                         // Readiness is edge-triggered: a kept-alive socket that is already
                         // writable gives no new event, so write now.
-                        if let Some(outcome) = self.origins[oi].client.on_ready(registry, now) {
+                        if let Some(outcome) = self.origins[oi].client.write_now(registry, now) {
                             self.settle(oi, outcome, now);
                         }
                         break;

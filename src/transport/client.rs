@@ -457,6 +457,21 @@ impl HttpClient {
 
     /// Handles readiness of this client's socket.
     pub fn on_ready(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
+        self.progress(registry, now, true)
+    }
+
+    /// Writes the request [`HttpClient::send`] queued, at once: readiness is edge-triggered,
+    /// and a kept-alive socket that is already writable gives no new event. Once the connection
+    /// is ready (connected, TLS established), nothing is read here: every event reads the
+    /// socket until it is empty, so whatever arrives after that (the reply, a close) raises an
+    /// event of its own; a read now would find nothing (one `recvfrom` a request, answered
+    /// `EAGAIN`). Before that, as [`HttpClient::on_ready`].
+    pub fn write_now(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
+        self.progress(registry, now, false)
+    }
+
+    /// [`HttpClient::on_ready`], or with `read` false [`HttpClient::write_now`].
+    fn progress(&mut self, registry: &Registry, now: Instant, read: bool) -> Option<Outcome> {
         // The resolver's sockets share this client's token.
         if let Some(done) = self.resolver.as_mut().and_then(|r| r.on_event(registry, now)) {
             if let Some(o) = self.resolved(registry, done, now) {
@@ -464,7 +479,7 @@ impl HttpClient {
             }
         }
         let connecting = self.conn.as_ref().is_some_and(|c| !c.tcp_connected);
-        match self.drive(now) {
+        match self.drive(now, read) {
             Ok(Some(outcome)) => {
                 if std::mem::take(&mut self.close_after_response) {
                     self.close(registry);
@@ -501,7 +516,7 @@ impl HttpClient {
         }
     }
 
-    fn drive(&mut self, now: Instant) -> Result<Option<Outcome>, Failure> {
+    fn drive(&mut self, now: Instant, read: bool) -> Result<Option<Outcome>, Failure> {
         let Some(conn) = self.conn.as_mut() else { return Ok(None) };
         if !conn.tcp_connected {
             if let Ok(Some(e)) | Err(e) = conn.sock.take_error() {
@@ -521,6 +536,9 @@ impl HttpClient {
             }
         }
         flush(conn, &self.tx, &mut self.tx_off)?;
+        if !read && conn.ready() {
+            return Ok(None);
+        }
         let eof = fill(conn, &mut self.rx)?;
         flush(conn, &self.tx, &mut self.tx_off)?;
         if conn.ready() {
@@ -684,6 +702,63 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1", "POST /two HTTP/1.1"]);
+    }
+
+    /// `write_now` writes and does not read: a reply already waiting in the socket (here one the
+    /// server sent ahead, unasked) is left to the readiness event its arrival raised, which
+    /// still comes (the socket was read until empty before it arrived) and yields it.
+    #[test]
+    fn a_request_is_written_at_once_and_its_reply_read_on_the_event() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (heard, second) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let (mut line, mut heads) = (String::new(), 0);
+            while heads < 2 && r.read_line(&mut line).unwrap_or(0) > 0 {
+                if line == "\r\n" {
+                    heads += 1;
+                    r.read_exact(&mut [0u8; 2]).unwrap();
+                    if heads == 1 {
+                        w.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").unwrap();
+                        // The next reply, ahead of its request.
+                        std::thread::sleep(Duration::from_millis(100));
+                        w.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").unwrap();
+                    } else {
+                        heard.send(()).unwrap();
+                    }
+                }
+                line.clear();
+            }
+        });
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("http://{addr}/base")).unwrap();
+        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
+        c.send(poll.registry(), "POST", "/one", &[], b"hi", Instant::now()).unwrap();
+        assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
+        // Let the early reply arrive, and take the events so far: only its arrival's is left.
+        std::thread::sleep(Duration::from_millis(300));
+        c.send(poll.registry(), "POST", "/two", &[], b"hi", Instant::now()).unwrap();
+        assert_eq!(c.write_now(poll.registry(), Instant::now()), None, "write_now read the socket");
+        // Written by `write_now` itself: the server has the request before the client runs again.
+        second.recv_timeout(Duration::from_secs(5)).expect("the second request never reached the server");
+        let mut events = Events::with_capacity(8);
+        let start = Instant::now();
+        let outcome = loop {
+            assert!(start.elapsed() < Duration::from_secs(10), "no event for the reply");
+            poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+            if let Some(o) = events
+                .iter()
+                .any(|e| e.token() == Token(1))
+                .then(|| c.on_ready(poll.registry(), Instant::now()))
+                .flatten()
+            {
+                break o;
+            }
+        };
+        assert!(matches!(outcome, Outcome::Response { status: 201, .. }), "{outcome:?}");
     }
 
     /// Like `until_outcome`, but also runs the client's timers; fails after `limit`.
