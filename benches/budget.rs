@@ -608,13 +608,14 @@ impl Agent {
     }
 
     /// The status right after the cycle following `prev` (seen ended at `seen`), polled so that
-    /// polling costs the agent little: each `/status` is rendered inside the measured cycle, and
-    /// a poll that wakes the agent costs it tens of µs (on 2026-12-05 polling from 120 ms before
-    /// the cycle was due, every 15 ms, made 8.6 polls a cycle and 0.6 ms of the agent's 11). The
-    /// agent's cycles keep a fixed schedule, so the next ends about an interval after the last
-    /// was seen ended: the first poll is 3 ms before that, then one every 3 ms. A first poll that
-    /// finds the cycle ended makes the next cycle's first poll 3 ms earlier against its end, one
-    /// that does not, later: it settles at one or two polls a cycle.
+    /// polling costs the agent little: each `/status` is rendered inside the measured window, and
+    /// a poll that finds the agent idle wakes it (a cold process: tens of µs; on 2026-12-05
+    /// polling from 120 ms before the cycle was due, every 15 ms, made 8.6 polls a cycle, most
+    /// of them before the cycle started). The agent's cycles keep a fixed schedule, so the next
+    /// ends about an interval after the last was seen ended: the first poll is 3 ms before that,
+    /// then one every 3 ms (a poll that arrives during the cycle is answered when its loop turn
+    /// ends). A first poll that finds the cycle ended makes the next cycle's first poll up to
+    /// 3 ms earlier against its end; one that does not, later: about one poll a cycle.
     fn next_cycle(&self, prev: &serde_json::Value, seen: Instant, interval: Duration) -> serde_json::Value {
         let due = seen + interval;
         if let Some(d) = due.checked_duration_since(Instant::now() + Duration::from_millis(3)) {
@@ -626,7 +627,30 @@ impl Agent {
             if Self::runs(&v) >= runs && v["checks"]["connections"]["runs"].as_u64().unwrap_or(0) >= runs {
                 return v;
             }
+            assert!(Instant::now() < due + 10 * interval, "the agent's run {runs} did not end within ten intervals");
             std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+
+    /// Waits until the agent is idle (its CPU time unchanged over 2 ms; at most 300 ms): after
+    /// its checks end it still sends the cycle's messages, one request at a time (about 60 in
+    /// the default scenario), and the harness's receiver decrypts them. The floor that runs next
+    /// then has the machine as it has it between cycles, not shared with that (2 vCPUs).
+    fn settle(&self) {
+        let runtime = || {
+            std::fs::read_to_string(format!("/proc/{}/schedstat", self.pid))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        };
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let mut last = runtime();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+            let now = runtime();
+            if now == last {
+                return;
+            }
+            last = now;
         }
     }
 
@@ -1544,6 +1568,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     for _ in 0..s.cycles {
         let v = agent.next_cycle(&prev, seen, interval);
         seen = Instant::now();
+        agent.settle();
         let sample = agent.sample();
         // Per run of the agent, should a slow round have let it run twice.
         let runs = Agent::runs(&v).saturating_sub(Agent::runs(&prev)).max(1);

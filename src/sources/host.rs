@@ -32,11 +32,23 @@ const FILE_NR_FIRST_READ: usize = 128;
 /// [`HOST_FILES`]' mount table.
 const MOUNTS: usize = 9;
 
+/// The mount table is read again at least every this many host checks (5 minutes at the default
+/// 15 s), changed or not: a path can change without a mount event (a directory above a mount
+/// point renamed), and a procfs that never marks a change (another kernel's emulation) would
+/// otherwise never be read again.
+const MOUNTS_REREAD_CYCLES: u32 = 20;
+
+/// Mounts of one device kept from a read: the first that `statvfs` answers is the device's
+/// (bind mounts repeat a device, by the hundred on a host running containers).
+const MOUNTS_PER_DEVICE: usize = 4;
+
 /// The mount table's block-device filesystems as last read (the mount table is read again only
-/// when the kernel says it changed: see [`HostSource::mounts_changed`]). Their sizes are not
-/// kept: `statvfs` asks for them every cycle.
-#[derive(Default)]
+/// when the kernel says it changed, a path failed, or at [`MOUNTS_REREAD_CYCLES`]: see
+/// [`HostSource::mounts_changed`]). Their sizes are not kept: `statvfs` asks for them every cycle.
 struct Mounts {
+    /// `self/mountinfo`, or `1/mountinfo` when the host's mount points are reached through
+    /// `1/root`.
+    path: &'static CStr,
     names: Names,
     /// Source (device), mount point (unescaped, NUL-terminated), filesystem type, and the
     /// device's `major:minor`.
@@ -45,10 +57,18 @@ struct Mounts {
     parsed: bool,
     /// Read through the descriptor held now (a descriptor opened afresh is read at once).
     current: bool,
+    /// A listed mount point failed `statvfs` (gone, renamed): read again next cycle.
+    stale: bool,
+    /// Cycles since the last read.
+    age: u32,
     /// The held descriptor is procfs's mount table, which `poll` marks `POLLPRI` after a change
-    /// (mount, unmount, remount, propagation change): a table that is not (a test's fake
-    /// procfs) is read every cycle.
+    /// (mount, unmount, remount, move): a table that is not (a test's fake procfs) is read
+    /// every cycle.
     pollable: bool,
+    /// Reused: the devices reported this cycle.
+    seen: Vec<(u32, u32)>,
+    /// How many times the table was read (tests).
+    reads: u64,
 }
 
 pub struct HostSource {
@@ -67,8 +87,6 @@ pub struct HostSource {
     /// `self/mountinfo` is read), held between cycles.
     held: [Option<OwnedFd>; 10],
     mounts: Mounts,
-    /// How many times the mount table was read (tests).
-    pub mount_table_reads: u64,
 }
 
 impl HostSource {
@@ -103,8 +121,18 @@ impl HostSource {
             host_root,
             path: Vec::with_capacity(256),
             held: Default::default(),
-            mounts: Mounts::default(),
-            mount_table_reads: 0,
+            mounts: Mounts {
+                path: if through_pid1 { c"1/mountinfo" } else { c"self/mountinfo" },
+                names: Names::default(),
+                list: Vec::new(),
+                parsed: false,
+                current: false,
+                stale: false,
+                age: 0,
+                pollable: false,
+                seen: Vec::new(),
+                reads: 0,
+            },
         })
     }
 
@@ -203,13 +231,15 @@ impl HostSource {
 
     /// Whether the mount table must be read this cycle: its descriptor is not held (first use,
     /// or dropped after a failed read), it was not read through this one yet, it cannot say
-    /// (not procfs), or `poll` says the table changed since the last `poll` (the kernel keeps,
-    /// per open file, the mount namespace's event count as of the last `poll`, or the open:
-    /// a change after a poll and before the read that follows shows at the next poll, and is
-    /// read again then).
+    /// (not procfs), a listed mount point failed last cycle, it is [`MOUNTS_REREAD_CYCLES`]
+    /// old, or `poll` says the table changed since the last `poll` (the kernel keeps, per open
+    /// file, the mount namespace's event count as of the last `poll`, or the open: a change
+    /// after a poll and before the read that follows shows at the next poll, and is read again
+    /// then).
     fn mounts_changed(&self) -> bool {
+        let m = &self.mounts;
         let Some(fd) = self.held[MOUNTS].as_ref() else { return true };
-        if !(self.mounts.current && self.mounts.pollable) {
+        if !(m.current && m.pollable) || m.stale || m.age >= MOUNTS_REREAD_CYCLES {
             return true;
         }
         let mut fds = [PollFd::new(fd, PollFlags::PRI)];
@@ -220,17 +250,19 @@ impl HostSource {
         }
     }
 
-    /// Reads the mount table into [`Mounts`]: its block-device filesystems (each line that is
-    /// one, bind mounts included: the device is taken once, at its first mount `statvfs` reads).
+    /// Reads the mount table into [`Mounts`]: its block-device filesystems, at most
+    /// [`MOUNTS_PER_DEVICE`] mounts of each (in the table's order: `statvfs` takes the first
+    /// that answers).
     fn read_mounts(&mut self) -> bool {
-        let path = if self.host_root.is_empty() { c"self/mountinfo" } else { c"1/mountinfo" };
         let opened = self.held[MOUNTS].is_none();
-        self.mount_table_reads += 1;
         let m = &mut self.mounts;
+        m.reads += 1;
         m.names.clear();
         m.list.clear();
         m.current = false;
-        let Ok(bytes) = self.buf.read_held(self.root.fd(), path, &mut self.held[MOUNTS], false) else {
+        m.stale = false;
+        m.age = 0;
+        let Ok(bytes) = self.buf.read_held(self.root.fd(), m.path, &mut self.held[MOUNTS], false) else {
             return false;
         };
         m.parsed = true;
@@ -239,7 +271,10 @@ impl HostSource {
                 m.parsed = false;
                 continue;
             };
-            if !is_device_fs(&self.device_fs, line.fs_type) {
+            let dev = (line.major, line.minor);
+            if !is_device_fs(&self.device_fs, line.fs_type)
+                || m.list.iter().filter(|e| e.3 == dev).count() >= MOUNTS_PER_DEVICE
+            {
                 continue;
             }
             let device = m.names.push(line.source);
@@ -249,7 +284,7 @@ impl HostSource {
                 v.push(0);
             });
             let fs_type = m.names.push(line.fs_type);
-            m.list.push((device, mount_point, fs_type, (line.major, line.minor)));
+            m.list.push((device, mount_point, fs_type, dev));
         }
         if opened {
             m.pollable = self.held[MOUNTS].as_ref().is_some_and(on_procfs);
@@ -262,26 +297,33 @@ impl HostSource {
         if self.mounts_changed() && !self.read_mounts() {
             return false;
         }
-        let mut seen_devices: smallvec::SmallVec<[(u32, u32); 16]> = smallvec::SmallVec::new();
-        for &(device, mount_point, fs_type, dev) in &self.mounts.list {
-            if seen_devices.contains(&dev) {
+        let m = &mut self.mounts;
+        m.age = m.age.saturating_add(1);
+        m.seen.clear();
+        for &(device, mount_point, fs_type, dev) in &m.list {
+            if m.seen.contains(&dev) {
                 continue;
             }
-            let mount_point = self.mounts.names.get(mount_point);
+            let mount_point = m.names.get(mount_point);
             self.path.clear();
             self.path.extend_from_slice(&self.host_root);
             self.path.extend_from_slice(mount_point);
             let Some(c_path) = CStr::from_bytes_with_nul(&self.path).ok() else { continue };
-            let Ok(st) = rustix::fs::statvfs(c_path) else { continue };
+            let Ok(st) = rustix::fs::statvfs(c_path) else {
+                // Listed but not there (unmounted meanwhile, or its path changed): the table
+                // is read again next cycle.
+                m.stale = true;
+                continue;
+            };
             if st.f_blocks == 0 {
                 continue;
             }
-            seen_devices.push(dev);
+            m.seen.push(dev);
             let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
             s.filesystems.push(Filesystem {
-                device: s.names.push(self.mounts.names.get(device)),
+                device: s.names.push(m.names.get(device)),
                 mount_point: s.names.push(mount_point),
-                fs_type: s.names.push(self.mounts.names.get(fs_type)),
+                fs_type: s.names.push(m.names.get(fs_type)),
                 total_bytes: st.f_blocks.saturating_mul(frsize),
                 used_bytes: st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(frsize),
                 free_bytes: st.f_bavail.saturating_mul(frsize),
@@ -289,7 +331,7 @@ impl HostSource {
                 inodes_free: st.f_ffree,
             });
         }
-        self.mounts.parsed
+        m.parsed
     }
 }
 
@@ -337,88 +379,84 @@ mod tests {
         assert!(!s.filesystems.is_empty());
     }
 
-    /// A tmpfs mounted at a unique directory for the test, unmounted (lazily, so a failing test
-    /// cannot leave it busy) and removed on drop.
-    struct TmpMount(std::path::PathBuf, bool);
-
-    impl TmpMount {
-        fn dir() -> TmpMount {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-            let dir = std::env::temp_dir().join(format!("sts-agent-mounts-{}-{nanos}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            TmpMount(dir, false)
-        }
-
-        fn mount(&mut self) {
-            let out = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=1m", "sts-agent-test"])
-                .arg(&self.0)
-                .output()
-                .expect("mount(8)");
-            assert!(
-                out.status.success(),
-                "cannot run: mount -t tmpfs (needs root): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            self.1 = true;
-        }
-
-        fn unmount(&mut self) {
-            let out = std::process::Command::new("umount").arg(&self.0).output().expect("umount(8)");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            self.1 = false;
-        }
-    }
-
-    impl Drop for TmpMount {
-        fn drop(&mut self) {
-            if self.1 {
-                let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-            }
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-
     /// The mount table is read when first needed, then again only after the kernel marks it
-    /// changed (a mount, an unmount); the filesystems of the cycles between come from the last
-    /// read, with sizes asked afresh.
+    /// changed (a mount, an unmount), a listed mount point fails, or it is
+    /// [`MOUNTS_REREAD_CYCLES`] old; the filesystems of the cycles between come from the last
+    /// read, with sizes asked afresh. In a mount namespace of the test's own thread, private
+    /// (no propagation either way), so that no other mount on the machine (containers, other
+    /// tests' network namespaces) changes its table; it ends with the thread, mounts and all.
     #[test]
     fn the_mount_table_is_read_again_only_after_a_change() {
-        let mut src = HostSource::open(Path::new("/proc")).unwrap();
-        // The agent's own table (in a container, pid 1's is read: tests/host_disks.rs), where
-        // this test mounts; and tmpfs counts as a disk here, so its mount shows in the list.
-        src.host_root.clear();
-        src.device_fs.extend_from_slice(b"tmpfs\n");
-        let mut m = TmpMount::dir();
-        let point = [m.0.as_os_str().as_encoded_bytes(), b"\0"].concat();
-        let listed = |s: &HostSample| s.filesystems.iter().any(|f| s.names.get(f.mount_point) == point.as_slice());
-        let mut s = HostSample::default();
-        src.collect(&mut s, 1.0, 1);
-        assert_eq!((s.problems, src.mount_table_reads), (0, 1));
-        let n = s.filesystems.len();
-        assert!(n > 0 && !listed(&s));
-        for t in 2..5 {
-            src.collect(&mut s, f64::from(t), t as u64);
-            assert_eq!((s.problems, src.mount_table_reads, s.filesystems.len()), (0, 1, n), "cycle {t}");
+        use nix::mount::{mount, umount, MsFlags};
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("sts-agent-mounts-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        let inside = dir.clone();
+        let run = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .expect("cannot run: unshare(CLONE_NEWNS) needs CAP_SYS_ADMIN (run the tests as root)");
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).unwrap();
+            let mut src = HostSource::open(Path::new("/proc")).unwrap();
+            // This thread's table (the source reads the process's, or pid 1's: tests/host_disks.rs),
+            // and tmpfs counts as a disk here, so the test's mount shows in the list.
+            src.host_root.clear();
+            src.mounts.path = c"thread-self/mountinfo";
+            src.device_fs.extend_from_slice(b"tmpfs\n");
+            let point = [inside.as_os_str().as_encoded_bytes(), b"\0"].concat();
+            let find =
+                |s: &HostSample| s.filesystems.iter().position(|f| s.names.get(f.mount_point) == point.as_slice());
+            let mut s = HostSample::default();
+            let mut t = 0u32;
+            let mut cycle = |src: &mut HostSource, s: &mut HostSample| {
+                t += 1;
+                src.collect(s, f64::from(t), u64::from(t));
+                assert_eq!(s.problems, 0, "cycle {t}");
+                src.mounts.reads
+            };
+            assert_eq!(cycle(&mut src, &mut s), 1);
+            let n = s.filesystems.len();
+            assert!(n > 0 && find(&s).is_none());
+            for _ in 0..3 {
+                assert_eq!((cycle(&mut src, &mut s), s.filesystems.len()), (1, n), "no change, no read");
+            }
+            mount(Some("sts-agent-test"), &inside, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+            assert_eq!((cycle(&mut src, &mut s), s.filesystems.len()), (2, n + 1), "read after the mount");
+            let fs = s.filesystems[find(&s).expect("the new mount")];
+            assert_eq!((s.names.get(fs.fs_type), s.names.get(fs.device)), (&b"tmpfs"[..], &b"sts-agent-test"[..]));
+            assert_eq!(fs.total_bytes, 1 << 20);
+            // Its use, without a change to the table: asked afresh each cycle.
+            std::fs::write(inside.join("f"), vec![1u8; 256 << 10]).unwrap();
+            assert_eq!(cycle(&mut src, &mut s), 2);
+            let used = s.filesystems[find(&s).unwrap()].used_bytes;
+            assert!(used >= 256 << 10, "{used} bytes used");
+            umount(&inside).unwrap();
+            assert_eq!((cycle(&mut src, &mut s), s.filesystems.len()), (3, n), "read after the unmount");
+            assert!(find(&s).is_none());
+            // Quiet again until the table is MOUNTS_REREAD_CYCLES old.
+            let quiet = MOUNTS_REREAD_CYCLES - 1;
+            for _ in 0..quiet {
+                assert_eq!(cycle(&mut src, &mut s), 3);
+            }
+            assert_eq!(cycle(&mut src, &mut s), 4, "read again at its age");
+            // A listed mount point that fails statvfs: read again the next cycle.
+            mount(Some("sts-agent-test"), &inside, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+            assert_eq!(cycle(&mut src, &mut s), 5);
+            src.path.clear();
+            let listed = src.mounts.list.iter().position(|e| src.mounts.names.get(e.1) == point.as_slice()).unwrap();
+            let other = src.mounts.names.push(b"/nonexistent-sts-agent-path\0");
+            src.mounts.list[listed].1 = other;
+            assert_eq!(cycle(&mut src, &mut s), 5, "the cycle that finds the path gone");
+            assert!(find(&s).is_none());
+            assert_eq!(cycle(&mut src, &mut s), 6, "read again after it");
+            assert!(find(&s).is_some());
+        });
+        let outcome = run.join();
+        // This thread's namespace never had the mount.
+        std::fs::remove_dir_all(&dir).unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
         }
-        m.mount();
-        src.collect(&mut s, 5.0, 5);
-        assert_eq!((src.mount_table_reads, s.filesystems.len()), (2, n + 1));
-        let fs = s.filesystems.iter().find(|f| s.names.get(f.mount_point) == point.as_slice()).expect("the new mount");
-        assert_eq!((s.names.get(fs.fs_type), s.names.get(fs.device)), (&b"tmpfs"[..], &b"sts-agent-test"[..]));
-        assert_eq!(fs.total_bytes, 1 << 20);
-        // Its use, without a change to the table: read afresh each cycle.
-        std::fs::write(m.0.join("f"), vec![1u8; 256 << 10]).unwrap();
-        src.collect(&mut s, 6.0, 6);
-        let fs = s.filesystems.iter().find(|f| s.names.get(f.mount_point) == point.as_slice()).unwrap();
-        assert_eq!(src.mount_table_reads, 2);
-        assert!(fs.used_bytes >= 256 << 10, "{} bytes used", fs.used_bytes);
-        m.unmount();
-        src.collect(&mut s, 7.0, 7);
-        assert_eq!((src.mount_table_reads, s.filesystems.len()), (3, n));
-        assert!(!listed(&s));
-        src.collect(&mut s, 8.0, 8);
-        assert_eq!((s.problems, src.mount_table_reads), (0, 3));
     }
 
     /// `sys/fs/file-nr` is read with a short first `pread`, and whole.
@@ -435,12 +473,20 @@ mod tests {
             assert_eq!(nr.max, max);
         }
         assert!(src.held[FILE_NR].is_some());
-        // A value longer than the first read is read whole all the same.
+        // A value longer than the first read is read whole all the same (its first field, the
+        // files allocated, may change between reads: the fields are compared by count and the
+        // last, the limit).
         let mut buf = ReadBuf::with_capacity(4096);
         let fd = ReadBuf::open_rendered(src.root.fd(), c"sys/fs/file-nr").unwrap();
-        let whole = buf.reread(fd.as_fd()).unwrap().to_vec();
-        assert_eq!(buf.reread_short(fd.as_fd(), 4).unwrap(), whole.as_slice());
-        assert_eq!(buf.reread_short(fd.as_fd(), whole.len()).unwrap(), whole.as_slice());
+        let fields = |b: &[u8]| -> (usize, Vec<u8>) {
+            let f: Vec<&[u8]> = b.split(|c| c.is_ascii_whitespace()).filter(|f| !f.is_empty()).collect();
+            (f.len(), f.last().unwrap().to_vec())
+        };
+        let whole = fields(buf.reread(fd.as_fd()).unwrap());
+        assert_eq!(whole.0, 3);
+        assert!(buf.reread_short(fd.as_fd(), 4).unwrap().ends_with(b"\n"));
+        assert_eq!(fields(buf.reread_short(fd.as_fd(), 4).unwrap()), whole);
+        assert_eq!(fields(buf.reread_short(fd.as_fd(), 64).unwrap()), whole);
     }
 
     #[test]

@@ -462,10 +462,10 @@ impl HttpClient {
 
     /// Writes the request [`HttpClient::send`] queued, at once: readiness is edge-triggered,
     /// and a kept-alive socket that is already writable gives no new event. Once the connection
-    /// is ready (connected, TLS established), nothing is read here: every event reads the
-    /// socket until it is empty, so whatever arrives after that (the reply, a close) raises an
-    /// event of its own; a read now would find nothing (one `recvfrom` a request, answered
-    /// `EAGAIN`). Before that, as [`HttpClient::on_ready`].
+    /// is ready (connected, TLS established), its socket is not read here: every event reads it
+    /// until it is empty, so whatever arrives after that (the reply, a close) raises an event of
+    /// its own; a read now would find nothing (one `recvfrom` a request, answered `EAGAIN`).
+    /// Before that, as [`HttpClient::on_ready`] (the resolver's socket is read as there).
     pub fn write_now(&mut self, registry: &Registry, now: Instant) -> Option<Outcome> {
         self.progress(registry, now, false)
     }
@@ -537,6 +537,7 @@ impl HttpClient {
         }
         flush(conn, &self.tx, &mut self.tx_off)?;
         if !read && conn.ready() {
+            self.connect_deadline = None;
             return Ok(None);
         }
         let eof = fill(conn, &mut self.rx)?;
@@ -712,6 +713,8 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let (heard, second) = std::sync::mpsc::channel();
+        let (early, sent_early) = std::sync::mpsc::channel();
+        let (read_first, go) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let (s, _) = l.accept().unwrap();
             let mut w = s.try_clone().unwrap();
@@ -723,9 +726,10 @@ mod tests {
                     r.read_exact(&mut [0u8; 2]).unwrap();
                     if heads == 1 {
                         w.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").unwrap();
-                        // The next reply, ahead of its request.
-                        std::thread::sleep(Duration::from_millis(100));
+                        // The next reply, ahead of its request, once the client has read the first.
+                        go.recv().unwrap();
                         w.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").unwrap();
+                        early.send(()).unwrap();
                     } else {
                         heard.send(()).unwrap();
                     }
@@ -738,8 +742,10 @@ mod tests {
         let mut c = HttpClient::new(url, None, Token(1)).unwrap();
         c.send(poll.registry(), "POST", "/one", &[], b"hi", Instant::now()).unwrap();
         assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
-        // Let the early reply arrive, and take the events so far: only its arrival's is left.
-        std::thread::sleep(Duration::from_millis(300));
+        read_first.send(()).unwrap();
+        // The early reply is in the client's socket (loopback delivers within the write).
+        sent_early.recv_timeout(Duration::from_secs(5)).expect("the server never sent the early reply");
+        std::thread::sleep(Duration::from_millis(20));
         c.send(poll.registry(), "POST", "/two", &[], b"hi", Instant::now()).unwrap();
         assert_eq!(c.write_now(poll.registry(), Instant::now()), None, "write_now read the socket");
         // Written by `write_now` itself: the server has the request before the client runs again.
@@ -759,6 +765,57 @@ mod tests {
             }
         };
         assert!(matches!(outcome, Outcome::Response { status: 201, .. }), "{outcome:?}");
+    }
+
+    /// A kept-alive connection the server closed while idle, found only after the next request
+    /// was written to it (`write_now` does not read first): the close's event fails it before
+    /// any reply, and the request is sent once more on a new connection.
+    #[test]
+    fn a_request_written_to_a_connection_the_server_closed_is_sent_again_on_a_new_one() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (read_first, go) = std::sync::mpsc::channel();
+        let (closed, is_closed) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for k in 0..2 {
+                let (s, _) = l.accept().unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line.starts_with("POST") {
+                        lines.push(format!("{k} {}", line.trim()));
+                    }
+                    if line == "\r\n" {
+                        r.read_exact(&mut [0u8; 2]).unwrap();
+                        w.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").unwrap();
+                        break;
+                    }
+                    line.clear();
+                }
+                if k == 0 {
+                    // Idle, then closed by the server (its keep-alive timeout).
+                    go.recv().unwrap();
+                    drop((w, r));
+                    closed.send(()).unwrap();
+                }
+            }
+            lines
+        });
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("http://{addr}/base")).unwrap();
+        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
+        c.send(poll.registry(), "POST", "/one", &[], b"hi", Instant::now()).unwrap();
+        assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
+        read_first.send(()).unwrap();
+        is_closed.recv_timeout(Duration::from_secs(5)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        c.send(poll.registry(), "POST", "/two", &[], b"hi", Instant::now()).unwrap();
+        assert_eq!(c.write_now(poll.registry(), Instant::now()), None);
+        let outcome = until_outcome_within(&mut c, &mut poll, Duration::from_secs(10));
+        assert!(matches!(outcome, Outcome::Response { status: 202, .. }), "{outcome:?}");
+        assert_eq!(server.join().unwrap(), ["0 POST /one HTTP/1.1", "1 POST /two HTTP/1.1"]);
     }
 
     /// Like `until_outcome`, but also runs the client's timers; fails after `limit`.
