@@ -705,6 +705,17 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), ["POST /one HTTP/1.1", "POST /two HTTP/1.1"]);
     }
 
+    /// A client of `addr` that has sent `POST /one` and had its 202.
+    fn first_reply(addr: std::net::SocketAddr) -> (Poll, HttpClient) {
+        let mut poll = Poll::new().unwrap();
+        let url = Url::parse(&format!("http://{addr}/base")).unwrap();
+        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
+        c.send(poll.registry(), "POST", "/one", &[], b"hi", Instant::now()).unwrap();
+        c.write_now(poll.registry(), Instant::now());
+        assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
+        (poll, c)
+    }
+
     /// `write_now` writes and does not read: a reply already waiting in the socket (here one the
     /// server sent ahead, unasked) is left to the readiness event its arrival raised, which
     /// still comes (the socket was read until empty before it arrived) and yields it.
@@ -737,11 +748,7 @@ mod tests {
                 line.clear();
             }
         });
-        let mut poll = Poll::new().unwrap();
-        let url = Url::parse(&format!("http://{addr}/base")).unwrap();
-        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
-        c.send(poll.registry(), "POST", "/one", &[], b"hi", Instant::now()).unwrap();
-        assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
+        let (mut poll, mut c) = first_reply(addr);
         read_first.send(()).unwrap();
         // The early reply is in the client's socket (loopback delivers within the write).
         sent_early.recv_timeout(Duration::from_secs(5)).expect("the server never sent the early reply");
@@ -803,11 +810,7 @@ mod tests {
             }
             lines
         });
-        let mut poll = Poll::new().unwrap();
-        let url = Url::parse(&format!("http://{addr}/base")).unwrap();
-        let mut c = HttpClient::new(url, None, Token(1)).unwrap();
-        c.send(poll.registry(), "POST", "/one", &[], b"hi", Instant::now()).unwrap();
-        assert!(matches!(until_outcome(&mut c, &mut poll), Outcome::Response { status: 202, .. }));
+        let (mut poll, mut c) = first_reply(addr);
         read_first.send(()).unwrap();
         is_closed.recv_timeout(Duration::from_secs(5)).unwrap();
         std::thread::sleep(Duration::from_millis(20));
