@@ -470,6 +470,8 @@ struct Agent {
     /// `/status` requests made so far: each costs the agent a rendering, inside the cycle's
     /// measured CPU (reported per measured cycle).
     status_polls: std::cell::Cell<u64>,
+    /// Waits for the agent to go idle that ended at their limit (see [`Agent::settle`]).
+    settle_timeouts: std::cell::Cell<u64>,
 }
 
 impl Drop for Agent {
@@ -569,6 +571,7 @@ impl Agent {
             _ca: ca,
             status_conn: Default::default(),
             status_polls: Default::default(),
+            settle_timeouts: Default::default(),
         }
     }
 
@@ -592,6 +595,7 @@ impl Agent {
     /// returns the status right after.
     fn wait_runs(&self, runs: u64, interval: Duration) -> serde_json::Value {
         let now = Self::runs(&self.status());
+        let deadline = Instant::now() + interval * (runs.saturating_sub(now) + 10) as u32;
         if runs > now + 1 {
             std::thread::sleep(interval * (runs - now - 1) as u32);
         }
@@ -603,6 +607,7 @@ impl Agent {
                     return v;
                 }
             }
+            assert!(Instant::now() < deadline, "the agent's run {runs} did not end within ten intervals of its time");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -632,26 +637,34 @@ impl Agent {
         }
     }
 
-    /// Waits until the agent is idle (its CPU time unchanged over 2 ms; at most 300 ms): after
-    /// its checks end it still sends the cycle's messages, one request at a time (about 60 in
-    /// the default scenario), and the harness's receiver decrypts them. The floor that runs next
-    /// then has the machine as it has it between cycles, not shared with that (2 vCPUs).
+    /// Waits until the agent is idle: asleep (`S` in `/proc/<pid>/stat`), its CPU time unchanged
+    /// over 2 ms, and no request reaching the receiver meanwhile (at most 300 ms; a wait that
+    /// ends there is counted, `settle_timeouts`). After its checks end the agent still sends the
+    /// cycle's messages, one request at a time (about 60 in the default scenario), and the
+    /// harness's receiver decrypts them; the floor that runs next then has the machine as it
+    /// has it between cycles. (`schedstat`'s CPU time leaves out the slice running now, and an
+    /// agent waiting for a CPU is not asleep: hence all three.)
     fn settle(&self) {
-        let runtime = || {
-            std::fs::read_to_string(format!("/proc/{}/schedstat", self.pid))
-                .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+            let runtime = std::fs::read_to_string(format!("/proc/{}/schedstat", self.pid)).ok()?;
+            let asleep = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("S");
+            let runtime = runtime.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())?;
+            Some((asleep, runtime, self.rx.recorded.lock().unwrap().requests.len()))
         };
         let deadline = Instant::now() + Duration::from_millis(300);
-        let mut last = runtime();
+        let mut last = state();
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
-            let now = runtime();
-            if now == last {
-                return;
+            let now = state();
+            if let (Some((true, runtime, seen)), Some((_, before, seen_before))) = (now, last) {
+                if runtime == before && seen == seen_before {
+                    return;
+                }
             }
             last = now;
         }
+        self.settle_timeouts.set(self.settle_timeouts.get() + 1);
     }
 
     fn sample(&self) -> ProcSample {
@@ -1187,6 +1200,8 @@ struct Figures {
     /// The harness's `/status` requests per measured cycle (each is the agent's work, inside
     /// the cycle's CPU).
     status_polls_per_cycle: f64,
+    /// Measured cycles whose end found the agent still busy after 300 ms (see `Agent::settle`).
+    settle_timeouts: u64,
     floor: Cpu,
     /// The floor's /proc reads and its inet_diag dump.
     floor_parts: (f64, f64),
@@ -1551,6 +1566,8 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     let allocs = |v: &serde_json::Value, f: &str| v["allocations"][f].as_u64();
     let in_checks = |v: &serde_json::Value| -> Option<u64> { checks_allocations(v) };
     let a = agent.wait_runs(Agent::runs(&agent.status()) + 1, interval);
+    // The window starts as each later one does: the agent idle, its sending done.
+    agent.settle();
     let pa = agent.sample();
     let rx0 = agent.rx.requests().len();
     // Cycle by cycle, for the allocations of each (a cycle that meets a new process may
@@ -1564,7 +1581,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     // few hundred ms at 500 processes; at thousands it may not fit, and runs after the phases).
     let mut psutil_samples: Vec<Psutil> = Vec::new();
     let (mut prev, mut seen, mut prev_sample) = (a.clone(), pa.at.unwrap(), pa);
-    let polls0 = agent.status_polls.get();
+    let (polls0, settle_timeouts0) = (agent.status_polls.get(), agent.settle_timeouts.get());
     for _ in 0..s.cycles {
         let v = agent.next_cycle(&prev, seen, interval);
         seen = Instant::now();
@@ -1606,6 +1623,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     }
     drop(psutil_server);
     let polls = agent.status_polls.get() - polls0;
+    let settle_timeouts = agent.settle_timeouts.get() - settle_timeouts0;
     let b = prev;
     let pb = agent.sample();
     let tw1 = host.time_wait_now();
@@ -1651,6 +1669,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         bytes_per_cycle: per(sent as f64),
         requests_per_cycle: per((requests.len() - rx0.min(requests.len())) as f64),
         status_polls_per_cycle: per(polls as f64),
+        settle_timeouts,
         ..Figures::default()
     };
     f.syscalls_per_cycle = syscalls_per_cycle(&agent, s.cycles.min(5), interval);
@@ -1787,13 +1806,14 @@ fn report(s: &Scenario, f: &Figures) {
         opt(f.alloc_bytes_per_cycle)
     );
     println!(
-        "memory: peak RSS {:.1} MiB, RSS {:.1} MiB, PSS {:.1} MiB; wakeups {:.1}/s; syscalls per cycle {} (the harness's /status polls: {:.1} a cycle); sent {:.0} bytes in {:.1} requests per cycle; connections reported {}",
+        "memory: peak RSS {:.1} MiB, RSS {:.1} MiB, PSS {:.1} MiB; wakeups {:.1}/s; syscalls per cycle {} (the harness's /status polls: {:.1} a cycle; cycles not settled in 300 ms: {}); sent {:.0} bytes in {:.1} requests per cycle; connections reported {}",
         f.hwm_kib as f64 / 1024.0,
         f.rss_kib as f64 / 1024.0,
         f.pss_kib as f64 / 1024.0,
         f.wakeups_per_s,
         opt(f.syscalls_per_cycle),
         f.status_polls_per_cycle,
+        f.settle_timeouts,
         f.bytes_per_cycle,
         f.requests_per_cycle,
         f.reported_conns
@@ -1956,6 +1976,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
     j["floor_one_walk_ms"] = f.floor_one_walk_ms.into();
     j["ratio_to_floor_one_walk"] = (f.floor_one_walk_ms > 0.0).then(|| f.cpu_ms / f.floor_one_walk_ms).into();
     j["status_polls_per_cycle"] = f.status_polls_per_cycle.into();
+    j["settle_timeouts"] = f.settle_timeouts.into();
     j
 }
 

@@ -816,6 +816,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         c.send(poll.registry(), "POST", "/two", &[], b"hi", Instant::now()).unwrap();
         assert_eq!(c.write_now(poll.registry(), Instant::now()), None);
+        // The close raises an event of its own.
+        let mut events = Events::with_capacity(8);
+        let start = Instant::now();
+        while !events.iter().any(|e| e.token() == Token(1)) {
+            assert!(start.elapsed() < Duration::from_secs(10), "no event for the close");
+            poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+        }
         let outcome = until_outcome_within(&mut c, &mut poll, Duration::from_secs(10));
         assert!(matches!(outcome, Outcome::Response { status: 202, .. }), "{outcome:?}");
         assert_eq!(server.join().unwrap(), ["0 POST /one HTTP/1.1", "1 POST /two HTTP/1.1"]);
