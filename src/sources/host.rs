@@ -50,9 +50,7 @@ struct Mounts {
     /// `1/root`.
     path: &'static CStr,
     names: Names,
-    /// Source (device), mount point (unescaped, NUL-terminated), filesystem type, the device's
-    /// `major:minor`, and whether `statvfs` has answered for it since the table was read.
-    list: Vec<(Span, Span, Span, (u32, u32), bool)>,
+    list: Vec<MountEntry>,
     /// Every line of the last read parsed.
     parsed: bool,
     /// Read through the descriptor held now (a descriptor opened afresh is read at once).
@@ -72,6 +70,20 @@ struct Mounts {
     seen: Vec<(u32, u32)>,
     /// How many times the table was read (tests).
     reads: u64,
+}
+
+/// A block-device mount of [`Mounts`]: its names in [`Mounts::names`].
+#[derive(Clone, Copy)]
+struct MountEntry {
+    /// The mount source, e.g. `/dev/vda1`.
+    device: Span,
+    /// Unescaped and NUL-terminated.
+    mount_point: Span,
+    fs_type: Span,
+    /// `major:minor`.
+    dev: (u32, u32),
+    /// `statvfs` has answered for it since the table was read.
+    answered: bool,
 }
 
 pub struct HostSource {
@@ -276,7 +288,7 @@ impl HostSource {
             };
             let dev = (line.major, line.minor);
             if !is_device_fs(&self.device_fs, line.fs_type)
-                || m.list.iter().filter(|e| e.3 == dev).count() >= MOUNTS_PER_DEVICE
+                || m.list.iter().filter(|e| e.dev == dev).count() >= MOUNTS_PER_DEVICE
             {
                 continue;
             }
@@ -287,7 +299,7 @@ impl HostSource {
                 v.push(0);
             });
             let fs_type = m.names.push(line.fs_type);
-            m.list.push((device, mount_point, fs_type, dev, false));
+            m.list.push(MountEntry { device, mount_point, fs_type, dev, answered: false });
         }
         if opened {
             m.pollable = self.held[MOUNTS].as_ref().is_some_and(on_procfs);
@@ -304,7 +316,7 @@ impl HostSource {
         m.age = m.age.saturating_add(1);
         m.seen.clear();
         for k in 0..m.list.len() {
-            let (device, mount_point, fs_type, dev, answered) = m.list[k];
+            let MountEntry { device, mount_point, fs_type, dev, answered } = m.list[k];
             if m.seen.contains(&dev) {
                 continue;
             }
@@ -319,7 +331,7 @@ impl HostSource {
                 m.stale |= answered;
                 continue;
             };
-            m.list[k].4 = true;
+            m.list[k].answered = true;
             if st.f_blocks == 0 {
                 continue;
             }
@@ -486,18 +498,19 @@ mod tests {
         // A listed mount point that answered, then fails statvfs: read again the next cycle.
         tmpfs(inside)?;
         assert_eq!(cycle(&mut src, &mut s)?, 5);
-        let listed = src.mounts.list.iter().position(|e| src.mounts.names.get(e.1) == point.as_slice()).unwrap();
-        let gone = src.mounts.names.push(b"/nonexistent-sts-agent-path\0");
-        src.mounts.list[listed].1 = gone;
+        let listed =
+            src.mounts.list.iter().position(|e| src.mounts.names.get(e.mount_point) == point.as_slice()).unwrap();
+        src.mounts.list[listed].mount_point = src.mounts.names.push(b"/nonexistent-sts-agent-path\0");
         assert_eq!(cycle(&mut src, &mut s)?, 5, "the cycle that finds the path gone");
         assert!(find(&s).is_none());
         assert_eq!(cycle(&mut src, &mut s)?, 6, "read again after it");
         assert!(find(&s).is_some());
         // One that never answered does not have the table read every cycle.
-        let listed = src.mounts.list.iter().position(|e| src.mounts.names.get(e.1) == point.as_slice()).unwrap();
+        let listed =
+            src.mounts.list.iter().position(|e| src.mounts.names.get(e.mount_point) == point.as_slice()).unwrap();
         // (The read emptied the arena: the name again.)
-        src.mounts.list[listed].1 = src.mounts.names.push(b"/nonexistent-sts-agent-path\0");
-        src.mounts.list[listed].4 = false;
+        src.mounts.list[listed].mount_point = src.mounts.names.push(b"/nonexistent-sts-agent-path\0");
+        src.mounts.list[listed].answered = false;
         for _ in 0..3 {
             assert_eq!(cycle(&mut src, &mut s)?, 6, "a path that never answered");
         }
