@@ -70,9 +70,9 @@ pub fn append_trace(out: &mut Vec<u8>, b: &Batch, body: &[u8], spans: &[Span]) {
         uint64(t, 1, first.trace_id);
         for s in spans {
             large_message(t, 2, |o| {
-                bytes(o, 1, b.text(body, s.service).as_bytes());
-                bytes(o, 2, b.text(body, s.name).as_bytes());
-                bytes(o, 3, b.text(body, s.resource).as_bytes());
+                bytes(o, 1, b.utf8_bytes(body, s.service));
+                bytes(o, 2, b.utf8_bytes(body, s.name));
+                bytes(o, 3, b.utf8_bytes(body, s.resource));
                 uint64(o, 4, s.trace_id);
                 uint64(o, 5, s.span_id);
                 uint64(o, 6, s.parent_id);
@@ -81,17 +81,17 @@ pub fn append_trace(out: &mut Vec<u8>, b: &Batch, body: &[u8], spans: &[Span]) {
                 int32(o, 9, s.error);
                 for (k, v) in b.span_meta(s).iter().chain(b.span_extra(s)) {
                     message(o, 10, |e| {
-                        repeated_bytes(e, 1, b.text(body, *k).as_bytes());
-                        repeated_bytes(e, 2, b.text(body, *v).as_bytes());
+                        repeated_bytes(e, 1, b.utf8_bytes(body, *k));
+                        repeated_bytes(e, 2, b.utf8_bytes(body, *v));
                     });
                 }
                 for (k, v) in b.span_metrics(s) {
                     message(o, 11, |e| {
-                        repeated_bytes(e, 1, b.text(body, *k).as_bytes());
+                        repeated_bytes(e, 1, b.utf8_bytes(body, *k));
                         double_present(e, 2, *v);
                     });
                 }
-                bytes(o, 12, b.text(body, s.typ).as_bytes());
+                bytes(o, 12, b.utf8_bytes(body, s.typ));
             });
         }
     });
