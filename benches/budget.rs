@@ -15,6 +15,8 @@
 //! `--interval SECS` `--cycles K` `--check budget.toml` (exit 1 when a gate is crossed)
 //! `--sweep` (the scaling table and plot) `--out DIR` (JSON results, the plot).
 
+#[path = "support/calibrate.rs"]
+mod calibrate;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "support/containers.rs"]
@@ -1202,6 +1204,10 @@ struct Figures {
     status_polls_per_cycle: f64,
     /// Measured cycles whose end found the agent still busy after 300 ms (see `Agent::settle`).
     settle_timeouts: u64,
+    /// The machine's speed at user-space work (`support/calibrate.rs`): ms of CPU a round, the
+    /// median of the best of 5 rounds taken before each phase. Scales the gates written in
+    /// absolute CPU time.
+    calibration_ms: Option<f64>,
     floor: Cpu,
     /// The floor's /proc reads and its inet_diag dump.
     floor_parts: (f64, f64),
@@ -1551,6 +1557,7 @@ fn containers_phase(agent: &Agent, s: &Scenario, interval: Duration) -> Containe
 fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
     let host = BusyHost::build(s);
     std::thread::sleep(Duration::from_millis(300));
+    let mut calibrations = vec![calibrate::measure(5)];
     let mut floor = Floor::new();
     std::hint::black_box(floor.cycle());
     std::hint::black_box(floor.one_walk.cycle());
@@ -1676,14 +1683,17 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
 
     if s.spans_per_s > 0 {
         host.top_up_time_wait();
+        calibrations.push(calibrate::measure(5));
         f.traces = Some(best_trace_window(&agent, s.spans_per_s, || trace_payload(SPANS_PER_PAYLOAD)));
         host.top_up_time_wait();
         f.traces_sql = Some(best_trace_window(&agent, s.spans_per_s, || sql_trace_payload(SPANS_PER_PAYLOAD)));
         host.top_up_time_wait();
         f.traces_otlp = Some(best_trace_window(&agent, s.spans_per_s, || otlp_trace_payload(SPANS_PER_PAYLOAD)));
+        calibrations.push(calibrate::measure(5));
     }
     if s.http_per_s > 0 {
         host.top_up_time_wait();
+        calibrations.push(calibrate::measure(5));
         f.http = Some(http_phase(&agent, s, interval));
     }
     drop(agent);
@@ -1693,6 +1703,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         host.top_up_time_wait();
         let agent = Agent::start_with(s, false);
         let _ = agent.wait_runs(3, interval);
+        calibrations.push(calibrate::measure(5));
         f.dogstatsd = Some(dogstatsd_phase(&agent, s.dogstatsd_per_s));
     }
     if s.containers > 0 {
@@ -1701,6 +1712,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
         host.top_up_time_wait();
         let agent = Agent::start_with(s, true);
         let _ = agent.wait_runs(3, interval);
+        calibrations.push(calibrate::measure(5));
         f.containers = Some(containers_phase(&agent, s, interval));
     }
     if let Some(bin) = &s.static_agent {
@@ -1720,6 +1732,7 @@ fn run_scenario(s: &Scenario, with_psutil: bool) -> Figures {
             );
         }
     }
+    f.calibration_ms = median(&calibrations);
     let floor_ms = median(&floors.iter().map(|f| f.0.total()).collect::<Vec<_>>()).unwrap_or(0.0);
     let floor_procs = median(&floors.iter().map(|f| f.1).collect::<Vec<_>>()).unwrap_or(0.0);
     let floor_user = floors.iter().map(|f| f.0.user_ms).sum::<f64>() / floors.len().max(1) as f64;
@@ -1820,6 +1833,11 @@ fn report(s: &Scenario, f: &Figures) {
     );
     if let Some(kib) = f.static_hwm_kib {
         println!("static build: peak RSS {:.1} MiB (same host, same checks)", kib as f64 / 1024.0);
+    }
+    if let Some(ms) = f.calibration_ms {
+        println!(
+            "machine: {ms:.2} ms a round of the calibration workload (benches/support/calibrate.rs; median of the best of 5 before each phase)"
+        );
     }
     if let Some(t) = &f.traces {
         println!(
@@ -1977,6 +1995,7 @@ fn to_json(s: &Scenario, f: &Figures) -> serde_json::Value {
     j["ratio_to_floor_one_walk"] = (f.floor_one_walk_ms > 0.0).then(|| f.cpu_ms / f.floor_one_walk_ms).into();
     j["status_polls_per_cycle"] = f.status_polls_per_cycle.into();
     j["settle_timeouts"] = f.settle_timeouts.into();
+    j["calibration_ms"] = f.calibration_ms.into();
     j
 }
 
@@ -2102,6 +2121,27 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         println!("gate {name}: {value:.3} <= {limit:.3}{aim}: {}", if pass { "pass" } else { "FAIL" });
     };
     let margin = get("ci.noise_margin");
+    // The gates in absolute CPU time hold on the machine they were set on; on one whose cores run
+    // user-space code slower (the calibration workload in the same run), they scale with it, up
+    // to `ci.machine_factor_max`, and never below 1 (a faster machine keeps them as written).
+    let factor_max = get("ci.machine_factor_max");
+    let raw_factor = f.calibration_ms.map_or(1.0, |ms| ms / get("ci.calibration_ms"));
+    let machine = raw_factor.clamp(1.0, factor_max);
+    println!(
+        "machine factor: {raw_factor:.2} ({} ms a calibration round against {} on the machine the gates were set on){}",
+        f.calibration_ms.map_or("no".to_string(), |ms| format!("{ms:.2}")),
+        get("ci.calibration_ms"),
+        if raw_factor > factor_max {
+            format!("; used as {factor_max}, the most the gates scale by")
+        } else if raw_factor < 1.0 {
+            "; used as 1: a faster machine keeps the gates as written".to_string()
+        } else {
+            String::new()
+        }
+    );
+    let scaled = |gate: &str| {
+        (format!("gate {} x noise margin {margin} x machine {machine:.2}", get(gate)), get(gate) * margin * machine)
+    };
     match (f.allocs_in_checks_per_cycle, f.allocs_per_request(), f.allocs_per_cycle) {
         (Some(c), Some(r), Some(w)) => {
             verdict(
@@ -2160,23 +2200,12 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             get("gates.peak_rss_mib_with_traces"),
             None,
         );
-        verdict(
-            &format!("µs CPU per span (gate {} x noise margin {margin})", get("gates.us_per_span")),
-            t.us_per_span,
-            get("gates.us_per_span") * margin,
-            None,
-        );
+        let (how, limit) = scaled("gates.us_per_span");
+        verdict(&format!("µs CPU per span ({how})"), t.us_per_span, limit, None);
     }
     if let Some(q) = &f.traces_sql {
-        verdict(
-            &format!(
-                "µs CPU per span, SQL-heavy spans (gate {} x noise margin {margin})",
-                get("gates.us_per_sql_span")
-            ),
-            q.us_per_span,
-            get("gates.us_per_sql_span") * margin,
-            None,
-        );
+        let (how, limit) = scaled("gates.us_per_sql_span");
+        verdict(&format!("µs CPU per span, SQL-heavy spans ({how})"), q.us_per_span, limit, None);
     }
     if let Some(d) = &f.dogstatsd {
         // Counted first: a per-metric figure over metrics the agent did not see means nothing.
@@ -2192,13 +2221,11 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
                 d.rcvbuf_granted, d.rcvbuf_requested
             );
         }
+        let (how, limit) = scaled("gates.ns_per_dogstatsd_metric");
         verdict(
-            &format!(
-                "ns CPU per DogStatsD metric (gate {} x noise margin {margin})",
-                get("gates.ns_per_dogstatsd_metric")
-            ),
+            &format!("ns CPU per DogStatsD metric ({how})"),
             d.ns_per_metric,
-            get("gates.ns_per_dogstatsd_metric") * margin,
+            limit,
             Some(get("aims.ns_per_dogstatsd_metric")),
         );
         verdict(
@@ -2209,12 +2236,8 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         );
     }
     if let Some(o) = &f.traces_otlp {
-        verdict(
-            &format!("µs CPU per span, OTLP/HTTP (gate {} x noise margin {margin})", get("gates.us_per_otlp_span")),
-            o.us_per_span,
-            get("gates.us_per_otlp_span") * margin,
-            None,
-        );
+        let (how, limit) = scaled("gates.us_per_otlp_span");
+        verdict(&format!("µs CPU per span, OTLP/HTTP ({how})"), o.us_per_span, limit, None);
         verdict(
             "peak RSS MiB with the OTLP load",
             o.hwm_kib as f64 / 1024.0,
@@ -2230,10 +2253,11 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
             get("gates.http_missed_share"),
             Some(0.0),
         );
+        let (how, limit) = scaled("gates.us_per_http_request");
         verdict(
-            &format!("µs CPU per HTTP request (gate {} x noise margin {margin})", get("gates.us_per_http_request")),
+            &format!("µs CPU per HTTP request ({how})"),
             h.us_per_request,
-            get("gates.us_per_http_request") * margin,
+            limit,
             Some(get("aims.us_per_http_request")),
         );
         match h.allocs_in_checks_per_cycle {
@@ -2258,13 +2282,11 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         }
     }
     if let Some(c) = &f.containers {
+        let (how, limit) = scaled("gates.us_per_container_cycle");
         verdict(
-            &format!(
-                "µs CPU per container per cycle (gate {} x noise margin {margin})",
-                get("gates.us_per_container_cycle")
-            ),
+            &format!("µs CPU per container per cycle ({how})"),
             c.us_per_container,
-            get("gates.us_per_container_cycle") * margin,
+            limit,
             Some(get("aims.us_per_container_cycle")),
         );
         match c.allocs_in_checks_per_cycle {
@@ -2624,15 +2646,45 @@ fn self_test() {
     allocating_ctrs.containers =
         allocating_ctrs.containers.map(|c| ContainerFigures { allocs_in_checks_per_cycle: Some(50.0), ..c });
     assert!(!check_gates(&g, &allocating_ctrs), "an allocation per container per cycle fails");
-    let mut allocating = good;
+    let mut allocating = good.clone();
     allocating.http = allocating.http.map(|h| HttpFigures { allocs_per_cycle: Some(5_006.0), ..h });
     assert!(!check_gates(&g, &allocating), "an allocation per request fails");
+    // The machine factor: 1 at the reference, the ratio above it, clamped at both ends, and 1
+    // without a calibration; a figure over the gate passes only on a machine that slow.
+    let reference = g["ci.calibration_ms"];
+    let slow_sql = |calibration: Option<f64>| {
+        let mut f = good.clone();
+        f.calibration_ms = calibration;
+        f.traces_sql = f.traces_sql.map(|t| TraceFigures { us_per_span: 3.5, ..t });
+        f
+    };
+    assert!(!check_gates(&g, &slow_sql(Some(reference))), "3.5 µs per SQL span fails on the reference machine");
+    assert!(!check_gates(&g, &slow_sql(None)), "3.5 µs per SQL span fails without a calibration");
+    let mut fast_machine = slow_sql(Some(reference / 2.0));
+    assert!(!check_gates(&g, &fast_machine), "a faster machine does not loosen the gates");
+    fast_machine.traces_sql = fast_machine.traces_sql.map(|t| TraceFigures { us_per_span: 2.9, ..t });
+    assert!(check_gates(&g, &fast_machine), "nor tighten them: 2.9 µs per SQL span passes at twice the speed");
+    assert!(
+        check_gates(&g, &slow_sql(Some(reference * 2.0))),
+        "3.5 µs per SQL span passes where the machine is 2x slower"
+    );
+    let mut slower_still = slow_sql(Some(reference * 100.0));
+    slower_still.traces_sql = slower_still.traces_sql.map(|t| TraceFigures { us_per_span: 8.0, ..t });
+    assert!(!check_gates(&g, &slower_still), "the factor is clamped: 8 µs fails however slow the machine");
+    // The workload is real work, not optimised away (debug profile here: slower still).
+    assert!(calibrate::measure(1) > 1.0, "a calibration round takes ms of CPU");
     println!("budget self-test: ok");
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--self-test") {
         self_test();
+        return;
+    }
+    if std::env::args().any(|a| a == "--calibrate") {
+        // The figure `ci.calibration_ms` of budget.toml is (on a quiet machine): ten of them.
+        let rounds: Vec<f64> = (0..10).map(|_| calibrate::measure(5)).collect();
+        println!("calibration: median {:.2} ms a round; {rounds:.2?}", median(&rounds).unwrap_or(f64::NAN));
         return;
     }
     let args = parse_args();
