@@ -202,7 +202,8 @@ pub fn decode_otlp(body: &[u8], format: Format, out: &mut Batch, sc: &mut Scratc
 
 /// A protobuf string as a body range, or its repair in the side buffer.
 fn pb_str(b: Bytes<'_>, out: &mut Batch) -> Result<Str> {
-    if std::str::from_utf8(b.data).is_ok() {
+    // is_ascii first, as the msgpack decoder's strings (parse/traces.rs `str_at`).
+    if b.data.is_ascii() || std::str::from_utf8(b.data).is_ok() {
         return Ok(Str::body(b.off, b.data.len()));
     }
     let begin = out.side_begin();
