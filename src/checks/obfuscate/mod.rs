@@ -9,9 +9,10 @@
 //! original) and owns the buffers; a span's new resource is copied into the batch's side buffer.
 //!
 //! A batch's lexing is bounded. In v0.5 every span names its resource by an index into one string
-//! table, so thousands of spans of a small body can name one long query: what a string gave is
-//! remembered for the batch (a fixed table of slots, see [`Memo`]), and spans naming it again
-//! take the result without lexing. What is still lexed counts against the batch's limit (a batch
+//! table, so thousands of spans of a small body can name one long query: what a query gave is
+//! remembered for the batch (a fixed table of slots, see [`Memo`], keyed by the query's bytes), and
+//! spans with the same query (named again, or sent again: an application runs the same queries
+//! over and over, and a v0.4 body repeats each span's) take the result without lexing. What is still lexed counts against the batch's limit (a batch
 //! may lex as many bytes as it may cost), and so does what the obfuscator's buffers will hold for
 //! a query; past either, the batch is over its limit and the request refused.
 
@@ -47,8 +48,9 @@ pub struct Obfuscator {
 #[derive(Debug, Clone, Copy, Default)]
 struct Memo {
     batch: u32,
-    /// [`Str::key`] of the string obfuscated.
-    source: u64,
+    /// The string obfuscated (in this batch) and a hash of its bytes.
+    source: Str,
+    hash: u64,
     /// [`kind`]: SQL or Redis, and the backslash mode before.
     kind: u8,
     resource: Str,
@@ -63,9 +65,31 @@ fn kind(is_sql: bool, literal_escapes: bool) -> u8 {
     u8::from(is_sql) | u8::from(is_sql && literal_escapes) << 1
 }
 
-fn slot(source: u64, kind: u8) -> usize {
-    let h = (source ^ u64::from(kind)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+fn slot(hash: u64, kind: u8) -> usize {
+    let h = (hash ^ u64::from(kind)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h >> 32) as usize % MEMO_SLOTS
+}
+
+/// A hash of a query's length and of its first and last 64 bytes (all of it up to 128), eight at
+/// a time: a few ns, whatever its length (v0.5 spans may name one 100 KB string thousands of
+/// times). Not a defence against collisions, and not needed as one: a slot is taken only when the
+/// bytes are equal too (the same string, or a comparison that stops at the first difference and
+/// is followed by a lexing of the query, which the batch's limit bounds), so a collision costs a
+/// lexing, never a wrong result.
+fn content_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = 0x243F_6A88_85A3_08D3 ^ bytes.len() as u64;
+    let (head, tail) = if bytes.len() <= 128 { (bytes, &[][..]) } else { (&bytes[..64], &bytes[bytes.len() - 64..]) };
+    for part in [head, tail] {
+        let mut words = part.chunks_exact(8);
+        for w in &mut words {
+            h = (h ^ u64::from_le_bytes(w.try_into().unwrap_or_default())).wrapping_mul(K).rotate_left(29);
+        }
+        let mut last = [0u8; 8];
+        last[..words.remainder().len()].copy_from_slice(words.remainder());
+        h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K).rotate_left(29);
+    }
+    h ^ h >> 32
 }
 
 /// What was done to a span.
@@ -126,18 +150,23 @@ impl Obfuscator {
         }
     }
 
-    fn recall(&self, source: Str, kind: u8) -> Option<Memo> {
-        let m = *self.memo.get(slot(source.key(), kind))?;
-        (m.batch == self.batch && m.source == source.key() && m.kind == kind).then_some(m)
+    /// What this batch's `source` gave before, by its bytes (the same string, or an equal one).
+    fn recall(&self, b: &Batch, body: &[u8], source: Str, hash: u64, kind: u8) -> Option<Memo> {
+        let m = *self.memo.get(slot(hash, kind))?;
+        let same = m.batch == self.batch
+            && m.kind == kind
+            && m.hash == hash
+            && (m.source == source || b.utf8_bytes(body, m.source) == b.utf8_bytes(body, source));
+        same.then_some(m)
     }
 
-    fn remember(&mut self, source: Str, kind: u8, resource: Str, outcome: Outcome) {
+    fn remember(&mut self, source: Str, hash: u64, kind: u8, resource: Str, outcome: Outcome) {
         if self.memo.is_empty() {
             self.memo = vec![Memo::default(); MEMO_SLOTS];
         }
         let literal_escapes = self.sql.literal_escapes;
-        self.memo[slot(source.key(), kind)] =
-            Memo { batch: self.batch, source: source.key(), kind, resource, outcome, literal_escapes };
+        self.memo[slot(hash, kind)] =
+            Memo { batch: self.batch, source, hash, kind, resource, outcome, literal_escapes };
     }
 }
 
@@ -156,7 +185,8 @@ pub fn obfuscate_span(ob: &mut Obfuscator, b: &mut Batch, body: &[u8], i: usize,
         return Outcome::SqlEmpty;
     }
     let kind = kind(is_sql, ob.sql.literal_escapes);
-    let (resource, outcome) = match ob.recall(s.resource, kind) {
+    let hash = content_hash(b.utf8_bytes(body, s.resource));
+    let (resource, outcome) = match ob.recall(b, body, s.resource, hash, kind) {
         Some(m) => {
             if is_sql {
                 ob.sql.literal_escapes = m.literal_escapes;
@@ -168,7 +198,7 @@ pub fn obfuscate_span(ob: &mut Obfuscator, b: &mut Batch, body: &[u8], i: usize,
             if outcome == Outcome::OverLimit {
                 return outcome;
             }
-            ob.remember(s.resource, kind, resource, outcome);
+            ob.remember(s.resource, hash, kind, resource, outcome);
             (resource, outcome)
         }
     };
@@ -229,4 +259,102 @@ fn obfuscate_resource(
     };
     ob.batch_lexed += ob.lexed_bytes() - lexed_before;
     (resource, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::traces::{process_with, RequestContext};
+    use crate::parse::traces::{decode_v04, Encoding};
+
+    /// A v0.4 body of one trace whose spans (at most 15) are of type `sql` with these resources.
+    fn sql_spans(queries: &[&str]) -> Vec<u8> {
+        let mut b = vec![0x91, 0x90 | queries.len() as u8];
+        for (i, q) in queries.iter().enumerate() {
+            b.extend_from_slice(&[0x84, 0xa8]);
+            b.extend_from_slice(b"trace_id\x01\xa7span_id");
+            b.push(i as u8 + 1);
+            b.extend_from_slice(b"\xa4type\xa3sql\xa8resource\xdb");
+            b.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            b.extend_from_slice(q.as_bytes());
+        }
+        b
+    }
+
+    fn processed(body: &[u8], ob: &mut Obfuscator) -> Batch {
+        let mut b = Batch::default();
+        decode_v04(body, Encoding::Msgpack, &mut b).unwrap();
+        process_with(&mut b, body, &RequestContext { now_ns: 1, host: "h", ..Default::default() }, ob);
+        b
+    }
+
+    /// (resource, sql.query) of each span.
+    fn results(b: &Batch, body: &[u8]) -> Vec<(String, String)> {
+        let extra = |s: &crate::model::trace::Span| {
+            b.span_extra(s).iter().find(|(k, _)| b.is(body, *k, SQL_QUERY)).map(|(_, v)| b.text(body, *v).to_string())
+        };
+        b.spans.iter().map(|s| (b.text(body, s.resource).to_string(), extra(s).unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn equal_queries_of_a_batch_are_lexed_once_and_give_what_each_gives_alone() {
+        let q1 = "SELECT * FROM users WHERE id = 42 AND name = 'x'";
+        let q2 = "UPDATE t SET a = 1.5 WHERE b IN (1, 2, 3)";
+        let bad = "SELECT 'unterminated";
+        // Long ones with the same length, first and last 64 bytes (one hash): told apart by bytes.
+        let cols = "c, ".repeat(30);
+        let (alpha, omega) = (
+            format!("SELECT {cols}alpha, {cols}z FROM t WHERE id = 1"),
+            format!("SELECT {cols}omega, {cols}z FROM t WHERE id = 1"),
+        );
+        assert_eq!(content_hash(alpha.as_bytes()), content_hash(omega.as_bytes()));
+        let queries =
+            [q1, q2, q1, bad, q1, q2, bad, "SELECT * FROM users WHERE id = 43 AND name = 'x'", &alpha, &omega, &alpha];
+        let body = sql_spans(&queries);
+        let mut ob = Obfuscator::default();
+        let b = processed(&body, &mut ob);
+        let lexed: usize = [q1, q2, bad, queries[7], &alpha, &omega, &alpha].iter().map(|q| q.len()).sum();
+        assert_eq!(ob.lexed_bytes(), lexed as u64, "each distinct query lexed once");
+        let together = results(&b, &body);
+        for (i, q) in queries.iter().enumerate() {
+            let alone = sql_spans(&[q]);
+            let b = processed(&alone, &mut Obfuscator::default());
+            assert_eq!(together[i], results(&b, &alone)[0], "span {i}: {q}");
+        }
+        assert_eq!(together[0].0, "SELECT * FROM users WHERE id = ? AND name = ?");
+        assert_eq!(together[3].0, NON_PARSABLE);
+        assert_eq!(together[3].1, bad, "the raw query in sql.query");
+        // The next batch remembers nothing of this one (its strings are other bytes).
+        let before = ob.lexed_bytes();
+        processed(&sql_spans(&[q1]), &mut ob);
+        assert_eq!(ob.lexed_bytes(), before + q1.len() as u64);
+    }
+
+    #[test]
+    fn a_hash_collision_costs_a_lexing_not_a_wrong_result() {
+        let body = sql_spans(&["SELECT 1", "SELECT 2", "SELECT 1"]);
+        let mut b = Batch::default();
+        decode_v04(&body, Encoding::Msgpack, &mut b).unwrap();
+        let mut ob = Obfuscator::default();
+        ob.begin_batch(&mut b);
+        let (one, two, one_again) = (b.spans[0].resource, b.spans[1].resource, b.spans[2].resource);
+        let sql = kind(true, false);
+        ob.remember(one, 7, sql, Str::EMPTY, Outcome::Sql);
+        assert!(ob.recall(&b, &body, two, 7, sql).is_none(), "same hash, other bytes");
+        assert!(ob.recall(&b, &body, one_again, 7, sql).is_some(), "same bytes elsewhere in the body");
+        // A query remembered in one backslash mode is not taken in the other (it may give another
+        // result there), even from the slot the other would look in.
+        let other = kind(true, true);
+        ob.remember(one, 9, other, Str::EMPTY, Outcome::Sql);
+        assert!(ob.recall(&b, &body, one, 9, other).is_some());
+        ob.memo[slot(9, sql)] = ob.memo[slot(9, other)];
+        assert!(ob.recall(&b, &body, one, 9, sql).is_none(), "the other backslash mode");
+        assert_ne!(content_hash(b"SELECT 1"), content_hash(b"SELECT 2"));
+        assert_ne!(content_hash(b"abcdefgh"), content_hash(b"abcdefgh\0"), "the length is in the hash");
+        // Past 128 bytes, the middle is left out of the hash (not out of the comparison).
+        let (x, y) =
+            (format!("SELECT '{}'", "a".repeat(200)), format!("SELECT '{}b{}'", "a".repeat(99), "a".repeat(100)));
+        assert_eq!(content_hash(x.as_bytes()), content_hash(y.as_bytes()));
+        assert_ne!(content_hash(x.as_bytes()), content_hash(format!("{x} ").as_bytes()));
+    }
 }
