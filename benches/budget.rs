@@ -2119,27 +2119,21 @@ fn check_gates(g: &BTreeMap<String, f64>, f: &Figures) -> bool {
         println!("gate {name}: {value:.3} <= {limit:.3}{aim}: {}", if pass { "pass" } else { "FAIL" });
     };
     let margin = get("ci.noise_margin");
-    // The per-span gates: the trace path is user-space code (decoding, obfuscation, encoding,
-    // gzip; benches/trace_intake.rs runs it in-process for nine tenths of the agent's figure),
-    // set on one machine. Each scales by the machine factor measured next to its load: the
-    // calibration workload's time over this machine's (`ci.calibration_ms`). Over
-    // `ci.machine_factor_max` the machine is too unlike the reference to judge, and the gate
-    // fails; with no calibration the factor is 1.
-    let factor_max = get("ci.machine_factor_max");
-    // The verdict's name and limit for `what`, a per-span figure of load `t` under `gate`.
+    // The per-span gates, as written. The machine factor measured next to each load (the
+    // calibration workload's time over this machine's, `ci.calibration_ms`) is reported beside
+    // them and not applied yet: it has not run on CI, and its own noise here is ±7 % (two
+    // reviews; benches/README.md "The machine factor").
     let per_span = |what: &str, gate: &str, t: &TraceFigures| -> (String, f64) {
-        let factor = t.calibration_ms.map_or(1.0, |ms| ms / get("ci.calibration_ms"));
-        let how = format!(
-            "gate {} x noise margin {margin} x machine {factor:.2}: {} against {} ms here",
-            get(gate),
-            t.calibration_ms.map_or("no calibration".to_string(), |ms| format!("a calibration round {ms:.2} ms")),
-            get("ci.calibration_ms")
-        );
-        if factor > factor_max {
-            (format!("{what} ({how}; over {factor_max}: too unlike this machine to judge)"), 0.0)
-        } else {
-            (format!("{what} ({how})"), get(gate) * margin * factor)
-        }
+        let factor = t.calibration_ms.map(|ms| ms / get("ci.calibration_ms"));
+        let how = match (factor, t.calibration_ms) {
+            (Some(x), Some(ms)) => format!(
+                "; machine factor {x:.2}, reported only: a calibration round {ms:.2} ms against {} here, {:.3} scaled",
+                get("ci.calibration_ms"),
+                t.us_per_span / x
+            ),
+            _ => "; no calibration".to_string(),
+        };
+        (format!("{what} (gate {} x noise margin {margin}{how})", get(gate)), get(gate) * margin)
     };
     match (f.allocs_in_checks_per_cycle, f.allocs_per_request(), f.allocs_per_cycle) {
         (Some(c), Some(r), Some(w)) => {
@@ -2654,8 +2648,7 @@ fn self_test() {
     let mut allocating = good.clone();
     allocating.http = allocating.http.map(|h| HttpFigures { allocs_per_cycle: Some(5_006.0), ..h });
     assert!(!check_gates(&g, &allocating), "an allocation per request fails");
-    // The machine factor: the calibration over the reference, 1 without one; a figure over the
-    // gate passes only on a machine that much slower, and none past the factor's bound.
+    // The machine factor is reported, not applied: a calibration, slower or faster, moves no gate.
     let reference = g["ci.calibration_ms"];
     let sql_at = |us: f64, calibration: Option<f64>| {
         let mut f = good.clone();
@@ -2664,39 +2657,14 @@ fn self_test() {
     };
     assert!(check_gates(&g, &sql_at(2.9, Some(reference))), "2.9 µs per SQL span passes on the reference machine");
     assert!(!check_gates(&g, &sql_at(3.5, Some(reference))), "3.5 µs per SQL span fails on the reference machine");
-    assert!(!check_gates(&g, &sql_at(3.5, None)), "3.5 µs per SQL span fails without a calibration");
-    assert!(
-        check_gates(&g, &sql_at(3.5, Some(reference * 2.0))),
-        "3.5 µs per SQL span passes where the machine is 2x slower"
-    );
-    assert!(!check_gates(&g, &sql_at(2.9, Some(reference / 2.0))), "2.9 µs fails where the machine is 2x faster");
-    assert!(
-        !check_gates(&g, &sql_at(1.0, Some(reference * 3.0))),
-        "a machine 3x slower than the reference fails the gate: too unlike it to judge"
-    );
-    for (what, f) in [
-        ("ddtrace", {
-            let mut f = good.clone();
-            f.traces = f.traces.map(|t| TraceFigures { us_per_span: 3.5, calibration_ms: Some(reference * 2.0), ..t });
-            f
-        }),
-        ("OTLP", {
-            let mut f = good.clone();
-            f.traces_otlp =
-                f.traces_otlp.map(|t| TraceFigures { us_per_span: 6.0, calibration_ms: Some(reference * 2.0), ..t });
-            f
-        }),
-    ] {
-        assert!(check_gates(&g, &f), "the {what} per-span gate scales with its load's factor too");
-        let mut unscaled = f.clone();
-        unscaled.traces = unscaled.traces.map(|t| TraceFigures { calibration_ms: None, ..t });
-        unscaled.traces_otlp = unscaled.traces_otlp.map(|t| TraceFigures { calibration_ms: None, ..t });
-        assert!(!check_gates(&g, &unscaled), "and fails without it ({what})");
+    assert!(!check_gates(&g, &sql_at(3.5, None)), "and without a calibration");
+    assert!(!check_gates(&g, &sql_at(3.5, Some(reference * 2.0))), "and on a machine 2x slower");
+    assert!(check_gates(&g, &sql_at(2.9, Some(reference / 2.0))), "2.9 µs passes on a machine 2x faster");
+    let mut all_slow = good.clone();
+    for t in [&mut all_slow.traces, &mut all_slow.traces_otlp] {
+        *t = t.take().map(|t| TraceFigures { us_per_span: 6.0, calibration_ms: Some(reference * 2.5), ..t });
     }
-    // Another load's slow machine does not loosen the others, nor the HTTP gate.
-    let mut http_slow = sql_at(2.0, Some(reference * 2.0));
-    http_slow.http = http_slow.http.map(|h| HttpFigures { us_per_request: 4.0, ..h });
-    assert!(!check_gates(&g, &http_slow), "the HTTP gate is not scaled");
+    assert!(!check_gates(&g, &all_slow), "6 µs per ddtrace and OTLP span fail on a machine 2.5x slower");
     println!("budget self-test: ok");
 }
 

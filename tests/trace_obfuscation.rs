@@ -364,6 +364,44 @@ fn spans_naming_one_long_table_string_lex_it_once() {
     }
 }
 
+/// One long query held twice in a v0.5 table: spans naming either copy take the first copy's
+/// result, and comparing the copies counts against the batch's limit as lexing does. Named in two
+/// runs, the copies are compared once (the memo then points at the second); named alternately,
+/// thousands of times, the comparisons pass the limit and the request is refused (before they
+/// counted, each span compared the whole query: 100 KB x 6,000 spans).
+#[test]
+fn one_long_query_held_twice_is_compared_within_the_limit() {
+    let mut sql = String::from("SELECT a FROM t WHERE x IN (");
+    while sql.len() < 100_000 {
+        sql.push_str("12345, 'abc', ");
+    }
+    sql.push_str("0)");
+    let strings = ["", "sql", &sql, &sql];
+    let runs: Vec<(u8, u16)> = (0..3000).map(|i| (1, if i < 1500 { 2 } else { 3 })).collect();
+    let body = v05_body(&strings, &runs);
+    let mut b = Batch { limit: limit_for(&body), ..Batch::default() };
+    decode_v05(&body, &mut b).unwrap();
+    let mut ob = Obfuscator::default();
+    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    assert!(!counts.over_limit, "{counts:?}");
+    assert_eq!((counts.spans, counts.sql_obfuscated), (3000, 3000));
+    assert!(ob.lexed_bytes() <= 2 * sql.len() as u64, "lexed once (twice at most, with the retry)");
+    let want = "SELECT a FROM t WHERE x IN ( ? )";
+    assert!(b.spans.iter().all(|s| b.text(&body, s.resource) == want));
+
+    let alternating: Vec<(u8, u16)> = (0..6000).map(|i| (1, 2 + (i % 2) as u16)).collect();
+    let body = v05_body(&strings, &alternating);
+    let mut b = Batch { limit: limit_for(&body), ..Batch::default() };
+    decode_v05(&body, &mut b).unwrap();
+    let mut ob = Obfuscator::default();
+    let t = std::time::Instant::now();
+    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    let took = t.elapsed();
+    assert!(counts.over_limit, "6,000 comparisons of 100 KB pass the limit: {counts:?}");
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    assert!(ob.lexed_bytes() <= 2 * sql.len() as u64 + b.limit as u64);
+}
+
 /// A remembered result is exactly what lexing again would give: spans alternating between
 /// queries that parse only in one backslash mode switch the sticky mode each time, and spans of
 /// a query that does not parse keep the raw query in `sql.query`, as without the memo.

@@ -298,11 +298,16 @@ impl Batch {
     /// makes is UTF-8 already: the decoders check each string (and repair the ones that are
     /// not) and every cut is at a character boundary; debug builds (the tests) check it again.
     pub fn utf8_bytes<'a>(&'a self, body: &'a [u8], s: Str) -> &'a [u8] {
-        let (buf, off) =
-            if s.off & SIDE != 0 { (&self.side[..], (s.off & !SIDE) as usize) } else { (body, s.off as usize) };
-        let b = buf.get(off..off + s.len as usize).unwrap_or(&[]);
+        let b = self.raw_bytes(body, s);
         debug_assert!(std::str::from_utf8(b).is_ok(), "a batch string that is not UTF-8: {b:?}");
         b
+    }
+
+    /// The bytes of `s` (from the body or the side buffer), for comparing and hashing.
+    pub fn raw_bytes<'a>(&'a self, body: &'a [u8], s: Str) -> &'a [u8] {
+        let (buf, off) =
+            if s.off & SIDE != 0 { (&self.side[..], (s.off & !SIDE) as usize) } else { (body, s.off as usize) };
+        buf.get(off..off + s.len as usize).unwrap_or(&[])
     }
 
     /// Whether `s` is `key`: lengths first, then bytes (no UTF-8 check: a key lookup over a span
