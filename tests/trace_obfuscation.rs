@@ -13,7 +13,7 @@ mod common;
 use serde_json::Value;
 use sts_agent::checks::obfuscate::sql::Tokenizer;
 use sts_agent::checks::obfuscate::{self, redis, Obfuscator, Outcome};
-use sts_agent::checks::traces::{process_with, RequestContext};
+use sts_agent::checks::traces::{process_with, RequestContext, TraceCounts};
 use sts_agent::model::trace::{Batch, Span};
 use sts_agent::parse::traces::{decode_v04, decode_v05, Encoding};
 
@@ -323,16 +323,31 @@ fn limit_for(body: &[u8]) -> usize {
     (body.len() * 8 + (4 << 20)).min(24 << 20)
 }
 
-/// Thousands of v0.5 spans of type `sql`, `cassandra` and `redis` naming one 100 KB table string
-/// each: every string is lexed once per batch, not once per span (before, a 186 KB body like
-/// this blocked the agent for 2-3 s in a release build), and every span gets the same result.
-#[test]
-fn spans_naming_one_long_table_string_lex_it_once() {
+/// A 100 KB SQL query of literals (`SELECT a FROM t WHERE x IN ( ? )` once obfuscated).
+fn long_query() -> String {
     let mut sql = String::from("SELECT a FROM t WHERE x IN (");
     while sql.len() < 100_000 {
         sql.push_str("12345, 'abc', ");
     }
     sql.push_str("0)");
+    sql
+}
+
+/// A v0.5 body decoded (within the agent's limit for it) and processed by a fresh obfuscator.
+fn processed_v05(body: &[u8]) -> (Batch, Obfuscator, TraceCounts) {
+    let mut b = Batch { limit: limit_for(body), ..Batch::default() };
+    decode_v05(body, &mut b).unwrap();
+    let mut ob = Obfuscator::default();
+    let counts = process_with(&mut b, body, &ctx(), &mut ob);
+    (b, ob, counts)
+}
+
+/// Thousands of v0.5 spans of type `sql`, `cassandra` and `redis` naming one 100 KB table string
+/// each: every string is lexed once per batch, not once per span (before, a 186 KB body like
+/// this blocked the agent for 2-3 s in a release build), and every span gets the same result.
+#[test]
+fn spans_naming_one_long_table_string_lex_it_once() {
+    let sql = long_query();
     let mut redis = String::from("GET k\n");
     while redis.len() < 100_000 {
         redis.push_str("        \n");
@@ -371,18 +386,11 @@ fn spans_naming_one_long_table_string_lex_it_once() {
 /// counted, each span compared the whole query: 100 KB x 6,000 spans).
 #[test]
 fn one_long_query_held_twice_is_compared_within_the_limit() {
-    let mut sql = String::from("SELECT a FROM t WHERE x IN (");
-    while sql.len() < 100_000 {
-        sql.push_str("12345, 'abc', ");
-    }
-    sql.push_str("0)");
+    let sql = long_query();
     let strings = ["", "sql", &sql, &sql];
     let runs: Vec<(u8, u16)> = (0..3000).map(|i| (1, if i < 1500 { 2 } else { 3 })).collect();
     let body = v05_body(&strings, &runs);
-    let mut b = Batch { limit: limit_for(&body), ..Batch::default() };
-    decode_v05(&body, &mut b).unwrap();
-    let mut ob = Obfuscator::default();
-    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    let (b, ob, counts) = processed_v05(&body);
     assert!(!counts.over_limit, "{counts:?}");
     assert_eq!((counts.spans, counts.sql_obfuscated), (3000, 3000));
     assert!(ob.lexed_bytes() <= 2 * sql.len() as u64, "lexed once (twice at most, with the retry)");
@@ -391,11 +399,8 @@ fn one_long_query_held_twice_is_compared_within_the_limit() {
 
     let alternating: Vec<(u8, u16)> = (0..6000).map(|i| (1, 2 + (i % 2) as u16)).collect();
     let body = v05_body(&strings, &alternating);
-    let mut b = Batch { limit: limit_for(&body), ..Batch::default() };
-    decode_v05(&body, &mut b).unwrap();
-    let mut ob = Obfuscator::default();
     let t = std::time::Instant::now();
-    let counts = process_with(&mut b, &body, &ctx(), &mut ob);
+    let (b, ob, counts) = processed_v05(&body);
     let took = t.elapsed();
     assert!(counts.over_limit, "6,000 comparisons of 100 KB pass the limit: {counts:?}");
     assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
