@@ -37,20 +37,12 @@ pub fn utf8_cut(s: &[u8], limit: usize) -> usize {
     (limit.saturating_sub(3)..=limit).rev().find(|&i| starts(i)).unwrap_or(0)
 }
 
-/// The bytes of `s` (from the body or the side buffer).
-fn bytes<'a>(b: &'a Batch, body: &'a [u8], s: Str) -> &'a [u8] {
-    match b.side_range(s) {
-        Some(r) => &b.side[r],
-        None => Batch::body_bytes(body, s),
-    }
-}
-
 /// `s` cut to `limit` bytes, nothing appended.
 fn cut(b: &Batch, body: &[u8], s: Str, limit: usize) -> Str {
     if s.len() <= limit {
         return s;
     }
-    s.prefix(utf8_cut(bytes(b, body, s), limit))
+    s.prefix(utf8_cut(b.raw_bytes(body, s), limit))
 }
 
 /// `s` cut to `limit` bytes with `...` appended, written to the side buffer; `s` itself when it
@@ -60,7 +52,7 @@ fn cut_marked(b: &mut Batch, body: &[u8], s: Str, limit: usize) -> Str {
     if s.len() <= limit {
         return s;
     }
-    let keep = utf8_cut(bytes(b, body, s), limit);
+    let keep = utf8_cut(b.raw_bytes(body, s), limit);
     if !b.fits(keep + MARK.len()) {
         return s;
     }

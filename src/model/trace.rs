@@ -314,12 +314,7 @@ impl Batch {
     /// with many long entries costs one comparison of lengths per entry).
     #[inline]
     pub fn is(&self, body: &[u8], s: Str, key: &str) -> bool {
-        if s.len() != key.len() {
-            return false;
-        }
-        let (buf, off) =
-            if s.off & SIDE != 0 { (&self.side[..], (s.off & !SIDE) as usize) } else { (body, s.off as usize) };
-        buf.get(off..off + s.len as usize) == Some(key.as_bytes())
+        s.len() == key.len() && self.raw_bytes(body, s) == key.as_bytes()
     }
 
     pub fn span_meta(&self, s: &Span) -> &[(Str, Str)] {
